@@ -1,0 +1,43 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv when missing.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+VCC := $(VENV)/bin/vcc
+STAMP := $(VENV)/.installed
+DEMO_ARGS ?=
+BENCH_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test lint proto bench system-deps clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Servers the tests use that Python packages cannot bring: PostgreSQL from Debian.
+system-deps:
+	bash deploy/install-system-deps.sh
+
+demo: $(STAMP)
+	$(VCC) demo $(DEMO_ARGS)
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+proto: $(STAMP)
+	$(PY) tools/protogen.py
+
+bench: $(STAMP)
+	$(VCC) bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) run .pytest_cache .mypy_cache .ruff_cache

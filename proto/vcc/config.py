@@ -1,0 +1,236 @@
+"""The province config: one YAML file that every process of a province reads.
+
+It is a contract like the gRPC one: operators write it by hand and `vcc` validates it at
+start, naming the key and the reason of the first thing that is wrong.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+AGENT_CODE = re.compile(r"^\d{4}$")
+IDENT = r"^[a-z][a-z0-9_-]{0,31}$"
+HostPort = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")]
+Ident = Annotated[str, Field(pattern=IDENT)]
+
+
+class ConfigError(Exception):
+    """A province config that cannot be used; the message names the key and the reason."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors, never silently ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrunkGroupConfig(_Strict):
+    id: Ident
+    channels: int = Field(gt=0, le=100_000)
+
+
+class TieTrunkConfig(_Strict):
+    """Channels between this site and a peer city (used when a call is served elsewhere)."""
+
+    peer: Ident
+    channels: int = Field(ge=0, le=100_000)
+
+
+BoardKind = Literal["ivr", "fax", "recording", "conference"]
+
+
+class BoardConfig(_Strict):
+    id: Ident
+    kind: BoardKind
+    channels: int = Field(gt=0, le=100_000)
+
+
+RoutingStrategy = Literal["longest_idle", "most_skilled", "round_robin", "least_occupied"]
+
+
+class SkillGroupConfig(_Strict):
+    id: Ident
+    name: str = ""
+    strategy: RoutingStrategy = "longest_idle"
+    # Higher is served first among calls of the same skill group.
+    priority: int = Field(default=0, ge=0, le=9)
+
+
+class AgentConfig(_Strict):
+    code: str
+    name: str = ""
+    # A slow salted hash (argon2id or scrypt in PHC format); never the password itself.
+    password_hash: str = Field(min_length=20)
+    # Skill group id -> level 1..10 (10 is the most skilled).
+    skills: dict[str, Annotated[int, Field(ge=1, le=10)]] = Field(min_length=1)
+    role: Literal["agent", "group_leader", "administrator"] = "agent"
+
+    @field_validator("code")
+    @classmethod
+    def _four_digits(cls, v: str) -> str:
+        if not AGENT_CODE.match(v):
+            raise ValueError("an agent code is four digits: two for the group, two for the member")
+        return v
+
+    @field_validator("password_hash")
+    @classmethod
+    def _slow_hash(cls, v: str) -> str:
+        if not (v.startswith("$argon2id$") or v.startswith("$scrypt$")):
+            raise ValueError("must be an argon2id or scrypt hash (see `vcc hash-password`)")
+        return v
+
+
+class IvrChoice(_Strict):
+    digit: Annotated[str, Field(pattern=r"^[0-9*#]$")]
+    skill_group: Ident
+    label: str = ""
+
+
+class IvrConfig(_Strict):
+    """The first IVR step: the caller picks the service with one digit."""
+
+    prompt: str = "Welcome. Press a key for the service you need."
+    # At most 5 choices wide (SPEC F6).
+    choices: list[IvrChoice] = Field(min_length=1, max_length=5)
+    digit_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    # Where a caller who presses nothing (or a wrong key) goes.
+    default_skill_group: Ident
+
+    @model_validator(mode="after")
+    def _unique_digits(self) -> IvrConfig:
+        digits = [c.digit for c in self.choices]
+        if len(set(digits)) != len(digits):
+            raise ValueError("choices: each digit may appear once")
+        return self
+
+
+class SiteConfig(_Strict):
+    id: Ident
+    name: str
+    listen: HostPort
+    trunk_groups: list[TrunkGroupConfig] = Field(min_length=1)
+    tie_trunks: list[TieTrunkConfig] = []
+    boards: list[BoardConfig] = []
+    skill_groups: list[SkillGroupConfig] = Field(min_length=1)
+    agents: list[AgentConfig] = []
+    ivr: IvrConfig
+    ring_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    wrap_up_s: float = Field(default=5.0, ge=0, le=3600)
+    # How long a logged-in agent's desktop may be gone before the agent is logged out.
+    desktop_grace_s: float = Field(default=30.0, gt=0, le=3600)
+    # Local SQLite journal of call records not yet acknowledged by central.
+    outbox_path: str = ""
+
+    @model_validator(mode="after")
+    def _references(self) -> SiteConfig:
+        groups = {g.id for g in self.skill_groups}
+        _unique("skill_groups", [g.id for g in self.skill_groups])
+        _unique("trunk_groups", [t.id for t in self.trunk_groups])
+        _unique("boards", [b.id for b in self.boards])
+        _unique("agents", [a.code for a in self.agents])
+        for i, agent in enumerate(self.agents):
+            for skill in agent.skills:
+                if skill not in groups:
+                    raise ValueError(f"agents.{i}.skills: unknown skill group {skill!r}")
+        for i, choice in enumerate(self.ivr.choices):
+            if choice.skill_group not in groups:
+                raise ValueError(f"ivr.choices.{i}.skill_group: unknown skill group {choice.skill_group!r}")
+        if self.ivr.default_skill_group not in groups:
+            raise ValueError(f"ivr.default_skill_group: unknown skill group {self.ivr.default_skill_group!r}")
+        return self
+
+
+class EtcdConfig(_Strict):
+    endpoints: list[HostPort] = Field(default=["127.0.0.1:2379"], min_length=1)
+    # Keys live under this prefix, so several provinces can share one etcd cluster.
+    prefix: Annotated[str, Field(pattern=r"^/[A-Za-z0-9_/-]*$")] = "/vcc"
+    # A site that stops renewing its lease is gone after this many seconds.
+    lease_ttl_s: int = Field(default=3, ge=1, le=60)
+
+
+class CentralConfig(_Strict):
+    listen: HostPort = "127.0.0.1:7000"
+    # sqlite+aiosqlite:///path.db (embedded) or cockroachdb+asyncpg://user@host:port/db.
+    database_url: str = "sqlite+aiosqlite:///vcc-central.db"
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported(cls, v: str) -> str:
+        if not (v.startswith("sqlite+aiosqlite://") or v.startswith("cockroachdb+asyncpg://")):
+            raise ValueError("use sqlite+aiosqlite:// or cockroachdb+asyncpg://")
+        return v
+
+
+class ProvinceInfo(_Strict):
+    id: Ident
+    name: str
+    service_number: Annotated[str, Field(pattern=r"^\d{3,8}$")] = "10000"
+
+
+class ProvinceConfig(_Strict):
+    province: ProvinceInfo
+    etcd: EtcdConfig = EtcdConfig()
+    central: CentralConfig = CentralConfig()
+    sites: list[SiteConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _province_wide(self) -> ProvinceConfig:
+        ids = [s.id for s in self.sites]
+        _unique("sites", ids)
+        _unique("sites.*.listen", [s.listen for s in self.sites] + [self.central.listen])
+        # Agent codes are unique in the province: a transfer names an agent by code alone.
+        _unique("agents (province-wide)", [a.code for s in self.sites for a in s.agents])
+        for i, site in enumerate(self.sites):
+            for j, tie in enumerate(site.tie_trunks):
+                if tie.peer not in ids or tie.peer == site.id:
+                    raise ValueError(f"sites.{i}.tie_trunks.{j}.peer: unknown peer site {tie.peer!r}")
+        return self
+
+    def site(self, site_id: str) -> SiteConfig:
+        for s in self.sites:
+            if s.id == site_id:
+                return s
+        raise ConfigError(f"site: no site {site_id!r} in the province config (have: {', '.join(s.id for s in self.sites)})")
+
+
+def _unique(key: str, values: list[str]) -> None:
+    seen: set[str] = set()
+    for v in values:
+        if v in seen:
+            raise ValueError(f"{key}: {v!r} appears twice")
+        seen.add(v)
+
+
+def parse_province(data: object, source: str = "<config>") -> ProvinceConfig:
+    try:
+        return ProvinceConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {format_validation_error(exc)}") from None
+
+
+def load_province(path: str | Path) -> ProvinceConfig:
+    """Read and validate a province config; raise ConfigError naming the key and the reason."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    return parse_province(data, str(p))
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem: `key.path: reason`."""
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{key}: {msg}")
+    return "; ".join(lines)

@@ -1,0 +1,135 @@
+"""What every vcc gRPC server and client shares: health, reflection, error mapping, deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import timestamp_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from vcc.errors import ERROR_ID_KEY, VccError
+
+log = logging.getLogger(__name__)
+
+# Default deadline of a unary RPC between vcc processes, in seconds.
+DEFAULT_DEADLINE_S = 5.0
+# Largest message a vcc server accepts: bounds what a bad client can make us allocate.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.enable_retries", 0),
+]
+SERVER_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.so_reuseport", 0),
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def maps_errors(method: F) -> F:
+    """Server edge: a VccError raised by a handler becomes its gRPC status and error id."""
+
+    @functools.wraps(method)
+    async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await method(self, request, context)
+        except VccError as exc:
+            await _abort(context, exc)
+
+    return unary  # type: ignore[return-value]
+
+
+def maps_stream_errors(method: F) -> F:
+    """Like maps_errors, for server-streaming handlers (async generators)."""
+
+    @functools.wraps(method)
+    async def streaming(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        try:
+            async for item in method(self, request, context):
+                yield item
+        except VccError as exc:
+            await _abort(context, exc)
+
+    return streaming  # type: ignore[return-value]
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: VccError) -> None:
+    context.set_trailing_metadata(((ERROR_ID_KEY, exc.error_id),))
+    await context.abort(exc.status, exc.message)
+
+
+class Server:
+    """A grpc.aio server with health and reflection; NOT_SERVING before a graceful stop."""
+
+    def __init__(self, service_names: Iterable[str]) -> None:
+        self.grpc = grpc.aio.server(options=SERVER_OPTIONS)
+        self._health = health.aio.HealthServicer()
+        self._names = [*service_names, health.SERVICE_NAME]
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self.grpc)
+        reflection.enable_server_reflection([*self._names, reflection.SERVICE_NAME], self.grpc)
+        self.port = 0
+
+    async def start(self, listen: str) -> int:
+        self.port = self.grpc.add_insecure_port(listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {listen}")
+        await self.grpc.start()
+        await self.set_serving(True)
+        return self.port
+
+    async def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", *self._names):
+            await self._health.set(name, status)
+
+    async def stop(self, grace_s: float = 2.0) -> None:
+        await self.set_serving(False)
+        await self.grpc.stop(grace_s)
+
+
+def channel(address: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+
+
+async def wait_serving(address: str, timeout_s: float = 20.0) -> None:
+    """Block until the server at `address` reports SERVING (used by launchers and tests)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    async with channel(address) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        while True:
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if loop.time() > deadline:
+                raise TimeoutError(f"{address} not serving after {timeout_s}s")
+            await asyncio.sleep(0.1)
+
+
+def timestamp(unix_s: float) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(round(unix_s * 1e9))
+    return ts
+
+
+def unix_s(ts: timestamp_pb2.Timestamp) -> float:
+    return float(ts.ToNanoseconds()) / 1e9
