@@ -1,0 +1,27 @@
+"""Fixtures shared by the whole suite: a real etcd and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.postgres import PostgresServer, start_temporary
+from tools.etcd_server import EtcdServer
+
+
+@pytest.fixture(scope="session")
+def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
+    server = EtcdServer(data_dir=tmp_path_factory.mktemp("etcd") / "data").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = start_temporary()
+    yield server
+    server.stop()
+    shutil.rmtree(Path(server.root).parent, ignore_errors=True)
