@@ -63,7 +63,7 @@ class SkillGroupConfig(_Strict):
 class AgentConfig(_Strict):
     code: str
     name: str = ""
-    # A slow salted hash (argon2id or scrypt in PHC format); never the password itself.
+    # A slow salted hash (argon2id, PHC format); never the password itself.
     password_hash: str = Field(min_length=20)
     # Skill group id -> level 1..10 (10 is the most skilled).
     skills: dict[str, Annotated[int, Field(ge=1, le=10)]] = Field(min_length=1)
@@ -79,8 +79,8 @@ class AgentConfig(_Strict):
     @field_validator("password_hash")
     @classmethod
     def _slow_hash(cls, v: str) -> str:
-        if not (v.startswith("$argon2id$") or v.startswith("$scrypt$")):
-            raise ValueError("must be an argon2id or scrypt hash (see `vcc hash-password`)")
+        if not v.startswith("$argon2id$"):
+            raise ValueError("must be an argon2id hash (see `vcc hash-password`)")
         return v
 
 

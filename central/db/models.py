@@ -1,0 +1,129 @@
+"""The central database schema (SQLAlchemy 2.0 declarative); Alembic migrations create it.
+
+Times are unix seconds as double precision on every database. Maps (an event's data, an
+agent's skills) are JSON text encoded by us: the CockroachDB dialect hands JSON columns back
+as strings on PostgreSQL, so a JSON column type would read differently on the two databases.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Double, Index, Integer, MetaData, PrimaryKeyConstraint, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Stable constraint names, so migrations can refer to them on every database.
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Site(Base):
+    __tablename__ = "sites"
+
+    site_id: Mapped[str] = mapped_column(String, primary_key=True)
+    name: Mapped[str] = mapped_column(String)
+    listen: Mapped[str] = mapped_column(String)
+
+
+class SkillGroup(Base):
+    """Skill groups are defined per site in the province config."""
+
+    __tablename__ = "skill_groups"
+
+    site_id: Mapped[str] = mapped_column(String, primary_key=True)
+    skill_group_id: Mapped[str] = mapped_column(String, primary_key=True)
+    name: Mapped[str] = mapped_column(String)
+    strategy: Mapped[str] = mapped_column(String)
+    priority: Mapped[int] = mapped_column(Integer)
+
+
+class Agent(Base):
+    __tablename__ = "agents"
+
+    code: Mapped[str] = mapped_column(String, primary_key=True)
+    site_id: Mapped[str] = mapped_column(String, index=True)
+    name: Mapped[str] = mapped_column(String)
+    role: Mapped[str] = mapped_column(String)
+    # JSON text: skill group id -> level.
+    skills: Mapped[str] = mapped_column(Text)
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+
+    customer_id: Mapped[str] = mapped_column(String, primary_key=True)
+    phone: Mapped[str] = mapped_column(String, unique=True)
+    name: Mapped[str] = mapped_column(String)
+    level: Mapped[str] = mapped_column(String)
+    city: Mapped[str] = mapped_column(String)
+    notes: Mapped[str] = mapped_column(Text)
+
+
+class Call(Base):
+    """One row per call id, folded from all its events (central.records.fold)."""
+
+    __tablename__ = "calls"
+    __table_args__ = (
+        Index("ix_calls_first_event_at_call_id", "first_event_at", "call_id"),
+        Index("ix_calls_entry_site_id_first_event_at", "entry_site_id", "first_event_at", "call_id"),
+    )
+
+    call_id: Mapped[str] = mapped_column(String, primary_key=True)
+    entry_site_id: Mapped[str] = mapped_column(String)
+    ani: Mapped[str] = mapped_column(String)
+    dnis: Mapped[str] = mapped_column(String)
+    skill_group: Mapped[str] = mapped_column(String)
+    state: Mapped[str] = mapped_column(String)
+    outcome: Mapped[str] = mapped_column(String)
+    served_site_id: Mapped[str] = mapped_column(String)
+    agent_code: Mapped[str] = mapped_column(String)
+    arrived_at: Mapped[float | None] = mapped_column(Double)
+    answered_at: Mapped[float | None] = mapped_column(Double)
+    ended_at: Mapped[float | None] = mapped_column(Double)
+    wait_s: Mapped[float] = mapped_column(Double)
+    talk_s: Mapped[float] = mapped_column(Double)
+    event_count: Mapped[int] = mapped_column(Integer)
+    # Listing order (arrival order, and stable before ARRIVED itself has reached central).
+    first_event_at: Mapped[float] = mapped_column(Double)
+
+
+class CallLeg(Base):
+    __tablename__ = "call_legs"
+
+    call_id: Mapped[str] = mapped_column(String, primary_key=True)
+    site_id: Mapped[str] = mapped_column(String, primary_key=True)
+    first_at: Mapped[float] = mapped_column(Double)
+    last_at: Mapped[float] = mapped_column(Double)
+    event_count: Mapped[int] = mapped_column(Integer)
+    agent_code: Mapped[str] = mapped_column(String)
+
+
+class CallEvent(Base):
+    """(call_id, site_id, seq) is unique: what makes ingest idempotent."""
+
+    __tablename__ = "call_events"
+    __table_args__ = (
+        # The unique key is the primary key itself: no second index to write, and no sequence
+        # (CockroachDB spreads a natural key over ranges better than a counter).
+        PrimaryKeyConstraint("call_id", "site_id", "seq"),
+    )
+
+    call_id: Mapped[str] = mapped_column(String)
+    site_id: Mapped[str] = mapped_column(String)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String)
+    at: Mapped[float] = mapped_column(Double)
+    agent_code: Mapped[str] = mapped_column(String)
+    skill_group: Mapped[str] = mapped_column(String)
+    ani: Mapped[str] = mapped_column(String)
+    dnis: Mapped[str] = mapped_column(String)
+    outcome: Mapped[str] = mapped_column(String)
+    # JSON text: the event's free-form string map.
+    data: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,44 @@
+"""Run central until SIGTERM or SIGINT (the `vcc central` command and `python -m central`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from central.app import CentralApp
+from vcc import logs
+from vcc.config import ConfigError, ProvinceConfig, load_province
+
+log = logging.getLogger(__name__)
+
+# Exit status for a config that cannot be used (as for a command-line usage error).
+EXIT_BAD_CONFIG = 2
+
+
+def run(config_path: str, seed_customers: int = 0) -> None:
+    """Serve the province described by the config file; a bad config exits with status 2."""
+    logs.configure("central")
+    try:
+        config = load_province(config_path)
+    except ConfigError as exc:
+        print(f"central: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_CONFIG) from None
+    asyncio.run(serve(config, seed_customers))
+
+
+async def serve(config: ProvinceConfig, seed_customers: int = 0) -> None:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    app = CentralApp(config, seed_customers)
+    try:
+        await app.start()
+        await stopping.wait()
+        log.info("stopping on signal")
+    finally:
+        await app.stop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

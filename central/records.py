@@ -1,0 +1,249 @@
+"""Call records: fold a call's events, from every site it visited, into one record (pure, no I/O).
+
+Events reach central in batches, late, out of order and more than once; folding always starts
+again from every stored event of the call, so the record depends on the set of events only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class EventKind(StrEnum):
+    """What happened to a call; the names are vcc.v1.CallEventKind's without the prefix."""
+
+    ARRIVED = "ARRIVED"
+    BLOCKED = "BLOCKED"
+    IVR_STARTED = "IVR_STARTED"
+    DIGITS = "DIGITS"
+    QUEUED = "QUEUED"
+    RINGING = "RINGING"
+    RING_NO_ANSWER = "RING_NO_ANSWER"
+    ANSWERED = "ANSWERED"
+    HELD = "HELD"
+    RETRIEVED = "RETRIEVED"
+    TRANSFERRED = "TRANSFERRED"
+    ABANDONED = "ABANDONED"
+    ENDED = "ENDED"
+    AGENT_HUNG_UP = "AGENT_HUNG_UP"
+    CALLER_HUNG_UP = "CALLER_HUNG_UP"
+
+
+class CallState(StrEnum):
+    """Where a call is; vcc.v1.CallState names without the prefix ("" = not known yet)."""
+
+    UNSPECIFIED = ""
+    ARRIVING = "ARRIVING"
+    IVR = "IVR"
+    QUEUED = "QUEUED"
+    RINGING = "RINGING"
+    TALKING = "TALKING"
+    HELD = "HELD"
+    ENDED = "ENDED"
+
+
+class Outcome(StrEnum):
+    """How a call ended; vcc.v1.CallOutcome names without the prefix ("" = not ended)."""
+
+    UNSPECIFIED = ""
+    ANSWERED = "ANSWERED"
+    ABANDONED = "ABANDONED"
+    BLOCKED = "BLOCKED"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True)
+class CallEvent:
+    """One entry of a call's history as a site wrote it; (call_id, site_id, seq) is its identity."""
+
+    call_id: str
+    site_id: str
+    seq: int
+    kind: EventKind
+    at: float
+    agent_code: str = ""
+    skill_group: str = ""
+    ani: str = ""
+    dnis: str = ""
+    outcome: Outcome = Outcome.UNSPECIFIED
+    data: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.call_id, self.site_id, self.seq)
+
+
+@dataclass(frozen=True)
+class CallLeg:
+    """The part of a call's journey spent at one site."""
+
+    site_id: str
+    first_at: float
+    last_at: float
+    event_count: int
+    # The agent who answered the call at this site, if one did.
+    agent_code: str = ""
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    call_id: str
+    entry_site_id: str
+    ani: str
+    dnis: str
+    skill_group: str
+    state: CallState
+    outcome: Outcome
+    served_site_id: str
+    agent_code: str
+    arrived_at: float | None
+    answered_at: float | None
+    ended_at: float | None
+    wait_s: float
+    talk_s: float
+    event_count: int
+    # Earliest event time: the listing order while ARRIVED has not reached central yet.
+    first_event_at: float
+    legs: tuple[CallLeg, ...] = ()
+    events: tuple[CallEvent, ...] = ()
+
+
+# The state a call is in after an event of this kind; kinds not listed leave the state alone.
+_STATE_AFTER: dict[EventKind, CallState] = {
+    EventKind.ARRIVED: CallState.ARRIVING,
+    EventKind.IVR_STARTED: CallState.IVR,
+    EventKind.DIGITS: CallState.IVR,
+    EventKind.QUEUED: CallState.QUEUED,
+    EventKind.RING_NO_ANSWER: CallState.QUEUED,
+    EventKind.RINGING: CallState.RINGING,
+    EventKind.ANSWERED: CallState.TALKING,
+    EventKind.RETRIEVED: CallState.TALKING,
+    EventKind.HELD: CallState.HELD,
+}
+_ENTRY_KINDS = (EventKind.ARRIVED, EventKind.BLOCKED)
+
+
+def order(events: Iterable[CallEvent]) -> list[CallEvent]:
+    """Events in journey order, each once: by time, then site, then the site's sequence number."""
+    unique = {e.key: e for e in events}
+    return sorted(unique.values(), key=lambda e: (e.at, e.site_id, e.seq))
+
+
+def fold(events: Iterable[CallEvent]) -> CallRecord:
+    """The record of one call from all its events known so far (at least one).
+
+    A BLOCKED call never gets further events, so it counts as ended with outcome BLOCKED even
+    when no ENDED event follows it. Several ANSWERED events (a transfer answered elsewhere):
+    the first one served the call. Several ENDED events (legs ending at several sites): the
+    call ended with the last one.
+    """
+    journey = order(events)
+    if not journey:
+        raise ValueError("a call record needs at least one event")
+    call_ids = {e.call_id for e in journey}
+    if len(call_ids) != 1:
+        raise ValueError(f"events of several calls folded together: {sorted(call_ids)}")
+
+    entry = _first(journey, *_ENTRY_KINDS)
+    answered = _first(journey, EventKind.ANSWERED)
+    ended = _last(journey, EventKind.ENDED)
+    blocked = _first(journey, EventKind.BLOCKED)
+
+    state = CallState.UNSPECIFIED
+    for e in journey:
+        state = _STATE_AFTER.get(e.kind, state)
+    if ended is not None or blocked is not None:
+        state = CallState.ENDED
+
+    outcome = _outcome(journey, ended, blocked, answered)
+    arrived_at = entry.at if entry is not None else None
+    answered_at = answered.at if answered is not None else None
+    ended_at = ended.at if ended is not None else (blocked.at if blocked is not None else None)
+
+    wait_s = 0.0
+    if arrived_at is not None:
+        until = answered_at if answered_at is not None else ended_at
+        # Clocks of different sites disagree a little: a wait is never negative.
+        wait_s = max(0.0, until - arrived_at) if until is not None else 0.0
+    talk_s = max(0.0, ended_at - answered_at) if answered_at is not None and ended_at is not None else 0.0
+
+    first = journey[0]
+    return CallRecord(
+        call_id=first.call_id,
+        entry_site_id=entry.site_id if entry is not None else first.site_id,
+        ani=_first_value(journey, "ani", entry),
+        dnis=_first_value(journey, "dnis", entry),
+        skill_group=(answered.skill_group if answered is not None and answered.skill_group else "")
+        or _last_value(journey, "skill_group"),
+        state=state,
+        outcome=outcome,
+        served_site_id=answered.site_id if answered is not None else "",
+        agent_code=answered.agent_code if answered is not None else "",
+        arrived_at=arrived_at,
+        answered_at=answered_at,
+        ended_at=ended_at,
+        wait_s=wait_s,
+        talk_s=talk_s,
+        event_count=len(journey),
+        first_event_at=first.at,
+        legs=legs(journey),
+        events=tuple(journey),
+    )
+
+
+def legs(journey: list[CallEvent]) -> tuple[CallLeg, ...]:
+    """One leg per site the call visited, in the order the call reached them."""
+    by_site: dict[str, list[CallEvent]] = {}
+    for e in journey:
+        by_site.setdefault(e.site_id, []).append(e)
+    result = []
+    for site_id, site_events in by_site.items():
+        answered = _first(site_events, EventKind.ANSWERED)
+        result.append(
+            CallLeg(
+                site_id=site_id,
+                first_at=site_events[0].at,
+                last_at=site_events[-1].at,
+                event_count=len(site_events),
+                agent_code=answered.agent_code if answered is not None else "",
+            )
+        )
+    return tuple(result)
+
+
+def _outcome(
+    journey: list[CallEvent], ended: CallEvent | None, blocked: CallEvent | None, answered: CallEvent | None
+) -> Outcome:
+    if ended is not None:
+        if ended.outcome:
+            return ended.outcome
+        # The last ENDED said nothing; an earlier leg's ENDED may have.
+        for e in reversed(journey):
+            if e.kind is EventKind.ENDED and e.outcome:
+                return e.outcome
+        if blocked is not None:
+            return Outcome.BLOCKED
+        return Outcome.ANSWERED if answered is not None else Outcome.UNSPECIFIED
+    if blocked is not None:
+        return Outcome.BLOCKED
+    return Outcome.UNSPECIFIED
+
+
+def _first(events: list[CallEvent], *kinds: EventKind) -> CallEvent | None:
+    return next((e for e in events if e.kind in kinds), None)
+
+
+def _last(events: list[CallEvent], *kinds: EventKind) -> CallEvent | None:
+    return next((e for e in reversed(events) if e.kind in kinds), None)
+
+
+def _first_value(journey: list[CallEvent], attr: str, preferred: CallEvent | None) -> str:
+    if preferred is not None and getattr(preferred, attr):
+        return str(getattr(preferred, attr))
+    return next((str(getattr(e, attr)) for e in journey if getattr(e, attr)), "")
+
+
+def _last_value(journey: list[CallEvent], attr: str) -> str:
+    return next((str(getattr(e, attr)) for e in reversed(journey) if getattr(e, attr)), "")

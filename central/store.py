@@ -1,0 +1,440 @@
+"""Central data access: call events and records, customers, the province's sites and agents.
+
+Every operation is one transaction, retried as a whole (bounded) when the database reports
+a serialization failure (SQLSTATE 40001), a deadlock (40P01) or, on SQLite, a busy lock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from central import paging
+from central.customers import Customer, demo_customers
+from central.db import models
+from central.db.engine import writer
+from central.records import CallEvent, CallLeg, CallRecord, CallState, EventKind, Outcome, fold
+from vcc.config import ProvinceConfig
+from vcc.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Rows per statement: well under the bind-parameter limits of SQLite and PostgreSQL (32k).
+CHUNK = 500
+# Whole-transaction attempts before a conflict is reported to the caller (who retries later).
+MAX_ATTEMPTS = 12
+_RETRY_SQLSTATES = {"40001", "40P01"}
+
+_EVENTS = models.Base.metadata.tables["call_events"]
+_CALLS = models.Base.metadata.tables["calls"]
+_LEGS = models.Base.metadata.tables["call_legs"]
+_CUSTOMERS = models.Base.metadata.tables["customers"]
+_SITES = models.Base.metadata.tables["sites"]
+_SKILL_GROUPS = models.Base.metadata.tables["skill_groups"]
+_AGENTS = models.Base.metadata.tables["agents"]
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    stored: int
+    duplicates: int
+
+
+class DatabaseUnavailable(Unavailable):
+    def __init__(self, detail: str) -> None:
+        super().__init__("database-unavailable", f"the central database is unavailable: {detail}")
+
+
+class Store:
+    """Async data access over one AsyncEngine (see central.db.engine.create_engine)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._reader = engine
+        self._writer = writer(engine)
+        self._dialect = engine.dialect.name
+
+    # -- call events and records -------------------------------------------------------------
+
+    async def ingest(self, site_id: str, events: Sequence[CallEvent]) -> IngestResult:
+        """Store a site's events; each (call, site, seq) lands once however often it is sent.
+
+        The records of the calls that got new events are folded again from all their stored
+        events, in the same transaction.
+        """
+        for e in events:
+            if e.site_id != site_id:
+                raise ValueError(f"event {e.key} is not from site {site_id!r}")
+        unique = sorted({e.key: e for e in events}.values(), key=lambda e: e.key)
+        rows = [_event_row(e) for e in unique]
+
+        async def attempt(conn: AsyncConnection) -> int:
+            inserted: set[str] = set()
+            stored = 0
+            for chunk in _chunks(rows):
+                stmt = self._insert_ignore(_EVENTS, chunk, ["call_id", "site_id", "seq"]).returning(
+                    _EVENTS.c.call_id
+                )
+                for (call_id,) in (await conn.execute(stmt)).all():
+                    inserted.add(call_id)
+                    stored += 1
+            if inserted:
+                await self._refold(conn, sorted(inserted))
+            return stored
+
+        stored = await self._transaction(attempt, write=True)
+        return IngestResult(stored=stored, duplicates=len(events) - stored)
+
+    async def get_call(self, call_id: str) -> CallRecord | None:
+        """The record of one call with its legs and events, or None."""
+
+        async def attempt(conn: AsyncConnection) -> CallRecord | None:
+            row = (await conn.execute(sa.select(_CALLS).where(_CALLS.c.call_id == call_id))).first()
+            if row is None:
+                return None
+            legs = (
+                await conn.execute(
+                    sa.select(_LEGS)
+                    .where(_LEGS.c.call_id == call_id)
+                    .order_by(_LEGS.c.first_at, _LEGS.c.site_id)
+                )
+            ).all()
+            events = await self._events_of(conn, [call_id])
+            return replace(
+                _record(row._mapping),
+                legs=tuple(_leg(leg._mapping) for leg in legs),
+                events=tuple(events.get(call_id, [])),
+            )
+
+        return await self._transaction(attempt)
+
+    async def list_calls(
+        self,
+        entry_site_id: str = "",
+        ended_only: bool = False,
+        page_size: int = 100,
+        page_token: str = "",
+        with_events: bool = False,
+    ) -> tuple[list[CallRecord], str]:
+        """One page of records in arrival order, and the token of the next page ("" at the end)."""
+        if page_size < 1:
+            raise ValueError("page_size must be positive")
+        cursor = paging.decode(page_token) if page_token else None
+
+        async def attempt(conn: AsyncConnection) -> tuple[list[CallRecord], str]:
+            query = sa.select(_CALLS).order_by(_CALLS.c.first_event_at, _CALLS.c.call_id).limit(page_size + 1)
+            if entry_site_id:
+                query = query.where(_CALLS.c.entry_site_id == entry_site_id)
+            if ended_only:
+                query = query.where(_CALLS.c.state == CallState.ENDED.value)
+            if cursor is not None:
+                query = query.where(
+                    sa.tuple_(_CALLS.c.first_event_at, _CALLS.c.call_id)
+                    > sa.tuple_(sa.literal(cursor.first_event_at), sa.literal(cursor.call_id))
+                )
+            rows = (await conn.execute(query)).all()
+            records = [_record(r._mapping) for r in rows[:page_size]]
+            if with_events and records:
+                events = await self._events_of(conn, [r.call_id for r in records])
+                records = [replace(r, events=tuple(events.get(r.call_id, []))) for r in records]
+            next_token = ""
+            if len(rows) > page_size:
+                last = records[-1]
+                next_token = paging.encode(paging.Cursor(last.first_event_at, last.call_id))
+            return records, next_token
+
+        return await self._transaction(attempt)
+
+    async def count_calls(self) -> int:
+        async def attempt(conn: AsyncConnection) -> int:
+            return int((await conn.execute(sa.select(sa.func.count()).select_from(_CALLS))).scalar_one())
+
+        return await self._transaction(attempt)
+
+    async def _refold(self, conn: AsyncConnection, call_ids: list[str]) -> None:
+        events = await self._events_of(conn, call_ids)
+        records = [fold(events[c]) for c in call_ids]
+        call_rows = [_call_row(r) for r in records]
+        leg_rows = [_leg_row(r.call_id, leg) for r in records for leg in r.legs]
+        for chunk in _chunks(call_rows):
+            await conn.execute(self._upsert(_CALLS, chunk, ["call_id"]))
+        for chunk in _chunks(leg_rows):
+            await conn.execute(self._upsert(_LEGS, chunk, ["call_id", "site_id"]))
+
+    async def _events_of(self, conn: AsyncConnection, call_ids: list[str]) -> dict[str, list[CallEvent]]:
+        """Each call's stored events, in journey order."""
+        found: dict[str, list[CallEvent]] = {}
+        for chunk in _chunks(call_ids):
+            query = sa.select(_EVENTS).where(_EVENTS.c.call_id.in_(chunk))
+            for row in (await conn.execute(query)).all():
+                e = _event(row._mapping)
+                found.setdefault(e.call_id, []).append(e)
+        for journey in found.values():
+            journey.sort(key=lambda e: (e.at, e.site_id, e.seq))
+        return found
+
+    # -- customers ---------------------------------------------------------------------------
+
+    async def lookup_customer(self, phone: str) -> Customer | None:
+        async def attempt(conn: AsyncConnection) -> Customer | None:
+            row = (await conn.execute(sa.select(_CUSTOMERS).where(_CUSTOMERS.c.phone == phone))).first()
+            return Customer(**row._mapping) if row is not None else None
+
+        return await self._transaction(attempt)
+
+    async def upsert_customers(self, customers: Sequence[Customer]) -> None:
+        """Create or update customers by customer_id (a phone belongs to one customer)."""
+        rows = [
+            {
+                "customer_id": c.customer_id,
+                "phone": c.phone,
+                "name": c.name,
+                "level": c.level,
+                "city": c.city,
+                "notes": c.notes,
+            }
+            for c in customers
+        ]
+
+        async def attempt(conn: AsyncConnection) -> None:
+            for chunk in _chunks(rows):
+                await conn.execute(self._upsert(_CUSTOMERS, chunk, ["customer_id"]))
+
+        await self._transaction(attempt, write=True)
+
+    async def seed_demo_customers(self, count: int, cities: Sequence[str] | None = None) -> None:
+        """The demo customers (central.customers.demo_customers); cities default to the sites' names."""
+        if cities is None:
+
+            async def site_names(conn: AsyncConnection) -> list[str]:
+                rows = await conn.execute(sa.select(_SITES.c.name).order_by(_SITES.c.site_id))
+                return [name for (name,) in rows.all()]
+
+            cities = await self._transaction(site_names)
+        await self.upsert_customers(demo_customers(count, cities))
+
+    # -- the province ------------------------------------------------------------------------
+
+    async def sync_province(self, config: ProvinceConfig) -> None:
+        """Make sites, skill groups and agents match the province config.
+
+        Sites stay when they leave the config (call records refer to them); skill groups and
+        agents of the config's sites that are no longer configured are removed.
+        """
+        sites: list[dict[str, Any]] = [
+            {"site_id": s.id, "name": s.name, "listen": s.listen} for s in config.sites
+        ]
+        groups: list[dict[str, Any]] = [
+            {
+                "site_id": s.id,
+                "skill_group_id": g.id,
+                "name": g.name,
+                "strategy": g.strategy,
+                "priority": g.priority,
+            }
+            for s in config.sites
+            for g in s.skill_groups
+        ]
+        agents: list[dict[str, Any]] = [
+            {
+                "code": a.code,
+                "site_id": s.id,
+                "name": a.name,
+                "role": a.role,
+                "skills": json.dumps(dict(sorted(a.skills.items()))),
+            }
+            for s in config.sites
+            for a in s.agents
+        ]
+        site_ids = [s.id for s in config.sites]
+
+        async def attempt(conn: AsyncConnection) -> None:
+            for chunk in _chunks(sites):
+                await conn.execute(self._upsert(_SITES, chunk, ["site_id"]))
+            await conn.execute(
+                sa.delete(_SKILL_GROUPS).where(
+                    _SKILL_GROUPS.c.site_id.in_(site_ids),
+                    sa.tuple_(_SKILL_GROUPS.c.site_id, _SKILL_GROUPS.c.skill_group_id).not_in(
+                        [(g["site_id"], g["skill_group_id"]) for g in groups]
+                    ),
+                )
+            )
+            for chunk in _chunks(groups):
+                await conn.execute(self._upsert(_SKILL_GROUPS, chunk, ["site_id", "skill_group_id"]))
+            await conn.execute(sa.delete(_AGENTS).where(_AGENTS.c.code.not_in([a["code"] for a in agents])))
+            for chunk in _chunks(agents):
+                await conn.execute(self._upsert(_AGENTS, chunk, ["code"]))
+
+        await self._transaction(attempt, write=True)
+
+    async def agents(self) -> list[dict[str, Any]]:
+        """The agents as synced from the config (code, site_id, name, role, skills)."""
+
+        async def attempt(conn: AsyncConnection) -> list[dict[str, Any]]:
+            rows = (await conn.execute(sa.select(_AGENTS).order_by(_AGENTS.c.code))).all()
+            return [{**r._mapping, "skills": json.loads(r.skills)} for r in rows]
+
+        return await self._transaction(attempt)
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    async def _transaction(self, work: Callable[[AsyncConnection], Awaitable[T]], write: bool = False) -> T:
+        engine = self._writer if write else self._reader
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(MAX_ATTEMPTS),
+                wait=wait_random_exponential(multiplier=0.01, max=0.5),
+                retry=retry_if_exception(_is_conflict),
+                before_sleep=_log_retry,
+                reraise=True,
+            ):
+                with attempt:
+                    async with engine.begin() as conn:
+                        result = await work(conn)
+                    return result
+        except DBAPIError as exc:
+            if exc.connection_invalidated or _is_conflict(exc) or isinstance(exc, OperationalError):
+                raise DatabaseUnavailable(str(exc.orig)) from exc
+            raise
+        except (OSError, TimeoutError) as exc:
+            raise DatabaseUnavailable(str(exc) or type(exc).__name__) from exc
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    def _insert_ignore(self, table: sa.Table, rows: list[dict[str, Any]], keys: list[str]) -> sa.Insert:
+        if self._dialect == "sqlite":
+            return sqlite.insert(table).values(rows).on_conflict_do_nothing(index_elements=keys)
+        return postgresql.insert(table).values(rows).on_conflict_do_nothing(index_elements=keys)
+
+    def _upsert(self, table: sa.Table, rows: list[dict[str, Any]], keys: list[str]) -> sa.Insert:
+        columns = [c.name for c in table.columns if c.name not in keys]
+        if self._dialect == "sqlite":
+            lite = sqlite.insert(table).values(rows)
+            return lite.on_conflict_do_update(
+                index_elements=keys, set_={c: lite.excluded[c] for c in columns}
+            )
+        pg = postgresql.insert(table).values(rows)
+        return pg.on_conflict_do_update(index_elements=keys, set_={c: pg.excluded[c] for c in columns})
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    """A transaction another one got in the way of: running it again will do."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    if code in _RETRY_SQLSTATES:
+        return True
+    return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
+
+
+def _log_retry(state: Any) -> None:
+    log.debug("transaction conflict, attempt %d: %s", state.attempt_number, state.outcome.exception())
+
+
+def _chunks(rows: list[T]) -> Iterator[list[T]]:
+    for i in range(0, len(rows), CHUNK):
+        yield rows[i : i + CHUNK]
+
+
+def _event_row(e: CallEvent) -> dict[str, Any]:
+    return {
+        "call_id": e.call_id,
+        "site_id": e.site_id,
+        "seq": e.seq,
+        "kind": e.kind.value,
+        "at": e.at,
+        "agent_code": e.agent_code,
+        "skill_group": e.skill_group,
+        "ani": e.ani,
+        "dnis": e.dnis,
+        "outcome": e.outcome.value,
+        "data": json.dumps(dict(sorted(e.data.items())), ensure_ascii=False),
+    }
+
+
+def _event(row: sa.RowMapping) -> CallEvent:
+    return CallEvent(
+        call_id=row["call_id"],
+        site_id=row["site_id"],
+        seq=int(row["seq"]),
+        kind=EventKind(row["kind"]),
+        at=float(row["at"]),
+        agent_code=row["agent_code"],
+        skill_group=row["skill_group"],
+        ani=row["ani"],
+        dnis=row["dnis"],
+        outcome=Outcome(row["outcome"]),
+        data=json.loads(row["data"]),
+    )
+
+
+def _call_row(r: CallRecord) -> dict[str, Any]:
+    return {
+        "call_id": r.call_id,
+        "entry_site_id": r.entry_site_id,
+        "ani": r.ani,
+        "dnis": r.dnis,
+        "skill_group": r.skill_group,
+        "state": r.state.value,
+        "outcome": r.outcome.value,
+        "served_site_id": r.served_site_id,
+        "agent_code": r.agent_code,
+        "arrived_at": r.arrived_at,
+        "answered_at": r.answered_at,
+        "ended_at": r.ended_at,
+        "wait_s": r.wait_s,
+        "talk_s": r.talk_s,
+        "event_count": r.event_count,
+        "first_event_at": r.first_event_at,
+    }
+
+
+def _record(row: sa.RowMapping) -> CallRecord:
+    return CallRecord(
+        call_id=row["call_id"],
+        entry_site_id=row["entry_site_id"],
+        ani=row["ani"],
+        dnis=row["dnis"],
+        skill_group=row["skill_group"],
+        state=CallState(row["state"]),
+        outcome=Outcome(row["outcome"]),
+        served_site_id=row["served_site_id"],
+        agent_code=row["agent_code"],
+        arrived_at=row["arrived_at"],
+        answered_at=row["answered_at"],
+        ended_at=row["ended_at"],
+        wait_s=float(row["wait_s"]),
+        talk_s=float(row["talk_s"]),
+        event_count=int(row["event_count"]),
+        first_event_at=float(row["first_event_at"]),
+    )
+
+
+def _leg_row(call_id: str, leg: CallLeg) -> dict[str, Any]:
+    return {
+        "call_id": call_id,
+        "site_id": leg.site_id,
+        "first_at": leg.first_at,
+        "last_at": leg.last_at,
+        "event_count": leg.event_count,
+        "agent_code": leg.agent_code,
+    }
+
+
+def _leg(row: sa.RowMapping) -> CallLeg:
+    return CallLeg(
+        site_id=row["site_id"],
+        first_at=float(row["first_at"]),
+        last_at=float(row["last_at"]),
+        event_count=int(row["event_count"]),
+        agent_code=row["agent_code"],
+    )

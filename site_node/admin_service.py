@@ -1,0 +1,35 @@
+"""gRPC adapters for operators and peers: the site's live status, and the reserved peer service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from site_node.summary import site_summary
+from site_node.runtime import SiteRuntime
+from vcc.rpc import maps_errors
+from vcc.v1 import peer_pb2, peer_pb2_grpc, site_admin_pb2, site_admin_pb2_grpc
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+class SiteAdmin(site_admin_pb2_grpc.SiteAdminServiceServicer):
+    def __init__(self, runtime: SiteRuntime, describe: Any) -> None:
+        self.rt = runtime
+        self._describe = describe
+
+    @maps_errors
+    async def GetSiteStatus(  # noqa: N802
+        self, request: site_admin_pb2.GetSiteStatusRequest, context: Ctx
+    ) -> site_admin_pb2.GetSiteStatusResponse:
+        return site_admin_pb2.GetSiteStatusResponse(summary=self._describe())
+
+
+class SitePeer(peer_pb2_grpc.SitePeerServiceServicer):
+    def __init__(self, site_id: str) -> None:
+        self.site_id = site_id
+
+    @maps_errors
+    async def Ping(self, request: peer_pb2.PingRequest, context: Ctx) -> peer_pb2.PingResponse:  # noqa: N802
+        return peer_pb2.PingResponse(site_id=self.site_id)

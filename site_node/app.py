@@ -1,0 +1,102 @@
+"""Composition root of a site node: builds every part from the config, starts and stops them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+from site_node.admin_service import SiteAdmin, SitePeer
+from site_node.customers import CentralCustomers
+from site_node.desktop_service import AgentDesktop
+from site_node.membership import Membership
+from site_node.outbox import Outbox
+from site_node.runtime import SiteRuntime
+from site_node.shipper import Shipper
+from site_node.summary import site_summary
+from site_node.switchboard import Switchboard
+from site_node.trunk_service import TrunkIngress
+from vcc import membership
+from vcc.config import ProvinceConfig
+from vcc.rpc import Server
+from vcc.v1 import cti_pb2_grpc, peer_pb2_grpc, site_admin_pb2, site_admin_pb2_grpc, trunk_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICES = (
+    "vcc.v1.TrunkIngressService",
+    "vcc.v1.AgentDesktopService",
+    "vcc.v1.SiteAdminService",
+    "vcc.v1.SitePeerService",
+)
+# On a graceful stop, how long the outbox may take to reach central.
+DRAIN_ON_STOP_S = 3.0
+
+
+class SiteNode:
+    def __init__(self, province: ProvinceConfig, site_id: str) -> None:
+        self.province = province
+        self.site = province.site(site_id)
+        self.started_at = time.time()
+        self.address = self.site.listen
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        site = self.site
+        outbox_path = Path(site.outbox_path or f"vcc-outbox-{site.id}.db")
+        outbox_path.parent.mkdir(parents=True, exist_ok=True)
+        self.outbox = await Outbox.open(outbox_path)
+        self.customers = CentralCustomers(self.province.central.listen)
+        self.switchboard = Switchboard(site, self.province.province.service_number)
+        self.runtime = SiteRuntime(self.switchboard, self.outbox, self.customers.lookup)
+        self.server = Server(SERVICES)
+        trunk_pb2_grpc.add_TrunkIngressServiceServicer_to_server(TrunkIngress(self.runtime), self.server.grpc)
+        cti_pb2_grpc.add_AgentDesktopServiceServicer_to_server(AgentDesktop(self.runtime), self.server.grpc)
+        site_admin_pb2_grpc.add_SiteAdminServiceServicer_to_server(
+            SiteAdmin(self.runtime, self.summary), self.server.grpc
+        )
+        peer_pb2_grpc.add_SitePeerServiceServicer_to_server(SitePeer(site.id), self.server.grpc)
+        port = await self.server.start(site.listen)
+        self.address = f"{site.listen.rsplit(':', 1)[0]}:{port}"
+        central = self.province.central.listen
+        self.shipper = Shipper(self.outbox, site.id, lambda: central)
+        etcd = self.province.etcd
+        self.membership = Membership(
+            list(etcd.endpoints),
+            membership.site_key(etcd.prefix, self.province.province.id, site.id),
+            etcd.lease_ttl_s,
+            self.summary,
+        )
+        self._tasks = [
+            asyncio.create_task(self.shipper.run(), name="shipper"),
+            asyncio.create_task(self.membership.run(), name="membership"),
+        ]
+        log.info("site %s serving on %s (outbox %s)", site.id, self.address, outbox_path)
+
+    def summary(self) -> site_admin_pb2.SiteSummary:
+        return site_summary(
+            self.switchboard,
+            name=self.site.name,
+            address=self.address,
+            started_at=self.started_at,
+            now=time.time(),
+            outbox_pending=self.outbox.pending_count,
+        )
+
+    async def stop(self) -> None:
+        """Graceful stop: NOT_SERVING, calls end with records kept, outbox drained (bounded)."""
+        log.info("site %s stopping", self.site.id)
+        await self.server.set_serving(False)
+        await self.runtime.close()
+        await self.server.stop(grace_s=1.0)
+        await self.shipper.stop(drain_s=DRAIN_ON_STOP_S)
+        await self.membership.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.customers.close()
+        await self.outbox.close()

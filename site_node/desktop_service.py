@@ -1,0 +1,169 @@
+"""gRPC adapter of the CTI API for agent desktops and robot agents."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from site_node import auth
+from site_node.domain import Effect
+from site_node.idempotency import IdempotencyCache
+from site_node.runtime import SiteRuntime
+from vcc.errors import InvalidArgument, NotFound, Unauthenticated
+from vcc.rpc import maps_errors, maps_stream_errors
+from vcc.v1 import common_pb2, cti_pb2, cti_pb2_grpc
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+MAX_CALL_ID = 64
+
+
+class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
+    def __init__(self, runtime: SiteRuntime) -> None:
+        self.rt = runtime
+        self.sb = runtime.sb
+        self._hashes = {a.code: a.password_hash for a in runtime.sb.site.agents}
+        self._sessions: dict[str, str] = {}
+        self._token_of: dict[str, str] = {}
+        self._once = IdempotencyCache()
+
+    # Sessions -------------------------------------------------------------------------------
+
+    def _agent_of(self, token: str) -> str:
+        code = self._sessions.get(token)
+        if code is None:
+            raise Unauthenticated("bad-session", "session_token: unknown or expired; log in again")
+        return code
+
+    async def _mutate(self, method: str, token: str, key: str, op: Callable[[str], Awaitable[Any]]) -> Any:
+        code = self._agent_of(token)
+        return await self._once.once(f"{method}:{code}", key, lambda: op(code))
+
+    def _do(self, op: Callable[[float], list[Effect]]) -> None:
+        self.rt.do(op)
+
+    # RPCs -----------------------------------------------------------------------------------
+
+    @maps_errors
+    async def Login(self, request: cti_pb2.LoginRequest, context: Ctx) -> cti_pb2.LoginResponse:  # noqa: N802
+        auth.check_format(request.agent_code, request.password)
+        code = request.agent_code
+        if code not in self._hashes:
+            raise NotFound("unknown-agent", f"agent_code: no agent {code} at site {self.sb.site_id}")
+
+        async def login() -> cti_pb2.LoginResponse:
+            await auth.verify_password(self._hashes[code], request.password)
+            self._do(lambda now: self.sb.login(now, code))
+            token = auth.new_session_token()
+            # A session left from an earlier login (desktop lost, site logged it out) ends here.
+            self._sessions.pop(self._token_of.get(code, ""), None)
+            self._sessions[token] = code
+            self._token_of[code] = token
+            return cti_pb2.LoginResponse(session_token=token, agent=self.rt.snapshot(code))
+
+        return await self._once.once(f"login:{code}", request.idempotency_key, login)  # type: ignore[no-any-return]
+
+    @maps_errors
+    async def Logout(self, request: cti_pb2.LogoutRequest, context: Ctx) -> cti_pb2.LogoutResponse:  # noqa: N802
+        async def logout(code: str) -> cti_pb2.LogoutResponse:
+            self._do(lambda now: self.sb.logout(now, code))
+            self._sessions.pop(self._token_of.pop(code, ""), None)
+            return cti_pb2.LogoutResponse()
+
+        return await self._mutate("logout", request.session_token, request.idempotency_key, logout)  # type: ignore[no-any-return]
+
+    @maps_errors
+    async def SetState(self, request: cti_pb2.SetStateRequest, context: Ctx) -> cti_pb2.SetStateResponse:  # noqa: N802
+        ready = _ready_or_not(request.state, "state")
+
+        async def set_state(code: str) -> cti_pb2.SetStateResponse:
+            self._do(lambda now: self.sb.set_ready(now, code, ready, request.reason_code))
+            return cti_pb2.SetStateResponse(agent=self.rt.snapshot(code))
+
+        return await self._mutate("state", request.session_token, request.idempotency_key, set_state)  # type: ignore[no-any-return]
+
+    @maps_errors
+    async def EndWrapUp(self, request: cti_pb2.EndWrapUpRequest, context: Ctx) -> cti_pb2.EndWrapUpResponse:  # noqa: N802
+        ready = _ready_or_not(request.next_state, "next_state")
+
+        async def end(code: str) -> cti_pb2.EndWrapUpResponse:
+            self._do(lambda now: self.sb.end_wrap_up(now, code, ready, request.reason_code))
+            return cti_pb2.EndWrapUpResponse(agent=self.rt.snapshot(code))
+
+        return await self._mutate("wrapup", request.session_token, request.idempotency_key, end)  # type: ignore[no-any-return]
+
+    @maps_errors
+    async def Answer(self, request: cti_pb2.AnswerRequest, context: Ctx) -> cti_pb2.AnswerResponse:  # noqa: N802
+        call_id = _call_id(request.call_id)
+
+        async def answer(code: str) -> cti_pb2.AnswerResponse:
+            self._do(lambda now: self.sb.answer(now, code, call_id))
+            return cti_pb2.AnswerResponse()
+
+        return await self._mutate("answer", request.session_token, request.idempotency_key, answer)  # type: ignore[no-any-return]
+
+    @maps_errors
+    async def HangUp(self, request: cti_pb2.HangUpRequest, context: Ctx) -> cti_pb2.HangUpResponse:  # noqa: N802
+        call_id = _call_id(request.call_id)
+
+        async def hang_up(code: str) -> cti_pb2.HangUpResponse:
+            self._do(lambda now: self.sb.agent_hang_up(now, code, call_id))
+            return cti_pb2.HangUpResponse()
+
+        return await self._mutate("hangup", request.session_token, request.idempotency_key, hang_up)  # type: ignore[no-any-return]
+
+    @maps_errors
+    async def Hold(self, request: cti_pb2.HoldRequest, context: Ctx) -> cti_pb2.HoldResponse:  # noqa: N802
+        call_id = _call_id(request.call_id)
+
+        async def hold(code: str) -> cti_pb2.HoldResponse:
+            self._do(lambda now: self.sb.hold(now, code, call_id, hold=True))
+            return cti_pb2.HoldResponse()
+
+        return await self._mutate("hold", request.session_token, request.idempotency_key, hold)  # type: ignore[no-any-return]
+
+    @maps_errors
+    async def Retrieve(self, request: cti_pb2.RetrieveRequest, context: Ctx) -> cti_pb2.RetrieveResponse:  # noqa: N802
+        call_id = _call_id(request.call_id)
+
+        async def retrieve(code: str) -> cti_pb2.RetrieveResponse:
+            self._do(lambda now: self.sb.hold(now, code, call_id, hold=False))
+            return cti_pb2.RetrieveResponse()
+
+        return await self._mutate("retrieve", request.session_token, request.idempotency_key, retrieve)  # type: ignore[no-any-return]
+
+    @maps_errors
+    async def GetAgent(self, request: cti_pb2.GetAgentRequest, context: Ctx) -> cti_pb2.GetAgentResponse:  # noqa: N802
+        return cti_pb2.GetAgentResponse(agent=self.rt.snapshot(self._agent_of(request.session_token)))
+
+    @maps_stream_errors
+    async def StreamEvents(  # noqa: N802
+        self, request: cti_pb2.StreamEventsRequest, context: Ctx
+    ) -> AsyncIterator[cti_pb2.StreamEventsResponse]:
+        code = self._agent_of(request.session_token)
+        line = self.rt.attach_desktop(code)
+        try:
+            while (msg := await line.queue.get()) is not None:
+                yield msg
+                if (
+                    msg.WhichOneof("event") == "state_changed"
+                    and msg.state_changed.agent.state == common_pb2.AGENT_STATE_LOGGED_OUT
+                ):
+                    return
+        finally:
+            self.rt.detach_desktop(code, line)
+
+
+def _ready_or_not(state: common_pb2.AgentState.ValueType, key: str) -> bool:
+    if state == common_pb2.AGENT_STATE_READY:
+        return True
+    if state == common_pb2.AGENT_STATE_NOT_READY:
+        return False
+    raise InvalidArgument("bad-target-state", f"{key}: AGENT_STATE_READY or AGENT_STATE_NOT_READY")
+
+
+def _call_id(call_id: str) -> str:
+    if not call_id or len(call_id) > MAX_CALL_ID:
+        raise InvalidArgument("bad-call-id", "call_id: required, at most 64 characters")
+    return call_id

@@ -1,0 +1,157 @@
+"""The site's domain types: calls, the events recorded for central, and the switchboard's effects.
+
+Plain dataclasses; protobuf stops at the adapters (site_node/convert.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class CallState(StrEnum):
+    ARRIVING = "ARRIVING"
+    IVR = "IVR"
+    QUEUED = "QUEUED"
+    RINGING = "RINGING"
+    TALKING = "TALKING"
+    HELD = "HELD"
+    ENDED = "ENDED"
+
+
+class Outcome(StrEnum):
+    ANSWERED = "ANSWERED"
+    ABANDONED = "ABANDONED"
+    BLOCKED = "BLOCKED"
+    FAILED = "FAILED"
+
+
+class EventKind(StrEnum):
+    """Names match vcc.v1.CallEventKind without its prefix."""
+
+    ARRIVED = "ARRIVED"
+    BLOCKED = "BLOCKED"
+    IVR_STARTED = "IVR_STARTED"
+    DIGITS = "DIGITS"
+    QUEUED = "QUEUED"
+    RINGING = "RINGING"
+    RING_NO_ANSWER = "RING_NO_ANSWER"
+    ANSWERED = "ANSWERED"
+    HELD = "HELD"
+    RETRIEVED = "RETRIEVED"
+    TRANSFERRED = "TRANSFERRED"
+    ABANDONED = "ABANDONED"
+    ENDED = "ENDED"
+    AGENT_HUNG_UP = "AGENT_HUNG_UP"
+    CALLER_HUNG_UP = "CALLER_HUNG_UP"
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerInfo:
+    customer_id: str
+    name: str
+    phone: str
+    level: str = ""
+    city: str = ""
+    notes: str = ""
+
+
+@dataclass(slots=True)
+class Call:
+    call_id: str
+    idempotency_key: str
+    ani: str
+    dnis: str
+    entry_site_id: str
+    trunk_group: str
+    arrived_at: float
+    attached: dict[str, str] = field(default_factory=dict)
+    state: CallState = CallState.ARRIVING
+    skill_group: str = ""
+    priority: int = 0
+    agent_code: str = ""
+    answered_at: float | None = None
+    ivr_port: str | None = None
+    customer: CustomerInfo | None = None
+    # Events recorded for this call at this site so far (the next one gets seq + 1).
+    seq: int = 0
+    outcome: Outcome | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """One entry of a call's history; (call_id, site_id, seq) is unique."""
+
+    call_id: str
+    site_id: str
+    seq: int
+    kind: EventKind
+    at: float
+    agent_code: str = ""
+    skill_group: str = ""
+    ani: str = ""
+    dnis: str = ""
+    outcome: Outcome | None = None
+    data: tuple[tuple[str, str], ...] = ()
+
+
+# Effects: what the switchboard asks its adapters to do, in order. --------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Journal:
+    """Append to the durable outbox (and so, eventually, to central)."""
+
+    event: RecordedEvent
+
+
+@dataclass(frozen=True, slots=True)
+class ToCaller:
+    """Progress the caller's side hears. `ended` is the last one."""
+
+    call_id: str
+    kind: str  # accepted, prompt, queued, ringing, connected, held, retrieved, ended
+    at: float
+    site_id: str = ""
+    agent_code: str = ""
+    skill_group: str = ""
+    position: int = 0
+    expected_wait_s: float = 0.0
+    prompt: str = ""
+    choices: tuple[str, ...] = ()
+    timeout_s: float = 0.0
+    trunk_group: str = ""
+    outcome: Outcome | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ToAgent:
+    """An event for the agent's desktop. `state` events carry no call details."""
+
+    agent_code: str
+    kind: str  # state, offered, withdrawn, connected, held, retrieved, ended
+    at: float
+    call_id: str = ""
+    reason: str = ""
+    wrap_up_s: float = 0.0
+    # For `offered`: the screen pop.
+    ani: str = ""
+    dnis: str = ""
+    skill_group: str = ""
+    entry_site_id: str = ""
+    attached: tuple[tuple[str, str], ...] = ()
+    customer: CustomerInfo | None = None
+    ring_timeout_s: float = 0.0
+    waited_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class FetchCustomer:
+    """Look the caller up at central; the answer comes back as Switchboard.customer_found."""
+
+    call_id: str
+    ani: str
+
+
+Effect = Journal | ToCaller | ToAgent | FetchCustomer

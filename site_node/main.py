@@ -1,0 +1,35 @@
+"""`vcc site --config F --site ID`: run one city's site node until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from site_node.app import SiteNode
+from vcc import logs
+from vcc.config import load_province
+
+log = logging.getLogger(__name__)
+
+
+async def serve(config_path: str, site_id: str) -> None:
+    province = load_province(config_path)
+    node = SiteNode(province, site_id)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await node.start()
+    try:
+        await stop.wait()
+    finally:
+        await node.stop()
+
+
+def run(config_path: str, site_id: str) -> None:
+    """Raises vcc.config.ConfigError for a bad config (the CLI prints it and exits 2)."""
+    province = load_province(config_path)
+    province.site(site_id)
+    logs.configure(f"site:{site_id}")
+    asyncio.run(serve(config_path, site_id))

@@ -1,0 +1,265 @@
+"""The durable outbox: call events journaled in a local SQLite file until central acknowledges them.
+
+The switchboard appends without awaiting; a writer task group-commits whatever accumulated while
+the previous commit ran, so one fsync covers many events. The database is used from one dedicated
+thread: each operation (a whole transaction) runs there as one function, so operations never
+interleave and the event loop never blocks on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from vcc.v1 import common_pb2
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    call_id TEXT NOT NULL,
+    site_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    event BLOB NOT NULL,
+    UNIQUE (call_id, site_id, seq)
+);
+CREATE TABLE IF NOT EXISTS dead_letter (
+    id INTEGER PRIMARY KEY,
+    call_id TEXT NOT NULL,
+    site_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    event BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    parked_at REAL NOT NULL
+);
+"""
+
+# A commit that fails (disk full, file locked by an operator's sqlite3 shell) is retried a few
+# times before the waiting appenders are told.
+_COMMIT_ATTEMPTS = 5
+
+
+class OutboxClosed(RuntimeError):
+    """append() after close()."""
+
+
+class Outbox:
+    """A journal of CallEvents not yet acknowledged by central. Build it with `await Outbox.open(path)`."""
+
+    def __init__(
+        self, path: Path, executor: ThreadPoolExecutor, db: sqlite3.Connection, pending: int, dead: int
+    ):
+        self.path = path
+        self._executor = executor
+        self._db = db
+        self._stored = pending
+        self._dead = dead
+        self._buffer: list[common_pb2.CallEvent] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+        # Set after every commit that added rows; the shipper clears it before reading pending().
+        self.changed = asyncio.Event()
+        if pending:
+            self.changed.set()
+        # Transactions that appended events: lets tests see that appends coalesce.
+        self.commits = 0
+        self._writer = asyncio.create_task(self._write_loop(), name=f"outbox-writer:{path.name}")
+
+    @classmethod
+    async def open(cls, path: str | Path) -> Outbox:
+        """Open (or create) the journal; rows left by a crash are pending again."""
+        p = Path(path)
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
+        loop = asyncio.get_running_loop()
+        try:
+            db, pending, dead = await loop.run_in_executor(executor, _open_db, p)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        log.info("outbox %s opened: %d pending, %d dead-lettered", p, pending, dead)
+        return cls(p, executor, db, pending, dead)
+
+    @property
+    def pending_count(self) -> int:
+        """Events not yet acknowledged by central, including those not yet committed."""
+        return self._stored + len(self._buffer)
+
+    @property
+    def dead_letter_count(self) -> int:
+        return self._dead
+
+    def append(self, events: Sequence[common_pb2.CallEvent]) -> asyncio.Future[None]:
+        """Buffer events for the next group commit; the future resolves once they are durable."""
+        if self._closing:
+            raise OutboxClosed(f"outbox {self.path} is closed")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not events:
+            done.set_result(None)
+            return done
+        self._buffer.extend(events)
+        self._waiters.append(done)
+        self._wake.set()
+        return done
+
+    async def pending(self, limit: int) -> list[tuple[int, common_pb2.CallEvent]]:
+        """The oldest committed rows, in the order they were appended."""
+        return await self._run(lambda: _select_pending(self._db, limit))
+
+    async def ack(self, row_ids: Sequence[int]) -> None:
+        """Central stored these rows: forget them."""
+        if not row_ids:
+            return
+        ids = list(row_ids)
+        deleted = await self._run(lambda: _delete(self._db, ids))
+        self._stored -= deleted
+
+    async def park(self, row_ids: Sequence[int], reason: str) -> int:
+        """Move rows central refused into the dead_letter table (kept for an operator); returns how many."""
+        if not row_ids:
+            return 0
+        ids = list(row_ids)
+        moved = await self._run(lambda: _park(self._db, ids, reason, time.time()))
+        self._stored -= moved
+        self._dead += moved
+        return moved
+
+    async def dead_letters(self, limit: int = 1000) -> list[tuple[common_pb2.CallEvent, str]]:
+        """Parked events with the reason central gave, oldest first."""
+        return await self._run(lambda: _select_dead(self._db, limit))
+
+    async def close(self) -> None:
+        """Commit what is buffered, stop the writer, close the file."""
+        if self._closing:
+            await asyncio.wait({self._writer})
+            return
+        self._closing = True
+        self._wake.set()
+        await asyncio.wait({self._writer})
+        await self._run(self._db.close)
+        self._executor.shutdown(wait=False)
+        log.info("outbox %s closed: %d pending", self.path, self._stored)
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            # Everything appended while the previous commit ran goes in the next one.
+            while self._buffer:
+                batch, waiters = self._buffer, self._waiters
+                self._buffer, self._waiters = [], []
+                await self._commit(batch, waiters)
+            if self._closing:
+                return
+
+    async def _commit(self, batch: list[common_pb2.CallEvent], waiters: list[asyncio.Future[None]]) -> None:
+        rows = [(e.call_id, e.site_id, e.seq, e.SerializeToString()) for e in batch]
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(_COMMIT_ATTEMPTS),
+                wait=wait_exponential(multiplier=0.05, max=1.0),
+                retry=retry_if_exception_type(sqlite3.OperationalError),
+                reraise=True,
+            ):
+                with attempt:
+                    inserted = await self._run(lambda: _insert(self._db, rows))
+        except Exception as exc:
+            # The events are lost for central: say so loudly, and tell whoever awaits them.
+            log.exception("outbox %s: cannot commit %d events", self.path, len(batch))
+            for w in waiters:
+                if not w.done():
+                    w.set_exception(exc)
+            return
+        self.commits += 1
+        self._stored += inserted
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+        if inserted:
+            self.changed.set()
+
+
+# What runs on the outbox thread: one function per transaction.
+
+
+def _open_db(path: Path) -> tuple[sqlite3.Connection, int, int]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed event survives a power cut, not only a process crash.
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA busy_timeout=2000")
+        db.executescript(_SCHEMA)
+        pending = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        dead = db.execute("SELECT COUNT(*) FROM dead_letter").fetchone()[0]
+    except BaseException:
+        db.close()
+        raise
+    return db, int(pending), int(dead)
+
+
+def _transaction(db: sqlite3.Connection, body: Callable[[], int]) -> int:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = body()
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return result
+
+
+def _insert(db: sqlite3.Connection, rows: list[tuple[str, str, int, bytes]]) -> int:
+    def body() -> int:
+        # (call_id, site_id, seq) is unique: an event appended twice is journaled once.
+        cur = db.executemany(
+            "INSERT OR IGNORE INTO outbox (call_id, site_id, seq, event) VALUES (?, ?, ?, ?)", rows
+        )
+        return cur.rowcount
+
+    return _transaction(db, body)
+
+
+def _select_pending(db: sqlite3.Connection, limit: int) -> list[tuple[int, common_pb2.CallEvent]]:
+    rows = db.execute("SELECT id, event FROM outbox ORDER BY id LIMIT ?", (limit,)).fetchall()
+    return [(int(row_id), common_pb2.CallEvent.FromString(raw)) for row_id, raw in rows]
+
+
+def _delete(db: sqlite3.Connection, ids: list[int]) -> int:
+    return _transaction(
+        db, lambda: db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids]).rowcount
+    )
+
+
+def _park(db: sqlite3.Connection, ids: list[int], reason: str, now: float) -> int:
+    def body() -> int:
+        db.executemany(
+            "INSERT OR REPLACE INTO dead_letter (id, call_id, site_id, seq, event, reason, parked_at)"
+            " SELECT id, call_id, site_id, seq, event, ?, ? FROM outbox WHERE id = ?",
+            [(reason, now, i) for i in ids],
+        )
+        return db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids]).rowcount
+
+    return _transaction(db, body)
+
+
+def _select_dead(db: sqlite3.Connection, limit: int) -> list[tuple[common_pb2.CallEvent, str]]:
+    rows = db.execute("SELECT event, reason FROM dead_letter ORDER BY id LIMIT ?", (limit,)).fetchall()
+    return [(common_pb2.CallEvent.FromString(raw), str(reason)) for raw, reason in rows]

@@ -1,0 +1,220 @@
+"""Runs the switchboard in real time and carries out its effects.
+
+The one place where the pure switchboard meets the event loop: it stamps operations with the
+clock, journals events to the outbox, delivers progress to callers and events to desktops, looks
+customers up, and fires the switchboard's deadlines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from site_node import convert
+from site_node.domain import CustomerInfo, Effect, FetchCustomer, Journal, ToAgent, ToCaller
+from site_node.switchboard import Switchboard
+from vcc.errors import Unavailable, VccError
+from vcc.rpc import timestamp
+from vcc.v1 import common_pb2, cti_pb2, trunk_pb2
+
+log = logging.getLogger(__name__)
+
+# How many events a desktop may fall behind before it is cut off (it re-connects and resyncs).
+DESKTOP_QUEUE_LIMIT = 1000
+
+
+class Journaling(Protocol):
+    def append(self, events: Sequence[common_pb2.CallEvent]) -> asyncio.Future[None]: ...
+
+
+CustomerLookup = Callable[[str], Awaitable[CustomerInfo | None]]
+
+
+@dataclass(eq=False)
+class CallerLine:
+    """The caller's side of one call: progress to send, each after its records are durable."""
+
+    queue: asyncio.Queue[tuple[trunk_pb2.PlaceCallResponse, asyncio.Future[None] | None] | None] = field(
+        default_factory=asyncio.Queue
+    )
+    last: trunk_pb2.PlaceCallResponse | None = None
+
+
+@dataclass(eq=False)
+class DesktopLine:
+    queue: asyncio.Queue[cti_pb2.StreamEventsResponse | None] = field(default_factory=asyncio.Queue)
+
+
+class SiteRuntime:
+    def __init__(
+        self,
+        switchboard: Switchboard,
+        journal: Journaling,
+        lookup_customer: CustomerLookup,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.sb = switchboard
+        self._journal = journal
+        self._lookup = lookup_customer
+        self.clock = clock
+        self.callers: dict[str, CallerLine] = {}
+        self.desktops: dict[str, set[DesktopLine]] = {}
+        self._names = {a.code: a.name for a in switchboard.site.agents}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when = float("inf")
+        self.closed = False
+
+    # Operations -----------------------------------------------------------------------------
+
+    def do(self, op: Callable[[float], list[Effect]]) -> list[Effect]:
+        """Run one switchboard operation now and carry out its effects. VccErrors propagate."""
+        self._check_open()
+        effects = op(self.clock())
+        self.apply(effects)
+        return effects
+
+    def offer(self, line: CallerLine, **offer: object) -> str:
+        """A new call from a trunk; `line` receives its progress."""
+        self._check_open()
+        now = self.clock()
+        call_id, effects = self.sb.offer(now, **offer)  # type: ignore[arg-type]
+        self.callers[call_id] = line
+        self.apply(effects)
+        return call_id
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise Unavailable("site-stopping", f"site {self.sb.site_id} is shutting down")
+
+    def attach_caller(self, call_id: str, line: CallerLine) -> None:
+        """A re-sent offer takes over the caller side of a live call (the old stream is closed)."""
+        old = self.callers.get(call_id)
+        self.callers[call_id] = line
+        if old is not None:
+            old.queue.put_nowait(None)
+            if old.last is not None:
+                line.queue.put_nowait((old.last, None))
+
+    def apply(self, effects: Sequence[Effect]) -> None:
+        batch: list[common_pb2.CallEvent] = []
+        durable: asyncio.Future[None] | None = None
+        for fx in effects:
+            match fx:
+                case Journal(event):
+                    batch.append(convert.event_to_proto(event))
+                case ToCaller():
+                    if fx.kind == "ended" and batch:
+                        # The caller hears the end only once its record is durable.
+                        durable = self._journal.append(batch)
+                        batch = []
+                    self._to_caller(fx, durable if fx.kind == "ended" else None)
+                case ToAgent():
+                    self._to_agent(fx)
+                case FetchCustomer(call_id, ani):
+                    self._spawn(self._fetch_customer(call_id, ani))
+        if batch:
+            self._journal.append(batch)
+        self._schedule_timer()
+
+    def _to_caller(self, u: ToCaller, durable: asyncio.Future[None] | None) -> None:
+        line = self.callers.get(u.call_id)
+        if line is None:
+            return
+        msg = convert.caller_update_to_proto(u)
+        line.last = msg
+        line.queue.put_nowait((msg, durable))
+        if u.kind == "ended":
+            del self.callers[u.call_id]
+
+    def _to_agent(self, u: ToAgent) -> None:
+        lines = self.desktops.get(u.agent_code)
+        if not lines:
+            return
+        msg = convert.agent_update_to_proto(u, self.snapshot(u.agent_code))
+        for line in list(lines):
+            if line.queue.qsize() >= DESKTOP_QUEUE_LIMIT:
+                log.warning("agent %s: desktop too slow, cutting its event stream", u.agent_code)
+                lines.discard(line)
+                line.queue.put_nowait(None)
+            else:
+                line.queue.put_nowait(msg)
+
+    def snapshot(self, code: str) -> cti_pb2.AgentSnapshot:
+        return convert.snapshot_to_proto(self.sb.agent(code), self._names.get(code, ""), self.sb.site_id,
+                                         self.sb.skills[code])
+
+    async def _fetch_customer(self, call_id: str, ani: str) -> None:
+        try:
+            customer = await self._lookup(ani)
+        except Exception as exc:  # look-up is best effort: the call rings without a screen pop
+            log.debug("customer look-up for %s failed: %s", call_id, exc)
+            return
+        if customer is not None and not self.closed:
+            self.do(lambda now: self.sb.customer_found(now, call_id, customer))
+
+    # Desktops -------------------------------------------------------------------------------
+
+    def attach_desktop(self, code: str) -> DesktopLine:
+        line = DesktopLine()
+        self.desktops.setdefault(code, set()).add(line)
+        self.sb.desktop_attached(code)
+        line.queue.put_nowait(
+            cti_pb2.StreamEventsResponse(
+                at=timestamp(self.clock()), state_changed=cti_pb2.AgentStateChanged(agent=self.snapshot(code))
+            )
+        )
+        return line
+
+    def detach_desktop(self, code: str, line: DesktopLine) -> None:
+        lines = self.desktops.get(code)
+        if lines is not None and line in lines:
+            lines.discard(line)
+        if not self.closed:
+            self.sb.desktop_detached(self.clock(), code)
+            self._schedule_timer()
+
+    # Timers and tasks -----------------------------------------------------------------------
+
+    def _schedule_timer(self) -> None:
+        when = self.sb.next_deadline()
+        if when is None or self.closed or when >= self._timer_when:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        delay = max(0.0, when - self.clock())
+        self._timer_when = when
+        self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_when = float("inf")
+        try:
+            self.apply(self.sb.tick(self.clock()))
+        except VccError:
+            log.exception("deadline handling failed")
+        self._schedule_timer()
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """End every call (recorded as failed or answered), close streams, cancel tasks."""
+        if self.closed:
+            return
+        self.apply(self.sb.shutdown(self.clock()))
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for lines in self.desktops.values():
+            for line in lines:
+                line.queue.put_nowait(None)

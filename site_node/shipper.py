@@ -1,0 +1,182 @@
+"""Ships the outbox to central: batches in order, acknowledged rows deleted, nothing lost.
+
+Central's ingest is idempotent on (call_id, site_id, seq), so a batch re-sent after a lost reply
+or a crash lands once; the shipper therefore only has to never skip a row. A batch central
+refuses as INVALID_ARGUMENT is split until the bad events are isolated; those are parked in the
+outbox's dead_letter table so the rest keeps flowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+
+import grpc
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
+
+from site_node.outbox import Outbox
+from vcc import rpc
+from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2
+
+log = logging.getLogger(__name__)
+
+Row = tuple[int, common_pb2.CallEvent]
+
+
+class _Transient(Exception):
+    """Central could not take the batch now (down, moving, overloaded): try again later."""
+
+
+class _Rejected(Exception):
+    """Central refused the batch's content (INVALID_ARGUMENT): retrying it as is cannot help."""
+
+
+class Shipper:
+    """Moves outbox rows to CentralService.IngestCallEvents. Run `run()` as a task; `stop()` ends it."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        site_id: str,
+        central_address: Callable[[], str | None],
+        *,
+        batch_size: int = 500,
+        rpc_timeout_s: float = rpc.DEFAULT_DEADLINE_S,
+        attempts_per_cycle: int = 6,
+        max_backoff_s: float = 2.0,
+    ) -> None:
+        self._outbox = outbox
+        self._site_id = site_id
+        self._central_address = central_address
+        self._batch_size = batch_size
+        self._rpc_timeout_s = rpc_timeout_s
+        self._attempts = attempts_per_cycle
+        self._max_backoff_s = max_backoff_s
+        self._address: str | None = None
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: central_pb2_grpc.CentralServiceAsyncStub | None = None
+        self._task: asyncio.Task[None] | None = None
+        # Set while the outbox has nothing committed left to ship.
+        self._idle = asyncio.Event()
+        self.shipped = 0
+        self.failures = 0
+        self.dead_lettered = 0
+        self.last_error: str | None = None
+
+    async def run(self) -> None:
+        """Ship until cancelled or stopped; never raises for a central that is down."""
+        self._task = asyncio.current_task()
+        try:
+            while True:
+                try:
+                    await self._ship_or_wait()
+                except _Transient:
+                    # This cycle's retries are spent; pause, then start again with the same rows.
+                    log.warning(
+                        "central unreachable, %d events waiting (%s); will keep trying",
+                        self._outbox.pending_count,
+                        self.last_error,
+                    )
+                    await asyncio.sleep(self._max_backoff_s)
+                except Exception as exc:
+                    # A bug or a disk error must not silently stop shipping: say it, and go on.
+                    log.exception("shipping failed unexpectedly; will keep trying")
+                    self._failed(f"{type(exc).__name__}: {exc}")
+                    await asyncio.sleep(self._max_backoff_s)
+        finally:
+            await self._close_channel()
+
+    async def _ship_or_wait(self) -> None:
+        # Cleared before reading: a commit that lands after the read sets it again.
+        self._outbox.changed.clear()
+        rows = await self._outbox.pending(self._batch_size)
+        if not rows:
+            self._idle.set()
+            await self._outbox.changed.wait()
+            return
+        self._idle.clear()
+        await self._deliver(rows)
+
+    async def stop(self, drain_s: float = 0.0) -> None:
+        """End run(); with drain_s > 0, first give it that long to empty the outbox."""
+        task = self._task
+        if task is None or task.done():
+            return
+        if drain_s > 0:
+            if self._outbox.pending_count:
+                # Rows appended since the shipper last found the outbox empty.
+                self._idle.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), drain_s)
+        task.cancel()
+        # asyncio.wait: our own cancellation still propagates, the task's does not.
+        await asyncio.wait({task})
+
+    async def _deliver(self, rows: Sequence[Row]) -> None:
+        try:
+            await self._send_with_retry(rows)
+        except _Rejected as exc:
+            if len(rows) > 1:
+                # Split to find the bad events; halves go in order, so nothing is re-ordered.
+                mid = len(rows) // 2
+                await self._deliver(rows[:mid])
+                await self._deliver(rows[mid:])
+                return
+            row_id, event = rows[0]
+            log.error(
+                "central refused event call_id=%s seq=%d kind=%s: %s; parked in dead_letter",
+                event.call_id,
+                event.seq,
+                common_pb2.CallEventKind.Name(event.kind),
+                exc,
+            )
+            self.dead_lettered += await self._outbox.park([row_id], str(exc))
+            return
+        await self._outbox.ack([row_id for row_id, _ in rows])
+        self.shipped += len(rows)
+
+    async def _send_with_retry(self, rows: Sequence[Row]) -> None:
+        request = central_pb2.IngestCallEventsRequest(site_id=self._site_id, events=[e for _, e in rows])
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(self._attempts),
+            wait=wait_exponential(multiplier=0.05, max=self._max_backoff_s) + wait_random(0, 0.05),
+            retry=retry_if_exception_type(_Transient),
+            reraise=True,
+        ):
+            with attempt:
+                await self._send(request)
+
+    async def _send(self, request: central_pb2.IngestCallEventsRequest) -> None:
+        stub = await self._stub_for(self._central_address())
+        try:
+            reply = await stub.IngestCallEvents(request, timeout=self._rpc_timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise _Rejected(exc.details() or "invalid argument") from exc
+            self._failed(f"{exc.code().name}: {exc.details()}")
+            raise _Transient(self.last_error) from exc
+        log.debug("shipped %d events (%d already at central)", len(request.events), reply.duplicates)
+
+    async def _stub_for(self, address: str | None) -> central_pb2_grpc.CentralServiceAsyncStub:
+        if address is None:
+            self._failed("no central address known")
+            raise _Transient(self.last_error)
+        if address != self._address or self._stub is None:
+            # Central moved (another replica leads now): one channel per address.
+            await self._close_channel()
+            self._channel = rpc.channel(address)
+            self._stub = central_pb2_grpc.CentralServiceStub(self._channel)
+            self._address = address
+            log.info("shipping call events to central at %s", address)
+        return self._stub
+
+    def _failed(self, error: str) -> None:
+        self.failures += 1
+        self.last_error = error
+
+    async def _close_channel(self) -> None:
+        channel, self._channel, self._stub, self._address = self._channel, None, None, None
+        if channel is not None:
+            await channel.close()

@@ -1,0 +1,114 @@
+"""gRPC adapter of the trunk side: one PlaceCall stream is one trunk channel for one call."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from site_node import convert
+from site_node.runtime import CallerLine, SiteRuntime
+from site_node.switchboard import Switchboard
+from vcc.errors import InvalidArgument, VccError
+from vcc.rpc import maps_stream_errors, timestamp
+from vcc.v1 import trunk_pb2, trunk_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+# A caller that opens a stream must offer the call promptly.
+OFFER_TIMEOUT_S = 10.0
+
+
+class TrunkIngress(trunk_pb2_grpc.TrunkIngressServiceServicer):
+    def __init__(self, runtime: SiteRuntime) -> None:
+        self.rt = runtime
+
+    @property
+    def sb(self) -> Switchboard:
+        return self.rt.sb
+
+    @maps_stream_errors
+    async def PlaceCall(  # noqa: N802 - gRPC method name
+        self,
+        request_iterator: AsyncIterator[trunk_pb2.PlaceCallRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[trunk_pb2.PlaceCallResponse]:
+        try:
+            first = await asyncio.wait_for(anext(request_iterator), OFFER_TIMEOUT_S)
+        except (StopAsyncIteration, TimeoutError):
+            raise InvalidArgument("offer-required", "the first message of PlaceCall must be an offer") from None
+        if first.WhichOneof("action") != "offer":
+            raise InvalidArgument("offer-required", "the first message of PlaceCall must be an offer")
+        offer = first.offer
+        line = CallerLine()
+        call_id = self.sb.call_for_key(offer.idempotency_key) if offer.idempotency_key else None
+        if call_id is not None:
+            ended = self.sb.ended_outcome(offer.idempotency_key)
+            if ended is not None:
+                # The call this key made is over: tell the retry how it ended, create nothing.
+                yield trunk_pb2.PlaceCallResponse(
+                    call_id=ended[0],
+                    at=timestamp(self.rt.clock()),
+                    ended=trunk_pb2.CallEnded(outcome=convert.outcome_to_proto(ended[1]), reason="already-ended"),
+                )
+                return
+            self.rt.attach_caller(call_id, line)
+        else:
+            call_id = self.rt.offer(
+                line,
+                idempotency_key=offer.idempotency_key,
+                ani=offer.ani,
+                dnis=offer.dnis,
+                trunk_group=offer.trunk_group,
+                call_id=offer.call_id,
+                attached=dict(offer.attached_data),
+            )
+        reader = asyncio.create_task(self._caller_actions(call_id, request_iterator))
+        ended = False
+        try:
+            while True:
+                item = await line.queue.get()
+                if item is None:
+                    return  # another stream took this call over
+                msg, durable = item
+                if durable is not None:
+                    await durable
+                yield msg
+                if msg.WhichOneof("progress") == "ended":
+                    ended = True
+                    return
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            if not ended and self.rt.callers.get(call_id) is line:
+                # The caller's stream broke: the channel is released as a hang-up.
+                self._hang_up(call_id, "caller-stream-lost")
+
+    async def _caller_actions(self, call_id: str, actions: AsyncIterator[trunk_pb2.PlaceCallRequest]) -> None:
+        try:
+            async for action in actions:
+                kind = action.WhichOneof("action")
+                if kind == "digits":
+                    digits = action.digits.digits
+                    self._apply(call_id, lambda now, d=digits: self.sb.caller_digits(now, call_id, d))  # type: ignore[misc]
+                elif kind == "hang_up":
+                    self._hang_up(call_id, "caller-hung-up")
+                    return
+        except grpc.aio.AioRpcError:
+            pass  # the stream went away; PlaceCall's cleanup handles it
+
+    def _hang_up(self, call_id: str, reason: str) -> None:
+        if call_id in self.sb.calls:
+            self._apply(call_id, lambda now: self.sb.caller_hang_up(now, call_id, reason))
+
+    def _apply(self, call_id: str, op: Any) -> None:
+        try:
+            self.rt.do(op)
+        except VccError as exc:
+            # A caller action that no longer applies (the call just ended) changes nothing.
+            log.debug("call %s: caller action refused: %s", call_id, exc)

@@ -1,0 +1,112 @@
+"""The province generator: its configs validate, codes are unique, the IVR points at real groups."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from argon2 import PasswordHasher
+
+from tools.province_gen import SiteSpec, agent_codes, generate_province, hash_password, write_province
+from vcc.config import load_province, parse_province
+
+SITES = [
+    SiteSpec("gz", "广州 Guangzhou", trunk_channels=30, agents={"general": 6, "billing": 3}),
+    SiteSpec("sz", "深圳 Shenzhen", trunk_channels=20, agents={"general": 4}),
+    SiteSpec("fs", "佛山 Foshan", trunk_channels=20, agents={"billing": 2, "general": 2}, ivr_ports=5),
+]
+
+
+@pytest.fixture(scope="module")
+def shared_hash() -> str:
+    return hash_password("123456")
+
+
+def generate(sites: list[SiteSpec], shared_hash: str, **kw: Any) -> dict[str, Any]:
+    return generate_province(
+        sites,
+        etcd_endpoint="127.0.0.1:2379",
+        central_listen="127.0.0.1:7000",
+        database_url="sqlite+aiosqlite:///central.db",
+        outbox_dir="/tmp/outbox",
+        password_hash=shared_hash,
+        **kw,
+    )
+
+
+def test_generated_province_validates(shared_hash: str) -> None:
+    config = parse_province(generate(SITES, shared_hash))
+    assert [s.id for s in config.sites] == ["gz", "sz", "fs"]
+    assert [len(s.agents) for s in config.sites] == [9, 4, 4]
+    assert config.sites[2].boards[0].channels == 5
+    assert config.sites[0].outbox_path == "/tmp/outbox/gz-outbox.db"
+
+
+def test_agent_codes_are_four_digits_and_unique_in_the_province(shared_hash: str) -> None:
+    big = [SiteSpec("gz", "gz", 10, {"general": 250, "billing": 120}), SiteSpec("sz", "sz", 10, {"general": 150})]
+    config = parse_province(generate(big, shared_hash))
+    codes = [a.code for s in config.sites for a in s.agents]
+    assert len(codes) == 520 == len(set(codes))
+    assert all(len(c) == 4 and c.isdigit() and c[2:] != "00" for c in codes)
+    # Two digits for the group: each group number belongs to one skill group of one site.
+    owner: dict[str, tuple[str, str]] = {}
+    for site in config.sites:
+        for agent in site.agents:
+            (skill,) = agent.skills
+            assert owner.setdefault(agent.code[:2], (site.id, skill)) == (site.id, skill)
+
+
+def test_too_many_agents_for_four_digit_codes(shared_hash: str) -> None:
+    with pytest.raises(ValueError, match="too many agents"):
+        generate([SiteSpec("gz", "gz", 10, {"general": 90 * 99 + 1})], shared_hash)
+
+
+def test_ivr_choices_name_real_groups_with_one_digit_per_service(shared_hash: str) -> None:
+    config = parse_province(generate(SITES, shared_hash))
+    digit_of: dict[str, str] = {}
+    for site in config.sites:
+        groups = {g.id for g in site.skill_groups}
+        assert site.ivr.default_skill_group in groups
+        for choice in site.ivr.choices:
+            assert choice.skill_group in groups
+            assert digit_of.setdefault(choice.skill_group, choice.digit) == choice.digit
+    assert digit_of == {"general": "1", "billing": "2"}
+
+
+def test_tie_trunks_between_every_pair_of_sites(shared_hash: str) -> None:
+    config = parse_province(generate(SITES, shared_hash))
+    for site in config.sites:
+        assert sorted(t.peer for t in site.tie_trunks) == sorted({"gz", "sz", "fs"} - {site.id})
+
+
+def test_listen_addresses_are_distinct_free_ports(shared_hash: str) -> None:
+    config = parse_province(generate(SITES, shared_hash))
+    listens = [s.listen for s in config.sites] + [config.central.listen]
+    assert len(set(listens)) == len(listens)
+
+
+def test_one_password_hash_for_every_agent_and_it_verifies() -> None:
+    raw = generate_province(
+        SITES[1:2], etcd_endpoint="127.0.0.1:2379", central_listen="127.0.0.1:7000",
+        database_url="sqlite+aiosqlite:///c.db", outbox_dir="/tmp", password="654321",
+    )
+    hashes = {a["password_hash"] for a in raw["sites"][0]["agents"]}
+    assert len(hashes) == 1
+    assert PasswordHasher().verify(hashes.pop(), "654321")
+    assert agent_codes(raw, "sz") == ["1001", "1002", "1003", "1004"]
+
+
+def test_a_password_is_six_digits() -> None:
+    with pytest.raises(ValueError, match="six digits"):
+        hash_password("12345a")
+
+
+def test_written_yaml_loads_back(tmp_path: Path, shared_hash: str) -> None:
+    path = write_province(generate(SITES, shared_hash), tmp_path / "p.yaml")
+    assert load_province(path).sites[0].name == "广州 Guangzhou"
+
+
+def test_example_config_of_deploy_validates() -> None:
+    config = load_province(Path(__file__).parents[2] / "deploy" / "province.example.yaml")
+    assert len(config.sites) == 3

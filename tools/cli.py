@@ -1,0 +1,317 @@
+"""The `vcc` command line: run processes, local clusters, robots, traffic, the demo.
+
+Heavy parts (site node, central, robots, traffic) are imported inside their command, so
+`vcc --help` stays fast and a part that is missing does not break the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from vcc.config import ConfigError, ProvinceConfig, load_province
+
+app = typer.Typer(
+    name="vcc",
+    help="vcc: a distributed multi-site virtual call center.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+cluster_app = typer.Typer(help="A local province: etcd, central and every site as separate processes.",
+                          no_args_is_help=True)
+app.add_typer(cluster_app, name="cluster")
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The province config (YAML).")]
+RunDirOpt = Annotated[Path, typer.Option("--run-dir", help="The cluster's run folder.")]
+DEFAULT_CLUSTER_DIR = Path("run/cluster")
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """A readable error on stderr and an exit code; never a traceback for an operator's mistake."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def load_config(path: Path) -> ProvinceConfig:
+    try:
+        return load_province(path)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def _missing_part(exc: ModuleNotFoundError, package: str, what: str) -> None:
+    if exc.name is not None and (exc.name == package or exc.name.startswith(package + ".")):
+        fail(f"{what} is not part of this installation yet ({exc})")
+
+
+# --- processes -------------------------------------------------------------------------------------
+
+
+@app.command()
+def site(config: ConfigOpt, site_id: Annotated[str, typer.Option("--site", "-s", help="The site id.")]) -> None:
+    """Run one city's site node (until SIGTERM or Ctrl-C)."""
+    cfg = load_config(config)
+    try:
+        cfg.site(site_id)
+    except ConfigError as exc:
+        fail(str(exc))
+    try:
+        from site_node.main import run
+    except ModuleNotFoundError as exc:
+        _missing_part(exc, "site_node", "the site node")
+        raise
+    try:
+        run(str(config), site_id)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def central(
+    config: ConfigOpt,
+    seed_customers: Annotated[int, typer.Option(min=0, help="Create this many demo customers at start.")] = 0,
+) -> None:
+    """Run the provincial central service (until SIGTERM or Ctrl-C)."""
+    load_config(config)
+    try:
+        from central.main import run
+    except ModuleNotFoundError as exc:
+        _missing_part(exc, "central", "the central service")
+        raise
+    try:
+        run(str(config), seed_customers)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+# --- config helpers --------------------------------------------------------------------------------
+
+
+@app.command("hash-password")
+def hash_password() -> None:
+    """Read a six-digit agent password (prompt or stdin) and print its argon2id hash for the config."""
+    from tools.province_gen import hash_password as hash_
+
+    if sys.stdin.isatty():
+        password = typer.prompt("Agent password (six digits)", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().strip()
+    try:
+        typer.echo(hash_(password))
+    except ValueError as exc:
+        fail(str(exc))
+
+
+@app.command("check-config")
+def check_config(path: Annotated[Path, typer.Argument(help="The province config (YAML).")]) -> None:
+    """Validate a province config and print a one-line summary."""
+    cfg = load_config(path)
+    agents = sum(len(s.agents) for s in cfg.sites)
+    typer.echo(
+        f"ok: province {cfg.province.id} ({cfg.province.name}), service number {cfg.province.service_number}, "
+        f"{len(cfg.sites)} sites ({', '.join(s.id for s in cfg.sites)}), {agents} agents, "
+        f"central {cfg.central.listen}, etcd {', '.join(cfg.etcd.endpoints)}"
+    )
+
+
+# --- local cluster ---------------------------------------------------------------------------------
+
+
+@cluster_app.command("up")
+def cluster_up(
+    config: ConfigOpt,
+    run_dir: RunDirOpt = DEFAULT_CLUSTER_DIR,
+    seed_customers: Annotated[int, typer.Option(min=0, help="Demo customers central creates.")] = 1000,
+    fresh_ports: Annotated[bool, typer.Option(help="Move central and the sites to free ports.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds each process has to come up.")] = 60.0,
+) -> None:
+    """Start etcd, central and every site in the background; `vcc cluster down` stops them."""
+    from tools.cluster import Cluster, ClusterError
+
+    load_config(config)
+    try:
+        cluster = asyncio.run(
+            Cluster.start(config, run_dir, seed_customers=seed_customers, fresh_ports=fresh_ports, timeout_s=timeout)
+        )
+    except ConfigError as exc:
+        fail(str(exc))
+    except ClusterError as exc:
+        fail(str(exc), code=1)
+    addrs = cluster.addresses
+    typer.echo(f"cluster up in {cluster.run_dir}")
+    typer.echo(f"  config   {cluster.config_path}")
+    typer.echo(f"  etcd     {addrs.etcd}")
+    typer.echo(f"  central  {addrs.central}")
+    for site_id, address in addrs.sites.items():
+        typer.echo(f"  site {site_id:<4}{address}")
+    typer.echo(f"  logs     {cluster.logs_dir}")
+    typer.echo(f"status: vcc status --config {cluster.config_path}")
+    typer.echo(f"stop:   vcc cluster down --run-dir {cluster.run_dir}")
+
+
+@cluster_app.command("down")
+def cluster_down(run_dir: RunDirOpt = DEFAULT_CLUSTER_DIR) -> None:
+    """Stop the cluster of a run folder: SIGTERM, then SIGKILL for whoever does not stop in time."""
+    from tools.cluster import ClusterError, down
+
+    try:
+        stopped = asyncio.run(down(run_dir))
+    except ClusterError as exc:
+        fail(str(exc), code=1)
+    typer.echo(f"stopped: {', '.join(stopped)}" if stopped else f"nothing runs in {run_dir}")
+
+
+@cluster_app.command("status")
+def cluster_status(run_dir: RunDirOpt = DEFAULT_CLUSTER_DIR) -> None:
+    """Which processes of the run folder's cluster are running."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tools.cluster import ClusterError, status
+
+    try:
+        procs = status(run_dir)
+    except ClusterError as exc:
+        fail(str(exc), code=1)
+    if not procs:
+        typer.echo(f"no cluster in {run_dir}")
+        raise typer.Exit(1)
+    table = Table(title=f"cluster in {run_dir}")
+    for col in ("process", "pid", "state", "address", "log"):
+        table.add_column(col)
+    for p in procs:
+        table.add_row(p.name, str(p.pid), "[green]running[/]" if p.alive else "[red]stopped[/]", p.address, str(p.log))
+    Console().print(table)
+    if not all(p.alive for p in procs):
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    config: ConfigOpt,
+    deadline: Annotated[float, typer.Option(help="Seconds to wait for each answer.")] = 3.0,
+) -> None:
+    """Every site of the province: up/down, agents, waiting calls, trunks, outbox (from central or the sites)."""
+    from rich.console import Console
+
+    from tools.status import print_status
+
+    cfg = load_config(config)
+    all_up = asyncio.run(print_status(cfg, Console(), deadline))
+    if not all_up:
+        raise typer.Exit(1)
+
+
+# --- load ------------------------------------------------------------------------------------------
+
+
+@app.command()
+def agents(
+    config: ConfigOpt,
+    site_id: Annotated[str, typer.Option("--site", "-s", help="Log in every agent of this site.")],
+    password: Annotated[str, typer.Option(help="The agents' six-digit password.")] = "123456",
+    answer_delay: Annotated[float, typer.Option(min=0, help="Seconds before answering an offered call.")] = 0.0,
+    handle_time: Annotated[float, typer.Option(min=0, help="Mean talk time in seconds (exponential).")] = 2.0,
+    duration: Annotated[float | None, typer.Option(min=0, help="Stop after this many seconds (default: Ctrl-C).")]
+    = None,
+    seed: int = 0,
+) -> None:
+    """Robot agents for one site: log in, go ready, answer, talk, hang up."""
+    cfg = load_config(config)
+    try:
+        site_cfg = cfg.site(site_id)
+    except ConfigError as exc:
+        fail(str(exc))
+    from tools.robots import RobotPolicy, run_robots
+
+    policy = RobotPolicy(answer_delay_s=answer_delay, handle_time_mean_s=handle_time, seed=seed)
+    roster = [(a.code, password) for a in site_cfg.agents]
+    if not roster:
+        fail(f"site {site_id} has no agents in {config}")
+
+    async def main() -> object:
+        stop = asyncio.Event()
+        _stop_on_signals(stop, duration)
+        return await run_robots(site_cfg.listen, roster, policy, stop)
+
+    typer.echo(f"{len(roster)} robot agents on {site_id} ({site_cfg.listen}); Ctrl-C to stop", err=True)
+    stats = asyncio.run(main())
+    typer.echo(str(stats))
+
+
+@app.command()
+def traffic(
+    config: ConfigOpt,
+    rate: Annotated[list[str], typer.Option(help="SITE=CALLS_PER_SECOND, repeated for each site.")],
+    duration: Annotated[float, typer.Option(min=0, help="Seconds of arrivals.")] = 60.0,
+    patience: Annotated[float | None, typer.Option(min=0, help="Mean caller patience in seconds.")] = None,
+    seed: int = 0,
+    journal: Annotated[Path | None, typer.Option(help="Write one JSON line per call here.")] = None,
+) -> None:
+    """Callers: Poisson arrivals at each site's trunk, through the IVR, until they are served or give up."""
+    cfg = load_config(config)
+    from tools.traffic import SiteLoad, TrafficPlan, run_traffic
+
+    loads = []
+    for item in rate:
+        site_id, sep, value = item.partition("=")
+        try:
+            per_s = float(value)
+            site_cfg = cfg.site(site_id)
+        except ValueError:
+            fail(f"--rate: {item!r} is not SITE=CALLS_PER_SECOND")
+        except ConfigError as exc:
+            fail(f"--rate: {exc}")
+        if not sep or per_s < 0:
+            fail(f"--rate: {item!r} is not SITE=CALLS_PER_SECOND")
+        loads.append(SiteLoad(site_id, site_cfg.listen, per_s))
+    if not loads:
+        fail("--rate: give at least one SITE=CALLS_PER_SECOND")
+    plan = TrafficPlan(
+        loads, duration, seed=seed, dnis=cfg.province.service_number, patience_mean_s=patience
+    )
+    views = asyncio.run(run_traffic(plan, journal=journal))
+    outcomes: dict[str, int] = {}
+    for view in views:
+        key = str(getattr(view, "outcome", "?"))
+        outcomes[key] = outcomes.get(key, 0) + 1
+    typer.echo(f"{len(views)} calls: " + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())))
+
+
+def _stop_on_signals(stop: asyncio.Event, duration_s: float | None) -> None:
+    """SIGINT/SIGTERM (and the optional duration) set `stop`, for a graceful end."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if duration_s is not None:
+        loop.call_later(duration_s, stop.set)
+
+
+# --- demo ------------------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    duration: Annotated[float | None, typer.Option(min=1, help="Stop after S seconds (default: Ctrl-C).")] = None,
+    summary_json: Annotated[Path | None, typer.Option(help="Write the summary report here (JSON).")] = None,
+    run_dir: Annotated[Path, typer.Option(help="The demo's run folder (wiped at start).")] = Path("run/demo"),
+    sites: Annotated[int, typer.Option(min=3, max=10, help="Number of cities (the first, gz, is overloaded).")] = 3,
+    seed: int = 42,
+) -> None:
+    """A local province of 3+ cities with robot agents and callers; gz is overloaded. Prints a summary."""
+    from tools.demo import DemoOptions, run_demo
+
+    code = run_demo(DemoOptions(duration_s=duration, summary_json=summary_json, run_dir=run_dir, sites=sites,
+                                seed=seed))
+    if code:
+        raise typer.Exit(code)
+
+
+def main() -> None:
+    app()

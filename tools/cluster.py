@@ -1,0 +1,463 @@
+"""A local province on one machine: etcd, central and one site node per city, as separate processes.
+
+Everything lives in a run folder:
+
+    run/cluster/
+      province.yaml   the province config the processes read (etcd.endpoints set to our etcd)
+      cluster.json    pids, start times and addresses, so `vcc cluster down` can stop it later
+      etcd/           etcd's data
+      logs/           one log file per process (etcd.log, central.log, site-<id>.log)
+
+Each process runs in its own session, so a signal reaches it (and only it) and Ctrl-C at the
+terminal that launched the cluster does not. `Cluster` is the Python face used by the demo and tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import psutil
+import yaml
+
+from tools.etcd_server import EtcdServer
+from tools.netutil import free_port
+from vcc.config import ConfigError, ProvinceConfig, load_province, parse_province
+from vcc.rpc import wait_serving
+
+DEFAULT_RUN_DIR = Path("run/cluster")
+STATE_FILE = "cluster.json"
+CONFIG_FILE = "province.yaml"
+START_TIMEOUT_S = 60.0
+STOP_GRACE_S = 10.0
+POLL_S = 0.05
+
+
+class ClusterError(Exception):
+    """The cluster could not be started or driven; the message says which process and why."""
+
+
+@dataclass
+class ManagedProcess:
+    """One child process of the cluster: how to start it, where it logs, how to reach it."""
+
+    name: str
+    cmd: list[str]
+    log_path: Path
+    cwd: Path
+    address: str = ""
+    pid: int = 0
+    # Guards against signalling a recycled pid after the process is long gone.
+    create_time: float = 0.0
+    popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def spawn(self, env: Mapping[str, str] | None = None) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            log.write(f"=== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {self.name}: {' '.join(self.cmd)}\n".encode())
+            log.flush()
+            self.popen = subprocess.Popen(
+                self.cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.cwd,
+                env=dict(env) if env is not None else None,
+                start_new_session=True,
+            )
+        self.adopt(self.popen)
+
+    def adopt(self, popen: subprocess.Popen[bytes]) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+        try:
+            self.create_time = psutil.Process(popen.pid).create_time()
+        except psutil.Error:
+            self.create_time = 0.0
+
+    def alive(self) -> bool:
+        if self.pid == 0:
+            return False
+        if self.popen is not None:
+            return self.popen.poll() is None
+        try:
+            proc = psutil.Process(self.pid)
+            if self.create_time and abs(proc.create_time() - self.create_time) > 1.0:
+                return False
+            return proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.popen.poll() if self.popen is not None else None
+
+    def send(self, sig: signal.Signals) -> None:
+        if not self.alive():
+            return
+        # Own session: the process group id is the pid; children of the process get it too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+
+    async def wait_exit(self, timeout_s: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.alive():
+            if loop.time() > deadline:
+                return False
+            await asyncio.sleep(POLL_S)
+        return True
+
+    async def terminate(self, grace_s: float = STOP_GRACE_S) -> None:
+        """SIGTERM (graceful stop), then SIGKILL if it is still there after `grace_s`."""
+        self.send(signal.SIGTERM)
+        if not await self.wait_exit(grace_s):
+            await self.kill()
+
+    async def kill(self) -> None:
+        self.send(signal.SIGKILL)
+        await self.wait_exit(STOP_GRACE_S)
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 16_384))
+                text = f.read().decode("utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "cmd": self.cmd,
+            "log": str(self.log_path),
+            "cwd": str(self.cwd),
+            "address": self.address,
+            "pid": self.pid,
+            "create_time": self.create_time,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ManagedProcess:
+        return cls(
+            name=str(data["name"]),
+            cmd=[str(c) for c in data["cmd"]],
+            log_path=Path(data["log"]),
+            cwd=Path(data["cwd"]),
+            address=str(data.get("address", "")),
+            pid=int(data.get("pid", 0)),
+            create_time=float(data.get("create_time", 0.0)),
+        )
+
+
+@dataclass(frozen=True)
+class ClusterAddresses:
+    central: str
+    etcd: str
+    sites: Mapping[str, str]
+
+
+async def wait_ready(proc: ManagedProcess, address: str, timeout_s: float = START_TIMEOUT_S) -> None:
+    """Wait until `proc` serves gRPC health SERVING on `address`; fail early, with its log, if it dies."""
+    serving = asyncio.create_task(wait_serving(address, timeout_s))
+    try:
+        while not serving.done():
+            if not proc.alive():
+                raise ClusterError(
+                    f"{proc.name} exited (code {proc.exit_code}) before serving on {address}; "
+                    f"last lines of {proc.log_path}:\n{proc.log_tail()}"
+                )
+            await asyncio.wait({serving}, timeout=0.2)
+        serving.result()
+    except TimeoutError:
+        raise ClusterError(
+            f"{proc.name} not serving on {address} after {timeout_s:.0f}s; last lines of {proc.log_path}:\n"
+            f"{proc.log_tail()}"
+        ) from None
+    finally:
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await serving
+
+
+def vcc_command(*args: str) -> list[str]:
+    """`vcc ARGS...` run by this interpreter, so children use the same environment as we do."""
+    return [sys.executable, "-m", "tools", *args]
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class Cluster:
+    """A running local province. Build one with `await Cluster.start(...)`; `async with` stops it."""
+
+    def __init__(self, run_dir: Path, config: ProvinceConfig, seed_customers: int = 0) -> None:
+        self.run_dir = run_dir
+        self.config = config
+        self.seed_customers = seed_customers
+        self.etcd: EtcdServer | None = None
+        self.etcd_process: ManagedProcess | None = None
+        self.central: ManagedProcess | None = None
+        self.sites: dict[str, ManagedProcess] = {}
+        self.start_timeout_s = START_TIMEOUT_S
+
+    @property
+    def config_path(self) -> Path:
+        return self.run_dir / CONFIG_FILE
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.run_dir / "logs"
+
+    @property
+    def addresses(self) -> ClusterAddresses:
+        return ClusterAddresses(
+            central=self.config.central.listen,
+            etcd=self.config.etcd.endpoints[0],
+            sites={s.id: s.listen for s in self.config.sites},
+        )
+
+    @property
+    def processes(self) -> list[ManagedProcess]:
+        procs = [*self.sites.values()]
+        if self.central is not None:
+            procs.append(self.central)
+        if self.etcd_process is not None:
+            procs.append(self.etcd_process)
+        return procs
+
+    @classmethod
+    async def start(
+        cls,
+        config_path: str | Path,
+        run_dir: str | Path = DEFAULT_RUN_DIR,
+        *,
+        seed_customers: int = 0,
+        central: bool = True,
+        sites: Sequence[str] | None = None,
+        fresh_ports: bool = False,
+        timeout_s: float = START_TIMEOUT_S,
+    ) -> Cluster:
+        """Start etcd, then central (unless `central=False`), then the sites (all, or the ids in `sites`).
+
+        `fresh_ports` moves central and every site to free ports (for configs with fixed ports that
+        may be taken). Raises ConfigError for a bad config, ClusterError when a process does not come up.
+        """
+        run = Path(run_dir).resolve()
+        run.mkdir(parents=True, exist_ok=True)
+        running = [p.name for p in read_state(run) if p.alive()]
+        if running:
+            raise ClusterError(
+                f"a cluster already runs in {run} ({', '.join(running)}): `vcc cluster down --run-dir {run}` first"
+            )
+        raw = _read_raw(Path(config_path))  # the operator's file must validate as it is
+        wanted = list(sites) if sites is not None else [s["id"] for s in raw["sites"]]
+        unknown = set(wanted) - {s["id"] for s in raw["sites"]}
+        if unknown:
+            raise ConfigError(f"site: no site {sorted(unknown)[0]!r} in the province config")
+
+        # etcd's data only holds leases and live state: a fresh member each time avoids stale membership.
+        shutil.rmtree(run / "etcd", ignore_errors=True)
+        (run / "logs").mkdir(exist_ok=True)
+        etcd = EtcdServer(data_dir=run / "etcd", log_path=run / "logs" / "etcd.log")
+        try:
+            await asyncio.to_thread(etcd.start)
+        except (RuntimeError, TimeoutError, OSError) as exc:
+            await asyncio.to_thread(etcd.stop)
+            raise ClusterError(f"etcd did not start: {exc}; see {run / 'logs' / 'etcd.log'}") from None
+        raw.setdefault("etcd", {})["endpoints"] = [etcd.endpoint]
+        if fresh_ports:
+            raw.setdefault("central", {})["listen"] = f"127.0.0.1:{free_port()}"
+            for site in raw["sites"]:
+                site["listen"] = f"127.0.0.1:{free_port()}"
+        config_file = run / CONFIG_FILE
+        try:
+            config = parse_province(raw, str(config_file))
+        except ConfigError:
+            etcd.stop()
+            raise
+        config_file.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
+
+        cluster = cls(run, config, seed_customers)
+        cluster.start_timeout_s = timeout_s
+        cluster.etcd = etcd
+        cluster.etcd_process = ManagedProcess(
+            name="etcd", cmd=["etcd"], log_path=run / "logs" / "etcd.log", cwd=run, address=etcd.endpoint
+        )
+        assert etcd.process is not None
+        cluster.etcd_process.adopt(etcd.process)
+        cluster.save_state()
+        try:
+            if central:
+                await cluster.start_central()
+            await asyncio.gather(*(cluster.start_site(site_id) for site_id in wanted))
+        except BaseException:
+            await cluster.stop()
+            raise
+        return cluster
+
+    def _central_process(self) -> ManagedProcess:
+        cmd = vcc_command("central", "--config", str(self.config_path))
+        if self.seed_customers:
+            cmd += ["--seed-customers", str(self.seed_customers)]
+        return ManagedProcess(
+            name="central", cmd=cmd, log_path=self.logs_dir / "central.log", cwd=self.run_dir,
+            address=self.config.central.listen,
+        )
+
+    def _site_process(self, site_id: str) -> ManagedProcess:
+        site = self.config.site(site_id)
+        return ManagedProcess(
+            name=f"site {site_id}",
+            cmd=vcc_command("site", "--config", str(self.config_path), "--site", site_id),
+            log_path=self.logs_dir / f"site-{site_id}.log",
+            cwd=self.run_dir,
+            address=site.listen,
+        )
+
+    async def start_central(self) -> None:
+        if self.central is not None and self.central.alive():
+            return
+        self.central = self._central_process()
+        self.central.spawn(_child_env())
+        self.save_state()
+        await wait_ready(self.central, self.central.address, self.start_timeout_s)
+
+    async def stop_central(self, grace_s: float = STOP_GRACE_S) -> None:
+        if self.central is not None:
+            await self.central.terminate(grace_s)
+            self.save_state()
+
+    async def kill_central(self) -> None:
+        if self.central is not None:
+            await self.central.kill()
+
+    async def start_site(self, site_id: str) -> None:
+        proc = self.sites.get(site_id)
+        if proc is not None and proc.alive():
+            return
+        proc = self._site_process(site_id)
+        self.sites[site_id] = proc
+        proc.spawn(_child_env())
+        self.save_state()
+        await wait_ready(proc, proc.address, self.start_timeout_s)
+
+    async def kill_site(self, site_id: str) -> None:
+        """SIGKILL: the site gets no chance to say goodbye (its etcd lease simply expires)."""
+        proc = self._site(site_id)
+        await proc.kill()
+
+    async def stop_site(self, site_id: str, grace_s: float = STOP_GRACE_S) -> None:
+        await self._site(site_id).terminate(grace_s)
+
+    async def restart_site(self, site_id: str) -> None:
+        proc = self.sites.get(site_id)
+        if proc is not None and proc.alive():
+            await proc.terminate()
+        await self.start_site(site_id)
+
+    def _site(self, site_id: str) -> ManagedProcess:
+        self.config.site(site_id)  # ConfigError naming the known sites
+        proc = self.sites.get(site_id)
+        if proc is None:
+            raise ClusterError(f"site {site_id} was not started by this cluster")
+        return proc
+
+    def site_alive(self, site_id: str) -> bool:
+        proc = self.sites.get(site_id)
+        return proc is not None and proc.alive()
+
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Sites first (they flush to central), then central, then etcd; SIGKILL whoever lingers."""
+        await asyncio.gather(*(p.terminate(grace_s) for p in self.sites.values()))
+        if self.central is not None:
+            await self.central.terminate(grace_s)
+        if self.etcd_process is not None:
+            await self.etcd_process.terminate(grace_s)
+        if self.etcd is not None:
+            await asyncio.to_thread(self.etcd.stop)  # reaps the etcd child
+        self.save_state()
+
+    def save_state(self) -> None:
+        write_state(self.run_dir, self.processes, config_path=self.config_path)
+
+    async def __aenter__(self) -> Cluster:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+
+def _read_raw(path: Path) -> dict[str, Any]:
+    config = load_province(path)  # raises ConfigError with the key and reason
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert isinstance(data, dict) and config.sites
+    return data
+
+
+# --- the state file, for `vcc cluster down|status` from another process ---------------------------
+
+
+def write_state(run_dir: Path, processes: Sequence[ManagedProcess], *, config_path: Path) -> None:
+    state = {"run_dir": str(run_dir), "config": str(config_path), "processes": [p.to_json() for p in processes]}
+    tmp = run_dir / (STATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(state, indent=2, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(run_dir / STATE_FILE)
+
+
+def read_state(run_dir: str | Path) -> list[ManagedProcess]:
+    path = Path(run_dir) / STATE_FILE
+    if not path.exists():
+        return []
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        return [ManagedProcess.from_json(p) for p in state.get("processes", [])]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ClusterError(f"{path}: unreadable cluster state: {exc}") from None
+
+
+def _stop_order(proc: ManagedProcess) -> int:
+    return 2 if proc.name == "etcd" else 1 if proc.name == "central" else 0
+
+
+async def down(run_dir: str | Path = DEFAULT_RUN_DIR, grace_s: float = STOP_GRACE_S) -> list[str]:
+    """Stop every live process recorded in the run folder (sites, central, etcd); return their names."""
+    procs = [p for p in read_state(run_dir) if p.alive()]
+    stopped: list[str] = []
+    for order in (0, 1, 2):
+        batch = [p for p in procs if _stop_order(p) == order]
+        await asyncio.gather(*(p.terminate(grace_s) for p in batch))
+        stopped += [p.name for p in batch]
+    return stopped
+
+
+@dataclass(frozen=True)
+class ProcessStatus:
+    name: str
+    pid: int
+    alive: bool
+    address: str
+    log: Path
+
+
+def status(run_dir: str | Path = DEFAULT_RUN_DIR) -> list[ProcessStatus]:
+    return [ProcessStatus(p.name, p.pid, p.alive(), p.address, p.log_path) for p in read_state(run_dir)]

@@ -1,0 +1,208 @@
+"""Generate province configs for local clusters, the demo and tests.
+
+The result is the same dict an operator would write in YAML; `vcc.config.parse_province`
+accepts it. Ports come from `free_port`, so several generated provinces can run side by side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tools.netutil import free_port
+
+DEFAULT_PASSWORD = "123456"
+# Agent codes are two digits for the group and two for the member (SPEC glossary). Group numbers
+# are handed out province-wide from FIRST_GROUP_NUMBER, so codes never start with 0 and never repeat.
+FIRST_GROUP_NUMBER = 10
+LAST_GROUP_NUMBER = 99
+MEMBERS_PER_GROUP = 99
+# An IVR menu is at most five choices wide (SPEC F6).
+MAX_IVR_CHOICES = 5
+
+SKILL_GROUP_NAMES = {
+    "general": "综合业务 general enquiries",
+    "billing": "话费查询 billing",
+    "broadband": "宽带报障 broadband faults",
+    "complaints": "投诉 complaints",
+    "vip": "大客户 key accounts",
+}
+
+
+@dataclass(frozen=True)
+class SiteSpec:
+    """One city of a generated province: its trunk, boards, tie trunks and agents per skill group."""
+
+    id: str
+    name: str
+    trunk_channels: int
+    # Skill group id -> number of agents; the first group is the IVR's default.
+    agents: Mapping[str, int] = field(default_factory=lambda: {"general": 4})
+    ivr_ports: int | None = None  # None: as many IVR ports as trunk channels
+    tie_channels: int = 10  # to every other site
+    listen: str | None = None  # None: a free port on 127.0.0.1
+
+
+# The demo's cities (Guangdong). Extra entries are used by `vcc demo --sites N`.
+CITIES: tuple[tuple[str, str], ...] = (
+    ("gz", "广州 Guangzhou"),
+    ("sz", "深圳 Shenzhen"),
+    ("fs", "佛山 Foshan"),
+    ("dg", "东莞 Dongguan"),
+    ("zh", "珠海 Zhuhai"),
+    ("st", "汕头 Shantou"),
+    ("zs", "中山 Zhongshan"),
+    ("jm", "江门 Jiangmen"),
+    ("hz", "惠州 Huizhou"),
+    ("zj", "湛江 Zhanjiang"),
+)
+
+
+def hash_password(password: str) -> str:
+    """An argon2id PHC string for a six-digit agent password (slow on purpose: hash once, reuse)."""
+    from argon2 import PasswordHasher
+
+    if not (len(password) == 6 and password.isdigit()):
+        raise ValueError("an agent password is six digits")
+    return PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1).hash(password)
+
+
+def generate_province(
+    sites: Sequence[SiteSpec],
+    *,
+    province_id: str = "gd",
+    name: str = "Guangdong",
+    service_number: str = "10000",
+    etcd_endpoint: str,
+    central_listen: str,
+    database_url: str,
+    password: str = DEFAULT_PASSWORD,
+    password_hash: str | None = None,
+    ring_timeout_s: float = 5.0,
+    wrap_up_s: float = 0.0,
+    outbox_dir: str | Path,
+    digit_timeout_s: float = 3.0,
+    lease_ttl_s: int = 3,
+) -> dict[str, Any]:
+    """A province config dict with one IVR, one trunk group and tie trunks to every other site per city.
+
+    Every agent gets `password` (hashed once, or `password_hash` when the caller already has one).
+    """
+    if not sites:
+        raise ValueError("a province has at least one site")
+    shared_hash = password_hash or hash_password(password)
+    catalogue = _skill_catalogue(sites)
+    codes = _CodeAllocator()
+    site_ids = [s.id for s in sites]
+    return {
+        "province": {"id": province_id, "name": name, "service_number": service_number},
+        "etcd": {"endpoints": [etcd_endpoint], "prefix": f"/vcc/{province_id}", "lease_ttl_s": lease_ttl_s},
+        "central": {"listen": central_listen, "database_url": database_url},
+        "sites": [
+            _site(
+                spec,
+                peers=[p for p in site_ids if p != spec.id],
+                catalogue=catalogue,
+                codes=codes,
+                password_hash=shared_hash,
+                ring_timeout_s=ring_timeout_s,
+                wrap_up_s=wrap_up_s,
+                outbox_dir=Path(outbox_dir),
+                digit_timeout_s=digit_timeout_s,
+            )
+            for spec in sites
+        ],
+    }
+
+
+def _skill_catalogue(sites: Sequence[SiteSpec]) -> dict[str, str]:
+    """Skill group -> IVR digit, the same digit in every city (one number, one menu)."""
+    groups: list[str] = []
+    for spec in sites:
+        for group in spec.agents:
+            if group not in groups:
+                groups.append(group)
+    return {group: str(i + 1) for i, group in enumerate(groups[:MAX_IVR_CHOICES])}
+
+
+class _CodeAllocator:
+    """Hands out four-digit agent codes, unique in the province: one group number per 99 members."""
+
+    def __init__(self) -> None:
+        self._next_group = FIRST_GROUP_NUMBER
+
+    def codes(self, count: int) -> list[str]:
+        out: list[str] = []
+        while len(out) < count:
+            if self._next_group > LAST_GROUP_NUMBER:
+                raise ValueError("too many agents for four-digit codes (at most 90 groups of 99 members)")
+            group = self._next_group
+            self._next_group += 1
+            take = min(MEMBERS_PER_GROUP, count - len(out))
+            out.extend(f"{group:02d}{member:02d}" for member in range(1, take + 1))
+        return out
+
+
+def _site(
+    spec: SiteSpec,
+    *,
+    peers: Sequence[str],
+    catalogue: Mapping[str, str],
+    codes: _CodeAllocator,
+    password_hash: str,
+    ring_timeout_s: float,
+    wrap_up_s: float,
+    outbox_dir: Path,
+    digit_timeout_s: float,
+) -> dict[str, Any]:
+    if not spec.agents:
+        raise ValueError(f"site {spec.id}: at least one skill group")
+    groups = list(spec.agents)
+    agents: list[dict[str, Any]] = []
+    for group, count in spec.agents.items():
+        for code in codes.codes(count):
+            agents.append(
+                {"code": code, "name": f"{spec.id}-{group}-{code}", "password_hash": password_hash, "skills": {group: 5}}
+            )
+    choices = [
+        {"digit": catalogue[g], "skill_group": g, "label": SKILL_GROUP_NAMES.get(g, g)} for g in groups if g in catalogue
+    ]
+    if not choices:  # every group of this site is beyond the menu width: offer its first one
+        choices = [{"digit": "1", "skill_group": groups[0], "label": SKILL_GROUP_NAMES.get(groups[0], groups[0])}]
+    return {
+        "id": spec.id,
+        "name": spec.name,
+        "listen": spec.listen or f"127.0.0.1:{free_port()}",
+        "trunk_groups": [{"id": "pstn", "channels": spec.trunk_channels}],
+        "tie_trunks": [{"peer": p, "channels": spec.tie_channels} for p in peers],
+        "boards": [{"id": "ivr", "kind": "ivr", "channels": spec.ivr_ports or spec.trunk_channels}],
+        "skill_groups": [{"id": g, "name": SKILL_GROUP_NAMES.get(g, g)} for g in groups],
+        "agents": agents,
+        "ivr": {
+            "prompt": "欢迎致电. Welcome. Press a key for the service you need.",
+            "choices": choices,
+            "digit_timeout_s": digit_timeout_s,
+            "default_skill_group": groups[0],
+        },
+        "ring_timeout_s": ring_timeout_s,
+        "wrap_up_s": wrap_up_s,
+        "outbox_path": str(outbox_dir / f"{spec.id}-outbox.db"),
+    }
+
+
+def agent_codes(config: Mapping[str, Any], site_id: str) -> list[str]:
+    """The agent codes of one site of a generated (or loaded-as-dict) province config."""
+    for site in config["sites"]:
+        if site["id"] == site_id:
+            return [str(a["code"]) for a in site.get("agents", [])]
+    raise KeyError(site_id)
+
+
+def write_province(config: Mapping[str, Any], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(dict(config), allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path

@@ -1,0 +1,449 @@
+"""The caller generator: Poisson arrivals per site, each caller a PlaceCall stream on a trunk.
+
+What every caller saw is kept in a CallerView, independently of central's records, so that the
+report can measure the platform from the outside and reconcile it with central afterwards.
+
+Callers answer each IVR prompt with a digit drawn by weight, hang up when their patience runs out
+(counted from the moment they dialled) unless an agent answered, and otherwise wait for `ended`.
+A stream that breaks before `ended` is a "lost" call, with the error kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Literal
+
+import grpc
+
+from vcc import rpc
+from vcc.v1 import common_pb2, trunk_pb2, trunk_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+OUTCOMES: Mapping[int, str] = {
+    common_pb2.CALL_OUTCOME_ANSWERED: "answered",
+    common_pb2.CALL_OUTCOME_ABANDONED: "abandoned",
+    common_pb2.CALL_OUTCOME_BLOCKED: "blocked",
+    common_pb2.CALL_OUTCOME_FAILED: "failed",
+}
+# How long a caller that hung up at the drain deadline waits for `ended` before dropping the stream.
+HANG_UP_GRACE_S = 5.0
+_JOURNAL_FLUSH_S = 0.25
+
+
+@dataclass(frozen=True)
+class SiteLoad:
+    site_id: str
+    address: str
+    rate_per_s: float
+
+
+@dataclass(frozen=True)
+class TrafficPlan:
+    loads: Sequence[SiteLoad]
+    duration_s: float
+    seed: int = 0
+    dnis: str = "10000"
+    digits: Sequence[tuple[str, float]] = (("1", 1.0),)  # IVR digit and weight
+    patience_mean_s: float | None = None  # None: callers never hang up
+    patience_distribution: Literal["exponential", "constant"] = "exponential"
+    customers: int = 1000  # ANIs f"1380000{i:04d}" (screen pop hits)
+    unknown_caller_share: float = 0.1  # share of ANIs outside the customer range
+
+
+@dataclass
+class CallerView:
+    """What one caller saw, independently of central.
+
+    `progress` holds (kind, unix time of receipt, details) in the order received. Kinds are the
+    PlaceCallResponse progress names (accepted, prompt, queued, ringing, connected, held,
+    retrieved, transferred, ended) plus the caller's own actions "digits" and "hang_up".
+    Details of site messages include "site_at", the site's own timestamp of the message.
+    For a "lost" call `ended_at` is when the stream broke and `error` says how.
+    """
+
+    key: str
+    entry_site_id: str
+    call_id: str
+    offered_at: float
+    progress: list[tuple[str, float, dict[str, str]]]
+    outcome: str  # "answered" | "abandoned" | "blocked" | "failed" | "lost" (stream broke, no `ended`)
+    queued_at: float | None
+    answered_at: float | None
+    ended_at: float | None
+    agent_code: str
+    served_site_id: str
+    skill_group: str
+    reason: str = ""  # CallEnded.reason
+    error: str = ""  # why the stream broke, for "lost"
+    ani: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> CallerView:
+        def text(name: str) -> str:
+            return str(data.get(name) or "")
+
+        def moment(name: str) -> float | None:
+            value = data.get(name)
+            return None if value is None else float(str(value))
+
+        raw_progress = data.get("progress") or []
+        assert isinstance(raw_progress, list)
+        progress = [(str(k), float(t), {str(a): str(b) for a, b in d.items()}) for k, t, d in raw_progress]
+        return cls(
+            key=text("key"),
+            entry_site_id=text("entry_site_id"),
+            call_id=text("call_id"),
+            offered_at=float(str(data["offered_at"])),
+            progress=progress,
+            outcome=text("outcome"),
+            queued_at=moment("queued_at"),
+            answered_at=moment("answered_at"),
+            ended_at=moment("ended_at"),
+            agent_code=text("agent_code"),
+            served_site_id=text("served_site_id"),
+            skill_group=text("skill_group"),
+            reason=text("reason"),
+            error=text("error"),
+            ani=text("ani"),
+        )
+
+
+def load_journal(path: Path) -> list[CallerView]:
+    """The caller views of a journal written by run_traffic."""
+    with path.open(encoding="utf-8") as f:
+        return [CallerView.from_json(json.loads(line)) for line in f if line.strip()]
+
+
+class _Journal:
+    """Appends one JSON line per finished call, written off the event loop in small batches."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lines: list[str] = []
+        self._file: IO[str] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        self._file = await asyncio.to_thread(self._path.open, "w", encoding="utf-8")
+        self._task = asyncio.create_task(self._flush_periodically())
+
+    def add(self, view: CallerView) -> None:
+        self._lines.append(json.dumps(view.to_json(), separators=(",", ":")) + "\n")
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(_JOURNAL_FLUSH_S)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        lines, self._lines = self._lines, []
+        if lines and self._file is not None:
+            await asyncio.to_thread(self._write, self._file, lines)
+
+    @staticmethod
+    def _write(file: IO[str], lines: list[str]) -> None:
+        file.writelines(lines)
+        file.flush()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._flush()
+        if self._file is not None:
+            await asyncio.to_thread(self._file.close)
+
+
+class _Caller:
+    """One call from dial to `ended`, writing what it sees into its CallerView."""
+
+    def __init__(
+        self,
+        stub: trunk_pb2_grpc.TrunkIngressServiceAsyncStub,
+        site_id: str,
+        *,
+        ani: str,
+        dnis: str,
+        digits: Sequence[tuple[str, float]],
+        patience_s: float | None,
+        rng: random.Random,
+        deadline_s: float,
+    ) -> None:
+        self._stub = stub
+        self._dnis = dnis
+        self._digits = digits
+        self._patience_s = patience_s
+        self._rng = rng
+        self._deadline_s = deadline_s
+        self._write_lock = asyncio.Lock()
+        self._hang_up_task: asyncio.Task[None] | None = None
+        self._call: (
+            grpc.aio.StreamStreamCall[trunk_pb2.PlaceCallRequest, trunk_pb2.PlaceCallResponse] | None
+        ) = None
+        self.ended = False
+        self.view = CallerView(
+            key=uuid.uuid4().hex,
+            entry_site_id=site_id,
+            call_id="",
+            offered_at=time.time(),
+            progress=[],
+            outcome="lost",
+            queued_at=None,
+            answered_at=None,
+            ended_at=None,
+            agent_code="",
+            served_site_id="",
+            skill_group="",
+            ani=ani,
+        )
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        patience = (
+            loop.call_later(self._patience_s, self.hang_up, "patience")
+            if self._patience_s is not None
+            else None
+        )
+        try:
+            await self._converse()
+        except grpc.aio.AioRpcError as exc:
+            if not self.ended:
+                self.view.error = f"{exc.code().name}: {exc.details()}"
+        finally:
+            if patience is not None:
+                patience.cancel()
+            if self._hang_up_task is not None and not self._hang_up_task.done():
+                self._hang_up_task.cancel()
+            if not self.ended:
+                self.view.outcome = "lost"
+                self.view.ended_at = time.time()
+                self.view.error = self.view.error or "stream-closed-without-ended"
+
+    async def _converse(self) -> None:
+        view = self.view
+        call = self._stub.PlaceCall(timeout=self._deadline_s)
+        self._call = call
+        view.offered_at = time.time()
+        offer = trunk_pb2.CallOffer(idempotency_key=view.key, ani=view.ani, dnis=self._dnis)
+        await self._write(trunk_pb2.PlaceCallRequest(offer=offer))
+        while True:
+            response = await call.read()
+            if response is grpc.aio.EOF:
+                return
+            assert isinstance(response, trunk_pb2.PlaceCallResponse)
+            await self._on_response(response)
+
+    async def _write(self, request: trunk_pb2.PlaceCallRequest) -> None:
+        assert self._call is not None
+        async with self._write_lock:  # grpc.aio allows one write in flight per stream
+            await self._call.write(request)
+
+    async def _on_response(self, response: trunk_pb2.PlaceCallResponse) -> None:
+        view = self.view
+        now = time.time()
+        if response.call_id:
+            view.call_id = response.call_id
+        kind = response.WhichOneof("progress") or "unknown"
+        details = {"site_at": f"{rpc.unix_s(response.at):.6f}"} if response.HasField("at") else {}
+        if kind == "accepted":
+            details.update(site_id=response.accepted.site_id, trunk_group=response.accepted.trunk_group)
+        elif kind == "prompt":
+            details.update(choices=",".join(response.prompt.choices), prompt=response.prompt.prompt)
+        elif kind == "queued":
+            queued = response.queued
+            details.update(
+                skill_group=queued.skill_group,
+                position=str(queued.position),
+                expected_wait_s=f"{queued.expected_wait_s:.3f}",
+            )
+            view.skill_group = queued.skill_group
+            if view.queued_at is None:
+                view.queued_at = now
+        elif kind == "ringing":
+            details.update(site_id=response.ringing.site_id, agent_code=response.ringing.agent_code)
+        elif kind == "connected":
+            details.update(site_id=response.connected.site_id, agent_code=response.connected.agent_code)
+            view.answered_at = now
+            view.served_site_id = response.connected.site_id
+            view.agent_code = response.connected.agent_code
+        elif kind == "transferred":
+            moved = response.transferred
+            details.update(
+                to_site_id=moved.to_site_id,
+                to_agent_code=moved.to_agent_code,
+                to_skill_group=moved.to_skill_group,
+            )
+        elif kind == "ended":
+            outcome = OUTCOMES.get(response.ended.outcome, "failed")
+            details.update(outcome=outcome, reason=response.ended.reason)
+            self.ended = True
+            view.outcome = outcome
+            view.reason = response.ended.reason
+            view.ended_at = now
+        view.progress.append((kind, now, details))
+        if kind == "prompt" and not self.ended:
+            digit = self._choose_digit(list(response.prompt.choices))
+            view.progress.append(("digits", time.time(), {"digits": digit}))
+            await self._write(trunk_pb2.PlaceCallRequest(digits=trunk_pb2.CallerDigits(digits=digit)))
+
+    def _choose_digit(self, choices: list[str]) -> str:
+        offered = [(d, w) for d, w in self._digits if not choices or d in choices]
+        if not offered:
+            # None of the plan's digits is on this menu: take its first choice rather than loop.
+            return choices[0]
+        return self._rng.choices([d for d, _ in offered], weights=[w for _, w in offered])[0]
+
+    def hang_up(self, why: str, *, even_if_connected: bool = False) -> None:
+        """Send a hang-up (patience ran out, or the drain deadline passed)."""
+        if self.ended or self._call is None or self._hang_up_task is not None:
+            return
+        if self.view.answered_at is not None and not even_if_connected:
+            return
+        self.view.progress.append(("hang_up", time.time(), {"why": why}))
+        self._hang_up_task = asyncio.ensure_future(self._send_hang_up())
+
+    async def _send_hang_up(self) -> None:
+        # The stream may finish while we write: then the hang-up is moot.
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            await self._write(trunk_pb2.PlaceCallRequest(hang_up=trunk_pb2.CallerHangUp()))
+
+
+@dataclass
+class _Run:
+    plan: TrafficPlan
+    drain_timeout_s: float
+    journal: _Journal | None
+    on_call: Callable[[CallerView], None] | None
+    callers: list[_Caller] = field(default_factory=list)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def patience(self, rng: random.Random) -> float | None:
+        mean = self.plan.patience_mean_s
+        if mean is None:
+            return None
+        if self.plan.patience_distribution == "constant" or mean <= 0:
+            return max(0.0, mean)
+        return rng.expovariate(1.0 / mean)
+
+    def ani(self, rng: random.Random) -> str:
+        if self.plan.customers <= 0 or rng.random() < self.plan.unknown_caller_share:
+            return f"1390000{rng.randrange(10_000):04d}"  # not a seeded customer phone
+        return f"1380000{rng.randrange(min(self.plan.customers, 10_000)):04d}"
+
+    def finished(self, caller: _Caller) -> None:
+        if self.journal is not None:
+            self.journal.add(caller.view)
+        if self.on_call is not None:
+            try:
+                self.on_call(caller.view)
+            except Exception:
+                log.exception("on_call callback failed")
+
+    async def offer(
+        self, load: SiteLoad, stub: trunk_pb2_grpc.TrunkIngressServiceAsyncStub, start: float, call_end: float
+    ) -> None:
+        """Poisson arrivals at one site from `start` for the plan's duration (loop clock)."""
+        if load.rate_per_s <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        rng = random.Random(f"{self.plan.seed}:{load.site_id}")
+        due = start
+        end = start + self.plan.duration_s
+        while True:
+            due += rng.expovariate(load.rate_per_s)
+            if due >= end:
+                return
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            caller = _Caller(
+                stub,
+                load.site_id,
+                ani=self.ani(rng),
+                dnis=self.plan.dnis,
+                digits=self.plan.digits,
+                patience_s=self.patience(rng),
+                rng=random.Random(rng.getrandbits(64)),
+                deadline_s=max(1.0, call_end - loop.time()),
+            )
+            self.callers.append(caller)
+            task = asyncio.create_task(self._run_caller(caller))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _run_caller(self, caller: _Caller) -> None:
+        try:
+            await caller.run()
+        except Exception:
+            log.exception("caller %s failed", caller.view.key)
+            caller.view.error = caller.view.error or "caller-crashed"
+        finally:
+            self.finished(caller)
+
+    async def drain(self) -> None:
+        """Wait for calls in flight; past the drain timeout hang them up, then drop them."""
+        pending = set(self.tasks)
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=self.drain_timeout_s)
+        if pending:
+            log.warning(
+                "%d calls still open after %.1fs of drain: hanging up", len(pending), self.drain_timeout_s
+            )
+            for caller in self.callers:
+                caller.hang_up("drain-timeout", even_if_connected=True)
+            _, pending = await asyncio.wait(pending, timeout=HANG_UP_GRACE_S)
+        for caller in self.callers:
+            if not caller.ended:
+                caller.view.error = caller.view.error or "drain-timeout"
+        await self.cancel()
+
+    async def cancel(self) -> None:
+        tasks = list(self.tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def run_traffic(
+    plan: TrafficPlan,
+    journal: Path | None = None,
+    on_call: Callable[[CallerView], None] | None = None,
+    *,
+    drain_timeout_s: float = 30.0,
+) -> list[CallerView]:
+    """Offer the plan's calls, wait for them to end, and return what every caller saw (by offer time)."""
+    book = _Journal(journal) if journal is not None else None
+    run = _Run(plan=plan, drain_timeout_s=drain_timeout_s, journal=book, on_call=on_call)
+    channels = {load.address: rpc.channel(load.address) for load in plan.loads}
+    stubs = {address: trunk_pb2_grpc.TrunkIngressServiceStub(ch) for address, ch in channels.items()}
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    # Every stream's deadline: past the drain and the hang-up grace, so the generator ends first.
+    call_end = start + plan.duration_s + drain_timeout_s + HANG_UP_GRACE_S + 5.0
+    try:
+        if book is not None:
+            await book.open()
+        await asyncio.gather(*(run.offer(load, stubs[load.address], start, call_end) for load in plan.loads))
+        await run.drain()
+    finally:
+        await run.cancel()
+        if book is not None:
+            await book.close()
+        for ch in channels.values():
+            await ch.close()
+    return sorted((caller.view for caller in run.callers), key=lambda v: v.offered_at)
