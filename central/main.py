@@ -8,6 +8,7 @@ import signal
 import sys
 
 from central.app import CentralApp
+from central.customers import MAX_DEMO_CUSTOMERS
 from vcc import logs
 from vcc.config import ConfigError, ProvinceConfig, load_province
 
@@ -15,13 +16,19 @@ log = logging.getLogger(__name__)
 
 # Exit status for a config that cannot be used (as for a command-line usage error).
 EXIT_BAD_CONFIG = 2
+# Exit status when central cannot start (port taken, database unreachable...).
+EXIT_CANNOT_START = 1
 
 
 def run(config_path: str, seed_customers: int = 0) -> None:
     """Serve the province described by the config file; a bad config exits with status 2."""
     logs.configure("central")
+    # Alembic narrates every step at INFO; central.db.migrate logs the schema change once.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         config = load_province(config_path)
+        if not 0 <= seed_customers <= MAX_DEMO_CUSTOMERS:
+            raise ConfigError(f"--seed-customers: 0 to {MAX_DEMO_CUSTOMERS}, not {seed_customers}")
     except ConfigError as exc:
         print(f"central: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_CONFIG) from None
@@ -35,7 +42,11 @@ async def serve(config: ProvinceConfig, seed_customers: int = 0) -> None:
         loop.add_signal_handler(sig, stopping.set)
     app = CentralApp(config, seed_customers)
     try:
-        await app.start()
+        try:
+            await app.start()
+        except Exception as exc:
+            log.error("central cannot start: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
+            raise SystemExit(EXIT_CANNOT_START) from None
         await stopping.wait()
         log.info("stopping on signal")
     finally:

@@ -337,7 +337,8 @@ def _is_conflict(exc: BaseException) -> bool:
 
 
 def _log_retry(state: Any) -> None:
-    log.debug("transaction conflict, attempt %d: %s", state.attempt_number, state.outcome.exception())
+    exc = state.outcome.exception()
+    log.debug("transaction conflict, attempt %d: %s", state.attempt_number, getattr(exc, "orig", exc))
 
 
 def _chunks(rows: list[T]) -> Iterator[list[T]]:

@@ -73,6 +73,10 @@ class Call:
     answered_at: float | None = None
     ivr_port: str | None = None
     customer: CustomerInfo | None = None
+    # The screen pop is being fetched: the call waits for it (bounded) before it can ring anyone.
+    customer_pending: bool = False
+    # Queued for the caller, but held out of the ACD until the customer look-up is done.
+    parked: bool = False
     # Events recorded for this call at this site so far (the next one gets seq + 1).
     seq: int = 0
     outcome: Outcome | None = None

@@ -160,7 +160,9 @@ class Membership:
 
     def _lost(self, exc: BaseException) -> None:
         if self.registered:
-            log.warning("lost registration of %s: %s; registering again", self.key, exc or type(exc).__name__)
+            log.warning(
+                "lost registration of %s: %s; registering again", self.key, str(exc) or type(exc).__name__
+            )
         self.registered = False
         self.last_error = f"{type(exc).__name__}: {exc}"
 

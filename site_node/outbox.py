@@ -9,6 +9,7 @@ interleave and the event loop never blocks on disk.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import sqlite3
 import time
@@ -66,6 +67,8 @@ class Outbox:
         self._stored = pending
         self._dead = dead
         self._buffer: list[common_pb2.CallEvent] = []
+        # Size of the batch being committed right now (it has left the buffer, not yet in _stored).
+        self._committing = 0
         self._waiters: list[asyncio.Future[None]] = []
         self._wake = asyncio.Event()
         self._closing = False
@@ -94,7 +97,7 @@ class Outbox:
     @property
     def pending_count(self) -> int:
         """Events not yet acknowledged by central, including those not yet committed."""
-        return self._stored + len(self._buffer)
+        return self._stored + self._committing + len(self._buffer)
 
     @property
     def dead_letter_count(self) -> int:
@@ -122,18 +125,14 @@ class Outbox:
         if not row_ids:
             return
         ids = list(row_ids)
-        deleted = await self._run(lambda: _delete(self._db, ids))
-        self._stored -= deleted
+        await self._run(lambda: _delete(self._db, ids), then=self._forget)
 
     async def park(self, row_ids: Sequence[int], reason: str) -> int:
         """Move rows central refused into the dead_letter table (kept for an operator); returns how many."""
         if not row_ids:
             return 0
         ids = list(row_ids)
-        moved = await self._run(lambda: _park(self._db, ids, reason, time.time()))
-        self._stored -= moved
-        self._dead += moved
-        return moved
+        return await self._run(lambda: _park(self._db, ids, reason, time.time()), then=self._parked)
 
     async def dead_letters(self, limit: int = 1000) -> list[tuple[common_pb2.CallEvent, str]]:
         """Parked events with the reason central gave, oldest first."""
@@ -151,8 +150,27 @@ class Outbox:
         self._executor.shutdown(wait=False)
         log.info("outbox %s closed: %d pending", self.path, self._stored)
 
-    async def _run(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+    async def _run(self, fn: Callable[[], T], then: Callable[[T], None] | None = None) -> T:
+        """Run fn on the outbox thread; `then` gets its result once it committed, even if our caller
+        was cancelled meanwhile (the counts must follow the file)."""
+        job = self._executor.submit(fn)
+        if then is not None:
+            loop = asyncio.get_running_loop()
+
+            def done(f: concurrent.futures.Future[T]) -> None:
+                if not f.cancelled() and f.exception() is None:
+                    loop.call_soon_threadsafe(then, f.result())
+
+            # Registered before wrap_future's own callback: `then` runs before our caller resumes.
+            job.add_done_callback(done)
+        return await asyncio.wrap_future(job)
+
+    def _forget(self, deleted: int) -> None:
+        self._stored -= deleted
+
+    def _parked(self, moved: int) -> None:
+        self._stored -= moved
+        self._dead += moved
 
     async def _write_loop(self) -> None:
         while True:
@@ -162,7 +180,11 @@ class Outbox:
             while self._buffer:
                 batch, waiters = self._buffer, self._waiters
                 self._buffer, self._waiters = [], []
-                await self._commit(batch, waiters)
+                self._committing = len(batch)
+                try:
+                    await self._commit(batch, waiters)
+                finally:
+                    self._committing = 0
             if self._closing:
                 return
 
@@ -177,6 +199,7 @@ class Outbox:
             ):
                 with attempt:
                     inserted = await self._run(lambda: _insert(self._db, rows))
+                    # Not cancellation-proof like ack(): the writer is only cancelled with the loop.
         except Exception as exc:
             # The events are lost for central: say so loudly, and tell whoever awaits them.
             log.exception("outbox %s: cannot commit %d events", self.path, len(batch))

@@ -153,8 +153,8 @@ class SiteRuntime:
             customer = await self._lookup(ani)
         except Exception as exc:  # look-up is best effort: the call rings without a screen pop
             log.debug("customer look-up for %s failed: %s", call_id, exc)
-            return
-        if customer is not None and not self.closed:
+            customer = None
+        if not self.closed:
             self.do(lambda now: self.sb.customer_found(now, call_id, customer))
 
     # Desktops -------------------------------------------------------------------------------

@@ -22,6 +22,14 @@ from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2
 
 log = logging.getLogger(__name__)
 
+# gRPC's reconnect backoff grows to two minutes by default: after a long outage the channel would
+# keep central out of reach for that long after it is back. Retries and their bound are ours.
+RECONNECT_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
 Row = tuple[int, common_pb2.CallEvent]
 
 
@@ -60,6 +68,8 @@ class Shipper:
         self._task: asyncio.Task[None] | None = None
         # Set while the outbox has nothing committed left to ship.
         self._idle = asyncio.Event()
+        # Whether the last cycle gave up: the outage is logged once, not every cycle.
+        self._down = False
         self.shipped = 0
         self.failures = 0
         self.dead_lettered = 0
@@ -74,11 +84,13 @@ class Shipper:
                     await self._ship_or_wait()
                 except _Transient:
                     # This cycle's retries are spent; pause, then start again with the same rows.
-                    log.warning(
-                        "central unreachable, %d events waiting (%s); will keep trying",
-                        self._outbox.pending_count,
-                        self.last_error,
-                    )
+                    if not self._down:
+                        self._down = True
+                        log.warning(
+                            "central unreachable, %d events waiting (%s); will keep trying",
+                            self._outbox.pending_count,
+                            self.last_error,
+                        )
                     await asyncio.sleep(self._max_backoff_s)
                 except Exception as exc:
                     # A bug or a disk error must not silently stop shipping: say it, and go on.
@@ -136,6 +148,9 @@ class Shipper:
             return
         await self._outbox.ack([row_id for row_id, _ in rows])
         self.shipped += len(rows)
+        if self._down:
+            self._down = False
+            log.info("central reachable again; %d events waiting", self._outbox.pending_count)
 
     async def _send_with_retry(self, rows: Sequence[Row]) -> None:
         request = central_pb2.IngestCallEventsRequest(site_id=self._site_id, events=[e for _, e in rows])
@@ -166,7 +181,9 @@ class Shipper:
         if address != self._address or self._stub is None:
             # Central moved (another replica leads now): one channel per address.
             await self._close_channel()
-            self._channel = rpc.channel(address)
+            self._channel = grpc.aio.insecure_channel(
+                address, options=[*rpc.CHANNEL_OPTIONS, *RECONNECT_OPTIONS]
+            )
             self._stub = central_pb2_grpc.CentralServiceStub(self._channel)
             self._address = address
             log.info("shipping call events to central at %s", address)

@@ -38,6 +38,8 @@ from vcc.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFo
 MAX_ATTACHED_ITEMS = 64
 MAX_ATTACHED_BYTES = 8192
 ANI_CHARS = frozenset("0123456789+*#")
+# Longest a call waits for its customer record before it may ring an agent without it.
+CUSTOMER_WAIT_S = 0.5
 # Remembered offer keys, so a re-sent offer attaches to its call instead of making another.
 MAX_REMEMBERED_KEYS = 100_000
 
@@ -119,6 +121,8 @@ class Switchboard:
                 self._wrap_up_expired(subject, token, when, fx)
             elif kind == "desktop":
                 self._desktop_expired(subject, when, fx)
+            elif kind == "customer":
+                self._customer_resolved(subject, None, when, fx)
         self._dispatch(now, fx)
         return fx.items
 
@@ -173,7 +177,9 @@ class Switchboard:
         self._by_key[idempotency_key] = call_id
         fx.journal(call, EventKind.ARRIVED, now, ani=ani, dnis=dnis, data=(("trunk_group", pool.id),))
         fx.items.append(ToCaller(call_id, "accepted", now, site_id=self.site_id, trunk_group=pool.id))
+        call.customer_pending = True
         fx.items.append(FetchCustomer(call_id, ani))
+        self._arm(now + CUSTOMER_WAIT_S, "customer", call_id, "")
         self._start_ivr(call, now, fx)
         self._dispatch(now, fx)
         return call_id, fx.items
@@ -266,10 +272,21 @@ class Switchboard:
         self._enqueue(call, self.site.ivr.default_skill_group, now, fx, reason="no-digit")
 
     def customer_found(self, now: float, call_id: str, customer: CustomerInfo | None) -> list[Effect]:
+        """The look-up answered (None: no record, or central unreachable)."""
+        fx = _Effects(self.site_id)
+        self._customer_resolved(call_id, customer, now, fx)
+        self._dispatch(now, fx)
+        return fx.items
+
+    def _customer_resolved(self, call_id: str, customer: CustomerInfo | None, now: float, fx: _Effects) -> None:
         call = self.calls.get(call_id)
-        if call is not None and customer is not None:
-            call.customer = customer
-        return []
+        if call is None or not call.customer_pending:
+            return
+        call.customer_pending = False
+        call.customer = customer
+        if call.parked:
+            call.parked = False
+            self.acd.enqueue(call.call_id, call.skill_group, call.arrived_at, call.priority)
 
     def caller_hang_up(self, now: float, call_id: str, reason: str = "caller-hung-up") -> list[Effect]:
         call = self._live_call(call_id)
@@ -319,10 +336,15 @@ class Switchboard:
         call.state = CallState.QUEUED
         call.skill_group = group
         call.agent_code = ""
-        self.acd.enqueue(call.call_id, group, call.arrived_at, call.priority)
+        if call.customer_pending:
+            # Its place is kept by arrival time: it joins the ACD when the screen pop is ready.
+            call.parked = True
+            position = self.acd.waiting(group) + 1
+        else:
+            self.acd.enqueue(call.call_id, group, call.arrived_at, call.priority)
+            position = self.acd.position(call.call_id)
         data = (("reason", reason),) if reason else ()
         fx.journal(call, EventKind.QUEUED, now, skill_group=group, data=data)
-        position = self.acd.position(call.call_id)
         fx.items.append(
             ToCaller(call.call_id, "queued", now, skill_group=group, position=position,
                      expected_wait_s=self.expected_wait(group, position))

@@ -23,8 +23,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-cluster_app = typer.Typer(help="A local province: etcd, central and every site as separate processes.",
-                          no_args_is_help=True)
+cluster_app = typer.Typer(
+    help="A local province: etcd, central and every site as separate processes.", no_args_is_help=True
+)
 app.add_typer(cluster_app, name="cluster")
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The province config (YAML).")]
@@ -54,7 +55,9 @@ def _missing_part(exc: ModuleNotFoundError, package: str, what: str) -> None:
 
 
 @app.command()
-def site(config: ConfigOpt, site_id: Annotated[str, typer.Option("--site", "-s", help="The site id.")]) -> None:
+def site(
+    config: ConfigOpt, site_id: Annotated[str, typer.Option("--site", "-s", help="The site id.")]
+) -> None:
     """Run one city's site node (until SIGTERM or Ctrl-C)."""
     cfg = load_config(config)
     try:
@@ -114,7 +117,8 @@ def check_config(path: Annotated[Path, typer.Argument(help="The province config 
     cfg = load_config(path)
     agents = sum(len(s.agents) for s in cfg.sites)
     typer.echo(
-        f"ok: province {cfg.province.id} ({cfg.province.name}), service number {cfg.province.service_number}, "
+        f"ok: province {cfg.province.id} ({cfg.province.name}), "
+        f"service number {cfg.province.service_number}, "
         f"{len(cfg.sites)} sites ({', '.join(s.id for s in cfg.sites)}), {agents} agents, "
         f"central {cfg.central.listen}, etcd {', '.join(cfg.etcd.endpoints)}"
     )
@@ -137,7 +141,9 @@ def cluster_up(
     load_config(config)
     try:
         cluster = asyncio.run(
-            Cluster.start(config, run_dir, seed_customers=seed_customers, fresh_ports=fresh_ports, timeout_s=timeout)
+            Cluster.start(
+                config, run_dir, seed_customers=seed_customers, fresh_ports=fresh_ports, timeout_s=timeout
+            )
         )
     except ConfigError as exc:
         fail(str(exc))
@@ -186,7 +192,9 @@ def cluster_status(run_dir: RunDirOpt = DEFAULT_CLUSTER_DIR) -> None:
     for col in ("process", "pid", "state", "address", "log"):
         table.add_column(col)
     for p in procs:
-        table.add_row(p.name, str(p.pid), "[green]running[/]" if p.alive else "[red]stopped[/]", p.address, str(p.log))
+        table.add_row(
+            p.name, str(p.pid), "[green]running[/]" if p.alive else "[red]stopped[/]", p.address, str(p.log)
+        )
     Console().print(table)
     if not all(p.alive for p in procs):
         raise typer.Exit(1)
@@ -197,7 +205,7 @@ def status(
     config: ConfigOpt,
     deadline: Annotated[float, typer.Option(help="Seconds to wait for each answer.")] = 3.0,
 ) -> None:
-    """Every site of the province: up/down, agents, waiting calls, trunks, outbox (from central or the sites)."""
+    """Every site: up/down, agents, waiting calls, trunks, outbox (from central, else from the sites)."""
     from rich.console import Console
 
     from tools.status import print_status
@@ -214,12 +222,16 @@ def status(
 @app.command()
 def agents(
     config: ConfigOpt,
+    *,
     site_id: Annotated[str, typer.Option("--site", "-s", help="Log in every agent of this site.")],
     password: Annotated[str, typer.Option(help="The agents' six-digit password.")] = "123456",
-    answer_delay: Annotated[float, typer.Option(min=0, help="Seconds before answering an offered call.")] = 0.0,
+    answer_delay: Annotated[
+        float, typer.Option(min=0, help="Seconds before answering an offered call.")
+    ] = 0.0,
     handle_time: Annotated[float, typer.Option(min=0, help="Mean talk time in seconds (exponential).")] = 2.0,
-    duration: Annotated[float | None, typer.Option(min=0, help="Stop after this many seconds (default: Ctrl-C).")]
-    = None,
+    duration: Annotated[
+        float | None, typer.Option(min=0, help="Stop after this many seconds (default: Ctrl-C).")
+    ] = None,
     seed: int = 0,
 ) -> None:
     """Robot agents for one site: log in, go ready, answer, talk, hang up."""
@@ -248,6 +260,7 @@ def agents(
 @app.command()
 def traffic(
     config: ConfigOpt,
+    *,
     rate: Annotated[list[str], typer.Option(help="SITE=CALLS_PER_SECOND, repeated for each site.")],
     duration: Annotated[float, typer.Option(min=0, help="Seconds of arrivals.")] = 60.0,
     patience: Annotated[float | None, typer.Option(min=0, help="Mean caller patience in seconds.")] = None,
@@ -273,9 +286,7 @@ def traffic(
         loads.append(SiteLoad(site_id, site_cfg.listen, per_s))
     if not loads:
         fail("--rate: give at least one SITE=CALLS_PER_SECOND")
-    plan = TrafficPlan(
-        loads, duration, seed=seed, dnis=cfg.province.service_number, patience_mean_s=patience
-    )
+    plan = TrafficPlan(loads, duration, seed=seed, dnis=cfg.province.service_number, patience_mean_s=patience)
     views = asyncio.run(run_traffic(plan, journal=journal))
     outcomes: dict[str, int] = {}
     for view in views:
@@ -298,17 +309,22 @@ def _stop_on_signals(stop: asyncio.Event, duration_s: float | None) -> None:
 
 @app.command()
 def demo(
-    duration: Annotated[float | None, typer.Option(min=1, help="Stop after S seconds (default: Ctrl-C).")] = None,
+    duration: Annotated[
+        float | None, typer.Option(min=1, help="Stop after S seconds (default: Ctrl-C).")
+    ] = None,
     summary_json: Annotated[Path | None, typer.Option(help="Write the summary report here (JSON).")] = None,
     run_dir: Annotated[Path, typer.Option(help="The demo's run folder (wiped at start).")] = Path("run/demo"),
-    sites: Annotated[int, typer.Option(min=3, max=10, help="Number of cities (the first, gz, is overloaded).")] = 3,
+    sites: Annotated[
+        int, typer.Option(min=3, max=10, help="Number of cities (the first, gz, is overloaded).")
+    ] = 3,
     seed: int = 42,
 ) -> None:
     """A local province of 3+ cities with robot agents and callers; gz is overloaded. Prints a summary."""
     from tools.demo import DemoOptions, run_demo
 
-    code = run_demo(DemoOptions(duration_s=duration, summary_json=summary_json, run_dir=run_dir, sites=sites,
-                                seed=seed))
+    code = run_demo(
+        DemoOptions(duration_s=duration, summary_json=summary_json, run_dir=run_dir, sites=sites, seed=seed)
+    )
     if code:
         raise typer.Exit(code)
 

@@ -66,7 +66,8 @@ class ManagedProcess:
     def spawn(self, env: Mapping[str, str] | None = None) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            log.write(f"=== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {self.name}: {' '.join(self.cmd)}\n".encode())
+            started = time.strftime("%Y-%m-%dT%H:%M:%S")
+            log.write(f"=== {started} starting {self.name}: {' '.join(self.cmd)}\n".encode())
             log.flush()
             self.popen = subprocess.Popen(
                 self.cmd,
@@ -260,40 +261,18 @@ class Cluster:
         `fresh_ports` moves central and every site to free ports (for configs with fixed ports that
         may be taken). Raises ConfigError for a bad config, ClusterError when a process does not come up.
         """
-        run = Path(run_dir).resolve()
-        run.mkdir(parents=True, exist_ok=True)
-        running = [p.name for p in read_state(run) if p.alive()]
-        if running:
-            raise ClusterError(
-                f"a cluster already runs in {run} ({', '.join(running)}): `vcc cluster down --run-dir {run}` first"
-            )
-        raw = _read_raw(Path(config_path))  # the operator's file must validate as it is
-        wanted = list(sites) if sites is not None else [s["id"] for s in raw["sites"]]
-        unknown = set(wanted) - {s["id"] for s in raw["sites"]}
-        if unknown:
-            raise ConfigError(f"site: no site {sorted(unknown)[0]!r} in the province config")
-
-        # etcd's data only holds leases and live state: a fresh member each time avoids stale membership.
-        shutil.rmtree(run / "etcd", ignore_errors=True)
-        (run / "logs").mkdir(exist_ok=True)
+        run, raw, wanted = await asyncio.to_thread(_prepare_run, Path(config_path), Path(run_dir), sites)
         etcd = EtcdServer(data_dir=run / "etcd", log_path=run / "logs" / "etcd.log")
         try:
             await asyncio.to_thread(etcd.start)
         except (RuntimeError, TimeoutError, OSError) as exc:
             await asyncio.to_thread(etcd.stop)
-            raise ClusterError(f"etcd did not start: {exc}; see {run / 'logs' / 'etcd.log'}") from None
-        raw.setdefault("etcd", {})["endpoints"] = [etcd.endpoint]
-        if fresh_ports:
-            raw.setdefault("central", {})["listen"] = f"127.0.0.1:{free_port()}"
-            for site in raw["sites"]:
-                site["listen"] = f"127.0.0.1:{free_port()}"
-        config_file = run / CONFIG_FILE
+            raise ClusterError(f"etcd did not start: {exc}; see {etcd.log_path}") from None
         try:
-            config = parse_province(raw, str(config_file))
+            config = await asyncio.to_thread(_write_run_config, run, raw, etcd.endpoint, fresh_ports)
         except ConfigError:
-            etcd.stop()
+            await asyncio.to_thread(etcd.stop)
             raise
-        config_file.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
 
         cluster = cls(run, config, seed_customers)
         cluster.start_timeout_s = timeout_s
@@ -318,7 +297,10 @@ class Cluster:
         if self.seed_customers:
             cmd += ["--seed-customers", str(self.seed_customers)]
         return ManagedProcess(
-            name="central", cmd=cmd, log_path=self.logs_dir / "central.log", cwd=self.run_dir,
+            name="central",
+            cmd=cmd,
+            log_path=self.logs_dir / "central.log",
+            cwd=self.run_dir,
             address=self.config.central.listen,
         )
 
@@ -407,18 +389,54 @@ class Cluster:
         await self.stop()
 
 
-def _read_raw(path: Path) -> dict[str, Any]:
-    config = load_province(path)  # raises ConfigError with the key and reason
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    assert isinstance(data, dict) and config.sites
-    return data
+def _prepare_run(
+    config_path: Path, run_dir: Path, sites: Sequence[str] | None
+) -> tuple[Path, dict[str, Any], list[str]]:
+    """The run folder (refused while a cluster runs in it), the operator's config and the sites to start."""
+    run = run_dir.resolve()
+    run.mkdir(parents=True, exist_ok=True)
+    running = [p.name for p in read_state(run) if p.alive()]
+    if running:
+        raise ClusterError(
+            f"a cluster already runs in {run} ({', '.join(running)}): "
+            f"`vcc cluster down --run-dir {run}` first"
+        )
+    load_province(config_path)  # the operator's file must validate as it is (ConfigError names the key)
+    raw = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    wanted = list(sites) if sites is not None else [s["id"] for s in raw["sites"]]
+    unknown = set(wanted) - {s["id"] for s in raw["sites"]}
+    if unknown:
+        raise ConfigError(f"site: no site {sorted(unknown)[0]!r} in the province config")
+    # etcd's data only holds leases and live state: a fresh member each time avoids stale membership.
+    shutil.rmtree(run / "etcd", ignore_errors=True)
+    (run / "logs").mkdir(exist_ok=True)
+    return run, raw, wanted
+
+
+def _write_run_config(
+    run: Path, raw: dict[str, Any], etcd_endpoint: str, fresh_ports: bool
+) -> ProvinceConfig:
+    """The province config the processes read: the operator's, pointed at our etcd (and free ports)."""
+    raw.setdefault("etcd", {})["endpoints"] = [etcd_endpoint]
+    if fresh_ports:
+        raw.setdefault("central", {})["listen"] = f"127.0.0.1:{free_port()}"
+        for site in raw["sites"]:
+            site["listen"] = f"127.0.0.1:{free_port()}"
+    config_file = run / CONFIG_FILE
+    config = parse_province(raw, str(config_file))
+    config_file.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return config
 
 
 # --- the state file, for `vcc cluster down|status` from another process ---------------------------
 
 
 def write_state(run_dir: Path, processes: Sequence[ManagedProcess], *, config_path: Path) -> None:
-    state = {"run_dir": str(run_dir), "config": str(config_path), "processes": [p.to_json() for p in processes]}
+    state = {
+        "run_dir": str(run_dir),
+        "config": str(config_path),
+        "processes": [p.to_json() for p in processes],
+    }
     tmp = run_dir / (STATE_FILE + ".tmp")
     tmp.write_text(json.dumps(state, indent=2, ensure_ascii=False), encoding="utf-8")
     tmp.replace(run_dir / STATE_FILE)

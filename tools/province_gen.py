@@ -100,7 +100,7 @@ def generate_province(
     site_ids = [s.id for s in sites]
     return {
         "province": {"id": province_id, "name": name, "service_number": service_number},
-        "etcd": {"endpoints": [etcd_endpoint], "prefix": f"/vcc/{province_id}", "lease_ttl_s": lease_ttl_s},
+        "etcd": {"endpoints": [etcd_endpoint], "prefix": "/vcc", "lease_ttl_s": lease_ttl_s},
         "central": {"listen": central_listen, "database_url": database_url},
         "sites": [
             _site(
@@ -166,13 +166,22 @@ def _site(
     for group, count in spec.agents.items():
         for code in codes.codes(count):
             agents.append(
-                {"code": code, "name": f"{spec.id}-{group}-{code}", "password_hash": password_hash, "skills": {group: 5}}
+                {
+                    "code": code,
+                    "name": f"{spec.id}-{group}-{code}",
+                    "password_hash": password_hash,
+                    "skills": {group: 5},
+                }
             )
     choices = [
-        {"digit": catalogue[g], "skill_group": g, "label": SKILL_GROUP_NAMES.get(g, g)} for g in groups if g in catalogue
+        {"digit": catalogue[g], "skill_group": g, "label": SKILL_GROUP_NAMES.get(g, g)}
+        for g in groups
+        if g in catalogue
     ]
     if not choices:  # every group of this site is beyond the menu width: offer its first one
-        choices = [{"digit": "1", "skill_group": groups[0], "label": SKILL_GROUP_NAMES.get(groups[0], groups[0])}]
+        choices = [
+            {"digit": "1", "skill_group": groups[0], "label": SKILL_GROUP_NAMES.get(groups[0], groups[0])}
+        ]
     return {
         "id": spec.id,
         "name": spec.name,

@@ -227,7 +227,8 @@ class _Robot:
         if event.WhichOneof("event") != "state_changed":
             return False
         agent = event.state_changed.agent
-        return agent.state == common_pb2.AGENT_STATE_NOT_READY and agent.reason_code in {"login", "no-answer"}
+        # "no-answer" is handled by _on_event like any later state change.
+        return agent.state == common_pb2.AGENT_STATE_NOT_READY and agent.reason_code == "login"
 
     async def _log_out(self) -> None:
         token = self._token

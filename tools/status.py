@@ -69,7 +69,8 @@ async def province_status(config: ProvinceConfig, deadline_s: float = DEFAULT_DE
                 central_pb2.GetProvinceStatusRequest(), timeout=deadline_s
             )
         sites = [
-            SiteView(s.site_id, s.name, s.up, s.summary if s.HasField("summary") else None) for s in reply.sites
+            SiteView(s.site_id, s.name, s.up, s.summary if s.HasField("summary") else None)
+            for s in reply.sites
         ]
         return ProvinceView(reply.province_id or config.province.id, sites, "central", reply.call_records)
     except grpc.aio.AioRpcError as exc:
@@ -101,14 +102,31 @@ def trunk_usage(summary: site_admin_pb2.SiteSummary, kind: str = "trunk") -> tup
 def status_table(view: ProvinceView) -> Table:
     title = f"province {view.province_id}"
     if view.source == "central":
-        caption = "from central" + (f"; {view.call_records} call records" if view.call_records is not None else "")
+        caption = "from central" + (
+            f"; {view.call_records} call records" if view.call_records is not None else ""
+        )
     else:
         caption = f"central unreachable ({view.central_error}); asked each site directly"
     table = Table(title=title, caption=caption)
-    for col in ("site", "name", "state", "agents", "waiting", "trunk busy/total", "offered", "answered",
-                "abandoned", "blocked", "outbox"):
-        table.add_column(col, justify="right" if col in {"waiting", "offered", "answered", "abandoned",
-                                                         "blocked", "outbox"} else "left")
+    for col in (
+        "site",
+        "name",
+        "state",
+        "agents",
+        "waiting",
+        "trunk busy/total",
+        "offered",
+        "answered",
+        "abandoned",
+        "blocked",
+        "outbox",
+    ):
+        table.add_column(
+            col,
+            justify="right"
+            if col in {"waiting", "offered", "answered", "abandoned", "blocked", "outbox"}
+            else "left",
+        )
     for site in view.sites:
         state = "[green]up[/]" if site.up else f"[red]down[/] {site.note}".rstrip()
         s = site.summary
@@ -117,14 +135,24 @@ def status_table(view: ProvinceView) -> Table:
             continue
         busy, total = trunk_usage(s)
         table.add_row(
-            site.site_id, site.name, state, agents_text(s), str(s.calls_waiting), f"{busy}/{total}",
-            str(s.calls_offered), str(s.calls_answered), str(s.calls_abandoned), str(s.calls_blocked),
+            site.site_id,
+            site.name,
+            state,
+            agents_text(s),
+            str(s.calls_waiting),
+            f"{busy}/{total}",
+            str(s.calls_offered),
+            str(s.calls_answered),
+            str(s.calls_abandoned),
+            str(s.calls_blocked),
             str(s.outbox_pending),
         )
     return table
 
 
-def one_line(summaries: Mapping[str, site_admin_pb2.SiteSummary | str], order: Sequence[str] | None = None) -> str:
+def one_line(
+    summaries: Mapping[str, site_admin_pb2.SiteSummary | str], order: Sequence[str] | None = None
+) -> str:
     """A compact live line for the demo: per site, agents talking/ready, waiting, trunk use, counters."""
     parts = []
     for site_id in order or list(summaries):
@@ -135,17 +163,22 @@ def one_line(summaries: Mapping[str, site_admin_pb2.SiteSummary | str], order: S
         states = s.agents_by_state
         busy, total = trunk_usage(s)
         parts.append(
-            f"{site_id}: talk {states.get('TALKING', 0)} ready {states.get('READY', 0)} wait {s.calls_waiting} "
+            f"{site_id}: talk {states.get('TALKING', 0)} ready {states.get('READY', 0)} "
+            f"wait {s.calls_waiting} "
             f"trunk {busy}/{total} ans {s.calls_answered} abd {s.calls_abandoned} blk {s.calls_blocked}"
         )
     return " | ".join(parts)
 
 
-async def print_status(config: ProvinceConfig, console: Console, deadline_s: float = DEFAULT_DEADLINE_S) -> bool:
+async def print_status(
+    config: ProvinceConfig, console: Console, deadline_s: float = DEFAULT_DEADLINE_S
+) -> bool:
     """Print the table; True when every site is up."""
     view = await province_status(config, deadline_s)
     if view.source != "central":
-        console.print(f"[yellow]central at {config.central.listen} is unreachable ({view.central_error}); "
-                      "asking each site directly[/]")
+        console.print(
+            f"[yellow]central at {config.central.listen} is unreachable ({view.central_error}); "
+            "asking each site directly[/]"
+        )
     console.print(status_table(view))
     return all(s.up for s in view.sites)

@@ -247,6 +247,15 @@ class _Caller:
                 return
             assert isinstance(response, trunk_pb2.PlaceCallResponse)
             await self._on_response(response)
+            if self.ended:
+                await self._done_writing()
+
+    async def _done_writing(self) -> None:
+        """Half-close after `ended`: nothing more to say; the site closes the stream."""
+        assert self._call is not None
+        async with self._write_lock:
+            with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                await self._call.done_writing()
 
     async def _write(self, request: trunk_pb2.PlaceCallRequest) -> None:
         assert self._call is not None
@@ -299,7 +308,10 @@ class _Caller:
         if kind == "prompt" and not self.ended:
             digit = self._choose_digit(list(response.prompt.choices))
             view.progress.append(("digits", time.time(), {"digits": digit}))
-            await self._write(trunk_pb2.PlaceCallRequest(digits=trunk_pb2.CallerDigits(digits=digit)))
+            # The call may have ended meanwhile (a hang-up crossed the prompt): the write then fails,
+            # and the `ended` already on its way is still read.
+            with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                await self._write(trunk_pb2.PlaceCallRequest(digits=trunk_pb2.CallerDigits(digits=digit)))
 
     def _choose_digit(self, choices: list[str]) -> str:
         offered = [(d, w) for d, w in self._digits if not choices or d in choices]

@@ -35,7 +35,11 @@ def new_key() -> str:
 
 
 async def published(etcd: aetcd.Client, key: str) -> site_admin_pb2.SiteSummary | None:
-    got = await etcd.get(key.encode())
+    """The summary under `key`; None when there is none or etcd cannot be reached yet."""
+    try:
+        got = await etcd.get(key.encode())
+    except aetcd.ConnectionFailedError:
+        return None
     return None if got is None else decode_summary(got.value)
 
 
@@ -52,6 +56,7 @@ async def test_the_key_carries_the_summary_and_follows_it(
             return await published(etcd, key) if member.registered else None
 
         first = await eventually(registered, what="site registered")
+        assert first is not None
         assert first.site_id == "gz" and first.address == "127.0.0.1:7101"
         assert member.lease_id is not None
         got = await etcd.get(key.encode())
@@ -98,12 +103,13 @@ async def test_a_dead_endpoint_is_skipped(etcd_server: EtcdServer, etcd: aetcd.C
     member = Membership(
         [dead, etcd_server.endpoint], key, ttl_s=2, summary=lambda: site_admin_pb2.SiteSummary(site_id="gz")
     )
-    asyncio.create_task(member.run())
+    task = asyncio.create_task(member.run())
     try:
         await eventually(lambda: _true(member.registered), what="registered through the live endpoint")
         assert await published(etcd, key) is not None
     finally:
         await member.close()
+    assert task.done()
 
 
 async def test_the_site_registers_again_after_etcd_restarts(tmp_path: Path) -> None:

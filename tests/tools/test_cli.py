@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from argon2 import PasswordHasher
 from typer.testing import CliRunner
 
 from tools.cli import app
+from tools.cluster import status as cluster_status
 
 EXAMPLE = Path(__file__).parents[2] / "deploy" / "province.example.yaml"
 runner = CliRunner()
@@ -20,7 +22,12 @@ runner = CliRunner()
 def vcc(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     """The real command in a child process: what an operator sees, tracebacks included."""
     return subprocess.run(
-        [sys.executable, "-m", "tools", *args], input=stdin, capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-m", "tools", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -40,8 +47,17 @@ def broken_config(tmp_path: Path, edit: str) -> Path:
 def test_help_lists_the_commands() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("site", "central", "check-config", "hash-password", "cluster", "agents", "traffic", "status",
-                    "demo"):
+    for command in (
+        "site",
+        "central",
+        "check-config",
+        "hash-password",
+        "cluster",
+        "agents",
+        "traffic",
+        "status",
+        "demo",
+    ):
         assert command in result.output
     assert runner.invoke(app, ["cluster", "--help"]).exit_code == 0
 
@@ -70,8 +86,12 @@ def test_check_config_names_the_key_of_a_bad_config(tmp_path: Path, edit: str, k
 
 def test_a_bad_config_is_a_message_not_a_traceback(tmp_path: Path) -> None:
     bad = broken_config(tmp_path, "unknown-key")
-    for args in (["check-config", str(bad)], ["status", "--config", str(bad)], ["site", "--config", str(bad),
-                 "--site", "gz"], ["central", "--config", str(bad)]):
+    for args in (
+        ["check-config", str(bad)],
+        ["status", "--config", str(bad)],
+        ["site", "--config", str(bad), "--site", "gz"],
+        ["central", "--config", str(bad)],
+    ):
         done = vcc(*args)
         assert done.returncode == 2, (args, done.stderr)
         assert "colour: unknown key" in done.stderr
@@ -115,3 +135,43 @@ def test_hash_password_refuses_what_is_not_six_digits() -> None:
     result = runner.invoke(app, ["hash-password"], input="abc\n")
     assert result.exit_code == 2
     assert "six digits" in result.stderr
+
+
+@pytest.mark.cluster
+def test_demo_runs_a_province_and_writes_its_summary(tmp_path: Path) -> None:
+    """`make demo DEMO_ARGS="--duration S --summary-json F"`: the whole path, briefly."""
+    summary = tmp_path / "out.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools",
+            "demo",
+            "--duration",
+            "6",
+            "--summary-json",
+            str(summary),
+            "--run-dir",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "vcc status --config" in done.stdout
+    report = json.loads(summary.read_text(encoding="utf-8"))
+    assert set(report["sites"]) == {"gz", "sz", "fs"}
+    assert report["totals"]["offered"] > 0
+    assert report["reconciliation"]["missing"] == 0
+    # Nothing of the demo outlives it.
+    assert not any(p.alive for p in cluster_status(tmp_path / "run"))
+
+
+def test_demo_refuses_to_wipe_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    (tmp_path / "precious.txt").write_text("keep me", encoding="utf-8")
+    result = runner.invoke(app, ["demo", "--duration", "5", "--run-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "not made by `vcc demo`" in result.stderr
+    assert (tmp_path / "precious.txt").exists()

@@ -44,7 +44,10 @@ def test_generated_province_validates(shared_hash: str) -> None:
 
 
 def test_agent_codes_are_four_digits_and_unique_in_the_province(shared_hash: str) -> None:
-    big = [SiteSpec("gz", "gz", 10, {"general": 250, "billing": 120}), SiteSpec("sz", "sz", 10, {"general": 150})]
+    big = [
+        SiteSpec("gz", "gz", 10, {"general": 250, "billing": 120}),
+        SiteSpec("sz", "sz", 10, {"general": 150}),
+    ]
     config = parse_province(generate(big, shared_hash))
     codes = [a.code for s in config.sites for a in s.agents]
     assert len(codes) == 520 == len(set(codes))
@@ -88,8 +91,12 @@ def test_listen_addresses_are_distinct_free_ports(shared_hash: str) -> None:
 
 def test_one_password_hash_for_every_agent_and_it_verifies() -> None:
     raw = generate_province(
-        SITES[1:2], etcd_endpoint="127.0.0.1:2379", central_listen="127.0.0.1:7000",
-        database_url="sqlite+aiosqlite:///c.db", outbox_dir="/tmp", password="654321",
+        SITES[1:2],
+        etcd_endpoint="127.0.0.1:2379",
+        central_listen="127.0.0.1:7000",
+        database_url="sqlite+aiosqlite:///c.db",
+        outbox_dir="/tmp",
+        password="654321",
     )
     hashes = {a["password_hash"] for a in raw["sites"][0]["agents"]}
     assert len(hashes) == 1

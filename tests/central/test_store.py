@@ -1,0 +1,252 @@
+"""The store on SQLite and on PostgreSQL (through the CockroachDB dialect)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from central.customers import Customer, demo_phone
+from central.db.engine import create_engine
+from central.db.migrate import current_revision, head_revision, upgrade
+from central.records import CallState, EventKind, Outcome, fold, order
+from central.store import DatabaseUnavailable, Store
+from tests.central.factories import T0, answered_call, ev, overflowed_call
+from tests.central.province import province
+from tools.netutil import free_port
+from vcc.errors import InvalidArgument
+
+
+async def test_migrations_create_the_schema_once(database_url: str, engine: AsyncEngine) -> None:
+    await upgrade(database_url)  # a second start changes nothing
+    assert await current_revision(database_url) == head_revision()
+    async with engine.connect() as conn:
+        tables = set(await conn.run_sync(lambda c: sa.inspect(c).get_table_names()))
+    assert {"sites", "skill_groups", "agents", "customers", "calls", "call_legs", "call_events"} <= tables
+
+
+async def test_same_batch_twice_lands_once(store: Store) -> None:
+    events = answered_call()
+    first = await store.ingest("gz", events)
+    second = await store.ingest("gz", events)
+    assert (first.stored, first.duplicates) == (8, 0)
+    assert (second.stored, second.duplicates) == (0, 8)
+    record = await store.get_call("c1")
+    assert record is not None
+    assert record == dataclasses.replace(fold(events), legs=record.legs)
+    assert record.event_count == 8
+    assert await store.count_calls() == 1
+
+
+async def test_overlapping_batches_land_once(store: Store) -> None:
+    events = answered_call()
+    a = await store.ingest("gz", events[:5])
+    b = await store.ingest("gz", events[3:])
+    assert (a.stored, a.duplicates, b.stored, b.duplicates) == (5, 0, 3, 2)
+    record = await store.get_call("c1")
+    assert record is not None
+    assert (record.state, record.outcome, record.event_count) == (CallState.ENDED, Outcome.ANSWERED, 8)
+
+
+async def test_duplicates_inside_one_batch_count_as_duplicates(store: Store) -> None:
+    events = answered_call()
+    result = await store.ingest("gz", events + events[:2])
+    assert (result.stored, result.duplicates) == (8, 2)
+
+
+async def test_a_call_from_two_sites_out_of_order_folds_right(store: Store) -> None:
+    events = overflowed_call("c2")
+    sz = [e for e in events if e.site_id == "sz"]
+    gz = [e for e in events if e.site_id == "gz"]
+    # The serving site's outbox reaches central first, the entry site's end comes first of gz's.
+    await store.ingest("sz", list(reversed(sz)))
+    partial = await store.get_call("c2")
+    assert partial is not None
+    assert (partial.entry_site_id, partial.arrived_at, partial.state) == ("sz", None, CallState.TALKING)
+    await store.ingest("gz", gz[-1:])
+    await store.ingest("gz", gz[:-1])
+    record = await store.get_call("c2")
+    assert record is not None
+    assert record.entry_site_id == "gz"
+    assert (record.served_site_id, record.agent_code) == ("sz", "0201")
+    assert record.outcome is Outcome.ANSWERED
+    assert record.wait_s == pytest.approx(5.0)
+    assert record.talk_s == pytest.approx(60.0)
+    assert list(record.events) == order(events)
+    assert [(leg.site_id, leg.event_count, leg.agent_code) for leg in record.legs] == [
+        ("gz", 4, ""),
+        ("sz", 4, "0201"),
+    ]
+
+
+async def test_concurrent_ingests_of_the_same_call(store: Store) -> None:
+    events = overflowed_call("c3")
+    gz = [e for e in events if e.site_id == "gz"]
+    sz = [e for e in events if e.site_id == "sz"]
+    batches = [("gz", gz[:2]), ("sz", sz), ("gz", gz), ("sz", sz[1:]), ("gz", gz[2:]), ("sz", sz[:2])]
+    results = await asyncio.gather(*(store.ingest(site, batch) for site, batch in batches))
+    assert sum(r.stored for r in results) == len(events)
+    assert sum(r.duplicates for r in results) == sum(len(b) for _, b in batches) - len(events)
+    record = await store.get_call("c3")
+    assert record is not None
+    assert record == dataclasses.replace(fold(events), legs=record.legs)
+
+
+async def test_concurrent_ingests_of_many_calls(store: Store) -> None:
+    calls = [answered_call(f"k{i}", start=float(i)) for i in range(20)]
+    halves = [(c[:5], c[4:]) for c in calls]
+    await asyncio.gather(*(store.ingest("gz", part) for pair in halves for part in pair))
+    assert await store.count_calls() == 20
+    for i in (0, 7, 19):
+        record = await store.get_call(f"k{i}")
+        assert record is not None
+        assert (record.event_count, record.outcome) == (8, Outcome.ANSWERED)
+
+
+async def test_a_large_batch_is_stored_in_chunks(store: Store) -> None:
+    events = [e for i in range(300) for e in answered_call(f"big{i:03d}", start=float(i))]
+    assert len(events) == 2400
+    result = await store.ingest("gz", events)
+    assert (result.stored, result.duplicates) == (2400, 0)
+    assert await store.count_calls() == 300
+    again = await store.ingest("gz", events[1000:])
+    assert (again.stored, again.duplicates) == (0, 1400)
+
+
+async def test_event_data_round_trips(store: Store) -> None:
+    e = ev(EventKind.DIGITS, 1.0, 1, data={"digits": "1#", "提示": "账单 / billing", "": "empty key"})
+    await store.ingest("gz", [e])
+    record = await store.get_call("c1")
+    assert record is not None
+    assert dict(record.events[0].data) == dict(e.data)
+    assert record.events[0] == e
+
+
+async def test_ingest_refuses_events_of_another_site(store: Store) -> None:
+    with pytest.raises(ValueError, match="not from site"):
+        await store.ingest("sz", answered_call())
+    assert await store.count_calls() == 0
+
+
+async def test_unknown_call(store: Store) -> None:
+    assert await store.get_call("nope") is None
+
+
+async def test_list_calls_pages_in_arrival_order(store: Store) -> None:
+    for i in range(7):
+        site = "gz" if i % 2 == 0 else "sz"
+        events = answered_call(f"L{i}", site=site, start=float(10 - i))
+        if i == 3:
+            events = events[:4]  # still queued
+        await store.ingest(site, events)
+    expected = [f"L{i}" for i in reversed(range(7))]
+
+    seen: list[str] = []
+    token = ""
+    pages = 0
+    while True:
+        records, token = await store.list_calls(page_size=3, page_token=token)
+        seen += [r.call_id for r in records]
+        pages += 1
+        assert all(r.events == () for r in records)
+        if not token:
+            break
+    assert seen == expected
+    assert pages == 3
+
+    gz, _ = await store.list_calls(entry_site_id="gz", page_size=100)
+    assert [r.call_id for r in gz] == ["L6", "L4", "L2", "L0"]
+    ended, _ = await store.list_calls(ended_only=True, page_size=100)
+    assert "L3" not in [r.call_id for r in ended]
+    assert len(ended) == 6
+    with_events, _ = await store.list_calls(entry_site_id="sz", page_size=1, with_events=True)
+    assert with_events[0].call_id == "L5"
+    assert len(with_events[0].events) == 8
+
+
+async def test_list_calls_with_exact_page_has_no_next_token(store: Store) -> None:
+    for i in range(2):
+        await store.ingest("gz", answered_call(f"E{i}", start=float(i)))
+    records, token = await store.list_calls(page_size=2)
+    assert [r.call_id for r in records] == ["E0", "E1"]
+    assert token == ""
+
+
+@pytest.mark.parametrize("token", ["garbage!", "bm90IGpzb24", "WzEsMiwzXQ", "WyJ4IiwieSJd", "W251bGwsIiJd"])
+async def test_list_calls_refuses_bad_tokens(store: Store, token: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        await store.list_calls(page_token=token)
+    assert info.value.error_id == "bad-page-token"
+
+
+async def test_demo_customers_and_lookup(store: Store) -> None:
+    await store.sync_province(province())
+    await store.seed_demo_customers(5)
+    await store.seed_demo_customers(5)  # at every start: the same customers, no duplicates
+    c = await store.lookup_customer(demo_phone(4))
+    assert c == Customer(
+        customer_id="demo-0004",
+        phone="13800000004",
+        name="客户 0004 / Customer 0004",
+        level="silver",
+        city="Guangzhou",
+        notes="demo customer",
+    )
+    levels = [(await store.lookup_customer(demo_phone(i))) for i in range(3)]
+    assert [c.level for c in levels if c is not None] == ["gold", "silver", "normal"]
+    assert await store.lookup_customer("13899999999") is None
+
+
+async def test_upsert_customers_updates_by_id(store: Store) -> None:
+    await store.upsert_customers([Customer("x1", "02012345", "Old name")])
+    await store.upsert_customers([Customer("x1", "02012345", "New name", level="gold", city="Guangzhou")])
+    c = await store.lookup_customer("02012345")
+    assert c is not None
+    assert (c.name, c.level, c.city) == ("New name", "gold", "Guangzhou")
+
+
+async def test_sync_province_follows_the_config(store: Store, engine: AsyncEngine) -> None:
+    config = province()
+    await store.sync_province(config)
+    await store.sync_province(config)
+    agents = await store.agents()
+    assert [(a["code"], a["site_id"], a["skills"]) for a in agents] == [
+        ("0101", "gz", {"general": 5}),
+        ("0102", "gz", {"billing": 9}),
+        ("0201", "sz", {"billing": 4, "general": 3}),
+    ]
+    # An agent and a skill group leave the config.
+    data = config.model_dump()
+    data["sites"][0]["agents"] = data["sites"][0]["agents"][:1]
+    data["sites"][1]["skill_groups"] = data["sites"][1]["skill_groups"][:1]
+    data["sites"][1]["agents"][0]["skills"] = {"general": 3}
+    await store.sync_province(type(config).model_validate(data))
+    assert [a["code"] for a in await store.agents()] == ["0101", "0201"]
+    async with engine.connect() as conn:
+        groups = (
+            await conn.execute(sa.text("select site_id, skill_group_id from skill_groups order by 1, 2"))
+        ).all()
+        sites = (await conn.execute(sa.text("select site_id, name from sites order by 1"))).all()
+    assert [tuple(g) for g in groups] == [("gz", "billing"), ("gz", "general"), ("sz", "general")]
+    assert [tuple(s) for s in sites] == [("gz", "Guangzhou"), ("sz", "Shenzhen")]
+
+
+async def test_times_are_exact(store: Store) -> None:
+    await store.ingest("gz", [ev(EventKind.ARRIVED, 0.123456, 1), ev(EventKind.ENDED, 1.5, 2)])
+    record = await store.get_call("c1")
+    assert record is not None
+    assert record.arrived_at == T0 + 0.123456
+    assert record.ended_at == T0 + 1.5
+
+
+async def test_an_unreachable_database_is_reported_unavailable() -> None:
+    engine = create_engine(f"cockroachdb+asyncpg://postgres@127.0.0.1:{free_port()}/central")
+    try:
+        with pytest.raises(DatabaseUnavailable) as info:
+            await Store(engine).count_calls()
+        assert info.value.error_id == "database-unavailable"
+    finally:
+        await engine.dispose()

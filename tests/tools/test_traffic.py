@@ -1,0 +1,141 @@
+"""The caller generator against a fake site at the gRPC boundary (tests/tools/fake_site.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.tools.fake_site import FakeSite
+from tools.report import reconcile
+from tools.robots import RobotPolicy, run_robots
+from tools.traffic import CallerView, SiteLoad, TrafficPlan, load_journal, run_traffic
+from vcc.v1 import common_pb2
+
+AGENTS = {"0101": "123456", "0102": "123456", "0103": "123456"}
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[FakeSite]:
+    fake = FakeSite(agents=dict(AGENTS))
+    await fake.start()
+    yield fake
+    await fake.kill()
+
+
+def plan_for(site: FakeSite, **kwargs: object) -> TrafficPlan:
+    options: dict[str, object] = {"duration_s": 0.5, "seed": 7}
+    options.update(kwargs)
+    rate = options.pop("rate_per_s", 30.0)
+    assert isinstance(rate, float)
+    return TrafficPlan(loads=[SiteLoad("gz", site.address, rate)], **options)  # type: ignore[arg-type]
+
+
+async def test_answered_calls_journal_and_reconcile(site: FakeSite, tmp_path: Path) -> None:
+    stop = asyncio.Event()
+    robots = asyncio.create_task(
+        run_robots(site.address, list(AGENTS.items()), RobotPolicy(handle_time_mean_s=0.01, seed=3), stop)
+    )
+    seen: list[CallerView] = []
+    try:
+        journal = tmp_path / "calls.jsonl"
+        views = await run_traffic(plan_for(site, digits=(("1", 0.0), ("2", 1.0))), journal, seen.append)
+    finally:
+        stop.set()
+        stats = await robots
+    assert views, "the seeded plan offers calls"
+    assert [v.outcome for v in views] == ["answered"] * len(views)
+    assert stats.answered == len(views)
+    for view in views:
+        kinds = [kind for kind, _, _ in view.progress]
+        assert kinds[:4] == ["accepted", "prompt", "digits", "queued"]
+        assert kinds[-2:] == ["connected", "ended"]
+        assert view.call_id in site.calls
+        assert view.agent_code in AGENTS
+        assert view.served_site_id == "gz"
+        assert view.entry_site_id == "gz"
+        assert view.skill_group == "general"
+        assert view.reason == "agent-hung-up"
+        assert view.queued_at is not None and view.answered_at is not None and view.ended_at is not None
+        assert view.offered_at <= view.queued_at <= view.answered_at <= view.ended_at
+        assert view.ani.startswith("13")
+        assert site.calls[view.call_id].digits == ["2"]  # weight 0 for "1"
+    assert sorted(v.key for v in seen) == sorted(v.key for v in views)
+    assert sorted(load_journal(journal), key=lambda v: v.offered_at) == views
+    assert reconcile(views, site.records()) == {
+        "caller_calls": len(views),
+        "central_records": len(views),
+        "missing": 0,
+        "duplicated": 0,
+        "mismatched": 0,
+        "without_call_id": 0,
+        "unknown_to_callers": 0,
+    }
+
+
+async def test_patience_runs_out_and_caller_abandons(site: FakeSite) -> None:
+    views = await run_traffic(plan_for(site, patience_mean_s=0.05, patience_distribution="constant"))
+    assert views
+    for view in views:
+        assert view.outcome == "abandoned"
+        assert view.reason == "caller-hung-up"
+        assert ("hang_up", {"why": "patience"}) in [(k, d) for k, _, d in view.progress]
+        assert view.answered_at is None
+        assert site.calls[view.call_id].outcome == common_pb2.CALL_OUTCOME_ABANDONED
+
+
+async def test_no_trunk_channel_is_blocked(site: FakeSite) -> None:
+    site.trunk_channels = 0
+    views = await run_traffic(plan_for(site))
+    assert views
+    for view in views:
+        assert view.outcome == "blocked"
+        assert view.call_id
+        assert [k for k, _, _ in view.progress] == ["ended"]
+        assert view.queued_at is None
+    assert reconcile(views, site.records())["missing"] == 0
+
+
+async def test_killed_site_makes_calls_lost_with_the_error(site: FakeSite) -> None:
+    async def kill_soon() -> None:
+        await asyncio.sleep(0.2)  # scenario timing, not an assertion: calls are waiting by then
+        await site.kill()
+
+    killer = asyncio.create_task(kill_soon())
+    views = await run_traffic(plan_for(site, duration_s=0.4, rate_per_s=50.0), drain_timeout_s=5.0)
+    await killer
+    lost = [v for v in views if v.outcome == "lost"]
+    assert lost, "calls queued with no agent were on the killed site"
+    assert all(v.error for v in lost)
+    assert {v.outcome for v in views} <= {"lost"}
+    early = [v for v in lost if v.call_id]
+    assert early and all(v.error.split(":")[0] in {"UNAVAILABLE", "CANCELLED", "INTERNAL"} for v in early)
+
+
+async def test_drain_timeout_hangs_up_calls_still_waiting(site: FakeSite) -> None:
+    views = await run_traffic(plan_for(site, duration_s=0.2), drain_timeout_s=0.2)
+    assert views
+    for view in views:
+        assert view.outcome == "abandoned"
+        assert ("hang_up", {"why": "drain-timeout"}) in [(k, d) for k, _, d in view.progress]
+
+
+async def test_arrivals_and_callers_repeat_with_the_seed(site: FakeSite) -> None:
+    site.trunk_channels = 0  # blocked at once: the fastest calls there are
+    plan = plan_for(site, rate_per_s=100.0, customers=50, unknown_caller_share=0.0)
+    first = await run_traffic(plan)
+    second = await run_traffic(plan)
+    assert len(first) == len(second) > 10
+    assert [v.ani for v in first] == [v.ani for v in second]
+    assert all(v.ani.startswith("1380000") and int(v.ani[-4:]) < 50 for v in first)
+    unknown = await run_traffic(plan_for(site, rate_per_s=100.0, unknown_caller_share=1.0))
+    assert unknown and all(v.ani.startswith("1390000") for v in unknown)
+
+
+async def test_menu_without_the_plans_digit_gets_its_first_choice(site: FakeSite) -> None:
+    site.prompt_choices = ("3", "4")
+    views = await run_traffic(plan_for(site, patience_mean_s=0.05, patience_distribution="constant"))
+    assert views
+    assert all(site.calls[v.call_id].digits == ["3"] for v in views)
