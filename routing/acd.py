@@ -162,8 +162,10 @@ class Acd:
         return len(self._groups[skill_group].ready)
 
     def longest_idle_since(self, skill_group: str) -> float | None:
-        return min((self._ready_keys[code][skill_group][-1] for _, code in self._groups[skill_group].ready),
-                   default=None)
+        return min(
+            (self._ready_keys[code][skill_group][-1] for _, code in self._groups[skill_group].ready),
+            default=None,
+        )
 
     def members(self, skill_group: str) -> list[str]:
         return [code for code, skills in self._skills.items() if skill_group in skills]

@@ -147,12 +147,19 @@ def _to(agent: Agent, state: AgentState, now: float, **changes: object) -> Agent
 def _after_call(agent: Agent, now: float) -> Agent:
     """Where an agent goes when a call and its wrap-up are over."""
     if agent.pending_not_ready is not None:
-        return _to(agent, AgentState.NOT_READY, now, reason=agent.pending_not_ready, pending_not_ready=None,
-                   call_id="", wrap_up_until=None)
+        return _to(
+            agent,
+            AgentState.NOT_READY,
+            now,
+            reason=agent.pending_not_ready,
+            pending_not_ready=None,
+            call_id="",
+            wrap_up_until=None,
+        )
     return _to(agent, AgentState.READY, now, reason="", call_id="", wrap_up_until=None)
 
 
-def transition(agent: Agent, event: AgentEvent, now: float) -> Agent:  # noqa: C901 - one table
+def transition(agent: Agent, event: AgentEvent, now: float) -> Agent:
     s = agent.state
     match event:
         case LogIn() if s == AgentState.LOGGED_OUT:
@@ -164,8 +171,15 @@ def transition(agent: Agent, event: AgentEvent, now: float) -> Agent:  # noqa: C
         case SetReady() if s in ON_CALL:
             return replace(agent, pending_not_ready=None)
         case SetReady() if s == AgentState.WRAP_UP:
-            return _to(agent, AgentState.READY, now, reason="", call_id="", wrap_up_until=None,
-                       pending_not_ready=None)
+            return _to(
+                agent,
+                AgentState.READY,
+                now,
+                reason="",
+                call_id="",
+                wrap_up_until=None,
+                pending_not_ready=None,
+            )
         case SetNotReady(reason) if s in LOGGED_IN_IDLE:
             return _to(agent, AgentState.NOT_READY, now, reason=reason)
         case SetNotReady(reason) if s in ON_CALL or s == AgentState.WRAP_UP:
@@ -173,8 +187,9 @@ def transition(agent: Agent, event: AgentEvent, now: float) -> Agent:  # noqa: C
         case Offer(call_id) if s == AgentState.READY:
             return _to(agent, AgentState.RINGING, now, call_id=call_id, last_offered_at=now)
         case RingTimeout() if s == AgentState.RINGING:
-            return _to(agent, AgentState.NOT_READY, now, reason=REASON_NO_ANSWER, call_id="",
-                       pending_not_ready=None)
+            return _to(
+                agent, AgentState.NOT_READY, now, reason=REASON_NO_ANSWER, call_id="", pending_not_ready=None
+            )
         case OfferWithdrawn() if s == AgentState.RINGING:
             # Back to ready without losing its place in the idle order.
             if agent.pending_not_ready is not None:
@@ -193,10 +208,24 @@ def transition(agent: Agent, event: AgentEvent, now: float) -> Agent:  # noqa: C
             return _to(handled, AgentState.WRAP_UP, now, wrap_up_until=now + wrap_up_s)
         case EndWrapUp(ready, reason) if s == AgentState.WRAP_UP:
             if ready is True:
-                return _to(agent, AgentState.READY, now, reason="", call_id="", wrap_up_until=None,
-                           pending_not_ready=None)
+                return _to(
+                    agent,
+                    AgentState.READY,
+                    now,
+                    reason="",
+                    call_id="",
+                    wrap_up_until=None,
+                    pending_not_ready=None,
+                )
             if ready is False:
-                return _to(agent, AgentState.NOT_READY, now, reason=reason, call_id="", wrap_up_until=None,
-                           pending_not_ready=None)
+                return _to(
+                    agent,
+                    AgentState.NOT_READY,
+                    now,
+                    reason=reason,
+                    call_id="",
+                    wrap_up_until=None,
+                    pending_not_ready=None,
+                )
             return _after_call(agent, now)
     raise IllegalTransition(agent, event)

@@ -6,7 +6,6 @@ from typing import Any
 
 import grpc
 
-from site_node.summary import site_summary
 from site_node.runtime import SiteRuntime
 from vcc.rpc import maps_errors
 from vcc.v1 import peer_pb2, peer_pb2_grpc, site_admin_pb2, site_admin_pb2_grpc
@@ -20,7 +19,7 @@ class SiteAdmin(site_admin_pb2_grpc.SiteAdminServiceServicer):
         self._describe = describe
 
     @maps_errors
-    async def GetSiteStatus(  # noqa: N802
+    async def GetSiteStatus(
         self, request: site_admin_pb2.GetSiteStatusRequest, context: Ctx
     ) -> site_admin_pb2.GetSiteStatusResponse:
         return site_admin_pb2.GetSiteStatusResponse(summary=self._describe())
@@ -31,5 +30,5 @@ class SitePeer(peer_pb2_grpc.SitePeerServiceServicer):
         self.site_id = site_id
 
     @maps_errors
-    async def Ping(self, request: peer_pb2.PingRequest, context: Ctx) -> peer_pb2.PingResponse:  # noqa: N802
+    async def Ping(self, request: peer_pb2.PingRequest, context: Ctx) -> peer_pb2.PingResponse:
         return peer_pb2.PingResponse(site_id=self.site_id)

@@ -54,10 +54,14 @@ def caller_update_to_proto(u: ToCaller) -> trunk_pb2.PlaceCallResponse:
         case "accepted":
             msg.accepted.CopyFrom(trunk_pb2.CallAccepted(site_id=u.site_id, trunk_group=u.trunk_group))
         case "prompt":
-            msg.prompt.CopyFrom(trunk_pb2.IvrPrompt(prompt=u.prompt, choices=u.choices, timeout_s=u.timeout_s))
+            msg.prompt.CopyFrom(
+                trunk_pb2.IvrPrompt(prompt=u.prompt, choices=u.choices, timeout_s=u.timeout_s)
+            )
         case "queued":
             msg.queued.CopyFrom(
-                trunk_pb2.CallQueued(skill_group=u.skill_group, position=u.position, expected_wait_s=u.expected_wait_s)
+                trunk_pb2.CallQueued(
+                    skill_group=u.skill_group, position=u.position, expected_wait_s=u.expected_wait_s
+                )
             )
         case "ringing":
             msg.ringing.CopyFrom(trunk_pb2.CallRinging(site_id=u.site_id, agent_code=u.agent_code))
@@ -115,7 +119,9 @@ def agent_update_to_proto(u: ToAgent, snapshot: cti_pb2.AgentSnapshot) -> cti_pb
         case "retrieved":
             msg.call_retrieved.CopyFrom(cti_pb2.AgentCallRetrieved(call_id=u.call_id))
         case "ended":
-            msg.call_ended.CopyFrom(cti_pb2.AgentCallEnded(call_id=u.call_id, reason=u.reason, wrap_up_s=u.wrap_up_s))
+            msg.call_ended.CopyFrom(
+                cti_pb2.AgentCallEnded(call_id=u.call_id, reason=u.reason, wrap_up_s=u.wrap_up_s)
+            )
         case _:
             raise ValueError(f"unknown agent update {u.kind!r}")
     return msg

@@ -46,7 +46,7 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
     # RPCs -----------------------------------------------------------------------------------
 
     @maps_errors
-    async def Login(self, request: cti_pb2.LoginRequest, context: Ctx) -> cti_pb2.LoginResponse:  # noqa: N802
+    async def Login(self, request: cti_pb2.LoginRequest, context: Ctx) -> cti_pb2.LoginResponse:
         auth.check_format(request.agent_code, request.password)
         code = request.agent_code
         if code not in self._hashes:
@@ -62,10 +62,10 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
             self._token_of[code] = token
             return cti_pb2.LoginResponse(session_token=token, agent=self.rt.snapshot(code))
 
-        return await self._once.once(f"login:{code}", request.idempotency_key, login)  # type: ignore[no-any-return]
+        return await self._once.once(f"login:{code}", request.idempotency_key, login)
 
     @maps_errors
-    async def Logout(self, request: cti_pb2.LogoutRequest, context: Ctx) -> cti_pb2.LogoutResponse:  # noqa: N802
+    async def Logout(self, request: cti_pb2.LogoutRequest, context: Ctx) -> cti_pb2.LogoutResponse:
         async def logout(code: str) -> cti_pb2.LogoutResponse:
             self._do(lambda now: self.sb.logout(now, code))
             self._sessions.pop(self._token_of.pop(code, ""), None)
@@ -74,7 +74,7 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
         return await self._mutate("logout", request.session_token, request.idempotency_key, logout)  # type: ignore[no-any-return]
 
     @maps_errors
-    async def SetState(self, request: cti_pb2.SetStateRequest, context: Ctx) -> cti_pb2.SetStateResponse:  # noqa: N802
+    async def SetState(self, request: cti_pb2.SetStateRequest, context: Ctx) -> cti_pb2.SetStateResponse:
         ready = _ready_or_not(request.state, "state")
 
         async def set_state(code: str) -> cti_pb2.SetStateResponse:
@@ -84,7 +84,7 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
         return await self._mutate("state", request.session_token, request.idempotency_key, set_state)  # type: ignore[no-any-return]
 
     @maps_errors
-    async def EndWrapUp(self, request: cti_pb2.EndWrapUpRequest, context: Ctx) -> cti_pb2.EndWrapUpResponse:  # noqa: N802
+    async def EndWrapUp(self, request: cti_pb2.EndWrapUpRequest, context: Ctx) -> cti_pb2.EndWrapUpResponse:
         ready = _ready_or_not(request.next_state, "next_state")
 
         async def end(code: str) -> cti_pb2.EndWrapUpResponse:
@@ -94,7 +94,7 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
         return await self._mutate("wrapup", request.session_token, request.idempotency_key, end)  # type: ignore[no-any-return]
 
     @maps_errors
-    async def Answer(self, request: cti_pb2.AnswerRequest, context: Ctx) -> cti_pb2.AnswerResponse:  # noqa: N802
+    async def Answer(self, request: cti_pb2.AnswerRequest, context: Ctx) -> cti_pb2.AnswerResponse:
         call_id = _call_id(request.call_id)
 
         async def answer(code: str) -> cti_pb2.AnswerResponse:
@@ -104,7 +104,7 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
         return await self._mutate("answer", request.session_token, request.idempotency_key, answer)  # type: ignore[no-any-return]
 
     @maps_errors
-    async def HangUp(self, request: cti_pb2.HangUpRequest, context: Ctx) -> cti_pb2.HangUpResponse:  # noqa: N802
+    async def HangUp(self, request: cti_pb2.HangUpRequest, context: Ctx) -> cti_pb2.HangUpResponse:
         call_id = _call_id(request.call_id)
 
         async def hang_up(code: str) -> cti_pb2.HangUpResponse:
@@ -114,7 +114,7 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
         return await self._mutate("hangup", request.session_token, request.idempotency_key, hang_up)  # type: ignore[no-any-return]
 
     @maps_errors
-    async def Hold(self, request: cti_pb2.HoldRequest, context: Ctx) -> cti_pb2.HoldResponse:  # noqa: N802
+    async def Hold(self, request: cti_pb2.HoldRequest, context: Ctx) -> cti_pb2.HoldResponse:
         call_id = _call_id(request.call_id)
 
         async def hold(code: str) -> cti_pb2.HoldResponse:
@@ -124,7 +124,7 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
         return await self._mutate("hold", request.session_token, request.idempotency_key, hold)  # type: ignore[no-any-return]
 
     @maps_errors
-    async def Retrieve(self, request: cti_pb2.RetrieveRequest, context: Ctx) -> cti_pb2.RetrieveResponse:  # noqa: N802
+    async def Retrieve(self, request: cti_pb2.RetrieveRequest, context: Ctx) -> cti_pb2.RetrieveResponse:
         call_id = _call_id(request.call_id)
 
         async def retrieve(code: str) -> cti_pb2.RetrieveResponse:
@@ -134,11 +134,11 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
         return await self._mutate("retrieve", request.session_token, request.idempotency_key, retrieve)  # type: ignore[no-any-return]
 
     @maps_errors
-    async def GetAgent(self, request: cti_pb2.GetAgentRequest, context: Ctx) -> cti_pb2.GetAgentResponse:  # noqa: N802
+    async def GetAgent(self, request: cti_pb2.GetAgentRequest, context: Ctx) -> cti_pb2.GetAgentResponse:
         return cti_pb2.GetAgentResponse(agent=self.rt.snapshot(self._agent_of(request.session_token)))
 
     @maps_stream_errors
-    async def StreamEvents(  # noqa: N802
+    async def StreamEvents(
         self, request: cti_pb2.StreamEventsRequest, context: Ctx
     ) -> AsyncIterator[cti_pb2.StreamEventsResponse]:
         code = self._agent_of(request.session_token)

@@ -48,4 +48,4 @@ class IdempotencyCache:
             except Exception as exc:
                 fut.set_exception(exc)
                 fut.exception()  # marks it retrieved: a retry may never come
-        return await asyncio.shield(fut)  # type: ignore[no-any-return]
+        return await asyncio.shield(fut)

@@ -145,8 +145,9 @@ class SiteRuntime:
                 line.queue.put_nowait(msg)
 
     def snapshot(self, code: str) -> cti_pb2.AgentSnapshot:
-        return convert.snapshot_to_proto(self.sb.agent(code), self._names.get(code, ""), self.sb.site_id,
-                                         self.sb.skills[code])
+        return convert.snapshot_to_proto(
+            self.sb.agent(code), self._names.get(code, ""), self.sb.site_id, self.sb.skills[code]
+        )
 
     async def _fetch_customer(self, call_id: str, ani: str) -> None:
         try:

@@ -38,6 +38,7 @@ from vcc.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFo
 MAX_ATTACHED_ITEMS = 64
 MAX_ATTACHED_BYTES = 8192
 ANI_CHARS = frozenset("0123456789+*#")
+MAX_REASON_LENGTH = 64
 # Longest a call waits for its customer record before it may ring an agent without it.
 CUSTOMER_WAIT_S = 0.5
 # Remembered offer keys, so a re-sent offer attaches to its call instead of making another.
@@ -93,11 +94,14 @@ class Switchboard:
         self.calls: dict[str, Call] = {}
         self._by_key: dict[str, str] = {}
         self._ended_keys: dict[str, tuple[str, Outcome]] = {}
+        # Last journal number of calls that ended here: a call that comes back continues from it.
+        self._ended_seq: dict[str, int] = {}
         self.counters = SiteCounters()
         self.mean_handle_s = {g.id: 30.0 for g in site.skill_groups}
         self._deadlines: list[tuple[float, int, str, str, str]] = []
         self._timer_seq = 0
         self._desktop_attached: dict[str, int] = {}
+        self._detaches: dict[str, int] = {}
         self._ivr_choices = {c.digit: c.skill_group for c in site.ivr.choices}
 
     # Timers ---------------------------------------------------------------------------------
@@ -120,7 +124,7 @@ class Switchboard:
             elif kind == "wrap":
                 self._wrap_up_expired(subject, token, when, fx)
             elif kind == "desktop":
-                self._desktop_expired(subject, when, fx)
+                self._desktop_expired(subject, token, when, fx)
             elif kind == "customer":
                 self._customer_resolved(subject, None, when, fx)
         self._dispatch(now, fx)
@@ -152,7 +156,14 @@ class Switchboard:
     ) -> tuple[str, list[Effect]]:
         """A call arrives on a trunk. Returns its call id (minted here unless pre-routed)."""
         attached = dict(attached or {})
-        self._validate_offer(idempotency_key, ani, dnis, trunk_group, call_id, attached)
+        self._validate_offer(
+            key=idempotency_key,
+            ani=ani,
+            dnis=dnis,
+            trunk_group=trunk_group,
+            call_id=call_id,
+            attached=attached,
+        )
         if idempotency_key in self._by_key or idempotency_key in self._ended_keys:
             raise AlreadyExists("offer-key-reused", f"an offer with key {idempotency_key!r} was already made")
         if call_id and call_id in self.calls:
@@ -162,15 +173,21 @@ class Switchboard:
         self.counters.offered += 1
         pool = self._free_trunk(trunk_group)
         call = Call(call_id, idempotency_key, ani, dnis, self.site_id, trunk_group or "", now, attached)
+        call.seq = self._ended_seq.pop(call_id, 0)
         if pool is None:
             self.counters.blocked += 1
             call.state = CallState.ENDED
             call.outcome = Outcome.BLOCKED
-            fx.journal(call, EventKind.BLOCKED, now, ani=ani, dnis=dnis,
-                       data=(("trunk_group", trunk_group or "*"),))
-            fx.journal(call, EventKind.ENDED, now, outcome=Outcome.BLOCKED, data=(("reason", "no-trunk-channel"),))
-            fx.items.append(ToCaller(call_id, "ended", now, outcome=Outcome.BLOCKED, reason="no-trunk-channel"))
-            self._remember_ended(idempotency_key, call_id, Outcome.BLOCKED)
+            fx.journal(
+                call, EventKind.BLOCKED, now, ani=ani, dnis=dnis, data=(("trunk_group", trunk_group or "*"),)
+            )
+            fx.journal(
+                call, EventKind.ENDED, now, outcome=Outcome.BLOCKED, data=(("reason", "no-trunk-channel"),)
+            )
+            fx.items.append(
+                ToCaller(call_id, "ended", now, outcome=Outcome.BLOCKED, reason="no-trunk-channel")
+            )
+            self._remember_ended(call, Outcome.BLOCKED)
             return call_id, fx.items
         call.trunk_group = pool.id
         self.calls[call_id] = call
@@ -185,7 +202,7 @@ class Switchboard:
         return call_id, fx.items
 
     def _validate_offer(
-        self, key: str, ani: str, dnis: str, trunk_group: str, call_id: str, attached: dict[str, str]
+        self, *, key: str, ani: str, dnis: str, trunk_group: str, call_id: str, attached: dict[str, str]
     ) -> None:
         if not key or len(key) > 128:
             raise InvalidArgument("bad-idempotency-key", "idempotency_key: required, at most 128 characters")
@@ -194,7 +211,9 @@ class Switchboard:
         if dnis != self.service_number:
             raise InvalidArgument("unknown-dnis", f"dnis: {dnis!r} is not a service number of this province")
         if trunk_group and trunk_group not in self.trunks:
-            raise NotFound("unknown-trunk-group", f"trunk_group: no trunk group {trunk_group!r} at {self.site_id}")
+            raise NotFound(
+                "unknown-trunk-group", f"trunk_group: no trunk group {trunk_group!r} at {self.site_id}"
+            )
         if call_id and (len(call_id) > 64 or not call_id.isascii()):
             raise InvalidArgument("bad-call-id", "call_id: at most 64 ASCII characters")
         size = sum(len(k) + len(v) for k, v in attached.items())
@@ -215,8 +234,8 @@ class Switchboard:
 
     def _start_ivr(self, call: Call, now: float, fx: _Effects) -> None:
         ivr = self.site.ivr
-        port = self._acquire_board("ivr")
-        if port is False:
+        got, port = self._acquire_board("ivr")
+        if not got:
             # Every IVR port busy: skip the menu rather than refuse the caller.
             self.counters.ivr_bypassed += 1
             self._enqueue(call, ivr.default_skill_group, now, fx, reason="ivr-ports-busy")
@@ -225,21 +244,27 @@ class Switchboard:
         call.state = CallState.IVR
         fx.journal(call, EventKind.IVR_STARTED, now)
         fx.items.append(
-            ToCaller(call.call_id, "prompt", now, prompt=ivr.prompt, choices=tuple(self._ivr_choices),
-                     timeout_s=ivr.digit_timeout_s)
+            ToCaller(
+                call.call_id,
+                "prompt",
+                now,
+                prompt=ivr.prompt,
+                choices=tuple(self._ivr_choices),
+                timeout_s=ivr.digit_timeout_s,
+            )
         )
         self._arm(now + ivr.digit_timeout_s, "ivr", call.call_id, "")
 
-    def _acquire_board(self, kind: str) -> str | None | bool:
-        """A channel of a board of this kind: its id; None when the site has no such board
-        (unlimited, virtual); False when every channel is busy."""
+    def _acquire_board(self, kind: str) -> tuple[bool, str | None]:
+        """(got a channel, the board it is on). A site with no board of this kind has virtual,
+        unlimited channels: (True, None)."""
         pools = [b for b in self.boards.values() if b.kind == kind]
         if not pools:
-            return None
+            return True, None
         for pool in pools:
             if pool.acquire():
-                return pool.id
-        return False
+                return True, pool.id
+        return False, None
 
     def _release_ivr(self, call: Call) -> None:
         if call.ivr_port:
@@ -259,8 +284,13 @@ class Switchboard:
         group = self._ivr_choices.get(digits[0])
         call.attached["ivr_choice"] = digits[0]
         self._release_ivr(call)
-        self._enqueue(call, group or self.site.ivr.default_skill_group, now, fx,
-                      reason="" if group else "unknown-choice")
+        self._enqueue(
+            call,
+            group or self.site.ivr.default_skill_group,
+            now,
+            fx,
+            reason="" if group else "unknown-choice",
+        )
         self._dispatch(now, fx)
         return fx.items
 
@@ -278,7 +308,9 @@ class Switchboard:
         self._dispatch(now, fx)
         return fx.items
 
-    def _customer_resolved(self, call_id: str, customer: CustomerInfo | None, now: float, fx: _Effects) -> None:
+    def _customer_resolved(
+        self, call_id: str, customer: CustomerInfo | None, now: float, fx: _Effects
+    ) -> None:
         call = self.calls.get(call_id)
         if call is None or not call.customer_pending:
             return
@@ -317,18 +349,27 @@ class Switchboard:
         elif outcome == Outcome.FAILED:
             self.counters.failed += 1
         self.trunks[call.trunk_group].release()
-        fx.journal(call, EventKind.ENDED, now, outcome=outcome, agent_code=call.agent_code,
-                   skill_group=call.skill_group, data=(("reason", reason),))
+        fx.journal(
+            call,
+            EventKind.ENDED,
+            now,
+            outcome=outcome,
+            agent_code=call.agent_code,
+            skill_group=call.skill_group,
+            data=(("reason", reason),),
+        )
         fx.items.append(ToCaller(call.call_id, "ended", now, outcome=outcome, reason=reason))
         del self.calls[call.call_id]
         self._by_key.pop(call.idempotency_key, None)
-        self._remember_ended(call.idempotency_key, call.call_id, outcome)
+        self._remember_ended(call, outcome)
 
-    def _remember_ended(self, key: str, call_id: str, outcome: Outcome) -> None:
-        self._ended_keys[key] = (call_id, outcome)
-        if len(self._ended_keys) > MAX_REMEMBERED_KEYS:
-            # dicts keep insertion order: forget the oldest.
-            del self._ended_keys[next(iter(self._ended_keys))]
+    def _remember_ended(self, call: Call, outcome: Outcome) -> None:
+        self._ended_keys[call.idempotency_key] = (call.call_id, outcome)
+        self._ended_seq[call.call_id] = call.seq
+        for memory in (self._ended_keys, self._ended_seq):
+            if len(memory) > MAX_REMEMBERED_KEYS:
+                # dicts keep insertion order: forget the oldest.
+                del memory[next(iter(memory))]
 
     # Queueing and offering ------------------------------------------------------------------
 
@@ -346,13 +387,21 @@ class Switchboard:
         data = (("reason", reason),) if reason else ()
         fx.journal(call, EventKind.QUEUED, now, skill_group=group, data=data)
         fx.items.append(
-            ToCaller(call.call_id, "queued", now, skill_group=group, position=position,
-                     expected_wait_s=self.expected_wait(group, position))
+            ToCaller(
+                call.call_id,
+                "queued",
+                now,
+                skill_group=group,
+                position=position,
+                expected_wait_s=self.expected_wait(group, position),
+            )
         )
 
     def expected_wait(self, group: str, position: int) -> float:
         """Expected wait of the call at `position`; -1 when nobody is staffed for the group."""
-        staffed = sum(1 for code in self.acd.members(group) if self.agents[code].state != AgentState.LOGGED_OUT)
+        staffed = sum(
+            1 for code in self.acd.members(group) if self.agents[code].state != AgentState.LOGGED_OUT
+        )
         ewt = expected_wait_s(position, staffed, self.mean_handle_s[group])
         return ewt if ewt != float("inf") else -1.0
 
@@ -365,13 +414,25 @@ class Switchboard:
             call.state = CallState.RINGING
             call.agent_code = agent.code
             fx.journal(call, EventKind.RINGING, now, agent_code=agent.code, skill_group=call.skill_group)
-            fx.items.append(ToCaller(call.call_id, "ringing", now, site_id=self.site_id, agent_code=agent.code))
+            fx.items.append(
+                ToCaller(call.call_id, "ringing", now, site_id=self.site_id, agent_code=agent.code)
+            )
             fx.items.append(self._state_event(agent.code, now))
             fx.items.append(
-                ToAgent(agent.code, "offered", now, call_id=call.call_id, ani=call.ani, dnis=call.dnis,
-                        skill_group=call.skill_group, entry_site_id=call.entry_site_id,
-                        attached=tuple(sorted(call.attached.items())), customer=call.customer,
-                        ring_timeout_s=self.site.ring_timeout_s, waited_s=now - call.arrived_at)
+                ToAgent(
+                    agent.code,
+                    "offered",
+                    now,
+                    call_id=call.call_id,
+                    ani=call.ani,
+                    dnis=call.dnis,
+                    skill_group=call.skill_group,
+                    entry_site_id=call.entry_site_id,
+                    attached=tuple(sorted(call.attached.items())),
+                    customer=call.customer,
+                    ring_timeout_s=self.site.ring_timeout_s,
+                    waited_s=now - call.arrived_at,
+                )
             )
             self._arm(now + self.site.ring_timeout_s, "ring", call.call_id, agent.code)
 
@@ -440,8 +501,7 @@ class Switchboard:
 
     def set_ready(self, now: float, code: str, ready: bool, reason: str = "") -> list[Effect]:
         self._logged_in(code)
-        if not ready and not reason:
-            raise InvalidArgument("reason-required", "reason_code: required for not ready")
+        _check_reason(ready, reason)
         fx = _Effects(self.site_id)
         self._set_agent(code, fsm.SetReady() if ready else fsm.SetNotReady(reason), now, fx)
         self._dispatch(now, fx)
@@ -449,8 +509,7 @@ class Switchboard:
 
     def end_wrap_up(self, now: float, code: str, ready: bool, reason: str = "") -> list[Effect]:
         self._logged_in(code)
-        if not ready and not reason:
-            raise InvalidArgument("reason-required", "reason_code: required for not ready")
+        _check_reason(ready, reason)
         fx = _Effects(self.site_id)
         self._set_agent(code, fsm.EndWrapUp(ready, reason), now, fx)
         self._dispatch(now, fx)
@@ -529,19 +588,21 @@ class Switchboard:
             self._desktop_attached[code] = left
             return
         self._desktop_attached.pop(code, None)
+        self._detaches[code] = self._detaches.get(code, 0) + 1
         if self.agents[code].state != AgentState.LOGGED_OUT:
-            self._arm(now + self.site.desktop_grace_s, "desktop", code, "")
+            self._arm(now + self.site.desktop_grace_s, "desktop", code, str(self._detaches[code]))
 
-    def _desktop_expired(self, code: str, now: float, fx: _Effects) -> None:
+    def _desktop_expired(self, code: str, token: str, now: float, fx: _Effects) -> None:
         agent = self.agents[code]
-        if code in self._desktop_attached or agent.state == AgentState.LOGGED_OUT:
+        stale = token != str(self._detaches.get(code))  # an earlier absence: a later one has its own timer
+        if stale or code in self._desktop_attached or agent.state == AgentState.LOGGED_OUT:
             return
         if agent.state in fsm.LOGGED_IN_IDLE:
             # Nobody is at the desk: take the agent out of routing so no caller rings there.
             self._set_agent(code, fsm.LogOut(), now, fx)
         else:
             # Busy: the call ends on its own (caller, ring timeout or wrap-up); look again later.
-            self._arm(now + self.site.desktop_grace_s, "desktop", code, "")
+            self._arm(now + self.site.desktop_grace_s, "desktop", code, token)
 
     def _logged_in(self, code: str) -> Agent:
         agent = self.agent(code)
@@ -569,7 +630,9 @@ class Switchboard:
                 code = call.agent_code
                 fx.items.append(ToAgent(code, "ended", now, call_id=call.call_id, reason="site-shutdown"))
                 agent = self.agents[code]
-                self.agents[code] = replace(agent, state=AgentState.NOT_READY, reason="site-shutdown", call_id="")
+                self.agents[code] = replace(
+                    agent, state=AgentState.NOT_READY, reason="site-shutdown", call_id=""
+                )
             outcome = Outcome.ANSWERED if call.answered_at is not None else Outcome.FAILED
             self._end(call, outcome, "site-shutdown", now, fx)
         return fx.items
@@ -582,3 +645,10 @@ class Switchboard:
     def oldest_wait_s(self, group: str, now: float) -> float:
         oldest = self.acd.oldest_arrival(group)
         return 0.0 if oldest is None else now - oldest
+
+
+def _check_reason(ready: bool, reason: str) -> None:
+    if not ready and not reason:
+        raise InvalidArgument("reason-required", "reason_code: required for not ready")
+    if len(reason) > MAX_REASON_LENGTH:
+        raise InvalidArgument("bad-reason-code", f"reason_code: at most {MAX_REASON_LENGTH} characters")

@@ -32,7 +32,7 @@ class TrunkIngress(trunk_pb2_grpc.TrunkIngressServiceServicer):
         return self.rt.sb
 
     @maps_stream_errors
-    async def PlaceCall(  # noqa: N802 - gRPC method name
+    async def PlaceCall(
         self,
         request_iterator: AsyncIterator[trunk_pb2.PlaceCallRequest],
         context: grpc.aio.ServicerContext[Any, Any],
@@ -40,20 +40,24 @@ class TrunkIngress(trunk_pb2_grpc.TrunkIngressServiceServicer):
         try:
             first = await asyncio.wait_for(anext(request_iterator), OFFER_TIMEOUT_S)
         except (StopAsyncIteration, TimeoutError):
-            raise InvalidArgument("offer-required", "the first message of PlaceCall must be an offer") from None
+            raise InvalidArgument(
+                "offer-required", "the first message of PlaceCall must be an offer"
+            ) from None
         if first.WhichOneof("action") != "offer":
             raise InvalidArgument("offer-required", "the first message of PlaceCall must be an offer")
         offer = first.offer
         line = CallerLine()
         call_id = self.sb.call_for_key(offer.idempotency_key) if offer.idempotency_key else None
         if call_id is not None:
-            ended = self.sb.ended_outcome(offer.idempotency_key)
-            if ended is not None:
+            over = self.sb.ended_outcome(offer.idempotency_key)
+            if over is not None:
                 # The call this key made is over: tell the retry how it ended, create nothing.
                 yield trunk_pb2.PlaceCallResponse(
-                    call_id=ended[0],
+                    call_id=over[0],
                     at=timestamp(self.rt.clock()),
-                    ended=trunk_pb2.CallEnded(outcome=convert.outcome_to_proto(ended[1]), reason="already-ended"),
+                    ended=trunk_pb2.CallEnded(
+                        outcome=convert.outcome_to_proto(over[1]), reason="already-ended"
+                    ),
                 )
                 return
             self.rt.attach_caller(call_id, line)
@@ -95,7 +99,7 @@ class TrunkIngress(trunk_pb2_grpc.TrunkIngressServiceServicer):
                 kind = action.WhichOneof("action")
                 if kind == "digits":
                     digits = action.digits.digits
-                    self._apply(call_id, lambda now, d=digits: self.sb.caller_digits(now, call_id, d))  # type: ignore[misc]
+                    self._apply(call_id, lambda now, d=digits: self.sb.caller_digits(now, call_id, d))
                 elif kind == "hang_up":
                     self._hang_up(call_id, "caller-hung-up")
                     return

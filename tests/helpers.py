@@ -11,7 +11,10 @@ T = TypeVar("T")
 
 
 async def eventually(
-    check: Callable[[], Awaitable[T]], timeout_s: float = 15.0, interval_s: float = 0.05, what: str = "condition"
+    check: Callable[[], Awaitable[T]],
+    timeout_s: float = 15.0,
+    interval_s: float = 0.05,
+    what: str = "condition",
 ) -> T:
     """Call `check` until it returns without raising AssertionError (and not None/False)."""
     deadline = time.monotonic() + timeout_s

@@ -10,11 +10,14 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from vcc.config import ConfigError, ProvinceConfig, load_province
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 app = typer.Typer(
     name="vcc",
@@ -31,6 +34,13 @@ app.add_typer(cluster_app, name="cluster")
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The province config (YAML).")]
 RunDirOpt = Annotated[Path, typer.Option("--run-dir", help="The cluster's run folder.")]
 DEFAULT_CLUSTER_DIR = Path("run/cluster")
+
+
+def _console() -> Console:
+    # A pipe or a log file gets full-width tables rather than rich's default of 80 columns.
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=160)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -176,7 +186,6 @@ def cluster_down(run_dir: RunDirOpt = DEFAULT_CLUSTER_DIR) -> None:
 @cluster_app.command("status")
 def cluster_status(run_dir: RunDirOpt = DEFAULT_CLUSTER_DIR) -> None:
     """Which processes of the run folder's cluster are running."""
-    from rich.console import Console
     from rich.table import Table
 
     from tools.cluster import ClusterError, status
@@ -195,7 +204,7 @@ def cluster_status(run_dir: RunDirOpt = DEFAULT_CLUSTER_DIR) -> None:
         table.add_row(
             p.name, str(p.pid), "[green]running[/]" if p.alive else "[red]stopped[/]", p.address, str(p.log)
         )
-    Console().print(table)
+    _console().print(table)
     if not all(p.alive for p in procs):
         raise typer.Exit(1)
 
@@ -206,12 +215,10 @@ def status(
     deadline: Annotated[float, typer.Option(help="Seconds to wait for each answer.")] = 3.0,
 ) -> None:
     """Every site: up/down, agents, waiting calls, trunks, outbox (from central, else from the sites)."""
-    from rich.console import Console
-
     from tools.status import print_status
 
     cfg = load_config(config)
-    all_up = asyncio.run(print_status(cfg, Console(), deadline))
+    all_up = asyncio.run(print_status(cfg, _console(), deadline))
     if not all_up:
         raise typer.Exit(1)
 

@@ -76,7 +76,9 @@ class EtcdServer:
         url = f"http://127.0.0.1:{self.client_port}/health"
         while True:
             if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"etcd exited with {self.process.returncode}; see its log in {self.data_dir.parent}")
+                raise RuntimeError(
+                    f"etcd exited with {self.process.returncode}; see its log in {self.data_dir.parent}"
+                )
             try:
                 with urllib.request.urlopen(url, timeout=1.0) as reply:
                     if b'"health":"true"' in reply.read():

@@ -2,14 +2,16 @@
 
 Definitions (every figure comes from CallerViews, never from central, except reconciliation):
 
-- The measurement window is [traffic_start + warmup_s, traffic_start + warmup_s + duration_s):
+- Measured calls are those offered from traffic_start + warmup_s on (the generator stops offering
+  by itself; no upper bound, so traffic driven in slices with gaps between them loses no call).
   offered, answered, abandoned, blocked, lost_*, p_wait, asa_s, service_level, overflow and
-  routing latency count only calls offered inside it. `all_calls` repeats the counts over every
-  call of the run (warm-up and drain included), so that no lost call hides in the warm-up.
+  routing latency count only those. duration_s is the time their arrivals span (it gives the
+  arrival rate for Erlang C). `all_calls` repeats the counts over every call of the run, warm-up
+  included, so that no lost call hides in the warm-up.
 - A call is counted at its entry site. overflow_out: answered calls served at another site;
   overflow_in: answered calls served here that entered elsewhere.
-- lost_elsewhere: outcome "lost" (stream broke without `ended`) or "failed". lost_on_failed_site
-  stays 0 until fault events are attributed.
+- lost_elsewhere: outcome "lost" (stream broke without `ended`, or the site could not be reached
+  at all) or "failed". lost_on_failed_site stays 0 until fault events are attributed.
 - p_wait: among answered + abandoned calls, the share that "waited": the call was queued and was
   not ringing an agent at the moment it was queued, i.e. it saw `queued` and either never rang or
   its first `ringing` came more than 1 ms after `queued`. The gap is taken from the site's own
@@ -190,8 +192,7 @@ def build_report(
 ) -> dict[str, object]:
     """The report of SPEC §6 as a JSON-ready dict (see the module docstring for definitions)."""
     window_start = traffic_start + warmup_s
-    window_end = window_start + duration_s
-    counted = [v for v in views if window_start <= v.offered_at < window_end]
+    counted = [v for v in views if v.offered_at >= window_start]
 
     sites = sorted(
         set(agents_per_site)

@@ -194,7 +194,9 @@ class ProvinceConfig(_Strict):
         for s in self.sites:
             if s.id == site_id:
                 return s
-        raise ConfigError(f"site: no site {site_id!r} in the province config (have: {', '.join(s.id for s in self.sites)})")
+        raise ConfigError(
+            f"site: no site {site_id!r} in the province config (have: {', '.join(s.id for s in self.sites)})"
+        )
 
 
 def _unique(key: str, values: list[str]) -> None:

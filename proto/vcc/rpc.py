@@ -59,7 +59,9 @@ def maps_stream_errors(method: F) -> F:
     """Like maps_errors, for server-streaming handlers (async generators)."""
 
     @functools.wraps(method)
-    async def streaming(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+    async def streaming(
+        self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
         try:
             async for item in method(self, request, context):
                 yield item
@@ -94,7 +96,9 @@ class Server:
         return self.port
 
     async def set_serving(self, serving: bool) -> None:
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         for name in ("", *self._names):
             await self._health.set(name, status)
 

@@ -68,7 +68,9 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     )
     config_path = run_dir / "province.yaml"
     config_path.write_text(yaml.safe_dump(config, allow_unicode=True))
-    started = asyncio.run(Cluster.start(config_path, run_dir / "run", seed_customers=CUSTOMERS, fresh_ports=True))
+    started = asyncio.run(
+        Cluster.start(config_path, run_dir / "run", seed_customers=CUSTOMERS, fresh_ports=True)
+    )
     yield started
     asyncio.run(started.stop())
 
@@ -104,7 +106,8 @@ async def _central_records(cluster: Cluster) -> list[central_pb2.CallRecord]:
         stub = central_pb2_grpc.CentralServiceStub(ch)
         while True:
             page = await stub.ListCallRecords(
-                central_pb2.ListCallRecordsRequest(page_size=1000, page_token=token, with_events=True), timeout=10
+                central_pb2.ListCallRecordsRequest(page_size=1000, page_token=token, with_events=True),
+                timeout=10,
             )
             records.extend(page.records)
             token = page.next_page_token
@@ -133,7 +136,8 @@ async def _traffic_with_robots(
     stop = asyncio.Event()
     policy = RobotPolicy(handle_time_mean_s=0.3, handle_distribution="constant", seed=7)
     robots = [
-        asyncio.create_task(run_robots(_address(cluster, s), _agents(cluster, s), policy, stop)) for s in ("gz", "sz")
+        asyncio.create_task(run_robots(_address(cluster, s), _agents(cluster, s), policy, stop))
+        for s in ("gz", "sz")
     ]
     try:
         # Robots ready before the first caller.
@@ -231,7 +235,9 @@ class Desktop:
 
     async def login(self) -> None:
         reply = await self.stub.Login(
-            cti_pb2.LoginRequest(idempotency_key=uuid.uuid4().hex, agent_code=self.code, password=DEFAULT_PASSWORD),
+            cti_pb2.LoginRequest(
+                idempotency_key=uuid.uuid4().hex, agent_code=self.code, password=DEFAULT_PASSWORD
+            ),
             timeout=10,
         )
         self.token = reply.session_token
@@ -288,10 +294,14 @@ class Caller:
     async def until(self, kind: str) -> trunk_pb2.PlaceCallResponse:
         while True:
             msg = await asyncio.wait_for(self.stream.read(), 10)
-            assert msg is not grpc.aio.EOF, f"stream ended before {kind}: {[m.WhichOneof('progress') for m in self.seen]}"
+            assert msg is not grpc.aio.EOF, (
+                f"stream ended before {kind}: {[m.WhichOneof('progress') for m in self.seen]}"
+            )
             self.seen.append(msg)
             if msg.WhichOneof("progress") == "prompt":
-                self._actions.put_nowait(trunk_pb2.PlaceCallRequest(digits=trunk_pb2.CallerDigits(digits="1")))
+                self._actions.put_nowait(
+                    trunk_pb2.PlaceCallRequest(digits=trunk_pb2.CallerDigits(digits="1"))
+                )
             if msg.WhichOneof("progress") == kind:
                 return msg
 
@@ -325,7 +335,9 @@ async def test_ring_no_answer_moves_the_call_and_makes_the_agent_not_ready(clust
         offer = await answering.next_event("call_offered")
         await answering.stub.Answer(
             cti_pb2.AnswerRequest(
-                idempotency_key=uuid.uuid4().hex, session_token=answering.token, call_id=offer.call_offered.call_id
+                idempotency_key=uuid.uuid4().hex,
+                session_token=answering.token,
+                call_id=offer.call_offered.call_id,
             ),
             timeout=5,
         )
@@ -341,7 +353,9 @@ async def test_ring_no_answer_moves_the_call_and_makes_the_agent_not_ready(clust
         async with rpc.channel(cluster.config.central.listen) as ch:
             stub = central_pb2_grpc.CentralServiceStub(ch)
             try:
-                reply = await stub.GetCallRecord(central_pb2.GetCallRecordRequest(call_id=ended.call_id), timeout=5)
+                reply = await stub.GetCallRecord(
+                    central_pb2.GetCallRecordRequest(call_id=ended.call_id), timeout=5
+                )
             except grpc.aio.AioRpcError:
                 return False
             kinds = [e.kind for e in reply.record.events]
@@ -385,7 +399,9 @@ async def test_full_trunks_block_and_are_counted(cluster: Cluster) -> None:
         async with rpc.channel(cluster.config.central.listen) as ch:
             stub = central_pb2_grpc.CentralServiceStub(ch)
             try:
-                reply = await stub.GetCallRecord(central_pb2.GetCallRecordRequest(call_id=ended.call_id), timeout=5)
+                reply = await stub.GetCallRecord(
+                    central_pb2.GetCallRecordRequest(call_id=ended.call_id), timeout=5
+                )
             except grpc.aio.AioRpcError:
                 return False
             return reply.record.outcome == common_pb2.CALL_OUTCOME_BLOCKED

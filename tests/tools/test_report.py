@@ -12,7 +12,7 @@ from tools.traffic import CallerView
 from vcc import rpc
 from vcc.v1 import central_pb2, common_pb2
 
-START = 1000.0  # traffic start; window [1010, 1110) with warm-up 10 s and duration 100 s
+START = 1000.0  # traffic start; calls from 1010 on count (warm-up 10 s), over 100 s
 
 
 def view(
@@ -124,7 +124,7 @@ VIEWS = [
         connected=1110.35,
         served="sz",
     ),
-    # offered at the window's end: out
+    # offered after duration_s (slices): still counted, it rang 100 ms after queued
     view(
         "late",
         "sz",
@@ -177,7 +177,7 @@ def test_counts_per_site_and_totals() -> None:
         "overflow_out": 1,
         "overflow_in": 0,
     }
-    assert (sz["offered"], sz["answered"], sz["overflow_in"], sz["overflow_out"]) == (2, 2, 1, 0)
+    assert (sz["offered"], sz["answered"], sz["overflow_in"], sz["overflow_out"]) == (3, 3, 1, 0)
     assert (fs["offered"], fs["p_wait"], fs["asa_s"], fs["service_level"]) == (0, None, None, None)
     totals = report["totals"]
     assert isinstance(totals, dict)
@@ -193,8 +193,8 @@ def test_counts_per_site_and_totals() -> None:
             "overflow_in",
         )
     } == {
-        "offered": 9,
-        "answered": 4,
+        "offered": 10,
+        "answered": 5,
         "abandoned": 2,
         "blocked": 1,
         "lost_elsewhere": 2,
@@ -224,13 +224,13 @@ def test_waiting_speed_of_answer_and_service_level() -> None:
     assert gz["p_wait"] == pytest.approx(2 / 4)
     assert gz["asa_s"] == pytest.approx((0.2 + 1.1) / 2)
     assert gz["service_level"] == pytest.approx(1 / 6)  # a1 within 0.5 s, over 7 offered - 1 blocked
-    # sz: b1 rang 0.5 ms after queued (not waited), b2 2 ms (waited).
-    assert sz["p_wait"] == pytest.approx(1 / 2)
-    assert sz["asa_s"] == pytest.approx((0.3 + 0.45) / 2)
+    # sz: b1 rang 0.5 ms after queued (not waited), b2 2 ms and late 100 ms (waited).
+    assert sz["p_wait"] == pytest.approx(2 / 3)
+    assert sz["asa_s"] == pytest.approx((0.3 + 0.45 + 0.2) / 3)
     assert sz["service_level"] == pytest.approx(1.0)
-    assert totals["p_wait"] == pytest.approx(3 / 6)
-    assert totals["asa_s"] == pytest.approx((0.2 + 1.1 + 0.3 + 0.45) / 4)
-    assert totals["service_level"] == pytest.approx(3 / 8)
+    assert totals["p_wait"] == pytest.approx(4 / 7)
+    assert totals["asa_s"] == pytest.approx((0.2 + 1.1 + 0.3 + 0.45 + 0.2) / 5)
+    assert totals["service_level"] == pytest.approx(4 / 9)
 
 
 def test_site_timestamps_decide_waiting_over_receipt_times() -> None:
@@ -264,9 +264,9 @@ def test_site_timestamps_decide_waiting_over_receipt_times() -> None:
 def test_routing_latency_percentiles() -> None:
     latency = build()["routing_latency_ms"]
     assert isinstance(latency, dict)
-    # a1 0.5 ms, a2 1000 ms, b1 0.5 ms, b2 2 ms (receipt times, queued -> first ringing)
-    assert latency["count"] == 4
-    assert latency["p50"] == pytest.approx(0.5, abs=1e-3)
+    # a1 0.5 ms, a2 1000 ms, b1 0.5 ms, b2 2 ms, late 100 ms (receipt times, queued -> first ringing)
+    assert latency["count"] == 5
+    assert latency["p50"] == pytest.approx(2.0, abs=1e-3)
     assert latency["p90"] == pytest.approx(1000.0, abs=1e-3)
     assert latency["p99"] == pytest.approx(1000.0, abs=1e-3)
     assert latency["max"] == pytest.approx(1000.0, abs=1e-3)
@@ -279,9 +279,9 @@ def test_erlang_c_for_the_same_offered_load() -> None:
     erlang = build()["erlang_c"]
     assert isinstance(erlang, dict)
     sz = erlang["sites"]["sz"]
-    # sz: 2 calls in 100 s, 2 s each, 1 agent: M/M/1 with rho = 0.04.
-    rho = 0.04
-    assert sz["arrival_rate_per_s"] == pytest.approx(0.02)
+    # sz: 3 calls in 100 s, 2 s each, 1 agent: M/M/1 with rho = 0.06.
+    rho = 0.06
+    assert sz["arrival_rate_per_s"] == pytest.approx(0.03)
     assert sz["p_wait"] == pytest.approx(rho)
     assert sz["asa_s"] == pytest.approx(rho / (1 - rho) * 2.0)
     assert sz["service_level"] == pytest.approx(1 - rho * math.exp(-(1 - rho) * 0.5 / 2.0))
@@ -294,7 +294,7 @@ def test_erlang_c_for_the_same_offered_load() -> None:
     assert gz["asa_s"] == pytest.approx(c * 2.0 / (2 - a))
     assert erlang["sites"]["fs"] is None  # no agents
     pooled = erlang["pooled"]
-    assert (pooled["agents"], pooled["arrival_rate_per_s"]) == (3, pytest.approx(0.08))
+    assert (pooled["agents"], pooled["arrival_rate_per_s"]) == (3, pytest.approx(0.09))
 
 
 def test_unstable_load_has_no_finite_asa_and_report_is_strict_json() -> None:
