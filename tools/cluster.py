@@ -286,11 +286,21 @@ class Cluster:
         try:
             if central:
                 await cluster.start_central()
-            await asyncio.gather(*(cluster.start_site(site_id) for site_id in wanted))
+            await cluster._start_sites(wanted)
         except BaseException:
             await cluster.stop()
             raise
         return cluster
+
+    async def _start_sites(self, site_ids: Sequence[str]) -> None:
+        """All at once; the first failure cancels the other waits (and is the one reported)."""
+        tasks = [asyncio.create_task(self.start_site(site_id)) for site_id in site_ids]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def _central_process(self) -> ManagedProcess:
         cmd = vcc_command("central", "--config", str(self.config_path))

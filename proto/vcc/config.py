@@ -165,6 +165,24 @@ class CentralConfig(_Strict):
         return v
 
 
+RoutingMode = Literal["isolated", "overflow", "pooled"]
+
+
+class RoutingConfig(_Strict):
+    """How the cities share calls (the virtual call center)."""
+
+    # isolated: never leave the city; overflow: leave after waiting `overflow_after_s` locally (at
+    # once when nobody is logged in for the skill); pooled: the province is one queue.
+    mode: RoutingMode = "overflow"
+    overflow_after_s: float = Field(default=10.0, ge=0, le=3600)
+    # Live state older than this is not trusted for routing (the site counts as unknown).
+    max_state_age_s: float = Field(default=2.0, gt=0, le=60)
+    # How long a target site may take to reserve an agent for an offered call.
+    offer_timeout_s: float = Field(default=1.0, gt=0, le=30)
+    # A call that stayed after a routing decision asks again this often while it waits.
+    reroute_interval_s: float = Field(default=1.0, gt=0, le=60)
+
+
 class ProvinceInfo(_Strict):
     id: Ident
     name: str
@@ -175,6 +193,7 @@ class ProvinceConfig(_Strict):
     province: ProvinceInfo
     etcd: EtcdConfig = EtcdConfig()
     central: CentralConfig = CentralConfig()
+    routing: RoutingConfig = RoutingConfig()
     sites: list[SiteConfig] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -223,6 +223,7 @@ class CallRecord(_message.Message):
     TALK_S_FIELD_NUMBER: _builtins.int
     EVENT_COUNT_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
+    DECISIONS_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     entry_site_id: _builtins.str
     ani: _builtins.str
@@ -244,6 +245,10 @@ class CallRecord(_message.Message):
     def ended_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.CallEvent]: ...
+    @_builtins.property
+    def decisions(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoutingDecision]:
+        """Decisions that moved (or kept) the call, oldest first."""
+
     def __init__(
         self,
         *,
@@ -263,10 +268,11 @@ class CallRecord(_message.Message):
         talk_s: _builtins.float = ...,
         event_count: _builtins.int = ...,
         events: _abc.Iterable[_common_pb2.CallEvent] | None = ...,
+        decisions: _abc.Iterable[Global___RoutingDecision] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["answered_at", b"answered_at", "arrived_at", b"arrived_at", "ended_at", b"ended_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_code", b"agent_code", "ani", b"ani", "answered_at", b"answered_at", "arrived_at", b"arrived_at", "call_id", b"call_id", "dnis", b"dnis", "ended_at", b"ended_at", "entry_site_id", b"entry_site_id", "event_count", b"event_count", "events", b"events", "outcome", b"outcome", "served_site_id", b"served_site_id", "skill_group", b"skill_group", "state", b"state", "talk_s", b"talk_s", "wait_s", b"wait_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_code", b"agent_code", "ani", b"ani", "answered_at", b"answered_at", "arrived_at", b"arrived_at", "call_id", b"call_id", "decisions", b"decisions", "dnis", b"dnis", "ended_at", b"ended_at", "entry_site_id", b"entry_site_id", "event_count", b"event_count", "events", b"events", "outcome", b"outcome", "served_site_id", b"served_site_id", "skill_group", b"skill_group", "state", b"state", "talk_s", b"talk_s", "wait_s", b"wait_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -347,3 +353,432 @@ class GetProvinceStatusResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetProvinceStatusResponse: _TypeAlias = GetProvinceStatusResponse  # noqa: Y015
+
+@_typing.final
+class StreamSiteStateRequest(_message.Message):
+    """---- Global routing (the virtual call center) ----------------------------------------------
+
+    A site's live state, pushed while the site runs: at most every 100 ms when something changed,
+    at least every second (a heartbeat). The `seq` increases by one per update.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    @_builtins.property
+    def state(self) -> _site_admin_pb2.SiteSummary: ...
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        state: _site_admin_pb2.SiteSummary | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["state", b"state"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["seq", b"seq", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamSiteStateRequest: _TypeAlias = StreamSiteStateRequest  # noqa: Y015
+
+@_typing.final
+class StreamSiteStateResponse(_message.Message):
+    """Commands central sends to a site on its state stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PULL_CALL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def pull_call(self) -> Global___PullCall:
+        """Pooled mode: an agent is free at `to_site_id`; offer it your longest-waiting eligible call."""
+
+    def __init__(
+        self,
+        *,
+        pull_call: Global___PullCall | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "pull_call", b"pull_call"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "pull_call", b"pull_call"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_command: _TypeAlias = _typing.Literal["pull_call"]  # noqa: Y015
+    _WhichOneofArgType_command: _TypeAlias = _typing.Literal["command", b"command"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_command) -> _WhichOneofReturnType_command | None: ...
+
+Global___StreamSiteStateResponse: _TypeAlias = StreamSiteStateResponse  # noqa: Y015
+
+@_typing.final
+class PullCall(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKILL_GROUP_FIELD_NUMBER: _builtins.int
+    TO_SITE_ID_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    skill_group: _builtins.str
+    to_site_id: _builtins.str
+    @_builtins.property
+    def decision(self) -> Global___RoutingDecision: ...
+    def __init__(
+        self,
+        *,
+        skill_group: _builtins.str = ...,
+        to_site_id: _builtins.str = ...,
+        decision: Global___RoutingDecision | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "skill_group", b"skill_group", "to_site_id", b"to_site_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PullCall: _TypeAlias = PullCall  # noqa: Y015
+
+@_typing.final
+class SiteCandidate(_message.Message):
+    """How a site that central considered for a call looked at that moment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SITE_ID_FIELD_NUMBER: _builtins.int
+    UP_FIELD_NUMBER: _builtins.int
+    STATE_AGE_S_FIELD_NUMBER: _builtins.int
+    READY_AGENTS_FIELD_NUMBER: _builtins.int
+    CALLS_WAITING_FIELD_NUMBER: _builtins.int
+    EXPECTED_WAIT_S_FIELD_NUMBER: _builtins.int
+    FREE_TIE_CHANNELS_FIELD_NUMBER: _builtins.int
+    FREE_BOARD_CHANNELS_FIELD_NUMBER: _builtins.int
+    ELIGIBLE_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    site_id: _builtins.str
+    up: _builtins.bool
+    state_age_s: _builtins.float
+    """Age of the live state the decision used."""
+    ready_agents: _builtins.int
+    calls_waiting: _builtins.int
+    expected_wait_s: _builtins.float
+    """-1: nobody is staffed for the skill there."""
+    free_tie_channels: _builtins.int
+    """Free tie-trunk channels between the call's origin and this site (origin's side)."""
+    free_board_channels: _builtins.int
+    """Free IVR/board channels at the site (capacity to take more calls)."""
+    eligible: _builtins.bool
+    note: _builtins.str
+    """Why it was not eligible, or why it lost: "down", "stale", "no-agent", "no-tie-channel", ..."""
+    def __init__(
+        self,
+        *,
+        site_id: _builtins.str = ...,
+        up: _builtins.bool = ...,
+        state_age_s: _builtins.float = ...,
+        ready_agents: _builtins.int = ...,
+        calls_waiting: _builtins.int = ...,
+        expected_wait_s: _builtins.float = ...,
+        free_tie_channels: _builtins.int = ...,
+        free_board_channels: _builtins.int = ...,
+        eligible: _builtins.bool = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls_waiting", b"calls_waiting", "eligible", b"eligible", "expected_wait_s", b"expected_wait_s", "free_board_channels", b"free_board_channels", "free_tie_channels", b"free_tie_channels", "note", b"note", "ready_agents", b"ready_agents", "site_id", b"site_id", "state_age_s", b"state_age_s", "up", b"up"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SiteCandidate: _TypeAlias = SiteCandidate  # noqa: Y015
+
+@_typing.final
+class RoutingDecision(_message.Message):
+    """One decision to move (or keep) a call, with everything that led to it. Part of the call's
+    history at central: an operator can ask why a caller in one city was served in another.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_ID_FIELD_NUMBER: _builtins.int
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    ORIGIN_SITE_ID_FIELD_NUMBER: _builtins.int
+    TARGET_SITE_ID_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CANDIDATES_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    SKILL_GROUP_FIELD_NUMBER: _builtins.int
+    decision_id: _builtins.str
+    call_id: _builtins.str
+    origin_site_id: _builtins.str
+    target_site_id: _builtins.str
+    """Empty: the call stays where it is."""
+    mode: _builtins.str
+    """isolated | overflow | pooled | pre-route | transfer"""
+    reason: _builtins.str
+    """Why this target won (or why the call stays), in words."""
+    skill_group: _builtins.str
+    @_builtins.property
+    def candidates(self) -> _containers.RepeatedCompositeFieldContainer[Global___SiteCandidate]: ...
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        decision_id: _builtins.str = ...,
+        call_id: _builtins.str = ...,
+        origin_site_id: _builtins.str = ...,
+        target_site_id: _builtins.str = ...,
+        mode: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        candidates: _abc.Iterable[Global___SiteCandidate] | None = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        skill_group: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "call_id", b"call_id", "candidates", b"candidates", "decision_id", b"decision_id", "mode", b"mode", "origin_site_id", b"origin_site_id", "reason", b"reason", "skill_group", b"skill_group", "target_site_id", b"target_site_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoutingDecision: _TypeAlias = RoutingDecision  # noqa: Y015
+
+@_typing.final
+class RouteCallRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    SITE_ID_FIELD_NUMBER: _builtins.int
+    SKILL_GROUP_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    WAITED_S_FIELD_NUMBER: _builtins.int
+    EXCLUDE_SITE_IDS_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.str
+    site_id: _builtins.str
+    skill_group: _builtins.str
+    priority: _builtins.int
+    waited_s: _builtins.float
+    @_builtins.property
+    def exclude_site_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Sites that refused this call already (try others first)."""
+
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.str = ...,
+        site_id: _builtins.str = ...,
+        skill_group: _builtins.str = ...,
+        priority: _builtins.int = ...,
+        waited_s: _builtins.float = ...,
+        exclude_site_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "exclude_site_ids", b"exclude_site_ids", "priority", b"priority", "site_id", b"site_id", "skill_group", b"skill_group", "waited_s", b"waited_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RouteCallRequest: _TypeAlias = RouteCallRequest  # noqa: Y015
+
+@_typing.final
+class RouteCallResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def decision(self) -> Global___RoutingDecision: ...
+    def __init__(
+        self,
+        *,
+        decision: Global___RoutingDecision | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RouteCallResponse: _TypeAlias = RouteCallResponse  # noqa: Y015
+
+@_typing.final
+class PreRouteCallRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOME_SITE_ID_FIELD_NUMBER: _builtins.int
+    ANI_FIELD_NUMBER: _builtins.int
+    DNIS_FIELD_NUMBER: _builtins.int
+    home_site_id: _builtins.str
+    """The caller's city: where the network would deliver the call."""
+    ani: _builtins.str
+    dnis: _builtins.str
+    def __init__(
+        self,
+        *,
+        home_site_id: _builtins.str = ...,
+        ani: _builtins.str = ...,
+        dnis: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ani", b"ani", "dnis", b"dnis", "home_site_id", b"home_site_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreRouteCallRequest: _TypeAlias = PreRouteCallRequest  # noqa: Y015
+
+@_typing.final
+class PreRouteCallResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SITE_ID_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    site_id: _builtins.str
+    """Empty: every site is down or full; the network counts the call as blocked."""
+    address: _builtins.str
+    """host:port of that site's trunk ingress."""
+    @_builtins.property
+    def decision(self) -> Global___RoutingDecision: ...
+    def __init__(
+        self,
+        *,
+        site_id: _builtins.str = ...,
+        address: _builtins.str = ...,
+        decision: Global___RoutingDecision | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "decision", b"decision", "site_id", b"site_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreRouteCallResponse: _TypeAlias = PreRouteCallResponse  # noqa: Y015
+
+@_typing.final
+class ListAgentsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SITE_ID_FIELD_NUMBER: _builtins.int
+    site_id: _builtins.str
+    """Empty: every site."""
+    def __init__(
+        self,
+        *,
+        site_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["site_id", b"site_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAgentsRequest: _TypeAlias = ListAgentsRequest  # noqa: Y015
+
+@_typing.final
+class DirectoryEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class SkillsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    AGENT_CODE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    SITE_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    SKILLS_FIELD_NUMBER: _builtins.int
+    agent_code: _builtins.str
+    name: _builtins.str
+    site_id: _builtins.str
+    state: _builtins.str
+    """AgentState name, e.g. "READY"; "LOGGED_OUT" when the site does not report the agent."""
+    @_builtins.property
+    def skills(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        agent_code: _builtins.str = ...,
+        name: _builtins.str = ...,
+        site_id: _builtins.str = ...,
+        state: _builtins.str = ...,
+        skills: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_code", b"agent_code", "name", b"name", "site_id", b"site_id", "skills", b"skills", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DirectoryEntry: _TypeAlias = DirectoryEntry  # noqa: Y015
+
+@_typing.final
+class ListAgentsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def agents(self) -> _containers.RepeatedCompositeFieldContainer[Global___DirectoryEntry]: ...
+    def __init__(
+        self,
+        *,
+        agents: _abc.Iterable[Global___DirectoryEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAgentsResponse: _TypeAlias = ListAgentsResponse  # noqa: Y015
+
+@_typing.final
+class ListRoutingDecisionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRoutingDecisionsRequest: _TypeAlias = ListRoutingDecisionsRequest  # noqa: Y015
+
+@_typing.final
+class ListRoutingDecisionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def decisions(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoutingDecision]: ...
+    def __init__(
+        self,
+        *,
+        decisions: _abc.Iterable[Global___RoutingDecision] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decisions", b"decisions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRoutingDecisionsResponse: _TypeAlias = ListRoutingDecisionsResponse  # noqa: Y015

@@ -59,6 +59,31 @@ class CentralServiceStub:
                 request_serializer=vcc_dot_v1_dot_central__pb2.GetProvinceStatusRequest.SerializeToString,
                 response_deserializer=vcc_dot_v1_dot_central__pb2.GetProvinceStatusResponse.FromString,
                 _registered_method=True)
+        self.StreamSiteState = channel.stream_stream(
+                '/vcc.v1.CentralService/StreamSiteState',
+                request_serializer=vcc_dot_v1_dot_central__pb2.StreamSiteStateRequest.SerializeToString,
+                response_deserializer=vcc_dot_v1_dot_central__pb2.StreamSiteStateResponse.FromString,
+                _registered_method=True)
+        self.RouteCall = channel.unary_unary(
+                '/vcc.v1.CentralService/RouteCall',
+                request_serializer=vcc_dot_v1_dot_central__pb2.RouteCallRequest.SerializeToString,
+                response_deserializer=vcc_dot_v1_dot_central__pb2.RouteCallResponse.FromString,
+                _registered_method=True)
+        self.PreRouteCall = channel.unary_unary(
+                '/vcc.v1.CentralService/PreRouteCall',
+                request_serializer=vcc_dot_v1_dot_central__pb2.PreRouteCallRequest.SerializeToString,
+                response_deserializer=vcc_dot_v1_dot_central__pb2.PreRouteCallResponse.FromString,
+                _registered_method=True)
+        self.ListAgents = channel.unary_unary(
+                '/vcc.v1.CentralService/ListAgents',
+                request_serializer=vcc_dot_v1_dot_central__pb2.ListAgentsRequest.SerializeToString,
+                response_deserializer=vcc_dot_v1_dot_central__pb2.ListAgentsResponse.FromString,
+                _registered_method=True)
+        self.ListRoutingDecisions = channel.unary_unary(
+                '/vcc.v1.CentralService/ListRoutingDecisions',
+                request_serializer=vcc_dot_v1_dot_central__pb2.ListRoutingDecisionsRequest.SerializeToString,
+                response_deserializer=vcc_dot_v1_dot_central__pb2.ListRoutingDecisionsResponse.FromString,
+                _registered_method=True)
 
 
 class CentralServiceServicer:
@@ -99,6 +124,41 @@ class CentralServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamSiteState(self, request_iterator, context):
+        """The site's live state stream (coalesced); central answers with routing commands.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RouteCall(self, request, context):
+        """Should this waiting call leave its city, and for which site? Recorded in its history.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PreRouteCall(self, request, context):
+        """Pre-routing: the network asks where to deliver a new call when its city is down or full.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAgents(self, request, context):
+        """The agent directory with presence, for transfers by agent code anywhere in the province.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRoutingDecisions(self, request, context):
+        """The routing decisions recorded for one call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CentralServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +186,31 @@ def add_CentralServiceServicer_to_server(servicer, server):
                     servicer.GetProvinceStatus,
                     request_deserializer=vcc_dot_v1_dot_central__pb2.GetProvinceStatusRequest.FromString,
                     response_serializer=vcc_dot_v1_dot_central__pb2.GetProvinceStatusResponse.SerializeToString,
+            ),
+            'StreamSiteState': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamSiteState,
+                    request_deserializer=vcc_dot_v1_dot_central__pb2.StreamSiteStateRequest.FromString,
+                    response_serializer=vcc_dot_v1_dot_central__pb2.StreamSiteStateResponse.SerializeToString,
+            ),
+            'RouteCall': grpc.unary_unary_rpc_method_handler(
+                    servicer.RouteCall,
+                    request_deserializer=vcc_dot_v1_dot_central__pb2.RouteCallRequest.FromString,
+                    response_serializer=vcc_dot_v1_dot_central__pb2.RouteCallResponse.SerializeToString,
+            ),
+            'PreRouteCall': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreRouteCall,
+                    request_deserializer=vcc_dot_v1_dot_central__pb2.PreRouteCallRequest.FromString,
+                    response_serializer=vcc_dot_v1_dot_central__pb2.PreRouteCallResponse.SerializeToString,
+            ),
+            'ListAgents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAgents,
+                    request_deserializer=vcc_dot_v1_dot_central__pb2.ListAgentsRequest.FromString,
+                    response_serializer=vcc_dot_v1_dot_central__pb2.ListAgentsResponse.SerializeToString,
+            ),
+            'ListRoutingDecisions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRoutingDecisions,
+                    request_deserializer=vcc_dot_v1_dot_central__pb2.ListRoutingDecisionsRequest.FromString,
+                    response_serializer=vcc_dot_v1_dot_central__pb2.ListRoutingDecisionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,6 +348,141 @@ class CentralService:
             '/vcc.v1.CentralService/GetProvinceStatus',
             vcc_dot_v1_dot_central__pb2.GetProvinceStatusRequest.SerializeToString,
             vcc_dot_v1_dot_central__pb2.GetProvinceStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamSiteState(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/vcc.v1.CentralService/StreamSiteState',
+            vcc_dot_v1_dot_central__pb2.StreamSiteStateRequest.SerializeToString,
+            vcc_dot_v1_dot_central__pb2.StreamSiteStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RouteCall(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vcc.v1.CentralService/RouteCall',
+            vcc_dot_v1_dot_central__pb2.RouteCallRequest.SerializeToString,
+            vcc_dot_v1_dot_central__pb2.RouteCallResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreRouteCall(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vcc.v1.CentralService/PreRouteCall',
+            vcc_dot_v1_dot_central__pb2.PreRouteCallRequest.SerializeToString,
+            vcc_dot_v1_dot_central__pb2.PreRouteCallResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAgents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vcc.v1.CentralService/ListAgents',
+            vcc_dot_v1_dot_central__pb2.ListAgentsRequest.SerializeToString,
+            vcc_dot_v1_dot_central__pb2.ListAgentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRoutingDecisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vcc.v1.CentralService/ListRoutingDecisions',
+            vcc_dot_v1_dot_central__pb2.ListRoutingDecisionsRequest.SerializeToString,
+            vcc_dot_v1_dot_central__pb2.ListRoutingDecisionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,16 @@ class CentralServiceStub:
     """Call records in arrival order, paged."""
     GetProvinceStatus: _grpc.UnaryUnaryMultiCallable[_central_pb2.GetProvinceStatusRequest, _central_pb2.GetProvinceStatusResponse]
     """Every site of the province config, up or down, with its last live summary."""
+    StreamSiteState: _grpc.StreamStreamMultiCallable[_central_pb2.StreamSiteStateRequest, _central_pb2.StreamSiteStateResponse]
+    """The site's live state stream (coalesced); central answers with routing commands."""
+    RouteCall: _grpc.UnaryUnaryMultiCallable[_central_pb2.RouteCallRequest, _central_pb2.RouteCallResponse]
+    """Should this waiting call leave its city, and for which site? Recorded in its history."""
+    PreRouteCall: _grpc.UnaryUnaryMultiCallable[_central_pb2.PreRouteCallRequest, _central_pb2.PreRouteCallResponse]
+    """Pre-routing: the network asks where to deliver a new call when its city is down or full."""
+    ListAgents: _grpc.UnaryUnaryMultiCallable[_central_pb2.ListAgentsRequest, _central_pb2.ListAgentsResponse]
+    """The agent directory with presence, for transfers by agent code anywhere in the province."""
+    ListRoutingDecisions: _grpc.UnaryUnaryMultiCallable[_central_pb2.ListRoutingDecisionsRequest, _central_pb2.ListRoutingDecisionsResponse]
+    """The routing decisions recorded for one call."""
 
 @_typing.type_check_only
 class CentralServiceAsyncStub(CentralServiceStub):
@@ -57,6 +67,16 @@ class CentralServiceAsyncStub(CentralServiceStub):
     """Call records in arrival order, paged."""
     GetProvinceStatus: _aio.UnaryUnaryMultiCallable[_central_pb2.GetProvinceStatusRequest, _central_pb2.GetProvinceStatusResponse]  # type: ignore[assignment]
     """Every site of the province config, up or down, with its last live summary."""
+    StreamSiteState: _aio.StreamStreamMultiCallable[_central_pb2.StreamSiteStateRequest, _central_pb2.StreamSiteStateResponse]  # type: ignore[assignment]
+    """The site's live state stream (coalesced); central answers with routing commands."""
+    RouteCall: _aio.UnaryUnaryMultiCallable[_central_pb2.RouteCallRequest, _central_pb2.RouteCallResponse]  # type: ignore[assignment]
+    """Should this waiting call leave its city, and for which site? Recorded in its history."""
+    PreRouteCall: _aio.UnaryUnaryMultiCallable[_central_pb2.PreRouteCallRequest, _central_pb2.PreRouteCallResponse]  # type: ignore[assignment]
+    """Pre-routing: the network asks where to deliver a new call when its city is down or full."""
+    ListAgents: _aio.UnaryUnaryMultiCallable[_central_pb2.ListAgentsRequest, _central_pb2.ListAgentsResponse]  # type: ignore[assignment]
+    """The agent directory with presence, for transfers by agent code anywhere in the province."""
+    ListRoutingDecisions: _aio.UnaryUnaryMultiCallable[_central_pb2.ListRoutingDecisionsRequest, _central_pb2.ListRoutingDecisionsResponse]  # type: ignore[assignment]
+    """The routing decisions recorded for one call."""
 
 class CentralServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -99,5 +119,45 @@ class CentralServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_central_pb2.GetProvinceStatusResponse, _abc.Awaitable[_central_pb2.GetProvinceStatusResponse]]:
         """Every site of the province config, up or down, with its last live summary."""
+
+    @_abc_1.abstractmethod
+    def StreamSiteState(
+        self,
+        request_iterator: _MaybeAsyncIterator[_central_pb2.StreamSiteStateRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_central_pb2.StreamSiteStateResponse], _abc.AsyncIterator[_central_pb2.StreamSiteStateResponse]]:
+        """The site's live state stream (coalesced); central answers with routing commands."""
+
+    @_abc_1.abstractmethod
+    def RouteCall(
+        self,
+        request: _central_pb2.RouteCallRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_central_pb2.RouteCallResponse, _abc.Awaitable[_central_pb2.RouteCallResponse]]:
+        """Should this waiting call leave its city, and for which site? Recorded in its history."""
+
+    @_abc_1.abstractmethod
+    def PreRouteCall(
+        self,
+        request: _central_pb2.PreRouteCallRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_central_pb2.PreRouteCallResponse, _abc.Awaitable[_central_pb2.PreRouteCallResponse]]:
+        """Pre-routing: the network asks where to deliver a new call when its city is down or full."""
+
+    @_abc_1.abstractmethod
+    def ListAgents(
+        self,
+        request: _central_pb2.ListAgentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_central_pb2.ListAgentsResponse, _abc.Awaitable[_central_pb2.ListAgentsResponse]]:
+        """The agent directory with presence, for transfers by agent code anywhere in the province."""
+
+    @_abc_1.abstractmethod
+    def ListRoutingDecisions(
+        self,
+        request: _central_pb2.ListRoutingDecisionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_central_pb2.ListRoutingDecisionsResponse, _abc.Awaitable[_central_pb2.ListRoutingDecisionsResponse]]:
+        """The routing decisions recorded for one call."""
 
 def add_CentralServiceServicer_to_server(servicer: CentralServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

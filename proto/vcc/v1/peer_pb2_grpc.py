@@ -39,6 +39,11 @@ class SitePeerServiceStub:
                 request_serializer=vcc_dot_v1_dot_peer__pb2.PingRequest.SerializeToString,
                 response_deserializer=vcc_dot_v1_dot_peer__pb2.PingResponse.FromString,
                 _registered_method=True)
+        self.ServeCall = channel.stream_stream(
+                '/vcc.v1.SitePeerService/ServeCall',
+                request_serializer=vcc_dot_v1_dot_peer__pb2.ServeCallRequest.SerializeToString,
+                response_deserializer=vcc_dot_v1_dot_peer__pb2.ServeCallResponse.FromString,
+                _registered_method=True)
 
 
 class SitePeerServiceServicer:
@@ -50,6 +55,17 @@ class SitePeerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ServeCall(self, request_iterator, context):
+        """One remote leg. The origin's first message is the offer; the target answers `reserved`
+        (an agent is ringing for it) or `refused`, within the offer's deadline. Then the target
+        reports the leg (answer asked, held, hung up, returned) and the origin confirms answers and
+        reports the caller's hang-up. A broken stream ends the leg on both sides: at the origin the
+        call goes back to its queue with its original arrival time; at the target the agent's call ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SitePeerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -57,6 +73,11 @@ def add_SitePeerServiceServicer_to_server(servicer, server):
                     servicer.Ping,
                     request_deserializer=vcc_dot_v1_dot_peer__pb2.PingRequest.FromString,
                     response_serializer=vcc_dot_v1_dot_peer__pb2.PingResponse.SerializeToString,
+            ),
+            'ServeCall': grpc.stream_stream_rpc_method_handler(
+                    servicer.ServeCall,
+                    request_deserializer=vcc_dot_v1_dot_peer__pb2.ServeCallRequest.FromString,
+                    response_serializer=vcc_dot_v1_dot_peer__pb2.ServeCallResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +107,33 @@ class SitePeerService:
             '/vcc.v1.SitePeerService/Ping',
             vcc_dot_v1_dot_peer__pb2.PingRequest.SerializeToString,
             vcc_dot_v1_dot_peer__pb2.PingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ServeCall(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/vcc.v1.SitePeerService/ServeCall',
+            vcc_dot_v1_dot_peer__pb2.ServeCallRequest.SerializeToString,
+            vcc_dot_v1_dot_peer__pb2.ServeCallResponse.FromString,
             options,
             channel_credentials,
             insecure,
