@@ -14,8 +14,10 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from central.db.engine import create_engine, is_sqlite
 from central.db.migrate import upgrade
 from central.grpc_api import SERVICE_NAME, CentralService
+from central.live_state import LiveState
 from central.membership import MembershipWatcher
 from central.membership_view import MembershipView
+from central.router import Router
 from central.store import Store
 from vcc.config import ProvinceConfig
 from vcc.rpc import Server
@@ -40,6 +42,9 @@ class CentralApp:
         self.membership: MembershipWatcher | None = None
         self.server: Server | None = None
         self._watch_task: asyncio.Task[None] | None = None
+        self.live_state: LiveState | None = None
+        self.router: Router | None = None
+        self._router_task: asyncio.Task[None] | None = None
         self.port = 0
 
     async def start(self) -> int:
@@ -59,8 +64,20 @@ class CentralApp:
         )
         self._watch_task = asyncio.create_task(self.membership.run(), name="central-membership")
 
+        self.live_state = LiveState(
+            ((s.id, s.name) for s in self.config.sites),
+            self.membership.sites,
+            self.config.routing.max_state_age_s,
+        )
+        self.router = Router(self.config.routing, self.live_state, self.store, self.config.sites)
+        self._router_task = asyncio.create_task(self.router.run(), name="central-router")
+
         service = CentralService(
-            self.store, self.config.province.id, [s.id for s in self.config.sites], self.membership.sites
+            self.store,
+            self.config.province.id,
+            [s.id for s in self.config.sites],
+            self.membership.sites,
+            self.router,
         )
         self.server = Server([SERVICE_NAME])
         central_pb2_grpc.add_CentralServiceServicer_to_server(service, self.server.grpc)
@@ -73,6 +90,12 @@ class CentralApp:
         if self.server is not None:
             await self.server.stop(STOP_GRACE_S)
             self.server = None
+        if self._router_task is not None:
+            # Cancelling writes the decisions still queued.
+            self._router_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._router_task
+            self._router_task = None
         if self._watch_task is not None:
             self._watch_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

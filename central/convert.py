@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from central.customers import Customer
+from central.live_state import Health, SiteState
 from central.records import CallEvent, CallRecord, EventKind, Outcome
+from central.store import RecordedDecision
+from routing.global_router import SiteSnapshot, SkillState
 from vcc.rpc import timestamp, unix_s
-from vcc.v1 import central_pb2, common_pb2
+from vcc.v1 import central_pb2, common_pb2, site_admin_pb2
+
+# Resource kinds of a SiteSummary that are boards (media channels), not trunks.
+BOARD_KINDS = frozenset({"ivr", "fax", "recording", "conference"})
+TIE_PREFIX = "tie:"
 
 _KIND_PREFIX = "CALL_EVENT_KIND_"
 _STATE_PREFIX = "CALL_STATE_"
@@ -46,7 +55,7 @@ def event_to_proto(e: CallEvent) -> common_pb2.CallEvent:
     )
 
 
-def record_to_proto(r: CallRecord) -> central_pb2.CallRecord:
+def record_to_proto(r: CallRecord, decisions: Sequence[RecordedDecision] = ()) -> central_pb2.CallRecord:
     msg = central_pb2.CallRecord(
         call_id=r.call_id,
         entry_site_id=r.entry_site_id,
@@ -61,6 +70,7 @@ def record_to_proto(r: CallRecord) -> central_pb2.CallRecord:
         talk_s=r.talk_s,
         event_count=r.event_count,
         events=[event_to_proto(e) for e in r.events],
+        decisions=[decision_to_proto(d) for d in decisions],
     )
     if r.arrived_at is not None:
         msg.arrived_at.CopyFrom(timestamp(r.arrived_at))
@@ -79,3 +89,77 @@ def customer_to_proto(c: Customer) -> common_pb2.Customer:
 
 def _outcome(o: Outcome) -> common_pb2.CallOutcome.ValueType:
     return common_pb2.CallOutcome.Value(_OUTCOME_PREFIX + (o.value or "UNSPECIFIED"))
+
+
+def decision_to_proto(r: RecordedDecision) -> central_pb2.RoutingDecision:
+    d = r.decision
+    return central_pb2.RoutingDecision(
+        decision_id=r.decision_id,
+        call_id=r.call_id,
+        origin_site_id=d.origin,
+        target_site_id=d.target,
+        mode=d.mode,
+        reason=d.reason,
+        skill_group=d.skill_group,
+        at=timestamp(r.at),
+        candidates=[
+            central_pb2.SiteCandidate(
+                site_id=c.site_id,
+                up=c.up,
+                state_age_s=c.state_age_s,
+                ready_agents=c.ready_agents,
+                calls_waiting=c.calls_waiting,
+                expected_wait_s=c.expected_wait_s,
+                free_tie_channels=c.free_tie_channels,
+                free_board_channels=c.free_board_channels,
+                eligible=c.eligible,
+                note=c.note,
+            )
+            for c in d.candidates
+        ],
+    )
+
+
+def site_snapshot(state: SiteState) -> SiteSnapshot:
+    """What the routing policy sees of a site; a site with no summary has nothing to offer."""
+    age = state.age_s if state.age_s is not None else float("inf")
+    up = state.health is not Health.DOWN
+    if state.summary is None:
+        return SiteSnapshot(site_id=state.site_id, up=up, state_age_s=age)
+    return summary_snapshot(state.summary, state.site_id, up, age)
+
+
+def summary_snapshot(
+    summary: site_admin_pb2.SiteSummary, site_id: str, up: bool, age_s: float
+) -> SiteSnapshot:
+    skills = {
+        g.skill_group: SkillState(
+            ready_agents=g.agents_ready,
+            logged_in=g.agents_logged_in,
+            calls_waiting=g.calls_waiting,
+            oldest_wait_s=g.oldest_wait_s,
+            longest_idle_s=g.longest_idle_s,
+            expected_wait_s=max(0.0, g.expected_wait_s),
+        )
+        for g in summary.skill_groups
+    }
+    free_tie: dict[str, int] = {}
+    free_trunk = free_board = 0
+    for r in summary.resources:
+        free = max(0, r.total - r.busy)
+        if r.kind == "tie" or r.id.startswith(TIE_PREFIX):
+            peer = r.id.removeprefix(TIE_PREFIX)
+            free_tie[peer] = free_tie.get(peer, 0) + free
+        elif r.kind == "trunk":
+            free_trunk += free
+        elif r.kind in BOARD_KINDS:
+            free_board += free
+    return SiteSnapshot(
+        site_id=site_id,
+        up=up,
+        state_age_s=age_s,
+        skills=skills,
+        free_tie=free_tie,
+        free_trunk=free_trunk,
+        free_board=free_board,
+    )

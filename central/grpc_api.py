@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
 
 from central import convert, validation
 from central.membership_view import SiteLiveness
-from central.store import Store
-from vcc.errors import NotFound
-from vcc.rpc import maps_errors, timestamp
+from central.records import CallRecord
+from central.router import PullCommand, Router, SiteStream
+from central.store import RecordedDecision, Store
+from routing.global_router import CallToRoute
+from vcc.errors import InvalidArgument, NotFound, Unavailable
+from vcc.rpc import maps_errors, maps_stream_errors, timestamp
 from vcc.v1 import central_pb2, central_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -28,11 +33,13 @@ class CentralService(central_pb2_grpc.CentralServiceServicer):
         province_id: str,
         site_ids: Sequence[str],
         sites: Callable[[], list[SiteLiveness]],
+        router: Router | None = None,
     ) -> None:
         self._store = store
         self._province_id = province_id
         self._site_ids = frozenset(site_ids)
         self._sites = sites
+        self._router = router
 
     @maps_errors
     async def IngestCallEvents(
@@ -64,7 +71,10 @@ class CentralService(central_pb2_grpc.CentralServiceServicer):
         record = await self._store.get_call(request.call_id)
         if record is None:
             raise NotFound("call-not-found", f"no call record {request.call_id!r}")
-        return central_pb2.GetCallRecordResponse(record=convert.record_to_proto(record))
+        decisions = await self._decisions_of([record])
+        return central_pb2.GetCallRecordResponse(
+            record=convert.record_to_proto(record, decisions.get(record.call_id, []))
+        )
 
     @maps_errors
     async def ListCallRecords(
@@ -77,8 +87,10 @@ class CentralService(central_pb2_grpc.CentralServiceServicer):
             page_token=request.page_token,
             with_events=request.with_events,
         )
+        decisions = await self._decisions_of(records) if request.with_events else {}
         return central_pb2.ListCallRecordsResponse(
-            records=[convert.record_to_proto(r) for r in records], next_page_token=next_token
+            records=[convert.record_to_proto(r, decisions.get(r.call_id, [])) for r in records],
+            next_page_token=next_token,
         )
 
     @maps_errors
@@ -91,6 +103,176 @@ class CentralService(central_pb2_grpc.CentralServiceServicer):
             sites=[_site_status(s) for s in self._sites()],
             call_records=count,
         )
+
+    # ---- global routing -------------------------------------------------------------------
+
+    @maps_stream_errors
+    async def StreamSiteState(
+        self, request_iterator: AsyncIterator[central_pb2.StreamSiteStateRequest], context: Context
+    ) -> AsyncIterator[central_pb2.StreamSiteStateResponse]:
+        router = self._need_router()
+        requests = aiter(request_iterator)
+        try:
+            first = await anext(requests)
+        except StopAsyncIteration:
+            return
+        site_id = _check_state(first, self._site_ids, "")
+        stream = router.attach(site_id)
+        reader = asyncio.create_task(self._read_states(router, stream, first, requests))
+        try:
+            while True:
+                command = asyncio.create_task(stream.commands.get())
+                done, _ = await asyncio.wait({command, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if command in done:
+                    yield _command(command.result())
+                    continue
+                command.cancel()
+                # The site closed its side (or sent something wrong: raised here).
+                reader.result()
+                return
+        finally:
+            reader.cancel()
+            router.detach(stream)
+            log.info("site %s: state stream closed", site_id)
+
+    @staticmethod
+    async def _read_states(
+        router: Router,
+        stream: SiteStream,
+        first: central_pb2.StreamSiteStateRequest,
+        requests: AsyncIterator[central_pb2.StreamSiteStateRequest],
+    ) -> None:
+        router.on_state(stream, first.seq, first.state)
+        log.info("site %s: state stream open", stream.site_id)
+        async for request in requests:
+            _check_state(request, (stream.site_id,), stream.site_id)
+            router.on_state(stream, request.seq, request.state)
+
+    @maps_errors
+    async def RouteCall(
+        self, request: central_pb2.RouteCallRequest, context: Context
+    ) -> central_pb2.RouteCallResponse:
+        router = self._need_router()
+        validation.check_call_id(request.call_id)
+        self._check_site(request.site_id)
+        if not request.skill_group:
+            raise InvalidArgument("missing-skill-group", "skill_group: required")
+        if not router.knows_skill_group(request.skill_group):
+            raise NotFound("unknown-skill-group", f"skill_group: no skill group {request.skill_group!r}")
+        if not (math.isfinite(request.waited_s) and 0.0 <= request.waited_s <= MAX_WAITED_S):
+            raise InvalidArgument("bad-waited", f"waited_s: 0 to {MAX_WAITED_S:.0f} seconds")
+        if request.priority > MAX_PRIORITY:
+            raise InvalidArgument("bad-priority", f"priority: 0 to {MAX_PRIORITY}")
+        if len(request.exclude_site_ids) > MAX_EXCLUDED:
+            raise InvalidArgument("bad-exclude", f"exclude_site_ids: at most {MAX_EXCLUDED}")
+        call = CallToRoute(
+            origin=request.site_id,
+            skill_group=request.skill_group,
+            waited_s=request.waited_s,
+            priority=request.priority,
+            excluded=frozenset(request.exclude_site_ids),
+        )
+        record = await router.route_call(request.call_id, call)
+        return central_pb2.RouteCallResponse(decision=convert.decision_to_proto(record))
+
+    @maps_errors
+    async def PreRouteCall(
+        self, request: central_pb2.PreRouteCallRequest, context: Context
+    ) -> central_pb2.PreRouteCallResponse:
+        router = self._need_router()
+        self._check_site(request.home_site_id)
+        for key, number in (("ani", request.ani), ("dnis", request.dnis)):
+            if number and not validation.PHONE.fullmatch(number):
+                raise InvalidArgument("bad-phone", f"{key}: 3 to 20 digits (or empty)")
+        record, address = await router.pre_route(request.home_site_id)
+        return central_pb2.PreRouteCallResponse(
+            site_id=record.decision.target, address=address, decision=convert.decision_to_proto(record)
+        )
+
+    @maps_errors
+    async def ListAgents(
+        self, request: central_pb2.ListAgentsRequest, context: Context
+    ) -> central_pb2.ListAgentsResponse:
+        router = self._need_router()
+        if request.site_id:
+            self._check_site(request.site_id)
+        return central_pb2.ListAgentsResponse(
+            agents=[
+                central_pb2.DirectoryEntry(
+                    agent_code=a.agent_code, name=a.name, site_id=a.site_id, state=a.state, skills=a.skills
+                )
+                for a in router.directory(request.site_id)
+            ]
+        )
+
+    @maps_errors
+    async def ListRoutingDecisions(
+        self, request: central_pb2.ListRoutingDecisionsRequest, context: Context
+    ) -> central_pb2.ListRoutingDecisionsResponse:
+        self._need_router()
+        validation.check_call_id(request.call_id)
+        record = await self._store.get_call(request.call_id)
+        decisions = await self._decisions_of([record] if record is not None else [], [request.call_id])
+        return central_pb2.ListRoutingDecisionsResponse(
+            decisions=[convert.decision_to_proto(d) for d in decisions.get(request.call_id, [])]
+        )
+
+    def _need_router(self) -> Router:
+        if self._router is None:
+            raise Unavailable("routing-unavailable", "this central serves no global routing")
+        return self._router
+
+    def _check_site(self, site_id: str) -> None:
+        if not site_id:
+            raise InvalidArgument("missing-site-id", "site_id: required")
+        if site_id not in self._site_ids:
+            raise NotFound("unknown-site", f"site_id: no site {site_id!r} in the province config")
+
+    async def _decisions_of(
+        self, records: Sequence[CallRecord], call_ids: Sequence[str] = ()
+    ) -> dict[str, list[RecordedDecision]]:
+        """The decisions of these calls: recorded with their call id, or named by their events."""
+        ids = sorted({*call_ids, *(r.call_id for r in records)})
+        if self._router is None or not ids:
+            return {}
+        referenced = {
+            r.call_id: [e.data[DECISION_ID] for e in r.events if e.data.get(DECISION_ID)] for r in records
+        }
+        return await self._router.decisions_of(ids, referenced)
+
+
+# The key of a call event's data that names the routing decision behind it (ROUTED events).
+DECISION_ID = "decision_id"
+# Bounds of a RouteCall request.
+MAX_WAITED_S = 86_400.0
+MAX_PRIORITY = 9
+MAX_EXCLUDED = 64
+
+
+def _check_state(
+    request: central_pb2.StreamSiteStateRequest, known: Sequence[str] | frozenset[str], site: str
+) -> str:
+    """The site a state message is from; `site` is the stream's site once the first message named it."""
+    site_id = request.state.site_id
+    if not site_id:
+        raise InvalidArgument("missing-site-id", "state.site_id: required")
+    if site and site_id != site:
+        raise InvalidArgument(
+            "site-mismatch", f"state.site_id: this stream is site {site!r}, not {site_id!r}"
+        )
+    if site_id not in known:
+        raise NotFound("unknown-site", f"state.site_id: no site {site_id!r} in the province config")
+    return site_id
+
+
+def _command(command: PullCommand) -> central_pb2.StreamSiteStateResponse:
+    return central_pb2.StreamSiteStateResponse(
+        pull_call=central_pb2.PullCall(
+            skill_group=command.pull.skill_group,
+            to_site_id=command.pull.target,
+            decision=convert.decision_to_proto(command.record),
+        )
+    )
 
 
 def _site_status(s: SiteLiveness) -> central_pb2.SiteStatus:

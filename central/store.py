@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -23,6 +23,7 @@ from central.customers import Customer, demo_customers
 from central.db import models
 from central.db.engine import writer
 from central.records import CallEvent, CallLeg, CallRecord, CallState, EventKind, Outcome, fold
+from routing.global_router import Candidate, Decision
 from vcc.config import ProvinceConfig
 from vcc.errors import Unavailable
 
@@ -43,12 +44,27 @@ _CUSTOMERS = models.Base.metadata.tables["customers"]
 _SITES = models.Base.metadata.tables["sites"]
 _SKILL_GROUPS = models.Base.metadata.tables["skill_groups"]
 _AGENTS = models.Base.metadata.tables["agents"]
+_DECISIONS = models.Base.metadata.tables["routing_decisions"]
+# Decisions listed for one call at most: a call that waits long is re-asked, but only moves and
+# the first answer are recorded, so real calls stay far below this.
+MAX_DECISIONS_PER_CALL = 1000
 
 
 @dataclass(frozen=True)
 class IngestResult:
     stored: int
     duplicates: int
+
+
+@dataclass(frozen=True)
+class RecordedDecision:
+    """A routing decision as central keeps it: the policy's answer, when, and for which call."""
+
+    decision_id: str
+    # "" for a pre-route (no call yet) or a pooled pull (the origin picks the call).
+    call_id: str
+    at: float
+    decision: Decision
 
 
 class DatabaseUnavailable(Unavailable):
@@ -286,6 +302,53 @@ class Store:
 
         return await self._transaction(attempt)
 
+    # -- routing decisions -------------------------------------------------------------------
+
+    async def record_decisions(self, decisions: Sequence[RecordedDecision]) -> None:
+        """Store decisions; one already stored (same decision id) is left as it is."""
+        rows = [_decision_row(d) for d in decisions]
+
+        async def attempt(conn: AsyncConnection) -> None:
+            for chunk in _chunks(rows):
+                await conn.execute(self._insert_ignore(_DECISIONS, chunk, ["decision_id"]))
+
+        if rows:
+            await self._transaction(attempt, write=True)
+
+    async def decisions_of(self, call_ids: Sequence[str]) -> dict[str, list[RecordedDecision]]:
+        """Each call's decisions, oldest first (at most MAX_DECISIONS_PER_CALL per call)."""
+        wanted = sorted(set(call_ids))
+
+        async def attempt(conn: AsyncConnection) -> dict[str, list[RecordedDecision]]:
+            found: dict[str, list[RecordedDecision]] = {}
+            for chunk in _chunks(wanted):
+                query = sa.select(_DECISIONS).where(_DECISIONS.c.call_id.in_(chunk))
+                if len(chunk) == 1:
+                    query = query.order_by(_DECISIONS.c.at).limit(MAX_DECISIONS_PER_CALL)
+                for row in (await conn.execute(query)).all():
+                    d = _recorded(row._mapping)
+                    found.setdefault(d.call_id, []).append(d)
+            for found_for_call in found.values():
+                found_for_call.sort(key=lambda d: (d.at, d.decision_id))
+                del found_for_call[MAX_DECISIONS_PER_CALL:]
+            return found
+
+        return await self._transaction(attempt) if wanted else {}
+
+    async def decisions_by_id(self, decision_ids: Sequence[str]) -> dict[str, RecordedDecision]:
+        wanted = sorted(set(decision_ids))
+
+        async def attempt(conn: AsyncConnection) -> dict[str, RecordedDecision]:
+            found: dict[str, RecordedDecision] = {}
+            for chunk in _chunks(wanted):
+                query = sa.select(_DECISIONS).where(_DECISIONS.c.decision_id.in_(chunk))
+                for row in (await conn.execute(query)).all():
+                    d = _recorded(row._mapping)
+                    found[d.decision_id] = d
+            return found
+
+        return await self._transaction(attempt) if wanted else {}
+
     # -- plumbing ----------------------------------------------------------------------------
 
     async def _transaction(self, work: Callable[[AsyncConnection], Awaitable[T]], write: bool = False) -> T:
@@ -438,4 +501,36 @@ def _leg(row: sa.RowMapping) -> CallLeg:
         last_at=float(row["last_at"]),
         event_count=int(row["event_count"]),
         agent_code=row["agent_code"],
+    )
+
+
+def _decision_row(r: RecordedDecision) -> dict[str, Any]:
+    d = r.decision
+    return {
+        "decision_id": r.decision_id,
+        "call_id": r.call_id,
+        "at": r.at,
+        "origin_site_id": d.origin,
+        "target_site_id": d.target,
+        "mode": d.mode,
+        "skill_group": d.skill_group,
+        "reason": d.reason,
+        "candidates": json.dumps([asdict(c) for c in d.candidates], ensure_ascii=False),
+    }
+
+
+def _recorded(row: sa.RowMapping) -> RecordedDecision:
+    candidates = tuple(Candidate(**c) for c in json.loads(row["candidates"]))
+    return RecordedDecision(
+        decision_id=row["decision_id"],
+        call_id=row["call_id"],
+        at=float(row["at"]),
+        decision=Decision(
+            origin=row["origin_site_id"],
+            target=row["target_site_id"],
+            mode=row["mode"],
+            reason=row["reason"],
+            skill_group=row["skill_group"],
+            candidates=candidates,
+        ),
     )

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Installs the servers that the tests need and Python packages cannot bring (PostgreSQL), from
+# Installs what the tests need and Python packages cannot bring (PostgreSQL; Chromium for the
+# dashboard's browser test, driven by Playwright without its own browser download), from
 # Debian's packages, when they are missing. Idempotent and quick when everything is there.
 set -euo pipefail
 
 need=()
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+# A small CJK font, so the dashboard's Chinese screenshots are legible in headless Chromium.
+[ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

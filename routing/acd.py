@@ -145,6 +145,21 @@ class Acd:
         self.agent_unavailable(agent_code)
         return Match(call, agent_code)
 
+    def take_ready_agent(self, skill_group: str) -> str | None:
+        """Reserve the group's best ready agent for a call that is not in this ACD's queues
+        (one offered by another site)."""
+        ready = self._groups[skill_group].ready
+        if not ready:
+            return None
+        code = ready[0][1]
+        self.agent_unavailable(code)
+        return code
+
+    def head(self, skill_group: str) -> str | None:
+        """The call that would be served next in the group."""
+        calls = self._groups[skill_group].calls
+        return calls[0][1] if calls else None
+
     def matches(self) -> Iterator[Match]:
         while (m := self.next_match()) is not None:
             yield m

@@ -1,4 +1,4 @@
-"""gRPC adapters for operators and peers: the site's live status, and the reserved peer service."""
+"""gRPC adapter for operators: the site's live status."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import grpc
 
 from site_node.runtime import SiteRuntime
 from vcc.rpc import maps_errors
-from vcc.v1 import peer_pb2, peer_pb2_grpc, site_admin_pb2, site_admin_pb2_grpc
+from vcc.v1 import site_admin_pb2, site_admin_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
@@ -23,12 +23,3 @@ class SiteAdmin(site_admin_pb2_grpc.SiteAdminServiceServicer):
         self, request: site_admin_pb2.GetSiteStatusRequest, context: Ctx
     ) -> site_admin_pb2.GetSiteStatusResponse:
         return site_admin_pb2.GetSiteStatusResponse(summary=self._describe())
-
-
-class SitePeer(peer_pb2_grpc.SitePeerServiceServicer):
-    def __init__(self, site_id: str) -> None:
-        self.site_id = site_id
-
-    @maps_errors
-    async def Ping(self, request: peer_pb2.PingRequest, context: Ctx) -> peer_pb2.PingResponse:
-        return peer_pb2.PingResponse(site_id=self.site_id)

@@ -8,11 +8,14 @@ import logging
 import time
 from pathlib import Path
 
-from site_node.admin_service import SiteAdmin, SitePeer
+from site_node.admin_service import SiteAdmin
+from site_node.central_link import CentralLink
 from site_node.customers import CentralCustomers
 from site_node.desktop_service import AgentDesktop
+from site_node.domain import AskRoute, LegToOrigin, LegToTarget, OfferRemote
 from site_node.membership import Membership
 from site_node.outbox import Outbox
+from site_node.peers import PeerLinks, SitePeer
 from site_node.runtime import SiteRuntime
 from site_node.shipper import Shipper
 from site_node.summary import site_summary
@@ -49,7 +52,9 @@ class SiteNode:
         outbox_path.parent.mkdir(parents=True, exist_ok=True)
         self.outbox = await Outbox.open(outbox_path)
         self.customers = CentralCustomers(self.province.central.listen)
-        self.switchboard = Switchboard(site, self.province.province.service_number)
+        self.switchboard = Switchboard(
+            site, self.province.province.service_number, routing=self.province.routing
+        )
         self.runtime = SiteRuntime(self.switchboard, self.outbox, self.customers.lookup)
         self.server = Server(SERVICES)
         trunk_pb2_grpc.add_TrunkIngressServiceServicer_to_server(TrunkIngress(self.runtime), self.server.grpc)
@@ -57,7 +62,8 @@ class SiteNode:
         site_admin_pb2_grpc.add_SiteAdminServiceServicer_to_server(
             SiteAdmin(self.runtime, self.summary), self.server.grpc
         )
-        peer_pb2_grpc.add_SitePeerServiceServicer_to_server(SitePeer(site.id), self.server.grpc)
+        self.peer = SitePeer(self.runtime)
+        peer_pb2_grpc.add_SitePeerServiceServicer_to_server(self.peer, self.server.grpc)
         port = await self.server.start(site.listen)
         self.address = f"{site.listen.rsplit(':', 1)[0]}:{port}"
         central = self.province.central.listen
@@ -69,11 +75,21 @@ class SiteNode:
             etcd.lease_ttl_s,
             self.summary,
         )
+        self.central_link = CentralLink(self.runtime, lambda: central, self.summary)
+        self.peer_links = PeerLinks(self.runtime, self._peer_address)
+        self.runtime.province = _Province(self)
         self._tasks = [
             asyncio.create_task(self.shipper.run(), name="shipper"),
             asyncio.create_task(self.membership.run(), name="membership"),
+            asyncio.create_task(self.central_link.run(), name="central-link"),
         ]
         log.info("site %s serving on %s (outbox %s)", site.id, self.address, outbox_path)
+
+    def _peer_address(self, site_id: str) -> str | None:
+        for s in self.province.sites:
+            if s.id == site_id:
+                return s.listen
+        return None
 
     def summary(self) -> site_admin_pb2.SiteSummary:
         return site_summary(
@@ -91,6 +107,8 @@ class SiteNode:
         await self.server.set_serving(False)
         await self.runtime.close()
         await self.server.stop(grace_s=1.0)
+        await self.peer_links.close()
+        await self.central_link.close()
         await self.shipper.stop(drain_s=DRAIN_ON_STOP_S)
         await self.membership.close()
         for task in self._tasks:
@@ -100,3 +118,25 @@ class SiteNode:
                 await task
         await self.customers.close()
         await self.outbox.close()
+
+
+class _Province:
+    """Routes the switchboard's outward effects to central and the peer sites."""
+
+    def __init__(self, node: SiteNode) -> None:
+        self._node = node
+
+    def ask_route(self, ask: AskRoute) -> None:
+        self._node.central_link.ask_route(ask)
+
+    def offer_remote(self, offer: OfferRemote) -> None:
+        self._node.peer_links.offer(offer)
+
+    def to_target(self, message: LegToTarget) -> None:
+        self._node.peer_links.send(message)
+
+    def to_origin(self, message: LegToOrigin) -> None:
+        self._node.peer.send(message)
+
+    def state_changed(self) -> None:
+        self._node.central_link.state_changed()

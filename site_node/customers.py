@@ -16,7 +16,7 @@ from vcc.v1 import central_pb2, central_pb2_grpc
 log = logging.getLogger(__name__)
 
 # A screen pop that comes later than this is worth less than a call that rings on time.
-LOOKUP_DEADLINE_S = 0.5
+LOOKUP_DEADLINE_S = 1.0
 CACHE_TTL_S = 60.0
 CACHE_SIZE = 10_000
 

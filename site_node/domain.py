@@ -44,6 +44,9 @@ class EventKind(StrEnum):
     ENDED = "ENDED"
     AGENT_HUNG_UP = "AGENT_HUNG_UP"
     CALLER_HUNG_UP = "CALLER_HUNG_UP"
+    ROUTED = "ROUTED"
+    ROUTE_FAILED = "ROUTE_FAILED"
+    RETURNED = "RETURNED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,18 @@ class CustomerInfo:
     level: str = ""
     city: str = ""
     notes: str = ""
+
+
+@dataclass(slots=True)
+class RemoteLeg:
+    """Origin side: the call is offered to, or served by, another site (voice stays on our trunk)."""
+
+    target_site_id: str
+    offer_id: str
+    decision_id: str
+    # offering -> ringing -> talking <-> held
+    state: str = "offering"
+    agent_code: str = ""
 
 
 @dataclass(slots=True)
@@ -80,6 +95,17 @@ class Call:
     # Events recorded for this call at this site so far (the next one gets seq + 1).
     seq: int = 0
     outcome: Outcome | None = None
+    # Origin side: the leg at another site, if any.
+    remote: RemoteLeg | None = None
+    # Target side: this site serves the call for its origin, on the origin's offer.
+    guest_of: str = ""
+    offer_id: str = ""
+    # A guest's agent answered; the origin has not confirmed yet.
+    answer_asked: bool = False
+    # Origin side: a routing question to central is outstanding.
+    route_pending: bool = False
+    # Sites that refused or lost this call: routing tries others first.
+    excluded: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,4 +184,53 @@ class FetchCustomer:
     ani: str
 
 
-Effect = Journal | ToCaller | ToAgent | FetchCustomer
+@dataclass(frozen=True, slots=True)
+class AskRoute:
+    """Ask central whether this waiting call should leave; answer via Switchboard.route_decided."""
+
+    call_id: str
+    skill_group: str
+    priority: int
+    waited_s: float
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OfferRemote:
+    """Origin -> target: open a remote leg (SitePeerService.ServeCall)."""
+
+    offer_id: str
+    call_id: str
+    target_site_id: str
+    decision_id: str
+    skill_group: str
+    priority: int
+    arrived_at: float
+    ani: str
+    dnis: str
+    attached: tuple[tuple[str, str], ...]
+    customer: CustomerInfo | None
+    purpose: str
+    agent_code: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LegToTarget:
+    """Origin -> target on an open leg: "confirm" an answer, or "end" the leg (with a reason)."""
+
+    offer_id: str
+    kind: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LegToOrigin:
+    """Target -> origin on an open leg: answer_asked, held, retrieved, hung_up, returned."""
+
+    offer_id: str
+    kind: str
+    agent_code: str = ""
+    reason: str = ""
+
+
+Effect = Journal | ToCaller | ToAgent | FetchCustomer | AskRoute | OfferRemote | LegToTarget | LegToOrigin

@@ -15,8 +15,19 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from site_node import convert
-from site_node.domain import CustomerInfo, Effect, FetchCustomer, Journal, ToAgent, ToCaller
-from site_node.switchboard import Switchboard
+from site_node.domain import (
+    AskRoute,
+    CustomerInfo,
+    Effect,
+    FetchCustomer,
+    Journal,
+    LegToOrigin,
+    LegToTarget,
+    OfferRemote,
+    ToAgent,
+    ToCaller,
+)
+from site_node.switchboard import RemoteOfferIn, Switchboard
 from vcc.errors import Unavailable, VccError
 from vcc.rpc import timestamp
 from vcc.v1 import common_pb2, cti_pb2, trunk_pb2
@@ -32,6 +43,20 @@ class Journaling(Protocol):
 
 
 CustomerLookup = Callable[[str], Awaitable[CustomerInfo | None]]
+
+
+class Province(Protocol):
+    """Where effects that leave the site go: central's router and the peer sites."""
+
+    def ask_route(self, ask: AskRoute) -> None: ...
+
+    def offer_remote(self, offer: OfferRemote) -> None: ...
+
+    def to_target(self, message: LegToTarget) -> None: ...
+
+    def to_origin(self, message: LegToOrigin) -> None: ...
+
+    def state_changed(self) -> None: ...
 
 
 @dataclass(eq=False)
@@ -68,6 +93,8 @@ class SiteRuntime:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = float("inf")
         self.closed = False
+        # Wired by the composition root once the links exist (None: a site on its own).
+        self.province: Province | None = None
 
     # Operations -----------------------------------------------------------------------------
 
@@ -90,6 +117,13 @@ class SiteRuntime:
     def _check_open(self) -> None:
         if self.closed:
             raise Unavailable("site-stopping", f"site {self.sb.site_id} is shutting down")
+
+    def serve_remote(self, offer: RemoteOfferIn) -> tuple[str | None, str]:
+        """A peer offers one of its calls: (reserved agent, "") or (None, refusal reason)."""
+        self._check_open()
+        agent, refusal, effects = self.sb.serve_remote(self.clock(), offer)
+        self.apply(effects)
+        return agent, refusal
 
     def attach_caller(self, call_id: str, line: CallerLine) -> None:
         """A re-sent offer takes over the caller side of a live call (the old stream is closed)."""
@@ -117,9 +151,44 @@ class SiteRuntime:
                     self._to_agent(fx)
                 case FetchCustomer(call_id, ani):
                     self._spawn(self._fetch_customer(call_id, ani))
+                case AskRoute() | OfferRemote() | LegToTarget() | LegToOrigin():
+                    self._to_province(fx)
         if batch:
             self._journal.append(batch)
         self._schedule_timer()
+        if self.province is not None and effects:
+            self.province.state_changed()
+
+    def _to_province(self, fx: AskRoute | OfferRemote | LegToTarget | LegToOrigin) -> None:
+        p = self.province
+        if p is None:
+            # A site on its own: no other city to ask, and nobody offers us calls.
+            if isinstance(fx, AskRoute):
+                call_id = fx.call_id
+                self.loop_soon(lambda: self.do(lambda now: self.sb.route_decided(now, call_id, None)))
+            return
+        match fx:
+            case AskRoute():
+                p.ask_route(fx)
+            case OfferRemote():
+                p.offer_remote(fx)
+            case LegToTarget():
+                p.to_target(fx)
+            case LegToOrigin():
+                p.to_origin(fx)
+
+    def loop_soon(self, action: Callable[[], object]) -> None:
+        """Run `action` on the next loop iteration (never re-entrantly inside apply)."""
+
+        def run() -> None:
+            if self.closed:
+                return
+            try:
+                action()
+            except VccError as exc:
+                log.debug("deferred switchboard action refused: %s", exc)
+
+        asyncio.get_running_loop().call_soon(run)
 
     def _to_caller(self, u: ToCaller, durable: asyncio.Future[None] | None) -> None:
         line = self.callers.get(u.call_id)

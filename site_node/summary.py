@@ -48,4 +48,7 @@ def site_summary(
         calls_answered=c.answered,
         calls_abandoned=c.abandoned,
         outbox_pending=outbox_pending,
+        agent_states={code: str(a.state) for code, a in sb.agents.items()},
+        calls_served_for_others=sb.served_for_others,
+        calls_served_elsewhere=sb.served_elsewhere,
     )

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
+from tools.bench import bench_app
 from vcc.config import ConfigError, ProvinceConfig, load_province
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ cluster_app = typer.Typer(
     help="A local province: etcd, central and every site as separate processes.", no_args_is_help=True
 )
 app.add_typer(cluster_app, name="cluster")
+app.add_typer(bench_app, name="bench")
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The province config (YAML).")]
 RunDirOpt = Annotated[Path, typer.Option("--run-dir", help="The cluster's run folder.")]
@@ -223,6 +225,51 @@ def status(
         raise typer.Exit(1)
 
 
+@app.command()
+def stats(
+    *,
+    central_addr: Annotated[
+        str | None, typer.Option("--central", help="The dashboard's HTTP address (host:port or URL).")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="The province config (its dashboard address).")
+    ] = None,
+    csv: Annotated[bool, typer.Option("--csv", help="Print the interval report as CSV instead.")] = False,
+    date: Annotated[str | None, typer.Option(help="--csv: first day, YYYY-MM-DD (default today).")] = None,
+    days: Annotated[int, typer.Option(min=1, max=31, help="--csv: number of days.")] = 1,
+    daily: Annotated[bool, typer.Option(help="--csv: one row per day instead of per 15 minutes.")] = False,
+    level: Annotated[
+        list[str] | None,
+        typer.Option(help="--csv: province, entry_site, served_site, skill_group, agent (repeatable)."),
+    ] = None,
+) -> None:
+    """Central's real-time figures per city as a table, or the interval report with --csv."""
+    from tools import stats_cli
+
+    if central_addr:
+        address = central_addr
+    elif config is not None:
+        found = stats_cli.dashboard_address(load_config(config))
+        if found is None:
+            fail(f"{config} names no dashboard address (central.dashboard_listen); use --central")
+        address = found
+    else:
+        fail("give --central ADDR (the dashboard's host:port) or --config F")
+    base = stats_cli.base_url(address)
+    try:
+        if csv:
+            typer.echo(
+                stats_cli.intervals_csv(
+                    base, date=date, length_s=86400 if daily else 900, days=days, levels=level or ()
+                ),
+                nl=False,
+            )
+        else:
+            stats_cli.print_live(stats_cli.live(base), _console())
+    except stats_cli.StatsUnavailable as exc:
+        fail(str(exc), code=1)
+
+
 # --- load ------------------------------------------------------------------------------------------
 
 
@@ -332,6 +379,30 @@ def demo(
     code = run_demo(
         DemoOptions(duration_s=duration, summary_json=summary_json, run_dir=run_dir, sites=sites, seed=seed)
     )
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def simulate(
+    scenario: Annotated[Path, typer.Argument(help="The scenario (YAML, see the README).")],
+    report: Annotated[Path | None, typer.Option(help="Write the report here (JSON).")] = None,
+    engine: Annotated[
+        str, typer.Option(help="real: a local cluster of processes; model: virtual time, no processes.")
+    ] = "real",
+    run_dir: Annotated[Path, typer.Option(help="The run folder (wiped at start).")] = Path("run/simulate"),
+) -> None:
+    """Run a scenario (traffic, robot agents, fault events); print a table, write the JSON report."""
+    from tools.scenario import ScenarioError, load_scenario
+    from tools.simulate import run_simulation
+
+    if engine not in ("real", "model"):
+        fail(f"--engine: {engine!r} is not one of real, model")
+    try:
+        parsed = load_scenario(scenario)
+    except ScenarioError as exc:
+        fail(str(exc))
+    code = run_simulation(parsed, report, run_dir, engine=engine)
     if code:
         raise typer.Exit(code)
 

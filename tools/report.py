@@ -11,7 +11,9 @@ Definitions (every figure comes from CallerViews, never from central, except rec
 - A call is counted at its entry site. overflow_out: answered calls served at another site;
   overflow_in: answered calls served here that entered elsewhere.
 - lost_elsewhere: outcome "lost" (stream broke without `ended`, or the site could not be reached
-  at all) or "failed". lost_on_failed_site stays 0 until fault events are attributed.
+  at all) or "failed", except the calls the caller of build_report attributes to a fault:
+  lost_on_failed_site (the call's trunk was on a site when it was killed) and refused_by_failed_site
+  (offered to a site while it was down: no trunk to seize; not counted as reaching the agents).
 - p_wait: among answered + abandoned calls, the share that "waited": the call was queued and was
   not ringing an agent at the moment it was queued, i.e. it saw `queued` and either never rang or
   its first `ringing` came more than 1 ms after `queued`. The gap is taken from the site's own
@@ -33,7 +35,7 @@ from __future__ import annotations
 import io
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from rich.console import Console
@@ -57,6 +59,7 @@ _COUNT_KEYS = (
     "abandoned",
     "blocked",
     "lost_on_failed_site",
+    "refused_by_failed_site",
     "lost_elsewhere",
     "overflow_out",
     "overflow_in",
@@ -126,10 +129,12 @@ class _Tally:
     waits: list[float] = field(default_factory=list)
     within_threshold: int = 0
 
-    def add(self, view: CallerView, threshold_s: float) -> None:
+    def add(self, view: CallerView, threshold_s: float, fault: str | None = None) -> None:
         self.counts["offered"] += 1
         if view.outcome in ("answered", "abandoned", "blocked"):
             self.counts[view.outcome] += 1
+        elif fault is not None:
+            self.counts[fault] += 1
         else:
             self.counts["lost_elsewhere"] += 1
         if view.outcome in ("answered", "abandoned"):
@@ -142,7 +147,7 @@ class _Tally:
 
     def figures(self) -> dict[str, object]:
         out: dict[str, object] = {key: self.counts[key] for key in _COUNT_KEYS}
-        reached = self.counts["offered"] - self.counts["blocked"]
+        reached = self.counts["offered"] - self.counts["blocked"] - self.counts["refused_by_failed_site"]
         out["p_wait"] = self.waited / self.answered_or_abandoned if self.answered_or_abandoned else None
         out["asa_s"] = sum(self.waits) / len(self.waits) if self.waits else None
         out["service_level"] = self.within_threshold / reached if reached > 0 else None
@@ -189,9 +194,22 @@ def build_report(
     mean_handle_s: float,
     central_records: Sequence[central_pb2.CallRecord] | None,
     events: Sequence[Mapping[str, object]] = (),
+    lost_on_failed_site: Collection[str] = (),
+    refused_by_failed_site: Collection[str] = (),
 ) -> dict[str, object]:
-    """The report of SPEC §6 as a JSON-ready dict (see the module docstring for definitions)."""
+    """The report of SPEC §6 as a JSON-ready dict (see the module docstring for definitions).
+
+    `lost_on_failed_site` and `refused_by_failed_site` hold CallerView keys of calls that ended
+    "lost" because of a killed site (see the module docstring); other lost calls are lost_elsewhere.
+    """
     window_start = traffic_start + warmup_s
+    on_failed, refused = set(lost_on_failed_site), set(refused_by_failed_site)
+
+    def fault(view: CallerView) -> str | None:
+        if view.key in on_failed:
+            return "lost_on_failed_site"
+        return "refused_by_failed_site" if view.key in refused else None
+
     counted = [v for v in views if v.offered_at >= window_start]
 
     sites = sorted(
@@ -202,8 +220,8 @@ def build_report(
     totals = _Tally()
     per_site = {site: _Tally() for site in sites}
     for view in counted:
-        totals.add(view, service_level_threshold_s)
-        per_site[view.entry_site_id].add(view, service_level_threshold_s)
+        totals.add(view, service_level_threshold_s, fault(view))
+        per_site[view.entry_site_id].add(view, service_level_threshold_s, fault(view))
         if view.outcome == "answered" and view.served_site_id and view.served_site_id != view.entry_site_id:
             for tally in (totals, per_site[view.entry_site_id]):
                 tally.counts["overflow_out"] += 1
@@ -221,7 +239,7 @@ def build_report(
     }
 
     def erlang_for(tally: _Tally, agents: int) -> dict[str, object] | None:
-        reached = tally.counts["offered"] - tally.counts["blocked"]
+        reached = tally.counts["offered"] - tally.counts["blocked"] - tally.counts["refused_by_failed_site"]
         rate = reached / duration_s if duration_s > 0 else 0.0
         return _erlang(rate, mean_handle_s, agents, service_level_threshold_s)
 

@@ -127,3 +127,22 @@ class CallEvent(Base):
     outcome: Mapped[str] = mapped_column(String)
     # JSON text: the event's free-form string map.
     data: Mapped[str] = mapped_column(Text)
+
+
+class RoutingDecision(Base):
+    """Why a call was moved (or kept) between sites; pre-routes and pulls have no call id yet."""
+
+    __tablename__ = "routing_decisions"
+    __table_args__ = (Index("ix_routing_decisions_call_id_at", "call_id", "at"),)
+
+    decision_id: Mapped[str] = mapped_column(String, primary_key=True)
+    call_id: Mapped[str] = mapped_column(String)
+    at: Mapped[float] = mapped_column(Double)
+    origin_site_id: Mapped[str] = mapped_column(String)
+    # "" : the call stayed (or a pre-route found every site busy).
+    target_site_id: Mapped[str] = mapped_column(String)
+    mode: Mapped[str] = mapped_column(String)
+    skill_group: Mapped[str] = mapped_column(String)
+    reason: Mapped[str] = mapped_column(Text)
+    # JSON text: the candidate sites with their figures and notes.
+    candidates: Mapped[str] = mapped_column(Text)

@@ -54,7 +54,8 @@ def test_priority_then_oldest_arrival_across_groups() -> None:
 
 
 def test_group_priority_adds_to_call_priority() -> None:
-    acd = acd_with({"general": ("longest_idle", 0), "vip": ("longest_idle", 3)}, {"a": {"general": 1, "vip": 1}})
+    acd = acd_with({"general": ("longest_idle", 0), "vip": ("longest_idle", 3)},
+                   {"a": {"general": 1, "vip": 1}})
     acd.enqueue("g", "general", arrived_at=1.0, priority=2)
     acd.enqueue("v", "vip", arrived_at=5.0)
     q = acd.queued("v")

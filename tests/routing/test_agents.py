@@ -25,8 +25,8 @@ from routing.agents import (
     LogOut,
     Offer,
     OfferWithdrawn,
-    RingTimeout,
     Retrieve,
+    RingTimeout,
     SetNotReady,
     SetReady,
     transition,
@@ -171,7 +171,8 @@ def test_offer_withdrawn_applies_pending_not_ready() -> None:
     ringing = transition(ringing, SetNotReady("lunch"), 11.5)
     assert ringing.state == S.RINGING
     after = transition(ringing, OfferWithdrawn(), 12.0)
-    assert (after.state, after.reason, after.pending_not_ready, after.call_id) == (S.NOT_READY, "lunch", None, "")
+    assert (after.state, after.reason, after.pending_not_ready, after.call_id) == (
+        S.NOT_READY, "lunch", None, "")
 
 
 def test_answer_hold_retrieve() -> None:

@@ -73,7 +73,8 @@ class SwitchboardMachine(RuleBasedStateMachine):
     @initialize(wrap_up_s=st.sampled_from([0.0, 5.0]), ivr_ports=st.sampled_from([1, 3]),
                 ready_at_start=st.sets(st.sampled_from(AGENTS)))
     def start(self, wrap_up_s: float, ivr_ports: int, ready_at_start: set[str]) -> None:
-        self.sb = Switchboard(site_config(**traffic_site(wrap_up_s, ivr_ports)), SERVICE, sequential_ids())
+        self.sb = Switchboard(site_config(**traffic_site(wrap_up_s, ivr_ports)), SERVICE,
+                              new_call_id=sequential_ids())
         self.now = 0.0
         self.keys = 0
         # Every call id the trunk side was given, blocked ones included, and their keys.
@@ -152,7 +153,7 @@ class SwitchboardMachine(RuleBasedStateMachine):
 
     @rule(data=st.data(), customer=st.sampled_from([CUSTOMER, None]))
     def customer_found(self, data: st.DataObject, customer: CustomerInfo | None) -> None:
-        calls = self.live() + ["nope"]
+        calls = [*self.live(), "nope"]
         self.apply(self.sb.customer_found(self.now, data.draw(st.sampled_from(calls)), customer))
 
     @precondition(lambda self: self.offered)
@@ -196,7 +197,8 @@ class SwitchboardMachine(RuleBasedStateMachine):
     @rule(code=st.sampled_from(AGENTS), ready=st.booleans())
     def set_ready(self, code: str, ready: bool) -> None:
         was_out = self.sb.agents[code].state == AgentState.LOGGED_OUT
-        err = self.refused_without_change(lambda: self.sb.set_ready(self.now, code, ready, "" if ready else "lunch"))
+        reason = "" if ready else "lunch"
+        err = self.refused_without_change(lambda: self.sb.set_ready(self.now, code, ready, reason))
         assert (err is None) != was_out
         if err is not None:
             assert isinstance(err, FailedPrecondition)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -204,3 +205,18 @@ def test_status_says_when_nothing_answers(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "unreachable" in done.stdout
     assert "Traceback" not in done.stderr
+
+
+@needs_central
+@needs_sites
+async def test_a_site_that_cannot_start_is_named_and_nothing_is_left_running(tmp_path: Path) -> None:
+    config = example_config(tmp_path)
+    taken = load_province(config).site("sz").listen
+    host, port = taken.rsplit(":", 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind((host, int(port)))
+        squatter.listen()
+        with pytest.raises(ClusterError, match=r"site sz exited") as failure:
+            await Cluster.start(config, tmp_path / "run")
+    assert "last lines of" in str(failure.value)
+    assert not any(p.alive for p in status(tmp_path / "run"))

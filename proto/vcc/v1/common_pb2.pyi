@@ -132,6 +132,12 @@ class _CallEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CallEve
     CALL_EVENT_KIND_AGENT_HUNG_UP: _CallEventKind.ValueType  # 14
     """Agent-side end of the call's last leg (wrap-up follows)."""
     CALL_EVENT_KIND_CALLER_HUNG_UP: _CallEventKind.ValueType  # 15
+    CALL_EVENT_KIND_ROUTED: _CallEventKind.ValueType  # 16
+    """The origin offered the call to another site (data: target, decision_id, offer_id)."""
+    CALL_EVENT_KIND_ROUTE_FAILED: _CallEventKind.ValueType  # 17
+    """That offer failed: refused, timed out or the target died (data: target, reason)."""
+    CALL_EVENT_KIND_RETURNED: _CallEventKind.ValueType  # 18
+    """A site serving the call gave it back; it waits again at its origin (data: target, reason)."""
 
 class CallEventKind(_CallEventKind, metaclass=_CallEventKindEnumTypeWrapper):
     """What happened to a call, one entry of its history at central."""
@@ -154,6 +160,12 @@ CALL_EVENT_KIND_ENDED: CallEventKind.ValueType  # 13
 CALL_EVENT_KIND_AGENT_HUNG_UP: CallEventKind.ValueType  # 14
 """Agent-side end of the call's last leg (wrap-up follows)."""
 CALL_EVENT_KIND_CALLER_HUNG_UP: CallEventKind.ValueType  # 15
+CALL_EVENT_KIND_ROUTED: CallEventKind.ValueType  # 16
+"""The origin offered the call to another site (data: target, decision_id, offer_id)."""
+CALL_EVENT_KIND_ROUTE_FAILED: CallEventKind.ValueType  # 17
+"""That offer failed: refused, timed out or the target died (data: target, reason)."""
+CALL_EVENT_KIND_RETURNED: CallEventKind.ValueType  # 18
+"""A site serving the call gave it back; it waits again at its origin (data: target, reason)."""
 Global___CallEventKind: _TypeAlias = CallEventKind  # noqa: Y015
 
 @_typing.final

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17vcc/v1/site_admin.proto\x12\x06vcc.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n\x14GetSiteStatusRequest\"=\n\x15GetSiteStatusResponse\x12$\n\x07summary\x18\x01 \x01(\x0b\x32\x13.vcc.v1.SiteSummary\"W\n\rResourceUsage\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04\x62usy\x18\x03 \x01(\r\x12\r\n\x05total\x18\x04 \x01(\r\x12\x0f\n\x07refused\x18\x05 \x01(\x04\"\xb7\x01\n\x11SkillGroupSummary\x12\x13\n\x0bskill_group\x18\x01 \x01(\t\x12\x15\n\rcalls_waiting\x18\x02 \x01(\r\x12\x15\n\roldest_wait_s\x18\x03 \x01(\x01\x12\x14\n\x0c\x61gents_ready\x18\x04 \x01(\r\x12\x18\n\x10\x61gents_logged_in\x18\x05 \x01(\r\x12\x16\n\x0elongest_idle_s\x18\x06 \x01(\x01\x12\x17\n\x0f\x65xpected_wait_s\x18\x07 \x01(\x01\"\x98\x04\n\x0bSiteSummary\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12.\n\nstarted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12?\n\x0f\x61gents_by_state\x18\x06 \x03(\x0b\x32&.vcc.v1.SiteSummary.AgentsByStateEntry\x12\x15\n\rcalls_waiting\x18\x07 \x01(\r\x12\x19\n\x11\x63\x61lls_in_progress\x18\x08 \x01(\r\x12(\n\tresources\x18\t \x03(\x0b\x32\x15.vcc.v1.ResourceUsage\x12/\n\x0cskill_groups\x18\n \x03(\x0b\x32\x19.vcc.v1.SkillGroupSummary\x12\x15\n\rcalls_offered\x18\x0b \x01(\x04\x12\x15\n\rcalls_blocked\x18\x0c \x01(\x04\x12\x16\n\x0e\x63\x61lls_answered\x18\r \x01(\x04\x12\x17\n\x0f\x63\x61lls_abandoned\x18\x0e \x01(\x04\x12\x16\n\x0eoutbox_pending\x18\x0f \x01(\x04\x1a\x34\n\x12\x41gentsByStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\x32`\n\x10SiteAdminService\x12L\n\rGetSiteStatus\x12\x1c.vcc.v1.GetSiteStatusRequest\x1a\x1d.vcc.v1.GetSiteStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17vcc/v1/site_admin.proto\x12\x06vcc.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n\x14GetSiteStatusRequest\"=\n\x15GetSiteStatusResponse\x12$\n\x07summary\x18\x01 \x01(\x0b\x32\x13.vcc.v1.SiteSummary\"W\n\rResourceUsage\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04\x62usy\x18\x03 \x01(\r\x12\r\n\x05total\x18\x04 \x01(\r\x12\x0f\n\x07refused\x18\x05 \x01(\x04\"\xb7\x01\n\x11SkillGroupSummary\x12\x13\n\x0bskill_group\x18\x01 \x01(\t\x12\x15\n\rcalls_waiting\x18\x02 \x01(\r\x12\x15\n\roldest_wait_s\x18\x03 \x01(\x01\x12\x14\n\x0c\x61gents_ready\x18\x04 \x01(\r\x12\x18\n\x10\x61gents_logged_in\x18\x05 \x01(\r\x12\x16\n\x0elongest_idle_s\x18\x06 \x01(\x01\x12\x17\n\x0f\x65xpected_wait_s\x18\x07 \x01(\x01\"\xc9\x05\n\x0bSiteSummary\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12.\n\nstarted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12?\n\x0f\x61gents_by_state\x18\x06 \x03(\x0b\x32&.vcc.v1.SiteSummary.AgentsByStateEntry\x12\x15\n\rcalls_waiting\x18\x07 \x01(\r\x12\x19\n\x11\x63\x61lls_in_progress\x18\x08 \x01(\r\x12(\n\tresources\x18\t \x03(\x0b\x32\x15.vcc.v1.ResourceUsage\x12/\n\x0cskill_groups\x18\n \x03(\x0b\x32\x19.vcc.v1.SkillGroupSummary\x12\x15\n\rcalls_offered\x18\x0b \x01(\x04\x12\x15\n\rcalls_blocked\x18\x0c \x01(\x04\x12\x16\n\x0e\x63\x61lls_answered\x18\r \x01(\x04\x12\x17\n\x0f\x63\x61lls_abandoned\x18\x0e \x01(\x04\x12\x16\n\x0eoutbox_pending\x18\x0f \x01(\x04\x12:\n\x0c\x61gent_states\x18\x10 \x03(\x0b\x32$.vcc.v1.SiteSummary.AgentStatesEntry\x12\x1f\n\x17\x63\x61lls_served_for_others\x18\x11 \x01(\r\x12\x1e\n\x16\x63\x61lls_served_elsewhere\x18\x12 \x01(\r\x1a\x34\n\x12\x41gentsByStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\x1a\x32\n\x10\x41gentStatesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32`\n\x10SiteAdminService\x12L\n\rGetSiteStatus\x12\x1c.vcc.v1.GetSiteStatusRequest\x1a\x1d.vcc.v1.GetSiteStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,6 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SITESUMMARY_AGENTSBYSTATEENTRY']._loaded_options = None
   _globals['_SITESUMMARY_AGENTSBYSTATEENTRY']._serialized_options = b'8\001'
+  _globals['_SITESUMMARY_AGENTSTATESENTRY']._loaded_options = None
+  _globals['_SITESUMMARY_AGENTSTATESENTRY']._serialized_options = b'8\001'
   _globals['_GETSITESTATUSREQUEST']._serialized_start=68
   _globals['_GETSITESTATUSREQUEST']._serialized_end=90
   _globals['_GETSITESTATUSRESPONSE']._serialized_start=92
@@ -43,9 +45,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SKILLGROUPSUMMARY']._serialized_start=245
   _globals['_SKILLGROUPSUMMARY']._serialized_end=428
   _globals['_SITESUMMARY']._serialized_start=431
-  _globals['_SITESUMMARY']._serialized_end=967
-  _globals['_SITESUMMARY_AGENTSBYSTATEENTRY']._serialized_start=915
-  _globals['_SITESUMMARY_AGENTSBYSTATEENTRY']._serialized_end=967
-  _globals['_SITEADMINSERVICE']._serialized_start=969
-  _globals['_SITEADMINSERVICE']._serialized_end=1065
+  _globals['_SITESUMMARY']._serialized_end=1144
+  _globals['_SITESUMMARY_AGENTSBYSTATEENTRY']._serialized_start=1040
+  _globals['_SITESUMMARY_AGENTSBYSTATEENTRY']._serialized_end=1092
+  _globals['_SITESUMMARY_AGENTSTATESENTRY']._serialized_start=1094
+  _globals['_SITESUMMARY_AGENTSTATESENTRY']._serialized_end=1144
+  _globals['_SITEADMINSERVICE']._serialized_start=1146
+  _globals['_SITEADMINSERVICE']._serialized_end=1242
 # @@protoc_insertion_point(module_scope)

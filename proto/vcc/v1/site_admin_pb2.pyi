@@ -151,6 +151,26 @@ class SiteSummary(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class AgentStatesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     SITE_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     ADDRESS_FIELD_NUMBER: _builtins.int
@@ -166,6 +186,9 @@ class SiteSummary(_message.Message):
     CALLS_ANSWERED_FIELD_NUMBER: _builtins.int
     CALLS_ABANDONED_FIELD_NUMBER: _builtins.int
     OUTBOX_PENDING_FIELD_NUMBER: _builtins.int
+    AGENT_STATES_FIELD_NUMBER: _builtins.int
+    CALLS_SERVED_FOR_OTHERS_FIELD_NUMBER: _builtins.int
+    CALLS_SERVED_ELSEWHERE_FIELD_NUMBER: _builtins.int
     site_id: _builtins.str
     name: _builtins.str
     address: _builtins.str
@@ -179,6 +202,9 @@ class SiteSummary(_message.Message):
     calls_abandoned: _builtins.int
     outbox_pending: _builtins.int
     """Records waiting in the outbox to reach central."""
+    calls_served_for_others: _builtins.int
+    """Calls of other cities this site is serving now, and calls of its own served elsewhere."""
+    calls_served_elsewhere: _builtins.int
     @_builtins.property
     def started_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -191,6 +217,10 @@ class SiteSummary(_message.Message):
     def resources(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResourceUsage]: ...
     @_builtins.property
     def skill_groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___SkillGroupSummary]: ...
+    @_builtins.property
+    def agent_states(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Agent code -> AgentState name, for every agent of the site (the directory's presence)."""
+
     def __init__(
         self,
         *,
@@ -209,10 +239,13 @@ class SiteSummary(_message.Message):
         calls_answered: _builtins.int = ...,
         calls_abandoned: _builtins.int = ...,
         outbox_pending: _builtins.int = ...,
+        agent_states: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        calls_served_for_others: _builtins.int = ...,
+        calls_served_elsewhere: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["started_at", b"started_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "agents_by_state", b"agents_by_state", "calls_abandoned", b"calls_abandoned", "calls_answered", b"calls_answered", "calls_blocked", b"calls_blocked", "calls_in_progress", b"calls_in_progress", "calls_offered", b"calls_offered", "calls_waiting", b"calls_waiting", "name", b"name", "outbox_pending", b"outbox_pending", "resources", b"resources", "site_id", b"site_id", "skill_groups", b"skill_groups", "started_at", b"started_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "agent_states", b"agent_states", "agents_by_state", b"agents_by_state", "calls_abandoned", b"calls_abandoned", "calls_answered", b"calls_answered", "calls_blocked", b"calls_blocked", "calls_in_progress", b"calls_in_progress", "calls_offered", b"calls_offered", "calls_served_elsewhere", b"calls_served_elsewhere", "calls_served_for_others", b"calls_served_for_others", "calls_waiting", b"calls_waiting", "name", b"name", "outbox_pending", b"outbox_pending", "resources", b"resources", "site_id", b"site_id", "skill_groups", b"skill_groups", "started_at", b"started_at", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,344 @@
+"""The global routing service at central: live state in, decisions out, every move recorded.
+
+The policy is `routing.global_router` (pure); this module feeds it LiveState snapshots, keeps
+the decisions (written behind the answer, in batches, so a RouteCall does not wait for the
+database), and in pooled mode sends PullCall commands down the state streams of the sites whose
+calls have waited longest when another site shows a free agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from central import convert
+from central.live_state import Health, LiveState
+from central.store import RecordedDecision, Store
+from routing import global_router
+from routing.global_router import CallToRoute, Decision, Policy, Pull
+from vcc.config import RoutingConfig, SiteConfig
+from vcc.v1 import site_admin_pb2
+
+log = logging.getLogger(__name__)
+
+# Pooled mode: at most one round of pulls per this many seconds (a flood of states costs rounds,
+# not pulls: each round sends only pulls not sent for the same target state).
+PULL_INTERVAL_S = 0.05
+MAX_PULLS_PER_ROUND = 64
+# Commands waiting to be written to one site's stream; more are dropped (the next state brings
+# them back if they still hold).
+STREAM_QUEUE = 64
+# Decisions waiting to be written; a RouteCall waits for room beyond this (back-pressure).
+DECISION_QUEUE = 10_000
+DECISION_BATCH = 500
+# Calls remembered as having a recorded decision (their later "stay" answers are not stored).
+REMEMBERED_CALLS = 100_000
+
+
+@dataclass(frozen=True)
+class DirectoryEntry:
+    agent_code: str
+    name: str
+    site_id: str
+    # AgentState name from the site's summary (`agent_states`); "LOGGED_OUT" when the site is down
+    # or does not report the agent; "UNKNOWN" when an older site reports only counts per state.
+    state: str
+    skills: dict[str, int]
+
+
+@dataclass(frozen=True)
+class PullCommand:
+    pull: Pull
+    record: RecordedDecision
+
+
+@dataclass
+class SiteStream:
+    """One open StreamSiteState stream: central writes commands to `commands`."""
+
+    site_id: str
+    token: int
+    commands: asyncio.Queue[PullCommand] = field(default_factory=lambda: asyncio.Queue(STREAM_QUEUE))
+    dropped: int = 0
+
+
+class DecisionLog:
+    """Decisions written behind the answers, in batches; pending ones are readable at once."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._queue: asyncio.Queue[RecordedDecision] = asyncio.Queue(DECISION_QUEUE)
+        self._pending: dict[str, RecordedDecision] = {}
+        self._in_flight: list[RecordedDecision] = []
+
+    async def add(self, record: RecordedDecision) -> None:
+        self._pending[record.decision_id] = record
+        await self._queue.put(record)
+
+    def pending(self, call_ids: Sequence[str]) -> list[RecordedDecision]:
+        wanted = set(call_ids)
+        return [d for d in self._pending.values() if d.call_id in wanted]
+
+    def pending_by_id(self, decision_ids: Collection[str]) -> dict[str, RecordedDecision]:
+        return {i: self._pending[i] for i in decision_ids if i in self._pending}
+
+    async def run(self) -> None:
+        """Write until cancelled (then call drain())."""
+        while True:
+            self._in_flight = [await self._queue.get()]
+            while len(self._in_flight) < DECISION_BATCH and not self._queue.empty():
+                self._in_flight.append(self._queue.get_nowait())
+            await self._write(self._in_flight)
+            for _ in self._in_flight:
+                self._queue.task_done()
+            self._in_flight = []
+
+    async def flush(self) -> None:
+        """Until every decision added so far is written (run() must be running)."""
+        await self._queue.join()
+
+    async def drain(self) -> None:
+        """Write what run() was writing when cancelled and what is still queued (inserts of the
+        same decision id are ignored, so a batch cut short is simply written again)."""
+        batch, self._in_flight = self._in_flight, []
+        while not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        for _ in batch:
+            self._queue.task_done()
+        if batch:
+            await self._write(batch)
+
+    async def _write(self, batch: list[RecordedDecision]) -> None:
+        try:
+            await self._store.record_decisions(batch)
+        except Exception as exc:
+            # The decision was made and answered; losing its record must not stop routing.
+            log.error("cannot record %d routing decisions: %s", len(batch), exc)
+        for d in batch:
+            self._pending.pop(d.decision_id, None)
+
+
+class Router:
+    def __init__(
+        self,
+        config: RoutingConfig,
+        live: LiveState,
+        store: Store,
+        sites: Sequence[SiteConfig],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.policy = Policy(
+            mode=config.mode,
+            overflow_after_s=config.overflow_after_s,
+            max_state_age_s=config.max_state_age_s,
+        )
+        self.live = live
+        self._store = store
+        self._sites = {s.id: s for s in sites}
+        self._skill_groups = frozenset(g.id for s in sites for g in s.skill_groups)
+        self._clock = clock
+        self.decisions = DecisionLog(store)
+        self._decided: OrderedDict[str, None] = OrderedDict()
+        self._streams: dict[str, SiteStream] = {}
+        self._sent: set[tuple[str, str, str, int, str, int, float]] = set()
+
+    def knows_site(self, site_id: str) -> bool:
+        return site_id in self._sites
+
+    def knows_skill_group(self, skill_group: str) -> bool:
+        return skill_group in self._skill_groups
+
+    # -- decisions ---------------------------------------------------------------------------
+
+    def snapshots(self, now: float) -> list[global_router.SiteSnapshot]:
+        return [convert.site_snapshot(s) for s in self.live.sites(now)]
+
+    async def route_call(self, call_id: str, call: CallToRoute) -> RecordedDecision:
+        """Decide; record only a move or the first answer for the call (the site re-asks while
+        the call waits, and a row per "stay" would say nothing new)."""
+        now = self._clock()
+        decision = global_router.route(call, self.snapshots(now), self.policy)
+        record = _record(call_id, now, decision)
+        first = call_id not in self._decided
+        if decision.moves or first:
+            self._remember(call_id)
+            await self.decisions.add(record)
+        if decision.moves:
+            log.info("call %s: %s -> %s (%s)", call_id, call.origin, decision.target, decision.reason)
+        return record
+
+    async def pre_route(self, home_site_id: str) -> tuple[RecordedDecision, str]:
+        """The decision (recorded, without a call id) and the chosen site's address ("" if busy)."""
+        now = self._clock()
+        states = self.live.sites(now)
+        decision = global_router.pre_route(
+            home_site_id, [convert.site_snapshot(s) for s in states], self.policy
+        )
+        record = _record("", now, decision)
+        await self.decisions.add(record)
+        address = ""
+        if decision.target:
+            state = next(s for s in states if s.site_id == decision.target)
+            address = (state.summary.address if state.summary is not None else "") or self._sites[
+                decision.target
+            ].listen
+        log.info("pre-route from %s: %s", home_site_id, decision.target or "busy")
+        return record, address
+
+    async def decisions_of(
+        self, call_ids: Sequence[str], referenced: Mapping[str, Sequence[str]] | None = None
+    ) -> dict[str, list[RecordedDecision]]:
+        """Stored and pending decisions of each call, oldest first; `referenced` adds, per call,
+        decisions named by its events (a pooled pull is decided before the origin picks the call,
+        so it is recorded without a call id; the site's ROUTED event names its decision id)."""
+        # Pending first: one written meanwhile is then in the database.
+        pending = self.decisions.pending(call_ids)
+        wanted = {d for ids in (referenced or {}).values() for d in ids}
+        pending_by_id = self.decisions.pending_by_id(wanted)
+        found = await self._store.decisions_of(call_ids)
+        by_id = await self._store.decisions_by_id(sorted(wanted)) if wanted else {}
+        by_id.update(pending_by_id)
+        for d in pending:
+            found.setdefault(d.call_id, []).append(d)
+        for call_id, ids in (referenced or {}).items():
+            found.setdefault(call_id, []).extend(
+                replace(by_id[i], call_id=call_id) for i in ids if i in by_id
+            )
+        for call_id, records in found.items():
+            unique = {d.decision_id: d for d in records}
+            found[call_id] = sorted(unique.values(), key=lambda d: (d.at, d.decision_id))
+        return found
+
+    def _remember(self, call_id: str) -> None:
+        self._decided[call_id] = None
+        self._decided.move_to_end(call_id)
+        while len(self._decided) > REMEMBERED_CALLS:
+            self._decided.popitem(last=False)
+
+    # -- the agent directory -----------------------------------------------------------------
+
+    def directory(self, site_id: str = "") -> list[DirectoryEntry]:
+        now = self._clock()
+        entries = []
+        for state in self.live.sites(now):
+            if site_id and state.site_id != site_id:
+                continue
+            agents = self._sites[state.site_id].agents
+            fallback = _presence(state.health, state.summary, len(agents))
+            exact = state.summary.agent_states if state.summary is not None else {}
+            entries += [
+                DirectoryEntry(
+                    a.code,
+                    a.name,
+                    state.site_id,
+                    exact.get(a.code, "LOGGED_OUT")
+                    if exact and state.health is not Health.DOWN
+                    else fallback,
+                    dict(sorted(a.skills.items())),
+                )
+                for a in agents
+            ]
+        return entries
+
+    # -- state streams and pooled pulls ------------------------------------------------------
+
+    def attach(self, site_id: str) -> SiteStream:
+        stream = SiteStream(site_id, self.live.open_stream(site_id))
+        old = self._streams.get(site_id)
+        self._streams[site_id] = stream
+        if old is not None:
+            log.info("site %s: a new state stream replaces the previous one", site_id)
+        return stream
+
+    def on_state(self, stream: SiteStream, seq: int, summary: site_admin_pb2.SiteSummary) -> bool:
+        return self.live.update(stream.site_id, stream.token, seq, summary, self._clock())
+
+    def detach(self, stream: SiteStream) -> None:
+        self.live.close_stream(stream.site_id, stream.token)
+        if self._streams.get(stream.site_id) is stream:
+            del self._streams[stream.site_id]
+
+    async def run(self) -> None:
+        """The decision writer, and in pooled mode the pull loop, until cancelled; then the
+        decisions still queued are written (bounded by the store's retries)."""
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.decisions.run(), name="central-decision-log")
+                if self.policy.mode == "pooled":
+                    tasks.create_task(self._pull_loop(), name="central-pulls")
+        finally:
+            await asyncio.shield(self.decisions.drain())
+
+    async def _pull_loop(self) -> None:
+        while True:
+            await self.live.changed.wait()
+            self.live.changed.clear()
+            await self.pull_round()
+            # The rate limit: states arriving meanwhile are coalesced into the next round.
+            await asyncio.sleep(PULL_INTERVAL_S)
+
+    async def pull_round(self) -> int:
+        """Send the pulls that the current states call for and that were not sent for the same
+        target state already; returns how many were sent."""
+        now = self._clock()
+        states = {s.site_id: s for s in self.live.sites(now)}
+        pulls = global_router.pull_candidates(
+            [convert.site_snapshot(s) for s in states.values()], self.policy, MAX_PULLS_PER_ROUND
+        )
+        sent: set[tuple[str, str, str, int, str, int, float]] = set()
+        counts: dict[tuple[str, str, str], int] = {}
+        delivered = 0
+        for pull in pulls:
+            n = counts[(pull.origin, pull.skill_group, pull.target)] = (
+                counts.get((pull.origin, pull.skill_group, pull.target), 0) + 1
+            )
+            target = states[pull.target]
+            key = (
+                pull.origin,
+                pull.skill_group,
+                pull.target,
+                n,
+                target.source,
+                target.seq,
+                target.received_at or 0.0,
+            )
+            sent.add(key)
+            stream = self._streams.get(pull.origin)
+            if key in self._sent or stream is None:
+                continue
+            record = _record("", now, pull.decision)
+            try:
+                stream.commands.put_nowait(PullCommand(pull, record))
+            except asyncio.QueueFull:
+                stream.dropped += 1
+                continue
+            delivered += 1
+            await self.decisions.add(record)
+            log.debug("pull: %s -> %s for %s", pull.origin, pull.target, pull.skill_group)
+        self._sent = sent
+        return delivered
+
+
+def _record(call_id: str, now: float, decision: Decision) -> RecordedDecision:
+    return RecordedDecision(uuid.uuid4().hex, call_id, now, decision)
+
+
+def _presence(health: Health, summary: site_admin_pb2.SiteSummary | None, roster: int) -> str:
+    """Every agent's state as far as counts per state tell (for a summary without `agent_states`):
+    exact only when every agent of the site is in the same state."""
+    if health is Health.DOWN or summary is None:
+        return "LOGGED_OUT"
+    counts = {state: n for state, n in summary.agents_by_state.items() if n > 0}
+    if roster == 0 or not counts:
+        return "LOGGED_OUT"
+    if len(counts) == 1:
+        ((state, n),) = counts.items()
+        if n == roster:
+            return state
+    return "UNKNOWN"

@@ -1,0 +1,1 @@
+"""Consolidated statistics: interval figures from call records, real-time figures from live state."""

@@ -1,0 +1,1 @@
+"""The operations dashboard served by central over HTTP (see central.web.server)."""

@@ -1,0 +1,355 @@
+"""The operations dashboard: a starlette app served by uvicorn inside central's event loop.
+
+Pages (one HTML shell, drawn by static/dashboard.js): `/` the province, `/site/{id}` a city,
+`/site/{id}/skill/{skill}` a skill group, `/report` the interval report. JSON API (also used by
+`vcc stats`):
+
+- `GET /healthz` → `{"status": "ok"}`
+- `GET /api/live` → the real-time snapshot (central.stats.realtime.snapshot)
+- `GET /api/stream` → the same snapshot as server-sent events, every `push_interval_s`
+- `GET /api/history[?site=ID]` → samples of the last hours (calls waiting, agents ready/busy,
+  status) and the 15-minute intervals of the last hours, for the charts
+- `GET /api/intervals?date=YYYY-MM-DD&length=900|86400&level=...&days=N` → interval rows
+  (`level` may repeat; default all levels); `/api/intervals.csv` the same as CSV
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import datetime as dt
+import io
+import json
+import logging
+import socket
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from central.stats.intervals import DAY_S, INTERVAL_S, CallFacts, IntervalRow, Level, StatsPolicy
+from central.stats.realtime import LiveSource, snapshot
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+CSV_COLUMNS = [
+    "level",
+    "key",
+    "start_local",
+    "length_s",
+    "offered",
+    "answered",
+    "abandoned",
+    "short_abandoned",
+    "blocked",
+    "failed",
+    "in_progress",
+    "answered_in_sl",
+    "service_level",
+    "abandon_rate",
+    "asa_s",
+    "aht_s",
+    "transfers",
+    "overflow_in",
+    "overflow_out",
+]
+MAX_REPORT_DAYS = 31
+
+
+class RecordsSource(Protocol):
+    """What the dashboard reads of the call records (central.stats.service.StatsService)."""
+
+    policy: StatsPolicy
+
+    async def today(self) -> tuple[list[CallFacts], float]: ...
+
+    async def intervals(
+        self, start: float, end: float, length_s: int = INTERVAL_S, levels: Sequence[Level] = ...
+    ) -> list[IntervalRow]: ...
+
+
+@dataclass(frozen=True)
+class Sample:
+    at: float
+    site_id: str
+    status: str
+    calls_waiting: int | None
+    agents_ready: int | None
+    agents_busy: int | None
+
+
+class Dashboard:
+    """start() binds and serves (returns the port); stop() ends the streams and the server."""
+
+    def __init__(
+        self,
+        live: LiveSource,
+        records: RecordsSource,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        province_name: str = "",
+        clock: Callable[[], float] = time.time,
+        push_interval_s: float = 0.5,
+        sample_every_s: float = 10.0,
+        history_s: float = 4 * 3600.0,
+    ) -> None:
+        self._live = live
+        self._records = records
+        self._host = host
+        self._port = port
+        self._province_name = province_name
+        self._clock = clock
+        self._push_interval_s = push_interval_s
+        self._sample_every_s = sample_every_s
+        self._samples: deque[Sample] = deque(maxlen=max(1, int(history_s / sample_every_s)) * 64)
+        self._history_s = history_s
+        self._snapshot: tuple[float, dict[str, Any]] | None = None
+        self._snapshot_lock = asyncio.Lock()
+        self._closing = asyncio.Event()
+        self._server: uvicorn.Server | None = None
+        self._serve_task: asyncio.Task[None] | None = None
+        self._sampler: asyncio.Task[None] | None = None
+        self._templates = Jinja2Templates(directory=str(HERE / "templates"))
+        self.app = self._build()
+        self.port = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> int:
+        sock = socket.socket(socket.AF_INET6 if ":" in self._host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self._host, self._port))
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            timeout_graceful_shutdown=2,
+        )
+        self._server = _EmbeddedServer(config)
+        self._serve_task = asyncio.create_task(self._server.serve(sockets=[sock]), name="dashboard-http")
+        self._sampler = asyncio.create_task(self._sample_forever(), name="dashboard-sampler")
+        while not self._server.started:
+            if self._serve_task.done():
+                self._serve_task.result()
+                raise RuntimeError("the dashboard server stopped while starting")
+            await asyncio.sleep(0.01)
+        log.info("dashboard on http://%s:%d/", self._host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        self._closing.set()
+        if self._sampler is not None:
+            self._sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampler
+            self._sampler = None
+        if self._server is not None and self._serve_task is not None:
+            self._server.should_exit = True
+            await self._serve_task
+            self._server = self._serve_task = None
+
+    # -- data ------------------------------------------------------------------------------------
+
+    async def live_snapshot(self) -> dict[str, Any]:
+        """The real-time snapshot, shared by every client for a fraction of the push interval."""
+        async with self._snapshot_lock:
+            now = self._clock()
+            if self._snapshot is None or now - self._snapshot[0] >= self._push_interval_s / 2:
+                calls, records_age = await self._records.today()
+                data = snapshot(self._live.sites(now), calls, self._records.policy, now, records_age)
+                data["province"]["name"] = self._province_name
+                self._snapshot = (now, data)
+            return self._snapshot[1]
+
+    def sample(self, now: float) -> None:
+        """Keep one history sample per site (the charts' live series)."""
+        for v in self._live.sites(now):
+            status = str(v.health)
+            s = v.summary if status != "down" else None
+            if s is None:
+                self._samples.append(Sample(now, v.site_id, status, None, None, None))
+                continue
+            agents = dict(s.agents_by_state)
+            busy = sum(agents.get(k, 0) for k in ("RINGING", "TALKING", "HELD", "WRAP_UP"))
+            self._samples.append(
+                Sample(now, v.site_id, status, s.calls_waiting, agents.get("READY", 0), busy)
+            )
+
+    async def _sample_forever(self) -> None:
+        while True:
+            try:
+                self.sample(self._clock())
+            except Exception as exc:
+                log.warning("dashboard sample failed: %s", exc)
+            await asyncio.sleep(self._sample_every_s)
+
+    # -- HTTP ------------------------------------------------------------------------------------
+
+    def _build(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/", self._page),
+                Route("/site/{site_id}", self._page),
+                Route("/site/{site_id}/skill/{skill}", self._page),
+                Route("/report", self._page),
+                Route("/healthz", self._health),
+                Route("/api/live", self._api_live),
+                Route("/api/stream", self._api_stream),
+                Route("/api/history", self._api_history),
+                Route("/api/intervals", self._api_intervals),
+                Route("/api/intervals.csv", self._api_intervals_csv),
+                Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+            ]
+        )
+
+    async def _page(self, request: Request) -> Response:
+        lang = _language(request)
+        return self._templates.TemplateResponse(
+            request,
+            "index.html",
+            {
+                "lang": lang,
+                "province_name": self._province_name,
+                "site_id": request.path_params.get("site_id", ""),
+                "skill": request.path_params.get("skill", ""),
+                "view": _view(request),
+            },
+        )
+
+    async def _health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def _api_live(self, request: Request) -> Response:
+        return JSONResponse(await self.live_snapshot())
+
+    async def _api_stream(self, request: Request) -> Response:
+        async def events() -> AsyncIterator[str]:
+            # The client reconnects by itself after this many ms if the stream breaks.
+            yield "retry: 1000\n\n"
+            while not self._closing.is_set():
+                data = await self.live_snapshot()
+                yield f"event: live\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), self._push_interval_s)
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def _api_history(self, request: Request) -> Response:
+        site_id = request.query_params.get("site", "")
+        now = self._clock()
+        since = now - self._history_s
+        samples = [
+            {
+                "at": s.at,
+                "site_id": s.site_id,
+                "status": s.status,
+                "calls_waiting": s.calls_waiting,
+                "agents_ready": s.agents_ready,
+                "agents_busy": s.agents_busy,
+            }
+            for s in self._samples
+            if s.at >= since and (not site_id or s.site_id == site_id)
+        ]
+        level = Level.ENTRY_SITE if site_id else Level.PROVINCE
+        rows = await self._records.intervals(since, now + 1, INTERVAL_S, [level])
+        intervals = [r.as_dict() for r in rows if not site_id or r.key == site_id]
+        return JSONResponse({"now": now, "samples": samples, "intervals": intervals})
+
+    async def _report_rows(self, request: Request) -> list[IntervalRow] | Response:
+        q = request.query_params
+        policy = self._records.policy
+        try:
+            length = int(q.get("length", str(INTERVAL_S)))
+            if length not in (INTERVAL_S, DAY_S):
+                raise ValueError("length: 900 or 86400")
+            days = int(q.get("days", "1"))
+            if not 1 <= days <= MAX_REPORT_DAYS:
+                raise ValueError(f"days: 1 to {MAX_REPORT_DAYS}")
+            levels = [Level(v) for v in q.getlist("level")] or list(Level)
+            date = q.get("date") or _local_date(self._clock(), policy.utc_offset_s)
+            start = _local_midnight(date, policy.utc_offset_s)
+        except ValueError as exc:
+            return JSONResponse({"error": "invalid-argument", "detail": str(exc)}, status_code=400)
+        return await self._records.intervals(start, start + days * DAY_S, length, levels)
+
+    async def _api_intervals(self, request: Request) -> Response:
+        rows = await self._report_rows(request)
+        if isinstance(rows, Response):
+            return rows
+        offset = self._records.policy.utc_offset_s
+        return JSONResponse(
+            {"rows": [{**r.as_dict(), "start_local": _local_time(r.start, offset)} for r in rows]}
+        )
+
+    async def _api_intervals_csv(self, request: Request) -> Response:
+        rows = await self._report_rows(request)
+        if isinstance(rows, Response):
+            return rows
+        offset = self._records.policy.utc_offset_s
+        out = io.StringIO()
+        writer = csv.DictWriter(out, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({**r.as_dict(), "start_local": _local_time(r.start, offset)})
+        return Response(
+            out.getvalue(),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="vcc-intervals.csv"'},
+        )
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its signal handlers: central's own handlers decide when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _language(request: Request) -> str:
+    lang = request.query_params.get("lang") or request.cookies.get("vcc_lang", "")
+    if lang in ("zh", "en"):
+        return lang
+    accept = request.headers.get("accept-language", "").lower()
+    return "en" if accept.startswith("en") else "zh"
+
+
+def _view(request: Request) -> str:
+    if "skill" in request.path_params:
+        return "skill"
+    if "site_id" in request.path_params:
+        return "site"
+    return "report" if request.url.path == "/report" else "province"
+
+
+def _local_midnight(date: str, utc_offset_s: int) -> float:
+    day = dt.date.fromisoformat(date)
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp() - utc_offset_s
+
+
+def _local_date(now: float, utc_offset_s: int) -> str:
+    return dt.datetime.fromtimestamp(now + utc_offset_s, dt.UTC).date().isoformat()
+
+
+def _local_time(at: float, utc_offset_s: int) -> str:
+    return dt.datetime.fromtimestamp(at + utc_offset_s, dt.UTC).strftime("%Y-%m-%d %H:%M")

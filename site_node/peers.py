@@ -1,0 +1,257 @@
+"""Site <-> site over gRPC: remote legs of calls served in another city.
+
+`PeerLinks` is the origin's side (it opens one ServeCall stream per leg); `SitePeer` is the
+target's servicer. Both turn stream messages into switchboard operations and switchboard
+effects into stream messages; neither decides anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+from typing import Any
+
+import grpc
+
+from site_node import convert
+from site_node.domain import LegToOrigin, LegToTarget, OfferRemote
+from site_node.runtime import SiteRuntime
+from site_node.switchboard import RemoteOfferIn
+from vcc import rpc
+from vcc.errors import InvalidArgument, VccError
+from vcc.rpc import maps_errors, maps_stream_errors, timestamp, unix_s
+from vcc.v1 import peer_pb2, peer_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+# A peer that opens a stream must make its offer promptly.
+FIRST_MESSAGE_TIMEOUT_S = 5.0
+_TERMINAL = frozenset({"refused", "hung_up", "returned"})
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+class PeerLinks:
+    """Origin side: one ServeCall stream per remote leg, one channel per peer site."""
+
+    def __init__(self, runtime: SiteRuntime, address_of: Callable[[str], str | None]) -> None:
+        self.rt = runtime
+        self._address_of = address_of
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._outboxes: dict[str, asyncio.Queue[peer_pb2.ServeCallRequest | None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def offer(self, offer: OfferRemote) -> None:
+        queue: asyncio.Queue[peer_pb2.ServeCallRequest | None] = asyncio.Queue()
+        queue.put_nowait(peer_pb2.ServeCallRequest(offer=_offer_to_proto(offer, self.rt.sb.site_id)))
+        self._outboxes[offer.offer_id] = queue
+        task = asyncio.ensure_future(self._run_leg(offer, queue))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def send(self, message: LegToTarget) -> None:
+        queue = self._outboxes.get(message.offer_id)
+        if queue is None:
+            return
+        if message.kind == "confirm":
+            queue.put_nowait(peer_pb2.ServeCallRequest(answer_confirmed=peer_pb2.AnswerConfirmed()))
+        else:
+            queue.put_nowait(
+                peer_pb2.ServeCallRequest(caller_gone=peer_pb2.CallerGone(reason=message.reason))
+            )
+            queue.put_nowait(None)  # nothing more to say on this leg
+
+    async def _run_leg(
+        self, offer: OfferRemote, queue: asyncio.Queue[peer_pb2.ServeCallRequest | None]
+    ) -> None:
+        offer_id = offer.offer_id
+        sb = self.rt.sb
+        address = self._address_of(offer.target_site_id)
+        try:
+            if address is None:
+                self._apply(lambda now: sb.remote_refused(now, offer_id, "target-unknown"))
+                return
+            stub = peer_pb2_grpc.SitePeerServiceStub(self._channel(address))
+            stream = stub.ServeCall(_drain(queue))
+            async for reply in stream:
+                kind = reply.WhichOneof("message")
+                if kind == "reserved":
+                    agent = reply.reserved.agent_code
+                    self._apply(partial(sb.remote_reserved, offer_id=offer_id, agent_code=agent))
+                elif kind == "refused":
+                    why = reply.refused.reason
+                    self._apply(partial(sb.remote_refused, offer_id=offer_id, reason=why))
+                elif kind == "answer_asked":
+                    self._apply(lambda now: sb.remote_answer_asked(now, offer_id))
+                elif kind in ("held", "retrieved"):
+                    held = kind == "held"
+                    self._apply(partial(sb.remote_held, offer_id=offer_id, held=held))
+                elif kind == "hung_up":
+                    self._apply(lambda now: sb.remote_hung_up(now, offer_id))
+                elif kind == "returned":
+                    why = reply.returned.reason
+                    self._apply(partial(sb.remote_returned, offer_id=offer_id, reason=why))
+                if kind in _TERMINAL:
+                    return
+            # The target closed the leg without saying how: it is gone for this call.
+            self._apply(lambda now: sb.remote_lost(now, offer_id, "target-closed"))
+        except grpc.aio.AioRpcError as exc:
+            reason = "target-lost" if exc.code() != grpc.StatusCode.CANCELLED else "leg-cancelled"
+            self._apply(lambda now: sb.remote_lost(now, offer_id, reason))
+        finally:
+            self._outboxes.pop(offer_id, None)
+
+    def _apply(self, op: Callable[[float], list[Any]]) -> None:
+        try:
+            self.rt.do(op)
+        except VccError as exc:
+            log.debug("peer message refused by the switchboard: %s", exc)
+
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        ch = self._channels.get(address)
+        if ch is None:
+            ch = self._channels[address] = rpc.channel(address)
+        return ch
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for ch in self._channels.values():
+            await ch.close()
+
+
+async def _drain(
+    queue: asyncio.Queue[peer_pb2.ServeCallRequest | None],
+) -> AsyncIterator[peer_pb2.ServeCallRequest]:
+    while (message := await queue.get()) is not None:
+        yield message
+
+
+def _offer_to_proto(offer: OfferRemote, origin: str) -> peer_pb2.RemoteOffer:
+    return peer_pb2.RemoteOffer(
+        call_id=offer.call_id,
+        origin_site_id=origin,
+        offer_id=offer.offer_id,
+        skill_group=offer.skill_group,
+        priority=offer.priority,
+        arrived_at=timestamp(offer.arrived_at),
+        ani=offer.ani,
+        dnis=offer.dnis,
+        attached_data=dict(offer.attached),
+        customer=convert.customer_to_proto(offer.customer),
+        agent_code=offer.agent_code,
+        purpose=offer.purpose,
+    )
+
+
+def _offer_from_proto(o: peer_pb2.RemoteOffer) -> RemoteOfferIn:
+    return RemoteOfferIn(
+        offer_id=o.offer_id,
+        call_id=o.call_id,
+        origin_site_id=o.origin_site_id,
+        skill_group=o.skill_group,
+        priority=o.priority,
+        arrived_at=unix_s(o.arrived_at),
+        ani=o.ani,
+        dnis=o.dnis,
+        attached=tuple(sorted(o.attached_data.items())),
+        customer=convert.customer_from_proto(o.customer) if o.customer.customer_id else None,
+        agent_code=o.agent_code,
+        purpose=o.purpose,
+    )
+
+
+class SitePeer(peer_pb2_grpc.SitePeerServiceServicer):
+    """Target side: serves other cities' calls on their offers."""
+
+    def __init__(self, runtime: SiteRuntime) -> None:
+        self.rt = runtime
+        self._lines: dict[str, asyncio.Queue[peer_pb2.ServeCallResponse | None]] = {}
+
+    def send(self, message: LegToOrigin) -> None:
+        line = self._lines.get(message.offer_id)
+        if line is None:
+            return
+        reply = peer_pb2.ServeCallResponse(at=timestamp(self.rt.clock()))
+        match message.kind:
+            case "answer_asked":
+                reply.answer_asked.CopyFrom(peer_pb2.LegAnswerAsked(agent_code=message.agent_code))
+            case "held":
+                reply.held.SetInParent()
+            case "retrieved":
+                reply.retrieved.SetInParent()
+            case "hung_up":
+                reply.hung_up.CopyFrom(peer_pb2.LegHungUp(agent_code=message.agent_code))
+            case "returned":
+                reply.returned.CopyFrom(peer_pb2.LegReturned(reason=message.reason))
+        line.put_nowait(reply)
+
+    @maps_errors
+    async def Ping(self, request: peer_pb2.PingRequest, context: Ctx) -> peer_pb2.PingResponse:
+        return peer_pb2.PingResponse(site_id=self.rt.sb.site_id)
+
+    @maps_stream_errors
+    async def ServeCall(
+        self, request_iterator: AsyncIterator[peer_pb2.ServeCallRequest], context: Ctx
+    ) -> AsyncIterator[peer_pb2.ServeCallResponse]:
+        try:
+            first = await asyncio.wait_for(anext(request_iterator), FIRST_MESSAGE_TIMEOUT_S)
+        except (StopAsyncIteration, TimeoutError):
+            raise InvalidArgument(
+                "offer-required", "the first message of ServeCall must be an offer"
+            ) from None
+        if first.WhichOneof("message") != "offer":
+            raise InvalidArgument("offer-required", "the first message of ServeCall must be an offer")
+        offer = _offer_from_proto(first.offer)
+        sb = self.rt.sb
+        line: asyncio.Queue[peer_pb2.ServeCallResponse | None] = asyncio.Queue()
+        self._lines[offer.offer_id] = line
+        try:
+            agent, refusal = self.rt.serve_remote(offer)
+            now = timestamp(self.rt.clock())
+            if agent is None:
+                yield peer_pb2.ServeCallResponse(at=now, refused=peer_pb2.LegRefused(reason=refusal))
+                return
+            yield peer_pb2.ServeCallResponse(
+                at=now, reserved=peer_pb2.LegReserved(agent_code=agent, site_id=sb.site_id)
+            )
+            reader = asyncio.create_task(self._origin_messages(offer.offer_id, request_iterator, line))
+            try:
+                while (reply := await line.get()) is not None:
+                    yield reply
+                    if reply.WhichOneof("message") in _TERMINAL:
+                        return
+            finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+        finally:
+            self._lines.pop(offer.offer_id, None)
+            # However the stream ended, the guest call must not outlive it.
+            with contextlib.suppress(VccError):
+                self.rt.do(lambda now: sb.remote_caller_gone(now, offer.offer_id, "origin-lost"))
+
+    async def _origin_messages(
+        self,
+        offer_id: str,
+        requests: AsyncIterator[peer_pb2.ServeCallRequest],
+        line: asyncio.Queue[peer_pb2.ServeCallResponse | None],
+    ) -> None:
+        sb = self.rt.sb
+        try:
+            async for request in requests:
+                kind = request.WhichOneof("message")
+                if kind == "answer_confirmed":
+                    self.rt.do(lambda now: sb.remote_answer_confirmed(now, offer_id))
+                elif kind == "caller_gone":
+                    why = request.caller_gone.reason or "caller-gone"
+                    self.rt.do(partial(sb.remote_caller_gone, offer_id=offer_id, reason=why))
+                    break
+        except (grpc.aio.AioRpcError, VccError) as exc:
+            log.debug("leg %s: origin stream ended: %s", offer_id, exc)
+        # The origin is done with this leg (or gone): end our side of the stream.
+        line.put_nowait(None)

@@ -1,0 +1,160 @@
+"""LiveState: the newest summary per site from its stream or etcd, and up/stale/down."""
+
+from __future__ import annotations
+
+import pytest
+
+from central import convert
+from central.live_state import Health, LiveState
+from central.membership_view import MembershipView
+from vcc.v1 import site_admin_pb2
+
+SITES = [("gz", "Guangzhou"), ("sz", "Shenzhen")]
+MAX_AGE = 2.0
+
+
+def summary(site_id: str, waiting: int = 0) -> site_admin_pb2.SiteSummary:
+    return site_admin_pb2.SiteSummary(site_id=site_id, calls_waiting=waiting)
+
+
+@pytest.fixture
+def view() -> MembershipView:
+    return MembershipView(SITES)
+
+
+@pytest.fixture
+def live(view: MembershipView) -> LiveState:
+    return LiveState(SITES, view.sites, MAX_AGE)
+
+
+def test_never_heard_of_is_down(live: LiveState) -> None:
+    states = live.sites(100.0)
+    assert [(s.site_id, s.name, s.health, s.summary, s.age_s, s.source) for s in states] == [
+        ("gz", "Guangzhou", Health.DOWN, None, None, ""),
+        ("sz", "Shenzhen", Health.DOWN, None, None, ""),
+    ]
+
+
+def test_stream_updates_up_then_stale_then_down_when_closed(live: LiveState) -> None:
+    token = live.open_stream("gz")
+    assert live.update("gz", token, 1, summary("gz", 3), now=100.0)
+    gz = live.site("gz", 100.5)
+    assert (gz.health, gz.source, gz.seq, gz.age_s, gz.streaming, gz.registered) == (
+        Health.UP,
+        "stream",
+        1,
+        0.5,
+        True,
+        False,
+    )
+    assert gz.summary is not None and gz.summary.calls_waiting == 3
+    # The stream is open but silent: stale, not down.
+    assert live.site("gz", 102.5).health is Health.STALE
+    live.close_stream("gz", token)
+    # Closed, the last state still fresh and no etcd key: down (a goodbye, or a killed site).
+    assert live.site("gz", 100.5).health is Health.DOWN
+    assert live.site("gz", 100.5).summary is not None, "the last summary is kept for the dashboard"
+
+
+def test_only_the_latest_state_is_kept_and_old_seqs_are_ignored(live: LiveState) -> None:
+    token = live.open_stream("gz")
+    for seq in range(1, 10_001):
+        live.update("gz", token, seq, summary("gz", seq), now=100.0 + seq / 10_000)
+    assert not live.update("gz", token, 5, summary("gz", 5), now=102.0)
+    assert not live.update("gz", token, 10_000, summary("gz", 5), now=102.0)
+    gz = live.site("gz", 101.0)
+    assert gz.summary is not None and (gz.seq, gz.summary.calls_waiting) == (10_000, 10_000)
+
+
+def test_a_new_stream_replaces_the_old_one(live: LiveState) -> None:
+    old = live.open_stream("gz")
+    live.update("gz", old, 7, summary("gz", 1), now=100.0)
+    new = live.open_stream("gz")
+    # A restarted site starts its seq again; the old stream's late messages are ignored.
+    assert live.update("gz", new, 1, summary("gz", 2), now=100.1)
+    assert not live.update("gz", old, 8, summary("gz", 9), now=100.2)
+    live.close_stream("gz", old)
+    gz = live.site("gz", 100.2)
+    assert gz.streaming and gz.health is Health.UP
+    assert gz.summary is not None and gz.summary.calls_waiting == 2
+
+
+def test_etcd_is_the_fallback_and_the_newer_source_wins(live: LiveState, view: MembershipView) -> None:
+    view.put("sz", summary("sz", 4), now=100.0)
+    sz = live.site("sz", 101.0)
+    assert (sz.health, sz.source, sz.registered, sz.streaming) == (Health.UP, "etcd", True, False)
+    # Registered but the etcd value is too old and no stream: down.
+    assert live.site("sz", 103.0).health is Health.DOWN
+
+    token = live.open_stream("sz")
+    live.update("sz", token, 1, summary("sz", 5), now=101.0)
+    assert live.site("sz", 101.0).source == "stream"
+    view.put("sz", summary("sz", 6), now=102.0)
+    sz = live.site("sz", 102.0)
+    assert sz.source == "etcd" and sz.summary is not None and sz.summary.calls_waiting == 6
+
+
+def test_lease_gone_is_down_unless_the_site_streams(live: LiveState, view: MembershipView) -> None:
+    view.put("gz", summary("gz"), now=100.0)
+    token = live.open_stream("gz")
+    live.update("gz", token, 1, summary("gz"), now=100.0)
+    view.delete("gz", "lease expired")
+    # Central may be the one cut from etcd: a site that streams is still up.
+    assert live.site("gz", 100.5).health is Health.UP
+    live.close_stream("gz", token)
+    assert live.site("gz", 100.5).health is Health.DOWN
+
+
+def test_unknown_sites_are_refused(live: LiveState) -> None:
+    assert not live.knows("zz")
+    with pytest.raises(KeyError):
+        live.open_stream("zz")
+    with pytest.raises(KeyError):
+        live.site("zz", 0.0)
+
+
+async def test_updates_wake_the_router(live: LiveState) -> None:
+    assert not live.changed.is_set()
+    token = live.open_stream("gz")
+    live.update("gz", token, 1, summary("gz"), now=1.0)
+    assert live.changed.is_set()
+
+
+def test_snapshot_for_the_router(live: LiveState) -> None:
+    token = live.open_stream("gz")
+    state = site_admin_pb2.SiteSummary(
+        site_id="gz",
+        resources=[
+            site_admin_pb2.ResourceUsage(id="pstn", kind="trunk", busy=28, total=30),
+            site_admin_pb2.ResourceUsage(id="pstn2", kind="trunk", busy=0, total=5),
+            site_admin_pb2.ResourceUsage(id="tie:sz", kind="tie", busy=3, total=4),
+            site_admin_pb2.ResourceUsage(id="tie:fs", kind="tie", busy=9, total=4),
+            site_admin_pb2.ResourceUsage(id="ivr1", kind="ivr", busy=1, total=8),
+            site_admin_pb2.ResourceUsage(id="rec", kind="recording", busy=0, total=2),
+        ],
+        skill_groups=[
+            site_admin_pb2.SkillGroupSummary(
+                skill_group="general",
+                calls_waiting=2,
+                oldest_wait_s=4.5,
+                agents_ready=0,
+                agents_logged_in=3,
+                longest_idle_s=0.0,
+                expected_wait_s=6.0,
+            )
+        ],
+    )
+    live.update("gz", token, 1, state, now=100.0)
+    snaps = {s.site_id: convert.site_snapshot(s) for s in live.sites(100.25)}
+    gz, sz = snaps["gz"], snaps["sz"]
+    assert (gz.up, gz.state_age_s, gz.free_trunk, gz.free_board) == (True, 0.25, 7, 9)
+    assert gz.free_tie == {"sz": 1, "fs": 0}
+    g = gz.skills["general"]
+    assert (g.calls_waiting, g.oldest_wait_s, g.ready_agents, g.logged_in, g.expected_wait_s) == (
+        2,
+        4.5,
+        0,
+        3,
+        6.0,
+    )
+    assert (sz.up, sz.skills, sz.state_age_s) == (False, {}, float("inf"))

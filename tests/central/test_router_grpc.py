@@ -1,0 +1,473 @@
+"""The global router over gRPC on a real server: state streams, RouteCall, pulls, pre-routing,
+the directory and the decision history; on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from central import convert
+from central.db.engine import create_engine
+from central.db.migrate import upgrade
+from central.grpc_api import SERVICE_NAME, CentralService
+from central.live_state import LiveState
+from central.membership_view import MembershipView
+from central.records import EventKind
+from central.router import Router
+from central.store import Store
+from tests.central.factories import answered_call, ev
+from tests.central.province import province_data, site
+from tests.helpers import eventually
+from vcc import rpc
+from vcc.config import ProvinceConfig, parse_province
+from vcc.errors import from_rpc_error
+from vcc.v1 import central_pb2, central_pb2_grpc, site_admin_pb2
+
+DEADLINE = rpc.DEFAULT_DEADLINE_S
+STREAM_DEADLINE = 60.0
+
+
+def config(mode: str, database_url: str) -> ProvinceConfig:
+    data = province_data(database_url=database_url)
+    data["routing"] = {"mode": mode, "overflow_after_s": 10.0, "max_state_age_s": 30.0}
+    data["sites"] = [
+        site("gz", "Guangzhou", "127.0.0.1:7101", [("0101", {"general": 5}), ("0102", {"billing": 9})]),
+        site("sz", "Shenzhen", "127.0.0.1:7102", [("0201", {"general": 3, "billing": 4})]),
+        site("fs", "Foshan", "127.0.0.1:7103", [("0301", {"general": 1})]),
+    ]
+    for s in data["sites"]:
+        s["tie_trunks"] = [{"peer": p, "channels": 4} for p in ("gz", "sz", "fs") if p != s["id"]]
+    return parse_province(data)
+
+
+@dataclass
+class Central:
+    stub: central_pb2_grpc.CentralServiceAsyncStub
+    router: Router
+    view: MembershipView
+    engine: AsyncEngine
+
+    async def stored_decisions(self) -> int:
+        await self.router.decisions.flush()
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(sa.text("select count(*) from routing_decisions"))).scalar_one())
+
+
+@contextlib.asynccontextmanager
+async def serve(database_url: str, mode: str) -> AsyncIterator[Central]:
+    await upgrade(database_url)
+    engine = create_engine(database_url)
+    store = Store(engine)
+    cfg = config(mode, database_url)
+    await store.sync_province(cfg)
+    view = MembershipView((s.id, s.name) for s in cfg.sites)
+    live = LiveState(((s.id, s.name) for s in cfg.sites), view.sites, cfg.routing.max_state_age_s)
+    router = Router(cfg.routing, live, store, cfg.sites)
+    task = asyncio.create_task(router.run())
+    server = rpc.Server([SERVICE_NAME])
+    central_pb2_grpc.add_CentralServiceServicer_to_server(
+        CentralService(store, cfg.province.id, [s.id for s in cfg.sites], view.sites, router), server.grpc
+    )
+    port = await server.start("127.0.0.1:0")
+    try:
+        async with rpc.channel(f"127.0.0.1:{port}") as channel:
+            yield Central(central_pb2_grpc.CentralServiceStub(channel), router, view, engine)
+    finally:
+        await server.stop(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await engine.dispose()
+
+
+@pytest.fixture
+async def overflow(database_url: str) -> AsyncIterator[Central]:
+    async with serve(database_url, "overflow") as central:
+        yield central
+
+
+@pytest.fixture
+async def pooled(database_url: str) -> AsyncIterator[Central]:
+    async with serve(database_url, "pooled") as central:
+        yield central
+
+
+def state(
+    site_id: str,
+    *,
+    ready: int = 0,
+    logged_in: int = 3,
+    waiting: int = 0,
+    oldest: float = 0.0,
+    idle: float = 0.0,
+    ewt: float = 0.0,
+    ties: dict[str, int] | None = None,
+    trunk_busy: int = 0,
+    agent_states: dict[str, str] | None = None,
+) -> site_admin_pb2.SiteSummary:
+    resources = [site_admin_pb2.ResourceUsage(id="pstn", kind="trunk", busy=trunk_busy, total=30)]
+    resources += [
+        site_admin_pb2.ResourceUsage(id=f"tie:{peer}", kind="tie", busy=4 - free, total=4)
+        for peer, free in (ties or {}).items()
+    ]
+    return site_admin_pb2.SiteSummary(
+        site_id=site_id,
+        name=site_id.upper(),
+        address=f"10.0.0.{len(site_id)}:{7000 + ord(site_id[0])}",
+        resources=resources,
+        agent_states=agent_states or {},
+        skill_groups=[
+            site_admin_pb2.SkillGroupSummary(
+                skill_group="general",
+                calls_waiting=waiting,
+                oldest_wait_s=oldest,
+                agents_ready=ready,
+                agents_logged_in=logged_in,
+                longest_idle_s=idle,
+                expected_wait_s=ewt,
+            )
+        ],
+    )
+
+
+class SiteStream:
+    """A site's side of StreamSiteState."""
+
+    def __init__(self, central: Central) -> None:
+        self.call: Any = central.stub.StreamSiteState(timeout=STREAM_DEADLINE)
+        self.seq = 0
+
+    async def send(self, summary: site_admin_pb2.SiteSummary) -> None:
+        self.seq += 1
+        await self.call.write(central_pb2.StreamSiteStateRequest(seq=self.seq, state=summary))
+
+    async def close(self) -> None:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await self.call.done_writing()
+        self.call.cancel()
+
+
+@contextlib.asynccontextmanager
+async def streaming(
+    central: Central, *states: site_admin_pb2.SiteSummary
+) -> AsyncIterator[dict[str, SiteStream]]:
+    streams: dict[str, SiteStream] = {}
+    try:
+        for s in states:
+            streams[s.site_id] = SiteStream(central)
+            await streams[s.site_id].send(s)
+
+        async def all_in() -> bool:
+            now_states = {x.site_id: x for x in central.router.live.sites(0.0)}
+            return all(now_states[sid].streaming and now_states[sid].summary is not None for sid in streams)
+
+        await eventually(all_in, what="states received")
+        yield streams
+    finally:
+        for s in streams.values():
+            await s.close()
+
+
+async def expect_error(call: Any, code: grpc.StatusCode, error_id: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call
+    assert info.value.code() == code, info.value.details()
+    assert from_rpc_error(info.value).error_id == error_id
+
+
+def route(
+    call_id: str = "c1", site_id: str = "gz", waited: float = 12.0, **kw: Any
+) -> central_pb2.RouteCallRequest:
+    return central_pb2.RouteCallRequest(
+        call_id=call_id, site_id=site_id, skill_group=kw.pop("skill_group", "general"), waited_s=waited, **kw
+    )
+
+
+# ---- bad input ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("request_", "code", "error_id"),
+    [
+        (route(site_id="xx"), grpc.StatusCode.NOT_FOUND, "unknown-site"),
+        (route(site_id=""), grpc.StatusCode.INVALID_ARGUMENT, "missing-site-id"),
+        (route(call_id=""), grpc.StatusCode.INVALID_ARGUMENT, "bad-call-id"),
+        (route(call_id="x" * 129), grpc.StatusCode.INVALID_ARGUMENT, "bad-call-id"),
+        (route(skill_group=""), grpc.StatusCode.INVALID_ARGUMENT, "missing-skill-group"),
+        (route(skill_group="nope"), grpc.StatusCode.NOT_FOUND, "unknown-skill-group"),
+        (route(waited=-1.0), grpc.StatusCode.INVALID_ARGUMENT, "bad-waited"),
+        (route(waited=float("nan")), grpc.StatusCode.INVALID_ARGUMENT, "bad-waited"),
+        (route(waited=float("inf")), grpc.StatusCode.INVALID_ARGUMENT, "bad-waited"),
+        (route(priority=10), grpc.StatusCode.INVALID_ARGUMENT, "bad-priority"),
+        (route(exclude_site_ids=["sz"] * 65), grpc.StatusCode.INVALID_ARGUMENT, "bad-exclude"),
+    ],
+)
+async def test_route_call_refuses_bad_input_and_stores_nothing(
+    overflow: Central, request_: central_pb2.RouteCallRequest, code: grpc.StatusCode, error_id: str
+) -> None:
+    await expect_error(overflow.stub.RouteCall(request_, timeout=DEADLINE), code, error_id)
+    assert await overflow.stored_decisions() == 0
+
+
+@pytest.mark.parametrize(
+    ("request_", "code", "error_id"),
+    [
+        (central_pb2.PreRouteCallRequest(home_site_id="xx"), grpc.StatusCode.NOT_FOUND, "unknown-site"),
+        (central_pb2.PreRouteCallRequest(), grpc.StatusCode.INVALID_ARGUMENT, "missing-site-id"),
+        (
+            central_pb2.PreRouteCallRequest(home_site_id="gz", ani="12ab"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "bad-phone",
+        ),
+        (
+            central_pb2.PreRouteCallRequest(home_site_id="gz", dnis="1" * 21),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "bad-phone",
+        ),
+    ],
+)
+async def test_pre_route_refuses_bad_input(
+    overflow: Central, request_: central_pb2.PreRouteCallRequest, code: grpc.StatusCode, error_id: str
+) -> None:
+    await expect_error(overflow.stub.PreRouteCall(request_, timeout=DEADLINE), code, error_id)
+    assert await overflow.stored_decisions() == 0
+
+
+async def test_other_bad_requests(overflow: Central) -> None:
+    await expect_error(
+        overflow.stub.ListAgents(central_pb2.ListAgentsRequest(site_id="xx"), timeout=DEADLINE),
+        grpc.StatusCode.NOT_FOUND,
+        "unknown-site",
+    )
+    await expect_error(
+        overflow.stub.ListRoutingDecisions(central_pb2.ListRoutingDecisionsRequest(), timeout=DEADLINE),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "bad-call-id",
+    )
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "code", "error_id"),
+    [
+        (state("xx"), None, grpc.StatusCode.NOT_FOUND, "unknown-site"),
+        (site_admin_pb2.SiteSummary(), None, grpc.StatusCode.INVALID_ARGUMENT, "missing-site-id"),
+        (state("gz"), state("sz"), grpc.StatusCode.INVALID_ARGUMENT, "site-mismatch"),
+    ],
+)
+async def test_state_stream_refuses_unknown_or_changing_sites(
+    overflow: Central,
+    first: site_admin_pb2.SiteSummary,
+    second: site_admin_pb2.SiteSummary | None,
+    code: grpc.StatusCode,
+    error_id: str,
+) -> None:
+    stream = SiteStream(overflow)
+    await stream.send(first)
+    if second is not None:
+        await stream.send(second)
+    await stream.call.done_writing()
+    assert await stream.call.code() == code
+    metadata = await stream.call.trailing_metadata()
+    assert dict(metadata or ()).get("vcc-error-id") == error_id
+    sz = overflow.router.live.site("sz", 0.0)
+    assert not sz.streaming and sz.summary is None
+
+
+# ---- overflow -------------------------------------------------------------------------------
+
+
+async def test_overflow_picks_the_lowest_expected_wait_and_records_the_move(overflow: Central) -> None:
+    gz = state("gz", waiting=2, oldest=12.0, ewt=20.0, ties={"sz": 2, "fs": 1})
+    sz = state("sz", ready=1, ewt=2.0)
+    fs = state("fs", ready=2, ewt=0.5)
+    async with streaming(overflow, gz, sz, fs):
+        reply = await overflow.stub.RouteCall(route("c1", waited=12.0), timeout=DEADLINE)
+        d = reply.decision
+        assert (d.call_id, d.origin_site_id, d.target_site_id, d.mode, d.skill_group) == (
+            "c1",
+            "gz",
+            "fs",
+            "overflow",
+            "general",
+        )
+        assert "fs has the lowest expected wait" in d.reason
+        by_site = {c.site_id: c for c in d.candidates}
+        assert (by_site["fs"].note, by_site["fs"].free_tie_channels, by_site["fs"].ready_agents) == (
+            "chosen",
+            1,
+            2,
+        )
+        assert by_site["sz"].note.startswith("lost to fs")
+        assert by_site["gz"].note == "origin"
+
+        # Excluded after a refusal: the other site.
+        again = await overflow.stub.RouteCall(
+            route("c1", waited=13.0, exclude_site_ids=["fs"]), timeout=DEADLINE
+        )
+        assert again.decision.target_site_id == "sz"
+
+        # A call that has not waited long enough stays; its periodic re-asks are not stored.
+        for waited in (1.0, 2.0, 3.0):
+            stay = await overflow.stub.RouteCall(route("c2", waited=waited), timeout=DEADLINE)
+            assert stay.decision.target_site_id == ""
+
+    assert await overflow.stored_decisions() == 3
+    listed = await overflow.stub.ListRoutingDecisions(
+        central_pb2.ListRoutingDecisionsRequest(call_id="c1"), timeout=DEADLINE
+    )
+    assert [x.target_site_id for x in listed.decisions] == ["fs", "sz"]
+    assert listed.decisions[0] == d
+    c2 = await overflow.stub.ListRoutingDecisions(
+        central_pb2.ListRoutingDecisionsRequest(call_id="c2"), timeout=DEADLINE
+    )
+    assert [(x.target_site_id, x.candidates[1].note) for x in c2.decisions] == [("", "not needed")]
+
+    # The decisions are part of the call's history at central.
+    await overflow.stub.IngestCallEvents(
+        central_pb2.IngestCallEventsRequest(
+            site_id="gz", events=[convert.event_to_proto(e) for e in answered_call("c1")]
+        ),
+        timeout=DEADLINE,
+    )
+    record = (
+        await overflow.stub.GetCallRecord(central_pb2.GetCallRecordRequest(call_id="c1"), timeout=DEADLINE)
+    ).record
+    assert [x.target_site_id for x in record.decisions] == ["fs", "sz"]
+    listing = await overflow.stub.ListCallRecords(
+        central_pb2.ListCallRecordsRequest(with_events=True), timeout=DEADLINE
+    )
+    assert [x.target_site_id for x in listing.records[0].decisions] == ["fs", "sz"]
+    bare = await overflow.stub.ListCallRecords(central_pb2.ListCallRecordsRequest(), timeout=DEADLINE)
+    assert len(bare.records[0].decisions) == 0
+
+
+async def test_a_site_that_closed_its_stream_is_not_a_target(overflow: Central) -> None:
+    async with streaming(overflow, state("gz", logged_in=0, ties={"sz": 2}), state("sz", ready=1)) as streams:
+        reply = await overflow.stub.RouteCall(route("c1", waited=0.0), timeout=DEADLINE)
+        assert reply.decision.target_site_id == "sz"
+        await streams["sz"].close()
+
+        async def sz_down() -> bool:
+            return not overflow.router.live.site("sz", 0.0).streaming
+
+        await eventually(sz_down, what="sz stream closed")
+        reply = await overflow.stub.RouteCall(route("c1", waited=0.0), timeout=DEADLINE)
+        assert reply.decision.target_site_id == ""
+        assert {c.site_id: c.note for c in reply.decision.candidates}["sz"] == "down"
+
+
+# ---- pooled ---------------------------------------------------------------------------------
+
+
+async def test_pooled_sends_a_pull_to_the_origin_with_the_oldest_call(pooled: Central) -> None:
+    gz = state("gz", waiting=2, oldest=5.0, ties={"sz": 2})
+    fs = state("fs", waiting=1, oldest=1.0, ties={"sz": 2})
+    sz = state("sz", ready=1, idle=7.0)
+    # The free agent at sz shows up after gz and fs: central tells gz (the oldest call) to offer it.
+    async with streaming(pooled, gz, fs) as streams, streaming(pooled, sz):
+        reply = await asyncio.wait_for(streams["gz"].call.read(), 15)
+        pull = reply.pull_call
+        assert (pull.skill_group, pull.to_site_id) == ("general", "sz")
+        d = pull.decision
+        assert (d.origin_site_id, d.target_site_id, d.mode, d.call_id) == ("gz", "sz", "pooled", "")
+        assert "waited 5.0s" in d.reason
+
+        # The same target state does not make the same pull twice.
+        await streams["gz"].send(gz)
+        await eventually(lambda: _seq_seen(pooled, "gz", 2), what="gz state 2")
+        assert await pooled.router.pull_round() == 0
+
+        # A call routed at once in pooled mode goes to the free agent too.
+        routed = await pooled.stub.RouteCall(route("p1", site_id="fs", waited=0.5), timeout=DEADLINE)
+        assert routed.decision.target_site_id == "sz"
+
+    # The pull's decision is recorded; the site names it in its ROUTED event to link it to the call.
+    assert await pooled.stored_decisions() == 2
+    events = [
+        *answered_call("p9")[:4],
+        ev(EventKind.TRANSFERRED, 5.0, 5, call_id="p9", data={"to": "sz", "decision_id": d.decision_id}),
+    ]
+    await pooled.stub.IngestCallEvents(
+        central_pb2.IngestCallEventsRequest(site_id="gz", events=[convert.event_to_proto(e) for e in events]),
+        timeout=DEADLINE,
+    )
+    record = (
+        await pooled.stub.GetCallRecord(central_pb2.GetCallRecordRequest(call_id="p9"), timeout=DEADLINE)
+    ).record
+    assert [(x.decision_id, x.call_id, x.target_site_id) for x in record.decisions] == [
+        (d.decision_id, "p9", "sz")
+    ]
+    listed = await pooled.stub.ListRoutingDecisions(
+        central_pb2.ListRoutingDecisionsRequest(call_id="p9"), timeout=DEADLINE
+    )
+    assert [x.decision_id for x in listed.decisions] == [d.decision_id]
+
+
+async def _seq_seen(central: Central, site_id: str, seq: int) -> bool:
+    return central.router.live.site(site_id, 0.0).seq >= seq
+
+
+# ---- pre-routing ----------------------------------------------------------------------------
+
+
+async def test_pre_route_around_a_down_home_site(overflow: Central) -> None:
+    async with streaming(overflow, state("sz", ready=1, ewt=3.0), state("fs", ready=1, ewt=1.0)):
+        reply = await overflow.stub.PreRouteCall(
+            central_pb2.PreRouteCallRequest(home_site_id="gz", ani="13800000001", dnis="10000"),
+            timeout=DEADLINE,
+        )
+        assert reply.site_id == "fs"
+        assert reply.address == state("fs").address
+        assert reply.decision.mode == "pre-route"
+        assert {c.site_id: c.note for c in reply.decision.candidates}["gz"] == "down"
+    assert await overflow.stored_decisions() == 1
+
+
+async def test_pre_route_home_site_up(overflow: Central) -> None:
+    async with streaming(overflow, state("gz"), state("fs", ewt=0.0)):
+        reply = await overflow.stub.PreRouteCall(
+            central_pb2.PreRouteCallRequest(home_site_id="gz"), timeout=DEADLINE
+        )
+        assert (reply.site_id, reply.address) == ("gz", state("gz").address)
+
+
+async def test_pre_route_everything_down_is_busy(overflow: Central) -> None:
+    async with streaming(overflow, state("sz", trunk_busy=30)):
+        reply = await overflow.stub.PreRouteCall(
+            central_pb2.PreRouteCallRequest(home_site_id="gz"), timeout=DEADLINE
+        )
+    assert (reply.site_id, reply.address) == ("", "")
+    assert reply.decision.target_site_id == ""
+    assert reply.decision.reason.startswith("busy")
+    assert {c.site_id: c.note for c in reply.decision.candidates} == {
+        "gz": "down",
+        "sz": "no-trunk-channel",
+        "fs": "down",
+    }
+
+
+# ---- the directory --------------------------------------------------------------------------
+
+
+async def test_list_agents_with_presence(overflow: Central) -> None:
+    async with streaming(overflow, state("gz", agent_states={"0101": "READY", "0102": "NOT_READY"})):
+        reply = await overflow.stub.ListAgents(central_pb2.ListAgentsRequest(), timeout=DEADLINE)
+        got = {
+            (a.agent_code, a.site_id, a.state, a.name, tuple(sorted(a.skills.items()))) for a in reply.agents
+        }
+        assert got == {
+            ("0101", "gz", "READY", "Agent 0101", (("general", 5),)),
+            ("0102", "gz", "NOT_READY", "Agent 0102", (("billing", 9),)),
+            ("0201", "sz", "LOGGED_OUT", "Agent 0201", (("billing", 4), ("general", 3))),
+            ("0301", "fs", "LOGGED_OUT", "Agent 0301", (("general", 1),)),
+        }
+        only = await overflow.stub.ListAgents(central_pb2.ListAgentsRequest(site_id="sz"), timeout=DEADLINE)
+        assert [a.agent_code for a in only.agents] == ["0201"]

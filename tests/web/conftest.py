@@ -1,0 +1,102 @@
+"""The dashboard on a real SQLite database and a real LiveState fed by the test."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from central.db.engine import create_engine
+from central.db.migrate import upgrade
+from central.live_state import LiveState
+from central.records import CallEvent, EventKind, Outcome
+from central.stats.service import StatsService
+from central.store import Store
+from central.web.server import Dashboard
+from vcc.v1 import site_admin_pb2
+
+SITES = [("gz", "Guangzhou"), ("sz", "Shenzhen"), ("fs", "Foshan")]
+
+
+def summary(site_id: str, waiting: int = 1, ready: int = 3, talking: int = 2) -> site_admin_pb2.SiteSummary:
+    return site_admin_pb2.SiteSummary(
+        site_id=site_id,
+        name=dict(SITES)[site_id],
+        agents_by_state={"READY": ready, "TALKING": talking, "NOT_READY": 1},
+        calls_waiting=waiting,
+        calls_in_progress=waiting + talking,
+        resources=[
+            site_admin_pb2.ResourceUsage(id="pstn", kind="trunk", busy=waiting + talking, total=30),
+            site_admin_pb2.ResourceUsage(id="tie:x", kind="tie", busy=1, total=10),
+        ],
+        skill_groups=[
+            site_admin_pb2.SkillGroupSummary(
+                skill_group="general", calls_waiting=waiting, oldest_wait_s=3.0 * waiting, agents_ready=ready
+            ),
+        ],
+    )
+
+
+@dataclass
+class Fixture:
+    dashboard: Dashboard
+    live: LiveState
+    store: Store
+    base: str
+    tokens: dict[str, int | None]
+    seqs: dict[str, int]
+    # What each site's next published summary says is waiting.
+    waiting: dict[str, int] = field(default_factory=dict)
+
+    def publish(self, site_id: str, **kw: int) -> None:
+        """The site's stream delivers a new summary."""
+        self.seqs[site_id] = self.seqs.get(site_id, 0) + 1
+        ok = self.live.update(
+            site_id, self.tokens[site_id], self.seqs[site_id], summary(site_id, **kw), time.time()
+        )
+        assert ok
+
+    def kill(self, site_id: str) -> None:
+        """The site dies: its stream breaks (and it has no etcd key in these tests)."""
+        token = self.tokens[site_id]
+        assert token is not None
+        self.live.close_stream(site_id, token)
+
+    async def answered_call(self, call_id: str, site_id: str = "gz", wait_s: float = 2.0) -> None:
+        now = time.time()
+        K = EventKind
+
+        def e(kind: EventKind, at: float, seq: int, **kw: object) -> CallEvent:
+            return CallEvent(call_id=call_id, site_id=site_id, seq=seq, kind=kind, at=at, **kw)  # type: ignore[arg-type]
+
+        await self.store.ingest(
+            site_id,
+            [
+                e(K.ARRIVED, now - wait_s - 10, 1, ani="13800000001", dnis="10000"),
+                e(K.ANSWERED, now - 10, 2, agent_code="0101", skill_group="general"),
+                e(K.ENDED, now, 3, outcome=Outcome.ANSWERED),
+            ],
+        )
+
+
+@pytest.fixture
+async def dash(tmp_path: Path) -> AsyncIterator[Fixture]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'central.db'}"
+    await upgrade(url)
+    engine = create_engine(url)
+    live = LiveState(SITES, membership=list, max_state_age_s=2.0)
+    tokens: dict[str, int | None] = {site_id: live.open_stream(site_id) for site_id, _ in SITES}
+    stats = StatsService(engine, cache_s=0.2)
+    dashboard = Dashboard(live, stats, province_name="Guangdong", push_interval_s=0.3, sample_every_s=0.5)
+    port = await dashboard.start()
+    fx = Fixture(dashboard, live, Store(engine), f"http://127.0.0.1:{port}", tokens, {})
+    for site_id, _ in SITES:
+        fx.publish(site_id)
+    try:
+        yield fx
+    finally:
+        await dashboard.stop()
+        await engine.dispose()

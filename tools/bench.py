@@ -1,0 +1,399 @@
+"""`vcc bench`: the benchmarks of SPEC §7. Each prints a table and writes JSON (`--json FILE`).
+
+    vcc bench                 all of them, at sizes that finish in a few minutes
+    vcc bench throughput      highest call rate a three-site cluster sustains, every call recorded
+    vcc bench memory          site node RSS with 1,000 agents logged in and 2,000 calls waiting
+    vcc bench pooling         isolated / overflow / pooled against pooled Erlang C (model engine)
+    vcc bench routing         bare grpc.aio round trip vs local ACD vs cross-site decision
+    vcc bench erlang          the model engine against Erlang C and B with many calls
+
+`vcc bench pooling --plot docs/pooling.png` draws service level against offered load for the
+three modes with the Erlang C curves (docs/BENCHMARKS.md). Heavy modules are imported inside the
+commands so that `vcc --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+bench_app = typer.Typer(
+    help="Benchmarks (SPEC §7): each prints a table and writes JSON.",
+    invoke_without_command=True,
+    add_completion=False,
+)
+
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the results here (JSON).")]
+
+
+# -- machine and output ------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    import psutil
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu,
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def _say(text: str) -> None:
+    typer.echo(text, err=True)
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=140)
+
+
+def _fmt(value: object, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _write_json(path: Path | None, name: str, result: Mapping[str, Any]) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"bench": name, "machine": machine(), **result}, indent=2), encoding="utf-8")
+    _say(f"written: {path}")
+
+
+# -- tables ------------------------------------------------------------------------------------------
+
+
+def table_throughput(result: Mapping[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"throughput: {result['sites']} sites, {result['agents_per_site']} agents each")
+    for col in (
+        "calls/s planned",
+        "achieved",
+        "calls",
+        "answered",
+        "p50 dial→ring ms",
+        "p99 dial→ring ms",
+        "p99 queued→ring ms",
+        "reconciliation",
+        "ok",
+    ):
+        table.add_column(col, justify="right")
+    for step in result["steps"]:
+        rec = step["reconciliation"]
+        table.add_row(
+            _fmt(step["target_rate_per_s"], 0),
+            _fmt(step["achieved_rate_per_s"], 1),
+            str(step["offered"]),
+            str(step["outcomes"].get("answered", 0)),
+            _fmt(step["dial_to_ringing_ms"]["p50"], 1),
+            _fmt(step["dial_to_ringing_ms"]["p99"], 1),
+            _fmt(step["queued_to_ringing_ms"]["p99"], 1),
+            f"missing {rec['missing']} dup {rec['duplicated']} mismatch {rec['mismatched']}",
+            "yes" if step["ok"] else "NO: " + "; ".join(step["failures"]),
+        )
+    table.caption = (
+        f"sustained {result['sustained_rate_per_s']} calls/s (target {result['target_rate_per_s']}), "
+        f"p99 dial→ringing {_fmt(result['p99_dial_to_ringing_ms'], 1)} ms"
+    )
+    return table
+
+
+def table_memory(result: Mapping[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="memory: one site node")
+    for col in (
+        "agents logged in",
+        "calls waiting",
+        "RSS idle MiB",
+        "RSS agents MiB",
+        "RSS MiB",
+        "target",
+        "ok",
+    ):
+        table.add_column(col, justify="right")
+    table.add_row(
+        str(result["agents_logged_in"]),
+        str(result["calls_waiting"]),
+        _fmt(result["rss_idle_mib"], 1),
+        _fmt(result["rss_agents_only_mib"], 1),
+        _fmt(result["rss_mib"], 1),
+        f"< {result['target_mib']} MiB",
+        "yes" if result["ok"] else "NO",
+    )
+    return table
+
+
+def table_pooling(result: Mapping[str, Any]) -> Any:
+    from rich.table import Table
+
+    load = result["load"]
+    erlang = result["erlang_c_pooled"]
+    table = Table(
+        title=f"pooling ({result['engine']} engine): occupancy {load['occupancy']:.2f}, rates "
+        + ", ".join(f"{k} {v:.2f}/s" for k, v in load["rates_per_s"].items())
+    )
+    for col in (
+        "mode",
+        "service level",
+        "ratio to pooled Erlang C",
+        "target",
+        "p_wait",
+        "ASA s",
+        "overflow out",
+    ):
+        table.add_column(col, justify="right")
+    targets = result.get("targets", {})
+    for mode, row in result["modes"].items():
+        if "error" in row:
+            table.add_row(mode, "-", "-", _fmt(targets.get(mode)), "-", "-", row["error"])
+            continue
+        table.add_row(
+            mode,
+            _fmt(row["service_level"]),
+            _fmt(row["ratio_to_pooled_erlang_c"]),
+            f">= {targets[mode]}" if mode in targets else "far below",
+            _fmt(row["p_wait"]),
+            _fmt(row["asa_s"]),
+            str(row["overflow_out"]),
+        )
+    table.caption = (
+        f"Erlang C, all agents pooled: SL {erlang['service_level']:.3f}, p_wait {erlang['p_wait']:.3f}; "
+        f"each city alone: SL {result['erlang_c_isolated_service_level']:.3f}"
+    )
+    return table
+
+
+def table_routing(result: Mapping[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="routing decision latency (ms)")
+    for col in ("path", "samples", "p50", "p99", "p50 / bare", "p99 / bare"):
+        table.add_column(col, justify="right")
+    for name, row in result["rows"].items():
+        table.add_row(
+            name,
+            str(row["count"]),
+            _fmt(row["p50"]),
+            _fmt(row["p99"]),
+            _fmt(row["p50_ratio"], 2),
+            _fmt(row["p99_ratio"], 2),
+        )
+    cross = result["cross_site_overflow"]
+    if "missing" in cross:
+        table.add_row("cross_site_overflow", "-", "-", "-", "-", "-")
+        table.caption = f"cross-site: {cross['missing']}"
+    return table
+
+
+def table_erlang(result: Mapping[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="model engine vs Erlang (one skill, no abandonment)")
+    for col in ("case", "calls", "measured", "95% CI ±", "Erlang", "within tolerance", "µs/call"):
+        table.add_column(col, justify="right")
+    for case in result["waiting"]:
+        label = f"A={case['traffic_erlangs']:g} N={case['agents']}"
+        table.add_row(
+            f"{label} p_wait",
+            str(case["calls"]),
+            _fmt(case["p_wait"], 4),
+            _fmt(case["p_wait_ci95"], 4),
+            _fmt(case["erlang_c_p_wait"], 4),
+            "yes" if case["p_wait_ok"] else "NO",
+            _fmt(case["us_per_call"], 0),
+        )
+        table.add_row(
+            f"{label} ASA s",
+            str(case["calls"]),
+            _fmt(case["asa_s"], 4),
+            _fmt(case["asa_ci95"], 4),
+            _fmt(case["erlang_c_asa_s"], 4),
+            "yes" if case["asa_ok"] else "NO",
+            "",
+        )
+    b = result["blocking"]
+    table.add_row(
+        "A=10 on 18 trunks: blocked",
+        str(b["calls"]),
+        _fmt(b["blocked_share"], 4),
+        "-",
+        _fmt(b["erlang_b"], 4),
+        "yes" if b["ok"] else "NO",
+        "",
+    )
+    return table
+
+
+# -- running -----------------------------------------------------------------------------------------
+
+
+def run_throughput(rates: list[float] | None = None, step_s: float = 8.0) -> dict[str, Any]:
+    from tools.bench_cluster import throughput
+
+    kwargs: dict[str, Any] = {"step_s": step_s, "progress": _say}
+    if rates:
+        kwargs["rates"] = rates
+    return asyncio.run(throughput(**kwargs))
+
+
+def run_memory(agents: int = 1000, calls: int = 2000) -> dict[str, Any]:
+    from tools.bench_cluster import memory
+
+    return asyncio.run(memory(agents=agents, calls=calls, progress=_say))
+
+
+def run_pooling(occupancy: float = 0.8, calls: int = 60_000) -> dict[str, Any]:
+    from tools.bench_model import pooling
+
+    return pooling(occupancy=occupancy, calls=calls, progress=_say)
+
+
+def run_routing(calls: int = 400) -> dict[str, Any]:
+    from tools.bench_cluster import routing
+
+    return asyncio.run(routing(calls=calls, progress=_say))
+
+
+def run_erlang(calls: int = 100_000, replications: int = 5) -> dict[str, Any]:
+    from tools.bench_model import erlang_check
+
+    return erlang_check(calls=calls, replications=replications, progress=_say)
+
+
+BENCHES: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[Mapping[str, Any]], Any]]] = {
+    "routing": (lambda: run_routing(calls=300), table_routing),
+    "memory": (run_memory, table_memory),
+    "pooling": (lambda: run_pooling(calls=30_000), table_pooling),
+    "throughput": (run_throughput, table_throughput),
+}
+
+
+@bench_app.callback()
+def bench_all(
+    ctx: typer.Context,
+    json_path: JsonOpt = None,
+    only: Annotated[
+        list[str] | None, typer.Option(help="Run only these benches (routing, memory, pooling, throughput).")
+    ] = None,
+) -> None:
+    """With no subcommand: every bench at usable sizes, one table each, one JSON for all."""
+    if ctx.invoked_subcommand is not None:
+        return
+    results: dict[str, Any] = {"machine": machine()}
+    console = _console()
+    for name, (run, table) in BENCHES.items():
+        if only and name not in only:
+            continue
+        started = time.perf_counter()
+        try:
+            results[name] = run()
+        except Exception as exc:  # one bench failing must not hide the others' figures
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            _say(f"{name}: FAILED: {type(exc).__name__}: {exc}")
+            continue
+        results[name]["bench_wall_s"] = time.perf_counter() - started
+        console.print(table(results[name]))
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(results, indent=2), encoding="utf-8")
+        _say(f"written: {json_path}")
+
+
+def _pooling_curve(calls: int = 20_000) -> dict[str, Any]:
+    from tools.bench_model import pooling_curve
+
+    return pooling_curve([0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95], calls=calls, progress=_say)
+
+
+@bench_app.command("throughput")
+def throughput_cmd(
+    json_path: JsonOpt = None,
+    rate: Annotated[list[float] | None, typer.Option(help="Calls per second of each step (repeat).")] = None,
+    step: Annotated[float, typer.Option(min=1, help="Seconds of arrivals per step.")] = 8.0,
+) -> None:
+    """The highest call rate three sites sustain with every call served and recorded."""
+    result = run_throughput(rate, step)
+    _console().print(table_throughput(result))
+    _write_json(json_path, "throughput", result)
+
+
+@bench_app.command("memory")
+def memory_cmd(
+    json_path: JsonOpt = None,
+    agents: Annotated[int, typer.Option(min=1, max=8000)] = 1000,
+    calls: Annotated[int, typer.Option(min=1)] = 2000,
+) -> None:
+    """Resident memory of a site node with agents logged in (not ready) and calls waiting."""
+    result = run_memory(agents, calls)
+    _console().print(table_memory(result))
+    _write_json(json_path, "memory", result)
+
+
+@bench_app.command("pooling")
+def pooling_cmd(
+    json_path: JsonOpt = None,
+    occupancy: Annotated[
+        float, typer.Option(min=0.1, max=0.99, help="Pooled occupancy of all agents.")
+    ] = 0.8,
+    calls: Annotated[int, typer.Option(min=1000)] = 60_000,
+    plot: Annotated[Path | None, typer.Option(help="Also plot SL against offered load to this PNG.")] = None,
+) -> None:
+    """Service level of isolated, overflow and pooled against the pooled Erlang C service level."""
+    result = run_pooling(occupancy, calls)
+    _console().print(table_pooling(result))
+    if plot is not None:
+        from tools.bench_model import plot_pooling_curve
+
+        curve = _pooling_curve()
+        result["curve"] = curve
+        _say(f"written: {plot_pooling_curve(curve, plot)}")
+    _write_json(json_path, "pooling", result)
+
+
+@bench_app.command("routing")
+def routing_cmd(json_path: JsonOpt = None, calls: Annotated[int, typer.Option(min=10)] = 400) -> None:
+    """Bare grpc.aio round trip vs local ACD decision vs cross-site overflow decision."""
+    result = run_routing(calls)
+    _console().print(table_routing(result))
+    _write_json(json_path, "routing", result)
+
+
+@bench_app.command("erlang")
+def erlang_cmd(
+    json_path: JsonOpt = None,
+    calls: Annotated[int, typer.Option(min=1000, help="Calls per replication.")] = 100_000,
+    replications: Annotated[int, typer.Option(min=2, max=10)] = 5,
+) -> None:
+    """The model engine against Erlang C (waiting) and Erlang B (trunk blocking)."""
+    result = run_erlang(calls, replications)
+    _console().print(table_erlang(result))
+    _write_json(json_path, "erlang", result)

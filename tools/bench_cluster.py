@@ -1,0 +1,562 @@
+"""Benchmarks on a real local cluster: throughput, memory, routing latency.
+
+Everything runs on this machine: etcd, central (SQLite) and the site nodes as separate processes
+(tools/cluster.Cluster), robot agents (tools/robots) and callers (tools/traffic) as asyncio tasks
+of this process. The bench client competes with the cluster for the same cores: the figures are
+the platform plus its load generator, which is what "on this machine" means.
+
+Agents get a deliberately cheap argon2id hash (the PHC string carries its own cost), so that
+logging in hundreds of robot agents does not take minutes of CPU before the measurement starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import statistics
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from tools.cluster import Cluster
+from tools.netutil import free_port
+from tools.province_gen import DEFAULT_PASSWORD, SiteSpec, generate_province, write_province
+from tools.report import percentiles_ms, reconcile_detailed
+from tools.robots import RobotPolicy, run_robots
+from tools.status import site_summaries
+from tools.traffic import CallerView, SiteLoad, TrafficPlan, run_traffic
+from vcc import rpc
+from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2, cti_pb2, cti_pb2_grpc, trunk_pb2, trunk_pb2_grpc
+
+Progress = Callable[[str], None]
+RPC_DEADLINE_S = 10.0
+SEED_CUSTOMERS = 1000
+THROUGHPUT_SITES = ("gz", "sz", "fs")
+CALLERS_PER_CHANNEL = 90
+
+
+def cheap_password_hash(password: str = DEFAULT_PASSWORD) -> str:
+    """An argon2id hash with minimal cost: for benchmark fixtures only, never for a real site."""
+    from argon2 import PasswordHasher
+
+    return PasswordHasher(time_cost=1, memory_cost=64, parallelism=1).hash(password)
+
+
+def _province(specs: Sequence[SiteSpec], run_dir: Path, *, wrap_up_s: float = 0.0) -> Path:
+    raw = generate_province(
+        specs,
+        etcd_endpoint="127.0.0.1:2379",
+        central_listen=f"127.0.0.1:{free_port()}",
+        database_url=f"sqlite+aiosqlite:///{run_dir / 'central.db'}",
+        outbox_dir=run_dir / "outbox",
+        password_hash=cheap_password_hash(),
+        wrap_up_s=wrap_up_s,
+        ring_timeout_s=5.0,
+    )
+    raw["routing"] = {"mode": "isolated"}
+    (run_dir / "outbox").mkdir(parents=True, exist_ok=True)
+    return write_province(raw, run_dir / "province.yaml")
+
+
+async def list_records(central: str, page_size: int = 1000) -> list[central_pb2.CallRecord]:
+    records: list[central_pb2.CallRecord] = []
+    token = ""
+    async with rpc.channel(central) as ch:
+        stub = central_pb2_grpc.CentralServiceStub(ch)
+        while True:
+            reply = await stub.ListCallRecords(
+                central_pb2.ListCallRecordsRequest(page_size=page_size, page_token=token, with_events=True),
+                timeout=RPC_DEADLINE_S,
+            )
+            records.extend(reply.records)
+            token = reply.next_page_token
+            if not token:
+                return records
+
+
+async def wait_outboxes(sites: Mapping[str, str], timeout_s: float = 60.0) -> bool:
+    """Until every site has shipped its records to central (bounded)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        summaries = await site_summaries(sites, deadline_s=3.0)
+        if all(not isinstance(s, str) and s.outbox_pending == 0 for s in summaries.values()):
+            return True
+        await asyncio.sleep(0.3)
+    return False
+
+
+# -- throughput ------------------------------------------------------------------------------------
+
+
+def _dial_to_ringing_s(view: CallerView) -> float | None:
+    for kind, at, _ in view.progress:
+        if kind == "ringing":
+            return at - view.offered_at
+    return None
+
+
+def _step_verdict(
+    views: Sequence[CallerView], target_rate: float, step_s: float, records: Sequence[central_pb2.CallRecord]
+) -> dict[str, Any]:
+    outcomes = Counter(v.outcome for v in views)
+    ids = {v.call_id for v in views}
+    mine = [r for r in records if r.call_id in ids]
+    reconciliation, problems = reconcile_detailed(views, mine)
+    offered = len(views)
+    achieved = offered / step_s if step_s > 0 else 0.0
+    # Waits at this load are the platform's: every site has agents to spare.
+    waited = sum(1 for v in views if v.queued_at is not None and _dial_to_ringing_s(v) is None)
+    failures = []
+    if outcomes["answered"] != offered:
+        failures.append("not every call answered: " + ", ".join(f"{k} {n}" for k, n in outcomes.items()))
+    for key in ("missing", "duplicated", "mismatched"):
+        if reconciliation[key]:
+            failures.append(f"reconciliation: {key} {reconciliation[key]}")
+    # A Poisson count over the step: below 90 % of the plan means the generator (or the
+    # platform's acceptance of calls) fell behind.
+    expected = target_rate * step_s
+    if offered < expected - 3 * math.sqrt(expected) - 0.05 * expected:
+        failures.append(f"only {offered} calls offered of about {expected:.0f} planned")
+    dial_ring = [s for s in map(_dial_to_ringing_s, views) if s is not None]
+    queue_ring = [
+        s
+        for s in (
+            next((at for k, at, _ in v.progress if k == "ringing"), None) - v.queued_at  # type: ignore[operator]
+            for v in views
+            if v.queued_at is not None and any(k == "ringing" for k, _, _ in v.progress)
+        )
+        if s is not None
+    ]
+    return {
+        "target_rate_per_s": target_rate,
+        "achieved_rate_per_s": achieved,
+        "offered": offered,
+        "outcomes": dict(outcomes),
+        "never_rang": waited,
+        "dial_to_ringing_ms": percentiles_ms(dial_ring),
+        "queued_to_ringing_ms": percentiles_ms(queue_ring),
+        "reconciliation": reconciliation,
+        "problems": [f"{c}: {p}" for c, p in problems[:5]],
+        "ok": not failures,
+        "failures": failures,
+    }
+
+
+async def throughput(
+    *,
+    rates: Sequence[float] = (50, 100, 150, 200, 250, 300, 350, 400, 500),
+    step_s: float = 8.0,
+    handle_s: float = 0.5,
+    run_dir: Path | None = None,
+    progress: Progress = lambda _: None,
+) -> dict[str, Any]:
+    """Step the province-wide call rate up (split evenly over three cities) until a step fails."""
+    top = max(rates)
+    # Agents for the highest step with room to spare (constant handle time, no wrap-up):
+    # staffing is never the limit, the platform is.
+    agents_per_site = max(10, math.ceil(top * (handle_s + 0.3) / len(THROUGHPUT_SITES) * 1.5))
+    trunks = max(200, agents_per_site * 3)
+    with tempfile.TemporaryDirectory(prefix="vcc-bench-") as tmp:
+        run = run_dir or Path(tmp)
+        specs = [
+            SiteSpec(s, s, trunk_channels=trunks, agents={"general": agents_per_site})
+            for s in THROUGHPUT_SITES
+        ]
+        config_path = await asyncio.to_thread(_province, specs, run)
+        progress(f"throughput: starting etcd, central and {len(specs)} sites ({agents_per_site} agents each)")
+        async with await Cluster.start(
+            config_path, run / "cluster", seed_customers=SEED_CUSTOMERS
+        ) as cluster:
+            raw_codes = {s.id: [a.code for a in s.agents] for s in cluster.config.sites}
+            policy = RobotPolicy(
+                handle_time_mean_s=handle_s, handle_distribution="constant", wrap_up="immediate", seed=1
+            )
+            stop = asyncio.Event()
+            robots = [
+                asyncio.create_task(
+                    run_robots(site.listen, [(c, DEFAULT_PASSWORD) for c in raw_codes[site.id]], policy, stop)
+                )
+                for site in cluster.config.sites
+            ]
+            steps: list[dict[str, Any]] = []
+            try:
+                await _wait_ready_agents(cluster.addresses.sites, agents_per_site)
+                for i, rate in enumerate(rates):
+                    progress(f"throughput: {rate:g} calls/s for {step_s:g}s")
+                    loads = [
+                        SiteLoad(s, addr, rate / len(specs)) for s, addr in cluster.addresses.sites.items()
+                    ]
+                    plan = TrafficPlan(
+                        loads,
+                        step_s,
+                        seed=1000 + i,
+                        dnis=cluster.config.province.service_number,
+                        customers=SEED_CUSTOMERS,
+                    )
+                    started = time.perf_counter()
+                    views = await run_traffic(plan, drain_timeout_s=30.0)
+                    wall = time.perf_counter() - started
+                    await wait_outboxes(cluster.addresses.sites)
+                    records = await list_records(cluster.addresses.central)
+                    step = _step_verdict(views, rate, step_s, records)
+                    step["wall_s"] = wall
+                    steps.append(step)
+                    progress(
+                        f"  {'ok' if step['ok'] else 'FAILED'}: {step['offered']} calls, "
+                        f"p99 dial->ringing {step['dial_to_ringing_ms']['p99']} ms "
+                        + ("; ".join(step["failures"]))
+                    )
+                    if not step["ok"]:
+                        break
+            finally:
+                stop.set()
+                _, pending = await asyncio.wait(robots, timeout=20.0)
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*robots, return_exceptions=True)
+    passed = [s for s in steps if s["ok"]]
+    best = passed[-1] if passed else None
+    return {
+        "sites": len(THROUGHPUT_SITES),
+        "agents_per_site": agents_per_site,
+        "trunk_channels_per_site": trunks,
+        "handle_s": handle_s,
+        "step_s": step_s,
+        "steps": steps,
+        "sustained_rate_per_s": best["target_rate_per_s"] if best else 0.0,
+        "p99_dial_to_ringing_ms": best["dial_to_ringing_ms"]["p99"] if best else None,
+        "p99_queued_to_ringing_ms": best["queued_to_ringing_ms"]["p99"] if best else None,
+        "first_failure": next((s for s in steps if not s["ok"]), None),
+        # Complete is not the same as prompt: the highest passing step whose callers still heard
+        # `ringing` within a second at p99 (beyond it the platform queues work, not calls).
+        "prompt_rate_per_s": max(
+            (
+                s["target_rate_per_s"]
+                for s in passed
+                if s["dial_to_ringing_ms"]["p99"] is not None and s["dial_to_ringing_ms"]["p99"] <= 1000.0
+            ),
+            default=0.0,
+        ),
+        "target_rate_per_s": 300,
+    }
+
+
+async def _wait_ready_agents(sites: Mapping[str, str], per_site: int, timeout_s: float = 120.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        summaries = await site_summaries(sites, deadline_s=3.0)
+        if all(
+            not isinstance(s, str) and s.agents_by_state.get("READY", 0) >= per_site
+            for s in summaries.values()
+        ):
+            return
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"robot agents not all READY after {timeout_s:.0f}s")
+
+
+# -- memory ----------------------------------------------------------------------------------------
+
+
+async def _login_all(address: str, codes: Sequence[str], concurrency: int = 50) -> list[str]:
+    tokens: list[str] = []
+    gate = asyncio.Semaphore(concurrency)
+    async with rpc.channel(address) as ch:
+        stub = cti_pb2_grpc.AgentDesktopServiceStub(ch)
+
+        async def one(code: str) -> None:
+            async with gate:
+                reply = await stub.Login(
+                    cti_pb2.LoginRequest(
+                        idempotency_key=uuid.uuid4().hex, agent_code=code, password=DEFAULT_PASSWORD
+                    ),
+                    timeout=RPC_DEADLINE_S,
+                )
+                tokens.append(reply.session_token)
+
+        await asyncio.gather(*(one(c) for c in codes))
+    return tokens
+
+
+async def _waiting_caller(
+    stub: trunk_pb2_grpc.TrunkIngressServiceAsyncStub,
+    dnis: str,
+    n: int,
+    *,
+    queued: asyncio.Event,
+    release: asyncio.Event,
+    counts: Counter[str],
+) -> None:
+    """One caller that dials, answers the menu and waits in the queue until `release`."""
+    call = stub.PlaceCall(timeout=600.0)
+    try:
+        await call.write(
+            trunk_pb2.PlaceCallRequest(
+                offer=trunk_pb2.CallOffer(
+                    idempotency_key=uuid.uuid4().hex, ani=f"1380000{n % 1000:04d}", dnis=dnis
+                )
+            )
+        )
+        while True:
+            response = await call.read()
+            if not isinstance(response, trunk_pb2.PlaceCallResponse):
+                counts["eof"] += 1
+                return
+            kind = response.WhichOneof("progress")
+            if kind == "prompt":
+                await call.write(trunk_pb2.PlaceCallRequest(digits=trunk_pb2.CallerDigits(digits="1")))
+            elif kind == "queued":
+                counts["queued"] += 1
+                if counts["queued"] >= counts["wanted"]:
+                    queued.set()
+                break
+            elif kind == "ended":
+                counts[f"ended-{common_pb2.CallOutcome.Name(response.ended.outcome)}"] += 1
+                return
+        # Waits until the measurement is done; cancelling the stream then counts as a hang-up.
+        await release.wait()
+    finally:
+        call.cancel()
+
+
+async def memory(
+    *, agents: int = 1000, calls: int = 2000, run_dir: Path | None = None, progress: Progress = lambda _: None
+) -> dict[str, Any]:
+    """Resident memory of a site node with `agents` logged in (not ready) and `calls` waiting."""
+    import psutil
+
+    with tempfile.TemporaryDirectory(prefix="vcc-bench-") as tmp:
+        run = run_dir or Path(tmp)
+        trunks = calls + 100
+        spec = SiteSpec("gz", "gz", trunk_channels=trunks, agents={"general": agents}, ivr_ports=trunks)
+        config_path = await asyncio.to_thread(_province, [spec], run)
+        progress("memory: starting etcd, central and one site")
+        async with await Cluster.start(
+            config_path, run / "cluster", seed_customers=SEED_CUSTOMERS
+        ) as cluster:
+            site = cluster.config.sites[0]
+            proc = psutil.Process(cluster.sites[site.id].pid)
+            rss_idle = proc.memory_info().rss
+            progress(f"memory: logging in {agents} agents")
+            await _login_all(site.listen, [a.code for a in site.agents])
+            rss_logged_in = proc.memory_info().rss
+            progress(f"memory: placing {calls} calls that wait")
+            queued, release = asyncio.Event(), asyncio.Event()
+            counts: Counter[str] = Counter(wanted=calls)
+            # Many streams per HTTP/2 connection queue behind its concurrent-stream limit: one
+            # channel per CALLERS_PER_CHANNEL callers.
+            channels = [rpc.channel(site.listen) for _ in range(math.ceil(calls / CALLERS_PER_CHANNEL))]
+            stubs: list[trunk_pb2_grpc.TrunkIngressServiceAsyncStub] = [
+                trunk_pb2_grpc.TrunkIngressServiceStub(ch) for ch in channels
+            ]
+            callers = [
+                asyncio.create_task(
+                    _waiting_caller(
+                        stubs[n // CALLERS_PER_CHANNEL],
+                        cluster.config.province.service_number,
+                        n,
+                        queued=queued,
+                        release=release,
+                        counts=counts,
+                    )
+                )
+                for n in range(calls)
+            ]
+            try:
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 300.0
+                while not queued.is_set():
+                    if loop.time() > deadline:
+                        raise TimeoutError(f"callers did not all queue: {dict(counts)}")
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(queued.wait(), timeout=5.0)
+                    progress(f"memory: callers {dict(counts)}")
+                summaries = await site_summaries({site.id: site.listen}, deadline_s=5.0)
+                summary = summaries[site.id]
+                rss = proc.memory_info().rss
+                waiting = 0 if isinstance(summary, str) else int(summary.calls_waiting)
+                by_state = {} if isinstance(summary, str) else dict(summary.agents_by_state)
+            finally:
+                release.set()
+                for task in callers:
+                    task.cancel()
+                await asyncio.gather(*callers, return_exceptions=True)
+                for ch in channels:
+                    await ch.close()
+    mib = 1024 * 1024
+    return {
+        "agents_logged_in": agents,
+        "agents_by_state": by_state,
+        "calls_waiting": waiting,
+        "callers": dict(counts),
+        "rss_mib": rss / mib,
+        "rss_idle_mib": rss_idle / mib,
+        "rss_agents_only_mib": rss_logged_in / mib,
+        "target_mib": 200,
+        "ok": rss / mib < 200 and waiting >= calls,
+    }
+
+
+# -- routing latency ---------------------------------------------------------------------------------
+
+
+async def bare_round_trip(samples: int = 2000) -> dict[str, Any]:
+    """A grpc.aio unary round trip on this machine: the health check of an empty vcc server."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    server = rpc.Server([])
+    port = await server.start("127.0.0.1:0")
+    try:
+        async with rpc.channel(f"127.0.0.1:{port}") as ch:
+            stub = health_pb2_grpc.HealthStub(ch)
+            for _ in range(50):  # warm the channel up
+                await stub.Check(health_pb2.HealthCheckRequest(), timeout=RPC_DEADLINE_S)
+            times = []
+            for _ in range(samples):
+                t0 = time.perf_counter()
+                await stub.Check(health_pb2.HealthCheckRequest(), timeout=RPC_DEADLINE_S)
+                times.append(time.perf_counter() - t0)
+    finally:
+        await server.stop()
+    return percentiles_ms(times)
+
+
+def local_decision_in_process(samples: int = 5000) -> dict[str, Any]:
+    """The site code alone: a caller's digits to the `ringing` effect (queue + ACD match), no I/O."""
+    from site_node.domain import ToCaller
+    from site_node.switchboard import Switchboard
+    from tools.model_engine import ModelPlan, ModelSite, province_for
+
+    plan = ModelPlan(sites=[ModelSite("gz", samples + 10, {"general": 20}, 1.0)], duration_s=1.0)
+    province = province_for(plan)
+    board = Switchboard(province.sites[0], province.province.service_number, routing=province.routing)
+    now = 0.0
+    for code in board.agents:
+        board.login(now, code)
+        board.set_ready(now, code, True)
+    times = []
+    for i in range(samples):
+        now += 1.0
+        call_id, _ = board.offer(
+            now, idempotency_key=f"k{i}", ani="13800000001", dnis=province.province.service_number
+        )
+        board.customer_found(now, call_id, None)
+        t0 = time.perf_counter()
+        effects = board.caller_digits(now, call_id, "1")
+        times.append(time.perf_counter() - t0)
+        assert any(isinstance(e, ToCaller) and e.kind == "ringing" for e in effects)
+        code = board.calls[call_id].agent_code
+        board.answer(now, code, call_id)
+        board.agent_hang_up(now, code, call_id)
+        board.tick(now)
+    return percentiles_ms(times)
+
+
+async def local_decision_on_cluster(
+    *, calls: int = 400, run_dir: Path | None = None, progress: Progress = lambda _: None
+) -> dict[str, Any]:
+    """Over the wire: the caller sends its menu digit; time until it hears `ringing` (free agent)."""
+    with tempfile.TemporaryDirectory(prefix="vcc-bench-") as tmp:
+        run = run_dir or Path(tmp)
+        spec = SiteSpec("gz", "gz", trunk_channels=200, agents={"general": 20})
+        config_path = await asyncio.to_thread(_province, [spec], run)
+        progress("routing: starting etcd, central and one site")
+        async with await Cluster.start(
+            config_path, run / "cluster", seed_customers=SEED_CUSTOMERS
+        ) as cluster:
+            site = cluster.config.sites[0]
+            stop = asyncio.Event()
+            policy = RobotPolicy(handle_time_mean_s=0.05, handle_distribution="constant", wrap_up="immediate")
+            robots = asyncio.create_task(
+                run_robots(site.listen, [(a.code, DEFAULT_PASSWORD) for a in site.agents], policy, stop)
+            )
+            try:
+                await _wait_ready_agents({site.id: site.listen}, len(site.agents))
+                progress(f"routing: {calls} calls, one at a time, each with free agents")
+                times = []
+                async with rpc.channel(site.listen) as ch:
+                    stub: trunk_pb2_grpc.TrunkIngressServiceAsyncStub = (
+                        trunk_pb2_grpc.TrunkIngressServiceStub(ch)
+                    )
+                    for n in range(calls):
+                        sample = await _digits_to_ringing(stub, cluster.config.province.service_number, n)
+                        if sample is not None:
+                            times.append(sample)
+            finally:
+                stop.set()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(robots, 20.0)
+    return percentiles_ms(times)
+
+
+async def _digits_to_ringing(
+    stub: trunk_pb2_grpc.TrunkIngressServiceAsyncStub, dnis: str, n: int
+) -> float | None:
+    call = stub.PlaceCall(timeout=30.0)
+    sent = None
+    try:
+        await call.write(
+            trunk_pb2.PlaceCallRequest(
+                offer=trunk_pb2.CallOffer(
+                    idempotency_key=uuid.uuid4().hex, ani=f"1380000{n % 1000:04d}", dnis=dnis
+                )
+            )
+        )
+        while True:
+            response = await call.read()
+            if not isinstance(response, trunk_pb2.PlaceCallResponse):
+                return None
+            kind = response.WhichOneof("progress")
+            if kind == "prompt":
+                sent = time.perf_counter()
+                await call.write(trunk_pb2.PlaceCallRequest(digits=trunk_pb2.CallerDigits(digits="1")))
+            elif kind == "ringing":
+                return None if sent is None else time.perf_counter() - sent
+            elif kind == "ended":
+                return None
+    finally:
+        # The caller goes away once it heard the ring: the robot's answer then finds no call.
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            await call.write(trunk_pb2.PlaceCallRequest(hang_up=trunk_pb2.CallerHangUp()))
+            while await call.read() is not grpc.aio.EOF:
+                pass
+        call.cancel()
+
+
+async def routing(*, calls: int = 400, progress: Progress = lambda _: None) -> dict[str, Any]:
+    """Bare round trip vs local ACD decision vs cross-site overflow decision, p50/p99 and ratios."""
+    progress("routing: bare grpc.aio unary round trips")
+    bare = await bare_round_trip()
+    progress("routing: local ACD decision in process")
+    in_process = await asyncio.to_thread(local_decision_in_process)
+    local = await local_decision_on_cluster(calls=calls, progress=progress)
+    cross: dict[str, Any] = {
+        "missing": "the cross-site overflow decision needs the site-to-site protocol and central's "
+        "RouteCall on a live cluster (issue 3); not measured yet"
+    }
+
+    def ratio(row: Mapping[str, Any], key: str) -> float | None:
+        value, base = row.get(key), bare.get(key)
+        return value / base if isinstance(value, float) and isinstance(base, float) and base > 0 else None
+
+    rows = {"bare_round_trip": bare, "local_acd_in_process": in_process, "local_acd_over_grpc": local}
+    return {
+        "rows": {
+            name: {**row, "p50_ratio": ratio(row, "p50"), "p99_ratio": ratio(row, "p99")}
+            for name, row in rows.items()
+        },
+        "cross_site_overflow": cross,
+        "goal": "cross-site decision within 4 bare round trips at p50",
+    }
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
