@@ -15,6 +15,8 @@ from central.db.engine import create_engine, is_sqlite
 from central.db.migrate import upgrade
 from central.grpc_api import SERVICE_NAME, CentralService
 from central.live_state import LiveState
+from central.stats.service import StatsService
+from central.web.server import Dashboard
 from central.membership import MembershipWatcher
 from central.membership_view import MembershipView
 from central.router import Router
@@ -45,7 +47,9 @@ class CentralApp:
         self.live_state: LiveState | None = None
         self.router: Router | None = None
         self._router_task: asyncio.Task[None] | None = None
+        self.dashboard: Dashboard | None = None
         self.port = 0
+        self.dashboard_port = 0
 
     async def start(self) -> int:
         """Migrate, sync the config, start watching etcd and serving; returns the bound port."""
@@ -83,10 +87,24 @@ class CentralApp:
         central_pb2_grpc.add_CentralServiceServicer_to_server(service, self.server.grpc)
         self.port = await self.server.start(self._listen)
         log.info("central of province %s serving on port %d", self.config.province.id, self.port)
+        if self.config.central.dashboard_listen:
+            host, port = self.config.central.dashboard_listen.rsplit(":", 1)
+            self.dashboard = Dashboard(
+                self.live_state,
+                StatsService(self.engine),
+                host=host,
+                port=int(port),
+                province_name=self.config.province.name,
+            )
+            self.dashboard_port = await self.dashboard.start()
+            log.info("dashboard on http://%s:%d/", host, self.dashboard_port)
         return self.port
 
     async def stop(self) -> None:
         """NOT_SERVING, then the server stops with a grace period, the watch ends, the pool closes."""
+        if self.dashboard is not None:
+            await self.dashboard.stop()
+            self.dashboard = None
         if self.server is not None:
             await self.server.stop(STOP_GRACE_S)
             self.server = None

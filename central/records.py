@@ -29,6 +29,9 @@ class EventKind(StrEnum):
     ENDED = "ENDED"
     AGENT_HUNG_UP = "AGENT_HUNG_UP"
     CALLER_HUNG_UP = "CALLER_HUNG_UP"
+    ROUTED = "ROUTED"
+    ROUTE_FAILED = "ROUTE_FAILED"
+    RETURNED = "RETURNED"
 
 
 class CallState(StrEnum):

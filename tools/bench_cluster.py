@@ -353,7 +353,13 @@ async def memory(
             counts: Counter[str] = Counter(wanted=calls)
             # Many streams per HTTP/2 connection queue behind its concurrent-stream limit: one
             # channel per CALLERS_PER_CHANNEL callers.
-            channels = [rpc.channel(site.listen) for _ in range(math.ceil(calls / CALLERS_PER_CHANNEL))]
+            # (Channels with equal arguments share one connection: a local subchannel pool each.)
+            channels = [
+                grpc.aio.insecure_channel(
+                    site.listen, options=[*rpc.CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
+                )
+                for _ in range(math.ceil(calls / CALLERS_PER_CHANNEL))
+            ]
             stubs: list[trunk_pb2_grpc.TrunkIngressServiceAsyncStub] = [
                 trunk_pb2_grpc.TrunkIngressServiceStub(ch) for ch in channels
             ]
@@ -372,10 +378,15 @@ async def memory(
             ]
             try:
                 loop = asyncio.get_running_loop()
-                deadline = loop.time() + 300.0
+                deadline = loop.time() + 120.0
+                stalled_since, last = loop.time(), -1
                 while not queued.is_set():
-                    if loop.time() > deadline:
-                        raise TimeoutError(f"callers did not all queue: {dict(counts)}")
+                    if counts["queued"] != last:
+                        stalled_since, last = loop.time(), counts["queued"]
+                    # Measure what is there rather than fail: the figures say how many waited.
+                    if loop.time() > deadline or loop.time() - stalled_since > 20.0:
+                        progress(f"memory: not every caller queued ({dict(counts)}); measuring anyway")
+                        break
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(queued.wait(), timeout=5.0)
                     progress(f"memory: callers {dict(counts)}")

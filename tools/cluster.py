@@ -429,7 +429,10 @@ def _write_run_config(
     """The province config the processes read: the operator's, pointed at our etcd (and free ports)."""
     raw.setdefault("etcd", {})["endpoints"] = [etcd_endpoint]
     if fresh_ports:
-        raw.setdefault("central", {})["listen"] = f"127.0.0.1:{free_port()}"
+        central = raw.setdefault("central", {})
+        central["listen"] = f"127.0.0.1:{free_port()}"
+        if central.get("dashboard_listen"):
+            central["dashboard_listen"] = f"127.0.0.1:{free_port()}"
         for site in raw["sites"]:
             site["listen"] = f"127.0.0.1:{free_port()}"
     config_file = run / CONFIG_FILE

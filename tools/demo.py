@@ -52,6 +52,7 @@ AGENTS = 4
 HANDLE_TIME_S = 2.0
 OVERLOADED_RATE_PER_S = 3.0  # gz: 150% of its agents' capacity, so its queue grows
 LIGHT_RATE_PER_S = 0.8  # the others: 40%
+OVERFLOW_AFTER_S = 2.0
 PATIENCE_MEAN_S = 10.0  # callers hang up after this on average (exponential) if nobody answered
 SERVICE_LEVEL_THRESHOLD_S = 2.0
 SEED_CUSTOMERS = 1000
@@ -169,6 +170,9 @@ def prepare_province(options: DemoOptions) -> tuple[Path, dict[str, Any], dict[s
         password=DEFAULT_PASSWORD,
         wrap_up_s=0.0,
         ring_timeout_s=5.0,
+        # The overloaded city's callers are served by the others after a short wait there.
+        routing={"mode": "overflow", "overflow_after_s": OVERFLOW_AFTER_S},
+        dashboard_listen=f"127.0.0.1:{free_port()}",
     )
     (run / "outbox").mkdir()
     return run, raw, arrival_rates(specs), write_province(raw, run / "province.yaml")
@@ -199,6 +203,7 @@ def _print_where_to_look(cluster: Cluster, raw: dict[str, Any], rates: dict[str,
     say(f"  logs        {cluster.logs_dir}/ (etcd.log, central.log, site-<id>.log)")
     say(f"  etcd        {addrs.etcd}")
     say(f"  central     {addrs.central}   (SQLite {cluster.config.central.database_url})")
+    say(f"  dashboard   http://{cluster.config.central.dashboard_listen}/   (live, 中文/English)")
     for site in cluster.config.sites:
         codes = agent_codes(raw, site.id)
         load = rates[site.id] * HANDLE_TIME_S / max(1, len(codes))

@@ -87,6 +87,8 @@ def generate_province(
     outbox_dir: str | Path,
     digit_timeout_s: float = 3.0,
     lease_ttl_s: int = 3,
+    routing: Mapping[str, Any] | None = None,
+    dashboard_listen: str = "",
 ) -> dict[str, Any]:
     """A province config dict with one IVR, one trunk group and tie trunks to every other site per city.
 
@@ -98,10 +100,13 @@ def generate_province(
     catalogue = _skill_catalogue(sites)
     codes = _CodeAllocator()
     site_ids = [s.id for s in sites]
-    return {
+    central: dict[str, Any] = {"listen": central_listen, "database_url": database_url}
+    if dashboard_listen:
+        central["dashboard_listen"] = dashboard_listen
+    raw: dict[str, Any] = {
         "province": {"id": province_id, "name": name, "service_number": service_number},
         "etcd": {"endpoints": [etcd_endpoint], "prefix": "/vcc", "lease_ttl_s": lease_ttl_s},
-        "central": {"listen": central_listen, "database_url": database_url},
+        "central": central,
         "sites": [
             _site(
                 spec,
@@ -117,6 +122,9 @@ def generate_province(
             for spec in sites
         ],
     }
+    if routing is not None:
+        raw["routing"] = dict(routing)
+    return raw
 
 
 def _skill_catalogue(sites: Sequence[SiteSpec]) -> dict[str, str]:

@@ -156,6 +156,8 @@ class CentralConfig(_Strict):
     listen: HostPort = "127.0.0.1:7000"
     # sqlite+aiosqlite:///path.db (embedded) or cockroachdb+asyncpg://user@host:port/db.
     database_url: str = "sqlite+aiosqlite:///vcc-central.db"
+    # The operations dashboard (HTTP); empty: no dashboard.
+    dashboard_listen: HostPort | Literal[""] = ""
 
     @field_validator("database_url")
     @classmethod
