@@ -85,8 +85,9 @@ class Store:
     async def ingest(self, site_id: str, events: Sequence[CallEvent]) -> IngestResult:
         """Store a site's events; each (call, site, seq) lands once however often it is sent.
 
-        The records of the calls that got new events are folded again from all their stored
-        events, in the same transaction.
+        The records of the batch's calls are folded again from all their stored events, in the
+        same transaction, even when every event was a duplicate: a batch re-sent after a commit
+        whose outcome was unknown (the database went away mid-commit) then repairs its records.
         """
         for e in events:
             if e.site_id != site_id:
@@ -94,18 +95,17 @@ class Store:
         unique = sorted({e.key: e for e in events}.values(), key=lambda e: e.key)
         rows = [_event_row(e) for e in unique]
 
+        calls = sorted({e.call_id for e in unique})
+
         async def attempt(conn: AsyncConnection) -> int:
-            inserted: set[str] = set()
             stored = 0
             for chunk in _chunks(rows):
                 stmt = self._insert_ignore(_EVENTS, chunk, ["call_id", "site_id", "seq"]).returning(
                     _EVENTS.c.call_id
                 )
-                for (call_id,) in (await conn.execute(stmt)).all():
-                    inserted.add(call_id)
-                    stored += 1
-            if inserted:
-                await self._refold(conn, sorted(inserted))
+                stored += len((await conn.execute(stmt)).all())
+            if calls:
+                await self._refold(conn, calls)
             return stored
 
         stored = await self._transaction(attempt, write=True)

@@ -22,14 +22,6 @@ from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2
 
 log = logging.getLogger(__name__)
 
-# gRPC's reconnect backoff grows to two minutes by default: after a long outage the channel would
-# keep central out of reach for that long after it is back. Retries and their bound are ours.
-RECONNECT_OPTIONS: list[tuple[str, int]] = [
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-]
-
 Row = tuple[int, common_pb2.CallEvent]
 
 
@@ -181,9 +173,7 @@ class Shipper:
         if address != self._address or self._stub is None:
             # Central moved (another replica leads now): one channel per address.
             await self._close_channel()
-            self._channel = grpc.aio.insecure_channel(
-                address, options=[*rpc.CHANNEL_OPTIONS, *RECONNECT_OPTIONS]
-            )
+            self._channel = rpc.channel(address)
             self._stub = central_pb2_grpc.CentralServiceStub(self._channel)
             self._address = address
             log.info("shipping call events to central at %s", address)

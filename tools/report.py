@@ -320,7 +320,8 @@ def reconcile_detailed(
     caller_ids = set()
     for view in views:
         if not view.call_id:
-            counts["without_call_id"] += 1
+            if view.reason != "province-busy":  # refused by the network: no site ever saw it
+                counts["without_call_id"] += 1
             continue
         caller_ids.add(view.call_id)
         if view.outcome not in _ENDED_OUTCOMES:

@@ -26,7 +26,7 @@ from typing import IO, Literal
 import grpc
 
 from vcc import rpc
-from vcc.v1 import common_pb2, trunk_pb2, trunk_pb2_grpc
+from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2, trunk_pb2, trunk_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ class SiteLoad:
     site_id: str
     address: str
     rate_per_s: float
+    # The site's trunk channels: with pre-routing, the network does not offer more calls than this.
+    trunk_channels: int | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,9 @@ class TrafficPlan:
     patience_distribution: Literal["exponential", "constant"] = "exponential"
     customers: int = 1000  # ANIs f"1380000{i:04d}" (screen pop hits)
     unknown_caller_share: float = 0.1  # share of ANIs outside the customer range
+    # Set: the network pre-routes through central (PreRouteCall) when a caller's city is down or
+    # its trunks are full; "busy" from central counts as blocked.
+    central_address: str | None = None
 
 
 @dataclass
@@ -87,6 +92,7 @@ class CallerView:
     reason: str = ""  # CallEnded.reason
     error: str = ""  # why the stream broke, for "lost"
     ani: str = ""
+    home_site_id: str = ""  # the caller's city; differs from entry_site_id when pre-routed
 
     def to_json(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -119,6 +125,7 @@ class CallerView:
             reason=text("reason"),
             error=text("error"),
             ani=text("ani"),
+            home_site_id=text("home_site_id"),
         )
 
 
@@ -320,6 +327,36 @@ class _Caller:
             return choices[0]
         return self._rng.choices([d for d, _ in offered], weights=[w for _, w in offered])[0]
 
+    def never_reached(self) -> bool:
+        """The call got no answer at all from the site (connection refused: the site is down)."""
+        return (
+            self.view.outcome == "lost"
+            and not self.view.progress
+            and self.view.error.startswith("UNAVAILABLE")
+        )
+
+    def move_to(self, site_id: str, stub: trunk_pb2_grpc.TrunkIngressServiceAsyncStub) -> None:
+        """Pre-routed: the network delivers this call to another city, as a new attempt."""
+        self._stub = stub
+        self._call = None
+        self._hang_up_task = None
+        self.ended = False
+        view = self.view
+        view.entry_site_id = site_id
+        view.key = uuid.uuid4().hex
+        view.call_id = ""
+        view.progress = []
+        view.outcome = "lost"
+        view.error = ""
+
+    def busy(self, reason: str) -> None:
+        """Central answered busy: the network refuses the call (blocked, no site saw it)."""
+        self.ended = True
+        view = self.view
+        view.outcome = "blocked"
+        view.reason = reason
+        view.ended_at = time.time()
+
     def hang_up(self, why: str, *, even_if_connected: bool = False) -> None:
         """Send a hang-up (patience ran out, or the drain deadline passed)."""
         if self.ended or self._call is None or self._hang_up_task is not None:
@@ -343,6 +380,7 @@ class _Run:
     on_call: Callable[[CallerView], None] | None
     callers: list[_Caller] = field(default_factory=list)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    network: _Network | None = None
 
     def patience(self, rng: random.Random) -> float | None:
         mean = self.plan.patience_mean_s
@@ -400,7 +438,10 @@ class _Run:
 
     async def _run_caller(self, caller: _Caller) -> None:
         try:
-            await caller.run()
+            if self.network is None:
+                await caller.run()
+            else:
+                await self.network.deliver(caller)
         except Exception:
             log.exception("caller %s failed", caller.view.key)
             caller.view.error = caller.view.error or "caller-crashed"
@@ -431,6 +472,73 @@ class _Run:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+class _Network:
+    """The exchange's side of pre-routing: it knows which cities are down or have full trunks and
+    then asks central where to deliver a new call (SPEC F4/F14)."""
+
+    def __init__(
+        self, plan: TrafficPlan, stubs: dict[str, trunk_pb2_grpc.TrunkIngressServiceAsyncStub]
+    ) -> None:
+        assert plan.central_address is not None
+        self._central = rpc.channel(plan.central_address)
+        self._router = central_pb2_grpc.CentralServiceStub(self._central)
+        self._stubs = stubs
+        self._channels: list[grpc.aio.Channel] = []
+        self._trunks = {load.site_id: load.trunk_channels for load in plan.loads}
+        self._in_flight: dict[str, int] = {}
+        self.down: set[str] = set()
+
+    def _full_or_down(self, site_id: str) -> bool:
+        trunks = self._trunks.get(site_id)
+        return site_id in self.down or (trunks is not None and self._in_flight.get(site_id, 0) >= trunks)
+
+    async def deliver(self, caller: _Caller) -> None:
+        home = caller.view.entry_site_id
+        caller.view.home_site_id = home
+        site = home
+        for _attempt in range(2):
+            if self._full_or_down(site):
+                target = await self._pre_route(home, caller.view.ani)
+                if target is None:
+                    caller.busy("province-busy")
+                    return
+                site, stub = target
+                caller.move_to(site, stub)
+            self._in_flight[site] = self._in_flight.get(site, 0) + 1
+            try:
+                await caller.run()
+            finally:
+                self._in_flight[site] -= 1
+            if not caller.never_reached():
+                self.down.discard(site)
+                return
+            # The city did not answer at all: it is down for the network until a call gets through.
+            self.down.add(site)
+
+    async def _pre_route(
+        self, home: str, ani: str
+    ) -> tuple[str, trunk_pb2_grpc.TrunkIngressServiceAsyncStub] | None:
+        try:
+            reply = await self._router.PreRouteCall(
+                central_pb2.PreRouteCallRequest(home_site_id=home, ani=ani), timeout=2.0
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.warning("pre-routing unavailable (%s): the call stays with its city", exc.code().name)
+            return home, self._stubs[home]
+        site = reply.site_id
+        if not site:
+            return None
+        if site not in self._stubs:
+            channel = rpc.channel(reply.address)
+            self._channels.append(channel)
+            self._stubs[site] = trunk_pb2_grpc.TrunkIngressServiceStub(channel)
+        return site, self._stubs[site]
+
+    async def close(self) -> None:
+        for channel in (self._central, *self._channels):
+            await channel.close()
+
+
 async def run_traffic(
     plan: TrafficPlan,
     journal: Path | None = None,
@@ -443,6 +551,8 @@ async def run_traffic(
     run = _Run(plan=plan, drain_timeout_s=drain_timeout_s, journal=book, on_call=on_call)
     channels = {load.address: rpc.channel(load.address) for load in plan.loads}
     stubs = {address: trunk_pb2_grpc.TrunkIngressServiceStub(ch) for address, ch in channels.items()}
+    if plan.central_address is not None:
+        run.network = _Network(plan, {load.site_id: stubs[load.address] for load in plan.loads})
     loop = asyncio.get_running_loop()
     start = loop.time()
     # Every stream's deadline: past the drain and the hang-up grace, so the generator ends first.
@@ -454,6 +564,8 @@ async def run_traffic(
         await run.drain()
     finally:
         await run.cancel()
+        if run.network is not None:
+            await run.network.close()
         if book is not None:
             await book.close()
         for ch in channels.values():
