@@ -1,4 +1,10 @@
-"""The composition root of central: database, migrations, store, membership, gRPC server."""
+"""The composition root of central: database, migrations, store, membership, election, gRPC server.
+
+Several replicas of one province may run; etcd elects one leader (central.leadership). Every
+replica serves reads; only the leader ingests, routes and takes the sites' state streams, and
+only it runs the dashboard (on `central.dashboard_listen`). A new leader first fences the
+database with its epoch, then syncs the province config, then serves.
+"""
 
 from __future__ import annotations
 
@@ -14,14 +20,16 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from central.db.engine import create_engine, is_sqlite
 from central.db.migrate import upgrade
 from central.grpc_api import SERVICE_NAME, CentralService
+from central.leadership import Leadership
 from central.live_state import LiveState
-from central.stats.service import StatsService
-from central.web.server import Dashboard
 from central.membership import MembershipWatcher
 from central.membership_view import MembershipView
 from central.router import Router
+from central.stats.service import StatsService
 from central.store import Store
+from central.web.server import Dashboard
 from vcc.config import ProvinceConfig
+from vcc.membership import central_leader_key
 from vcc.rpc import Server
 from vcc.v1 import central_pb2_grpc
 
@@ -30,15 +38,33 @@ log = logging.getLogger(__name__)
 # A database that is still starting (a cluster coming up) gets this long before central gives up.
 DATABASE_WAIT_S = 60.0
 STOP_GRACE_S = 3.0
+# The replica that serves on `central.listen` unless told otherwise.
+DEFAULT_REPLICA_ID = "1"
+# A new leader retries binding the dashboard's port this long (the old leader may still hold it).
+DASHBOARD_WAIT_S = 10.0
+# At start, how long past the lease TTL a replica waits to learn who leads before serving anyway.
+SETTLE_EXTRA_S = 2.0
 
 
 class CentralApp:
     """start() wires and serves; stop() undoes it in reverse order."""
 
-    def __init__(self, config: ProvinceConfig, seed_customers: int = 0, listen: str | None = None) -> None:
+    def __init__(
+        self,
+        config: ProvinceConfig,
+        seed_customers: int = 0,
+        listen: str | None = None,
+        replica_id: str = DEFAULT_REPLICA_ID,
+    ) -> None:
         self.config = config
         self._seed_customers = seed_customers
         self._listen = listen or config.central.listen
+        self.replica_id = replica_id
+        self.leadership: Leadership | None = None
+        self._leadership_task: asyncio.Task[None] | None = None
+        self._dashboard_lock = asyncio.Lock()
+        self._seeded = False
+        self._dashboard_tasks: set[asyncio.Task[None]] = set()
         self.engine: AsyncEngine | None = None
         self.store: Store | None = None
         self.membership: MembershipWatcher | None = None
@@ -57,10 +83,6 @@ class CentralApp:
         await _with_database_retry(url, lambda: upgrade(url))
         self.engine = create_engine(url)
         self.store = Store(self.engine)
-        await self.store.sync_province(self.config)
-        if self._seed_customers:
-            await self.store.seed_demo_customers(self._seed_customers, [s.name for s in self.config.sites])
-            log.info("%d demo customers in place", self._seed_customers)
 
         view = MembershipView((s.id, s.name) for s in self.config.sites)
         self.membership = MembershipWatcher(
@@ -76,35 +98,118 @@ class CentralApp:
         self.router = Router(self.config.routing, self.live_state, self.store, self.config.sites)
         self._router_task = asyncio.create_task(self.router.run(), name="central-router")
 
+        etcd = self.config.etcd
+        self.leadership = Leadership(
+            etcd.endpoints,
+            central_leader_key(etcd.prefix, self.config.province.id),
+            self.replica_id,
+            "",
+            etcd.lease_ttl_s,
+            on_elected=self._elected,
+            on_deposed=self._deposed,
+        )
         service = CentralService(
             self.store,
             self.config.province.id,
             [s.id for s in self.config.sites],
             self.membership.sites,
             self.router,
+            leadership=self.leadership,
         )
         self.server = Server([SERVICE_NAME])
         central_pb2_grpc.add_CentralServiceServicer_to_server(service, self.server.grpc)
         self.port = await self.server.start(self._listen)
-        log.info("central of province %s serving on port %d", self.config.province.id, self.port)
-        if self.config.central.dashboard_listen:
-            host, port = self.config.central.dashboard_listen.rsplit(":", 1)
-            self.dashboard = Dashboard(
-                self.live_state,
-                StatsService(self.engine),
-                host=host,
-                port=int(port),
-                province_name=self.config.province.name,
-            )
-            self.dashboard_port = await self.dashboard.start()
-            log.info("dashboard on http://%s:%d/", host, self.dashboard_port)
+        # Serving only once this replica knows who leads: a client is then not bounced at once.
+        await self.server.set_serving(False)
+        self.leadership.address = f"{self._listen.rsplit(':', 1)[0]}:{self.port}"
+        self._leadership_task = asyncio.create_task(self.leadership.run(), name="central-leadership")
+        await self._settle(etcd.lease_ttl_s + SETTLE_EXTRA_S)
+        await self.server.set_serving(True)
+        log.info(
+            "central of province %s, replica %s, serving on port %d (%s)",
+            self.config.province.id,
+            self.replica_id,
+            self.port,
+            self.leadership.role,
+        )
         return self.port
 
+    async def _settle(self, timeout_s: float) -> None:
+        """Until this replica leads or knows the leader's address (bounded: etcd may be away)."""
+        leadership = self.leadership
+        assert leadership is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not (leadership.is_leader or leadership.leader_address()):
+            leadership.changed.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                log.warning(
+                    "replica %s: no leader known after %.0fs; serving anyway", self.replica_id, timeout_s
+                )
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(leadership.changed.wait(), remaining)
+
+    async def _elected(self, epoch: int) -> None:
+        """Before acting as leader: fence the database, sync the province, start the dashboard."""
+        assert self.store is not None
+        await self.store.take_over(epoch)
+        await self.store.sync_province(self.config)
+        if self._seed_customers and not self._seeded:
+            await self.store.seed_demo_customers(self._seed_customers, [s.name for s in self.config.sites])
+            self._seeded = True
+            log.info("%d demo customers in place", self._seed_customers)
+        if self.config.central.dashboard_listen:
+            # In the background: the deposed leader may still hold the port for a moment.
+            self._spawn_dashboard()
+
+    async def _deposed(self, epoch: int) -> None:
+        await self._stop_dashboard()
+
+    def _spawn_dashboard(self) -> None:
+        task = asyncio.create_task(self._start_dashboard(), name="central-dashboard")
+        self._dashboard_tasks.add(task)
+        task.add_done_callback(self._dashboard_tasks.discard)
+
+    async def _start_dashboard(self) -> None:
+        assert self.live_state is not None and self.engine is not None
+        host, port = self.config.central.dashboard_listen.rsplit(":", 1)
+        async for attempt in AsyncRetrying(
+            stop=stop_after_delay(DASHBOARD_WAIT_S),
+            wait=wait_exponential(multiplier=0.1, max=1.0),
+            retry=retry_if_exception_type(OSError),
+            reraise=True,
+        ):
+            with attempt:
+                async with self._dashboard_lock:
+                    if self.dashboard is not None:
+                        return
+                    dashboard = Dashboard(
+                        self.live_state,
+                        StatsService(self.engine),
+                        host=host,
+                        port=int(port),
+                        province_name=self.config.province.name,
+                    )
+                    self.dashboard_port = await dashboard.start()
+                    self.dashboard = dashboard
+
+    async def _stop_dashboard(self) -> None:
+        for task in list(self._dashboard_tasks):
+            task.cancel()
+        async with self._dashboard_lock:
+            if self.dashboard is not None:
+                await self.dashboard.stop()
+                self.dashboard = None
+
     async def stop(self) -> None:
-        """NOT_SERVING, then the server stops with a grace period, the watch ends, the pool closes."""
-        if self.dashboard is not None:
-            await self.dashboard.stop()
-            self.dashboard = None
+        """Hand leadership over (lease revoked), then NOT_SERVING, the server stops with a grace
+        period, the watch ends, the pool closes."""
+        if self.leadership is not None:
+            await self.leadership.close()
+            self._leadership_task = None
+        await self._stop_dashboard()
         if self.server is not None:
             await self.server.stop(STOP_GRACE_S)
             self.server = None

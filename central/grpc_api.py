@@ -6,7 +6,7 @@ import asyncio
 import logging
 import math
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn, Protocol
 
 import grpc
 
@@ -16,7 +16,7 @@ from central.records import CallRecord
 from central.router import PullCommand, Router, SiteStream
 from central.store import RecordedDecision, Store
 from routing.global_router import CallToRoute
-from vcc.errors import InvalidArgument, NotFound, Unavailable
+from vcc.errors import ERROR_ID_KEY, InvalidArgument, NotFound, Unavailable
 from vcc.rpc import maps_errors, maps_stream_errors, timestamp
 from vcc.v1 import central_pb2, central_pb2_grpc
 
@@ -24,6 +24,20 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = "vcc.v1.CentralService"
 Context = grpc.aio.ServicerContext[Any, Any]
+# Trailing metadata of a follower's refusal: the leader's address ("" when not known).
+LEADER_KEY = "vcc-leader"
+NOT_LEADER = "not-leader"
+# How often an open state stream checks that this replica still leads.
+LEADER_CHECK_S = 0.2
+
+
+class LeaderGate(Protocol):
+    """Whether this replica leads now (central.leadership.Leadership), and who does otherwise."""
+
+    @property
+    def is_leader(self) -> bool: ...
+
+    def leader_address(self) -> str | None: ...
 
 
 class CentralService(central_pb2_grpc.CentralServiceServicer):
@@ -34,8 +48,12 @@ class CentralService(central_pb2_grpc.CentralServiceServicer):
         site_ids: Sequence[str],
         sites: Callable[[], list[SiteLiveness]],
         router: Router | None = None,
+        *,
+        leadership: LeaderGate | None = None,
     ) -> None:
         self._store = store
+        # None: a lone central, always the leader (tests, no election).
+        self._leadership = leadership
         self._province_id = province_id
         self._site_ids = frozenset(site_ids)
         self._sites = sites
@@ -45,6 +63,7 @@ class CentralService(central_pb2_grpc.CentralServiceServicer):
     async def IngestCallEvents(
         self, request: central_pb2.IngestCallEventsRequest, context: Context
     ) -> central_pb2.IngestCallEventsResponse:
+        await self._only_leader(context)
         validation.check_ingest(request, self._site_ids)
         events = [convert.event_from_proto(e) for e in request.events]
         result = await self._store.ingest(request.site_id, events)
@@ -111,6 +130,7 @@ class CentralService(central_pb2_grpc.CentralServiceServicer):
         self, request_iterator: AsyncIterator[central_pb2.StreamSiteStateRequest], context: Context
     ) -> AsyncIterator[central_pb2.StreamSiteStateResponse]:
         router = self._need_router()
+        await self._only_leader(context)
         requests = aiter(request_iterator)
         try:
             first = await anext(requests)
@@ -119,18 +139,27 @@ class CentralService(central_pb2_grpc.CentralServiceServicer):
         site_id = _check_state(first, self._site_ids, "")
         stream = router.attach(site_id)
         reader = asyncio.create_task(self._read_states(router, stream, first, requests))
+        command: asyncio.Task[PullCommand] | None = None
         try:
             while True:
-                command = asyncio.create_task(stream.commands.get())
-                done, _ = await asyncio.wait({command, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if command is None:
+                    command = asyncio.create_task(stream.commands.get())
+                done, _ = await asyncio.wait(
+                    {command, reader}, timeout=LEADER_CHECK_S, return_when=asyncio.FIRST_COMPLETED
+                )
                 if command in done:
                     yield _command(command.result())
+                    command = None
                     continue
-                command.cancel()
-                # The site closed its side (or sent something wrong: raised here).
-                reader.result()
-                return
+                if reader in done:
+                    # The site closed its side (or sent something wrong: raised here).
+                    reader.result()
+                    return
+                # Deposed: the site reconnects to the new leader, which rebuilds the live state.
+                await self._only_leader(context)
         finally:
+            if command is not None:
+                command.cancel()
             reader.cancel()
             router.detach(stream)
             log.info("site %s: state stream closed", site_id)
@@ -153,6 +182,7 @@ class CentralService(central_pb2_grpc.CentralServiceServicer):
         self, request: central_pb2.RouteCallRequest, context: Context
     ) -> central_pb2.RouteCallResponse:
         router = self._need_router()
+        await self._only_leader(context)
         validation.check_call_id(request.call_id)
         self._check_site(request.site_id)
         if not request.skill_group:
@@ -180,6 +210,7 @@ class CentralService(central_pb2_grpc.CentralServiceServicer):
         self, request: central_pb2.PreRouteCallRequest, context: Context
     ) -> central_pb2.PreRouteCallResponse:
         router = self._need_router()
+        await self._only_leader(context)
         self._check_site(request.home_site_id)
         for key, number in (("ani", request.ani), ("dnis", request.dnis)):
             if number and not validation.PHONE.fullmatch(number):
@@ -217,6 +248,13 @@ class CentralService(central_pb2_grpc.CentralServiceServicer):
             decisions=[convert.decision_to_proto(d) for d in decisions.get(request.call_id, [])]
         )
 
+    async def _only_leader(self, context: Context) -> None:
+        """A follower refuses: UNAVAILABLE `not-leader`, with the leader's address in `vcc-leader`."""
+        gate = self._leadership
+        if gate is None or gate.is_leader:
+            return
+        await _refuse_as_follower(context, gate.leader_address() or "")
+
     def _need_router(self) -> Router:
         if self._router is None:
             raise Unavailable("routing-unavailable", "this central serves no global routing")
@@ -247,6 +285,16 @@ DECISION_ID = "decision_id"
 MAX_WAITED_S = 86_400.0
 MAX_PRIORITY = 9
 MAX_EXCLUDED = 64
+
+
+async def _refuse_as_follower(context: Context, leader: str) -> NoReturn:
+    # Not through maps_errors: that trailer carries the error id only, and sites need the address.
+    context.set_trailing_metadata(((ERROR_ID_KEY, NOT_LEADER), (LEADER_KEY, leader)))
+    await context.abort(
+        grpc.StatusCode.UNAVAILABLE,
+        f"this central replica is not the leader; the leader is at {leader or 'an unknown address'}",
+    )
+    raise AssertionError("unreachable: abort raises")
 
 
 def _check_state(

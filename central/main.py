@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 import sys
 
-from central.app import CentralApp
+from central.app import DEFAULT_REPLICA_ID, CentralApp
 from central.customers import MAX_DEMO_CUSTOMERS
 from vcc import logs
 from vcc.config import ConfigError, ProvinceConfig, load_province
@@ -20,8 +21,14 @@ EXIT_BAD_CONFIG = 2
 EXIT_CANNOT_START = 1
 
 
-def run(config_path: str, seed_customers: int = 0) -> None:
-    """Serve the province described by the config file; a bad config exits with status 2."""
+def run(
+    config_path: str,
+    seed_customers: int = 0,
+    listen: str | None = None,
+    replica_id: str = DEFAULT_REPLICA_ID,
+) -> None:
+    """Serve the province described by the config file as one replica of its central; a bad config
+    (or a replica other than the first without --listen) exits with status 2."""
     logs.configure("central")
     # Alembic narrates every step at INFO; central.db.migrate logs the schema change once.
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -29,18 +36,37 @@ def run(config_path: str, seed_customers: int = 0) -> None:
         config = load_province(config_path)
         if not 0 <= seed_customers <= MAX_DEMO_CUSTOMERS:
             raise ConfigError(f"--seed-customers: 0 to {MAX_DEMO_CUSTOMERS}, not {seed_customers}")
+        check_replica(config, listen, replica_id)
     except ConfigError as exc:
         print(f"central: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_CONFIG) from None
-    asyncio.run(serve(config, seed_customers))
+    asyncio.run(serve(config, seed_customers, listen, replica_id))
 
 
-async def serve(config: ProvinceConfig, seed_customers: int = 0) -> None:
+def check_replica(config: ProvinceConfig, listen: str | None, replica_id: str) -> None:
+    """`central.listen` belongs to the first replica; every other one needs its own --listen."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", replica_id):
+        raise ConfigError(f"--replica-id: letters, digits, '-' or '_' (not {replica_id!r})")
+    if listen is not None and not re.fullmatch(r"[^\s:]+:\d{1,5}", listen):
+        raise ConfigError(f"--listen: host:port, not {listen!r}")
+    if replica_id != DEFAULT_REPLICA_ID and (listen is None or listen == config.central.listen):
+        raise ConfigError(
+            f"--listen: replica {replica_id} needs its own address "
+            f"(central.listen {config.central.listen} is replica {DEFAULT_REPLICA_ID}'s)"
+        )
+
+
+async def serve(
+    config: ProvinceConfig,
+    seed_customers: int = 0,
+    listen: str | None = None,
+    replica_id: str = DEFAULT_REPLICA_ID,
+) -> None:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    app = CentralApp(config, seed_customers)
+    app = CentralApp(config, seed_customers, listen, replica_id)
     try:
         try:
             await app.start()

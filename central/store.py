@@ -25,7 +25,7 @@ from central.db.engine import writer
 from central.records import CallEvent, CallLeg, CallRecord, CallState, EventKind, Outcome, fold
 from routing.global_router import Candidate, Decision
 from vcc.config import ProvinceConfig
-from vcc.errors import Unavailable
+from vcc.errors import FailedPrecondition, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ _SITES = models.Base.metadata.tables["sites"]
 _SKILL_GROUPS = models.Base.metadata.tables["skill_groups"]
 _AGENTS = models.Base.metadata.tables["agents"]
 _DECISIONS = models.Base.metadata.tables["routing_decisions"]
+_LEADERSHIP = models.Base.metadata.tables["central_leadership"]
 # Decisions listed for one call at most: a call that waits long is re-asked, but only moves and
 # the first answer are recorded, so real calls stay far below this.
 MAX_DECISIONS_PER_CALL = 1000
@@ -72,13 +73,52 @@ class DatabaseUnavailable(Unavailable):
         super().__init__("database-unavailable", f"the central database is unavailable: {detail}")
 
 
+class Fenced(FailedPrecondition):
+    """A write from a central replica whose leadership epoch is no longer the newest."""
+
+    def __init__(self, epoch: int, stored: int) -> None:
+        super().__init__(
+            "fenced-leader",
+            f"this central replica led epoch {epoch}, the database has seen epoch {stored}: not the leader",
+        )
+        self.epoch = epoch
+        self.stored = stored
+
+
 class Store:
-    """Async data access over one AsyncEngine (see central.db.engine.create_engine)."""
+    """Async data access over one AsyncEngine (see central.db.engine.create_engine).
+
+    Fencing: once `take_over(epoch)` made this store the writer of a leader's term, every write
+    transaction first checks, in the same transaction, that the database's epoch is still that one,
+    and raises Fenced otherwise (a newer leader took over). A store that never took over (a single
+    central without election, tests) writes unfenced.
+    """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._reader = engine
         self._writer = writer(engine)
         self._dialect = engine.dialect.name
+        self.epoch: int | None = None
+
+    # -- fencing -----------------------------------------------------------------------------
+
+    async def take_over(self, epoch: int) -> None:
+        """Raise the database's epoch to ours (never lowers it: an older epoch raises Fenced)."""
+
+        async def attempt(conn: AsyncConnection) -> None:
+            await conn.execute(self._insert_ignore(_LEADERSHIP, [{"id": 1, "epoch": 0}], ["id"]))
+            stored = await _stored_epoch(conn)
+            if stored > epoch:
+                raise Fenced(epoch, stored)
+            if stored < epoch:
+                await conn.execute(sa.update(_LEADERSHIP).where(_LEADERSHIP.c.id == 1).values(epoch=epoch))
+
+        await self._transaction(attempt, write=True, fenced=False)
+        self.epoch = epoch
+        log.info("database fenced at leadership epoch %d", epoch)
+
+    async def leadership_epoch(self) -> int:
+        return await self._transaction(_stored_epoch)
 
     # -- call events and records -------------------------------------------------------------
 
@@ -351,8 +391,13 @@ class Store:
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    async def _transaction(self, work: Callable[[AsyncConnection], Awaitable[T]], write: bool = False) -> T:
+    async def _transaction(
+        self, work: Callable[[AsyncConnection], Awaitable[T]], write: bool = False, fenced: bool = True
+    ) -> T:
         engine = self._writer if write else self._reader
+        epoch = self.epoch
+        if write and fenced and epoch is not None:
+            work = self._fenced(epoch, work)
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(MAX_ATTEMPTS),
@@ -373,6 +418,19 @@ class Store:
             raise DatabaseUnavailable(str(exc) or type(exc).__name__) from exc
         raise AssertionError("unreachable: tenacity either returns or raises")
 
+    def _fenced(
+        self, epoch: int, work: Callable[[AsyncConnection], Awaitable[T]]
+    ) -> Callable[[AsyncConnection], Awaitable[T]]:
+        async def checked(conn: AsyncConnection) -> T:
+            # In the write's own transaction: a takeover that commits first makes this one fail
+            # here, or (PostgreSQL, SERIALIZABLE) conflict and retry into this check.
+            stored = await _stored_epoch(conn)
+            if stored != epoch:
+                raise Fenced(epoch, stored)
+            return await work(conn)
+
+        return checked
+
     def _insert_ignore(self, table: sa.Table, rows: list[dict[str, Any]], keys: list[str]) -> sa.Insert:
         if self._dialect == "sqlite":
             return sqlite.insert(table).values(rows).on_conflict_do_nothing(index_elements=keys)
@@ -387,6 +445,11 @@ class Store:
             )
         pg = postgresql.insert(table).values(rows)
         return pg.on_conflict_do_update(index_elements=keys, set_={c: pg.excluded[c] for c in columns})
+
+
+async def _stored_epoch(conn: AsyncConnection) -> int:
+    row = (await conn.execute(sa.select(_LEADERSHIP.c.epoch).where(_LEADERSHIP.c.id == 1))).first()
+    return int(row[0]) if row is not None else 0
 
 
 def _is_conflict(exc: BaseException) -> bool:

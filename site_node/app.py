@@ -13,6 +13,7 @@ from site_node.central_link import CentralLink
 from site_node.customers import CentralCustomers
 from site_node.desktop_service import AgentDesktop
 from site_node.domain import AskRoute, LegToOrigin, LegToTarget, OfferRemote
+from site_node.leader_watch import LeaderWatch
 from site_node.membership import Membership
 from site_node.outbox import Outbox
 from site_node.peers import PeerLinks, SitePeer
@@ -51,9 +52,21 @@ class SiteNode:
         outbox_path = Path(site.outbox_path or f"vcc-outbox-{site.id}.db")
         outbox_path.parent.mkdir(parents=True, exist_ok=True)
         self.outbox = await Outbox.open(outbox_path)
-        self.customers = CentralCustomers(self.province.central.listen)
+        etcd = self.province.etcd
+        # Which central replica leads (falls back to central.listen while etcd names none).
+        self.leader = LeaderWatch(
+            list(etcd.endpoints),
+            membership.central_leader_key(etcd.prefix, self.province.province.id),
+            self.province.central.listen,
+        )
+        self.customers = CentralCustomers(self.leader.address)
+        sites = self.province.sites
         self.switchboard = Switchboard(
-            site, self.province.province.service_number, routing=self.province.routing
+            site,
+            self.province.province.service_number,
+            routing=self.province.routing,
+            agent_sites={a.code: s.id for s in sites for a in s.agents},
+            site_groups={s.id: frozenset(g.id for g in s.skill_groups) for s in sites},
         )
         self.runtime = SiteRuntime(self.switchboard, self.outbox, self.customers.lookup)
         self.server = Server(SERVICES)
@@ -66,19 +79,18 @@ class SiteNode:
         peer_pb2_grpc.add_SitePeerServiceServicer_to_server(self.peer, self.server.grpc)
         port = await self.server.start(site.listen)
         self.address = f"{site.listen.rsplit(':', 1)[0]}:{port}"
-        central = self.province.central.listen
-        self.shipper = Shipper(self.outbox, site.id, lambda: central)
-        etcd = self.province.etcd
+        self.shipper = Shipper(self.outbox, site.id, self.leader.address)
         self.membership = Membership(
             list(etcd.endpoints),
             membership.site_key(etcd.prefix, self.province.province.id, site.id),
             etcd.lease_ttl_s,
             self.summary,
         )
-        self.central_link = CentralLink(self.runtime, lambda: central, self.summary)
+        self.central_link = CentralLink(self.runtime, self.leader.address, self.summary)
         self.peer_links = PeerLinks(self.runtime, self._peer_address)
         self.runtime.province = _Province(self)
         self._tasks = [
+            asyncio.create_task(self.leader.run(), name="central-leader-watch"),
             asyncio.create_task(self.shipper.run(), name="shipper"),
             asyncio.create_task(self.membership.run(), name="membership"),
             asyncio.create_task(self.central_link.run(), name="central-link"),

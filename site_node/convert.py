@@ -71,6 +71,12 @@ def caller_update_to_proto(u: ToCaller) -> trunk_pb2.PlaceCallResponse:
             msg.held.SetInParent()
         case "retrieved":
             msg.retrieved.SetInParent()
+        case "transferred":
+            msg.transferred.CopyFrom(
+                trunk_pb2.CallTransferred(
+                    to_site_id=u.site_id, to_agent_code=u.agent_code, to_skill_group=u.skill_group
+                )
+            )
         case "ended":
             msg.ended.CopyFrom(trunk_pb2.CallEnded(outcome=_OUTCOME[u.outcome], reason=u.reason))
         case _:
@@ -108,6 +114,8 @@ def agent_update_to_proto(u: ToAgent, snapshot: cti_pb2.AgentSnapshot) -> cti_pb
                     customer=customer_to_proto(u.customer),
                     ring_timeout_s=u.ring_timeout_s,
                     waited_s=u.waited_s,
+                    purpose=u.purpose,
+                    from_agent_code=u.from_agent_code,
                 )
             )
         case "withdrawn":
@@ -121,6 +129,16 @@ def agent_update_to_proto(u: ToAgent, snapshot: cti_pb2.AgentSnapshot) -> cti_pb
         case "ended":
             msg.call_ended.CopyFrom(
                 cti_pb2.AgentCallEnded(call_id=u.call_id, reason=u.reason, wrap_up_s=u.wrap_up_s)
+            )
+        case "transfer":
+            msg.transfer.CopyFrom(
+                cti_pb2.TransferProgress(
+                    call_id=u.call_id,
+                    stage=u.stage,
+                    agent_code=u.other_agent_code,
+                    site_id=u.site_id,
+                    reason=u.reason,
+                )
             )
         case _:
             raise ValueError(f"unknown agent update {u.kind!r}")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 import grpc
 
@@ -22,10 +24,13 @@ CACHE_SIZE = 10_000
 
 
 class CentralCustomers:
-    def __init__(self, central_address: str) -> None:
-        self._address = central_address
-        self._channel = rpc.channel(central_address)
-        self._stub = central_pb2_grpc.CentralServiceStub(self._channel)
+    """`central_address` is fixed, or a function giving the leading replica's address (it moves)."""
+
+    def __init__(self, central_address: str | Callable[[], str | None]) -> None:
+        self._address = central_address if callable(central_address) else (lambda: central_address)
+        self._dialled: str | None = None
+        self._channel: grpc.aio.Channel | None = None
+        self._closing: set[asyncio.Future[None]] = set()
         self._cache: OrderedDict[str, tuple[float, CustomerInfo | None]] = OrderedDict()
 
     async def lookup(self, phone: str) -> CustomerInfo | None:
@@ -34,7 +39,7 @@ class CentralCustomers:
         if hit is not None and now - hit[0] < CACHE_TTL_S:
             return hit[1]
         try:
-            reply = await self._stub.LookupCustomer(
+            reply = await self._stub().LookupCustomer(
                 central_pb2.LookupCustomerRequest(phone=phone), timeout=LOOKUP_DEADLINE_S
             )
             found: CustomerInfo | None = customer_from_proto(reply.customer)
@@ -47,5 +52,22 @@ class CentralCustomers:
             self._cache.popitem(last=False)
         return found
 
+    def _stub(self) -> central_pb2_grpc.CentralServiceAsyncStub:
+        address = self._address()
+        if address is None:
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "no central known"
+            )
+        if self._channel is None or address != self._dialled:
+            # Another replica leads now: the old channel is left to close on its own.
+            old, self._channel, self._dialled = self._channel, rpc.channel(address), address
+            if old is not None:
+                closing = asyncio.ensure_future(old.close())
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
+        return central_pb2_grpc.CentralServiceStub(self._channel)
+
     async def close(self) -> None:
-        await self._channel.close()
+        await asyncio.gather(*self._closing, return_exceptions=True)
+        if self._channel is not None:
+            await self._channel.close()

@@ -11,6 +11,7 @@ from site_node import auth
 from site_node.domain import Effect
 from site_node.idempotency import IdempotencyCache
 from site_node.runtime import SiteRuntime
+from site_node.switchboard import TransferTarget
 from vcc.errors import InvalidArgument, NotFound, Unauthenticated
 from vcc.rpc import maps_errors, maps_stream_errors
 from vcc.v1 import common_pb2, cti_pb2, cti_pb2_grpc
@@ -132,6 +133,58 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
             return cti_pb2.RetrieveResponse()
 
         return await self._mutate("retrieve", request.session_token, request.idempotency_key, retrieve)  # type: ignore[no-any-return]
+
+    @maps_errors
+    async def Transfer(self, request: cti_pb2.TransferRequest, context: Ctx) -> cti_pb2.TransferResponse:
+        call_id = _call_id(request.call_id)
+        if request.kind not in (cti_pb2.TRANSFER_KIND_BLIND, cti_pb2.TRANSFER_KIND_CONSULT):
+            raise InvalidArgument("bad-transfer-kind", "kind: TRANSFER_KIND_BLIND or TRANSFER_KIND_CONSULT")
+        t = request.target
+        target = TransferTarget(t.agent_code, t.skill_group, t.site_id, t.ivr)
+        blind = request.kind == cti_pb2.TRANSFER_KIND_BLIND
+        extra = dict(request.attached_data)
+
+        async def transfer(code: str) -> cti_pb2.TransferResponse:
+            self._do(lambda now: self.sb.transfer(now, code, call_id, target, blind=blind, attached=extra))
+            return cti_pb2.TransferResponse()
+
+        return await self._mutate("transfer", request.session_token, request.idempotency_key, transfer)  # type: ignore[no-any-return]
+
+    @maps_errors
+    async def CompleteTransfer(
+        self, request: cti_pb2.CompleteTransferRequest, context: Ctx
+    ) -> cti_pb2.CompleteTransferResponse:
+        call_id = _call_id(request.call_id)
+
+        async def complete(code: str) -> cti_pb2.CompleteTransferResponse:
+            self._do(lambda now: self.sb.complete_transfer(now, code, call_id))
+            return cti_pb2.CompleteTransferResponse()
+
+        return await self._mutate("complete", request.session_token, request.idempotency_key, complete)  # type: ignore[no-any-return]
+
+    @maps_errors
+    async def Conference(
+        self, request: cti_pb2.ConferenceRequest, context: Ctx
+    ) -> cti_pb2.ConferenceResponse:
+        call_id = _call_id(request.call_id)
+
+        async def conference(code: str) -> cti_pb2.ConferenceResponse:
+            self._do(lambda now: self.sb.conference(now, code, call_id))
+            return cti_pb2.ConferenceResponse()
+
+        return await self._mutate("conference", request.session_token, request.idempotency_key, conference)  # type: ignore[no-any-return]
+
+    @maps_errors
+    async def CancelTransfer(
+        self, request: cti_pb2.CancelTransferRequest, context: Ctx
+    ) -> cti_pb2.CancelTransferResponse:
+        call_id = _call_id(request.call_id)
+
+        async def cancel(code: str) -> cti_pb2.CancelTransferResponse:
+            self._do(lambda now: self.sb.cancel_transfer(now, code, call_id))
+            return cti_pb2.CancelTransferResponse()
+
+        return await self._mutate("cancel", request.session_token, request.idempotency_key, cancel)  # type: ignore[no-any-return]
 
     @maps_errors
     async def GetAgent(self, request: cti_pb2.GetAgentRequest, context: Ctx) -> cti_pb2.GetAgentResponse:

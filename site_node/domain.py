@@ -72,6 +72,19 @@ class RemoteLeg:
 
 
 @dataclass(slots=True)
+class Consult:
+    """A consultation in progress: the caller is held while the serving agent talks with another."""
+
+    agent_code: str
+    site_id: str
+    # ringing -> talking; `conference` once the caller joined the two agents.
+    state: str = "ringing"
+    conference: bool = False
+    # Set when the consulted agent is at another site (a remote leg of purpose transfer-consult).
+    offer_id: str = ""
+
+
+@dataclass(slots=True)
 class Call:
     call_id: str
     idempotency_key: str
@@ -106,6 +119,11 @@ class Call:
     route_pending: bool = False
     # Sites that refused or lost this call: routing tries others first.
     excluded: set[str] = field(default_factory=set)
+    # A consultation (consult transfer or conference) the serving agent started.
+    consult: Consult | None = None
+    # Target side: why the origin offered this call ("overflow", "transfer-consult", ...).
+    purpose: str = ""
+    from_agent_code: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +158,7 @@ class ToCaller:
     """Progress the caller's side hears. `ended` is the last one."""
 
     call_id: str
-    kind: str  # accepted, prompt, queued, ringing, connected, held, retrieved, ended
+    kind: str  # accepted, prompt, queued, ringing, connected, held, retrieved, transferred, ended
     at: float
     site_id: str = ""
     agent_code: str = ""
@@ -160,7 +178,7 @@ class ToAgent:
     """An event for the agent's desktop. `state` events carry no call details."""
 
     agent_code: str
-    kind: str  # state, offered, withdrawn, connected, held, retrieved, ended
+    kind: str  # state, offered, withdrawn, connected, held, retrieved, ended, transfer
     at: float
     call_id: str = ""
     reason: str = ""
@@ -174,6 +192,13 @@ class ToAgent:
     customer: CustomerInfo | None = None
     ring_timeout_s: float = 0.0
     waited_s: float = 0.0
+    # For `offered` during a transfer, and for `transfer` progress.
+    purpose: str = ""
+    from_agent_code: str = ""
+    stage: str = ""
+    site_id: str = ""
+    # For `transfer` progress: the other agent (consulted, or the one handing over).
+    other_agent_code: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +237,7 @@ class OfferRemote:
     customer: CustomerInfo | None
     purpose: str
     agent_code: str = ""
+    from_agent_code: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -428,7 +428,14 @@ class LocalSwitchboard:
         self.agents[code] = fsm.transition(agent, fsm.Offer(call.call_id), now)
         call.state = CallState.RINGING
         call.agent_code = code
-        fx.journal(call, EventKind.RINGING, now, agent_code=code, skill_group=call.skill_group, data=data)
+        if call.purpose == "transfer-consult":
+            # The caller is on hold and hears nothing of this: history, not a ring of the call.
+            data = (("stage", "consult-ringing"), ("from", call.from_agent_code), *data)
+            fx.journal(
+                call, EventKind.TRANSFERRED, now, agent_code=code, skill_group=call.skill_group, data=data
+            )
+        else:
+            fx.journal(call, EventKind.RINGING, now, agent_code=code, skill_group=call.skill_group, data=data)
         if not call.guest_of:
             fx.items.append(ToCaller(call.call_id, "ringing", now, site_id=self.site_id, agent_code=code))
         fx.items.append(self._state_event(code, now))
@@ -446,6 +453,8 @@ class LocalSwitchboard:
                 customer=call.customer,
                 ring_timeout_s=self.site.ring_timeout_s,
                 waited_s=now - call.arrived_at,
+                purpose=call.purpose,
+                from_agent_code=call.from_agent_code,
             )
         )
         self._arm(now + self.site.ring_timeout_s, "ring", call.call_id, code)
@@ -561,7 +570,12 @@ class LocalSwitchboard:
         self._set_agent(code, fsm.Answer(), now, fx)
         call.state = CallState.TALKING
         call.answered_at = now
-        fx.journal(call, EventKind.ANSWERED, now, agent_code=code, skill_group=call.skill_group)
+        if call.purpose == "transfer-consult":
+            fx.journal(
+                call, EventKind.TRANSFERRED, now, agent_code=code, data=(("stage", "consult-connected"),)
+            )
+        else:
+            fx.journal(call, EventKind.ANSWERED, now, agent_code=code, skill_group=call.skill_group)
         if not call.guest_of:
             fx.items.append(ToCaller(call.call_id, "connected", now, site_id=self.site_id, agent_code=code))
         fx.items.append(ToAgent(code, "connected", now, call_id=call.call_id))

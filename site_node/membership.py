@@ -18,6 +18,7 @@ import aetcd
 from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential, wait_random
 
 from vcc.membership import encode_summary
+from vcc.rpc import dialled
 from vcc.v1 import site_admin_pb2
 
 log = logging.getLogger(__name__)
@@ -167,5 +168,5 @@ class Membership:
         self.last_error = f"{type(exc).__name__}: {exc}"
 
     def _new_client(self) -> aetcd.Client:
-        host, _, port = next(self._endpoints).rpartition(":")
+        host, _, port = dialled(next(self._endpoints)).rpartition(":")
         return aetcd.Client(host=host, port=int(port), timeout=self._timeout_s)

@@ -145,6 +145,7 @@ def _offer_to_proto(offer: OfferRemote, origin: str) -> peer_pb2.RemoteOffer:
         customer=convert.customer_to_proto(offer.customer),
         agent_code=offer.agent_code,
         purpose=offer.purpose,
+        from_agent_code=offer.from_agent_code,
     )
 
 
@@ -162,6 +163,7 @@ def _offer_from_proto(o: peer_pb2.RemoteOffer) -> RemoteOfferIn:
         customer=convert.customer_from_proto(o.customer) if o.customer.customer_id else None,
         agent_code=o.agent_code,
         purpose=o.purpose,
+        from_agent_code=o.from_agent_code,
     )
 
 

@@ -1,68 +1,78 @@
-"""A city's switchboard in the province: its own calls, plus calls served in other cities.
+"""A city's switchboard in the province: transfers, consultations and conferences (SPEC F19),
+on top of its own calls (local_switch.py) and calls served in other cities (legs.py).
 
-On the ORIGIN side a waiting call may be offered to another site (overflow, pooled): it leaves
-the local queue while the offer is open, keeps its trunk channel and takes a tie-trunk channel;
-if the target refuses, times out, dies or gives it back, it re-enters the queue with its
-original arrival time. The origin alone tells the caller what happens, so a remote answer needs
-its confirmation: a call is never connected twice. On the TARGET side the call is a guest: an
-agent reserved at once (calls are only ever queued at their origin), its events journaled here.
-Pure like its base: time comes in, effects go out.
+The agent serving a call at its origin can hand the caller to an agent by code anywhere in the
+province, to a skill group here or at a named site, or back to the IVR. Blind: the caller goes
+at once and the agent is free. Consult: the caller is held while the agent talks with the
+target, then completes (the target keeps the caller), conferences (all three talk) or cancels.
+The call's attached data and the transfer history travel with it. Pure, like the layers below.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 
 from routing import agents as fsm
 from routing.agents import AgentState
 from site_node.domain import (
-    AskRoute,
     Call,
     CallState,
-    CustomerInfo,
+    Consult,
     Effect,
     EventKind,
-    LegToOrigin,
     LegToTarget,
-    OfferRemote,
-    Outcome,
     RemoteLeg,
     ToAgent,
     ToCaller,
 )
+from site_node.legs import LegsSwitchboard, RemoteOfferIn
 from site_node.local_switch import (
     CUSTOMER_WAIT_S,
+    MAX_ATTACHED_BYTES,
+    MAX_ATTACHED_ITEMS,
     MAX_REASON_LENGTH,
-    LocalSwitchboard,
     SiteCounters,
     _Effects,
 )
 from vcc.config import RoutingConfig, SiteConfig
-from vcc.errors import FailedPrecondition, InvalidArgument
+from vcc.errors import FailedPrecondition, InvalidArgument, NotFound
 
-__all__ = ["CUSTOMER_WAIT_S", "MAX_REASON_LENGTH", "RemoteOfferIn", "SiteCounters", "Switchboard"]
+__all__ = [
+    "CUSTOMER_WAIT_S",
+    "MAX_REASON_LENGTH",
+    "RemoteOfferIn",
+    "SiteCounters",
+    "Switchboard",
+    "TransferTarget",
+]
 
-
-@dataclass(frozen=True, slots=True)
-class RemoteOfferIn:
-    """What a target site is offered (SitePeerService.ServeCall's first message)."""
-
-    offer_id: str
-    call_id: str
-    origin_site_id: str
-    skill_group: str
-    priority: int
-    arrived_at: float
-    ani: str
-    dnis: str
-    attached: tuple[tuple[str, str], ...] = ()
-    customer: CustomerInfo | None = None
-    agent_code: str = ""
-    purpose: str = "overflow"
+# Transfer history kept in the attached data, newest last; bounded like all attached data.
+HISTORY_KEY = "transfer_history"
+MAX_HISTORY = 512
 
 
-class Switchboard(LocalSwitchboard):
+class TransferTarget:
+    """Exactly one of: an agent code, a skill group (with a site, or here), the IVR."""
+
+    __slots__ = ("agent_code", "ivr", "site_id", "skill_group")
+
+    def __init__(
+        self, agent_code: str = "", skill_group: str = "", site_id: str = "", ivr: bool = False
+    ) -> None:
+        self.agent_code = agent_code
+        self.skill_group = skill_group
+        self.site_id = site_id
+        self.ivr = ivr
+
+    def describe(self, site: str) -> str:
+        if self.ivr:
+            return "ivr"
+        if self.agent_code:
+            return f"{self.agent_code}@{site}"
+        return f"{self.skill_group}@{site}"
+
+
+class Switchboard(LegsSwitchboard):
     def __init__(
         self,
         site: SiteConfig,
@@ -70,431 +80,477 @@ class Switchboard(LocalSwitchboard):
         new_call_id: Callable[[], str] | None = None,
         *,
         routing: RoutingConfig | None = None,
+        agent_sites: Mapping[str, str] | None = None,
+        site_groups: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
-        if new_call_id is None:
-            super().__init__(site, service_number)
-        else:
-            super().__init__(site, service_number, new_call_id)
-        self.routing = routing or RoutingConfig(mode="isolated")
-        self._offers_made = 0
-        # offer id -> call id, on both sides.
-        self._legs_out: dict[str, str] = {}
-        self._legs_in: dict[str, str] = {}
-        self.served_for_others = 0
-        self.served_elsewhere = 0
+        super().__init__(site, service_number, new_call_id, routing=routing)
+        # The province's directory: agent code -> site, site -> its skill groups.
+        self.agent_sites = dict(agent_sites or {a.code: site.id for a in site.agents})
+        self.site_groups = dict(site_groups or {site.id: frozenset(g.id for g in site.skill_groups)})
 
-    # Origin: when to ask, and acting on the answer ------------------------------------------
+    # Requests from the serving agent --------------------------------------------------------
 
-    def _waiting(self, call: Call, now: float, fx: _Effects) -> None:
-        mode = self.routing.mode
-        if mode == "isolated":
-            return
-        if mode == "pooled" or not self._staffed(call.skill_group):
-            self._arm(now, "route", call.call_id, "")
-        else:
-            self._arm(max(now, call.arrived_at + self.routing.overflow_after_s), "route", call.call_id, "")
-
-    def _staffed(self, group: str) -> bool:
-        return any(self.agents[c].state != AgentState.LOGGED_OUT for c in self.acd.members(group))
-
-    def _on_deadline(self, kind: str, subject: str, token: str, when: float, fx: _Effects) -> None:
-        if kind == "route":
-            self._route_due(subject, when, fx)
-        elif kind == "offer":
-            self._offer_expired(subject, when, fx)
-        else:
-            super()._on_deadline(kind, subject, token, when, fx)
-
-    def _route_due(self, call_id: str, now: float, fx: _Effects) -> None:
-        call = self.calls.get(call_id)
-        if call is None or call.state != CallState.QUEUED or call.remote or call.route_pending:
-            return
-        if self.acd.queued(call_id) is None:
-            return  # parked for its screen pop; it asks once it joins the queue
-        call.route_pending = True
-        fx.items.append(
-            AskRoute(
-                call_id, call.skill_group, call.priority, now - call.arrived_at, tuple(sorted(call.excluded))
-            )
-        )
-
-    def route_decided(
-        self, now: float, call_id: str, target_site_id: str | None, decision_id: str = ""
+    def transfer(
+        self,
+        now: float,
+        code: str,
+        call_id: str,
+        target: TransferTarget,
+        *,
+        blind: bool,
+        attached: Mapping[str, str] | None = None,
     ) -> list[Effect]:
-        """Central's answer to AskRoute (None or this site: stay; ask again later)."""
+        call = self._serving_call(code, call_id)
+        if call.consult is not None:
+            raise FailedPrecondition(
+                "consult-in-progress", "finish the consultation first (complete, conference or cancel)"
+            )
+        site = self._resolve(code, target, blind)
+        self._attach(call, attached or {})
         fx = _Effects(self.site_id)
-        call = self.calls.get(call_id)
-        if call is None or call.state != CallState.QUEUED or call.remote is not None:
-            return []
-        call.route_pending = False
-        if not target_site_id or target_site_id == self.site_id:
-            call.excluded.clear()
-            self._arm(now + self.routing.reroute_interval_s, "route", call_id, "")
-            return []
-        self._start_offer(call, target_site_id, decision_id, now, fx, purpose=self.routing.mode)
+        desc = target.describe(site)
+        call.attached[HISTORY_KEY] = _history(call.attached.get(HISTORY_KEY, ""), f"{code}>{desc}")
+        if blind:
+            self._blind(call, code, target, site, now=now, fx=fx)
+        else:
+            self._consult(call, code, target, site, now=now, fx=fx)
         self._dispatch(now, fx)
         return fx.items
 
-    def pull_call(self, now: float, skill_group: str, to_site_id: str, decision_id: str = "") -> list[Effect]:
-        """Pooled mode: an agent is free at `to_site_id`: offer it our longest-waiting call."""
-        if skill_group not in self.acd.skill_groups or to_site_id == self.site_id:
-            return []
-        call_id = self.acd.head(skill_group)
-        if call_id is None:
-            return []
+    def _serving_call(self, code: str, call_id: str) -> Call:
+        call = self._agent_call(code, call_id)
+        if call.guest_of:
+            raise FailedPrecondition(
+                "transfer-from-guest",
+                f"call {call_id} is served here for {call.guest_of}: it transfers from there",
+            )
+        if call.state not in (CallState.TALKING, CallState.HELD):
+            raise FailedPrecondition("call-not-connected", f"call {call_id} is {call.state}, not connected")
+        return call
+
+    def _resolve(self, code: str, target: TransferTarget, blind: bool) -> str:
+        """Validate the target; return the site it is at. Raises before anything changes."""
+        chosen = sum((bool(target.agent_code), bool(target.skill_group), target.ivr))
+        if chosen != 1:
+            raise InvalidArgument(
+                "bad-transfer-target", "target: exactly one of agent_code, skill_group, ivr"
+            )
+        if target.ivr:
+            if not blind:
+                raise InvalidArgument(
+                    "bad-transfer-target", "target: a consultation needs a person, not the IVR"
+                )
+            return self.site_id
+        if target.agent_code:
+            site = self.agent_sites.get(target.agent_code)
+            if site is None:
+                raise NotFound(
+                    "unknown-agent", f"target.agent_code: no agent {target.agent_code!r} in the province"
+                )
+            if target.site_id and target.site_id != site:
+                raise InvalidArgument(
+                    "bad-transfer-target", f"target: agent {target.agent_code} is at {site}"
+                )
+            if target.agent_code == code:
+                raise InvalidArgument("transfer-to-self", "target: that is you")
+            if site == self.site_id and self.agents[target.agent_code].state != AgentState.READY:
+                raise FailedPrecondition("agent-not-ready", f"agent {target.agent_code} is not ready")
+        else:
+            site = target.site_id or self.site_id
+            if target.skill_group not in self.site_groups.get(site, frozenset()):
+                raise NotFound(
+                    "unknown-skill-group", f"target: no skill group {target.skill_group!r} at {site}"
+                )
+            if site == self.site_id and not blind and self.acd.ready_count(target.skill_group) == 0:
+                raise FailedPrecondition("no-agent-ready", f"nobody is ready in {target.skill_group}")
+        if site != self.site_id:
+            tie = self.ties.get(site)
+            if tie is None or tie.free == 0:
+                raise FailedPrecondition("no-tie-channel", f"no free tie-trunk channel to {site}")
+        return site
+
+    def _attach(self, call: Call, extra: Mapping[str, str]) -> None:
+        merged = {**call.attached, **extra}
+        size = sum(len(k) + len(v) for k, v in merged.items())
+        if len(merged) > MAX_ATTACHED_ITEMS or size > MAX_ATTACHED_BYTES:
+            raise InvalidArgument(
+                "attached-data-too-large", "attached_data: at most 64 entries and 8 KiB in all"
+            )
+        call.attached = merged
+
+    def _blind(
+        self, call: Call, code: str, target: TransferTarget, site: str, *, now: float, fx: _Effects
+    ) -> None:
+        desc = target.describe(site)
+        fx.journal(call, EventKind.TRANSFERRED, now, agent_code=code, data=(("kind", "blind"), ("to", desc)))
+        if call.state == CallState.HELD:
+            self._set_agent(code, fsm.Retrieve(), now, fx)
+        self._end_agent_leg(call, now, fx, "transferred")
+        fx.items.append(
+            ToAgent(code, "transfer", now, call_id=call.call_id, stage="blind-sent", site_id=site)
+        )
+        fx.items.append(
+            ToCaller(
+                call.call_id,
+                "transferred",
+                now,
+                site_id=site,
+                agent_code=target.agent_code,
+                skill_group=target.skill_group,
+            )
+        )
+        call.agent_code = ""
+        if target.ivr:
+            self._start_ivr(call, now, fx)
+        elif site != self.site_id:
+            call.state = CallState.QUEUED
+            offer = self._start_offer(
+                call, site, "", now, fx, purpose="transfer-blind", agent_code=target.agent_code,
+                skill_group=target.skill_group, from_agent_code=code,
+            )  # fmt: skip
+            if offer is None:
+                self._enqueue(call, call.skill_group, now, fx, reason="transfer-failed")
+        elif target.agent_code:
+            self.acd.agent_unavailable(target.agent_code)
+            call.purpose, call.from_agent_code = "transfer-blind", code
+            self._ring(call, target.agent_code, now, fx)
+            call.purpose = ""
+        else:
+            self._enqueue(call, target.skill_group, now, fx, reason="transfer")
+
+    def _consult(
+        self, call: Call, code: str, target: TransferTarget, site: str, *, now: float, fx: _Effects
+    ) -> None:
+        if call.state == CallState.TALKING:
+            self._set_agent(code, fsm.Hold(), now, fx)
+            call.state = CallState.HELD
+            fx.items.append(ToCaller(call.call_id, "held", now))
+        desc = target.describe(site)
+        fx.journal(
+            call, EventKind.TRANSFERRED, now, agent_code=code, data=(("kind", "consult"), ("to", desc))
+        )
+        if site != self.site_id:
+            offer_id = self._start_offer(
+                call, site, "", now, fx, purpose="transfer-consult", agent_code=target.agent_code,
+                skill_group=target.skill_group, from_agent_code=code,
+            )  # fmt: skip
+            assert offer_id is not None  # a free tie channel was checked before anything changed
+            call.consult = Consult(target.agent_code, site, offer_id=offer_id)
+            return
+        other = target.agent_code or self.acd.take_ready_agent(target.skill_group)
+        assert other is not None  # checked by _resolve
+        self.acd.agent_unavailable(other)
+        call.consult = Consult(other, self.site_id)
+        self.agents[other] = fsm.transition(self.agents[other], fsm.Offer(call.call_id), now)
+        fx.journal(call, EventKind.TRANSFERRED, now, agent_code=other, data=(("stage", "consult-ringing"),))
+        fx.items.append(self._state_event(other, now))
+        fx.items.append(
+            ToAgent(
+                other, "offered", now, call_id=call.call_id, ani=call.ani, dnis=call.dnis,
+                skill_group=call.skill_group, entry_site_id=call.entry_site_id,
+                attached=tuple(sorted(call.attached.items())), customer=call.customer,
+                ring_timeout_s=self.site.ring_timeout_s, waited_s=now - call.arrived_at,
+                purpose="transfer-consult", from_agent_code=code,
+            )
+        )  # fmt: skip
+        fx.items.append(self._consult_event(call, "consult-ringing", now))
+        self._arm(now + self.site.ring_timeout_s, "consult", call.call_id, other)
+
+    def _consult_event(self, call: Call, stage: str, now: float, reason: str = "") -> ToAgent:
+        c = call.consult
+        assert c is not None
+        return ToAgent(
+            call.agent_code, "transfer", now, call_id=call.call_id, stage=stage,
+            other_agent_code=c.agent_code, site_id=c.site_id, reason=reason,
+        )  # fmt: skip
+
+    def complete_transfer(self, now: float, code: str, call_id: str) -> list[Effect]:
+        call = self._consulting(code, call_id, talking=True)
         fx = _Effects(self.site_id)
-        self._start_offer(self.calls[call_id], to_site_id, decision_id, now, fx, purpose="pooled")
+        self._hand_over(call, code, now, fx)
+        self._dispatch(now, fx)
         return fx.items
 
-    def _start_offer(
-        self, call: Call, target: str, decision_id: str, now: float, fx: _Effects, *, purpose: str
-    ) -> None:
-        tie = self.ties.get(target)
-        if tie is None or not tie.acquire():
-            # No voice path to that city now: the call stays and tries others.
-            call.excluded.add(target)
-            fx.journal(
-                call, EventKind.ROUTE_FAILED, now, data=(("target", target), ("reason", "no-tie-channel"))
-            )
-            self._arm(now, "route", call.call_id, "")
-            return
-        self.acd.dequeue(call.call_id)
-        self._offers_made += 1
-        offer_id = f"{self.site_id}-{call.call_id}-{self._offers_made}"
-        call.remote = RemoteLeg(target, offer_id, decision_id)
-        self._legs_out[offer_id] = call.call_id
+    def _hand_over(self, call: Call, code: str, now: float, fx: _Effects) -> None:
+        """The consulted agent keeps the caller; the serving agent leaves."""
+        c = call.consult
+        assert c is not None
         fx.journal(
             call,
-            EventKind.ROUTED,
+            EventKind.TRANSFERRED,
             now,
-            skill_group=call.skill_group,
-            data=(("target", target), ("decision_id", decision_id), ("offer_id", offer_id)),
+            agent_code=code,
+            data=(("stage", "completed"), ("to", c.agent_code)),
         )
+        fx.items.append(self._consult_event(call, "completed", now))
+        if call.state == CallState.HELD:
+            self._set_agent(code, fsm.Retrieve(), now, fx)
+        self._end_agent_leg(call, now, fx, "transferred")
+        call.consult = None
+        call.state = CallState.TALKING
+        call.agent_code = c.agent_code
+        if c.offer_id:
+            call.remote = RemoteLeg(c.site_id, c.offer_id, "", state="talking", agent_code=c.agent_code)
+            self.served_elsewhere += 1
         fx.items.append(
-            OfferRemote(
-                offer_id,
-                call.call_id,
-                target,
-                decision_id,
-                call.skill_group,
-                call.priority,
-                call.arrived_at,
-                call.ani,
-                call.dnis,
-                tuple(sorted(call.attached.items())),
-                call.customer,
-                purpose,
-            )
+            ToCaller(call.call_id, "transferred", now, site_id=c.site_id, agent_code=c.agent_code)
         )
-        self._arm(now + self.routing.offer_timeout_s, "offer", offer_id, "")
+        fx.items.append(ToCaller(call.call_id, "connected", now, site_id=c.site_id, agent_code=c.agent_code))
 
-    def _leg(self, offer_id: str) -> tuple[Call, RemoteLeg] | None:
-        call = self.calls.get(self._legs_out.get(offer_id, ""))
-        if call is None or call.remote is None or call.remote.offer_id != offer_id:
-            return None
-        return call, call.remote
+    def conference(self, now: float, code: str, call_id: str) -> list[Effect]:
+        call = self._consulting(code, call_id, talking=True)
+        c = call.consult
+        assert c is not None
+        if c.conference:
+            raise FailedPrecondition("already-conferenced", "the caller is already in the conference")
+        fx = _Effects(self.site_id)
+        c.conference = True
+        self._set_agent(code, fsm.Retrieve(), now, fx)
+        call.state = CallState.TALKING
+        fx.journal(
+            call,
+            EventKind.TRANSFERRED,
+            now,
+            agent_code=code,
+            data=(("stage", "conferenced"), ("with", c.agent_code)),
+        )
+        fx.items.append(ToCaller(call.call_id, "retrieved", now))
+        fx.items.append(self._consult_event(call, "conferenced", now))
+        return fx.items
 
-    def _offer_expired(self, offer_id: str, now: float, fx: _Effects) -> None:
-        found = self._leg(offer_id)
-        if found is not None and found[1].state == "offering":
-            fx.items.append(LegToTarget(offer_id, "end", "offer-timeout"))
-            self._leg_failed(found[0], now, fx, "offer-timeout", EventKind.ROUTE_FAILED)
+    def cancel_transfer(self, now: float, code: str, call_id: str) -> list[Effect]:
+        call = self._consulting(code, call_id, talking=False)
+        fx = _Effects(self.site_id)
+        fx.journal(call, EventKind.TRANSFERRED, now, agent_code=code, data=(("stage", "cancelled"),))
+        self._drop_consult(call, now, fx, "consult-cancelled", "cancelled")
+        self._dispatch(now, fx)
+        return fx.items
 
-    def _leg_failed(self, call: Call, now: float, fx: _Effects, reason: str, kind: EventKind) -> None:
-        """The leg is over without the call being finished: back to our queue, original arrival kept."""
-        leg = call.remote
-        assert leg is not None
-        self._close_leg_out(call)
-        call.excluded.add(leg.target_site_id)
-        fx.journal(call, kind, now, data=(("target", leg.target_site_id), ("reason", reason)))
-        call.answered_at = None if kind == EventKind.ROUTE_FAILED else call.answered_at
-        self._enqueue(call, call.skill_group, now, fx, reason=reason)
+    def _consulting(self, code: str, call_id: str, *, talking: bool) -> Call:
+        call = self._serving_call(code, call_id)
+        if call.consult is None:
+            raise FailedPrecondition("no-consult", f"call {call_id} has no consultation in progress")
+        if talking and call.consult.state != "talking":
+            raise FailedPrecondition("consult-not-connected", "the consulted agent has not answered yet")
+        return call
 
-    def _close_leg_out(self, call: Call) -> None:
-        leg = call.remote
-        if leg is None:
+    def _drop_consult(self, call: Call, now: float, fx: _Effects, reason: str, stage: str) -> None:
+        """End the consultation leg and give the caller back to the serving agent."""
+        c = call.consult
+        assert c is not None
+        fx.items.append(self._consult_event(call, stage, now, reason))
+        call.consult = None
+        if c.offer_id:
+            fx.items.append(LegToTarget(c.offer_id, "end", reason))
+            self.ties[c.site_id].release()
+            self._legs_out.pop(c.offer_id, None)
+        else:
+            self._release_consulted(call.call_id, c, now, fx, reason)
+        if call.state == CallState.HELD:
+            self._set_agent(call.agent_code, fsm.Retrieve(), now, fx)
+            call.state = CallState.TALKING
+            fx.items.append(ToCaller(call.call_id, "retrieved", now))
+
+    def _release_consulted(self, call_id: str, c: Consult, now: float, fx: _Effects, reason: str) -> None:
+        other = self.agents[c.agent_code]
+        if other.state == AgentState.RINGING:
+            fx.items.append(ToAgent(other.code, "withdrawn", now, call_id=call_id, reason=reason))
+            self._set_agent(other.code, fsm.OfferWithdrawn(), now, fx)
+        elif other.state in (AgentState.TALKING, AgentState.HELD):
+            wrap = self.site.wrap_up_s
+            fx.items.append(ToAgent(other.code, "ended", now, call_id=call_id, reason=reason, wrap_up_s=wrap))
+            self._set_agent(other.code, fsm.CallEnded(wrap), now, fx)
+
+    # The consulted agent, when it is at this site --------------------------------------------
+
+    def _consult_here(self, code: str, call_id: str) -> Call | None:
+        call = self.calls.get(call_id)
+        if (
+            call is not None
+            and call.consult is not None
+            and not call.consult.offer_id
+            and call.consult.agent_code == code
+        ):
+            return call
+        return None
+
+    def answer(self, now: float, code: str, call_id: str) -> list[Effect]:
+        call = self._consult_here(code, call_id)
+        if call is None:
+            return super().answer(now, code, call_id)
+        c = call.consult
+        assert c is not None
+        if c.state != "ringing":
+            raise FailedPrecondition("call-not-ringing", f"call {call_id} is not ringing at {code}")
+        fx = _Effects(self.site_id)
+        c.state = "talking"
+        self._set_agent(code, fsm.Answer(), now, fx)
+        fx.journal(call, EventKind.TRANSFERRED, now, agent_code=code, data=(("stage", "consult-connected"),))
+        fx.items.append(ToAgent(code, "connected", now, call_id=call_id))
+        fx.items.append(self._consult_event(call, "consult-connected", now))
+        return fx.items
+
+    def agent_hang_up(self, now: float, code: str, call_id: str) -> list[Effect]:
+        consulted = self._consult_here(code, call_id)
+        fx = _Effects(self.site_id)
+        if consulted is not None:
+            c = consulted.consult
+            assert c is not None
+            if c.state != "talking":
+                raise FailedPrecondition("call-not-connected", f"call {call_id} is not connected at {code}")
+            fx.journal(consulted, EventKind.TRANSFERRED, now, agent_code=code, data=(("stage", "left"),))
+            self._drop_consult(consulted, now, fx, "consulted-agent-left", "left")
+            return fx.items
+        call = self.calls.get(call_id)
+        if (
+            call is not None
+            and call.consult is not None
+            and call.agent_code == code
+            and call.consult.state == "talking"
+        ):
+            # Hanging up while the consulted agent talks (or in a conference) hands the caller over.
+            self._hand_over(call, code, now, fx)
+            self._dispatch(now, fx)
+            return fx.items
+        if call is not None and call.consult is not None and call.agent_code == code:
+            raise FailedPrecondition(
+                "consult-in-progress", "the consulted agent is ringing: cancel the consultation first"
+            )
+        return super().agent_hang_up(now, code, call_id)
+
+    def hold(self, now: float, code: str, call_id: str, hold: bool) -> list[Effect]:
+        call = self.calls.get(call_id)
+        if call is not None and call.consult is not None:
+            raise FailedPrecondition(
+                "consult-in-progress", "the caller's hold is managed by the consultation"
+            )
+        return super().hold(now, code, call_id, hold)
+
+    def _on_deadline(self, kind: str, subject: str, token: str, when: float, fx: _Effects) -> None:
+        if kind == "consult":
+            call = self.calls.get(subject)
+            c = call.consult if call is not None else None
+            if (
+                call is not None
+                and c is not None
+                and c.state == "ringing"
+                and c.agent_code == token
+                and not c.offer_id
+            ):
+                self.counters.ring_no_answer += 1
+                fx.items.append(self._consult_event(call, "consult-failed", when, "no-answer"))
+                call.consult = None
+                fx.items.append(ToAgent(token, "withdrawn", when, call_id=subject, reason="no-answer"))
+                self._set_agent(token, fsm.RingTimeout(), when, fx)
             return
-        self.ties[leg.target_site_id].release()
-        self._legs_out.pop(leg.offer_id, None)
-        if leg.state in ("talking", "held"):
-            self.served_elsewhere -= 1
-        call.remote = None
-        call.agent_code = ""
+        if kind == "offer" and self._consult_leg(subject) is not None:
+            found = self._consult_leg(subject)
+            assert found is not None
+            if (
+                found.consult is not None
+                and found.consult.state == "ringing"
+                and not found.consult.agent_code
+            ):
+                self._drop_consult(found, when, fx, "offer-timeout", "consult-failed")
+            return
+        super()._on_deadline(kind, subject, token, when, fx)
 
-    # Origin: what the target reports --------------------------------------------------------
+    # The consulted agent, when it is at another site ----------------------------------------
+
+    def _consult_leg(self, offer_id: str) -> Call | None:
+        call = self.calls.get(self._legs_out.get(offer_id, ""))
+        if call is not None and call.consult is not None and call.consult.offer_id == offer_id:
+            return call
+        return None
 
     def remote_reserved(self, now: float, offer_id: str, agent_code: str) -> list[Effect]:
-        found = self._leg(offer_id)
-        if found is None or found[1].state != "offering":
-            return [LegToTarget(offer_id, "end", "offer-withdrawn")]
-        call, leg = found
-        leg.state = "ringing"
-        leg.agent_code = agent_code
-        call.state = CallState.RINGING
-        call.agent_code = agent_code
-        return [ToCaller(call.call_id, "ringing", now, site_id=leg.target_site_id, agent_code=agent_code)]
-
-    def remote_refused(self, now: float, offer_id: str, reason: str) -> list[Effect]:
-        found = self._leg(offer_id)
-        if found is None:
-            return []
-        fx = _Effects(self.site_id)
-        self._leg_failed(found[0], now, fx, reason, EventKind.ROUTE_FAILED)
-        self._dispatch(now, fx)
-        return fx.items
-
-    def remote_lost(self, now: float, offer_id: str, reason: str = "target-lost") -> list[Effect]:
-        """The leg's stream broke (the target died or the link failed): nobody is dropped."""
-        found = self._leg(offer_id)
-        if found is None:
-            return []
-        fx = _Effects(self.site_id)
-        call, leg = found
-        kind = EventKind.ROUTE_FAILED if leg.state == "offering" else EventKind.RETURNED
-        self._leg_failed(call, now, fx, reason, kind)
-        self._dispatch(now, fx)
-        return fx.items
-
-    def remote_returned(self, now: float, offer_id: str, reason: str) -> list[Effect]:
-        found = self._leg(offer_id)
-        if found is None:
-            return []
-        fx = _Effects(self.site_id)
-        self._leg_failed(found[0], now, fx, reason, EventKind.RETURNED)
-        self._dispatch(now, fx)
-        return fx.items
+        call = self._consult_leg(offer_id)
+        if call is None:
+            return super().remote_reserved(now, offer_id, agent_code)
+        c = call.consult
+        assert c is not None
+        c.agent_code = agent_code
+        return [self._consult_event(call, "consult-ringing", now)]
 
     def remote_answer_asked(self, now: float, offer_id: str) -> list[Effect]:
-        found = self._leg(offer_id)
-        if found is None or found[1].state != "ringing":
-            return [LegToTarget(offer_id, "end", "leg-not-current")]
-        call, leg = found
-        leg.state = "talking"
-        call.state = CallState.TALKING
-        call.answered_at = now
-        self.counters.answered += 1
-        self.served_elsewhere += 1
-        return [
-            LegToTarget(offer_id, "confirm"),
-            ToCaller(call.call_id, "connected", now, site_id=leg.target_site_id, agent_code=leg.agent_code),
-        ]
+        call = self._consult_leg(offer_id)
+        if call is None:
+            return super().remote_answer_asked(now, offer_id)
+        c = call.consult
+        assert c is not None
+        c.state = "talking"
+        return [LegToTarget(offer_id, "confirm"), self._consult_event(call, "consult-connected", now)]
 
-    def remote_held(self, now: float, offer_id: str, held: bool) -> list[Effect]:
-        found = self._leg(offer_id)
-        if found is None or found[1].state not in ("talking", "held"):
-            return []
-        call, leg = found
-        leg.state = "held" if held else "talking"
-        call.state = CallState.HELD if held else CallState.TALKING
-        return [ToCaller(call.call_id, "held" if held else "retrieved", now)]
-
-    def remote_hung_up(self, now: float, offer_id: str) -> list[Effect]:
-        found = self._leg(offer_id)
-        if found is None:
-            return []
-        call, leg = found
+    def _consult_leg_over(self, now: float, offer_id: str, reason: str, stage: str) -> list[Effect] | None:
+        call = self._consult_leg(offer_id)
+        if call is None:
+            return None
         fx = _Effects(self.site_id)
-        agent = leg.agent_code
-        self._close_leg_out(call)
-        call.agent_code = agent
-        self._end(call, Outcome.ANSWERED, "agent-hung-up", now, fx)
-        self._dispatch(now, fx)
+        c = call.consult
+        assert c is not None
+        fx.journal(
+            call,
+            EventKind.TRANSFERRED,
+            now,
+            agent_code=c.agent_code,
+            data=(("stage", stage), ("reason", reason)),
+        )
+        self._drop_consult(call, now, fx, reason, stage)
         return fx.items
 
-    # Origin: the caller's side while the call is elsewhere ----------------------------------
+    def remote_refused(self, now: float, offer_id: str, reason: str) -> list[Effect]:
+        over = self._consult_leg_over(now, offer_id, reason, "consult-failed")
+        return over if over is not None else super().remote_refused(now, offer_id, reason)
+
+    def remote_returned(self, now: float, offer_id: str, reason: str) -> list[Effect]:
+        over = self._consult_leg_over(now, offer_id, reason, "consult-failed")
+        return over if over is not None else super().remote_returned(now, offer_id, reason)
+
+    def remote_lost(self, now: float, offer_id: str, reason: str = "target-lost") -> list[Effect]:
+        over = self._consult_leg_over(now, offer_id, reason, "consult-failed")
+        return over if over is not None else super().remote_lost(now, offer_id, reason)
+
+    def remote_hung_up(self, now: float, offer_id: str) -> list[Effect]:
+        over = self._consult_leg_over(now, offer_id, "consulted-agent-left", "left")
+        return over if over is not None else super().remote_hung_up(now, offer_id)
+
+    def remote_held(self, now: float, offer_id: str, held: bool) -> list[Effect]:
+        if self._consult_leg(offer_id) is not None:
+            return []  # the consulted agent's hold does not change the caller's
+        return super().remote_held(now, offer_id, held)
+
+    # The caller leaves; the site stops ------------------------------------------------------
 
     def caller_hang_up(self, now: float, call_id: str, reason: str = "caller-hung-up") -> list[Effect]:
         call = self._live_call(call_id)
-        if call.guest_of:
-            raise FailedPrecondition("guest-call", f"call {call_id} is served here for {call.guest_of}")
-        if call.remote is None:
+        if call.consult is None:
             return super().caller_hang_up(now, call_id, reason)
         fx = _Effects(self.site_id)
-        leg = call.remote
-        answered = leg.state in ("talking", "held")
-        fx.items.append(LegToTarget(leg.offer_id, "end", reason))
-        agent = leg.agent_code
-        self._close_leg_out(call)
-        call.agent_code = agent if answered else ""
-        if answered:
-            fx.journal(call, EventKind.CALLER_HUNG_UP, now, agent_code=agent)
-            self._end(call, Outcome.ANSWERED, reason, now, fx)
+        c = call.consult
+        call.consult = None
+        if c.offer_id:
+            fx.items.append(LegToTarget(c.offer_id, "end", reason))
+            self.ties[c.site_id].release()
+            self._legs_out.pop(c.offer_id, None)
         else:
-            fx.journal(call, EventKind.ABANDONED, now, skill_group=call.skill_group)
-            self._end(call, Outcome.ABANDONED, reason, now, fx)
-        self._dispatch(now, fx)
-        return fx.items
-
-    # Target: serving another city's call ----------------------------------------------------
-
-    def serve_remote(self, now: float, offer: RemoteOfferIn) -> tuple[str | None, str, list[Effect]]:
-        """Reserve an agent for an offered call: (agent code, "", effects) or (None, reason, [])."""
-        if offer.origin_site_id == self.site_id or not offer.offer_id or not offer.call_id:
-            raise InvalidArgument(
-                "bad-offer", "offer: origin must be another site; offer_id and call_id required"
-            )
-        if offer.offer_id in self._legs_in:
-            raise FailedPrecondition("offer-exists", f"offer {offer.offer_id} is already being served")
-        if offer.call_id in self.calls:
-            return None, "call-already-here", []
-        if offer.skill_group not in self.acd.skill_groups and not offer.agent_code:
-            return None, "unknown-skill-group", []
-        tie = self.ties.get(offer.origin_site_id)
-        if tie is None:
-            return None, "no-tie-trunk", []
-        code = self._reserve_agent(offer)
-        if code is None:
-            return None, "no-agent", []
-        if not tie.acquire():
-            self._unreserve(code)
-            return None, "no-tie-channel", []
-        fx = _Effects(self.site_id)
-        call = Call(
-            offer.call_id,
-            offer.offer_id,
-            offer.ani,
-            offer.dnis,
-            offer.origin_site_id,
-            "",
-            offer.arrived_at,
-            dict(offer.attached),
-            state=CallState.RINGING,
-            skill_group=offer.skill_group,
-            customer=offer.customer,
-            guest_of=offer.origin_site_id,
-            offer_id=offer.offer_id,
-        )
-        call.seq = self._ended_seq.pop(call.call_id, 0)
-        self.calls[call.call_id] = call
-        self._legs_in[offer.offer_id] = call.call_id
-        self._ring(call, code, now, fx, data=(("origin", offer.origin_site_id), ("offer_id", offer.offer_id)))
-        return code, "", fx.items
-
-    def _reserve_agent(self, offer: RemoteOfferIn) -> str | None:
-        if offer.agent_code:
-            agent = self.agents.get(offer.agent_code)
-            if agent is None or agent.state != AgentState.READY:
-                return None
-            self.acd.agent_unavailable(agent.code)
-            return agent.code
-        return self.acd.take_ready_agent(offer.skill_group)
-
-    def _unreserve(self, code: str) -> None:
-        agent = self.agents[code]
-        self.acd.agent_ready(code, self._standing(agent))
-
-    def _guest(self, offer_id: str) -> Call | None:
-        return self.calls.get(self._legs_in.get(offer_id, ""))
-
-    def remote_answer_confirmed(self, now: float, offer_id: str) -> list[Effect]:
-        call = self._guest(offer_id)
-        if call is None or call.state != CallState.RINGING or not call.answer_asked:
-            return []
-        fx = _Effects(self.site_id)
-        self._connect(call, now, fx)
-        self.served_for_others += 1
-        return fx.items
-
-    def remote_caller_gone(self, now: float, offer_id: str, reason: str) -> list[Effect]:
-        """The origin ended the leg (caller hung up, offer withdrawn, origin lost)."""
-        call = self._guest(offer_id)
-        if call is None:
-            return []
-        fx = _Effects(self.site_id)
-        if call.state == CallState.RINGING:
-            self._withdraw_offer(call, now, fx, reason)
-        else:
-            fx.journal(
-                call, EventKind.CALLER_HUNG_UP, now, agent_code=call.agent_code, data=(("reason", reason),)
-            )
-            self._end_agent_leg(call, now, fx, reason)
-        self._close_guest(call)
-        self._dispatch(now, fx)
-        return fx.items
-
-    def _close_guest(self, call: Call) -> None:
-        if call.state in (CallState.TALKING, CallState.HELD):
-            self.served_for_others -= 1
-        call.state = CallState.ENDED
-        self.ties[call.guest_of].release()
-        self._legs_in.pop(call.offer_id, None)
-        del self.calls[call.call_id]
-        self._ended_seq[call.call_id] = call.seq
-
-    # Target: the agent side of a guest call --------------------------------------------------
-
-    def answer(self, now: float, code: str, call_id: str) -> list[Effect]:
-        call = self._agent_call(code, call_id)
-        if not call.guest_of:
-            return super().answer(now, code, call_id)
-        if call.state != CallState.RINGING:
-            raise FailedPrecondition("call-not-ringing", f"call {call_id} is {call.state}, not ringing")
-        if call.answer_asked:
-            return []
-        # The origin confirms: only then is the caller connected (never to two agents).
-        call.answer_asked = True
-        return [LegToOrigin(call.offer_id, "answer_asked", agent_code=code)]
-
-    def hold(self, now: float, code: str, call_id: str, hold: bool) -> list[Effect]:
-        effects = super().hold(now, code, call_id, hold)
-        call = self.calls[call_id]
-        if call.guest_of:
-            effects.append(LegToOrigin(call.offer_id, "held" if hold else "retrieved", agent_code=code))
-        return effects
-
-    def agent_hang_up(self, now: float, code: str, call_id: str) -> list[Effect]:
-        call = self._agent_call(code, call_id)
-        if call.remote is not None:
-            raise FailedPrecondition(
-                "call-elsewhere", f"call {call_id} is served at {call.remote.target_site_id}"
-            )
-        if not call.guest_of:
-            return super().agent_hang_up(now, code, call_id)
-        if call.state not in (CallState.TALKING, CallState.HELD):
-            raise FailedPrecondition("call-not-connected", f"call {call_id} is {call.state}, not connected")
-        fx = _Effects(self.site_id)
-        fx.journal(call, EventKind.AGENT_HUNG_UP, now, agent_code=code)
-        self._end_agent_leg(call, now, fx, "agent-hung-up")
-        fx.items.append(LegToOrigin(call.offer_id, "hung_up", agent_code=code))
-        self._close_guest(call)
-        self._dispatch(now, fx)
-        return fx.items
-
-    def _ring_expired(self, call_id: str, agent_code: str, now: float, fx: _Effects) -> None:
-        call = self.calls.get(call_id)
-        if call is None or not call.guest_of:
-            super()._ring_expired(call_id, agent_code, now, fx)
-            return
-        if call.state != CallState.RINGING or call.agent_code != agent_code:
-            return
-        self.counters.ring_no_answer += 1
-        fx.journal(call, EventKind.RING_NO_ANSWER, now, agent_code=agent_code)
-        self._set_agent(agent_code, fsm.RingTimeout(), now, fx)
-        fx.items.append(ToAgent(agent_code, "withdrawn", now, call_id=call_id, reason="no-answer"))
-        fx.items.append(LegToOrigin(call.offer_id, "returned", reason="ring-no-answer"))
-        self._close_guest(call)
-
-    # Shutdown and figures -------------------------------------------------------------------
+            self._release_consulted(call_id, c, now, fx, reason)
+        return fx.items + super().caller_hang_up(now, call_id, reason)
 
     def shutdown(self, now: float) -> list[Effect]:
         fx = _Effects(self.site_id)
         for call in list(self.calls.values()):
-            if call.guest_of:
-                # Give the call back: its origin re-queues it, nobody is dropped.
-                if call.state != CallState.RINGING:
-                    fx.journal(
-                        call,
-                        EventKind.AGENT_HUNG_UP,
-                        now,
-                        agent_code=call.agent_code,
-                        data=(("reason", "site-stopping"),),
-                    )
-                fx.items.append(
-                    ToAgent(call.agent_code, "ended", now, call_id=call.call_id, reason="site-shutdown")
-                )
-                fx.items.append(LegToOrigin(call.offer_id, "returned", reason="site-stopping"))
-                self._close_guest(call)
-            elif call.remote is not None:
-                fx.items.append(LegToTarget(call.remote.offer_id, "end", "site-stopping"))
-                self._close_leg_out(call)
+            c = call.consult
+            if c is not None:
+                call.consult = None
+                if c.offer_id:
+                    fx.items.append(LegToTarget(c.offer_id, "end", "site-stopping"))
+                    self.ties[c.site_id].release()
+                    self._legs_out.pop(c.offer_id, None)
+                else:
+                    self._release_consulted(call.call_id, c, now, fx, "site-shutdown")
         return fx.items + super().shutdown(now)
+
+
+def _history(old: str, step: str) -> str:
+    joined = f"{old};{step}" if old else step
+    return joined[-MAX_HISTORY:]

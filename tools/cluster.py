@@ -218,6 +218,8 @@ class Cluster:
         self.central: ManagedProcess | None = None
         self.sites: dict[str, ManagedProcess] = {}
         self.start_timeout_s = START_TIMEOUT_S
+        # Extra environment per site process (e.g. the fault proxies' dial map, tools/faultproxy.py).
+        self.site_env: dict[str, dict[str, str]] = {}
 
     @property
     def config_path(self) -> Path:
@@ -347,7 +349,7 @@ class Cluster:
             return
         proc = self._site_process(site_id)
         self.sites[site_id] = proc
-        proc.spawn(_child_env())
+        proc.spawn({**_child_env(), **self.site_env.get(site_id, {})})
         self.save_state()
         await wait_ready(proc, proc.address, self.start_timeout_s)
 

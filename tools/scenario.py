@@ -4,7 +4,9 @@ Strict like the province config: an unknown key, a value out of range or a refer
 does not exist is a ScenarioError naming the key (`sites.1.agents: ...`), never a silent default.
 Keys that are optional have the defaults documented in the README ("Simulation scenarios and
 reports"). Features the platform does not have yet (transfers, several central replicas, central
-leader kill, partitions) are refused here, at validation, rather than ignored during the run.
+leader kill) are refused here, at validation, rather than ignored during the run. A site is cut
+(`partition_site`) and healed (`heal_site`) in turn: a heal without a cut, or a second cut of a cut
+site, is refused.
 """
 
 from __future__ import annotations
@@ -32,8 +34,6 @@ DATABASE_ACTIONS = frozenset({"stop_database", "start_database"})
 # Refused at validation until the fault-tolerance work lands (issue 5).
 NOT_SUPPORTED_YET: dict[str, str] = {
     "kill_central_leader": "central leader failover is not supported yet (one central, no election)",
-    "partition_site": "network partitions are not supported yet",
-    "heal_site": "network partitions are not supported yet",
 }
 
 
@@ -130,7 +130,12 @@ class Scenario(_Strict):
             raise ValueError("central.replicas: more than one central replica is not supported yet (use 1)")
         for i, event in enumerate(self.events):
             _check_event(self, i, event, ids)
+        _check_partitions(self.events)
         return self
+
+    def partitioned_sites(self) -> list[str]:
+        """The sites some event cuts from the province (they run behind fault proxies)."""
+        return sorted({e.site for e in self.events if e.action == "partition_site" and e.site})
 
 
 def _check_event(scenario: Scenario, i: int, event: EventSpec, site_ids: list[str]) -> None:
@@ -154,6 +159,22 @@ def _check_event(scenario: Scenario, i: int, event: EventSpec, site_ids: list[st
             f"{key}.action: {event.action} needs central.database postgresql "
             f"(an embedded SQLite database cannot be stopped apart from central)"
         )
+
+
+def _check_partitions(events: list[EventSpec]) -> None:
+    """Cuts and heals of a site alternate, in time order (the runner applies them so)."""
+    cut: set[str] = set()
+    order = sorted(range(len(events)), key=lambda i: events[i].at_s)
+    for i in order:
+        event = events[i]
+        if event.action == "partition_site" and event.site is not None:
+            if event.site in cut:
+                raise ValueError(f"events.{i}.action: site {event.site!r} is already partitioned then")
+            cut.add(event.site)
+        elif event.action == "heal_site" and event.site is not None:
+            if event.site not in cut:
+                raise ValueError(f"events.{i}.action: heal_site of {event.site!r}, which is not partitioned")
+            cut.discard(event.site)
 
 
 def format_errors(exc: ValidationError) -> str:

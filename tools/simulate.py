@@ -35,8 +35,10 @@ import grpc
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from tools.chaos import start_with_fault_proxies
 from tools.cluster import Cluster, ClusterError, read_state
 from tools.demo import list_call_records
+from tools.faultproxy import FaultProxyError, ProxyProcess
 from tools.netutil import free_port
 from tools.postgres_server import PostgresServer, create_database, start_temporary
 from tools.province_gen import DEFAULT_PASSWORD, SiteSpec, agent_codes, generate_province, write_province
@@ -103,6 +105,7 @@ class _Run:
     cluster: Cluster
     raw: dict[str, Any]
     database: PostgresServer | None
+    proxies: ProxyProcess | None = None
     views: list[CallerView] = field(default_factory=list)
     outages: list[Outage] = field(default_factory=list)
     applied: list[AppliedEvent] = field(default_factory=list)
@@ -216,13 +219,26 @@ async def _simulate(
         say(
             f"starting etcd, central ({scenario.central.database}) and {len(scenario.sites)} site(s) in {run}"
         )
+        proxies: ProxyProcess | None = None
         try:
-            cluster = await Cluster.start(config_path, run, seed_customers=SEED_CUSTOMERS)
+            partitioned = scenario.partitioned_sites()
+            if partitioned:
+                # The sites a scenario cuts dial the province through fault proxies (tools/faultproxy.py).
+                say(f"fault proxies on every link of {', '.join(partitioned)}")
+                cluster, proxies = await start_with_fault_proxies(
+                    config_path, run, partitionable=partitioned, seed_customers=SEED_CUSTOMERS
+                )
+            else:
+                cluster = await Cluster.start(config_path, run, seed_customers=SEED_CUSTOMERS)
         except (ClusterError, ConfigError) as exc:
             raise SimulationError(str(exc)) from None
-        async with cluster:
-            state = _Run(scenario, cluster, raw, pg)
-            return await _drive(state, console, say)
+        try:
+            async with cluster:
+                state = _Run(scenario, cluster, raw, pg, proxies)
+                return await _drive(state, console, say)
+        finally:
+            if proxies is not None:
+                await proxies.stop()
 
 
 async def _drive(state: _Run, console: Console | None, say: Callable[[str], None]) -> SimulationResult:
@@ -398,6 +414,15 @@ async def _apply(state: _Run, spec: EventSpec) -> None:
     elif spec.action == "start_database":
         assert state.database is not None
         await asyncio.to_thread(state.database.start)
+    elif spec.action in ("partition_site", "heal_site"):
+        assert spec.site is not None and state.proxies is not None  # proxies for every cut site
+        try:
+            if spec.action == "partition_site":
+                await state.proxies.cut(spec.site)
+            else:
+                await state.proxies.heal(spec.site)
+        except FaultProxyError as exc:
+            raise RuntimeError(str(exc)) from None
     else:  # validation refuses the others; never silently skip one
         raise RuntimeError(f"{spec.action}: not supported yet")
 

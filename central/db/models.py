@@ -146,3 +146,12 @@ class RoutingDecision(Base):
     reason: Mapped[str] = mapped_column(Text)
     # JSON text: the candidate sites with their figures and notes.
     candidates: Mapped[str] = mapped_column(Text)
+
+
+class CentralLeadership(Base):
+    """One row (id 1): the epoch of the newest central leader. Every write checks it (fencing)."""
+
+    __tablename__ = "central_leadership"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    epoch: Mapped[int] = mapped_column(BigInteger)

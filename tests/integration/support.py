@@ -126,6 +126,50 @@ class Desktop:
     async def state(self) -> cti_pb2.AgentSnapshot:
         return (await self.stub.GetAgent(cti_pb2.GetAgentRequest(session_token=self.token), timeout=5)).agent
 
+    async def answer_next(self) -> cti_pb2.CallOffered:
+        offered = (await self.next_event("call_offered")).call_offered
+        await self.stub.Answer(
+            cti_pb2.AnswerRequest(
+                idempotency_key=uuid.uuid4().hex, session_token=self.token, call_id=offered.call_id
+            ),
+            timeout=5,
+        )
+        await self.next_event("call_connected")
+        return offered
+
+    async def hang_up(self, call_id: str) -> None:
+        await self.stub.HangUp(
+            cti_pb2.HangUpRequest(
+                idempotency_key=uuid.uuid4().hex, session_token=self.token, call_id=call_id
+            ),
+            timeout=5,
+        )
+
+    async def transfer(
+        self,
+        call_id: str,
+        kind: cti_pb2.TransferKind.ValueType,
+        attached: dict[str, str] | None = None,
+        **target: object,
+    ) -> None:
+        await self.stub.Transfer(
+            cti_pb2.TransferRequest(
+                idempotency_key=uuid.uuid4().hex,
+                session_token=self.token,
+                call_id=call_id,
+                kind=kind,
+                target=cti_pb2.TransferTarget(**target),  # type: ignore[arg-type]
+                attached_data=attached or {},
+            ),
+            timeout=5,
+        )
+
+    async def transfer_stage(self, stage: str) -> cti_pb2.TransferProgress:
+        while True:
+            progress = (await self.next_event("transfer")).transfer
+            if progress.stage == stage:
+                return progress
+
     async def close(self) -> None:
         if self._reader is not None:
             self._reader.cancel()

@@ -34,6 +34,17 @@ BUSY, SPARE, THIRD = "gz", "sz", "fs"
 async def province(
     run_dir: Path, routing: dict[str, Any], *, tie_channels: int = 10, spare_agents: int = 4
 ) -> AsyncIterator[Cluster]:
+    cluster = await start_province(run_dir, routing, tie_channels=tie_channels, spare_agents=spare_agents)
+    try:
+        yield cluster
+    finally:
+        await cluster.stop()
+
+
+async def start_province(
+    run_dir: Path, routing: dict[str, Any], *, tie_channels: int = 10, spare_agents: int = 4
+) -> Cluster:
+    """Three cities, gz busy with 2 agents; central on SQLite."""
     config = generate_province(
         [
             SiteSpec(
@@ -59,14 +70,15 @@ async def province(
         lease_ttl_s=2,
         routing=routing,
     )
+    path = await asyncio.to_thread(write_province, config, run_dir)
+    return await Cluster.start(path, run_dir / "run", seed_customers=50, fresh_ports=True)
+
+
+def write_province(config: dict[str, Any], run_dir: Path) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "province.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True))
-    cluster = await Cluster.start(path, run_dir / "run", seed_customers=50, fresh_ports=True)
-    try:
-        yield cluster
-    finally:
-        await cluster.stop()
+    return path
 
 
 def mean_wait(views: list[CallerView], site: str) -> float:

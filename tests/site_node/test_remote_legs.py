@@ -108,7 +108,9 @@ class Wire:
                 case Journal(event):
                     self._record(event, site_id)
                 case ToCaller():
-                    assert self.origin_of.get(fx.call_id) == site_id, f"{site_id} spoke to another city's caller"
+                    assert self.origin_of.get(fx.call_id) == site_id, (
+                        f"{site_id} spoke to another city's caller"
+                    )
                     self.caller.setdefault(fx.call_id, []).append(fx)
                 case ToAgent():
                     self.agent_events.setdefault(fx.agent_code, []).append(fx)
@@ -150,7 +152,9 @@ class Wire:
         """Let time pass, firing every site's timers in time order."""
         until = self.now + seconds
         while True:
-            due = [(d, s) for s, sb in self.sites.items() if (d := sb.next_deadline()) is not None and d <= until]
+            due = [
+                (d, s) for s, sb in self.sites.items() if (d := sb.next_deadline()) is not None and d <= until
+            ]
             if not due:
                 break
             when, site_id = min(due)
@@ -212,8 +216,18 @@ class Wire:
         if kind == "offer":
             o = leg.offer
             offer = RemoteOfferIn(
-                o.offer_id, o.call_id, leg.origin, o.skill_group, o.priority, o.arrived_at,
-                o.ani, o.dnis, o.attached, o.customer, o.agent_code, o.purpose,
+                o.offer_id,
+                o.call_id,
+                leg.origin,
+                o.skill_group,
+                o.priority,
+                o.arrived_at,
+                o.ani,
+                o.dnis,
+                o.attached,
+                o.customer,
+                o.agent_code,
+                o.purpose,
             )
             agent, refusal, effects = sb.serve_remote(self.now, offer)
             self.carry(leg.target, effects)
@@ -325,8 +339,14 @@ def province(
     """
     ids = list(site_ids)
     specs = [
-        SiteSpec(s, s, trunk_channels, agents={"general": agents}, tie_channels=tie_channels,
-                 listen=f"127.0.0.1:{7100 + i}")
+        SiteSpec(
+            s,
+            s,
+            trunk_channels,
+            agents={"general": agents},
+            tie_channels=tie_channels,
+            listen=f"127.0.0.1:{7100 + i}",
+        )
         for i, s in enumerate(ids)
     ]
     raw = generate_province(
@@ -345,14 +365,14 @@ def province(
         next(t for t in site["tie_trunks"] if t["peer"] == peer)["channels"] = channels
     config = parse_province(raw)
     routing = routing or RoutingConfig(mode="overflow", overflow_after_s=10, offer_timeout_s=1)
-    counters = {s: itertools.count(1) for s in ids}
-    sites = {
-        site.id: Switchboard(
-            site, SERVICE, lambda s=site.id: f"{s}-call-{next(counters[s])}", routing=routing  # type: ignore[misc]
-        )
-        for site in config.sites
-    }
+    sites = {site.id: Switchboard(site, SERVICE, call_ids(site.id), routing=routing) for site in config.sites}
     return Wire(sites), {s: agent_codes(raw, s) for s in ids}
+
+
+def call_ids(site_id: str) -> Callable[[], str]:
+    """Readable call ids that say where the call came in."""
+    counter = itertools.count(1)
+    return lambda: f"{site_id}-call-{next(counter)}"
 
 
 # Examples ----------------------------------------------------------------------------------
@@ -393,7 +413,12 @@ def test_an_overflowed_call_is_served_in_another_city_end_to_end() -> None:
 
     effects = wire.route("gz", call, "sz", decision_id="dec-7")
     offer = next(fx for fx in effects if isinstance(fx, OfferRemote))
-    assert (offer.call_id, offer.target_site_id, offer.decision_id, offer.arrived_at) == (call, "sz", "dec-7", 0.0)
+    assert (offer.call_id, offer.target_site_id, offer.decision_id, offer.arrived_at) == (
+        call,
+        "sz",
+        "dec-7",
+        0.0,
+    )
     assert not queued_at(wire, "gz", call)
     assert gz.ties["sz"].busy == 1 and gz.calls[call].remote is not None
 
@@ -428,7 +453,10 @@ def test_an_overflowed_call_is_served_in_another_city_end_to_end() -> None:
     gz_kinds = wire.kinds(call, "gz")
     assert EventKind.ROUTED in gz_kinds and gz_kinds[-1] == EventKind.ENDED
     routed = next(e for e in wire.journal[(call, "gz")] if e.kind == EventKind.ROUTED)
-    assert dict(routed.data) == {"target": "sz", "decision_id": "dec-7", "offer_id": offer.offer_id}
+    assert (
+        dict(routed.data).items()
+        >= {"target": "sz", "decision_id": "dec-7", "offer_id": offer.offer_id}.items()
+    )
     assert wire.kinds(call, "sz") == [EventKind.RINGING, EventKind.ANSWERED, EventKind.AGENT_HUNG_UP]
     assert gz.served_elsewhere == 0 and sz.served_for_others == 0
     assert wire.connected_on_leg == {offer.offer_id: 1}
@@ -757,8 +785,11 @@ def test_a_call_is_never_a_guest_twice_at_the_same_city() -> None:
 # Bugs found ---------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: route_decided ignores (and keeps route_pending) when the call "
-                   "is ringing locally; once back in the queue the call never asks central again")
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: route_decided ignores (and keeps route_pending) when the call "
+    "is ringing locally; once back in the queue the call never asks central again",
+)
 def test_a_call_that_rang_locally_while_central_decided_asks_again() -> None:
     wire, codes = province()
     gz = wire.sites["gz"]
@@ -776,9 +807,12 @@ def test_a_call_that_rang_locally_while_central_decided_asks_again() -> None:
     assert [ask for s, ask in wire.asks if ask.call_id == call], "the call never asks to leave again"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a guest call whose agent answered (answer asked, confirm on "
-                   "its way) still times out ringing at the target; the origin connects the caller, then "
-                   "requeues it")
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a guest call whose agent answered (answer asked, confirm on "
+    "its way) still times out ringing at the target; the origin connects the caller, then "
+    "requeues it",
+)
 def test_an_answer_in_flight_is_not_undone_by_the_ring_timeout() -> None:
     wire, codes = province()
     sz = wire.sites["sz"]

@@ -6,6 +6,7 @@ queued twice or connected twice, no caller dropped because a leg failed, tie cha
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 from hypothesis import HealthCheck, settings
@@ -43,8 +44,13 @@ class OfferProtocolMachine(RuleBasedStateMachine):
     def start(self, sites: int, mode: str, tie_channels: int, wrap_up_s: float, on_break: set[int]) -> None:
         routing = RoutingConfig(mode=mode, overflow_after_s=2, offer_timeout_s=1, reroute_interval_s=1)  # type: ignore[arg-type]
         self.wire, codes = province(
-            SITES[:sites], agents=3, tie_channels=tie_channels, trunk_channels=4,
-            ring_timeout_s=6.0, wrap_up_s=wrap_up_s, routing=routing,
+            SITES[:sites],
+            agents=3,
+            tie_channels=tie_channels,
+            trunk_channels=4,
+            ring_timeout_s=6.0,
+            wrap_up_s=wrap_up_s,
+            routing=routing,
         )
         self.agents = [(site, code) for site in self.wire.sites for code in codes[site]]
         for i, (site, code) in enumerate(self.agents):
@@ -61,17 +67,29 @@ class OfferProtocolMachine(RuleBasedStateMachine):
     def live_origin_calls(self) -> list[tuple[str, Call]]:
         return [(s, c) for s, sb in self.wire.sites.items() for c in sb.calls.values() if not c.guest_of]
 
-    def agents_in(self, *states: AgentState) -> list[tuple[str, str]]:
+    def agents_in(self, *states: AgentState, guests_first: bool = False) -> list[tuple[str, str]]:
+        """Agents in these states; with guests_first, those serving another city's call if any."""
         sites = self.wire.sites
-        return [(s, code) for s, code in self.agents if sites[s].agents[code].state in states]
+        found = [(s, code) for s, code in self.agents if sites[s].agents[code].state in states]
+        if guests_first:
+            guests = [(s, code) for s, code in found if self.serves_guest(s, code)]
+            return guests or found
+        return found
+
+    def serves_guest(self, site: str, code: str) -> bool:
+        sb = self.wire.sites[site]
+        call = sb.calls.get(sb.agents[code].call_id)
+        return call is not None and bool(call.guest_of)
 
     def pending_legs(self) -> list[Leg]:
         return [leg for leg in self.wire.legs.values() if leg.to_target or leg.to_origin]
 
     def breakable_legs(self) -> list[Leg]:
         return [
-            leg for leg in self.wire.legs.values()
-            if not leg.broken and (leg.to_target or leg.to_origin or not (leg.origin_done and leg.target_done))
+            leg
+            for leg in self.wire.legs.values()
+            if not leg.broken
+            and (leg.to_target or leg.to_origin or not (leg.origin_done and leg.target_done))
         ]
 
     def noticed_legs(self) -> list[Leg]:
@@ -86,8 +104,10 @@ class OfferProtocolMachine(RuleBasedStateMachine):
             self.wire.arrive(site, digit)
 
     @precondition(lambda self: self.live_origin_calls())
-    @rule(i=pick)
-    def caller_hangs_up(self, i: int) -> None:
+    @rule(i=pick, patient=st.integers(min_value=0, max_value=2))
+    def caller_hangs_up(self, i: int, patient: int) -> None:
+        if patient:
+            return  # most callers hold on: calls live long enough to be moved and served
         calls = self.live_origin_calls()
         site, call = calls[i % len(calls)]
         self.caller_left.add(call.call_id)
@@ -119,6 +139,14 @@ class OfferProtocolMachine(RuleBasedStateMachine):
             self.wire.to_target(leg.offer_id)
         else:
             self.wire.to_origin(leg.offer_id)
+
+    @precondition(lambda self: self.pending_legs())
+    @rule(i=pick)
+    def one_stream_catches_up(self, i: int) -> None:
+        legs = self.pending_legs()
+        leg = legs[i % len(legs)]
+        while leg.to_target or leg.to_origin:
+            self.wire.to_target(leg.offer_id) if leg.to_target else self.wire.to_origin(leg.offer_id)
 
     @precondition(lambda self: self.breakable_legs())
     @rule(i=pick)
@@ -165,17 +193,17 @@ class OfferProtocolMachine(RuleBasedStateMachine):
         self.wire.do(site, lambda sb, now: sb.set_ready(now, code, False, "break"))
 
     @precondition(lambda self: self.agents_in(AgentState.RINGING))
-    @rule(i=pick)
-    def agent_answers(self, i: int) -> None:
-        agents = self.agents_in(AgentState.RINGING)
+    @rule(i=pick, guests_first=st.booleans())
+    def agent_answers(self, i: int, guests_first: bool) -> None:
+        agents = self.agents_in(AgentState.RINGING, guests_first=guests_first)
         site, code = agents[i % len(agents)]
         call_id = self.wire.sites[site].agents[code].call_id
         self.wire.do(site, lambda sb, now: sb.answer(now, code, call_id))
 
     @precondition(lambda self: self.agents_in(AgentState.TALKING, AgentState.HELD))
-    @rule(i=pick, hang_up=st.booleans())
-    def agent_hangs_up_or_holds(self, i: int, hang_up: bool) -> None:
-        agents = self.agents_in(AgentState.TALKING, AgentState.HELD)
+    @rule(i=pick, hang_up=st.booleans(), guests_first=st.booleans())
+    def agent_hangs_up_or_holds(self, i: int, hang_up: bool, guests_first: bool) -> None:
+        agents = self.agents_in(AgentState.TALKING, AgentState.HELD, guests_first=guests_first)
         site, code = agents[i % len(agents)]
         agent = self.wire.sites[site].agents[code]
         if hang_up:
@@ -218,9 +246,10 @@ class OfferProtocolMachine(RuleBasedStateMachine):
             kinds = [t.kind for t in heard]
             assert kinds.count("ended") <= 1 and (not kinds or "ended" not in kinds[:-1]), (call_id, kinds)
             connected = [k for k in kinds if k in ("connected", "queued")]
-            assert all(
-                not (a == b == "connected") for a, b in zip(connected, connected[1:], strict=False)
-            ), (call_id, kinds)
+            assert all(not (a == b == "connected") for a, b in itertools.pairwise(connected)), (
+                call_id,
+                kinds,
+            )
 
     @invariant()
     def agents_and_their_calls_agree(self) -> None:
@@ -229,7 +258,10 @@ class OfferProtocolMachine(RuleBasedStateMachine):
                 if agent.state in ON_CALL:
                     call = sb.calls.get(agent.call_id)
                     assert call is not None, (site, code, agent)
-                    assert call.agent_code == code and call.state == AGENT_CALL_STATE[agent.state], (call, agent)
+                    assert call.agent_code == code and call.state == AGENT_CALL_STATE[agent.state], (
+                        call,
+                        agent,
+                    )
             for call in sb.calls.values():
                 if call.guest_of:
                     assert call.state in AGENT_CALL_STATE.values()
@@ -272,15 +304,16 @@ class OfferProtocolMachine(RuleBasedStateMachine):
         sites = self.wire.sites
         for target, sb in sites.items():
             for guest in (c for c in sb.calls.values() if c.guest_of):
-                call = sites[guest.guest_of].calls.get(guest.call_id)
-                leg = call.remote if call is not None else None
-                assert leg is not None and leg.offer_id == guest.offer_id, f"orphan guest {guest}"
+                home = sites[guest.guest_of].calls.get(guest.call_id)
+                leg = home.remote if home is not None else None
+                assert home is not None and leg is not None, f"orphan guest {guest}"
+                assert leg.offer_id == guest.offer_id, f"guest {guest} of a closed leg"
                 assert leg.target_site_id == target and leg.agent_code == guest.agent_code
-                assert LEG_STATE[leg.state] == guest.state == call.state, (leg, guest)  # type: ignore[union-attr]
+                assert LEG_STATE[leg.state] == guest.state == home.state, (leg, guest)
         for origin, call in self.live_origin_calls():
             if call.remote is not None:
-                guest = sites[call.remote.target_site_id].calls.get(call.call_id)
-                assert guest is not None and guest.offer_id == call.remote.offer_id, (origin, call)
+                found = sites[call.remote.target_site_id].calls.get(call.call_id)
+                assert found is not None and found.offer_id == call.remote.offer_id, (origin, call)
 
     def teardown(self) -> None:
         """Everyone hangs up: every site ends empty, every channel free, every agent off calls."""
@@ -290,7 +323,7 @@ class OfferProtocolMachine(RuleBasedStateMachine):
         wire.deliver_all()
         for site, call in self.live_origin_calls():
             self.caller_left.add(call.call_id)
-            wire.do(site, lambda sb, now, c=call.call_id: sb.caller_hang_up(now, c))  # type: ignore[misc]
+            wire.do(site, lambda sb, now, c=call.call_id: sb.caller_hang_up(now, c))
         wire.deliver_all()
         for site, sb in wire.sites.items():
             assert not sb.calls, (site, sb.calls)
@@ -306,7 +339,9 @@ def served(sb: Switchboard) -> tuple[int, int]:
 
 
 OfferProtocolMachine.TestCase.settings = settings(
-    max_examples=300, stateful_step_count=60, deadline=None,
+    max_examples=300,
+    stateful_step_count=60,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestOfferProtocolMachine = OfferProtocolMachine.TestCase

@@ -105,9 +105,9 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
         "events.0.action: kill_central_leader: central leader failover is not supported yet",
     ),
     (
-        "partition not yet",
-        edited(events=[{"at_s": 1, "action": "partition_site", "site": "gz"}]),
-        "events.0.action: partition_site: network partitions are not supported yet",
+        "heal without a partition",
+        edited(events=[{"at_s": 1, "action": "heal_site", "site": "gz"}]),
+        "events.0.action: heal_site of 'gz', which is not partitioned",
     ),
     (
         "database event on sqlite",

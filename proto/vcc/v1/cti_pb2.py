@@ -26,17 +26,21 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from vcc.v1 import common_pb2 as vcc_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10vcc/v1/cti.proto\x12\x06vcc.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13vcc/v1/common.proto\"M\n\x0cLoginRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x12\n\nagent_code\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\"L\n\rLoginResponse\x12\x15\n\rsession_token\x18\x01 \x01(\t\x12$\n\x05\x61gent\x18\x02 \x01(\x0b\x32\x15.vcc.v1.AgentSnapshot\"?\n\rLogoutRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\"\x10\n\x0eLogoutResponse\"y\n\x0fSetStateRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12!\n\x05state\x18\x03 \x01(\x0e\x32\x12.vcc.v1.AgentState\x12\x13\n\x0breason_code\x18\x04 \x01(\t\"8\n\x10SetStateResponse\x12$\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x15.vcc.v1.AgentSnapshot\"P\n\rAnswerRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\"\x10\n\x0e\x41nswerResponse\"P\n\rHangUpRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\"\x10\n\x0eHangUpResponse\"N\n\x0bHoldRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\"\x0e\n\x0cHoldResponse\"R\n\x0fRetrieveRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\"\x12\n\x10RetrieveResponse\"\x7f\n\x10\x45ndWrapUpRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12&\n\nnext_state\x18\x03 \x01(\x0e\x32\x12.vcc.v1.AgentState\x12\x13\n\x0breason_code\x18\x04 \x01(\t\"9\n\x11\x45ndWrapUpResponse\x12$\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x15.vcc.v1.AgentSnapshot\"(\n\x0fGetAgentRequest\x12\x15\n\rsession_token\x18\x01 \x01(\t\"8\n\x10GetAgentResponse\x12$\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x15.vcc.v1.AgentSnapshot\",\n\x13StreamEventsRequest\x12\x15\n\rsession_token\x18\x01 \x01(\t\"\x9e\x02\n\rAgentSnapshot\x12\x12\n\nagent_code\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07site_id\x18\x03 \x01(\t\x12!\n\x05state\x18\x04 \x01(\x0e\x32\x12.vcc.v1.AgentState\x12\x13\n\x0breason_code\x18\x05 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x06 \x01(\t\x12\x31\n\x06skills\x18\x07 \x03(\x0b\x32!.vcc.v1.AgentSnapshot.SkillsEntry\x12/\n\x0bstate_since\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bSkillsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"\xaa\x03\n\x14StreamEventsResponse\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\rstate_changed\x18\x02 \x01(\x0b\x32\x19.vcc.v1.AgentStateChangedH\x00\x12+\n\x0c\x63\x61ll_offered\x18\x03 \x01(\x0b\x32\x13.vcc.v1.CallOfferedH\x00\x12:\n\x14\x63\x61ll_offer_withdrawn\x18\x04 \x01(\x0b\x32\x1a.vcc.v1.CallOfferWithdrawnH\x00\x12\x34\n\x0e\x63\x61ll_connected\x18\x05 \x01(\x0b\x32\x1a.vcc.v1.AgentCallConnectedH\x00\x12*\n\tcall_held\x18\x06 \x01(\x0b\x32\x15.vcc.v1.AgentCallHeldH\x00\x12\x34\n\x0e\x63\x61ll_retrieved\x18\x07 \x01(\x0b\x32\x1a.vcc.v1.AgentCallRetrievedH\x00\x12,\n\ncall_ended\x18\x08 \x01(\x0b\x32\x16.vcc.v1.AgentCallEndedH\x00\x42\x07\n\x05\x65vent\"9\n\x11\x41gentStateChanged\x12$\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x15.vcc.v1.AgentSnapshot\"\xa6\x02\n\x0b\x43\x61llOffered\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0b\n\x03\x61ni\x18\x02 \x01(\t\x12\x0c\n\x04\x64nis\x18\x03 \x01(\t\x12\x13\n\x0bskill_group\x18\x04 \x01(\t\x12\x15\n\rentry_site_id\x18\x05 \x01(\t\x12<\n\rattached_data\x18\x06 \x03(\x0b\x32%.vcc.v1.CallOffered.AttachedDataEntry\x12\"\n\x08\x63ustomer\x18\x07 \x01(\x0b\x32\x10.vcc.v1.Customer\x12\x16\n\x0ering_timeout_s\x18\x08 \x01(\x01\x12\x10\n\x08waited_s\x18\t \x01(\x01\x1a\x33\n\x11\x41ttachedDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"5\n\x12\x43\x61llOfferWithdrawn\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"%\n\x12\x41gentCallConnected\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\" \n\rAgentCallHeld\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\"%\n\x12\x41gentCallRetrieved\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\"D\n\x0e\x41gentCallEnded\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x11\n\twrap_up_s\x18\x03 \x01(\x01\x32\xf5\x04\n\x13\x41gentDesktopService\x12\x34\n\x05Login\x12\x14.vcc.v1.LoginRequest\x1a\x15.vcc.v1.LoginResponse\x12\x37\n\x06Logout\x12\x15.vcc.v1.LogoutRequest\x1a\x16.vcc.v1.LogoutResponse\x12=\n\x08SetState\x12\x17.vcc.v1.SetStateRequest\x1a\x18.vcc.v1.SetStateResponse\x12\x37\n\x06\x41nswer\x12\x15.vcc.v1.AnswerRequest\x1a\x16.vcc.v1.AnswerResponse\x12\x37\n\x06HangUp\x12\x15.vcc.v1.HangUpRequest\x1a\x16.vcc.v1.HangUpResponse\x12\x31\n\x04Hold\x12\x13.vcc.v1.HoldRequest\x1a\x14.vcc.v1.HoldResponse\x12=\n\x08Retrieve\x12\x17.vcc.v1.RetrieveRequest\x1a\x18.vcc.v1.RetrieveResponse\x12@\n\tEndWrapUp\x12\x18.vcc.v1.EndWrapUpRequest\x1a\x19.vcc.v1.EndWrapUpResponse\x12=\n\x08GetAgent\x12\x17.vcc.v1.GetAgentRequest\x1a\x18.vcc.v1.GetAgentResponse\x12K\n\x0cStreamEvents\x12\x1b.vcc.v1.StreamEventsRequest\x1a\x1c.vcc.v1.StreamEventsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10vcc/v1/cti.proto\x12\x06vcc.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13vcc/v1/common.proto\"M\n\x0cLoginRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x12\n\nagent_code\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\"L\n\rLoginResponse\x12\x15\n\rsession_token\x18\x01 \x01(\t\x12$\n\x05\x61gent\x18\x02 \x01(\x0b\x32\x15.vcc.v1.AgentSnapshot\"?\n\rLogoutRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\"\x10\n\x0eLogoutResponse\"y\n\x0fSetStateRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12!\n\x05state\x18\x03 \x01(\x0e\x32\x12.vcc.v1.AgentState\x12\x13\n\x0breason_code\x18\x04 \x01(\t\"8\n\x10SetStateResponse\x12$\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x15.vcc.v1.AgentSnapshot\"P\n\rAnswerRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\"\x10\n\x0e\x41nswerResponse\"P\n\rHangUpRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\"\x10\n\x0eHangUpResponse\"N\n\x0bHoldRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\"\x0e\n\x0cHoldResponse\"R\n\x0fRetrieveRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\"\x12\n\x10RetrieveResponse\"\x7f\n\x10\x45ndWrapUpRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12&\n\nnext_state\x18\x03 \x01(\x0e\x32\x12.vcc.v1.AgentState\x12\x13\n\x0breason_code\x18\x04 \x01(\t\"9\n\x11\x45ndWrapUpResponse\x12$\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x15.vcc.v1.AgentSnapshot\"(\n\x0fGetAgentRequest\x12\x15\n\rsession_token\x18\x01 \x01(\t\"8\n\x10GetAgentResponse\x12$\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x15.vcc.v1.AgentSnapshot\"W\n\x0eTransferTarget\x12\x12\n\nagent_code\x18\x01 \x01(\t\x12\x13\n\x0bskill_group\x18\x02 \x01(\t\x12\x0f\n\x07site_id\x18\x03 \x01(\t\x12\x0b\n\x03ivr\x18\x04 \x01(\x08\"\x95\x02\n\x0fTransferRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\x12\"\n\x04kind\x18\x04 \x01(\x0e\x32\x14.vcc.v1.TransferKind\x12&\n\x06target\x18\x05 \x01(\x0b\x32\x16.vcc.v1.TransferTarget\x12@\n\rattached_data\x18\x06 \x03(\x0b\x32).vcc.v1.TransferRequest.AttachedDataEntry\x1a\x33\n\x11\x41ttachedDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x12\n\x10TransferResponse\"Z\n\x17\x43ompleteTransferRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\"\x1a\n\x18\x43ompleteTransferResponse\"T\n\x11\x43onferenceRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\"\x14\n\x12\x43onferenceResponse\"X\n\x15\x43\x61ncelTransferRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\"\x18\n\x16\x43\x61ncelTransferResponse\",\n\x13StreamEventsRequest\x12\x15\n\rsession_token\x18\x01 \x01(\t\"\x9e\x02\n\rAgentSnapshot\x12\x12\n\nagent_code\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07site_id\x18\x03 \x01(\t\x12!\n\x05state\x18\x04 \x01(\x0e\x32\x12.vcc.v1.AgentState\x12\x13\n\x0breason_code\x18\x05 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x06 \x01(\t\x12\x31\n\x06skills\x18\x07 \x03(\x0b\x32!.vcc.v1.AgentSnapshot.SkillsEntry\x12/\n\x0bstate_since\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bSkillsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"\xd8\x03\n\x14StreamEventsResponse\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\rstate_changed\x18\x02 \x01(\x0b\x32\x19.vcc.v1.AgentStateChangedH\x00\x12+\n\x0c\x63\x61ll_offered\x18\x03 \x01(\x0b\x32\x13.vcc.v1.CallOfferedH\x00\x12:\n\x14\x63\x61ll_offer_withdrawn\x18\x04 \x01(\x0b\x32\x1a.vcc.v1.CallOfferWithdrawnH\x00\x12\x34\n\x0e\x63\x61ll_connected\x18\x05 \x01(\x0b\x32\x1a.vcc.v1.AgentCallConnectedH\x00\x12*\n\tcall_held\x18\x06 \x01(\x0b\x32\x15.vcc.v1.AgentCallHeldH\x00\x12\x34\n\x0e\x63\x61ll_retrieved\x18\x07 \x01(\x0b\x32\x1a.vcc.v1.AgentCallRetrievedH\x00\x12,\n\ncall_ended\x18\x08 \x01(\x0b\x32\x16.vcc.v1.AgentCallEndedH\x00\x12,\n\x08transfer\x18\t \x01(\x0b\x32\x18.vcc.v1.TransferProgressH\x00\x42\x07\n\x05\x65vent\"g\n\x10TransferProgress\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\r\n\x05stage\x18\x02 \x01(\t\x12\x12\n\nagent_code\x18\x03 \x01(\t\x12\x0f\n\x07site_id\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"9\n\x11\x41gentStateChanged\x12$\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x15.vcc.v1.AgentSnapshot\"\xd0\x02\n\x0b\x43\x61llOffered\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0b\n\x03\x61ni\x18\x02 \x01(\t\x12\x0c\n\x04\x64nis\x18\x03 \x01(\t\x12\x13\n\x0bskill_group\x18\x04 \x01(\t\x12\x15\n\rentry_site_id\x18\x05 \x01(\t\x12<\n\rattached_data\x18\x06 \x03(\x0b\x32%.vcc.v1.CallOffered.AttachedDataEntry\x12\"\n\x08\x63ustomer\x18\x07 \x01(\x0b\x32\x10.vcc.v1.Customer\x12\x16\n\x0ering_timeout_s\x18\x08 \x01(\x01\x12\x10\n\x08waited_s\x18\t \x01(\x01\x12\x0f\n\x07purpose\x18\n \x01(\t\x12\x17\n\x0f\x66rom_agent_code\x18\x0b \x01(\t\x1a\x33\n\x11\x41ttachedDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"5\n\x12\x43\x61llOfferWithdrawn\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"%\n\x12\x41gentCallConnected\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\" \n\rAgentCallHeld\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\"%\n\x12\x41gentCallRetrieved\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\"D\n\x0e\x41gentCallEnded\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x11\n\twrap_up_s\x18\x03 \x01(\x01*a\n\x0cTransferKind\x12\x1d\n\x19TRANSFER_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13TRANSFER_KIND_BLIND\x10\x01\x12\x19\n\x15TRANSFER_KIND_CONSULT\x10\x02\x32\xa1\x07\n\x13\x41gentDesktopService\x12\x34\n\x05Login\x12\x14.vcc.v1.LoginRequest\x1a\x15.vcc.v1.LoginResponse\x12\x37\n\x06Logout\x12\x15.vcc.v1.LogoutRequest\x1a\x16.vcc.v1.LogoutResponse\x12=\n\x08SetState\x12\x17.vcc.v1.SetStateRequest\x1a\x18.vcc.v1.SetStateResponse\x12\x37\n\x06\x41nswer\x12\x15.vcc.v1.AnswerRequest\x1a\x16.vcc.v1.AnswerResponse\x12\x37\n\x06HangUp\x12\x15.vcc.v1.HangUpRequest\x1a\x16.vcc.v1.HangUpResponse\x12\x31\n\x04Hold\x12\x13.vcc.v1.HoldRequest\x1a\x14.vcc.v1.HoldResponse\x12=\n\x08Retrieve\x12\x17.vcc.v1.RetrieveRequest\x1a\x18.vcc.v1.RetrieveResponse\x12@\n\tEndWrapUp\x12\x18.vcc.v1.EndWrapUpRequest\x1a\x19.vcc.v1.EndWrapUpResponse\x12=\n\x08GetAgent\x12\x17.vcc.v1.GetAgentRequest\x1a\x18.vcc.v1.GetAgentResponse\x12=\n\x08Transfer\x12\x17.vcc.v1.TransferRequest\x1a\x18.vcc.v1.TransferResponse\x12U\n\x10\x43ompleteTransfer\x12\x1f.vcc.v1.CompleteTransferRequest\x1a .vcc.v1.CompleteTransferResponse\x12\x43\n\nConference\x12\x19.vcc.v1.ConferenceRequest\x1a\x1a.vcc.v1.ConferenceResponse\x12O\n\x0e\x43\x61ncelTransfer\x12\x1d.vcc.v1.CancelTransferRequest\x1a\x1e.vcc.v1.CancelTransferResponse\x12K\n\x0cStreamEvents\x12\x1b.vcc.v1.StreamEventsRequest\x1a\x1c.vcc.v1.StreamEventsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vcc.v1.cti_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_TRANSFERREQUEST_ATTACHEDDATAENTRY']._loaded_options = None
+  _globals['_TRANSFERREQUEST_ATTACHEDDATAENTRY']._serialized_options = b'8\001'
   _globals['_AGENTSNAPSHOT_SKILLSENTRY']._loaded_options = None
   _globals['_AGENTSNAPSHOT_SKILLSENTRY']._serialized_options = b'8\001'
   _globals['_CALLOFFERED_ATTACHEDDATAENTRY']._loaded_options = None
   _globals['_CALLOFFERED_ATTACHEDDATAENTRY']._serialized_options = b'8\001'
+  _globals['_TRANSFERKIND']._serialized_start=3474
+  _globals['_TRANSFERKIND']._serialized_end=3571
   _globals['_LOGINREQUEST']._serialized_start=82
   _globals['_LOGINREQUEST']._serialized_end=159
   _globals['_LOGINRESPONSE']._serialized_start=161
@@ -73,30 +77,52 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETAGENTREQUEST']._serialized_end=1131
   _globals['_GETAGENTRESPONSE']._serialized_start=1133
   _globals['_GETAGENTRESPONSE']._serialized_end=1189
-  _globals['_STREAMEVENTSREQUEST']._serialized_start=1191
-  _globals['_STREAMEVENTSREQUEST']._serialized_end=1235
-  _globals['_AGENTSNAPSHOT']._serialized_start=1238
-  _globals['_AGENTSNAPSHOT']._serialized_end=1524
-  _globals['_AGENTSNAPSHOT_SKILLSENTRY']._serialized_start=1479
-  _globals['_AGENTSNAPSHOT_SKILLSENTRY']._serialized_end=1524
-  _globals['_STREAMEVENTSRESPONSE']._serialized_start=1527
-  _globals['_STREAMEVENTSRESPONSE']._serialized_end=1953
-  _globals['_AGENTSTATECHANGED']._serialized_start=1955
-  _globals['_AGENTSTATECHANGED']._serialized_end=2012
-  _globals['_CALLOFFERED']._serialized_start=2015
-  _globals['_CALLOFFERED']._serialized_end=2309
-  _globals['_CALLOFFERED_ATTACHEDDATAENTRY']._serialized_start=2258
-  _globals['_CALLOFFERED_ATTACHEDDATAENTRY']._serialized_end=2309
-  _globals['_CALLOFFERWITHDRAWN']._serialized_start=2311
-  _globals['_CALLOFFERWITHDRAWN']._serialized_end=2364
-  _globals['_AGENTCALLCONNECTED']._serialized_start=2366
-  _globals['_AGENTCALLCONNECTED']._serialized_end=2403
-  _globals['_AGENTCALLHELD']._serialized_start=2405
-  _globals['_AGENTCALLHELD']._serialized_end=2437
-  _globals['_AGENTCALLRETRIEVED']._serialized_start=2439
-  _globals['_AGENTCALLRETRIEVED']._serialized_end=2476
-  _globals['_AGENTCALLENDED']._serialized_start=2478
-  _globals['_AGENTCALLENDED']._serialized_end=2546
-  _globals['_AGENTDESKTOPSERVICE']._serialized_start=2549
-  _globals['_AGENTDESKTOPSERVICE']._serialized_end=3178
+  _globals['_TRANSFERTARGET']._serialized_start=1191
+  _globals['_TRANSFERTARGET']._serialized_end=1278
+  _globals['_TRANSFERREQUEST']._serialized_start=1281
+  _globals['_TRANSFERREQUEST']._serialized_end=1558
+  _globals['_TRANSFERREQUEST_ATTACHEDDATAENTRY']._serialized_start=1507
+  _globals['_TRANSFERREQUEST_ATTACHEDDATAENTRY']._serialized_end=1558
+  _globals['_TRANSFERRESPONSE']._serialized_start=1560
+  _globals['_TRANSFERRESPONSE']._serialized_end=1578
+  _globals['_COMPLETETRANSFERREQUEST']._serialized_start=1580
+  _globals['_COMPLETETRANSFERREQUEST']._serialized_end=1670
+  _globals['_COMPLETETRANSFERRESPONSE']._serialized_start=1672
+  _globals['_COMPLETETRANSFERRESPONSE']._serialized_end=1698
+  _globals['_CONFERENCEREQUEST']._serialized_start=1700
+  _globals['_CONFERENCEREQUEST']._serialized_end=1784
+  _globals['_CONFERENCERESPONSE']._serialized_start=1786
+  _globals['_CONFERENCERESPONSE']._serialized_end=1806
+  _globals['_CANCELTRANSFERREQUEST']._serialized_start=1808
+  _globals['_CANCELTRANSFERREQUEST']._serialized_end=1896
+  _globals['_CANCELTRANSFERRESPONSE']._serialized_start=1898
+  _globals['_CANCELTRANSFERRESPONSE']._serialized_end=1922
+  _globals['_STREAMEVENTSREQUEST']._serialized_start=1924
+  _globals['_STREAMEVENTSREQUEST']._serialized_end=1968
+  _globals['_AGENTSNAPSHOT']._serialized_start=1971
+  _globals['_AGENTSNAPSHOT']._serialized_end=2257
+  _globals['_AGENTSNAPSHOT_SKILLSENTRY']._serialized_start=2212
+  _globals['_AGENTSNAPSHOT_SKILLSENTRY']._serialized_end=2257
+  _globals['_STREAMEVENTSRESPONSE']._serialized_start=2260
+  _globals['_STREAMEVENTSRESPONSE']._serialized_end=2732
+  _globals['_TRANSFERPROGRESS']._serialized_start=2734
+  _globals['_TRANSFERPROGRESS']._serialized_end=2837
+  _globals['_AGENTSTATECHANGED']._serialized_start=2839
+  _globals['_AGENTSTATECHANGED']._serialized_end=2896
+  _globals['_CALLOFFERED']._serialized_start=2899
+  _globals['_CALLOFFERED']._serialized_end=3235
+  _globals['_CALLOFFERED_ATTACHEDDATAENTRY']._serialized_start=1507
+  _globals['_CALLOFFERED_ATTACHEDDATAENTRY']._serialized_end=1558
+  _globals['_CALLOFFERWITHDRAWN']._serialized_start=3237
+  _globals['_CALLOFFERWITHDRAWN']._serialized_end=3290
+  _globals['_AGENTCALLCONNECTED']._serialized_start=3292
+  _globals['_AGENTCALLCONNECTED']._serialized_end=3329
+  _globals['_AGENTCALLHELD']._serialized_start=3331
+  _globals['_AGENTCALLHELD']._serialized_end=3363
+  _globals['_AGENTCALLRETRIEVED']._serialized_start=3365
+  _globals['_AGENTCALLRETRIEVED']._serialized_end=3402
+  _globals['_AGENTCALLENDED']._serialized_start=3404
+  _globals['_AGENTCALLENDED']._serialized_end=3472
+  _globals['_AGENTDESKTOPSERVICE']._serialized_start=3574
+  _globals['_AGENTDESKTOPSERVICE']._serialized_end=4503
 # @@protoc_insertion_point(module_scope)

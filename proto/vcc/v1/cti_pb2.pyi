@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from vcc.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -19,6 +20,23 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _TransferKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TransferKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TransferKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TRANSFER_KIND_UNSPECIFIED: _TransferKind.ValueType  # 0
+    TRANSFER_KIND_BLIND: _TransferKind.ValueType  # 1
+    TRANSFER_KIND_CONSULT: _TransferKind.ValueType  # 2
+
+class TransferKind(_TransferKind, metaclass=_TransferKindEnumTypeWrapper): ...
+
+TRANSFER_KIND_UNSPECIFIED: TransferKind.ValueType  # 0
+TRANSFER_KIND_BLIND: TransferKind.ValueType  # 1
+TRANSFER_KIND_CONSULT: TransferKind.ValueType  # 2
+Global___TransferKind: _TypeAlias = TransferKind  # noqa: Y015
 
 @_typing.final
 class LoginRequest(_message.Message):
@@ -407,6 +425,231 @@ class GetAgentResponse(_message.Message):
 Global___GetAgentResponse: _TypeAlias = GetAgentResponse  # noqa: Y015
 
 @_typing.final
+class TransferTarget(_message.Message):
+    """Exactly one of: agent_code; skill_group (with site_id, or empty site_id: here, else anywhere
+    the routing policy allows); ivr.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_CODE_FIELD_NUMBER: _builtins.int
+    SKILL_GROUP_FIELD_NUMBER: _builtins.int
+    SITE_ID_FIELD_NUMBER: _builtins.int
+    IVR_FIELD_NUMBER: _builtins.int
+    agent_code: _builtins.str
+    skill_group: _builtins.str
+    site_id: _builtins.str
+    ivr: _builtins.bool
+    def __init__(
+        self,
+        *,
+        agent_code: _builtins.str = ...,
+        skill_group: _builtins.str = ...,
+        site_id: _builtins.str = ...,
+        ivr: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_code", b"agent_code", "ivr", b"ivr", "site_id", b"site_id", "skill_group", b"skill_group"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransferTarget: _TypeAlias = TransferTarget  # noqa: Y015
+
+@_typing.final
+class TransferRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class AttachedDataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    SESSION_TOKEN_FIELD_NUMBER: _builtins.int
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    ATTACHED_DATA_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    session_token: _builtins.str
+    call_id: _builtins.str
+    kind: Global___TransferKind.ValueType
+    @_builtins.property
+    def target(self) -> Global___TransferTarget: ...
+    @_builtins.property
+    def attached_data(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Added to the call's attached data (it travels with the call)."""
+
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        session_token: _builtins.str = ...,
+        call_id: _builtins.str = ...,
+        kind: Global___TransferKind.ValueType = ...,
+        target: Global___TransferTarget | None = ...,
+        attached_data: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attached_data", b"attached_data", "call_id", b"call_id", "idempotency_key", b"idempotency_key", "kind", b"kind", "session_token", b"session_token", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransferRequest: _TypeAlias = TransferRequest  # noqa: Y015
+
+@_typing.final
+class TransferResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransferResponse: _TypeAlias = TransferResponse  # noqa: Y015
+
+@_typing.final
+class CompleteTransferRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    SESSION_TOKEN_FIELD_NUMBER: _builtins.int
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    session_token: _builtins.str
+    call_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        session_token: _builtins.str = ...,
+        call_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "idempotency_key", b"idempotency_key", "session_token", b"session_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteTransferRequest: _TypeAlias = CompleteTransferRequest  # noqa: Y015
+
+@_typing.final
+class CompleteTransferResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteTransferResponse: _TypeAlias = CompleteTransferResponse  # noqa: Y015
+
+@_typing.final
+class ConferenceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    SESSION_TOKEN_FIELD_NUMBER: _builtins.int
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    session_token: _builtins.str
+    call_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        session_token: _builtins.str = ...,
+        call_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "idempotency_key", b"idempotency_key", "session_token", b"session_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConferenceRequest: _TypeAlias = ConferenceRequest  # noqa: Y015
+
+@_typing.final
+class ConferenceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConferenceResponse: _TypeAlias = ConferenceResponse  # noqa: Y015
+
+@_typing.final
+class CancelTransferRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    SESSION_TOKEN_FIELD_NUMBER: _builtins.int
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    session_token: _builtins.str
+    call_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        session_token: _builtins.str = ...,
+        call_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "idempotency_key", b"idempotency_key", "session_token", b"session_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelTransferRequest: _TypeAlias = CancelTransferRequest  # noqa: Y015
+
+@_typing.final
+class CancelTransferResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelTransferResponse: _TypeAlias = CancelTransferResponse  # noqa: Y015
+
+@_typing.final
 class StreamEventsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -502,6 +745,7 @@ class StreamEventsResponse(_message.Message):
     CALL_HELD_FIELD_NUMBER: _builtins.int
     CALL_RETRIEVED_FIELD_NUMBER: _builtins.int
     CALL_ENDED_FIELD_NUMBER: _builtins.int
+    TRANSFER_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -518,6 +762,8 @@ class StreamEventsResponse(_message.Message):
     def call_retrieved(self) -> Global___AgentCallRetrieved: ...
     @_builtins.property
     def call_ended(self) -> Global___AgentCallEnded: ...
+    @_builtins.property
+    def transfer(self) -> Global___TransferProgress: ...
     def __init__(
         self,
         *,
@@ -529,16 +775,53 @@ class StreamEventsResponse(_message.Message):
         call_held: Global___AgentCallHeld | None = ...,
         call_retrieved: Global___AgentCallRetrieved | None = ...,
         call_ended: Global___AgentCallEnded | None = ...,
+        transfer: Global___TransferProgress | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "call_connected", b"call_connected", "call_ended", b"call_ended", "call_held", b"call_held", "call_offer_withdrawn", b"call_offer_withdrawn", "call_offered", b"call_offered", "call_retrieved", b"call_retrieved", "event", b"event", "state_changed", b"state_changed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "call_connected", b"call_connected", "call_ended", b"call_ended", "call_held", b"call_held", "call_offer_withdrawn", b"call_offer_withdrawn", "call_offered", b"call_offered", "call_retrieved", b"call_retrieved", "event", b"event", "state_changed", b"state_changed", "transfer", b"transfer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "call_connected", b"call_connected", "call_ended", b"call_ended", "call_held", b"call_held", "call_offer_withdrawn", b"call_offer_withdrawn", "call_offered", b"call_offered", "call_retrieved", b"call_retrieved", "event", b"event", "state_changed", b"state_changed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "call_connected", b"call_connected", "call_ended", b"call_ended", "call_held", b"call_held", "call_offer_withdrawn", b"call_offer_withdrawn", "call_offered", b"call_offered", "call_retrieved", b"call_retrieved", "event", b"event", "state_changed", b"state_changed", "transfer", b"transfer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["state_changed", "call_offered", "call_offer_withdrawn", "call_connected", "call_held", "call_retrieved", "call_ended"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["state_changed", "call_offered", "call_offer_withdrawn", "call_connected", "call_held", "call_retrieved", "call_ended", "transfer"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___StreamEventsResponse: _TypeAlias = StreamEventsResponse  # noqa: Y015
+
+@_typing.final
+class TransferProgress(_message.Message):
+    """How a transfer this agent started (or takes part in) is going."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    AGENT_CODE_FIELD_NUMBER: _builtins.int
+    SITE_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.str
+    stage: _builtins.str
+    """consult-ringing, consult-connected, consult-failed, completed, cancelled, conferenced,
+    blind-sent, left (the other agent left the conference).
+    """
+    agent_code: _builtins.str
+    site_id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.str = ...,
+        stage: _builtins.str = ...,
+        agent_code: _builtins.str = ...,
+        site_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_code", b"agent_code", "call_id", b"call_id", "reason", b"reason", "site_id", b"site_id", "stage", b"stage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransferProgress: _TypeAlias = TransferProgress  # noqa: Y015
 
 @_typing.final
 class AgentStateChanged(_message.Message):
@@ -595,6 +878,8 @@ class CallOffered(_message.Message):
     CUSTOMER_FIELD_NUMBER: _builtins.int
     RING_TIMEOUT_S_FIELD_NUMBER: _builtins.int
     WAITED_S_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    FROM_AGENT_CODE_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     ani: _builtins.str
     dnis: _builtins.str
@@ -602,6 +887,9 @@ class CallOffered(_message.Message):
     entry_site_id: _builtins.str
     ring_timeout_s: _builtins.float
     waited_s: _builtins.float
+    purpose: _builtins.str
+    """Set when a colleague is handing this call over: "transfer-blind", "transfer-consult"."""
+    from_agent_code: _builtins.str
     @_builtins.property
     def attached_data(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -620,10 +908,12 @@ class CallOffered(_message.Message):
         customer: _common_pb2.Customer | None = ...,
         ring_timeout_s: _builtins.float = ...,
         waited_s: _builtins.float = ...,
+        purpose: _builtins.str = ...,
+        from_agent_code: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ani", b"ani", "attached_data", b"attached_data", "call_id", b"call_id", "customer", b"customer", "dnis", b"dnis", "entry_site_id", b"entry_site_id", "ring_timeout_s", b"ring_timeout_s", "skill_group", b"skill_group", "waited_s", b"waited_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ani", b"ani", "attached_data", b"attached_data", "call_id", b"call_id", "customer", b"customer", "dnis", b"dnis", "entry_site_id", b"entry_site_id", "from_agent_code", b"from_agent_code", "purpose", b"purpose", "ring_timeout_s", b"ring_timeout_s", "skill_group", b"skill_group", "waited_s", b"waited_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

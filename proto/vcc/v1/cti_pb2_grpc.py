@@ -79,6 +79,26 @@ class AgentDesktopServiceStub:
                 request_serializer=vcc_dot_v1_dot_cti__pb2.GetAgentRequest.SerializeToString,
                 response_deserializer=vcc_dot_v1_dot_cti__pb2.GetAgentResponse.FromString,
                 _registered_method=True)
+        self.Transfer = channel.unary_unary(
+                '/vcc.v1.AgentDesktopService/Transfer',
+                request_serializer=vcc_dot_v1_dot_cti__pb2.TransferRequest.SerializeToString,
+                response_deserializer=vcc_dot_v1_dot_cti__pb2.TransferResponse.FromString,
+                _registered_method=True)
+        self.CompleteTransfer = channel.unary_unary(
+                '/vcc.v1.AgentDesktopService/CompleteTransfer',
+                request_serializer=vcc_dot_v1_dot_cti__pb2.CompleteTransferRequest.SerializeToString,
+                response_deserializer=vcc_dot_v1_dot_cti__pb2.CompleteTransferResponse.FromString,
+                _registered_method=True)
+        self.Conference = channel.unary_unary(
+                '/vcc.v1.AgentDesktopService/Conference',
+                request_serializer=vcc_dot_v1_dot_cti__pb2.ConferenceRequest.SerializeToString,
+                response_deserializer=vcc_dot_v1_dot_cti__pb2.ConferenceResponse.FromString,
+                _registered_method=True)
+        self.CancelTransfer = channel.unary_unary(
+                '/vcc.v1.AgentDesktopService/CancelTransfer',
+                request_serializer=vcc_dot_v1_dot_cti__pb2.CancelTransferRequest.SerializeToString,
+                response_deserializer=vcc_dot_v1_dot_cti__pb2.CancelTransferResponse.FromString,
+                _registered_method=True)
         self.StreamEvents = channel.unary_stream(
                 '/vcc.v1.AgentDesktopService/StreamEvents',
                 request_serializer=vcc_dot_v1_dot_cti__pb2.StreamEventsRequest.SerializeToString,
@@ -147,6 +167,36 @@ class AgentDesktopServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Transfer(self, request, context):
+        """Hand the caller to someone else: an agent by code anywhere in the province, a skill group
+        here, at a named site or anywhere, or back to the IVR. Blind: the caller goes at once and the
+        agent is free. Consult: the caller is held while the agent talks with the target first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteTransfer(self, request, context):
+        """Consult -> the caller now talks with the consulted agent; this agent leaves.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Conference(self, request, context):
+        """Consult -> the caller, this agent and the consulted agent all talk (three-way conference).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelTransfer(self, request, context):
+        """Consult abandoned: the consulted agent is released and the caller retrieved.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StreamEvents(self, request, context):
         """Everything that happens to the agent, starting with its current state.
         """
@@ -201,6 +251,26 @@ def add_AgentDesktopServiceServicer_to_server(servicer, server):
                     servicer.GetAgent,
                     request_deserializer=vcc_dot_v1_dot_cti__pb2.GetAgentRequest.FromString,
                     response_serializer=vcc_dot_v1_dot_cti__pb2.GetAgentResponse.SerializeToString,
+            ),
+            'Transfer': grpc.unary_unary_rpc_method_handler(
+                    servicer.Transfer,
+                    request_deserializer=vcc_dot_v1_dot_cti__pb2.TransferRequest.FromString,
+                    response_serializer=vcc_dot_v1_dot_cti__pb2.TransferResponse.SerializeToString,
+            ),
+            'CompleteTransfer': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteTransfer,
+                    request_deserializer=vcc_dot_v1_dot_cti__pb2.CompleteTransferRequest.FromString,
+                    response_serializer=vcc_dot_v1_dot_cti__pb2.CompleteTransferResponse.SerializeToString,
+            ),
+            'Conference': grpc.unary_unary_rpc_method_handler(
+                    servicer.Conference,
+                    request_deserializer=vcc_dot_v1_dot_cti__pb2.ConferenceRequest.FromString,
+                    response_serializer=vcc_dot_v1_dot_cti__pb2.ConferenceResponse.SerializeToString,
+            ),
+            'CancelTransfer': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelTransfer,
+                    request_deserializer=vcc_dot_v1_dot_cti__pb2.CancelTransferRequest.FromString,
+                    response_serializer=vcc_dot_v1_dot_cti__pb2.CancelTransferResponse.SerializeToString,
             ),
             'StreamEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamEvents,
@@ -451,6 +521,114 @@ class AgentDesktopService:
             '/vcc.v1.AgentDesktopService/GetAgent',
             vcc_dot_v1_dot_cti__pb2.GetAgentRequest.SerializeToString,
             vcc_dot_v1_dot_cti__pb2.GetAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Transfer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vcc.v1.AgentDesktopService/Transfer',
+            vcc_dot_v1_dot_cti__pb2.TransferRequest.SerializeToString,
+            vcc_dot_v1_dot_cti__pb2.TransferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteTransfer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vcc.v1.AgentDesktopService/CompleteTransfer',
+            vcc_dot_v1_dot_cti__pb2.CompleteTransferRequest.SerializeToString,
+            vcc_dot_v1_dot_cti__pb2.CompleteTransferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Conference(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vcc.v1.AgentDesktopService/Conference',
+            vcc_dot_v1_dot_cti__pb2.ConferenceRequest.SerializeToString,
+            vcc_dot_v1_dot_cti__pb2.ConferenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelTransfer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vcc.v1.AgentDesktopService/CancelTransfer',
+            vcc_dot_v1_dot_cti__pb2.CancelTransferRequest.SerializeToString,
+            vcc_dot_v1_dot_cti__pb2.CancelTransferResponse.FromString,
             options,
             channel_credentials,
             insecure,

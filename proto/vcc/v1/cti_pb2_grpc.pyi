@@ -45,6 +45,17 @@ class AgentDesktopServiceStub:
     EndWrapUp: _grpc.UnaryUnaryMultiCallable[_cti_pb2.EndWrapUpRequest, _cti_pb2.EndWrapUpResponse]
     """Ends wrap-up before its timer, to ready or not ready."""
     GetAgent: _grpc.UnaryUnaryMultiCallable[_cti_pb2.GetAgentRequest, _cti_pb2.GetAgentResponse]
+    Transfer: _grpc.UnaryUnaryMultiCallable[_cti_pb2.TransferRequest, _cti_pb2.TransferResponse]
+    """Hand the caller to someone else: an agent by code anywhere in the province, a skill group
+    here, at a named site or anywhere, or back to the IVR. Blind: the caller goes at once and the
+    agent is free. Consult: the caller is held while the agent talks with the target first.
+    """
+    CompleteTransfer: _grpc.UnaryUnaryMultiCallable[_cti_pb2.CompleteTransferRequest, _cti_pb2.CompleteTransferResponse]
+    """Consult -> the caller now talks with the consulted agent; this agent leaves."""
+    Conference: _grpc.UnaryUnaryMultiCallable[_cti_pb2.ConferenceRequest, _cti_pb2.ConferenceResponse]
+    """Consult -> the caller, this agent and the consulted agent all talk (three-way conference)."""
+    CancelTransfer: _grpc.UnaryUnaryMultiCallable[_cti_pb2.CancelTransferRequest, _cti_pb2.CancelTransferResponse]
+    """Consult abandoned: the consulted agent is released and the caller retrieved."""
     StreamEvents: _grpc.UnaryStreamMultiCallable[_cti_pb2.StreamEventsRequest, _cti_pb2.StreamEventsResponse]
     """Everything that happens to the agent, starting with its current state."""
 
@@ -65,6 +76,17 @@ class AgentDesktopServiceAsyncStub(AgentDesktopServiceStub):
     EndWrapUp: _aio.UnaryUnaryMultiCallable[_cti_pb2.EndWrapUpRequest, _cti_pb2.EndWrapUpResponse]  # type: ignore[assignment]
     """Ends wrap-up before its timer, to ready or not ready."""
     GetAgent: _aio.UnaryUnaryMultiCallable[_cti_pb2.GetAgentRequest, _cti_pb2.GetAgentResponse]  # type: ignore[assignment]
+    Transfer: _aio.UnaryUnaryMultiCallable[_cti_pb2.TransferRequest, _cti_pb2.TransferResponse]  # type: ignore[assignment]
+    """Hand the caller to someone else: an agent by code anywhere in the province, a skill group
+    here, at a named site or anywhere, or back to the IVR. Blind: the caller goes at once and the
+    agent is free. Consult: the caller is held while the agent talks with the target first.
+    """
+    CompleteTransfer: _aio.UnaryUnaryMultiCallable[_cti_pb2.CompleteTransferRequest, _cti_pb2.CompleteTransferResponse]  # type: ignore[assignment]
+    """Consult -> the caller now talks with the consulted agent; this agent leaves."""
+    Conference: _aio.UnaryUnaryMultiCallable[_cti_pb2.ConferenceRequest, _cti_pb2.ConferenceResponse]  # type: ignore[assignment]
+    """Consult -> the caller, this agent and the consulted agent all talk (three-way conference)."""
+    CancelTransfer: _aio.UnaryUnaryMultiCallable[_cti_pb2.CancelTransferRequest, _cti_pb2.CancelTransferResponse]  # type: ignore[assignment]
+    """Consult abandoned: the consulted agent is released and the caller retrieved."""
     StreamEvents: _aio.UnaryStreamMultiCallable[_cti_pb2.StreamEventsRequest, _cti_pb2.StreamEventsResponse]  # type: ignore[assignment]
     """Everything that happens to the agent, starting with its current state."""
 
@@ -136,6 +158,41 @@ class AgentDesktopServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _cti_pb2.GetAgentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_cti_pb2.GetAgentResponse, _abc.Awaitable[_cti_pb2.GetAgentResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Transfer(
+        self,
+        request: _cti_pb2.TransferRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cti_pb2.TransferResponse, _abc.Awaitable[_cti_pb2.TransferResponse]]:
+        """Hand the caller to someone else: an agent by code anywhere in the province, a skill group
+        here, at a named site or anywhere, or back to the IVR. Blind: the caller goes at once and the
+        agent is free. Consult: the caller is held while the agent talks with the target first.
+        """
+
+    @_abc_1.abstractmethod
+    def CompleteTransfer(
+        self,
+        request: _cti_pb2.CompleteTransferRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cti_pb2.CompleteTransferResponse, _abc.Awaitable[_cti_pb2.CompleteTransferResponse]]:
+        """Consult -> the caller now talks with the consulted agent; this agent leaves."""
+
+    @_abc_1.abstractmethod
+    def Conference(
+        self,
+        request: _cti_pb2.ConferenceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cti_pb2.ConferenceResponse, _abc.Awaitable[_cti_pb2.ConferenceResponse]]:
+        """Consult -> the caller, this agent and the consulted agent all talk (three-way conference)."""
+
+    @_abc_1.abstractmethod
+    def CancelTransfer(
+        self,
+        request: _cti_pb2.CancelTransferRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cti_pb2.CancelTransferResponse, _abc.Awaitable[_cti_pb2.CancelTransferResponse]]:
+        """Consult abandoned: the consulted agent is released and the caller retrieved."""
 
     @_abc_1.abstractmethod
     def StreamEvents(

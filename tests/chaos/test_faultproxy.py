@@ -1,0 +1,173 @@
+"""The fault proxy and the dial map, on loopback: forwards, cuts both ways, blackholes, heals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import eventually
+from tools.faultproxy import FaultProxy, Plan, ProxyHost, command, plan_for
+from tools.netutil import free_port
+from tools.province_gen import SiteSpec, generate_province
+from vcc import rpc
+from vcc.config import parse_province
+
+
+async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(1024):
+            writer.write(data)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+
+@pytest.fixture
+async def echo() -> AsyncIterator[str]:
+    server = await asyncio.start_server(_echo, "127.0.0.1", 0)
+    yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    server.close()
+
+
+async def _dial(address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, _, port = address.rpartition(":")
+    return await asyncio.open_connection(host, int(port))
+
+
+async def _round_trip(address: str, payload: bytes = b"hello") -> bytes:
+    reader, writer = await _dial(address)
+    try:
+        writer.write(payload)
+        await writer.drain()
+        return await asyncio.wait_for(reader.readexactly(len(payload)), 2)
+    finally:
+        writer.close()
+
+
+async def test_forwards_then_cut_breaks_open_connections_and_holds_new_ones(echo: str) -> None:
+    proxy = FaultProxy(echo)
+    address = await proxy.start()
+    try:
+        assert await _round_trip(address) == b"hello"
+        reader, writer = await _dial(address)
+        writer.write(b"x")
+        assert await asyncio.wait_for(reader.readexactly(1), 2) == b"x"
+
+        proxy.cut()
+        # The open connection breaks at once (reset or EOF), it does not hang.
+        with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+            await asyncio.wait_for(reader.readexactly(1), 2)
+        writer.close()
+        # A new connection is accepted and blackholed: nothing ever comes back.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(_round_trip(address), 0.5)
+
+        proxy.heal()
+        assert await _round_trip(address, b"again") == b"again"
+    finally:
+        await proxy.stop()
+
+
+async def test_refusing_cut_closes_new_connections_at_once(echo: str) -> None:
+    proxy = FaultProxy(echo)
+    address = await proxy.start()
+    try:
+        proxy.cut(blackhole=False)
+        reader, writer = await _dial(address)
+        writer.write(b"x")
+        with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+            await asyncio.wait_for(reader.readexactly(1), 2)
+        writer.close()
+    finally:
+        await proxy.stop()
+
+
+async def test_latency_delays_but_keeps_order(echo: str) -> None:
+    proxy = FaultProxy(echo, latency_s=0.05)
+    address = await proxy.start()
+    try:
+        reader, writer = await _dial(address)
+        for chunk in (b"a", b"b", b"c"):
+            writer.write(chunk)
+            await writer.drain()
+        assert await asyncio.wait_for(reader.readexactly(3), 2) == b"abc"
+        writer.close()
+    finally:
+        await proxy.stop()
+
+
+def test_dial_map_sends_mapped_addresses_to_their_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(rpc.DIAL_MAP_ENV, json.dumps({"127.0.0.1:7000": "127.0.0.1:17000"}))
+    assert rpc.dialled("127.0.0.1:7000") == "127.0.0.1:17000"
+    assert rpc.dialled("127.0.0.1:7001") == "127.0.0.1:7001"
+    monkeypatch.setenv(rpc.DIAL_MAP_ENV, "[1, 2]")
+    with pytest.raises(ValueError, match="VCC_DIAL_MAP"):
+        rpc.dialled("127.0.0.1:7000")
+    monkeypatch.delenv(rpc.DIAL_MAP_ENV)
+    assert rpc.dialled("127.0.0.1:7000") == "127.0.0.1:7000"
+
+
+def _province() -> dict[str, Any]:
+    return generate_province(
+        [
+            SiteSpec("gz", "gz", trunk_channels=2, agents={"general": 1}),
+            SiteSpec("sz", "sz", 2, {"general": 1}),
+        ],
+        etcd_endpoint="127.0.0.1:2379",
+        central_listen="127.0.0.1:7000",
+        database_url="sqlite+aiosqlite:///central.db",
+        outbox_dir=Path("outbox"),
+        password_hash="$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$ZmFrZWhhc2hmYWtlaGFzaA",
+    )
+
+
+def test_plan_cuts_a_site_from_central_etcd_and_peers_in_both_directions() -> None:
+    config = parse_province(_province(), "province.yaml")
+    gz, sz = config.site("gz").listen, config.site("sz").listen
+    plan = plan_for(config, ["gz"])
+    routes = {(link.dialler, link.target) for link in plan.links}
+    assert routes == {("gz", "127.0.0.1:7000"), ("gz", "127.0.0.1:2379"), ("gz", sz), ("sz", gz)}
+    env = plan.site_env()
+    gz_map = json.loads(env["gz"][rpc.DIAL_MAP_ENV])
+    assert set(gz_map) == {"127.0.0.1:7000", "127.0.0.1:2379", sz}
+    assert set(json.loads(env["sz"][rpc.DIAL_MAP_ENV])) == {gz}  # sz reaches central directly
+    assert Plan.from_json(json.loads(json.dumps(plan.to_json()))) == plan
+
+
+async def test_proxy_host_cuts_only_the_links_of_the_named_site(echo: str) -> None:
+    from tools.faultproxy import Link
+
+    plan = Plan(
+        f"127.0.0.1:{free_port()}",
+        [
+            Link("gz", echo, f"127.0.0.1:{free_port()}", ("gz",)),
+            Link("sz", echo, f"127.0.0.1:{free_port()}", ("sz",)),
+        ],
+        sites=["gz", "sz"],
+    )
+    host = ProxyHost(plan)
+    await host.start()
+    try:
+        gz, sz = plan.links[0].listen, plan.links[1].listen
+        reply = await command(plan.control, "cut", "gz")
+        assert reply["cut"] == ["gz"]
+        assert await _round_trip(sz) == b"hello"
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(_round_trip(gz), 0.5)
+        await command(plan.control, "heal", "gz")
+
+        async def through() -> bool:
+            return await _round_trip(gz) == b"hello"
+
+        await eventually(through, timeout_s=5, what="gz's link healed")
+        with pytest.raises(Exception, match="no fault proxies"):
+            await command(plan.control, "cut", "xx")
+    finally:
+        await host.stop()

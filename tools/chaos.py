@@ -1,0 +1,229 @@
+"""`vcc chaos ACTION --run-dir D`: break a running `vcc cluster` by hand (for demos), the way
+`vcc simulate` scenarios do.
+
+- partition / heal SITE: cut the site from central, etcd and its peers through the cluster's
+  fault proxies (tools/faultproxy.py); the cluster must have been started with
+  `vcc cluster up --with-fault-proxies`.
+- kill-site SITE: SIGKILL, no goodbye (its etcd lease expires). restart-site SITE: start it
+  again (a graceful stop first if it still runs), with the same dial map.
+- stop-database / start-database: an immediate shutdown and a restart of central's PostgreSQL,
+  when that server was made by tools/postgres_server.py (its data folder is found from the
+  listening process); SQLite lives inside central and cannot be stopped apart from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+from sqlalchemy.engine import make_url
+
+from tools.cluster import (
+    STATE_FILE,
+    Cluster,
+    ClusterError,
+    ManagedProcess,
+    read_state,
+    wait_ready,
+    write_state,
+)
+from tools.faultproxy import (
+    FaultProxyError,
+    Plan,
+    ProxyProcess,
+    command,
+    load_plan,
+    plan_for,
+    start_process,
+)
+from tools.postgres_server import PostgresServer
+from vcc.config import ConfigError, load_province
+
+ACTIONS = ("partition", "heal", "kill-site", "restart-site", "stop-database", "start-database")
+DATABASE_FILE = "chaos-database.json"
+
+
+class ChaosError(Exception):
+    """The fault could not be applied; the message says why."""
+
+
+# -- starting a cluster that can be partitioned ---------------------------------------------------
+
+
+async def start_with_fault_proxies(
+    config_path: str | Path,
+    run_dir: str | Path,
+    *,
+    partitionable: Sequence[str] | None = None,
+    **cluster_options: object,
+) -> tuple[Cluster, ProxyProcess]:
+    """A cluster whose `partitionable` sites (default: all) dial the province through fault proxies.
+
+    etcd and central first, then the proxy process (it needs their addresses), then the sites with
+    their dial maps. Raises ClusterError / ConfigError like Cluster.start.
+    """
+    cluster = await Cluster.start(config_path, run_dir, sites=[], **cluster_options)  # type: ignore[arg-type]
+    try:
+        sites = list(partitionable) if partitionable is not None else [s.id for s in cluster.config.sites]
+        plan = plan_for(cluster.config, sites)
+        assert cluster.etcd_process is not None
+        try:
+            proxies = await start_process(plan, cluster.run_dir, watch_pid=cluster.etcd_process.pid)
+        except FaultProxyError as exc:
+            raise ClusterError(str(exc)) from None
+        cluster.site_env = plan.site_env()
+        try:
+            await asyncio.gather(*(cluster.start_site(s.id) for s in cluster.config.sites))
+        except BaseException:
+            await proxies.stop()
+            raise
+    except BaseException:
+        await cluster.stop()
+        raise
+    return cluster, proxies
+
+
+# -- acting on a running cluster from another process ----------------------------------------------
+
+
+async def chaos(action: str, run_dir: Path, site: str | None = None) -> str:
+    """Apply one action to the cluster of `run_dir`; a line saying what was done."""
+    if action not in ACTIONS:
+        raise ChaosError(f"unknown action {action!r} (one of {', '.join(ACTIONS)})")
+    if action in ("partition", "heal", "kill-site", "restart-site") and not site:
+        raise ChaosError(f"{action} needs --site")
+    state = _state(run_dir)
+    if action in ("partition", "heal"):
+        assert site is not None
+        plan = _plan(run_dir)
+        try:
+            reply = await command(plan.control, "cut" if action == "partition" else "heal", site)
+        except FaultProxyError as exc:
+            raise ChaosError(str(exc)) from None
+        return f"{action} {site}: sites cut now {reply.get('cut') or 'none'}"
+    if action == "kill-site":
+        assert site is not None
+        proc = _site_process(run_dir, site)
+        if not proc.alive():
+            raise ChaosError(f"site {site} is not running")
+        await proc.kill()
+        return f"killed site {site} (pid {proc.pid})"
+    if action == "restart-site":
+        assert site is not None
+        return await _restart_site(run_dir, state, site)
+    return await _database(run_dir, Path(str(state["config"])), start=action == "start-database")
+
+
+def _state(run_dir: Path) -> dict[str, object]:
+    path = run_dir / STATE_FILE
+    if not path.exists():
+        raise ChaosError(f"no cluster in {run_dir} (no {STATE_FILE}): `vcc cluster up` first")
+    try:
+        state: dict[str, object] = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ChaosError(f"{path}: unreadable: {exc}") from None
+    return state
+
+
+def _plan(run_dir: Path) -> Plan:
+    try:
+        plan = load_plan(run_dir)
+    except FaultProxyError as exc:
+        raise ChaosError(str(exc)) from None
+    if plan is None:
+        raise ChaosError(
+            f"the cluster in {run_dir} has no fault proxies: "
+            "start it with `vcc cluster up --with-fault-proxies`"
+        )
+    return plan
+
+
+def _site_process(run_dir: Path, site: str) -> ManagedProcess:
+    try:
+        procs = read_state(run_dir)
+    except ClusterError as exc:
+        raise ChaosError(str(exc)) from None
+    found = [p for p in procs if p.name == f"site {site}"]
+    if not found:
+        names = ", ".join(p.name.removeprefix("site ") for p in procs if p.name.startswith("site "))
+        raise ChaosError(f"no site {site!r} in the cluster of {run_dir} (have: {names})")
+    return found[-1]
+
+
+async def _restart_site(run_dir: Path, state: dict[str, object], site: str) -> str:
+    old = _site_process(run_dir, site)
+    if old.alive():
+        await old.terminate()
+    plan = load_plan(run_dir)
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    if plan is not None:
+        env.update(plan.site_env().get(site, {}))
+    proc = ManagedProcess(old.name, old.cmd, old.log_path, old.cwd, old.address)
+    proc.spawn(env)
+    procs = [proc if p.name == old.name else p for p in read_state(run_dir)]
+    write_state(run_dir, procs, config_path=Path(str(state["config"])))
+    try:
+        await wait_ready(proc, proc.address)
+    except ClusterError as exc:
+        raise ChaosError(str(exc)) from None
+    return f"restarted site {site} (pid {proc.pid}) on {proc.address}"
+
+
+# -- the database -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Database:
+    root: Path
+    port: int
+
+
+async def _database(run_dir: Path, config_path: Path, *, start: bool) -> str:
+    try:
+        config = load_province(config_path)
+    except ConfigError as exc:
+        raise ChaosError(str(exc)) from None
+    url = make_url(config.central.database_url)
+    if url.get_backend_name() == "sqlite":
+        raise ChaosError(
+            "central's database is SQLite, inside central: it cannot be stopped apart from central"
+        )
+    saved = run_dir / DATABASE_FILE
+    if start:
+        if not saved.exists():
+            raise ChaosError("the database was not stopped by `vcc chaos stop-database` of this run folder")
+        data = json.loads(saved.read_text(encoding="utf-8"))
+        server = PostgresServer(Path(data["root"]), port=int(data["port"]))
+        try:
+            await asyncio.to_thread(server.start)
+        except (OSError, RuntimeError) as exc:
+            raise ChaosError(f"PostgreSQL did not start: {exc}") from None
+        saved.unlink()
+        return f"started PostgreSQL on port {server.port}"
+    found = await asyncio.to_thread(_find_postgres, int(url.port or 5432))
+    server = PostgresServer(found.root, port=found.port, process_started=True)
+    saved.write_text(json.dumps({"root": str(found.root), "port": found.port}), encoding="utf-8")
+    await asyncio.to_thread(server.stop)
+    return f"stopped PostgreSQL on port {found.port} (immediate shutdown); `vcc chaos start-database` to undo"
+
+
+def _find_postgres(port: int) -> _Database:
+    """The postmaster listening on `port`, if its data folder has the tools/postgres_server.py layout."""
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        if "postgres" not in (proc.info.get("name") or "") or "-D" not in cmdline:
+            continue
+        if f"-p {port}" not in " ".join(cmdline) and str(port) not in cmdline:
+            continue
+        data_dir = Path(cmdline[cmdline.index("-D") + 1])
+        if data_dir.name == "data":
+            return _Database(data_dir.parent, port)
+    raise ChaosError(
+        f"no PostgreSQL server made by vcc's tools listens on port {port}; stop your own server by hand"
+    )
