@@ -84,6 +84,8 @@ class Leadership:
         self._epoch = 0
         self._lease_id: int | None = None
         self._deadline = 0.0
+        # etcd cannot expire our lease before this loop time (last renewal sent + its TTL).
+        self.lease_floor = 0.0
         # Who leads, as far as this replica knows (itself included); None: nobody, or not known.
         self.leader: LeaderInfo | None = None
         # Set whenever the role or the known leader changes (tests and waiters clear it).
@@ -229,7 +231,8 @@ class Leadership:
             return False
         self._lease_id = lease_id
         self._epoch = int(responses[0].response_put.header.revision)
-        self._deadline = sent + granted - self._margin_s
+        self.lease_floor = sent + granted
+        self._deadline = self.lease_floor - self._margin_s
         # The value names the epoch too, for people reading it with etcdctl.
         await self._client.transaction(
             compare=[tx.create(self._key) == self._epoch],
@@ -285,7 +288,8 @@ class Leadership:
             )
             if reply is None or int(reply.TTL) <= 0:
                 raise TermEnded(f"lease {self._lease_id:x} of epoch {self._epoch} expired")
-            self._deadline = sent + int(reply.TTL) - self._margin_s
+            self.lease_floor = sent + int(reply.TTL)
+            self._deadline = self.lease_floor - self._margin_s
             # Someone deleted our key by hand, or it was taken over: the term is over.
             current: Any = await asyncio.wait_for(
                 self._client.get(self._key), max(0.05, min(self._timeout_s, self._deadline - _now()))

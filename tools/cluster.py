@@ -6,10 +6,13 @@ Everything lives in a run folder:
       province.yaml   the province config the processes read (etcd.endpoints set to our etcd)
       cluster.json    pids, start times and addresses, so `vcc cluster down` can stop it later
       etcd/           etcd's data
-      logs/           one log file per process (etcd.log, central.log, site-<id>.log)
+      logs/           one log file per process (etcd.log, central.log, central-<n>.log, site-<id>.log)
 
 Each process runs in its own session, so a signal reaches it (and only it) and Ctrl-C at the
 terminal that launched the cluster does not. `Cluster` is the Python face used by the demo and tests.
+
+Central may run as several replicas (`central_replicas`): replica 1 on `central.listen`, the others
+on free ports; etcd elects the leader (central.leadership), and `central_leader()` asks etcd which.
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import aetcd
 import psutil
 import yaml
 
 from tools.etcd_server import EtcdServer
 from tools.netutil import free_port
 from vcc.config import ConfigError, ProvinceConfig, load_province, parse_province
+from vcc.membership import LeaderInfo, central_leader_key, decode_leader
 from vcc.rpc import wait_serving
 
 DEFAULT_RUN_DIR = Path("run/cluster")
@@ -43,6 +48,7 @@ CONFIG_FILE = "province.yaml"
 START_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
 POLL_S = 0.05
+MAX_CENTRAL_REPLICAS = 9
 
 
 class ClusterError(Exception):
@@ -209,13 +215,21 @@ def _child_env() -> dict[str, str]:
 class Cluster:
     """A running local province. Build one with `await Cluster.start(...)`; `async with` stops it."""
 
-    def __init__(self, run_dir: Path, config: ProvinceConfig, seed_customers: int = 0) -> None:
+    def __init__(
+        self, run_dir: Path, config: ProvinceConfig, seed_customers: int = 0, central_replicas: int = 1
+    ) -> None:
+        if not 1 <= central_replicas <= MAX_CENTRAL_REPLICAS:
+            raise ClusterError(f"central replicas: 1 to {MAX_CENTRAL_REPLICAS}, not {central_replicas}")
         self.run_dir = run_dir
         self.config = config
         self.seed_customers = seed_customers
         self.etcd: EtcdServer | None = None
         self.etcd_process: ManagedProcess | None = None
-        self.central: ManagedProcess | None = None
+        # Replica id ("1", "2"...) -> its process; replica 1 serves on central.listen.
+        self.centrals: dict[str, ManagedProcess] = {}
+        self.central_replicas = central_replicas
+        # The other replicas' addresses, chosen once (a restarted replica comes back where it was).
+        self._replica_addresses = {str(n): f"127.0.0.1:{free_port()}" for n in range(2, central_replicas + 1)}
         self.sites: dict[str, ManagedProcess] = {}
         self.start_timeout_s = START_TIMEOUT_S
         # Extra environment per site process (e.g. the fault proxies' dial map, tools/faultproxy.py).
@@ -230,18 +244,31 @@ class Cluster:
         return self.run_dir / "logs"
 
     @property
+    def central(self) -> ManagedProcess | None:
+        """Replica 1 (the only one unless `central_replicas` > 1)."""
+        return self.centrals.get("1")
+
+    def central_address(self) -> str:
+        """A live replica's address (replica 1's if it is alive): reads are served by any replica."""
+        for replica_id, proc in self.centrals.items():
+            if proc.alive():
+                return self.replica_address(replica_id)
+        return self.config.central.listen
+
+    def replica_address(self, replica_id: str) -> str:
+        return self.config.central.listen if replica_id == "1" else self._replica_addresses[replica_id]
+
+    @property
     def addresses(self) -> ClusterAddresses:
         return ClusterAddresses(
-            central=self.config.central.listen,
+            central=self.central_address(),
             etcd=self.config.etcd.endpoints[0],
             sites={s.id: s.listen for s in self.config.sites},
         )
 
     @property
     def processes(self) -> list[ManagedProcess]:
-        procs = [*self.sites.values()]
-        if self.central is not None:
-            procs.append(self.central)
+        procs = [*self.sites.values(), *self.centrals.values()]
         if self.etcd_process is not None:
             procs.append(self.etcd_process)
         return procs
@@ -257,8 +284,10 @@ class Cluster:
         sites: Sequence[str] | None = None,
         fresh_ports: bool = False,
         timeout_s: float = START_TIMEOUT_S,
+        central_replicas: int = 1,
     ) -> Cluster:
-        """Start etcd, then central (unless `central=False`), then the sites (all, or the ids in `sites`).
+        """Start etcd, then central (unless `central=False`; `central_replicas` of it, one leads),
+        then the sites (all, or the ids in `sites`).
 
         `fresh_ports` moves central and every site to free ports (for configs with fixed ports that
         may be taken). Raises ConfigError for a bad config, ClusterError when a process does not come up.
@@ -276,7 +305,11 @@ class Cluster:
             await asyncio.to_thread(etcd.stop)
             raise
 
-        cluster = cls(run, config, seed_customers)
+        try:
+            cluster = cls(run, config, seed_customers, central_replicas)
+        except ClusterError:
+            await asyncio.to_thread(etcd.stop)
+            raise
         cluster.start_timeout_s = timeout_s
         cluster.etcd = etcd
         cluster.etcd_process = ManagedProcess(
@@ -304,16 +337,19 @@ class Cluster:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _central_process(self) -> ManagedProcess:
+    def _central_process(self, replica_id: str = "1") -> ManagedProcess:
         cmd = vcc_command("central", "--config", str(self.config_path))
         if self.seed_customers:
             cmd += ["--seed-customers", str(self.seed_customers)]
+        if replica_id != "1":
+            cmd += ["--replica-id", replica_id, "--listen", self.replica_address(replica_id)]
+        suffix = "" if replica_id == "1" else f"-{replica_id}"
         return ManagedProcess(
-            name="central",
+            name=f"central{suffix}",
             cmd=cmd,
-            log_path=self.logs_dir / "central.log",
+            log_path=self.logs_dir / f"central{suffix}.log",
             cwd=self.run_dir,
-            address=self.config.central.listen,
+            address=self.replica_address(replica_id),
         )
 
     def _site_process(self, site_id: str) -> ManagedProcess:
@@ -327,21 +363,69 @@ class Cluster:
         )
 
     async def start_central(self) -> None:
-        if self.central is not None and self.central.alive():
+        """Every replica that is not running; one after the other (the first one migrates the
+        database, and a replica is ready once it knows who leads)."""
+        for n in range(1, self.central_replicas + 1):
+            await self.start_central_replica(str(n))
+
+    async def start_central_replica(self, replica_id: str) -> None:
+        proc = self.centrals.get(replica_id)
+        if proc is not None and proc.alive():
             return
-        self.central = self._central_process()
-        self.central.spawn(_child_env())
+        if not replica_id.isdigit() or not 1 <= int(replica_id) <= self.central_replicas:
+            raise ClusterError(f"no central replica {replica_id!r} (replicas 1 to {self.central_replicas})")
+        proc = self.centrals[replica_id] = self._central_process(replica_id)
+        proc.spawn(_child_env())
         self.save_state()
-        await wait_ready(self.central, self.central.address, self.start_timeout_s)
+        await wait_ready(proc, proc.address, self.start_timeout_s)
 
     async def stop_central(self, grace_s: float = STOP_GRACE_S) -> None:
-        if self.central is not None:
-            await self.central.terminate(grace_s)
-            self.save_state()
+        """Every replica (gracefully: a stopping leader hands over to the next one)."""
+        for proc in self.centrals.values():
+            await proc.terminate(grace_s)
+        self.save_state()
 
     async def kill_central(self) -> None:
-        if self.central is not None:
-            await self.central.kill()
+        await asyncio.gather(*(proc.kill() for proc in self.centrals.values()))
+
+    async def central_leader(self, timeout_s: float = 2.0) -> LeaderInfo | None:
+        """The replica that leads, as etcd says (None: no leader key at this moment)."""
+        host, _, port = self.addresses.etcd.rpartition(":")
+        client = aetcd.Client(host=host, port=int(port), timeout=timeout_s)
+        try:
+            current: Any = await asyncio.wait_for(
+                client.get(central_leader_key(self.config.etcd.prefix, self.config.province.id).encode()),
+                timeout_s,
+            )
+        finally:
+            await client.close()
+        return decode_leader(current.value, int(current.create_revision)) if current is not None else None
+
+    async def wait_central_leader(
+        self, *, newer_than: int = 0, timeout_s: float = START_TIMEOUT_S
+    ) -> LeaderInfo:
+        """Until a live replica leads with an epoch above `newer_than`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            with contextlib.suppress(aetcd.ClientError, TimeoutError, OSError):
+                leader = await self.central_leader()
+                proc = self.centrals.get(leader.replica_id) if leader is not None else None
+                if leader is not None and leader.epoch > newer_than and proc is not None and proc.alive():
+                    return leader
+            if loop.time() > deadline:
+                raise ClusterError(f"no central leader (epoch > {newer_than}) after {timeout_s:.0f}s")
+            await asyncio.sleep(POLL_S)
+
+    async def kill_central_leader(self) -> LeaderInfo:
+        """SIGKILL the leading replica (found in etcd): no goodbye, its lease simply expires."""
+        leader = await self.wait_central_leader(timeout_s=10.0)
+        proc = self.centrals.get(leader.replica_id)
+        if proc is None:
+            raise ClusterError(f"the leader, replica {leader.replica_id}, was not started by this cluster")
+        await proc.kill()
+        self.save_state()
+        return leader
 
     async def start_site(self, site_id: str) -> None:
         proc = self.sites.get(site_id)
@@ -381,8 +465,9 @@ class Cluster:
     async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """Sites first (they flush to central), then central, then etcd; SIGKILL whoever lingers."""
         await asyncio.gather(*(p.terminate(grace_s) for p in self.sites.values()))
-        if self.central is not None:
-            await self.central.terminate(grace_s)
+        # Followers first: the leader then has nobody to hand over to, and no election runs.
+        for proc in reversed(self.centrals.values()):
+            await proc.terminate(grace_s)
         if self.etcd_process is not None:
             await self.etcd_process.terminate(grace_s)
         if self.etcd is not None:
@@ -469,7 +554,7 @@ def read_state(run_dir: str | Path) -> list[ManagedProcess]:
 
 
 def _stop_order(proc: ManagedProcess) -> int:
-    return 2 if proc.name == "etcd" else 1 if proc.name == "central" else 0
+    return 2 if proc.name == "etcd" else 1 if proc.name.startswith("central") else 0
 
 
 async def down(run_dir: str | Path = DEFAULT_RUN_DIR, grace_s: float = STOP_GRACE_S) -> list[str]:

@@ -64,6 +64,12 @@ class RobotPolicy:
     events_deadline_s: float = 3600.0
     # Sessions (login + event stream) a robot opens before giving up on a site that keeps failing.
     max_sessions: int = 1000
+    # Share of answered calls the robot hands to a colleague halfway through the handle time, how
+    # (blind; consult then complete; consult then conference and leave), and to which (skill
+    # group, site) targets, one drawn at random per transfer.
+    transfer_probability: float = 0.0
+    transfer_kind: Literal["blind", "consult", "conference"] = "blind"
+    transfer_targets: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -79,6 +85,14 @@ class RobotStats:
     # Requests refused because the call or state moved on meanwhile (FAILED_PRECONDITION/NOT_FOUND).
     refused: int = 0
     logged_out: int = 0
+    transfers_attempted: int = 0
+    transfers_completed: int = 0
+    transfers_cross_site: int = 0
+    transfers_failed: int = 0
+
+
+class _TransferFailed(Exception):
+    """The transfer was refused or the consulted colleague never came."""
 
 
 class _SessionLost(Exception):
@@ -101,6 +115,10 @@ def _code(exc: BaseException) -> grpc.StatusCode | None:
 
 def _is_transient(exc: BaseException) -> bool:
     return _code(exc) in _TRANSIENT_CODES
+
+
+# How long a robot waits for the consulted colleague to answer before giving up on the transfer.
+CONSULT_WAIT_S = 15.0
 
 
 def _key() -> str:
@@ -131,6 +149,9 @@ class _Robot:
         self._answering: dict[str, asyncio.Task[None]] = {}
         self._talking: dict[str, asyncio.Task[None]] = {}
         self._connected: set[str] = set()
+        # Why each ringing call came (a colleague's transfer is not transferred again).
+        self._purpose: dict[str, str] = {}
+        self._transfer_stage: dict[str, asyncio.Queue[str]] = {}
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -276,6 +297,7 @@ class _Robot:
         kind = event.WhichOneof("event")
         if kind == "call_offered":
             call_id = event.call_offered.call_id
+            self._purpose[call_id] = event.call_offered.purpose
             self._stats.offered += 1
             if self._rng.random() < self._policy.no_answer_probability:
                 self._stats.ignored += 1
@@ -290,13 +312,26 @@ class _Robot:
             self._answering.pop(call_id, None)
             self._connected.add(call_id)
             self._stats.answered += 1
-            self._talking[call_id] = self._spawn(self._talk(call_id, self._handle_time()))
+            handle_s = self._handle_time()
+            policy = self._policy
+            if (
+                not self._purpose.pop(call_id, "")
+                and policy.transfer_targets
+                and self._rng.random() < policy.transfer_probability
+            ):
+                self._talking[call_id] = self._spawn(self._transfer(call_id, handle_s))
+            else:
+                self._talking[call_id] = self._spawn(self._talk(call_id, handle_s))
         elif kind == "call_ended":
             call_id = event.call_ended.call_id
             self._connected.discard(call_id)
             task = self._talking.pop(call_id, None)
             if task is not None and event.call_ended.reason != "agent-hung-up":
                 task.cancel()  # the caller hung up first
+        elif kind == "transfer":
+            queue = self._transfer_stage.get(event.transfer.call_id)
+            if queue is not None:
+                queue.put_nowait(event.transfer.stage)
         elif kind == "state_changed":
             agent = event.state_changed.agent
             if agent.state == common_pb2.AGENT_STATE_NOT_READY and agent.reason_code in _AUTO_READY_REASONS:
@@ -324,6 +359,60 @@ class _Robot:
         if await self._quiet(self._stub.HangUp, request):
             self._stats.hung_up += 1
             self._connected.discard(call_id)
+
+    async def _transfer(self, call_id: str, handle_s: float) -> None:
+        """Talk half the handle time, then hand the caller over as the policy says."""
+        await asyncio.sleep(handle_s / 2)
+        assert self._token is not None
+        policy = self._policy
+        skill, site = self._rng.choice(policy.transfer_targets)
+        blind = policy.transfer_kind == "blind"
+        stages: asyncio.Queue[str] = asyncio.Queue()
+        self._transfer_stage[call_id] = stages
+        self._stats.transfers_attempted += 1
+        try:
+            request = cti_pb2.TransferRequest(
+                idempotency_key=_key(),
+                session_token=self._token,
+                call_id=call_id,
+                kind=cti_pb2.TRANSFER_KIND_BLIND if blind else cti_pb2.TRANSFER_KIND_CONSULT,
+                target=cti_pb2.TransferTarget(skill_group=skill, site_id=site),
+                attached_data={"transferred_by": self.agent_code},
+            )
+            if not await self._quiet(self._stub.Transfer, request):
+                raise _TransferFailed
+            if not blind:
+                await self._consulted(call_id, stages)
+            self._stats.transfers_completed += 1
+            self._stats.transfers_cross_site += int(bool(site))
+            self._connected.discard(call_id)
+        except (_TransferFailed, TimeoutError):
+            # The colleague could not take it: the caller stays with this robot.
+            self._stats.transfers_failed += 1
+            await self._talk(call_id, handle_s / 2)
+        finally:
+            self._transfer_stage.pop(call_id, None)
+
+    async def _consulted(self, call_id: str, stages: asyncio.Queue[str]) -> None:
+        """Wait for the consulted colleague, then complete, or conference and leave."""
+        assert self._token is not None
+        while (stage := await asyncio.wait_for(stages.get(), CONSULT_WAIT_S)) != "consult-connected":
+            if stage == "consult-failed":
+                raise _TransferFailed
+        if self._policy.transfer_kind == "conference":
+            joined = cti_pb2.ConferenceRequest(
+                idempotency_key=_key(), session_token=self._token, call_id=call_id
+            )
+            if not await self._quiet(self._stub.Conference, joined):
+                raise _TransferFailed
+            leave = cti_pb2.HangUpRequest(idempotency_key=_key(), session_token=self._token, call_id=call_id)
+            await self._quiet(self._stub.HangUp, leave)
+        else:
+            done = cti_pb2.CompleteTransferRequest(
+                idempotency_key=_key(), session_token=self._token, call_id=call_id
+            )
+            if not await self._quiet(self._stub.CompleteTransfer, done):
+                raise _TransferFailed
 
     async def _set_ready(self) -> None:
         assert self._token is not None

@@ -3,7 +3,7 @@
 Strict like the province config: an unknown key, a value out of range or a reference to a site that
 does not exist is a ScenarioError naming the key (`sites.1.agents: ...`), never a silent default.
 Keys that are optional have the defaults documented in the README ("Simulation scenarios and
-reports"). Features the platform does not have yet (transfers, several central replicas, central
+reports"). Features the platform does not have yet (several central replicas, central
 leader kill) are refused here, at validation, rather than ignored during the run. A site is cut
 (`partition_site`) and healed (`heal_site`) in turn: a heal without a cut, or a second cut of a cut
 site, is refused.
@@ -124,8 +124,8 @@ class Scenario(_Strict):
             raise ValueError("routing.after_s: required with mode overflow (seconds before leaving the city)")
         if self.routing.mode != "overflow" and self.routing.after_s is not None:
             raise ValueError(f"routing.after_s: only with mode overflow, not {self.routing.mode}")
-        if self.transfers.probability > 0:
-            raise ValueError("transfers.probability: transfers are not supported yet (use 0)")
+        if self.transfers.probability > 0 and self.transfers.to == "remote" and len(self.sites) < 2:
+            raise ValueError("transfers.to: remote transfers need at least two sites")
         if self.central.replicas > 1:
             raise ValueError("central.replicas: more than one central replica is not supported yet (use 1)")
         for i, event in enumerate(self.events):

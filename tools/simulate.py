@@ -255,7 +255,10 @@ async def _drive(state: _Run, console: Console | None, say: Callable[[str], None
     robots = {
         site_id: asyncio.create_task(
             run_robots(
-                address, [(c, DEFAULT_PASSWORD) for c in agent_codes(state.raw, site_id)], policy, robots_stop
+                address,
+                [(c, DEFAULT_PASSWORD) for c in agent_codes(state.raw, site_id)],
+                _with_transfers(policy, scenario, site_id),
+                robots_stop,
             )
         )
         for site_id, address in sites.items()
@@ -544,6 +547,21 @@ async def _stop_robots(robots: Mapping[str, asyncio.Task[RobotStats]]) -> dict[s
     }
 
 
+def _with_transfers(policy: RobotPolicy, scenario: Scenario, site_id: str) -> RobotPolicy:
+    """The scenario's `transfers`: to a skill group here (local) or at another city (remote)."""
+    spec = scenario.transfers
+    if spec.probability <= 0:
+        return policy
+    if spec.to == "local":
+        own = next(s for s in scenario.sites if s.id == site_id)
+        targets = tuple((skill, "") for skill in own.agents)
+    else:
+        targets = tuple((skill, s.id) for s in scenario.sites if s.id != site_id for skill in s.agents)
+    return dataclasses.replace(
+        policy, transfer_probability=spec.probability, transfer_kind=spec.kind, transfer_targets=targets
+    )
+
+
 def _result(
     state: _Run,
     traffic_start: float,
@@ -577,6 +595,12 @@ def _result(
     report["engine"] = "real"
     report["scenario"] = scenario.model_dump(mode="json")
     report["robots"] = {site_id: dataclasses.asdict(s) for site_id, s in stats.items()}
+    report["transfers"] = {
+        "attempted": sum(s.transfers_attempted for s in stats.values()),
+        "completed": sum(s.transfers_completed for s in stats.values()),
+        "cross_site": sum(s.transfers_cross_site for s in stats.values()),
+        "failed": sum(s.transfers_failed for s in stats.values()),
+    }
     report["run_dir"] = str(state.cluster.run_dir)
     problems = verdict(report, state.views, on_failed | refused, state.applied)
     report["clean"] = not problems

@@ -294,9 +294,12 @@ class _Caller:
             details.update(site_id=response.ringing.site_id, agent_code=response.ringing.agent_code)
         elif kind == "connected":
             details.update(site_id=response.connected.site_id, agent_code=response.connected.agent_code)
-            view.answered_at = now
-            view.served_site_id = response.connected.site_id
-            view.agent_code = response.connected.agent_code
+            if view.answered_at is None:
+                # The call was answered by its first agent (as central records it); later
+                # connections come from transfers and are in the progress.
+                view.answered_at = now
+                view.served_site_id = response.connected.site_id
+                view.agent_code = response.connected.agent_code
         elif kind == "transferred":
             moved = response.transferred
             details.update(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -14,6 +15,8 @@ from tests.helpers import eventually
 from tests.integration.support import Caller, Desktop, address
 from tests.integration.test_virtual_center import start_province
 from tools.cluster import Cluster
+from tools.scenario import parse_scenario
+from tools.simulate import simulate
 from vcc import rpc
 from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2, cti_pb2
 
@@ -165,3 +168,27 @@ async def test_blind_transfer_to_a_skill_group_at_a_named_site_and_bad_targets(c
     assert (await caller.until("ended")).ended.outcome == common_pb2.CALL_OUTCOME_ANSWERED
     await transfer_recorded(cluster, call_id)
     await logged_out(gz, fs)
+
+
+async def test_simulated_agents_conference_colleagues_in_other_cities(tmp_path: Path) -> None:
+    scenario = parse_scenario(
+        {
+            "seed": 5,
+            "duration_s": 8,
+            "warmup_s": 1,
+            "handle_time": {"mean_s": 0.6, "distribution": "constant"},
+            "service_level_threshold_s": 1.0,
+            "routing": {"mode": "isolated"},
+            "transfers": {"probability": 0.3, "kind": "conference", "to": "remote"},
+            "sites": [
+                {"id": "gz", "trunk_channels": 30, "agents": {"general": 3}, "arrival_rate_per_s": 2.0},
+                {"id": "sz", "trunk_channels": 30, "agents": {"general": 3}, "arrival_rate_per_s": 1.0},
+            ],
+        },
+        "test",
+    )
+    result = await simulate(scenario, tmp_path / "run")
+    transfers = result.report["transfers"]
+    assert isinstance(transfers, dict)
+    assert transfers["completed"] > 0 and transfers["cross_site"] == transfers["completed"]
+    assert result.clean, result.problems
