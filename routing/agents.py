@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Any
 
 
 class AgentState(StrEnum):
@@ -137,11 +138,35 @@ class IllegalTransition(Exception):
         self.event = event
 
 
-def _to(agent: Agent, state: AgentState, now: float, **changes: object) -> Agent:
-    new = replace(agent, state=state, since=now, **changes)  # type: ignore[arg-type]
-    if state == AgentState.READY and agent.state != AgentState.READY:
-        new = replace(new, idle_since=now)
-    return new
+_MISSING: Any = object()
+
+
+def _to(
+    agent: Agent,
+    state: AgentState,
+    now: float,
+    *,
+    reason: str = _MISSING,
+    call_id: str = _MISSING,
+    pending_not_ready: str | None = _MISSING,
+    wrap_up_until: float | None = _MISSING,
+    last_offered_at: float = _MISSING,
+) -> Agent:
+    """The agent in `state` from `now`; fields not given are kept. Written out rather than
+    dataclasses.replace: this runs for every agent event and replace's generality is costly."""
+    a = agent
+    return Agent(
+        a.code,
+        state,
+        a.reason if reason is _MISSING else reason,
+        a.call_id if call_id is _MISSING else call_id,
+        now,
+        now if state == AgentState.READY and a.state != AgentState.READY else a.idle_since,
+        a.pending_not_ready if pending_not_ready is _MISSING else pending_not_ready,
+        a.wrap_up_until if wrap_up_until is _MISSING else wrap_up_until,
+        a.calls_handled,
+        a.last_offered_at if last_offered_at is _MISSING else last_offered_at,
+    )
 
 
 def _after_call(agent: Agent, now: float) -> Agent:

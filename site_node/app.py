@@ -119,15 +119,16 @@ class SiteNode:
         await self.server.set_serving(False)
         await self.runtime.close()
         await self.server.stop(grace_s=1.0)
-        await self.peer_links.close()
-        await self.central_link.close()
         await self.shipper.stop(drain_s=DRAIN_ON_STOP_S)
         await self.membership.close()
+        # The background tasks end before the channels they use are closed.
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.peer_links.close()
+        await self.central_link.close()
         await self.customers.close()
         await self.outbox.close()
 

@@ -91,7 +91,7 @@ class LegsSwitchboard(LocalSwitchboard):
             self._arm(max(now, call.arrived_at + self.routing.overflow_after_s), "route", call.call_id, "")
 
     def _staffed(self, group: str) -> bool:
-        return any(self.agents[c].state != AgentState.LOGGED_OUT for c in self.acd.members(group))
+        return self.staffed[group] > 0
 
     def _on_deadline(self, kind: str, subject: str, token: str, when: float, fx: _Effects) -> None:
         if kind == "route":
@@ -120,9 +120,13 @@ class LegsSwitchboard(LocalSwitchboard):
         """Central's answer to AskRoute (None or this site: stay; ask again later)."""
         fx = _Effects(self.site_id)
         call = self.calls.get(call_id)
-        if call is None or call.state != CallState.QUEUED or call.remote is not None:
+        if call is None:
             return []
-        call.route_pending = False
+        call.route_pending = False  # answered, whatever happened to the call meanwhile
+        if call.state != CallState.QUEUED or call.remote is not None:
+            # It rang here meanwhile (or is offered elsewhere): if that fails, it is queued again
+            # and asks again then.
+            return []
         if not target_site_id or target_site_id == self.site_id:
             call.excluded.clear()
             self._arm(now + self.routing.reroute_interval_s, "route", call_id, "")
@@ -487,7 +491,8 @@ class LegsSwitchboard(LocalSwitchboard):
         if call is None or not call.guest_of:
             super()._ring_expired(call_id, agent_code, now, fx)
             return
-        if call.state != CallState.RINGING or call.agent_code != agent_code:
+        if call.state != CallState.RINGING or call.agent_code != agent_code or call.answer_asked:
+            # Answered, waiting for the origin's confirmation: the stream settles it, not the timer.
             return
         self.counters.ring_no_answer += 1
         fx.journal(call, EventKind.RING_NO_ANSWER, now, agent_code=agent_code)

@@ -100,6 +100,8 @@ class LocalSwitchboard:
         self._ended_seq: dict[str, int] = {}
         self.counters = SiteCounters()
         self.mean_handle_s = {g.id: 30.0 for g in site.skill_groups}
+        # Agents logged in per skill group (kept as agents log in and out: read on every enqueue).
+        self.staffed = {g.id: 0 for g in site.skill_groups}
         self._deadlines: list[tuple[float, int, str, str, str]] = []
         self._timer_seq = 0
         self._desktop_attached: dict[str, int] = {}
@@ -409,10 +411,7 @@ class LocalSwitchboard:
 
     def expected_wait(self, group: str, position: int) -> float:
         """Expected wait of the call at `position`; -1 when nobody is staffed for the group."""
-        staffed = sum(
-            1 for code in self.acd.members(group) if self.agents[code].state != AgentState.LOGGED_OUT
-        )
-        ewt = expected_wait_s(position, staffed, self.mean_handle_s[group])
+        ewt = expected_wait_s(position, self.staffed[group], self.mean_handle_s[group])
         return ewt if ewt != float("inf") else -1.0
 
     def _dispatch(self, now: float, fx: _Effects) -> None:
@@ -489,6 +488,10 @@ class LocalSwitchboard:
         except fsm.IllegalTransition as exc:
             raise FailedPrecondition("wrong-agent-state", str(exc)) from None
         self.agents[code] = after
+        logged_in = after.state != AgentState.LOGGED_OUT
+        if logged_in != (before.state != AgentState.LOGGED_OUT):
+            for group in self.skills[code]:
+                self.staffed[group] += 1 if logged_in else -1
         if after.state == AgentState.READY:
             if not self.acd.is_ready(code) or before.state != AgentState.READY:
                 self.acd.agent_ready(code, self._standing(after))

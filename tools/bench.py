@@ -207,10 +207,7 @@ def table_routing(result: Mapping[str, Any]) -> Any:
             _fmt(row["p50_ratio"], 2),
             _fmt(row["p99_ratio"], 2),
         )
-    cross = result["cross_site_overflow"]
-    if "missing" in cross:
-        table.add_row("cross_site_overflow", "-", "-", "-", "-", "-")
-        table.caption = f"cross-site: {cross['missing']}"
+    table.caption = f"goal: {result['goal']}"
     return table
 
 

@@ -24,6 +24,7 @@ import psutil
 from sqlalchemy.engine import make_url
 
 from tools.cluster import (
+    START_TIMEOUT_S,
     STATE_FILE,
     Cluster,
     ClusterError,
@@ -60,14 +61,23 @@ async def start_with_fault_proxies(
     run_dir: str | Path,
     *,
     partitionable: Sequence[str] | None = None,
-    **cluster_options: object,
+    seed_customers: int = 0,
+    fresh_ports: bool = False,
+    timeout_s: float = START_TIMEOUT_S,
 ) -> tuple[Cluster, ProxyProcess]:
     """A cluster whose `partitionable` sites (default: all) dial the province through fault proxies.
 
     etcd and central first, then the proxy process (it needs their addresses), then the sites with
     their dial maps. Raises ClusterError / ConfigError like Cluster.start.
     """
-    cluster = await Cluster.start(config_path, run_dir, sites=[], **cluster_options)  # type: ignore[arg-type]
+    cluster = await Cluster.start(
+        config_path,
+        run_dir,
+        sites=[],
+        seed_customers=seed_customers,
+        fresh_ports=fresh_ports,
+        timeout_s=timeout_s,
+    )
     try:
         sites = list(partitionable) if partitionable is not None else [s.id for s in cluster.config.sites]
         plan = plan_for(cluster.config, sites)

@@ -91,8 +91,12 @@ def site(
 def central(
     config: ConfigOpt,
     seed_customers: Annotated[int, typer.Option(min=0, help="Create this many demo customers at start.")] = 0,
+    listen: Annotated[
+        str | None, typer.Option(help="host:port of this replica (default: central.listen, replica 1's).")
+    ] = None,
+    replica_id: Annotated[str, typer.Option(help="This replica's id; etcd elects one replica leader.")] = "1",
 ) -> None:
-    """Run the provincial central service (until SIGTERM or Ctrl-C)."""
+    """Run one replica of the provincial central service (until SIGTERM or Ctrl-C)."""
     load_config(config)
     try:
         from central.main import run
@@ -100,7 +104,7 @@ def central(
         _missing_part(exc, "central", "the central service")
         raise
     try:
-        run(str(config), seed_customers)
+        run(str(config), seed_customers, listen, replica_id)
     except ConfigError as exc:
         fail(str(exc))
 
@@ -146,17 +150,39 @@ def cluster_up(
     seed_customers: Annotated[int, typer.Option(min=0, help="Demo customers central creates.")] = 1000,
     fresh_ports: Annotated[bool, typer.Option(help="Move central and the sites to free ports.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds each process has to come up.")] = 60.0,
+    *,
+    central_replicas: Annotated[
+        int, typer.Option(min=1, max=9, help="Central replicas (replica 1 on central.listen; one leads).")
+    ] = 1,
+    with_fault_proxies: Annotated[
+        bool, typer.Option(help="Every site's links through fault proxies, for `vcc chaos partition`.")
+    ] = False,
 ) -> None:
     """Start etcd, central and every site in the background; `vcc cluster down` stops them."""
+    from tools.chaos import start_with_fault_proxies
     from tools.cluster import Cluster, ClusterError
 
     load_config(config)
+    if with_fault_proxies and central_replicas > 1:
+        fail("--central-replicas above 1 with --with-fault-proxies is not supported yet")
     try:
-        cluster = asyncio.run(
-            Cluster.start(
-                config, run_dir, seed_customers=seed_customers, fresh_ports=fresh_ports, timeout_s=timeout
+        if with_fault_proxies:
+            cluster, _ = asyncio.run(
+                start_with_fault_proxies(
+                    config, run_dir, seed_customers=seed_customers, fresh_ports=fresh_ports, timeout_s=timeout
+                )
             )
-        )
+        else:
+            cluster = asyncio.run(
+                Cluster.start(
+                    config,
+                    run_dir,
+                    seed_customers=seed_customers,
+                    fresh_ports=fresh_ports,
+                    timeout_s=timeout,
+                    central_replicas=central_replicas,
+                )
+            )
     except ConfigError as exc:
         fail(str(exc))
     except ClusterError as exc:
@@ -405,6 +431,24 @@ def simulate(
     code = run_simulation(parsed, report, run_dir, engine=engine)
     if code:
         raise typer.Exit(code)
+
+
+@app.command("chaos")
+def chaos_command(
+    action: Annotated[
+        str,
+        typer.Argument(help="partition | heal | kill-site | restart-site | stop-database | start-database"),
+    ],
+    run_dir: RunDirOpt = DEFAULT_CLUSTER_DIR,
+    site: Annotated[str | None, typer.Option("--site", "-s", help="The site to act on.")] = None,
+) -> None:
+    """Break a running `vcc cluster` by hand, as simulate scenarios do (see docs/RELIABILITY.md)."""
+    from tools.chaos import ChaosError, chaos
+
+    try:
+        typer.echo(asyncio.run(chaos(action, run_dir, site)))
+    except ChaosError as exc:
+        fail(str(exc), code=1)
 
 
 def main() -> None:

@@ -3,8 +3,7 @@
 Strict like the province config: an unknown key, a value out of range or a reference to a site that
 does not exist is a ScenarioError naming the key (`sites.1.agents: ...`), never a silent default.
 Keys that are optional have the defaults documented in the README ("Simulation scenarios and
-reports"). Features the platform does not have yet (several central replicas, central
-leader kill) are refused here, at validation, rather than ignored during the run. A site is cut
+reports"). `kill_central_leader` needs at least two central replicas (up to 3). A site is cut
 (`partition_site`) and healed (`heal_site`) in turn: a heal without a cut, or a second cut of a cut
 site, is refused.
 """
@@ -32,9 +31,9 @@ EventAction = Literal[
 SITE_ACTIONS = frozenset({"kill_site", "restart_site", "partition_site", "heal_site"})
 DATABASE_ACTIONS = frozenset({"stop_database", "start_database"})
 # Refused at validation until the fault-tolerance work lands (issue 5).
-NOT_SUPPORTED_YET: dict[str, str] = {
-    "kill_central_leader": "central leader failover is not supported yet (one central, no election)",
-}
+NOT_SUPPORTED_YET: dict[str, str] = {}
+# A simulated province runs at most this many central replicas (one leads, the others follow).
+MAX_CENTRAL_REPLICAS = 3
 
 
 class ScenarioError(Exception):
@@ -63,7 +62,7 @@ class TransfersSpec(_Strict):
 
 
 class CentralSpec(_Strict):
-    replicas: int = Field(default=1, ge=1, le=9)
+    replicas: int = Field(default=1, ge=1, le=MAX_CENTRAL_REPLICAS)
     database: Literal["sqlite", "postgresql"] = "sqlite"
 
 
@@ -126,11 +125,13 @@ class Scenario(_Strict):
             raise ValueError(f"routing.after_s: only with mode overflow, not {self.routing.mode}")
         if self.transfers.probability > 0 and self.transfers.to == "remote" and len(self.sites) < 2:
             raise ValueError("transfers.to: remote transfers need at least two sites")
-        if self.central.replicas > 1:
-            raise ValueError("central.replicas: more than one central replica is not supported yet (use 1)")
         for i, event in enumerate(self.events):
             _check_event(self, i, event, ids)
         _check_partitions(self.events)
+        if self.central.replicas > 1 and self.partitioned_sites():
+            raise ValueError(
+                "central.replicas: more than one replica with partition_site is not supported yet"
+            )
         return self
 
     def partitioned_sites(self) -> list[str]:
@@ -154,6 +155,10 @@ def _check_event(scenario: Scenario, i: int, event: EventSpec, site_ids: list[st
             raise ValueError(f"{key}.site: unknown site {event.site!r} (have: {', '.join(site_ids)})")
     elif event.site is not None:
         raise ValueError(f"{key}.site: action {event.action} takes no site")
+    if event.action == "kill_central_leader" and scenario.central.replicas < 2:
+        raise ValueError(
+            f"{key}.action: kill_central_leader needs central.replicas 2 or more (nobody would take over)"
+        )
     if event.action in DATABASE_ACTIONS and scenario.central.database != "postgresql":
         raise ValueError(
             f"{key}.action: {event.action} needs central.database postgresql "

@@ -26,6 +26,7 @@ import math
 import shutil
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ import grpc
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from tools import invariants
 from tools.chaos import start_with_fault_proxies
 from tools.cluster import Cluster, ClusterError, read_state
 from tools.demo import list_call_records
@@ -64,6 +66,8 @@ RECORDS_TIMEOUT_S = 15.0
 # After a site is back, the trunk's gRPC connection may still be in its reconnect back-off: calls
 # that could not reach the site in this window are refused by the failed site, not lost elsewhere.
 RECONNECT_GRACE_S = 10.0
+# After the central leader is killed, how long another replica may take to lead.
+LEADER_TIMEOUT_S = 30.0
 PROGRESS_EVERY_S = 0.25
 _ENDED = frozenset({"answered", "abandoned", "blocked", "failed"})
 
@@ -87,6 +91,8 @@ class AppliedEvent:
     spec: EventSpec
     at: float  # unix time the runner applied it
     error: str = ""
+    # kill_central_leader: seconds from the kill until etcd named a new leader.
+    takeover_s: float | None = None
 
 
 @dataclass
@@ -229,7 +235,12 @@ async def _simulate(
                     config_path, run, partitionable=partitioned, seed_customers=SEED_CUSTOMERS
                 )
             else:
-                cluster = await Cluster.start(config_path, run, seed_customers=SEED_CUSTOMERS)
+                cluster = await Cluster.start(
+                    config_path,
+                    run,
+                    seed_customers=SEED_CUSTOMERS,
+                    central_replicas=scenario.central.replicas,
+                )
         except (ClusterError, ConfigError) as exc:
             raise SimulationError(str(exc)) from None
         try:
@@ -327,6 +338,9 @@ async def _offer_traffic(state: _Run) -> None:
             patience_distribution=scenario.patience.distribution if scenario.patience else "exponential",
             customers=CALLER_PHONES,
             unknown_caller_share=0.0,
+            # The exchange asks central where to deliver a call whose city is down (pre-routing):
+            # a killed site's new callers are served elsewhere, not refused until it is back.
+            central_address=cluster.config.central.listen,
         )
         for s in scenario.sites
     ]
@@ -389,12 +403,12 @@ async def _apply_events(state: _Run, traffic_start: float) -> None:
         applied = AppliedEvent(spec, time.time())
         state.applied.append(applied)
         try:
-            await _apply(state, spec)
+            await _apply(state, spec, applied)
         except (ClusterError, ConfigError, RuntimeError, OSError) as exc:
             applied.error = str(exc)
 
 
-async def _apply(state: _Run, spec: EventSpec) -> None:
+async def _apply(state: _Run, spec: EventSpec, applied: AppliedEvent | None = None) -> None:
     cluster = state.cluster
     if spec.action == "kill_site":
         assert spec.site is not None
@@ -411,6 +425,15 @@ async def _apply(state: _Run, spec: EventSpec) -> None:
             state.outages.append(outage)
         await cluster.start_site(spec.site)
         outage.up = time.time()
+    elif spec.action == "kill_central_leader":
+        old = await cluster.kill_central_leader()
+        killed = time.time()
+        new = await cluster.wait_central_leader(newer_than=old.epoch, timeout_s=LEADER_TIMEOUT_S)
+        if applied is not None:
+            applied.takeover_s = round(time.time() - killed, 3)
+        logging.getLogger(__name__).info(
+            "central leader %s killed; replica %s leads (epoch %d)", old.replica_id, new.replica_id, new.epoch
+        )
     elif spec.action == "stop_database":
         assert state.database is not None  # validation refuses database events without PostgreSQL
         await asyncio.to_thread(state.database.stop)
@@ -466,7 +489,8 @@ def event_rows(
     """SPEC's events[]: at_s, action, target, service_gap_s, calls_lost (plus a few diagnostics).
 
     service_gap_s: the longest stretch, from the event to the end of traffic, in which no call of
-    the affected site (entering there; every call for a province-wide event) was answered.
+    the affected site (its city's callers, wherever pre-routing delivered them; every call for a
+    province-wide event) was answered.
     calls_lost: calls whose stream broke from this event until the next one (or the end).
     """
     rows: list[dict[str, object]] = []
@@ -479,7 +503,7 @@ def event_rows(
             for v in views
             if v.answered_at is not None
             and v.answered_at >= event.at
-            and (target is None or v.entry_site_id == target)
+            and (target is None or (v.home_site_id or v.entry_site_id) == target)
         )
         marks = [event.at, *(a for a in answers if a <= traffic_end), traffic_end]
         gap = max((b - a for a, b in itertools.pairwise(marks)), default=0.0)
@@ -499,6 +523,7 @@ def event_rows(
                 "calls_lost_on_failed_site": sum(1 for v in broken if v.key in on_failed),
                 "calls_refused": sum(1 for v in broken if v.key in refused),
                 "error": event.error,
+                **({"takeover_s": event.takeover_s} if event.takeover_s is not None else {}),
             }
         )
     return rows
@@ -602,7 +627,15 @@ def _result(
         "failed": sum(s.transfers_failed for s in stats.values()),
     }
     report["run_dir"] = str(state.cluster.run_dir)
+    # Calls the exchange delivered to another city than the caller's (its city was down), by city.
+    report["pre_routed"] = dict(
+        sorted(Counter(v.home_site_id for v in state.views if v.home_site_id != v.entry_site_id).items())
+    )
     problems = verdict(report, state.views, on_failed | refused, state.applied)
+    if records is not None:
+        kept = invariants.check(state.views, records)
+        report["invariants"] = kept
+        problems += invariants.broken(kept)
     report["clean"] = not problems
     report["problems"] = problems
     return SimulationResult(report, problems)

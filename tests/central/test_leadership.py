@@ -45,7 +45,13 @@ def replica(endpoint: str, key: str, replica_id: str, ttl_s: int) -> Replica:
 
     r = Replica(
         Leadership(
-            [endpoint], key, replica_id, f"127.0.0.1:70{replica_id}", ttl_s, on_elected=elected, on_deposed=deposed
+            [endpoint],
+            key,
+            replica_id,
+            f"127.0.0.1:70{replica_id}",
+            ttl_s,
+            on_elected=elected,
+            on_deposed=deposed,
         )
     )
     holder.append(r)
@@ -88,7 +94,8 @@ async def test_two_replicas_elect_one_leader_and_the_other_takes_over_when_its_l
         assert first.elected == [epoch] and other.elected == []
         # The follower knows who leads, and etcd names the leader with its epoch.
         await eventually(
-            lambda: _true(other.leadership.leader_address() == first.leadership.address), what="follower knows"
+            lambda: _true(other.leadership.leader_address() == first.leadership.address),
+            what="follower knows",
         )
         host, _, port = etcd_server.endpoint.rpartition(":")
         async with aetcd.Client(host=host, port=int(port), timeout=2) as etcd:

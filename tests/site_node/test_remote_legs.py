@@ -782,14 +782,9 @@ def test_a_call_is_never_a_guest_twice_at_the_same_city() -> None:
     assert busy_ties(wire) == {("gz", "sz"): 0, ("sz", "gz"): 0}
 
 
-# Bugs found ---------------------------------------------------------------------------------
+# Regressions of bugs found by these tests ------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: route_decided ignores (and keeps route_pending) when the call "
-    "is ringing locally; once back in the queue the call never asks central again",
-)
 def test_a_call_that_rang_locally_while_central_decided_asks_again() -> None:
     wire, codes = province()
     gz = wire.sites["gz"]
@@ -807,12 +802,6 @@ def test_a_call_that_rang_locally_while_central_decided_asks_again() -> None:
     assert [ask for s, ask in wire.asks if ask.call_id == call], "the call never asks to leave again"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a guest call whose agent answered (answer asked, confirm on "
-    "its way) still times out ringing at the target; the origin connects the caller, then "
-    "requeues it",
-)
 def test_an_answer_in_flight_is_not_undone_by_the_ring_timeout() -> None:
     wire, codes = province()
     sz = wire.sites["sz"]

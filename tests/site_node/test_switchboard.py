@@ -26,7 +26,7 @@ from site_node.domain import (
     ToAgent,
     ToCaller,
 )
-from site_node.switchboard import Switchboard
+from site_node.switchboard import CUSTOMER_WAIT_S, Switchboard
 from vcc.config import SiteConfig, parse_province
 from vcc.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, VccError
 
@@ -290,12 +290,12 @@ def test_call_rings_without_its_record_when_the_look_up_is_slow() -> None:
     offer(sb, 1.0, "k0")
     call_id, fx = offer(sb, 1.0, "k1", lookup=False)  # no IVR port: straight to the queue
     assert sb.calls[call_id].state == CallState.QUEUED
-    assert journal_kinds(sb.tick(1.4)) == []
-    fx = sb.tick(1.5)
+    assert journal_kinds(sb.tick(1.0 + CUSTOMER_WAIT_S - 0.1)) == []
+    fx = sb.tick(1.0 + CUSTOMER_WAIT_S)
     assert journal_kinds(fx) == [EventKind.RINGING]
     assert to_agent(fx, "0101", "offered")[0].customer is None
     # A late answer changes nothing.
-    assert sb.customer_found(2.0, call_id, CUSTOMER) == []
+    assert sb.customer_found(1.5 + CUSTOMER_WAIT_S, call_id, CUSTOMER) == []
     assert sb.calls[call_id].customer is None
 
 

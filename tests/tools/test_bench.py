@@ -95,8 +95,9 @@ def test_tables_render_results() -> None:
         "ok": True,
     }
     assert "120.0" in _render(bench.table_memory(memory))
+    row = {"count": 5, "p50": 0.3, "p99": 0.9, "p50_ratio": 1.0, "p99_ratio": 1.0}
     routing = {
-        "rows": {"bare_round_trip": {"count": 5, "p50": 0.3, "p99": 0.9, "p50_ratio": 1.0, "p99_ratio": 1.0}},
-        "cross_site_overflow": {"missing": "not yet"},
+        "rows": {"bare_round_trip": row, "cross_site_overflow": {**row, "p50": 1.1, "p50_ratio": 3.7}},
+        "goal": "cross-site decision within 4 bare round trips at p50",
     }
     assert "cross_site_overflow" in _render(bench.table_routing(routing))

@@ -100,9 +100,9 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("site event without site", edited(events=[{"at_s": 1, "action": "kill_site"}]), "events.0.site:"),
     (
-        "unsupported event",
+        "leader kill with one replica",
         edited(events=[{"at_s": 1, "action": "kill_central_leader"}]),
-        "events.0.action: kill_central_leader: central leader failover is not supported yet",
+        "events.0.action: kill_central_leader needs central.replicas 2 or more",
     ),
     (
         "heal without a partition",
@@ -114,7 +114,7 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
         edited(central={"database": "sqlite"}),
         "events.2.action: stop_database needs central.database postgresql",
     ),
-    ("replicas", edited(central={"replicas": 3, "database": "postgresql"}), "central.replicas:"),
+    ("replicas", edited(central={"replicas": 4, "database": "postgresql"}), "central.replicas:"),
     ("transfers", edited(transfers={"probability": 0.1}), "transfers.probability:"),
     (
         "bad distribution",
