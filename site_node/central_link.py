@@ -99,12 +99,15 @@ class CentralLink:
             try:
                 async for attempt in AsyncRetrying(
                     retry=retry_if_exception_type(grpc.aio.AioRpcError),
-                    wait=wait_exponential(multiplier=0.1, max=2.0),
-                    stop=stop_after_attempt(8),
+                    # Short waits: a new central leader must get every site's state within a second.
+                    wait=wait_exponential(multiplier=0.05, max=0.5),
+                    stop=stop_after_attempt(20),
                     reraise=True,
                 ):
                     with attempt:
                         await self._stream_once()
+                # The stream ended because central moved (another replica leads): follow it now.
+                continue
             except grpc.aio.AioRpcError as exc:
                 log.warning("state stream to central failing (%s); still trying", exc.code().name)
             self.connected = False
@@ -131,7 +134,8 @@ class CentralLink:
 
     async def _states(self) -> AsyncIterator[central_pb2.StreamSiteStateRequest]:
         loop = asyncio.get_running_loop()
-        while True:
+        streaming_to = self._channel_address
+        while self._address() == streaming_to:
             self.seq += 1
             self._changed.clear()
             sent_at = loop.time()

@@ -64,6 +64,7 @@ async def start_with_fault_proxies(
     seed_customers: int = 0,
     fresh_ports: bool = False,
     timeout_s: float = START_TIMEOUT_S,
+    central_replicas: int = 1,
 ) -> tuple[Cluster, ProxyProcess]:
     """A cluster whose `partitionable` sites (default: all) dial the province through fault proxies.
 
@@ -77,10 +78,13 @@ async def start_with_fault_proxies(
         seed_customers=seed_customers,
         fresh_ports=fresh_ports,
         timeout_s=timeout_s,
+        central_replicas=central_replicas,
     )
     try:
         sites = list(partitionable) if partitionable is not None else [s.id for s in cluster.config.sites]
-        plan = plan_for(cluster.config, sites)
+        # A cut site loses every central replica, the leader and the followers alike.
+        centrals = [cluster.replica_address(str(n)) for n in range(1, central_replicas + 1)]
+        plan = plan_for(cluster.config, sites, central=centrals)
         assert cluster.etcd_process is not None
         try:
             proxies = await start_process(plan, cluster.run_dir, watch_pid=cluster.etcd_process.pid)
