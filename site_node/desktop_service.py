@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 import grpc
 
@@ -17,6 +18,17 @@ from vcc.rpc import maps_errors, maps_stream_errors
 from vcc.v1 import common_pb2, cti_pb2, cti_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
+R = TypeVar("R")
+# now, agent code, call id -> effects
+_CallOp = Callable[[float, str, str], list[Effect]]
+
+
+class _CallRequest(Protocol):
+    idempotency_key: str
+    session_token: str
+    call_id: str
+
+
 MAX_CALL_ID = 64
 
 
@@ -43,6 +55,16 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
 
     def _do(self, op: Callable[[float], list[Effect]]) -> None:
         self.rt.do(op)
+
+    async def _on_call(self, scope: str, request: _CallRequest, op: _CallOp, reply: R) -> R:
+        """An agent's action on one of its calls, applied once per idempotency key."""
+        call_id = _call_id(request.call_id)
+
+        async def act(code: str) -> R:
+            self._do(lambda now: op(now, code, call_id))
+            return reply
+
+        return await self._mutate(scope, request.session_token, request.idempotency_key, act)  # type: ignore[no-any-return]
 
     # RPCs -----------------------------------------------------------------------------------
 
@@ -96,43 +118,21 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
 
     @maps_errors
     async def Answer(self, request: cti_pb2.AnswerRequest, context: Ctx) -> cti_pb2.AnswerResponse:
-        call_id = _call_id(request.call_id)
-
-        async def answer(code: str) -> cti_pb2.AnswerResponse:
-            self._do(lambda now: self.sb.answer(now, code, call_id))
-            return cti_pb2.AnswerResponse()
-
-        return await self._mutate("answer", request.session_token, request.idempotency_key, answer)  # type: ignore[no-any-return]
+        return await self._on_call("answer", request, self.sb.answer, cti_pb2.AnswerResponse())
 
     @maps_errors
     async def HangUp(self, request: cti_pb2.HangUpRequest, context: Ctx) -> cti_pb2.HangUpResponse:
-        call_id = _call_id(request.call_id)
-
-        async def hang_up(code: str) -> cti_pb2.HangUpResponse:
-            self._do(lambda now: self.sb.agent_hang_up(now, code, call_id))
-            return cti_pb2.HangUpResponse()
-
-        return await self._mutate("hangup", request.session_token, request.idempotency_key, hang_up)  # type: ignore[no-any-return]
+        return await self._on_call("hangup", request, self.sb.agent_hang_up, cti_pb2.HangUpResponse())
 
     @maps_errors
     async def Hold(self, request: cti_pb2.HoldRequest, context: Ctx) -> cti_pb2.HoldResponse:
-        call_id = _call_id(request.call_id)
-
-        async def hold(code: str) -> cti_pb2.HoldResponse:
-            self._do(lambda now: self.sb.hold(now, code, call_id, hold=True))
-            return cti_pb2.HoldResponse()
-
-        return await self._mutate("hold", request.session_token, request.idempotency_key, hold)  # type: ignore[no-any-return]
+        return await self._on_call("hold", request, partial(self.sb.hold, hold=True), cti_pb2.HoldResponse())
 
     @maps_errors
     async def Retrieve(self, request: cti_pb2.RetrieveRequest, context: Ctx) -> cti_pb2.RetrieveResponse:
-        call_id = _call_id(request.call_id)
-
-        async def retrieve(code: str) -> cti_pb2.RetrieveResponse:
-            self._do(lambda now: self.sb.hold(now, code, call_id, hold=False))
-            return cti_pb2.RetrieveResponse()
-
-        return await self._mutate("retrieve", request.session_token, request.idempotency_key, retrieve)  # type: ignore[no-any-return]
+        return await self._on_call(
+            "retrieve", request, partial(self.sb.hold, hold=False), cti_pb2.RetrieveResponse()
+        )
 
     @maps_errors
     async def Transfer(self, request: cti_pb2.TransferRequest, context: Ctx) -> cti_pb2.TransferResponse:
@@ -154,37 +154,23 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
     async def CompleteTransfer(
         self, request: cti_pb2.CompleteTransferRequest, context: Ctx
     ) -> cti_pb2.CompleteTransferResponse:
-        call_id = _call_id(request.call_id)
-
-        async def complete(code: str) -> cti_pb2.CompleteTransferResponse:
-            self._do(lambda now: self.sb.complete_transfer(now, code, call_id))
-            return cti_pb2.CompleteTransferResponse()
-
-        return await self._mutate("complete", request.session_token, request.idempotency_key, complete)  # type: ignore[no-any-return]
+        return await self._on_call(
+            "complete", request, self.sb.complete_transfer, cti_pb2.CompleteTransferResponse()
+        )
 
     @maps_errors
     async def Conference(
         self, request: cti_pb2.ConferenceRequest, context: Ctx
     ) -> cti_pb2.ConferenceResponse:
-        call_id = _call_id(request.call_id)
-
-        async def conference(code: str) -> cti_pb2.ConferenceResponse:
-            self._do(lambda now: self.sb.conference(now, code, call_id))
-            return cti_pb2.ConferenceResponse()
-
-        return await self._mutate("conference", request.session_token, request.idempotency_key, conference)  # type: ignore[no-any-return]
+        return await self._on_call("conference", request, self.sb.conference, cti_pb2.ConferenceResponse())
 
     @maps_errors
     async def CancelTransfer(
         self, request: cti_pb2.CancelTransferRequest, context: Ctx
     ) -> cti_pb2.CancelTransferResponse:
-        call_id = _call_id(request.call_id)
-
-        async def cancel(code: str) -> cti_pb2.CancelTransferResponse:
-            self._do(lambda now: self.sb.cancel_transfer(now, code, call_id))
-            return cti_pb2.CancelTransferResponse()
-
-        return await self._mutate("cancel", request.session_token, request.idempotency_key, cancel)  # type: ignore[no-any-return]
+        return await self._on_call(
+            "cancel", request, self.sb.cancel_transfer, cti_pb2.CancelTransferResponse()
+        )
 
     @maps_errors
     async def GetAgent(self, request: cti_pb2.GetAgentRequest, context: Ctx) -> cti_pb2.GetAgentResponse:

@@ -115,7 +115,12 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
         "events.2.action: stop_database needs central.database postgresql",
     ),
     ("replicas", edited(central={"replicas": 4, "database": "postgresql"}), "central.replicas:"),
-    ("transfers", edited(transfers={"probability": 0.1}), "transfers.probability:"),
+    ("transfer probability out of range", edited(transfers={"probability": 1.5}), "transfers.probability:"),
+    (
+        "remote transfers with one site",
+        edited(transfers={"probability": 0.1, "to": "remote"}, sites=GOOD["sites"][:1], events=[]),
+        "transfers.to:",
+    ),
     (
         "bad distribution",
         edited(handle_time={"mean_s": 1, "distribution": "normal"}),
