@@ -150,9 +150,12 @@ class LiveState:
             summary, received_at, source, seq = member.summary, member.last_seen, "etcd", 0
         age = None if received_at is None else max(0.0, now - received_at)
         old = age is None or age > self.max_state_age_s
+        # Its stream broke and nothing newer came from etcd: the site is failing (killed, or cut
+        # off): stop routing to it at once rather than wait for its lease or its state to age.
+        lost = source == "stream" and not streaming
         if summary is None or (not streaming and (not registered or old)):
             health = Health.DOWN
-        elif old:
+        elif old or lost:
             health = Health.STALE
         else:
             health = Health.UP

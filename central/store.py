@@ -99,6 +99,7 @@ class Store:
         self._writer = writer(engine)
         self._dialect = engine.dialect.name
         self.epoch: int | None = None
+        self._statements: dict[tuple[str, tuple[str, ...], str, bool], sa.Insert] = {}
 
     # -- fencing -----------------------------------------------------------------------------
 
@@ -106,7 +107,7 @@ class Store:
         """Raise the database's epoch to ours (never lowers it: an older epoch raises Fenced)."""
 
         async def attempt(conn: AsyncConnection) -> None:
-            await conn.execute(self._insert_ignore(_LEADERSHIP, [{"id": 1, "epoch": 0}], ["id"]))
+            await conn.execute(self._insert_ignore(_LEADERSHIP, ["id"]), [{"id": 1, "epoch": 0}])
             stored = await _stored_epoch(conn)
             if stored > epoch:
                 raise Fenced(epoch, stored)
@@ -139,11 +140,9 @@ class Store:
 
         async def attempt(conn: AsyncConnection) -> int:
             stored = 0
+            stmt = self._insert_ignore(_EVENTS, ["call_id", "site_id", "seq"], returning=True)
             for chunk in _chunks(rows):
-                stmt = self._insert_ignore(_EVENTS, chunk, ["call_id", "site_id", "seq"]).returning(
-                    _EVENTS.c.call_id
-                )
-                stored += len((await conn.execute(stmt)).all())
+                stored += len((await conn.execute(stmt, chunk)).all())
             if calls:
                 await self._refold(conn, calls)
             return stored
@@ -223,9 +222,9 @@ class Store:
         call_rows = [_call_row(r) for r in records]
         leg_rows = [_leg_row(r.call_id, leg) for r in records for leg in r.legs]
         for chunk in _chunks(call_rows):
-            await conn.execute(self._upsert(_CALLS, chunk, ["call_id"]))
+            await conn.execute(self._upsert(_CALLS, ["call_id"]), chunk)
         for chunk in _chunks(leg_rows):
-            await conn.execute(self._upsert(_LEGS, chunk, ["call_id", "site_id"]))
+            await conn.execute(self._upsert(_LEGS, ["call_id", "site_id"]), chunk)
 
     async def _events_of(self, conn: AsyncConnection, call_ids: list[str]) -> dict[str, list[CallEvent]]:
         """Each call's stored events, in journey order."""
@@ -264,7 +263,7 @@ class Store:
 
         async def attempt(conn: AsyncConnection) -> None:
             for chunk in _chunks(rows):
-                await conn.execute(self._upsert(_CUSTOMERS, chunk, ["customer_id"]))
+                await conn.execute(self._upsert(_CUSTOMERS, ["customer_id"]), chunk)
 
         await self._transaction(attempt, write=True)
 
@@ -316,7 +315,7 @@ class Store:
 
         async def attempt(conn: AsyncConnection) -> None:
             for chunk in _chunks(sites):
-                await conn.execute(self._upsert(_SITES, chunk, ["site_id"]))
+                await conn.execute(self._upsert(_SITES, ["site_id"]), chunk)
             await conn.execute(
                 sa.delete(_SKILL_GROUPS).where(
                     _SKILL_GROUPS.c.site_id.in_(site_ids),
@@ -326,10 +325,10 @@ class Store:
                 )
             )
             for chunk in _chunks(groups):
-                await conn.execute(self._upsert(_SKILL_GROUPS, chunk, ["site_id", "skill_group_id"]))
+                await conn.execute(self._upsert(_SKILL_GROUPS, ["site_id", "skill_group_id"]), chunk)
             await conn.execute(sa.delete(_AGENTS).where(_AGENTS.c.code.not_in([a["code"] for a in agents])))
             for chunk in _chunks(agents):
-                await conn.execute(self._upsert(_AGENTS, chunk, ["code"]))
+                await conn.execute(self._upsert(_AGENTS, ["code"]), chunk)
 
         await self._transaction(attempt, write=True)
 
@@ -350,7 +349,7 @@ class Store:
 
         async def attempt(conn: AsyncConnection) -> None:
             for chunk in _chunks(rows):
-                await conn.execute(self._insert_ignore(_DECISIONS, chunk, ["decision_id"]))
+                await conn.execute(self._insert_ignore(_DECISIONS, ["decision_id"]), chunk)
 
         if rows:
             await self._transaction(attempt, write=True)
@@ -431,20 +430,36 @@ class Store:
 
         return checked
 
-    def _insert_ignore(self, table: sa.Table, rows: list[dict[str, Any]], keys: list[str]) -> sa.Insert:
-        if self._dialect == "sqlite":
-            return sqlite.insert(table).values(rows).on_conflict_do_nothing(index_elements=keys)
-        return postgresql.insert(table).values(rows).on_conflict_do_nothing(index_elements=keys)
+    # Statements carry no rows: rows go as executemany parameters, so each statement is compiled
+    # once (SQLAlchemy's cache) instead of once per batch, which dominated central's ingest CPU.
 
-    def _upsert(self, table: sa.Table, rows: list[dict[str, Any]], keys: list[str]) -> sa.Insert:
-        columns = [c.name for c in table.columns if c.name not in keys]
-        if self._dialect == "sqlite":
-            lite = sqlite.insert(table).values(rows)
-            return lite.on_conflict_do_update(
-                index_elements=keys, set_={c: lite.excluded[c] for c in columns}
-            )
-        pg = postgresql.insert(table).values(rows)
-        return pg.on_conflict_do_update(index_elements=keys, set_={c: pg.excluded[c] for c in columns})
+    def _insert_ignore(self, table: sa.Table, keys: list[str], *, returning: bool = False) -> sa.Insert:
+        cache_key = (table.name, tuple(keys), "ignore", returning)
+        stmt = self._statements.get(cache_key)
+        if stmt is None:
+            dialect_insert = sqlite.insert if self._dialect == "sqlite" else postgresql.insert
+            stmt = dialect_insert(table).on_conflict_do_nothing(index_elements=keys)
+            if returning:
+                # Executemany with RETURNING: only the rows actually inserted come back.
+                stmt = stmt.returning(*(table.c[k] for k in keys))
+            self._statements[cache_key] = stmt
+        return stmt
+
+    def _upsert(self, table: sa.Table, keys: list[str]) -> sa.Insert:
+        cache_key = (table.name, tuple(keys), "upsert", False)
+        stmt = self._statements.get(cache_key)
+        if stmt is None:
+            columns = [c.name for c in table.columns if c.name not in keys]
+            if self._dialect == "sqlite":
+                lite = sqlite.insert(table)
+                stmt = lite.on_conflict_do_update(
+                    index_elements=keys, set_={c: lite.excluded[c] for c in columns}
+                )
+            else:
+                pg = postgresql.insert(table)
+                stmt = pg.on_conflict_do_update(index_elements=keys, set_={c: pg.excluded[c] for c in columns})
+            self._statements[cache_key] = stmt
+        return stmt
 
 
 async def _stored_epoch(conn: AsyncConnection) -> int:

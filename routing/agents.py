@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from collections.abc import Callable
 from typing import Any
 
 
@@ -151,6 +152,7 @@ def _to(
     pending_not_ready: str | None = _MISSING,
     wrap_up_until: float | None = _MISSING,
     last_offered_at: float = _MISSING,
+    handled: int = _MISSING,
 ) -> Agent:
     """The agent in `state` from `now`; fields not given are kept. Written out rather than
     dataclasses.replace: this runs for every agent event and replace's generality is costly."""
@@ -164,7 +166,7 @@ def _to(
         now if state == AgentState.READY and a.state != AgentState.READY else a.idle_since,
         a.pending_not_ready if pending_not_ready is _MISSING else pending_not_ready,
         a.wrap_up_until if wrap_up_until is _MISSING else wrap_up_until,
-        a.calls_handled,
+        a.calls_handled if handled is _MISSING else handled,
         a.last_offered_at if last_offered_at is _MISSING else last_offered_at,
     )
 
@@ -185,72 +187,130 @@ def _after_call(agent: Agent, now: float) -> Agent:
 
 
 def transition(agent: Agent, event: AgentEvent, now: float) -> Agent:
+    """The agent after `event`, or IllegalTransition. Dispatched on the event's type (a dict
+    look-up rather than a chain of class patterns: this runs for every agent event)."""
+    step = _STEPS.get(type(event))
+    after = step(agent, event, now) if step is not None else None  # type: ignore[arg-type]
+    if after is None:
+        raise IllegalTransition(agent, event)
+    return after
+
+
+def _log_in(agent: Agent, event: LogIn, now: float) -> Agent | None:
+    if agent.state == AgentState.LOGGED_OUT:
+        return _to(agent, AgentState.NOT_READY, now, reason=REASON_LOGIN, pending_not_ready=None)
+    return None
+
+
+def _log_out(agent: Agent, event: LogOut, now: float) -> Agent | None:
+    if agent.state in LOGGED_IN_IDLE:
+        return _to(agent, AgentState.LOGGED_OUT, now, reason="", call_id="")
+    return None
+
+
+def _set_ready(agent: Agent, event: SetReady, now: float) -> Agent | None:
     s = agent.state
-    match event:
-        case LogIn() if s == AgentState.LOGGED_OUT:
-            return _to(agent, AgentState.NOT_READY, now, reason=REASON_LOGIN, pending_not_ready=None)
-        case LogOut() if s in LOGGED_IN_IDLE:
-            return _to(agent, AgentState.LOGGED_OUT, now, reason="", call_id="")
-        case SetReady() if s in LOGGED_IN_IDLE:
-            return _to(agent, AgentState.READY, now, reason="")
-        case SetReady() if s in ON_CALL:
-            return replace(agent, pending_not_ready=None)
-        case SetReady() if s == AgentState.WRAP_UP:
-            return _to(
-                agent,
-                AgentState.READY,
-                now,
-                reason="",
-                call_id="",
-                wrap_up_until=None,
-                pending_not_ready=None,
-            )
-        case SetNotReady(reason) if s in LOGGED_IN_IDLE:
-            return _to(agent, AgentState.NOT_READY, now, reason=reason)
-        case SetNotReady(reason) if s in ON_CALL or s == AgentState.WRAP_UP:
-            return replace(agent, pending_not_ready=reason)
-        case Offer(call_id) if s == AgentState.READY:
-            return _to(agent, AgentState.RINGING, now, call_id=call_id, last_offered_at=now)
-        case RingTimeout() if s == AgentState.RINGING:
-            return _to(
-                agent, AgentState.NOT_READY, now, reason=REASON_NO_ANSWER, call_id="", pending_not_ready=None
-            )
-        case OfferWithdrawn() if s == AgentState.RINGING:
-            # Back to ready without losing its place in the idle order.
-            if agent.pending_not_ready is not None:
-                return _after_call(agent, now)
-            return replace(agent, state=AgentState.READY, since=now, call_id="")
-        case Answer() if s == AgentState.RINGING:
-            return _to(agent, AgentState.TALKING, now)
-        case Hold() if s == AgentState.TALKING:
-            return _to(agent, AgentState.HELD, now)
-        case Retrieve() if s == AgentState.HELD:
-            return _to(agent, AgentState.TALKING, now)
-        case CallEnded(wrap_up_s) if s in (AgentState.TALKING, AgentState.HELD):
-            handled = replace(agent, calls_handled=agent.calls_handled + 1)
-            if wrap_up_s <= 0:
-                return _after_call(handled, now)
-            return _to(handled, AgentState.WRAP_UP, now, wrap_up_until=now + wrap_up_s)
-        case EndWrapUp(ready, reason) if s == AgentState.WRAP_UP:
-            if ready is True:
-                return _to(
-                    agent,
-                    AgentState.READY,
-                    now,
-                    reason="",
-                    call_id="",
-                    wrap_up_until=None,
-                    pending_not_ready=None,
-                )
-            if ready is False:
-                return _to(
-                    agent,
-                    AgentState.NOT_READY,
-                    now,
-                    reason=reason,
-                    call_id="",
-                    wrap_up_until=None,
-                    pending_not_ready=None,
-                )
-            return _after_call(agent, now)
-    raise IllegalTransition(agent, event)
+    if s in LOGGED_IN_IDLE:
+        return _to(agent, AgentState.READY, now, reason="")
+    if s in ON_CALL:
+        return replace(agent, pending_not_ready=None)
+    if s == AgentState.WRAP_UP:
+        return _to(
+            agent, AgentState.READY, now, reason="", call_id="", wrap_up_until=None, pending_not_ready=None
+        )
+    return None
+
+
+def _set_not_ready(agent: Agent, event: SetNotReady, now: float) -> Agent | None:
+    s = agent.state
+    if s in LOGGED_IN_IDLE:
+        return _to(agent, AgentState.NOT_READY, now, reason=event.reason)
+    if s in ON_CALL or s == AgentState.WRAP_UP:
+        return replace(agent, pending_not_ready=event.reason)
+    return None
+
+
+def _offer(agent: Agent, event: Offer, now: float) -> Agent | None:
+    if agent.state == AgentState.READY:
+        return _to(agent, AgentState.RINGING, now, call_id=event.call_id, last_offered_at=now)
+    return None
+
+
+def _ring_timeout(agent: Agent, event: RingTimeout, now: float) -> Agent | None:
+    if agent.state == AgentState.RINGING:
+        return _to(
+            agent, AgentState.NOT_READY, now, reason=REASON_NO_ANSWER, call_id="", pending_not_ready=None
+        )
+    return None
+
+
+def _offer_withdrawn(agent: Agent, event: OfferWithdrawn, now: float) -> Agent | None:
+    if agent.state != AgentState.RINGING:
+        return None
+    # Back to ready without losing its place in the idle order.
+    if agent.pending_not_ready is not None:
+        return _after_call(agent, now)
+    return replace(agent, state=AgentState.READY, since=now, call_id="")
+
+
+def _answer(agent: Agent, event: Answer, now: float) -> Agent | None:
+    if agent.state == AgentState.RINGING:
+        return _to(agent, AgentState.TALKING, now)
+    return None
+
+
+def _hold(agent: Agent, event: Hold, now: float) -> Agent | None:
+    if agent.state == AgentState.TALKING:
+        return _to(agent, AgentState.HELD, now)
+    return None
+
+
+def _retrieve(agent: Agent, event: Retrieve, now: float) -> Agent | None:
+    if agent.state == AgentState.HELD:
+        return _to(agent, AgentState.TALKING, now)
+    return None
+
+
+def _call_ended(agent: Agent, event: CallEnded, now: float) -> Agent | None:
+    if agent.state not in (AgentState.TALKING, AgentState.HELD):
+        return None
+    handled = _to(agent, agent.state, agent.since, handled=agent.calls_handled + 1)
+    if event.wrap_up_s <= 0:
+        return _after_call(handled, now)
+    return _to(handled, AgentState.WRAP_UP, now, wrap_up_until=now + event.wrap_up_s)
+
+
+def _end_wrap_up(agent: Agent, event: EndWrapUp, now: float) -> Agent | None:
+    if agent.state != AgentState.WRAP_UP:
+        return None
+    if event.ready is True:
+        return _to(
+            agent, AgentState.READY, now, reason="", call_id="", wrap_up_until=None, pending_not_ready=None
+        )
+    if event.ready is False:
+        return _to(
+            agent,
+            AgentState.NOT_READY,
+            now,
+            reason=event.reason,
+            call_id="",
+            wrap_up_until=None,
+            pending_not_ready=None,
+        )
+    return _after_call(agent, now)
+
+
+_STEPS: dict[type, Callable[[Agent, Any, float], Agent | None]] = {
+    LogIn: _log_in,
+    LogOut: _log_out,
+    SetReady: _set_ready,
+    SetNotReady: _set_not_ready,
+    Offer: _offer,
+    RingTimeout: _ring_timeout,
+    OfferWithdrawn: _offer_withdrawn,
+    Answer: _answer,
+    Hold: _hold,
+    Retrieve: _retrieve,
+    CallEnded: _call_ended,
+    EndWrapUp: _end_wrap_up,
+}

@@ -66,11 +66,12 @@ class LegsSwitchboard(LocalSwitchboard):
         new_call_id: Callable[[], str] | None = None,
         *,
         routing: RoutingConfig | None = None,
+        journal: bool = True,
     ) -> None:
         if new_call_id is None:
-            super().__init__(site, service_number)
+            super().__init__(site, service_number, journal=journal)
         else:
-            super().__init__(site, service_number, new_call_id)
+            super().__init__(site, service_number, new_call_id, journal=journal)
         self.routing = routing or RoutingConfig(mode="isolated")
         self._offers_made = 0
         # offer id -> call id, on both sides.
@@ -118,7 +119,7 @@ class LegsSwitchboard(LocalSwitchboard):
         self, now: float, call_id: str, target_site_id: str | None, decision_id: str = ""
     ) -> list[Effect]:
         """Central's answer to AskRoute (None or this site: stay; ask again later)."""
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         call = self.calls.get(call_id)
         if call is None:
             return []
@@ -142,7 +143,7 @@ class LegsSwitchboard(LocalSwitchboard):
         call_id = self.acd.head(skill_group)
         if call_id is None:
             return []
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         self._start_offer(self.calls[call_id], to_site_id, decision_id, now, fx, purpose="pooled")
         return fx.items
 
@@ -262,7 +263,7 @@ class LegsSwitchboard(LocalSwitchboard):
         found = self._leg(offer_id)
         if found is None:
             return []
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         self._leg_failed(found[0], now, fx, reason, EventKind.ROUTE_FAILED)
         self._dispatch(now, fx)
         return fx.items
@@ -272,7 +273,7 @@ class LegsSwitchboard(LocalSwitchboard):
         found = self._leg(offer_id)
         if found is None:
             return []
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         call, leg = found
         kind = EventKind.ROUTE_FAILED if leg.state == "offering" else EventKind.RETURNED
         self._leg_failed(call, now, fx, reason, kind)
@@ -283,7 +284,7 @@ class LegsSwitchboard(LocalSwitchboard):
         found = self._leg(offer_id)
         if found is None:
             return []
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         self._leg_failed(found[0], now, fx, reason, EventKind.RETURNED)
         self._dispatch(now, fx)
         return fx.items
@@ -317,7 +318,7 @@ class LegsSwitchboard(LocalSwitchboard):
         if found is None:
             return []
         call, leg = found
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         agent = leg.agent_code
         self._close_leg_out(call)
         call.agent_code = agent
@@ -333,7 +334,7 @@ class LegsSwitchboard(LocalSwitchboard):
             raise FailedPrecondition("guest-call", f"call {call_id} is served here for {call.guest_of}")
         if call.remote is None:
             return super().caller_hang_up(now, call_id, reason)
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         leg = call.remote
         answered = leg.state in ("talking", "held")
         fx.items.append(LegToTarget(leg.offer_id, "end", reason))
@@ -372,7 +373,7 @@ class LegsSwitchboard(LocalSwitchboard):
         if not tie.acquire():
             self._unreserve(code)
             return None, "no-tie-channel", []
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         call = Call(
             offer.call_id,
             offer.offer_id,
@@ -416,7 +417,7 @@ class LegsSwitchboard(LocalSwitchboard):
         call = self._guest(offer_id)
         if call is None or call.state != CallState.RINGING or not call.answer_asked:
             return []
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         self._connect(call, now, fx)
         self.served_for_others += 1
         return fx.items
@@ -426,7 +427,7 @@ class LegsSwitchboard(LocalSwitchboard):
         call = self._guest(offer_id)
         if call is None:
             return []
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         if call.state == CallState.RINGING:
             self._withdraw_offer(call, now, fx, reason)
         else:
@@ -478,7 +479,7 @@ class LegsSwitchboard(LocalSwitchboard):
             return super().agent_hang_up(now, code, call_id)
         if call.state not in (CallState.TALKING, CallState.HELD):
             raise FailedPrecondition("call-not-connected", f"call {call_id} is {call.state}, not connected")
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         fx.journal(call, EventKind.AGENT_HUNG_UP, now, agent_code=code)
         self._end_agent_leg(call, now, fx, "agent-hung-up")
         fx.items.append(LegToOrigin(call.offer_id, "hung_up", agent_code=code))
@@ -504,7 +505,7 @@ class LegsSwitchboard(LocalSwitchboard):
     # Shutdown and figures -------------------------------------------------------------------
 
     def shutdown(self, now: float) -> list[Effect]:
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         for call in list(self.calls.values()):
             if call.guest_of:
                 # Give the call back: its origin re-queues it, nobody is dropped.

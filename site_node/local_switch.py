@@ -63,10 +63,14 @@ class _Effects:
     """Collects effects of one operation, and numbers the journal entries per call."""
 
     site_id: str
+    # False: the journal numbers advance but no RecordedEvent is built (Switchboard(journal=False)).
+    journaling: bool = True
     items: list[Effect] = field(default_factory=list)
 
     def journal(self, call: Call, kind: EventKind, at: float, **fields: object) -> None:
         call.seq += 1
+        if not self.journaling:
+            return
         data = fields.pop("data", ())
         event = RecordedEvent(call.call_id, self.site_id, call.seq, kind, at, data=tuple(data), **fields)  # type: ignore[arg-type]
         self.items.append(Journal(event))
@@ -78,7 +82,12 @@ class LocalSwitchboard:
         site: SiteConfig,
         service_number: str,
         new_call_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        *,
+        journal: bool = True,
     ) -> None:
+        """`journal=False` leaves the Journal effects out (nothing else changes): for the model
+        engine, which never reads them and would spend much of its time building them."""
+        self.journaling = journal
         self.site = site
         self.site_id = site.id
         self.service_number = service_number
@@ -118,7 +127,7 @@ class LocalSwitchboard:
         return self._deadlines[0][0] if self._deadlines else None
 
     def tick(self, now: float) -> list[Effect]:
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         while self._deadlines and self._deadlines[0][0] <= now:
             when, _, kind, subject, token = heapq.heappop(self._deadlines)
             self._on_deadline(kind, subject, token, when, fx)
@@ -176,7 +185,7 @@ class LocalSwitchboard:
         if call_id and call_id in self.calls:
             raise AlreadyExists("call-exists", f"call {call_id} is already at site {self.site_id}")
         call_id = call_id or self._new_call_id()
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         self.counters.offered += 1
         pool = self._free_trunk(trunk_group)
         call = Call(call_id, idempotency_key, ani, dnis, self.site_id, trunk_group or "", now, attached)
@@ -282,7 +291,7 @@ class LocalSwitchboard:
         call = self._live_call(call_id)
         if not digits or len(digits) > 32 or not set(digits) <= set("0123456789*#"):
             raise InvalidArgument("bad-digits", "digits: 1 to 32 of 0-9 * #")
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         if call.state != CallState.IVR:
             # Digits outside the menu are heard by nobody; record them for the history.
             fx.journal(call, EventKind.DIGITS, now, data=(("digits", digits), ("ignored", "true")))
@@ -310,7 +319,7 @@ class LocalSwitchboard:
 
     def customer_found(self, now: float, call_id: str, customer: CustomerInfo | None) -> list[Effect]:
         """The look-up answered (None: no record, or central unreachable)."""
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         self._customer_resolved(call_id, customer, now, fx)
         self._dispatch(now, fx)
         return fx.items
@@ -330,7 +339,7 @@ class LocalSwitchboard:
 
     def caller_hang_up(self, now: float, call_id: str, reason: str = "caller-hung-up") -> list[Effect]:
         call = self._live_call(call_id)
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         if call.state in (CallState.TALKING, CallState.HELD):
             fx.journal(call, EventKind.CALLER_HUNG_UP, now, agent_code=call.agent_code)
             self._end_agent_leg(call, now, fx, reason)
@@ -516,7 +525,7 @@ class LocalSwitchboard:
         agent = self.agent(code)
         if agent.state != AgentState.LOGGED_OUT:
             raise AlreadyExists("already-logged-in", f"agent {code} is already logged in")
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         self._set_agent(code, fsm.LogIn(), now, fx)
         return fx.items
 
@@ -524,7 +533,7 @@ class LocalSwitchboard:
         agent = self.agent(code)
         if agent.state not in fsm.LOGGED_IN_IDLE:
             raise FailedPrecondition("agent-busy", f"agent {code} is {agent.state}: finish the call first")
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         self._set_agent(code, fsm.LogOut(), now, fx)
         self._desktop_attached.pop(code, None)
         return fx.items
@@ -532,7 +541,7 @@ class LocalSwitchboard:
     def set_ready(self, now: float, code: str, ready: bool, reason: str = "") -> list[Effect]:
         self._logged_in(code)
         _check_reason(ready, reason)
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         self._set_agent(code, fsm.SetReady() if ready else fsm.SetNotReady(reason), now, fx)
         self._dispatch(now, fx)
         return fx.items
@@ -540,7 +549,7 @@ class LocalSwitchboard:
     def end_wrap_up(self, now: float, code: str, ready: bool, reason: str = "") -> list[Effect]:
         self._logged_in(code)
         _check_reason(ready, reason)
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         self._set_agent(code, fsm.EndWrapUp(ready, reason), now, fx)
         self._dispatch(now, fx)
         return fx.items
@@ -563,7 +572,7 @@ class LocalSwitchboard:
         call = self._agent_call(code, call_id)
         if call.state != CallState.RINGING:
             raise FailedPrecondition("call-not-ringing", f"call {call_id} is {call.state}, not ringing")
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         self._connect(call, now, fx)
         self.counters.answered += 1
         return fx.items
@@ -588,7 +597,7 @@ class LocalSwitchboard:
         want = CallState.TALKING if hold else CallState.HELD
         if call.state != want:
             raise FailedPrecondition("wrong-call-state", f"call {call_id} is {call.state}")
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         self._set_agent(code, fsm.Hold() if hold else fsm.Retrieve(), now, fx)
         call.state = CallState.HELD if hold else CallState.TALKING
         kind = "held" if hold else "retrieved"
@@ -602,7 +611,7 @@ class LocalSwitchboard:
         call = self._agent_call(code, call_id)
         if call.state not in (CallState.TALKING, CallState.HELD):
             raise FailedPrecondition("call-not-connected", f"call {call_id} is {call.state}, not connected")
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         fx.journal(call, EventKind.AGENT_HUNG_UP, now, agent_code=code)
         self._end_agent_leg(call, now, fx, "agent-hung-up")
         self._end(call, Outcome.ANSWERED, "agent-hung-up", now, fx)
@@ -661,7 +670,7 @@ class LocalSwitchboard:
 
     def shutdown(self, now: float) -> list[Effect]:
         """The site is stopping: every call still here ends as failed, its record kept."""
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         for call in list(self.calls.values()):
             if call.state == CallState.QUEUED:
                 self.acd.dequeue(call.call_id)

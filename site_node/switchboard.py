@@ -82,8 +82,9 @@ class Switchboard(LegsSwitchboard):
         routing: RoutingConfig | None = None,
         agent_sites: Mapping[str, str] | None = None,
         site_groups: Mapping[str, frozenset[str]] | None = None,
+        journal: bool = True,
     ) -> None:
-        super().__init__(site, service_number, new_call_id, routing=routing)
+        super().__init__(site, service_number, new_call_id, routing=routing, journal=journal)
         # The province's directory: agent code -> site, site -> its skill groups.
         self.agent_sites = dict(agent_sites or {a.code: site.id for a in site.agents})
         self.site_groups = dict(site_groups or {site.id: frozenset(g.id for g in site.skill_groups)})
@@ -107,7 +108,7 @@ class Switchboard(LegsSwitchboard):
             )
         site = self._resolve(code, target, blind)
         self._attach(call, attached or {})
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         desc = target.describe(site)
         call.attached[HISTORY_KEY] = _history(call.attached.get(HISTORY_KEY, ""), f"{code}>{desc}")
         if blind:
@@ -266,7 +267,7 @@ class Switchboard(LegsSwitchboard):
 
     def complete_transfer(self, now: float, code: str, call_id: str) -> list[Effect]:
         call = self._consulting(code, call_id, talking=True)
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         self._hand_over(call, code, now, fx)
         self._dispatch(now, fx)
         return fx.items
@@ -303,7 +304,7 @@ class Switchboard(LegsSwitchboard):
         assert c is not None
         if c.conference:
             raise FailedPrecondition("already-conferenced", "the caller is already in the conference")
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         c.conference = True
         self._set_agent(code, fsm.Retrieve(), now, fx)
         call.state = CallState.TALKING
@@ -320,7 +321,7 @@ class Switchboard(LegsSwitchboard):
 
     def cancel_transfer(self, now: float, code: str, call_id: str) -> list[Effect]:
         call = self._consulting(code, call_id, talking=False)
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         fx.journal(call, EventKind.TRANSFERRED, now, agent_code=code, data=(("stage", "cancelled"),))
         self._drop_consult(call, now, fx, "consult-cancelled", "cancelled")
         self._dispatch(now, fx)
@@ -382,7 +383,7 @@ class Switchboard(LegsSwitchboard):
         assert c is not None
         if c.state != "ringing":
             raise FailedPrecondition("call-not-ringing", f"call {call_id} is not ringing at {code}")
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         c.state = "talking"
         self._set_agent(code, fsm.Answer(), now, fx)
         fx.journal(call, EventKind.TRANSFERRED, now, agent_code=code, data=(("stage", "consult-connected"),))
@@ -392,7 +393,7 @@ class Switchboard(LegsSwitchboard):
 
     def agent_hang_up(self, now: float, code: str, call_id: str) -> list[Effect]:
         consulted = self._consult_here(code, call_id)
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         if consulted is not None:
             c = consulted.consult
             assert c is not None
@@ -485,7 +486,7 @@ class Switchboard(LegsSwitchboard):
         call = self._consult_leg(offer_id)
         if call is None:
             return None
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         c = call.consult
         assert c is not None
         fx.journal(
@@ -525,7 +526,7 @@ class Switchboard(LegsSwitchboard):
         call = self._live_call(call_id)
         if call.consult is None:
             return super().caller_hang_up(now, call_id, reason)
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         c = call.consult
         call.consult = None
         if c.offer_id:
@@ -537,7 +538,7 @@ class Switchboard(LegsSwitchboard):
         return fx.items + super().caller_hang_up(now, call_id, reason)
 
     def shutdown(self, now: float) -> list[Effect]:
-        fx = _Effects(self.site_id)
+        fx = _Effects(self.site_id, self.journaling)
         for call in list(self.calls.values()):
             c = call.consult
             if c is not None:

@@ -6,6 +6,8 @@
     vcc bench pooling         isolated / overflow / pooled against pooled Erlang C (model engine)
     vcc bench routing         bare grpc.aio round trip vs local ACD vs cross-site decision
     vcc bench erlang          the model engine against Erlang C and B with many calls
+    vcc bench stats           call events ingested per second at central on PostgreSQL; time from
+                              an event at a site to the dashboard's live stream showing it
 
 `vcc bench pooling --plot docs/pooling.png` draws service level against offered load for the
 three modes with the Erlang C curves (docs/BENCHMARKS.md). Heavy modules are imported inside the
@@ -250,6 +252,32 @@ def table_erlang(result: Mapping[str, Any]) -> Any:
     return table
 
 
+def table_stats(result: Mapping[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="statistics: ingest at central (PostgreSQL) and site event → dashboard")
+    for col in ("measure", "samples", "value", "p50", "p99", "ok"):
+        table.add_column(col, justify="right")
+    ing = result["ingest"]
+    table.add_row(
+        f"ingest: {ing['sites']} sites, {ing['batch_events']} events a batch, {ing['retries']} retried",
+        str(ing["events"]),
+        f"{ing['events_per_s']:.0f} events/s = {ing['calls_per_s']:.0f} calls/s",
+        _fmt(ing["batch_ms"]["p50"], 1) + " ms/batch",
+        _fmt(ing["batch_ms"]["p99"], 1) + " ms/batch",
+        "yes" if ing["ok"] else "NO",
+    )
+    lat = result["dashboard_latency"]
+    for key, label in (
+        ("queued_to_shown_ms", "call queued at site → dashboard shows it (ms)"),
+        ("hang_up_to_shown_ms", "caller hangs up → dashboard shows it (ms)"),
+        ("all_ms", "both (ms)"),
+    ):
+        row = lat[key]
+        table.add_row(label, str(row["count"]), "", _fmt(row["p50"], 0), _fmt(row["p99"], 0), "")
+    return table
+
+
 # -- running -----------------------------------------------------------------------------------------
 
 
@@ -286,11 +314,28 @@ def run_erlang(calls: int = 100_000, replications: int = 5) -> dict[str, Any]:
     return erlang_check(calls=calls, replications=replications, progress=_say)
 
 
+def run_stats(
+    sites: int = 4, calls_per_site: int = 1500, batch_events: int = 200, samples: int = 100
+) -> dict[str, Any]:
+    from tools.bench_stats import stats_bench
+
+    return asyncio.run(
+        stats_bench(
+            sites=sites,
+            calls_per_site=calls_per_site,
+            batch_events=batch_events,
+            samples=samples,
+            progress=_say,
+        )
+    )
+
+
 BENCHES: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[Mapping[str, Any]], Any]]] = {
     "routing": (lambda: run_routing(calls=300), table_routing),
     "memory": (run_memory, table_memory),
     "pooling": (lambda: run_pooling(calls=30_000), table_pooling),
     "throughput": (run_throughput, table_throughput),
+    "stats": (run_stats, table_stats),
 }
 
 
@@ -299,7 +344,8 @@ def bench_all(
     ctx: typer.Context,
     json_path: JsonOpt = None,
     only: Annotated[
-        list[str] | None, typer.Option(help="Run only these benches (routing, memory, pooling, throughput).")
+        list[str] | None,
+        typer.Option(help="Run only these benches (routing, memory, pooling, throughput, stats)."),
     ] = None,
 ) -> None:
     """With no subcommand: every bench at usable sizes, one table each, one JSON for all."""
@@ -394,3 +440,17 @@ def erlang_cmd(
     result = run_erlang(calls, replications)
     _console().print(table_erlang(result))
     _write_json(json_path, "erlang", result)
+
+
+@bench_app.command("stats")
+def stats_cmd(
+    json_path: JsonOpt = None,
+    sites: Annotated[int, typer.Option(min=1, max=6, help="Concurrent sites shipping events.")] = 4,
+    calls: Annotated[int, typer.Option(min=10, help="Answered calls per site (8 events each).")] = 1500,
+    batch: Annotated[int, typer.Option(min=1, max=5000, help="Events per IngestCallEvents batch.")] = 200,
+    samples: Annotated[int, typer.Option(min=5, help="Calls for the dashboard latency.")] = 100,
+) -> None:
+    """Events ingested per second at central on PostgreSQL; site event → dashboard p50/p99."""
+    result = run_stats(sites, calls, batch, samples)
+    _console().print(table_stats(result))
+    _write_json(json_path, "stats", result)

@@ -156,6 +156,7 @@ class _Engine:
                 province.province.service_number,
                 new_call_id=_reader(minted),
                 routing=province.routing,
+                journal=False,  # nothing here reads the journal: skip building it
             )
             digit_of = {c.skill_group: c.digit for c in site_cfg.ivr.choices}
             digits = [digit_of[g] for g, n in spec.agents.items() if n > 0 and g in digit_of]

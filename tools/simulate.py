@@ -27,7 +27,7 @@ import shutil
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,6 +156,8 @@ def province_for(scenario: Scenario, run: Path, database_url: str) -> dict[str, 
         wrap_up_s=scenario.wrap_up_s,
         # Robots answer after ring_delay_s: the ring timeout must leave them room to.
         ring_timeout_s=max(5.0, 3.0 * scenario.ring_delay_s + 1.0),
+        # Central's operations dashboard, to watch the run (its URL is in the report).
+        dashboard_listen=f"127.0.0.1:{free_port()}",
     )
     routing: dict[str, Any] = {"mode": scenario.routing.mode}
     if scenario.routing.after_s is not None:
@@ -186,13 +188,21 @@ async def central_database(scenario: Scenario, run: Path) -> AsyncIterator[tuple
 
 
 async def simulate(
-    scenario: Scenario, run_dir: Path = DEFAULT_RUN_DIR, *, console: Console | None = None
+    scenario: Scenario,
+    run_dir: Path = DEFAULT_RUN_DIR,
+    *,
+    console: Console | None = None,
+    before_stop: Callable[[SimulationResult], Awaitable[None]] | None = None,
 ) -> SimulationResult:
-    """Run the scenario on a real local cluster; the report and the reasons it is not clean."""
+    """Run the scenario on a real local cluster; the report and the reasons it is not clean.
+
+    `before_stop` is awaited with the result while the cluster still runs (every outbox drained):
+    to read central's dashboard (`report["dashboard_url"]`), for instance.
+    """
     run = await asyncio.to_thread(prepare_run_dir, run_dir)
     say = _sayer(console)
     with _log_to(run / "simulate.log" if console is not None else None):
-        return await _simulate(scenario, run, console, say)
+        return await _simulate(scenario, run, console, say, before_stop)
 
 
 @contextlib.contextmanager
@@ -216,7 +226,11 @@ def _log_to(path: Path | None) -> Iterator[None]:
 
 
 async def _simulate(
-    scenario: Scenario, run: Path, console: Console | None, say: Callable[[str], None]
+    scenario: Scenario,
+    run: Path,
+    console: Console | None,
+    say: Callable[[str], None],
+    before_stop: Callable[[SimulationResult], Awaitable[None]] | None = None,
 ) -> SimulationResult:
     async with central_database(scenario, run) as (database_url, pg):
         # The password hash is deliberately slow: off the event loop.
@@ -246,7 +260,10 @@ async def _simulate(
         try:
             async with cluster:
                 state = _Run(scenario, cluster, raw, pg, proxies)
-                return await _drive(state, console, say)
+                result = await _drive(state, console, say)
+                if before_stop is not None:
+                    await before_stop(result)
+                return result
         finally:
             if proxies is not None:
                 await proxies.stop()
@@ -627,6 +644,8 @@ def _result(
         "failed": sum(s.transfers_failed for s in stats.values()),
     }
     report["run_dir"] = str(state.cluster.run_dir)
+    dashboard = state.cluster.config.central.dashboard_listen
+    report["dashboard_url"] = f"http://{dashboard}/" if dashboard else None
     # Calls the exchange delivered to another city than the caller's (its city was down), by city.
     report["pre_routed"] = dict(
         sorted(Counter(v.home_site_id for v in state.views if v.home_site_id != v.entry_site_id).items())

@@ -3,7 +3,11 @@
 Live figures (calls waiting, longest wait, agents by state, occupancy, trunk and tie occupancy)
 come from each site's latest SiteSummary with the age of that summary. A stale site's figures
 are shown flagged as stale with their age; a down site has no live figures at all, never the
-last ones frozen. Rolling figures (SL, ASA, abandon rate, overflow) come from the call records
+last ones frozen. A site whose live stream has stopped is shown stale at best (see
+display_status): the router may still trust its last state for a moment, the operator is told
+that these numbers no longer move.
+
+Rolling figures (SL, ASA, abandon rate, overflow) come from the call records
 at central, over the current 15-minute interval and today.
 
 Occupancy = agents busy with a call (ringing, talking, held, wrap-up) / (busy + ready).
@@ -50,6 +54,8 @@ class SiteViewLike(Protocol):
     def summary(self) -> site_admin_pb2.SiteSummary | None: ...
     @property
     def source(self) -> str: ...
+    @property
+    def streaming(self) -> bool: ...
 
 
 class LiveSource(Protocol):
@@ -67,6 +73,20 @@ class SiteView:
     summary: site_admin_pb2.SiteSummary | None
     # Where the summary came from: "stream" (the site's live stream) or "etcd" (its lease value).
     source: str = "stream"
+    # The site's live stream to central is connected.
+    streaming: bool = True
+
+
+def display_status(v: SiteViewLike) -> SiteStatus:
+    """What the dashboard shows: the live state's health, but "stale" for a site that is up only
+    because its last state is still young while its stream has stopped (a killed city's stream
+    breaks at once; its lease and state age take a few seconds more to say it is down)."""
+    health = str(v.health)
+    if health == "down" or health not in ("up", "stale"):
+        return "down"
+    if health == "up" and not v.streaming:
+        return "stale"
+    return "stale" if health == "stale" else "up"
 
 
 def live_figures(summary: site_admin_pb2.SiteSummary) -> dict[str, Any]:
@@ -151,7 +171,7 @@ def snapshot(
     busy = ready = 0
     trunk_busy = trunk_total = tie_busy = tie_total = 0
     for v in views:
-        status = str(v.health) if v.health in ("up", "stale", "down") else "down"
+        status = display_status(v)
         live = None
         if status != "down" and v.summary is not None:
             live = live_figures(v.summary)

@@ -39,7 +39,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from central.stats.intervals import DAY_S, INTERVAL_S, CallFacts, IntervalRow, Level, StatsPolicy
-from central.stats.realtime import LiveSource, snapshot
+from central.stats.realtime import LiveSource, display_status, snapshot
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ class Dashboard:
     def sample(self, now: float) -> None:
         """Keep one history sample per site (the charts' live series)."""
         for v in self._live.sites(now):
-            status = str(v.health)
+            status = display_status(v)
             s = v.summary if status != "down" else None
             if s is None:
                 self._samples.append(Sample(now, v.site_id, status, None, None, None))

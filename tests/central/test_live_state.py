@@ -105,6 +105,23 @@ def test_lease_gone_is_down_unless_the_site_streams(live: LiveState, view: Membe
     assert live.site("gz", 100.5).health is Health.DOWN
 
 
+def test_a_broken_stream_stops_routing_at_once_until_the_lease_says_more(
+    live: LiveState, view: MembershipView
+) -> None:
+    view.put("gz", summary("gz"), now=99.5)  # registered: its lease lives on for a while
+    token = live.open_stream("gz")
+    live.update("gz", token, 1, summary("gz", 2), now=100.0)
+    assert live.site("gz", 100.1).health is Health.UP
+    live.close_stream("gz", token)  # the site was killed, or cut off
+    # Its last state is fresh and its lease alive, yet central stops routing to it now.
+    assert live.site("gz", 100.1).health is Health.STALE
+    # Alive after all (its etcd value moves on) but not streaming: up again from etcd.
+    view.put("gz", summary("gz", 1), now=100.6)
+    assert live.site("gz", 100.7).health is Health.UP
+    view.delete("gz", "lease expired")
+    assert live.site("gz", 100.8).health is Health.DOWN
+
+
 def test_unknown_sites_are_refused(live: LiveState) -> None:
     assert not live.knows("zz")
     with pytest.raises(KeyError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -19,6 +20,30 @@ from central.web.server import Dashboard
 from vcc.v1 import site_admin_pb2
 
 SITES = [("gz", "Guangzhou"), ("sz", "Shenzhen"), ("fs", "Foshan")]
+
+# Debian's chromium, driven by Playwright (the browser tests).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS = Path(os.environ.get("VCC_SCREENSHOT_DIR", Path(__file__).parents[2] / "run" / "screenshots"))
+
+
+@pytest.fixture
+def screenshots() -> Path:
+    """Where the browser tests keep their pictures (run/screenshots unless VCC_SCREENSHOT_DIR)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS
+
+
+def need_chromium() -> None:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: run deploy/install-system-deps.sh (make test does)")
 
 
 def summary(site_id: str, waiting: int = 1, ready: int = 3, talking: int = 2) -> site_admin_pb2.SiteSummary:
@@ -54,9 +79,9 @@ class Fixture:
     def publish(self, site_id: str, **kw: int) -> None:
         """The site's stream delivers a new summary."""
         self.seqs[site_id] = self.seqs.get(site_id, 0) + 1
-        ok = self.live.update(
-            site_id, self.tokens[site_id], self.seqs[site_id], summary(site_id, **kw), time.time()
-        )
+        token = self.tokens[site_id]
+        assert token is not None
+        ok = self.live.update(site_id, token, self.seqs[site_id], summary(site_id, **kw), time.time())
         assert ok
 
     def kill(self, site_id: str) -> None:

@@ -5,25 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.web.conftest import SITES, Fixture
+from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS, SITES, Fixture, need_chromium
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-SCREENSHOTS = Path(os.environ.get("VCC_SCREENSHOT_DIR", Path(__file__).parents[2] / "run" / "screenshots"))
 # Condition waits (not timing assertions): generous for a loaded 2-core machine.
 WAIT_MS = 15_000
 
@@ -50,15 +39,8 @@ async def keep_streaming(dash: Fixture, sites: list[str], silent: set[str]) -> A
             await task
 
 
-@pytest.fixture
-def screenshots() -> Path:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    return SCREENSHOTS
-
-
 async def test_dashboard_in_chromium(dash: Fixture, screenshots: Path) -> None:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: run deploy/install-system-deps.sh (make test does)")
+    need_chromium()
     from playwright.async_api import async_playwright, expect
 
     alive = [site_id for site_id, _ in SITES]
