@@ -547,6 +547,41 @@ def _check_supported(plan: ModelPlan) -> None:
         raise ModelError("duration_s: must be above 0")
 
 
+def run_views(plan: ModelPlan) -> tuple[list[CallerView], ModelStats]:
+    """Run a plan in virtual time; (what every caller saw, in arrival order; run statistics)."""
+    _check_supported(plan)
+    engine = _Engine(plan, province_for(plan))
+    started = time.perf_counter()
+    was_enabled = gc.isenabled()
+    gc.disable()  # see run_plan
+    try:
+        engine.run()
+    finally:
+        if was_enabled:
+            gc.enable()
+    engine.stats.wall_s = time.perf_counter() - started
+    return engine.views, engine.stats
+
+
+def batch_means(plan: ModelPlan, batches: int) -> list[tuple[float, float, int]]:
+    """(p_wait, ASA seconds, calls) of consecutive equal batches of the measured calls (offered
+    after the warm-up), with tools/report's definitions: the method of batch means, for a
+    confidence interval from one long run. Top-level and picklable: tests run it in workers."""
+    from tools.report import wait_s, waited
+
+    views, _ = run_views(plan)
+    measured = [v for v in views if plan.warmup_s <= v.offered_at < plan.warmup_s + plan.duration_s]
+    size = len(measured) // batches
+    out = []
+    for b in range(batches):
+        chunk = measured[b * size : (b + 1) * size]
+        served = [v for v in chunk if v.outcome in ("answered", "abandoned")]
+        waits = [w for w in map(wait_s, chunk) if w is not None]
+        p_wait = sum(map(waited, served)) / len(served) if served else 0.0
+        out.append((p_wait, sum(waits) / len(waits) if waits else 0.0, len(chunk)))
+    return out
+
+
 def run_plan(plan: ModelPlan) -> tuple[dict[str, object], ModelStats]:
     """Run a plan in virtual time; (the SPEC §6 report, run statistics)."""
     _check_supported(plan)
@@ -642,8 +677,10 @@ __all__ = [
     "ModelPlan",
     "ModelSite",
     "ModelStats",
+    "batch_means",
     "plan_from_scenario",
     "province_for",
     "run_model",
     "run_plan",
+    "run_views",
 ]
