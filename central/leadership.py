@@ -11,6 +11,17 @@ believing it leads after etcd has expired its lease and elected another. So the 
 local deadline: the lease cannot expire before (when a keepalive was sent + the TTL etcd gave
 back); the leader stops acting as leader a margin before that deadline unless a newer keepalive
 moved it. `is_leader` reads the deadline itself, so even a caller that runs late sees the truth.
+
+Waiting for a dead leader's lease to expire costs up to a TTL of routing. So a follower also asks
+the leader's gRPC health service every PROBE_PERIOD_S (deadline PROBE_DEADLINE_S); after
+PROBE_FAILURES answers in a row that say nobody is there (UNAVAILABLE, DEADLINE_EXCEEDED), it
+revokes the leader's lease (read from the key, only while the key is still that term's) and
+campaigns. Only a leader this follower has reached at least once: one it never reached may simply
+not be reachable from here (a wrong advertised address, our own network), and is left to its lease
+rather than deposed again and again. Ending a term early is safe thanks to fencing: a leader
+that is alive but cannot be reached loses its lease (its next keepalive says so) and the database
+refuses its epoch's writes from the moment the next leader fences. A leader that answers, even
+NOT_SERVING, is alive.
 """
 
 from __future__ import annotations
@@ -25,14 +36,23 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aetcd
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from vcc.membership import LeaderInfo, decode_leader, encode_leader
-from vcc.rpc import dialled
+from vcc.rpc import channel, dialled
 
 log = logging.getLogger(__name__)
 
 # Bound of the callbacks run when a term ends (closing streams, stopping the dashboard).
 DEPOSE_TIMEOUT_S = 2.0
+# A follower's health probe of the leader: how often, how long each may take, how many failures in
+# a row end the leader's term (a dead leader refuses at once: ~0.5 s; a hung one: ~2 s).
+PROBE_PERIOD_S = 0.25
+PROBE_DEADLINE_S = 0.5
+PROBE_FAILURES = 3
+# The answers that mean nobody is there (any other error, or NOT_SERVING, comes from a live process).
+_DEAD_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
 class Role(enum.StrEnum):
@@ -63,6 +83,7 @@ class Leadership:
         on_elected: Callable[[int], Awaitable[None]],
         on_deposed: Callable[[int], Awaitable[None]],
         rpc_timeout_s: float | None = None,
+        probe_leader: bool = True,
     ) -> None:
         if not endpoints:
             raise ValueError("leadership needs at least one etcd endpoint")
@@ -73,6 +94,7 @@ class Leadership:
         self._ttl_s = ttl_s
         self._on_elected = on_elected
         self._on_deposed = on_deposed
+        self._probe_leader = probe_leader
         # Renew four times per TTL: two keepalives may be lost before the deadline bites.
         self._period_s = ttl_s / 4
         # Stop leading this long before the lease can have expired (clock rates, scheduling).
@@ -92,6 +114,8 @@ class Leadership:
         self.changed = asyncio.Event()
         self.terms = 0
         self.last_error: str | None = None
+        # Terms of other replicas this one ended early (their leader did not answer its probes).
+        self.leaders_revoked = 0
 
     # -- what the rest of central asks -----------------------------------------------------------
 
@@ -183,12 +207,20 @@ class Leadership:
                 await events.put(event)
 
         reader = asyncio.create_task(read(), name="central-leader-watch")
+        prober = (
+            asyncio.create_task(self._probe(create_revision), name="central-leader-probe")
+            if self._probe_leader
+            else None
+        )
         try:
             while True:
                 get = asyncio.ensure_future(events.get())
-                done, _ = await asyncio.wait(
-                    {get, reader}, timeout=self._ttl_s, return_when="FIRST_COMPLETED"
-                )
+                waited = {get, reader} if prober is None else {get, reader, prober}
+                done, _ = await asyncio.wait(waited, timeout=self._ttl_s, return_when="FIRST_COMPLETED")
+                if prober is not None and prober in done:
+                    get.cancel()
+                    prober.result()  # an etcd error: raise it
+                    return  # the leader's term is over: campaign now
                 if get not in done:
                     get.cancel()
                     if reader in done:
@@ -208,10 +240,80 @@ class Leadership:
                 self._set_leader(self._decode(event.kv.value, create_revision))
         finally:
             reader.cancel()
+            if prober is not None:
+                prober.cancel()
             with contextlib.suppress(Exception):
                 await watch.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
+            if prober is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await prober
+
+    async def _probe(self, create_revision: int) -> None:
+        """Until the leader of this term fails PROBE_FAILURES probes in a row and its term is over.
+
+        A key naming this replica is a past life of ours (killed, restarted at the same address):
+        our own server answers there, so it is left to expire.
+        """
+        failures = 0
+        reached = False  # this leader answered once: its silence now means something
+        address = ""
+        ch: grpc.aio.Channel | None = None
+        try:
+            while True:
+                await asyncio.sleep(PROBE_PERIOD_S)
+                leader = self.leader
+                if leader is None or not leader.address or leader.replica_id == self.replica_id:
+                    failures = 0
+                    continue
+                if leader.address != address or ch is None:
+                    if ch is not None:
+                        await ch.close()
+                    address, failures, reached = leader.address, 0, False
+                    ch = channel(address)
+                try:
+                    await health_pb2_grpc.HealthStub(ch).Check(
+                        health_pb2.HealthCheckRequest(), timeout=PROBE_DEADLINE_S
+                    )
+                    failures, reached = 0, True
+                except grpc.aio.AioRpcError as exc:
+                    dead = exc.code() in _DEAD_CODES
+                    failures = failures + 1 if dead else 0
+                    reached = reached or not dead
+                if reached and failures >= PROBE_FAILURES:
+                    log.warning(
+                        "replica %s: leader %s at %s failed %d health probes in a row; ending its term",
+                        self.replica_id,
+                        leader.replica_id,
+                        address,
+                        failures,
+                    )
+                    if await self._revoke_term(create_revision):
+                        return
+                    failures = 0
+        finally:
+            if ch is not None:
+                await ch.close()
+
+    async def _revoke_term(self, create_revision: int) -> bool:
+        """Revoke the lease of the term with this create revision, if the key is still that term's."""
+        current: Any = await asyncio.wait_for(self._client.get(self._key), self._timeout_s)
+        if current is None or int(current.create_revision) != create_revision:
+            return True  # that term is over already
+        lease_id = int(current.lease)
+        if lease_id == 0:
+            return False  # not a campaign's key (written by hand): leave it to whoever wrote it
+        # A lease id is never reused: revoking it can only end that term, never a newer one.
+        await asyncio.wait_for(self._client.revoke_lease(lease_id), self._timeout_s)
+        self.leaders_revoked += 1
+        log.warning(
+            "replica %s: revoked lease %x of epoch %d; campaigning",
+            self.replica_id,
+            lease_id,
+            create_revision,
+        )
+        return True
 
     async def _campaign(self) -> bool:
         """Create the key under a new lease of ours if nobody holds it; True if we won."""

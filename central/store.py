@@ -457,7 +457,9 @@ class Store:
                 )
             else:
                 pg = postgresql.insert(table)
-                stmt = pg.on_conflict_do_update(index_elements=keys, set_={c: pg.excluded[c] for c in columns})
+                stmt = pg.on_conflict_do_update(
+                    index_elements=keys, set_={c: pg.excluded[c] for c in columns}
+                )
             self._statements[cache_key] = stmt
         return stmt
 

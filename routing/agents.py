@@ -6,9 +6,9 @@ the site node turns state changes into desktop events. Nothing here does I/O or 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from collections.abc import Callable
 from typing import Any
 
 

@@ -251,12 +251,16 @@ class LegToTarget:
 
 @dataclass(frozen=True, slots=True)
 class LegToOrigin:
-    """Target -> origin on an open leg: answer_asked, held, retrieved, hung_up, returned."""
+    """Target -> origin on an open leg: answer_asked, held, retrieved, hung_up, returned,
+    transfer_asked (the remote agent hands the caller on; the origin carries it out)."""
 
     offer_id: str
     kind: str
     agent_code: str = ""
     reason: str = ""
+    # For transfer_asked: (agent_code, skill_group, site_id, ivr) and data to attach.
+    transfer_to: tuple[str, str, str, bool] | None = None
+    attached: tuple[tuple[str, str], ...] = ()
 
 
 Effect = Journal | ToCaller | ToAgent | FetchCustomer | AskRoute | OfferRemote | LegToTarget | LegToOrigin

@@ -19,7 +19,7 @@ import grpc
 from site_node import convert
 from site_node.domain import LegToOrigin, LegToTarget, OfferRemote
 from site_node.runtime import SiteRuntime
-from site_node.switchboard import RemoteOfferIn
+from site_node.switchboard import RemoteOfferIn, TransferTarget
 from vcc import rpc
 from vcc.errors import InvalidArgument, VccError
 from vcc.rpc import maps_errors, maps_stream_errors, timestamp, unix_s
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # A peer that opens a stream must make its offer promptly.
 FIRST_MESSAGE_TIMEOUT_S = 5.0
-_TERMINAL = frozenset({"refused", "hung_up", "returned"})
+_TERMINAL = frozenset({"refused", "hung_up", "returned", "transfer_asked"})
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
@@ -94,6 +94,17 @@ class PeerLinks:
                 elif kind == "returned":
                     why = reply.returned.reason
                     self._apply(partial(sb.remote_returned, offer_id=offer_id, reason=why))
+                elif kind == "transfer_asked":
+                    t = reply.transfer_asked
+                    self._apply(
+                        partial(
+                            sb.remote_transfer_asked,
+                            offer_id=offer_id,
+                            from_agent_code=t.from_agent_code,
+                            target=TransferTarget(t.agent_code, t.skill_group, t.site_id, t.ivr),
+                            attached=dict(t.attached_data),
+                        )
+                    )
                 if kind in _TERMINAL:
                     return
             # The target closed the leg without saying how: it is gone for this call.
@@ -190,6 +201,18 @@ class SitePeer(peer_pb2_grpc.SitePeerServiceServicer):
                 reply.hung_up.CopyFrom(peer_pb2.LegHungUp(agent_code=message.agent_code))
             case "returned":
                 reply.returned.CopyFrom(peer_pb2.LegReturned(reason=message.reason))
+            case "transfer_asked":
+                agent_code, skill_group, site_id, ivr = message.transfer_to or ("", "", "", False)
+                reply.transfer_asked.CopyFrom(
+                    peer_pb2.LegTransferAsked(
+                        from_agent_code=message.agent_code,
+                        agent_code=agent_code,
+                        skill_group=skill_group,
+                        site_id=site_id,
+                        ivr=ivr,
+                        attached_data=dict(message.attached),
+                    )
+                )
         line.put_nowait(reply)
 
     @maps_errors

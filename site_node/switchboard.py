@@ -20,6 +20,7 @@ from site_node.domain import (
     Consult,
     Effect,
     EventKind,
+    LegToOrigin,
     LegToTarget,
     RemoteLeg,
     ToAgent,
@@ -35,7 +36,7 @@ from site_node.local_switch import (
     _Effects,
 )
 from vcc.config import RoutingConfig, SiteConfig
-from vcc.errors import FailedPrecondition, InvalidArgument, NotFound
+from vcc.errors import FailedPrecondition, InvalidArgument, NotFound, VccError
 
 __all__ = [
     "CUSTOMER_WAIT_S",
@@ -101,6 +102,9 @@ class Switchboard(LegsSwitchboard):
         blind: bool,
         attached: Mapping[str, str] | None = None,
     ) -> list[Effect]:
+        guest = self._agent_call(code, call_id)
+        if guest.guest_of:
+            return self._forward_transfer(now, code, guest, target, blind=blind, attached=attached or {})
         call = self._serving_call(code, call_id)
         if call.consult is not None:
             raise FailedPrecondition(
@@ -118,52 +122,148 @@ class Switchboard(LegsSwitchboard):
         self._dispatch(now, fx)
         return fx.items
 
+    def _forward_transfer(
+        self,
+        now: float,
+        code: str,
+        call: Call,
+        target: TransferTarget,
+        *,
+        blind: bool,
+        attached: Mapping[str, str],
+    ) -> list[Effect]:
+        """A guest call's agent hands the caller on: the origin, which holds the caller's trunk,
+        carries the transfer out; this agent is free at once."""
+        if not blind:
+            raise FailedPrecondition(
+                "consult-from-guest",
+                f"call {call.call_id} is served here for {call.guest_of}: only a blind transfer is possible",
+            )
+        if call.state not in (CallState.TALKING, CallState.HELD):
+            raise FailedPrecondition(
+                "call-not-connected", f"call {call.call_id} is {call.state}, not connected"
+            )
+        site = self._target_site(code, target)
+        extra = dict(attached)
+        self._attach(call, extra)  # size limits, before anything changes
+        fx = _Effects(self.site_id, self.journaling)
+        desc = target.describe(site)
+        fx.journal(call, EventKind.TRANSFERRED, now, agent_code=code, data=(("kind", "blind"), ("to", desc)))
+        if call.state == CallState.HELD:
+            self._set_agent(code, fsm.Retrieve(), now, fx)
+        self._end_agent_leg(call, now, fx, "transferred")
+        fx.items.append(
+            ToAgent(code, "transfer", now, call_id=call.call_id, stage="blind-sent", site_id=site)
+        )
+        fx.items.append(
+            LegToOrigin(
+                call.offer_id,
+                "transfer_asked",
+                agent_code=code,
+                # "A skill group here" means here, at this site, not at the origin.
+                transfer_to=(
+                    target.agent_code,
+                    target.skill_group,
+                    site if target.skill_group else "",
+                    target.ivr,
+                ),
+                attached=tuple(sorted(extra.items())),
+            )
+        )
+        self._close_guest(call)
+        self._dispatch(now, fx)
+        return fx.items
+
+    def remote_transfer_asked(
+        self,
+        now: float,
+        offer_id: str,
+        from_agent_code: str,
+        target: TransferTarget,
+        attached: Mapping[str, str],
+    ) -> list[Effect]:
+        """The agent serving our call in another city transferred it (blind): carry it out here."""
+        found = self._leg(offer_id)
+        if found is None:
+            return []
+        call, leg = found
+        fx = _Effects(self.site_id, self.journaling)
+        self._close_leg_out(call)
+        call.state = CallState.TALKING
+        try:
+            site = self._resolve(from_agent_code, target, True)
+            self._attach(call, attached)
+        except VccError as exc:
+            # The target cannot take it (any more): the caller waits in our queue, never dropped.
+            fx.journal(
+                call, EventKind.TRANSFERRED, now, agent_code=from_agent_code, data=(("failed", exc.error_id),)
+            )
+            self._enqueue(call, call.skill_group, now, fx, reason="transfer-failed")
+            self._dispatch(now, fx)
+            return fx.items
+        desc = target.describe(site)
+        history = f"{from_agent_code}@{leg.target_site_id}>{desc}"
+        call.attached[HISTORY_KEY] = _history(call.attached.get(HISTORY_KEY, ""), history)
+        fx.journal(
+            call,
+            EventKind.TRANSFERRED,
+            now,
+            agent_code=from_agent_code,
+            data=(("kind", "blind"), ("to", desc), ("from_site", leg.target_site_id)),
+        )
+        self._send_on(call, from_agent_code, target, site, now=now, fx=fx)
+        self._dispatch(now, fx)
+        return fx.items
+
     def _serving_call(self, code: str, call_id: str) -> Call:
         call = self._agent_call(code, call_id)
-        if call.guest_of:
-            raise FailedPrecondition(
-                "transfer-from-guest",
-                f"call {call_id} is served here for {call.guest_of}: it transfers from there",
-            )
         if call.state not in (CallState.TALKING, CallState.HELD):
             raise FailedPrecondition("call-not-connected", f"call {call_id} is {call.state}, not connected")
         return call
 
-    def _resolve(self, code: str, target: TransferTarget, blind: bool) -> str:
-        """Validate the target; return the site it is at. Raises before anything changes."""
+    def _target_site(self, code: str, target: TransferTarget) -> str:
+        """The site a target is at, by the province's directory; raises for a bad target."""
         chosen = sum((bool(target.agent_code), bool(target.skill_group), target.ivr))
         if chosen != 1:
             raise InvalidArgument(
                 "bad-transfer-target", "target: exactly one of agent_code, skill_group, ivr"
             )
         if target.ivr:
-            if not blind:
-                raise InvalidArgument(
-                    "bad-transfer-target", "target: a consultation needs a person, not the IVR"
-                )
-            return self.site_id
+            return target.site_id or self.site_id
         if target.agent_code:
             site = self.agent_sites.get(target.agent_code)
             if site is None:
                 raise NotFound(
                     "unknown-agent", f"target.agent_code: no agent {target.agent_code!r} in the province"
                 )
+            if target.agent_code == code:
+                raise InvalidArgument("transfer-to-self", "target: that is you")
+            return site
+        site = target.site_id or self.site_id
+        if target.skill_group not in self.site_groups.get(site, frozenset()):
+            raise NotFound("unknown-skill-group", f"target: no skill group {target.skill_group!r} at {site}")
+        return site
+
+    def _resolve(self, code: str, target: TransferTarget, blind: bool) -> str:
+        """Validate the target for a transfer from this site; return the site it is at. Raises
+        before anything changes."""
+        site = self._target_site(code, target)
+        if target.ivr:
+            if not blind:
+                raise InvalidArgument(
+                    "bad-transfer-target", "target: a consultation needs a person, not the IVR"
+                )
+            if site != self.site_id:
+                raise InvalidArgument("bad-transfer-target", "target: the IVR is the caller's own city's")
+        elif target.agent_code:
             if target.site_id and target.site_id != site:
                 raise InvalidArgument(
                     "bad-transfer-target", f"target: agent {target.agent_code} is at {site}"
                 )
-            if target.agent_code == code:
-                raise InvalidArgument("transfer-to-self", "target: that is you")
             if site == self.site_id and self.agents[target.agent_code].state != AgentState.READY:
                 raise FailedPrecondition("agent-not-ready", f"agent {target.agent_code} is not ready")
-        else:
-            site = target.site_id or self.site_id
-            if target.skill_group not in self.site_groups.get(site, frozenset()):
-                raise NotFound(
-                    "unknown-skill-group", f"target: no skill group {target.skill_group!r} at {site}"
-                )
-            if site == self.site_id and not blind and self.acd.ready_count(target.skill_group) == 0:
-                raise FailedPrecondition("no-agent-ready", f"nobody is ready in {target.skill_group}")
+        elif site == self.site_id and not blind and self.acd.ready_count(target.skill_group) == 0:
+            raise FailedPrecondition("no-agent-ready", f"nobody is ready in {target.skill_group}")
         if site != self.site_id:
             tie = self.ties.get(site)
             if tie is None or tie.free == 0:
@@ -200,6 +300,32 @@ class Switchboard(LegsSwitchboard):
                 skill_group=target.skill_group,
             )
         )
+        call.agent_code = ""
+        self._send_on(call, code, target, site, now=now, fx=fx, told=True)
+
+    def _send_on(
+        self,
+        call: Call,
+        code: str,
+        target: TransferTarget,
+        site: str,
+        *,
+        now: float,
+        fx: _Effects,
+        told: bool = False,
+    ) -> None:
+        """Deliver a blind-transferred caller to its target (the serving agent has left)."""
+        if not told:
+            fx.items.append(
+                ToCaller(
+                    call.call_id,
+                    "transferred",
+                    now,
+                    site_id=site,
+                    agent_code=target.agent_code,
+                    skill_group=target.skill_group,
+                )
+            )
         call.agent_code = ""
         if target.ivr:
             self._start_ivr(call, now, fx)

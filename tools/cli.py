@@ -437,16 +437,44 @@ def simulate(
 def chaos_command(
     action: Annotated[
         str,
-        typer.Argument(help="partition | heal | kill-site | restart-site | stop-database | start-database"),
+        typer.Argument(
+            help="partition | heal | kill-site | restart-site | stop-database | start-database | soak"
+        ),
     ],
-    run_dir: RunDirOpt = DEFAULT_CLUSTER_DIR,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(help="The cluster's run folder (soak: its own run folder, wiped at start, run/soak)."),
+    ] = None,
     site: Annotated[str | None, typer.Option("--site", "-s", help="The site to act on.")] = None,
+    *,
+    cycles: Annotated[int, typer.Option(help="soak: how many fault cycles.")] = 20,
+    database: Annotated[str, typer.Option(help="soak: central's database, postgresql or sqlite.")] = (
+        "postgresql"
+    ),
+    report: Annotated[Path | None, typer.Option(help="soak: write the report here (JSON).")] = None,
 ) -> None:
-    """Break a running `vcc cluster` by hand, as simulate scenarios do (see docs/RELIABILITY.md)."""
+    """Break a running `vcc cluster` by hand, as simulate scenarios do (see docs/RELIABILITY.md);
+    `soak` runs its own busy cluster through --cycles faults in rotation, checked after each."""
+    if action == "soak":
+        from tools.soak import DEFAULT_RUN_DIR, run_soak
+
+        if database not in ("postgresql", "sqlite"):
+            fail(f"--database: {database!r} is not one of postgresql, sqlite")
+        if cycles < 1:
+            fail("--cycles: at least 1")
+        code = run_soak(
+            cycles,
+            "postgresql" if database == "postgresql" else "sqlite",
+            report,
+            run_dir if run_dir is not None else DEFAULT_RUN_DIR,
+        )
+        if code:
+            raise typer.Exit(code)
+        return
     from tools.chaos import ChaosError, chaos
 
     try:
-        typer.echo(asyncio.run(chaos(action, run_dir, site)))
+        typer.echo(asyncio.run(chaos(action, run_dir if run_dir is not None else DEFAULT_CLUSTER_DIR, site)))
     except ChaosError as exc:
         fail(str(exc), code=1)
 

@@ -192,3 +192,31 @@ async def test_simulated_agents_conference_colleagues_in_other_cities(tmp_path: 
     assert isinstance(transfers, dict)
     assert transfers["completed"] > 0 and transfers["cross_site"] == transfers["completed"]
     assert result.clean, result.problems
+
+
+async def test_an_agent_serving_another_citys_caller_transfers_it_on(tmp_path: Path) -> None:
+    # Overflow: nobody is logged in at gz, so its caller is served by the only ready agent, at sz.
+    cluster = await start_province(tmp_path, {"mode": "overflow", "overflow_after_s": 0.3})
+    try:
+        sz, fs = await desks(cluster, "sz"), await desks(cluster, "fs")
+        await sz[0].ready()
+        caller = Caller(rpc.channel(address(cluster, "gz")), ani=ANI)
+        offered = await sz[0].answer_next()
+        assert offered.entry_site_id == "gz"
+        assert (await caller.until("connected")).connected.site_id == "sz"
+        # The sz agent hands the caller to a colleague at fs; gz, which holds the trunk, carries it out.
+        await fs[0].ready()
+        await sz[0].transfer(offered.call_id, BLIND, {"case": "42"}, agent_code=fs[0].code)
+        moved = await caller.until("transferred")
+        assert (moved.transferred.to_site_id, moved.transferred.to_agent_code) == ("fs", fs[0].code)
+        ring = await caller.until("ringing")
+        assert ring.ringing.site_id == "fs"
+        second = await fs[0].answer_next()
+        assert second.attached_data["case"] == "42" and second.customer.phone == ANI
+        assert f"{sz[0].code}@sz>{fs[0].code}@fs" in second.attached_data["transfer_history"]
+        await fs[0].hang_up(offered.call_id)
+        assert (await caller.until("ended")).ended.outcome == common_pb2.CALL_OUTCOME_ANSWERED
+        await transfer_recorded(cluster, offered.call_id)
+        await logged_out(sz, fs)
+    finally:
+        await cluster.stop()

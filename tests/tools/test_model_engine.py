@@ -3,26 +3,23 @@
 One skill, Poisson arrivals, exponential handle times, no abandonment: the textbook M/M/N queue,
 run through the real switchboard code in virtual time.
 
-How the counts were chosen (measured on this code: 12 replications of 20,000 calls at A = 10,
-N = 13; the docs' 10,000-call figures at A = 40, N = 46). Waits are rare, long and strongly
-autocorrelated, so per 100,000 calls the standard deviation is about 0.006 for p_wait and 6 % for
-the ASA at A = 10, and about 0.012 and 8.5 % at A = 40 (standard errors shrink as
-1/sqrt(calls)). The engine costs about 0.15 ms of CPU per call, so the suite affords two
-replications of 100,000 calls per case (400,000 calls, run on two worker processes: about
-40 s on this 2-core machine when it is otherwise idle). What those calls can honestly show:
+How the counts were chosen. Measured on this code, between independent replications of 100,000
+calls at A = 10, N = 13 (seeds 13000-13005): p_wait 0.277, standard deviation 0.015; the ASA's
+relative standard deviation is of the same order (about 10 %). That is twice what consecutive
+batches within one run suggest: waits are correlated over far longer than a batch, so batch means
+understate the error and the interval here comes from independent replications only.
+Standard errors shrink as 1/sqrt(replications): p_wait within 0.01 and ASA within 5 % at (nearly)
+every seed need standard errors near 0.005 and 2.5 %, i.e. on the order of a million calls per
+case. The engine costs about 0.15 ms of CPU per call, so that is minutes, not the suite's minute.
 
-- the 95 % confidence interval contains the Erlang value: batch means (each 100,000-call
-  replication cut into 5 consecutive batches of 20,000 calls, nearly independent at these loads:
-  the queue forgets its state within a few hundred calls), Student t with 9 degrees of freedom;
-  and the interval is narrow enough for containing it to mean something;
-- p_wait within 0.01 of Erlang C at A = 10 (standard error about 0.0043: 2.3 of them).
-
-The issue's other point tolerances need more calls than a minute holds: ASA within 5 % at
-(nearly) every seed needs a standard error of 2.5 %, i.e. about 600,000 calls at A = 10 and
-1,200,000 at A = 40, and p_wait within 0.01 at A = 40 about 600,000. `VCC_MODEL_FULL=1 pytest
-tests/tools/test_model_engine.py` runs them (6 and 12 replications of 100,000 calls; a few minutes),
-as does `vcc bench erlang`; docs/BENCHMARKS.md has the latest figures. Seeds are fixed: every run
-is deterministic.
+So the suite runs 6 replications of 20,000 calls per case (240,000 calls on two worker
+processes: about 30 s on this 2-core machine when it is otherwise idle) and asserts what those
+calls can honestly show: the 95 % confidence interval over the replications (Student t, 5
+degrees of freedom) contains the Erlang value, and it is narrow enough for that to mean
+something. `VCC_MODEL_FULL=1 pytest tests/tools/test_model_engine.py` runs the issue's point
+tolerances (p_wait within 0.01, ASA within 5 %) on 10 replications of 100,000 calls per case
+(2,000,000 calls: several minutes); docs/BENCHMARKS.md has the latest figures. Seeds are fixed:
+every run is deterministic.
 """
 
 from __future__ import annotations
@@ -48,10 +45,9 @@ from tools.model_engine import (
 )
 
 FULL = os.environ.get("VCC_MODEL_FULL") == "1"
-CALLS_PER_REPLICATION = 100_000
-BATCHES_PER_REPLICATION = 5
+CALLS_PER_REPLICATION = 100_000 if FULL else 20_000
 # (A, N) -> replications of CALLS_PER_REPLICATION calls.
-REPLICATIONS = {(10.0, 13): 6, (40.0, 46): 12} if FULL else {(10.0, 13): 2, (40.0, 46): 2}
+REPLICATIONS = {(10.0, 13): 10, (40.0, 46): 10} if FULL else {(10.0, 13): 6, (40.0, 46): 6}
 # Student t 0.975 quantiles by degrees of freedom.
 T975 = {2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 9: 2.262, 11: 2.201, 29: 2.045, 59: 2.001}
 
@@ -73,7 +69,7 @@ def _plan(rate: float, agents: int, calls: int, seed: int, trunks: int = 100_000
 
 @pytest.fixture(scope="module")
 def batches() -> Iterator[dict[tuple[float, int], list[tuple[float, float, int]]]]:
-    """Every case's batch means; the replications run on two worker processes."""
+    """Every case's replications (p_wait, ASA, calls), run on two worker processes."""
     jobs = [
         (case, _plan(case[0], case[1], CALLS_PER_REPLICATION, seed=1000 * case[1] + r))
         for case, reps in REPLICATIONS.items()
@@ -81,7 +77,7 @@ def batches() -> Iterator[dict[tuple[float, int], list[tuple[float, float, int]]
     ]
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=2, mp_context=spawn) as pool:
-        futures = [(case, pool.submit(batch_means, plan, BATCHES_PER_REPLICATION)) for case, plan in jobs]
+        futures = [(case, pool.submit(batch_means, plan, 1)) for case, plan in jobs]
         out: dict[tuple[float, int], list[tuple[float, float, int]]] = {case: [] for case in REPLICATIONS}
         for case, future in futures:
             out[case].extend(future.result())
@@ -107,20 +103,19 @@ def test_waiting_matches_erlang_c(
     assert erlang_c(traffic, agents) == pytest.approx(erlang_c_value, abs=1e-6)
     asa_expected = average_speed_of_answer(traffic, agents, 1.0)
     case = batches[(traffic, agents)]
-    assert all(calls >= CALLS_PER_REPLICATION // BATCHES_PER_REPLICATION - 1_000 for _, _, calls in case)
+    assert all(calls >= 0.95 * CALLS_PER_REPLICATION for _, _, calls in case)
     p_mean, p_half = _ci([p for p, _, _ in case])
     asa_mean, asa_half = _ci([a for _, a, _ in case])
     detail = (
-        f"{len(case)} batches: p_wait {p_mean:.4f} ± {p_half:.4f} (Erlang C {erlang_c_value:.4f}), "
+        f"{len(case)} replications: p_wait {p_mean:.4f} ± {p_half:.4f} (Erlang C {erlang_c_value:.4f}), "
         f"ASA {asa_mean:.4f} ± {asa_half:.4f} (Erlang {asa_expected:.4f})"
     )
     assert abs(p_mean - erlang_c_value) <= p_half, detail
     assert abs(asa_mean - asa_expected) <= asa_half, detail
     # The interval is narrow enough that containing the Erlang value says something.
-    assert p_half < 0.03 and asa_half < 0.25 * asa_expected, detail
-    if traffic == 10.0 or FULL:
-        assert abs(p_mean - erlang_c_value) <= 0.01, detail
+    assert p_half < 0.05 and asa_half < 0.4 * asa_expected, detail
     if FULL:
+        assert abs(p_mean - erlang_c_value) <= 0.01, detail
         assert abs(asa_mean - asa_expected) <= 0.05 * asa_expected, detail
 
 

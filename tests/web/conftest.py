@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +14,7 @@ from central.db.engine import create_engine
 from central.db.migrate import upgrade
 from central.live_state import LiveState
 from central.records import CallEvent, EventKind, Outcome
+from central.stats.intervals import INTERVAL_S, StatsPolicy, interval_start
 from central.stats.service import StatsService
 from central.store import Store
 from central.web.server import Dashboard
@@ -73,6 +74,7 @@ class Fixture:
     base: str
     tokens: dict[str, int | None]
     seqs: dict[str, int]
+    clock: Callable[[], float]
     # What each site's next published summary says is waiting.
     waiting: dict[str, int] = field(default_factory=dict)
 
@@ -81,7 +83,7 @@ class Fixture:
         self.seqs[site_id] = self.seqs.get(site_id, 0) + 1
         token = self.tokens[site_id]
         assert token is not None
-        ok = self.live.update(site_id, token, self.seqs[site_id], summary(site_id, **kw), time.time())
+        ok = self.live.update(site_id, token, self.seqs[site_id], summary(site_id, **kw), self.clock())
         assert ok
 
     def kill(self, site_id: str) -> None:
@@ -91,7 +93,7 @@ class Fixture:
         self.live.close_stream(site_id, token)
 
     async def answered_call(self, call_id: str, site_id: str = "gz", wait_s: float = 2.0) -> None:
-        now = time.time()
+        now = self.clock()
         K = EventKind
 
         def e(kind: EventKind, at: float, seq: int, **kw: object) -> CallEvent:
@@ -107,6 +109,15 @@ class Fixture:
         )
 
 
+def mid_interval_clock() -> Callable[[], float]:
+    """Unix time shifted (by less than half an interval) to the middle of a 15-minute interval:
+    the calls a test makes (arrived up to a minute ago) fall in the current interval whatever the
+    time of day the test runs at. The shift keeps the day: days are whole intervals."""
+    now = time.time()
+    shift = interval_start(now, INTERVAL_S, StatsPolicy().utc_offset_s) + INTERVAL_S / 2 - now
+    return lambda: time.time() + shift
+
+
 @pytest.fixture
 async def dash(tmp_path: Path) -> AsyncIterator[Fixture]:
     url = f"sqlite+aiosqlite:///{tmp_path / 'central.db'}"
@@ -114,10 +125,13 @@ async def dash(tmp_path: Path) -> AsyncIterator[Fixture]:
     engine = create_engine(url)
     live = LiveState(SITES, membership=list, max_state_age_s=2.0)
     tokens: dict[str, int | None] = {site_id: live.open_stream(site_id) for site_id, _ in SITES}
-    stats = StatsService(engine, cache_s=0.2)
-    dashboard = Dashboard(live, stats, province_name="Guangdong", push_interval_s=0.3, sample_every_s=0.5)
+    clock = mid_interval_clock()
+    stats = StatsService(engine, cache_s=0.2, clock=clock)
+    dashboard = Dashboard(
+        live, stats, province_name="Guangdong", push_interval_s=0.3, sample_every_s=0.5, clock=clock
+    )
     port = await dashboard.start()
-    fx = Fixture(dashboard, live, Store(engine), f"http://127.0.0.1:{port}", tokens, {})
+    fx = Fixture(dashboard, live, Store(engine), f"http://127.0.0.1:{port}", tokens, {}, clock)
     for site_id, _ in SITES:
         fx.publish(site_id)
     try:

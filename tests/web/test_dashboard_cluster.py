@@ -94,7 +94,7 @@ async def test_dashboard_of_a_live_province_in_chromium(tmp_path: Path, screensh
                 views, records = await traffic_with_robots(
                     cluster,
                     {LOADED: 3.0},
-                    duration_s=9.0,
+                    duration_s=10.0,
                     during=watch_and_kill(page, cluster, tmp_path, screenshots),
                     robots_at=[LOADED],
                     handle_s=0.6,

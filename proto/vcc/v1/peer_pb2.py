@@ -27,7 +27,7 @@ from vcc.v1 import central_pb2 as vcc_dot_v1_dot_central__pb2
 from vcc.v1 import common_pb2 as vcc_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11vcc/v1/peer.proto\x12\x06vcc.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14vcc/v1/central.proto\x1a\x13vcc/v1/common.proto\"#\n\x0bPingRequest\x12\x14\n\x0c\x66rom_site_id\x18\x01 \x01(\t\"\x1f\n\x0cPingResponse\x12\x0f\n\x07site_id\x18\x01 \x01(\t\"\xa3\x01\n\x10ServeCallRequest\x12$\n\x05offer\x18\x01 \x01(\x0b\x32\x13.vcc.v1.RemoteOfferH\x00\x12\x33\n\x10\x61nswer_confirmed\x18\x02 \x01(\x0b\x32\x17.vcc.v1.AnswerConfirmedH\x00\x12)\n\x0b\x63\x61ller_gone\x18\x03 \x01(\x0b\x32\x12.vcc.v1.CallerGoneH\x00\x42\t\n\x07message\"\xd5\x03\n\x0bRemoteOffer\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x16\n\x0eorigin_site_id\x18\x02 \x01(\t\x12\x10\n\x08offer_id\x18\x03 \x01(\t\x12\x13\n\x0bskill_group\x18\x04 \x01(\t\x12\x10\n\x08priority\x18\x05 \x01(\r\x12.\n\narrived_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03\x61ni\x18\x07 \x01(\t\x12\x0c\n\x04\x64nis\x18\x08 \x01(\t\x12<\n\rattached_data\x18\t \x03(\x0b\x32%.vcc.v1.RemoteOffer.AttachedDataEntry\x12\"\n\x08\x63ustomer\x18\n \x01(\x0b\x32\x10.vcc.v1.Customer\x12)\n\x08\x64\x65\x63ision\x18\x0b \x01(\x0b\x32\x17.vcc.v1.RoutingDecision\x12\x12\n\nagent_code\x18\x0c \x01(\t\x12\x19\n\x11reserve_timeout_s\x18\r \x01(\x01\x12\x0f\n\x07purpose\x18\x0e \x01(\t\x12\x17\n\x0f\x66rom_agent_code\x18\x0f \x01(\t\x1a\x33\n\x11\x41ttachedDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x11\n\x0f\x41nswerConfirmed\"\x1c\n\nCallerGone\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xe1\x02\n\x11ServeCallResponse\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x08reserved\x18\x02 \x01(\x0b\x32\x13.vcc.v1.LegReservedH\x00\x12%\n\x07refused\x18\x03 \x01(\x0b\x32\x12.vcc.v1.LegRefusedH\x00\x12.\n\x0c\x61nswer_asked\x18\x04 \x01(\x0b\x32\x16.vcc.v1.LegAnswerAskedH\x00\x12\x1f\n\x04held\x18\x05 \x01(\x0b\x32\x0f.vcc.v1.LegHeldH\x00\x12)\n\tretrieved\x18\x06 \x01(\x0b\x32\x14.vcc.v1.LegRetrievedH\x00\x12$\n\x07hung_up\x18\x07 \x01(\x0b\x32\x11.vcc.v1.LegHungUpH\x00\x12\'\n\x08returned\x18\x08 \x01(\x0b\x32\x13.vcc.v1.LegReturnedH\x00\x42\t\n\x07message\"2\n\x0bLegReserved\x12\x12\n\nagent_code\x18\x01 \x01(\t\x12\x0f\n\x07site_id\x18\x02 \x01(\t\"\x1c\n\nLegRefused\x12\x0e\n\x06reason\x18\x01 \x01(\t\"$\n\x0eLegAnswerAsked\x12\x12\n\nagent_code\x18\x01 \x01(\t\"\t\n\x07LegHeld\"\x0e\n\x0cLegRetrieved\"\x1f\n\tLegHungUp\x12\x12\n\nagent_code\x18\x01 \x01(\t\"\x1d\n\x0bLegReturned\x12\x0e\n\x06reason\x18\x01 \x01(\t2\x8a\x01\n\x0fSitePeerService\x12\x31\n\x04Ping\x12\x13.vcc.v1.PingRequest\x1a\x14.vcc.v1.PingResponse\x12\x44\n\tServeCall\x12\x18.vcc.v1.ServeCallRequest\x1a\x19.vcc.v1.ServeCallResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11vcc/v1/peer.proto\x12\x06vcc.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14vcc/v1/central.proto\x1a\x13vcc/v1/common.proto\"#\n\x0bPingRequest\x12\x14\n\x0c\x66rom_site_id\x18\x01 \x01(\t\"\x1f\n\x0cPingResponse\x12\x0f\n\x07site_id\x18\x01 \x01(\t\"\xa3\x01\n\x10ServeCallRequest\x12$\n\x05offer\x18\x01 \x01(\x0b\x32\x13.vcc.v1.RemoteOfferH\x00\x12\x33\n\x10\x61nswer_confirmed\x18\x02 \x01(\x0b\x32\x17.vcc.v1.AnswerConfirmedH\x00\x12)\n\x0b\x63\x61ller_gone\x18\x03 \x01(\x0b\x32\x12.vcc.v1.CallerGoneH\x00\x42\t\n\x07message\"\xd5\x03\n\x0bRemoteOffer\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x16\n\x0eorigin_site_id\x18\x02 \x01(\t\x12\x10\n\x08offer_id\x18\x03 \x01(\t\x12\x13\n\x0bskill_group\x18\x04 \x01(\t\x12\x10\n\x08priority\x18\x05 \x01(\r\x12.\n\narrived_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03\x61ni\x18\x07 \x01(\t\x12\x0c\n\x04\x64nis\x18\x08 \x01(\t\x12<\n\rattached_data\x18\t \x03(\x0b\x32%.vcc.v1.RemoteOffer.AttachedDataEntry\x12\"\n\x08\x63ustomer\x18\n \x01(\x0b\x32\x10.vcc.v1.Customer\x12)\n\x08\x64\x65\x63ision\x18\x0b \x01(\x0b\x32\x17.vcc.v1.RoutingDecision\x12\x12\n\nagent_code\x18\x0c \x01(\t\x12\x19\n\x11reserve_timeout_s\x18\r \x01(\x01\x12\x0f\n\x07purpose\x18\x0e \x01(\t\x12\x17\n\x0f\x66rom_agent_code\x18\x0f \x01(\t\x1a\x33\n\x11\x41ttachedDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x11\n\x0f\x41nswerConfirmed\"\x1c\n\nCallerGone\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x95\x03\n\x11ServeCallResponse\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x08reserved\x18\x02 \x01(\x0b\x32\x13.vcc.v1.LegReservedH\x00\x12%\n\x07refused\x18\x03 \x01(\x0b\x32\x12.vcc.v1.LegRefusedH\x00\x12.\n\x0c\x61nswer_asked\x18\x04 \x01(\x0b\x32\x16.vcc.v1.LegAnswerAskedH\x00\x12\x1f\n\x04held\x18\x05 \x01(\x0b\x32\x0f.vcc.v1.LegHeldH\x00\x12)\n\tretrieved\x18\x06 \x01(\x0b\x32\x14.vcc.v1.LegRetrievedH\x00\x12$\n\x07hung_up\x18\x07 \x01(\x0b\x32\x11.vcc.v1.LegHungUpH\x00\x12\'\n\x08returned\x18\x08 \x01(\x0b\x32\x13.vcc.v1.LegReturnedH\x00\x12\x32\n\x0etransfer_asked\x18\t \x01(\x0b\x32\x18.vcc.v1.LegTransferAskedH\x00\x42\t\n\x07message\"2\n\x0bLegReserved\x12\x12\n\nagent_code\x18\x01 \x01(\t\x12\x0f\n\x07site_id\x18\x02 \x01(\t\"\x1c\n\nLegRefused\x12\x0e\n\x06reason\x18\x01 \x01(\t\"$\n\x0eLegAnswerAsked\x12\x12\n\nagent_code\x18\x01 \x01(\t\"\t\n\x07LegHeld\"\x0e\n\x0cLegRetrieved\"\x1f\n\tLegHungUp\x12\x12\n\nagent_code\x18\x01 \x01(\t\"\x1d\n\x0bLegReturned\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xea\x01\n\x10LegTransferAsked\x12\x17\n\x0f\x66rom_agent_code\x18\x01 \x01(\t\x12\x12\n\nagent_code\x18\x02 \x01(\t\x12\x13\n\x0bskill_group\x18\x03 \x01(\t\x12\x0f\n\x07site_id\x18\x04 \x01(\t\x12\x0b\n\x03ivr\x18\x05 \x01(\x08\x12\x41\n\rattached_data\x18\x06 \x03(\x0b\x32*.vcc.v1.LegTransferAsked.AttachedDataEntry\x1a\x33\n\x11\x41ttachedDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\x8a\x01\n\x0fSitePeerService\x12\x31\n\x04Ping\x12\x13.vcc.v1.PingRequest\x1a\x14.vcc.v1.PingResponse\x12\x44\n\tServeCall\x12\x18.vcc.v1.ServeCallRequest\x1a\x19.vcc.v1.ServeCallResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +36,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REMOTEOFFER_ATTACHEDDATAENTRY']._loaded_options = None
   _globals['_REMOTEOFFER_ATTACHEDDATAENTRY']._serialized_options = b'8\001'
+  _globals['_LEGTRANSFERASKED_ATTACHEDDATAENTRY']._loaded_options = None
+  _globals['_LEGTRANSFERASKED_ATTACHEDDATAENTRY']._serialized_options = b'8\001'
   _globals['_PINGREQUEST']._serialized_start=105
   _globals['_PINGREQUEST']._serialized_end=140
   _globals['_PINGRESPONSE']._serialized_start=142
@@ -51,21 +53,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CALLERGONE']._serialized_start=832
   _globals['_CALLERGONE']._serialized_end=860
   _globals['_SERVECALLRESPONSE']._serialized_start=863
-  _globals['_SERVECALLRESPONSE']._serialized_end=1216
-  _globals['_LEGRESERVED']._serialized_start=1218
-  _globals['_LEGRESERVED']._serialized_end=1268
-  _globals['_LEGREFUSED']._serialized_start=1270
-  _globals['_LEGREFUSED']._serialized_end=1298
-  _globals['_LEGANSWERASKED']._serialized_start=1300
-  _globals['_LEGANSWERASKED']._serialized_end=1336
-  _globals['_LEGHELD']._serialized_start=1338
-  _globals['_LEGHELD']._serialized_end=1347
-  _globals['_LEGRETRIEVED']._serialized_start=1349
-  _globals['_LEGRETRIEVED']._serialized_end=1363
-  _globals['_LEGHUNGUP']._serialized_start=1365
-  _globals['_LEGHUNGUP']._serialized_end=1396
-  _globals['_LEGRETURNED']._serialized_start=1398
-  _globals['_LEGRETURNED']._serialized_end=1427
-  _globals['_SITEPEERSERVICE']._serialized_start=1430
-  _globals['_SITEPEERSERVICE']._serialized_end=1568
+  _globals['_SERVECALLRESPONSE']._serialized_end=1268
+  _globals['_LEGRESERVED']._serialized_start=1270
+  _globals['_LEGRESERVED']._serialized_end=1320
+  _globals['_LEGREFUSED']._serialized_start=1322
+  _globals['_LEGREFUSED']._serialized_end=1350
+  _globals['_LEGANSWERASKED']._serialized_start=1352
+  _globals['_LEGANSWERASKED']._serialized_end=1388
+  _globals['_LEGHELD']._serialized_start=1390
+  _globals['_LEGHELD']._serialized_end=1399
+  _globals['_LEGRETRIEVED']._serialized_start=1401
+  _globals['_LEGRETRIEVED']._serialized_end=1415
+  _globals['_LEGHUNGUP']._serialized_start=1417
+  _globals['_LEGHUNGUP']._serialized_end=1448
+  _globals['_LEGRETURNED']._serialized_start=1450
+  _globals['_LEGRETURNED']._serialized_end=1479
+  _globals['_LEGTRANSFERASKED']._serialized_start=1482
+  _globals['_LEGTRANSFERASKED']._serialized_end=1716
+  _globals['_LEGTRANSFERASKED_ATTACHEDDATAENTRY']._serialized_start=760
+  _globals['_LEGTRANSFERASKED_ATTACHEDDATAENTRY']._serialized_end=811
+  _globals['_SITEPEERSERVICE']._serialized_start=1719
+  _globals['_SITEPEERSERVICE']._serialized_end=1857
 # @@protoc_insertion_point(module_scope)

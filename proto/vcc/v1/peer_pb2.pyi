@@ -234,6 +234,7 @@ class ServeCallResponse(_message.Message):
     RETRIEVED_FIELD_NUMBER: _builtins.int
     HUNG_UP_FIELD_NUMBER: _builtins.int
     RETURNED_FIELD_NUMBER: _builtins.int
+    TRANSFER_ASKED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -256,6 +257,10 @@ class ServeCallResponse(_message.Message):
     def returned(self) -> Global___LegReturned:
         """The target gives the call back (ring-no-answer, agent logged out): it queues again at origin."""
 
+    @_builtins.property
+    def transfer_asked(self) -> Global___LegTransferAsked:
+        """The remote agent hands the caller on (blind transfer): the origin carries it out; the leg ends."""
+
     def __init__(
         self,
         *,
@@ -267,12 +272,13 @@ class ServeCallResponse(_message.Message):
         retrieved: Global___LegRetrieved | None = ...,
         hung_up: Global___LegHungUp | None = ...,
         returned: Global___LegReturned | None = ...,
+        transfer_asked: Global___LegTransferAsked | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["answer_asked", b"answer_asked", "at", b"at", "held", b"held", "hung_up", b"hung_up", "message", b"message", "refused", b"refused", "reserved", b"reserved", "retrieved", b"retrieved", "returned", b"returned"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["answer_asked", b"answer_asked", "at", b"at", "held", b"held", "hung_up", b"hung_up", "message", b"message", "refused", b"refused", "reserved", b"reserved", "retrieved", b"retrieved", "returned", b"returned", "transfer_asked", b"transfer_asked"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_asked", b"answer_asked", "at", b"at", "held", b"held", "hung_up", b"hung_up", "message", b"message", "refused", b"refused", "reserved", b"reserved", "retrieved", b"retrieved", "returned", b"returned"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_asked", b"answer_asked", "at", b"at", "held", b"held", "hung_up", b"hung_up", "message", b"message", "refused", b"refused", "reserved", b"reserved", "retrieved", b"retrieved", "returned", b"returned", "transfer_asked", b"transfer_asked"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["reserved", "refused", "answer_asked", "held", "retrieved", "hung_up", "returned"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["reserved", "refused", "answer_asked", "held", "retrieved", "hung_up", "returned", "transfer_asked"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
@@ -406,3 +412,60 @@ class LegReturned(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LegReturned: _TypeAlias = LegReturned  # noqa: Y015
+
+@_typing.final
+class LegTransferAsked(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class AttachedDataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    FROM_AGENT_CODE_FIELD_NUMBER: _builtins.int
+    AGENT_CODE_FIELD_NUMBER: _builtins.int
+    SKILL_GROUP_FIELD_NUMBER: _builtins.int
+    SITE_ID_FIELD_NUMBER: _builtins.int
+    IVR_FIELD_NUMBER: _builtins.int
+    ATTACHED_DATA_FIELD_NUMBER: _builtins.int
+    from_agent_code: _builtins.str
+    """The agent at the target who transfers."""
+    agent_code: _builtins.str
+    """Exactly one of agent_code, skill_group (site_id: where; empty: the origin), ivr."""
+    skill_group: _builtins.str
+    site_id: _builtins.str
+    ivr: _builtins.bool
+    @_builtins.property
+    def attached_data(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        from_agent_code: _builtins.str = ...,
+        agent_code: _builtins.str = ...,
+        skill_group: _builtins.str = ...,
+        site_id: _builtins.str = ...,
+        ivr: _builtins.bool = ...,
+        attached_data: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_code", b"agent_code", "attached_data", b"attached_data", "from_agent_code", b"from_agent_code", "ivr", b"ivr", "site_id", b"site_id", "skill_group", b"skill_group"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LegTransferAsked: _TypeAlias = LegTransferAsked  # noqa: Y015
