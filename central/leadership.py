@@ -116,6 +116,8 @@ class Leadership:
         self.last_error: str | None = None
         # Terms of other replicas this one ended early (their leader did not answer its probes).
         self.leaders_revoked = 0
+        # The leader this follower probes has answered at least once (only such a leader is deposed).
+        self.leader_reached = False
 
     # -- what the rest of central asks -----------------------------------------------------------
 
@@ -257,7 +259,7 @@ class Leadership:
         our own server answers there, so it is left to expire.
         """
         failures = 0
-        reached = False  # this leader answered once: its silence now means something
+        self.leader_reached = False  # once this leader answered, its silence means something
         address = ""
         ch: grpc.aio.Channel | None = None
         try:
@@ -270,18 +272,18 @@ class Leadership:
                 if leader.address != address or ch is None:
                     if ch is not None:
                         await ch.close()
-                    address, failures, reached = leader.address, 0, False
+                    address, failures, self.leader_reached = leader.address, 0, False
                     ch = channel(address)
                 try:
                     await health_pb2_grpc.HealthStub(ch).Check(
                         health_pb2.HealthCheckRequest(), timeout=PROBE_DEADLINE_S
                     )
-                    failures, reached = 0, True
+                    failures, self.leader_reached = 0, True
                 except grpc.aio.AioRpcError as exc:
                     dead = exc.code() in _DEAD_CODES
                     failures = failures + 1 if dead else 0
-                    reached = reached or not dead
-                if reached and failures >= PROBE_FAILURES:
+                    self.leader_reached = self.leader_reached or not dead
+                if self.leader_reached and failures >= PROBE_FAILURES:
                     log.warning(
                         "replica %s: leader %s at %s failed %d health probes in a row; ending its term",
                         self.replica_id,

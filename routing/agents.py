@@ -190,7 +190,7 @@ def transition(agent: Agent, event: AgentEvent, now: float) -> Agent:
     """The agent after `event`, or IllegalTransition. Dispatched on the event's type (a dict
     look-up rather than a chain of class patterns: this runs for every agent event)."""
     step = _STEPS.get(type(event))
-    after = step(agent, event, now) if step is not None else None  # type: ignore[arg-type]
+    after = step(agent, event, now) if step is not None else None
     if after is None:
         raise IllegalTransition(agent, event)
     return after

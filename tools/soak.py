@@ -81,6 +81,7 @@ UNDO: dict[str, EventAction | None] = {
 }
 WARMUP_S = 4.0
 TAIL_S = 3.0
+LEADER_WAIT_S = 20.0
 # A call that ended this close to a check may not have reached central yet: the next check has it.
 CHECK_MARGIN_S = 2.0
 
@@ -233,10 +234,8 @@ async def _cycles(
         cycle = Cycle(n + 1, fault, target or ("database" if "database" in fault else "central"), time.time())
         cycle.fault_event = await _event(state, fault, target, traffic_start)
         if fault == "kill_central_leader":
-            # Back as a follower: the next kill of a leader has somebody to take over.
             back = time.time()
-            for replica in range(1, state.cluster.central_replicas + 1):
-                await state.cluster.start_central_replica(str(replica))
+            await _restore_replicas(state)
             cycle.replica_back_s = round(time.time() - back, 3)
         undo = UNDO[fault]
         if undo is not None:
@@ -250,6 +249,26 @@ async def _cycles(
         )
         done.append(cycle)
     return done
+
+
+async def _restore_replicas(state: _Run) -> None:
+    """The killed replica back as a follower (the next kill has somebody to take over), and replica 1
+    leading again.
+
+    Why replica 1: the callers' network (tools/traffic.py) asks `central.listen`, replica 1, where
+    to send a dead city's callers, and does not follow a `not-leader` refusal to the leader yet;
+    with another replica leading, a later kill_site would cost its city's callers until the restart.
+    A clean stop of the leader revokes its lease: replica 1 takes over at once.
+    """
+    cluster = state.cluster
+    for replica in range(1, cluster.central_replicas + 1):
+        await cluster.start_central_replica(str(replica))
+    leader = await cluster.wait_central_leader(timeout_s=LEADER_WAIT_S)
+    if leader.replica_id == "1":
+        return
+    await cluster.centrals[leader.replica_id].terminate()
+    await cluster.wait_central_leader(newer_than=leader.epoch, timeout_s=LEADER_WAIT_S)
+    await cluster.start_central_replica(leader.replica_id)
 
 
 async def _event(state: _Run, action: EventAction, site: str, traffic_start: float) -> AppliedEvent:
@@ -320,7 +339,8 @@ def summarize(
             views, applied, traffic_start=traffic_start, traffic_end=end, on_failed=on_failed, refused=refused
         )
         mine = [v for v in views if cycle.start <= v.offered_at < end]
-        lost = [v for v in mine if v.outcome in ("lost", "failed")]
+        # A lost call belongs to the cycle its stream broke in (it may have been offered before).
+        lost = [v for v in views if v.outcome in ("lost", "failed") and cycle.start <= _ended_at(v) < end]
         elsewhere = [v for v in lost if v.key not in on_failed and v.key not in refused]
         broken = list(cycle.problems)
         if elsewhere:
