@@ -14,9 +14,16 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    stop_any,
+    wait_random_exponential,
+)
 
 from central import paging
 from central.customers import Customer, demo_customers
@@ -35,6 +42,8 @@ T = TypeVar("T")
 CHUNK = 500
 # Whole-transaction attempts before a conflict is reported to the caller (who retries later).
 MAX_ATTEMPTS = 12
+# How long a transaction keeps trying while the database is away, before UNAVAILABLE.
+DATABASE_RETRY_S = 3.0
 _RETRY_SQLSTATES = {"40001", "40P01"}
 
 _EVENTS = models.Base.metadata.tables["call_events"]
@@ -399,9 +408,11 @@ class Store:
             work = self._fenced(epoch, work)
         try:
             async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(MAX_ATTEMPTS),
+                # Conflicts clear in milliseconds; a database that went away gets a few seconds
+                # before the site is told UNAVAILABLE (its outbox keeps the records meanwhile).
+                stop=stop_any(stop_after_attempt(MAX_ATTEMPTS), stop_after_delay(DATABASE_RETRY_S)),
                 wait=wait_random_exponential(multiplier=0.01, max=0.5),
-                retry=retry_if_exception(_is_conflict),
+                retry=retry_if_exception(_is_transient),
                 before_sleep=_log_retry,
                 reraise=True,
             ):
@@ -410,7 +421,7 @@ class Store:
                         result = await work(conn)
                     return result
         except DBAPIError as exc:
-            if exc.connection_invalidated or _is_conflict(exc) or isinstance(exc, OperationalError):
+            if _is_transient(exc):
                 raise DatabaseUnavailable(str(exc.orig)) from exc
             raise
         except (OSError, TimeoutError) as exc:
@@ -477,6 +488,23 @@ def _is_conflict(exc: BaseException) -> bool:
     if code in _RETRY_SQLSTATES:
         return True
     return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
+
+
+# SQLSTATE classes of a server that is away or not ready: connection exceptions (08),
+# shutdown or starting up (57P01-57P03).
+_UNREACHABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Worth running the transaction again: a conflict, or a database that is (briefly) away."""
+    if isinstance(exc, (OSError, TimeoutError)):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if _is_conflict(exc) or exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError)):
+        return True
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return isinstance(code, str) and code.startswith(_UNREACHABLE_SQLSTATES)
 
 
 def _log_retry(state: Any) -> None:
