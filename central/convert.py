@@ -123,7 +123,8 @@ def decision_to_proto(r: RecordedDecision) -> central_pb2.RoutingDecision:
 def site_snapshot(state: SiteState) -> SiteSnapshot:
     """What the routing policy sees of a site; a site with no summary has nothing to offer."""
     age = state.age_s if state.age_s is not None else float("inf")
-    up = state.health is not Health.DOWN
+    # Stale (silent, or its stream just broke) is not routed to: only a site known to be up is.
+    up = state.health is Health.UP
     if state.summary is None:
         return SiteSnapshot(site_id=state.site_id, up=up, state_age_s=age)
     return summary_snapshot(state.summary, state.site_id, up, age)

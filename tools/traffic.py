@@ -521,10 +521,17 @@ class _Network:
     async def _pre_route(
         self, home: str, ani: str
     ) -> tuple[str, trunk_pb2_grpc.TrunkIngressServiceAsyncStub] | None:
+        request = central_pb2.PreRouteCallRequest(home_site_id=home, ani=ani)
         try:
-            reply = await self._router.PreRouteCall(
-                central_pb2.PreRouteCallRequest(home_site_id=home, ani=ani), timeout=2.0
-            )
+            try:
+                reply = await self._router.PreRouteCall(request, timeout=2.0)
+            except grpc.aio.AioRpcError as exc:
+                leader = _leader_of(exc)
+                if leader is None:
+                    raise
+                # A central replica that does not lead names the one that does: ask it.
+                self._follow(leader)
+                reply = await self._router.PreRouteCall(request, timeout=2.0)
         except grpc.aio.AioRpcError as exc:
             log.warning("pre-routing unavailable (%s): the call stays with its city", exc.code().name)
             return home, self._stubs[home]
@@ -537,9 +544,22 @@ class _Network:
             self._stubs[site] = trunk_pb2_grpc.TrunkIngressServiceStub(channel)
         return site, self._stubs[site]
 
+    def _follow(self, address: str) -> None:
+        self._channels.append(self._central)  # closed with the others at the end
+        self._central = rpc.channel(address)
+        self._router = central_pb2_grpc.CentralServiceStub(self._central)
+
     async def close(self) -> None:
         for channel in (self._central, *self._channels):
             await channel.close()
+
+
+def _leader_of(exc: grpc.aio.AioRpcError) -> str | None:
+    """The leader's address a follower replica gives with its `not-leader` refusal."""
+    for key, value in exc.trailing_metadata() or ():
+        if key == "vcc-leader" and value:
+            return str(value)
+    return None
 
 
 async def run_traffic(

@@ -42,6 +42,8 @@ from central.stats.intervals import DAY_S, INTERVAL_S, CallFacts, IntervalRow, L
 from central.stats.realtime import LiveSource, display_status, snapshot
 
 log = logging.getLogger(__name__)
+# How often a live stream looks for a change to push.
+CHANGE_POLL_S = 0.05
 
 HERE = Path(__file__).parent
 CSV_COLUMNS = [
@@ -117,6 +119,7 @@ class Dashboard:
         self._samples: deque[Sample] = deque(maxlen=max(1, int(history_s / sample_every_s)) * 64)
         self._history_s = history_s
         self._snapshot: tuple[float, dict[str, Any]] | None = None
+        self._snapshot_mark: tuple[tuple[str, int, str], ...] = ()
         self._snapshot_lock = asyncio.Lock()
         self._closing = asyncio.Event()
         self._server: uvicorn.Server | None = None
@@ -167,15 +170,33 @@ class Dashboard:
     # -- data ------------------------------------------------------------------------------------
 
     async def live_snapshot(self) -> dict[str, Any]:
-        """The real-time snapshot, shared by every client for a fraction of the push interval."""
+        """The real-time snapshot, shared by every client until the live state changes (or for a
+        fraction of the push interval, so that ages keep moving)."""
         async with self._snapshot_lock:
             now = self._clock()
-            if self._snapshot is None or now - self._snapshot[0] >= self._push_interval_s / 2:
+            mark = self.live_mark(now)
+            if (
+                self._snapshot is None
+                or mark != self._snapshot_mark
+                or now - self._snapshot[0] >= self._push_interval_s / 2
+            ):
                 calls, records_age = await self._records.today()
                 data = snapshot(self._live.sites(now), calls, self._records.policy, now, records_age)
                 data["province"]["name"] = self._province_name
                 self._snapshot = (now, data)
+                self._snapshot_mark = mark
             return self._snapshot[1]
+
+    def live_mark(self, now: float) -> tuple[tuple[str, int, str], ...]:
+        """Changes whenever a site sends a new state or its status changes (cheap to compute)."""
+        return tuple(
+            (
+                v.site_id,
+                v.summary.updated_at.ToNanoseconds() if v.summary is not None else 0,
+                display_status(v),
+            )
+            for v in self._live.sites(now)
+        )
 
     def sample(self, now: float) -> None:
         """Keep one history sample per site (the charts' live series)."""
@@ -245,8 +266,15 @@ class Dashboard:
             while not self._closing.is_set():
                 data = await self.live_snapshot()
                 yield f"event: live\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closing.wait(), self._push_interval_s)
+                # Push as soon as a site's state changes (looked at every CHANGE_POLL_S), and at
+                # least every push interval so that the ages shown keep counting.
+                sent_mark, sent_at = self.live_mark(self._clock()), self._clock()
+                while not self._closing.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._closing.wait(), CHANGE_POLL_S)
+                    now = self._clock()
+                    if self.live_mark(now) != sent_mark or now - sent_at >= self._push_interval_s:
+                        break
 
         return StreamingResponse(
             events(),
