@@ -505,9 +505,9 @@ def event_rows(
 ) -> list[dict[str, object]]:
     """SPEC's events[]: at_s, action, target, service_gap_s, calls_lost (plus a few diagnostics).
 
-    service_gap_s: the longest stretch, from the event to the end of traffic, in which no call of
-    the affected site (its city's callers, wherever pre-routing delivered them; every call for a
-    province-wide event) was answered.
+    service_gap_s: the longest stretch, from the event to the next one (or the end of traffic), in
+    which no call of the affected site (its city's callers, wherever pre-routing delivered them;
+    every call for a province-wide event) was answered.
     calls_lost: calls whose stream broke from this event until the next one (or the end).
     """
     rows: list[dict[str, object]] = []
@@ -522,7 +522,9 @@ def event_rows(
             and v.answered_at >= event.at
             and (target is None or (v.home_site_id or v.entry_site_id) == target)
         )
-        marks = [event.at, *(a for a in answers if a <= traffic_end), traffic_end]
+        # Up to the next event: what happens after it is that event's gap.
+        end = min(until, traffic_end)
+        marks = [event.at, *(a for a in answers if a <= end), end]
         gap = max((b - a for a, b in itertools.pairwise(marks)), default=0.0)
         broken = [
             v
