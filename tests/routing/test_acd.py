@@ -37,8 +37,9 @@ def pairs(acd: Acd) -> list[tuple[str, str]]:
 
 
 def test_priority_then_oldest_arrival_across_groups() -> None:
-    acd = acd_with({"general": ("longest_idle", 0), "billing": ("longest_idle", 0)},
-                   {"a": {"general": 1, "billing": 1}})
+    acd = acd_with(
+        {"general": ("longest_idle", 0), "billing": ("longest_idle", 0)}, {"a": {"general": 1, "billing": 1}}
+    )
     acd.enqueue("g-old", "general", arrived_at=1.0)
     acd.enqueue("b-new", "billing", arrived_at=5.0)
     acd.enqueue("b-urgent", "billing", arrived_at=9.0, priority=2)
@@ -54,8 +55,9 @@ def test_priority_then_oldest_arrival_across_groups() -> None:
 
 
 def test_group_priority_adds_to_call_priority() -> None:
-    acd = acd_with({"general": ("longest_idle", 0), "vip": ("longest_idle", 3)},
-                   {"a": {"general": 1, "vip": 1}})
+    acd = acd_with(
+        {"general": ("longest_idle", 0), "vip": ("longest_idle", 3)}, {"a": {"general": 1, "vip": 1}}
+    )
     acd.enqueue("g", "general", arrived_at=1.0, priority=2)
     acd.enqueue("v", "vip", arrived_at=5.0)
     q = acd.queued("v")
@@ -269,8 +271,12 @@ class AcdMachine(RuleBasedStateMachine):
         self.queued[call_id] = ((-total, arrived, self.seq), group)
         self.arrival[call_id] = (arrived, priority)
 
-    @rule(target=calls, group=st.sampled_from(sorted(GROUPS)), arrived=st.integers(0, 20),
-          priority=st.integers(0, 3))
+    @rule(
+        target=calls,
+        group=st.sampled_from(sorted(GROUPS)),
+        arrived=st.integers(0, 20),
+        priority=st.integers(0, 3),
+    )
     def enqueue(self, group: str, arrived: int, priority: int) -> str:
         self.next_id += 1
         call_id = f"c{self.next_id}"
@@ -299,8 +305,12 @@ class AcdMachine(RuleBasedStateMachine):
         self._model_enqueue(call_id, group, arrived, priority)
         self.matched.discard(call_id)
 
-    @rule(agent=st.sampled_from(AGENTS), idle_since=st.integers(0, 20), last_offered=st.integers(0, 20),
-          occupancy=st.sampled_from([0.0, 0.25, 0.5, 1.0]))
+    @rule(
+        agent=st.sampled_from(AGENTS),
+        idle_since=st.integers(0, 20),
+        last_offered=st.integers(0, 20),
+        occupancy=st.sampled_from([0.0, 0.25, 0.5, 1.0]),
+    )
     def agent_ready(self, agent: str, idle_since: int, last_offered: int, occupancy: float) -> None:
         standing = Standing(float(idle_since), float(last_offered), occupancy)
         self.acd.agent_ready(agent, standing)
@@ -318,8 +328,11 @@ class AcdMachine(RuleBasedStateMachine):
         if not candidates:
             return None
         _, call_id, group = min(candidates)
-        keys = {a: expected_agent_key(group, SKILLS[a][group], s) for a, s in self.ready.items()
-                if group in SKILLS[a]}
+        keys = {
+            a: expected_agent_key(group, SKILLS[a][group], s)
+            for a, s in self.ready.items()
+            if group in SKILLS[a]
+        }
         best = min(keys.values())
         return call_id, {a for a, k in keys.items() if k == best}
 

@@ -172,7 +172,11 @@ def test_offer_withdrawn_applies_pending_not_ready() -> None:
     assert ringing.state == S.RINGING
     after = transition(ringing, OfferWithdrawn(), 12.0)
     assert (after.state, after.reason, after.pending_not_ready, after.call_id) == (
-        S.NOT_READY, "lunch", None, "")
+        S.NOT_READY,
+        "lunch",
+        None,
+        "",
+    )
 
 
 def test_answer_hold_retrieve() -> None:
@@ -242,14 +246,22 @@ def test_set_ready_during_wrap_up_ends_it() -> None:
     wrap = transition(agent_in(S.TALKING, pending_not_ready="lunch"), CallEnded(5.0), 30.0)
     after = transition(wrap, SetReady(), 31.0)
     assert (after.state, after.wrap_up_until, after.pending_not_ready, after.idle_since) == (
-        S.READY, None, None, 31.0)
+        S.READY,
+        None,
+        None,
+        31.0,
+    )
 
 
 def test_agent_ends_wrap_up_not_ready_with_its_reason() -> None:
     wrap = transition(agent_in(S.TALKING, pending_not_ready="lunch"), CallEnded(5.0), 30.0)
     after = transition(wrap, EndWrapUp(ready=False, reason="paperwork"), 31.0)
     assert (after.state, after.reason, after.pending_not_ready, after.call_id) == (
-        S.NOT_READY, "paperwork", None, "")
+        S.NOT_READY,
+        "paperwork",
+        None,
+        "",
+    )
 
 
 def test_agent_ends_wrap_up_ready_overrides_pending() -> None:

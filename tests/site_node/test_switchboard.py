@@ -51,8 +51,10 @@ def site_dict(**overrides: Any) -> dict[str, Any]:
             {"id": "general", "strategy": "longest_idle"},
             {"id": "billing", "strategy": "most_skilled", "priority": 1},
         ],
-        "agents": [{"code": code, "password_hash": FAKE_HASH, "skills": skills}
-                   for code, skills in AGENT_SKILLS.items()],
+        "agents": [
+            {"code": code, "password_hash": FAKE_HASH, "skills": skills}
+            for code, skills in AGENT_SKILLS.items()
+        ],
         "ivr": {
             "choices": [{"digit": "1", "skill_group": "billing"}, {"digit": "2", "skill_group": "general"}],
             "digit_timeout_s": 5,
@@ -68,10 +70,12 @@ def site_dict(**overrides: Any) -> dict[str, Any]:
 
 def site_config(**overrides: Any) -> SiteConfig:
     """A validated site config (through the same parser the province file goes through)."""
-    province = parse_province({
-        "province": {"id": "gd", "name": "Guangdong", "service_number": SERVICE},
-        "sites": [site_dict(**overrides)],
-    })
+    province = parse_province(
+        {
+            "province": {"id": "gd", "name": "Guangdong", "service_number": SERVICE},
+            "sites": [site_dict(**overrides)],
+        }
+    )
     return province.sites[0]
 
 
@@ -119,8 +123,9 @@ def offer(
     sb: Switchboard, now: float, key: str, lookup: bool = True, **kwargs: Any
 ) -> tuple[str, list[Effect]]:
     """Offer a call; with `lookup`, central's customer look-up answers at once (no record)."""
-    call_id, fx = sb.offer(now, idempotency_key=key, ani=kwargs.pop("ani", "13800000000"), dnis=SERVICE,
-                           **kwargs)
+    call_id, fx = sb.offer(
+        now, idempotency_key=key, ani=kwargs.pop("ani", "13800000000"), dnis=SERVICE, **kwargs
+    )
     if lookup:
         fx += sb.customer_found(now, call_id, None)
     return call_id, fx
@@ -165,7 +170,11 @@ def test_blocked_call_is_journaled_ended_and_counted() -> None:
     ended = to_caller(fx)
     assert len(ended) == 1
     assert (ended[0].call_id, ended[0].kind, ended[0].outcome, ended[0].reason) == (
-        blocked, "ended", Outcome.BLOCKED, "no-trunk-channel")
+        blocked,
+        "ended",
+        Outcome.BLOCKED,
+        "no-trunk-channel",
+    )
     assert not any(isinstance(e, FetchCustomer) for e in fx)
     assert blocked not in sb.calls
     assert (sb.counters.offered, sb.counters.blocked) == (2, 1)
@@ -333,14 +342,21 @@ def test_a_call_from_arrival_to_wrap_up() -> None:
     assert journal_kinds(fx, call_id)[-1] == EventKind.RINGING
     offered = to_agent(fx, "0201", "offered")[0]
     assert (offered.call_id, offered.skill_group, offered.ring_timeout_s, offered.entry_site_id) == (
-        call_id, "billing", 10.0, "gz")
+        call_id,
+        "billing",
+        10.0,
+        "gz",
+    )
     assert sb.agents["0201"].state == AgentState.RINGING
     fx = sb.answer(3.0, "0201", call_id)
     assert journal_kinds(fx) == [EventKind.ANSWERED]
     assert to_caller(fx)[0].kind == "connected"
     fx = sb.hold(4.0, "0201", call_id, True)
     assert (journal_kinds(fx), sb.calls[call_id].state, sb.agents["0201"].state) == (
-        [EventKind.HELD], CallState.HELD, AgentState.HELD)
+        [EventKind.HELD],
+        CallState.HELD,
+        AgentState.HELD,
+    )
     fx = sb.hold(5.0, "0201", call_id, False)
     assert (journal_kinds(fx), sb.calls[call_id].state) == ([EventKind.RETRIEVED], CallState.TALKING)
     fx = sb.agent_hang_up(9.0, "0201", call_id)
@@ -646,46 +662,100 @@ BAD_REQUESTS: list[tuple[str, type[VccError], str, Callable[[Switchboard, dict[s
     ("key too long", InvalidArgument, "bad-idempotency-key", offer_with(idempotency_key="k" * 129)),
     ("call id not ascii", InvalidArgument, "bad-call-id", offer_with(call_id="呼叫")),
     ("call id too long", InvalidArgument, "bad-call-id", offer_with(call_id="c" * 65)),
-    ("too many attached", InvalidArgument, "attached-data-too-large",
-     offer_with(attached={f"k{i}": "v" for i in range(65)})),
+    (
+        "too many attached",
+        InvalidArgument,
+        "attached-data-too-large",
+        offer_with(attached={f"k{i}": "v" for i in range(65)}),
+    ),
     ("attached too big", InvalidArgument, "attached-data-too-large", offer_with(attached={"k": "v" * 8192})),
     ("empty digits", InvalidArgument, "bad-digits", lambda sb, c: sb.caller_digits(5.0, c["ivr"], "")),
     ("letter digits", InvalidArgument, "bad-digits", lambda sb, c: sb.caller_digits(5.0, c["ivr"], "1a")),
-    ("too many digits", InvalidArgument, "bad-digits",
-     lambda sb, c: sb.caller_digits(5.0, c["ivr"], "1" * 33)),
-    ("not ready without reason", InvalidArgument, "reason-required",
-     lambda sb, c: sb.set_ready(5.0, "0101", False)),
-    ("reason too long", InvalidArgument, "bad-reason-code",
-     lambda sb, c: sb.set_ready(5.0, "0101", False, "x" * 65)),
+    (
+        "too many digits",
+        InvalidArgument,
+        "bad-digits",
+        lambda sb, c: sb.caller_digits(5.0, c["ivr"], "1" * 33),
+    ),
+    (
+        "not ready without reason",
+        InvalidArgument,
+        "reason-required",
+        lambda sb, c: sb.set_ready(5.0, "0101", False),
+    ),
+    (
+        "reason too long",
+        InvalidArgument,
+        "bad-reason-code",
+        lambda sb, c: sb.set_ready(5.0, "0101", False, "x" * 65),
+    ),
     # Reused identities.
     ("reused live key", AlreadyExists, "offer-key-reused", offer_with(idempotency_key="k-ivr")),
     ("reused ended key", AlreadyExists, "offer-key-reused", offer_with(idempotency_key="k-ended")),
-    ("reused live call id", AlreadyExists, "call-exists", lambda sb, c: sb.offer(
-        5.0, idempotency_key="k-new", ani="1", dnis=SERVICE, call_id=c["queued"])),
+    (
+        "reused live call id",
+        AlreadyExists,
+        "call-exists",
+        lambda sb, c: sb.offer(5.0, idempotency_key="k-new", ani="1", dnis=SERVICE, call_id=c["queued"]),
+    ),
     ("duplicate login", AlreadyExists, "already-logged-in", lambda sb, c: sb.login(5.0, "0101")),
     # Wrong state.
-    ("ready while logged out", FailedPrecondition, "not-logged-in",
-     lambda sb, c: sb.set_ready(5.0, "0201", True)),
-    ("answer while talking", FailedPrecondition, "call-not-ringing",
-     lambda sb, c: sb.answer(5.0, "0101", c["talking"])),
-    ("answer another agent's call", FailedPrecondition, "not-your-call",
-     lambda sb, c: sb.answer(5.0, "0101", c["ringing"])),
-    ("answer a queued call", FailedPrecondition, "not-your-call",
-     lambda sb, c: sb.answer(5.0, "0101", c["queued"])),
-    ("hold a ringing call", FailedPrecondition, "wrong-call-state",
-     lambda sb, c: sb.hold(5.0, "0102", c["ringing"], True)),
-    ("retrieve a call not held", FailedPrecondition, "wrong-call-state",
-     lambda sb, c: sb.hold(5.0, "0101", c["talking"], False)),
-    ("hang up a ringing call", FailedPrecondition, "call-not-connected",
-     lambda sb, c: sb.agent_hang_up(5.0, "0102", c["ringing"])),
+    (
+        "ready while logged out",
+        FailedPrecondition,
+        "not-logged-in",
+        lambda sb, c: sb.set_ready(5.0, "0201", True),
+    ),
+    (
+        "answer while talking",
+        FailedPrecondition,
+        "call-not-ringing",
+        lambda sb, c: sb.answer(5.0, "0101", c["talking"]),
+    ),
+    (
+        "answer another agent's call",
+        FailedPrecondition,
+        "not-your-call",
+        lambda sb, c: sb.answer(5.0, "0101", c["ringing"]),
+    ),
+    (
+        "answer a queued call",
+        FailedPrecondition,
+        "not-your-call",
+        lambda sb, c: sb.answer(5.0, "0101", c["queued"]),
+    ),
+    (
+        "hold a ringing call",
+        FailedPrecondition,
+        "wrong-call-state",
+        lambda sb, c: sb.hold(5.0, "0102", c["ringing"], True),
+    ),
+    (
+        "retrieve a call not held",
+        FailedPrecondition,
+        "wrong-call-state",
+        lambda sb, c: sb.hold(5.0, "0101", c["talking"], False),
+    ),
+    (
+        "hang up a ringing call",
+        FailedPrecondition,
+        "call-not-connected",
+        lambda sb, c: sb.agent_hang_up(5.0, "0102", c["ringing"]),
+    ),
     ("logout while talking", FailedPrecondition, "agent-busy", lambda sb, c: sb.logout(5.0, "0101")),
     ("logout while ringing", FailedPrecondition, "agent-busy", lambda sb, c: sb.logout(5.0, "0102")),
-    ("end wrap-up when not in wrap-up", FailedPrecondition, "wrong-agent-state",
-     lambda sb, c: sb.end_wrap_up(5.0, "0102", True)),
+    (
+        "end wrap-up when not in wrap-up",
+        FailedPrecondition,
+        "wrong-agent-state",
+        lambda sb, c: sb.end_wrap_up(5.0, "0102", True),
+    ),
 ]
 
-@pytest.mark.parametrize(("error", "error_id", "request_"), [r[1:] for r in BAD_REQUESTS],
-                         ids=[r[0] for r in BAD_REQUESTS])
+
+@pytest.mark.parametrize(
+    ("error", "error_id", "request_"), [r[1:] for r in BAD_REQUESTS], ids=[r[0] for r in BAD_REQUESTS]
+)
 def test_bad_request_is_refused_and_changes_nothing(
     error: type[VccError], error_id: str, request_: Callable[[Switchboard, dict[str, str]], object]
 ) -> None:

@@ -58,8 +58,11 @@ def traffic_site(wrap_up_s: float, ivr_ports: int) -> dict[str, Any]:
         ],
         "agents": [{"code": c, "password_hash": FAKE_HASH, "skills": s} for c, s in SKILLS.items()],
         "ivr": {
-            "choices": [{"digit": "1", "skill_group": "billing"}, {"digit": "2", "skill_group": "general"},
-                        {"digit": "3", "skill_group": "vip"}],
+            "choices": [
+                {"digit": "1", "skill_group": "billing"},
+                {"digit": "2", "skill_group": "general"},
+                {"digit": "3", "skill_group": "vip"},
+            ],
             "digit_timeout_s": 5,
             "default_skill_group": "general",
         },
@@ -70,11 +73,15 @@ def traffic_site(wrap_up_s: float, ivr_ports: int) -> dict[str, Any]:
 
 
 class SwitchboardMachine(RuleBasedStateMachine):
-    @initialize(wrap_up_s=st.sampled_from([0.0, 5.0]), ivr_ports=st.sampled_from([1, 3]),
-                ready_at_start=st.sets(st.sampled_from(AGENTS)))
+    @initialize(
+        wrap_up_s=st.sampled_from([0.0, 5.0]),
+        ivr_ports=st.sampled_from([1, 3]),
+        ready_at_start=st.sets(st.sampled_from(AGENTS)),
+    )
     def start(self, wrap_up_s: float, ivr_ports: int, ready_at_start: set[str]) -> None:
-        self.sb = Switchboard(site_config(**traffic_site(wrap_up_s, ivr_ports)), SERVICE,
-                              new_call_id=sequential_ids())
+        self.sb = Switchboard(
+            site_config(**traffic_site(wrap_up_s, ivr_ports)), SERVICE, new_call_id=sequential_ids()
+        )
         self.now = 0.0
         self.keys = 0
         # Every call id the trunk side was given, blocked ones included, and their keys.
@@ -133,14 +140,24 @@ class SwitchboardMachine(RuleBasedStateMachine):
 
     # Trunk side -------------------------------------------------------------------------------
 
-    @rule(trunk=st.sampled_from(["", "", "pstn", "backup"]), look_up=st.sampled_from(["now", "now", "later"]),
-          pre_routed=st.booleans(), press=st.sampled_from(["", "1", "2", "3"]))
+    @rule(
+        trunk=st.sampled_from(["", "", "pstn", "backup"]),
+        look_up=st.sampled_from(["now", "now", "later"]),
+        pre_routed=st.booleans(),
+        press=st.sampled_from(["", "1", "2", "3"]),
+    )
     def offer(self, trunk: str, look_up: str, pre_routed: bool, press: str) -> None:
         """A call arrives; `later` leaves the look-up to its timeout or customer_found; a caller who
         knows the menu presses at once."""
         key = self.new_key()
-        call_id, fx = self.sb.offer(self.now, idempotency_key=key, ani="13800000000", dnis=SERVICE,
-                                    trunk_group=trunk, call_id=f"pre-{self.keys}" if pre_routed else "")
+        call_id, fx = self.sb.offer(
+            self.now,
+            idempotency_key=key,
+            ani="13800000000",
+            dnis=SERVICE,
+            trunk_group=trunk,
+            call_id=f"pre-{self.keys}" if pre_routed else "",
+        )
         assert call_id not in self.offered
         if pre_routed:
             assert call_id == f"pre-{self.keys}"
@@ -164,7 +181,8 @@ class SwitchboardMachine(RuleBasedStateMachine):
         call_id = data.draw(st.sampled_from(sorted(self.offered)))
         key = self.offered[call_id]
         err = self.refused_without_change(
-            lambda: self.sb.offer(self.now, idempotency_key=key, ani="1", dnis=SERVICE))
+            lambda: self.sb.offer(self.now, idempotency_key=key, ani="1", dnis=SERVICE)
+        )
         assert isinstance(err, AlreadyExists)
         assert self.sb.call_for_key(key) == call_id
 
@@ -260,9 +278,11 @@ class SwitchboardMachine(RuleBasedStateMachine):
         else:
             self.sb.desktop_detached(self.now, code)
 
-    @rule(data=st.data(),
-          action=st.sampled_from(["answer", "hold", "retrieve", "hang_up", "end_wrap_up", "logout", "login"]),
-          code=st.sampled_from([*AGENTS, "9999"]))
+    @rule(
+        data=st.data(),
+        action=st.sampled_from(["answer", "hold", "retrieve", "hang_up", "end_wrap_up", "logout", "login"]),
+        code=st.sampled_from([*AGENTS, "9999"]),
+    )
     def any_agent_action(self, data: st.DataObject, action: str, code: str) -> None:
         """Whatever an agent's desktop sends, in any state: done properly or refused with no change."""
         call_id = data.draw(st.sampled_from([*self.live(), *sorted(self.offered), "nope"]))
@@ -307,8 +327,15 @@ class SwitchboardMachine(RuleBasedStateMachine):
         for call in sb.calls.values():
             if call.state in (CallState.RINGING, CallState.TALKING, CallState.HELD):
                 assert holders[call.call_id] == 1, call
-                assert sum(1 for c in sb.calls.values() if c.agent_code == call.agent_code
-                           and c.state in (CallState.RINGING, CallState.TALKING, CallState.HELD)) == 1
+                assert (
+                    sum(
+                        1
+                        for c in sb.calls.values()
+                        if c.agent_code == call.agent_code
+                        and c.state in (CallState.RINGING, CallState.TALKING, CallState.HELD)
+                    )
+                    == 1
+                )
             else:
                 assert holders[call.call_id] == 0, call
             assert call.state != CallState.ENDED
@@ -396,7 +423,9 @@ class SwitchboardMachine(RuleBasedStateMachine):
 
 
 SwitchboardMachine.TestCase.settings = settings(
-    max_examples=200, stateful_step_count=50, deadline=None,
+    max_examples=200,
+    stateful_step_count=50,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestSwitchboardMachine = SwitchboardMachine.TestCase
