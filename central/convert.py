@@ -6,9 +6,10 @@ from collections.abc import Sequence
 
 from central.customers import Customer
 from central.live_state import Health, SiteState
-from central.records import CallEvent, CallRecord, EventKind, Outcome
+from central.records import CallEvent, CallRecord, Outcome
 from central.store import RecordedDecision
 from routing.global_router import SiteSnapshot, SkillState
+from vcc.call_events import EventKind
 from vcc.rpc import timestamp, unix_s
 from vcc.v1 import central_pb2, common_pb2, site_admin_pb2
 

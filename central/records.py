@@ -10,28 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-
-class EventKind(StrEnum):
-    """What happened to a call; the names are vcc.v1.CallEventKind's without the prefix."""
-
-    ARRIVED = "ARRIVED"
-    BLOCKED = "BLOCKED"
-    IVR_STARTED = "IVR_STARTED"
-    DIGITS = "DIGITS"
-    QUEUED = "QUEUED"
-    RINGING = "RINGING"
-    RING_NO_ANSWER = "RING_NO_ANSWER"
-    ANSWERED = "ANSWERED"
-    HELD = "HELD"
-    RETRIEVED = "RETRIEVED"
-    TRANSFERRED = "TRANSFERRED"
-    ABANDONED = "ABANDONED"
-    ENDED = "ENDED"
-    AGENT_HUNG_UP = "AGENT_HUNG_UP"
-    CALLER_HUNG_UP = "CALLER_HUNG_UP"
-    ROUTED = "ROUTED"
-    ROUTE_FAILED = "ROUTE_FAILED"
-    RETURNED = "RETURNED"
+from vcc.call_events import EventKind
 
 
 class CallState(StrEnum):

@@ -29,8 +29,9 @@ from central import paging
 from central.customers import Customer, demo_customers
 from central.db import models
 from central.db.engine import writer
-from central.records import CallEvent, CallLeg, CallRecord, CallState, EventKind, Outcome, fold
+from central.records import CallEvent, CallLeg, CallRecord, CallState, Outcome, fold
 from routing.global_router import Candidate, Decision
+from vcc.call_events import EventKind
 from vcc.config import ProvinceConfig
 from vcc.errors import FailedPrecondition, Unavailable
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from vcc.call_events import EventKind
+
 
 class CallState(StrEnum):
     ARRIVING = "ARRIVING"
@@ -24,29 +26,6 @@ class Outcome(StrEnum):
     ABANDONED = "ABANDONED"
     BLOCKED = "BLOCKED"
     FAILED = "FAILED"
-
-
-class EventKind(StrEnum):
-    """Names match vcc.v1.CallEventKind without its prefix."""
-
-    ARRIVED = "ARRIVED"
-    BLOCKED = "BLOCKED"
-    IVR_STARTED = "IVR_STARTED"
-    DIGITS = "DIGITS"
-    QUEUED = "QUEUED"
-    RINGING = "RINGING"
-    RING_NO_ANSWER = "RING_NO_ANSWER"
-    ANSWERED = "ANSWERED"
-    HELD = "HELD"
-    RETRIEVED = "RETRIEVED"
-    TRANSFERRED = "TRANSFERRED"
-    ABANDONED = "ABANDONED"
-    ENDED = "ENDED"
-    AGENT_HUNG_UP = "AGENT_HUNG_UP"
-    CALLER_HUNG_UP = "CALLER_HUNG_UP"
-    ROUTED = "ROUTED"
-    ROUTE_FAILED = "ROUTE_FAILED"
-    RETURNED = "RETURNED"
 
 
 @dataclass(frozen=True, slots=True)

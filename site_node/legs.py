@@ -22,7 +22,6 @@ from site_node.domain import (
     CallState,
     CustomerInfo,
     Effect,
-    EventKind,
     LegToOrigin,
     LegToTarget,
     OfferRemote,
@@ -35,6 +34,7 @@ from site_node.local_switch import (
     LocalSwitchboard,
     _Effects,
 )
+from vcc.call_events import EventKind
 from vcc.config import RoutingConfig, SiteConfig
 from vcc.errors import FailedPrecondition, InvalidArgument
 

@@ -25,7 +25,6 @@ from site_node.domain import (
     CallState,
     CustomerInfo,
     Effect,
-    EventKind,
     FetchCustomer,
     Journal,
     Outcome,
@@ -34,6 +33,7 @@ from site_node.domain import (
     ToCaller,
 )
 from site_node.resources import ChannelPool
+from vcc.call_events import EventKind
 from vcc.config import SiteConfig
 from vcc.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 

@@ -19,7 +19,6 @@ from site_node.domain import (
     CallState,
     Consult,
     Effect,
-    EventKind,
     LegToOrigin,
     LegToTarget,
     RemoteLeg,
@@ -35,6 +34,7 @@ from site_node.local_switch import (
     SiteCounters,
     _Effects,
 )
+from vcc.call_events import EventKind
 from vcc.config import RoutingConfig, SiteConfig
 from vcc.errors import FailedPrecondition, InvalidArgument, NotFound, VccError
 

@@ -272,25 +272,8 @@ async def _simulate(
 async def _drive(state: _Run, console: Console | None, say: Callable[[str], None]) -> SimulationResult:
     scenario, cluster = state.scenario, state.cluster
     sites = cluster.addresses.sites
-    policy = RobotPolicy(
-        answer_delay_s=scenario.ring_delay_s,
-        handle_time_mean_s=scenario.handle_time.mean_s,
-        handle_distribution=scenario.handle_time.distribution,
-        wrap_up="site_timer",  # the site's wrap_up_s timer returns the agent to READY
-        seed=scenario.seed,
-    )
     robots_stop = asyncio.Event()
-    robots = {
-        site_id: asyncio.create_task(
-            run_robots(
-                address,
-                [(c, DEFAULT_PASSWORD) for c in agent_codes(state.raw, site_id)],
-                _with_transfers(policy, scenario, site_id),
-                robots_stop,
-            )
-        )
-        for site_id, address in sites.items()
-    }
+    robots = start_robots(state, sites, robots_stop)
     records: list[central_pb2.CallRecord] | None = None
     try:
         await _wait_agents_ready(sites, scenario.agents_per_site())
@@ -588,6 +571,31 @@ async def _stop_robots(robots: Mapping[str, asyncio.Task[RobotStats]]) -> dict[s
         site_id: task.result()
         for site_id, task in robots.items()
         if task in done and not task.cancelled() and task.exception() is None
+    }
+
+
+def start_robots(
+    state: _Run, sites: Mapping[str, str], stop: asyncio.Event
+) -> dict[str, asyncio.Task[RobotStats]]:
+    """One robot per agent of every site, behaving as the scenario says, until `stop` is set."""
+    scenario = state.scenario
+    policy = RobotPolicy(
+        answer_delay_s=scenario.ring_delay_s,
+        handle_time_mean_s=scenario.handle_time.mean_s,
+        handle_distribution=scenario.handle_time.distribution,
+        wrap_up="site_timer",  # the site's wrap_up_s timer returns the agent to READY
+        seed=scenario.seed,
+    )
+    return {
+        site_id: asyncio.create_task(
+            run_robots(
+                address,
+                [(c, DEFAULT_PASSWORD) for c in agent_codes(state.raw, site_id)],
+                _with_transfers(policy, scenario, site_id),
+                stop,
+            )
+        )
+        for site_id, address in sites.items()
     }
 
 

@@ -36,9 +36,8 @@ from rich.console import Console
 from tools import invariants
 from tools.chaos import start_with_fault_proxies
 from tools.cluster import ClusterError
-from tools.province_gen import DEFAULT_PASSWORD, agent_codes, write_province
+from tools.province_gen import write_province
 from tools.report import reconcile_detailed
-from tools.robots import RobotPolicy, run_robots
 from tools.scenario import EventAction, EventSpec, Scenario, parse_scenario
 from tools.simulate import (
     SEED_CUSTOMERS,
@@ -54,12 +53,12 @@ from tools.simulate import (
     _stop_robots,
     _wait_agents_ready,
     _wait_outboxes,
-    _with_transfers,
     central_database,
     classify_faults,
     event_rows,
     prepare_run_dir,
     province_for,
+    start_robots,
     write_report,
 )
 from tools.traffic import CallerView
@@ -166,25 +165,8 @@ async def _soak(
 ) -> dict[str, object]:
     scenario, cluster = state.scenario, state.cluster
     sites = cluster.addresses.sites
-    policy = RobotPolicy(
-        answer_delay_s=scenario.ring_delay_s,
-        handle_time_mean_s=scenario.handle_time.mean_s,
-        handle_distribution=scenario.handle_time.distribution,
-        wrap_up="site_timer",
-        seed=scenario.seed,
-    )
     robots_stop = asyncio.Event()
-    robots = {
-        site_id: asyncio.create_task(
-            run_robots(
-                address,
-                [(c, DEFAULT_PASSWORD) for c in agent_codes(state.raw, site_id)],
-                _with_transfers(policy, scenario, site_id),
-                robots_stop,
-            )
-        )
-        for site_id, address in sites.items()
-    }
+    robots = start_robots(state, sites, robots_stop)
     done: list[Cycle] = []
     try:
         await _wait_agents_ready(sites, scenario.agents_per_site())

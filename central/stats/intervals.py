@@ -35,7 +35,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 
-from central.records import CallRecord, EventKind, Outcome
+from central.records import CallRecord, Outcome
+from vcc.call_events import EventKind
 
 INTERVAL_S = 900
 DAY_S = 86_400

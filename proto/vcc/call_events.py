@@ -1,0 +1,29 @@
+"""What can happen to a call: the names of vcc.v1.CallEventKind without their prefix.
+
+One enum for the sites that record call events and the central service that folds them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class EventKind(StrEnum):
+    ARRIVED = "ARRIVED"
+    BLOCKED = "BLOCKED"
+    IVR_STARTED = "IVR_STARTED"
+    DIGITS = "DIGITS"
+    QUEUED = "QUEUED"
+    RINGING = "RINGING"
+    RING_NO_ANSWER = "RING_NO_ANSWER"
+    ANSWERED = "ANSWERED"
+    HELD = "HELD"
+    RETRIEVED = "RETRIEVED"
+    TRANSFERRED = "TRANSFERRED"
+    ABANDONED = "ABANDONED"
+    ENDED = "ENDED"
+    AGENT_HUNG_UP = "AGENT_HUNG_UP"
+    CALLER_HUNG_UP = "CALLER_HUNG_UP"
+    ROUTED = "ROUTED"
+    ROUTE_FAILED = "ROUTE_FAILED"
+    RETURNED = "RETURNED"
