@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
+from functools import partial
 from typing import Any
 
 import grpc
@@ -106,7 +107,10 @@ class CentralLink:
                 ):
                     with attempt:
                         await self._stream_once()
-                # The stream ended because central moved (another replica leads): follow it now.
+                # Central ended the stream. If it moved (another replica leads), follow it now;
+                # otherwise pause a moment, so that a central closing streams cannot spin us.
+                if self._address() == self._channel_address:
+                    await asyncio.sleep(MIN_INTERVAL_S)
                 continue
             except grpc.aio.AioRpcError as exc:
                 log.warning("state stream to central failing (%s); still trying", exc.code().name)
@@ -126,9 +130,12 @@ class CentralLink:
                 pull = command.pull_call
                 with contextlib.suppress(VccError):
                     self.rt.do(
-                        lambda now, p=pull: self.rt.sb.pull_call(
-                            now, p.skill_group, p.to_site_id, p.decision.decision_id
-                        )  # type: ignore[misc]
+                        partial(
+                            self.rt.sb.pull_call,
+                            skill_group=pull.skill_group,
+                            to_site_id=pull.to_site_id,
+                            decision_id=pull.decision.decision_id,
+                        )
                     )
         self.connected = False
 

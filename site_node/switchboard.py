@@ -11,6 +11,7 @@ The call's attached data and the transfer history travel with it. Pure, like the
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from routing import agents as fsm
 from routing.agents import AgentState
@@ -52,25 +53,19 @@ HISTORY_KEY = "transfer_history"
 MAX_HISTORY = 512
 
 
+@dataclass(frozen=True, slots=True)
 class TransferTarget:
     """Exactly one of: an agent code, a skill group (with a site, or here), the IVR."""
 
-    __slots__ = ("agent_code", "ivr", "site_id", "skill_group")
-
-    def __init__(
-        self, agent_code: str = "", skill_group: str = "", site_id: str = "", ivr: bool = False
-    ) -> None:
-        self.agent_code = agent_code
-        self.skill_group = skill_group
-        self.site_id = site_id
-        self.ivr = ivr
+    agent_code: str = ""
+    skill_group: str = ""
+    site_id: str = ""
+    ivr: bool = False
 
     def describe(self, site: str) -> str:
         if self.ivr:
             return "ivr"
-        if self.agent_code:
-            return f"{self.agent_code}@{site}"
-        return f"{self.skill_group}@{site}"
+        return f"{self.agent_code or self.skill_group}@{site}"
 
 
 class Switchboard(LegsSwitchboard):

@@ -6,10 +6,12 @@ import asyncio
 import csv
 import io
 import json
+from typing import Any
 
 import httpx
 from typer.testing import CliRunner
 
+from tests.helpers import eventually
 from tests.web.conftest import Fixture
 from tools import stats_cli
 from tools.cli import app
@@ -37,8 +39,13 @@ async def test_live_figures_and_health_of_cities(dash: Fixture) -> None:
     dash.publish("gz", waiting=4)
     dash.publish("sz")
     async with httpx.AsyncClient(base_url=dash.base, timeout=5) as http:
-        await asyncio.sleep(0.2)  # past the snapshot's short cache
-        snap = (await http.get("/api/live")).json()
+
+        async def fresh() -> dict[str, Any] | None:
+            snap = (await http.get("/api/live")).json()
+            gz = next(s for s in snap["sites"] if s["site_id"] == "gz")
+            return snap if (gz.get("live") or {}).get("calls_waiting") == 4 else None
+
+        snap = await eventually(fresh, timeout_s=5, what="the published state in the snapshot")
     sites = {s["site_id"]: s for s in snap["sites"]}
     assert sites["gz"]["status"] == "up"
     assert sites["gz"]["live"]["calls_waiting"] == 4
