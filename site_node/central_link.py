@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from site_node.domain import AskRoute
+from site_node.callcontrol.domain import AskRoute
 from site_node.runtime import SiteRuntime
 from vcc import rpc
 from vcc.errors import VccError

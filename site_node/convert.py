@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from routing.agents import Agent
-from site_node.domain import CustomerInfo, Outcome, RecordedEvent, ToAgent, ToCaller
+from site_node.callcontrol.domain import CustomerInfo, Outcome, RecordedEvent, ToAgent, ToCaller
 from vcc.rpc import timestamp
 from vcc.v1 import common_pb2, cti_pb2, trunk_pb2
 

@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 import grpc
 
+from site_node.callcontrol.domain import CustomerInfo
 from site_node.convert import customer_from_proto
-from site_node.domain import CustomerInfo
 from vcc import rpc
 from vcc.v1 import central_pb2, central_pb2_grpc
 

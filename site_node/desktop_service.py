@@ -9,10 +9,10 @@ from typing import Any, Protocol, TypeVar
 import grpc
 
 from site_node import auth
-from site_node.domain import Effect
+from site_node.callcontrol import TransferTarget
+from site_node.callcontrol.domain import Effect
 from site_node.idempotency import IdempotencyCache
 from site_node.runtime import SiteRuntime
-from site_node.switchboard import TransferTarget
 from vcc.errors import InvalidArgument, NotFound, Unauthenticated
 from vcc.rpc import maps_errors, maps_stream_errors
 from vcc.v1 import common_pb2, cti_pb2, cti_pb2_grpc

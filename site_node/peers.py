@@ -17,9 +17,9 @@ from typing import Any
 import grpc
 
 from site_node import convert
-from site_node.domain import LegToOrigin, LegToTarget, OfferRemote
+from site_node.callcontrol import RemoteOfferIn, TransferTarget
+from site_node.callcontrol.domain import LegToOrigin, LegToTarget, OfferRemote
 from site_node.runtime import SiteRuntime
-from site_node.switchboard import RemoteOfferIn, TransferTarget
 from vcc import rpc
 from vcc.errors import InvalidArgument, VccError
 from vcc.rpc import maps_errors, maps_stream_errors, timestamp, unix_s

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from site_node import convert
-from site_node.domain import (
+from site_node.callcontrol import RemoteOfferIn, Switchboard
+from site_node.callcontrol.domain import (
     AskRoute,
     CustomerInfo,
     Effect,
@@ -27,7 +28,6 @@ from site_node.domain import (
     ToAgent,
     ToCaller,
 )
-from site_node.switchboard import RemoteOfferIn, Switchboard
 from vcc.errors import Unavailable, VccError
 from vcc.rpc import timestamp
 from vcc.v1 import common_pb2, cti_pb2, trunk_pb2

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from site_node.switchboard import Switchboard
+from site_node.callcontrol import Switchboard
 from vcc.rpc import timestamp
 from vcc.v1 import site_admin_pb2
 

@@ -11,8 +11,8 @@ from typing import Any
 import grpc
 
 from site_node import convert
+from site_node.callcontrol import Switchboard
 from site_node.runtime import CallerLine, SiteRuntime
-from site_node.switchboard import Switchboard
 from vcc.errors import InvalidArgument, VccError
 from vcc.rpc import maps_stream_errors, timestamp
 from vcc.v1 import trunk_pb2, trunk_pb2_grpc

@@ -444,8 +444,8 @@ async def bare_round_trip(samples: int = 2000) -> dict[str, Any]:
 
 def local_decision_in_process(samples: int = 5000) -> dict[str, Any]:
     """The site code alone: a caller's digits to the `ringing` effect (queue + ACD match), no I/O."""
-    from site_node.domain import ToCaller
-    from site_node.switchboard import Switchboard
+    from site_node.callcontrol import Switchboard
+    from site_node.callcontrol.domain import ToCaller
     from tools.model_engine import ModelPlan, ModelSite, province_for
 
     plan = ModelPlan(sites=[ModelSite("gz", samples + 10, {"general": 20}, 1.0)], duration_s=1.0)

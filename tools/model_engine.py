@@ -1,7 +1,7 @@
 """The model engine: a scenario run through the real site code in virtual time.
 
 `vcc simulate --engine model` (and `vcc bench pooling`) use it. Each city is one
-`site_node.switchboard.Switchboard`, built from a generated province config exactly as a site
+`site_node.callcontrol.Switchboard`, built from a generated province config exactly as a site
 node builds it; callers and robot agents are events on a virtual clock instead of processes:
 
 - callers arrive per site as a seeded Poisson stream, answer the IVR prompt at once with a digit
@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from routing import global_router
-from site_node.domain import (
+from site_node.callcontrol import RemoteOfferIn, Switchboard
+from site_node.callcontrol.domain import (
     AskRoute,
     CallState,
     Effect,
@@ -47,7 +48,6 @@ from site_node.domain import (
     ToAgent,
     ToCaller,
 )
-from site_node.switchboard import RemoteOfferIn, Switchboard
 from tools.province_gen import SiteSpec, generate_province
 from tools.report import build_report
 from tools.traffic import CallerView

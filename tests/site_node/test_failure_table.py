@@ -32,7 +32,7 @@ from collections.abc import Callable
 import pytest
 
 from routing.agents import AgentState
-from site_node.domain import CallState, EventKind, Outcome
+from site_node.callcontrol.domain import CallState, EventKind, Outcome
 from tests.site_node.test_remote_legs import Leg, Wire, overflowed, province, queued_at
 
 # The stage of a call served at another city, in the order it gets there.

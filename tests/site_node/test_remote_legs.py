@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from routing.agents import AgentState
-from site_node.domain import (
+from site_node.callcontrol import RemoteOfferIn, Switchboard
+from site_node.callcontrol.domain import (
     AskRoute,
     CallState,
     Effect,
@@ -33,7 +34,6 @@ from site_node.domain import (
     ToAgent,
     ToCaller,
 )
-from site_node.switchboard import RemoteOfferIn, Switchboard
 from tools.province_gen import SiteSpec, agent_codes, generate_province
 from vcc.config import RoutingConfig, parse_province
 

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from routing.agents import ON_CALL, AgentState
-from site_node.domain import Call, CallState, EventKind, Outcome
-from site_node.switchboard import Switchboard
+from site_node.callcontrol import Switchboard
+from site_node.callcontrol.domain import Call, CallState, EventKind, Outcome
 from tests.site_node.test_remote_legs import Leg, Wire, province
 from vcc.config import RoutingConfig
 

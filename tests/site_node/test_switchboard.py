@@ -7,6 +7,7 @@ tests drive it directly with no network and no clock.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -14,7 +15,8 @@ from typing import Any
 import pytest
 
 from routing.agents import REASON_LOGIN, REASON_NO_ANSWER, AgentState
-from site_node.domain import (
+from site_node.callcontrol import CUSTOMER_WAIT_S, Switchboard
+from site_node.callcontrol.domain import (
     CallState,
     CustomerInfo,
     Effect,
@@ -26,7 +28,6 @@ from site_node.domain import (
     ToAgent,
     ToCaller,
 )
-from site_node.switchboard import CUSTOMER_WAIT_S, Switchboard
 from vcc.config import SiteConfig, parse_province
 from vcc.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, VccError
 
@@ -105,10 +106,29 @@ def to_agent(effects: Iterable[Effect], code: str, kind: str | None = None) -> l
 
 
 def snapshot(sb: Switchboard) -> dict[str, Any]:
-    """Everything the switchboard holds, deep-copied, for 'bad input changes nothing' checks."""
-    state = {k: v for k, v in vars(sb).items() if k not in ("site", "_new_call_id", "acd")}
-    state["acd"] = vars(sb.acd)
-    return copy.deepcopy(state)
+    """Everything the switchboard's parts hold, as plain data, for 'bad input changes nothing'
+    checks (each part once; callables, such as timer handlers, left out)."""
+    seen: set[int] = set()
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, str | int | float | bool | None) or dataclasses.is_dataclass(value):
+            return copy.deepcopy(value)
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items() if not callable(v)}
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, set | frozenset):
+            return copy.deepcopy(value)
+        if hasattr(value, "__dict__"):
+            if id(value) in seen:
+                return f"<{type(value).__name__}>"
+            seen.add(id(value))
+            return {k: plain(v) for k, v in vars(value).items() if k != "site" and not callable(v)}
+        return copy.deepcopy(value)
+
+    state = plain(sb)
+    assert isinstance(state, dict)
+    return state
 
 
 def ready_agents(sb: Switchboard, now: float, *codes: str) -> list[Effect]:

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from routing.agents import LOGGED_IN_IDLE, ON_CALL, AgentState
-from site_node.domain import (
+from site_node.callcontrol import Switchboard
+from site_node.callcontrol.domain import (
     CallState,
     CustomerInfo,
     Effect,
@@ -26,7 +27,6 @@ from site_node.domain import (
     ToAgent,
     ToCaller,
 )
-from site_node.switchboard import Switchboard
 from tests.site_node.test_switchboard import FAKE_HASH, SERVICE, sequential_ids, site_config, snapshot
 from vcc.errors import AlreadyExists, FailedPrecondition, VccError
 
