@@ -8,20 +8,20 @@ import logging
 import time
 from pathlib import Path
 
-from site_node.admin_service import SiteAdmin
 from site_node.callcontrol import Switchboard
 from site_node.callcontrol.domain import AskRoute, LegToOrigin, LegToTarget, OfferRemote
-from site_node.central_link import CentralLink
-from site_node.customers import CentralCustomers
-from site_node.desktop_service import AgentDesktop
-from site_node.leader_watch import LeaderWatch
-from site_node.membership import Membership
-from site_node.outbox import Outbox
-from site_node.peers import PeerLinks, SitePeer
+from site_node.grpc_api.admin_service import SiteAdmin
+from site_node.grpc_api.desktop_service import AgentDesktop
+from site_node.grpc_api.peers import PeerLinks, SitePeer
+from site_node.grpc_api.summary import site_summary
+from site_node.grpc_api.trunk_service import TrunkIngress
+from site_node.links.central_link import CentralLink
+from site_node.links.customers import CentralCustomers
+from site_node.links.leader_watch import LeaderWatch
+from site_node.links.membership import Membership
+from site_node.records.outbox import Outbox
+from site_node.records.shipper import Shipper
 from site_node.runtime import SiteRuntime
-from site_node.shipper import Shipper
-from site_node.summary import site_summary
-from site_node.trunk_service import TrunkIngress
 from vcc import membership
 from vcc.config import ProvinceConfig
 from vcc.rpc import Server

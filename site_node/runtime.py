@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from site_node import convert
 from site_node.callcontrol import RemoteOfferIn, Switchboard
 from site_node.callcontrol.domain import (
     AskRoute,
@@ -28,6 +27,7 @@ from site_node.callcontrol.domain import (
     ToAgent,
     ToCaller,
 )
+from site_node.grpc_api import convert
 from vcc.errors import Unavailable, VccError
 from vcc.rpc import timestamp
 from vcc.v1 import common_pb2, cti_pb2, trunk_pb2

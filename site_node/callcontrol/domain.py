@@ -1,6 +1,6 @@
 """The site's domain types: calls, the events recorded for central, and the switchboard's effects.
 
-Plain dataclasses; protobuf stops at the adapters (site_node/convert.py).
+Plain dataclasses; protobuf stops at the adapters (site_node/grpc_api/convert.py).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from pathlib import Path
 import aetcd
 import pytest
 
-from site_node.membership import Membership
+from site_node.links.membership import Membership
 from tests.helpers import eventually
 from tools.etcd_server import EtcdServer
 from tools.netutil import free_port

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from site_node.outbox import Outbox, OutboxClosed
+from site_node.records.outbox import Outbox, OutboxClosed
 from vcc.v1 import common_pb2
 
 
@@ -124,7 +124,7 @@ async def test_append_after_close_is_refused(tmp_path: Path) -> None:
 ROOT = Path(__file__).resolve().parents[2]
 CRASHING_SITE = """
 import asyncio, os, sys
-from site_node.outbox import Outbox
+from site_node.records.outbox import Outbox
 from vcc.v1 import common_pb2
 
 async def main():

@@ -1,6 +1,6 @@
 """Calls served in another city: the site-to-site offer protocol between pure switchboards.
 
-`Wire` stands in for the gRPC streams of site_node/peers.py: one stream per remote leg, a FIFO
+`Wire` stands in for the gRPC streams of site_node/grpc_api/peers.py: one stream per remote leg, a FIFO
 queue per direction, delivered when the test says so, and breakable at any moment (each side
 then learns on its own). It follows the adapter's rules: the target answers an offer with
 reserved or refused; a refusal, a hang-up or a return ends the target's side of the stream; an

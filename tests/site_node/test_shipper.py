@@ -9,8 +9,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from site_node.outbox import Outbox
-from site_node.shipper import Shipper
+from site_node.records.outbox import Outbox
+from site_node.records.shipper import Shipper
 from tests.helpers import eventually
 from vcc.v1 import central_pb2, common_pb2
 

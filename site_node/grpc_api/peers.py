@@ -16,9 +16,9 @@ from typing import Any
 
 import grpc
 
-from site_node import convert
 from site_node.callcontrol import RemoteOfferIn, TransferTarget
 from site_node.callcontrol.domain import LegToOrigin, LegToTarget, OfferRemote
+from site_node.grpc_api import convert
 from site_node.runtime import SiteRuntime
 from vcc import rpc
 from vcc.errors import InvalidArgument, VccError

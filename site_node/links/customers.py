@@ -11,7 +11,7 @@ from collections.abc import Callable
 import grpc
 
 from site_node.callcontrol.domain import CustomerInfo
-from site_node.convert import customer_from_proto
+from site_node.grpc_api.convert import customer_from_proto
 from vcc import rpc
 from vcc.v1 import central_pb2, central_pb2_grpc
 

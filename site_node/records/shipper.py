@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import grpc
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
 
-from site_node.outbox import Outbox
+from site_node.records.outbox import Outbox
 from vcc import rpc
 from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2
 

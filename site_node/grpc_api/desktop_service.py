@@ -8,10 +8,10 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
-from site_node import auth
 from site_node.callcontrol import TransferTarget
 from site_node.callcontrol.domain import Effect
-from site_node.idempotency import IdempotencyCache
+from site_node.grpc_api import auth
+from site_node.grpc_api.idempotency import IdempotencyCache
 from site_node.runtime import SiteRuntime
 from vcc.errors import InvalidArgument, NotFound, Unauthenticated
 from vcc.rpc import maps_errors, maps_stream_errors

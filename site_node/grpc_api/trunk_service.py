@@ -10,8 +10,8 @@ from typing import Any
 
 import grpc
 
-from site_node import convert
 from site_node.callcontrol import Switchboard
+from site_node.grpc_api import convert
 from site_node.runtime import CallerLine, SiteRuntime
 from vcc.errors import InvalidArgument, VccError
 from vcc.rpc import maps_stream_errors, timestamp
