@@ -120,10 +120,6 @@ class Switchboard:
         return self.desk.skills
 
     @property
-    def staffed(self) -> dict[str, int]:
-        return self.desk.staffed
-
-    @property
     def trunks(self) -> dict[str, ChannelPool]:
         return self.resources.trunks
 
@@ -134,10 +130,6 @@ class Switchboard:
     @property
     def ties(self) -> dict[str, ChannelPool]:
         return self.resources.ties
-
-    @property
-    def mean_handle_s(self) -> dict[str, float]:
-        return self.queues.mean_handle_s
 
     @property
     def served_for_others(self) -> int:

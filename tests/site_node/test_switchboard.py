@@ -560,7 +560,7 @@ def test_expected_wait_counts_staffed_agents() -> None:
     _, fx = queued_call(sb, 1.0, "k2")
     caller = to_caller(fx, "queued")[0]
     assert caller.position == 2
-    assert caller.expected_wait_s == pytest.approx(2 * sb.mean_handle_s["general"] / 2)
+    assert caller.expected_wait_s == pytest.approx(2 * sb.queues.mean_handle_s["general"] / 2)
 
 
 def test_shutdown_ends_every_call_with_its_record() -> None:
