@@ -88,6 +88,11 @@ class FlowRun:
         return self._deadline
 
     @property
+    def retries(self) -> int:
+        """Wrong entries and silences at the current menu or collection so far."""
+        return self._retries
+
+    @property
     def language(self) -> str:
         flow = self.flow
         for var in (LANGUAGE_VAR, "customer.language"):
