@@ -38,6 +38,7 @@ def test_the_postal_flow_is_five_wide_and_five_deep() -> None:
 def test_too_wide() -> None:
     data = small()
     data["nodes"]["main"] = menu(6)
+    del data["nodes"]["a_queue"], data["nodes"]["b_queue"]
     assert faults(data) == ["node main: too wide: 6 options, at most 5"]
 
 
@@ -85,8 +86,25 @@ def test_a_prompt_without_a_language_and_a_key_prompt_without_key() -> None:
 def test_an_option_that_names_its_key_before_the_description() -> None:
     data = small()
     data["prompts"]["b"] = {"zh": "请按2投诉", "en": "Press 2 for complaints"}
-    assert len(faults(data)) == 2
-    assert faults(data)[0].startswith("node main: options.1: prompt 'b' (zh) names a key itself")
+    # Said once per prompt, in the first language that does it.
+    assert faults(data) == [
+        "node main: options.1: prompt 'b' (zh) names a key itself; "
+        "describe the option, the flow's key prompt says the key after it"
+    ]
+
+
+def test_every_fault_at_once_even_with_dangling_targets() -> None:
+    data = small()
+    data["prompts"]["p"] = {"zh": "嗨", "en": "Hi"}
+    data["nodes"]["main"]["options"][1]["next"] = "nowhere"
+    data["nodes"]["a_queue"] = {"kind": "play", "prompt": "p", "next": "again"}
+    data["nodes"]["again"] = {"kind": "play", "prompt": "p", "next": "a_queue"}
+    assert faults(data) == [
+        "node main: options.1.next: 'nowhere' is not a node of this flow",
+        "node b_queue: unreachable: no path from the start leads here",
+        "node a_queue: a loop with no exit through a_queue, again: "
+        "a caller who presses nothing would go round it for ever",
+    ]
 
 
 def test_unreachable_nodes() -> None:

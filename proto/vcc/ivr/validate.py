@@ -124,9 +124,10 @@ def validate(flow: Flow, skill_groups: Collection[str] | None = None) -> list[Fa
     for key, target in (("start", flow.start), ("on_fail", flow.on_fail)):
         if target not in flow.nodes:
             faults.append(Fault(FLOW, f"{key}: {target!r} is not a node of this flow"))
-    if faults:
-        # Graph checks on dangling targets would only repeat what was said.
+    if flow.start not in flow.nodes or flow.on_fail not in flow.nodes:
+        # Without its roots the graph says nothing worth reading.
         return faults
+    # The graph checks step over dangling targets (already named), so every fault shows at once.
     faults += _unreachable(flow)
     faults += _too_deep(flow)
     faults += _endless_loops(flow)
@@ -176,9 +177,11 @@ def _node_faults(
     if isinstance(node, MenuNode):
         if len(node.options) > MAX_MENU_WIDTH:
             yield fault(f"too wide: {len(node.options)} options, at most {MAX_MENU_WIDTH}")
+        told: set[str] = set()
         for i, option in enumerate(node.options):
             for lang, text in flow.prompts.get(option.prompt, {}).items():
-                if _NAMES_A_KEY.search(text):
+                if _NAMES_A_KEY.search(text) and option.prompt not in told:
+                    told.add(option.prompt)
                     yield fault(
                         f"options.{i}: prompt {option.prompt!r} ({lang}) names a key itself; "
                         "describe the option, the flow's key prompt says the key after it"
@@ -269,14 +272,14 @@ def edges(flow: Flow, node_id: str) -> list[str]:
     out = [t for _, t in targets(node)]
     if isinstance(node, MenuNode | CollectNode) and node.on_fail is None:
         out.append(flow.on_fail)
-    return out
+    return [t for t in out if t in flow.nodes]
 
 
 def _silent_edges(flow: Flow, node_id: str) -> list[str]:
     """Where a call goes with no key pressed: through plays, branches, look-ups, then failures."""
     node = flow.nodes[node_id]
     if isinstance(node, MenuNode | CollectNode):
-        return [node.on_fail or flow.on_fail]
+        return [t for t in (node.on_fail or flow.on_fail,) if t in flow.nodes]
     return edges(flow, node_id)
 
 
