@@ -122,7 +122,7 @@ async def test_a_pushed_flow_reaches_the_site_and_a_call_finishes_its_own_versio
     assert reply.created and (reply.flow.flow_id, reply.flow.version, reply.flow.nodes) == (
         "postal-185",
         1,
-        51,
+        53,
     )
 
     async def at_site(version: int) -> bool:

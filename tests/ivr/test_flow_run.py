@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from site_node.callcontrol.ivr_flow import (
     STEP_LIMIT,
     Action,
+    Announcements,
     CollectDigits,
     FaxOnDemand,
     FlowRun,
@@ -30,7 +31,8 @@ NORMAL = {"ani": "13800000001", "customer.level": "normal", "customer.open_ticke
 VIP = {"ani": "13800000002", "customer.level": "vip", "customer.open_tickets": "2"}
 PARCEL = {"state": "已妥投 delivered", "city": "广州"}
 
-Step = tuple[str, str]  # ("keys", "1") | ("timeout", "") | ("lookup", "ok" | "late" | "none")
+# ("keys", "1") | ("timeout", "") | ("lookup", "ok" | "late" | "none") | ("max_wait", "")
+Step = tuple[str, str]
 
 
 def replay(flow: Flow, context: Mapping[str, str], steps: list[Step], now: float = T0) -> FlowRun:
@@ -40,6 +42,8 @@ def replay(flow: Flow, context: Mapping[str, str], steps: list[Step], now: float
         now += 1
         if kind == "keys":
             run.on_digits(arg, now)
+        elif kind == "max_wait":
+            run.on_max_wait(now)
         elif kind == "timeout":
             assert run.deadline is not None
             now = run.deadline
@@ -75,6 +79,13 @@ def leaves(flow: Flow, context: Mapping[str, str], now: float = T0) -> dict[str,
         run = replay(flow, context, path, now)
         if run.ended is not None:
             found.setdefault(run.node_id, path)
+            queued = run.ended
+            if isinstance(queued, ToQueue) and queued.announcements and queued.announcements.max_wait_s:
+                # A queue with a maximum wait is a leaf, and the flow goes on from it too.
+                state = (run.node_id, "queued", run.retries, tuple(sorted(run.context.items())))
+                if state not in seen:
+                    seen.add(state)
+                    todo.append([*path, ("max_wait", "")])
             continue
         state = (run.node_id, run.waiting, run.retries, tuple(sorted(run.context.items())))
         if state in seen:
@@ -105,6 +116,33 @@ def test_each_kind_of_end() -> None:
     assert replay(flow, VIP, [("keys", "13")]).ended == FaxOnDemand("postage-tariffs")
     assert replay(flow, NORMAL, [("keys", "35")]).ended == OfferCallback("savings", "13800000001")
     assert replay(flow, NORMAL, [("keys", "32")]).ended == ToQueue("savings", 8)
+
+
+def test_a_queue_with_a_maximum_wait_then_the_flow_goes_on() -> None:
+    flow = example("postal-185")
+    run = replay(flow, {**NORMAL, "customer.language": "en"}, [("keys", "21")])
+    queued = run.ended
+    assert isinstance(queued, ToQueue) and queued.announcements is not None
+    assert (queued.skill_group, queued.priority) == ("complaints", 4)
+    assert queued.announcements == Announcements(
+        "queue_position",
+        "There are {position} callers before you.",
+        "queue_wait",
+        "The expected wait is about {wait_min} minutes.",
+        30.0,
+        120.0,
+    )
+    actions = run.on_max_wait(T0 + 122)
+    assert heard(actions) == ["wait_over", "opt_call_me_back", "opt_leave_message", "opt_keep_waiting"]
+    # Keep waiting: back in the same queue; then a callback keeping the place.
+    run.on_digits("3", T0 + 125)
+    assert run.ended == queued
+    run.on_max_wait(T0 + 250)
+    run.on_digits("1", T0 + 251)
+    assert run.ended == OfferCallback("complaints", "13800000001")
+    # A queue without a maximum wait does not go on.
+    plain = replay(flow, NORMAL, [("keys", "32")])
+    assert plain.on_max_wait(T0 + 500) == [] and plain.ended == ToQueue("savings", 8)
 
 
 def test_the_closed_message_outside_hours_and_on_holidays() -> None:

@@ -47,7 +47,7 @@ def test_validate_prints_a_summary_per_document() -> None:
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].endswith(
-        "flow postal-185 version 1: 51 nodes, 9 menus (at most 5 wide, 5 deep), 27 ends, languages zh/en"
+        "flow postal-185 version 1: 53 nodes, 10 menus (at most 5 wide, 5 deep), 28 ends, languages zh/en"
     )
     assert lines[2].endswith("service catalog: 2 services on numbers 11185, 185, 95580")
 

@@ -225,11 +225,31 @@ class SetNode(_Node):
         return _text(v) if isinstance(v, str | int | float | bool) else v
 
 
+class QueueTreatmentSpec(_Doc):
+    """What a waiting caller hears, and how long they wait before the flow goes on (F12)."""
+
+    # Said at once, then every `announce_every_s`; `{position}` and `{wait_min}` are filled in.
+    position_prompt: PromptId | None = None
+    wait_prompt: PromptId | None = None
+    announce_every_s: float = Field(default=30.0, ge=5, le=3600)
+    # After this long in the queue the call leaves it for `on_max_wait` (a callback offer,
+    # voicemail, another skill group ...).
+    max_wait_s: float | None = Field(default=None, gt=0, le=86_400)
+    on_max_wait: NodeId | None = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> QueueTreatmentSpec:
+        if (self.max_wait_s is None) != (self.on_max_wait is None):
+            raise ValueError("max_wait_s and on_max_wait go together")
+        return self
+
+
 class QueueNode(_Node):
     kind: Literal["queue"]
     skill_group: SkillGroupId
     priority: int = Field(default=0, ge=0, le=9)
     priority_by: PriorityBy | None = None
+    treatment: QueueTreatmentSpec | None = None
 
 
 class VoicemailNode(_Node):

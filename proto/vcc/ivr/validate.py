@@ -233,6 +233,8 @@ def targets(node: Node) -> list[tuple[str, str]]:
     elif isinstance(node, BranchNode):
         out += [(f"cases.{i}.next", c.next) for i, c in enumerate(node.cases)]
         out.append(("else", node.else_))
+    elif isinstance(node, QueueNode) and node.treatment is not None and node.treatment.on_max_wait:
+        out.append(("treatment.on_max_wait", node.treatment.on_max_wait))
     return out
 
 
@@ -244,6 +246,11 @@ def _prompts_of(node: Node) -> Iterator[tuple[str, str]]:
             yield f"options.{i}.prompt", option.prompt
         if node.agent_prompt is not None:
             yield "agent_prompt", node.agent_prompt
+    if isinstance(node, QueueNode) and node.treatment is not None:
+        for key in ("position_prompt", "wait_prompt"):
+            prompt_id = getattr(node.treatment, key)
+            if prompt_id is not None:
+                yield f"treatment.{key}", prompt_id
 
 
 def _conditions_of(node: Node) -> Iterator[tuple[str, Condition]]:

@@ -2,6 +2,7 @@
 
 from site_node.callcontrol.ivr_flow.actions import (
     Action,
+    Announcements,
     CollectDigits,
     End,
     Ended,
@@ -23,6 +24,7 @@ from site_node.callcontrol.ivr_flow.run import STEP_LIMIT, FlowRun
 __all__ = [
     "STEP_LIMIT",
     "Action",
+    "Announcements",
     "CollectDigits",
     "End",
     "Ended",

@@ -38,9 +38,23 @@ class Lookup:
 
 
 @dataclass(frozen=True)
+class Announcements:
+    """What the queue says to a waiting caller, in their language; `{position}`, `{wait_min}` open."""
+
+    position_prompt_id: str
+    position_text: str
+    wait_prompt_id: str
+    wait_text: str
+    every_s: float
+    # None: the caller waits until served or gone; else FlowRun.on_max_wait() after this long.
+    max_wait_s: float | None
+
+
+@dataclass(frozen=True)
 class ToQueue:
     skill_group: str
     priority: int
+    announcements: Announcements | None = None
 
 
 @dataclass(frozen=True)

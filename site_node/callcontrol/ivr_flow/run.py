@@ -14,6 +14,7 @@ from typing import Literal
 
 from site_node.callcontrol.ivr_flow.actions import (
     Action,
+    Announcements,
     CollectDigits,
     End,
     Ended,
@@ -241,7 +242,7 @@ class FlowRun:
             if node.priority_by is not None:
                 by = node.priority_by
                 priority = by.map.get(self.context.get(by.var, ""), by.default)
-            action = ToQueue(node.skill_group, priority)
+            action = ToQueue(node.skill_group, priority, self._announcements(node))
         elif isinstance(node, VoicemailNode):
             action = ToVoicemail(node.box)
         elif isinstance(node, CallbackNode):
@@ -251,6 +252,39 @@ class FlowRun:
         else:
             action = Hangup(node.reason)
         self._end(action, now, out)
+
+    def _announcements(self, node: QueueNode) -> Announcements | None:
+        spec = node.treatment
+        if spec is None:
+            return None
+        flow, lang = self.flow, self.language
+        # The queue fills these two in as the wait goes on; the caller's own variables now.
+        keep = {"position": "{position}", "wait_min": "{wait_min}"}
+
+        def text(prompt_id: str | None) -> str:
+            return "" if prompt_id is None else self._fill(flow.prompt_text(prompt_id, lang), keep)
+
+        return Announcements(
+            spec.position_prompt or "",
+            text(spec.position_prompt),
+            spec.wait_prompt or "",
+            text(spec.wait_prompt),
+            spec.announce_every_s,
+            spec.max_wait_s,
+        )
+
+    def on_max_wait(self, now: float) -> list[Action]:
+        """The call waited its queue's max_wait_s: the flow goes on at the queue's on_max_wait."""
+        if not isinstance(self.ended, ToQueue):
+            return []
+        node = self.flow.nodes[self.node_id]
+        if not isinstance(node, QueueNode) or node.treatment is None or node.treatment.on_max_wait is None:
+            return []
+        self.ended = None
+        self.trace.append(Silence(now, self.node_id, "max wait reached"))
+        out: list[Action] = []
+        self._go(node.treatment.on_max_wait, now, out)
+        return out
 
     def _end(self, action: End, now: float, out: list[Action]) -> None:
         out.append(action)
@@ -382,5 +416,6 @@ class FlowRun:
         out.append(Play(prompt_id, text, barge_in))
         self.trace.append(Heard(now, self.node_id, prompt_id, text))
 
-    def _fill(self, template: str) -> str:
-        return _PLACEHOLDER.sub(lambda m: self.context.get(m.group(1), ""), template)
+    def _fill(self, template: str, extra: Mapping[str, str] | None = None) -> str:
+        values = self.context if extra is None else {**self.context, **extra}
+        return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), ""), template)
