@@ -8,37 +8,40 @@ the end) changes nothing and returns no action.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Literal
 
 from site_node.callcontrol.ivr_flow.actions import (
     Action,
-    Announcements,
     CollectDigits,
     End,
     Ended,
-    FaxOnDemand,
     Hangup,
     Heard,
     LookedUp,
     Lookup,
-    OfferCallback,
     Play,
     Pressed,
     Silence,
     ToQueue,
-    ToVoicemail,
     TraceEntry,
 )
 from site_node.callcontrol.ivr_flow.conditions import holds
+from site_node.callcontrol.ivr_flow.endings import end_action
+from site_node.callcontrol.ivr_flow.inputs import (
+    DIGITS,
+    Choose,
+    Entered,
+    SayAgain,
+    Typed,
+    entry_key,
+    menu_key,
+)
+from site_node.callcontrol.ivr_flow.voice import Voice
 from vcc.ivr.flow import (
-    LANGUAGE_VAR,
     BranchNode,
-    CallbackNode,
     CollectNode,
     EndNode,
-    FaxNode,
     Flow,
     LookupNode,
     MenuNode,
@@ -46,14 +49,11 @@ from vcc.ivr.flow import (
     PlayNode,
     QueueNode,
     SetNode,
-    VoicemailNode,
 )
 
 Waiting = Literal["idle", "digits", "lookup", "ended"]
 # The reason of a call ended because it went past the flow's max_steps.
 STEP_LIMIT = "step-limit"
-_PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*(?:\.[a-z0-9_]+)*)\}")
-_DIGITS = set("0123456789")
 
 
 class FlowRun:
@@ -76,12 +76,19 @@ class FlowRun:
         self._offered: list[MenuOption] = []
         self._menus: list[str] = []
         self._request = 0
+        self._voice_of: Voice | None = None
 
     @property
     def flow(self) -> Flow:
         if self._flow is None:
             raise RuntimeError("the flow run has not started")
         return self._flow
+
+    @property
+    def _voice(self) -> Voice:
+        if self._voice_of is None:
+            raise RuntimeError("the flow run has not started")
+        return self._voice_of
 
     @property
     def deadline(self) -> float | None:
@@ -95,12 +102,7 @@ class FlowRun:
 
     @property
     def language(self) -> str:
-        flow = self.flow
-        for var in (LANGUAGE_VAR, "customer.language"):
-            lang = self.context.get(var, "")
-            if lang in flow.languages:
-                return lang
-        return flow.languages[0]
+        return self._voice.language
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -109,6 +111,7 @@ class FlowRun:
             raise RuntimeError("a flow run starts once")
         self._flow = flow
         self.context = dict(caller_context)
+        self._voice_of = Voice(flow, self.context)
         out: list[Action] = []
         self._go(flow.start, now, out)
         return out
@@ -137,7 +140,7 @@ class FlowRun:
             if node.terminator is None and len(self._collected) >= node.min_length:
                 # No terminator to wait for: a pause ends the entry.
                 self.trace.append(Silence(now, self.node_id, "entry ended"))
-                self._collected_done(node, now, out)
+                self._entered(node, self._collected, now, out)
             else:
                 self.trace.append(Silence(now, self.node_id, "no entry"))
                 self._collect_retry(node, self.flow.no_input_prompt, now, out)
@@ -200,7 +203,7 @@ class FlowRun:
                 if node.prompt is not None:
                     self._play(node.prompt, False, now, out)
                 self._request += 1
-                args = {k: self._fill(v) for k, v in node.args.items()}
+                args = {k: self._voice.fill(v) for k, v in node.args.items()}
                 out.append(Lookup(node.name, args, node.timeout_s, self._request))
                 self._wait("lookup", node.timeout_s, now)
                 return
@@ -236,42 +239,7 @@ class FlowRun:
     def _finish(self, node: EndNode, now: float, out: list[Action]) -> None:
         if node.prompt is not None:
             self._play(node.prompt, False, now, out)
-        action: End
-        if isinstance(node, QueueNode):
-            priority = node.priority
-            if node.priority_by is not None:
-                by = node.priority_by
-                priority = by.map.get(self.context.get(by.var, ""), by.default)
-            action = ToQueue(node.skill_group, priority, self._announcements(node))
-        elif isinstance(node, VoicemailNode):
-            action = ToVoicemail(node.box)
-        elif isinstance(node, CallbackNode):
-            action = OfferCallback(node.skill_group, self.context.get(node.number, ""))
-        elif isinstance(node, FaxNode):
-            action = FaxOnDemand(node.document)
-        else:
-            action = Hangup(node.reason)
-        self._end(action, now, out)
-
-    def _announcements(self, node: QueueNode) -> Announcements | None:
-        spec = node.treatment
-        if spec is None:
-            return None
-        flow, lang = self.flow, self.language
-        # The queue fills these two in as the wait goes on; the caller's own variables now.
-        keep = {"position": "{position}", "wait_min": "{wait_min}"}
-
-        def text(prompt_id: str | None) -> str:
-            return "" if prompt_id is None else self._fill(flow.prompt_text(prompt_id, lang), keep)
-
-        return Announcements(
-            spec.position_prompt or "",
-            text(spec.position_prompt),
-            spec.wait_prompt or "",
-            text(spec.wait_prompt),
-            spec.announce_every_s,
-            spec.max_wait_s,
-        )
+        self._end(end_action(node, self.context, self._voice), now, out)
 
     def on_max_wait(self, now: float) -> list[Action]:
         """The call waited its queue's max_wait_s: the flow goes on at the queue's on_max_wait."""
@@ -307,28 +275,14 @@ class FlowRun:
         self._wait("digits", node.timeout_s, now)
 
     def _menu_key(self, node: MenuNode, key: str, now: float, out: list[Action]) -> None:
-        if key == "#":
-            self.trace.append(Pressed(now, self.node_id, key, "repeat"))
+        meaning = menu_key(node, self._offered, self._menus, key)
+        self.trace.append(Pressed(now, self.node_id, key, meaning.effect))
+        if isinstance(meaning, Choose):
+            self._go(meaning.target, now, out)
+        elif isinstance(meaning, SayAgain):
             if self._step(now, out):
                 self._present(node, now, out)
-        elif key == "*":
-            if len(self._menus) >= 2:
-                back = self._menus[-2]
-                self.trace.append(Pressed(now, self.node_id, key, f"back -> {back}"))
-                self._go(back, now, out)
-            else:
-                self.trace.append(Pressed(now, self.node_id, key, "repeat (top menu)"))
-                if self._step(now, out):
-                    self._present(node, now, out)
-        elif key == "0" and node.agent is not None:
-            self.trace.append(Pressed(now, self.node_id, key, f"agent -> {node.agent}"))
-            self._go(node.agent, now, out)
-        elif key in _DIGITS and 1 <= int(key) <= len(self._offered):
-            option = self._offered[int(key) - 1]
-            self.trace.append(Pressed(now, self.node_id, key, f"option {key} -> {option.next}"))
-            self._go(option.next, now, out)
         else:
-            self.trace.append(Pressed(now, self.node_id, key, "invalid"))
             self._menu_retry(node, self.flow.invalid_prompt, now, out)
 
     def _menu_retry(self, node: MenuNode, prompt: str | None, now: float, out: list[Action]) -> None:
@@ -351,31 +305,22 @@ class FlowRun:
         self._wait("digits", node.timeout_s, now)
 
     def _collect_key(self, node: CollectNode, key: str, now: float, out: list[Action]) -> None:
-        shown = "*" if node.mask and key in _DIGITS else key
-        if key == node.terminator:
-            self.trace.append(Pressed(now, self.node_id, shown, "end of entry"))
-            self._collected_done(node, now, out)
-        elif key in _DIGITS:
+        meaning = entry_key(node, self._collected, key)
+        shown = "*" if node.mask and key in DIGITS else key
+        self.trace.append(Pressed(now, self.node_id, shown, meaning.effect))
+        if isinstance(meaning, Entered):
+            self._entered(node, meaning.value, now, out)
+        elif isinstance(meaning, Typed):
             self._collected += key
-            self.trace.append(
-                Pressed(now, self.node_id, shown, f"digit {len(self._collected)}/{node.max_length}")
-            )
-            if len(self._collected) >= node.max_length:
-                self._collected_done(node, now, out)
-            else:
-                # Each key gives the caller the full time again for the next.
-                self._wait("digits", node.timeout_s, now)
+            # Each key gives the caller the full time again for the next.
+            self._wait("digits", node.timeout_s, now)
         else:
-            self.trace.append(Pressed(now, self.node_id, shown, "invalid"))
             self._collect_retry(node, self.flow.invalid_prompt, now, out)
 
-    def _collected_done(self, node: CollectNode, now: float, out: list[Action]) -> None:
-        if node.min_length <= len(self._collected) <= node.max_length:
-            self.context[node.into] = self._collected
-            self._collected = ""
-            self._go(node.next, now, out)
-        else:
-            self._collect_retry(node, self.flow.invalid_prompt, now, out)
+    def _entered(self, node: CollectNode, value: str, now: float, out: list[Action]) -> None:
+        self.context[node.into] = value
+        self._collected = ""
+        self._go(node.next, now, out)
 
     def _collect_retry(self, node: CollectNode, prompt: str | None, now: float, out: list[Action]) -> None:
         self._retries += 1
@@ -408,14 +353,6 @@ class FlowRun:
         self._deadline = now + timeout_s
 
     def _play(self, prompt_id: str, barge_in: bool, now: float, out: list[Action], key: str = "") -> None:
-        flow = self.flow
-        text = self._fill(flow.prompt_text(prompt_id, self.language))
-        if key:
-            # The option first, then its key (the bank proposal: "查询,请按1").
-            text += flow.prompt_text(flow.key_prompt, self.language).replace("{key}", key)
+        text = self._voice.text(prompt_id, key)
         out.append(Play(prompt_id, text, barge_in))
         self.trace.append(Heard(now, self.node_id, prompt_id, text))
-
-    def _fill(self, template: str, extra: Mapping[str, str] | None = None) -> str:
-        values = self.context if extra is None else {**self.context, **extra}
-        return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), ""), template)
