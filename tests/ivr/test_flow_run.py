@@ -19,6 +19,7 @@ from site_node.callcontrol.ivr_flow import (
     OfferCallback,
     Play,
     Pressed,
+    ReturnToAgent,
     ToQueue,
     ToVoicemail,
 )
@@ -328,3 +329,26 @@ def test_a_caller_who_goes_round_for_ever_is_ended_at_the_step_limit() -> None:
     assert run.ended == Hangup(STEP_LIMIT)
     assert run.steps == 11
     assert run.on_digits("1", T0 + 30) == []
+
+
+def test_a_pin_check_for_an_agent_returns_the_verdict_never_the_digits() -> None:
+    flow = example("pin-check")
+    agent_context = {"card": "6222000011112222", "ani": "13800000001"}
+    run = FlowRun()
+    run.start(flow, agent_context, T0)
+    lookup = run.on_digits("907312", T0 + 2)[-1]
+    assert isinstance(lookup, Lookup) and lookup.args == {"card": "6222000011112222", "pin": "907312"}
+    run.on_lookup({"verified": "true"}, T0 + 3)
+    assert run.ended == ReturnToAgent({"pin_check.verified": "true"})
+    assert "907312" not in repr(run.trace) and "907312" not in repr(run.ended)
+    # Central too slow, or the caller silent: back to the agent, not verified.
+    late = FlowRun()
+    late.start(flow, agent_context, T0)
+    late.on_digits("907312", T0 + 2)
+    late.on_timeout(T0 + 5)
+    assert late.ended == ReturnToAgent({"pin_check.verified": "false"})
+    silent = FlowRun()
+    silent.start(flow, agent_context, T0)
+    for i in range(1, 4):
+        silent.on_timeout(T0 + 8 * i)
+    assert silent.ended == ReturnToAgent({"pin_check.verified": "false"})

@@ -45,6 +45,7 @@ ENDS: list[dict[str, Any]] = [
     {"kind": "callback", "skill_group": "general"},
     {"kind": "fax", "document": "tariffs"},
     {"kind": "hangup", "prompt": "p"},
+    {"kind": "return", "report": ["entry", "customer.level"]},
 ]
 
 

@@ -198,3 +198,23 @@ def test_a_condition_with_two_forms_is_refused() -> None:
 def test_not_yaml_at_all() -> None:
     with pytest.raises(FlowError, match=r"^\(flow\): not valid YAML"):
         load_flow("nodes: [")
+
+
+def test_a_return_to_the_agent_may_not_report_a_masked_entry() -> None:
+    data = small()
+    data["prompts"]["p"] = {"zh": "请输入密码", "en": "Your PIN"}
+    data["start"] = "pin"
+    data["nodes"]["pin"] = {
+        "kind": "collect",
+        "prompt": "p",
+        "into": "pin",
+        "max_length": 6,
+        "mask": True,
+        "next": "back",
+    }
+    data["nodes"]["back"] = {"kind": "return", "report": ["pin"]}
+    data["nodes"]["main"]["options"].append({"prompt": "a", "next": "pin"})
+    data["start"] = "main"
+    assert faults(data) == [
+        "node back: report: 'pin' is a masked entry; report what was checked, not the digits"
+    ]

@@ -269,6 +269,14 @@ class FaxNode(_Node):
     document: Annotated[str, Field(min_length=1, max_length=128)]
 
 
+class ReturnNode(_Node):
+    """Back to the agent who sent the caller here (F9, a temporary transfer to the IVR), with the
+    variables named in `report` ("pin_check.verified"), never a masked entry itself."""
+
+    kind: Literal["return"]
+    report: list[VarName] = []
+
+
 class HangupNode(_Node):
     kind: Literal["hangup"]
     reason: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,47}$")] = "done"
@@ -285,11 +293,12 @@ Node = Annotated[
     | VoicemailNode
     | CallbackNode
     | FaxNode
+    | ReturnNode
     | HangupNode,
     Field(discriminator="kind"),
 ]
-EndNode = QueueNode | VoicemailNode | CallbackNode | FaxNode | HangupNode
-END_KINDS = frozenset({"queue", "voicemail", "callback", "fax", "hangup"})
+EndNode = QueueNode | VoicemailNode | CallbackNode | FaxNode | ReturnNode | HangupNode
+END_KINDS = frozenset({"queue", "voicemail", "callback", "fax", "return", "hangup"})
 
 
 class Flow(_Doc):

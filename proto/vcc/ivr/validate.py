@@ -27,6 +27,7 @@ from vcc.ivr.flow import (
     Node,
     PlayNode,
     QueueNode,
+    ReturnNode,
     SetNode,
 )
 from vcc.ivr.lookups import LOOKUPS
@@ -108,6 +109,7 @@ _KINDS = {
     "voicemail",
     "callback",
     "fax",
+    "return",
     "hangup",
 }
 
@@ -205,6 +207,11 @@ def _node_faults(
             for name in _PLACEHOLDER.findall(template):
                 if not _VAR.match(name):
                     yield fault(f"args.{arg}: {{{name}}} is not a variable name")
+    elif isinstance(node, ReturnNode):
+        secret = {n.into for n in flow.nodes.values() if isinstance(n, CollectNode) and n.mask}
+        for var in node.report:
+            if var in secret:
+                yield fault(f"report: {var!r} is a masked entry; report what was checked, not the digits")
     elif (
         isinstance(node, QueueNode | CallbackNode)
         and skill_groups is not None

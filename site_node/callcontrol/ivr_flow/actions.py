@@ -74,11 +74,18 @@ class FaxOnDemand:
 
 
 @dataclass(frozen=True)
+class ReturnToAgent:
+    """Back to the agent who sent the caller to the IVR, with what the flow reports."""
+
+    results: dict[str, str]
+
+
+@dataclass(frozen=True)
 class Hangup:
     reason: str
 
 
-End = ToQueue | ToVoicemail | OfferCallback | FaxOnDemand | Hangup
+End = ToQueue | ToVoicemail | OfferCallback | FaxOnDemand | ReturnToAgent | Hangup
 Action = Play | CollectDigits | Lookup | End
 
 

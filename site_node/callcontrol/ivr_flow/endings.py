@@ -9,11 +9,12 @@ from site_node.callcontrol.ivr_flow.actions import (
     FaxOnDemand,
     Hangup,
     OfferCallback,
+    ReturnToAgent,
     ToQueue,
     ToVoicemail,
 )
 from site_node.callcontrol.ivr_flow.voice import Voice
-from vcc.ivr.flow import CallbackNode, EndNode, FaxNode, QueueNode, VoicemailNode
+from vcc.ivr.flow import CallbackNode, EndNode, FaxNode, QueueNode, ReturnNode, VoicemailNode
 
 
 def end_action(node: EndNode, context: Mapping[str, str], voice: Voice) -> End:
@@ -30,4 +31,6 @@ def end_action(node: EndNode, context: Mapping[str, str], voice: Voice) -> End:
         return OfferCallback(node.skill_group, context.get(node.number, ""))
     if isinstance(node, FaxNode):
         return FaxOnDemand(node.document)
+    if isinstance(node, ReturnNode):
+        return ReturnToAgent({var: context.get(var, "") for var in node.report})
     return Hangup(node.reason)
