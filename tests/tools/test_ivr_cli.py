@@ -115,3 +115,41 @@ async def test_push_refused_by_central(config_file: Path, tmp_path: Path) -> Non
     result = await asyncio.to_thread(vcc, "ivr", "push", str(flow), "--config", str(config_file))
     assert result.exit_code == 2
     assert "no skill group 'lost-cards' in the province [invalid-flow]" in result.output
+
+
+class Follower:
+    """A central replica that does not lead, and names the one that does."""
+
+    def __init__(self, leader: str) -> None:
+        self._leader = leader
+
+    @property
+    def is_leader(self) -> bool:
+        return False
+
+    def leader_address(self) -> str | None:
+        return self._leader
+
+
+async def test_push_to_a_follower_goes_to_the_leader(config_file: Path, tmp_path: Path) -> None:
+    data = read_yaml(config_file)
+    leader = data["central"]["listen"]
+    follower = rpc.Server([SERVICE_NAME])
+    # Never used: a follower refuses a push before it touches its database.
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/follower.db")
+    flows = FlowStore(Store(engine), time.time)
+    ivr_pb2_grpc.add_IvrServiceServicer_to_server(
+        IvrService(flows, parse_province(data), leadership=Follower(leader)), follower.grpc
+    )
+    port = await follower.start("127.0.0.1:0")
+    try:
+        data["central"]["listen"] = f"127.0.0.1:{port}"
+        at_follower = write_yaml(tmp_path / "follower.yaml", data)
+        result = await asyncio.to_thread(vcc, "ivr", "push", BANK, "--config", str(at_follower))
+        assert result.exit_code == 0, result.output
+        assert "flow bank version 1 stored" in result.output
+        shown = await asyncio.to_thread(vcc, "ivr", "show", "--config", str(config_file))
+        assert "bank" in shown.output
+    finally:
+        await follower.stop(0)
+        await engine.dispose()
