@@ -25,6 +25,7 @@ from central.flows import FlowStore
 from central.grpc_api import SERVICE_NAME, CentralService
 from central.ivr_api import SERVICE_NAME as IVR_SERVICE_NAME
 from central.ivr_api import IvrService
+from central.ivr_lookups import Lookups
 from central.leadership import Leadership
 from central.live_state import LiveState
 from central.membership import MembershipWatcher
@@ -127,7 +128,13 @@ class CentralApp:
         )
         self.flows = FlowStore(self.store, time.time)
         self.flow_publisher = FlowPublisher(etcd.endpoints, etcd.prefix, self.config.province.id)
-        ivr = IvrService(self.flows, self.config, self.flow_publisher, leadership=self.leadership)
+        ivr = IvrService(
+            self.flows,
+            self.config,
+            self.flow_publisher,
+            leadership=self.leadership,
+            lookups=Lookups(self.store),
+        )
         self.server = Server([SERVICE_NAME, IVR_SERVICE_NAME])
         central_pb2_grpc.add_CentralServiceServicer_to_server(service, self.server.grpc)
         ivr_pb2_grpc.add_IvrServiceServicer_to_server(ivr, self.server.grpc)

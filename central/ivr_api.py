@@ -11,6 +11,7 @@ import grpc
 from central.flow_publisher import FlowPublisher
 from central.flows import FlowStore, StoredFlow
 from central.grpc_api import LeaderGate, _refuse_as_follower
+from central.ivr_lookups import Lookups
 from vcc.config import ProvinceConfig
 from vcc.errors import FailedPrecondition, InvalidArgument, NotFound
 from vcc.ivr.catalog import CatalogError, Service, parse_catalog
@@ -33,8 +34,10 @@ class IvrService(ivr_pb2_grpc.IvrServiceServicer):
         publisher: FlowPublisher | None = None,
         *,
         leadership: LeaderGate | None = None,
+        lookups: Lookups | None = None,
     ) -> None:
         self._flows = flows
+        self._lookups = lookups
         # None: no etcd (tests of the API alone); sites then get flows by GetFlow only.
         self._publisher = publisher
         self._leadership = leadership
@@ -124,6 +127,13 @@ class IvrService(ivr_pb2_grpc.IvrServiceServicer):
         return ivr_pb2.GetServiceCatalogResponse(
             revision=revision, services=[_service(s, versions.get(s.flow, 0)) for s in services]
         )
+
+    @maps_errors
+    async def Lookup(self, request: ivr_pb2.LookupRequest, context: Context) -> ivr_pb2.LookupResponse:
+        if self._lookups is None:
+            raise FailedPrecondition("lookup-not-available", "this central answers no look-ups")
+        fields = await self._lookups.answer(request.name, dict(request.args))
+        return ivr_pb2.LookupResponse(found=fields is not None, fields=fields or {})
 
     async def _only_leader(self, context: Context) -> None:
         gate = self._leadership

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from central.db.migrate import upgrade
 from central.flow_publisher import FlowPublisher
 from central.flows import FlowStore
 from central.ivr_api import SERVICE_NAME, IvrService
+from central.ivr_lookups import Lookups
 from central.store import Store
 from site_node.callcontrol.ivr_flow import FlowRun, Heard, ToQueue
 from site_node.flow_catalog import FlowCatalog, FlowCatalogWatcher
@@ -83,10 +84,14 @@ async def ivr(tmp_path: Path, etcd_server: EtcdServer) -> AsyncIterator[Ivr]:
     engine = create_engine(url)
     # A prefix of its own: the session's etcd is shared by every test.
     config = postal_province(etcd_server.endpoint, f"/vcc-ivr-{uuid.uuid4().hex[:8]}")
-    flows = FlowStore(Store(engine), time.time)
+    store = Store(engine)
+    await store.sync_province(config)
+    await store.seed_demo_customers(3)
+    flows = FlowStore(store, time.time)
     publisher = FlowPublisher([etcd_server.endpoint], config.etcd.prefix, config.province.id)
     server = rpc.Server([SERVICE_NAME])
-    ivr_pb2_grpc.add_IvrServiceServicer_to_server(IvrService(flows, config, publisher), server.grpc)
+    service = IvrService(flows, config, publisher, lookups=Lookups(store))
+    ivr_pb2_grpc.add_IvrServiceServicer_to_server(service, server.grpc)
     port = await server.start("127.0.0.1:0")
     catalog = FlowCatalog("gz")
     watcher = FlowCatalogWatcher(catalog, [etcd_server.endpoint], config.etcd.prefix, config.province.id)
@@ -274,3 +279,24 @@ async def test_a_new_leader_writes_back_what_etcd_lost(ivr: Ivr) -> None:
 
 async def _has(ivr: Ivr, flow_id: str) -> bool:
     return ivr.catalog.current(flow_id) is not None
+
+
+async def test_look_ups_answered_by_central(ivr: Ivr) -> None:
+    def lookup(name: str, **args: str) -> Awaitable[ivr_pb2.LookupResponse]:
+        return ivr.stub.Lookup(ivr_pb2.LookupRequest(name=name, args=args, site_id="gz"), timeout=DEADLINE)
+
+    found = await lookup("customer", phone="13800000001")
+    assert found.found and dict(found.fields) == {
+        "level": "silver",
+        "name": "客户 0001 / Customer 0001",
+        "city": "Shenzhen",
+    }
+    nobody = await lookup("customer", phone="13999999999")
+    assert not nobody.found and not nobody.fields
+    await expect_error(lookup("horoscope"), grpc.StatusCode.INVALID_ARGUMENT, "unknown-lookup")
+    await expect_error(lookup("customer", card="1"), grpc.StatusCode.INVALID_ARGUMENT, "bad-lookup-args")
+    await expect_error(
+        lookup("parcel_state", tracking_number="1234567890123"),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "lookup-not-available",
+    )

@@ -17,7 +17,7 @@ class LookupSpec:
 
 
 LOOKUPS: dict[str, LookupSpec] = {
-    "customer": LookupSpec(("phone",), ("level", "language", "open_tickets", "name"), "a customer's record"),
+    "customer": LookupSpec(("phone",), ("level", "name", "city"), "a customer's record"),
     "verify_pin": LookupSpec(("card", "pin"), ("verified",), "whether a card's PIN is right"),
     "balance": LookupSpec(("card",), ("amount", "currency"), "a card's balance"),
     "parcel_state": LookupSpec(("tracking_number",), ("state", "city"), "where a parcel is"),

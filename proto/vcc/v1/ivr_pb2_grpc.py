@@ -59,6 +59,11 @@ class IvrServiceStub:
                 request_serializer=vcc_dot_v1_dot_ivr__pb2.GetServiceCatalogRequest.SerializeToString,
                 response_deserializer=vcc_dot_v1_dot_ivr__pb2.GetServiceCatalogResponse.FromString,
                 _registered_method=True)
+        self.Lookup = channel.unary_unary(
+                '/vcc.v1.IvrService/Lookup',
+                request_serializer=vcc_dot_v1_dot_ivr__pb2.LookupRequest.SerializeToString,
+                response_deserializer=vcc_dot_v1_dot_ivr__pb2.LookupResponse.FromString,
+                _registered_method=True)
 
 
 class IvrServiceServicer:
@@ -103,6 +108,16 @@ class IvrServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Lookup(self, request, context):
+        """A flow's data look-up (vcc.ivr.lookups): a customer's level, a balance, a parcel's state.
+        INVALID_ARGUMENT `unknown-lookup` / `bad-lookup-args`; FAILED_PRECONDITION
+        `lookup-not-available` when this central has no source for it. The site gives it the flow
+        node's own timeout as the deadline.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IvrServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +145,11 @@ def add_IvrServiceServicer_to_server(servicer, server):
                     servicer.GetServiceCatalog,
                     request_deserializer=vcc_dot_v1_dot_ivr__pb2.GetServiceCatalogRequest.FromString,
                     response_serializer=vcc_dot_v1_dot_ivr__pb2.GetServiceCatalogResponse.SerializeToString,
+            ),
+            'Lookup': grpc.unary_unary_rpc_method_handler(
+                    servicer.Lookup,
+                    request_deserializer=vcc_dot_v1_dot_ivr__pb2.LookupRequest.FromString,
+                    response_serializer=vcc_dot_v1_dot_ivr__pb2.LookupResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +287,33 @@ class IvrService:
             '/vcc.v1.IvrService/GetServiceCatalog',
             vcc_dot_v1_dot_ivr__pb2.GetServiceCatalogRequest.SerializeToString,
             vcc_dot_v1_dot_ivr__pb2.GetServiceCatalogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Lookup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vcc.v1.IvrService/Lookup',
+            vcc_dot_v1_dot_ivr__pb2.LookupRequest.SerializeToString,
+            vcc_dot_v1_dot_ivr__pb2.LookupResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,12 @@ class IvrServiceStub:
     """
     GetServiceCatalog: _grpc.UnaryUnaryMultiCallable[_ivr_pb2.GetServiceCatalogRequest, _ivr_pb2.GetServiceCatalogResponse]
     """The catalog's services (all, or the one named, or the one a number reaches in a city)."""
+    Lookup: _grpc.UnaryUnaryMultiCallable[_ivr_pb2.LookupRequest, _ivr_pb2.LookupResponse]
+    """A flow's data look-up (vcc.ivr.lookups): a customer's level, a balance, a parcel's state.
+    INVALID_ARGUMENT `unknown-lookup` / `bad-lookup-args`; FAILED_PRECONDITION
+    `lookup-not-available` when this central has no source for it. The site gives it the flow
+    node's own timeout as the deadline.
+    """
 
 @_typing.type_check_only
 class IvrServiceAsyncStub(IvrServiceStub):
@@ -70,6 +76,12 @@ class IvrServiceAsyncStub(IvrServiceStub):
     """
     GetServiceCatalog: _aio.UnaryUnaryMultiCallable[_ivr_pb2.GetServiceCatalogRequest, _ivr_pb2.GetServiceCatalogResponse]  # type: ignore[assignment]
     """The catalog's services (all, or the one named, or the one a number reaches in a city)."""
+    Lookup: _aio.UnaryUnaryMultiCallable[_ivr_pb2.LookupRequest, _ivr_pb2.LookupResponse]  # type: ignore[assignment]
+    """A flow's data look-up (vcc.ivr.lookups): a customer's level, a balance, a parcel's state.
+    INVALID_ARGUMENT `unknown-lookup` / `bad-lookup-args`; FAILED_PRECONDITION
+    `lookup-not-available` when this central has no source for it. The site gives it the flow
+    node's own timeout as the deadline.
+    """
 
 class IvrServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -117,5 +129,17 @@ class IvrServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ivr_pb2.GetServiceCatalogResponse, _abc.Awaitable[_ivr_pb2.GetServiceCatalogResponse]]:
         """The catalog's services (all, or the one named, or the one a number reaches in a city)."""
+
+    @_abc_1.abstractmethod
+    def Lookup(
+        self,
+        request: _ivr_pb2.LookupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ivr_pb2.LookupResponse, _abc.Awaitable[_ivr_pb2.LookupResponse]]:
+        """A flow's data look-up (vcc.ivr.lookups): a customer's level, a balance, a parcel's state.
+        INVALID_ARGUMENT `unknown-lookup` / `bad-lookup-args`; FAILED_PRECONDITION
+        `lookup-not-available` when this central has no source for it. The site gives it the flow
+        node's own timeout as the deadline.
+        """
 
 def add_IvrServiceServicer_to_server(servicer: IvrServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
