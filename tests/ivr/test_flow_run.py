@@ -284,6 +284,7 @@ def test_the_pin_is_never_in_the_trace() -> None:
     pressed = [p.key for p in run.trace if isinstance(p, Pressed) and p.node == "ask_pin"]
     assert pressed == ["*"] * 6
     assert "907312" not in repr(run.trace)
+    assert "pin" not in run.attached_data() and run.attached_data()["card"] == "6222000011112222"
     run.on_lookup({"verified": "true"}, T0 + 2)
     assert run.node_id == "main"
     run.on_digits("0", T0 + 3)

@@ -104,6 +104,12 @@ class FlowRun:
     def language(self) -> str:
         return self._voice.language
 
+    def attached_data(self) -> dict[str, str]:
+        """The caller's variables fit to travel with the call (screen pop, transfers): everything
+        but masked entries (a PIN stays in the IVR, F9)."""
+        secret = {n.into for n in self.flow.nodes.values() if isinstance(n, CollectNode) and n.mask}
+        return {k: v for k, v in self.context.items() if k not in secret}
+
     # -- events ---------------------------------------------------------------------------------
 
     def start(self, flow: Flow, caller_context: Mapping[str, str], now: float) -> list[Action]:
