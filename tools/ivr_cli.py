@@ -8,16 +8,18 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
-import grpc
 import typer
 
 from vcc.config import ConfigError, load_province
-from vcc.errors import from_rpc_error
 from vcc.ivr.catalog import CatalogError, ServiceCatalog, is_catalog, parse_catalog
 from vcc.ivr.flow import END_KINDS, Flow, MenuNode
 from vcc.ivr.validate import FlowError, load_flow, menu_depths
-from vcc.rpc import DEFAULT_DEADLINE_S, channel
-from vcc.v1 import ivr_pb2, ivr_pb2_grpc
+
+if TYPE_CHECKING:
+    from vcc.v1 import ivr_pb2, ivr_pb2_grpc
+
+    # The typed aio stub exists in the generated stubs only (mypy-protobuf).
+    Stub = ivr_pb2_grpc.IvrServiceAsyncStub
 
 ivr_app = typer.Typer(
     help="IVR flows and the service catalog (一号通) kept by central.", no_args_is_help=True
@@ -78,13 +80,16 @@ def show(
     service: Annotated[str, typer.Argument(help="One service id (default: the whole catalog).")] = "",
 ) -> None:
     """The catalog as central holds it: numbers, services, flows and their versions, cities."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from vcc.v1 import ivr_pb2
+
     address = _central(config)
     catalog = _call(
         address, lambda s: s.GetServiceCatalog(ivr_pb2.GetServiceCatalogRequest(service_id=service))
     )
     flows = _call(address, lambda s: s.ListFlows(ivr_pb2.ListFlowsRequest()))
-    from rich.console import Console
-    from rich.table import Table
 
     table = Table(
         title=f"service catalog, revision {catalog.revision}" if catalog.revision else "no catalog pushed yet"
@@ -142,13 +147,10 @@ def summary(document: Flow | ServiceCatalog) -> str:
     )
 
 
-if TYPE_CHECKING:
-    # The typed aio stub exists in the generated stubs only (mypy-protobuf).
-    Stub = ivr_pb2_grpc.IvrServiceAsyncStub
-
-
 def _push_flow(document: str) -> Callable[[Stub], Awaitable[ivr_pb2.PushFlowResponse]]:
     def rpc(stub: Stub) -> Awaitable[ivr_pb2.PushFlowResponse]:
+        from vcc.v1 import ivr_pb2
+
         return stub.PushFlow(ivr_pb2.PushFlowRequest(document=document))
 
     return rpc
@@ -156,6 +158,8 @@ def _push_flow(document: str) -> Callable[[Stub], Awaitable[ivr_pb2.PushFlowResp
 
 def _push_catalog(document: str) -> Callable[[Stub], Awaitable[ivr_pb2.PushServiceCatalogResponse]]:
     def rpc(stub: Stub) -> Awaitable[ivr_pb2.PushServiceCatalogResponse]:
+        from vcc.v1 import ivr_pb2
+
         return stub.PushServiceCatalog(ivr_pb2.PushServiceCatalogRequest(document=document))
 
     return rpc
@@ -179,6 +183,12 @@ def _central(config: Path) -> str:
 
 def _call(address: str, rpc: Callable[[Stub], Awaitable[T]]) -> T:
     """One call to central's IvrService, at the leader (a follower names it: asked again there)."""
+    # Here, not at the top: `vcc --help` and `vcc ivr validate` need no gRPC.
+    import grpc
+
+    from vcc.errors import from_rpc_error
+    from vcc.rpc import DEFAULT_DEADLINE_S, channel
+    from vcc.v1 import ivr_pb2_grpc
 
     async def once(target: str) -> T:
         async with channel(target) as ch:
