@@ -12,7 +12,7 @@ import typer
 
 from vcc.config import ConfigError, load_province
 from vcc.ivr.catalog import CatalogError, ServiceCatalog, is_catalog, parse_catalog
-from vcc.ivr.flow import END_KINDS, Flow, MenuNode
+from vcc.ivr.flow import END_KINDS, Flow, LookupNode, MenuNode
 from vcc.ivr.validate import FlowError, load_flow, menu_depths
 
 if TYPE_CHECKING:
@@ -121,6 +121,103 @@ def show(
         if wanted is None or f.flow_id in wanted:
             versions.add_row(f.flow_id, str(f.version), str(f.nodes), f.digest[:12], f.description)
     console.print(versions)
+
+
+@ivr_app.command(name="try")
+def try_flow(
+    file: Annotated[Path, typer.Argument(help="A flow document (YAML).")],
+    *,
+    digits: Annotated[str, typer.Option(help='The caller\'s keys, a group per prompt: "2 1 #".')] = "",
+    var: Annotated[
+        list[str] | None, typer.Option(help="A caller variable: customer.level=vip (repeatable).")
+    ] = None,
+    answer: Annotated[
+        list[str] | None,
+        typer.Option(help='A look-up\'s answer: parcel_state={"state": "delivered"} (else it times out).'),
+    ] = None,
+    at: Annotated[str, typer.Option(help="The call's time, ISO 8601 (default: now).")] = "",
+    json_out: Annotated[bool, typer.Option("--json", help="The report as JSON.")] = False,
+) -> None:
+    """Walk a flow on this machine, no cluster: what the caller hears and what each key does."""
+    import datetime as dt
+    import json
+
+    from site_node.callcontrol.ivr_flow.report import run_report
+    from site_node.callcontrol.ivr_flow.run import FlowRun
+
+    try:
+        flow = load_flow(file.read_text(encoding="utf-8"))
+    except (FlowError, OSError) as exc:
+        for line in _fault_lines(exc):
+            typer.echo(f"{file}: {line}", err=True)
+        raise typer.Exit(2) from None
+    context = dict(_pair(v, "--var") for v in var or [])
+    answers = {name: _answer(raw) for name, raw in (_pair(a, "--answer") for a in answer or [])}
+    try:
+        now = dt.datetime.fromisoformat(at).timestamp() if at else dt.datetime.now(dt.UTC).timestamp()
+    except ValueError:
+        typer.echo(f"error: --at: not an ISO 8601 time: {at!r}", err=True)
+        raise typer.Exit(2) from None
+    run = FlowRun()
+    run.start(flow, context, now)
+    groups = digits.split()
+    # Bounded: every round either ends the call or uses a key group or a silence.
+    for _ in range(flow.max_steps * 4):
+        if run.ended is not None:
+            break
+        node = run.flow.nodes[run.node_id]
+        if isinstance(node, LookupNode) and run.waiting == "lookup":
+            if node.name in answers:
+                now += 0.2
+                run.on_lookup(answers[node.name], now)
+            else:
+                now = run.deadline or now
+                run.on_timeout(now)
+        elif groups:
+            now += 1.0
+            run.on_digits(groups.pop(0), now)
+        else:
+            now = run.deadline or now
+            run.on_timeout(now)
+    report = run_report(run)
+    if json_out:
+        typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
+        return
+    for step in report["steps"]:
+        if "heard" in step:
+            typer.echo(f"  heard  {step['heard']}: {step['text']}")
+        elif "key" in step:
+            typer.echo(f"  key {step['key']}  {step['node']}: {step['effect']}")
+        elif "silence" in step:
+            typer.echo(f"  ...    {step['node']}: {step['silence']}")
+        elif "lookup" in step:
+            typer.echo(f"  look-up {step['lookup']}: {step['outcome']}")
+    ended = report["ended"] or {"kind": "still in the flow"}
+    details = ", ".join(
+        f"{k} {v}" for k, v in ended.items() if k not in ("kind", "announcements") and v != ""
+    )
+    typer.echo(f"ended: {ended['kind']}" + (f" ({details})" if details else ""))
+
+
+def _pair(raw: str, option: str) -> tuple[str, str]:
+    name, sep, value = raw.partition("=")
+    if not sep or not name:
+        typer.echo(f"error: {option}: want NAME=VALUE, got {raw!r}", err=True)
+        raise typer.Exit(2)
+    return name.strip(), value.strip()
+
+
+def _answer(raw: str) -> dict[str, str]:
+    import json
+
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        typer.echo(f"error: --answer: want a JSON object of fields, got {raw!r}", err=True)
+        raise typer.Exit(2)
+    return {str(k): str(v) for k, v in data.items()}
 
 
 # -- helpers ------------------------------------------------------------------------------------

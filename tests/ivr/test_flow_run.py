@@ -353,3 +353,14 @@ def test_a_pin_check_for_an_agent_returns_the_verdict_never_the_digits() -> None
     for i in range(1, 4):
         silent.on_timeout(T0 + 8 * i)
     assert silent.ended == ReturnToAgent({"pin_check.verified": "false"})
+
+
+def test_a_terminator_after_a_full_entry_belongs_to_the_entry() -> None:
+    flow = example("postal-185")
+    run = replay(flow, NORMAL, [("keys", "11"), ("keys", "1234567890123#"), ("lookup", "ok")])
+    assert run.node_id == "after_parcel" and run.retries == 0
+    effects = [p.effect for p in run.trace if isinstance(p, Pressed)]
+    assert "repeat" not in effects
+    # The next "#" is the caller's own: the menu is said again.
+    run.on_digits("#", T0 + 10)
+    assert [p.effect for p in run.trace if isinstance(p, Pressed)][-1] == "repeat"

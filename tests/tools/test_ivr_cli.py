@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -152,3 +153,32 @@ async def test_push_to_a_follower_goes_to_the_leader(config_file: Path, tmp_path
     finally:
         await follower.stop(0)
         await engine.dispose()
+
+
+def test_try_walks_a_flow_on_this_machine() -> None:
+    result = vcc(
+        "ivr",
+        "try",
+        POSTAL,
+        "--digits",
+        "1 1 1234567890123# 0",
+        "--var",
+        "customer.level=gold",
+        "--answer",
+        'parcel_state={"state": "已妥投", "city": "广州"}',
+        "--at",
+        "2026-12-01T10:00+08:00",
+    )
+    assert result.exit_code == 0, result.output
+    assert "  heard  parcel_state: 您查询的邮件已妥投，目前在广州。" in result.output
+    assert "  key 0  after_parcel: agent -> parcel_queue" in result.output
+    assert result.output.endswith("ended: queue (skill_group parcel, priority 6)\n")
+    night = vcc("ivr", "try", POSTAL, "--at", "2026-12-01T23:00+08:00", "--json")
+    report = json.loads(night.output)
+    assert report["ended"] == {"kind": "hangup", "reason": "closed"}
+    assert [s.get("heard") for s in report["steps"]][:2] == ["welcome", "closed"]
+    # A look-up nobody answers times out: the flow's own late path.
+    late = vcc("ivr", "try", POSTAL, "--digits", "1 1 1234567890123#", "--at", "2026-12-01T10:00+08:00")
+    assert "look-up parcel_state: timed-out" in late.output and "heard  lookup_late" in late.output
+    bad = vcc("ivr", "try", POSTAL, "--var", "oops")
+    assert bad.exit_code == 2

@@ -73,6 +73,7 @@ class FlowRun:
         self._typed = ""
         self._retries = 0
         self._collected = ""
+        self._swallow = ""
         self._offered: list[MenuOption] = []
         self._menus: list[str] = []
         self._request = 0
@@ -326,6 +327,10 @@ class FlowRun:
     def _entered(self, node: CollectNode, value: str, now: float, out: list[Action]) -> None:
         self.context[node.into] = value
         self._collected = ""
+        if len(value) == node.max_length and node.terminator is not None:
+            # Full length ends the entry; the caller's terminator right after it belongs to it
+            # too, not to the next menu (where "#" would mean "say it again").
+            self._swallow = node.terminator
         self._go(node.next, now, out)
 
     def _collect_retry(self, node: CollectNode, prompt: str | None, now: float, out: list[Action]) -> None:
@@ -346,6 +351,9 @@ class FlowRun:
         while self._typed and self.waiting == "digits":
             key, self._typed = self._typed[0], self._typed[1:]
             if key.isspace():
+                continue
+            swallow, self._swallow = self._swallow, ""
+            if key == swallow:
                 continue
             node = self.flow.nodes[self.node_id]
             if isinstance(node, MenuNode):
