@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -19,7 +20,12 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 
 from central.db.engine import create_engine, is_sqlite
 from central.db.migrate import upgrade
+from central.flow_publisher import FlowPublisher
+from central.flows import FlowStore
 from central.grpc_api import SERVICE_NAME, CentralService
+from central.ivr_api import SERVICE_NAME as IVR_SERVICE_NAME
+from central.ivr_api import IvrService
+from central.ivr_lookups import Lookups
 from central.leadership import Leadership
 from central.live_state import LiveState
 from central.membership import MembershipWatcher
@@ -29,9 +35,10 @@ from central.stats.service import StatsService
 from central.store import Store
 from central.web.server import Dashboard
 from vcc.config import ProvinceConfig
+from vcc.errors import VccError
 from vcc.membership import central_leader_key
 from vcc.rpc import Server
-from vcc.v1 import central_pb2_grpc
+from vcc.v1 import central_pb2_grpc, ivr_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +81,9 @@ class CentralApp:
         self.router: Router | None = None
         self._router_task: asyncio.Task[None] | None = None
         self.dashboard: Dashboard | None = None
+        self.flows: FlowStore | None = None
+        self.flow_publisher: FlowPublisher | None = None
+        self._republish_tasks: set[asyncio.Task[None]] = set()
         self.port = 0
         self.dashboard_port = 0
 
@@ -116,8 +126,18 @@ class CentralApp:
             self.router,
             leadership=self.leadership,
         )
-        self.server = Server([SERVICE_NAME])
+        self.flows = FlowStore(self.store, time.time)
+        self.flow_publisher = FlowPublisher(etcd.endpoints, etcd.prefix, self.config.province.id)
+        ivr = IvrService(
+            self.flows,
+            self.config,
+            self.flow_publisher,
+            leadership=self.leadership,
+            lookups=Lookups(self.store),
+        )
+        self.server = Server([SERVICE_NAME, IVR_SERVICE_NAME])
         central_pb2_grpc.add_CentralServiceServicer_to_server(service, self.server.grpc)
+        ivr_pb2_grpc.add_IvrServiceServicer_to_server(ivr, self.server.grpc)
         self.port = await self.server.start(self._listen)
         # Serving only once this replica knows who leads: a client is then not bounced at once.
         await self.server.set_serving(False)
@@ -163,6 +183,19 @@ class CentralApp:
         if self.config.central.dashboard_listen:
             # In the background: the deposed leader may still hold the port for a moment.
             self._spawn_dashboard()
+        # In the background: etcd being slow must not hold up the new leader's service.
+        task = asyncio.create_task(self._republish_flows(), name="central-republish-flows")
+        self._republish_tasks.add(task)
+        task.add_done_callback(self._republish_tasks.discard)
+
+    async def _republish_flows(self) -> None:
+        """Sites learn flows from etcd: a new leader writes again what etcd lacks (never blocks leading)."""
+        if self.flows is None or self.flow_publisher is None:
+            return
+        try:
+            await self.flow_publisher.republish(self.flows)
+        except VccError as exc:
+            log.warning("IVR flows not republished to etcd: %s (the next push or leader retries)", exc)
 
     async def _deposed(self, epoch: int) -> None:
         await self._stop_dashboard()
@@ -224,6 +257,10 @@ class CentralApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch_task
             self._watch_task = None
+        for task in list(self._republish_tasks):
+            task.cancel()
+        if self.flow_publisher is not None:
+            await self.flow_publisher.close()
         if self.engine is not None:
             await self.engine.dispose()
             self.engine = None

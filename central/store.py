@@ -400,6 +400,10 @@ class Store:
 
     # -- plumbing ----------------------------------------------------------------------------
 
+    async def run(self, work: Callable[[AsyncConnection], Awaitable[T]], *, write: bool = False) -> T:
+        """One transaction of another part of central (IVR flows ...), retried and fenced like ours."""
+        return await self._transaction(work, write=write)
+
     async def _transaction(
         self, work: Callable[[AsyncConnection], Awaitable[T]], write: bool = False, fenced: bool = True
     ) -> T:

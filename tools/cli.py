@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 from tools.bench import bench_app
+from tools.ivr_cli import ivr_app
 from vcc.config import ConfigError, ProvinceConfig, load_province
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ cluster_app = typer.Typer(
 )
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(bench_app, name="bench")
+app.add_typer(ivr_app, name="ivr")
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The province config (YAML).")]
 RunDirOpt = Annotated[Path, typer.Option("--run-dir", help="The cluster's run folder.")]

@@ -155,3 +155,32 @@ class CentralLeadership(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     epoch: Mapped[int] = mapped_column(BigInteger)
+
+
+class IvrFlow(Base):
+    """One version of an IVR flow, never changed once stored: a call keeps the version it started on."""
+
+    __tablename__ = "ivr_flows"
+    __table_args__ = (PrimaryKeyConstraint("flow_id", "version"),)
+
+    flow_id: Mapped[str] = mapped_column(String)
+    version: Mapped[int] = mapped_column(Integer)
+    description: Mapped[str] = mapped_column(Text)
+    # As pushed (YAML, comments kept), and as validated (canonical JSON: what the sites get).
+    document: Mapped[str] = mapped_column(Text)
+    canonical: Mapped[str] = mapped_column(Text)
+    digest: Mapped[str] = mapped_column(String)
+    nodes: Mapped[int] = mapped_column(Integer)
+    pushed_at: Mapped[float] = mapped_column(Double)
+
+
+class ServiceCatalogRevision(Base):
+    """Each push of the service catalog is a new revision; the highest is the catalog in force."""
+
+    __tablename__ = "ivr_service_catalogs"
+
+    revision: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    document: Mapped[str] = mapped_column(Text)
+    canonical: Mapped[str] = mapped_column(Text)
+    digest: Mapped[str] = mapped_column(String)
+    pushed_at: Mapped[float] = mapped_column(Double)

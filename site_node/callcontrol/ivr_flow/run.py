@@ -1,0 +1,372 @@
+"""One call's way through an IVR flow: a pure state machine, time given, actions returned.
+
+The run holds the flow object it started on, so a newer version loaded meanwhile affects only
+new calls (F8). It waits for one of three things: keys (a menu or a collection), a look-up's
+answer, or its `deadline`; anything else that arrives (a stale timer, a late answer, keys after
+the end) changes nothing and returns no action.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+from site_node.callcontrol.ivr_flow.actions import (
+    Action,
+    CollectDigits,
+    End,
+    Ended,
+    Hangup,
+    Heard,
+    LookedUp,
+    Lookup,
+    Play,
+    Pressed,
+    Silence,
+    ToQueue,
+    TraceEntry,
+)
+from site_node.callcontrol.ivr_flow.conditions import holds
+from site_node.callcontrol.ivr_flow.endings import end_action
+from site_node.callcontrol.ivr_flow.inputs import (
+    DIGITS,
+    Choose,
+    Entered,
+    SayAgain,
+    Typed,
+    entry_key,
+    menu_key,
+)
+from site_node.callcontrol.ivr_flow.voice import Voice
+from vcc.ivr.flow import (
+    BranchNode,
+    CollectNode,
+    EndNode,
+    Flow,
+    LookupNode,
+    MenuNode,
+    MenuOption,
+    PlayNode,
+    QueueNode,
+    SetNode,
+)
+
+Waiting = Literal["idle", "digits", "lookup", "ended"]
+# The reason of a call ended because it went past the flow's max_steps.
+STEP_LIMIT = "step-limit"
+
+
+class FlowRun:
+    """start() once, then on_digits / on_timeout / on_lookup / on_played until `ended` is set."""
+
+    def __init__(self) -> None:
+        self._flow: Flow | None = None
+        self.context: dict[str, str] = {}
+        self.trace: list[TraceEntry] = []
+        self.ended: End | None = None
+        self.waiting: Waiting = "idle"
+        self.node_id = ""
+        self.steps = 0
+        self._deadline: float | None = None
+        self._timeout_s = 0.0
+        # Keys typed ahead of the prompt that asks for them (barge-in), taken in order.
+        self._typed = ""
+        self._retries = 0
+        self._collected = ""
+        self._swallow = ""
+        self._offered: list[MenuOption] = []
+        self._menus: list[str] = []
+        self._request = 0
+        self._voice_of: Voice | None = None
+
+    @property
+    def flow(self) -> Flow:
+        if self._flow is None:
+            raise RuntimeError("the flow run has not started")
+        return self._flow
+
+    @property
+    def _voice(self) -> Voice:
+        if self._voice_of is None:
+            raise RuntimeError("the flow run has not started")
+        return self._voice_of
+
+    @property
+    def deadline(self) -> float | None:
+        """When on_timeout is due (a silence, or a look-up not answered); None when not waiting."""
+        return self._deadline
+
+    @property
+    def retries(self) -> int:
+        """Wrong entries and silences at the current menu or collection so far."""
+        return self._retries
+
+    @property
+    def language(self) -> str:
+        return self._voice.language
+
+    def attached_data(self) -> dict[str, str]:
+        """The caller's variables fit to travel with the call (screen pop, transfers): everything
+        but masked entries (a PIN stays in the IVR, F9)."""
+        secret = {n.into for n in self.flow.nodes.values() if isinstance(n, CollectNode) and n.mask}
+        return {k: v for k, v in self.context.items() if k not in secret}
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def start(self, flow: Flow, caller_context: Mapping[str, str], now: float) -> list[Action]:
+        if self._flow is not None:
+            raise RuntimeError("a flow run starts once")
+        self._flow = flow
+        self.context = dict(caller_context)
+        self._voice_of = Voice(flow, self.context)
+        out: list[Action] = []
+        self._go(flow.start, now, out)
+        return out
+
+    def on_digits(self, digits: str, now: float) -> list[Action]:
+        if self.waiting in ("idle", "ended"):
+            return []
+        self._typed += digits
+        out: list[Action] = []
+        self._take_typed(now, out)
+        return out
+
+    def on_timeout(self, now: float) -> list[Action]:
+        if self._deadline is None or now < self._deadline:
+            return []
+        out: list[Action] = []
+        node = self.flow.nodes[self.node_id]
+        if self.waiting == "lookup":
+            assert isinstance(node, LookupNode)
+            self.trace.append(LookedUp(now, self.node_id, node.name, "timed-out"))
+            self._go(node.on_timeout, now, out)
+        elif isinstance(node, MenuNode):
+            self.trace.append(Silence(now, self.node_id, "no key"))
+            self._menu_retry(node, self.flow.no_input_prompt, now, out)
+        elif isinstance(node, CollectNode):
+            if node.terminator is None and len(self._collected) >= node.min_length:
+                # No terminator to wait for: a pause ends the entry.
+                self.trace.append(Silence(now, self.node_id, "entry ended"))
+                self._entered(node, self._collected, now, out)
+            else:
+                self.trace.append(Silence(now, self.node_id, "no entry"))
+                self._collect_retry(node, self.flow.no_input_prompt, now, out)
+        self._take_typed(now, out)
+        return out
+
+    def on_lookup(
+        self, result: Mapping[str, str] | None, now: float, *, request: int | None = None
+    ) -> list[Action]:
+        """The answer of the pending look-up; None: central failed (or could not be reached)."""
+        if self.waiting != "lookup" or (request is not None and request != self._request):
+            return []
+        node = self.flow.nodes[self.node_id]
+        assert isinstance(node, LookupNode)
+        out: list[Action] = []
+        if self._deadline is not None and now > self._deadline:
+            self.trace.append(LookedUp(now, self.node_id, node.name, "late"))
+            self._go(node.on_timeout, now, out)
+        elif result is None:
+            self.trace.append(LookedUp(now, self.node_id, node.name, "failed"))
+            self._go(node.on_timeout, now, out)
+        else:
+            fields = {str(k): str(v) for k, v in result.items()}
+            prefix = node.into or node.name
+            for key, value in fields.items():
+                self.context[f"{prefix}.{key}"] = value
+            self.trace.append(LookedUp(now, self.node_id, node.name, "answered", fields))
+            self._go(node.next, now, out)
+        self._take_typed(now, out)
+        return out
+
+    def on_played(self, now: float) -> list[Action]:
+        """The prompts before an input ended: the caller's time to answer counts from now."""
+        if self.waiting == "digits":
+            self._deadline = now + self._timeout_s
+        return []
+
+    # -- moving through nodes -------------------------------------------------------------------
+
+    def _go(self, node_id: str, now: float, out: list[Action]) -> None:
+        """Enter nodes until one waits (keys, a look-up) or the call leaves the flow."""
+        flow = self.flow
+        while True:
+            self.node_id = node_id
+            if not self._step(now, out):
+                return
+            node = flow.nodes[node_id]
+            if isinstance(node, PlayNode):
+                self._play(node.prompt, node.barge_in, now, out)
+                node_id = node.next
+            elif isinstance(node, SetNode):
+                self.context[node.var] = node.value
+                node_id = node.next
+            elif isinstance(node, BranchNode):
+                node_id = next(
+                    (c.next for c in node.cases if holds(c.when, self.context, now, flow.calendar)),
+                    node.else_,
+                )
+            elif isinstance(node, LookupNode):
+                if node.prompt is not None:
+                    self._play(node.prompt, False, now, out)
+                self._request += 1
+                args = {k: self._voice.fill(v) for k, v in node.args.items()}
+                out.append(Lookup(node.name, args, node.timeout_s, self._request))
+                self._wait("lookup", node.timeout_s, now)
+                return
+            elif isinstance(node, MenuNode):
+                if node_id in self._menus:
+                    del self._menus[self._menus.index(node_id) + 1 :]
+                else:
+                    self._menus.append(node_id)
+                self._retries = 0
+                self._offered = [
+                    o
+                    for o in node.options
+                    if o.when is None or holds(o.when, self.context, now, flow.calendar)
+                ]
+                self._present(node, now, out)
+                return
+            elif isinstance(node, CollectNode):
+                self._retries = 0
+                self._ask(node, now, out)
+                return
+            else:
+                self._finish(node, now, out)
+                return
+
+    def _step(self, now: float, out: list[Action]) -> bool:
+        """Count a node entered (or a menu said again); past the flow's bound the call ends."""
+        self.steps += 1
+        if self.steps <= self.flow.max_steps:
+            return True
+        self._end(Hangup(STEP_LIMIT), now, out)
+        return False
+
+    def _finish(self, node: EndNode, now: float, out: list[Action]) -> None:
+        if node.prompt is not None:
+            self._play(node.prompt, False, now, out)
+        self._end(end_action(node, self.context, self._voice), now, out)
+
+    def on_max_wait(self, now: float) -> list[Action]:
+        """The call waited its queue's max_wait_s: the flow goes on at the queue's on_max_wait."""
+        if not isinstance(self.ended, ToQueue):
+            return []
+        node = self.flow.nodes[self.node_id]
+        if not isinstance(node, QueueNode) or node.treatment is None or node.treatment.on_max_wait is None:
+            return []
+        self.ended = None
+        self.trace.append(Silence(now, self.node_id, "max wait reached"))
+        out: list[Action] = []
+        self._go(node.treatment.on_max_wait, now, out)
+        return out
+
+    def _end(self, action: End, now: float, out: list[Action]) -> None:
+        out.append(action)
+        self.ended = action
+        self.waiting = "ended"
+        self._deadline = None
+        self._typed = ""
+        self.trace.append(Ended(now, self.node_id, action))
+
+    # -- menus ----------------------------------------------------------------------------------
+
+    def _present(self, node: MenuNode, now: float, out: list[Action]) -> None:
+        if node.prompt is not None:
+            self._play(node.prompt, True, now, out)
+        for key, option in enumerate(self._offered, start=1):
+            self._play(option.prompt, True, now, out, key=str(key))
+        if node.agent is not None and node.agent_prompt is not None:
+            self._play(node.agent_prompt, True, now, out, key="0")
+        out.append(CollectDigits(1, None, node.timeout_s))
+        self._wait("digits", node.timeout_s, now)
+
+    def _menu_key(self, node: MenuNode, key: str, now: float, out: list[Action]) -> None:
+        meaning = menu_key(node, self._offered, self._menus, key)
+        self.trace.append(Pressed(now, self.node_id, key, meaning.effect))
+        if isinstance(meaning, Choose):
+            self._go(meaning.target, now, out)
+        elif isinstance(meaning, SayAgain):
+            if self._step(now, out):
+                self._present(node, now, out)
+        else:
+            self._menu_retry(node, self.flow.invalid_prompt, now, out)
+
+    def _menu_retry(self, node: MenuNode, prompt: str | None, now: float, out: list[Action]) -> None:
+        self._retries += 1
+        if self._retries > node.retries:
+            self._go(node.on_fail or self.flow.on_fail, now, out)
+            return
+        if not self._step(now, out):
+            return
+        if prompt is not None:
+            self._play(prompt, False, now, out)
+        self._present(node, now, out)
+
+    # -- collections ----------------------------------------------------------------------------
+
+    def _ask(self, node: CollectNode, now: float, out: list[Action]) -> None:
+        self._collected = ""
+        self._play(node.prompt, True, now, out)
+        out.append(CollectDigits(node.max_length, node.terminator, node.timeout_s))
+        self._wait("digits", node.timeout_s, now)
+
+    def _collect_key(self, node: CollectNode, key: str, now: float, out: list[Action]) -> None:
+        meaning = entry_key(node, self._collected, key)
+        shown = "*" if node.mask and key in DIGITS else key
+        self.trace.append(Pressed(now, self.node_id, shown, meaning.effect))
+        if isinstance(meaning, Entered):
+            self._entered(node, meaning.value, now, out)
+        elif isinstance(meaning, Typed):
+            self._collected += key
+            # Each key gives the caller the full time again for the next.
+            self._wait("digits", node.timeout_s, now)
+        else:
+            self._collect_retry(node, self.flow.invalid_prompt, now, out)
+
+    def _entered(self, node: CollectNode, value: str, now: float, out: list[Action]) -> None:
+        self.context[node.into] = value
+        self._collected = ""
+        if len(value) == node.max_length and node.terminator is not None:
+            # Full length ends the entry; the caller's terminator right after it belongs to it
+            # too, not to the next menu (where "#" would mean "say it again").
+            self._swallow = node.terminator
+        self._go(node.next, now, out)
+
+    def _collect_retry(self, node: CollectNode, prompt: str | None, now: float, out: list[Action]) -> None:
+        self._retries += 1
+        self._collected = ""
+        if self._retries > node.retries:
+            self._go(node.on_fail or self.flow.on_fail, now, out)
+            return
+        if not self._step(now, out):
+            return
+        if prompt is not None:
+            self._play(prompt, False, now, out)
+        self._ask(node, now, out)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _take_typed(self, now: float, out: list[Action]) -> None:
+        while self._typed and self.waiting == "digits":
+            key, self._typed = self._typed[0], self._typed[1:]
+            if key.isspace():
+                continue
+            swallow, self._swallow = self._swallow, ""
+            if key == swallow:
+                continue
+            node = self.flow.nodes[self.node_id]
+            if isinstance(node, MenuNode):
+                self._menu_key(node, key, now, out)
+            elif isinstance(node, CollectNode):
+                self._collect_key(node, key, now, out)
+
+    def _wait(self, what: Waiting, timeout_s: float, now: float) -> None:
+        self.waiting = what
+        self._timeout_s = timeout_s
+        self._deadline = now + timeout_s
+
+    def _play(self, prompt_id: str, barge_in: bool, now: float, out: list[Action], key: str = "") -> None:
+        text = self._voice.text(prompt_id, key)
+        out.append(Play(prompt_id, text, barge_in))
+        self.trace.append(Heard(now, self.node_id, prompt_id, text))
