@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from tests.helpers import eventually
-from tools.scenario import parse_scenario
-from tools.simulate import SimulationResult, simulate
-from tools.traffic import CallerView, load_journal
+from tools.simulation.scenario import parse_scenario
+from tools.simulation.simulate import SimulationResult, simulate
+from tools.simulation.traffic import CallerView, load_journal
 
 pytestmark = pytest.mark.cluster
 

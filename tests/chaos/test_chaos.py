@@ -29,8 +29,8 @@ from typing import Any
 
 import pytest
 
-from tools.scenario import parse_scenario
-from tools.simulate import SimulationResult, simulate
+from tools.simulation.scenario import parse_scenario
+from tools.simulation.simulate import SimulationResult, simulate
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
 

@@ -18,7 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 import pytest
 
 from routing.erlang import average_speed_of_answer, erlang_b, erlang_c
-from tools.acd_model import confidence_interval, simulate
+from tools.simulation.acd_model import confidence_interval, simulate
 
 CALLS = 100_000
 RUNS = {13: 16, 46: 40}  # by number of agents

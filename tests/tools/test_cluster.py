@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from tests.helpers import eventually
-from tools.cluster import Cluster, ClusterError, ManagedProcess, down, read_state, status, wait_ready
-from tools.netutil import free_port
-from tools.status import province_status, status_table
+from tools.province.cluster import Cluster, ClusterError, ManagedProcess, down, read_state, status, wait_ready
+from tools.province.netutil import free_port
+from tools.province.status import province_status, status_table
 from vcc.config import load_province
 from vcc.rpc import wait_serving
 

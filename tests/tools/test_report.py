@@ -7,8 +7,15 @@ import math
 
 import pytest
 
-from tools.report import build_report, percentiles_ms, reconcile, render_table, site_figures, waited
-from tools.traffic import CallerView
+from tools.simulation.report import (
+    build_report,
+    percentiles_ms,
+    reconcile,
+    render_table,
+    site_figures,
+    waited,
+)
+from tools.simulation.traffic import CallerView
 from vcc import rpc
 from vcc.v1 import central_pb2, common_pb2
 

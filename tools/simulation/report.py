@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from rich.console import Console
 from rich.table import Table
 
-from tools.traffic import CallerView
+from tools.simulation.traffic import CallerView
 from vcc import rpc
 from vcc.v1 import central_pb2, common_pb2
 

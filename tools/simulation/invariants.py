@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
-from tools.traffic import CallerView
+from tools.simulation.traffic import CallerView
 from vcc import rpc
 from vcc.v1 import central_pb2, common_pb2
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 from sqlalchemy.engine import make_url
 
-from tools.cluster import (
+from tools.province.cluster import (
     START_TIMEOUT_S,
     STATE_FILE,
     Cluster,
@@ -33,7 +33,7 @@ from tools.cluster import (
     wait_ready,
     write_state,
 )
-from tools.faultproxy import (
+from tools.province.faultproxy import (
     FaultProxyError,
     Plan,
     ProxyProcess,
@@ -42,7 +42,7 @@ from tools.faultproxy import (
     plan_for,
     start_process,
 )
-from tools.postgres_server import PostgresServer
+from tools.province.postgres_server import PostgresServer
 from vcc.config import ConfigError, load_province
 
 ACTIONS = ("partition", "heal", "kill-site", "restart-site", "stop-database", "start-database")

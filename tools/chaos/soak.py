@@ -33,13 +33,13 @@ from typing import Any, Literal
 
 from rich.console import Console
 
-from tools import invariants
-from tools.chaos import start_with_fault_proxies
-from tools.cluster import ClusterError
-from tools.province_gen import write_province
-from tools.report import reconcile_detailed
-from tools.scenario import EventAction, EventSpec, Scenario, parse_scenario
-from tools.simulate import (
+from tools.chaos.actions import start_with_fault_proxies
+from tools.province.cluster import ClusterError
+from tools.province.generate import write_province
+from tools.simulation import invariants
+from tools.simulation.report import reconcile_detailed
+from tools.simulation.scenario import EventAction, EventSpec, Scenario, parse_scenario
+from tools.simulation.simulate import (
     SEED_CUSTOMERS,
     AppliedEvent,
     SimulationError,
@@ -61,7 +61,7 @@ from tools.simulate import (
     start_robots,
     write_report,
 )
-from tools.traffic import CallerView
+from tools.simulation.traffic import CallerView
 from vcc.config import ConfigError
 
 Database = Literal["postgresql", "sqlite"]

@@ -45,7 +45,7 @@ from typing import Any
 
 import psutil
 
-from tools.netutil import free_port
+from tools.province.netutil import free_port
 from vcc.config import ProvinceConfig
 from vcc.rpc import DIAL_MAP_ENV
 
@@ -450,7 +450,7 @@ def _spawn(plan_path: Path, log_path: Path, run_dir: Path) -> subprocess.Popen[b
     env = {k: v for k, v in os.environ.items() if k != DIAL_MAP_ENV}
     with open(log_path, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "tools.faultproxy", "serve", "--plan", str(plan_path)],
+            [sys.executable, "-m", "tools.province.faultproxy", "serve", "--plan", str(plan_path)],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

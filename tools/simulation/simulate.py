@@ -36,19 +36,19 @@ import grpc
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tools import invariants
-from tools.chaos import start_with_fault_proxies
-from tools.cluster import Cluster, ClusterError, read_state
-from tools.demo import list_call_records
-from tools.faultproxy import FaultProxyError, ProxyProcess
-from tools.netutil import free_port
-from tools.postgres_server import PostgresServer, create_database, start_temporary
-from tools.province_gen import DEFAULT_PASSWORD, SiteSpec, agent_codes, generate_province, write_province
-from tools.report import build_report, render_table
-from tools.robots import RobotPolicy, RobotStats, run_robots
-from tools.scenario import EventSpec, Scenario
-from tools.status import site_summaries
-from tools.traffic import CallerView, SiteLoad, TrafficPlan, run_traffic
+from tools.chaos.actions import start_with_fault_proxies
+from tools.province.cluster import Cluster, ClusterError, read_state
+from tools.province.faultproxy import FaultProxyError, ProxyProcess
+from tools.province.generate import DEFAULT_PASSWORD, SiteSpec, agent_codes, generate_province, write_province
+from tools.province.netutil import free_port
+from tools.province.postgres_server import PostgresServer, create_database, start_temporary
+from tools.province.status import site_summaries
+from tools.simulation import invariants
+from tools.simulation.demo import list_call_records
+from tools.simulation.report import build_report, render_table
+from tools.simulation.robots import RobotPolicy, RobotStats, run_robots
+from tools.simulation.scenario import EventSpec, Scenario
+from tools.simulation.traffic import CallerView, SiteLoad, TrafficPlan, run_traffic
 from vcc.config import ConfigError
 from vcc.v1 import central_pb2
 
@@ -743,9 +743,9 @@ def run_simulation(
 def model_engine() -> Callable[[Scenario], Mapping[str, object]]:
     """`tools.model_engine.run_model` (virtual time, another engineer's work), if it is installed."""
     try:
-        module = importlib.import_module("tools.model_engine")
+        module = importlib.import_module("tools.simulation.model_engine")
     except ModuleNotFoundError as exc:
-        if exc.name != "tools.model_engine":
+        if exc.name != "tools.simulation.model_engine":
             raise
         raise SimulationError(
             "the model engine (tools/model_engine.py) is not part of this installation yet"

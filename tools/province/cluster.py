@@ -36,8 +36,8 @@ import aetcd
 import psutil
 import yaml
 
-from tools.etcd_server import EtcdServer
-from tools.netutil import free_port
+from tools.province.etcd_server import EtcdServer
+from tools.province.netutil import free_port
 from vcc.config import ConfigError, ProvinceConfig, load_province, parse_province
 from vcc.membership import LeaderInfo, central_leader_key, decode_leader
 from vcc.rpc import wait_serving
