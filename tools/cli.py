@@ -159,8 +159,8 @@ def cluster_up(
     ] = False,
 ) -> None:
     """Start etcd, central and every site in the background; `vcc cluster down` stops them."""
-    from tools.chaos.actions import start_with_fault_proxies
     from tools.province.cluster import Cluster, ClusterError
+    from tools.province.proxied import start_with_fault_proxies
 
     load_config(config)
     if with_fault_proxies and central_replicas > 1:

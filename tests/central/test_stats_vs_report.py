@@ -1,4 +1,4 @@
-"""Central's statistics against the callers: a short real simulation (`tools.simulate.simulate`),
+"""Central's statistics against the callers: a short real simulation (`tools.simulation.simulate.simulate`),
 then the figures central's dashboard serves (`/api/live`, `/api/intervals`) are checked against
 the report the callers' side made of the same calls."""
 

@@ -2,7 +2,7 @@
 
 Each breaks one thing under load and asserts from the report: no call lost elsewhere, every call
 that ended has exactly one ended record at central (reconciliation missing 0, duplicated 0), the
-invariants of tools/invariants.py (no agent holds two calls, no call served twice at once or on
+invariants of tools/simulation/invariants.py (no agent holds two calls, no call served twice at once or on
 both sides of a cut, no call with two final records or none, offered = answered + abandoned +
 blocked + lost), and a service gap of the affected traffic under GAP_BOUND_S.
 
@@ -34,7 +34,7 @@ from tools.simulation.simulate import SimulationResult, simulate
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
 
-LEASE_TTL_S = 3  # tools/province_gen.py's default, which `vcc simulate` uses
+LEASE_TTL_S = 3  # tools/province/generate.py's default, which `vcc simulate` uses
 RATE_PER_S = 2.0
 GAP_BOUND_S = LEASE_TTL_S + 0.5 + 5 / RATE_PER_S + 1.0
 

@@ -1,7 +1,7 @@
 """`vcc bench stats`: the statistics' two benchmarks (issue 6).
 
 - ingest: call events stored per second at central on PostgreSQL. A temporary PostgreSQL server
-  (tools/postgres_server.py), etcd and a real central process (tools/cluster.Cluster, no site
+  (tools/province/postgres_server.py), etcd and a real central process (tools/cluster.Cluster, no site
   process); several concurrent "sites" in this process drive `CentralService.IngestCallEvents`
   over gRPC as site outboxes do: one batch in flight per site, each batch the next events of
   overlapping calls in time order (a call's events spread over several batches, as they leave a

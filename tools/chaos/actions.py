@@ -2,12 +2,12 @@
 `vcc simulate` scenarios do.
 
 - partition / heal SITE: cut the site from central, etcd and its peers through the cluster's
-  fault proxies (tools/faultproxy.py); the cluster must have been started with
+  fault proxies (tools/province/faultproxy.py); the cluster must have been started with
   `vcc cluster up --with-fault-proxies`.
 - kill-site SITE: SIGKILL, no goodbye (its etcd lease expires). restart-site SITE: start it
   again (a graceful stop first if it still runs), with the same dial map.
 - stop-database / start-database: an immediate shutdown and a restart of central's PostgreSQL,
-  when that server was made by tools/postgres_server.py (its data folder is found from the
+  when that server was made by tools/province/postgres_server.py (its data folder is found from the
   listening process); SQLite lives inside central and cannot be stopped apart from it.
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +23,7 @@ import psutil
 from sqlalchemy.engine import make_url
 
 from tools.province.cluster import (
-    START_TIMEOUT_S,
     STATE_FILE,
-    Cluster,
     ClusterError,
     ManagedProcess,
     read_state,
@@ -36,11 +33,8 @@ from tools.province.cluster import (
 from tools.province.faultproxy import (
     FaultProxyError,
     Plan,
-    ProxyProcess,
     command,
     load_plan,
-    plan_for,
-    start_process,
 )
 from tools.province.postgres_server import PostgresServer
 from vcc.config import ConfigError, load_province
@@ -51,55 +45,6 @@ DATABASE_FILE = "chaos-database.json"
 
 class ChaosError(Exception):
     """The fault could not be applied; the message says why."""
-
-
-# -- starting a cluster that can be partitioned ---------------------------------------------------
-
-
-async def start_with_fault_proxies(
-    config_path: str | Path,
-    run_dir: str | Path,
-    *,
-    partitionable: Sequence[str] | None = None,
-    seed_customers: int = 0,
-    fresh_ports: bool = False,
-    timeout_s: float = START_TIMEOUT_S,
-    central_replicas: int = 1,
-) -> tuple[Cluster, ProxyProcess]:
-    """A cluster whose `partitionable` sites (default: all) dial the province through fault proxies.
-
-    etcd and central first, then the proxy process (it needs their addresses), then the sites with
-    their dial maps. Raises ClusterError / ConfigError like Cluster.start.
-    """
-    cluster = await Cluster.start(
-        config_path,
-        run_dir,
-        sites=[],
-        seed_customers=seed_customers,
-        fresh_ports=fresh_ports,
-        timeout_s=timeout_s,
-        central_replicas=central_replicas,
-    )
-    try:
-        sites = list(partitionable) if partitionable is not None else [s.id for s in cluster.config.sites]
-        # A cut site loses every central replica, the leader and the followers alike.
-        centrals = [cluster.replica_address(str(n)) for n in range(1, central_replicas + 1)]
-        plan = plan_for(cluster.config, sites, central=centrals)
-        assert cluster.etcd_process is not None
-        try:
-            proxies = await start_process(plan, cluster.run_dir, watch_pid=cluster.etcd_process.pid)
-        except FaultProxyError as exc:
-            raise ClusterError(str(exc)) from None
-        cluster.site_env = plan.site_env()
-        try:
-            await asyncio.gather(*(cluster.start_site(s.id) for s in cluster.config.sites))
-        except BaseException:
-            await proxies.stop()
-            raise
-    except BaseException:
-        await cluster.stop()
-        raise
-    return cluster, proxies
 
 
 # -- acting on a running cluster from another process ----------------------------------------------
@@ -228,7 +173,8 @@ async def _database(run_dir: Path, config_path: Path, *, start: bool) -> str:
 
 
 def _find_postgres(port: int) -> _Database:
-    """The postmaster listening on `port`, if its data folder has the tools/postgres_server.py layout."""
+    """The postmaster listening on `port`, if its data folder has the layout of
+    tools/province/postgres_server.py."""
     for proc in psutil.process_iter(["name", "cmdline"]):
         cmdline = proc.info.get("cmdline") or []
         if "postgres" not in (proc.info.get("name") or "") or "-D" not in cmdline:

@@ -2,7 +2,7 @@
 
 The issue's last target: 20 fault cycles in a row with no invariant broken. One cluster (three
 cities behind fault proxies, two central replicas, PostgreSQL or SQLite), robots at every site and
-Poisson callers for the whole run, all from `vcc simulate`'s own machinery (tools/simulate.py: the
+Poisson callers for the whole run, all from `vcc simulate`'s own machinery (tools/simulation/simulate.py: the
 same province, traffic, robots, fault actions, attribution and report). Each cycle applies one
 fault, in rotation, and undoes it `fault_s` later:
 
@@ -13,7 +13,7 @@ fault, in rotation, and undoes it `fault_s` later:
 - partition_site / heal_site, the cities in turn.
 
 At the end of every cycle the calls that have ended so far (all of them, since the start) are held
-to the invariants of tools/invariants.py and reconciled with central's records: missing 0,
+to the invariants of tools/simulation/invariants.py and reconciled with central's records: missing 0,
 duplicated 0, mismatched 0, every ended call exactly one record; and no call of the cycle may be
 lost elsewhere (only calls on a killed site, or refused by it, are excused). Service gaps are
 measured per cycle, once every call has ended, within the cycle's own window.
@@ -33,9 +33,9 @@ from typing import Any, Literal
 
 from rich.console import Console
 
-from tools.chaos.actions import start_with_fault_proxies
 from tools.province.cluster import ClusterError
 from tools.province.generate import write_province
+from tools.province.proxied import start_with_fault_proxies
 from tools.simulation import invariants
 from tools.simulation.report import reconcile_detailed
 from tools.simulation.scenario import EventAction, EventSpec, Scenario, parse_scenario
@@ -237,7 +237,7 @@ async def _restore_replicas(state: _Run) -> None:
     """The killed replica back as a follower (the next kill has somebody to take over), and replica 1
     leading again.
 
-    Why replica 1: the callers' network (tools/traffic.py) asks `central.listen`, replica 1, where
+    Why replica 1: the callers' network (tools/simulation/traffic.py) asks `central.listen`, replica 1, where
     to send a dead city's callers, and does not follow a `not-leader` refusal to the leader yet;
     with another replica leading, a later kill_site would cost its city's callers until the restart.
     A clean stop of the leader revokes its lease: replica 1 takes over at once.

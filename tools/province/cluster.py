@@ -232,7 +232,7 @@ class Cluster:
         self._replica_addresses = {str(n): f"127.0.0.1:{free_port()}" for n in range(2, central_replicas + 1)}
         self.sites: dict[str, ManagedProcess] = {}
         self.start_timeout_s = START_TIMEOUT_S
-        # Extra environment per site process (e.g. the fault proxies' dial map, tools/faultproxy.py).
+        # Extra environment per site process (e.g. the fault proxies' dial map, tools/province/faultproxy.py).
         self.site_env: dict[str, dict[str, str]] = {}
 
     @property

@@ -619,7 +619,7 @@ def run_plan(plan: ModelPlan) -> tuple[dict[str, object], ModelStats]:
 
 
 def plan_from_scenario(scenario: Any) -> ModelPlan:
-    """The model plan of a validated scenario (tools/scenario.py): same keys, same meaning.
+    """The model plan of a validated scenario (tools/simulation/scenario.py): same keys, same meaning.
 
     Keys the model cannot honour (fault events, transfers) are a clear error, never ignored.
     """

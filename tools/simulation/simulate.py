@@ -3,7 +3,7 @@
 The runner builds the scenario's province (one site node process per site, central on SQLite in the
 run folder or on a temporary PostgreSQL server), starts it with etcd, logs robot agents in at every
 site, offers Poisson traffic at every site's trunk, applies the fault events at their times, and
-measures everything from the callers' side (tools/report.py), reconciled with central's records.
+measures everything from the callers' side (tools/simulation/report.py), reconciled with central's records.
 
 Fault attribution (from the callers' views and the moments the runner took a site down and up):
 - lost_on_failed_site: a call whose stream broke, entering at a site that went down while the call
@@ -36,12 +36,12 @@ import grpc
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tools.chaos.actions import start_with_fault_proxies
 from tools.province.cluster import Cluster, ClusterError, read_state
 from tools.province.faultproxy import FaultProxyError, ProxyProcess
 from tools.province.generate import DEFAULT_PASSWORD, SiteSpec, agent_codes, generate_province, write_province
 from tools.province.netutil import free_port
 from tools.province.postgres_server import PostgresServer, create_database, start_temporary
+from tools.province.proxied import start_with_fault_proxies
 from tools.province.status import site_summaries
 from tools.simulation import invariants
 from tools.simulation.demo import list_call_records
@@ -243,7 +243,8 @@ async def _simulate(
         try:
             partitioned = scenario.partitioned_sites()
             if partitioned:
-                # The sites a scenario cuts dial the province through fault proxies (tools/faultproxy.py).
+                # The sites a scenario cuts dial the province through fault proxies
+                # (tools/province/faultproxy.py).
                 say(f"fault proxies on every link of {', '.join(partitioned)}")
                 cluster, proxies = await start_with_fault_proxies(
                     config_path, run, partitionable=partitioned, seed_customers=SEED_CUSTOMERS
@@ -741,14 +742,14 @@ def run_simulation(
 
 
 def model_engine() -> Callable[[Scenario], Mapping[str, object]]:
-    """`tools.model_engine.run_model` (virtual time, another engineer's work), if it is installed."""
+    """`tools.simulation.model_engine.run_model` (virtual time), if it is installed."""
     try:
         module = importlib.import_module("tools.simulation.model_engine")
     except ModuleNotFoundError as exc:
         if exc.name != "tools.simulation.model_engine":
             raise
         raise SimulationError(
-            "the model engine (tools/model_engine.py) is not part of this installation yet"
+            "the model engine (tools/simulation/model_engine.py) is not part of this installation yet"
         ) from None
     run_model: Callable[[Scenario], Mapping[str, object]] = module.run_model
     refusal: type[Exception] = getattr(module, "ModelError", SimulationError)
