@@ -2,8 +2,9 @@
 
 The issue's last target: 20 fault cycles in a row with no invariant broken. One cluster (three
 cities behind fault proxies, two central replicas, PostgreSQL or SQLite), robots at every site and
-Poisson callers for the whole run, all from `vcc simulate`'s own machinery (tools/simulation/simulate.py: the
-same province, traffic, robots, fault actions, attribution and report). Each cycle applies one
+Poisson callers for the whole run, all through the public API of `vcc simulate`'s runner
+(tools/simulation/runner.py: the same province, traffic, robots and fault actions; the same
+attribution and report, tools/simulation/faults.py and simulate.py). Each cycle applies one
 fault, in rotation, and undoes it `fault_s` later:
 
 - kill_site (SIGKILL) / restart_site, the cities in turn;
@@ -33,36 +34,13 @@ from typing import Any, Literal
 
 from rich.console import Console
 
-from tools.province.cluster import ClusterError
-from tools.province.generate import write_province
-from tools.province.proxied import start_with_fault_proxies
 from tools.simulation import invariants
+from tools.simulation.faults import classify_faults, event_rows
 from tools.simulation.report import reconcile_detailed
+from tools.simulation.runner import AppliedEvent, ScenarioRun, SimulationError, open_run
 from tools.simulation.scenario import EventAction, EventSpec, Scenario, parse_scenario
-from tools.simulation.simulate import (
-    SEED_CUSTOMERS,
-    AppliedEvent,
-    SimulationError,
-    _apply,
-    _fetch_records,
-    _log_to,
-    _offer_traffic,
-    _result,
-    _Run,
-    _sayer,
-    _stop_robots,
-    _wait_agents_ready,
-    _wait_outboxes,
-    central_database,
-    classify_faults,
-    event_rows,
-    prepare_run_dir,
-    province_for,
-    start_robots,
-    write_report,
-)
+from tools.simulation.simulate import build_result, say_to, write_report
 from tools.simulation.traffic import CallerView
-from vcc.config import ConfigError
 
 Database = Literal["postgresql", "sqlite"]
 DEFAULT_RUN_DIR = Path("run/soak")
@@ -139,64 +117,36 @@ async def soak(
     if not 0 < fault_s < cycle_s:
         raise SimulationError(f"fault_s {fault_s:g} must be within the cycle ({cycle_s:g}s)")
     scenario = soak_scenario(cycles, database, cycle_s)
-    run = await asyncio.to_thread(prepare_run_dir, run_dir)
-    say = _sayer(console)
-    with _log_to(run / "soak.log" if console is not None else None):
-        async with central_database(scenario, run) as (database_url, pg):
-            raw = await asyncio.to_thread(province_for, scenario, run, database_url)
-            config_path = await asyncio.to_thread(write_province, raw, run / "soak-province.yaml")
-            say(f"starting etcd, 2 central replicas ({database}), {len(SITES)} sites behind fault proxies")
-            try:
-                cluster, proxies = await start_with_fault_proxies(
-                    config_path, run, seed_customers=SEED_CUSTOMERS, central_replicas=2
-                )
-            except (ClusterError, ConfigError) as exc:
-                raise SimulationError(str(exc)) from None
-            try:
-                async with cluster:
-                    state = _Run(scenario, cluster, raw, pg, proxies)
-                    return await _soak(state, cycles, cycle_s, fault_s, say)
-            finally:
-                await proxies.stop()
+    say = say_to(console)
+    say(f"starting etcd, 2 central replicas ({database}), {len(SITES)} sites behind fault proxies")
+    log_file = "soak.log" if console is not None else None
+    async with open_run(scenario, run_dir, partitionable=SITES, log_file=log_file) as run:
+        return await _soak(run, cycles, cycle_s, fault_s, say)
 
 
 async def _soak(
-    state: _Run, cycles: int, cycle_s: float, fault_s: float, say: Callable[[str], None]
+    run: ScenarioRun, cycles: int, cycle_s: float, fault_s: float, say: Callable[[str], None]
 ) -> dict[str, object]:
-    scenario, cluster = state.scenario, state.cluster
-    sites = cluster.addresses.sites
-    robots_stop = asyncio.Event()
-    robots = start_robots(state, sites, robots_stop)
-    done: list[Cycle] = []
+    await run.start_robots()
+    say(f"robots ready; {cycles} cycles of {cycle_s:g}s under traffic")
+    traffic_start = run.begin_traffic()
+    traffic = asyncio.create_task(run.offer_traffic())
     try:
-        await _wait_agents_ready(sites, scenario.agents_per_site())
-        say(f"robots ready; {cycles} cycles of {cycle_s:g}s under traffic")
-        traffic_start = time.time()
-        traffic = asyncio.create_task(_offer_traffic(state))
-        try:
-            done = await _cycles(
-                state, traffic_start, cycles=cycles, cycle_s=cycle_s, fault_s=fault_s, say=say
-            )
-            await traffic
-        finally:
-            if not traffic.done():
-                traffic.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await traffic
-        say(f"{len(state.views)} calls ended; final reconciliation")
-        await _wait_outboxes(sites, [s for s in sites if cluster.site_alive(s)])
-        records = await _fetch_records(cluster.addresses.central, state.views)
+        done = await _cycles(run, traffic_start, cycles=cycles, cycle_s=cycle_s, fault_s=fault_s, say=say)
+        await traffic
     finally:
-        robots_stop.set()
-        stats = await _stop_robots(robots)
-    result = _result(state, traffic_start, records, stats)
-    return summarize(
-        done, state, result.report, result.problems, traffic_start=traffic_start, cycle_s=cycle_s
-    )
+        if not traffic.done():
+            traffic.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await traffic
+    say(f"{len(run.views)} calls ended; final reconciliation")
+    records, stats = await run.collect()
+    result = build_result(run, records, stats)
+    return summarize(done, run, result.report, result.problems, traffic_start=traffic_start, cycle_s=cycle_s)
 
 
 async def _cycles(
-    state: _Run,
+    state: ScenarioRun,
     traffic_start: float,
     *,
     cycles: int,
@@ -233,7 +183,7 @@ async def _cycles(
     return done
 
 
-async def _restore_replicas(state: _Run) -> None:
+async def _restore_replicas(state: ScenarioRun) -> None:
     """The killed replica back as a follower (the next kill has somebody to take over), and replica 1
     leading again.
 
@@ -253,22 +203,16 @@ async def _restore_replicas(state: _Run) -> None:
     await cluster.start_central_replica(leader.replica_id)
 
 
-async def _event(state: _Run, action: EventAction, site: str, traffic_start: float) -> AppliedEvent:
+async def _event(state: ScenarioRun, action: EventAction, site: str, traffic_start: float) -> AppliedEvent:
     spec = EventSpec(at_s=round(time.time() - traffic_start, 3), action=action, site=site or None)
-    applied = AppliedEvent(spec, time.time())
-    state.applied.append(applied)
-    try:
-        await _apply(state, spec, applied)
-    except (ClusterError, ConfigError, RuntimeError, OSError) as exc:
-        applied.error = str(exc)
-    return applied
+    return await state.apply(spec)
 
 
-async def _check(state: _Run, cycle: Cycle, *, until: float) -> None:
+async def _check(state: ScenarioRun, cycle: Cycle, *, until: float) -> None:
     """The invariants and the reconciliation over every call that ended before `until`."""
     ended = [v for v in state.views if _ended_at(v) <= until]
     cycle.checked_calls = len(ended)
-    records = await _fetch_records(state.cluster.addresses.central, ended)
+    records = await state.central_records(ended)
     if records is None:
         cycle.problems.append("central's call records could not be read")
         return
@@ -302,7 +246,7 @@ async def _sleep_until(moment: float) -> None:
 
 def summarize(
     cycles: Sequence[Cycle],
-    state: _Run,
+    state: ScenarioRun,
     report: Mapping[str, object],
     run_problems: Sequence[str],
     *,
