@@ -216,10 +216,11 @@ def cluster_status(run_dir: RunDirOpt = DEFAULT_CLUSTER_DIR) -> None:
     """Which processes of the run folder's cluster are running."""
     from rich.table import Table
 
-    from tools.province.cluster import ClusterError, status
+    from tools.province.cluster import ClusterError, read_cluster_json, status
 
     try:
         procs = status(run_dir)
+        where = read_cluster_json(run_dir)
     except ClusterError as exc:
         fail(str(exc), code=1)
     if not procs:
@@ -233,6 +234,9 @@ def cluster_status(run_dir: RunDirOpt = DEFAULT_CLUSTER_DIR) -> None:
             p.name, str(p.pid), "[green]running[/]" if p.alive else "[red]stopped[/]", p.address, str(p.log)
         )
     _console().print(table)
+    # Where to reach each part, as cluster.json gives it to scripts (SPEC §6).
+    for name, part in [("central", where.get("central", {})), *where.get("sites", {}).items()]:
+        typer.echo(f"  {name:<8} " + "  ".join(f"{k} {v}" for k, v in part.items()))
     if not all(p.alive for p in procs):
         raise typer.Exit(1)
 

@@ -18,6 +18,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 from sqlalchemy.engine import make_url
@@ -26,6 +27,7 @@ from tools.province.cluster import (
     STATE_FILE,
     ClusterError,
     ManagedProcess,
+    read_cluster_json,
     read_state,
     wait_ready,
     write_state,
@@ -78,14 +80,14 @@ async def chaos(action: str, run_dir: Path, site: str | None = None) -> str:
     return await _database(run_dir, Path(str(state["config"])), start=action == "start-database")
 
 
-def _state(run_dir: Path) -> dict[str, object]:
-    path = run_dir / STATE_FILE
-    if not path.exists():
-        raise ChaosError(f"no cluster in {run_dir} (no {STATE_FILE}): `vcc cluster up` first")
+def _state(run_dir: Path) -> dict[str, Any]:
+    """cluster.json (SPEC §6: central and the sites by id, with their addresses; the processes)."""
     try:
-        state: dict[str, object] = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ChaosError(f"{path}: unreadable: {exc}") from None
+        state = read_cluster_json(run_dir)
+    except ClusterError as exc:
+        raise ChaosError(str(exc)) from None
+    if not state:
+        raise ChaosError(f"no cluster in {run_dir} (no {STATE_FILE}): `vcc cluster up` first")
     return state
 
 
@@ -114,7 +116,11 @@ def _site_process(run_dir: Path, site: str) -> ManagedProcess:
     return found[-1]
 
 
-async def _restart_site(run_dir: Path, state: dict[str, object], site: str) -> str:
+async def _restart_site(run_dir: Path, state: dict[str, Any], site: str) -> str:
+    sites = state.get("sites") or {}
+    if site not in sites:
+        raise ChaosError(f"no site {site!r} in the cluster of {run_dir} (have: {', '.join(sites)})")
+    address = str(sites[site]["address"])
     old = _site_process(run_dir, site)
     if old.alive():
         await old.terminate()
@@ -123,7 +129,7 @@ async def _restart_site(run_dir: Path, state: dict[str, object], site: str) -> s
     env["PYTHONUNBUFFERED"] = "1"
     if plan is not None:
         env.update(plan.site_env().get(site, {}))
-    proc = ManagedProcess(old.name, old.cmd, old.log_path, old.cwd, old.address)
+    proc = ManagedProcess(old.name, old.cmd, old.log_path, old.cwd, address)
     proc.spawn(env)
     procs = [proc if p.name == old.name else p for p in read_state(run_dir)]
     write_state(run_dir, procs, config_path=Path(str(state["config"])))
