@@ -402,6 +402,10 @@ def test_reconciliation_counts() -> None:
         "mismatched": 3,
         "without_call_id": 1,
         "unknown_to_callers": 1,
+        "duplicated_records": 1,
+        "duplicated_final_events": 0,
+        "duplicated_answered_at_once": 0,
+        "duplicated_events_twice": 0,
     }
     report = build(RECORDS)
     assert report["reconciliation"] == counts

@@ -35,9 +35,9 @@ from typing import Any, Literal
 from rich.console import Console
 
 from tools.simulation import invariants
-from tools.simulation.faults import classify_faults, event_rows
+from tools.simulation.faults import central_notice_s, classify_faults, event_rows
 from tools.simulation.report import reconcile_detailed
-from tools.simulation.runner import AppliedEvent, ScenarioRun, SimulationError, open_run
+from tools.simulation.runner import AppliedEvent, Outage, ScenarioRun, SimulationError, open_run
 from tools.simulation.scenario import EventAction, EventSpec, Scenario, parse_scenario
 from tools.simulation.simulate import build_result, say_to, write_report
 from tools.simulation.traffic import CallerView
@@ -142,7 +142,17 @@ async def _soak(
     say(f"{len(run.views)} calls ended; final reconciliation")
     records, stats = await run.collect()
     result = build_result(run, records, stats)
-    return summarize(done, run, result.report, result.problems, traffic_start=traffic_start, cycle_s=cycle_s)
+    return summarize(
+        done,
+        run.views,
+        run.outages,
+        result.report,
+        result.problems,
+        traffic_start=traffic_start,
+        cycle_s=cycle_s,
+        central_notice_s=central_notice_s(run.cluster.config.etcd.lease_ttl_s),
+        run_end=time.time(),
+    )
 
 
 async def _cycles(
@@ -246,16 +256,21 @@ async def _sleep_until(moment: float) -> None:
 
 def summarize(
     cycles: Sequence[Cycle],
-    state: ScenarioRun,
+    views: Sequence[CallerView],
+    outages: Sequence[Outage],
     report: Mapping[str, object],
     run_problems: Sequence[str],
     *,
     traffic_start: float,
     cycle_s: float,
+    central_notice_s: float,
+    run_end: float,
 ) -> dict[str, object]:
-    """Per cycle: gaps (in the cycle's window), calls lost, invariants; and the totals."""
-    views = state.views
-    on_failed, refused = classify_faults(views, state.outages, time.time())
+    """Per cycle: gaps (in the cycle's window), calls lost, calls answered, invariants; the totals.
+
+    A cycle is broken by its own check's problems (invariants, reconciliation, failed events), by
+    a call lost elsewhere, or by no call offered in it being answered."""
+    on_failed, refused = classify_faults(views, outages, run_end, central_notice_s=central_notice_s)
     rows: list[dict[str, object]] = []
     problems: list[str] = []
     for cycle in cycles:
@@ -271,6 +286,9 @@ def summarize(
         broken = list(cycle.problems)
         if elsewhere:
             broken.append(f"{len(elsewhere)} calls lost elsewhere")
+        answered = sum(1 for v in mine if v.outcome == "answered")
+        if not answered:
+            broken.append(f"no call answered of the {len(mine)} offered in the cycle")
         problems += [f"cycle {cycle.number}: {p}" for p in broken]
         fault_event = cycle.fault_event
         rows.append(
@@ -284,6 +302,7 @@ def summarize(
                 "takeover_s": fault_event.takeover_s if fault_event is not None else None,
                 "replica_back_s": cycle.replica_back_s,
                 "offered": len(mine),
+                "answered": answered,
                 "lost_on_failed_site": sum(1 for v in lost if v.key in on_failed),
                 "refused_by_failed_site": sum(1 for v in lost if v.key in refused),
                 "lost_elsewhere": len(elsewhere),

@@ -28,7 +28,14 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tools.simulation import invariants
-from tools.simulation.faults import classify_faults, event_rows, verdict
+from tools.simulation.faults import (
+    central_notice_s,
+    classify_faults,
+    event_rows,
+    misrouted_to_dead_city,
+    question_outcomes,
+    verdict,
+)
 from tools.simulation.report import build_report, render_table
 from tools.simulation.robots import RobotStats
 from tools.simulation.runner import ScenarioRun, SimulationError, open_run
@@ -127,7 +134,8 @@ def build_result(
     """The report of a run that has ended (SPEC §6) and the reasons it is not clean."""
     scenario, traffic_start = state.scenario, state.traffic_start
     traffic_end = traffic_start + scenario.traffic_s
-    on_failed, refused = classify_faults(state.views, state.outages, time.time())
+    notice_s = central_notice_s(state.cluster.config.etcd.lease_ttl_s)
+    on_failed, refused = classify_faults(state.views, state.outages, time.time(), central_notice_s=notice_s)
     report = build_report(
         state.views,
         service_level_threshold_s=scenario.service_level_threshold_s,
@@ -164,6 +172,23 @@ def build_result(
     # Calls the exchange delivered to another city than the caller's (its city was down), by city.
     report["pre_routed"] = dict(
         sorted(Counter(v.home_site_id for v in state.views if v.home_site_id != v.entry_site_id).items())
+    )
+    # Of those, the ones an agent answered there: the city's callers served elsewhere.
+    report["pre_routed_answered"] = dict(
+        sorted(
+            Counter(
+                v.home_site_id
+                for v in state.views
+                if v.home_site_id != v.entry_site_id and v.outcome == "answered"
+            ).items()
+        )
+    )
+    misrouted = misrouted_to_dead_city(state.views, state.outages, central_notice_s=notice_s)
+    report["pre_routed_to_dead_city"] = len(misrouted)
+    report["site_claims"] = question_outcomes(
+        state.views,
+        trunk_channels={s.id: s.trunk_channels for s in scenario.sites},
+        robots_answered={site_id: s.answered for site_id, s in stats.items()},
     )
     problems = verdict(report, state.views, on_failed | refused, state.applied)
     if records is not None:
