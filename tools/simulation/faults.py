@@ -7,7 +7,8 @@ views, the moments the runner took sites down and up, and the events it applied.
   not have avoided that: offered from the kill until central could know the site was dead (its
   etcd lease expired: `central_notice_s`), so that pre-routing could not yet send it elsewhere;
   or offered while the trunk's connection to the restarted site was still in its reconnect
-  back-off (RECONNECT_GRACE_S after the site served again);
+  back-off: from the restart (the new process registers, and central routes to it, a little
+  before the runner sees it serving) until RECONNECT_GRACE_S after it served again;
 - every other lost or failed call is lost_elsewhere, and makes the run unclean (exit code 1). In
   particular a call that central pre-routed to a dead city after it could know the city was dead
   (`misrouted_to_dead_city` names them), or that met a dead city that never came back.
@@ -71,10 +72,13 @@ def classify_faults(
 
 def _unavoidable(offered_at: float, outage: Outage, central_notice_s: float) -> bool:
     """Offered before central could know the site was dead (and before it was back), or while the
-    trunk was reconnecting to it after it came back."""
+    trunk was reconnecting to it after its restart."""
     known_dead = outage.gone + central_notice_s
     before_notice = outage.began <= offered_at < (min(known_dead, outage.up) if outage.up else known_dead)
-    reconnecting = outage.up is not None and outage.up <= offered_at <= outage.up + RECONNECT_GRACE_S
+    back = outage.restarting if outage.restarting is not None else outage.up
+    reconnecting = (
+        outage.up is not None and back is not None and back <= offered_at <= outage.up + RECONNECT_GRACE_S
+    )
     return before_notice or reconnecting
 
 
@@ -87,7 +91,8 @@ def misrouted_to_dead_city(
         if view.outcome != "lost" or view.call_id or view.home_site_id in ("", view.entry_site_id):
             continue
         for outage in outages:
-            dead_until = outage.up if outage.up is not None else float("inf")
+            back = outage.restarting if outage.restarting is not None else outage.up
+            dead_until = back if back is not None else float("inf")
             if (
                 outage.site_id == view.entry_site_id
                 and outage.gone + central_notice_s <= view.offered_at < dead_until

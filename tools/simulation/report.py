@@ -33,7 +33,6 @@ Definitions (every figure comes from CallerViews, never from central, except rec
 from __future__ import annotations
 
 import io
-import itertools
 import math
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -67,8 +66,16 @@ _COUNT_KEYS = (
 )
 # A call with these events may rightly have had two agents at once (consult, conference).
 _SHARED_KINDS = frozenset({common_pb2.CALL_EVENT_KIND_HELD, common_pb2.CALL_EVENT_KIND_TRANSFERRED})
-# Events of one site share its clock; a few microseconds of rounding is not an overlap.
-_EPSILON_S = 1e-3
+# Events after which the agent who answered no longer holds the call at that site.
+_LEG_ENDS = frozenset(
+    {
+        common_pb2.CALL_EVENT_KIND_AGENT_HUNG_UP,
+        common_pb2.CALL_EVENT_KIND_CALLER_HUNG_UP,
+        common_pb2.CALL_EVENT_KIND_RETURNED,
+        common_pb2.CALL_EVENT_KIND_TRANSFERRED,
+        common_pb2.CALL_EVENT_KIND_ENDED,
+    }
+)
 # Examples of reconciliation problems kept in the report, for debugging.
 _MAX_PROBLEMS = 20
 
@@ -368,8 +375,6 @@ def duplicates(central_records: Sequence[central_pb2.CallRecord]) -> dict[str, s
     - events_twice: one event ingested twice under two sequence numbers (same site, kind, time,
       agent and details, another seq).
     """
-    from tools.simulation.invariants import answered_intervals  # a sibling; imported when needed
-
     found: dict[str, set[str]] = {
         "records": set(),
         "final_events": set(),
@@ -381,16 +386,33 @@ def duplicates(central_records: Sequence[central_pb2.CallRecord]) -> dict[str, s
     for record in central_records:
         if sum(1 for e in record.events if e.kind == common_pb2.CALL_EVENT_KIND_ENDED) > 1:
             found["final_events"].add(record.call_id)
-        spans = sorted((start, end) for _, _, start, end in answered_intervals(record)[0])
         shared = any(e.kind in _SHARED_KINDS for e in record.events)
-        if not shared and any(
-            b_start < a_end - _EPSILON_S for (_, a_end), (b_start, _) in itertools.pairwise(spans)
-        ):
+        if not shared and _answered_while_answered(record):
             found["answered_at_once"].add(record.call_id)
         contents = Counter(_without_seq(e) for e in record.events)
         if any(n > 1 for n in contents.values()):
             found["events_twice"].add(record.call_id)
     return found
+
+
+def _answered_while_answered(record: central_pb2.CallRecord) -> bool:
+    """An ANSWERED event while another answer of the call (any agent, any site) was still open.
+
+    Events in time order (every site's clock is the machine's); an agent's answer closes with its
+    leg's end, or with an end that names no agent (ENDED, the caller hanging up) at its site.
+    """
+    open_answers: dict[tuple[str, str], float] = {}
+    for e in sorted(record.events, key=lambda e: (rpc.unix_s(e.at), e.seq)):
+        if e.kind == common_pb2.CALL_EVENT_KIND_ANSWERED:
+            if open_answers:
+                return True
+            open_answers[(e.site_id, e.agent_code)] = rpc.unix_s(e.at)
+        elif e.kind in _LEG_ENDS:
+            if e.agent_code:
+                open_answers.pop((e.site_id, e.agent_code), None)
+            else:
+                open_answers = {k: v for k, v in open_answers.items() if k[0] != e.site_id}
+    return False
 
 
 def _without_seq(event: common_pb2.CallEvent) -> bytes:

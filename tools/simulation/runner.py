@@ -77,7 +77,10 @@ class Outage:
     site_id: str
     began: float  # the signal was about to be sent
     gone: float  # the process had exited
-    up: float | None = None
+    up: float | None = None  # serving again (the runner's health check saw it)
+    # The restart began (the new process spawned): it registers, and central may route to it,
+    # a little before the runner's health check sees it serving.
+    restarting: float | None = None
 
 
 @dataclass
@@ -377,6 +380,7 @@ class ScenarioRun:
                 await cluster.stop_site(spec.site)
                 outage = Outage(spec.site, began, time.time())
                 self.outages.append(outage)
+            outage.restarting = time.time()
             await cluster.start_site(spec.site)
             outage.up = time.time()
         elif spec.action == "kill_central_leader":

@@ -190,6 +190,31 @@ def build_result(
         trunk_channels={s.id: s.trunk_channels for s in scenario.sites},
         robots_answered={site_id: s.answered for site_id, s in stats.items()},
     )
+    # The calls lost elsewhere, to look into: when (from the start of traffic), where, how.
+    report["lost_elsewhere_calls"] = [
+        {
+            "offered_s": round(v.offered_at - traffic_start, 3),
+            "ended_s": round(v.ended_at - traffic_start, 3) if v.ended_at is not None else None,
+            "entry_site_id": v.entry_site_id,
+            "home_site_id": v.home_site_id,
+            "call_id": v.call_id,
+            "outcome": v.outcome,
+            "error": v.error or v.reason,
+            "heard": [kind for kind, _, _ in v.progress],
+        }
+        for v in state.views
+        if v.outcome in ("lost", "failed") and v.key not in on_failed | refused
+    ][:20]
+    report["outages"] = [
+        {
+            "site_id": o.site_id,
+            "began_s": round(o.began - traffic_start, 3),
+            "gone_s": round(o.gone - traffic_start, 3),
+            "up_s": round(o.up - traffic_start, 3) if o.up is not None else None,
+            "restarting_s": round(o.restarting - traffic_start, 3) if o.restarting is not None else None,
+        }
+        for o in state.outages
+    ]
     problems = verdict(report, state.views, on_failed | refused, state.applied)
     if records is not None:
         kept = invariants.check(state.views, records)
