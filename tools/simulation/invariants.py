@@ -88,8 +88,17 @@ def _overlaps(spans: list[tuple[float, float, str]]) -> list[tuple[str, str]]:
     return found
 
 
-def check(views: Sequence[CallerView], records: Sequence[central_pb2.CallRecord]) -> dict[str, object]:
-    """Counts of each broken invariant (all 0 when the run kept them), with a few examples."""
+def check(
+    views: Sequence[CallerView],
+    records: Sequence[central_pb2.CallRecord],
+    *,
+    ended_before: float | None = None,
+) -> dict[str, object]:
+    """Counts of each broken invariant (all 0 when the run kept them), with a few examples.
+
+    `ended_before`: `views` hold only the calls that ended before this moment (a check in the
+    middle of a run): a record that ended later may belong to a caller still on the line.
+    """
     by_agent: dict[tuple[str, str], list[tuple[float, float, str]]] = defaultdict(list)
     served_twice: list[str] = []
     open_answers = 0
@@ -123,7 +132,7 @@ def check(views: Sequence[CallerView], records: Sequence[central_pb2.CallRecord]
         and v.outcome in ("answered", "abandoned", "blocked")
         and v.call_id not in ended_at_central
     )
-    balance = offered_balance(views, records)
+    balance = offered_balance(views, records, ended_before=ended_before)
     two_callers = agents_with_two_callers(views)
     return {
         "agents_with_two_calls": len(double_booked),
@@ -144,12 +153,16 @@ def check(views: Sequence[CallerView], records: Sequence[central_pb2.CallRecord]
 
 
 def offered_balance(
-    views: Sequence[CallerView], records: Sequence[central_pb2.CallRecord]
+    views: Sequence[CallerView],
+    records: Sequence[central_pb2.CallRecord],
+    *,
+    ended_before: float | None = None,
 ) -> dict[str, object]:
     """Outcome counts of the calls whose caller heard the end, from the callers and from central.
 
     `holds` when both count the same per outcome and central has no ended record of a call no
-    caller placed (calls central refused before any site saw them have no call id: not counted).
+    caller placed (calls central refused before any site saw them have no call id: not counted;
+    with `ended_before`, only records that ended before it, see `check`).
     """
     heard = {v.call_id: v.outcome for v in views if v.call_id and v.outcome in _FINAL}
     placed = {v.call_id for v in views if v.call_id}
@@ -161,7 +174,9 @@ def offered_balance(
     phantom = sorted(
         r.call_id
         for r in by_id.values()
-        if r.call_id not in placed and r.outcome != K.CALL_OUTCOME_UNSPECIFIED
+        if r.call_id not in placed
+        and r.outcome != K.CALL_OUTCOME_UNSPECIFIED
+        and (ended_before is None or _record_end(r) < ended_before)
     )
     names = sorted(_FINAL)
     return {
@@ -171,6 +186,14 @@ def offered_balance(
         "examples": phantom[:_MAX_EXAMPLES],
         "holds": all(callers[n] == central[n] for n in names) and central["none"] == 0 and not phantom,
     }
+
+
+def _record_end(record: central_pb2.CallRecord) -> float:
+    """When the call ended at its site (its ENDED event, or the record's end)."""
+    ends = [rpc.unix_s(e.at) for e in record.events if e.kind == K.CALL_EVENT_KIND_ENDED]
+    if record.HasField("ended_at"):
+        ends.append(rpc.unix_s(record.ended_at))
+    return max(ends, default=float("inf"))
 
 
 def caller_intervals(view: CallerView) -> list[tuple[str, str, float, float]]:
