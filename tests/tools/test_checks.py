@@ -440,3 +440,12 @@ def test_the_soak_keeps_a_sound_cycle_and_breaks_each_broken_one() -> None:
     assert rows[1]["lost_elsewhere"] == 1
     assert rows[2]["problems"] == ["no call answered of the 5 offered in the cycle"]
     assert summary["totals"]["longest_run_kept"] == 0  # type: ignore[index]
+
+
+def test_a_soak_cycle_that_began_late_does_not_count_the_next_cycles_calls() -> None:
+    views = [caller(f"c{i}", offered=100.0 + i, talk=(100.2 + i, 100.8 + i)) for i in range(20)]
+    views.append(lost("broke", 111.0, site="gz", call_id="x", broke=113.5))  # in cycle 2 only
+    summary = soak_summary(views, cycles_at(104.0, 113.0))  # cycle 1 began 4 s late
+    rows = summary["cycles"]
+    assert isinstance(rows, list)
+    assert [r["lost_elsewhere"] for r in rows] == [0, 1]

@@ -72,6 +72,10 @@ async def test_answered_calls_journal_and_reconcile(site: FakeSite, tmp_path: Pa
         "mismatched": 0,
         "without_call_id": 0,
         "unknown_to_callers": 0,
+        "duplicated_records": 0,
+        "duplicated_final_events": 0,
+        "duplicated_answered_at_once": 0,
+        "duplicated_events_twice": 0,
     }
 
 

@@ -16,8 +16,9 @@ fault, in rotation, and undoes it `fault_s` later:
 At the end of every cycle the calls that have ended so far (all of them, since the start) are held
 to the invariants of tools/simulation/invariants.py and reconciled with central's records: missing 0,
 duplicated 0, mismatched 0, every ended call exactly one record; and no call of the cycle may be
-lost elsewhere (only calls on a killed site, or refused by it, are excused). Service gaps are
-measured per cycle, once every call has ended, within the cycle's own window.
+lost elsewhere (only calls on a killed site, or refused by it, are excused), and some call
+offered in the cycle must have been answered. Service gaps are measured per cycle, once every
+call has ended, within the cycle's own window.
 """
 
 from __future__ import annotations
@@ -274,8 +275,12 @@ def summarize(
     on_failed, refused = classify_faults(views, outages, run_end, central_notice_s=central_notice_s)
     rows: list[dict[str, object]] = []
     problems: list[str] = []
-    for cycle in cycles:
+    for i, cycle in enumerate(cycles):
+        # A cycle that began late (the previous check ran long) ends where the next one begins:
+        # no call is counted in two cycles.
         end = cycle.start + cycle_s
+        if i + 1 < len(cycles):
+            end = min(end, cycles[i + 1].start)
         applied = [e for e in (cycle.fault_event, cycle.undo_event) if e is not None]
         gaps = event_rows(
             views, applied, traffic_start=traffic_start, traffic_end=end, on_failed=on_failed, refused=refused

@@ -315,7 +315,9 @@ class _Caller:
             view.reason = response.ended.reason
             view.ended_at = now
         view.progress.append((kind, now, details))
-        if kind == "prompt" and not self.ended:
+        # A caller who has hung up presses no more keys: a write after the site has ended the call
+        # (its `ended` still on the way) can fail the stream, and the caller would never hear it.
+        if kind == "prompt" and not self.ended and self._hang_up_task is None:
             digit = self._choose_digit(list(response.prompt.choices))
             view.progress.append(("digits", time.time(), {"digits": digit}))
             # The call may have ended meanwhile (a hang-up crossed the prompt): the write then fails,
