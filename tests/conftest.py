@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.postgres import PostgresServer, start_temporary
-from tools.etcd_server import EtcdServer
+from tools.province.etcd_server import EtcdServer
 
 
 @pytest.fixture(scope="session")

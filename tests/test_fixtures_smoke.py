@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.fixtures.postgres import PostgresServer
-from tools.etcd_server import EtcdServer
+from tools.province.etcd_server import EtcdServer
 
 
 async def test_etcd_answers(etcd_server: EtcdServer) -> None:

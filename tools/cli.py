@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from tools.bench import bench_app
-from tools.ivr_cli import ivr_app
+from tools.admin.ivr import ivr_app
+from tools.bench.cli import bench_app
 from vcc.config import ConfigError, ProvinceConfig, load_province
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ def central(
 @app.command("hash-password")
 def hash_password() -> None:
     """Read a six-digit agent password (prompt or stdin) and print its argon2id hash for the config."""
-    from tools.province_gen import hash_password as hash_
+    from tools.province.generate import hash_password as hash_
 
     if sys.stdin.isatty():
         password = typer.prompt("Agent password (six digits)", hide_input=True, confirmation_prompt=True)
@@ -161,8 +161,8 @@ def cluster_up(
     ] = False,
 ) -> None:
     """Start etcd, central and every site in the background; `vcc cluster down` stops them."""
-    from tools.chaos import start_with_fault_proxies
-    from tools.cluster import Cluster, ClusterError
+    from tools.province.cluster import Cluster, ClusterError
+    from tools.province.proxied import start_with_fault_proxies
 
     load_config(config)
     if with_fault_proxies and central_replicas > 1:
@@ -204,7 +204,7 @@ def cluster_up(
 @cluster_app.command("down")
 def cluster_down(run_dir: RunDirOpt = DEFAULT_CLUSTER_DIR) -> None:
     """Stop the cluster of a run folder: SIGTERM, then SIGKILL for whoever does not stop in time."""
-    from tools.cluster import ClusterError, down
+    from tools.province.cluster import ClusterError, down
 
     try:
         stopped = asyncio.run(down(run_dir))
@@ -218,10 +218,11 @@ def cluster_status(run_dir: RunDirOpt = DEFAULT_CLUSTER_DIR) -> None:
     """Which processes of the run folder's cluster are running."""
     from rich.table import Table
 
-    from tools.cluster import ClusterError, status
+    from tools.province.cluster import ClusterError, read_cluster_json, status
 
     try:
         procs = status(run_dir)
+        where = read_cluster_json(run_dir)
     except ClusterError as exc:
         fail(str(exc), code=1)
     if not procs:
@@ -235,6 +236,9 @@ def cluster_status(run_dir: RunDirOpt = DEFAULT_CLUSTER_DIR) -> None:
             p.name, str(p.pid), "[green]running[/]" if p.alive else "[red]stopped[/]", p.address, str(p.log)
         )
     _console().print(table)
+    # Where to reach each part, as cluster.json gives it to scripts (SPEC §6).
+    for name, part in [("central", where.get("central", {})), *where.get("sites", {}).items()]:
+        typer.echo(f"  {name:<8} " + "  ".join(f"{k} {v}" for k, v in part.items()))
     if not all(p.alive for p in procs):
         raise typer.Exit(1)
 
@@ -245,7 +249,7 @@ def status(
     deadline: Annotated[float, typer.Option(help="Seconds to wait for each answer.")] = 3.0,
 ) -> None:
     """Every site: up/down, agents, waiting calls, trunks, outbox (from central, else from the sites)."""
-    from tools.status import print_status
+    from tools.province.status import print_status
 
     cfg = load_config(config)
     all_up = asyncio.run(print_status(cfg, _console(), deadline))
@@ -272,7 +276,7 @@ def stats(
     ] = None,
 ) -> None:
     """Central's real-time figures per city as a table, or the interval report with --csv."""
-    from tools import stats_cli
+    from tools.province import stats as stats_cli
 
     if central_addr:
         address = central_addr
@@ -322,7 +326,7 @@ def agents(
         site_cfg = cfg.site(site_id)
     except ConfigError as exc:
         fail(str(exc))
-    from tools.robots import RobotPolicy, run_robots
+    from tools.simulation.robots import RobotPolicy, run_robots
 
     policy = RobotPolicy(answer_delay_s=answer_delay, handle_time_mean_s=handle_time, seed=seed)
     roster = [(a.code, password) for a in site_cfg.agents]
@@ -351,7 +355,7 @@ def traffic(
 ) -> None:
     """Callers: Poisson arrivals at each site's trunk, through the IVR, until they are served or give up."""
     cfg = load_config(config)
-    from tools.traffic import SiteLoad, TrafficPlan, run_traffic
+    from tools.simulation.traffic import SiteLoad, TrafficPlan, run_traffic
 
     loads = []
     for item in rate:
@@ -402,7 +406,7 @@ def demo(
     seed: int = 42,
 ) -> None:
     """A local province of 3+ cities with robot agents and callers; gz is overloaded. Prints a summary."""
-    from tools.demo import DemoOptions, run_demo
+    from tools.simulation.demo import DemoOptions, run_demo
 
     code = run_demo(
         DemoOptions(duration_s=duration, summary_json=summary_json, run_dir=run_dir, sites=sites, seed=seed)
@@ -421,8 +425,8 @@ def simulate(
     run_dir: Annotated[Path, typer.Option(help="The run folder (wiped at start).")] = Path("run/simulate"),
 ) -> None:
     """Run a scenario (traffic, robot agents, fault events); print a table, write the JSON report."""
-    from tools.scenario import ScenarioError, load_scenario
-    from tools.simulate import run_simulation
+    from tools.simulation.scenario import ScenarioError, load_scenario
+    from tools.simulation.simulate import run_simulation
 
     if engine not in ("real", "model"):
         fail(f"--engine: {engine!r} is not one of real, model")
@@ -458,7 +462,7 @@ def chaos_command(
     """Break a running `vcc cluster` by hand, as simulate scenarios do (see docs/RELIABILITY.md);
     `soak` runs its own busy cluster through --cycles faults in rotation, checked after each."""
     if action == "soak":
-        from tools.soak import DEFAULT_RUN_DIR, run_soak
+        from tools.chaos.soak import DEFAULT_RUN_DIR, run_soak
 
         if database not in ("postgresql", "sqlite"):
             fail(f"--database: {database!r} is not one of postgresql, sqlite")
@@ -473,7 +477,7 @@ def chaos_command(
         if code:
             raise typer.Exit(code)
         return
-    from tools.chaos import ChaosError, chaos
+    from tools.chaos.actions import ChaosError, chaos
 
     try:
         typer.echo(asyncio.run(chaos(action, run_dir if run_dir is not None else DEFAULT_CLUSTER_DIR, site)))

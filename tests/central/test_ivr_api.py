@@ -30,7 +30,7 @@ from site_node.links.flow_catalog import FlowCatalog, FlowCatalogWatcher
 from tests.central.province import province_data
 from tests.helpers import eventually
 from tests.ivr.flows import FLOWS, OFFICE_HOURS
-from tools.etcd_server import EtcdServer
+from tools.province.etcd_server import EtcdServer
 from vcc import rpc
 from vcc.config import ProvinceConfig, parse_province
 from vcc.errors import from_rpc_error

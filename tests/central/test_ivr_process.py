@@ -13,8 +13,8 @@ from tests.central.province import province_data
 from tests.central.test_process import start_central
 from tests.helpers import eventually
 from tests.ivr.flows import FLOWS
-from tools.etcd_server import EtcdServer
-from tools.netutil import free_port
+from tools.province.etcd_server import EtcdServer
+from tools.province.netutil import free_port
 from vcc import rpc
 from vcc.ivr.keys import decode_flow, flow_key, ivr_prefix
 from vcc.v1 import ivr_pb2, ivr_pb2_grpc

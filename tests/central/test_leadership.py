@@ -14,7 +14,7 @@ import aetcd
 
 from central.leadership import Leadership
 from tests.helpers import eventually
-from tools.etcd_server import EtcdServer
+from tools.province.etcd_server import EtcdServer
 from vcc.membership import central_leader_key, decode_leader
 
 _provinces = itertools.count()

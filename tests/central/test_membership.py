@@ -14,7 +14,7 @@ import pytest
 from central.membership import MembershipWatcher
 from central.membership_view import MembershipView
 from tests.helpers import eventually
-from tools.etcd_server import EtcdServer
+from tools.province.etcd_server import EtcdServer
 from vcc.membership import encode_summary, site_key
 from vcc.v1 import site_admin_pb2
 
@@ -182,7 +182,7 @@ async def test_unknown_sites_and_unreadable_summaries_are_ignored(
 
 
 async def test_unreachable_etcd_counts_every_site_down() -> None:
-    from tools.netutil import free_port
+    from tools.province.netutil import free_port
 
     view = MembershipView(SITES)
     view.put("gz", summary("gz"), now=1.0)

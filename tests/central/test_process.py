@@ -15,8 +15,8 @@ import yaml
 from central import convert
 from tests.central.factories import answered_call
 from tests.central.province import province_data
-from tools.etcd_server import EtcdServer
-from tools.netutil import free_port
+from tools.province.etcd_server import EtcdServer
+from tools.province.netutil import free_port
 from vcc import rpc
 from vcc.v1 import central_pb2, central_pb2_grpc
 

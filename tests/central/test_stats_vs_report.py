@@ -1,4 +1,4 @@
-"""Central's statistics against the callers: a short real simulation (`tools.simulate.simulate`),
+"""Central's statistics against the callers: a short real simulation (`tools.simulation.simulate.simulate`),
 then the figures central's dashboard serves (`/api/live`, `/api/intervals`) are checked against
 the report the callers' side made of the same calls."""
 
@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from tests.helpers import eventually
-from tools.scenario import parse_scenario
-from tools.simulate import SimulationResult, simulate
-from tools.traffic import CallerView, load_journal
+from tools.simulation.scenario import parse_scenario
+from tools.simulation.simulate import SimulationResult, simulate
+from tools.simulation.traffic import CallerView, load_journal
 
 pytestmark = pytest.mark.cluster
 

@@ -16,7 +16,7 @@ from central.records import CallState, EventKind, Outcome, fold, order
 from central.store import DatabaseUnavailable, Store
 from tests.central.factories import T0, answered_call, ev, overflowed_call
 from tests.central.province import province
-from tools.netutil import free_port
+from tools.province.netutil import free_port
 from vcc.errors import InvalidArgument
 
 

@@ -15,10 +15,11 @@ import pytest
 from tests.helpers import eventually
 from tests.integration.support import password_hash, site_summary
 from tests.integration.test_virtual_center import write_province
-from tools.chaos import ChaosError, chaos, start_with_fault_proxies
-from tools.cluster import down
-from tools.netutil import free_port
-from tools.province_gen import SiteSpec, generate_province
+from tools.chaos.actions import ChaosError, chaos
+from tools.province.cluster import down
+from tools.province.generate import SiteSpec, generate_province
+from tools.province.netutil import free_port
+from tools.province.proxied import start_with_fault_proxies
 from vcc import rpc
 from vcc.v1 import central_pb2, central_pb2_grpc
 

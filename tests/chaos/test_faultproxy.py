@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from tests.helpers import eventually
-from tools.faultproxy import FaultProxy, Plan, ProxyHost, command, plan_for
-from tools.netutil import free_port
-from tools.province_gen import SiteSpec, generate_province
+from tools.province.faultproxy import FaultProxy, Plan, ProxyHost, command, plan_for
+from tools.province.generate import SiteSpec, generate_province
+from tools.province.netutil import free_port
 from vcc import rpc
 from vcc.config import parse_province
 
@@ -142,7 +142,7 @@ def test_plan_cuts_a_site_from_central_etcd_and_peers_in_both_directions() -> No
 
 
 async def test_proxy_host_cuts_only_the_links_of_the_named_site(echo: str) -> None:
-    from tools.faultproxy import Link
+    from tools.province.faultproxy import Link
 
     plan = Plan(
         f"127.0.0.1:{free_port()}",

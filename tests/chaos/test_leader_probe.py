@@ -8,7 +8,7 @@ import contextlib
 
 from central.leadership import Leadership
 from tests.helpers import eventually
-from tools.etcd_server import EtcdServer
+from tools.province.etcd_server import EtcdServer
 from vcc.membership import central_leader_key
 from vcc.rpc import Server
 

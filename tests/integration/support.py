@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 import grpc
 
 from tests.helpers import eventually
-from tools.cluster import Cluster
-from tools.province_gen import DEFAULT_PASSWORD, hash_password
-from tools.report import reconcile_detailed
-from tools.robots import RobotPolicy, run_robots
-from tools.traffic import CallerView, SiteLoad, TrafficPlan, run_traffic
+from tools.province.cluster import Cluster
+from tools.province.generate import DEFAULT_PASSWORD, hash_password
+from tools.simulation.report import reconcile_detailed
+from tools.simulation.robots import RobotPolicy, run_robots
+from tools.simulation.traffic import CallerView, SiteLoad, TrafficPlan, run_traffic
 from vcc import rpc
 from vcc.v1 import (
     central_pb2,

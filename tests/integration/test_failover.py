@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from tests.integration.support import assert_reconciled, password_hash, traffic_with_robots
-from tools.cluster import Cluster
-from tools.netutil import free_port
-from tools.province_gen import SiteSpec, generate_province
+from tools.province.cluster import Cluster
+from tools.province.generate import SiteSpec, generate_province
+from tools.province.netutil import free_port
 
 pytestmark = pytest.mark.cluster
 

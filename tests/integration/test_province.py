@@ -25,9 +25,9 @@ from tests.integration.support import (
     site_summary,
     traffic_with_robots,
 )
-from tools.cluster import Cluster
-from tools.netutil import free_port
-from tools.province_gen import SiteSpec, generate_province
+from tools.province.cluster import Cluster
+from tools.province.generate import SiteSpec, generate_province
+from tools.province.netutil import free_port
 from vcc import rpc
 from vcc.v1 import (
     central_pb2,

@@ -14,9 +14,9 @@ import pytest
 from tests.helpers import eventually
 from tests.integration.support import Caller, Desktop, address
 from tests.integration.test_virtual_center import start_province
-from tools.cluster import Cluster
-from tools.scenario import parse_scenario
-from tools.simulate import simulate
+from tools.province.cluster import Cluster
+from tools.simulation.scenario import parse_scenario
+from tools.simulation.simulate import simulate
 from vcc import rpc
 from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2, cti_pb2
 

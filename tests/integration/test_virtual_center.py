@@ -18,10 +18,10 @@ import pytest
 import yaml
 
 from tests.integration.support import assert_reconciled, password_hash, traffic_with_robots
-from tools.cluster import Cluster
-from tools.netutil import free_port
-from tools.province_gen import SiteSpec, generate_province
-from tools.traffic import CallerView
+from tools.province.cluster import Cluster
+from tools.province.generate import SiteSpec, generate_province
+from tools.province.netutil import free_port
+from tools.simulation.traffic import CallerView
 from vcc import rpc
 from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2
 

@@ -7,7 +7,7 @@ and 40 runs the means' standard errors are about 0.0025 / 2 % and 0.0026 / 2.3 %
 0.01 is about four standard errors, ASA within 5 % a little over two. The seeds are fixed, so the
 test is deterministic; a change to the routing code draws a fresh sample, and then these margins
 are what protect it (the 95 % interval's containment, by its definition, fails for about one sample
-in twenty). About 5.6 million calls in all, on two worker processes; `tools/model_engine.py` checks
+in twenty). About 5.6 million calls in all, on two worker processes; `tools/simulation/model_engine.py` checks
 the whole site code against the same figures with fewer calls (tests/tools/test_model_engine.py).
 """
 
@@ -18,7 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 import pytest
 
 from routing.erlang import average_speed_of_answer, erlang_b, erlang_c
-from tools.acd_model import confidence_interval, simulate
+from tools.simulation.acd_model import confidence_interval, simulate
 
 CALLS = 100_000
 RUNS = {13: 16, 46: 40}  # by number of agents

@@ -12,8 +12,8 @@ import pytest
 
 from site_node.links.membership import Membership
 from tests.helpers import eventually
-from tools.etcd_server import EtcdServer
-from tools.netutil import free_port
+from tools.province.etcd_server import EtcdServer
+from tools.province.netutil import free_port
 from vcc.membership import decode_summary, site_key
 from vcc.v1 import site_admin_pb2
 

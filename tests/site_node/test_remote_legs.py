@@ -34,7 +34,7 @@ from site_node.callcontrol.domain import (
     ToAgent,
     ToCaller,
 )
-from tools.province_gen import SiteSpec, agent_codes, generate_province
+from tools.province.generate import SiteSpec, agent_codes, generate_province
 from vcc.config import RoutingConfig, parse_province
 
 SERVICE = "10000"

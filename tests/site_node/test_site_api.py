@@ -13,9 +13,9 @@ from google.protobuf import json_format
 
 from site_node.app import SiteNode
 from tests.helpers import eventually
-from tools.etcd_server import EtcdServer
-from tools.netutil import free_port
-from tools.province_gen import DEFAULT_PASSWORD, SiteSpec, generate_province, hash_password
+from tools.province.etcd_server import EtcdServer
+from tools.province.generate import DEFAULT_PASSWORD, SiteSpec, generate_province, hash_password
+from tools.province.netutil import free_port
 from vcc import rpc
 from vcc.config import parse_province
 from vcc.errors import ERROR_ID_KEY

@@ -11,9 +11,9 @@ from pathlib import Path
 from rich.console import Console
 from typer.testing import CliRunner
 
-from tools import bench
-from tools.bench_cluster import bare_round_trip, local_decision_in_process
-from tools.bench_model import PoolingLoad, plot_pooling_curve, pooling, pooling_curve
+from tools.bench import cli as bench
+from tools.bench.cluster import bare_round_trip, local_decision_in_process
+from tools.bench.model import PoolingLoad, plot_pooling_curve, pooling, pooling_curve
 from tools.cli import app
 
 

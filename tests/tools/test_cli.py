@@ -13,7 +13,7 @@ from argon2 import PasswordHasher
 from typer.testing import CliRunner
 
 from tools.cli import app
-from tools.cluster import status as cluster_status
+from tools.province.cluster import status as cluster_status
 
 EXAMPLE = Path(__file__).parents[2] / "deploy" / "province.example.yaml"
 runner = CliRunner()
@@ -117,7 +117,7 @@ def test_unknown_site_is_named() -> None:
 
 
 def test_traffic_rejects_a_bad_rate() -> None:
-    pytest.importorskip("tools.traffic")
+    pytest.importorskip("tools.simulation.traffic")
     result = runner.invoke(app, ["traffic", "--config", str(EXAMPLE), "--rate", "gz:3"])
     assert result.exit_code == 2
     assert "--rate" in result.stderr

@@ -12,10 +12,21 @@ import pytest
 import yaml
 
 from tests.helpers import eventually
-from tools.cluster import Cluster, ClusterError, ManagedProcess, down, read_state, status, wait_ready
-from tools.netutil import free_port
-from tools.status import province_status, status_table
-from vcc.config import load_province
+from tools.province.cluster import (
+    Cluster,
+    ClusterError,
+    ManagedProcess,
+    down,
+    endpoints_of,
+    read_cluster_json,
+    read_state,
+    status,
+    wait_ready,
+    write_state,
+)
+from tools.province.netutil import free_port
+from tools.province.status import province_status, status_table
+from vcc.config import load_province, parse_province
 from vcc.rpc import wait_serving
 
 pytestmark = pytest.mark.cluster
@@ -93,6 +104,28 @@ def example_config(tmp_path: Path) -> Path:
     return path
 
 
+def test_cluster_json_has_the_shape_of_spec_6(tmp_path: Path) -> None:
+    """{"central": {"address", "dashboard"}, "sites": {id: {"address"}}} beside the processes; a
+    rewrite that only knows the processes (vcc chaos restart-site) keeps the addresses."""
+    raw = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    raw["central"]["dashboard_listen"] = "127.0.0.1:7999"
+    config = parse_province(raw, "example")
+    proc = python_process(tmp_path, "pass")
+    write_state(tmp_path, [proc], config_path=tmp_path / "province.yaml", endpoints=endpoints_of(config))
+    state = read_cluster_json(tmp_path)
+    assert state["central"] == {"address": config.central.listen, "dashboard": "http://127.0.0.1:7999/"}
+    assert state["sites"] == {s.id: {"address": s.listen} for s in config.sites}
+    assert [p["name"] for p in state["processes"]] == ["probe"]
+
+    write_state(tmp_path, [], config_path=tmp_path / "province.yaml")
+    again = read_cluster_json(tmp_path)
+    assert (again["central"], again["sites"], again["processes"]) == (state["central"], state["sites"], [])
+
+    # No dashboard configured: no dashboard key (a key is there once its feature is).
+    del raw["central"]["dashboard_listen"]
+    assert endpoints_of(parse_province(raw, "example"))["central"] == {"address": config.central.listen}
+
+
 @needs_central
 async def test_etcd_and_central_start_stop_and_are_recorded(tmp_path: Path) -> None:
     run = tmp_path / "run"
@@ -104,6 +137,10 @@ async def test_etcd_and_central_start_stop_and_are_recorded(tmp_path: Path) -> N
         assert cluster.addresses.central == config.central.listen
         await wait_serving(cluster.addresses.central, timeout_s=5)
         assert {p.name: p.alive for p in status(run)} == {"central": True, "etcd": True}
+        # Scripts find central and the sites in cluster.json, without searching the process list.
+        where = read_cluster_json(run)
+        assert where["central"]["address"] == cluster.addresses.central
+        assert where["sites"] == {s.id: {"address": s.listen} for s in config.sites}
         assert (run / "logs" / "central.log").exists()
         assert (run / "logs" / "etcd.log").exists()
 

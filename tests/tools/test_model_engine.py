@@ -34,7 +34,7 @@ from concurrent.futures import ProcessPoolExecutor
 import pytest
 
 from routing.erlang import average_speed_of_answer, erlang_b, erlang_c
-from tools.model_engine import (
+from tools.simulation.model_engine import (
     ModelError,
     ModelPlan,
     ModelSite,

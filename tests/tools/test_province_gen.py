@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from argon2 import PasswordHasher
 
-from tools.province_gen import SiteSpec, agent_codes, generate_province, hash_password, write_province
+from tools.province.generate import SiteSpec, agent_codes, generate_province, hash_password, write_province
 from vcc.config import load_province, parse_province
 
 SITES = [

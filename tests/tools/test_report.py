@@ -7,8 +7,15 @@ import math
 
 import pytest
 
-from tools.report import build_report, percentiles_ms, reconcile, render_table, site_figures, waited
-from tools.traffic import CallerView
+from tools.simulation.report import (
+    build_report,
+    percentiles_ms,
+    reconcile,
+    render_table,
+    site_figures,
+    waited,
+)
+from tools.simulation.traffic import CallerView
 from vcc import rpc
 from vcc.v1 import central_pb2, common_pb2
 
@@ -395,6 +402,10 @@ def test_reconciliation_counts() -> None:
         "mismatched": 3,
         "without_call_id": 1,
         "unknown_to_callers": 1,
+        "duplicated_records": 1,
+        "duplicated_final_events": 0,
+        "duplicated_answered_at_once": 0,
+        "duplicated_events_twice": 0,
     }
     report = build(RECORDS)
     assert report["reconciliation"] == counts

@@ -9,7 +9,7 @@ import pytest
 
 from tests.helpers import eventually
 from tests.tools.fake_site import FakeCall, FakeSite
-from tools.robots import RobotPolicy, RobotStats, run_robots, run_robots_until
+from tools.simulation.robots import RobotPolicy, RobotStats, run_robots, run_robots_until
 from vcc.v1 import common_pb2
 
 AGENTS = {"0101": "123456", "0102": "123456"}

@@ -13,8 +13,8 @@ import yaml
 from typer.testing import CliRunner
 
 from tools.cli import app
-from tools.scenario import ScenarioError, load_scenario, parse_scenario
-from tools.simulate import SimulationError, model_engine
+from tools.simulation.scenario import ScenarioError, load_scenario, parse_scenario
+from tools.simulation.simulate import SimulationError, model_engine
 
 SCENARIOS = Path(__file__).parents[2] / "tools" / "scenarios"
 runner = CliRunner()

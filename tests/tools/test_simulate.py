@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from routing.erlang import erlang_c
-from tools.scenario import Scenario, parse_scenario
-from tools.simulate import SimulationResult, simulate
-from tools.traffic import load_journal
+from tools.simulation.scenario import Scenario, parse_scenario
+from tools.simulation.simulate import SimulationResult, simulate
+from tools.simulation.traffic import load_journal
 
 pytestmark = pytest.mark.cluster
 

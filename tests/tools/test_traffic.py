@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.tools.fake_site import FakeSite
-from tools.report import reconcile
-from tools.robots import RobotPolicy, run_robots
-from tools.traffic import CallerView, SiteLoad, TrafficPlan, load_journal, run_traffic
+from tools.simulation.report import reconcile
+from tools.simulation.robots import RobotPolicy, run_robots
+from tools.simulation.traffic import CallerView, SiteLoad, TrafficPlan, load_journal, run_traffic
 from vcc.v1 import common_pb2
 
 AGENTS = {"0101": "123456", "0102": "123456", "0103": "123456"}
@@ -72,6 +72,10 @@ async def test_answered_calls_journal_and_reconcile(site: FakeSite, tmp_path: Pa
         "mismatched": 0,
         "without_call_id": 0,
         "unknown_to_callers": 0,
+        "duplicated_records": 0,
+        "duplicated_final_events": 0,
+        "duplicated_answered_at_once": 0,
+        "duplicated_events_twice": 0,
     }
 
 

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from tests.helpers import eventually
 from tests.web.conftest import Fixture
-from tools import stats_cli
 from tools.cli import app
+from tools.province import stats as stats_cli
 
 
 async def test_health_pages_and_static(dash: Fixture) -> None:

@@ -15,9 +15,9 @@ import pytest
 from tests.helpers import eventually
 from tests.integration.support import assert_reconciled, password_hash, traffic_with_robots
 from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS, need_chromium
-from tools.cluster import Cluster
-from tools.netutil import free_port
-from tools.province_gen import SiteSpec, generate_province, write_province
+from tools.province.cluster import Cluster
+from tools.province.generate import SiteSpec, generate_province, write_province
+from tools.province.netutil import free_port
 
 if TYPE_CHECKING:
     from playwright.async_api import Page

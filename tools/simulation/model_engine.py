@@ -48,9 +48,9 @@ from site_node.callcontrol.domain import (
     ToAgent,
     ToCaller,
 )
-from tools.province_gen import SiteSpec, generate_province
-from tools.report import build_report
-from tools.traffic import CallerView
+from tools.province.generate import SiteSpec, generate_province
+from tools.simulation.report import build_report
+from tools.simulation.traffic import CallerView
 from vcc.config import ProvinceConfig, parse_province
 
 Distribution = Literal["exponential", "constant"]
@@ -567,7 +567,7 @@ def batch_means(plan: ModelPlan, batches: int) -> list[tuple[float, float, int]]
     """(p_wait, ASA seconds, calls) of consecutive equal batches of the measured calls (offered
     after the warm-up), with tools/report's definitions: the method of batch means, for a
     confidence interval from one long run. Top-level and picklable: tests run it in workers."""
-    from tools.report import wait_s, waited
+    from tools.simulation.report import wait_s, waited
 
     views, _ = run_views(plan)
     measured = [v for v in views if plan.warmup_s <= v.offered_at < plan.warmup_s + plan.duration_s]
@@ -619,7 +619,7 @@ def run_plan(plan: ModelPlan) -> tuple[dict[str, object], ModelStats]:
 
 
 def plan_from_scenario(scenario: Any) -> ModelPlan:
-    """The model plan of a validated scenario (tools/scenario.py): same keys, same meaning.
+    """The model plan of a validated scenario (tools/simulation/scenario.py): same keys, same meaning.
 
     Keys the model cannot honour (fault events, transfers) are a clear error, never ignored.
     """

@@ -1,7 +1,7 @@
 """`vcc bench stats`: the statistics' two benchmarks (issue 6).
 
 - ingest: call events stored per second at central on PostgreSQL. A temporary PostgreSQL server
-  (tools/postgres_server.py), etcd and a real central process (tools/cluster.Cluster, no site
+  (tools/province/postgres_server.py), etcd and a real central process (tools/cluster.Cluster, no site
   process); several concurrent "sites" in this process drive `CentralService.IngestCallEvents`
   over gRPC as site outboxes do: one batch in flight per site, each batch the next events of
   overlapping calls in time order (a call's events spread over several batches, as they leave a
@@ -42,12 +42,12 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from tools.bench_cluster import cheap_password_hash
-from tools.cluster import Cluster
-from tools.netutil import free_port
-from tools.postgres_server import create_database, start_temporary
-from tools.province_gen import SiteSpec, generate_province, write_province
-from tools.report import percentiles_ms
+from tools.bench.cluster import cheap_password_hash
+from tools.province.cluster import Cluster
+from tools.province.generate import SiteSpec, generate_province, write_province
+from tools.province.netutil import free_port
+from tools.province.postgres_server import create_database, start_temporary
+from tools.simulation.report import percentiles_ms
 from vcc import rpc
 from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2, trunk_pb2, trunk_pb2_grpc
 

@@ -2,12 +2,12 @@
 `vcc simulate` scenarios do.
 
 - partition / heal SITE: cut the site from central, etcd and its peers through the cluster's
-  fault proxies (tools/faultproxy.py); the cluster must have been started with
+  fault proxies (tools/province/faultproxy.py); the cluster must have been started with
   `vcc cluster up --with-fault-proxies`.
 - kill-site SITE: SIGKILL, no goodbye (its etcd lease expires). restart-site SITE: start it
   again (a graceful stop first if it still runs), with the same dial map.
 - stop-database / start-database: an immediate shutdown and a restart of central's PostgreSQL,
-  when that server was made by tools/postgres_server.py (its data folder is found from the
+  when that server was made by tools/province/postgres_server.py (its data folder is found from the
   listening process); SQLite lives inside central and cannot be stopped apart from it.
 """
 
@@ -16,33 +16,29 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 from sqlalchemy.engine import make_url
 
-from tools.cluster import (
-    START_TIMEOUT_S,
+from tools.province.cluster import (
     STATE_FILE,
-    Cluster,
     ClusterError,
     ManagedProcess,
+    read_cluster_json,
     read_state,
     wait_ready,
     write_state,
 )
-from tools.faultproxy import (
+from tools.province.faultproxy import (
     FaultProxyError,
     Plan,
-    ProxyProcess,
     command,
     load_plan,
-    plan_for,
-    start_process,
 )
-from tools.postgres_server import PostgresServer
+from tools.province.postgres_server import PostgresServer
 from vcc.config import ConfigError, load_province
 
 ACTIONS = ("partition", "heal", "kill-site", "restart-site", "stop-database", "start-database")
@@ -51,55 +47,6 @@ DATABASE_FILE = "chaos-database.json"
 
 class ChaosError(Exception):
     """The fault could not be applied; the message says why."""
-
-
-# -- starting a cluster that can be partitioned ---------------------------------------------------
-
-
-async def start_with_fault_proxies(
-    config_path: str | Path,
-    run_dir: str | Path,
-    *,
-    partitionable: Sequence[str] | None = None,
-    seed_customers: int = 0,
-    fresh_ports: bool = False,
-    timeout_s: float = START_TIMEOUT_S,
-    central_replicas: int = 1,
-) -> tuple[Cluster, ProxyProcess]:
-    """A cluster whose `partitionable` sites (default: all) dial the province through fault proxies.
-
-    etcd and central first, then the proxy process (it needs their addresses), then the sites with
-    their dial maps. Raises ClusterError / ConfigError like Cluster.start.
-    """
-    cluster = await Cluster.start(
-        config_path,
-        run_dir,
-        sites=[],
-        seed_customers=seed_customers,
-        fresh_ports=fresh_ports,
-        timeout_s=timeout_s,
-        central_replicas=central_replicas,
-    )
-    try:
-        sites = list(partitionable) if partitionable is not None else [s.id for s in cluster.config.sites]
-        # A cut site loses every central replica, the leader and the followers alike.
-        centrals = [cluster.replica_address(str(n)) for n in range(1, central_replicas + 1)]
-        plan = plan_for(cluster.config, sites, central=centrals)
-        assert cluster.etcd_process is not None
-        try:
-            proxies = await start_process(plan, cluster.run_dir, watch_pid=cluster.etcd_process.pid)
-        except FaultProxyError as exc:
-            raise ClusterError(str(exc)) from None
-        cluster.site_env = plan.site_env()
-        try:
-            await asyncio.gather(*(cluster.start_site(s.id) for s in cluster.config.sites))
-        except BaseException:
-            await proxies.stop()
-            raise
-    except BaseException:
-        await cluster.stop()
-        raise
-    return cluster, proxies
 
 
 # -- acting on a running cluster from another process ----------------------------------------------
@@ -133,14 +80,14 @@ async def chaos(action: str, run_dir: Path, site: str | None = None) -> str:
     return await _database(run_dir, Path(str(state["config"])), start=action == "start-database")
 
 
-def _state(run_dir: Path) -> dict[str, object]:
-    path = run_dir / STATE_FILE
-    if not path.exists():
-        raise ChaosError(f"no cluster in {run_dir} (no {STATE_FILE}): `vcc cluster up` first")
+def _state(run_dir: Path) -> dict[str, Any]:
+    """cluster.json (SPEC §6: central and the sites by id, with their addresses; the processes)."""
     try:
-        state: dict[str, object] = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ChaosError(f"{path}: unreadable: {exc}") from None
+        state = read_cluster_json(run_dir)
+    except ClusterError as exc:
+        raise ChaosError(str(exc)) from None
+    if not state:
+        raise ChaosError(f"no cluster in {run_dir} (no {STATE_FILE}): `vcc cluster up` first")
     return state
 
 
@@ -169,7 +116,11 @@ def _site_process(run_dir: Path, site: str) -> ManagedProcess:
     return found[-1]
 
 
-async def _restart_site(run_dir: Path, state: dict[str, object], site: str) -> str:
+async def _restart_site(run_dir: Path, state: dict[str, Any], site: str) -> str:
+    sites = state.get("sites") or {}
+    if site not in sites:
+        raise ChaosError(f"no site {site!r} in the cluster of {run_dir} (have: {', '.join(sites)})")
+    address = str(sites[site]["address"])
     old = _site_process(run_dir, site)
     if old.alive():
         await old.terminate()
@@ -178,7 +129,7 @@ async def _restart_site(run_dir: Path, state: dict[str, object], site: str) -> s
     env["PYTHONUNBUFFERED"] = "1"
     if plan is not None:
         env.update(plan.site_env().get(site, {}))
-    proc = ManagedProcess(old.name, old.cmd, old.log_path, old.cwd, old.address)
+    proc = ManagedProcess(old.name, old.cmd, old.log_path, old.cwd, address)
     proc.spawn(env)
     procs = [proc if p.name == old.name else p for p in read_state(run_dir)]
     write_state(run_dir, procs, config_path=Path(str(state["config"])))
@@ -228,7 +179,8 @@ async def _database(run_dir: Path, config_path: Path, *, start: bool) -> str:
 
 
 def _find_postgres(port: int) -> _Database:
-    """The postmaster listening on `port`, if its data folder has the tools/postgres_server.py layout."""
+    """The postmaster listening on `port`, if its data folder has the layout of
+    tools/province/postgres_server.py."""
     for proc in psutil.process_iter(["name", "cmdline"]):
         cmdline = proc.info.get("cmdline") or []
         if "postgres" not in (proc.info.get("name") or "") or "-D" not in cmdline:

@@ -20,11 +20,11 @@ How a site is partitioned:
   them at once with `blackhole=False`. `heal()` closes the held connections and forwards again.
   `latency_s` delays every chunk in both directions.
 
-One proxy process (`python -m tools.faultproxy serve --plan F`) hosts the proxies of a cluster;
+One proxy process (`python -m tools.province.faultproxy serve --plan F`) hosts the proxies of a cluster;
 a one-line text protocol on its control port cuts and heals a site (`cut gz`, `heal gz`,
 `status`). It stops by itself once the cluster's etcd (recorded in the plan) has gone, so
 `vcc cluster down` needs to know nothing about it. `vcc simulate` starts it for the sites its
-scenario partitions, `vcc cluster up --with-fault-proxies` for every site (see tools/chaos.py).
+scenario partitions, `vcc cluster up --with-fault-proxies` for every site (tools/province/proxied.py).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from typing import Any
 
 import psutil
 
-from tools.netutil import free_port
+from tools.province.netutil import free_port
 from vcc.config import ProvinceConfig
 from vcc.rpc import DIAL_MAP_ENV
 
@@ -450,7 +450,7 @@ def _spawn(plan_path: Path, log_path: Path, run_dir: Path) -> subprocess.Popen[b
     env = {k: v for k, v in os.environ.items() if k != DIAL_MAP_ENV}
     with open(log_path, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "tools.faultproxy", "serve", "--plan", str(plan_path)],
+            [sys.executable, "-m", "tools.province.faultproxy", "serve", "--plan", str(plan_path)],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -472,7 +472,9 @@ def load_plan(run_dir: Path) -> Plan | None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tools.faultproxy", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.province.faultproxy", description=__doc__.splitlines()[0]
+    )
     sub = parser.add_subparsers(dest="what", required=True)
     run = sub.add_parser("serve", help="run the proxies of a plan (written by the cluster tooling)")
     run.add_argument("--plan", required=True, type=Path)

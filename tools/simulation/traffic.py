@@ -315,10 +315,9 @@ class _Caller:
             view.reason = response.ended.reason
             view.ended_at = now
         view.progress.append((kind, now, details))
+        # A caller who has hung up presses no more keys: a write after the site has ended the call
+        # (its `ended` still on the way) can fail the stream, and the caller would never hear it.
         if kind == "prompt" and not self.ended and self._hang_up_task is None:
-            # A caller who has hung up presses nothing more: the site stops reading after a
-            # hang-up, and a write that crosses the stream's end fails the whole call locally
-            # (INTERNAL), hiding the `ended` already received.
             digit = self._choose_digit(list(response.prompt.choices))
             view.progress.append(("digits", time.time(), {"digits": digit}))
             # The call may have ended meanwhile (a hang-up crossed the prompt): the write then fails,

@@ -26,9 +26,8 @@ from typing import Any, TypeVar
 
 import grpc
 
-from tools.cluster import Cluster, ClusterError, down, read_state
-from tools.netutil import free_port
-from tools.province_gen import (
+from tools.province.cluster import Cluster, ClusterError, down, read_state
+from tools.province.generate import (
     CITIES,
     DEFAULT_PASSWORD,
     SiteSpec,
@@ -36,10 +35,11 @@ from tools.province_gen import (
     generate_province,
     write_province,
 )
-from tools.report import build_report, render_table
-from tools.robots import RobotPolicy, RobotStats, run_robots
-from tools.status import one_line, site_summaries
-from tools.traffic import CallerView, SiteLoad, TrafficPlan, run_traffic
+from tools.province.netutil import free_port
+from tools.province.status import one_line, site_summaries
+from tools.simulation.report import build_report, render_table
+from tools.simulation.robots import RobotPolicy, RobotStats, run_robots
+from tools.simulation.traffic import CallerView, SiteLoad, TrafficPlan, run_traffic
 from vcc.config import ConfigError
 from vcc.rpc import channel
 from vcc.v1 import central_pb2, central_pb2_grpc

@@ -4,7 +4,9 @@ Everything lives in a run folder:
 
     run/cluster/
       province.yaml   the province config the processes read (etcd.endpoints set to our etcd)
-      cluster.json    pids, start times and addresses, so `vcc cluster down` can stop it later
+      cluster.json    where to reach central and each site (SPEC §6: {"central": {"address",
+                      "dashboard"}, "sites": {id: {"address"}}}), for scripts; and the processes
+                      (pids, start times, logs), so `vcc cluster down` can stop them later
       etcd/           etcd's data
       logs/           one log file per process (etcd.log, central.log, central-<n>.log, site-<id>.log)
 
@@ -36,8 +38,8 @@ import aetcd
 import psutil
 import yaml
 
-from tools.etcd_server import EtcdServer
-from tools.netutil import free_port
+from tools.province.etcd_server import EtcdServer
+from tools.province.netutil import free_port
 from vcc.config import ConfigError, ProvinceConfig, load_province, parse_province
 from vcc.membership import LeaderInfo, central_leader_key, decode_leader
 from vcc.rpc import wait_serving
@@ -232,7 +234,7 @@ class Cluster:
         self._replica_addresses = {str(n): f"127.0.0.1:{free_port()}" for n in range(2, central_replicas + 1)}
         self.sites: dict[str, ManagedProcess] = {}
         self.start_timeout_s = START_TIMEOUT_S
-        # Extra environment per site process (e.g. the fault proxies' dial map, tools/faultproxy.py).
+        # Extra environment per site process (e.g. the fault proxies' dial map, tools/province/faultproxy.py).
         self.site_env: dict[str, dict[str, str]] = {}
 
     @property
@@ -475,7 +477,9 @@ class Cluster:
         self.save_state()
 
     def save_state(self) -> None:
-        write_state(self.run_dir, self.processes, config_path=self.config_path)
+        write_state(
+            self.run_dir, self.processes, config_path=self.config_path, endpoints=endpoints_of(self.config)
+        )
 
     async def __aenter__(self) -> Cluster:
         return self
@@ -531,8 +535,32 @@ def _write_run_config(
 # --- the state file, for `vcc cluster down|status` from another process ---------------------------
 
 
-def write_state(run_dir: Path, processes: Sequence[ManagedProcess], *, config_path: Path) -> None:
+def endpoints_of(config: ProvinceConfig) -> dict[str, Any]:
+    """SPEC §6's part of cluster.json: how to reach central and each site, by id. A key is there once
+    the feature behind it is (today: central's gRPC address and dashboard, each site's gRPC address).
+    """
+    central: dict[str, str] = {"address": config.central.listen}
+    if config.central.dashboard_listen:
+        central["dashboard"] = f"http://{config.central.dashboard_listen}/"
+    return {
+        "central": central,
+        "sites": {s.id: {"address": s.listen} for s in config.sites},
+        "etcd": {"endpoints": list(config.etcd.endpoints)},
+    }
+
+
+def write_state(
+    run_dir: Path,
+    processes: Sequence[ManagedProcess],
+    *,
+    config_path: Path,
+    endpoints: Mapping[str, Any] | None = None,
+) -> None:
+    """cluster.json: `endpoints` (from `endpoints_of`; None keeps those already written) and the processes."""
+    if endpoints is None:
+        endpoints = {k: v for k, v in read_cluster_json(run_dir).items() if k in ("central", "sites", "etcd")}
     state = {
+        **endpoints,
         "run_dir": str(run_dir),
         "config": str(config_path),
         "processes": [p.to_json() for p in processes],
@@ -551,6 +579,18 @@ def read_state(run_dir: str | Path) -> list[ManagedProcess]:
         return [ManagedProcess.from_json(p) for p in state.get("processes", [])]
     except (ValueError, KeyError, TypeError) as exc:
         raise ClusterError(f"{path}: unreadable cluster state: {exc}") from None
+
+
+def read_cluster_json(run_dir: str | Path) -> dict[str, Any]:
+    """cluster.json as scripts read it: {"central": {...}, "sites": {id: {...}}, ...} ({} if none)."""
+    path = Path(run_dir) / STATE_FILE
+    if not path.exists():
+        return {}
+    try:
+        state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ClusterError(f"{path}: unreadable cluster state: {exc}") from None
+    return state
 
 
 def _stop_order(proc: ManagedProcess) -> int:

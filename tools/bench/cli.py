@@ -282,7 +282,7 @@ def table_stats(result: Mapping[str, Any]) -> Any:
 
 
 def run_throughput(rates: list[float] | None = None, step_s: float = 8.0) -> dict[str, Any]:
-    from tools.bench_cluster import throughput
+    from tools.bench.cluster import throughput
 
     kwargs: dict[str, Any] = {"step_s": step_s, "progress": _say}
     if rates:
@@ -291,25 +291,25 @@ def run_throughput(rates: list[float] | None = None, step_s: float = 8.0) -> dic
 
 
 def run_memory(agents: int = 1000, calls: int = 2000) -> dict[str, Any]:
-    from tools.bench_cluster import memory
+    from tools.bench.cluster import memory
 
     return asyncio.run(memory(agents=agents, calls=calls, progress=_say))
 
 
 def run_pooling(occupancy: float = 0.8, calls: int = 60_000) -> dict[str, Any]:
-    from tools.bench_model import pooling
+    from tools.bench.model import pooling
 
     return pooling(occupancy=occupancy, calls=calls, progress=_say)
 
 
 def run_routing(calls: int = 400) -> dict[str, Any]:
-    from tools.bench_cluster import routing
+    from tools.bench.cluster import routing
 
     return asyncio.run(routing(calls=calls, progress=_say))
 
 
 def run_erlang(calls: int = 100_000, replications: int = 5) -> dict[str, Any]:
-    from tools.bench_model import erlang_check
+    from tools.bench.model import erlang_check
 
     return erlang_check(calls=calls, replications=replications, progress=_say)
 
@@ -317,7 +317,7 @@ def run_erlang(calls: int = 100_000, replications: int = 5) -> dict[str, Any]:
 def run_stats(
     sites: int = 4, calls_per_site: int = 1500, batch_events: int = 200, samples: int = 100
 ) -> dict[str, Any]:
-    from tools.bench_stats import stats_bench
+    from tools.bench.stats import stats_bench
 
     return asyncio.run(
         stats_bench(
@@ -372,7 +372,7 @@ def bench_all(
 
 
 def _pooling_curve(calls: int = 20_000) -> dict[str, Any]:
-    from tools.bench_model import pooling_curve
+    from tools.bench.model import pooling_curve
 
     return pooling_curve([0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95], calls=calls, progress=_say)
 
@@ -414,7 +414,7 @@ def pooling_cmd(
     result = run_pooling(occupancy, calls)
     _console().print(table_pooling(result))
     if plot is not None:
-        from tools.bench_model import plot_pooling_curve
+        from tools.bench.model import plot_pooling_curve
 
         curve = _pooling_curve()
         result["curve"] = curve

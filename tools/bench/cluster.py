@@ -25,13 +25,13 @@ from typing import Any
 
 import grpc
 
-from tools.cluster import Cluster
-from tools.netutil import free_port
-from tools.province_gen import DEFAULT_PASSWORD, SiteSpec, generate_province, write_province
-from tools.report import percentiles_ms, reconcile_detailed
-from tools.robots import RobotPolicy, run_robots
-from tools.status import site_summaries
-from tools.traffic import CallerView, SiteLoad, TrafficPlan, run_traffic
+from tools.province.cluster import Cluster
+from tools.province.generate import DEFAULT_PASSWORD, SiteSpec, generate_province, write_province
+from tools.province.netutil import free_port
+from tools.province.status import site_summaries
+from tools.simulation.report import percentiles_ms, reconcile_detailed
+from tools.simulation.robots import RobotPolicy, run_robots
+from tools.simulation.traffic import CallerView, SiteLoad, TrafficPlan, run_traffic
 from vcc import rpc
 from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2, cti_pb2, cti_pb2_grpc, trunk_pb2, trunk_pb2_grpc
 
@@ -446,7 +446,7 @@ def local_decision_in_process(samples: int = 5000) -> dict[str, Any]:
     """The site code alone: a caller's digits to the `ringing` effect (queue + ACD match), no I/O."""
     from site_node.callcontrol import Switchboard
     from site_node.callcontrol.domain import ToCaller
-    from tools.model_engine import ModelPlan, ModelSite, province_for
+    from tools.simulation.model_engine import ModelPlan, ModelSite, province_for
 
     plan = ModelPlan(sites=[ModelSite("gz", samples + 10, {"general": 20}, 1.0)], duration_s=1.0)
     province = province_for(plan)

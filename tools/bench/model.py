@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from routing.erlang import average_speed_of_answer, erlang_b, erlang_c, erlang_c_for_load
-from tools.model_engine import ModelError, ModelPlan, ModelSite, RoutingMode, run_plan
+from tools.simulation.model_engine import ModelError, ModelPlan, ModelSite, RoutingMode, run_plan
 
 MODES: tuple[RoutingMode, ...] = ("isolated", "overflow", "pooled")
 

@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools.netutil import free_port
+from tools.province.netutil import free_port
 
 
 def pg_bindir() -> Path | None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from tools.netutil import free_port
+from tools.province.netutil import free_port
 
 DEFAULT_PASSWORD = "123456"
 # Agent codes are two digits for the group and two for the member (SPEC glossary). Group numbers

@@ -1,7 +1,7 @@
 """The routing core alone in virtual time: checks the ACD and the agent state machine against
 queueing theory with enough calls to mean something.
 
-`tools/model_engine.py` runs whole site switchboards (IVR, screen pops, journals, cross-site legs)
+`tools/simulation/model_engine.py` runs whole site switchboards (IVR, screen pops, journals, cross-site legs)
 for planners' scenarios; this runs only what decides who serves whom — `routing.acd.Acd`, with
 agents simply ready or busy (the agent state machine has its own exhaustive tests) — for one skill
 group, fast enough for millions of calls: Poisson arrivals, exponential handle times, optional

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from rich.console import Console
 from rich.table import Table
 
-from tools.traffic import CallerView
+from tools.simulation.traffic import CallerView
 from vcc import rpc
 from vcc.v1 import central_pb2, common_pb2
 
@@ -63,6 +63,18 @@ _COUNT_KEYS = (
     "lost_elsewhere",
     "overflow_out",
     "overflow_in",
+)
+# A call with these events may rightly have had two agents at once (consult, conference).
+_SHARED_KINDS = frozenset({common_pb2.CALL_EVENT_KIND_HELD, common_pb2.CALL_EVENT_KIND_TRANSFERRED})
+# Events after which the agent who answered no longer holds the call at that site.
+_LEG_ENDS = frozenset(
+    {
+        common_pb2.CALL_EVENT_KIND_AGENT_HUNG_UP,
+        common_pb2.CALL_EVENT_KIND_CALLER_HUNG_UP,
+        common_pb2.CALL_EVENT_KIND_RETURNED,
+        common_pb2.CALL_EVENT_KIND_TRANSFERRED,
+        common_pb2.CALL_EVENT_KIND_ENDED,
+    }
 )
 # Examples of reconciliation problems kept in the report, for debugging.
 _MAX_PROBLEMS = 20
@@ -312,7 +324,6 @@ def reconcile_detailed(
 ) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """The reconciliation counts and, per problem, (call id, what is wrong)."""
     by_id: dict[str, central_pb2.CallRecord] = {}
-    seen: Counter[str] = Counter(r.call_id for r in central_records)
     for each in central_records:
         by_id.setdefault(each.call_id, each)
     problems: list[tuple[str, str]] = []
@@ -335,18 +346,80 @@ def reconcile_detailed(
         if problem is not None:
             counts["mismatched"] += 1
             problems.append((view.call_id, problem))
-    duplicated = sum(n - 1 for n in seen.values() if n > 1)
-    problems.extend((call_id, f"{n} records") for call_id, n in sorted(seen.items()) if n > 1)
+    kinds = duplicates(central_records)
+    duplicated_calls = set().union(*kinds.values())
+    for kind, call_ids in kinds.items():
+        problems.extend((call_id, f"duplicated: {kind}") for call_id in sorted(call_ids))
     result = {
         "caller_calls": len(caller_ids),
         "central_records": len(central_records),
         "missing": counts["missing"],
-        "duplicated": duplicated,
+        "duplicated": len(duplicated_calls),
+        **{f"duplicated_{kind}": len(call_ids) for kind, call_ids in kinds.items()},
         "mismatched": counts["mismatched"],
         "without_call_id": counts["without_call_id"],
         "unknown_to_callers": len(set(by_id) - caller_ids),
     }
     return result, problems
+
+
+def duplicates(central_records: Sequence[central_pb2.CallRecord]) -> dict[str, set[str]]:
+    """Calls central holds twice over, by how (call ids). A call id is central's primary key, so a
+    second record is unlikely; what can happen is inside one record:
+
+    - records: more than one record for one call id;
+    - final_events: two ENDED events (the call ended twice, at one site or at two);
+    - answered_at_once: two answers holding the call at the same moment (ANSWERED to the end of
+      that agent's leg overlapping), at one site or at two, in a call that was never held or
+      transferred (a consult or a conference rightly has two agents at once);
+    - events_twice: one event ingested twice under two sequence numbers (same site, kind, time,
+      agent and details, another seq).
+    """
+    found: dict[str, set[str]] = {
+        "records": set(),
+        "final_events": set(),
+        "answered_at_once": set(),
+        "events_twice": set(),
+    }
+    seen = Counter(r.call_id for r in central_records)
+    found["records"] = {call_id for call_id, n in seen.items() if n > 1}
+    for record in central_records:
+        if sum(1 for e in record.events if e.kind == common_pb2.CALL_EVENT_KIND_ENDED) > 1:
+            found["final_events"].add(record.call_id)
+        shared = any(e.kind in _SHARED_KINDS for e in record.events)
+        if not shared and _answered_while_answered(record):
+            found["answered_at_once"].add(record.call_id)
+        contents = Counter(_without_seq(e) for e in record.events)
+        if any(n > 1 for n in contents.values()):
+            found["events_twice"].add(record.call_id)
+    return found
+
+
+def _answered_while_answered(record: central_pb2.CallRecord) -> bool:
+    """An ANSWERED event while another answer of the call (any agent, any site) was still open.
+
+    Events in time order (every site's clock is the machine's); an agent's answer closes with its
+    leg's end, or with an end that names no agent (ENDED, the caller hanging up) at its site.
+    """
+    open_answers: dict[tuple[str, str], float] = {}
+    for e in sorted(record.events, key=lambda e: (rpc.unix_s(e.at), e.seq)):
+        if e.kind == common_pb2.CALL_EVENT_KIND_ANSWERED:
+            if open_answers:
+                return True
+            open_answers[(e.site_id, e.agent_code)] = rpc.unix_s(e.at)
+        elif e.kind in _LEG_ENDS:
+            if e.agent_code:
+                open_answers.pop((e.site_id, e.agent_code), None)
+            else:
+                open_answers = {k: v for k, v in open_answers.items() if k[0] != e.site_id}
+    return False
+
+
+def _without_seq(event: common_pb2.CallEvent) -> bytes:
+    copy = common_pb2.CallEvent()
+    copy.CopyFrom(event)
+    copy.seq = 0
+    return copy.SerializeToString(deterministic=True)
 
 
 def reconcile(
@@ -355,8 +428,9 @@ def reconcile(
     """caller_calls, central_records, missing, duplicated, mismatched (plus two diagnostic counts).
 
     missing: the caller saw `ended` but central has no record, or its record has not ended.
-    duplicated: records beyond the first for one call id. mismatched: outcome, answering agent,
-    ended event or the sequence of agents that rang differ between caller and central.
+    duplicated: calls that central holds twice over in any way (`duplicates`: two records, two
+    final events, two agents answering at once, one event ingested twice). mismatched: outcome,
+    answering agent, ended event or the sequence of agents that rang differ between caller and central.
     """
     return reconcile_detailed(views, central_records)[0]
 

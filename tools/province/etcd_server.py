@@ -11,7 +11,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools.netutil import free_port
+from tools.province.netutil import free_port
 
 
 def etcd_binary() -> str:

@@ -2,8 +2,9 @@
 
 The issue's last target: 20 fault cycles in a row with no invariant broken. One cluster (three
 cities behind fault proxies, two central replicas, PostgreSQL or SQLite), robots at every site and
-Poisson callers for the whole run, all from `vcc simulate`'s own machinery (tools/simulate.py: the
-same province, traffic, robots, fault actions, attribution and report). Each cycle applies one
+Poisson callers for the whole run, all through the public API of `vcc simulate`'s runner
+(tools/simulation/runner.py: the same province, traffic, robots and fault actions; the same
+attribution and report, tools/simulation/faults.py and simulate.py). Each cycle applies one
 fault, in rotation, and undoes it `fault_s` later:
 
 - kill_site (SIGKILL) / restart_site, the cities in turn;
@@ -13,10 +14,11 @@ fault, in rotation, and undoes it `fault_s` later:
 - partition_site / heal_site, the cities in turn.
 
 At the end of every cycle the calls that have ended so far (all of them, since the start) are held
-to the invariants of tools/invariants.py and reconciled with central's records: missing 0,
+to the invariants of tools/simulation/invariants.py and reconciled with central's records: missing 0,
 duplicated 0, mismatched 0, every ended call exactly one record; and no call of the cycle may be
-lost elsewhere (only calls on a killed site, or refused by it, are excused). Service gaps are
-measured per cycle, once every call has ended, within the cycle's own window.
+lost elsewhere (only calls on a killed site, or refused by it, are excused), and some call
+offered in the cycle must have been answered. Service gaps are measured per cycle, once every
+call has ended, within the cycle's own window.
 """
 
 from __future__ import annotations
@@ -33,36 +35,13 @@ from typing import Any, Literal
 
 from rich.console import Console
 
-from tools import invariants
-from tools.chaos import start_with_fault_proxies
-from tools.cluster import ClusterError
-from tools.province_gen import write_province
-from tools.report import reconcile_detailed
-from tools.scenario import EventAction, EventSpec, Scenario, parse_scenario
-from tools.simulate import (
-    SEED_CUSTOMERS,
-    AppliedEvent,
-    SimulationError,
-    _apply,
-    _fetch_records,
-    _log_to,
-    _offer_traffic,
-    _result,
-    _Run,
-    _sayer,
-    _stop_robots,
-    _wait_agents_ready,
-    _wait_outboxes,
-    central_database,
-    classify_faults,
-    event_rows,
-    prepare_run_dir,
-    province_for,
-    start_robots,
-    write_report,
-)
-from tools.traffic import CallerView
-from vcc.config import ConfigError
+from tools.simulation import invariants
+from tools.simulation.faults import central_notice_s, classify_faults, event_rows
+from tools.simulation.report import reconcile_detailed
+from tools.simulation.runner import AppliedEvent, Outage, ScenarioRun, SimulationError, open_run
+from tools.simulation.scenario import EventAction, EventSpec, Scenario, parse_scenario
+from tools.simulation.simulate import build_result, say_to, write_report
+from tools.simulation.traffic import CallerView
 
 Database = Literal["postgresql", "sqlite"]
 DEFAULT_RUN_DIR = Path("run/soak")
@@ -139,64 +118,46 @@ async def soak(
     if not 0 < fault_s < cycle_s:
         raise SimulationError(f"fault_s {fault_s:g} must be within the cycle ({cycle_s:g}s)")
     scenario = soak_scenario(cycles, database, cycle_s)
-    run = await asyncio.to_thread(prepare_run_dir, run_dir)
-    say = _sayer(console)
-    with _log_to(run / "soak.log" if console is not None else None):
-        async with central_database(scenario, run) as (database_url, pg):
-            raw = await asyncio.to_thread(province_for, scenario, run, database_url)
-            config_path = await asyncio.to_thread(write_province, raw, run / "soak-province.yaml")
-            say(f"starting etcd, 2 central replicas ({database}), {len(SITES)} sites behind fault proxies")
-            try:
-                cluster, proxies = await start_with_fault_proxies(
-                    config_path, run, seed_customers=SEED_CUSTOMERS, central_replicas=2
-                )
-            except (ClusterError, ConfigError) as exc:
-                raise SimulationError(str(exc)) from None
-            try:
-                async with cluster:
-                    state = _Run(scenario, cluster, raw, pg, proxies)
-                    return await _soak(state, cycles, cycle_s, fault_s, say)
-            finally:
-                await proxies.stop()
+    say = say_to(console)
+    say(f"starting etcd, 2 central replicas ({database}), {len(SITES)} sites behind fault proxies")
+    log_file = "soak.log" if console is not None else None
+    async with open_run(scenario, run_dir, partitionable=SITES, log_file=log_file) as run:
+        return await _soak(run, cycles, cycle_s, fault_s, say)
 
 
 async def _soak(
-    state: _Run, cycles: int, cycle_s: float, fault_s: float, say: Callable[[str], None]
+    run: ScenarioRun, cycles: int, cycle_s: float, fault_s: float, say: Callable[[str], None]
 ) -> dict[str, object]:
-    scenario, cluster = state.scenario, state.cluster
-    sites = cluster.addresses.sites
-    robots_stop = asyncio.Event()
-    robots = start_robots(state, sites, robots_stop)
-    done: list[Cycle] = []
+    await run.start_robots()
+    say(f"robots ready; {cycles} cycles of {cycle_s:g}s under traffic")
+    traffic_start = run.begin_traffic()
+    traffic = asyncio.create_task(run.offer_traffic())
     try:
-        await _wait_agents_ready(sites, scenario.agents_per_site())
-        say(f"robots ready; {cycles} cycles of {cycle_s:g}s under traffic")
-        traffic_start = time.time()
-        traffic = asyncio.create_task(_offer_traffic(state))
-        try:
-            done = await _cycles(
-                state, traffic_start, cycles=cycles, cycle_s=cycle_s, fault_s=fault_s, say=say
-            )
-            await traffic
-        finally:
-            if not traffic.done():
-                traffic.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await traffic
-        say(f"{len(state.views)} calls ended; final reconciliation")
-        await _wait_outboxes(sites, [s for s in sites if cluster.site_alive(s)])
-        records = await _fetch_records(cluster.addresses.central, state.views)
+        done = await _cycles(run, traffic_start, cycles=cycles, cycle_s=cycle_s, fault_s=fault_s, say=say)
+        await traffic
     finally:
-        robots_stop.set()
-        stats = await _stop_robots(robots)
-    result = _result(state, traffic_start, records, stats)
+        if not traffic.done():
+            traffic.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await traffic
+    say(f"{len(run.views)} calls ended; final reconciliation")
+    records, stats = await run.collect()
+    result = build_result(run, records, stats)
     return summarize(
-        done, state, result.report, result.problems, traffic_start=traffic_start, cycle_s=cycle_s
+        done,
+        run.views,
+        run.outages,
+        result.report,
+        result.problems,
+        traffic_start=traffic_start,
+        cycle_s=cycle_s,
+        central_notice_s=central_notice_s(run.cluster.config.etcd.lease_ttl_s),
+        run_end=time.time(),
     )
 
 
 async def _cycles(
-    state: _Run,
+    state: ScenarioRun,
     traffic_start: float,
     *,
     cycles: int,
@@ -233,11 +194,11 @@ async def _cycles(
     return done
 
 
-async def _restore_replicas(state: _Run) -> None:
+async def _restore_replicas(state: ScenarioRun) -> None:
     """The killed replica back as a follower (the next kill has somebody to take over), and replica 1
     leading again.
 
-    Why replica 1: the callers' network (tools/traffic.py) asks `central.listen`, replica 1, where
+    Why replica 1: the callers' network (tools/simulation/traffic.py) asks `central.listen`, replica 1, where
     to send a dead city's callers, and does not follow a `not-leader` refusal to the leader yet;
     with another replica leading, a later kill_site would cost its city's callers until the restart.
     A clean stop of the leader revokes its lease: replica 1 takes over at once.
@@ -253,26 +214,21 @@ async def _restore_replicas(state: _Run) -> None:
     await cluster.start_central_replica(leader.replica_id)
 
 
-async def _event(state: _Run, action: EventAction, site: str, traffic_start: float) -> AppliedEvent:
+async def _event(state: ScenarioRun, action: EventAction, site: str, traffic_start: float) -> AppliedEvent:
     spec = EventSpec(at_s=round(time.time() - traffic_start, 3), action=action, site=site or None)
-    applied = AppliedEvent(spec, time.time())
-    state.applied.append(applied)
-    try:
-        await _apply(state, spec, applied)
-    except (ClusterError, ConfigError, RuntimeError, OSError) as exc:
-        applied.error = str(exc)
-    return applied
+    return await state.apply(spec)
 
 
-async def _check(state: _Run, cycle: Cycle, *, until: float) -> None:
+async def _check(state: ScenarioRun, cycle: Cycle, *, until: float) -> None:
     """The invariants and the reconciliation over every call that ended before `until`."""
     ended = [v for v in state.views if _ended_at(v) <= until]
     cycle.checked_calls = len(ended)
-    records = await _fetch_records(state.cluster.addresses.central, ended)
+    records = await state.central_records(ended)
     if records is None:
         cycle.problems.append("central's call records could not be read")
         return
-    kept = invariants.check(ended, records)
+    # The callers still on the line are not in `ended`: their records are not held as phantoms.
+    kept = invariants.check(ended, records, ended_before=until - CHECK_MARGIN_S)
     cycle.invariants = kept
     cycle.problems += invariants.broken(kept)
     counts, _ = reconcile_detailed(ended, records)
@@ -302,20 +258,29 @@ async def _sleep_until(moment: float) -> None:
 
 def summarize(
     cycles: Sequence[Cycle],
-    state: _Run,
+    views: Sequence[CallerView],
+    outages: Sequence[Outage],
     report: Mapping[str, object],
     run_problems: Sequence[str],
     *,
     traffic_start: float,
     cycle_s: float,
+    central_notice_s: float,
+    run_end: float,
 ) -> dict[str, object]:
-    """Per cycle: gaps (in the cycle's window), calls lost, invariants; and the totals."""
-    views = state.views
-    on_failed, refused = classify_faults(views, state.outages, time.time())
+    """Per cycle: gaps (in the cycle's window), calls lost, calls answered, invariants; the totals.
+
+    A cycle is broken by its own check's problems (invariants, reconciliation, failed events), by
+    a call lost elsewhere, or by no call offered in it being answered."""
+    on_failed, refused = classify_faults(views, outages, run_end, central_notice_s=central_notice_s)
     rows: list[dict[str, object]] = []
     problems: list[str] = []
-    for cycle in cycles:
+    for i, cycle in enumerate(cycles):
+        # A cycle that began late (the previous check ran long) ends where the next one begins:
+        # no call is counted in two cycles.
         end = cycle.start + cycle_s
+        if i + 1 < len(cycles):
+            end = min(end, cycles[i + 1].start)
         applied = [e for e in (cycle.fault_event, cycle.undo_event) if e is not None]
         gaps = event_rows(
             views, applied, traffic_start=traffic_start, traffic_end=end, on_failed=on_failed, refused=refused
@@ -327,6 +292,9 @@ def summarize(
         broken = list(cycle.problems)
         if elsewhere:
             broken.append(f"{len(elsewhere)} calls lost elsewhere")
+        answered = sum(1 for v in mine if v.outcome == "answered")
+        if not answered:
+            broken.append(f"no call answered of the {len(mine)} offered in the cycle")
         problems += [f"cycle {cycle.number}: {p}" for p in broken]
         fault_event = cycle.fault_event
         rows.append(
@@ -340,6 +308,7 @@ def summarize(
                 "takeover_s": fault_event.takeover_s if fault_event is not None else None,
                 "replica_back_s": cycle.replica_back_s,
                 "offered": len(mine),
+                "answered": answered,
                 "lost_on_failed_site": sum(1 for v in lost if v.key in on_failed),
                 "refused_by_failed_site": sum(1 for v in lost if v.key in refused),
                 "lost_elsewhere": len(elsewhere),

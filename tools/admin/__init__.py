@@ -1,0 +1,1 @@
+"""Administration of a running province: IVR flows and the service catalog."""
