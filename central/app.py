@@ -25,6 +25,8 @@ from central.live_state import LiveState
 from central.membership import MembershipWatcher
 from central.membership_view import MembershipView
 from central.router import Router
+from central.servicedesk.desk import ServiceDesk
+from central.servicedesk.grpc_api import SERVICE_NAMES as DESK_SERVICES
 from central.stats.service import StatsService
 from central.store import Store
 from central.web.server import Dashboard
@@ -74,6 +76,7 @@ class CentralApp:
         self.router: Router | None = None
         self._router_task: asyncio.Task[None] | None = None
         self.dashboard: Dashboard | None = None
+        self.desk: ServiceDesk | None = None
         self.port = 0
         self.dashboard_port = 0
 
@@ -116,8 +119,11 @@ class CentralApp:
             self.router,
             leadership=self.leadership,
         )
-        self.server = Server([SERVICE_NAME])
+        self.server = Server([SERVICE_NAME, *DESK_SERVICES])
         central_pb2_grpc.add_CentralServiceServicer_to_server(service, self.server.grpc)
+        # Customers, tickets, knowledge, history (settings from central's environment).
+        self.desk = ServiceDesk(self.store, [s.id for s in self.config.sites])
+        self.desk.add_to(self.server.grpc)
         self.port = await self.server.start(self._listen)
         # Serving only once this replica knows who leads: a client is then not bounced at once.
         await self.server.set_serving(False)
@@ -160,11 +166,16 @@ class CentralApp:
             await self.store.seed_demo_customers(self._seed_customers, [s.name for s in self.config.sites])
             self._seeded = True
             log.info("%d demo customers in place", self._seed_customers)
+        if self.desk is not None:
+            # Only the leader sends notifications and escalates: never twice for one ticket.
+            self.desk.start_background()
         if self.config.central.dashboard_listen:
             # In the background: the deposed leader may still hold the port for a moment.
             self._spawn_dashboard()
 
     async def _deposed(self, epoch: int) -> None:
+        if self.desk is not None:
+            await self.desk.stop_background()
         await self._stop_dashboard()
 
     def _spawn_dashboard(self) -> None:
@@ -210,6 +221,8 @@ class CentralApp:
             await self.leadership.close()
             self._leadership_task = None
         await self._stop_dashboard()
+        if self.desk is not None:
+            await self.desk.stop_background()
         if self.server is not None:
             await self.server.stop(STOP_GRACE_S)
             self.server = None

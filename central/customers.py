@@ -76,7 +76,7 @@ def customer_row(c: Customer) -> dict[str, object]:
     }
 
 
-def customer_from_row(row: Mapping[str, Any], phones: Sequence[str]) -> Customer:
+def customer_from_row(row: Mapping[Any, Any], phones: Sequence[str]) -> Customer:
     return Customer(
         customer_id=row["customer_id"],
         phone=row["phone"],

@@ -279,12 +279,12 @@ class Store:
         ids = [c.customer_id for c in customers]
 
         async def attempt(conn: AsyncConnection) -> None:
-            for chunk in _chunks(ids):
-                await conn.execute(sa.delete(_PHONES).where(_PHONES.c.customer_id.in_(chunk)))
-            for chunk in _chunks(rows):
-                await conn.execute(self._upsert(_CUSTOMERS, ["customer_id"]), chunk)
-            for chunk in _chunks(phones):
-                await conn.execute(self._upsert(_PHONES, ["phone"]), chunk)
+            for some_ids in _chunks(ids):
+                await conn.execute(sa.delete(_PHONES).where(_PHONES.c.customer_id.in_(some_ids)))
+            for some_rows in _chunks(rows):
+                await conn.execute(self._upsert(_CUSTOMERS, ["customer_id"]), some_rows)
+            for some_phones in _chunks(phones):
+                await conn.execute(self._upsert(_PHONES, ["phone"]), some_phones)
 
         await self._transaction(attempt, write=True)
 

@@ -105,6 +105,10 @@ class TicketStore:
         self._due_s = dict(tk.DEFAULT_DUE_S) | dict(due_s or {})
         self._clock = clock
 
+    def now(self) -> float:
+        """The time of a request (overdue lists, reports): the store's clock, injected in tests."""
+        return self._clock()
+
     # -- writes ---------------------------------------------------------------------------------
 
     async def create(self, new: NewTicket, idempotency_key: str = "") -> Ticket:
@@ -514,7 +518,7 @@ def _facts_row(f: tk.TicketFacts, now: float) -> dict[str, object]:
     }
 
 
-def _ticket(row: Mapping[str, Any]) -> Ticket:
+def _ticket(row: Mapping[Any, Any]) -> Ticket:
     return Ticket(
         ticket_id=str(row["ticket_id"]),
         category=tk.Category(str(row["category"])),
@@ -538,7 +542,7 @@ def _ticket(row: Mapping[str, Any]) -> Ticket:
     )
 
 
-def _entry(row: Mapping[str, Any]) -> Entry:
+def _entry(row: Mapping[Any, Any]) -> Entry:
     return Entry(
         ticket_id=str(row["ticket_id"]),
         seq=int(row["seq"]),
