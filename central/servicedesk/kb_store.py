@@ -225,15 +225,12 @@ class KnowledgeStore:
                     sa.select(sa.func.count(), sa.func.avg(ARTICLES.c.length)).where(published)
                 )
             ).one()
-            doc_freq: dict[str, int] = dict(
-                (
-                    await conn.execute(
-                        sa.select(TERMS.c.term, sa.func.count())
-                        .where(TERMS.c.term.in_(wanted))
-                        .group_by(TERMS.c.term)
-                    )
-                ).tuples()
+            df_query = (
+                sa.select(TERMS.c.term, sa.func.count())
+                .where(TERMS.c.term.in_(wanted))
+                .group_by(TERMS.c.term)
             )
+            doc_freq = {str(term): int(n) for term, n in (await conn.execute(df_query)).all()}
             postings_query = (
                 sa.select(TERMS.c.term, TERMS.c.article_id, TERMS.c.tf, ARTICLES.c.length)
                 .join(ARTICLES, ARTICLES.c.article_id == TERMS.c.article_id)
@@ -251,7 +248,7 @@ class KnowledgeStore:
             ranked = textsearch.bm25(
                 wanted,
                 postings,
-                doc_freq={t: int(n) for t, n in doc_freq.items()},
+                doc_freq=doc_freq,
                 doc_len=lengths,
                 n_docs=int(n_docs),
                 avg_len=float(avg_len or 0.0),
