@@ -25,7 +25,11 @@ from vcc.v1 import (
     central_pb2,
     central_pb2_grpc,
     common_pb2,
+)
+from vcc.v1 import (
     servicedesk_pb2 as pb,
+)
+from vcc.v1 import (
     servicedesk_pb2_grpc as pb_grpc,
 )
 
