@@ -297,7 +297,20 @@ class Store:
                 return [name for (name,) in rows.all()]
 
             cities = await self._transaction(site_names)
-        await self.upsert_customers(demo_customers(count, cities))
+        wanted = demo_customers(count, cities)
+
+        async def existing(conn: AsyncConnection) -> set[str]:
+            found: set[str] = set()
+            for chunk in _chunks([c.customer_id for c in wanted]):
+                rows = await conn.execute(
+                    sa.select(_CUSTOMERS.c.customer_id).where(_CUSTOMERS.c.customer_id.in_(chunk))
+                )
+                found.update(rows.scalars().all())
+            return found
+
+        # Only the missing ones: a demo customer edited since (a newer version) keeps its edits.
+        known = await self._transaction(existing)
+        await self.upsert_customers([c for c in wanted if c.customer_id not in known])
 
     # -- the province ------------------------------------------------------------------------
 
