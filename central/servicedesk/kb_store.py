@@ -231,28 +231,34 @@ class KnowledgeStore:
                 .group_by(TERMS.c.term)
             )
             doc_freq = {str(term): int(n) for term, n in (await conn.execute(df_query)).all()}
-            postings_query = (
-                sa.select(TERMS.c.term, TERMS.c.article_id, TERMS.c.tf, ARTICLES.c.length)
+            # BM25 summed in the database: only the best `limit` rows come back, however many
+            # articles share a common term (textsearch.bm25 is the same formula, the tests' oracle).
+            weights = {t: textsearch.idf(df, int(n_docs)) for t, df in doc_freq.items()}
+            if not weights:
+                return []
+            avg = float(avg_len or 0.0) or 1.0
+            tf = sa.cast(TERMS.c.tf, sa.Float)
+            k1, b = textsearch.K1, textsearch.B
+            per_term = (
+                sa.case(weights, value=TERMS.c.term, else_=0.0)
+                * tf
+                * (k1 + 1.0)
+                / (tf + k1 * (1.0 - b) + (k1 * b / avg) * ARTICLES.c.length)
+            )
+            score = sa.func.sum(per_term).label("score")
+            query = (
+                sa.select(TERMS.c.article_id, score)
                 .join(ARTICLES, ARTICLES.c.article_id == TERMS.c.article_id)
-                .where(TERMS.c.term.in_(wanted))
+                .where(TERMS.c.term.in_(sorted(weights)))
+                .group_by(TERMS.c.article_id)
+                .order_by(score.desc(), TERMS.c.article_id)
+                .limit(limit)
             )
             if category:
-                postings_query = postings_query.where(ARTICLES.c.category == category)
+                query = query.where(ARTICLES.c.category == category)
             if service:
-                postings_query = postings_query.where(ARTICLES.c.service == service)
-            postings: dict[str, dict[str, int]] = {}
-            lengths: dict[str, int] = {}
-            for term, article_id, tf, length in (await conn.execute(postings_query)).all():
-                postings.setdefault(term, {})[article_id] = int(tf)
-                lengths[article_id] = int(length)
-            ranked = textsearch.bm25(
-                wanted,
-                postings,
-                doc_freq=doc_freq,
-                doc_len=lengths,
-                n_docs=int(n_docs),
-                avg_len=float(avg_len or 0.0),
-            )[:limit]
+                query = query.where(ARTICLES.c.service == service)
+            ranked = [(str(a), float(sc)) for a, sc in (await conn.execute(query)).all()]
             found = await _load(conn, [a for a, _ in ranked])
             return [(found[a], score) for a, score in ranked if a in found]
 

@@ -95,6 +95,11 @@ def query_terms(query: str) -> list[str]:
     return list(dict.fromkeys(terms(query)))
 
 
+def idf(doc_freq: int, n_docs: int) -> float:
+    """BM25's inverse document frequency (the +1 keeps it positive for terms in most documents)."""
+    return math.log(1.0 + (n_docs - doc_freq + 0.5) / (doc_freq + 0.5))
+
+
 def bm25(
     query: Iterable[str],
     postings: Mapping[str, Mapping[str, int]],
@@ -115,8 +120,8 @@ def bm25(
         df = doc_freq.get(term, 0)
         if df == 0:
             continue
-        idf = math.log(1.0 + (n_docs - df + 0.5) / (df + 0.5))
+        weight = idf(df, n_docs)
         for doc, tf in postings.get(term, {}).items():
             norm = K1 * (1.0 - B + B * doc_len.get(doc, 0) / avg)
-            scores[doc] = scores.get(doc, 0.0) + idf * tf * (K1 + 1.0) / (tf + norm)
+            scores[doc] = scores.get(doc, 0.0) + weight * tf * (K1 + 1.0) / (tf + norm)
     return sorted(scores.items(), key=lambda item: (-item[1], item[0]))

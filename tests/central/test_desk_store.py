@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -362,3 +363,41 @@ async def test_reply_needs_an_address(store: Store) -> None:
     assert info.value.error_id == "no-email-address"
     assert (await desk.tickets.get(t.ticket_id)).state == tk.TicketState.NEW  # nothing changed
     assert await desk.notifications.of_ticket(t.ticket_id) == []
+
+
+async def test_the_databases_ranking_is_the_pure_bm25(store: Store) -> None:
+    """Two sources: the SQL that ranks in the database, and textsearch.bm25 over the same index
+    rows read back; the order and the scores agree."""
+    import sqlalchemy as sa
+
+    from central.servicedesk import textsearch
+
+    desk = await desk_on(store, Clock(T0))
+    for title, body, service, tags in ARTICLES:
+        article = await desk.knowledge.propose(
+            Article("", title, body, service=service, tags=tuple(tags), proposed_by="0101")
+        )
+        await desk.knowledge.publish(article.article_id, "r")
+
+    async def index(conn: sa.ext.asyncio.AsyncConnection) -> tuple[list[Any], list[Any]]:
+        terms = (await conn.execute(sa.text("select term, article_id, tf from kb_terms"))).all()
+        lengths = (await conn.execute(sa.text("select article_id, length from kb_articles"))).all()
+        return list(terms), list(lengths)
+
+    terms, lengths = await store.transaction(index)
+    postings: dict[str, dict[str, int]] = {}
+    for term, article_id, tf in terms:
+        postings.setdefault(term, {})[article_id] = tf
+    doc_len = {a: n for a, n in lengths}
+    for query in ("邮政编码", "怎么查询邮编", "track parcels", "postal code 邮政"):
+        expected = textsearch.bm25(
+            textsearch.query_terms(query),
+            postings,
+            doc_freq={t: len(p) for t, p in postings.items()},
+            doc_len=doc_len,
+            n_docs=len(doc_len),
+            avg_len=sum(doc_len.values()) / len(doc_len),
+        )
+        got = [(a.article_id, score) for a, score in await desk.knowledge.search(query, limit=100)]
+        assert [a for a, _ in got] == [a for a, _ in expected], query
+        assert [round(s, 9) for _, s in got] == [round(s, 9) for _, s in expected], query

@@ -70,6 +70,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_tickets_customer_id_created_at", "tickets", ["customer_id", "created_at"])
     op.create_index("ix_tickets_due_at", "tickets", ["due_at", "ticket_id"])
+    op.create_index("ix_tickets_report", "tickets", ["unit", "category", "state", "due_at", "closed_at"])
     op.create_index("ix_tickets_call_id", "tickets", ["call_id"])
 
     op.create_table(
