@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import shutil
 import statistics
 import tempfile
 import time
@@ -107,6 +108,7 @@ async def _run(kind: str, n_tickets: int, n_articles: int, repeat: int) -> dict[
     from central.store import Store
 
     server = None
+    folder = ""
     if kind == "sqlite":
         folder = tempfile.mkdtemp(prefix="vcc-bench-desk-")
         url = f"sqlite+aiosqlite:///{folder}/central.db"
@@ -134,6 +136,9 @@ async def _run(kind: str, n_tickets: int, n_articles: int, repeat: int) -> dict[
     finally:
         if server is not None:
             server.stop()
+            shutil.rmtree(Path(server.root).parent, ignore_errors=True)
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 async def _load_tickets(store: Any, n: int, now: float) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from central.servicedesk import textsearch as ts
 
 
@@ -64,3 +67,12 @@ def test_english_ranking() -> None:
 def test_no_match_and_unknown_terms() -> None:
     assert rank("火星", {"a": "邮政编码"}) == []
     assert ts.query_terms("the of and") == []
+
+
+HAN = st.text(alphabet=st.characters(min_codepoint=0x4E00, max_codepoint=0x9FFF), min_size=1, max_size=12)
+
+
+@given(word=HAN.filter(lambda w: len(w) > 1), before=HAN, after=HAN)
+def test_a_chinese_word_is_found_wherever_it_sits_in_a_phrase(word: str, before: str, after: str) -> None:
+    assert set(ts.query_terms(word)) <= set(ts.terms(before + word + after))
+    assert "in" in rank(word, {"in": before + word + after, "other": "English only"})
