@@ -3,10 +3,11 @@ which every site reads: SMTP credentials and the SMS gateway's token stay on cen
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from central.servicedesk.tickets import HOUR_S, Category
+from vcc.config import ConfigError
 
 
 class SmtpSettings(BaseSettings):
@@ -50,3 +51,19 @@ class DeskSettings(BaseSettings):
 
     def due_s(self) -> dict[Category, float]:
         return {category: hours * HOUR_S for category, hours in self.due_hours.items()}
+
+
+def check_environment() -> None:
+    """At start, before serving: a bad VCC_SMTP_* / VCC_SMS_* / VCC_DESK_* value is one line
+    naming the variable (vcc.config.ConfigError), not a failure at the first notification."""
+    for settings, prefix in (
+        (SmtpSettings, "VCC_SMTP_"),
+        (SmsSettings, "VCC_SMS_"),
+        (DeskSettings, "VCC_DESK_"),
+    ):
+        try:
+            settings()
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            name = prefix + str(first["loc"][0]).upper() if first["loc"] else prefix
+            raise ConfigError(f"{name}: {first['msg']}") from None

@@ -64,3 +64,13 @@ def test_csv_rows_and_shape_rejects() -> None:
 def test_csv_bad_header() -> None:
     rows, rejected = parse_csv("id,nom\n1,x\n")
     assert rows == [] and rejected[0].error_id == "bad-header"
+
+
+def test_bad_settings_in_the_environment_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from central.servicedesk.settings import check_environment
+    from vcc.config import ConfigError
+
+    check_environment()
+    monkeypatch.setenv("VCC_DESK_MAX_ATTEMPTS", "0")
+    with pytest.raises(ConfigError, match="VCC_DESK_MAX_ATTEMPTS"):
+        check_environment()
