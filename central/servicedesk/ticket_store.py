@@ -399,13 +399,9 @@ class TicketStore:
                 query = query.where(TICKETS.c.customer_id == customer_id)
             if call_id:
                 query = query.where(TICKETS.c.call_id == call_id)
-            limit = (
-                min(x for x in (due_before, overdue_at) if x is not None)
-                if (due_before or overdue_at)
-                else None
-            )
-            if limit is not None:
-                query = query.where(TICKETS.c.due_at < limit)
+            bounds = [x for x in (due_before, overdue_at) if x is not None]
+            if bounds:
+                query = query.where(TICKETS.c.due_at < min(bounds))
             if cursor is not None:
                 query = query.where(
                     sa.or_(
