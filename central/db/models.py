@@ -80,6 +80,8 @@ class Call(Base):
     __table_args__ = (
         # A customer's history finds their calls by caller number (migration 0004).
         Index("ix_calls_ani_first_event_at", "ani", "first_event_at"),
+        # ... and the calls made to them (callbacks) by the number called.
+        Index("ix_calls_dnis_first_event_at", "dnis", "first_event_at"),
         Index("ix_calls_first_event_at_call_id", "first_event_at", "call_id"),
         Index("ix_calls_entry_site_id_first_event_at", "entry_site_id", "first_event_at", "call_id"),
     )

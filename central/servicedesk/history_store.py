@@ -4,6 +4,7 @@ customer, read from the tables central already keeps, merged by .timeline."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -65,24 +66,29 @@ class HistoryStore:
 async def _calls(
     conn: AsyncConnection, numbers: Sequence[str], until: float | None, limit: int
 ) -> list[Item]:
-    query = (
-        sa.select(CALLS)
-        .where(CALLS.c.ani.in_(list(numbers)))
-        .order_by(CALLS.c.first_event_at.desc())
-        .limit(limit)
-    )
-    if until is not None:
-        query = query.where(CALLS.c.first_event_at <= until)
-    rows = (await conn.execute(query)).all()
+    """Calls from the customer's numbers, and calls to them (callbacks, F20: the number called)."""
+    rows: dict[str, Any] = {}
+    for column in (CALLS.c.ani, CALLS.c.dnis):
+        # One query per column, each on its own index (an OR of the two would scan).
+        query = (
+            sa.select(CALLS)
+            .where(column.in_(list(numbers)))
+            .order_by(CALLS.c.first_event_at.desc())
+            .limit(limit)
+        )
+        if until is not None:
+            query = query.where(CALLS.c.first_event_at <= until)
+        for r in (await conn.execute(query)).all():
+            rows.setdefault(r.call_id, r)
     sites: dict[str, list[str]] = {}
     if rows:
-        legs = sa.select(LEGS.c.call_id, LEGS.c.site_id).where(LEGS.c.call_id.in_([r.call_id for r in rows]))
+        legs = sa.select(LEGS.c.call_id, LEGS.c.site_id).where(LEGS.c.call_id.in_(list(rows)))
         for call_id, site_id in (await conn.execute(legs.order_by(LEGS.c.call_id, LEGS.c.first_at))).all():
             sites.setdefault(call_id, []).append(site_id)
     return [
         Item(
             at=float(r.first_event_at),
-            kind=ItemKind.CALL,
+            kind=ItemKind.CALL if r.ani in numbers else ItemKind.CALLBACK,
             ref_id=r.call_id,
             site_id=r.entry_site_id,
             sites=tuple(sites.get(r.call_id, [r.entry_site_id])),
@@ -92,7 +98,7 @@ async def _calls(
                 + (f", talked {r.talk_s:.0f} s" if r.talk_s else "")
             ),
         )
-        for r in rows
+        for r in rows.values()
     ]
 
 

@@ -4,12 +4,14 @@ optimistic customer edits, knowledge search, history, the notification outbox.""
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from central.customers import Customer
+from central.records import EventKind, Outcome
 from central.servicedesk import tickets as tk
 from central.servicedesk.customer_store import StaleVersion
 from central.servicedesk.desk import ServiceDesk
@@ -21,7 +23,7 @@ from central.servicedesk.ticket_store import NewTicket
 from central.servicedesk.timeline import ItemKind
 from central.store import Store
 from tests.central.desk_support import Clock, eventually, sms_gateway, smtp_server
-from tests.central.factories import T0, overflowed_call
+from tests.central.factories import T0, ev, overflowed_call
 from tests.central.province import province
 from vcc.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
@@ -46,7 +48,10 @@ def caller(phone: str = "13800000002", email: str = "zhang@example.com") -> Cust
     )
 
 
-async def test_ticket_lifecycle_across_cities_with_email(store: Store) -> None:
+async def test_ticket_lifecycle_across_cities_with_email(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="central")
     clock = Clock(T0 + 100)
     async with smtp_server() as (inbox, smtp):
         desk = await desk_on(store, clock, settings=FAST_RETRIES, senders={Channel.EMAIL: EmailSender(smtp)})
@@ -124,6 +129,22 @@ async def test_ticket_lifecycle_across_cities_with_email(store: Store) -> None:
             "back-office",
         ]
 
+        # Shenzhen calls the customer back (an outbound call to their number).
+        await store.ingest(
+            "sz",
+            [
+                ev(
+                    EventKind.ARRIVED,
+                    7200.0,
+                    1,
+                    call_id="callback-1",
+                    site="sz",
+                    ani="95185",
+                    dnis="13800000002",
+                ),
+                ev(EventKind.ENDED, 7260.0, 2, call_id="callback-1", site="sz", outcome=Outcome.ANSWERED),
+            ],
+        )
         # The customer's time line, by the number they called from: the call with both cities.
         found, items, _ = await desk.history.history(phone="13800000002")
         assert found is not None and found.customer_id == customer.customer_id
@@ -132,10 +153,21 @@ async def test_ticket_lifecycle_across_cities_with_email(store: Store) -> None:
             (ItemKind.CALL, "call-1"),
             (ItemKind.TICKET, ticket.ticket_id),
             (ItemKind.NOTIFICATION, notification_id),
+            (ItemKind.CALLBACK, "callback-1"),
         }
         call = next(i for i in items if i.kind == ItemKind.CALL)
         assert call.sites == ("gz", "sz")
         assert [i.at for i in items] == sorted((i.at for i in items), reverse=True)
+        # Paged, the same items in the same order.
+        paged, token = [], ""
+        while True:
+            _, page, token = await desk.history.history(phone="13800000002", page_size=1, page_token=token)
+            paged.extend(page)
+            if not token:
+                break
+        assert paged == items
+    # Numbers are masked in the logs.
+    assert "13800000002" not in caplog.text and "138****0002" in caplog.text
 
 
 async def test_overdue_escalation_with_time_given(store: Store) -> None:

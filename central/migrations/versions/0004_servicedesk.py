@@ -27,6 +27,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("updated_at", sa.Double(), server_default="0", nullable=False))
     op.create_index("ix_customers_account", "customers", ["account"])
     op.create_index("ix_calls_ani_first_event_at", "calls", ["ani", "first_event_at"])
+    op.create_index("ix_calls_dnis_first_event_at", "calls", ["dnis", "first_event_at"])
 
     op.create_table(
         "customer_phones",
@@ -169,6 +170,7 @@ def downgrade() -> None:
         "customer_phones",
     ):
         op.drop_table(table)
+    op.drop_index("ix_calls_dnis_first_event_at", "calls")
     op.drop_index("ix_calls_ani_first_event_at", "calls")
     op.drop_index("ix_customers_account", "customers")
     with op.batch_alter_table("customers") as batch:
