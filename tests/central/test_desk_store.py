@@ -433,3 +433,42 @@ async def test_the_databases_ranking_is_the_pure_bm25(store: Store) -> None:
         got = [(a.article_id, score) for a, score in await desk.knowledge.search(query, limit=100)]
         assert [a for a, _ in got] == [a for a, _ in expected], query
         assert [round(s, 9) for _, s in got] == [round(s, 9) for _, s in expected], query
+
+
+async def test_two_replies_at_once_one_wins_one_notification(store: Store) -> None:
+    desk = await desk_on(store, Clock(T0))
+    customer = await desk.customers.create(caller())
+    t = await desk.tickets.create(
+        NewTicket(tk.Category.COMPLAINT, "投诉", customer_id=customer.customer_id, created_by="0101")
+    )
+    results = await asyncio.gather(
+        desk.tickets.reply(t.ticket_id, "0101", "答复一", Channel.EMAIL),
+        desk.tickets.reply(t.ticket_id, "0201", "答复二", Channel.EMAIL),
+        return_exceptions=True,
+    )
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert len(refused) == 1 and isinstance(refused[0], FailedPrecondition)
+    assert refused[0].error_id == "bad-transition"
+    assert len(await desk.notifications.of_ticket(t.ticket_id)) == 1
+    assert [e.kind for e in await desk.tickets.entries(t.ticket_id)] == ["created", "reply"]
+
+
+async def test_the_outbox_keeps_what_it_could_not_send(store: Store) -> None:
+    """No e-mail sender configured: the notification waits, pending; a central that has one
+    (after a restart with VCC_SMTP_HOST set) sends it."""
+    clock = Clock(T0)
+    desk = await desk_on(store, clock, senders={})
+    customer = await desk.customers.create(caller())
+    t = await desk.tickets.create(
+        NewTicket(tk.Category.INQUIRY, "q", customer_id=customer.customer_id, created_by="x")
+    )
+    _, notification_id = await desk.tickets.reply(t.ticket_id, "x", "a", Channel.EMAIL)
+    assert await desk.dispatcher.kick() == 0
+    assert (await desk.notifications.get([notification_id]))[
+        notification_id
+    ].state == NotificationState.PENDING
+    async with smtp_server() as (inbox, smtp):
+        restarted = await desk_on(store, clock, senders={Channel.EMAIL: EmailSender(smtp)})
+        await restarted.dispatcher.run_once()
+        assert len(inbox.messages) == 1
+    assert (await desk.notifications.get([notification_id]))[notification_id].state == NotificationState.SENT
