@@ -202,7 +202,7 @@ class CentralApp:
                         host=host,
                         port=int(port),
                         province_name=self.config.province.name,
-                        tickets=self.desk.tickets if self.desk is not None else None,
+                        tickets=self.desk.ticket_queries if self.desk is not None else None,
                     )
                     self.dashboard_port = await dashboard.start()
                     self.dashboard = dashboard

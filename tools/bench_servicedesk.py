@@ -104,7 +104,7 @@ async def _run(kind: str, n_tickets: int, n_articles: int, repeat: int) -> dict[
     from central.db.engine import create_engine
     from central.db.migrate import upgrade
     from central.servicedesk.kb_store import KnowledgeStore
-    from central.servicedesk.ticket_store import TicketStore
+    from central.servicedesk.ticket_queries import TicketQueries
     from central.store import Store
 
     server = None
@@ -127,7 +127,7 @@ async def _run(kind: str, n_tickets: int, n_articles: int, repeat: int) -> dict[
             await _load_tickets(store, n_tickets, now)
             await _load_articles(store, n_articles)
             load_s = time.perf_counter() - started
-            tickets = TicketStore(store, CITIES, clock=lambda: now)
+            tickets = TicketQueries(store, clock=lambda: now)
             kb = KnowledgeStore(store)
             queries = await _measure(tickets, kb, now, repeat)
             return {"tickets": n_tickets, "articles": n_articles, "load_s": load_s, "queries": queries}

@@ -7,7 +7,7 @@ from central.servicedesk import tickets as tk
 from central.servicedesk.customers import mask_phone
 from central.servicedesk.kb_store import Article
 from central.servicedesk.notification_store import Channel, Notification
-from central.servicedesk.ticket_store import Entry, ReportRow, Ticket
+from central.servicedesk.ticket_records import Entry, ReportRow, Ticket
 from central.servicedesk.timeline import Item
 from vcc.errors import InvalidArgument
 from vcc.rpc import timestamp

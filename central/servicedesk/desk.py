@@ -22,6 +22,7 @@ from central.servicedesk.kb_store import KnowledgeStore
 from central.servicedesk.notification_store import Channel, NotificationStore
 from central.servicedesk.notify import Dispatcher, EmailSender, HttpSmsSender, Sender
 from central.servicedesk.settings import DeskSettings, SmsSettings, SmtpSettings
+from central.servicedesk.ticket_queries import TicketQueries
 from central.servicedesk.ticket_store import TicketStore
 from central.store import Store
 from vcc.v1 import servicedesk_pb2_grpc as pb_grpc
@@ -52,6 +53,7 @@ class ServiceDesk:
         self._clock = clock
         self.customers = CustomerStore(store, clock)
         self.tickets = TicketStore(store, site_ids, self.settings.due_s(), clock)
+        self.ticket_queries = TicketQueries(store, clock)
         self.notifications = NotificationStore(store)
         self.knowledge = KnowledgeStore(store, clock)
         self.history = HistoryStore(store, self.customers)
@@ -62,13 +64,16 @@ class ServiceDesk:
             max_attempts=self.settings.max_attempts,
             retry_base_s=self.settings.retry_base_s,
             retry_max_s=self.settings.retry_max_s,
+            attempt_timeout_s=self.settings.attempt_timeout_s,
             clock=clock,
         )
         self._tasks: list[asyncio.Task[None]] = []
 
     def add_to(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_CustomerServiceServicer_to_server(CustomerService(self.customers), server)
-        pb_grpc.add_TicketServiceServicer_to_server(TicketService(self.tickets, self.notifications), server)
+        pb_grpc.add_TicketServiceServicer_to_server(
+            TicketService(self.tickets, self.ticket_queries, self.notifications), server
+        )
         pb_grpc.add_KnowledgeServiceServicer_to_server(KnowledgeService(self.knowledge), server)
         pb_grpc.add_HistoryServiceServicer_to_server(HistoryService(self.history), server)
 

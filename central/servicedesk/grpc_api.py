@@ -16,7 +16,9 @@ from central.servicedesk.customer_store import CustomerStore
 from central.servicedesk.history_store import HistoryStore
 from central.servicedesk.kb_store import Article, ArticleState, KnowledgeStore
 from central.servicedesk.notification_store import Channel, NotificationStore
-from central.servicedesk.ticket_store import NewTicket, TicketStore
+from central.servicedesk.ticket_queries import TicketQueries
+from central.servicedesk.ticket_records import NewTicket
+from central.servicedesk.ticket_store import TicketStore
 from vcc.errors import InvalidArgument
 from vcc.rpc import maps_errors, timestamp, unix_s
 from vcc.v1 import servicedesk_pb2 as pb
@@ -106,8 +108,11 @@ class CustomerService(pb_grpc.CustomerServiceServicer):
 
 
 class TicketService(pb_grpc.TicketServiceServicer):
-    def __init__(self, tickets: TicketStore, notifications: NotificationStore) -> None:
+    def __init__(
+        self, tickets: TicketStore, queries: TicketQueries, notifications: NotificationStore
+    ) -> None:
         self._tickets = tickets
+        self._queries = queries
         self._notifications = notifications
 
     @maps_errors
@@ -134,8 +139,8 @@ class TicketService(pb_grpc.TicketServiceServicer):
     @maps_errors
     async def GetTicket(self, request: pb.GetTicketRequest, context: Context) -> pb.GetTicketResponse:
         _need_id("ticket_id", request.ticket_id)
-        ticket = await self._tickets.get(request.ticket_id)
-        entries = await self._tickets.entries(request.ticket_id)
+        ticket = await self._queries.get(request.ticket_id)
+        entries = await self._queries.entries(request.ticket_id)
         notifications = await self._notifications.of_ticket(request.ticket_id)
         return pb.GetTicketResponse(
             ticket=convert.ticket_to_proto(ticket),
@@ -198,14 +203,14 @@ class TicketService(pb_grpc.TicketServiceServicer):
     async def SearchTickets(
         self, request: pb.SearchTicketsRequest, context: Context
     ) -> pb.SearchTicketsResponse:
-        found, token = await self._tickets.search(
+        found, token = await self._queries.search(
             unit=request.unit,
             states=[convert.state_from_proto(s) for s in request.states],
             category=convert.category_from_proto(request.category, required=False),
             customer_id=request.customer_id,
             call_id=request.call_id,
             due_before=unix_s(request.due_before) if request.HasField("due_before") else None,
-            overdue_at=self._tickets.now() if request.overdue_only else None,
+            overdue_at=self._queries.now() if request.overdue_only else None,
             page_size=common.page_size(request.page_size),
             page_token=request.page_token,
         )
@@ -217,8 +222,8 @@ class TicketService(pb_grpc.TicketServiceServicer):
     async def GetTicketReport(
         self, request: pb.GetTicketReportRequest, context: Context
     ) -> pb.GetTicketReportResponse:
-        now = self._tickets.now()
-        rows = await self._tickets.report(now)
+        now = self._queries.now()
+        rows = await self._queries.report(now)
         return pb.GetTicketReportResponse(
             rows=[convert.report_row_to_proto(r) for r in rows], at=timestamp(now)
         )

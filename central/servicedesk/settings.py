@@ -45,6 +45,8 @@ class DeskSettings(BaseSettings):
     max_attempts: int = Field(default=5, ge=1, le=50)
     retry_base_s: float = Field(default=1.0, ge=0)
     retry_max_s: float = Field(default=60.0, ge=0)
+    # One delivery attempt with no answer in this long counts as failed (a hung gateway).
+    attempt_timeout_s: float = Field(default=30.0, gt=0)
     poll_s: float = Field(default=2.0, gt=0)
     escalate_every_s: float = Field(default=60.0, gt=0)
     due_hours: dict[Category, float] = Field(default_factory=dict)

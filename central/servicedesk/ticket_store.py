@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Collection, Mapping
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -17,72 +15,18 @@ from central.servicedesk import common
 from central.servicedesk import tickets as tk
 from central.servicedesk.customers import mask_phone
 from central.servicedesk.notification_store import Channel, enqueue
+from central.servicedesk.ticket_records import ENTRIES, TICKETS, Entry, NewTicket, Ticket, load_one
 from central.store import Store
 from vcc.errors import FailedPrecondition, InvalidArgument, NotFound
 
 log = logging.getLogger(__name__)
 
-TICKETS = models.Base.metadata.tables["tickets"]
-ENTRIES = models.Base.metadata.tables["ticket_entries"]
 CUSTOMERS = models.Base.metadata.tables["customers"]
 MAX_TITLE = 200
 MAX_TEXT = 10_000
 MAX_ACTOR = 64
 # Overdue tickets escalated per transaction (a backlog is worked through in several).
 ESCALATE_BATCH = 200
-
-
-@dataclass(frozen=True)
-class Ticket:
-    ticket_id: str
-    category: tk.Category
-    facts: tk.TicketFacts
-    title: str
-    description: str
-    customer_id: str
-    call_id: str
-    origin_site_id: str
-    created_by: str
-    created_at: float
-    updated_at: float
-
-    @property
-    def state(self) -> tk.TicketState:
-        return self.facts.state
-
-
-@dataclass(frozen=True)
-class Entry:
-    ticket_id: str
-    seq: int
-    kind: str
-    author: str
-    at: float
-    body: str
-    from_state: str = ""
-    to_state: str = ""
-
-
-@dataclass(frozen=True)
-class NewTicket:
-    category: tk.Category
-    title: str
-    description: str = ""
-    customer_id: str = ""
-    call_id: str = ""
-    origin_site_id: str = ""
-    created_by: str = ""
-    unit: str = ""
-
-
-@dataclass(frozen=True)
-class ReportRow:
-    unit: str
-    category: tk.Category
-    open: int
-    overdue: int
-    closed_in_time: int
-    closed_late: int
 
 
 def check_text(field: str, value: str, limit: int, *, required: bool = False) -> None:
@@ -104,12 +48,6 @@ class TicketStore:
         self._sites = frozenset(sites)
         self._due_s = dict(tk.DEFAULT_DUE_S) | dict(due_s or {})
         self._clock = clock
-
-    def now(self) -> float:
-        """The time of a request (overdue lists, reports): the store's clock, injected in tests."""
-        return self._clock()
-
-    # -- writes ---------------------------------------------------------------------------------
 
     async def create(self, new: NewTicket, idempotency_key: str = "") -> Ticket:
         check_text("title", new.title, MAX_TITLE, required=True)
@@ -188,7 +126,7 @@ class TicketStore:
         now = self._clock()
 
         async def attempt(conn: AsyncConnection) -> int:
-            await _load_one(conn, ticket_id)
+            await load_one(conn, ticket_id)
             seq = await _add_entry(conn, ticket_id, "note", author, now, body, "", "")
             await conn.execute(
                 sa.update(TICKETS).where(TICKETS.c.ticket_id == ticket_id).values(updated_at=now)
@@ -246,7 +184,7 @@ class TicketStore:
             change = event
             if change is None:
                 # Reopen: its new due time comes from the ticket's category.
-                current = await _load_one(conn, ticket_id)
+                current = await load_one(conn, ticket_id)
                 change = tk.Reopen(now + self._due_s[current.category])
             await self._apply(conn, ticket_id, change, actor, now, body, channel=channel, queued=queued)
 
@@ -265,7 +203,7 @@ class TicketStore:
         channel: Channel | None = None,
         queued: list[str] | None = None,
     ) -> tk.TicketFacts:
-        ticket = await _load_one(conn, ticket_id)
+        ticket = await load_one(conn, ticket_id)
         facts, effects = tk.transition(ticket.facts, event, now)
         if not effects:
             return facts
@@ -339,6 +277,12 @@ class TicketStore:
         log.info("ticket %s: reply queued for %s %s", ticket.ticket_id, channel.value, shown)
         return notification_id
 
+    async def get(self, ticket_id: str) -> Ticket:
+        async def attempt(conn: AsyncConnection) -> Ticket:
+            return await load_one(conn, ticket_id)
+
+        return await self._store.transaction(attempt)
+
     def default_channel(self, email: str, phone: str) -> Channel | None:
         return Channel.EMAIL if email else Channel.SMS if phone else None
 
@@ -346,114 +290,10 @@ class TicketStore:
         """The (email, phone) of a ticket's customer, ("", "") without one."""
 
         async def attempt(conn: AsyncConnection) -> tuple[str, str]:
-            ticket = await _load_one(conn, ticket_id)
+            ticket = await load_one(conn, ticket_id)
             return await _customer_contact(conn, ticket.customer_id) if ticket.customer_id else ("", "")
 
         return await self._store.transaction(attempt)
-
-    # -- reads ----------------------------------------------------------------------------------
-
-    async def get(self, ticket_id: str) -> Ticket:
-        async def attempt(conn: AsyncConnection) -> Ticket:
-            return await _load_one(conn, ticket_id)
-
-        return await self._store.transaction(attempt)
-
-    async def entries(self, ticket_id: str) -> list[Entry]:
-        async def attempt(conn: AsyncConnection) -> list[Entry]:
-            query = sa.select(ENTRIES).where(ENTRIES.c.ticket_id == ticket_id).order_by(ENTRIES.c.seq)
-            return [_entry(r._mapping) for r in (await conn.execute(query)).all()]
-
-        return await self._store.transaction(attempt)
-
-    async def search(
-        self,
-        *,
-        unit: str = "",
-        states: Sequence[tk.TicketState] = (),
-        category: tk.Category | None = None,
-        customer_id: str = "",
-        call_id: str = "",
-        due_before: float | None = None,
-        overdue_at: float | None = None,
-        page_size: int = common.DEFAULT_PAGE_SIZE,
-        page_token: str = "",
-    ) -> tuple[list[Ticket], str]:
-        """Tickets in due order (the most urgent first), keyset-paged on (due_at, ticket_id)."""
-        cursor = common.decode_token("tickets", page_token, (float, str)) if page_token else None
-        wanted = list(states)
-        if overdue_at is not None:
-            wanted = [s for s in (wanted or tk.OPEN_STATES) if s in tk.OPEN_STATES]
-            if not wanted:
-                return [], ""
-
-        async def attempt(conn: AsyncConnection) -> tuple[list[Ticket], str]:
-            query = sa.select(TICKETS).order_by(TICKETS.c.due_at, TICKETS.c.ticket_id).limit(page_size + 1)
-            if unit:
-                query = query.where(TICKETS.c.unit == unit)
-            if wanted:
-                query = query.where(TICKETS.c.state.in_(sorted(s.value for s in wanted)))
-            if category is not None:
-                query = query.where(TICKETS.c.category == category.value)
-            if customer_id:
-                query = query.where(TICKETS.c.customer_id == customer_id)
-            if call_id:
-                query = query.where(TICKETS.c.call_id == call_id)
-            bounds = [x for x in (due_before, overdue_at) if x is not None]
-            if bounds:
-                query = query.where(TICKETS.c.due_at < min(bounds))
-            if cursor is not None:
-                query = query.where(
-                    sa.or_(
-                        TICKETS.c.due_at > cursor[0],
-                        sa.and_(TICKETS.c.due_at == cursor[0], TICKETS.c.ticket_id > cursor[1]),
-                    )
-                )
-            rows = (await conn.execute(query)).all()
-            page = [_ticket(r._mapping) for r in rows[:page_size]]
-            token = ""
-            if len(rows) > page_size:
-                token = common.encode_token("tickets", [page[-1].facts.due_at, page[-1].ticket_id])
-            return page, token
-
-        return await self._store.transaction(attempt)
-
-    async def report(self, now: float) -> list[ReportRow]:
-        """Per unit and category: open, open past due, closed by the due time, closed after it."""
-        open_states = [s.value for s in tk.OPEN_STATES]
-        is_open = TICKETS.c.state.in_(open_states)
-        closed = TICKETS.c.state == tk.TicketState.CLOSED.value
-
-        def count(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
-            return sa.func.sum(sa.case((condition, 1), else_=0))
-
-        query = (
-            sa.select(
-                TICKETS.c.unit,
-                TICKETS.c.category,
-                count(is_open),
-                count(sa.and_(is_open, TICKETS.c.due_at < now)),
-                count(sa.and_(closed, TICKETS.c.closed_at <= TICKETS.c.due_at)),
-                count(sa.and_(closed, TICKETS.c.closed_at > TICKETS.c.due_at)),
-            )
-            .group_by(TICKETS.c.unit, TICKETS.c.category)
-            .order_by(TICKETS.c.unit, TICKETS.c.category)
-        )
-
-        async def attempt(conn: AsyncConnection) -> list[ReportRow]:
-            return [
-                ReportRow(unit, tk.Category(category), int(o or 0), int(od or 0), int(ci or 0), int(cl or 0))
-                for unit, category, o, od, ci, cl in (await conn.execute(query)).all()
-            ]
-
-        return await self._store.transaction(attempt)
-
-
-async def _load_one(conn: AsyncConnection, ticket_id: str) -> Ticket:
-    row = (await conn.execute(sa.select(TICKETS).where(TICKETS.c.ticket_id == ticket_id))).first()
-    if row is None:
-        raise NotFound("ticket-not-found", f"no ticket {ticket_id!r}")
-    return _ticket(row._mapping)
 
 
 async def _customer_contact(conn: AsyncConnection, customer_id: str) -> tuple[str, str]:
@@ -512,40 +352,3 @@ def _facts_row(f: tk.TicketFacts, now: float) -> dict[str, object]:
         "reopen_count": f.reopen_count,
         "updated_at": now,
     }
-
-
-def _ticket(row: Mapping[Any, Any]) -> Ticket:
-    return Ticket(
-        ticket_id=str(row["ticket_id"]),
-        category=tk.Category(str(row["category"])),
-        facts=tk.TicketFacts(
-            state=tk.TicketState(str(row["state"])),
-            unit=str(row["unit"]),
-            due_at=float(row["due_at"]),
-            escalation=int(row["escalation"]),
-            replied_at=row["replied_at"],
-            closed_at=row["closed_at"],
-            reopen_count=int(row["reopen_count"]),
-        ),
-        title=str(row["title"]),
-        description=str(row["description"]),
-        customer_id=str(row["customer_id"]),
-        call_id=str(row["call_id"]),
-        origin_site_id=str(row["origin_site_id"]),
-        created_by=str(row["created_by"]),
-        created_at=float(row["created_at"]),
-        updated_at=float(row["updated_at"]),
-    )
-
-
-def _entry(row: Mapping[Any, Any]) -> Entry:
-    return Entry(
-        ticket_id=str(row["ticket_id"]),
-        seq=int(row["seq"]),
-        kind=str(row["kind"]),
-        author=str(row["author"]),
-        at=float(row["at"]),
-        body=str(row["body"]),
-        from_state=str(row["from_state"]),
-        to_state=str(row["to_state"]),
-    )

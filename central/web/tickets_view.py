@@ -12,11 +12,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from central.servicedesk.ticket_store import ReportRow
+from central.servicedesk.ticket_records import ReportRow
 
 
 class TicketReport(Protocol):
-    """What the view reads (central.servicedesk.ticket_store.TicketStore)."""
+    """What the view reads (central.servicedesk.ticket_queries.TicketQueries)."""
 
     async def report(self, now: float) -> list[ReportRow]: ...
 

@@ -61,7 +61,8 @@ class Gateway:
 
     def __init__(self) -> None:
         self.mode = "ok"
-        self.hang_s = 2.0
+        # "hang": requests wait for this, then are refused (the test decides when).
+        self.release = threading.Event()
         self.received: list[dict[str, Any]] = []
         self.lock = threading.Lock()
 
@@ -77,7 +78,7 @@ def sms_gateway() -> Iterator[tuple[Gateway, Callable[[float], SmsSettings]]]:
                 gateway.received.append({"body": body, "auth": self.headers.get("Authorization", "")})
                 mode = gateway.mode
             if mode == "hang":
-                time.sleep(gateway.hang_s)
+                gateway.release.wait(30)
             status = 200 if mode == "ok" else 503
             payload = b'{"status":"queued"}' if status == 200 else b'{"error":"operator busy"}'
             with contextlib.suppress(OSError):
@@ -98,6 +99,7 @@ def sms_gateway() -> Iterator[tuple[Gateway, Callable[[float], SmsSettings]]]:
     try:
         yield gateway, lambda timeout_s: SmsSettings(gateway_url=url, token="t0ken", timeout_s=timeout_s)
     finally:
+        gateway.release.set()
         server.shutdown()
         server.server_close()
 

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from central.live_state import LiveState
 from central.servicedesk import tickets as tk
 from central.servicedesk.desk import ServiceDesk
-from central.servicedesk.ticket_store import NewTicket
+from central.servicedesk.ticket_records import NewTicket
 from central.stats.service import StatsService
 from central.store import Store
 from central.web.server import Dashboard
@@ -34,7 +34,7 @@ async def test_tickets_view_open_and_overdue_by_unit(store: Store, engine: Async
         LiveState([("gz", "Guangzhou"), ("sz", "Shenzhen")], membership=list, max_state_age_s=2.0),
         StatsService(engine),
         clock=clock,
-        tickets=desk.tickets,
+        tickets=desk.ticket_queries,
     )
     port = await dashboard.start()
     try:

@@ -19,7 +19,7 @@ from central.servicedesk.kb_store import Article, ArticleState
 from central.servicedesk.notification_store import Channel, NotificationState
 from central.servicedesk.notify import EmailSender, HttpSmsSender
 from central.servicedesk.settings import DeskSettings
-from central.servicedesk.ticket_store import NewTicket
+from central.servicedesk.ticket_records import NewTicket
 from central.servicedesk.timeline import ItemKind
 from central.store import Store
 from tests.central.desk_support import Clock, eventually, sms_gateway, smtp_server
@@ -78,7 +78,7 @@ async def test_ticket_lifecycle_across_cities_with_email(
         ticket = await desk.tickets.dispatch(ticket.ticket_id, "city:sz", "0101", "深圳处理")
         assert (ticket.state, ticket.facts.unit) == (tk.TicketState.ASSIGNED, "city:sz")
         # Shenzhen sees it in its unit's list and takes it.
-        listed, _ = await desk.tickets.search(unit="city:sz", states=[tk.TicketState.ASSIGNED])
+        listed, _ = await desk.ticket_queries.search(unit="city:sz", states=[tk.TicketState.ASSIGNED])
         assert [t.ticket_id for t in listed] == [ticket.ticket_id]
         ticket = await desk.tickets.start(ticket.ticket_id, "0201")
         await desk.tickets.add_note(ticket.ticket_id, "0201", "联系了快递公司")
@@ -109,7 +109,7 @@ async def test_ticket_lifecycle_across_cities_with_email(
             await desk.tickets.close(ticket.ticket_id, "back-office")
         assert info.value.error_id == "bad-transition"
 
-        entries = await desk.tickets.entries(ticket.ticket_id)
+        entries = await desk.ticket_queries.entries(ticket.ticket_id)
         assert [(e.kind, e.from_state, e.to_state) for e in entries] == [
             ("created", "", "new"),
             ("transition", "new", "assigned"),
@@ -186,17 +186,17 @@ async def test_overdue_escalation_with_time_given(store: Store) -> None:
     assert await desk.tickets.escalate_overdue(T0 + 3 * HOUR) == [(inquiry.ticket_id, 1)]
     assert await desk.tickets.escalate_overdue(T0 + 4 * HOUR) == []  # once per episode
     assert await desk.tickets.escalate_overdue(T0 + 49 * HOUR) == [(complaint.ticket_id, 1)]
-    entries = await desk.tickets.entries(inquiry.ticket_id)
+    entries = await desk.ticket_queries.entries(inquiry.ticket_id)
     assert entries[-1].kind == "escalation" and entries[-1].at == T0 + 3 * HOUR
     assert (await desk.tickets.get(inquiry.ticket_id)).facts.escalation == 1
 
-    overdue, _ = await desk.tickets.search(overdue_at=T0 + 3 * HOUR)
+    overdue, _ = await desk.ticket_queries.search(overdue_at=T0 + 3 * HOUR)
     assert [t.ticket_id for t in overdue] == [inquiry.ticket_id]
     # Replied and closed after its due time: closed late; the complaint still open and overdue.
     await desk.tickets.reply(inquiry.ticket_id, "back-office", "邮编是 510000", None)
     clock.now = T0 + 5 * HOUR
     await desk.tickets.close(inquiry.ticket_id, "back-office")
-    rows = {(r.unit, r.category): r for r in await desk.tickets.report(T0 + 50 * HOUR)}
+    rows = {(r.unit, r.category): r for r in await desk.ticket_queries.report(T0 + 50 * HOUR)}
     post, gz = rows[("dept:post", tk.Category.INQUIRY)], rows[("city:gz", tk.Category.COMPLAINT)]
     assert (post.open, post.overdue, post.closed_in_time, post.closed_late) == (0, 0, 0, 1)
     assert (gz.open, gz.overdue, gz.closed_in_time, gz.closed_late) == (1, 1, 0, 0)
@@ -328,20 +328,19 @@ async def _titles(desk: ServiceDesk, query: str, **filters: str) -> list[str]:
 
 
 async def test_a_failing_sender_does_not_block_the_others(store: Store) -> None:
-    """The SMS gateway hangs on every request; e-mail is delivered meanwhile, and the SMS ends
-    failed after the bounded attempts, each one recorded."""
+    """The SMS gateway hangs: e-mail is delivered meanwhile. Then it refuses every request: the
+    SMS end failed after the bounded attempts, each one recorded; back, it delivers again."""
     clock = Clock(T0)
     async with smtp_server() as (inbox, smtp):
         with sms_gateway() as (gateway, sms_settings):
-            gateway.mode, gateway.hang_s = "hang", 1.0
-            sms = HttpSmsSender(sms_settings(5.0))
+            gateway.mode = "hang"
+            sms = HttpSmsSender(sms_settings(60.0))
             desk = await desk_on(
                 store,
                 clock,
                 settings=FAST_RETRIES,
                 senders={Channel.EMAIL: EmailSender(smtp), Channel.SMS: sms},
             )
-            desk.dispatcher._attempt_timeout_s = 0.3
             by_sms = await desk.customers.create(caller(phone="13700000001", email=""))
             by_mail = await desk.customers.create(caller(phone="13700000002"))
             replies = []
@@ -354,19 +353,28 @@ async def test_a_failing_sender_does_not_block_the_others(store: Store) -> None:
                 replies.append((await desk.tickets.reply(t.ticket_id, "0101", "答复", channel))[1])
 
             await desk.dispatcher.kick()
-            # E-mail is through while both SMS are still being tried.
-            await eventually(lambda: len(inbox.messages) == 1)
-            states = await desk.notifications.get(replies)
-            assert states[replies[1]].state == NotificationState.SENT
-            assert states[replies[0]].state == NotificationState.PENDING
-            await desk.dispatcher.drain()
 
+            # E-mail is through while both SMS wait for the hung gateway.
+            async def mail_recorded() -> bool:
+                sent = (await desk.notifications.get([replies[1]]))[replies[1]]
+                return sent.state == NotificationState.SENT
+
+            await eventually(mail_recorded)
+            await eventually(lambda: len(gateway.received) == 2)
+            assert len(inbox.messages) == 1
+            states = await desk.notifications.get(replies)
+            assert [states[r].state for r in (replies[0], replies[2])] == [NotificationState.PENDING] * 2
+            assert [states[r].attempts for r in (replies[0], replies[2])] == [0, 0]
+
+            gateway.mode = "fail"
+            gateway.release.set()
+            await desk.dispatcher.drain()
             states = await desk.notifications.get(replies)
             for sms_id in (replies[0], replies[2]):
                 assert (states[sms_id].state, states[sms_id].attempts) == (NotificationState.FAILED, 3)
                 attempts = await desk.notifications.attempts_of(sms_id)
                 assert [(n, ok) for n, _, ok, _ in attempts] == [(1, False), (2, False), (3, False)]
-                assert "no answer" in attempts[0][3]
+                assert all("HTTP 503" in detail for _, _, _, detail in attempts)
             assert len(gateway.received) == 6
             assert gateway.received[0]["auth"] == "Bearer t0ken"
             # Failed for good: a later look at the outbox does not send them again.
@@ -382,6 +390,33 @@ async def test_a_failing_sender_does_not_block_the_others(store: Store) -> None:
             assert (await desk.notifications.get([sms_id]))[sms_id].state == NotificationState.SENT
             assert gateway.received[-1]["body"]["to"] == "13700000001"
             await sms.close()
+
+
+class NeverAnswers:
+    """A sender whose server never answers (a hung connection)."""
+
+    async def send(self, notification: object) -> str:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_an_attempt_with_no_answer_times_out_and_counts(store: Store) -> None:
+    settings = DeskSettings(max_attempts=2, retry_base_s=0.01, retry_max_s=0.01, attempt_timeout_s=0.05)
+    desk = await desk_on(store, Clock(T0), settings=settings, senders={Channel.SMS: NeverAnswers()})
+    customer = await desk.customers.create(caller(email=""))
+    t = await desk.tickets.create(
+        NewTicket(tk.Category.INQUIRY, "q", customer_id=customer.customer_id, created_by="x")
+    )
+    _, notification_id = await desk.tickets.reply(t.ticket_id, "x", "a", Channel.SMS)
+    await desk.dispatcher.run_once()
+    assert (await desk.notifications.get([notification_id]))[
+        notification_id
+    ].state == NotificationState.FAILED
+    attempts = await desk.notifications.attempts_of(notification_id)
+    assert [(n, ok, detail) for n, _, ok, detail in attempts] == [
+        (1, False, "no answer in 0.05 s"),
+        (2, False, "no answer in 0.05 s"),
+    ]
 
 
 async def test_reply_needs_an_address(store: Store) -> None:
@@ -450,7 +485,7 @@ async def test_two_replies_at_once_one_wins_one_notification(store: Store) -> No
     assert len(refused) == 1 and isinstance(refused[0], FailedPrecondition)
     assert refused[0].error_id == "bad-transition"
     assert len(await desk.notifications.of_ticket(t.ticket_id)) == 1
-    assert [e.kind for e in await desk.tickets.entries(t.ticket_id)] == ["created", "reply"]
+    assert [e.kind for e in await desk.ticket_queries.entries(t.ticket_id)] == ["created", "reply"]
 
 
 async def test_the_outbox_keeps_what_it_could_not_send(store: Store) -> None:
