@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from tools import servicedesk_cli
+from tools import servicedesk
 from tools.bench import bench_app
 from vcc.config import ConfigError, ProvinceConfig, load_province
 
@@ -34,7 +34,7 @@ cluster_app = typer.Typer(
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(bench_app, name="bench")
 # The service desk: vcc customers|tickets|kb|history, and vcc bench servicedesk.
-servicedesk_cli.register(app, bench_app)
+servicedesk.register(app, bench_app)
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The province config (YAML).")]
 RunDirOpt = Annotated[Path, typer.Option("--run-dir", help="The cluster's run folder.")]
