@@ -196,7 +196,9 @@ class TicketService(pb_grpc.TicketServiceServicer):
         self, request: pb.AddTicketNoteRequest, context: Context
     ) -> pb.AddTicketNoteResponse:
         _need_id("ticket_id", request.ticket_id)
-        entry = await self._tickets.add_note(request.ticket_id, request.author, request.body)
+        entry = await self._tickets.add_note(
+            request.ticket_id, request.author, request.body, request.idempotency_key
+        )
         return pb.AddTicketNoteResponse(entry=convert.entry_to_proto(entry))
 
     @maps_errors

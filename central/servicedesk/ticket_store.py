@@ -15,7 +15,15 @@ from central.servicedesk import common
 from central.servicedesk import tickets as tk
 from central.servicedesk.customers import mask_phone
 from central.servicedesk.notification_store import Channel, enqueue
-from central.servicedesk.ticket_records import ENTRIES, TICKETS, Entry, NewTicket, Ticket, load_one
+from central.servicedesk.ticket_records import (
+    ENTRIES,
+    TICKETS,
+    Entry,
+    NewTicket,
+    Ticket,
+    entry_from_row,
+    load_one,
+)
 from central.store import Store
 from vcc.errors import FailedPrecondition, InvalidArgument, NotFound
 
@@ -120,21 +128,35 @@ class TicketStore:
         check_text("reason", reason, MAX_TEXT, required=True)
         return await self._change(ticket_id, None, actor, reason)
 
-    async def add_note(self, ticket_id: str, author: str, body: str) -> Entry:
+    async def add_note(self, ticket_id: str, author: str, body: str, idempotency_key: str = "") -> Entry:
         check_text("author", author, MAX_ACTOR, required=True)
         check_text("body", body, MAX_TEXT, required=True)
+        common.check_idempotency_key(idempotency_key)
+        digest = common.request_hash({"ticket_id": ticket_id, "author": author, "body": body})
         now = self._clock()
 
         async def attempt(conn: AsyncConnection) -> int:
+            earlier = await common.remembered(conn, "note", idempotency_key, digest)
+            if earlier is not None:
+                return int(earlier.rsplit(":", 1)[1])
             await load_one(conn, ticket_id)
             seq = await _add_entry(conn, ticket_id, "note", author, now, body, "", "")
             await conn.execute(
                 sa.update(TICKETS).where(TICKETS.c.ticket_id == ticket_id).values(updated_at=now)
             )
+            await common.remember(conn, "note", idempotency_key, digest, f"{ticket_id}:{seq}", now=now)
             return seq
 
         seq = await self._store.transaction(attempt, write=True)
-        return Entry(ticket_id, seq, "note", author, now, body)
+        entries = await self._entries(ticket_id)
+        return next(e for e in entries if e.seq == seq)
+
+    async def _entries(self, ticket_id: str) -> list[Entry]:
+        async def attempt(conn: AsyncConnection) -> list[Entry]:
+            query = sa.select(ENTRIES).where(ENTRIES.c.ticket_id == ticket_id).order_by(ENTRIES.c.seq)
+            return [entry_from_row(r._mapping) for r in (await conn.execute(query)).all()]
+
+        return await self._store.transaction(attempt)
 
     async def escalate_overdue(self, now: float) -> list[tuple[str, int]]:
         """Escalate every open ticket past its due time at `now` (given: never read from a clock

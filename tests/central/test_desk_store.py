@@ -81,7 +81,12 @@ async def test_ticket_lifecycle_across_cities_with_email(
         listed, _ = await desk.ticket_queries.search(unit="city:sz", states=[tk.TicketState.ASSIGNED])
         assert [t.ticket_id for t in listed] == [ticket.ticket_id]
         ticket = await desk.tickets.start(ticket.ticket_id, "0201")
-        await desk.tickets.add_note(ticket.ticket_id, "0201", "联系了快递公司")
+        note = await desk.tickets.add_note(ticket.ticket_id, "0201", "联系了快递公司", idempotency_key="n-1")
+        # Sent again after a lost reply: added once.
+        assert (
+            await desk.tickets.add_note(ticket.ticket_id, "0201", "联系了快递公司", idempotency_key="n-1")
+            == note
+        )
         clock.now += 3600
         ticket, notification_id = await desk.tickets.reply(
             ticket.ticket_id, "0201", "您的包裹已找到，明天送达。", Channel.EMAIL

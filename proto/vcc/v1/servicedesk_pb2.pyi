@@ -904,19 +904,23 @@ class AddTicketNoteRequest(_message.Message):
     TICKET_ID_FIELD_NUMBER: _builtins.int
     AUTHOR_FIELD_NUMBER: _builtins.int
     BODY_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     ticket_id: _builtins.str
     author: _builtins.str
     body: _builtins.str
+    idempotency_key: _builtins.str
+    """A note re-sent with its key (a lost reply) is added once."""
     def __init__(
         self,
         *,
         ticket_id: _builtins.str = ...,
         author: _builtins.str = ...,
         body: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["author", b"author", "body", b"body", "ticket_id", b"ticket_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["author", b"author", "body", b"body", "idempotency_key", b"idempotency_key", "ticket_id", b"ticket_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
