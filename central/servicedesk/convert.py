@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from central.customers import Customer
 from central.servicedesk import tickets as tk
 from central.servicedesk.customers import mask_phone
@@ -50,7 +52,11 @@ def state_from_proto(value: int) -> tk.TicketState:
     return _STATE_BACK[value]  # type: ignore[index]
 
 
-def channel_from_proto(value: int) -> Channel | str | None:
+# The reply's channel left to central: e-mail when the customer has an address, else SMS.
+DEFAULT_CHANNEL: Literal["default"] = "default"
+
+
+def channel_from_proto(value: int) -> Channel | Literal["default"] | None:
     """A channel; None for NONE; "default" for UNSPECIFIED (chosen from the customer's contacts)."""
     if value == pb.NOTIFICATION_CHANNEL_EMAIL:
         return Channel.EMAIL
@@ -59,7 +65,7 @@ def channel_from_proto(value: int) -> Channel | str | None:
     if value == pb.NOTIFICATION_CHANNEL_NONE:
         return None
     if value == pb.NOTIFICATION_CHANNEL_UNSPECIFIED:
-        return "default"
+        return DEFAULT_CHANNEL
     raise InvalidArgument("bad-channel", "channel: unspecified, email, sms or none")
 
 

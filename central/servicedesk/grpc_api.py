@@ -167,11 +167,11 @@ class TicketService(pb_grpc.TicketServiceServicer):
         _need_id("ticket_id", request.ticket_id)
         wanted = convert.channel_from_proto(request.channel)
         channel: Channel | None
-        if wanted == "default":
+        if wanted == convert.DEFAULT_CHANNEL:
             email, phone = await self._tickets.contact(request.ticket_id)
             channel = self._tickets.default_channel(email, phone)
         else:
-            channel = wanted if isinstance(wanted, Channel) else None
+            channel = wanted
         ticket, notification_id = await self._tickets.reply(
             request.ticket_id, request.author, request.body, channel
         )
