@@ -31,6 +31,8 @@ from central.live_state import LiveState
 from central.membership import MembershipWatcher
 from central.membership_view import MembershipView
 from central.router import Router
+from central.servicedesk.desk import ServiceDesk
+from central.servicedesk.grpc_api import SERVICE_NAMES as DESK_SERVICES
 from central.stats.service import StatsService
 from central.store import Store
 from central.web.server import Dashboard
@@ -84,6 +86,7 @@ class CentralApp:
         self.flows: FlowStore | None = None
         self.flow_publisher: FlowPublisher | None = None
         self._republish_tasks: set[asyncio.Task[None]] = set()
+        self.desk: ServiceDesk | None = None
         self.port = 0
         self.dashboard_port = 0
 
@@ -135,9 +138,12 @@ class CentralApp:
             leadership=self.leadership,
             lookups=Lookups(self.store),
         )
-        self.server = Server([SERVICE_NAME, IVR_SERVICE_NAME])
+        self.server = Server([SERVICE_NAME, IVR_SERVICE_NAME, *DESK_SERVICES])
         central_pb2_grpc.add_CentralServiceServicer_to_server(service, self.server.grpc)
         ivr_pb2_grpc.add_IvrServiceServicer_to_server(ivr, self.server.grpc)
+        # Customers, tickets, knowledge, history (settings from central's environment).
+        self.desk = ServiceDesk(self.store, [s.id for s in self.config.sites])
+        self.desk.add_to(self.server.grpc)
         self.port = await self.server.start(self._listen)
         # Serving only once this replica knows who leads: a client is then not bounced at once.
         await self.server.set_serving(False)
@@ -180,6 +186,9 @@ class CentralApp:
             await self.store.seed_demo_customers(self._seed_customers, [s.name for s in self.config.sites])
             self._seeded = True
             log.info("%d demo customers in place", self._seed_customers)
+        if self.desk is not None:
+            # Only the leader sends notifications and escalates: never twice for one ticket.
+            self.desk.start_background()
         if self.config.central.dashboard_listen:
             # In the background: the deposed leader may still hold the port for a moment.
             self._spawn_dashboard()
@@ -198,6 +207,8 @@ class CentralApp:
             log.warning("IVR flows not republished to etcd: %s (the next push or leader retries)", exc)
 
     async def _deposed(self, epoch: int) -> None:
+        if self.desk is not None:
+            await self.desk.stop_background()
         await self._stop_dashboard()
 
     def _spawn_dashboard(self) -> None:
@@ -224,6 +235,7 @@ class CentralApp:
                         host=host,
                         port=int(port),
                         province_name=self.config.province.name,
+                        tickets=self.desk.ticket_queries if self.desk is not None else None,
                     )
                     self.dashboard_port = await dashboard.start()
                     self.dashboard = dashboard
@@ -243,6 +255,8 @@ class CentralApp:
             await self.leadership.close()
             self._leadership_task = None
         await self._stop_dashboard()
+        if self.desk is not None:
+            await self.desk.stop_background()
         if self.server is not None:
             await self.server.stop(STOP_GRACE_S)
             self.server = None

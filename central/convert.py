@@ -83,9 +83,22 @@ def record_to_proto(r: CallRecord, decisions: Sequence[RecordedDecision] = ()) -
 
 
 def customer_to_proto(c: Customer) -> common_pb2.Customer:
-    return common_pb2.Customer(
-        customer_id=c.customer_id, name=c.name, phone=c.phone, level=c.level, city=c.city, notes=c.notes
+    msg = common_pb2.Customer(
+        customer_id=c.customer_id,
+        name=c.name,
+        phone=c.phone,
+        level=c.level,
+        city=c.city,
+        notes=c.notes,
+        account=c.account,
+        address=c.address,
+        email=c.email,
+        phones=list(c.numbers),
+        version=c.version,
     )
+    if c.updated_at:
+        msg.updated_at.CopyFrom(timestamp(c.updated_at))
+    return msg
 
 
 def _outcome(o: Outcome) -> common_pb2.CallOutcome.ValueType:

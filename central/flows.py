@@ -83,7 +83,7 @@ class FlowStore:
             await conn.execute(sa.insert(_FLOWS), [row])
             return _stored_flow(row), True
 
-        return await self._store.run(attempt, write=True)
+        return await self._store.transaction(attempt, write=True)
 
     async def flow(self, flow_id: str, version: int = 0) -> StoredFlow | None:
         """One version (0: the newest)."""
@@ -92,7 +92,7 @@ class FlowStore:
             wanted = version or await _newest_version(conn, flow_id)
             return None if wanted is None else await _flow_row(conn, flow_id, wanted)
 
-        return await self._store.run(attempt)
+        return await self._store.transaction(attempt)
 
     async def flows(self, flow_id: str = "") -> list[StoredFlow]:
         """Every version, newest first (of one flow, or of all in flow order)."""
@@ -103,14 +103,14 @@ class FlowStore:
                 query = query.where(_FLOWS.c.flow_id == flow_id)
             return [_stored_flow(dict(r)) for r in (await conn.execute(query)).mappings()]
 
-        return await self._store.run(attempt)
+        return await self._store.transaction(attempt)
 
     async def newest_versions(self) -> dict[str, int]:
         async def attempt(conn: AsyncConnection) -> dict[str, int]:
             query = sa.select(_FLOWS.c.flow_id, sa.func.max(_FLOWS.c.version)).group_by(_FLOWS.c.flow_id)
             return {str(f): int(v) for f, v in (await conn.execute(query)).all()}
 
-        return await self._store.run(attempt)
+        return await self._store.transaction(attempt)
 
     async def add_catalog(self, catalog: ServiceCatalog, document: str) -> tuple[StoredCatalog, bool]:
         """A new revision, unless the catalog in force says the same (then it, and False)."""
@@ -131,10 +131,10 @@ class FlowStore:
             await conn.execute(sa.insert(_CATALOGS), [row])
             return _stored_catalog(row), True
 
-        return await self._store.run(attempt, write=True)
+        return await self._store.transaction(attempt, write=True)
 
     async def catalog(self) -> StoredCatalog | None:
-        return await self._store.run(_catalog_row)
+        return await self._store.transaction(_catalog_row)
 
 
 async def _flow_row(conn: AsyncConnection, flow_id: str, version: int) -> StoredFlow | None:

@@ -10,6 +10,7 @@ import sys
 
 from central.app import DEFAULT_REPLICA_ID, CentralApp
 from central.customers import MAX_DEMO_CUSTOMERS
+from central.servicedesk.settings import check_environment
 from vcc import logs
 from vcc.config import ConfigError, ProvinceConfig, load_province
 
@@ -37,6 +38,8 @@ def run(
         if not 0 <= seed_customers <= MAX_DEMO_CUSTOMERS:
             raise ConfigError(f"--seed-customers: 0 to {MAX_DEMO_CUSTOMERS}, not {seed_customers}")
         check_replica(config, listen, replica_id)
+        # The service desk's SMTP, SMS gateway and retry settings (central's environment).
+        check_environment()
     except ConfigError as exc:
         print(f"central: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_CONFIG) from None

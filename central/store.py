@@ -26,7 +26,7 @@ from tenacity import (
 )
 
 from central import paging
-from central.customers import Customer, demo_customers
+from central.customers import Customer, customer_from_row, customer_row, demo_customers
 from central.db import models
 from central.db.engine import writer
 from central.records import CallEvent, CallLeg, CallRecord, CallState, Outcome, fold
@@ -51,6 +51,7 @@ _EVENTS = models.Base.metadata.tables["call_events"]
 _CALLS = models.Base.metadata.tables["calls"]
 _LEGS = models.Base.metadata.tables["call_legs"]
 _CUSTOMERS = models.Base.metadata.tables["customers"]
+_PHONES = models.Base.metadata.tables["customer_phones"]
 _SITES = models.Base.metadata.tables["sites"]
 _SKILL_GROUPS = models.Base.metadata.tables["skill_groups"]
 _AGENTS = models.Base.metadata.tables["agents"]
@@ -251,29 +252,39 @@ class Store:
     # -- customers ---------------------------------------------------------------------------
 
     async def lookup_customer(self, phone: str) -> Customer | None:
+        """The customer one of whose numbers is `phone` (the screen pop)."""
+
         async def attempt(conn: AsyncConnection) -> Customer | None:
-            row = (await conn.execute(sa.select(_CUSTOMERS).where(_CUSTOMERS.c.phone == phone))).first()
-            return Customer(**row._mapping) if row is not None else None
+            owner = sa.select(_PHONES.c.customer_id).where(_PHONES.c.phone == phone).scalar_subquery()
+            row = (await conn.execute(sa.select(_CUSTOMERS).where(_CUSTOMERS.c.customer_id == owner))).first()
+            if row is None:
+                return None
+            phones = await conn.execute(
+                sa.select(_PHONES.c.phone)
+                .where(_PHONES.c.customer_id == row.customer_id)
+                .order_by(_PHONES.c.position)
+            )
+            return customer_from_row(row._mapping, phones.scalars().all())
 
         return await self._transaction(attempt)
 
     async def upsert_customers(self, customers: Sequence[Customer]) -> None:
-        """Create or update customers by customer_id (a phone belongs to one customer)."""
-        rows = [
-            {
-                "customer_id": c.customer_id,
-                "phone": c.phone,
-                "name": c.name,
-                "level": c.level,
-                "city": c.city,
-                "notes": c.notes,
-            }
+        """Create or replace customers by customer_id, with all their numbers (the demo's seed)."""
+        rows = [customer_row(c) for c in customers]
+        phones = [
+            {"phone": p, "customer_id": c.customer_id, "position": i}
             for c in customers
+            for i, p in enumerate(c.numbers)
         ]
+        ids = [c.customer_id for c in customers]
 
         async def attempt(conn: AsyncConnection) -> None:
-            for chunk in _chunks(rows):
-                await conn.execute(self._upsert(_CUSTOMERS, ["customer_id"]), chunk)
+            for some_ids in _chunks(ids):
+                await conn.execute(sa.delete(_PHONES).where(_PHONES.c.customer_id.in_(some_ids)))
+            for some_rows in _chunks(rows):
+                await conn.execute(self._upsert(_CUSTOMERS, ["customer_id"]), some_rows)
+            for some_phones in _chunks(phones):
+                await conn.execute(self._upsert(_PHONES, ["phone"]), some_phones)
 
         await self._transaction(attempt, write=True)
 
@@ -286,7 +297,20 @@ class Store:
                 return [name for (name,) in rows.all()]
 
             cities = await self._transaction(site_names)
-        await self.upsert_customers(demo_customers(count, cities))
+        wanted = demo_customers(count, cities)
+
+        async def existing(conn: AsyncConnection) -> set[str]:
+            found: set[str] = set()
+            for chunk in _chunks([c.customer_id for c in wanted]):
+                rows = await conn.execute(
+                    sa.select(_CUSTOMERS.c.customer_id).where(_CUSTOMERS.c.customer_id.in_(chunk))
+                )
+                found.update(rows.scalars().all())
+            return found
+
+        # Only the missing ones: a demo customer edited since (a newer version) keeps its edits.
+        known = await self._transaction(existing)
+        await self.upsert_customers([c for c in wanted if c.customer_id not in known])
 
     # -- the province ------------------------------------------------------------------------
 
@@ -400,9 +424,16 @@ class Store:
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    async def run(self, work: Callable[[AsyncConnection], Awaitable[T]], *, write: bool = False) -> T:
-        """One transaction of another part of central (IVR flows ...), retried and fenced like ours."""
+    async def transaction(self, work: Callable[[AsyncConnection], Awaitable[T]], write: bool = False) -> T:
+        """One transaction, retried as a whole on conflicts and fenced like every write here:
+        the service desk's stores (central.servicedesk) run their SQL through it."""
         return await self._transaction(work, write=write)
+
+    def upsert(self, table: sa.Table, keys: list[str]) -> sa.Insert:
+        return self._upsert(table, keys)
+
+    def insert_ignore(self, table: sa.Table, keys: list[str]) -> sa.Insert:
+        return self._insert_ignore(table, keys)
 
     async def _transaction(
         self, work: Callable[[AsyncConnection], Awaitable[T]], write: bool = False, fenced: bool = True

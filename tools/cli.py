@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
+from tools.admin import servicedesk
 from tools.admin.ivr import ivr_app
 from tools.bench.cli import bench_app
 from vcc.config import ConfigError, ProvinceConfig, load_province
@@ -34,6 +35,8 @@ cluster_app = typer.Typer(
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(bench_app, name="bench")
 app.add_typer(ivr_app, name="ivr")
+# The service desk: vcc customers|tickets|kb|history.
+servicedesk.register(app)
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The province config (YAML).")]
 RunDirOpt = Annotated[Path, typer.Option("--run-dir", help="The cluster's run folder.")]

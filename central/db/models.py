@@ -64,6 +64,13 @@ class Customer(Base):
     level: Mapped[str] = mapped_column(String)
     city: Mapped[str] = mapped_column(String)
     notes: Mapped[str] = mapped_column(Text)
+    # The service desk (migration 0004): every number is also in customer_phones.
+    account: Mapped[str] = mapped_column(String, index=True, server_default="")
+    address: Mapped[str] = mapped_column(Text, server_default="")
+    email: Mapped[str] = mapped_column(String, server_default="")
+    # Optimistic edits: every update names the version it read and raises it by one.
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
+    updated_at: Mapped[float] = mapped_column(Double, server_default="0")
 
 
 class Call(Base):
@@ -71,6 +78,10 @@ class Call(Base):
 
     __tablename__ = "calls"
     __table_args__ = (
+        # A customer's history finds their calls by caller number (migration 0004).
+        Index("ix_calls_ani_first_event_at", "ani", "first_event_at"),
+        # ... and the calls made to them (callbacks) by the number called.
+        Index("ix_calls_dnis_first_event_at", "dnis", "first_event_at"),
         Index("ix_calls_first_event_at_call_id", "first_event_at", "call_id"),
         Index("ix_calls_entry_site_id_first_event_at", "entry_site_id", "first_event_at", "call_id"),
     )
@@ -184,3 +195,7 @@ class ServiceCatalogRevision(Base):
     canonical: Mapped[str] = mapped_column(Text)
     digest: Mapped[str] = mapped_column(String)
     pushed_at: Mapped[float] = mapped_column(Double)
+
+
+# The service desk's tables (customers' numbers, tickets, notifications, knowledge, idempotency).
+from central.db import servicedesk_models  # noqa: E402, F401

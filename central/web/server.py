@@ -40,6 +40,7 @@ from starlette.templating import Jinja2Templates
 
 from central.stats.intervals import DAY_S, INTERVAL_S, CallFacts, IntervalRow, Level, StatsPolicy
 from central.stats.realtime import LiveSource, display_status, snapshot
+from central.web.tickets_view import TicketReport, ticket_routes
 
 log = logging.getLogger(__name__)
 # How often a live stream looks for a change to push.
@@ -107,9 +108,12 @@ class Dashboard:
         push_interval_s: float = 0.5,
         sample_every_s: float = 10.0,
         history_s: float = 4 * 3600.0,
+        tickets: TicketReport | None = None,
     ) -> None:
         self._live = live
         self._records = records
+        # The service desk's report, for the tickets view (none: no view).
+        self._tickets = tickets
         self._host = host
         self._port = port
         self._province_name = province_name
@@ -235,6 +239,7 @@ class Dashboard:
                 Route("/api/history", self._api_history),
                 Route("/api/intervals", self._api_intervals),
                 Route("/api/intervals.csv", self._api_intervals_csv),
+                *(ticket_routes(self._tickets, self._clock, self._templates) if self._tickets else []),
                 Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
             ]
         )

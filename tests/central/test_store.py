@@ -194,6 +194,9 @@ async def test_demo_customers_and_lookup(store: Store) -> None:
         level="silver",
         city="Guangzhou",
         notes="demo customer",
+        account="A000004",
+        phones=("13800000004",),
+        version=1,
     )
     levels = [(await store.lookup_customer(demo_phone(i))) for i in range(3)]
     assert [c.level for c in levels if c is not None] == ["gold", "silver", "normal"]

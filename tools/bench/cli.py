@@ -454,3 +454,12 @@ def stats_cmd(
     result = run_stats(sites, calls, batch, samples)
     _console().print(table_stats(result))
     _write_json(json_path, "stats", result)
+
+
+def _register_servicedesk() -> None:
+    from tools.bench.servicedesk import bench_command
+
+    bench_app.command("servicedesk")(bench_command)
+
+
+_register_servicedesk()

@@ -260,6 +260,12 @@ class Customer(_message.Message):
     LEVEL_FIELD_NUMBER: _builtins.int
     CITY_FIELD_NUMBER: _builtins.int
     NOTES_FIELD_NUMBER: _builtins.int
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    PHONES_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     name: _builtins.str
     phone: _builtins.str
@@ -267,6 +273,18 @@ class Customer(_message.Message):
     """For example "gold", "silver", "normal"."""
     city: _builtins.str
     notes: _builtins.str
+    account: _builtins.str
+    """The service desk's fields (central.servicedesk): older readers ignore them."""
+    address: _builtins.str
+    email: _builtins.str
+    version: _builtins.int
+    """Optimistic edits: an update names the version it read."""
+    @_builtins.property
+    def phones(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every number of the customer, primary (= phone) first."""
+
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -276,10 +294,16 @@ class Customer(_message.Message):
         level: _builtins.str = ...,
         city: _builtins.str = ...,
         notes: _builtins.str = ...,
+        account: _builtins.str = ...,
+        address: _builtins.str = ...,
+        email: _builtins.str = ...,
+        phones: _abc.Iterable[_builtins.str] | None = ...,
+        version: _builtins.int = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["city", b"city", "customer_id", b"customer_id", "level", b"level", "name", b"name", "notes", b"notes", "phone", b"phone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "address", b"address", "city", b"city", "customer_id", b"customer_id", "email", b"email", "level", b"level", "name", b"name", "notes", b"notes", "phone", b"phone", "phones", b"phones", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
