@@ -26,6 +26,7 @@ from tools.simulation.faults import (
 from tools.simulation.report import duplicates, reconcile
 from tools.simulation.runner import AppliedEvent, Outage
 from tools.simulation.scenario import EventSpec
+from tools.simulation.simulate import model_problems
 from tools.simulation.traffic import CallerView
 from vcc import rpc
 from vcc.v1 import central_pb2, common_pb2
@@ -394,6 +395,16 @@ def test_the_verdict_is_clean_only_with_calls_answered_and_nothing_broken() -> N
     failed = AppliedEvent(EventSpec(at_s=3.0, action="kill_site", site="sz"), at=1.0, error="no such site")
     assert verdict({"reconciliation": RECONCILED}, views, set(), [failed]) == [
         "event kill_site at 3s failed: no such site"
+    ]
+
+
+def test_the_model_engines_verdict_needs_calls_answered_and_none_lost() -> None:
+    assert model_problems({"totals": {"lost_elsewhere": 0}, "all_calls": {"answered": 5}}) == []
+    assert model_problems({"totals": {"lost_elsewhere": 2}, "all_calls": {"answered": 5}}) == [
+        "2 calls lost elsewhere"
+    ]
+    assert model_problems({"totals": {"lost_elsewhere": 0}, "all_calls": {"answered": 0}}) == [
+        "no call answered"
     ]
 
 

@@ -293,6 +293,12 @@ def model_engine() -> Callable[[Scenario], Mapping[str, object]]:
 
 
 def model_problems(report: Mapping[str, object]) -> list[str]:
+    """Why a model engine run is not clean: calls lost elsewhere, or none answered at all."""
     totals = report.get("totals")
     lost = totals.get("lost_elsewhere") if isinstance(totals, Mapping) else None
-    return [f"{lost} calls lost elsewhere"] if lost else []
+    everything = report.get("all_calls")
+    answered = everything.get("answered") if isinstance(everything, Mapping) else None
+    problems = [f"{lost} calls lost elsewhere"] if lost else []
+    if not answered:
+        problems.append("no call answered")
+    return problems
