@@ -444,7 +444,7 @@ async def _apply(state: _Run, spec: EventSpec, applied: AppliedEvent | None = No
         assert spec.site is not None and state.proxies is not None  # proxies for every cut site
         try:
             if spec.action == "partition_site":
-                await state.proxies.cut(spec.site)
+                await state.proxies.cut(spec.site, silent=spec.cut == "silent")
             else:
                 await state.proxies.heal(spec.site)
         except FaultProxyError as exc:
