@@ -149,7 +149,9 @@ async def test_a_silent_cut_returns_a_call_served_across_it(tmp_path: Path) -> N
         assert far_ended.call_ended.call_id == call_id
         assert home_offer.call_offered.call_id == call_id
         await home.stub.Answer(
-            cti_pb2.AnswerRequest(idempotency_key=uuid.uuid4().hex, session_token=home.token, call_id=call_id),
+            cti_pb2.AnswerRequest(
+                idempotency_key=uuid.uuid4().hex, session_token=home.token, call_id=call_id
+            ),
             timeout=5,
         )
         again = (await caller.until("connected")).connected
