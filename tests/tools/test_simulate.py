@@ -104,7 +104,7 @@ async def test_isolated_single_site_waits_as_erlang_c_says(tmp_path: Path) -> No
         if view.outcome == "answered" and rung and ended:
             occupations.append(ended[-1] - rung[-1])
     # Every answered call rang an agent and ended, by the site's own stamps.
-    assert len(occupations) == int(figures(report, "all_calls", "answered"))
+    assert len(occupations) == int(figures(report, "all_calls")["answered"])
     occupation_s = sum(occupations) / len(occupations)
     measured_rate = int(totals["offered"]) / duration_s
     effective_erlangs = measured_rate * occupation_s
