@@ -315,7 +315,11 @@ class _Caller:
             view.reason = response.ended.reason
             view.ended_at = now
         view.progress.append((kind, now, details))
-        if kind == "prompt" and not self.ended:
+        # A caller who has hung up presses no key. (On a busy machine the patience can run out
+        # before the menu is even played; the digits would then be written after the site ended
+        # the call, and grpc.aio fails such a write with INTERNAL, which also replaces the status
+        # of the call: the `ended` already on its way would be lost, the call counted "lost".)
+        if kind == "prompt" and not self.ended and self._hang_up_task is None:
             digit = self._choose_digit(list(response.prompt.choices))
             view.progress.append(("digits", time.time(), {"digits": digit}))
             # The call may have ended meanwhile (a hang-up crossed the prompt): the write then fails,
