@@ -2,8 +2,9 @@
 
 The policy is `routing.global_router` (pure); this module feeds it LiveState snapshots, keeps
 the decisions (written behind the answer, in batches, so a RouteCall does not wait for the
-database), and in pooled mode sends PullCall commands down the state streams of the sites whose
-calls have waited longest when another site shows a free agent.
+database; held in memory until written, central/decision_log.py), and in pooled mode sends
+PullCall commands down the state streams of the sites whose calls have waited longest when
+another site shows a free agent.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from central import convert
+from central.decision_log import DecisionLog
 from central.live_state import Health, LiveState
 from central.store import RecordedDecision, Store
 from routing import global_router
@@ -33,9 +35,6 @@ MAX_PULLS_PER_ROUND = 64
 # Commands waiting to be written to one site's stream; more are dropped (the next state brings
 # them back if they still hold).
 STREAM_QUEUE = 64
-# Decisions waiting to be written; a RouteCall waits for room beyond this (back-pressure).
-DECISION_QUEUE = 10_000
-DECISION_BATCH = 500
 # Calls remembered as having a recorded decision (their later "stay" answers are not stored).
 REMEMBERED_CALLS = 100_000
 
@@ -65,62 +64,6 @@ class SiteStream:
     token: int
     commands: asyncio.Queue[PullCommand] = field(default_factory=lambda: asyncio.Queue(STREAM_QUEUE))
     dropped: int = 0
-
-
-class DecisionLog:
-    """Decisions written behind the answers, in batches; pending ones are readable at once."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self._queue: asyncio.Queue[RecordedDecision] = asyncio.Queue(DECISION_QUEUE)
-        self._pending: dict[str, RecordedDecision] = {}
-        self._in_flight: list[RecordedDecision] = []
-
-    async def add(self, record: RecordedDecision) -> None:
-        self._pending[record.decision_id] = record
-        await self._queue.put(record)
-
-    def pending(self, call_ids: Sequence[str]) -> list[RecordedDecision]:
-        wanted = set(call_ids)
-        return [d for d in self._pending.values() if d.call_id in wanted]
-
-    def pending_by_id(self, decision_ids: Collection[str]) -> dict[str, RecordedDecision]:
-        return {i: self._pending[i] for i in decision_ids if i in self._pending}
-
-    async def run(self) -> None:
-        """Write until cancelled (then call drain())."""
-        while True:
-            self._in_flight = [await self._queue.get()]
-            while len(self._in_flight) < DECISION_BATCH and not self._queue.empty():
-                self._in_flight.append(self._queue.get_nowait())
-            await self._write(self._in_flight)
-            for _ in self._in_flight:
-                self._queue.task_done()
-            self._in_flight = []
-
-    async def flush(self) -> None:
-        """Until every decision added so far is written (run() must be running)."""
-        await self._queue.join()
-
-    async def drain(self) -> None:
-        """Write what run() was writing when cancelled and what is still queued (inserts of the
-        same decision id are ignored, so a batch cut short is simply written again)."""
-        batch, self._in_flight = self._in_flight, []
-        while not self._queue.empty():
-            batch.append(self._queue.get_nowait())
-        for _ in batch:
-            self._queue.task_done()
-        if batch:
-            await self._write(batch)
-
-    async def _write(self, batch: list[RecordedDecision]) -> None:
-        try:
-            await self._store.record_decisions(batch)
-        except Exception as exc:
-            # The decision was made and answered; losing its record must not stop routing.
-            log.error("cannot record %d routing decisions: %s", len(batch), exc)
-        for d in batch:
-            self._pending.pop(d.decision_id, None)
 
 
 class Router:
@@ -168,7 +111,7 @@ class Router:
         first = call_id not in self._decided
         if decision.moves or first:
             self._remember(call_id)
-            await self.decisions.add(record)
+            self.decisions.add(record)
         if decision.moves:
             log.info("call %s: %s -> %s (%s)", call_id, call.origin, decision.target, decision.reason)
         return record
@@ -181,7 +124,7 @@ class Router:
             home_site_id, [convert.site_snapshot(s) for s in states], self.policy
         )
         record = _record("", now, decision)
-        await self.decisions.add(record)
+        self.decisions.add(record)
         address = ""
         if decision.target:
             state = next(s for s in states if s.site_id == decision.target)
@@ -266,7 +209,7 @@ class Router:
 
     async def run(self) -> None:
         """The decision writer, and in pooled mode the pull loop, until cancelled; then the
-        decisions still queued are written (bounded by the store's retries)."""
+        decisions still held are written (bounded: decision_log.DRAIN_S)."""
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.decisions.run(), name="central-decision-log")
@@ -319,7 +262,7 @@ class Router:
                 stream.dropped += 1
                 continue
             delivered += 1
-            await self.decisions.add(record)
+            self.decisions.add(record)
             log.debug("pull: %s -> %s for %s", pull.origin, pull.target, pull.skill_group)
         self._sent = sent
         return delivered

@@ -456,6 +456,12 @@ def chaos_command(
     ] = None,
     site: Annotated[str | None, typer.Option("--site", "-s", help="The site to act on.")] = None,
     *,
+    silent: Annotated[
+        bool,
+        typer.Option(
+            help="partition: stop forwarding on open connections without resetting them (a pulled cable)."
+        ),
+    ] = False,
     cycles: Annotated[int, typer.Option(help="soak: how many fault cycles.")] = 20,
     database: Annotated[str, typer.Option(help="soak: central's database, postgresql or sqlite.")] = (
         "postgresql"
@@ -483,7 +489,11 @@ def chaos_command(
     from tools.chaos.actions import ChaosError, chaos
 
     try:
-        typer.echo(asyncio.run(chaos(action, run_dir if run_dir is not None else DEFAULT_CLUSTER_DIR, site)))
+        typer.echo(
+            asyncio.run(
+                chaos(action, run_dir if run_dir is not None else DEFAULT_CLUSTER_DIR, site, silent=silent)
+            )
+        )
     except ChaosError as exc:
         fail(str(exc), code=1)
 

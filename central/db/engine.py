@@ -25,10 +25,15 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """An AsyncEngine for `sqlite+aiosqlite://...` or `cockroachdb+asyncpg://...`."""
+def create_engine(
+    url: str, *, sqlite_busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S, **kwargs: Any
+) -> AsyncEngine:
+    """An AsyncEngine for `sqlite+aiosqlite://...` or `cockroachdb+asyncpg://...`.
+
+    SQLite: WAL journal (readers never wait for the writer) and a busy timeout (a writer waits
+    for the lock rather than failing at once with "database is locked")."""
     if is_sqlite(url):
-        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S}, **kwargs)
+        engine = create_async_engine(url, connect_args={"timeout": sqlite_busy_timeout_s}, **kwargs)
         _sqlite_transactions(engine)
         return engine
     return create_async_engine(url, isolation_level="SERIALIZABLE", pool_pre_ping=True, **kwargs)

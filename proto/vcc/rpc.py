@@ -24,15 +24,29 @@ DEFAULT_DEADLINE_S = 5.0
 # Largest message a vcc server accepts: bounds what a bad client can make us allocate.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
+# Keepalive, both ways: a peer that went silent (a cut link drops packets rather than refusing)
+# is noticed within about KEEPALIVE_TIME_MS + KEEPALIVE_TIMEOUT_MS by BOTH ends of an open stream
+# (its calls are recovered). Clients ping their servers; servers ping their clients too, because
+# the serving side of a stream (a city serving another city's call in SitePeerService.ServeCall)
+# must notice on its own: it never dials. grpcio 1.85 closes a transport whose ping goes unanswered
+# only after `grpc.http2.ping_timeout_ms` (default a minute; `keepalive_timeout_ms` alone is not
+# enough there, measured in tests/chaos/test_faultproxy.py), so both are set.
+KEEPALIVE_TIME_MS = 2_000
+KEEPALIVE_TIMEOUT_MS = 1_000
+# The shortest gap a server accepts between two pings of a client while it sends no data: half
+# the clients' interval, a margin for a busy machine (closer pings earn strikes, and two strikes
+# a GOAWAY "too_many_pings"). Only servers police pings; the server's own pings do not count.
+MIN_PING_INTERVAL_MS = KEEPALIVE_TIME_MS // 2
+
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    # A peer that went silent (a cut link drops packets rather than refusing) is noticed within
-    # about three seconds: its streams break and the calls on them are recovered.
-    ("grpc.keepalive_time_ms", 2_000),
-    ("grpc.keepalive_timeout_ms", 1_000),
+    ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
     # Only while calls (streams) are open: an idle channel has nothing to recover.
     ("grpc.keepalive_permit_without_calls", 0),
+    # A stream may carry no data for minutes (a call being talked): pings must go on regardless.
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.enable_retries", 0),
     # A peer that comes back is reached within a second, not after gRPC's default back-off (up
@@ -44,9 +58,14 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
 SERVER_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    # The server's own pings, on every connection with a stream open.
+    ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    ("grpc.http2.max_pings_without_data", 0),
+    # Accept the clients' keepalive pings, also on a connection with no call open right now.
     ("grpc.keepalive_permit_without_calls", 1),
-    # Accept the clients' 2 s keepalive pings (below this a server answers GOAWAY "too many pings").
-    ("grpc.http2.min_ping_interval_without_data_ms", 1_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
     ("grpc.so_reuseport", 0),
 ]
 
@@ -120,7 +139,7 @@ class Server:
 
 # A process's dial map: {"host:port": "host:port"} as JSON. Every link it dials (gRPC channels and
 # etcd clients) goes to the mapped address instead: the chaos tools put a fault proxy there to cut
-# a site from the province (tools/faultproxy.py). Unset in production.
+# a site from the province (tools/province/faultproxy.py). Unset in production.
 DIAL_MAP_ENV = "VCC_DIAL_MAP"
 
 

@@ -65,6 +65,15 @@ async def test_partition_heal_kill_and_restart_by_hand(tmp_path: Path) -> None:
         await chaos("heal", run_dir, "gz")
         await eventually(lambda: _up(central, "gz"), timeout_s=15, what="gz back after the heal")
 
+        # A silent cut: nothing is reset, central finds out by itself (keepalive, lease).
+        said = await chaos("partition", run_dir, "gz", silent=True)
+        assert "silent" in said
+        await eventually(gz_down, timeout_s=15, what="central loses gz behind a silent cut")
+        await chaos("heal", run_dir, "gz")
+        await eventually(lambda: _up(central, "gz"), timeout_s=15, what="gz back after the silent cut")
+        with pytest.raises(ChaosError, match="--silent is for partition"):
+            await chaos("kill-site", run_dir, "sz", silent=True)
+
         await chaos("kill-site", run_dir, "sz")
 
         async def sz_down() -> bool:

@@ -1,4 +1,5 @@
-"""The fault proxy and the dial map, on loopback: forwards, cuts both ways, blackholes, heals."""
+"""The fault proxy and the dial map, on loopback: forwards, cuts both ways, blackholes, silences,
+heals; and keepalive on both ends of a gRPC stream across a silent cut."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from tests.helpers import eventually
@@ -171,3 +173,83 @@ async def test_proxy_host_cuts_only_the_links_of_the_named_site(echo: str) -> No
             await command(plan.control, "cut", "xx")
     finally:
         await host.stop()
+
+
+async def test_silent_cut_keeps_open_connections_but_forwards_nothing(echo: str) -> None:
+    proxy = FaultProxy(echo)
+    address = await proxy.start()
+    try:
+        reader, writer = await _dial(address)
+        writer.write(b"x")
+        assert await asyncio.wait_for(reader.readexactly(1), 2) == b"x"
+
+        proxy.cut(silent=True)
+        writer.write(b"lost")
+        await writer.drain()  # accepted by the proxy's TCP: the sender learns nothing
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(reader.readexactly(1), 0.5)
+        assert not reader.at_eof() and not writer.is_closing()
+        # New connections are held, as in any cut.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(_round_trip(address), 0.5)
+
+        proxy.heal()
+        # What was dropped cannot be replayed: the silenced connection is reset, new ones flow.
+        with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+            await asyncio.wait_for(reader.readexactly(1), 2)
+        writer.close()
+        assert await _round_trip(address, b"again") == b"again"
+    finally:
+        await proxy.stop()
+
+
+async def test_both_ends_of_a_grpc_stream_notice_a_silent_cut(echo: str) -> None:
+    """Keepalive both ways (vcc.rpc): the client's pings break its call, the server's pings
+    cancel its handler; and pings at the agreed rate never earn a GOAWAY "too_many_pings"."""
+    server_gone = asyncio.Event()
+
+    async def chat(requests: AsyncIterator[bytes], _context: object) -> AsyncIterator[bytes]:
+        try:
+            async for message in requests:
+                yield message
+        finally:
+            server_gone.set()
+
+    server = rpc.Server([])
+    server.grpc.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "vcc.test.Echo", {"Chat": grpc.stream_stream_rpc_method_handler(chat)}
+            ),
+        )
+    )
+    port = await server.start("127.0.0.1:0")
+    proxy = FaultProxy(f"127.0.0.1:{port}")
+    address = await proxy.start()
+    try:
+        async with rpc.channel(address) as channel:
+            call: Any = channel.stream_stream("/vcc.test.Echo/Chat")()
+            await call.write(b"hello")
+            assert await call.read() == b"hello"
+            # The period under test, not a wait for a condition: a stream idle for three
+            # keepalive intervals, pinged by both ends, must still be up.
+            await asyncio.sleep(3 * rpc.KEEPALIVE_TIME_MS / 1000)
+            await call.write(b"still")
+            assert await call.read() == b"still"
+            # And idle again, as a call being talked is: whatever pings that data set off are
+            # answered before the cut, so only keepalive can tell either end.
+            await asyncio.sleep(rpc.KEEPALIVE_TIME_MS / 1000)
+
+            loop = asyncio.get_running_loop()
+            cut_at = loop.time()
+            proxy.cut(silent=True)
+            with pytest.raises(grpc.aio.AioRpcError) as broken:
+                await asyncio.wait_for(call.read(), 60)
+            client_s = loop.time() - cut_at
+            assert broken.value.code() == grpc.StatusCode.UNAVAILABLE
+            await asyncio.wait_for(server_gone.wait(), 60)
+            server_s = loop.time() - cut_at
+            print(f"silent cut noticed: client {client_s:.2f} s, server {server_s:.2f} s")
+    finally:
+        await proxy.stop()
+        await server.stop(0)

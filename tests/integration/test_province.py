@@ -107,9 +107,13 @@ async def test_killing_central_for_a_few_seconds_loses_no_record(cluster: Cluste
     async def central_outage() -> None:
         await asyncio.sleep(1.5)  # let traffic build up first: this is the fault's schedule
         await cluster.kill_central()
-        await asyncio.sleep(3.0)
-        # Records pile up in the outboxes meanwhile.
-        assert (await site_summary(cluster, "gz")).outbox_pending > 0
+
+        # Records pile up in the outboxes meanwhile (a condition, waited for).
+        async def piled_up() -> bool:
+            return (await site_summary(cluster, "gz")).outbox_pending > 0
+
+        await eventually(piled_up, timeout_s=20, what="records held in gz's outbox")
+        await asyncio.sleep(2.0)  # the fault's schedule: central stays down a while longer
         await cluster.start_central()
 
     views, records = await traffic_with_robots(

@@ -74,6 +74,8 @@ class FakeSite(trunk_pb2_grpc.TrunkIngressServiceServicer, cti_pb2_grpc.AgentDes
         # Races made deterministic: the caller hangs up just before the agent's request lands.
         self.caller_hangs_up_on_answer = False
         self.caller_hangs_up_on_agent_hang_up = False
+        # A slow site: the caller's first messages (accepted, the menu) wait this long.
+        self.accept_delay_s = 0.0
         self.waiting: deque[FakeCall] = deque()
         self.server: grpc.aio.Server | None = None
         self.address = ""
@@ -256,6 +258,10 @@ class FakeSite(trunk_pb2_grpc.TrunkIngressServiceServicer, cti_pb2_grpc.AgentDes
                 ended=trunk_pb2.CallEnded(outcome=common_pb2.CALL_OUTCOME_BLOCKED, reason="no-trunk-channel"),
             )
             return
+        if self.accept_delay_s:
+            # The slow site's pace (not a wait in a test): what the caller sends meanwhile is read
+            # only after the menu has been sent, as by a site whose loop is behind.
+            await asyncio.sleep(self.accept_delay_s)
         self._tell_caller(call, accepted=trunk_pb2.CallAccepted(site_id=self.site_id, trunk_group="pstn"))
         if self.prompt_choices:
             self._tell_caller(call, prompt=trunk_pb2.IvrPrompt(choices=self.prompt_choices, timeout_s=5.0))

@@ -63,6 +63,17 @@ def test_every_key_of_the_spec_example_is_accepted() -> None:
     assert [e.action for e in scenario.events][:2] == ["kill_site", "restart_site"]
 
 
+def test_a_partition_can_be_silent() -> None:
+    events = [
+        {"at_s": 1, "action": "partition_site", "site": "gz", "cut": "silent"},
+        {"at_s": 2, "action": "heal_site", "site": "gz"},
+        {"at_s": 3, "action": "partition_site", "site": "gz"},
+    ]
+    scenario = parse_scenario(edited(events=events))
+    assert [e.cut for e in scenario.events] == ["silent", None, None]
+    assert scenario.partitioned_sites() == ["gz"]
+
+
 def test_optional_keys_have_defaults() -> None:
     minimal = {
         "duration_s": 10,
@@ -103,6 +114,16 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
         "leader kill with one replica",
         edited(events=[{"at_s": 1, "action": "kill_central_leader"}]),
         "events.0.action: kill_central_leader needs central.replicas 2 or more",
+    ),
+    (
+        "cut mode on another action",
+        edited(events=[{"at_s": 1, "action": "kill_site", "site": "gz", "cut": "silent"}]),
+        "events.0.cut: only with action partition_site, not kill_site",
+    ),
+    (
+        "unknown cut mode",
+        edited(events=[{"at_s": 1, "action": "partition_site", "site": "gz", "cut": "gentle"}]),
+        "events.0.cut:",
     ),
     (
         "heal without a partition",

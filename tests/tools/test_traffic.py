@@ -143,3 +143,16 @@ async def test_menu_without_the_plans_digit_gets_its_first_choice(site: FakeSite
     views = await run_traffic(plan_for(site, patience_mean_s=0.05, patience_distribution="constant"))
     assert views
     assert all(site.calls[v.call_id].digits == ["3"] for v in views)
+
+
+async def test_a_caller_who_hung_up_before_the_menu_presses_no_key(site: FakeSite) -> None:
+    """Patience out before a slow site even played the menu: the caller hangs up and says no
+    more; the call ends abandoned, never "lost" (digits written after the site ended the call
+    would fail with INTERNAL and take the `ended` on its way with them)."""
+    site.accept_delay_s = 0.3
+    views = await run_traffic(plan_for(site, duration_s=0.3, rate_per_s=20.0, patience_mean_s=0.05))
+    assert views
+    for view in views:
+        kinds = [k for k, _, _ in view.progress]
+        assert view.outcome == "abandoned", (view.outcome, view.error, kinds)
+        assert "digits" not in kinds[kinds.index("hang_up") :], kinds

@@ -3,7 +3,8 @@
 
 - partition / heal SITE: cut the site from central, etcd and its peers through the cluster's
   fault proxies (tools/province/faultproxy.py); the cluster must have been started with
-  `vcc cluster up --with-fault-proxies`.
+  `vcc cluster up --with-fault-proxies`. `silent`: the open connections are not reset but
+  forward nothing more (a pulled cable), so each end finds out by its keepalive.
 - kill-site SITE: SIGKILL, no goodbye (its etcd lease expires). restart-site SITE: start it
   again (a graceful stop first if it still runs), with the same dial map.
 - stop-database / start-database: an immediate shutdown and a restart of central's PostgreSQL,
@@ -52,10 +53,12 @@ class ChaosError(Exception):
 # -- acting on a running cluster from another process ----------------------------------------------
 
 
-async def chaos(action: str, run_dir: Path, site: str | None = None) -> str:
+async def chaos(action: str, run_dir: Path, site: str | None = None, *, silent: bool = False) -> str:
     """Apply one action to the cluster of `run_dir`; a line saying what was done."""
     if action not in ACTIONS:
         raise ChaosError(f"unknown action {action!r} (one of {', '.join(ACTIONS)})")
+    if silent and action != "partition":
+        raise ChaosError(f"--silent is for partition, not {action}")
     if action in ("partition", "heal", "kill-site", "restart-site") and not site:
         raise ChaosError(f"{action} needs --site")
     state = _state(run_dir)
@@ -63,10 +66,13 @@ async def chaos(action: str, run_dir: Path, site: str | None = None) -> str:
         assert site is not None
         plan = _plan(run_dir)
         try:
-            reply = await command(plan.control, "cut" if action == "partition" else "heal", site)
+            reply = await command(
+                plan.control, "cut" if action == "partition" else "heal", site, silent=silent
+            )
         except FaultProxyError as exc:
             raise ChaosError(str(exc)) from None
-        return f"{action} {site}: sites cut now {reply.get('cut') or 'none'}"
+        how = " (silent: open connections dropped without a reset)" if silent else ""
+        return f"{action} {site}{how}: sites cut now {reply.get('cut') or 'none'}"
     if action == "kill-site":
         assert site is not None
         proc = _site_process(run_dir, site)

@@ -17,14 +17,18 @@ How a site is partitioned:
 - `cut()` aborts every open connection of the links (the peers on both ends see the stream break
   at once, so a call's leg ends on both sides together) and blackholes new ones (accepted, never
   forwarded: a connect hangs until the client's deadline, as across a dead WAN link); or refuses
-  them at once with `blackhole=False`. `heal()` closes the held connections and forwards again.
-  `latency_s` delays every chunk in both directions.
+  them at once with `blackhole=False`. `cut(silent=True)` leaves the open connections open but
+  forwards nothing more on them, both ways (a pulled cable, a firewall dropping packets): no end
+  learns anything from TCP, only its own keepalive pings going unanswered tell it. `heal()`
+  resets the silenced connections (what was dropped cannot be replayed), closes the held ones and
+  forwards again. `latency_s` delays every chunk in both directions.
 
 One proxy process (`python -m tools.province.faultproxy serve --plan F`) hosts the proxies of a cluster;
-a one-line text protocol on its control port cuts and heals a site (`cut gz`, `heal gz`,
-`status`). It stops by itself once the cluster's etcd (recorded in the plan) has gone, so
-`vcc cluster down` needs to know nothing about it. `vcc simulate` starts it for the sites its
-scenario partitions, `vcc cluster up --with-fault-proxies` for every site (tools/province/proxied.py).
+a one-line text protocol on its control port cuts and heals a site (`cut gz`, `cut gz silent`,
+`cut gz refuse`, `heal gz`, `status`). It stops by itself once the cluster's etcd (recorded in
+the plan) has gone, so `vcc cluster down` needs to know nothing about it. `vcc simulate` starts
+it for the sites its scenario partitions, `vcc cluster up --with-fault-proxies` for every site
+(tools/province/proxied.py).
 """
 
 from __future__ import annotations
@@ -73,6 +77,8 @@ class FaultProxy:
         self.address = ""
         self.cut_now = False
         self.blackhole = True
+        # Open connections stay up but every byte read on them is dropped (a silent cut).
+        self.silent = False
         self.connections_seen = 0
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.Task[None]] = set()
@@ -84,14 +90,21 @@ class FaultProxy:
         self.address = f"127.0.0.1:{bound}"
         return self.address
 
-    def cut(self, *, blackhole: bool = True) -> None:
-        """Drop every open connection; hold (blackhole) or refuse new ones until heal()."""
-        self.cut_now, self.blackhole = True, blackhole
-        for task in list(self._open):
-            task.cancel()
+    def cut(self, *, blackhole: bool = True, silent: bool = False) -> None:
+        """Drop every open connection (or, `silent`, stop forwarding on them without a word);
+        hold (blackhole) or refuse new ones until heal()."""
+        self.cut_now, self.blackhole, self.silent = True, blackhole, silent
+        if not silent:
+            for task in list(self._open):
+                task.cancel()
 
     def heal(self) -> None:
         self.cut_now = False
+        if self.silent:
+            # The connections open now are the silenced ones (new ones were held, not piped).
+            for task in list(self._open):
+                task.cancel()
+            self.silent = False
         for writer in list(self._held):
             _abort(writer)
         self._held.clear()
@@ -139,6 +152,10 @@ class FaultProxy:
             try:
                 # Either side closing ends the connection: gRPC never half-closes a TCP stream.
                 await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+                if self.silent:
+                    # A silent link carries no FIN or reset either: the other end must find out
+                    # by itself. heal() (or stop()) cancels this wait and resets both ends.
+                    await asyncio.get_running_loop().create_future()
             finally:
                 for pump in pumps:
                     pump.cancel()
@@ -152,6 +169,8 @@ class FaultProxy:
         sender = asyncio.create_task(_deliver(pending, writer))
         try:
             while data := await reader.read(CHUNK):
+                if self.silent:
+                    continue  # dropped on the floor: the sender's TCP sees nothing wrong
                 await pending.put((loop.time() + self.latency_s, data))
             await pending.put((loop.time() + self.latency_s, b""))
             await sender
@@ -291,7 +310,9 @@ class ProxyHost:
             self._control.close()
         await asyncio.gather(*(proxy.stop() for _, proxy in self.proxies))
 
-    def apply(self, verb: str, site: str = "", *, blackhole: bool = True) -> dict[str, Any]:
+    def apply(
+        self, verb: str, site: str = "", *, blackhole: bool = True, silent: bool = False
+    ) -> dict[str, Any]:
         if verb in ("cut", "heal"):
             if site not in self.plan.sites:
                 raise ValueError(f"site {site!r} has no fault proxies (have: {', '.join(self.plan.sites)})")
@@ -302,26 +323,32 @@ class ProxyHost:
             for link, proxy in self.proxies:
                 down = bool(self.cut_sites & set(link.groups))
                 if down and not proxy.cut_now:
-                    proxy.cut(blackhole=blackhole)
+                    proxy.cut(blackhole=blackhole, silent=silent)
                 elif not down and proxy.cut_now:
                     proxy.heal()
                     log.info("healed %s", proxy.name)
-            log.info("%s %s: cut sites now %s", verb, site, sorted(self.cut_sites))
+            how = " (silent)" if verb == "cut" and silent else ""
+            log.info("%s %s%s: cut sites now %s", verb, site, how, sorted(self.cut_sites))
         elif verb == "latency":
             self.latency_s = float(site)
             for _, proxy in self.proxies:
                 proxy.latency_s = self.latency_s
         elif verb != "status":
-            raise ValueError(f"unknown command {verb!r} (cut SITE, heal SITE, latency SECONDS, status)")
+            raise ValueError(
+                f"unknown command {verb!r} (cut SITE [refuse|silent], heal SITE, latency SECONDS, status)"
+            )
         return {"cut": sorted(self.cut_sites), "sites": self.plan.sites, "latency_s": self.latency_s}
 
     async def _command(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             line = (await asyncio.wait_for(reader.readline(), CONTROL_TIMEOUT_S)).decode().split()
             verb, arg = [*line, "", ""][:2]
-            blackhole = "refuse" not in line[2:]
+            blackhole, silent = "refuse" not in line[2:], "silent" in line[2:]
             try:
-                reply: dict[str, Any] = {"ok": True, **self.apply(verb, arg, blackhole=blackhole)}
+                reply: dict[str, Any] = {
+                    "ok": True,
+                    **self.apply(verb, arg, blackhole=blackhole, silent=silent),
+                }
             except ValueError as exc:
                 reply = {"ok": False, "error": str(exc)}
             writer.write((json.dumps(reply) + "\n").encode())
@@ -365,15 +392,18 @@ def _alive(pid: int, create_time: float) -> bool:
 # -- the runner's side: start the process, send it commands -------------------------------------
 
 
-async def command(control: str, verb: str, arg: str = "", *, refuse: bool = False) -> dict[str, Any]:
+async def command(
+    control: str, verb: str, arg: str = "", *, refuse: bool = False, silent: bool = False
+) -> dict[str, Any]:
     """Send one command to a proxy process; its reply (raises FaultProxyError when it says no)."""
+    mode = (" refuse" if refuse else "") + (" silent" if silent else "")
     host, _, port = control.rpartition(":")
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), CONTROL_TIMEOUT_S)
     except (OSError, TimeoutError) as exc:
         raise FaultProxyError(f"fault proxy control {control} not reachable: {exc}") from None
     try:
-        writer.write(f"{verb} {arg}{' refuse' if refuse else ''}\n".encode())
+        writer.write(f"{verb} {arg}{mode}\n".encode())
         await writer.drain()
         line = await asyncio.wait_for(reader.readline(), CONTROL_TIMEOUT_S)
     except (OSError, TimeoutError) as exc:
@@ -400,8 +430,8 @@ class ProxyProcess:
     def control(self) -> str:
         return self.plan.control
 
-    async def cut(self, site_id: str, *, refuse: bool = False) -> None:
-        await command(self.control, "cut", site_id, refuse=refuse)
+    async def cut(self, site_id: str, *, refuse: bool = False, silent: bool = False) -> None:
+        await command(self.control, "cut", site_id, refuse=refuse, silent=silent)
 
     async def heal(self, site_id: str) -> None:
         await command(self.control, "heal", site_id)

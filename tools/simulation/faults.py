@@ -180,6 +180,8 @@ def event_rows(
     service_gap_s: the longest stretch, from the event to the next one (or the end of traffic), in
     which no call of the affected site (its city's callers, wherever pre-routing delivered them;
     every call for a province-wide event) was answered.
+    calls_answered: calls of the affected site answered in that same stretch (the service the
+    gap is measured against: a gap with none answered runs to the end of the stretch).
     calls_lost: calls whose stream broke from this event until the next one (or the end).
     """
     rows: list[dict[str, object]] = []
@@ -210,6 +212,7 @@ def event_rows(
                 "action": event.spec.action,
                 "target": target or ("database" if "database" in event.spec.action else "province"),
                 "service_gap_s": round(max(0.0, gap), 3),
+                "calls_answered": sum(1 for a in answers if a <= end),
                 "calls_lost": sum(1 for v in broken if v.key not in refused),
                 "calls_lost_on_failed_site": sum(1 for v in broken if v.key in on_failed),
                 "calls_refused": sum(1 for v in broken if v.key in refused),

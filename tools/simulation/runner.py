@@ -404,7 +404,7 @@ class ScenarioRun:
             assert spec.site is not None and self.proxies is not None  # proxies for every cut site
             try:
                 if spec.action == "partition_site":
-                    await self.proxies.cut(spec.site)
+                    await self.proxies.cut(spec.site, silent=spec.cut == "silent")
                 else:
                     await self.proxies.heal(spec.site)
             except FaultProxyError as exc:

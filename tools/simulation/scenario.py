@@ -5,7 +5,8 @@ does not exist is a ScenarioError naming the key (`sites.1.agents: ...`), never 
 Keys that are optional have the defaults documented in the README ("Simulation scenarios and
 reports"). `kill_central_leader` needs at least two central replicas (up to 3). A site is cut
 (`partition_site`) and healed (`heal_site`) in turn: a heal without a cut, or a second cut of a cut
-site, is refused.
+site, is refused. A cut resets the site's open connections (`cut: reset`, the default) or silently
+stops forwarding on them (`cut: silent`: a pulled cable; only keepalive tells either end).
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ class EventSpec(_Strict):
     at_s: float = Field(ge=0)
     action: EventAction
     site: Annotated[str, Field(pattern=IDENT)] | None = None
+    # partition_site only: how the open connections of the cut links end (see tools/province/faultproxy.py).
+    cut: Literal["reset", "silent"] | None = None
 
 
 class Scenario(_Strict):
@@ -155,6 +158,8 @@ def _check_event(scenario: Scenario, i: int, event: EventSpec, site_ids: list[st
             raise ValueError(f"{key}.site: unknown site {event.site!r} (have: {', '.join(site_ids)})")
     elif event.site is not None:
         raise ValueError(f"{key}.site: action {event.action} takes no site")
+    if event.cut is not None and event.action != "partition_site":
+        raise ValueError(f"{key}.cut: only with action partition_site, not {event.action}")
     if event.action == "kill_central_leader" and scenario.central.replicas < 2:
         raise ValueError(
             f"{key}.action: kill_central_leader needs central.replicas 2 or more (nobody would take over)"

@@ -315,8 +315,10 @@ class _Caller:
             view.reason = response.ended.reason
             view.ended_at = now
         view.progress.append((kind, now, details))
-        # A caller who has hung up presses no more keys: a write after the site has ended the call
-        # (its `ended` still on the way) can fail the stream, and the caller would never hear it.
+        # A caller who has hung up presses no key. (On a busy machine the patience can run out
+        # before the menu is even played; the digits would then be written after the site ended
+        # the call, and grpc.aio fails such a write with INTERNAL, which also replaces the status
+        # of the call: the `ended` already on its way would be lost, the call counted "lost".)
         if kind == "prompt" and not self.ended and self._hang_up_task is None:
             digit = self._choose_digit(list(response.prompt.choices))
             view.progress.append(("digits", time.time(), {"digits": digit}))
