@@ -116,6 +116,7 @@ class Leadership:
         self.last_error: str | None = None
         # Terms of other replicas this one ended early (their leader did not answer its probes).
         self.leaders_revoked = 0
+        self._revoking = False
         # The leader this follower probes has answered at least once (only such a leader is deposed).
         self.leader_reached = False
 
@@ -242,6 +243,11 @@ class Leadership:
                 self._set_leader(self._decode(event.kv.value, create_revision))
         finally:
             reader.cancel()
+            if prober is not None and self._revoking:
+                # Our own revoke ended the term, and its watch event can beat the revoke's answer:
+                # let the probe finish (bounded) so the revoke is counted, not cut short.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(prober), self._timeout_s * 2)
             if prober is not None:
                 prober.cancel()
             with contextlib.suppress(Exception):
@@ -307,7 +313,16 @@ class Leadership:
         if lease_id == 0:
             return False  # not a campaign's key (written by hand): leave it to whoever wrote it
         # A lease id is never reused: revoking it can only end that term, never a newer one.
-        await asyncio.wait_for(self._client.revoke_lease(lease_id), self._timeout_s)
+        self._revoking = True
+        try:
+            await asyncio.wait_for(self._client.revoke_lease(lease_id), self._timeout_s)
+        except TimeoutError:
+            # Late is not undone (a busy etcd): the term is over if the key went with the lease.
+            after: Any = await asyncio.wait_for(self._client.get(self._key), self._timeout_s)
+            if after is not None and int(after.create_revision) == create_revision:
+                raise
+        finally:
+            self._revoking = False
         self.leaders_revoked += 1
         log.warning(
             "replica %s: revoked lease %x of epoch %d; campaigning",
