@@ -28,6 +28,8 @@ from central.router import Router
 from central.stats.service import StatsService
 from central.store import Store
 from central.web.server import Dashboard
+from vcc import tls
+from vcc.authz import Authorizer
 from vcc.config import ProvinceConfig
 from vcc.membership import central_leader_key
 from vcc.rpc import Server
@@ -44,6 +46,13 @@ DEFAULT_REPLICA_ID = "1"
 DASHBOARD_WAIT_S = 10.0
 # At start, how long past the lease TTL a replica waits to learn who leads before serving anyway.
 SETTLE_EXTRA_S = 2.0
+
+
+def central_tls(config: ProvinceConfig, replica_id: str) -> tls.TlsFiles | None:
+    """This replica's certificate (None: TLS not configured for the province)."""
+    if config.tls is None:
+        return None
+    return tls.node_files(config.tls.ca_file, f"{tls.CENTRAL}-{replica_id}")
 
 
 class CentralApp:
@@ -116,7 +125,9 @@ class CentralApp:
             self.router,
             leadership=self.leadership,
         )
-        self.server = Server([SERVICE_NAME])
+        files = central_tls(self.config, self.replica_id)
+        authorizer = Authorizer([s.id for s in self.config.sites])
+        self.server = Server([SERVICE_NAME], tls=files, interceptors=[authorizer] if files else [])
         central_pb2_grpc.add_CentralServiceServicer_to_server(service, self.server.grpc)
         self.port = await self.server.start(self._listen)
         # Serving only once this replica knows who leads: a client is then not bounced at once.

@@ -8,9 +8,9 @@ import re
 import signal
 import sys
 
-from central.app import DEFAULT_REPLICA_ID, CentralApp
+from central.app import DEFAULT_REPLICA_ID, CentralApp, central_tls
 from central.customers import MAX_DEMO_CUSTOMERS
-from vcc import logs
+from vcc import logs, tls
 from vcc.config import ConfigError, ProvinceConfig, load_province
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,11 @@ def run(
         if not 0 <= seed_customers <= MAX_DEMO_CUSTOMERS:
             raise ConfigError(f"--seed-customers: 0 to {MAX_DEMO_CUSTOMERS}, not {seed_customers}")
         check_replica(config, listen, replica_id)
-    except ConfigError as exc:
+        files = central_tls(config, replica_id)
+        if files is not None:
+            # Every link this replica dials (etcd, the leader's health) shows its certificate.
+            tls.adopt(files)
+    except (ConfigError, tls.TlsError) as exc:
         print(f"central: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_CONFIG) from None
     asyncio.run(serve(config, seed_customers, listen, replica_id))

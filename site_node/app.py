@@ -22,7 +22,8 @@ from site_node.shipper import Shipper
 from site_node.summary import site_summary
 from site_node.switchboard import Switchboard
 from site_node.trunk_service import TrunkIngress
-from vcc import membership
+from vcc import membership, tls
+from vcc.authz import Authorizer
 from vcc.config import ProvinceConfig
 from vcc.rpc import Server
 from vcc.v1 import cti_pb2_grpc, peer_pb2_grpc, site_admin_pb2, site_admin_pb2_grpc, trunk_pb2_grpc
@@ -39,10 +40,18 @@ SERVICES = (
 DRAIN_ON_STOP_S = 3.0
 
 
+def site_tls(province: ProvinceConfig, site_id: str) -> tls.TlsFiles | None:
+    """The site's certificate (None: TLS not configured for the province)."""
+    if province.tls is None:
+        return None
+    return tls.node_files(province.tls.ca_file, f"{tls.SITE}-{site_id}")
+
+
 class SiteNode:
-    def __init__(self, province: ProvinceConfig, site_id: str) -> None:
+    def __init__(self, province: ProvinceConfig, site_id: str, tls_files: tls.TlsFiles | None = None) -> None:
         self.province = province
         self.site = province.site(site_id)
+        self.tls = tls_files or site_tls(province, site_id)
         self.started_at = time.time()
         self.address = self.site.listen
         self._tasks: list[asyncio.Task[None]] = []
@@ -69,7 +78,8 @@ class SiteNode:
             site_groups={s.id: frozenset(g.id for g in s.skill_groups) for s in sites},
         )
         self.runtime = SiteRuntime(self.switchboard, self.outbox, self.customers.lookup)
-        self.server = Server(SERVICES)
+        authorizer = Authorizer([s.id for s in self.province.sites])
+        self.server = Server(SERVICES, tls=self.tls, interceptors=[authorizer] if self.tls else [])
         trunk_pb2_grpc.add_TrunkIngressServiceServicer_to_server(TrunkIngress(self.runtime), self.server.grpc)
         cti_pb2_grpc.add_AgentDesktopServiceServicer_to_server(AgentDesktop(self.runtime), self.server.grpc)
         site_admin_pb2_grpc.add_SiteAdminServiceServicer_to_server(

@@ -6,8 +6,8 @@ import asyncio
 import logging
 import signal
 
-from site_node.app import SiteNode
-from vcc import logs
+from site_node.app import SiteNode, site_tls
+from vcc import logs, tls
 from vcc.config import load_province
 
 log = logging.getLogger(__name__)
@@ -15,7 +15,11 @@ log = logging.getLogger(__name__)
 
 async def serve(config_path: str, site_id: str) -> None:
     province = load_province(config_path)
-    node = SiteNode(province, site_id)
+    files = site_tls(province, site_id)
+    if files is not None:
+        # Every link this process dials (central, peers, etcd) shows the site's certificate.
+        tls.adopt(files)
+    node = SiteNode(province, site_id, files)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

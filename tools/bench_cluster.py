@@ -33,6 +33,7 @@ from tools.robots import RobotPolicy, run_robots
 from tools.status import site_summaries
 from tools.traffic import CallerView, SiteLoad, TrafficPlan, run_traffic
 from vcc import rpc
+from vcc.tls import DESKTOP, TRUNK
 from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2, cti_pb2, cti_pb2_grpc, trunk_pb2, trunk_pb2_grpc
 
 Progress = Callable[[str], None]
@@ -271,7 +272,7 @@ async def _wait_ready_agents(sites: Mapping[str, str], per_site: int, timeout_s:
 async def _login_all(address: str, codes: Sequence[str], concurrency: int = 50) -> list[str]:
     tokens: list[str] = []
     gate = asyncio.Semaphore(concurrency)
-    async with rpc.channel(address) as ch:
+    async with rpc.channel(address, persona=DESKTOP) as ch:
         stub = cti_pb2_grpc.AgentDesktopServiceStub(ch)
 
         async def one(code: str) -> None:
@@ -357,9 +358,7 @@ async def memory(
             # channel per CALLERS_PER_CHANNEL callers.
             # (Channels with equal arguments share one connection: a local subchannel pool each.)
             channels = [
-                grpc.aio.insecure_channel(
-                    site.listen, options=[*rpc.CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
-                )
+                rpc.channel(site.listen, persona=TRUNK, options=[("grpc.use_local_subchannel_pool", 1)])
                 for _ in range(math.ceil(calls / CALLERS_PER_CHANNEL))
             ]
             stubs: list[trunk_pb2_grpc.TrunkIngressServiceAsyncStub] = [
@@ -516,7 +515,7 @@ async def decisions_on_cluster(
                 ):
                     progress(f"routing: {calls} calls at {site_id}, one at a time ({name})")
                     times = []
-                    async with rpc.channel(cluster.config.site(site_id).listen) as ch:
+                    async with rpc.channel(cluster.config.site(site_id).listen, persona=TRUNK) as ch:
                         stub: trunk_pb2_grpc.TrunkIngressServiceAsyncStub = (
                             trunk_pb2_grpc.TrunkIngressServiceStub(ch)
                         )

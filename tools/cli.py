@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 from tools.bench import bench_app
+from tools.certs_cli import certs_app
 from vcc.config import ConfigError, ProvinceConfig, load_province
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ cluster_app = typer.Typer(
 )
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(bench_app, name="bench")
+app.add_typer(certs_app, name="certs")
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The province config (YAML).")]
 RunDirOpt = Annotated[Path, typer.Option("--run-dir", help="The cluster's run folder.")]
@@ -56,6 +58,20 @@ def load_config(path: Path) -> ProvinceConfig:
         return load_province(path)
     except ConfigError as exc:
         fail(str(exc))
+
+
+def load_tool_config(path: Path) -> ProvinceConfig:
+    """A config for a tool that dials the province: with TLS, as the tool (and its personas)."""
+    cfg = load_config(path)
+    if cfg.tls is not None:
+        from tools.certs import adopt_tool_identity
+        from vcc.tls import TlsError
+
+        try:
+            adopt_tool_identity(cfg)
+        except TlsError as exc:
+            fail(f"tls: {exc}")
+    return cfg
 
 
 def _missing_part(exc: ModuleNotFoundError, package: str, what: str) -> None:
@@ -245,7 +261,7 @@ def status(
     """Every site: up/down, agents, waiting calls, trunks, outbox (from central, else from the sites)."""
     from tools.status import print_status
 
-    cfg = load_config(config)
+    cfg = load_tool_config(config)
     all_up = asyncio.run(print_status(cfg, _console(), deadline))
     if not all_up:
         raise typer.Exit(1)
@@ -315,7 +331,7 @@ def agents(
     seed: int = 0,
 ) -> None:
     """Robot agents for one site: log in, go ready, answer, talk, hang up."""
-    cfg = load_config(config)
+    cfg = load_tool_config(config)
     try:
         site_cfg = cfg.site(site_id)
     except ConfigError as exc:
@@ -348,7 +364,7 @@ def traffic(
     journal: Annotated[Path | None, typer.Option(help="Write one JSON line per call here.")] = None,
 ) -> None:
     """Callers: Poisson arrivals at each site's trunk, through the IVR, until they are served or give up."""
-    cfg = load_config(config)
+    cfg = load_tool_config(config)
     from tools.traffic import SiteLoad, TrafficPlan, run_traffic
 
     loads = []

@@ -167,6 +167,15 @@ class CentralConfig(_Strict):
         return v
 
 
+class TlsConfig(_Strict):
+    """Mutual TLS on every link. Only the CA is named here (it is public); each process's own
+    certificate and key come from its environment (VCC_TLS_CERT, VCC_TLS_KEY) or sit beside the CA
+    as `<kind>-<name>.crt/.key` (`vcc certs province`), never in this shared file."""
+
+    # The province CA's certificate (PEM); relative paths are from the process's working folder.
+    ca_file: str = Field(min_length=1)
+
+
 RoutingMode = Literal["isolated", "overflow", "pooled"]
 
 
@@ -196,6 +205,8 @@ class ProvinceConfig(_Strict):
     etcd: EtcdConfig = EtcdConfig()
     central: CentralConfig = CentralConfig()
     routing: RoutingConfig = RoutingConfig()
+    # None: every link in plaintext, nobody authenticated (in-process tests only; logged loudly).
+    tls: TlsConfig | None = None
     sites: list[SiteConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
