@@ -73,6 +73,7 @@ METHOD_KINDS: Mapping[str, frozenset[str]] = {
     # Every server: health to anyone the CA vouches for; reflection to operators.
     "/grpc.health.v1.Health/Check": ANY_NODE,
     "/grpc.health.v1.Health/Watch": ANY_NODE,
+    "/grpc.health.v1.Health/List": ANY_NODE,
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": frozenset({TOOL}),
 }
 

@@ -1,0 +1,35 @@
+"""Every method of every service a vcc server runs is in the one authorization table."""
+
+from __future__ import annotations
+
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2
+
+from vcc.authz import METHOD_KINDS
+from vcc.tls import KINDS
+from vcc.v1 import central_pb2, cti_pb2, peer_pb2, site_admin_pb2, trunk_pb2
+
+
+def served_methods() -> set[str]:
+    methods = set()
+    for module in (central_pb2, cti_pb2, peer_pb2, site_admin_pb2, trunk_pb2, health_pb2, reflection_pb2):
+        for service in module.DESCRIPTOR.services_by_name.values():
+            methods |= {f"/{service.full_name}/{m.name}" for m in service.methods}
+    return methods
+
+
+def test_every_method_of_every_service_is_in_the_table() -> None:
+    methods = served_methods()
+    missing = sorted(methods - set(METHOD_KINDS))
+    assert not missing, f"methods without an authorization rule (everyone refused): {missing}"
+    # And nothing in the table that no service has (a renamed method would silently lose its rule).
+    assert sorted(set(METHOD_KINDS) - methods) == []
+
+
+def test_the_table_names_only_known_kinds_and_never_everyone_for_writes() -> None:
+    for method, kinds in METHOD_KINDS.items():
+        assert kinds and kinds <= set(KINDS), method
+    assert METHOD_KINDS["/vcc.v1.CentralService/IngestCallEvents"] == {"site"}
+    assert METHOD_KINDS["/vcc.v1.CentralService/StreamSiteState"] == {"site"}
+    assert METHOD_KINDS["/vcc.v1.SitePeerService/ServeCall"] == {"site"}
+    assert METHOD_KINDS["/vcc.v1.TrunkIngressService/PlaceCall"] == {"trunk"}
