@@ -17,6 +17,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from central import audit
 from central.db.engine import create_engine, is_sqlite
 from central.db.migrate import upgrade
 from central.grpc_api import SERVICE_NAME, CentralService
@@ -33,7 +34,7 @@ from vcc.authz import Authorizer
 from vcc.config import ProvinceConfig
 from vcc.membership import central_leader_key
 from vcc.rpc import Server
-from vcc.v1 import central_pb2_grpc
+from vcc.v1 import audit_pb2_grpc, central_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +127,17 @@ class CentralApp:
             leadership=self.leadership,
         )
         files = central_tls(self.config, self.replica_id)
-        authorizer = Authorizer([s.id for s in self.config.sites])
-        self.server = Server([SERVICE_NAME], tls=files, interceptors=[authorizer] if files else [])
+        site_ids = [s.id for s in self.config.sites]
+        self.audit = audit.AuditLog(self.engine)
+        # Certificates the table refuses are audited (who tried what, from where).
+        authorizer = Authorizer(site_ids, on_denied=self.audit.record_denied)
+        self.server = Server(
+            [SERVICE_NAME, audit.SERVICE_NAME], tls=files, interceptors=[authorizer] if files else []
+        )
         central_pb2_grpc.add_CentralServiceServicer_to_server(service, self.server.grpc)
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(
+            audit.AuditService(self.audit, site_ids), self.server.grpc
+        )
         self.port = await self.server.start(self._listen)
         # Serving only once this replica knows who leads: a client is then not bounced at once.
         await self.server.set_serving(False)

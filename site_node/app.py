@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from site_node.admin_service import SiteAdmin
+from site_node.audit_sink import AuditSink
 from site_node.central_link import CentralLink
 from site_node.customers import CentralCustomers
 from site_node.desktop_service import AgentDesktop
@@ -81,7 +82,10 @@ class SiteNode:
         authorizer = Authorizer([s.id for s in self.province.sites])
         self.server = Server(SERVICES, tls=self.tls, interceptors=[authorizer] if self.tls else [])
         trunk_pb2_grpc.add_TrunkIngressServiceServicer_to_server(TrunkIngress(self.runtime), self.server.grpc)
-        cti_pb2_grpc.add_AgentDesktopServiceServicer_to_server(AgentDesktop(self.runtime), self.server.grpc)
+        # Logins, failed logins and lockouts go to central's audit log.
+        self.audit = AuditSink(site.id, self.leader.address)
+        self.desktop = AgentDesktop(self.runtime, self.audit, session_ttl_s=site.session_ttl_s)
+        cti_pb2_grpc.add_AgentDesktopServiceServicer_to_server(self.desktop, self.server.grpc)
         site_admin_pb2_grpc.add_SiteAdminServiceServicer_to_server(
             SiteAdmin(self.runtime, self.summary), self.server.grpc
         )
@@ -104,6 +108,7 @@ class SiteNode:
             asyncio.create_task(self.shipper.run(), name="shipper"),
             asyncio.create_task(self.membership.run(), name="membership"),
             asyncio.create_task(self.central_link.run(), name="central-link"),
+            asyncio.create_task(self.audit.run(), name="audit-sink"),
         ]
         log.info("site %s serving on %s (outbox %s)", site.id, self.address, outbox_path)
 
@@ -130,6 +135,7 @@ class SiteNode:
         await self.runtime.close()
         await self.server.stop(grace_s=1.0)
         await self.shipper.stop(drain_s=DRAIN_ON_STOP_S)
+        await self.audit.close(drain_s=1.0)
         await self.membership.close()
         # The background tasks end before the channels they use are closed.
         for task in self._tasks:

@@ -70,6 +70,9 @@ METHOD_KINDS: Mapping[str, frozenset[str]] = {
     "/vcc.v1.SitePeerService/ServeCall": frozenset({SITE}),
     # A site, to the exchange's trunk gateway.
     "/vcc.v1.TrunkIngressService/PlaceCall": frozenset({TRUNK}),
+    # Central's audit log: each site writes its own entries; operators read them.
+    "/vcc.v1.AuditService/RecordAudit": frozenset({SITE}),
+    "/vcc.v1.AuditService/ListAudit": frozenset({TOOL}),
     # Every server: health to anyone the CA vouches for; reflection to operators.
     "/grpc.health.v1.Health/Check": ANY_NODE,
     "/grpc.health.v1.Health/Watch": ANY_NODE,

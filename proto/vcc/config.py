@@ -122,6 +122,8 @@ class SiteConfig(_Strict):
     wrap_up_s: float = Field(default=5.0, ge=0, le=3600)
     # How long a logged-in agent's desktop may be gone before the agent is logged out.
     desktop_grace_s: float = Field(default=30.0, gt=0, le=3600)
+    # An agent's session ends this long after its login at the latest (then: log in again).
+    session_ttl_s: float = Field(default=12 * 3600.0, gt=0, le=7 * 86400)
     # Local SQLite journal of call records not yet acknowledged by central.
     outbox_path: str = ""
 

@@ -7,12 +7,21 @@ from grpc_reflection.v1alpha import reflection_pb2
 
 from vcc.authz import METHOD_KINDS
 from vcc.tls import KINDS
-from vcc.v1 import central_pb2, cti_pb2, peer_pb2, site_admin_pb2, trunk_pb2
+from vcc.v1 import audit_pb2, central_pb2, cti_pb2, peer_pb2, site_admin_pb2, trunk_pb2
 
 
 def served_methods() -> set[str]:
     methods = set()
-    for module in (central_pb2, cti_pb2, peer_pb2, site_admin_pb2, trunk_pb2, health_pb2, reflection_pb2):
+    for module in (
+        audit_pb2,
+        central_pb2,
+        cti_pb2,
+        peer_pb2,
+        site_admin_pb2,
+        trunk_pb2,
+        health_pb2,
+        reflection_pb2,
+    ):
         for service in module.DESCRIPTOR.services_by_name.values():
             methods |= {f"/{service.full_name}/{m.name}" for m in service.methods}
     return methods
