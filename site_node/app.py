@@ -27,7 +27,14 @@ from vcc import membership, tls
 from vcc.authz import Authorizer
 from vcc.config import ProvinceConfig
 from vcc.rpc import Server
-from vcc.v1 import cti_pb2_grpc, peer_pb2_grpc, site_admin_pb2, site_admin_pb2_grpc, trunk_pb2_grpc
+from vcc.v1 import (
+    common_pb2,
+    cti_pb2_grpc,
+    peer_pb2_grpc,
+    site_admin_pb2,
+    site_admin_pb2_grpc,
+    trunk_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +100,7 @@ class SiteNode:
         peer_pb2_grpc.add_SitePeerServiceServicer_to_server(self.peer, self.server.grpc)
         port = await self.server.start(site.listen)
         self.address = f"{site.listen.rsplit(':', 1)[0]}:{port}"
-        self.shipper = Shipper(self.outbox, site.id, self.leader.address)
+        self.shipper = Shipper(self.outbox, site.id, self.leader.address, on_dead_letter=self._dead_letter)
         self.membership = Membership(
             list(etcd.endpoints),
             membership.site_key(etcd.prefix, self.province.province.id, site.id),
@@ -111,6 +118,16 @@ class SiteNode:
             asyncio.create_task(self.audit.run(), name="audit-sink"),
         ]
         log.info("site %s serving on %s (outbox %s)", site.id, self.address, outbox_path)
+
+    def _dead_letter(self, event: common_pb2.CallEvent, reason: str) -> None:
+        """Alert: a record central can never take was parked (it no longer blocks the others)."""
+        self.audit.record(
+            f"site/{self.site.id}",
+            "record-dead-lettered",
+            target=f"{event.call_id}#{event.seq}",
+            outcome="refused",
+            detail={"reason": reason[:200]},
+        )
 
     def _peer_address(self, site_id: str) -> str | None:
         for s in self.province.sites:
