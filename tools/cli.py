@@ -268,6 +268,34 @@ def status(
 
 
 @app.command()
+def audit(
+    config: ConfigOpt,
+    since: Annotated[str | None, typer.Option(help="15m, 2h, 1d (ago) or an ISO time.")] = None,
+    who: Annotated[str, typer.Option(help="Only actors containing this (agent:1001, site/gz...).")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many, newest first.")] = 100,
+) -> None:
+    """Central's audit log: logins, failed logins, lockouts, refused certificates, actions."""
+    import time
+
+    import grpc
+
+    from tools.audit_cli import fetch, lines, parse_since
+
+    cfg = load_tool_config(config)
+    try:
+        since_s = parse_since(since, time.time()) if since else None
+    except ValueError as exc:
+        fail(str(exc))
+    try:
+        entries = asyncio.run(fetch(cfg, since=since_s, who=who, limit=limit, deadline_s=5.0))
+    except grpc.aio.AioRpcError as exc:
+        fail(f"central: {exc.code().name}: {exc.details()}", code=1)
+    for line in lines(entries, as_json):
+        typer.echo(line)
+
+
+@app.command()
 def stats(
     *,
     central_addr: Annotated[
