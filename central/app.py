@@ -89,7 +89,8 @@ class CentralApp:
 
     async def start(self) -> int:
         """Migrate, sync the config, start watching etcd and serving; returns the bound port."""
-        url = self.config.central.database_url
+        # Credentials come from central's own environment or file, never the shared province file.
+        url = self.config.central.effective_database_url()
         await _with_database_retry(url, lambda: upgrade(url))
         self.engine = create_engine(url)
         self.store = Store(self.engine)

@@ -6,6 +6,7 @@ start, naming the key and the reason of the first thing that is wrong.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -154,10 +155,16 @@ class EtcdConfig(_Strict):
     lease_ttl_s: int = Field(default=3, ge=1, le=60)
 
 
+DATABASE_URL_ENV = "VCC_DATABASE_URL"
+
+
 class CentralConfig(_Strict):
     listen: HostPort = "127.0.0.1:7000"
-    # sqlite+aiosqlite:///path.db (embedded) or cockroachdb+asyncpg://user@host:port/db.
+    # sqlite+aiosqlite:///path.db (embedded) or cockroachdb+asyncpg://user@host:port/db. Never with
+    # a password: this file is shared by every node. Credentials go in the central host's
+    # environment (VCC_DATABASE_URL) or in `database_url_file` (a file only central can read).
     database_url: str = "sqlite+aiosqlite:///vcc-central.db"
+    database_url_file: str = ""
     # The operations dashboard (HTTP); empty: no dashboard.
     dashboard_listen: HostPort | Literal[""] = ""
 
@@ -166,7 +173,33 @@ class CentralConfig(_Strict):
     def _supported(cls, v: str) -> str:
         if not (v.startswith("sqlite+aiosqlite://") or v.startswith("cockroachdb+asyncpg://")):
             raise ValueError("use sqlite+aiosqlite:// or cockroachdb+asyncpg://")
+        if _has_password(v):
+            raise ValueError(
+                f"no password in the shared province file: put the URL in {DATABASE_URL_ENV} "
+                "or in central.database_url_file on the central host"
+            )
         return v
+
+    def effective_database_url(self) -> str:
+        """The URL central connects with: its environment, else its own file, else the shared one."""
+        url = os.environ.get(DATABASE_URL_ENV, "").strip()
+        if not url and self.database_url_file:
+            try:
+                url = Path(self.database_url_file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"central.database_url_file: cannot read: {exc.strerror}") from None
+        if not url:
+            return self.database_url
+        if not (url.startswith("sqlite+aiosqlite://") or url.startswith("cockroachdb+asyncpg://")):
+            raise ConfigError("database URL: use sqlite+aiosqlite:// or cockroachdb+asyncpg://")
+        return url
+
+
+def _has_password(url: str) -> bool:
+    """user:password@ in the authority part, or a password=... query parameter."""
+    rest = url.split("://", 1)[1] if "://" in url else url
+    authority = rest.split("/", 1)[0]
+    return ("@" in authority and ":" in authority.rsplit("@", 1)[0]) or "password=" in url.lower()
 
 
 class TlsConfig(_Strict):

@@ -202,3 +202,38 @@ async def test_a_renewed_certificate_is_picked_up_without_a_restart(tmp_path: Pa
             tmp.replace(live / name)
         assert await status(central, tool(new)) == Code.OK
         assert await status(central, tool(old)) == Code.UNAVAILABLE
+
+
+async def test_a_client_identity_has_a_bounded_number_of_calls_at_once(certs: Certs) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    server = rpc.Server(
+        [], tls=certs.files("central-1"), interceptors=[Authorizer(["gz"], limits={"tool": 1, "site": 5})]
+    )
+    port = await server.start("127.0.0.1:0")
+    try:
+        async with rpc.channel(f"127.0.0.1:{port}", tls=certs.files("tool-cli")) as ch:
+            health = health_pb2_grpc.HealthStub(ch)
+            watch = health.Watch(health_pb2.HealthCheckRequest(), timeout=10)
+            assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+            # One call open: the tool's second is refused while it lasts.
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert info.value.code() == Code.RESOURCE_EXHAUSTED
+            # Another identity is not limited by the tool's calls.
+            async with rpc.channel(f"127.0.0.1:{port}", tls=certs.files("site-gz")) as other:
+                await health_pb2_grpc.HealthStub(other).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            watch.cancel()
+
+            async def released() -> bool:
+                try:
+                    await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+                except grpc.aio.AioRpcError:
+                    return False
+                return True
+
+            from tests.helpers import eventually
+
+            await eventually(released, what="the tool's slot is free again")
+    finally:
+        await server.stop(0)
