@@ -42,3 +42,16 @@ def test_the_table_names_only_known_kinds_and_never_everyone_for_writes() -> Non
     assert METHOD_KINDS["/vcc.v1.CentralService/StreamSiteState"] == {"site"}
     assert METHOD_KINDS["/vcc.v1.SitePeerService/ServeCall"] == {"site"}
     assert METHOD_KINDS["/vcc.v1.TrunkIngressService/PlaceCall"] == {"trunk"}
+
+
+def test_docs_role_table() -> None:
+    """docs/SECURITY.md shows the table as it is."""
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "SECURITY.md").read_text(encoding="utf-8")
+    rows = {}
+    for line in doc.splitlines():
+        if line.startswith("| `/"):
+            method, kinds = (cell.strip() for cell in line.strip("|").split("|"))
+            rows[method.strip("`")] = frozenset(k.strip() for k in kinds.split(","))
+    assert rows == dict(METHOD_KINDS)
