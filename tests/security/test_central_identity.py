@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from central.audit import AuditLog, AuditService
 from central.db.engine import create_engine
 from central.db.migrate import upgrade
 from central.grpc_api import SERVICE_NAME, CentralService
@@ -25,7 +26,7 @@ from tools.certs import issue, make_ca
 from vcc import rpc
 from vcc.authz import Authorizer
 from vcc.tls import TlsFiles
-from vcc.v1 import central_pb2, central_pb2_grpc, site_admin_pb2
+from vcc.v1 import audit_pb2_grpc, central_pb2, central_pb2_grpc, site_admin_pb2
 
 DEADLINE = 5.0
 Code = grpc.StatusCode
@@ -65,6 +66,9 @@ async def serve_central(tmp_path: Path, files: TlsFiles) -> AsyncIterator[Centra
     )
     service = CentralService(store, config.province.id, [s.id for s in config.sites], view.sites, router)
     central_pb2_grpc.add_CentralServiceServicer_to_server(service, server.grpc)
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(
+        AuditService(AuditLog(engine), [s.id for s in config.sites]), server.grpc
+    )
     port = await server.start("127.0.0.1:0")
     yield Central(f"127.0.0.1:{port}", engine, router, denied)
     await server.stop(0)
