@@ -145,6 +145,33 @@ def issue(folder: Path, kind: str, name: str, hosts: Iterable[str] = (), days: i
     return Issued(kind, name, stem.with_suffix(".crt"), stem.with_suffix(".key"))
 
 
+ETCD_ROOT_STEM = "etcd-root"
+
+
+def issue_root(folder: Path, days: int = DEFAULT_DAYS) -> tls.TlsFiles:
+    """etcd's `root` user (CN=root): sets etcd's users and roles up. No vcc identity: refused by
+    every vcc server."""
+    ca_cert, ca_key = _load_ca(folder)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "root")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    stem = folder / ETCD_ROOT_STEM
+    _write_key(stem.with_suffix(".key"), key)
+    _write_cert(stem.with_suffix(".crt"), cert)
+    return tls.TlsFiles(folder / f"{CA_STEM}.crt", stem.with_suffix(".crt"), stem.with_suffix(".key"))
+
+
 def province_identities(config: ProvinceConfig, central_replicas: int = 1) -> list[tuple[str, str]]:
     """(kind, name) of every process of a province, and of the tools' personas."""
     out = [(tls.SITE, s.id) for s in config.sites]
@@ -188,6 +215,8 @@ class ClusterTls:
     """The certificates of a run folder's province, and the environment each process gets."""
 
     folder: Path
+    # Made by the cluster (and its etcd's roles with it); False: the operator's own CA.
+    own_ca: bool = False
     saved_env: dict[str, str | None] | None = None
 
     @property
@@ -202,6 +231,9 @@ class ClusterTls:
 
     def etcd(self) -> tls.TlsFiles:
         return self.files(f"{tls.ETCD}-server")
+
+    def etcd_root(self) -> tls.TlsFiles:
+        return self.files(ETCD_ROOT_STEM)
 
     def child_env(self, env: dict[str, str], stem: str) -> dict[str, str]:
         """`env` for a child process whose identity is `stem` (and no tool personas)."""
@@ -242,8 +274,9 @@ def cluster_tls(run: Path, raw: dict[str, object], config_path: Path, central_re
             old.unlink()
     config = parse_province({k: v for k, v in raw.items() if k != "tls"})
     province_certs(config, folder, central_replicas=central_replicas)
+    issue_root(folder)
     raw["tls"] = {"ca_file": str(folder / f"{CA_STEM}.crt")}
-    return ClusterTls(folder)
+    return ClusterTls(folder, own_ca=True)
 
 
 def adopt_tool_identity(config: ProvinceConfig) -> None:

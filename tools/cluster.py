@@ -37,6 +37,7 @@ import psutil
 import yaml
 
 from tools.certs import ClusterTls, central_stem, cluster_tls, site_stem
+from tools.etcd_roles import EtcdRolesError, enable_roles
 from tools.etcd_server import EtcdServer
 from tools.netutil import free_port
 from vcc.config import ConfigError, ProvinceConfig, load_province, parse_province
@@ -311,6 +312,21 @@ class Cluster:
         except ConfigError:
             await asyncio.to_thread(etcd.stop)
             raise
+        if certs.own_ca:
+            try:
+                # Each etcd key writable only by its owner (a site its own membership key...).
+                await asyncio.to_thread(
+                    enable_roles,
+                    etcd.endpoint,
+                    certs.etcd_root(),
+                    prefix=config.etcd.prefix,
+                    province_id=config.province.id,
+                    site_ids=[s.id for s in config.sites],
+                    central_replicas=central_replicas,
+                )
+            except EtcdRolesError as exc:
+                await asyncio.to_thread(etcd.stop)
+                raise ClusterError(f"etcd roles: {exc}") from None
 
         try:
             cluster = cls(run, config, seed_customers, central_replicas)

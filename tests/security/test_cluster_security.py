@@ -120,3 +120,47 @@ async def test_strangers_are_refused_and_what_happened_is_audited(cluster: Clust
     assert (
         await asyncio.to_thread(vcc, "audit", "--config", str(cluster.config_path), "--who", "nobody")
     ).stdout == ""
+
+
+async def test_etcd_keys_are_writable_only_by_their_owner(cluster: Cluster) -> None:
+    from tests.helpers import eventually as until
+    from vcc.membership import central_leader_key, site_key
+    from vcc.tls import _TlsEtcdClient
+
+    assert cluster.tls is not None
+    host, _, port = cluster.addresses.etcd.rpartition(":")
+    prefix, province = cluster.config.etcd.prefix, cluster.config.province.id
+    leader_key = central_leader_key(prefix, province).encode()
+    gz_key = site_key(prefix, province, "gz").encode()
+
+    def client(stem: str) -> aetcd.Client:
+        return _TlsEtcdClient(host, int(port), 3, cluster.tls.files(stem))  # type: ignore[union-attr]
+
+    async def current(key: bytes) -> bytes | None:
+        async with client("tool-cli") as reader:
+            got = await reader.get(key)
+            return None if got is None else bytes(got.value)
+
+    async def gz_registered() -> bool:
+        return await current(gz_key) is not None
+
+    await until(gz_registered, what="gz registered in etcd")
+    leader = await current(leader_key)
+    assert leader is not None
+    # Another site, a tool, a desktop or the trunk gateway: neither the leader key nor gz's key.
+    for stem in ("site-sz", "tool-cli", "desktop-robots", "trunk-gateway"):
+        for key in (leader_key, gz_key):
+            c = client(stem)
+            with pytest.raises(aetcd.ClientError):
+                await c.put(key, b"impostor")
+            await c.close()
+    # Readers read; a desktop or trunk certificate reads nothing either.
+    for stem in ("desktop-robots", "trunk-gateway"):
+        c = client(stem)
+        with pytest.raises(aetcd.ClientError):
+            await c.get(leader_key)
+        await c.close()
+    # The leader is the same; gz's key still holds gz's own summary (it refreshes it itself).
+    assert await current(leader_key) == leader
+    now = await current(gz_key)
+    assert now is not None and b"impostor" not in now and b'"site_id": "gz"' in now
