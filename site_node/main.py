@@ -8,7 +8,7 @@ import signal
 
 from site_node.app import SiteNode, site_tls
 from vcc import logs, tls
-from vcc.config import load_province
+from vcc.config import ConfigError, load_province
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,12 @@ async def serve(config_path: str, site_id: str) -> None:
 
 
 def run(config_path: str, site_id: str) -> None:
-    """Raises vcc.config.ConfigError for a bad config (the CLI prints it and exits 2)."""
+    """Raises vcc.config.ConfigError for a bad config or certificate (the CLI prints it, exits 2)."""
     province = load_province(config_path)
     province.site(site_id)
+    try:
+        site_tls(province, site_id)
+    except tls.TlsError as exc:
+        raise ConfigError(f"tls: {exc}") from None
     logs.configure(f"site:{site_id}")
     asyncio.run(serve(config_path, site_id))

@@ -24,7 +24,10 @@ MAX_CUSTOMER_BYTES = 16_384
 
 
 def _short(key: str, value: str, limit: int, *, required: bool = False) -> None:
-    if (required and not value) or len(value) > limit or (not value.isascii() and key.endswith("_id")):
+    missing = required and not value
+    # Ids end up in keys, logs and records: ASCII only.
+    bad_id = key.endswith("_id") and not value.isascii()
+    if missing or bad_id or len(value) > limit:
         raise InvalidArgument(
             "peer-field-too-large", f"{key}: {'required, ' if required else ''}at most {limit} characters"
         )

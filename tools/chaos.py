@@ -23,6 +23,7 @@ from pathlib import Path
 import psutil
 from sqlalchemy.engine import make_url
 
+from tools.certs import CLUSTER_CERTS_DIR, ClusterTls, site_stem
 from tools.cluster import (
     START_TIMEOUT_S,
     STATE_FILE,
@@ -176,6 +177,10 @@ async def _restart_site(run_dir: Path, state: dict[str, object], site: str) -> s
     plan = load_plan(run_dir)
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
+    certs = run_dir / CLUSTER_CERTS_DIR
+    if certs.is_dir():
+        # The site's own certificate, never this tool's (whose identity our environment carries).
+        env = ClusterTls(certs).child_env(env, site_stem(site))
     if plan is not None:
         env.update(plan.site_env().get(site, {}))
     proc = ManagedProcess(old.name, old.cmd, old.log_path, old.cwd, old.address)

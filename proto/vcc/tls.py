@@ -87,9 +87,18 @@ def node_files(ca_file: str | Path, stem: str) -> TlsFiles:
     ca = Path(ca_file)
     cert = os.environ.get(CERT_ENV, "")
     key = os.environ.get(KEY_ENV, "")
-    if cert and key:
-        return TlsFiles(ca, Path(cert), Path(key))
-    return TlsFiles(ca, ca.parent / f"{stem}.crt", ca.parent / f"{stem}.key")
+    if not (cert and key):
+        return TlsFiles(ca, ca.parent / f"{stem}.crt", ca.parent / f"{stem}.key")
+    from vcc.authz import _identity_of_pem  # (authz imports this module)
+
+    try:
+        who = _identity_of_pem(Path(cert).read_bytes())
+    except OSError as exc:
+        raise TlsError(f"{CERT_ENV} {cert}: cannot read: {exc.strerror}") from None
+    # A node never runs as another identity (an environment inherited from a tool, say).
+    if who is None or f"{who.kind}-{who.name}" != stem:
+        raise TlsError(f"{CERT_ENV} {cert} is the certificate of {who or 'no vcc identity'}, not of {stem}")
+    return TlsFiles(ca, Path(cert), Path(key))
 
 
 def adopt(files: TlsFiles, persona_dir: Path | None = None) -> None:

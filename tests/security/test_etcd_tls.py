@@ -57,3 +57,14 @@ def test_the_process_identity_picks_the_tls_client(monkeypatch: pytest.MonkeyPat
     for name, value in certs.files("site-gz").env().items():
         monkeypatch.setenv(name, value)
     assert isinstance(tls.etcd_client("127.0.0.1", 1), tls._TlsEtcdClient)
+
+
+def test_a_node_refuses_to_run_as_another_identity(monkeypatch: pytest.MonkeyPatch, certs: Certs) -> None:
+    # An environment inherited from a tool names the tool's certificate: the site will not use it.
+    for name, value in certs.files("tool-cli").env().items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(tls.TlsError, match="tool/cli, not of site-gz"):
+        tls.node_files(certs.folder / "ca.crt", "site-gz")
+    for name, value in certs.files("site-gz").env().items():
+        monkeypatch.setenv(name, value)
+    assert tls.node_files(certs.folder / "ca.crt", "site-gz").cert == certs.folder / "site-gz.crt"
