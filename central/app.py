@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -177,6 +178,16 @@ class CentralApp:
         assert self.store is not None
         await self.store.take_over(epoch)
         await self.store.sync_province(self.config)
+        # The province config central now serves from (a configuration push), in the audit log.
+        await self.audit.record(
+            audit.AuditEntry(
+                at=time.time(),
+                actor=f"central/{self.replica_id}",
+                action="config-sync",
+                target=f"province {self.config.province.id}",
+                detail={"epoch": str(epoch), "sites": ",".join(s.id for s in self.config.sites)},
+            )
+        )
         if self._seed_customers and not self._seeded:
             await self.store.seed_demo_customers(self._seed_customers, [s.name for s in self.config.sites])
             self._seeded = True

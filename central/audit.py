@@ -164,6 +164,14 @@ class AuditLog:
             for r in rows
         ]
 
+    async def record(self, entry: AuditEntry) -> None:
+        """Append one of central's own entries; a failure is logged, never raised (an audit that
+        cannot be written must not stop what it records)."""
+        try:
+            await self.append([entry])
+        except Exception as exc:
+            log.error("audit: could not record %s %s: %s", entry.actor, entry.action, exc)
+
     async def record_denied(self, method: str, who: Identity | None, peer: str, reason: str) -> None:
         """The authorization table refused a certificate (central's interceptor hook)."""
         entry = AuditEntry(
@@ -175,10 +183,7 @@ class AuditLog:
             outcome="refused",
             detail={"reason": reason},
         )
-        try:
-            await self.append([entry])
-        except Exception as exc:  # an audit failure must not turn a refusal into a crash
-            log.error("audit: could not record a refusal of %s to %s: %s", method, who, exc)
+        await self.record(entry)
 
 
 async def _count(conn: Any, entry_ids: list[str]) -> int:

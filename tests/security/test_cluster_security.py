@@ -109,6 +109,7 @@ async def test_strangers_are_refused_and_what_happened_is_audited(cluster: Clust
             (f"agent:{code}", "login-failed"),
             (f"agent:{code}", "login"),
             ("desktop/robots", "permission-denied"),
+            ("central/1", "config-sync"),
         }
         return entries if wanted <= actions else None
 
