@@ -18,6 +18,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from central import audit
 from central.db.engine import create_engine, is_sqlite
 from central.db.migrate import upgrade
 from central.flow_publisher import FlowPublisher
@@ -36,11 +37,13 @@ from central.servicedesk.grpc_api import SERVICE_NAMES as DESK_SERVICES
 from central.stats.service import StatsService
 from central.store import Store
 from central.web.server import Dashboard
+from vcc import tls
+from vcc.authz import Authorizer
 from vcc.config import ProvinceConfig
 from vcc.errors import VccError
 from vcc.membership import central_leader_key
 from vcc.rpc import Server
-from vcc.v1 import central_pb2_grpc, ivr_pb2_grpc
+from vcc.v1 import audit_pb2_grpc, central_pb2_grpc, ivr_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,13 @@ DEFAULT_REPLICA_ID = "1"
 DASHBOARD_WAIT_S = 10.0
 # At start, how long past the lease TTL a replica waits to learn who leads before serving anyway.
 SETTLE_EXTRA_S = 2.0
+
+
+def central_tls(config: ProvinceConfig, replica_id: str) -> tls.TlsFiles | None:
+    """This replica's certificate (None: TLS not configured for the province)."""
+    if config.tls is None:
+        return None
+    return tls.node_files(config.tls.ca_file, f"{tls.CENTRAL}-{replica_id}")
 
 
 class CentralApp:
@@ -92,7 +102,8 @@ class CentralApp:
 
     async def start(self) -> int:
         """Migrate, sync the config, start watching etcd and serving; returns the bound port."""
-        url = self.config.central.database_url
+        # Credentials come from central's own environment or file, never the shared province file.
+        url = self.config.central.effective_database_url()
         await _with_database_retry(url, lambda: upgrade(url))
         self.engine = create_engine(url)
         self.store = Store(self.engine)
@@ -138,8 +149,20 @@ class CentralApp:
             leadership=self.leadership,
             lookups=Lookups(self.store),
         )
-        self.server = Server([SERVICE_NAME, IVR_SERVICE_NAME, *DESK_SERVICES])
+        files = central_tls(self.config, self.replica_id)
+        site_ids = [s.id for s in self.config.sites]
+        self.audit = audit.AuditLog(self.engine)
+        # Certificates the table refuses are audited (who tried what, from where).
+        authorizer = Authorizer(site_ids, on_denied=self.audit.record_denied)
+        self.server = Server(
+            [SERVICE_NAME, IVR_SERVICE_NAME, audit.SERVICE_NAME, *DESK_SERVICES],
+            tls=files,
+            interceptors=[authorizer] if files else [],
+        )
         central_pb2_grpc.add_CentralServiceServicer_to_server(service, self.server.grpc)
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(
+            audit.AuditService(self.audit, site_ids), self.server.grpc
+        )
         ivr_pb2_grpc.add_IvrServiceServicer_to_server(ivr, self.server.grpc)
         # Customers, tickets, knowledge, history (settings from central's environment).
         self.desk = ServiceDesk(self.store, [s.id for s in self.config.sites])
@@ -182,6 +205,16 @@ class CentralApp:
         assert self.store is not None
         await self.store.take_over(epoch)
         await self.store.sync_province(self.config)
+        # The province config central now serves from (a configuration push), in the audit log.
+        await self.audit.record(
+            audit.AuditEntry(
+                at=time.time(),
+                actor=f"central/{self.replica_id}",
+                action="config-sync",
+                target=f"province {self.config.province.id}",
+                detail={"epoch": str(epoch), "sites": ",".join(s.id for s in self.config.sites)},
+            )
+        )
         if self._seed_customers and not self._seeded:
             await self.store.seed_demo_customers(self._seed_customers, [s.name for s in self.config.sites])
             self._seeded = True

@@ -16,6 +16,7 @@ from central.records import CallRecord
 from central.router import PullCommand, Router, SiteStream
 from central.store import RecordedDecision, Store
 from routing.global_router import CallToRoute
+from vcc.authz import require_site
 from vcc.errors import ERROR_ID_KEY, InvalidArgument, NotFound, Unavailable
 from vcc.rpc import maps_errors, maps_stream_errors, timestamp
 from vcc.v1 import central_pb2, central_pb2_grpc
@@ -65,6 +66,8 @@ class CentralService(central_pb2_grpc.CentralServiceServicer):
     ) -> central_pb2.IngestCallEventsResponse:
         await self._only_leader(context)
         validation.check_ingest(request, self._site_ids)
+        # A site ingests only its own records (else first writer wins against the real site).
+        await require_site(context, request.site_id)
         events = [convert.event_from_proto(e) for e in request.events]
         result = await self._store.ingest(request.site_id, events)
         log.debug(
@@ -137,6 +140,8 @@ class CentralService(central_pb2_grpc.CentralServiceServicer):
         except StopAsyncIteration:
             return
         site_id = _check_state(first, self._site_ids, "")
+        # A site streams only its own state (else central would follow an impostor).
+        await require_site(context, site_id)
         stream = router.attach(site_id)
         reader = asyncio.create_task(self._read_states(router, stream, first, requests))
         command: asyncio.Task[PullCommand] | None = None
@@ -185,6 +190,7 @@ class CentralService(central_pb2_grpc.CentralServiceServicer):
         await self._only_leader(context)
         validation.check_call_id(request.call_id)
         self._check_site(request.site_id)
+        await require_site(context, request.site_id)
         if not request.skill_group:
             raise InvalidArgument("missing-skill-group", "skill_group: required")
         if not router.knows_skill_group(request.skill_group):

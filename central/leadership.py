@@ -41,6 +41,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from vcc.membership import LeaderInfo, decode_leader, encode_leader
 from vcc.rpc import channel, dialled
+from vcc.tls import etcd_client
 
 log = logging.getLogger(__name__)
 
@@ -448,7 +449,7 @@ class Leadership:
 
     def _new_client(self) -> aetcd.Client:
         host, _, port = dialled(next(self._endpoints)).rpartition(":")
-        return aetcd.Client(host=host, port=int(port), timeout=self._timeout_s)
+        return etcd_client(host, int(port), self._timeout_s)
 
 
 def _now() -> float:

@@ -8,10 +8,10 @@ import re
 import signal
 import sys
 
-from central.app import DEFAULT_REPLICA_ID, CentralApp
+from central.app import DEFAULT_REPLICA_ID, CentralApp, central_tls
 from central.customers import MAX_DEMO_CUSTOMERS
 from central.servicedesk.settings import check_environment
-from vcc import logs
+from vcc import logs, tls
 from vcc.config import ConfigError, ProvinceConfig, load_province
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,11 @@ def run(
         check_replica(config, listen, replica_id)
         # The service desk's SMTP, SMS gateway and retry settings (central's environment).
         check_environment()
-    except ConfigError as exc:
+        files = central_tls(config, replica_id)
+        if files is not None:
+            # Every link this replica dials (etcd, the leader's health) shows its certificate.
+            tls.adopt(files)
+    except (ConfigError, tls.TlsError) as exc:
         print(f"central: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_CONFIG) from None
     asyncio.run(serve(config, seed_customers, listen, replica_id))

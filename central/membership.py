@@ -18,6 +18,7 @@ from tenacity import AsyncRetrying, stop_after_delay, wait_exponential
 from central.membership_view import MembershipView, SiteLiveness, Transition
 from vcc.membership import decode_summary, sites_prefix
 from vcc.rpc import dialled
+from vcc.tls import etcd_client
 from vcc.v1 import site_admin_pb2
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ class MembershipWatcher:
 
     async def _open(self, endpoint: str) -> tuple[aetcd.Client, aetcd.Watch]:
         host, port = dialled(endpoint).rsplit(":", 1)
-        client = aetcd.Client(host=host, port=int(port), timeout=self._rpc_timeout_s)
+        client = etcd_client(host, int(port), self._rpc_timeout_s)
         try:
             snapshot = await client.get_prefix(self._prefix)
             alive = {}

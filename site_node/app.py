@@ -15,6 +15,7 @@ from site_node.grpc_api.desktop_service import AgentDesktop
 from site_node.grpc_api.peers import PeerLinks, SitePeer
 from site_node.grpc_api.summary import site_summary
 from site_node.grpc_api.trunk_service import TrunkIngress
+from site_node.links.audit_sink import AuditSink
 from site_node.links.central_link import CentralLink
 from site_node.links.customers import CentralCustomers
 from site_node.links.leader_watch import LeaderWatch
@@ -22,10 +23,18 @@ from site_node.links.membership import Membership
 from site_node.records.outbox import Outbox
 from site_node.records.shipper import Shipper
 from site_node.runtime import SiteRuntime
-from vcc import membership
+from vcc import membership, tls
+from vcc.authz import Authorizer
 from vcc.config import ProvinceConfig
 from vcc.rpc import Server
-from vcc.v1 import cti_pb2_grpc, peer_pb2_grpc, site_admin_pb2, site_admin_pb2_grpc, trunk_pb2_grpc
+from vcc.v1 import (
+    common_pb2,
+    cti_pb2_grpc,
+    peer_pb2_grpc,
+    site_admin_pb2,
+    site_admin_pb2_grpc,
+    trunk_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +48,18 @@ SERVICES = (
 DRAIN_ON_STOP_S = 3.0
 
 
+def site_tls(province: ProvinceConfig, site_id: str) -> tls.TlsFiles | None:
+    """The site's certificate (None: TLS not configured for the province)."""
+    if province.tls is None:
+        return None
+    return tls.node_files(province.tls.ca_file, f"{tls.SITE}-{site_id}")
+
+
 class SiteNode:
-    def __init__(self, province: ProvinceConfig, site_id: str) -> None:
+    def __init__(self, province: ProvinceConfig, site_id: str, tls_files: tls.TlsFiles | None = None) -> None:
         self.province = province
         self.site = province.site(site_id)
+        self.tls = tls_files or site_tls(province, site_id)
         self.started_at = time.time()
         self.address = self.site.listen
         self._tasks: list[asyncio.Task[None]] = []
@@ -69,9 +86,13 @@ class SiteNode:
             site_groups={s.id: frozenset(g.id for g in s.skill_groups) for s in sites},
         )
         self.runtime = SiteRuntime(self.switchboard, self.outbox, self.customers.lookup)
-        self.server = Server(SERVICES)
+        authorizer = Authorizer([s.id for s in self.province.sites])
+        self.server = Server(SERVICES, tls=self.tls, interceptors=[authorizer] if self.tls else [])
         trunk_pb2_grpc.add_TrunkIngressServiceServicer_to_server(TrunkIngress(self.runtime), self.server.grpc)
-        cti_pb2_grpc.add_AgentDesktopServiceServicer_to_server(AgentDesktop(self.runtime), self.server.grpc)
+        # Logins, failed logins and lockouts go to central's audit log.
+        self.audit = AuditSink(site.id, self.leader.address)
+        self.desktop = AgentDesktop(self.runtime, self.audit, session_ttl_s=site.session_ttl_s)
+        cti_pb2_grpc.add_AgentDesktopServiceServicer_to_server(self.desktop, self.server.grpc)
         site_admin_pb2_grpc.add_SiteAdminServiceServicer_to_server(
             SiteAdmin(self.runtime, self.summary), self.server.grpc
         )
@@ -79,7 +100,7 @@ class SiteNode:
         peer_pb2_grpc.add_SitePeerServiceServicer_to_server(self.peer, self.server.grpc)
         port = await self.server.start(site.listen)
         self.address = f"{site.listen.rsplit(':', 1)[0]}:{port}"
-        self.shipper = Shipper(self.outbox, site.id, self.leader.address)
+        self.shipper = Shipper(self.outbox, site.id, self.leader.address, on_dead_letter=self._dead_letter)
         self.membership = Membership(
             list(etcd.endpoints),
             membership.site_key(etcd.prefix, self.province.province.id, site.id),
@@ -94,8 +115,19 @@ class SiteNode:
             asyncio.create_task(self.shipper.run(), name="shipper"),
             asyncio.create_task(self.membership.run(), name="membership"),
             asyncio.create_task(self.central_link.run(), name="central-link"),
+            asyncio.create_task(self.audit.run(), name="audit-sink"),
         ]
         log.info("site %s serving on %s (outbox %s)", site.id, self.address, outbox_path)
+
+    def _dead_letter(self, event: common_pb2.CallEvent, reason: str) -> None:
+        """Alert: a record central can never take was parked (it no longer blocks the others)."""
+        self.audit.record(
+            f"site/{self.site.id}",
+            "record-dead-lettered",
+            target=f"{event.call_id}#{event.seq}",
+            outcome="refused",
+            detail={"reason": reason[:200]},
+        )
 
     def _peer_address(self, site_id: str) -> str | None:
         for s in self.province.sites:
@@ -120,6 +152,7 @@ class SiteNode:
         await self.runtime.close()
         await self.server.stop(grace_s=1.0)
         await self.shipper.stop(drain_s=DRAIN_ON_STOP_S)
+        await self.audit.close(drain_s=1.0)
         await self.membership.close()
         # The background tasks end before the channels they use are closed.
         for task in self._tasks:

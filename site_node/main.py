@@ -6,16 +6,20 @@ import asyncio
 import logging
 import signal
 
-from site_node.app import SiteNode
-from vcc import logs
-from vcc.config import load_province
+from site_node.app import SiteNode, site_tls
+from vcc import logs, tls
+from vcc.config import ConfigError, load_province
 
 log = logging.getLogger(__name__)
 
 
 async def serve(config_path: str, site_id: str) -> None:
     province = load_province(config_path)
-    node = SiteNode(province, site_id)
+    files = site_tls(province, site_id)
+    if files is not None:
+        # Every link this process dials (central, peers, etcd) shows the site's certificate.
+        tls.adopt(files)
+    node = SiteNode(province, site_id, files)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -28,8 +32,12 @@ async def serve(config_path: str, site_id: str) -> None:
 
 
 def run(config_path: str, site_id: str) -> None:
-    """Raises vcc.config.ConfigError for a bad config (the CLI prints it and exits 2)."""
+    """Raises vcc.config.ConfigError for a bad config or certificate (the CLI prints it, exits 2)."""
     province = load_province(config_path)
     province.site(site_id)
+    try:
+        site_tls(province, site_id)
+    except tls.TlsError as exc:
+        raise ConfigError(f"tls: {exc}") from None
     logs.configure(f"site:{site_id}")
     asyncio.run(serve(config_path, site_id))

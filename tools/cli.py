@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 from tools.admin import servicedesk
+from tools.admin.certs import certs_app
 from tools.admin.ivr import ivr_app
 from tools.bench.cli import bench_app
 from vcc.config import ConfigError, ProvinceConfig, load_province
@@ -37,6 +38,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(ivr_app, name="ivr")
 # The service desk: vcc customers|tickets|kb|history.
 servicedesk.register(app)
+app.add_typer(certs_app, name="certs")
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The province config (YAML).")]
 RunDirOpt = Annotated[Path, typer.Option("--run-dir", help="The cluster's run folder.")]
@@ -61,6 +63,20 @@ def load_config(path: Path) -> ProvinceConfig:
         return load_province(path)
     except ConfigError as exc:
         fail(str(exc))
+
+
+def load_tool_config(path: Path) -> ProvinceConfig:
+    """A config for a tool that dials the province: with TLS, as the tool (and its personas)."""
+    cfg = load_config(path)
+    if cfg.tls is not None:
+        from tools.province.certs import adopt_tool_identity
+        from vcc.tls import TlsError
+
+        try:
+            adopt_tool_identity(cfg)
+        except TlsError as exc:
+            fail(f"tls: {exc}")
+    return cfg
 
 
 def _missing_part(exc: ModuleNotFoundError, package: str, what: str) -> None:
@@ -254,10 +270,38 @@ def status(
     """Every site: up/down, agents, waiting calls, trunks, outbox (from central, else from the sites)."""
     from tools.province.status import print_status
 
-    cfg = load_config(config)
+    cfg = load_tool_config(config)
     all_up = asyncio.run(print_status(cfg, _console(), deadline))
     if not all_up:
         raise typer.Exit(1)
+
+
+@app.command()
+def audit(
+    config: ConfigOpt,
+    since: Annotated[str | None, typer.Option(help="15m, 2h, 1d (ago) or an ISO time.")] = None,
+    who: Annotated[str, typer.Option(help="Only actors containing this (agent:1001, site/gz...).")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many, newest first.")] = 100,
+) -> None:
+    """Central's audit log: logins, failed logins, lockouts, refused certificates, actions."""
+    import time
+
+    import grpc
+
+    from tools.admin.audit import fetch, lines, parse_since
+
+    cfg = load_tool_config(config)
+    try:
+        since_s = parse_since(since, time.time()) if since else None
+    except ValueError as exc:
+        fail(str(exc))
+    try:
+        entries = asyncio.run(fetch(cfg, since=since_s, who=who, limit=limit, deadline_s=5.0))
+    except grpc.aio.AioRpcError as exc:
+        fail(f"central: {exc.code().name}: {exc.details()}", code=1)
+    for line in lines(entries, as_json):
+        typer.echo(line)
 
 
 @app.command()
@@ -324,7 +368,7 @@ def agents(
     seed: int = 0,
 ) -> None:
     """Robot agents for one site: log in, go ready, answer, talk, hang up."""
-    cfg = load_config(config)
+    cfg = load_tool_config(config)
     try:
         site_cfg = cfg.site(site_id)
     except ConfigError as exc:
@@ -357,7 +401,7 @@ def traffic(
     journal: Annotated[Path | None, typer.Option(help="Write one JSON line per call here.")] = None,
 ) -> None:
     """Callers: Poisson arrivals at each site's trunk, through the IVR, until they are served or give up."""
-    cfg = load_config(config)
+    cfg = load_tool_config(config)
     from tools.simulation.traffic import SiteLoad, TrafficPlan, run_traffic
 
     loads = []

@@ -197,5 +197,25 @@ class ServiceCatalogRevision(Base):
     pushed_at: Mapped[float] = mapped_column(Double)
 
 
+class AuditLogEntry(Base):
+    """Central's append-only audit log (central/audit.py writes it; SQLite triggers refuse changes)."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_at", "at"),)
+
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    entry_id: Mapped[str] = mapped_column(String(64), unique=True)
+    at: Mapped[float] = mapped_column(Double)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(256))
+    source: Mapped[str] = mapped_column(String(256))
+    outcome: Mapped[str] = mapped_column(String(16))
+    site_id: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text)
+
+
 # The service desk's tables (customers' numbers, tickets, notifications, knowledge, idempotency).
 from central.db import servicedesk_models  # noqa: E402, F401

@@ -6,6 +6,7 @@ start, naming the key and the reason of the first thing that is wrong.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -122,6 +123,8 @@ class SiteConfig(_Strict):
     wrap_up_s: float = Field(default=5.0, ge=0, le=3600)
     # How long a logged-in agent's desktop may be gone before the agent is logged out.
     desktop_grace_s: float = Field(default=30.0, gt=0, le=3600)
+    # An agent's session ends this long after its login at the latest (then: log in again).
+    session_ttl_s: float = Field(default=12 * 3600.0, gt=0, le=7 * 86400)
     # Local SQLite journal of call records not yet acknowledged by central.
     outbox_path: str = ""
 
@@ -152,10 +155,16 @@ class EtcdConfig(_Strict):
     lease_ttl_s: int = Field(default=3, ge=1, le=60)
 
 
+DATABASE_URL_ENV = "VCC_DATABASE_URL"
+
+
 class CentralConfig(_Strict):
     listen: HostPort = "127.0.0.1:7000"
-    # sqlite+aiosqlite:///path.db (embedded) or cockroachdb+asyncpg://user@host:port/db.
+    # sqlite+aiosqlite:///path.db (embedded) or cockroachdb+asyncpg://user@host:port/db. Never with
+    # a password: this file is shared by every node. Credentials go in the central host's
+    # environment (VCC_DATABASE_URL) or in `database_url_file` (a file only central can read).
     database_url: str = "sqlite+aiosqlite:///vcc-central.db"
+    database_url_file: str = ""
     # The operations dashboard (HTTP); empty: no dashboard.
     dashboard_listen: HostPort | Literal[""] = ""
 
@@ -164,7 +173,42 @@ class CentralConfig(_Strict):
     def _supported(cls, v: str) -> str:
         if not (v.startswith("sqlite+aiosqlite://") or v.startswith("cockroachdb+asyncpg://")):
             raise ValueError("use sqlite+aiosqlite:// or cockroachdb+asyncpg://")
+        if _has_password(v):
+            raise ValueError(
+                f"no password in the shared province file: put the URL in {DATABASE_URL_ENV} "
+                "or in central.database_url_file on the central host"
+            )
         return v
+
+    def effective_database_url(self) -> str:
+        """The URL central connects with: its environment, else its own file, else the shared one."""
+        url = os.environ.get(DATABASE_URL_ENV, "").strip()
+        if not url and self.database_url_file:
+            try:
+                url = Path(self.database_url_file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"central.database_url_file: cannot read: {exc.strerror}") from None
+        if not url:
+            return self.database_url
+        if not (url.startswith("sqlite+aiosqlite://") or url.startswith("cockroachdb+asyncpg://")):
+            raise ConfigError("database URL: use sqlite+aiosqlite:// or cockroachdb+asyncpg://")
+        return url
+
+
+def _has_password(url: str) -> bool:
+    """user:password@ in the authority part, or a password=... query parameter."""
+    rest = url.split("://", 1)[1] if "://" in url else url
+    authority = rest.split("/", 1)[0]
+    return ("@" in authority and ":" in authority.rsplit("@", 1)[0]) or "password=" in url.lower()
+
+
+class TlsConfig(_Strict):
+    """Mutual TLS on every link. Only the CA is named here (it is public); each process's own
+    certificate and key come from its environment (VCC_TLS_CERT, VCC_TLS_KEY) or sit beside the CA
+    as `<kind>-<name>.crt/.key` (`vcc certs province`), never in this shared file."""
+
+    # The province CA's certificate (PEM); relative paths are from the process's working folder.
+    ca_file: str = Field(min_length=1)
 
 
 RoutingMode = Literal["isolated", "overflow", "pooled"]
@@ -196,6 +240,8 @@ class ProvinceConfig(_Strict):
     etcd: EtcdConfig = EtcdConfig()
     central: CentralConfig = CentralConfig()
     routing: RoutingConfig = RoutingConfig()
+    # None: every link in plaintext, nobody authenticated (in-process tests only; logged loudly).
+    tls: TlsConfig | None = None
     sites: list[SiteConfig] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -15,6 +15,7 @@ from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from vcc import tls as vcc_tls
 from vcc.errors import ERROR_ID_KEY, VccError
 
 log = logging.getLogger(__name__)
@@ -106,11 +107,32 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: VccError) -> 
     await context.abort(exc.status, exc.message)
 
 
-class Server:
-    """A grpc.aio server with health and reflection; NOT_SERVING before a graceful stop."""
+# RPCs (streams included) one server runs at once, from all its clients together; past it a new
+# call is refused RESOURCE_EXHAUSTED rather than queued without bound.
+MAX_CONCURRENT_RPCS = 10_000
 
-    def __init__(self, service_names: Iterable[str]) -> None:
-        self.grpc = grpc.aio.server(options=SERVER_OPTIONS)
+
+class Server:
+    """A grpc.aio server with health and reflection; NOT_SERVING before a graceful stop.
+
+    With `tls`, it listens with mutual TLS only (a plaintext client fails the handshake) and
+    `interceptors` (vcc.authz.Authorizer) decide who may call what.
+    """
+
+    def __init__(
+        self,
+        service_names: Iterable[str],
+        *,
+        tls: vcc_tls.TlsFiles | None = None,
+        interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
+        max_concurrent_rpcs: int = MAX_CONCURRENT_RPCS,
+    ) -> None:
+        self.tls = tls
+        self.grpc = grpc.aio.server(
+            options=SERVER_OPTIONS,
+            interceptors=list(interceptors),
+            maximum_concurrent_rpcs=max_concurrent_rpcs,
+        )
         self._health = health.aio.HealthServicer()
         self._names = [*service_names, health.SERVICE_NAME]
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self.grpc)
@@ -118,7 +140,11 @@ class Server:
         self.port = 0
 
     async def start(self, listen: str) -> int:
-        self.port = self.grpc.add_insecure_port(listen)
+        if self.tls is not None:
+            self.port = self.grpc.add_secure_port(listen, vcc_tls.server_credentials(self.tls))
+        else:
+            log.warning("gRPC on %s without TLS: no client is authenticated (tls not configured)", listen)
+            self.port = self.grpc.add_insecure_port(listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {listen}")
         await self.grpc.start()
@@ -163,15 +189,33 @@ def dialled(address: str) -> str:
     return dial_map().get(address, address)
 
 
-def channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(dialled(address), options=CHANNEL_OPTIONS)
+def channel(
+    address: str,
+    *,
+    persona: str | None = None,
+    tls: vcc_tls.TlsFiles | None = None,
+    options: Iterable[tuple[str, Any]] = (),
+) -> grpc.aio.Channel:
+    """A channel with this process's TLS identity (vcc.tls), or `persona`'s, or `tls`'s.
+
+    Plaintext only when the process has no TLS identity at all (TLS not configured).
+    """
+    files = tls or vcc_tls.process_files(persona)
+    opts = [*CHANNEL_OPTIONS, *options]
+    if files is None:
+        return grpc.aio.insecure_channel(dialled(address), options=opts)
+    target = dialled(address)
+    if target != address:
+        # Through a fault proxy: the certificate names the real server's host, not the proxy's.
+        opts.append(("grpc.ssl_target_name_override", address.rsplit(":", 1)[0].strip("[]")))
+    return grpc.aio.secure_channel(target, vcc_tls.channel_credentials(files), options=opts)
 
 
-async def wait_serving(address: str, timeout_s: float = 20.0) -> None:
+async def wait_serving(address: str, timeout_s: float = 20.0, *, tls: vcc_tls.TlsFiles | None = None) -> None:
     """Block until the server at `address` reports SERVING (used by launchers and tests)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    async with channel(address) as ch:
+    async with channel(address, tls=tls) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
         while True:
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import secrets
 
@@ -31,8 +32,8 @@ def check_format(agent_code: str, password: str) -> None:
         raise InvalidArgument("bad-password-format", "password: six digits")
 
 
-async def verify_password(password_hash: str, password: str) -> None:
-    """Raise Unauthenticated unless the password matches; the hash runs off the event loop."""
+async def password_matches(password_hash: str, password: str) -> bool:
+    """The slow hash, off the event loop."""
 
     def verify() -> bool:
         try:
@@ -40,8 +41,19 @@ async def verify_password(password_hash: str, password: str) -> None:
         except (VerificationError, InvalidHashError):
             return False
 
-    if not await asyncio.to_thread(verify):
-        raise Unauthenticated("wrong-password", "agent code or password is wrong")
+    return await asyncio.to_thread(verify)
+
+
+async def verify_password(password_hash: str, password: str) -> None:
+    """Raise Unauthenticated unless the password matches."""
+    if not await password_matches(password_hash, password):
+        raise Unauthenticated("bad-credentials", "agent code or password is wrong")
+
+
+@functools.cache
+def decoy_hash() -> str:
+    """Checked for a code that does not exist: it costs what a real check costs (no timing tell)."""
+    return _HASHER.hash(secrets.token_hex(8))
 
 
 def new_session_token() -> str:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
@@ -12,8 +16,11 @@ from site_node.callcontrol import TransferTarget
 from site_node.callcontrol.domain import Effect
 from site_node.grpc_api import auth
 from site_node.grpc_api.idempotency import IdempotencyCache
+from site_node.grpc_api.login_guard import LoginGuard, LoginPolicy
+from site_node.links.audit_sink import AuditSink
 from site_node.runtime import SiteRuntime
-from vcc.errors import InvalidArgument, NotFound, Unauthenticated
+from vcc.authz import peer_description
+from vcc.errors import AlreadyExists, InvalidArgument, ResourceExhausted, Unauthenticated
 from vcc.rpc import maps_errors, maps_stream_errors
 from vcc.v1 import common_pb2, cti_pb2, cti_pb2_grpc
 
@@ -30,24 +37,55 @@ class _CallRequest(Protocol):
 
 
 MAX_CALL_ID = 64
+# One answer for an unknown code and a wrong password: neither tells which codes exist.
+BAD_CREDENTIALS = ("bad-credentials", "agent code or password is wrong")
+# A session lasts a working day at most; the agent logs in again after it.
+SESSION_TTL_S = 12 * 3600.0
+
+
+@dataclass(frozen=True)
+class _Session:
+    code: str
+    expires_at: float
 
 
 class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
-    def __init__(self, runtime: SiteRuntime) -> None:
+    def __init__(
+        self,
+        runtime: SiteRuntime,
+        audit: AuditSink | None = None,
+        *,
+        policy: LoginPolicy | None = None,
+        session_ttl_s: float = SESSION_TTL_S,
+    ) -> None:
         self.rt = runtime
         self.sb = runtime.sb
         self._hashes = {a.code: a.password_hash for a in runtime.sb.site.agents}
-        self._sessions: dict[str, str] = {}
+        self._sessions: dict[str, _Session] = {}
         self._token_of: dict[str, str] = {}
         self._once = IdempotencyCache()
+        self._audit = audit
+        self.guard = LoginGuard(policy or LoginPolicy())
+        self._session_ttl_s = session_ttl_s
+        # Keys the idempotency cache by password without keeping a guessable digest of it.
+        self._pepper = secrets.token_bytes(32)
 
     # Sessions -------------------------------------------------------------------------------
 
     def _agent_of(self, token: str) -> str:
-        code = self._sessions.get(token)
-        if code is None:
+        session = self._sessions.get(token)
+        if session is None or session.expires_at <= self.rt.clock():
+            if session is not None:
+                self._end_session(session.code)
             raise Unauthenticated("bad-session", "session_token: unknown or expired; log in again")
-        return code
+        return session.code
+
+    def _end_session(self, code: str) -> None:
+        self._sessions.pop(self._token_of.pop(code, ""), None)
+
+    def _record(self, actor: str, action: str, **fields: Any) -> None:
+        if self._audit is not None:
+            self._audit.record(actor, action, **fields)
 
     async def _mutate(self, method: str, token: str, key: str, op: Callable[[str], Awaitable[Any]]) -> Any:
         code = self._agent_of(token)
@@ -72,26 +110,67 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
     async def Login(self, request: cti_pb2.LoginRequest, context: Ctx) -> cti_pb2.LoginResponse:
         auth.check_format(request.agent_code, request.password)
         code = request.agent_code
-        if code not in self._hashes:
-            raise NotFound("unknown-agent", f"agent_code: no agent {code} at site {self.sb.site_id}")
+        # Throttled per source host (a port changes with every connection).
+        host = context.peer().rsplit(":", 1)[0]
+        source = peer_description(context)
+        refusal = self.guard.refusal(self.rt.clock(), code, host)
+        if refusal:
+            self._record(
+                f"agent:{code}",
+                "login-refused",
+                target=code,
+                source=source,
+                outcome="refused",
+                detail={"reason": refusal},
+            )
+            raise ResourceExhausted("too-many-attempts", "too many failed logins: try again later")
 
         async def login() -> cti_pb2.LoginResponse:
-            await auth.verify_password(self._hashes[code], request.password)
+            known = code in self._hashes
+            if known and self._logged_in(code):
+                # Answered before the password is checked: the answer says nothing about it.
+                raise AlreadyExists("already-logged-in", f"agent {code} is already logged in")
+            matches = await auth.password_matches(
+                self._hashes.get(code) or auth.decoy_hash(), request.password
+            )
+            now = self.rt.clock()
+            if not (known and matches):
+                self._record(f"agent:{code}", "login-failed", target=code, source=source, outcome="refused")
+                for lock in self.guard.failed(now, code, host):
+                    self._record(
+                        f"agent:{code}",
+                        "lockout",
+                        target=lock.key,
+                        source=source,
+                        outcome="refused",
+                        detail={"kind": lock.kind, "until": f"{lock.until:.0f}"},
+                    )
+                raise Unauthenticated(*BAD_CREDENTIALS)
+            self.guard.succeeded(code)
             self._do(lambda now: self.sb.login(now, code))
             token = auth.new_session_token()
             # A session left from an earlier login (desktop lost, site logged it out) ends here.
-            self._sessions.pop(self._token_of.get(code, ""), None)
-            self._sessions[token] = code
+            self._end_session(code)
+            self._sessions[token] = _Session(code, now + self._session_ttl_s)
             self._token_of[code] = token
+            self._record(f"agent:{code}", "login", target=code, source=source)
             return cti_pb2.LoginResponse(session_token=token, agent=self.rt.snapshot(code))
 
-        return await self._once.once(f"login:{code}", request.idempotency_key, login)
+        # A retry with the same key gets the first reply only with the same password: the
+        # password is part of the key's scope (peppered, so the cache holds no usable digest).
+        tag = hmac.new(self._pepper, request.password.encode(), hashlib.sha256).hexdigest()[:32]
+        return await self._once.once(f"login:{code}:{tag}", request.idempotency_key, login)
+
+    def _logged_in(self, code: str) -> bool:
+        return self.rt.snapshot(code).state != common_pb2.AGENT_STATE_LOGGED_OUT
 
     @maps_errors
     async def Logout(self, request: cti_pb2.LogoutRequest, context: Ctx) -> cti_pb2.LogoutResponse:
         async def logout(code: str) -> cti_pb2.LogoutResponse:
             self._do(lambda now: self.sb.logout(now, code))
-            self._sessions.pop(self._token_of.pop(code, ""), None)
+            # Revoked: the token is worth nothing from now on.
+            self._end_session(code)
+            self._record(f"agent:{code}", "logout", target=code, source=peer_description(context))
             return cti_pb2.LogoutResponse()
 
         return await self._mutate("logout", request.session_token, request.idempotency_key, logout)  # type: ignore[no-any-return]

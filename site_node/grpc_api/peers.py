@@ -18,10 +18,11 @@ import grpc
 
 from site_node.callcontrol import RemoteOfferIn, TransferTarget
 from site_node.callcontrol.domain import LegToOrigin, LegToTarget, OfferRemote
-from site_node.grpc_api import convert
+from site_node.grpc_api import convert, peer_limits
 from site_node.runtime import SiteRuntime
 from vcc import rpc
-from vcc.errors import InvalidArgument, VccError
+from vcc.authz import require_site
+from vcc.errors import AlreadyExists, InvalidArgument, VccError
 from vcc.rpc import maps_errors, maps_stream_errors, timestamp, unix_s
 from vcc.v1 import peer_pb2, peer_pb2_grpc
 
@@ -77,6 +78,13 @@ class PeerLinks:
             stub = peer_pb2_grpc.SitePeerServiceStub(self._channel(address))
             stream = stub.ServeCall(_drain(queue))
             async for reply in stream:
+                try:
+                    peer_limits.check_reply(reply)
+                except VccError as exc:
+                    log.warning("leg %s: target sent too much, leg dropped: %s", offer_id, exc)
+                    stream.cancel()
+                    self._apply(lambda now: sb.remote_lost(now, offer_id, "target-bad-message"))
+                    return
                 kind = reply.WhichOneof("message")
                 if kind == "reserved":
                     agent = reply.reserved.agent_code
@@ -231,8 +239,14 @@ class SitePeer(peer_pb2_grpc.SitePeerServiceServicer):
             ) from None
         if first.WhichOneof("message") != "offer":
             raise InvalidArgument("offer-required", "the first message of ServeCall must be an offer")
+        peer_limits.check_offer(first.offer)
+        # A site offers only its own calls: the origin is the certificate's site.
+        await require_site(context, first.offer.origin_site_id)
         offer = _offer_from_proto(first.offer)
         sb = self.rt.sb
+        if offer.offer_id in self._lines:
+            # A second stream for a live leg is refused; the live leg and its stream are untouched.
+            raise AlreadyExists("offer-exists", f"offer {offer.offer_id} is already being served")
         line: asyncio.Queue[peer_pb2.ServeCallResponse | None] = asyncio.Queue()
         self._lines[offer.offer_id] = line
         try:
@@ -269,6 +283,7 @@ class SitePeer(peer_pb2_grpc.SitePeerServiceServicer):
         sb = self.rt.sb
         try:
             async for request in requests:
+                peer_limits.check_request(request)
                 kind = request.WhichOneof("message")
                 if kind == "answer_confirmed":
                     self.rt.do(lambda now: sb.remote_answer_confirmed(now, offer_id))

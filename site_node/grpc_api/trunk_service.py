@@ -13,7 +13,7 @@ import grpc
 from site_node.callcontrol import Switchboard
 from site_node.grpc_api import convert
 from site_node.runtime import CallerLine, SiteRuntime
-from vcc.errors import InvalidArgument, VccError
+from vcc.errors import AlreadyExists, InvalidArgument, VccError
 from vcc.rpc import maps_stream_errors, timestamp
 from vcc.v1 import trunk_pb2, trunk_pb2_grpc
 
@@ -60,6 +60,12 @@ class TrunkIngress(trunk_pb2_grpc.TrunkIngressServiceServicer):
                     ),
                 )
                 return
+            if call_id in self.rt.callers:
+                # The key is bound to the stream that made the call: a second stream for a live
+                # call is refused and the live caller keeps it (else anyone re-sending a key would
+                # take the caller side over and hang the real caller up).
+                raise AlreadyExists("call-key-live", "this idempotency key's call is live on another stream")
+            # The first stream is gone but the call is not over yet: this one is its caller now.
             self.rt.attach_caller(call_id, line)
         else:
             call_id = self.rt.offer(

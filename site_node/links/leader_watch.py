@@ -20,6 +20,7 @@ from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential, wait_r
 
 from vcc.membership import LeaderInfo, decode_leader
 from vcc.rpc import dialled
+from vcc.tls import etcd_client
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class LeaderWatch:
         ):
             with attempt:
                 host, _, port = dialled(next(self._endpoints)).rpartition(":")
-                client = aetcd.Client(host=host, port=int(port), timeout=self._timeout_s)
+                client = etcd_client(host, int(port), self._timeout_s)
                 try:
                     current: Any = await client.get(self._key)
                     if current is None:

@@ -19,6 +19,7 @@ from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential, wait_r
 
 from vcc.membership import encode_summary
 from vcc.rpc import dialled
+from vcc.tls import etcd_client
 from vcc.v1 import site_admin_pb2
 
 log = logging.getLogger(__name__)
@@ -169,4 +170,4 @@ class Membership:
 
     def _new_client(self) -> aetcd.Client:
         host, _, port = dialled(next(self._endpoints)).rpartition(":")
-        return aetcd.Client(host=host, port=int(port), timeout=self._timeout_s)
+        return etcd_client(host, int(port), self._timeout_s)

@@ -2,8 +2,10 @@
 
 Central's ingest is idempotent on (call_id, site_id, seq), so a batch re-sent after a lost reply
 or a crash lands once; the shipper therefore only has to never skip a row. A batch central
-refuses as INVALID_ARGUMENT is split until the bad events are isolated; those are parked in the
-outbox's dead_letter table so the rest keeps flowing.
+refuses as INVALID_ARGUMENT, or as RESOURCE_EXHAUSTED because it is larger than a message may
+be, is split until the bad events are isolated; those are parked in the outbox's dead_letter table,
+with an alert (an error log and `on_dead_letter`, which the site node sends to central's audit
+log), so the rest keeps flowing. (A RESOURCE_EXHAUSTED for load is retried like UNAVAILABLE.)
 """
 
 from __future__ import annotations
@@ -36,7 +38,13 @@ class _Transient(Exception):
 
 
 class _Rejected(Exception):
-    """Central refused the batch's content (INVALID_ARGUMENT): retrying it as is cannot help."""
+    """Central refused the batch's content (INVALID_ARGUMENT, or too large): retrying it as is
+    cannot help."""
+
+
+def _too_large(exc: grpc.aio.AioRpcError) -> bool:
+    # gRPC's own message-size refusals, on either side ("Sent/Received message larger than max").
+    return exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in (exc.details() or "")
 
 
 class Shipper:
@@ -53,6 +61,7 @@ class Shipper:
         attempts_per_cycle: int = 6,
         max_backoff_s: float = 2.0,
         linger_s: float = LINGER_S,
+        on_dead_letter: Callable[[common_pb2.CallEvent, str], None] | None = None,
     ) -> None:
         self._outbox = outbox
         self._site_id = site_id
@@ -62,6 +71,7 @@ class Shipper:
         self._attempts = attempts_per_cycle
         self._max_backoff_s = max_backoff_s
         self._linger_s = linger_s
+        self._on_dead_letter = on_dead_letter
         self._address: str | None = None
         self._channel: grpc.aio.Channel | None = None
         self._stub: central_pb2_grpc.CentralServiceAsyncStub | None = None
@@ -147,6 +157,8 @@ class Shipper:
                 exc,
             )
             self.dead_lettered += await self._outbox.park([row_id], str(exc))
+            if self._on_dead_letter is not None:
+                self._on_dead_letter(event, str(exc))
             return
         await self._outbox.ack([row_id for row_id, _ in rows])
         self.shipped += len(rows)
@@ -172,6 +184,8 @@ class Shipper:
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 raise _Rejected(exc.details() or "invalid argument") from exc
+            if _too_large(exc):
+                raise _Rejected(f"RESOURCE_EXHAUSTED: {exc.details()}") from exc
             self._failed(f"{exc.code().name}: {exc.details()}")
             raise _Transient(self.last_error) from exc
         log.debug("shipped %d events (%d already at central)", len(request.events), reply.duplicates)

@@ -66,7 +66,7 @@ async def _next_event(desk: Desktop, kind: str) -> tuple[cti_pb2.StreamEventsRes
 
 
 def _view(caller: Caller, call_id: str, offered_at: float) -> CallerView:
-    """What the caller saw, in the form tools/invariants.py reads (outcome from the caller's side)."""
+    """What the caller saw, as tools/simulation/invariants.py reads it (outcome from the caller's side)."""
     kinds = [m.WhichOneof("progress") or "" for m in caller.seen]
     ended = [m.ended for m in caller.seen if m.WhichOneof("progress") == "ended"]
     last_connected = [m.connected for m in caller.seen if m.WhichOneof("progress") == "connected"][-1]

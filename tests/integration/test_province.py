@@ -29,6 +29,7 @@ from tools.province.cluster import Cluster
 from tools.province.generate import SiteSpec, generate_province
 from tools.province.netutil import free_port
 from vcc import rpc
+from vcc.tls import DESKTOP, TRUNK
 from vcc.v1 import (
     central_pb2,
     central_pb2_grpc,
@@ -126,13 +127,17 @@ async def test_killing_central_for_a_few_seconds_loses_no_record(cluster: Cluste
 
 async def test_ring_no_answer_moves_the_call_and_makes_the_agent_not_ready(cluster: Cluster) -> None:
     first, second = (a.code for a in cluster.config.site("fs").agents)
-    async with rpc.channel(address(cluster, "fs")) as ch:
+    # The desktops and the trunk are different clients, each with its own certificate.
+    async with (
+        rpc.channel(address(cluster, "fs"), persona=DESKTOP) as ch,
+        rpc.channel(address(cluster, "fs"), persona=TRUNK) as trunk,
+    ):
         idle, answering = Desktop(ch, first), Desktop(ch, second)
         await idle.login()
         await answering.login()
         await idle.ready()  # ready first: longest idle, so it rings first
         await answering.ready()
-        caller = Caller(ch, ani="13800000007")
+        caller = Caller(trunk, ani="13800000007")
         rang = await caller.until("ringing")
         assert rang.ringing.agent_code == first
         offered = await idle.next_event("call_offered")
@@ -180,7 +185,7 @@ async def test_ring_no_answer_moves_the_call_and_makes_the_agent_not_ready(clust
 
 async def test_duplicate_login_is_refused(cluster: Cluster) -> None:
     code = cluster.config.site("fs").agents[0].code
-    async with rpc.channel(address(cluster, "fs")) as ch:
+    async with rpc.channel(address(cluster, "fs"), persona=DESKTOP) as ch:
         desk = Desktop(ch, code)
         await desk.login()
         with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -193,7 +198,7 @@ async def test_duplicate_login_is_refused(cluster: Cluster) -> None:
 
 async def test_full_trunks_block_and_are_counted(cluster: Cluster) -> None:
     before = await site_summary(cluster, "fs")
-    async with rpc.channel(address(cluster, "fs")) as ch:
+    async with rpc.channel(address(cluster, "fs"), persona=TRUNK) as ch:
         # Nobody is ready at fs: the two trunk channels are held by waiting callers.
         holding = [Caller(ch, ani=f"1390000000{i}") for i in range(2)]
         for c in holding:

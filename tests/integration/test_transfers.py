@@ -18,6 +18,7 @@ from tools.province.cluster import Cluster
 from tools.simulation.scenario import parse_scenario
 from tools.simulation.simulate import simulate
 from vcc import rpc
+from vcc.tls import DESKTOP, TRUNK
 from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2, cti_pb2
 
 pytestmark = pytest.mark.cluster
@@ -34,7 +35,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 async def desks(cluster: Cluster, site: str) -> list[Desktop]:
-    ch = rpc.channel(address(cluster, site))
+    ch = rpc.channel(address(cluster, site), persona=DESKTOP)
     result = [Desktop(ch, a.code) for a in cluster.config.site(site).agents]
     for desk in result:
         await desk.login()
@@ -44,7 +45,7 @@ async def desks(cluster: Cluster, site: str) -> list[Desktop]:
 async def answered_call(cluster: Cluster, first: Desktop) -> tuple[Caller, str]:
     """A caller at gz answered by `first` (the only ready agent there)."""
     await first.ready()
-    caller = Caller(rpc.channel(address(cluster, "gz")), ani=ANI)
+    caller = Caller(rpc.channel(address(cluster, "gz"), persona=TRUNK), ani=ANI)
     offered = await first.answer_next()
     await caller.until("connected")
     return caller, offered.call_id
@@ -200,7 +201,7 @@ async def test_an_agent_serving_another_citys_caller_transfers_it_on(tmp_path: P
     try:
         sz, fs = await desks(cluster, "sz"), await desks(cluster, "fs")
         await sz[0].ready()
-        caller = Caller(rpc.channel(address(cluster, "gz")), ani=ANI)
+        caller = Caller(rpc.channel(address(cluster, "gz"), persona=TRUNK), ani=ANI)
         offered = await sz[0].answer_next()
         assert offered.entry_site_id == "gz"
         assert (await caller.until("connected")).connected.site_id == "sz"

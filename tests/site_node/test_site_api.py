@@ -111,11 +111,15 @@ async def test_cti_bad_input_is_refused_and_changes_nothing(
         await refused(stub.Login(login_req(code, "12ab56"), timeout=5), Code.INVALID_ARGUMENT)
         == "bad-password-format"
     )
-    await refused(stub.Login(login_req("9999", DEFAULT_PASSWORD), timeout=5), Code.NOT_FOUND)
+    # An unknown code and a wrong password get the same answer (no enumeration of codes).
+    assert (
+        await refused(stub.Login(login_req("9999", DEFAULT_PASSWORD), timeout=10), Code.UNAUTHENTICATED)
+        == "bad-credentials"
+    )
     other = node.site.agents[1].code
     assert (
         await refused(stub.Login(login_req(other, "000000"), timeout=10), Code.UNAUTHENTICATED)
-        == "wrong-password"
+        == "bad-credentials"
     )
     assert (
         await refused(stub.Login(login_req(code, DEFAULT_PASSWORD), timeout=10), Code.ALREADY_EXISTS)
@@ -246,7 +250,7 @@ async def test_trunk_bad_offers_are_refused_and_change_nothing(
     assert await snapshot(channel) == before
 
 
-async def test_a_re_sent_offer_attaches_to_its_call(node: SiteNode, channel: grpc.aio.Channel) -> None:
+async def test_a_re_sent_offer_of_a_live_call_is_refused(node: SiteNode, channel: grpc.aio.Channel) -> None:
     stub = trunk_pb2_grpc.TrunkIngressServiceStub(channel)
     offer = trunk_pb2.PlaceCallRequest(
         offer=trunk_pb2.CallOffer(idempotency_key=key(), ani="13800000001", dnis="10000")
@@ -255,19 +259,20 @@ async def test_a_re_sent_offer_attaches_to_its_call(node: SiteNode, channel: grp
     await first.write(offer)
     accepted = await first.read()
     assert accepted.WhichOneof("progress") == "accepted"
-    # The network re-sends the same offer on a new stream: the call is not offered twice.
+    # The same key on a new stream while the call is live: refused, the call is not offered twice
+    # and its caller (the first stream) keeps it (issue 11: a re-sent key took the caller over).
     second = stub.PlaceCall(timeout=30)
     await second.write(offer)
-    again = await second.read()
-    assert again.call_id == accepted.call_id
+    with pytest.raises(grpc.aio.AioRpcError) as refused_:
+        await second.read()
+    assert refused_.value.code() == Code.ALREADY_EXISTS
     assert (await snapshot(channel))["callsOffered"] == "1"
-    # The first stream was taken over and closed; hanging up on the second ends the call once.
-    while (msg := await first.read()) is not grpc.aio.EOF:
-        assert msg.WhichOneof("progress") != "ended"
-    await second.write(trunk_pb2.PlaceCallRequest(hang_up=trunk_pb2.CallerHangUp()))
+    assert accepted.call_id in node.switchboard.calls
+    # The live caller still drives its call: hanging up on the first stream ends it once.
+    await first.write(trunk_pb2.PlaceCallRequest(hang_up=trunk_pb2.CallerHangUp()))
 
     async def ended() -> bool:
-        msg = await second.read()
+        msg = await first.read()
         return msg is not grpc.aio.EOF and msg.WhichOneof("progress") == "ended"
 
     assert await eventually(ended)

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from vcc.config import ConfigError, load_province
 from vcc.ivr.catalog import CatalogError, ServiceCatalog, is_catalog, parse_catalog
 from vcc.ivr.flow import END_KINDS, Flow, LookupNode, MenuNode
 from vcc.ivr.validate import FlowError, load_flow, menu_depths
@@ -271,11 +270,9 @@ def _fault_lines(exc: Exception) -> list[str]:
 
 
 def _central(config: Path) -> str:
-    try:
-        return load_province(config).central.listen
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    from tools.admin.config import load_admin_config
+
+    return load_admin_config(config).central.listen
 
 
 def _call(address: str, rpc: Callable[[Stub], Awaitable[T]]) -> T:

@@ -33,6 +33,7 @@ from tools.simulation.report import percentiles_ms, reconcile_detailed
 from tools.simulation.robots import RobotPolicy, run_robots
 from tools.simulation.traffic import CallerView, SiteLoad, TrafficPlan, run_traffic
 from vcc import rpc
+from vcc.tls import DESKTOP, TRUNK
 from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2, cti_pb2, cti_pb2_grpc, trunk_pb2, trunk_pb2_grpc
 
 Progress = Callable[[str], None]
@@ -271,7 +272,7 @@ async def _wait_ready_agents(sites: Mapping[str, str], per_site: int, timeout_s:
 async def _login_all(address: str, codes: Sequence[str], concurrency: int = 50) -> list[str]:
     tokens: list[str] = []
     gate = asyncio.Semaphore(concurrency)
-    async with rpc.channel(address) as ch:
+    async with rpc.channel(address, persona=DESKTOP) as ch:
         stub = cti_pb2_grpc.AgentDesktopServiceStub(ch)
 
         async def one(code: str) -> None:
@@ -357,9 +358,7 @@ async def memory(
             # channel per CALLERS_PER_CHANNEL callers.
             # (Channels with equal arguments share one connection: a local subchannel pool each.)
             channels = [
-                grpc.aio.insecure_channel(
-                    site.listen, options=[*rpc.CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
-                )
+                rpc.channel(site.listen, persona=TRUNK, options=[("grpc.use_local_subchannel_pool", 1)])
                 for _ in range(math.ceil(calls / CALLERS_PER_CHANNEL))
             ]
             stubs: list[trunk_pb2_grpc.TrunkIngressServiceAsyncStub] = [
@@ -421,14 +420,28 @@ async def memory(
 # -- routing latency ---------------------------------------------------------------------------------
 
 
-async def bare_round_trip(samples: int = 2000) -> dict[str, Any]:
-    """A grpc.aio unary round trip on this machine: the health check of an empty vcc server."""
+async def bare_round_trip(samples: int = 2000, *, tls: bool = True) -> dict[str, Any]:
+    """A grpc.aio unary round trip on this machine: the health check of an empty vcc server, over
+    mutual TLS like every vcc link (tls=False: plaintext, to show what TLS costs)."""
+    import shutil
+
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    server = rpc.Server([])
+    from tools.province.certs import issue, make_ca
+    from vcc.tls import TlsFiles
+
+    folder = Path(tempfile.mkdtemp(prefix="vcc-bench-certs-"))
+    server_files = client_files = None
+    if tls:
+        make_ca(folder, "bench")
+        issue(folder, "central", "1")
+        issue(folder, "tool", "cli")
+        server_files = TlsFiles(folder / "ca.crt", folder / "central-1.crt", folder / "central-1.key")
+        client_files = TlsFiles(folder / "ca.crt", folder / "tool-cli.crt", folder / "tool-cli.key")
+    server = rpc.Server([], tls=server_files)
     port = await server.start("127.0.0.1:0")
     try:
-        async with rpc.channel(f"127.0.0.1:{port}") as ch:
+        async with rpc.channel(f"127.0.0.1:{port}", tls=client_files) as ch:
             stub = health_pb2_grpc.HealthStub(ch)
             for _ in range(50):  # warm the channel up
                 await stub.Check(health_pb2.HealthCheckRequest(), timeout=RPC_DEADLINE_S)
@@ -439,6 +452,7 @@ async def bare_round_trip(samples: int = 2000) -> dict[str, Any]:
                 times.append(time.perf_counter() - t0)
     finally:
         await server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
     return percentiles_ms(times)
 
 
@@ -516,7 +530,7 @@ async def decisions_on_cluster(
                 ):
                     progress(f"routing: {calls} calls at {site_id}, one at a time ({name})")
                     times = []
-                    async with rpc.channel(cluster.config.site(site_id).listen) as ch:
+                    async with rpc.channel(cluster.config.site(site_id).listen, persona=TRUNK) as ch:
                         stub: trunk_pb2_grpc.TrunkIngressServiceAsyncStub = (
                             trunk_pb2_grpc.TrunkIngressServiceStub(ch)
                         )
@@ -574,6 +588,7 @@ async def routing(*, calls: int = 400, progress: Progress = lambda _: None) -> d
     """Bare round trip vs local ACD decision vs cross-site overflow decision, p50/p99 and ratios."""
     progress("routing: bare grpc.aio unary round trips")
     bare = await bare_round_trip()
+    plaintext = await bare_round_trip(tls=False)
     progress("routing: local ACD decision in process")
     in_process = await asyncio.to_thread(local_decision_in_process)
     over_wire = await decisions_on_cluster(calls=calls, progress=progress)
@@ -582,7 +597,13 @@ async def routing(*, calls: int = 400, progress: Progress = lambda _: None) -> d
         value, base = row.get(key), bare.get(key)
         return value / base if isinstance(value, float) and isinstance(base, float) and base > 0 else None
 
-    rows = {"bare_round_trip": bare, "local_acd_in_process": in_process, **over_wire}
+    # The base is the mTLS round trip (every vcc link); the plaintext one shows what TLS costs.
+    rows = {
+        "bare_round_trip": bare,
+        "bare_round_trip_plaintext": plaintext,
+        "local_acd_in_process": in_process,
+        **over_wire,
+    }
     return {
         "rows": {
             name: {**row, "p50_ratio": ratio(row, "p50"), "p99_ratio": ratio(row, "p99")}

@@ -49,6 +49,7 @@ from tools.province.netutil import free_port
 from tools.province.postgres_server import create_database, start_temporary
 from tools.simulation.report import percentiles_ms
 from vcc import rpc
+from vcc.tls import TRUNK
 from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2, trunk_pb2, trunk_pb2_grpc
 
 Progress = Callable[[str], None]
@@ -337,7 +338,7 @@ async def dashboard_latency(*, samples: int = 100, progress: Progress = lambda _
             queued_s: list[float] = []
             left_s: list[float] = []
             dnis = cluster.config.province.service_number
-            async with _reading(stream), rpc.channel(cluster.config.site("gz").listen) as ch:
+            async with _reading(stream), rpc.channel(cluster.config.site("gz").listen, persona=TRUNK) as ch:
                 stub = trunk_pb2_grpc.TrunkIngressServiceStub(ch)
                 await stream.until(0)
                 progress(f"dashboard latency: {samples} calls, one at a time")

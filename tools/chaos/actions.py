@@ -24,6 +24,7 @@ from typing import Any
 import psutil
 from sqlalchemy.engine import make_url
 
+from tools.province.certs import CLUSTER_CERTS_DIR, ClusterTls, site_stem
 from tools.province.cluster import (
     STATE_FILE,
     ClusterError,
@@ -133,6 +134,10 @@ async def _restart_site(run_dir: Path, state: dict[str, Any], site: str) -> str:
     plan = load_plan(run_dir)
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
+    certs = run_dir / CLUSTER_CERTS_DIR
+    if certs.is_dir():
+        # The site's own certificate, never this tool's (whose identity our environment carries).
+        env = ClusterTls(certs).child_env(env, site_stem(site))
     if plan is not None:
         env.update(plan.site_env().get(site, {}))
     proc = ManagedProcess(old.name, old.cmd, old.log_path, old.cwd, address)

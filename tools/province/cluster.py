@@ -38,11 +38,14 @@ import aetcd
 import psutil
 import yaml
 
+from tools.province.certs import ClusterTls, central_stem, cluster_tls, site_stem
+from tools.province.etcd_roles import EtcdRolesError, enable_roles
 from tools.province.etcd_server import EtcdServer
 from tools.province.netutil import free_port
 from vcc.config import ConfigError, ProvinceConfig, load_province, parse_province
 from vcc.membership import LeaderInfo, central_leader_key, decode_leader
 from vcc.rpc import wait_serving
+from vcc.tls import TlsFiles, etcd_client
 
 DEFAULT_RUN_DIR = Path("run/cluster")
 STATE_FILE = "cluster.json"
@@ -180,9 +183,11 @@ class ClusterAddresses:
     sites: Mapping[str, str]
 
 
-async def wait_ready(proc: ManagedProcess, address: str, timeout_s: float = START_TIMEOUT_S) -> None:
+async def wait_ready(
+    proc: ManagedProcess, address: str, timeout_s: float = START_TIMEOUT_S, tls: TlsFiles | None = None
+) -> None:
     """Wait until `proc` serves gRPC health SERVING on `address`; fail early, with its log, if it dies."""
-    serving = asyncio.create_task(wait_serving(address, timeout_s))
+    serving = asyncio.create_task(wait_serving(address, timeout_s, tls=tls))
     try:
         while not serving.done():
             if not proc.alive():
@@ -236,6 +241,8 @@ class Cluster:
         self.start_timeout_s = START_TIMEOUT_S
         # Extra environment per site process (e.g. the fault proxies' dial map, tools/province/faultproxy.py).
         self.site_env: dict[str, dict[str, str]] = {}
+        # Every process's certificate (mutual TLS on every link, etcd included); set by start().
+        self.tls: ClusterTls | None = None
 
     @property
     def config_path(self) -> Path:
@@ -295,7 +302,8 @@ class Cluster:
         may be taken). Raises ConfigError for a bad config, ClusterError when a process does not come up.
         """
         run, raw, wanted = await asyncio.to_thread(_prepare_run, Path(config_path), Path(run_dir), sites)
-        etcd = EtcdServer(data_dir=run / "etcd", log_path=run / "logs" / "etcd.log")
+        certs = await asyncio.to_thread(cluster_tls, run, raw, Path(config_path), central_replicas)
+        etcd = EtcdServer(data_dir=run / "etcd", log_path=run / "logs" / "etcd.log", tls=certs.etcd())
         try:
             await asyncio.to_thread(etcd.start)
         except (RuntimeError, TimeoutError, OSError) as exc:
@@ -306,6 +314,21 @@ class Cluster:
         except ConfigError:
             await asyncio.to_thread(etcd.stop)
             raise
+        if certs.own_ca:
+            try:
+                # Each etcd key writable only by its owner (a site its own membership key...).
+                await asyncio.to_thread(
+                    enable_roles,
+                    etcd.endpoint,
+                    certs.etcd_root(),
+                    prefix=config.etcd.prefix,
+                    province_id=config.province.id,
+                    site_ids=[s.id for s in config.sites],
+                    central_replicas=central_replicas,
+                )
+            except EtcdRolesError as exc:
+                await asyncio.to_thread(etcd.stop)
+                raise ClusterError(f"etcd roles: {exc}") from None
 
         try:
             cluster = cls(run, config, seed_customers, central_replicas)
@@ -313,6 +336,9 @@ class Cluster:
             await asyncio.to_thread(etcd.stop)
             raise
         cluster.start_timeout_s = timeout_s
+        cluster.tls = certs
+        # This process (the launcher: a tool, the simulator, a test) dials the cluster as a tool.
+        certs.adopt_tool()
         cluster.etcd = etcd
         cluster.etcd_process = ManagedProcess(
             name="etcd", cmd=["etcd"], log_path=run / "logs" / "etcd.log", cwd=run, address=etcd.endpoint
@@ -377,9 +403,9 @@ class Cluster:
         if not replica_id.isdigit() or not 1 <= int(replica_id) <= self.central_replicas:
             raise ClusterError(f"no central replica {replica_id!r} (replicas 1 to {self.central_replicas})")
         proc = self.centrals[replica_id] = self._central_process(replica_id)
-        proc.spawn(_child_env())
+        proc.spawn(self._env(central_stem(replica_id)))
         self.save_state()
-        await wait_ready(proc, proc.address, self.start_timeout_s)
+        await wait_ready(proc, proc.address, self.start_timeout_s, self._tool_tls())
 
     async def stop_central(self, grace_s: float = STOP_GRACE_S) -> None:
         """Every replica (gracefully: a stopping leader hands over to the next one)."""
@@ -393,7 +419,7 @@ class Cluster:
     async def central_leader(self, timeout_s: float = 2.0) -> LeaderInfo | None:
         """The replica that leads, as etcd says (None: no leader key at this moment)."""
         host, _, port = self.addresses.etcd.rpartition(":")
-        client = aetcd.Client(host=host, port=int(port), timeout=timeout_s)
+        client = etcd_client(host, int(port), timeout_s)
         try:
             current: Any = await asyncio.wait_for(
                 client.get(central_leader_key(self.config.etcd.prefix, self.config.province.id).encode()),
@@ -435,9 +461,17 @@ class Cluster:
             return
         proc = self._site_process(site_id)
         self.sites[site_id] = proc
-        proc.spawn({**_child_env(), **self.site_env.get(site_id, {})})
+        proc.spawn({**self._env(site_stem(site_id)), **self.site_env.get(site_id, {})})
         self.save_state()
-        await wait_ready(proc, proc.address, self.start_timeout_s)
+        await wait_ready(proc, proc.address, self.start_timeout_s, self._tool_tls())
+
+    def _env(self, stem: str) -> dict[str, str]:
+        """A child's environment: ours, with its own certificate (never the tool's)."""
+        env = _child_env()
+        return self.tls.child_env(env, stem) if self.tls is not None else env
+
+    def _tool_tls(self) -> TlsFiles | None:
+        return self.tls.tool() if self.tls is not None else None
 
     async def kill_site(self, site_id: str) -> None:
         """SIGKILL: the site gets no chance to say goodbye (its etcd lease simply expires)."""
@@ -475,6 +509,8 @@ class Cluster:
         if self.etcd is not None:
             await asyncio.to_thread(self.etcd.stop)  # reaps the etcd child
         self.save_state()
+        if self.tls is not None:
+            self.tls.restore()
 
     def save_state(self) -> None:
         write_state(

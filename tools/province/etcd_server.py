@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tools.province.netutil import free_port
+from vcc.tls import TlsFiles
 
 
 def etcd_binary() -> str:
@@ -28,7 +30,11 @@ def etcd_binary() -> str:
 
 @dataclass
 class EtcdServer:
-    """One etcd member on loopback. `endpoint` is host:port for clients."""
+    """One etcd member on loopback. `endpoint` is host:port for clients.
+
+    With `tls` (the etcd server's own certificate, signed by the province CA), clients must show a
+    certificate from that CA (`--client-cert-auth`) and plaintext is refused.
+    """
 
     data_dir: Path
     client_port: int = 0
@@ -36,6 +42,7 @@ class EtcdServer:
     name: str = "vcc-etcd"
     log_path: Path | None = None
     process: subprocess.Popen[bytes] | None = None
+    tls: TlsFiles | None = None
 
     @property
     def endpoint(self) -> str:
@@ -46,7 +53,8 @@ class EtcdServer:
         self.peer_port = self.peer_port or free_port()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_path or self.data_dir.parent / f"{self.name}.log"
-        client_url = f"http://127.0.0.1:{self.client_port}"
+        scheme = "https" if self.tls is not None else "http"
+        client_url = f"{scheme}://127.0.0.1:{self.client_port}"
         peer_url = f"http://127.0.0.1:{self.peer_port}"
         cmd = [
             etcd_binary(),
@@ -64,6 +72,13 @@ class EtcdServer:
             "--log-level=warn",
             "--logger=zap",
         ]
+        if self.tls is not None:
+            cmd += [
+                f"--cert-file={self.tls.cert}",
+                f"--key-file={self.tls.key}",
+                f"--trusted-ca-file={self.tls.ca}",
+                "--client-cert-auth",
+            ]
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
@@ -73,14 +88,18 @@ class EtcdServer:
 
     def wait_healthy(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        url = f"http://127.0.0.1:{self.client_port}/health"
+        context: ssl.SSLContext | None = None
+        if self.tls is not None:
+            context = ssl.create_default_context(cafile=str(self.tls.ca))
+            context.load_cert_chain(str(self.tls.cert), str(self.tls.key))
+        url = f"{'https' if context else 'http'}://127.0.0.1:{self.client_port}/health"
         while True:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(
                     f"etcd exited with {self.process.returncode}; see its log in {self.data_dir.parent}"
                 )
             try:
-                with urllib.request.urlopen(url, timeout=1.0) as reply:
+                with urllib.request.urlopen(url, timeout=1.0, context=context) as reply:
                     if b'"health":"true"' in reply.read():
                         return
             except (urllib.error.URLError, OSError):

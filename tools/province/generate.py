@@ -6,7 +6,9 @@ accepts it. Ports come from `free_port`, so several generated provinces can run 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,11 +94,14 @@ def generate_province(
 ) -> dict[str, Any]:
     """A province config dict with one IVR, one trunk group and tie trunks to every other site per city.
 
-    Every agent gets `password` (hashed once, or `password_hash` when the caller already has one).
+    Every agent gets `password`, hashed for it alone (its own salt: two agents with the same
+    password do not share a hash, and a cracked hash cracks one agent). `password_hash` gives
+    every agent that one hash instead: for tests that cannot spend a slow hash per agent.
     """
     if not sites:
         raise ValueError("a province has at least one site")
-    shared_hash = password_hash or hash_password(password)
+    # A placeholder until every agent is known; replaced below by a hash per agent.
+    shared_hash = password_hash or _PLACEHOLDER
     catalogue = _skill_catalogue(sites)
     codes = _CodeAllocator()
     site_ids = [s.id for s in sites]
@@ -124,7 +129,16 @@ def generate_province(
     }
     if routing is not None:
         raw["routing"] = dict(routing)
+    if password_hash is None:
+        agents = [a for site in raw["sites"] for a in site["agents"]]
+        # argon2 releases the GIL: the slow hashes run on every core at once.
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            for agent, hashed in zip(agents, pool.map(hash_password, [password] * len(agents)), strict=True):
+                agent["password_hash"] = hashed
     return raw
+
+
+_PLACEHOLDER = "$argon2id$placeholder"
 
 
 def _skill_catalogue(sites: Sequence[SiteSpec]) -> dict[str, str]:

@@ -31,6 +31,7 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from vcc import rpc
+from vcc.tls import DESKTOP
 from vcc.v1 import common_pb2, cti_pb2, cti_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -488,7 +489,8 @@ async def run_robots(
 ) -> RobotStats:
     """Run one robot per (agent code, password) against the site at `address` until `stop` is set."""
     stats = RobotStats()
-    async with rpc.channel(address) as channel:
+    # Robots are agents' desktops: they dial with the desktop persona's certificate.
+    async with rpc.channel(address, persona=DESKTOP) as channel:
         stub = cti_pb2_grpc.AgentDesktopServiceStub(channel)
         robots = [
             _Robot(stub, agent_code=code, password=password, policy=policy, stats=stats, stop=stop)

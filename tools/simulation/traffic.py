@@ -26,6 +26,7 @@ from typing import IO, Literal
 import grpc
 
 from vcc import rpc
+from vcc.tls import TRUNK
 from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2, trunk_pb2, trunk_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -487,7 +488,7 @@ class _Network:
         self, plan: TrafficPlan, stubs: dict[str, trunk_pb2_grpc.TrunkIngressServiceAsyncStub]
     ) -> None:
         assert plan.central_address is not None
-        self._central = rpc.channel(plan.central_address)
+        self._central = rpc.channel(plan.central_address, persona=TRUNK)
         self._router = central_pb2_grpc.CentralServiceStub(self._central)
         self._stubs = stubs
         self._channels: list[grpc.aio.Channel] = []
@@ -543,14 +544,14 @@ class _Network:
         if not site:
             return None
         if site not in self._stubs:
-            channel = rpc.channel(reply.address)
+            channel = rpc.channel(reply.address, persona=TRUNK)
             self._channels.append(channel)
             self._stubs[site] = trunk_pb2_grpc.TrunkIngressServiceStub(channel)
         return site, self._stubs[site]
 
     def _follow(self, address: str) -> None:
         self._channels.append(self._central)  # closed with the others at the end
-        self._central = rpc.channel(address)
+        self._central = rpc.channel(address, persona=TRUNK)
         self._router = central_pb2_grpc.CentralServiceStub(self._central)
 
     async def close(self) -> None:
@@ -576,7 +577,7 @@ async def run_traffic(
     """Offer the plan's calls, wait for them to end, and return what every caller saw (by offer time)."""
     book = _Journal(journal) if journal is not None else None
     run = _Run(plan=plan, drain_timeout_s=drain_timeout_s, journal=book, on_call=on_call)
-    channels = {load.address: rpc.channel(load.address) for load in plan.loads}
+    channels = {load.address: rpc.channel(load.address, persona=TRUNK) for load in plan.loads}
     stubs = {address: trunk_pb2_grpc.TrunkIngressServiceStub(ch) for address, ch in channels.items()}
     if plan.central_address is not None:
         run.network = _Network(plan, {load.site_id: stubs[load.address] for load in plan.loads})

@@ -38,13 +38,9 @@ def central_address(central: str | None, config: Path | None) -> str:
     if config is None:
         fail("give --central HOST:PORT or --config F")
         raise AssertionError
-    from vcc.config import ConfigError, load_province
+    from tools.admin.config import load_admin_config
 
-    try:
-        return load_province(config).central.listen
-    except ConfigError as exc:
-        fail(str(exc))
-        raise AssertionError from exc
+    return load_admin_config(config).central.listen
 
 
 def call_central(

@@ -1,0 +1,207 @@
+"""Central's audit log: append-only, idempotent by entry id; and its gRPC service.
+
+Entries come from the sites (logins, failed logins, lockouts, supervisor actions: AuditService.
+RecordAudit, each site only for itself) and from central itself (certificates refused by the
+authorization table, `record_denied`). Nothing here updates or deletes a row.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from central.db.models import AuditLogEntry, Base
+from central.store import _is_transient
+from vcc.authz import Identity, require_site
+from vcc.errors import InvalidArgument
+from vcc.rpc import maps_errors, timestamp, unix_s
+from vcc.v1 import audit_pb2, audit_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "vcc.v1.AuditService"
+MAX_BATCH = 500
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+# Column sizes (the migration's): longer values are cut, never refused (an audit keeps what it can).
+_SIZES = {
+    "entry_id": 64,
+    "actor": 128,
+    "action": 64,
+    "target": 256,
+    "source": 256,
+    "outcome": 16,
+    "site_id": 32,
+}
+MAX_DETAIL_BYTES = 4096
+
+_TABLE = Base.metadata.tables[AuditLogEntry.__tablename__]
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: float
+    actor: str
+    action: str
+    target: str = ""
+    source: str = ""
+    outcome: str = "ok"
+    site_id: str = ""
+    detail: dict[str, str] = field(default_factory=dict)
+    entry_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def row(self) -> dict[str, Any]:
+        row: dict[str, Any] = {k: str(getattr(self, k))[:n] for k, n in _SIZES.items()}
+        row["at"] = self.at
+        row["detail"] = json.dumps(self.detail, ensure_ascii=False, sort_keys=True)[:MAX_DETAIL_BYTES]
+        return row
+
+
+def entry_to_proto(e: AuditEntry) -> audit_pb2.AuditEntry:
+    return audit_pb2.AuditEntry(
+        entry_id=e.entry_id,
+        at=timestamp(e.at),
+        actor=e.actor,
+        action=e.action,
+        target=e.target,
+        source=e.source,
+        outcome=e.outcome,
+        site_id=e.site_id,
+        detail=e.detail,
+    )
+
+
+def entry_from_proto(p: audit_pb2.AuditEntry, site_id: str) -> AuditEntry:
+    if not p.entry_id or len(p.entry_id) > _SIZES["entry_id"]:
+        raise InvalidArgument("bad-entry-id", "entries.entry_id: required, at most 64 characters")
+    # The site is the certificate's (checked by the caller), whatever the entry says.
+    return AuditEntry(
+        at=unix_s(p.at),
+        actor=p.actor,
+        action=p.action,
+        target=p.target,
+        source=p.source,
+        outcome=p.outcome,
+        site_id=site_id,
+        detail=dict(p.detail),
+        entry_id=p.entry_id,
+    )
+
+
+class AuditLog:
+    """Append and read; there is no update or delete."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        insert = sqlite.insert if engine.dialect.name == "sqlite" else postgresql.insert
+        self._insert = insert(_TABLE).on_conflict_do_nothing(index_elements=["entry_id"])
+
+    async def append(self, entries: Sequence[AuditEntry]) -> int:
+        """Store the entries not stored yet; returns how many were new."""
+        if not entries:
+            return 0
+        rows = [e.row() for e in entries]
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(5),
+            wait=wait_random_exponential(multiplier=0.01, max=0.5),
+            retry=retry_if_exception(_is_transient),
+            reraise=True,
+        ):
+            with attempt:
+                async with self._engine.begin() as conn:
+                    before = await _count(conn, [e.entry_id for e in entries])
+                    await conn.execute(self._insert, rows)
+                    return len({e.entry_id for e in entries}) - before
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    async def list(
+        self, *, since: float | None = None, who: str = "", limit: int = DEFAULT_PAGE
+    ) -> list[AuditEntry]:
+        query = sa.select(_TABLE).order_by(_TABLE.c.at.desc(), _TABLE.c.seq.desc()).limit(limit)
+        if since is not None:
+            query = query.where(_TABLE.c.at >= since)
+        if who:
+            query = query.where(_TABLE.c.actor.contains(who, autoescape=True))
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [
+            AuditEntry(
+                at=r["at"],
+                actor=r["actor"],
+                action=r["action"],
+                target=r["target"],
+                source=r["source"],
+                outcome=r["outcome"],
+                site_id=r["site_id"],
+                detail=json.loads(r["detail"] or "{}"),
+                entry_id=r["entry_id"],
+            )
+            for r in rows
+        ]
+
+    async def record(self, entry: AuditEntry) -> None:
+        """Append one of central's own entries; a failure is logged, never raised (an audit that
+        cannot be written must not stop what it records)."""
+        try:
+            await self.append([entry])
+        except Exception as exc:
+            log.error("audit: could not record %s %s: %s", entry.actor, entry.action, exc)
+
+    async def record_denied(self, method: str, who: Identity | None, peer: str, reason: str) -> None:
+        """The authorization table refused a certificate (central's interceptor hook)."""
+        entry = AuditEntry(
+            at=time.time(),
+            actor=str(who) if who is not None else "unknown",
+            action="permission-denied",
+            target=method,
+            source=peer,
+            outcome="refused",
+            detail={"reason": reason},
+        )
+        await self.record(entry)
+
+
+async def _count(conn: Any, entry_ids: list[str]) -> int:
+    query = sa.select(sa.func.count()).select_from(_TABLE).where(_TABLE.c.entry_id.in_(entry_ids))
+    return int((await conn.execute(query)).scalar_one())
+
+
+class AuditService(audit_pb2_grpc.AuditServiceServicer):
+    def __init__(self, log_: AuditLog, site_ids: Sequence[str]) -> None:
+        self._log = log_
+        self._sites = frozenset(site_ids)
+
+    @maps_errors
+    async def RecordAudit(
+        self, request: audit_pb2.RecordAuditRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> audit_pb2.RecordAuditResponse:
+        if request.site_id not in self._sites:
+            raise InvalidArgument("unknown-site", f"site_id: no site {request.site_id!r}")
+        if len(request.entries) > MAX_BATCH:
+            raise InvalidArgument("batch-too-large", f"entries: at most {MAX_BATCH}")
+        await require_site(context, request.site_id)
+        entries = [entry_from_proto(e, request.site_id) for e in request.entries]
+        stored = await self._log.append(entries)
+        return audit_pb2.RecordAuditResponse(stored=stored, duplicates=len(entries) - stored)
+
+    @maps_errors
+    async def ListAudit(
+        self, request: audit_pb2.ListAuditRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> audit_pb2.ListAuditResponse:
+        limit = request.page_size or DEFAULT_PAGE
+        if limit > MAX_PAGE:
+            raise InvalidArgument("bad-page-size", f"page_size: at most {MAX_PAGE}")
+        since = unix_s(request.since) if request.HasField("since") else None
+        entries = await self._log.list(since=since, who=request.who, limit=limit)
+        return audit_pb2.ListAuditResponse(entries=[entry_to_proto(e) for e in entries])

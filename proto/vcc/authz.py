@@ -1,0 +1,304 @@
+"""Who may call what: the caller's identity from its certificate, and ONE table method -> kinds.
+
+The identity is the SAN URI spiffe://vcc/<kind>/<name> of the client certificate the TLS
+handshake verified against the province CA; nothing a message says about its sender is trusted.
+`Authorizer` is the server interceptor every vcc server installs when TLS is on: a method absent
+from METHOD_KINDS, a caller of another kind, a site that is not in the province config, or a
+certificate without a vcc identity gets PERMISSION_DENIED before the handler runs (deny by
+default). Handlers that take a `site_id` from a message call `require_site` (a site speaks only
+for itself).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from cryptography import x509
+
+from vcc.tls import CENTRAL, DESKTOP, SITE, TOOL, TRUNK
+
+log = logging.getLogger(__name__)
+
+URI_PREFIX = "spiffe://vcc/"
+ANY_NODE = frozenset({SITE, CENTRAL, TOOL, DESKTOP, TRUNK})
+
+
+def identity_uri(kind: str, name: str) -> str:
+    return f"{URI_PREFIX}{kind}/{name}"
+
+
+# The one table: full gRPC method name -> the identity kinds that may call it. A method that is not
+# here is refused to everyone (tests/security/test_authz_table.py checks every method of every
+# service in proto/vcc/v1 is here).
+METHOD_KINDS: Mapping[str, frozenset[str]] = {
+    # Central: what sites report and ask; what operators read; what the exchange asks first.
+    "/vcc.v1.CentralService/IngestCallEvents": frozenset({SITE}),
+    "/vcc.v1.CentralService/StreamSiteState": frozenset({SITE}),
+    "/vcc.v1.CentralService/RouteCall": frozenset({SITE}),
+    "/vcc.v1.CentralService/LookupCustomer": frozenset({SITE, TOOL}),
+    "/vcc.v1.CentralService/GetCallRecord": frozenset({TOOL}),
+    "/vcc.v1.CentralService/ListCallRecords": frozenset({TOOL}),
+    "/vcc.v1.CentralService/GetProvinceStatus": frozenset({TOOL}),
+    "/vcc.v1.CentralService/PreRouteCall": frozenset({TRUNK}),
+    "/vcc.v1.CentralService/ListAgents": frozenset({SITE, TOOL}),
+    "/vcc.v1.CentralService/ListRoutingDecisions": frozenset({TOOL}),
+    # A site, to the agent desktops (each call then needs the agent's session token).
+    "/vcc.v1.AgentDesktopService/Login": frozenset({DESKTOP}),
+    "/vcc.v1.AgentDesktopService/Logout": frozenset({DESKTOP}),
+    "/vcc.v1.AgentDesktopService/SetState": frozenset({DESKTOP}),
+    "/vcc.v1.AgentDesktopService/Answer": frozenset({DESKTOP}),
+    "/vcc.v1.AgentDesktopService/HangUp": frozenset({DESKTOP}),
+    "/vcc.v1.AgentDesktopService/Hold": frozenset({DESKTOP}),
+    "/vcc.v1.AgentDesktopService/Retrieve": frozenset({DESKTOP}),
+    "/vcc.v1.AgentDesktopService/EndWrapUp": frozenset({DESKTOP}),
+    "/vcc.v1.AgentDesktopService/GetAgent": frozenset({DESKTOP}),
+    "/vcc.v1.AgentDesktopService/Transfer": frozenset({DESKTOP}),
+    "/vcc.v1.AgentDesktopService/CompleteTransfer": frozenset({DESKTOP}),
+    "/vcc.v1.AgentDesktopService/Conference": frozenset({DESKTOP}),
+    "/vcc.v1.AgentDesktopService/CancelTransfer": frozenset({DESKTOP}),
+    "/vcc.v1.AgentDesktopService/StreamEvents": frozenset({DESKTOP}),
+    # A site, to operators (and to central, which may fall back on it).
+    "/vcc.v1.SiteAdminService/GetSiteStatus": frozenset({TOOL, CENTRAL}),
+    # A site, to the other sites.
+    "/vcc.v1.SitePeerService/Ping": frozenset({SITE, TOOL}),
+    "/vcc.v1.SitePeerService/ServeCall": frozenset({SITE}),
+    # A site, to the exchange's trunk gateway.
+    "/vcc.v1.TrunkIngressService/PlaceCall": frozenset({TRUNK}),
+    # Central's audit log: each site writes its own entries; operators read them.
+    "/vcc.v1.AuditService/RecordAudit": frozenset({SITE}),
+    "/vcc.v1.AuditService/ListAudit": frozenset({TOOL}),
+    # Central's IVR: flows and the catalog pushed by operators; a site's IVR looks data up.
+    "/vcc.v1.IvrService/PushFlow": frozenset({TOOL}),
+    "/vcc.v1.IvrService/PushServiceCatalog": frozenset({TOOL}),
+    "/vcc.v1.IvrService/GetFlow": frozenset({TOOL, SITE}),
+    "/vcc.v1.IvrService/ListFlows": frozenset({TOOL, SITE}),
+    "/vcc.v1.IvrService/GetServiceCatalog": frozenset({TOOL, SITE}),
+    "/vcc.v1.IvrService/Lookup": frozenset({SITE, TOOL}),
+    # Central's service desk: agents work it through their site (the desktop is served by the
+    # site node), the back office through its tools; imports and publishing are back office only.
+    **{
+        f"/vcc.v1.{method}": frozenset({SITE, TOOL, DESKTOP})
+        for method in (
+            "CustomerService/CreateCustomer",
+            "CustomerService/GetCustomer",
+            "CustomerService/UpdateCustomer",
+            "CustomerService/SearchCustomers",
+            "TicketService/CreateTicket",
+            "TicketService/GetTicket",
+            "TicketService/DispatchTicket",
+            "TicketService/StartTicket",
+            "TicketService/ReplyTicket",
+            "TicketService/CloseTicket",
+            "TicketService/ReopenTicket",
+            "TicketService/AddTicketNote",
+            "TicketService/SearchTickets",
+            "TicketService/GetTicketReport",
+            "KnowledgeService/ProposeArticle",
+            "KnowledgeService/GetArticle",
+            "KnowledgeService/ListArticles",
+            "KnowledgeService/SearchArticles",
+            "HistoryService/GetHistory",
+        )
+    },
+    "/vcc.v1.CustomerService/ImportCustomers": frozenset({TOOL}),
+    "/vcc.v1.KnowledgeService/PublishArticle": frozenset({TOOL}),
+    "/vcc.v1.KnowledgeService/RejectArticle": frozenset({TOOL}),
+    # Every server: health to anyone the CA vouches for; reflection to operators.
+    "/grpc.health.v1.Health/Check": ANY_NODE,
+    "/grpc.health.v1.Health/Watch": ANY_NODE,
+    "/grpc.health.v1.Health/List": ANY_NODE,
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": frozenset({TOOL}),
+}
+
+# Concurrent RPCs (streams included) one client identity may have open at one server: a
+# trunk gateway holds one stream per call in progress, a desktop server one per agent.
+DEFAULT_PER_CLIENT_LIMITS: Mapping[str, int] = {
+    SITE: 2_000,
+    CENTRAL: 200,
+    TOOL: 200,
+    DESKTOP: 2_000,
+    TRUNK: 5_000,
+}
+
+
+@dataclass(frozen=True)
+class Identity:
+    kind: str
+    name: str
+
+    @property
+    def uri(self) -> str:
+        return identity_uri(self.kind, self.name)
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+@functools.lru_cache(maxsize=256)
+def _identity_of_pem(pem: bytes) -> Identity | None:
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound):
+        return None
+    for uri in sans.get_values_for_type(x509.UniformResourceIdentifier):
+        if uri.startswith(URI_PREFIX):
+            kind, _, name = uri.removeprefix(URI_PREFIX).partition("/")
+            if kind and name and "/" not in name:
+                return Identity(kind, name)
+    return None
+
+
+def peer_identity(context: grpc.aio.ServicerContext[Any, Any]) -> Identity | None:
+    """The verified client certificate's identity; None on a plaintext server or without one."""
+    pems = list(context.auth_context().get("x509_pem_cert") or [])
+    return _identity_of_pem(bytes(pems[0])) if pems else None
+
+
+def peer_description(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """For logs and the audit: the certificate's subject and the address it came from."""
+    auth = context.auth_context()
+    cn = b",".join(auth.get("x509_common_name") or []).decode(errors="replace")
+    return f"{context.peer()} cn={cn or '-'}"
+
+
+async def require_site(context: grpc.aio.ServicerContext[Any, Any], site_id: str) -> None:
+    """A site speaks only for itself: the message's site id must be the certificate's.
+
+    On a plaintext server (TLS not configured: in-process tests) there is no identity to check.
+    """
+    who = peer_identity(context)
+    if who is None and not context.auth_context().get("x509_pem_cert"):
+        return
+    if who is None or who.kind != SITE or who.name != site_id:
+        log.warning("site_id %r refused to %s (%s)", site_id, who, peer_description(context))
+        await context.abort(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"site_id: this certificate does not speak for site {site_id!r}",
+        )
+
+
+# Called with (method, identity or None, description of the peer, reason) for every refusal.
+DeniedHook = Callable[[str, Identity | None, str, str], Awaitable[None] | None]
+
+
+class Authorizer(grpc.aio.ServerInterceptor):
+    """Deny by default: METHOD_KINDS decides; per-client concurrency is bounded."""
+
+    def __init__(
+        self,
+        known_sites: Collection[str],
+        *,
+        table: Mapping[str, frozenset[str]] = METHOD_KINDS,
+        limits: Mapping[str, int] = DEFAULT_PER_CLIENT_LIMITS,
+        on_denied: DeniedHook | None = None,
+    ) -> None:
+        self._sites = frozenset(known_sites)
+        self._table = table
+        self._limits = limits
+        self._on_denied = on_denied
+        self._active: dict[Identity, int] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        return self._wrap(details.method, handler)
+
+    async def _admit(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> Identity:
+        who = peer_identity(context)
+        reason = self._refusal(method, who)
+        if reason:
+            desc = peer_description(context)
+            log.warning("%s refused to %s (%s): %s", method, who or "unknown peer", desc, reason)
+            if self._on_denied is not None:
+                result = self._on_denied(method, who, desc, reason)
+                if inspect.isawaitable(result):
+                    await result
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{method}: {reason}")
+        assert who is not None
+        active = self._active.get(who, 0)
+        if active >= self._limits.get(who.kind, 100):
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"{who}: at most {active} calls at once to this server"
+            )
+        self._active[who] = active + 1
+        return who
+
+    def _release(self, who: Identity) -> None:
+        left = self._active.get(who, 1) - 1
+        if left <= 0:
+            self._active.pop(who, None)
+        else:
+            self._active[who] = left
+
+    def _refusal(self, method: str, who: Identity | None) -> str:
+        if who is None:
+            return "the client certificate names no vcc identity"
+        if who.kind == SITE and who.name not in self._sites:
+            return f"site {who.name!r} is not in the province config"
+        allowed = self._table.get(method)
+        if allowed is None:
+            return "not in the authorization table"
+        if who.kind not in allowed:
+            return f"not allowed to a {who.kind} certificate"
+        return ""
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+        admit, release = functools.partial(self._admit, method), self._release
+        kinds = (
+            ("unary_unary", grpc.unary_unary_rpc_method_handler),
+            ("unary_stream", grpc.unary_stream_rpc_method_handler),
+            ("stream_unary", grpc.stream_unary_rpc_method_handler),
+            ("stream_stream", grpc.stream_stream_rpc_method_handler),
+        )
+        for attr, make in kinds:
+            inner = getattr(handler, attr)
+            if inner is not None:
+                return make(
+                    _guarded(inner, admit, release),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
+        return handler
+
+
+def _guarded(
+    inner: Callable[..., Any],
+    admit: Callable[[grpc.aio.ServicerContext[Any, Any]], Awaitable[Identity]],
+    release: Callable[[Identity], None],
+) -> Callable[..., Any]:
+    # An async-generator handler stays one (grpc.aio iterates it); a coroutine stays a coroutine.
+    if inspect.isasyncgenfunction(inner):
+
+        async def streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            who = await admit(context)
+            items = inner(request, context)
+            try:
+                async for item in items:
+                    yield item
+            finally:
+                # At once, as grpc.aio would close the handler itself (its cleanup frees a trunk).
+                await items.aclose()
+                release(who)
+
+        return streaming
+
+    async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        who = await admit(context)
+        try:
+            return await inner(request, context)
+        finally:
+            release(who)
+
+    return unary

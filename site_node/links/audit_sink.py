@@ -1,0 +1,130 @@
+"""A site's audit entries on their way to central's audit log (AuditService.RecordAudit).
+
+Entries wait in a bounded queue and go in batches to the central leader; a batch central did
+not acknowledge is sent again (entry ids make that idempotent). If central stays away long
+enough for the queue to fill, the oldest entries are dropped and the drop is logged as an error
+(the entries stay in this site's log). They are not in the outbox: a site that crashes loses
+the entries not yet sent (docs/SECURITY.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+
+import grpc
+
+from vcc import rpc
+from vcc.v1 import audit_pb2, audit_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+BATCH = 200
+MAX_PENDING = 10_000
+SEND_DEADLINE_S = 5.0
+IDLE_S = 1.0
+RETRY_S = 2.0
+
+
+class AuditSink:
+    def __init__(
+        self,
+        site_id: str,
+        central_address: Callable[[], str | None],
+        clock: Callable[[], float] = time.time,
+        max_pending: int = MAX_PENDING,
+    ) -> None:
+        self._site_id = site_id
+        self._address = central_address
+        self._clock = clock
+        self._pending: deque[audit_pb2.AuditEntry] = deque()
+        self._max = max_pending
+        self._wake = asyncio.Event()
+        self._channel: grpc.aio.Channel | None = None
+        self._dialled = ""
+        self.dropped = 0
+        self.sent = 0
+
+    def record(
+        self,
+        actor: str,
+        action: str,
+        *,
+        target: str = "",
+        source: str = "",
+        outcome: str = "ok",
+        detail: dict[str, str] | None = None,
+    ) -> None:
+        entry = audit_pb2.AuditEntry(
+            entry_id=uuid.uuid4().hex,
+            at=rpc.timestamp(self._clock()),
+            actor=actor,
+            action=action,
+            target=target,
+            source=source,
+            outcome=outcome,
+            site_id=self._site_id,
+            detail=detail or {},
+        )
+        log.info("audit: %s %s %s from %s: %s", actor, action, target, source, outcome)
+        if len(self._pending) >= self._max:
+            self._pending.popleft()
+            self.dropped += 1
+            log.error("audit: queue full (central away), oldest entry dropped (%d so far)", self.dropped)
+        self._pending.append(entry)
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def run(self) -> None:
+        while True:
+            if not self._pending:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), IDLE_S)
+                continue
+            if not await self.flush_once():
+                await asyncio.sleep(RETRY_S)
+
+    async def flush_once(self) -> bool:
+        """Send one batch; False when central did not take it (it stays queued)."""
+        address = self._address()
+        if address is None or not self._pending:
+            return not self._pending
+        batch = [self._pending[i] for i in range(min(BATCH, len(self._pending)))]
+        try:
+            await self._stub(address).RecordAudit(
+                audit_pb2.RecordAuditRequest(site_id=self._site_id, entries=batch), timeout=SEND_DEADLINE_S
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.warning("audit: %d entries wait for central: %s", len(self._pending), exc.code().name)
+            return False
+        # By id: entries dropped while the batch was on its way must not shift what is removed.
+        sent = {e.entry_id for e in batch}
+        while self._pending and self._pending[0].entry_id in sent:
+            self._pending.popleft()
+        self.sent += len(batch)
+        return True
+
+    def _stub(self, address: str) -> audit_pb2_grpc.AuditServiceAsyncStub:
+        if self._channel is None or address != self._dialled:
+            if self._channel is not None:
+                old = self._channel
+                asyncio.get_running_loop().create_task(old.close())
+            self._channel, self._dialled = rpc.channel(address), address
+        return audit_pb2_grpc.AuditServiceStub(self._channel)
+
+    async def close(self, drain_s: float = 1.0) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(drain_s):
+                while self._pending and await self.flush_once():
+                    pass
+        if self._channel is not None:
+            await self._channel.close()

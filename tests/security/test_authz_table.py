@@ -1,0 +1,58 @@
+"""Every method of every service a vcc server runs is in the one authorization table."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any
+
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2
+
+import vcc.v1
+from vcc.authz import METHOD_KINDS
+from vcc.tls import KINDS
+
+
+def served_methods() -> set[str]:
+    """Every method of every service in proto/vcc/v1 (found by listing the package, so a new
+    proto file cannot be forgotten), plus health and reflection."""
+    modules: list[Any] = [health_pb2, reflection_pb2]
+    for info in pkgutil.iter_modules(vcc.v1.__path__):
+        if info.name.endswith("_pb2"):
+            modules.append(importlib.import_module(f"vcc.v1.{info.name}"))
+    methods = set()
+    for module in modules:
+        for service in module.DESCRIPTOR.services_by_name.values():
+            methods |= {f"/{service.full_name}/{m.name}" for m in service.methods}
+    return methods
+
+
+def test_every_method_of_every_service_is_in_the_table() -> None:
+    methods = served_methods()
+    missing = sorted(methods - set(METHOD_KINDS))
+    assert not missing, f"methods without an authorization rule (everyone refused): {missing}"
+    # And nothing in the table that no service has (a renamed method would silently lose its rule).
+    assert sorted(set(METHOD_KINDS) - methods) == []
+
+
+def test_the_table_names_only_known_kinds_and_never_everyone_for_writes() -> None:
+    for method, kinds in METHOD_KINDS.items():
+        assert kinds and kinds <= set(KINDS), method
+    assert METHOD_KINDS["/vcc.v1.CentralService/IngestCallEvents"] == {"site"}
+    assert METHOD_KINDS["/vcc.v1.CentralService/StreamSiteState"] == {"site"}
+    assert METHOD_KINDS["/vcc.v1.SitePeerService/ServeCall"] == {"site"}
+    assert METHOD_KINDS["/vcc.v1.TrunkIngressService/PlaceCall"] == {"trunk"}
+
+
+def test_docs_role_table() -> None:
+    """docs/SECURITY.md shows the table as it is."""
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "SECURITY.md").read_text(encoding="utf-8")
+    rows = {}
+    for line in doc.splitlines():
+        if line.startswith("| `/"):
+            method, kinds = (cell.strip() for cell in line.strip("|").split("|"))
+            rows[method.strip("`")] = frozenset(k.strip() for k in kinds.split(","))
+    assert rows == dict(METHOD_KINDS)

@@ -1,0 +1,176 @@
+"""A site node over mutual TLS: the peer path speaks only for the certificate's site, a duplicate
+offer leaves the live leg alone, sizes are bounded, and each client kind stays in its lane."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from site_node.app import SiteNode
+from tests.security.conftest import Certs
+from tools.province.etcd_server import EtcdServer
+from tools.province.generate import DEFAULT_PASSWORD, SiteSpec, generate_province, hash_password
+from tools.province.netutil import free_port
+from vcc import rpc
+from vcc.config import parse_province
+from vcc.v1 import common_pb2, cti_pb2, cti_pb2_grpc, peer_pb2, peer_pb2_grpc, trunk_pb2, trunk_pb2_grpc
+
+Code = grpc.StatusCode
+HASH = hash_password(DEFAULT_PASSWORD)
+
+
+@pytest.fixture
+async def node(tmp_path: Path, etcd_server: EtcdServer, certs: Certs) -> AsyncIterator[SiteNode]:
+    config = generate_province(
+        [SiteSpec(s, s.upper(), trunk_channels=3, agents={"general": 1}) for s in ("gz", "sz", "fs")],
+        etcd_endpoint=etcd_server.endpoint,
+        central_listen=f"127.0.0.1:{free_port()}",
+        database_url="sqlite+aiosqlite:///unused.db",
+        password_hash=HASH,
+        outbox_dir=tmp_path,
+        ring_timeout_s=60,
+    )
+    site = SiteNode(parse_province(config), "gz", certs.files("site-gz"))
+    await site.start()
+    yield site
+    await site.stop()
+
+
+async def ready_agent(node: SiteNode, certs: Certs) -> tuple[grpc.aio.Channel, str, str]:
+    ch = rpc.channel(node.address, tls=certs.files("desktop-robots"))
+    stub = cti_pb2_grpc.AgentDesktopServiceStub(ch)
+    code = node.site.agents[0].code
+    login = await stub.Login(
+        cti_pb2.LoginRequest(idempotency_key=uuid.uuid4().hex, agent_code=code, password=DEFAULT_PASSWORD),
+        timeout=10,
+    )
+    await stub.SetState(
+        cti_pb2.SetStateRequest(
+            idempotency_key=uuid.uuid4().hex,
+            session_token=login.session_token,
+            state=common_pb2.AGENT_STATE_READY,
+        ),
+        timeout=5,
+    )
+    return ch, code, login.session_token
+
+
+async def agent_state(ch: grpc.aio.Channel, token: str, code: str) -> tuple[int, str]:
+    reply = await cti_pb2_grpc.AgentDesktopServiceStub(ch).GetAgent(
+        cti_pb2.GetAgentRequest(session_token=token), timeout=5
+    )
+    return reply.agent.state, reply.agent.call_id
+
+
+def offer(
+    origin: str, offer_id: str = "sz-offer-1", call_id: str = "call-1", purpose: str = "overflow"
+) -> peer_pb2.ServeCallRequest:
+    return peer_pb2.ServeCallRequest(
+        offer=peer_pb2.RemoteOffer(
+            call_id=call_id,
+            origin_site_id=origin,
+            offer_id=offer_id,
+            skill_group="general",
+            ani="13800000001",
+            dnis="10000",
+            purpose=purpose,
+        )
+    )
+
+
+async def first_reply(node: SiteNode, certs: Certs, stem: str, request: peer_pb2.ServeCallRequest) -> object:
+    ch = rpc.channel(node.address, tls=certs.files(stem))
+    stream = peer_pb2_grpc.SitePeerServiceStub(ch).ServeCall(timeout=10)
+    try:
+        # A refusal may come before the write completes (the interceptor aborts at once).
+        await stream.write(request)
+        return await stream.read()
+    except grpc.aio.AioRpcError as exc:
+        return exc.code()
+    finally:
+        stream.cancel()
+        await ch.close()
+
+
+async def test_a_site_offers_only_its_own_calls(node: SiteNode, certs: Certs) -> None:
+    desk, code, token = await ready_agent(node, certs)
+    # fs's certificate claiming to be sz: refused, nothing reserved.
+    assert await first_reply(node, certs, "site-fs", offer("sz")) == Code.PERMISSION_DENIED
+    assert await agent_state(desk, token, code) == (common_pb2.AGENT_STATE_READY, "")
+    # A desktop or a trunk cannot open a peer leg at all.
+    for stem in ("desktop-robots", "trunk-gateway", "tool-cli"):
+        assert await first_reply(node, certs, stem, offer("sz")) == Code.PERMISSION_DENIED
+    assert await agent_state(desk, token, code) == (common_pb2.AGENT_STATE_READY, "")
+    await desk.close()
+
+
+async def test_a_duplicate_offer_is_refused_and_the_live_leg_stays(node: SiteNode, certs: Certs) -> None:
+    desk, code, token = await ready_agent(node, certs)
+    async with rpc.channel(node.address, tls=certs.files("site-sz")) as ch:
+        live = peer_pb2_grpc.SitePeerServiceStub(ch).ServeCall(timeout=30)
+        await live.write(offer("sz"))
+        reserved = await live.read()
+        assert reserved.WhichOneof("message") == "reserved"
+        assert await agent_state(desk, token, code) == (common_pb2.AGENT_STATE_RINGING, "call-1")
+
+        # The same offer id again (by the same site, on a second stream): refused.
+        assert await first_reply(node, certs, "site-sz", offer("sz")) == Code.ALREADY_EXISTS
+        # The live leg is untouched: the agent still rings for it, and it still carries messages.
+        assert await agent_state(desk, token, code) == (common_pb2.AGENT_STATE_RINGING, "call-1")
+        await live.write(peer_pb2.ServeCallRequest(caller_gone=peer_pb2.CallerGone(reason="caller-hung-up")))
+        await live.done_writing()
+        while await live.read() is not grpc.aio.EOF:
+            pass
+    state, _ = await agent_state(desk, token, code)
+    assert state != common_pb2.AGENT_STATE_RINGING
+    await desk.close()
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        offer("sz", call_id="c" * 1_000_000),
+        offer("sz", offer_id="o" * 1_000_000),
+        offer("sz", purpose="p" * 10_000),
+        peer_pb2.ServeCallRequest(
+            offer=peer_pb2.RemoteOffer(
+                call_id="call-2",
+                origin_site_id="sz",
+                offer_id="sz-offer-2",
+                skill_group="general",
+                attached_data={f"k{i}": "v" * 100 for i in range(100)},
+            )
+        ),
+    ],
+    ids=["call-id", "offer-id", "purpose", "attached-data"],
+)
+async def test_peer_sizes_are_bounded(
+    node: SiteNode, certs: Certs, request_: peer_pb2.ServeCallRequest
+) -> None:
+    desk, code, token = await ready_agent(node, certs)
+    assert await first_reply(node, certs, "site-sz", request_) == Code.INVALID_ARGUMENT
+    assert await agent_state(desk, token, code) == (common_pb2.AGENT_STATE_READY, "")
+    await desk.close()
+
+
+async def test_each_client_kind_stays_in_its_lane(node: SiteNode, certs: Certs) -> None:
+    # A site certificate cannot place trunk calls nor log agents in; a trunk cannot use the desktop.
+    async with rpc.channel(node.address, tls=certs.files("site-sz")) as ch:
+        call = cti_pb2_grpc.AgentDesktopServiceStub(ch).Login(
+            cti_pb2.LoginRequest(idempotency_key="k", agent_code="1001", password=DEFAULT_PASSWORD), timeout=5
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call
+        assert info.value.code() == Code.PERMISSION_DENIED
+        stream = trunk_pb2_grpc.TrunkIngressServiceStub(ch).PlaceCall(timeout=5)
+        await stream.write(
+            trunk_pb2.PlaceCallRequest(offer=trunk_pb2.CallOffer(idempotency_key="k", ani="1", dnis="10000"))
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stream.read()
+        assert info.value.code() == Code.PERMISSION_DENIED
+    assert node.switchboard.calls == {}

@@ -1,0 +1,90 @@
+"""etcd's own authorization: each key writable only by the identity that owns it.
+
+With client certificates, etcd takes a client's user name from its certificate's CN. A province
+gets one user per identity, each with a role:
+
+* `site-<id>`: read the province's keys; write its own membership key only;
+* `central-<n>`: read the province's keys; write the central keys (the leader key, the election);
+* `tool-cli`: read the province's keys;
+* any other certificate (desktop, trunk): no user, so nothing at all.
+
+Then auth is enabled. This runs once per etcd cluster, with the `root` certificate (`issue_root`),
+through `etcdctl` (aetcd has no user or role API).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from tools.province.etcd_server import etcd_binary
+from vcc.membership import central_leader_key, site_key
+from vcc.tls import TlsFiles
+
+
+class EtcdRolesError(Exception):
+    """etcdctl refused a step; the message names it."""
+
+
+def etcdctl() -> str:
+    return str(Path(etcd_binary()).with_name("etcdctl"))
+
+
+def _run(endpoint: str, root: TlsFiles, *args: str) -> None:
+    cmd = [
+        etcdctl(),
+        f"--endpoints=https://{endpoint}",
+        f"--cacert={root.ca}",
+        f"--cert={root.cert}",
+        f"--key={root.key}",
+        "--dial-timeout=5s",
+        "--command-timeout=5s",
+        *args,
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    if done.returncode != 0:
+        raise EtcdRolesError(f"etcdctl {' '.join(args)}: {done.stderr.strip() or done.stdout.strip()}")
+
+
+def _prefix_end(prefix: str) -> str:
+    """etcdctl's range end for "every key starting with prefix"."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def enable_roles(
+    endpoint: str,
+    root: TlsFiles,
+    *,
+    prefix: str,
+    province_id: str,
+    site_ids: Sequence[str],
+    central_replicas: int,
+) -> None:
+    province = f"{prefix.rstrip('/')}/{province_id}/"
+    central = central_leader_key(prefix, province_id).rsplit("/", 1)[0] + "/"
+    steps: list[tuple[str, ...]] = [("user", "add", "root", "--no-password"), ("role", "add", "reader")]
+    steps.append(("role", "grant-permission", "reader", "read", province, _prefix_end(province)))
+    for site_id in site_ids:
+        role = f"site-{site_id}"
+        steps += [
+            ("role", "add", role),
+            ("role", "grant-permission", role, "readwrite", site_key(prefix, province_id, site_id)),
+            ("user", "add", role, "--no-password"),
+            ("user", "grant-role", role, role),
+            ("user", "grant-role", role, "reader"),
+        ]
+    steps += [
+        ("role", "add", "central"),
+        ("role", "grant-permission", "central", "readwrite", central, _prefix_end(central)),
+    ]
+    for n in range(1, central_replicas + 1):
+        steps += [
+            ("user", "add", f"central-{n}", "--no-password"),
+            ("user", "grant-role", f"central-{n}", "central"),
+            ("user", "grant-role", f"central-{n}", "reader"),
+        ]
+    steps += [("user", "add", "tool-cli", "--no-password"), ("user", "grant-role", "tool-cli", "reader")]
+    steps.append(("auth", "enable"))
+    for step in steps:
+        _run(endpoint, root, *step)
