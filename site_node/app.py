@@ -8,6 +8,7 @@ import logging
 import time
 from pathlib import Path
 
+from site_node.audit import SiteAudit
 from site_node.callcontrol import Switchboard
 from site_node.callcontrol.domain import AskRoute, LegToOrigin, LegToTarget, OfferRemote
 from site_node.grpc_api.admin_service import SiteAdmin
@@ -22,6 +23,7 @@ from site_node.links.membership import Membership
 from site_node.records.outbox import Outbox
 from site_node.records.shipper import Shipper
 from site_node.runtime import SiteRuntime
+from site_node.web.server import DeskServer
 from vcc import membership
 from vcc.config import ProvinceConfig
 from vcc.rpc import Server
@@ -46,6 +48,8 @@ class SiteNode:
         self.started_at = time.time()
         self.address = self.site.listen
         self._tasks: list[asyncio.Task[None]] = []
+        self.desk: DeskServer | None = None
+        self.desktop_url = ""
 
     async def start(self) -> None:
         site = self.site
@@ -69,6 +73,9 @@ class SiteNode:
             site_groups={s.id: frozenset(g.id for g in s.skill_groups) for s in sites},
         )
         self.runtime = SiteRuntime(self.switchboard, self.outbox, self.customers.lookup)
+        # Supervisor actions journaled at the site; `forward` is where central's audit log plugs in.
+        self.audit = SiteAudit(site.id)
+        self.runtime.audit = self.audit.record
         self.server = Server(SERVICES)
         trunk_pb2_grpc.add_TrunkIngressServiceServicer_to_server(TrunkIngress(self.runtime), self.server.grpc)
         cti_pb2_grpc.add_AgentDesktopServiceServicer_to_server(AgentDesktop(self.runtime), self.server.grpc)
@@ -89,13 +96,23 @@ class SiteNode:
         self.central_link = CentralLink(self.runtime, self.leader.address, self.summary)
         self.peer_links = PeerLinks(self.runtime, self._peer_address)
         self.runtime.province = _Province(self)
+        if site.desktop_listen:
+            host, desk_listen_port = site.desktop_listen.rsplit(":", 1)
+            self.desk = DeskServer(
+                self.province, self.runtime, self.audit, host=host, port=int(desk_listen_port)
+            )
+            desk_port = await self.desk.start()
+            self.desktop_url = f"http://{host}:{desk_port}/"
         self._tasks = [
             asyncio.create_task(self.leader.run(), name="central-leader-watch"),
             asyncio.create_task(self.shipper.run(), name="shipper"),
             asyncio.create_task(self.membership.run(), name="membership"),
             asyncio.create_task(self.central_link.run(), name="central-link"),
         ]
-        log.info("site %s serving on %s (outbox %s)", site.id, self.address, outbox_path)
+        log.info(
+            "site %s serving on %s (outbox %s)%s", site.id, self.address, outbox_path,
+            f", agent desktop on {self.desktop_url}desk" if self.desktop_url else "",
+        )  # fmt: skip
 
     def _peer_address(self, site_id: str) -> str | None:
         for s in self.province.sites:
@@ -117,6 +134,8 @@ class SiteNode:
         """Graceful stop: NOT_SERVING, calls end with records kept, outbox drained (bounded)."""
         log.info("site %s stopping", self.site.id)
         await self.server.set_serving(False)
+        if self.desk is not None:
+            await self.desk.stop()
         await self.runtime.close()
         await self.server.stop(grace_s=1.0)
         await self.shipper.stop(drain_s=DRAIN_ON_STOP_S)

@@ -79,6 +79,15 @@ DEFAULT_REASONS = (
 )
 
 
+DEFAULT_WRAP_UP_CODES = (
+    ReasonCode(code="resolved", label="已解决 resolved"),
+    ReasonCode(code="follow-up", label="需跟进 follow-up"),
+    ReasonCode(code="complaint", label="投诉 complaint"),
+    ReasonCode(code="enquiry", label="咨询 enquiry"),
+    ReasonCode(code="other", label="其他 other"),
+)
+
+
 class AgentConfig(_Strict):
     code: str
     name: str = ""
@@ -234,6 +243,8 @@ class ProvinceConfig(_Strict):
     routing: RoutingConfig = RoutingConfig()
     # Not-ready reasons offered on every desktop of the province.
     not_ready_reasons: list[ReasonCode] = Field(default=list(DEFAULT_REASONS), min_length=1, max_length=20)
+    # What an agent may record a call as, at wrap-up.
+    wrap_up_codes: list[ReasonCode] = Field(default=list(DEFAULT_WRAP_UP_CODES), min_length=1, max_length=30)
     sites: list[SiteConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -242,6 +253,15 @@ class ProvinceConfig(_Strict):
         _unique("sites", ids)
         _unique("sites.*.listen", [s.listen for s in self.sites] + [self.central.listen])
         _unique("not_ready_reasons", [r.code for r in self.not_ready_reasons])
+        _unique("wrap_up_codes", [r.code for r in self.wrap_up_codes])
+        _unique(
+            "sites.*.desktop_listen",
+            [
+                s.desktop_listen
+                for s in self.sites
+                if s.desktop_listen and not s.desktop_listen.endswith(":0")
+            ],
+        )
         # Agent codes are unique in the province: a transfer names an agent by code alone.
         _unique("agents (province-wide)", [a.code for s in self.sites for a in s.agents])
         for i, site in enumerate(self.sites):

@@ -269,6 +269,8 @@ class Audit:
     call_id: str = ""
     detail: str = ""
     outcome: str = "done"
+    # Where the request came from (the adapter fills it in: client address).
+    origin: str = ""
 
 
 Effect = (
