@@ -300,10 +300,14 @@ function queuesCard() {
 function fillSelect(select, options, placeholder) {
   // Rebuilt only when the choices change, so what the person picked stays picked.
   const sig = JSON.stringify(options);
-  if (select.dataset.sig === sig) {
-    for (const [i, o] of options.entries()) if (o.group === undefined && select.options[i + (placeholder ? 1 : 0)]) {
-      select.options[i + (placeholder ? 1 : 0)].textContent = o.label;
-    }
+  const values = JSON.stringify(options.map((o) => o.value ?? `group:${o.group}`));
+  if (select.dataset.sig === sig) return;
+  if (select.dataset.values === values) {
+    // The same choices with new words (presence changed): relabel in place, the pick stays.
+    const flat = options.filter((o) => o.group === undefined);
+    const offset = placeholder ? 1 : 0;
+    flat.forEach((o, i) => { if (select.options[i + offset]) select.options[i + offset].textContent = o.label; });
+    select.dataset.sig = sig;
     return;
   }
   const keep = select.value;
@@ -315,6 +319,7 @@ function fillSelect(select, options, placeholder) {
     (group || select).append(el("option", { value: o.value, text: o.label }));
   }
   select.dataset.sig = sig;
+  select.dataset.values = values;
   if ([...select.options].some((o) => o.value === keep)) select.value = keep;
 }
 
@@ -511,7 +516,7 @@ function renderConsole(v) {
     return el("tr", { "data-agent-row": m.code, "data-state": m.state },
       el("td", { text: `${m.code} ${m.name}` }),
       el("td", {}, el("span", { class: "badge", "data-state": m.state, text: stateName(m.state) })),
-      el("td", { "data-since": m.since, text: dur(now() - m.since) }),
+      el("td", m.since ? { "data-since": m.since, text: dur(now() - m.since) } : { text: t("empty") }),
       el("td", { text: [m.state === "NOT_READY" ? reasonLabel(v, m.reason) : "", m.pending_not_ready ? "→ " + reasonLabel(v, m.pending_not_ready) : "", m.logout_pending ? t("logout_pending") : ""].filter(Boolean).join(" ") }),
       el("td", { "data-field": "call", text: callText }),
       el("td", { text: m.supervised_by ? `${m.supervised_by.supervisor} ${t("mode_" + m.supervised_by.mode)}` : "" }),
@@ -545,7 +550,7 @@ function tick() {
   if (!data) return;
   const a = data.agent;
   const left = a.state === "WRAP_UP" && a.wrap_up_until ? ` (${dur(a.wrap_up_until - now())})` : "";
-  setField(null, "time", dur(now() - a.since) + left);
+  setField(null, "time", a.since ? dur(now() - a.since) + left : "");
   for (const cell of document.querySelectorAll("[data-since]")) cell.textContent = dur(now() - Number(cell.dataset.since));
 }
 setInterval(tick, 1000);
