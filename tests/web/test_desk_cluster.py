@@ -96,7 +96,9 @@ async def stay_on_the_line(caller: Caller, ch: grpc.aio.Channel) -> list[str]:
         while (msg := await caller.stream.read()) is not grpc.aio.EOF:
             heard.append(msg.WhichOneof("progress") or "")
             if heard[-1] == "prompt":
-                caller._actions.put_nowait(trunk_pb2.PlaceCallRequest(digits=trunk_pb2.CallerDigits(digits="1")))
+                caller._actions.put_nowait(
+                    trunk_pb2.PlaceCallRequest(digits=trunk_pb2.CallerDigits(digits="1"))
+                )
             if heard[-1] == "ended":
                 break
     finally:
@@ -117,7 +119,7 @@ def kind(name: str) -> int:
 
 async def test_desktops_and_console_of_a_live_province(tmp_path: Path, screenshots: Path) -> None:
     need_chromium()
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import async_playwright
 
     cluster, raw = await start_province(tmp_path)
     async with cluster:
@@ -133,12 +135,19 @@ async def test_desktops_and_console_of_a_live_province(tmp_path: Path, screensho
                 await scenario(cluster, browser, gz_desk, sz_desk, a_code, b_code, leader_code, tmp_path)
             finally:
                 await browser.close()
-    for picture in tmp_path.glob("desk-*.png"):
+    for picture in await asyncio.to_thread(lambda: list(tmp_path.glob("desk-*.png"))):
         await asyncio.to_thread(shutil.copy, picture, screenshots / picture.name)
 
 
 async def scenario(
-    cluster: Cluster, browser: Browser, gz: str, sz: str, a_code: str, b_code: str, leader_code: str, shots: Path
+    cluster: Cluster,
+    browser: Browser,
+    gz: str,
+    sz: str,
+    a_code: str,
+    b_code: str,
+    leader_code: str,
+    shots: Path,
 ) -> None:
     from playwright.async_api import expect
 
@@ -168,7 +177,8 @@ async def scenario(
     await offer.get_by_role("button", name="Answer").click()
     on_call = a.get_by_role("region", name="Call", exact=True)
     await expect(a_state).to_have_attribute("data-state", "TALKING", timeout=WAIT_MS)
-    await expect(on_call.get_by_role("region", name="Customer record", exact=True)).to_contain_text(customer_name)
+    record = on_call.get_by_role("region", name="Customer record", exact=True)
+    await expect(record).to_contain_text(customer_name)
 
     # Consult the other city's agent, chosen from the live directory (with presence), then complete.
     target = a.get_by_label("Target")
@@ -202,7 +212,8 @@ async def scenario(
     await a.get_by_label("Note", exact=True).fill("explained the bill")
     await a.get_by_role("button", name="Ready", exact=True).click()
     await expect(a_state).to_have_attribute("data-state", "READY", timeout=WAIT_MS)
-    await expect(a.get_by_role("region", name="My calls today", exact=True)).to_contain_text("explained the bill")
+    today = a.get_by_role("region", name="My calls today", exact=True)
+    await expect(today).to_contain_text("explained the bill")
 
     # The group leader forces the agent not ready: the agent's page shows it.
     row = lead.locator(f'[data-agent-row="{a_code}"]')
@@ -217,7 +228,8 @@ async def scenario(
 
     # A second call: monitor, whisper, barge in, intercept.
     caller2, call2, listening2 = await place_call(cluster, GZ)
-    await a.get_by_role("region", name="Incoming call", exact=True).get_by_role("button", name="Answer").click()
+    second_offer = a.get_by_role("region", name="Incoming call", exact=True)
+    await second_offer.get_by_role("button", name="Answer").click()
     await expect(a_state).to_have_attribute("data-state", "TALKING", timeout=WAIT_MS)
     await expect(row).to_have_attribute("data-state", "TALKING", timeout=WAIT_MS)
     await row.get_by_role("button", name="Monitor").click()
@@ -230,7 +242,8 @@ async def scenario(
     await lead.screenshot(path=str(shots / "desk-console-barge-en.png"), full_page=True)
     await row.get_by_role("button", name="Intercept").click()
     await expect(a_state).to_have_attribute("data-state", "WRAP_UP", timeout=WAIT_MS)
-    await expect(lead.locator('[data-field="state"]').first).to_have_attribute("data-state", "TALKING", timeout=WAIT_MS)
+    leader_state = lead.locator('[data-field="state"]').first
+    await expect(leader_state).to_have_attribute("data-state", "TALKING", timeout=WAIT_MS)
     # The leader has the caller: the leader's own desktop (same session) hangs up.
     await lead.goto(lead.url.replace("/console", "/desk"))
     leader_call = lead.get_by_role("region", name="Call", exact=True)

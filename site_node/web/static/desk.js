@@ -212,6 +212,8 @@ function applyLanguage() {
   document.body.dataset.lang = lang;
   $("#lang-toggle").textContent = lang === "zh" ? "English" : "中文";
   for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
+  const conn = $("#conn");
+  if (conn.dataset.state === "live" || conn.dataset.state === "lost") conn.textContent = t(conn.dataset.state);
   if (data) { const keep = data; build(); render(keep); }
 }
 $("#lang-toggle").addEventListener("click", () => {
@@ -405,7 +407,7 @@ function reasonLabel(v, code) {
 }
 function renderMessages(list) {
   $("#messages").replaceChildren(...list.slice().reverse().map((m) => el("li", { "data-message": m.id },
-    el("span", { class: "muted", text: `${clock(m.at)} ${m.from} ${m.from_name}${m.broadcast ? " 📢" : ""} → ${m.to.length > 3 ? m.to.length : m.to.join(",")}: ` }),
+    el("span", { class: "muted", text: `${clock(m.at)} ${m.from} ${m.from_name}${m.broadcast ? " [" + t("broadcast") + "]" : ""} → ${m.to.length > 3 ? m.to.length : m.to.join(",")}: ` }),
     el("span", { text: m.text }))));
 }
 function renderQueues(list) {
