@@ -8,6 +8,7 @@ barge-in and intercept each change the call, and central's record of it shows th
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -127,6 +128,10 @@ async def test_desktops_and_console_of_a_live_province(tmp_path: Path, screensho
         sz_desk = f"http://{cluster.config.site(SZ).desktop_listen}"
         await desk_up(gz_desk)
         await desk_up(sz_desk)
+        # Scripts find each city's desktop in the run folder's cluster.json.
+        state = json.loads(await asyncio.to_thread((tmp_path / "run" / "cluster.json").read_text))
+        assert state["sites"][GZ]["desktop"] == f"{gz_desk}/"
+        assert state["sites"][SZ]["desktop"] == f"{sz_desk}/"
         a_code, leader_code = desk_people(raw, GZ)["agent"], desk_people(raw, GZ)["group_leader"]
         b_code = desk_people(raw, SZ)["agent"]
         async with async_playwright() as pw:
