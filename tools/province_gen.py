@@ -100,7 +100,8 @@ def generate_province(
     Every agent gets `password` (hashed once, or `password_hash` when the caller already has one).
     `people`: each city also gets a group leader (leading all its skill groups) and an agent for a
     person at the desktop, both left alone by robots (`agent_codes` leaves them out; `desk_people`
-    names them). `desktop`: each city serves the agent desktop on a free port.
+    names them): codes 9901 and 9902 in the first city, 9801 and 9802 in the second, and so on.
+    `desktop`: each city serves the agent desktop on a free port.
     """
     if not sites:
         raise ValueError("a province has at least one site")
@@ -126,10 +127,10 @@ def generate_province(
                 wrap_up_s=wrap_up_s,
                 outbox_dir=Path(outbox_dir),
                 digit_timeout_s=digit_timeout_s,
-                people=people,
+                people_group=LAST_GROUP_NUMBER - i if people else None,
                 desktop=desktop,
             )
-            for spec in sites
+            for i, spec in enumerate(sites)
         ],
     }
     if routing is not None:
@@ -176,7 +177,7 @@ def _site(
     wrap_up_s: float,
     outbox_dir: Path,
     digit_timeout_s: float,
-    people: bool = False,
+    people_group: int | None = None,
     desktop: bool = False,
 ) -> dict[str, Any]:
     if not spec.agents:
@@ -193,8 +194,9 @@ def _site(
                     "skills": {group: 5},
                 }
             )
-    if people:
-        leader, person = codes.codes(2)
+    if people_group is not None:
+        # From the top of the code space down, so the robots' codes are the same with or without.
+        leader, person = f"{people_group:02d}01", f"{people_group:02d}02"
         skills = dict.fromkeys(groups, 5)
         agents.append(
             {"code": leader, "name": f"{spec.id}-{LEADER_TAG}-{leader}", "password_hash": password_hash,
