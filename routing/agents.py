@@ -104,6 +104,13 @@ class Retrieve:
 
 
 @dataclass(frozen=True, slots=True)
+class TakeOver:
+    """A group leader, idle, takes over a connected call (intercept, SPEC F24): talking at once."""
+
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class CallEnded:
     wrap_up_s: float
 
@@ -127,6 +134,7 @@ AgentEvent = (
     | Answer
     | Hold
     | Retrieve
+    | TakeOver
     | CallEnded
     | EndWrapUp
 )
@@ -271,6 +279,12 @@ def _retrieve(agent: Agent, event: Retrieve, now: float) -> Agent | None:
     return None
 
 
+def _take_over(agent: Agent, event: TakeOver, now: float) -> Agent | None:
+    if agent.state in LOGGED_IN_IDLE:
+        return _to(agent, AgentState.TALKING, now, call_id=event.call_id, pending_not_ready=None)
+    return None
+
+
 def _call_ended(agent: Agent, event: CallEnded, now: float) -> Agent | None:
     if agent.state not in (AgentState.TALKING, AgentState.HELD):
         return None
@@ -311,6 +325,7 @@ _STEPS: dict[type, Callable[[Agent, Any, float], Agent | None]] = {
     Answer: _answer,
     Hold: _hold,
     Retrieve: _retrieve,
+    TakeOver: _take_over,
     CallEnded: _call_ended,
     EndWrapUp: _end_wrap_up,
 }

@@ -8,8 +8,9 @@ import logging
 import time
 from pathlib import Path
 
+from site_node.audit import SiteAudit
 from site_node.callcontrol import Switchboard
-from site_node.callcontrol.domain import AskRoute, LegToOrigin, LegToTarget, OfferRemote
+from site_node.callcontrol.domain import AskRoute, Audit, LegToOrigin, LegToTarget, OfferRemote
 from site_node.grpc_api.admin_service import SiteAdmin
 from site_node.grpc_api.desktop_service import AgentDesktop
 from site_node.grpc_api.peers import PeerLinks, SitePeer
@@ -23,6 +24,7 @@ from site_node.links.membership import Membership
 from site_node.records.outbox import Outbox
 from site_node.records.shipper import Shipper
 from site_node.runtime import SiteRuntime
+from site_node.web.server import DeskServer
 from vcc import membership, tls
 from vcc.authz import Authorizer
 from vcc.config import ProvinceConfig
@@ -63,6 +65,8 @@ class SiteNode:
         self.started_at = time.time()
         self.address = self.site.listen
         self._tasks: list[asyncio.Task[None]] = []
+        self.desk: DeskServer | None = None
+        self.desktop_url = ""
 
     async def start(self) -> None:
         site = self.site
@@ -91,6 +95,9 @@ class SiteNode:
         trunk_pb2_grpc.add_TrunkIngressServiceServicer_to_server(TrunkIngress(self.runtime), self.server.grpc)
         # Logins, failed logins and lockouts go to central's audit log.
         self.audit = AuditSink(site.id, self.leader.address)
+        # Supervisor actions journaled at the site, and forwarded to central's audit log.
+        self.audit_journal = SiteAudit(site.id, forward=self._forward_audit)
+        self.runtime.audit = self.audit_journal.record
         self.desktop = AgentDesktop(self.runtime, self.audit, session_ttl_s=site.session_ttl_s)
         cti_pb2_grpc.add_AgentDesktopServiceServicer_to_server(self.desktop, self.server.grpc)
         site_admin_pb2_grpc.add_SiteAdminServiceServicer_to_server(
@@ -110,6 +117,18 @@ class SiteNode:
         self.central_link = CentralLink(self.runtime, self.leader.address, self.summary)
         self.peer_links = PeerLinks(self.runtime, self._peer_address)
         self.runtime.province = _Province(self)
+        if site.desktop_listen:
+            host, desk_listen_port = site.desktop_listen.rsplit(":", 1)
+            self.desk = DeskServer(
+                self.province,
+                self.runtime,
+                self.audit_journal,
+                self.desktop.credentials,
+                host=host,
+                port=int(desk_listen_port),
+            )
+            desk_port = await self.desk.start()
+            self.desktop_url = f"http://{host}:{desk_port}/"
         self._tasks = [
             asyncio.create_task(self.leader.run(), name="central-leader-watch"),
             asyncio.create_task(self.shipper.run(), name="shipper"),
@@ -117,7 +136,10 @@ class SiteNode:
             asyncio.create_task(self.central_link.run(), name="central-link"),
             asyncio.create_task(self.audit.run(), name="audit-sink"),
         ]
-        log.info("site %s serving on %s (outbox %s)", site.id, self.address, outbox_path)
+        log.info(
+            "site %s serving on %s (outbox %s)%s", site.id, self.address, outbox_path,
+            f", agent desktop on {self.desktop_url}desk" if self.desktop_url else "",
+        )  # fmt: skip
 
     def _dead_letter(self, event: common_pb2.CallEvent, reason: str) -> None:
         """Alert: a record central can never take was parked (it no longer blocks the others)."""
@@ -135,6 +157,16 @@ class SiteNode:
                 return s.listen
         return None
 
+    def _forward_audit(self, entry: Audit) -> None:
+        detail = (
+            {"call_id": entry.call_id, "detail": entry.detail} if entry.call_id else {"detail": entry.detail}
+        )
+        outcome = "ok" if entry.outcome == "done" else entry.outcome
+        self.audit.record(
+            f"agent:{entry.actor}", entry.action, target=entry.target, source=entry.origin, outcome=outcome,
+            detail=detail,
+        )  # fmt: skip
+
     def summary(self) -> site_admin_pb2.SiteSummary:
         return site_summary(
             self.switchboard,
@@ -149,6 +181,8 @@ class SiteNode:
         """Graceful stop: NOT_SERVING, calls end with records kept, outbox drained (bounded)."""
         log.info("site %s stopping", self.site.id)
         await self.server.set_serving(False)
+        if self.desk is not None:
+            await self.desk.stop()
         await self.runtime.close()
         await self.server.stop(grace_s=1.0)
         await self.shipper.stop(drain_s=DRAIN_ON_STOP_S)

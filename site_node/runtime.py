@@ -17,6 +17,7 @@ from typing import Protocol
 from site_node.callcontrol import RemoteOfferIn, Switchboard
 from site_node.callcontrol.domain import (
     AskRoute,
+    Audit,
     CustomerInfo,
     Effect,
     FetchCustomer,
@@ -24,6 +25,7 @@ from site_node.callcontrol.domain import (
     LegToOrigin,
     LegToTarget,
     OfferRemote,
+    SuperviseMedia,
     ToAgent,
     ToCaller,
 )
@@ -43,6 +45,15 @@ class Journaling(Protocol):
 
 
 CustomerLookup = Callable[[str], Awaitable[CustomerInfo | None]]
+# Hooks for effects no adapter of this module carries out: desktops' web pages (ToAgent), the
+# media side (SuperviseMedia), the audit log (Audit).
+AgentWatcher = Callable[[ToAgent], None]
+MediaHandler = Callable[[SuperviseMedia], None]
+AuditSink = Callable[[Audit], None]
+# The gRPC desktop stream carries these ToAgent kinds; newer ones reach only the watchers.
+_STREAMED_KINDS = frozenset(
+    {"state", "offered", "withdrawn", "connected", "held", "retrieved", "ended", "transfer"}
+)
 
 
 class Province(Protocol):
@@ -95,6 +106,9 @@ class SiteRuntime:
         self.closed = False
         # Wired by the composition root once the links exist (None: a site on its own).
         self.province: Province | None = None
+        self.agent_watchers: list[AgentWatcher] = []
+        self.media: MediaHandler = _media_nobody
+        self.audit: AuditSink = _audit_to_log
 
     # Operations -----------------------------------------------------------------------------
 
@@ -153,8 +167,19 @@ class SiteRuntime:
                     self._spawn(self._fetch_customer(call_id, ani))
                 case AskRoute() | OfferRemote() | LegToTarget() | LegToOrigin():
                     self._to_province(fx)
+                case SuperviseMedia():
+                    self.media(fx)
+                case Audit():
+                    self.audit(fx)
         if batch:
             self._journal.append(batch)
+        if self.sb.supervising and effects:
+            # Supervision follows the calls it watches (ends with the agent's leg): one more
+            # pure step over the state these effects left, whose own effects need no follow-up.
+            follow = self.sb.follow_supervision(self.clock())
+            if follow:
+                self.apply(follow)
+                return
         self._schedule_timer()
         if self.province is not None and effects:
             self.province.state_changed()
@@ -201,8 +226,10 @@ class SiteRuntime:
             del self.callers[u.call_id]
 
     def _to_agent(self, u: ToAgent) -> None:
+        for watch in self.agent_watchers:
+            watch(u)
         lines = self.desktops.get(u.agent_code)
-        if not lines:
+        if not lines or u.kind not in _STREAMED_KINDS:
             return
         msg = convert.agent_update_to_proto(u, self.snapshot(u.agent_code))
         for line in list(lines):
@@ -239,6 +266,15 @@ class SiteRuntime:
             )
         )
         return line
+
+    def desk_attached(self, code: str) -> None:
+        """A desk other than a gRPC stream (a web page's event stream) is open for the agent."""
+        self.sb.desktop_attached(code)
+
+    def desk_detached(self, code: str) -> None:
+        if not self.closed:
+            self.sb.desktop_detached(self.clock(), code)
+            self._schedule_timer()
 
     def detach_desktop(self, code: str, line: DesktopLine) -> None:
         lines = self.desktops.get(code)
@@ -288,3 +324,26 @@ class SiteRuntime:
         for lines in self.desktops.values():
             for line in lines:
                 line.queue.put_nowait(None)
+
+
+def _media_nobody(request: SuperviseMedia) -> None:
+    # The SIP side (rtpengine forking) is not wired yet: supervision is signalling only.
+    log.info(
+        "supervision media %s for call %s (%s on %s): no media side",
+        request.mode,
+        request.call_id,
+        request.supervisor,
+        request.agent_code,
+    )
+
+
+def _audit_to_log(entry: Audit) -> None:
+    log.info(
+        "audit: %s %s %s call=%s %s (%s)",
+        entry.actor,
+        entry.action,
+        entry.target,
+        entry.call_id,
+        entry.detail,
+        entry.outcome,
+    )

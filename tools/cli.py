@@ -376,7 +376,8 @@ def agents(
     from tools.simulation.robots import RobotPolicy, run_robots
 
     policy = RobotPolicy(answer_delay_s=answer_delay, handle_time_mean_s=handle_time, seed=seed)
-    roster = [(a.code, password) for a in site_cfg.agents]
+    # Group leaders and administrators are people, never robots.
+    roster = [(a.code, password) for a in site_cfg.agents if a.role == "agent"]
     if not roster:
         fail(f"site {site_id} has no agents in {config}")
 
@@ -484,6 +485,18 @@ def simulate(
     code = run_simulation(parsed, report, run_dir, engine=engine)
     if code:
         raise typer.Exit(code)
+
+
+@app.command()
+def screenshots(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the pictures.")] = Path("docs/screenshots"),
+) -> None:
+    """Pictures of the agent desktop and the group leader's console, English and Chinese, from a
+    real one-city province in headless Chromium."""
+    from tools.admin.screenshots import take
+
+    for path in asyncio.run(take(out)):
+        typer.echo(str(path))
 
 
 @app.command("chaos")

@@ -64,7 +64,8 @@ METHOD_KINDS: Mapping[str, frozenset[str]] = {
     "/vcc.v1.AgentDesktopService/CancelTransfer": frozenset({DESKTOP}),
     "/vcc.v1.AgentDesktopService/StreamEvents": frozenset({DESKTOP}),
     # A site, to operators (and to central, which may fall back on it).
-    "/vcc.v1.SiteAdminService/GetSiteStatus": frozenset({TOOL, CENTRAL}),
+    # (Other sites too: the desktop directory shows their presence.)
+    "/vcc.v1.SiteAdminService/GetSiteStatus": frozenset({TOOL, CENTRAL, SITE}),
     # A site, to the other sites.
     "/vcc.v1.SitePeerService/Ping": frozenset({SITE, TOOL}),
     "/vcc.v1.SitePeerService/ServeCall": frozenset({SITE}),

@@ -27,3 +27,9 @@ class EventKind(StrEnum):
     ROUTED = "ROUTED"
     ROUTE_FAILED = "ROUTE_FAILED"
     RETURNED = "RETURNED"
+    # A group leader listens (monitor), coaches the agent (whisper) or joins (barge), or changes
+    # mode (data: supervisor, agent, mode, from).
+    SUPERVISED = "SUPERVISED"
+    SUPERVISION_ENDED = "SUPERVISION_ENDED"
+    # A group leader took the call over from its agent (data: supervisor, agent).
+    INTERCEPTED = "INTERCEPTED"

@@ -61,6 +61,34 @@ class SkillGroupConfig(_Strict):
     priority: int = Field(default=0, ge=0, le=9)
 
 
+Role = Literal["agent", "group_leader", "administrator"]
+
+
+class ReasonCode(_Strict):
+    """A not-ready reason agents pick from (the desktop shows the label)."""
+
+    code: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+    label: str = ""
+
+
+DEFAULT_REASONS = (
+    ReasonCode(code="break", label="休息 break"),
+    ReasonCode(code="lunch", label="午餐 lunch"),
+    ReasonCode(code="training", label="培训 training"),
+    ReasonCode(code="meeting", label="会议 meeting"),
+    ReasonCode(code="paperwork", label="事后处理 paperwork"),
+)
+
+
+DEFAULT_WRAP_UP_CODES = (
+    ReasonCode(code="resolved", label="已解决 resolved"),
+    ReasonCode(code="follow-up", label="需跟进 follow-up"),
+    ReasonCode(code="complaint", label="投诉 complaint"),
+    ReasonCode(code="enquiry", label="咨询 enquiry"),
+    ReasonCode(code="other", label="其他 other"),
+)
+
+
 class AgentConfig(_Strict):
     code: str
     name: str = ""
@@ -68,7 +96,19 @@ class AgentConfig(_Strict):
     password_hash: str = Field(min_length=20)
     # Skill group id -> level 1..10 (10 is the most skilled).
     skills: dict[str, Annotated[int, Field(ge=1, le=10)]] = Field(min_length=1)
-    role: Literal["agent", "group_leader", "administrator"] = "agent"
+    role: Role = "agent"
+    # Skill groups (of this site) whose agents a group leader supervises (SPEC F24, F25); an
+    # administrator supervises every agent of the site, an agent nobody.
+    leads: list[Ident] = []
+
+    @model_validator(mode="after")
+    def _leads_for_leaders(self) -> AgentConfig:
+        if self.role == "group_leader" and not self.leads:
+            raise ValueError("leads: a group leader leads at least one skill group")
+        if self.role == "agent" and self.leads:
+            raise ValueError("leads: only a group_leader or administrator leads groups")
+        _unique("leads", list(self.leads))
+        return self
 
     @field_validator("code")
     @classmethod
@@ -127,6 +167,8 @@ class SiteConfig(_Strict):
     session_ttl_s: float = Field(default=12 * 3600.0, gt=0, le=7 * 86400)
     # Local SQLite journal of call records not yet acknowledged by central.
     outbox_path: str = ""
+    # The agent desktop and group leader's console (HTTP); empty: none. Port 0: a free one.
+    desktop_listen: HostPort | Literal[""] = ""
 
     @model_validator(mode="after")
     def _references(self) -> SiteConfig:
@@ -139,6 +181,9 @@ class SiteConfig(_Strict):
             for skill in agent.skills:
                 if skill not in groups:
                     raise ValueError(f"agents.{i}.skills: unknown skill group {skill!r}")
+            for led in agent.leads:
+                if led not in groups:
+                    raise ValueError(f"agents.{i}.leads: unknown skill group {led!r}")
         for i, choice in enumerate(self.ivr.choices):
             if choice.skill_group not in groups:
                 raise ValueError(f"ivr.choices.{i}.skill_group: unknown skill group {choice.skill_group!r}")
@@ -242,6 +287,10 @@ class ProvinceConfig(_Strict):
     routing: RoutingConfig = RoutingConfig()
     # None: every link in plaintext, nobody authenticated (in-process tests only; logged loudly).
     tls: TlsConfig | None = None
+    # Not-ready reasons offered on every desktop of the province.
+    not_ready_reasons: list[ReasonCode] = Field(default=list(DEFAULT_REASONS), min_length=1, max_length=20)
+    # What an agent may record a call as, at wrap-up.
+    wrap_up_codes: list[ReasonCode] = Field(default=list(DEFAULT_WRAP_UP_CODES), min_length=1, max_length=30)
     sites: list[SiteConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -249,6 +298,16 @@ class ProvinceConfig(_Strict):
         ids = [s.id for s in self.sites]
         _unique("sites", ids)
         _unique("sites.*.listen", [s.listen for s in self.sites] + [self.central.listen])
+        _unique("not_ready_reasons", [r.code for r in self.not_ready_reasons])
+        _unique("wrap_up_codes", [r.code for r in self.wrap_up_codes])
+        _unique(
+            "sites.*.desktop_listen",
+            [
+                s.desktop_listen
+                for s in self.sites
+                if s.desktop_listen and not s.desktop_listen.endswith(":0")
+            ],
+        )
         # Agent codes are unique in the province: a transfer names an agent by code alone.
         _unique("agents (province-wide)", [a.code for s in self.sites for a in s.agents])
         for i, site in enumerate(self.sites):

@@ -157,7 +157,7 @@ class ToAgent:
     """An event for the agent's desktop. `state` events carry no call details."""
 
     agent_code: str
-    kind: str  # state, offered, withdrawn, connected, held, retrieved, ended, transfer
+    kind: str  # state, offered, withdrawn, connected, held, retrieved, ended, transfer, supervision, forced
     at: float
     call_id: str = ""
     reason: str = ""
@@ -242,4 +242,46 @@ class LegToOrigin:
     attached: tuple[tuple[str, str], ...] = ()
 
 
-Effect = Journal | ToCaller | ToAgent | FetchCustomer | AskRoute | OfferRemote | LegToTarget | LegToOrigin
+@dataclass(frozen=True, slots=True)
+class SuperviseMedia:
+    """Ask the media side to fork or mix the call's audio for a supervisor (SPEC F24).
+
+    `mode`: monitor (the leader hears both parties), whisper (the agent hears the leader, the
+    caller does not), barge (all three hear each other), intercept (the leader's phone replaces
+    the agent's), none (the supervisor's media leg ends). Carried out by the SIP side.
+    """
+
+    call_id: str
+    mode: str
+    supervisor: str
+    agent_code: str
+
+
+@dataclass(frozen=True, slots=True)
+class Audit:
+    """A supervisor's (or administrator's) action, for the site's audit journal and central's
+    audit log: who did what to whom, when, and whether it was allowed."""
+
+    at: float
+    actor: str
+    action: str
+    target: str
+    call_id: str = ""
+    detail: str = ""
+    outcome: str = "done"
+    # Where the request came from (the adapter fills it in: client address).
+    origin: str = ""
+
+
+Effect = (
+    Journal
+    | ToCaller
+    | ToAgent
+    | FetchCustomer
+    | AskRoute
+    | OfferRemote
+    | LegToTarget
+    | LegToOrigin
+    | SuperviseMedia
+    | Audit
+)

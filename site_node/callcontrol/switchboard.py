@@ -32,6 +32,7 @@ from site_node.callcontrol.queues import Queues
 from site_node.callcontrol.resources import ChannelPool, Resources
 from site_node.callcontrol.ringing import Ringing
 from site_node.callcontrol.screen_pop import ScreenPop
+from site_node.callcontrol.supervision import Supervision
 from site_node.callcontrol.timers import Timers
 from site_node.callcontrol.transfers import Transfers
 from site_node.callcontrol.trunk import TrunkSide
@@ -99,6 +100,7 @@ class Switchboard:
             site.id, directory, self.resources, self.desk, self.queues, self.ringing, self.ivr,
             self.connected, self.legs, self.guests, self.consults,
         )  # fmt: skip
+        self.supervision = Supervision(site, self.book, self.desk, self.connected)
         self.timers.on("ring", self._ring_due)
         self.timers.on("offer", self._offer_due)
 
@@ -476,6 +478,56 @@ class Switchboard:
         fx = self._fx()
         self.guests.caller_gone(now, offer_id, reason, fx)
         self.queues.dispatch(now, fx)
+        return fx.items
+
+    # Supervision (SPEC F24): a group leader on an agent of its team ---------------------------
+
+    def team(self, leader: str) -> list[str]:
+        """The agents `leader` may supervise (PermissionDenied for an agent)."""
+        return self.supervision.team(leader)
+
+    def check_may_supervise(self, leader: str, agent: str) -> None:
+        self.supervision.check_may_act(leader, agent)
+
+    def supervise(self, now: float, leader: str, agent: str, mode: str) -> list[Effect]:
+        """Monitor, whisper or barge in on the agent's current call (or change mode)."""
+        fx = self._fx()
+        self.supervision.supervise(leader, agent, mode, now, fx)
+        return fx.items
+
+    def leave_supervision(self, now: float, leader: str) -> list[Effect]:
+        fx = self._fx()
+        self.supervision.leave(leader, now, fx)
+        return fx.items
+
+    def intercept(self, now: float, leader: str, agent: str) -> list[Effect]:
+        """The leader takes the agent's call over; the agent goes to wrap-up."""
+        fx = self._fx()
+        self.supervision.intercept(leader, agent, now, fx)
+        self.queues.dispatch(now, fx)
+        return fx.items
+
+    def force_state(self, now: float, leader: str, agent: str, ready: bool, reason: str = "") -> list[Effect]:
+        fx = self._fx()
+        self.supervision.force_state(leader, agent, ready, reason, now, fx)
+        self.queues.dispatch(now, fx)
+        return fx.items
+
+    def force_logout(self, now: float, leader: str, agent: str) -> list[Effect]:
+        fx = self._fx()
+        self.supervision.force_logout(leader, agent, now, fx)
+        return fx.items
+
+    @property
+    def supervising(self) -> bool:
+        """Some supervision (or pending forced logout) needs following after each operation."""
+        return self.supervision.active
+
+    def follow_supervision(self, now: float) -> list[Effect]:
+        """Call after every operation while `supervising`: supervision ends with the agent's leg,
+        a forced logout happens once the agent is free."""
+        fx = self._fx()
+        self.supervision.follow(now, fx)
         return fx.items
 
     # Shutdown -------------------------------------------------------------------------------

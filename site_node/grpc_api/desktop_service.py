@@ -15,12 +15,13 @@ import grpc
 from site_node.callcontrol import TransferTarget
 from site_node.callcontrol.domain import Effect
 from site_node.grpc_api import auth
+from site_node.grpc_api.credentials import CredentialCheck
 from site_node.grpc_api.idempotency import IdempotencyCache
-from site_node.grpc_api.login_guard import LoginGuard, LoginPolicy
+from site_node.grpc_api.login_guard import LoginPolicy
 from site_node.links.audit_sink import AuditSink
 from site_node.runtime import SiteRuntime
 from vcc.authz import peer_description
-from vcc.errors import AlreadyExists, InvalidArgument, ResourceExhausted, Unauthenticated
+from vcc.errors import InvalidArgument, Unauthenticated
 from vcc.rpc import maps_errors, maps_stream_errors
 from vcc.v1 import common_pb2, cti_pb2, cti_pb2_grpc
 
@@ -38,7 +39,6 @@ class _CallRequest(Protocol):
 
 MAX_CALL_ID = 64
 # One answer for an unknown code and a wrong password: neither tells which codes exist.
-BAD_CREDENTIALS = ("bad-credentials", "agent code or password is wrong")
 # A session lasts a working day at most; the agent logs in again after it.
 SESSION_TTL_S = 12 * 3600.0
 
@@ -65,7 +65,8 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
         self._token_of: dict[str, str] = {}
         self._once = IdempotencyCache()
         self._audit = audit
-        self.guard = LoginGuard(policy or LoginPolicy())
+        self.credentials = CredentialCheck(self._hashes, runtime.clock, self._logged_in, audit, policy)
+        self.guard = self.credentials.guard
         self._session_ttl_s = session_ttl_s
         # Keys the idempotency cache by password without keeping a guessable digest of it.
         self._pepper = secrets.token_bytes(32)
@@ -84,8 +85,7 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
         self._sessions.pop(self._token_of.pop(code, ""), None)
 
     def _record(self, actor: str, action: str, **fields: Any) -> None:
-        if self._audit is not None:
-            self._audit.record(actor, action, **fields)
+        self.credentials.record(actor, action, **fields)
 
     async def _mutate(self, method: str, token: str, key: str, op: Callable[[str], Awaitable[Any]]) -> Any:
         code = self._agent_of(token)
@@ -113,40 +113,11 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
         # Throttled per source host (a port changes with every connection).
         host = context.peer().rsplit(":", 1)[0]
         source = peer_description(context)
-        refusal = self.guard.refusal(self.rt.clock(), code, host)
-        if refusal:
-            self._record(
-                f"agent:{code}",
-                "login-refused",
-                target=code,
-                source=source,
-                outcome="refused",
-                detail={"reason": refusal},
-            )
-            raise ResourceExhausted("too-many-attempts", "too many failed logins: try again later")
+        self.credentials.admit(code, host, source)
 
         async def login() -> cti_pb2.LoginResponse:
-            known = code in self._hashes
-            if known and self._logged_in(code):
-                # Answered before the password is checked: the answer says nothing about it.
-                raise AlreadyExists("already-logged-in", f"agent {code} is already logged in")
-            matches = await auth.password_matches(
-                self._hashes.get(code) or auth.decoy_hash(), request.password
-            )
+            await self.credentials.verify(code, request.password, host, source)
             now = self.rt.clock()
-            if not (known and matches):
-                self._record(f"agent:{code}", "login-failed", target=code, source=source, outcome="refused")
-                for lock in self.guard.failed(now, code, host):
-                    self._record(
-                        f"agent:{code}",
-                        "lockout",
-                        target=lock.key,
-                        source=source,
-                        outcome="refused",
-                        detail={"kind": lock.kind, "until": f"{lock.until:.0f}"},
-                    )
-                raise Unauthenticated(*BAD_CREDENTIALS)
-            self.guard.succeeded(code)
             self._do(lambda now: self.sb.login(now, code))
             token = auth.new_session_token()
             # A session left from an earlier login (desktop lost, site logged it out) ends here.

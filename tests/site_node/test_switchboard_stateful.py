@@ -113,7 +113,7 @@ class SwitchboardMachine(RuleBasedStateMachine):
                 offered_now.append(e)
         for o in offered_now:
             # Offered only for a group the agent is skilled in; still ringing it when the operation returns.
-            assert o.skill_group in SKILLS[o.agent_code], o
+            assert o.skill_group in self.sb.skills[o.agent_code], o
             agent = self.sb.agents[o.agent_code]
             assert (agent.state, agent.call_id) == (AgentState.RINGING, o.call_id), (o, agent)
 

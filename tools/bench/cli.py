@@ -456,6 +456,27 @@ def stats_cmd(
     _write_json(json_path, "stats", result)
 
 
+@bench_app.command("desk")
+def desk_cmd(
+    json_path: JsonOpt = None,
+    samples: Annotated[
+        int, typer.Option(min=4, help="Leader's clicks (force ready / not ready in turn).")
+    ] = 40,
+) -> None:
+    """A group leader's click to the agent's page showing it (p50, p99), beside a bare HTTP round trip."""
+    from tools.bench.desk import measure
+
+    result = asyncio.run(measure(samples))
+    click, bare, ratio = result["click_to_page_ms"], result["bare_http_ms"], result["ratio"]
+    typer.echo(
+        f"leader's click -> agent's page ({result['samples']} clicks): p50 {click['p50']:.1f} ms, "
+        f"p99 {click['p99']:.1f} ms; bare HTTP round trip p50 {bare['p50']:.2f} ms, "
+        f"p99 {bare['p99']:.2f} ms; "
+        f"ratio p50 {ratio['p50']:.1f}, p99 {ratio['p99']:.1f}"
+    )
+    _write_json(json_path, "desk", result)
+
+
 def _register_servicedesk() -> None:
     from tools.bench.servicedesk import bench_command
 

@@ -516,7 +516,12 @@ async def decisions_on_cluster(
             staffed = [s for s in cluster.config.sites if s.id in ("gz", "sz")]
             robots = [
                 asyncio.create_task(
-                    run_robots(s.listen, [(a.code, DEFAULT_PASSWORD) for a in s.agents], policy, stop)
+                    run_robots(
+                        s.listen,
+                        [(a.code, DEFAULT_PASSWORD) for a in s.agents if a.role == "agent"],
+                        policy,
+                        stop,
+                    )
                 )
                 for s in staffed
             ]

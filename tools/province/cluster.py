@@ -562,6 +562,8 @@ def _write_run_config(
             central["dashboard_listen"] = f"127.0.0.1:{free_port()}"
         for site in raw["sites"]:
             site["listen"] = f"127.0.0.1:{free_port()}"
+            if site.get("desktop_listen"):
+                site["desktop_listen"] = f"127.0.0.1:{free_port()}"
     config_file = run / CONFIG_FILE
     config = parse_province(raw, str(config_file))
     config_file.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
@@ -580,7 +582,13 @@ def endpoints_of(config: ProvinceConfig) -> dict[str, Any]:
         central["dashboard"] = f"http://{config.central.dashboard_listen}/"
     return {
         "central": central,
-        "sites": {s.id: {"address": s.listen} for s in config.sites},
+        "sites": {
+            s.id: {
+                "address": s.listen,
+                **({"desktop": f"http://{s.desktop_listen}/"} if s.desktop_listen else {}),
+            }
+            for s in config.sites
+        },
         "etcd": {"endpoints": list(config.etcd.endpoints)},
     }
 
@@ -601,6 +609,16 @@ def write_state(
         "config": str(config_path),
         "processes": [p.to_json() for p in processes],
     }
+    with contextlib.suppress(ConfigError):
+        # What scripts read (SPEC §6): each site's addresses, the agent desktop among them.
+        config = load_province(config_path)
+        state["sites"] = {
+            s.id: {
+                "address": s.listen,
+                **({"desktop": f"http://{s.desktop_listen}/"} if s.desktop_listen else {}),
+            }
+            for s in config.sites
+        }
     tmp = run_dir / (STATE_FILE + ".tmp")
     tmp.write_text(json.dumps(state, indent=2, ensure_ascii=False), encoding="utf-8")
     tmp.replace(run_dir / STATE_FILE)

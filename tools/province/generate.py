@@ -25,6 +25,9 @@ LAST_GROUP_NUMBER = 99
 MEMBERS_PER_GROUP = 99
 # An IVR menu is at most five choices wide (SPEC F6).
 MAX_IVR_CHOICES = 5
+# Name tags of the agents `people=True` adds (robots leave them alone).
+LEADER_TAG = "leader"
+PERSON_TAG = "desk"
 
 SKILL_GROUP_NAMES = {
     "general": "综合业务 general enquiries",
@@ -91,12 +94,18 @@ def generate_province(
     lease_ttl_s: int = 3,
     routing: Mapping[str, Any] | None = None,
     dashboard_listen: str = "",
+    people: bool = False,
+    desktop: bool = False,
 ) -> dict[str, Any]:
     """A province config dict with one IVR, one trunk group and tie trunks to every other site per city.
 
     Every agent gets `password`, hashed for it alone (its own salt: two agents with the same
     password do not share a hash, and a cracked hash cracks one agent). `password_hash` gives
     every agent that one hash instead: for tests that cannot spend a slow hash per agent.
+    `people`: each city also gets a group leader (leading all its skill groups) and an agent for a
+    person at the desktop, both left alone by robots (`agent_codes` leaves them out; `desk_people`
+    names them): codes 9901 and 9902 in the first city, 9801 and 9802 in the second, and so on.
+    `desktop`: each city serves the agent desktop on a free port.
     """
     if not sites:
         raise ValueError("a province has at least one site")
@@ -123,8 +132,10 @@ def generate_province(
                 wrap_up_s=wrap_up_s,
                 outbox_dir=Path(outbox_dir),
                 digit_timeout_s=digit_timeout_s,
+                people_group=LAST_GROUP_NUMBER - i if people else None,
+                desktop=desktop,
             )
-            for spec in sites
+            for i, spec in enumerate(sites)
         ],
     }
     if routing is not None:
@@ -180,6 +191,8 @@ def _site(
     wrap_up_s: float,
     outbox_dir: Path,
     digit_timeout_s: float,
+    people_group: int | None = None,
+    desktop: bool = False,
 ) -> dict[str, Any]:
     if not spec.agents:
         raise ValueError(f"site {spec.id}: at least one skill group")
@@ -195,6 +208,22 @@ def _site(
                     "skills": {group: 5},
                 }
             )
+    if people_group is not None:
+        # From the top of the code space down, so the robots' codes are the same with or without.
+        leader, person = f"{people_group:02d}01", f"{people_group:02d}02"
+        skills = dict.fromkeys(groups, 5)
+        agents.append(
+            {"code": leader, "name": f"{spec.id}-{LEADER_TAG}-{leader}", "password_hash": password_hash,
+             "skills": skills, "role": "group_leader", "leads": list(groups)}
+        )  # fmt: skip
+        agents.append(
+            {
+                "code": person,
+                "name": f"{spec.id}-{PERSON_TAG}-{person}",
+                "password_hash": password_hash,
+                "skills": skills,
+            }
+        )
     choices = [
         {"digit": catalogue[g], "skill_group": g, "label": SKILL_GROUP_NAMES.get(g, g)}
         for g in groups
@@ -222,15 +251,35 @@ def _site(
         "ring_timeout_s": ring_timeout_s,
         "wrap_up_s": wrap_up_s,
         "outbox_path": str(outbox_dir / f"{spec.id}-outbox.db"),
+        **({"desktop_listen": f"127.0.0.1:{free_port()}"} if desktop else {}),
     }
 
 
 def agent_codes(config: Mapping[str, Any], site_id: str) -> list[str]:
-    """The agent codes of one site of a generated (or loaded-as-dict) province config."""
+    """The agent codes of one site of a generated (or loaded-as-dict) province config, for robots:
+    without the group leaders and the agents kept for people (see `desk_people`)."""
     for site in config["sites"]:
         if site["id"] == site_id:
-            return [str(a["code"]) for a in site.get("agents", [])]
+            return [str(a["code"]) for a in site.get("agents", []) if not _for_people(a)]
     raise KeyError(site_id)
+
+
+def desk_people(config: Mapping[str, Any], site_id: str) -> dict[str, str]:
+    """The codes robots leave alone at one site: {"group_leader": code, "agent": code} (if any)."""
+    for site in config["sites"]:
+        if site["id"] == site_id:
+            out: dict[str, str] = {}
+            for a in site.get("agents", []):
+                if a.get("role", "agent") != "agent":
+                    out.setdefault(str(a["role"]), str(a["code"]))
+                elif f"-{PERSON_TAG}-" in str(a.get("name", "")):
+                    out.setdefault("agent", str(a["code"]))
+            return out
+    raise KeyError(site_id)
+
+
+def _for_people(agent: Mapping[str, Any]) -> bool:
+    return agent.get("role", "agent") != "agent" or f"-{PERSON_TAG}-" in str(agent.get("name", ""))
 
 
 def write_province(config: Mapping[str, Any], path: Path) -> Path:

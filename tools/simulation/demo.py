@@ -32,6 +32,7 @@ from tools.province.generate import (
     DEFAULT_PASSWORD,
     SiteSpec,
     agent_codes,
+    desk_people,
     generate_province,
     write_province,
 )
@@ -173,6 +174,9 @@ def prepare_province(options: DemoOptions) -> tuple[Path, dict[str, Any], dict[s
         # The overloaded city's callers are served by the others after a short wait there.
         routing={"mode": "overflow", "overflow_after_s": OVERFLOW_AFTER_S},
         dashboard_listen=f"127.0.0.1:{free_port()}",
+        # A group leader and an agent per city for people at the desktop (robots leave them alone).
+        people=True,
+        desktop=True,
     )
     (run / "outbox").mkdir()
     return run, raw, arrival_rates(specs), write_province(raw, run / "province.yaml")
@@ -212,6 +216,14 @@ def _print_where_to_look(cluster: Cluster, raw: dict[str, Any], rates: dict[str,
             f"{rates[site.id]:.1f} calls/s ({load:.0%} of its agents' capacity)"
         )
     say(f"  agent password {DEFAULT_PASSWORD} (every agent; the robots are logged in as them)")
+    for site in cluster.config.sites:
+        if site.desktop_listen:
+            people = desk_people(raw, site.id)
+            base = f"http://{site.desktop_listen}"
+            say(
+                f"  desktop {site.id:<4} {base}/desk (agent {people.get('agent', '-')}), "
+                f"{base}/console (group leader {people.get('group_leader', '-')}), {DEFAULT_PASSWORD}"
+            )
     say(f"  live status: vcc status --config {cluster.config_path}")
     say("")
 
@@ -274,13 +286,13 @@ async def _drive(
         warmup_s=0.0,
         traffic_start=traffic_start,
         duration_s=max(arrivals_s, 1e-6),
-        agents_per_site={s.id: len(s.agents) for s in config.sites},
+        agents_per_site={s.id: len(agent_codes(raw, s.id)) for s in config.sites},
         mean_handle_s=HANDLE_TIME_S,
         central_records=records,
     )
     report["demo"] = {
         "sites": {
-            s.id: {"name": s.name, "arrival_rate_per_s": rates[s.id], "agents": len(s.agents)}
+            s.id: {"name": s.name, "arrival_rate_per_s": rates[s.id], "agents": len(agent_codes(raw, s.id))}
             for s in config.sites
         },
         "robots": {site_id: dataclasses.asdict(st) for site_id, st in stats.items()},

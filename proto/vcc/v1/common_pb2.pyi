@@ -138,6 +138,16 @@ class _CallEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CallEve
     """That offer failed: refused, timed out or the target died (data: target, reason)."""
     CALL_EVENT_KIND_RETURNED: _CallEventKind.ValueType  # 18
     """A site serving the call gave it back; it waits again at its origin (data: target, reason)."""
+    CALL_EVENT_KIND_SUPERVISED: _CallEventKind.ValueType  # 19
+    """A group leader monitors, whispers to the agent or barges in, or changes mode
+    (agent_code: the supervisor; data: supervisor, agent, mode, from).
+    """
+    CALL_EVENT_KIND_SUPERVISION_ENDED: _CallEventKind.ValueType  # 20
+    """The supervisor left the call (data: supervisor, agent, reason)."""
+    CALL_EVENT_KIND_INTERCEPTED: _CallEventKind.ValueType  # 21
+    """A group leader took the call over: the agent leaves to wrap-up, the leader talks to the
+    caller (agent_code: the supervisor; data: supervisor, agent).
+    """
 
 class CallEventKind(_CallEventKind, metaclass=_CallEventKindEnumTypeWrapper):
     """What happened to a call, one entry of its history at central."""
@@ -166,6 +176,16 @@ CALL_EVENT_KIND_ROUTE_FAILED: CallEventKind.ValueType  # 17
 """That offer failed: refused, timed out or the target died (data: target, reason)."""
 CALL_EVENT_KIND_RETURNED: CallEventKind.ValueType  # 18
 """A site serving the call gave it back; it waits again at its origin (data: target, reason)."""
+CALL_EVENT_KIND_SUPERVISED: CallEventKind.ValueType  # 19
+"""A group leader monitors, whispers to the agent or barges in, or changes mode
+(agent_code: the supervisor; data: supervisor, agent, mode, from).
+"""
+CALL_EVENT_KIND_SUPERVISION_ENDED: CallEventKind.ValueType  # 20
+"""The supervisor left the call (data: supervisor, agent, reason)."""
+CALL_EVENT_KIND_INTERCEPTED: CallEventKind.ValueType  # 21
+"""A group leader took the call over: the agent leaves to wrap-up, the leader talks to the
+caller (agent_code: the supervisor; data: supervisor, agent).
+"""
 Global___CallEventKind: _TypeAlias = CallEventKind  # noqa: Y015
 
 @_typing.final
