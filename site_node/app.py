@@ -19,9 +19,14 @@ from site_node.links.central_link import CentralLink
 from site_node.links.customers import CentralCustomers
 from site_node.links.leader_watch import LeaderWatch
 from site_node.links.membership import Membership
+from site_node.media.control import MediaControl
+from site_node.media.dtmf import DtmfListener
+from site_node.media.engine import MediaEngine
+from site_node.media.prompts import prompt_path, site_prompts
 from site_node.records.outbox import Outbox
 from site_node.records.shipper import Shipper
 from site_node.runtime import SiteRuntime
+from site_node.sip.trunk import SipTrunk
 from vcc import membership
 from vcc.config import ProvinceConfig
 from vcc.rpc import Server
@@ -46,6 +51,10 @@ class SiteNode:
         self.started_at = time.time()
         self.address = self.site.listen
         self._tasks: list[asyncio.Task[None]] = []
+        self.sip: SipTrunk | None = None
+        self.sip_address = ""
+        self.media: MediaEngine | None = None
+        self.dtmf: DtmfListener | None = None
 
     async def start(self) -> None:
         site = self.site
@@ -89,6 +98,8 @@ class SiteNode:
         self.central_link = CentralLink(self.runtime, self.leader.address, self.summary)
         self.peer_links = PeerLinks(self.runtime, self._peer_address)
         self.runtime.province = _Province(self)
+        if site.sip is not None:
+            await self._start_sip()
         self._tasks = [
             asyncio.create_task(self.leader.run(), name="central-leader-watch"),
             asyncio.create_task(self.shipper.run(), name="shipper"),
@@ -96,6 +107,33 @@ class SiteNode:
             asyncio.create_task(self.central_link.run(), name="central-link"),
         ]
         log.info("site %s serving on %s (outbox %s)", site.id, self.address, outbox_path)
+
+    async def _start_sip(self) -> None:
+        """The SIP trunk and the media engine it controls (rtpengine; digits on our own port)."""
+        sip = self.site.sip
+        assert sip is not None
+        self.dtmf = DtmfListener(self._digit)
+        dtmf_dest = await self.dtmf.open(sip.media.interface)
+        self.media = MediaEngine(
+            # Beside the outbox: the run folder of a cluster, the test's folder in tests.
+            sip.media,
+            dtmf_dest=dtmf_dest,
+            log_path=Path(self.site.outbox_path or ".").parent / f"rtpengine-{self.site.id}.log",
+        )
+        await self.media.start()
+        prompts = {kind: prompt_path(sip.prompts_dir, spec) for kind, spec in site_prompts(self.site).items()}
+        missing = [str(p) for p in prompts.values() if not p.exists()]
+        if missing:
+            # Calls still work, in silence; `vcc prompts build` makes the files.
+            log.error("prompts missing (run `vcc prompts build`): %s", ", ".join(missing))
+        self.sip = SipTrunk(
+            self.runtime, sip, self.province.province.service_number, MediaControl(self.media), prompts
+        )
+        self.sip_address = await self.sip.start()
+
+    def _digit(self, sip_call_id: str, digit: str) -> None:
+        if self.sip is not None:
+            self.sip.digit(sip_call_id, digit)
 
     def _peer_address(self, site_id: str) -> str | None:
         for s in self.province.sites:
@@ -118,6 +156,12 @@ class SiteNode:
         log.info("site %s stopping", self.site.id)
         await self.server.set_serving(False)
         await self.runtime.close()
+        if self.sip is not None:
+            await self.sip.close()
+        if self.media is not None:
+            await self.media.stop()
+        if self.dtmf is not None:
+            self.dtmf.close()
         await self.server.stop(grace_s=1.0)
         await self.shipper.stop(drain_s=DRAIN_ON_STOP_S)
         await self.membership.close()

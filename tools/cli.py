@@ -32,6 +32,8 @@ cluster_app = typer.Typer(
 )
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(bench_app, name="bench")
+prompts_app = typer.Typer(help="The IVR's audio, made offline from text.", no_args_is_help=True)
+app.add_typer(prompts_app, name="prompts")
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The province config (YAML).")]
 RunDirOpt = Annotated[Path, typer.Option("--run-dir", help="The cluster's run folder.")]
@@ -138,6 +140,26 @@ def check_config(path: Annotated[Path, typer.Argument(help="The province config 
         f"{len(cfg.sites)} sites ({', '.join(s.id for s in cfg.sites)}), {agents} agents, "
         f"central {cfg.central.listen}, etcd {', '.join(cfg.etcd.endpoints)}"
     )
+
+
+@prompts_app.command("build")
+def prompts_build(
+    config: ConfigOpt,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder for the files (default: each site's sip.prompts_dir)."),
+    ] = None,
+) -> None:
+    """Build every SIP site's prompts (espeak-ng + sox, 8 kHz WAV); up-to-date files are kept."""
+    from tools.prompts import PromptBuildError, build_prompts
+
+    cfg = load_config(config)
+    try:
+        built = build_prompts(cfg, out)
+    except PromptBuildError as exc:
+        fail(str(exc), 1)
+    for path in built:
+        typer.echo(str(path))
 
 
 # --- local cluster ---------------------------------------------------------------------------------

@@ -251,6 +251,17 @@ class Switchboard:
         self.queues.dispatch(now, fx)
         return fx.items
 
+    def caller_line_failed(self, now: float, call_id: str, reason: str) -> list[Effect]:
+        """The caller's line broke on our side (its media engine died): the call ends as a
+        hang-up does, failed rather than abandoned when nobody had answered it."""
+        call = self.book.call(call_id)
+        if call.guest_of or call.remote is not None or call.consult is not None:
+            return self.caller_hang_up(now, call_id, reason)
+        fx = self._fx()
+        self.connected.caller_hang_up(call, now, fx, reason, unanswered=Outcome.FAILED)
+        self.queues.dispatch(now, fx)
+        return fx.items
+
     # The agent's side -----------------------------------------------------------------------
 
     def login(self, now: float, code: str) -> list[Effect]:

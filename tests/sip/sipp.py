@@ -1,0 +1,215 @@
+"""SIPp (Debian's sip-tester) as an independent caller: scenarios written here, run as a
+supervised subprocess on loopback, their outcome read from SIPp's own exit code and logs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from tools.sip_province import free_udp_port
+
+SIPP = "sipp"
+SHARE = Path("/usr/share/sip-tester")
+DTMF = {d: SHARE / f"dtmf_2833_{d}.pcap" for d in "0123456789"}
+G711A = SHARE / "g711a.pcap"
+
+_SDP = """v=0
+o=caller 1 1 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio {media_port} RTP/AVP 8 0 101
+a=rtpmap:8 PCMA/8000
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+a=fmtp:101 0-15
+a=sendrecv
+"""
+
+_INVITE = """  <send retrans="500">
+    <![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: "caller" <sip:[ani]@[local_ip]:[local_port]>;tag=[pid]SIPpTag[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:[ani]@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+{sdp}
+    ]]>
+  </send>
+"""
+
+_ACK_2XX = """  <send>
+    <![CDATA[
+ACK [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+[last_From:]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+    ]]>
+  </send>
+"""
+
+_BYE = """  <send retrans="500">
+    <![CDATA[
+BYE [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+[last_From:]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 2 BYE
+Max-Forwards: 70
+Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200" crlf="true"/>
+"""
+
+_ANSWERED = """  <recv response="100" optional="true"/>
+  <recv response="200" rtd="true" rrs="true">
+    <action>
+      <ereg regexp="X-VCC-Call-ID: ([0-9a-f]+)" search_in="msg" check_it="true" assign_to="all,vcc"/>
+      <log message="vcc-call-id [$vcc] sip-call-id [call_id] ([$all])"/>
+    </action>
+  </recv>
+"""
+
+
+def call_scenario(digits: str = "", talk_ms_var: bool = True, media_port: str = "[media_port]") -> str:
+    """Dial, be answered, press `digits` (RFC 2833 packets from SIPp's pcaps), stay on the line
+    for -d milliseconds, hang up."""
+    steps = [_INVITE.format(sdp=_SDP.format(media_port=media_port)), _ANSWERED, _ACK_2XX]
+    steps.append('  <pause milliseconds="1500"/>\n')
+    for d in digits:
+        steps.append(f'  <nop><action><exec play_pcap_audio="{DTMF[d]}"/></action></nop>\n')
+        steps.append('  <pause milliseconds="700"/>\n')
+    steps.append("  <pause/>\n" if talk_ms_var else "")
+    steps.append(_BYE)
+    return _wrap("".join(steps))
+
+
+def refused_scenario(status: int) -> str:
+    """Dial and expect the final answer `status` (then ACK it on the INVITE's branch)."""
+    ack = """  <send>
+    <![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+[last_Via:]
+[last_From:]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+    ]]>
+  </send>
+"""
+    recv = f"""  <recv response="100" optional="true"/>
+  <recv response="{status}">
+    <action>
+      <ereg regexp="X-VCC-Call-ID: ([0-9a-f]+)" search_in="msg" check_it="false" assign_to="all,vcc"/>
+      <log message="refused {status} vcc-call-id [$vcc] ([$all])"/>
+    </action>
+  </recv>
+"""
+    return _wrap(_INVITE.format(sdp=_SDP.format(media_port="[media_port]")) + recv + ack)
+
+
+def _wrap(body: str) -> str:
+    return (
+        '<?xml version="1.0" encoding="ISO-8859-1" ?>\n'
+        '<!DOCTYPE scenario SYSTEM "sipp.dtd">\n'
+        '<scenario name="vcc caller">\n' + body + "</scenario>\n"
+    )
+
+
+def media_port() -> int:
+    """An even UDP port whose successor is free too (SIPp's RTP and RTCP)."""
+    while True:
+        port = free_udp_port()
+        if port % 2 == 0 and port < 65000:
+            return port
+
+
+@dataclass
+class SippResult:
+    returncode: int
+    log: str
+    stdout: str
+    errors: str
+
+    @property
+    def vcc_call_ids(self) -> list[str]:
+        return re.findall(r"vcc-call-id ([0-9a-f]+)", self.log)
+
+    @property
+    def sip_call_ids(self) -> list[str]:
+        return re.findall(r"sip-call-id (\S+)", self.log)
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+async def run_sipp(
+    scenario: str,
+    target: str,
+    work: Path,
+    *,
+    name: str = "caller",
+    calls: int = 1,
+    rate: float = 10.0,
+    hold_ms: int = 1000,
+    service: str = "10000",
+    ani: str = "13800000001",
+    timeout_s: float = 60.0,
+    limit: int | None = None,
+) -> SippResult:
+    """Run one SIPp client until it ends (or is stopped at `timeout_s`); its logs from `work`."""
+    work.mkdir(parents=True, exist_ok=True)
+    xml = work / f"{name}.xml"
+    xml.write_text(scenario, encoding="ascii")
+    cmd = [
+        SIPP, target, "-sf", str(xml), "-m", str(calls), "-r", str(rate), "-d", str(hold_ms),
+        "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", str(free_udp_port()), "-mp", str(media_port()),
+        "-s", service, "-key", "ani", ani,
+        "-trace_logs", "-log_file", str(work / f"{name}.log"),
+        "-trace_err", "-error_file", str(work / f"{name}.err"),
+        "-nostdin", "-timeout", f"{int(timeout_s)}s", "-timeout_error", "-max_recv_loops", "1000",
+    ]  # fmt: skip
+    if limit is not None:
+        cmd += ["-l", str(limit)]
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, cwd=work, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout_s + 10)
+    except TimeoutError:
+        proc.kill()
+        out, _ = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+    log_file = work / f"{name}.log"
+    err_file = work / f"{name}.err"
+    return SippResult(
+        proc.returncode if proc.returncode is not None else -1,
+        log_file.read_text(errors="replace") if log_file.exists() else "",
+        out.decode(errors="replace")[-4000:],
+        err_file.read_text(errors="replace")[-4000:] if err_file.exists() else "",
+    )
