@@ -20,7 +20,8 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from site_node.callcontrol.limits import ANI_CHARS
@@ -62,6 +63,8 @@ class TrunkStats:
     dropped: int = 0
     retransmissions_absorbed: int = 0
     media_failures: int = 0
+    # Prompts started, by kind (menu, queue): what callers were played.
+    plays: Counter[str] = field(default_factory=Counter)
 
     def refuse(self, status: int) -> None:
         if self.refused is None:
@@ -463,6 +466,7 @@ class SipTrunk:
             await self.media.stop(sc.sip_call_id, sc.remote_tag)
         await self.media.play(sc.sip_call_id, sc.remote_tag, str(path), repeat)
         sc.playing = prompt
+        self.stats.plays[prompt] += 1
 
     async def _silence(self, sc: SipCall) -> None:
         if sc.media_open and sc.playing:
