@@ -38,6 +38,8 @@ import yaml
 
 from tools.etcd_server import EtcdServer
 from tools.netutil import free_port
+from tools.prompts import build_prompts
+from tools.sip_province import free_udp_port
 from vcc.config import ConfigError, ProvinceConfig, load_province, parse_province
 from vcc.membership import LeaderInfo, central_leader_key, decode_leader
 from vcc.rpc import wait_serving
@@ -522,9 +524,13 @@ def _write_run_config(
             central["dashboard_listen"] = f"127.0.0.1:{free_port()}"
         for site in raw["sites"]:
             site["listen"] = f"127.0.0.1:{free_port()}"
+            if site.get("sip"):
+                site["sip"]["listen"] = f"127.0.0.1:{free_udp_port()}"
     config_file = run / CONFIG_FILE
     config = parse_province(raw, str(config_file))
     config_file.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    # The SIP sites' prompts, made offline from text (relative prompt folders are in the run folder).
+    build_prompts(config, base=run)
     return config
 
 
@@ -532,11 +538,16 @@ def _write_run_config(
 
 
 def write_state(run_dir: Path, processes: Sequence[ManagedProcess], *, config_path: Path) -> None:
-    state = {
+    state: dict[str, Any] = {
         "run_dir": str(run_dir),
         "config": str(config_path),
         "processes": [p.to_json() for p in processes],
     }
+    if config_path.exists():
+        sites = load_province(config_path).sites
+        state["sites"] = {
+            s.id: {"address": s.listen, **({"sip": s.sip.listen} if s.sip is not None else {})} for s in sites
+        }
     tmp = run_dir / (STATE_FILE + ".tmp")
     tmp.write_text(json.dumps(state, indent=2, ensure_ascii=False), encoding="utf-8")
     tmp.replace(run_dir / STATE_FILE)

@@ -38,6 +38,7 @@ from tools.province_gen import (
 )
 from tools.report import build_report, render_table
 from tools.robots import RobotPolicy, RobotStats, run_robots
+from tools.sip_province import add_sip
 from tools.status import one_line, site_summaries
 from tools.traffic import CallerView, SiteLoad, TrafficPlan, run_traffic
 from vcc.config import ConfigError
@@ -174,6 +175,8 @@ def prepare_province(options: DemoOptions) -> tuple[Path, dict[str, Any], dict[s
         routing={"mode": "overflow", "overflow_after_s": OVERFLOW_AFTER_S},
         dashboard_listen=f"127.0.0.1:{free_port()}",
     )
+    # Every city answers SIP too (its prompts are built in the run folder by the cluster).
+    add_sip(raw, prompts_dir="prompts", language="zh")
     (run / "outbox").mkdir()
     return run, raw, arrival_rates(specs), write_province(raw, run / "province.yaml")
 
@@ -211,6 +214,12 @@ def _print_where_to_look(cluster: Cluster, raw: dict[str, Any], rates: dict[str,
             f"  site {site.id:<6} {site.listen:<21} {site.name}: agents {codes[0]}-{codes[-1]}, "
             f"{rates[site.id]:.1f} calls/s ({load:.0%} of its agents' capacity)"
         )
+    for site in cluster.config.sites:
+        if site.sip is not None:
+            say(
+                f"  phone {site.id:<5} baresip -e '/dial sip:{cluster.config.province.service_number}"
+                f"@{site.sip.listen}'   (SIP, its IVR answers; README: phoning the demo)"
+            )
     say(f"  agent password {DEFAULT_PASSWORD} (every agent; the robots are logged in as them)")
     say(f"  live status: vcc status --config {cluster.config_path}")
     say("")

@@ -28,13 +28,16 @@ class PromptBuildError(Exception):
     """A prompt could not be made (a tool is missing or failed)."""
 
 
-def build_prompts(config: ProvinceConfig, out_dir: Path | None = None) -> list[Path]:
-    """Every prompt of every SIP site; `out_dir` overrides each site's `sip.prompts_dir`."""
+def build_prompts(
+    config: ProvinceConfig, out_dir: Path | None = None, base: Path | None = None
+) -> list[Path]:
+    """Every prompt of every SIP site; `out_dir` overrides each site's `sip.prompts_dir`, which is
+    taken relative to `base` (the processes' working folder; default: ours)."""
     built: list[Path] = []
     for site in config.sites:
         if site.sip is None:
             continue
-        folder = out_dir or Path(site.sip.prompts_dir)
+        folder = out_dir or (base or Path.cwd()) / site.sip.prompts_dir
         for spec in site_prompts(site).values():
             path = prompt_path(folder, spec)
             if path not in built:

@@ -19,8 +19,8 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 

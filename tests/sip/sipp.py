@@ -179,9 +179,7 @@ async def run_sipp(
     limit: int | None = None,
 ) -> SippResult:
     """Run one SIPp client until it ends (or is stopped at `timeout_s`); its logs from `work`."""
-    work.mkdir(parents=True, exist_ok=True)
-    xml = work / f"{name}.xml"
-    xml.write_text(scenario, encoding="ascii")
+    xml = await asyncio.to_thread(_write_scenario, work, name, scenario)
     cmd = [
         SIPP, target, "-sf", str(xml), "-m", str(calls), "-r", str(rate), "-d", str(hold_ms),
         "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", str(free_udp_port()), "-mp", str(media_port()),
@@ -205,11 +203,20 @@ async def run_sipp(
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+    log, errors = await asyncio.to_thread(_read_logs, work, name)
+    code = proc.returncode if proc.returncode is not None else -1
+    return SippResult(code, log, out.decode(errors="replace")[-4000:], errors[-4000:])
+
+
+def _write_scenario(work: Path, name: str, scenario: str) -> Path:
+    work.mkdir(parents=True, exist_ok=True)
+    xml = work / f"{name}.xml"
+    xml.write_text(scenario, encoding="ascii")
+    return xml
+
+
+def _read_logs(work: Path, name: str) -> tuple[str, str]:
     log_file = work / f"{name}.log"
     err_file = work / f"{name}.err"
-    return SippResult(
-        proc.returncode if proc.returncode is not None else -1,
-        log_file.read_text(errors="replace") if log_file.exists() else "",
-        out.decode(errors="replace")[-4000:],
-        err_file.read_text(errors="replace")[-4000:] if err_file.exists() else "",
-    )
+    log = log_file.read_text(errors="replace") if log_file.exists() else ""
+    return log, err_file.read_text(errors="replace") if err_file.exists() else ""
