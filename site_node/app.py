@@ -78,6 +78,9 @@ class SiteNode:
             site_groups={s.id: frozenset(g.id for g in s.skill_groups) for s in sites},
         )
         self.runtime = SiteRuntime(self.switchboard, self.outbox, self.customers.lookup)
+        if site.sip is not None:
+            # Before the gRPC server: a site that reports SERVING answers SIP too.
+            await self._start_sip()
         self.server = Server(SERVICES)
         trunk_pb2_grpc.add_TrunkIngressServiceServicer_to_server(TrunkIngress(self.runtime), self.server.grpc)
         cti_pb2_grpc.add_AgentDesktopServiceServicer_to_server(AgentDesktop(self.runtime), self.server.grpc)
@@ -98,8 +101,6 @@ class SiteNode:
         self.central_link = CentralLink(self.runtime, self.leader.address, self.summary)
         self.peer_links = PeerLinks(self.runtime, self._peer_address)
         self.runtime.province = _Province(self)
-        if site.sip is not None:
-            await self._start_sip()
         self._tasks = [
             asyncio.create_task(self.leader.run(), name="central-leader-watch"),
             asyncio.create_task(self.shipper.run(), name="shipper"),
