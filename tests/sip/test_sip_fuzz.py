@@ -127,7 +127,8 @@ def exchange(target: str, datagram_fn: st.DataObject) -> tuple[list[int], bytes]
         s.sendto(message, (host, int(port)))
         probe_id = secrets.token_hex(8)
         probe = (
-            f"OPTIONS sip:99999@{target} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK{probe_id}\r\n"
+            f"OPTIONS sip:99999@{target} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK{probe_id}\r\n"
             f"From: <sip:probe@127.0.0.1:{me}>;tag=p\r\nTo: <sip:99999@{target}>\r\nCall-ID: {probe_id}\r\n"
             "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         ).encode()

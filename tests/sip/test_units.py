@@ -112,7 +112,10 @@ def test_a_dtmf_report_names_the_call_and_the_digit() -> None:
 
 
 def test_the_sink_answer_accepts_every_offered_codec_at_the_discard_port() -> None:
-    offer_sdp = "v=0\r\nm=audio 30000 RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n"
+    offer_sdp = (
+        "v=0\r\nm=audio 30000 RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n"
+        "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n"
+    )
     sdp = sink_answer(offer_sdp, "127.0.0.1")
     assert "m=audio 9 RTP/AVP 8 101" in sdp and "a=fmtp:101 0-15" in sdp and "c=IN IP4 127.0.0.1" in sdp
 
@@ -130,7 +133,7 @@ def province(sip: dict[str, Any], second: dict[str, Any] | None = None) -> dict[
 def test_the_sip_section_is_validated() -> None:
     ok = parse_province(province({"listen": "127.0.0.1:5061", "trunk_group": "pstn"}))
     assert ok.sites[0].sip is not None and ok.sites[0].sip.busy_status == 503
-    with pytest.raises(ConfigError, match="sip.trunk_group: unknown trunk group"):
+    with pytest.raises(ConfigError, match=r"sip\.trunk_group: unknown trunk group"):
         parse_province(province({"listen": "127.0.0.1:5061", "trunk_group": "nope"}))
     with pytest.raises(ConfigError, match="busy_status"):
         parse_province(province({"listen": "127.0.0.1:5061", "trunk_group": "pstn", "busy_status": 480}))
