@@ -215,7 +215,8 @@ def cluster_up(
     typer.echo(f"  etcd     {addrs.etcd}")
     typer.echo(f"  central  {addrs.central}")
     for site_id, address in addrs.sites.items():
-        typer.echo(f"  site {site_id:<4}{address}")
+        sip = cluster.config.site(site_id).sip
+        typer.echo(f"  site {site_id:<4}{address}" + (f"   SIP {sip.listen}" if sip is not None else ""))
     typer.echo(f"  logs     {cluster.logs_dir}")
     typer.echo(f"status: vcc status --config {cluster.config_path}")
     typer.echo(f"stop:   vcc cluster down --run-dir {cluster.run_dir}")

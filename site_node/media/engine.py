@@ -87,13 +87,18 @@ class MediaEngine:
     async def _spawn(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as out:
-            self._proc = await asyncio.create_subprocess_exec(
-                *self.command(),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-                preexec_fn=_die_with_parent,
-            )
+            try:
+                self._proc = await asyncio.create_subprocess_exec(
+                    *self.command(),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=out,
+                    preexec_fn=_die_with_parent,
+                )
+            except FileNotFoundError:
+                raise RuntimeError(
+                    f"{self.config.binary} is not installed (bash deploy/install-system-deps.sh)"
+                ) from None
         if not await self._wait_ready():
             await self._terminate()
             raise RuntimeError(f"rtpengine did not answer on {self.ng_address} (log: {self.log_path})")
