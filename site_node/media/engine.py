@@ -1,7 +1,7 @@
 """The site's rtpengine: started, watched and restarted (bounded) by the site node, or given.
 
 A managed engine runs userspace only (no kernel module) on the site's own RTP port range; it is
-told to die with the site node (PR_SET_PDEATHSIG), so a killed site never leaves an orphan
+told to die with the site node (PR_SET_PDEATHSIG, through setpriv), so a killed site never leaves an orphan
 holding its ports. Listeners hear when the engine is lost and when it is back.
 """
 
@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
-import signal
+import shutil
 import socket
 import time
 from collections.abc import Callable
@@ -26,7 +25,6 @@ START_TIMEOUT_S = 10.0
 STOP_GRACE_S = 5.0
 # How often a given (not managed) engine is pinged to notice that it died.
 PING_INTERVAL_S = 2.0
-PR_SET_PDEATHSIG = 1
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
@@ -36,10 +34,11 @@ def free_udp_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: the kernel sends SIGTERM when the site node dies.
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def _die_with_parent() -> list[str]:
+    # util-linux's setpriv sets PR_SET_PDEATHSIG and execs rtpengine, which keeps it: the kernel
+    # sends SIGTERM when the site node dies (no preexec_fn, unsafe beside gRPC's threads).
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
 
 
 class MediaEngine:
@@ -89,11 +88,11 @@ class MediaEngine:
         with self.log_path.open("ab") as out:
             try:
                 self._proc = await asyncio.create_subprocess_exec(
+                    *_die_with_parent(),
                     *self.command(),
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=out,
                     stderr=out,
-                    preexec_fn=_die_with_parent,
                 )
             except FileNotFoundError:
                 raise RuntimeError(

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from site_node.media.prompts import prompt_path, site_prompts
@@ -172,3 +176,23 @@ async def test_the_caller_hears_the_menu_prompt(cluster: Cluster, tmp_path: Path
     assert abs(len(heard) - len(spoken)) <= 320, (len(heard), len(spoken))
     assert best_correlation(heard, spoken) > 0.9
     assert best_correlation(heard, voiced(queue)) < 0.5
+
+
+async def test_a_killed_site_leaves_no_rtpengine_behind_and_answers_again_after_its_restart(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    log = cluster.logs_dir / "site-gz.log"
+    [pid] = [int(m) for m in re.findall(r"rtpengine pid (\d+)", log.read_text())][-1:]
+    assert psutil.pid_exists(pid)
+    # SIGKILL to the site process alone (not its process group): the kernel must end its engine.
+    site = cluster.sites["gz"]
+    os.kill(site.pid, signal.SIGKILL)
+    assert await site.wait_exit(10)
+
+    async def engine_gone() -> bool:
+        return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+    await eventually(engine_gone, what="the dead site's rtpengine exits with it")
+    await cluster.restart_site("gz")
+    result = await run_sipp(call_scenario("2"), sip_target(cluster), tmp_path / "sipp", hold_ms=500)
+    assert (await record(cluster, dialled(result))).outcome == common_pb2.CALL_OUTCOME_ABANDONED
