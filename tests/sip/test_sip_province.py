@@ -22,12 +22,12 @@ from tests.helpers import eventually
 from tests.integration.support import agents, central_records, password_hash, site_summary
 from tests.sip.audio import RtpEar, best_correlation, read_wav, voiced
 from tests.sip.conftest import rtp_base
-from tests.sip.sipp import SippResult, call_scenario, refused_scenario, run_sipp
 from tools.cluster import STATE_FILE, Cluster
 from tools.netutil import free_port
 from tools.province_gen import SiteSpec, generate_province, write_province
 from tools.robots import RobotPolicy, run_robots
 from tools.sip_province import add_sip
+from tools.sipp import SippResult, call_scenario, refused_scenario, run_sipp
 from vcc.v1 import central_pb2, common_pb2
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]

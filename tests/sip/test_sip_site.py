@@ -16,8 +16,8 @@ from site_node.app import SiteNode
 from tests.helpers import eventually
 from tests.sip.conftest import sip_config
 from tests.sip.raw import RawPeer, header, in_dialog, invite, to_tag
-from tests.sip.sipp import call_scenario, refused_scenario, run_sipp
 from tools.etcd_server import EtcdServer
+from tools.sipp import call_scenario, refused_scenario, run_sipp
 from vcc.v1 import common_pb2
 
 K = common_pb2.CallEventKind

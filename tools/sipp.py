@@ -1,5 +1,6 @@
-"""SIPp (Debian's sip-tester) as an independent caller: scenarios written here, run as a
-supervised subprocess on loopback, their outcome read from SIPp's own exit code and logs."""
+"""SIPp (Debian's sip-tester) as an independent caller for the tests and `vcc bench sip`:
+scenarios written here, run as a supervised subprocess on loopback, their outcome read from
+SIPp's own exit code and logs."""
 
 from __future__ import annotations
 
@@ -97,6 +98,16 @@ def call_scenario(digits: str = "", talk_ms_var: bool = True, media_port: str = 
         steps.append(f'  <nop><action><exec play_pcap_audio="{DTMF[d]}"/></action></nop>\n')
         steps.append('  <pause milliseconds="700"/>\n')
     steps.append("  <pause/>\n" if talk_ms_var else "")
+    steps.append(_BYE)
+    return _wrap("".join(steps))
+
+
+def load_scenario(audio: Path) -> str:
+    """Dial, be answered, send `audio` (raw A-law) in a loop for -d milliseconds, hang up."""
+    steps = [_INVITE.format(sdp=_SDP.format(media_port="[media_port]")), _ANSWERED, _ACK_2XX]
+    steps.append(f'  <nop><action><exec rtp_stream="{audio},-1,8"/></action></nop>\n')
+    steps.append("  <pause/>\n")
+    steps.append('  <nop><action><exec rtp_stream="pause"/></action></nop>\n')
     steps.append(_BYE)
     return _wrap("".join(steps))
 
