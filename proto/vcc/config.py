@@ -121,7 +121,7 @@ class MediaEngineConfig(_Strict):
     port_min: int = Field(default=30000, ge=1024, le=65535)
     port_max: int = Field(default=30999, ge=1024, le=65535)
     # How long one ng request may take before it is retried (bounded), then counted a failure.
-    request_timeout_s: float = Field(default=0.5, gt=0, le=10)
+    request_timeout_s: float = Field(default=1.0, gt=0, le=10)
     # A managed engine that dies is restarted at most this many times per `restart_window_s`.
     max_restarts: int = Field(default=3, ge=0, le=100)
     restart_window_s: float = Field(default=60.0, gt=0, le=3600)
