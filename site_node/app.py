@@ -26,6 +26,7 @@ from site_node.media.prompts import prompt_path, site_prompts
 from site_node.records.outbox import Outbox
 from site_node.records.shipper import Shipper
 from site_node.runtime import SiteRuntime
+from site_node.sip.registrar import Registrar
 from site_node.sip.trunk import SipTrunk
 from vcc import membership
 from vcc.config import ProvinceConfig
@@ -127,8 +128,15 @@ class SiteNode:
         if missing:
             # Calls still work, in silence; `vcc prompts build` makes the files.
             log.error("prompts missing (run `vcc prompts build`): %s", ", ".join(missing))
+        phones = {a.code: a.sip_ha1 for a in self.site.agents if a.sip_ha1}
+        self.registrar = Registrar(sip, phones)
         self.sip = SipTrunk(
-            self.runtime, sip, self.province.province.service_number, MediaControl(self.media), prompts
+            self.runtime,
+            sip,
+            self.province.province.service_number,
+            MediaControl(self.media),
+            prompts,
+            self.registrar,
         )
         self.sip_address = await self.sip.start()
 

@@ -129,6 +129,23 @@ def hash_password() -> None:
         fail(str(exc))
 
 
+@app.command("sip-ha1")
+def sip_ha1(
+    code: Annotated[str, typer.Option("--code", help="The agent code (the phone's SIP user).")],
+    realm: Annotated[str, typer.Option("--realm", help="The site's sip.realm.")] = "vcc",
+) -> None:
+    """Read an agent's SIP phone password (prompt, or stdin) and print HA1 for `sip_ha1`."""
+    from site_node.sip.registrar import ha1
+
+    if sys.stdin.isatty():
+        password = typer.prompt("Phone password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().strip()
+    if not password:
+        fail("an empty password")
+    typer.echo(ha1(code, realm, password))
+
+
 @app.command("check-config")
 def check_config(path: Annotated[Path, typer.Argument(help="The province config (YAML).")]) -> None:
     """Validate a province config and print a one-line summary."""

@@ -69,6 +69,9 @@ class AgentConfig(_Strict):
     # Skill group id -> level 1..10 (10 is the most skilled).
     skills: dict[str, Annotated[int, Field(ge=1, le=10)]] = Field(min_length=1)
     role: Literal["agent", "group_leader", "administrator"] = "agent"
+    # The agent's SIP phone registers as the agent code with digest authentication: this is
+    # MD5("code:realm:password") in hex (`vcc sip-ha1`), never the password. Empty: no phone.
+    sip_ha1: Annotated[str, Field(pattern=r"^([0-9a-f]{32})?$")] = ""
 
     @field_validator("code")
     @classmethod
@@ -147,6 +150,11 @@ class SipConfig(_Strict):
     # Prompts built by `vcc prompts build` (relative paths: from the process's working folder).
     prompts_dir: str = "prompts"
     language: Literal["zh", "en"] = "zh"
+    # The digest realm agents' phones authenticate in (part of every agent's sip_ha1).
+    realm: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "vcc"
+    # Bounds of a phone's registration (seconds); asked for less or more, it gets the bound.
+    min_expires_s: int = Field(default=60, ge=10, le=3600)
+    max_expires_s: int = Field(default=3600, ge=60, le=86400)
     media: MediaEngineConfig = MediaEngineConfig()
 
 

@@ -39,6 +39,7 @@ from site_node.sip.message import (
     response,
     uri_user,
 )
+from site_node.sip.registrar import Registrar
 from site_node.sip.timers import Expiring, Retransmit
 from site_node.sip.transport import Address, UdpEndpoint
 from vcc.config import SipConfig
@@ -47,7 +48,7 @@ from vcc.v1 import common_pb2, trunk_pb2
 
 log = logging.getLogger(__name__)
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER"
 # How often the queue's file (announcement then music) is repeated while a caller waits.
 QUEUE_REPEAT = 100
 # How long the call's end may wait for its records to be durable before the caller is told.
@@ -80,12 +81,14 @@ class SipTrunk:
         service_number: str,
         media: MediaControl,
         prompts: dict[str, Path],
+        registrar: Registrar | None = None,
     ) -> None:
         self.rt = runtime
         self.config = config
         self.service_number = service_number
         self.media = media
         self.prompts = prompts
+        self.registrar = registrar
         self.endpoint = UdpEndpoint(self._datagram)
         self.stats = TrunkStats()
         # INVITE server transactions by top Via branch (and sent-by): retransmissions and CANCEL.
@@ -178,6 +181,9 @@ class SipTrunk:
                 self._cancel(msg, peer)
             case "BYE":
                 self._bye(msg, peer)
+            case "REGISTER" if self.registrar is not None:
+                status, extra, reason = self.registrar.register(msg, peer)
+                self._final(msg, peer, status, reason=reason, extra=extra)
             case "OPTIONS":
                 self._final(msg, peer, 200, extra=[("allow", ALLOW), ("accept", "application/sdp")])
             case _:

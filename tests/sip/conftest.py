@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from site_node.app import SiteNode
+from site_node.sip.registrar import ha1
 from tests.integration.support import password_hash
 from tools.etcd_server import EtcdServer
 from tools.netutil import free_port
@@ -22,6 +23,10 @@ from vcc.config import ProvinceConfig, parse_province
 for tool in ("rtpengine", "sipp", "espeak-ng", "sox"):
     if shutil.which(tool) is None:
         pytest.fail(f"{tool} is missing: bash deploy/install-system-deps.sh", pytrace=False)
+
+
+# Every test agent's phone password (the config holds only its HA1).
+PHONE_PASSWORD = "4321"
 
 
 def rtp_base() -> int:
@@ -53,7 +58,10 @@ def sip_config_dict(
         ring_timeout_s=30,
         digit_timeout_s=8,
     )
-    return add_sip(raw, prompts_dir=prompts, rtp_base=rtp_base(), busy_status=busy_status, language=lang)
+    add_sip(raw, prompts_dir=prompts, rtp_base=rtp_base(), busy_status=busy_status, language=lang)
+    for agent in raw["sites"][0]["agents"]:
+        agent["sip_ha1"] = ha1(agent["code"], "vcc", PHONE_PASSWORD)
+    return raw
 
 
 def sip_config(tmp: Path, prompts: Path, etcd: EtcdServer, **kw: Any) -> ProvinceConfig:

@@ -24,7 +24,7 @@ from tools.sip_province import add_sip
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 
-ALLOWED = {200, 400, 404, 405, 481, 482, 483, 488, 513}
+ALLOWED = {200, 400, 401, 403, 404, 405, 423, 481, 482, 483, 488, 513}
 MAX_MESSAGE = 8192
 
 
