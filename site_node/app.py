@@ -26,6 +26,7 @@ from site_node.media.prompts import prompt_path, site_prompts
 from site_node.records.outbox import Outbox
 from site_node.records.shipper import Shipper
 from site_node.runtime import SiteRuntime
+from site_node.sip.phones import AgentPhones
 from site_node.sip.registrar import Registrar
 from site_node.sip.trunk import SipTrunk
 from vcc import membership
@@ -54,6 +55,8 @@ class SiteNode:
         self._tasks: list[asyncio.Task[None]] = []
         self.sip: SipTrunk | None = None
         self.sip_address = ""
+        self.phones: AgentPhones | None = None
+        self.registrar: Registrar | None = None
         self.media: MediaEngine | None = None
         self.dtmf: DtmfListener | None = None
 
@@ -139,6 +142,10 @@ class SiteNode:
             self.registrar,
         )
         self.sip_address = await self.sip.start()
+        if phones:
+            self.phones = AgentPhones(self.sip, self.registrar)
+            self.sip.phones = self.phones
+            self.runtime.agent_listeners.append(self.phones.to_agent)
 
     def _digit(self, sip_call_id: str, digit: str) -> None:
         if self.sip is not None:
@@ -165,6 +172,8 @@ class SiteNode:
         log.info("site %s stopping", self.site.id)
         await self.server.set_serving(False)
         await self.runtime.close()
+        if self.phones is not None:
+            await self.phones.close()
         if self.sip is not None:
             await self.sip.close()
         if self.media is not None:

@@ -95,6 +95,8 @@ class SiteRuntime:
         self.closed = False
         # Wired by the composition root once the links exist (None: a site on its own).
         self.province: Province | None = None
+        # Told every agent event besides the desktops (the agents' SIP phones).
+        self.agent_listeners: list[Callable[[ToAgent], None]] = []
 
     # Operations -----------------------------------------------------------------------------
 
@@ -149,6 +151,8 @@ class SiteRuntime:
                     self._to_caller(fx, durable if fx.kind == "ended" else None)
                 case ToAgent():
                     self._to_agent(fx)
+                    for listener in self.agent_listeners:
+                        listener(fx)
                 case FetchCustomer(call_id, ani):
                     self._spawn(self._fetch_customer(call_id, ani))
                 case AskRoute() | OfferRemote() | LegToTarget() | LegToOrigin():

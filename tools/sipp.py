@@ -89,14 +89,19 @@ _ANSWERED = """  <recv response="100" optional="true"/>
 """
 
 
-def call_scenario(digits: str = "", talk_ms_var: bool = True, media_port: str = "[media_port]") -> str:
-    """Dial, be answered, press `digits` (RFC 2833 packets from SIPp's pcaps), stay on the line
-    for -d milliseconds, hang up."""
+def call_scenario(
+    digits: str = "", talk_ms_var: bool = True, media_port: str = "[media_port]", audio: Path | None = None
+) -> str:
+    """Dial, be answered, press `digits` (RFC 2833 packets from SIPp's pcaps), then say `audio`
+    (a G.711 pcap) if given, stay on the line for -d milliseconds, hang up."""
     steps = [_INVITE.format(sdp=_SDP.format(media_port=media_port)), _ANSWERED, _ACK_2XX]
     steps.append('  <pause milliseconds="1500"/>\n')
     for d in digits:
         steps.append(f'  <nop><action><exec play_pcap_audio="{DTMF[d]}"/></action></nop>\n')
         steps.append('  <pause milliseconds="700"/>\n')
+    if audio is not None:
+        steps.append('  <pause milliseconds="1000"/>\n')
+        steps.append(f'  <nop><action><exec play_pcap_audio="{audio}"/></action></nop>\n')
     steps.append("  <pause/>\n" if talk_ms_var else "")
     steps.append(_BYE)
     return _wrap("".join(steps))

@@ -264,6 +264,15 @@ class Switchboard:
 
     # The agent's side -----------------------------------------------------------------------
 
+    def phone_unreachable(self, now: float, code: str, call_id: str) -> list[Effect]:
+        """The agent's phone refused the ring or never answered it: as a ring that timed out."""
+        fx = self._fx()
+        call = self.book.get(call_id)
+        if call is not None and call.state == CallState.RINGING and call.agent_code == code:
+            self._ring_due(call_id, code, now, fx)
+            self.queues.dispatch(now, fx)
+        return fx.items
+
     def login(self, now: float, code: str) -> list[Effect]:
         """Credentials are checked by the adapter (slow hash) before this is called."""
         fx = self._fx()

@@ -51,6 +51,24 @@ class MediaControl:
             raise MediaError("answer without SDP")
         return sdp_out
 
+    async def offer_again(self, call_id: str, caller_tag: str, sdp: bytes) -> bytes:
+        """The caller's offer once more, for a new party (an agent's phone): the SDP to send it."""
+        common: dict[str, Value] = {"replace": ["origin", "session-connection"], "ICE": "remove"}
+        offered = await self._request(
+            "offer", {"call-id": call_id, "from-tag": caller_tag, "sdp": sdp, **common}
+        )
+        sdp_out = offered.get("sdp")
+        if not isinstance(sdp_out, bytes):
+            raise MediaError("offer without SDP")
+        return sdp_out
+
+    async def answer_from(self, call_id: str, caller_tag: str, party_tag: str, sdp: bytes) -> None:
+        """The new party's answer: rtpengine pairs the caller with it (the sink is left behind)."""
+        common: dict[str, Value] = {"replace": ["origin", "session-connection"], "ICE": "remove"}
+        await self._request(
+            "answer", {"call-id": call_id, "from-tag": caller_tag, "to-tag": party_tag, "sdp": sdp, **common}
+        )
+
     async def play(self, call_id: str, caller_tag: str, path: str, repeat: int = 1) -> None:
         args: dict[str, Value] = {"call-id": call_id, "from-tag": caller_tag, "file": path}
         args["repeat-times"] = repeat

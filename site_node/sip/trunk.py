@@ -39,6 +39,7 @@ from site_node.sip.message import (
     response,
     uri_user,
 )
+from site_node.sip.phones import AgentPhones
 from site_node.sip.registrar import Registrar
 from site_node.sip.timers import Expiring, Retransmit
 from site_node.sip.transport import Address, UdpEndpoint
@@ -89,6 +90,8 @@ class SipTrunk:
         self.media = media
         self.prompts = prompts
         self.registrar = registrar
+        # Agents' phones (wired by the composition root when agents have phones).
+        self.phones: AgentPhones | None = None
         self.endpoint = UdpEndpoint(self._datagram)
         self.stats = TrunkStats()
         # INVITE server transactions by top Via branch (and sent-by): retransmissions and CANCEL.
@@ -365,6 +368,8 @@ class SipTrunk:
         to = NameAddr.parse(msg.need("to"))
         frm = NameAddr.parse(msg.need("from"))
         sc = self._dialogs.get((msg.call_id, frm.tag, to.tag))
+        if sc is None and self.phones is not None and self.phones.bye(msg, peer):
+            return
         if sc is None or sc.bye_received:
             self._final(msg, peer, 481)
             return
@@ -386,7 +391,10 @@ class SipTrunk:
             log.debug("call %s: caller action refused: %s", sc.call_id, exc)
 
     def _response_in(self, msg: Message) -> None:
-        """A response to a request we sent (our BYEs): its final answer ends the retransmission."""
+        """A response to a request we sent (our BYEs, the phones' legs): its final answer ends the
+        retransmission."""
+        if self.phones is not None and self.phones.response(msg):
+            return
         try:
             branch = msg.top_via.branch
         except SipParseError:
@@ -397,6 +405,13 @@ class SipTrunk:
                 bye.stop()
 
     # Digits and media ------------------------------------------------------------------------
+
+    def call_of(self, call_id: str) -> SipCall | None:
+        """The SIP caller of a call of the call control, while it is on the line."""
+        for sc in self._by_key.values():
+            if sc.call_id == call_id and sc.media_open:
+                return sc
+        return None
 
     def digit(self, sip_call_id: str, digit: str) -> None:
         """rtpengine heard a digit from the caller of this (SIP) call."""
