@@ -217,8 +217,9 @@ def _print_where_to_look(cluster: Cluster, raw: dict[str, Any], rates: dict[str,
     for site in cluster.config.sites:
         if site.sip is not None:
             say(
-                f"  phone {site.id:<5} baresip -e '/dial sip:{cluster.config.province.service_number}"
-                f"@{site.sip.listen}'   (SIP, its IVR answers; README: phoning the demo)"
+                f"  phone {site.id:<5} baresip -f ~/.baresip-vcc -e "
+                f"'/dial sip:{cluster.config.province.service_number}@{site.sip.listen}'"
+                "   (SIP, its IVR answers; README: phoning the demo)"
             )
     say(f"  agent password {DEFAULT_PASSWORD} (every agent; the robots are logged in as them)")
     say(f"  live status: vcc status --config {cluster.config_path}")

@@ -74,6 +74,11 @@ class MediaControl:
         args["repeat-times"] = repeat
         await self._request("play media", args)
 
+    async def block(self, call_id: str, from_tag: str, blocked: bool) -> None:
+        """Stop (or let through again) what the party `from_tag` sends."""
+        command = "block media" if blocked else "unblock media"
+        await self._request(command, {"call-id": call_id, "from-tag": from_tag})
+
     async def stop(self, call_id: str, caller_tag: str) -> None:
         await self._request("stop media", {"call-id": call_id, "from-tag": caller_tag})
 

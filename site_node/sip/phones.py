@@ -138,6 +138,11 @@ class AgentPhones:
         leg.retransmit = Retransmit(lambda: self.trunk.endpoint.send(data, leg.dest),
                                     lambda: self._unreachable(leg, "no-response"))  # fmt: skip
 
+    def party_tag(self, call_id: str) -> str | None:
+        """rtpengine's tag of the agent's phone on this call, while it is connected."""
+        leg = self.legs.get(call_id)
+        return leg.local_tag if leg is not None and leg.state == "answered" else None
+
     # Responses and requests from phones (the trunk hands over what is ours) -------------------
 
     def response(self, msg: Message) -> bool:

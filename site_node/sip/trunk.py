@@ -67,6 +67,8 @@ class TrunkStats:
     media_failures: int = 0
     # Prompts started, by kind (menu, queue): what callers were played.
     plays: Counter[str] = field(default_factory=Counter)
+    # The agent's voice blocked (True) and let through again (False) around a hold.
+    blocks: Counter[bool] = field(default_factory=Counter)
 
     def refuse(self, status: int) -> None:
         if self.refused is None:
@@ -468,7 +470,12 @@ class SipTrunk:
                 await self._play(sc, "queue", QUEUE_REPEAT)
             elif kind in ("connected", "retrieved"):
                 await self._silence(sc)
+                if kind == "retrieved":
+                    await self._agent_voice(sc, blocked=False)
             elif kind == "held":
+                # The caller hears the music, not the agent (the file is a second stream beside
+                # the agent's audio, so that audio is blocked while the caller is held).
+                await self._agent_voice(sc, blocked=True)
                 await self._play(sc, "queue", QUEUE_REPEAT)
         except MediaError as exc:
             self.stats.media_failures += 1
@@ -488,6 +495,12 @@ class SipTrunk:
         await self.media.play(sc.sip_call_id, sc.remote_tag, str(path), repeat)
         sc.playing = prompt
         self.stats.plays[prompt] += 1
+
+    async def _agent_voice(self, sc: SipCall, blocked: bool) -> None:
+        tag = self.phones.party_tag(sc.call_id) if self.phones is not None else None
+        if tag is not None and sc.media_open:
+            await self.media.block(sc.sip_call_id, tag, blocked)
+            self.stats.blocks[blocked] += 1
 
     async def _silence(self, sc: SipCall) -> None:
         if sc.media_open and sc.playing:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 import struct
+import uuid
 import wave
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from tests.sip.raw import RawPeer, header
 from tests.sip.test_registrar import answer, register
 from tools.sipp import G711A, call_scenario, run_sipp
 from vcc import rpc
-from vcc.v1 import common_pb2
+from vcc.v1 import common_pb2, cti_pb2
 
 K = common_pb2.CallEventKind
 
@@ -70,9 +71,40 @@ async def test_the_agents_phone_rings_answers_and_hears_the_caller(
         await eventually(registered, what="the phone registered")
         await desk.login()
         await desk.ready()
-        result = await run_sipp(
-            call_scenario("1", audio=G711A), sip_node.sip.address, tmp_path / "sipp", hold_ms=6000
+        caller = asyncio.create_task(
+            run_sipp(call_scenario("1", audio=G711A), sip_node.sip.address, tmp_path / "sipp", hold_ms=8000)
         )
+
+        async def talking() -> bool:
+            return phones.answered == 1
+
+        await eventually(talking, what="the phone answered")
+        # Hold from the desktop: the caller hears the music, the agent's voice is blocked; retrieve.
+        [call] = list(sb.calls.values())
+        await desk.stub.Hold(
+            cti_pb2.HoldRequest(
+                idempotency_key=uuid.uuid4().hex, session_token=desk.token, call_id=call.call_id
+            ),
+            timeout=5,
+        )
+        trunk = sip_node.sip
+
+        async def held() -> bool:
+            return trunk.stats.blocks[True] == 1 and trunk.stats.plays["queue"] >= 1
+
+        await eventually(held, what="hold blocks the agent and plays the music")
+        await desk.stub.Retrieve(
+            cti_pb2.RetrieveRequest(
+                idempotency_key=uuid.uuid4().hex, session_token=desk.token, call_id=call.call_id
+            ),
+            timeout=5,
+        )
+
+        async def retrieved() -> bool:
+            return trunk.stats.blocks[False] == 1
+
+        await eventually(retrieved, what="retrieve lets the agent through again")
+        result = await caller
         assert result.ok, result.stdout + result.errors
         [call_id] = result.vcc_call_ids
 
@@ -82,7 +114,7 @@ async def test_the_agents_phone_rings_answers_and_hears_the_caller(
             return kinds if "ENDED" in kinds else None
 
         kinds = await eventually(ended, what="the call's end")
-        assert "RINGING" in kinds and "ANSWERED" in kinds and "CALLER_HUNG_UP" in kinds
+        assert "RINGING" in kinds and "ANSWERED" in kinds and "HELD" in kinds and "CALLER_HUNG_UP" in kinds
         assert phones.rang == 1 and phones.answered == 1 and phones.unreachable == 0
         assert sb.counters.answered == 1
     finally:
