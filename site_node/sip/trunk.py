@@ -19,15 +19,15 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from site_node.callcontrol.limits import ANI_CHARS
 from site_node.media.control import MediaControl
 from site_node.media.ng import MediaError
 from site_node.runtime import SiteRuntime
+from site_node.sip.caller_media import CallerMedia
 from site_node.sip.dialog import SipCall
 from site_node.sip.message import (
     REASONS,
@@ -50,8 +50,6 @@ from vcc.v1 import common_pb2, trunk_pb2
 log = logging.getLogger(__name__)
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER"
-# How often the queue's file (announcement then music) is repeated while a caller waits.
-QUEUE_REPEAT = 100
 # How long the call's end may wait for its records to be durable before the caller is told.
 DURABLE_WAIT_S = 5.0
 
@@ -65,10 +63,6 @@ class TrunkStats:
     dropped: int = 0
     retransmissions_absorbed: int = 0
     media_failures: int = 0
-    # Prompts started, by kind (menu, queue): what callers were played.
-    plays: Counter[str] = field(default_factory=Counter)
-    # The agent's voice blocked (True) and let through again (False) around a hold.
-    blocks: Counter[bool] = field(default_factory=Counter)
 
     def refuse(self, status: int) -> None:
         if self.refused is None:
@@ -90,7 +84,7 @@ class SipTrunk:
         self.config = config
         self.service_number = service_number
         self.media = media
-        self.prompts = prompts
+        self.hear = CallerMedia(media, prompts)
         self.registrar = registrar
         # Agents' phones (wired by the composition root when agents have phones).
         self.phones: AgentPhones | None = None
@@ -459,53 +453,18 @@ class SipTrunk:
     async def _progress(self, sc: SipCall, kind: str | None) -> None:
         try:
             if kind == "accepted":
-                invite = sc.invite
-                sdp = await self.media.open_caller(sc.sip_call_id, sc.remote_tag, sc.local_tag, invite.body)
-                sc.media_open = True
+                sdp = await self.hear.open(sc)
                 if not sc.final_sent:
                     self._accept(sc, sdp)
-            elif kind == "prompt":
-                await self._play(sc, "menu", 1)
-            elif kind == "queued":
-                await self._play(sc, "queue", QUEUE_REPEAT)
-            elif kind in ("connected", "retrieved"):
-                await self._silence(sc)
-                if kind == "retrieved":
-                    await self._agent_voice(sc, blocked=False)
-            elif kind == "held":
-                # The caller hears the music, not the agent (the file is a second stream beside
-                # the agent's audio, so that audio is blocked while the caller is held).
-                await self._agent_voice(sc, blocked=True)
-                await self._play(sc, "queue", QUEUE_REPEAT)
+            else:
+                tag = self.phones.party_tag(sc.call_id) if self.phones is not None else None
+                await self.hear.progress(sc, kind, tag)
         except MediaError as exc:
             self.stats.media_failures += 1
             log.warning("call %s: media %s failed: %s", sc.call_id, kind, exc)
             if kind == "accepted":
                 # No media for this caller: the call cannot go on (the caller hears 503).
                 self._line_failed(sc, "media-open-failed")
-
-    async def _play(self, sc: SipCall, prompt: str, repeat: int) -> None:
-        if not sc.media_open or sc.playing == prompt:
-            return
-        path = self.prompts.get(prompt)
-        if path is None:
-            return
-        if sc.playing:
-            await self.media.stop(sc.sip_call_id, sc.remote_tag)
-        await self.media.play(sc.sip_call_id, sc.remote_tag, str(path), repeat)
-        sc.playing = prompt
-        self.stats.plays[prompt] += 1
-
-    async def _agent_voice(self, sc: SipCall, blocked: bool) -> None:
-        tag = self.phones.party_tag(sc.call_id) if self.phones is not None else None
-        if tag is not None and sc.media_open:
-            await self.media.block(sc.sip_call_id, tag, blocked)
-            self.stats.blocks[blocked] += 1
-
-    async def _silence(self, sc: SipCall) -> None:
-        if sc.media_open and sc.playing:
-            sc.playing = ""
-            await self.media.stop(sc.sip_call_id, sc.remote_tag)
 
     async def _ended(self, sc: SipCall, ended: trunk_pb2.CallEnded) -> None:
         sc.state = "ended"
@@ -516,10 +475,7 @@ class SipTrunk:
         elif sc.final_status == 200 and not sc.bye_received:
             sc.stop_retransmit()
             self._send_bye(sc, ended.reason)
-        if sc.media_open and self.media.up:
-            sc.media_open = False
-            with contextlib.suppress(MediaError):
-                await self.media.delete(sc.sip_call_id)
+        await self.hear.close(sc)
 
     def _send_bye(self, sc: SipCall, reason: str) -> None:
         msg, dest = sc.bye(self.endpoint.host, self.endpoint.port, reason)

@@ -90,7 +90,7 @@ async def test_the_agents_phone_rings_answers_and_hears_the_caller(
         trunk = sip_node.sip
 
         async def held() -> bool:
-            return trunk.stats.blocks[True] == 1 and trunk.stats.plays["queue"] >= 1
+            return trunk.hear.blocks[True] == 1 and trunk.hear.plays["queue"] >= 1
 
         await eventually(held, what="hold blocks the agent and plays the music")
         await desk.stub.Retrieve(
@@ -101,7 +101,7 @@ async def test_the_agents_phone_rings_answers_and_hears_the_caller(
         )
 
         async def retrieved() -> bool:
-            return trunk.stats.blocks[False] == 1
+            return trunk.hear.blocks[False] == 1
 
         await eventually(retrieved, what="retrieve lets the agent through again")
         result = await caller

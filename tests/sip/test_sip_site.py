@@ -77,7 +77,7 @@ async def test_a_call_enters_the_ivr_hears_the_menu_and_its_digit_chooses_the_qu
     assert digits.data["digits"] == "2" and queued.skill_group == "billing"
     assert end.outcome == common_pb2.CALL_OUTCOME_ABANDONED
     assert sb.counters.offered == 1 and sb.counters.abandoned == 1
-    assert sip_node.sip.stats.plays == {"menu": 1, "queue": 1}
+    assert sip_node.sip.hear.plays == {"menu": 1, "queue": 1}
     trunk = sip_node.sip
 
     async def released() -> bool:
