@@ -117,6 +117,39 @@ def load_scenario(audio: Path) -> str:
     return _wrap("".join(steps))
 
 
+def flood_scenario() -> str:
+    """Dial; answered: stay -d milliseconds and hang up; refused (503 or 486): ACK and stop.
+    Each outcome is logged, so a flood's answered and refused calls can be counted."""
+    ack_refusal = """  <send>
+    <![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+[last_Via:]
+[last_From:]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+    ]]>
+  </send>
+"""
+    body = _INVITE.format(sdp=_SDP.format(media_port="[media_port]"))
+    body += """  <recv response="100" optional="true"/>
+  <recv response="503" optional="true" next="refused"/>
+  <recv response="486" optional="true" next="refused"/>
+  <recv response="200" rrs="true">
+    <action><log message="flood answered [call_id]"/></action>
+  </recv>
+"""
+    body += _ACK_2XX + "  <pause/>\n" + _BYE + '  <nop next="done"/>\n'
+    body += (
+        '  <label id="refused"/>\n  <nop><action><log message="flood refused [call_id]"/></action></nop>\n'
+    )
+    body += ack_refusal + '  <label id="done"/>\n'
+    return _wrap(body)
+
+
 def refused_scenario(status: int) -> str:
     """Dial and expect the final answer `status` (then ACK it on the INVITE's branch)."""
     ack = """  <send>

@@ -17,7 +17,7 @@ from tests.helpers import eventually
 from tests.sip.conftest import sip_config
 from tests.sip.raw import RawPeer, header, in_dialog, invite, to_tag
 from tools.etcd_server import EtcdServer
-from tools.sipp import call_scenario, refused_scenario, run_sipp
+from tools.sipp import call_scenario, flood_scenario, refused_scenario, run_sipp
 from vcc.v1 import common_pb2
 
 K = common_pb2.CallEventKind
@@ -228,3 +228,25 @@ async def test_a_media_engine_past_its_restart_bound_leaves_new_calls_503(
 
 def _branch(data: bytes) -> str:
     return header(data, "Via").split("branch=")[1].split(";")[0]
+
+
+async def test_an_invite_flood_beyond_the_trunk_is_refused_and_counted_blocked(
+    tmp_path: Path, etcd_server: EtcdServer, prompts_dir: Path
+) -> None:
+    node = SiteNode(sip_config(tmp_path, prompts_dir, etcd_server, channels=3), "gz")
+    await node.start()
+    try:
+        # 30 callers in about a second for 3 channels, each answered one staying 4 s.
+        result = await run_sipp(
+            flood_scenario(), target(node), tmp_path / "sipp", calls=30, rate=30, hold_ms=4000
+        )
+        assert result.ok, result.stdout + result.errors
+        answered = result.log.count("flood answered")
+        refused = result.log.count("flood refused")
+        assert answered + refused == 30 and answered >= 3
+        sb = node.switchboard
+        assert sb.counters.offered == 30 and sb.counters.blocked == refused
+        # At no moment more calls than channels: every answered call was one of them.
+        assert sb.trunks["pstn"].busy == 0 or not sb.calls
+    finally:
+        await node.stop()
