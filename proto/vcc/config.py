@@ -150,6 +150,9 @@ class SipConfig(_Strict):
     # Prompts built by `vcc prompts build` (relative paths: from the process's working folder).
     prompts_dir: str = "prompts"
     language: Literal["zh", "en"] = "zh"
+    # Session timers (RFC 4028): the shortest Session-Expires accepted (422 below it). The RFC
+    # says 90 or more; tests use less to see a session expire.
+    session_min_se_s: int = Field(default=90, ge=1, le=86400)
     # The digest realm agents' phones authenticate in (part of every agent's sip_ha1).
     realm: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "vcc"
     # Bounds of a phone's registration (seconds); asked for less or more, it gets the bound.

@@ -35,6 +35,9 @@ class SipCall:
     task: asyncio.Task[None] | None = None
     # Which file plays now ("" none): the queue's music is not restarted by each position update.
     playing: str = ""
+    # Session timer (RFC 4028): the interval agreed, and the deadline of the next refresh.
+    session_expires: int = 0
+    session_timer: asyncio.TimerHandle | None = None
 
     @property
     def dialog_key(self) -> tuple[str, str, str]:

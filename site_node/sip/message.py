@@ -27,6 +27,7 @@ COMPACT = {
     "e": "content-encoding",
     "o": "event",
     "r": "refer-to",
+    "x": "session-expires",
 }
 # Headers whose comma-separated values are separate entries (the ones a UAS reads as lists).
 LIST_HEADERS = frozenset({"via", "record-route", "route"})
@@ -51,6 +52,8 @@ REASONS = {
     483: "Too Many Hops",
     486: "Busy Here",
     487: "Request Terminated",
+    422: "Session Interval Too Small",
+    423: "Interval Too Brief",
     488: "Not Acceptable Here",
     500: "Server Internal Error",
     503: "Service Unavailable",
@@ -326,6 +329,14 @@ def uri_host_port(uri: str) -> tuple[str, int]:
     rest = rest.split("@", 1)[-1]
     rest = rest.split(";", 1)[0].split("?", 1)[0]
     return split_host_port(rest, 5060)
+
+
+def session_interval(value: str) -> int:
+    """The seconds of a Session-Expires (or Min-SE) value: `1800;refresher=uac`."""
+    seconds = value.split(";", 1)[0].strip()
+    if not seconds.isdigit() or len(seconds) > 6:
+        raise SipParseError("bad Session-Expires")
+    return int(seconds)
 
 
 def new_tag() -> str:

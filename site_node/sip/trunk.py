@@ -37,6 +37,7 @@ from site_node.sip.message import (
     new_tag,
     parse,
     response,
+    session_interval,
     uri_user,
 )
 from site_node.sip.phones import AgentPhones
@@ -49,7 +50,7 @@ from vcc.v1 import common_pb2, trunk_pb2
 
 log = logging.getLogger(__name__)
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE"
 # How long the call's end may wait for its records to be durable before the caller is told.
 DURABLE_WAIT_S = 5.0
 
@@ -183,6 +184,8 @@ class SipTrunk:
             case "REGISTER" if self.registrar is not None:
                 status, extra, reason = self.registrar.register(msg, peer)
                 self._final(msg, peer, status, reason=reason, extra=extra)
+            case "UPDATE":
+                self._update(msg, peer)
             case "OPTIONS":
                 self._final(msg, peer, 200, extra=[("allow", ALLOW), ("accept", "application/sdp")])
             case _:
@@ -261,6 +264,16 @@ class SipTrunk:
         if not msg.body or "application/sdp" not in (msg.get("content-type") or "").lower():
             self._refuse(sc, 488, reason="An SDP offer is required")
             return
+        session = msg.get("session-expires")
+        if session is not None:
+            try:
+                sc.session_expires = session_interval(session)
+            except SipParseError:
+                self._refuse(sc, 400, reason="Bad Session-Expires")
+                return
+            if sc.session_expires < self.config.session_min_se_s:
+                self._refuse(sc, 422, extra=[("min-se", str(self.config.session_min_se_s))])
+                return
         ani = frm.user if frm.user and len(frm.user) <= 32 and set(frm.user) <= ANI_CHARS else "0"
         try:
             sc.call_id = self.rt.offer(
@@ -278,12 +291,16 @@ class SipTrunk:
         extra = [("x-vcc-call-id", sc.call_id)] if sc.call_id else []
         sc.last_response = self._send(response(sc.invite, status, extra=extra), sc.peer)
 
-    def _refuse(self, sc: SipCall, status: int, reason: str = "") -> None:
+    def _refuse(
+        self, sc: SipCall, status: int, reason: str = "", extra: list[tuple[str, str]] | None = None
+    ) -> None:
         """A final non-2xx answer to the INVITE, re-sent until the caller's ACK (§17.2.1)."""
         self.stats.refuse(status)
         sc.final_sent = True
         sc.final_status = status
-        extra = [("x-vcc-call-id", sc.call_id)] if sc.call_id else []
+        extra = list(extra or [])
+        if sc.call_id:
+            extra.append(("x-vcc-call-id", sc.call_id))
         if status == 405:
             extra.append(("allow", ALLOW))
         data = response(sc.invite, status, to_tag=sc.local_tag, reason=reason, extra=extra).encode()
@@ -303,6 +320,7 @@ class SipTrunk:
             ("content-type", "application/sdp"),
             ("x-vcc-call-id", sc.call_id),
         ]
+        extra += self._session_headers(sc, sc.invite)
         data = response(sc.invite, 200, to_tag=sc.local_tag, extra=extra, body=sdp).encode()
         sc.last_response = data
         self._dialogs[sc.dialog_key] = sc
@@ -323,8 +341,55 @@ class SipTrunk:
         # A session refresh: the session stays as it is (a changed offer is not renegotiated).
         extra = [("contact", f"<sip:{self.service_number}@{self.address}>"),
                  ("content-type", "application/sdp"), ("x-vcc-call-id", sc.call_id)]  # fmt: skip
+        extra += self._refreshed(sc, msg)
         data = self._send(response(msg, 200, to_tag=sc.local_tag, extra=extra, body=sc.local_sdp), peer)
         self._answers.put(_tx_key(msg), data)
+
+    def _update(self, msg: Message, peer: Address) -> None:
+        """UPDATE in a dialog (RFC 3311), as used to refresh a session timer; no SDP change."""
+        cached = self._answers.get(_tx_key(msg))
+        if cached is not None:
+            self.endpoint.send(cached, peer)
+            return
+        to = NameAddr.parse(msg.need("to"))
+        frm = NameAddr.parse(msg.need("from"))
+        sc = self._dialogs.get((msg.call_id, frm.tag, to.tag))
+        if sc is None or sc.bye_received:
+            self._final(msg, peer, 481)
+            return
+        extra = [("x-vcc-call-id", sc.call_id), *self._refreshed(sc, msg)]
+        data = self._send(response(msg, 200, extra=extra), peer)
+        self._answers.put(_tx_key(msg), data)
+
+    # Session timers (RFC 4028): the caller refreshes; a session it lets lapse is hung up. ------
+
+    def _session_headers(self, sc: SipCall, request: Message) -> list[tuple[str, str]]:
+        if not sc.session_expires:
+            return []
+        self._arm_session(sc)
+        headers = [("session-expires", f"{sc.session_expires};refresher=uac")]
+        if "timer" in (request.get("supported") or "").lower():
+            headers.append(("require", "timer"))
+        return headers
+
+    def _refreshed(self, sc: SipCall, msg: Message) -> list[tuple[str, str]]:
+        asked = msg.get("session-expires")
+        if asked is not None:
+            with contextlib.suppress(SipParseError):
+                sc.session_expires = max(session_interval(asked), self.config.session_min_se_s)
+        return self._session_headers(sc, msg)
+
+    def _arm_session(self, sc: SipCall) -> None:
+        if sc.session_timer is not None:
+            sc.session_timer.cancel()
+        # The refresher refreshes at half the interval; we wait until shortly before its end.
+        delay = sc.session_expires - min(32.0, sc.session_expires / 3)
+        sc.session_timer = asyncio.get_running_loop().call_later(delay, self._session_expired, sc)
+
+    def _session_expired(self, sc: SipCall) -> None:
+        sc.session_timer = None
+        log.info("call %s: session timer expired without a refresh", sc.call_id)
+        self._hang_up(sc, "session-expired")
 
     def _ack(self, msg: Message) -> None:
         via = msg.top_via
@@ -445,6 +510,8 @@ class SipTrunk:
                     return
                 await self._progress(sc, kind)
         finally:
+            if sc.session_timer is not None:
+                sc.session_timer.cancel()
             self._dialogs.pop(sc.dialog_key, None)
             self._by_key.pop(_call_key(sc.sip_call_id, sc.remote_tag), None)
             if self._by_sip_id.get(sc.sip_call_id) is sc:

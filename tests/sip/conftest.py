@@ -46,7 +46,7 @@ def prompts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def sip_config_dict(
     tmp: Path, prompts: Path, etcd: str, *, channels: int = 3, agents: int = 1, lang: str = "en",
-    busy_status: int = 503,
+    busy_status: int = 503, session_min_se_s: int = 90,
 ) -> dict[str, Any]:  # fmt: skip
     raw = generate_province(
         [SiteSpec("gz", "Guangzhou", trunk_channels=channels, agents={"general": agents, "billing": 1})],
@@ -59,6 +59,7 @@ def sip_config_dict(
         digit_timeout_s=8,
     )
     add_sip(raw, prompts_dir=prompts, rtp_base=rtp_base(), busy_status=busy_status, language=lang)
+    raw["sites"][0]["sip"]["session_min_se_s"] = session_min_se_s
     for agent in raw["sites"][0]["agents"]:
         agent["sip_ha1"] = ha1(agent["code"], "vcc", PHONE_PASSWORD)
     return raw

@@ -70,6 +70,7 @@ class RawPeer(asyncio.DatagramProtocol):
 def invite(
     peer: RawPeer, target: str, *, number: str = "10000", call_id: str | None = None,
     branch: str | None = None, tag: str | None = None, ani: str = "13800000002", media_port: int = 9,
+    extra: str = "",
 ) -> tuple[bytes, dict[str, str]]:  # fmt: skip
     ids = {
         "call_id": call_id or secrets.token_hex(8),
@@ -83,7 +84,7 @@ def invite(
         f"From: <sip:{ani}@127.0.0.1:{peer.port}>;tag={ids['tag']}\r\n"
         f"To: <sip:{number}@{target}>\r\n"
         f"Call-ID: {ids['call_id']}\r\nCSeq: 1 INVITE\r\n"
-        f"Contact: <sip:{ani}@127.0.0.1:{peer.port}>\r\nMax-Forwards: 70\r\n"
+        f"Contact: <sip:{ani}@127.0.0.1:{peer.port}>\r\nMax-Forwards: 70\r\n{extra}"
         f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n{body}"
     )
     return msg.encode(), ids

@@ -254,3 +254,58 @@ async def test_an_invite_flood_beyond_the_trunk_is_refused_and_counted_blocked(
         await eventually(released, what="the answered callers' calls end")
     finally:
         await node.stop()
+
+
+@pytest.fixture
+async def timer_node(tmp_path: Path, etcd_server: EtcdServer, prompts_dir: Path) -> object:
+    # A Min-SE of 2 s (the RFC's 90 in the network) so that a session can be seen to expire.
+    node = SiteNode(sip_config(tmp_path, prompts_dir, etcd_server, session_min_se_s=2), "gz")
+    await node.start()
+    yield node
+    await node.stop()
+
+
+async def test_a_session_interval_below_min_se_is_422(timer_node: SiteNode, peer: RawPeer) -> None:
+    data, _ = invite(peer, target(timer_node), extra="Session-Expires: 1\r\nSupported: timer\r\n")
+    peer.send(data, target(timer_node))
+    status, answer = await peer.status()
+    assert status == 422 and header(answer, "Min-SE") == "2"
+    assert timer_node.switchboard.counters.offered == 0
+
+
+async def test_a_session_the_caller_lets_lapse_is_hung_up(timer_node: SiteNode, peer: RawPeer) -> None:
+    data, ids = invite(peer, target(timer_node), extra="Session-Expires: 3\r\nSupported: timer\r\n")
+    peer.send(data, target(timer_node))
+    status, ok = await peer.status()
+    assert status == 200 and header(ok, "Session-Expires") == "3;refresher=uac"
+    assert header(ok, "Require") == "timer"
+    call_id = header(ok, "X-VCC-Call-ID")
+    peer.send(in_dialog("ACK", peer, target(timer_node), ids, to_tag=to_tag(ok), cseq=1), target(timer_node))
+    # No refresh: the site ends the call before the interval is over, as a hang-up.
+    bye = await peer.receive(timeout_s=10)
+    assert bye.startswith(b"BYE ") and b"session-expired" in bye
+    end = await ended(timer_node, call_id)
+    assert end.data["reason"] == "session-expired"
+
+
+async def test_updates_refresh_the_session_and_keep_the_call(timer_node: SiteNode, peer: RawPeer) -> None:
+    data, ids = invite(peer, target(timer_node), extra="Session-Expires: 3\r\n")
+    peer.send(data, target(timer_node))
+    status, ok = await peer.status()
+    assert status == 200
+    tag = to_tag(ok)
+    peer.send(in_dialog("ACK", peer, target(timer_node), ids, to_tag=tag, cseq=1), target(timer_node))
+    for cseq in range(2, 6):
+        # Refreshed every second: no BYE comes, though 4 s is past the 3 s interval.
+        update = in_dialog("UPDATE", peer, target(timer_node), ids, to_tag=tag, cseq=cseq)
+        peer.send(
+            update.replace(b"Content-Length: 0", b"Session-Expires: 3\r\nContent-Length: 0"),
+            target(timer_node),
+        )
+        status, refreshed = await peer.status()
+        assert status == 200 and header(refreshed, "Session-Expires") == "3;refresher=uac"
+        assert await peer.silent(1.0)
+    assert len(timer_node.switchboard.calls) == 1
+    peer.send(in_dialog("BYE", peer, target(timer_node), ids, to_tag=tag, cseq=9), target(timer_node))
+    assert (await peer.status())[0] == 200
+    assert (await ended(timer_node, header(ok, "X-VCC-Call-ID"))).data["reason"] == "caller-hung-up"
