@@ -89,11 +89,13 @@ async def bench_sip(
         live = await _calls(ng_address)
         up_at_start = len(live)
         packets_before, at_before = await _caller_packets(ng_address, live[:SAMPLE])
-        before = _cpu(site, engine)
+        # The callers' own CPU too: a SIPp that cannot keep up sends late, which looks like loss.
+        sipp = next(p for p in psutil.Process().children() if p.name() == "sipp")
+        before = _cpu(site, engine, sipp)
         t0 = time.perf_counter()
         await asyncio.sleep(steady_s - 2.0)
         window = time.perf_counter() - t0
-        after = _cpu(site, engine)
+        after = _cpu(site, engine, sipp)
         packets_after, at_after = await _caller_packets(ng_address, live[:SAMPLE])
         ratio = rtp_in_ratio(packets_before, packets_after, at_after - at_before)
         sweep_gap_s = at_after - at_before
@@ -101,6 +103,7 @@ async def bench_sip(
         result = await callers
     site_cpu = (after[0] - before[0]) / window
     engine_cpu = (after[1] - before[1]) / window
+    sipp_cpu = (after[2] - before[2]) / window
     return {
         "concurrent_target": concurrent,
         "rate_cps": rate,
@@ -113,6 +116,7 @@ async def bench_sip(
         "rtpengine_cpu_core_share": round(engine_cpu, 4),
         "site_cpu_per_100_calls": round(site_cpu / max(1, up_at_start) * 100, 4),
         "rtpengine_cpu_per_100_calls": round(engine_cpu / max(1, up_at_start) * 100, 4),
+        "sipp_cpu_core_share": round(sipp_cpu, 4),
         "rtp_calls_sampled": len(set(packets_before) & set(packets_after)),
         "rtp_sweep_gap_s": round(sweep_gap_s, 2),
         # Below 1: packets lost on the way in, or SIPp sending late under load (not told apart).
