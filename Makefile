@@ -7,7 +7,7 @@ DEMO_ARGS ?=
 BENCH_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test lint proto bench system-deps clean
+.PHONY: venv demo test lint proto bench prompts system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,7 +21,8 @@ venv: $(STAMP)
 system-deps:
 	bash deploy/install-system-deps.sh
 
-demo: $(STAMP)
+# The demo's cities answer SIP: rtpengine, espeak-ng and sox come from system-deps.
+demo: $(STAMP) system-deps
 	$(VCC) demo $(DEMO_ARGS)
 
 test: $(STAMP) system-deps
@@ -32,6 +33,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+
+# The IVR prompts of the example province, made offline from text (espeak-ng + sox). `vcc cluster
+# up`, the demo and the SIP tests build their own the same way.
+prompts: $(STAMP) system-deps
+	$(VCC) prompts build --config deploy/province.example.yaml --out build/prompts
 
 proto: $(STAMP)
 	$(PY) tools/protogen.py

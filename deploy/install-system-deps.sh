@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests need and Python packages cannot bring (PostgreSQL; Chromium for the
-# dashboard's browser test, driven by Playwright without its own browser download), from
-# Debian's packages, when they are missing. Idempotent and quick when everything is there.
+# dashboard's browser test, driven by Playwright without its own browser download; the telephony
+# side: rtpengine as the media engine, espeak-ng and sox to build the IVR prompts offline, SIPp
+# and baresip as independent SIP clients for the tests), from Debian's packages, when they are
+# missing. Idempotent and quick when everything is there.
 set -euo pipefail
 
 need=()
@@ -9,6 +11,13 @@ ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 # A small CJK font, so the dashboard's Chinese screenshots are legible in headless Chromium.
 [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
+# Telephony: the media engine (userspace), prompts built from text, SIP test clients.
+command -v rtpengine >/dev/null 2>&1 || need+=(rtpengine-daemon)
+command -v rtpengine-ctl >/dev/null 2>&1 || need+=(rtpengine-utils)
+command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
+command -v sox >/dev/null 2>&1 || need+=(sox)
+command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -21,9 +21,16 @@ from site_node.links.central_link import CentralLink
 from site_node.links.customers import CentralCustomers
 from site_node.links.leader_watch import LeaderWatch
 from site_node.links.membership import Membership
+from site_node.media.control import MediaControl
+from site_node.media.dtmf import DtmfListener
+from site_node.media.engine import MediaEngine
+from site_node.media.prompts import prompt_path, site_prompts
 from site_node.records.outbox import Outbox
 from site_node.records.shipper import Shipper
 from site_node.runtime import SiteRuntime
+from site_node.sip.phones import AgentPhones
+from site_node.sip.registrar import Registrar
+from site_node.sip.trunk import SipTrunk
 from site_node.web.server import DeskServer
 from vcc import membership, tls
 from vcc.authz import Authorizer
@@ -67,6 +74,12 @@ class SiteNode:
         self._tasks: list[asyncio.Task[None]] = []
         self.desk: DeskServer | None = None
         self.desktop_url = ""
+        self.sip: SipTrunk | None = None
+        self.sip_address = ""
+        self.phones: AgentPhones | None = None
+        self.registrar: Registrar | None = None
+        self.media: MediaEngine | None = None
+        self.dtmf: DtmfListener | None = None
 
     async def start(self) -> None:
         site = self.site
@@ -90,6 +103,9 @@ class SiteNode:
             site_groups={s.id: frozenset(g.id for g in s.skill_groups) for s in sites},
         )
         self.runtime = SiteRuntime(self.switchboard, self.outbox, self.customers.lookup)
+        if site.sip is not None:
+            # Before the gRPC server: a site that reports SERVING answers SIP too.
+            await self._start_sip()
         authorizer = Authorizer([s.id for s in self.province.sites])
         self.server = Server(SERVICES, tls=self.tls, interceptors=[authorizer] if self.tls else [])
         trunk_pb2_grpc.add_TrunkIngressServiceServicer_to_server(TrunkIngress(self.runtime), self.server.grpc)
@@ -151,6 +167,44 @@ class SiteNode:
             detail={"reason": reason[:200]},
         )
 
+    async def _start_sip(self) -> None:
+        """The SIP trunk and the media engine it controls (rtpengine; digits on our own port)."""
+        sip = self.site.sip
+        assert sip is not None
+        self.dtmf = DtmfListener(self._digit)
+        dtmf_dest = await self.dtmf.open(sip.media.interface)
+        self.media = MediaEngine(
+            # Beside the outbox: the run folder of a cluster, the test's folder in tests.
+            sip.media,
+            dtmf_dest=dtmf_dest,
+            log_path=Path(self.site.outbox_path or ".").parent / f"rtpengine-{self.site.id}.log",
+        )
+        await self.media.start()
+        prompts = {kind: prompt_path(sip.prompts_dir, spec) for kind, spec in site_prompts(self.site).items()}
+        missing = [str(p) for p in prompts.values() if not p.exists()]
+        if missing:
+            # Calls still work, in silence; `vcc prompts build` makes the files.
+            log.error("prompts missing (run `vcc prompts build`): %s", ", ".join(missing))
+        phones = {a.code: a.sip_ha1 for a in self.site.agents if a.sip_ha1}
+        self.registrar = Registrar(sip, phones)
+        self.sip = SipTrunk(
+            self.runtime,
+            sip,
+            self.province.province.service_number,
+            MediaControl(self.media),
+            prompts,
+            self.registrar,
+        )
+        self.sip_address = await self.sip.start()
+        if phones:
+            self.phones = AgentPhones(self.sip, self.registrar)
+            self.sip.phones = self.phones
+            self.runtime.agent_listeners.append(self.phones.to_agent)
+
+    def _digit(self, sip_call_id: str, digit: str) -> None:
+        if self.sip is not None:
+            self.sip.digit(sip_call_id, digit)
+
     def _peer_address(self, site_id: str) -> str | None:
         for s in self.province.sites:
             if s.id == site_id:
@@ -184,6 +238,14 @@ class SiteNode:
         if self.desk is not None:
             await self.desk.stop()
         await self.runtime.close()
+        if self.phones is not None:
+            await self.phones.close()
+        if self.sip is not None:
+            await self.sip.close()
+        if self.media is not None:
+            await self.media.stop()
+        if self.dtmf is not None:
+            self.dtmf.close()
         await self.server.stop(grace_s=1.0)
         await self.shipper.stop(drain_s=DRAIN_ON_STOP_S)
         await self.audit.close(drain_s=1.0)

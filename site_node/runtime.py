@@ -109,6 +109,8 @@ class SiteRuntime:
         self.agent_watchers: list[AgentWatcher] = []
         self.media: MediaHandler = _media_nobody
         self.audit: AuditSink = _audit_to_log
+        # Told every agent event besides the desktops (the agents' SIP phones).
+        self.agent_listeners: list[Callable[[ToAgent], None]] = []
 
     # Operations -----------------------------------------------------------------------------
 
@@ -163,6 +165,8 @@ class SiteRuntime:
                     self._to_caller(fx, durable if fx.kind == "ended" else None)
                 case ToAgent():
                     self._to_agent(fx)
+                    for listener in self.agent_listeners:
+                        listener(fx)
                 case FetchCustomer(call_id, ani):
                     self._spawn(self._fetch_customer(call_id, ani))
                 case AskRoute() | OfferRemote() | LegToTarget() | LegToOrigin():

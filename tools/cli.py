@@ -39,6 +39,8 @@ app.add_typer(ivr_app, name="ivr")
 # The service desk: vcc customers|tickets|kb|history.
 servicedesk.register(app)
 app.add_typer(certs_app, name="certs")
+prompts_app = typer.Typer(help="The IVR's audio, made offline from text.", no_args_is_help=True)
+app.add_typer(prompts_app, name="prompts")
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The province config (YAML).")]
 RunDirOpt = Annotated[Path, typer.Option("--run-dir", help="The cluster's run folder.")]
@@ -148,6 +150,23 @@ def hash_password() -> None:
         fail(str(exc))
 
 
+@app.command("sip-ha1")
+def sip_ha1(
+    code: Annotated[str, typer.Option("--code", help="The agent code (the phone's SIP user).")],
+    realm: Annotated[str, typer.Option("--realm", help="The site's sip.realm.")] = "vcc",
+) -> None:
+    """Read an agent's SIP phone password (prompt, or stdin) and print HA1 for `sip_ha1`."""
+    from site_node.sip.registrar import ha1
+
+    if sys.stdin.isatty():
+        password = typer.prompt("Phone password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().strip()
+    if not password:
+        fail("an empty password")
+    typer.echo(ha1(code, realm, password))
+
+
 @app.command("check-config")
 def check_config(path: Annotated[Path, typer.Argument(help="The province config (YAML).")]) -> None:
     """Validate a province config and print a one-line summary."""
@@ -159,6 +178,26 @@ def check_config(path: Annotated[Path, typer.Argument(help="The province config 
         f"{len(cfg.sites)} sites ({', '.join(s.id for s in cfg.sites)}), {agents} agents, "
         f"central {cfg.central.listen}, etcd {', '.join(cfg.etcd.endpoints)}"
     )
+
+
+@prompts_app.command("build")
+def prompts_build(
+    config: ConfigOpt,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder for the files (default: each site's sip.prompts_dir)."),
+    ] = None,
+) -> None:
+    """Build every SIP site's prompts (espeak-ng + sox, 8 kHz WAV); up-to-date files are kept."""
+    from tools.province.prompts import PromptBuildError, build_prompts
+
+    cfg = load_config(config)
+    try:
+        built = build_prompts(cfg, out)
+    except PromptBuildError as exc:
+        fail(str(exc), 1)
+    for path in built:
+        typer.echo(str(path))
 
 
 # --- local cluster ---------------------------------------------------------------------------------
@@ -214,7 +253,8 @@ def cluster_up(
     typer.echo(f"  etcd     {addrs.etcd}")
     typer.echo(f"  central  {addrs.central}")
     for site_id, address in addrs.sites.items():
-        typer.echo(f"  site {site_id:<4}{address}")
+        sip = cluster.config.site(site_id).sip
+        typer.echo(f"  site {site_id:<4}{address}" + (f"   SIP {sip.listen}" if sip is not None else ""))
     typer.echo(f"  logs     {cluster.logs_dir}")
     typer.echo(f"status: vcc status --config {cluster.config_path}")
     typer.echo(f"stop:   vcc cluster down --run-dir {cluster.run_dir}")

@@ -6,6 +6,7 @@ start, naming the key and the reason of the first thing that is wrong.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from pathlib import Path
@@ -110,6 +111,10 @@ class AgentConfig(_Strict):
         _unique("leads", list(self.leads))
         return self
 
+    # The agent's SIP phone registers as the agent code with digest authentication: this is
+    # MD5("code:realm:password") in hex (`vcc sip-ha1`), never the password. Empty: no phone.
+    sip_ha1: Annotated[str, Field(pattern=r"^([0-9a-f]{32})?$")] = ""
+
     @field_validator("code")
     @classmethod
     def _four_digits(cls, v: str) -> str:
@@ -149,6 +154,55 @@ class IvrConfig(_Strict):
         return self
 
 
+class MediaEngineConfig(_Strict):
+    """The site's rtpengine: started and supervised by the site node, or an existing one (`ng`)."""
+
+    # An rtpengine already running (its ng control address); empty: the site starts its own.
+    ng: HostPort | Literal[""] = ""
+    binary: str = "rtpengine"
+    # Where the managed rtpengine sends RTP (and tells callers to send theirs).
+    interface: Annotated[str, Field(pattern=r"^[0-9.]+$")] = "127.0.0.1"
+    # The RTP port range of this site's rtpengine; sites on one host need disjoint ranges.
+    port_min: int = Field(default=30000, ge=1024, le=65535)
+    port_max: int = Field(default=30999, ge=1024, le=65535)
+    # How long one ng request may take before it is retried (bounded), then counted a failure.
+    request_timeout_s: float = Field(default=1.0, gt=0, le=10)
+    # A managed engine that dies is restarted at most this many times per `restart_window_s`.
+    max_restarts: int = Field(default=3, ge=0, le=100)
+    restart_window_s: float = Field(default=60.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _range(self) -> MediaEngineConfig:
+        if self.port_max - self.port_min < 3:
+            raise ValueError("port_max: must leave at least 4 ports above port_min")
+        return self
+
+
+class SipConfig(_Strict):
+    """The site's SIP trunk from the local exchange (a user agent server on UDP)."""
+
+    # host:port to bind; port 0 takes a free one (tests).
+    listen: HostPort
+    # The trunk group whose channels SIP calls hold (the concurrent-call limit).
+    trunk_group: Ident
+    # Full trunk: 486 Busy Here (this site only) or 503 Service Unavailable (try elsewhere).
+    busy_status: Literal[486, 503] = 503
+    # Larger datagrams are answered 513 Message Too Large.
+    max_message_bytes: int = Field(default=8192, ge=1024, le=65507)
+    # Prompts built by `vcc prompts build` (relative paths: from the process's working folder).
+    prompts_dir: str = "prompts"
+    language: Literal["zh", "en"] = "zh"
+    # Session timers (RFC 4028): the shortest Session-Expires accepted (422 below it). The RFC
+    # says 90 or more; tests use less to see a session expire.
+    session_min_se_s: int = Field(default=90, ge=1, le=86400)
+    # The digest realm agents' phones authenticate in (part of every agent's sip_ha1).
+    realm: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "vcc"
+    # Bounds of a phone's registration (seconds); asked for less or more, it gets the bound.
+    min_expires_s: int = Field(default=60, ge=10, le=3600)
+    max_expires_s: int = Field(default=3600, ge=60, le=86400)
+    media: MediaEngineConfig = MediaEngineConfig()
+
+
 class SiteConfig(_Strict):
     id: Ident
     name: str
@@ -169,6 +223,8 @@ class SiteConfig(_Strict):
     outbox_path: str = ""
     # The agent desktop and group leader's console (HTTP); empty: none. Port 0: a free one.
     desktop_listen: HostPort | Literal[""] = ""
+    # The SIP trunk; none: this site takes calls on its gRPC trunk only.
+    sip: SipConfig | None = None
 
     @model_validator(mode="after")
     def _references(self) -> SiteConfig:
@@ -189,6 +245,8 @@ class SiteConfig(_Strict):
                 raise ValueError(f"ivr.choices.{i}.skill_group: unknown skill group {choice.skill_group!r}")
         if self.ivr.default_skill_group not in groups:
             raise ValueError(f"ivr.default_skill_group: unknown skill group {self.ivr.default_skill_group!r}")
+        if self.sip is not None and self.sip.trunk_group not in {t.id for t in self.trunk_groups}:
+            raise ValueError(f"sip.trunk_group: unknown trunk group {self.sip.trunk_group!r}")
         return self
 
 
@@ -308,6 +366,16 @@ class ProvinceConfig(_Strict):
                 if s.desktop_listen and not s.desktop_listen.endswith(":0")
             ],
         )
+        sips = [s.sip for s in self.sites if s.sip is not None]
+        _unique("sites.*.sip.listen", [x.listen for x in sips if not x.listen.endswith(":0")])
+        managed = sorted(
+            (x.media.interface, x.media.port_min, x.media.port_max) for x in sips if not x.media.ng
+        )
+        for a, b in itertools.pairwise(managed):
+            if a[0] == b[0] and b[1] <= a[2]:
+                raise ValueError(
+                    f"sites.*.sip.media: RTP port ranges {a[1]}-{a[2]} and {b[1]}-{b[2]} overlap"
+                )
         # Agent codes are unique in the province: a transfer names an agent by code alone.
         _unique("agents (province-wide)", [a.code for s in self.sites for a in s.agents])
         for i, site in enumerate(self.sites):

@@ -78,8 +78,11 @@ class ConnectedCalls:
         self.end_agent_leg(call, now, fx, "agent-hung-up")
         self._trunk.end(call, Outcome.ANSWERED, "agent-hung-up", now, fx)
 
-    def caller_hang_up(self, call: Call, now: float, fx: Effects, reason: str) -> None:
-        """The caller hung up on a call served here, wherever it was in its journey."""
+    def caller_hang_up(
+        self, call: Call, now: float, fx: Effects, reason: str, unanswered: Outcome = Outcome.ABANDONED
+    ) -> None:
+        """The caller hung up on a call served here, wherever it was in its journey. A line lost
+        on our side (`unanswered=FAILED`) ends an unanswered call as failed, not abandoned."""
         if call.state in CONNECTED:
             fx.journal(call, EventKind.CALLER_HUNG_UP, now, agent_code=call.agent_code)
             self.end_agent_leg(call, now, fx, reason)
@@ -91,8 +94,9 @@ class ConnectedCalls:
             self._queues.leave(call)
         elif call.state == CallState.RINGING:
             self._ringing.withdraw(call, now, fx, reason)
-        fx.journal(call, EventKind.ABANDONED, now, skill_group=call.skill_group)
-        self._trunk.end(call, Outcome.ABANDONED, reason, now, fx)
+        if unanswered == Outcome.ABANDONED:
+            fx.journal(call, EventKind.ABANDONED, now, skill_group=call.skill_group)
+        self._trunk.end(call, unanswered, reason, now, fx)
 
     def end_agent_leg(self, call: Call, now: float, fx: Effects, reason: str) -> None:
         """The agent's part of the call is over: wrap-up follows."""

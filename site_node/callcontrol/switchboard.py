@@ -245,7 +245,27 @@ class Switchboard:
         self.queues.dispatch(now, fx)
         return fx.items
 
+    def caller_line_failed(self, now: float, call_id: str, reason: str) -> list[Effect]:
+        """The caller's line broke on our side (its media engine died): the call ends as a
+        hang-up does, failed rather than abandoned when nobody had answered it."""
+        call = self.book.call(call_id)
+        if call.guest_of or call.remote is not None or call.consult is not None:
+            return self.caller_hang_up(now, call_id, reason)
+        fx = self._fx()
+        self.connected.caller_hang_up(call, now, fx, reason, unanswered=Outcome.FAILED)
+        self.queues.dispatch(now, fx)
+        return fx.items
+
     # The agent's side -----------------------------------------------------------------------
+
+    def phone_unreachable(self, now: float, code: str, call_id: str) -> list[Effect]:
+        """The agent's phone refused the ring or never answered it: as a ring that timed out."""
+        fx = self._fx()
+        call = self.book.get(call_id)
+        if call is not None and call.state == CallState.RINGING and call.agent_code == code:
+            self._ring_due(call_id, code, now, fx)
+            self.queues.dispatch(now, fx)
+        return fx.items
 
     def login(self, now: float, code: str) -> list[Effect]:
         """Credentials are checked by the adapter (slow hash) before this is called."""

@@ -114,7 +114,16 @@ def test_cluster_json_has_the_shape_of_spec_6(tmp_path: Path) -> None:
     write_state(tmp_path, [proc], config_path=tmp_path / "province.yaml", endpoints=endpoints_of(config))
     state = read_cluster_json(tmp_path)
     assert state["central"] == {"address": config.central.listen, "dashboard": "http://127.0.0.1:7999/"}
-    assert state["sites"] == {s.id: {"address": s.listen} for s in config.sites}
+    assert state["sites"] == {
+        s.id: {
+            "address": s.listen,
+            **({"sip": s.sip.listen} if s.sip is not None else {}),
+            **({"desktop": f"http://{s.desktop_listen}/"} if s.desktop_listen else {}),
+        }
+        for s in config.sites
+    }
+    # The example province has the SIP side and the desktops: scripts find both here.
+    assert all({"address", "sip", "desktop"} <= set(site) for site in state["sites"].values())
     assert [p["name"] for p in state["processes"]] == ["probe"]
 
     write_state(tmp_path, [], config_path=tmp_path / "province.yaml")
@@ -140,7 +149,8 @@ async def test_etcd_and_central_start_stop_and_are_recorded(tmp_path: Path) -> N
         # Scripts find central and the sites in cluster.json, without searching the process list.
         where = read_cluster_json(run)
         assert where["central"]["address"] == cluster.addresses.central
-        assert where["sites"] == {s.id: {"address": s.listen} for s in config.sites}
+        assert where["sites"] == endpoints_of(config)["sites"]
+        assert all(site["address"] for site in where["sites"].values())
         assert (run / "logs" / "central.log").exists()
         assert (run / "logs" / "etcd.log").exists()
 

@@ -456,6 +456,33 @@ def stats_cmd(
     _write_json(json_path, "stats", result)
 
 
+def table_sip(result: Mapping[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="SIP calls with media on one site (SIPp callers, rtpengine)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        table.add_row(key, _fmt(value))
+    return table
+
+
+@bench_app.command("sip")
+def sip_cmd(
+    json_path: JsonOpt = None,
+    concurrent: Annotated[int, typer.Option(min=1, max=5000, help="Calls up together.")] = 200,
+    rate: Annotated[float, typer.Option(min=0.1, max=500, help="New calls per second.")] = 20.0,
+    steady: Annotated[float, typer.Option(min=3, help="Seconds with every call up.")] = 10.0,
+    run_dir: Annotated[Path, typer.Option("--run-dir")] = Path("run/bench-sip"),
+) -> None:
+    """New calls per second and concurrent calls with audio on one site; CPU per call, RTP in."""
+    from tools.bench.sip import bench_sip
+
+    result = {"machine": machine(), **asyncio.run(bench_sip(run_dir, concurrent, rate, steady))}
+    _console().print(table_sip({k: v for k, v in result.items() if k != "machine"}))
+    _write_json(json_path, "sip", result)
+
+
 @bench_app.command("desk")
 def desk_cmd(
     json_path: JsonOpt = None,

@@ -42,6 +42,8 @@ from tools.province.certs import ClusterTls, central_stem, cluster_tls, site_ste
 from tools.province.etcd_roles import EtcdRolesError, enable_roles
 from tools.province.etcd_server import EtcdServer
 from tools.province.netutil import free_port
+from tools.province.prompts import build_prompts
+from tools.province.sip import free_udp_port
 from vcc.config import ConfigError, ProvinceConfig, load_province, parse_province
 from vcc.membership import LeaderInfo, central_leader_key, decode_leader
 from vcc.rpc import wait_serving
@@ -564,9 +566,13 @@ def _write_run_config(
             site["listen"] = f"127.0.0.1:{free_port()}"
             if site.get("desktop_listen"):
                 site["desktop_listen"] = f"127.0.0.1:{free_port()}"
+            if site.get("sip"):
+                site["sip"]["listen"] = f"127.0.0.1:{free_udp_port()}"
     config_file = run / CONFIG_FILE
     config = parse_province(raw, str(config_file))
     config_file.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    # The SIP sites' prompts, made offline from text (relative prompt folders are in the run folder).
+    build_prompts(config, base=run)
     return config
 
 
@@ -575,7 +581,8 @@ def _write_run_config(
 
 def endpoints_of(config: ProvinceConfig) -> dict[str, Any]:
     """SPEC §6's part of cluster.json: how to reach central and each site, by id. A key is there once
-    the feature behind it is (today: central's gRPC address and dashboard, each site's gRPC address).
+    the feature behind it is (central's gRPC address and dashboard; each site's gRPC address, SIP
+    address and agent desktop).
     """
     central: dict[str, str] = {"address": config.central.listen}
     if config.central.dashboard_listen:
@@ -585,6 +592,7 @@ def endpoints_of(config: ProvinceConfig) -> dict[str, Any]:
         "sites": {
             s.id: {
                 "address": s.listen,
+                **({"sip": s.sip.listen} if s.sip is not None else {}),
                 **({"desktop": f"http://{s.desktop_listen}/"} if s.desktop_listen else {}),
             }
             for s in config.sites
@@ -609,16 +617,6 @@ def write_state(
         "config": str(config_path),
         "processes": [p.to_json() for p in processes],
     }
-    with contextlib.suppress(ConfigError):
-        # What scripts read (SPEC §6): each site's addresses, the agent desktop among them.
-        config = load_province(config_path)
-        state["sites"] = {
-            s.id: {
-                "address": s.listen,
-                **({"desktop": f"http://{s.desktop_listen}/"} if s.desktop_listen else {}),
-            }
-            for s in config.sites
-        }
     tmp = run_dir / (STATE_FILE + ".tmp")
     tmp.write_text(json.dumps(state, indent=2, ensure_ascii=False), encoding="utf-8")
     tmp.replace(run_dir / STATE_FILE)

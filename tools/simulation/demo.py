@@ -37,6 +37,7 @@ from tools.province.generate import (
     write_province,
 )
 from tools.province.netutil import free_port
+from tools.province.sip import add_sip
 from tools.province.status import one_line, site_summaries
 from tools.simulation.report import build_report, render_table
 from tools.simulation.robots import RobotPolicy, RobotStats, run_robots
@@ -178,6 +179,8 @@ def prepare_province(options: DemoOptions) -> tuple[Path, dict[str, Any], dict[s
         people=True,
         desktop=True,
     )
+    # Every city answers SIP too (its prompts are built in the run folder by the cluster).
+    add_sip(raw, prompts_dir="prompts", language="zh")
     (run / "outbox").mkdir()
     return run, raw, arrival_rates(specs), write_province(raw, run / "province.yaml")
 
@@ -215,6 +218,13 @@ def _print_where_to_look(cluster: Cluster, raw: dict[str, Any], rates: dict[str,
             f"  site {site.id:<6} {site.listen:<21} {site.name}: agents {codes[0]}-{codes[-1]}, "
             f"{rates[site.id]:.1f} calls/s ({load:.0%} of its agents' capacity)"
         )
+    for site in cluster.config.sites:
+        if site.sip is not None:
+            say(
+                f"  phone {site.id:<5} baresip -f ~/.baresip-vcc -e "
+                f"'/dial sip:{cluster.config.province.service_number}@{site.sip.listen}'"
+                "   (SIP, its IVR answers; README: phoning the demo)"
+            )
     say(f"  agent password {DEFAULT_PASSWORD} (every agent; the robots are logged in as them)")
     for site in cluster.config.sites:
         if site.desktop_listen:

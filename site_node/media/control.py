@@ -1,0 +1,112 @@
+"""What a call asks of the media engine: open the caller's media, play and stop files, delete.
+
+rtpengine relays between two parties of one call (named by rtpengine's call id, our SIP
+Call-ID, and the parties' tags). While nobody but the IVR is on the line, the other party is a
+sink: an answer that points at the discard port, so the caller's audio goes nowhere and Python
+never receives it; prompts are played to the caller by rtpengine itself.
+"""
+
+from __future__ import annotations
+
+import re
+
+from site_node.media.bencode import Decoded, Value
+from site_node.media.engine import MediaEngine
+from site_node.media.ng import MediaError, text
+
+# The discard service port: nothing listens there, and unconnected UDP sockets ignore the ICMP.
+SINK_PORT = 9
+
+
+class MediaControl:
+    def __init__(self, engine: MediaEngine) -> None:
+        self.engine = engine
+        self.failures = 0
+
+    @property
+    def up(self) -> bool:
+        return self.engine.up
+
+    async def _request(self, command: str, args: dict[str, Value]) -> dict[str, Decoded]:
+        try:
+            return await self.engine.client.request(command, **args)
+        except MediaError:
+            self.failures += 1
+            self.engine.suspect()
+            raise
+
+    async def open_caller(self, call_id: str, caller_tag: str, our_tag: str, sdp: bytes) -> bytes:
+        """The caller's offer through rtpengine; the SDP answer to send the caller."""
+        common: dict[str, Value] = {"replace": ["origin", "session-connection"], "ICE": "remove"}
+        offered = await self._request(
+            "offer", {"call-id": call_id, "from-tag": caller_tag, "sdp": sdp, **common}
+        )
+        sink = sink_answer(text(offered, "sdp"), self.engine.config.interface)
+        answered = await self._request(
+            "answer",
+            {"call-id": call_id, "from-tag": caller_tag, "to-tag": our_tag, "sdp": sink, **common},
+        )
+        sdp_out = answered.get("sdp")
+        if not isinstance(sdp_out, bytes):
+            raise MediaError("answer without SDP")
+        return sdp_out
+
+    async def offer_again(self, call_id: str, caller_tag: str, sdp: bytes) -> bytes:
+        """The caller's offer once more, for a new party (an agent's phone): the SDP to send it."""
+        common: dict[str, Value] = {"replace": ["origin", "session-connection"], "ICE": "remove"}
+        offered = await self._request(
+            "offer", {"call-id": call_id, "from-tag": caller_tag, "sdp": sdp, **common}
+        )
+        sdp_out = offered.get("sdp")
+        if not isinstance(sdp_out, bytes):
+            raise MediaError("offer without SDP")
+        return sdp_out
+
+    async def answer_from(self, call_id: str, caller_tag: str, party_tag: str, sdp: bytes) -> None:
+        """The new party's answer: rtpengine pairs the caller with it (the sink is left behind)."""
+        common: dict[str, Value] = {"replace": ["origin", "session-connection"], "ICE": "remove"}
+        await self._request(
+            "answer", {"call-id": call_id, "from-tag": caller_tag, "to-tag": party_tag, "sdp": sdp, **common}
+        )
+
+    async def play(self, call_id: str, caller_tag: str, path: str, repeat: int = 1) -> None:
+        args: dict[str, Value] = {"call-id": call_id, "from-tag": caller_tag, "file": path}
+        args["repeat-times"] = repeat
+        await self._request("play media", args)
+
+    async def block(self, call_id: str, from_tag: str, blocked: bool) -> None:
+        """Stop (or let through again) what the party `from_tag` sends."""
+        command = "block media" if blocked else "unblock media"
+        await self._request(command, {"call-id": call_id, "from-tag": from_tag})
+
+    async def stop(self, call_id: str, caller_tag: str) -> None:
+        await self._request("stop media", {"call-id": call_id, "from-tag": caller_tag})
+
+    async def delete(self, call_id: str) -> None:
+        await self._request("delete", {"call-id": call_id, "delete delay": 0})
+
+    async def query(self, call_id: str) -> dict[str, Decoded]:
+        return await self._request("query", {"call-id": call_id})
+
+
+def sink_answer(offer_sdp: str, interface: str) -> str:
+    """An answer for the callee side that accepts every offered codec and receives nothing."""
+    m = re.search(r"^m=audio \d+ (\S+) ([0-9 ]+)\s*$", offer_sdp, re.MULTILINE)
+    if m is None:
+        raise MediaError("rtpengine's offer has no audio stream")
+    proto, payloads = m.group(1), m.group(2).split()
+    lines = [
+        "v=0",
+        f"o=vcc 1 1 IN IP4 {interface}",
+        "s=vcc",
+        f"c=IN IP4 {interface}",
+        "t=0 0",
+        f"m=audio {SINK_PORT} {proto} {' '.join(payloads)}",
+    ]
+    for pt in payloads:
+        for attr in ("rtpmap", "fmtp"):
+            found = re.search(rf"^a={attr}:{pt} .*$", offer_sdp, re.MULTILINE)
+            if found:
+                lines.append(found.group(0).strip())
+    lines.append("a=sendrecv")
+    return "\r\n".join(lines) + "\r\n"

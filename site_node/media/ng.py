@@ -1,0 +1,148 @@
+"""rtpengine's ng control protocol: `<cookie> <bencoded dict>` over UDP, one reply per request.
+
+Every request has a deadline and a bounded retry (tenacity). A retry re-sends the same cookie:
+rtpengine answers a cookie it has seen from its cache instead of running the command twice, so
+a lost reply never doubles an offer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Mapping
+
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_fixed
+
+from site_node.media.bencode import BencodeError, Decoded, Value, decode, encode
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS = 3
+
+
+class MediaError(Exception):
+    """The media engine did not do what was asked."""
+
+    id = "media-error"
+
+
+class MediaTimeout(MediaError):
+    """No reply within the deadline, after every attempt: the engine counts as gone."""
+
+    id = "media-engine-unreachable"
+
+
+class MediaRefused(MediaError):
+    """The engine answered `result: error` (its reason in the message)."""
+
+    id = "media-refused"
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, client: NgClient) -> None:
+        self._client = client
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
+        self._client._received(data)
+
+
+class NgClient:
+    def __init__(self, address: str, timeout_s: float = 0.5, attempts: int = ATTEMPTS) -> None:
+        host, port = address.rsplit(":", 1)
+        self.target = (host, int(port))
+        self.timeout_s = timeout_s
+        self.attempts = attempts
+        self._transport: asyncio.DatagramTransport | None = None
+        self._pending: dict[bytes, asyncio.Future[dict[str, Decoded]]] = {}
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), remote_addr=self.target)
+        self._transport = transport
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(MediaTimeout("ng client closed"))
+        self._pending.clear()
+
+    def _received(self, data: bytes) -> None:
+        cookie, _, body = data.partition(b" ")
+        fut = self._pending.get(cookie)
+        if fut is None or fut.done():
+            return  # a late reply to a request already answered or given up
+        try:
+            reply = decode(body)
+        except BencodeError as exc:
+            fut.set_exception(MediaError(f"undecodable reply: {exc}"))
+            return
+        if not isinstance(reply, dict):
+            fut.set_exception(MediaError("reply is not a dictionary"))
+            return
+        fut.set_result(reply)
+
+    async def request(self, command: str, **args: Value) -> dict[str, Decoded]:
+        """Send one command; its reply dict. MediaTimeout when the engine stays silent."""
+        message: dict[str, Value] = {"command": command, **args}
+        cookie = secrets.token_hex(8).encode()
+        payload = cookie + b" " + encode(message)
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self.attempts),
+                wait=wait_fixed(0.0),
+                retry=retry_if_exception_type(TimeoutError),
+                reraise=True,
+            ):
+                with attempt:
+                    reply = await self._once(cookie, payload)
+        except TimeoutError:
+            raise MediaTimeout(
+                f"rtpengine {self.target}: no reply to {command} after {self.attempts} tries"
+            ) from None
+        result = reply.get("result")
+        if result == b"error":
+            reason = reply.get("error-reason", b"")
+            raise MediaRefused(f"{command}: {_text(reason)}")
+        if result not in (b"ok", b"pong", None):
+            log.debug("rtpengine %s: result %r", command, result)
+        return reply
+
+    async def _once(self, cookie: bytes, payload: bytes) -> dict[str, Decoded]:
+        if self._transport is None:
+            raise MediaTimeout("ng client not open")
+        fut: asyncio.Future[dict[str, Decoded]] = asyncio.get_running_loop().create_future()
+        self._pending[cookie] = fut
+        try:
+            self._transport.sendto(payload)
+            return await asyncio.wait_for(asyncio.shield(fut), self.timeout_s)
+        finally:
+            if self._pending.get(cookie) is fut and not fut.done():
+                fut.cancel()
+            self._pending.pop(cookie, None)
+            with contextlib.suppress(asyncio.CancelledError, MediaError):
+                if fut.done() and not fut.cancelled():
+                    fut.exception()
+
+    async def ping(self) -> bool:
+        try:
+            reply = await self.request("ping")
+        except MediaError:
+            return False
+        return reply.get("result") == b"pong"
+
+
+def _text(value: Decoded | None) -> str:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return str(value)
+
+
+def text(reply: Mapping[str, Decoded], key: str) -> str:
+    """A string field of a reply ('' when missing)."""
+    value = reply.get(key)
+    return value.decode(errors="replace") if isinstance(value, bytes) else ""

@@ -1,0 +1,325 @@
+"""Agents' phones ring: the call control offers a call to an agent whose phone is registered ->
+an INVITE to the phone (a UAC, RFC 3261 §17.1) with rtpengine's side of the caller's media; the
+phone's 200 OK is the agent answering (`answer()`), its BYE the agent hanging up; a refusal or
+silence is `phone_unreachable()` (the agent turns not ready, as on ring-no-answer). The offer
+withdrawn or answered on the desktop -> CANCEL; the call over -> BYE.
+
+The caller's voice is bridged by rtpengine: a second offer from the caller's tag, answered with
+the phone's SDP, pairs the caller with the phone instead of the sink (no audio through Python).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from site_node.callcontrol.domain import ToAgent
+from site_node.media.ng import MediaError
+from site_node.sip.message import (
+    Message,
+    NameAddr,
+    SipParseError,
+    new_branch,
+    new_tag,
+    response,
+    uri_host_port,
+)
+from site_node.sip.registrar import Binding, Registrar
+from site_node.sip.timers import Expiring, Retransmit
+from site_node.sip.transport import Address
+from vcc.errors import VccError
+
+if TYPE_CHECKING:
+    from site_node.sip.dialog import SipCall
+    from site_node.sip.trunk import SipTrunk
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class PhoneLeg:
+    call_id: str
+    code: str
+    caller: SipCall
+    binding: Binding
+    sip_call_id: str
+    local_tag: str
+    branch: str
+    invite: Message | None = None
+    # calling -> ringing (1xx) -> answered (2xx) ; cancelled / ended
+    state: str = "calling"
+    remote_tag: str = ""
+    remote_target: str = ""
+    cseq: int = 1
+    retransmit: Retransmit | None = None
+    # Our CANCEL and BYE, re-sent until the phone answers them.
+    cancel_rt: Retransmit | None = None
+    bye_rt: Retransmit | None = None
+    ack: bytes = b""
+
+    @property
+    def dest(self) -> Address:
+        return self.binding.source
+
+
+class AgentPhones:
+    def __init__(self, trunk: SipTrunk, registrar: Registrar) -> None:
+        self.trunk = trunk
+        self.registrar = registrar
+        self.legs: dict[str, PhoneLeg] = {}  # by vcc call id
+        # Our transactions with phones, by branch (kept as long as a transaction can live).
+        self._by_branch: Expiring[str, PhoneLeg] = Expiring()
+        self._by_dialog: dict[tuple[str, str], PhoneLeg] = {}  # (phone Call-ID, phone's tag)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.rang = 0
+        self.answered = 0
+        self.unreachable = 0
+
+    # What the call control tells the agent (the runtime forwards every ToAgent) ----------------
+
+    def to_agent(self, fx: ToAgent) -> None:
+        if fx.kind == "offered" and fx.call_id:
+            self._offered(fx)
+            return
+        leg = self.legs.get(fx.call_id)
+        if leg is None:
+            return
+        if fx.kind in ("withdrawn", "ended") or (fx.kind == "connected" and leg.state != "answered"):
+            self._hang_up(leg)
+
+    def _offered(self, fx: ToAgent) -> None:
+        binding = self.registrar.phone_of(fx.agent_code)
+        caller = self.trunk.call_of(fx.call_id)
+        if binding is None or caller is None or fx.call_id in self.legs:
+            return  # no phone, or not a SIP caller (a gRPC caller has no voice to bridge)
+        leg = PhoneLeg(fx.call_id, fx.agent_code, caller, binding, f"vcc-{new_tag()}{new_tag()}", new_tag(),
+                       new_branch())  # fmt: skip
+        self.legs[fx.call_id] = leg
+        self._spawn(self._ring(leg))
+
+    async def _ring(self, leg: PhoneLeg) -> None:
+        caller = leg.caller
+        try:
+            offered = await self.trunk.media.offer_again(
+                caller.sip_call_id, caller.remote_tag, caller.invite.body
+            )
+        except MediaError as exc:
+            log.warning("call %s: no media for agent %s's phone: %s", leg.call_id, leg.code, exc)
+            self._unreachable(leg, "media")
+            return
+        if leg.state != "calling":
+            return  # withdrawn meanwhile
+        host, port = self.trunk.endpoint.host, self.trunk.endpoint.port
+        inv = Message(
+            method="INVITE",
+            uri=leg.binding.contact,
+            headers=[
+                ("via", f"SIP/2.0/UDP {host}:{port};branch={leg.branch};rport"),
+                ("max-forwards", "70"),
+                ("from", f"<sip:{self.trunk.service_number}@{host}:{port}>;tag={leg.local_tag}"),
+                ("to", f"<sip:{leg.code}@{host}:{port}>"),
+                ("call-id", leg.sip_call_id),
+                ("cseq", "1 INVITE"),
+                ("contact", f"<sip:{self.trunk.service_number}@{host}:{port}>"),
+                ("content-type", "application/sdp"),
+                ("x-vcc-call-id", leg.call_id),
+            ],
+            body=offered,
+        )
+        leg.invite = inv
+        data = inv.encode()
+        self._by_branch.put(leg.branch, leg)
+        self.rang += 1
+        # Timer A until the phone answers anything; Timer B (64*T1): the phone is unreachable.
+        leg.retransmit = Retransmit(lambda: self.trunk.endpoint.send(data, leg.dest),
+                                    lambda: self._unreachable(leg, "no-response"))  # fmt: skip
+
+    def party_tag(self, call_id: str) -> str | None:
+        """rtpengine's tag of the agent's phone on this call, while it is connected."""
+        leg = self.legs.get(call_id)
+        return leg.local_tag if leg is not None and leg.state == "answered" else None
+
+    # Responses and requests from phones (the trunk hands over what is ours) -------------------
+
+    def response(self, msg: Message) -> bool:
+        try:
+            branch = msg.top_via.branch
+        except SipParseError:
+            return False
+        leg = self._by_branch.get(branch)
+        if leg is None:
+            return False
+        method = msg.cseq[1]
+        if method != "INVITE":
+            # The answer to our CANCEL or BYE: it is not re-sent any more.
+            done = leg.cancel_rt if method == "CANCEL" else leg.bye_rt
+            if done is not None and msg.status >= 200:
+                done.stop()
+            return True
+        if msg.status < 200:
+            if leg.retransmit is not None:
+                leg.retransmit.stop()
+                leg.retransmit = None
+            if leg.state == "calling":
+                leg.state = "ringing"
+            return True
+        if leg.retransmit is not None:
+            leg.retransmit.stop()
+            leg.retransmit = None
+        if msg.status >= 300:
+            self._ack_refusal(leg, msg)
+            if leg.state in ("calling", "ringing"):
+                self._unreachable(leg, f"phone-{msg.status}")
+            return True
+        self._answered(leg, msg)
+        return True
+
+    def _ack_refusal(self, leg: PhoneLeg, msg: Message) -> None:
+        # The ACK of a non-2xx shares the INVITE's branch and goes where the INVITE went (§17.1.1.3).
+        assert leg.invite is not None
+        ack = Message(method="ACK", uri=leg.invite.uri, headers=[
+            ("via", leg.invite.need("via")), ("max-forwards", "70"), ("from", leg.invite.need("from")),
+            ("to", msg.need("to")), ("call-id", leg.sip_call_id), ("cseq", "1 ACK"),
+        ])  # fmt: skip
+        self.trunk.endpoint.send(ack.encode(), leg.dest)
+
+    def _answered(self, leg: PhoneLeg, msg: Message) -> None:
+        to = NameAddr.parse(msg.need("to"))
+        contact = msg.get("contact")
+        first = not leg.remote_tag
+        leg.remote_tag = to.tag
+        leg.remote_target = NameAddr.parse(contact).uri if contact else leg.binding.contact
+        self._by_dialog[(leg.sip_call_id, leg.remote_tag)] = leg
+        assert leg.invite is not None
+        ack = Message(method="ACK", uri=leg.remote_target, headers=[
+            ("via", f"SIP/2.0/UDP {self._here};branch={new_branch()}"),
+            ("max-forwards", "70"), ("from", leg.invite.need("from")), ("to", msg.need("to")),
+            ("call-id", leg.sip_call_id), ("cseq", "1 ACK"),
+        ])  # fmt: skip
+        leg.ack = ack.encode()
+        self.trunk.endpoint.send(leg.ack, self._target(leg))
+        if not first:
+            return  # a retransmitted 200: ACKed again, nothing else
+        if leg.state not in ("calling", "ringing"):
+            self._bye(leg)  # answered after we gave up on it
+            return
+        leg.state = "answered"
+        self._spawn(self._connect(leg, msg.body))
+
+    async def _connect(self, leg: PhoneLeg, sdp: bytes) -> None:
+        caller = leg.caller
+        try:
+            await self.trunk.media.answer_from(caller.sip_call_id, caller.remote_tag, leg.local_tag, sdp)
+        except MediaError as exc:
+            log.warning("call %s: phone answered, media not connected: %s", leg.call_id, exc)
+            self._bye(leg)
+            self._unreachable(leg, "media")
+            return
+        self.answered += 1
+        self._do(lambda now: self.trunk.rt.sb.answer(now, leg.code, leg.call_id))
+
+    def bye(self, msg: Message, peer: Address) -> bool:
+        """A BYE from a phone: the agent hung up. False when it is not one of ours."""
+        frm = NameAddr.parse(msg.need("from"))
+        leg = self._by_dialog.get((msg.call_id, frm.tag))
+        if leg is None:
+            return False
+        self.trunk.endpoint.send(response(msg, 200).encode(), peer)
+        if leg.state == "answered":
+            leg.state = "ended"
+            self._by_dialog.pop((leg.sip_call_id, leg.remote_tag), None)
+            self._forget(leg)
+            self._do(lambda now: self.trunk.rt.sb.agent_hang_up(now, leg.code, leg.call_id))
+        return True
+
+    # Ending the phone's leg ---------------------------------------------------------------------
+
+    def _hang_up(self, leg: PhoneLeg) -> None:
+        if leg.state == "answered":
+            self._bye(leg)
+        elif leg.state in ("calling", "ringing"):
+            self._cancel(leg)
+        leg.state = "ended"
+        self._forget(leg)
+
+    def _cancel(self, leg: PhoneLeg) -> None:
+        if leg.retransmit is not None:
+            leg.retransmit.stop()
+            leg.retransmit = None
+        leg.state = "cancelled"
+        if leg.invite is None:
+            return  # not sent yet: nothing to cancel
+        cancel = Message(method="CANCEL", uri=leg.invite.uri, headers=[
+            ("via", leg.invite.need("via")), ("max-forwards", "70"), ("from", leg.invite.need("from")),
+            ("to", leg.invite.need("to")), ("call-id", leg.sip_call_id), ("cseq", "1 CANCEL"),
+        ])  # fmt: skip
+        data = cancel.encode()
+        # Re-sent like any non-INVITE request until the phone answers it (its 487 follows).
+        leg.cancel_rt = Retransmit(lambda: self.trunk.endpoint.send(data, leg.dest))
+
+    def _bye(self, leg: PhoneLeg) -> None:
+        assert leg.invite is not None
+        leg.cseq += 1
+        branch = new_branch()
+        bye = Message(method="BYE", uri=leg.remote_target, headers=[
+            ("via", f"SIP/2.0/UDP {self._here};branch={branch}"),
+            ("max-forwards", "70"), ("from", leg.invite.need("from")),
+            ("to", f"<sip:{leg.code}@{self._here}>;tag={leg.remote_tag}"),
+            ("call-id", leg.sip_call_id), ("cseq", f"{leg.cseq} BYE"), ("x-vcc-call-id", leg.call_id),
+        ])  # fmt: skip
+        data = bye.encode()
+        self._by_branch.put(branch, leg)
+        self._by_dialog.pop((leg.sip_call_id, leg.remote_tag), None)
+        leg.bye_rt = Retransmit(lambda: self.trunk.endpoint.send(data, self._target(leg)))
+
+    @property
+    def _here(self) -> str:
+        return f"{self.trunk.endpoint.host}:{self.trunk.endpoint.port}"
+
+    def _target(self, leg: PhoneLeg) -> Address:
+        try:
+            host, port = uri_host_port(leg.remote_target)
+        except SipParseError:
+            return leg.dest
+        return (host, port) if host not in ("", "0.0.0.0") else leg.dest
+
+    def _unreachable(self, leg: PhoneLeg, why: str) -> None:
+        if leg.state not in ("calling", "ringing", "answered"):
+            return
+        leg.state = "ended"
+        self.unreachable += 1
+        log.info("call %s: agent %s's phone unreachable (%s)", leg.call_id, leg.code, why)
+        self._forget(leg)
+        self._do(lambda now: self.trunk.rt.sb.phone_unreachable(now, leg.code, leg.call_id))
+
+    def _forget(self, leg: PhoneLeg) -> None:
+        if self.legs.get(leg.call_id) is leg:
+            del self.legs[leg.call_id]
+
+    def _do(self, op: object) -> None:
+        try:
+            self.trunk.rt.do(op)  # type: ignore[arg-type]
+        except VccError as exc:
+            log.debug("phone action refused: %s", exc)
+
+    def _spawn(self, coro: Coroutine[object, object, None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for leg in list(self.legs.values()):
+            self._hang_up(leg)
+        for leg in list(self.legs.values()) + list(self._by_dialog.values()):
+            for rt in (leg.retransmit, leg.cancel_rt, leg.bye_rt):
+                if rt is not None:
+                    rt.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

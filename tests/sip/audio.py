@@ -1,0 +1,123 @@
+"""The caller's ear: an RTP socket that keeps what arrives, G.711 decoding, and a comparison of
+what was heard with a prompt file (length and correlation), written here so the check does not
+trust any part of the system it checks."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import struct
+import wave
+from pathlib import Path
+
+from tools.province.sip import free_udp_port
+
+PCMU, PCMA = 0, 8
+
+
+def alaw_to_linear(byte: int) -> int:
+    a = byte ^ 0x55
+    t = (a & 0x0F) << 4
+    seg = (a & 0x70) >> 4
+    if seg == 0:
+        t += 8
+    elif seg == 1:
+        t += 0x108
+    else:
+        t = (t + 0x108) << (seg - 1)
+    return t if a & 0x80 else -t
+
+
+def ulaw_to_linear(byte: int) -> int:
+    u = ~byte & 0xFF
+    t = (((u & 0x0F) << 3) + 0x84) << ((u & 0x70) >> 4)
+    return (0x84 - t) if u & 0x80 else (t - 0x84)
+
+
+_ALAW = [alaw_to_linear(b) for b in range(256)]
+_ULAW = [ulaw_to_linear(b) for b in range(256)]
+
+
+class RtpEar(asyncio.DatagramProtocol):
+    """Receives RTP on an even port; keeps (seq, payload type, payload) of each packet."""
+
+    def __init__(self) -> None:
+        self.packets: list[tuple[int, int, bytes]] = []
+        self.transport: asyncio.BaseTransport | None = None
+        self.port = 0
+
+    @classmethod
+    async def open(cls) -> RtpEar:
+        ear = cls()
+        loop = asyncio.get_running_loop()
+        while True:
+            port = free_udp_port()
+            if port % 2 == 0:
+                break
+        await loop.create_datagram_endpoint(lambda: ear, local_addr=("127.0.0.1", port))
+        ear.port = port
+        return ear
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
+        if len(data) < 12 or data[0] >> 6 != 2:
+            return
+        cc = data[0] & 0x0F
+        seq = struct.unpack("!H", data[2:4])[0]
+        self.packets.append((seq, data[1] & 0x7F, data[12 + 4 * cc :]))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def audio(self) -> list[int]:
+        """What was heard, in sequence order, as 16-bit samples (G.711 packets only)."""
+        out: list[int] = []
+        for _, pt, payload in sorted(self.packets, key=lambda p: p[0]):
+            table = _ALAW if pt == PCMA else _ULAW if pt == PCMU else None
+            if table is not None:
+                out.extend(table[b] for b in payload)
+        return out
+
+
+def read_wav(path: Path) -> list[int]:
+    with wave.open(str(path), "rb") as w:
+        assert w.getframerate() == 8000 and w.getnchannels() == 1 and w.getsampwidth() == 2
+        frames = w.readframes(w.getnframes())
+    return list(struct.unpack(f"<{len(frames) // 2}h", frames))
+
+
+def voiced(samples: list[int], threshold: int = 300) -> list[int]:
+    """From the first to the last sample louder than `threshold` (silence around it dropped:
+    rtpengine keeps the stream going with silence once a file has played)."""
+    loud = [i for i, x in enumerate(samples) if abs(x) > threshold]
+    return samples[loud[0] : loud[-1] + 1] if loud else []
+
+
+def best_correlation(heard: list[int], prompt: list[int], max_lag: int = 160, window: int = 16000) -> float:
+    """The highest normalized correlation of the prompt's start with what was heard, over small
+    shifts (a packet either way covers jitter in where playback began)."""
+    ref = prompt[:window]
+    best = -1.0
+    for lag in range(0, max_lag + 1, 2):
+        seg = heard[lag : lag + len(ref)]
+        n = min(len(seg), len(ref))
+        if n < 800:
+            break
+        best = max(best, _ncc(seg[:n], ref[:n]))
+    for lag in range(2, max_lag + 1, 2):
+        seg = ref[lag:]
+        n = min(len(seg), len(heard))
+        if n < 800:
+            break
+        best = max(best, _ncc(heard[:n], seg[:n]))
+    return best
+
+
+def _ncc(a: list[int], b: list[int]) -> float:
+    sab = sum(x * y for x, y in zip(a, b, strict=True))
+    saa = sum(x * x for x in a)
+    sbb = sum(y * y for y in b)
+    return sab / math.sqrt(saa * sbb) if saa and sbb else 0.0

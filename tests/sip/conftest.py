@@ -1,0 +1,77 @@
+"""Fixtures of the SIP tests: prompts built once, a site node with its SIP trunk and rtpengine."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from site_node.app import SiteNode
+from site_node.sip.registrar import ha1
+from tests.integration.support import password_hash
+from tools.province.etcd_server import EtcdServer
+from tools.province.generate import SiteSpec, generate_province
+from tools.province.netutil import free_port
+from tools.province.prompts import build_prompts
+from tools.province.sip import add_sip
+from vcc.config import ProvinceConfig, parse_province
+
+for tool in ("rtpengine", "sipp", "espeak-ng", "sox"):
+    if shutil.which(tool) is None:
+        pytest.fail(f"{tool} is missing: bash deploy/install-system-deps.sh", pytrace=False)
+
+
+# Every test agent's phone password (the config holds only its HA1).
+PHONE_PASSWORD = "4321"
+
+
+def rtp_base() -> int:
+    # Disjoint RTP ranges for test sessions that run side by side on one machine.
+    return 40000 + (os.getpid() % 40) * 500
+
+
+@pytest.fixture(scope="session")
+def prompts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("prompts")
+    # Every voice the tests use: one province per language.
+    for lang in ("en", "zh"):
+        raw = sip_config_dict(folder, folder, "127.0.0.1:2379", lang=lang)
+        build_prompts(parse_province(raw), folder)
+    return folder
+
+
+def sip_config_dict(
+    tmp: Path, prompts: Path, etcd: str, *, channels: int = 3, agents: int = 1, lang: str = "en",
+    busy_status: int = 503, session_min_se_s: int = 90,
+) -> dict[str, Any]:  # fmt: skip
+    raw = generate_province(
+        [SiteSpec("gz", "Guangzhou", trunk_channels=channels, agents={"general": agents, "billing": 1})],
+        etcd_endpoint=etcd,
+        central_listen=f"127.0.0.1:{free_port()}",  # no central: records wait in the outbox
+        database_url="sqlite+aiosqlite:///unused.db",
+        password_hash=password_hash(),
+        outbox_dir=tmp,
+        ring_timeout_s=30,
+        digit_timeout_s=8,
+    )
+    add_sip(raw, prompts_dir=prompts, rtp_base=rtp_base(), busy_status=busy_status, language=lang)
+    raw["sites"][0]["sip"]["session_min_se_s"] = session_min_se_s
+    for agent in raw["sites"][0]["agents"]:
+        agent["sip_ha1"] = ha1(agent["code"], "vcc", PHONE_PASSWORD)
+    return raw
+
+
+def sip_config(tmp: Path, prompts: Path, etcd: EtcdServer, **kw: Any) -> ProvinceConfig:
+    return parse_province(sip_config_dict(tmp, prompts, etcd.endpoint, **kw))
+
+
+@pytest.fixture
+async def sip_node(tmp_path: Path, etcd_server: EtcdServer, prompts_dir: Path) -> AsyncIterator[SiteNode]:
+    node = SiteNode(sip_config(tmp_path, prompts_dir, etcd_server), "gz")
+    await node.start()
+    yield node
+    await node.stop()

@@ -1,0 +1,181 @@
+"""`vcc bench sip`: SIP calls with media on one site node, from SIPp.
+
+SIPp callers dial at `rate` calls per second until `concurrent` calls are up, each sending G.711
+audio (50 packets a second) while it waits in the queue hearing the announcement and music on
+hold that rtpengine plays to it; all of them stay up together for `steady_s` seconds, then hang
+up. Measured over that steady window: the site node's and rtpengine's CPU (share of one core, and
+per call), RTP loss on the callers' streams into rtpengine (its own counters: packets expected
+from the RTP sequence numbers against packets received), and whether every call was answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from site_node.media.ng import MediaRefused, NgClient
+from tools.province.cluster import Cluster
+from tools.province.generate import SiteSpec, generate_province, write_province
+from tools.province.netutil import free_port
+from tools.province.sip import add_sip
+from tools.province.sipp import load_scenario, run_sipp
+
+# RTP ports per call in rtpengine: two parties, RTP and RTCP each.
+PORTS_PER_CALL = 4
+# G.711 at 20 ms a packet.
+PACKETS_PER_S = 50
+# Calls whose streams are counted (each is one ng query per sweep).
+SAMPLE = 20
+
+
+def _prepare(run_dir: Path, concurrent: int) -> tuple[Path, Path]:
+    """The one-site province and the callers' audio, in `run_dir`."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(run_dir / "run", ignore_errors=True)
+    raw = generate_province(
+        # One agent who never logs in: every caller waits in the queue, hearing its music.
+        [SiteSpec("gz", "Guangzhou", trunk_channels=concurrent + 10, agents={"general": 1})],
+        etcd_endpoint="127.0.0.1:2379",
+        central_listen=f"127.0.0.1:{free_port()}",
+        database_url=f"sqlite+aiosqlite:///{run_dir / 'central.db'}",
+        outbox_dir=run_dir / "outbox",
+        digit_timeout_s=1.0,
+    )
+    add_sip(raw, prompts_dir="prompts", rtp_base=20000, rtp_ports=concurrent * PORTS_PER_CALL + 200)
+    config_path = write_province(raw, run_dir / "province.yaml")
+    audio = run_dir / "caller.al"
+    # What the callers say: a raw A-law tone SIPp streams in a loop (made here, offline).
+    tone = ["sox", "-n", "-r", "8000", "-c", "1", "-t", "al", str(audio), "synth", "4", "sine", "440"]
+    subprocess.run(tone, check=True)
+    return config_path, audio
+
+
+def _engine(log_path: Path) -> tuple[int, str]:
+    """The site's rtpengine: its pid and ng address, from the site's log."""
+    log = log_path.read_text()
+    return int(re.findall(r"rtpengine pid (\d+)", log)[-1]), re.findall(r"ng (127\.0\.0\.1:\d+)", log)[-1]
+
+
+def _count(stdout: str, label: str) -> int:
+    """A count from SIPp's final statistics screen (-1 when it is not there)."""
+    m = re.search(label + r"\s+\|\s+\d+\s+\|\s+(\d+)", stdout)
+    return int(m.group(1)) if m else -1
+
+
+async def bench_sip(
+    run_dir: Path, concurrent: int = 200, rate: float = 20.0, steady_s: float = 10.0
+) -> dict[str, Any]:
+    config_path, audio = await asyncio.to_thread(_prepare, run_dir, concurrent)
+    ramp_s = concurrent / rate
+    hold_ms = int((ramp_s + steady_s + 2.0) * 1000)
+    async with await Cluster.start(config_path, run_dir / "run") as cluster:
+        site = psutil.Process(cluster.sites["gz"].pid)
+        engine_pid, ng_address = await asyncio.to_thread(_engine, cluster.logs_dir / "site-gz.log")
+        engine = psutil.Process(engine_pid)
+        sip = cluster.config.site("gz").sip
+        assert sip is not None
+        callers = asyncio.create_task(
+            run_sipp(load_scenario(audio), sip.listen, run_dir / "sipp", name="load", calls=concurrent,
+                     rate=rate, hold_ms=hold_ms, limit=concurrent, timeout_s=hold_ms / 1000 + ramp_s + 60)
+        )  # fmt: skip
+        await asyncio.sleep(ramp_s + 1.0)  # a benchmark's clock: the ramp, then the steady window
+        live = await _calls(ng_address)
+        up_at_start = len(live)
+        packets_before, at_before = await _caller_packets(ng_address, live[:SAMPLE])
+        # The callers' own CPU too: a SIPp that cannot keep up sends late, which looks like loss.
+        sipp = next(p for p in psutil.Process().children() if p.name() == "sipp")
+        before = _cpu(site, engine, sipp)
+        t0 = time.perf_counter()
+        await asyncio.sleep(steady_s - 2.0)
+        window = time.perf_counter() - t0
+        after = _cpu(site, engine, sipp)
+        packets_after, at_after = await _caller_packets(ng_address, live[:SAMPLE])
+        ratio = rtp_in_ratio(packets_before, packets_after, at_after - at_before)
+        sweep_gap_s = at_after - at_before
+        up_at_end = len(await _calls(ng_address))
+        result = await callers
+    site_cpu = (after[0] - before[0]) / window
+    engine_cpu = (after[1] - before[1]) / window
+    sipp_cpu = (after[2] - before[2]) / window
+    return {
+        "concurrent_target": concurrent,
+        "rate_cps": rate,
+        "steady_window_s": round(window, 2),
+        "calls_up_in_window": up_at_start,
+        "calls_up_at_window_end": up_at_end,
+        "calls_answered": _count(result.stdout, "Successful call"),
+        "calls_failed": _count(result.stdout, "Failed call"),
+        "site_cpu_core_share": round(site_cpu, 4),
+        "rtpengine_cpu_core_share": round(engine_cpu, 4),
+        "site_cpu_per_100_calls": round(site_cpu / max(1, up_at_start) * 100, 4),
+        "rtpengine_cpu_per_100_calls": round(engine_cpu / max(1, up_at_start) * 100, 4),
+        "sipp_cpu_core_share": round(sipp_cpu, 4),
+        "rtp_calls_sampled": len(set(packets_before) & set(packets_after)),
+        "rtp_sweep_gap_s": round(sweep_gap_s, 2),
+        # Below 1: packets lost on the way in, or SIPp sending late under load (not told apart).
+        "rtp_in_ratio": round(ratio, 5) if ratio is not None else None,
+    }
+
+
+def _cpu(*procs: psutil.Process) -> tuple[float, ...]:
+    return tuple(sum(p.cpu_times()[:2]) for p in procs)
+
+
+async def _calls(ng_address: str) -> list[str]:
+    client = NgClient(ng_address, timeout_s=2.0)
+    await client.open()
+    try:
+        reply = await client.request("list", limit=100_000)
+    finally:
+        client.close()
+    calls = reply.get("calls", [])
+    return [c.decode() for c in calls if isinstance(c, bytes)] if isinstance(calls, list) else []
+
+
+async def _caller_packets(ng_address: str, call_ids: list[str]) -> tuple[dict[str, int], float]:
+    """RTP packets rtpengine has received from each caller so far, and when (mid-sweep)."""
+    client = NgClient(ng_address, timeout_s=2.0)
+    await client.open()
+    counts: dict[str, int] = {}
+    t0 = time.perf_counter()
+    try:
+        for call_id in call_ids:
+            try:
+                reply = await client.request("query", **{"call-id": call_id})
+            except MediaRefused:
+                continue  # the call ended meanwhile: it is left out of both sweeps
+            counts[call_id] = _from_caller(reply)
+    finally:
+        client.close()
+    return counts, (t0 + time.perf_counter()) / 2
+
+
+def _from_caller(reply: dict[str, Any]) -> int:
+    tags = reply.get("tags")
+    total = 0
+    for name, tag in tags.items() if isinstance(tags, dict) else ():
+        if "SIPpTag" not in name or not isinstance(tag, dict):
+            continue  # the other party is our sink: it sends nothing
+        for media in tag.get("medias", []):
+            for stream in media.get("streams", []) if isinstance(media, dict) else []:
+                flags = stream.get("flags", []) if isinstance(stream, dict) else []
+                if b"RTP" in flags:
+                    packets = stream.get("stats", {}).get("packets", 0)
+                    total += packets if isinstance(packets, int) else 0
+    return total
+
+
+def rtp_in_ratio(before: dict[str, int], after: dict[str, int], elapsed_s: float) -> float | None:
+    """Packets received from the callers in the window / what 50-packet-a-second streams send."""
+    calls = [c for c in before if c in after]
+    if not calls or elapsed_s <= 0:
+        return None
+    got = sum(after[c] - before[c] for c in calls)
+    return got / (len(calls) * PACKETS_PER_S * elapsed_s)

@@ -1,0 +1,96 @@
+"""`vcc prompts build`: the IVR's audio made offline from text (espeak-ng, then sox to 8 kHz).
+
+Nothing is downloaded: the voices are espeak-ng's own (Mandarin and English), the music on hold
+is synthesized here. Each file is rebuilt only when its text, voice or music changed (a stamp
+beside it holds the hash of what made it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import shutil
+import struct
+import subprocess
+import tempfile
+import wave
+from pathlib import Path
+
+from site_node.media.prompts import PromptSpec, prompt_path, site_prompts
+from vcc.config import ProvinceConfig
+
+RATE = 8000
+# A calm phrase (Hz, seconds) for the music on hold: a C major arpeggio and back.
+MELODY = [(523.25, 0.4), (659.25, 0.4), (783.99, 0.4), (1046.5, 0.8), (783.99, 0.4), (659.25, 0.4)]
+
+
+class PromptBuildError(Exception):
+    """A prompt could not be made (a tool is missing or failed)."""
+
+
+def build_prompts(
+    config: ProvinceConfig, out_dir: Path | None = None, base: Path | None = None
+) -> list[Path]:
+    """Every prompt of every SIP site; `out_dir` overrides each site's `sip.prompts_dir`, which is
+    taken relative to `base` (the processes' working folder; default: ours)."""
+    built: list[Path] = []
+    for site in config.sites:
+        if site.sip is None:
+            continue
+        folder = out_dir or (base or Path.cwd()) / site.sip.prompts_dir
+        for spec in site_prompts(site).values():
+            path = prompt_path(folder, spec)
+            if path not in built:
+                build_prompt(spec, path)
+                built.append(path)
+    return built
+
+
+def build_prompt(spec: PromptSpec, path: Path) -> bool:
+    """Make one file unless it is up to date; True when it was (re)built."""
+    stamp = path.with_suffix(".stamp")
+    digest = hashlib.sha256(repr((spec.text, spec.voice, spec.music_s, MELODY, RATE)).encode()).hexdigest()
+    if path.exists() and stamp.exists() and stamp.read_text() == digest:
+        return False
+    for tool in ("espeak-ng", "sox"):
+        if shutil.which(tool) is None:
+            raise PromptBuildError(f"{tool} is not installed (bash deploy/install-system-deps.sh)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        speech = Path(tmp) / "speech.wav"
+        _run(["espeak-ng", "-v", spec.voice, "-s", "150", "-w", str(speech), spec.text])
+        # 8 kHz mono 16-bit: what G.711 carries, so rtpengine only encodes it.
+        out = Path(tmp) / "out.wav"
+        _run(["sox", str(speech), "-r", str(RATE), "-c", "1", "-b", "16", "-e", "signed-integer", str(out)])
+        if spec.music_s > 0:
+            music = Path(tmp) / "music.wav"
+            write_music(music, spec.music_s)
+            both = Path(tmp) / "both.wav"
+            _run(["sox", str(out), str(music), str(both)])
+            out = both
+        shutil.move(str(out), path)
+    stamp.write_text(digest)
+    return True
+
+
+def _run(cmd: list[str]) -> None:
+    try:
+        subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+    except subprocess.CalledProcessError as exc:
+        raise PromptBuildError(f"{cmd[0]} failed: {exc.stderr.decode(errors='replace').strip()}") from None
+
+
+def write_music(path: Path, seconds: float) -> None:
+    """Soft tones with fades, repeated to `seconds` (after a short pause behind the speech)."""
+    samples: list[int] = [0] * (RATE // 2)
+    while len(samples) < seconds * RATE:
+        for freq, dur in MELODY:
+            n = int(dur * RATE)
+            for i in range(n):
+                fade = min(1.0, i / 200, (n - i) / 400)
+                samples.append(int(6000 * fade * math.sin(2 * math.pi * freq * i / RATE)))
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes(struct.pack(f"<{len(samples)}h", *samples))
