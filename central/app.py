@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -18,18 +19,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from central.db.engine import create_engine, is_sqlite
-from central.db.migrate import upgrade
+from central.db.migrate import check_current, upgrade
 from central.grpc_api import SERVICE_NAME, CentralService
 from central.leadership import Leadership
 from central.live_state import LiveState
 from central.membership import MembershipWatcher
 from central.membership_view import MembershipView
+from central.metrics import CentralCollector
 from central.router import Router
 from central.stats.service import StatsService
 from central.store import Store
 from central.web.server import Dashboard
 from vcc.config import ProvinceConfig
 from vcc.membership import central_leader_key
+from vcc.metrics import CLIENT_INTERCEPTORS, Metrics, MetricsServer
 from vcc.rpc import Server
 from vcc.v1 import central_pb2_grpc
 
@@ -55,6 +58,7 @@ class CentralApp:
         seed_customers: int = 0,
         listen: str | None = None,
         replica_id: str = DEFAULT_REPLICA_ID,
+        metrics_listen: str | None = None,
     ) -> None:
         self.config = config
         self._seed_customers = seed_customers
@@ -76,11 +80,21 @@ class CentralApp:
         self.dashboard: Dashboard | None = None
         self.port = 0
         self.dashboard_port = 0
+        self.metrics = Metrics(f"central:{replica_id}")
+        # central.metrics_listen is replica 1's; another replica has one only when given its own.
+        if metrics_listen is None and replica_id == DEFAULT_REPLICA_ID:
+            metrics_listen = config.central.metrics_listen
+        self.metrics_server = MetricsServer(self.metrics, metrics_listen) if metrics_listen else None
 
     async def start(self) -> int:
         """Migrate, sync the config, start watching etcd and serving; returns the bound port."""
         url = self.config.central.database_url
-        await _with_database_retry(url, lambda: upgrade(url))
+        if self.config.central.schema_mode == "require":
+            # Migrations are their own step (`vcc central migrate`): never DDL from a replica.
+            await with_database_retry(url, lambda: check_current(url))
+        else:
+            await with_database_retry(url, lambda: upgrade(url))
+        CLIENT_INTERCEPTORS.set(self.metrics.client_interceptors())
         self.engine = create_engine(url)
         self.store = Store(self.engine)
 
@@ -116,9 +130,22 @@ class CentralApp:
             self.router,
             leadership=self.leadership,
         )
-        self.server = Server([SERVICE_NAME])
+        self.server = Server([SERVICE_NAME], [self.metrics.server_interceptor()])
         central_pb2_grpc.add_CentralServiceServicer_to_server(service, self.server.grpc)
         self.port = await self.server.start(self._listen)
+        collector = CentralCollector(
+            replica_id=self.replica_id,
+            clock=time.time,
+            leadership=lambda: self.leadership,
+            live_state=self.live_state,
+            store=self.store,
+            site_ids=[s.id for s in self.config.sites],
+        )
+        self.metrics.register(collector)
+        stats = StatsService(self.engine)
+        self.metrics.before_scrape(lambda: collector.refresh(stats))
+        if self.metrics_server is not None:
+            await self.metrics_server.start()
         # Serving only once this replica knows who leads: a client is then not bounced at once.
         await self.server.set_serving(False)
         self.leadership.address = f"{self._listen.rsplit(':', 1)[0]}:{self.port}"
@@ -126,13 +153,18 @@ class CentralApp:
         await self._settle(etcd.lease_ttl_s + SETTLE_EXTRA_S)
         await self.server.set_serving(True)
         log.info(
-            "central of province %s, replica %s, serving on port %d (%s)",
+            "central of province %s, replica %s, serving on port %d (%s, metrics %s)",
             self.config.province.id,
             self.replica_id,
             self.port,
             self.leadership.role,
+            self.metrics_url or "off",
         )
         return self.port
+
+    @property
+    def metrics_url(self) -> str:
+        return self.metrics_server.url if self.metrics_server is not None and self.metrics_server.port else ""
 
     async def _settle(self, timeout_s: float) -> None:
         """Until this replica leads or knows the leader's address (bounded: etcd may be away)."""
@@ -224,13 +256,15 @@ class CentralApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch_task
             self._watch_task = None
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
         if self.engine is not None:
             await self.engine.dispose()
             self.engine = None
         log.info("central stopped")
 
 
-async def _with_database_retry(url: str, step: Callable[[], Awaitable[None]]) -> None:
+async def with_database_retry(url: str, step: Callable[[], Awaitable[None]]) -> None:
     # A database server that is not up yet refuses connections; a bad SQLite path never heals.
     transient: tuple[type[Exception], ...] = (
         (OSError,) if is_sqlite(url) else (OSError, OperationalError, InterfaceError)

@@ -19,11 +19,13 @@ from site_node.links.central_link import CentralLink
 from site_node.links.customers import CentralCustomers
 from site_node.links.leader_watch import LeaderWatch
 from site_node.links.membership import Membership
+from site_node.metrics import ShipperFigures, SiteCollector
 from site_node.records.outbox import Outbox
 from site_node.records.shipper import Shipper
 from site_node.runtime import SiteRuntime
 from vcc import membership
 from vcc.config import ProvinceConfig
+from vcc.metrics import CLIENT_INTERCEPTORS, Metrics, MetricsServer
 from vcc.rpc import Server
 from vcc.v1 import cti_pb2_grpc, peer_pb2_grpc, site_admin_pb2, site_admin_pb2_grpc, trunk_pb2_grpc
 
@@ -40,15 +42,20 @@ DRAIN_ON_STOP_S = 3.0
 
 
 class SiteNode:
-    def __init__(self, province: ProvinceConfig, site_id: str) -> None:
+    def __init__(self, province: ProvinceConfig, site_id: str, metrics_listen: str | None = None) -> None:
         self.province = province
         self.site = province.site(site_id)
         self.started_at = time.time()
         self.address = self.site.listen
         self._tasks: list[asyncio.Task[None]] = []
+        self.metrics = Metrics(f"site:{site_id}")
+        listen = self.site.metrics_listen if metrics_listen is None else metrics_listen
+        self.metrics_server = MetricsServer(self.metrics, listen) if listen else None
 
     async def start(self) -> None:
         site = self.site
+        # Every channel this node's links open from here on times its RPCs (vcc.metrics).
+        CLIENT_INTERCEPTORS.set(self.metrics.client_interceptors())
         outbox_path = Path(site.outbox_path or f"vcc-outbox-{site.id}.db")
         outbox_path.parent.mkdir(parents=True, exist_ok=True)
         self.outbox = await Outbox.open(outbox_path)
@@ -69,7 +76,7 @@ class SiteNode:
             site_groups={s.id: frozenset(g.id for g in s.skill_groups) for s in sites},
         )
         self.runtime = SiteRuntime(self.switchboard, self.outbox, self.customers.lookup)
-        self.server = Server(SERVICES)
+        self.server = Server(SERVICES, [self.metrics.server_interceptor()])
         trunk_pb2_grpc.add_TrunkIngressServiceServicer_to_server(TrunkIngress(self.runtime), self.server.grpc)
         cti_pb2_grpc.add_AgentDesktopServiceServicer_to_server(AgentDesktop(self.runtime), self.server.grpc)
         site_admin_pb2_grpc.add_SiteAdminServiceServicer_to_server(
@@ -89,13 +96,38 @@ class SiteNode:
         self.central_link = CentralLink(self.runtime, self.leader.address, self.summary)
         self.peer_links = PeerLinks(self.runtime, self._peer_address)
         self.runtime.province = _Province(self)
+        self.metrics.register(
+            SiteCollector(
+                self.switchboard,
+                clock=time.time,
+                outbox_pending=lambda: self.outbox.pending_count,
+                outbox_dead=lambda: self.outbox.dead_letter_count,
+                shipper=lambda: ShipperFigures(
+                    self.shipper.shipped, self.shipper.failures, self.shipper.dead_lettered
+                ),
+                leader_epoch=lambda: self.leader.leader.epoch if self.leader.leader is not None else None,
+                central_connected=lambda: self.central_link.connected,
+            )
+        )
+        if self.metrics_server is not None:
+            await self.metrics_server.start()
         self._tasks = [
             asyncio.create_task(self.leader.run(), name="central-leader-watch"),
             asyncio.create_task(self.shipper.run(), name="shipper"),
             asyncio.create_task(self.membership.run(), name="membership"),
             asyncio.create_task(self.central_link.run(), name="central-link"),
         ]
-        log.info("site %s serving on %s (outbox %s)", site.id, self.address, outbox_path)
+        log.info(
+            "site %s serving on %s (outbox %s, metrics %s)",
+            site.id,
+            self.address,
+            outbox_path,
+            self.metrics_url or "off",
+        )
+
+    @property
+    def metrics_url(self) -> str:
+        return self.metrics_server.url if self.metrics_server is not None and self.metrics_server.port else ""
 
     def _peer_address(self, site_id: str) -> str | None:
         for s in self.province.sites:
@@ -130,6 +162,8 @@ class SiteNode:
         await self.peer_links.close()
         await self.central_link.close()
         await self.customers.close()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
         await self.outbox.close()
 
 

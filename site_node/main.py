@@ -1,4 +1,8 @@
-"""`vcc site --config F --site ID`: run one city's site node until SIGTERM or SIGINT."""
+"""`vcc site --config F --site ID`: run one city's site node until SIGTERM or SIGINT.
+
+Under systemd (Type=notify) it says READY=1 once it serves, feeds the watchdog from its event
+loop, and says STOPPING=1 when a signal starts the graceful stop.
+"""
 
 from __future__ import annotations
 
@@ -8,28 +12,40 @@ import signal
 
 from site_node.app import SiteNode
 from vcc import logs
-from vcc.config import load_province
+from vcc.config import ConfigError, load_province
+from vcc.sdnotify import Notifier
 
 log = logging.getLogger(__name__)
 
 
-async def serve(config_path: str, site_id: str) -> None:
+async def serve(config_path: str, site_id: str, metrics_listen: str | None = None) -> None:
     province = load_province(config_path)
-    node = SiteNode(province, site_id)
+    node = SiteNode(province, site_id, metrics_listen=metrics_listen)
+    notifier = Notifier.from_env()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await node.start()
     try:
+        await node.start()
+        notifier.ready(f"serving on {node.address}")
         await stop.wait()
+        log.info("stopping on signal")
     finally:
+        await notifier.stopping()
         await node.stop()
+        await notifier.close()
 
 
-def run(config_path: str, site_id: str) -> None:
+def run(
+    config_path: str, site_id: str, metrics_listen: str | None = None, log_format: str | None = None
+) -> None:
     """Raises vcc.config.ConfigError for a bad config (the CLI prints it and exits 2)."""
     province = load_province(config_path)
     province.site(site_id)
-    logs.configure(f"site:{site_id}")
-    asyncio.run(serve(config_path, site_id))
+    try:
+        logs.configure(f"site:{site_id}", fmt=log_format)
+    except ValueError as exc:
+        raise ConfigError(f"--log-format: {exc}") from None
+    logs.bind_process(site=site_id)
+    asyncio.run(serve(config_path, site_id, metrics_listen))

@@ -64,6 +64,8 @@ class ManagedProcess:
     log_path: Path
     cwd: Path
     address: str = ""
+    # Its Prometheus endpoint (URL), when it has one.
+    metrics: str = ""
     pid: int = 0
     # Guards against signalling a recycled pid after the process is long gone.
     create_time: float = 0.0
@@ -154,6 +156,7 @@ class ManagedProcess:
             "log": str(self.log_path),
             "cwd": str(self.cwd),
             "address": self.address,
+            "metrics": self.metrics,
             "pid": self.pid,
             "create_time": self.create_time,
         }
@@ -166,6 +169,7 @@ class ManagedProcess:
             log_path=Path(data["log"]),
             cwd=Path(data["cwd"]),
             address=str(data.get("address", "")),
+            metrics=str(data.get("metrics", "")),
             pid=int(data.get("pid", 0)),
             create_time=float(data.get("create_time", 0.0)),
         )
@@ -230,6 +234,7 @@ class Cluster:
         self.central_replicas = central_replicas
         # The other replicas' addresses, chosen once (a restarted replica comes back where it was).
         self._replica_addresses = {str(n): f"127.0.0.1:{free_port()}" for n in range(2, central_replicas + 1)}
+        self._replica_metrics = {str(n): f"127.0.0.1:{free_port()}" for n in range(2, central_replicas + 1)}
         self.sites: dict[str, ManagedProcess] = {}
         self.start_timeout_s = START_TIMEOUT_S
         # Extra environment per site process (e.g. the fault proxies' dial map, tools/faultproxy.py).
@@ -341,8 +346,11 @@ class Cluster:
         cmd = vcc_command("central", "--config", str(self.config_path))
         if self.seed_customers:
             cmd += ["--seed-customers", str(self.seed_customers)]
+        metrics = self.config.central.metrics_listen
         if replica_id != "1":
+            metrics = self._replica_metrics[replica_id]
             cmd += ["--replica-id", replica_id, "--listen", self.replica_address(replica_id)]
+            cmd += ["--metrics-listen", metrics]
         suffix = "" if replica_id == "1" else f"-{replica_id}"
         return ManagedProcess(
             name=f"central{suffix}",
@@ -350,6 +358,7 @@ class Cluster:
             log_path=self.logs_dir / f"central{suffix}.log",
             cwd=self.run_dir,
             address=self.replica_address(replica_id),
+            metrics=metrics_url(metrics),
         )
 
     def _site_process(self, site_id: str) -> ManagedProcess:
@@ -360,6 +369,7 @@ class Cluster:
             log_path=self.logs_dir / f"site-{site_id}.log",
             cwd=self.run_dir,
             address=site.listen,
+            metrics=metrics_url(site.metrics_listen),
         )
 
     async def start_central(self) -> None:
@@ -515,13 +525,18 @@ def _write_run_config(
 ) -> ProvinceConfig:
     """The province config the processes read: the operator's, pointed at our etcd (and free ports)."""
     raw.setdefault("etcd", {})["endpoints"] = [etcd_endpoint]
+    central = raw.setdefault("central", {})
     if fresh_ports:
-        central = raw.setdefault("central", {})
         central["listen"] = f"127.0.0.1:{free_port()}"
         if central.get("dashboard_listen"):
             central["dashboard_listen"] = f"127.0.0.1:{free_port()}"
         for site in raw["sites"]:
             site["listen"] = f"127.0.0.1:{free_port()}"
+    # Every process of a local cluster has a Prometheus endpoint, on a free port unless the
+    # operator's config names one (and fresh ports move that one too).
+    for part in (central, *raw["sites"]):
+        if fresh_ports or not part.get("metrics_listen"):
+            part["metrics_listen"] = f"127.0.0.1:{free_port()}"
     config_file = run / CONFIG_FILE
     config = parse_province(raw, str(config_file))
     config_file.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
@@ -531,10 +546,27 @@ def _write_run_config(
 # --- the state file, for `vcc cluster down|status` from another process ---------------------------
 
 
+def metrics_url(listen: str) -> str:
+    return f"http://{listen}/metrics" if listen else ""
+
+
 def write_state(run_dir: Path, processes: Sequence[ManagedProcess], *, config_path: Path) -> None:
+    central: dict[str, Any] = {}
+    sites: dict[str, dict[str, str]] = {}
+    for p in processes:
+        if p.name == "central":
+            central.update(address=p.address, metrics=p.metrics)
+        elif p.name.startswith("central-"):
+            replica = {"address": p.address, "metrics": p.metrics}
+            central.setdefault("replicas", {})[p.name.removeprefix("central-")] = replica
+        elif p.name.startswith("site "):
+            sites[p.name.removeprefix("site ")] = {"address": p.address, "metrics": p.metrics}
     state = {
         "run_dir": str(run_dir),
         "config": str(config_path),
+        # SPEC §6: each process's addresses for scripts (central.metrics, sites.<id>.metrics).
+        "central": central,
+        "sites": sites,
         "processes": [p.to_json() for p in processes],
     }
     tmp = run_dir / (STATE_FILE + ".tmp")

@@ -124,6 +124,8 @@ class SiteConfig(_Strict):
     desktop_grace_s: float = Field(default=30.0, gt=0, le=3600)
     # Local SQLite journal of call records not yet acknowledged by central.
     outbox_path: str = ""
+    # Prometheus scrape endpoint (HTTP, /metrics); empty: none.
+    metrics_listen: HostPort | Literal[""] = ""
 
     @model_validator(mode="after")
     def _references(self) -> SiteConfig:
@@ -158,6 +160,14 @@ class CentralConfig(_Strict):
     database_url: str = "sqlite+aiosqlite:///vcc-central.db"
     # The operations dashboard (HTTP); empty: no dashboard.
     dashboard_listen: HostPort | Literal[""] = ""
+    # Prometheus scrape endpoint of replica 1 (HTTP, /metrics); empty: none. Other replicas are
+    # given theirs with `vcc central --metrics-listen`.
+    metrics_listen: HostPort | Literal[""] = ""
+    # At start: "migrate" brings the schema to the newest (under an advisory lock where the
+    # database has one); "require" refuses to start on a database that `vcc central migrate` has
+    # not brought to this version's schema (for several replicas on CockroachDB, which has no
+    # advisory locks: migrations then run once, as their own step).
+    schema_mode: Literal["migrate", "require"] = "migrate"
 
     @field_validator("database_url")
     @classmethod
@@ -203,6 +213,12 @@ class ProvinceConfig(_Strict):
         ids = [s.id for s in self.sites]
         _unique("sites", ids)
         _unique("sites.*.listen", [s.listen for s in self.sites] + [self.central.listen])
+        # Every HTTP endpoint on its own port too (port 0: the system picks a free one).
+        http = [self.central.metrics_listen, self.central.dashboard_listen] + [
+            s.metrics_listen for s in self.sites
+        ]
+        endpoints = [s.listen for s in self.sites] + [self.central.listen] + [a for a in http if a]
+        _unique("metrics_listen", [a for a in endpoints if not a.endswith(":0")])
         # Agent codes are unique in the province: a transfer names an agent by code alone.
         _unique("agents (province-wide)", [a.code for s in self.sites for a in s.agents])
         for i, site in enumerate(self.sites):

@@ -7,7 +7,7 @@ import functools
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from vcc.errors import ERROR_ID_KEY, VccError
+from vcc.metrics import CLIENT_INTERCEPTORS
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,10 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: VccError) -> 
 class Server:
     """A grpc.aio server with health and reflection; NOT_SERVING before a graceful stop."""
 
-    def __init__(self, service_names: Iterable[str]) -> None:
-        self.grpc = grpc.aio.server(options=SERVER_OPTIONS)
+    def __init__(
+        self, service_names: Iterable[str], interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+    ) -> None:
+        self.grpc = grpc.aio.server(options=SERVER_OPTIONS, interceptors=list(interceptors) or None)
         self._health = health.aio.HealthServicer()
         self._names = [*service_names, health.SERVICE_NAME]
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self.grpc)
@@ -145,7 +148,9 @@ def dialled(address: str) -> str:
 
 
 def channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(dialled(address), options=CHANNEL_OPTIONS)
+    # The interceptors of the process composed in this context (vcc.metrics.CLIENT_INTERCEPTORS).
+    interceptors = list(CLIENT_INTERCEPTORS.get()) or None
+    return grpc.aio.insecure_channel(dialled(address), options=CHANNEL_OPTIONS, interceptors=interceptors)
 
 
 async def wait_serving(address: str, timeout_s: float = 20.0) -> None:
