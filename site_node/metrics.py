@@ -14,6 +14,7 @@ from prometheus_client.registry import Collector
 
 from routing.agents import AgentState
 from site_node.callcontrol import Switchboard
+from site_node.callcontrol.domain import CallState
 
 
 @dataclass(frozen=True)
@@ -98,15 +99,21 @@ class SiteCollector(Collector):
         )
         oldest = GaugeMetricFamily(
             "vcc_site_oldest_wait_seconds",
-            "How long the longest-waiting call of a skill group has waited (0: none waits).",
+            "How long the longest-waiting call of a skill group has waited since it arrived (0: none waits).",
             labels=["site", "skill_group"],
         )
         ready = GaugeMetricFamily(
             "vcc_site_skill_agents_ready", "Agents ready for a skill group.", labels=["site", "skill_group"]
         )
-        for gid in sb.acd.skill_groups:
-            waiting.add_metric([site, gid], sb.acd.waiting(gid))
-            oldest.add_metric([site, gid], sb.oldest_wait_s(gid, now))
+        # Waiting as the caller hears it: queued, including calls held out of the ACD for a
+        # moment while their screen pop is fetched (the ACD's own count leaves those out).
+        queued: dict[str, list[float]] = {gid: [] for gid in sb.acd.skill_groups}
+        for call in sb.calls.values():
+            if call.state == CallState.QUEUED and call.skill_group in queued:
+                queued[call.skill_group].append(call.arrived_at)
+        for gid, arrivals in queued.items():
+            waiting.add_metric([site, gid], len(arrivals))
+            oldest.add_metric([site, gid], max(0.0, now - min(arrivals)) if arrivals else 0.0)
             ready.add_metric([site, gid], sb.acd.ready_count(gid))
         yield waiting
         yield oldest
