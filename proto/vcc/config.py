@@ -213,12 +213,12 @@ class ProvinceConfig(_Strict):
         ids = [s.id for s in self.sites]
         _unique("sites", ids)
         _unique("sites.*.listen", [s.listen for s in self.sites] + [self.central.listen])
-        # Every HTTP endpoint on its own port too (port 0: the system picks a free one).
-        http = [self.central.metrics_listen, self.central.dashboard_listen] + [
-            s.metrics_listen for s in self.sites
-        ]
+        # Every HTTP endpoint on its own address too. Port 0 (the system picks one) and wildcard
+        # hosts (each process on its own host, as in a real province) cannot collide here.
+        http = [self.central.metrics_listen, self.central.dashboard_listen]
+        http += [s.metrics_listen for s in self.sites]
         endpoints = [s.listen for s in self.sites] + [self.central.listen] + [a for a in http if a]
-        _unique("metrics_listen", [a for a in endpoints if not a.endswith(":0")])
+        _unique("metrics_listen", [a for a in endpoints if not _any_host_or_port(a)])
         # Agent codes are unique in the province: a transfer names an agent by code alone.
         _unique("agents (province-wide)", [a.code for s in self.sites for a in s.agents])
         for i, site in enumerate(self.sites):
@@ -234,6 +234,11 @@ class ProvinceConfig(_Strict):
         raise ConfigError(
             f"site: no site {site_id!r} in the province config (have: {', '.join(s.id for s in self.sites)})"
         )
+
+
+def _any_host_or_port(address: str) -> bool:
+    host, port = address.rsplit(":", 1)
+    return port == "0" or host in ("0.0.0.0", "[::]", "::", "")
 
 
 def _unique(key: str, values: list[str]) -> None:
