@@ -28,6 +28,7 @@ from site_node.callcontrol.domain import (
     ToCaller,
 )
 from site_node.grpc_api import convert
+from site_node.transition_log import TransitionLog
 from vcc.errors import Unavailable, VccError
 from vcc.rpc import timestamp
 from vcc.v1 import common_pb2, cti_pb2, trunk_pb2
@@ -92,6 +93,7 @@ class SiteRuntime:
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = float("inf")
+        self._transitions = TransitionLog(switchboard.site_id)
         self.closed = False
         # Wired by the composition root once the links exist (None: a site on its own).
         self.province: Province | None = None
@@ -135,6 +137,7 @@ class SiteRuntime:
                 line.queue.put_nowait((old.last, None))
 
     def apply(self, effects: Sequence[Effect]) -> None:
+        self._transitions.observe(effects)
         batch: list[common_pb2.CallEvent] = []
         durable: asyncio.Future[None] | None = None
         for fx in effects:

@@ -33,7 +33,7 @@ ID_FIELDS = ("site", "call_id", "agent_code", "replica", "offer_id", "skill_grou
 # Fields that may hold a phone number: masked wherever they come from.
 PHONE_FIELDS = ("ani", "phone")
 # Extra fields a JSON line carries besides the ids, when a record has them.
-EXTRA_FIELDS = ("event", "from_state", "to_state", *PHONE_FIELDS)
+EXTRA_FIELDS = ("event", "from_state", "to_state", "outcome", *PHONE_FIELDS)
 
 _NO_IDS: Mapping[str, str] = MappingProxyType({})
 _bound: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("vcc_log_ids", default=_NO_IDS)
