@@ -34,6 +34,7 @@ from vcc.config import ProvinceConfig
 from vcc.membership import central_leader_key
 from vcc.metrics import CLIENT_INTERCEPTORS, Metrics, MetricsServer
 from vcc.rpc import Server
+from vcc.tracing import Tracing
 from vcc.v1 import central_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class CentralApp:
         listen: str | None = None,
         replica_id: str = DEFAULT_REPLICA_ID,
         metrics_listen: str | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.config = config
         self._seed_customers = seed_customers
@@ -85,6 +87,8 @@ class CentralApp:
         if metrics_listen is None and replica_id == DEFAULT_REPLICA_ID:
             metrics_listen = config.central.metrics_listen
         self.metrics_server = MetricsServer(self.metrics, metrics_listen) if metrics_listen else None
+        # The process's entry point builds it from `tracing:` of the config (central.main).
+        self.tracing = tracing or Tracing.disabled(f"central:{replica_id}")
 
     async def start(self) -> int:
         """Migrate, sync the config, start watching etcd and serving; returns the bound port."""
@@ -94,7 +98,7 @@ class CentralApp:
             await with_database_retry(url, lambda: check_current(url))
         else:
             await with_database_retry(url, lambda: upgrade(url))
-        CLIENT_INTERCEPTORS.set(self.metrics.client_interceptors())
+        CLIENT_INTERCEPTORS.set([*self.tracing.client_interceptors(), *self.metrics.client_interceptors()])
         self.engine = create_engine(url)
         self.store = Store(self.engine)
 
@@ -109,7 +113,9 @@ class CentralApp:
             self.membership.sites,
             self.config.routing.max_state_age_s,
         )
-        self.router = Router(self.config.routing, self.live_state, self.store, self.config.sites)
+        self.router = Router(
+            self.config.routing, self.live_state, self.store, self.config.sites, tracer=self.tracing.tracer
+        )
         self._router_task = asyncio.create_task(self.router.run(), name="central-router")
 
         etcd = self.config.etcd
@@ -130,7 +136,9 @@ class CentralApp:
             self.router,
             leadership=self.leadership,
         )
-        self.server = Server([SERVICE_NAME], [self.metrics.server_interceptor()])
+        self.server = Server(
+            [SERVICE_NAME], [*self.tracing.server_interceptors(), self.metrics.server_interceptor()]
+        )
         central_pb2_grpc.add_CentralServiceServicer_to_server(service, self.server.grpc)
         self.port = await self.server.start(self._listen)
         collector = CentralCollector(
@@ -261,6 +269,7 @@ class CentralApp:
         if self.engine is not None:
             await self.engine.dispose()
             self.engine = None
+        await asyncio.to_thread(self.tracing.shutdown)
         log.info("central stopped")
 
 

@@ -14,6 +14,7 @@ from central.db.migrate import current_revision, upgrade
 from vcc import logs
 from vcc.config import ConfigError, ProvinceConfig, load_province
 from vcc.sdnotify import Notifier
+from vcc.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,10 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    app = CentralApp(config, seed_customers, listen, replica_id, metrics_listen=metrics_listen)
+    tracing = Tracing(f"central:{replica_id}", config.tracing)
+    app = CentralApp(
+        config, seed_customers, listen, replica_id, metrics_listen=metrics_listen, tracing=tracing
+    )
     # systemd (Type=notify): READY=1 once serving, the watchdog fed from this loop.
     notifier = Notifier.from_env()
     try:

@@ -8,6 +8,7 @@ import logging
 import time
 from pathlib import Path
 
+from site_node.call_tracer import CallTracer, ShipTracing
 from site_node.callcontrol import Switchboard
 from site_node.callcontrol.domain import AskRoute, LegToOrigin, LegToTarget, OfferRemote
 from site_node.grpc_api.admin_service import SiteAdmin
@@ -27,6 +28,7 @@ from vcc import membership
 from vcc.config import ProvinceConfig
 from vcc.metrics import CLIENT_INTERCEPTORS, Metrics, MetricsServer
 from vcc.rpc import Server
+from vcc.tracing import Tracing
 from vcc.v1 import cti_pb2_grpc, peer_pb2_grpc, site_admin_pb2, site_admin_pb2_grpc, trunk_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,13 @@ DRAIN_ON_STOP_S = 3.0
 
 
 class SiteNode:
-    def __init__(self, province: ProvinceConfig, site_id: str, metrics_listen: str | None = None) -> None:
+    def __init__(
+        self,
+        province: ProvinceConfig,
+        site_id: str,
+        metrics_listen: str | None = None,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.province = province
         self.site = province.site(site_id)
         self.started_at = time.time()
@@ -51,11 +59,14 @@ class SiteNode:
         self.metrics = Metrics(f"site:{site_id}")
         listen = self.site.metrics_listen if metrics_listen is None else metrics_listen
         self.metrics_server = MetricsServer(self.metrics, listen) if listen else None
+        # The process's entry point builds it from `tracing:` of the config (site_node.main).
+        self.tracing = tracing or Tracing.disabled(f"site:{site_id}")
 
     async def start(self) -> None:
         site = self.site
         # Every channel this node's links open from here on times its RPCs (vcc.metrics).
-        CLIENT_INTERCEPTORS.set(self.metrics.client_interceptors())
+        # Tracing first: its client span is open while the metrics interceptor times the call.
+        CLIENT_INTERCEPTORS.set([*self.tracing.client_interceptors(), *self.metrics.client_interceptors()])
         outbox_path = Path(site.outbox_path or f"vcc-outbox-{site.id}.db")
         outbox_path.parent.mkdir(parents=True, exist_ok=True)
         self.outbox = await Outbox.open(outbox_path)
@@ -75,8 +86,11 @@ class SiteNode:
             agent_sites={a.code: s.id for s in sites for a in s.agents},
             site_groups={s.id: frozenset(g.id for g in s.skill_groups) for s in sites},
         )
-        self.runtime = SiteRuntime(self.switchboard, self.outbox, self.customers.lookup)
-        self.server = Server(SERVICES, [self.metrics.server_interceptor()])
+        calls = CallTracer(self.tracing.tracer, site.id) if self.tracing.enabled else None
+        self.runtime = SiteRuntime(self.switchboard, self.outbox, self.customers.lookup, tracer=calls)
+        self.server = Server(
+            SERVICES, [*self.tracing.server_interceptors(), self.metrics.server_interceptor()]
+        )
         trunk_pb2_grpc.add_TrunkIngressServiceServicer_to_server(TrunkIngress(self.runtime), self.server.grpc)
         cti_pb2_grpc.add_AgentDesktopServiceServicer_to_server(AgentDesktop(self.runtime), self.server.grpc)
         site_admin_pb2_grpc.add_SiteAdminServiceServicer_to_server(
@@ -86,7 +100,12 @@ class SiteNode:
         peer_pb2_grpc.add_SitePeerServiceServicer_to_server(self.peer, self.server.grpc)
         port = await self.server.start(site.listen)
         self.address = f"{site.listen.rsplit(':', 1)[0]}:{port}"
-        self.shipper = Shipper(self.outbox, site.id, self.leader.address)
+        self.shipper = Shipper(
+            self.outbox,
+            site.id,
+            self.leader.address,
+            tracing=ShipTracing(self.tracing.tracer, calls) if calls is not None else None,
+        )
         self.membership = Membership(
             list(etcd.endpoints),
             membership.site_key(etcd.prefix, self.province.province.id, site.id),
@@ -165,6 +184,8 @@ class SiteNode:
         if self.metrics_server is not None:
             await self.metrics_server.stop()
         await self.outbox.close()
+        # The last spans (the shutdown's) are flushed off the loop.
+        await asyncio.to_thread(self.tracing.shutdown)
 
 
 class _Province:

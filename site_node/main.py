@@ -14,13 +14,15 @@ from site_node.app import SiteNode
 from vcc import logs
 from vcc.config import ConfigError, load_province
 from vcc.sdnotify import Notifier
+from vcc.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
 
 async def serve(config_path: str, site_id: str, metrics_listen: str | None = None) -> None:
     province = load_province(config_path)
-    node = SiteNode(province, site_id, metrics_listen=metrics_listen)
+    tracing = Tracing(f"site:{site_id}", province.tracing)
+    node = SiteNode(province, site_id, metrics_listen=metrics_listen, tracing=tracing)
     notifier = Notifier.from_env()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

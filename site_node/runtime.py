@@ -8,12 +8,14 @@ customers up, and fires the switchboard's deadlines.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from site_node.call_tracer import CallTracer
 from site_node.callcontrol import RemoteOfferIn, Switchboard
 from site_node.callcontrol.domain import (
     AskRoute,
@@ -82,8 +84,10 @@ class SiteRuntime:
         journal: Journaling,
         lookup_customer: CustomerLookup,
         clock: Callable[[], float] = time.time,
+        tracer: CallTracer | None = None,
     ) -> None:
         self.sb = switchboard
+        self.tracer = tracer
         self._journal = journal
         self._lookup = lookup_customer
         self.clock = clock
@@ -138,6 +142,8 @@ class SiteRuntime:
 
     def apply(self, effects: Sequence[Effect]) -> None:
         self._transitions.observe(effects)
+        if self.tracer is not None:
+            self.tracer.observe(effects)
         batch: list[common_pb2.CallEvent] = []
         durable: asyncio.Future[None] | None = None
         for fx in effects:
@@ -172,13 +178,19 @@ class SiteRuntime:
             return
         match fx:
             case AskRoute():
-                p.ask_route(fx)
+                # In the call's trace: central's answer continues it (traceparent over gRPC).
+                with self._call_context(fx.call_id):
+                    p.ask_route(fx)
             case OfferRemote():
-                p.offer_remote(fx)
+                with self._call_context(fx.call_id):
+                    p.offer_remote(fx)
             case LegToTarget():
                 p.to_target(fx)
             case LegToOrigin():
                 p.to_origin(fx)
+
+    def _call_context(self, call_id: str) -> contextlib.AbstractContextManager[None]:
+        return self.tracer.context_of(call_id) if self.tracer is not None else contextlib.nullcontext()
 
     def loop_soon(self, action: Callable[[], object]) -> None:
         """Run `action` on the next loop iteration (never re-entrantly inside apply)."""

@@ -146,6 +146,21 @@ def central_migrate(config: ConfigOpt, log_format: LogFormatOpt = None) -> None:
     typer.echo(f"database schema at {revision}")
 
 
+@app.command("trace")
+def trace_call(
+    call_id: Annotated[str, typer.Argument(help="The call's id.")],
+    run_dir: RunDirOpt = DEFAULT_CLUSTER_DIR,
+) -> None:
+    """Print one call's spans as a time line across the processes (from the run folder's traces)."""
+    from tools.trace_cli import call_spans, read_spans, timeline
+
+    spans = call_spans(read_spans(run_dir), call_id)
+    if not spans:
+        fail(f"no span of call {call_id} under {run_dir} (is tracing on, and the call over?)", code=1)
+    for line in timeline(spans):
+        typer.echo(line)
+
+
 # --- config helpers --------------------------------------------------------------------------------
 
 

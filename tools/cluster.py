@@ -533,9 +533,10 @@ def _write_run_config(
         for site in raw["sites"]:
             site["listen"] = f"127.0.0.1:{free_port()}"
     # Every process of a local cluster has a Prometheus endpoint, on a free port unless the
-    # operator's config names one (and fresh ports move that one too).
+    # operator's config names one (fresh ports move that one too).
+    # An explicit "" turns a process's endpoint off.
     for part in (central, *raw["sites"]):
-        if fresh_ports or not part.get("metrics_listen"):
+        if "metrics_listen" not in part or (fresh_ports and part["metrics_listen"]):
             part["metrics_listen"] = f"127.0.0.1:{free_port()}"
     config_file = run / CONFIG_FILE
     config = parse_province(raw, str(config_file))

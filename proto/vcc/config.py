@@ -195,6 +195,18 @@ class RoutingConfig(_Strict):
     reroute_interval_s: float = Field(default=1.0, gt=0, le=60)
 
 
+class TracingConfig(_Strict):
+    """Traces (vcc.tracing): one per call across the cities it touches."""
+
+    enabled: bool = True
+    # OTLP/gRPC collector (host:port or URL); empty: OTEL_EXPORTER_OTLP_ENDPOINT, else a local
+    # JSON-lines file per process in `file_dir` (relative to the process's working folder).
+    otlp_endpoint: str = ""
+    file_dir: str = "traces"
+    # Share of calls traced (a call's trace is kept or dropped whole, in every city).
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
 class ProvinceInfo(_Strict):
     id: Ident
     name: str
@@ -206,6 +218,7 @@ class ProvinceConfig(_Strict):
     etcd: EtcdConfig = EtcdConfig()
     central: CentralConfig = CentralConfig()
     routing: RoutingConfig = RoutingConfig()
+    tracing: TracingConfig = TracingConfig()
     sites: list[SiteConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
