@@ -63,7 +63,8 @@ def call_spans(spans: Iterable[SpanRow], call_id: str) -> list[SpanRow]:
     traces = {s.trace_id for s in spans if s.attributes.get("vcc.call_id") == call_id}
     linked = {s.trace_id for s in spans if any(link.split("/", 1)[0] in traces for link in s.links)}
     wanted = traces | linked
-    return sorted((s for s in spans if s.trace_id in wanted), key=lambda s: (s.start_ns, s.end_ns))
+    # A parent starts with its first child but lasts longer: it comes first.
+    return sorted((s for s in spans if s.trace_id in wanted), key=lambda s: (s.start_ns, -s.end_ns))
 
 
 def timeline(spans: Sequence[SpanRow]) -> list[str]:
