@@ -24,6 +24,10 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 MIGRATION_LOCK_KEY = 0x7663632D6D696772
 
 
+_LOCK = sa.text("SELECT pg_advisory_lock(:key)")
+_UNLOCK = sa.text("SELECT pg_advisory_unlock(:key)")
+
+
 class SchemaNotCurrent(RuntimeError):
     """The database's schema is not the one this version needs: run `vcc central migrate` first."""
 
@@ -44,18 +48,32 @@ def head_revision() -> str:
 
 
 async def upgrade(url: str) -> None:
-    """Apply every migration not applied yet (idempotent; safe to call at each start)."""
+    """Apply every migration not applied yet (idempotent; safe to call at each start).
+
+    Two replicas starting on a new database take turns: the second sees the schema the first
+    made. PostgreSQL has advisory locks: a session lock, held on a connection of its own around
+    the migration's transaction (a lock taken inside that SERIALIZABLE transaction would come
+    after its snapshot, which would still miss the first one's tables). CockroachDB has none:
+    there, run `vcc central migrate` once and start replicas with central.schema_mode: require.
+    """
     engine = writer(create_engine(url, poolclass=NullPool))
     try:
-        async with engine.begin() as conn:
-            # Two replicas starting on a new database take turns: the second sees the schema the
-            # first made. PostgreSQL has advisory locks; CockroachDB has none (there, run
-            # `vcc central migrate` once and start replicas with central.schema_mode: require).
-            if await _has_advisory_locks(conn):
-                await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
-            before = await conn.run_sync(_current)
-            await conn.run_sync(_upgrade, alembic_config(url))
-            after = await conn.run_sync(_current)
+        async with engine.connect() as lock:
+            locked = await _has_advisory_locks(lock)
+            if locked:
+                await lock.execute(_LOCK, {"key": MIGRATION_LOCK_KEY})
+                await lock.commit()
+            try:
+                async with engine.begin() as conn:
+                    before = await conn.run_sync(_current)
+                    await conn.run_sync(_upgrade, alembic_config(url))
+                    after = await conn.run_sync(_current)
+            finally:
+                if locked:
+                    await lock.execute(
+                        sa.text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY}
+                    )
+                    await lock.commit()
     finally:
         await engine.dispose()
     if before != after:
