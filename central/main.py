@@ -39,7 +39,7 @@ def run(
     except ValueError as exc:
         print(f"central: --log-format: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_CONFIG) from None
-    logs.bind_process(replica=replica_id)
+    logs.bind_context(replica=replica_id)
     # Alembic narrates every step at INFO; central.db.migrate logs the schema change once.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:

@@ -49,5 +49,5 @@ def run(
         logs.configure(f"site:{site_id}", fmt=log_format)
     except ValueError as exc:
         raise ConfigError(f"--log-format: {exc}") from None
-    logs.bind_process(site=site_id)
+    logs.bind_context(site=site_id)
     asyncio.run(serve(config_path, site_id, metrics_listen))

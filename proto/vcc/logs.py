@@ -64,8 +64,9 @@ def bind(**ids: str) -> Iterator[None]:
         _bound.reset(token)
 
 
-def bind_process(**ids: str) -> None:
-    """Bind ids for the rest of this context: the process's own (its site id, its replica)."""
+def bind_context(**ids: str) -> None:
+    """Bind ids for the rest of this context: in a process's main task, the process's own (its
+    site, its replica: every task inherits them); in an RPC's task, that RPC's call."""
     _bound.set({**_bound.get(), **{k: v for k, v in ids.items() if v}})
 
 

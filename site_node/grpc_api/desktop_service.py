@@ -13,6 +13,7 @@ from site_node.callcontrol.domain import Effect
 from site_node.grpc_api import auth
 from site_node.grpc_api.idempotency import IdempotencyCache
 from site_node.runtime import SiteRuntime
+from vcc import logs
 from vcc.errors import InvalidArgument, NotFound, Unauthenticated
 from vcc.rpc import maps_errors, maps_stream_errors
 from vcc.v1 import common_pb2, cti_pb2, cti_pb2_grpc
@@ -181,6 +182,8 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
         self, request: cti_pb2.StreamEventsRequest, context: Ctx
     ) -> AsyncIterator[cti_pb2.StreamEventsResponse]:
         code = self._agent_of(request.session_token)
+        # This RPC's task is this agent's desktop: its log lines name the agent.
+        logs.bind_context(agent_code=code)
         line = self.rt.attach_desktop(code)
         try:
             while (msg := await line.queue.get()) is not None:

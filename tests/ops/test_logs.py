@@ -42,7 +42,7 @@ def test_json_lines_carry_the_bound_ids_and_mask_phone_numbers(
     captured: tuple[logging.Logger, io.StringIO],
 ) -> None:
     logger, out = captured
-    logs.bind_process(site="gz")
+    logs.bind_context(site="gz")
     with logs.bind(call_id="c-1", agent_code="1001"):
         logger.info("caller %s waits", ANI, extra={"ani": ANI})
     logger.warning("outside the call")
