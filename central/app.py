@@ -20,7 +20,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 
 from central import audit
 from central.db.engine import create_engine, is_sqlite
-from central.db.migrate import upgrade
+from central.db.migrate import check_current, upgrade
 from central.flow_publisher import FlowPublisher
 from central.flows import FlowStore
 from central.grpc_api import SERVICE_NAME, CentralService
@@ -31,6 +31,7 @@ from central.leadership import Leadership
 from central.live_state import LiveState
 from central.membership import MembershipWatcher
 from central.membership_view import MembershipView
+from central.metrics import CentralCollector
 from central.router import Router
 from central.servicedesk.desk import ServiceDesk
 from central.servicedesk.grpc_api import SERVICE_NAMES as DESK_SERVICES
@@ -42,7 +43,9 @@ from vcc.authz import Authorizer
 from vcc.config import ProvinceConfig
 from vcc.errors import VccError
 from vcc.membership import central_leader_key
+from vcc.metrics import CLIENT_INTERCEPTORS, Metrics, MetricsServer
 from vcc.rpc import Server
+from vcc.tracing import Tracing
 from vcc.v1 import audit_pb2_grpc, central_pb2_grpc, ivr_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -74,6 +77,8 @@ class CentralApp:
         seed_customers: int = 0,
         listen: str | None = None,
         replica_id: str = DEFAULT_REPLICA_ID,
+        metrics_listen: str | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.config = config
         self._seed_customers = seed_customers
@@ -99,12 +104,24 @@ class CentralApp:
         self.desk: ServiceDesk | None = None
         self.port = 0
         self.dashboard_port = 0
+        self.metrics = Metrics(f"central:{replica_id}")
+        # central.metrics_listen is replica 1's; another replica has one only when given its own.
+        if metrics_listen is None and replica_id == DEFAULT_REPLICA_ID:
+            metrics_listen = config.central.metrics_listen
+        self.metrics_server = MetricsServer(self.metrics, metrics_listen) if metrics_listen else None
+        # The process's entry point builds it from `tracing:` of the config (central.main).
+        self.tracing = tracing or Tracing.disabled(f"central:{replica_id}")
 
     async def start(self) -> int:
         """Migrate, sync the config, start watching etcd and serving; returns the bound port."""
         # Credentials come from central's own environment or file, never the shared province file.
         url = self.config.central.effective_database_url()
-        await _with_database_retry(url, lambda: upgrade(url))
+        if self.config.central.schema_mode == "require":
+            # Migrations are their own step (`vcc central migrate`): never DDL from a replica.
+            await with_database_retry(url, lambda: check_current(url))
+        else:
+            await with_database_retry(url, lambda: upgrade(url))
+        CLIENT_INTERCEPTORS.set([*self.tracing.client_interceptors(), *self.metrics.client_interceptors()])
         self.engine = create_engine(url)
         self.store = Store(self.engine)
 
@@ -119,7 +136,9 @@ class CentralApp:
             self.membership.sites,
             self.config.routing.max_state_age_s,
         )
-        self.router = Router(self.config.routing, self.live_state, self.store, self.config.sites)
+        self.router = Router(
+            self.config.routing, self.live_state, self.store, self.config.sites, tracer=self.tracing.tracer
+        )
         self._router_task = asyncio.create_task(self.router.run(), name="central-router")
 
         etcd = self.config.etcd
@@ -157,7 +176,11 @@ class CentralApp:
         self.server = Server(
             [SERVICE_NAME, IVR_SERVICE_NAME, audit.SERVICE_NAME, *DESK_SERVICES],
             tls=files,
-            interceptors=[authorizer] if files else [],
+            interceptors=[
+                *self.tracing.server_interceptors(),
+                self.metrics.server_interceptor(),
+                *([authorizer] if files else []),
+            ],
         )
         central_pb2_grpc.add_CentralServiceServicer_to_server(service, self.server.grpc)
         audit_pb2_grpc.add_AuditServiceServicer_to_server(
@@ -168,6 +191,19 @@ class CentralApp:
         self.desk = ServiceDesk(self.store, [s.id for s in self.config.sites])
         self.desk.add_to(self.server.grpc)
         self.port = await self.server.start(self._listen)
+        collector = CentralCollector(
+            replica_id=self.replica_id,
+            clock=time.time,
+            leadership=lambda: self.leadership,
+            live_state=self.live_state,
+            store=self.store,
+            site_ids=[s.id for s in self.config.sites],
+        )
+        self.metrics.register(collector)
+        stats = StatsService(self.engine)
+        self.metrics.before_scrape(lambda: collector.refresh(stats))
+        if self.metrics_server is not None:
+            await self.metrics_server.start()
         # Serving only once this replica knows who leads: a client is then not bounced at once.
         await self.server.set_serving(False)
         self.leadership.address = f"{self._listen.rsplit(':', 1)[0]}:{self.port}"
@@ -175,13 +211,18 @@ class CentralApp:
         await self._settle(etcd.lease_ttl_s + SETTLE_EXTRA_S)
         await self.server.set_serving(True)
         log.info(
-            "central of province %s, replica %s, serving on port %d (%s)",
+            "central of province %s, replica %s, serving on port %d (%s, metrics %s)",
             self.config.province.id,
             self.replica_id,
             self.port,
             self.leadership.role,
+            self.metrics_url or "off",
         )
         return self.port
+
+    @property
+    def metrics_url(self) -> str:
+        return self.metrics_server.url if self.metrics_server is not None and self.metrics_server.port else ""
 
     async def _settle(self, timeout_s: float) -> None:
         """Until this replica leads or knows the leader's address (bounded: etcd may be away)."""
@@ -308,13 +349,16 @@ class CentralApp:
             task.cancel()
         if self.flow_publisher is not None:
             await self.flow_publisher.close()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
         if self.engine is not None:
             await self.engine.dispose()
             self.engine = None
+        await asyncio.to_thread(self.tracing.shutdown)
         log.info("central stopped")
 
 
-async def _with_database_retry(url: str, step: Callable[[], Awaitable[None]]) -> None:
+async def with_database_retry(url: str, step: Callable[[], Awaitable[None]]) -> None:
     # A database server that is not up yet refuses connections; a bad SQLite path never heals.
     transient: tuple[type[Exception], ...] = (
         (OSError,) if is_sqlite(url) else (OSError, OperationalError, InterfaceError)

@@ -19,6 +19,7 @@ from central.flows import FlowStore
 from vcc.errors import Unavailable
 from vcc.ivr.keys import catalog_key, flow_key, ivr_prefix
 from vcc.rpc import dialled
+from vcc.tls import etcd_client
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,8 @@ class FlowPublisher:
     async def _connected(self) -> aetcd.Client:
         if self._client is None:
             host, _, port = dialled(next(self._endpoints)).rpartition(":")
-            self._client = aetcd.Client(host=host, port=int(port), timeout=self._timeout_s)
+            # With TLS when the province runs it (vcc.tls): etcd refuses plaintext then.
+            self._client = etcd_client(host, int(port), self._timeout_s)
         return self._client
 
     async def _drop(self) -> None:

@@ -17,6 +17,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from opentelemetry import trace
+from opentelemetry.trace import Tracer
+
 from central import convert
 from central.decision_log import DecisionLog
 from central.live_state import Health, LiveState
@@ -75,7 +78,9 @@ class Router:
         sites: Sequence[SiteConfig],
         *,
         clock: Callable[[], float] = time.time,
+        tracer: Tracer | None = None,
     ) -> None:
+        self._tracer = tracer or trace.NoOpTracer()
         self.policy = Policy(
             mode=config.mode,
             overflow_after_s=config.overflow_after_s,
@@ -106,7 +111,16 @@ class Router:
         """Decide; record only a move or the first answer for the call (the site re-asks while
         the call waits, and a row per "stay" would say nothing new)."""
         now = self._clock()
-        decision = global_router.route(call, self.snapshots(now), self.policy)
+        # A child of the site's RouteCall span: the decision sits in the call's trace.
+        with self._tracer.start_as_current_span("route.decide", attributes={"vcc.call_id": call_id}) as span:
+            decision = global_router.route(call, self.snapshots(now), self.policy)
+            span.set_attributes(
+                {
+                    "vcc.origin": call.origin,
+                    "vcc.target": decision.target or "",
+                    "vcc.reason": decision.reason,
+                }
+            )
         record = _record(call_id, now, decision)
         first = call_id not in self._decided
         if decision.moves or first:
@@ -120,9 +134,10 @@ class Router:
         """The decision (recorded, without a call id) and the chosen site's address ("" if busy)."""
         now = self._clock()
         states = self.live.sites(now)
-        decision = global_router.pre_route(
-            home_site_id, [convert.site_snapshot(s) for s in states], self.policy
-        )
+        with self._tracer.start_as_current_span("route.pre-route", attributes={"vcc.origin": home_site_id}):
+            decision = global_router.pre_route(
+                home_site_id, [convert.site_snapshot(s) for s in states], self.policy
+            )
         record = _record("", now, decision)
         self.decisions.add(record)
         address = ""

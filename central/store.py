@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -68,6 +69,24 @@ class IngestResult:
     duplicates: int
 
 
+@dataclass
+class StoreFigures:
+    """What the store counts of its own work, read by central's metrics at each scrape."""
+
+    # Transactions run again, by why: "conflict" (SQLSTATE 40001, a locked SQLite) or "unavailable".
+    retries: dict[str, int] = field(default_factory=lambda: {"conflict": 0, "unavailable": 0})
+    # Per site: events stored, duplicates ignored, and the age of the oldest event of its latest
+    # batch when that batch was committed (the ingest lag).
+    stored: dict[str, int] = field(default_factory=dict)
+    duplicates: dict[str, int] = field(default_factory=dict)
+    lag_s: dict[str, float] = field(default_factory=dict)
+
+    def ingested(self, site_id: str, result: IngestResult, lag_s: float) -> None:
+        self.stored[site_id] = self.stored.get(site_id, 0) + result.stored
+        self.duplicates[site_id] = self.duplicates.get(site_id, 0) + result.duplicates
+        self.lag_s[site_id] = lag_s
+
+
 @dataclass(frozen=True)
 class RecordedDecision:
     """A routing decision as central keeps it: the policy's answer, when, and for which call."""
@@ -110,6 +129,7 @@ class Store:
         self._writer = writer(engine)
         self._dialect = engine.dialect.name
         self.epoch: int | None = None
+        self.figures = StoreFigures()
         self._statements: dict[tuple[str, tuple[str, ...], str, bool], sa.Insert] = {}
 
     # -- fencing -----------------------------------------------------------------------------
@@ -159,7 +179,10 @@ class Store:
             return stored
 
         stored = await self._transaction(attempt, write=True)
-        return IngestResult(stored=stored, duplicates=len(events) - stored)
+        result = IngestResult(stored=stored, duplicates=len(events) - stored)
+        if events:
+            self.figures.ingested(site_id, result, max(0.0, time.time() - min(e.at for e in events)))
+        return result
 
     async def get_call(self, call_id: str) -> CallRecord | None:
         """The record of one call with its legs and events, or None."""
@@ -449,7 +472,7 @@ class Store:
                 stop=stop_any(stop_after_attempt(MAX_ATTEMPTS), stop_after_delay(DATABASE_RETRY_S)),
                 wait=wait_random_exponential(multiplier=0.01, max=0.5),
                 retry=retry_if_exception(_is_transient),
-                before_sleep=_log_retry,
+                before_sleep=self._retrying,
                 reraise=True,
             ):
                 with attempt:
@@ -463,6 +486,10 @@ class Store:
         except (OSError, TimeoutError) as exc:
             raise DatabaseUnavailable(str(exc) or type(exc).__name__) from exc
         raise AssertionError("unreachable: tenacity either returns or raises")
+
+    def _retrying(self, state: Any) -> None:
+        reason = _log_retry(state)
+        self.figures.retries[reason] = self.figures.retries.get(reason, 0) + 1
 
     def _fenced(
         self, epoch: int, work: Callable[[AsyncConnection], Awaitable[T]]
@@ -543,9 +570,10 @@ def _is_transient(exc: BaseException) -> bool:
     return isinstance(code, str) and code.startswith(_UNREACHABLE_SQLSTATES)
 
 
-def _log_retry(state: Any) -> None:
+def _log_retry(state: Any) -> str:
     exc = state.outcome.exception()
     log.debug("transaction conflict, attempt %d: %s", state.attempt_number, getattr(exc, "orig", exc))
+    return "conflict" if _is_conflict(exc) else "unavailable"
 
 
 def _chunks(rows: list[T]) -> Iterator[list[T]]:

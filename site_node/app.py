@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from site_node.audit import SiteAudit
+from site_node.call_tracer import CallTracer, ShipTracing
 from site_node.callcontrol import Switchboard
 from site_node.callcontrol.domain import AskRoute, Audit, LegToOrigin, LegToTarget, OfferRemote
 from site_node.grpc_api.admin_service import SiteAdmin
@@ -25,6 +26,7 @@ from site_node.media.control import MediaControl
 from site_node.media.dtmf import DtmfListener
 from site_node.media.engine import MediaEngine
 from site_node.media.prompts import prompt_path, site_prompts
+from site_node.metrics import ShipperFigures, SiteCollector
 from site_node.records.outbox import Outbox
 from site_node.records.shipper import Shipper
 from site_node.runtime import SiteRuntime
@@ -35,7 +37,9 @@ from site_node.web.server import DeskServer
 from vcc import membership, tls
 from vcc.authz import Authorizer
 from vcc.config import ProvinceConfig
+from vcc.metrics import CLIENT_INTERCEPTORS, Metrics, MetricsServer
 from vcc.rpc import Server
+from vcc.tracing import Tracing
 from vcc.v1 import (
     common_pb2,
     cti_pb2_grpc,
@@ -65,7 +69,14 @@ def site_tls(province: ProvinceConfig, site_id: str) -> tls.TlsFiles | None:
 
 
 class SiteNode:
-    def __init__(self, province: ProvinceConfig, site_id: str, tls_files: tls.TlsFiles | None = None) -> None:
+    def __init__(
+        self,
+        province: ProvinceConfig,
+        site_id: str,
+        tls_files: tls.TlsFiles | None = None,
+        metrics_listen: str | None = None,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.province = province
         self.site = province.site(site_id)
         self.tls = tls_files or site_tls(province, site_id)
@@ -80,9 +91,17 @@ class SiteNode:
         self.registrar: Registrar | None = None
         self.media: MediaEngine | None = None
         self.dtmf: DtmfListener | None = None
+        self.metrics = Metrics(f"site:{site_id}")
+        listen = self.site.metrics_listen if metrics_listen is None else metrics_listen
+        self.metrics_server = MetricsServer(self.metrics, listen) if listen else None
+        # The process's entry point builds it from `tracing:` of the config (site_node.main).
+        self.tracing = tracing or Tracing.disabled(f"site:{site_id}")
 
     async def start(self) -> None:
         site = self.site
+        # Every channel this node's links open from here on times its RPCs (vcc.metrics).
+        # Tracing first: its client span is open while the metrics interceptor times the call.
+        CLIENT_INTERCEPTORS.set([*self.tracing.client_interceptors(), *self.metrics.client_interceptors()])
         outbox_path = Path(site.outbox_path or f"vcc-outbox-{site.id}.db")
         outbox_path.parent.mkdir(parents=True, exist_ok=True)
         self.outbox = await Outbox.open(outbox_path)
@@ -102,12 +121,21 @@ class SiteNode:
             agent_sites={a.code: s.id for s in sites for a in s.agents},
             site_groups={s.id: frozenset(g.id for g in s.skill_groups) for s in sites},
         )
-        self.runtime = SiteRuntime(self.switchboard, self.outbox, self.customers.lookup)
+        calls = CallTracer(self.tracing.tracer, site.id) if self.tracing.enabled else None
+        self.runtime = SiteRuntime(self.switchboard, self.outbox, self.customers.lookup, tracer=calls)
         if site.sip is not None:
             # Before the gRPC server: a site that reports SERVING answers SIP too.
             await self._start_sip()
         authorizer = Authorizer([s.id for s in self.province.sites])
-        self.server = Server(SERVICES, tls=self.tls, interceptors=[authorizer] if self.tls else [])
+        self.server = Server(
+            SERVICES,
+            tls=self.tls,
+            interceptors=[
+                *self.tracing.server_interceptors(),
+                self.metrics.server_interceptor(),
+                *([authorizer] if self.tls else []),
+            ],
+        )
         trunk_pb2_grpc.add_TrunkIngressServiceServicer_to_server(TrunkIngress(self.runtime), self.server.grpc)
         # Logins, failed logins and lockouts go to central's audit log.
         self.audit = AuditSink(site.id, self.leader.address)
@@ -123,7 +151,13 @@ class SiteNode:
         peer_pb2_grpc.add_SitePeerServiceServicer_to_server(self.peer, self.server.grpc)
         port = await self.server.start(site.listen)
         self.address = f"{site.listen.rsplit(':', 1)[0]}:{port}"
-        self.shipper = Shipper(self.outbox, site.id, self.leader.address, on_dead_letter=self._dead_letter)
+        self.shipper = Shipper(
+            self.outbox,
+            site.id,
+            self.leader.address,
+            on_dead_letter=self._dead_letter,
+            tracing=ShipTracing(self.tracing.tracer, calls) if calls is not None else None,
+        )
         self.membership = Membership(
             list(etcd.endpoints),
             membership.site_key(etcd.prefix, self.province.province.id, site.id),
@@ -145,6 +179,21 @@ class SiteNode:
             )
             desk_port = await self.desk.start()
             self.desktop_url = f"http://{host}:{desk_port}/"
+        self.metrics.register(
+            SiteCollector(
+                self.switchboard,
+                clock=time.time,
+                outbox_pending=lambda: self.outbox.pending_count,
+                outbox_dead=lambda: self.outbox.dead_letter_count,
+                shipper=lambda: ShipperFigures(
+                    self.shipper.shipped, self.shipper.failures, self.shipper.dead_lettered
+                ),
+                leader_epoch=lambda: self.leader.leader.epoch if self.leader.leader is not None else None,
+                central_connected=lambda: self.central_link.connected,
+            )
+        )
+        if self.metrics_server is not None:
+            await self.metrics_server.start()
         self._tasks = [
             asyncio.create_task(self.leader.run(), name="central-leader-watch"),
             asyncio.create_task(self.shipper.run(), name="shipper"),
@@ -153,7 +202,8 @@ class SiteNode:
             asyncio.create_task(self.audit.run(), name="audit-sink"),
         ]
         log.info(
-            "site %s serving on %s (outbox %s)%s", site.id, self.address, outbox_path,
+            "site %s serving on %s (outbox %s, metrics %s)%s", site.id, self.address, outbox_path,
+            self.metrics_url or "off",
             f", agent desktop on {self.desktop_url}desk" if self.desktop_url else "",
         )  # fmt: skip
 
@@ -204,6 +254,10 @@ class SiteNode:
     def _digit(self, sip_call_id: str, digit: str) -> None:
         if self.sip is not None:
             self.sip.digit(sip_call_id, digit)
+
+    @property
+    def metrics_url(self) -> str:
+        return self.metrics_server.url if self.metrics_server is not None and self.metrics_server.port else ""
 
     def _peer_address(self, site_id: str) -> str | None:
         for s in self.province.sites:
@@ -259,7 +313,11 @@ class SiteNode:
         await self.peer_links.close()
         await self.central_link.close()
         await self.customers.close()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
         await self.outbox.close()
+        # The last spans (the shutdown's) are flushed off the loop.
+        await asyncio.to_thread(self.tracing.shutdown)
 
 
 class _Province:

@@ -1,4 +1,8 @@
-"""`vcc site --config F --site ID`: run one city's site node until SIGTERM or SIGINT."""
+"""`vcc site --config F --site ID`: run one city's site node until SIGTERM or SIGINT.
+
+Under systemd (Type=notify) it says READY=1 once it serves, feeds the watchdog from its event
+loop, and says STOPPING=1 when a signal starts the graceful stop.
+"""
 
 from __future__ import annotations
 
@@ -9,29 +13,39 @@ import signal
 from site_node.app import SiteNode, site_tls
 from vcc import logs, tls
 from vcc.config import ConfigError, load_province
+from vcc.sdnotify import Notifier
+from vcc.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
 
-async def serve(config_path: str, site_id: str) -> None:
+async def serve(config_path: str, site_id: str, metrics_listen: str | None = None) -> None:
     province = load_province(config_path)
     files = site_tls(province, site_id)
     if files is not None:
         # Every link this process dials (central, peers, etcd) shows the site's certificate.
         tls.adopt(files)
-    node = SiteNode(province, site_id, files)
+    tracing = Tracing(f"site:{site_id}", province.tracing)
+    node = SiteNode(province, site_id, files, metrics_listen=metrics_listen, tracing=tracing)
+    notifier = Notifier.from_env()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await node.start()
     try:
+        await node.start()
+        notifier.ready(f"serving on {node.address}")
         await stop.wait()
+        log.info("stopping on signal")
     finally:
+        await notifier.stopping()
         await node.stop()
+        await notifier.close()
 
 
-def run(config_path: str, site_id: str) -> None:
+def run(
+    config_path: str, site_id: str, metrics_listen: str | None = None, log_format: str | None = None
+) -> None:
     """Raises vcc.config.ConfigError for a bad config or certificate (the CLI prints it, exits 2)."""
     province = load_province(config_path)
     province.site(site_id)
@@ -39,5 +53,9 @@ def run(config_path: str, site_id: str) -> None:
         site_tls(province, site_id)
     except tls.TlsError as exc:
         raise ConfigError(f"tls: {exc}") from None
-    logs.configure(f"site:{site_id}")
-    asyncio.run(serve(config_path, site_id))
+    try:
+        logs.configure(f"site:{site_id}", fmt=log_format)
+    except ValueError as exc:
+        raise ConfigError(f"--log-format: {exc}") from None
+    logs.bind_context(site=site_id)
+    asyncio.run(serve(config_path, site_id, metrics_listen))

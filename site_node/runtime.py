@@ -8,12 +8,14 @@ customers up, and fires the switchboard's deadlines.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from site_node.call_tracer import CallTracer
 from site_node.callcontrol import RemoteOfferIn, Switchboard
 from site_node.callcontrol.domain import (
     AskRoute,
@@ -30,6 +32,7 @@ from site_node.callcontrol.domain import (
     ToCaller,
 )
 from site_node.grpc_api import convert
+from site_node.transition_log import TransitionLog
 from vcc.errors import Unavailable, VccError
 from vcc.rpc import timestamp
 from vcc.v1 import common_pb2, cti_pb2, trunk_pb2
@@ -92,8 +95,10 @@ class SiteRuntime:
         journal: Journaling,
         lookup_customer: CustomerLookup,
         clock: Callable[[], float] = time.time,
+        tracer: CallTracer | None = None,
     ) -> None:
         self.sb = switchboard
+        self.tracer = tracer
         self._journal = journal
         self._lookup = lookup_customer
         self.clock = clock
@@ -103,6 +108,7 @@ class SiteRuntime:
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = float("inf")
+        self._transitions = TransitionLog(switchboard.site_id)
         self.closed = False
         # Wired by the composition root once the links exist (None: a site on its own).
         self.province: Province | None = None
@@ -151,6 +157,9 @@ class SiteRuntime:
                 line.queue.put_nowait((old.last, None))
 
     def apply(self, effects: Sequence[Effect]) -> None:
+        self._transitions.observe(effects)
+        if self.tracer is not None:
+            self.tracer.observe(effects)
         batch: list[common_pb2.CallEvent] = []
         durable: asyncio.Future[None] | None = None
         for fx in effects:
@@ -198,13 +207,19 @@ class SiteRuntime:
             return
         match fx:
             case AskRoute():
-                p.ask_route(fx)
+                # In the call's trace: central's answer continues it (traceparent over gRPC).
+                with self._call_context(fx.call_id):
+                    p.ask_route(fx)
             case OfferRemote():
-                p.offer_remote(fx)
+                with self._call_context(fx.call_id):
+                    p.offer_remote(fx)
             case LegToTarget():
                 p.to_target(fx)
             case LegToOrigin():
                 p.to_origin(fx)
+
+    def _call_context(self, call_id: str) -> contextlib.AbstractContextManager[None]:
+        return self.tracer.context_of(call_id) if self.tracer is not None else contextlib.nullcontext()
 
     def loop_soon(self, action: Callable[[], object]) -> None:
         """Run `action` on the next loop iteration (never re-entrantly inside apply)."""

@@ -89,9 +89,21 @@ def _missing_part(exc: ModuleNotFoundError, package: str, what: str) -> None:
 # --- processes -------------------------------------------------------------------------------------
 
 
+LogFormatOpt = Annotated[
+    str | None, typer.Option("--log-format", help="text or json (default: VCC_LOG_FORMAT, else text).")
+]
+MetricsListenOpt = Annotated[
+    str | None,
+    typer.Option("--metrics-listen", help="host:port of the Prometheus endpoint (overrides the config)."),
+]
+
+
 @app.command()
 def site(
-    config: ConfigOpt, site_id: Annotated[str, typer.Option("--site", "-s", help="The site id.")]
+    config: ConfigOpt,
+    site_id: Annotated[str, typer.Option("--site", "-s", help="The site id.")],
+    metrics_listen: MetricsListenOpt = None,
+    log_format: LogFormatOpt = None,
 ) -> None:
     """Run one city's site node (until SIGTERM or Ctrl-C)."""
     cfg = load_config(config)
@@ -105,21 +117,36 @@ def site(
         _missing_part(exc, "site_node", "the site node")
         raise
     try:
-        run(str(config), site_id)
+        run(str(config), site_id, metrics_listen, log_format)
     except ConfigError as exc:
         fail(str(exc))
 
 
-@app.command()
+central_app = typer.Typer(
+    help="Run one replica of the provincial central service (until SIGTERM or Ctrl-C); "
+    "`vcc central migrate` brings its database to the newest schema.",
+    invoke_without_command=True,
+)
+app.add_typer(central_app, name="central")
+
+
+@central_app.callback()
 def central(
-    config: ConfigOpt,
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="The province config (YAML).")] = None,
     seed_customers: Annotated[int, typer.Option(min=0, help="Create this many demo customers at start.")] = 0,
     listen: Annotated[
         str | None, typer.Option(help="host:port of this replica (default: central.listen, replica 1's).")
     ] = None,
     replica_id: Annotated[str, typer.Option(help="This replica's id; etcd elects one replica leader.")] = "1",
+    metrics_listen: MetricsListenOpt = None,
+    log_format: LogFormatOpt = None,
 ) -> None:
     """Run one replica of the provincial central service (until SIGTERM or Ctrl-C)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if config is None:
+        fail("--config: the province config is required")
     load_config(config)
     try:
         from central.main import run
@@ -127,9 +154,34 @@ def central(
         _missing_part(exc, "central", "the central service")
         raise
     try:
-        run(str(config), seed_customers, listen, replica_id)
+        run(str(config), seed_customers, listen, replica_id, metrics_listen, log_format)
     except ConfigError as exc:
         fail(str(exc))
+
+
+@central_app.command("migrate")
+def central_migrate(config: ConfigOpt, log_format: LogFormatOpt = None) -> None:
+    """Bring central's database to the newest schema (once, before replicas start)."""
+    load_config(config)
+    from central.main import migrate
+
+    revision = migrate(str(config), log_format)
+    typer.echo(f"database schema at {revision}")
+
+
+@app.command("trace")
+def trace_call(
+    call_id: Annotated[str, typer.Argument(help="The call's id.")],
+    run_dir: RunDirOpt = DEFAULT_CLUSTER_DIR,
+) -> None:
+    """Print one call's spans as a time line across the processes (from the run folder's traces)."""
+    from tools.admin.trace import call_spans, read_spans, timeline
+
+    spans = call_spans(read_spans(run_dir), call_id)
+    if not spans:
+        fail(f"no span of call {call_id} under {run_dir} (is tracing on, and the call over?)", code=1)
+    for line in timeline(spans):
+        typer.echo(line)
 
 
 # --- config helpers --------------------------------------------------------------------------------

@@ -225,6 +225,8 @@ class SiteConfig(_Strict):
     desktop_listen: HostPort | Literal[""] = ""
     # The SIP trunk; none: this site takes calls on its gRPC trunk only.
     sip: SipConfig | None = None
+    # Prometheus scrape endpoint (HTTP, /metrics); empty: none.
+    metrics_listen: HostPort | Literal[""] = ""
 
     @model_validator(mode="after")
     def _references(self) -> SiteConfig:
@@ -270,6 +272,14 @@ class CentralConfig(_Strict):
     database_url_file: str = ""
     # The operations dashboard (HTTP); empty: no dashboard.
     dashboard_listen: HostPort | Literal[""] = ""
+    # Prometheus scrape endpoint of replica 1 (HTTP, /metrics); empty: none. Other replicas are
+    # given theirs with `vcc central --metrics-listen`.
+    metrics_listen: HostPort | Literal[""] = ""
+    # At start: "migrate" brings the schema to the newest (under an advisory lock where the
+    # database has one); "require" refuses to start on a database that `vcc central migrate` has
+    # not brought to this version's schema (for several replicas on CockroachDB, which has no
+    # advisory locks: migrations then run once, as their own step).
+    schema_mode: Literal["migrate", "require"] = "migrate"
 
     @field_validator("database_url")
     @classmethod
@@ -332,6 +342,18 @@ class RoutingConfig(_Strict):
     reroute_interval_s: float = Field(default=1.0, gt=0, le=60)
 
 
+class TracingConfig(_Strict):
+    """Traces (vcc.tracing): one per call across the cities it touches."""
+
+    enabled: bool = True
+    # OTLP/gRPC collector (host:port or URL); empty: OTEL_EXPORTER_OTLP_ENDPOINT, else a local
+    # JSON-lines file per process in `file_dir` (relative to the process's working folder).
+    otlp_endpoint: str = ""
+    file_dir: str = "traces"
+    # Share of calls traced (a call's trace is kept or dropped whole, in every city).
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
 class ProvinceInfo(_Strict):
     id: Ident
     name: str
@@ -349,6 +371,7 @@ class ProvinceConfig(_Strict):
     not_ready_reasons: list[ReasonCode] = Field(default=list(DEFAULT_REASONS), min_length=1, max_length=20)
     # What an agent may record a call as, at wrap-up.
     wrap_up_codes: list[ReasonCode] = Field(default=list(DEFAULT_WRAP_UP_CODES), min_length=1, max_length=30)
+    tracing: TracingConfig = TracingConfig()
     sites: list[SiteConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -376,6 +399,12 @@ class ProvinceConfig(_Strict):
                 raise ValueError(
                     f"sites.*.sip.media: RTP port ranges {a[1]}-{a[2]} and {b[1]}-{b[2]} overlap"
                 )
+        # Every HTTP endpoint on its own address too. Port 0 (the system picks one) and wildcard
+        # hosts (each process on its own host, as in a real province) cannot collide here.
+        http = [self.central.metrics_listen, self.central.dashboard_listen]
+        http += [s.metrics_listen for s in self.sites]
+        endpoints = [s.listen for s in self.sites] + [self.central.listen] + [a for a in http if a]
+        _unique("metrics_listen", [a for a in endpoints if not _any_host_or_port(a)])
         # Agent codes are unique in the province: a transfer names an agent by code alone.
         _unique("agents (province-wide)", [a.code for s in self.sites for a in s.agents])
         for i, site in enumerate(self.sites):
@@ -391,6 +420,11 @@ class ProvinceConfig(_Strict):
         raise ConfigError(
             f"site: no site {site_id!r} in the province config (have: {', '.join(s.id for s in self.sites)})"
         )
+
+
+def _any_host_or_port(address: str) -> bool:
+    host, port = address.rsplit(":", 1)
+    return port == "0" or host in ("0.0.0.0", "[::]", "::", "")
 
 
 def _unique(key: str, values: list[str]) -> None:

@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from vcc import tls as vcc_tls
 from vcc.errors import ERROR_ID_KEY, VccError
+from vcc.metrics import CLIENT_INTERCEPTORS
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ class Server:
         self.tls = tls
         self.grpc = grpc.aio.server(
             options=SERVER_OPTIONS,
-            interceptors=list(interceptors),
+            interceptors=list(interceptors) or None,
             maximum_concurrent_rpcs=max_concurrent_rpcs,
         )
         self._health = health.aio.HealthServicer()
@@ -202,13 +203,17 @@ def channel(
     """
     files = tls or vcc_tls.process_files(persona)
     opts = [*CHANNEL_OPTIONS, *options]
+    # The interceptors of the process composed in this context (vcc.metrics.CLIENT_INTERCEPTORS).
+    interceptors = list(CLIENT_INTERCEPTORS.get()) or None
     if files is None:
-        return grpc.aio.insecure_channel(dialled(address), options=opts)
+        return grpc.aio.insecure_channel(dialled(address), options=opts, interceptors=interceptors)
     target = dialled(address)
     if target != address:
         # Through a fault proxy: the certificate names the real server's host, not the proxy's.
         opts.append(("grpc.ssl_target_name_override", address.rsplit(":", 1)[0].strip("[]")))
-    return grpc.aio.secure_channel(target, vcc_tls.channel_credentials(files), options=opts)
+    return grpc.aio.secure_channel(
+        target, vcc_tls.channel_credentials(files), options=opts, interceptors=interceptors
+    )
 
 
 async def wait_serving(address: str, timeout_s: float = 20.0, *, tls: vcc_tls.TlsFiles | None = None) -> None:

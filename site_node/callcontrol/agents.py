@@ -74,7 +74,7 @@ class Agents:
         else:
             self._acd.agent_unavailable(code)
         if (after.state, after.reason) != (before.state, before.reason):
-            fx.add(self.state_event(code, now))
+            fx.add(self.state_event(code, now, type(event).__name__))
         if after.state == AgentState.WRAP_UP and after.wrap_up_until is not None:
             self._timers.arm(after.wrap_up_until, "wrap", code, str(after.calls_handled))
         return after
@@ -87,9 +87,12 @@ class Agents:
         """A reservation that never rang (the offer could not go on): back in the ACD as it was."""
         self._acd.agent_ready(code, standing(self.agents[code]))
 
-    def state_event(self, code: str, now: float) -> ToAgent:
+    def state_event(self, code: str, now: float, event: str = "Offer") -> ToAgent:
+        """The desk's state update; `event` names what changed it (reservations are offers)."""
         a = self.agents[code]
-        return ToAgent(code, "state", now, call_id=a.call_id, reason=a.reason)
+        return ToAgent(
+            code, "state", now, call_id=a.call_id, reason=a.reason, state=str(a.state), event=event
+        )
 
     # Requests from the agent's desktop -------------------------------------------------------
 

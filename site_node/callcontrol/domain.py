@@ -178,6 +178,10 @@ class ToAgent:
     site_id: str = ""
     # For `transfer` progress: the other agent (consulted, or the one handing over).
     other_agent_code: str = ""
+    # For `state`: the agent's state after the change, and the event that changed it (for the
+    # adapter's transition log: the core itself does not log).
+    state: str = ""
+    event: str = ""
 
 
 @dataclass(frozen=True, slots=True)

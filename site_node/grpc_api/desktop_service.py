@@ -20,6 +20,7 @@ from site_node.grpc_api.idempotency import IdempotencyCache
 from site_node.grpc_api.login_guard import LoginPolicy
 from site_node.links.audit_sink import AuditSink
 from site_node.runtime import SiteRuntime
+from vcc import logs
 from vcc.authz import peer_description
 from vcc.errors import InvalidArgument, Unauthenticated
 from vcc.rpc import maps_errors, maps_stream_errors
@@ -231,6 +232,8 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
         self, request: cti_pb2.StreamEventsRequest, context: Ctx
     ) -> AsyncIterator[cti_pb2.StreamEventsResponse]:
         code = self._agent_of(request.session_token)
+        # This RPC's task is this agent's desktop: its log lines name the agent.
+        logs.bind_context(agent_code=code)
         line = self.rt.attach_desktop(code)
         try:
             while (msg := await line.queue.get()) is not None:

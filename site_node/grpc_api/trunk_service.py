@@ -13,6 +13,7 @@ import grpc
 from site_node.callcontrol import Switchboard
 from site_node.grpc_api import convert
 from site_node.runtime import CallerLine, SiteRuntime
+from vcc import logs
 from vcc.errors import AlreadyExists, InvalidArgument, VccError
 from vcc.rpc import maps_stream_errors, timestamp
 from vcc.v1 import trunk_pb2, trunk_pb2_grpc
@@ -77,6 +78,8 @@ class TrunkIngress(trunk_pb2_grpc.TrunkIngressServiceServicer):
                 call_id=offer.call_id,
                 attached=dict(offer.attached_data),
             )
+        # This RPC's task (and its reader) is this call's: every line it logs names it.
+        logs.bind_context(call_id=call_id)
         reader = asyncio.create_task(self._caller_actions(call_id, request_iterator))
         ended = False
         try:

@@ -22,6 +22,7 @@ from vcc.ivr.catalog import Service, ServiceCatalog
 from vcc.ivr.flow import Flow
 from vcc.ivr.keys import decode_catalog, decode_flow, ivr_prefix, parse_key
 from vcc.rpc import dialled
+from vcc.tls import etcd_client
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ class FlowCatalogWatcher:
 
     async def _open(self) -> tuple[aetcd.Client, aetcd.Watch]:
         host, _, port = dialled(next(self._endpoints)).rpartition(":")
-        client = aetcd.Client(host=host, port=int(port), timeout=self._timeout_s)
+        client = etcd_client(host, int(port), self._timeout_s)
         try:
             snapshot = await client.get_prefix(self._root)
             for kv in snapshot:

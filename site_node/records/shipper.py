@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import grpc
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
@@ -21,6 +23,9 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from site_node.records.outbox import Outbox
 from vcc import rpc
 from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2
+
+if TYPE_CHECKING:
+    from site_node.call_tracer import ShipTracing
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +67,9 @@ class Shipper:
         max_backoff_s: float = 2.0,
         linger_s: float = LINGER_S,
         on_dead_letter: Callable[[common_pb2.CallEvent, str], None] | None = None,
+        tracing: ShipTracing | None = None,
     ) -> None:
+        self._tracing = tracing
         self._outbox = outbox
         self._site_id = site_id
         self._central_address = central_address
@@ -139,8 +146,11 @@ class Shipper:
         await asyncio.wait({task})
 
     async def _deliver(self, rows: Sequence[Row]) -> None:
+        call_ids = [e.call_id for _, e in rows]
+        sent_at = time.time()
         try:
-            await self._send_with_retry(rows)
+            with self._tracing.batch(call_ids, len(rows)) if self._tracing else contextlib.nullcontext():
+                await self._send_with_retry(rows)
         except _Rejected as exc:
             if len(rows) > 1:
                 # Split to find the bad events; halves go in order, so nothing is re-ordered.
@@ -162,6 +172,8 @@ class Shipper:
             return
         await self._outbox.ack([row_id for row_id, _ in rows])
         self.shipped += len(rows)
+        if self._tracing is not None:
+            self._tracing.shipped(call_ids, sent_at, time.time())
         if self._down:
             self._down = False
             log.info("central reachable again; %d events waiting", self._outbox.pending_count)

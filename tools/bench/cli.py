@@ -281,13 +281,60 @@ def table_stats(result: Mapping[str, Any]) -> Any:
 # -- running -----------------------------------------------------------------------------------------
 
 
-def run_throughput(rates: list[float] | None = None, step_s: float = 8.0) -> dict[str, Any]:
+def run_throughput(
+    rates: list[float] | None = None, step_s: float = 8.0, *, observability: bool = True
+) -> dict[str, Any]:
     from tools.bench.cluster import throughput
 
-    kwargs: dict[str, Any] = {"step_s": step_s, "progress": _say}
+    kwargs: dict[str, Any] = {"step_s": step_s, "progress": _say, "observability": observability}
     if rates:
         kwargs["rates"] = rates
     return asyncio.run(throughput(**kwargs))
+
+
+def run_observability_cost(rates: list[float] | None = None, step_s: float = 8.0) -> dict[str, Any]:
+    """The same steps twice in one run: traces and metrics off, then on (scraped every 2 s)."""
+    off = run_throughput(rates, step_s, observability=False)
+    on = run_throughput(rates, step_s, observability=True)
+    rows = []
+    for a, b in zip(off["steps"], on["steps"], strict=False):
+        cpu_a, cpu_b = a.get("cluster_cpu_ms_per_call"), b.get("cluster_cpu_ms_per_call")
+        rows.append(
+            {
+                "target_rate_per_s": a["target_rate_per_s"],
+                "ok": [a["ok"], b["ok"]],
+                "p50_dial_to_ringing_ms": [a["dial_to_ringing_ms"]["p50"], b["dial_to_ringing_ms"]["p50"]],
+                "p99_dial_to_ringing_ms": [a["dial_to_ringing_ms"]["p99"], b["dial_to_ringing_ms"]["p99"]],
+                "cluster_cpu_ms_per_call": [cpu_a, cpu_b],
+                "cpu_ratio_on_off": round(cpu_b / cpu_a, 3) if cpu_a and cpu_b else None,
+            }
+        )
+    return {"off": off, "on": on, "side_by_side": rows}
+
+
+def table_observability_cost(result: Mapping[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="throughput with traces and metrics off | on (one run)")
+    for col in (
+        "calls/s",
+        "ok off|on",
+        "p50 dial→ring ms off|on",
+        "p99 dial→ring ms off|on",
+        "cluster CPU ms/call off|on",
+        "CPU on/off",
+    ):
+        table.add_column(col, justify="right")
+    for row in result["side_by_side"]:
+        table.add_row(
+            _fmt(row["target_rate_per_s"], 0),
+            " | ".join("pass" if ok else "FAIL" for ok in row["ok"]),
+            " | ".join(_fmt(v, 1) for v in row["p50_dial_to_ringing_ms"]),
+            " | ".join(_fmt(v, 1) for v in row["p99_dial_to_ringing_ms"]),
+            " | ".join(_fmt(v, 2) for v in row["cluster_cpu_ms_per_call"]),
+            _fmt(row["cpu_ratio_on_off"], 3),
+        )
+    return table
 
 
 def run_memory(agents: int = 1000, calls: int = 2000) -> dict[str, Any]:
@@ -382,8 +429,20 @@ def throughput_cmd(
     json_path: JsonOpt = None,
     rate: Annotated[list[float] | None, typer.Option(help="Calls per second of each step (repeat).")] = None,
     step: Annotated[float, typer.Option(min=1, help="Seconds of arrivals per step.")] = 8.0,
+    *,
+    observability_cost: Annotated[
+        bool,
+        typer.Option(help="Run the steps twice, traces and metrics off then on, and compare them."),
+    ] = False,
 ) -> None:
     """The highest call rate three sites sustain with every call served and recorded."""
+    if observability_cost:
+        cost = run_observability_cost(rate, step)
+        _console().print(table_throughput(cost["off"]))
+        _console().print(table_throughput(cost["on"]))
+        _console().print(table_observability_cost(cost))
+        _write_json(json_path, "throughput-observability", cost)
+        return
     result = run_throughput(rate, step)
     _console().print(table_throughput(result))
     _write_json(json_path, "throughput", result)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import statistics
 import tempfile
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psutil
 
 from tools.province.cluster import Cluster
 from tools.province.generate import DEFAULT_PASSWORD, SiteSpec, generate_province, write_province
@@ -51,7 +53,12 @@ def cheap_password_hash(password: str = DEFAULT_PASSWORD) -> str:
 
 
 def _province(
-    specs: Sequence[SiteSpec], run_dir: Path, *, wrap_up_s: float = 0.0, mode: str = "isolated"
+    specs: Sequence[SiteSpec],
+    run_dir: Path,
+    *,
+    wrap_up_s: float = 0.0,
+    mode: str = "isolated",
+    observability: bool = True,
 ) -> Path:
     raw = generate_province(
         specs,
@@ -64,6 +71,13 @@ def _province(
         ring_timeout_s=5.0,
     )
     raw["routing"] = {"mode": mode}
+    if not observability:
+        # No spans and no metrics endpoint anywhere (an explicit "" keeps the cluster from
+        # giving each process one).
+        raw["tracing"] = {"enabled": False}
+        raw.setdefault("central", {})["metrics_listen"] = ""
+        for site in raw["sites"]:
+            site["metrics_listen"] = ""
     (run_dir / "outbox").mkdir(parents=True, exist_ok=True)
     return write_province(raw, run_dir / "province.yaml")
 
@@ -160,8 +174,14 @@ async def throughput(
     handle_s: float = 0.5,
     run_dir: Path | None = None,
     progress: Progress = lambda _: None,
+    observability: bool = True,
+    scrape_every_s: float = 2.0,
 ) -> dict[str, Any]:
-    """Step the province-wide call rate up (split evenly over three cities) until a step fails."""
+    """Step the province-wide call rate up (split evenly over three cities) until a step fails.
+
+    `observability`: traces on (to each process's JSON-lines file) and every process's metrics
+    scraped every `scrape_every_s`; off: neither. The CPU the cluster's processes spend per call
+    is measured either way."""
     top = max(rates)
     # Agents for the highest step with room to spare (constant handle time, no wrap-up):
     # staffing is never the limit, the platform is.
@@ -173,7 +193,7 @@ async def throughput(
             SiteSpec(s, s, trunk_channels=trunks, agents={"general": agents_per_site})
             for s in THROUGHPUT_SITES
         ]
-        config_path = await asyncio.to_thread(_province, specs, run)
+        config_path = await asyncio.to_thread(_province, specs, run, observability=observability)
         progress(f"throughput: starting etcd, central and {len(specs)} sites ({agents_per_site} agents each)")
         async with await Cluster.start(
             config_path, run / "cluster", seed_customers=SEED_CUSTOMERS
@@ -190,9 +210,11 @@ async def throughput(
                 for site in cluster.config.sites
             ]
             steps: list[dict[str, Any]] = []
+            scraper = asyncio.create_task(_scrape(cluster, scrape_every_s)) if observability else None
             try:
                 await _wait_ready_agents(cluster.addresses.sites, agents_per_site)
                 for i, rate in enumerate(rates):
+                    cpu_before = _cluster_cpu_s(cluster)
                     progress(f"throughput: {rate:g} calls/s for {step_s:g}s")
                     loads = [
                         SiteLoad(s, addr, rate / len(specs)) for s, addr in cluster.addresses.sites.items()
@@ -211,6 +233,8 @@ async def throughput(
                     records = await list_records(cluster.addresses.central)
                     step = _step_verdict(views, rate, step_s, records)
                     step["wall_s"] = wall
+                    cpu = _cluster_cpu_s(cluster) - cpu_before
+                    step["cluster_cpu_ms_per_call"] = round(cpu * 1000 / max(1, step["offered"]), 2)
                     steps.append(step)
                     progress(
                         f"  {'ok' if step['ok'] else 'FAILED'}: {step['offered']} calls, "
@@ -220,6 +244,9 @@ async def throughput(
                     if not step["ok"]:
                         break
             finally:
+                if scraper is not None:
+                    scraper.cancel()
+                    await asyncio.gather(scraper, return_exceptions=True)
                 stop.set()
                 _, pending = await asyncio.wait(robots, timeout=20.0)
                 for task in pending:
@@ -228,6 +255,8 @@ async def throughput(
     passed = [s for s in steps if s["ok"]]
     best = passed[-1] if passed else None
     return {
+        "observability": observability,
+        "load_average": os.getloadavg(),
         "sites": len(THROUGHPUT_SITES),
         "agents_per_site": agents_per_site,
         "trunk_channels_per_site": trunks,
@@ -250,6 +279,39 @@ async def throughput(
         ),
         "target_rate_per_s": 300,
     }
+
+
+def _cluster_cpu_s(cluster: Cluster) -> float:
+    """CPU seconds (user + system) spent so far by central and the site nodes."""
+    total = 0.0
+    for proc in [*cluster.sites.values(), *cluster.centrals.values()]:
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(proc.pid).cpu_times()
+            total += times.user + times.system
+    return total
+
+
+async def _scrape(cluster: Cluster, every_s: float) -> None:
+    """Scrape every process's /metrics as Prometheus would (its cost belongs to the figures)."""
+    urls = [p.metrics for p in [*cluster.sites.values(), *cluster.centrals.values()] if p.metrics]
+    while True:
+        for url in urls:
+            with contextlib.suppress(OSError, TimeoutError):
+                await asyncio.wait_for(_http_get(url), 5.0)
+        await asyncio.sleep(every_s)
+
+
+async def _http_get(url: str) -> bytes:
+    """GET http://host:port/path, the whole answer (HTTP/1.0: the server closes when done)."""
+    host_port, _, path = url.removeprefix("http://").partition("/")
+    host, port = host_port.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(f"GET /{path} HTTP/1.0\r\nHost: {host_port}\r\n\r\n".encode())
+        await writer.drain()
+        return await reader.read()
+    finally:
+        writer.close()
 
 
 async def _wait_ready_agents(sites: Mapping[str, str], per_site: int, timeout_s: float = 120.0) -> None:

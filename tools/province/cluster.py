@@ -71,6 +71,8 @@ class ManagedProcess:
     log_path: Path
     cwd: Path
     address: str = ""
+    # Its Prometheus endpoint (URL), when it has one.
+    metrics: str = ""
     pid: int = 0
     # Guards against signalling a recycled pid after the process is long gone.
     create_time: float = 0.0
@@ -161,6 +163,7 @@ class ManagedProcess:
             "log": str(self.log_path),
             "cwd": str(self.cwd),
             "address": self.address,
+            "metrics": self.metrics,
             "pid": self.pid,
             "create_time": self.create_time,
         }
@@ -173,6 +176,7 @@ class ManagedProcess:
             log_path=Path(data["log"]),
             cwd=Path(data["cwd"]),
             address=str(data.get("address", "")),
+            metrics=str(data.get("metrics", "")),
             pid=int(data.get("pid", 0)),
             create_time=float(data.get("create_time", 0.0)),
         )
@@ -239,6 +243,7 @@ class Cluster:
         self.central_replicas = central_replicas
         # The other replicas' addresses, chosen once (a restarted replica comes back where it was).
         self._replica_addresses = {str(n): f"127.0.0.1:{free_port()}" for n in range(2, central_replicas + 1)}
+        self._replica_metrics = {str(n): f"127.0.0.1:{free_port()}" for n in range(2, central_replicas + 1)}
         self.sites: dict[str, ManagedProcess] = {}
         self.start_timeout_s = START_TIMEOUT_S
         # Extra environment per site process (e.g. the fault proxies' dial map, tools/province/faultproxy.py).
@@ -371,8 +376,11 @@ class Cluster:
         cmd = vcc_command("central", "--config", str(self.config_path))
         if self.seed_customers:
             cmd += ["--seed-customers", str(self.seed_customers)]
+        metrics = self.config.central.metrics_listen
         if replica_id != "1":
+            metrics = self._replica_metrics[replica_id]
             cmd += ["--replica-id", replica_id, "--listen", self.replica_address(replica_id)]
+            cmd += ["--metrics-listen", metrics]
         suffix = "" if replica_id == "1" else f"-{replica_id}"
         return ManagedProcess(
             name=f"central{suffix}",
@@ -380,6 +388,7 @@ class Cluster:
             log_path=self.logs_dir / f"central{suffix}.log",
             cwd=self.run_dir,
             address=self.replica_address(replica_id),
+            metrics=metrics_url(metrics),
         )
 
     def _site_process(self, site_id: str) -> ManagedProcess:
@@ -390,6 +399,7 @@ class Cluster:
             log_path=self.logs_dir / f"site-{site_id}.log",
             cwd=self.run_dir,
             address=site.listen,
+            metrics=metrics_url(site.metrics_listen),
         )
 
     async def start_central(self) -> None:
@@ -557,8 +567,8 @@ def _write_run_config(
 ) -> ProvinceConfig:
     """The province config the processes read: the operator's, pointed at our etcd (and free ports)."""
     raw.setdefault("etcd", {})["endpoints"] = [etcd_endpoint]
+    central = raw.setdefault("central", {})
     if fresh_ports:
-        central = raw.setdefault("central", {})
         central["listen"] = f"127.0.0.1:{free_port()}"
         if central.get("dashboard_listen"):
             central["dashboard_listen"] = f"127.0.0.1:{free_port()}"
@@ -568,6 +578,12 @@ def _write_run_config(
                 site["desktop_listen"] = f"127.0.0.1:{free_port()}"
             if site.get("sip"):
                 site["sip"]["listen"] = f"127.0.0.1:{free_udp_port()}"
+    # Every process of a local cluster has a Prometheus endpoint, on a free port unless the
+    # operator's config names one (fresh ports move that one too).
+    # An explicit "" turns a process's endpoint off.
+    for part in (central, *raw["sites"]):
+        if "metrics_listen" not in part or (fresh_ports and part["metrics_listen"]):
+            part["metrics_listen"] = f"127.0.0.1:{free_port()}"
     config_file = run / CONFIG_FILE
     config = parse_province(raw, str(config_file))
     config_file.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
@@ -579,6 +595,10 @@ def _write_run_config(
 # --- the state file, for `vcc cluster down|status` from another process ---------------------------
 
 
+def metrics_url(listen: str) -> str:
+    return f"http://{listen}/metrics" if listen else ""
+
+
 def endpoints_of(config: ProvinceConfig) -> dict[str, Any]:
     """SPEC §6's part of cluster.json: how to reach central and each site, by id. A key is there once
     the feature behind it is (central's gRPC address and dashboard; each site's gRPC address, SIP
@@ -587,6 +607,8 @@ def endpoints_of(config: ProvinceConfig) -> dict[str, Any]:
     central: dict[str, str] = {"address": config.central.listen}
     if config.central.dashboard_listen:
         central["dashboard"] = f"http://{config.central.dashboard_listen}/"
+    if config.central.metrics_listen:
+        central["metrics"] = metrics_url(config.central.metrics_listen)
     return {
         "central": central,
         "sites": {
@@ -594,6 +616,7 @@ def endpoints_of(config: ProvinceConfig) -> dict[str, Any]:
                 "address": s.listen,
                 **({"sip": s.sip.listen} if s.sip is not None else {}),
                 **({"desktop": f"http://{s.desktop_listen}/"} if s.desktop_listen else {}),
+                **({"metrics": metrics_url(s.metrics_listen)} if s.metrics_listen else {}),
             }
             for s in config.sites
         },

@@ -4,7 +4,8 @@ With client certificates, etcd takes a client's user name from its certificate's
 gets one user per identity, each with a role:
 
 * `site-<id>`: read the province's keys; write its own membership key only;
-* `central-<n>`: read the province's keys; write the central keys (the leader key, the election);
+* `central-<n>`: read the province's keys; write the central keys (the leader key, the election)
+  and the IVR flows and catalog (`<prefix>/<province>/ivr/`);
 * `tool-cli`: read the province's keys;
 * any other certificate (desktop, trunk): no user, so nothing at all.
 
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tools.province.etcd_server import etcd_binary
+from vcc.ivr.keys import ivr_prefix
 from vcc.membership import central_leader_key, site_key
 from vcc.tls import TlsFiles
 
@@ -63,6 +65,7 @@ def enable_roles(
 ) -> None:
     province = f"{prefix.rstrip('/')}/{province_id}/"
     central = central_leader_key(prefix, province_id).rsplit("/", 1)[0] + "/"
+    ivr = ivr_prefix(prefix, province_id)
     steps: list[tuple[str, ...]] = [("user", "add", "root", "--no-password"), ("role", "add", "reader")]
     steps.append(("role", "grant-permission", "reader", "read", province, _prefix_end(province)))
     for site_id in site_ids:
@@ -77,6 +80,8 @@ def enable_roles(
     steps += [
         ("role", "add", "central"),
         ("role", "grant-permission", "central", "readwrite", central, _prefix_end(central)),
+        # The IVR flows and the service catalog central hands to every site.
+        ("role", "grant-permission", "central", "readwrite", ivr, _prefix_end(ivr)),
     ]
     for n in range(1, central_replicas + 1):
         steps += [

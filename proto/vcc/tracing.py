@@ -1,0 +1,186 @@
+"""Traces for every vcc process: OpenTelemetry SDK, context carried over gRPC between processes.
+
+Each process builds one `Tracing` (its own TracerProvider: no global one is installed, so two
+nodes composed in one test process keep theirs apart). Its gRPC interceptors (the
+OpenTelemetry aio instrumentation's) go on the process's server and, through
+vcc.metrics.CLIENT_INTERCEPTORS, on every channel it opens: a client span injects the W3C
+traceparent, the server side continues the caller's trace.
+
+Spans are exported over OTLP when an endpoint is configured (`tracing.otlp_endpoint`, or
+OTEL_EXPORTER_OTLP_ENDPOINT), and otherwise to a local JSON-lines file, one span per line,
+which `vcc trace CALL_ID --run-dir D` reads. Export runs in the SDK's batch thread, never on
+the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+from vcc.config import TracingConfig
+
+log = logging.getLogger(__name__)
+
+OTLP_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
+TRACES_FILE_SUFFIX = ".traces.jsonl"
+
+
+class JsonLinesExporter(SpanExporter):
+    """One JSON object per finished span, appended to a file (the default when no OTLP endpoint)."""
+
+    def __init__(self, path: Path, process: str) -> None:
+        self.path = path
+        self._process = process
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("a", encoding="utf-8")
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        lines = [json.dumps(span_record(s, self._process), ensure_ascii=False) for s in spans]
+        with self._lock:
+            if self._file.closed:
+                return SpanExportResult.FAILURE
+            self._file.write("".join(line + "\n" for line in lines))
+            self._file.flush()
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
+def span_record(span: ReadableSpan, process: str) -> dict[str, Any]:
+    ctx = span.get_span_context()
+    assert ctx is not None
+    parent = span.parent
+    return {
+        "trace_id": f"{ctx.trace_id:032x}",
+        "span_id": f"{ctx.span_id:016x}",
+        "parent_id": f"{parent.span_id:016x}" if parent is not None else "",
+        "remote_parent": bool(parent is not None and parent.is_remote),
+        "name": span.name,
+        "process": process,
+        "start_ns": span.start_time,
+        "end_ns": span.end_time,
+        "status": span.status.status_code.name,
+        "attributes": {k: v for k, v in (span.attributes or {}).items()},
+        "links": [f"{link.context.trace_id:032x}/{link.context.span_id:016x}" for link in span.links],
+    }
+
+
+class Tracing:
+    """One process's tracer provider, exporter and gRPC interceptors; `shutdown()` flushes."""
+
+    def __init__(self, process: str, config: TracingConfig, *, traces_dir: Path | None = None) -> None:
+        self.process = process
+        self.enabled = config.enabled
+        self.path: Path | None = None
+        resource = Resource.create({"service.name": "vcc", "service.instance.id": process})
+        sampler = ParentBased(TraceIdRatioBased(config.sample_ratio))
+        self.provider = TracerProvider(resource=resource, sampler=sampler)
+        if self.enabled:
+            endpoint = config.otlp_endpoint or os.environ.get(OTLP_ENV, "")
+            exporter: SpanExporter
+            if endpoint:
+                from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+                exporter = OTLPSpanExporter(endpoint=endpoint, insecure=not endpoint.startswith("https"))
+            else:
+                folder = traces_dir if traces_dir is not None else Path(config.file_dir)
+                self.path = folder / f"{process.replace(':', '-')}{TRACES_FILE_SUFFIX}"
+                exporter = JsonLinesExporter(self.path, process)
+            self.provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=500))
+        self.tracer = self.provider.get_tracer("vcc")
+
+    @classmethod
+    def disabled(cls, process: str) -> Tracing:
+        """No spans at all (a node composed in a test process, unless the test asks for traces)."""
+        return cls(process, TracingConfig(enabled=False))
+
+    def server_interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        if not self.enabled:
+            return []
+        spans = aio_server_interceptor(tracer_provider=self.provider)  # type: ignore[no-untyped-call]
+        return [_ByKind(unary=spans, streaming=_StreamParent())]
+
+    def client_interceptors(self) -> list[grpc.aio.ClientInterceptor]:
+        if not self.enabled:
+            return []
+        return list(aio_client_interceptors(tracer_provider=self.provider))  # type: ignore[no-untyped-call]
+
+    def shutdown(self) -> None:
+        """Flush what is buffered and close the exporter (a blocking flush: call it off the loop)."""
+        self.provider.shutdown()
+
+
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable["grpc.RpcMethodHandler[Any, Any] | None"]]
+
+
+class _ByKind(grpc.aio.ServerInterceptor):
+    """Unary RPCs to the OpenTelemetry interceptor (a span each); streams to `_StreamParent`.
+
+    The instrumentation's own stream wrapper broke our long bidi streams (a caller's PlaceCall
+    ended INTERNAL "Internal error from Core" when it hung up): a call's stream is its whole life,
+    not one operation, and the call's own spans (site_node.call_tracer) describe it."""
+
+    def __init__(self, unary: grpc.aio.ServerInterceptor, streaming: grpc.aio.ServerInterceptor) -> None:
+        self._unary = unary
+        self._streaming = streaming
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+
+        async def known(_: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
+            return handler
+
+        inner = self._streaming if handler.request_streaming or handler.response_streaming else self._unary
+        return await inner.intercept_service(known, handler_call_details)
+
+
+class _StreamParent(grpc.aio.ServerInterceptor):
+    """A stream continues the caller's trace: the traceparent of its metadata becomes the current
+    context of the RPC's task (its own copy: nothing to detach), so spans made while handling it
+    (a guest call's, at the city serving another's caller) are children of the caller's span."""
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.stream_stream is None:
+            return handler
+        behavior = handler.stream_stream
+
+        async def traced(request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            carrier = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+            parent = propagate.extract(carrier)
+            otel_context.attach(parent)
+            async for response in behavior(request_iterator, context):  # type: ignore[arg-type,attr-defined]
+                yield response
+
+        return grpc.stream_stream_rpc_method_handler(
+            traced,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def current_span() -> trace.Span:
+    return trace.get_current_span()

@@ -1,0 +1,96 @@
+"""`vcc trace CALL_ID --run-dir D`: one call's spans as a time line across the processes.
+
+Reads every process's JSON-lines span file under the run folder (vcc.tracing writes them in each
+process's working folder, `traces/`), keeps the traces that hold a span of the call, and the
+batch traces of its records' shipping that link to them (a batch carries many calls' records,
+so it is a trace of its own, linked to each call's).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vcc.tracing import TRACES_FILE_SUFFIX
+
+
+@dataclass(frozen=True)
+class SpanRow:
+    trace_id: str
+    span_id: str
+    parent_id: str
+    name: str
+    process: str
+    start_ns: int
+    end_ns: int
+    attributes: Mapping[str, Any]
+    links: tuple[str, ...]
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> SpanRow:
+        return cls(
+            str(d["trace_id"]),
+            str(d["span_id"]),
+            str(d.get("parent_id", "")),
+            str(d["name"]),
+            str(d.get("process", "")),
+            int(d["start_ns"]),
+            int(d.get("end_ns") or d["start_ns"]),
+            dict(d.get("attributes", {})),
+            tuple(d.get("links", ())),
+        )
+
+
+def read_spans(run_dir: Path) -> list[SpanRow]:
+    rows: list[SpanRow] = []
+    for path in sorted(run_dir.rglob(f"*{TRACES_FILE_SUFFIX}")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                try:
+                    rows.append(SpanRow.from_json(json.loads(line)))
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut short by a killed process
+    return rows
+
+
+def call_spans(spans: Iterable[SpanRow], call_id: str) -> list[SpanRow]:
+    """The spans of every trace that holds one of the call's spans, and of the batch traces that
+    link to them; in start order."""
+    spans = list(spans)
+    traces = {s.trace_id for s in spans if s.attributes.get("vcc.call_id") == call_id}
+    linked = {s.trace_id for s in spans if any(link.split("/", 1)[0] in traces for link in s.links)}
+    wanted = traces | linked
+    # A parent starts with its first child but lasts longer: it comes first.
+    return sorted((s for s in spans if s.trace_id in wanted), key=lambda s: (s.start_ns, -s.end_ns))
+
+
+def timeline(spans: Sequence[SpanRow]) -> list[str]:
+    """One line per span: offset from the first (ms), duration, process, indented name, details."""
+    if not spans:
+        return []
+    by_id = {s.span_id: s for s in spans}
+
+    def depth(s: SpanRow) -> int:
+        d, seen = 0, set()
+        while s.parent_id in by_id and s.span_id not in seen:
+            seen.add(s.span_id)
+            s = by_id[s.parent_id]
+            d += 1
+        return d
+
+    t0 = spans[0].start_ns
+    lines = [f"{'at ms':>9} {'took ms':>9}  {'process':<12} span"]
+    for s in spans:
+        details = " ".join(
+            f"{k.removeprefix('vcc.')}={v}"
+            for k, v in s.attributes.items()
+            if k.startswith("vcc.") and k != "vcc.call_id"
+        )
+        lines.append(
+            f"{(s.start_ns - t0) / 1e6:9.1f} {(s.end_ns - s.start_ns) / 1e6:9.1f}  {s.process:<12} "
+            f"{'  ' * depth(s)}{s.name}{'  ' + details if details else ''}"
+        )
+    return lines
