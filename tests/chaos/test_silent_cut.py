@@ -27,6 +27,7 @@ from tools.province.proxied import start_with_fault_proxies
 from tools.simulation import invariants
 from tools.simulation.traffic import CallerView
 from vcc import rpc
+from vcc.tls import DESKTOP, TRUNK
 from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2, cti_pb2
 
 pytestmark = pytest.mark.cluster
@@ -110,8 +111,10 @@ async def test_a_silent_cut_returns_a_call_served_across_it(tmp_path: Path) -> N
     run_dir = tmp_path / "run"
     cluster, proxies = await start_with_fault_proxies(path, run_dir, partitionable=[TARGET], fresh_ports=True)
     central = cluster.config.central.listen
-    origin_ch = rpc.channel(cluster.config.site(ORIGIN).listen)
-    target_ch = rpc.channel(cluster.config.site(TARGET).listen)
+    # Each client speaks with its own certificate: desktops as desktops, the caller as a trunk.
+    origin_ch = rpc.channel(cluster.config.site(ORIGIN).listen, persona=DESKTOP)
+    target_ch = rpc.channel(cluster.config.site(TARGET).listen, persona=DESKTOP)
+    trunk_ch = rpc.channel(cluster.config.site(ORIGIN).listen, persona=TRUNK)
     try:
         home = Desktop(origin_ch, cluster.config.site(ORIGIN).agents[0].code)
         far = Desktop(target_ch, cluster.config.site(TARGET).agents[0].code)
@@ -126,7 +129,7 @@ async def test_a_silent_cut_returns_a_call_served_across_it(tmp_path: Path) -> N
 
         # The call: entered at gz, rung and answered at sz, the voice on gz's trunk.
         offered_at = time.time()
-        caller = Caller(origin_ch)
+        caller = Caller(trunk_ch)
         ringing = (await caller.until("ringing")).ringing
         assert ringing.site_id == TARGET, ringing
         offered = await far.answer_next()
@@ -166,6 +169,7 @@ async def test_a_silent_cut_returns_a_call_served_across_it(tmp_path: Path) -> N
     finally:
         await origin_ch.close()
         await target_ch.close()
+        await trunk_ch.close()
         await proxies.stop()
         await cluster.stop()
 

@@ -113,17 +113,26 @@ def test_cluster_json_has_the_shape_of_spec_6(tmp_path: Path) -> None:
     proc = python_process(tmp_path, "pass")
     write_state(tmp_path, [proc], config_path=tmp_path / "province.yaml", endpoints=endpoints_of(config))
     state = read_cluster_json(tmp_path)
-    assert state["central"] == {"address": config.central.listen, "dashboard": "http://127.0.0.1:7999/"}
+    assert state["central"] == {
+        "address": config.central.listen,
+        "dashboard": "http://127.0.0.1:7999/",
+        **(
+            {"metrics": f"http://{config.central.metrics_listen}/metrics"}
+            if config.central.metrics_listen
+            else {}
+        ),
+    }
     assert state["sites"] == {
         s.id: {
             "address": s.listen,
             **({"sip": s.sip.listen} if s.sip is not None else {}),
             **({"desktop": f"http://{s.desktop_listen}/"} if s.desktop_listen else {}),
+            **({"metrics": f"http://{s.metrics_listen}/metrics"} if s.metrics_listen else {}),
         }
         for s in config.sites
     }
-    # The example province has the SIP side and the desktops: scripts find both here.
-    assert all({"address", "sip", "desktop"} <= set(site) for site in state["sites"].values())
+    # The example province has the SIP side, the desktops and metrics: scripts find them here.
+    assert all({"address", "sip", "desktop", "metrics"} <= set(site) for site in state["sites"].values())
     assert [p["name"] for p in state["processes"]] == ["probe"]
 
     write_state(tmp_path, [], config_path=tmp_path / "province.yaml")
@@ -132,7 +141,10 @@ def test_cluster_json_has_the_shape_of_spec_6(tmp_path: Path) -> None:
 
     # No dashboard configured: no dashboard key (a key is there once its feature is).
     del raw["central"]["dashboard_listen"]
-    assert endpoints_of(parse_province(raw, "example"))["central"] == {"address": config.central.listen}
+    assert endpoints_of(parse_province(raw, "example"))["central"] == {
+        "address": config.central.listen,
+        "metrics": f"http://{config.central.metrics_listen}/metrics",
+    }
 
 
 @needs_central
