@@ -396,6 +396,75 @@ def audit(
         typer.echo(line)
 
 
+recordings_app = typer.Typer(
+    help="Call recordings: central's index, files from their sites.", no_args_is_help=True
+)
+app.add_typer(recordings_app, name="recordings")
+
+
+@recordings_app.command("list")
+def recordings_list(
+    config: ConfigOpt,
+    call: Annotated[str, typer.Option("--call", help="Only this call id.")] = "",
+    agent: Annotated[str, typer.Option(help="Only calls this agent talked in.")] = "",
+    caller: Annotated[str, typer.Option(help="Only calls from this number.")] = "",
+    since: Annotated[
+        str | None, typer.Option(help="Started at or after: 15m, 2h, 1d (ago) or an ISO time.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Started before: 15m, 2h, 1d (ago) or an ISO time.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many, newest first.")] = 100,
+) -> None:
+    """Recorded calls, newest first, by call, agent, caller number and time."""
+    import time
+
+    import grpc
+
+    from tools.admin.audit import parse_since
+    from tools.admin.recordings import Filters, lines, search
+
+    cfg = load_tool_config(config)
+    now = time.time()
+    try:
+        since_s = parse_since(since, now) if since else None
+        until_s = parse_since(until, now) if until else None
+    except ValueError as exc:
+        fail(str(exc).replace("--since", "--since/--until"))
+    filters = Filters(call, agent, caller, since_s, until_s, limit)
+    try:
+        found = asyncio.run(search(cfg, filters, deadline_s=5.0))
+    except grpc.aio.AioRpcError as exc:
+        fail(f"central: {exc.code().name}: {exc.details()}", code=1)
+    for line in lines(found, as_json):
+        typer.echo(line)
+
+
+@recordings_app.command("fetch")
+def recordings_fetch(
+    config: ConfigOpt,
+    call_id: Annotated[str, typer.Argument(help="The call whose recording to fetch.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="A file, or a folder for <call id>.wav.")] = Path(
+        "."
+    ),
+) -> None:
+    """A call's recording (WAV), from the site that keeps it; its checksum checked against the index."""
+    import grpc
+
+    from tools.admin.recordings import FetchError, fetch
+
+    cfg = load_tool_config(config)
+    target = out / f"{call_id}.wav" if out.is_dir() else out
+    try:
+        entry = asyncio.run(fetch(cfg, call_id, target, deadline_s=5.0))
+    except FetchError as exc:
+        fail(str(exc), code=1)
+    except grpc.aio.AioRpcError as exc:
+        fail(f"{exc.code().name}: {exc.details()}", code=1)
+    typer.echo(f"{target}  {entry.duration_s:.1f}s  sha256 {entry.sha256}")
+
+
 @app.command()
 def stats(
     *,

@@ -200,6 +200,9 @@ class SipConfig(_Strict):
     # Bounds of a phone's registration (seconds); asked for less or more, it gets the bound.
     min_expires_s: int = Field(default=60, ge=10, le=3600)
     max_expires_s: int = Field(default=3600, ge=60, le=86400)
+    # Where answered calls' recordings are kept (a WAV per call; rtpengine's pcaps below it);
+    # empty: `recordings-<site>` beside the outbox.
+    recordings_dir: str = ""
     media: MediaEngineConfig = MediaEngineConfig()
 
 

@@ -82,6 +82,10 @@ class MediaControl:
     async def stop(self, call_id: str, caller_tag: str) -> None:
         await self._request("stop media", {"call-id": call_id, "from-tag": caller_tag})
 
+    async def start_recording(self, call_id: str) -> None:
+        """Record every party of the call from now on (the engine's pcap, closed at delete)."""
+        await self._request("start recording", {"call-id": call_id})
+
     async def delete(self, call_id: str) -> None:
         await self._request("delete", {"call-id": call_id, "delete delay": 0})
 

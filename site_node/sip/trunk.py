@@ -41,6 +41,7 @@ from site_node.sip.message import (
     uri_user,
 )
 from site_node.sip.phones import AgentPhones
+from site_node.sip.recorder import CallRecorder
 from site_node.sip.registrar import Registrar
 from site_node.sip.timers import Expiring, Retransmit
 from site_node.sip.transport import Address, UdpEndpoint
@@ -89,6 +90,8 @@ class SipTrunk:
         self.registrar = registrar
         # Agents' phones (wired by the composition root when agents have phones).
         self.phones: AgentPhones | None = None
+        # Answered calls recorded (wired by the composition root).
+        self.recorder: CallRecorder | None = None
         self.endpoint = UdpEndpoint(self._datagram)
         self.stats = TrunkStats()
         # INVITE server transactions by top Via branch (and sent-by): retransmissions and CANCEL.
@@ -526,6 +529,9 @@ class SipTrunk:
             else:
                 tag = self.phones.party_tag(sc.call_id) if self.phones is not None else None
                 await self.hear.progress(sc, kind, tag)
+                call = self.rt.sb.calls.get(sc.call_id)
+                if kind == "connected" and self.recorder is not None and call is not None:
+                    await self.recorder.connected(sc, call.agent_code, call.ani)
         except MediaError as exc:
             self.stats.media_failures += 1
             log.warning("call %s: media %s failed: %s", sc.call_id, kind, exc)
@@ -543,6 +549,8 @@ class SipTrunk:
             sc.stop_retransmit()
             self._send_bye(sc, ended.reason)
         await self.hear.close(sc)
+        if self.recorder is not None:
+            self.recorder.ended(sc)
 
     def _send_bye(self, sc: SipCall, reason: str) -> None:
         msg, dest = sc.bye(self.endpoint.host, self.endpoint.port, reason)
