@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import glob
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote
 
 from site_node.callcontrol.resources import Resources
 from site_node.media.control import MediaControl
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 # rtpengine writes the pcap when the call is deleted; how long to wait for it to appear.
 PCAP_WAIT_S = 5.0
 CLOSE_WAIT_S = 5.0
+# rtpengine names a call's files after its call id (%-escaped) and a random suffix.
+_ENGINE_FILE = re.compile(r"^(.+)-[0-9a-f]{16}(\.[a-z]+)?$")
 
 
 @dataclass
@@ -166,19 +168,29 @@ class CallRecorder:
         tmp.replace(final)
 
     async def _pcap_of(self, sip_call_id: str) -> Path | None:
-        pattern = str(self.folder / "pcaps" / f"{glob.escape(_file_safe(sip_call_id))}-*.pcap")
         deadline = time.monotonic() + PCAP_WAIT_S
         while True:
-            found = sorted(glob.glob(pattern), key=os.path.getmtime)
+            found = await asyncio.to_thread(self._files_of, "pcaps", "", sip_call_id)
             if found:
-                return Path(found[-1])
+                return max(found, key=lambda p: p.stat().st_mtime)
             if time.monotonic() > deadline:
                 return None
             await asyncio.sleep(0.1)
 
     def _metadata_of(self, sip_call_id: str) -> list[Path]:
-        pattern = str(self.folder / "metadata" / f"rtpengine-meta-{glob.escape(_file_safe(sip_call_id))}-*")
-        return [Path(p) for p in glob.glob(pattern)]
+        return self._files_of("metadata", "rtpengine-meta-", sip_call_id)
+
+    def _files_of(self, sub: str, prefix: str, sip_call_id: str) -> list[Path]:
+        """rtpengine's files of one call: `<prefix><call id, %-escaped>-<random hex>[.ext]`."""
+        folder = self.folder / sub
+        if not folder.is_dir():
+            return []
+        found = []
+        for path in folder.iterdir():
+            m = _ENGINE_FILE.match(path.name)
+            if m and path.name.startswith(prefix) and unquote(m.group(1)[len(prefix) :]) == sip_call_id:
+                found.append(path)
+        return found
 
     async def close(self) -> None:
         """At the site's stop, after every call ended: the files being made are finished (bounded)."""
@@ -193,8 +205,3 @@ class CallRecorder:
 def _caller_port(sdp: bytes) -> int:
     m = re.search(rb"^m=audio (\d+) ", sdp, re.MULTILINE)
     return int(m.group(1)) if m else 0
-
-
-def _file_safe(sip_call_id: str) -> str:
-    # rtpengine names the pcap after the call id; a '/' cannot be in a file name.
-    return sip_call_id.replace("/", "_")

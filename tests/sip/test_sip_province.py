@@ -2,33 +2,51 @@
 separate processes): SIPp dials the service number, the caller hears the menu, its RFC 2833
 digit chooses the queue, a (gRPC robot) agent answers, the caller hangs up; central holds
 exactly one record per SIP dialog. A full trunk answers 503 and counts the call blocked; a
-caller who hangs up in the queue is abandoned; an unknown number is 404 and leaves no record."""
+caller who hangs up in the queue is abandoned; an unknown number is 404 and leaves no record.
+
+Recording (SPEC F26): SIPp's caller streams a 440 Hz tone, the agent's phone (baresip, registered
+with digest) answers and sends a 1 kHz tone; the recording is a stereo WAV at the site holding
+both, central's index finds it by call, agent, caller number and time, and `vcc recordings fetch`
+brings the file from the site, its checksum checked. The tones are looked for with a Goertzel
+filter written here: the caller's on the left only, the agent's on the right only."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import math
 import os
 import re
 import signal
+import struct
+import subprocess
+import time
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import psutil
 import pytest
 
 from site_node.media.prompts import prompt_path, site_prompts
+from site_node.sip.registrar import ha1
 from tests.helpers import eventually
-from tests.integration.support import agents, central_records, password_hash, site_summary
+from tests.integration.support import Desktop, agents, central_records, password_hash, site_summary
 from tests.sip.audio import RtpEar, best_correlation, read_wav, voiced
-from tests.sip.conftest import rtp_base
-from tools.province.cluster import STATE_FILE, Cluster
+from tests.sip.conftest import PHONE_PASSWORD, rtp_base
+from tests.sip.test_phones import baresip_config
+from tools.admin.recordings import Filters, search
+from tools.province.cluster import STATE_FILE, Cluster, vcc_command
 from tools.province.generate import SiteSpec, generate_province, write_province
 from tools.province.netutil import free_port
 from tools.province.sip import add_sip
 from tools.province.sipp import SippResult, call_scenario, refused_scenario, run_sipp
 from tools.simulation.robots import RobotPolicy, run_robots
-from vcc.v1 import central_pb2, common_pb2
+from vcc import rpc
+from vcc.tls import DESKTOP
+from vcc.v1 import central_pb2, common_pb2, recordings_pb2, recordings_pb2_grpc
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 
@@ -54,6 +72,12 @@ async def start_province(tmp: Path) -> Cluster:
         digit_timeout_s=15,
     )
     add_sip(raw, prompts_dir="prompts", rtp_base=rtp_base() + 300, language="en")
+    # Agents' phones may register (the recording test's agent talks on baresip); one channel of
+    # recording board.
+    site = raw["sites"][0]
+    site["boards"].append({"id": "rec", "kind": "recording", "channels": 1})
+    for agent in site["agents"]:
+        agent["sip_ha1"] = ha1(agent["code"], "vcc", PHONE_PASSWORD)
     config = write_province(raw, tmp / "province.yaml")
     return await Cluster.start(config, tmp / "run")
 
@@ -176,6 +200,159 @@ async def test_the_caller_hears_the_menu_prompt(cluster: Cluster, tmp_path: Path
     assert abs(len(heard) - len(spoken)) <= 320, (len(heard), len(spoken))
     assert best_correlation(heard, spoken) > 0.9
     assert best_correlation(heard, voiced(queue)) < 0.5
+
+
+CALLER_HZ, AGENT_HZ = 440.0, 1000.0
+
+
+async def vcc(*args: str) -> subprocess.CompletedProcess[str]:
+    """The command line as an operator runs it (its own process: it adopts the tool's identity)."""
+    return await asyncio.to_thread(
+        subprocess.run, vcc_command(*args), capture_output=True, text=True, timeout=60
+    )
+
+
+def goertzel(samples: list[int], hz: float, rate: int = 8000) -> float:
+    """The power of one frequency in `samples`, normalised by their length."""
+    k = 2 * math.cos(2 * math.pi * hz / rate)
+    s1 = s2 = 0.0
+    for x in samples:
+        s1, s2 = x + k * s1 - s2, s1
+    return (s1 * s1 + s2 * s2 - k * s1 * s2) / max(1, len(samples)) ** 2
+
+
+def channels(path: Path) -> tuple[list[int], list[int]]:
+    with wave.open(str(path), "rb") as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (2, 2, 8000)
+        frames = w.readframes(w.getnframes())
+    samples = struct.unpack(f"<{len(frames) // 2}h", frames)
+    return list(samples[0::2]), list(samples[1::2])
+
+
+def tone_wav(path: Path, hz: float, seconds: float) -> None:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        n = int(8000 * seconds)
+        w.writeframes(
+            b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * hz * i / 8000))) for i in range(n))
+        )
+
+
+async def test_an_answered_call_is_recorded_with_both_parties_indexed_and_fetched(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    [(code, _)] = [a for a in agents(cluster, "gz")][:1]
+    phone_dir = tmp_path / "phone"
+    baresip_config(phone_dir, code, sip_target(cluster))
+    tone_wav(phone_dir / "silence.wav", AGENT_HZ, 30)  # what the phone says: the agent's tone
+    caller_tone = tmp_path / "caller.al"
+    sox = ["sox", "-n", "-r", "8000", "-c", "1", "-t", "al", str(caller_tone), "synth", "4", "sine",
+           str(CALLER_HZ)]  # fmt: skip
+    await asyncio.to_thread(subprocess.run, sox, check=True)
+    phone_log = (tmp_path / "baresip.log").open("wb")
+    phone = await asyncio.create_subprocess_exec(
+        "baresip", "-f", str(phone_dir), stdin=asyncio.subprocess.DEVNULL, stdout=phone_log, stderr=phone_log
+    )
+    desk = Desktop(rpc.channel(cluster.config.site("gz").listen, persona=DESKTOP), code)
+    started = time.time()
+    try:
+
+        async def registered() -> bool:
+            return b"200 OK" in (tmp_path / "baresip.log").read_bytes()
+
+        await eventually(registered, what="the agent's phone registered")
+        await desk.login()
+        await desk.ready()
+        scenario = call_scenario("1", stream=caller_tone)
+        result = await run_sipp(
+            scenario, sip_target(cluster), tmp_path / "sipp", hold_ms=6000, ani="13900000042"
+        )
+        call_id = dialled(result)
+        rec = await record(cluster, call_id)
+        assert rec.agent_code == code
+    finally:
+        await desk.close()
+        phone.terminate()
+        await phone.wait()
+        phone_log.close()
+
+    async def indexed() -> list[recordings_pb2.Recording] | None:
+        found = await search(cluster.config, Filters(call_id=call_id), 5.0)
+        return found or None
+
+    [entry] = await eventually(indexed, what="central's index of the recording")
+    assert (
+        entry.site_id == "gz" and list(entry.agent_codes) == [code] and entry.caller_number == "13900000042"
+    )
+    assert 2.0 < entry.duration_s < 30.0
+    # Found by agent, by caller number and by time; not by another number or a later window.
+    for filters in (
+        Filters(agent_code=code),
+        Filters(caller_number="13900000042"),
+        Filters(since=started - 1),
+    ):
+        assert call_id in [r.call_id for r in await search(cluster.config, filters, 5.0)], filters
+    assert not await search(cluster.config, Filters(caller_number="13900000043"), 5.0)
+    assert not await search(cluster.config, Filters(call_id=call_id, since=time.time() + 60), 5.0)
+
+    # `vcc recordings list|fetch` as an operator runs them.
+    config_path = str(cluster.config_path)
+    listed = await vcc("recordings", "list", "-c", config_path, "--call", call_id)
+    assert listed.returncode == 0 and call_id in listed.stdout, listed.stdout + listed.stderr
+    fetched = await vcc("recordings", "fetch", "-c", config_path, call_id, "-o", str(tmp_path))
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    wav = tmp_path / f"{call_id}.wav"
+    assert hashlib.sha256(wav.read_bytes()).hexdigest() == entry.sha256
+
+    # Both parties, each on its own side: the caller's tone left, the agent's tone right.
+    left, right = channels(wav)
+    assert goertzel(left, CALLER_HZ) > 20 * goertzel(left, AGENT_HZ), "the caller's tone is not on the left"
+    assert goertzel(right, AGENT_HZ) > 20 * goertzel(right, CALLER_HZ), "the agent's tone is not on the right"
+    assert goertzel(left, CALLER_HZ) > 1e3 and goertzel(right, AGENT_HZ) > 1e3
+    # The recording channel was given back.
+    [board] = [r for r in (await site_summary(cluster, "gz")).resources if r.id == "rec"]
+    assert board.busy == 0
+
+
+async def test_bad_recording_requests_are_refused_and_change_nothing(cluster: Cluster) -> None:
+    async with rpc.channel(cluster.config.central.listen) as ch:
+        index = recordings_pb2_grpc.RecordingIndexServiceStub(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as bad:
+            await index.ListRecordings(
+                recordings_pb2.ListRecordingsRequest(caller_number="1' OR 1=1"), timeout=5
+            )
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.aio.AioRpcError) as not_a_site:
+            await index.IndexRecordings(recordings_pb2.IndexRecordingsRequest(site_id="gz"), timeout=5)
+        assert not_a_site.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    async with rpc.channel(cluster.config.central.listen, persona="site-gz") as ch:
+        index = recordings_pb2_grpc.RecordingIndexServiceStub(ch)
+        good = recordings_pb2.Recording(call_id="c" * 32, site_id="gz", file="x.wav", sha256="0" * 64,
+                                        started_at=rpc.timestamp(time.time()))  # fmt: skip
+        for site_id, recording in (
+            ("nowhere", good),
+            ("gz", recordings_pb2.Recording(call_id="c" * 32, file="x.wav", sha256="not hex")),
+            ("gz", recordings_pb2.Recording(call_id="../x", file="x.wav", sha256="0" * 64)),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as refused_index:
+                request = recordings_pb2.IndexRecordingsRequest(site_id=site_id, recordings=[recording])
+                await index.IndexRecordings(request, timeout=5)
+            assert refused_index.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (site_id, recording)
+    assert not await search(cluster.config, Filters(call_id="c" * 32), 5.0)
+    async with rpc.channel(cluster.config.site("gz").listen) as ch:
+        site = recordings_pb2_grpc.SiteRecordingServiceStub(ch)
+        for call_id, status in (("../../etc/passwd", grpc.StatusCode.INVALID_ARGUMENT),
+                                ("f" * 32, grpc.StatusCode.NOT_FOUND)):  # fmt: skip
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                async for _ in site.FetchRecording(
+                    recordings_pb2.FetchRecordingRequest(call_id=call_id), timeout=5
+                ):
+                    pass
+            assert refused.value.code() == status, call_id
+    missing = await vcc("recordings", "fetch", "-c", str(cluster.config_path), "f" * 32)
+    assert missing.returncode == 1 and "no recording" in missing.stderr, missing.stderr
 
 
 async def test_a_killed_site_leaves_no_rtpengine_behind_and_answers_again_after_its_restart(
