@@ -35,6 +35,7 @@ from site_node.runtime import SiteRuntime
 from site_node.sip.phones import AgentPhones
 from site_node.sip.recorder import CallRecorder
 from site_node.sip.registrar import Registrar
+from site_node.sip.ties import TieTrunks
 from site_node.sip.trunk import SipTrunk
 from site_node.web.server import DeskServer
 from vcc import membership, tls
@@ -97,6 +98,7 @@ class SiteNode:
         self.media: MediaEngine | None = None
         self.dtmf: DtmfListener | None = None
         self.recorder: CallRecorder | None = None
+        self.ties: TieTrunks | None = None
         self.recording_index: RecordingIndexShipper | None = None
         self.recordings_dir: Path | None = None
         self.metrics = Metrics(f"site:{site_id}")
@@ -272,10 +274,18 @@ class SiteNode:
         )
         self.recorder.on_indexed = self.recording_index.wake
         self.sip_address = await self.sip.start()
+        peers = {
+            s.id: s.sip.listen for s in self.province.sites if s.sip is not None and s.id != self.site.id
+        }
+        if peers:
+            self.ties = TieTrunks(self.sip, peers)
+            self.sip.ties = self.ties
         if phones:
             self.phones = AgentPhones(self.sip, self.registrar)
             self.sip.phones = self.phones
             self.runtime.agent_listeners.append(self.phones.to_agent)
+            if self.ties is not None:
+                self.ties.on_media = self.phones.media_ready
 
     def _digit(self, sip_call_id: str, digit: str) -> None:
         if self.sip is not None:
@@ -320,6 +330,8 @@ class SiteNode:
         await self.runtime.close()
         if self.phones is not None:
             await self.phones.close()
+        if self.ties is not None:
+            await self.ties.close()
         if self.sip is not None:
             await self.sip.close()
         if self.recorder is not None:
@@ -361,9 +373,14 @@ class _Province:
 
     def offer_remote(self, offer: OfferRemote) -> None:
         self._node.peer_links.offer(offer)
+        if self._node.ties is not None:
+            # The caller's voice follows over the SIP tie trunk (when it is a SIP caller).
+            self._node.ties.offer_remote(offer)
 
     def to_target(self, message: LegToTarget) -> None:
         self._node.peer_links.send(message)
+        if self._node.ties is not None:
+            self._node.ties.to_target(message)
 
     def to_origin(self, message: LegToOrigin) -> None:
         self._node.peer.send(message)

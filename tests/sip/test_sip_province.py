@@ -61,7 +61,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 async def start_province(tmp: Path) -> Cluster:
     raw = generate_province(
         # One agent for general enquiries (digit 1); nobody for billing (digit 2): its callers wait.
-        [SiteSpec("gz", "Guangzhou", trunk_channels=3, agents={"general": 1, "billing": 0})],
+        # Shenzhen's agent answers overflowed calls on its phone (the tie-trunk voice test).
+        [
+            SiteSpec(
+                "gz", "Guangzhou", trunk_channels=3, agents={"general": 1, "billing": 0}, tie_channels=2
+            ),
+            SiteSpec("sz", "Shenzhen", trunk_channels=3, agents={"general": 1}, tie_channels=2),
+        ],
         etcd_endpoint="127.0.0.1:2379",
         central_listen=f"127.0.0.1:{free_port()}",
         database_url=f"sqlite+aiosqlite:///{tmp / 'central.db'}",
@@ -74,10 +80,10 @@ async def start_province(tmp: Path) -> Cluster:
     add_sip(raw, prompts_dir="prompts", rtp_base=rtp_base() + 300, language="en")
     # Agents' phones may register (the recording test's agent talks on baresip); one channel of
     # recording board.
-    site = raw["sites"][0]
-    site["boards"].append({"id": "rec", "kind": "recording", "channels": 1})
-    for agent in site["agents"]:
-        agent["sip_ha1"] = ha1(agent["code"], "vcc", PHONE_PASSWORD)
+    raw["sites"][0]["boards"].append({"id": "rec", "kind": "recording", "channels": 1})
+    for site in raw["sites"]:
+        for agent in site["agents"]:
+            agent["sip_ha1"] = ha1(agent["code"], "vcc", PHONE_PASSWORD)
     config = write_province(raw, tmp / "province.yaml")
     return await Cluster.start(config, tmp / "run")
 
@@ -353,6 +359,81 @@ async def test_bad_recording_requests_are_refused_and_change_nothing(cluster: Cl
             assert refused.value.code() == status, call_id
     missing = await vcc("recordings", "fetch", "-c", str(cluster.config_path), "f" * 32)
     assert missing.returncode == 1 and "no recording" in missing.stderr, missing.stderr
+
+
+async def test_an_overflowed_call_carries_the_callers_voice_to_the_other_citys_agent(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Nobody is logged in at gz: the caller overflows to sz, whose agent answers on its phone; the
+    caller's tone crosses the SIP tie trunk between the two rtpengines, on a tie-trunk channel."""
+    [(code, _)] = agents(cluster, "sz")
+    sz_sip = cluster.config.site("sz").sip
+    assert sz_sip is not None
+    phone_dir = tmp_path / "phone"
+    baresip_config(phone_dir, code, sz_sip.listen)
+    caller_tone = tmp_path / "caller.al"
+    sox = [
+        "sox",
+        "-n",
+        "-r",
+        "8000",
+        "-c",
+        "1",
+        "-t",
+        "al",
+        str(caller_tone),
+        "synth",
+        "4",
+        "sine",
+        str(CALLER_HZ),
+    ]
+    await asyncio.to_thread(subprocess.run, sox, check=True)
+    phone_log = (tmp_path / "baresip.log").open("wb")
+    phone = await asyncio.create_subprocess_exec(
+        "baresip", "-f", str(phone_dir), stdin=asyncio.subprocess.DEVNULL, stdout=phone_log, stderr=phone_log
+    )
+    desk = Desktop(rpc.channel(cluster.config.site("sz").listen, persona=DESKTOP), code)
+    ties_busy: list[int] = []
+    try:
+
+        async def registered() -> bool:
+            return b"200 OK" in (tmp_path / "baresip.log").read_bytes()
+
+        await eventually(registered, what="the sz agent's phone registered")
+        await desk.login()
+        await desk.ready()
+        caller = asyncio.create_task(
+            run_sipp(
+                call_scenario("1", stream=caller_tone), sip_target(cluster), tmp_path / "sipp", hold_ms=7000
+            )
+        )
+
+        async def talking_elsewhere() -> bool:
+            summary = await site_summary(cluster, "gz")
+            ties_busy[:] = [r.busy for r in summary.resources if r.id == "tie:sz"]
+            return summary.calls_served_elsewhere == 1
+
+        await eventually(talking_elsewhere, timeout_s=20, what="the call served at sz")
+        result = await caller
+        rec = await record(cluster, dialled(result))
+    finally:
+        await desk.close()
+        phone.terminate()
+        await phone.wait()
+        phone_log.close()
+    assert ties_busy == [1]
+    assert rec.outcome == common_pb2.CALL_OUTCOME_ANSWERED and rec.entry_site_id == "gz"
+    assert rec.agent_code == code
+    # What the sz agent's phone heard: the gz caller's tone.
+    [heard] = list(phone_dir.glob("dump-*-dec.wav"))
+    with wave.open(str(heard), "rb") as w:
+        frames = w.readframes(w.getnframes())
+    samples = list(struct.unpack(f"<{len(frames) // 2}h", frames))
+    assert goertzel(samples, CALLER_HZ) > 20 * goertzel(samples, AGENT_HZ), "the caller's tone did not cross"
+    assert goertzel(samples, CALLER_HZ) > 1e3
+    # The tie channel is free again.
+    [tie] = [r for r in (await site_summary(cluster, "gz")).resources if r.id == "tie:sz"]
+    assert tie.busy == 0
 
 
 async def test_a_killed_site_leaves_no_rtpengine_behind_and_answers_again_after_its_restart(
