@@ -280,6 +280,7 @@ class SiteNode:
         if peers:
             self.ties = TieTrunks(self.sip, peers)
             self.sip.ties = self.ties
+            self.runtime.agent_listeners.append(self.ties.to_agent)
         if phones:
             self.phones = AgentPhones(self.sip, self.registrar)
             self.sip.phones = self.phones

@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from site_node.callcontrol.domain import LegToTarget, OfferRemote
+from site_node.callcontrol.domain import LegToTarget, OfferRemote, ToAgent
 from site_node.media.ng import MediaError
 from site_node.sip.dialog import SipCall
 from site_node.sip.message import Message, NameAddr, SipParseError, new_branch, new_tag, response
@@ -312,6 +312,13 @@ class TieTrunks:
         if self.legs_in.get(sc.call_id) is sc:
             del self.legs_in[sc.call_id]
         self._spawn(self.trunk.hear.close(sc))
+
+    def to_agent(self, fx: ToAgent) -> None:
+        """At the target: the guest call is over here (its origin may be gone and send no BYE)."""
+        if fx.kind in ("ended", "withdrawn") and fx.call_id not in self.trunk.rt.sb.calls:
+            sc = self.legs_in.get(fx.call_id)
+            if sc is not None:
+                self._drop_in(sc)
 
     def leg_in(self, call_id: str) -> SipCall | None:
         sc = self.legs_in.get(call_id)
