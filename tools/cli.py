@@ -527,6 +527,12 @@ def agents(
         float | None, typer.Option(min=0, help="Stop after this many seconds (default: Ctrl-C).")
     ] = None,
     seed: int = 0,
+    sip: Annotated[
+        bool, typer.Option("--sip", help="Answer on real SIP phones (baresip, registered).")
+    ] = False,
+    phone_password: Annotated[
+        str, typer.Option(help="--sip: the phones' password (the config holds its sip_ha1).")
+    ] = "4321",
 ) -> None:
     """Robot agents for one site: log in, go ready, answer, talk, hang up."""
     cfg = load_tool_config(config)
@@ -542,9 +548,21 @@ def agents(
     if not roster:
         fail(f"site {site_id} has no agents in {config}")
 
+    if sip and site_cfg.sip is None:
+        fail(f"--sip: site {site_id} has no SIP trunk in {config}")
+
     async def main() -> object:
         stop = asyncio.Event()
         _stop_on_signals(stop, duration)
+        if sip:
+            import tempfile
+
+            from tools.simulation.sip_callers import run_sip_robots
+
+            work = Path(tempfile.mkdtemp(prefix=f"vcc-phones-{site_id}-"))
+            return await run_sip_robots(
+                site_cfg, roster, policy, stop, work=work, phone_password=phone_password
+            )
         return await run_robots(site_cfg.listen, roster, policy, stop)
 
     typer.echo(f"{len(roster)} robot agents on {site_id} ({site_cfg.listen}); Ctrl-C to stop", err=True)
@@ -561,9 +579,20 @@ def traffic(
     patience: Annotated[float | None, typer.Option(min=0, help="Mean caller patience in seconds.")] = None,
     seed: int = 0,
     journal: Annotated[Path | None, typer.Option(help="Write one JSON line per call here.")] = None,
+    sip: Annotated[
+        bool, typer.Option("--sip", help="Real SIP callers (SIPp) with audio and digits.")
+    ] = False,
+    digits: Annotated[str, typer.Option(help="--sip: the menu digits each caller presses.")] = "1",
+    hold: Annotated[float, typer.Option(min=0, help="--sip: seconds each caller stays on the line.")] = 20.0,
 ) -> None:
-    """Callers: Poisson arrivals at each site's trunk, through the IVR, until they are served or give up."""
+    """Callers: Poisson arrivals at each site's trunk, through the IVR, until they are served or give up.
+
+    With --sip: SIPp callers at a steady rate into each site's SIP trunk; each presses `--digits`
+    (RFC 2833), streams a 440 Hz tone and hangs up after `--hold` seconds."""
     cfg = load_tool_config(config)
+    if sip:
+        _sip_traffic(cfg, rate, duration, digits, hold)
+        return
     from tools.simulation.traffic import SiteLoad, TrafficPlan, run_traffic
 
     loads = []
@@ -588,6 +617,49 @@ def traffic(
         key = str(getattr(view, "outcome", "?"))
         outcomes[key] = outcomes.get(key, 0) + 1
     typer.echo(f"{len(views)} calls: " + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())))
+
+
+def _sip_traffic(cfg: ProvinceConfig, rate: list[str], duration: float, digits: str, hold: float) -> None:
+    import tempfile
+
+    from tools.simulation.sip_callers import run_sip_traffic
+
+    if not digits or not set(digits) <= set("0123456789"):
+        fail(f"--digits: {digits!r} is not menu digits")
+    plans = []
+    for item in rate:
+        site_id, sep, value = item.partition("=")
+        try:
+            per_s = float(value)
+            site_cfg = cfg.site(site_id)
+        except (ValueError, ConfigError):
+            fail(f"--rate: {item!r} is not SITE=CALLS_PER_SECOND of a site in the config")
+        if not sep or per_s <= 0:
+            fail(f"--rate: {item!r} is not SITE=CALLS_PER_SECOND")
+        if site_cfg.sip is None:
+            fail(f"--sip: site {site_id} has no SIP trunk")
+        plans.append((site_cfg, per_s))
+    if not plans:
+        fail("--rate: give at least one SITE=CALLS_PER_SECOND")
+    work = Path(tempfile.mkdtemp(prefix="vcc-sip-traffic-"))
+
+    async def main() -> list[object]:
+        return list(
+            await asyncio.gather(*(
+                run_sip_traffic(site_cfg, rate=per_s, duration_s=duration, hold_s=hold, digits=digits,
+                                work=work / site_cfg.id, service=cfg.province.service_number)
+                for site_cfg, per_s in plans
+            ))
+        )  # fmt: skip
+
+    results = asyncio.run(main())
+    for (site_cfg, _), result in zip(plans, results, strict=True):
+        ok = getattr(result, "ok", False)
+        answered = len(getattr(result, "vcc_call_ids", []))
+        typer.echo(f"{site_cfg.id}: {answered} calls answered by the site, SIPp {'ok' if ok else 'failed'} "
+                   f"(logs in {work / site_cfg.id})")  # fmt: skip
+    if not all(getattr(r, "ok", False) for r in results):
+        raise typer.Exit(1)
 
 
 def _stop_on_signals(stop: asyncio.Event, duration_s: float | None) -> None:

@@ -45,6 +45,7 @@ from tools.province.netutil import free_port
 from tools.province.sip import add_sip
 from tools.province.sipp import SippResult, call_scenario, refused_scenario, run_sipp
 from tools.simulation.robots import RobotPolicy, run_robots
+from tools.simulation.sip_callers import AGENT_TONE_HZ, CALLER_TONE_HZ, run_sip_robots, run_sip_traffic
 from vcc import rpc
 from vcc.tls import DESKTOP
 from vcc.v1 import central_pb2, common_pb2, recordings_pb2, recordings_pb2_grpc
@@ -209,7 +210,7 @@ async def test_the_caller_hears_the_menu_prompt(cluster: Cluster, tmp_path: Path
     assert best_correlation(heard, voiced(queue)) < 0.5
 
 
-CALLER_HZ, AGENT_HZ = 440.0, 1000.0
+CALLER_HZ, AGENT_HZ = CALLER_TONE_HZ, AGENT_TONE_HZ
 
 
 async def vcc(*args: str) -> subprocess.CompletedProcess[str]:
@@ -236,54 +237,38 @@ def channels(path: Path) -> tuple[list[int], list[int]]:
     return list(samples[0::2]), list(samples[1::2])
 
 
-def tone_wav(path: Path, hz: float, seconds: float) -> None:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        n = int(8000 * seconds)
-        w.writeframes(
-            b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * hz * i / 8000))) for i in range(n))
-        )
-
-
 async def test_an_answered_call_is_recorded_with_both_parties_indexed_and_fetched(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    [(code, _)] = [a for a in agents(cluster, "gz")][:1]
-    phone_dir = tmp_path / "phone"
-    baresip_config(phone_dir, code, sip_target(cluster))
-    tone_wav(phone_dir / "silence.wav", AGENT_HZ, 30)  # what the phone says: the agent's tone
-    caller_tone = tmp_path / "caller.al"
-    sox = ["sox", "-n", "-r", "8000", "-c", "1", "-t", "al", str(caller_tone), "synth", "4", "sine",
-           str(CALLER_HZ)]  # fmt: skip
-    await asyncio.to_thread(subprocess.run, sox, check=True)
-    phone_log = (tmp_path / "baresip.log").open("wb")
-    phone = await asyncio.create_subprocess_exec(
-        "baresip", "-f", str(phone_dir), stdin=asyncio.subprocess.DEVNULL, stdout=phone_log, stderr=phone_log
+    # `vcc agents --sip` and `vcc traffic --sip` underneath: robots whose baresip phones answer
+    # (saying a 1 kHz tone), and a SIPp caller pressing 1 and saying a 440 Hz tone.
+    [(code, _)] = roster = agents(cluster, "gz")
+    site = cluster.config.site("gz")
+    stop = asyncio.Event()
+    policy = RobotPolicy(handle_time_mean_s=60.0, handle_distribution="constant")
+    robots = asyncio.create_task(
+        run_sip_robots(site, roster, policy, stop, work=tmp_path / "robots", phone_password=PHONE_PASSWORD)
     )
-    desk = Desktop(rpc.channel(cluster.config.site("gz").listen, persona=DESKTOP), code)
     started = time.time()
     try:
 
-        async def registered() -> bool:
-            return b"200 OK" in (tmp_path / "baresip.log").read_bytes()
+        async def ready() -> bool:
+            summary = await site_summary(cluster, "gz")
+            return any(g.agents_ready for g in summary.skill_groups if g.skill_group == "general")
 
-        await eventually(registered, what="the agent's phone registered")
-        await desk.login()
-        await desk.ready()
-        scenario = call_scenario("1", stream=caller_tone)
-        result = await run_sipp(
-            scenario, sip_target(cluster), tmp_path / "sipp", hold_ms=6000, ani="13900000042"
-        )
+        await eventually(ready, timeout_s=30, what="the robot agent with its phone is ready")
+        result = await run_sip_traffic(
+            site, rate=1.0, duration_s=1.0, hold_s=6.0, digits="1", work=tmp_path / "callers",
+            service="10000", ani="13900000042",
+        )  # fmt: skip
         call_id = dialled(result)
         rec = await record(cluster, call_id)
         assert rec.agent_code == code
     finally:
-        await desk.close()
-        phone.terminate()
-        await phone.wait()
-        phone_log.close()
+        stop.set()
+        stats = await robots
+    # The phone answered (the robot never did: it only hung up calls the caller had not ended).
+    assert stats.answered == 1 and stats.errors == 0, stats
 
     async def indexed() -> list[recordings_pb2.Recording] | None:
         found = await search(cluster.config, Filters(call_id=call_id), 5.0)
@@ -360,6 +345,19 @@ async def test_bad_recording_requests_are_refused_and_change_nothing(cluster: Cl
             assert refused.value.code() == status, call_id
     missing = await vcc("recordings", "fetch", "-c", str(cluster.config_path), "f" * 32)
     assert missing.returncode == 1 and "no recording" in missing.stderr, missing.stderr
+
+
+async def test_sip_traffic_and_sip_agents_refuse_bad_input(cluster: Cluster) -> None:
+    config_path = str(cluster.config_path)
+    for args, why in (
+        (["traffic", "-c", config_path, "--rate", "gz=1", "--sip", "--digits", "1x"], "--digits"),
+        (["traffic", "-c", config_path, "--rate", "nowhere=1", "--sip"], "--rate"),
+        (["agents", "-c", config_path, "--site", "nowhere", "--sip"], "nowhere"),
+    ):
+        refused = await vcc(*args)
+        assert refused.returncode == 2 and why in refused.stderr and "Traceback" not in refused.stderr, (
+            refused
+        )
 
 
 async def test_an_overflowed_call_carries_the_callers_voice_to_the_other_citys_agent(
