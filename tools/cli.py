@@ -219,6 +219,34 @@ def sip_ha1(
     typer.echo(ha1(code, realm, password))
 
 
+@app.command("kamailio-dispatcher")
+def kamailio_dispatcher(
+    config: ConfigOpt,
+    entry: Annotated[
+        list[str], typer.Option(help="SITE=PORT: the city's interconnect port on the entry (repeat).")
+    ],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write here (default: stdout).")] = None,
+) -> None:
+    """The dispatcher list of the province's Kamailio entry (deploy/kamailio/kamailio.cfg)."""
+    from tools.province.kamailio import dispatcher_list
+
+    cfg = load_config(config)
+    entries: dict[str, int] = {}
+    for item in entry:
+        site_id, sep, port = item.partition("=")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            fail(f"--entry: {item!r} is not SITE=PORT")
+        entries[site_id] = int(port)
+    try:
+        text = dispatcher_list(cfg, entries)
+    except ValueError as exc:
+        fail(f"--entry: {exc}")
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text)
+
+
 @app.command("check-config")
 def check_config(path: Annotated[Path, typer.Argument(help="The province config (YAML).")]) -> None:
     """Validate a province config and print a one-line summary."""

@@ -41,8 +41,9 @@ from tests.sip.test_phones import baresip_config
 from tools.admin.recordings import Filters, search
 from tools.province.cluster import STATE_FILE, Cluster, vcc_command
 from tools.province.generate import SiteSpec, generate_province, write_province
+from tools.province.kamailio import KamailioEntry, dispatcher_list
 from tools.province.netutil import free_port
-from tools.province.sip import add_sip
+from tools.province.sip import add_sip, free_udp_port
 from tools.province.sipp import SippResult, call_scenario, refused_scenario, run_sipp
 from tools.simulation.robots import RobotPolicy, run_robots
 from tools.simulation.sip_callers import AGENT_TONE_HZ, CALLER_TONE_HZ, run_sip_robots, run_sip_traffic
@@ -448,21 +449,37 @@ async def test_an_overflowed_call_carries_the_callers_voice_to_the_other_citys_a
     assert goertzel(samples, CALLER_HZ) > 1e3
 
 
-async def test_a_killed_site_leaves_no_rtpengine_behind_and_answers_again_after_its_restart(
+async def test_a_killed_site_leaves_no_rtpengine_behind_and_the_province_entry_detours_its_callers(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    log = cluster.logs_dir / "site-gz.log"
-    [pid] = [int(m) for m in re.findall(r"rtpengine pid (\d+)", log.read_text())][-1:]
-    assert psutil.pid_exists(pid)
-    # SIGKILL to the site process alone (not its process group): the kernel must end its engine.
-    site = cluster.sites["gz"]
-    os.kill(site.pid, signal.SIGKILL)
-    assert await site.wait_exit(10)
+    """Kamailio (deploy/kamailio) in front of both cities: gz's callers reach gz; gz SIGKILLed, its
+    rtpengine dies with it and the entry sends gz's callers to sz (OPTIONS probes, failover); gz
+    restarted answers again."""
+    ports = {"gz": free_udp_port(), "sz": free_udp_port()}
+    list_file = tmp_path / "dispatcher.list"
+    list_file.write_text(dispatcher_list(cluster.config, ports))
+    entry = KamailioEntry("127.0.0.1", ports, list_file, tmp_path / "kamailio")
+    await entry.start()
+    try:
+        via = await run_sipp(call_scenario(""), entry.address("gz"), tmp_path / "via-up", hold_ms=500)
+        assert (await record(cluster, dialled(via))).entry_site_id == "gz"
 
-    async def engine_gone() -> bool:
-        return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        log = cluster.logs_dir / "site-gz.log"
+        [pid] = [int(m) for m in re.findall(r"rtpengine pid (\d+)", log.read_text())][-1:]
+        assert psutil.pid_exists(pid)
+        # SIGKILL to the site process alone (not its process group): the kernel must end its engine.
+        site = cluster.sites["gz"]
+        os.kill(site.pid, signal.SIGKILL)
+        assert await site.wait_exit(10)
 
-    await eventually(engine_gone, what="the dead site's rtpengine exits with it")
+        async def engine_gone() -> bool:
+            return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+        await eventually(engine_gone, what="the dead site's rtpengine exits with it")
+        detour = await run_sipp(call_scenario(""), entry.address("gz"), tmp_path / "via-down", hold_ms=500)
+        assert (await record(cluster, dialled(detour))).entry_site_id == "sz"
+    finally:
+        await entry.stop()
     await cluster.restart_site("gz")
     result = await run_sipp(call_scenario("2"), sip_target(cluster), tmp_path / "sipp", hold_ms=500)
     assert (await record(cluster, dialled(result))).outcome == common_pb2.CALL_OUTCOME_ABANDONED

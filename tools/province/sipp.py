@@ -52,6 +52,7 @@ _ACK_2XX = """  <send>
     <![CDATA[
 ACK [next_url] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+[routes]
 [last_From:]
 [last_To:]
 Call-ID: [call_id]
@@ -83,6 +84,7 @@ _BYE = """  <send retrans="500">
     <![CDATA[
 BYE [next_url] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+[routes]
 [last_From:]
 [last_To:]
 Call-ID: [call_id]
