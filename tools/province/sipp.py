@@ -114,11 +114,18 @@ def call_scenario(
     audio: Path | None = None,
     stream: Path | None = None,
     settle_ms: int = 1500,
+    events: bool = True,
 ) -> str:
     """Dial, be answered, wait `settle_ms`, press `digits` (RFC 2833 packets from SIPp's pcaps),
     then say `audio` (a G.711 pcap) if given, and stream `stream` (raw A-law, in a loop) if given,
-    stay on the line for -d milliseconds, hang up."""
-    steps = [_INVITE.format(sdp=_SDP.format(media_port=media_port)), _ANSWERED, _ACK_2XX]
+    stay on the line for -d milliseconds, hang up. `events=False`: a caller that offers no
+    telephone-event (its digits, if any, are tones in its audio)."""
+    sdp = _SDP.format(media_port=media_port)
+    if not events:
+        sdp = sdp.replace(" 8 0 101\n", " 8 0\n").replace(
+            "a=rtpmap:101 telephone-event/8000\na=fmtp:101 0-15\n", ""
+        )
+    steps = [_INVITE.format(sdp=sdp), _ANSWERED, _ACK_2XX]
     if settle_ms:
         steps.append(f'  <pause milliseconds="{settle_ms}"/>\n')
     for d in digits:
