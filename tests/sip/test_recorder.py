@@ -1,18 +1,27 @@
-"""Recording channels are a board resource: with one channel and two answered SIP calls talking at
-once, the first is recorded and the second goes on unrecorded, counted (a site node with its real
-rtpengine, SIPp callers, agents answering on the desktop; no central: the index entry waits at the
-site). And the pcap reader fed broken files: what cannot be read is refused, a truncated capture
-keeps what came before the cut."""
+"""One site node with its real rtpengine (no central: records and index entries wait at the site),
+a recording board of one channel and in-band digits on, shared by:
+
+- recording channels are a board resource: with two answered SIP calls talking at once, the first
+  is recorded and the second goes on unrecorded, counted (SIPp callers, desktop answers);
+- in-band digits: a caller who plays the tone pair of a digit (697 + 1336 Hz for 2, no RFC 4733
+  event offered) chooses the menu item as if it had sent the event; rtpengine hears the tones.
+
+And the pcap reader fed broken files: what cannot be read is refused, a truncated capture keeps
+what came before the cut."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import struct
+import subprocess
 import wave
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 from site_node.app import SiteNode
 from site_node.media.recording import RecordingError, pcap_to_wav, read_pcap
@@ -26,13 +35,23 @@ from vcc.config import parse_province
 from vcc.v1 import common_pb2
 
 
-async def test_with_every_recording_channel_busy_an_answered_call_goes_on_unrecorded_and_is_counted(
-    tmp_path: Path, etcd_server: EtcdServer, prompts_dir: Path
-) -> None:
-    raw = sip_config_dict(tmp_path, prompts_dir, etcd_server.endpoint)
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def node(
+    tmp_path_factory: pytest.TempPathFactory, etcd_server: EtcdServer, prompts_dir: Path
+) -> AsyncIterator[SiteNode]:
+    raw = sip_config_dict(tmp_path_factory.mktemp("site"), prompts_dir, etcd_server.endpoint)
     raw["sites"][0]["boards"].append({"id": "rec", "kind": "recording", "channels": 1})
-    node = SiteNode(parse_province(raw), "gz")
-    await node.start()
+    raw["sites"][0]["sip"]["media"]["inband_dtmf"] = True
+    started = SiteNode(parse_province(raw), "gz")
+    await started.start()
+    yield started
+    await started.stop()
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_with_every_recording_channel_busy_an_answered_call_goes_on_unrecorded_and_is_counted(
+    node: SiteNode, tmp_path: Path
+) -> None:
     assert node.sip is not None and node.recorder is not None and node.recordings_dir is not None
     general = next(a.code for a in node.site.agents if "general" in a.skills)
     billing = next(a.code for a in node.site.agents if "billing" in a.skills)
@@ -77,7 +96,47 @@ async def test_with_every_recording_channel_busy_an_answered_call_goes_on_unreco
     finally:
         for desk in desks:
             await desk.close()
-        await node.stop()
+
+
+# The DTMF pair of each key (ITU-T Q.23).
+PAIRS = {"1": (697.0, 1209.0), "2": (697.0, 1336.0)}
+
+
+def dtmf_alaw(folder: Path, digit: str) -> Path:
+    """One key pressed for 0.2 s, then 1.8 s of silence, as raw A-law (SIPp loops it)."""
+    low, high = PAIRS[digit]
+    pcm = [int(6000 * (math.sin(2 * math.pi * low * i / 8000) + math.sin(2 * math.pi * high * i / 8000)))
+           for i in range(1600)] + [0] * 14400  # fmt: skip
+    wav = folder / f"dtmf-{digit}.wav"
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(struct.pack(f"<{len(pcm)}h", *pcm))
+    raw = folder / f"dtmf-{digit}.al"
+    subprocess.run(["sox", str(wav), "-t", "al", str(raw)], check=True)
+    return raw
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_digit_played_as_tones_chooses_the_menu_item(node: SiteNode, tmp_path: Path) -> None:
+    assert node.sip is not None
+    tones = await asyncio.to_thread(dtmf_alaw, tmp_path, "2")
+    result = await run_sipp(
+        call_scenario("", stream=tones, events=False), node.sip.address, tmp_path / "sipp", hold_ms=4000
+    )
+    assert result.ok, result.stdout + result.errors
+    [call_id] = result.vcc_call_ids
+
+    async def digits() -> list[common_pb2.CallEvent] | None:
+        events = [e for _, e in await node.outbox.pending(10_000) if e.call_id == call_id]
+        return [e for e in events if e.kind == common_pb2.CALL_EVENT_KIND_DIGITS] or None
+
+    [chosen, *_] = await eventually(digits, what="the digit heard in the caller's audio")
+    assert dict(chosen.data).get("digits", "").startswith("2"), chosen
+    queued = [e for _, e in await node.outbox.pending(10_000)
+              if e.call_id == call_id and e.kind == common_pb2.CALL_EVENT_KIND_QUEUED]  # fmt: skip
+    assert queued and queued[0].skill_group == "billing"
 
 
 def _pcap(link: int, frames: list[tuple[int, bytes]]) -> bytes:
