@@ -38,6 +38,7 @@ from tests.helpers import eventually
 from tests.integration.support import Desktop, agents, central_records, password_hash, site_summary
 from tests.sip.audio import RtpEar, best_correlation, read_wav, voiced
 from tests.sip.conftest import PHONE_PASSWORD, rtp_base
+from tests.sip.raw import RawPeer, invite
 from tests.sip.test_phones import baresip_config
 from tools.admin.recordings import FetchError, Filters, fetch, lines, search
 from tools.cli import app
@@ -348,6 +349,22 @@ async def test_bad_recording_requests_are_refused_and_change_nothing(cluster: Cl
             assert refused.value.code() == status, call_id
     with pytest.raises(FetchError, match="no recording"):
         await fetch(cluster.config, "f" * 32, Path("/nonexistent/never-written.wav"), 5.0)
+
+
+async def test_a_tie_invite_from_outside_the_province_is_refused_and_changes_nothing(
+    cluster: Cluster,
+) -> None:
+    """Only another site's SIP address may open a tie leg (no call, no media for a stranger)."""
+    peer = await RawPeer.open()
+    try:
+        before = (await site_summary(cluster, "gz")).calls_offered
+        data, _ = invite(peer, sip_target(cluster), number="tie", extra="X-VCC-Call-ID: " + "a" * 32 + "\r\n")
+        peer.send(data, sip_target(cluster))
+        status, _ = await peer.status()
+        assert status == 403
+        assert (await site_summary(cluster, "gz")).calls_offered == before
+    finally:
+        peer.close()
 
 
 def test_sip_traffic_and_sip_agents_refuse_bad_input(cluster: Cluster) -> None:
