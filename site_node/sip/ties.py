@@ -1,7 +1,7 @@
 """Voice across cities: a SIP tie trunk between two sites' media engines.
 
-When the call control offers one of our SIP callers to another city (an overflow, a transfer: the
-OfferRemote effect), the origin dials the target's SIP trunk (`sip:tie@<target>`, X-VCC-Call-ID)
+When the call control offers one of our SIP callers to another city (an overflow, a pooled route,
+a blind transfer: the OfferRemote effect; not a consultation, whose voice is not carried yet), the origin dials the target's SIP trunk (`sip:tie@<target>`, X-VCC-Call-ID)
 with its rtpengine's side of the caller's media, as it does for an agent's phone; the target
 answers from its own rtpengine. The origin keeps the caller's trunk channel and its dialog; the
 leg rides on the tie-trunk channel the call control took for the remote leg. At the target the tie
@@ -84,6 +84,9 @@ class TieTrunks:
     # Origin: the call control's effects -----------------------------------------------------------
 
     def offer_remote(self, offer: OfferRemote) -> None:
+        if offer.purpose == "transfer-consult":
+            # A consultation is agent to agent: the caller stays with its agent (not carried yet).
+            return
         caller = self.trunk.call_of(offer.call_id)
         target = self._peers.get(offer.target_site_id)
         if caller is None or target is None:
