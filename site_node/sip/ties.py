@@ -1,9 +1,10 @@
 """Voice across cities: a SIP tie trunk between two sites' media engines.
 
 When the call control offers one of our SIP callers to another city (an overflow, a pooled route,
-a blind transfer: the OfferRemote effect; not a consultation, whose voice is not carried yet), the origin dials the target's SIP trunk (`sip:tie@<target>`, X-VCC-Call-ID)
-with its rtpengine's side of the caller's media, as it does for an agent's phone; the target
-answers from its own rtpengine. The origin keeps the caller's trunk channel and its dialog; the
+a blind transfer: the OfferRemote effect; not a consultation, whose voice is not carried yet),
+the origin dials the target's SIP trunk (`sip:tie@<target>`, X-VCC-Call-ID) with its rtpengine's
+side of the caller's media, as it does for an agent's phone; the target answers from its own
+rtpengine. The origin keeps the caller's trunk channel and its dialog; the
 leg rides on the tie-trunk channel the call control took for the remote leg. At the target the tie
 leg stands in for the caller: the agent's phone there is rung with the tie's media (an offer
 that came before the tie leg waits for it). The call's life stays on the gRPC peer path; the SIP
