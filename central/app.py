@@ -18,7 +18,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from central import audit
+from central import audit, recordings
 from central.db.engine import create_engine, is_sqlite
 from central.db.migrate import check_current, upgrade
 from central.flow_publisher import FlowPublisher
@@ -46,7 +46,7 @@ from vcc.membership import central_leader_key
 from vcc.metrics import CLIENT_INTERCEPTORS, Metrics, MetricsServer
 from vcc.rpc import Server
 from vcc.tracing import Tracing
-from vcc.v1 import audit_pb2_grpc, central_pb2_grpc, ivr_pb2_grpc
+from vcc.v1 import audit_pb2_grpc, central_pb2_grpc, ivr_pb2_grpc, recordings_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class CentralApp:
         # Certificates the table refuses are audited (who tried what, from where).
         authorizer = Authorizer(site_ids, on_denied=self.audit.record_denied)
         self.server = Server(
-            [SERVICE_NAME, IVR_SERVICE_NAME, audit.SERVICE_NAME, *DESK_SERVICES],
+            [SERVICE_NAME, IVR_SERVICE_NAME, audit.SERVICE_NAME, recordings.SERVICE_NAME, *DESK_SERVICES],
             tls=files,
             interceptors=[
                 *self.tracing.server_interceptors(),
@@ -187,6 +187,11 @@ class CentralApp:
             audit.AuditService(self.audit, site_ids), self.server.grpc
         )
         ivr_pb2_grpc.add_IvrServiceServicer_to_server(ivr, self.server.grpc)
+        # The index of the sites' call recordings.
+        recordings_pb2_grpc.add_RecordingIndexServiceServicer_to_server(
+            recordings.RecordingIndexService(recordings.RecordingIndex(self.engine), site_ids),
+            self.server.grpc,
+        )
         # Customers, tickets, knowledge, history (settings from central's environment).
         self.desk = ServiceDesk(self.store, [s.id for s in self.config.sites])
         self.desk.add_to(self.server.grpc)

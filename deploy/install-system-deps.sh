@@ -2,8 +2,8 @@
 # Installs what the tests need and Python packages cannot bring (PostgreSQL; Chromium for the
 # dashboard's browser test, driven by Playwright without its own browser download; the telephony
 # side: rtpengine as the media engine, espeak-ng and sox to build the IVR prompts offline, SIPp
-# and baresip as independent SIP clients for the tests), from Debian's packages, when they are
-# missing. Idempotent and quick when everything is there.
+# and baresip as independent SIP clients for the tests, Kamailio as the province's SIP entry),
+# from Debian's packages, when they are missing. Idempotent and quick when everything is there.
 set -euo pipefail
 
 need=()
@@ -18,6 +18,8 @@ command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
 command -v sox >/dev/null 2>&1 || need+=(sox)
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
+# The province's SIP entry (deploy/kamailio/): the carrier's number dispatched to the cities.
+command -v kamailio >/dev/null 2>&1 || need+=(kamailio)
 
 # promtool, for the alert rules' own tests (tests/ops/test_deploy.py): taken out of Debian's
 # prometheus package without installing it (installing would start a Prometheus server).

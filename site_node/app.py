@@ -15,6 +15,7 @@ from site_node.callcontrol.domain import AskRoute, Audit, LegToOrigin, LegToTarg
 from site_node.grpc_api.admin_service import SiteAdmin
 from site_node.grpc_api.desktop_service import AgentDesktop
 from site_node.grpc_api.peers import PeerLinks, SitePeer
+from site_node.grpc_api.recordings_service import SiteRecordings
 from site_node.grpc_api.summary import site_summary
 from site_node.grpc_api.trunk_service import TrunkIngress
 from site_node.links.audit_sink import AuditSink
@@ -22,6 +23,7 @@ from site_node.links.central_link import CentralLink
 from site_node.links.customers import CentralCustomers
 from site_node.links.leader_watch import LeaderWatch
 from site_node.links.membership import Membership
+from site_node.links.recording_index import RecordingIndexShipper
 from site_node.media.control import MediaControl
 from site_node.media.dtmf import DtmfListener
 from site_node.media.engine import MediaEngine
@@ -31,7 +33,9 @@ from site_node.records.outbox import Outbox
 from site_node.records.shipper import Shipper
 from site_node.runtime import SiteRuntime
 from site_node.sip.phones import AgentPhones
+from site_node.sip.recorder import CallRecorder
 from site_node.sip.registrar import Registrar
+from site_node.sip.ties import TieTrunks
 from site_node.sip.trunk import SipTrunk
 from site_node.web.server import DeskServer
 from vcc import membership, tls
@@ -44,6 +48,7 @@ from vcc.v1 import (
     common_pb2,
     cti_pb2_grpc,
     peer_pb2_grpc,
+    recordings_pb2_grpc,
     site_admin_pb2,
     site_admin_pb2_grpc,
     trunk_pb2_grpc,
@@ -56,6 +61,7 @@ SERVICES = (
     "vcc.v1.AgentDesktopService",
     "vcc.v1.SiteAdminService",
     "vcc.v1.SitePeerService",
+    "vcc.v1.SiteRecordingService",
 )
 # On a graceful stop, how long the outbox may take to reach central.
 DRAIN_ON_STOP_S = 3.0
@@ -91,6 +97,10 @@ class SiteNode:
         self.registrar: Registrar | None = None
         self.media: MediaEngine | None = None
         self.dtmf: DtmfListener | None = None
+        self.recorder: CallRecorder | None = None
+        self.ties: TieTrunks | None = None
+        self.recording_index: RecordingIndexShipper | None = None
+        self.recordings_dir: Path | None = None
         self.metrics = Metrics(f"site:{site_id}")
         listen = self.site.metrics_listen if metrics_listen is None else metrics_listen
         self.metrics_server = MetricsServer(self.metrics, listen) if listen else None
@@ -147,6 +157,9 @@ class SiteNode:
         site_admin_pb2_grpc.add_SiteAdminServiceServicer_to_server(
             SiteAdmin(self.runtime, self.summary), self.server.grpc
         )
+        recordings_pb2_grpc.add_SiteRecordingServiceServicer_to_server(
+            SiteRecordings(self.recordings_dir), self.server.grpc
+        )
         self.peer = SitePeer(self.runtime)
         peer_pb2_grpc.add_SitePeerServiceServicer_to_server(self.peer, self.server.grpc)
         port = await self.server.start(site.listen)
@@ -201,6 +214,8 @@ class SiteNode:
             asyncio.create_task(self.central_link.run(), name="central-link"),
             asyncio.create_task(self.audit.run(), name="audit-sink"),
         ]
+        if self.recording_index is not None:
+            self._tasks.append(asyncio.create_task(self.recording_index.run(), name="recording-index"))
         log.info(
             "site %s serving on %s (outbox %s, metrics %s)%s", site.id, self.address, outbox_path,
             self.metrics_url or "off",
@@ -223,13 +238,20 @@ class SiteNode:
         assert sip is not None
         self.dtmf = DtmfListener(self._digit)
         dtmf_dest = await self.dtmf.open(sip.media.interface)
+        # Beside the outbox: the run folder of a cluster, the test's folder in tests.
+        beside = Path(self.site.outbox_path or ".").parent
+        self.recordings_dir = (
+            Path(sip.recordings_dir) if sip.recordings_dir else beside / f"recordings-{self.site.id}"
+        )
+        self.recordings_dir.mkdir(parents=True, exist_ok=True)
         self.media = MediaEngine(
-            # Beside the outbox: the run folder of a cluster, the test's folder in tests.
             sip.media,
             dtmf_dest=dtmf_dest,
-            log_path=Path(self.site.outbox_path or ".").parent / f"rtpengine-{self.site.id}.log",
+            log_path=beside / f"rtpengine-{self.site.id}.log",
+            recording_dir=self.recordings_dir.resolve(),
         )
         await self.media.start()
+        control = MediaControl(self.media)
         prompts = {kind: prompt_path(sip.prompts_dir, spec) for kind, spec in site_prompts(self.site).items()}
         missing = [str(p) for p in prompts.values() if not p.exists()]
         if missing:
@@ -241,15 +263,30 @@ class SiteNode:
             self.runtime,
             sip,
             self.province.province.service_number,
-            MediaControl(self.media),
+            control,
             prompts,
             self.registrar,
         )
+        self.recorder = CallRecorder(control, self.switchboard.resources, self.site.id, self.recordings_dir)
+        self.sip.recorder = self.recorder
+        self.recording_index = RecordingIndexShipper(
+            self.site.id, self.recordings_dir / "index", self.leader.address
+        )
+        self.recorder.on_indexed = self.recording_index.wake
         self.sip_address = await self.sip.start()
+        peers = {
+            s.id: s.sip.listen for s in self.province.sites if s.sip is not None and s.id != self.site.id
+        }
+        if peers:
+            self.ties = TieTrunks(self.sip, peers)
+            self.sip.ties = self.ties
+            self.runtime.agent_listeners.append(self.ties.to_agent)
         if phones:
             self.phones = AgentPhones(self.sip, self.registrar)
             self.sip.phones = self.phones
             self.runtime.agent_listeners.append(self.phones.to_agent)
+            if self.ties is not None:
+                self.ties.on_media = self.phones.media_ready
 
     def _digit(self, sip_call_id: str, digit: str) -> None:
         if self.sip is not None:
@@ -294,8 +331,12 @@ class SiteNode:
         await self.runtime.close()
         if self.phones is not None:
             await self.phones.close()
+        if self.ties is not None:
+            await self.ties.close()
         if self.sip is not None:
             await self.sip.close()
+        if self.recorder is not None:
+            await self.recorder.close()
         if self.media is not None:
             await self.media.stop()
         if self.dtmf is not None:
@@ -303,6 +344,8 @@ class SiteNode:
         await self.server.stop(grace_s=1.0)
         await self.shipper.stop(drain_s=DRAIN_ON_STOP_S)
         await self.audit.close(drain_s=1.0)
+        if self.recording_index is not None:
+            await self.recording_index.close(drain_s=1.0)
         await self.membership.close()
         # The background tasks end before the channels they use are closed.
         for task in self._tasks:
@@ -331,9 +374,14 @@ class _Province:
 
     def offer_remote(self, offer: OfferRemote) -> None:
         self._node.peer_links.offer(offer)
+        if self._node.ties is not None:
+            # The caller's voice follows over the SIP tie trunk (when it is a SIP caller).
+            self._node.ties.offer_remote(offer)
 
     def to_target(self, message: LegToTarget) -> None:
         self._node.peer_links.send(message)
+        if self._node.ties is not None:
+            self._node.ties.to_target(message)
 
     def to_origin(self, message: LegToOrigin) -> None:
         self._node.peer.send(message)

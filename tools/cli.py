@@ -219,6 +219,34 @@ def sip_ha1(
     typer.echo(ha1(code, realm, password))
 
 
+@app.command("kamailio-dispatcher")
+def kamailio_dispatcher(
+    config: ConfigOpt,
+    entry: Annotated[
+        list[str], typer.Option(help="SITE=PORT: the city's interconnect port on the entry (repeat).")
+    ],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write here (default: stdout).")] = None,
+) -> None:
+    """The dispatcher list of the province's Kamailio entry (deploy/kamailio/kamailio.cfg)."""
+    from tools.province.kamailio import dispatcher_list
+
+    cfg = load_config(config)
+    entries: dict[str, int] = {}
+    for item in entry:
+        site_id, sep, port = item.partition("=")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            fail(f"--entry: {item!r} is not SITE=PORT")
+        entries[site_id] = int(port)
+    try:
+        text = dispatcher_list(cfg, entries)
+    except ValueError as exc:
+        fail(f"--entry: {exc}")
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text)
+
+
 @app.command("check-config")
 def check_config(path: Annotated[Path, typer.Argument(help="The province config (YAML).")]) -> None:
     """Validate a province config and print a one-line summary."""
@@ -396,6 +424,75 @@ def audit(
         typer.echo(line)
 
 
+recordings_app = typer.Typer(
+    help="Call recordings: central's index, files from their sites.", no_args_is_help=True
+)
+app.add_typer(recordings_app, name="recordings")
+
+
+@recordings_app.command("list")
+def recordings_list(
+    config: ConfigOpt,
+    call: Annotated[str, typer.Option("--call", help="Only this call id.")] = "",
+    agent: Annotated[str, typer.Option(help="Only calls this agent talked in.")] = "",
+    caller: Annotated[str, typer.Option(help="Only calls from this number.")] = "",
+    since: Annotated[
+        str | None, typer.Option(help="Started at or after: 15m, 2h, 1d (ago) or an ISO time.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Started before: 15m, 2h, 1d (ago) or an ISO time.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many, newest first.")] = 100,
+) -> None:
+    """Recorded calls, newest first, by call, agent, caller number and time."""
+    import time
+
+    import grpc
+
+    from tools.admin.audit import parse_since
+    from tools.admin.recordings import Filters, lines, search
+
+    cfg = load_tool_config(config)
+    now = time.time()
+    try:
+        since_s = parse_since(since, now) if since else None
+        until_s = parse_since(until, now) if until else None
+    except ValueError as exc:
+        fail(str(exc).replace("--since", "--since/--until"))
+    filters = Filters(call, agent, caller, since_s, until_s, limit)
+    try:
+        found = asyncio.run(search(cfg, filters, deadline_s=5.0))
+    except grpc.aio.AioRpcError as exc:
+        fail(f"central: {exc.code().name}: {exc.details()}", code=1)
+    for line in lines(found, as_json):
+        typer.echo(line)
+
+
+@recordings_app.command("fetch")
+def recordings_fetch(
+    config: ConfigOpt,
+    call_id: Annotated[str, typer.Argument(help="The call whose recording to fetch.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="A file, or a folder for <call id>.wav.")] = Path(
+        "."
+    ),
+) -> None:
+    """A call's recording (WAV), from the site that keeps it; its checksum checked against the index."""
+    import grpc
+
+    from tools.admin.recordings import FetchError, fetch
+
+    cfg = load_tool_config(config)
+    target = out / f"{call_id}.wav" if out.is_dir() else out
+    try:
+        entry = asyncio.run(fetch(cfg, call_id, target, deadline_s=5.0))
+    except FetchError as exc:
+        fail(str(exc), code=1)
+    except grpc.aio.AioRpcError as exc:
+        fail(f"{exc.code().name}: {exc.details()}", code=1)
+    typer.echo(f"{target}  {entry.duration_s:.1f}s  sha256 {entry.sha256}")
+
+
 @app.command()
 def stats(
     *,
@@ -458,6 +555,12 @@ def agents(
         float | None, typer.Option(min=0, help="Stop after this many seconds (default: Ctrl-C).")
     ] = None,
     seed: int = 0,
+    sip: Annotated[
+        bool, typer.Option("--sip", help="Answer on real SIP phones (baresip, registered).")
+    ] = False,
+    phone_password: Annotated[
+        str, typer.Option(help="--sip: the phones' password (the config holds its sip_ha1).")
+    ] = "4321",
 ) -> None:
     """Robot agents for one site: log in, go ready, answer, talk, hang up."""
     cfg = load_tool_config(config)
@@ -473,9 +576,21 @@ def agents(
     if not roster:
         fail(f"site {site_id} has no agents in {config}")
 
+    if sip and site_cfg.sip is None:
+        fail(f"--sip: site {site_id} has no SIP trunk in {config}")
+
     async def main() -> object:
         stop = asyncio.Event()
         _stop_on_signals(stop, duration)
+        if sip:
+            import tempfile
+
+            from tools.simulation.sip_callers import run_sip_robots
+
+            work = Path(tempfile.mkdtemp(prefix=f"vcc-phones-{site_id}-"))
+            return await run_sip_robots(
+                site_cfg, roster, policy, stop, work=work, phone_password=phone_password
+            )
         return await run_robots(site_cfg.listen, roster, policy, stop)
 
     typer.echo(f"{len(roster)} robot agents on {site_id} ({site_cfg.listen}); Ctrl-C to stop", err=True)
@@ -492,9 +607,20 @@ def traffic(
     patience: Annotated[float | None, typer.Option(min=0, help="Mean caller patience in seconds.")] = None,
     seed: int = 0,
     journal: Annotated[Path | None, typer.Option(help="Write one JSON line per call here.")] = None,
+    sip: Annotated[
+        bool, typer.Option("--sip", help="Real SIP callers (SIPp) with audio and digits.")
+    ] = False,
+    digits: Annotated[str, typer.Option(help="--sip: the menu digits each caller presses.")] = "1",
+    hold: Annotated[float, typer.Option(min=0, help="--sip: seconds each caller stays on the line.")] = 20.0,
 ) -> None:
-    """Callers: Poisson arrivals at each site's trunk, through the IVR, until they are served or give up."""
+    """Callers: Poisson arrivals at each site's trunk, through the IVR, until they are served or give up.
+
+    With --sip: SIPp callers at a steady rate into each site's SIP trunk; each presses `--digits`
+    (RFC 2833), streams a 440 Hz tone and hangs up after `--hold` seconds."""
     cfg = load_tool_config(config)
+    if sip:
+        _sip_traffic(cfg, rate, duration, digits, hold)
+        return
     from tools.simulation.traffic import SiteLoad, TrafficPlan, run_traffic
 
     loads = []
@@ -519,6 +645,49 @@ def traffic(
         key = str(getattr(view, "outcome", "?"))
         outcomes[key] = outcomes.get(key, 0) + 1
     typer.echo(f"{len(views)} calls: " + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())))
+
+
+def _sip_traffic(cfg: ProvinceConfig, rate: list[str], duration: float, digits: str, hold: float) -> None:
+    import tempfile
+
+    from tools.simulation.sip_callers import run_sip_traffic
+
+    if not digits or not set(digits) <= set("0123456789"):
+        fail(f"--digits: {digits!r} is not menu digits")
+    plans = []
+    for item in rate:
+        site_id, sep, value = item.partition("=")
+        try:
+            per_s = float(value)
+            site_cfg = cfg.site(site_id)
+        except (ValueError, ConfigError):
+            fail(f"--rate: {item!r} is not SITE=CALLS_PER_SECOND of a site in the config")
+        if not sep or per_s <= 0:
+            fail(f"--rate: {item!r} is not SITE=CALLS_PER_SECOND")
+        if site_cfg.sip is None:
+            fail(f"--sip: site {site_id} has no SIP trunk")
+        plans.append((site_cfg, per_s))
+    if not plans:
+        fail("--rate: give at least one SITE=CALLS_PER_SECOND")
+    work = Path(tempfile.mkdtemp(prefix="vcc-sip-traffic-"))
+
+    async def main() -> list[object]:
+        return list(
+            await asyncio.gather(*(
+                run_sip_traffic(site_cfg, rate=per_s, duration_s=duration, hold_s=hold, digits=digits,
+                                work=work / site_cfg.id, service=cfg.province.service_number)
+                for site_cfg, per_s in plans
+            ))
+        )  # fmt: skip
+
+    results = asyncio.run(main())
+    for (site_cfg, _), result in zip(plans, results, strict=True):
+        ok = getattr(result, "ok", False)
+        answered = len(getattr(result, "vcc_call_ids", []))
+        typer.echo(f"{site_cfg.id}: {answered} calls answered by the site, SIPp {'ok' if ok else 'failed'} "
+                   f"(logs in {work / site_cfg.id})")  # fmt: skip
+    if not all(getattr(r, "ok", False) for r in results):
+        raise typer.Exit(1)
 
 
 def _stop_on_signals(stop: asyncio.Event, duration_s: float | None) -> None:

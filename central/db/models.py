@@ -217,5 +217,6 @@ class AuditLogEntry(Base):
     detail: Mapped[str] = mapped_column(Text)
 
 
-# The service desk's tables (customers' numbers, tickets, notifications, knowledge, idempotency).
-from central.db import servicedesk_models  # noqa: E402, F401
+# The service desk's tables (customers' numbers, tickets, notifications, knowledge,
+# idempotency) and the index of call recordings (the files stay at the sites).
+from central.db import recording_models, servicedesk_models  # noqa: E402, F401

@@ -74,6 +74,11 @@ METHOD_KINDS: Mapping[str, frozenset[str]] = {
     # Central's audit log: each site writes its own entries; operators read them.
     "/vcc.v1.AuditService/RecordAudit": frozenset({SITE}),
     "/vcc.v1.AuditService/ListAudit": frozenset({TOOL}),
+    # Call recordings: each site indexes its own at central; operators search the index and fetch
+    # the file from the site that keeps it.
+    "/vcc.v1.RecordingIndexService/IndexRecordings": frozenset({SITE}),
+    "/vcc.v1.RecordingIndexService/ListRecordings": frozenset({TOOL}),
+    "/vcc.v1.SiteRecordingService/FetchRecording": frozenset({TOOL}),
     # Central's IVR: flows and the catalog pushed by operators; a site's IVR looks data up.
     "/vcc.v1.IvrService/PushFlow": frozenset({TOOL}),
     "/vcc.v1.IvrService/PushServiceCatalog": frozenset({TOOL}),

@@ -168,6 +168,9 @@ class MediaEngineConfig(_Strict):
     # How long one ng request may take before it is retried (bounded), then counted a failure.
     request_timeout_s: float = Field(default=1.0, gt=0, le=10)
     # A managed engine that dies is restarted at most this many times per `restart_window_s`.
+    # Digits the caller plays as tones (in-band, not RFC 4733) are heard too: rtpengine decodes
+    # every caller's audio for them (transcoding cost: docs/BENCHMARKS.md, SIP).
+    inband_dtmf: bool = False
     max_restarts: int = Field(default=3, ge=0, le=100)
     restart_window_s: float = Field(default=60.0, gt=0, le=3600)
 
@@ -200,6 +203,9 @@ class SipConfig(_Strict):
     # Bounds of a phone's registration (seconds); asked for less or more, it gets the bound.
     min_expires_s: int = Field(default=60, ge=10, le=3600)
     max_expires_s: int = Field(default=3600, ge=60, le=86400)
+    # Where answered calls' recordings are kept (a WAV per call; rtpengine's pcaps below it);
+    # empty: `recordings-<site>` beside the outbox.
+    recordings_dir: str = ""
     media: MediaEngineConfig = MediaEngineConfig()
 
 

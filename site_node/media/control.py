@@ -38,8 +38,12 @@ class MediaControl:
     async def open_caller(self, call_id: str, caller_tag: str, our_tag: str, sdp: bytes) -> bytes:
         """The caller's offer through rtpengine; the SDP answer to send the caller."""
         common: dict[str, Value] = {"replace": ["origin", "session-connection"], "ICE": "remove"}
+        first: dict[str, Value] = dict(common)
+        if self.engine.config.inband_dtmf:
+            # rtpengine decodes the caller's audio and reports the tones it hears as digits.
+            first["codec"] = {"transcode": ["telephone-event"]}
         offered = await self._request(
-            "offer", {"call-id": call_id, "from-tag": caller_tag, "sdp": sdp, **common}
+            "offer", {"call-id": call_id, "from-tag": caller_tag, "sdp": sdp, **first}
         )
         sink = sink_answer(text(offered, "sdp"), self.engine.config.interface)
         answered = await self._request(
@@ -81,6 +85,10 @@ class MediaControl:
 
     async def stop(self, call_id: str, caller_tag: str) -> None:
         await self._request("stop media", {"call-id": call_id, "from-tag": caller_tag})
+
+    async def start_recording(self, call_id: str) -> None:
+        """Record every party of the call from now on (the engine's pcap, closed at delete)."""
+        await self._request("start recording", {"call-id": call_id})
 
     async def delete(self, call_id: str) -> None:
         await self._request("delete", {"call-id": call_id, "delete delay": 0})

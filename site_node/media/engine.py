@@ -44,8 +44,12 @@ def _die_with_parent() -> list[str]:
 class MediaEngine:
     """One rtpengine and its ng client. `up` is False while it is gone."""
 
-    def __init__(self, config: MediaEngineConfig, *, dtmf_dest: str, log_path: Path) -> None:
+    def __init__(
+        self, config: MediaEngineConfig, *, dtmf_dest: str, log_path: Path, recording_dir: Path | None = None
+    ) -> None:
         self.config = config
+        # Where a managed engine writes the pcaps of recorded calls (site_node/sip/recorder.py).
+        self.recording_dir = recording_dir
         self.managed = not config.ng
         self.ng_address = config.ng or f"127.0.0.1:{free_udp_port()}"
         self.dtmf_dest = dtmf_dest
@@ -68,11 +72,15 @@ class MediaEngine:
 
     def command(self) -> list[str]:
         c = self.config
-        return [
+        cmd = [
             c.binary, "--config-file=none", "--table=-1", f"--interface={c.interface}",
             f"--listen-ng={self.ng_address}", f"--port-min={c.port_min}", f"--port-max={c.port_max}",
             "--foreground", "--log-stderr", "--num-threads=2", f"--dtmf-log-dest={self.dtmf_dest}",
         ]  # fmt: skip
+        if self.recording_dir is not None:
+            # pcap: the only method of a userspace engine; the recorder makes each one a WAV.
+            cmd += [f"--recording-dir={self.recording_dir}", "--recording-method=pcap"]
+        return cmd
 
     async def start(self) -> None:
         await self.client.open()

@@ -75,6 +75,8 @@ class AgentPhones:
         self._by_branch: Expiring[str, PhoneLeg] = Expiring()
         self._by_dialog: dict[tuple[str, str], PhoneLeg] = {}  # (phone Call-ID, phone's tag)
         self._tasks: set[asyncio.Task[None]] = set()
+        # Guest calls offered to an agent before the tie leg from their city brought the voice.
+        self._awaiting: dict[str, ToAgent] = {}
         self.rang = 0
         self.answered = 0
         self.unreachable = 0
@@ -85,6 +87,8 @@ class AgentPhones:
         if fx.kind == "offered" and fx.call_id:
             self._offered(fx)
             return
+        if fx.kind in ("withdrawn", "ended", "connected"):
+            self._awaiting.pop(fx.call_id, None)
         leg = self.legs.get(fx.call_id)
         if leg is None:
             return
@@ -94,12 +98,23 @@ class AgentPhones:
     def _offered(self, fx: ToAgent) -> None:
         binding = self.registrar.phone_of(fx.agent_code)
         caller = self.trunk.call_of(fx.call_id)
+        call = self.trunk.rt.sb.calls.get(fx.call_id)
+        if binding is not None and caller is None and call is not None and call.guest_of:
+            # Another city's caller: its voice comes over the tie trunk, maybe a moment later.
+            self._awaiting[fx.call_id] = fx
+            return
         if binding is None or caller is None or fx.call_id in self.legs:
             return  # no phone, or not a SIP caller (a gRPC caller has no voice to bridge)
         leg = PhoneLeg(fx.call_id, fx.agent_code, caller, binding, f"vcc-{new_tag()}{new_tag()}", new_tag(),
                        new_branch())  # fmt: skip
         self.legs[fx.call_id] = leg
         self._spawn(self._ring(leg))
+
+    def media_ready(self, call_id: str) -> None:
+        """A tie leg brought this call's voice here: ring the phone the call was offered to."""
+        fx = self._awaiting.pop(call_id, None)
+        if fx is not None:
+            self._offered(fx)
 
     async def _ring(self, leg: PhoneLeg) -> None:
         caller = leg.caller

@@ -41,7 +41,9 @@ from site_node.sip.message import (
     uri_user,
 )
 from site_node.sip.phones import AgentPhones
+from site_node.sip.recorder import CallRecorder
 from site_node.sip.registrar import Registrar
+from site_node.sip.ties import TieTrunks
 from site_node.sip.timers import Expiring, Retransmit
 from site_node.sip.transport import Address, UdpEndpoint
 from vcc.config import SipConfig
@@ -89,6 +91,10 @@ class SipTrunk:
         self.registrar = registrar
         # Agents' phones (wired by the composition root when agents have phones).
         self.phones: AgentPhones | None = None
+        # Answered calls recorded (wired by the composition root).
+        self.recorder: CallRecorder | None = None
+        # Voice to and from other cities (wired by the composition root when there are peers).
+        self.ties: TieTrunks | None = None
         self.endpoint = UdpEndpoint(self._datagram)
         self.stats = TrunkStats()
         # INVITE server transactions by top Via branch (and sent-by): retransmissions and CANCEL.
@@ -247,6 +253,11 @@ class SipTrunk:
             # Same call, another branch: a fork of the same request reached us twice (§8.2.2.2).
             self._final(msg, peer, 482)
             return
+        if self.ties is not None and self.ties.is_tie(msg):
+            tie = SipCall(msg, peer, msg.call_id, frm.tag, new_tag())
+            self._invites.put(tx, tie)
+            self.ties.invite(tie, peer)
+            return
         self.stats.invites += 1
         sc = SipCall(msg, peer, msg.call_id, frm.tag, new_tag())
         self._invites.put(tx, sc)
@@ -401,7 +412,9 @@ class SipTrunk:
         frm = NameAddr.parse(msg.need("from"))
         sc = self._dialogs.get((msg.call_id, frm.tag, to.tag))
         if sc is None:
-            return  # an ACK for nothing we know: never answered (§17.2.3)
+            if self.ties is not None:
+                self.ties.ack(msg)
+            return  # else an ACK for nothing we know: never answered (§17.2.3)
         sc.stop_retransmit()
         if sc.state == "answered":
             sc.state = "confirmed"
@@ -418,6 +431,8 @@ class SipTrunk:
         if sc.final_sent:
             return  # already answered: the CANCEL has no effect (§9.2)
         self._refuse(sc, 487)
+        if self.ties is not None and self.ties.is_tie(sc.invite):
+            return  # a tie leg the origin gave up: the call itself goes on, on the peer path
         self._hang_up(sc, "caller-cancelled")
 
     def _bye(self, msg: Message, peer: Address) -> None:
@@ -430,6 +445,8 @@ class SipTrunk:
         frm = NameAddr.parse(msg.need("from"))
         sc = self._dialogs.get((msg.call_id, frm.tag, to.tag))
         if sc is None and self.phones is not None and self.phones.bye(msg, peer):
+            return
+        if sc is None and self.ties is not None and self.ties.bye(msg, peer):
             return
         if sc is None or sc.bye_received:
             self._final(msg, peer, 481)
@@ -456,6 +473,8 @@ class SipTrunk:
         retransmission."""
         if self.phones is not None and self.phones.response(msg):
             return
+        if self.ties is not None and self.ties.response(msg):
+            return
         try:
             branch = msg.top_via.branch
         except SipParseError:
@@ -472,7 +491,8 @@ class SipTrunk:
         for sc in self._by_key.values():
             if sc.call_id == call_id and sc.media_open:
                 return sc
-        return None
+        # At the target of a tie leg, the leg stands in for the caller of the other city.
+        return self.ties.leg_in(call_id) if self.ties is not None else None
 
     def digit(self, sip_call_id: str, digit: str) -> None:
         """rtpengine heard a digit from the caller of this (SIP) call."""
@@ -526,6 +546,9 @@ class SipTrunk:
             else:
                 tag = self.phones.party_tag(sc.call_id) if self.phones is not None else None
                 await self.hear.progress(sc, kind, tag)
+                call = self.rt.sb.calls.get(sc.call_id)
+                if kind == "connected" and self.recorder is not None and call is not None:
+                    await self.recorder.connected(sc, call.agent_code, call.ani)
         except MediaError as exc:
             self.stats.media_failures += 1
             log.warning("call %s: media %s failed: %s", sc.call_id, kind, exc)
@@ -542,7 +565,11 @@ class SipTrunk:
         elif sc.final_status == 200 and not sc.bye_received:
             sc.stop_retransmit()
             self._send_bye(sc, ended.reason)
+        if self.ties is not None:
+            self.ties.call_ended(sc.call_id)
         await self.hear.close(sc)
+        if self.recorder is not None:
+            self.recorder.ended(sc)
 
     def _send_bye(self, sc: SipCall, reason: str) -> None:
         msg, dest = sc.bye(self.endpoint.host, self.endpoint.port, reason)

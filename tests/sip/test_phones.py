@@ -18,6 +18,7 @@ from tests.sip.conftest import PHONE_PASSWORD
 from tests.sip.raw import RawPeer, header
 from tests.sip.test_registrar import answer, register
 from tools.province.sipp import G711A, call_scenario, run_sipp
+from tools.simulation.sip_callers import phone_folder
 from vcc import rpc
 from vcc.v1 import common_pb2, cti_pb2
 
@@ -25,22 +26,8 @@ K = common_pb2.CallEventKind
 
 
 def baresip_config(folder: Path, code: str, registrar: str) -> None:
-    folder.mkdir()
-    silence = folder / "silence.wav"
-    with wave.open(str(silence), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(b"\0\0" * 8000 * 30)
-    (folder / "config").write_text(
-        "sip_listen 127.0.0.1:0\nnet_interface 127.0.0.1\n"
-        f"audio_source aufile,{silence}\naudio_player aubridge,nil\naudio_alert aubridge,nil\n"
-        "module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\nmodule aubridge.so\n"
-        f"module sndfile.so\nsnd_path {folder}\nmodule_app account.so\n"
-    )
-    (folder / "accounts").write_text(
-        f"<sip:{code}@{registrar}>;auth_pass={PHONE_PASSWORD};regint=120;answermode=auto\n"
-    )
+    """One auto-answering baresip account for `code` (what `vcc agents --sip` runs), saying a tone."""
+    phone_folder(folder, [code], registrar, PHONE_PASSWORD)
 
 
 def rms(path: Path) -> float:

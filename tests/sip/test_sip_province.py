@@ -2,33 +2,57 @@
 separate processes): SIPp dials the service number, the caller hears the menu, its RFC 2833
 digit chooses the queue, a (gRPC robot) agent answers, the caller hangs up; central holds
 exactly one record per SIP dialog. A full trunk answers 503 and counts the call blocked; a
-caller who hangs up in the queue is abandoned; an unknown number is 404 and leaves no record."""
+caller who hangs up in the queue is abandoned; an unknown number is 404 and leaves no record.
+
+Recording (SPEC F26): SIPp's caller streams a 440 Hz tone, the agent's phone (baresip, registered
+with digest) answers and sends a 1 kHz tone; the recording is a stereo WAV at the site holding
+both, central's index finds it by call, agent, caller number and time, and `vcc recordings fetch`
+brings the file from the site, its checksum checked. The tones are looked for with a Goertzel
+filter written here: the caller's on the left only, the agent's on the right only."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
+import math
 import os
 import re
 import signal
+import struct
+import subprocess
+import time
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import psutil
 import pytest
+from typer.testing import CliRunner
 
 from site_node.media.prompts import prompt_path, site_prompts
+from site_node.sip.registrar import ha1
 from tests.helpers import eventually
-from tests.integration.support import agents, central_records, password_hash, site_summary
+from tests.integration.support import Desktop, agents, central_records, password_hash, site_summary
 from tests.sip.audio import RtpEar, best_correlation, read_wav, voiced
-from tests.sip.conftest import rtp_base
-from tools.province.cluster import STATE_FILE, Cluster
+from tests.sip.conftest import PHONE_PASSWORD, rtp_base
+from tests.sip.raw import RawPeer, invite
+from tests.sip.test_phones import baresip_config
+from tools.admin.recordings import FetchError, Filters, fetch, lines, search
+from tools.cli import app
+from tools.province.cluster import STATE_FILE, Cluster, vcc_command
 from tools.province.generate import SiteSpec, generate_province, write_province
+from tools.province.kamailio import KamailioEntry, dispatcher_list
 from tools.province.netutil import free_port
-from tools.province.sip import add_sip
+from tools.province.sip import add_sip, free_udp_port
 from tools.province.sipp import SippResult, call_scenario, refused_scenario, run_sipp
 from tools.simulation.robots import RobotPolicy, run_robots
-from vcc.v1 import central_pb2, common_pb2
+from tools.simulation.sip_callers import AGENT_TONE_HZ, CALLER_TONE_HZ, run_sip_robots, run_sip_traffic
+from vcc import rpc
+from vcc.tls import DESKTOP
+from vcc.v1 import central_pb2, common_pb2, recordings_pb2, recordings_pb2_grpc
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 
@@ -43,7 +67,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 async def start_province(tmp: Path) -> Cluster:
     raw = generate_province(
         # One agent for general enquiries (digit 1); nobody for billing (digit 2): its callers wait.
-        [SiteSpec("gz", "Guangzhou", trunk_channels=3, agents={"general": 1, "billing": 0})],
+        # Shenzhen's agent answers overflowed calls on its phone (the tie-trunk voice test).
+        [
+            SiteSpec(
+                "gz", "Guangzhou", trunk_channels=3, agents={"general": 1, "billing": 0}, tie_channels=2
+            ),
+            SiteSpec("sz", "Shenzhen", trunk_channels=3, agents={"general": 1}, tie_channels=2),
+        ],
         etcd_endpoint="127.0.0.1:2379",
         central_listen=f"127.0.0.1:{free_port()}",
         database_url=f"sqlite+aiosqlite:///{tmp / 'central.db'}",
@@ -54,6 +84,12 @@ async def start_province(tmp: Path) -> Cluster:
         digit_timeout_s=15,
     )
     add_sip(raw, prompts_dir="prompts", rtp_base=rtp_base() + 300, language="en")
+    # Agents' phones may register (the recording test's agent talks on baresip); one channel of
+    # recording board.
+    raw["sites"][0]["boards"].append({"id": "rec", "kind": "recording", "channels": 1})
+    for site in raw["sites"]:
+        for agent in site["agents"]:
+            agent["sip_ha1"] = ha1(agent["code"], "vcc", PHONE_PASSWORD)
     config = write_province(raw, tmp / "province.yaml")
     return await Cluster.start(config, tmp / "run")
 
@@ -178,21 +214,297 @@ async def test_the_caller_hears_the_menu_prompt(cluster: Cluster, tmp_path: Path
     assert best_correlation(heard, voiced(queue)) < 0.5
 
 
-async def test_a_killed_site_leaves_no_rtpengine_behind_and_answers_again_after_its_restart(
+CALLER_HZ, AGENT_HZ = CALLER_TONE_HZ, AGENT_TONE_HZ
+
+
+async def vcc(*args: str) -> subprocess.CompletedProcess[str]:
+    """The command line as an operator runs it (its own process: it adopts the tool's identity)."""
+    return await asyncio.to_thread(
+        subprocess.run, vcc_command(*args), capture_output=True, text=True, timeout=60
+    )
+
+
+def goertzel(samples: list[int], hz: float, rate: int = 8000) -> float:
+    """The power of one frequency in `samples`, normalised by their length."""
+    k = 2 * math.cos(2 * math.pi * hz / rate)
+    s1 = s2 = 0.0
+    for x in samples:
+        s1, s2 = x + k * s1 - s2, s1
+    return (s1 * s1 + s2 * s2 - k * s1 * s2) / max(1, len(samples)) ** 2
+
+
+def channels(path: Path) -> tuple[list[int], list[int]]:
+    with wave.open(str(path), "rb") as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (2, 2, 8000)
+        frames = w.readframes(w.getnframes())
+    samples = struct.unpack(f"<{len(frames) // 2}h", frames)
+    return list(samples[0::2]), list(samples[1::2])
+
+
+async def test_an_answered_call_is_recorded_with_both_parties_indexed_and_fetched(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    log = cluster.logs_dir / "site-gz.log"
-    [pid] = [int(m) for m in re.findall(r"rtpengine pid (\d+)", log.read_text())][-1:]
-    assert psutil.pid_exists(pid)
-    # SIGKILL to the site process alone (not its process group): the kernel must end its engine.
-    site = cluster.sites["gz"]
-    os.kill(site.pid, signal.SIGKILL)
-    assert await site.wait_exit(10)
+    # `vcc agents --sip` and `vcc traffic --sip` underneath: robots whose baresip phones answer
+    # (saying a 1 kHz tone), and a SIPp caller pressing 1 and saying a 440 Hz tone.
+    [(code, _)] = roster = agents(cluster, "gz")
+    site = cluster.config.site("gz")
+    stop = asyncio.Event()
+    policy = RobotPolicy(handle_time_mean_s=60.0, handle_distribution="constant")
+    robots = asyncio.create_task(
+        run_sip_robots(site, roster, policy, stop, work=tmp_path / "robots", phone_password=PHONE_PASSWORD)
+    )
+    started = time.time()
+    try:
 
-    async def engine_gone() -> bool:
-        return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        async def ready() -> bool:
+            summary = await site_summary(cluster, "gz")
+            return any(g.agents_ready for g in summary.skill_groups if g.skill_group == "general")
 
-    await eventually(engine_gone, what="the dead site's rtpengine exits with it")
+        await eventually(ready, timeout_s=30, what="the robot agent with its phone is ready")
+        result = await run_sip_traffic(
+            site, rate=1.0, duration_s=1.0, hold_s=6.0, digits="1", work=tmp_path / "callers",
+            service="10000", ani="13900000042",
+        )  # fmt: skip
+        call_id = dialled(result)
+        rec = await record(cluster, call_id)
+        assert rec.agent_code == code
+    finally:
+        stop.set()
+        stats = await robots
+    # The phone answered (the robot never did: it only hung up calls the caller had not ended).
+    assert stats.answered == 1 and stats.errors == 0, stats
+
+    async def indexed() -> list[recordings_pb2.Recording] | None:
+        found = await search(cluster.config, Filters(call_id=call_id), 5.0)
+        return found or None
+
+    [entry] = await eventually(indexed, what="central's index of the recording")
+    assert (
+        entry.site_id == "gz" and list(entry.agent_codes) == [code] and entry.caller_number == "13900000042"
+    )
+    assert 2.0 < entry.duration_s < 30.0
+    # Found by agent, by caller number and by time; not by another number or a later window.
+    for filters in (
+        Filters(agent_code=code),
+        Filters(caller_number="13900000042"),
+        Filters(since=started - 1),
+    ):
+        assert call_id in [r.call_id for r in await search(cluster.config, filters, 5.0)], filters
+    assert not await search(cluster.config, Filters(caller_number="13900000043"), 5.0)
+    assert not await search(cluster.config, Filters(call_id=call_id, since=time.time() + 60), 5.0)
+
+    # `vcc recordings list|fetch` as an operator runs them.
+    config_path = str(cluster.config_path)
+    [line] = lines(await search(cluster.config, Filters(call_id=call_id), 5.0), as_json=False)
+    assert call_id in line and code in line and "13900000042" in line
+    fetched = await vcc("recordings", "fetch", "-c", config_path, call_id, "-o", str(tmp_path))
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    wav = tmp_path / f"{call_id}.wav"
+    assert hashlib.sha256(wav.read_bytes()).hexdigest() == entry.sha256
+
+    # Both parties, each on its own side: the caller's tone left, the agent's tone right.
+    left, right = channels(wav)
+    assert goertzel(left, CALLER_HZ) > 20 * goertzel(left, AGENT_HZ), "the caller's tone is not on the left"
+    assert goertzel(right, AGENT_HZ) > 20 * goertzel(right, CALLER_HZ), "the agent's tone is not on the right"
+    assert goertzel(left, CALLER_HZ) > 1e3 and goertzel(right, AGENT_HZ) > 1e3
+    # The recording channel was given back.
+    [board] = [r for r in (await site_summary(cluster, "gz")).resources if r.id == "rec"]
+    assert board.busy == 0
+
+
+async def test_bad_recording_requests_are_refused_and_change_nothing(cluster: Cluster) -> None:
+    async with rpc.channel(cluster.config.central.listen) as ch:
+        index = recordings_pb2_grpc.RecordingIndexServiceStub(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as bad:
+            await index.ListRecordings(
+                recordings_pb2.ListRecordingsRequest(caller_number="1' OR 1=1"), timeout=5
+            )
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.aio.AioRpcError) as not_a_site:
+            await index.IndexRecordings(recordings_pb2.IndexRecordingsRequest(site_id="gz"), timeout=5)
+        assert not_a_site.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    async with rpc.channel(cluster.config.central.listen, persona="site-gz") as ch:
+        index = recordings_pb2_grpc.RecordingIndexServiceStub(ch)
+        good = recordings_pb2.Recording(call_id="c" * 32, site_id="gz", file="x.wav", sha256="0" * 64,
+                                        started_at=rpc.timestamp(time.time()))  # fmt: skip
+        for site_id, recording in (
+            ("nowhere", good),
+            ("gz", recordings_pb2.Recording(call_id="c" * 32, file="x.wav", sha256="not hex")),
+            ("gz", recordings_pb2.Recording(call_id="../x", file="x.wav", sha256="0" * 64)),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as refused_index:
+                request = recordings_pb2.IndexRecordingsRequest(site_id=site_id, recordings=[recording])
+                await index.IndexRecordings(request, timeout=5)
+            assert refused_index.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (site_id, recording)
+    assert not await search(cluster.config, Filters(call_id="c" * 32), 5.0)
+    async with rpc.channel(cluster.config.site("gz").listen) as ch:
+        site = recordings_pb2_grpc.SiteRecordingServiceStub(ch)
+        for call_id, status in (("../../etc/passwd", grpc.StatusCode.INVALID_ARGUMENT),
+                                ("f" * 32, grpc.StatusCode.NOT_FOUND)):  # fmt: skip
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                async for _ in site.FetchRecording(
+                    recordings_pb2.FetchRecordingRequest(call_id=call_id), timeout=5
+                ):
+                    pass
+            assert refused.value.code() == status, call_id
+    with pytest.raises(FetchError, match="no recording"):
+        await fetch(cluster.config, "f" * 32, Path("/nonexistent/never-written.wav"), 5.0)
+
+
+async def test_a_tie_invite_from_outside_the_province_is_refused_and_changes_nothing(
+    cluster: Cluster,
+) -> None:
+    """Only another site's SIP address may open a tie leg (no call, no media for a stranger)."""
+    peer = await RawPeer.open()
+    try:
+        before = (await site_summary(cluster, "gz")).calls_offered
+        data, _ = invite(peer, sip_target(cluster), number="tie", extra="X-VCC-Call-ID: " + "a" * 32 + "\r\n")
+        peer.send(data, sip_target(cluster))
+        status, _ = await peer.status()
+        assert status == 403
+        assert (await site_summary(cluster, "gz")).calls_offered == before
+    finally:
+        peer.close()
+
+
+def test_sip_traffic_and_sip_agents_refuse_bad_input(cluster: Cluster) -> None:
+    # In this process: these fail before any RPC (grpc.aio must not meet a second event loop).
+    runner = CliRunner()
+    config_path = str(cluster.config_path)
+    for args, why in (
+        (["traffic", "-c", config_path, "--rate", "gz=1", "--sip", "--digits", "1x"], "--digits"),
+        (["traffic", "-c", config_path, "--rate", "nowhere=1", "--sip"], "--rate"),
+        (["agents", "-c", config_path, "--site", "nowhere", "--sip"], "nowhere"),
+    ):
+        refused = runner.invoke(app, args)
+        assert refused.exit_code == 2 and why in refused.output, refused.output
+
+
+async def test_a_killed_site_leaves_no_rtpengine_behind_and_the_province_entry_detours_its_callers(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Kamailio (deploy/kamailio) in front of both cities: gz's callers reach gz; gz SIGKILLed, its
+    rtpengine dies with it and the entry sends gz's callers to sz (OPTIONS probes, failover); gz
+    restarted answers again."""
+    ports = {"gz": free_udp_port(), "sz": free_udp_port()}
+    list_file = tmp_path / "dispatcher.list"
+    list_file.write_text(dispatcher_list(cluster.config, ports))
+    entry = KamailioEntry("127.0.0.1", ports, list_file, tmp_path / "kamailio")
+    await entry.start()
+    try:
+        via = await run_sipp(call_scenario(""), entry.address("gz"), tmp_path / "via-up", hold_ms=500)
+        assert (await record(cluster, dialled(via))).entry_site_id == "gz"
+
+        log = cluster.logs_dir / "site-gz.log"
+        [pid] = [int(m) for m in re.findall(r"rtpengine pid (\d+)", log.read_text())][-1:]
+        assert psutil.pid_exists(pid)
+        # SIGKILL to the site process alone (not its process group): the kernel must end its engine.
+        site = cluster.sites["gz"]
+        os.kill(site.pid, signal.SIGKILL)
+        assert await site.wait_exit(10)
+
+        async def engine_gone() -> bool:
+            return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+        await eventually(engine_gone, what="the dead site's rtpengine exits with it")
+        detour = await run_sipp(call_scenario(""), entry.address("gz"), tmp_path / "via-down", hold_ms=500)
+        assert (await record(cluster, dialled(detour))).entry_site_id == "sz"
+    finally:
+        await entry.stop()
     await cluster.restart_site("gz")
     result = await run_sipp(call_scenario("2"), sip_target(cluster), tmp_path / "sipp", hold_ms=500)
     assert (await record(cluster, dialled(result))).outcome == common_pb2.CALL_OUTCOME_ABANDONED
+
+
+async def test_an_overflowed_call_carries_the_callers_voice_to_the_other_citys_agent(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Nobody is logged in at gz: the caller overflows to sz, whose agent answers on its phone; the
+    caller's tone crosses the SIP tie trunk between the two rtpengines, on a tie-trunk channel.
+    Then sz is killed mid-call: gz takes its caller back (its dialog and trunk channel never left
+    gz), frees the tie channel, and the caller's own hang-up ends the one record. (Last of the
+    module: sz stays dead.)"""
+    [(code, _)] = agents(cluster, "sz")
+    sz_sip = cluster.config.site("sz").sip
+    assert sz_sip is not None
+    phone_dir = tmp_path / "phone"
+    baresip_config(phone_dir, code, sz_sip.listen)
+    caller_tone = tmp_path / "caller.al"
+    sox = [
+        "sox",
+        "-n",
+        "-r",
+        "8000",
+        "-c",
+        "1",
+        "-t",
+        "al",
+        str(caller_tone),
+        "synth",
+        "4",
+        "sine",
+        str(CALLER_HZ),
+    ]
+    await asyncio.to_thread(subprocess.run, sox, check=True)
+    phone_log = (tmp_path / "baresip.log").open("wb")
+    phone = await asyncio.create_subprocess_exec(
+        "baresip", "-f", str(phone_dir), stdin=asyncio.subprocess.DEVNULL, stdout=phone_log, stderr=phone_log
+    )
+    desk = Desktop(rpc.channel(cluster.config.site("sz").listen, persona=DESKTOP), code)
+    ties_busy: list[int] = []
+    try:
+
+        async def registered() -> bool:
+            return b"200 OK" in (tmp_path / "baresip.log").read_bytes()
+
+        await eventually(registered, what="the sz agent's phone registered")
+        await desk.login()
+        await desk.ready()
+        caller = asyncio.create_task(
+            run_sipp(
+                call_scenario("1", stream=caller_tone), sip_target(cluster), tmp_path / "sipp", hold_ms=7000
+            )
+        )
+
+        async def talking_elsewhere() -> bool:
+            summary = await site_summary(cluster, "gz")
+            ties_busy[:] = [r.busy for r in summary.resources if r.id == "tie:sz"]
+            return summary.calls_served_elsewhere == 1
+
+        await eventually(talking_elsewhere, timeout_s=20, what="the call served at sz")
+        await asyncio.sleep(2.5)  # the caller talks to sz's agent for a while
+        await cluster.kill_site("sz")
+
+        async def taken_back() -> bool:
+            summary = await site_summary(cluster, "gz")
+            return summary.calls_served_elsewhere == 0 and [
+                r.busy for r in summary.resources if r.id == "tie:sz"
+            ] == [0]
+
+        await eventually(taken_back, timeout_s=20, what="gz takes its caller back from the dead sz")
+        result = await caller
+        rec = await record(cluster, dialled(result))
+    finally:
+        with contextlib.suppress(grpc.aio.AioRpcError, TimeoutError):  # sz is dead: no logout
+            await asyncio.wait_for(desk.close(), 3)
+        # SIGTERM hangs the phone's call up (its recording is closed), then it would try for long
+        # to unregister from the dead sz: it is killed after a moment.
+        phone.terminate()
+        try:
+            await asyncio.wait_for(phone.wait(), 3)
+        except TimeoutError:
+            phone.kill()
+            await phone.wait()
+        phone_log.close()
+    assert ties_busy == [1]
+    # Back at gz nobody was there to answer it again: the caller hung up waiting (abandoned).
+    assert rec.outcome == common_pb2.CALL_OUTCOME_ABANDONED and rec.entry_site_id == "gz"
+    kinds = [common_pb2.CallEventKind.Name(e.kind).removeprefix("CALL_EVENT_KIND_") for e in rec.events]
+    assert "ANSWERED" in kinds and "RETURNED" in kinds and kinds[-1] == "ENDED", kinds
+    # What the sz agent's phone heard: the gz caller's tone.
+    [heard] = list(phone_dir.glob("dump-*-dec.wav"))
+    with wave.open(str(heard), "rb") as w:
+        frames = w.readframes(w.getnframes())
+    samples = list(struct.unpack(f"<{len(frames) // 2}h", frames))
+    assert goertzel(samples, CALLER_HZ) > 20 * goertzel(samples, AGENT_HZ), "the caller's tone did not cross"
+    assert goertzel(samples, CALLER_HZ) > 1e3

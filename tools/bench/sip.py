@@ -25,7 +25,7 @@ from tools.province.cluster import Cluster
 from tools.province.generate import SiteSpec, generate_province, write_province
 from tools.province.netutil import free_port
 from tools.province.sip import add_sip
-from tools.province.sipp import load_scenario, run_sipp
+from tools.province.sipp import call_scenario, run_sipp
 
 # RTP ports per call in rtpengine: two parties, RTP and RTCP each.
 PORTS_PER_CALL = 4
@@ -81,8 +81,9 @@ async def bench_sip(
         engine = psutil.Process(engine_pid)
         sip = cluster.config.site("gz").sip
         assert sip is not None
+        load = call_scenario(stream=audio, settle_ms=0)
         callers = asyncio.create_task(
-            run_sipp(load_scenario(audio), sip.listen, run_dir / "sipp", name="load", calls=concurrent,
+            run_sipp(load, sip.listen, run_dir / "sipp", name="load", calls=concurrent,
                      rate=rate, hold_ms=hold_ms, limit=concurrent, timeout_s=hold_ms / 1000 + ramp_s + 60)
         )  # fmt: skip
         await asyncio.sleep(ramp_s + 1.0)  # a benchmark's clock: the ramp, then the steady window

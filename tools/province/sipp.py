@@ -52,6 +52,23 @@ _ACK_2XX = """  <send>
     <![CDATA[
 ACK [next_url] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+[routes]
+[last_From:]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+    ]]>
+  </send>
+"""
+
+# The ACK of a non-2xx final answer: on the INVITE's branch (its Via), §17.1.1.3.
+_ACK_REFUSAL = """  <send>
+    <![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+[last_Via:]
 [last_From:]
 [last_To:]
 Call-ID: [call_id]
@@ -67,6 +84,7 @@ _BYE = """  <send retrans="500">
     <![CDATA[
 BYE [next_url] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+[routes]
 [last_From:]
 [last_To:]
 Call-ID: [call_id]
@@ -90,29 +108,37 @@ _ANSWERED = """  <recv response="100" optional="true"/>
 
 
 def call_scenario(
-    digits: str = "", talk_ms_var: bool = True, media_port: str = "[media_port]", audio: Path | None = None
+    digits: str = "",
+    talk_ms_var: bool = True,
+    media_port: str = "[media_port]",
+    audio: Path | None = None,
+    stream: Path | None = None,
+    settle_ms: int = 1500,
+    events: bool = True,
 ) -> str:
-    """Dial, be answered, press `digits` (RFC 2833 packets from SIPp's pcaps), then say `audio`
-    (a G.711 pcap) if given, stay on the line for -d milliseconds, hang up."""
-    steps = [_INVITE.format(sdp=_SDP.format(media_port=media_port)), _ANSWERED, _ACK_2XX]
-    steps.append('  <pause milliseconds="1500"/>\n')
+    """Dial, be answered, wait `settle_ms`, press `digits` (RFC 2833 packets from SIPp's pcaps),
+    then say `audio` (a G.711 pcap) if given, and stream `stream` (raw A-law, in a loop) if given,
+    stay on the line for -d milliseconds, hang up. `events=False`: a caller that offers no
+    telephone-event (its digits, if any, are tones in its audio)."""
+    sdp = _SDP.format(media_port=media_port)
+    if not events:
+        sdp = sdp.replace(" 8 0 101\n", " 8 0\n").replace(
+            "a=rtpmap:101 telephone-event/8000\na=fmtp:101 0-15\n", ""
+        )
+    steps = [_INVITE.format(sdp=sdp), _ANSWERED, _ACK_2XX]
+    if settle_ms:
+        steps.append(f'  <pause milliseconds="{settle_ms}"/>\n')
     for d in digits:
         steps.append(f'  <nop><action><exec play_pcap_audio="{DTMF[d]}"/></action></nop>\n')
         steps.append('  <pause milliseconds="700"/>\n')
     if audio is not None:
         steps.append('  <pause milliseconds="1000"/>\n')
         steps.append(f'  <nop><action><exec play_pcap_audio="{audio}"/></action></nop>\n')
+    if stream is not None:
+        steps.append(f'  <nop><action><exec rtp_stream="{stream},-1,8"/></action></nop>\n')
     steps.append("  <pause/>\n" if talk_ms_var else "")
-    steps.append(_BYE)
-    return _wrap("".join(steps))
-
-
-def load_scenario(audio: Path) -> str:
-    """Dial, be answered, send `audio` (raw A-law) in a loop for -d milliseconds, hang up."""
-    steps = [_INVITE.format(sdp=_SDP.format(media_port="[media_port]")), _ANSWERED, _ACK_2XX]
-    steps.append(f'  <nop><action><exec rtp_stream="{audio},-1,8"/></action></nop>\n')
-    steps.append("  <pause/>\n")
-    steps.append('  <nop><action><exec rtp_stream="pause"/></action></nop>\n')
+    if stream is not None:
+        steps.append('  <nop><action><exec rtp_stream="pause"/></action></nop>\n')
     steps.append(_BYE)
     return _wrap("".join(steps))
 
@@ -120,20 +146,6 @@ def load_scenario(audio: Path) -> str:
 def flood_scenario() -> str:
     """Dial; answered: stay -d milliseconds and hang up; refused (503 or 486): ACK and stop.
     Each outcome is logged, so a flood's answered and refused calls can be counted."""
-    ack_refusal = """  <send>
-    <![CDATA[
-ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-[last_Via:]
-[last_From:]
-[last_To:]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Max-Forwards: 70
-Content-Length: 0
-
-    ]]>
-  </send>
-"""
     body = _INVITE.format(sdp=_SDP.format(media_port="[media_port]"))
     body += """  <recv response="100" optional="true"/>
   <recv response="503" optional="true" next="refused"/>
@@ -146,26 +158,12 @@ Content-Length: 0
     body += (
         '  <label id="refused"/>\n  <nop><action><log message="flood refused [call_id]"/></action></nop>\n'
     )
-    body += ack_refusal + '  <label id="done"/>\n'
+    body += _ACK_REFUSAL + '  <label id="done"/>\n'
     return _wrap(body)
 
 
 def refused_scenario(status: int) -> str:
     """Dial and expect the final answer `status` (then ACK it on the INVITE's branch)."""
-    ack = """  <send>
-    <![CDATA[
-ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-[last_Via:]
-[last_From:]
-[last_To:]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Max-Forwards: 70
-Content-Length: 0
-
-    ]]>
-  </send>
-"""
     recv = f"""  <recv response="100" optional="true"/>
   <recv response="{status}">
     <action>
@@ -174,7 +172,7 @@ Content-Length: 0
     </action>
   </recv>
 """
-    return _wrap(_INVITE.format(sdp=_SDP.format(media_port="[media_port]")) + recv + ack)
+    return _wrap(_INVITE.format(sdp=_SDP.format(media_port="[media_port]")) + recv + _ACK_REFUSAL)
 
 
 def _wrap(body: str) -> str:

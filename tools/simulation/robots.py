@@ -71,6 +71,9 @@ class RobotPolicy:
     transfer_probability: float = 0.0
     transfer_kind: Literal["blind", "consult", "conference"] = "blind"
     transfer_targets: tuple[tuple[str, str], ...] = ()
+    # The agent's SIP phone answers (vcc agents --sip): the robot leaves offers to it and only
+    # talks and hangs up on the desktop.
+    answer_on_phone: bool = False
 
 
 @dataclass
@@ -300,6 +303,8 @@ class _Robot:
             call_id = event.call_offered.call_id
             self._purpose[call_id] = event.call_offered.purpose
             self._stats.offered += 1
+            if self._policy.answer_on_phone:
+                return
             if self._rng.random() < self._policy.no_answer_probability:
                 self._stats.ignored += 1
                 return
