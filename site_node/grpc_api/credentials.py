@@ -8,9 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 from site_node.grpc_api import auth
-from site_node.grpc_api.login_guard import LoginGuard, LoginPolicy
 from site_node.links.audit_sink import AuditSink
 from vcc.errors import AlreadyExists, ResourceExhausted, Unauthenticated
+from vcc.login_guard import LoginGuard, LoginPolicy
 
 BAD_CREDENTIALS = ("bad-credentials", "agent code or password is wrong")
 
