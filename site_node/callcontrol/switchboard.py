@@ -38,7 +38,7 @@ from site_node.callcontrol.transfers import Transfers
 from site_node.callcontrol.trunk import TrunkSide
 from vcc.call_events import EventKind
 from vcc.config import RoutingConfig, SiteConfig
-from vcc.errors import FailedPrecondition
+from vcc.errors import AlreadyExists, FailedPrecondition
 
 
 def _new_id() -> str:
@@ -91,7 +91,7 @@ class Switchboard:
             site, self.book, self.desk, self.queues, self.ringing, self.connected, self.legs, self.timers,
             self.counters,
         )  # fmt: skip
-        directory = Directory(
+        self.directory = directory = Directory(
             site.id,
             agent_sites or {a.code: site.id for a in site.agents},
             site_groups or {site.id: frozenset(g.id for g in site.skill_groups)},
@@ -497,6 +497,25 @@ class Switchboard:
             return []
         fx = self._fx()
         self.guests.caller_gone(now, offer_id, reason, fx)
+        self.queues.dispatch(now, fx)
+        return fx.items
+
+    # Administration (SPEC F25): the adapter checks the administrator and keeps the change -----
+
+    def add_agent(self, now: float, code: str, skills: Mapping[str, int]) -> list[Effect]:
+        """A new agent of this site (role agent), logged out, reachable by transfer at once."""
+        if code in self.directory.agent_sites:
+            raise AlreadyExists("agent-exists", f"agent {code} already exists in the province")
+        self.desk.add(code, skills)
+        self.supervision.roles[code] = "agent"
+        self.supervision.leads[code] = frozenset()
+        self.directory.agent_sites[code] = self.site_id
+        return []
+
+    def set_agent_skills(self, now: float, code: str, skills: Mapping[str, int]) -> list[Effect]:
+        """New skills and levels; a ready agent may take a waiting call of a new group at once."""
+        fx = self._fx()
+        self.desk.set_skills(code, skills)
         self.queues.dispatch(now, fx)
         return fx.items
 
