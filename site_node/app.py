@@ -29,6 +29,7 @@ from site_node.media.prompts import prompt_path, site_prompts
 from site_node.metrics import ShipperFigures, SiteCollector
 from site_node.records.outbox import Outbox
 from site_node.records.shipper import Shipper
+from site_node.roster import Roster, RosterStore, overlay_path
 from site_node.runtime import SiteRuntime
 from site_node.sip.phones import AgentPhones
 from site_node.sip.registrar import Registrar
@@ -84,6 +85,7 @@ class SiteNode:
         self.address = self.site.listen
         self._tasks: list[asyncio.Task[None]] = []
         self.desk: DeskServer | None = None
+        self.roster: Roster | None = None
         self.desktop_url = ""
         self.sip: SipTrunk | None = None
         self.sip_address = ""
@@ -143,6 +145,14 @@ class SiteNode:
         self.audit_journal = SiteAudit(site.id, forward=self._forward_audit)
         self.runtime.audit = self.audit_journal.record
         self.desktop = AgentDesktop(self.runtime, self.audit, session_ttl_s=site.session_ttl_s)
+        # Administrators' changes to the agents (added, disabled, passwords, skills), kept beside the
+        # outbox and applied over the config before anyone can log in.
+        self.roster = Roster(
+            site, self.runtime, self.desktop.credentials, RosterStore(overlay_path(outbox_path))
+        )
+        kept = self.roster.apply_overlay()
+        if kept:
+            log.info("agents: %d administrator changes applied over the config", kept)
         cti_pb2_grpc.add_AgentDesktopServiceServicer_to_server(self.desktop, self.server.grpc)
         site_admin_pb2_grpc.add_SiteAdminServiceServicer_to_server(
             SiteAdmin(self.runtime, self.summary), self.server.grpc
@@ -176,6 +186,7 @@ class SiteNode:
                 self.desktop.credentials,
                 host=host,
                 port=int(desk_listen_port),
+                roster=self.roster,
             )
             desk_port = await self.desk.start()
             self.desktop_url = f"http://{host}:{desk_port}/"

@@ -29,6 +29,16 @@ class CredentialCheck:
         self._logged_in = logged_in
         self._audit = audit
         self.guard = LoginGuard(policy or LoginPolicy())
+        # Agents an administrator disabled: answered like an unknown code.
+        self._disabled: set[str] = set()
+
+    def set_hash(self, code: str, password_hash: str, *, enabled: bool = True) -> None:
+        """An administrator's change (site_node.roster): in force at the next login, either door."""
+        self._hashes[code] = password_hash
+        if enabled:
+            self._disabled.discard(code)
+        else:
+            self._disabled.add(code)
 
     def record(self, actor: str, action: str, **fields: Any) -> None:
         if self._audit is not None:
@@ -46,7 +56,7 @@ class CredentialCheck:
 
     async def verify(self, code: str, password: str, host: str, source: str) -> None:
         """The password of a known code, or one answer for every failure (no enumeration)."""
-        known = code in self._hashes
+        known = code in self._hashes and code not in self._disabled
         if known and self._logged_in(code):
             # Answered before the password is checked: the answer says nothing about it.
             raise AlreadyExists("already-logged-in", f"agent {code} is already logged in")

@@ -46,6 +46,8 @@ class ConsoleApi:
             "queues": self.d.views.queues(led, now),
             "reasons": self.d.views.reasons,
             "messages": self.d.views.messages(self.d.messages.inbox(s.code)),
+            # The administrator's "Agents" card (site_node.web.admin).
+            "agents": self.d.admin.agents_view() if s.role == "administrator" else None,
         }
 
     def _leader(self, request: Request) -> Session:

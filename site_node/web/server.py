@@ -36,7 +36,9 @@ from site_node.callcontrol.domain import Audit, Effect, ToAgent
 from site_node.grpc_api.credentials import CredentialCheck
 from site_node.grpc_api.idempotency import IdempotencyCache
 from site_node.messaging import MessageBox
+from site_node.roster import Roster
 from site_node.runtime import SiteRuntime
+from site_node.web.admin import AdminApi
 from site_node.web.console import ConsoleApi
 from site_node.web.desk import DeskApi
 from site_node.web.errors import error_response, internal_error
@@ -45,7 +47,7 @@ from site_node.web.requests import COOKIE, body_of, key_of, language, origin, ss
 from site_node.web.sessions import IDLE_S, Session, WebSessions
 from site_node.web.views import DeskMemory, Views
 from vcc.config import ProvinceConfig
-from vcc.errors import InvalidArgument, PermissionDenied, VccError
+from vcc.errors import FailedPrecondition, InvalidArgument, PermissionDenied, VccError
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -80,6 +82,7 @@ class DeskServer:
         port: int = 0,
         session_idle_s: float = IDLE_S,
         clock: Callable[[], float] = time.time,
+        roster: Roster | None = None,
     ) -> None:
         self.province = province
         self.rt = runtime
@@ -104,8 +107,13 @@ class DeskServer:
         self._serve_task: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._templates = Jinja2Templates(directory=str(HERE / "templates"))
+        # The site's agents as administrators change them (none: no administration here).
+        self.roster = roster
+        if roster is not None:
+            roster.on_added.append(self._agent_added)
         self.desk = DeskApi(self)
         self.console = ConsoleApi(self)
+        self.admin = AdminApi(self)
         self.app = self._build()
         self.port = 0
         runtime.agent_watchers.append(self._on_agent)
@@ -157,6 +165,15 @@ class DeskServer:
             except VccError as exc:
                 log.warning("session sweep: %s", exc)
 
+    def _agent_added(self, code: str) -> None:
+        self.memory.setdefault(code, DeskMemory())
+        self._agent_site[code] = self.sb.site_id
+
+    def require_roster(self) -> Roster:
+        if self.roster is None:
+            raise FailedPrecondition("no-administration", "this site does not administer its agents here")
+        return self.roster
+
     def _on_agent(self, u: ToAgent) -> None:
         memory = self.memory.get(u.agent_code)
         if memory is not None:
@@ -193,6 +210,9 @@ class DeskServer:
                 Route("/api/team/{agent}/force", api(self.console._force), methods=["POST"]),
                 Route("/api/team/{agent}/supervise", api(self.console._supervise), methods=["POST"]),
                 Route("/api/audit", api(self.console._audit)),
+                Route("/api/admin/agents", api(self.admin._list)),
+                Route("/api/admin/agents", api(self.admin._add), methods=["POST"]),
+                Route("/api/admin/agents/{agent}/{change}", api(self.admin._change), methods=["POST"]),
                 Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
             ]
         )

@@ -248,6 +248,12 @@ def _site(
                 "skills": skills,
             }
         )
+        # The site's administrator (adds agents, disables them, resets passwords, changes skills).
+        admin = f"{people_group:02d}03"
+        agents.append(
+            {"code": admin, "name": f"{spec.id}-admin-{admin}", "password_hash": password_hash,
+             "skills": skills, "role": "administrator"}
+        )  # fmt: skip
     choices = [
         {"digit": catalogue[g], "skill_group": g, "label": SKILL_GROUP_NAMES.get(g, g)}
         for g in groups

@@ -49,7 +49,7 @@ def login(base: str, user: str, password: str, timeout_s: float = DEFAULT_TIMEOU
             for header in reply.headers.get_all("Set-Cookie") or []:
                 pair = header.split(";", 1)[0]
                 if pair.startswith("vcc_ops="):
-                    return pair
+                    return str(pair)
     except urllib.error.HTTPError as exc:
         try:
             detail = json.loads(exc.read()).get("detail", "")

@@ -235,7 +235,8 @@ def _print_where_to_look(cluster: Cluster, raw: dict[str, Any], rates: dict[str,
             base = f"http://{site.desktop_listen}"
             say(
                 f"  desktop {site.id:<4} {base}/desk (agent {people.get('agent', '-')}), "
-                f"{base}/console (group leader {people.get('group_leader', '-')}), {DEFAULT_PASSWORD}"
+                f"{base}/console (group leader {people.get('group_leader', '-')}, "
+                f"administrator {people.get('administrator', '-')}), {DEFAULT_PASSWORD}"
             )
     say(f"  live status: vcc status --config {cluster.config_path}")
     say("")
