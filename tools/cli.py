@@ -18,6 +18,7 @@ import typer
 from tools.admin import servicedesk
 from tools.admin.certs import certs_app
 from tools.admin.ivr import ivr_app
+from tools.admin.roster import roster_app
 from tools.bench.cli import bench_app
 from vcc.config import ConfigError, ProvinceConfig, load_province
 
@@ -37,6 +38,7 @@ cluster_app = typer.Typer(
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(bench_app, name="bench")
 app.add_typer(ivr_app, name="ivr")
+app.add_typer(roster_app, name="roster")
 # The service desk: vcc customers|tickets|kb|history.
 servicedesk.register(app)
 app.add_typer(certs_app, name="certs")

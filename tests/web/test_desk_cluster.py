@@ -72,12 +72,12 @@ async def desk_up(base: str) -> None:
         await eventually(up, timeout_s=30, what=f"{base} answering")
 
 
-async def log_in(page: Page, url: str, code: str, zh: bool = False) -> None:
+async def log_in(page: Page, url: str, code: str, zh: bool = False, password: str = DEFAULT_PASSWORD) -> None:
     from playwright.async_api import expect
 
     await page.goto(url)
     await page.get_by_label("工号" if zh else "Agent code").fill(code)
-    await page.get_by_label("密码" if zh else "Password").fill(DEFAULT_PASSWORD)
+    await page.get_by_label("密码" if zh else "Password").fill(password)
     await page.get_by_role("button", name="登录" if zh else "Log in").click()
     await expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
 
@@ -139,6 +139,7 @@ async def test_desktops_and_console_of_a_live_province(tmp_path: Path, screensho
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
             try:
                 await scenario(cluster, browser, gz_desk, sz_desk, a_code, b_code, leader_code, tmp_path)
+                await administration(cluster, browser, gz_desk, raw, tmp_path)
             finally:
                 await browser.close()
     for picture in await asyncio.to_thread(lambda: list(tmp_path.glob("desk-*.png"))):
@@ -272,3 +273,90 @@ async def scenario(
     assert [e.agent_code for e in events if e.kind == kind("AGENT_HUNG_UP")] == [leader_code]
     first = await eventually(lambda: central_events(cluster, call_id), timeout_s=30)
     assert any(e.kind == kind("TRANSFERRED") for e in first)
+
+
+NEW_AGENT, NEW_PASSWORD = "0190", "246810"
+
+
+async def roster_cli(cluster: Cluster, admin: str, *args: str) -> tuple[int, str]:
+    """`vcc roster ...` against the running province, as `admin` (the password in its environment)."""
+    from typer.testing import CliRunner
+
+    from tools.cli import app
+
+    env = {"VCC_ADMIN": admin, "VCC_ADMIN_PASSWORD": DEFAULT_PASSWORD, "VCC_NEW_PASSWORD": NEW_PASSWORD}
+    argv = ["roster", args[0], "--config", str(cluster.config_path), *args[1:]]
+    result = await asyncio.to_thread(CliRunner(env=env).invoke, app, argv)
+    return result.exit_code, result.output
+
+
+async def administration(
+    cluster: Cluster, browser: Browser, gz: str, raw: dict[str, Any], shots: Path
+) -> None:
+    """The site's administrator adds an agent from the CLI, changes its skills and disables it from
+    the console (in Chinese); a group leader is refused; the new agent works at once; central's
+    audit log has every step."""
+    from playwright.async_api import expect
+
+    from tools.admin.audit import fetch
+
+    admin = desk_people(raw, GZ)["administrator"]
+    sz_leader = desk_people(raw, SZ)["group_leader"]
+    code, out = await roster_cli(cluster, sz_leader, "add", "--site", SZ, "0191", "--skill", "general=5")
+    assert code == 1 and "only an administrator manages agents [not-an-administrator]" in out, out
+    code, out = await roster_cli(
+        cluster, admin, "add", "--site", GZ, NEW_AGENT, "--skill", "general=6", "--name", "new"
+    )
+    assert code == 0 and out.startswith(NEW_AGENT), out
+    code, out = await roster_cli(cluster, admin, "skills", "--site", GZ, NEW_AGENT, "--skill", "sales=1")
+    assert code == 1 and "no skill group 'sales' at this site [unknown-skill-group]" in out, out
+    code, out = await roster_cli(cluster, admin, "list", "--site", GZ)
+    assert code == 0 and f"{NEW_AGENT}  agent" in out and "general=6" in out, out
+
+    view = {"viewport": {"width": 1400, "height": 1100}}
+    adm = await (await browser.new_context(**view)).new_page()  # type: ignore[arg-type]
+    new = await (await browser.new_context(**view)).new_page()  # type: ignore[arg-type]
+    await log_in(adm, f"{gz}/console?lang=zh", admin, zh=True)
+    card = adm.get_by_role("region", name="本站坐席管理", exact=True)
+    row = card.locator(f'[data-admin-row="{NEW_AGENT}"]')
+    await expect(row.locator('[data-field="skills"]')).to_have_text("general=6", timeout=WAIT_MS)
+    # The new agent works at once, with the password the administrator gave.
+    await log_in(new, f"{gz}/desk?lang=en", NEW_AGENT, password=NEW_PASSWORD)
+
+    # Bad input in words (Chinese), then new skills from the console.
+    await card.get_by_label("技能（技能组=等级，…）").fill("sales=5")
+    await row.get_by_role("button", name="修改技能").click()
+    await expect(adm.locator("#error")).to_contain_text("本站没有这个技能组", timeout=WAIT_MS)
+    await card.get_by_label("技能（技能组=等级，…）").fill("general=2")
+    await row.get_by_role("button", name="修改技能").click()
+    await expect(row.locator('[data-field="skills"]')).to_have_text("general=2", timeout=WAIT_MS)
+    await adm.screenshot(path=str(shots / "desk-console-admin-zh.png"), full_page=True)
+
+    # Disabled: the agent's page goes back to the login, and the login is refused.
+    await row.get_by_role("button", name="停用").click()
+    await expect(row).to_have_attribute("data-disabled", "yes", timeout=WAIT_MS)
+    await expect(new.get_by_label("Agent code")).to_be_visible(timeout=WAIT_MS)
+    await new.get_by_label("Agent code").fill(NEW_AGENT)
+    await new.get_by_label("Password").fill(NEW_PASSWORD)
+    await new.get_by_role("button", name="Log in").click()
+    await expect(new.locator("#error")).to_contain_text("agent code or password is wrong", timeout=WAIT_MS)
+
+    async def audited() -> list[tuple[str, str, str, str]] | None:
+        entries = await fetch(cluster.config, since=None, who="", limit=500, deadline_s=5.0)
+        got = [
+            (e.site_id, e.action, e.target, e.outcome)
+            for e in entries
+            if e.action.startswith(("agent-", "admin/"))
+        ]
+        wanted = {
+            (GZ, "agent-add", NEW_AGENT),
+            (GZ, "agent-skills", NEW_AGENT),
+            (GZ, "agent-disable", NEW_AGENT),
+        }
+        return (
+            got
+            if wanted <= {g[:3] for g in got} and any(g[0] == SZ and g[3] == "denied" for g in got)
+            else None
+        )
+
+    await eventually(audited, timeout_s=30, what="the administrator's steps in central's audit log")
