@@ -20,6 +20,7 @@ from site_node.grpc_api.trunk_service import TrunkIngress
 from site_node.links.audit_sink import AuditSink
 from site_node.links.central_link import CentralLink
 from site_node.links.customers import CentralCustomers
+from site_node.links.desk_data import CentralDeskData
 from site_node.links.leader_watch import LeaderWatch
 from site_node.links.membership import Membership
 from site_node.media.control import MediaControl
@@ -187,6 +188,8 @@ class SiteNode:
                 host=host,
                 port=int(desk_listen_port),
                 roster=self.roster,
+                desk_data=CentralDeskData(self.customers.channel),
+                forget_customer=self.customers.forget,
             )
             desk_port = await self.desk.start()
             self.desktop_url = f"http://{host}:{desk_port}/"

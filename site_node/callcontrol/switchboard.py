@@ -500,6 +500,14 @@ class Switchboard:
         self.queues.dispatch(now, fx)
         return fx.items
 
+    def customer_edited(self, now: float, customer: CustomerInfo) -> list[Effect]:
+        """An agent saved the caller's record at central (F21): the live calls of that customer
+        carry the new one from now on (a consultation or transfer offers it as saved)."""
+        for call in self.book.live.values():
+            if call.customer is not None and call.customer.customer_id == customer.customer_id:
+                call.customer = customer
+        return []
+
     # Administration (SPEC F25): the adapter checks the administrator and keeps the change -----
 
     def add_agent(self, now: float, code: str, skills: Mapping[str, int]) -> list[Effect]:

@@ -32,15 +32,17 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from site_node.audit import SiteAudit
-from site_node.callcontrol.domain import Audit, Effect, ToAgent
+from site_node.callcontrol.domain import Audit, CustomerInfo, Effect, ToAgent
 from site_node.grpc_api.credentials import CredentialCheck
 from site_node.grpc_api.idempotency import IdempotencyCache
+from site_node.links.desk_data import CentralDeskData
 from site_node.messaging import MessageBox
 from site_node.roster import Roster
 from site_node.runtime import SiteRuntime
 from site_node.web.admin import AdminApi
 from site_node.web.console import ConsoleApi
 from site_node.web.desk import DeskApi
+from site_node.web.desk_data import DeskDataApi
 from site_node.web.errors import error_response, internal_error
 from site_node.web.presence import Presence
 from site_node.web.requests import COOKIE, body_of, key_of, language, origin, sse, text, token
@@ -83,6 +85,8 @@ class DeskServer:
         session_idle_s: float = IDLE_S,
         clock: Callable[[], float] = time.time,
         roster: Roster | None = None,
+        desk_data: CentralDeskData | None = None,
+        forget_customer: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.province = province
         self.rt = runtime
@@ -114,6 +118,9 @@ class DeskServer:
         self.desk = DeskApi(self)
         self.console = ConsoleApi(self)
         self.admin = AdminApi(self)
+        self.desk_data = DeskDataApi(self, desk_data)
+        # The screen pop's cache (site_node.links.customers): an edited record is asked again.
+        self._forget_customer = forget_customer
         self.app = self._build()
         self.port = 0
         runtime.agent_watchers.append(self._on_agent)
@@ -169,6 +176,13 @@ class DeskServer:
         self.memory.setdefault(code, DeskMemory())
         self._agent_site[code] = self.sb.site_id
 
+    def customers_changed(self, customer: CustomerInfo, phones: list[str]) -> None:
+        """A record saved at central from a desk: the live calls and the next screen pops show it."""
+        self.rt.do(lambda now: self.sb.customer_edited(now, customer))
+        if self._forget_customer is not None:
+            self._forget_customer(phones)
+        self._wake(*self.sb.agents)
+
     def require_roster(self) -> Roster:
         if self.roster is None:
             raise FailedPrecondition("no-administration", "this site does not administer its agents here")
@@ -210,6 +224,9 @@ class DeskServer:
                 Route("/api/team/{agent}/force", api(self.console._force), methods=["POST"]),
                 Route("/api/team/{agent}/supervise", api(self.console._supervise), methods=["POST"]),
                 Route("/api/audit", api(self.console._audit)),
+                Route("/api/customers/{customer_id}", api(self.desk_data._get)),
+                Route("/api/customers/{customer_id}", api(self.desk_data._save), methods=["POST"]),
+                Route("/api/knowledge", api(self.desk_data._knowledge)),
                 Route("/api/admin/agents", api(self.admin._list)),
                 Route("/api/admin/agents", api(self.admin._add), methods=["POST"]),
                 Route("/api/admin/agents/{agent}/{change}", api(self.admin._change), methods=["POST"]),

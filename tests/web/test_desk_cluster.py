@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,7 @@ from tools.province.generate import DEFAULT_PASSWORD, SiteSpec, desk_people, gen
 from tools.province.netutil import free_port
 from vcc import rpc
 from vcc.tls import TRUNK
-from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2, trunk_pb2
+from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2, servicedesk_pb2, servicedesk_pb2_grpc, trunk_pb2
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
@@ -172,6 +173,9 @@ async def scenario(
     await expect(a_state).to_have_attribute("data-state", "READY", timeout=WAIT_MS)
     await expect(b_state).to_have_attribute("data-state", "READY", timeout=WAIT_MS)
 
+    # An article for the service the caller will choose, published at central.
+    title = await publish_article(cluster, "general")
+
     # A call arrives in Guangzhou and rings the only ready agent there, with its screen pop.
     caller, call_id, listening = await place_call(cluster, GZ)
     offer = a.get_by_role("region", name="Incoming call", exact=True)
@@ -180,12 +184,34 @@ async def scenario(
     await expect(offer.locator("[data-customer]")).to_be_visible()
     customer_name = await offer.locator('[data-field="customer-name"]').text_content()
     assert customer_name
+    # The knowledge articles of the call's service, at the offer.
+    knowledge = a.get_by_role("region", name="Knowledge for this service", exact=True)
+    await expect(knowledge).to_contain_text(title, timeout=WAIT_MS)
     await a.screenshot(path=str(shots / "desk-offer-en.png"), full_page=True)
     await offer.get_by_role("button", name="Answer").click()
     on_call = a.get_by_role("region", name="Call", exact=True)
     await expect(a_state).to_have_attribute("data-state", "TALKING", timeout=WAIT_MS)
     record = on_call.get_by_role("region", name="Customer record", exact=True)
     await expect(record).to_contain_text(customer_name)
+
+    # The agent edits the caller's record: saved at central; an edit made on a version someone
+    # else has changed since is refused in words, nothing saved.
+    await on_call.get_by_role("button", name="Edit record").click()
+    await expect(a.get_by_label("Notes", exact=True)).to_have_value(re.compile(".*"), timeout=WAIT_MS)
+    await a.get_by_label("Notes", exact=True).fill(EDITED_NOTE)
+    await a.get_by_role("button", name="Save record").click()
+    await expect(a.locator('[data-field="customer-saved"]')).to_contain_text(
+        "Saved at central", timeout=WAIT_MS
+    )
+    customer_id = await offer_customer_id(a)
+    saved = await central_customer(cluster, customer_id)
+    assert saved.notes == EDITED_NOTE
+    await touch_customer(cluster, customer_id)  # someone else saves it meanwhile
+    await a.get_by_label("Level", exact=True).fill("gold")
+    await a.get_by_role("button", name="Save record").click()
+    await expect(a.locator("#error")).to_contain_text("read it again and re-apply the edit", timeout=WAIT_MS)
+    assert (await central_customer(cluster, customer_id)).level == saved.level
+    await expect(record).to_contain_text(EDITED_NOTE, timeout=WAIT_MS)
 
     # Consult the other city's agent, chosen from the live directory (with presence), then complete.
     target = a.get_by_label("Target")
@@ -198,6 +224,8 @@ async def scenario(
     b_offer = b.get_by_role("region", name="来电", exact=True)
     await expect(b_offer).to_be_visible(timeout=WAIT_MS)
     await expect(b_offer.locator("[data-customer]")).to_contain_text(customer_name)
+    # The other city's agent sees the record as edited.
+    await expect(b_offer.locator("[data-customer]")).to_contain_text(EDITED_NOTE)
     await b_offer.get_by_role("button", name="接听").click()
     await expect(a.get_by_role("button", name="Complete")).to_be_visible(timeout=WAIT_MS)
     await a.screenshot(path=str(shots / "desk-consult-en.png"), full_page=True)
@@ -276,6 +304,49 @@ async def scenario(
 
 
 NEW_AGENT, NEW_PASSWORD = "0190", "246810"
+EDITED_NOTE = "prefers e-mail 喜欢邮件联系"
+
+
+async def publish_article(cluster: Cluster, service: str) -> str:
+    title = f"How to answer about {service}"
+    async with rpc.channel(cluster.central_address()) as ch:
+        kb = servicedesk_pb2_grpc.KnowledgeServiceStub(ch)
+        proposed = await kb.ProposeArticle(
+            servicedesk_pb2.ProposeArticleRequest(
+                title=title, body="Check the account first.", category="faq", service=service,
+                author="0101", idempotency_key="kb-1",
+            ),
+            timeout=5,
+        )  # fmt: skip
+        await kb.PublishArticle(
+            servicedesk_pb2.PublishArticleRequest(article_id=proposed.article.article_id, reviewer="qa"),
+            timeout=5,
+        )
+    return title
+
+
+async def offer_customer_id(page: Page) -> str:
+    found = await page.locator("#call-customer [data-customer]").get_attribute("data-customer")
+    assert found
+    return found
+
+
+async def central_customer(cluster: Cluster, customer_id: str) -> common_pb2.Customer:
+    async with rpc.channel(cluster.central_address()) as ch:
+        stub = servicedesk_pb2_grpc.CustomerServiceStub(ch)
+        reply = await stub.GetCustomer(servicedesk_pb2.GetCustomerRequest(customer_id=customer_id), timeout=5)
+        found: common_pb2.Customer = reply.customer
+        return found
+
+
+async def touch_customer(cluster: Cluster, customer_id: str) -> None:
+    """Another desk saves the record: its version moves on."""
+    current = await central_customer(cluster, customer_id)
+    current.city = current.city or "广州"
+    async with rpc.channel(cluster.central_address()) as ch:
+        stub = servicedesk_pb2_grpc.CustomerServiceStub(ch)
+        request = servicedesk_pb2.UpdateCustomerRequest(customer=current, expected_version=current.version)
+        await stub.UpdateCustomer(request, timeout=5)
 
 
 async def roster_cli(cluster: Cluster, admin: str, *args: str) -> tuple[int, str]:

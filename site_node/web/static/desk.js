@@ -36,6 +36,8 @@ const T = {
     new_skills: "Skills (group=level, …)", new_password: "Password for the agent", add_agent: "Add agent",
     change_skills: "Change skills", reset_password: "Reset password", disable: "Disable", enable: "Enable",
     role: "Role", skills: "Skills", status: "Status", disabled: "disabled", active: "active",
+    edit_customer: "Edit record", save_customer: "Save record", customer_saved: "Saved at central (version {v})",
+    knowledge: "Knowledge for this service", no_articles: "No article for this service",
   },
   zh: {
     title_desk: "坐席工作台", title_console: "班长席", nav_desk: "坐席工作台", nav_console: "班长席",
@@ -69,6 +71,8 @@ const T = {
     new_skills: "技能（技能组=等级，…）", new_password: "坐席密码", add_agent: "添加坐席",
     change_skills: "修改技能", reset_password: "重置密码", disable: "停用", enable: "启用",
     role: "角色", skills: "技能", status: "状态", disabled: "已停用", active: "正常",
+    edit_customer: "编辑客户资料", save_customer: "保存客户资料", customer_saved: "已保存到省中心（版本 {v}）",
+    knowledge: "本业务的知识库", no_articles: "本业务暂无知识文章",
   },
 };
 // Error ids the page words itself in Chinese; others show the server's English message.
@@ -81,6 +85,8 @@ const ERRORS_ZH = {
   "agent-not-ready": "对方未就绪", "no-agent-ready": "该技能组无人就绪", "bad-transfer-target": "请选择转接目标",
   "bad-message": "消息内容为 1 到 500 个字", "bad-digits": "按键只能是 0-9 * #",
   "not-an-administrator": "只有管理员可以管理坐席", "agent-exists": "该工号已存在", "bad-skills": "请填写技能，如 general=5",
+  "stale-version": "客户资料已被他人修改，请重新打开后再编辑", "not-your-customer": "只能查看你自己来电客户的资料",
+  "central-unavailable": "省中心暂时无法连接，请稍后再试", "nothing-to-save": "没有要保存的内容",
   "unknown-skill-group": "本站没有这个技能组", "bad-skill-level": "技能等级为 1 到 10", "cannot-disable-yourself": "不能停用自己",
 };
 
@@ -261,6 +267,8 @@ function buildDesk(app) {
           el("dt", { i18n: "purpose" }), el("dd", {}, field("offer-purpose"))),
         el("div", { id: "offer-customer" }),
         button("answer", () => onCall("answer"), "primary")),
+      el("section", { class: "card wide", id: "knowledge", hidden: true, "aria-label": t("knowledge") },
+        el("h2", { i18n: "knowledge" }), el("ul", { id: "articles" })),
       el("section", { class: "card wide", id: "call", hidden: true, "aria-label": t("call") },
         el("h2", { i18n: "call" }),
         el("div", { class: "grid" },
@@ -275,7 +283,14 @@ function buildDesk(app) {
               el("dt", { i18n: "consulting" }), el("dd", {}, field("call-consult"))),
             el("h2", { i18n: "history" }), el("ol", { id: "call-history", "aria-label": t("history") }),
             el("h2", { i18n: "attached" }), el("dl", { id: "call-attached" })),
-          el("div", { id: "call-customer", role: "region", "aria-label": t("customer") })),
+          el("div", {},
+            el("div", { id: "call-customer", role: "region", "aria-label": t("customer") }),
+            button("edit_customer", openCustomer),
+            el("form", { id: "customer-edit", hidden: true, onsubmit: saveCustomer },
+              ...["name", "level", "city"].flatMap((k) => [el("p", {}, ...labelled(`cust-${k}`, k, el("input", { id: `cust-${k}`, maxlength: 128 })))]),
+              el("p", {}, ...labelled("cust-notes", "notes", el("textarea", { id: "cust-notes", rows: 3, cols: 36, maxlength: 2000 }))),
+              el("button", { type: "submit", i18n: "save_customer" }),
+              el("span", { class: "muted", "data-field": "customer-saved" })))),
         el("div", { class: "row" },
           button("hold", () => onCall("hold")), button("retrieve", () => onCall("retrieve")),
           button("hang_up", () => onCall("hangup"), "danger"),
@@ -409,6 +424,44 @@ function renderDesk(v) {
     el("td", { text: x.ended_at ? clock(x.ended_at) : t("talking") }), el("td", { text: [x.wrap_up_code, x.note].filter(Boolean).join(" · ") || t("empty") }))));
   renderQueues(v.queues);
   renderTargets();
+  if (!c) { show($("#customer-edit"), false); editing = null; }
+  show(document.querySelector('#call [data-i18n="edit_customer"]'), !!(c && c.customer));
+  showKnowledge(o ? o.skill_group : c ? c.skill_group : null);
+}
+
+// The caller's record, edited here and saved at central (an edit on an old version is refused).
+let editing = null;
+async function openCustomer() {
+  const c = data && data.call && data.call.customer;
+  if (!c) return;
+  const res = await call("GET", `/api/customers/${encodeURIComponent(c.id)}`);
+  if (!res) return;
+  editing = res.customer;
+  for (const k of ["name", "level", "city", "notes"]) $(`#cust-${k}`).value = editing[k] || "";
+  setField(null, "customer-saved", "");
+  show($("#customer-edit"), true);
+}
+async function saveCustomer(e) {
+  e.preventDefault();
+  if (!editing) return;
+  const body = { version: Number(editing.version) };
+  for (const k of ["name", "level", "city", "notes"]) body[k] = $(`#cust-${k}`).value;
+  const res = await post(`/api/customers/${encodeURIComponent(editing.customer_id)}`, body);
+  if (!res) return;
+  editing = res.customer;
+  $("#customer-edit").dataset.version = editing.version;
+  setField(null, "customer-saved", t("customer_saved", { v: editing.version }));
+}
+// The published articles of the call's service, fetched once per service.
+let knowledgeFor = null;
+async function showKnowledge(service) {
+  show($("#knowledge"), !!service);
+  if (!service || service === knowledgeFor) return;
+  knowledgeFor = service;
+  const res = await call("GET", `/api/knowledge?service=${encodeURIComponent(service)}`);
+  const list = res ? res.articles : [];
+  $("#articles").replaceChildren(...(list.length ? list.map((a) => el("li", { "data-article": a.id },
+    el("strong", { text: a.title }), el("p", { text: a.body }))) : [el("li", { class: "muted", i18n: "no_articles" })]));
 }
 
 function reasonLabel(v, code) {
