@@ -27,6 +27,7 @@ from site_node.media.control import MediaControl
 from site_node.media.dtmf import DtmfListener
 from site_node.media.engine import MediaEngine
 from site_node.media.prompts import prompt_path, site_prompts
+from site_node.message_store import MessageStore, messages_path
 from site_node.metrics import ShipperFigures, SiteCollector
 from site_node.records.outbox import Outbox
 from site_node.records.shipper import Shipper
@@ -190,6 +191,7 @@ class SiteNode:
                 roster=self.roster,
                 desk_data=CentralDeskData(self.customers.channel),
                 forget_customer=self.customers.forget,
+                message_store=MessageStore(messages_path(outbox_path)),
             )
             desk_port = await self.desk.start()
             self.desktop_url = f"http://{host}:{desk_port}/"

@@ -1,8 +1,8 @@
 """Messages between the agents of a site, and from a group leader to the team (SPEC F22).
 
-A small pure store: time comes in as an argument, nothing is persisted (a message is for people
-at work now; a site restart forgets them). Each agent keeps the last MAX_PER_AGENT messages it
-sent or received.
+A small pure store: time comes in as an argument; the adapter keeps each message in the site's
+message file (site_node.message_store) and gives them back at start (`restore`), so a restart
+forgets nothing. Each agent keeps the last MAX_PER_AGENT messages it sent or received.
 """
 
 from __future__ import annotations
@@ -51,6 +51,19 @@ class MessageBox:
         for code in (sender, *recipients):
             self._boxes[code].append(message)
         return message
+
+    def add_agent(self, code: str) -> None:
+        """An agent added while the site runs (site_node.roster) gets its box."""
+        self._boxes.setdefault(code, deque(maxlen=MAX_PER_AGENT))
+
+    def restore(self, messages: Iterable[Message]) -> None:
+        """Messages kept before a restart, oldest first (those of agents no longer here dropped)."""
+        for m in messages:
+            for code in dict.fromkeys((m.sender, *m.to)):
+                box = self._boxes.get(code)
+                if box is not None:
+                    box.append(m)
+            self._next = max(self._next, m.id + 1)
 
     def inbox(self, code: str) -> list[Message]:
         """What `code` sent and received, oldest first."""

@@ -22,7 +22,16 @@ from site_node.callcontrol.connected import ConnectedCalls
 from site_node.callcontrol.consults import Consults
 from site_node.callcontrol.counters import SiteCounters
 from site_node.callcontrol.directory import Directory, TransferTarget
-from site_node.callcontrol.domain import Call, CallState, CustomerInfo, Effect, Outcome, ToAgent
+from site_node.callcontrol.domain import (
+    Call,
+    CallState,
+    CustomerInfo,
+    Effect,
+    Journal,
+    Outcome,
+    RecordedEvent,
+    ToAgent,
+)
 from site_node.callcontrol.effects import Effects
 from site_node.callcontrol.guests import GuestCalls, RemoteOfferIn
 from site_node.callcontrol.ivr import Ivr
@@ -284,11 +293,32 @@ class Switchboard:
         self.queues.dispatch(now, fx)
         return fx.items
 
-    def end_wrap_up(self, now: float, code: str, ready: bool, reason: str = "") -> list[Effect]:
+    def end_wrap_up(
+        self, now: float, code: str, ready: bool, reason: str = "", wrap_code: str = "", note: str = ""
+    ) -> list[Effect]:
         fx = self._fx()
+        call_id = self.desk.agent(code).call_id
         self.desk.end_wrap_up(now, code, ready, reason, fx)
+        if wrap_code or note:
+            self._journal_wrap_up(now, code, call_id, wrap_code, note, fx)
         self.queues.dispatch(now, fx)
         return fx.items
+
+    def _journal_wrap_up(
+        self, now: float, code: str, call_id: str, wrap_code: str, note: str, fx: Effects
+    ) -> None:
+        """The call's record at central keeps what the agent recorded (F19), live or ended."""
+        data = (("code", wrap_code), ("note", note))
+        call = self.book.live.get(call_id)
+        if call is not None:
+            fx.journal(call, EventKind.WRAPPED_UP, now, agent_code=code, data=data)
+            return
+        seq = self.book.next_seq_after_end(call_id)
+        if seq is not None and fx.journaling:
+            event = RecordedEvent(
+                call_id, self.site_id, seq, EventKind.WRAPPED_UP, now, agent_code=code, data=data
+            )
+            fx.add(Journal(event))
 
     def desktop_attached(self, code: str) -> None:
         self.desk.desktop_attached(code)

@@ -114,6 +114,7 @@ class ConsoleApi:
             m = self.d.messages.post(
                 self.d._clock(), s.code, team, text(body, "text", 2000, required=False), broadcast=True
             )
+            await self.d.keep(m)
             self.d.audit.record(
                 Audit(self.d._clock(), s.code, "broadcast", ",".join(m.to), detail=f"message {m.id}"),
                 origin=origin(request),

@@ -95,7 +95,9 @@ class DeskApi:
                 )
             note = text(body, "note", 1000, required=False)
             call_id = self.d.sb.agents[s.code].call_id
-            self.d._do(request, lambda now: self.d.sb.end_wrap_up(now, s.code, ready, reason))
+            self.d._do(
+                request, lambda now: self.d.sb.end_wrap_up(now, s.code, ready, reason, wrap_code, note)
+            )
             for c in self.d.memory[s.code].calls_today:
                 if c["call_id"] == call_id:
                     c.update(wrap_up_code=wrap_code, note=note)
@@ -181,6 +183,7 @@ class DeskApi:
                     f"to: agent {to} is at {self.d._agent_site[to]}; messages reach this site's agents",
                 )
             m = self.d.messages.post(self.d._clock(), s.code, [to], text(body, "text", 2000, required=False))
+            await self.d.keep(m)
             self.d._wake(s.code, *m.to)
             return {"id": m.id}
 

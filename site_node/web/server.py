@@ -36,7 +36,8 @@ from site_node.callcontrol.domain import Audit, CustomerInfo, Effect, ToAgent
 from site_node.grpc_api.credentials import CredentialCheck
 from site_node.grpc_api.idempotency import IdempotencyCache
 from site_node.links.desk_data import CentralDeskData
-from site_node.messaging import MessageBox
+from site_node.message_store import MessageStore
+from site_node.messaging import Message, MessageBox
 from site_node.roster import Roster
 from site_node.runtime import SiteRuntime
 from site_node.web.admin import AdminApi
@@ -87,6 +88,7 @@ class DeskServer:
         roster: Roster | None = None,
         desk_data: CentralDeskData | None = None,
         forget_customer: Callable[[list[str]], None] | None = None,
+        message_store: MessageStore | None = None,
     ) -> None:
         self.province = province
         self.rt = runtime
@@ -100,6 +102,10 @@ class DeskServer:
         self._pepper = secrets.token_bytes(32)
         self.views = Views(province, self.sb)
         self.messages = MessageBox(self.sb.agents)
+        # Kept on disk (none: in memory only, gone at a restart).
+        self.message_store = message_store
+        if message_store is not None:
+            self.messages.restore(message_store.load())
         self.memory: dict[str, DeskMemory] = {code: DeskMemory() for code in self.sb.agents}
         self._agent_site = {a.code: s.id for s in province.sites for a in s.agents}
         self._once = IdempotencyCache(max_entries=20_000)
@@ -174,7 +180,12 @@ class DeskServer:
 
     def _agent_added(self, code: str) -> None:
         self.memory.setdefault(code, DeskMemory())
+        self.messages.add_agent(code)
         self._agent_site[code] = self.sb.site_id
+
+    async def keep(self, message: Message) -> None:
+        if self.message_store is not None:
+            await self.message_store.save(message)
 
     def customers_changed(self, customer: CustomerInfo, phones: list[str]) -> None:
         """A record saved at central from a desk: the live calls and the next screen pops show it."""

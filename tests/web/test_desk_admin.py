@@ -147,6 +147,10 @@ async def test_an_administrator_manages_agents_on_the_running_site_and_it_lasts(
                 assert (await log_in_as(r, robot, RESET_PASSWORD)).status_code == 200
                 assert (await post(r, "/api/logout")).status_code == 200
 
+            # Messages (a colleague's and the leader's broadcast) are kept across the restart below.
+            assert (await post(adm, "/api/messages", {"to": person, "text": "kept 保留"})).status_code == 200
+            assert (await post(lead, "/api/team/broadcast", {"text": "team meeting at 3"})).status_code == 200
+
             # Disable a logged-in agent: out now, and refused like a wrong password from then on.
             assert (await post(adm, f"/api/admin/agents/{person}/disable")).status_code == 200
             assert sb.agents[person].state == AgentState.LOGGED_OUT
@@ -186,6 +190,14 @@ async def test_an_administrator_manages_agents_on_the_running_site_and_it_lasts(
             assert enabled.status_code == 200, enabled.text
         async with httpx.AsyncClient(base_url=node.desktop_url.rstrip("/"), timeout=20) as http:
             assert (await log_in_as(http, person, DEFAULT_PASSWORD)).status_code == 200
+            inbox = (await http.get("/api/me")).json()["messages"]
+            assert [(m["from"], m["text"], m["broadcast"]) for m in inbox] == [
+                (admin, "kept 保留", False),
+                (leader, "team meeting at 3", True),
+            ]
+            # New messages after the restart continue the numbering (no id reused).
+            sent = await post(http, "/api/messages", {"to": admin, "text": "thanks"})
+            assert sent.json()["id"] > max(m["id"] for m in inbox)
     finally:
         await node.stop()
 

@@ -434,5 +434,7 @@ async def test_the_customer_and_knowledge_endpoints_refuse_bad_input_in_words(si
         error(await agent.get("/api/knowledge"), 400, "bad-service")
         error(await agent.get("/api/knowledge?service=no%20such"), 400, "bad-service")
         error(await agent.get("/api/knowledge?service=general"), 503, "central-unavailable")
-        denied = [e for e in site.node.audit_journal.entries if e.outcome == "denied" and e.actor == site.person]
+        denied = [
+            e for e in site.node.audit_journal.entries if e.outcome == "denied" and e.actor == site.person
+        ]
         assert any(e.action == "customers/c-1" for e in denied)

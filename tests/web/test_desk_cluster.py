@@ -11,6 +11,7 @@ import asyncio
 import json
 import re
 import shutil
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -211,6 +212,17 @@ async def scenario(
     await a.get_by_role("button", name="Save record").click()
     await expect(a.locator("#error")).to_contain_text("read it again and re-apply the edit", timeout=WAIT_MS)
     assert (await central_customer(cluster, customer_id)).level == saved.level
+    for body, error_id in (
+        ({"notes": "x"}, "missing-version"),
+        ({"version": "7", "notes": "x"}, "missing-version"),
+        ({"version": saved.version}, "nothing-to-save"),
+        ({"version": saved.version, "name": " "}, "bad-argument"),
+        ({"version": saved.version, "notes": "x" * 2001}, "bad-argument"),
+    ):
+        bad = await a.request.post(
+            f"{gz}/api/customers/{customer_id}", data={"idempotency_key": key(), **body}
+        )
+        assert bad.status == 400 and (await bad.json())["error"]["id"] == error_id, await bad.text()
     await expect(record).to_contain_text(EDITED_NOTE, timeout=WAIT_MS)
 
     # Consult the other city's agent, chosen from the live directory (with presence), then complete.
@@ -299,11 +311,25 @@ async def scenario(
     [intercepted] = [e for e in events if e.kind == kind("INTERCEPTED")]
     assert (intercepted.agent_code, dict(intercepted.data)["agent"]) == (leader_code, a_code)
     assert [e.agent_code for e in events if e.kind == kind("AGENT_HUNG_UP")] == [leader_code]
-    first = await eventually(lambda: central_events(cluster, call_id), timeout_s=30)
+
+    async def wrapped_up() -> list[common_pb2.CallEvent] | None:
+        events = await central_events(cluster, call_id)
+        return events if any(e.kind == kind("WRAPPED_UP") for e in events) else None
+
+    first = await eventually(wrapped_up, timeout_s=30, what="the first call's wrap-up at central")
     assert any(e.kind == kind("TRANSFERRED") for e in first)
+    # The agent's wrap-up code and note are in the call's record.
+    [wrap] = [e for e in first if e.kind == kind("WRAPPED_UP")]
+    assert (wrap.agent_code, dict(wrap.data)) == (a_code, {"code": "resolved", "note": "explained the bill"})
 
 
 NEW_AGENT, NEW_PASSWORD = "0190", "246810"
+
+
+def key() -> str:
+    return uuid.uuid4().hex
+
+
 EDITED_NOTE = "prefers e-mail 喜欢邮件联系"
 
 
