@@ -11,7 +11,7 @@ from pathlib import Path
 from site_node.audit import SiteAudit
 from site_node.call_tracer import CallTracer, ShipTracing
 from site_node.callcontrol import Switchboard
-from site_node.callcontrol.domain import AskRoute, Audit, LegToOrigin, LegToTarget, OfferRemote
+from site_node.callcontrol.domain import AskRoute, LegToOrigin, LegToTarget, OfferRemote
 from site_node.grpc_api.admin_service import SiteAdmin
 from site_node.grpc_api.desktop_service import AgentDesktop
 from site_node.grpc_api.peers import PeerLinks, SitePeer
@@ -141,12 +141,11 @@ class SiteNode:
             ],
         )
         trunk_pb2_grpc.add_TrunkIngressServiceServicer_to_server(TrunkIngress(self.runtime), self.server.grpc)
-        # Logins, failed logins and lockouts go to central's audit log.
+        # The one audit path: every entry journaled here (SiteAudit) and shipped to central (AuditSink).
         self.audit = AuditSink(site.id, self.leader.address)
-        # Supervisor actions journaled at the site, and forwarded to central's audit log.
-        self.audit_journal = SiteAudit(site.id, forward=self._forward_audit)
+        self.audit_journal = SiteAudit(site.id, sink=self.audit)
         self.runtime.audit = self.audit_journal.record
-        self.desktop = AgentDesktop(self.runtime, self.audit, session_ttl_s=site.session_ttl_s)
+        self.desktop = AgentDesktop(self.runtime, self.audit_journal, session_ttl_s=site.session_ttl_s)
         # Administrators' changes to the agents (added, disabled, passwords, skills), kept beside the
         # outbox and applied over the config before anyone can log in.
         self.roster = Roster(
@@ -193,6 +192,8 @@ class SiteNode:
                 forget_customer=self.customers.forget,
                 message_store=MessageStore(messages_path(outbox_path)),
             )
+            # Other cities' agents' messages to ours arrive on the peer service.
+            self.peer.deliver = self.desk.deliver
             desk_port = await self.desk.start()
             self.desktop_url = f"http://{host}:{desk_port}/"
         self.metrics.register(
@@ -225,7 +226,7 @@ class SiteNode:
 
     def _dead_letter(self, event: common_pb2.CallEvent, reason: str) -> None:
         """Alert: a record central can never take was parked (it no longer blocks the others)."""
-        self.audit.record(
+        self.audit_journal.event(
             f"site/{self.site.id}",
             "record-dead-lettered",
             target=f"{event.call_id}#{event.seq}",
@@ -280,16 +281,6 @@ class SiteNode:
             if s.id == site_id:
                 return s.listen
         return None
-
-    def _forward_audit(self, entry: Audit) -> None:
-        detail = (
-            {"call_id": entry.call_id, "detail": entry.detail} if entry.call_id else {"detail": entry.detail}
-        )
-        outcome = "ok" if entry.outcome == "done" else entry.outcome
-        self.audit.record(
-            f"agent:{entry.actor}", entry.action, target=entry.target, source=entry.origin, outcome=outcome,
-            detail=detail,
-        )  # fmt: skip
 
     def summary(self) -> site_admin_pb2.SiteSummary:
         return site_summary(

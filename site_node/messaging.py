@@ -28,6 +28,13 @@ class Message:
     broadcast: bool = False
 
 
+def check_text(text: str) -> str:
+    text = text.strip()
+    if not text or len(text) > MAX_TEXT:
+        raise InvalidArgument("bad-message", f"text: 1 to {MAX_TEXT} characters")
+    return text
+
+
 class MessageBox:
     def __init__(self, agents: Iterable[str]) -> None:
         self._boxes: dict[str, deque[Message]] = {code: deque(maxlen=MAX_PER_AGENT) for code in agents}
@@ -50,6 +57,22 @@ class MessageBox:
         self._next += 1
         for code in (sender, *recipients):
             self._boxes[code].append(message)
+        return message
+
+    def between_cities(self, now: float, sender: str, to: str, text: str, *, incoming: bool) -> Message:
+        """A message with an agent of another city: kept in the box of the one who is here (the
+        receiver when `incoming`, else the sender)."""
+        text = text.strip()
+        if not text or len(text) > MAX_TEXT:
+            raise InvalidArgument("bad-message", f"text: 1 to {MAX_TEXT} characters")
+        here = to if incoming else sender
+        if here not in self._boxes:
+            raise NotFound("unknown-agent", f"no agent {here!r} at this site")
+        if sender == to:
+            raise InvalidArgument("bad-recipient", "to: at least one other agent")
+        message = Message(self._next, now, sender, (to,), text)
+        self._next += 1
+        self._boxes[here].append(message)
         return message
 
     def add_agent(self, code: str) -> None:

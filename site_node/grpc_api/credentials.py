@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from site_node.audit import SiteAudit
 from site_node.grpc_api import auth
-from site_node.links.audit_sink import AuditSink
 from vcc.errors import AlreadyExists, ResourceExhausted, Unauthenticated
 from vcc.login_guard import LoginGuard, LoginPolicy
 
@@ -21,7 +21,7 @@ class CredentialCheck:
         hashes: dict[str, str],
         clock: Callable[[], float],
         logged_in: Callable[[str], bool],
-        audit: AuditSink | None = None,
+        audit: SiteAudit | None = None,
         policy: LoginPolicy | None = None,
     ) -> None:
         self._hashes = hashes
@@ -42,7 +42,7 @@ class CredentialCheck:
 
     def record(self, actor: str, action: str, **fields: Any) -> None:
         if self._audit is not None:
-            self._audit.record(actor, action, **fields)
+            self._audit.event(actor, action, **fields)
 
     def admit(self, code: str, host: str, source: str) -> None:
         """Before the password is looked at: a code or a source that is locked out is refused."""

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -30,6 +31,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_fixed
 
 from site_node.audit import SiteAudit
 from site_node.callcontrol.domain import Audit, CustomerInfo, Effect, ToAgent
@@ -37,7 +39,7 @@ from site_node.grpc_api.credentials import CredentialCheck
 from site_node.grpc_api.idempotency import IdempotencyCache
 from site_node.links.desk_data import CentralDeskData
 from site_node.message_store import MessageStore
-from site_node.messaging import Message, MessageBox
+from site_node.messaging import Message, MessageBox, check_text
 from site_node.roster import Roster
 from site_node.runtime import SiteRuntime
 from site_node.web.admin import AdminApi
@@ -50,13 +52,23 @@ from site_node.web.requests import COOKIE, body_of, key_of, language, origin, ss
 from site_node.web.sessions import IDLE_S, Session, WebSessions
 from site_node.web.views import DeskMemory, Views
 from vcc.config import ProvinceConfig
-from vcc.errors import FailedPrecondition, InvalidArgument, PermissionDenied, VccError
+from vcc.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+    Unavailable,
+    VccError,
+    from_rpc_error,
+)
+from vcc.v1 import peer_pb2, peer_pb2_grpc
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 # An open page is pushed its view at least this often (time in state, queue figures).
 PUSH_S = 1.0
 SWEEP_S = 30.0
+# A message to another city's agent: how long its site may take to keep it.
+PEER_MESSAGE_S = 3.0
 CALL_ACTIONS = (
     "answer",
     "hangup",
@@ -182,6 +194,41 @@ class DeskServer:
         self.memory.setdefault(code, DeskMemory())
         self.messages.add_agent(code)
         self._agent_site[code] = self.sb.site_id
+
+    async def deliver(self, sender: str, to: str, text: str) -> int:
+        """A message from an agent of another city to one of ours (SitePeerService.DeliverMessage)."""
+        m = self.messages.between_cities(self._clock(), sender, to, text, incoming=True)
+        await self.keep(m)
+        self._wake(to)
+        return m.id
+
+    async def send_elsewhere(self, sender: str, to: str, text: str) -> Message:
+        """To an agent of another city: delivered there first (its site keeps it), then kept here."""
+        check_text(text)
+        site = self._agent_site[to]
+        request = peer_pb2.DeliverMessageRequest(
+            from_site_id=self.sb.site_id, sender=sender, to=to, text=text, message_key=secrets.token_hex(16)
+        )
+        stub = peer_pb2_grpc.SitePeerServiceStub(self.presence.channel(site))
+        try:
+            # Retried once when the site did not answer: the key makes a second delivery the same.
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(2),
+                wait=wait_fixed(0.2),
+                retry=retry_if_exception(_unavailable),
+                reraise=True,
+            ):
+                with attempt:
+                    await stub.DeliverMessage(request, timeout=PEER_MESSAGE_S)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise Unavailable(
+                    "site-unavailable", f"site {site} cannot be reached now: try again"
+                ) from None
+            raise from_rpc_error(exc) from None
+        m = self.messages.between_cities(self._clock(), sender, to, text, incoming=False)
+        await self.keep(m)
+        return m
 
     async def keep(self, message: Message) -> None:
         if self.message_store is not None:
@@ -378,6 +425,10 @@ class DeskServer:
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+
+
+def _unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.UNAVAILABLE
 
 
 class _EmbeddedServer(uvicorn.Server):

@@ -417,7 +417,7 @@ function renderDesk(v) {
     show($("#transfer-row"), mine && !consulting);
     show($("#consult-row"), mine && consulting);
   }
-  fillSelect($("#message-to"), v.colleagues.map((p) => ({ value: p.code, label: `${p.code} ${p.name}` })));
+  fillSelect($("#message-to"), v.colleagues.map((p) => ({ value: p.code, label: `${p.code} ${p.name} @${p.site_id}` })));
   renderMessages(v.messages);
   $("#today").replaceChildren(...v.calls_today.map((x) => el("tr", { "data-call": x.call_id },
     el("td", { text: x.ani }), el("td", { text: x.skill_group }), el("td", { text: clock(x.answered_at) }),
