@@ -18,9 +18,10 @@ from google.protobuf.json_format import MessageToDict
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from site_node.callcontrol.domain import Audit
 from site_node.grpc_api.convert import customer_from_proto
 from site_node.links.desk_data import CentralDeskData
-from site_node.web.requests import IDENT_FIELD, text
+from site_node.web.requests import IDENT_FIELD, origin, text
 from site_node.web.sessions import Session
 from vcc.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from vcc.v1 import common_pb2
@@ -85,6 +86,15 @@ class DeskDataApi:
                 setattr(current, k, v)
             saved = await source.update_customer(current, version)
             self.d.customers_changed(customer_from_proto(saved), list(saved.phones) or [saved.phone])
+            # Who changed a customer's record, in central's audit log (central sees only the site).
+            entry = Audit(
+                self.d._clock(),
+                s.code,
+                "customer-edit",
+                customer_id,
+                detail=f"{','.join(edits)} v{saved.version}",
+            )
+            self.d.audit.record(entry, origin=origin(request))
             return {"customer": customer_view(saved)}
 
         return await self.d._mutate(request, f"customer-{request.path_params['customer_id']}", save)
