@@ -21,13 +21,13 @@ from routing.agents import AgentState
 from site_node.grpc_api import auth
 from site_node.grpc_api.credentials import CredentialCheck
 from site_node.runtime import SiteRuntime
+from vcc import people
 from vcc.config import SiteConfig
 from vcc.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    PermissionDenied,
     VccError,
 )
 from vcc.passwords import hash_password
@@ -237,8 +237,7 @@ def parse_skills(value: object, site: SiteConfig) -> dict[str, int]:
 
 
 def check_admin(role: str) -> None:
-    if role != "administrator":
-        raise PermissionDenied("not-an-administrator", "only an administrator manages agents")
+    people.require(people.ADMINISTER, role, "not-an-administrator", "only an administrator manages agents")
 
 
 def _check_name(name: str) -> None:

@@ -14,13 +14,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from central.audit import AuditEntry
+from vcc import people
 from vcc.config import OperatorConfig
 from vcc.errors import InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated
 from vcc.login_guard import LoginGuard, LoginPolicy
 from vcc.passwords import decoy_hash, password_matches
 
-# The roles that may see the dashboard (deny by default: a role not listed sees nothing).
-DASHBOARD_ROLES = frozenset({"operations", "administrator"})
 IDLE_S = 30 * 60.0
 MAX_S = 12 * 3600.0
 MAX_LOGIN = 32
@@ -100,7 +99,7 @@ class OperatorSessions:
                 )
             raise Unauthenticated(*BAD_CREDENTIALS)
         self.guard.succeeded(login)
-        if person.role not in DASHBOARD_ROLES:
+        if not people.may(people.DASHBOARD, person.role):
             await self._audit(login, "dashboard-login", source, "denied", role=person.role)
             raise PermissionDenied("not-an-operator", "your role may not see the dashboard")
         now = self._clock()
