@@ -17,7 +17,7 @@ from site_node.grpc_api.desktop_service import AgentDesktop
 from site_node.grpc_api.peers import PeerLinks, SitePeer
 from site_node.grpc_api.summary import site_summary
 from site_node.grpc_api.trunk_service import TrunkIngress
-from site_node.links.audit_sink import AuditSink
+from site_node.links.audit_sink import AuditSink, AuditStore, audit_path
 from site_node.links.central_link import CentralLink
 from site_node.links.customers import CentralCustomers
 from site_node.links.desk_data import CentralDeskData
@@ -142,7 +142,7 @@ class SiteNode:
         )
         trunk_pb2_grpc.add_TrunkIngressServiceServicer_to_server(TrunkIngress(self.runtime), self.server.grpc)
         # The one audit path: every entry journaled here (SiteAudit) and shipped to central (AuditSink).
-        self.audit = AuditSink(site.id, self.leader.address)
+        self.audit = AuditSink(site.id, self.leader.address, store=AuditStore(audit_path(outbox_path)))
         self.audit_journal = SiteAudit(site.id, sink=self.audit)
         self.runtime.audit = self.audit_journal.record
         self.desktop = AgentDesktop(self.runtime, self.audit_journal, session_ttl_s=site.session_ttl_s)
