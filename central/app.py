@@ -37,6 +37,7 @@ from central.servicedesk.desk import ServiceDesk
 from central.servicedesk.grpc_api import SERVICE_NAMES as DESK_SERVICES
 from central.stats.service import StatsService
 from central.store import Store
+from central.web.login import OperatorSessions
 from central.web.server import Dashboard
 from vcc import tls
 from vcc.authz import Authorizer
@@ -315,6 +316,8 @@ class CentralApp:
                         port=int(port),
                         province_name=self.config.province.name,
                         tickets=self.desk.ticket_queries if self.desk is not None else None,
+                        # Sessions are the leader's: after a leader change operators log in again.
+                        operators=OperatorSessions(self.config.operators, self.audit.record),
                     )
                     self.dashboard_port = await dashboard.start()
                     self.dashboard = dashboard

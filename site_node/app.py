@@ -11,16 +11,17 @@ from pathlib import Path
 from site_node.audit import SiteAudit
 from site_node.call_tracer import CallTracer, ShipTracing
 from site_node.callcontrol import Switchboard
-from site_node.callcontrol.domain import AskRoute, Audit, LegToOrigin, LegToTarget, OfferRemote
+from site_node.callcontrol.domain import AskRoute, LegToOrigin, LegToTarget, OfferRemote
 from site_node.grpc_api.admin_service import SiteAdmin
 from site_node.grpc_api.desktop_service import AgentDesktop
 from site_node.grpc_api.peers import PeerLinks, SitePeer
 from site_node.grpc_api.recordings_service import SiteRecordings
 from site_node.grpc_api.summary import site_summary
 from site_node.grpc_api.trunk_service import TrunkIngress
-from site_node.links.audit_sink import AuditSink
+from site_node.links.audit_sink import AuditSink, AuditStore, audit_path
 from site_node.links.central_link import CentralLink
 from site_node.links.customers import CentralCustomers
+from site_node.links.desk_data import CentralDeskData
 from site_node.links.leader_watch import LeaderWatch
 from site_node.links.membership import Membership
 from site_node.links.recording_index import RecordingIndexShipper
@@ -28,9 +29,11 @@ from site_node.media.control import MediaControl
 from site_node.media.dtmf import DtmfListener
 from site_node.media.engine import MediaEngine
 from site_node.media.prompts import prompt_path, site_prompts
+from site_node.message_store import MessageStore, messages_path
 from site_node.metrics import ShipperFigures, SiteCollector
 from site_node.records.outbox import Outbox
 from site_node.records.shipper import Shipper
+from site_node.roster import Roster, RosterStore, overlay_path
 from site_node.runtime import SiteRuntime
 from site_node.sip.phones import AgentPhones
 from site_node.sip.recorder import CallRecorder
@@ -90,6 +93,7 @@ class SiteNode:
         self.address = self.site.listen
         self._tasks: list[asyncio.Task[None]] = []
         self.desk: DeskServer | None = None
+        self.roster: Roster | None = None
         self.desktop_url = ""
         self.sip: SipTrunk | None = None
         self.sip_address = ""
@@ -147,12 +151,19 @@ class SiteNode:
             ],
         )
         trunk_pb2_grpc.add_TrunkIngressServiceServicer_to_server(TrunkIngress(self.runtime), self.server.grpc)
-        # Logins, failed logins and lockouts go to central's audit log.
-        self.audit = AuditSink(site.id, self.leader.address)
-        # Supervisor actions journaled at the site, and forwarded to central's audit log.
-        self.audit_journal = SiteAudit(site.id, forward=self._forward_audit)
+        # The one audit path: every entry journaled here (SiteAudit) and shipped to central (AuditSink).
+        self.audit = AuditSink(site.id, self.leader.address, store=AuditStore(audit_path(outbox_path)))
+        self.audit_journal = SiteAudit(site.id, sink=self.audit)
         self.runtime.audit = self.audit_journal.record
-        self.desktop = AgentDesktop(self.runtime, self.audit, session_ttl_s=site.session_ttl_s)
+        self.desktop = AgentDesktop(self.runtime, self.audit_journal, session_ttl_s=site.session_ttl_s)
+        # Administrators' changes to the agents (added, disabled, passwords, skills), kept beside the
+        # outbox and applied over the config before anyone can log in.
+        self.roster = Roster(
+            site, self.runtime, self.desktop.credentials, RosterStore(overlay_path(outbox_path))
+        )
+        kept = self.roster.apply_overlay()
+        if kept:
+            log.info("agents: %d administrator changes applied over the config", kept)
         cti_pb2_grpc.add_AgentDesktopServiceServicer_to_server(self.desktop, self.server.grpc)
         site_admin_pb2_grpc.add_SiteAdminServiceServicer_to_server(
             SiteAdmin(self.runtime, self.summary), self.server.grpc
@@ -189,7 +200,13 @@ class SiteNode:
                 self.desktop.credentials,
                 host=host,
                 port=int(desk_listen_port),
+                roster=self.roster,
+                desk_data=CentralDeskData(self.customers.channel),
+                forget_customer=self.customers.forget,
+                message_store=MessageStore(messages_path(outbox_path)),
             )
+            # Other cities' agents' messages to ours arrive on the peer service.
+            self.peer.deliver = self.desk.deliver
             desk_port = await self.desk.start()
             self.desktop_url = f"http://{host}:{desk_port}/"
         self.metrics.register(
@@ -224,7 +241,7 @@ class SiteNode:
 
     def _dead_letter(self, event: common_pb2.CallEvent, reason: str) -> None:
         """Alert: a record central can never take was parked (it no longer blocks the others)."""
-        self.audit.record(
+        self.audit_journal.event(
             f"site/{self.site.id}",
             "record-dead-lettered",
             target=f"{event.call_id}#{event.seq}",
@@ -301,16 +318,6 @@ class SiteNode:
             if s.id == site_id:
                 return s.listen
         return None
-
-    def _forward_audit(self, entry: Audit) -> None:
-        detail = (
-            {"call_id": entry.call_id, "detail": entry.detail} if entry.call_id else {"detail": entry.detail}
-        )
-        outcome = "ok" if entry.outcome == "done" else entry.outcome
-        self.audit.record(
-            f"agent:{entry.actor}", entry.action, target=entry.target, source=entry.origin, outcome=outcome,
-            detail=detail,
-        )  # fmt: skip
 
     def summary(self) -> site_admin_pb2.SiteSummary:
         return site_summary(

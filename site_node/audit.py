@@ -1,19 +1,21 @@
-"""The site's audit journal of supervisor and administrator actions (SPEC F25, F45): who did what
-to whom, when, from where, and whether it was allowed.
+"""The site's one audit path (SPEC F25, F45, issue 11): who did what to whom, when, from where,
+and whether it was allowed, for every kind of entry: the call control's (Audit effects of
+supervisor actions), the adapters' (requests refused for want of a role, administrators' changes)
+and the credential check's (logins, failed logins, lockouts), and the site's own alerts.
 
-Entries come from the call control (Audit effects of what it did) and from the adapters (requests
-refused for want of a role, which change nothing and so produce no effect). They are kept in a
-bounded in-memory journal and logged; `forward` is the hook for central's audit log (another
-part ships them there; until then it is None).
+Each entry is kept in a bounded in-memory journal (the console's `/api/audit`), logged, and handed
+to the sink that ships it to central's audit log (site_node.links.audit_sink.AuditSink).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from typing import Protocol
 
 from site_node.callcontrol.domain import Audit
 
@@ -21,12 +23,30 @@ log = logging.getLogger(__name__)
 MAX_ENTRIES = 10_000
 
 
+class Sink(Protocol):
+    """Where entries go on to central (AuditSink)."""
+
+    def record(
+        self,
+        actor: str,
+        action: str,
+        *,
+        target: str = "",
+        source: str = "",
+        outcome: str = "ok",
+        detail: dict[str, str] | None = None,
+    ) -> None: ...
+
+
 class SiteAudit:
-    def __init__(self, site_id: str, forward: Callable[[Audit], None] | None = None) -> None:
+    def __init__(
+        self, site_id: str, sink: Sink | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
         self.site_id = site_id
         self.entries: deque[Audit] = deque(maxlen=MAX_ENTRIES)
-        # Central's audit log, once something ships entries there (called for every entry).
-        self.forward = forward
+        # Central's audit log (None: kept and logged here only, as in unit tests).
+        self.sink = sink
+        self._clock = clock
         # Where the request being carried out came from (set by the adapter around it).
         self._origin = ""
 
@@ -49,5 +69,33 @@ class SiteAudit:
             self.site_id, entry.actor, entry.action, entry.target, entry.call_id, entry.outcome, entry.origin,
             entry.detail,
         )  # fmt: skip
-        if self.forward is not None:
-            self.forward(entry)
+        if self.sink is not None:
+            detail = (
+                {"call_id": entry.call_id, "detail": entry.detail}
+                if entry.call_id
+                else {"detail": entry.detail}
+            )
+            self.sink.record(
+                f"agent:{entry.actor}", entry.action, target=entry.target, source=entry.origin,
+                outcome="ok" if entry.outcome == "done" else entry.outcome, detail=detail,
+            )  # fmt: skip
+
+    def event(
+        self,
+        actor: str,
+        action: str,
+        *,
+        target: str = "",
+        source: str = "",
+        outcome: str = "ok",
+        detail: dict[str, str] | None = None,
+    ) -> None:
+        """An entry named as central keeps it (actor `agent:<code>` or `site/<id>`): logins, failed
+        logins, lockouts, the site's alerts. Journaled here too."""
+        text = " ".join(f"{k}={v}" for k, v in sorted((detail or {}).items()))
+        self.entries.append(
+            Audit(self._clock(), actor.removeprefix("agent:"), action, target, detail=text,
+                  outcome="done" if outcome == "ok" else outcome, origin=source)
+        )  # fmt: skip
+        if self.sink is not None:
+            self.sink.record(actor, action, target=target, source=source, outcome=outcome, detail=detail)

@@ -7,6 +7,7 @@ Heavy parts (site node, central, robots, traffic) are imported inside their comm
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import typer
 from tools.admin import servicedesk
 from tools.admin.certs import certs_app
 from tools.admin.ivr import ivr_app
+from tools.admin.roster import roster_app
 from tools.bench.cli import bench_app
 from vcc.config import ConfigError, ProvinceConfig, load_province
 
@@ -36,6 +38,7 @@ cluster_app = typer.Typer(
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(bench_app, name="bench")
 app.add_typer(ivr_app, name="ivr")
+app.add_typer(roster_app, name="roster")
 # The service desk: vcc customers|tickets|kb|history.
 servicedesk.register(app)
 app.add_typer(certs_app, name="certs")
@@ -188,16 +191,23 @@ def trace_call(
 
 
 @app.command("hash-password")
-def hash_password() -> None:
-    """Read a six-digit agent password (prompt or stdin) and print its argon2id hash for the config."""
+def hash_password(
+    operator: Annotated[
+        bool, typer.Option("--operator", help="An operator's dashboard password (8 to 64 characters).")
+    ] = False,
+) -> None:
+    """Read a password (prompt or stdin) and print its argon2id hash for the config: a six-digit
+    agent password, or with --operator a dashboard operator's."""
+    from tools.province.generate import hash_operator_password
     from tools.province.generate import hash_password as hash_
 
+    what = "Operator password (8 to 64 characters)" if operator else "Agent password (six digits)"
     if sys.stdin.isatty():
-        password = typer.prompt("Agent password (six digits)", hide_input=True, confirmation_prompt=True)
+        password = typer.prompt(what, hide_input=True, confirmation_prompt=True)
     else:
         password = sys.stdin.readline().strip()
     try:
-        typer.echo(hash_(password))
+        typer.echo(hash_operator_password(password) if operator else hash_(password))
     except ValueError as exc:
         fail(str(exc))
 
@@ -510,8 +520,14 @@ def stats(
         list[str] | None,
         typer.Option(help="--csv: province, entry_site, served_site, skill_group, agent (repeatable)."),
     ] = None,
+    user: Annotated[
+        str, typer.Option("--user", envvar="VCC_OPERATOR", help="An operator of the config's `operators`.")
+    ] = "",
 ) -> None:
-    """Central's real-time figures per city as a table, or the interval report with --csv."""
+    """Central's real-time figures per city as a table, or the interval report with --csv.
+
+    The dashboard needs an operator's login: --user (or VCC_OPERATOR), the password from
+    VCC_OPERATOR_PASSWORD or asked for."""
     from tools.province import stats as stats_cli
 
     if central_addr:
@@ -524,16 +540,25 @@ def stats(
     else:
         fail("give --central ADDR (the dashboard's host:port) or --config F")
     base = stats_cli.base_url(address)
+    if not user:
+        fail("give --user NAME (an operator of the province config), or set VCC_OPERATOR")
+    password = os.environ.get("VCC_OPERATOR_PASSWORD") or typer.prompt("Operator password", hide_input=True)
     try:
+        cookie = stats_cli.login(base, user, password)
         if csv:
             typer.echo(
                 stats_cli.intervals_csv(
-                    base, date=date, length_s=86400 if daily else 900, days=days, levels=level or ()
+                    base,
+                    date=date,
+                    length_s=86400 if daily else 900,
+                    days=days,
+                    levels=level or (),
+                    cookie=cookie,
                 ),
                 nl=False,
             )
         else:
-            stats_cli.print_live(stats_cli.live(base), _console())
+            stats_cli.print_live(stats_cli.live(base, cookie=cookie), _console())
     except stats_cli.StatsUnavailable as exc:
         fail(str(exc), code=1)
 

@@ -4,6 +4,13 @@ Pages (one HTML shell, drawn by static/dashboard.js): `/` the province, `/site/{
 `/site/{id}/skill/{skill}` a skill group, `/report` the interval report. JSON API (also used by
 `vcc stats`):
 
+Everything but `/login`, `/healthz` and `/static` needs an operator's session (central.web.login:
+the config's `operators`, role operations or administrator): a page without one is sent to
+`/login`, an API call answers 401 `{"error": "login-required"}`.
+
+- `GET /login`, `POST /login` (form: user, password, next) → the session cookie `vcc_ops`;
+  `POST /logout` ends it; `POST /api/login` (JSON `{"user", "password"}`) and `POST /api/logout`
+  the same for tools (`vcc stats`)
 - `GET /healthz` → `{"status": "ok"}`
 - `GET /api/live` → the real-time snapshot (central.stats.realtime.snapshot)
 - `GET /api/stream` → the same snapshot as server-sent events, every `push_interval_s`
@@ -24,8 +31,9 @@ import json
 import logging
 import socket
 import time
+import urllib.parse
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Generator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,14 +41,16 @@ from typing import Any, Protocol
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from central.stats.intervals import DAY_S, INTERVAL_S, CallFacts, IntervalRow, Level, StatsPolicy
 from central.stats.realtime import LiveSource, display_status, snapshot
+from central.web.login import OperatorSession, OperatorSessions
 from central.web.tickets_view import TicketReport, ticket_routes
+from vcc.errors import InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated, VccError
 
 log = logging.getLogger(__name__)
 # How often a live stream looks for a change to push.
@@ -69,6 +79,24 @@ CSV_COLUMNS = [
     "overflow_out",
 ]
 MAX_REPORT_DAYS = 31
+COOKIE = "vcc_ops"
+MAX_FORM_BYTES = 4096
+_HTTP_STATUS = {
+    InvalidArgument: 400,
+    Unauthenticated: 401,
+    PermissionDenied: 403,
+    ResourceExhausted: 429,
+}
+_MESSAGES_ZH = {
+    "bad-credentials": "用户名或密码错误",
+    "too-many-attempts": "登录失败次数过多，请稍后再试",
+    "not-an-operator": "您的角色无权查看运营监控",
+    "bad-user": "用户名：1 至 32 个字符",
+    "bad-password-format": "密码：1 至 64 个字符",
+    "login-required": "请先登录",
+    "session-expired": "会话已过期，请重新登录",
+}
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class RecordsSource(Protocol):
@@ -109,8 +137,11 @@ class Dashboard:
         sample_every_s: float = 10.0,
         history_s: float = 4 * 3600.0,
         tickets: TicketReport | None = None,
+        operators: OperatorSessions,
     ) -> None:
         self._live = live
+        # Who may look (deny by default: no operators in the config, nobody gets in).
+        self.operators = operators
         self._records = records
         # The service desk's report, for the tickets view (none: no view).
         self._tickets = tickets
@@ -220,6 +251,7 @@ class Dashboard:
         while True:
             try:
                 self.sample(self._clock())
+                self.operators.sweep()
             except Exception as exc:
                 log.warning("dashboard sample failed: %s", exc)
             await asyncio.sleep(self._sample_every_s)
@@ -227,21 +259,105 @@ class Dashboard:
     # -- HTTP ------------------------------------------------------------------------------------
 
     def _build(self) -> Starlette:
+        g = self._guarded
+        tickets = ticket_routes(self._tickets, self._clock, self._templates) if self._tickets else []
         return Starlette(
             routes=[
-                Route("/", self._page),
-                Route("/site/{site_id}", self._page),
-                Route("/site/{site_id}/skill/{skill}", self._page),
-                Route("/report", self._page),
+                Route("/login", self._login_page, methods=["GET", "POST"]),
+                Route("/logout", self._logout, methods=["POST"]),
+                Route("/api/login", self._api_login, methods=["POST"]),
+                Route("/api/logout", self._logout, methods=["POST"]),
+                Route("/", g(self._page)),
+                Route("/site/{site_id}", g(self._page)),
+                Route("/site/{site_id}/skill/{skill}", g(self._page)),
+                Route("/report", g(self._page)),
                 Route("/healthz", self._health),
-                Route("/api/live", self._api_live),
-                Route("/api/stream", self._api_stream),
-                Route("/api/history", self._api_history),
-                Route("/api/intervals", self._api_intervals),
-                Route("/api/intervals.csv", self._api_intervals_csv),
-                *(ticket_routes(self._tickets, self._clock, self._templates) if self._tickets else []),
+                Route("/api/live", g(self._api_live)),
+                Route("/api/stream", g(self._api_stream)),
+                Route("/api/history", g(self._api_history)),
+                Route("/api/intervals", g(self._api_intervals)),
+                Route("/api/intervals.csv", g(self._api_intervals_csv)),
+                *(Route(r.path, g(r.endpoint)) for r in tickets),
                 Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
             ]
+        )
+
+    # -- who may look ----------------------------------------------------------------------------
+
+    def _guarded(self, endpoint: Endpoint) -> Endpoint:
+        """The endpoint for a live operator's session only: a page sends the browser to the login,
+        an API call answers 401 in words."""
+
+        async def guarded(request: Request) -> Response:
+            try:
+                request.state.operator = self.operators.session(request.cookies.get(COOKIE, ""))
+            except VccError as exc:
+                if request.url.path.startswith("/api/"):
+                    return _error_json(exc)
+                target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                query = urllib.parse.urlencode({"next": target, "lang": _language(request)})
+                return RedirectResponse(f"/login?{query}", status_code=303)
+            return await endpoint(request)
+
+        return guarded
+
+    async def _login_page(self, request: Request) -> Response:
+        lang = _language(request)
+        if request.method == "GET":
+            return self._login_form(request, lang, _safe_next(request.query_params.get("next", "")))
+        form = await _form(request)
+        user, nxt = form.get("user", ""), _safe_next(form.get("next", ""))
+        try:
+            s = await self.operators.login(user, form.get("password", ""), _host(request))
+        except VccError as exc:
+            return self._login_form(request, lang, nxt, user=user, error=exc)
+        response = RedirectResponse(nxt, status_code=303)
+        self._set_cookie(response, s)
+        return response
+
+    def _login_form(
+        self, request: Request, lang: str, nxt: str, *, user: str = "", error: VccError | None = None
+    ) -> Response:
+        message = ""
+        if error is not None:
+            message = error.message if lang == "en" else _MESSAGES_ZH.get(error.error_id, error.message)
+        return self._templates.TemplateResponse(
+            request,
+            "login.html",
+            {"lang": lang, "province_name": self._province_name, "next": nxt, "user": user, "error": message},
+            status_code=_status(error) if error is not None else 200,
+        )
+
+    async def _api_login(self, request: Request) -> Response:
+        try:
+            try:
+                body = json.loads(await _limited_body(request))
+            except ValueError:
+                raise InvalidArgument("bad-body", "the body: a JSON object {user, password}") from None
+            if not isinstance(body, dict) or not all(
+                isinstance(body.get(k, ""), str) for k in ("user", "password")
+            ):
+                raise InvalidArgument("bad-body", "the body: a JSON object {user, password}")
+            s = await self.operators.login(body.get("user", ""), body.get("password", ""), _host(request))
+        except VccError as exc:
+            return _error_json(exc)
+        response = JSONResponse({"user": s.login, "role": s.role})
+        self._set_cookie(response, s)
+        return response
+
+    async def _logout(self, request: Request) -> Response:
+        await self.operators.logout(request.cookies.get(COOKIE, ""), _host(request))
+        response: Response
+        if request.url.path.startswith("/api/"):
+            response = JSONResponse({"logged_out": True})
+        else:
+            response = RedirectResponse(f"/login?lang={_language(request)}", status_code=303)
+        response.delete_cookie(COOKIE, path="/")
+        return response
+
+    def _set_cookie(self, response: Response, s: OperatorSession) -> None:
+        response.set_cookie(
+            COOKIE, s.token, max_age=int(self.operators.max_s), httponly=True, samesite="strict", path="/"
         )
 
     async def _page(self, request: Request) -> Response:
@@ -255,6 +371,7 @@ class Dashboard:
                 "site_id": request.path_params.get("site_id", ""),
                 "skill": request.path_params.get("skill", ""),
                 "view": _view(request),
+                "operator": request.state.operator.login,
             },
         )
 
@@ -268,7 +385,14 @@ class Dashboard:
         async def events() -> AsyncIterator[str]:
             # The client reconnects by itself after this many ms if the stream breaks.
             yield "retry: 1000\n\n"
+            token = request.cookies.get(COOKIE, "")
             while not self._closing.is_set():
+                try:
+                    # A session revoked (logout) or expired ends the stream.
+                    self.operators.session(token)
+                except VccError as exc:
+                    yield f"event: ended\ndata: {json.dumps({'error': exc.error_id})}\n\n"
+                    return
                 data = await self.live_snapshot()
                 yield f"event: live\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
                 # Push as soon as a site's state changes (looked at every CHANGE_POLL_S), and at
@@ -365,6 +489,43 @@ def _language(request: Request) -> str:
         return lang
     accept = request.headers.get("accept-language", "").lower()
     return "en" if accept.startswith("en") else "zh"
+
+
+def _status(exc: VccError) -> int:
+    return next((code for cls, code in _HTTP_STATUS.items() if isinstance(exc, cls)), 400)
+
+
+def _error_json(exc: VccError) -> Response:
+    return JSONResponse({"error": exc.error_id, "detail": exc.message}, status_code=_status(exc))
+
+
+def _host(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
+
+
+def _safe_next(target: str) -> str:
+    """Only a path of this dashboard (never another site: no open redirect)."""
+    if not target.startswith("/") or target.startswith("//") or "\\" in target or len(target) > 512:
+        return "/"
+    return target
+
+
+async def _limited_body(request: Request) -> bytes:
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise InvalidArgument("body-too-large", f"the body: at most {MAX_FORM_BYTES} bytes")
+    return body
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """An url-encoded form (starlette's own form parser needs python-multipart)."""
+    try:
+        raw = (await _limited_body(request)).decode("utf-8")
+    except (InvalidArgument, UnicodeDecodeError):
+        return {}
+    return {k: v[0] for k, v in urllib.parse.parse_qs(raw, keep_blank_values=True).items() if v}
 
 
 def _view(request: Request) -> str:

@@ -68,6 +68,7 @@ METHOD_KINDS: Mapping[str, frozenset[str]] = {
     "/vcc.v1.SiteAdminService/GetSiteStatus": frozenset({TOOL, CENTRAL, SITE}),
     # A site, to the other sites.
     "/vcc.v1.SitePeerService/Ping": frozenset({SITE, TOOL}),
+    "/vcc.v1.SitePeerService/DeliverMessage": frozenset({SITE}),
     "/vcc.v1.SitePeerService/ServeCall": frozenset({SITE}),
     # A site, to the exchange's trunk gateway.
     "/vcc.v1.TrunkIngressService/PlaceCall": frozenset({TRUNK}),

@@ -33,3 +33,5 @@ class EventKind(StrEnum):
     SUPERVISION_ENDED = "SUPERVISION_ENDED"
     # A group leader took the call over from its agent (data: supervisor, agent).
     INTERCEPTED = "INTERCEPTED"
+    # The agent's wrap-up code and note (data: code, note); may come after ENDED.
+    WRAPPED_UP = "WRAPPED_UP"

@@ -130,6 +130,29 @@ class AgentConfig(_Strict):
         return v
 
 
+OperatorRole = Literal["operations", "administrator"]
+OPERATOR_LOGIN = r"^[a-z][a-z0-9_.-]{1,31}$"
+
+
+class OperatorConfig(_Strict):
+    """A person of the province's operations (not an agent of a site): logs in to central's
+    dashboard. `operations` views it; an `administrator` views it too (and is the role the
+    province's administration is done in)."""
+
+    login: Annotated[str, Field(pattern=OPERATOR_LOGIN)]
+    name: str = ""
+    # A slow salted hash (argon2id, PHC format, `vcc hash-password --any`); never the password.
+    password_hash: str = Field(min_length=20)
+    role: OperatorRole = "operations"
+
+    @field_validator("password_hash")
+    @classmethod
+    def _slow_hash(cls, v: str) -> str:
+        if not v.startswith("$argon2id$"):
+            raise ValueError("must be an argon2id hash (see `vcc hash-password`)")
+        return v
+
+
 class IvrChoice(_Strict):
     digit: Annotated[str, Field(pattern=r"^[0-9*#]$")]
     skill_group: Ident
@@ -378,6 +401,8 @@ class ProvinceConfig(_Strict):
     # What an agent may record a call as, at wrap-up.
     wrap_up_codes: list[ReasonCode] = Field(default=list(DEFAULT_WRAP_UP_CODES), min_length=1, max_length=30)
     tracing: TracingConfig = TracingConfig()
+    # People who log in to central's dashboard (operations viewers, administrators).
+    operators: list[OperatorConfig] = Field(default=[], max_length=1000)
     sites: list[SiteConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -387,6 +412,7 @@ class ProvinceConfig(_Strict):
         _unique("sites.*.listen", [s.listen for s in self.sites] + [self.central.listen])
         _unique("not_ready_reasons", [r.code for r in self.not_ready_reasons])
         _unique("wrap_up_codes", [r.code for r in self.wrap_up_codes])
+        _unique("operators", [o.login for o in self.operators])
         _unique(
             "sites.*.desktop_listen",
             [

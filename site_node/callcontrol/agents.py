@@ -8,6 +8,7 @@ view of who is ready in step, and counts agents logged in per skill group.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import replace
 
 from routing import agents as fsm
@@ -18,7 +19,7 @@ from site_node.callcontrol.effects import Effects
 from site_node.callcontrol.limits import check_reason
 from site_node.callcontrol.timers import Timers
 from vcc.config import SiteConfig
-from vcc.errors import AlreadyExists, FailedPrecondition, NotFound
+from vcc.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 
 class Agents:
@@ -53,6 +54,41 @@ class Agents:
 
     def by_state(self) -> Counter[str]:
         return Counter(str(a.state) for a in self.agents.values())
+
+    # Administration (SPEC F25): agents added and re-skilled while the site runs --------------
+
+    def add(self, code: str, skills: Mapping[str, int]) -> None:
+        """A new agent of this site, logged out."""
+        if code in self.agents:
+            raise AlreadyExists("agent-exists", f"agent {code} already exists at site {self.site.id}")
+        self._check_groups(skills)
+        self.agents[code] = Agent(code)
+        self.skills[code] = dict(skills)
+        self._acd.set_skills(code, skills)
+
+    def set_skills(self, code: str, skills: Mapping[str, int]) -> None:
+        """New skills and levels, in force at once: the staffed counts follow a logged-in agent, and
+        a ready agent stands in the ACD of its new groups."""
+        agent = self.agent(code)
+        self._check_groups(skills)
+        if agent.state != AgentState.LOGGED_OUT:
+            for group in self.skills[code]:
+                self.staffed[group] -= 1
+            for group in skills:
+                self.staffed[group] += 1
+        self.skills[code] = dict(skills)
+        self._acd.set_skills(code, skills)
+        if agent.state == AgentState.READY:
+            self._acd.agent_ready(code, standing(agent))
+
+    def _check_groups(self, skills: Mapping[str, int]) -> None:
+        if not skills:
+            raise InvalidArgument("bad-skills", "skills: at least one skill group")
+        for group, level in skills.items():
+            if group not in self.staffed:
+                raise InvalidArgument("unknown-skill-group", f"skills: no skill group {group!r} at this site")
+            if not 1 <= level <= 10:
+                raise InvalidArgument("bad-skill-level", f"skills.{group}: a level from 1 to 10")
 
     # Transitions ----------------------------------------------------------------------------
 

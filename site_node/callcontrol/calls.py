@@ -68,6 +68,14 @@ class CallBook:
         del self.live[call.call_id]
         self._remember_seq(call)
 
+    def next_seq_after_end(self, call_id: str) -> int | None:
+        """The next journal number of a call that ended or left here (None: not remembered)."""
+        seq = self._ended_seq.get(call_id)
+        if seq is None:
+            return None
+        self._ended_seq[call_id] = seq + 1
+        return seq + 1
+
     def _remember_seq(self, call: Call) -> None:
         self._ended_seq[call.call_id] = call.seq
         _bound(self._ended_seq)

@@ -23,6 +23,7 @@ from site_node.callcontrol.connected import CONNECTED, ConnectedCalls
 from site_node.callcontrol.domain import Audit, Call, CallState, SuperviseMedia, ToAgent, ToCaller
 from site_node.callcontrol.effects import Effects
 from site_node.callcontrol.limits import check_reason
+from vcc import people
 from vcc.call_events import EventKind
 from vcc.config import SiteConfig
 from vcc.errors import FailedPrecondition, InvalidArgument, PermissionDenied
@@ -71,8 +72,8 @@ class Supervision:
             )
 
     def _check_role(self, leader: str) -> None:
-        if self.roles.get(leader, "agent") == "agent":
-            raise PermissionDenied("not-a-supervisor", f"agent {leader} is not a group leader")
+        role = self.roles.get(leader, "agent")
+        people.require(people.SUPERVISE, role, "not-a-supervisor", f"agent {leader} is not a group leader")
 
     def _leads(self, leader: str, agent: str) -> bool:
         if self.roles.get(leader) == "administrator":

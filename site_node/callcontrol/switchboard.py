@@ -22,7 +22,16 @@ from site_node.callcontrol.connected import ConnectedCalls
 from site_node.callcontrol.consults import Consults
 from site_node.callcontrol.counters import SiteCounters
 from site_node.callcontrol.directory import Directory, TransferTarget
-from site_node.callcontrol.domain import Call, CallState, CustomerInfo, Effect, Outcome, ToAgent
+from site_node.callcontrol.domain import (
+    Call,
+    CallState,
+    CustomerInfo,
+    Effect,
+    Journal,
+    Outcome,
+    RecordedEvent,
+    ToAgent,
+)
 from site_node.callcontrol.effects import Effects
 from site_node.callcontrol.guests import GuestCalls, RemoteOfferIn
 from site_node.callcontrol.ivr import Ivr
@@ -38,7 +47,7 @@ from site_node.callcontrol.transfers import Transfers
 from site_node.callcontrol.trunk import TrunkSide
 from vcc.call_events import EventKind
 from vcc.config import RoutingConfig, SiteConfig
-from vcc.errors import FailedPrecondition
+from vcc.errors import AlreadyExists, FailedPrecondition
 
 
 def _new_id() -> str:
@@ -91,7 +100,7 @@ class Switchboard:
             site, self.book, self.desk, self.queues, self.ringing, self.connected, self.legs, self.timers,
             self.counters,
         )  # fmt: skip
-        directory = Directory(
+        self.directory = directory = Directory(
             site.id,
             agent_sites or {a.code: site.id for a in site.agents},
             site_groups or {site.id: frozenset(g.id for g in site.skill_groups)},
@@ -284,11 +293,32 @@ class Switchboard:
         self.queues.dispatch(now, fx)
         return fx.items
 
-    def end_wrap_up(self, now: float, code: str, ready: bool, reason: str = "") -> list[Effect]:
+    def end_wrap_up(
+        self, now: float, code: str, ready: bool, reason: str = "", wrap_code: str = "", note: str = ""
+    ) -> list[Effect]:
         fx = self._fx()
+        call_id = self.desk.agent(code).call_id
         self.desk.end_wrap_up(now, code, ready, reason, fx)
+        if wrap_code or note:
+            self._journal_wrap_up(now, code, call_id, wrap_code, note, fx)
         self.queues.dispatch(now, fx)
         return fx.items
+
+    def _journal_wrap_up(
+        self, now: float, code: str, call_id: str, wrap_code: str, note: str, fx: Effects
+    ) -> None:
+        """The call's record at central keeps what the agent recorded (F19), live or ended."""
+        data = (("code", wrap_code), ("note", note))
+        call = self.book.live.get(call_id)
+        if call is not None:
+            fx.journal(call, EventKind.WRAPPED_UP, now, agent_code=code, data=data)
+            return
+        seq = self.book.next_seq_after_end(call_id)
+        if seq is not None and fx.journaling:
+            event = RecordedEvent(
+                call_id, self.site_id, seq, EventKind.WRAPPED_UP, now, agent_code=code, data=data
+            )
+            fx.add(Journal(event))
 
     def desktop_attached(self, code: str) -> None:
         self.desk.desktop_attached(code)
@@ -497,6 +527,33 @@ class Switchboard:
             return []
         fx = self._fx()
         self.guests.caller_gone(now, offer_id, reason, fx)
+        self.queues.dispatch(now, fx)
+        return fx.items
+
+    def customer_edited(self, now: float, customer: CustomerInfo) -> list[Effect]:
+        """An agent saved the caller's record at central (F21): the live calls of that customer
+        carry the new one from now on (a consultation or transfer offers it as saved)."""
+        for call in self.book.live.values():
+            if call.customer is not None and call.customer.customer_id == customer.customer_id:
+                call.customer = customer
+        return []
+
+    # Administration (SPEC F25): the adapter checks the administrator and keeps the change -----
+
+    def add_agent(self, now: float, code: str, skills: Mapping[str, int]) -> list[Effect]:
+        """A new agent of this site (role agent), logged out, reachable by transfer at once."""
+        if code in self.directory.agent_sites:
+            raise AlreadyExists("agent-exists", f"agent {code} already exists in the province")
+        self.desk.add(code, skills)
+        self.supervision.roles[code] = "agent"
+        self.supervision.leads[code] = frozenset()
+        self.directory.agent_sites[code] = self.site_id
+        return []
+
+    def set_agent_skills(self, now: float, code: str, skills: Mapping[str, int]) -> list[Effect]:
+        """New skills and levels; a ready agent may take a waiting call of a new group at once."""
+        fx = self._fx()
+        self.desk.set_skills(code, skills)
         self.queues.dispatch(now, fx)
         return fx.items
 

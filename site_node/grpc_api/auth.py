@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import re
 import secrets
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
-
 from vcc.errors import InvalidArgument, Unauthenticated
+from vcc.passwords import HASHER as _HASHER
+from vcc.passwords import decoy_hash, password_matches
+
+__all__ = ["decoy_hash", "password_matches"]
 
 CODE = re.compile(r"^\d{4}$")
 PASSWORD = re.compile(r"^\d{6}$")
-
-# argon2id at OWASP's minimum (19 MiB, 2 passes): slow for an attacker, fine for a login.
-_HASHER = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
 
 
 def hash_password(password: str) -> str:
@@ -32,28 +28,10 @@ def check_format(agent_code: str, password: str) -> None:
         raise InvalidArgument("bad-password-format", "password: six digits")
 
 
-async def password_matches(password_hash: str, password: str) -> bool:
-    """The slow hash, off the event loop."""
-
-    def verify() -> bool:
-        try:
-            return _HASHER.verify(password_hash, password)
-        except (VerificationError, InvalidHashError):
-            return False
-
-    return await asyncio.to_thread(verify)
-
-
 async def verify_password(password_hash: str, password: str) -> None:
     """Raise Unauthenticated unless the password matches."""
     if not await password_matches(password_hash, password):
         raise Unauthenticated("bad-credentials", "agent code or password is wrong")
-
-
-@functools.cache
-def decoy_hash() -> str:
-    """Checked for a code that does not exist: it costs what a real check costs (no timing tell)."""
-    return _HASHER.hash(secrets.token_hex(8))
 
 
 def new_session_token() -> str:

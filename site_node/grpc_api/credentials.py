@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from site_node.audit import SiteAudit
 from site_node.grpc_api import auth
-from site_node.grpc_api.login_guard import LoginGuard, LoginPolicy
-from site_node.links.audit_sink import AuditSink
 from vcc.errors import AlreadyExists, ResourceExhausted, Unauthenticated
+from vcc.login_guard import LoginGuard, LoginPolicy
 
 BAD_CREDENTIALS = ("bad-credentials", "agent code or password is wrong")
 
@@ -21,7 +21,7 @@ class CredentialCheck:
         hashes: dict[str, str],
         clock: Callable[[], float],
         logged_in: Callable[[str], bool],
-        audit: AuditSink | None = None,
+        audit: SiteAudit | None = None,
         policy: LoginPolicy | None = None,
     ) -> None:
         self._hashes = hashes
@@ -29,10 +29,20 @@ class CredentialCheck:
         self._logged_in = logged_in
         self._audit = audit
         self.guard = LoginGuard(policy or LoginPolicy())
+        # Agents an administrator disabled: answered like an unknown code.
+        self._disabled: set[str] = set()
+
+    def set_hash(self, code: str, password_hash: str, *, enabled: bool = True) -> None:
+        """An administrator's change (site_node.roster): in force at the next login, either door."""
+        self._hashes[code] = password_hash
+        if enabled:
+            self._disabled.discard(code)
+        else:
+            self._disabled.add(code)
 
     def record(self, actor: str, action: str, **fields: Any) -> None:
         if self._audit is not None:
-            self._audit.record(actor, action, **fields)
+            self._audit.event(actor, action, **fields)
 
     def admit(self, code: str, host: str, source: str) -> None:
         """Before the password is looked at: a code or a source that is locked out is refused."""
@@ -46,7 +56,7 @@ class CredentialCheck:
 
     async def verify(self, code: str, password: str, host: str, source: str) -> None:
         """The password of a known code, or one answer for every failure (no enumeration)."""
-        known = code in self._hashes
+        known = code in self._hashes and code not in self._disabled
         if known and self._logged_in(code):
             # Answered before the password is checked: the answer says nothing about it.
             raise AlreadyExists("already-logged-in", f"agent {code} is already logged in")

@@ -12,17 +12,17 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
+from site_node.audit import SiteAudit
 from site_node.callcontrol import TransferTarget
 from site_node.callcontrol.domain import Effect
 from site_node.grpc_api import auth
 from site_node.grpc_api.credentials import CredentialCheck
 from site_node.grpc_api.idempotency import IdempotencyCache
-from site_node.grpc_api.login_guard import LoginPolicy
-from site_node.links.audit_sink import AuditSink
 from site_node.runtime import SiteRuntime
 from vcc import logs
 from vcc.authz import peer_description
 from vcc.errors import InvalidArgument, Unauthenticated
+from vcc.login_guard import LoginPolicy
 from vcc.rpc import maps_errors, maps_stream_errors
 from vcc.v1 import common_pb2, cti_pb2, cti_pb2_grpc
 
@@ -54,7 +54,7 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
     def __init__(
         self,
         runtime: SiteRuntime,
-        audit: AuditSink | None = None,
+        audit: SiteAudit | None = None,
         *,
         policy: LoginPolicy | None = None,
         session_ttl_s: float = SESSION_TTL_S,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -22,7 +22,7 @@ from site_node.grpc_api import convert, peer_limits
 from site_node.runtime import SiteRuntime
 from vcc import rpc
 from vcc.authz import require_site
-from vcc.errors import AlreadyExists, InvalidArgument, VccError
+from vcc.errors import AlreadyExists, FailedPrecondition, InvalidArgument, VccError
 from vcc.rpc import maps_errors, maps_stream_errors, timestamp, unix_s
 from vcc.v1 import peer_pb2, peer_pb2_grpc
 
@@ -33,6 +33,10 @@ FIRST_MESSAGE_TIMEOUT_S = 5.0
 _TERMINAL = frozenset({"refused", "hung_up", "returned", "transfer_asked"})
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+# Other cities' message keys remembered (a retry is stored once).
+MAX_DELIVERED = 10_000
 
 
 class PeerLinks:
@@ -192,6 +196,9 @@ class SitePeer(peer_pb2_grpc.SitePeerServiceServicer):
     def __init__(self, runtime: SiteRuntime) -> None:
         self.rt = runtime
         self._lines: dict[str, asyncio.Queue[peer_pb2.ServeCallResponse | None]] = {}
+        # The desk server's hand for other cities' messages (sender, to, text) -> id; None: no desk.
+        self.deliver: Callable[[str, str, str], Awaitable[int]] | None = None
+        self._delivered: dict[str, int] = {}
 
     def send(self, message: LegToOrigin) -> None:
         line = self._lines.get(message.offer_id)
@@ -226,6 +233,29 @@ class SitePeer(peer_pb2_grpc.SitePeerServiceServicer):
     @maps_errors
     async def Ping(self, request: peer_pb2.PingRequest, context: Ctx) -> peer_pb2.PingResponse:
         return peer_pb2.PingResponse(site_id=self.rt.sb.site_id)
+
+    @maps_errors
+    async def DeliverMessage(
+        self, request: peer_pb2.DeliverMessageRequest, context: Ctx
+    ) -> peer_pb2.DeliverMessageResponse:
+        """An agent of the calling site writes to one of ours (the desk server keeps it)."""
+        if not 1 <= len(request.message_key) <= 64:
+            raise InvalidArgument("bad-message-key", "message_key: 1 to 64 characters")
+        await require_site(context, request.from_site_id)
+        if self.rt.sb.directory.agent_sites.get(request.sender) != request.from_site_id:
+            raise InvalidArgument(
+                "bad-sender", f"sender: no agent {request.sender!r} at {request.from_site_id}"
+            )
+        if self.deliver is None:
+            raise FailedPrecondition("no-desk", f"site {self.rt.sb.site_id} serves no desktops")
+        key = f"{request.from_site_id}:{request.message_key}"
+        found = self._delivered.get(key)
+        if found is None:
+            found = await self.deliver(request.sender, request.to, request.text)
+            self._delivered[key] = found
+            if len(self._delivered) > MAX_DELIVERED:
+                self._delivered.pop(next(iter(self._delivered)))
+        return peer_pb2.DeliverMessageResponse(id=found)
 
     @maps_stream_errors
     async def ServeCall(

@@ -3,8 +3,10 @@
 Entries wait in a bounded queue and go in batches to the central leader; a batch central did
 not acknowledge is sent again (entry ids make that idempotent). If central stays away long
 enough for the queue to fill, the oldest entries are dropped and the drop is logged as an error
-(the entries stay in this site's log). They are not in the outbox: a site that crashes loses
-the entries not yet sent (docs/SECURITY.md).
+(the entries stay in this site's log). With a store (`AuditStore`, a SQLite file beside the
+outbox) the queue is on disk too: written before each send (the loop wakes at once for a new
+entry), removed once central acknowledged, read back at start, so a site that crashes or restarts
+sends what it had not sent yet.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import grpc
 
@@ -31,6 +35,52 @@ IDLE_S = 1.0
 RETRY_S = 2.0
 
 
+def audit_path(outbox_path: Path) -> Path:
+    return outbox_path.with_name(f"{outbox_path.stem}-audit.db")
+
+
+class AuditStore:
+    """The entries not yet acknowledged by central, on disk (blocking calls: run in a thread)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS pending (seq INTEGER PRIMARY KEY, entry_id TEXT UNIQUE, entry BLOB)"
+        )
+        return conn
+
+    def load(self, limit: int) -> list[audit_pb2.AuditEntry]:
+        conn = self._connect()
+        try:
+            rows = conn.execute("SELECT entry FROM pending ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
+        finally:
+            conn.close()
+        return [audit_pb2.AuditEntry.FromString(r[0]) for r in reversed(rows)]
+
+    def save(self, entries: Sequence[audit_pb2.AuditEntry]) -> None:
+        conn = self._connect()
+        try:
+            with conn:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO pending (entry_id, entry) VALUES (?, ?)",
+                    [(e.entry_id, e.SerializeToString()) for e in entries],
+                )
+        finally:
+            conn.close()
+
+    def remove(self, entry_ids: Sequence[str]) -> None:
+        conn = self._connect()
+        try:
+            with conn:
+                conn.executemany("DELETE FROM pending WHERE entry_id = ?", [(i,) for i in entry_ids])
+        finally:
+            conn.close()
+
+
 class AuditSink:
     def __init__(
         self,
@@ -38,6 +88,7 @@ class AuditSink:
         central_address: Callable[[], str | None],
         clock: Callable[[], float] = time.time,
         max_pending: int = MAX_PENDING,
+        store: AuditStore | None = None,
     ) -> None:
         self._site_id = site_id
         self._address = central_address
@@ -49,6 +100,15 @@ class AuditSink:
         self._dialled = ""
         self.dropped = 0
         self.sent = 0
+        self._store = store
+        # Recorded but not on disk yet; dropped from the queue but still on disk.
+        self._unsaved: list[audit_pb2.AuditEntry] = []
+        self._dropped_ids: list[str] = []
+        self.restored = 0
+        if store is not None:
+            # At start, before the site serves: what a previous run had not sent.
+            self._pending.extend(store.load(max_pending))
+            self.restored = len(self._pending)
 
     def record(
         self,
@@ -73,18 +133,31 @@ class AuditSink:
         )
         log.info("audit: %s %s %s from %s: %s", actor, action, target, source, outcome)
         if len(self._pending) >= self._max:
-            self._pending.popleft()
+            self._dropped_ids.append(self._pending.popleft().entry_id)
             self.dropped += 1
             log.error("audit: queue full (central away), oldest entry dropped (%d so far)", self.dropped)
         self._pending.append(entry)
+        if self._store is not None:
+            self._unsaved.append(entry)
         self._wake.set()
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
+    async def persist(self) -> None:
+        """What was recorded since, on disk (and what was dropped, off it)."""
+        if self._store is None or not (self._unsaved or self._dropped_ids):
+            return
+        unsaved, self._unsaved = self._unsaved, []
+        dropped, self._dropped_ids = self._dropped_ids, []
+        await asyncio.to_thread(self._store.save, unsaved)
+        if dropped:
+            await asyncio.to_thread(self._store.remove, dropped)
+
     async def run(self) -> None:
         while True:
+            await self.persist()
             if not self._pending:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -111,6 +184,9 @@ class AuditSink:
         while self._pending and self._pending[0].entry_id in sent:
             self._pending.popleft()
         self.sent += len(batch)
+        if self._store is not None:
+            await self.persist()  # an entry recorded meanwhile is saved before the batch is removed
+            await asyncio.to_thread(self._store.remove, sorted(sent))
         return True
 
     def _stub(self, address: str) -> audit_pb2_grpc.AuditServiceAsyncStub:
@@ -124,7 +200,10 @@ class AuditSink:
     async def close(self, drain_s: float = 1.0) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(drain_s):
+                await self.persist()
                 while self._pending and await self.flush_once():
                     pass
+        # What central did not take in time waits on disk for the next start.
+        await self.persist()
         if self._channel is not None:
             await self._channel.close()

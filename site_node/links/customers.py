@@ -53,6 +53,15 @@ class CentralCustomers:
         return found
 
     def _stub(self) -> central_pb2_grpc.CentralServiceAsyncStub:
+        return central_pb2_grpc.CentralServiceStub(self.channel())
+
+    def forget(self, phones: list[str]) -> None:
+        """A record edited at the desk: the next screen pop of its numbers asks central again."""
+        for phone in phones:
+            self._cache.pop(phone, None)
+
+    def channel(self) -> grpc.aio.Channel:
+        """The channel to the leading replica (shared by the desk's service-desk look-ups)."""
         address = self._address()
         if address is None:
             raise grpc.aio.AioRpcError(
@@ -65,7 +74,7 @@ class CentralCustomers:
                 closing = asyncio.ensure_future(old.close())
                 self._closing.add(closing)
                 closing.add_done_callback(self._closing.discard)
-        return central_pb2_grpc.CentralServiceStub(self._channel)
+        return self._channel
 
     async def close(self) -> None:
         await asyncio.gather(*self._closing, return_exceptions=True)

@@ -46,6 +46,8 @@ class ConsoleApi:
             "queues": self.d.views.queues(led, now),
             "reasons": self.d.views.reasons,
             "messages": self.d.views.messages(self.d.messages.inbox(s.code)),
+            # The administrator's "Agents" card (site_node.web.admin).
+            "agents": self.d.admin.agents_view() if s.role == "administrator" else None,
         }
 
     def _leader(self, request: Request) -> Session:
@@ -112,6 +114,7 @@ class ConsoleApi:
             m = self.d.messages.post(
                 self.d._clock(), s.code, team, text(body, "text", 2000, required=False), broadcast=True
             )
+            await self.d.keep(m)
             self.d.audit.record(
                 Audit(self.d._clock(), s.code, "broadcast", ",".join(m.to), detail=f"message {m.id}"),
                 origin=origin(request),

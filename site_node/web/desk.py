@@ -67,8 +67,17 @@ class DeskApi:
             "queues": self.d.views.queues(sorted(self.d.sb.skills[code]), now),
             "messages": self.d.views.messages(self.d.messages.inbox(code)),
             "calls_today": list(memory.calls_today),
+            # This site's agents, then other cities' (a message to them goes through their site).
             "colleagues": [
-                {"code": c, "name": self.d.views.names.get(c, "")} for c in self.d.sb.agents if c != code
+                {"code": c, "name": self.d.views.names.get(c, ""), "site_id": self.d.sb.site_id}
+                for c in self.d.sb.agents
+                if c != code
+            ]
+            + [
+                {"code": a.code, "name": a.name, "site_id": s.id}
+                for s in self.d.province.sites
+                if s.id != self.d.sb.site_id
+                for a in s.agents
             ],
         }
 
@@ -95,7 +104,9 @@ class DeskApi:
                 )
             note = text(body, "note", 1000, required=False)
             call_id = self.d.sb.agents[s.code].call_id
-            self.d._do(request, lambda now: self.d.sb.end_wrap_up(now, s.code, ready, reason))
+            self.d._do(
+                request, lambda now: self.d.sb.end_wrap_up(now, s.code, ready, reason, wrap_code, note)
+            )
             for c in self.d.memory[s.code].calls_today:
                 if c["call_id"] == call_id:
                     c.update(wrap_up_code=wrap_code, note=note)
@@ -176,11 +187,11 @@ class DeskApi:
         async def send(s: Session, body: dict[str, Any]) -> dict[str, Any]:
             to = text(body, "to", 8)
             if to not in self.d.sb.agents and to in self.d._agent_site:
-                raise NotFound(
-                    "unknown-agent",
-                    f"to: agent {to} is at {self.d._agent_site[to]}; messages reach this site's agents",
-                )
+                elsewhere = await self.d.send_elsewhere(s.code, to, text(body, "text", 2000, required=False))
+                self.d._wake(s.code)
+                return {"id": elsewhere.id}
             m = self.d.messages.post(self.d._clock(), s.code, [to], text(body, "text", 2000, required=False))
+            await self.d.keep(m)
             self.d._wake(s.code, *m.to)
             return {"id": m.id}
 

@@ -58,10 +58,15 @@ class Presence:
                 await asyncio.gather(*(self._poll(site_id) for site_id in self._peers))
             await asyncio.sleep(POLL_S)
 
-    async def _poll(self, site_id: str) -> None:
+    def channel(self, site_id: str) -> grpc.aio.Channel:
+        """The channel to another site of the province (shared by presence and messages)."""
         ch = self._channels.get(site_id)
         if ch is None:
             ch = self._channels[site_id] = channel(self._peers[site_id])
+        return ch
+
+    async def _poll(self, site_id: str) -> None:
+        ch = self.channel(site_id)
         try:
             reply = await site_admin_pb2_grpc.SiteAdminServiceStub(ch).GetSiteStatus(
                 site_admin_pb2.GetSiteStatusRequest(), timeout=RPC_TIMEOUT_S

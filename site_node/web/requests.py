@@ -5,6 +5,7 @@ the field."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -12,6 +13,8 @@ from starlette.requests import Request
 from vcc.errors import InvalidArgument
 
 COOKIE = "vcc_session"
+# Ids that travel in a path or a query (customer ids, skill groups).
+IDENT_FIELD = re.compile(r"^[A-Za-z0-9_.:-]+$")
 MAX_BODY = 16 * 1024
 
 

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -30,28 +31,44 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_fixed
 
 from site_node.audit import SiteAudit
-from site_node.callcontrol.domain import Audit, Effect, ToAgent
+from site_node.callcontrol.domain import Audit, CustomerInfo, Effect, ToAgent
 from site_node.grpc_api.credentials import CredentialCheck
 from site_node.grpc_api.idempotency import IdempotencyCache
-from site_node.messaging import MessageBox
+from site_node.links.desk_data import CentralDeskData
+from site_node.message_store import MessageStore
+from site_node.messaging import Message, MessageBox, check_text
+from site_node.roster import Roster
 from site_node.runtime import SiteRuntime
+from site_node.web.admin import AdminApi
 from site_node.web.console import ConsoleApi
 from site_node.web.desk import DeskApi
+from site_node.web.desk_data import DeskDataApi
 from site_node.web.errors import error_response, internal_error
 from site_node.web.presence import Presence
 from site_node.web.requests import COOKIE, body_of, key_of, language, origin, sse, text, token
 from site_node.web.sessions import IDLE_S, Session, WebSessions
 from site_node.web.views import DeskMemory, Views
 from vcc.config import ProvinceConfig
-from vcc.errors import InvalidArgument, PermissionDenied, VccError
+from vcc.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+    Unavailable,
+    VccError,
+    from_rpc_error,
+)
+from vcc.v1 import peer_pb2, peer_pb2_grpc
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 # An open page is pushed its view at least this often (time in state, queue figures).
 PUSH_S = 1.0
 SWEEP_S = 30.0
+# A message to another city's agent: how long its site may take to keep it.
+PEER_MESSAGE_S = 3.0
 CALL_ACTIONS = (
     "answer",
     "hangup",
@@ -80,6 +97,10 @@ class DeskServer:
         port: int = 0,
         session_idle_s: float = IDLE_S,
         clock: Callable[[], float] = time.time,
+        roster: Roster | None = None,
+        desk_data: CentralDeskData | None = None,
+        forget_customer: Callable[[list[str]], None] | None = None,
+        message_store: MessageStore | None = None,
     ) -> None:
         self.province = province
         self.rt = runtime
@@ -93,6 +114,10 @@ class DeskServer:
         self._pepper = secrets.token_bytes(32)
         self.views = Views(province, self.sb)
         self.messages = MessageBox(self.sb.agents)
+        # Kept on disk (none: in memory only, gone at a restart).
+        self.message_store = message_store
+        if message_store is not None:
+            self.messages.restore(message_store.load())
         self.memory: dict[str, DeskMemory] = {code: DeskMemory() for code in self.sb.agents}
         self._agent_site = {a.code: s.id for s in province.sites for a in s.agents}
         self._once = IdempotencyCache(max_entries=20_000)
@@ -104,8 +129,16 @@ class DeskServer:
         self._serve_task: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._templates = Jinja2Templates(directory=str(HERE / "templates"))
+        # The site's agents as administrators change them (none: no administration here).
+        self.roster = roster
+        if roster is not None:
+            roster.on_added.append(self._agent_added)
         self.desk = DeskApi(self)
         self.console = ConsoleApi(self)
+        self.admin = AdminApi(self)
+        self.desk_data = DeskDataApi(self, desk_data)
+        # The screen pop's cache (site_node.links.customers): an edited record is asked again.
+        self._forget_customer = forget_customer
         self.app = self._build()
         self.port = 0
         runtime.agent_watchers.append(self._on_agent)
@@ -157,6 +190,62 @@ class DeskServer:
             except VccError as exc:
                 log.warning("session sweep: %s", exc)
 
+    def _agent_added(self, code: str) -> None:
+        self.memory.setdefault(code, DeskMemory())
+        self.messages.add_agent(code)
+        self._agent_site[code] = self.sb.site_id
+
+    async def deliver(self, sender: str, to: str, text: str) -> int:
+        """A message from an agent of another city to one of ours (SitePeerService.DeliverMessage)."""
+        m = self.messages.between_cities(self._clock(), sender, to, text, incoming=True)
+        await self.keep(m)
+        self._wake(to)
+        return m.id
+
+    async def send_elsewhere(self, sender: str, to: str, text: str) -> Message:
+        """To an agent of another city: delivered there first (its site keeps it), then kept here."""
+        check_text(text)
+        site = self._agent_site[to]
+        request = peer_pb2.DeliverMessageRequest(
+            from_site_id=self.sb.site_id, sender=sender, to=to, text=text, message_key=secrets.token_hex(16)
+        )
+        stub = peer_pb2_grpc.SitePeerServiceStub(self.presence.channel(site))
+        try:
+            # Retried once when the site did not answer: the key makes a second delivery the same.
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(2),
+                wait=wait_fixed(0.2),
+                retry=retry_if_exception(_unavailable),
+                reraise=True,
+            ):
+                with attempt:
+                    await stub.DeliverMessage(request, timeout=PEER_MESSAGE_S)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise Unavailable(
+                    "site-unavailable", f"site {site} cannot be reached now: try again"
+                ) from None
+            raise from_rpc_error(exc) from None
+        m = self.messages.between_cities(self._clock(), sender, to, text, incoming=False)
+        await self.keep(m)
+        return m
+
+    async def keep(self, message: Message) -> None:
+        if self.message_store is not None:
+            await self.message_store.save(message)
+
+    def customers_changed(self, customer: CustomerInfo, phones: list[str]) -> None:
+        """A record saved at central from a desk: the live calls and the next screen pops show it."""
+        self.rt.do(lambda now: self.sb.customer_edited(now, customer))
+        if self._forget_customer is not None:
+            self._forget_customer(phones)
+        self._wake(*self.sb.agents)
+
+    def require_roster(self) -> Roster:
+        if self.roster is None:
+            raise FailedPrecondition("no-administration", "this site does not administer its agents here")
+        return self.roster
+
     def _on_agent(self, u: ToAgent) -> None:
         memory = self.memory.get(u.agent_code)
         if memory is not None:
@@ -193,6 +282,12 @@ class DeskServer:
                 Route("/api/team/{agent}/force", api(self.console._force), methods=["POST"]),
                 Route("/api/team/{agent}/supervise", api(self.console._supervise), methods=["POST"]),
                 Route("/api/audit", api(self.console._audit)),
+                Route("/api/customers/{customer_id}", api(self.desk_data._get)),
+                Route("/api/customers/{customer_id}", api(self.desk_data._save), methods=["POST"]),
+                Route("/api/knowledge", api(self.desk_data._knowledge)),
+                Route("/api/admin/agents", api(self.admin._list)),
+                Route("/api/admin/agents", api(self.admin._add), methods=["POST"]),
+                Route("/api/admin/agents/{agent}/{change}", api(self.admin._change), methods=["POST"]),
                 Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
             ]
         )
@@ -330,6 +425,10 @@ class DeskServer:
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+
+
+def _unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.UNAVAILABLE
 
 
 class _EmbeddedServer(uvicorn.Server):

@@ -42,7 +42,6 @@ class WebSessions:
     ) -> None:
         self.rt = runtime
         self.credentials = credentials
-        self._roles = {a.code: a.role for a in runtime.sb.site.agents}
         self.idle_s = idle_s
         self.max_s = max_s
         self._clock = clock
@@ -56,7 +55,7 @@ class WebSessions:
         self.rt.do(lambda now: self.rt.sb.login(now, code))
         self._drop(self._by_code.get(code, ""))
         now = self._clock()
-        s = Session(auth.new_session_token(), code, self._roles[code], now, now)
+        s = Session(auth.new_session_token(), code, self.rt.sb.supervision.roles.get(code, "agent"), now, now)
         self._by_token[s.token] = s
         self._by_code[code] = s.token
         return s

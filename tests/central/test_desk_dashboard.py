@@ -11,10 +11,13 @@ from central.servicedesk.desk import ServiceDesk
 from central.servicedesk.ticket_records import NewTicket
 from central.stats.service import StatsService
 from central.store import Store
+from central.web.login import OperatorSessions
 from central.web.server import Dashboard
 from tests.central.desk_support import Clock
 from tests.central.factories import T0
 from tests.central.province import province
+from tests.web.conftest import OPERATOR, OPERATOR_PASSWORD, operator_hash
+from vcc.config import OperatorConfig
 
 HOUR = 3600.0
 
@@ -35,10 +38,15 @@ async def test_tickets_view_open_and_overdue_by_unit(store: Store, engine: Async
         StatsService(engine),
         clock=clock,
         tickets=desk.ticket_queries,
+        operators=OperatorSessions([OperatorConfig(login=OPERATOR, password_hash=operator_hash())]),
     )
     port = await dashboard.start()
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            # The view is the dashboard's: an operator's session first.
+            assert (await client.get("/api/tickets")).status_code == 401
+            login = {"user": OPERATOR, "password": OPERATOR_PASSWORD}
+            assert (await client.post("/api/login", json=login)).status_code == 200
             data = (await client.get("/api/tickets")).json()
             assert [(u["unit"], u["open"], u["overdue"]) for u in data["units"]] == [
                 ("city:sz", 2, 1),

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.helpers import eventually
+from tools.province.generate import DEMO_OPERATOR, DEMO_OPERATOR_PASSWORD
 from tools.simulation.scenario import parse_scenario
 from tools.simulation.simulate import SimulationResult, simulate
 from tools.simulation.traffic import CallerView, load_journal
@@ -142,6 +143,8 @@ async def test_central_figures_agree_with_the_callers(tmp_path: Path) -> None:
         offset = 8 * 3600
         date = dt.datetime.fromtimestamp(float(window["traffic_start"]) + offset, dt.UTC).date()
         async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            login = {"user": DEMO_OPERATOR, "password": DEMO_OPERATOR_PASSWORD}
+            assert (await http.post("/api/login", json=login)).status_code == 200
 
             async def fresh_live() -> dict[str, Any] | None:
                 # The snapshot's records are cached a moment: one read after the drain.

@@ -6,6 +6,7 @@ import importlib
 import pkgutil
 from typing import Any
 
+import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
@@ -56,3 +57,31 @@ def test_docs_role_table() -> None:
             method, kinds = (cell.strip() for cell in line.strip("|").split("|"))
             rows[method.strip("`")] = frozenset(k.strip() for k in kinds.split(","))
     assert rows == dict(METHOD_KINDS)
+
+
+def test_docs_people_table() -> None:
+    """docs/SECURITY.md shows the people's table (vcc.people) as it is."""
+    from pathlib import Path
+
+    from vcc.people import PERSON_ACTIONS
+
+    doc = (Path(__file__).parents[2] / "docs" / "SECURITY.md").read_text(encoding="utf-8")
+    rows = {}
+    for line in doc.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 and cells[0].startswith("`") and "." in cells[0] and not cells[0].startswith("`/"):
+            rows[cells[0].strip("`")] = frozenset(r.strip() for r in cells[1].split(","))
+    assert rows == dict(PERSON_ACTIONS)
+
+
+def test_people_roles_deny_by_default() -> None:
+    from vcc import people
+    from vcc.errors import PermissionDenied
+
+    assert people.may(people.ADMINISTER, "administrator")
+    for role in ("agent", "group_leader", "operations", "", "root"):
+        assert not people.may(people.ADMINISTER, role)
+    assert not people.may(people.DASHBOARD, "group_leader") and not people.may(people.SUPERVISE, "operations")
+    assert not people.may("no.such.action", "administrator")
+    with pytest.raises(PermissionDenied, match="no"):
+        people.require(people.SUPERVISE, "agent", "not-a-supervisor", "no")

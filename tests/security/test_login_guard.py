@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from site_node.grpc_api.login_guard import LoginGuard, LoginPolicy
+from vcc.login_guard import LoginGuard, LoginPolicy
 
 HOUR = 3600.0
 

@@ -10,7 +10,6 @@ import grpc
 import pytest
 
 from site_node.app import SiteNode
-from site_node.grpc_api.login_guard import LoginPolicy
 from tests.helpers import eventually
 from tests.security.conftest import Certs
 from tools.province.etcd_server import EtcdServer
@@ -19,6 +18,7 @@ from tools.province.netutil import free_port
 from vcc import rpc
 from vcc.config import parse_province
 from vcc.errors import ERROR_ID_KEY
+from vcc.login_guard import LoginPolicy
 from vcc.v1 import common_pb2, cti_pb2, cti_pb2_grpc
 
 Code = grpc.StatusCode

@@ -174,3 +174,54 @@ async def test_each_client_kind_stays_in_its_lane(node: SiteNode, certs: Certs) 
             await stream.read()
         assert info.value.code() == Code.PERMISSION_DENIED
     assert node.switchboard.calls == {}
+
+
+async def test_a_message_from_another_city_speaks_only_for_its_site(
+    tmp_path: Path, etcd_server: EtcdServer, certs: Certs
+) -> None:
+    """DeliverMessage: only a site's certificate, only for itself and one of its agents, to an agent
+    here; bad input refused with nothing kept; a retried key kept once."""
+    config = generate_province(
+        [SiteSpec(s, s.upper(), trunk_channels=3, agents={"general": 1}) for s in ("gz", "sz")],
+        etcd_endpoint=etcd_server.endpoint,
+        central_listen=f"127.0.0.1:{free_port()}",
+        database_url="sqlite+aiosqlite:///unused.db",
+        password_hash=HASH,
+        outbox_dir=tmp_path,
+        desktop=True,
+    )
+    province = parse_province(config)
+    here, there = province.site("gz").agents[0].code, province.site("sz").agents[0].code
+    site = SiteNode(province, "gz", certs.files("site-gz"))
+    await site.start()
+    try:
+        assert site.desk is not None
+
+        def message(**kw: str) -> peer_pb2.DeliverMessageRequest:
+            fields = {"from_site_id": "sz", "sender": there, "to": here, "text": "hello", "message_key": "k1"}
+            return peer_pb2.DeliverMessageRequest(**{**fields, **kw})
+
+        async def deliver(stem: str, request: peer_pb2.DeliverMessageRequest) -> object:
+            async with rpc.channel(site.address, tls=certs.files(stem)) as ch:
+                try:
+                    return await peer_pb2_grpc.SitePeerServiceStub(ch).DeliverMessage(request, timeout=10)
+                except grpc.aio.AioRpcError as exc:
+                    return exc.code()
+
+        assert await deliver("site-fs", message()) == Code.PERMISSION_DENIED  # fs posing as sz
+        for stem in ("desktop-robots", "trunk-gateway", "tool-cli"):
+            assert await deliver(stem, message()) == Code.PERMISSION_DENIED
+        assert await deliver("site-sz", message(sender=here)) == Code.INVALID_ARGUMENT  # not sz's agent
+        assert await deliver("site-sz", message(message_key="")) == Code.INVALID_ARGUMENT
+        assert await deliver("site-sz", message(text=" ")) == Code.INVALID_ARGUMENT
+        assert await deliver("site-sz", message(text="x" * 501)) == Code.INVALID_ARGUMENT
+        assert await deliver("site-sz", message(to="9999")) == Code.NOT_FOUND
+        assert site.desk.messages.inbox(here) == []
+
+        first = await deliver("site-sz", message())
+        again = await deliver("site-sz", message())  # the same key: kept once
+        assert isinstance(first, peer_pb2.DeliverMessageResponse) and first == again
+        [kept] = site.desk.messages.inbox(here)
+        assert (kept.sender, kept.to, kept.text) == (there, (here,), "hello")
+    finally:
+        await site.stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from site_node.messaging import MAX_PER_AGENT, MessageBox
+from site_node.messaging import MAX_PER_AGENT, Message, MessageBox
 from vcc.errors import InvalidArgument, NotFound
 
 
@@ -45,3 +45,20 @@ def test_each_agent_keeps_the_latest_messages() -> None:
         box.post(float(i), "1001", ["1002"], f"m{i}")
     kept = box.inbox("1002")
     assert len(kept) == MAX_PER_AGENT and kept[-1].text == f"m{MAX_PER_AGENT + 4}" and kept[0].text == "m5"
+
+
+def test_restored_messages_fill_the_boxes_and_the_numbering_continues() -> None:
+
+    box = MessageBox(["1001", "1002"])
+    box.restore(
+        [
+            Message(4, 10.0, "1001", ("1002",), "kept"),
+            Message(9, 11.0, "1002", ("1001", "1099"), "to one who left", broadcast=True),
+            Message(12, 12.0, "1099", ("1098",), "nobody here"),
+        ]
+    )
+    assert [m.id for m in box.inbox("1001")] == [4, 9]
+    assert [m.id for m in box.inbox("1002")] == [4, 9]
+    assert box.post(13.0, "1001", ["1002"], "next").id == 13
+    box.add_agent("1003")
+    assert box.post(14.0, "1003", ["1001"], "hello from the new one").id == 14

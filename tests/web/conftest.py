@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 
+from central.audit import AuditEntry
 from central.db.engine import create_engine
 from central.db.migrate import upgrade
 from central.live_state import LiveState
@@ -17,10 +20,14 @@ from central.records import CallEvent, EventKind, Outcome
 from central.stats.intervals import INTERVAL_S, StatsPolicy, interval_start
 from central.stats.service import StatsService
 from central.store import Store
+from central.web.login import OperatorSessions
 from central.web.server import Dashboard
+from vcc.config import OperatorConfig
+from vcc.passwords import hash_password
 from vcc.v1 import site_admin_pb2
 
 SITES = [("gz", "Guangzhou"), ("sz", "Shenzhen"), ("fs", "Foshan")]
+OPERATOR, OPERATOR_PASSWORD = "ops", "ops-test-pass"
 
 # Debian's chromium, driven by Playwright (the browser tests).
 CHROMIUM = "/usr/bin/chromium"
@@ -77,6 +84,13 @@ class Fixture:
     clock: Callable[[], float]
     # What each site's next published summary says is waiting.
     waiting: dict[str, int] = field(default_factory=dict)
+    # An operator's session cookie (the dashboard shows nothing without one).
+    cookie: str = ""
+    audit: list[AuditEntry] = field(default_factory=list)
+
+    def client(self, **kw: object) -> httpx.AsyncClient:
+        """An HTTP client logged in as the operator."""
+        return httpx.AsyncClient(base_url=self.base, timeout=5, cookies={"vcc_ops": self.cookie}, **kw)  # type: ignore[arg-type]
 
     def publish(self, site_id: str, **kw: int) -> None:
         """The site's stream delivers a new summary."""
@@ -109,6 +123,12 @@ class Fixture:
         )
 
 
+@functools.cache
+def operator_hash() -> str:
+    """One slow hash per test session."""
+    return hash_password(OPERATOR_PASSWORD)
+
+
 def mid_interval_clock() -> Callable[[], float]:
     """Unix time shifted (by less than half an interval) to the middle of a 15-minute interval:
     the calls a test makes (arrived up to a minute ago) fall in the current interval whatever the
@@ -127,11 +147,29 @@ async def dash(tmp_path: Path) -> AsyncIterator[Fixture]:
     tokens: dict[str, int | None] = {site_id: live.open_stream(site_id) for site_id, _ in SITES}
     clock = mid_interval_clock()
     stats = StatsService(engine, cache_s=0.2, clock=clock)
+    audit: list[AuditEntry] = []
+
+    async def record(entry: AuditEntry) -> None:
+        audit.append(entry)
+
+    operators = OperatorSessions(
+        [OperatorConfig(login=OPERATOR, password_hash=operator_hash(), role="operations")], record
+    )
     dashboard = Dashboard(
-        live, stats, province_name="Guangdong", push_interval_s=0.3, sample_every_s=0.5, clock=clock
+        live,
+        stats,
+        province_name="Guangdong",
+        push_interval_s=0.3,
+        sample_every_s=0.5,
+        clock=clock,
+        operators=operators,
     )
     port = await dashboard.start()
-    fx = Fixture(dashboard, live, Store(engine), f"http://127.0.0.1:{port}", tokens, {}, clock)
+    fx = Fixture(dashboard, live, Store(engine), f"http://127.0.0.1:{port}", tokens, {}, clock, audit=audit)
+    async with httpx.AsyncClient(base_url=fx.base, timeout=10) as http:
+        reply = await http.post("/api/login", json={"user": OPERATOR, "password": OPERATOR_PASSWORD})
+        assert reply.status_code == 200, reply.text
+        fx.cookie = reply.cookies["vcc_ops"]
     for site_id, _ in SITES:
         fx.publish(site_id)
     try:

@@ -9,16 +9,17 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 from typer.testing import CliRunner
 
 from tests.helpers import eventually
-from tests.web.conftest import Fixture
+from tests.web.conftest import OPERATOR, OPERATOR_PASSWORD, Fixture
 from tools.cli import app
 from tools.province import stats as stats_cli
 
 
 async def test_health_pages_and_static(dash: Fixture) -> None:
-    async with httpx.AsyncClient(base_url=dash.base, timeout=5) as http:
+    async with dash.client() as http:
         assert (await http.get("/healthz")).json() == {"status": "ok"}
         page = await http.get("/site/gz?lang=en")
         assert page.status_code == 200
@@ -38,7 +39,7 @@ async def test_live_figures_and_health_of_cities(dash: Fixture) -> None:
     dash.kill("fs")
     dash.publish("gz", waiting=4)
     dash.publish("sz")
-    async with httpx.AsyncClient(base_url=dash.base, timeout=5) as http:
+    async with dash.client() as http:
 
         async def fresh() -> dict[str, Any] | None:
             snap = (await http.get("/api/live")).json()
@@ -67,7 +68,7 @@ async def test_live_figures_and_health_of_cities(dash: Fixture) -> None:
 async def test_intervals_json_and_csv(dash: Fixture) -> None:
     await dash.answered_call("c1", "gz")
     await dash.answered_call("c2", "sz")
-    async with httpx.AsyncClient(base_url=dash.base, timeout=5) as http:
+    async with dash.client() as http:
         rows = (await http.get("/api/intervals", params={"level": "entry_site"})).json()["rows"]
         assert sorted(r["key"] for r in rows) == ["gz", "sz"]
         assert all(r["length_s"] == 900 and r["offered"] == 1 for r in rows)
@@ -86,7 +87,7 @@ async def test_intervals_json_and_csv(dash: Fixture) -> None:
 
 async def test_history_and_stream(dash: Fixture) -> None:
     dash.dashboard.sample(1.0e9)
-    async with httpx.AsyncClient(base_url=dash.base, timeout=5) as http:
+    async with dash.client() as http:
         history = (await http.get("/api/history", params={"site": "gz"})).json()
         assert history["samples"] and all(s["site_id"] == "gz" for s in history["samples"])
         async with http.stream("GET", "/api/stream") as stream:
@@ -104,10 +105,14 @@ async def test_history_and_stream(dash: Fixture) -> None:
 async def test_vcc_stats_reads_the_dashboard(dash: Fixture) -> None:
     await dash.answered_call("c1", "gz")
     dash.publish("gz", waiting=5)
-    snap = await asyncio.to_thread(stats_cli.live, stats_cli.base_url(dash.base))
+    base = stats_cli.base_url(dash.base)
+    cookie = await asyncio.to_thread(stats_cli.login, base, OPERATOR, OPERATOR_PASSWORD)
+    snap = await asyncio.to_thread(stats_cli.live, base, cookie=cookie)
     assert {s["site_id"] for s in snap["sites"]} == {"gz", "sz", "fs"}
+    with pytest.raises(stats_cli.StatsUnavailable, match="401 user name or password is wrong"):
+        await asyncio.to_thread(stats_cli.login, base, OPERATOR, "not-the-password")
 
-    runner = CliRunner()
+    runner = CliRunner(env={"VCC_OPERATOR": OPERATOR, "VCC_OPERATOR_PASSWORD": OPERATOR_PASSWORD})
     address = dash.base.removeprefix("http://")
     table = await asyncio.to_thread(runner.invoke, app, ["stats", "--central", address])
     assert table.exit_code == 0, table.output
@@ -120,3 +125,93 @@ async def test_vcc_stats_reads_the_dashboard(dash: Fixture) -> None:
     gone = await asyncio.to_thread(runner.invoke, app, ["stats", "--central", "127.0.0.1:1"])
     assert gone.exit_code == 1
     assert "error:" in gone.output
+
+
+async def test_the_dashboard_needs_an_operators_login(dash: Fixture) -> None:
+    async with httpx.AsyncClient(base_url=dash.base, timeout=10) as http:
+        # Nothing without a session: a page goes to the login (keeping where it was going), an
+        # API call answers 401 in words; the login page and health stay open.
+        page = await http.get("/site/gz?lang=en")
+        assert page.status_code == 303
+        assert page.headers["location"] == "/login?next=%2Fsite%2Fgz%3Flang%3Den&lang=en"
+        for path in ("/api/live", "/api/stream", "/api/history", "/api/intervals", "/api/intervals.csv"):
+            reply = await http.get(path)
+            assert reply.status_code == 401, path
+            assert reply.json() == {"error": "login-required", "detail": "log in to see the dashboard"}
+        assert (await http.get("/healthz")).status_code == 200
+        form = await http.get("/login?lang=en")
+        assert form.status_code == 200 and 'for="user">User name' in form.text
+        assert '<label for="user">用户名' in (await http.get("/login")).text
+
+        # One answer for an unknown name and a wrong password; bad input in words.
+        wrong = await http.post("/api/login", json={"user": OPERATOR, "password": "wrong-password"})
+        unknown = await http.post("/api/login", json={"user": "nobody", "password": "wrong-password"})
+        assert wrong.status_code == unknown.status_code == 401
+        assert (
+            wrong.json()
+            == unknown.json()
+            == {"error": "bad-credentials", "detail": "user name or password is wrong"}
+        )
+        assert "vcc_ops" not in wrong.cookies
+        bad = await http.post("/api/login", content=b"not json")
+        assert bad.status_code == 400 and bad.json()["error"] == "bad-body"
+        assert (await http.post("/api/login", json={"user": "", "password": "x"})).json()[
+            "error"
+        ] == "bad-user"
+        assert (await http.post("/api/login", json={"user": 7, "password": "x"})).json()[
+            "error"
+        ] == "bad-body"
+        form_wrong = await http.post(
+            "/login?lang=en", data={"user": OPERATOR, "password": "wrong-password", "next": "/"}
+        )
+        assert form_wrong.status_code == 401 and "user name or password is wrong" in form_wrong.text
+        assert "用户名或密码错误" in (await http.post("/login", data={"user": "x1", "password": "y"})).text
+
+        # The form logs in and goes back where it was going, never to another site.
+        ok = await http.post(
+            "/login", data={"user": OPERATOR, "password": OPERATOR_PASSWORD, "next": "//evil.example/"}
+        )
+        assert ok.status_code == 303 and ok.headers["location"] == "/"
+        cookie = ok.cookies["vcc_ops"]
+        assert "HttpOnly" in ok.headers["set-cookie"] and "Max-Age=43200" in ok.headers["set-cookie"]
+        assert (await http.get("/api/live", headers={"cookie": f"vcc_ops={cookie}"})).status_code == 200
+        home = await http.get("/?lang=en", headers={"cookie": f"vcc_ops={cookie}"})
+        assert home.status_code == 200 and ">Log out</button>" in home.text and OPERATOR in home.text
+
+        # Logout revokes the session itself, not only the browser's cookie.
+        out = await http.post("/logout", headers={"cookie": f"vcc_ops={cookie}"})
+        assert out.status_code == 303 and out.headers["location"].startswith("/login")
+        assert (await http.get("/api/live", headers={"cookie": f"vcc_ops={cookie}"})).status_code == 401
+
+    actions = [(e.actor, e.action, e.outcome) for e in dash.audit]
+    assert ("operator:ops", "dashboard-login-failed", "refused") in actions
+    assert ("operator:nobody", "dashboard-login-failed", "refused") in actions
+    assert ("operator:ops", "dashboard-logout", "ok") in actions
+    assert actions.count(("operator:ops", "dashboard-login", "ok")) == 2  # the fixture's and the form's
+    assert all(e.source.startswith("http:127.0.0.1") for e in dash.audit)
+
+
+async def test_dashboard_sessions_expire_and_guessing_locks_out(dash: Fixture) -> None:
+    ops = dash.dashboard.operators
+    async with dash.client() as http:
+        assert (await http.get("/api/live")).status_code == 200
+        ops.idle_s = 0.0  # every session is now idle for too long
+        reply = await http.get("/api/live")
+        assert reply.status_code == 401 and reply.json()["error"] == "session-expired"
+        ops.idle_s = 1800.0
+        assert (await http.get("/api/live")).json()["error"] == "login-required"  # gone for good
+    async with httpx.AsyncClient(base_url=dash.base, timeout=10) as http:
+        for _ in range(ops.guard.policy.code_failures):
+            assert (
+                await http.post("/api/login", json={"user": OPERATOR, "password": "guess-123"})
+            ).status_code == 401
+        # Locked: even the right password is refused now, in words.
+        locked = await http.post("/api/login", json={"user": OPERATOR, "password": OPERATOR_PASSWORD})
+        assert locked.status_code == 429
+        assert locked.json() == {
+            "error": "too-many-attempts",
+            "detail": "too many failed logins: try again later",
+        }
+    kinds = [e.detail.get("kind") for e in dash.audit if e.action == "lockout"]
+    assert kinds == ["code"]
+    assert any(e.action == "login-refused" for e in dash.audit)

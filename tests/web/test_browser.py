@@ -49,6 +49,7 @@ async def test_dashboard_in_chromium(dash: Fixture, screenshots: Path) -> None:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             page = await browser.new_page(viewport={"width": 1500, "height": 1000})
+            await page.context.add_cookies([{"name": "vcc_ops", "value": dash.cookie, "url": dash.base}])
             await page.goto(f"{dash.base}/?lang=en")
             waiting = page.locator('[data-site-row="gz"] [data-field="waiting"]')
             await expect(waiting).to_have_text("1", timeout=WAIT_MS)

@@ -5,6 +5,7 @@ unreachable, its numbers gone rather than frozen. Screenshots in the test's fold
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,13 @@ from tests.helpers import eventually
 from tests.integration.support import assert_reconciled, password_hash, traffic_with_robots
 from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS, need_chromium
 from tools.province.cluster import Cluster
-from tools.province.generate import SiteSpec, generate_province, write_province
+from tools.province.generate import (
+    DEMO_OPERATOR,
+    DEMO_OPERATOR_PASSWORD,
+    SiteSpec,
+    generate_province,
+    write_province,
+)
 from tools.province.netutil import free_port
 
 if TYPE_CHECKING:
@@ -86,7 +93,7 @@ async def test_dashboard_of_a_live_province_in_chromium(tmp_path: Path, screensh
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
             try:
                 page = await browser.new_page(viewport={"width": 1500, "height": 1000})
-                await page.goto(f"{base}/?lang=en")
+                await log_in(page, base, cluster)
                 row = page.locator(f'[data-site-row="{KILLED}"] [data-status]')
                 await expect(row).to_have_attribute("data-status", "up", timeout=WAIT_MS)
                 await page.evaluate("window.__noReload = 42")  # a reload would wipe it out
@@ -107,6 +114,38 @@ async def test_dashboard_of_a_live_province_in_chromium(tmp_path: Path, screensh
                 await expect(offered).to_have_text(str(len(views)), timeout=WAIT_MS)
             finally:
                 await browser.close()
+
+
+async def log_in(page: Page, base: str, cluster: Cluster) -> None:
+    """Refused without a login (the page and the API), a wrong password answered in words, then
+    the demo operator logs in by the form and lands on the page it asked for; all audited."""
+    from playwright.async_api import expect
+
+    await page.goto(f"{base}/?lang=en")
+    await expect(page).to_have_url(re.compile(r"/login\?next=%2F%3Flang%3Den"))
+    assert await page.locator("#view").count() == 0  # nothing of the dashboard is on the page
+    api = await page.request.get(f"{base}/api/live")
+    assert api.status == 401 and (await api.json())["error"] == "login-required"
+    await page.get_by_label("User name").fill(DEMO_OPERATOR)
+    await page.get_by_label("Password").fill("not-the-password")
+    await page.get_by_role("button", name="Log in").click()
+    await expect(page.get_by_role("alert")).to_have_text("user name or password is wrong")
+    await page.get_by_role("link", name="中文").click()
+    await page.get_by_label("用户名").fill(DEMO_OPERATOR)
+    await page.get_by_label("密码").fill(DEMO_OPERATOR_PASSWORD)
+    await page.get_by_role("button", name="登录").click()
+    await expect(page).to_have_url(f"{base}/?lang=en")
+    await expect(page.get_by_role("button", name="Log out")).to_be_visible()
+    assert (await page.request.get(f"{base}/api/live")).status == 200
+    entries = await audit_entries(cluster)
+    assert {"dashboard-login-failed", "dashboard-login"} <= {a for a, who in entries if who == "operator:ops"}
+
+
+async def audit_entries(cluster: Cluster) -> list[tuple[str, str]]:
+    from tools.admin.audit import fetch
+
+    found = await fetch(cluster.config, since=None, who="operator:", limit=50, deadline_s=5.0)
+    return [(e.action, e.actor) for e in found]
 
 
 async def watch_and_kill(page: Page, cluster: Cluster, tmp_path: Path, screenshots: Path) -> None:

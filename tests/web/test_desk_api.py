@@ -416,3 +416,25 @@ async def test_the_web_door_shares_the_sites_lockout_and_never_hands_a_retry_the
             json={"agent_code": site.person, "password": "123456", "idempotency_key": "after-lock"},
         )
         error(right, 429, "too-many-attempts")
+
+
+# The desk's use of central's service desk ------------------------------------------------------------
+
+
+async def test_the_customer_and_knowledge_endpoints_refuse_bad_input_in_words(site: Site) -> None:
+    """No central in this fixture: what the site decides alone (the session, whose record, bad
+    input) is answered before central is asked; then central's absence is said in words."""
+    async with site.client() as agent:
+        error(await agent.get("/api/customers/c-1"), 401, "bad-session")
+        await login(agent, site.person)
+        # Not the record of a caller of this agent's.
+        error(await agent.get("/api/customers/c-1"), 403, "not-your-customer")
+        error(await post(agent, "/api/customers/c-1", {"version": 1, "notes": "x"}), 403, "not-your-customer")
+        error(await agent.get("/api/customers/bad%20id"), 400, "bad-customer-id")
+        error(await agent.get("/api/knowledge"), 400, "bad-service")
+        error(await agent.get("/api/knowledge?service=no%20such"), 400, "bad-service")
+        error(await agent.get("/api/knowledge?service=general"), 503, "central-unavailable")
+        denied = [
+            e for e in site.node.audit_journal.entries if e.outcome == "denied" and e.actor == site.person
+        ]
+        assert any(e.action == "customers/c-1" for e in denied)

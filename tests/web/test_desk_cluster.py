@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +27,7 @@ from tools.province.generate import DEFAULT_PASSWORD, SiteSpec, desk_people, gen
 from tools.province.netutil import free_port
 from vcc import rpc
 from vcc.tls import TRUNK
-from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2, trunk_pb2
+from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2, servicedesk_pb2, servicedesk_pb2_grpc, trunk_pb2
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
@@ -72,12 +74,12 @@ async def desk_up(base: str) -> None:
         await eventually(up, timeout_s=30, what=f"{base} answering")
 
 
-async def log_in(page: Page, url: str, code: str, zh: bool = False) -> None:
+async def log_in(page: Page, url: str, code: str, zh: bool = False, password: str = DEFAULT_PASSWORD) -> None:
     from playwright.async_api import expect
 
     await page.goto(url)
     await page.get_by_label("工号" if zh else "Agent code").fill(code)
-    await page.get_by_label("密码" if zh else "Password").fill(DEFAULT_PASSWORD)
+    await page.get_by_label("密码" if zh else "Password").fill(password)
     await page.get_by_role("button", name="登录" if zh else "Log in").click()
     await expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
 
@@ -139,6 +141,7 @@ async def test_desktops_and_console_of_a_live_province(tmp_path: Path, screensho
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
             try:
                 await scenario(cluster, browser, gz_desk, sz_desk, a_code, b_code, leader_code, tmp_path)
+                await administration(cluster, browser, gz_desk, raw, tmp_path)
             finally:
                 await browser.close()
     for picture in await asyncio.to_thread(lambda: list(tmp_path.glob("desk-*.png"))):
@@ -171,6 +174,9 @@ async def scenario(
     await expect(a_state).to_have_attribute("data-state", "READY", timeout=WAIT_MS)
     await expect(b_state).to_have_attribute("data-state", "READY", timeout=WAIT_MS)
 
+    # An article for the service the caller will choose, published at central.
+    title = await publish_article(cluster, "general")
+
     # A call arrives in Guangzhou and rings the only ready agent there, with its screen pop.
     caller, call_id, listening = await place_call(cluster, GZ)
     offer = a.get_by_role("region", name="Incoming call", exact=True)
@@ -179,12 +185,45 @@ async def scenario(
     await expect(offer.locator("[data-customer]")).to_be_visible()
     customer_name = await offer.locator('[data-field="customer-name"]').text_content()
     assert customer_name
+    # The knowledge articles of the call's service, at the offer.
+    knowledge = a.get_by_role("region", name="Knowledge for this service", exact=True)
+    await expect(knowledge).to_contain_text(title, timeout=WAIT_MS)
     await a.screenshot(path=str(shots / "desk-offer-en.png"), full_page=True)
     await offer.get_by_role("button", name="Answer").click()
     on_call = a.get_by_role("region", name="Call", exact=True)
     await expect(a_state).to_have_attribute("data-state", "TALKING", timeout=WAIT_MS)
     record = on_call.get_by_role("region", name="Customer record", exact=True)
     await expect(record).to_contain_text(customer_name)
+
+    # The agent edits the caller's record: saved at central; an edit made on a version someone
+    # else has changed since is refused in words, nothing saved.
+    await on_call.get_by_role("button", name="Edit record").click()
+    await expect(a.get_by_label("Notes", exact=True)).to_have_value(re.compile(".*"), timeout=WAIT_MS)
+    await a.get_by_label("Notes", exact=True).fill(EDITED_NOTE)
+    await a.get_by_role("button", name="Save record").click()
+    await expect(a.locator('[data-field="customer-saved"]')).to_contain_text(
+        "Saved at central", timeout=WAIT_MS
+    )
+    customer_id = await offer_customer_id(a)
+    saved = await central_customer(cluster, customer_id)
+    assert saved.notes == EDITED_NOTE
+    await touch_customer(cluster, customer_id)  # someone else saves it meanwhile
+    await a.get_by_label("Level", exact=True).fill("gold")
+    await a.get_by_role("button", name="Save record").click()
+    await expect(a.locator("#error")).to_contain_text("read it again and re-apply the edit", timeout=WAIT_MS)
+    assert (await central_customer(cluster, customer_id)).level == saved.level
+    for body, error_id in (
+        ({"notes": "x"}, "missing-version"),
+        ({"version": "7", "notes": "x"}, "missing-version"),
+        ({"version": saved.version}, "nothing-to-save"),
+        ({"version": saved.version, "name": " "}, "bad-argument"),
+        ({"version": saved.version, "notes": "x" * 2001}, "bad-argument"),
+    ):
+        bad = await a.request.post(
+            f"{gz}/api/customers/{customer_id}", data={"idempotency_key": key(), **body}
+        )
+        assert bad.status == 400 and (await bad.json())["error"]["id"] == error_id, await bad.text()
+    await expect(record).to_contain_text(EDITED_NOTE, timeout=WAIT_MS)
 
     # Consult the other city's agent, chosen from the live directory (with presence), then complete.
     target = a.get_by_label("Target")
@@ -197,6 +236,8 @@ async def scenario(
     b_offer = b.get_by_role("region", name="来电", exact=True)
     await expect(b_offer).to_be_visible(timeout=WAIT_MS)
     await expect(b_offer.locator("[data-customer]")).to_contain_text(customer_name)
+    # The other city's agent sees the record as edited.
+    await expect(b_offer.locator("[data-customer]")).to_contain_text(EDITED_NOTE)
     await b_offer.get_by_role("button", name="接听").click()
     await expect(a.get_by_role("button", name="Complete")).to_be_visible(timeout=WAIT_MS)
     await a.screenshot(path=str(shots / "desk-consult-en.png"), full_page=True)
@@ -258,6 +299,13 @@ async def scenario(
     assert (await listening2)[-1] == "ended"
     del caller, caller2
 
+    # A message to the other city's agent: delivered through its site, shown on its page.
+    await a.get_by_label("To", exact=True).select_option(b_code)
+    await a.get_by_label("Message", exact=True).fill("thanks for the help 多谢")
+    await a.get_by_role("button", name="Send", exact=True).click()
+    await expect(b.locator("#messages")).to_contain_text("thanks for the help 多谢", timeout=WAIT_MS)
+    await expect(a.locator("#messages")).to_contain_text("thanks for the help 多谢")
+
     # Central's record of each call shows what happened, the supervisor's part included.
     async def recorded() -> list[common_pb2.CallEvent]:
         events = await central_events(cluster, call2)
@@ -270,5 +318,155 @@ async def scenario(
     [intercepted] = [e for e in events if e.kind == kind("INTERCEPTED")]
     assert (intercepted.agent_code, dict(intercepted.data)["agent"]) == (leader_code, a_code)
     assert [e.agent_code for e in events if e.kind == kind("AGENT_HUNG_UP")] == [leader_code]
-    first = await eventually(lambda: central_events(cluster, call_id), timeout_s=30)
+
+    async def wrapped_up() -> list[common_pb2.CallEvent] | None:
+        events = await central_events(cluster, call_id)
+        return events if any(e.kind == kind("WRAPPED_UP") for e in events) else None
+
+    first = await eventually(wrapped_up, timeout_s=30, what="the first call's wrap-up at central")
     assert any(e.kind == kind("TRANSFERRED") for e in first)
+    # The agent's wrap-up code and note are in the call's record.
+    [wrap] = [e for e in first if e.kind == kind("WRAPPED_UP")]
+    assert (wrap.agent_code, dict(wrap.data)) == (a_code, {"code": "resolved", "note": "explained the bill"})
+
+
+NEW_AGENT, NEW_PASSWORD = "0190", "246810"
+
+
+def key() -> str:
+    return uuid.uuid4().hex
+
+
+EDITED_NOTE = "prefers e-mail 喜欢邮件联系"
+# A new channel's TLS handshake on a loaded machine can take seconds: a generous deadline.
+RPC_S = 20.0
+
+
+async def publish_article(cluster: Cluster, service: str) -> str:
+    title = f"How to answer about {service}"
+    async with rpc.channel(cluster.central_address()) as ch:
+        kb = servicedesk_pb2_grpc.KnowledgeServiceStub(ch)
+        proposed = await kb.ProposeArticle(
+            servicedesk_pb2.ProposeArticleRequest(
+                title=title, body="Check the account first.", category="faq", service=service,
+                author="0101", idempotency_key="kb-1",
+            ),
+            timeout=RPC_S,
+        )  # fmt: skip
+        await kb.PublishArticle(
+            servicedesk_pb2.PublishArticleRequest(article_id=proposed.article.article_id, reviewer="qa"),
+            timeout=RPC_S,
+        )
+    return title
+
+
+async def offer_customer_id(page: Page) -> str:
+    found = await page.locator("#call-customer [data-customer]").get_attribute("data-customer")
+    assert found
+    return found
+
+
+async def central_customer(cluster: Cluster, customer_id: str) -> common_pb2.Customer:
+    async with rpc.channel(cluster.central_address()) as ch:
+        stub = servicedesk_pb2_grpc.CustomerServiceStub(ch)
+        reply = await stub.GetCustomer(
+            servicedesk_pb2.GetCustomerRequest(customer_id=customer_id), timeout=RPC_S
+        )
+        found: common_pb2.Customer = reply.customer
+        return found
+
+
+async def touch_customer(cluster: Cluster, customer_id: str) -> None:
+    """Another desk saves the record: its version moves on."""
+    current = await central_customer(cluster, customer_id)
+    current.city = current.city or "广州"
+    async with rpc.channel(cluster.central_address()) as ch:
+        stub = servicedesk_pb2_grpc.CustomerServiceStub(ch)
+        request = servicedesk_pb2.UpdateCustomerRequest(customer=current, expected_version=current.version)
+        await stub.UpdateCustomer(request, timeout=RPC_S)
+
+
+async def roster_cli(cluster: Cluster, admin: str, *args: str) -> tuple[int, str]:
+    """`vcc roster ...` against the running province, as `admin` (the password in its environment)."""
+    from typer.testing import CliRunner
+
+    from tools.cli import app
+
+    env = {"VCC_ADMIN": admin, "VCC_ADMIN_PASSWORD": DEFAULT_PASSWORD, "VCC_NEW_PASSWORD": NEW_PASSWORD}
+    argv = ["roster", args[0], "--config", str(cluster.config_path), *args[1:]]
+    result = await asyncio.to_thread(CliRunner(env=env).invoke, app, argv)
+    return result.exit_code, result.output
+
+
+async def administration(
+    cluster: Cluster, browser: Browser, gz: str, raw: dict[str, Any], shots: Path
+) -> None:
+    """The site's administrator adds an agent from the CLI, changes its skills and disables it from
+    the console (in Chinese); a group leader is refused; the new agent works at once; central's
+    audit log has every step."""
+    from playwright.async_api import expect
+
+    from tools.admin.audit import fetch
+
+    admin = desk_people(raw, GZ)["administrator"]
+    sz_leader = desk_people(raw, SZ)["group_leader"]
+    code, out = await roster_cli(cluster, sz_leader, "add", "--site", SZ, "0191", "--skill", "general=5")
+    assert code == 1 and "only an administrator manages agents [not-an-administrator]" in out, out
+    code, out = await roster_cli(
+        cluster, admin, "add", "--site", GZ, NEW_AGENT, "--skill", "general=6", "--name", "new"
+    )
+    assert code == 0 and out.startswith(NEW_AGENT), out
+    code, out = await roster_cli(cluster, admin, "skills", "--site", GZ, NEW_AGENT, "--skill", "sales=1")
+    assert code == 1 and "no skill group 'sales' at this site [unknown-skill-group]" in out, out
+    code, out = await roster_cli(cluster, admin, "list", "--site", GZ)
+    assert code == 0 and f"{NEW_AGENT}  agent" in out and "general=6" in out, out
+
+    view = {"viewport": {"width": 1400, "height": 1100}}
+    adm = await (await browser.new_context(**view)).new_page()  # type: ignore[arg-type]
+    new = await (await browser.new_context(**view)).new_page()  # type: ignore[arg-type]
+    await log_in(adm, f"{gz}/console?lang=zh", admin, zh=True)
+    card = adm.get_by_role("region", name="本站坐席管理", exact=True)
+    row = card.locator(f'[data-admin-row="{NEW_AGENT}"]')
+    await expect(row.locator('[data-field="skills"]')).to_have_text("general=6", timeout=WAIT_MS)
+    # The new agent works at once, with the password the administrator gave.
+    await log_in(new, f"{gz}/desk?lang=en", NEW_AGENT, password=NEW_PASSWORD)
+
+    # Bad input in words (Chinese), then new skills from the console.
+    await card.get_by_label("技能（技能组=等级，…）").fill("sales=5")
+    await row.get_by_role("button", name="修改技能").click()
+    await expect(adm.locator("#error")).to_contain_text("本站没有这个技能组", timeout=WAIT_MS)
+    await card.get_by_label("技能（技能组=等级，…）").fill("general=2")
+    await row.get_by_role("button", name="修改技能").click()
+    await expect(row.locator('[data-field="skills"]')).to_have_text("general=2", timeout=WAIT_MS)
+    await adm.screenshot(path=str(shots / "desk-console-admin-zh.png"), full_page=True)
+
+    # Disabled: the agent's page goes back to the login, and the login is refused.
+    await row.get_by_role("button", name="停用").click()
+    await expect(row).to_have_attribute("data-disabled", "yes", timeout=WAIT_MS)
+    await expect(new.get_by_label("Agent code")).to_be_visible(timeout=WAIT_MS)
+    await new.get_by_label("Agent code").fill(NEW_AGENT)
+    await new.get_by_label("Password").fill(NEW_PASSWORD)
+    await new.get_by_role("button", name="Log in").click()
+    await expect(new.locator("#error")).to_contain_text("agent code or password is wrong", timeout=WAIT_MS)
+
+    async def audited() -> list[tuple[str, str, str, str]] | None:
+        entries = await fetch(cluster.config, since=None, who="", limit=1000, deadline_s=RPC_S)
+        got = [
+            (e.site_id, e.action, e.target, e.outcome)
+            for e in entries
+            if e.action.startswith(("agent-", "admin/"))
+        ]
+        wanted = {
+            (GZ, "agent-add", NEW_AGENT),
+            (GZ, "agent-skills", NEW_AGENT),
+            (GZ, "agent-disable", NEW_AGENT),
+        }
+        if not any(e.action == "customer-edit" and e.site_id == GZ for e in entries):
+            return None  # the agent's edit of the caller's record is in the same log
+        return (
+            got
+            if wanted <= {g[:3] for g in got} and any(g[0] == SZ and g[3] == "denied" for g in got)
+            else None
+        )
+
+    await eventually(audited, timeout_s=30, what="the administrator's steps in central's audit log")

@@ -21,7 +21,7 @@ def test_people_get_seats_that_robots_leave_alone(tmp_path: Path) -> None:
     for site in config.sites:
         people = desk_people(raw, site.id)
         robots = agent_codes(raw, site.id)
-        assert set(people) == {"group_leader", "agent"}
+        assert set(people) == {"group_leader", "agent", "administrator"}
         assert not set(people.values()) & set(robots)
         leader = next(a for a in site.agents if a.code == people["group_leader"])
         assert leader.role == "group_leader" and set(leader.leads) == {g.id for g in site.skill_groups}

@@ -44,7 +44,13 @@ from tenacity import (
 
 from tools.bench.cluster import cheap_password_hash
 from tools.province.cluster import Cluster
-from tools.province.generate import SiteSpec, generate_province, write_province
+from tools.province.generate import (
+    DEMO_OPERATOR,
+    DEMO_OPERATOR_PASSWORD,
+    SiteSpec,
+    generate_province,
+    write_province,
+)
 from tools.province.netutil import free_port
 from tools.province.postgres_server import create_database, start_temporary
 from tools.simulation.report import percentiles_ms
@@ -250,10 +256,14 @@ class _Stream:
         self.payloads = 0
 
     async def run(self) -> None:
-        async with (
-            httpx.AsyncClient(base_url=self._base, timeout=httpx.Timeout(10.0, read=None)) as http,
-            http.stream("GET", "/api/stream") as reply,
-        ):
+        async with httpx.AsyncClient(base_url=self._base, timeout=httpx.Timeout(10.0, read=None)) as http:
+            # The demo operator of generated provinces (the dashboard shows nothing without a login).
+            login = {"user": DEMO_OPERATOR, "password": DEMO_OPERATOR_PASSWORD}
+            (await http.post("/api/login", json=login)).raise_for_status()
+            await self._read(http)
+
+    async def _read(self, http: httpx.AsyncClient) -> None:
+        async with http.stream("GET", "/api/stream") as reply:
             async for line in reply.aiter_lines():
                 if not line.startswith("data: "):
                     continue

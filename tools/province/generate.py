@@ -76,6 +76,20 @@ def hash_password(password: str) -> str:
     return PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1).hash(password)
 
 
+# The demo's operations viewer of central's dashboard (printed by `vcc demo`; tests log in as it).
+DEMO_OPERATOR = "ops"
+DEMO_OPERATOR_PASSWORD = "ops-demo-2026"
+
+
+def hash_operator_password(password: str) -> str:
+    """An argon2id PHC string for an operator's dashboard password (8 to 64 characters)."""
+    from vcc.passwords import hash_password as hash_
+
+    if not 8 <= len(password) <= 64:
+        raise ValueError("an operator password is 8 to 64 characters")
+    return hash_(password)
+
+
 def generate_province(
     sites: Sequence[SiteSpec],
     *,
@@ -140,6 +154,16 @@ def generate_province(
     }
     if routing is not None:
         raw["routing"] = dict(routing)
+    if dashboard_listen:
+        # Nobody sees the dashboard without a login: the demo's operator is the way in.
+        raw["operators"] = [
+            {
+                "login": DEMO_OPERATOR,
+                "name": "运维 operations (demo)",
+                "password_hash": hash_operator_password(DEMO_OPERATOR_PASSWORD),
+                "role": "operations",
+            }
+        ]
     if password_hash is None:
         agents = [a for site in raw["sites"] for a in site["agents"]]
         # argon2 releases the GIL: the slow hashes run on every core at once.
@@ -224,6 +248,12 @@ def _site(
                 "skills": skills,
             }
         )
+        # The site's administrator (adds agents, disables them, resets passwords, changes skills).
+        admin = f"{people_group:02d}03"
+        agents.append(
+            {"code": admin, "name": f"{spec.id}-admin-{admin}", "password_hash": password_hash,
+             "skills": skills, "role": "administrator"}
+        )  # fmt: skip
     choices = [
         {"digit": catalogue[g], "skill_group": g, "label": SKILL_GROUP_NAMES.get(g, g)}
         for g in groups

@@ -1,6 +1,7 @@
 """`vcc stats`: central's real-time figures as a table, or the interval report as CSV.
 
-Reads the dashboard's JSON API (central.web.server): `/api/live` and `/api/intervals.csv`.
+Reads the dashboard's JSON API (central.web.server): `/api/live` and `/api/intervals.csv`, after
+logging in as one of the province's operators (`/api/login`: the session cookie).
 """
 
 from __future__ import annotations
@@ -37,9 +38,33 @@ def dashboard_address(config: ProvinceConfig) -> str | None:
     return str(value) if value else None
 
 
-def fetch(url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> bytes:
+def login(base: str, user: str, password: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
+    """Log in as an operator: the session (the `Cookie` header value for the other calls)."""
+    body = json.dumps({"user": user, "password": password}).encode()
+    request = urllib.request.Request(
+        f"{base}/api/login", data=body, headers={"Content-Type": "application/json"}, method="POST"
+    )
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as reply:
+        with urllib.request.urlopen(request, timeout=timeout_s) as reply:
+            for header in reply.headers.get_all("Set-Cookie") or []:
+                pair = header.split(";", 1)[0]
+                if pair.startswith("vcc_ops="):
+                    return str(pair)
+    except urllib.error.HTTPError as exc:
+        try:
+            detail = json.loads(exc.read()).get("detail", "")
+        except ValueError:
+            detail = ""
+        raise StatsUnavailable(f"login at {base}: HTTP {exc.code} {detail}".rstrip()) from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise StatsUnavailable(f"{base}: {getattr(exc, 'reason', exc)}") from None
+    raise StatsUnavailable(f"login at {base}: no session in the answer")
+
+
+def fetch(url: str, timeout_s: float = DEFAULT_TIMEOUT_S, cookie: str = "") -> bytes:
+    request = urllib.request.Request(url, headers={"Cookie": cookie} if cookie else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as reply:
             body: bytes = reply.read()
             return body
     except urllib.error.HTTPError as exc:
@@ -49,8 +74,8 @@ def fetch(url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> bytes:
         raise StatsUnavailable(f"{url}: {getattr(exc, 'reason', exc)}") from None
 
 
-def live(base: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(fetch(f"{base}/api/live", timeout_s))
+def live(base: str, timeout_s: float = DEFAULT_TIMEOUT_S, cookie: str = "") -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(fetch(f"{base}/api/live", timeout_s, cookie))
     return data
 
 
@@ -62,12 +87,13 @@ def intervals_csv(
     days: int = 1,
     levels: Sequence[str] = (),
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    cookie: str = "",
 ) -> str:
     query: list[tuple[str, str]] = [("length", str(length_s)), ("days", str(days))]
     if date:
         query.append(("date", date))
     query += [("level", level) for level in levels]
-    return fetch(f"{base}/api/intervals.csv?{urllib.parse.urlencode(query)}", timeout_s).decode()
+    return fetch(f"{base}/api/intervals.csv?{urllib.parse.urlencode(query)}", timeout_s, cookie).decode()
 
 
 def _pct(v: float | None) -> str:

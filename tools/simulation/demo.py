@@ -30,6 +30,8 @@ from tools.province.cluster import Cluster, ClusterError, down, read_state
 from tools.province.generate import (
     CITIES,
     DEFAULT_PASSWORD,
+    DEMO_OPERATOR,
+    DEMO_OPERATOR_PASSWORD,
     SiteSpec,
     agent_codes,
     desk_people,
@@ -211,6 +213,7 @@ def _print_where_to_look(cluster: Cluster, raw: dict[str, Any], rates: dict[str,
     say(f"  etcd        {addrs.etcd}")
     say(f"  central     {addrs.central}   (SQLite {cluster.config.central.database_url})")
     say(f"  dashboard   http://{cluster.config.central.dashboard_listen}/   (live, 中文/English)")
+    say(f"              log in as operator {DEMO_OPERATOR}, password {DEMO_OPERATOR_PASSWORD}")
     for site in cluster.config.sites:
         codes = agent_codes(raw, site.id)
         load = rates[site.id] * HANDLE_TIME_S / max(1, len(codes))
@@ -232,7 +235,8 @@ def _print_where_to_look(cluster: Cluster, raw: dict[str, Any], rates: dict[str,
             base = f"http://{site.desktop_listen}"
             say(
                 f"  desktop {site.id:<4} {base}/desk (agent {people.get('agent', '-')}), "
-                f"{base}/console (group leader {people.get('group_leader', '-')}), {DEFAULT_PASSWORD}"
+                f"{base}/console (group leader {people.get('group_leader', '-')}, "
+                f"administrator {people.get('administrator', '-')}), {DEFAULT_PASSWORD}"
             )
     say(f"  live status: vcc status --config {cluster.config_path}")
     say("")

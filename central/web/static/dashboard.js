@@ -138,6 +138,11 @@ function connect() {
     setConn("live");
     render();
   });
+  // The session ended (logged out, expired): back to the login, then here again.
+  source.addEventListener("ended", () => {
+    source.close();
+    location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
+  });
   source.onerror = () => setConn("lost");
 }
 

@@ -148,6 +148,10 @@ class _CallEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CallEve
     """A group leader took the call over: the agent leaves to wrap-up, the leader talks to the
     caller (agent_code: the supervisor; data: supervisor, agent).
     """
+    CALL_EVENT_KIND_WRAPPED_UP: _CallEventKind.ValueType  # 22
+    """The agent finished the call's wrap-up with a code and/or a note (agent_code: the agent;
+    data: code, note). It may follow the call's ENDED: the agent wraps up after the caller left.
+    """
 
 class CallEventKind(_CallEventKind, metaclass=_CallEventKindEnumTypeWrapper):
     """What happened to a call, one entry of its history at central."""
@@ -185,6 +189,10 @@ CALL_EVENT_KIND_SUPERVISION_ENDED: CallEventKind.ValueType  # 20
 CALL_EVENT_KIND_INTERCEPTED: CallEventKind.ValueType  # 21
 """A group leader took the call over: the agent leaves to wrap-up, the leader talks to the
 caller (agent_code: the supervisor; data: supervisor, agent).
+"""
+CALL_EVENT_KIND_WRAPPED_UP: CallEventKind.ValueType  # 22
+"""The agent finished the call's wrap-up with a code and/or a note (agent_code: the agent;
+data: code, note). It may follow the call's ENDED: the agent wraps up after the caller left.
 """
 Global___CallEventKind: _TypeAlias = CallEventKind  # noqa: Y015
 

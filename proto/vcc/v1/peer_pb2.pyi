@@ -25,6 +25,61 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class DeliverMessageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_SITE_ID_FIELD_NUMBER: _builtins.int
+    SENDER_FIELD_NUMBER: _builtins.int
+    TO_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    MESSAGE_KEY_FIELD_NUMBER: _builtins.int
+    from_site_id: _builtins.str
+    sender: _builtins.str
+    """The sending agent's code (an agent of from_site_id)."""
+    to: _builtins.str
+    """The receiving agent's code (an agent of this site)."""
+    text: _builtins.str
+    """1 to 500 characters."""
+    message_key: _builtins.str
+    """1 to 64 characters, unique per message of the sending site."""
+    def __init__(
+        self,
+        *,
+        from_site_id: _builtins.str = ...,
+        sender: _builtins.str = ...,
+        to: _builtins.str = ...,
+        text: _builtins.str = ...,
+        message_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_site_id", b"from_site_id", "message_key", b"message_key", "sender", b"sender", "text", b"text", "to", b"to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliverMessageRequest: _TypeAlias = DeliverMessageRequest  # noqa: Y015
+
+@_typing.final
+class DeliverMessageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """The message's number at the receiving site."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliverMessageResponse: _TypeAlias = DeliverMessageResponse  # noqa: Y015
+
+@_typing.final
 class PingRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

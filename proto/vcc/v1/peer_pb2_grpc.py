@@ -44,6 +44,11 @@ class SitePeerServiceStub:
                 request_serializer=vcc_dot_v1_dot_peer__pb2.ServeCallRequest.SerializeToString,
                 response_deserializer=vcc_dot_v1_dot_peer__pb2.ServeCallResponse.FromString,
                 _registered_method=True)
+        self.DeliverMessage = channel.unary_unary(
+                '/vcc.v1.SitePeerService/DeliverMessage',
+                request_serializer=vcc_dot_v1_dot_peer__pb2.DeliverMessageRequest.SerializeToString,
+                response_deserializer=vcc_dot_v1_dot_peer__pb2.DeliverMessageResponse.FromString,
+                _registered_method=True)
 
 
 class SitePeerServiceServicer:
@@ -66,6 +71,14 @@ class SitePeerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeliverMessage(self, request, context):
+        """A desk message from an agent of the calling site to an agent of this one (SPEC F22).
+        Idempotent by message_key: a retry is stored once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SitePeerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +91,11 @@ def add_SitePeerServiceServicer_to_server(servicer, server):
                     servicer.ServeCall,
                     request_deserializer=vcc_dot_v1_dot_peer__pb2.ServeCallRequest.FromString,
                     response_serializer=vcc_dot_v1_dot_peer__pb2.ServeCallResponse.SerializeToString,
+            ),
+            'DeliverMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeliverMessage,
+                    request_deserializer=vcc_dot_v1_dot_peer__pb2.DeliverMessageRequest.FromString,
+                    response_serializer=vcc_dot_v1_dot_peer__pb2.DeliverMessageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +152,33 @@ class SitePeerService:
             '/vcc.v1.SitePeerService/ServeCall',
             vcc_dot_v1_dot_peer__pb2.ServeCallRequest.SerializeToString,
             vcc_dot_v1_dot_peer__pb2.ServeCallResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeliverMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vcc.v1.SitePeerService/DeliverMessage',
+            vcc_dot_v1_dot_peer__pb2.DeliverMessageRequest.SerializeToString,
+            vcc_dot_v1_dot_peer__pb2.DeliverMessageResponse.FromString,
             options,
             channel_credentials,
             insecure,

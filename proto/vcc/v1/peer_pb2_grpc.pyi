@@ -42,6 +42,10 @@ class SitePeerServiceStub:
     reports the caller's hang-up. A broken stream ends the leg on both sides: at the origin the
     call goes back to its queue with its original arrival time; at the target the agent's call ends.
     """
+    DeliverMessage: _grpc.UnaryUnaryMultiCallable[_peer_pb2.DeliverMessageRequest, _peer_pb2.DeliverMessageResponse]
+    """A desk message from an agent of the calling site to an agent of this one (SPEC F22).
+    Idempotent by message_key: a retry is stored once.
+    """
 
 @_typing.type_check_only
 class SitePeerServiceAsyncStub(SitePeerServiceStub):
@@ -53,6 +57,10 @@ class SitePeerServiceAsyncStub(SitePeerServiceStub):
     reports the leg (answer asked, held, hung up, returned) and the origin confirms answers and
     reports the caller's hang-up. A broken stream ends the leg on both sides: at the origin the
     call goes back to its queue with its original arrival time; at the target the agent's call ends.
+    """
+    DeliverMessage: _aio.UnaryUnaryMultiCallable[_peer_pb2.DeliverMessageRequest, _peer_pb2.DeliverMessageResponse]  # type: ignore[assignment]
+    """A desk message from an agent of the calling site to an agent of this one (SPEC F22).
+    Idempotent by message_key: a retry is stored once.
     """
 
 class SitePeerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -74,6 +82,16 @@ class SitePeerServiceServicer(metaclass=_abc_1.ABCMeta):
         reports the leg (answer asked, held, hung up, returned) and the origin confirms answers and
         reports the caller's hang-up. A broken stream ends the leg on both sides: at the origin the
         call goes back to its queue with its original arrival time; at the target the agent's call ends.
+        """
+
+    @_abc_1.abstractmethod
+    def DeliverMessage(
+        self,
+        request: _peer_pb2.DeliverMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_peer_pb2.DeliverMessageResponse, _abc.Awaitable[_peer_pb2.DeliverMessageResponse]]:
+        """A desk message from an agent of the calling site to an agent of this one (SPEC F22).
+        Idempotent by message_key: a retry is stored once.
         """
 
 def add_SitePeerServiceServicer_to_server(servicer: SitePeerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

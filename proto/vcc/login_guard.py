@@ -1,8 +1,9 @@
 """Password guessing, bounded: failures counted per agent code and per source, then lockouts.
 
 Pure: time comes in as an argument, nothing is logged; the lockouts it returns are audited by
-the caller. A code that does not exist is counted like one that does, so a lockout says nothing
-about which codes exist. docs/SECURITY.md has the figures this policy gives an attacker.
+the caller (a site's agent logins, central's dashboard logins). A code that does not exist is
+counted like one that does, so a lockout says nothing about which codes exist. docs/SECURITY.md
+has the figures this policy gives an attacker.
 """
 
 from __future__ import annotations
