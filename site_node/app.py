@@ -165,7 +165,7 @@ class SiteNode:
             self.summary,
         )
         self.central_link = CentralLink(self.runtime, self.leader.address, self.summary)
-        self.peer_links = PeerLinks(self.runtime, self._peer_address)
+        self.peer_links = PeerLinks(self.runtime, self._peer_address, self.tracing)
         self.runtime.province = _Province(self)
         if site.desktop_listen:
             host, desk_listen_port = site.desktop_listen.rsplit(":", 1)
