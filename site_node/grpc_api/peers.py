@@ -24,6 +24,7 @@ from vcc import rpc
 from vcc.authz import require_site
 from vcc.errors import AlreadyExists, InvalidArgument, VccError
 from vcc.rpc import maps_errors, maps_stream_errors, timestamp, unix_s
+from vcc.tls import site_server
 from vcc.tracing import Tracing
 from vcc.v1 import peer_pb2, peer_pb2_grpc
 
@@ -85,7 +86,7 @@ class PeerLinks:
                 self._apply(lambda now: sb.remote_refused(now, offer_id, "target-unknown"))
                 return
             with self._leg_span() as metadata:
-                await self._follow_leg(offer_id, address, queue, metadata)
+                await self._follow_leg(offer_id, offer.target_site_id, address, queue, metadata)
         except grpc.aio.AioRpcError as exc:
             reason = "target-lost" if exc.code() != grpc.StatusCode.CANCELLED else "leg-cancelled"
             self._apply(lambda now: sb.remote_lost(now, offer_id, reason))
@@ -100,12 +101,13 @@ class PeerLinks:
     async def _follow_leg(
         self,
         offer_id: str,
+        target_site_id: str,
         address: str,
         queue: asyncio.Queue[peer_pb2.ServeCallRequest | None],
         metadata: list[tuple[str, str]],
     ) -> None:
         sb = self.rt.sb
-        stub = peer_pb2_grpc.SitePeerServiceStub(self._channel(address))
+        stub = peer_pb2_grpc.SitePeerServiceStub(self._channel(address, target_site_id))
         stream = stub.ServeCall(_drain(queue), metadata=metadata or None)
         async for reply in stream:
             try:
@@ -154,10 +156,11 @@ class PeerLinks:
         except VccError as exc:
             log.debug("peer message refused by the switchboard: %s", exc)
 
-    def _channel(self, address: str) -> grpc.aio.Channel:
+    def _channel(self, address: str, site_id: str) -> grpc.aio.Channel:
         ch = self._channels.get(address)
         if ch is None:
-            ch = self._channels[address] = rpc.channel(address)
+            # The certificate answering there must be that city's, not any province certificate.
+            ch = self._channels[address] = rpc.channel(address, expect=site_server(site_id))
         return ch
 
     async def close(self) -> None:
