@@ -5,9 +5,11 @@ cluster starts its own PostgreSQL, `vcc chaos stop-database|start-database` brea
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import yaml
@@ -47,6 +49,13 @@ def _until(check: object, what: str, timeout_s: float = 30.0) -> str:
 
 
 def test_a_cluster_with_its_own_postgresql_and_two_replicas(tmp_path: Path) -> None:
+    # The commands run in this process adopt the cluster's tool identity (VCC_TLS_*) as a real
+    # `vcc` process would for its own lifetime: give the tests after this one their environment back.
+    with mock.patch.dict(os.environ):
+        _cluster_with_its_own_postgresql(tmp_path)
+
+
+def _cluster_with_its_own_postgresql(tmp_path: Path) -> None:
     config = generate_province(
         [SiteSpec("gz", "gz", 4, {"general": 1})],
         etcd_endpoint="127.0.0.1:2379",
