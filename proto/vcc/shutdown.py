@@ -71,7 +71,15 @@ class Stopping:
             task.cancel()
         if not pending:
             return True
-        return await self.step(name, asyncio.gather(*pending, return_exceptions=True), timeout_s)
+        ended = await self.step(name, asyncio.gather(*pending, return_exceptions=True), timeout_s)
+        stuck = [_name(t) for t in pending if not t.done()]
+        if stuck:
+            log.warning("%s stopping: still running after their cancellation: %s", self.who, ", ".join(stuck))
+        return ended
 
     def took_s(self) -> float:
         return time.monotonic() - self._started
+
+
+def _name(task: asyncio.Future[Any]) -> str:
+    return task.get_name() if isinstance(task, asyncio.Task) else repr(task)

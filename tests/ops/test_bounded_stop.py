@@ -66,7 +66,7 @@ async def test_a_stuck_step_is_cut_at_its_deadline_and_the_rest_runs(monkeypatch
 
 
 async def test_a_site_stops_although_its_etcd_client_and_a_task_are_stuck(
-    tmp_path: Path, etcd_server: EtcdServer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, etcd_server: EtcdServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(shutdown, "UNWIND_S", 0.2)
     monkeypatch.setattr("site_node.app.ETCD_STOP_S", 0.5)
@@ -83,7 +83,7 @@ async def test_a_site_stops_although_its_etcd_client_and_a_task_are_stuck(
     await site.start()
     real_close = site.membership.close
     release = asyncio.Event()
-    deaf = asyncio.ensure_future(_deaf(release))
+    deaf = asyncio.create_task(_deaf(release), name="deaf-watch")
     await asyncio.sleep(0)
     site._tasks.append(deaf)
 
@@ -95,6 +95,8 @@ async def test_a_site_stops_although_its_etcd_client_and_a_task_are_stuck(
     await asyncio.wait_for(site.stop(), 120)  # the guarantee: it ends (no figure asserted)
     took = time.monotonic() - started
     assert site.stop_overruns == ["etcd membership", "background tasks"], (site.stop_overruns, took)
+    # The warning names the task that would not end (the next hang says where it is).
+    assert "still running after their cancellation: deaf-watch" in caplog.text
     # The steps after the stuck ones ran: the outbox is closed and opens again cleanly.
     assert site.outbox._closing
     again = await Outbox.open(site.outbox.path)
