@@ -46,6 +46,7 @@ from vcc.errors import VccError
 from vcc.membership import central_leader_key
 from vcc.metrics import CLIENT_INTERCEPTORS, Metrics, MetricsServer
 from vcc.rpc import Server
+from vcc.shutdown import Stopping
 from vcc.tracing import Tracing
 from vcc.v1 import audit_pb2_grpc, central_pb2_grpc, ivr_pb2_grpc, recordings_pb2_grpc
 
@@ -54,6 +55,12 @@ log = logging.getLogger(__name__)
 # A database that is still starting (a cluster coming up) gets this long before central gives up.
 DATABASE_WAIT_S = 60.0
 STOP_GRACE_S = 3.0
+# Deadlines of the stop's other steps (CentralNode.stop): generous for a loaded machine, bounded.
+STEP_S = 3.0
+WEB_STOP_S = 5.0
+ETCD_STOP_S = 6.0
+DATABASE_STOP_S = 10.0
+TRACE_FLUSH_S = 10.0
 # The replica that serves on `central.listen` unless told otherwise.
 DEFAULT_REPLICA_ID = "1"
 # A new leader retries binding the dashboard's port this long (the old leader may still hold it).
@@ -85,6 +92,8 @@ class CentralApp:
         self._seed_customers = seed_customers
         self._listen = listen or config.central.listen
         self.replica_id = replica_id
+        # The steps of the last stop() that missed their deadline (vcc.shutdown).
+        self.stop_overruns: list[str] = []
         self.leadership: Leadership | None = None
         self._leadership_task: asyncio.Task[None] | None = None
         self._dashboard_lock = asyncio.Lock()
@@ -332,38 +341,35 @@ class CentralApp:
 
     async def stop(self) -> None:
         """Hand leadership over (lease revoked), then NOT_SERVING, the server stops with a grace
-        period, the watch ends, the pool closes."""
+        period, the watch ends, the pool closes. Every step has a deadline (vcc.shutdown)."""
+        stop = Stopping(f"central {self.replica_id}")
         if self.leadership is not None:
-            await self.leadership.close()
+            await stop.step("leadership handed over", self.leadership.close(), ETCD_STOP_S)
             self._leadership_task = None
-        await self._stop_dashboard()
+        await stop.step("dashboard", self._stop_dashboard(), WEB_STOP_S)
         if self.desk is not None:
-            await self.desk.stop_background()
+            await stop.step("service desk tasks", self.desk.stop_background(), STEP_S)
         if self.server is not None:
-            await self.server.stop(STOP_GRACE_S)
+            await stop.step("gRPC server", self.server.stop(STOP_GRACE_S), STOP_GRACE_S + STEP_S)
             self.server = None
         if self._router_task is not None:
-            # Cancelling writes the decisions still queued.
-            self._router_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._router_task
+            # Cancelling writes the decisions still queued: time for the database.
+            await stop.tasks("router", [self._router_task], DATABASE_STOP_S)
             self._router_task = None
         if self._watch_task is not None:
-            self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch_task
+            await stop.tasks("sites watch", [self._watch_task], STEP_S)
             self._watch_task = None
-        for task in list(self._republish_tasks):
-            task.cancel()
+        await stop.tasks("IVR republishing", list(self._republish_tasks), STEP_S)
         if self.flow_publisher is not None:
-            await self.flow_publisher.close()
+            await stop.step("IVR publisher", self.flow_publisher.close(), STEP_S)
         if self.metrics_server is not None:
-            await self.metrics_server.stop()
+            await stop.step("metrics server", self.metrics_server.stop(), STEP_S)
         if self.engine is not None:
-            await self.engine.dispose()
+            await stop.step("database pool", self.engine.dispose(), DATABASE_STOP_S)
             self.engine = None
-        await asyncio.to_thread(self.tracing.shutdown)
-        log.info("central stopped")
+        await stop.step("traces flushed", asyncio.to_thread(self.tracing.shutdown), TRACE_FLUSH_S)
+        self.stop_overruns = stop.overrun
+        log.info("central stopped in %.1fs", stop.took_s())
 
 
 async def with_database_retry(url: str, step: Callable[[], Awaitable[None]]) -> None:

@@ -41,7 +41,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from vcc.membership import LeaderInfo, decode_leader, encode_leader
 from vcc.rpc import channel, dialled
-from vcc.tls import etcd_client
+from vcc.tls import CENTRAL, etcd_client, identity_dns
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +280,8 @@ class Leadership:
                     if ch is not None:
                         await ch.close()
                     address, failures, self.leader_reached = leader.address, 0, False
-                    ch = channel(address)
+                    # Its certificate must name that replica (not any province certificate).
+                    ch = channel(address, expect=identity_dns(CENTRAL, leader.replica_id))
                 try:
                     await health_pb2_grpc.HealthStub(ch).Check(
                         health_pb2.HealthCheckRequest(), timeout=PROBE_DEADLINE_S

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from pathlib import Path
@@ -46,6 +45,7 @@ from vcc.authz import Authorizer
 from vcc.config import ProvinceConfig
 from vcc.metrics import CLIENT_INTERCEPTORS, Metrics, MetricsServer
 from vcc.rpc import Server
+from vcc.shutdown import Stopping
 from vcc.tracing import Tracing
 from vcc.v1 import (
     common_pb2,
@@ -68,6 +68,15 @@ SERVICES = (
 )
 # On a graceful stop, how long the outbox may take to reach central.
 DRAIN_ON_STOP_S = 3.0
+# Deadlines of the stop's steps (SiteNode.stop): generous for a loaded machine, never unbounded.
+STEP_S = 3.0
+WEB_STOP_S = 5.0  # uvicorn's own graceful shutdown is 2 s
+CALLS_STOP_S = 10.0
+MEDIA_STOP_S = 8.0
+ETCD_STOP_S = 6.0
+OUTBOX_CLOSE_S = 15.0
+TRACE_FLUSH_S = 10.0
+RECORDER_STOP_S = 8.0  # the WAVs being made are finished (the recorder waits 5 s)
 
 
 def site_tls(province: ProvinceConfig, site_id: str) -> tls.TlsFiles | None:
@@ -92,6 +101,8 @@ class SiteNode:
         self.started_at = time.time()
         self.address = self.site.listen
         self._tasks: list[asyncio.Task[None]] = []
+        # The steps of the last stop() that missed their deadline (vcc.shutdown).
+        self.stop_overruns: list[str] = []
         self.desk: DeskServer | None = None
         self.roster: Roster | None = None
         self.desktop_url = ""
@@ -189,7 +200,7 @@ class SiteNode:
             self.summary,
         )
         self.central_link = CentralLink(self.runtime, self.leader.address, self.summary)
-        self.peer_links = PeerLinks(self.runtime, self._peer_address)
+        self.peer_links = PeerLinks(self.runtime, self._peer_address, self.tracing)
         self.runtime.province = _Province(self)
         if site.desktop_listen:
             host, desk_listen_port = site.desktop_listen.rsplit(":", 1)
@@ -330,44 +341,49 @@ class SiteNode:
         )
 
     async def stop(self) -> None:
-        """Graceful stop: NOT_SERVING, calls end with records kept, outbox drained (bounded)."""
+        """Graceful stop: NOT_SERVING, calls end with records kept, outbox drained (bounded).
+
+        Every step has a deadline (vcc.shutdown): a stuck part is cancelled and left behind with a
+        warning, and the steps after it (the outbox's last commit above all) still run."""
         log.info("site %s stopping", self.site.id)
-        await self.server.set_serving(False)
+        stop = Stopping(f"site {self.site.id}")
+        await stop.step("health NOT_SERVING", self.server.set_serving(False), STEP_S)
         if self.desk is not None:
-            await self.desk.stop()
-        await self.runtime.close()
+            await stop.step("desk server", self.desk.stop(), WEB_STOP_S)
+        # The calls end here (their records go to the outbox): ample time, a busy loop is slow.
+        await stop.step("calls ended", self.runtime.close(), CALLS_STOP_S)
         if self.phones is not None:
-            await self.phones.close()
+            await stop.step("agents' phones", self.phones.close(), STEP_S)
         if self.ties is not None:
-            await self.ties.close()
+            await stop.step("tie trunks", self.ties.close(), STEP_S)
         if self.sip is not None:
-            await self.sip.close()
+            await stop.step("SIP trunk", self.sip.close(), STEP_S)
         if self.recorder is not None:
-            await self.recorder.close()
+            await stop.step("recorder", self.recorder.close(), RECORDER_STOP_S)
         if self.media is not None:
-            await self.media.stop()
+            await stop.step("media engine", self.media.stop(), MEDIA_STOP_S)
         if self.dtmf is not None:
             self.dtmf.close()
-        await self.server.stop(grace_s=1.0)
-        await self.shipper.stop(drain_s=DRAIN_ON_STOP_S)
-        await self.audit.close(drain_s=1.0)
+        await stop.step("gRPC server", self.server.stop(grace_s=1.0), 1.0 + STEP_S)
+        await stop.step(
+            "outbox drained", self.shipper.stop(drain_s=DRAIN_ON_STOP_S), DRAIN_ON_STOP_S + STEP_S
+        )
+        await stop.step("audit sink", self.audit.close(drain_s=1.0), 1.0 + STEP_S)
         if self.recording_index is not None:
-            await self.recording_index.close(drain_s=1.0)
-        await self.membership.close()
+            await stop.step("recording index", self.recording_index.close(drain_s=1.0), 1.0 + STEP_S)
+        await stop.step("etcd membership", self.membership.close(), ETCD_STOP_S)
         # The background tasks end before the channels they use are closed.
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self.peer_links.close()
-        await self.central_link.close()
-        await self.customers.close()
+        await stop.tasks("background tasks", self._tasks, STEP_S)
+        await stop.step("peer links", self.peer_links.close(), STEP_S)
+        await stop.step("central link", self.central_link.close(), STEP_S)
+        await stop.step("customer link", self.customers.close(), STEP_S)
         if self.metrics_server is not None:
-            await self.metrics_server.stop()
-        await self.outbox.close()
+            await stop.step("metrics server", self.metrics_server.stop(), STEP_S)
+        await stop.step("outbox closed", self.outbox.close(), OUTBOX_CLOSE_S)
         # The last spans (the shutdown's) are flushed off the loop.
-        await asyncio.to_thread(self.tracing.shutdown)
+        await stop.step("traces flushed", asyncio.to_thread(self.tracing.shutdown), TRACE_FLUSH_S)
+        self.stop_overruns = stop.overrun
+        log.info("site %s stopped in %.1fs", self.site.id, stop.took_s())
 
 
 class _Province:

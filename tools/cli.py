@@ -307,32 +307,51 @@ def cluster_up(
     with_fault_proxies: Annotated[
         bool, typer.Option(help="Every site's links through fault proxies, for `vcc chaos partition`.")
     ] = False,
+    database: Annotated[
+        str,
+        typer.Option(
+            help="config: the province file's central database; postgresql: a PostgreSQL server the "
+            "cluster starts (stopped by `vcc cluster down`; `vcc chaos stop-database` stops it meanwhile)."
+        ),
+    ] = "config",
 ) -> None:
     """Start etcd, central and every site in the background; `vcc cluster down` stops them."""
-    from tools.province.cluster import Cluster, ClusterError
+    from tools.province.cluster import Cluster, ClusterError, start_database, stop_database
     from tools.province.proxied import start_with_fault_proxies
 
     load_config(config)
-    if with_fault_proxies and central_replicas > 1:
-        fail("--central-replicas above 1 with --with-fault-proxies is not supported yet")
-    try:
-        if with_fault_proxies:
-            cluster, _ = asyncio.run(
-                start_with_fault_proxies(
-                    config, run_dir, seed_customers=seed_customers, fresh_ports=fresh_ports, timeout_s=timeout
-                )
-            )
-        else:
-            cluster = asyncio.run(
-                Cluster.start(
+    if database not in ("config", "postgresql"):
+        fail(f"--database: config or postgresql, not {database!r}")
+
+    async def up() -> Cluster:
+        url = await start_database(run_dir) if database == "postgresql" else None
+        try:
+            if with_fault_proxies:
+                proxied, _ = await start_with_fault_proxies(
                     config,
                     run_dir,
                     seed_customers=seed_customers,
                     fresh_ports=fresh_ports,
                     timeout_s=timeout,
                     central_replicas=central_replicas,
+                    database_url=url,
                 )
+                return proxied
+            return await Cluster.start(
+                config,
+                run_dir,
+                seed_customers=seed_customers,
+                fresh_ports=fresh_ports,
+                timeout_s=timeout,
+                central_replicas=central_replicas,
+                database_url=url,
             )
+        except BaseException:
+            await asyncio.to_thread(stop_database, run_dir)
+            raise
+
+    try:
+        cluster = asyncio.run(up())
     except ConfigError as exc:
         fail(str(exc))
     except ClusterError as exc:

@@ -381,6 +381,10 @@ class TracingConfig(_Strict):
     file_dir: str = "traces"
     # Share of calls traced (a call's trace is kept or dropped whole, in every city).
     sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+    # The local file is rotated at this size (`<name>.1` ... `<name>.<file_keep>`, oldest dropped):
+    # a process's traces never take more than (file_keep + 1) * file_max_bytes of disk.
+    file_max_bytes: int = Field(default=64 * 1024 * 1024, ge=4096)
+    file_keep: int = Field(default=3, ge=1, le=100)
 
 
 class ProvinceInfo(_Strict):

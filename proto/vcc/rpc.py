@@ -195,10 +195,13 @@ def channel(
     *,
     persona: str | None = None,
     tls: vcc_tls.TlsFiles | None = None,
+    expect: str | None = None,
     options: Iterable[tuple[str, Any]] = (),
 ) -> grpc.aio.Channel:
     """A channel with this process's TLS identity (vcc.tls), or `persona`'s, or `tls`'s.
 
+    `expect`: the server identity's name (vcc.tls.site_server / central_server) its certificate
+    must carry; the handshake fails otherwise. Without it, the address's host is checked.
     Plaintext only when the process has no TLS identity at all (TLS not configured).
     """
     files = tls or vcc_tls.process_files(persona)
@@ -208,7 +211,10 @@ def channel(
     if files is None:
         return grpc.aio.insecure_channel(dialled(address), options=opts, interceptors=interceptors)
     target = dialled(address)
-    if target != address:
+    if expect is not None:
+        # Whom we dial, not where: any address (a fault proxy's too) must answer as that identity.
+        opts.append(("grpc.ssl_target_name_override", expect))
+    elif target != address:
         # Through a fault proxy: the certificate names the real server's host, not the proxy's.
         opts.append(("grpc.ssl_target_name_override", address.rsplit(":", 1)[0].strip("[]")))
     return grpc.aio.secure_channel(

@@ -42,6 +42,27 @@ DESKTOP = "desktop"
 TRUNK = "trunk"
 ETCD = "etcd"
 KINDS = (SITE, CENTRAL, TOOL, DESKTOP, TRUNK, ETCD)
+# A server's identity, as its certificate names it for a client's host-name check (a DNS SAN):
+# `<name>.<kind>.vcc.internal`, and every central replica's also `central.vcc.internal`. A client
+# that knows whom it dials checks that name instead of the address's host (vcc.rpc.channel's
+# `expect`): a site dialling site X refuses any other province certificate answering there.
+IDENTITY_DOMAIN = "vcc.internal"
+
+
+def identity_dns(kind: str, name: str | None = None) -> str:
+    """The DNS name that proves `kind/name` (any member of `kind` when name is None)."""
+    return f"{name}.{kind}.{IDENTITY_DOMAIN}" if name else f"{kind}.{IDENTITY_DOMAIN}"
+
+
+def site_server(site_id: str) -> str:
+    return identity_dns(SITE, site_id)
+
+
+def central_server() -> str:
+    """Any central replica (a site follows whichever leads)."""
+    return identity_dns(CENTRAL)
+
+
 # The file stem of each persona a tool may take (`vcc certs province` issues them).
 PERSONA_STEMS = {TOOL: "tool-cli", DESKTOP: "desktop-robots", TRUNK: "trunk-gateway"}
 

@@ -14,11 +14,12 @@ the event loop.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,10 @@ import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
+from opentelemetry.instrumentation.grpc._aio_client import (
+    StreamUnaryAioClientInterceptor,
+    UnaryUnaryAioClientInterceptor,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -35,28 +40,62 @@ from vcc.config import TracingConfig
 
 log = logging.getLogger(__name__)
 
+_UNARY_CLIENT = (UnaryUnaryAioClientInterceptor, StreamUnaryAioClientInterceptor)
+
 OTLP_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
 TRACES_FILE_SUFFIX = ".traces.jsonl"
 
 
 class JsonLinesExporter(SpanExporter):
-    """One JSON object per finished span, appended to a file (the default when no OTLP endpoint)."""
+    """One JSON object per finished span, appended to a file (the default when no OTLP endpoint).
 
-    def __init__(self, path: Path, process: str) -> None:
+    Bounded: once the file reaches `max_bytes` it is renamed `<name>.1` (the older ones shift to
+    `.2` ... `.<keep>`, the oldest dropped) and a new one begun, so a long-running process keeps at
+    most `keep + 1` files of about `max_bytes` each. A batch is never split across two files."""
+
+    def __init__(self, path: Path, process: str, *, max_bytes: int = 64 * 1024 * 1024, keep: int = 3) -> None:
         self.path = path
         self._process = process
+        self._max_bytes = max_bytes
+        self._keep = keep
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = path.open("a", encoding="utf-8")
+        self._size = self._file.tell()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        lines = [json.dumps(span_record(s, self._process), ensure_ascii=False) for s in spans]
+        text = "".join(json.dumps(span_record(s, self._process), ensure_ascii=False) + "\n" for s in spans)
         with self._lock:
             if self._file.closed:
                 return SpanExportResult.FAILURE
-            self._file.write("".join(line + "\n" for line in lines))
-            self._file.flush()
+            try:
+                if self._size and self._size + len(text) > self._max_bytes:
+                    self._rotate()
+                self._file.write(text)
+                self._file.flush()
+            except OSError as exc:
+                # A full disk loses spans, never the process.
+                log.warning("traces: cannot write %s: %s", self.path, exc)
+                return SpanExportResult.FAILURE
+            self._size += len(text.encode("utf-8"))
         return SpanExportResult.SUCCESS
+
+    def rotated(self) -> list[Path]:
+        """The older files, newest first."""
+        return [p for i in range(1, self._keep + 1) if (p := self._numbered(i)).exists()]
+
+    def _numbered(self, i: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.{i}")
+
+    def _rotate(self) -> None:
+        self._file.close()
+        self._numbered(self._keep).unlink(missing_ok=True)
+        for i in range(self._keep - 1, 0, -1):
+            if self._numbered(i).exists():
+                self._numbered(i).rename(self._numbered(i + 1))
+        self.path.rename(self._numbered(1))
+        self._file = self.path.open("a", encoding="utf-8")
+        self._size = 0
 
     def shutdown(self) -> None:
         with self._lock:
@@ -102,7 +141,9 @@ class Tracing:
             else:
                 folder = traces_dir if traces_dir is not None else Path(config.file_dir)
                 self.path = folder / f"{process.replace(':', '-')}{TRACES_FILE_SUFFIX}"
-                exporter = JsonLinesExporter(self.path, process)
+                exporter = JsonLinesExporter(
+                    self.path, process, max_bytes=config.file_max_bytes, keep=config.file_keep
+                )
             self.provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=500))
         self.tracer = self.provider.get_tracer("vcc")
 
@@ -118,9 +159,36 @@ class Tracing:
         return [_ByKind(unary=spans, streaming=_StreamParent())]
 
     def client_interceptors(self) -> list[grpc.aio.ClientInterceptor]:
+        """Spans for the unary RPCs a process makes. Not for streams: the instrumentation ends a
+        stream's span only when its caller reads the stream to its very end, and ours stop reading
+        at their last word (a peer leg's), or live as long as the process (a state stream); those
+        spans were never exported. A stream that belongs to a call is traced by `stream_span`."""
         if not self.enabled:
             return []
-        return list(aio_client_interceptors(tracer_provider=self.provider))  # type: ignore[no-untyped-call]
+        every = aio_client_interceptors(tracer_provider=self.provider)  # type: ignore[no-untyped-call]
+        return [i for i in every if isinstance(i, _UNARY_CLIENT)]
+
+    @contextlib.contextmanager
+    def stream_span(self, method: str) -> Iterator[list[tuple[str, str]]]:
+        """A client span for one stream RPC, ended when the block ends (however the stream does);
+        yields the metadata that carries it (W3C traceparent) for the call's `metadata=`."""
+        if not self.enabled:
+            yield []
+            return
+        with self.tracer.start_as_current_span(
+            method,
+            kind=trace.SpanKind.CLIENT,
+            attributes={"rpc.system": "grpc", "rpc.method": method},
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            try:
+                yield list(carrier.items())
+            except grpc.aio.AioRpcError as exc:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, f"{exc.code().name}: {exc.details()}"))
+                raise
 
     def shutdown(self) -> None:
         """Flush what is buffered and close the exporter (a blocking flush: call it off the loop)."""

@@ -24,12 +24,15 @@ from vcc import rpc
 from vcc.authz import require_site
 from vcc.errors import AlreadyExists, FailedPrecondition, InvalidArgument, VccError
 from vcc.rpc import maps_errors, maps_stream_errors, timestamp, unix_s
+from vcc.tls import site_server
+from vcc.tracing import Tracing
 from vcc.v1 import peer_pb2, peer_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 # A peer that opens a stream must make its offer promptly.
 FIRST_MESSAGE_TIMEOUT_S = 5.0
+SERVE_CALL = "/vcc.v1.SitePeerService/ServeCall"
 _TERMINAL = frozenset({"refused", "hung_up", "returned", "transfer_asked"})
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -42,9 +45,16 @@ MAX_DELIVERED = 10_000
 class PeerLinks:
     """Origin side: one ServeCall stream per remote leg, one channel per peer site."""
 
-    def __init__(self, runtime: SiteRuntime, address_of: Callable[[str], str | None]) -> None:
+    def __init__(
+        self,
+        runtime: SiteRuntime,
+        address_of: Callable[[str], str | None],
+        tracing: Tracing | None = None,
+    ) -> None:
         self.rt = runtime
         self._address_of = address_of
+        # The leg's client span: the target's guest call is its child, in the call's trace.
+        self._tracing = tracing
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._outboxes: dict[str, asyncio.Queue[peer_pb2.ServeCallRequest | None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -79,53 +89,70 @@ class PeerLinks:
             if address is None:
                 self._apply(lambda now: sb.remote_refused(now, offer_id, "target-unknown"))
                 return
-            stub = peer_pb2_grpc.SitePeerServiceStub(self._channel(address))
-            stream = stub.ServeCall(_drain(queue))
-            async for reply in stream:
-                try:
-                    peer_limits.check_reply(reply)
-                except VccError as exc:
-                    log.warning("leg %s: target sent too much, leg dropped: %s", offer_id, exc)
-                    stream.cancel()
-                    self._apply(lambda now: sb.remote_lost(now, offer_id, "target-bad-message"))
-                    return
-                kind = reply.WhichOneof("message")
-                if kind == "reserved":
-                    agent = reply.reserved.agent_code
-                    self._apply(partial(sb.remote_reserved, offer_id=offer_id, agent_code=agent))
-                elif kind == "refused":
-                    why = reply.refused.reason
-                    self._apply(partial(sb.remote_refused, offer_id=offer_id, reason=why))
-                elif kind == "answer_asked":
-                    self._apply(lambda now: sb.remote_answer_asked(now, offer_id))
-                elif kind in ("held", "retrieved"):
-                    held = kind == "held"
-                    self._apply(partial(sb.remote_held, offer_id=offer_id, held=held))
-                elif kind == "hung_up":
-                    self._apply(lambda now: sb.remote_hung_up(now, offer_id))
-                elif kind == "returned":
-                    why = reply.returned.reason
-                    self._apply(partial(sb.remote_returned, offer_id=offer_id, reason=why))
-                elif kind == "transfer_asked":
-                    t = reply.transfer_asked
-                    self._apply(
-                        partial(
-                            sb.remote_transfer_asked,
-                            offer_id=offer_id,
-                            from_agent_code=t.from_agent_code,
-                            target=TransferTarget(t.agent_code, t.skill_group, t.site_id, t.ivr),
-                            attached=dict(t.attached_data),
-                        )
-                    )
-                if kind in _TERMINAL:
-                    return
-            # The target closed the leg without saying how: it is gone for this call.
-            self._apply(lambda now: sb.remote_lost(now, offer_id, "target-closed"))
+            with self._leg_span() as metadata:
+                await self._follow_leg(offer_id, offer.target_site_id, address, queue, metadata)
         except grpc.aio.AioRpcError as exc:
             reason = "target-lost" if exc.code() != grpc.StatusCode.CANCELLED else "leg-cancelled"
             self._apply(lambda now: sb.remote_lost(now, offer_id, reason))
         finally:
             self._outboxes.pop(offer_id, None)
+
+    def _leg_span(self) -> contextlib.AbstractContextManager[list[tuple[str, str]]]:
+        if self._tracing is None:
+            return contextlib.nullcontext([])
+        return self._tracing.stream_span(SERVE_CALL)
+
+    async def _follow_leg(
+        self,
+        offer_id: str,
+        target_site_id: str,
+        address: str,
+        queue: asyncio.Queue[peer_pb2.ServeCallRequest | None],
+        metadata: list[tuple[str, str]],
+    ) -> None:
+        sb = self.rt.sb
+        stub = peer_pb2_grpc.SitePeerServiceStub(self._channel(address, target_site_id))
+        stream = stub.ServeCall(_drain(queue), metadata=metadata or None)
+        async for reply in stream:
+            try:
+                peer_limits.check_reply(reply)
+            except VccError as exc:
+                log.warning("leg %s: target sent too much, leg dropped: %s", offer_id, exc)
+                stream.cancel()
+                self._apply(lambda now: sb.remote_lost(now, offer_id, "target-bad-message"))
+                return
+            kind = reply.WhichOneof("message")
+            if kind == "reserved":
+                agent = reply.reserved.agent_code
+                self._apply(partial(sb.remote_reserved, offer_id=offer_id, agent_code=agent))
+            elif kind == "refused":
+                why = reply.refused.reason
+                self._apply(partial(sb.remote_refused, offer_id=offer_id, reason=why))
+            elif kind == "answer_asked":
+                self._apply(lambda now: sb.remote_answer_asked(now, offer_id))
+            elif kind in ("held", "retrieved"):
+                held = kind == "held"
+                self._apply(partial(sb.remote_held, offer_id=offer_id, held=held))
+            elif kind == "hung_up":
+                self._apply(lambda now: sb.remote_hung_up(now, offer_id))
+            elif kind == "returned":
+                why = reply.returned.reason
+                self._apply(partial(sb.remote_returned, offer_id=offer_id, reason=why))
+            elif kind == "transfer_asked":
+                t = reply.transfer_asked
+                self._apply(
+                    partial(
+                        sb.remote_transfer_asked,
+                        offer_id=offer_id,
+                        from_agent_code=t.from_agent_code,
+                        target=TransferTarget(t.agent_code, t.skill_group, t.site_id, t.ivr),
+                        attached=dict(t.attached_data),
+                    )
+                )
+            if kind in _TERMINAL:
+                return
+        # The target closed the leg without saying how: it is gone for this call.
+        self._apply(lambda now: sb.remote_lost(now, offer_id, "target-closed"))
 
     def _apply(self, op: Callable[[float], list[Any]]) -> None:
         try:
@@ -133,10 +160,11 @@ class PeerLinks:
         except VccError as exc:
             log.debug("peer message refused by the switchboard: %s", exc)
 
-    def _channel(self, address: str) -> grpc.aio.Channel:
+    def _channel(self, address: str, site_id: str) -> grpc.aio.Channel:
         ch = self._channels.get(address)
         if ch is None:
-            ch = self._channels[address] = rpc.channel(address)
+            # The certificate answering there must be that city's, not any province certificate.
+            ch = self._channels[address] = rpc.channel(address, expect=site_server(site_id))
         return ch
 
     async def close(self) -> None:

@@ -20,6 +20,7 @@ from site_node.callcontrol.domain import AskRoute
 from site_node.runtime import SiteRuntime
 from vcc import rpc
 from vcc.errors import VccError
+from vcc.tls import central_server
 from vcc.v1 import central_pb2, central_pb2_grpc, site_admin_pb2
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class CentralLink:
         if channel is None or address != self._channel_address:
             if channel is not None:
                 self._spawn(channel.close())
-            channel = self._channel = rpc.channel(address)
+            channel = self._channel = rpc.channel(address, expect=central_server())
             self._channel_address = address
         return central_pb2_grpc.CentralServiceStub(channel)
 

@@ -13,6 +13,7 @@ import grpc
 from site_node.callcontrol.domain import CustomerInfo
 from site_node.grpc_api.convert import customer_from_proto
 from vcc import rpc
+from vcc.tls import central_server
 from vcc.v1 import central_pb2, central_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,8 @@ class CentralCustomers:
             )
         if self._channel is None or address != self._dialled:
             # Another replica leads now: the old channel is left to close on its own.
-            old, self._channel, self._dialled = self._channel, rpc.channel(address), address
+            old = self._channel
+            self._channel, self._dialled = rpc.channel(address, expect=central_server()), address
             if old is not None:
                 closing = asyncio.ensure_future(old.close())
                 self._closing.add(closing)

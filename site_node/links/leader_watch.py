@@ -29,6 +29,9 @@ ATTEMPTS_PER_ROUND = 6
 ROUND_PAUSE_S = 1.0
 # A watch that says nothing for this long is checked with a get (a dead stream says nothing too).
 RECHECK_S = 5.0
+# Cancelling the watch and closing the client talk to etcd: bounded, so a cancelled watch ends
+# (aetcd has no deadline of its own there; a site's stop once waited on it).
+CLEANUP_S = 2.0
 
 
 class LeaderWatch:
@@ -127,10 +130,10 @@ class LeaderWatch:
         finally:
             reader.cancel()
             try:
-                await watch.cancel()
+                await asyncio.wait_for(watch.cancel(), CLEANUP_S)
             except Exception as exc:
                 log.debug("cancelling the leader watch: %s", exc)
-            await asyncio.gather(reader, return_exceptions=True)
+            await asyncio.wait({reader}, timeout=CLEANUP_S)
 
     def _set(self, leader: LeaderInfo | None) -> None:
         if leader != self.leader:
@@ -157,6 +160,6 @@ class LeaderWatch:
 
 async def _close(client: aetcd.Client) -> None:
     try:
-        await client.close()
+        await asyncio.wait_for(client.close(), CLEANUP_S)
     except Exception as exc:
         log.debug("closing the etcd client: %s", exc)

@@ -18,6 +18,7 @@ from pathlib import Path
 import grpc
 
 from vcc import rpc
+from vcc.tls import central_server
 from vcc.v1 import recordings_pb2, recordings_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ class RecordingIndexShipper:
             if self._channel is not None:
                 old = self._channel
                 asyncio.get_running_loop().create_task(old.close())
-            self._channel, self._dialled = rpc.channel(address), address
+            self._channel, self._dialled = rpc.channel(address, expect=central_server()), address
         return recordings_pb2_grpc.RecordingIndexServiceStub(self._channel)
 
     async def close(self, drain_s: float = 1.0) -> None:

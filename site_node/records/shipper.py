@@ -22,6 +22,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from site_node.records.outbox import Outbox
 from vcc import rpc
+from vcc.tls import central_server
 from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2
 
 if TYPE_CHECKING:
@@ -209,7 +210,7 @@ class Shipper:
         if address != self._address or self._stub is None:
             # Central moved (another replica leads now): one channel per address.
             await self._close_channel()
-            self._channel = rpc.channel(address)
+            self._channel = rpc.channel(address, expect=central_server())
             self._stub = central_pb2_grpc.CentralServiceStub(self._channel)
             self._address = address
             log.info("shipping call events to central at %s", address)

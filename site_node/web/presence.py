@@ -17,6 +17,7 @@ import grpc
 from site_node.callcontrol import Switchboard
 from vcc.config import ProvinceConfig
 from vcc.rpc import channel
+from vcc.tls import site_server
 from vcc.v1 import site_admin_pb2, site_admin_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class Presence:
         """The channel to another site of the province (shared by presence and messages)."""
         ch = self._channels.get(site_id)
         if ch is None:
-            ch = self._channels[site_id] = channel(self._peers[site_id])
+            ch = self._channels[site_id] = channel(self._peers[site_id], expect=site_server(site_id))
         return ch
 
     async def _poll(self, site_id: str) -> None:

@@ -59,11 +59,6 @@ def named(spans: list[SpanRow], name: str, process: str) -> list[SpanRow]:
     return [s for s in spans if name in s.name and s.process == process]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect since mutual TLS and the peer hardening met tracing: the origin's ServeCall "
-    "client span is not exported (its stream outlives the leg), so the guest leg has no parent span",
-)
 async def test_a_transferred_call_is_one_trace_across_the_cities(cluster: Cluster) -> None:
     gz_agent = Desktop(
         rpc.channel(address(cluster, "gz"), persona=DESKTOP), cluster.config.site("gz").agents[0].code

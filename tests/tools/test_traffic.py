@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 
 from tests.tools.fake_site import FakeSite
+from tools.province.netutil import free_port
 from tools.simulation.report import reconcile
 from tools.simulation.robots import RobotPolicy, run_robots
-from tools.simulation.traffic import CallerView, SiteLoad, TrafficPlan, load_journal, run_traffic
-from vcc.v1 import common_pb2
+from tools.simulation.traffic import CallerView, SiteLoad, TrafficPlan, _Network, load_journal, run_traffic
+from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2
 
 AGENTS = {"0101": "123456", "0102": "123456", "0103": "123456"}
 
@@ -156,3 +159,53 @@ async def test_a_caller_who_hung_up_before_the_menu_presses_no_key(site: FakeSit
         kinds = [k for k, _, _ in view.progress]
         assert view.outcome == "abandoned", (view.outcome, view.error, kinds)
         assert "digits" not in kinds[kinds.index("hang_up") :], kinds
+
+
+class _Replica(central_pb2_grpc.CentralServiceServicer):
+    """A central replica for pre-routing: the leader answers, a follower names the leader."""
+
+    def __init__(self, leader_address: str | None = None) -> None:
+        self.leader_address = leader_address
+        self.asked = 0
+
+    async def PreRouteCall(
+        self, request: central_pb2.PreRouteCallRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> central_pb2.PreRouteCallResponse:
+        self.asked += 1
+        if self.leader_address is not None:
+            context.set_trailing_metadata((("vcc-leader", self.leader_address),))
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "not-leader")
+        return central_pb2.PreRouteCallResponse(site_id="sz", address="127.0.0.1:1")
+
+
+async def test_the_network_asks_the_next_replica_when_the_one_it_asks_is_gone(site: FakeSite) -> None:
+    """A killed leader answers nothing (no `vcc-leader`): the network asks another replica, and a
+    follower there names the leader, whom it asks next; a call is never kept home for that."""
+    gone = f"127.0.0.1:{free_port()}"  # the killed leader: nobody listens
+    leader_server, follower_server = grpc.aio.server(), grpc.aio.server()
+    leader_address = f"127.0.0.1:{leader_server.add_insecure_port('127.0.0.1:0')}"
+    follower_address = f"127.0.0.1:{follower_server.add_insecure_port('127.0.0.1:0')}"
+    leader, follower = _Replica(), _Replica(leader_address=leader_address)
+    central_pb2_grpc.add_CentralServiceServicer_to_server(leader, leader_server)
+    central_pb2_grpc.add_CentralServiceServicer_to_server(follower, follower_server)
+    servers = (leader_server, follower_server)
+    for server in servers:
+        await server.start()
+    plan = TrafficPlan(
+        loads=[SiteLoad("gz", site.address, 1.0)],
+        duration_s=0.1,
+        central_address=gone,
+        central_addresses=(gone, follower_address, leader_address),
+    )
+    network = _Network(plan, {})
+    try:
+        target = await network._pre_route("gz", "13800000001")
+        assert target is not None and target[0] == "sz"
+        assert (follower.asked, leader.asked) == (1, 1)
+        # From then on it asks the leader first.
+        await network._pre_route("gz", "13800000002")
+        assert (follower.asked, leader.asked) == (1, 2)
+    finally:
+        await network.close()
+        for server in servers:
+            await server.stop(None)

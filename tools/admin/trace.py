@@ -46,7 +46,8 @@ class SpanRow:
 
 def read_spans(run_dir: Path) -> list[SpanRow]:
     rows: list[SpanRow] = []
-    for path in sorted(run_dir.rglob(f"*{TRACES_FILE_SUFFIX}")):
+    # The current files and the rotated ones (`<name>.traces.jsonl.1`, ...).
+    for path in sorted(run_dir.rglob(f"*{TRACES_FILE_SUFFIX}*")):
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 try:

@@ -73,6 +73,8 @@ class Cycle:
     fault_event: AppliedEvent | None = None
     undo_event: AppliedEvent | None = None
     replica_back_s: float | None = None
+    # The replica that leads once the killed one is back (a leader kill hands over to the other).
+    leader_after: str = ""
     # Filled by the check at the end of the cycle.
     checked_calls: int = 0
     reconciliation: dict[str, int] = field(default_factory=dict)
@@ -178,7 +180,7 @@ async def _cycles(
         cycle.fault_event = await _event(state, fault, target, traffic_start)
         if fault == "kill_central_leader":
             back = time.time()
-            await _restore_replicas(state)
+            cycle.leader_after = await _restore_replicas(state)
             cycle.replica_back_s = round(time.time() - back, 3)
         undo = UNDO[fault]
         if undo is not None:
@@ -194,24 +196,17 @@ async def _cycles(
     return done
 
 
-async def _restore_replicas(state: ScenarioRun) -> None:
-    """The killed replica back as a follower (the next kill has somebody to take over), and replica 1
-    leading again.
-
-    Why replica 1: the callers' network (tools/simulation/traffic.py) asks `central.listen`, replica 1, where
-    to send a dead city's callers, and does not follow a `not-leader` refusal to the leader yet;
-    with another replica leading, a later kill_site would cost its city's callers until the restart.
-    A clean stop of the leader revokes its lease: replica 1 takes over at once.
-    """
+async def _restore_replicas(state: ScenarioRun) -> str:
+    """The killed replica back as a follower (the next kill has somebody to take over); whoever
+    took over keeps leading — replica 2 as well as replica 1, so the cycles after a leader kill
+    run (and the next leader kill strikes) with a leader that is not the first replica. The
+    callers' network follows a follower's `not-leader` answer to the leader and, when the replica
+    it asks is gone, asks the next one. Returns the replica that leads."""
     cluster = state.cluster
     for replica in range(1, cluster.central_replicas + 1):
         await cluster.start_central_replica(str(replica))
     leader = await cluster.wait_central_leader(timeout_s=LEADER_WAIT_S)
-    if leader.replica_id == "1":
-        return
-    await cluster.centrals[leader.replica_id].terminate()
-    await cluster.wait_central_leader(newer_than=leader.epoch, timeout_s=LEADER_WAIT_S)
-    await cluster.start_central_replica(leader.replica_id)
+    return leader.replica_id
 
 
 async def _event(state: ScenarioRun, action: EventAction, site: str, traffic_start: float) -> AppliedEvent:
@@ -307,6 +302,7 @@ def summarize(
                 "gap_after_undo_s": gaps[1]["service_gap_s"] if len(gaps) > 1 else None,
                 "takeover_s": fault_event.takeover_s if fault_event is not None else None,
                 "replica_back_s": cycle.replica_back_s,
+                "leader_after": cycle.leader_after,
                 "offered": len(mine),
                 "answered": answered,
                 "lost_on_failed_site": sum(1 for v in lost if v.key in on_failed),

@@ -112,7 +112,13 @@ def issue(folder: Path, kind: str, name: str, hosts: Iterable[str] = (), days: i
         raise tls.TlsError(f"kind: one of {', '.join(tls.KINDS)}, not {kind!r}")
     ca_cert, ca_key = _load_ca(folder)
     key = ec.generate_private_key(ec.SECP256R1())
-    sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(identity_uri(kind, name))]
+    sans: list[x509.GeneralName] = [
+        x509.UniformResourceIdentifier(identity_uri(kind, name)),
+        # The names a client dialling this identity checks (vcc.tls.identity_dns).
+        x509.DNSName(tls.identity_dns(kind, name)),
+    ]
+    if kind == tls.CENTRAL:
+        sans.append(x509.DNSName(tls.central_server()))
     for host in dict.fromkeys([*LOCAL_HOSTS, *hosts]):
         try:
             sans.append(x509.IPAddress(ipaddress.ip_address(host)))

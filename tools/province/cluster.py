@@ -301,12 +301,15 @@ class Cluster:
         fresh_ports: bool = False,
         timeout_s: float = START_TIMEOUT_S,
         central_replicas: int = 1,
+        database_url: str | None = None,
     ) -> Cluster:
         """Start etcd, then central (unless `central=False`; `central_replicas` of it, one leads),
         then the sites (all, or the ids in `sites`).
 
         `fresh_ports` moves central and every site to free ports (for configs with fixed ports that
-        may be taken). Raises ConfigError for a bad config, ClusterError when a process does not come up.
+        may be taken). `database_url` replaces the config's central database (a PostgreSQL the
+        launcher started: `start_database`). Raises ConfigError for a bad config, ClusterError
+        when a process does not come up.
         """
         run, raw, wanted = await asyncio.to_thread(_prepare_run, Path(config_path), Path(run_dir), sites)
         certs = await asyncio.to_thread(cluster_tls, run, raw, Path(config_path), central_replicas)
@@ -317,6 +320,8 @@ class Cluster:
             await asyncio.to_thread(etcd.stop)
             raise ClusterError(f"etcd did not start: {exc}; see {etcd.log_path}") from None
         try:
+            if database_url is not None:
+                raw.setdefault("central", {})["database_url"] = database_url
             config = await asyncio.to_thread(_write_run_config, run, raw, etcd.endpoint, fresh_ports)
         except ConfigError:
             await asyncio.to_thread(etcd.stop)
@@ -673,14 +678,66 @@ def _stop_order(proc: ManagedProcess) -> int:
 
 
 async def down(run_dir: str | Path = DEFAULT_RUN_DIR, grace_s: float = STOP_GRACE_S) -> list[str]:
-    """Stop every live process recorded in the run folder (sites, central, etcd); return their names."""
+    """Stop every live process recorded in the run folder (sites, central, etcd), then the
+    cluster's own PostgreSQL if it started one; return their names."""
     procs = [p for p in read_state(run_dir) if p.alive()]
     stopped: list[str] = []
     for order in (0, 1, 2):
         batch = [p for p in procs if _stop_order(p) == order]
         await asyncio.gather(*(p.terminate(grace_s) for p in batch))
         stopped += [p.name for p in batch]
+    if await asyncio.to_thread(stop_database, Path(run_dir)):
+        stopped.append("postgresql")
     return stopped
+
+
+# --- the cluster's own PostgreSQL (`vcc cluster up --database postgresql`) -------------------------
+
+DATABASE_STATE_FILE = "postgresql.json"
+
+
+async def start_database(run_dir: Path) -> str:
+    """A PostgreSQL server for the cluster (tools/province/postgres_server.py) with an empty
+    database; recorded in the run folder so that `vcc cluster down` stops it and `vcc chaos
+    stop-database|start-database` find it. Returns central's database URL."""
+    from tools.province.postgres_server import create_database, start_temporary
+
+    await asyncio.to_thread(stop_database, run_dir)  # a previous run's, left behind
+    try:
+        server = await asyncio.to_thread(start_temporary)
+    except (RuntimeError, OSError) as exc:
+        raise ClusterError(f"PostgreSQL did not start: {exc}") from None
+    await asyncio.to_thread(_record_database, run_dir, server.root, server.port)
+    try:
+        return await create_database(server, prefix="vcc_cluster")
+    except BaseException:
+        await asyncio.to_thread(stop_database, run_dir)
+        raise
+
+
+def _record_database(run_dir: Path, root: Path, port: int) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved = json.dumps({"root": str(root), "port": port})
+    (run_dir / DATABASE_STATE_FILE).write_text(saved, encoding="utf-8")
+
+
+def stop_database(run_dir: Path) -> bool:
+    """Stop and remove the cluster's PostgreSQL, if it has one; True if there was one."""
+    from tools.province.postgres_server import PostgresServer
+
+    path = run_dir / DATABASE_STATE_FILE
+    if not path.exists():
+        return False
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        server = PostgresServer(Path(saved["root"]), port=int(saved["port"]), process_started=True)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ClusterError(f"{path}: unreadable: {exc}") from None
+    if server.data_dir.exists():
+        server.stop()
+    shutil.rmtree(server.root.parent, ignore_errors=True)
+    path.unlink()
+    return True
 
 
 @dataclass(frozen=True)

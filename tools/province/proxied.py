@@ -21,6 +21,7 @@ async def start_with_fault_proxies(
     fresh_ports: bool = False,
     timeout_s: float = START_TIMEOUT_S,
     central_replicas: int = 1,
+    database_url: str | None = None,
 ) -> tuple[Cluster, ProxyProcess]:
     """A cluster whose `partitionable` sites (default: all) dial the province through fault proxies.
 
@@ -35,6 +36,7 @@ async def start_with_fault_proxies(
         fresh_ports=fresh_ports,
         timeout_s=timeout_s,
         central_replicas=central_replicas,
+        database_url=database_url,
     )
     try:
         sites = list(partitionable) if partitionable is not None else [s.id for s in cluster.config.sites]

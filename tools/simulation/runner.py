@@ -329,6 +329,9 @@ class ScenarioRun:
                 # The exchange asks central where to deliver a call whose city is down (pre-routing):
                 # a killed site's new callers are served elsewhere, not refused until it is back.
                 central_address=cluster.config.central.listen,
+                central_addresses=tuple(
+                    cluster.replica_address(str(n)) for n in range(1, cluster.central_replicas + 1)
+                ),
             )
             for s in scenario.sites
         ]

@@ -131,10 +131,6 @@ class Scenario(_Strict):
         for i, event in enumerate(self.events):
             _check_event(self, i, event, ids)
         _check_partitions(self.events)
-        if self.central.replicas > 1 and self.partitioned_sites():
-            raise ValueError(
-                "central.replicas: more than one replica with partition_site is not supported yet"
-            )
         return self
 
     def partitioned_sites(self) -> list[str]:

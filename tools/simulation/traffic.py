@@ -65,6 +65,8 @@ class TrafficPlan:
     # Set: the network pre-routes through central (PreRouteCall) when a caller's city is down or
     # its trunks are full; "busy" from central counts as blocked.
     central_address: str | None = None
+    # Every central replica's address: when the one asked is gone (a killed leader), the next.
+    central_addresses: tuple[str, ...] = ()
 
 
 @dataclass
@@ -488,6 +490,8 @@ class _Network:
         self, plan: TrafficPlan, stubs: dict[str, trunk_pb2_grpc.TrunkIngressServiceAsyncStub]
     ) -> None:
         assert plan.central_address is not None
+        self._replicas = list(dict.fromkeys([plan.central_address, *plan.central_addresses]))
+        self._asking = plan.central_address
         self._central = rpc.channel(plan.central_address, persona=TRUNK)
         self._router = central_pb2_grpc.CentralServiceStub(self._central)
         self._stubs = stubs
@@ -527,19 +531,24 @@ class _Network:
         self, home: str, ani: str
     ) -> tuple[str, trunk_pb2_grpc.TrunkIngressServiceAsyncStub] | None:
         request = central_pb2.PreRouteCallRequest(home_site_id=home, ani=ani)
-        try:
+        reply: central_pb2.PreRouteCallResponse | None = None
+        tried: set[str] = set()
+        # A follower names the leader (ask it); a replica that is gone (a killed leader) says
+        # nothing: ask the next one. Each replica at most once per call.
+        while reply is None:
+            tried.add(self._asking)
             try:
                 reply = await self._router.PreRouteCall(request, timeout=2.0)
             except grpc.aio.AioRpcError as exc:
                 leader = _leader_of(exc)
-                if leader is None:
-                    raise
-                # A central replica that does not lead names the one that does: ask it.
-                self._follow(leader)
-                reply = await self._router.PreRouteCall(request, timeout=2.0)
-        except grpc.aio.AioRpcError as exc:
-            log.warning("pre-routing unavailable (%s): the call stays with its city", exc.code().name)
-            return home, self._stubs[home]
+                untried = [a for a in self._replicas if a not in tried]
+                if leader is not None and leader not in tried:
+                    self._follow(leader)
+                elif leader is None and exc.code() == grpc.StatusCode.UNAVAILABLE and untried:
+                    self._follow(untried[0])
+                else:
+                    log.warning("pre-routing unavailable (%s): the call stays with its city", exc.code().name)
+                    return home, self._stubs[home]
         site = reply.site_id
         if not site:
             return None
@@ -551,6 +560,7 @@ class _Network:
 
     def _follow(self, address: str) -> None:
         self._channels.append(self._central)  # closed with the others at the end
+        self._asking = address
         self._central = rpc.channel(address, persona=TRUNK)
         self._router = central_pb2_grpc.CentralServiceStub(self._central)
 
