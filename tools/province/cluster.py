@@ -301,16 +301,29 @@ class Cluster:
         fresh_ports: bool = False,
         timeout_s: float = START_TIMEOUT_S,
         central_replicas: int = 1,
+        bench_plaintext: bool = False,
     ) -> Cluster:
         """Start etcd, then central (unless `central=False`; `central_replicas` of it, one leads),
         then the sites (all, or the ids in `sites`).
 
         `fresh_ports` moves central and every site to free ports (for configs with fixed ports that
         may be taken). Raises ConfigError for a bad config, ClusterError when a process does not come up.
+
+        `bench_plaintext`: every link in plaintext, nobody authenticated, only so that `vcc bench
+        throughput --compare tls` can say what mutual TLS costs. No command that starts a cluster
+        for use offers it (`vcc cluster up`, `vcc demo`, `vcc simulate` always make certificates).
         """
         run, raw, wanted = await asyncio.to_thread(_prepare_run, Path(config_path), Path(run_dir), sites)
-        certs = await asyncio.to_thread(cluster_tls, run, raw, Path(config_path), central_replicas)
-        etcd = EtcdServer(data_dir=run / "etcd", log_path=run / "logs" / "etcd.log", tls=certs.etcd())
+        certs: ClusterTls | None = None
+        if bench_plaintext:
+            if raw.get("tls"):
+                raise ConfigError("bench_plaintext: the config names a CA; a plaintext bench needs none")
+            raw.pop("tls", None)
+        else:
+            certs = await asyncio.to_thread(cluster_tls, run, raw, Path(config_path), central_replicas)
+        etcd = EtcdServer(
+            data_dir=run / "etcd", log_path=run / "logs" / "etcd.log", tls=certs.etcd() if certs else None
+        )
         try:
             await asyncio.to_thread(etcd.start)
         except (RuntimeError, TimeoutError, OSError) as exc:
@@ -321,7 +334,7 @@ class Cluster:
         except ConfigError:
             await asyncio.to_thread(etcd.stop)
             raise
-        if certs.own_ca:
+        if certs is not None and certs.own_ca:
             try:
                 # Each etcd key writable only by its owner (a site its own membership key...).
                 await asyncio.to_thread(
@@ -344,8 +357,9 @@ class Cluster:
             raise
         cluster.start_timeout_s = timeout_s
         cluster.tls = certs
-        # This process (the launcher: a tool, the simulator, a test) dials the cluster as a tool.
-        certs.adopt_tool()
+        if certs is not None:
+            # This process (the launcher: a tool, the simulator, a test) dials the cluster as a tool.
+            certs.adopt_tool()
         cluster.etcd = etcd
         cluster.etcd_process = ManagedProcess(
             name="etcd", cmd=["etcd"], log_path=run / "logs" / "etcd.log", cwd=run, address=etcd.endpoint
