@@ -11,6 +11,7 @@ import logging
 import signal
 
 from site_node.app import SiteNode, site_tls
+from site_node.records.shipper import linger_from_env
 from vcc import eventloop, logs, tls
 from vcc.config import ConfigError, load_province
 from vcc.sdnotify import Notifier
@@ -61,6 +62,7 @@ def run(
     logs.bind_context(site=site_id)
     try:
         eventloop.chosen()
-    except eventloop.EventLoopError as exc:
+        linger_from_env()
+    except ValueError as exc:  # EventLoopError is one
         raise ConfigError(str(exc)) from None
     eventloop.run(serve(config_path, site_id, metrics_listen))

@@ -315,6 +315,7 @@ def run_throughput(
     variant: Any = None,
     max_rate: float = 1200.0,
     profile_dir: Path | None = None,
+    every_step: bool = False,
 ) -> dict[str, Any]:
     from tools.bench.cluster import AS_SHIPPED, throughput
 
@@ -326,6 +327,7 @@ def run_throughput(
             variant=variant or AS_SHIPPED,
             progress=_say,
             profile_dir=profile_dir,
+            every_step=every_step,
         )
     )
 
@@ -337,14 +339,19 @@ def run_comparisons(
     *,
     max_rate: float = 1200.0,
     profile_dir: Path | None = None,
+    every_step: bool = False,
 ) -> dict[str, Any]:
     """The province as shipped, then once per comparison with its one difference, in one run."""
     from tools.bench.cluster import AS_SHIPPED, COMPARISONS, side_by_side
 
-    shipped = run_throughput(rates, step_s, variant=AS_SHIPPED, max_rate=max_rate, profile_dir=profile_dir)
+    shipped = run_throughput(
+        rates, step_s, variant=AS_SHIPPED, max_rate=max_rate, profile_dir=profile_dir, every_step=every_step
+    )
     out: dict[str, Any] = {"as_shipped": shipped, "comparisons": {}}
     for name in names:
-        other = run_throughput(rates, step_s, variant=COMPARISONS[name], max_rate=max_rate)
+        other = run_throughput(
+            rates, step_s, variant=COMPARISONS[name], max_rate=max_rate, every_step=every_step
+        )
         out["comparisons"][name] = {"run": other, "side_by_side": side_by_side(other, shipped)}
     return out
 
@@ -521,7 +528,7 @@ def throughput_cmd(
         typer.Option(
             help="Also run the province with one thing changed, side by side in this run (repeat): "
             "loop (asyncio's own loop), tls (plaintext, bench only), observability (traces and "
-            "metrics off)."
+            "metrics off), linger (the shipper's old 0.1 s linger)."
         ),
     ] = None,
     profile: Annotated[
@@ -529,6 +536,12 @@ def throughput_cmd(
         typer.Option(help="py-spy profiles of every Python process, each step, into this folder."),
     ] = None,
     *,
+    every_step: Annotated[
+        bool,
+        typer.Option(
+            help="Run every step even after one failed (for --compare: the same rates in each run)."
+        ),
+    ] = False,
     observability_cost: Annotated[
         bool,
         typer.Option(help="Run the steps twice, traces and metrics off then on, and compare them."),
@@ -548,7 +561,9 @@ def throughput_cmd(
     if unknown:
         raise typer.BadParameter(f"{unknown[0]!r}: one of {', '.join(COMPARISONS)}", param_hint="--compare")
     if compare:
-        both = run_comparisons(list(compare), rate, step, max_rate=max_rate, profile_dir=profile)
+        both = run_comparisons(
+            list(compare), rate, step, max_rate=max_rate, profile_dir=profile, every_step=every_step
+        )
         console = _console()
         console.print(table_throughput(both["as_shipped"]))
         console.print(table_cpu(both["as_shipped"]))
@@ -558,7 +573,7 @@ def throughput_cmd(
             console.print(table_side_by_side(name, item["side_by_side"]))
         _write_json(json_path, "throughput", both)
         return
-    result = run_throughput(rate, step, max_rate=max_rate, profile_dir=profile)
+    result = run_throughput(rate, step, max_rate=max_rate, profile_dir=profile, every_step=every_step)
     _console().print(table_throughput(result))
     _console().print(table_cpu(result))
     _write_json(json_path, "throughput", result)

@@ -144,6 +144,7 @@ COMPARISONS: dict[str, Variant] = {
     "loop": Variant("asyncio's own loop", {"VCC_EVENT_LOOP": "asyncio"}),
     "tls": Variant("plaintext (bench only)", tls=False),
     "observability": Variant("traces and metrics off", observability=False),
+    "linger": Variant("shipper linger 0.1 s", {"VCC_SHIPPER_LINGER_S": "0.1"}),
 }
 
 
@@ -380,6 +381,7 @@ async def throughput(
     prompt_ring_s: float = PROMPT_RING_S,
     max_blocked_share: float = MAX_BLOCKED_SHARE,
     refine: bool = True,
+    every_step: bool = False,
     profile_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Raise the province-wide call rate (split evenly over three cities) step by step until a
@@ -388,7 +390,9 @@ async def throughput(
     `variant` says how the province is set up (see Variant). With observability on, every
     process's metrics are scraped every `scrape_every_s` (as Prometheus would). The CPU each
     process spends per call is read from the processes themselves (psutil) over each step, the
-    bench client (robots and callers) included. `profile_dir`: py-spy profiles of each step."""
+    bench client (robots and callers) included. `profile_dir`: py-spy profiles of each step.
+    `every_step`: run every step of the ladder even after one failed (the ceiling is still the
+    highest that passed)."""
     steps_planned = ladder(rates, max_rate)
     top = max(steps_planned)
     # Agents for the highest step with room to spare (constant handle time, no wrap-up, and the
@@ -445,6 +449,9 @@ async def throughput(
                     steps.append(step)
                     if step["ok"]:
                         last_pass = rate
+                        continue
+                    if every_step:
+                        # Comparisons want every rate measured in both runs: no stop, no step between.
                         continue
                     mid = halfway(last_pass, rate) if last_pass is not None and not refined else None
                     refined = True
