@@ -471,7 +471,7 @@ BENCHES: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[Mapping[str, An
     "routing": (lambda: run_routing(calls=300), table_routing),
     "memory": (run_memory, table_memory),
     "pooling": (lambda: run_pooling(calls=30_000), table_pooling),
-    "throughput": (run_throughput, table_throughput),
+    "throughput": (lambda: run_throughput(max_rate=500.0), table_throughput),
     "stats": (run_stats, table_stats),
 }
 

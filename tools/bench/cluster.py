@@ -299,7 +299,10 @@ def cpu_per_call_ms(before: Mapping[str, float], after: Mapping[str, float], cal
 
 
 async def _profile(procs: Mapping[str, psutil.Process], seconds: float, folder: Path, tag: str) -> list[Path]:
-    """py-spy samples of every Python process for `seconds` (collapsed stacks, one file each)."""
+    """py-spy samples of every Python process for `seconds` (collapsed stacks, one file each).
+
+    Only the thread holding the GIL is sampled (`--gil`): the figures are where Python spends
+    CPU, not where threads wait (the outbox's fsync, aiosqlite's queue, idle pools)."""
     await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
     exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     runs: list[tuple[asyncio.subprocess.Process, Path]] = []
@@ -319,6 +322,7 @@ async def _profile(procs: Mapping[str, psutil.Process], seconds: float, folder: 
             "--format",
             "raw",
             "--nonblocking",
+            "--gil",
             "--output",
             str(out),
             stdout=asyncio.subprocess.DEVNULL,
