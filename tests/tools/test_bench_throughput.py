@@ -4,13 +4,15 @@ plaintext province runs a step through (the bench-only switch; every other clust
 
 from __future__ import annotations
 
-import asyncio
 import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 
 from tests.tools.test_checks import K, caller, event, record
+from tests.tools.test_cli import EXAMPLE
 from tools.bench import cluster as bench
 from tools.simulation.traffic import CallerView
 from vcc import eventloop
@@ -182,4 +184,34 @@ async def test_a_plaintext_province_runs_a_step_and_reports_each_process(tmp_pat
     # The cluster ran without certificates: none were made, and this process adopted none.
     assert not (tmp_path / "cluster" / "certs").exists()
     assert {k: os.environ.get(k) for k in saved} == saved
-    await asyncio.sleep(0)
+
+
+def test_the_cores_bound_rate() -> None:
+    assert bench.cores_bound_rate(10.0, cores=2) == 200.0
+    assert bench.cores_bound_rate(0.0, cores=2) is None
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        (["site", "--config", str(EXAMPLE), "--site", "gz"], {"VCC_EVENT_LOOP": "tokio"}, "VCC_EVENT_LOOP"),
+        (["central", "--config", str(EXAMPLE)], {"VCC_EVENT_LOOP": "tokio"}, "VCC_EVENT_LOOP"),
+        (
+            ["site", "--config", str(EXAMPLE), "--site", "gz"],
+            {"VCC_SHIPPER_LINGER_S": "soon"},
+            "VCC_SHIPPER_LINGER_S",
+        ),
+    ],
+    ids=["site-loop", "central-loop", "site-linger"],
+)
+def test_a_bad_loop_or_linger_refuses_the_start(args: list[str], env: dict[str, str], named: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tools", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **env},
+    )
+    assert done.returncode == 2, done.stderr
+    assert named in done.stderr and "Traceback" not in done.stderr

@@ -134,7 +134,8 @@ def table_throughput(result: Mapping[str, Any]) -> Any:
     ceiling = result.get("ceiling_rate_per_s", result.get("sustained_rate_per_s"))
     table.caption = (
         f"ceiling {_fmt(ceiling, 0)} calls/s (target {result['target_rate_per_s']}), "
-        f"p99 dial→ringing there {_fmt(result['p99_dial_to_ringing_ms'], 1)} ms"
+        f"p99 dial→ringing there {_fmt(result['p99_dial_to_ringing_ms'], 1)} ms; "
+        f"all cores at the CPU per call measured: {_fmt(result.get('cores_bound_rate_per_s'), 0)} calls/s"
     )
     return table
 

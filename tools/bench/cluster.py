@@ -528,6 +528,7 @@ async def _one_step(
     step["wall_s"] = round(wall, 2)
     step["cpu_ms_per_call"] = cpu_per_call_ms(cpu_before, cpu_after, step["offered"])
     step["cluster_cpu_ms_per_call"] = step["cpu_ms_per_call"]["cluster (sites + central)"]
+    step["cores_bound_rate_per_s"] = cores_bound_rate(step["cpu_ms_per_call"]["all"])
     step["load_average"] = {"before": load_before, "after": load_after}
     if profiles:
         step["profiles"] = {
@@ -541,6 +542,15 @@ async def _one_step(
         f"load {load_after[0]:.1f}" + ("; " + "; ".join(step["failures"]) if step["failures"] else "")
     )
     return step
+
+
+def cores_bound_rate(all_ms_per_call: float, cores: int | None = None) -> float | None:
+    """The rate at which every process of the run together (bench client included) would use all
+    of this machine's cores at this CPU per call: what an idle machine could reach at best, and a
+    figure the other users of a shared machine do not move much (CPU per call is read from the
+    processes, not from the wall clock)."""
+    n = cores or os.cpu_count() or 1
+    return round(n * 1000.0 / all_ms_per_call, 1) if all_ms_per_call > 0 else None
 
 
 def _ms(value: object) -> str:
@@ -589,6 +599,10 @@ def summarise(
         "p99_dial_to_ringing_ms": best["dial_to_ringing_ms"]["p99"] if best else None,
         "p99_queued_to_ringing_ms": best["queued_to_ringing_ms"]["p99"] if best else None,
         "cpu_ms_per_call_at_ceiling": best.get("cpu_ms_per_call") if best else None,
+        # The highest step's CPU per call spread over every core: the load-independent bound.
+        "cores_bound_rate_per_s": max(
+            (s["cores_bound_rate_per_s"] for s in steps if s.get("cores_bound_rate_per_s")), default=None
+        ),
         "first_failure": next((s for s in steps if not s["ok"]), None),
         "target_rate_per_s": 1000,
     }
