@@ -164,8 +164,11 @@ def test_uvloop_by_default_and_asyncio_on_request(monkeypatch: pytest.MonkeyPatc
 # -- a real province, in plaintext (bench only) ------------------------------------------------------
 
 
-async def test_a_plaintext_province_runs_a_step_and_reports_each_process(tmp_path: Any) -> None:
-    saved = {k: os.environ.get(k) for k in ("VCC_TLS_CA",)}
+async def test_a_plaintext_province_runs_a_step_and_reports_each_process(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An identity this process was given must not be used on the plaintext province (nor kept).
+    monkeypatch.setenv("VCC_TLS_CA", str(tmp_path / "nowhere-ca.crt"))
     result = await bench.throughput(
         rates=[6.0],
         step_s=2.0,
@@ -181,9 +184,9 @@ async def test_a_plaintext_province_runs_a_step_and_reports_each_process(tmp_pat
         step["cpu_ms_per_call"]
     )
     assert all(v >= 0 for v in step["cpu_ms_per_call"].values())
-    # The cluster ran without certificates: none were made, and this process adopted none.
+    # The cluster ran without certificates, and this process's environment is as it was.
     assert not (tmp_path / "cluster" / "certs").exists()
-    assert {k: os.environ.get(k) for k in saved} == saved
+    assert os.environ["VCC_TLS_CA"] == str(tmp_path / "nowhere-ca.crt")
 
 
 def test_the_cores_bound_rate() -> None:

@@ -38,7 +38,7 @@ from tools.simulation.report import percentiles_ms, reconcile_detailed
 from tools.simulation.robots import RobotPolicy, run_robots
 from tools.simulation.traffic import CallerView, SiteLoad, TrafficPlan, run_traffic
 from vcc import rpc
-from vcc.tls import DESKTOP, TRUNK
+from vcc.tls import CA_ENV, CERT_ENV, DESKTOP, DIR_ENV, KEY_ENV, TRUNK
 from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2, cti_pb2, cti_pb2_grpc, trunk_pb2, trunk_pb2_grpc
 
 Progress = Callable[[str], None]
@@ -149,10 +149,15 @@ COMPARISONS: dict[str, Variant] = {
 
 
 @contextlib.contextmanager
-def _environment(env: Mapping[str, str]) -> Iterator[None]:
-    """`env` in this process's environment (which the cluster's children inherit), then restored."""
+def _environment(env: Mapping[str, str | None]) -> Iterator[None]:
+    """`env` in this process's environment (which the cluster's children inherit; None: unset),
+    then restored."""
     saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+    for key, value in env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     try:
         yield
     finally:
@@ -403,7 +408,11 @@ async def throughput(
     # ring itself): staffing is never the limit, the platform is.
     agents_per_site = max(10, math.ceil(top * (handle_s + 0.3) / len(THROUGHPUT_SITES) * 1.5))
     trunks = max(200, agents_per_site * 3)
-    with tempfile.TemporaryDirectory(prefix="vcc-bench-") as tmp, _environment(variant.env):
+    env: dict[str, str | None] = dict(variant.env)
+    if not variant.tls:
+        # A plaintext province: this process must not dial it with an identity it was given.
+        env.update(dict.fromkeys((CA_ENV, CERT_ENV, KEY_ENV, DIR_ENV)))
+    with tempfile.TemporaryDirectory(prefix="vcc-bench-") as tmp, _environment(env):
         run = run_dir or Path(tmp)
         specs = [
             SiteSpec(s, s, trunk_channels=trunks, agents={"general": agents_per_site})
