@@ -23,7 +23,7 @@ from tools.cli import app
 from tools.province.cluster import Cluster
 from tools.province.generate import SiteSpec, generate_province
 from tools.province.netutil import free_port
-from vcc import rpc
+from vcc import eventloop, rpc
 from vcc.tls import DESKTOP, TRUNK
 from vcc.v1 import common_pb2, cti_pb2
 
@@ -60,9 +60,11 @@ def named(spans: list[SpanRow], name: str, process: str) -> list[SpanRow]:
 
 
 @pytest.mark.xfail(
+    eventloop.loop_factory()[0] == "asyncio",
     strict=True,
-    reason="known defect since mutual TLS and the peer hardening met tracing: the origin's ServeCall "
-    "client span is not exported (its stream outlives the leg), so the guest leg has no parent span",
+    reason="known defect on asyncio's own loop (VCC_EVENT_LOOP=asyncio) since mutual TLS and the peer "
+    "hardening met tracing: the origin's ServeCall client span is not exported (its stream outlives "
+    "the leg), so the guest leg has no parent span; on uvloop, the default, the trace is whole",
 )
 async def test_a_transferred_call_is_one_trace_across_the_cities(cluster: Cluster) -> None:
     gz_agent = Desktop(
