@@ -62,9 +62,9 @@ def named(spans: list[SpanRow], name: str, process: str) -> list[SpanRow]:
 @pytest.mark.xfail(
     eventloop.loop_factory()[0] == "asyncio",
     strict=True,
-    reason="known defect on asyncio's own loop (VCC_EVENT_LOOP=asyncio) since mutual TLS and the peer "
-    "hardening met tracing: the origin's ServeCall client span is not exported (its stream outlives "
-    "the leg), so the guest leg has no parent span; on uvloop, the default, the trace is whole",
+    reason="known defect on asyncio's own loop (the default) since mutual TLS and the peer hardening "
+    "met tracing: the origin's ServeCall client span is not exported (its stream outlives the leg), "
+    "so the guest leg has no parent span; on uvloop (VCC_EVENT_LOOP=uvloop) the trace is whole",
 )
 async def test_a_transferred_call_is_one_trace_across_the_cities(cluster: Cluster) -> None:
     gz_agent = Desktop(

@@ -148,14 +148,14 @@ def test_top_functions_of_a_profile() -> None:
 # -- the event loop ---------------------------------------------------------------------------------
 
 
-def test_uvloop_by_default_and_asyncio_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_asyncio_by_default_and_uvloop_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
     async def which() -> str:
         return eventloop.in_use()
 
     monkeypatch.delenv(eventloop.LOOP_ENV, raising=False)
-    assert eventloop.run(which()) == "uvloop"
-    monkeypatch.setenv(eventloop.LOOP_ENV, "asyncio")
     assert eventloop.run(which()) == "asyncio"
+    monkeypatch.setenv(eventloop.LOOP_ENV, "uvloop")
+    assert eventloop.run(which()) == "uvloop"
     monkeypatch.setenv(eventloop.LOOP_ENV, "tokio")
     with pytest.raises(eventloop.EventLoopError, match="VCC_EVENT_LOOP"):
         eventloop.run(which())

@@ -528,8 +528,8 @@ def throughput_cmd(
         list[str] | None,
         typer.Option(
             help="Also run the province with one thing changed, side by side in this run (repeat): "
-            "loop (asyncio's own loop), tls (plaintext, bench only), observability (traces and "
-            "metrics off), linger (the shipper's old 0.1 s linger)."
+            "loop (uvloop instead of asyncio's own loop), tls (plaintext, bench only), "
+            "observability (traces and metrics off), linger (the shipper's old 0.1 s linger)."
         ),
     ] = None,
     profile: Annotated[

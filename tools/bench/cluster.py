@@ -141,7 +141,7 @@ AS_SHIPPED = Variant("as shipped")
 # `vcc bench throughput --compare NAME`: the province as shipped but for one thing, run in the same
 # bench run as the province as shipped, so that the two are measured side by side.
 COMPARISONS: dict[str, Variant] = {
-    "loop": Variant("asyncio's own loop", {"VCC_EVENT_LOOP": "asyncio"}),
+    "loop": Variant("uvloop", {"VCC_EVENT_LOOP": "uvloop"}),
     "tls": Variant("plaintext (bench only)", tls=False),
     "observability": Variant("traces and metrics off", observability=False),
     "linger": Variant("shipper linger 0.1 s", {"VCC_SHIPPER_LINGER_S": "0.1"}),
