@@ -12,7 +12,7 @@ from central.app import DEFAULT_REPLICA_ID, CentralApp, central_tls, with_databa
 from central.customers import MAX_DEMO_CUSTOMERS
 from central.db.migrate import current_revision, upgrade
 from central.servicedesk.settings import check_environment
-from vcc import logs, tls
+from vcc import eventloop, logs, tls
 from vcc.config import ConfigError, ProvinceConfig, load_province
 from vcc.sdnotify import Notifier
 from vcc.tracing import Tracing
@@ -52,14 +52,15 @@ def run(
             raise ConfigError(f"--metrics-listen: host:port, not {metrics_listen!r}")
         # The service desk's SMTP, SMS gateway and retry settings (central's environment).
         check_environment()
+        eventloop.chosen()
         files = central_tls(config, replica_id)
         if files is not None:
             # Every link this replica dials (etcd, the leader's health) shows its certificate.
             tls.adopt(files)
-    except (ConfigError, tls.TlsError) as exc:
+    except (ConfigError, tls.TlsError, eventloop.EventLoopError) as exc:
         print(f"central: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_CONFIG) from None
-    asyncio.run(serve(config, seed_customers, listen, replica_id, metrics_listen))
+    eventloop.run(serve(config, seed_customers, listen, replica_id, metrics_listen))
 
 
 def check_replica(config: ProvinceConfig, listen: str | None, replica_id: str) -> None:
@@ -82,6 +83,7 @@ async def serve(
     replica_id: str = DEFAULT_REPLICA_ID,
     metrics_listen: str | None = None,
 ) -> None:
+    log.info("event loop: %s", eventloop.in_use())
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

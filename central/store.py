@@ -62,6 +62,20 @@ _LEADERSHIP = models.Base.metadata.tables["central_leadership"]
 # the first answer are recorded, so real calls stay far below this.
 MAX_DECISIONS_PER_CALL = 1000
 
+# The statements of the hot paths (every call's screen pop, every ingested batch), built once with
+# bound parameters: SQLAlchemy then finds their compiled form by a memoized cache key instead of
+# walking a fresh statement each time (that walk was about 9 % of central's CPU under load).
+_CUSTOMER_BY_PHONE = sa.select(_CUSTOMERS).where(
+    _CUSTOMERS.c.customer_id
+    == sa.select(_PHONES.c.customer_id).where(_PHONES.c.phone == sa.bindparam("phone")).scalar_subquery()
+)
+_PHONES_OF = (
+    sa.select(_PHONES.c.phone)
+    .where(_PHONES.c.customer_id == sa.bindparam("customer_id"))
+    .order_by(_PHONES.c.position)
+)
+_EVENTS_OF = sa.select(_EVENTS).where(_EVENTS.c.call_id.in_(sa.bindparam("call_ids", expanding=True)))
+
 
 @dataclass(frozen=True)
 class IngestResult:
@@ -264,8 +278,7 @@ class Store:
         """Each call's stored events, in journey order."""
         found: dict[str, list[CallEvent]] = {}
         for chunk in _chunks(call_ids):
-            query = sa.select(_EVENTS).where(_EVENTS.c.call_id.in_(chunk))
-            for row in (await conn.execute(query)).all():
+            for row in (await conn.execute(_EVENTS_OF, {"call_ids": chunk})).all():
                 e = _event(row._mapping)
                 found.setdefault(e.call_id, []).append(e)
         for journey in found.values():
@@ -278,15 +291,10 @@ class Store:
         """The customer one of whose numbers is `phone` (the screen pop)."""
 
         async def attempt(conn: AsyncConnection) -> Customer | None:
-            owner = sa.select(_PHONES.c.customer_id).where(_PHONES.c.phone == phone).scalar_subquery()
-            row = (await conn.execute(sa.select(_CUSTOMERS).where(_CUSTOMERS.c.customer_id == owner))).first()
+            row = (await conn.execute(_CUSTOMER_BY_PHONE, {"phone": phone})).first()
             if row is None:
                 return None
-            phones = await conn.execute(
-                sa.select(_PHONES.c.phone)
-                .where(_PHONES.c.customer_id == row.customer_id)
-                .order_by(_PHONES.c.position)
-            )
+            phones = await conn.execute(_PHONES_OF, {"customer_id": row.customer_id})
             return customer_from_row(row._mapping, phones.scalars().all())
 
         return await self._transaction(attempt)

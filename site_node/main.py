@@ -11,7 +11,8 @@ import logging
 import signal
 
 from site_node.app import SiteNode, site_tls
-from vcc import logs, tls
+from site_node.records.shipper import linger_from_env
+from vcc import eventloop, logs, tls
 from vcc.config import ConfigError, load_province
 from vcc.sdnotify import Notifier
 from vcc.tracing import Tracing
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 
 async def serve(config_path: str, site_id: str, metrics_listen: str | None = None) -> None:
+    log.info("event loop: %s", eventloop.in_use())
     province = load_province(config_path)
     files = site_tls(province, site_id)
     if files is not None:
@@ -58,4 +60,9 @@ def run(
     except ValueError as exc:
         raise ConfigError(f"--log-format: {exc}") from None
     logs.bind_context(site=site_id)
-    asyncio.run(serve(config_path, site_id, metrics_listen))
+    try:
+        eventloop.chosen()
+        linger_from_env()
+    except ValueError as exc:  # EventLoopError is one
+        raise ConfigError(str(exc)) from None
+    eventloop.run(serve(config_path, site_id, metrics_listen))

@@ -251,3 +251,16 @@ async def test_stop_with_drain_ships_what_is_left_first(central: CentralServer, 
 
 async def _true(value: bool) -> bool:
     return value
+
+
+def test_the_linger_comes_from_the_environment_within_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    from site_node.records.shipper import LINGER_ENV, LINGER_S, linger_from_env
+
+    monkeypatch.delenv(LINGER_ENV, raising=False)
+    assert linger_from_env() == LINGER_S
+    monkeypatch.setenv(LINGER_ENV, "0.1")
+    assert linger_from_env() == 0.1
+    for bad in ("soon", "-1", "60"):
+        monkeypatch.setenv(LINGER_ENV, bad)
+        with pytest.raises(ValueError, match=LINGER_ENV):
+            linger_from_env()

@@ -28,6 +28,8 @@ from typing import Annotated, Any
 
 import typer
 
+from vcc import eventloop
+
 bench_app = typer.Typer(
     help="Benchmarks (SPEC §7): each prints a table and writes JSON.",
     invoke_without_command=True,
@@ -95,36 +97,62 @@ def _write_json(path: Path | None, name: str, result: Mapping[str, Any]) -> None
 def table_throughput(result: Mapping[str, Any]) -> Any:
     from rich.table import Table
 
-    table = Table(title=f"throughput: {result['sites']} sites, {result['agents_per_site']} agents each")
+    name = (result.get("variant") or {}).get("name", "")
+    table = Table(
+        title=f"throughput: {result['sites']} sites, {result['agents_per_site']} agents each"
+        + (f" [{name}]" if name else "")
+    )
     for col in (
         "calls/s planned",
         "achieved",
         "calls",
         "answered",
-        "p50 dial→ring ms",
-        "p99 dial→ring ms",
-        "p99 queued→ring ms",
+        "blocked",
+        "dial→ring ms p50 / p99",
+        "prompt→ring ms p50 / p99",
         "reconciliation",
+        "load 1 min",
         "ok",
     ):
         table.add_column(col, justify="right")
     for step in result["steps"]:
         rec = step["reconciliation"]
+        dial, prompt = step["dial_to_ringing_ms"], step.get("prompt_to_ringing_ms") or {}
+        load = (step.get("load_average") or {}).get("after")
         table.add_row(
             _fmt(step["target_rate_per_s"], 0),
             _fmt(step["achieved_rate_per_s"], 1),
             str(step["offered"]),
             str(step["outcomes"].get("answered", 0)),
-            _fmt(step["dial_to_ringing_ms"]["p50"], 1),
-            _fmt(step["dial_to_ringing_ms"]["p99"], 1),
-            _fmt(step["queued_to_ringing_ms"]["p99"], 1),
+            str(step["outcomes"].get("blocked", 0)),
+            f"{_fmt(dial['p50'], 0)} / {_fmt(dial['p99'], 0)}",
+            f"{_fmt(prompt.get('p50'), 0)} / {_fmt(prompt.get('p99'), 0)}",
             f"missing {rec['missing']} dup {rec['duplicated']} mismatch {rec['mismatched']}",
+            _fmt(load[0], 1) if load else "-",
             "yes" if step["ok"] else "NO: " + "; ".join(step["failures"]),
         )
+    ceiling = result.get("ceiling_rate_per_s", result.get("sustained_rate_per_s"))
     table.caption = (
-        f"sustained {result['sustained_rate_per_s']} calls/s (target {result['target_rate_per_s']}), "
-        f"p99 dial→ringing {_fmt(result['p99_dial_to_ringing_ms'], 1)} ms"
+        f"ceiling {_fmt(ceiling, 0)} calls/s (target {result['target_rate_per_s']}), "
+        f"p99 dial→ringing there {_fmt(result['p99_dial_to_ringing_ms'], 1)} ms; "
+        f"all cores at the CPU per call measured: {_fmt(result.get('cores_bound_rate_per_s'), 0)} calls/s"
     )
+    return table
+
+
+def table_cpu(result: Mapping[str, Any]) -> Any:
+    """CPU milliseconds per call of each process at each step."""
+    from rich.table import Table
+
+    steps = [s for s in result["steps"] if s.get("cpu_ms_per_call")]
+    names = list(steps[0]["cpu_ms_per_call"]) if steps else []
+    table = Table(title="CPU ms per call, read from each process (user + system)")
+    table.add_column("calls/s", justify="right")
+    for name in names:
+        table.add_column(name, justify="right")
+    for step in steps:
+        cpu = step["cpu_ms_per_call"]
+        table.add_row(_fmt(step["target_rate_per_s"], 0), *(_fmt(cpu.get(n), 2) for n in names))
     return table
 
 
@@ -282,34 +310,97 @@ def table_stats(result: Mapping[str, Any]) -> Any:
 
 
 def run_throughput(
-    rates: list[float] | None = None, step_s: float = 8.0, *, observability: bool = True
+    rates: list[float] | None = None,
+    step_s: float = 8.0,
+    *,
+    variant: Any = None,
+    max_rate: float = 1200.0,
+    profile_dir: Path | None = None,
+    every_step: bool = False,
 ) -> dict[str, Any]:
-    from tools.bench.cluster import throughput
+    from tools.bench.cluster import AS_SHIPPED, throughput
 
-    kwargs: dict[str, Any] = {"step_s": step_s, "progress": _say, "observability": observability}
-    if rates:
-        kwargs["rates"] = rates
-    return asyncio.run(throughput(**kwargs))
+    return eventloop.run(
+        throughput(
+            rates=rates or None,
+            step_s=step_s,
+            max_rate=max_rate,
+            variant=variant or AS_SHIPPED,
+            progress=_say,
+            profile_dir=profile_dir,
+            every_step=every_step,
+        )
+    )
+
+
+def run_comparisons(
+    names: list[str],
+    rates: list[float] | None = None,
+    step_s: float = 8.0,
+    *,
+    max_rate: float = 1200.0,
+    profile_dir: Path | None = None,
+    every_step: bool = False,
+) -> dict[str, Any]:
+    """The province as shipped, then once per comparison with its one difference, in one run."""
+    from tools.bench.cluster import AS_SHIPPED, COMPARISONS, side_by_side
+
+    shipped = run_throughput(
+        rates, step_s, variant=AS_SHIPPED, max_rate=max_rate, profile_dir=profile_dir, every_step=every_step
+    )
+    out: dict[str, Any] = {"as_shipped": shipped, "comparisons": {}}
+    for name in names:
+        other = run_throughput(
+            rates, step_s, variant=COMPARISONS[name], max_rate=max_rate, every_step=every_step
+        )
+        out["comparisons"][name] = {"run": other, "side_by_side": side_by_side(other, shipped)}
+    return out
 
 
 def run_observability_cost(rates: list[float] | None = None, step_s: float = 8.0) -> dict[str, Any]:
     """The same steps twice in one run: traces and metrics off, then on (scraped every 2 s)."""
-    off = run_throughput(rates, step_s, observability=False)
-    on = run_throughput(rates, step_s, observability=True)
-    rows = []
-    for a, b in zip(off["steps"], on["steps"], strict=False):
-        cpu_a, cpu_b = a.get("cluster_cpu_ms_per_call"), b.get("cluster_cpu_ms_per_call")
-        rows.append(
-            {
-                "target_rate_per_s": a["target_rate_per_s"],
-                "ok": [a["ok"], b["ok"]],
-                "p50_dial_to_ringing_ms": [a["dial_to_ringing_ms"]["p50"], b["dial_to_ringing_ms"]["p50"]],
-                "p99_dial_to_ringing_ms": [a["dial_to_ringing_ms"]["p99"], b["dial_to_ringing_ms"]["p99"]],
-                "cluster_cpu_ms_per_call": [cpu_a, cpu_b],
-                "cpu_ratio_on_off": round(cpu_b / cpu_a, 3) if cpu_a and cpu_b else None,
-            }
-        )
+    from tools.bench.cluster import AS_SHIPPED, COMPARISONS, side_by_side
+
+    off = run_throughput(rates, step_s, variant=COMPARISONS["observability"])
+    on = run_throughput(rates, step_s, variant=AS_SHIPPED)
+    compared = side_by_side(off, on)
+    rows = [{**row, "cpu_ratio_on_off": row["cpu_ratio_after_before"]} for row in compared["rows"]]
     return {"off": off, "on": on, "side_by_side": rows}
+
+
+def table_side_by_side(title: str, compared: Mapping[str, Any]) -> Any:
+    from rich.table import Table
+
+    before, after = compared["names"]
+    table = Table(title=f"{title}: {before} | {after} (one run)")
+    for col in (
+        "calls/s",
+        "ok",
+        "p50 dial→ring ms",
+        "p99 dial→ring ms",
+        "cluster CPU ms/call",
+        "CPU after/before",
+        "all CPU ms/call",
+        "load 1 min",
+    ):
+        table.add_column(col, justify="right")
+    for row in compared["rows"]:
+        table.add_row(
+            _fmt(row["target_rate_per_s"], 0),
+            " | ".join("pass" if ok else "FAIL" for ok in row["ok"]),
+            " | ".join(_fmt(v, 1) for v in row["p50_dial_to_ringing_ms"]),
+            " | ".join(_fmt(v, 1) for v in row["p99_dial_to_ringing_ms"]),
+            " | ".join(_fmt(v, 2) for v in row["cluster_cpu_ms_per_call"]),
+            _fmt(row["cpu_ratio_after_before"], 3),
+            " | ".join(_fmt(v, 2) for v in row["all_cpu_ms_per_call"]),
+            " | ".join(_fmt(v, 1) for v in row["load_average_1min"]),
+        )
+    ceilings = compared["ceiling_rate_per_s"]
+    table.caption = (
+        f"ceiling {_fmt(ceilings[0], 0)} | {_fmt(ceilings[1], 0)} calls/s, "
+        f"ratio {_fmt(compared['ceiling_ratio_after_before'], 2)}"
+    )
+    return table
 
 
 def table_observability_cost(result: Mapping[str, Any]) -> Any:
@@ -381,7 +472,7 @@ BENCHES: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[Mapping[str, An
     "routing": (lambda: run_routing(calls=300), table_routing),
     "memory": (run_memory, table_memory),
     "pooling": (lambda: run_pooling(calls=30_000), table_pooling),
-    "throughput": (run_throughput, table_throughput),
+    "throughput": (lambda: run_throughput(max_rate=500.0), table_throughput),
     "stats": (run_stats, table_stats),
 }
 
@@ -427,15 +518,39 @@ def _pooling_curve(calls: int = 20_000) -> dict[str, Any]:
 @bench_app.command("throughput")
 def throughput_cmd(
     json_path: JsonOpt = None,
-    rate: Annotated[list[float] | None, typer.Option(help="Calls per second of each step (repeat).")] = None,
+    rate: Annotated[
+        list[float] | None,
+        typer.Option(help="Calls per second of each step (repeat); default: the ladder up to --max-rate."),
+    ] = None,
+    max_rate: Annotated[float, typer.Option(min=10, help="Top of the automatic ladder (calls/s).")] = 1200.0,
     step: Annotated[float, typer.Option(min=1, help="Seconds of arrivals per step.")] = 8.0,
+    compare: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Also run the province with one thing changed, side by side in this run (repeat): "
+            "loop (uvloop instead of asyncio's own loop), tls (plaintext, bench only), "
+            "observability (traces and metrics off), linger (the shipper's old 0.1 s linger)."
+        ),
+    ] = None,
+    profile: Annotated[
+        Path | None,
+        typer.Option(help="py-spy profiles of every Python process, each step, into this folder."),
+    ] = None,
     *,
+    every_step: Annotated[
+        bool,
+        typer.Option(
+            help="Run every step even after one failed (for --compare: the same rates in each run)."
+        ),
+    ] = False,
     observability_cost: Annotated[
         bool,
         typer.Option(help="Run the steps twice, traces and metrics off then on, and compare them."),
     ] = False,
 ) -> None:
-    """The highest call rate three sites sustain with every call served and recorded."""
+    """The highest call rate three sites sustain: every call recorded once, ringing within 1 s at p99."""
+    from tools.bench.cluster import COMPARISONS
+
     if observability_cost:
         cost = run_observability_cost(rate, step)
         _console().print(table_throughput(cost["off"]))
@@ -443,8 +558,25 @@ def throughput_cmd(
         _console().print(table_observability_cost(cost))
         _write_json(json_path, "throughput-observability", cost)
         return
-    result = run_throughput(rate, step)
+    unknown = [c for c in compare or [] if c not in COMPARISONS]
+    if unknown:
+        raise typer.BadParameter(f"{unknown[0]!r}: one of {', '.join(COMPARISONS)}", param_hint="--compare")
+    if compare:
+        both = run_comparisons(
+            list(compare), rate, step, max_rate=max_rate, profile_dir=profile, every_step=every_step
+        )
+        console = _console()
+        console.print(table_throughput(both["as_shipped"]))
+        console.print(table_cpu(both["as_shipped"]))
+        for name, item in both["comparisons"].items():
+            console.print(table_throughput(item["run"]))
+            console.print(table_cpu(item["run"]))
+            console.print(table_side_by_side(name, item["side_by_side"]))
+        _write_json(json_path, "throughput", both)
+        return
+    result = run_throughput(rate, step, max_rate=max_rate, profile_dir=profile, every_step=every_step)
     _console().print(table_throughput(result))
+    _console().print(table_cpu(result))
     _write_json(json_path, "throughput", result)
 
 

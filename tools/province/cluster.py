@@ -302,6 +302,7 @@ class Cluster:
         timeout_s: float = START_TIMEOUT_S,
         central_replicas: int = 1,
         database_url: str | None = None,
+        bench_plaintext: bool = False,
     ) -> Cluster:
         """Start etcd, then central (unless `central=False`; `central_replicas` of it, one leads),
         then the sites (all, or the ids in `sites`).
@@ -310,10 +311,22 @@ class Cluster:
         may be taken). `database_url` replaces the config's central database (a PostgreSQL the
         launcher started: `start_database`). Raises ConfigError for a bad config, ClusterError
         when a process does not come up.
+
+        `bench_plaintext`: every link in plaintext, nobody authenticated, only so that `vcc bench
+        throughput --compare tls` can say what mutual TLS costs. No command that starts a cluster
+        for use offers it (`vcc cluster up`, `vcc demo`, `vcc simulate` always make certificates).
         """
         run, raw, wanted = await asyncio.to_thread(_prepare_run, Path(config_path), Path(run_dir), sites)
-        certs = await asyncio.to_thread(cluster_tls, run, raw, Path(config_path), central_replicas)
-        etcd = EtcdServer(data_dir=run / "etcd", log_path=run / "logs" / "etcd.log", tls=certs.etcd())
+        certs: ClusterTls | None = None
+        if bench_plaintext:
+            if raw.get("tls"):
+                raise ConfigError("bench_plaintext: the config names a CA; a plaintext bench needs none")
+            raw.pop("tls", None)
+        else:
+            certs = await asyncio.to_thread(cluster_tls, run, raw, Path(config_path), central_replicas)
+        etcd = EtcdServer(
+            data_dir=run / "etcd", log_path=run / "logs" / "etcd.log", tls=certs.etcd() if certs else None
+        )
         try:
             await asyncio.to_thread(etcd.start)
         except (RuntimeError, TimeoutError, OSError) as exc:
@@ -326,7 +339,7 @@ class Cluster:
         except ConfigError:
             await asyncio.to_thread(etcd.stop)
             raise
-        if certs.own_ca:
+        if certs is not None and certs.own_ca:
             try:
                 # Each etcd key writable only by its owner (a site its own membership key...).
                 await asyncio.to_thread(
@@ -349,8 +362,9 @@ class Cluster:
             raise
         cluster.start_timeout_s = timeout_s
         cluster.tls = certs
-        # This process (the launcher: a tool, the simulator, a test) dials the cluster as a tool.
-        certs.adopt_tool()
+        if certs is not None:
+            # This process (the launcher: a tool, the simulator, a test) dials the cluster as a tool.
+            certs.adopt_tool()
         cluster.etcd = etcd
         cluster.etcd_process = ManagedProcess(
             name="etcd", cmd=["etcd"], log_path=run / "logs" / "etcd.log", cwd=run, address=etcd.endpoint

@@ -1,0 +1,220 @@
+"""`vcc bench throughput`: the step's verdict fails on every kind of broken step, the ladder climbs
+until a failure, the CPU per call and the side-by-side comparison add up, and one real (tiny)
+plaintext province runs a step through (the bench-only switch; every other cluster is mTLS)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from tests.tools.test_checks import K, caller, event, record
+from tests.tools.test_cli import EXAMPLE
+from tools.bench import cluster as bench
+from tools.simulation.traffic import CallerView
+from vcc import eventloop
+
+STEP_S = 10.0
+
+
+def ringing(view: CallerView, after_s: float) -> CallerView:
+    """The caller heard the menu at once and `ringing` after_s after dialling."""
+    at = view.offered_at
+    rang = {"site_id": view.entry_site_id, "agent_code": view.agent_code}
+    view.progress[1:1] = [
+        ("prompt", at + 0.01, {}),
+        ("digits", at + 0.01, {}),
+        ("ringing", at + after_s, rang),
+    ]
+    return view
+
+
+def rec(view: CallerView) -> Any:
+    """Central's record of the call, its agent's ring included."""
+    if view.outcome != "answered":
+        return record(view)
+    rang = event(view.call_id, K.CALL_EVENT_KIND_RINGING, view.offered_at + 0.1, agent=view.agent_code)
+    return record(view, extra=[rang])
+
+
+def calls(n: int = 10, ring_s: float = 0.1) -> list[CallerView]:
+    return [
+        ringing(caller(f"c{i}", agent=f"01{i:02d}", offered=100.0 + i, talk=(101.0 + i, 102.0 + i)), ring_s)
+        for i in range(n)
+    ]
+
+
+def verdict(views: list[CallerView], records: list[Any] | None = None, rate: float = 1.0) -> dict[str, Any]:
+    return bench._step_verdict(
+        views, rate, STEP_S, records if records is not None else [rec(v) for v in views]
+    )
+
+
+def test_a_sound_step_passes_with_its_figures() -> None:
+    step = verdict(calls())
+    assert step["ok"], step["failures"]
+    assert step["dial_to_ringing_ms"]["p99"] == pytest.approx(100.0)
+    assert step["prompt_to_ringing_ms"]["p50"] == pytest.approx(90.0)
+    assert step["reconciliation"]["missing"] == 0 and step["blocked_share"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "broken", ["record missing", "record twice", "slow ringing", "blocked", "lost", "too few offered"]
+)
+def test_every_broken_step_fails(broken: str) -> None:
+    views = calls()
+    records = [rec(v) for v in views]
+    rate = 1.0
+    if broken == "record missing":
+        records.pop()
+    elif broken == "record twice":
+        records.append(rec(views[0]))
+    elif broken == "slow ringing":
+        views[-1] = ringing(caller("c9", agent="0109", offered=109.0, talk=(111.0, 112.0)), 1.5)
+        records[-1] = rec(views[-1])
+    elif broken == "blocked":
+        views[-1] = caller("c9", "blocked", offered=109.0)
+        records[-1] = rec(views[-1])
+    elif broken == "lost":
+        views[-1].outcome = "lost"
+    else:
+        rate = 3.0  # 30 planned over the step, 10 offered
+    step = verdict(views, records, rate)
+    assert not step["ok"]
+    assert len(step["failures"]) == 1, step["failures"]
+
+
+def test_a_bound_on_blocking_lets_a_few_through() -> None:
+    views = calls(20)
+    views[-1] = caller("c19", "blocked", offered=119.0)
+    step = bench._step_verdict(views, 2.0, STEP_S, [rec(v) for v in views], max_blocked_share=0.05)
+    assert step["ok"], step["failures"]
+    assert step["blocked_share"] == pytest.approx(0.05)
+
+
+def test_the_ladder_and_the_step_between() -> None:
+    assert bench.ladder(None, 250) == [50, 100, 150, 200, 250]
+    assert bench.ladder([300, 100, 100], 50) == [100, 300]
+    with pytest.raises(ValueError):
+        bench.ladder(None, 10)
+    assert bench.halfway(400, 500) == 450
+    assert bench.halfway(100, 120) is None
+
+
+def test_cpu_per_call_and_side_by_side() -> None:
+    before = {"site gz": 1.0, "central": 2.0, "etcd": 0.5, "bench client": 3.0}
+    after = {"site gz": 1.5, "central": 2.25, "etcd": 0.5, "bench client": 3.5}
+    cpu = bench.cpu_per_call_ms(before, after, 100)
+    assert cpu["site gz"] == 5.0 and cpu["central"] == 2.5 and cpu["bench client"] == 5.0
+    assert cpu["cluster (sites + central)"] == 7.5 and cpu["all"] == 12.5
+
+    def run(name: str, cpu_ms: float, rates: list[float]) -> dict[str, Any]:
+        steps = [
+            {
+                "target_rate_per_s": r,
+                "ok": True,
+                "dial_to_ringing_ms": {"p50": 10.0, "p99": 90.0},
+                "cluster_cpu_ms_per_call": cpu_ms,
+                "cpu_ms_per_call": {"all": cpu_ms + 1},
+                "load_average": {"after": (3.0, 2.0, 1.0)},
+            }
+            for r in rates
+        ]
+        return {"variant": {"name": name}, "steps": steps, "ceiling_rate_per_s": max(rates)}
+
+    compared = bench.side_by_side(run("asyncio", 4.0, [50, 100]), run("uvloop", 3.0, [50, 100, 150]))
+    assert compared["names"] == ["asyncio", "uvloop"]
+    assert compared["ceiling_ratio_after_before"] == 1.5
+    assert [r["target_rate_per_s"] for r in compared["rows"]] == [50, 100]
+    assert compared["rows"][0]["cpu_ratio_after_before"] == 0.75
+
+
+def test_top_functions_of_a_profile() -> None:
+    collapsed = (
+        "process 1;main (a/app.py:3);work (a/app.py:10);encode (b/proto.py:7) 6\n"
+        "process 1;main (a/app.py:3);work (a/app.py:10) 2\n"
+        "process 1;main (a/app.py:3);wait (c/loop.py:1) 2\n"
+        "garbage\n"
+    )
+    top = bench.top_functions(collapsed)
+    assert top["self"][0] == ("encode (proto.py)", 0.6)
+    assert dict(top["inclusive"])["work (app.py)"] == 0.8
+    assert bench.top_functions("") == {"self": [], "inclusive": []}
+
+
+# -- the event loop ---------------------------------------------------------------------------------
+
+
+def test_asyncio_by_default_and_uvloop_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def which() -> str:
+        return eventloop.in_use()
+
+    monkeypatch.delenv(eventloop.LOOP_ENV, raising=False)
+    assert eventloop.run(which()) == "asyncio"
+    monkeypatch.setenv(eventloop.LOOP_ENV, "uvloop")
+    assert eventloop.run(which()) == "uvloop"
+    monkeypatch.setenv(eventloop.LOOP_ENV, "tokio")
+    with pytest.raises(eventloop.EventLoopError, match="VCC_EVENT_LOOP"):
+        eventloop.run(which())
+
+
+# -- a real province, in plaintext (bench only) ------------------------------------------------------
+
+
+async def test_a_plaintext_province_runs_a_step_and_reports_each_process(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An identity this process was given must not be used on the plaintext province (nor kept).
+    monkeypatch.setenv("VCC_TLS_CA", str(tmp_path / "nowhere-ca.crt"))
+    result = await bench.throughput(
+        rates=[6.0],
+        step_s=2.0,
+        handle_s=0.1,
+        variant=bench.COMPARISONS["tls"],
+        run_dir=tmp_path,
+        refine=False,
+    )
+    (step,) = result["steps"]
+    assert step["ok"], step["failures"]
+    assert result["variant"]["tls"] is False and result["ceiling_rate_per_s"] == 6.0
+    assert {"site gz", "site sz", "site fs", "central", "etcd", "bench client"} <= set(
+        step["cpu_ms_per_call"]
+    )
+    assert all(v >= 0 for v in step["cpu_ms_per_call"].values())
+    # The cluster ran without certificates, and this process's environment is as it was.
+    assert not (tmp_path / "cluster" / "certs").exists()
+    assert os.environ["VCC_TLS_CA"] == str(tmp_path / "nowhere-ca.crt")
+
+
+def test_the_cores_bound_rate() -> None:
+    assert bench.cores_bound_rate(10.0, cores=2) == 200.0
+    assert bench.cores_bound_rate(0.0, cores=2) is None
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        # The site's loop and linger are checked in one place: the linger stands for both there.
+        (["central", "--config", str(EXAMPLE)], {"VCC_EVENT_LOOP": "tokio"}, "VCC_EVENT_LOOP"),
+        (
+            ["site", "--config", str(EXAMPLE), "--site", "gz"],
+            {"VCC_SHIPPER_LINGER_S": "soon"},
+            "VCC_SHIPPER_LINGER_S",
+        ),
+    ],
+    ids=["central-loop", "site-linger"],
+)
+def test_a_bad_loop_or_linger_refuses_the_start(args: list[str], env: dict[str, str], named: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tools", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **env},
+    )
+    assert done.returncode == 2, done.stderr
+    assert named in done.stderr and "Traceback" not in done.stderr
