@@ -33,3 +33,9 @@ class EventKind(StrEnum):
     SUPERVISION_ENDED = "SUPERVISION_ENDED"
     # A group leader took the call over from its agent (data: supervisor, agent).
     INTERCEPTED = "INTERCEPTED"
+    # The call left its IVR flow (data: flow, version, end, node, details).
+    IVR_ENDED = "IVR_ENDED"
+    # A callback asked for, attempted, finished (data: callback_id, stage, attempt, outcome).
+    CALLBACK = "CALLBACK"
+    # A voicemail message recorded, assigned, played, done (data: message_id, stage).
+    VOICEMAIL = "VOICEMAIL"

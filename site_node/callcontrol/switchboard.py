@@ -14,28 +14,15 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
 
-from routing.acd import Acd
 from routing.agents import Agent
-from site_node.callcontrol.agents import Agents
-from site_node.callcontrol.calls import CallBook
-from site_node.callcontrol.connected import ConnectedCalls
-from site_node.callcontrol.consults import Consults
-from site_node.callcontrol.counters import SiteCounters
-from site_node.callcontrol.directory import Directory, TransferTarget
+from site_node.callcontrol.directory import TransferTarget
 from site_node.callcontrol.domain import Call, CallState, CustomerInfo, Effect, Outcome, ToAgent
 from site_node.callcontrol.effects import Effects
-from site_node.callcontrol.guests import GuestCalls, RemoteOfferIn
-from site_node.callcontrol.ivr import Ivr
-from site_node.callcontrol.legs_out import RemoteLegs
+from site_node.callcontrol.flow_calls import FlowSource
+from site_node.callcontrol.guests import RemoteOfferIn
 from site_node.callcontrol.limits import check_digits
-from site_node.callcontrol.queues import Queues
-from site_node.callcontrol.resources import ChannelPool, Resources
-from site_node.callcontrol.ringing import Ringing
-from site_node.callcontrol.screen_pop import ScreenPop
-from site_node.callcontrol.supervision import Supervision
-from site_node.callcontrol.timers import Timers
-from site_node.callcontrol.transfers import Transfers
-from site_node.callcontrol.trunk import TrunkSide
+from site_node.callcontrol.parts import build_parts
+from site_node.callcontrol.resources import ChannelPool
 from vcc.call_events import EventKind
 from vcc.config import RoutingConfig, SiteConfig
 from vcc.errors import FailedPrecondition
@@ -57,50 +44,30 @@ class Switchboard:
         site_groups: Mapping[str, frozenset[str]] | None = None,
         journal: bool = True,
         new_offer_id: Callable[[], str] = _new_id,
+        flows: FlowSource | None = None,
     ) -> None:
         """`journal=False` leaves the Journal effects out (nothing else changes): for the model
-        engine, which never reads them and would spend much of its time building them."""
+        engine, which never reads them and would spend much of its time building them. `flows`:
+        the IVR flow a dialled number runs (None, or no flow for it: the site's one menu)."""
         self.site = site
         self.site_id = site.id
         self.service_number = service_number
         self.routing = routing or RoutingConfig(mode="isolated")
         self.journaling = journal
-        self.counters = SiteCounters()
-        self.timers = Timers()
-        self.book = CallBook(site.id)
-        self.resources = Resources(site)
-        self.acd = Acd({g.id: (g.strategy, g.priority) for g in site.skill_groups})
-        self.desk = Agents(site, self.acd, self.timers)
-        self.ringing = Ringing(site, self.desk, self.timers, self.counters)
-        self.queues = Queues(site, self.acd, self.book, self.desk, self.ringing)
-        self.ivr = Ivr(site, self.book, self.resources, self.queues, self.timers, self.counters)
-        self.screen_pop = ScreenPop(self.book, self.queues, self.timers)
-        self.trunk = TrunkSide(site.id, service_number, self.book, self.resources, self.counters, new_call_id)
-        self.connected = ConnectedCalls(
-            site, self.desk, self.queues, self.ringing, self.ivr, self.trunk, self.counters
+        parts = build_parts(
+            site, service_number, self.routing, new_call_id, new_offer_id, agent_sites, site_groups, flows
         )
-        self.legs = RemoteLegs(
-            site.id, self.routing, self.book, self.resources, self.queues, self.trunk, self.timers,
-            self.counters, self.desk.staffed, new_offer_id,
-        )  # fmt: skip
-        self.guests = GuestCalls(
-            site.id, self.book, self.resources, self.desk, self.queues, self.ringing, self.connected,
-            self.counters,
-        )  # fmt: skip
-        self.consults = Consults(
-            site, self.book, self.desk, self.queues, self.ringing, self.connected, self.legs, self.timers,
-            self.counters,
-        )  # fmt: skip
-        directory = Directory(
-            site.id,
-            agent_sites or {a.code: site.id for a in site.agents},
-            site_groups or {site.id: frozenset(g.id for g in site.skill_groups)},
+        self.counters, self.timers, self.book = parts.counters, parts.timers, parts.book
+        self.resources, self.acd, self.desk, self.ringing = (
+            parts.resources,
+            parts.acd,
+            parts.desk,
+            parts.ringing,
         )
-        self.transfers = Transfers(
-            site.id, directory, self.resources, self.desk, self.queues, self.ringing, self.ivr,
-            self.connected, self.legs, self.guests, self.consults,
-        )  # fmt: skip
-        self.supervision = Supervision(site, self.book, self.desk, self.connected)
+        self.queues, self.trunk, self.flows, self.ivr = parts.queues, parts.trunk, parts.flows, parts.ivr
+        self.screen_pop, self.connected, self.legs = parts.screen_pop, parts.connected, parts.legs
+        self.guests, self.consults, self.transfers = parts.guests, parts.consults, parts.transfers
+        self.supervision = parts.supervision
         self.timers.on("ring", self._ring_due)
         self.timers.on("offer", self._offer_due)
 
@@ -221,6 +188,15 @@ class Switchboard:
             fx.journal(call, EventKind.DIGITS, now, data=(("digits", digits), ("ignored", "true")))
             return fx.items
         self.ivr.digits(call, digits, now, fx)
+        self.queues.dispatch(now, fx)
+        return fx.items
+
+    def ivr_looked_up(
+        self, now: float, call_id: str, request: int, fields: dict[str, str] | None
+    ) -> list[Effect]:
+        """Central answered a flow's look-up (None: it failed); a late answer takes the timeout path."""
+        fx = self._fx()
+        self.flows.looked_up(call_id, request, fields, now, fx)
         self.queues.dispatch(now, fx)
         return fx.items
 

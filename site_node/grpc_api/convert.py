@@ -13,6 +13,7 @@ _OUTCOME = {
     Outcome.ABANDONED: common_pb2.CALL_OUTCOME_ABANDONED,
     Outcome.BLOCKED: common_pb2.CALL_OUTCOME_BLOCKED,
     Outcome.FAILED: common_pb2.CALL_OUTCOME_FAILED,
+    Outcome.SELF_SERVED: common_pb2.CALL_OUTCOME_SELF_SERVED,
 }
 
 
@@ -55,8 +56,12 @@ def caller_update_to_proto(u: ToCaller) -> trunk_pb2.PlaceCallResponse:
             msg.accepted.CopyFrom(trunk_pb2.CallAccepted(site_id=u.site_id, trunk_group=u.trunk_group))
         case "prompt":
             msg.prompt.CopyFrom(
-                trunk_pb2.IvrPrompt(prompt=u.prompt, choices=u.choices, timeout_s=u.timeout_s)
-            )
+                trunk_pb2.IvrPrompt(
+                    prompt=u.prompt, choices=u.choices, timeout_s=u.timeout_s, text=u.text,
+                    collect=u.collect, max_digits=u.max_digits, flow_id=u.flow_id,
+                    flow_version=u.flow_version,
+                )
+            )  # fmt: skip
         case "queued":
             msg.queued.CopyFrom(
                 trunk_pb2.CallQueued(

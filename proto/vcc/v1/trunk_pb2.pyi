@@ -240,11 +240,25 @@ class IvrPrompt(_message.Message):
     PROMPT_FIELD_NUMBER: _builtins.int
     CHOICES_FIELD_NUMBER: _builtins.int
     TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    COLLECT_FIELD_NUMBER: _builtins.int
+    MAX_DIGITS_FIELD_NUMBER: _builtins.int
+    FLOW_ID_FIELD_NUMBER: _builtins.int
+    FLOW_VERSION_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
+    """The one menu: its prompt name. A flow: the prompt's id (empty with `collect`)."""
     timeout_s: _builtins.float
+    text: _builtins.str
+    """A flow's prompt: its text in the caller's language, variables filled in."""
+    collect: _builtins.bool
+    """A flow asks for keys now (a menu or an entry of up to `max_digits`, within `timeout_s`)."""
+    max_digits: _builtins.int
+    flow_id: _builtins.str
+    """The flow and version the call runs (a call finishes the version it started on)."""
+    flow_version: _builtins.int
     @_builtins.property
     def choices(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Digits the menu accepts, in order."""
+        """Digits the menu accepts, in order (the one menu only)."""
 
     def __init__(
         self,
@@ -252,10 +266,15 @@ class IvrPrompt(_message.Message):
         prompt: _builtins.str = ...,
         choices: _abc.Iterable[_builtins.str] | None = ...,
         timeout_s: _builtins.float = ...,
+        text: _builtins.str = ...,
+        collect: _builtins.bool = ...,
+        max_digits: _builtins.int = ...,
+        flow_id: _builtins.str = ...,
+        flow_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["choices", b"choices", "prompt", b"prompt", "timeout_s", b"timeout_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["choices", b"choices", "collect", b"collect", "flow_id", b"flow_id", "flow_version", b"flow_version", "max_digits", b"max_digits", "prompt", b"prompt", "text", b"text", "timeout_s", b"timeout_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,97 @@
+"""The call control's parts, built in dependency order and handed what each needs (constructor
+injection, no cycles). The facade (switchboard.py) only routes requests to them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from routing.acd import Acd
+from site_node.callcontrol.agents import Agents
+from site_node.callcontrol.calls import CallBook
+from site_node.callcontrol.connected import ConnectedCalls
+from site_node.callcontrol.consults import Consults
+from site_node.callcontrol.counters import SiteCounters
+from site_node.callcontrol.directory import Directory
+from site_node.callcontrol.flow_calls import FlowCalls, FlowSource
+from site_node.callcontrol.guests import GuestCalls
+from site_node.callcontrol.ivr import Ivr
+from site_node.callcontrol.legs_out import RemoteLegs
+from site_node.callcontrol.queues import Queues
+from site_node.callcontrol.resources import Resources
+from site_node.callcontrol.ringing import Ringing
+from site_node.callcontrol.screen_pop import ScreenPop
+from site_node.callcontrol.supervision import Supervision
+from site_node.callcontrol.timers import Timers
+from site_node.callcontrol.transfers import Transfers
+from site_node.callcontrol.trunk import TrunkSide
+from vcc.config import RoutingConfig, SiteConfig
+
+
+@dataclass
+class Parts:
+    counters: SiteCounters
+    timers: Timers
+    book: CallBook
+    resources: Resources
+    acd: Acd
+    desk: Agents
+    ringing: Ringing
+    queues: Queues
+    trunk: TrunkSide
+    flows: FlowCalls
+    ivr: Ivr
+    screen_pop: ScreenPop
+    connected: ConnectedCalls
+    legs: RemoteLegs
+    guests: GuestCalls
+    consults: Consults
+    transfers: Transfers
+    supervision: Supervision
+
+
+def build_parts(
+    site: SiteConfig,
+    service_number: str,
+    routing: RoutingConfig,
+    new_call_id: Callable[[], str],
+    new_offer_id: Callable[[], str],
+    agent_sites: Mapping[str, str] | None,
+    site_groups: Mapping[str, frozenset[str]] | None,
+    flow_source: FlowSource | None,
+) -> Parts:
+    counters = SiteCounters()
+    timers = Timers()
+    book = CallBook(site.id)
+    resources = Resources(site)
+    acd = Acd({g.id: (g.strategy, g.priority) for g in site.skill_groups})
+    desk = Agents(site, acd, timers)
+    ringing = Ringing(site, desk, timers, counters)
+    queues = Queues(site, acd, book, desk, ringing)
+    trunk = TrunkSide(
+        site.id, service_number, book, resources, counters, new_call_id,
+        catalog_number=(lambda n: flow_source(n) is not None) if flow_source is not None else lambda _n: False,
+    )  # fmt: skip
+    groups = frozenset(g.id for g in site.skill_groups)
+    flows = FlowCalls(groups, site.ivr.default_skill_group, book, resources, queues, trunk, timers)
+    ivr = Ivr(site, book, resources, queues, timers, counters, flows, flow_source)
+    screen_pop = ScreenPop(book, queues, timers)
+    connected = ConnectedCalls(site, desk, queues, ringing, ivr, trunk, counters)
+    legs = RemoteLegs(
+        site.id, routing, book, resources, queues, trunk, timers, counters, desk.staffed, new_offer_id
+    )
+    guests = GuestCalls(site.id, book, resources, desk, queues, ringing, connected, counters)
+    consults = Consults(site, book, desk, queues, ringing, connected, legs, timers, counters)
+    directory = Directory(
+        site.id,
+        agent_sites or {a.code: site.id for a in site.agents},
+        site_groups or {site.id: groups},
+    )
+    transfers = Transfers(
+        site.id, directory, resources, desk, queues, ringing, ivr, connected, legs, guests, consults
+    )
+    supervision = Supervision(site, book, desk, connected)
+    return Parts(
+        counters, timers, book, resources, acd, desk, ringing, queues, trunk, flows, ivr, screen_pop,
+        connected, legs, guests, consults, transfers, supervision,
+    )  # fmt: skip

@@ -1,0 +1,159 @@
+"""The call control running IVR flows (pure, time given): prompts as caller progress, keys, a
+look-up answered, timed out and late, a queue with priority and its announcements, the maximum
+wait leading to a callback, voicemail, the closed message, and a version pushed mid-call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from site_node.callcontrol import Switchboard
+from site_node.callcontrol.domain import Effect, EventKind, IvrLookup, Journal, Outcome, ToCaller
+from tests.ivr.flows import as_yaml, small
+from tests.site_node.test_switchboard import SERVICE, sequential_ids, site_config
+from vcc.ivr.flow import Flow
+from vcc.ivr.validate import load_flow
+
+NUMBER = "95566"
+
+
+def flow_of(data: dict[str, Any]) -> Flow:
+    return load_flow(as_yaml(data))
+
+
+def board(flows: dict[str, Flow]) -> Switchboard:
+    def source(number: str) -> tuple[str, Flow] | None:
+        flow = flows.get("current")
+        return ("svc", flow) if number == NUMBER and flow is not None else None
+
+    groups = [{"id": g} for g in ("general", "billing", "parcel", "complaints")]
+    return Switchboard(site_config(skill_groups=groups), SERVICE, new_call_id=sequential_ids(), flows=source)
+
+
+def heard(effects: list[Effect]) -> list[str]:
+    return [e.prompt for e in effects if isinstance(e, ToCaller) and e.kind == "prompt" and e.prompt]
+
+
+def kinds(effects: list[Effect]) -> list[EventKind]:
+    return [e.event.kind for e in effects if isinstance(e, Journal)]
+
+
+def ended(effects: list[Effect]) -> ToCaller | None:
+    return next((e for e in effects if isinstance(e, ToCaller) and e.kind == "ended"), None)
+
+
+def offer(sb: Switchboard, now: float = 0.0, dnis: str = NUMBER) -> tuple[str, list[Effect]]:
+    return sb.offer(now, idempotency_key=f"k{now}", ani="13800000001", dnis=dnis)
+
+
+def test_a_menu_key_queues_with_the_flows_priority_and_other_numbers_keep_the_one_menu() -> None:
+    data = small()
+    data["nodes"]["a_queue"]["priority"] = 3
+    sb = board({"current": flow_of(data)})
+    call_id, fx = offer(sb)
+    assert heard(fx) == ["main", "a", "b"]
+    assert any(isinstance(e, ToCaller) and e.collect for e in fx)
+    started = next(e.event for e in fx if isinstance(e, Journal) and e.event.kind == EventKind.IVR_STARTED)
+    assert dict(started.data) == {"flow": "small", "version": "1", "service": "svc"}
+    fx = sb.caller_digits(1.0, call_id, "1")
+    assert heard(fx) == ["hold"]
+    assert kinds(fx) == [EventKind.DIGITS, EventKind.IVR_ENDED, EventKind.QUEUED]
+    call = sb.calls[call_id]
+    assert (call.skill_group, call.priority) == ("parcel", 3)
+    _, fx = offer(sb, 2.0, dnis=SERVICE)
+    assert [e.prompt for e in fx if isinstance(e, ToCaller) and e.kind == "prompt"] == [sb.site.ivr.prompt]
+
+
+def test_a_lookup_answered_timed_out_and_late() -> None:
+    data = small()
+    data["start"] = "who"
+    data["nodes"]["who"] = {
+        "kind": "lookup", "name": "customer", "args": {"phone": "{ani}"}, "into": "customer",
+        "timeout_s": 2, "next": "vip", "on_timeout": "main",
+    }  # fmt: skip
+    data["nodes"]["vip"] = {
+        "kind": "branch", "cases": [{"when": {"var": "customer.level", "eq": "vip"}, "next": "b_queue"}],
+        "else": "main",
+    }  # fmt: skip
+    sb = board({"current": flow_of(data)})
+    vip, fx = offer(sb)
+    ask = next(e for e in fx if isinstance(e, IvrLookup))
+    assert (ask.name, dict(ask.args), ask.timeout_s) == ("customer", {"phone": "13800000001"}, 2)
+    fx = sb.ivr_looked_up(1.0, vip, ask.request, {"level": "vip"})
+    assert sb.calls[vip].skill_group == "complaints"
+    slow, fx = offer(sb, 10.0)
+    ask = next(e for e in fx if isinstance(e, IvrLookup))
+    fx = sb.tick(12.0)
+    assert heard(fx) == ["main", "a", "b"]
+    # The answer after the timeout changes nothing.
+    assert sb.ivr_looked_up(12.5, slow, ask.request, {"level": "vip"}) == []
+    late, fx = offer(sb, 20.0)
+    ask = next(e for e in fx if isinstance(e, IvrLookup))
+    # Comes after its deadline, before the timer ran: the timeout's path too.
+    fx = sb.ivr_looked_up(22.5, late, ask.request, {"level": "vip"})
+    assert heard(fx)[0] == "main"
+
+
+def test_max_wait_offers_a_callback_and_the_call_ends_self_served() -> None:
+    data = small()
+    data["prompts"]["pos"] = {"zh": "您前面还有{position}位。", "en": "You are number {position}."}
+    data["prompts"]["cb"] = {"zh": "我们会回电。", "en": "We will call you back."}
+    data["nodes"]["a_queue"]["treatment"] = {
+        "position_prompt": "pos", "announce_every_s": 10, "max_wait_s": 25, "on_max_wait": "offer_cb"
+    }  # fmt: skip
+    data["nodes"]["offer_cb"] = {"kind": "callback", "prompt": "cb", "skill_group": "parcel"}
+    sb = board({"current": flow_of(data)})
+    call_id, _ = offer(sb)
+    fx = sb.caller_digits(1.0, call_id, "1")
+    assert "pos" in heard(fx)
+    assert heard(sb.tick(11.0)) == ["pos"]
+    fx = sb.tick(26.0)
+    assert heard(fx)[-1] == "cb"
+    end = ended(fx)
+    assert end is not None and end.outcome == Outcome.SELF_SERVED and end.reason == "callback-asked"
+    assert EventKind.CALLBACK in kinds(fx)
+    (callback,) = sb.flows.callbacks.open()
+    assert (callback.number, callback.skill_group) == ("13800000001", "parcel")
+
+
+def test_voicemail_is_recorded_until_the_caller_hangs_up_and_the_closed_message_hangs_up() -> None:
+    data = small()
+    data["prompts"]["tone"] = {"zh": "请留言。", "en": "Leave a message."}
+    data["nodes"]["b_queue"] = {"kind": "voicemail", "prompt": "tone", "box": "complaints"}
+    sb = board({"current": flow_of(data)})
+    call_id, _ = offer(sb)
+    fx = sb.caller_digits(1.0, call_id, "2")
+    assert heard(fx) == ["tone"] and EventKind.VOICEMAIL in kinds(fx)
+    fx = sb.caller_hang_up(20.0, call_id)
+    end = ended(fx)
+    assert end is not None and end.outcome == Outcome.SELF_SERVED
+    (message,) = sb.flows.voicemail.listed("complaints")
+    assert message.duration_s == 19.0 and message.state == "new"
+    data = small()
+    data["prompts"]["closed"] = {"zh": "下班了。", "en": "We are closed."}
+    data["calendar"] = {"utc_offset_h": 8, "holidays": ["1970-01-01"]}
+    data["start"] = "hours"
+    data["nodes"]["hours"] = {
+        "kind": "branch",
+        "cases": [{"when": {"holiday": True}, "next": "closed"}],
+        "else": "main",
+    }
+    data["nodes"]["closed"] = {"kind": "hangup", "prompt": "closed", "reason": "closed"}
+    sb = board({"current": flow_of(data)})
+    _, fx = offer(sb, 3600.0)
+    end = ended(fx)
+    assert heard(fx) == ["closed"] and end is not None and end.reason == "ivr-closed"
+
+
+def test_a_call_finishes_the_version_it_started_on() -> None:
+    flows = {"current": flow_of(small())}
+    sb = board(flows)
+    old, _ = offer(sb)
+    newer = small()
+    newer["version"] = 2
+    newer["nodes"]["main"]["options"].reverse()
+    flows["current"] = flow_of(newer)
+    new, fx = offer(sb, 1.0)
+    assert {e.flow_version for e in fx if isinstance(e, ToCaller) and e.kind == "prompt"} == {2}
+    sb.caller_digits(2.0, old, "1")
+    sb.caller_digits(2.0, new, "1")
+    assert sb.calls[old].skill_group == "parcel" and sb.calls[new].skill_group == "complaints"
