@@ -20,6 +20,8 @@ from site_node.grpc_api.trunk_service import TrunkIngress
 from site_node.links.audit_sink import AuditSink
 from site_node.links.central_link import CentralLink
 from site_node.links.customers import CentralCustomers
+from site_node.links.flow_catalog import FlowCatalog, FlowCatalogWatcher
+from site_node.links.ivr_lookups import CentralLookups
 from site_node.links.leader_watch import LeaderWatch
 from site_node.links.membership import Membership
 from site_node.media.control import MediaControl
@@ -37,6 +39,7 @@ from site_node.web.server import DeskServer
 from vcc import membership, tls
 from vcc.authz import Authorizer
 from vcc.config import ProvinceConfig
+from vcc.ivr.flow import Flow
 from vcc.metrics import CLIENT_INTERCEPTORS, Metrics, MetricsServer
 from vcc.rpc import Server
 from vcc.tracing import Tracing
@@ -113,6 +116,12 @@ class SiteNode:
             self.province.central.listen,
         )
         self.customers = CentralCustomers(self.leader.address)
+        # Central's flows and service catalog, kept current from etcd: a push reaches new calls,
+        # calls in the IVR finish the version they started on.
+        self.flows = FlowCatalog(site.id)
+        self.flow_watcher = FlowCatalogWatcher(
+            self.flows, list(etcd.endpoints), etcd.prefix, self.province.province.id
+        )
         sites = self.province.sites
         self.switchboard = Switchboard(
             site,
@@ -120,9 +129,11 @@ class SiteNode:
             routing=self.province.routing,
             agent_sites={a.code: s.id for s in sites for a in s.agents},
             site_groups={s.id: frozenset(g.id for g in s.skill_groups) for s in sites},
+            flows=self._flow_for,
         )
         calls = CallTracer(self.tracing.tracer, site.id) if self.tracing.enabled else None
         self.runtime = SiteRuntime(self.switchboard, self.outbox, self.customers.lookup, tracer=calls)
+        self.runtime.flow_lookup = CentralLookups(self.customers).lookup
         if site.sip is not None:
             # Before the gRPC server: a site that reports SERVING answers SIP too.
             await self._start_sip()
@@ -200,12 +211,17 @@ class SiteNode:
             asyncio.create_task(self.membership.run(), name="membership"),
             asyncio.create_task(self.central_link.run(), name="central-link"),
             asyncio.create_task(self.audit.run(), name="audit-sink"),
+            asyncio.create_task(self.flow_watcher.run(), name="ivr-flow-watch"),
         ]
         log.info(
             "site %s serving on %s (outbox %s, metrics %s)%s", site.id, self.address, outbox_path,
             self.metrics_url or "off",
             f", agent desktop on {self.desktop_url}desk" if self.desktop_url else "",
         )  # fmt: skip
+
+    def _flow_for(self, number: str) -> tuple[str, Flow] | None:
+        entry = self.flows.entry(number)
+        return None if entry is None else (entry.service.id, entry.flow)
 
     def _dead_letter(self, event: common_pb2.CallEvent, reason: str) -> None:
         """Alert: a record central can never take was parked (it no longer blocks the others)."""

@@ -70,7 +70,7 @@ def build_parts(
     queues = Queues(site, acd, book, desk, ringing)
     trunk = TrunkSide(
         site.id, service_number, book, resources, counters, new_call_id,
-        catalog_number=(lambda n: flow_source(n) is not None) if flow_source is not None else lambda _n: False,
+        catalog_number=lambda n: flow_source is not None and flow_source(n) is not None,
     )  # fmt: skip
     groups = frozenset(g.id for g in site.skill_groups)
     flows = FlowCalls(groups, site.ivr.default_skill_group, book, resources, queues, trunk, timers)

@@ -53,6 +53,10 @@ class CentralCustomers:
         return found
 
     def _stub(self) -> central_pb2_grpc.CentralServiceAsyncStub:
+        return central_pb2_grpc.CentralServiceStub(self.channel())
+
+    def channel(self) -> grpc.aio.Channel:
+        """The channel to the leading replica (the IVR's look-ups share it)."""
         address = self._address()
         if address is None:
             raise grpc.aio.AioRpcError(
@@ -65,7 +69,7 @@ class CentralCustomers:
                 closing = asyncio.ensure_future(old.close())
                 self._closing.add(closing)
                 closing.add_done_callback(self._closing.discard)
-        return central_pb2_grpc.CentralServiceStub(self._channel)
+        return self._channel
 
     async def close(self) -> None:
         await asyncio.gather(*self._closing, return_exceptions=True)

@@ -7,9 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 from site_node.callcontrol import Switchboard
-from site_node.callcontrol.domain import Effect, EventKind, IvrLookup, Journal, Outcome, ToCaller
+from site_node.callcontrol.domain import Effect, IvrLookup, Journal, Outcome, ToCaller
 from tests.ivr.flows import as_yaml, small
 from tests.site_node.test_switchboard import SERVICE, sequential_ids, site_config
+from vcc.call_events import EventKind
 from vcc.ivr.flow import Flow
 from vcc.ivr.validate import load_flow
 
