@@ -10,6 +10,7 @@ central (the site's DIGITS events), fetched once the call is over.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -35,9 +36,13 @@ async def scripted_call(
     ani: str = "13800000000",
     central_address: str | None = None,
     hang_up_after_s: float | None = None,
+    gate: asyncio.Event | None = None,
+    channel: grpc.aio.Channel | None = None,
 ) -> dict[str, Any]:
     """Place one call and report it: {"call_id", "heard": [...], "steps": [...], "ended": {...},
-    "effects": [...] (from central's record, when `central_address` is given)}."""
+    "effects": [...] (from central's record, when `central_address` is given)}. `gate`: the
+    first keys wait for it (a test holding callers in a menu while it changes the flow); `channel`:
+    a trunk channel to share (many test calls at once), else one of its own."""
     requests: asyncio.Queue[trunk_pb2.PlaceCallRequest | None] = asyncio.Queue()
     requests.put_nowait(
         trunk_pb2.PlaceCallRequest(
@@ -62,15 +67,29 @@ async def scripted_call(
             report["steps"].append({"at": round(time.monotonic() - started, 3), "hang_up": True})
             requests.put_nowait(trunk_pb2.PlaceCallRequest(hang_up=trunk_pb2.CallerHangUp()))
 
-    async with rpc.channel(site_address, persona=TRUNK) as channel:
+    async with contextlib.AsyncExitStack() as own:
+        if channel is None:
+            channel = await own.enter_async_context(rpc.channel(site_address, persona=TRUNK))
         stream = trunk_pb2_grpc.TrunkIngressServiceStub(channel).PlaceCall(outgoing())
+        # Read apart: a timed-out wait must not cancel the call's stream.
+        incoming: asyncio.Queue[object] = asyncio.Queue()
+
+        async def read() -> None:
+            try:
+                async for message in stream:
+                    incoming.put_nowait(message)
+            except grpc.aio.AioRpcError as exc:
+                incoming.put_nowait(exc)
+            incoming.put_nowait(None)
+
+        reader = asyncio.create_task(read())
         try:
             while True:
                 timeout = SILENT_LIMIT_S
                 if hang_up_at is not None and not hung_up:
                     timeout = max(0.0, hang_up_at - time.monotonic())
                 try:
-                    msg = await asyncio.wait_for(stream.read(), timeout)
+                    msg = await asyncio.wait_for(incoming.get(), timeout)
                 except TimeoutError:
                     if hang_up_at is not None and not hung_up:
                         hang_up()
@@ -78,21 +97,27 @@ async def scripted_call(
                     report["ended"] = {"kind": "no-answer", "reason": f"nothing heard for {timeout:.0f} s"}
                     hang_up()
                     break
+                if isinstance(msg, grpc.aio.AioRpcError):
+                    report["ended"] = {"refused": msg.code().name, "reason": msg.details() or ""}
+                    break
                 if not isinstance(msg, trunk_pb2.PlaceCallResponse):
-                    break  # the stream ended (EOF)
+                    break  # the stream ended
                 at = round(time.monotonic() - started, 3)
                 report["call_id"] = report["call_id"] or msg.call_id
                 kind = msg.WhichOneof("progress")
                 if kind == "prompt":
                     p = msg.prompt
                     if p.text or (p.prompt and not p.collect):
-                        heard = {"prompt": p.prompt, "text": p.text}
+                        heard: dict[str, object] = {"prompt": p.prompt, "text": p.text}
                         if p.flow_id:
                             heard.update(flow=p.flow_id, version=p.flow_version)
                         report["heard"].append(heard)
                         report["steps"].append({"at": at, "heard": p.prompt, "text": p.text})
                     asks = p.collect or not p.text
                     if asks and groups and not hung_up:
+                        if gate is not None:
+                            await gate.wait()
+                            gate = None
                         keys = groups.pop(0)
                         report["steps"].append({"at": at, "keys": keys})
                         requests.put_nowait(
@@ -124,6 +149,9 @@ async def scripted_call(
         finally:
             requests.put_nowait(None)
             stream.cancel()
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
     if central_address is not None and report["call_id"]:
         report["effects"], report["record"] = await _record_effects(central_address, report["call_id"])
     return report
