@@ -39,7 +39,6 @@ from site_node.web.server import DeskServer
 from vcc import membership, tls
 from vcc.authz import Authorizer
 from vcc.config import ProvinceConfig
-from vcc.ivr.flow import Flow
 from vcc.metrics import CLIENT_INTERCEPTORS, Metrics, MetricsServer
 from vcc.rpc import Server
 from vcc.tracing import Tracing
@@ -129,7 +128,7 @@ class SiteNode:
             routing=self.province.routing,
             agent_sites={a.code: s.id for s in sites for a in s.agents},
             site_groups={s.id: frozenset(g.id for g in s.skill_groups) for s in sites},
-            flows=self._flow_for,
+            flows=self.flows,
         )
         calls = CallTracer(self.tracing.tracer, site.id) if self.tracing.enabled else None
         self.runtime = SiteRuntime(self.switchboard, self.outbox, self.customers.lookup, tracer=calls)
@@ -218,10 +217,6 @@ class SiteNode:
             self.metrics_url or "off",
             f", agent desktop on {self.desktop_url}desk" if self.desktop_url else "",
         )  # fmt: skip
-
-    def _flow_for(self, number: str) -> tuple[str, Flow] | None:
-        entry = self.flows.entry(number)
-        return None if entry is None else (entry.service.id, entry.flow)
 
     def _dead_letter(self, event: common_pb2.CallEvent, reason: str) -> None:
         """Alert: a record central can never take was parked (it no longer blocks the others)."""

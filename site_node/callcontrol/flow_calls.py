@@ -10,12 +10,14 @@ queue's announcements and maximum wait here), a voicemail, a callback asked for,
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
+from routing import agents as fsm
+from site_node.callcontrol.agents import Agents
 from site_node.callcontrol.callbacks import CallbackList
 from site_node.callcontrol.calls import CallBook
-from site_node.callcontrol.domain import Call, CallState, IvrLookup, Outcome, ToCaller
+from site_node.callcontrol.domain import Call, CallState, IvrLookup, Outcome, ToAgent, ToCaller
 from site_node.callcontrol.effects import Effects
 from site_node.callcontrol.ivr_flow import (
     Action,
@@ -42,8 +44,17 @@ from site_node.callcontrol.voicemail import Voicemail
 from vcc.call_events import EventKind
 from vcc.ivr.flow import Flow
 
-# A dialled number -> (the service it reaches here, the newest version of its flow); None: no flow.
-FlowSource = Callable[[str], tuple[str, Flow] | None]
+
+class FlowBook(Protocol):
+    """The flows the site holds (its copy of central's catalog)."""
+
+    def for_number(self, number: str) -> tuple[str, Flow] | None:
+        """(the service a dialled number reaches here, the newest version of its flow); None: none."""
+
+    def named(self, flow_id: str) -> Flow | None:
+        """The newest version of a flow (an agent's temporary transfer names one, F9)."""
+
+
 # How often a queued call whose treatment is due, but who is ringing an agent, is looked at again.
 RING_RECHECK_S = 1.0
 
@@ -58,6 +69,8 @@ class FlowCall:
     message_id: str = ""
     # The recording board channel the message is taken on.
     recorder: str | None = None
+    # A temporary transfer (F9): the agent who sent the caller and waits for them (the call held).
+    agent_code: str = ""
     # The run's deadline a timer is armed for (each is armed once).
     armed_at: float | None = None
 
@@ -72,7 +85,9 @@ class FlowCalls:
         queues: Queues,
         trunk: TrunkSide,
         timers: Timers,
+        agents: Agents,
     ) -> None:
+        self._agents = agents
         self._groups = site_groups
         self._default_group = default_group
         self._calls = calls
@@ -90,14 +105,17 @@ class FlowCalls:
     def runs(self, call_id: str) -> bool:
         return call_id in self.live
 
-    def start(self, call: Call, service: str, flow: Flow, now: float, fx: Effects) -> None:
+    def start(
+        self, call: Call, service: str, flow: Flow, now: float, fx: Effects, *, agent_code: str = ""
+    ) -> None:
         run = FlowRun()
-        fc = FlowCall(run, service)
+        fc = FlowCall(run, service, agent_code=agent_code)
         self.live[call.call_id] = fc
         call.state = CallState.IVR
         fx.journal(
             call, EventKind.IVR_STARTED, now,
-            data=(("flow", flow.id), ("version", str(flow.version)), ("service", service)),
+            data=(("flow", flow.id), ("version", str(flow.version)), ("service", service),
+                  *((("for_agent", agent_code),) if agent_code else ())),
         )  # fmt: skip
         context = {"ani": call.ani, "dnis": call.dnis, **{f"call.{k}": v for k, v in call.attached.items()}}
         self._carry_out(call, fc, run.start(flow, context, now), now, fx)
@@ -244,12 +262,26 @@ class FlowCalls:
             self._resources.release_board(board)
             self._trunk.end(call, Outcome.SELF_SERVED, "fax-sent" if got else "fax-busy", now, fx)
         elif isinstance(end, ReturnToAgent):
-            # The agent-to-IVR collection (F9) is not wired yet: the caller queues as after a failure.
             self.live.pop(call.call_id, None)
-            self._queues.enqueue(call, call.skill_group or self._default_group, now, fx, reason="ivr-return")
+            if fc.agent_code and call.agent_code == fc.agent_code:
+                self._back_to_agent(call, fc.agent_code, end.results, now, fx)
+            else:
+                # Not sent by an agent (a number's flow ending in `return`): served as after a failure.
+                self._queues.enqueue(
+                    call, call.skill_group or self._default_group, now, fx, reason="ivr-return"
+                )
         elif isinstance(end, Hangup):
             self.live.pop(call.call_id, None)
             self._trunk.end(call, Outcome.SELF_SERVED, f"ivr-{end.reason}", now, fx)
+
+    def _back_to_agent(self, call: Call, code: str, results: dict[str, str], now: float, fx: Effects) -> None:
+        """F9: the caller is back with the agent who kept the call, with the flow's report only."""
+        self._agents.apply(code, fsm.Retrieve(), now, fx)
+        call.state = CallState.TALKING
+        data = tuple(sorted(results.items()))
+        fx.journal(call, EventKind.RETRIEVED, now, agent_code=code, data=(("from", "ivr"), *data))
+        fx.add(ToCaller(call.call_id, "retrieved", now))
+        fx.add(ToAgent(code, "retrieved", now, call_id=call.call_id, attached=data))
 
     def _to_queue(self, call: Call, fc: FlowCall, end: ToQueue, now: float, fx: Effects) -> None:
         group, reason = end.skill_group, ""

@@ -9,12 +9,13 @@ from site_node.callcontrol.calls import CallBook
 from site_node.callcontrol.counters import SiteCounters
 from site_node.callcontrol.domain import Call, CallState, ToCaller
 from site_node.callcontrol.effects import Effects
-from site_node.callcontrol.flow_calls import FlowCalls, FlowSource
+from site_node.callcontrol.flow_calls import FlowBook, FlowCalls
 from site_node.callcontrol.queues import Queues
 from site_node.callcontrol.resources import Resources
 from site_node.callcontrol.timers import Timers
 from vcc.call_events import EventKind
 from vcc.config import SiteConfig
+from vcc.errors import FailedPrecondition, NotFound
 
 
 class Ivr:
@@ -27,10 +28,10 @@ class Ivr:
         timers: Timers,
         counters: SiteCounters,
         flows: FlowCalls,
-        flow_source: FlowSource | None = None,
+        book: FlowBook | None = None,
     ) -> None:
         self.flows = flows
-        self._flow_source = flow_source
+        self._book = book
         self._menu = site.ivr
         self._choices = {c.digit: c.skill_group for c in site.ivr.choices}
         self._resources = resources
@@ -48,7 +49,7 @@ class Ivr:
             self._queues.enqueue(call, menu.default_skill_group, now, fx, reason="ivr-ports-busy")
             return
         call.ivr_port = port
-        found = self._flow_source(call.dnis) if self._flow_source is not None else None
+        found = self._book.for_number(call.dnis) if self._book is not None else None
         if found is not None:
             service, flow = found
             self.flows.start(call, service, flow, now, fx)
@@ -66,6 +67,18 @@ class Ivr:
             )
         )
         self._timers.arm(now + menu.digit_timeout_s, "ivr", call.call_id)
+
+    def temporary(self, call: Call, code: str, flow_id: str, now: float, fx: Effects) -> None:
+        """An agent sends the caller to a flow and waits (F9): the call is held for the agent,
+        the caller in the flow; `return` brings them back to this agent."""
+        flow = self._book.named(flow_id) if self._book is not None else None
+        if flow is None:
+            raise NotFound("flow-not-found", f"target.flow_id: no flow {flow_id!r} at this site")
+        got, port = self._resources.take_board("ivr")
+        if not got:
+            raise FailedPrecondition("ivr-ports-busy", "every IVR port is busy; try again")
+        call.ivr_port = port
+        self.flows.start(call, "", flow, now, fx, agent_code=code)
 
     def digits(self, call: Call, digits: str, now: float, fx: Effects) -> None:
         """The caller pressed keys in the menu: the first one chooses (a flow takes them all)."""

@@ -13,7 +13,7 @@ from site_node.callcontrol.connected import ConnectedCalls
 from site_node.callcontrol.consults import Consults
 from site_node.callcontrol.counters import SiteCounters
 from site_node.callcontrol.directory import Directory
-from site_node.callcontrol.flow_calls import FlowCalls, FlowSource
+from site_node.callcontrol.flow_calls import FlowBook, FlowCalls
 from site_node.callcontrol.guests import GuestCalls
 from site_node.callcontrol.ivr import Ivr
 from site_node.callcontrol.legs_out import RemoteLegs
@@ -58,7 +58,7 @@ def build_parts(
     new_offer_id: Callable[[], str],
     agent_sites: Mapping[str, str] | None,
     site_groups: Mapping[str, frozenset[str]] | None,
-    flow_source: FlowSource | None,
+    flow_book: FlowBook | None,
 ) -> Parts:
     counters = SiteCounters()
     timers = Timers()
@@ -70,11 +70,11 @@ def build_parts(
     queues = Queues(site, acd, book, desk, ringing)
     trunk = TrunkSide(
         site.id, service_number, book, resources, counters, new_call_id,
-        catalog_number=lambda n: flow_source is not None and flow_source(n) is not None,
+        catalog_number=lambda n: flow_book is not None and flow_book.for_number(n) is not None,
     )  # fmt: skip
     groups = frozenset(g.id for g in site.skill_groups)
-    flows = FlowCalls(groups, site.ivr.default_skill_group, book, resources, queues, trunk, timers)
-    ivr = Ivr(site, book, resources, queues, timers, counters, flows, flow_source)
+    flows = FlowCalls(groups, site.ivr.default_skill_group, book, resources, queues, trunk, timers, desk)
+    ivr = Ivr(site, book, resources, queues, timers, counters, flows, flow_book)
     screen_pop = ScreenPop(book, queues, timers)
     connected = ConnectedCalls(site, desk, queues, ringing, ivr, trunk, counters)
     legs = RemoteLegs(

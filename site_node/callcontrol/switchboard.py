@@ -18,7 +18,7 @@ from routing.agents import Agent
 from site_node.callcontrol.directory import TransferTarget
 from site_node.callcontrol.domain import Call, CallState, CustomerInfo, Effect, Outcome, ToAgent
 from site_node.callcontrol.effects import Effects
-from site_node.callcontrol.flow_calls import FlowSource
+from site_node.callcontrol.flow_calls import FlowBook
 from site_node.callcontrol.guests import RemoteOfferIn
 from site_node.callcontrol.limits import check_digits
 from site_node.callcontrol.parts import build_parts
@@ -44,7 +44,7 @@ class Switchboard:
         site_groups: Mapping[str, frozenset[str]] | None = None,
         journal: bool = True,
         new_offer_id: Callable[[], str] = _new_id,
-        flows: FlowSource | None = None,
+        flows: FlowBook | None = None,
     ) -> None:
         """`journal=False` leaves the Journal effects out (nothing else changes): for the model
         engine, which never reads them and would spend much of its time building them. `flows`:

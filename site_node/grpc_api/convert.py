@@ -130,7 +130,9 @@ def agent_update_to_proto(u: ToAgent, snapshot: cti_pb2.AgentSnapshot) -> cti_pb
         case "held":
             msg.call_held.CopyFrom(cti_pb2.AgentCallHeld(call_id=u.call_id))
         case "retrieved":
-            msg.call_retrieved.CopyFrom(cti_pb2.AgentCallRetrieved(call_id=u.call_id))
+            msg.call_retrieved.CopyFrom(
+                cti_pb2.AgentCallRetrieved(call_id=u.call_id, ivr_results=dict(u.attached))
+            )
         case "ended":
             msg.call_ended.CopyFrom(
                 cti_pb2.AgentCallEnded(call_id=u.call_id, reason=u.reason, wrap_up_s=u.wrap_up_s)

@@ -19,15 +19,15 @@ import grpc
 import pytest
 import yaml
 
-from tests.integration.support import address, central_records, password_hash
-from tests.ivr.flows import as_yaml
+from tests.integration.support import Desktop, address, central_records, password_hash
+from tests.ivr.flows import FLOWS, as_yaml
 from tools.admin.call import scripted_call
 from tools.province.cluster import Cluster
 from tools.province.generate import SiteSpec, generate_province
 from tools.province.netutil import free_port
 from vcc import rpc
-from vcc.tls import TRUNK
-from vcc.v1 import ivr_pb2, ivr_pb2_grpc
+from vcc.tls import DESKTOP, TRUNK
+from vcc.v1 import cti_pb2, ivr_pb2, ivr_pb2_grpc
 
 pytestmark = pytest.mark.cluster
 
@@ -161,6 +161,7 @@ def smart_doc(holiday: bool = False, version: int = 1) -> str:
 
 
 async def _push_all(cluster: Cluster) -> None:
+    await push(cluster, (FLOWS / "pin-check.yaml").read_text(encoding="utf-8"))
     await push(cluster, as_yaml(tree_flow()))
     await push(cluster, smart_doc())
     await push(cluster, catalog(), is_catalog=True)
@@ -277,3 +278,28 @@ async def test_the_closed_message_on_a_holiday(cluster: Cluster) -> None:
         assert [h["prompt"] for h in report["heard"]] == ["closed"]
         assert report["ended"] == {"outcome": "self_served", "reason": "ivr-closed"}
         assert report["record"]["outcome"] == "self_served"
+
+
+async def test_an_agent_sends_the_caller_for_a_pin_and_gets_them_back(cluster: Cluster) -> None:
+    general = next(a.code for a in cluster.config.site("gz").agents if "general" in a.skills)
+    async with trunk(cluster) as ch, rpc.channel(address(cluster, "gz"), persona=DESKTOP) as desk_ch:
+        desk = Desktop(desk_ch, general)
+        await desk.login()
+        await desk.ready()
+        caller = asyncio.create_task(
+            call(ch, cluster, cluster.config.province.service_number, ["1", "123456"], ani=NORMAL, wait_s=3)
+        )
+        offered = await desk.answer_next()
+        await desk.transfer(offered.call_id, cti_pb2.TRANSFER_KIND_BLIND, ivr=True, flow_id="pin-check")
+        back = (await desk.next_event("call_retrieved")).call_retrieved
+        # Central has no card table: the check fails, and only "not verified" comes back.
+        assert dict(back.ivr_results) == {"pin_check.verified": "false"}
+        assert (await desk.state()).call_id == offered.call_id
+        report = await caller
+        await desk.close()
+    assert report["ended"]["outcome"] == "answered"
+    assert "ask_pin" in [h["prompt"] for h in report["heard"]]
+    pressed = [e for e in report["effects"] if e["event"] == "DIGITS" and e.get("node") == "ask_pin"]
+    assert [e["digits"] for e in pressed] == ["*"] * 6
+    assert "123456" not in repr(report["effects"])
+    assert report["record"]["agent_code"] == general

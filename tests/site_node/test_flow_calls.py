@@ -21,10 +21,20 @@ def flow_of(data: dict[str, Any]) -> Flow:
     return load_flow(as_yaml(data))
 
 
-def board(flows: dict[str, Flow]) -> Switchboard:
-    def source(number: str) -> tuple[str, Flow] | None:
-        flow = flows.get("current")
+class Book:
+    def __init__(self, flows: dict[str, Flow]) -> None:
+        self.flows = flows
+
+    def for_number(self, number: str) -> tuple[str, Flow] | None:
+        flow = self.flows.get("current")
         return ("svc", flow) if number == NUMBER and flow is not None else None
+
+    def named(self, flow_id: str) -> Flow | None:
+        return self.flows.get(flow_id)
+
+
+def board(flows: dict[str, Flow]) -> Switchboard:
+    source = Book(flows)
 
     groups = [{"id": g} for g in ("general", "billing", "parcel", "complaints")]
     return Switchboard(site_config(skill_groups=groups), SERVICE, new_call_id=sequential_ids(), flows=source)
@@ -158,3 +168,49 @@ def test_a_call_finishes_the_version_it_started_on() -> None:
     sb.caller_digits(2.0, old, "1")
     sb.caller_digits(2.0, new, "1")
     assert sb.calls[old].skill_group == "parcel" and sb.calls[new].skill_group == "complaints"
+
+
+def pin_flow() -> Flow:
+    data = small()
+    data.update(id="pin", start="ask", on_fail="unverified")
+    data["prompts"]["pin"] = {"zh": "请输入密码。", "en": "Your PIN, please."}
+    data["nodes"] = {
+        "ask": {"kind": "collect", "prompt": "pin", "into": "pin", "min_length": 4, "max_length": 4,
+                "terminator": None, "mask": True, "next": "check"},
+        "check": {"kind": "lookup", "name": "verify_pin", "args": {"card": "1", "pin": "{pin}"},
+                  "into": "pin_check", "timeout_s": 2, "next": "back", "on_timeout": "unverified"},
+        "unverified": {"kind": "set", "var": "pin_check.verified", "value": "false", "next": "back"},
+        "back": {"kind": "return", "report": ["pin_check.verified"]},
+    }  # fmt: skip
+    return flow_of(data)
+
+
+def test_an_agent_sends_the_caller_for_a_pin_and_gets_them_back_with_verified_only() -> None:
+    from routing.agents import AgentState
+    from site_node.callcontrol.directory import TransferTarget
+    from site_node.callcontrol.domain import ToAgent
+
+    sb = board({"current": flow_of(small()), "pin": pin_flow()})
+    sb.login(0.0, "0102")
+    sb.set_ready(0.0, "0102", True)
+    call_id, _ = offer(sb, 1.0, dnis=SERVICE)
+    sb.customer_found(1.0, call_id, None)
+    sb.caller_digits(1.5, call_id, "1")
+    sb.answer(2.0, "0102", call_id)
+    fx = sb.transfer(3.0, "0102", call_id, TransferTarget(ivr=True, flow_id="pin"), blind=True)
+    assert heard(fx) == ["pin"] and sb.agent("0102").state == AgentState.HELD
+    fx = sb.caller_digits(4.0, call_id, "1234")
+    digits = [dict(e.event.data) for e in fx if isinstance(e, Journal) and e.event.kind == EventKind.DIGITS]
+    assert {d["digits"] for d in digits} == {"*"}  # the PIN is never recorded
+    ask = next(e for e in fx if isinstance(e, IvrLookup))
+    fx = sb.ivr_looked_up(4.5, call_id, ask.request, {"verified": "true"})
+    back = next(e for e in fx if isinstance(e, ToAgent) and e.kind == "retrieved")
+    assert back.agent_code == "0102" and dict(back.attached) == {"pin_check.verified": "true"}
+    assert sb.agent("0102").state == AgentState.TALKING and sb.calls[call_id].agent_code == "0102"
+    assert "1234" not in repr(fx)
+    # Hung up while in the flow: the waiting agent's leg ends too (wrap-up), the call answered.
+    sb.transfer(5.0, "0102", call_id, TransferTarget(ivr=True, flow_id="pin"), blind=True)
+    fx = sb.caller_hang_up(6.0, call_id)
+    end = ended(fx)
+    assert end is not None and end.outcome == Outcome.ANSWERED
+    assert sb.agent("0102").state != AgentState.HELD

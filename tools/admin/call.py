@@ -107,6 +107,9 @@ async def scripted_call(
                 kind = msg.WhichOneof("progress")
                 if kind == "prompt":
                     p = msg.prompt
+                    if report.get("agent") and hang_up_after_s is None:
+                        # Sent to the IVR by the agent (a PIN check): the caller stays till it is over.
+                        hang_up_at = None
                     if p.text or (p.prompt and not p.collect):
                         heard: dict[str, object] = {"prompt": p.prompt, "text": p.text}
                         if p.flow_id:
@@ -146,6 +149,8 @@ async def scripted_call(
                     break
                 elif kind is not None:
                     report["steps"].append({"at": at, kind: True})
+                    if kind == "retrieved" and hang_up_at is None:
+                        hang_up_at = time.monotonic() + wait_s
         finally:
             requests.put_nowait(None)
             stream.cancel()
