@@ -17,6 +17,7 @@ from site_node.grpc_api.desktop_service import AgentDesktop
 from site_node.grpc_api.peers import PeerLinks, SitePeer
 from site_node.grpc_api.summary import site_summary
 from site_node.grpc_api.trunk_service import TrunkIngress
+from site_node.grpc_api.voicemail_service import VoicemailDesk
 from site_node.links.audit_sink import AuditSink
 from site_node.links.central_link import CentralLink
 from site_node.links.customers import CentralCustomers
@@ -49,6 +50,7 @@ from vcc.v1 import (
     site_admin_pb2,
     site_admin_pb2_grpc,
     trunk_pb2_grpc,
+    voicemail_pb2_grpc,
 )
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,7 @@ SERVICES = (
     "vcc.v1.AgentDesktopService",
     "vcc.v1.SiteAdminService",
     "vcc.v1.SitePeerService",
+    "vcc.v1.VoicemailService",
 )
 # On a graceful stop, how long the outbox may take to reach central.
 DRAIN_ON_STOP_S = 3.0
@@ -154,6 +157,9 @@ class SiteNode:
         self.runtime.audit = self.audit_journal.record
         self.desktop = AgentDesktop(self.runtime, self.audit, session_ttl_s=site.session_ttl_s)
         cti_pb2_grpc.add_AgentDesktopServiceServicer_to_server(self.desktop, self.server.grpc)
+        voicemail_pb2_grpc.add_VoicemailServiceServicer_to_server(
+            VoicemailDesk(self.runtime, self.desktop), self.server.grpc
+        )
         site_admin_pb2_grpc.add_SiteAdminServiceServicer_to_server(
             SiteAdmin(self.runtime, self.summary), self.server.grpc
         )

@@ -40,7 +40,7 @@ from site_node.callcontrol.queues import Queues
 from site_node.callcontrol.resources import Resources
 from site_node.callcontrol.timers import Timers
 from site_node.callcontrol.trunk import TrunkSide
-from site_node.callcontrol.voicemail import Voicemail
+from site_node.callcontrol.voicemail_desk import VoicemailDesk
 from vcc.call_events import EventKind
 from vcc.ivr.flow import Flow
 
@@ -67,8 +67,6 @@ class FlowCall:
     seen: int = 0
     treatment: QueueTreatment | None = None
     message_id: str = ""
-    # The recording board channel the message is taken on.
-    recorder: str | None = None
     # A temporary transfer (F9): the agent who sent the caller and waits for them (the call held).
     agent_code: str = ""
     # The run's deadline a timer is armed for (each is armed once).
@@ -86,6 +84,7 @@ class FlowCalls:
         trunk: TrunkSide,
         timers: Timers,
         agents: Agents,
+        voicemail: VoicemailDesk,
     ) -> None:
         self._agents = agents
         self._groups = site_groups
@@ -97,7 +96,7 @@ class FlowCalls:
         self._timers = timers
         self.live: dict[str, FlowCall] = {}
         self.callbacks = CallbackList()
-        self.voicemail = Voicemail()
+        self.voicemail = voicemail
         timers.on("flow", self._flow_due)
         timers.on("treat", self._treatment_due)
         timers.on("voicemail", self._voicemail_cut)
@@ -153,14 +152,7 @@ class FlowCalls:
                     call, asked.callback_id, "asked", call.skill_group, "abandoned", fx, now
                 )
         if fc.message_id:
-            self._resources.release_board(fc.recorder)
-            message = self.voicemail.finish(fc.message_id, f"voicemail/{fc.message_id}.wav", now)
-            fx.journal(
-                call, EventKind.VOICEMAIL, now,
-                data=(("message_id", message.message_id), ("stage", message.state), ("box", message.box),
-                      ("skill_group", message.skill_group), ("duration_s", f"{message.duration_s:.1f}")),
-            )  # fmt: skip
-            return message.state == "new"
+            return self.voicemail.recorded(fc.message_id, now, fx).state == "new"
         return False
 
     def served(self, call: Call) -> None:
@@ -232,18 +224,12 @@ class FlowCalls:
         if isinstance(end, ToQueue):
             self._to_queue(call, fc, end, now, fx)
         elif isinstance(end, ToVoicemail):
-            message_id = f"{call.call_id}-vm"
+            # A box named after a skill group is that group's; any other is the IVR's default group's.
             group = end.box if end.box in self._groups else self._default_group
-            self.voicemail.start(
-                message_id, call.call_id, now, box=end.box, skill_group=group, caller=call.ani
+            fc.message_id = self.voicemail.record(call, end.box, group, now, fx)
+            self._timers.arm(
+                self.voicemail.box.cut_at(fc.message_id), "voicemail", call.call_id, fc.message_id
             )
-            fc.message_id = message_id
-            _, fc.recorder = self._resources.take_board("recording")
-            fx.journal(
-                call, EventKind.VOICEMAIL, now,
-                data=(("message_id", message_id), ("stage", "recording"), ("box", end.box)),
-            )  # fmt: skip
-            self._timers.arm(self.voicemail.cut_at(message_id), "voicemail", call.call_id, message_id)
         elif isinstance(end, OfferCallback):
             self.live.pop(call.call_id, None)
             asked = self.callbacks.request(

@@ -25,6 +25,7 @@ from site_node.callcontrol.supervision import Supervision
 from site_node.callcontrol.timers import Timers
 from site_node.callcontrol.transfers import Transfers
 from site_node.callcontrol.trunk import TrunkSide
+from site_node.callcontrol.voicemail_desk import VoicemailDesk
 from vcc.config import RoutingConfig, SiteConfig
 
 
@@ -73,7 +74,10 @@ def build_parts(
         catalog_number=lambda n: flow_book is not None and flow_book.for_number(n) is not None,
     )  # fmt: skip
     groups = frozenset(g.id for g in site.skill_groups)
-    flows = FlowCalls(groups, site.ivr.default_skill_group, book, resources, queues, trunk, timers, desk)
+    voicemail = VoicemailDesk(resources, desk)
+    flows = FlowCalls(
+        groups, site.ivr.default_skill_group, book, resources, queues, trunk, timers, desk, voicemail
+    )
     ivr = Ivr(site, book, resources, queues, timers, counters, flows, flow_book)
     screen_pop = ScreenPop(book, queues, timers)
     connected = ConnectedCalls(site, desk, queues, ringing, ivr, trunk, counters)

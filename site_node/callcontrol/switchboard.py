@@ -23,6 +23,7 @@ from site_node.callcontrol.guests import RemoteOfferIn
 from site_node.callcontrol.limits import check_digits
 from site_node.callcontrol.parts import build_parts
 from site_node.callcontrol.resources import ChannelPool
+from site_node.callcontrol.voicemail import Message
 from vcc.call_events import EventKind
 from vcc.config import RoutingConfig, SiteConfig
 from vcc.errors import FailedPrecondition
@@ -474,6 +475,25 @@ class Switchboard:
         fx = self._fx()
         self.guests.caller_gone(now, offer_id, reason, fx)
         self.queues.dispatch(now, fx)
+        return fx.items
+
+    # Voicemail (SPEC F27): an agent works its groups' messages --------------------------------
+
+    def voicemail(self, code: str, skill_group: str) -> list[Message]:
+        return self.flows.voicemail.listed(code, skill_group)
+
+    def work_voicemail(
+        self, now: float, code: str, message_id: str, step: str, note: str = ""
+    ) -> list[Effect]:
+        """`step`: take, play or done; each goes in the caller's call record."""
+        fx = self._fx()
+        desk = self.flows.voicemail
+        if step == "take":
+            desk.take(code, message_id, now, fx)
+        elif step == "play":
+            desk.play(code, message_id, now, fx)
+        else:
+            desk.done(code, message_id, note, now, fx)
         return fx.items
 
     # Supervision (SPEC F24): a group leader on an agent of its team ---------------------------

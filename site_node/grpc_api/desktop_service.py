@@ -74,6 +74,10 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
 
     # Sessions -------------------------------------------------------------------------------
 
+    def agent_of(self, token: str) -> str:
+        """The agent of a live session (other desk services share the sessions)."""
+        return self._agent_of(token)
+
     def _agent_of(self, token: str) -> str:
         session = self._sessions.get(token)
         if session is None or session.expires_at <= self.rt.clock():

@@ -19,6 +19,7 @@ import grpc
 import pytest
 import yaml
 
+from tests.helpers import eventually
 from tests.integration.support import Desktop, address, central_records, password_hash
 from tests.ivr.flows import FLOWS, as_yaml
 from tools.admin.call import scripted_call
@@ -27,7 +28,7 @@ from tools.province.generate import SiteSpec, generate_province
 from tools.province.netutil import free_port
 from vcc import rpc
 from vcc.tls import DESKTOP, TRUNK
-from vcc.v1 import cti_pb2, ivr_pb2, ivr_pb2_grpc
+from vcc.v1 import common_pb2, cti_pb2, ivr_pb2, ivr_pb2_grpc, voicemail_pb2, voicemail_pb2_grpc
 
 pytestmark = pytest.mark.cluster
 
@@ -261,13 +262,69 @@ async def test_max_wait_leads_to_a_callback_offer(cluster: Cluster) -> None:
         assert "13800000002" not in asked["number"]  # masked in the record
 
 
-async def test_a_voicemail_left(cluster: Cluster) -> None:
+async def test_a_voicemail_left_and_worked(cluster: Cluster) -> None:
     async with trunk(cluster) as ch:
         report = await call(ch, cluster, SMART, ["3"], ani=NORMAL, hang_up_after_s=2.5)
-        assert report["heard"][-1]["prompt"] == "tone"
-        assert report["ended"] == {"outcome": "self_served", "reason": "voicemail-left"}
-        stages = [e["stage"] for e in report["effects"] if e["event"] == "VOICEMAIL"]
-        assert stages == ["recording", "new"]
+    assert report["heard"][-1]["prompt"] == "tone"
+    assert report["ended"] == {"outcome": "self_served", "reason": "voicemail-left"}
+    stages = [e["stage"] for e in report["effects"] if e["event"] == "VOICEMAIL"]
+    assert stages == ["recording", "new"]
+    parcel = next(a.code for a in cluster.config.site("gz").agents if "parcel" in a.skills)
+    general = next(a.code for a in cluster.config.site("gz").agents if "parcel" not in a.skills)
+    async with rpc.channel(address(cluster, "gz"), persona=DESKTOP) as desk_ch:
+        box = voicemail_pb2_grpc.VoicemailServiceStub(desk_ch)
+        outsider = Desktop(desk_ch, general)
+        await outsider.login()
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await box.ListVoicemail(
+                voicemail_pb2.ListVoicemailRequest(session_token=outsider.token, skill_group="parcel"),
+                timeout=5,
+            )
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        await outsider.close()
+        desk = Desktop(desk_ch, parcel)
+        await desk.login()
+        listed = await box.ListVoicemail(
+            voicemail_pb2.ListVoicemailRequest(session_token=desk.token, skill_group="parcel"), timeout=5
+        )
+        (message,) = [m for m in listed.messages if m.call_id == report["call_id"]]
+        assert message.state == "new" and message.caller == NORMAL and message.duration_s > 1
+        with pytest.raises(grpc.aio.AioRpcError) as early:
+            await box.FinishVoicemail(
+                voicemail_pb2.FinishVoicemailRequest(session_token=desk.token, message_id=message.message_id),
+                timeout=5,
+            )
+        assert early.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # not taken yet
+        taken = voicemail_pb2.TakeVoicemailRequest(session_token=desk.token, message_id=message.message_id)
+        assert (await box.TakeVoicemail(taken, timeout=5)).message.agent_code == parcel
+        played = await box.PlayVoicemail(
+            voicemail_pb2.PlayVoicemailRequest(session_token=desk.token, message_id=message.message_id),
+            timeout=5,
+        )
+        assert played.message.recording and played.message.plays == 1
+        done = await box.FinishVoicemail(
+            voicemail_pb2.FinishVoicemailRequest(
+                session_token=desk.token, message_id=message.message_id, note="called back"
+            ),
+            timeout=5,
+        )
+        assert done.message.state == "done"
+        await desk.close()
+
+    async def worked() -> list[str] | None:
+        (record,) = [r for r in await central_records(cluster) if r.call_id == report["call_id"]]
+        names = [common_pb2.CallEventKind.Name(e.kind) for e in record.events]
+        stages = [e.data["stage"] for e in record.events if e.kind == common_pb2.CALL_EVENT_KIND_VOICEMAIL]
+        assert names.count("CALL_EVENT_KIND_ENDED") == 1 and record.state == common_pb2.CALL_STATE_ENDED
+        return stages if stages[-1] == "done" else None
+
+    assert await eventually(worked, what="the voicemail's steps at central") == [
+        "recording",
+        "new",
+        "assigned",
+        "played",
+        "done",
+    ]
 
 
 async def test_the_closed_message_on_a_holiday(cluster: Cluster) -> None:

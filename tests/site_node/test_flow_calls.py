@@ -137,7 +137,7 @@ def test_voicemail_is_recorded_until_the_caller_hangs_up_and_the_closed_message_
     fx = sb.caller_hang_up(20.0, call_id)
     end = ended(fx)
     assert end is not None and end.outcome == Outcome.SELF_SERVED
-    (message,) = sb.flows.voicemail.listed("complaints")
+    (message,) = sb.flows.voicemail.box.listed("complaints")
     assert message.duration_s == 19.0 and message.state == "new"
     data = small()
     data["prompts"]["closed"] = {"zh": "下班了。", "en": "We are closed."}
