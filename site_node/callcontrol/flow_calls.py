@@ -132,6 +132,17 @@ class FlowCalls:
             return
         self._carry_out(call, fc, fc.run.on_lookup(fields, now, request=request), now, fx)
 
+    def played(self, call_id: str, now: float) -> None:
+        """The prompts before a key request were all heard: the caller's time to answer starts now
+        (an adapter that knows when playback ends says so; the gRPC trunk does not)."""
+        fc = self.live.get(call_id)
+        if fc is None:
+            return
+        fc.run.on_played(now)
+        if fc.run.deadline is not None and fc.run.deadline != fc.armed_at:
+            fc.armed_at = fc.run.deadline
+            self._timers.arm(fc.run.deadline, "flow", call_id, str(fc.run.steps))
+
     def caller_left(self, call: Call, now: float, fx: Effects) -> bool:
         """The caller hung up in the flow (or in its queue): True when the IVR served the call
         (a voicemail was being left), so it ends self-served rather than abandoned."""

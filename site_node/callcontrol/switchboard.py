@@ -201,6 +201,11 @@ class Switchboard:
         self.queues.dispatch(now, fx)
         return fx.items
 
+    def prompts_played(self, now: float, call_id: str) -> list[Effect]:
+        """The caller heard the flow's prompts to the end: its time to press keys counts from now."""
+        self.flows.played(call_id, now)
+        return []
+
     def customer_found(self, now: float, call_id: str, customer: CustomerInfo | None) -> list[Effect]:
         """The look-up answered (None: no record, or central unreachable)."""
         fx = self._fx()
