@@ -43,7 +43,7 @@ def test_a_silent_caller_goes_round_the_retries_to_the_flows_fallback() -> None:
     assert queued and {v.skill_group for v in queued} == {"general"}  # on_fail: agent -> general
     # Three times the menu (said, then each silence of 5 s after it), then the fallback.
     menu_s = sum(map(len, ["请选择。", "查询，请按1。", "投诉，请按2。"])) / CHARS_PER_S
-    assert {round(v.queued_at - v.offered_at, 6) for v in queued} == {round(3 * (menu_s + 5.0), 6)}
+    assert {round((v.queued_at or 0.0) - v.offered_at, 6) for v in queued} == {round(3 * (menu_s + 5.0), 6)}
 
 
 def test_a_plan_without_a_flow_has_no_ivr_figures() -> None:
