@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +24,7 @@ from tests.helpers import eventually
 from tests.integration.support import Desktop, address, central_records, password_hash
 from tests.ivr.flows import FLOWS, as_yaml
 from tools.admin.call import scripted_call
-from tools.province.cluster import Cluster
+from tools.province.cluster import Cluster, vcc_command
 from tools.province.generate import SiteSpec, generate_province
 from tools.province.netutil import free_port
 from vcc import rpc
@@ -235,7 +236,7 @@ async def test_a_vip_and_a_normal_caller_hear_different_menus(cluster: Cluster) 
     async with trunk(cluster) as ch:
         vip, normal = await asyncio.gather(
             call(ch, cluster, SMART, ["1"], ani=GOLD),
-            call(ch, cluster, SMART, ["9"], ani=NORMAL, hang_up_after_s=2),
+            call(ch, cluster, SMART, ["1"], ani=NORMAL),
         )
         assert "vip_menu" in [h["prompt"] for h in vip["heard"]]
         assert "menu" in [h["prompt"] for h in normal["heard"]]
@@ -360,3 +361,26 @@ async def test_an_agent_sends_the_caller_for_a_pin_and_gets_them_back(cluster: C
     assert [e["digits"] for e in pressed] == ["*"] * 6
     assert "123456" not in repr(report["effects"])
     assert report["record"]["agent_code"] == general
+
+
+async def test_vcc_call_prints_the_walk_as_json_and_refuses_an_unknown_site(cluster: Cluster) -> None:
+    async def vcc(*args: str) -> tuple[int, str, str]:
+        process = await asyncio.create_subprocess_exec(
+            *vcc_command("call", "--config", str(cluster.config_path), *args),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode is not None
+        return process.returncode, out.decode(), err.decode()
+
+    code, out, err = await vcc("--site", "gz", "--number", TREE, "--digits", "5 3", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["ended"]["reason"] in ("ivr-leaf-2-3-v1", "ivr-leaf-2-3-v2")
+    assert [e["effect"] for e in report["effects"] if e["event"] == "DIGITS"] == [
+        "option 5 -> menu2",
+        "option 3 -> leaf_2_3",
+    ]
+    code, _, err = await vcc("--site", "nowhere", "--number", TREE)
+    assert code == 2 and "no site 'nowhere'" in err
