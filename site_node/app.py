@@ -14,6 +14,7 @@ from site_node.callcontrol import Switchboard
 from site_node.callcontrol.domain import AskRoute, Audit, LegToOrigin, LegToTarget, OfferRemote
 from site_node.grpc_api.admin_service import SiteAdmin
 from site_node.grpc_api.desktop_service import AgentDesktop
+from site_node.grpc_api.dialout_service import DialOuts
 from site_node.grpc_api.peers import PeerLinks, SitePeer
 from site_node.grpc_api.summary import site_summary
 from site_node.grpc_api.trunk_service import TrunkIngress
@@ -46,6 +47,7 @@ from vcc.tracing import Tracing
 from vcc.v1 import (
     common_pb2,
     cti_pb2_grpc,
+    dialout_pb2_grpc,
     peer_pb2_grpc,
     site_admin_pb2,
     site_admin_pb2_grpc,
@@ -61,6 +63,7 @@ SERVICES = (
     "vcc.v1.SiteAdminService",
     "vcc.v1.SitePeerService",
     "vcc.v1.VoicemailService",
+    "vcc.v1.DialOutService",
 )
 # On a graceful stop, how long the outbox may take to reach central.
 DRAIN_ON_STOP_S = 3.0
@@ -157,6 +160,8 @@ class SiteNode:
         self.runtime.audit = self.audit_journal.record
         self.desktop = AgentDesktop(self.runtime, self.audit, session_ttl_s=site.session_ttl_s)
         cti_pb2_grpc.add_AgentDesktopServiceServicer_to_server(self.desktop, self.server.grpc)
+        self.dial_outs = DialOuts(self.runtime)
+        dialout_pb2_grpc.add_DialOutServiceServicer_to_server(self.dial_outs, self.server.grpc)
         voicemail_pb2_grpc.add_VoicemailServiceServicer_to_server(
             VoicemailDesk(self.runtime, self.desktop), self.server.grpc
         )
@@ -306,6 +311,7 @@ class SiteNode:
         """Graceful stop: NOT_SERVING, calls end with records kept, outbox drained (bounded)."""
         log.info("site %s stopping", self.site.id)
         await self.server.set_serving(False)
+        self.dial_outs.close()
         if self.desk is not None:
             await self.desk.stop()
         await self.runtime.close()

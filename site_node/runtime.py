@@ -21,6 +21,7 @@ from site_node.callcontrol.domain import (
     AskRoute,
     Audit,
     CustomerInfo,
+    DialOut,
     Effect,
     FetchCustomer,
     IvrLookup,
@@ -122,6 +123,8 @@ class SiteRuntime:
         self.agent_listeners: list[Callable[[ToAgent], None]] = []
         # A flow's look-ups (None: a site with no central to ask; every look-up fails).
         self.flow_lookup: FlowLookup | None = None
+        # Callbacks to dial through the trunk (the DialOutService; none: each dial fails).
+        self.dial_out: Callable[[DialOut], None] = self._no_dialler
 
     # Operations -----------------------------------------------------------------------------
 
@@ -185,6 +188,8 @@ class SiteRuntime:
                     self._spawn(self._fetch_customer(call_id, ani))
                 case IvrLookup():
                     self._spawn(self._flow_lookup(fx))
+                case DialOut():
+                    self.dial_out(fx)
                 case AskRoute() | OfferRemote() | LegToTarget() | LegToOrigin():
                     self._to_province(fx)
                 case SuperviseMedia():
@@ -279,6 +284,9 @@ class SiteRuntime:
             customer = None
         if not self.closed:
             self.do(lambda now: self.sb.customer_found(now, call_id, customer))
+
+    def _no_dialler(self, d: DialOut) -> None:
+        self.loop_soon(lambda: self.do(lambda now: self.sb.dial_failed(now, d.dial_id, "failed")))
 
     async def _flow_lookup(self, ask: IvrLookup) -> None:
         fields: dict[str, str] | None = None

@@ -213,6 +213,18 @@ class IvrLookup:
 
 
 @dataclass(frozen=True, slots=True)
+class DialOut:
+    """Ask the trunk to dial a callback (F20); the callee comes back as an offer with `dial_id`,
+    or Switchboard.dial_failed."""
+
+    dial_id: str
+    number: str
+    skill_group: str
+    callback_id: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
 class AskRoute:
     """Ask central whether this waiting call should leave; answer via Switchboard.route_decided."""
 
@@ -303,6 +315,7 @@ Effect = (
     | ToAgent
     | FetchCustomer
     | IvrLookup
+    | DialOut
     | AskRoute
     | OfferRemote
     | LegToTarget

@@ -15,8 +15,8 @@ from typing import Protocol
 
 from routing import agents as fsm
 from site_node.callcontrol.agents import Agents
-from site_node.callcontrol.callbacks import CallbackList
 from site_node.callcontrol.calls import CallBook
+from site_node.callcontrol.dialler import Dialler
 from site_node.callcontrol.domain import Call, CallState, IvrLookup, Outcome, ToAgent, ToCaller
 from site_node.callcontrol.effects import Effects
 from site_node.callcontrol.ivr_flow import (
@@ -85,7 +85,9 @@ class FlowCalls:
         timers: Timers,
         agents: Agents,
         voicemail: VoicemailDesk,
+        dialler: Dialler,
     ) -> None:
+        self._dialler = dialler
         self._agents = agents
         self._groups = site_groups
         self._default_group = default_group
@@ -95,7 +97,7 @@ class FlowCalls:
         self._trunk = trunk
         self._timers = timers
         self.live: dict[str, FlowCall] = {}
-        self.callbacks = CallbackList()
+        self.callbacks = dialler.callbacks
         self.voicemail = voicemail
         timers.on("flow", self._flow_due)
         timers.on("treat", self._treatment_due)
@@ -162,6 +164,7 @@ class FlowCalls:
                 self._journal_callback(
                     call, asked.callback_id, "asked", call.skill_group, "abandoned", fx, now
                 )
+                self._dialler.asked(asked, call)
         if fc.message_id:
             return self.voicemail.recorded(fc.message_id, now, fx).state == "new"
         return False
@@ -251,6 +254,8 @@ class FlowCalls:
                 call, asked.callback_id if asked else "", "asked" if asked else "refused", end.skill_group,
                 "flow-offer", fx, now, end.number,
             )  # fmt: skip
+            if asked is not None:
+                self._dialler.asked(asked, call)
             self._trunk.end(call, Outcome.SELF_SERVED, "callback-asked", now, fx)
         elif isinstance(end, FaxOnDemand):
             self.live.pop(call.call_id, None)

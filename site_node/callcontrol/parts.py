@@ -12,6 +12,7 @@ from site_node.callcontrol.calls import CallBook
 from site_node.callcontrol.connected import ConnectedCalls
 from site_node.callcontrol.consults import Consults
 from site_node.callcontrol.counters import SiteCounters
+from site_node.callcontrol.dialler import Dialler
 from site_node.callcontrol.directory import Directory
 from site_node.callcontrol.flow_calls import FlowBook, FlowCalls
 from site_node.callcontrol.guests import GuestCalls
@@ -41,6 +42,7 @@ class Parts:
     queues: Queues
     trunk: TrunkSide
     flows: FlowCalls
+    dialler: Dialler
     ivr: Ivr
     screen_pop: ScreenPop
     connected: ConnectedCalls
@@ -75,8 +77,9 @@ def build_parts(
     )  # fmt: skip
     groups = frozenset(g.id for g in site.skill_groups)
     voicemail = VoicemailDesk(resources, desk)
+    dialler = Dialler(groups, acd, timers)
     flows = FlowCalls(
-        groups, site.ivr.default_skill_group, book, resources, queues, trunk, timers, desk, voicemail
+        groups, site.ivr.default_skill_group, book, resources, queues, trunk, timers, desk, voicemail, dialler
     )
     ivr = Ivr(site, book, resources, queues, timers, counters, flows, flow_book)
     screen_pop = ScreenPop(book, queues, timers)
@@ -96,6 +99,6 @@ def build_parts(
     )
     supervision = Supervision(site, book, desk, connected)
     return Parts(
-        counters, timers, book, resources, acd, desk, ringing, queues, trunk, flows, ivr, screen_pop,
+        counters, timers, book, resources, acd, desk, ringing, queues, trunk, flows, dialler, ivr, screen_pop,
         connected, legs, guests, consults, transfers, supervision,
     )  # fmt: skip

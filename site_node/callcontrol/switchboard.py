@@ -28,6 +28,9 @@ from vcc.call_events import EventKind
 from vcc.config import RoutingConfig, SiteConfig
 from vcc.errors import FailedPrecondition
 
+# A callee who answered our callback is served before the callers waiting in its group.
+CALLBACK_PRIORITY = 9
+
 
 def _new_id() -> str:
     return uuid.uuid4().hex
@@ -68,7 +71,7 @@ class Switchboard:
         self.queues, self.trunk, self.flows, self.ivr = parts.queues, parts.trunk, parts.flows, parts.ivr
         self.screen_pop, self.connected, self.legs = parts.screen_pop, parts.connected, parts.legs
         self.guests, self.consults, self.transfers = parts.guests, parts.consults, parts.transfers
-        self.supervision = parts.supervision
+        self.supervision, self.dialler = parts.supervision, parts.dialler
         self.timers.on("ring", self._ring_due)
         self.timers.on("offer", self._offer_due)
 
@@ -136,6 +139,7 @@ class Switchboard:
         fx = self._fx()
         self.timers.fire_due(now, fx)
         self.queues.dispatch(now, fx)
+        self.dialler.dial(now, fx)
         return fx.items
 
     def _ring_due(self, call_id: str, code: str, now: float, fx: Effects) -> None:
@@ -167,8 +171,12 @@ class Switchboard:
         trunk_group: str = "",
         call_id: str = "",
         attached: dict[str, str] | None = None,
+        dial_id: str = "",
     ) -> tuple[str, list[Effect]]:
-        """A call arrives on a trunk. Returns its call id (minted here unless pre-routed)."""
+        """A call arrives on a trunk. Returns its call id (minted here unless pre-routed).
+        `dial_id`: the callee of one of our dial-outs answered (it skips the IVR)."""
+        if dial_id:
+            self.dialler.check_answer(dial_id)
         fx = self._fx()
         call = self.trunk.arrive(
             now, fx, idempotency_key=idempotency_key, ani=ani, dnis=dnis, trunk_group=trunk_group,
@@ -176,9 +184,20 @@ class Switchboard:
         )  # fmt: skip
         if call.state != CallState.ENDED:
             self.screen_pop.fetch(call, now, fx)
-            self.ivr.start(call, now, fx)
+            if dial_id:
+                group = self.dialler.answered(call, dial_id, now, fx)
+                call.priority = CALLBACK_PRIORITY
+                self.queues.enqueue(call, group, now, fx, reason="callback")
+            else:
+                self.ivr.start(call, now, fx)
             self.queues.dispatch(now, fx)
         return call.call_id, fx.items
+
+    def dial_failed(self, now: float, dial_id: str, outcome: str) -> list[Effect]:
+        """The trunk could not reach a dialled callee (no-answer, busy, failed): retried later."""
+        fx = self._fx()
+        self.dialler.failed(dial_id, outcome, now, fx)
+        return fx.items
 
     def caller_digits(self, now: float, call_id: str, digits: str) -> list[Effect]:
         call = self.book.call(call_id)
@@ -264,12 +283,14 @@ class Switchboard:
         fx = self._fx()
         self.desk.set_ready(now, code, ready, reason, fx)
         self.queues.dispatch(now, fx)
+        self.dialler.dial(now, fx)
         return fx.items
 
     def end_wrap_up(self, now: float, code: str, ready: bool, reason: str = "") -> list[Effect]:
         fx = self._fx()
         self.desk.end_wrap_up(now, code, ready, reason, fx)
         self.queues.dispatch(now, fx)
+        self.dialler.dial(now, fx)
         return fx.items
 
     def desktop_attached(self, code: str) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from site_node.callcontrol import Switchboard
 from site_node.callcontrol.domain import Effect, IvrLookup, Journal, Outcome, ToCaller
 from tests.ivr.flows import as_yaml, small
@@ -214,3 +216,37 @@ def test_an_agent_sends_the_caller_for_a_pin_and_gets_them_back_with_verified_on
     end = ended(fx)
     assert end is not None and end.outcome == Outcome.ANSWERED
     assert sb.agent("0102").state != AgentState.HELD
+
+
+def test_a_callback_is_dialled_when_an_agent_of_its_group_is_ready_and_retried_when_unanswered() -> None:
+    from site_node.callcontrol.domain import DialOut, ToAgent
+    from vcc.errors import NotFound
+
+    data = small()
+    data["prompts"]["cb"] = {"zh": "我们会回电。", "en": "We will call you back."}
+    data["nodes"]["a_queue"] = {"kind": "callback", "prompt": "cb", "skill_group": "billing"}
+    sb = board({"current": flow_of(data)})
+    asked, _ = offer(sb)
+    sb.caller_digits(1.0, asked, "1")
+    assert not any(isinstance(e, DialOut) for e in sb.tick(2.0))  # nobody of billing is ready
+    sb.login(3.0, "0201")
+    fx = sb.set_ready(3.0, "0201", True)
+    (dial,) = [e for e in fx if isinstance(e, DialOut)]
+    assert (dial.number, dial.skill_group, dial.attempt) == ("13800000001", "billing", 1)
+    fx = sb.dial_failed(4.0, dial.dial_id, "busy")
+    assert [dict(e.event.data)["stage"] for e in fx if isinstance(e, Journal)] == ["busy"]
+    with pytest.raises(NotFound):
+        sb.dial_failed(4.0, dial.dial_id, "busy")  # not being dialled any more
+    fx = sb.tick(4.0 + 300.0)  # the list's retry_after_s
+    (again,) = [e for e in fx if isinstance(e, DialOut)]
+    assert again.attempt == 2
+    callee, fx = sb.offer(
+        310.0, idempotency_key="callee", ani="13800000001", dnis=SERVICE, dial_id=again.dial_id
+    )
+    assert not heard(fx)  # no IVR for the callee
+    fx = sb.customer_found(310.0, callee, None)
+    assert sb.calls[callee].skill_group == "billing" and sb.calls[callee].priority == 9
+    (rung,) = [e for e in fx if isinstance(e, ToAgent) and e.kind == "offered"]
+    assert rung.agent_code == "0201"
+    with pytest.raises(NotFound):
+        sb.offer(311.0, idempotency_key="x", ani="1", dnis=SERVICE, dial_id="nope")

@@ -44,6 +44,7 @@ from site_node.callcontrol import RemoteOfferIn, Switchboard
 from site_node.callcontrol.domain import (
     AskRoute,
     CallState,
+    DialOut,
     Effect,
     FetchCustomer,
     IvrLookup,
@@ -356,6 +357,8 @@ class _Engine:
                     self.to_agent(now, site, effect)  # type: ignore[arg-type]
                 elif kind is FetchCustomer:
                     follow_ups.append((_SCREEN_POP, site, effect.call_id))  # type: ignore[union-attr]
+                elif kind is DialOut:
+                    continue  # callbacks are not dialled in the model (the dial times out unanswered)
                 elif kind is IvrLookup:
                     ask: IvrLookup = effect  # type: ignore[assignment]
                     self.push(

@@ -83,6 +83,7 @@ class CallOffer(_message.Message):
     DNIS_FIELD_NUMBER: _builtins.int
     TRUNK_GROUP_FIELD_NUMBER: _builtins.int
     ATTACHED_DATA_FIELD_NUMBER: _builtins.int
+    DIAL_ID_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
     """The network's attempt id. An offer re-sent with the same key attaches to the call the
     first one created instead of creating another.
@@ -94,6 +95,10 @@ class CallOffer(_message.Message):
     dnis: _builtins.str
     trunk_group: _builtins.str
     """Empty: the first trunk group with a free channel."""
+    dial_id: _builtins.str
+    """The callee of a site's dial-out (DialOutService) answered: this is that call (ANI: the
+    callee's number). It skips the IVR and is served first in the callback's skill group.
+    """
     @_builtins.property
     def attached_data(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Context that travels with the call."""
@@ -107,10 +112,11 @@ class CallOffer(_message.Message):
         dnis: _builtins.str = ...,
         trunk_group: _builtins.str = ...,
         attached_data: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        dial_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ani", b"ani", "attached_data", b"attached_data", "call_id", b"call_id", "dnis", b"dnis", "idempotency_key", b"idempotency_key", "trunk_group", b"trunk_group"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ani", b"ani", "attached_data", b"attached_data", "call_id", b"call_id", "dial_id", b"dial_id", "dnis", b"dnis", "idempotency_key", b"idempotency_key", "trunk_group", b"trunk_group"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
