@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from tests.helpers import eventually
-from tests.integration.support import Desktop, address, central_records, password_hash
+from tests.integration.support import Caller, Desktop, address, central_records, password_hash
 from tests.ivr.flows import FLOWS, as_yaml
 from tools.admin.call import scripted_call
 from tools.province.cluster import Cluster, vcc_command
@@ -29,7 +29,16 @@ from tools.province.generate import SiteSpec, generate_province
 from tools.province.netutil import free_port
 from vcc import rpc
 from vcc.tls import DESKTOP, TRUNK
-from vcc.v1 import common_pb2, cti_pb2, ivr_pb2, ivr_pb2_grpc, voicemail_pb2, voicemail_pb2_grpc
+from vcc.v1 import (
+    common_pb2,
+    cti_pb2,
+    dialout_pb2,
+    dialout_pb2_grpc,
+    ivr_pb2,
+    ivr_pb2_grpc,
+    voicemail_pb2,
+    voicemail_pb2_grpc,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -251,8 +260,9 @@ async def test_a_late_lookup_takes_the_timeout_path(cluster: Cluster) -> None:
         assert report["ended"] == {"outcome": "self_served", "reason": "ivr-lookup-late"}
 
 
-async def test_max_wait_leads_to_a_callback_offer(cluster: Cluster) -> None:
-    async with trunk(cluster) as ch:
+async def test_max_wait_leads_to_a_callback_offer_dialled_when_an_agent_is_ready(cluster: Cluster) -> None:
+    parcel = next(a.code for a in cluster.config.site("gz").agents if "parcel" in a.skills)
+    async with trunk(cluster) as ch, rpc.channel(address(cluster, "gz"), persona=DESKTOP) as desk_ch:
         report = await call(ch, cluster, SMART, ["2"], ani=NORMAL, wait_s=10)
         heard = [h["prompt"] for h in report["heard"]]
         assert heard[-2:] == ["pos", "cb"], heard
@@ -261,6 +271,32 @@ async def test_max_wait_leads_to_a_callback_offer(cluster: Cluster) -> None:
         (asked,) = [e for e in report["effects"] if e["event"] == "CALLBACK"]
         assert asked["stage"] == "asked" and asked["skill_group"] == "parcel"
         assert "13800000002" not in asked["number"]  # masked in the record
+        # A trunk gateway follows the dial-outs; the parcel agent becomes ready: it is dialled.
+        gateway = dialout_pb2_grpc.DialOutServiceStub(ch).WatchDialOuts(dialout_pb2.WatchDialOutsRequest())
+        desk = Desktop(desk_ch, parcel)
+        await desk.login()
+        await desk.ready()
+        dial = await asyncio.wait_for(gateway.read(), 10)
+        assert isinstance(dial, dialout_pb2.DialOut)
+        assert (dial.number, dial.skill_group, dial.attempt) == (NORMAL, "parcel", 1)
+        callee = Caller(ch, ani=NORMAL, dial_id=dial.dial_id)
+        offered = await desk.answer_next()
+        assert offered.call_id == (await callee.until("connected")).call_id
+        callee.hang_up()
+        await callee.until("ended")
+        gateway.cancel()
+        await desk.close()
+
+    async def dialled() -> list[str] | None:
+        (record,) = [r for r in await central_records(cluster) if r.call_id == report["call_id"]]
+        stages = [e.data["stage"] for e in record.events if e.kind == common_pb2.CALL_EVENT_KIND_CALLBACK]
+        return stages if stages[-1] == "answered" else None
+
+    assert await eventually(dialled, what="the callback's attempt at central") == [
+        "asked",
+        "dialling",
+        "answered",
+    ]
 
 
 async def test_a_voicemail_left_and_worked(cluster: Cluster) -> None:
