@@ -14,6 +14,8 @@ from site_node.callcontrol.consults import Consults
 from site_node.callcontrol.counters import SiteCounters
 from site_node.callcontrol.dialler import Dialler
 from site_node.callcontrol.directory import Directory
+from site_node.callcontrol.domain import CallState, Outcome, ToAgent
+from site_node.callcontrol.effects import Effects
 from site_node.callcontrol.flow_calls import FlowBook, FlowCalls
 from site_node.callcontrol.guests import GuestCalls
 from site_node.callcontrol.ivr import Ivr
@@ -102,3 +104,31 @@ def build_parts(
         counters, timers, book, resources, acd, desk, ringing, queues, trunk, flows, dialler, ivr, screen_pop,
         connected, legs, guests, consults, transfers, supervision,
     )  # fmt: skip
+
+
+def site_stopping(parts: Parts, now: float, fx: Effects) -> None:
+    """The site is stopping: consultations end, guest calls go back to their origins, legs in
+    other cities end, and every call of our trunks ends (failed unless answered), its record
+    kept."""
+    calls = parts.book.live
+    for call in list(calls.values()):
+        if call.consult is not None:
+            reason = "site-stopping" if call.consult.offer_id else "site-shutdown"
+            parts.consults.end_leg(call, now, fx, reason)
+    for call in list(calls.values()):
+        if call.guest_of:
+            parts.guests.site_stopping(call, now, fx)
+        elif call.remote is not None:
+            parts.legs.site_stopping(call, fx)
+    for call in list(calls.values()):
+        if call.state == CallState.QUEUED:
+            parts.queues.leave(call)
+        elif call.state == CallState.IVR:
+            parts.ivr.release(call)
+        code = call.agent_code
+        # An agent may wait for a caller in the IVR (a temporary transfer, F9).
+        if call.state in (CallState.RINGING, CallState.TALKING, CallState.HELD, CallState.IVR) and code:
+            fx.add(ToAgent(code, "ended", now, call_id=call.call_id, reason="site-shutdown"))
+            parts.desk.site_stopping(code)
+        outcome = Outcome.ANSWERED if call.answered_at is not None else Outcome.FAILED
+        parts.trunk.end(call, outcome, "site-shutdown", now, fx)

@@ -16,12 +16,12 @@ from collections.abc import Callable, Mapping
 
 from routing.agents import Agent
 from site_node.callcontrol.directory import TransferTarget
-from site_node.callcontrol.domain import Call, CallState, CustomerInfo, Effect, Outcome, ToAgent
+from site_node.callcontrol.domain import Call, CallState, CustomerInfo, Effect, Outcome
 from site_node.callcontrol.effects import Effects
 from site_node.callcontrol.flow_calls import FlowBook
 from site_node.callcontrol.guests import RemoteOfferIn
 from site_node.callcontrol.limits import check_digits
-from site_node.callcontrol.parts import build_parts
+from site_node.callcontrol.parts import build_parts, site_stopping
 from site_node.callcontrol.resources import ChannelPool
 from site_node.callcontrol.voicemail import Message
 from vcc.call_events import EventKind
@@ -58,7 +58,7 @@ class Switchboard:
         self.service_number = service_number
         self.routing = routing or RoutingConfig(mode="isolated")
         self.journaling = journal
-        parts = build_parts(
+        self._parts = parts = build_parts(
             site, service_number, self.routing, new_call_id, new_offer_id, agent_sites, site_groups, flows
         )
         self.counters, self.timers, self.book = parts.counters, parts.timers, parts.book
@@ -575,28 +575,7 @@ class Switchboard:
     # Shutdown -------------------------------------------------------------------------------
 
     def shutdown(self, now: float) -> list[Effect]:
-        """The site is stopping: consultations end, guest calls go back to their origins, legs in
-        other cities end, and every call of our trunks ends (failed unless answered), its record
-        kept."""
+        """The site is stopping: every call ends, its record kept (parts.site_stopping)."""
         fx = self._fx()
-        for call in list(self.calls.values()):
-            if call.consult is not None:
-                reason = "site-stopping" if call.consult.offer_id else "site-shutdown"
-                self.consults.end_leg(call, now, fx, reason)
-        for call in list(self.calls.values()):
-            if call.guest_of:
-                self.guests.site_stopping(call, now, fx)
-            elif call.remote is not None:
-                self.legs.site_stopping(call, fx)
-        for call in list(self.calls.values()):
-            if call.state == CallState.QUEUED:
-                self.queues.leave(call)
-            elif call.state == CallState.IVR:
-                self.ivr.release(call)
-            code = call.agent_code
-            if call.state in (CallState.RINGING, CallState.TALKING, CallState.HELD) and code:
-                fx.add(ToAgent(code, "ended", now, call_id=call.call_id, reason="site-shutdown"))
-                self.desk.site_stopping(code)
-            outcome = Outcome.ANSWERED if call.answered_at is not None else Outcome.FAILED
-            self.trunk.end(call, outcome, "site-shutdown", now, fx)
+        site_stopping(self._parts, now, fx)
         return fx.items
