@@ -58,7 +58,7 @@ class Switchboard:
         self.service_number = service_number
         self.routing = routing or RoutingConfig(mode="isolated")
         self.journaling = journal
-        self._parts = parts = build_parts(
+        parts = build_parts(
             site, service_number, self.routing, new_call_id, new_offer_id, agent_sites, site_groups, flows
         )
         self.counters, self.timers, self.book = parts.counters, parts.timers, parts.book
@@ -577,5 +577,5 @@ class Switchboard:
     def shutdown(self, now: float) -> list[Effect]:
         """The site is stopping: every call ends, its record kept (parts.site_stopping)."""
         fx = self._fx()
-        site_stopping(self._parts, now, fx)
+        site_stopping(self, now, fx)
         return fx.items
