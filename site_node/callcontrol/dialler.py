@@ -31,15 +31,18 @@ class Dialler:
         self._origins: dict[str, Call] = {}
         # dial id -> callback id, while the gateway dials.
         self.dialling: dict[str, str] = {}
+        # Callbacks not closed yet: `dial` runs after every tick, and is free while this is empty.
+        self._open: set[str] = set()
         timers.on("dial", self._due)
 
     def asked(self, callback: Callback, call: Call) -> None:
         self._origins.setdefault(callback.callback_id, call)
+        self._open.add(callback.callback_id)
         self._timers.arm(callback.next_attempt_at, "dial", callback.callback_id)
 
     def dial(self, now: float, fx: Effects) -> None:
         """Dial what is due for the agents ready now (call after agents may have become ready)."""
-        if not self.callbacks.open():
+        if not self._open:
             return
         awaiting = Counter(self.callbacks.get(c).skill_group for c in self.dialling.values())
         for callback in self.callbacks.due(now):
@@ -66,6 +69,7 @@ class Dialler:
         """The callee answered: the callback is done; the skill group to serve the call in."""
         callback_id = self.dialling.pop(dial_id)
         done = self.callbacks.finish(callback_id, "answered", now)
+        self._closed(callback_id)
         self._journal(callback_id, "answered", now, fx, dial_id=dial_id, call_id=call.call_id)
         fx.journal(
             call, EventKind.CALLBACK, now,
@@ -90,6 +94,13 @@ class Dialler:
         self._journal(callback_id, outcome, now, fx, dial_id=dial_id, state=after.state)
         if after.state == "pending":
             self._timers.arm(after.next_attempt_at, "dial", callback_id)
+        else:
+            self._closed(callback_id)
+
+    def _closed(self, callback_id: str) -> None:
+        """A callback over (answered, or out of attempts): its caller's call is let go."""
+        self._open.discard(callback_id)
+        self._origins.pop(callback_id, None)
 
     def _due(self, callback_id: str, dial_id: str, now: float, fx: Effects) -> None:
         if dial_id and self.dialling.get(dial_id) == callback_id:

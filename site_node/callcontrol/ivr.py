@@ -16,6 +16,7 @@ from site_node.callcontrol.timers import Timers
 from vcc.call_events import EventKind
 from vcc.config import SiteConfig
 from vcc.errors import FailedPrecondition, NotFound
+from vcc.ivr.flow import Flow
 
 
 class Ivr:
@@ -71,14 +72,18 @@ class Ivr:
     def temporary(self, call: Call, code: str, flow_id: str, now: float, fx: Effects) -> None:
         """An agent sends the caller to a flow and waits (F9): the call is held for the agent,
         the caller in the flow; `return` brings them back to this agent."""
-        flow = self._book.named(flow_id) if self._book is not None else None
-        if flow is None:
-            raise NotFound("flow-not-found", f"target.flow_id: no flow {flow_id!r} at this site")
+        flow = self.check_flow(flow_id)
         got, port = self._resources.take_board("ivr")
         if not got:
             raise FailedPrecondition("ivr-ports-busy", "every IVR port is busy; try again")
         call.ivr_port = port
         self.flows.start(call, "", flow, now, fx, agent_code=code)
+
+    def check_flow(self, flow_id: str) -> Flow:
+        flow = self._book.named(flow_id) if self._book is not None else None
+        if flow is None:
+            raise NotFound("flow-not-found", f"target.flow_id: no flow {flow_id!r} at this site")
+        return flow
 
     def digits(self, call: Call, digits: str, now: float, fx: Effects) -> None:
         """The caller pressed keys in the menu: the first one chooses (a flow takes them all)."""

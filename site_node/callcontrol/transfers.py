@@ -93,6 +93,8 @@ class Transfers:
         """Validate the target for a transfer from this site; return the site it is at. Raises
         before anything changes."""
         site = self.directory.site_of(code, target)
+        if target.ivr and target.flow_id:
+            self._ivr.check_flow(target.flow_id)
         if target.ivr:
             if not blind:
                 raise InvalidArgument(

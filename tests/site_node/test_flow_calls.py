@@ -191,6 +191,7 @@ def test_an_agent_sends_the_caller_for_a_pin_and_gets_them_back_with_verified_on
     from routing.agents import AgentState
     from site_node.callcontrol.directory import TransferTarget
     from site_node.callcontrol.domain import ToAgent
+    from vcc.errors import NotFound
 
     sb = board({"current": flow_of(small()), "pin": pin_flow()})
     sb.login(0.0, "0102")
@@ -199,6 +200,10 @@ def test_an_agent_sends_the_caller_for_a_pin_and_gets_them_back_with_verified_on
     sb.customer_found(1.0, call_id, None)
     sb.caller_digits(1.5, call_id, "1")
     sb.answer(2.0, "0102", call_id)
+    attached = dict(sb.calls[call_id].attached)
+    with pytest.raises(NotFound):
+        sb.transfer(2.5, "0102", call_id, TransferTarget(ivr=True, flow_id="nope"), blind=True)
+    assert sb.calls[call_id].attached == attached and sb.agent("0102").state == AgentState.TALKING
     fx = sb.transfer(3.0, "0102", call_id, TransferTarget(ivr=True, flow_id="pin"), blind=True)
     assert heard(fx) == ["pin"] and sb.agent("0102").state == AgentState.HELD
     fx = sb.caller_digits(4.0, call_id, "1234")
