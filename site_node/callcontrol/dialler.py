@@ -69,8 +69,8 @@ class Dialler:
         """The callee answered: the callback is done; the skill group to serve the call in."""
         callback_id = self.dialling.pop(dial_id)
         done = self.callbacks.finish(callback_id, "answered", now)
-        self._closed(callback_id)
         self._journal(callback_id, "answered", now, fx, dial_id=dial_id, call_id=call.call_id)
+        self._closed(callback_id)
         fx.journal(
             call, EventKind.CALLBACK, now,
             data=(("callback_id", callback_id), ("stage", "callee-answered"),

@@ -249,6 +249,12 @@ def test_a_callback_is_dialled_when_an_agent_of_its_group_is_ready_and_retried_w
         310.0, idempotency_key="callee", ani="13800000001", dnis=SERVICE, dial_id=again.dial_id
     )
     assert not heard(fx)  # no IVR for the callee
+    stages = [
+        (e.event.call_id, dict(e.event.data)["stage"])
+        for e in fx
+        if isinstance(e, Journal) and e.event.kind == EventKind.CALLBACK
+    ]
+    assert stages == [(asked, "answered"), (callee, "callee-answered")]
     fx = sb.customer_found(310.0, callee, None)
     assert sb.calls[callee].skill_group == "billing" and sb.calls[callee].priority == 9
     (rung,) = [e for e in fx if isinstance(e, ToAgent) and e.kind == "offered"]
