@@ -4,8 +4,15 @@ as before (the flow's machinery is not touched)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+import yaml
+
 from tests.ivr.flows import as_yaml, small
-from tools.simulation.model_engine import ModelPlan, ModelSite, run_plan, run_views
+from tools.simulation.model_engine import ModelError, ModelPlan, ModelSite, run_model, run_plan, run_views
+from tools.simulation.scenario import load_scenario
+from tools.simulation.simulate import run_simulation
 from vcc.ivr.validate import load_flow
 
 CHARS_PER_S = 4.0
@@ -49,3 +56,25 @@ def test_a_silent_caller_goes_round_the_retries_to_the_flows_fallback() -> None:
 def test_a_plan_without_a_flow_has_no_ivr_figures() -> None:
     report, _ = run_plan(plan())
     assert "ivr" not in report
+
+
+def test_a_scenario_names_a_flow_beside_it_for_the_model_engine(tmp_path: Path) -> None:
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "small.yaml").write_text(as_yaml(small()), encoding="utf-8")
+    scenario = {
+        "seed": 1, "duration_s": 60, "handle_time": {"mean_s": 2.0}, "service_level_threshold_s": 10,
+        "routing": {"mode": "isolated"},
+        "ivr": {"flow": "flows/small.yaml", "keys": ["1"]},
+        "sites": [{"id": "gz", "trunk_channels": 20, "agents": {"general": 2, "parcel": 2},
+                   "arrival_rate_per_s": 0.3}],
+    }  # fmt: skip
+    path = tmp_path / "scenario.yaml"
+    path.write_text(yaml.safe_dump(scenario), encoding="utf-8")
+    report = run_model(load_scenario(path))
+    assert report["ivr"]["mean_s"] > 0  # type: ignore[index]
+    bad = small()
+    bad["nodes"]["main"]["options"][0]["next"] = "nowhere"
+    (tmp_path / "flows" / "small.yaml").write_text(as_yaml(bad), encoding="utf-8")
+    with pytest.raises(ModelError, match="nowhere"):
+        run_model(load_scenario(path))
+    assert run_simulation(load_scenario(path), None, engine="real") == 1  # the cluster runs no scenario flow

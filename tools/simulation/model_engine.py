@@ -37,6 +37,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from routing import global_router
@@ -727,6 +728,17 @@ def plan_from_scenario(scenario: Any) -> ModelPlan:
         raise ModelError("transfers.probability: transfers are not modelled by the model engine yet")
     handle = scenario.handle_time
     patience = getattr(scenario, "patience", None)
+    ivr = getattr(scenario, "ivr", None)
+    flow: Flow | None = None
+    if ivr is not None:
+        from vcc.ivr.validate import FlowError, load_flow
+
+        try:
+            flow = load_flow(Path(ivr.flow).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ModelError(f"ivr.flow: cannot read {ivr.flow}: {exc.strerror}") from None
+        except FlowError as exc:
+            raise ModelError(f"ivr.flow: {'; '.join(str(f) for f in exc.faults)}") from None
     routing = getattr(scenario, "routing", None)
     mode = str(getattr(routing, "mode", "isolated") if routing is not None else "isolated")
     after = getattr(routing, "after_s", None) if routing is not None else None
@@ -755,6 +767,9 @@ def plan_from_scenario(scenario: Any) -> ModelPlan:
         wrap_up_s=float(getattr(scenario, "wrap_up_s", 0.0) or 0.0),
         routing_mode=mode,  # type: ignore[arg-type]
         overflow_after_s=float(after) if after is not None else 1.0,
+        flow=flow,
+        flow_keys=list(ivr.keys) if ivr is not None else [],
+        speech_chars_per_s=float(ivr.speech_chars_per_s) if ivr is not None else 4.0,
     )
 
 
