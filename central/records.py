@@ -34,6 +34,7 @@ class Outcome(StrEnum):
     ABANDONED = "ABANDONED"
     BLOCKED = "BLOCKED"
     FAILED = "FAILED"
+    SELF_SERVED = "SELF_SERVED"
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,18 @@ from site_node.callcontrol import Switchboard
 from site_node.callcontrol.domain import AskRoute, LegToOrigin, LegToTarget, OfferRemote
 from site_node.grpc_api.admin_service import SiteAdmin
 from site_node.grpc_api.desktop_service import AgentDesktop
+from site_node.grpc_api.dialout_service import DialOuts
 from site_node.grpc_api.peers import PeerLinks, SitePeer
 from site_node.grpc_api.recordings_service import SiteRecordings
 from site_node.grpc_api.summary import site_summary
 from site_node.grpc_api.trunk_service import TrunkIngress
+from site_node.grpc_api.voicemail_service import VoicemailDesk
 from site_node.links.audit_sink import AuditSink, AuditStore, audit_path
 from site_node.links.central_link import CentralLink
 from site_node.links.customers import CentralCustomers
 from site_node.links.desk_data import CentralDeskData
+from site_node.links.flow_catalog import FlowCatalog, FlowCatalogWatcher
+from site_node.links.ivr_lookups import CentralLookups
 from site_node.links.leader_watch import LeaderWatch
 from site_node.links.membership import Membership
 from site_node.links.recording_index import RecordingIndexShipper
@@ -50,11 +54,13 @@ from vcc.tracing import Tracing
 from vcc.v1 import (
     common_pb2,
     cti_pb2_grpc,
+    dialout_pb2_grpc,
     peer_pb2_grpc,
     recordings_pb2_grpc,
     site_admin_pb2,
     site_admin_pb2_grpc,
     trunk_pb2_grpc,
+    voicemail_pb2_grpc,
 )
 
 log = logging.getLogger(__name__)
@@ -65,6 +71,8 @@ SERVICES = (
     "vcc.v1.SiteAdminService",
     "vcc.v1.SitePeerService",
     "vcc.v1.SiteRecordingService",
+    "vcc.v1.VoicemailService",
+    "vcc.v1.DialOutService",
 )
 # On a graceful stop, how long the outbox may take to reach central.
 DRAIN_ON_STOP_S = 3.0
@@ -138,6 +146,12 @@ class SiteNode:
             self.province.central.listen,
         )
         self.customers = CentralCustomers(self.leader.address)
+        # Central's flows and service catalog, kept current from etcd: a push reaches new calls,
+        # calls in the IVR finish the version they started on.
+        self.flows = FlowCatalog(site.id)
+        self.flow_watcher = FlowCatalogWatcher(
+            self.flows, list(etcd.endpoints), etcd.prefix, self.province.province.id
+        )
         sites = self.province.sites
         self.switchboard = Switchboard(
             site,
@@ -145,9 +159,11 @@ class SiteNode:
             routing=self.province.routing,
             agent_sites={a.code: s.id for s in sites for a in s.agents},
             site_groups={s.id: frozenset(g.id for g in s.skill_groups) for s in sites},
+            flows=self.flows,
         )
         calls = CallTracer(self.tracing.tracer, site.id) if self.tracing.enabled else None
         self.runtime = SiteRuntime(self.switchboard, self.outbox, self.customers.lookup, tracer=calls)
+        self.runtime.flow_lookup = CentralLookups(self.customers).lookup
         if site.sip is not None:
             # Before the gRPC server: a site that reports SERVING answers SIP too.
             await self._start_sip()
@@ -176,6 +192,11 @@ class SiteNode:
         if kept:
             log.info("agents: %d administrator changes applied over the config", kept)
         cti_pb2_grpc.add_AgentDesktopServiceServicer_to_server(self.desktop, self.server.grpc)
+        self.dial_outs = DialOuts(self.runtime)
+        dialout_pb2_grpc.add_DialOutServiceServicer_to_server(self.dial_outs, self.server.grpc)
+        voicemail_pb2_grpc.add_VoicemailServiceServicer_to_server(
+            VoicemailDesk(self.runtime, self.desktop), self.server.grpc
+        )
         site_admin_pb2_grpc.add_SiteAdminServiceServicer_to_server(
             SiteAdmin(self.runtime, self.summary), self.server.grpc
         )
@@ -241,6 +262,7 @@ class SiteNode:
             asyncio.create_task(self.membership.run(), name="membership"),
             asyncio.create_task(self.central_link.run(), name="central-link"),
             asyncio.create_task(self.audit.run(), name="audit-sink"),
+            asyncio.create_task(self.flow_watcher.run(), name="ivr-flow-watch"),
         ]
         if self.recording_index is not None:
             self._tasks.append(asyncio.create_task(self.recording_index.run(), name="recording-index"))
@@ -348,6 +370,7 @@ class SiteNode:
         log.info("site %s stopping", self.site.id)
         stop = Stopping(f"site {self.site.id}")
         await stop.step("health NOT_SERVING", self.server.set_serving(False), STEP_S)
+        self.dial_outs.close()
         if self.desk is not None:
             await stop.step("desk server", self.desk.stop(), WEB_STOP_S)
         # The calls end here (their records go to the outbox): ample time, a busy loop is slow.

@@ -21,8 +21,10 @@ from site_node.callcontrol.domain import (
     AskRoute,
     Audit,
     CustomerInfo,
+    DialOut,
     Effect,
     FetchCustomer,
+    IvrLookup,
     Journal,
     LegToOrigin,
     LegToTarget,
@@ -50,6 +52,8 @@ class Journaling(Protocol):
 
 
 CustomerLookup = Callable[[str], Awaitable[CustomerInfo | None]]
+# A flow's look-up at central: (name, args, the flow's timeout) -> fields, or None when it failed.
+FlowLookup = Callable[[str, dict[str, str], float], Awaitable[dict[str, str] | None]]
 # Hooks for effects no adapter of this module carries out: desktops' web pages (ToAgent), the
 # media side (SuperviseMedia), the audit log (Audit).
 AgentWatcher = Callable[[ToAgent], None]
@@ -119,6 +123,10 @@ class SiteRuntime:
         self.audit: AuditSink = _audit_to_log
         # Told every agent event besides the desktops (the agents' SIP phones).
         self.agent_listeners: list[Callable[[ToAgent], None]] = []
+        # A flow's look-ups (None: a site with no central to ask; every look-up fails).
+        self.flow_lookup: FlowLookup | None = None
+        # Callbacks to dial through the trunk (the DialOutService; none: each dial fails).
+        self.dial_out: Callable[[DialOut], None] = self._no_dialler
 
     # Operations -----------------------------------------------------------------------------
 
@@ -180,6 +188,10 @@ class SiteRuntime:
                         listener(fx)
                 case FetchCustomer(call_id, ani):
                     self._spawn(self._fetch_customer(call_id, ani))
+                case IvrLookup():
+                    self._spawn(self._flow_lookup(fx))
+                case DialOut():
+                    self.dial_out(fx)
                 case AskRoute() | OfferRemote() | LegToTarget() | LegToOrigin():
                     self._to_province(fx)
                 case SuperviseMedia():
@@ -274,6 +286,19 @@ class SiteRuntime:
             customer = None
         if not self.closed:
             self.do(lambda now: self.sb.customer_found(now, call_id, customer))
+
+    def _no_dialler(self, d: DialOut) -> None:
+        self.loop_soon(lambda: self.do(lambda now: self.sb.dial_failed(now, d.dial_id, "failed")))
+
+    async def _flow_lookup(self, ask: IvrLookup) -> None:
+        fields: dict[str, str] | None = None
+        if self.flow_lookup is not None:
+            try:
+                fields = await self.flow_lookup(ask.name, dict(ask.args), ask.timeout_s)
+            except Exception as exc:  # the flow's on_timeout path covers any failure
+                log.debug("flow look-up for %s failed: %s", ask.call_id, exc)
+        if not self.closed:
+            self.do(lambda now: self.sb.ivr_looked_up(now, ask.call_id, ask.request, fields))
 
     # Desktops -------------------------------------------------------------------------------
 

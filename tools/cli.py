@@ -187,6 +187,47 @@ def trace_call(
         typer.echo(line)
 
 
+@app.command("call")
+def test_call(
+    config: ConfigOpt,
+    site: Annotated[str, typer.Option("--site", help="The site whose trunk takes the call.")],
+    number: Annotated[str, typer.Option("--number", help="The number dialled (a service of the catalog).")],
+    digits: Annotated[str, typer.Option(help='One key group per prompt that asks for keys: "2 1 #".')] = "",
+    wait: Annotated[float, typer.Option("--wait", help="Seconds to stay once queued or connected.")] = 0.0,
+    hang_up_after: Annotated[
+        float | None, typer.Option("--hang-up-after", help="Hang up this many seconds after dialling.")
+    ] = None,
+    ani: Annotated[str, typer.Option("--ani", help="The caller's number.")] = "13800000000",
+    sip: Annotated[bool, typer.Option("--sip", help="Over SIP (not yet: the gRPC trunk only).")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="The report as JSON.")] = False,
+) -> None:
+    """One scripted test call: the prompts heard, each key's effect, and how the call ended."""
+    import json
+
+    from tools.admin.call import scripted_call, text_lines
+
+    if sip:
+        fail("vcc call --sip: not yet; the call goes over the gRPC trunk without it")
+    cfg = load_tool_config(config)
+    from vcc.config import ConfigError
+
+    try:
+        address = cfg.site(site).listen
+    except ConfigError as exc:
+        fail(f"--site: {exc}")
+    report = asyncio.run(
+        scripted_call(
+            address, number, digits.split(), wait_s=wait, ani=ani, central_address=cfg.central.listen,
+            hang_up_after_s=hang_up_after,
+        )
+    )  # fmt: skip
+    if json_out:
+        typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
+    else:
+        for line in text_lines(report):
+            typer.echo(line)
+
+
 # --- config helpers --------------------------------------------------------------------------------
 
 

@@ -35,3 +35,9 @@ class EventKind(StrEnum):
     INTERCEPTED = "INTERCEPTED"
     # The agent's wrap-up code and note (data: code, note); may come after ENDED.
     WRAPPED_UP = "WRAPPED_UP"
+    # The call left its IVR flow (data: flow, version, end, node, details).
+    IVR_ENDED = "IVR_ENDED"
+    # A callback asked for, attempted, finished (data: callback_id, stage, attempt, outcome).
+    CALLBACK = "CALLBACK"
+    # A voicemail message recorded, assigned, played, done (data: message_id, stage).
+    VOICEMAIL = "VOICEMAIL"

@@ -88,9 +88,18 @@ class ConnectedCalls:
             self.end_agent_leg(call, now, fx, reason)
             self._trunk.end(call, Outcome.ANSWERED, reason, now, fx)
             return
-        if call.state == CallState.IVR:
-            self._ivr.release(call)
-        elif call.state == CallState.QUEUED:
+        if call.state == CallState.IVR and call.agent_code:
+            # In an agent's temporary transfer to the IVR (F9): the waiting agent's leg ends too.
+            self._ivr.caller_left(call, now, fx)
+            fx.journal(call, EventKind.CALLER_HUNG_UP, now, agent_code=call.agent_code)
+            self.end_agent_leg(call, now, fx, reason)
+            self._trunk.end(call, Outcome.ANSWERED, reason, now, fx)
+            return
+        if self._ivr.caller_left(call, now, fx) and unanswered == Outcome.ABANDONED:
+            # A message left in the flow's voicemail: served, not abandoned.
+            self._trunk.end(call, Outcome.SELF_SERVED, "voicemail-left", now, fx)
+            return
+        if call.state == CallState.QUEUED:
             self._queues.leave(call)
         elif call.state == CallState.RINGING:
             self._ringing.withdraw(call, now, fx, reason)

@@ -17,10 +17,12 @@ class TransferTarget:
     skill_group: str = ""
     site_id: str = ""
     ivr: bool = False
+    # With `ivr`: a temporary transfer to this flow; the caller comes back to the agent (F9).
+    flow_id: str = ""
 
     def describe(self, site: str) -> str:
         if self.ivr:
-            return "ivr"
+            return f"ivr:{self.flow_id}" if self.flow_id else "ivr"
         return f"{self.agent_code or self.skill_group}@{site}"
 
 

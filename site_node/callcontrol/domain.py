@@ -26,6 +26,8 @@ class Outcome(StrEnum):
     ABANDONED = "ABANDONED"
     BLOCKED = "BLOCKED"
     FAILED = "FAILED"
+    # The IVR served it with no agent (closed message, voicemail, callback asked, fax, hang-up).
+    SELF_SERVED = "SELF_SERVED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +152,12 @@ class ToCaller:
     trunk_group: str = ""
     outcome: Outcome | None = None
     reason: str = ""
+    # A flow's prompt (`prompt` is its id): the text heard; `collect`: keys are asked for now.
+    text: str = ""
+    collect: bool = False
+    max_digits: int = 0
+    flow_id: str = ""
+    flow_version: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +198,30 @@ class FetchCustomer:
 
     call_id: str
     ani: str
+
+
+@dataclass(frozen=True, slots=True)
+class IvrLookup:
+    """A flow's data look-up at central (its own timeout); answer via Switchboard.ivr_looked_up
+    with the same `request` (a late answer is the timeout's path)."""
+
+    call_id: str
+    name: str
+    args: tuple[tuple[str, str], ...]
+    timeout_s: float
+    request: int
+
+
+@dataclass(frozen=True, slots=True)
+class DialOut:
+    """Ask the trunk to dial a callback (F20); the callee comes back as an offer with `dial_id`,
+    or Switchboard.dial_failed."""
+
+    dial_id: str
+    number: str
+    skill_group: str
+    callback_id: str
+    attempt: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +314,8 @@ Effect = (
     | ToCaller
     | ToAgent
     | FetchCustomer
+    | IvrLookup
+    | DialOut
     | AskRoute
     | OfferRemote
     | LegToTarget

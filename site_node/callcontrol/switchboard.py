@@ -14,14 +14,8 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
 
-from routing.acd import Acd
 from routing.agents import Agent
-from site_node.callcontrol.agents import Agents
-from site_node.callcontrol.calls import CallBook
-from site_node.callcontrol.connected import ConnectedCalls
-from site_node.callcontrol.consults import Consults
-from site_node.callcontrol.counters import SiteCounters
-from site_node.callcontrol.directory import Directory, TransferTarget
+from site_node.callcontrol.directory import TransferTarget
 from site_node.callcontrol.domain import (
     Call,
     CallState,
@@ -30,24 +24,20 @@ from site_node.callcontrol.domain import (
     Journal,
     Outcome,
     RecordedEvent,
-    ToAgent,
 )
 from site_node.callcontrol.effects import Effects
-from site_node.callcontrol.guests import GuestCalls, RemoteOfferIn
-from site_node.callcontrol.ivr import Ivr
-from site_node.callcontrol.legs_out import RemoteLegs
+from site_node.callcontrol.flow_calls import FlowBook
+from site_node.callcontrol.guests import RemoteOfferIn
 from site_node.callcontrol.limits import check_digits
-from site_node.callcontrol.queues import Queues
-from site_node.callcontrol.resources import ChannelPool, Resources
-from site_node.callcontrol.ringing import Ringing
-from site_node.callcontrol.screen_pop import ScreenPop
-from site_node.callcontrol.supervision import Supervision
-from site_node.callcontrol.timers import Timers
-from site_node.callcontrol.transfers import Transfers
-from site_node.callcontrol.trunk import TrunkSide
+from site_node.callcontrol.parts import build_parts, site_stopping
+from site_node.callcontrol.resources import ChannelPool
+from site_node.callcontrol.voicemail import Message
 from vcc.call_events import EventKind
 from vcc.config import RoutingConfig, SiteConfig
 from vcc.errors import AlreadyExists, FailedPrecondition
+
+# A callee who answered our callback is served before the callers waiting in its group.
+CALLBACK_PRIORITY = 9
 
 
 def _new_id() -> str:
@@ -66,50 +56,30 @@ class Switchboard:
         site_groups: Mapping[str, frozenset[str]] | None = None,
         journal: bool = True,
         new_offer_id: Callable[[], str] = _new_id,
+        flows: FlowBook | None = None,
     ) -> None:
         """`journal=False` leaves the Journal effects out (nothing else changes): for the model
-        engine, which never reads them and would spend much of its time building them."""
+        engine, which never reads them and would spend much of its time building them. `flows`:
+        the IVR flow a dialled number runs (None, or no flow for it: the site's one menu)."""
         self.site = site
         self.site_id = site.id
         self.service_number = service_number
         self.routing = routing or RoutingConfig(mode="isolated")
         self.journaling = journal
-        self.counters = SiteCounters()
-        self.timers = Timers()
-        self.book = CallBook(site.id)
-        self.resources = Resources(site)
-        self.acd = Acd({g.id: (g.strategy, g.priority) for g in site.skill_groups})
-        self.desk = Agents(site, self.acd, self.timers)
-        self.ringing = Ringing(site, self.desk, self.timers, self.counters)
-        self.queues = Queues(site, self.acd, self.book, self.desk, self.ringing)
-        self.ivr = Ivr(site, self.book, self.resources, self.queues, self.timers, self.counters)
-        self.screen_pop = ScreenPop(self.book, self.queues, self.timers)
-        self.trunk = TrunkSide(site.id, service_number, self.book, self.resources, self.counters, new_call_id)
-        self.connected = ConnectedCalls(
-            site, self.desk, self.queues, self.ringing, self.ivr, self.trunk, self.counters
+        parts = build_parts(
+            site, service_number, self.routing, new_call_id, new_offer_id, agent_sites, site_groups, flows
         )
-        self.legs = RemoteLegs(
-            site.id, self.routing, self.book, self.resources, self.queues, self.trunk, self.timers,
-            self.counters, self.desk.staffed, new_offer_id,
-        )  # fmt: skip
-        self.guests = GuestCalls(
-            site.id, self.book, self.resources, self.desk, self.queues, self.ringing, self.connected,
-            self.counters,
-        )  # fmt: skip
-        self.consults = Consults(
-            site, self.book, self.desk, self.queues, self.ringing, self.connected, self.legs, self.timers,
-            self.counters,
-        )  # fmt: skip
-        self.directory = directory = Directory(
-            site.id,
-            agent_sites or {a.code: site.id for a in site.agents},
-            site_groups or {site.id: frozenset(g.id for g in site.skill_groups)},
+        self.counters, self.timers, self.book = parts.counters, parts.timers, parts.book
+        self.resources, self.acd, self.desk, self.ringing = (
+            parts.resources,
+            parts.acd,
+            parts.desk,
+            parts.ringing,
         )
-        self.transfers = Transfers(
-            site.id, directory, self.resources, self.desk, self.queues, self.ringing, self.ivr,
-            self.connected, self.legs, self.guests, self.consults,
-        )  # fmt: skip
-        self.supervision = Supervision(site, self.book, self.desk, self.connected)
+        self.queues, self.trunk, self.flows, self.ivr = parts.queues, parts.trunk, parts.flows, parts.ivr
+        self.screen_pop, self.connected, self.legs = parts.screen_pop, parts.connected, parts.legs
+        self.guests, self.consults, self.transfers = parts.guests, parts.consults, parts.transfers
+        self.supervision, self.dialler, self.directory = parts.supervision, parts.dialler, parts.directory
         self.timers.on("ring", self._ring_due)
         self.timers.on("offer", self._offer_due)
 
@@ -177,6 +147,7 @@ class Switchboard:
         fx = self._fx()
         self.timers.fire_due(now, fx)
         self.queues.dispatch(now, fx)
+        self.dialler.dial(now, fx)
         return fx.items
 
     def _ring_due(self, call_id: str, code: str, now: float, fx: Effects) -> None:
@@ -208,8 +179,12 @@ class Switchboard:
         trunk_group: str = "",
         call_id: str = "",
         attached: dict[str, str] | None = None,
+        dial_id: str = "",
     ) -> tuple[str, list[Effect]]:
-        """A call arrives on a trunk. Returns its call id (minted here unless pre-routed)."""
+        """A call arrives on a trunk. Returns its call id (minted here unless pre-routed).
+        `dial_id`: the callee of one of our dial-outs answered (it skips the IVR)."""
+        if dial_id:
+            self.dialler.check_answer(dial_id)
         fx = self._fx()
         call = self.trunk.arrive(
             now, fx, idempotency_key=idempotency_key, ani=ani, dnis=dnis, trunk_group=trunk_group,
@@ -217,9 +192,20 @@ class Switchboard:
         )  # fmt: skip
         if call.state != CallState.ENDED:
             self.screen_pop.fetch(call, now, fx)
-            self.ivr.start(call, now, fx)
+            if dial_id:
+                group = self.dialler.answered(call, dial_id, now, fx)
+                call.priority = CALLBACK_PRIORITY
+                self.queues.enqueue(call, group, now, fx, reason="callback")
+            else:
+                self.ivr.start(call, now, fx)
             self.queues.dispatch(now, fx)
         return call.call_id, fx.items
+
+    def dial_failed(self, now: float, dial_id: str, outcome: str) -> list[Effect]:
+        """The trunk could not reach a dialled callee (no-answer, busy, failed): retried later."""
+        fx = self._fx()
+        self.dialler.failed(dial_id, outcome, now, fx)
+        return fx.items
 
     def caller_digits(self, now: float, call_id: str, digits: str) -> list[Effect]:
         call = self.book.call(call_id)
@@ -232,6 +218,20 @@ class Switchboard:
         self.ivr.digits(call, digits, now, fx)
         self.queues.dispatch(now, fx)
         return fx.items
+
+    def ivr_looked_up(
+        self, now: float, call_id: str, request: int, fields: dict[str, str] | None
+    ) -> list[Effect]:
+        """Central answered a flow's look-up (None: it failed); a late answer takes the timeout path."""
+        fx = self._fx()
+        self.flows.looked_up(call_id, request, fields, now, fx)
+        self.queues.dispatch(now, fx)
+        return fx.items
+
+    def prompts_played(self, now: float, call_id: str) -> list[Effect]:
+        """The caller heard the flow's prompts to the end: its time to press keys counts from now."""
+        self.flows.played(call_id, now)
+        return []
 
     def customer_found(self, now: float, call_id: str, customer: CustomerInfo | None) -> list[Effect]:
         """The look-up answered (None: no record, or central unreachable)."""
@@ -291,6 +291,7 @@ class Switchboard:
         fx = self._fx()
         self.desk.set_ready(now, code, ready, reason, fx)
         self.queues.dispatch(now, fx)
+        self.dialler.dial(now, fx)
         return fx.items
 
     def end_wrap_up(
@@ -302,6 +303,7 @@ class Switchboard:
         if wrap_code or note:
             self._journal_wrap_up(now, code, call_id, wrap_code, note, fx)
         self.queues.dispatch(now, fx)
+        self.dialler.dial(now, fx)
         return fx.items
 
     def _journal_wrap_up(
@@ -530,6 +532,25 @@ class Switchboard:
         self.queues.dispatch(now, fx)
         return fx.items
 
+    # Voicemail (SPEC F27): an agent works its groups' messages --------------------------------
+
+    def voicemail(self, code: str, skill_group: str) -> list[Message]:
+        return self.flows.voicemail.listed(code, skill_group)
+
+    def work_voicemail(
+        self, now: float, code: str, message_id: str, step: str, note: str = ""
+    ) -> list[Effect]:
+        """`step`: take, play or done; each goes in the caller's call record."""
+        fx = self._fx()
+        desk = self.flows.voicemail
+        if step == "take":
+            desk.take(code, message_id, now, fx)
+        elif step == "play":
+            desk.play(code, message_id, now, fx)
+        else:
+            desk.done(code, message_id, note, now, fx)
+        return fx.items
+
     def customer_edited(self, now: float, customer: CustomerInfo) -> list[Effect]:
         """An agent saved the caller's record at central (F21): the live calls of that customer
         carry the new one from now on (a consultation or transfer offers it as saved)."""
@@ -610,28 +631,7 @@ class Switchboard:
     # Shutdown -------------------------------------------------------------------------------
 
     def shutdown(self, now: float) -> list[Effect]:
-        """The site is stopping: consultations end, guest calls go back to their origins, legs in
-        other cities end, and every call of our trunks ends (failed unless answered), its record
-        kept."""
+        """The site is stopping: every call ends, its record kept (parts.site_stopping)."""
         fx = self._fx()
-        for call in list(self.calls.values()):
-            if call.consult is not None:
-                reason = "site-stopping" if call.consult.offer_id else "site-shutdown"
-                self.consults.end_leg(call, now, fx, reason)
-        for call in list(self.calls.values()):
-            if call.guest_of:
-                self.guests.site_stopping(call, now, fx)
-            elif call.remote is not None:
-                self.legs.site_stopping(call, fx)
-        for call in list(self.calls.values()):
-            if call.state == CallState.QUEUED:
-                self.queues.leave(call)
-            elif call.state == CallState.IVR:
-                self.ivr.release(call)
-            code = call.agent_code
-            if call.state in (CallState.RINGING, CallState.TALKING, CallState.HELD) and code:
-                fx.add(ToAgent(code, "ended", now, call_id=call.call_id, reason="site-shutdown"))
-                self.desk.site_stopping(code)
-            outcome = Outcome.ANSWERED if call.answered_at is not None else Outcome.FAILED
-            self.trunk.end(call, outcome, "site-shutdown", now, fx)
+        site_stopping(self, now, fx)
         return fx.items

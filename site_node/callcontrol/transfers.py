@@ -82,7 +82,9 @@ class Transfers:
         site = self.resolve(code, target, blind)
         self.attach(call, attached)
         self.record_step(call, f"{code}>{target.describe(site)}")
-        if blind:
+        if target.ivr and target.flow_id:
+            self._temporary(call, code, target, now, fx)
+        elif blind:
             self.blind(call, code, target, site, now, fx)
         else:
             self._consults.start(call, code, target, site, now, fx)
@@ -91,6 +93,8 @@ class Transfers:
         """Validate the target for a transfer from this site; return the site it is at. Raises
         before anything changes."""
         site = self.directory.site_of(code, target)
+        if target.ivr and target.flow_id:
+            self._ivr.check_flow(target.flow_id)
         if target.ivr:
             if not blind:
                 raise InvalidArgument(
@@ -121,6 +125,19 @@ class Transfers:
     def record_step(call: Call, step: str) -> None:
         joined = f"{old};{step}" if (old := call.attached.get(HISTORY_KEY, "")) else step
         call.attached[HISTORY_KEY] = joined[-MAX_HISTORY:]
+
+    def _temporary(self, call: Call, code: str, target: TransferTarget, now: float, fx: Effects) -> None:
+        """F9: the caller goes to a collection flow; the agent keeps the call (held) meanwhile."""
+        was_talking = call.state == CallState.TALKING
+        self._ivr.temporary(call, code, target.flow_id, now, fx)
+        fx.journal(
+            call, EventKind.TRANSFERRED, now, agent_code=code,
+            data=(("kind", "ivr-temporary"), ("to", target.describe(self.site_id))),
+        )  # fmt: skip
+        if was_talking:
+            self._agents.apply(code, fsm.Hold(), now, fx)
+            fx.add(ToAgent(code, "held", now, call_id=call.call_id))
+        fx.add(ToAgent(code, "transfer", now, call_id=call.call_id, stage="ivr-sent", site_id=self.site_id))
 
     def blind(
         self, call: Call, code: str, target: TransferTarget, site: str, now: float, fx: Effects

@@ -25,9 +25,12 @@ class TrunkSide:
         resources: Resources,
         counters: SiteCounters,
         new_call_id: Callable[[], str],
+        catalog_number: Callable[[str], bool] = lambda _n: False,
     ) -> None:
         self.site_id = site_id
         self.service_number = service_number
+        # Whether the service catalog offers a number here (一号通: many numbers, one platform).
+        self._catalog_number = catalog_number
         self._calls = calls
         self._resources = resources
         self._counters = counters
@@ -89,7 +92,7 @@ class TrunkSide:
             raise InvalidArgument("bad-idempotency-key", "idempotency_key: required, at most 128 characters")
         if not ani or len(ani) > 32 or not set(ani) <= ANI_CHARS:
             raise InvalidArgument("bad-ani", "ani: 1 to 32 characters of 0-9 + * #")
-        if dnis != self.service_number:
+        if dnis != self.service_number and not self._catalog_number(dnis):
             raise InvalidArgument("unknown-dnis", f"dnis: {dnis!r} is not a service number of this province")
         if trunk_group and trunk_group not in self._resources.trunks:
             raise NotFound(

@@ -105,6 +105,9 @@ class Voicemail:
             )
         return message
 
+    def get(self, message_id: str) -> Message:
+        return self._get(message_id)
+
     def _get(self, message_id: str) -> Message:
         message = self._messages.get(message_id)
         if message is None:

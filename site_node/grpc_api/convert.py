@@ -13,6 +13,7 @@ _OUTCOME = {
     Outcome.ABANDONED: common_pb2.CALL_OUTCOME_ABANDONED,
     Outcome.BLOCKED: common_pb2.CALL_OUTCOME_BLOCKED,
     Outcome.FAILED: common_pb2.CALL_OUTCOME_FAILED,
+    Outcome.SELF_SERVED: common_pb2.CALL_OUTCOME_SELF_SERVED,
 }
 
 
@@ -55,8 +56,12 @@ def caller_update_to_proto(u: ToCaller) -> trunk_pb2.PlaceCallResponse:
             msg.accepted.CopyFrom(trunk_pb2.CallAccepted(site_id=u.site_id, trunk_group=u.trunk_group))
         case "prompt":
             msg.prompt.CopyFrom(
-                trunk_pb2.IvrPrompt(prompt=u.prompt, choices=u.choices, timeout_s=u.timeout_s)
-            )
+                trunk_pb2.IvrPrompt(
+                    prompt=u.prompt, choices=u.choices, timeout_s=u.timeout_s, text=u.text,
+                    collect=u.collect, max_digits=u.max_digits, flow_id=u.flow_id,
+                    flow_version=u.flow_version,
+                )
+            )  # fmt: skip
         case "queued":
             msg.queued.CopyFrom(
                 trunk_pb2.CallQueued(
@@ -125,7 +130,9 @@ def agent_update_to_proto(u: ToAgent, snapshot: cti_pb2.AgentSnapshot) -> cti_pb
         case "held":
             msg.call_held.CopyFrom(cti_pb2.AgentCallHeld(call_id=u.call_id))
         case "retrieved":
-            msg.call_retrieved.CopyFrom(cti_pb2.AgentCallRetrieved(call_id=u.call_id))
+            msg.call_retrieved.CopyFrom(
+                cti_pb2.AgentCallRetrieved(call_id=u.call_id, ivr_results=dict(u.attached))
+            )
         case "ended":
             msg.call_ended.CopyFrom(
                 cti_pb2.AgentCallEnded(call_id=u.call_id, reason=u.reason, wrap_up_s=u.wrap_up_s)

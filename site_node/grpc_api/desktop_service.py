@@ -74,6 +74,10 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
 
     # Sessions -------------------------------------------------------------------------------
 
+    def agent_of(self, token: str) -> str:
+        """The agent of a live session (other desk services share the sessions)."""
+        return self._agent_of(token)
+
     def _agent_of(self, token: str) -> str:
         session = self._sessions.get(token)
         if session is None or session.expires_at <= self.rt.clock():
@@ -191,7 +195,7 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
         if request.kind not in (cti_pb2.TRANSFER_KIND_BLIND, cti_pb2.TRANSFER_KIND_CONSULT):
             raise InvalidArgument("bad-transfer-kind", "kind: TRANSFER_KIND_BLIND or TRANSFER_KIND_CONSULT")
         t = request.target
-        target = TransferTarget(t.agent_code, t.skill_group, t.site_id, t.ivr)
+        target = TransferTarget(t.agent_code, t.skill_group, t.site_id, t.ivr, t.flow_id)
         blind = request.kind == cti_pb2.TRANSFER_KIND_BLIND
         extra = dict(request.attached_data)
 

@@ -77,6 +77,7 @@ class TrunkIngress(trunk_pb2_grpc.TrunkIngressServiceServicer):
                 trunk_group=offer.trunk_group,
                 call_id=offer.call_id,
                 attached=dict(offer.attached_data),
+                dial_id=offer.dial_id,
             )
         # This RPC's task (and its reader) is this call's: every line it logs names it.
         logs.bind_context(call_id=call_id)

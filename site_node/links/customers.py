@@ -62,7 +62,7 @@ class CentralCustomers:
             self._cache.pop(phone, None)
 
     def channel(self) -> grpc.aio.Channel:
-        """The channel to the leading replica (shared by the desk's service-desk look-ups)."""
+        """The channel to the leading replica (shared by the desk's service-desk look-ups and the IVR's)."""
         address = self._address()
         if address is None:
             raise grpc.aio.AioRpcError(

@@ -69,6 +69,15 @@ class FlowCatalog:
         flow = self.current(service.flow)
         return None if flow is None else Entry(service, flow)
 
+    # -- what the call control asks (site_node.callcontrol.flow_calls.FlowBook) -----------------------
+
+    def for_number(self, number: str) -> tuple[str, Flow] | None:
+        entry = self.entry(number)
+        return None if entry is None else (entry.service.id, entry.flow)
+
+    def named(self, flow_id: str) -> Flow | None:
+        return self.current(flow_id)
+
     # -- fed by the watcher -----------------------------------------------------------------------
 
     def put(self, key: str, raw: bytes, prefix: str, province_id: str) -> str | None:

@@ -183,11 +183,14 @@ class Desktop:
 class Caller:
     """One hand-driven call on the real trunk API."""
 
-    def __init__(self, channel: grpc.aio.Channel, ani: str = "13800000007") -> None:
+    def __init__(self, channel: grpc.aio.Channel, ani: str = "13800000007", dial_id: str = "") -> None:
+        """`dial_id`: the callee of a site's dial-out (a callback) answering."""
         self._actions: asyncio.Queue[trunk_pb2.PlaceCallRequest | None] = asyncio.Queue()
         self._actions.put_nowait(
             trunk_pb2.PlaceCallRequest(
-                offer=trunk_pb2.CallOffer(idempotency_key=uuid.uuid4().hex, ani=ani, dnis="10000")
+                offer=trunk_pb2.CallOffer(
+                    idempotency_key=uuid.uuid4().hex, ani=ani, dnis="10000", dial_id=dial_id
+                )
             )
         )
         self.stream = trunk_pb2_grpc.TrunkIngressServiceStub(channel).PlaceCall(self._requests())

@@ -38,12 +38,13 @@ _LEG_ENDS = frozenset(
 )
 # What a caller hears when the agent it talked to no longer has the call.
 _CALLER_LEG_ENDS = frozenset({"transferred", "queued", "ringing", "connected", "prompt", "ended"})
-_FINAL = frozenset({"answered", "abandoned", "blocked", "failed"})
+_FINAL = frozenset({"answered", "abandoned", "blocked", "failed", "self_served"})
 _OUTCOME_NAMES = {
     K.CALL_OUTCOME_ANSWERED: "answered",
     K.CALL_OUTCOME_ABANDONED: "abandoned",
     K.CALL_OUTCOME_BLOCKED: "blocked",
     K.CALL_OUTCOME_FAILED: "failed",
+    K.CALL_OUTCOME_SELF_SERVED: "self_served",
 }
 # Events of one site share its clock; a few microseconds of rounding is not an overlap.
 _EPSILON_S = 1e-3

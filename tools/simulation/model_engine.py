@@ -13,6 +13,11 @@ node builds it; callers and robot agents are events on a virtual clock instead o
 - the switchboards' own deadlines (`next_deadline()` / `tick(now)`) run on the same clock;
 - effects are carried out in memory: ToCaller feeds the caller's view, ToAgent "offered" schedules
   the robot's answer, FetchCustomer is answered at once with "no record".
+- with an IVR flow (`ModelPlan.flow`), every caller runs it: each prompt takes its text's length
+  at `speech_chars_per_s`, the caller presses `flow_keys` (one group per key request) once the
+  prompts before it are heard and stays silent after, look-ups are answered after
+  `lookup_delay_s` with nothing on record; the report's `ivr` says how long callers spent in the
+  flow. Without a flow nothing of this runs, and a seed gives the same run as before.
 
 The result is the report of tools/report.build_report, built from CallerViews the same way the
 real cluster's report is, so the two can be compared line by line. Virtual time has no transport
@@ -32,6 +37,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from routing import global_router
@@ -39,8 +45,10 @@ from site_node.callcontrol import RemoteOfferIn, Switchboard
 from site_node.callcontrol.domain import (
     AskRoute,
     CallState,
+    DialOut,
     Effect,
     FetchCustomer,
+    IvrLookup,
     Journal,
     LegToOrigin,
     LegToTarget,
@@ -52,6 +60,7 @@ from tools.province.generate import SiteSpec, generate_province
 from tools.simulation.report import build_report
 from tools.simulation.traffic import CallerView
 from vcc.config import ProvinceConfig, parse_province
+from vcc.ivr.flow import Flow
 
 Distribution = Literal["exponential", "constant"]
 RoutingMode = Literal["isolated", "overflow", "pooled"]
@@ -96,6 +105,11 @@ class ModelPlan:
     ring_timeout_s: float = 5.0
     # After the last arrival, callers still waiting this long (virtual seconds) hang up ("drain").
     drain_s: float | None = None
+    # An IVR flow every caller runs (None: the sites' one menu, answered at once).
+    flow: Flow | None = None
+    flow_keys: Sequence[str] = ()
+    speech_chars_per_s: float = 4.0
+    lookup_delay_s: float = 0.2
 
 
 @dataclass
@@ -111,7 +125,29 @@ class ModelStats:
 
 
 # Event kinds on the engine's own heap (the switchboards keep their own deadlines).
-_ARRIVAL, _PATIENCE, _ANSWER, _HANG_UP, _READY, _DRAIN = range(6)
+_ARRIVAL, _PATIENCE, _ANSWER, _HANG_UP, _READY, _DRAIN, _PLAYED, _KEYS, _LOOKED_UP = range(9)
+
+
+@dataclass(frozen=True)
+class _OneFlow:
+    """Every call to the service number runs the plan's flow (site_node.callcontrol FlowBook)."""
+
+    flow: Flow
+    number: str
+
+    def for_number(self, number: str) -> tuple[str, Flow] | None:
+        return ("model", self.flow) if number == self.number else None
+
+    def named(self, flow_id: str) -> Flow | None:
+        return self.flow if flow_id == self.flow.id else None
+
+
+@dataclass
+class _InFlow:
+    """A caller in the flow: when the prompts said so far end, and the key groups pressed."""
+
+    speaking_until: float = 0.0
+    pressed: int = 0
 
 
 @dataclass
@@ -148,6 +184,8 @@ class _Engine:
         # offer id -> (origin, target) of every remote leg opened.
         self.legs: dict[str, tuple[_Site, _Site]] = {}
         self.sites: list[_Site] = []
+        self.in_flow: dict[str, _InFlow] = {}
+        self.flow_keys = [k for k in plan.flow_keys if k]
         for index, spec in enumerate(plan.sites):
             site_cfg = province.site(spec.id)
             minted = [""]
@@ -157,6 +195,7 @@ class _Engine:
                 new_call_id=_reader(minted),
                 routing=province.routing,
                 journal=False,  # nothing here reads the journal: skip building it
+                flows=None if plan.flow is None else _OneFlow(plan.flow, province.province.service_number),
             )
             digit_of = {c.skill_group: c.digit for c in site_cfg.ivr.choices}
             digits = [digit_of[g] for g, n in spec.agents.items() if n > 0 and g in digit_of]
@@ -244,6 +283,14 @@ class _Engine:
                 view = self.live.get(a)
                 if view is not None and view.answered_at is None:
                     self.apply_all(now, site, site.board.caller_hang_up(now, a))
+            elif kind == _PLAYED:
+                self.apply_all(now, site, site.board.prompts_played(now, a))
+            elif kind == _KEYS:
+                call = site.board.calls.get(a)
+                if call is not None and call.state == CallState.IVR:
+                    self.apply_all(now, site, site.board.caller_digits(now, a, b))
+            elif kind == _LOOKED_UP:
+                self.apply_all(now, site, site.board.ivr_looked_up(now, a, int(b), {}))
             elif kind == _READY:
                 agent = site.board.agents[a]
                 if agent.state == "NOT_READY" and agent.reason == "no-answer":
@@ -311,6 +358,13 @@ class _Engine:
                     self.to_agent(now, site, effect)  # type: ignore[arg-type]
                 elif kind is FetchCustomer:
                     follow_ups.append((_SCREEN_POP, site, effect.call_id))  # type: ignore[union-attr]
+                elif kind is DialOut:
+                    continue  # callbacks are not dialled in the model (the dial times out unanswered)
+                elif kind is IvrLookup:
+                    ask: IvrLookup = effect  # type: ignore[assignment]
+                    self.push(
+                        now + self.plan.lookup_delay_s, _LOOKED_UP, site.index, ask.call_id, str(ask.request)
+                    )
                 elif kind in _CROSS_SITE:
                     follow_ups.append((_CROSS_SITE[kind], site, effect))
                 else:
@@ -453,7 +507,9 @@ class _Engine:
         if view is None:
             return
         kind = e.kind
-        if kind == "prompt":
+        if kind == "prompt" and self.plan.flow is not None:
+            self.flow_prompt(now, site, e)
+        elif kind == "prompt":
             follow_ups.append((_DIGITS, site, (e.call_id, self.choose_digit(site, e.choices))))
         elif kind == "queued":
             view.skill_group = e.skill_group
@@ -468,11 +524,27 @@ class _Engine:
             view.agent_code = e.agent_code
             view.progress.append(("connected", now, _NO_DETAILS))
         elif kind == "ended":
+            if self.plan.flow is not None:
+                self.in_flow.pop(e.call_id, None)
             view.outcome = e.outcome.value.lower() if e.outcome is not None else "failed"
             view.reason = e.reason
             view.ended_at = now
             view.progress.append(("ended", now, _NO_DETAILS))
             del self.live[e.call_id]
+
+    def flow_prompt(self, now: float, site: _Site, e: ToCaller) -> None:
+        """A flow's prompt takes its time to say; a key request is answered once all is heard."""
+        caller = self.in_flow.setdefault(e.call_id, _InFlow(now))
+        if e.text:
+            caller.speaking_until = (
+                max(now, caller.speaking_until) + len(e.text) / self.plan.speech_chars_per_s
+            )
+        if e.collect:
+            self.push(caller.speaking_until, _PLAYED, site.index, e.call_id)
+            if caller.pressed < len(self.flow_keys):
+                keys = self.flow_keys[caller.pressed]
+                caller.pressed += 1
+                self.push(caller.speaking_until, _KEYS, site.index, e.call_id, keys)
 
     def choose_digit(self, site: _Site, choices: Sequence[str]) -> str:
         if len(site.digits) == 1:
@@ -608,6 +680,8 @@ def run_plan(plan: ModelPlan) -> tuple[dict[str, object], ModelStats]:
         if was_enabled:
             gc.enable()
     engine.stats.wall_s = time.perf_counter() - started
+    if plan.flow is not None:
+        report["ivr"] = ivr_time(engine.views)
     report["engine"] = {
         "kind": "model",
         "calls": engine.stats.calls,
@@ -616,6 +690,26 @@ def run_plan(plan: ModelPlan) -> tuple[dict[str, object], ModelStats]:
         "wall_s": engine.stats.wall_s,
     }
     return report, engine.stats
+
+
+def ivr_time(views: Sequence[CallerView]) -> dict[str, object]:
+    """How long callers spent in the flow: to the queue, or to the end of a call the IVR ended."""
+    spent = []
+    ended_in_ivr = 0
+    for v in views:
+        left = v.queued_at if v.queued_at is not None else v.ended_at
+        if left is None or v.outcome == "blocked":
+            continue  # a blocked call never reached the IVR
+        if v.queued_at is None:
+            ended_in_ivr += 1
+        spent.append(left - v.offered_at)
+    spent.sort()
+    return {
+        "calls": len(spent),
+        "ended_in_ivr": ended_in_ivr,
+        "mean_s": round(sum(spent) / len(spent), 3) if spent else 0.0,
+        "p90_s": round(spent[int(0.9 * (len(spent) - 1))], 3) if spent else 0.0,
+    }
 
 
 def plan_from_scenario(scenario: Any) -> ModelPlan:
@@ -634,6 +728,17 @@ def plan_from_scenario(scenario: Any) -> ModelPlan:
         raise ModelError("transfers.probability: transfers are not modelled by the model engine yet")
     handle = scenario.handle_time
     patience = getattr(scenario, "patience", None)
+    ivr = getattr(scenario, "ivr", None)
+    flow: Flow | None = None
+    if ivr is not None:
+        from vcc.ivr.validate import FlowError, load_flow
+
+        try:
+            flow = load_flow(Path(ivr.flow).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ModelError(f"ivr.flow: cannot read {ivr.flow}: {exc.strerror}") from None
+        except FlowError as exc:
+            raise ModelError(f"ivr.flow: {'; '.join(str(f) for f in exc.faults)}") from None
     routing = getattr(scenario, "routing", None)
     mode = str(getattr(routing, "mode", "isolated") if routing is not None else "isolated")
     after = getattr(routing, "after_s", None) if routing is not None else None
@@ -662,6 +767,9 @@ def plan_from_scenario(scenario: Any) -> ModelPlan:
         wrap_up_s=float(getattr(scenario, "wrap_up_s", 0.0) or 0.0),
         routing_mode=mode,  # type: ignore[arg-type]
         overflow_after_s=float(after) if after is not None else 1.0,
+        flow=flow,
+        flow_keys=list(ivr.keys) if ivr is not None else [],
+        speech_chars_per_s=float(ivr.speech_chars_per_s) if ivr is not None else 4.0,
     )
 
 

@@ -46,12 +46,13 @@ from vcc import rpc
 from vcc.v1 import central_pb2, common_pb2
 
 IMMEDIATE_RING_S = 0.001
-_ENDED_OUTCOMES = frozenset({"answered", "abandoned", "blocked", "failed"})
+_ENDED_OUTCOMES = frozenset({"answered", "abandoned", "blocked", "failed", "self_served"})
 _OUTCOME_CODES: Mapping[str, int] = {
     "answered": common_pb2.CALL_OUTCOME_ANSWERED,
     "abandoned": common_pb2.CALL_OUTCOME_ABANDONED,
     "blocked": common_pb2.CALL_OUTCOME_BLOCKED,
     "failed": common_pb2.CALL_OUTCOME_FAILED,
+    "self_served": common_pb2.CALL_OUTCOME_SELF_SERVED,
 }
 _COUNT_KEYS = (
     "offered",

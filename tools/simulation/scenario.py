@@ -62,6 +62,15 @@ class TransfersSpec(_Strict):
     to: Literal["local", "remote"] = "remote"
 
 
+class IvrSpec(_Strict):
+    """An IVR flow every caller runs (the model engine only): keys pressed, one group per key
+    request, then silence; prompts take their text's length at `speech_chars_per_s`."""
+
+    flow: str = Field(min_length=1)
+    keys: list[Annotated[str, Field(pattern=r"^[0-9*#]{1,32}$")]] = []
+    speech_chars_per_s: float = Field(default=4.0, gt=0, le=100)
+
+
 class CentralSpec(_Strict):
     replicas: int = Field(default=1, ge=1, le=MAX_CENTRAL_REPLICAS)
     database: Literal["sqlite", "postgresql"] = "sqlite"
@@ -96,6 +105,7 @@ class Scenario(_Strict):
     wrap_up_s: float = Field(default=0.0, ge=0, le=3600)
     routing: RoutingSpec
     transfers: TransfersSpec = TransfersSpec()
+    ivr: IvrSpec | None = None
     central: CentralSpec = CentralSpec()
     sites: list[SiteSpecModel] = Field(min_length=1)
     events: list[EventSpec] = Field(default_factory=list)
@@ -213,4 +223,8 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError(f"{p}: cannot read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise ScenarioError(f"{p}: not valid YAML: {exc}") from None
+    ivr = data.get("ivr") if isinstance(data, dict) else None
+    if isinstance(ivr, dict) and isinstance(ivr.get("flow"), str):
+        # A flow's path is the scenario file's neighbour unless absolute.
+        ivr["flow"] = str((p.parent / ivr["flow"]).resolve())
     return parse_scenario(data, str(p))

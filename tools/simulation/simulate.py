@@ -247,6 +247,8 @@ def run_simulation(
     """The CLI's work: run, print the table, write the JSON; 0 when clean, 1 when not."""
     console = Console(stderr=True)
     try:
+        if engine != "model" and scenario.ivr is not None:
+            raise SimulationError("ivr: flows run in --engine model only (on a cluster: vcc ivr push)")
         if engine == "model":
             report: dict[str, object] = dict(model_engine()(scenario))
             problems = model_problems(report)

@@ -36,6 +36,7 @@ OUTCOMES: Mapping[int, str] = {
     common_pb2.CALL_OUTCOME_ABANDONED: "abandoned",
     common_pb2.CALL_OUTCOME_BLOCKED: "blocked",
     common_pb2.CALL_OUTCOME_FAILED: "failed",
+    common_pb2.CALL_OUTCOME_SELF_SERVED: "self_served",
 }
 # How long a caller that hung up at the drain deadline waits for `ended` before dropping the stream.
 HANG_UP_GRACE_S = 5.0
@@ -322,7 +323,9 @@ class _Caller:
         # before the menu is even played; the digits would then be written after the site ended
         # the call, and grpc.aio fails such a write with INTERNAL, which also replaces the status
         # of the call: the `ended` already on its way would be lost, the call counted "lost".)
-        if kind == "prompt" and not self.ended and self._hang_up_task is None:
+        # A flow's announcement (text, no `collect`) asks for no key.
+        asks = kind == "prompt" and (response.prompt.collect or not response.prompt.text)
+        if asks and not self.ended and self._hang_up_task is None:
             digit = self._choose_digit(list(response.prompt.choices))
             view.progress.append(("digits", time.time(), {"digits": digit}))
             # The call may have ended meanwhile (a hang-up crossed the prompt): the write then fails,

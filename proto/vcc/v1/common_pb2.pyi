@@ -63,6 +63,10 @@ class _CallOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CallOutco
     """Refused at arrival: no trunk channel free (call loss)."""
     CALL_OUTCOME_FAILED: _CallOutcome.ValueType  # 4
     """The platform could not serve it (for example the site shut down)."""
+    CALL_OUTCOME_SELF_SERVED: _CallOutcome.ValueType  # 5
+    """The IVR served it with no agent: a closed message, a voicemail left, a callback asked for, a
+    fax sent, a hang-up node.
+    """
 
 class CallOutcome(_CallOutcome, metaclass=_CallOutcomeEnumTypeWrapper):
     """How a call ended, as counted in statistics and reports."""
@@ -76,6 +80,10 @@ CALL_OUTCOME_BLOCKED: CallOutcome.ValueType  # 3
 """Refused at arrival: no trunk channel free (call loss)."""
 CALL_OUTCOME_FAILED: CallOutcome.ValueType  # 4
 """The platform could not serve it (for example the site shut down)."""
+CALL_OUTCOME_SELF_SERVED: CallOutcome.ValueType  # 5
+"""The IVR served it with no agent: a closed message, a voicemail left, a callback asked for, a
+fax sent, a hang-up node.
+"""
 Global___CallOutcome: _TypeAlias = CallOutcome  # noqa: Y015
 
 class _AgentState:
@@ -152,6 +160,18 @@ class _CallEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CallEve
     """The agent finished the call's wrap-up with a code and/or a note (agent_code: the agent;
     data: code, note). It may follow the call's ENDED: the agent wraps up after the caller left.
     """
+    CALL_EVENT_KIND_IVR_ENDED: _CallEventKind.ValueType  # 23
+    """The call left its IVR flow (data: flow, version, end: queue / voicemail / callback / fax /
+    return / hangup, node, and the end's details); also when a queue's maximum wait sends it on.
+    """
+    CALL_EVENT_KIND_CALLBACK: _CallEventKind.ValueType  # 24
+    """A callback for this call: asked, an attempt started or finished (data: callback_id, stage,
+    attempt, outcome, agent, number masked).
+    """
+    CALL_EVENT_KIND_VOICEMAIL: _CallEventKind.ValueType  # 25
+    """A voicemail message of this call: recorded, assigned, played, done (data: message_id, stage,
+    box, skill_group, agent).
+    """
 
 class CallEventKind(_CallEventKind, metaclass=_CallEventKindEnumTypeWrapper):
     """What happened to a call, one entry of its history at central."""
@@ -193,6 +213,18 @@ caller (agent_code: the supervisor; data: supervisor, agent).
 CALL_EVENT_KIND_WRAPPED_UP: CallEventKind.ValueType  # 22
 """The agent finished the call's wrap-up with a code and/or a note (agent_code: the agent;
 data: code, note). It may follow the call's ENDED: the agent wraps up after the caller left.
+"""
+CALL_EVENT_KIND_IVR_ENDED: CallEventKind.ValueType  # 23
+"""The call left its IVR flow (data: flow, version, end: queue / voicemail / callback / fax /
+return / hangup, node, and the end's details); also when a queue's maximum wait sends it on.
+"""
+CALL_EVENT_KIND_CALLBACK: CallEventKind.ValueType  # 24
+"""A callback for this call: asked, an attempt started or finished (data: callback_id, stage,
+attempt, outcome, agent, number masked).
+"""
+CALL_EVENT_KIND_VOICEMAIL: CallEventKind.ValueType  # 25
+"""A voicemail message of this call: recorded, assigned, played, done (data: message_id, stage,
+box, skill_group, agent).
 """
 Global___CallEventKind: _TypeAlias = CallEventKind  # noqa: Y015
 

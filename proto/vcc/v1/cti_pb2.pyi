@@ -436,10 +436,15 @@ class TransferTarget(_message.Message):
     SKILL_GROUP_FIELD_NUMBER: _builtins.int
     SITE_ID_FIELD_NUMBER: _builtins.int
     IVR_FIELD_NUMBER: _builtins.int
+    FLOW_ID_FIELD_NUMBER: _builtins.int
     agent_code: _builtins.str
     skill_group: _builtins.str
     site_id: _builtins.str
     ivr: _builtins.bool
+    flow_id: _builtins.str
+    """With `ivr`: a temporary transfer (F9) to this flow (a PIN check): the agent stays reserved
+    (the call held) and the caller comes back with what the flow reports, never the digits.
+    """
     def __init__(
         self,
         *,
@@ -447,10 +452,11 @@ class TransferTarget(_message.Message):
         skill_group: _builtins.str = ...,
         site_id: _builtins.str = ...,
         ivr: _builtins.bool = ...,
+        flow_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_code", b"agent_code", "ivr", b"ivr", "site_id", b"site_id", "skill_group", b"skill_group"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_code", b"agent_code", "flow_id", b"flow_id", "ivr", b"ivr", "site_id", b"site_id", "skill_group", b"skill_group"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -985,16 +991,44 @@ Global___AgentCallHeld: _TypeAlias = AgentCallHeld  # noqa: Y015
 class AgentCallRetrieved(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class IvrResultsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     CALL_ID_FIELD_NUMBER: _builtins.int
+    IVR_RESULTS_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
+    @_builtins.property
+    def ivr_results(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Back from a temporary transfer to the IVR (F9): what the flow reports ("pin_check.verified":
+        "true" or "false"); never the digits the caller typed.
+        """
+
     def __init__(
         self,
         *,
         call_id: _builtins.str = ...,
+        ivr_results: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "ivr_results", b"ivr_results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -83,6 +83,7 @@ class CallOffer(_message.Message):
     DNIS_FIELD_NUMBER: _builtins.int
     TRUNK_GROUP_FIELD_NUMBER: _builtins.int
     ATTACHED_DATA_FIELD_NUMBER: _builtins.int
+    DIAL_ID_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
     """The network's attempt id. An offer re-sent with the same key attaches to the call the
     first one created instead of creating another.
@@ -94,6 +95,10 @@ class CallOffer(_message.Message):
     dnis: _builtins.str
     trunk_group: _builtins.str
     """Empty: the first trunk group with a free channel."""
+    dial_id: _builtins.str
+    """The callee of a site's dial-out (DialOutService) answered: this is that call (ANI: the
+    callee's number). It skips the IVR and is served first in the callback's skill group.
+    """
     @_builtins.property
     def attached_data(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Context that travels with the call."""
@@ -107,10 +112,11 @@ class CallOffer(_message.Message):
         dnis: _builtins.str = ...,
         trunk_group: _builtins.str = ...,
         attached_data: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        dial_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ani", b"ani", "attached_data", b"attached_data", "call_id", b"call_id", "dnis", b"dnis", "idempotency_key", b"idempotency_key", "trunk_group", b"trunk_group"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ani", b"ani", "attached_data", b"attached_data", "call_id", b"call_id", "dial_id", b"dial_id", "dnis", b"dnis", "idempotency_key", b"idempotency_key", "trunk_group", b"trunk_group"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -240,11 +246,25 @@ class IvrPrompt(_message.Message):
     PROMPT_FIELD_NUMBER: _builtins.int
     CHOICES_FIELD_NUMBER: _builtins.int
     TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    COLLECT_FIELD_NUMBER: _builtins.int
+    MAX_DIGITS_FIELD_NUMBER: _builtins.int
+    FLOW_ID_FIELD_NUMBER: _builtins.int
+    FLOW_VERSION_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
+    """The one menu: its prompt name. A flow: the prompt's id (empty with `collect`)."""
     timeout_s: _builtins.float
+    text: _builtins.str
+    """A flow's prompt: its text in the caller's language, variables filled in."""
+    collect: _builtins.bool
+    """A flow asks for keys now (a menu or an entry of up to `max_digits`, within `timeout_s`)."""
+    max_digits: _builtins.int
+    flow_id: _builtins.str
+    """The flow and version the call runs (a call finishes the version it started on)."""
+    flow_version: _builtins.int
     @_builtins.property
     def choices(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Digits the menu accepts, in order."""
+        """Digits the menu accepts, in order (the one menu only)."""
 
     def __init__(
         self,
@@ -252,10 +272,15 @@ class IvrPrompt(_message.Message):
         prompt: _builtins.str = ...,
         choices: _abc.Iterable[_builtins.str] | None = ...,
         timeout_s: _builtins.float = ...,
+        text: _builtins.str = ...,
+        collect: _builtins.bool = ...,
+        max_digits: _builtins.int = ...,
+        flow_id: _builtins.str = ...,
+        flow_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["choices", b"choices", "prompt", b"prompt", "timeout_s", b"timeout_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["choices", b"choices", "collect", b"collect", "flow_id", b"flow_id", "flow_version", b"flow_version", "max_digits", b"max_digits", "prompt", b"prompt", "text", b"text", "timeout_s", b"timeout_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,370 @@
+"""Calls in an IVR flow (SPEC F6-F8, F12): one FlowRun per call, its actions carried out as effects.
+
+A prompt is a `ToCaller` prompt (id and text; the SIP side plays it, the gRPC trunk shows it); a
+key request is a prompt with `collect`; a look-up is an `IvrLookup` the runtime asks central,
+answered into `looked_up` (its own timeout is the run's deadline: a late answer finds the run
+gone on and changes nothing). The run holds the flow version it started on, so a newer version
+pushed meanwhile only changes new calls. The flow's ends: a queue (priority from the flow, the
+queue's announcements and maximum wait here), a voicemail, a callback asked for, a fax, a hang-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from routing import agents as fsm
+from site_node.callcontrol.agents import Agents
+from site_node.callcontrol.calls import CallBook
+from site_node.callcontrol.dialler import Dialler
+from site_node.callcontrol.domain import Call, CallState, IvrLookup, Outcome, ToAgent, ToCaller
+from site_node.callcontrol.effects import Effects
+from site_node.callcontrol.ivr_flow import (
+    Action,
+    CollectDigits,
+    Ended,
+    FaxOnDemand,
+    FlowRun,
+    Hangup,
+    Lookup,
+    OfferCallback,
+    Play,
+    Pressed,
+    ReturnToAgent,
+    ToQueue,
+    ToVoicemail,
+)
+from site_node.callcontrol.ivr_flow.report import end_report
+from site_node.callcontrol.queue_treatment import MaxWaitReached, QueueTreatment
+from site_node.callcontrol.queues import Queues
+from site_node.callcontrol.resources import Resources
+from site_node.callcontrol.timers import Timers
+from site_node.callcontrol.trunk import TrunkSide
+from site_node.callcontrol.voicemail_desk import VoicemailDesk
+from vcc.call_events import EventKind
+from vcc.ivr.flow import Flow
+
+
+class FlowBook(Protocol):
+    """The flows the site holds (its copy of central's catalog)."""
+
+    def for_number(self, number: str) -> tuple[str, Flow] | None:
+        """(the service a dialled number reaches here, the newest version of its flow); None: none."""
+
+    def named(self, flow_id: str) -> Flow | None:
+        """The newest version of a flow (an agent's temporary transfer names one, F9)."""
+
+
+# How often a queued call whose treatment is due, but who is ringing an agent, is looked at again.
+RING_RECHECK_S = 1.0
+
+
+@dataclass
+class FlowCall:
+    run: FlowRun
+    service: str
+    # Trace entries already journaled.
+    seen: int = 0
+    treatment: QueueTreatment | None = None
+    message_id: str = ""
+    # A temporary transfer (F9): the agent who sent the caller and waits for them (the call held).
+    agent_code: str = ""
+    # The run's deadline a timer is armed for (each is armed once).
+    armed_at: float | None = None
+
+
+class FlowCalls:
+    def __init__(
+        self,
+        site_groups: frozenset[str],
+        default_group: str,
+        calls: CallBook,
+        resources: Resources,
+        queues: Queues,
+        trunk: TrunkSide,
+        timers: Timers,
+        agents: Agents,
+        voicemail: VoicemailDesk,
+        dialler: Dialler,
+    ) -> None:
+        self._dialler = dialler
+        self._agents = agents
+        self._groups = site_groups
+        self._default_group = default_group
+        self._calls = calls
+        self._resources = resources
+        self._queues = queues
+        self._trunk = trunk
+        self._timers = timers
+        self.live: dict[str, FlowCall] = {}
+        self.callbacks = dialler.callbacks
+        self.voicemail = voicemail
+        timers.on("flow", self._flow_due)
+        timers.on("treat", self._treatment_due)
+        timers.on("voicemail", self._voicemail_cut)
+
+    def runs(self, call_id: str) -> bool:
+        return call_id in self.live
+
+    def start(
+        self, call: Call, service: str, flow: Flow, now: float, fx: Effects, *, agent_code: str = ""
+    ) -> None:
+        run = FlowRun()
+        fc = FlowCall(run, service, agent_code=agent_code)
+        self.live[call.call_id] = fc
+        call.state = CallState.IVR
+        fx.journal(
+            call, EventKind.IVR_STARTED, now,
+            data=(("flow", flow.id), ("version", str(flow.version)), ("service", service),
+                  *((("for_agent", agent_code),) if agent_code else ())),
+        )  # fmt: skip
+        context = {"ani": call.ani, "dnis": call.dnis, **{f"call.{k}": v for k, v in call.attached.items()}}
+        self._carry_out(call, fc, run.start(flow, context, now), now, fx)
+
+    def digits(self, call: Call, digits: str, now: float, fx: Effects) -> None:
+        fc = self.live[call.call_id]
+        self._carry_out(call, fc, fc.run.on_digits(digits, now), now, fx)
+
+    def looked_up(
+        self, call_id: str, request: int, fields: dict[str, str] | None, now: float, fx: Effects
+    ) -> None:
+        fc = self.live.get(call_id)
+        call = self._calls.get(call_id)
+        if fc is None or call is None or call.state != CallState.IVR:
+            return
+        self._carry_out(call, fc, fc.run.on_lookup(fields, now, request=request), now, fx)
+
+    def played(self, call_id: str, now: float) -> None:
+        """The prompts before a key request were all heard: the caller's time to answer starts now
+        (an adapter that knows when playback ends says so; the gRPC trunk does not)."""
+        fc = self.live.get(call_id)
+        if fc is None:
+            return
+        fc.run.on_played(now)
+        if fc.run.deadline is not None and fc.run.deadline != fc.armed_at:
+            fc.armed_at = fc.run.deadline
+            self._timers.arm(fc.run.deadline, "flow", call_id, str(fc.run.steps))
+
+    def caller_left(self, call: Call, now: float, fx: Effects) -> bool:
+        """The caller hung up in the flow (or in its queue): True when the IVR served the call
+        (a voicemail was being left), so it ends self-served rather than abandoned."""
+        fc = self.live.pop(call.call_id, None)
+        if fc is None:
+            return False
+        if fc.treatment is not None:
+            fc.treatment.stop()
+        self._journal_trace(call, fc, fx)
+        if call.state == CallState.QUEUED:
+            # Abandoned in the queue: on the callback list (a caller who left at once is not).
+            asked = self.callbacks.request(
+                f"{call.call_id}-cb", call.call_id, call.ani, call.skill_group, now, reason="abandoned",
+                priority=call.priority, place_since=call.arrived_at, waited_s=now - call.arrived_at,
+            )  # fmt: skip
+            if asked is not None:
+                self._journal_callback(
+                    call, asked.callback_id, "asked", call.skill_group, "abandoned", fx, now
+                )
+                self._dialler.asked(asked, call)
+        if fc.message_id:
+            return self.voicemail.recorded(fc.message_id, now, fx).state == "new"
+        return False
+
+    def served(self, call: Call) -> None:
+        """The call reached an agent (or left the site): the flow and its treatment are over."""
+        fc = self.live.pop(call.call_id, None)
+        if fc is not None and fc.treatment is not None:
+            fc.treatment.stop()
+
+    # -- carrying actions out ------------------------------------------------------------------
+
+    def _carry_out(self, call: Call, fc: FlowCall, actions: list[Action], now: float, fx: Effects) -> None:
+        flow = fc.run.flow
+        for action in actions:
+            if isinstance(action, Play):
+                fx.add(
+                    ToCaller(
+                        call.call_id, "prompt", now, prompt=action.prompt_id, text=action.text,
+                        flow_id=flow.id, flow_version=flow.version,
+                    )
+                )  # fmt: skip
+            elif isinstance(action, CollectDigits):
+                fx.add(
+                    ToCaller(
+                        call.call_id, "prompt", now, collect=True, max_digits=action.max_digits,
+                        timeout_s=action.timeout_s, flow_id=flow.id, flow_version=flow.version,
+                    )
+                )  # fmt: skip
+            elif isinstance(action, Lookup):
+                fx.add(
+                    IvrLookup(call.call_id, action.name, tuple(sorted(action.args.items())), action.timeout_s,
+                              action.request)
+                )  # fmt: skip
+        self._journal_trace(call, fc, fx)
+        if fc.run.ended is not None and fc.run.ended in actions:
+            self._leave(call, fc, now, fx)
+        elif fc.run.deadline is not None and fc.run.deadline != fc.armed_at:
+            fc.armed_at = fc.run.deadline
+            self._timers.arm(fc.run.deadline, "flow", call.call_id, str(fc.run.steps))
+
+    def _journal_trace(self, call: Call, fc: FlowCall, fx: Effects) -> None:
+        run = fc.run
+        for entry in run.trace[fc.seen :]:
+            if isinstance(entry, Pressed):
+                fx.journal(
+                    call, EventKind.DIGITS, entry.at,
+                    data=(("digits", entry.key), ("effect", entry.effect), ("node", entry.node)),
+                )  # fmt: skip
+            elif isinstance(entry, Ended):
+                details = {k: str(v) for k, v in end_report(entry.action).items() if k != "announcements"}
+                if isinstance(entry.action, OfferCallback):
+                    details["number"] = _masked(entry.action.number)
+                if isinstance(entry.action, ReturnToAgent):
+                    details = {
+                        "kind": "return",
+                        **{f"result.{k}": v for k, v in entry.action.results.items()},
+                    }
+                fx.journal(
+                    call, EventKind.IVR_ENDED, entry.at,
+                    data=(("flow", run.flow.id), ("version", str(run.flow.version)), ("node", entry.node),
+                          *sorted(details.items())),
+                )  # fmt: skip
+        fc.seen = len(run.trace)
+
+    def _leave(self, call: Call, fc: FlowCall, now: float, fx: Effects) -> None:
+        """The flow ended: carry out where it sent the caller."""
+        end = fc.run.ended
+        self._resources.release_board(call.ivr_port)
+        call.ivr_port = None
+        if isinstance(end, ToQueue):
+            self._to_queue(call, fc, end, now, fx)
+        elif isinstance(end, ToVoicemail):
+            # A box named after a skill group is that group's; any other is the IVR's default group's.
+            group = end.box if end.box in self._groups else self._default_group
+            fc.message_id = self.voicemail.record(call, end.box, group, now, fx)
+            self._timers.arm(
+                self.voicemail.box.cut_at(fc.message_id), "voicemail", call.call_id, fc.message_id
+            )
+        elif isinstance(end, OfferCallback):
+            self.live.pop(call.call_id, None)
+            asked = self.callbacks.request(
+                f"{call.call_id}-cb", call.call_id, end.number, end.skill_group, now, reason="flow-offer",
+                priority=call.priority, place_since=call.arrived_at,
+            )  # fmt: skip
+            self._journal_callback(
+                call, asked.callback_id if asked else "", "asked" if asked else "refused", end.skill_group,
+                "flow-offer", fx, now, end.number,
+            )  # fmt: skip
+            if asked is not None:
+                self._dialler.asked(asked, call)
+            self._trunk.end(call, Outcome.SELF_SERVED, "callback-asked", now, fx)
+        elif isinstance(end, FaxOnDemand):
+            self.live.pop(call.call_id, None)
+            got, board = self._resources.take_board("fax")
+            # No fax engine yet: the document is "sent" on a fax channel, taken and freed at once.
+            self._resources.release_board(board)
+            self._trunk.end(call, Outcome.SELF_SERVED, "fax-sent" if got else "fax-busy", now, fx)
+        elif isinstance(end, ReturnToAgent):
+            self.live.pop(call.call_id, None)
+            if fc.agent_code and call.agent_code == fc.agent_code:
+                self._back_to_agent(call, fc.agent_code, end.results, now, fx)
+            else:
+                # Not sent by an agent (a number's flow ending in `return`): served as after a failure.
+                self._queues.enqueue(
+                    call, call.skill_group or self._default_group, now, fx, reason="ivr-return"
+                )
+        elif isinstance(end, Hangup):
+            self.live.pop(call.call_id, None)
+            self._trunk.end(call, Outcome.SELF_SERVED, f"ivr-{end.reason}", now, fx)
+
+    def _back_to_agent(self, call: Call, code: str, results: dict[str, str], now: float, fx: Effects) -> None:
+        """F9: the caller is back with the agent who kept the call, with the flow's report only."""
+        self._agents.apply(code, fsm.Retrieve(), now, fx)
+        call.state = CallState.TALKING
+        data = tuple(sorted(results.items()))
+        fx.journal(call, EventKind.RETRIEVED, now, agent_code=code, data=(("from", "ivr"), *data))
+        fx.add(ToCaller(call.call_id, "retrieved", now))
+        fx.add(ToAgent(code, "retrieved", now, call_id=call.call_id, attached=data))
+
+    def _to_queue(self, call: Call, fc: FlowCall, end: ToQueue, now: float, fx: Effects) -> None:
+        group, reason = end.skill_group, ""
+        if group not in self._groups:
+            group, reason = self._default_group, f"no-group-{end.skill_group}-here"
+        call.priority = end.priority
+        self._queues.enqueue(call, group, now, fx, reason=reason)
+        if end.announcements is None:
+            self.live.pop(call.call_id, None)
+            return
+        fc.treatment = QueueTreatment(end.announcements, now)
+        # The first announcement at once (the caller's position as they join).
+        self._treatment_due(call.call_id, str(fc.run.steps), now, fx)
+
+    def _arm_treatment(self, call: Call, fc: FlowCall) -> None:
+        assert fc.treatment is not None
+        due = fc.treatment.deadline
+        if due is not None:
+            self._timers.arm(due, "treat", call.call_id, str(fc.run.steps))
+
+    def _journal_callback(
+        self, call: Call, callback_id: str, stage: str, group: str, reason: str, fx: Effects, now: float,
+        number: str = "",
+    ) -> None:  # fmt: skip
+        fx.journal(
+            call, EventKind.CALLBACK, now,
+            data=(("callback_id", callback_id), ("stage", stage), ("skill_group", group), ("reason", reason),
+                  ("number", _masked(number or call.ani))),
+        )  # fmt: skip
+
+    # -- deadlines -----------------------------------------------------------------------------
+
+    def _flow_due(self, call_id: str, token: str, now: float, fx: Effects) -> None:
+        fc = self.live.get(call_id)
+        call = self._calls.get(call_id)
+        if fc is None or call is None or call.state != CallState.IVR or token != str(fc.run.steps):
+            return
+        self._carry_out(call, fc, fc.run.on_timeout(now), now, fx)
+
+    def _treatment_due(self, call_id: str, token: str, now: float, fx: Effects) -> None:
+        fc = self.live.get(call_id)
+        call = self._calls.get(call_id)
+        if fc is None or call is None or fc.treatment is None or token != str(fc.run.steps):
+            return
+        if call.state == CallState.RINGING:
+            self._timers.arm(now + RING_RECHECK_S, "treat", call_id, token)
+            return
+        if call.state != CallState.QUEUED:
+            self.served(call)
+            return
+        acd = self._queues.acd
+        # Parked (its screen pop not back yet): behind everyone in the ACD.
+        position = acd.waiting(call.skill_group) + 1 if call.parked else acd.position(call.call_id)
+        wait = self._queues.expected_wait(call.skill_group, position)
+        flow = fc.run.flow
+        for said in fc.treatment.on_tick(now, position, wait if wait >= 0 else None):
+            if isinstance(said, MaxWaitReached):
+                if not call.parked:
+                    self._queues.leave(call)
+                call.parked = False
+                fc.treatment = None
+                call.state = CallState.IVR
+                self._carry_out(call, fc, fc.run.on_max_wait(now), now, fx)
+                return
+            fx.add(
+                ToCaller(
+                    call_id, "prompt", now, prompt=said.prompt_id, text=said.text, flow_id=flow.id,
+                    flow_version=flow.version, position=position,
+                )
+            )  # fmt: skip
+        self._arm_treatment(call, fc)
+
+    def _voicemail_cut(self, call_id: str, message_id: str, now: float, fx: Effects) -> None:
+        fc = self.live.get(call_id)
+        call = self._calls.get(call_id)
+        if fc is None or call is None or fc.message_id != message_id:
+            return
+        self.caller_left(call, now, fx)
+        self._trunk.end(call, Outcome.SELF_SERVED, "voicemail-left", now, fx)
+
+
+def _masked(number: str) -> str:
+    """A caller's number in a record: enough to recognise, not to dial (the list keeps it whole)."""
+    return number[:3] + "*" * max(0, len(number) - 7) + number[-4:] if len(number) > 7 else "*" * len(number)

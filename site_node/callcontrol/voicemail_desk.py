@@ -1,0 +1,91 @@
+"""Voicemail at a site (F27): messages recorded on a recording board channel while the caller
+speaks, listed for their skill group, taken by an agent of it, played back and marked done. Each
+step is an event of the caller's call record (the call itself is long over by then)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from site_node.callcontrol.agents import Agents
+from site_node.callcontrol.domain import Call
+from site_node.callcontrol.effects import Effects
+from site_node.callcontrol.resources import Resources
+from site_node.callcontrol.voicemail import Message, Voicemail, VoicemailError
+from vcc.call_events import EventKind
+from vcc.errors import FailedPrecondition, NotFound, PermissionDenied, VccError
+
+T = TypeVar("T")
+
+
+class VoicemailDesk:
+    def __init__(self, resources: Resources, agents: Agents) -> None:
+        self.box = Voicemail()
+        self._resources = resources
+        self._agents = agents
+        # message id -> its caller's call (kept past the call's end: later steps go in its record).
+        self._calls: dict[str, Call] = {}
+        self._recorders: dict[str, str | None] = {}
+
+    def record(self, call: Call, box: str, group: str, now: float, fx: Effects) -> str:
+        message_id = f"{call.call_id}-vm"
+        self.box.start(message_id, call.call_id, now, box=box, skill_group=group, caller=call.ani)
+        self._calls[message_id] = call
+        _, self._recorders[message_id] = self._resources.take_board("recording")
+        self._journal(message_id, "recording", now, fx, box=box, skill_group=group)
+        return message_id
+
+    def recorded(self, message_id: str, now: float, fx: Effects) -> Message:
+        """The caller hung up (or the message reached its longest): kept, or discarded if too short."""
+        self._resources.release_board(self._recorders.pop(message_id, None))
+        message = self.box.finish(message_id, f"voicemail/{message_id}.wav", now)
+        self._journal(
+            message_id, message.state, now, fx, box=message.box, skill_group=message.skill_group,
+            duration_s=f"{message.duration_s:.1f}",
+        )  # fmt: skip
+        return message
+
+    # -- an agent working the group's messages ----------------------------------------------------
+
+    def listed(self, code: str, skill_group: str) -> list[Message]:
+        self._check_group(code, skill_group)
+        return self.box.listed(skill_group)
+
+    def take(self, code: str, message_id: str, now: float, fx: Effects) -> Message:
+        self._check_group(code, self._message(message_id).skill_group)
+        message = self._mapped(lambda: self.box.assign(message_id, code))
+        self._journal(message_id, "assigned", now, fx, agent=code)
+        return message
+
+    def play(self, code: str, message_id: str, now: float, fx: Effects) -> Message:
+        message = self._mapped(lambda: self.box.play(message_id, code))
+        self._journal(message_id, "played", now, fx, agent=code)
+        return message
+
+    def done(self, code: str, message_id: str, note: str, now: float, fx: Effects) -> Message:
+        message = self._mapped(lambda: self.box.done(message_id, code, now, note))
+        self._journal(message_id, "done", now, fx, agent=code)
+        return message
+
+    def _check_group(self, code: str, skill_group: str) -> None:
+        self._agents.logged_in(code)
+        if skill_group not in self._agents.skills.get(code, {}):
+            raise PermissionDenied("not-your-group", f"agent {code} has no skill in {skill_group!r}")
+
+    def _message(self, message_id: str) -> Message:
+        return self._mapped(lambda: self.box.get(message_id))
+
+    @staticmethod
+    def _mapped(step: Callable[[], T]) -> T:
+        try:
+            return step()
+        except VoicemailError as exc:
+            error: type[VccError] = NotFound if exc.error_id == "message-not-found" else FailedPrecondition
+            raise error(exc.error_id, str(exc)) from None
+
+    def _journal(self, message_id: str, stage: str, now: float, fx: Effects, **data: str) -> None:
+        call = self._calls[message_id]
+        fx.journal(
+            call, EventKind.VOICEMAIL, now,
+            data=(("message_id", message_id), ("stage", stage), *sorted(data.items())),
+        )  # fmt: skip
