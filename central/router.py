@@ -120,6 +120,7 @@ class Router:
         self._streams: dict[str, SiteStream] = {}
         self._sent: set[tuple[str, str, str, int, str, int, float]] = set()
         self._epoch = 0
+        self._push_targets = config.push_targets
         # Figures: pushes sent, decisions reported on them, reports refused as malformed.
         self.pushes = 0
         self.routed_reports = 0
@@ -351,7 +352,8 @@ class Router:
             self.live.changed.clear()
             if self.policy.mode == "pooled":
                 await self.pull_round()
-            self.targets_round()
+            if self._push_targets:
+                self.targets_round()
             # The rate limit: states arriving meanwhile are coalesced into the next round.
             await asyncio.sleep(PULL_INTERVAL_S)
 
