@@ -196,6 +196,11 @@ class SiteNode:
                 ),
                 leader_epoch=lambda: self.leader.leader.epoch if self.leader.leader is not None else None,
                 central_connected=lambda: self.central_link.connected,
+                state_stream=lambda: (
+                    self.central_link.sent_messages,
+                    self.central_link.sent_bytes,
+                    self.central_link.full_equivalent_bytes,
+                ),
             )
         )
         if self.metrics_server is not None:

@@ -58,13 +58,20 @@ class CentralLink:
         central_address: Callable[[], str | None],
         summary: Callable[[], site_admin_pb2.SiteSummary],
         presence: Callable[[], Mapping[str, str]] | None = None,
+        *,
+        channel: Callable[[str], grpc.aio.Channel] = rpc.channel,
+        deltas: bool = True,
     ) -> None:
         """`summary`: the site's figures (its `agent_states` are not read); `presence`: agent
-        code -> state name of every agent (None: taken from the summary's `agent_states`)."""
+        code -> state name of every agent (None: taken from the summary's `agent_states`).
+        `channel`: how to dial central (a bench dials as many sites from one process);
+        `deltas=False`: every message FULL, as before the stream was change-driven (to compare)."""
         self.rt = runtime
         self._address = central_address
         self._summary = summary
         self._presence = presence
+        self._new_channel = channel
+        self._deltas = deltas
         self._changed = asyncio.Event()
         self._channel: grpc.aio.Channel | None = None
         self._channel_address: str | None = None
@@ -116,7 +123,7 @@ class CentralLink:
         if channel is None or address != self._channel_address:
             if channel is not None:
                 self._spawn(channel.close())
-            channel = self._channel = rpc.channel(address)
+            channel = self._channel = self._new_channel(address)
             self._channel_address = address
         return central_pb2_grpc.CentralServiceStub(channel)
 
@@ -235,7 +242,7 @@ class CentralLink:
         presence = dict(self._presence()) if self._presence is not None else dict(summary.agent_states)
         summary.ClearField("agent_states")
         base = summary.ByteSize()
-        full = self._full_next or now - self._last_full >= FULL_EVERY_S
+        full = self._full_next or not self._deltas or now - self._last_full >= FULL_EVERY_S
         if full:
             changed = presence
             self._full_next, self._last_full = False, now
