@@ -41,7 +41,7 @@ MIN_INTERVAL_S = 0.1
 HEARTBEAT_S = 1.0
 ROUTE_DEADLINE_S = 1.0
 # A whole presence every so often even without a resync request (a receiver's safety net).
-FULL_EVERY_S = 10.0
+FULL_EVERY_S = 60.0
 # Decisions on pushed targets waiting for central's acknowledgement; beyond, the oldest is given
 # up (logged as an error: central has not acknowledged for a long time).
 MAX_UNACKED = 10_000
