@@ -392,6 +392,9 @@ async def _waiting_caller(
                 return
         # Waits until the measurement is done; cancelling the stream then counts as a hang-up.
         await release.wait()
+    except grpc.aio.AioRpcError as exc:
+        # Counted, so that the figures say why a caller never waited.
+        counts[f"error-{exc.code().name}"] += 1
     finally:
         call.cancel()
 
