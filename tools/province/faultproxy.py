@@ -255,16 +255,6 @@ class Wan:
     def delay(self, a: str, b: str) -> float:
         return self.delays.get(frozenset((a, b)), self.default_s)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "delays": {
-                "-".join(sorted(pair)): d
-                for pair, d in sorted(self.delays.items(), key=lambda x: sorted(x[0]))
-            },
-            "jitter_s": self.jitter_s,
-            "default_s": self.default_s,
-        }
-
 
 @dataclass
 class Plan:
