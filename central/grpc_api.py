@@ -13,7 +13,7 @@ import grpc
 from central import convert, validation
 from central.membership_view import SiteLiveness
 from central.records import CallRecord
-from central.router import PullCommand, Router, SiteStream
+from central.router import Router, SiteStream, StreamCommand
 from central.store import RecordedDecision, Store
 from routing.global_router import CallToRoute
 from vcc.authz import require_site
@@ -144,7 +144,7 @@ class CentralService(central_pb2_grpc.CentralServiceServicer):
         await require_site(context, site_id)
         stream = router.attach(site_id)
         reader = asyncio.create_task(self._read_states(router, stream, first, requests))
-        command: asyncio.Task[PullCommand] | None = None
+        command: asyncio.Task[StreamCommand] | None = None
         try:
             while True:
                 if command is None:
@@ -176,11 +176,13 @@ class CentralService(central_pb2_grpc.CentralServiceServicer):
         first: central_pb2.StreamSiteStateRequest,
         requests: AsyncIterator[central_pb2.StreamSiteStateRequest],
     ) -> None:
-        router.on_state(stream, first.seq, first.state)
+        router.on_state(stream, first.seq, first.state, first.presence)
+        router.on_routed(stream, first.routed)
         log.info("site %s: state stream open", stream.site_id)
         async for request in requests:
             _check_state(request, (stream.site_id,), stream.site_id)
-            router.on_state(stream, request.seq, request.state)
+            router.on_state(stream, request.seq, request.state, request.presence)
+            router.on_routed(stream, request.routed)
 
     @maps_errors
     async def RouteCall(
@@ -303,6 +305,10 @@ async def _refuse_as_follower(context: Context, leader: str) -> NoReturn:
     raise AssertionError("unreachable: abort raises")
 
 
+# A site sends at most 256 (site_node.links.central_link.ROUTED_PER_MESSAGE).
+MAX_ROUTED_PER_STATE = 1000
+
+
 def _check_state(
     request: central_pb2.StreamSiteStateRequest, known: Sequence[str] | frozenset[str], site: str
 ) -> str:
@@ -310,6 +316,8 @@ def _check_state(
     site_id = request.state.site_id
     if not site_id:
         raise InvalidArgument("missing-site-id", "state.site_id: required")
+    if len(request.routed) > MAX_ROUTED_PER_STATE:
+        raise InvalidArgument("too-many-routed", f"routed: at most {MAX_ROUTED_PER_STATE} per message")
     if site and site_id != site:
         raise InvalidArgument(
             "site-mismatch", f"state.site_id: this stream is site {site!r}, not {site_id!r}"
@@ -319,7 +327,9 @@ def _check_state(
     return site_id
 
 
-def _command(command: PullCommand) -> central_pb2.StreamSiteStateResponse:
+def _command(command: StreamCommand) -> central_pb2.StreamSiteStateResponse:
+    if isinstance(command, central_pb2.StreamSiteStateResponse):
+        return command
     return central_pb2.StreamSiteStateResponse(
         pull_call=central_pb2.PullCall(
             skill_group=command.pull.skill_group,

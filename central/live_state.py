@@ -14,6 +14,13 @@ Health of a site, at a given `now` (unix seconds, central's clock):
 - up: otherwise.
 
 Only the latest state per site is kept, so a flood of updates costs memory for one summary.
+
+Presence (every agent's state) comes change-driven on the stream: a FULL message carries every
+agent, a DELTA only those that changed since the stream's previous message. A delta is applied
+only on top of the message just before it (`seq` one more than the last applied); after a gap
+(or a delta first on a stream) the presence is marked incomplete and kept as it was, `update`
+answers GAP so central asks the site for a FULL one, and deltas are not applied until it comes.
+The figures of every message are whole and are taken whatever its presence kind.
 """
 
 from __future__ import annotations
@@ -21,11 +28,28 @@ from __future__ import annotations
 import asyncio
 import enum
 import itertools
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 from central.membership_view import SiteLiveness
-from vcc.v1 import site_admin_pb2
+from vcc.v1 import central_pb2, site_admin_pb2
+
+DELTA = central_pb2.PRESENCE_UPDATE_DELTA
+# While a resync is awaited, it is asked again after this many messages (the first request or
+# its answer may have been lost with a replaced stream).
+RESYNC_AGAIN_AFTER = 20
+
+
+class Update(enum.Enum):
+    ACCEPTED = "accepted"
+    # A duplicate, a late message or a replaced stream's: nothing changed.
+    IGNORED = "ignored"
+    # Accepted, but the presence cannot follow: ask the site for a FULL one.
+    GAP = "gap"
+
+    def __bool__(self) -> bool:
+        # Truthy when the message was taken (ACCEPTED or GAP).
+        return self is not Update.IGNORED
 
 
 class Health(enum.StrEnum):
@@ -53,6 +77,10 @@ class SiteState:
     registered: bool
     # The stream's sequence number of that summary (0 when it came from etcd).
     seq: int
+    # Agent code -> state name (read this, not summary.agent_states, which a delta holds only
+    # in part); complete=False while a resync is awaited after a gap.
+    presence: Mapping[str, str] = field(default_factory=dict)
+    presence_complete: bool = True
 
     @property
     def up(self) -> bool:
@@ -65,6 +93,11 @@ class _Stream:
     seq: int = 0
     summary: site_admin_pb2.SiteSummary | None = None
     received_at: float | None = None
+    presence: dict[str, str] = field(default_factory=dict)
+    presence_lost: bool = False
+    # The seq at which a resync was last asked for (0: none pending).
+    resync_asked: int = 0
+    gaps: int = 0
 
 
 class LiveState:
@@ -100,19 +133,49 @@ class LiveState:
         return token
 
     def update(
-        self, site_id: str, token: int, seq: int, summary: site_admin_pb2.SiteSummary, now: float
-    ) -> bool:
-        """The stream's newest state; False (ignored) for a replaced stream or a sequence number
-        not above the last one (a duplicate or a late message)."""
+        self,
+        site_id: str,
+        token: int,
+        seq: int,
+        summary: site_admin_pb2.SiteSummary,
+        now: float,
+        presence: central_pb2.PresenceUpdate.ValueType = central_pb2.PRESENCE_UPDATE_FULL,
+    ) -> Update:
+        """The stream's newest state. IGNORED for a replaced stream or a sequence number not
+        above the last one (a duplicate or a late message); GAP when a presence delta cannot be
+        applied (see the module doc)."""
         stream = self._streams.get(site_id)
         if stream is None or stream.token != token:
-            return False
+            return Update.IGNORED
         if stream.summary is not None and seq <= stream.seq:
-            return False
+            return Update.IGNORED
+        result = Update.ACCEPTED
+        if presence == DELTA:
+            if stream.summary is None or seq != stream.seq + 1:
+                if not stream.presence_lost:
+                    stream.gaps += 1
+                stream.presence_lost = True
+            if stream.presence_lost:
+                if not stream.resync_asked or seq - stream.resync_asked >= RESYNC_AGAIN_AFTER:
+                    stream.resync_asked = seq
+                    result = Update.GAP
+            else:
+                stream.presence.update(summary.agent_states)
+        else:
+            # FULL, or an older site's whole summary.
+            stream.presence = dict(summary.agent_states)
+            stream.presence_lost, stream.resync_asked = False, 0
+        # Nobody reads a partial map by mistake: presence lives in `presence`.
+        summary.ClearField("agent_states")
         stream.seq, stream.summary, stream.received_at = seq, summary, now
         self._last[site_id] = stream
         self.changed.set()
-        return True
+        return result
+
+    def gaps(self, site_id: str) -> int:
+        """Presence gaps seen on the site's current (or last) stream."""
+        stream = self._streams.get(site_id) or self._last.get(site_id)
+        return stream.gaps if stream is not None else 0
 
     def close_stream(self, site_id: str, token: int) -> None:
         stream = self._streams.get(site_id)
@@ -138,8 +201,11 @@ class LiveState:
         registered = member is not None and member.up
         last = self._last.get(site_id)
         summary, received_at, source, seq = None, None, "", 0
+        presence: Mapping[str, str] = {}
+        complete = True
         if last is not None and last.summary is not None:
             summary, received_at, source, seq = last.summary, last.received_at, "stream", last.seq
+            presence, complete = last.presence, not last.presence_lost
         if (
             member is not None
             and member.up
@@ -148,6 +214,7 @@ class LiveState:
             and (received_at is None or member.last_seen > received_at)
         ):
             summary, received_at, source, seq = member.summary, member.last_seen, "etcd", 0
+            presence, complete = member.summary.agent_states, True
         age = None if received_at is None else max(0.0, now - received_at)
         old = age is None or age > self.max_state_age_s
         # Its stream broke and nothing newer came from etcd: the site is failing (killed, or cut
@@ -170,4 +237,6 @@ class LiveState:
             streaming=streaming,
             registered=registered,
             seq=seq,
+            presence=presence,
+            presence_complete=complete,
         )

@@ -5,29 +5,39 @@ the decisions (written behind the answer, in batches, so a RouteCall does not wa
 database; held in memory until written, central/decision_log.py), and in pooled mode sends
 PullCall commands down the state streams of the sites whose calls have waited longest when
 another site shows a free agent.
+
+In overflow and pooled mode it also pushes each streaming site its ready overflow targets
+(`global_router.ready_targets`: per skill group, where a call that must leave should go now),
+again whenever they change and at least every half freshness limit, so a site offers a due call
+at once instead of asking RouteCall; the site reports each such decision on its stream
+(`routed`), central records it in the decision log as its own, with the candidates it pushed,
+and acknowledges it (the site re-sends until then, so none is lost with a broken stream).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
-from central import convert
+from central import convert, validation
 from central.decision_log import DecisionLog
-from central.live_state import Health, LiveState
+from central.live_state import Health, LiveState, Update
 from central.store import RecordedDecision, Store
 from routing import global_router
-from routing.global_router import CallToRoute, Decision, Policy, Pull
+from routing.global_router import CallToRoute, Decision, Policy, Pull, ReadyTarget
 from vcc.config import RoutingConfig, SiteConfig
-from vcc.v1 import site_admin_pb2
+from vcc.errors import InvalidArgument, VccError
+from vcc.rpc import unix_s
+from vcc.v1 import central_pb2, site_admin_pb2
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +50,10 @@ MAX_PULLS_PER_ROUND = 64
 STREAM_QUEUE = 64
 # Calls remembered as having a recorded decision (their later "stay" answers are not stored).
 REMEMBERED_CALLS = 100_000
+# Ready targets pushed per skill group (the best first; the site skips the ones a call refused).
+TARGETS_PER_SKILL = 3
+# Pushes remembered per site, to record the decisions taken on them with what central saw.
+PUSHES_KEPT = 64
 
 
 @dataclass(frozen=True)
@@ -59,14 +73,24 @@ class PullCommand:
     record: RecordedDecision
 
 
+# What central writes down a state stream: a pull, or a ready-made message.
+StreamCommand = PullCommand | central_pb2.StreamSiteStateResponse
+
+
 @dataclass
 class SiteStream:
     """One open StreamSiteState stream: central writes commands to `commands`."""
 
     site_id: str
     token: int
-    commands: asyncio.Queue[PullCommand] = field(default_factory=lambda: asyncio.Queue(STREAM_QUEUE))
+    commands: asyncio.Queue[StreamCommand] = field(default_factory=lambda: asyncio.Queue(STREAM_QUEUE))
     dropped: int = 0
+    # The last push of ready targets: what it said (to push only changes) and when.
+    pushed_key: tuple[object, ...] = ()
+    pushed_at: float = 0.0
+    pushes: deque[tuple[int, dict[str, ReadyTarget]]] = field(
+        default_factory=lambda: deque(maxlen=PUSHES_KEPT)
+    )
 
 
 class Router:
@@ -95,6 +119,12 @@ class Router:
         self._decided: OrderedDict[str, None] = OrderedDict()
         self._streams: dict[str, SiteStream] = {}
         self._sent: set[tuple[str, str, str, int, str, int, float]] = set()
+        self._epoch = 0
+        self._push_targets = config.push_targets
+        # Figures: pushes sent, decisions reported on them, reports refused as malformed.
+        self.pushes = 0
+        self.routed_reports = 0
+        self.refused_reports = 0
 
     def knows_site(self, site_id: str) -> bool:
         return site_id in self._sites
@@ -189,7 +219,7 @@ class Router:
                 continue
             agents = self._sites[state.site_id].agents
             fallback = _presence(state.health, state.summary, len(agents))
-            exact = state.summary.agent_states if state.summary is not None else {}
+            exact = state.presence
             entries += [
                 DirectoryEntry(
                     a.code,
@@ -214,8 +244,87 @@ class Router:
             log.info("site %s: a new state stream replaces the previous one", site_id)
         return stream
 
-    def on_state(self, stream: SiteStream, seq: int, summary: site_admin_pb2.SiteSummary) -> bool:
-        return self.live.update(stream.site_id, stream.token, seq, summary, self._clock())
+    def on_state(
+        self,
+        stream: SiteStream,
+        seq: int,
+        summary: site_admin_pb2.SiteSummary,
+        presence: central_pb2.PresenceUpdate.ValueType = central_pb2.PRESENCE_UPDATE_FULL,
+    ) -> Update:
+        result = self.live.update(stream.site_id, stream.token, seq, summary, self._clock(), presence)
+        if result is Update.GAP:
+            log.warning(
+                "site %s: presence delta %d cannot be applied (gap): resync asked", stream.site_id, seq
+            )
+            self._send(
+                stream,
+                central_pb2.StreamSiteStateResponse(
+                    resync_presence=central_pb2.ResyncPresence(applied_seq=seq, reason="gap in seq")
+                ),
+            )
+        return result
+
+    def on_routed(self, stream: SiteStream, routed: Sequence[central_pb2.RoutedOnTarget]) -> None:
+        """Decisions the site took on pushed targets: recorded, then acknowledged (a malformed one
+        is refused, logged and acknowledged too: sending it again would not mend it)."""
+        if not routed:
+            return
+        ids = []
+        for r in routed:
+            ids.append(r.decision_id)
+            try:
+                record = self._routed_record(stream, r)
+            except VccError as exc:
+                self.refused_reports += 1
+                log.warning("site %s: routed decision refused: %s", stream.site_id, exc)
+                continue
+            self.routed_reports += 1
+            self._remember(record.call_id)
+            self.decisions.add(record)
+            log.info(
+                "call %s: %s -> %s (pushed target, push %d)",
+                record.call_id,
+                stream.site_id,
+                record.decision.target,
+                r.epoch,
+            )
+        self._send(
+            stream,
+            central_pb2.StreamSiteStateResponse(routed_recorded=central_pb2.RoutedRecorded(decision_ids=ids)),
+        )
+
+    def _routed_record(self, stream: SiteStream, r: central_pb2.RoutedOnTarget) -> RecordedDecision:
+        origin = stream.site_id
+        if not r.decision_id or len(r.decision_id) > 64:
+            raise InvalidArgument("bad-decision-id", "decision_id: 1 to 64 characters")
+        validation.check_call_id(r.call_id)
+        if r.target_site_id not in self._sites or r.target_site_id == origin:
+            raise InvalidArgument("bad-target", f"target_site_id: {r.target_site_id!r} is no other site")
+        if r.skill_group not in self._skill_groups:
+            raise InvalidArgument("unknown-skill-group", f"skill_group: {r.skill_group!r}")
+        pushed = next((targets for epoch, targets in stream.pushes if epoch == r.epoch), None)
+        ready = pushed.get(r.skill_group) if pushed is not None else None
+        how = (
+            f"offered at once by {origin} to {r.target_site_id}, a ready target central pushed "
+            f"(push {r.epoch})"
+        )
+        waited = f"the call had waited {r.waited_s:.1f}s"
+        if ready is not None:
+            decision = replace(
+                ready.decision, target=r.target_site_id, reason=f"{how}; {waited}; {ready.decision.reason}"
+            )
+        else:
+            reason = f"{how}, not remembered here (an earlier leader's?); {waited}"
+            decision = Decision(origin, r.target_site_id, self.policy.mode, reason, r.skill_group, ())
+        return RecordedDecision(r.decision_id, r.call_id, unix_s(r.at), decision)
+
+    def _send(self, stream: SiteStream, command: StreamCommand) -> bool:
+        try:
+            stream.commands.put_nowait(command)
+        except asyncio.QueueFull:
+            stream.dropped += 1
+            return False
+        return True
 
     def detach(self, stream: SiteStream) -> None:
         self.live.close_stream(stream.site_id, stream.token)
@@ -223,23 +332,73 @@ class Router:
             del self._streams[stream.site_id]
 
     async def run(self) -> None:
-        """The decision writer, and in pooled mode the pull loop, until cancelled; then the
-        decisions still held are written (bounded: decision_log.DRAIN_S)."""
+        """The decision writer, and (unless isolated) the loop that answers state changes with
+        pulls and pushed targets, until cancelled; then the decisions still held are written
+        (bounded: decision_log.DRAIN_S)."""
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.decisions.run(), name="central-decision-log")
-                if self.policy.mode == "pooled":
-                    tasks.create_task(self._pull_loop(), name="central-pulls")
+                if self.policy.mode != "isolated":
+                    tasks.create_task(self._state_loop(), name="central-pulls-and-targets")
         finally:
             await asyncio.shield(self.decisions.drain())
 
-    async def _pull_loop(self) -> None:
+    async def _state_loop(self) -> None:
+        renew_s = self.policy.max_state_age_s / 2
         while True:
-            await self.live.changed.wait()
+            with contextlib.suppress(TimeoutError):
+                # Targets are renewed before the sites' freshness limit lets them lapse.
+                await asyncio.wait_for(self.live.changed.wait(), renew_s)
             self.live.changed.clear()
-            await self.pull_round()
+            if self.policy.mode == "pooled":
+                await self.pull_round()
+            if self._push_targets:
+                self.targets_round()
             # The rate limit: states arriving meanwhile are coalesced into the next round.
             await asyncio.sleep(PULL_INTERVAL_S)
+
+    def targets_round(self) -> int:
+        """Push each streaming site its ready targets where they changed (or are due for renewal);
+        returns how many pushes were sent."""
+        now = self._clock()
+        snapshots = self.snapshots(now)
+        renew_s = self.policy.max_state_age_s / 2
+        sent = 0
+        for site_id, stream in list(self._streams.items()):
+            ready = global_router.ready_targets(site_id, snapshots, self.policy)
+            key = tuple(
+                (
+                    skill,
+                    tuple(
+                        (c.site_id, c.ready_agents, c.free_tie_channels) for c in r.ranked[:TARGETS_PER_SKILL]
+                    ),
+                )
+                for skill, r in sorted(ready.items())
+            )
+            if key == stream.pushed_key and now - stream.pushed_at < renew_s:
+                continue
+            self._epoch += 1
+            message = central_pb2.OverflowTargets(
+                epoch=self._epoch,
+                targets=[
+                    central_pb2.OverflowTarget(
+                        skill_group=skill,
+                        site_id=c.site_id,
+                        ready_agents=c.ready_agents,
+                        free_tie_channels=c.free_tie_channels,
+                        state_age_s=c.state_age_s,
+                        expected_wait_s=c.expected_wait_s,
+                    )
+                    for skill, r in sorted(ready.items())
+                    for c in r.ranked[:TARGETS_PER_SKILL]
+                ],
+            )
+            if self._send(stream, central_pb2.StreamSiteStateResponse(overflow_targets=message)):
+                stream.pushes.append((self._epoch, ready))
+                stream.pushed_key, stream.pushed_at = key, now
+                self.pushes += 1
+                sent += 1
+        return sent
 
     async def pull_round(self) -> int:
         """Send the pulls that the current states call for and that were not sent for the same
@@ -271,10 +430,7 @@ class Router:
             if key in self._sent or stream is None:
                 continue
             record = _record("", now, pull.decision)
-            try:
-                stream.commands.put_nowait(PullCommand(pull, record))
-            except asyncio.QueueFull:
-                stream.dropped += 1
+            if not self._send(stream, PullCommand(pull, record)):
                 continue
             delivered += 1
             self.decisions.add(record)

@@ -5,6 +5,8 @@ Central feeds it one snapshot per site, built from every site's live state, and 
 - `pull_candidates(snapshots, policy)`: pooled mode, which origins should offer a waiting call to
   which site that has a free agent (the oldest waiting call in the province first)?
 - `pre_route(home, snapshots, policy)`: where should the network deliver a new call?
+- `ready_targets(origin, snapshots, policy)`: per skill group, where a call of `origin` that must
+  leave now should go (central pushes these, so a site offers without asking first).
 
 Every answer is a `Decision` that lists each site considered, its figures and why it was not
 eligible or lost, so an operator can read why a caller in one city was served in another.
@@ -147,16 +149,9 @@ def route(call: CallToRoute, snapshots: Sequence[SiteSnapshot], policy: Policy) 
         )
     if not eligible:
         return decide("", _nowhere(call.skill_group, candidates))
+    ranked = _rank(policy.mode, eligible, by_id, call.skill_group)
+    best = ranked[0]
     if policy.mode == "pooled":
-        ranked = sorted(
-            eligible,
-            key=lambda c: (
-                -by_id[c.site_id].skills[call.skill_group].longest_idle_s,
-                c.expected_wait_s,
-                c.site_id,
-            ),
-        )
-        best = ranked[0]
         idle = by_id[best.site_id].skills[call.skill_group].longest_idle_s
         return decide(
             best.site_id,
@@ -164,10 +159,6 @@ def route(call: CallToRoute, snapshots: Sequence[SiteSnapshot], policy: Policy) 
             f"({idle:.1f}s, {best.ready_agents} ready, {best.free_tie_channels} free tie channels)",
             ranked,
         )
-    ranked = sorted(
-        eligible, key=lambda c: (c.expected_wait_s, -c.ready_agents, -c.free_tie_channels, c.site_id)
-    )
-    best = ranked[0]
     why = (
         f"nobody logged in for {call.skill_group} at {call.origin}"
         if nobody_here
@@ -179,6 +170,73 @@ def route(call: CallToRoute, snapshots: Sequence[SiteSnapshot], policy: Policy) 
         f"{best.ready_agents} ready, {best.free_tie_channels} free tie channels)",
         ranked,
     )
+
+
+def _rank(
+    mode: Mode, eligible: Sequence[Candidate], by_id: Mapping[str, SiteSnapshot], skill_group: str
+) -> list[Candidate]:
+    """Best target first: pooled by the agent idle longest, overflow by the lowest expected wait."""
+    if mode == "pooled":
+        return sorted(
+            eligible,
+            key=lambda c: (
+                -by_id[c.site_id].skills[skill_group].longest_idle_s,
+                c.expected_wait_s,
+                c.site_id,
+            ),
+        )
+    return sorted(
+        eligible, key=lambda c: (c.expected_wait_s, -c.ready_agents, -c.free_tie_channels, c.site_id)
+    )
+
+
+# ---- ready targets (pushed to the sites) ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReadyTarget:
+    """Where a call of `decision.skill_group` should go now; `ranked`: the eligible sites, best first."""
+
+    decision: Decision
+    ranked: tuple[Candidate, ...]
+
+
+def ready_targets(origin: str, snapshots: Sequence[SiteSnapshot], policy: Policy) -> dict[str, ReadyTarget]:
+    """Per skill group of `origin`: where one of its calls should go if it must leave now.
+
+    `route()` without the two questions only the origin can answer at the moment a call is due
+    (has it a ready agent, has the call waited long enough): central pushes these to the origin,
+    which offers at once when its own rules say a call must leave, and reports the decision.
+    The decision's target is "" when no other site can take such a call now; its candidates are
+    ranked as `route()` ranks them. Isolated mode: none.
+    """
+    if policy.mode == "isolated":
+        return {}
+    by_id = {s.site_id: s for s in snapshots}
+    here = by_id.get(origin)
+    if here is None:
+        return {}
+    out: dict[str, ReadyTarget] = {}
+    for skill in here.skills:
+        call = CallToRoute(origin=origin, skill_group=skill, waited_s=math.inf)
+        candidates = [_route_candidate(call, s, here, policy) for s in snapshots]
+        eligible = [c for c in candidates if c.eligible and c.site_id != origin]
+        if not eligible:
+            nowhere = Decision(origin, "", policy.mode, _nowhere(skill, candidates), skill, tuple(candidates))
+            out[skill] = ReadyTarget(nowhere, ())
+            continue
+        ranked = _rank(policy.mode, eligible, by_id, skill)
+        best = ranked[0]
+        reason = (
+            f"{policy.mode}: ready target for {origin}'s {skill} calls that must leave; {best.site_id} "
+            f"ranks first ({best.ready_agents} ready, expected wait {best.expected_wait_s:.1f}s, "
+            f"{best.free_tie_channels} free tie channels, state {best.state_age_s:.2f}s old)"
+        )
+        decision = Decision(
+            origin, best.site_id, policy.mode, reason, skill, _noted(candidates, best.site_id, ranked)
+        )
+        out[skill] = ReadyTarget(decision, tuple(ranked))
+    return out
 
 
 def _route_candidate(

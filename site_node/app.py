@@ -5,18 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from pathlib import Path
 
 from site_node.audit import SiteAudit
 from site_node.call_tracer import CallTracer, ShipTracing
 from site_node.callcontrol import Switchboard
-from site_node.callcontrol.domain import AskRoute, LegToOrigin, LegToTarget, OfferRemote
+from site_node.callcontrol.domain import AskRoute, LegToOrigin, LegToTarget, OfferRemote, ReportRoute
 from site_node.grpc_api.admin_service import SiteAdmin
 from site_node.grpc_api.desktop_service import AgentDesktop
 from site_node.grpc_api.dialout_service import DialOuts
 from site_node.grpc_api.peers import PeerLinks, SitePeer
 from site_node.grpc_api.recordings_service import SiteRecordings
-from site_node.grpc_api.summary import site_summary
+from site_node.grpc_api.summary import presence, site_summary
 from site_node.grpc_api.trunk_service import TrunkIngress
 from site_node.grpc_api.voicemail_service import VoicemailDesk
 from site_node.links.audit_sink import AuditSink, AuditStore, audit_path
@@ -220,7 +221,12 @@ class SiteNode:
             etcd.lease_ttl_s,
             self.summary,
         )
-        self.central_link = CentralLink(self.runtime, self.leader.address, self.summary)
+        self.central_link = CentralLink(
+            self.runtime,
+            self.leader.address,
+            partial(self.summary, agents=False),
+            presence=partial(presence, self.switchboard),
+        )
         self.peer_links = PeerLinks(self.runtime, self._peer_address, self.tracing)
         self.runtime.province = _Province(self)
         if site.desktop_listen:
@@ -252,6 +258,11 @@ class SiteNode:
                 ),
                 leader_epoch=lambda: self.leader.leader.epoch if self.leader.leader is not None else None,
                 central_connected=lambda: self.central_link.connected,
+                state_stream=lambda: (
+                    self.central_link.sent_messages,
+                    self.central_link.sent_bytes,
+                    self.central_link.full_equivalent_bytes,
+                ),
             )
         )
         if self.metrics_server is not None:
@@ -352,7 +363,7 @@ class SiteNode:
                 return s.listen
         return None
 
-    def summary(self) -> site_admin_pb2.SiteSummary:
+    def summary(self, *, agents: bool = True) -> site_admin_pb2.SiteSummary:
         return site_summary(
             self.switchboard,
             name=self.site.name,
@@ -360,6 +371,7 @@ class SiteNode:
             started_at=self.started_at,
             now=time.time(),
             outbox_pending=self.outbox.pending_count,
+            agents=agents,
         )
 
     async def stop(self) -> None:
@@ -417,6 +429,9 @@ class _Province:
 
     def ask_route(self, ask: AskRoute) -> None:
         self._node.central_link.ask_route(ask)
+
+    def report_route(self, report: ReportRoute) -> None:
+        self._node.central_link.report_route(report)
 
     def offer_remote(self, offer: OfferRemote) -> None:
         self._node.peer_links.offer(offer)

@@ -37,7 +37,9 @@ class SiteCollector(Collector):
         shipper: Callable[[], ShipperFigures],
         leader_epoch: Callable[[], int | None],
         central_connected: Callable[[], bool],
+        state_stream: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0),
     ) -> None:
+        """`state_stream`: (messages, bytes, bytes had every message carried every agent)."""
         self._sb = sb
         self._clock = clock
         self._outbox_pending = outbox_pending
@@ -45,6 +47,7 @@ class SiteCollector(Collector):
         self._shipper = shipper
         self._leader_epoch = leader_epoch
         self._central_connected = central_connected
+        self._state_stream = state_stream
 
     def collect(self) -> Iterator[Metric]:
         sb = self._sb
@@ -188,3 +191,18 @@ class SiteCollector(Collector):
         )
         link.add_metric([site], 1 if self._central_connected() else 0)
         yield link
+        messages, sent, whole = self._state_stream()
+        stream = CounterMetricFamily(
+            "vcc_site_state_stream_bytes",
+            "Bytes of state messages sent to central (how=sent), and what they would have taken with "
+            "every agent's state in each (how=whole, the stream before it was change-driven).",
+            labels=["site", "how"],
+        )
+        stream.add_metric([site, "sent"], sent)
+        stream.add_metric([site, "whole"], whole)
+        yield stream
+        count = CounterMetricFamily(
+            "vcc_site_state_stream_messages", "State messages sent to central.", labels=["site"]
+        )
+        count.add_metric([site], messages)
+        yield count

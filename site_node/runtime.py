@@ -29,6 +29,7 @@ from site_node.callcontrol.domain import (
     LegToOrigin,
     LegToTarget,
     OfferRemote,
+    ReportRoute,
     SuperviseMedia,
     ToAgent,
     ToCaller,
@@ -69,6 +70,8 @@ class Province(Protocol):
     """Where effects that leave the site go: central's router and the peer sites."""
 
     def ask_route(self, ask: AskRoute) -> None: ...
+
+    def report_route(self, report: ReportRoute) -> None: ...
 
     def offer_remote(self, offer: OfferRemote) -> None: ...
 
@@ -192,7 +195,7 @@ class SiteRuntime:
                     self._spawn(self._flow_lookup(fx))
                 case DialOut():
                     self.dial_out(fx)
-                case AskRoute() | OfferRemote() | LegToTarget() | LegToOrigin():
+                case AskRoute() | ReportRoute() | OfferRemote() | LegToTarget() | LegToOrigin():
                     self._to_province(fx)
                 case SuperviseMedia():
                     self.media(fx)
@@ -211,7 +214,7 @@ class SiteRuntime:
         if self.province is not None and effects:
             self.province.state_changed()
 
-    def _to_province(self, fx: AskRoute | OfferRemote | LegToTarget | LegToOrigin) -> None:
+    def _to_province(self, fx: AskRoute | ReportRoute | OfferRemote | LegToTarget | LegToOrigin) -> None:
         p = self.province
         if p is None:
             # A site on its own: no other city to ask, and nobody offers us calls.
@@ -224,6 +227,8 @@ class SiteRuntime:
                 # In the call's trace: central's answer continues it (traceparent over gRPC).
                 with self._call_context(fx.call_id):
                     p.ask_route(fx)
+            case ReportRoute():
+                p.report_route(fx)
             case OfferRemote():
                 with self._call_context(fx.call_id):
                     p.offer_remote(fx)

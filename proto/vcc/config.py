@@ -369,6 +369,9 @@ class RoutingConfig(_Strict):
     offer_timeout_s: float = Field(default=1.0, gt=0, le=30)
     # A call that stayed after a routing decision asks again this often while it waits.
     reroute_interval_s: float = Field(default=1.0, gt=0, le=60)
+    # Central pushes each city its ready overflow targets, so a call that must leave is offered
+    # at once (false: every such call asks RouteCall first, as before; for comparison).
+    push_targets: bool = True
 
 
 class TracingConfig(_Strict):

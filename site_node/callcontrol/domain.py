@@ -236,6 +236,20 @@ class AskRoute:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportRoute:
+    """Tell central a call was offered to one of its pushed targets (its decision log keeps it)."""
+
+    decision_id: str
+    call_id: str
+    skill_group: str
+    target_site_id: str
+    epoch: int
+    waited_s: float
+    at: float
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class OfferRemote:
     """Origin -> target: open a remote leg (SitePeerService.ServeCall)."""
 
@@ -317,6 +331,7 @@ Effect = (
     | IvrLookup
     | DialOut
     | AskRoute
+    | ReportRoute
     | OfferRemote
     | LegToTarget
     | LegToOrigin

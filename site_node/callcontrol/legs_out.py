@@ -22,9 +22,11 @@ from site_node.callcontrol.domain import (
     OfferRemote,
     Outcome,
     RemoteLeg,
+    ReportRoute,
     ToCaller,
 )
 from site_node.callcontrol.effects import Effects
+from site_node.callcontrol.pushed_targets import PushedTargets
 from site_node.callcontrol.queues import Queues
 from site_node.callcontrol.resources import Resources
 from site_node.callcontrol.timers import Timers
@@ -59,6 +61,8 @@ class RemoteLegs:
         self._staffed = staffed
         # offer id -> call id, for serving legs and consultations alike.
         self.open: dict[str, str] = {}
+        # Central's ready targets: a due call is offered at once to a fresh one (pushed_targets.py).
+        self.targets = PushedTargets(routing.max_state_age_s)
         queues.on_waiting(self._waiting)
         timers.on("route", self._route_due)
 
@@ -79,6 +83,18 @@ class RemoteLegs:
             return
         if self._queues.acd.queued(call_id) is None:
             return  # parked for its screen pop; it asks once it joins the queue
+        picked = self.targets.pick(now, call.skill_group, call.excluded)
+        if picked is not None:
+            target, epoch = picked
+            decision_id = self._new_offer_id()
+            waited = now - call.arrived_at
+            if self.start_offer(call, target, decision_id, now, fx, purpose=self.routing.mode) is not None:
+                fx.add(
+                    ReportRoute(
+                        decision_id, call_id, call.skill_group, target, epoch, waited, now, call.priority
+                    )
+                )
+            return
         call.route_pending = True
         fx.add(
             AskRoute(

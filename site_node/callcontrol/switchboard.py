@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from routing.agents import Agent
 from site_node.callcontrol.directory import TransferTarget
@@ -30,6 +30,7 @@ from site_node.callcontrol.flow_calls import FlowBook
 from site_node.callcontrol.guests import RemoteOfferIn
 from site_node.callcontrol.limits import check_digits
 from site_node.callcontrol.parts import build_parts, site_stopping
+from site_node.callcontrol.pushed_targets import PushedTarget
 from site_node.callcontrol.resources import ChannelPool
 from site_node.callcontrol.voicemail import Message
 from vcc.call_events import EventKind
@@ -436,6 +437,11 @@ class Switchboard:
         if self.legs.route_decided(now, call_id, target_site_id, decision_id, fx):
             self.queues.dispatch(now, fx)
         return fx.items
+
+    def overflow_targets(self, now: float, epoch: int, targets: Sequence[PushedTarget]) -> list[Effect]:
+        """Central pushed where calls that must leave should go now (legs_out offers at once)."""
+        self.legs.targets.update(now, epoch, targets)
+        return []
 
     def pull_call(self, now: float, skill_group: str, to_site_id: str, decision_id: str = "") -> list[Effect]:
         """Pooled mode: an agent is free at `to_site_id`: offer it our longest-waiting call."""

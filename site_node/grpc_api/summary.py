@@ -8,8 +8,16 @@ from vcc.v1 import site_admin_pb2
 
 
 def site_summary(
-    sb: Switchboard, *, name: str, address: str, started_at: float, now: float, outbox_pending: int
+    sb: Switchboard,
+    *,
+    name: str,
+    address: str,
+    started_at: float,
+    now: float,
+    outbox_pending: int,
+    agents: bool = True,
 ) -> site_admin_pb2.SiteSummary:
+    """`agents=False` leaves `agent_states` out (the state stream sends presence as changes)."""
     pools = [*sb.trunks.values(), *sb.ties.values(), *sb.boards.values()]
     c = sb.counters
     groups = []
@@ -48,7 +56,12 @@ def site_summary(
         calls_answered=c.answered,
         calls_abandoned=c.abandoned,
         outbox_pending=outbox_pending,
-        agent_states={code: str(a.state) for code, a in sb.agents.items()},
+        agent_states=presence(sb) if agents else {},
         calls_served_for_others=sb.served_for_others,
         calls_served_elsewhere=sb.served_elsewhere,
     )
+
+
+def presence(sb: Switchboard) -> dict[str, str]:
+    """Agent code -> AgentState name, for every agent of the site."""
+    return {code: str(a.state) for code, a in sb.agents.items()}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from central import convert
-from central.live_state import Health, LiveState
+from central.live_state import RESYNC_AGAIN_AFTER, Health, LiveState, Update
 from central.membership_view import MembershipView
-from vcc.v1 import site_admin_pb2
+from vcc.v1 import central_pb2, site_admin_pb2
 
 SITES = [("gz", "Guangzhou"), ("sz", "Shenzhen")]
 MAX_AGE = 2.0
@@ -175,3 +175,34 @@ def test_snapshot_for_the_router(live: LiveState) -> None:
         6.0,
     )
     assert (sz.up, sz.skills, sz.state_age_s) == (False, {}, float("inf"))
+
+
+def test_presence_deltas_apply_in_order_and_a_gap_waits_for_a_whole_one(live: LiveState) -> None:
+    full, delta = central_pb2.PRESENCE_UPDATE_FULL, central_pb2.PRESENCE_UPDATE_DELTA
+
+    def msg(**states: str) -> site_admin_pb2.SiteSummary:
+        return site_admin_pb2.SiteSummary(site_id="gz", agent_states=states)
+
+    token = live.open_stream("gz")
+    # A delta first on a stream cannot be applied: nothing to apply it to.
+    assert live.update("gz", token, 1, msg(a="READY"), 100.0, delta) is Update.GAP
+    assert live.site("gz", 100.0).presence_complete is False
+    assert live.update("gz", token, 2, msg(a="READY", b="NOT_READY"), 100.1, full) is Update.ACCEPTED
+    assert live.update("gz", token, 3, msg(a="TALKING"), 100.2, delta) is Update.ACCEPTED
+    gz = live.site("gz", 100.2)
+    assert (dict(gz.presence), gz.presence_complete) == ({"a": "TALKING", "b": "NOT_READY"}, True)
+    assert gz.summary is not None and not gz.summary.agent_states, "no partial map to misread"
+    # 4 is lost: 5 is a gap, asked for once, again only after RESYNC_AGAIN_AFTER more messages.
+    assert live.update("gz", token, 5, msg(b="READY"), 100.3, delta) is Update.GAP
+    results = [live.update("gz", token, n, msg(), 100.4, delta) for n in range(6, 6 + RESYNC_AGAIN_AFTER)]
+    assert results[:-1] == [Update.ACCEPTED] * (RESYNC_AGAIN_AFTER - 1) and results[-1] is Update.GAP
+    assert dict(live.site("gz", 100.4).presence) == {"a": "TALKING", "b": "NOT_READY"}
+    assert live.gaps("gz") == 2
+    # The figures of a message after a gap are taken all the same.
+    assert live.update(
+        "gz", token, 40, site_admin_pb2.SiteSummary(site_id="gz", calls_waiting=9), 100.5, delta
+    )
+    assert live.site("gz", 100.5).summary.calls_waiting == 9  # type: ignore[union-attr]
+    assert live.update("gz", token, 41, msg(a="READY", b="READY"), 100.6, full) is Update.ACCEPTED
+    gz = live.site("gz", 100.6)
+    assert (dict(gz.presence), gz.presence_complete) == ({"a": "READY", "b": "READY"}, True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
@@ -29,6 +29,7 @@ from tests.helpers import eventually
 from vcc import rpc
 from vcc.config import ProvinceConfig, parse_province
 from vcc.errors import from_rpc_error
+from vcc.rpc import timestamp
 from vcc.v1 import central_pb2, central_pb2_grpc, site_admin_pb2
 
 DEADLINE = rpc.DEFAULT_DEADLINE_S
@@ -148,6 +149,18 @@ class SiteStream:
     async def send(self, summary: site_admin_pb2.SiteSummary) -> None:
         self.seq += 1
         await self.call.write(central_pb2.StreamSiteStateRequest(seq=self.seq, state=summary))
+
+    async def command(self, kind: str) -> central_pb2.StreamSiteStateResponse:
+        """The next command of that kind central sends (others, e.g. pushed targets, skipped)."""
+
+        async def read() -> central_pb2.StreamSiteStateResponse:
+            while True:
+                reply = await self.call.read()
+                assert reply is not grpc.aio.EOF, "stream ended"
+                if reply.WhichOneof("command") == kind:
+                    return reply  # type: ignore[no-any-return]
+
+        return await asyncio.wait_for(read(), 15.0)
 
     async def close(self) -> None:
         with contextlib.suppress(grpc.aio.AioRpcError):
@@ -373,7 +386,7 @@ async def test_pooled_sends_a_pull_to_the_origin_with_the_oldest_call(pooled: Ce
     sz = state("sz", ready=1, idle=7.0)
     # The free agent at sz shows up after gz and fs: central tells gz (the oldest call) to offer it.
     async with streaming(pooled, gz, fs) as streams, streaming(pooled, sz):
-        reply = await asyncio.wait_for(streams["gz"].call.read(), 15)
+        reply = await streams["gz"].command("pull_call")
         pull = reply.pull_call
         assert (pull.skill_group, pull.to_site_id) == ("general", "sz")
         d = pull.decision
@@ -471,3 +484,138 @@ async def test_list_agents_with_presence(overflow: Central) -> None:
         }
         only = await overflow.stub.ListAgents(central_pb2.ListAgentsRequest(site_id="sz"), timeout=DEADLINE)
         assert [a.agent_code for a in only.agents] == ["0201"]
+
+
+# ---- pushed overflow targets and change-driven presence ------------------------------------
+
+
+def routed(decision_id: str, call_id: str, target: str = "sz", epoch: int = 1) -> central_pb2.RoutedOnTarget:
+    return central_pb2.RoutedOnTarget(
+        decision_id=decision_id,
+        call_id=call_id,
+        skill_group="general",
+        target_site_id=target,
+        epoch=epoch,
+        waited_s=12.5,
+        at=timestamp(1_700_000_000.0),
+    )
+
+
+async def test_central_pushes_ready_targets_and_records_what_the_site_did_with_them(
+    overflow: Central,
+) -> None:
+    gz = state("gz", waiting=1, oldest=3.0, ties={"sz": 2, "fs": 2})
+    sz = state("sz", ready=2, ewt=1.0)
+    fs = state("fs", ready=1, ewt=4.0)
+    async with streaming(overflow, sz, fs) as others, streaming(overflow, gz) as streams:
+        # Wait until central saw all three, then read gz's newest push: sz first (lower wait).
+        stream = streams["gz"]
+        while True:
+            push = (await stream.command("overflow_targets")).overflow_targets
+            if len(push.targets) == 2:
+                break
+        assert [(t.skill_group, t.site_id, t.ready_agents, t.free_tie_channels) for t in push.targets] == [
+            ("general", "sz", 2, 2),
+            ("general", "fs", 1, 2),
+        ]
+        assert all(0.0 <= t.state_age_s <= 2.0 for t in push.targets)
+
+        # gz offered a call to sz on it and says so: central records it and acknowledges.
+        stream.seq += 1
+        await stream.call.write(
+            central_pb2.StreamSiteStateRequest(
+                seq=stream.seq, state=gz, routed=[routed("dec-a", "call-a", epoch=push.epoch)]
+            )
+        )
+        ack = (await stream.command("routed_recorded")).routed_recorded
+        assert list(ack.decision_ids) == ["dec-a"]
+        # Sent again (the ack was lost with a stream, say): still one decision.
+        stream.seq += 1
+        bad = routed("dec-b", "call-b", target="xx")
+        await stream.call.write(
+            central_pb2.StreamSiteStateRequest(
+                seq=stream.seq, state=gz, routed=[routed("dec-a", "call-a", epoch=push.epoch), bad]
+            )
+        )
+        ack = (await stream.command("routed_recorded")).routed_recorded
+        assert list(ack.decision_ids) == ["dec-a", "dec-b"], "a malformed one is acknowledged, not kept"
+        assert overflow.router.refused_reports == 1
+        del others
+
+    listed = await overflow.stub.ListRoutingDecisions(
+        central_pb2.ListRoutingDecisionsRequest(call_id="call-a"), timeout=DEADLINE
+    )
+    assert len(listed.decisions) == 1
+    d = listed.decisions[0]
+    assert (d.decision_id, d.origin_site_id, d.target_site_id, d.mode) == ("dec-a", "gz", "sz", "overflow")
+    assert "pushed" in d.reason and "waited 12.5s" in d.reason
+    assert {c.site_id: c.note for c in d.candidates}["sz"] == "chosen"
+    none = await overflow.stub.ListRoutingDecisions(
+        central_pb2.ListRoutingDecisionsRequest(call_id="call-b"), timeout=DEADLINE
+    )
+    assert not none.decisions
+    await overflow.router.decisions.flush()
+    assert await overflow.stored_decisions() == 1
+
+
+async def test_a_stale_target_is_not_pushed(overflow: Central) -> None:
+    gz = state("gz", waiting=1, ties={"sz": 2})
+    async with streaming(overflow, state("sz", ready=2)), streaming(overflow, gz) as streams:
+        push = (await streams["gz"].command("overflow_targets")).overflow_targets
+        assert [t.site_id for t in push.targets] == ["sz"]
+        # sz goes silent beyond the freshness limit (30 s here): the next push has no target.
+        ages = {"sz": 31.0}
+        real = overflow.router.live.sites
+
+        def aged(now: float) -> list[Any]:
+            return [s if s.site_id not in ages else replace(s, age_s=ages[s.site_id]) for s in real(now)]
+
+        overflow.router.live.sites = aged  # type: ignore[method-assign]
+        overflow.router.live.changed.set()
+        while push.targets:
+            push = (await streams["gz"].command("overflow_targets")).overflow_targets
+
+
+async def test_a_gap_in_presence_deltas_is_detected_and_resynced(overflow: Central) -> None:
+    """A broken stream: a delta arrives after a missing message. Central keeps the presence it
+    had, asks for a whole one, and applies nothing partial until it comes."""
+    full = central_pb2.PRESENCE_UPDATE_FULL
+    delta = central_pb2.PRESENCE_UPDATE_DELTA
+    stream = SiteStream(overflow)
+
+    async def send(seq: int, kind: int, states: dict[str, str]) -> None:
+        await stream.call.write(
+            central_pb2.StreamSiteStateRequest(
+                seq=seq,
+                state=state("gz", agent_states=states),
+                presence=kind,  # type: ignore[arg-type]
+            )
+        )
+
+    def presence() -> tuple[dict[str, str], bool]:
+        s = overflow.router.live.site("gz", 0.0)
+        return dict(s.presence), s.presence_complete
+
+    try:
+        await send(1, full, {"0101": "READY", "0102": "NOT_READY"})
+        await send(2, delta, {"0101": "TALKING"})
+        await eventually(lambda: _seq_seen(overflow, "gz", 2), what="gz delta 2")
+        assert presence() == ({"0101": "TALKING", "0102": "NOT_READY"}, True)
+        # Message 3 is lost: delta 4 cannot be applied.
+        await send(4, delta, {"0102": "READY"})
+        resync = (await stream.command("resync_presence")).resync_presence
+        assert resync.applied_seq == 4
+        assert presence() == ({"0101": "TALKING", "0102": "NOT_READY"}, False)
+        assert overflow.router.live.gaps("gz") == 1
+        # Deltas after the gap are not applied either, until the site sends everything.
+        await send(5, delta, {"0101": "READY"})
+        await eventually(lambda: _seq_seen(overflow, "gz", 5), what="gz delta 5")
+        assert presence()[0]["0101"] == "TALKING"
+        await send(6, full, {"0101": "WRAP_UP", "0102": "READY"})
+        await eventually(lambda: _seq_seen(overflow, "gz", 6), what="gz full 6")
+        assert presence() == ({"0101": "WRAP_UP", "0102": "READY"}, True)
+        # The directory reads it.
+        listed = await overflow.stub.ListAgents(central_pb2.ListAgentsRequest(site_id="gz"), timeout=DEADLINE)
+        assert {a.agent_code: a.state for a in listed.agents}.get("0102") == "READY"
+    finally:
+        await stream.close()

@@ -5,6 +5,9 @@
     vcc bench memory          site node RSS with 1,000 agents logged in and 2,000 calls waiting
     vcc bench pooling         isolated / overflow / pooled against pooled Erlang C (model engine)
     vcc bench routing         bare grpc.aio round trip vs local ACD vs cross-site decision
+    vcc bench scale           a site with 5,000 agents and 10,000 calls waiting (RSS, state stream
+                              bytes/s); central with 20 cities of 1,000 agents streaming (CPU);
+                              the dashboard with 20 cities
     vcc bench erlang          the model engine against Erlang C and B with many calls
     vcc bench stats           call events ingested per second at central on PostgreSQL; time from
                               an event at a site to the dashboard's live stream showing it
@@ -226,7 +229,7 @@ def table_routing(result: Mapping[str, Any]) -> Any:
     from rich.table import Table
 
     table = Table(title="routing decision latency (ms)")
-    for col in ("path", "samples", "p50", "p99", "p50 / bare", "p99 / bare"):
+    for col in ("path", "samples", "p50", "p99", "p50 / bare", "p99 / bare", "WAN floor", "p50 / floor"):
         table.add_column(col, justify="right")
     for name, row in result["rows"].items():
         table.add_row(
@@ -236,8 +239,13 @@ def table_routing(result: Mapping[str, Any]) -> Any:
             _fmt(row["p99"]),
             _fmt(row["p50_ratio"], 2),
             _fmt(row["p99_ratio"], 2),
+            _fmt(row.get("floor_ms"), 1) if row.get("floor_ms") else "",
+            _fmt(row.get("p50_over_floor"), 2) if row.get("p50_over_floor") else "",
         )
-    table.caption = f"goal: {result['goal']}"
+    load = result.get("load_average")
+    table.caption = f"goal: {result['goal']}" + (
+        f"; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}" if load else ""
+    )
     return table
 
 
@@ -440,10 +448,10 @@ def run_pooling(occupancy: float = 0.8, calls: int = 60_000) -> dict[str, Any]:
     return pooling(occupancy=occupancy, calls=calls, progress=_say)
 
 
-def run_routing(calls: int = 400) -> dict[str, Any]:
+def run_routing(calls: int = 400, wan: bool = True) -> dict[str, Any]:
     from tools.bench.cluster import routing
 
-    return asyncio.run(routing(calls=calls, progress=_say))
+    return asyncio.run(routing(calls=calls, progress=_say, wan=wan))
 
 
 def run_erlang(calls: int = 100_000, replications: int = 5) -> dict[str, Any]:
@@ -614,11 +622,50 @@ def pooling_cmd(
 
 
 @bench_app.command("routing")
-def routing_cmd(json_path: JsonOpt = None, calls: Annotated[int, typer.Option(min=10)] = 400) -> None:
-    """Bare grpc.aio round trip vs local ACD decision vs cross-site overflow decision."""
-    result = run_routing(calls)
+def routing_cmd(
+    json_path: JsonOpt = None,
+    calls: Annotated[int, typer.Option(min=10)] = 400,
+    wan: Annotated[bool, typer.Option(help="Also the cross-site rows on an emulated WAN.")] = True,
+) -> None:
+    """Bare grpc.aio round trip vs local ACD decision vs cross-site overflow decision (pushed
+    targets and asking central, side by side; on loopback and on an emulated WAN)."""
+    result = run_routing(calls, wan)
     _console().print(table_routing(result))
     _write_json(json_path, "routing", result)
+
+
+def table_scale(result: Mapping[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="scale")
+    table.add_column("what")
+    table.add_column("figure", justify="right")
+    central = result.get("central") or {}
+    for name, row in (central.get("rows") or {}).items():
+        for key, value in row.items():
+            table.add_row(f"central, {name}: {key}", _fmt(value))
+    for key, value in (result.get("site") or {}).items():
+        if not isinstance(value, dict):
+            table.add_row(f"site: {key}", _fmt(value))
+    load = result.get("load_average")
+    if load:
+        table.caption = f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}"
+    return table
+
+
+@bench_app.command("scale")
+def scale_cmd(
+    json_path: JsonOpt = None,
+    site: Annotated[bool, typer.Option(help="The site with 5,000 agents and 10,000 calls waiting.")] = True,
+    central: Annotated[bool, typer.Option(help="Central with 20 cities streaming; the dashboard.")] = True,
+) -> None:
+    """A site with 5,000 agents and 10,000 calls waiting; central with 20 cities of 1,000 agents
+    streaming state (change-driven and whole presence side by side); the dashboard with 20 cities."""
+    from tools.bench.scale import scale
+
+    result = asyncio.run(scale(progress=_say, site=site, central=central))
+    _console().print(table_scale(result))
+    _write_json(json_path, "scale", result)
 
 
 @bench_app.command("erlang")

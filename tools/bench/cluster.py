@@ -22,7 +22,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,8 @@ def _province(
     wrap_up_s: float = 0.0,
     mode: str = "isolated",
     observability: bool = True,
+    push_targets: bool = True,
+    dashboard: bool = False,
 ) -> Path:
     raw = generate_province(
         specs,
@@ -73,7 +75,9 @@ def _province(
         wrap_up_s=wrap_up_s,
         ring_timeout_s=5.0,
     )
-    raw["routing"] = {"mode": mode}
+    raw["routing"] = {"mode": mode, "push_targets": push_targets}
+    if dashboard:
+        raw.setdefault("central", {})["dashboard_listen"] = f"127.0.0.1:{free_port()}"
     if not observability:
         # No spans and no metrics endpoint anywhere (an explicit "" keeps the cluster from
         # giving each process one).
@@ -749,14 +753,23 @@ async def _waiting_caller(
                 return
         # Waits until the measurement is done; cancelling the stream then counts as a hang-up.
         await release.wait()
+    except grpc.aio.AioRpcError as exc:
+        # Counted, so that the figures say why a caller never waited.
+        counts[f"error-{exc.code().name}"] += 1
     finally:
         call.cancel()
 
 
 async def memory(
-    *, agents: int = 1000, calls: int = 2000, run_dir: Path | None = None, progress: Progress = lambda _: None
+    *,
+    agents: int = 1000,
+    calls: int = 2000,
+    run_dir: Path | None = None,
+    progress: Progress = lambda _: None,
+    after: Callable[[str], Awaitable[None]] | None = None,
 ) -> dict[str, Any]:
-    """Resident memory of a site node with `agents` logged in (not ready) and `calls` waiting."""
+    """Resident memory of a site node with `agents` logged in (not ready) and `calls` waiting.
+    `after(metrics_url)` is awaited while the calls still wait (more figures of the same site)."""
     import psutil
 
     with tempfile.TemporaryDirectory(prefix="vcc-bench-") as tmp:
@@ -819,6 +832,8 @@ async def memory(
                 rss = proc.memory_info().rss
                 waiting = 0 if isinstance(summary, str) else int(summary.calls_waiting)
                 by_state = {} if isinstance(summary, str) else dict(summary.agents_by_state)
+                if after is not None and cluster.sites[site.id].metrics:
+                    await after(cluster.sites[site.id].metrics)
             finally:
                 release.set()
                 for task in callers:
@@ -915,12 +930,35 @@ def local_decision_in_process(samples: int = 5000) -> dict[str, Any]:
 WARM_UP = 20
 
 
+# The bench's WAN (one-way, ms): fs's overflow goes to gz (10 ms away); central is 15 ms from fs.
+BENCH_WAN_MS = {
+    "fs-gz": 10.0,
+    "fs-sz": 20.0,
+    "gz-sz": 15.0,
+    "central-fs": 15.0,
+    "central-gz": 5.0,
+    "central-sz": 10.0,
+}
+BENCH_WAN_JITTER_MS = 2.0
+
+
 async def decisions_on_cluster(
-    *, calls: int = 400, run_dir: Path | None = None, progress: Progress = lambda _: None
+    *,
+    calls: int = 400,
+    run_dir: Path | None = None,
+    progress: Progress = lambda _: None,
+    push_targets: bool = True,
+    wan: Mapping[str, float] | None = None,
+    local: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Over the wire, on one cluster: the caller sends its menu digit; time until it hears
-    `ringing`. Local: a free agent at gz. Cross-site: nobody is logged in at fs, so central's
-    router sends the call to a free agent at gz or sz (RouteCall, then the site-to-site offer)."""
+    `ringing`. Local: a free agent at gz. Cross-site: nobody is logged in at fs, so the call goes
+    to a free agent at gz or sz: offered at once to the target central pushed to fs
+    (`push_targets`), or after asking central (RouteCall), then the site-to-site offer.
+    `wan`: every inter-city link delayed so (one-way ms, "a-b" keys; tools/province/faultproxy.py)."""
+    from tools.province.faultproxy import Wan
+    from tools.province.proxied import start_with_fault_proxies
+
     with tempfile.TemporaryDirectory(prefix="vcc-bench-") as tmp:
         run = run_dir or Path(tmp)
         specs = [
@@ -928,51 +966,84 @@ async def decisions_on_cluster(
             SiteSpec("sz", "sz", trunk_channels=200, agents={"general": 20}, tie_channels=50),
             SiteSpec("fs", "fs", trunk_channels=200, agents={"general": 1}, tie_channels=50),
         ]
-        config_path = await asyncio.to_thread(_province, specs, run, mode="overflow")
-        progress("routing: starting etcd, central and three sites")
-        async with await Cluster.start(
-            config_path, run / "cluster", seed_customers=SEED_CUSTOMERS
-        ) as cluster:
-            stop = asyncio.Event()
-            policy = RobotPolicy(handle_time_mean_s=0.05, handle_distribution="constant", wrap_up="immediate")
-            staffed = [s for s in cluster.config.sites if s.id in ("gz", "sz")]
-            robots = [
-                asyncio.create_task(
-                    run_robots(
-                        s.listen,
-                        [(a.code, DEFAULT_PASSWORD) for a in s.agents if a.role == "agent"],
-                        policy,
-                        stop,
-                    )
+        config_path = await asyncio.to_thread(
+            _province, specs, run, mode="overflow", push_targets=push_targets
+        )
+        where = f", WAN {dict(wan)} ms" if wan else ""
+        progress(f"routing: starting etcd, central and three sites (pushed targets {push_targets}{where})")
+        proxies = None
+        if wan:
+            delays = {frozenset(k.split("-", 1)): v / 1000 for k, v in wan.items()}
+            cluster, proxies = await start_with_fault_proxies(
+                config_path,
+                run / "cluster",
+                partitionable=[],
+                seed_customers=SEED_CUSTOMERS,
+                wan=Wan(delays, jitter_s=BENCH_WAN_JITTER_MS / 1000),
+            )
+        else:
+            cluster = await Cluster.start(config_path, run / "cluster", seed_customers=SEED_CUSTOMERS)
+        try:
+            async with cluster:
+                stop = asyncio.Event()
+                policy = RobotPolicy(
+                    handle_time_mean_s=0.05, handle_distribution="constant", wrap_up="immediate"
                 )
-                for s in staffed
-            ]
-            result: dict[str, dict[str, Any]] = {}
-            try:
-                await _wait_ready_agents({s.id: s.listen for s in staffed}, 20)
-                dnis = cluster.config.province.service_number
-                for name, site_id, elsewhere in (
-                    ("local_acd_over_grpc", "gz", False),
-                    ("cross_site_overflow", "fs", True),
-                ):
-                    progress(f"routing: {calls} calls at {site_id}, one at a time ({name})")
-                    times = []
-                    async with rpc.channel(cluster.config.site(site_id).listen, persona=TRUNK) as ch:
-                        stub: trunk_pb2_grpc.TrunkIngressServiceAsyncStub = (
-                            trunk_pb2_grpc.TrunkIngressServiceStub(ch)
+                staffed = [s for s in cluster.config.sites if s.id in ("gz", "sz")]
+                robots = [
+                    asyncio.create_task(
+                        run_robots(
+                            s.listen,
+                            [(a.code, DEFAULT_PASSWORD) for a in s.agents if a.role == "agent"],
+                            policy,
+                            stop,
                         )
-                        for n in range(calls + WARM_UP):
-                            sample = await _digits_to_ringing(
-                                stub, dnis, n, origin=site_id, elsewhere=elsewhere
+                    )
+                    for s in staffed
+                ]
+                result: dict[str, dict[str, Any]] = {}
+                try:
+                    await _wait_ready_agents({s.id: s.listen for s in staffed}, 20)
+                    # The pushed targets follow the robots' READY states within a state period.
+                    await asyncio.sleep(1.0)
+                    dnis = cluster.config.province.service_number
+                    paths = [("local_acd_over_grpc", "gz", False)] if local else []
+                    paths.append(("cross_site_overflow", "fs", True))
+                    for name, site_id, elsewhere in paths:
+                        progress(f"routing: {calls} calls at {site_id}, one at a time ({name})")
+                        times = []
+                        async with rpc.channel(cluster.config.site(site_id).listen, persona=TRUNK) as ch:
+                            stub: trunk_pb2_grpc.TrunkIngressServiceAsyncStub = (
+                                trunk_pb2_grpc.TrunkIngressServiceStub(ch)
                             )
-                            if sample is not None and n >= WARM_UP:
-                                times.append(sample)
-                    result[name] = percentiles_ms(times)
-            finally:
-                stop.set()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.gather(*robots), 20.0)
+                            for n in range(calls + WARM_UP):
+                                sample = await _digits_to_ringing(
+                                    stub, dnis, n, origin=site_id, elsewhere=elsewhere
+                                )
+                                if sample is not None and n >= WARM_UP:
+                                    times.append(sample)
+                        result[name] = percentiles_ms(times)
+                    result["cross_site_overflow"]["pushed"] = _count_pushed(cluster)
+                finally:
+                    stop.set()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.gather(*robots), 20.0)
+        finally:
+            if proxies is not None:
+                await proxies.stop()
     return result
+
+
+def _count_pushed(cluster: Cluster) -> dict[str, int]:
+    """How central's log says the cross-site calls were decided (pushed target or RouteCall)."""
+    text = ""
+    for path in (cluster.run_dir / "logs").glob("central*.log"):
+        with contextlib.suppress(OSError):
+            text += path.read_text(encoding="utf-8", errors="replace")
+    return {
+        "pushed_target": text.count("(pushed target, push"),
+        "route_call": text.count(" -> ") - text.count("(pushed target, push"),
+    }
 
 
 async def _digits_to_ringing(
@@ -1011,14 +1082,33 @@ async def _digits_to_ringing(
         call.cancel()
 
 
-async def routing(*, calls: int = 400, progress: Progress = lambda _: None) -> dict[str, Any]:
-    """Bare round trip vs local ACD decision vs cross-site overflow decision, p50/p99 and ratios."""
+async def routing(
+    *, calls: int = 400, progress: Progress = lambda _: None, wan: bool = True
+) -> dict[str, Any]:
+    """Bare round trip vs local ACD decision vs cross-site overflow decision (pushed targets and,
+    side by side, asking central first; on loopback and on an emulated WAN), p50/p99 and ratios."""
+    load_before = os.getloadavg()
     progress("routing: bare grpc.aio unary round trips")
     bare = await bare_round_trip()
     plaintext = await bare_round_trip(tls=False)
     progress("routing: local ACD decision in process")
     in_process = await asyncio.to_thread(local_decision_in_process)
-    over_wire = await decisions_on_cluster(calls=calls, progress=progress)
+    pushed = await decisions_on_cluster(calls=calls, progress=progress)
+    asked = await decisions_on_cluster(calls=calls, progress=progress, push_targets=False, local=False)
+    over_wire = {**pushed, "cross_site_asking_central": asked["cross_site_overflow"]}
+    wan_rows: dict[str, dict[str, Any]] = {}
+    if wan:
+        for push in (True, False):
+            got = await decisions_on_cluster(
+                calls=max(20, calls // 4), progress=progress, push_targets=push, wan=BENCH_WAN_MS, local=False
+            )
+            row = got["cross_site_overflow"]
+            # fs -> gz and back (offer, reservation); asking central first adds fs -> central and back.
+            one_way = BENCH_WAN_MS["fs-gz"] + (0.0 if push else BENCH_WAN_MS["central-fs"])
+            row["link_delay_ms"] = {"fs-gz": BENCH_WAN_MS["fs-gz"], "central-fs": BENCH_WAN_MS["central-fs"]}
+            row["floor_ms"] = 2 * one_way
+            row["p50_over_floor"] = row["p50"] / row["floor_ms"] if row.get("p50") else None
+            wan_rows["wan_cross_site_" + ("pushed" if push else "asking_central")] = row
 
     def ratio(row: Mapping[str, Any], key: str) -> float | None:
         value, base = row.get(key), bare.get(key)
@@ -1030,13 +1120,18 @@ async def routing(*, calls: int = 400, progress: Progress = lambda _: None) -> d
         "bare_round_trip_plaintext": plaintext,
         "local_acd_in_process": in_process,
         **over_wire,
+        **wan_rows,
     }
     return {
         "rows": {
             name: {**row, "p50_ratio": ratio(row, "p50"), "p99_ratio": ratio(row, "p99")}
             for name, row in rows.items()
         },
-        "goal": "cross-site decision within 4 bare round trips at p50",
+        "wan_ms": BENCH_WAN_MS,
+        "wan_jitter_ms": BENCH_WAN_JITTER_MS,
+        "load_average_before": load_before,
+        "load_average": os.getloadavg(),
+        "goal": "cross-site decision within 3 bare round trips at p50",
     }
 
 

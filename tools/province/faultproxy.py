@@ -22,6 +22,10 @@ How a site is partitioned:
   learns anything from TCP, only its own keepalive pings going unanswered tell it. `heal()`
   resets the silenced connections (what was dropped cannot be replayed), closes the held ones and
   forwards again. `latency_s` delays every chunk in both directions.
+- Distances (an emulated WAN): with `wan` given, every site's links go through a proxy, each
+  delaying its chunks by the one-way delay between the two places (site ids, or "central" for
+  central and etcd), plus a random jitter of up to `jitter_s`, never reordering a connection's
+  bytes (TCP does not). The delays come from the scenario file (`wan:`).
 
 One proxy process (`python -m tools.province.faultproxy serve --plan F`) hosts the proxies of a cluster;
 a one-line text protocol on its control port cuts and heals a site (`cut gz`, `cut gz silent`,
@@ -39,6 +43,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -70,10 +75,14 @@ class FaultProxyError(Exception):
 class FaultProxy:
     """A TCP proxy on loopback from `listen` to `target` that can be cut, healed and slowed."""
 
-    def __init__(self, target: str, *, name: str = "", latency_s: float = 0.0) -> None:
+    def __init__(
+        self, target: str, *, name: str = "", latency_s: float = 0.0, jitter_s: float = 0.0, seed: int = 0
+    ) -> None:
         self.target = target
         self.name = name or target
         self.latency_s = latency_s
+        self.jitter_s = jitter_s
+        self._random = random.Random(seed)
         self.address = ""
         self.cut_now = False
         self.blackhole = True
@@ -167,12 +176,16 @@ class FaultProxy:
         loop = asyncio.get_running_loop()
         pending: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
         sender = asyncio.create_task(_deliver(pending, writer))
+        last_due = 0.0
         try:
             while data := await reader.read(CHUNK):
                 if self.silent:
                     continue  # dropped on the floor: the sender's TCP sees nothing wrong
-                await pending.put((loop.time() + self.latency_s, data))
-            await pending.put((loop.time() + self.latency_s, b""))
+                # Jitter delays a chunk but never lets it overtake the one before (TCP order).
+                jitter = self._random.uniform(0.0, self.jitter_s) if self.jitter_s > 0 else 0.0
+                last_due = max(last_due, loop.time() + self.latency_s + jitter)
+                await pending.put((last_due, data))
+            await pending.put((max(last_due, loop.time() + self.latency_s), b""))
             await sender
         except (ConnectionError, OSError):
             pass
@@ -213,9 +226,34 @@ class Link:
     target: str  # the address the dialler has in its config
     listen: str  # the proxy's address
     groups: tuple[str, ...]  # the partitionable sites this link belongs to
+    # The emulated WAN: one-way delay of every chunk and its random jitter (seconds).
+    delay_s: float = 0.0
+    jitter_s: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return {"dialler": self.dialler, "target": self.target, "listen": self.listen, "groups": self.groups}
+        return {
+            "dialler": self.dialler,
+            "target": self.target,
+            "listen": self.listen,
+            "groups": self.groups,
+            "delay_s": self.delay_s,
+            "jitter_s": self.jitter_s,
+        }
+
+
+CENTRAL_PLACE = "central"
+
+
+@dataclass(frozen=True)
+class Wan:
+    """One-way delays between places (site ids, and "central" for central and etcd), seconds."""
+
+    delays: Mapping[frozenset[str], float]
+    jitter_s: float = 0.0
+    default_s: float = 0.0
+
+    def delay(self, a: str, b: str) -> float:
+        return self.delays.get(frozenset((a, b)), self.default_s)
 
 
 @dataclass
@@ -247,7 +285,14 @@ class Plan:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Plan:
         links = [
-            Link(str(x["dialler"]), str(x["target"]), str(x["listen"]), tuple(x["groups"]))
+            Link(
+                str(x["dialler"]),
+                str(x["target"]),
+                str(x["listen"]),
+                tuple(x["groups"]),
+                float(x.get("delay_s", 0.0)),
+                float(x.get("jitter_s", 0.0)),
+            )
             for x in data["links"]
         ]
         return cls(
@@ -259,16 +304,33 @@ class Plan:
         )
 
 
-def plan_for(config: ProvinceConfig, partitionable: Iterable[str], *, central: Sequence[str] = ()) -> Plan:
+def plan_for(
+    config: ProvinceConfig,
+    partitionable: Iterable[str],
+    *,
+    central: Sequence[str] = (),
+    wan: Wan | None = None,
+) -> Plan:
     """Proxies on every link of each partitionable site (to central, etcd and peers, and back).
 
     `central`: every central address a site may dial (replicas); default the config's one.
+    `wan`: every site's links are proxied, each with its delay (partitionable or not).
     """
     wanted = sorted(set(partitionable))
     for site_id in wanted:
         config.site(site_id)  # ConfigError naming the known sites
     centrals = list(central) or [config.central.listen]
     by_pair: dict[tuple[str, str], set[str]] = {}
+    delays: dict[tuple[str, str], float] = {}
+    if wan is not None:
+        for site in config.sites:
+            for target in [*centrals, *config.etcd.endpoints]:
+                by_pair.setdefault((site.id, target), set())
+                delays[(site.id, target)] = wan.delay(site.id, CENTRAL_PLACE)
+            for peer in config.sites:
+                if peer.id != site.id:
+                    by_pair.setdefault((site.id, peer.listen), set())
+                    delays[(site.id, peer.listen)] = wan.delay(site.id, peer.id)
     for site_id in wanted:
         for target in [*centrals, *config.etcd.endpoints]:
             by_pair.setdefault((site_id, target), set()).add(site_id)
@@ -277,8 +339,16 @@ def plan_for(config: ProvinceConfig, partitionable: Iterable[str], *, central: S
                 continue
             by_pair.setdefault((site_id, peer.listen), set()).add(site_id)
             by_pair.setdefault((peer.id, config.site(site_id).listen), set()).add(site_id)
+    jitter = wan.jitter_s if wan is not None else 0.0
     links = [
-        Link(dialler, target, f"127.0.0.1:{free_port()}", tuple(sorted(groups)))
+        Link(
+            dialler,
+            target,
+            f"127.0.0.1:{free_port()}",
+            tuple(sorted(groups)),
+            delays.get((dialler, target), 0.0),
+            jitter if (dialler, target) in delays else 0.0,
+        )
         for (dialler, target), groups in sorted(by_pair.items())
     ]
     return Plan(f"127.0.0.1:{free_port()}", links, sites=wanted)
@@ -293,7 +363,17 @@ class ProxyHost:
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
         self.proxies = [
-            (link, FaultProxy(link.target, name=f"{link.dialler}->{link.target}")) for link in plan.links
+            (
+                link,
+                FaultProxy(
+                    link.target,
+                    name=f"{link.dialler}->{link.target}",
+                    latency_s=link.delay_s,
+                    jitter_s=link.jitter_s,
+                    seed=i,
+                ),
+            )
+            for i, link in enumerate(plan.links)
         ]
         self.cut_sites: set[str] = set()
         self.latency_s = 0.0

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tools.province.cluster import START_TIMEOUT_S, Cluster, ClusterError
-from tools.province.faultproxy import FaultProxyError, ProxyProcess, plan_for, start_process
+from tools.province.faultproxy import FaultProxyError, ProxyProcess, Wan, plan_for, start_process
 
 
 async def start_with_fault_proxies(
@@ -22,11 +22,13 @@ async def start_with_fault_proxies(
     timeout_s: float = START_TIMEOUT_S,
     central_replicas: int = 1,
     database_url: str | None = None,
+    wan: Wan | None = None,
 ) -> tuple[Cluster, ProxyProcess]:
     """A cluster whose `partitionable` sites (default: all) dial the province through fault proxies.
 
     etcd and central first, then the proxy process (it needs their addresses), then the sites with
-    their dial maps. Raises ClusterError / ConfigError like Cluster.start.
+    their dial maps. `wan`: every site's links are delayed as it says (an emulated WAN).
+    Raises ClusterError / ConfigError like Cluster.start.
     """
     cluster = await Cluster.start(
         config_path,
@@ -42,7 +44,7 @@ async def start_with_fault_proxies(
         sites = list(partitionable) if partitionable is not None else [s.id for s in cluster.config.sites]
         # A cut site loses every central replica, the leader and the followers alike.
         centrals = [cluster.replica_address(str(n)) for n in range(1, central_replicas + 1)]
-        plan = plan_for(cluster.config, sites, central=centrals)
+        plan = plan_for(cluster.config, sites, central=centrals, wan=wan)
         assert cluster.etcd_process is not None
         try:
             proxies = await start_process(plan, cluster.run_dir, watch_pid=cluster.etcd_process.pid)

@@ -201,14 +201,16 @@ async def open_run(
             config_path = await asyncio.to_thread(write_province, raw, run / "scenario-province.yaml")
             cut = list(partitionable) if partitionable is not None else scenario.partitioned_sites()
             proxies: ProxyProcess | None = None
+            wan = scenario.wan.to_wan() if scenario.wan is not None else None
             try:
-                if cut:
+                if cut or wan is not None:
                     cluster, proxies = await start_with_fault_proxies(
                         config_path,
                         run,
                         partitionable=cut,
                         seed_customers=SEED_CUSTOMERS,
                         central_replicas=scenario.central.replicas,
+                        wan=wan,
                     )
                 else:
                     cluster = await Cluster.start(

@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tools.province.faultproxy import CENTRAL_PLACE, Wan
 from vcc.config import IDENT
 
 Distribution = Literal["exponential", "constant"]
@@ -94,6 +95,23 @@ class EventSpec(_Strict):
     cut: Literal["reset", "silent"] | None = None
 
 
+class WanSpec(_Strict):
+    """An emulated WAN (tools/province/faultproxy.py): the one-way delay of each link, in ms."""
+
+    # "gz-sz": delay between two cities; "central-gz": between a city and central (and etcd).
+    links: dict[
+        Annotated[str, Field(pattern=r"^[a-z0-9_]+-[a-z0-9_]+$")], Annotated[float, Field(ge=0, le=1000)]
+    ] = Field(default_factory=dict)
+    # Links not listed.
+    default_ms: float = Field(default=0.0, ge=0, le=1000)
+    # Each chunk waits a further random 0..jitter_ms (never overtaking the one before it).
+    jitter_ms: float = Field(default=0.0, ge=0, le=1000)
+
+    def to_wan(self) -> Wan:
+        delays = {frozenset(key.split("-", 1)): ms / 1000 for key, ms in self.links.items()}
+        return Wan(delays, jitter_s=self.jitter_ms / 1000, default_s=self.default_ms / 1000)
+
+
 class Scenario(_Strict):
     seed: int = 0
     duration_s: float = Field(gt=0, le=86_400)
@@ -109,6 +127,7 @@ class Scenario(_Strict):
     central: CentralSpec = CentralSpec()
     sites: list[SiteSpecModel] = Field(min_length=1)
     events: list[EventSpec] = Field(default_factory=list)
+    wan: WanSpec | None = None
 
     @property
     def traffic_s(self) -> float:
@@ -141,6 +160,14 @@ class Scenario(_Strict):
         for i, event in enumerate(self.events):
             _check_event(self, i, event, ids)
         _check_partitions(self.events)
+        if self.wan is not None:
+            places = {*ids, CENTRAL_PLACE}
+            for key in self.wan.links:
+                a, b = key.split("-", 1)
+                if a == b or not {a, b} <= places:
+                    raise ValueError(f"wan.links.{key}: two different places of {', '.join(sorted(places))}")
+            if self.central.replicas > 1:
+                raise ValueError("central.replicas: more than one replica with wan is not supported yet")
         return self
 
     def partitioned_sites(self) -> list[str]:

@@ -27,7 +27,7 @@ from vcc.v1 import common_pb2 as vcc_dot_v1_dot_common__pb2
 from vcc.v1 import site_admin_pb2 as vcc_dot_v1_dot_site__admin__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14vcc/v1/central.proto\x12\x06vcc.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13vcc/v1/common.proto\x1a\x17vcc/v1/site_admin.proto\"M\n\x17IngestCallEventsRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12!\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x11.vcc.v1.CallEvent\">\n\x18IngestCallEventsResponse\x12\x0e\n\x06stored\x18\x01 \x01(\r\x12\x12\n\nduplicates\x18\x02 \x01(\r\"&\n\x15LookupCustomerRequest\x12\r\n\x05phone\x18\x01 \x01(\t\"<\n\x16LookupCustomerResponse\x12\"\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x10.vcc.v1.Customer\"\'\n\x14GetCallRecordRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\";\n\x15GetCallRecordResponse\x12\"\n\x06record\x18\x01 \x01(\x0b\x32\x12.vcc.v1.CallRecord\"\x7f\n\x16ListCallRecordsRequest\x12\x15\n\rentry_site_id\x18\x01 \x01(\t\x12\x12\n\nended_only\x18\x02 \x01(\x08\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x13\n\x0bwith_events\x18\x05 \x01(\x08\"W\n\x17ListCallRecordsResponse\x12#\n\x07records\x18\x01 \x03(\x0b\x32\x12.vcc.v1.CallRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xeb\x03\n\nCallRecord\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x15\n\rentry_site_id\x18\x02 \x01(\t\x12\x0b\n\x03\x61ni\x18\x03 \x01(\t\x12\x0c\n\x04\x64nis\x18\x04 \x01(\t\x12\x13\n\x0bskill_group\x18\x05 \x01(\t\x12 \n\x05state\x18\x06 \x01(\x0e\x32\x11.vcc.v1.CallState\x12$\n\x07outcome\x18\x07 \x01(\x0e\x32\x13.vcc.v1.CallOutcome\x12\x16\n\x0eserved_site_id\x18\x08 \x01(\t\x12\x12\n\nagent_code\x18\t \x01(\t\x12.\n\narrived_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x61nswered_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06wait_s\x18\r \x01(\x01\x12\x0e\n\x06talk_s\x18\x0e \x01(\x01\x12\x13\n\x0b\x65vent_count\x18\x0f \x01(\r\x12!\n\x06\x65vents\x18\x10 \x03(\x0b\x32\x11.vcc.v1.CallEvent\x12*\n\tdecisions\x18\x11 \x03(\x0b\x32\x17.vcc.v1.RoutingDecision\"\x1a\n\x18GetProvinceStatusRequest\"\x8c\x01\n\nSiteStatus\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\n\n\x02up\x18\x03 \x01(\x08\x12$\n\x07summary\x18\x04 \x01(\x0b\x32\x13.vcc.v1.SiteSummary\x12-\n\tlast_seen\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"i\n\x19GetProvinceStatusResponse\x12\x13\n\x0bprovince_id\x18\x01 \x01(\t\x12!\n\x05sites\x18\x02 \x03(\x0b\x32\x12.vcc.v1.SiteStatus\x12\x14\n\x0c\x63\x61ll_records\x18\x03 \x01(\x04\"I\n\x16StreamSiteStateRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\"\n\x05state\x18\x02 \x01(\x0b\x32\x13.vcc.v1.SiteSummary\"K\n\x17StreamSiteStateResponse\x12%\n\tpull_call\x18\x01 \x01(\x0b\x32\x10.vcc.v1.PullCallH\x00\x42\t\n\x07\x63ommand\"^\n\x08PullCall\x12\x13\n\x0bskill_group\x18\x01 \x01(\t\x12\x12\n\nto_site_id\x18\x02 \x01(\t\x12)\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0b\x32\x17.vcc.v1.RoutingDecision\"\xdf\x01\n\rSiteCandidate\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\n\n\x02up\x18\x02 \x01(\x08\x12\x13\n\x0bstate_age_s\x18\x03 \x01(\x01\x12\x14\n\x0cready_agents\x18\x04 \x01(\r\x12\x15\n\rcalls_waiting\x18\x05 \x01(\r\x12\x17\n\x0f\x65xpected_wait_s\x18\x06 \x01(\x01\x12\x19\n\x11\x66ree_tie_channels\x18\x07 \x01(\r\x12\x1b\n\x13\x66ree_board_channels\x18\x08 \x01(\r\x12\x10\n\x08\x65ligible\x18\t \x01(\x08\x12\x0c\n\x04note\x18\n \x01(\t\"\xed\x01\n\x0fRoutingDecision\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\x12\x16\n\x0eorigin_site_id\x18\x03 \x01(\t\x12\x16\n\x0etarget_site_id\x18\x04 \x01(\t\x12\x0c\n\x04mode\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12)\n\ncandidates\x18\x07 \x03(\x0b\x32\x15.vcc.v1.SiteCandidate\x12&\n\x02\x61t\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bskill_group\x18\t \x01(\t\"\x87\x01\n\x10RouteCallRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0f\n\x07site_id\x18\x02 \x01(\t\x12\x13\n\x0bskill_group\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x04 \x01(\r\x12\x10\n\x08waited_s\x18\x05 \x01(\x01\x12\x18\n\x10\x65xclude_site_ids\x18\x06 \x03(\t\">\n\x11RouteCallResponse\x12)\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x17.vcc.v1.RoutingDecision\"F\n\x13PreRouteCallRequest\x12\x14\n\x0chome_site_id\x18\x01 \x01(\t\x12\x0b\n\x03\x61ni\x18\x02 \x01(\t\x12\x0c\n\x04\x64nis\x18\x03 \x01(\t\"c\n\x14PreRouteCallResponse\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12)\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0b\x32\x17.vcc.v1.RoutingDecision\"$\n\x11ListAgentsRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\"\xb5\x01\n\x0e\x44irectoryEntry\x12\x12\n\nagent_code\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07site_id\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x32\n\x06skills\x18\x05 \x03(\x0b\x32\".vcc.v1.DirectoryEntry.SkillsEntry\x1a-\n\x0bSkillsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"<\n\x12ListAgentsResponse\x12&\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x16.vcc.v1.DirectoryEntry\".\n\x1bListRoutingDecisionsRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\"J\n\x1cListRoutingDecisionsResponse\x12*\n\tdecisions\x18\x01 \x03(\x0b\x32\x17.vcc.v1.RoutingDecision2\xc1\x06\n\x0e\x43\x65ntralService\x12U\n\x10IngestCallEvents\x12\x1f.vcc.v1.IngestCallEventsRequest\x1a .vcc.v1.IngestCallEventsResponse\x12O\n\x0eLookupCustomer\x12\x1d.vcc.v1.LookupCustomerRequest\x1a\x1e.vcc.v1.LookupCustomerResponse\x12L\n\rGetCallRecord\x12\x1c.vcc.v1.GetCallRecordRequest\x1a\x1d.vcc.v1.GetCallRecordResponse\x12R\n\x0fListCallRecords\x12\x1e.vcc.v1.ListCallRecordsRequest\x1a\x1f.vcc.v1.ListCallRecordsResponse\x12X\n\x11GetProvinceStatus\x12 .vcc.v1.GetProvinceStatusRequest\x1a!.vcc.v1.GetProvinceStatusResponse\x12V\n\x0fStreamSiteState\x12\x1e.vcc.v1.StreamSiteStateRequest\x1a\x1f.vcc.v1.StreamSiteStateResponse(\x01\x30\x01\x12@\n\tRouteCall\x12\x18.vcc.v1.RouteCallRequest\x1a\x19.vcc.v1.RouteCallResponse\x12I\n\x0cPreRouteCall\x12\x1b.vcc.v1.PreRouteCallRequest\x1a\x1c.vcc.v1.PreRouteCallResponse\x12\x43\n\nListAgents\x12\x19.vcc.v1.ListAgentsRequest\x1a\x1a.vcc.v1.ListAgentsResponse\x12\x61\n\x14ListRoutingDecisions\x12#.vcc.v1.ListRoutingDecisionsRequest\x1a$.vcc.v1.ListRoutingDecisionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14vcc/v1/central.proto\x12\x06vcc.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13vcc/v1/common.proto\x1a\x17vcc/v1/site_admin.proto\"M\n\x17IngestCallEventsRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12!\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x11.vcc.v1.CallEvent\">\n\x18IngestCallEventsResponse\x12\x0e\n\x06stored\x18\x01 \x01(\r\x12\x12\n\nduplicates\x18\x02 \x01(\r\"&\n\x15LookupCustomerRequest\x12\r\n\x05phone\x18\x01 \x01(\t\"<\n\x16LookupCustomerResponse\x12\"\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x10.vcc.v1.Customer\"\'\n\x14GetCallRecordRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\";\n\x15GetCallRecordResponse\x12\"\n\x06record\x18\x01 \x01(\x0b\x32\x12.vcc.v1.CallRecord\"\x7f\n\x16ListCallRecordsRequest\x12\x15\n\rentry_site_id\x18\x01 \x01(\t\x12\x12\n\nended_only\x18\x02 \x01(\x08\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x13\n\x0bwith_events\x18\x05 \x01(\x08\"W\n\x17ListCallRecordsResponse\x12#\n\x07records\x18\x01 \x03(\x0b\x32\x12.vcc.v1.CallRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xeb\x03\n\nCallRecord\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x15\n\rentry_site_id\x18\x02 \x01(\t\x12\x0b\n\x03\x61ni\x18\x03 \x01(\t\x12\x0c\n\x04\x64nis\x18\x04 \x01(\t\x12\x13\n\x0bskill_group\x18\x05 \x01(\t\x12 \n\x05state\x18\x06 \x01(\x0e\x32\x11.vcc.v1.CallState\x12$\n\x07outcome\x18\x07 \x01(\x0e\x32\x13.vcc.v1.CallOutcome\x12\x16\n\x0eserved_site_id\x18\x08 \x01(\t\x12\x12\n\nagent_code\x18\t \x01(\t\x12.\n\narrived_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x61nswered_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06wait_s\x18\r \x01(\x01\x12\x0e\n\x06talk_s\x18\x0e \x01(\x01\x12\x13\n\x0b\x65vent_count\x18\x0f \x01(\r\x12!\n\x06\x65vents\x18\x10 \x03(\x0b\x32\x11.vcc.v1.CallEvent\x12*\n\tdecisions\x18\x11 \x03(\x0b\x32\x17.vcc.v1.RoutingDecision\"\x1a\n\x18GetProvinceStatusRequest\"\x8c\x01\n\nSiteStatus\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\n\n\x02up\x18\x03 \x01(\x08\x12$\n\x07summary\x18\x04 \x01(\x0b\x32\x13.vcc.v1.SiteSummary\x12-\n\tlast_seen\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"i\n\x19GetProvinceStatusResponse\x12\x13\n\x0bprovince_id\x18\x01 \x01(\t\x12!\n\x05sites\x18\x02 \x03(\x0b\x32\x12.vcc.v1.SiteStatus\x12\x14\n\x0c\x63\x61ll_records\x18\x03 \x01(\x04\"\x9b\x01\n\x16StreamSiteStateRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\"\n\x05state\x18\x02 \x01(\x0b\x32\x13.vcc.v1.SiteSummary\x12(\n\x08presence\x18\x03 \x01(\x0e\x32\x16.vcc.v1.PresenceUpdate\x12&\n\x06routed\x18\x04 \x03(\x0b\x32\x16.vcc.v1.RoutedOnTarget\"\xe6\x01\n\x17StreamSiteStateResponse\x12%\n\tpull_call\x18\x01 \x01(\x0b\x32\x10.vcc.v1.PullCallH\x00\x12\x31\n\x0fresync_presence\x18\x02 \x01(\x0b\x32\x16.vcc.v1.ResyncPresenceH\x00\x12\x33\n\x10overflow_targets\x18\x03 \x01(\x0b\x32\x17.vcc.v1.OverflowTargetsH\x00\x12\x31\n\x0frouted_recorded\x18\x04 \x01(\x0b\x32\x16.vcc.v1.RoutedRecordedH\x00\x42\t\n\x07\x63ommand\"5\n\x0eResyncPresence\x12\x13\n\x0b\x61pplied_seq\x18\x01 \x01(\x04\x12\x0e\n\x06reason\x18\x02 \x01(\t\"I\n\x0fOverflowTargets\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\'\n\x07targets\x18\x02 \x03(\x0b\x32\x16.vcc.v1.OverflowTarget\"\x95\x01\n\x0eOverflowTarget\x12\x13\n\x0bskill_group\x18\x01 \x01(\t\x12\x0f\n\x07site_id\x18\x02 \x01(\t\x12\x14\n\x0cready_agents\x18\x03 \x01(\r\x12\x19\n\x11\x66ree_tie_channels\x18\x04 \x01(\r\x12\x13\n\x0bstate_age_s\x18\x05 \x01(\x01\x12\x17\n\x0f\x65xpected_wait_s\x18\x06 \x01(\x01\"\xbe\x01\n\x0eRoutedOnTarget\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\x12\x13\n\x0bskill_group\x18\x03 \x01(\t\x12\x16\n\x0etarget_site_id\x18\x04 \x01(\t\x12\r\n\x05\x65poch\x18\x05 \x01(\x04\x12\x10\n\x08waited_s\x18\x06 \x01(\x01\x12&\n\x02\x61t\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08priority\x18\x08 \x01(\r\"&\n\x0eRoutedRecorded\x12\x14\n\x0c\x64\x65\x63ision_ids\x18\x01 \x03(\t\"^\n\x08PullCall\x12\x13\n\x0bskill_group\x18\x01 \x01(\t\x12\x12\n\nto_site_id\x18\x02 \x01(\t\x12)\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0b\x32\x17.vcc.v1.RoutingDecision\"\xdf\x01\n\rSiteCandidate\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\n\n\x02up\x18\x02 \x01(\x08\x12\x13\n\x0bstate_age_s\x18\x03 \x01(\x01\x12\x14\n\x0cready_agents\x18\x04 \x01(\r\x12\x15\n\rcalls_waiting\x18\x05 \x01(\r\x12\x17\n\x0f\x65xpected_wait_s\x18\x06 \x01(\x01\x12\x19\n\x11\x66ree_tie_channels\x18\x07 \x01(\r\x12\x1b\n\x13\x66ree_board_channels\x18\x08 \x01(\r\x12\x10\n\x08\x65ligible\x18\t \x01(\x08\x12\x0c\n\x04note\x18\n \x01(\t\"\xed\x01\n\x0fRoutingDecision\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\x12\x16\n\x0eorigin_site_id\x18\x03 \x01(\t\x12\x16\n\x0etarget_site_id\x18\x04 \x01(\t\x12\x0c\n\x04mode\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12)\n\ncandidates\x18\x07 \x03(\x0b\x32\x15.vcc.v1.SiteCandidate\x12&\n\x02\x61t\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bskill_group\x18\t \x01(\t\"\x87\x01\n\x10RouteCallRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0f\n\x07site_id\x18\x02 \x01(\t\x12\x13\n\x0bskill_group\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x04 \x01(\r\x12\x10\n\x08waited_s\x18\x05 \x01(\x01\x12\x18\n\x10\x65xclude_site_ids\x18\x06 \x03(\t\">\n\x11RouteCallResponse\x12)\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x17.vcc.v1.RoutingDecision\"F\n\x13PreRouteCallRequest\x12\x14\n\x0chome_site_id\x18\x01 \x01(\t\x12\x0b\n\x03\x61ni\x18\x02 \x01(\t\x12\x0c\n\x04\x64nis\x18\x03 \x01(\t\"c\n\x14PreRouteCallResponse\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12)\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0b\x32\x17.vcc.v1.RoutingDecision\"$\n\x11ListAgentsRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\"\xb5\x01\n\x0e\x44irectoryEntry\x12\x12\n\nagent_code\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07site_id\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x32\n\x06skills\x18\x05 \x03(\x0b\x32\".vcc.v1.DirectoryEntry.SkillsEntry\x1a-\n\x0bSkillsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"<\n\x12ListAgentsResponse\x12&\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x16.vcc.v1.DirectoryEntry\".\n\x1bListRoutingDecisionsRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\"J\n\x1cListRoutingDecisionsResponse\x12*\n\tdecisions\x18\x01 \x03(\x0b\x32\x17.vcc.v1.RoutingDecision*f\n\x0ePresenceUpdate\x12\x1f\n\x1bPRESENCE_UPDATE_UNSPECIFIED\x10\x00\x12\x18\n\x14PRESENCE_UPDATE_FULL\x10\x01\x12\x19\n\x15PRESENCE_UPDATE_DELTA\x10\x02\x32\xc1\x06\n\x0e\x43\x65ntralService\x12U\n\x10IngestCallEvents\x12\x1f.vcc.v1.IngestCallEventsRequest\x1a .vcc.v1.IngestCallEventsResponse\x12O\n\x0eLookupCustomer\x12\x1d.vcc.v1.LookupCustomerRequest\x1a\x1e.vcc.v1.LookupCustomerResponse\x12L\n\rGetCallRecord\x12\x1c.vcc.v1.GetCallRecordRequest\x1a\x1d.vcc.v1.GetCallRecordResponse\x12R\n\x0fListCallRecords\x12\x1e.vcc.v1.ListCallRecordsRequest\x1a\x1f.vcc.v1.ListCallRecordsResponse\x12X\n\x11GetProvinceStatus\x12 .vcc.v1.GetProvinceStatusRequest\x1a!.vcc.v1.GetProvinceStatusResponse\x12V\n\x0fStreamSiteState\x12\x1e.vcc.v1.StreamSiteStateRequest\x1a\x1f.vcc.v1.StreamSiteStateResponse(\x01\x30\x01\x12@\n\tRouteCall\x12\x18.vcc.v1.RouteCallRequest\x1a\x19.vcc.v1.RouteCallResponse\x12I\n\x0cPreRouteCall\x12\x1b.vcc.v1.PreRouteCallRequest\x1a\x1c.vcc.v1.PreRouteCallResponse\x12\x43\n\nListAgents\x12\x19.vcc.v1.ListAgentsRequest\x1a\x1a.vcc.v1.ListAgentsResponse\x12\x61\n\x14ListRoutingDecisions\x12#.vcc.v1.ListRoutingDecisionsRequest\x1a$.vcc.v1.ListRoutingDecisionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +36,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DIRECTORYENTRY_SKILLSENTRY']._loaded_options = None
   _globals['_DIRECTORYENTRY_SKILLSENTRY']._serialized_options = b'8\001'
+  _globals['_PRESENCEUPDATE']._serialized_start=3699
+  _globals['_PRESENCEUPDATE']._serialized_end=3801
   _globals['_INGESTCALLEVENTSREQUEST']._serialized_start=111
   _globals['_INGESTCALLEVENTSREQUEST']._serialized_end=188
   _globals['_INGESTCALLEVENTSRESPONSE']._serialized_start=190
@@ -60,36 +62,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SITESTATUS']._serialized_end=1339
   _globals['_GETPROVINCESTATUSRESPONSE']._serialized_start=1341
   _globals['_GETPROVINCESTATUSRESPONSE']._serialized_end=1446
-  _globals['_STREAMSITESTATEREQUEST']._serialized_start=1448
-  _globals['_STREAMSITESTATEREQUEST']._serialized_end=1521
-  _globals['_STREAMSITESTATERESPONSE']._serialized_start=1523
-  _globals['_STREAMSITESTATERESPONSE']._serialized_end=1598
-  _globals['_PULLCALL']._serialized_start=1600
-  _globals['_PULLCALL']._serialized_end=1694
-  _globals['_SITECANDIDATE']._serialized_start=1697
-  _globals['_SITECANDIDATE']._serialized_end=1920
-  _globals['_ROUTINGDECISION']._serialized_start=1923
-  _globals['_ROUTINGDECISION']._serialized_end=2160
-  _globals['_ROUTECALLREQUEST']._serialized_start=2163
-  _globals['_ROUTECALLREQUEST']._serialized_end=2298
-  _globals['_ROUTECALLRESPONSE']._serialized_start=2300
-  _globals['_ROUTECALLRESPONSE']._serialized_end=2362
-  _globals['_PREROUTECALLREQUEST']._serialized_start=2364
-  _globals['_PREROUTECALLREQUEST']._serialized_end=2434
-  _globals['_PREROUTECALLRESPONSE']._serialized_start=2436
-  _globals['_PREROUTECALLRESPONSE']._serialized_end=2535
-  _globals['_LISTAGENTSREQUEST']._serialized_start=2537
-  _globals['_LISTAGENTSREQUEST']._serialized_end=2573
-  _globals['_DIRECTORYENTRY']._serialized_start=2576
-  _globals['_DIRECTORYENTRY']._serialized_end=2757
-  _globals['_DIRECTORYENTRY_SKILLSENTRY']._serialized_start=2712
-  _globals['_DIRECTORYENTRY_SKILLSENTRY']._serialized_end=2757
-  _globals['_LISTAGENTSRESPONSE']._serialized_start=2759
-  _globals['_LISTAGENTSRESPONSE']._serialized_end=2819
-  _globals['_LISTROUTINGDECISIONSREQUEST']._serialized_start=2821
-  _globals['_LISTROUTINGDECISIONSREQUEST']._serialized_end=2867
-  _globals['_LISTROUTINGDECISIONSRESPONSE']._serialized_start=2869
-  _globals['_LISTROUTINGDECISIONSRESPONSE']._serialized_end=2943
-  _globals['_CENTRALSERVICE']._serialized_start=2946
-  _globals['_CENTRALSERVICE']._serialized_end=3779
+  _globals['_STREAMSITESTATEREQUEST']._serialized_start=1449
+  _globals['_STREAMSITESTATEREQUEST']._serialized_end=1604
+  _globals['_STREAMSITESTATERESPONSE']._serialized_start=1607
+  _globals['_STREAMSITESTATERESPONSE']._serialized_end=1837
+  _globals['_RESYNCPRESENCE']._serialized_start=1839
+  _globals['_RESYNCPRESENCE']._serialized_end=1892
+  _globals['_OVERFLOWTARGETS']._serialized_start=1894
+  _globals['_OVERFLOWTARGETS']._serialized_end=1967
+  _globals['_OVERFLOWTARGET']._serialized_start=1970
+  _globals['_OVERFLOWTARGET']._serialized_end=2119
+  _globals['_ROUTEDONTARGET']._serialized_start=2122
+  _globals['_ROUTEDONTARGET']._serialized_end=2312
+  _globals['_ROUTEDRECORDED']._serialized_start=2314
+  _globals['_ROUTEDRECORDED']._serialized_end=2352
+  _globals['_PULLCALL']._serialized_start=2354
+  _globals['_PULLCALL']._serialized_end=2448
+  _globals['_SITECANDIDATE']._serialized_start=2451
+  _globals['_SITECANDIDATE']._serialized_end=2674
+  _globals['_ROUTINGDECISION']._serialized_start=2677
+  _globals['_ROUTINGDECISION']._serialized_end=2914
+  _globals['_ROUTECALLREQUEST']._serialized_start=2917
+  _globals['_ROUTECALLREQUEST']._serialized_end=3052
+  _globals['_ROUTECALLRESPONSE']._serialized_start=3054
+  _globals['_ROUTECALLRESPONSE']._serialized_end=3116
+  _globals['_PREROUTECALLREQUEST']._serialized_start=3118
+  _globals['_PREROUTECALLREQUEST']._serialized_end=3188
+  _globals['_PREROUTECALLRESPONSE']._serialized_start=3190
+  _globals['_PREROUTECALLRESPONSE']._serialized_end=3289
+  _globals['_LISTAGENTSREQUEST']._serialized_start=3291
+  _globals['_LISTAGENTSREQUEST']._serialized_end=3327
+  _globals['_DIRECTORYENTRY']._serialized_start=3330
+  _globals['_DIRECTORYENTRY']._serialized_end=3511
+  _globals['_DIRECTORYENTRY_SKILLSENTRY']._serialized_start=3466
+  _globals['_DIRECTORYENTRY_SKILLSENTRY']._serialized_end=3511
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=3513
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=3573
+  _globals['_LISTROUTINGDECISIONSREQUEST']._serialized_start=3575
+  _globals['_LISTROUTINGDECISIONSREQUEST']._serialized_end=3621
+  _globals['_LISTROUTINGDECISIONSRESPONSE']._serialized_start=3623
+  _globals['_LISTROUTINGDECISIONSRESPONSE']._serialized_end=3697
+  _globals['_CENTRALSERVICE']._serialized_start=3804
+  _globals['_CENTRALSERVICE']._serialized_end=4637
 # @@protoc_insertion_point(module_scope)

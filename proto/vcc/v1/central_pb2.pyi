@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from vcc.v1 import common_pb2 as _common_pb2
 from vcc.v1 import site_admin_pb2 as _site_admin_pb2
 import builtins as _builtins
@@ -20,6 +21,23 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _PresenceUpdate:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PresenceUpdateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PresenceUpdate.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PRESENCE_UPDATE_UNSPECIFIED: _PresenceUpdate.ValueType  # 0
+    PRESENCE_UPDATE_FULL: _PresenceUpdate.ValueType  # 1
+    PRESENCE_UPDATE_DELTA: _PresenceUpdate.ValueType  # 2
+
+class PresenceUpdate(_PresenceUpdate, metaclass=_PresenceUpdateEnumTypeWrapper): ...
+
+PRESENCE_UPDATE_UNSPECIFIED: PresenceUpdate.ValueType  # 0
+PRESENCE_UPDATE_FULL: PresenceUpdate.ValueType  # 1
+PRESENCE_UPDATE_DELTA: PresenceUpdate.ValueType  # 2
+Global___PresenceUpdate: _TypeAlias = PresenceUpdate  # noqa: Y015
 
 @_typing.final
 class IngestCallEventsRequest(_message.Message):
@@ -359,25 +377,41 @@ class StreamSiteStateRequest(_message.Message):
     """---- Global routing (the virtual call center) ----------------------------------------------
 
     A site's live state, pushed while the site runs: at most every 100 ms when something changed,
-    at least every second (a heartbeat). The `seq` increases by one per update.
+    at least every second (a heartbeat). The `seq` increases by one per message of a stream.
+    Change-driven presence: the figures in `state` are always whole, but its `agent_states` is
+    whole only in a FULL message (the first of every stream, then every few seconds, and whenever
+    central asks with ResyncPresence); a DELTA holds only the agents whose state changed since
+    message `seq - 1`. A receiver that misses a message (a gap in `seq`) must not apply the next
+    delta: it asks for a resync. A message from an older site (UNSPECIFIED) is whole.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     SEQ_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    PRESENCE_FIELD_NUMBER: _builtins.int
+    ROUTED_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
+    presence: Global___PresenceUpdate.ValueType
     @_builtins.property
     def state(self) -> _site_admin_pb2.SiteSummary: ...
+    @_builtins.property
+    def routed(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoutedOnTarget]:
+        """Calls the site offered to one of central's pushed overflow targets, not yet acknowledged by
+        central (RoutedRecorded): sent again on every message, and on the next stream, until they are.
+        """
+
     def __init__(
         self,
         *,
         seq: _builtins.int = ...,
         state: _site_admin_pb2.SiteSummary | None = ...,
+        presence: Global___PresenceUpdate.ValueType = ...,
+        routed: _abc.Iterable[Global___RoutedOnTarget] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["state", b"state"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["seq", b"seq", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["presence", b"presence", "routed", b"routed", "seq", b"seq", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -390,24 +424,198 @@ class StreamSiteStateResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PULL_CALL_FIELD_NUMBER: _builtins.int
+    RESYNC_PRESENCE_FIELD_NUMBER: _builtins.int
+    OVERFLOW_TARGETS_FIELD_NUMBER: _builtins.int
+    ROUTED_RECORDED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def pull_call(self) -> Global___PullCall:
         """Pooled mode: an agent is free at `to_site_id`; offer it your longest-waiting eligible call."""
+
+    @_builtins.property
+    def resync_presence(self) -> Global___ResyncPresence:
+        """Central cannot apply your presence deltas (it missed a message): send a FULL one next."""
+
+    @_builtins.property
+    def overflow_targets(self) -> Global___OverflowTargets:
+        """Where a call of each skill group should go now if it must leave this city: the site offers
+        at once and reports the decision in `routed`, without asking RouteCall.
+        """
+
+    @_builtins.property
+    def routed_recorded(self) -> Global___RoutedRecorded:
+        """These `routed` decisions are held in central's decision log."""
 
     def __init__(
         self,
         *,
         pull_call: Global___PullCall | None = ...,
+        resync_presence: Global___ResyncPresence | None = ...,
+        overflow_targets: Global___OverflowTargets | None = ...,
+        routed_recorded: Global___RoutedRecorded | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "pull_call", b"pull_call"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "overflow_targets", b"overflow_targets", "pull_call", b"pull_call", "resync_presence", b"resync_presence", "routed_recorded", b"routed_recorded"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "pull_call", b"pull_call"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "overflow_targets", b"overflow_targets", "pull_call", b"pull_call", "resync_presence", b"resync_presence", "routed_recorded", b"routed_recorded"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_command: _TypeAlias = _typing.Literal["pull_call"]  # noqa: Y015
+    _WhichOneofReturnType_command: _TypeAlias = _typing.Literal["pull_call", "resync_presence", "overflow_targets", "routed_recorded"]  # noqa: Y015
     _WhichOneofArgType_command: _TypeAlias = _typing.Literal["command", b"command"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_command) -> _WhichOneofReturnType_command | None: ...
 
 Global___StreamSiteStateResponse: _TypeAlias = StreamSiteStateResponse  # noqa: Y015
+
+@_typing.final
+class ResyncPresence(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLIED_SEQ_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    applied_seq: _builtins.int
+    """The last message central applied in full order."""
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        applied_seq: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_seq", b"applied_seq", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResyncPresence: _TypeAlias = ResyncPresence  # noqa: Y015
+
+@_typing.final
+class OverflowTargets(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EPOCH_FIELD_NUMBER: _builtins.int
+    TARGETS_FIELD_NUMBER: _builtins.int
+    epoch: _builtins.int
+    """Increases with every push central makes (per central process)."""
+    @_builtins.property
+    def targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___OverflowTarget]:
+        """Per skill group of the site, the eligible sites best first (none: no site can take one now)."""
+
+    def __init__(
+        self,
+        *,
+        epoch: _builtins.int = ...,
+        targets: _abc.Iterable[Global___OverflowTarget] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "targets", b"targets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OverflowTargets: _TypeAlias = OverflowTargets  # noqa: Y015
+
+@_typing.final
+class OverflowTarget(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKILL_GROUP_FIELD_NUMBER: _builtins.int
+    SITE_ID_FIELD_NUMBER: _builtins.int
+    READY_AGENTS_FIELD_NUMBER: _builtins.int
+    FREE_TIE_CHANNELS_FIELD_NUMBER: _builtins.int
+    STATE_AGE_S_FIELD_NUMBER: _builtins.int
+    EXPECTED_WAIT_S_FIELD_NUMBER: _builtins.int
+    skill_group: _builtins.str
+    site_id: _builtins.str
+    ready_agents: _builtins.int
+    free_tie_channels: _builtins.int
+    """Free tie-trunk channels from the receiving site to this one (its own side)."""
+    state_age_s: _builtins.float
+    """Age of the target's live state at central when it was chosen: the receiver may use the
+    target until (the routing policy's max_state_age_s - state_age_s) after it received it.
+    """
+    expected_wait_s: _builtins.float
+    def __init__(
+        self,
+        *,
+        skill_group: _builtins.str = ...,
+        site_id: _builtins.str = ...,
+        ready_agents: _builtins.int = ...,
+        free_tie_channels: _builtins.int = ...,
+        state_age_s: _builtins.float = ...,
+        expected_wait_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_wait_s", b"expected_wait_s", "free_tie_channels", b"free_tie_channels", "ready_agents", b"ready_agents", "site_id", b"site_id", "skill_group", b"skill_group", "state_age_s", b"state_age_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OverflowTarget: _TypeAlias = OverflowTarget  # noqa: Y015
+
+@_typing.final
+class RoutedOnTarget(_message.Message):
+    """A decision a site took on a pushed target: central records it as its own (the target site
+    still reserves an agent or refuses, so a target grown stale costs a refusal, not a call).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_ID_FIELD_NUMBER: _builtins.int
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    SKILL_GROUP_FIELD_NUMBER: _builtins.int
+    TARGET_SITE_ID_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    WAITED_S_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    decision_id: _builtins.str
+    """Minted by the site; the call's ROUTED event names it."""
+    call_id: _builtins.str
+    skill_group: _builtins.str
+    target_site_id: _builtins.str
+    epoch: _builtins.int
+    """The OverflowTargets epoch the target came from."""
+    waited_s: _builtins.float
+    priority: _builtins.int
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        decision_id: _builtins.str = ...,
+        call_id: _builtins.str = ...,
+        skill_group: _builtins.str = ...,
+        target_site_id: _builtins.str = ...,
+        epoch: _builtins.int = ...,
+        waited_s: _builtins.float = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        priority: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "call_id", b"call_id", "decision_id", b"decision_id", "epoch", b"epoch", "priority", b"priority", "skill_group", b"skill_group", "target_site_id", b"target_site_id", "waited_s", b"waited_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoutedOnTarget: _TypeAlias = RoutedOnTarget  # noqa: Y015
+
+@_typing.final
+class RoutedRecorded(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def decision_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        decision_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_ids", b"decision_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoutedRecorded: _TypeAlias = RoutedRecorded  # noqa: Y015
 
 @_typing.final
 class PullCall(_message.Message):
