@@ -85,8 +85,15 @@ async def fresh_count(engine: AsyncEngine, now: float) -> dict[str, Figures]:
 def exposed(by_site: dict[str, Figures]) -> dict[str, tuple[object, ...]]:
     """What /metrics shows of the figures: calls by outcome and the service level."""
     return {
-        s: (f.offered, f.answered, f.abandoned + f.short_abandoned, f.blocked, f.failed, f.in_progress)
-        + (f.service_level,)
+        s: (
+            f.offered,
+            f.answered,
+            f.abandoned + f.short_abandoned,
+            f.blocked,
+            f.failed,
+            f.in_progress,
+            f.service_level,
+        )
         for s, f in by_site.items()
     }
 
