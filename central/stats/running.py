@@ -47,7 +47,15 @@ class RunningFigures:
     def update(self, calls: list[CallFacts]) -> None:
         """Count these calls (new ones added, known ones replaced by a record that knows more)."""
         for c in calls:
-            day = self._days.setdefault(interval_start(c.arrived_at, DAY_S, self.policy.utc_offset_s), _Day())
+            start = interval_start(c.arrived_at, DAY_S, self.policy.utc_offset_s)
+            day = self._days.get(start)
+            if day is None:
+                if self._days and start < max(self._days) - DAY_S:
+                    continue  # a record of a day gone (today's figures never show it)
+                day = self._days[start] = _Day()
+                # Unscraped, the map still ends with the day before yesterday.
+                for d in [d for d in self._days if d < start - DAY_S]:
+                    del self._days[d]
             old = day.calls.get(c.call_id)
             if old is not None:
                 if (c.event_count, c.ended) < (old[0], old[1]):

@@ -17,7 +17,16 @@ from central.leadership import Leadership
 from central.live_state import LiveState
 from central.metrics import CentralCollector
 from central.records import CallEvent, EventKind, Outcome, fold
-from central.stats.intervals import DAY_S, Figures, StatsPolicy, call_figures, interval_start, unique_calls
+from central.stats.intervals import (
+    DAY_S,
+    CallFacts,
+    Figures,
+    StatsPolicy,
+    call_figures,
+    interval_start,
+    unique_calls,
+)
+from central.stats.running import RunningFigures
 from central.stats.service import StatsService
 from central.store import Store
 from tests.central.factories import T0, answered_call, ev, overflowed_call
@@ -175,3 +184,17 @@ async def test_figures_are_the_leaders_and_todays_only(store: Store) -> None:
     assert follower.running.today(NOW) == {}
     clock[0] = NOW + DAY_S
     assert leader.records.by_site["gz"].offered == 0
+
+
+def test_days_gone_are_dropped_even_unscraped() -> None:
+    def call(call_id: str, at: float) -> CallFacts:
+        answered = Outcome.ANSWERED
+        return CallFacts(call_id, "gz", "gz", "g", "0101", answered, True, at, 3.0, 60.0, True, False, 8)
+            call_id, "gz", "gz", "g", "0101", Outcome.ANSWERED, True, at, 3.0, 60.0, True, False, 8
+        )
+
+    running = RunningFigures(POLICY)
+    running.update([call("d0", NOW), call("d2", NOW + 2 * DAY_S), call("late", NOW)])
+    # The first day went when the third began, and a late record of it is not kept either.
+    assert running.today(NOW) == {}
+    assert running.today(NOW + 2 * DAY_S)["gz"].answered == 1
