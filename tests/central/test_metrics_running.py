@@ -190,8 +190,6 @@ def test_days_gone_are_dropped_even_unscraped() -> None:
     def call(call_id: str, at: float) -> CallFacts:
         answered = Outcome.ANSWERED
         return CallFacts(call_id, "gz", "gz", "g", "0101", answered, True, at, 3.0, 60.0, True, False, 8)
-            call_id, "gz", "gz", "g", "0101", Outcome.ANSWERED, True, at, 3.0, 60.0, True, False, 8
-        )
 
     running = RunningFigures(POLICY)
     running.update([call("d0", NOW), call("d2", NOW + 2 * DAY_S), call("late", NOW)])
