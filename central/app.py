@@ -96,6 +96,7 @@ class CentralApp:
         self.stop_overruns: list[str] = []
         self.leadership: Leadership | None = None
         self._leadership_task: asyncio.Task[None] | None = None
+        self._collector: CentralCollector | None = None
         self._dashboard_lock = asyncio.Lock()
         self._seeded = False
         self._dashboard_tasks: set[asyncio.Task[None]] = set()
@@ -215,8 +216,7 @@ class CentralApp:
             site_ids=[s.id for s in self.config.sites],
         )
         self.metrics.register(collector)
-        stats = StatsService(self.engine)
-        self.metrics.before_scrape(lambda: collector.refresh(stats))
+        self._collector = collector
         if self.metrics_server is not None:
             await self.metrics_server.start()
         # Serving only once this replica knows who leads: a client is then not bounced at once.
@@ -261,6 +261,9 @@ class CentralApp:
         assert self.store is not None
         await self.store.take_over(epoch)
         await self.store.sync_province(self.config)
+        if self._collector is not None and self.engine is not None:
+            # Today's figures as the records give them, before this replica ingests anything.
+            await self._collector.seed(StatsService(self.engine, self._collector.policy))
         # The province config central now serves from (a configuration push), in the audit log.
         await self.audit.record(
             audit.AuditEntry(
@@ -296,6 +299,8 @@ class CentralApp:
             log.warning("IVR flows not republished to etcd: %s (the next push or leader retries)", exc)
 
     async def _deposed(self, epoch: int) -> None:
+        if self._collector is not None:
+            self._collector.deposed()
         if self.desk is not None:
             await self.desk.stop_background()
         await self._stop_dashboard()

@@ -1,14 +1,15 @@
 """Central's Prometheus figures: leadership, every city's health, today's records, ingest, database.
 
 Read at each scrape from the live parts (leadership, live state, the store's own counts). The
-records' figures (service level, calls by outcome today, per city of entry) need a database read:
-the leader refreshes them before each scrape through the statistics service, which caches its
-read for a second, the same read the dashboard makes.
+records' figures (service level, calls by outcome today, per city of entry) are running ones
+(central.stats.running): the store tells them each batch's folded records at ingest, and a new
+leader seeds them once from the database, so a scrape costs no database read. They are the
+figures the day's records give (the statistics' definitions, each call once).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -16,14 +17,16 @@ from prometheus_client.registry import Collector
 
 from central.leadership import Leadership
 from central.live_state import Health, LiveState
-from central.stats.intervals import Figures, call_figures, unique_calls
+from central.records import CallRecord
+from central.stats.intervals import DAY_S, Figures, StatsPolicy, facts, interval_start
+from central.stats.running import RunningFigures
 from central.stats.service import StatsService
 from central.store import Store
 
 
 @dataclass
 class RecordFigures:
-    """Today's figures by city of entry, as of the last refresh (empty on a follower)."""
+    """Today's figures by city of entry (empty on a follower)."""
 
     by_site: dict[str, Figures] = field(default_factory=dict)
     sl_target: float = 0.0
@@ -40,6 +43,7 @@ class CentralCollector(Collector):
         live_state: LiveState,
         store: Store,
         site_ids: list[str],
+        policy: StatsPolicy | None = None,
     ) -> None:
         self._replica = replica_id
         self._clock = clock
@@ -47,19 +51,33 @@ class CentralCollector(Collector):
         self._live = live_state
         self._store = store
         self._site_ids = site_ids
-        self.records = RecordFigures()
+        self.policy = policy or StatsPolicy()
+        self.running = RunningFigures(self.policy)
+        store.record_listeners.append(self.ingested)
 
-    async def refresh(self, stats: StatsService | None) -> None:
-        """Before a scrape: today's records, on the leader only (followers show no record figures)."""
+    def ingested(self, records: Sequence[CallRecord]) -> None:
+        """The store committed these records (a batch's calls folded again): count them."""
+        self.running.update([f for r in records if (f := facts(r)) is not None])
+
+    async def seed(self, stats: StatsService) -> None:
+        """On becoming leader: today's totals from the database (a restarted or new leader)."""
+        self.running.clear()
+        day = interval_start(self._clock(), DAY_S, self.policy.utc_offset_s)
+        self.running.update(await stats.calls_between(day, day + DAY_S))
+
+    def deposed(self) -> None:
+        # Another replica ingests now: these figures would only go stale.
+        self.running.clear()
+
+    @property
+    def records(self) -> RecordFigures:
+        """Today's figures on the leader, read from the running counts (no database read)."""
         leadership = self._leadership()
-        if stats is None or leadership is None or not leadership.is_leader:
-            self.records = RecordFigures()
-            return
-        calls, _ = await stats.today()
+        if leadership is None or not leadership.is_leader:
+            return RecordFigures()
         by_site: dict[str, Figures] = {s: Figures() for s in self._site_ids}
-        for c in unique_calls(calls):
-            by_site.setdefault(c.entry_site_id, Figures()).add(call_figures(c, stats.policy))
-        self.records = RecordFigures(by_site, stats.policy.sl_target, stats.policy.sl_threshold_s)
+        by_site.update(self.running.today(self._clock()))
+        return RecordFigures(by_site, self.policy.sl_target, self.policy.sl_threshold_s)
 
     def collect(self) -> Iterator[Metric]:
         replica = self._replica

@@ -145,6 +145,9 @@ class Store:
         self.epoch: int | None = None
         self.figures = StoreFigures()
         self._statements: dict[tuple[str, tuple[str, ...], str, bool], sa.Insert] = {}
+        # Told the records of each ingested batch's calls once their transaction committed (central's
+        # running figures): the same records the `calls` table now holds.
+        self.record_listeners: list[Callable[[Sequence[CallRecord]], None]] = []
 
     # -- fencing -----------------------------------------------------------------------------
 
@@ -183,16 +186,21 @@ class Store:
 
         calls = sorted({e.call_id for e in unique})
 
+        folded: list[CallRecord] = []
+
         async def attempt(conn: AsyncConnection) -> int:
             stored = 0
             stmt = self._insert_ignore(_EVENTS, ["call_id", "site_id", "seq"], returning=True)
             for chunk in _chunks(rows):
                 stored += len((await conn.execute(stmt, chunk)).all())
             if calls:
-                await self._refold(conn, calls)
+                # Only the attempt that commits is kept (a retried one folded in vain).
+                folded[:] = await self._refold(conn, calls)
             return stored
 
         stored = await self._transaction(attempt, write=True)
+        for listener in self.record_listeners:
+            listener(folded)
         result = IngestResult(stored=stored, duplicates=len(events) - stored)
         if events:
             self.figures.ingested(site_id, result, max(0.0, time.time() - min(e.at for e in events)))
@@ -264,7 +272,7 @@ class Store:
 
         return await self._transaction(attempt)
 
-    async def _refold(self, conn: AsyncConnection, call_ids: list[str]) -> None:
+    async def _refold(self, conn: AsyncConnection, call_ids: list[str]) -> list[CallRecord]:
         events = await self._events_of(conn, call_ids)
         records = [fold(events[c]) for c in call_ids]
         call_rows = [_call_row(r) for r in records]
@@ -273,6 +281,7 @@ class Store:
             await conn.execute(self._upsert(_CALLS, ["call_id"]), chunk)
         for chunk in _chunks(leg_rows):
             await conn.execute(self._upsert(_LEGS, ["call_id", "site_id"]), chunk)
+        return records
 
     async def _events_of(self, conn: AsyncConnection, call_ids: list[str]) -> dict[str, list[CallEvent]]:
         """Each call's stored events, in journey order."""

@@ -185,6 +185,20 @@ async def test_every_process_s_figures_agree_with_the_callers(cluster: Cluster) 
         assert ingest_ok > 0
         assert "vcc_central_service_level" in {n for n, _ in central}
 
+        # 5. A restarted central (a new leader, a new term) counts nothing at ingest before its first
+        # scrape: its figures are seeded from the records, the same day's totals.
+        before = {
+            k: v
+            for k, v in central.items()
+            if k[0] in ("vcc_central_calls_today", "vcc_central_service_level")
+        }
+        await cluster.stop_central()
+        await cluster.start_central()
+        restarted = await scrape(http, endpoints(cluster)["central"])
+        assert get(restarted, "vcc_central_leader_epoch", replica="1") > epoch
+        after = {k: v for k, v in restarted.items() if k in before}
+        assert after == before and sum(v for k, v in before.items() if "offered" in str(k)) > 0
+
 
 async def _none_waiting(http: httpx.AsyncClient, url: str) -> bool:
     return total(await scrape(http, url), "vcc_site_calls_waiting") == 0
