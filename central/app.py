@@ -207,7 +207,7 @@ class CentralApp:
         )
         # Customers, tickets, knowledge, history (settings from central's environment).
         self.desk = ServiceDesk(self.store, [s.id for s in self.config.sites])
-        self.desk.add_to(self.server.grpc)
+        self.desk.add_to(self.server.grpc, self.pins)
         self.port = await self.server.start(self._listen)
         collector = CentralCollector(
             replica_id=self.replica_id,
