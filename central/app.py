@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from central import audit, recordings
+from central.customer_pins import CustomerPins
+from central.customers import demo_customers
 from central.db.engine import create_engine, is_sqlite
 from central.db.migrate import check_current, upgrade
 from central.flow_publisher import FlowPublisher
@@ -172,16 +174,17 @@ class CentralApp:
         )
         self.flows = FlowStore(self.store, time.time)
         self.flow_publisher = FlowPublisher(etcd.endpoints, etcd.prefix, self.config.province.id)
+        files = central_tls(self.config, self.replica_id)
+        site_ids = [s.id for s in self.config.sites]
+        self.audit = audit.AuditLog(self.engine)
+        self.pins = CustomerPins(self.engine, self.store, self.audit)
         ivr = IvrService(
             self.flows,
             self.config,
             self.flow_publisher,
             leadership=self.leadership,
-            lookups=Lookups(self.store),
+            lookups=Lookups(self.store, self.pins),
         )
-        files = central_tls(self.config, self.replica_id)
-        site_ids = [s.id for s in self.config.sites]
-        self.audit = audit.AuditLog(self.engine)
         # Certificates the table refuses are audited (who tried what, from where).
         authorizer = Authorizer(site_ids, on_denied=self.audit.record_denied)
         self.server = Server(
@@ -205,7 +208,7 @@ class CentralApp:
         )
         # Customers, tickets, knowledge, history (settings from central's environment).
         self.desk = ServiceDesk(self.store, [s.id for s in self.config.sites])
-        self.desk.add_to(self.server.grpc)
+        self.desk.add_to(self.server.grpc, self.pins)
         self.port = await self.server.start(self._listen)
         collector = CentralCollector(
             replica_id=self.replica_id,
@@ -276,6 +279,7 @@ class CentralApp:
         )
         if self._seed_customers and not self._seeded:
             await self.store.seed_demo_customers(self._seed_customers, [s.name for s in self.config.sites])
+            await self.pins.seed_demo([c.customer_id for c in demo_customers(self._seed_customers, [])])
             self._seeded = True
             log.info("%d demo customers in place", self._seed_customers)
         if self.desk is not None:

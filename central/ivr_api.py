@@ -12,6 +12,7 @@ from central.flow_publisher import FlowPublisher
 from central.flows import FlowStore, StoredFlow
 from central.grpc_api import LeaderGate, _refuse_as_follower
 from central.ivr_lookups import Lookups
+from vcc.authz import peer_identity
 from vcc.config import ProvinceConfig
 from vcc.errors import FailedPrecondition, InvalidArgument, NotFound
 from vcc.ivr.catalog import CatalogError, Service, parse_catalog
@@ -132,7 +133,8 @@ class IvrService(ivr_pb2_grpc.IvrServiceServicer):
     async def Lookup(self, request: ivr_pb2.LookupRequest, context: Context) -> ivr_pb2.LookupResponse:
         if self._lookups is None:
             raise FailedPrecondition("lookup-not-available", "this central answers no look-ups")
-        fields = await self._lookups.answer(request.name, dict(request.args))
+        who = peer_identity(context)
+        fields = await self._lookups.answer(request.name, dict(request.args), asker=str(who) if who else "")
         return ivr_pb2.LookupResponse(found=fields is not None, fields=fields or {})
 
     async def _only_leader(self, context: Context) -> None:

@@ -218,5 +218,5 @@ class AuditLogEntry(Base):
 
 
 # The service desk's tables (customers' numbers, tickets, notifications, knowledge,
-# idempotency) and the index of call recordings (the files stay at the sites).
-from central.db import recording_models, servicedesk_models  # noqa: E402, F401
+# idempotency), the index of call recordings (the files stay at the sites) and customers' PINs.
+from central.db import pin_models, recording_models, servicedesk_models  # noqa: E402, F401

@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection, Mapping
 
 import grpc
 
+from central.customer_pins import CustomerPins
 from central.servicedesk.customer_store import CustomerStore
 from central.servicedesk.grpc_api import CustomerService, HistoryService, KnowledgeService, TicketService
 from central.servicedesk.history_store import HistoryStore
@@ -69,8 +70,8 @@ class ServiceDesk:
         )
         self._tasks: list[asyncio.Task[None]] = []
 
-    def add_to(self, server: grpc.aio.Server) -> None:
-        pb_grpc.add_CustomerServiceServicer_to_server(CustomerService(self.customers), server)
+    def add_to(self, server: grpc.aio.Server, pins: CustomerPins | None = None) -> None:
+        pb_grpc.add_CustomerServiceServicer_to_server(CustomerService(self.customers, pins), server)
         pb_grpc.add_TicketServiceServicer_to_server(
             TicketService(self.tickets, self.ticket_queries, self.notifications), server
         )

@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 
 from central.convert import customer_to_proto
+from central.customer_pins import CustomerPins
 from central.servicedesk import common, convert
 from central.servicedesk.customer_store import CustomerStore
 from central.servicedesk.history_store import HistoryStore
@@ -19,7 +20,8 @@ from central.servicedesk.notification_store import Channel, NotificationStore
 from central.servicedesk.ticket_queries import TicketQueries
 from central.servicedesk.ticket_records import NewTicket
 from central.servicedesk.ticket_store import TicketStore
-from vcc.errors import InvalidArgument
+from vcc.authz import peer_identity
+from vcc.errors import FailedPrecondition, InvalidArgument
 from vcc.rpc import maps_errors, timestamp, unix_s
 from vcc.v1 import servicedesk_pb2 as pb
 from vcc.v1 import servicedesk_pb2_grpc as pb_grpc
@@ -39,8 +41,20 @@ def _need_id(field: str, value: str) -> None:
 
 
 class CustomerService(pb_grpc.CustomerServiceServicer):
-    def __init__(self, customers: CustomerStore) -> None:
+    def __init__(self, customers: CustomerStore, pins: CustomerPins | None = None) -> None:
         self._customers = customers
+        self._pins = pins
+
+    @maps_errors
+    async def SetCustomerPin(
+        self, request: pb.SetCustomerPinRequest, context: Context
+    ) -> pb.SetCustomerPinResponse:
+        _need_id("customer_id", request.customer_id)
+        if self._pins is None:
+            raise FailedPrecondition("pins-not-available", "this central keeps no PINs")
+        who = peer_identity(context)
+        await self._pins.set_pin(request.customer_id, request.pin, actor=str(who) if who else "unknown")
+        return pb.SetCustomerPinResponse()
 
     @maps_errors
     async def CreateCustomer(

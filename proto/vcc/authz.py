@@ -93,6 +93,8 @@ METHOD_KINDS: Mapping[str, frozenset[str]] = {
     "/vcc.v1.IvrService/ListFlows": frozenset({TOOL, SITE}),
     "/vcc.v1.IvrService/GetServiceCatalog": frozenset({TOOL, SITE}),
     "/vcc.v1.IvrService/Lookup": frozenset({SITE, TOOL}),
+    # A customer's PIN is set by the back office only (its tools), never through a site.
+    "/vcc.v1.CustomerService/SetCustomerPin": frozenset({TOOL}),
     # Central's service desk: agents work it through their site (the desktop is served by the
     # site node), the back office through its tools; imports and publishing are back office only.
     **{

@@ -18,6 +18,7 @@ import grpc
 import pytest
 import yaml
 
+from central.customer_pins import DEMO_PIN, CustomerPins
 from central.db.engine import create_engine
 from central.db.migrate import upgrade
 from central.flow_publisher import FlowPublisher
@@ -87,10 +88,12 @@ async def ivr(tmp_path: Path, etcd_server: EtcdServer) -> AsyncIterator[Ivr]:
     store = Store(engine)
     await store.sync_province(config)
     await store.seed_demo_customers(3)
+    pins = CustomerPins(engine, store)
+    await pins.seed_demo(["demo-0000", "demo-0001", "demo-0002"])
     flows = FlowStore(store, time.time)
     publisher = FlowPublisher([etcd_server.endpoint], config.etcd.prefix, config.province.id)
     server = rpc.Server([SERVICE_NAME])
-    service = IvrService(flows, config, publisher, lookups=Lookups(store))
+    service = IvrService(flows, config, publisher, lookups=Lookups(store, pins))
     ivr_pb2_grpc.add_IvrServiceServicer_to_server(service, server.grpc)
     port = await server.start("127.0.0.1:0")
     catalog = FlowCatalog("gz")
@@ -293,6 +296,11 @@ async def test_look_ups_answered_by_central(ivr: Ivr) -> None:
     }
     nobody = await lookup("customer", phone="13999999999")
     assert not nobody.found and not nobody.fields
+    right = await lookup("verify_pin", card="13800000001", pin=DEMO_PIN)
+    assert right.found and dict(right.fields) == {"verified": "true"}
+    wrong = await lookup("verify_pin", card="A000001", pin="000000")
+    assert wrong.found and dict(wrong.fields) == {"verified": "false"}
+    await expect_error(lookup("verify_pin", card="1"), grpc.StatusCode.INVALID_ARGUMENT, "bad-lookup-args")
     await expect_error(lookup("horoscope"), grpc.StatusCode.INVALID_ARGUMENT, "unknown-lookup")
     await expect_error(lookup("customer", card="1"), grpc.StatusCode.INVALID_ARGUMENT, "bad-lookup-args")
     await expect_error(

@@ -21,6 +21,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from central.customer_pins import DEMO_PIN
 from tests.helpers import eventually
 from tests.integration.support import Caller, Desktop, address, central_records, password_hash
 from tests.ivr.flows import FLOWS, as_yaml
@@ -30,8 +31,10 @@ from tools.province.cluster import Cluster, vcc_command
 from tools.province.generate import SiteSpec, generate_province
 from tools.province.netutil import free_port
 from vcc import rpc
-from vcc.tls import DESKTOP, TRUNK
+from vcc.tls import DESKTOP, TOOL, TRUNK
 from vcc.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
     common_pb2,
     cti_pb2,
     dialout_pb2,
@@ -46,6 +49,7 @@ pytestmark = pytest.mark.cluster
 
 GOLD = "13800000000"  # demo customer 0 is gold, 2 is normal (central.customers.LEVELS)
 NORMAL = "13800000002"
+WRONG_PIN = "975318"
 TREE = "95501"
 SMART = "95502"
 
@@ -377,28 +381,53 @@ async def test_the_closed_message_on_a_holiday(cluster: Cluster) -> None:
 
 
 async def test_an_agent_sends_the_caller_for_a_pin_and_gets_them_back(cluster: Cluster) -> None:
+    """The same agent twice: the caller's right PIN comes back verified, a wrong one not; central
+    checks it against the customer's hash (the demo customers' DEMO_PIN)."""
     general = next(a.code for a in cluster.config.site("gz").agents if "general" in a.skills)
+    results: list[dict[str, str]] = []
+    reports: list[dict[str, Any]] = []
     async with trunk(cluster) as ch, rpc.channel(address(cluster, "gz"), persona=DESKTOP) as desk_ch:
         desk = Desktop(desk_ch, general)
         await desk.login()
         await desk.ready()
-        caller = asyncio.create_task(
-            call(ch, cluster, cluster.config.province.service_number, ["1", "123456"], ani=NORMAL, wait_s=3)
-        )
-        offered = await desk.answer_next()
-        await desk.transfer(offered.call_id, cti_pb2.TRANSFER_KIND_BLIND, ivr=True, flow_id="pin-check")
-        back = (await desk.next_event("call_retrieved")).call_retrieved
-        # Central has no card table: the check fails, and only "not verified" comes back.
-        assert dict(back.ivr_results) == {"pin_check.verified": "false"}
-        assert (await desk.state()).call_id == offered.call_id
-        report = await caller
+        for pin in (DEMO_PIN, WRONG_PIN):
+            caller = asyncio.create_task(
+                call(ch, cluster, cluster.config.province.service_number, ["1", pin], ani=NORMAL, wait_s=3)
+            )
+            offered = await desk.answer_next()
+            await desk.transfer(offered.call_id, cti_pb2.TRANSFER_KIND_BLIND, ivr=True, flow_id="pin-check")
+            back = (await desk.next_event("call_retrieved")).call_retrieved
+            results.append(dict(back.ivr_results))
+            assert (await desk.state()).call_id == offered.call_id
+            reports.append(await caller)
+            await eventually(_ready(desk), timeout_s=15, interval_s=0.2, what="the agent ready again")
         await desk.close()
-    assert report["ended"]["outcome"] == "answered"
-    assert "ask_pin" in [h["prompt"] for h in report["heard"]]
-    pressed = [e for e in report["effects"] if e["event"] == "DIGITS" and e.get("node") == "ask_pin"]
-    assert [e["digits"] for e in pressed] == ["*"] * 6
-    assert "123456" not in repr(report["effects"])
-    assert report["record"]["agent_code"] == general
+    assert results == [{"pin_check.verified": "true"}, {"pin_check.verified": "false"}]
+    for pin, report in zip((DEMO_PIN, WRONG_PIN), reports, strict=True):
+        assert report["ended"]["outcome"] == "answered"
+        assert "ask_pin" in [h["prompt"] for h in report["heard"]]
+        pressed = [e for e in report["effects"] if e["event"] == "DIGITS" and e.get("node") == "ask_pin"]
+        assert [e["digits"] for e in pressed] == ["*"] * 6
+        assert pin not in repr(report["effects"]) and pin not in repr(report["record"])
+        assert report["record"]["agent_code"] == general
+    audit = await _audit(cluster)
+    checks = [(e.action, e.outcome) for e in audit if e.action == "pin-check" and e.actor == "site/gz"]
+    assert checks[:2] == [("pin-check", "not-verified"), ("pin-check", "verified")]  # newest first
+    assert DEMO_PIN not in repr(audit) and WRONG_PIN not in repr(audit)
+
+
+def _ready(desk: Desktop) -> Any:
+    async def check() -> bool:
+        return (await desk.state()).state == common_pb2.AGENT_STATE_READY
+
+    return check
+
+
+async def _audit(cluster: Cluster) -> list[audit_pb2.AuditEntry]:
+    async with rpc.channel(cluster.config.central.listen, persona=TOOL) as ch:
+        stub = audit_pb2_grpc.AuditServiceStub(ch)
+        reply = await stub.ListAudit(audit_pb2.ListAuditRequest(who="site/gz", page_size=100), timeout=10)
+    return list(reply.entries)
 
 
 async def test_vcc_call_prints_the_walk_as_json(cluster: Cluster) -> None:

@@ -334,11 +334,12 @@ def test_a_caller_who_goes_round_for_ever_is_ended_at_the_step_limit() -> None:
 
 def test_a_pin_check_for_an_agent_returns_the_verdict_never_the_digits() -> None:
     flow = example("pin-check")
-    agent_context = {"card": "6222000011112222", "ani": "13800000001"}
+    # The caller's number names the customer whose PIN central checks.
+    agent_context = {"ani": "13800000001"}
     run = FlowRun()
     run.start(flow, agent_context, T0)
     lookup = run.on_digits("907312", T0 + 2)[-1]
-    assert isinstance(lookup, Lookup) and lookup.args == {"card": "6222000011112222", "pin": "907312"}
+    assert isinstance(lookup, Lookup) and lookup.args == {"card": "13800000001", "pin": "907312"}
     run.on_lookup({"verified": "true"}, T0 + 3)
     assert run.ended == ReturnToAgent({"pin_check.verified": "true"})
     assert "907312" not in repr(run.trace) and "907312" not in repr(run.ended)

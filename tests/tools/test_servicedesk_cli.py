@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from central.audit import AuditLog
+from central.customer_pins import CustomerPins, PinCheck
 from central.db.engine import create_engine
 from central.db.migrate import upgrade
 from central.servicedesk.desk import ServiceDesk
@@ -112,3 +114,37 @@ async def test_import_tickets_kb_history(central: str, tmp_path: Path) -> None:
     history = await json_of(central, "history", "02012345678")
     assert history["customer"]["customer_id"] == "k1"
     assert [i["kind"] for i in history["items"]] == ["ticket"]
+
+
+async def test_set_pin_keeps_a_hash_the_ivr_checks(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'central.db'}"
+    await upgrade(url)
+    engine = create_engine(url)
+    store = Store(engine)
+    await store.seed_demo_customers(1, ["广州"])
+    pins = CustomerPins(engine, store, AuditLog(engine))
+    server = rpc.Server(SERVICE_NAMES)
+    ServiceDesk(store, ["gz", "sz"], senders={}).add_to(server.grpc, pins)
+    address = f"127.0.0.1:{await server.start('127.0.0.1:0')}"
+    try:
+
+        async def set_pin(customer_id: str, pin: str) -> subprocess.CompletedProcess[str]:
+            return await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "tools", "customers", "set-pin", customer_id, "--pin-stdin",
+                 "--central", address],
+                input=f"{pin}\n", capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+
+        done = await set_pin("demo-0000", "7531")
+        assert done.returncode == 0, done.stderr
+        assert await pins.verify("A000000", "7531", actor="site/gz") is PinCheck.VERIFIED
+        bad = await set_pin("demo-0000", "75x1")
+        assert bad.returncode != 0 and "bad-pin" in bad.stderr and "75x1" not in bad.stderr
+        nobody = await set_pin("demo-0009", "7531")
+        assert nobody.returncode != 0 and "customer-not-found" in nobody.stderr
+        # The refused ones changed nothing.
+        assert await pins.verify("A000000", "7531", actor="site/gz") is PinCheck.VERIFIED
+    finally:
+        await server.stop(0)
+        await engine.dispose()

@@ -230,6 +230,44 @@ class UpdateCustomerResponse(_message.Message):
 Global___UpdateCustomerResponse: _TypeAlias = UpdateCustomerResponse  # noqa: Y015
 
 @_typing.final
+class SetCustomerPinRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    PIN_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    pin: _builtins.str
+    """4 to 12 digits."""
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        pin: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "pin", b"pin"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetCustomerPinRequest: _TypeAlias = SetCustomerPinRequest  # noqa: Y015
+
+@_typing.final
+class SetCustomerPinResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetCustomerPinResponse: _TypeAlias = SetCustomerPinResponse  # noqa: Y015
+
+@_typing.final
 class SearchCustomersRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

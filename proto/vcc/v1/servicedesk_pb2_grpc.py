@@ -59,6 +59,11 @@ class CustomerServiceStub:
                 request_serializer=vcc_dot_v1_dot_servicedesk__pb2.ImportCustomersRequest.SerializeToString,
                 response_deserializer=vcc_dot_v1_dot_servicedesk__pb2.ImportCustomersResponse.FromString,
                 _registered_method=True)
+        self.SetCustomerPin = channel.unary_unary(
+                '/vcc.v1.CustomerService/SetCustomerPin',
+                request_serializer=vcc_dot_v1_dot_servicedesk__pb2.SetCustomerPinRequest.SerializeToString,
+                response_deserializer=vcc_dot_v1_dot_servicedesk__pb2.SetCustomerPinResponse.FromString,
+                _registered_method=True)
 
 
 class CustomerServiceServicer:
@@ -96,6 +101,14 @@ class CustomerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetCustomerPin(self, request, context):
+        """A customer's new PIN (the flows' verify_pin): kept as a salted hash, never in clear; any
+        lockout ends. INVALID_ARGUMENT `bad-pin` (4 to 12 digits), NOT_FOUND `customer-not-found`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CustomerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -123,6 +136,11 @@ def add_CustomerServiceServicer_to_server(servicer, server):
                     servicer.ImportCustomers,
                     request_deserializer=vcc_dot_v1_dot_servicedesk__pb2.ImportCustomersRequest.FromString,
                     response_serializer=vcc_dot_v1_dot_servicedesk__pb2.ImportCustomersResponse.SerializeToString,
+            ),
+            'SetCustomerPin': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetCustomerPin,
+                    request_deserializer=vcc_dot_v1_dot_servicedesk__pb2.SetCustomerPinRequest.FromString,
+                    response_serializer=vcc_dot_v1_dot_servicedesk__pb2.SetCustomerPinResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -260,6 +278,33 @@ class CustomerService:
             '/vcc.v1.CustomerService/ImportCustomers',
             vcc_dot_v1_dot_servicedesk__pb2.ImportCustomersRequest.SerializeToString,
             vcc_dot_v1_dot_servicedesk__pb2.ImportCustomersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetCustomerPin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vcc.v1.CustomerService/SetCustomerPin',
+            vcc_dot_v1_dot_servicedesk__pb2.SetCustomerPinRequest.SerializeToString,
+            vcc_dot_v1_dot_servicedesk__pb2.SetCustomerPinResponse.FromString,
             options,
             channel_credentials,
             insecure,

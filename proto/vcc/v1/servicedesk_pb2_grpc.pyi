@@ -44,6 +44,10 @@ class CustomerServiceStub:
     SearchCustomers: _grpc.UnaryUnaryMultiCallable[_servicedesk_pb2.SearchCustomersRequest, _servicedesk_pb2.SearchCustomersResponse]
     ImportCustomers: _grpc.UnaryUnaryMultiCallable[_servicedesk_pb2.ImportCustomersRequest, _servicedesk_pb2.ImportCustomersResponse]
     """A batch of an import: each row is taken or rejected with its reason (never all-or-nothing)."""
+    SetCustomerPin: _grpc.UnaryUnaryMultiCallable[_servicedesk_pb2.SetCustomerPinRequest, _servicedesk_pb2.SetCustomerPinResponse]
+    """A customer's new PIN (the flows' verify_pin): kept as a salted hash, never in clear; any
+    lockout ends. INVALID_ARGUMENT `bad-pin` (4 to 12 digits), NOT_FOUND `customer-not-found`.
+    """
 
 @_typing.type_check_only
 class CustomerServiceAsyncStub(CustomerServiceStub):
@@ -55,6 +59,10 @@ class CustomerServiceAsyncStub(CustomerServiceStub):
     SearchCustomers: _aio.UnaryUnaryMultiCallable[_servicedesk_pb2.SearchCustomersRequest, _servicedesk_pb2.SearchCustomersResponse]  # type: ignore[assignment]
     ImportCustomers: _aio.UnaryUnaryMultiCallable[_servicedesk_pb2.ImportCustomersRequest, _servicedesk_pb2.ImportCustomersResponse]  # type: ignore[assignment]
     """A batch of an import: each row is taken or rejected with its reason (never all-or-nothing)."""
+    SetCustomerPin: _aio.UnaryUnaryMultiCallable[_servicedesk_pb2.SetCustomerPinRequest, _servicedesk_pb2.SetCustomerPinResponse]  # type: ignore[assignment]
+    """A customer's new PIN (the flows' verify_pin): kept as a salted hash, never in clear; any
+    lockout ends. INVALID_ARGUMENT `bad-pin` (4 to 12 digits), NOT_FOUND `customer-not-found`.
+    """
 
 class CustomerServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -93,6 +101,16 @@ class CustomerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_servicedesk_pb2.ImportCustomersResponse, _abc.Awaitable[_servicedesk_pb2.ImportCustomersResponse]]:
         """A batch of an import: each row is taken or rejected with its reason (never all-or-nothing)."""
+
+    @_abc_1.abstractmethod
+    def SetCustomerPin(
+        self,
+        request: _servicedesk_pb2.SetCustomerPinRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_servicedesk_pb2.SetCustomerPinResponse, _abc.Awaitable[_servicedesk_pb2.SetCustomerPinResponse]]:
+        """A customer's new PIN (the flows' verify_pin): kept as a salted hash, never in clear; any
+        lockout ends. INVALID_ARGUMENT `bad-pin` (4 to 12 digits), NOT_FOUND `customer-not-found`.
+        """
 
 def add_CustomerServiceServicer_to_server(servicer: CustomerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

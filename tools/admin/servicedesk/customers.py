@@ -1,4 +1,4 @@
-"""`vcc customers`: get, search, create, edit, import a CSV with a report of the rejected rows."""
+"""`vcc customers`: get, search, create, edit, set-pin, import a CSV with a report of the rejected rows."""
 
 from __future__ import annotations
 
@@ -158,6 +158,34 @@ def customers_edit(
 
     reply = call_central(central, config, work)
     show(reply, as_json, lambda: print_table("edited", CUSTOMER_COLUMNS, _customer_rows([reply.customer])))
+
+
+@customers_app.command("set-pin")
+def customers_set_pin(
+    customer_id: str,
+    pin_stdin: Annotated[bool, typer.Option(help="Read the PIN from the first line of stdin.")] = False,
+    central: CentralOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """A customer's new PIN for the IVR's check (asked twice, not shown; never an argument, so that
+    it stays out of the shell's history); ends a lockout."""
+    import sys
+
+    from vcc.v1 import servicedesk_pb2 as pb
+    from vcc.v1 import servicedesk_pb2_grpc as pb_grpc
+
+    if pin_stdin:
+        pin = sys.stdin.readline().strip()
+    else:
+        pin = typer.prompt("PIN", hide_input=True, confirmation_prompt=True)
+    call_central(
+        central,
+        config,
+        lambda ch: pb_grpc.CustomerServiceStub(ch).SetCustomerPin(
+            pb.SetCustomerPinRequest(customer_id=customer_id, pin=pin), timeout=DEADLINE_S
+        ),
+    )
+    typer.echo(f"PIN set for {customer_id}")
 
 
 @customers_app.command("import")
