@@ -6,26 +6,10 @@ Plain dataclasses; protobuf stops at the adapters (site_node/grpc_api/convert.py
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 
-from vcc.call_events import EventKind
+from vcc.call_events import CallState, EventKind, Outcome
 
-
-class CallState(StrEnum):
-    ARRIVING = "ARRIVING"
-    IVR = "IVR"
-    QUEUED = "QUEUED"
-    RINGING = "RINGING"
-    TALKING = "TALKING"
-    HELD = "HELD"
-    ENDED = "ENDED"
-
-
-class Outcome(StrEnum):
-    ANSWERED = "ANSWERED"
-    ABANDONED = "ABANDONED"
-    BLOCKED = "BLOCKED"
-    FAILED = "FAILED"
+__all__ = ["CallState", "Outcome"]  # the contract's enums, re-exported for the call control
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,20 +18,11 @@ from central.stats.intervals import INTERVAL_S, StatsPolicy, interval_start
 from central.stats.service import StatsService
 from central.store import Store
 from central.web.server import Dashboard
+from tools.province.chromium import CHROMIUM
 from vcc.v1 import site_admin_pb2
 
 SITES = [("gz", "Guangzhou"), ("sz", "Shenzhen"), ("fs", "Foshan")]
 
-# Debian's chromium, driven by Playwright (the browser tests).
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SCREENSHOTS = Path(os.environ.get("VCC_SCREENSHOT_DIR", Path(__file__).parents[2] / "run" / "screenshots"))
 
 
