@@ -79,31 +79,43 @@ async def test_a_transferred_call_is_one_trace_across_the_cities(cluster: Cluste
     run = cluster.run_dir
     gz, sz, central = "site:gz", "site:sz", "central:1"
 
-    async def whole() -> list[SpanRow] | None:
+    async def exported(wanted: list[tuple[str, str]]) -> list[SpanRow] | None:
         spans = call_spans(await asyncio.to_thread(read_spans, run), call_id)
-        wanted = [
-            ("call", gz),
-            ("ivr", gz),
-            ("queue", gz),
-            ("RouteCall", gz),
-            ("RouteCall", central),
-            ("route.decide", central),
-            ("ServeCall", gz),
-            ("call.guest", sz),
-            ("ring", sz),
-            ("talk", sz),
-            ("transfer", sz),
-            ("ring", gz),
-            ("talk", gz),
-            ("record.shipped", gz),
-            ("records.ship", gz),
-            ("IngestCallEvents", central),
-        ]
         missing = [(n, p) for n, p in wanted if not named(spans, n, p)]
         assert not missing, (missing, sorted({(s.name, s.process) for s in spans}))
         return spans
 
-    spans = await eventually(whole, timeout_s=30, interval_s=0.5, what="every span of the call exported")
+    # Every span but gz's ServeCall client span first, then that one: the defect marked above
+    # keeps it from ever coming, and the processes export every 0.5 s, so once the others are in
+    # it is a matter of seconds (rather than the first wait's whole 30 s, spent at every run).
+    serve_call = ("ServeCall", gz)
+    wanted = [
+        ("call", gz),
+        ("ivr", gz),
+        ("queue", gz),
+        ("RouteCall", gz),
+        ("RouteCall", central),
+        ("route.decide", central),
+        ("ServeCall", gz),
+        ("call.guest", sz),
+        ("ring", sz),
+        ("talk", sz),
+        ("transfer", sz),
+        ("ring", gz),
+        ("talk", gz),
+        ("record.shipped", gz),
+        ("records.ship", gz),
+        ("IngestCallEvents", central),
+    ]
+    await eventually(
+        lambda: exported([w for w in wanted if w != serve_call]),
+        timeout_s=30,
+        interval_s=0.5,
+        what="the call's spans exported",
+    )
+    spans = await eventually(
+        lambda: exported(wanted), timeout_s=10, interval_s=0.5, what="every span of the call exported"
+    )
     call_root = named(spans, "call", gz)[0]
     assert call_root.parent_id == "" or call_root.attributes.get("vcc.call_id") == call_id
     trace_id = call_root.trace_id
