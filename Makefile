@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
 BENCH_ARGS ?=
 PYTEST_ARGS ?=
+# Two workers (pytest-xdist): the tests that start clusters run one after the other in one of
+# them, the rest in the other (tests/conftest.py). TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
 
 .PHONY: venv demo test lint proto bench prompts system-deps clean
 
@@ -26,7 +29,7 @@ demo: $(STAMP) system-deps
 	$(VCC) demo $(DEMO_ARGS)
 
 test: $(STAMP) system-deps
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

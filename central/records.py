@@ -8,33 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 
-from vcc.call_events import EventKind
+from vcc.call_events import CallState, EventKind, Outcome
 
-
-class CallState(StrEnum):
-    """Where a call is; vcc.v1.CallState names without the prefix ("" = not known yet)."""
-
-    UNSPECIFIED = ""
-    ARRIVING = "ARRIVING"
-    IVR = "IVR"
-    QUEUED = "QUEUED"
-    RINGING = "RINGING"
-    TALKING = "TALKING"
-    HELD = "HELD"
-    ENDED = "ENDED"
-
-
-class Outcome(StrEnum):
-    """How a call ended; vcc.v1.CallOutcome names without the prefix ("" = not ended)."""
-
-    UNSPECIFIED = ""
-    ANSWERED = "ANSWERED"
-    ABANDONED = "ABANDONED"
-    BLOCKED = "BLOCKED"
-    FAILED = "FAILED"
-    SELF_SERVED = "SELF_SERVED"
+__all__ = ["CallState", "Outcome"]  # the contract's enums, re-exported for central
 
 
 @dataclass(frozen=True)

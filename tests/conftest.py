@@ -1,15 +1,27 @@
-"""Fixtures shared by the whole suite: a real etcd and a real PostgreSQL server."""
+"""Fixtures shared by the whole suite: a real etcd and a real PostgreSQL server (one of each per
+pytest-xdist worker); and how `make test` spreads the suite over two workers."""
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.fixtures.postgres import PostgresServer, start_temporary
 from tools.province.etcd_server import EtcdServer
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`make test` (-n 2 --dist loadgroup): the clusters in one lane, the rest beside it."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from tests.fixtures.lanes import ClusterLaneScheduling
+
+    return ClusterLaneScheduling(config, log)
 
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,9 @@ import grpc
 
 T = TypeVar("T")
 
-# A server still starting, or a TLS handshake slow on a busy machine: the condition is not yet
-# reached, not broken.
-_TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# A server that is up may still miss one answer's deadline, or one connection attempt, while every
+# core of the machine is busy: a check that met one of these is asked again (until the timeout).
+TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 async def eventually(
@@ -22,8 +22,8 @@ async def eventually(
     interval_s: float = 0.05,
     what: str = "condition",
 ) -> T:
-    """Call `check` until it returns without raising AssertionError (and not None/False); an RPC
-    that fails UNAVAILABLE or DEADLINE_EXCEEDED counts as not yet."""
+    """Call `check` until it returns without raising AssertionError (and not None/False); a gRPC
+    call of the check that failed UNAVAILABLE or DEADLINE_EXCEEDED counts as not yet."""
     deadline = time.monotonic() + timeout_s
     last: BaseException | None = None
     while True:
@@ -34,7 +34,7 @@ async def eventually(
         except AssertionError as exc:
             last = exc
         except grpc.aio.AioRpcError as exc:
-            if exc.code() not in _TRANSIENT:
+            if exc.code() not in TRANSIENT:
                 raise
             last = exc
         if time.monotonic() > deadline:

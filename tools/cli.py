@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -20,10 +20,8 @@ from tools.admin.certs import certs_app
 from tools.admin.ivr import ivr_app
 from tools.admin.roster import roster_app
 from tools.bench.cli import bench_app
+from tools.console import console
 from vcc.config import ConfigError, ProvinceConfig, load_province
-
-if TYPE_CHECKING:
-    from rich.console import Console
 
 app = typer.Typer(
     name="vcc",
@@ -48,13 +46,6 @@ app.add_typer(prompts_app, name="prompts")
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The province config (YAML).")]
 RunDirOpt = Annotated[Path, typer.Option("--run-dir", help="The cluster's run folder.")]
 DEFAULT_CLUSTER_DIR = Path("run/cluster")
-
-
-def _console() -> Console:
-    # A pipe or a log file gets full-width tables rather than rich's default of 80 columns.
-    from rich.console import Console
-
-    return Console() if sys.stdout.isatty() else Console(width=160)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -444,7 +435,7 @@ def cluster_status(run_dir: RunDirOpt = DEFAULT_CLUSTER_DIR) -> None:
         table.add_row(
             p.name, str(p.pid), "[green]running[/]" if p.alive else "[red]stopped[/]", p.address, str(p.log)
         )
-    _console().print(table)
+    console().print(table)
     # Where to reach each part, as cluster.json gives it to scripts (SPEC §6).
     for name, part in [("central", where.get("central", {})), *where.get("sites", {}).items()]:
         typer.echo(f"  {name:<8} " + "  ".join(f"{k} {v}" for k, v in part.items()))
@@ -461,7 +452,7 @@ def status(
     from tools.province.status import print_status
 
     cfg = load_tool_config(config)
-    all_up = asyncio.run(print_status(cfg, _console(), deadline))
+    all_up = asyncio.run(print_status(cfg, console(), deadline))
     if not all_up:
         raise typer.Exit(1)
 
@@ -618,7 +609,7 @@ def stats(
                 nl=False,
             )
         else:
-            stats_cli.print_live(stats_cli.live(base, cookie=cookie), _console())
+            stats_cli.print_live(stats_cli.live(base, cookie=cookie), console())
     except stats_cli.StatsUnavailable as exc:
         fail(str(exc), code=1)
 

@@ -1,6 +1,7 @@
-"""What can happen to a call: the names of vcc.v1.CallEventKind without their prefix.
+"""What can happen to a call, where it is and how it ended: the names of vcc.v1.CallEventKind,
+CallState and CallOutcome without their prefix.
 
-One enum for the sites that record call events and the central service that folds them.
+One definition for the sites that record call events and the central service that folds them.
 """
 
 from __future__ import annotations
@@ -41,3 +42,29 @@ class EventKind(StrEnum):
     CALLBACK = "CALLBACK"
     # A voicemail message recorded, assigned, played, done (data: message_id, stage).
     VOICEMAIL = "VOICEMAIL"
+
+
+class CallState(StrEnum):
+    """Where a call is; vcc.v1.CallState names without the prefix ("" = not known yet)."""
+
+    UNSPECIFIED = ""
+    ARRIVING = "ARRIVING"
+    IVR = "IVR"
+    QUEUED = "QUEUED"
+    RINGING = "RINGING"
+    TALKING = "TALKING"
+    HELD = "HELD"
+    ENDED = "ENDED"
+
+
+class Outcome(StrEnum):
+    """How a call ended; vcc.v1.CallOutcome names without the prefix ("" = not ended; a site's
+    live call says "not ended" with None)."""
+
+    UNSPECIFIED = ""
+    ANSWERED = "ANSWERED"
+    ABANDONED = "ABANDONED"
+    BLOCKED = "BLOCKED"
+    FAILED = "FAILED"
+    # The IVR served it with no agent (closed message, voicemail, callback asked, fax, hang-up).
+    SELF_SERVED = "SELF_SERVED"

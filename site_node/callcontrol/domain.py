@@ -6,28 +6,10 @@ Plain dataclasses; protobuf stops at the adapters (site_node/grpc_api/convert.py
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 
-from vcc.call_events import EventKind
+from vcc.call_events import CallState, EventKind, Outcome
 
-
-class CallState(StrEnum):
-    ARRIVING = "ARRIVING"
-    IVR = "IVR"
-    QUEUED = "QUEUED"
-    RINGING = "RINGING"
-    TALKING = "TALKING"
-    HELD = "HELD"
-    ENDED = "ENDED"
-
-
-class Outcome(StrEnum):
-    ANSWERED = "ANSWERED"
-    ABANDONED = "ABANDONED"
-    BLOCKED = "BLOCKED"
-    FAILED = "FAILED"
-    # The IVR served it with no agent (closed message, voicemail, callback asked, fax, hang-up).
-    SELF_SERVED = "SELF_SERVED"
+__all__ = ["CallState", "Outcome"]  # the contract's enums, re-exported for the call control
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import grpc
+import yaml
 
 from tests.helpers import eventually
 from tools.province.cluster import Cluster
-from tools.province.generate import DEFAULT_PASSWORD, hash_password
+from tools.province.generate import DEFAULT_PASSWORD, SiteSpec, generate_province, hash_password
+from tools.province.netutil import free_port
 from tools.simulation.report import reconcile_detailed
 from tools.simulation.robots import RobotPolicy, run_robots
 from tools.simulation.traffic import CallerView, SiteLoad, TrafficPlan, run_traffic
@@ -35,6 +40,40 @@ def password_hash() -> str:
     if not _HASH:
         _HASH.append(hash_password(DEFAULT_PASSWORD))
     return _HASH[0]
+
+
+def local_province(run_dir: Path, sites: Sequence[SiteSpec], **config: Any) -> Path:
+    """`sites` as a province on this machine, written to run_dir/province.yaml: central on a free
+    port over SQLite in `run_dir`, the outboxes there too, one hash of the demo password for every
+    agent. `config`: generate_province's other arguments (routing, ring_timeout_s, ...)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = {
+        "etcd_endpoint": "127.0.0.1:2379",  # the cluster gives etcd a free port of its own
+        "central_listen": f"127.0.0.1:{free_port()}",
+        "database_url": f"sqlite+aiosqlite:///{run_dir / 'central.db'}",
+        "password_hash": password_hash(),
+        "outbox_dir": run_dir / "outbox",
+        **config,
+    }
+    path = run_dir / "province.yaml"
+    path.write_text(yaml.safe_dump(generate_province(sites, **config), allow_unicode=True))
+    return path
+
+
+@contextmanager
+def module_cluster(
+    run_dir: Path, sites: Sequence[SiteSpec], seed_customers: int = 20, **config: Any
+) -> Iterator[Cluster]:
+    """A cluster of local_province(run_dir, sites, **config) for a module's tests to share (started
+    and stopped outside their event loops), every process on a fresh port."""
+    path = local_province(run_dir, sites, **config)
+    started = asyncio.run(
+        Cluster.start(path, run_dir / "run", seed_customers=seed_customers, fresh_ports=True)
+    )
+    try:
+        yield started
+    finally:
+        asyncio.run(started.stop())
 
 
 def agents(cluster: Cluster, site_id: str) -> list[tuple[str, str]]:

@@ -8,20 +8,17 @@ central's records of today must equal the callers' own counts, per city of entry
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator, Mapping
 
 import httpx
 import pytest
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import eventually
-from tests.integration.support import Caller, address, password_hash, traffic_with_robots
+from tests.integration.support import Caller, address, module_cluster, traffic_with_robots
 from tools.province.cluster import Cluster
-from tools.province.generate import SiteSpec, generate_province
-from tools.province.netutil import free_port
+from tools.province.generate import SiteSpec
 from tools.simulation.traffic import CallerView
 from vcc import rpc
 from vcc.metrics import FORBIDDEN_LABELS
@@ -35,27 +32,18 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    run_dir = tmp_path_factory.mktemp("metrics")
-    config = generate_province(
+    with module_cluster(
+        tmp_path_factory.mktemp("metrics"),
         [
             SiteSpec("gz", "Guangzhou", trunk_channels=5, agents={"general": 2}),
             SiteSpec("sz", "Shenzhen", trunk_channels=20, agents={"general": 2}),
         ],
-        etcd_endpoint="127.0.0.1:2379",
-        central_listen=f"127.0.0.1:{free_port()}",
-        database_url=f"sqlite+aiosqlite:///{run_dir / 'central.db'}",
-        password_hash=password_hash(),
         ring_timeout_s=2.0,
-        outbox_dir=run_dir / "outbox",
         lease_ttl_s=2,
         # Each city serves its own callers: per-city figures compare one to one.
         routing={"mode": "isolated"},
-    )
-    config_path = run_dir / "province.yaml"
-    config_path.write_text(yaml.safe_dump(config, allow_unicode=True))
-    started = asyncio.run(Cluster.start(config_path, run_dir / "run", seed_customers=20, fresh_ports=True))
-    yield started
-    asyncio.run(started.stop())
+    ) as started:
+        yield started
 
 
 def endpoints(cluster: Cluster) -> dict[str, str]:

@@ -13,16 +13,14 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from tests.helpers import eventually
-from tests.integration.support import Caller, Desktop, address, password_hash
+from tests.integration.support import Caller, Desktop, address, module_cluster
 from tools.admin.trace import SpanRow, call_spans, read_spans
 from tools.cli import app
 from tools.province.cluster import Cluster
-from tools.province.generate import SiteSpec, generate_province
-from tools.province.netutil import free_port
+from tools.province.generate import SiteSpec
 from vcc import rpc
 from vcc.tls import DESKTOP, TRUNK
 from vcc.v1 import common_pb2, cti_pb2
@@ -32,27 +30,18 @@ pytestmark = pytest.mark.cluster
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    run_dir = tmp_path_factory.mktemp("traces")
-    config = generate_province(
+    with module_cluster(
+        tmp_path_factory.mktemp("traces"),
         [
             SiteSpec("gz", "Guangzhou", trunk_channels=5, agents={"general": 1}),
             SiteSpec("sz", "Shenzhen", trunk_channels=5, agents={"general": 1}),
         ],
-        etcd_endpoint="127.0.0.1:2379",
-        central_listen=f"127.0.0.1:{free_port()}",
-        database_url=f"sqlite+aiosqlite:///{run_dir / 'central.db'}",
-        password_hash=password_hash(),
         ring_timeout_s=5.0,
-        outbox_dir=run_dir / "outbox",
         lease_ttl_s=2,
         # A call with nobody ready in its city asks central at once.
         routing={"mode": "overflow", "overflow_after_s": 0.0},
-    )
-    path = run_dir / "province.yaml"
-    path.write_text(yaml.safe_dump(config, allow_unicode=True))
-    started = asyncio.run(Cluster.start(path, run_dir / "run", seed_customers=20, fresh_ports=True))
-    yield started
-    asyncio.run(started.stop())
+    ) as started:
+        yield started
 
 
 def named(spans: list[SpanRow], name: str, process: str) -> list[SpanRow]:
@@ -85,31 +74,43 @@ async def test_a_transferred_call_is_one_trace_across_the_cities(cluster: Cluste
     run = cluster.run_dir
     gz, sz, central = "site:gz", "site:sz", "central:1"
 
-    async def whole() -> list[SpanRow] | None:
+    async def exported(wanted: list[tuple[str, str]]) -> list[SpanRow] | None:
         spans = call_spans(await asyncio.to_thread(read_spans, run), call_id)
-        wanted = [
-            ("call", gz),
-            ("ivr", gz),
-            ("queue", gz),
-            ("RouteCall", gz),
-            ("RouteCall", central),
-            ("route.decide", central),
-            ("ServeCall", gz),
-            ("call.guest", sz),
-            ("ring", sz),
-            ("talk", sz),
-            ("transfer", sz),
-            ("ring", gz),
-            ("talk", gz),
-            ("record.shipped", gz),
-            ("records.ship", gz),
-            ("IngestCallEvents", central),
-        ]
         missing = [(n, p) for n, p in wanted if not named(spans, n, p)]
         assert not missing, (missing, sorted({(s.name, s.process) for s in spans}))
         return spans
 
-    spans = await eventually(whole, timeout_s=30, interval_s=0.5, what="every span of the call exported")
+    # Every span but gz's ServeCall client span first, then that one: the defect marked above
+    # keeps it from ever coming, and the processes export every 0.5 s, so once the others are in
+    # it is a matter of seconds (rather than the first wait's whole 30 s, spent at every run).
+    serve_call = ("ServeCall", gz)
+    wanted = [
+        ("call", gz),
+        ("ivr", gz),
+        ("queue", gz),
+        ("RouteCall", gz),
+        ("RouteCall", central),
+        ("route.decide", central),
+        ("ServeCall", gz),
+        ("call.guest", sz),
+        ("ring", sz),
+        ("talk", sz),
+        ("transfer", sz),
+        ("ring", gz),
+        ("talk", gz),
+        ("record.shipped", gz),
+        ("records.ship", gz),
+        ("IngestCallEvents", central),
+    ]
+    await eventually(
+        lambda: exported([w for w in wanted if w != serve_call]),
+        timeout_s=30,
+        interval_s=0.5,
+        what="the call's spans exported",
+    )
+    spans = await eventually(
+        lambda: exported(wanted), timeout_s=10, interval_s=0.5, what="every span of the call exported"
+    )
     call_root = named(spans, "call", gz)[0]
     assert call_root.parent_id == "" or call_root.attributes.get("vcc.call_id") == call_id
     trace_id = call_root.trace_id

@@ -22,6 +22,7 @@ from central.stats.service import StatsService
 from central.store import Store
 from central.web.login import OperatorSessions
 from central.web.server import Dashboard
+from tools.province.chromium import CHROMIUM
 from vcc.config import OperatorConfig
 from vcc.passwords import hash_password
 from vcc.v1 import site_admin_pb2
@@ -29,16 +30,6 @@ from vcc.v1 import site_admin_pb2
 SITES = [("gz", "Guangzhou"), ("sz", "Shenzhen"), ("fs", "Foshan")]
 OPERATOR, OPERATOR_PASSWORD = "ops", "ops-test-pass"
 
-# Debian's chromium, driven by Playwright (the browser tests).
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SCREENSHOTS = Path(os.environ.get("VCC_SCREENSHOT_DIR", Path(__file__).parents[2] / "run" / "screenshots"))
 
 

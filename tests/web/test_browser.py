@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS, SITES, Fixture, need_chromium
+from tests.web.conftest import SITES, Fixture, need_chromium
+from tools.province.chromium import CHROMIUM, CHROMIUM_ARGS
 
 # Condition waits (not timing assertions): generous for a loaded 2-core machine.
 WAIT_MS = 15_000

@@ -15,7 +15,8 @@ import pytest
 
 from tests.helpers import eventually
 from tests.integration.support import assert_reconciled, password_hash, traffic_with_robots
-from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS, need_chromium
+from tests.web.conftest import need_chromium
+from tools.province.chromium import CHROMIUM, CHROMIUM_ARGS
 from tools.province.cluster import Cluster
 from tools.province.generate import (
     DEMO_OPERATOR,

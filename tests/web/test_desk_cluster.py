@@ -21,7 +21,8 @@ import pytest
 
 from tests.helpers import eventually
 from tests.integration.support import Caller, password_hash
-from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS, need_chromium
+from tests.web.conftest import need_chromium
+from tools.province.chromium import CHROMIUM, CHROMIUM_ARGS
 from tools.province.cluster import Cluster
 from tools.province.generate import DEFAULT_PASSWORD, SiteSpec, desk_people, generate_province, write_province
 from tools.province.netutil import free_port

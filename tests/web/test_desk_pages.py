@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS, need_chromium
+from tests.web.conftest import need_chromium
 from tests.web.test_desk_api import Site, agent_state, site  # noqa: F401  (the site fixture)
+from tools.province.chromium import CHROMIUM, CHROMIUM_ARGS
 from tools.province.generate import DEFAULT_PASSWORD
 
 pytestmark = pytest.mark.timeout(120)

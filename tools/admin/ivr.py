@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
+from tools.console import console
 from vcc.ivr.catalog import CatalogError, ServiceCatalog, is_catalog, parse_catalog
 from vcc.ivr.flow import END_KINDS, Flow, LookupNode, MenuNode
 from vcc.ivr.validate import FlowError, load_flow, menu_depths
@@ -79,7 +79,6 @@ def show(
     service: Annotated[str, typer.Argument(help="One service id (default: the whole catalog).")] = "",
 ) -> None:
     """The catalog as central holds it: numbers, services, flows and their versions, cities."""
-    from rich.console import Console
     from rich.table import Table
 
     from vcc.v1 import ivr_pb2
@@ -109,9 +108,8 @@ def show(
             " ".join(s.skill_groups),
             hours,
         )
-    # A pipe gets full-width tables rather than rich's default of 80 columns.
-    console = Console() if sys.stdout.isatty() else Console(width=160)
-    console.print(table)
+    out = console()
+    out.print(table)
     wanted = {s.flow_id for s in catalog.services} if service else None
     versions = Table(title="flows at central")
     for column in ("flow", "version", "nodes", "digest", "description"):
@@ -119,7 +117,7 @@ def show(
     for f in flows.flows:
         if wanted is None or f.flow_id in wanted:
             versions.add_row(f.flow_id, str(f.version), str(f.nodes), f.digest[:12], f.description)
-    console.print(versions)
+    out.print(versions)
 
 
 @ivr_app.command(name="try")

@@ -14,9 +14,9 @@ from tools.admin.servicedesk.session import (
     JsonOpt,
     call_central,
     fail,
-    print_table,
     show,
 )
+from tools.console import print_table
 
 if TYPE_CHECKING:
     import grpc

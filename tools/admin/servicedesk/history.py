@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -12,13 +12,10 @@ from tools.admin.servicedesk.session import (
     ConfigOpt,
     JsonOpt,
     call_central,
-    print_table,
     show,
     when,
 )
-
-if TYPE_CHECKING:
-    pass
+from tools.console import print_table
 
 
 def history(

@@ -14,9 +14,9 @@ from tools.admin.servicedesk.session import (
     ConfigOpt,
     JsonOpt,
     call_central,
-    print_table,
     show,
 )
+from tools.console import print_table
 
 if TYPE_CHECKING:
     import grpc

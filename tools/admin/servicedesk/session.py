@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -75,18 +74,6 @@ def show(message: Message, as_json: bool, table: Callable[[], None]) -> None:
         )
     else:
         table()
-
-
-def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(str(cell) for cell in row))
-    (Console() if sys.stdout.isatty() else Console(width=160)).print(table)
 
 
 def when(ts: Any) -> str:

@@ -15,10 +15,10 @@ from tools.admin.servicedesk.session import (
     JsonOpt,
     call_central,
     fail,
-    print_table,
     show,
     when,
 )
+from tools.console import print_table
 
 if TYPE_CHECKING:
     pass
