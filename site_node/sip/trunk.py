@@ -136,6 +136,7 @@ class SipTrunk:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+        self.hear.stop()
         for sc in self._dialogs.values():
             sc.stop_retransmit()
         for r in self._byes.values():
@@ -528,7 +529,7 @@ class SipTrunk:
                             await asyncio.wait_for(asyncio.shield(durable), DURABLE_WAIT_S)
                     await self._ended(sc, msg.ended)
                     return
-                await self._progress(sc, kind)
+                await self._progress(sc, kind, msg.prompt if kind == "prompt" else None)
         finally:
             if sc.session_timer is not None:
                 sc.session_timer.cancel()
@@ -537,7 +538,9 @@ class SipTrunk:
             if self._by_sip_id.get(sc.sip_call_id) is sc:
                 del self._by_sip_id[sc.sip_call_id]
 
-    async def _progress(self, sc: SipCall, kind: str | None) -> None:
+    async def _progress(
+        self, sc: SipCall, kind: str | None, prompt: trunk_pb2.IvrPrompt | None = None
+    ) -> None:
         try:
             if kind == "accepted":
                 sdp = await self.hear.open(sc)
@@ -545,7 +548,7 @@ class SipTrunk:
                     self._accept(sc, sdp)
             else:
                 tag = self.phones.party_tag(sc.call_id) if self.phones is not None else None
-                await self.hear.progress(sc, kind, tag)
+                await self.hear.progress(sc, kind, tag, prompt)
                 call = self.rt.sb.calls.get(sc.call_id)
                 if kind == "connected" and self.recorder is not None and call is not None:
                     await self.recorder.connected(sc, call.agent_code, call.ani)

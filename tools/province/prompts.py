@@ -23,8 +23,8 @@ from pathlib import Path
 
 from site_node.media.prompts import PromptSpec, flow_prompt_specs, prompt_path, site_prompts
 from vcc.config import ProvinceConfig
-from vcc.ivr.flow import Flow
 from vcc.ivr.catalog import is_catalog
+from vcc.ivr.flow import Flow
 from vcc.ivr.validate import FlowError, load_flow
 
 # The example province's flows (`vcc ivr push deploy/flows/...`): what the prompts are built for.
