@@ -14,6 +14,7 @@ import contextlib
 import logging
 import wave
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,9 @@ class CallerMedia:
         # The agent's voice blocked (True) and let through again (False) around a hold.
         self.blocks: Counter[bool] = Counter()
         self._said: dict[str, _Said] = {}
+        # Told when a flow's prompts before its key request have all been heard (the trunk tells
+        # the call control, whose key timeout counts from then).
+        self.on_heard: Callable[[SipCall], None] | None = None
         self._durations: dict[Path, float] = {}
 
     async def open(self, sc: SipCall) -> bytes:
@@ -104,6 +108,8 @@ class CallerMedia:
     def _flow_prompt(self, sc: SipCall, prompt: trunk_pb2.IvrPrompt) -> None:
         said = self._said.get(sc.call_id)
         if prompt.collect:
+            if said is None or said.task is None or said.task.done():
+                self._heard(sc)  # nothing (left) to say before the keys
             if said is not None:
                 said.asked = True
             return
@@ -144,12 +150,18 @@ class CallerMedia:
                 if path is not None:
                     await self._play(sc, name, 1, again=True, path=path)
                     await asyncio.sleep(self._duration(path))
+            if said.asked:
+                self._heard(sc)
             if said.then is not None:
                 kind, repeat = said.then
                 said.then = None
                 await self._play(sc, kind, repeat)
         except MediaError as exc:
             log.warning("call %s: playing a flow's prompt failed: %s", sc.call_id, exc)
+
+    def _heard(self, sc: SipCall) -> None:
+        if self.on_heard is not None:
+            self.on_heard(sc)
 
     def _hush(self, sc: SipCall) -> None:
         said = self._said.pop(sc.call_id, None)

@@ -88,6 +88,7 @@ class SipTrunk:
         self.service_number = service_number
         self.media = media
         self.hear = CallerMedia(media, prompts)
+        self.hear.on_heard = self._prompts_heard
         self.registrar = registrar
         # Agents' phones (wired by the composition root when agents have phones).
         self.phones: AgentPhones | None = None
@@ -509,6 +510,11 @@ class SipTrunk:
             log.error("media engine lost (%s): ending %d SIP calls", why, len(calls))
         for sc in calls:
             self._line_failed(sc, "media-engine-lost")
+
+    def _prompts_heard(self, sc: SipCall) -> None:
+        """A flow's prompts were played to the end: the caller's time to press keys starts now."""
+        call_id = sc.call_id
+        self._apply(sc, lambda now: self.rt.sb.prompts_played(now, call_id))
 
     def _line_failed(self, sc: SipCall, reason: str) -> None:
         call_id = sc.call_id
