@@ -158,6 +158,8 @@ class CallerMedia:
                 await self._play(sc, kind, repeat)
         except MediaError as exc:
             log.warning("call %s: playing a flow's prompt failed: %s", sc.call_id, exc)
+        except Exception:  # never the trunk's end: the call goes on, its prompts unsaid
+            log.exception("call %s: saying a flow's prompts failed", sc.call_id)
 
     def _heard(self, sc: SipCall) -> None:
         if self.on_heard is not None:
