@@ -258,6 +258,7 @@ class SiteNode:
                 ),
                 leader_epoch=lambda: self.leader.leader.epoch if self.leader.leader is not None else None,
                 central_connected=lambda: self.central_link.connected,
+                prompt_fallbacks=lambda: self.sip.hear.fallbacks if self.sip is not None else 0,
                 state_stream=lambda: (
                     self.central_link.sent_messages,
                     self.central_link.sent_bytes,

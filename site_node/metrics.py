@@ -38,6 +38,7 @@ class SiteCollector(Collector):
         leader_epoch: Callable[[], int | None],
         central_connected: Callable[[], bool],
         state_stream: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0),
+        prompt_fallbacks: Callable[[], int] = lambda: 0,
     ) -> None:
         """`state_stream`: (messages, bytes, bytes had every message carried every agent)."""
         self._sb = sb
@@ -48,6 +49,7 @@ class SiteCollector(Collector):
         self._leader_epoch = leader_epoch
         self._central_connected = central_connected
         self._state_stream = state_stream
+        self._prompt_fallbacks = prompt_fallbacks
 
     def collect(self) -> Iterator[Metric]:
         sb = self._sb
@@ -163,6 +165,13 @@ class SiteCollector(Collector):
         )
         dead.add_metric([site], self._outbox_dead())
         yield dead
+        fallbacks = CounterMetricFamily(
+            "vcc_site_prompt_fallbacks",
+            "Flow prompts a SIP caller heard as the menu file, their own not built (vcc prompts build).",
+            labels=["site"],
+        )
+        fallbacks.add_metric([site], self._prompt_fallbacks())
+        yield fallbacks
         shipper = self._shipper()
         shipped = CounterMetricFamily(
             "vcc_site_events_shipped", "Call events central acknowledged.", labels=["site"]

@@ -309,13 +309,18 @@ def prompts_build(
         Path | None,
         typer.Option("--out", help="Folder for the files (default: each site's sip.prompts_dir)."),
     ] = None,
+    flows: Annotated[
+        list[Path] | None,
+        typer.Option("--flows", help="IVR flow documents whose prompts to build (default: deploy/flows/)."),
+    ] = None,
 ) -> None:
-    """Build every SIP site's prompts (espeak-ng + sox, 8 kHz WAV); up-to-date files are kept."""
-    from tools.province.prompts import PromptBuildError, build_prompts
+    """Build every SIP site's prompts and the IVR flows' (espeak-ng + sox, 8 kHz WAV); up-to-date
+    files are kept."""
+    from tools.province.prompts import PromptBuildError, build_prompts, load_flows
 
     cfg = load_config(config)
     try:
-        built = build_prompts(cfg, out)
+        built = build_prompts(cfg, out, flows=load_flows(flows) if flows else None)
     except PromptBuildError as exc:
         fail(str(exc), 1)
     for path in built:

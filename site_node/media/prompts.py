@@ -1,4 +1,5 @@
-"""The IVR's audio: which prompt files a site plays, and the text each is built from.
+"""The IVR's audio: which prompt files a site plays, and the text each is built from (the site's
+menu and queue, and every prompt of the IVR flows).
 
 `vcc prompts build` (tools/province/prompts.py) turns these texts into 8 kHz mono WAV files offline
 (espeak-ng, then sox); the site node only plays files that exist, it never synthesizes.
@@ -6,10 +7,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from vcc.config import SiteConfig
+from vcc.ivr.flow import Flow, MenuNode
 
 # espeak-ng voices: Mandarin and English.
 VOICES = {"zh": "cmn", "en": "en"}
@@ -46,3 +49,52 @@ def site_prompts(site: SiteConfig) -> dict[str, PromptSpec]:
 
 def prompt_path(prompts_dir: str | Path, spec: PromptSpec) -> Path:
     return Path(prompts_dir).resolve() / f"{spec.name}.wav"
+
+
+# -- the prompts of IVR flows: one file per prompt text heard, named by a stable key -------------
+
+
+def flow_prompt_name(flow_id: str, prompt_id: str, text: str, language: str) -> str:
+    """The file's name for one text of a flow's prompt: a changed text (or voice) makes a new file,
+    so a site never plays a stale recording of a prompt that was reworded."""
+    digest = hashlib.sha256(f"{language}\n{text}".encode()).hexdigest()[:16]
+    return f"flow-{flow_id}-{prompt_id}-{digest}"
+
+
+def flow_prompt_specs(flow: Flow) -> list[PromptSpec]:
+    """Every text a caller of `flow` may hear as one prompt, in each of its languages: each prompt
+    alone, and each menu option with its key said after it (options are numbered 1, 2, ... after
+    their `when`, so an option may get any key up to its place; the agent's is 0). A text with
+    variables is filled in at run time, so it has no file (the site plays its menu file then)."""
+    keyed: dict[str, set[str]] = {}
+    for node in flow.nodes.values():
+        if isinstance(node, MenuNode):
+            for place, option in enumerate(node.options, start=1):
+                keyed.setdefault(option.prompt, set()).update(str(k) for k in range(1, place + 1))
+            if node.agent is not None and node.agent_prompt is not None:
+                keyed.setdefault(node.agent_prompt, set()).add("0")
+    specs: dict[str, PromptSpec] = {}
+    for lang in flow.languages:
+        voice = VOICES.get(lang)
+        if voice is None:
+            continue  # no espeak-ng voice chosen for it: its callers hear the menu file
+        key_text = flow.prompt_text(flow.key_prompt, lang)
+        for prompt_id in flow.prompts:
+            text = flow.prompt_text(prompt_id, lang)
+            texts = [text] + [text + key_text.replace("{key}", k) for k in sorted(keyed.get(prompt_id, ()))]
+            for said in texts:
+                if "{" in said or not said.strip():
+                    continue
+                name = flow_prompt_name(flow.id, prompt_id, said, lang)
+                specs[name] = PromptSpec(name, said, voice)
+    return list(specs.values())
+
+
+def flow_prompt_file(prompts_dir: str | Path, flow_id: str, prompt_id: str, text: str) -> Path | None:
+    """The file of a flow's prompt as heard (the text names it in one of the voices), if built."""
+    folder = Path(prompts_dir)
+    for lang in VOICES:
+        path = folder / f"{flow_prompt_name(flow_id, prompt_id, text, lang)}.wav"
+        if path.exists():
+            return path.resolve()
+    return None

@@ -88,6 +88,7 @@ class SipTrunk:
         self.service_number = service_number
         self.media = media
         self.hear = CallerMedia(media, prompts)
+        self.hear.on_heard = self._prompts_heard
         self.registrar = registrar
         # Agents' phones (wired by the composition root when agents have phones).
         self.phones: AgentPhones | None = None
@@ -136,6 +137,7 @@ class SipTrunk:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+        self.hear.stop()
         for sc in self._dialogs.values():
             sc.stop_retransmit()
         for r in self._byes.values():
@@ -509,6 +511,11 @@ class SipTrunk:
         for sc in calls:
             self._line_failed(sc, "media-engine-lost")
 
+    def _prompts_heard(self, sc: SipCall) -> None:
+        """A flow's prompts were played to the end: the caller's time to press keys starts now."""
+        call_id = sc.call_id
+        self._apply(sc, lambda now: self.rt.sb.prompts_played(now, call_id))
+
     def _line_failed(self, sc: SipCall, reason: str) -> None:
         call_id = sc.call_id
         self._apply(sc, lambda now: self.rt.sb.caller_line_failed(now, call_id, reason))
@@ -528,7 +535,7 @@ class SipTrunk:
                             await asyncio.wait_for(asyncio.shield(durable), DURABLE_WAIT_S)
                     await self._ended(sc, msg.ended)
                     return
-                await self._progress(sc, kind)
+                await self._progress(sc, kind, msg.prompt if kind == "prompt" else None)
         finally:
             if sc.session_timer is not None:
                 sc.session_timer.cancel()
@@ -537,7 +544,9 @@ class SipTrunk:
             if self._by_sip_id.get(sc.sip_call_id) is sc:
                 del self._by_sip_id[sc.sip_call_id]
 
-    async def _progress(self, sc: SipCall, kind: str | None) -> None:
+    async def _progress(
+        self, sc: SipCall, kind: str | None, prompt: trunk_pb2.IvrPrompt | None = None
+    ) -> None:
         try:
             if kind == "accepted":
                 sdp = await self.hear.open(sc)
@@ -545,7 +554,7 @@ class SipTrunk:
                     self._accept(sc, sdp)
             else:
                 tag = self.phones.party_tag(sc.call_id) if self.phones is not None else None
-                await self.hear.progress(sc, kind, tag)
+                await self.hear.progress(sc, kind, tag, prompt)
                 call = self.rt.sb.calls.get(sc.call_id)
                 if kind == "connected" and self.recorder is not None and call is not None:
                     await self.recorder.connected(sc, call.agent_code, call.ani)

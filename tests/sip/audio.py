@@ -9,6 +9,7 @@ import math
 import struct
 import wave
 from pathlib import Path
+from typing import cast
 
 from tools.province.sip import free_udp_port
 
@@ -43,8 +44,11 @@ class RtpEar(asyncio.DatagramProtocol):
 
     def __init__(self) -> None:
         self.packets: list[tuple[int, int, bytes]] = []
-        self.transport: asyncio.BaseTransport | None = None
+        self.transport: asyncio.DatagramTransport | None = None
         self.port = 0
+        # Where the media engine sends from: a digit sent back there comes from the caller's own
+        # RTP address, so the engine keeps sending to this ear.
+        self.source: tuple[str | object, int] | None = None
 
     @classmethod
     async def open(cls) -> RtpEar:
@@ -59,14 +63,30 @@ class RtpEar(asyncio.DatagramProtocol):
         return ear
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
         if len(data) < 12 or data[0] >> 6 != 2:
             return
+        self.source = addr
         cc = data[0] & 0x0F
         seq = struct.unpack("!H", data[2:4])[0]
         self.packets.append((seq, data[1] & 0x7F, data[12 + 4 * cc :]))
+
+    async def send_digit(self, digit: str, payload_type: int = 101) -> None:
+        """One RFC 4733 key press (100 ms, then its three end packets) to the media engine."""
+        assert self.transport is not None and self.source is not None, "nothing heard yet"
+        event = "0123456789*#".index(digit)
+        ssrc, stamp = 0x5EC0DE, 160_000
+        for i in range(8):
+            end = i >= 5
+            duration = min(i + 1, 5) * 160
+            header = struct.pack(
+                "!BBHII", 0x80, payload_type | (0x80 if i == 0 else 0), 1000 + i, stamp, ssrc
+            )
+            body = struct.pack("!BBH", event, (0x80 if end else 0) | 10, duration)
+            self.transport.sendto(header + body, self.source)
+            await asyncio.sleep(0.02)
 
     def close(self) -> None:
         if self.transport is not None:

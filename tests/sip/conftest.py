@@ -37,7 +37,8 @@ def rtp_base() -> int:
 @pytest.fixture(scope="session")
 def prompts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("prompts")
-    # Every voice the tests use: one province per language.
+    # Every voice the tests use: one province per language; with each, the example flows' prompts
+    # (espeak-ng runs once per text on a machine: the build's cache links them in).
     for lang in ("en", "zh"):
         raw = sip_config_dict(folder, folder, "127.0.0.1:2379", lang=lang)
         build_prompts(parse_province(raw), folder)

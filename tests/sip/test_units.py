@@ -184,3 +184,35 @@ def test_a_line_lost_while_talking_ends_the_call_answered_and_frees_the_agent() 
     [end] = [e for e in journal(fx, call_id) if e.kind == EventKind.ENDED]
     assert end.outcome == Outcome.ANSWERED
     assert sb.agent("0101").call_id == ""
+
+
+def test_a_flows_prompt_files_are_named_by_their_text_and_cover_every_key_an_option_can_get() -> None:
+    from site_node.media.prompts import flow_prompt_name, flow_prompt_specs
+    from tools.province.prompts import example_flows
+
+    postal = next(f for f in example_flows() if f.id == "postal-185")
+    specs = {s.text: s for s in flow_prompt_specs(postal)}
+    # Each prompt in each language; an option with each key it can get, the agent's with 0.
+    assert "您好，欢迎致电中国邮政185客户服务中心。" in specs and "Please choose a service." in specs
+    assert "For parcel and letter tracking, press 1." in specs
+    assert "For philately, press 4." in specs and "For philately, press 5." not in specs
+    assert "For an agent, press 0." in specs
+    # A text filled in at run time has no file (the site plays its menu there).
+    assert not [t for t in specs if "{" in t]
+    assert specs["Please choose a service."].voice == "en"
+    # The name is stable, and a reworded text or another language is another file.
+    name = flow_prompt_name("postal-185", "main", "Please choose a service.", "en")
+    assert specs["Please choose a service."].name == name
+    assert name != flow_prompt_name("postal-185", "main", "Please choose a service!", "en")
+    assert name != flow_prompt_name("postal-185", "main", "Please choose a service.", "zh")
+
+
+def test_a_broken_flow_document_is_a_clear_prompt_build_error(tmp_path: Any) -> None:
+    from tools.province.prompts import PromptBuildError, load_flows
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("id: x\nversion: 1\n", encoding="utf-8")
+    with pytest.raises(PromptBuildError, match=r"broken\.yaml"):
+        load_flows([broken])
+    with pytest.raises(PromptBuildError, match="cannot read"):
+        load_flows([tmp_path / "absent.yaml"])

@@ -2,22 +2,33 @@
 
 Nothing is downloaded: the voices are espeak-ng's own (Mandarin and English), the music on hold
 is synthesized here. Each file is rebuilt only when its text, voice or music changed (a stamp
-beside it holds the hash of what made it).
+beside it holds the hash of what made it). The IVR flows' prompts (deploy/flows/ unless other flow
+documents are named) get one file each, named by flow, prompt and a hash of the text and language
+(site_node/media/prompts.py `flow_prompt_name`), in the same folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
+import os
 import shutil
 import struct
 import subprocess
 import tempfile
 import wave
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from site_node.media.prompts import PromptSpec, prompt_path, site_prompts
+from site_node.media.prompts import PromptSpec, flow_prompt_specs, prompt_path, site_prompts
 from vcc.config import ProvinceConfig
+from vcc.ivr.catalog import is_catalog
+from vcc.ivr.flow import Flow
+from vcc.ivr.validate import FlowError, load_flow
+
+# The example province's flows (`vcc ivr push deploy/flows/...`): what the prompts are built for.
+EXAMPLE_FLOWS = Path(__file__).resolve().parents[2] / "deploy" / "flows"
 
 RATE = 8000
 # A calm phrase (Hz, seconds) for the music on hold: a C major arpeggio and back.
@@ -29,16 +40,23 @@ class PromptBuildError(Exception):
 
 
 def build_prompts(
-    config: ProvinceConfig, out_dir: Path | None = None, base: Path | None = None
+    config: ProvinceConfig,
+    out_dir: Path | None = None,
+    base: Path | None = None,
+    flows: Sequence[Flow] | None = None,
 ) -> list[Path]:
-    """Every prompt of every SIP site; `out_dir` overrides each site's `sip.prompts_dir`, which is
-    taken relative to `base` (the processes' working folder; default: ours)."""
+    """Every prompt of every SIP site, and every prompt of `flows` (default: the example flows)
+    for each; `out_dir` overrides each site's `sip.prompts_dir`, which is taken relative to `base`
+    (the processes' working folder; default: ours)."""
+    if flows is None:
+        flows = example_flows()
+    flow_specs = [spec for flow in flows for spec in flow_prompt_specs(flow)]
     built: list[Path] = []
     for site in config.sites:
         if site.sip is None:
             continue
         folder = out_dir or (base or Path.cwd()) / site.sip.prompts_dir
-        for spec in site_prompts(site).values():
+        for spec in [*site_prompts(site).values(), *flow_specs]:
             path = prompt_path(folder, spec)
             if path not in built:
                 build_prompt(spec, path)
@@ -46,16 +64,44 @@ def build_prompts(
     return built
 
 
-def build_prompt(spec: PromptSpec, path: Path) -> bool:
-    """Make one file unless it is up to date; True when it was (re)built."""
+def example_flows() -> list[Flow]:
+    return load_flows(sorted(EXAMPLE_FLOWS.glob("*.yaml"))) if EXAMPLE_FLOWS.is_dir() else []
+
+
+def load_flows(files: Iterable[Path]) -> list[Flow]:
+    """The flow documents among `files` (a service catalog is passed over: it has no prompts)."""
+    flows: list[Flow] = []
+    for file in files:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PromptBuildError(f"{file}: cannot read: {exc.strerror}") from None
+        if is_catalog(text):
+            continue
+        try:
+            flows.append(load_flow(text))
+        except FlowError as exc:
+            raise PromptBuildError(f"{file}: {'; '.join(str(f) for f in exc.faults)}") from None
+    return flows
+
+
+def build_prompt(spec: PromptSpec, path: Path, cache: Path | None = None) -> bool:
+    """Make one file unless it is up to date; True when it was (re)built. Files already made from
+    the same text, voice and music are taken from `cache` (default: `prompt_cache()`), so a new
+    run folder does not pay espeak-ng again for hundreds of flow prompts."""
     stamp = path.with_suffix(".stamp")
     digest = hashlib.sha256(repr((spec.text, spec.voice, spec.music_s, MELODY, RATE)).encode()).hexdigest()
     if path.exists() and stamp.exists() and stamp.read_text() == digest:
         return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cached = (cache or prompt_cache()) / f"{digest}.wav"
+    if cached.exists():
+        _place(cached, path)
+        stamp.write_text(digest)
+        return True
     for tool in ("espeak-ng", "sox"):
         if shutil.which(tool) is None:
             raise PromptBuildError(f"{tool} is not installed (bash deploy/install-system-deps.sh)")
-    path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         speech = Path(tmp) / "speech.wav"
         _run(["espeak-ng", "-v", spec.voice, "-s", "150", "-w", str(speech), spec.text])
@@ -70,7 +116,32 @@ def build_prompt(spec: PromptSpec, path: Path) -> bool:
             out = both
         shutil.move(str(out), path)
     stamp.write_text(digest)
+    with contextlib.suppress(OSError):  # a cache that cannot be written only costs time
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        part = cached.with_suffix(f".{os.getpid()}.part")
+        shutil.copyfile(path, part)
+        part.replace(cached)
     return True
+
+
+def prompt_cache() -> Path:
+    """Where built prompts are kept by the hash of what made them: $VCC_PROMPT_CACHE, else the
+    user's cache folder."""
+    env = os.environ.get("VCC_PROMPT_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vcc" / "prompts"
+
+
+def _place(cached: Path, path: Path) -> None:
+    # A hard link costs no space; across file systems, a copy.
+    part = path.with_suffix(f".{os.getpid()}.part")
+    part.unlink(missing_ok=True)
+    try:
+        os.link(cached, part)
+    except OSError:
+        shutil.copyfile(cached, part)
+    part.replace(path)
 
 
 def _run(cmd: list[str]) -> None:
