@@ -41,7 +41,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from vcc.membership import LeaderInfo, decode_leader, encode_leader
 from vcc.rpc import channel, dialled
-from vcc.tls import CENTRAL, etcd_client, identity_dns
+from vcc.tls import CENTRAL, close_etcd_client, etcd_client, identity_dns
 
 log = logging.getLogger(__name__)
 
@@ -160,12 +160,12 @@ class Leadership:
                 await self._end_term(revoke=True)
                 self._set_leader(None)
                 # A new client (the next endpoint): the old channel may be stuck.
-                await _close(self._client)
+                await close_etcd_client(self._client)
                 self._client = self._new_client()
                 await asyncio.sleep(self._period_s * (0.5 + random.random()))
         finally:
             await self._end_term(revoke=False)
-            await _close(self._client)
+            await close_etcd_client(self._client)
 
     async def close(self) -> None:
         """Stop run() and revoke the lease: the key goes now and a follower takes over at once."""
@@ -186,7 +186,7 @@ class Leadership:
                 "replica %s: could not revoke lease %x (%s); it expires", self.replica_id, lease_id, exc
             )
         finally:
-            await _close(client)
+            await close_etcd_client(client)
 
     async def _round(self) -> None:
         """Follow whoever leads until the key goes, then campaign; lead until the term ends."""
@@ -455,10 +455,3 @@ class Leadership:
 
 def _now() -> float:
     return asyncio.get_running_loop().time()
-
-
-async def _close(client: aetcd.Client) -> None:
-    try:
-        await client.close()
-    except Exception as exc:
-        log.debug("closing the etcd client: %s", exc)

@@ -18,7 +18,7 @@ from tenacity import AsyncRetrying, stop_after_delay, wait_exponential
 from central.membership_view import MembershipView, SiteLiveness, Transition
 from vcc.membership import decode_summary, sites_prefix
 from vcc.rpc import dialled
-from vcc.tls import etcd_client
+from vcc.tls import close_etcd_client, etcd_client
 from vcc.v1 import site_admin_pb2
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class MembershipWatcher:
             except Exception as exc:
                 log.warning("etcd watch failed (%s); reconnecting", exc)
             finally:
-                await _close(client)
+                await close_etcd_client(client)
 
     async def _connect(self) -> tuple[aetcd.Client, aetcd.Watch]:
         async for attempt in AsyncRetrying(
@@ -98,7 +98,7 @@ class MembershipWatcher:
             # The watch starts right after the snapshot's revision: no change is missed.
             watch = await client.watch_prefix(self._prefix, start_revision=snapshot.header.revision + 1)
         except BaseException:
-            await _close(client)
+            await close_etcd_client(client)
             raise
         self._apply(self.view.reset(alive, self._clock()))
         self._synced.set()
@@ -138,10 +138,3 @@ def _decode(site_id: str, raw: bytes) -> site_admin_pb2.SiteSummary | None:
         # One site writing garbage must not blind central to the others.
         log.warning("site %s: unreadable summary in etcd (%s); ignored", site_id, exc)
         return None
-
-
-async def _close(client: aetcd.Client) -> None:
-    try:
-        await client.close()
-    except Exception as exc:
-        log.debug("closing the etcd client: %s", exc)

@@ -16,6 +16,7 @@ server credentials); a client reads them at each new channel. See docs/SECURITY.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from dataclasses import dataclass
@@ -207,6 +208,15 @@ class _TlsEtcdClient(aetcd.Client):  # type: ignore[misc]
             etcd_rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata
         )
         self._connected.set()
+
+
+async def close_etcd_client(client: aetcd.Client, timeout_s: float = 2.0) -> None:
+    """Close an etcd client within a bound: aetcd's close waits for its watches, and a dead or
+    cut etcd can keep that wait open for ever (a stop, or a cancelled watcher, must not hang)."""
+    try:
+        await asyncio.wait_for(client.close(), timeout_s)
+    except Exception as exc:
+        log.debug("closing the etcd client: %s", exc)
 
 
 def etcd_client(host: str, port: int, timeout: float | None = None) -> aetcd.Client:

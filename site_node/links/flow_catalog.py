@@ -22,7 +22,7 @@ from vcc.ivr.catalog import Service, ServiceCatalog
 from vcc.ivr.flow import Flow
 from vcc.ivr.keys import decode_catalog, decode_flow, ivr_prefix, parse_key
 from vcc.rpc import dialled
-from vcc.tls import etcd_client
+from vcc.tls import close_etcd_client, etcd_client
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class FlowCatalogWatcher:
                 log.warning("IVR watch failed (%s); keeping flows %s", exc, self.catalog.versions())
             finally:
                 if client is not None:
-                    await _close(client)
+                    await close_etcd_client(client)
             await asyncio.sleep(ROUND_PAUSE_S)
 
     async def _connect(self) -> tuple[aetcd.Client, aetcd.Watch]:
@@ -183,7 +183,7 @@ class FlowCatalogWatcher:
                 )
             watch = await client.watch_prefix(self._root, start_revision=snapshot.header.revision + 1)
         except BaseException:
-            await _close(client)
+            await close_etcd_client(client)
             raise
         self.synced.set()
         return client, watch
@@ -192,10 +192,3 @@ class FlowCatalogWatcher:
         if change is not None:
             log.info("IVR: %s", change)
             self.changed.set()
-
-
-async def _close(client: aetcd.Client) -> None:
-    try:
-        await client.close()
-    except Exception as exc:
-        log.debug("closing the etcd client: %s", exc)

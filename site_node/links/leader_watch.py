@@ -20,7 +20,7 @@ from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential, wait_r
 
 from vcc.membership import LeaderInfo, decode_leader
 from vcc.rpc import dialled
-from vcc.tls import etcd_client
+from vcc.tls import close_etcd_client, etcd_client
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class LeaderWatch:
                 log.warning("central leader watch: %s; reconnecting", str(exc) or type(exc).__name__)
             finally:
                 if client is not None:
-                    await _close(client)
+                    await close_etcd_client(client)
             await asyncio.sleep(ROUND_PAUSE_S)
 
     async def _connect(self) -> tuple[aetcd.Client, int]:
@@ -90,7 +90,7 @@ class LeaderWatch:
                     else:
                         revision = int(current.header.revision)
                 except BaseException:
-                    await _close(client)
+                    await close_etcd_client(client)
                     raise
                 self._set(
                     self._decode(current.value, current.create_revision) if current is not None else None
@@ -156,10 +156,3 @@ class LeaderWatch:
         except ValueError as exc:
             log.warning("unreadable central leader value in etcd (%s)", exc)
             return None
-
-
-async def _close(client: aetcd.Client) -> None:
-    try:
-        await asyncio.wait_for(client.close(), CLEANUP_S)
-    except Exception as exc:
-        log.debug("closing the etcd client: %s", exc)
