@@ -163,8 +163,10 @@ class SiteStream:
         return await asyncio.wait_for(read(), 15.0)
 
     async def close(self) -> None:
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            await self.call.done_writing()
+        # Bounded: this side never reads central's pushes, and a stream whose pushes nobody reads
+        # may not take the half-close at once (a teardown waited 300 s once).
+        with contextlib.suppress(grpc.aio.AioRpcError, TimeoutError):
+            await asyncio.wait_for(self.call.done_writing(), 5.0)
         self.call.cancel()
 
 
