@@ -78,14 +78,18 @@ async def serve(database_url: str, mode: str) -> AsyncIterator[Central]:
         CentralService(store, cfg.province.id, [s.id for s in cfg.sites], view.sites, router), server.grpc
     )
     port = await server.start("127.0.0.1:0")
+    channel = rpc.channel(f"127.0.0.1:{port}")
     try:
-        async with rpc.channel(f"127.0.0.1:{port}") as channel:
-            yield Central(central_pb2_grpc.CentralServiceStub(channel), router, view, engine)
+        yield Central(central_pb2_grpc.CentralServiceStub(channel), router, view, engine)
     finally:
-        await server.stop(0)
+        # Each step bounded: a teardown once waited the test's whole 300 s (on a busy machine,
+        # beside a cluster), and a stuck step must not hide the test's own verdict.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(channel.close(), 5.0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(server.stop(0), 5.0)
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await asyncio.wait({task}, timeout=10.0)
         await engine.dispose()
 
 
