@@ -171,8 +171,8 @@ class PeerLinks:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for ch in self._channels.values():
-            await ch.close()
+        # Each within a bound: a city cut silently must not hold this one's stop.
+        await asyncio.gather(*(rpc.close_channel(ch) for ch in self._channels.values()))
 
 
 async def _drain(
