@@ -50,6 +50,7 @@ from vcc.authz import Authorizer
 from vcc.config import ProvinceConfig
 from vcc.metrics import CLIENT_INTERCEPTORS, Metrics, MetricsServer
 from vcc.rpc import Server
+from vcc.server_edge import server_interceptors
 from vcc.shutdown import Stopping
 from vcc.tracing import Tracing
 from vcc.v1 import (
@@ -172,11 +173,7 @@ class SiteNode:
         self.server = Server(
             SERVICES,
             tls=self.tls,
-            interceptors=[
-                *self.tracing.server_interceptors(),
-                self.metrics.server_interceptor(),
-                *([authorizer] if self.tls else []),
-            ],
+            interceptors=server_interceptors(self.tracing, self.metrics, authorizer if self.tls else None),
         )
         trunk_pb2_grpc.add_TrunkIngressServiceServicer_to_server(TrunkIngress(self.runtime), self.server.grpc)
         # The one audit path: every entry journaled here (SiteAudit) and shipped to central (AuditSink).

@@ -269,6 +269,14 @@ class Authorizer(grpc.aio.ServerInterceptor):
             return f"not allowed to a {who.kind} certificate"
         return ""
 
+    async def admit(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> Identity:
+        """Aborts the RPC unless the table lets its client call `method` now; else counts it in."""
+        return await self._admit(method, context)
+
+    def release(self, who: Identity) -> None:
+        """The admitted RPC has ended."""
+        self._release(who)
+
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
         admit, release = functools.partial(self._admit, method), self._release
         kinds = (

@@ -149,7 +149,13 @@ COMPARISONS: dict[str, Variant] = {
     "tls": Variant("plaintext (bench only)", tls=False),
     "observability": Variant("traces and metrics off", observability=False),
     "linger": Variant("shipper linger 0.1 s", {"VCC_SHIPPER_LINGER_S": "0.1"}),
+    "edge": Variant("the chain of four interceptors", {"VCC_RPC_EDGE": "chain"}),
+    "journeys": Variant("central reads each call's events back", {"VCC_INGEST_JOURNEYS": "0"}),
 }
+# Every switch of issue 16's optimisations turned back at once: `--compare before16`.
+COMPARISONS["before16"] = Variant(
+    "before issue 16's changes", {k: v for c in ("edge", "journeys") for k, v in COMPARISONS[c].env.items()}
+)
 
 
 @contextlib.contextmanager
