@@ -21,7 +21,7 @@ import inspect
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 from opentelemetry import context as otel_context
@@ -34,7 +34,8 @@ from vcc.tracing import Tracing
 
 EDGE_ENV = "VCC_RPC_EDGE"
 
-Handler = grpc.RpcMethodHandler[Any, Any]
+if TYPE_CHECKING:
+    Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable["Handler | None"]]
 _OK = grpc.StatusCode.OK.value[0]
 
