@@ -760,8 +760,9 @@ async def _waiting_caller(
         # Waits until the measurement is done; cancelling the stream then counts as a hang-up.
         await release.wait()
     except grpc.aio.AioRpcError as exc:
-        # Counted, so that the figures say why a caller never waited.
+        # Counted, so that the figures say why a caller never waited (and gRPC's words for it).
         counts[f"error-{exc.code().name}"] += 1
+        counts[f"why-{exc.code().name}: {(exc.details() or '')[:240]}"] += 1
     finally:
         call.cancel()
 
