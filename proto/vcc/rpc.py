@@ -205,7 +205,10 @@ def channel(
     Plaintext only when the process has no TLS identity at all (TLS not configured).
     """
     files = tls or vcc_tls.process_files(persona)
-    opts = [*CHANNEL_OPTIONS, *options]
+    # The caller's options replace the defaults of the same name (gRPC would keep one of the two).
+    extra = list(options)
+    given = {name for name, _ in extra}
+    opts = [*(o for o in CHANNEL_OPTIONS if o[0] not in given), *extra]
     # The interceptors of the process composed in this context (vcc.metrics.CLIENT_INTERCEPTORS).
     interceptors = list(CLIENT_INTERCEPTORS.get()) or None
     if files is None:

@@ -317,6 +317,9 @@ def table_stats(result: Mapping[str, Any]) -> Any:
 # -- running -----------------------------------------------------------------------------------------
 
 
+BENCH_CLIENT_LOOP_ENV = "VCC_BENCH_CLIENT_LOOP"
+
+
 def run_throughput(
     rates: list[float] | None = None,
     step_s: float = 8.0,
@@ -328,6 +331,9 @@ def run_throughput(
 ) -> dict[str, Any]:
     from tools.bench.cluster import AS_SHIPPED, throughput
 
+    # The bench client (callers and robots) shares the province's cores: on uvloop by default, its
+    # own cost per call is lower (VCC_BENCH_CLIENT_LOOP=asyncio for asyncio's loop). The province's
+    # processes run on the loop of their own environment (VCC_EVENT_LOOP, or the variant's).
     return eventloop.run(
         throughput(
             rates=rates or None,
@@ -337,7 +343,8 @@ def run_throughput(
             progress=_say,
             profile_dir=profile_dir,
             every_step=every_step,
-        )
+        ),
+        name=os.environ.get(BENCH_CLIENT_LOOP_ENV, "uvloop"),
     )
 
 

@@ -46,6 +46,8 @@ RPC_DEADLINE_S = 10.0
 SEED_CUSTOMERS = 1000
 THROUGHPUT_SITES = ("gz", "sz", "fs")
 CALLERS_PER_CHANNEL = 90
+# Time a bench channel's connection attempt may take (see `memory`).
+CONNECT_MS = 20_000
 
 
 def cheap_password_hash(password: str = DEFAULT_PASSWORD) -> str:
@@ -800,10 +802,18 @@ async def memory(
             # Many streams per HTTP/2 connection queue behind its concurrent-stream limit: one
             # channel per CALLERS_PER_CHANNEL callers.
             # (Channels with equal arguments share one connection: a local subchannel pool each.)
+            # gRPC core gives a connection attempt (TCP, TLS, HTTP/2 settings) no more than
+            # `grpc.min_reconnect_backoff_ms`, 100 ms on every vcc channel: a hundred TLS
+            # handshakes at once on a loaded machine take longer, and each stream waiting on a
+            # channel whose attempt failed ended UNAVAILABLE ("connection attempt timed out before
+            # receiving SETTINGS frame", "Handshake read failed"): the scale bench's stall. Its
+            # channels get a connect timeout of their own and are connected before any call.
+            connect = [("grpc.use_local_subchannel_pool", 1), ("grpc.min_reconnect_backoff_ms", CONNECT_MS)]
             channels = [
-                rpc.channel(site.listen, persona=TRUNK, options=[("grpc.use_local_subchannel_pool", 1)])
+                rpc.channel(site.listen, persona=TRUNK, options=connect)
                 for _ in range(math.ceil(calls / CALLERS_PER_CHANNEL))
             ]
+            await asyncio.wait_for(asyncio.gather(*(ch.channel_ready() for ch in channels)), 120.0)
             stubs: list[trunk_pb2_grpc.TrunkIngressServiceAsyncStub] = [
                 trunk_pb2_grpc.TrunkIngressServiceStub(ch) for ch in channels
             ]
