@@ -132,13 +132,14 @@ METHOD_KINDS: Mapping[str, frozenset[str]] = {
 }
 
 # Concurrent RPCs (streams included) one client identity may have open at one server: a
-# trunk gateway holds one stream per call in progress, a desktop server one per agent.
+# trunk gateway holds one stream per call in progress, a desktop server one per agent. Sized for
+# the largest site the benches run (5,000 agents, 10,000 calls waiting: `vcc bench scale`).
 DEFAULT_PER_CLIENT_LIMITS: Mapping[str, int] = {
     SITE: 2_000,
     CENTRAL: 200,
     TOOL: 200,
-    DESKTOP: 2_000,
-    TRUNK: 5_000,
+    DESKTOP: 6_000,
+    TRUNK: 12_000,
 }
 
 

@@ -110,7 +110,8 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: VccError) -> 
 
 # RPCs (streams included) one server runs at once, from all its clients together; past it a new
 # call is refused RESOURCE_EXHAUSTED rather than queued without bound.
-MAX_CONCURRENT_RPCS = 10_000
+# Room for a site's 10,000 callers and 5,000 desktops at once, with the province's links beside.
+MAX_CONCURRENT_RPCS = 20_000
 
 
 class Server:

@@ -48,6 +48,8 @@ THROUGHPUT_SITES = ("gz", "sz", "fs")
 CALLERS_PER_CHANNEL = 90
 # Time a bench channel's connection attempt may take (see `memory`).
 CONNECT_MS = 20_000
+# Callers the memory and scale benches start each second.
+WAITING_CALLERS_PER_S = 250
 
 
 def cheap_password_hash(password: str = DEFAULT_PASSWORD) -> str:
@@ -817,20 +819,27 @@ async def memory(
             stubs: list[trunk_pb2_grpc.TrunkIngressServiceAsyncStub] = [
                 trunk_pb2_grpc.TrunkIngressServiceStub(ch) for ch in channels
             ]
-            callers = [
-                asyncio.create_task(
-                    _waiting_caller(
-                        stubs[n // CALLERS_PER_CHANNEL],
-                        cluster.config.province.service_number,
-                        n,
-                        queued=queued,
-                        release=release,
-                        counts=counts,
-                    )
-                )
-                for n in range(calls)
-            ]
+            callers: list[asyncio.Task[None]] = []
             try:
+                # At a trunk's pace, not all at once: ten thousand streams opened in one instant
+                # kept the site's loop from reading their offers within the offer timeout (10 s:
+                # INVALID_ARGUMENT "the first message of PlaceCall must be an offer", and INTERNAL).
+                for n in range(calls):
+                    callers.append(
+                        asyncio.create_task(
+                            _waiting_caller(
+                                stubs[n // CALLERS_PER_CHANNEL],
+                                cluster.config.province.service_number,
+                                n,
+                                queued=queued,
+                                release=release,
+                                counts=counts,
+                            )
+                        )
+                    )
+                    if n % WAITING_CALLERS_PER_S == WAITING_CALLERS_PER_S - 1:
+                        await asyncio.sleep(1.0)
+                        progress(f"memory: callers {dict(counts)}")
                 loop = asyncio.get_running_loop()
                 deadline = loop.time() + 120.0
                 stalled_since, last = loop.time(), -1
