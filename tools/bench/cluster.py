@@ -726,6 +726,10 @@ async def _login_all(address: str, codes: Sequence[str], concurrency: int = 50) 
     return tokens
 
 
+def _callers(counts: Counter[str]) -> dict[str, int]:
+    return {k: v for k, v in counts.items() if not k.startswith("failed-on-channel-")}
+
+
 async def _waiting_caller(
     stub: trunk_pb2_grpc.TrunkIngressServiceAsyncStub,
     dnis: str,
@@ -766,6 +770,8 @@ async def _waiting_caller(
     except grpc.aio.AioRpcError as exc:
         # Counted, so that the figures say why a caller never waited (and gRPC's words for it).
         counts[f"error-{exc.code().name}"] += 1
+        # Callers failing by whole channels point at the connection (the transport), not the call.
+        counts[f"failed-on-channel-{n // CALLERS_PER_CHANNEL}"] += 1
         counts[f"why-{exc.code().name}: {(exc.details() or '')[:240]}"] += 1
     finally:
         call.cancel()
@@ -839,7 +845,7 @@ async def memory(
                     )
                     if n % WAITING_CALLERS_PER_S == WAITING_CALLERS_PER_S - 1:
                         await asyncio.sleep(1.0)
-                        progress(f"memory: callers {dict(counts)}")
+                        progress(f"memory: callers {_callers(counts)}")
                 loop = asyncio.get_running_loop()
                 deadline = loop.time() + 120.0
                 stalled_since, last = loop.time(), -1
@@ -848,11 +854,11 @@ async def memory(
                         stalled_since, last = loop.time(), counts["queued"]
                     # Measure what is there rather than fail: the figures say how many waited.
                     if loop.time() > deadline or loop.time() - stalled_since > 20.0:
-                        progress(f"memory: not every caller queued ({dict(counts)}); measuring anyway")
+                        progress(f"memory: not every caller queued ({_callers(counts)}); measuring anyway")
                         break
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(queued.wait(), timeout=5.0)
-                    progress(f"memory: callers {dict(counts)}")
+                    progress(f"memory: callers {_callers(counts)}")
                 summaries = await site_summaries({site.id: site.listen}, deadline_s=5.0)
                 summary = summaries[site.id]
                 rss = proc.memory_info().rss
@@ -872,7 +878,11 @@ async def memory(
         "agents_logged_in": agents,
         "agents_by_state": by_state,
         "calls_waiting": waiting,
-        "callers": dict(counts),
+        "callers": {k: v for k, v in counts.items() if not k.startswith("failed-on-channel-")},
+        "failed_callers_by_channel": sorted(
+            (v for k, v in counts.items() if k.startswith("failed-on-channel-")), reverse=True
+        ),
+        "callers_per_channel": CALLERS_PER_CHANNEL,
         "rss_mib": rss / mib,
         "rss_idle_mib": rss_idle / mib,
         "rss_agents_only_mib": rss_logged_in / mib,
