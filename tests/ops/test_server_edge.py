@@ -29,7 +29,9 @@ async def _echo(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> 
     return request
 
 
-async def _trace_of_stream(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[bytes]:
+async def _trace_of_stream(
+    request: bytes, context: grpc.aio.ServicerContext[Any, Any]
+) -> AsyncIterator[bytes]:
     # What a handler (a guest call's spans) sees as its parent: the caller's trace.
     ctx = trace.get_current_span().get_span_context()
     yield f"{ctx.trace_id:032x}".encode()
@@ -40,7 +42,8 @@ async def served() -> AsyncIterator[tuple[grpc.aio.Channel, InMemorySpanExporter
     spans = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(spans))
-    latency = Histogram("edge_rpc_seconds", "test", ["service", "method", "code"], registry=CollectorRegistry())
+    labels = ["service", "method", "code"]
+    latency = Histogram("edge_rpc_seconds", "test", labels, registry=CollectorRegistry())
     edge = ServerEdge(tracer=provider.get_tracer("test"), latency=latency)
     server = grpc.aio.server(interceptors=[edge])
     handlers = {
