@@ -46,7 +46,7 @@ async def served() -> AsyncIterator[tuple[grpc.aio.Channel, InMemorySpanExporter
     latency = Histogram("edge_rpc_seconds", "test", labels, registry=CollectorRegistry())
     edge = ServerEdge(tracer=provider.get_tracer("test"), latency=latency)
     server = grpc.aio.server(interceptors=[edge])
-    handlers = {
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         "Echo": grpc.unary_unary_rpc_method_handler(_echo),
         "Trace": grpc.unary_stream_rpc_method_handler(_trace_of_stream),
     }
@@ -73,7 +73,7 @@ async def test_a_unary_rpc_gets_a_server_span_in_the_callers_trace_and_is_timed(
     served: tuple[grpc.aio.Channel, InMemorySpanExporter, Histogram, ServerEdge],
 ) -> None:
     channel, spans, latency, _ = served
-    echo = channel.unary_unary(f"/{SERVICE}/Echo")
+    echo: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(f"/{SERVICE}/Echo")
     assert await echo(b"hello", metadata=(("traceparent", TRACEPARENT),), timeout=5) == b"hello"
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await echo(b"missing", timeout=5)
@@ -96,7 +96,7 @@ async def test_a_stream_runs_in_the_callers_trace_and_each_method_is_wrapped_onc
     served: tuple[grpc.aio.Channel, InMemorySpanExporter, Histogram, ServerEdge],
 ) -> None:
     channel, spans, _, edge = served
-    stream = channel.unary_stream(f"/{SERVICE}/Trace")
+    stream: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(f"/{SERVICE}/Trace")
     for _ in range(3):
         got = [m async for m in stream(b"", metadata=(("traceparent", TRACEPARENT),), timeout=5)]
         assert got == [TRACEPARENT.split("-")[1].encode()]
