@@ -544,7 +544,9 @@ def throughput_cmd(
         typer.Option(
             help="Also run the province with one thing changed, side by side in this run (repeat): "
             "loop (uvloop instead of asyncio's own loop), tls (plaintext, bench only), "
-            "observability (traces and metrics off), linger (the shipper's old 0.1 s linger)."
+            "observability (traces and metrics off), linger (the shipper's old 0.1 s linger), "
+            "edge (the old chain of server interceptors), journeys (central reads events back), "
+            "before16 (edge and journeys), logs (the line per transition off)."
         ),
     ] = None,
     profile: Annotated[

@@ -155,6 +155,8 @@ COMPARISONS: dict[str, Variant] = {
     "linger": Variant("shipper linger 0.1 s", {"VCC_SHIPPER_LINGER_S": "0.1"}),
     "edge": Variant("the chain of four interceptors", {"VCC_RPC_EDGE": "chain"}),
     "journeys": Variant("central reads each call's events back", {"VCC_INGEST_JOURNEYS": "0"}),
+    # What the line per transition costs (an operator's switch, not an optimisation).
+    "logs": Variant("transition lines off (VCC_LOG_LEVEL=WARNING)", {"VCC_LOG_LEVEL": "WARNING"}),
 }
 # Every switch of issue 16's optimisations turned back at once: `--compare before16`.
 COMPARISONS["before16"] = Variant(
