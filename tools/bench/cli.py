@@ -546,7 +546,8 @@ def throughput_cmd(
             "loop (uvloop instead of asyncio's own loop), tls (plaintext, bench only), "
             "observability (traces and metrics off), linger (the shipper's old 0.1 s linger), "
             "edge (the old chain of server interceptors), journeys (central reads events back), "
-            "before16 (edge and journeys), logs (the line per transition off)."
+            "before16 (edge and journeys), logs (the line per transition off), "
+            "sampled (tracing.sample_ratio 0.1)."
         ),
     ] = None,
     profile: Annotated[

@@ -68,6 +68,7 @@ def _province(
     observability: bool = True,
     push_targets: bool = True,
     dashboard: bool = False,
+    trace_sample_ratio: float = 1.0,
 ) -> Path:
     raw = generate_province(
         specs,
@@ -82,6 +83,8 @@ def _province(
     raw["routing"] = {"mode": mode, "push_targets": push_targets}
     if dashboard:
         raw.setdefault("central", {})["dashboard_listen"] = f"127.0.0.1:{free_port()}"
+    if trace_sample_ratio < 1.0:
+        raw["tracing"] = {"sample_ratio": trace_sample_ratio}
     if not observability:
         # No spans and no metrics endpoint anywhere (an explicit "" keeps the cluster from
         # giving each process one).
@@ -143,6 +146,8 @@ class Variant:
     env: Mapping[str, str] = field(default_factory=dict)
     observability: bool = True
     tls: bool = True
+    # tracing.sample_ratio of the province (a call is traced whole or not at all).
+    trace_sample_ratio: float = 1.0
 
 
 AS_SHIPPED = Variant("as shipped")
@@ -155,6 +160,8 @@ COMPARISONS: dict[str, Variant] = {
     "linger": Variant("shipper linger 0.1 s", {"VCC_SHIPPER_LINGER_S": "0.1"}),
     "edge": Variant("the chain of four interceptors", {"VCC_RPC_EDGE": "chain"}),
     "journeys": Variant("central reads each call's events back", {"VCC_INGEST_JOURNEYS": "0"}),
+    # What tracing every call costs against a tenth of them (an operator's setting).
+    "sampled": Variant("a tenth of the calls traced (tracing.sample_ratio 0.1)", trace_sample_ratio=0.1),
     # What the line per transition costs (an operator's switch, not an optimisation).
     "logs": Variant("transition lines off (VCC_LOG_LEVEL=WARNING)", {"VCC_LOG_LEVEL": "WARNING"}),
 }
@@ -434,7 +441,13 @@ async def throughput(
             SiteSpec(s, s, trunk_channels=trunks, agents={"general": agents_per_site})
             for s in THROUGHPUT_SITES
         ]
-        config_path = await asyncio.to_thread(_province, specs, run, observability=variant.observability)
+        config_path = await asyncio.to_thread(
+            _province,
+            specs,
+            run,
+            observability=variant.observability,
+            trace_sample_ratio=variant.trace_sample_ratio,
+        )
         progress(
             f"throughput [{variant.name}]: starting etcd, central and {len(specs)} sites "
             f"({agents_per_site} agents each)"
