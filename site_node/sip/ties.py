@@ -115,7 +115,7 @@ class TieTrunks:
         caller = tie.caller
         try:
             sdp = await self.trunk.media.offer_again(
-                caller.sip_call_id, caller.remote_tag, caller.invite.body
+                caller.sip_call_id, caller.remote_tag, caller.invite.body, to_tag=tie.local_tag
             )
         except MediaError as exc:
             self.stats.failed += 1
