@@ -78,21 +78,29 @@ class MediaControl:
             "answer", {"call-id": call_id, "from-tag": caller_tag, "to-tag": party_tag, "sdp": sdp, **common}
         )
 
-    async def pair(self, call_id: str, from_tag: str, from_sdp: bytes | str, to_tag: str, to_sdp: bytes | str) -> tuple[int, int]:
+    async def pair(
+        self, call_id: str, from_tag: str, from_sdp: bytes | str, to_tag: str, to_sdp: bytes | str,
+        *, bridged: bool = False,
+    ) -> tuple[int, int]:  # fmt: skip
         """Pair two parties of a call with each other (each leaves whoever it was paired with):
         an offer from `from_tag` and the answer of `to_tag`. Returns the engine's ports (where
         `to_tag` must send, where `from_tag` must send), as the two replies give them."""
         common: dict[str, Value] = {"replace": ["origin", "session-connection"], "ICE": "remove"}
         ids: dict[str, Value] = {"call-id": call_id, "from-tag": from_tag, "to-tag": to_tag}
         offered = await self._request("offer", {**ids, "sdp": from_sdp, **common})
-        answered = await self._request("answer", {**ids, "sdp": to_sdp, **common})
+        answer: dict[str, Value] = {**ids, "sdp": to_sdp, **common}
+        if bridged:
+            # A bridge sends from other ports than it listens on: the engine must not learn them.
+            answer["flags"] = ["asymmetric"]
+        answered = await self._request("answer", answer)
         return _audio_port(offered), _audio_port(answered)
 
     async def offer_to(self, call_id: str, from_tag: str, to_tag: str, sdp: bytes | str) -> bytes:
         """An offer from `from_tag` to a party not answered yet: the SDP to send that party."""
         common: dict[str, Value] = {"replace": ["origin", "session-connection"], "ICE": "remove"}
         ids: dict[str, Value] = {"call-id": call_id, "from-tag": from_tag, "to-tag": to_tag}
-        offered = await self._request("offer", {**ids, "sdp": sdp, **common})
+        # The offer is a bridge's (site_node/media/bridge.py), which sends from other ports.
+        offered = await self._request("offer", {**ids, "sdp": sdp, **common, "flags": ["asymmetric"]})
         sdp_out = offered.get("sdp")
         if not isinstance(sdp_out, bytes):
             raise MediaError("offer without SDP")

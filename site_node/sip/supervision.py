@@ -196,12 +196,13 @@ class SupervisorMedia:
             try:
                 to_supervisor = await self.media.answer_to(sid, s.tags["supervisor"], leg.local_tag, leg.remote_sdp)
                 to_caller, _ = await self.media.pair(
-                    sid, caller.remote_tag, caller.invite.body, s.tags["caller"], bridge_sdp(s.ports["caller"], iface)
+                    sid, caller.remote_tag, caller.invite.body, s.tags["caller"], bridge_sdp(s.ports["caller"], iface),
+                    bridged=True,
                 )
                 s.bridged = True
                 to_agent, _ = await self.media.pair(
                     sid, agent_leg.local_tag, agent_leg.remote_sdp, s.tags["agent"],
-                    bridge_sdp(s.ports["agent"], iface),
+                    bridge_sdp(s.ports["agent"], iface), bridged=True,
                 )  # fmt: skip
                 legs = [
                     Leg("caller", s.ports["caller"], to_caller),

@@ -36,6 +36,29 @@ def ulaw_to_linear(byte: int) -> int:
 
 
 _ALAW = [alaw_to_linear(b) for b in range(256)]
+
+
+def linear_to_alaw(sample: int) -> int:
+    """G.711 A-law of one 16-bit sample (the nearest code, by the decoding table)."""
+    sign = 0x80 if sample >= 0 else 0x00
+    x = min(abs(sample), 32635) >> 3
+    if x < 32:
+        code = x >> 1
+    else:
+        exp = x.bit_length() - 5
+        code = (exp << 4) | ((x >> exp) & 0x0F)
+    return (code | sign) ^ 0x55
+
+
+def tone_level(samples: list[int], hz: float) -> float:
+    """How loud `hz` is in `samples` (Goertzel, amplitude of that frequency's sine)."""
+    if not samples:
+        return 0.0
+    c = 2 * math.cos(2 * math.pi * hz / 8000)
+    s1 = s2 = 0.0
+    for x in samples:
+        s1, s2 = x + c * s1 - s2, s1
+    return 2 * math.sqrt(max(s1 * s1 + s2 * s2 - c * s1 * s2, 0.0)) / len(samples)
 _ULAW = [ulaw_to_linear(b) for b in range(256)]
 
 
@@ -86,6 +109,16 @@ class RtpEar(asyncio.DatagramProtocol):
             )
             body = struct.pack("!BBH", event, (0x80 if end else 0) | 10, duration)
             self.transport.sendto(header + body, self.source)
+            await asyncio.sleep(0.02)
+
+    async def speak(self, hz: float, seconds: float, amplitude: int = 8000) -> None:
+        """Say a tone (G.711 A-law, 20 ms packets) to the media engine, as a caller talks."""
+        assert self.transport is not None and self.source is not None, "nothing heard yet"
+        ssrc, step = 0x7A1C, 2 * math.pi * hz / 8000
+        for i in range(int(seconds * 50)):
+            pcm = [int(amplitude * math.sin(step * (i * 160 + k))) for k in range(160)]
+            header = struct.pack("!BBHII", 0x80, PCMA, (5000 + i) & 0xFFFF, i * 160, ssrc)
+            self.transport.sendto(header + bytes(linear_to_alaw(x) for x in pcm), self.source)
             await asyncio.sleep(0.02)
 
     def close(self) -> None:
