@@ -40,9 +40,9 @@ from site_node.records.shipper import Shipper
 from site_node.roster import Roster, RosterStore, overlay_path
 from site_node.runtime import SiteRuntime
 from site_node.sip.phones import AgentPhones
-from site_node.sip.supervision import SupervisorMedia
 from site_node.sip.recorder import CallRecorder
 from site_node.sip.registrar import Registrar
+from site_node.sip.supervision import SupervisorMedia
 from site_node.sip.ties import TieTrunks
 from site_node.sip.trunk import SipTrunk
 from site_node.web.server import DeskServer

@@ -38,13 +38,16 @@ REASON_FORCED_LOGOUT = "forced-logout"
 # Who hears whom on a supervised call's bridge (the SIP side mixes by it): the caller, the agent
 # and the supervisor; nobody hears themselves. Monitor: the supervisor hears both, nobody hears
 # the supervisor. Whisper: the agent hears the supervisor too, the caller does not. Barge-in: all.
+_ALL: dict[str, tuple[str, ...]] = {
+    "caller": ("agent", "supervisor"),
+    "agent": ("caller", "supervisor"),
+    "supervisor": ("caller", "agent"),
+}
 HEARS: dict[str, dict[str, tuple[str, ...]]] = {
     "monitor": {"caller": ("agent",), "agent": ("caller",), "supervisor": ("caller", "agent")},
     "whisper": {"caller": ("agent",), "agent": ("caller", "supervisor"), "supervisor": ("caller", "agent")},
-    "barge": {
-        "caller": ("agent", "supervisor"), "agent": ("caller", "supervisor"), "supervisor": ("caller", "agent"),
-    },
-}  # fmt: skip
+    "barge": _ALL,
+}
 
 
 def who_hears(mode: str) -> dict[str, tuple[str, ...]]:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from site_node.callcontrol.domain import SuperviseMedia, ToAgent
 from site_node.callcontrol.supervision import who_hears
 from site_node.media.bridge import BridgeError, Leg, MixBridge, free_rtp_port
-from site_node.media.control import bridge_sdp
+from site_node.media.control import MediaControl, bridge_sdp
 from site_node.media.ng import MediaError
 from site_node.sip.message import new_tag
 from site_node.sip.phones import AgentPhones, PhoneLeg
@@ -75,14 +75,11 @@ class SupervisorMedia:
     def __init__(self, trunk: SipTrunk, phones: AgentPhones, folder: Path) -> None:
         self.trunk = trunk
         self.phones = phones
+        self.media: MediaControl = trunk.media
         self.folder = folder
         self.stats = SupervisionMediaStats()
         self.calls: dict[str, Supervised] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def media(self):  # type: ignore[no-untyped-def]  # MediaControl, without an import cycle
-        return self.trunk.media
 
     # The call control's effects ------------------------------------------------------------------
 
@@ -145,9 +142,8 @@ class SupervisorMedia:
             s.ended = True
         if s is not None and s.leg is not None and s.leg.state == "answered":
             # Already on the phone: the supervisor's phone becomes the call's, paired with the caller.
-            leg = s.leg
             self.phones.adopt(fx.call_id)
-            self._spawn(self._take_over(s, leg))
+            self._spawn(self._take_over(s, s.leg))
             return
         if s is not None:
             self.phones.hang_up_supervisor(fx.call_id)
@@ -163,14 +159,14 @@ class SupervisorMedia:
             self.phones.adopt(fx.call_id)
 
         leg_tag: list[str] = []
-        leg = self.phones.ring_supervisor(
+        ringing = self.phones.ring_supervisor(
             fx.call_id, fx.supervisor, offer=offer, on_answered=answered,
             on_gone=lambda leg, why: self._leave(fx.supervisor, why),
         )  # fmt: skip
-        if leg is None:
+        if ringing is None:
             self.stats.without_media += 1
             return
-        leg_tag.append(leg.local_tag)
+        leg_tag.append(ringing.local_tag)
 
     # Media -----------------------------------------------------------------------------------------
 
@@ -194,9 +190,15 @@ class SupervisorMedia:
                 raise MediaError("the call is no longer the agent's")
             sid, iface = caller.sip_call_id, self._interface
             try:
-                to_supervisor = await self.media.answer_to(sid, s.tags["supervisor"], leg.local_tag, leg.remote_sdp)
+                to_supervisor = await self.media.answer_to(
+                    sid, s.tags["supervisor"], leg.local_tag, leg.remote_sdp
+                )
                 to_caller, _ = await self.media.pair(
-                    sid, caller.remote_tag, caller.invite.body, s.tags["caller"], bridge_sdp(s.ports["caller"], iface),
+                    sid,
+                    caller.remote_tag,
+                    caller.invite.body,
+                    s.tags["caller"],
+                    bridge_sdp(s.ports["caller"], iface),
                     bridged=True,
                 )
                 s.bridged = True
@@ -245,7 +247,11 @@ class SupervisorMedia:
             return  # the call or the agent's leg is over: nothing to pair
         with contextlib.suppress(MediaError):
             await self.media.pair(
-                caller.sip_call_id, caller.remote_tag, caller.invite.body, agent_leg.local_tag, agent_leg.remote_sdp
+                caller.sip_call_id,
+                caller.remote_tag,
+                caller.invite.body,
+                agent_leg.local_tag,
+                agent_leg.remote_sdp,
             )
             self.stats.restored += 1
 

@@ -59,6 +59,8 @@ def tone_level(samples: list[int], hz: float) -> float:
     for x in samples:
         s1, s2 = x + c * s1 - s2, s1
     return 2 * math.sqrt(max(s1 * s1 + s2 * s2 - c * s1 * s2, 0.0)) / len(samples)
+
+
 _ULAW = [ulaw_to_linear(b) for b in range(256)]
 
 
