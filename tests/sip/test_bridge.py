@@ -28,7 +28,9 @@ def test_nobody_hears_themselves_and_only_whisper_and_barge_let_the_supervisor_b
         assert all(party not in heard for party, heard in hears.items()), mode
         assert set(hears["supervisor"]) == {"caller", "agent"}, mode
     assert "supervisor" not in who_hears("monitor")["caller"] + who_hears("monitor")["agent"]
-    assert "supervisor" in who_hears("whisper")["agent"] and "supervisor" not in who_hears("whisper")["caller"]
+    assert (
+        "supervisor" in who_hears("whisper")["agent"] and "supervisor" not in who_hears("whisper")["caller"]
+    )
     assert "supervisor" in who_hears("barge")["agent"] and "supervisor" in who_hears("barge")["caller"]
     with pytest.raises(InvalidArgument):
         who_hears("intercept")
