@@ -32,6 +32,7 @@ STOP_GRACE_S = 2.0
 # The jitter buffer of each input, and the mixer's own latency (ms): small, a supervisor talks live.
 JITTER_MS = 60
 MIX_LATENCY_MS = 40
+PACKET_MS = 20
 _RTP_CAPS = "application/x-rtp,media=audio,clock-rate=8000,encoding-name=PCMA,payload=8"
 
 
@@ -84,7 +85,9 @@ def pipeline(legs: Sequence[Leg], hears: Mapping[str, Sequence[str]], host: str 
         if not ins:
             continue
         parts += [
+            # 20 ms per buffer, so each RTP packet is 20 ms of G.711 (the mixer's default is 10 ms).
             "audiomixer", f"name=mix_{leg.name}", f"latency={latency_ns}", "ignore-inactive-pads=true",
+            f"output-buffer-duration={PACKET_MS * 1_000_000}",
             "start-time-selection=first", "!", "audioconvert", "!", "alawenc", "!", "rtppcmapay", "pt=8",
             "!", "udpsink", f"host={host}", f"port={leg.send_to}", "sync=false", "async=false",
         ]  # fmt: skip

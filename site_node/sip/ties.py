@@ -1,7 +1,7 @@
 """Voice across cities: a SIP tie trunk between two sites' media engines.
 
 When the call control offers one of our SIP callers to another city (an overflow, a pooled route,
-a blind transfer: the OfferRemote effect; not a consultation, whose voice is not carried yet),
+a blind transfer: the OfferRemote effect; a consultation's leg is dialled by sip/consults.py),
 the origin dials the target's SIP trunk (`sip:tie@<target>`, X-VCC-Call-ID) with its rtpengine's
 side of the caller's media, as it does for an agent's phone; the target answers from its own
 rtpengine. The origin keeps the caller's trunk channel and its dialog; the

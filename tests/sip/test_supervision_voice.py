@@ -13,18 +13,21 @@ import os
 import signal
 import struct
 import time
+import uuid
 import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from site_node.app import SiteNode
 from tests.helpers import eventually
-from tests.integration.support import Desktop
+from tests.integration.support import DEFAULT_PASSWORD, Desktop
 from tests.sip.audio import RtpEar, tone_level
 from tests.sip.conftest import PHONE_PASSWORD, sip_config_dict
 from tools.province.etcd_server import EtcdServer
+from tools.province.netutil import free_port
 from tools.province.sipp import call_scenario, run_sipp
 from tools.simulation.sip_callers import phone_folder
 from vcc import rpc
@@ -45,6 +48,7 @@ def leader_config(tmp: Path, prompts: Path, etcd: EtcdServer) -> dict[str, objec
     agents = site["agents"]
     billing = next(a for a in agents if "billing" in a["skills"])
     billing["role"], billing["leads"] = "group_leader", ["general"]
+    site["desktop_listen"] = f"127.0.0.1:{free_port()}"  # the console's API, where leaders act
     return raw
 
 
@@ -95,13 +99,20 @@ async def test_monitor_whisper_barge_and_intercept_carry_the_voices_they_should(
             "baresip", "-f", str(folder), stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         ))  # fmt: skip
-    desk, boss = Desktop(rpc.channel(node.address), agent), Desktop(rpc.channel(node.address), leader)
+    desk = Desktop(rpc.channel(node.address), agent)
+    assert node.desktop_url
+    console = httpx.AsyncClient(base_url=node.desktop_url.rstrip("/"), timeout=10)
     ear = await RtpEar.open()
     caller: asyncio.Task[object] | None = None
     talking: asyncio.Task[None] | None = None
 
     def act(op: object) -> None:
         node.runtime.do(op)  # type: ignore[arg-type]
+
+    async def lead(path: str, body: dict[str, str] | None = None) -> None:
+        """A leader's click on the console: its HTTP API."""
+        r = await console.post(path, json={"idempotency_key": uuid.uuid4().hex, **(body or {})})
+        assert r.status_code == 200, r.text
 
     try:
 
@@ -111,7 +122,9 @@ async def test_monitor_whisper_barge_and_intercept_carry_the_voices_they_should(
         await eventually(registered, what="both phones registered")
         await desk.login()
         await desk.ready()
-        await boss.login()
+        r = await console.post("/api/login", json={"idempotency_key": uuid.uuid4().hex, "agent_code": leader,
+                                                   "password": DEFAULT_PASSWORD})  # fmt: skip
+        assert r.status_code == 200, r.text
         scenario = call_scenario("", media_port=str(ear.port), settle_ms=0)
         caller = asyncio.create_task(run_sipp(scenario, sip, tmp_path / "sipp", hold_ms=60_000))
 
@@ -132,7 +145,7 @@ async def test_monitor_whisper_barge_and_intercept_carry_the_voices_they_should(
 
         async def phase(name: str, mode: str | None) -> None:
             if mode is not None:
-                act(lambda now: sb.supervise(now, leader, agent, mode))
+                await lead(f"/api/team/{agent}/supervise", {"mode": mode})
             if name == "monitor":
 
                 async def bridged() -> bool:
@@ -147,7 +160,7 @@ async def test_monitor_whisper_barge_and_intercept_carry_the_voices_they_should(
         await phase("monitor", "monitor")
         await phase("whisper", "whisper")
         await phase("barge", "barge")
-        act(lambda now: sb.leave_supervision(now, leader))
+        await lead("/api/team/leave")
 
         async def restored() -> bool:
             return media.stats.restored == 1 and not node.phones.supervisor_legs  # type: ignore[union-attr]
@@ -156,7 +169,7 @@ async def test_monitor_whisper_barge_and_intercept_carry_the_voices_they_should(
         await phase("alone", None)
 
         # A bridge that dies: the supervision ends, the caller and the agent talk again.
-        act(lambda now: sb.supervise(now, leader, agent, "barge"))
+        await lead(f"/api/team/{agent}/supervise", {"mode": "barge"})
 
         async def second_bridge() -> int | None:
             s = media.calls.get(call.call_id)
@@ -175,7 +188,7 @@ async def test_monitor_whisper_barge_and_intercept_carry_the_voices_they_should(
         await phase("after-loss", None)
 
         # Intercept: the leader's phone takes the call, the agent's phone is hung up.
-        act(lambda now: sb.intercept(now, leader, agent))
+        await lead(f"/api/team/{agent}/supervise", {"mode": "intercept"})
 
         async def taken() -> bool:
             leg = node.phones.legs.get(call.call_id) if node.phones is not None else None
@@ -198,7 +211,7 @@ async def test_monitor_whisper_barge_and_intercept_carry_the_voices_they_should(
             talking.cancel()
         ear.close()
         await desk.close()
-        await boss.close()
+        await console.aclose()
         for p in phones:
             p.terminate()
             await p.wait()
