@@ -547,7 +547,7 @@ async def test_a_consultation_with_the_other_city_its_cancel_conference_and_comp
 
 
 FAR_HZ = 1700.0
-PHASE_S = 3.0
+PHASE_S = 2.5
 LOUD, QUIET = 300.0, 120.0
 
 
