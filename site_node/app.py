@@ -362,6 +362,8 @@ class SiteNode:
                 self.consult_voice = ConsultVoice(self.sip, self.ties, self.phones, beside)
                 self.ties.consults = self.consult_voice
                 self.sip.bridged = self.consult_voice.bridged
+                supervised = self.supervisor_media.calls
+                self.consult_voice.supervised = lambda call_id: call_id in supervised
                 self.runtime.agent_listeners.append(self.consult_voice.to_agent)
 
     def _digit(self, sip_call_id: str, digit: str) -> None:

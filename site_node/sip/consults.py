@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -78,6 +78,8 @@ class ConsultVoice:
         self.folder = folder
         self.stats = ConsultVoiceStats()
         self.calls: dict[str, Consulting] = {}
+        # Calls on a supervisor's bridge (wired by the composition root).
+        self.supervised: Callable[[str], bool] = lambda call_id: False
         self._tasks: set[asyncio.Task[None]] = set()
 
     def bridged(self, call_id: str) -> bool:
@@ -89,9 +91,16 @@ class ConsultVoice:
     def offer_remote(self, offer: OfferRemote) -> None:
         caller = self.trunk.call_of(offer.call_id)
         agent_leg = self.phones.legs.get(offer.call_id)
-        if caller is None or agent_leg is None or agent_leg.state != "answered":
+        if (
+            caller is None
+            or agent_leg is None
+            or agent_leg.state != "answered"
+            or self.supervised(offer.call_id)
+        ):
+            # No SIP caller here, the agent talks without a phone, or a supervisor's bridge holds
+            # the call (one bridge per call): no voice to carry.
             self.stats.without_media += 1
-            return  # no SIP caller here, or the agent talks without a phone: no voice to carry
+            return
         old = self.calls.pop(offer.call_id, None)
         if old is not None:
             old.ended = True

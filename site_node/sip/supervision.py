@@ -108,9 +108,16 @@ class SupervisorMedia:
             return
         caller = self.trunk.call_of(fx.call_id)
         agent_leg = self.phones.legs.get(fx.call_id)
-        if caller is None or agent_leg is None or agent_leg.state != "answered":
+        if (
+            caller is None
+            or agent_leg is None
+            or agent_leg.state != "answered"
+            or self.trunk.bridged(fx.call_id)
+        ):
+            # No SIP caller or agent's phone here, or the call is on a consultation's bridge (one
+            # bridge per call: the consultation keeps its voice).
             self.stats.without_media += 1
-            log.info("call %s: supervised by %s without voice (no SIP caller or agent's phone here)",
+            log.info("call %s: supervised by %s without voice (no SIP caller or phone, or consulting)",
                      fx.call_id, fx.supervisor)  # fmt: skip
             return
         tag = new_tag()
