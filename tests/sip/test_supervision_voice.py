@@ -187,12 +187,20 @@ async def test_monitor_whisper_barge_and_intercept_carry_the_voices_they_should(
         del restored_twice
         await phase("after-loss", None)
 
-        # Intercept: the leader's phone takes the call, the agent's phone is hung up.
+        # Monitor once more, then intercept: the leader's phone (already up) takes the call over,
+        # the agent's phone is hung up.
+        await lead(f"/api/team/{agent}/supervise", {"mode": "monitor"})
+
+        async def third_bridge() -> bool:
+            return media.stats.bridged == 3
+
+        await eventually(third_bridge, timeout_s=20, what="the leader on the bridge again")
+        leader_leg = node.phones.supervisor_legs[call.call_id]
         await lead(f"/api/team/{agent}/supervise", {"mode": "intercept"})
 
         async def taken() -> bool:
             leg = node.phones.legs.get(call.call_id) if node.phones is not None else None
-            return leg is not None and leg.code == leader and leg.state == "answered"
+            return leg is leader_leg and leg.state == "answered"
 
         await eventually(taken, timeout_s=20, what="the leader's phone took the call")
         await asyncio.sleep(1.0)
@@ -219,7 +227,7 @@ async def test_monitor_whisper_barge_and_intercept_carry_the_voices_they_should(
             caller.cancel()
 
     # The call's history shows the supervisor's part in every case.
-    assert kinds.count("SUPERVISED") == 4 and "INTERCEPTED" in kinds, kinds
+    assert kinds.count("SUPERVISED") == 5 and "INTERCEPTED" in kinds, kinds
     assert kinds.count("SUPERVISION_ENDED") == 2, kinds
 
     def at_caller(name: str) -> dict[float, float]:
