@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 import struct
+import sys
 import wave
 from pathlib import Path
 from typing import cast
@@ -123,6 +124,23 @@ class RtpEar(asyncio.DatagramProtocol):
             self.transport.sendto(header + bytes(linear_to_alaw(x) for x in pcm), self.source)
             await asyncio.sleep(0.02)
 
+    async def speak_apart(self, hz: float, seconds: float, amplitude: int = 8000) -> None:
+        """Say a tone from a process of its own on this ear's socket (shared by its descriptor):
+        the caller keeps its pace when the test's event loop, shared with the site node, is busy."""
+        assert self.transport is not None and self.source is not None, "nothing heard yet"
+        sock = self.transport.get_extra_info("socket")
+        host, port = str(self.source[0]), int(self.source[1])
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _SPEAKER, str(sock.fileno()), host, str(port), str(hz), str(seconds),
+            str(amplitude), pass_fds=(sock.fileno(),),
+        )  # fmt: skip
+        try:
+            await proc.wait()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
@@ -135,6 +153,29 @@ class RtpEar(asyncio.DatagramProtocol):
             if table is not None:
                 out.extend(table[b] for b in payload)
         return out
+
+
+# The speaker process: G.711 A-law tone packets every 20 ms, paced by the clock (not by sleeps).
+_SPEAKER = """
+import math, socket, struct, sys, time
+fd, host, port, hz, seconds, amp = sys.argv[1:]
+s = socket.socket(fileno=int(fd))
+hz, amp, n = float(hz), int(amp), int(float(seconds) * 50)
+def alaw(x):
+    sign = 0x80 if x >= 0 else 0
+    v = min(abs(x), 32635) >> 3
+    code = v >> 1 if v < 32 else ((v.bit_length() - 5) << 4) | ((v >> (v.bit_length() - 5)) & 0x0F)
+    return (code | sign) ^ 0x55
+step = 2 * math.pi * hz / 8000
+t0 = time.monotonic()
+for i in range(n):
+    pcm = bytes(alaw(int(amp * math.sin(step * (i * 160 + k)))) for k in range(160))
+    s.sendto(struct.pack("!BBHII", 0x80, 8, (5000 + i) & 0xFFFF, i * 160, 0x7A1C) + pcm, (host, int(port)))
+    delay = t0 + (i + 1) * 0.02 - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+s.detach()
+"""
 
 
 def read_wav(path: Path) -> list[int]:

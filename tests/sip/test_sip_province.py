@@ -470,7 +470,7 @@ async def test_a_consultation_with_the_other_city_its_cancel_conference_and_comp
             return agent.call_id if agent.state == common_pb2.AGENT_STATE_TALKING else None
 
         call_id = await eventually(answered, timeout_s=30, what="the gz agent's phone answered")
-        talking = asyncio.create_task(ear.speak(CALLER_HZ, 50))
+        talking = asyncio.create_task(ear.speak_apart(CALLER_HZ, 50))
         await asyncio.sleep(1.0)
 
         async def phase(name: str) -> None:

@@ -139,7 +139,7 @@ async def test_monitor_whisper_barge_and_intercept_carry_the_voices_they_should(
 
         await eventually(answered, timeout_s=30, what="the agent's phone answered")
         agent_t0 = time.monotonic()
-        talking = asyncio.create_task(ear.speak(CALLER_HZ, 45))
+        talking = asyncio.create_task(ear.speak_apart(CALLER_HZ, 45))
         [call] = list(sb.calls.values())
         phases: dict[str, tuple[float, float, int, int]] = {}
 
