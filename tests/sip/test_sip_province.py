@@ -544,6 +544,10 @@ async def test_a_consultation_with_the_other_city_its_cancel_conference_and_comp
     assert heard[AGENT_HZ] > LOUD and heard[CALLER_HZ] < QUIET, heard
     heard = _levels(_wav(second))
     assert heard[AGENT_HZ] > LOUD and heard[CALLER_HZ] > LOUD, heard
+    # The first agent's phone heard the far agent (consulting, conferenced) and the caller.
+    [mine] = list(a_dir.glob("dump-*-dec.wav"))
+    heard = _levels(_wav(mine))
+    assert heard[FAR_HZ] > LOUD and heard[CALLER_HZ] > LOUD, heard
 
 
 FAR_HZ = 1700.0
