@@ -64,7 +64,7 @@ class PhoneLeg:
     remote_sdp: bytes = b""
     # A supervisor's phone (site_node/sip/supervision.py): its own offer, what to do once it
     # answered, and who is told when it is gone; the call control knows nothing of this leg.
-    offer: Callable[[], Awaitable[bytes]] | None = None
+    offer: Callable[[PhoneLeg], Awaitable[bytes]] | None = None
     on_answered: Callable[[PhoneLeg], Awaitable[None]] | None = None
     on_gone: Callable[[PhoneLeg, str], None] | None = None
 
@@ -133,7 +133,7 @@ class AgentPhones:
         self,
         call_id: str,
         code: str,
-        offer: Callable[[], Awaitable[bytes]],
+        offer: Callable[[PhoneLeg], Awaitable[bytes]],
         on_answered: Callable[[PhoneLeg], Awaitable[None]],
         on_gone: Callable[[PhoneLeg, str], None],
     ) -> PhoneLeg | None:
@@ -167,7 +167,7 @@ class AgentPhones:
         caller = leg.caller
         try:
             if leg.offer is not None:
-                offered = await leg.offer()
+                offered = await leg.offer(leg)
             else:
                 offered = await self.trunk.media.offer_again(
                     caller.sip_call_id, caller.remote_tag, caller.invite.body, to_tag=leg.local_tag

@@ -127,7 +127,7 @@ class SupervisorMedia:
             tags={role: f"bridge-{role}-{tag}" for role in ROLES},
         )  # fmt: skip
         leg = self.phones.ring_supervisor(
-            fx.call_id, fx.supervisor, offer=lambda: self._offer_supervisor(s),
+            fx.call_id, fx.supervisor, offer=lambda leg: self._offer_supervisor(s, leg),
             on_answered=lambda leg: self._bridge(s, leg), on_gone=lambda leg, why: self._gone(s, why),
         )  # fmt: skip
         if leg is None:
@@ -156,24 +156,21 @@ class SupervisorMedia:
             self.phones.hang_up_supervisor(fx.call_id)
             self._spawn(self._finish(s, hang_up=False))
 
-        async def offer() -> bytes:
+        async def offer(leg: PhoneLeg) -> bytes:
             return await self.media.offer_again(
-                caller.sip_call_id, caller.remote_tag, caller.invite.body, to_tag=leg_tag[0]
+                caller.sip_call_id, caller.remote_tag, caller.invite.body, to_tag=leg.local_tag
             )
 
         async def answered(leg: PhoneLeg) -> None:
             await self.media.answer_from(caller.sip_call_id, caller.remote_tag, leg.local_tag, leg.remote_sdp)
             self.phones.adopt(fx.call_id)
 
-        leg_tag: list[str] = []
         ringing = self.phones.ring_supervisor(
             fx.call_id, fx.supervisor, offer=offer, on_answered=answered,
             on_gone=lambda leg, why: self._leave(fx.supervisor, why),
         )  # fmt: skip
         if ringing is None:
             self.stats.without_media += 1
-            return
-        leg_tag.append(ringing.local_tag)
 
     # Media -----------------------------------------------------------------------------------------
 
@@ -181,12 +178,12 @@ class SupervisorMedia:
     def _interface(self) -> str:
         return self.trunk.media.engine.config.interface
 
-    async def _offer_supervisor(self, s: Supervised) -> bytes:
+    async def _offer_supervisor(self, s: Supervised, leg: PhoneLeg) -> bytes:
         caller = self.trunk.call_of(s.call_id)
-        if caller is None or s.leg is None:
+        if caller is None:
             raise MediaError("the caller left")
         sdp = bridge_sdp(s.ports["supervisor"], self._interface)
-        return await self.media.offer_to(caller.sip_call_id, s.tags["supervisor"], s.leg.local_tag, sdp)
+        return await self.media.offer_to(caller.sip_call_id, s.tags["supervisor"], leg.local_tag, sdp)
 
     async def _bridge(self, s: Supervised, leg: PhoneLeg) -> None:
         """The supervisor answered: the three parties on the call's bridge."""
