@@ -170,3 +170,11 @@ class MixBridge:
 
     async def stop(self) -> None:
         await self._end_process()
+        # One log per bridged call: kept only when the mixer said something (an error).
+        await asyncio.to_thread(_drop_if_empty, self.log_path)
+
+
+def _drop_if_empty(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        if path.stat().st_size == 0:
+            path.unlink()
