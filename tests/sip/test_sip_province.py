@@ -570,8 +570,15 @@ def _phone(folder: Path, code: str, registrar: str, hz: float) -> None:
 
 
 def _wav(path: Path) -> list[int]:
+    """A phone's dump, 16-bit mono. A baresip killed before it closed the file (a busy machine: it
+    did not stop within its grace) leaves a header that counts no frames: the data is read anyway."""
     with wave.open(str(path), "rb") as w:
         frames = w.readframes(w.getnframes())
+    if not frames:
+        raw = path.read_bytes()
+        at = raw.find(b"data")
+        frames = raw[at + 8 :] if at >= 0 else b""
+        frames = frames[: len(frames) // 2 * 2]
     return list(struct.unpack(f"<{len(frames) // 2}h", frames))
 
 
@@ -666,8 +673,6 @@ async def test_an_overflowed_call_carries_the_callers_voice_to_the_other_citys_a
     assert "ANSWERED" in kinds and "RETURNED" in kinds and kinds[-1] == "ENDED", kinds
     # What the sz agent's phone heard: the gz caller's tone.
     [heard] = list(phone_dir.glob("dump-*-dec.wav"))
-    with wave.open(str(heard), "rb") as w:
-        frames = w.readframes(w.getnframes())
-    samples = list(struct.unpack(f"<{len(frames) // 2}h", frames))
+    samples = _wav(heard)
     assert goertzel(samples, CALLER_HZ) > 20 * goertzel(samples, AGENT_HZ), "the caller's tone did not cross"
     assert goertzel(samples, CALLER_HZ) > 1e3
