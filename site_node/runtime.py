@@ -61,6 +61,7 @@ AgentWatcher = Callable[[ToAgent], None]
 MediaHandler = Callable[[SuperviseMedia], None]
 AuditSink = Callable[[Audit], None]
 # The gRPC desktop stream carries these ToAgent kinds; newer ones reach only the watchers.
+_NO_SNAPSHOT = cti_pb2.AgentSnapshot()
 _STREAMED_KINDS = frozenset(
     {"state", "offered", "withdrawn", "connected", "held", "retrieved", "ended", "transfer"}
 )
@@ -269,7 +270,9 @@ class SiteRuntime:
         lines = self.desktops.get(u.agent_code)
         if not lines or u.kind not in _STREAMED_KINDS:
             return
-        msg = convert.agent_update_to_proto(u, self.snapshot(u.agent_code))
+        # Only a state change carries the agent's snapshot: not built for the other kinds.
+        snapshot = self.snapshot(u.agent_code) if u.kind == "state" else _NO_SNAPSHOT
+        msg = convert.agent_update_to_proto(u, snapshot)
         for line in list(lines):
             if line.queue.qsize() >= DESKTOP_QUEUE_LIMIT:
                 log.warning("agent %s: desktop too slow, cutting its event stream", u.agent_code)
