@@ -171,6 +171,12 @@ class CallbackList:
             raise CallbackError("callback-closed", f"callback {callback_id} is {entry.state} already")
         return self._put(replace(entry, state="cancelled", closed_at=now))
 
+    def restore(self, entry: Callback) -> None:
+        """An open callback kept before the site restarted (site_node/records/open_items.py)."""
+        if entry.state not in OPEN:
+            raise CallbackError("callback-closed", f"callback {entry.callback_id} is {entry.state}")
+        self._entries[entry.callback_id] = entry
+
     def open(self) -> list[Callback]:
         return [c for c in self._entries.values() if c.state in OPEN]
 

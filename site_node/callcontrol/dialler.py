@@ -35,10 +35,25 @@ class Dialler:
         self._open: set[str] = set()
         timers.on("dial", self._due)
 
-    def asked(self, callback: Callback, call: Call) -> None:
+    def asked(self, callback: Callback, call: Call, fx: Effects) -> None:
         self._origins.setdefault(callback.callback_id, call)
         self._open.add(callback.callback_id)
+        self._keep(callback.callback_id, fx)
         self._timers.arm(callback.next_attempt_at, "dial", callback.callback_id)
+
+    def restore(self, callback: Callback, call: Call, now: float) -> None:
+        """A callback kept before the site restarted, its asking call's journal numbers continued.
+        One being dialled stays so (the gateway may still offer its callee) with a new no-answer
+        deadline from now."""
+        self.callbacks.restore(callback)
+        self._origins[callback.callback_id] = call
+        self._open.add(callback.callback_id)
+        if callback.state == "dialling":
+            dial_id = f"{callback.callback_id}-{len(callback.attempts)}"
+            self.dialling[dial_id] = callback.callback_id
+            self._timers.arm(now + NO_ANSWER_S, "dial", callback.callback_id, dial_id)
+        else:
+            self._timers.arm(max(callback.next_attempt_at, now), "dial", callback.callback_id)
 
     def dial(self, now: float, fx: Effects) -> None:
         """Dial what is due for the agents ready now (call after agents may have become ready)."""
@@ -57,6 +72,7 @@ class Dialler:
             self.dialling[dial_id] = callback.callback_id
             awaiting[group] += 1
             self._journal(callback.callback_id, "dialling", now, fx, attempt=str(attempt), dial_id=dial_id)
+            self._keep(callback.callback_id, fx)
             fx.add(DialOut(dial_id, callback.number, group, callback.callback_id, attempt))
             self._timers.arm(now + NO_ANSWER_S, "dial", callback.callback_id, dial_id)
 
@@ -70,7 +86,7 @@ class Dialler:
         callback_id = self.dialling.pop(dial_id)
         done = self.callbacks.finish(callback_id, "answered", now)
         self._journal(callback_id, "answered", now, fx, dial_id=dial_id, call_id=call.call_id)
-        self._closed(callback_id)
+        self._closed(callback_id, fx)
         fx.journal(
             call, EventKind.CALLBACK, now,
             data=(("callback_id", callback_id), ("stage", "callee-answered"),
@@ -93,14 +109,21 @@ class Dialler:
             return
         self._journal(callback_id, outcome, now, fx, dial_id=dial_id, state=after.state)
         if after.state == "pending":
+            self._keep(callback_id, fx)
             self._timers.arm(after.next_attempt_at, "dial", callback_id)
         else:
-            self._closed(callback_id)
+            self._closed(callback_id, fx)
 
-    def _closed(self, callback_id: str) -> None:
+    def _closed(self, callback_id: str, fx: Effects) -> None:
         """A callback over (answered, or out of attempts): its caller's call is let go."""
         self._open.discard(callback_id)
-        self._origins.pop(callback_id, None)
+        call = self._origins.pop(callback_id, None)
+        fx.keep("callback", callback_id, call.call_id if call else "", None)
+
+    def _keep(self, callback_id: str, fx: Effects) -> None:
+        call = self._origins.get(callback_id)
+        if call is not None:
+            fx.keep("callback", callback_id, call.call_id, self.callbacks.get(callback_id))
 
     def _due(self, callback_id: str, dial_id: str, now: float, fx: Effects) -> None:
         if dial_id and self.dialling.get(dial_id) == callback_id:

@@ -164,7 +164,7 @@ class FlowCalls:
                 self._journal_callback(
                     call, asked.callback_id, "asked", call.skill_group, "abandoned", fx, now
                 )
-                self._dialler.asked(asked, call)
+                self._dialler.asked(asked, call, fx)
         if fc.message_id:
             return self.voicemail.recorded(fc.message_id, now, fx).state == "new"
         return False
@@ -255,7 +255,7 @@ class FlowCalls:
                 "flow-offer", fx, now, end.number,
             )  # fmt: skip
             if asked is not None:
-                self._dialler.asked(asked, call)
+                self._dialler.asked(asked, call, fx)
             self._trunk.end(call, Outcome.SELF_SERVED, "callback-asked", now, fx)
         elif isinstance(end, FaxOnDemand):
             self.live.pop(call.call_id, None)

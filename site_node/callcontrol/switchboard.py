@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
 from routing.agents import Agent
+from site_node.callcontrol.callbacks import Callback
 from site_node.callcontrol.directory import TransferTarget
 from site_node.callcontrol.domain import (
     Call,
@@ -32,6 +33,7 @@ from site_node.callcontrol.limits import check_digits
 from site_node.callcontrol.parts import build_parts, site_stopping
 from site_node.callcontrol.pushed_targets import PushedTarget
 from site_node.callcontrol.resources import ChannelPool
+from site_node.callcontrol.restored import restore_open
 from site_node.callcontrol.voicemail import Message
 from vcc.call_events import EventKind
 from vcc.config import RoutingConfig, SiteConfig
@@ -537,6 +539,15 @@ class Switchboard:
         self.guests.caller_gone(now, offer_id, reason, fx)
         self.queues.dispatch(now, fx)
         return fx.items
+
+    def restore_open(
+        self, now: float, items: Sequence[Callback | Message], last_seq: Mapping[str, int]
+    ) -> tuple[list[str], list[Effect]]:
+        """At start: the callbacks and messages the site kept open before it stopped (restored.py);
+        (ids left out, effects)."""
+        fx = self._fx()
+        left_out = restore_open(self.site_id, self.dialler, self.flows.voicemail, items, last_seq, now, fx)
+        return left_out, fx.items
 
     # Voicemail (SPEC F27): an agent works its groups' messages --------------------------------
 
