@@ -67,7 +67,17 @@ MediaHandler = Callable[[SuperviseMedia], None]
 AuditSink = Callable[[Audit], None]
 # The gRPC desktop stream carries these ToAgent kinds; newer ones reach only the watchers.
 _STREAMED_KINDS = frozenset(
-    {"state", "offered", "withdrawn", "connected", "held", "retrieved", "ended", "transfer"}
+    {
+        "state",
+        "offered",
+        "withdrawn",
+        "connected",
+        "held",
+        "retrieved",
+        "ended",
+        "transfer",
+        "callback_preview",
+    }
 )
 
 

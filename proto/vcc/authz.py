@@ -62,6 +62,7 @@ METHOD_KINDS: Mapping[str, frozenset[str]] = {
     "/vcc.v1.AgentDesktopService/CompleteTransfer": frozenset({DESKTOP}),
     "/vcc.v1.AgentDesktopService/Conference": frozenset({DESKTOP}),
     "/vcc.v1.AgentDesktopService/CancelTransfer": frozenset({DESKTOP}),
+    "/vcc.v1.AgentDesktopService/AnswerCallbackPreview": frozenset({DESKTOP}),
     "/vcc.v1.AgentDesktopService/StreamEvents": frozenset({DESKTOP}),
     "/vcc.v1.DialOutService/WatchDialOuts": frozenset({TRUNK}),
     "/vcc.v1.DialOutService/DialFailed": frozenset({TRUNK}),

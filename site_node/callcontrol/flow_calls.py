@@ -249,6 +249,7 @@ class FlowCalls:
             asked = self.callbacks.request(
                 f"{call.call_id}-cb", call.call_id, end.number, end.skill_group, now, reason="flow-offer",
                 priority=call.priority, place_since=call.arrived_at,
+                mode="preview" if end.mode == "preview" else "progressive",
             )  # fmt: skip
             self._journal_callback(
                 call, asked.callback_id if asked else "", "asked" if asked else "refused", end.skill_group,

@@ -196,13 +196,24 @@ class Switchboard:
         if call.state != CallState.ENDED:
             self.screen_pop.fetch(call, now, fx)
             if dial_id:
+                agent = self.dialler.answered_by(dial_id)  # preview: the agent who accepted
                 group = self.dialler.answered(call, dial_id, now, fx)
-                call.priority = CALLBACK_PRIORITY
-                self.queues.enqueue(call, group, now, fx, reason="callback")
+                call.priority, call.skill_group = CALLBACK_PRIORITY, group
+                if agent:
+                    self.ringing.ring(call, agent, now, fx)
+                else:
+                    self.queues.enqueue(call, group, now, fx, reason="callback")
             else:
                 self.ivr.start(call, now, fx)
             self.queues.dispatch(now, fx)
         return call.call_id, fx.items
+
+    def answer_callback_preview(self, now: float, code: str, callback_id: str, accept: bool) -> list[Effect]:
+        """The agent shown a callback (preview) accepts it, dialled for them, or declines it."""
+        fx = self._fx()
+        self.dialler.answer_preview(code, callback_id, accept, now, fx)
+        self.queues.dispatch(now, fx)
+        return fx.items
 
     def dial_failed(self, now: float, dial_id: str, outcome: str) -> list[Effect]:
         """The trunk could not reach a dialled callee (no-answer, busy, failed): retried later."""

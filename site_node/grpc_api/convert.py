@@ -147,6 +147,15 @@ def agent_update_to_proto(u: ToAgent, snapshot: cti_pb2.AgentSnapshot) -> cti_pb
                     reason=u.reason,
                 )
             )
+        case "callback_preview":
+            extra = dict(u.attached)
+            msg.callback_preview.CopyFrom(
+                cti_pb2.CallbackPreview(
+                    callback_id=extra.get("callback_id", ""), stage=u.stage, number=u.ani,
+                    skill_group=u.skill_group, reason=u.reason, call_id=u.call_id,
+                    attempt=int(extra.get("attempt", "0")), timeout_s=float(extra.get("timeout_s", "0")),
+                )
+            )  # fmt: skip
         case _:
             raise ValueError(f"unknown agent update {u.kind!r}")
     return msg

@@ -262,6 +262,9 @@ class CallbackNode(_Node):
     skill_group: SkillGroupId
     # The variable holding the number to call back.
     number: VarName = "ani"
+    # progressive: dialled for a ready agent of the group; preview: a ready agent sees the
+    # callback and accepts it (or declines: the next agent) before it is dialled (F20).
+    mode: Literal["progressive", "preview"] = "progressive"
 
 
 class FaxNode(_Node):
