@@ -104,3 +104,55 @@ async def test_an_agent_declines_one_callback_and_accepts_the_next(site: Site, t
             await page.screenshot(path=str(tmp_path / "desk-callback.png"), full_page=True)
         finally:
             await browser.close()
+
+
+async def test_the_cti_api_shows_the_callback_and_takes_one_answer_per_key(site: Site) -> None:  # noqa: F811
+    import grpc
+
+    from tests.integration.support import Desktop
+    from vcc import rpc
+    from vcc.tls import DESKTOP
+    from vcc.v1 import cti_pb2
+
+    publish_preview_flow(site)
+    sb = site.node.switchboard
+    billing = next(a.code for a in sb.site.agents if "billing" in a.skills and a.code != site.other_leader)
+    report = await scripted_call(site.node.address, NUMBER, ["1"], ani="13800000033")
+    callback_id = f"{report['call_id']}-cb"
+    async with rpc.channel(site.node.address, persona=DESKTOP) as ch:
+        desk = Desktop(ch, billing)
+        await desk.login()
+        await desk.ready()
+        shown = (await desk.next_event("callback_preview")).callback_preview
+        assert (shown.callback_id, shown.stage, shown.number, shown.skill_group, shown.reason) == (
+            callback_id,
+            "offered",
+            "13800000033",
+            "billing",
+            "flow-offer",
+        )
+        assert shown.call_id == report["call_id"] and shown.attempt == 1 and shown.timeout_s > 0
+
+        def answer(accept: bool, idem: str, cb: str = callback_id) -> object:
+            return desk.stub.AnswerCallbackPreview(
+                cti_pb2.AnswerCallbackPreviewRequest(
+                    idempotency_key=idem, session_token=desk.token, callback_id=cb, accept=accept
+                ),
+                timeout=5,
+            )
+
+        with pytest.raises(grpc.aio.AioRpcError) as bad:
+            await answer(True, key(), cb="")
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            await answer(True, key(), cb="nobody-cb")
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+        assert sb.dialler.previews == {callback_id: billing}  # nothing changed
+        once = key()
+        await answer(True, once)
+        await answer(True, once)  # retried with its key: answered as the first time, applied once
+        assert len(sb.dialler.callbacks.get(callback_id).attempts) == 1
+        with pytest.raises(grpc.aio.AioRpcError) as again:
+            await answer(False, key())  # a new request: nothing is shown any more
+        assert again.value.code() == grpc.StatusCode.NOT_FOUND
+        await desk.close()
