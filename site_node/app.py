@@ -199,7 +199,7 @@ class SiteNode:
         self.dial_outs = DialOuts(self.runtime)
         dialout_pb2_grpc.add_DialOutServiceServicer_to_server(self.dial_outs, self.server.grpc)
         voicemail_pb2_grpc.add_VoicemailServiceServicer_to_server(
-            VoicemailDesk(self.runtime, self.desktop), self.server.grpc
+            VoicemailDesk(self.runtime, self.desktop, self.recordings_dir), self.server.grpc
         )
         site_admin_pb2_grpc.add_SiteAdminServiceServicer_to_server(
             SiteAdmin(self.runtime, self.summary), self.server.grpc

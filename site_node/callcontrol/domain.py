@@ -142,6 +142,8 @@ class ToCaller:
     max_digits: int = 0
     flow_id: str = ""
     flow_version: int = 0
+    # For `voicemail`: the message the caller's voice is recorded for, on a recording channel.
+    message_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

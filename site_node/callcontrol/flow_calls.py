@@ -241,6 +241,12 @@ class FlowCalls:
             # A box named after a skill group is that group's; any other is the IVR's default group's.
             group = end.box if end.box in self._groups else self._default_group
             fc.message_id = self.voicemail.record(call, end.box, group, now, fx)
+            if self.voicemail.with_audio(fc.message_id):
+                # The trunk records the caller's voice for it (the SIP side; the gRPC trunk has none).
+                fx.add(
+                    ToCaller(call.call_id, "voicemail", now, message_id=fc.message_id, skill_group=group,
+                             timeout_s=self.voicemail.box.max_message_s)
+                )  # fmt: skip
             self._timers.arm(
                 self.voicemail.box.cut_at(fc.message_id), "voicemail", call.call_id, fc.message_id
             )

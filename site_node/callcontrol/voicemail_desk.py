@@ -26,12 +26,16 @@ class VoicemailDesk:
         # message id -> its caller's call (kept past the call's end: later steps go in its record).
         self._calls: dict[str, Call] = {}
         self._recorders: dict[str, str | None] = {}
+        # Messages whose voice is recorded (a recording channel was free).
+        self._with_audio: set[str] = set()
 
     def record(self, call: Call, box: str, group: str, now: float, fx: Effects) -> str:
         message_id = f"{call.call_id}-vm"
         self.box.start(message_id, call.call_id, now, box=box, skill_group=group, caller=call.ani)
         self._calls[message_id] = call
-        _, self._recorders[message_id] = self._resources.take_board("recording")
+        got, self._recorders[message_id] = self._resources.take_board("recording")
+        if got:
+            self._with_audio.add(message_id)
         self._journal(message_id, "recording", now, fx, box=box, skill_group=group)
         self._keep(message_id, fx)
         return message_id
@@ -49,7 +53,9 @@ class VoicemailDesk:
     def recorded(self, message_id: str, now: float, fx: Effects) -> Message:
         """The caller hung up (or the message reached its longest): kept, or discarded if too short."""
         self._resources.release_board(self._recorders.pop(message_id, None))
-        message = self.box.finish(message_id, f"voicemail/{message_id}.wav", now)
+        audio = message_id in self._with_audio
+        self._with_audio.discard(message_id)
+        message = self.box.finish(message_id, f"voicemail/{message_id}.wav" if audio else "", now)
         self._journal(
             message_id, message.state, now, fx, box=message.box, skill_group=message.skill_group,
             duration_s=f"{message.duration_s:.1f}",
@@ -57,7 +63,20 @@ class VoicemailDesk:
         self._keep(message_id, fx)
         return message
 
+    def with_audio(self, message_id: str) -> bool:
+        """The caller's voice is being recorded for this message (False: every channel was busy)."""
+        return message_id in self._with_audio
+
     # -- an agent working the group's messages ----------------------------------------------------
+
+    def audio_of(self, code: str, message_id: str) -> str:
+        """The recording of a message assigned to this agent (its path under the recordings folder)."""
+        message = self._mapped(lambda: self.box.get(message_id))
+        if message.agent_code != code or message.state not in ("assigned", "done"):
+            raise FailedPrecondition("message-not-yours", f"message {message_id} is not assigned to {code}")
+        if not message.recording:
+            raise NotFound("no-audio", f"message {message_id} was recorded with no audio (no channel free)")
+        return message.recording
 
     def listed(self, code: str, skill_group: str) -> list[Message]:
         self._check_group(code, skill_group)

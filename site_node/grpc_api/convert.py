@@ -84,6 +84,10 @@ def caller_update_to_proto(u: ToCaller) -> trunk_pb2.PlaceCallResponse:
             )
         case "ended":
             msg.ended.CopyFrom(trunk_pb2.CallEnded(outcome=_OUTCOME[u.outcome], reason=u.reason))
+        case "voicemail":
+            msg.voicemail.CopyFrom(
+                trunk_pb2.CallVoicemail(message_id=u.message_id, skill_group=u.skill_group, max_s=u.timeout_s)
+            )
         case _:
             raise ValueError(f"unknown caller update {u.kind!r}")
     return msg

@@ -310,6 +310,7 @@ async def test_a_voicemail_left_and_worked(cluster: Cluster) -> None:
         report = await call(ch, cluster, SMART, ["3"], ani=NORMAL, hang_up_after_s=2.5)
     assert report["heard"][-1]["prompt"] == "tone"
     assert report["ended"] == {"outcome": "self_served", "reason": "voicemail-left"}
+    assert report["voicemail"] == f"{report['call_id']}-vm"  # the trunk is told to record the caller
     stages = [e["stage"] for e in report["effects"] if e["event"] == "VOICEMAIL"]
     assert stages == ["recording", "new"]
     parcel = next(a.code for a in cluster.config.site("gz").agents if "parcel" in a.skills)
