@@ -66,6 +66,12 @@ def flow_prompt_specs(flow: Flow) -> list[PromptSpec]:
     alone, and each menu option with its key said after it (options are numbered 1, 2, ... after
     their `when`, so an option may get any key up to its place; the agent's is 0). A text with
     variables is filled in at run time, so it has no file (the site plays its menu file then)."""
+    return list({spec.name: spec for _, spec in flow_prompt_files(flow)}.values())
+
+
+def flow_prompt_files(flow: Flow) -> list[tuple[str, PromptSpec]]:
+    """(prompt id, its file's spec) for every text of `flow_prompt_specs` (a listener telling
+    which prompt it heard)."""
     keyed: dict[str, set[str]] = {}
     for node in flow.nodes.values():
         if isinstance(node, MenuNode):
@@ -73,7 +79,7 @@ def flow_prompt_specs(flow: Flow) -> list[PromptSpec]:
                 keyed.setdefault(option.prompt, set()).update(str(k) for k in range(1, place + 1))
             if node.agent is not None and node.agent_prompt is not None:
                 keyed.setdefault(node.agent_prompt, set()).add("0")
-    specs: dict[str, PromptSpec] = {}
+    specs: list[tuple[str, PromptSpec]] = []
     for lang in flow.languages:
         voice = VOICES.get(lang)
         if voice is None:
@@ -86,8 +92,8 @@ def flow_prompt_specs(flow: Flow) -> list[PromptSpec]:
                 if "{" in said or not said.strip():
                     continue
                 name = flow_prompt_name(flow.id, prompt_id, said, lang)
-                specs[name] = PromptSpec(name, said, voice)
-    return list(specs.values())
+                specs.append((prompt_id, PromptSpec(name, said, voice)))
+    return specs
 
 
 def flow_prompt_file(prompts_dir: str | Path, flow_id: str, prompt_id: str, text: str) -> Path | None:

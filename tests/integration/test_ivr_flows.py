@@ -452,6 +452,15 @@ async def test_vcc_call_prints_the_walk_as_json(cluster: Cluster) -> None:
     ]
 
 
+async def test_vcc_call_sip_finds_the_flow_of_the_number_at_central(cluster: Cluster) -> None:
+    """`vcc call --sip` listens for the prompts of the flow the number runs in that city."""
+    from tools.admin.call_sip import number_flows
+
+    (flow,) = await number_flows(cluster.config.central.listen, TREE, "gz")
+    assert flow.id == "tree" and "menu5" in flow.prompts
+    assert await number_flows(cluster.config.central.listen, "99999", "gz") == []
+
+
 def test_vcc_call_refuses_an_unknown_site(cluster: Cluster) -> None:
     result = CliRunner().invoke(
         app, ["call", "--config", str(cluster.config_path), "--site", "nowhere", "--number", TREE]
