@@ -122,6 +122,7 @@ async def test_the_cti_api_shows_the_callback_and_takes_one_answer_per_key(site:
     async with rpc.channel(site.node.address, persona=DESKTOP) as ch:
         desk = Desktop(ch, billing)
         await desk.login()
+        await desk.next_event("state_changed")  # the stream is open: nothing said after is missed
         await desk.ready()
         shown = (await desk.next_event("callback_preview")).callback_preview
         assert (shown.callback_id, shown.stage, shown.number, shown.skill_group, shown.reason) == (
