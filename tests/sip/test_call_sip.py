@@ -34,7 +34,8 @@ async def test_a_sip_call_reports_the_prompts_heard_in_order_and_who_hung_up(
 ) -> None:
     assert flow_node.sip is not None
     found = options(flow_node)
-    assert {c.prompt for c in found} == {"first", "second", "menu", "queue"}  # the key prompt has {key}
+    # The key prompt has {key}: its fixed part and the number clips.
+    assert {c.prompt for c in found} == {"first", "second", "key", "number", "menu", "queue"}
     report = await sip_call(flow_node.sip.address, "10000", ["1", "2"], found, tmp_path, hang_up_after_s=40)
     events = [
         (e.kind, dict(e.data))
