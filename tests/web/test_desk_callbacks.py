@@ -107,6 +107,8 @@ async def test_an_agent_declines_one_callback_and_accepts_the_next(site: Site, t
 
 
 async def test_the_cti_api_shows_the_callback_and_takes_one_answer_per_key(site: Site) -> None:  # noqa: F811
+    import asyncio
+
     import grpc
 
     from tests.integration.support import Desktop
@@ -149,10 +151,29 @@ async def test_the_cti_api_shows_the_callback_and_takes_one_answer_per_key(site:
             await answer(True, key(), cb="nobody-cb")
         assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
         assert sb.dialler.previews == {callback_id: billing}  # nothing changed
-        once = key()
-        await answer(True, once)
-        await answer(True, once)  # retried with its key: answered as the first time, applied once
-        assert len(sb.dialler.callbacks.get(callback_id).attempts) == 1
+        # A trunk gateway follows the dial-outs: accepted, the callback is dialled for this agent,
+        # and the callee who answers rings this agent (not whoever the queue would choose).
+        from tests.integration.support import Caller
+        from vcc.tls import TRUNK
+        from vcc.v1 import dialout_pb2, dialout_pb2_grpc
+
+        async with rpc.channel(site.node.address, persona=TRUNK) as trunk_ch:
+            gateway = dialout_pb2_grpc.DialOutServiceStub(trunk_ch).WatchDialOuts(
+                dialout_pb2.WatchDialOutsRequest()
+            )
+            await asyncio.sleep(0.3)  # its stream is open before the dial
+            once = key()
+            await answer(True, once)
+            await answer(True, once)  # retried with its key: answered as the first time, applied once
+            assert len(sb.dialler.callbacks.get(callback_id).attempts) == 1
+            dial = await asyncio.wait_for(gateway.read(), 10)
+            assert isinstance(dial, dialout_pb2.DialOut) and dial.number == "13800000033"
+            callee = Caller(trunk_ch, ani="13800000033", dial_id=dial.dial_id)
+            offered = (await desk.next_event("call_offered")).call_offered
+            assert offered.call_id == (await callee.until("ringing")).call_id
+            callee.hang_up()
+            await callee.until("ended")
+            gateway.cancel()
         with pytest.raises(grpc.aio.AioRpcError) as again:
             await answer(False, key())  # a new request: nothing is shown any more
         assert again.value.code() == grpc.StatusCode.NOT_FOUND
