@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from site_node.app import SiteNode
 from site_node.media.prompts import prompt_path, site_prompts
 from tests.sip.test_flow_prompts import FIRST, SECOND, flow_doc, flow_node  # noqa: F401 (the fixture)
-from tools.admin.call_sip import candidates, heard_prompts, sip_call
+from tools.admin.call_sip import candidates, sip_call
 from tools.cli import app
 from vcc.ivr.validate import load_flow
 
@@ -48,22 +48,6 @@ async def test_a_sip_call_reports_the_prompts_heard_in_order_and_who_hung_up(
     assert [s["keys"] for s in report["steps"]] == ["1", "2"]
     assert report["ended"] == {"hung_up_by": "site"}
     assert report["call_id"] in {e.call_id for _, e in await flow_node.outbox.pending(10_000)}
-
-
-def test_the_listener_tells_prompts_apart_and_says_what_it_cannot(flow_node: SiteNode) -> None:  # noqa: F811
-    """Fed audio it knows the answer of: the second prompt then the menu file, then noise."""
-    import numpy as np
-
-    found = options(flow_node)
-    by = {c.prompt: c for c in found}
-    gap = np.zeros(4000)
-    noise = np.random.default_rng(7).normal(0, 3000, 8000)
-    audio = np.concatenate([gap, by["second"].samples, gap, by["menu"].samples, gap, noise, gap])
-    heard = heard_prompts(audio, found)
-    assert [h["prompt"] for h in heard] == ["second", "menu", "unknown"]
-    # Without the second's file among the options, it is not mistaken for another prompt.
-    heard = heard_prompts(audio, [c for c in found if c.prompt != "second"])
-    assert next(h["prompt"] for h in heard) == "unknown"
 
 
 def test_vcc_call_sip_refuses_a_site_without_sip_and_keys_that_are_not_keys(tmp_path: Path) -> None:

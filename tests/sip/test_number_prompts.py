@@ -121,3 +121,9 @@ async def test_a_number_filled_in_is_heard_from_its_clip_between_the_fixed_parts
         ("place", "You are number "),
         ("number", "12"),
     ]
+    # Noise, and a prompt whose file is not among those listened for, are `unknown`.
+    noise = np.random.default_rng(7).normal(0, 3000, 8000)
+    pause = np.zeros(4000)  # longer than the listener's pause between stretches
+    audio = np.concatenate([pause, noise, pause, by_text[("ask", "Press a key to leave.")], pause])
+    without_ask = [c for c in options if c.prompt != "ask"]
+    assert [h["prompt"] for h in heard_prompts(audio, without_ask)] == ["unknown", "unknown"]
