@@ -80,6 +80,9 @@ class Dialler:
         )
         for callback in self.callbacks.due(now):
             group = callback.skill_group
+            if callback.reason == "virtual-hold" and group in self._groups:
+                self._their_turn(callback, now, fx)
+                continue
             if group not in self._groups or self._acd.waiting(group) > 0:
                 continue
             if self._acd.ready_count(group) - awaiting[group] <= 0:
@@ -96,6 +99,27 @@ class Dialler:
             self._keep(callback.callback_id, fx)
             fx.add(DialOut(dial_id, callback.number, group, callback.callback_id, attempt))
             self._timers.arm(now + NO_ANSWER_S, "dial", callback.callback_id, dial_id)
+
+    def _their_turn(self, callback: Callback, now: float, fx: Effects) -> None:
+        """Virtual hold: the caller kept their place; dialled, for an agent kept for them, once
+        nobody who came before them waits (the side calls this before the queue's dispatch, so
+        their agent is not given to a caller who came after)."""
+        oldest = self._acd.oldest_arrival(callback.skill_group)
+        if oldest is not None and oldest < callback.place_since:
+            return
+        code = self._acd.take_ready_agent(callback.skill_group)
+        if code is None:
+            return
+        cb_id = callback.callback_id
+        started = self.callbacks.start(cb_id, code, now)
+        attempt = len(started.attempts)
+        dial_id = f"{cb_id}-{attempt}"
+        self.dialling[dial_id] = cb_id
+        self.dial_agents[dial_id] = code
+        self._journal(cb_id, "dialling", now, fx, attempt=str(attempt), dial_id=dial_id, agent=code)
+        self._keep(cb_id, fx)
+        fx.add(DialOut(dial_id, callback.number, callback.skill_group, cb_id, attempt))
+        self._timers.arm(now + NO_ANSWER_S, "dial", cb_id, dial_id)
 
     # Preview -------------------------------------------------------------------------------------
 

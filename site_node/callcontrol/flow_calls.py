@@ -71,6 +71,8 @@ class FlowCall:
     agent_code: str = ""
     # The run's deadline a timer is armed for (each is armed once).
     armed_at: float | None = None
+    # The caller left the queue by its virtual hold key: the callback keeps their place.
+    held_place: bool = False
 
 
 class FlowCalls:
@@ -124,6 +126,24 @@ class FlowCalls:
     def digits(self, call: Call, digits: str, now: float, fx: Effects) -> None:
         fc = self.live[call.call_id]
         self._carry_out(call, fc, fc.run.on_digits(digits, now), now, fx)
+
+    def queue_key(self, call: Call, digits: str, now: float, fx: Effects) -> bool:
+        """A key pressed while waiting in a flow's queue: its virtual hold key leaves the queue
+        for the flow's callback node, the caller keeping their place (False: not that key)."""
+        fc = self.live.get(call.call_id)
+        if fc is None or fc.treatment is None or call.state != CallState.QUEUED:
+            return False
+        actions = fc.run.on_queue_key(digits, now)
+        if not actions:
+            return False
+        if not call.parked:
+            self._queues.leave(call)
+        call.parked = False
+        fc.treatment.stop()
+        fc.treatment, fc.held_place = None, True
+        call.state = CallState.IVR
+        self._carry_out(call, fc, actions, now, fx)
+        return True
 
     def looked_up(
         self, call_id: str, request: int, fields: dict[str, str] | None, now: float, fx: Effects
@@ -253,13 +273,14 @@ class FlowCalls:
         elif isinstance(end, OfferCallback):
             self.live.pop(call.call_id, None)
             asked = self.callbacks.request(
-                f"{call.call_id}-cb", call.call_id, end.number, end.skill_group, now, reason="flow-offer",
+                f"{call.call_id}-cb", call.call_id, end.number, end.skill_group, now,
+                reason="virtual-hold" if fc.held_place else "flow-offer",
                 priority=call.priority, place_since=call.arrived_at,
                 mode="preview" if end.mode == "preview" else "progressive",
             )  # fmt: skip
             self._journal_callback(
                 call, asked.callback_id if asked else "", "asked" if asked else "refused", end.skill_group,
-                "flow-offer", fx, now, end.number,
+                "virtual-hold" if fc.held_place else "flow-offer", fx, now, end.number,
             )  # fmt: skip
             if asked is not None:
                 self._dialler.asked(asked, call, fx)

@@ -104,3 +104,62 @@ def test_a_flow_with_an_unknown_callback_mode_is_refused() -> None:
     data["nodes"]["a_queue"]["mode"] = "predictive"  # type: ignore[index]
     with pytest.raises(FlowError, match="a_queue"):
         load_flow(as_yaml(data))
+
+
+def virtual_hold_flow() -> dict[str, object]:
+    data = small()
+    data["prompts"]["cb"] = {"zh": "我们会回电。", "en": "We will call you back."}
+    data["nodes"]["a_queue"] = {
+        "kind": "queue", "skill_group": "billing",
+        "treatment": {"position_prompt": "hold", "announce_every_s": 60, "callback_key": "1",
+                      "on_callback": "vh"},
+    }  # fmt: skip
+    data["nodes"]["vh"] = {"kind": "callback", "prompt": "cb", "skill_group": "billing"}
+    return data
+
+
+def test_virtual_hold_keeps_the_callers_place_and_dials_them_before_those_who_came_after() -> None:
+    sb = board({"current": flow_of(virtual_hold_flow())})
+    sb.login(0.0, "0201")
+    sb.set_ready(0.0, "0201", True)
+    busy, _ = offer(sb, 1.0)
+    sb.customer_found(1.0, busy, None)  # no record: the screen pop does not hold the call
+    sb.caller_digits(1.5, busy, "1")
+    sb.answer(2.0, "0201", busy)  # the only billing agent is talking
+    held, _ = sb.offer(3.0, idempotency_key="b", ani="13800000002", dnis="95566")
+    sb.customer_found(3.0, held, None)
+    sb.caller_digits(3.5, held, "1")
+    later, _ = sb.offer(4.0, idempotency_key="c", ani="13800000003", dnis="95566")
+    sb.customer_found(4.0, later, None)
+    sb.caller_digits(4.5, later, "1")
+    assert sb.calls[held].state.name == "QUEUED" and sb.calls[later].state.name == "QUEUED"
+    ignored = sb.caller_digits(5.0, held, "2")  # not the virtual hold key: nothing changes
+    assert sb.calls[held].state.name == "QUEUED" and not stages(ignored)
+    fx = sb.caller_digits(6.0, held, "1")  # leaves the queue, keeping its place
+    assert stages(fx) == ["asked"]
+    asked = next(
+        dict(e.event.data) for e in fx if isinstance(e, Journal) and e.event.kind == EventKind.CALLBACK
+    )
+    assert asked["reason"] == "virtual-hold" and held not in sb.calls  # the call ended, self-served
+    # The agent is free: the caller on virtual hold came before the one waiting, and is dialled.
+    sb.agent_hang_up(10.0, "0201", busy)
+    fx = sb.end_wrap_up(11.0, "0201", True)
+    (dial,) = [e for e in fx if isinstance(e, DialOut)]
+    assert dial.number == "13800000002"
+    assert not [e for e in fx if isinstance(e, ToAgent) and e.kind == "offered"]  # kept for the callee
+    callee, fx = sb.offer(
+        12.0, idempotency_key="callee", ani="13800000002", dnis=SERVICE, dial_id=dial.dial_id
+    )
+    (rung,) = [e for e in fx if isinstance(e, ToAgent) and e.kind == "offered"]
+    assert (rung.agent_code, rung.call_id) == ("0201", callee)
+    assert sb.calls[later].state.name == "QUEUED"  # the one who came after still waits
+
+
+def test_a_virtual_hold_that_does_not_lead_to_a_callback_is_refused() -> None:
+    data = virtual_hold_flow()
+    data["nodes"]["a_queue"]["treatment"]["on_callback"] = "b_queue"  # type: ignore[index]
+    with pytest.raises(FlowError, match="not a callback node"):
+        load_flow(as_yaml(data))
+    del data["nodes"]["a_queue"]["treatment"]["on_callback"]  # type: ignore[attr-defined]
+    with pytest.raises(FlowError, match="go together"):
+        load_flow(as_yaml(data))

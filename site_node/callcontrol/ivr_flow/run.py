@@ -256,6 +256,21 @@ class FlowRun:
         self._go(node.treatment.on_max_wait, now, out)
         return out
 
+    def on_queue_key(self, digits: str, now: float) -> list[Action]:
+        """A key pressed while waiting: the queue's virtual hold key goes on at its on_callback
+        (the caller keeps their place for a callback); any other key does nothing."""
+        if not isinstance(self.ended, ToQueue):
+            return []
+        node = self.flow.nodes[self.node_id]
+        treatment = node.treatment if isinstance(node, QueueNode) else None
+        if treatment is None or treatment.on_callback is None or digits != treatment.callback_key:
+            return []
+        self.ended = None
+        self.trace.append(Pressed(now, self.node_id, digits, f"virtual hold -> {treatment.on_callback}"))
+        out: list[Action] = []
+        self._go(treatment.on_callback, now, out)
+        return out
+
     def _end(self, action: End, now: float, out: list[Action]) -> None:
         out.append(action)
         self.ended = action

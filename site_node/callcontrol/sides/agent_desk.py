@@ -44,6 +44,7 @@ class AgentDesk:
     def set_ready(self, now: float, code: str, ready: bool, reason: str = "") -> list[Effect]:
         fx = self._fx()
         self._p.desk.set_ready(now, code, ready, reason, fx)
+        self._p.dialler.dial(now, fx)  # first: a caller on virtual hold whose turn came
         self._p.queues.dispatch(now, fx)
         self._p.dialler.dial(now, fx)
         return fx.items
@@ -127,6 +128,7 @@ class AgentDesk:
         self._p.desk.end_wrap_up(now, code, ready, reason, fx)
         if wrap_code or note:
             self._journal_wrap_up(now, code, call_id, wrap_code, note, fx)
+        self._p.dialler.dial(now, fx)  # first: a caller on virtual hold whose turn came
         self._p.queues.dispatch(now, fx)
         self._p.dialler.dial(now, fx)
         return fx.items

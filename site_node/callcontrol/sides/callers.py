@@ -69,6 +69,10 @@ class CallerSide:
         call = self._p.book.call(call_id)
         check_digits(digits)
         fx = self._fx()
+        if self._p.flows.queue_key(call, digits, now, fx):  # a flow queue's virtual hold key
+            self._p.dialler.dial(now, fx)
+            self._p.queues.dispatch(now, fx)
+            return fx.items
         if call.state != CallState.IVR:
             # Digits outside the menu are heard by nobody; record them for the history.
             fx.journal(call, EventKind.DIGITS, now, data=(("digits", digits), ("ignored", "true")))
