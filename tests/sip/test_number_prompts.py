@@ -1,8 +1,9 @@
 """Prompts with numbers filled in, over SIP: "You are number {n} in line." is built as its fixed
 parts and a clip per number (`vcc prompts build`, no run-time synthesis), and a caller whose
 number is 7 hears the first part, "7", then the rest, told apart from the audio by the same
-listener `vcc call --sip` uses. A number with no clip, or a variable that is not a number, has
-no pieces (the menu file plays there, as before)."""
+listener `vcc call --sip` uses, over that tool's own SIP call (two keys pressed, the site hanging
+up). A number with no clip, or a variable that is not a number, has no pieces (the menu file
+plays there, as before)."""
 
 from __future__ import annotations
 
@@ -43,10 +44,12 @@ prompts:
   key: {en: ", press {key}."}
   place: {en: "You are number {n} in line. Thank you for waiting."}
   ask: {en: "Press a key to leave."}
+  again: {en: "And one more key, please."}
 nodes:
   count: {kind: set, var: n, value: "7", next: place}
   place: {kind: play, prompt: place, next: ask}
-  ask: {kind: collect, prompt: ask, into: k, max_length: 1, terminator: null, timeout_s: 30, next: done}
+  ask: {kind: collect, prompt: ask, into: k, max_length: 1, terminator: null, timeout_s: 30, next: again}
+  again: {kind: collect, prompt: again, into: j, max_length: 1, terminator: null, timeout_s: 30, next: done}
   done: {kind: hangup}
 """
 CATALOG = """
@@ -101,14 +104,18 @@ async def test_a_number_filled_in_is_heard_from_its_clip_between_the_fixed_parts
 
     files = {k: (prompt_path(folder, s), s.text) for k, s in site_prompts(node.site).items()}
     options = candidates([load_flow(FLOW)], folder, files)
-    report = await sip_call(node.sip.address, "10000", ["1"], options, tmp_path, hang_up_after_s=40)
+    # `vcc call --sip`'s own call: a key group at each quiet after the prompts, two in a row.
+    report = await sip_call(node.sip.address, "10000", ["1", "2"], options, tmp_path, hang_up_after_s=40)
     heard = [(h["prompt"], h["text"]) for h in report["heard"]]
     assert heard == [
         ("place", "You are number "),
         ("number", "7"),
         ("place", " in line. Thank you for waiting."),
         ("ask", "Press a key to leave."),
+        ("again", "And one more key, please."),
     ], report
+    assert [s["keys"] for s in report["steps"]] == ["1", "2"]
+    assert report["call_id"] in {e.call_id for _, e in await node.outbox.pending(10_000)}
     assert node.sip.hear.pieced == 1 and node.sip.hear.fallbacks == 0
     assert report["ended"] == {"hung_up_by": "site"}
     # The listener itself: fed another number's clip where the 7 was, it hears that one.
