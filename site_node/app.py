@@ -35,6 +35,7 @@ from site_node.media.engine import MediaEngine
 from site_node.media.prompts import prompt_path, site_prompts
 from site_node.message_store import MessageStore, messages_path
 from site_node.metrics import ShipperFigures, SiteCollector
+from site_node.records.open_items import restore_open_items
 from site_node.records.outbox import Outbox
 from site_node.records.shipper import Shipper
 from site_node.roster import Roster, RosterStore, overlay_path
@@ -172,6 +173,8 @@ class SiteNode:
         calls = CallTracer(self.tracing.tracer, site.id) if self.tracing.enabled else None
         self.runtime = SiteRuntime(self.switchboard, self.outbox, self.customers.lookup, tracer=calls)
         self.runtime.flow_lookup = CentralLookups(self.customers).lookup
+        # The callbacks and voicemail the last run left open are back before any call comes.
+        restore_open_items(self.runtime, self.outbox)
         if site.sip is not None:
             # Before the gRPC server: a site that reports SERVING answers SIP too.
             await self._start_sip()
@@ -199,7 +202,7 @@ class SiteNode:
         self.dial_outs = DialOuts(self.runtime)
         dialout_pb2_grpc.add_DialOutServiceServicer_to_server(self.dial_outs, self.server.grpc)
         voicemail_pb2_grpc.add_VoicemailServiceServicer_to_server(
-            VoicemailDesk(self.runtime, self.desktop), self.server.grpc
+            VoicemailDesk(self.runtime, self.desktop, self.recordings_dir), self.server.grpc
         )
         site_admin_pb2_grpc.add_SiteAdminServiceServicer_to_server(
             SiteAdmin(self.runtime, self.summary), self.server.grpc

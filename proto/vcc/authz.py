@@ -62,6 +62,7 @@ METHOD_KINDS: Mapping[str, frozenset[str]] = {
     "/vcc.v1.AgentDesktopService/CompleteTransfer": frozenset({DESKTOP}),
     "/vcc.v1.AgentDesktopService/Conference": frozenset({DESKTOP}),
     "/vcc.v1.AgentDesktopService/CancelTransfer": frozenset({DESKTOP}),
+    "/vcc.v1.AgentDesktopService/AnswerCallbackPreview": frozenset({DESKTOP}),
     "/vcc.v1.AgentDesktopService/StreamEvents": frozenset({DESKTOP}),
     "/vcc.v1.DialOutService/WatchDialOuts": frozenset({TRUNK}),
     "/vcc.v1.DialOutService/DialFailed": frozenset({TRUNK}),
@@ -69,6 +70,7 @@ METHOD_KINDS: Mapping[str, frozenset[str]] = {
     "/vcc.v1.VoicemailService/TakeVoicemail": frozenset({DESKTOP}),
     "/vcc.v1.VoicemailService/PlayVoicemail": frozenset({DESKTOP}),
     "/vcc.v1.VoicemailService/FinishVoicemail": frozenset({DESKTOP}),
+    "/vcc.v1.VoicemailService/FetchVoicemailAudio": frozenset({DESKTOP}),
     # A site, to operators (and to central, which may fall back on it).
     # (Other sites too: the desktop directory shows their presence.)
     "/vcc.v1.SiteAdminService/GetSiteStatus": frozenset({TOOL, CENTRAL, SITE}),
