@@ -47,6 +47,7 @@ from vcc.config import ProvinceConfig
 from vcc.errors import VccError
 from vcc.membership import central_leader_key
 from vcc.metrics import CLIENT_INTERCEPTORS, Metrics, MetricsServer
+from vcc.person_assertion import PersonGate
 from vcc.rpc import Server
 from vcc.shutdown import Stopping
 from vcc.tracing import Tracing
@@ -186,7 +187,9 @@ class CentralApp:
             lookups=Lookups(self.store, self.pins),
         )
         # Certificates the table refuses are audited (who tried what, from where).
-        authorizer = Authorizer(site_ids, on_denied=self.audit.record_denied)
+        authorizer = Authorizer(
+            site_ids, on_denied=self.audit.record_denied, persons=self._person_gate(files)
+        )
         self.server = Server(
             [SERVICE_NAME, IVR_SERVICE_NAME, audit.SERVICE_NAME, recordings.SERVICE_NAME, *DESK_SERVICES],
             tls=files,
@@ -237,6 +240,19 @@ class CentralApp:
             self.metrics_url or "off",
         )
         return self.port
+
+    def _person_gate(self, files: tls.TlsFiles | None) -> PersonGate | None:
+        """Who may act for which person at the service desk: the config's people, and the agents a
+        site's live presence shows (added at runtime by its administrator, role `agent`)."""
+        if files is None:
+            return None
+        roles = {s.id: {a.code: a.role for a in s.agents} for s in self.config.sites}
+
+        def roster_agent(site_id: str, code: str) -> bool:
+            live = self.live_state
+            return live is not None and code in live.site(site_id, time.time()).presence
+
+        return PersonGate(files.ca, roles, roster_agent=roster_agent)
 
     @property
     def metrics_url(self) -> str:

@@ -49,6 +49,7 @@ from vcc import membership, tls
 from vcc.authz import Authorizer
 from vcc.config import ProvinceConfig
 from vcc.metrics import CLIENT_INTERCEPTORS, Metrics, MetricsServer
+from vcc.person_assertion import PersonSigner
 from vcc.rpc import Server
 from vcc.shutdown import Stopping
 from vcc.tracing import Tracing
@@ -183,7 +184,11 @@ class SiteNode:
         self.audit = AuditSink(site.id, self.leader.address, store=AuditStore(audit_path(outbox_path)))
         self.audit_journal = SiteAudit(site.id, sink=self.audit)
         self.runtime.audit = self.audit_journal.record
-        self.desktop = AgentDesktop(self.runtime, self.audit_journal, session_ttl_s=site.session_ttl_s)
+        # The site's signed word of who acts, on calls made for a person (central's service desk).
+        self.person_signer = PersonSigner(self.tls, site.id) if self.tls else None
+        self.desktop = AgentDesktop(
+            self.runtime, self.audit_journal, session_ttl_s=site.session_ttl_s, signer=self.person_signer
+        )
         # Administrators' changes to the agents (added, disabled, passwords, skills), kept beside the
         # outbox and applied over the config before anyone can log in.
         self.roster = Roster(
@@ -239,7 +244,7 @@ class SiteNode:
                 host=host,
                 port=int(desk_listen_port),
                 roster=self.roster,
-                desk_data=CentralDeskData(self.customers.channel),
+                desk_data=CentralDeskData(self.customers.channel, signer=self.person_signer),
                 forget_customer=self.customers.forget,
                 message_store=MessageStore(messages_path(outbox_path)),
             )

@@ -1,0 +1,208 @@
+"""Central knows which person acts at its service desk (issue 11): a real province (separate
+processes, mTLS, etcd). A desktop server or a site acts for a person only with that person's
+site's signed assertion, the person must be of that site, and their role (from the province
+config) must allow the method; anything else is PERMISSION_DENIED, audited, nothing changed."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import yaml
+
+from tests.helpers import eventually
+from tests.integration.support import password_hash
+from tools.province.cluster import Cluster
+from tools.province.generate import DEFAULT_PASSWORD, SiteSpec, desk_people, generate_province
+from tools.province.netutil import free_port
+from vcc import rpc
+from vcc.person_assertion import METADATA_KEY, PersonSigner
+from vcc.tls import DESKTOP
+from vcc.v1 import audit_pb2, audit_pb2_grpc, common_pb2, cti_pb2, cti_pb2_grpc
+from vcc.v1 import servicedesk_pb2 as pb
+from vcc.v1 import servicedesk_pb2_grpc as pb_grpc
+
+pytestmark = pytest.mark.cluster
+Code = grpc.StatusCode
+RPC_S = 20.0  # a new channel's handshake on a loaded machine can take seconds
+
+
+async def start(folder: Path) -> Cluster:
+    config = generate_province(
+        [
+            SiteSpec("gz", "Guangzhou", trunk_channels=2, agents={"general": 1}),
+            SiteSpec("sz", "Shenzhen", trunk_channels=2, agents={"general": 1}),
+        ],
+        etcd_endpoint="127.0.0.1:2379",
+        central_listen=f"127.0.0.1:{free_port()}",
+        database_url=f"sqlite+aiosqlite:///{folder / 'central.db'}",
+        password_hash=password_hash(),
+        outbox_dir=folder / "outbox",
+        people=True,
+    )
+    path = folder / "province.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True))
+    return await Cluster.start(path, folder / "run", fresh_ports=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    started = asyncio.run(start(tmp_path_factory.mktemp("person")))
+    yield started
+    asyncio.run(started.stop())
+
+
+def people(cluster: Cluster, site: str) -> dict[str, str]:
+    raw = yaml.safe_load(cluster.config_path.read_text())
+    return desk_people(raw, site)
+
+
+def signer(cluster: Cluster, stem: str, site: str) -> PersonSigner:
+    assert cluster.tls is not None
+    return PersonSigner(cluster.tls.files(stem), site)
+
+
+async def login(cluster: Cluster, site: str, code: str) -> tuple[str, str]:
+    """(session token, person assertion) of `code` logged in at `site`'s desktop API."""
+    async with rpc.channel(cluster.config.site(site).listen, persona=DESKTOP) as ch:
+        reply = await cti_pb2_grpc.AgentDesktopServiceStub(ch).Login(
+            cti_pb2.LoginRequest(agent_code=code, password=DEFAULT_PASSWORD, idempotency_key=f"in-{code}"),
+            timeout=RPC_S,
+        )
+        again = await cti_pb2_grpc.AgentDesktopServiceStub(ch).GetAgent(
+            cti_pb2.GetAgentRequest(session_token=reply.session_token), timeout=RPC_S
+        )
+    assert reply.person_assertion and again.person_assertion  # renewed by GetAgent
+    return reply.session_token, reply.person_assertion
+
+
+async def status(call: object) -> Code:
+    try:
+        await call  # type: ignore[misc]
+    except grpc.aio.AioRpcError as exc:
+        return exc.code()
+    return Code.OK
+
+
+def meta(token: str) -> tuple[tuple[str, str], ...]:
+    return ((METADATA_KEY, token),)
+
+
+def tampered(token: str, **changes: str) -> str:
+    """The same signature over another payload (another agent or site)."""
+    version, payload, signature, cert = token.split(".")
+    fields = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    fields.update(changes)
+    forged = base64.urlsafe_b64encode(json.dumps(fields).encode()).rstrip(b"=").decode()
+    return ".".join((version, forged, signature, cert))
+
+
+async def test_central_checks_the_person_a_desktop_or_a_site_acts_for(cluster: Cluster) -> None:
+    central = cluster.central_address()
+    gz, sz = people(cluster, "gz"), people(cluster, "sz")
+    # The back office (a tool certificate) makes a customer and a ticket: it acts as itself.
+    async with rpc.channel(central) as ch:
+        made = await pb_grpc.CustomerServiceStub(ch).CreateCustomer(
+            pb.CreateCustomerRequest(customer=common_pb2.Customer(name="李四", phones=["13900000007"])),
+            timeout=RPC_S,
+        )
+        customer_id = made.customer.customer_id
+        ticket = await pb_grpc.TicketServiceStub(ch).CreateTicket(
+            pb.CreateTicketRequest(
+                category=pb.TICKET_CATEGORY_WORK_ORDER, title="线路故障", customer_id=customer_id,
+                origin_site_id="gz", created_by="back-office", unit="city:gz", idempotency_key="t-1",
+            ),
+            timeout=RPC_S,
+        )  # fmt: skip
+    ticket_id = ticket.ticket.ticket_id
+    _, agent = await login(cluster, "gz", gz["agent"])
+    _, leader = await login(cluster, "gz", gz["group_leader"])
+    gz_key = signer(cluster, "site-gz", "gz")
+    sz_key = signer(cluster, "site-sz", "sz")
+
+    def edit(version: int) -> pb.UpdateCustomerRequest:
+        edited = made.customer.__deepcopy__()
+        edited.notes = "forged"
+        return pb.UpdateCustomerRequest(customer=edited, expected_version=version)
+
+    get = pb.GetCustomerRequest(customer_id=customer_id)
+    async with (
+        rpc.channel(central, persona=DESKTOP) as desk_ch,
+        rpc.channel(central, tls=cluster.tls.files("site-gz") if cluster.tls else None) as gz_ch,
+    ):
+        desk, site = pb_grpc.CustomerServiceStub(desk_ch), pb_grpc.CustomerServiceStub(gz_ch)
+        # Legitimate: the agent's own assertion, through the desktop server and through its site.
+        assert await status(desk.GetCustomer(get, timeout=RPC_S, metadata=meta(agent))) == Code.OK
+        own = gz_key.sign(gz["agent"], "a-session")
+        assert await status(site.GetCustomer(get, timeout=RPC_S, metadata=meta(own))) == Code.OK
+        refused = {
+            # no person at all
+            "none": await status(desk.GetCustomer(get, timeout=RPC_S)),
+            # another city's agent in the agent's assertion (the signature no longer matches)
+            "tampered": await status(
+                desk.UpdateCustomer(edit(1), timeout=RPC_S, metadata=meta(tampered(agent, agent=sz["agent"])))
+            ),
+            "tampered-site": await status(
+                desk.UpdateCustomer(edit(1), timeout=RPC_S, metadata=meta(tampered(agent, site="sz")))
+            ),
+            # gz's own key signing for a person of sz, or as sz: gz speaks for its own people only
+            "gz-for-sz-agent": await status(
+                desk.UpdateCustomer(edit(1), timeout=RPC_S, metadata=meta(gz_key.sign(sz["agent"], "s")))
+            ),
+            "gz-as-sz": await status(
+                desk.UpdateCustomer(
+                    edit(1),
+                    timeout=RPC_S,
+                    metadata=meta(signer(cluster, "site-gz", "sz").sign(sz["agent"], "s")),
+                )
+            ),
+            # gz's certificate carrying sz's (valid) assertion
+            "site-gz-with-sz-person": await status(
+                site.UpdateCustomer(edit(1), timeout=RPC_S, metadata=meta(sz_key.sign(sz["agent"], "s")))
+            ),
+            # an expired assertion
+            "expired": await status(
+                desk.UpdateCustomer(
+                    edit(1), timeout=RPC_S, metadata=meta(gz_key.sign(gz["agent"], "s", ttl_s=-60))
+                )
+            ),
+            "garbage": await status(desk.UpdateCustomer(edit(1), timeout=RPC_S, metadata=meta("v1.x.y.z"))),
+        }
+        assert refused == dict.fromkeys(refused, Code.PERMISSION_DENIED)
+        # Nothing changed.
+        now = await site.GetCustomer(get, timeout=RPC_S, metadata=meta(gz_key.sign(gz["agent"], "s")))
+        assert (now.customer.version, now.customer.notes) == (1, "")
+
+        # Roles: an agent may not dispatch a ticket (a leader's method); its group leader may.
+        tickets = pb_grpc.TicketServiceStub(desk_ch)
+        dispatch = pb.DispatchTicketRequest(ticket_id=ticket_id, unit="city:sz", actor="x", note="to sz")
+        assert await status(tickets.DispatchTicket(dispatch, timeout=RPC_S, metadata=meta(agent))) == (
+            Code.PERMISSION_DENIED
+        )
+        got = await tickets.GetTicket(
+            pb.GetTicketRequest(ticket_id=ticket_id), timeout=RPC_S, metadata=meta(agent)
+        )
+        assert got.ticket.unit == "city:gz"  # unchanged by the refused dispatch
+        assert await status(tickets.DispatchTicket(dispatch, timeout=RPC_S, metadata=meta(leader))) == Code.OK
+
+    # Each refusal is in central's audit log, with why.
+    async def audited() -> list[audit_pb2.AuditEntry]:
+        async with rpc.channel(central) as ch:
+            reply = await audit_pb2_grpc.AuditServiceStub(ch).ListAudit(
+                audit_pb2.ListAuditRequest(page_size=1000), timeout=RPC_S
+            )
+        return [
+            e
+            for e in reply.entries
+            if e.action == "permission-denied" and "person refused" in e.detail.get("reason", "")
+        ]
+
+    async def all_audited() -> bool:
+        return len(await audited()) >= len(refused) + 1
+
+    await eventually(all_audited, timeout_s=20, what="the refusals audited")
