@@ -350,8 +350,10 @@ class CentralApp:
                         port=int(port),
                         province_name=self.config.province.name,
                         tickets=self.desk.ticket_queries if self.desk is not None else None,
-                        # Sessions are the leader's: after a leader change operators log in again.
-                        operators=OperatorSessions(self.config.operators, self.audit.record),
+                        # Sessions in the database: a leader change keeps them.
+                        operators=OperatorSessions(
+                            self.config.operators, self.audit.record, engine=self.engine
+                        ),
                     )
                     self.dashboard_port = await dashboard.start()
                     self.dashboard = dashboard
