@@ -28,6 +28,7 @@ from site_node.links.flow_catalog import FlowCatalog, FlowCatalogWatcher
 from site_node.links.ivr_lookups import CentralLookups
 from site_node.links.leader_watch import LeaderWatch
 from site_node.links.membership import Membership
+from site_node.links.province_agents import ProvinceAgents
 from site_node.links.recording_index import RecordingIndexShipper
 from site_node.media.control import MediaControl
 from site_node.media.dtmf import DtmfListener
@@ -234,6 +235,7 @@ class SiteNode:
         )
         self.peer_links = PeerLinks(self.runtime, self._peer_address, self.tracing)
         self.runtime.province = _Province(self)
+        self.province_agents = ProvinceAgents(self.runtime.sb.directory, self.customers.channel)
         if site.desktop_listen:
             host, desk_listen_port = site.desktop_listen.rsplit(":", 1)
             self.desk = DeskServer(
@@ -280,6 +282,8 @@ class SiteNode:
             asyncio.create_task(self.central_link.run(), name="central-link"),
             asyncio.create_task(self.audit.run(), name="audit-sink"),
             asyncio.create_task(self.flow_watcher.run(), name="ivr-flow-watch"),
+            # Other cities' agents added at runtime, from central's directory.
+            asyncio.create_task(self.province_agents.run(), name="province-agents"),
         ]
         if self.recording_index is not None:
             self._tasks.append(asyncio.create_task(self.recording_index.run(), name="recording-index"))

@@ -1,13 +1,18 @@
-"""Central knows which person acts at its service desk (issue 11): a real province (separate
-processes, mTLS, etcd). A desktop server or a site acts for a person only with that person's
-site's signed assertion, the person must be of that site, and their role (from the province
-config) must allow the method; anything else is PERMISSION_DENIED, audited, nothing changed."""
+"""People across a real province (separate processes, mTLS, etcd, two central replicas), issue 11
+and 12: central knows which person acts at its service desk (a desktop server or a site acts for
+a person only with that person's site's signed assertion, the person must be of that site, and
+their role from the province config must allow the method; anything else is PERMISSION_DENIED,
+audited, nothing changed); an agent an administrator adds at runtime is reachable from another
+city; an operator's dashboard session survives a central leader change and ends at logout.
+
+One province for the module; the leader change is the last test."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,15 +20,23 @@ import grpc
 import pytest
 import yaml
 
+from central.web.server import COOKIE
 from tests.helpers import eventually
-from tests.integration.support import password_hash
+from tests.integration.support import Caller, Desktop, password_hash
 from tools.province.cluster import Cluster
-from tools.province.generate import DEFAULT_PASSWORD, SiteSpec, desk_people, generate_province
+from tools.province.generate import (
+    DEFAULT_PASSWORD,
+    DEMO_OPERATOR,
+    DEMO_OPERATOR_PASSWORD,
+    SiteSpec,
+    desk_people,
+    generate_province,
+)
 from tools.province.netutil import free_port
 from vcc import rpc
 from vcc.person_assertion import METADATA_KEY, PersonSigner
-from vcc.tls import DESKTOP
-from vcc.v1 import audit_pb2, audit_pb2_grpc, common_pb2, cti_pb2, cti_pb2_grpc
+from vcc.tls import DESKTOP, TRUNK
+from vcc.v1 import audit_pb2, audit_pb2_grpc, central_pb2, central_pb2_grpc, common_pb2, cti_pb2, cti_pb2_grpc
 from vcc.v1 import servicedesk_pb2 as pb
 from vcc.v1 import servicedesk_pb2_grpc as pb_grpc
 
@@ -44,10 +57,13 @@ async def start(folder: Path) -> Cluster:
         password_hash=password_hash(),
         outbox_dir=folder / "outbox",
         people=True,
+        desktop=True,
+        dashboard_listen=f"127.0.0.1:{free_port()}",
+        digit_timeout_s=0.5,
     )
     path = folder / "province.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True))
-    return await Cluster.start(path, folder / "run", fresh_ports=True)
+    return await Cluster.start(path, folder / "run", fresh_ports=True, central_replicas=2)
 
 
 @pytest.fixture(scope="module")
@@ -206,3 +222,110 @@ async def test_central_checks_the_person_a_desktop_or_a_site_acts_for(cluster: C
         return len(await audited()) >= len(refused) + 1
 
     await eventually(all_audited, timeout_s=20, what="the refusals audited")
+
+
+NEW_AGENT, NEW_PASSWORD = "0190", "246810"
+
+
+async def roster_cli(cluster: Cluster, admin: str, *args: str) -> tuple[int, str]:
+    """`vcc roster ...` against the running province, as `admin` (the password in its environment)."""
+    from typer.testing import CliRunner
+
+    from tools.cli import app
+
+    env = {"VCC_ADMIN": admin, "VCC_ADMIN_PASSWORD": DEFAULT_PASSWORD, "VCC_NEW_PASSWORD": NEW_PASSWORD}
+    argv = ["roster", args[0], "--config", str(cluster.config_path), *args[1:]]
+    result = await asyncio.to_thread(CliRunner(env=env).invoke, app, argv)
+    return result.exit_code, result.output
+
+
+async def test_an_agent_added_at_runtime_is_reachable_from_another_city(cluster: Cluster) -> None:
+    """gz's administrator adds an agent (not in the province config); sz learns it from central's
+    directory (gz's presence on its state stream) and an sz agent transfers a caller to it."""
+    admin = people(cluster, "gz")["administrator"]
+    code, out = await roster_cli(cluster, admin, "add", "--site", "gz", NEW_AGENT, "--skill", "general=5")
+    assert code == 0 and out.startswith(NEW_AGENT), out
+    gz_ch = rpc.channel(cluster.config.site("gz").listen, persona=DESKTOP)
+    sz_ch = rpc.channel(cluster.config.site("sz").listen, persona=DESKTOP)
+    new = Desktop(gz_ch, NEW_AGENT)
+    reply = await new.stub.Login(
+        cti_pb2.LoginRequest(idempotency_key=uuid.uuid4().hex, agent_code=NEW_AGENT, password=NEW_PASSWORD),
+        timeout=RPC_S,
+    )
+    new.token, new._reader = reply.session_token, asyncio.create_task(new._read())
+    await new.ready()
+    # Central's directory lists it, from gz's presence.
+    async with rpc.channel(cluster.central_address()) as ch:
+
+        async def listed() -> bool:
+            found = await central_pb2_grpc.CentralServiceStub(ch).ListAgents(
+                central_pb2.ListAgentsRequest(site_id="gz"), timeout=RPC_S
+            )
+            return any(a.agent_code == NEW_AGENT for a in found.agents)
+
+        await eventually(listed, timeout_s=20, what="the new agent in central's directory")
+    # An agent of sz (a city whose config does not name the new agent) answers a caller there...
+    [sz_agent] = [a.code for a in cluster.config.site("sz").agents if a.role == "agent"][:1]
+    here = Desktop(sz_ch, sz_agent)
+    await here.login()
+    await here.ready()
+    caller = Caller(rpc.channel(cluster.config.site("sz").listen, persona=TRUNK), ani="13800000008")
+    offered = await here.answer_next()
+    await caller.until("connected")
+
+    # ... and transfers it to the new agent at gz, once sz has learned it (refused before: the
+    # call stays with sz's agent).
+    async def transferred() -> bool:
+        try:
+            await here.transfer(offered.call_id, cti_pb2.TRANSFER_KIND_BLIND, agent_code=NEW_AGENT)
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == Code.NOT_FOUND, exc  # unknown-agent, not learned yet
+            return False
+        return True
+
+    await eventually(transferred, timeout_s=20, what="sz transfers to the agent added at gz")
+    moved = await caller.until("transferred")
+    assert (moved.transferred.to_site_id, moved.transferred.to_agent_code) == ("gz", NEW_AGENT)
+    taken = await new.answer_next()
+    assert taken.call_id == offered.call_id
+    assert (await caller.until("connected")).connected.agent_code == NEW_AGENT
+    await new.hang_up(offered.call_id)
+    await caller.until("ended")
+    await new.close()
+    await here.close()
+    await gz_ch.close()
+    await sz_ch.close()
+
+
+async def test_a_dashboard_session_survives_a_leader_change_and_ends_at_logout(cluster: Cluster) -> None:
+    """The sessions are in central's database: the next leader's dashboard knows the cookie."""
+    import httpx
+
+    base = f"http://{cluster.config.central.dashboard_listen}"
+
+    async def dashboard_up() -> bool:
+        async with httpx.AsyncClient(base_url=base, timeout=5) as http:
+            return (await http.get("/healthz")).status_code == 200
+
+    await eventually(dashboard_up, timeout_s=30, what="the leader's dashboard")
+    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        login = await http.post(
+            "/api/login", json={"user": DEMO_OPERATOR, "password": DEMO_OPERATOR_PASSWORD}
+        )
+        assert login.status_code == 200, login.text
+        cookie = {COOKIE: login.cookies[COOKIE]}
+    old = await cluster.kill_central_leader()
+    await cluster.wait_central_leader(newer_than=old.epoch, timeout_s=60)
+
+    async def served_again() -> bool:
+        async with httpx.AsyncClient(base_url=base, timeout=5, cookies=cookie) as http:
+            reply = await http.get("/api/live")
+        assert reply.status_code == 200, reply.text  # not 401: the new leader knows the session
+        return True
+
+    await eventually(served_again, timeout_s=60, interval_s=0.5, what="the new leader's dashboard")
+    async with httpx.AsyncClient(base_url=base, timeout=10, cookies=cookie) as http:
+        assert (await http.post("/api/logout")).status_code == 200
+    async with httpx.AsyncClient(base_url=base, timeout=10, cookies=cookie) as http:
+        gone = await http.get("/api/live")
+    assert gone.status_code == 401 and gone.json()["error"] == "login-required"
