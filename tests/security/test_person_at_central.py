@@ -204,7 +204,17 @@ async def test_central_checks_the_person_a_desktop_or_a_site_acts_for(cluster: C
             pb.GetTicketRequest(ticket_id=ticket_id), timeout=RPC_S, metadata=meta(agent)
         )
         assert got.ticket.unit == "city:gz"  # unchanged by the refused dispatch
-        assert await status(tickets.DispatchTicket(dispatch, timeout=RPC_S, metadata=meta(leader))) == Code.OK
+        # The leader dispatches, as itself only (the message's actor must be the acting person).
+        assert await status(tickets.DispatchTicket(dispatch, timeout=RPC_S, metadata=meta(leader))) == (
+            Code.PERMISSION_DENIED
+        )
+        dispatch.actor = ""
+        done = await tickets.DispatchTicket(dispatch, timeout=RPC_S, metadata=meta(leader))
+        assert done.ticket.unit == "city:sz"
+        note = pb.AddTicketNoteRequest(ticket_id=ticket_id, author=gz["group_leader"], body="as someone else")
+        assert await status(tickets.AddTicketNote(note, timeout=RPC_S, metadata=meta(agent))) == (
+            Code.PERMISSION_DENIED
+        )
 
     # Each refusal is in central's audit log, with why.
     async def audited() -> list[audit_pb2.AuditEntry]:
@@ -304,8 +314,11 @@ async def test_a_dashboard_session_survives_a_leader_change_and_ends_at_logout(c
     base = f"http://{cluster.config.central.dashboard_listen}"
 
     async def dashboard_up() -> bool:
-        async with httpx.AsyncClient(base_url=base, timeout=5) as http:
-            return (await http.get("/healthz")).status_code == 200
+        try:
+            async with httpx.AsyncClient(base_url=base, timeout=5) as http:
+                return (await http.get("/healthz")).status_code == 200
+        except httpx.HTTPError:
+            return False  # no leader's dashboard listening yet
 
     await eventually(dashboard_up, timeout_s=30, what="the leader's dashboard")
     async with httpx.AsyncClient(base_url=base, timeout=10) as http:
@@ -318,8 +331,11 @@ async def test_a_dashboard_session_survives_a_leader_change_and_ends_at_logout(c
     await cluster.wait_central_leader(newer_than=old.epoch, timeout_s=60)
 
     async def served_again() -> bool:
-        async with httpx.AsyncClient(base_url=base, timeout=5, cookies=cookie) as http:
-            reply = await http.get("/api/live")
+        try:
+            async with httpx.AsyncClient(base_url=base, timeout=5, cookies=cookie) as http:
+                reply = await http.get("/api/live")
+        except httpx.HTTPError:
+            return False  # the next leader's dashboard is not listening yet
         assert reply.status_code == 200, reply.text  # not 401: the new leader knows the session
         return True
 
