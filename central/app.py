@@ -185,6 +185,7 @@ class CentralApp:
             self.flow_publisher,
             leadership=self.leadership,
             lookups=Lookups(self.store, self.pins),
+            audit=self.audit.record,
         )
         # Certificates the table refuses are audited (who tried what, from where).
         authorizer = Authorizer(
