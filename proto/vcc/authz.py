@@ -222,6 +222,8 @@ class Authorizer(grpc.aio.ServerInterceptor):
         self._limits = limits
         self._on_denied = on_denied
         self._active: dict[Identity, int] = {}
+        # The guarded handler of each method, made once: grpc hands the same handler every call.
+        self._guarded: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
 
     async def intercept_service(
         self,
@@ -231,7 +233,10 @@ class Authorizer(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None:
             return None
-        return self._wrap(details.method, handler)
+        made = self._guarded.get(details.method)
+        if made is None or made[0] is not handler:
+            made = self._guarded[details.method] = (handler, self._wrap(details.method, handler))
+        return made[1]
 
     async def _admit(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> Identity:
         who = peer_identity(context)
