@@ -40,9 +40,11 @@ from site_node.records.outbox import Outbox
 from site_node.records.shipper import Shipper
 from site_node.roster import Roster, RosterStore, overlay_path
 from site_node.runtime import SiteRuntime
+from site_node.sip.consults import ConsultVoice
 from site_node.sip.phones import AgentPhones
 from site_node.sip.recorder import CallRecorder
 from site_node.sip.registrar import Registrar
+from site_node.sip.supervision import SupervisorMedia
 from site_node.sip.ties import TieTrunks
 from site_node.sip.trunk import SipTrunk
 from site_node.web.server import DeskServer
@@ -120,6 +122,10 @@ class SiteNode:
         self.sip: SipTrunk | None = None
         self.sip_address = ""
         self.phones: AgentPhones | None = None
+        # Supervision's voice (monitor, whisper, barge-in, intercept) when phones are bound.
+        self.supervisor_media: SupervisorMedia | None = None
+        # The voice of consultations and conferences with other cities (phones and ties both).
+        self.consult_voice: ConsultVoice | None = None
         self.registrar: Registrar | None = None
         self.media: MediaEngine | None = None
         self.dtmf: DtmfListener | None = None
@@ -358,6 +364,16 @@ class SiteNode:
             self.runtime.agent_listeners.append(self.phones.to_agent)
             if self.ties is not None:
                 self.ties.on_media = self.phones.media_ready
+            self.supervisor_media = SupervisorMedia(self.sip, self.phones, beside)
+            self.runtime.media = self.supervisor_media.handle
+            self.runtime.agent_listeners.append(self.supervisor_media.to_agent)
+            if self.ties is not None:
+                self.consult_voice = ConsultVoice(self.sip, self.ties, self.phones, beside)
+                self.ties.consults = self.consult_voice
+                self.sip.bridged = self.consult_voice.bridged
+                supervised = self.supervisor_media.calls
+                self.consult_voice.supervised = lambda call_id: call_id in supervised
+                self.runtime.agent_listeners.append(self.consult_voice.to_agent)
 
     def _digit(self, sip_call_id: str, digit: str) -> None:
         if self.sip is not None:
@@ -397,6 +413,10 @@ class SiteNode:
             await stop.step("desk server", self.desk.stop(), WEB_STOP_S)
         # The calls end here (their records go to the outbox): ample time, a busy loop is slow.
         await stop.step("calls ended", self.runtime.close(), CALLS_STOP_S)
+        if self.supervisor_media is not None:
+            await stop.step("supervision's bridges", self.supervisor_media.close(), STEP_S)
+        if self.consult_voice is not None:
+            await stop.step("consultations' bridges", self.consult_voice.close(), STEP_S)
         if self.phones is not None:
             await stop.step("agents' phones", self.phones.close(), STEP_S)
         if self.ties is not None:

@@ -45,6 +45,8 @@ class Consult:
     conference: bool = False
     # Set when the consulted agent is at another site (a remote leg of purpose transfer-consult).
     offer_id: str = ""
+    # The conference board channel the three-way conference holds (None: no such board here).
+    board: str | None = None
 
 
 @dataclass(slots=True)

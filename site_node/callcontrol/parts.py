@@ -92,7 +92,7 @@ def build_parts(
         site.id, routing, book, resources, queues, trunk, timers, counters, desk.staffed, new_offer_id
     )
     guests = GuestCalls(site.id, book, resources, desk, queues, ringing, connected, counters)
-    consults = Consults(site, book, desk, queues, ringing, connected, legs, timers, counters)
+    consults = Consults(site, book, desk, queues, ringing, connected, legs, timers, counters, resources)
     directory = Directory(
         site.id,
         agent_sites or {a.code: site.id for a in site.agents},

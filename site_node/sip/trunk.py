@@ -96,6 +96,9 @@ class SipTrunk:
         self.recorder: CallRecorder | None = None
         # Voice to and from other cities (wired by the composition root when there are peers).
         self.ties: TieTrunks | None = None
+        # Calls whose parties are on a consultation's bridge: a hold plays music to the caller but
+        # must not block the agent, who talks to the consulted agent (site_node/sip/consults.py).
+        self.bridged: Callable[[str], bool] = lambda call_id: False
         self.endpoint = UdpEndpoint(self._datagram)
         self.stats = TrunkStats()
         # INVITE server transactions by top Via branch (and sent-by): retransmissions and CANCEL.
@@ -554,6 +557,8 @@ class SipTrunk:
                     self._accept(sc, sdp)
             else:
                 tag = self.phones.party_tag(sc.call_id) if self.phones is not None else None
+                if self.bridged(sc.call_id):
+                    tag = None
                 await self.hear.progress(sc, kind, tag, prompt)
                 call = self.rt.sb.calls.get(sc.call_id)
                 if kind == "connected" and self.recorder is not None and call is not None:

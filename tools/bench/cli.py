@@ -705,6 +705,18 @@ def table_sip(result: Mapping[str, Any]) -> Any:
     return table
 
 
+def table_measures(title: str, result: Mapping[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        if key != "machine":
+            table.add_row(key, _fmt(value))
+    return table
+
+
 @bench_app.command("sip")
 def sip_cmd(
     json_path: JsonOpt = None,
@@ -719,6 +731,21 @@ def sip_cmd(
     result = {"machine": machine(), **asyncio.run(bench_sip(run_dir, concurrent, rate, steady))}
     _console().print(table_sip({k: v for k, v in result.items() if k != "machine"}))
     _write_json(json_path, "sip", result)
+
+
+@bench_app.command("bridge")
+def bridge_cmd(
+    json_path: JsonOpt = None,
+    calls: Annotated[int, typer.Option(min=1, max=200, help="Bridged calls up together.")] = 10,
+    seconds: Annotated[float, typer.Option(min=2, help="Seconds measured with every bridge up.")] = 10.0,
+    run_dir: Annotated[Path, typer.Option("--run-dir")] = Path("run/bench-bridge"),
+) -> None:
+    """The mixing bridge of supervision and conferences: CPU per bridged call, mixed packets lost."""
+    from tools.bench.bridge import bench_bridge
+
+    result = {"machine": machine(), **asyncio.run(bench_bridge(run_dir, calls, seconds))}
+    _console().print(table_measures("Mixing bridges (GStreamer audiomixer), three parties each", result))
+    _write_json(json_path, "bridge", result)
 
 
 @bench_app.command("desk")
