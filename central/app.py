@@ -49,6 +49,7 @@ from vcc.membership import central_leader_key
 from vcc.metrics import CLIENT_INTERCEPTORS, Metrics, MetricsServer
 from vcc.person_assertion import PersonGate
 from vcc.rpc import Server
+from vcc.server_edge import server_interceptors
 from vcc.shutdown import Stopping
 from vcc.tracing import Tracing
 from vcc.v1 import audit_pb2_grpc, central_pb2_grpc, ivr_pb2_grpc, recordings_pb2_grpc
@@ -194,11 +195,7 @@ class CentralApp:
         self.server = Server(
             [SERVICE_NAME, IVR_SERVICE_NAME, audit.SERVICE_NAME, recordings.SERVICE_NAME, *DESK_SERVICES],
             tls=files,
-            interceptors=[
-                *self.tracing.server_interceptors(),
-                self.metrics.server_interceptor(),
-                *([authorizer] if files else []),
-            ],
+            interceptors=server_interceptors(self.tracing, self.metrics, authorizer if files else None),
         )
         central_pb2_grpc.add_CentralServiceServicer_to_server(service, self.server.grpc)
         audit_pb2_grpc.add_AuditServiceServicer_to_server(

@@ -36,6 +36,7 @@ from site_node.media.engine import MediaEngine
 from site_node.media.prompts import prompt_path, site_prompts
 from site_node.message_store import MessageStore, messages_path
 from site_node.metrics import ShipperFigures, SiteCollector
+from site_node.records.open_items import restore_open_items
 from site_node.records.outbox import Outbox
 from site_node.records.shipper import Shipper
 from site_node.roster import Roster, RosterStore, overlay_path
@@ -54,6 +55,7 @@ from vcc.config import ProvinceConfig
 from vcc.metrics import CLIENT_INTERCEPTORS, Metrics, MetricsServer
 from vcc.person_assertion import PersonSigner
 from vcc.rpc import Server
+from vcc.server_edge import server_interceptors
 from vcc.shutdown import Stopping
 from vcc.tracing import Tracing
 from vcc.v1 import (
@@ -173,6 +175,8 @@ class SiteNode:
         calls = CallTracer(self.tracing.tracer, site.id) if self.tracing.enabled else None
         self.runtime = SiteRuntime(self.switchboard, self.outbox, self.customers.lookup, tracer=calls)
         self.runtime.flow_lookup = CentralLookups(self.customers).lookup
+        # The callbacks and voicemail the last run left open are back before any call comes.
+        restore_open_items(self.runtime, self.outbox)
         if site.sip is not None:
             # Before the gRPC server: a site that reports SERVING answers SIP too.
             await self._start_sip()
@@ -180,11 +184,7 @@ class SiteNode:
         self.server = Server(
             SERVICES,
             tls=self.tls,
-            interceptors=[
-                *self.tracing.server_interceptors(),
-                self.metrics.server_interceptor(),
-                *([authorizer] if self.tls else []),
-            ],
+            interceptors=server_interceptors(self.tracing, self.metrics, authorizer if self.tls else None),
         )
         trunk_pb2_grpc.add_TrunkIngressServiceServicer_to_server(TrunkIngress(self.runtime), self.server.grpc)
         # The one audit path: every entry journaled here (SiteAudit) and shipped to central (AuditSink).
@@ -208,7 +208,7 @@ class SiteNode:
         self.dial_outs = DialOuts(self.runtime)
         dialout_pb2_grpc.add_DialOutServiceServicer_to_server(self.dial_outs, self.server.grpc)
         voicemail_pb2_grpc.add_VoicemailServiceServicer_to_server(
-            VoicemailDesk(self.runtime, self.desktop), self.server.grpc
+            VoicemailDesk(self.runtime, self.desktop, self.recordings_dir), self.server.grpc
         )
         site_admin_pb2_grpc.add_SiteAdminServiceServicer_to_server(
             SiteAdmin(self.runtime, self.summary), self.server.grpc

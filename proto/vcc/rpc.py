@@ -110,7 +110,8 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: VccError) -> 
 
 # RPCs (streams included) one server runs at once, from all its clients together; past it a new
 # call is refused RESOURCE_EXHAUSTED rather than queued without bound.
-MAX_CONCURRENT_RPCS = 10_000
+# Room for a site's 10,000 callers and 5,000 desktops at once, with the province's links beside.
+MAX_CONCURRENT_RPCS = 20_000
 
 
 class Server:
@@ -205,7 +206,10 @@ def channel(
     Plaintext only when the process has no TLS identity at all (TLS not configured).
     """
     files = tls or vcc_tls.process_files(persona)
-    opts = [*CHANNEL_OPTIONS, *options]
+    # The caller's options replace the defaults of the same name (gRPC would keep one of the two).
+    extra = list(options)
+    given = {name for name, _ in extra}
+    opts = [*(o for o in CHANNEL_OPTIONS if o[0] not in given), *extra]
     # The interceptors of the process composed in this context (vcc.metrics.CLIENT_INTERCEPTORS).
     interceptors = list(CLIENT_INTERCEPTORS.get()) or None
     if files is None:

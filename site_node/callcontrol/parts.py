@@ -81,7 +81,7 @@ def build_parts(
     )  # fmt: skip
     groups = frozenset(g.id for g in site.skill_groups)
     voicemail = VoicemailDesk(resources, desk)
-    dialler = Dialler(groups, acd, timers)
+    dialler = Dialler(groups, acd, desk, timers)
     flows = FlowCalls(
         groups, site.ivr.default_skill_group, book, resources, queues, trunk, timers, desk, voicemail, dialler
     )

@@ -186,6 +186,22 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
         return await self._mutate("wrapup", request.session_token, request.idempotency_key, end)  # type: ignore[no-any-return]
 
     @maps_errors
+    async def AnswerCallbackPreview(
+        self, request: cti_pb2.AnswerCallbackPreviewRequest, context: Ctx
+    ) -> cti_pb2.AnswerCallbackPreviewResponse:
+        callback_id = request.callback_id
+        if not callback_id or len(callback_id) > 80:
+            raise InvalidArgument("bad-callback-id", "callback_id: required, at most 80 characters")
+
+        async def answer(code: str) -> cti_pb2.AnswerCallbackPreviewResponse:
+            self._do(lambda now: self.sb.answer_callback_preview(now, code, callback_id, request.accept))
+            return cti_pb2.AnswerCallbackPreviewResponse()
+
+        return await self._mutate(  # type: ignore[no-any-return]
+            "callback-preview", request.session_token, request.idempotency_key, answer
+        )
+
+    @maps_errors
     async def Answer(self, request: cti_pb2.AnswerRequest, context: Ctx) -> cti_pb2.AnswerResponse:
         return await self._on_call("answer", request, self.sb.answer, cti_pb2.AnswerResponse())
 

@@ -538,6 +538,9 @@ class SipTrunk:
                             await asyncio.wait_for(asyncio.shield(durable), DURABLE_WAIT_S)
                     await self._ended(sc, msg.ended)
                     return
+                if kind == "voicemail":
+                    await self._voicemail(sc, msg.voicemail.message_id)
+                    continue
                 await self._progress(sc, kind, msg.prompt if kind == "prompt" else None)
         finally:
             if sc.session_timer is not None:
@@ -569,6 +572,14 @@ class SipTrunk:
             if kind == "accepted":
                 # No media for this caller: the call cannot go on (the caller hears 503).
                 self._line_failed(sc, "media-open-failed")
+
+    async def _voicemail(self, sc: SipCall, message_id: str) -> None:
+        """The caller leaves a message: their voice is recorded for it (no recorder: not kept)."""
+        call = self.rt.sb.calls.get(sc.call_id)
+        if self.recorder is None or call is None:
+            log.warning("call %s: voicemail %s left with no recorder, no audio kept", sc.call_id, message_id)
+            return
+        await self.recorder.voicemail(sc, message_id, call.ani)
 
     async def _ended(self, sc: SipCall, ended: trunk_pb2.CallEnded) -> None:
         sc.state = "ended"

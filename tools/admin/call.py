@@ -147,6 +147,9 @@ async def scripted_call(
                     report["ended"] = {"outcome": outcome, "reason": e.reason}
                     report["steps"].append({"at": at, "ended": outcome, "reason": e.reason})
                     break
+                elif kind == "voicemail":
+                    report["voicemail"] = msg.voicemail.message_id
+                    report["steps"].append({"at": at, "voicemail": msg.voicemail.message_id})
                 elif kind is not None:
                     report["steps"].append({"at": at, kind: True})
                     if kind == "retrieved" and hang_up_at is None:

@@ -317,6 +317,9 @@ def table_stats(result: Mapping[str, Any]) -> Any:
 # -- running -----------------------------------------------------------------------------------------
 
 
+BENCH_CLIENT_LOOP_ENV = "VCC_BENCH_CLIENT_LOOP"
+
+
 def run_throughput(
     rates: list[float] | None = None,
     step_s: float = 8.0,
@@ -328,6 +331,9 @@ def run_throughput(
 ) -> dict[str, Any]:
     from tools.bench.cluster import AS_SHIPPED, throughput
 
+    # The bench client (callers and robots) shares the province's cores: on uvloop by default, its
+    # own cost per call is lower (VCC_BENCH_CLIENT_LOOP=asyncio for asyncio's loop). The province's
+    # processes run on the loop of their own environment (VCC_EVENT_LOOP, or the variant's).
     return eventloop.run(
         throughput(
             rates=rates or None,
@@ -337,7 +343,8 @@ def run_throughput(
             progress=_say,
             profile_dir=profile_dir,
             every_step=every_step,
-        )
+        ),
+        name=os.environ.get(BENCH_CLIENT_LOOP_ENV, "uvloop"),
     )
 
 
@@ -537,7 +544,10 @@ def throughput_cmd(
         typer.Option(
             help="Also run the province with one thing changed, side by side in this run (repeat): "
             "loop (uvloop instead of asyncio's own loop), tls (plaintext, bench only), "
-            "observability (traces and metrics off), linger (the shipper's old 0.1 s linger)."
+            "observability (traces and metrics off), linger (the shipper's old 0.1 s linger), "
+            "edge (the old chain of server interceptors), journeys (central reads events back), "
+            "before16 (edge and journeys), logs (the line per transition off), "
+            "sampled (tracing.sample_ratio 0.1), scrape15 (metrics scraped every 15 s, not 2 s)."
         ),
     ] = None,
     profile: Annotated[
