@@ -28,6 +28,7 @@ from site_node.links.flow_catalog import FlowCatalog, FlowCatalogWatcher
 from site_node.links.ivr_lookups import CentralLookups
 from site_node.links.leader_watch import LeaderWatch
 from site_node.links.membership import Membership
+from site_node.links.province_agents import ProvinceAgents
 from site_node.links.recording_index import RecordingIndexShipper
 from site_node.media.control import MediaControl
 from site_node.media.dtmf import DtmfListener
@@ -52,6 +53,7 @@ from vcc import membership, tls
 from vcc.authz import Authorizer
 from vcc.config import ProvinceConfig
 from vcc.metrics import CLIENT_INTERCEPTORS, Metrics, MetricsServer
+from vcc.person_assertion import PersonSigner
 from vcc.rpc import Server
 from vcc.server_edge import server_interceptors
 from vcc.shutdown import Stopping
@@ -189,7 +191,11 @@ class SiteNode:
         self.audit = AuditSink(site.id, self.leader.address, store=AuditStore(audit_path(outbox_path)))
         self.audit_journal = SiteAudit(site.id, sink=self.audit)
         self.runtime.audit = self.audit_journal.record
-        self.desktop = AgentDesktop(self.runtime, self.audit_journal, session_ttl_s=site.session_ttl_s)
+        # The site's signed word of who acts, on calls made for a person (central's service desk).
+        self.person_signer = PersonSigner(self.tls, site.id) if self.tls else None
+        self.desktop = AgentDesktop(
+            self.runtime, self.audit_journal, session_ttl_s=site.session_ttl_s, signer=self.person_signer
+        )
         # Administrators' changes to the agents (added, disabled, passwords, skills), kept beside the
         # outbox and applied over the config before anyone can log in.
         self.roster = Roster(
@@ -235,6 +241,7 @@ class SiteNode:
         )
         self.peer_links = PeerLinks(self.runtime, self._peer_address, self.tracing)
         self.runtime.province = _Province(self)
+        self.province_agents = ProvinceAgents(self.runtime.sb.directory, self.customers.channel)
         if site.desktop_listen:
             host, desk_listen_port = site.desktop_listen.rsplit(":", 1)
             self.desk = DeskServer(
@@ -245,7 +252,7 @@ class SiteNode:
                 host=host,
                 port=int(desk_listen_port),
                 roster=self.roster,
-                desk_data=CentralDeskData(self.customers.channel),
+                desk_data=CentralDeskData(self.customers.channel, signer=self.person_signer),
                 forget_customer=self.customers.forget,
                 message_store=MessageStore(messages_path(outbox_path)),
             )
@@ -281,6 +288,8 @@ class SiteNode:
             asyncio.create_task(self.central_link.run(), name="central-link"),
             asyncio.create_task(self.audit.run(), name="audit-sink"),
             asyncio.create_task(self.flow_watcher.run(), name="ivr-flow-watch"),
+            # Other cities' agents added at runtime, from central's directory.
+            asyncio.create_task(self.province_agents.run(), name="province-agents"),
         ]
         if self.recording_index is not None:
             self._tasks.append(asyncio.create_task(self.recording_index.run(), name="recording-index"))

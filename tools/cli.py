@@ -694,7 +694,7 @@ def agents(
             return await run_sip_robots(
                 site_cfg, roster, policy, stop, work=work, phone_password=phone_password
             )
-        return await run_robots(site_cfg.listen, roster, policy, stop)
+        return await run_robots(site_cfg.listen, roster, policy, stop, site_id=site_cfg.id)
 
     typer.echo(f"{len(roster)} robot agents on {site_id} ({site_cfg.listen}); Ctrl-C to stop", err=True)
     stats = asyncio.run(main())

@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 from cryptography import x509
 
+from vcc.person_assertion import ACTING, METADATA_KEY, AssertionRefused, PersonGate
 from vcc.tls import CENTRAL, DESKTOP, SITE, TOOL, TRUNK
 
 log = logging.getLogger(__name__)
@@ -216,12 +217,16 @@ class Authorizer(grpc.aio.ServerInterceptor):
         table: Mapping[str, frozenset[str]] = METHOD_KINDS,
         limits: Mapping[str, int] = DEFAULT_PER_CLIENT_LIMITS,
         on_denied: DeniedHook | None = None,
+        persons: PersonGate | None = None,
     ) -> None:
+        self._persons = persons
         self._sites = frozenset(known_sites)
         self._table = table
         self._limits = limits
         self._on_denied = on_denied
         self._active: dict[Identity, int] = {}
+        # The guarded handler of each method, made once: grpc hands the same handler every call.
+        self._guarded: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
 
     async def intercept_service(
         self,
@@ -231,11 +236,26 @@ class Authorizer(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None:
             return None
-        return self._wrap(details.method, handler)
+        made = self._guarded.get(details.method)
+        if made is None or made[0] is not handler:
+            made = self._guarded[details.method] = (handler, self._wrap(details.method, handler))
+        return made[1]
 
     async def _admit(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> Identity:
         who = peer_identity(context)
         reason = self._refusal(method, who)
+        if (
+            not reason
+            and who is not None
+            and self._persons is not None
+            and self._persons.applies(method, who.kind)
+        ):
+            # A site or desktop server acting for a person: the person the site vouches for.
+            token = dict(context.invocation_metadata() or ()).get(METADATA_KEY)
+            try:
+                ACTING.set(self._persons.admit(method, who.kind, who.name, str(token) if token else None))
+            except AssertionRefused as exc:
+                reason = f"person refused: {exc}"
         if reason:
             desc = peer_description(context)
             log.warning("%s refused to %s (%s): %s", method, who or "unknown peer", desc, reason)

@@ -16,7 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from vcc import tls as vcc_tls
-from vcc.errors import ERROR_ID_KEY, VccError
+from vcc.errors import ERROR_ID_KEY, InvalidArgument, VccError
 from vcc.metrics import CLIENT_INTERCEPTORS
 
 log = logging.getLogger(__name__)
@@ -264,4 +264,9 @@ def timestamp(unix_s: float) -> timestamp_pb2.Timestamp:
 
 
 def unix_s(ts: timestamp_pb2.Timestamp) -> float:
-    return float(ts.ToNanoseconds()) / 1e9
+    """Seconds since the epoch; a timestamp out of protobuf's range (negative nanos, year 10000)
+    is the client's mistake: InvalidArgument, never a crash of the handler."""
+    try:
+        return float(ts.ToNanoseconds()) / 1e9
+    except ValueError as exc:
+        raise InvalidArgument("bad-timestamp", f"a timestamp out of range: {exc}") from None

@@ -914,13 +914,17 @@ async def memory(
 # -- routing latency ---------------------------------------------------------------------------------
 
 
-async def bare_round_trip(samples: int = 2000, *, tls: bool = True) -> dict[str, Any]:
+async def bare_round_trip(
+    samples: int = 2000, *, tls: bool = True, authorized: bool = False
+) -> dict[str, Any]:
     """A grpc.aio unary round trip on this machine: the health check of an empty vcc server, over
-    mutual TLS like every vcc link (tls=False: plaintext, to show what TLS costs)."""
+    mutual TLS like every vcc link (tls=False: plaintext, to show what TLS costs; authorized: with
+    the authorization table's interceptor too, as every vcc server has it: what that costs)."""
 
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from tools.province.certs import issue, make_ca
+    from vcc.authz import Authorizer
     from vcc.tls import TlsFiles
 
     folder = Path(tempfile.mkdtemp(prefix="vcc-bench-certs-"))
@@ -931,7 +935,7 @@ async def bare_round_trip(samples: int = 2000, *, tls: bool = True) -> dict[str,
         issue(folder, "tool", "cli")
         server_files = TlsFiles(folder / "ca.crt", folder / "central-1.crt", folder / "central-1.key")
         client_files = TlsFiles(folder / "ca.crt", folder / "tool-cli.crt", folder / "tool-cli.key")
-    server = rpc.Server([], tls=server_files)
+    server = rpc.Server([], tls=server_files, interceptors=[Authorizer([])] if tls and authorized else [])
     port = await server.start("127.0.0.1:0")
     try:
         async with rpc.channel(f"127.0.0.1:{port}", tls=client_files) as ch:
@@ -1147,6 +1151,7 @@ async def routing(
     progress("routing: bare grpc.aio unary round trips")
     bare = await bare_round_trip()
     plaintext = await bare_round_trip(tls=False)
+    authorized = await bare_round_trip(authorized=True)
     progress("routing: local ACD decision in process")
     in_process = await asyncio.to_thread(local_decision_in_process)
     pushed = await decisions_on_cluster(calls=calls, progress=progress)
@@ -1174,6 +1179,7 @@ async def routing(
     rows = {
         "bare_round_trip": bare,
         "bare_round_trip_plaintext": plaintext,
+        "bare_round_trip_authorized": authorized,
         "local_acd_in_process": in_process,
         **over_wire,
         **wan_rows,

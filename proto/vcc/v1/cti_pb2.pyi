@@ -73,7 +73,12 @@ class LoginResponse(_message.Message):
 
     SESSION_TOKEN_FIELD_NUMBER: _builtins.int
     AGENT_FIELD_NUMBER: _builtins.int
+    PERSON_ASSERTION_FIELD_NUMBER: _builtins.int
     session_token: _builtins.str
+    person_assertion: _builtins.str
+    """The site's signed word of who this session's agent is, for central's service desk (send it
+    as the `vcc-person` metadata there); short-lived: GetAgent gives a fresh one. Empty without TLS.
+    """
     @_builtins.property
     def agent(self) -> Global___AgentSnapshot: ...
     def __init__(
@@ -81,10 +86,11 @@ class LoginResponse(_message.Message):
         *,
         session_token: _builtins.str = ...,
         agent: Global___AgentSnapshot | None = ...,
+        person_assertion: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "session_token", b"session_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "person_assertion", b"person_assertion", "session_token", b"session_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -499,16 +505,20 @@ class GetAgentResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     AGENT_FIELD_NUMBER: _builtins.int
+    PERSON_ASSERTION_FIELD_NUMBER: _builtins.int
+    person_assertion: _builtins.str
+    """A fresh assertion of the session's agent (as in LoginResponse)."""
     @_builtins.property
     def agent(self) -> Global___AgentSnapshot: ...
     def __init__(
         self,
         *,
         agent: Global___AgentSnapshot | None = ...,
+        person_assertion: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "person_assertion", b"person_assertion"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
