@@ -180,6 +180,10 @@ class SiteNode:
         if site.sip is not None:
             # Before the gRPC server: a site that reports SERVING answers SIP too.
             await self._start_sip()
+        else:
+            # No SIP trunk: the same folder beside the outbox, where voicemail audio a trunk
+            # gateway delivers is found by the desk and the VoicemailService (empty until then).
+            self.recordings_dir = outbox_path.parent / f"recordings-{site.id}"
         authorizer = Authorizer([s.id for s in self.province.sites])
         self.server = Server(
             SERVICES,
@@ -255,6 +259,7 @@ class SiteNode:
                 desk_data=CentralDeskData(self.customers.channel, signer=self.person_signer),
                 forget_customer=self.customers.forget,
                 message_store=MessageStore(messages_path(outbox_path)),
+                recordings=self.recordings_dir,
             )
             # Other cities' agents' messages to ours arrive on the peer service.
             self.peer.deliver = self.desk.deliver

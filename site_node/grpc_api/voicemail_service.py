@@ -12,7 +12,8 @@ import grpc
 from site_node.callcontrol.voicemail import Message
 from site_node.grpc_api.desktop_service import AgentDesktop
 from site_node.runtime import SiteRuntime
-from vcc.errors import InvalidArgument, NotFound
+from site_node.voicemail_audio import audio_file
+from vcc.errors import InvalidArgument
 from vcc.rpc import maps_errors, maps_stream_errors, timestamp
 from vcc.v1 import voicemail_pb2, voicemail_pb2_grpc
 
@@ -67,10 +68,7 @@ class VoicemailDesk(voicemail_pb2_grpc.VoicemailServiceServicer):
         if not request.message_id:
             raise InvalidArgument("missing-message-id", "message_id: required")
         relative = self.rt.sb.flows.voicemail.audio_of(code, request.message_id)
-        path = self._recordings / relative if self._recordings is not None else None
-        if path is None or not path.is_file():
-            raise NotFound("no-audio", f"message {request.message_id}: its audio is not at this site (yet)")
-        with path.open("rb") as f:
+        with audio_file(self._recordings, relative, request.message_id).open("rb") as f:
             while chunk := f.read(CHUNK):
                 yield voicemail_pb2.VoicemailAudioChunk(data=chunk)
 

@@ -67,6 +67,7 @@ class DeskApi:
             ],
             "queues": self.d.views.queues(sorted(self.d.sb.skills[code]), now),
             "messages": self.d.views.messages(self.d.messages.inbox(code)),
+            "voicemail": self.d.voicemail.listed(code),
             "calls_today": list(memory.calls_today),
             # This site's agents, then other cities' (a message to them goes through their site).
             "colleagues": [

@@ -31,8 +31,8 @@ _STATUS: dict[type[VccError], int] = {
     Unavailable: 503,
 }
 # Acting on a call that is another agent's is a matter of permission to the web client (the call
-# control reports it as a precondition: the call is simply not yours).
-_BY_ID = {"not-your-call": 403}
+# control reports it as a precondition: the call is simply not yours); so is another's voicemail.
+_BY_ID = {"not-your-call": 403, "message-not-yours": 403}
 
 
 def status_of(exc: VccError) -> int:

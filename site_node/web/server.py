@@ -51,6 +51,7 @@ from site_node.web.presence import Presence
 from site_node.web.requests import COOKIE, body_of, key_of, language, origin, sse, text, token
 from site_node.web.sessions import IDLE_S, Session, WebSessions
 from site_node.web.views import DeskMemory, Views
+from site_node.web.voicemail import VoicemailApi
 from vcc.config import ProvinceConfig
 from vcc.errors import (
     FailedPrecondition,
@@ -101,6 +102,7 @@ class DeskServer:
         desk_data: CentralDeskData | None = None,
         forget_customer: Callable[[list[str]], None] | None = None,
         message_store: MessageStore | None = None,
+        recordings: Path | None = None,
     ) -> None:
         self.province = province
         self.rt = runtime
@@ -137,6 +139,9 @@ class DeskServer:
         self.console = ConsoleApi(self)
         self.admin = AdminApi(self)
         self.desk_data = DeskDataApi(self, desk_data)
+        # Where the site keeps voicemail audio (the VoicemailService's folder; None: nowhere).
+        self.recordings = recordings
+        self.voicemail = VoicemailApi(self)
         # The screen pop's cache (site_node.links.customers): an edited record is asked again.
         self._forget_customer = forget_customer
         self.app = self._build()
@@ -279,6 +284,9 @@ class DeskServer:
                     api(self.desk._callback_preview),
                     methods=["POST"],
                 ),
+                Route("/api/voicemail", api(self.voicemail._list)),
+                Route("/api/voicemail/{message_id}/audio", api(self.voicemail._audio)),
+                Route("/api/voicemail/{message_id}/{step}", api(self.voicemail._step), methods=["POST"]),
                 Route("/api/directory", api(self.desk._directory)),
                 Route("/api/messages", api(self.desk._message), methods=["POST"]),
                 Route("/api/team", api(self.console._team)),
@@ -318,7 +326,8 @@ class DeskServer:
         presented = token(request)
         s = self.sessions.peek(presented) if presented else None
         action = request.url.path.removeprefix("/api/")
-        target = request.path_params.get("agent", request.path_params.get("call_id", ""))
+        params = request.path_params
+        target = params.get("agent", params.get("call_id", params.get("message_id", "")))
         self.audit.record(
             Audit(self._clock(), s.code if s else "", action, target, outcome="denied", detail=exc.error_id),
             origin=origin(request),

@@ -13,10 +13,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import math
+import struct
+import uuid
+import wave
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -25,10 +31,12 @@ from central.customer_pins import DEMO_PIN
 from tests.helpers import eventually
 from tests.integration.support import Caller, Desktop, address, central_records, password_hash
 from tests.ivr.flows import FLOWS, as_yaml
+from tests.web.conftest import need_chromium
 from tools.admin.call import scripted_call
 from tools.cli import app
+from tools.province.chromium import CHROMIUM, CHROMIUM_ARGS
 from tools.province.cluster import Cluster, vcc_command
-from tools.province.generate import SiteSpec, generate_province
+from tools.province.generate import DEFAULT_PASSWORD, SiteSpec, generate_province
 from tools.province.netutil import free_port
 from vcc import rpc
 from vcc.tls import DESKTOP, TOOL, TRUNK
@@ -66,6 +74,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         outbox_dir=run_dir / "outbox",
         lease_ttl_s=2,
         routing={"mode": "isolated"},
+        desktop=True,
     )
     path = run_dir / "province.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True))
@@ -369,6 +378,103 @@ async def test_a_voicemail_left_and_worked(cluster: Cluster) -> None:
         "played",
         "done",
     ]
+
+
+async def test_the_desk_lists_takes_plays_and_finishes_a_voicemail(cluster: Cluster) -> None:
+    """The same steps from the agent desktop in headless Chromium (F27): the message listed in the
+    panel of the agent's group, taken (in Chinese), played in the page's <audio> element from the
+    site's endpoint (in English), marked done; another agent's session is refused its audio (403);
+    bad requests are refused in words and change nothing; every step in the record at central."""
+    need_chromium()
+    from playwright.async_api import async_playwright, expect
+
+    async with trunk(cluster) as ch:
+        report = await call(ch, cluster, SMART, ["3"], ani="13900000055", hang_up_after_s=2.5)
+    assert report["ended"]["reason"] == "voicemail-left"
+    message_id = report["voicemail"]
+    # A gRPC trunk keeps the caller's voice itself: its audio, where the site looks for it.
+    site = cluster.config.site("gz")
+    assert site.outbox_path and site.desktop_listen
+    audio = Path(site.outbox_path).parent / "recordings-gz" / "voicemail" / f"{message_id}.wav"
+    audio.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(audio), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(i / 8))) for i in range(16000)))
+    parcel = next(a.code for a in site.agents if "parcel" in a.skills)
+    general = next(a.code for a in site.agents if "parcel" not in a.skills)
+    base = f"http://{site.desktop_listen}"
+
+    def post(client: httpx.AsyncClient, path: str, **body: Any) -> Any:
+        return client.post(path, json={"idempotency_key": uuid.uuid4().hex, **body})
+
+    async with httpx.AsyncClient(base_url=base, timeout=10) as other:
+        assert (await other.get("/api/voicemail")).status_code == 401  # no session
+        assert (await post(other, "/api/login", agent_code=general, password=DEFAULT_PASSWORD)).is_success
+        # Not the agent's group: nothing listed, and taking it is refused in words.
+        assert (await other.get("/api/voicemail")).json()["messages"] == []
+        refused = await post(other, f"/api/voicemail/{message_id}/take")
+        assert refused.status_code == 403 and refused.json()["error"]["id"] == "not-your-group"
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            try:
+                page = await browser.new_page()
+                await page.goto(f"{base}/desk?lang=zh")
+                await page.get_by_label("工号").fill(parcel)
+                await page.get_by_label("密码").fill(DEFAULT_PASSWORD)
+                await page.get_by_role("button", name="登录").click()
+                panel = page.get_by_role("region", name="语音留言")
+                row = panel.locator(f'tr[data-voicemail="{message_id}"]')
+                caller = row.locator('[data-field="vm-caller"]')
+                await expect(caller).to_have_text("13900000055", timeout=20_000)
+                await expect(row.locator('[data-field="vm-state"]')).to_have_text("未处理")
+                await row.get_by_role("button", name="领取").click()
+                await expect(row.locator('[data-field="vm-agent"]')).to_have_text(parcel, timeout=20_000)
+                # Taken by this agent: another agent's session gets no audio, in words.
+                theirs = await other.get(f"/api/voicemail/{message_id}/audio")
+                assert theirs.status_code == 403 and "not assigned to" in theirs.json()["error"]["message"]
+                await page.get_by_role("button", name="English").click()
+                panel = page.get_by_role("region", name="Voicemail")
+                row = panel.locator(f'tr[data-voicemail="{message_id}"]')
+                await row.get_by_role("button", name="Play").click()
+                await page.wait_for_function(
+                    "document.querySelector('#voicemail-player').duration > 0", timeout=20_000
+                )
+                seconds = await page.evaluate("document.querySelector('#voicemail-player').duration")
+                assert 1.9 < seconds < 2.1  # the two seconds written, played from the site
+                async with httpx.AsyncClient(base_url=base, timeout=10) as mine:
+                    mine.cookies.update({c["name"]: c["value"] for c in await page.context.cookies()})
+                    for path, body, status, error_id in (
+                        (f"/api/voicemail/{message_id}/done", {"note": "x" * 501}, 400, "note-too-long"),
+                        ("/api/voicemail/not%20an%20id/take", {}, 400, "bad-message-id"),
+                        (f"/api/voicemail/{message_id}/erase", {}, 404, "unknown-action"),
+                        ("/api/voicemail/nobody-vm/take", {}, 404, "message-not-found"),
+                    ):
+                        bad = await post(mine, path, **body)
+                        assert (bad.status_code, bad.json()["error"]["id"]) == (status, error_id), bad.text
+                        assert bad.json()["error"]["message"]
+                    (listed,) = [m for m in (await mine.get("/api/voicemail")).json()["messages"]
+                                 if m["message_id"] == message_id]  # fmt: skip
+                    assert (listed["state"], listed["agent_code"], listed["plays"]) == ("assigned", parcel, 1)
+                    finish = await post(other, f"/api/voicemail/{message_id}/done")
+                    assert finish.status_code == 403  # not theirs: still this agent's
+                await row.get_by_role("button", name="Done").click()
+                await expect(row).to_have_count(0, timeout=20_000)  # done: no longer listed
+                assert "Traceback" not in await page.content()
+                await page.get_by_role("button", name="Log out").click()
+            finally:
+                await browser.close()
+        await post(other, "/api/logout")
+
+    async def worked() -> list[str] | None:
+        (record,) = [r for r in await central_records(cluster) if r.call_id == report["call_id"]]
+        stages = [e.data["stage"] for e in record.events if e.kind == common_pb2.CALL_EVENT_KIND_VOICEMAIL]
+        return stages if stages[-1] == "done" else None
+
+    assert await eventually(worked, what="the desk's voicemail steps at central") == [
+        "recording", "new", "assigned", "played", "done",
+    ]  # fmt: skip
 
 
 async def test_the_closed_message_on_a_holiday(cluster: Cluster) -> None:

@@ -10,6 +10,9 @@ const T = {
     state: "State", time_in_state: "Time in state", reason: "Reason", ready: "Ready", not_ready: "Not ready",
     wrap_up_code: "Wrap-up code", note: "Note", offer: "Incoming call", caller: "Caller", service: "Service",
     skill_group: "Skill group", waited: "Waited", ivr: "IVR choice", purpose: "Why", from_agent: "From agent",
+    voicemail: "Voicemail", vm_left: "Left at", vm_length: "Length", vm_state: "State", vm_agent: "Assigned to",
+    take: "Take", play: "Play", done: "Done", vm_none: "No voicemail for your groups", vm_player: "Voicemail player",
+    vm_new: "new", vm_assigned: "assigned",
     callback_preview: "Callback to make", callback_number: "Number", callback_why: "Asked", accept: "Accept", decline: "Decline",
     "flow-offer": "in the IVR", "max-wait": "after waiting too long", abandoned: "hung up waiting", "virtual-hold": "kept their place",
     answer: "Answer", call: "Call", call_state: "Call state", customer: "Customer record", name: "Name",
@@ -46,6 +49,9 @@ const T = {
     login_title: "登录", agent_code: "工号", password: "密码", log_in: "登录", log_out: "签出",
     state: "状态", time_in_state: "状态时长", reason: "原因", ready: "就绪", not_ready: "未就绪",
     wrap_up_code: "小结代码", note: "备注", offer: "来电", caller: "主叫号码", service: "业务",
+    voicemail: "语音留言", vm_left: "留言时间", vm_length: "时长", vm_state: "状态", vm_agent: "处理坐席",
+    take: "领取", play: "播放", done: "完成", vm_none: "你的技能组暂无留言", vm_player: "留言播放",
+    vm_new: "未处理", vm_assigned: "已领取",
     callback_preview: "待回呼", callback_number: "号码", callback_why: "原因", accept: "接受", decline: "拒绝",
     "flow-offer": "语音导航中预约", "max-wait": "等候超时", abandoned: "排队时挂机", "virtual-hold": "保留排队位置",
     skill_group: "技能组", waited: "等待时长", ivr: "语音导航选择", purpose: "来由", from_agent: "来自坐席",
@@ -83,6 +89,9 @@ const T = {
 const ERRORS_ZH = {
   "wrong-password": "工号或密码错误", "unknown-agent": "没有这个工号", "already-logged-in": "该工号已在别处登录",
   "bad-agent-code": "工号是四位数字", "bad-password-format": "密码是六位数字", "not-a-supervisor": "你不是班长，不能使用班长席",
+  "message-not-yours": "这条留言没有分给你", "no-audio": "本站没有这条留言的录音", "message-not-played": "请先播放留言",
+  "not-your-group": "这不是你的技能组", "message-wrong-state": "这条留言已处理", "bad-message-id": "留言编号有误",
+  "message-not-found": "没有这条留言", "note-too-long": "备注最多 500 字",
   "not-your-team": "该坐席不在你带领的班组", "not-your-call": "这不是你的通话", "agent-busy": "请先结束通话",
   "agent-not-on-call": "该坐席当前没有通话", "reason-required": "请选择原因", "bad-reason-code": "请选择原因",
   "session-expired": "会话已过期，请重新登录", "bad-session": "请登录", "logged-out": "你已签出，请重新登录",
@@ -317,10 +326,48 @@ function buildDesk(app) {
           button("complete", () => onCall("complete"), "primary"), button("conference", () => onCall("conference")),
           button("cancel", () => onCall("cancel")))),
       messagesCard(),
+      voicemailCard(),
       el("section", { class: "card", "aria-label": t("calls_today") }, el("h2", { i18n: "calls_today" }),
         el("table", {}, el("thead", {}, el("tr", {}, ...["caller", "service", "answered_at", "ended", "wrap_up_code"]
           .map((k) => el("th", { i18n: k })))), el("tbody", { id: "today" }))),
       queuesCard()));
+}
+
+// Voicemail of the agent's groups (F27): taken, played here (the site streams the WAV to the
+// agent it is assigned to only), marked done; each step in the caller's call record.
+let voicemailShown = null;
+function voicemailCard() {
+  voicemailShown = null;
+  return el("section", { class: "card wide", id: "voicemail", "aria-label": t("voicemail") }, el("h2", { i18n: "voicemail" }),
+    el("table", {}, el("thead", {}, el("tr", {}, ...["caller", "service", "vm_left", "vm_length", "vm_state", "vm_agent", "empty"]
+      .map((k) => el("th", { i18n: k })))), el("tbody", { id: "voicemail-list" })),
+    el("audio", { id: "voicemail-player", controls: true, preload: "auto", "aria-label": t("vm_player") }));
+}
+function renderVoicemail(list, me) {
+  // Rebuilt only when a message changed: a button is not replaced under the agent's pointer.
+  const sig = JSON.stringify([list, me]);
+  if (sig === voicemailShown) return;
+  voicemailShown = sig;
+  const mine = (m) => m.state === "assigned" && m.agent_code === me;
+  $("#voicemail-list").replaceChildren(...(list.length ? list.map((m) => el("tr", { "data-voicemail": m.message_id },
+    el("td", { "data-field": "vm-caller", text: m.caller }), el("td", { text: m.skill_group }),
+    el("td", { text: clock(m.started_at) }), el("td", { text: dur(m.duration_s) }),
+    el("td", { "data-field": "vm-state", text: t(`vm_${m.state}`) }), el("td", { "data-field": "vm-agent", text: m.agent_code || t("empty") }),
+    el("td", {},
+      m.state === "new" ? button("take", () => workVoicemail(m.message_id, "take"), "primary") : null,
+      mine(m) ? button("play", () => playVoicemail(m.message_id)) : null,
+      mine(m) ? button("done", () => workVoicemail(m.message_id, "done")) : null))) : [el("tr", {}, el("td", { colspan: 7, class: "muted", i18n: "vm_none" }))]));
+}
+async function workVoicemail(id, step) {
+  return post(`/api/voicemail/${encodeURIComponent(id)}/${step}`, {});
+}
+async function playVoicemail(id) {
+  if (!(await workVoicemail(id, "play"))) return;
+  const player = $("#voicemail-player");
+  player.dataset.message = id;
+  player.src = `/api/voicemail/${encodeURIComponent(id)}/audio`;
+  player.load();
+  player.play().catch(() => {});  // a page with no sound device still loads the message
 }
 
 function messagesCard() {
@@ -439,6 +486,7 @@ function renderDesk(v) {
   }
   fillSelect($("#message-to"), v.colleagues.map((p) => ({ value: p.code, label: `${p.code} ${p.name} @${p.site_id}` })));
   renderMessages(v.messages);
+  renderVoicemail(v.voicemail || [], v.agent.code);
   $("#today").replaceChildren(...v.calls_today.map((x) => el("tr", { "data-call": x.call_id },
     el("td", { text: x.ani }), el("td", { text: x.skill_group }), el("td", { text: clock(x.answered_at) }),
     el("td", { text: x.ended_at ? clock(x.ended_at) : t("talking") }), el("td", { text: [x.wrap_up_code, x.note].filter(Boolean).join(" · ") || t("empty") }))));
