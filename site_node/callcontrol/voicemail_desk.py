@@ -97,7 +97,8 @@ class VoicemailDesk:
 
     def done(self, code: str, message_id: str, note: str, now: float, fx: Effects) -> Message:
         message = self._mapped(lambda: self.box.done(message_id, code, now, note))
-        self._journal(message_id, "done", now, fx, agent=code)
+        # The agent's note goes in the caller's record with the step.
+        self._journal(message_id, "done", now, fx, agent=code, **({"note": note} if note else {}))
         self._keep(message_id, fx)
         return message
 

@@ -459,6 +459,7 @@ async def test_the_desk_lists_takes_plays_and_finishes_a_voicemail(cluster: Clus
                     assert (listed["state"], listed["agent_code"], listed["plays"]) == ("assigned", parcel, 1)
                     finish = await post(other, f"/api/voicemail/{message_id}/done")
                     assert finish.status_code == 403  # not theirs: still this agent's
+                await panel.get_by_label("Note").fill("called the customer back")
                 await row.get_by_role("button", name="Done").click()
                 await expect(row).to_have_count(0, timeout=20_000)  # done: no longer listed
                 assert "Traceback" not in await page.content()
@@ -469,8 +470,11 @@ async def test_the_desk_lists_takes_plays_and_finishes_a_voicemail(cluster: Clus
 
     async def worked() -> list[str] | None:
         (record,) = [r for r in await central_records(cluster) if r.call_id == report["call_id"]]
-        stages = [e.data["stage"] for e in record.events if e.kind == common_pb2.CALL_EVENT_KIND_VOICEMAIL]
-        return stages if stages[-1] == "done" else None
+        steps = [e.data for e in record.events if e.kind == common_pb2.CALL_EVENT_KIND_VOICEMAIL]
+        if steps[-1]["stage"] != "done":
+            return None
+        assert steps[-1]["note"] == "called the customer back" and steps[-1]["agent"] == parcel
+        return [step["stage"] for step in steps]
 
     assert await eventually(worked, what="the desk's voicemail steps at central") == [
         "recording", "new", "assigned", "played", "done",

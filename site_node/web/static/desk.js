@@ -341,7 +341,9 @@ function voicemailCard() {
   return el("section", { class: "card wide", id: "voicemail", "aria-label": t("voicemail") }, el("h2", { i18n: "voicemail" }),
     el("table", {}, el("thead", {}, el("tr", {}, ...["caller", "service", "vm_left", "vm_length", "vm_state", "vm_agent", "empty"]
       .map((k) => el("th", { i18n: k })))), el("tbody", { id: "voicemail-list" })),
-    el("audio", { id: "voicemail-player", controls: true, preload: "auto", "aria-label": t("vm_player") }));
+    el("div", { class: "row" },
+      el("audio", { id: "voicemail-player", controls: true, preload: "auto", "aria-label": t("vm_player") }),
+      ...labelled("vm-note", "note", el("input", { id: "vm-note", size: 32, maxlength: 500 }))));
 }
 function renderVoicemail(list, me) {
   // Rebuilt only when a message changed: a button is not replaced under the agent's pointer.
@@ -359,7 +361,9 @@ function renderVoicemail(list, me) {
       mine(m) ? button("done", () => workVoicemail(m.message_id, "done")) : null))) : [el("tr", {}, el("td", { colspan: 7, class: "muted", i18n: "vm_none" }))]));
 }
 async function workVoicemail(id, step) {
-  return post(`/api/voicemail/${encodeURIComponent(id)}/${step}`, {});
+  const res = await post(`/api/voicemail/${encodeURIComponent(id)}/${step}`, step === "done" ? { note: $("#vm-note").value } : {});
+  if (res && step === "done") $("#vm-note").value = "";
+  return res;
 }
 async function playVoicemail(id) {
   if (!(await workVoicemail(id, "play"))) return;
