@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
+from routing.agents import AgentState
 from site_node.callcontrol.voicemail import Message
 from site_node.voicemail_audio import audio_file
 from site_node.web.sessions import Session
@@ -53,7 +54,10 @@ class VoicemailApi:
         self.d = desk
 
     def listed(self, code: str) -> list[dict[str, Any]]:
-        """The open messages of every skill group of the agent, oldest first."""
+        """The open messages of every skill group of the agent, oldest first (none while logged out:
+        a page's view is built in the moment a supervisor logs the agent out too)."""
+        if self.d.sb.agents[code].state == AgentState.LOGGED_OUT:
+            return []
         found = [m for g in sorted(self.d.sb.skills.get(code, {})) for m in self.d.sb.voicemail(code, g)]
         return [message_view(m) for m in sorted(found, key=lambda m: m.started_at)]
 

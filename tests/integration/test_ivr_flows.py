@@ -459,7 +459,7 @@ async def test_the_desk_lists_takes_plays_and_finishes_a_voicemail(cluster: Clus
                     assert (listed["state"], listed["agent_code"], listed["plays"]) == ("assigned", parcel, 1)
                     finish = await post(other, f"/api/voicemail/{message_id}/done")
                     assert finish.status_code == 403  # not theirs: still this agent's
-                await panel.get_by_label("Note").fill("called the customer back")
+                await panel.get_by_label("Note on the message").fill("called the customer back")
                 await row.get_by_role("button", name="Done").click()
                 await expect(row).to_have_count(0, timeout=20_000)  # done: no longer listed
                 assert "Traceback" not in await page.content()

@@ -12,7 +12,7 @@ const T = {
     skill_group: "Skill group", waited: "Waited", ivr: "IVR choice", purpose: "Why", from_agent: "From agent",
     voicemail: "Voicemail", vm_left: "Left at", vm_length: "Length", vm_state: "State", vm_agent: "Assigned to",
     take: "Take", play: "Play", done: "Done", vm_none: "No voicemail for your groups", vm_player: "Voicemail player",
-    vm_new: "new", vm_assigned: "assigned",
+    vm_new: "new", vm_assigned: "assigned", vm_note: "Note on the message",
     callback_preview: "Callback to make", callback_number: "Number", callback_why: "Asked", accept: "Accept", decline: "Decline",
     "flow-offer": "in the IVR", "max-wait": "after waiting too long", abandoned: "hung up waiting", "virtual-hold": "kept their place",
     answer: "Answer", call: "Call", call_state: "Call state", customer: "Customer record", name: "Name",
@@ -51,7 +51,7 @@ const T = {
     wrap_up_code: "小结代码", note: "备注", offer: "来电", caller: "主叫号码", service: "业务",
     voicemail: "语音留言", vm_left: "留言时间", vm_length: "时长", vm_state: "状态", vm_agent: "处理坐席",
     take: "领取", play: "播放", done: "完成", vm_none: "你的技能组暂无留言", vm_player: "留言播放",
-    vm_new: "未处理", vm_assigned: "已领取",
+    vm_new: "未处理", vm_assigned: "已领取", vm_note: "留言处理备注",
     callback_preview: "待回呼", callback_number: "号码", callback_why: "原因", accept: "接受", decline: "拒绝",
     "flow-offer": "语音导航中预约", "max-wait": "等候超时", abandoned: "排队时挂机", "virtual-hold": "保留排队位置",
     skill_group: "技能组", waited: "等待时长", ivr: "语音导航选择", purpose: "来由", from_agent: "来自坐席",
@@ -343,7 +343,7 @@ function voicemailCard() {
       .map((k) => el("th", { i18n: k })))), el("tbody", { id: "voicemail-list" })),
     el("div", { class: "row" },
       el("audio", { id: "voicemail-player", controls: true, preload: "auto", "aria-label": t("vm_player") }),
-      ...labelled("vm-note", "note", el("input", { id: "vm-note", size: 32, maxlength: 500 }))));
+      ...labelled("vm-note", "vm_note", el("input", { id: "vm-note", size: 32, maxlength: 500 }))));
 }
 function renderVoicemail(list, me) {
   // Rebuilt only when a message changed: a button is not replaced under the agent's pointer.
