@@ -265,7 +265,11 @@ async def test_a_server_slow_to_answer_the_handshake_is_still_reached(echo: str)
 
     server = rpc.Server([])
     server.grpc.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("vcc.test.Echo", {"Hello": grpc.unary_unary_rpc_method_handler(hello)}),)
+        (
+            grpc.method_handlers_generic_handler(
+                "vcc.test.Echo", {"Hello": grpc.unary_unary_rpc_method_handler(hello)}
+            ),
+        )
     )
     port = await server.start("127.0.0.1:0")
     # Every chunk, the server's SETTINGS included, held 0.5 s: five times the old attempt limit.
@@ -273,7 +277,9 @@ async def test_a_server_slow_to_answer_the_handshake_is_still_reached(echo: str)
     address = await proxy.start()
     try:
         async with rpc.channel(address) as channel:
-            reply = await channel.unary_unary("/vcc.test.Echo/Hello")(b"hello", timeout=rpc.DEFAULT_DEADLINE_S)
+            reply = await channel.unary_unary("/vcc.test.Echo/Hello")(
+                b"hello", timeout=rpc.DEFAULT_DEADLINE_S
+            )
             assert reply == b"hello"
     finally:
         await proxy.stop()
