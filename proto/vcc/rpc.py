@@ -228,6 +228,19 @@ def channel(
     )
 
 
+# A channel's close cancels its calls at once (no grace); past this it is left to the runtime.
+CLOSE_S = 2.0
+
+
+async def close_channel(channel: grpc.aio.Channel, timeout_s: float = CLOSE_S) -> None:
+    """Close a channel within a bound: a close waits on the calls it cancels, and a peer cut
+    silently (or a half-closed stream nobody reads) must not hold a stop or a re-dial."""
+    try:
+        await asyncio.wait_for(channel.close(), timeout_s)
+    except Exception as exc:
+        log.debug("closing a channel: %s", exc)
+
+
 async def wait_serving(address: str, timeout_s: float = 20.0, *, tls: vcc_tls.TlsFiles | None = None) -> None:
     """Block until the server at `address` reports SERVING (used by launchers and tests)."""
     loop = asyncio.get_running_loop()

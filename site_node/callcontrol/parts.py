@@ -1,11 +1,11 @@
 """The call control's parts, built in dependency order and handed what each needs (constructor
-injection, no cycles). The facade (switchboard.py) only routes requests to them."""
+injection, no cycles). The sides (`sides/`) take requests to them; the facade (switchboard.py)
+composes the sides."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from routing.acd import Acd
 from site_node.callcontrol.agents import Agents
@@ -31,10 +31,6 @@ from site_node.callcontrol.transfers import Transfers
 from site_node.callcontrol.trunk import TrunkSide
 from site_node.callcontrol.voicemail_desk import VoicemailDesk
 from vcc.config import RoutingConfig, SiteConfig
-
-if TYPE_CHECKING:
-    # The facade holds the same parts under the same names (it is passed as itself).
-    from site_node.callcontrol.switchboard import Switchboard
 
 
 @dataclass
@@ -112,7 +108,7 @@ def build_parts(
     )  # fmt: skip
 
 
-def site_stopping(parts: Parts | Switchboard, now: float, fx: Effects) -> None:
+def site_stopping(parts: Parts, now: float, fx: Effects) -> None:
     """The site is stopping: consultations end, guest calls go back to their origins, legs in
     other cities end, and every call of our trunks ends (failed unless answered), its record
     kept."""

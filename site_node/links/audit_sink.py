@@ -23,8 +23,8 @@ from pathlib import Path
 
 import grpc
 
+from site_node.links.leader_channel import LeaderChannel
 from vcc import rpc
-from vcc.tls import central_server
 from vcc.v1 import audit_pb2, audit_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,7 @@ class AuditSink:
         self._pending: deque[audit_pb2.AuditEntry] = deque()
         self._max = max_pending
         self._wake = asyncio.Event()
-        self._channel: grpc.aio.Channel | None = None
-        self._dialled = ""
+        self._central = LeaderChannel()
         self.dropped = 0
         self.sent = 0
         self._store = store
@@ -191,12 +190,7 @@ class AuditSink:
         return True
 
     def _stub(self, address: str) -> audit_pb2_grpc.AuditServiceAsyncStub:
-        if self._channel is None or address != self._dialled:
-            if self._channel is not None:
-                old = self._channel
-                asyncio.get_running_loop().create_task(old.close())
-            self._channel, self._dialled = rpc.channel(address, expect=central_server()), address
-        return audit_pb2_grpc.AuditServiceStub(self._channel)
+        return audit_pb2_grpc.AuditServiceStub(self._central.to(address))
 
     async def close(self, drain_s: float = 1.0) -> None:
         with contextlib.suppress(TimeoutError):
@@ -206,5 +200,4 @@ class AuditSink:
                     pass
         # What central did not take in time waits on disk for the next start.
         await self.persist()
-        if self._channel is not None:
-            await self._channel.close()
+        await self._central.close()

@@ -28,11 +28,10 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from site_node.callcontrol.domain import AskRoute, ReportRoute
 from site_node.callcontrol.pushed_targets import PushedTarget
+from site_node.links.leader_channel import LeaderChannel, dial_central
 from site_node.runtime import SiteRuntime
-from vcc import rpc
 from vcc.errors import VccError
 from vcc.rpc import timestamp
-from vcc.tls import central_server
 from vcc.v1 import central_pb2, central_pb2_grpc, site_admin_pb2
 
 log = logging.getLogger(__name__)
@@ -50,11 +49,6 @@ ROUTED_PER_MESSAGE = 256
 
 FULL = central_pb2.PRESENCE_UPDATE_FULL
 DELTA = central_pb2.PRESENCE_UPDATE_DELTA
-
-
-def _central_channel(address: str) -> grpc.aio.Channel:
-    """Central's address answers only with a central replica's certificate."""
-    return rpc.channel(address, expect=central_server())
 
 
 class CentralLink:
@@ -76,11 +70,10 @@ class CentralLink:
         self._address = central_address
         self._summary = summary
         self._presence = presence
-        self._new_channel = channel or _central_channel
         self._deltas = deltas
         self._changed = asyncio.Event()
-        self._channel: grpc.aio.Channel | None = None
-        self._channel_address: str | None = None
+        # Central's address answers only with a central replica's certificate (dial_central).
+        self._central = LeaderChannel(channel or dial_central)
         self._tasks: set[asyncio.Task[None]] = set()
         self.seq = 0
         self.connected = False
@@ -125,13 +118,7 @@ class CentralLink:
         address = self._address()
         if address is None:
             return None
-        channel = self._channel
-        if channel is None or address != self._channel_address:
-            if channel is not None:
-                self._spawn(channel.close())
-            channel = self._channel = self._new_channel(address)
-            self._channel_address = address
-        return central_pb2_grpc.CentralServiceStub(channel)
+        return central_pb2_grpc.CentralServiceStub(self._central.to(address))
 
     # Routing questions ----------------------------------------------------------------------
 
@@ -180,7 +167,7 @@ class CentralLink:
                         await self._stream_once()
                 # Central ended the stream. If it moved (another replica leads), follow it now;
                 # otherwise pause a moment, so that a central closing streams cannot spin us.
-                if self._address() == self._channel_address:
+                if self._address() == self._central.dialled:
                     await asyncio.sleep(MIN_INTERVAL_S)
                 continue
             except grpc.aio.AioRpcError as exc:
@@ -272,7 +259,7 @@ class CentralLink:
 
     async def _states(self) -> AsyncIterator[central_pb2.StreamSiteStateRequest]:
         loop = asyncio.get_running_loop()
-        streaming_to = self._channel_address
+        streaming_to = self._central.dialled
         while self._address() == streaming_to:
             self._changed.clear()
             sent_at = loop.time()
@@ -291,8 +278,7 @@ class CentralLink:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._channel is not None:
-            await self._channel.close()
+        await self._central.close()
 
 
 def _varint_len(n: int) -> int:

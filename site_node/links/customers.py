@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -12,8 +11,7 @@ import grpc
 
 from site_node.callcontrol.domain import CustomerInfo
 from site_node.grpc_api.convert import customer_from_proto
-from vcc import rpc
-from vcc.tls import central_server
+from site_node.links.leader_channel import LeaderChannel
 from vcc.v1 import central_pb2, central_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -29,9 +27,7 @@ class CentralCustomers:
 
     def __init__(self, central_address: str | Callable[[], str | None]) -> None:
         self._address = central_address if callable(central_address) else (lambda: central_address)
-        self._dialled: str | None = None
-        self._channel: grpc.aio.Channel | None = None
-        self._closing: set[asyncio.Future[None]] = set()
+        self._central = LeaderChannel()
         self._cache: OrderedDict[str, tuple[float, CustomerInfo | None]] = OrderedDict()
 
     async def lookup(self, phone: str) -> CustomerInfo | None:
@@ -68,17 +64,7 @@ class CentralCustomers:
             raise grpc.aio.AioRpcError(
                 grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "no central known"
             )
-        if self._channel is None or address != self._dialled:
-            # Another replica leads now: the old channel is left to close on its own.
-            old = self._channel
-            self._channel, self._dialled = rpc.channel(address, expect=central_server()), address
-            if old is not None:
-                closing = asyncio.ensure_future(old.close())
-                self._closing.add(closing)
-                closing.add_done_callback(self._closing.discard)
-        return self._channel
+        return self._central.to(address)
 
     async def close(self) -> None:
-        await asyncio.gather(*self._closing, return_exceptions=True)
-        if self._channel is not None:
-            await self._channel.close()
+        await self._central.close()

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import grpc
 
+from site_node.links.leader_channel import LeaderChannel
 from vcc import rpc
-from vcc.tls import central_server
 from vcc.v1 import recordings_pb2, recordings_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,7 @@ class RecordingIndexShipper:
         self.sent_dir.mkdir(parents=True, exist_ok=True)
         self._address = central_address
         self._wake = asyncio.Event()
-        self._channel: grpc.aio.Channel | None = None
-        self._dialled = ""
+        self._central = LeaderChannel()
         self.sent = 0
         self.failures = 0
 
@@ -108,17 +107,11 @@ class RecordingIndexShipper:
         return True
 
     def _stub(self, address: str) -> recordings_pb2_grpc.RecordingIndexServiceAsyncStub:
-        if self._channel is None or address != self._dialled:
-            if self._channel is not None:
-                old = self._channel
-                asyncio.get_running_loop().create_task(old.close())
-            self._channel, self._dialled = rpc.channel(address, expect=central_server()), address
-        return recordings_pb2_grpc.RecordingIndexServiceStub(self._channel)
+        return recordings_pb2_grpc.RecordingIndexServiceStub(self._central.to(address))
 
     async def close(self, drain_s: float = 1.0) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(drain_s):
                 while self.pending() and await self.flush_once():
                     pass
-        if self._channel is not None:
-            await self._channel.close()
+        await self._central.close()

@@ -60,6 +60,8 @@ class MediaEngine:
         self.gave_up = False
         self._proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
+        # At most one ping asked out of turn (suspect), owned and cancelled at stop.
+        self._check: asyncio.Task[None] | None = None
         self._stopping = False
         self._on_lost: list[Callable[[str], None]] = []
 
@@ -153,8 +155,13 @@ class MediaEngine:
 
     def suspect(self) -> None:
         """An ng request went unanswered: a given engine is pinged at once, not at the next beat."""
-        if self.up and not self.managed and self._task is not None:
-            asyncio.get_running_loop().create_task(self._check_now())
+        if self.up and not self.managed and self._task is not None and self._check is None:
+            self._check = asyncio.get_running_loop().create_task(self._check_now(), name="media-engine-check")
+            self._check.add_done_callback(self._checked)
+
+    def _checked(self, task: asyncio.Task[None]) -> None:
+        if self._check is task:
+            self._check = None
 
     async def _check_now(self) -> None:
         if not await self.client.ping():
@@ -194,9 +201,10 @@ class MediaEngine:
     async def stop(self) -> None:
         self._stopping = True
         self.up = False
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._check, self._task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._terminate()
         self.client.close()

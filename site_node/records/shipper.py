@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 import grpc
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
 
+from site_node.links.leader_channel import LeaderChannel
 from site_node.records.outbox import Outbox
 from vcc import rpc
-from vcc.tls import central_server
 from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2
 
 if TYPE_CHECKING:
@@ -100,9 +100,7 @@ class Shipper:
         self._max_backoff_s = max_backoff_s
         self._linger_s = linger_from_env() if linger_s is None else linger_s
         self._on_dead_letter = on_dead_letter
-        self._address: str | None = None
-        self._channel: grpc.aio.Channel | None = None
-        self._stub: central_pb2_grpc.CentralServiceAsyncStub | None = None
+        self._central = LeaderChannel()
         self._task: asyncio.Task[None] | None = None
         # Set while the outbox has nothing committed left to ship.
         self._idle = asyncio.Event()
@@ -136,7 +134,7 @@ class Shipper:
                     self._failed(f"{type(exc).__name__}: {exc}")
                     await asyncio.sleep(self._max_backoff_s)
         finally:
-            await self._close_channel()
+            await self._central.close()
 
     async def _ship_or_wait(self) -> None:
         if 0 < self._outbox.pending_count < self._batch_size and self._linger_s > 0:
@@ -227,20 +225,11 @@ class Shipper:
         if address is None:
             self._failed("no central address known")
             raise _Transient(self.last_error)
-        if address != self._address or self._stub is None:
+        if address != self._central.dialled:
             # Central moved (another replica leads now): one channel per address.
-            await self._close_channel()
-            self._channel = rpc.channel(address, expect=central_server())
-            self._stub = central_pb2_grpc.CentralServiceStub(self._channel)
-            self._address = address
             log.info("shipping call events to central at %s", address)
-        return self._stub
+        return central_pb2_grpc.CentralServiceStub(self._central.to(address))
 
     def _failed(self, error: str) -> None:
         self.failures += 1
         self.last_error = error
-
-    async def _close_channel(self) -> None:
-        channel, self._channel, self._stub, self._address = self._channel, None, None, None
-        if channel is not None:
-            await channel.close()

@@ -29,6 +29,7 @@ from site_node.callcontrol.domain import (
     ToAgent,
     ToCaller,
 )
+from site_node.callcontrol.parts import Parts
 from vcc.config import SiteConfig, parse_province
 from vcc.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, VccError
 
@@ -129,6 +130,8 @@ def snapshot(sb: Switchboard) -> dict[str, Any]:
     seen: set[int] = set()
 
     def plain(value: Any) -> Any:
+        if isinstance(value, Parts):  # the holder of the parts: walked as they are, not copied
+            return plain(vars(value))
         if isinstance(value, str | int | float | bool | None) or dataclasses.is_dataclass(value):
             return _value(value)
         if isinstance(value, dict):

@@ -9,7 +9,6 @@ the end) changes nothing and returns no action.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
 
 from site_node.callcontrol.ivr_flow.actions import (
     Action,
@@ -37,6 +36,7 @@ from site_node.callcontrol.ivr_flow.inputs import (
     entry_key,
     menu_key,
 )
+from site_node.callcontrol.ivr_flow.listening import Listening, Waiting
 from site_node.callcontrol.ivr_flow.voice import Voice
 from vcc.ivr.flow import (
     BranchNode,
@@ -51,7 +51,6 @@ from vcc.ivr.flow import (
     SetNode,
 )
 
-Waiting = Literal["idle", "digits", "lookup", "ended"]
 # The reason of a call ended because it went past the flow's max_steps.
 STEP_LIMIT = "step-limit"
 
@@ -64,16 +63,9 @@ class FlowRun:
         self.context: dict[str, str] = {}
         self.trace: list[TraceEntry] = []
         self.ended: End | None = None
-        self.waiting: Waiting = "idle"
         self.node_id = ""
         self.steps = 0
-        self._deadline: float | None = None
-        self._timeout_s = 0.0
-        # Keys typed ahead of the prompt that asks for them (barge-in), taken in order.
-        self._typed = ""
-        self._retries = 0
-        self._collected = ""
-        self._swallow = ""
+        self._ear = Listening()
         self._offered: list[MenuOption] = []
         self._menus: list[str] = []
         self._request = 0
@@ -92,14 +84,18 @@ class FlowRun:
         return self._voice_of
 
     @property
+    def waiting(self) -> Waiting:
+        return self._ear.what
+
+    @property
     def deadline(self) -> float | None:
         """When on_timeout is due (a silence, or a look-up not answered); None when not waiting."""
-        return self._deadline
+        return self._ear.deadline
 
     @property
     def retries(self) -> int:
         """Wrong entries and silences at the current menu or collection so far."""
-        return self._retries
+        return self._ear.retries
 
     @property
     def language(self) -> str:
@@ -126,13 +122,13 @@ class FlowRun:
     def on_digits(self, digits: str, now: float) -> list[Action]:
         if self.waiting in ("idle", "ended"):
             return []
-        self._typed += digits
+        self._ear.typed += digits
         out: list[Action] = []
         self._take_typed(now, out)
         return out
 
     def on_timeout(self, now: float) -> list[Action]:
-        if self._deadline is None or now < self._deadline:
+        if not self._ear.due(now):
             return []
         out: list[Action] = []
         node = self.flow.nodes[self.node_id]
@@ -144,10 +140,10 @@ class FlowRun:
             self.trace.append(Silence(now, self.node_id, "no key"))
             self._menu_retry(node, self.flow.no_input_prompt, now, out)
         elif isinstance(node, CollectNode):
-            if node.terminator is None and len(self._collected) >= node.min_length:
+            if node.terminator is None and len(self._ear.collected) >= node.min_length:
                 # No terminator to wait for: a pause ends the entry.
                 self.trace.append(Silence(now, self.node_id, "entry ended"))
-                self._entered(node, self._collected, now, out)
+                self._entered(node, self._ear.collected, now, out)
             else:
                 self.trace.append(Silence(now, self.node_id, "no entry"))
                 self._collect_retry(node, self.flow.no_input_prompt, now, out)
@@ -163,7 +159,7 @@ class FlowRun:
         node = self.flow.nodes[self.node_id]
         assert isinstance(node, LookupNode)
         out: list[Action] = []
-        if self._deadline is not None and now > self._deadline:
+        if self._ear.deadline is not None and now > self._ear.deadline:
             self.trace.append(LookedUp(now, self.node_id, node.name, "late"))
             self._go(node.on_timeout, now, out)
         elif result is None:
@@ -181,8 +177,7 @@ class FlowRun:
 
     def on_played(self, now: float) -> list[Action]:
         """The prompts before an input ended: the caller's time to answer counts from now."""
-        if self.waiting == "digits":
-            self._deadline = now + self._timeout_s
+        self._ear.played(now)
         return []
 
     # -- moving through nodes -------------------------------------------------------------------
@@ -212,14 +207,14 @@ class FlowRun:
                 self._request += 1
                 args = {k: self._voice.fill(v) for k, v in node.args.items()}
                 out.append(Lookup(node.name, args, node.timeout_s, self._request))
-                self._wait("lookup", node.timeout_s, now)
+                self._ear.wait("lookup", node.timeout_s, now)
                 return
             elif isinstance(node, MenuNode):
                 if node_id in self._menus:
                     del self._menus[self._menus.index(node_id) + 1 :]
                 else:
                     self._menus.append(node_id)
-                self._retries = 0
+                self._ear.retries = 0
                 self._offered = [
                     o
                     for o in node.options
@@ -228,7 +223,7 @@ class FlowRun:
                 self._present(node, now, out)
                 return
             elif isinstance(node, CollectNode):
-                self._retries = 0
+                self._ear.retries = 0
                 self._ask(node, now, out)
                 return
             else:
@@ -264,9 +259,7 @@ class FlowRun:
     def _end(self, action: End, now: float, out: list[Action]) -> None:
         out.append(action)
         self.ended = action
-        self.waiting = "ended"
-        self._deadline = None
-        self._typed = ""
+        self._ear.stop()
         self.trace.append(Ended(now, self.node_id, action))
 
     # -- menus ----------------------------------------------------------------------------------
@@ -279,7 +272,7 @@ class FlowRun:
         if node.agent is not None and node.agent_prompt is not None:
             self._play(node.agent_prompt, True, now, out, key="0")
         out.append(CollectDigits(1, None, node.timeout_s))
-        self._wait("digits", node.timeout_s, now)
+        self._ear.wait("digits", node.timeout_s, now)
 
     def _menu_key(self, node: MenuNode, key: str, now: float, out: list[Action]) -> None:
         meaning = menu_key(node, self._offered, self._menus, key)
@@ -293,8 +286,8 @@ class FlowRun:
             self._menu_retry(node, self.flow.invalid_prompt, now, out)
 
     def _menu_retry(self, node: MenuNode, prompt: str | None, now: float, out: list[Action]) -> None:
-        self._retries += 1
-        if self._retries > node.retries:
+        self._ear.retries += 1
+        if self._ear.retries > node.retries:
             self._go(node.on_fail or self.flow.on_fail, now, out)
             return
         if not self._step(now, out):
@@ -306,37 +299,37 @@ class FlowRun:
     # -- collections ----------------------------------------------------------------------------
 
     def _ask(self, node: CollectNode, now: float, out: list[Action]) -> None:
-        self._collected = ""
+        self._ear.collected = ""
         self._play(node.prompt, True, now, out)
         out.append(CollectDigits(node.max_length, node.terminator, node.timeout_s))
-        self._wait("digits", node.timeout_s, now)
+        self._ear.wait("digits", node.timeout_s, now)
 
     def _collect_key(self, node: CollectNode, key: str, now: float, out: list[Action]) -> None:
-        meaning = entry_key(node, self._collected, key)
+        meaning = entry_key(node, self._ear.collected, key)
         shown = "*" if node.mask and key in DIGITS else key
         self.trace.append(Pressed(now, self.node_id, shown, meaning.effect))
         if isinstance(meaning, Entered):
             self._entered(node, meaning.value, now, out)
         elif isinstance(meaning, Typed):
-            self._collected += key
+            self._ear.collected += key
             # Each key gives the caller the full time again for the next.
-            self._wait("digits", node.timeout_s, now)
+            self._ear.wait("digits", node.timeout_s, now)
         else:
             self._collect_retry(node, self.flow.invalid_prompt, now, out)
 
     def _entered(self, node: CollectNode, value: str, now: float, out: list[Action]) -> None:
         self.context[node.into] = value
-        self._collected = ""
+        self._ear.collected = ""
         if len(value) == node.max_length and node.terminator is not None:
             # Full length ends the entry; the caller's terminator right after it belongs to it
             # too, not to the next menu (where "#" would mean "say it again").
-            self._swallow = node.terminator
+            self._ear.swallow = node.terminator
         self._go(node.next, now, out)
 
     def _collect_retry(self, node: CollectNode, prompt: str | None, now: float, out: list[Action]) -> None:
-        self._retries += 1
-        self._collected = ""
-        if self._retries > node.retries:
+        self._ear.retries += 1
+        self._ear.collected = ""
+        if self._ear.retries > node.retries:
             self._go(node.on_fail or self.flow.on_fail, now, out)
             return
         if not self._step(now, out):
@@ -348,23 +341,12 @@ class FlowRun:
     # -- helpers --------------------------------------------------------------------------------
 
     def _take_typed(self, now: float, out: list[Action]) -> None:
-        while self._typed and self.waiting == "digits":
-            key, self._typed = self._typed[0], self._typed[1:]
-            if key.isspace():
-                continue
-            swallow, self._swallow = self._swallow, ""
-            if key == swallow:
-                continue
+        while (key := self._ear.next_key()) is not None:
             node = self.flow.nodes[self.node_id]
             if isinstance(node, MenuNode):
                 self._menu_key(node, key, now, out)
             elif isinstance(node, CollectNode):
                 self._collect_key(node, key, now, out)
-
-    def _wait(self, what: Waiting, timeout_s: float, now: float) -> None:
-        self.waiting = what
-        self._timeout_s = timeout_s
-        self._deadline = now + timeout_s
 
     def _play(self, prompt_id: str, barge_in: bool, now: float, out: list[Action], key: str = "") -> None:
         text = self._voice.text(prompt_id, key)
