@@ -47,7 +47,9 @@ from vcc.config import ProvinceConfig
 from vcc.errors import VccError
 from vcc.membership import central_leader_key
 from vcc.metrics import CLIENT_INTERCEPTORS, Metrics, MetricsServer
+from vcc.person_assertion import PersonGate
 from vcc.rpc import Server
+from vcc.server_edge import server_interceptors
 from vcc.shutdown import Stopping
 from vcc.tracing import Tracing
 from vcc.v1 import audit_pb2_grpc, central_pb2_grpc, ivr_pb2_grpc, recordings_pb2_grpc
@@ -184,17 +186,16 @@ class CentralApp:
             self.flow_publisher,
             leadership=self.leadership,
             lookups=Lookups(self.store, self.pins),
+            audit=self.audit.record,
         )
         # Certificates the table refuses are audited (who tried what, from where).
-        authorizer = Authorizer(site_ids, on_denied=self.audit.record_denied)
+        authorizer = Authorizer(
+            site_ids, on_denied=self.audit.record_denied, persons=self._person_gate(files)
+        )
         self.server = Server(
             [SERVICE_NAME, IVR_SERVICE_NAME, audit.SERVICE_NAME, recordings.SERVICE_NAME, *DESK_SERVICES],
             tls=files,
-            interceptors=[
-                *self.tracing.server_interceptors(),
-                self.metrics.server_interceptor(),
-                *([authorizer] if files else []),
-            ],
+            interceptors=server_interceptors(self.tracing, self.metrics, authorizer if files else None),
         )
         central_pb2_grpc.add_CentralServiceServicer_to_server(service, self.server.grpc)
         audit_pb2_grpc.add_AuditServiceServicer_to_server(
@@ -237,6 +238,19 @@ class CentralApp:
             self.metrics_url or "off",
         )
         return self.port
+
+    def _person_gate(self, files: tls.TlsFiles | None) -> PersonGate | None:
+        """Who may act for which person at the service desk: the config's people, and the agents a
+        site's live presence shows (added at runtime by its administrator, role `agent`)."""
+        if files is None:
+            return None
+        roles = {s.id: {a.code: a.role for a in s.agents} for s in self.config.sites}
+
+        def roster_agent(site_id: str, code: str) -> bool:
+            live = self.live_state
+            return live is not None and code in live.site(site_id, time.time()).presence
+
+        return PersonGate(files.ca, roles, roster_agent=roster_agent)
 
     @property
     def metrics_url(self) -> str:
@@ -334,8 +348,10 @@ class CentralApp:
                         port=int(port),
                         province_name=self.config.province.name,
                         tickets=self.desk.ticket_queries if self.desk is not None else None,
-                        # Sessions are the leader's: after a leader change operators log in again.
-                        operators=OperatorSessions(self.config.operators, self.audit.record),
+                        # Sessions in the database: a leader change keeps them.
+                        operators=OperatorSessions(
+                            self.config.operators, self.audit.record, engine=self.engine
+                        ),
                     )
                     self.dashboard_port = await dashboard.start()
                     self.dashboard = dashboard

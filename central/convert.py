@@ -22,20 +22,33 @@ _STATE_PREFIX = "CALL_STATE_"
 _OUTCOME_PREFIX = "CALL_OUTCOME_"
 
 
+# Proto enum numbers to ours, built once (Name() and the string work at each event were not free).
+_KIND_OF = {
+    n: EventKind(common_pb2.CallEventKind.Name(n).removeprefix(_KIND_PREFIX))
+    for n in common_pb2.CallEventKind.values()
+    if n != common_pb2.CALL_EVENT_KIND_UNSPECIFIED
+}
+_OUTCOME_OF = {
+    n: Outcome(name)
+    if (name := common_pb2.CallOutcome.Name(n).removeprefix(_OUTCOME_PREFIX)) != "UNSPECIFIED"
+    else Outcome.UNSPECIFIED
+    for n in common_pb2.CallOutcome.values()
+}
+
+
 def event_from_proto(msg: common_pb2.CallEvent) -> CallEvent:
     """A validated event (kind specified); see central.validation."""
-    outcome_name = common_pb2.CallOutcome.Name(msg.outcome).removeprefix(_OUTCOME_PREFIX)
     return CallEvent(
         call_id=msg.call_id,
         site_id=msg.site_id,
         seq=msg.seq,
-        kind=EventKind(common_pb2.CallEventKind.Name(msg.kind).removeprefix(_KIND_PREFIX)),
+        kind=_KIND_OF[msg.kind],
         at=unix_s(msg.at),
         agent_code=msg.agent_code,
         skill_group=msg.skill_group,
         ani=msg.ani,
         dnis=msg.dnis,
-        outcome=Outcome.UNSPECIFIED if outcome_name == "UNSPECIFIED" else Outcome(outcome_name),
+        outcome=_OUTCOME_OF[msg.outcome],
         data=dict(msg.data),
     )
 

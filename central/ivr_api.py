@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any, TypeVar
 
 import grpc
 
+from central.audit import AuditEntry
 from central.flow_publisher import FlowPublisher
 from central.flows import FlowStore, StoredFlow
 from central.grpc_api import LeaderGate, _refuse_as_follower
 from central.ivr_lookups import Lookups
-from vcc.authz import peer_identity
+from vcc.authz import peer_description, peer_identity
 from vcc.config import ProvinceConfig
-from vcc.errors import FailedPrecondition, InvalidArgument, NotFound
+from vcc.errors import FailedPrecondition, InvalidArgument, NotFound, VccError
 from vcc.ivr.catalog import CatalogError, Service, parse_catalog
 from vcc.ivr.keys import decode_catalog
 from vcc.ivr.validate import MAX_DOCUMENT_BYTES, FlowError, load_flow
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = "vcc.v1.IvrService"
 Context = grpc.aio.ServicerContext[Any, Any]
+R = TypeVar("R")
 
 
 class IvrService(ivr_pb2_grpc.IvrServiceServicer):
@@ -36,8 +39,11 @@ class IvrService(ivr_pb2_grpc.IvrServiceServicer):
         *,
         leadership: LeaderGate | None = None,
         lookups: Lookups | None = None,
+        audit: Callable[[AuditEntry], Awaitable[None]] | None = None,
     ) -> None:
         self._flows = flows
+        # Every push, taken or refused, goes into central's audit log (who, what, from where).
+        self._audit = audit
         self._lookups = lookups
         # None: no etcd (tests of the API alone); sites then get flows by GetFlow only.
         self._publisher = publisher
@@ -45,8 +51,40 @@ class IvrService(ivr_pb2_grpc.IvrServiceServicer):
         self._site_ids = frozenset(s.id for s in province.sites)
         self._skill_groups = frozenset(g.id for s in province.sites for g in s.skill_groups)
 
+    async def _audited(
+        self, context: Context, action: str, push: Callable[[], Awaitable[tuple[R, str, dict[str, str]]]]
+    ) -> R:
+        """Run a push and record it: target and detail from the push, or the refusal's error id."""
+        who = peer_identity(context)
+        actor, source = str(who) if who else "unknown", peer_description(context)
+        try:
+            reply, target, detail = await push()
+        except VccError as exc:
+            refused = {"error": exc.error_id}
+            await self._record(AuditEntry(time.time(), actor, action, "", source, "refused", detail=refused))
+            raise
+        await self._record(AuditEntry(time.time(), actor, action, target, source, detail=detail))
+        return reply
+
+    async def _record(self, entry: AuditEntry) -> None:
+        if self._audit is not None:
+            try:
+                await self._audit(entry)
+            except Exception as exc:  # the push is done; a lost audit entry is logged, not raised
+                log.error("audit entry %s not recorded: %s", entry.action, exc)
+
     @maps_errors
     async def PushFlow(self, request: ivr_pb2.PushFlowRequest, context: Context) -> ivr_pb2.PushFlowResponse:
+        async def push() -> tuple[ivr_pb2.PushFlowResponse, str, dict[str, str]]:
+            reply = await self._push_flow(request, context)
+            detail = {"version": str(reply.flow.version), "created": str(reply.created).lower()}
+            return reply, reply.flow.flow_id, detail
+
+        return await self._audited(context, "flow-push", push)
+
+    async def _push_flow(
+        self, request: ivr_pb2.PushFlowRequest, context: Context
+    ) -> ivr_pb2.PushFlowResponse:
         await self._only_leader(context)
         _check_size(request.document)
         try:
@@ -78,6 +116,16 @@ class IvrService(ivr_pb2_grpc.IvrServiceServicer):
 
     @maps_errors
     async def PushServiceCatalog(
+        self, request: ivr_pb2.PushServiceCatalogRequest, context: Context
+    ) -> ivr_pb2.PushServiceCatalogResponse:
+        async def push() -> tuple[ivr_pb2.PushServiceCatalogResponse, str, dict[str, str]]:
+            reply = await self._push_catalog(request, context)
+            detail = {"revision": str(reply.revision), "created": str(reply.created).lower()}
+            return reply, "service-catalog", detail
+
+        return await self._audited(context, "catalog-push", push)
+
+    async def _push_catalog(
         self, request: ivr_pb2.PushServiceCatalogRequest, context: Context
     ) -> ivr_pb2.PushServiceCatalogResponse:
         await self._only_leader(context)

@@ -232,6 +232,14 @@ class Router:
                 )
                 for a in agents
             ]
+            # Agents the site reports that the config does not name: added at runtime by the
+            # site's administrator (the other sites learn them from here). Skills unknown here.
+            if exact and state.health is not Health.DOWN:
+                named = {a.code for a in agents}
+                entries += [
+                    DirectoryEntry(code, "", state.site_id, exact[code], {})
+                    for code in sorted(set(exact) - named)
+                ]
         return entries
 
     # -- state streams and pooled pulls ------------------------------------------------------

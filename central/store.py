@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -74,6 +76,11 @@ _PHONES_OF = (
     .where(_PHONES.c.customer_id == sa.bindparam("customer_id"))
     .order_by(_PHONES.c.position)
 )
+# Calls whose stored events the leader keeps (about 3 KB each): several seconds of calls at a
+# thousand calls a second, as long as a call's events take to arrive.
+JOURNEYS_KEPT = 10_000
+# "0": read every call's events back at each batch (the way before; a benchmark's comparison).
+JOURNEYS_ENV = "VCC_INGEST_JOURNEYS"
 _EVENTS_OF = sa.select(_EVENTS).where(_EVENTS.c.call_id.in_(sa.bindparam("call_ids", expanding=True)))
 
 
@@ -148,6 +155,18 @@ class Store:
         # Told the records of each ingested batch's calls once their transaction committed (central's
         # running figures): the same records the `calls` table now holds.
         self.record_listeners: list[Callable[[Sequence[CallRecord]], None]] = []
+        # The leader's own copy of every stored event of the calls it ingested lately (all of each
+        # call's, in journey order): refolding a call whose next events arrive then reads nothing
+        # back (reading them was a fifth of central's CPU). Kept only by a fenced writer (no other
+        # process writes these calls' events while its epoch holds), emptied at each takeover,
+        # and a call's copy is trusted only by a transaction's first attempt.
+        self._journeys: OrderedDict[str, list[CallEvent]] = OrderedDict()
+        self._keep_journeys = os.environ.get(JOURNEYS_ENV, "") != "0"
+        self._journeys_term = 0
+        # Calls being ingested now, and how many times; a call two ingests overlapped on is not
+        # kept (either may have folded without the other's events).
+        self._ingesting: dict[str, int] = {}
+        self._overlapped: set[str] = set()
 
     # -- fencing -----------------------------------------------------------------------------
 
@@ -163,6 +182,8 @@ class Store:
                 await conn.execute(sa.update(_LEADERSHIP).where(_LEADERSHIP.c.id == 1).values(epoch=epoch))
 
         await self._transaction(attempt, write=True, fenced=False)
+        self._journeys.clear()
+        self._journeys_term += 1
         self.epoch = epoch
         log.info("database fenced at leadership epoch %d", epoch)
 
@@ -185,20 +206,62 @@ class Store:
         rows = [_event_row(e) for e in unique]
 
         calls = sorted({e.call_id for e in unique})
+        keep = self._keep_journeys and self.epoch is not None
+        # Taken out while the transaction runs: a failure (even one whose commit happened) leaves
+        # them out, and the next batch of those calls reads them from the database.
+        known = {c: self._journeys.pop(c) for c in calls if c in self._journeys} if keep else {}
+        term = self._journeys_term
+        for c in calls:
+            if self._ingesting.get(c, 0):
+                self._overlapped.add(c)
+                known.pop(c, None)
+            self._ingesting[c] = self._ingesting.get(c, 0) + 1
+        tries = 0
 
         folded: list[CallRecord] = []
+        journeys: dict[str, list[CallEvent]] = {}
 
         async def attempt(conn: AsyncConnection) -> int:
-            stored = 0
+            nonlocal tries
+            tries += 1
+            # A retry after a commit of unknown outcome may find its own events stored already.
+            trusted = known if tries == 1 else {}
             stmt = self._insert_ignore(_EVENTS, ["call_id", "site_id", "seq"], returning=True)
+            new: set[tuple[str, str, int]] = set()
             for chunk in _chunks(rows):
-                stored += len((await conn.execute(stmt, chunk)).all())
+                new.update((r[0], r[1], int(r[2])) for r in (await conn.execute(stmt, chunk)).all())
             if calls:
+                unknown = [c for c in calls if c not in trusted]
+                found = await self._events_of(conn, unknown) if unknown else {}
+                added: dict[str, list[CallEvent]] = {}
+                for e in unique:
+                    if e.call_id in trusted and e.key in new:
+                        # As the database gives them back (data's JSON, the types of each column).
+                        added.setdefault(e.call_id, []).append(_event(_event_row(e)))
+                for c, before in trusted.items():
+                    found[c] = sorted([*before, *added.get(c, ())], key=_journey_order)
                 # Only the attempt that commits is kept (a retried one folded in vain).
-                folded[:] = await self._refold(conn, calls)
-            return stored
+                folded[:] = await self._refold(conn, calls, found)
+                journeys.clear()
+                journeys.update(found)
+            return len(new)
 
-        stored = await self._transaction(attempt, write=True)
+        try:
+            stored = await self._transaction(attempt, write=True)
+            # Not across a takeover (another leader may have written these calls' events meanwhile).
+            if keep and term == self._journeys_term:
+                for c in calls:
+                    if c not in self._overlapped:
+                        self._journeys[c] = journeys[c]
+                while len(self._journeys) > JOURNEYS_KEPT:
+                    self._journeys.popitem(last=False)
+        finally:
+            for c in calls:
+                left = self._ingesting.pop(c) - 1
+                if left:
+                    self._ingesting[c] = left
+                else:
+                    self._overlapped.discard(c)
         for listener in self.record_listeners:
             listener(folded)
         result = IngestResult(stored=stored, duplicates=len(events) - stored)
@@ -272,8 +335,9 @@ class Store:
 
         return await self._transaction(attempt)
 
-    async def _refold(self, conn: AsyncConnection, call_ids: list[str]) -> list[CallRecord]:
-        events = await self._events_of(conn, call_ids)
+    async def _refold(
+        self, conn: AsyncConnection, call_ids: list[str], events: dict[str, list[CallEvent]]
+    ) -> list[CallRecord]:
         records = [fold(events[c]) for c in call_ids]
         call_rows = [_call_row(r) for r in records]
         leg_rows = [_leg_row(r.call_id, leg) for r in records for leg in r.legs]
@@ -291,7 +355,7 @@ class Store:
                 e = _event(row._mapping)
                 found.setdefault(e.call_id, []).append(e)
         for journey in found.values():
-            journey.sort(key=lambda e: (e.at, e.site_id, e.seq))
+            journey.sort(key=_journey_order)
         return found
 
     # -- customers ---------------------------------------------------------------------------
@@ -598,6 +662,10 @@ def _chunks(rows: list[T]) -> Iterator[list[T]]:
         yield rows[i : i + CHUNK]
 
 
+def _journey_order(e: CallEvent) -> tuple[float, str, int]:
+    return (e.at, e.site_id, e.seq)
+
+
 def _event_row(e: CallEvent) -> dict[str, Any]:
     return {
         "call_id": e.call_id,
@@ -614,7 +682,7 @@ def _event_row(e: CallEvent) -> dict[str, Any]:
     }
 
 
-def _event(row: sa.RowMapping) -> CallEvent:
+def _event(row: Mapping[str, Any] | sa.RowMapping) -> CallEvent:
     return CallEvent(
         call_id=row["call_id"],
         site_id=row["site_id"],

@@ -15,6 +15,9 @@ MAX_SEQ = 2**63 - 1
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 PHONE = re.compile(r"[0-9]{3,20}")
+# Built once: `Enum.values()` builds a fresh list at each call (it was 3 % of central's CPU).
+_KINDS = frozenset(common_pb2.CallEventKind.values()) - {common_pb2.CALL_EVENT_KIND_UNSPECIFIED}
+_OUTCOMES = frozenset(common_pb2.CallOutcome.values())
 
 
 def check_ingest(request: central_pb2.IngestCallEventsRequest, known_sites: Collection[str]) -> None:
@@ -43,9 +46,9 @@ def _check_event(i: int, e: common_pb2.CallEvent, site_id: str) -> None:
         raise InvalidArgument("bad-call-id", f"{where}.call_id: at most {MAX_CALL_ID} characters")
     if e.seq == 0 or e.seq > MAX_SEQ:
         raise InvalidArgument("bad-seq", f"{where}.seq: must be 1 or more (and fit 63 bits)")
-    if e.kind == common_pb2.CALL_EVENT_KIND_UNSPECIFIED or e.kind not in common_pb2.CallEventKind.values():
+    if e.kind not in _KINDS:
         raise InvalidArgument("bad-event-kind", f"{where}.kind: must be a known, specified event kind")
-    if e.outcome not in common_pb2.CallOutcome.values():
+    if e.outcome not in _OUTCOMES:
         raise InvalidArgument("bad-outcome", f"{where}.outcome: unknown outcome {e.outcome}")
     if not e.HasField("at"):
         raise InvalidArgument("missing-event-time", f"{where}.at: required")

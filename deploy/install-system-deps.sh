@@ -20,6 +20,11 @@ command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
 # The province's SIP entry (deploy/kamailio/): the carrier's number dispatched to the cities.
 command -v kamailio >/dev/null 2>&1 || need+=(kamailio)
+# The mixing bridge of supervision (whisper, barge-in) and conferences (site_node/media/bridge.py):
+# GStreamer's live audiomixer as a supervised process (rtpengine 10.5 forks media but cannot mix).
+command -v gst-launch-1.0 >/dev/null 2>&1 || need+=(gstreamer1.0-tools)
+[ -e /usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstaudiomixer.so ] || need+=(gstreamer1.0-plugins-base)
+[ -e /usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstrtp.so ] || need+=(gstreamer1.0-plugins-good)
 
 # promtool, for the alert rules' own tests (tests/ops/test_deploy.py): taken out of Debian's
 # prometheus package without installing it (installing would start a Prometheus server).

@@ -145,13 +145,12 @@ class Acd:
         self.agent_unavailable(agent_code)
         return Match(call, agent_code)
 
-    def take_ready_agent(self, skill_group: str) -> str | None:
-        """Reserve the group's best ready agent for a call that is not in this ACD's queues
-        (one offered by another site)."""
-        ready = self._groups[skill_group].ready
-        if not ready:
+    def take_ready_agent(self, skill_group: str, exclude: frozenset[str] = frozenset()) -> str | None:
+        """Reserve the group's best ready agent (not one of `exclude`) for a call that is not in
+        this ACD's queues (one offered by another site, a callback shown to an agent)."""
+        code = next((c for _, c in self._groups[skill_group].ready if c not in exclude), None)
+        if code is None:
             return None
-        code = ready[0][1]
         self.agent_unavailable(code)
         return code
 

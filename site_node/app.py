@@ -28,6 +28,7 @@ from site_node.links.flow_catalog import FlowCatalog, FlowCatalogWatcher
 from site_node.links.ivr_lookups import CentralLookups
 from site_node.links.leader_watch import LeaderWatch
 from site_node.links.membership import Membership
+from site_node.links.province_agents import ProvinceAgents
 from site_node.links.recording_index import RecordingIndexShipper
 from site_node.media.control import MediaControl
 from site_node.media.dtmf import DtmfListener
@@ -35,13 +36,16 @@ from site_node.media.engine import MediaEngine
 from site_node.media.prompts import prompt_path, site_prompts
 from site_node.message_store import MessageStore, messages_path
 from site_node.metrics import ShipperFigures, SiteCollector
+from site_node.records.open_items import restore_open_items
 from site_node.records.outbox import Outbox
 from site_node.records.shipper import Shipper
 from site_node.roster import Roster, RosterStore, overlay_path
 from site_node.runtime import SiteRuntime
+from site_node.sip.consults import ConsultVoice
 from site_node.sip.phones import AgentPhones
 from site_node.sip.recorder import CallRecorder
 from site_node.sip.registrar import Registrar
+from site_node.sip.supervision import SupervisorMedia
 from site_node.sip.ties import TieTrunks
 from site_node.sip.trunk import SipTrunk
 from site_node.web.server import DeskServer
@@ -49,7 +53,9 @@ from vcc import membership, tls
 from vcc.authz import Authorizer
 from vcc.config import ProvinceConfig
 from vcc.metrics import CLIENT_INTERCEPTORS, Metrics, MetricsServer
+from vcc.person_assertion import PersonSigner
 from vcc.rpc import Server
+from vcc.server_edge import server_interceptors
 from vcc.shutdown import Stopping
 from vcc.tracing import Tracing
 from vcc.v1 import (
@@ -118,6 +124,10 @@ class SiteNode:
         self.sip: SipTrunk | None = None
         self.sip_address = ""
         self.phones: AgentPhones | None = None
+        # Supervision's voice (monitor, whisper, barge-in, intercept) when phones are bound.
+        self.supervisor_media: SupervisorMedia | None = None
+        # The voice of consultations and conferences with other cities (phones and ties both).
+        self.consult_voice: ConsultVoice | None = None
         self.registrar: Registrar | None = None
         self.media: MediaEngine | None = None
         self.dtmf: DtmfListener | None = None
@@ -165,6 +175,8 @@ class SiteNode:
         calls = CallTracer(self.tracing.tracer, site.id) if self.tracing.enabled else None
         self.runtime = SiteRuntime(self.switchboard, self.outbox, self.customers.lookup, tracer=calls)
         self.runtime.flow_lookup = CentralLookups(self.customers).lookup
+        # The callbacks and voicemail the last run left open are back before any call comes.
+        restore_open_items(self.runtime, self.outbox)
         if site.sip is not None:
             # Before the gRPC server: a site that reports SERVING answers SIP too.
             await self._start_sip()
@@ -172,18 +184,18 @@ class SiteNode:
         self.server = Server(
             SERVICES,
             tls=self.tls,
-            interceptors=[
-                *self.tracing.server_interceptors(),
-                self.metrics.server_interceptor(),
-                *([authorizer] if self.tls else []),
-            ],
+            interceptors=server_interceptors(self.tracing, self.metrics, authorizer if self.tls else None),
         )
         trunk_pb2_grpc.add_TrunkIngressServiceServicer_to_server(TrunkIngress(self.runtime), self.server.grpc)
         # The one audit path: every entry journaled here (SiteAudit) and shipped to central (AuditSink).
         self.audit = AuditSink(site.id, self.leader.address, store=AuditStore(audit_path(outbox_path)))
         self.audit_journal = SiteAudit(site.id, sink=self.audit)
         self.runtime.audit = self.audit_journal.record
-        self.desktop = AgentDesktop(self.runtime, self.audit_journal, session_ttl_s=site.session_ttl_s)
+        # The site's signed word of who acts, on calls made for a person (central's service desk).
+        self.person_signer = PersonSigner(self.tls, site.id) if self.tls else None
+        self.desktop = AgentDesktop(
+            self.runtime, self.audit_journal, session_ttl_s=site.session_ttl_s, signer=self.person_signer
+        )
         # Administrators' changes to the agents (added, disabled, passwords, skills), kept beside the
         # outbox and applied over the config before anyone can log in.
         self.roster = Roster(
@@ -196,7 +208,7 @@ class SiteNode:
         self.dial_outs = DialOuts(self.runtime)
         dialout_pb2_grpc.add_DialOutServiceServicer_to_server(self.dial_outs, self.server.grpc)
         voicemail_pb2_grpc.add_VoicemailServiceServicer_to_server(
-            VoicemailDesk(self.runtime, self.desktop), self.server.grpc
+            VoicemailDesk(self.runtime, self.desktop, self.recordings_dir), self.server.grpc
         )
         site_admin_pb2_grpc.add_SiteAdminServiceServicer_to_server(
             SiteAdmin(self.runtime, self.summary), self.server.grpc
@@ -229,6 +241,7 @@ class SiteNode:
         )
         self.peer_links = PeerLinks(self.runtime, self._peer_address, self.tracing)
         self.runtime.province = _Province(self)
+        self.province_agents = ProvinceAgents(self.runtime.sb.directory, self.customers.channel)
         if site.desktop_listen:
             host, desk_listen_port = site.desktop_listen.rsplit(":", 1)
             self.desk = DeskServer(
@@ -239,7 +252,7 @@ class SiteNode:
                 host=host,
                 port=int(desk_listen_port),
                 roster=self.roster,
-                desk_data=CentralDeskData(self.customers.channel),
+                desk_data=CentralDeskData(self.customers.channel, signer=self.person_signer),
                 forget_customer=self.customers.forget,
                 message_store=MessageStore(messages_path(outbox_path)),
             )
@@ -275,6 +288,8 @@ class SiteNode:
             asyncio.create_task(self.central_link.run(), name="central-link"),
             asyncio.create_task(self.audit.run(), name="audit-sink"),
             asyncio.create_task(self.flow_watcher.run(), name="ivr-flow-watch"),
+            # Other cities' agents added at runtime, from central's directory.
+            asyncio.create_task(self.province_agents.run(), name="province-agents"),
         ]
         if self.recording_index is not None:
             self._tasks.append(asyncio.create_task(self.recording_index.run(), name="recording-index"))
@@ -349,6 +364,16 @@ class SiteNode:
             self.runtime.agent_listeners.append(self.phones.to_agent)
             if self.ties is not None:
                 self.ties.on_media = self.phones.media_ready
+            self.supervisor_media = SupervisorMedia(self.sip, self.phones, beside)
+            self.runtime.media = self.supervisor_media.handle
+            self.runtime.agent_listeners.append(self.supervisor_media.to_agent)
+            if self.ties is not None:
+                self.consult_voice = ConsultVoice(self.sip, self.ties, self.phones, beside)
+                self.ties.consults = self.consult_voice
+                self.sip.bridged = self.consult_voice.bridged
+                supervised = self.supervisor_media.calls
+                self.consult_voice.supervised = lambda call_id: call_id in supervised
+                self.runtime.agent_listeners.append(self.consult_voice.to_agent)
 
     def _digit(self, sip_call_id: str, digit: str) -> None:
         if self.sip is not None:
@@ -388,6 +413,10 @@ class SiteNode:
             await stop.step("desk server", self.desk.stop(), WEB_STOP_S)
         # The calls end here (their records go to the outbox): ample time, a busy loop is slow.
         await stop.step("calls ended", self.runtime.close(), CALLS_STOP_S)
+        if self.supervisor_media is not None:
+            await stop.step("supervision's bridges", self.supervisor_media.close(), STEP_S)
+        if self.consult_voice is not None:
+            await stop.step("consultations' bridges", self.consult_voice.close(), STEP_S)
         if self.phones is not None:
             await stop.step("agents' phones", self.phones.close(), STEP_S)
         if self.ties is not None:

@@ -26,6 +26,7 @@ from site_node.callcontrol.domain import (
     FetchCustomer,
     IvrLookup,
     Journal,
+    KeepOpen,
     LegToOrigin,
     LegToTarget,
     OfferRemote,
@@ -35,6 +36,8 @@ from site_node.callcontrol.domain import (
     ToCaller,
 )
 from site_node.grpc_api import convert
+from site_node.records.open_items import kept_row
+from site_node.records.outbox import KeptItem
 from site_node.transition_log import TransitionLog
 from vcc.errors import Unavailable, VccError
 from vcc.rpc import timestamp
@@ -49,7 +52,9 @@ DESKTOP_QUEUE_LIMIT = 1000
 
 
 class Journaling(Protocol):
-    def append(self, events: Sequence[common_pb2.CallEvent]) -> asyncio.Future[None]: ...
+    def append(
+        self, events: Sequence[common_pb2.CallEvent], kept: Sequence[KeptItem] = ()
+    ) -> asyncio.Future[None]: ...
 
 
 CustomerLookup = Callable[[str], Awaitable[CustomerInfo | None]]
@@ -61,8 +66,19 @@ AgentWatcher = Callable[[ToAgent], None]
 MediaHandler = Callable[[SuperviseMedia], None]
 AuditSink = Callable[[Audit], None]
 # The gRPC desktop stream carries these ToAgent kinds; newer ones reach only the watchers.
+_NO_SNAPSHOT = cti_pb2.AgentSnapshot()
 _STREAMED_KINDS = frozenset(
-    {"state", "offered", "withdrawn", "connected", "held", "retrieved", "ended", "transfer"}
+    {
+        "state",
+        "offered",
+        "withdrawn",
+        "connected",
+        "held",
+        "retrieved",
+        "ended",
+        "transfer",
+        "callback_preview",
+    }
 )
 
 
@@ -174,16 +190,20 @@ class SiteRuntime:
         if self.tracer is not None:
             self.tracer.observe(effects)
         batch: list[common_pb2.CallEvent] = []
+        # Callbacks and messages changed: durable with the events (the same commit).
+        kept: list[KeptItem] = []
         durable: asyncio.Future[None] | None = None
         for fx in effects:
             match fx:
                 case Journal(event):
                     batch.append(convert.event_to_proto(event))
+                case KeepOpen():
+                    kept.append(kept_row(fx))
                 case ToCaller():
                     if fx.kind == "ended" and batch:
                         # The caller hears the end only once its record is durable.
-                        durable = self._journal.append(batch)
-                        batch = []
+                        durable = self._journal.append(batch, kept)
+                        batch, kept = [], []
                     self._to_caller(fx, durable if fx.kind == "ended" else None)
                 case ToAgent():
                     self._to_agent(fx)
@@ -201,8 +221,8 @@ class SiteRuntime:
                     self.media(fx)
                 case Audit():
                     self.audit(fx)
-        if batch:
-            self._journal.append(batch)
+        if batch or kept:
+            self._journal.append(batch, kept)
         if self.sb.supervising and effects:
             # Supervision follows the calls it watches (ends with the agent's leg): one more
             # pure step over the state these effects left, whose own effects need no follow-up.
@@ -269,7 +289,9 @@ class SiteRuntime:
         lines = self.desktops.get(u.agent_code)
         if not lines or u.kind not in _STREAMED_KINDS:
             return
-        msg = convert.agent_update_to_proto(u, self.snapshot(u.agent_code))
+        # Only a state change carries the agent's snapshot: not built for the other kinds.
+        snapshot = self.snapshot(u.agent_code) if u.kind == "state" else _NO_SNAPSHOT
+        msg = convert.agent_update_to_proto(u, snapshot)
         for line in list(lines):
             if line.queue.qsize() >= DESKTOP_QUEUE_LIMIT:
                 log.warning("agent %s: desktop too slow, cutting its event stream", u.agent_code)

@@ -9,6 +9,7 @@ and the skill group as fields (JSON logs) and the caller's number masked (vcc.lo
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from site_node.callcontrol.domain import Effect, Journal, ToAgent
@@ -38,6 +39,10 @@ _CALL_STATE_AFTER: dict[EventKind, str | None] = {
     EventKind.RETURNED: "QUEUED",
 }
 NEW = "NEW"
+ENDED = "ENDED"
+# Calls that reached ENDED lately: an entry that follows (ABANDONED or BLOCKED, then ENDED; the
+# agent's wrap-up code) reads `from` ENDED, not NEW.
+REMEMBER_ENDED = 1_000
 
 
 class TransitionLog:
@@ -46,6 +51,7 @@ class TransitionLog:
     def __init__(self, site_id: str) -> None:
         self._site_id = site_id
         self._calls: dict[str, str] = {}
+        self._ended: OrderedDict[str, None] = OrderedDict()
         self._agents: dict[str, str] = {}
 
     def observe(self, effects: Sequence[Effect]) -> None:
@@ -68,10 +74,14 @@ class TransitionLog:
 
     def _advance(self, fx: Journal) -> tuple[str, str]:
         e = fx.event
-        before = self._calls.get(e.call_id, NEW)
+        before = self._calls.get(e.call_id) or (ENDED if e.call_id in self._ended else NEW)
         after = _CALL_STATE_AFTER.get(e.kind) or before
-        if after == "ENDED":
+        if after == ENDED:
             self._calls.pop(e.call_id, None)
+            self._ended[e.call_id] = None
+            self._ended.move_to_end(e.call_id)
+            while len(self._ended) > REMEMBER_ENDED:
+                self._ended.popitem(last=False)
         else:
             self._calls[e.call_id] = after
         return before, after

@@ -189,7 +189,12 @@ def test_call(
         float | None, typer.Option("--hang-up-after", help="Hang up this many seconds after dialling.")
     ] = None,
     ani: Annotated[str, typer.Option("--ani", help="The caller's number.")] = "13800000000",
-    sip: Annotated[bool, typer.Option("--sip", help="Over SIP (not yet: the gRPC trunk only).")] = False,
+    sip: Annotated[
+        bool,
+        typer.Option(
+            "--sip", help="Over SIP (SIPp) to the site's SIP trunk: what was heard, from the audio."
+        ),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="The report as JSON.")] = False,
 ) -> None:
     """One scripted test call: the prompts heard, each key's effect, and how the call ended."""
@@ -197,15 +202,32 @@ def test_call(
 
     from tools.admin.call import scripted_call, text_lines
 
-    if sip:
-        fail("vcc call --sip: not yet; the call goes over the gRPC trunk without it")
     cfg = load_tool_config(config)
     from vcc.config import ConfigError
 
     try:
-        address = cfg.site(site).listen
+        site_cfg = cfg.site(site)
     except ConfigError as exc:
         fail(f"--site: {exc}")
+    address = site_cfg.listen
+    if sip:
+        from tools.admin.call_sip import run_sip_call
+        from tools.admin.call_sip import text_lines as sip_lines
+
+        if site_cfg.sip is None:
+            fail(f"--sip: site {site!r} has no SIP trunk (its config has no sip:)")
+        try:
+            report = asyncio.run(
+                run_sip_call(cfg, site_cfg, number, digits.split(), ani=ani, hang_up_after_s=hang_up_after)
+            )
+        except ValueError as exc:
+            fail(str(exc))
+        if json_out:
+            typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
+        else:
+            for line in sip_lines(report):
+                typer.echo(line)
+        return
     report = asyncio.run(
         scripted_call(
             address, number, digits.split(), wait_s=wait, ani=ani, central_address=cfg.central.listen,
@@ -672,7 +694,7 @@ def agents(
             return await run_sip_robots(
                 site_cfg, roster, policy, stop, work=work, phone_password=phone_password
             )
-        return await run_robots(site_cfg.listen, roster, policy, stop)
+        return await run_robots(site_cfg.listen, roster, policy, stop, site_id=site_cfg.id)
 
     typer.echo(f"{len(roster)} robot agents on {site_id} ({site_cfg.listen}); Ctrl-C to stop", err=True)
     stats = asyncio.run(main())

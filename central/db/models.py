@@ -219,4 +219,4 @@ class AuditLogEntry(Base):
 
 # The service desk's tables (customers' numbers, tickets, notifications, knowledge,
 # idempotency), the index of call recordings (the files stay at the sites) and customers' PINs.
-from central.db import pin_models, recording_models, servicedesk_models  # noqa: E402, F401
+from central.db import pin_models, recording_models, servicedesk_models, session_models  # noqa: E402, F401

@@ -21,7 +21,8 @@ from central.servicedesk.ticket_queries import TicketQueries
 from central.servicedesk.ticket_records import NewTicket
 from central.servicedesk.ticket_store import TicketStore
 from vcc.authz import peer_identity
-from vcc.errors import FailedPrecondition, InvalidArgument
+from vcc.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from vcc.person_assertion import ACTING
 from vcc.rpc import maps_errors, timestamp, unix_s
 from vcc.v1 import servicedesk_pb2 as pb
 from vcc.v1 import servicedesk_pb2_grpc as pb_grpc
@@ -33,6 +34,20 @@ SERVICE_NAMES = (
     "vcc.v1.KnowledgeService",
     "vcc.v1.HistoryService",
 )
+
+
+def _as_person(named: str) -> str:
+    """Who acts, as the message names them: when a site or desktop acts for a person (vcc.
+    person_assertion, checked before the handler), that person's code, never another one; a tool
+    (the back office) names whom it likes."""
+    person = ACTING.get()
+    if person is None:
+        return named
+    if named and named != person.claim.agent:
+        raise PermissionDenied(
+            "not-the-acting-person", f"this call acts for agent {person.claim.agent}, not for {named!r}"
+        )
+    return person.claim.agent
 
 
 def _need_id(field: str, value: str) -> None:
@@ -143,7 +158,7 @@ class TicketService(pb_grpc.TicketServiceServicer):
                 customer_id=request.customer_id,
                 call_id=request.call_id,
                 origin_site_id=request.origin_site_id,
-                created_by=request.created_by,
+                created_by=_as_person(request.created_by),
                 unit=request.unit,
             ),
             request.idempotency_key,
@@ -167,13 +182,15 @@ class TicketService(pb_grpc.TicketServiceServicer):
         self, request: pb.DispatchTicketRequest, context: Context
     ) -> pb.DispatchTicketResponse:
         _need_id("ticket_id", request.ticket_id)
-        ticket = await self._tickets.dispatch(request.ticket_id, request.unit, request.actor, request.note)
+        ticket = await self._tickets.dispatch(
+            request.ticket_id, request.unit, _as_person(request.actor), request.note
+        )
         return pb.DispatchTicketResponse(ticket=convert.ticket_to_proto(ticket))
 
     @maps_errors
     async def StartTicket(self, request: pb.StartTicketRequest, context: Context) -> pb.StartTicketResponse:
         _need_id("ticket_id", request.ticket_id)
-        ticket = await self._tickets.start(request.ticket_id, request.actor)
+        ticket = await self._tickets.start(request.ticket_id, _as_person(request.actor))
         return pb.StartTicketResponse(ticket=convert.ticket_to_proto(ticket))
 
     @maps_errors
@@ -187,14 +204,14 @@ class TicketService(pb_grpc.TicketServiceServicer):
         else:
             channel = wanted
         ticket, notification_id = await self._tickets.reply(
-            request.ticket_id, request.author, request.body, channel
+            request.ticket_id, _as_person(request.author), request.body, channel
         )
         return pb.ReplyTicketResponse(ticket=convert.ticket_to_proto(ticket), notification_id=notification_id)
 
     @maps_errors
     async def CloseTicket(self, request: pb.CloseTicketRequest, context: Context) -> pb.CloseTicketResponse:
         _need_id("ticket_id", request.ticket_id)
-        ticket = await self._tickets.close(request.ticket_id, request.actor)
+        ticket = await self._tickets.close(request.ticket_id, _as_person(request.actor))
         return pb.CloseTicketResponse(ticket=convert.ticket_to_proto(ticket))
 
     @maps_errors
@@ -202,7 +219,7 @@ class TicketService(pb_grpc.TicketServiceServicer):
         self, request: pb.ReopenTicketRequest, context: Context
     ) -> pb.ReopenTicketResponse:
         _need_id("ticket_id", request.ticket_id)
-        ticket = await self._tickets.reopen(request.ticket_id, request.actor, request.reason)
+        ticket = await self._tickets.reopen(request.ticket_id, _as_person(request.actor), request.reason)
         return pb.ReopenTicketResponse(ticket=convert.ticket_to_proto(ticket))
 
     @maps_errors
@@ -211,7 +228,7 @@ class TicketService(pb_grpc.TicketServiceServicer):
     ) -> pb.AddTicketNoteResponse:
         _need_id("ticket_id", request.ticket_id)
         entry = await self._tickets.add_note(
-            request.ticket_id, request.author, request.body, request.idempotency_key
+            request.ticket_id, _as_person(request.author), request.body, request.idempotency_key
         )
         return pb.AddTicketNoteResponse(entry=convert.entry_to_proto(entry))
 
@@ -262,7 +279,7 @@ class KnowledgeService(pb_grpc.KnowledgeServiceServicer):
                 service=request.service,
                 tags=tuple(request.tags),
                 question=request.question,
-                proposed_by=request.author,
+                proposed_by=_as_person(request.author),
             ),
             request.idempotency_key,
         )

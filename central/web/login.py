@@ -1,5 +1,8 @@
 """Who may see the operations dashboard: the province's operators (config `operators`, argon2id
 hashes, never a password), logged in with a session cookie that expires and is revoked at logout.
+The sessions are in central's database (`dashboard_sessions`, only a digest of each token), so
+every replica knows them and a leader change keeps them; without a database (unit tests) they
+are in this process's memory.
 
 The same rules as an agent's login at a site (vcc.login_guard: throttling and lockout per name and
 per source; one answer for an unknown name and a wrong password, an unknown name costing a decoy
@@ -8,12 +11,19 @@ hash), each attempt in central's audit log.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from central.audit import AuditEntry
+from central.db.models import Base
+from central.db.session_models import DashboardSession
 from vcc import people
 from vcc.config import OperatorConfig
 from vcc.errors import InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated
@@ -25,6 +35,9 @@ MAX_S = 12 * 3600.0
 MAX_LOGIN = 32
 MAX_PASSWORD = 64
 BAD_CREDENTIALS = ("bad-credentials", "user name or password is wrong")
+# A session's last use is written at most this often (a live stream checks it every push).
+TOUCH_S = 30.0
+SWEEP_S = 60.0
 
 
 @dataclass
@@ -39,6 +52,86 @@ class OperatorSession:
 Recorder = Callable[[AuditEntry], Awaitable[None]]
 
 
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class SessionBook(Protocol):
+    """Where live sessions are kept, by the digest of their token."""
+
+    async def get(self, digest: str) -> OperatorSession | None: ...
+    async def put(self, digest: str, s: OperatorSession) -> None: ...
+    async def touch(self, digest: str, seen_at: float) -> None: ...
+    async def delete(self, digest: str) -> bool: ...
+    async def sweep(self, idle_before: float, created_before: float) -> None: ...
+
+
+class MemoryBook:
+    def __init__(self) -> None:
+        self._by_digest: dict[str, OperatorSession] = {}
+
+    async def get(self, digest: str) -> OperatorSession | None:
+        found = self._by_digest.get(digest)
+        return replace(found) if found else None
+
+    async def put(self, digest: str, s: OperatorSession) -> None:
+        self._by_digest[digest] = replace(s, token="")
+
+    async def touch(self, digest: str, seen_at: float) -> None:
+        if digest in self._by_digest:
+            self._by_digest[digest].seen_at = seen_at
+
+    async def delete(self, digest: str) -> bool:
+        return self._by_digest.pop(digest, None) is not None
+
+    async def sweep(self, idle_before: float, created_before: float) -> None:
+        for digest, s in list(self._by_digest.items()):
+            if s.seen_at < idle_before or s.created_at < created_before:
+                del self._by_digest[digest]
+
+
+_TABLE = Base.metadata.tables[DashboardSession.__tablename__]
+
+
+class DatabaseBook:
+    """Central's database: every replica reads the same sessions."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def get(self, digest: str) -> OperatorSession | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(sa.select(_TABLE).where(_TABLE.c.token_hash == digest))).first()
+        if row is None:
+            return None
+        return OperatorSession("", row.login, row.role, row.created_at, row.seen_at)
+
+    async def put(self, digest: str, s: OperatorSession) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                _TABLE.insert().values(
+                    token_hash=digest, login=s.login, role=s.role, created_at=s.created_at, seen_at=s.seen_at
+                )
+            )
+
+    async def touch(self, digest: str, seen_at: float) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(_TABLE.update().where(_TABLE.c.token_hash == digest).values(seen_at=seen_at))
+
+    async def delete(self, digest: str) -> bool:
+        async with self._engine.begin() as conn:
+            done = await conn.execute(_TABLE.delete().where(_TABLE.c.token_hash == digest))
+        return bool(done.rowcount)
+
+    async def sweep(self, idle_before: float, created_before: float) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                _TABLE.delete().where(
+                    sa.or_(_TABLE.c.seen_at < idle_before, _TABLE.c.created_at < created_before)
+                )
+            )
+
+
 class OperatorSessions:
     def __init__(
         self,
@@ -49,6 +142,7 @@ class OperatorSessions:
         max_s: float = MAX_S,
         policy: LoginPolicy | None = None,
         clock: Callable[[], float] = time.time,
+        engine: AsyncEngine | None = None,
     ) -> None:
         self._people = {o.login: o for o in operators}
         self._record = record
@@ -56,7 +150,8 @@ class OperatorSessions:
         self.max_s = max_s
         self._clock = clock
         self.guard = LoginGuard(policy or LoginPolicy())
-        self._by_token: dict[str, OperatorSession] = {}
+        self._book: SessionBook = DatabaseBook(engine) if engine is not None else MemoryBook()
+        self._swept_at = float("-inf")
 
     async def _audit(self, actor: str, action: str, source: str, outcome: str = "ok", **detail: str) -> None:
         if self._record is not None:
@@ -104,32 +199,39 @@ class OperatorSessions:
             raise PermissionDenied("not-an-operator", "your role may not see the dashboard")
         now = self._clock()
         s = OperatorSession(secrets.token_urlsafe(24), login, person.role, now, now)
-        self._by_token[s.token] = s
+        await self._book.put(_digest(s.token), s)
         await self._audit(login, "dashboard-login", source, role=person.role)
         return s
 
-    def session(self, token: str) -> OperatorSession:
+    async def session(self, token: str) -> OperatorSession:
         """The live session of `token` (touched), or Unauthenticated."""
-        s = self._by_token.get(token) if token else None
+        digest = _digest(token)
+        s = await self._book.get(digest) if token else None
         if s is None:
             raise Unauthenticated("login-required", "log in to see the dashboard")
         now = self._clock()
         if now - s.seen_at > self.idle_s or now - s.created_at > self.max_s:
-            del self._by_token[token]
+            await self._book.delete(digest)
             raise Unauthenticated("session-expired", "your session has expired: log in again")
-        s.seen_at = now
-        return s
+        if now - s.seen_at >= min(TOUCH_S, self.idle_s / 2):
+            await self._book.touch(digest, now)
+        return replace(s, token=token, seen_at=now)
 
     async def logout(self, token: str, host: str) -> str:
         """Revoke the session; the operator's login ("" for a session that was not live)."""
-        s = self._by_token.pop(token, None) if token else None
-        if s is None:
+        if not token:
+            return ""
+        digest = _digest(token)
+        s = await self._book.get(digest)
+        if s is None or not await self._book.delete(digest):
             return ""
         await self._audit(s.login, "dashboard-logout", f"http:{host}")
         return s.login
 
-    def sweep(self) -> None:
+    async def sweep(self) -> None:
+        """Expired sessions deleted (at most once a minute: the dashboard calls it every sample)."""
         now = self._clock()
-        for s in list(self._by_token.values()):
-            if now - s.seen_at > self.idle_s or now - s.created_at > self.max_s:
-                self._by_token.pop(s.token, None)
+        if now - self._swept_at < SWEEP_S:
+            return
+        self._swept_at = now
+        await self._book.sweep(now - self.idle_s, now - self.max_s)

@@ -251,7 +251,7 @@ class Dashboard:
         while True:
             try:
                 self.sample(self._clock())
-                self.operators.sweep()
+                await self.operators.sweep()
             except Exception as exc:
                 log.warning("dashboard sample failed: %s", exc)
             await asyncio.sleep(self._sample_every_s)
@@ -290,7 +290,7 @@ class Dashboard:
 
         async def guarded(request: Request) -> Response:
             try:
-                request.state.operator = self.operators.session(request.cookies.get(COOKIE, ""))
+                request.state.operator = await self.operators.session(request.cookies.get(COOKIE, ""))
             except VccError as exc:
                 if request.url.path.startswith("/api/"):
                     return _error_json(exc)
@@ -389,7 +389,7 @@ class Dashboard:
             while not self._closing.is_set():
                 try:
                     # A session revoked (logout) or expired ends the stream.
-                    self.operators.session(token)
+                    await self.operators.session(token)
                 except VccError as exc:
                     yield f"event: ended\ndata: {json.dumps({'error': exc.error_id})}\n\n"
                     return

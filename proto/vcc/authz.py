@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 from cryptography import x509
 
+from vcc.person_assertion import ACTING, METADATA_KEY, AssertionRefused, PersonGate
 from vcc.tls import CENTRAL, DESKTOP, SITE, TOOL, TRUNK
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ METHOD_KINDS: Mapping[str, frozenset[str]] = {
     "/vcc.v1.AgentDesktopService/CompleteTransfer": frozenset({DESKTOP}),
     "/vcc.v1.AgentDesktopService/Conference": frozenset({DESKTOP}),
     "/vcc.v1.AgentDesktopService/CancelTransfer": frozenset({DESKTOP}),
+    "/vcc.v1.AgentDesktopService/AnswerCallbackPreview": frozenset({DESKTOP}),
     "/vcc.v1.AgentDesktopService/StreamEvents": frozenset({DESKTOP}),
     "/vcc.v1.DialOutService/WatchDialOuts": frozenset({TRUNK}),
     "/vcc.v1.DialOutService/DialFailed": frozenset({TRUNK}),
@@ -69,6 +71,7 @@ METHOD_KINDS: Mapping[str, frozenset[str]] = {
     "/vcc.v1.VoicemailService/TakeVoicemail": frozenset({DESKTOP}),
     "/vcc.v1.VoicemailService/PlayVoicemail": frozenset({DESKTOP}),
     "/vcc.v1.VoicemailService/FinishVoicemail": frozenset({DESKTOP}),
+    "/vcc.v1.VoicemailService/FetchVoicemailAudio": frozenset({DESKTOP}),
     # A site, to operators (and to central, which may fall back on it).
     # (Other sites too: the desktop directory shows their presence.)
     "/vcc.v1.SiteAdminService/GetSiteStatus": frozenset({TOOL, CENTRAL, SITE}),
@@ -132,13 +135,14 @@ METHOD_KINDS: Mapping[str, frozenset[str]] = {
 }
 
 # Concurrent RPCs (streams included) one client identity may have open at one server: a
-# trunk gateway holds one stream per call in progress, a desktop server one per agent.
+# trunk gateway holds one stream per call in progress, a desktop server one per agent. Sized for
+# the largest site the benches run (5,000 agents, 10,000 calls waiting: `vcc bench scale`).
 DEFAULT_PER_CLIENT_LIMITS: Mapping[str, int] = {
     SITE: 2_000,
     CENTRAL: 200,
     TOOL: 200,
-    DESKTOP: 2_000,
-    TRUNK: 5_000,
+    DESKTOP: 6_000,
+    TRUNK: 12_000,
 }
 
 
@@ -213,12 +217,16 @@ class Authorizer(grpc.aio.ServerInterceptor):
         table: Mapping[str, frozenset[str]] = METHOD_KINDS,
         limits: Mapping[str, int] = DEFAULT_PER_CLIENT_LIMITS,
         on_denied: DeniedHook | None = None,
+        persons: PersonGate | None = None,
     ) -> None:
+        self._persons = persons
         self._sites = frozenset(known_sites)
         self._table = table
         self._limits = limits
         self._on_denied = on_denied
         self._active: dict[Identity, int] = {}
+        # The guarded handler of each method, made once: grpc hands the same handler every call.
+        self._guarded: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
 
     async def intercept_service(
         self,
@@ -228,11 +236,26 @@ class Authorizer(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None:
             return None
-        return self._wrap(details.method, handler)
+        made = self._guarded.get(details.method)
+        if made is None or made[0] is not handler:
+            made = self._guarded[details.method] = (handler, self._wrap(details.method, handler))
+        return made[1]
 
     async def _admit(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> Identity:
         who = peer_identity(context)
         reason = self._refusal(method, who)
+        if (
+            not reason
+            and who is not None
+            and self._persons is not None
+            and self._persons.applies(method, who.kind)
+        ):
+            # A site or desktop server acting for a person: the person the site vouches for.
+            token = dict(context.invocation_metadata() or ()).get(METADATA_KEY)
+            try:
+                ACTING.set(self._persons.admit(method, who.kind, who.name, str(token) if token else None))
+            except AssertionRefused as exc:
+                reason = f"person refused: {exc}"
         if reason:
             desc = peer_description(context)
             log.warning("%s refused to %s (%s): %s", method, who or "unknown peer", desc, reason)
@@ -268,6 +291,14 @@ class Authorizer(grpc.aio.ServerInterceptor):
         if who.kind not in allowed:
             return f"not allowed to a {who.kind} certificate"
         return ""
+
+    async def admit(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> Identity:
+        """Aborts the RPC unless the table lets its client call `method` now; else counts it in."""
+        return await self._admit(method, context)
+
+    def release(self, who: Identity) -> None:
+        """The admitted RPC has ended."""
+        self._release(who)
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
         admit, release = functools.partial(self._admit, method), self._release

@@ -28,17 +28,18 @@ class EventLoopError(ValueError):
     """VCC_EVENT_LOOP names no loop vcc knows."""
 
 
-def chosen() -> str:
-    """The loop the environment asks for ("asyncio" unless VCC_EVENT_LOOP says otherwise)."""
-    value = os.environ.get(LOOP_ENV, "").strip().lower() or "asyncio"
+def chosen(name: str | None = None) -> str:
+    """The loop asked for: `name`, else the environment's ("asyncio" unless VCC_EVENT_LOOP says
+    otherwise)."""
+    value = (name if name is not None else os.environ.get(LOOP_ENV, "")).strip().lower() or "asyncio"
     if value not in CHOICES:
         raise EventLoopError(f"{LOOP_ENV}: one of {', '.join(CHOICES)}, not {value!r}")
     return value
 
 
-def loop_factory() -> tuple[str, Callable[[], asyncio.AbstractEventLoop]]:
+def loop_factory(name: str | None = None) -> tuple[str, Callable[[], asyncio.AbstractEventLoop]]:
     """(name of the loop in use, how to make one)."""
-    if chosen() == "uvloop":
+    if chosen(name) == "uvloop":
         try:
             import uvloop
         except ImportError:
@@ -48,10 +49,10 @@ def loop_factory() -> tuple[str, Callable[[], asyncio.AbstractEventLoop]]:
     return "asyncio", asyncio.new_event_loop
 
 
-def run(main: Coroutine[Any, Any, T]) -> T:
-    """asyncio.run(main) on the chosen loop."""
+def run(main: Coroutine[Any, Any, T], name: str | None = None) -> T:
+    """asyncio.run(main) on the chosen loop (`name`, else the environment's)."""
     try:
-        _, factory = loop_factory()
+        _, factory = loop_factory(name)
     except EventLoopError:
         main.close()
         raise

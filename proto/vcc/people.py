@@ -28,6 +28,45 @@ PERSON_ACTIONS: Mapping[str, frozenset[str]] = {
 }
 
 
+# Central's service desk when a person acts through a site or a desktop server (a `site` or
+# `desktop` certificate): the method -> the roles of the person the site vouches for
+# (vcc.person_assertion; the role from the province config, never from the message). A back-office
+# tool (a `tool` certificate) acts as itself. A method of these services not here is refused to a
+# person (deny by default: every method of PERSON_SERVICES a site or desktop calls is checked).
+PERSON_SERVICES = frozenset(
+    {"vcc.v1.CustomerService", "vcc.v1.TicketService", "vcc.v1.KnowledgeService", "vcc.v1.HistoryService"}
+)
+_EVERY_AGENT = frozenset({"agent", "group_leader", "administrator"})
+_LEADERS = frozenset({"group_leader", "administrator"})
+METHOD_PERSON_ROLES: Mapping[str, frozenset[str]] = {
+    **{
+        f"/vcc.v1.{method}": _EVERY_AGENT
+        for method in (
+            "CustomerService/CreateCustomer",
+            "CustomerService/GetCustomer",
+            "CustomerService/UpdateCustomer",
+            "CustomerService/SearchCustomers",
+            "TicketService/CreateTicket",
+            "TicketService/GetTicket",
+            "TicketService/StartTicket",
+            "TicketService/ReplyTicket",
+            "TicketService/CloseTicket",
+            "TicketService/AddTicketNote",
+            "TicketService/SearchTickets",
+            "KnowledgeService/ProposeArticle",
+            "KnowledgeService/GetArticle",
+            "KnowledgeService/ListArticles",
+            "KnowledgeService/SearchArticles",
+            "HistoryService/GetHistory",
+        )
+    },
+    # A leader's: sending a ticket to another unit, reopening a closed one, the report.
+    "/vcc.v1.TicketService/DispatchTicket": _LEADERS,
+    "/vcc.v1.TicketService/ReopenTicket": _LEADERS,
+    "/vcc.v1.TicketService/GetTicketReport": _LEADERS,
+}
+
+
 def may(action: str, role: str) -> bool:
     return role in PERSON_ACTIONS.get(action, frozenset())
 

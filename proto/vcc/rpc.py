@@ -16,7 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from vcc import tls as vcc_tls
-from vcc.errors import ERROR_ID_KEY, VccError
+from vcc.errors import ERROR_ID_KEY, InvalidArgument, VccError
 from vcc.metrics import CLIENT_INTERCEPTORS
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,8 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: VccError) -> 
 
 # RPCs (streams included) one server runs at once, from all its clients together; past it a new
 # call is refused RESOURCE_EXHAUSTED rather than queued without bound.
-MAX_CONCURRENT_RPCS = 10_000
+# Room for a site's 10,000 callers and 5,000 desktops at once, with the province's links beside.
+MAX_CONCURRENT_RPCS = 20_000
 
 
 class Server:
@@ -211,7 +212,10 @@ def channel(
     Plaintext only when the process has no TLS identity at all (TLS not configured).
     """
     files = tls or vcc_tls.process_files(persona)
-    opts = [*CHANNEL_OPTIONS, *options]
+    # The caller's options replace the defaults of the same name (gRPC would keep one of the two).
+    extra = list(options)
+    given = {name for name, _ in extra}
+    opts = [*(o for o in CHANNEL_OPTIONS if o[0] not in given), *extra]
     # The interceptors of the process composed in this context (vcc.metrics.CLIENT_INTERCEPTORS).
     interceptors = list(CLIENT_INTERCEPTORS.get()) or None
     if files is None:
@@ -266,4 +270,9 @@ def timestamp(unix_s: float) -> timestamp_pb2.Timestamp:
 
 
 def unix_s(ts: timestamp_pb2.Timestamp) -> float:
-    return float(ts.ToNanoseconds()) / 1e9
+    """Seconds since the epoch; a timestamp out of protobuf's range (negative nanos, year 10000)
+    is the client's mistake: InvalidArgument, never a crash of the handler."""
+    try:
+        return float(ts.ToNanoseconds()) / 1e9
+    except ValueError as exc:
+        raise InvalidArgument("bad-timestamp", f"a timestamp out of range: {exc}") from None

@@ -64,6 +64,11 @@ def central_server() -> str:
     return identity_dns(CENTRAL)
 
 
+def etcd_server() -> str:
+    """Any member of the province's etcd cluster."""
+    return identity_dns(ETCD)
+
+
 # The file stem of each persona a tool may take (`vcc certs province` issues them).
 PERSONA_STEMS = {TOOL: "tool-cli", DESKTOP: "desktop-robots", TRUNK: "trunk-gateway"}
 
@@ -199,7 +204,13 @@ class _TlsEtcdClient(aetcd.Client):  # type: ignore[misc]
         if self._connected.is_set():
             return
         target = f"{self._host}:{self._port}"
-        self.channel = grpc.aio.secure_channel(target, channel_credentials(self._files))
+        # An etcd member must answer (its certificate names etcd.vcc.internal), not any other
+        # certificate of the province at that address.
+        self.channel = grpc.aio.secure_channel(
+            target,
+            channel_credentials(self._files),
+            options=[("grpc.ssl_target_name_override", etcd_server())],
+        )
         self.kvstub = etcd_rpc.KVStub(self.channel)
         self.clusterstub = etcd_rpc.ClusterStub(self.channel)
         self.leasestub = etcd_rpc.LeaseStub(self.channel)

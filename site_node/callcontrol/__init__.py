@@ -1,6 +1,7 @@
 """A site's call control: pure, single-threaded, time as an argument, effects out.
 
-Parts, each with its own state (the facade, switchboard.py, composes them):
+Parts, each with its own state (built by parts.py; the requests reach them through one small
+side per caller, sides/, which the facade, switchboard.py, composes):
 trunk (arrivals, call loss, the end of a call), resources (trunk, tie and board channels), ivr,
 screen_pop, queues (the ACD), ringing (offers to agents, ring-no-answer), agents (states,
 wrap-up, desks), connected (answer, hold, hang-up), legs_out (our callers served elsewhere),

@@ -14,6 +14,8 @@ from typing import Literal
 
 Reason = Literal["flow-offer", "virtual-hold", "max-wait", "abandoned"]
 Outcome = Literal["answered", "no-answer", "busy", "failed", "agent-declined"]
+Mode = Literal["progressive", "preview"]
+MODES: frozenset[str] = frozenset({"progressive", "preview"})
 State = Literal["pending", "dialling", "done", "failed", "cancelled"]
 OPEN: frozenset[State] = frozenset({"pending", "dialling"})
 
@@ -59,6 +61,8 @@ class Callback:
     attempts: tuple[Attempt, ...] = ()
     next_attempt_at: float = 0.0
     closed_at: float | None = None
+    # progressive: dialled for a ready agent; preview: an agent accepts it first.
+    mode: Mode = "progressive"
 
 
 class CallbackList:
@@ -78,6 +82,7 @@ class CallbackList:
         priority: int = 0,
         place_since: float | None = None,
         waited_s: float = 0.0,
+        mode: Mode = "progressive",
     ) -> Callback | None:
         """Put a caller on the list; the open callback of that number and group when there is one;
         None for an abandoned call too short to call back, or with no number to call."""
@@ -99,8 +104,9 @@ class CallbackList:
         if callback_id in self._entries:
             raise CallbackError("callback-exists", f"callback {callback_id} exists already")
         entry = Callback(
-            callback_id, call_id, number, skill_group, reason, priority, now, place, next_attempt_at=now
-        )
+            callback_id, call_id, number, skill_group, reason, priority, now, place, next_attempt_at=now,
+            mode=mode,
+        )  # fmt: skip
         self._entries[callback_id] = entry
         return entry
 
@@ -170,6 +176,12 @@ class CallbackList:
         if entry.state not in OPEN:
             raise CallbackError("callback-closed", f"callback {callback_id} is {entry.state} already")
         return self._put(replace(entry, state="cancelled", closed_at=now))
+
+    def restore(self, entry: Callback) -> None:
+        """An open callback kept before the site restarted (site_node/records/open_items.py)."""
+        if entry.state not in OPEN:
+            raise CallbackError("callback-closed", f"callback {entry.callback_id} is {entry.state}")
+        self._entries[entry.callback_id] = entry
 
     def open(self) -> list[Callback]:
         return [c for c in self._entries.values() if c.state in OPEN]

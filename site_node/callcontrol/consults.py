@@ -24,11 +24,19 @@ from site_node.callcontrol.domain import (
 from site_node.callcontrol.effects import Effects
 from site_node.callcontrol.legs_out import RemoteLegs
 from site_node.callcontrol.queues import Queues
+from site_node.callcontrol.resources import Resources
 from site_node.callcontrol.ringing import Ringing
 from site_node.callcontrol.timers import Timers
 from vcc.call_events import EventKind
 from vcc.config import SiteConfig
 from vcc.errors import FailedPrecondition
+
+# Who hears whom on a consultation's bridge (the SIP side mixes by it), while the serving agent
+# consults (the caller held, hearing music) and once all three are conferenced.
+CONSULT_HEARS: dict[str, dict[str, tuple[str, ...]]] = {
+    "consult": {"caller": (), "agent": ("far",), "far": ("agent",)},
+    "conference": {"caller": ("agent", "far"), "agent": ("caller", "far"), "far": ("caller", "agent")},
+}
 
 
 class Consults:
@@ -43,6 +51,7 @@ class Consults:
         legs: RemoteLegs,
         timers: Timers,
         counters: SiteCounters,
+        resources: Resources | None = None,
     ) -> None:
         self.site = site
         self._calls = calls
@@ -53,6 +62,8 @@ class Consults:
         self._legs = legs
         self._timers = timers
         self._counters = counters
+        # The conference boards: a three-way conference takes a channel (none free: refused).
+        self._resources = resources
         timers.on("consult", self._ring_expired)
 
     def start(
@@ -122,6 +133,7 @@ class Consults:
             data=(("stage", "completed"), ("to", c.agent_code)),
         )
         fx.add(self.progress(call, "completed", now))
+        self._release(c)
         if call.state == CallState.HELD:
             self._agents.apply(code, fsm.Retrieve(), now, fx)
         self._connected.end_agent_leg(call, now, fx, "transferred")
@@ -138,6 +150,11 @@ class Consults:
         c = self.consulting(call, talking=True)
         if c.conference:
             raise FailedPrecondition("already-conferenced", "the caller is already in the conference")
+        if self._resources is not None:
+            got, board = self._resources.take_board("conference")
+            if not got:
+                raise FailedPrecondition("no-conference-channel", "every conference board channel is busy")
+            c.board = board
         code = call.agent_code
         c.conference = True
         self._agents.apply(code, fsm.Retrieve(), now, fx)
@@ -173,6 +190,7 @@ class Consults:
         c = call.consult
         assert c is not None
         call.consult = None
+        self._release(c)
         if c.offer_id:
             fx.add(LegToTarget(c.offer_id, "end", reason))
             self._legs.close_consult(c.offer_id, c.site_id)
@@ -185,6 +203,11 @@ class Consults:
             wrap = self.site.wrap_up_s
             fx.add(ToAgent(other.code, "ended", now, call_id=call.call_id, reason=reason, wrap_up_s=wrap))
             self._agents.apply(other.code, fsm.CallEnded(wrap), now, fx)
+
+    def _release(self, c: Consult) -> None:
+        if c.board is not None and self._resources is not None:
+            self._resources.release_board(c.board)
+            c.board = None
 
     # The consulted agent, when it is at this site --------------------------------------------
 

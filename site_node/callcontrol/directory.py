@@ -36,6 +36,15 @@ class Directory:
         self.agent_sites = dict(agent_sites)
         self.site_groups = dict(site_groups)
 
+    def learn(self, code: str, site_id: str) -> bool:
+        """An agent of another site this site's config does not name (added there by its
+        administrator at runtime), as the province's directory reports it. Never moves a known
+        agent, never claims one for this site. True when it is new here."""
+        if code in self.agent_sites or site_id == self.site_id or site_id not in self.site_groups:
+            return False
+        self.agent_sites[code] = site_id
+        return True
+
     def site_of(self, code: str, target: TransferTarget) -> str:
         """The site a target is at; raises for a bad target."""
         chosen = sum((bool(target.agent_code), bool(target.skill_group), target.ivr))

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from site_node.callcontrol.callbacks import Callback
+from site_node.callcontrol.voicemail import Message
 from vcc.call_events import CallState, EventKind, Outcome
 
 __all__ = ["CallState", "Outcome"]  # the contract's enums, re-exported for the call control
@@ -45,6 +47,8 @@ class Consult:
     conference: bool = False
     # Set when the consulted agent is at another site (a remote leg of purpose transfer-consult).
     offer_id: str = ""
+    # The conference board channel the three-way conference holds (None: no such board here).
+    board: str | None = None
 
 
 @dataclass(slots=True)
@@ -140,6 +144,8 @@ class ToCaller:
     max_digits: int = 0
     flow_id: str = ""
     flow_version: int = 0
+    # For `voicemail`: the message the caller's voice is recorded for, on a recording channel.
+    message_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,8 +311,21 @@ class Audit:
     origin: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class KeepOpen:
+    """A callback or voicemail message as it is now, kept durably with the journal entries of the
+    same operation (the outbox's transaction), so the lists survive a site restart; `item` None:
+    it is closed, forget it."""
+
+    kind: str  # callback, voicemail
+    item_id: str
+    call_id: str
+    item: Callback | Message | None
+
+
 Effect = (
     Journal
+    | KeepOpen
     | ToCaller
     | ToAgent
     | FetchCustomer

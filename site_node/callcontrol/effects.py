@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from site_node.callcontrol.domain import Call, Effect, Journal, RecordedEvent
+from site_node.callcontrol.callbacks import Callback
+from site_node.callcontrol.domain import Call, Effect, Journal, KeepOpen, RecordedEvent
+from site_node.callcontrol.voicemail import Message
 from vcc.call_events import EventKind
 
 
@@ -26,3 +28,9 @@ class Effects:
         data = fields.pop("data", ())
         event = RecordedEvent(call.call_id, self.site_id, call.seq, kind, at, data=tuple(data), **fields)  # type: ignore[arg-type]
         self.items.append(Journal(event))
+
+    def keep(self, kind: str, item_id: str, call_id: str, item: Callback | Message | None) -> None:
+        """A callback or message changed: kept with this operation's journal entries (not for
+        the model engine, which keeps nothing)."""
+        if self.journaling:
+            self.items.append(KeepOpen(kind, item_id, call_id, item))

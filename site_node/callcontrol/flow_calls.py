@@ -71,6 +71,8 @@ class FlowCall:
     agent_code: str = ""
     # The run's deadline a timer is armed for (each is armed once).
     armed_at: float | None = None
+    # The caller left the queue by its virtual hold key: the callback keeps their place.
+    held_place: bool = False
 
 
 class FlowCalls:
@@ -125,6 +127,34 @@ class FlowCalls:
         fc = self.live[call.call_id]
         self._carry_out(call, fc, fc.run.on_digits(digits, now), now, fx)
 
+    def queue_key(self, call: Call, digits: str, now: float, fx: Effects) -> bool:
+        """A key while waiting in a flow's queue: its virtual hold key leaves for the callback node."""
+        fc = self.live.get(call.call_id)
+        if fc is None or fc.treatment is None or call.state != CallState.QUEUED:
+            return False
+        actions = fc.run.on_max_wait(now, key=digits)
+        if actions:
+            self._leave_queue(call, fc, actions, now, fx, held_place=True)
+        return bool(actions)
+
+    def _leave_queue(
+        self,
+        call: Call,
+        fc: FlowCall,
+        actions: list[Action],
+        now: float,
+        fx: Effects,
+        *,
+        held_place: bool = False,
+    ) -> None:
+        """Out of the queue (its maximum wait, or the virtual hold key: the caller keeps their place)."""
+        if not call.parked:
+            self._queues.leave(call)
+        if fc.treatment is not None:
+            fc.treatment.stop()
+        call.parked, fc.treatment, fc.held_place, call.state = False, None, held_place, CallState.IVR
+        self._carry_out(call, fc, actions, now, fx)
+
     def looked_up(
         self, call_id: str, request: int, fields: dict[str, str] | None, now: float, fx: Effects
     ) -> None:
@@ -161,10 +191,8 @@ class FlowCalls:
                 priority=call.priority, place_since=call.arrived_at, waited_s=now - call.arrived_at,
             )  # fmt: skip
             if asked is not None:
-                self._journal_callback(
-                    call, asked.callback_id, "asked", call.skill_group, "abandoned", fx, now
-                )
-                self._dialler.asked(asked, call)
+                _journal_callback(call, asked.callback_id, "asked", call.skill_group, "abandoned", fx, now)
+                self._dialler.asked(asked, call, fx)
         if fc.message_id:
             return self.voicemail.recorded(fc.message_id, now, fx).state == "new"
         return False
@@ -241,21 +269,29 @@ class FlowCalls:
             # A box named after a skill group is that group's; any other is the IVR's default group's.
             group = end.box if end.box in self._groups else self._default_group
             fc.message_id = self.voicemail.record(call, end.box, group, now, fx)
+            if self.voicemail.with_audio(fc.message_id):
+                # The trunk records the caller's voice for it (the SIP side; the gRPC trunk has none).
+                fx.add(
+                    ToCaller(call.call_id, "voicemail", now, message_id=fc.message_id, skill_group=group,
+                             timeout_s=self.voicemail.box.max_message_s)
+                )  # fmt: skip
             self._timers.arm(
                 self.voicemail.box.cut_at(fc.message_id), "voicemail", call.call_id, fc.message_id
             )
         elif isinstance(end, OfferCallback):
             self.live.pop(call.call_id, None)
             asked = self.callbacks.request(
-                f"{call.call_id}-cb", call.call_id, end.number, end.skill_group, now, reason="flow-offer",
+                f"{call.call_id}-cb", call.call_id, end.number, end.skill_group, now,
+                reason="virtual-hold" if fc.held_place else "flow-offer",
                 priority=call.priority, place_since=call.arrived_at,
+                mode="preview" if end.mode == "preview" else "progressive",
             )  # fmt: skip
-            self._journal_callback(
+            _journal_callback(
                 call, asked.callback_id if asked else "", "asked" if asked else "refused", end.skill_group,
-                "flow-offer", fx, now, end.number,
+                "virtual-hold" if fc.held_place else "flow-offer", fx, now, end.number,
             )  # fmt: skip
             if asked is not None:
-                self._dialler.asked(asked, call)
+                self._dialler.asked(asked, call, fx)
             self._trunk.end(call, Outcome.SELF_SERVED, "callback-asked", now, fx)
         elif isinstance(end, FaxOnDemand):
             self.live.pop(call.call_id, None)
@@ -266,7 +302,7 @@ class FlowCalls:
         elif isinstance(end, ReturnToAgent):
             self.live.pop(call.call_id, None)
             if fc.agent_code and call.agent_code == fc.agent_code:
-                self._back_to_agent(call, fc.agent_code, end.results, now, fx)
+                _back_to_agent(self._agents, call, fc.agent_code, end.results, now, fx)
             else:
                 # Not sent by an agent (a number's flow ending in `return`): served as after a failure.
                 self._queues.enqueue(
@@ -275,15 +311,6 @@ class FlowCalls:
         elif isinstance(end, Hangup):
             self.live.pop(call.call_id, None)
             self._trunk.end(call, Outcome.SELF_SERVED, f"ivr-{end.reason}", now, fx)
-
-    def _back_to_agent(self, call: Call, code: str, results: dict[str, str], now: float, fx: Effects) -> None:
-        """F9: the caller is back with the agent who kept the call, with the flow's report only."""
-        self._agents.apply(code, fsm.Retrieve(), now, fx)
-        call.state = CallState.TALKING
-        data = tuple(sorted(results.items()))
-        fx.journal(call, EventKind.RETRIEVED, now, agent_code=code, data=(("from", "ivr"), *data))
-        fx.add(ToCaller(call.call_id, "retrieved", now))
-        fx.add(ToAgent(code, "retrieved", now, call_id=call.call_id, attached=data))
 
     def _to_queue(self, call: Call, fc: FlowCall, end: ToQueue, now: float, fx: Effects) -> None:
         group, reason = end.skill_group, ""
@@ -303,16 +330,6 @@ class FlowCalls:
         due = fc.treatment.deadline
         if due is not None:
             self._timers.arm(due, "treat", call.call_id, str(fc.run.steps))
-
-    def _journal_callback(
-        self, call: Call, callback_id: str, stage: str, group: str, reason: str, fx: Effects, now: float,
-        number: str = "",
-    ) -> None:  # fmt: skip
-        fx.journal(
-            call, EventKind.CALLBACK, now,
-            data=(("callback_id", callback_id), ("stage", stage), ("skill_group", group), ("reason", reason),
-                  ("number", _masked(number or call.ani))),
-        )  # fmt: skip
 
     # -- deadlines -----------------------------------------------------------------------------
 
@@ -341,12 +358,7 @@ class FlowCalls:
         flow = fc.run.flow
         for said in fc.treatment.on_tick(now, position, wait if wait >= 0 else None):
             if isinstance(said, MaxWaitReached):
-                if not call.parked:
-                    self._queues.leave(call)
-                call.parked = False
-                fc.treatment = None
-                call.state = CallState.IVR
-                self._carry_out(call, fc, fc.run.on_max_wait(now), now, fx)
+                self._leave_queue(call, fc, fc.run.on_max_wait(now), now, fx)
                 return
             fx.add(
                 ToCaller(
@@ -363,6 +375,29 @@ class FlowCalls:
             return
         self.caller_left(call, now, fx)
         self._trunk.end(call, Outcome.SELF_SERVED, "voicemail-left", now, fx)
+
+
+def _back_to_agent(
+    agents: Agents, call: Call, code: str, results: dict[str, str], now: float, fx: Effects
+) -> None:
+    """F9: the caller is back with the agent who kept the call, with the flow's report only."""
+    agents.apply(code, fsm.Retrieve(), now, fx)
+    call.state = CallState.TALKING
+    data = tuple(sorted(results.items()))
+    fx.journal(call, EventKind.RETRIEVED, now, agent_code=code, data=(("from", "ivr"), *data))
+    fx.add(ToCaller(call.call_id, "retrieved", now))
+    fx.add(ToAgent(code, "retrieved", now, call_id=call.call_id, attached=data))
+
+
+def _journal_callback(
+    call: Call, callback_id: str, stage: str, group: str, reason: str, fx: Effects, now: float,
+    number: str = "",
+) -> None:  # fmt: skip
+    fx.journal(
+        call, EventKind.CALLBACK, now,
+        data=(("callback_id", callback_id), ("stage", stage), ("skill_group", group), ("reason", reason),
+              ("number", _masked(number or call.ani))),
+    )  # fmt: skip
 
 
 def _masked(number: str) -> str:

@@ -1,6 +1,7 @@
 """Our callers served in other cities (SPEC F13, F15), the origin's side of a remote leg.
 
-A waiting call may be offered to another site (overflow, pooled): it leaves the local queue while
+When a waiting call must leave, and where to, is `leaving.py`'s. The call offered to another site
+(overflow, pooled, a transfer) leaves the local queue while
 the offer is open, keeps its trunk channel and takes a tie-trunk channel; if the target refuses,
 times out, dies or gives it back, it re-enters the queue with its original arrival time. The
 origin alone tells the caller what happens, so a remote answer needs its confirmation: a call is
@@ -9,12 +10,11 @@ never connected twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from site_node.callcontrol.calls import CallBook
 from site_node.callcontrol.counters import SiteCounters
 from site_node.callcontrol.domain import (
-    AskRoute,
     Call,
     CallState,
     Effect,
@@ -22,11 +22,9 @@ from site_node.callcontrol.domain import (
     OfferRemote,
     Outcome,
     RemoteLeg,
-    ReportRoute,
     ToCaller,
 )
 from site_node.callcontrol.effects import Effects
-from site_node.callcontrol.pushed_targets import PushedTargets
 from site_node.callcontrol.queues import Queues
 from site_node.callcontrol.resources import Resources
 from site_node.callcontrol.timers import Timers
@@ -46,7 +44,6 @@ class RemoteLegs:
         trunk: TrunkSide,
         timers: Timers,
         counters: SiteCounters,
-        staffed: Mapping[str, int],
         new_offer_id: Callable[[], str],
     ) -> None:
         self.site_id = site_id
@@ -58,78 +55,8 @@ class RemoteLegs:
         self._timers = timers
         self._counters = counters
         self._new_offer_id = new_offer_id
-        self._staffed = staffed
         # offer id -> call id, for serving legs and consultations alike.
         self.open: dict[str, str] = {}
-        # Central's ready targets: a due call is offered at once to a fresh one (pushed_targets.py).
-        self.targets = PushedTargets(routing.max_state_age_s)
-        queues.on_waiting(self._waiting)
-        timers.on("route", self._route_due)
-
-    # When to ask central, and acting on its answer ------------------------------------------
-
-    def _waiting(self, call: Call, now: float, fx: Effects) -> None:
-        mode = self.routing.mode
-        if mode == "isolated":
-            return
-        if mode == "pooled" or self._staffed[call.skill_group] == 0:
-            self._timers.arm(now, "route", call.call_id)
-        else:
-            self._timers.arm(max(now, call.arrived_at + self.routing.overflow_after_s), "route", call.call_id)
-
-    def _route_due(self, call_id: str, _token: str, now: float, fx: Effects) -> None:
-        call = self._calls.get(call_id)
-        if call is None or call.state != CallState.QUEUED or call.remote or call.route_pending:
-            return
-        if self._queues.acd.queued(call_id) is None:
-            return  # parked for its screen pop; it asks once it joins the queue
-        picked = self.targets.pick(now, call.skill_group, call.excluded)
-        if picked is not None:
-            target, epoch = picked
-            decision_id = self._new_offer_id()
-            waited = now - call.arrived_at
-            if self.start_offer(call, target, decision_id, now, fx, purpose=self.routing.mode) is not None:
-                fx.add(
-                    ReportRoute(
-                        decision_id, call_id, call.skill_group, target, epoch, waited, now, call.priority
-                    )
-                )
-            return
-        call.route_pending = True
-        fx.add(
-            AskRoute(
-                call_id, call.skill_group, call.priority, now - call.arrived_at, tuple(sorted(call.excluded))
-            )
-        )
-
-    def route_decided(
-        self, now: float, call_id: str, target_site_id: str | None, decision_id: str, fx: Effects
-    ) -> bool:
-        """Central's answer to AskRoute (None or this site: stay; ask again later). True when
-        the call was offered to the site central chose."""
-        call = self._calls.get(call_id)
-        if call is None:
-            return False
-        call.route_pending = False  # answered, whatever happened to the call meanwhile
-        if call.state != CallState.QUEUED or call.remote is not None:
-            # It rang here meanwhile (or is offered elsewhere): if that fails, it is queued again
-            # and asks again then.
-            return False
-        if not target_site_id or target_site_id == self.site_id:
-            call.excluded.clear()
-            self._timers.arm(now + self.routing.reroute_interval_s, "route", call_id)
-            return False
-        self.start_offer(call, target_site_id, decision_id, now, fx, purpose=self.routing.mode)
-        return True
-
-    def pull_call(self, now: float, skill_group: str, to_site_id: str, decision_id: str, fx: Effects) -> None:
-        """Pooled mode: an agent is free at `to_site_id`: offer it our longest-waiting call."""
-        acd = self._queues.acd
-        if skill_group not in acd.skill_groups or to_site_id == self.site_id:
-            return
-        call_id = acd.head(skill_group)
-        if call_id is not None:
-            self.start_offer(self._calls.live[call_id], to_site_id, decision_id, now, fx, purpose="pooled")
 
     # Opening and closing a leg --------------------------------------------------------------
 

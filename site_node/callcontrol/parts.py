@@ -20,6 +20,7 @@ from site_node.callcontrol.effects import Effects
 from site_node.callcontrol.flow_calls import FlowBook, FlowCalls
 from site_node.callcontrol.guests import GuestCalls
 from site_node.callcontrol.ivr import Ivr
+from site_node.callcontrol.leaving import Leaving
 from site_node.callcontrol.legs_out import RemoteLegs
 from site_node.callcontrol.queues import Queues
 from site_node.callcontrol.resources import Resources
@@ -50,6 +51,7 @@ class Parts:
     screen_pop: ScreenPop
     connected: ConnectedCalls
     legs: RemoteLegs
+    leaving: Leaving
     guests: GuestCalls
     consults: Consults
     transfers: Transfers
@@ -81,18 +83,17 @@ def build_parts(
     )  # fmt: skip
     groups = frozenset(g.id for g in site.skill_groups)
     voicemail = VoicemailDesk(resources, desk)
-    dialler = Dialler(groups, acd, timers)
+    dialler = Dialler(groups, acd, desk, timers)
     flows = FlowCalls(
         groups, site.ivr.default_skill_group, book, resources, queues, trunk, timers, desk, voicemail, dialler
     )
     ivr = Ivr(site, book, resources, queues, timers, counters, flows, flow_book)
     screen_pop = ScreenPop(book, queues, timers)
     connected = ConnectedCalls(site, desk, queues, ringing, ivr, trunk, counters)
-    legs = RemoteLegs(
-        site.id, routing, book, resources, queues, trunk, timers, counters, desk.staffed, new_offer_id
-    )
+    legs = RemoteLegs(site.id, routing, book, resources, queues, trunk, timers, counters, new_offer_id)
+    leaving = Leaving(site.id, routing, book, queues, legs, timers, desk.staffed, new_offer_id)
     guests = GuestCalls(site.id, book, resources, desk, queues, ringing, connected, counters)
-    consults = Consults(site, book, desk, queues, ringing, connected, legs, timers, counters)
+    consults = Consults(site, book, desk, queues, ringing, connected, legs, timers, counters, resources)
     directory = Directory(
         site.id,
         agent_sites or {a.code: site.id for a in site.agents},
@@ -104,7 +105,7 @@ def build_parts(
     supervision = Supervision(site, book, desk, connected)
     return Parts(
         counters, timers, book, resources, acd, desk, ringing, queues, trunk, flows, dialler, ivr, screen_pop,
-        connected, legs, guests, consults, transfers, supervision, directory,
+        connected, legs, leaving, guests, consults, transfers, supervision, directory,
     )  # fmt: skip
 
 

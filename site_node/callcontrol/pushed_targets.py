@@ -2,7 +2,7 @@
 
 Central pushes, on the state stream, where a call of each skill group should go if it must leave
 this city now (routing.global_router.ready_targets), best first. When one of our calls is due to
-leave (legs_out.py's own rules: overflow delay, nobody staffed, pooled), the site offers it at
+leave (leaving.py's rules: overflow delay, nobody staffed, pooled), the site offers it at
 once to the first target that is still fresh, not excluded for the call and not used up, instead
 of asking central and waiting for the answer; central is told afterwards (ReportRoute).
 

@@ -35,6 +35,28 @@ REASON_SUPERVISING = "supervising"
 REASON_FORCED_LOGOUT = "forced-logout"
 
 
+# Who hears whom on a supervised call's bridge (the SIP side mixes by it): the caller, the agent
+# and the supervisor; nobody hears themselves. Monitor: the supervisor hears both, nobody hears
+# the supervisor. Whisper: the agent hears the supervisor too, the caller does not. Barge-in: all.
+_ALL: dict[str, tuple[str, ...]] = {
+    "caller": ("agent", "supervisor"),
+    "agent": ("caller", "supervisor"),
+    "supervisor": ("caller", "agent"),
+}
+HEARS: dict[str, dict[str, tuple[str, ...]]] = {
+    "monitor": {"caller": ("agent",), "agent": ("caller",), "supervisor": ("caller", "agent")},
+    "whisper": {"caller": ("agent",), "agent": ("caller", "supervisor"), "supervisor": ("caller", "agent")},
+    "barge": _ALL,
+}
+
+
+def who_hears(mode: str) -> dict[str, tuple[str, ...]]:
+    """The mix each party of a supervised call is sent, by the supervision's mode."""
+    if mode not in HEARS:
+        raise InvalidArgument("bad-supervision-mode", "mode: monitor, whisper or barge")
+    return dict(HEARS[mode])
+
+
 @dataclass(slots=True)
 class Supervising:
     call_id: str

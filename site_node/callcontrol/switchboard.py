@@ -66,7 +66,7 @@ class Switchboard:
         # The parts the adapters and the status read.
         self.counters, self.acd, self.desk, self.queues = parts.counters, parts.acd, parts.desk, parts.queues
         self.resources, self.flows, self.directory = parts.resources, parts.flows, parts.directory
-        self.supervision = parts.supervision
+        self.supervision, self.dialler = parts.supervision, parts.dialler
 
         # The sides, one per caller, each over the shared parts.
         self.deadlines = Deadlines(parts, self._fx)
@@ -95,6 +95,7 @@ class Switchboard:
         self.phone_unreachable, self.answer, self.hold = agent.phone_unreachable, agent.answer, agent.hold
         self.agent_hang_up, self.end_wrap_up = agent.agent_hang_up, agent.end_wrap_up
         self.voicemail, self.work_voicemail = agent.voicemail, agent.work_voicemail
+        self.answer_callback_preview = agent.answer_callback_preview
         transfers = self.transfer_desk
         self.transfer, self.complete_transfer = transfers.transfer, transfers.complete_transfer
         self.conference, self.cancel_transfer = transfers.conference, transfers.cancel_transfer
@@ -109,7 +110,7 @@ class Switchboard:
         self.follow_supervision = leader.follow_supervision
         admin = self.administration
         self.add_agent, self.set_agent_skills = admin.add_agent, admin.set_agent_skills
-        self.customer_edited = admin.customer_edited
+        self.customer_edited, self.restore_open = admin.customer_edited, admin.restore_open
         central = self.central
         self.route_decided, self.overflow_targets = central.route_decided, central.overflow_targets
         self.pull_call = central.pull_call

@@ -61,6 +61,17 @@ class Voicemail:
             return self._put(replace(message, state="discarded", duration_s=duration, done_at=now))
         return self._put(replace(message, state="new", recording=recording, duration_s=duration))
 
+    def restore(self, message: Message) -> None:
+        """A message kept before the site restarted (site_node/records/open_items.py)."""
+        if message.message_id in self._messages:
+            raise VoicemailError("message-exists", f"message {message.message_id} exists already")
+        self._put(message)
+
+    def discard(self, message_id: str, now: float) -> Message:
+        """A message whose recording was cut by a site restart: its end is not known."""
+        message = self._in(message_id, "recording")
+        return self._put(replace(message, state="discarded", done_at=now))
+
     def listed(self, skill_group: str | None = None, *, open_only: bool = True) -> list[Message]:
         """Oldest first: the order a group works its messages in."""
         wanted = ("new", "assigned") if open_only else ("new", "assigned", "done")

@@ -84,6 +84,10 @@ def caller_update_to_proto(u: ToCaller) -> trunk_pb2.PlaceCallResponse:
             )
         case "ended":
             msg.ended.CopyFrom(trunk_pb2.CallEnded(outcome=_OUTCOME[u.outcome], reason=u.reason))
+        case "voicemail":
+            msg.voicemail.CopyFrom(
+                trunk_pb2.CallVoicemail(message_id=u.message_id, skill_group=u.skill_group, max_s=u.timeout_s)
+            )
         case _:
             raise ValueError(f"unknown caller update {u.kind!r}")
     return msg
@@ -147,6 +151,15 @@ def agent_update_to_proto(u: ToAgent, snapshot: cti_pb2.AgentSnapshot) -> cti_pb
                     reason=u.reason,
                 )
             )
+        case "callback_preview":
+            extra = dict(u.attached)
+            msg.callback_preview.CopyFrom(
+                cti_pb2.CallbackPreview(
+                    callback_id=extra.get("callback_id", ""), stage=u.stage, number=u.ani,
+                    skill_group=u.skill_group, reason=u.reason, call_id=u.call_id,
+                    attempt=int(extra.get("attempt", "0")), timeout_s=float(extra.get("timeout_s", "0")),
+                )
+            )  # fmt: skip
         case _:
             raise ValueError(f"unknown agent update {u.kind!r}")
     return msg

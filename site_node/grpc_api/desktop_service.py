@@ -19,10 +19,11 @@ from site_node.grpc_api import auth
 from site_node.grpc_api.credentials import CredentialCheck
 from site_node.grpc_api.idempotency import IdempotencyCache
 from site_node.runtime import SiteRuntime
-from vcc import logs
+from vcc import logs, person_assertion
 from vcc.authz import peer_description
 from vcc.errors import InvalidArgument, Unauthenticated
 from vcc.login_guard import LoginPolicy
+from vcc.person_assertion import PersonSigner
 from vcc.rpc import maps_errors, maps_stream_errors
 from vcc.v1 import common_pb2, cti_pb2, cti_pb2_grpc
 
@@ -58,8 +59,10 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
         *,
         policy: LoginPolicy | None = None,
         session_ttl_s: float = SESSION_TTL_S,
+        signer: PersonSigner | None = None,
     ) -> None:
         self.rt = runtime
+        self._signer = signer
         self.sb = runtime.sb
         self._hashes = {a.code: a.password_hash for a in runtime.sb.site.agents}
         self._sessions: dict[str, _Session] = {}
@@ -85,6 +88,15 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
                 self._end_session(session.code)
             raise Unauthenticated("bad-session", "session_token: unknown or expired; log in again")
         return session.code
+
+    def _assert(self, token: str) -> str:
+        """The site's signed word that this session's agent acts (for central); '' without TLS."""
+        session = self._sessions.get(token)
+        if self._signer is None or session is None:
+            return ""
+        # Never past the session: a wall-clock bound, as central checks it.
+        left = session.expires_at - self.rt.clock()
+        return self._signer.sign(session.code, token, ttl_s=min(person_assertion.TTL_S, max(left, 0.0)))
 
     def _end_session(self, code: str) -> None:
         self._sessions.pop(self._token_of.pop(code, ""), None)
@@ -130,7 +142,9 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
             self._sessions[token] = _Session(code, now + self._session_ttl_s)
             self._token_of[code] = token
             self._record(f"agent:{code}", "login", target=code, source=source)
-            return cti_pb2.LoginResponse(session_token=token, agent=self.rt.snapshot(code))
+            return cti_pb2.LoginResponse(
+                session_token=token, agent=self.rt.snapshot(code), person_assertion=self._assert(token)
+            )
 
         # A retry with the same key gets the first reply only with the same password: the
         # password is part of the key's scope (peppered, so the cache holds no usable digest).
@@ -170,6 +184,22 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
             return cti_pb2.EndWrapUpResponse(agent=self.rt.snapshot(code))
 
         return await self._mutate("wrapup", request.session_token, request.idempotency_key, end)  # type: ignore[no-any-return]
+
+    @maps_errors
+    async def AnswerCallbackPreview(
+        self, request: cti_pb2.AnswerCallbackPreviewRequest, context: Ctx
+    ) -> cti_pb2.AnswerCallbackPreviewResponse:
+        callback_id = request.callback_id
+        if not callback_id or len(callback_id) > 80:
+            raise InvalidArgument("bad-callback-id", "callback_id: required, at most 80 characters")
+
+        async def answer(code: str) -> cti_pb2.AnswerCallbackPreviewResponse:
+            self._do(lambda now: self.sb.answer_callback_preview(now, code, callback_id, request.accept))
+            return cti_pb2.AnswerCallbackPreviewResponse()
+
+        return await self._mutate(  # type: ignore[no-any-return]
+            "callback-preview", request.session_token, request.idempotency_key, answer
+        )
 
     @maps_errors
     async def Answer(self, request: cti_pb2.AnswerRequest, context: Ctx) -> cti_pb2.AnswerResponse:
@@ -229,7 +259,10 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
 
     @maps_errors
     async def GetAgent(self, request: cti_pb2.GetAgentRequest, context: Ctx) -> cti_pb2.GetAgentResponse:
-        return cti_pb2.GetAgentResponse(agent=self.rt.snapshot(self._agent_of(request.session_token)))
+        code = self._agent_of(request.session_token)
+        return cti_pb2.GetAgentResponse(
+            agent=self.rt.snapshot(code), person_assertion=self._assert(request.session_token)
+        )
 
     @maps_stream_errors
     async def StreamEvents(

@@ -110,9 +110,23 @@ class PeerLinks:
         queue: asyncio.Queue[peer_pb2.ServeCallRequest | None],
         metadata: list[tuple[str, str]],
     ) -> None:
-        sb = self.rt.sb
         stub = peer_pb2_grpc.SitePeerServiceStub(self._channel(address, target_site_id))
-        stream = stub.ServeCall(_drain(queue), metadata=metadata or None)
+        # The offer is written by this task at once; the leg's later words by a writer of its own
+        # (a request iterator would hand even the offer to grpc.aio's consumer task first).
+        stream = stub.ServeCall(metadata=metadata or None)
+        offer = queue.get_nowait()
+        assert offer is not None
+        await stream.write(offer)
+        writer = asyncio.ensure_future(_write_leg(queue, stream))
+        try:
+            await self._read_leg(offer_id, stream)
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+
+    async def _read_leg(self, offer_id: str, stream: Any) -> None:
+        sb = self.rt.sb
         async for reply in stream:
             try:
                 peer_limits.check_reply(reply)
@@ -171,15 +185,19 @@ class PeerLinks:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for ch in self._channels.values():
-            await ch.close()
+        # Each within a bound: a city cut silently must not hold this one's stop.
+        await asyncio.gather(*(rpc.close_channel(ch) for ch in self._channels.values()))
 
 
-async def _drain(
-    queue: asyncio.Queue[peer_pb2.ServeCallRequest | None],
-) -> AsyncIterator[peer_pb2.ServeCallRequest]:
-    while (message := await queue.get()) is not None:
-        yield message
+async def _write_leg(queue: asyncio.Queue[peer_pb2.ServeCallRequest | None], stream: Any) -> None:
+    """The origin's words on a leg after its offer, in order; the end of the queue half-closes."""
+    try:
+        while (message := await queue.get()) is not None:
+            await stream.write(message)
+        await stream.done_writing()
+    except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
+        # The stream ended meanwhile: its reader reports how.
+        log.debug("leg: writing to the target stopped: %s", exc)
 
 
 def _offer_to_proto(offer: OfferRemote, origin: str) -> peer_pb2.RemoteOffer:
@@ -290,7 +308,9 @@ class SitePeer(peer_pb2_grpc.SitePeerServiceServicer):
         self, request_iterator: AsyncIterator[peer_pb2.ServeCallRequest], context: Ctx
     ) -> AsyncIterator[peer_pb2.ServeCallResponse]:
         try:
-            first = await asyncio.wait_for(anext(request_iterator), FIRST_MESSAGE_TIMEOUT_S)
+            # asyncio.timeout, not wait_for: no task of its own, the offer is read in this one.
+            async with asyncio.timeout(FIRST_MESSAGE_TIMEOUT_S):
+                first = await anext(request_iterator)
         except (StopAsyncIteration, TimeoutError):
             raise InvalidArgument(
                 "offer-required", "the first message of ServeCall must be an offer"

@@ -3,6 +3,8 @@ and marks it done, with its desktop session; each step is journaled in the calle
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -10,19 +12,22 @@ import grpc
 from site_node.callcontrol.voicemail import Message
 from site_node.grpc_api.desktop_service import AgentDesktop
 from site_node.runtime import SiteRuntime
-from vcc.errors import InvalidArgument
-from vcc.rpc import maps_errors, timestamp
+from vcc.errors import InvalidArgument, NotFound
+from vcc.rpc import maps_errors, maps_stream_errors, timestamp
 from vcc.v1 import voicemail_pb2, voicemail_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
 MAX_NOTE_CHARS = 500
+CHUNK = 64 * 1024
 
 
 class VoicemailDesk(voicemail_pb2_grpc.VoicemailServiceServicer):
-    def __init__(self, runtime: SiteRuntime, desktop: AgentDesktop) -> None:
+    def __init__(self, runtime: SiteRuntime, desktop: AgentDesktop, recordings: Path | None = None) -> None:
         self.rt = runtime
         self._desktop = desktop
+        # Where the SIP side writes the messages' audio (None: a site with no SIP trunk).
+        self._recordings = recordings
 
     @maps_errors
     async def ListVoicemail(
@@ -53,6 +58,21 @@ class VoicemailDesk(voicemail_pb2_grpc.VoicemailServiceServicer):
         if len(request.note) > MAX_NOTE_CHARS:
             raise InvalidArgument("note-too-long", f"note: at most {MAX_NOTE_CHARS} characters")
         return self._step(request.session_token, request.message_id, "done", request.note)
+
+    @maps_stream_errors
+    async def FetchVoicemailAudio(
+        self, request: voicemail_pb2.FetchVoicemailAudioRequest, context: Ctx
+    ) -> AsyncIterator[voicemail_pb2.VoicemailAudioChunk]:
+        code = self._desktop.agent_of(request.session_token)
+        if not request.message_id:
+            raise InvalidArgument("missing-message-id", "message_id: required")
+        relative = self.rt.sb.flows.voicemail.audio_of(code, request.message_id)
+        path = self._recordings / relative if self._recordings is not None else None
+        if path is None or not path.is_file():
+            raise NotFound("no-audio", f"message {request.message_id}: its audio is not at this site (yet)")
+        with path.open("rb") as f:
+            while chunk := f.read(CHUNK):
+                yield voicemail_pb2.VoicemailAudioChunk(data=chunk)
 
     def _step(
         self, token: str, message_id: str, step: str, note: str = ""

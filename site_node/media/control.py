@@ -55,12 +55,17 @@ class MediaControl:
             raise MediaError("answer without SDP")
         return sdp_out
 
-    async def offer_again(self, call_id: str, caller_tag: str, sdp: bytes) -> bytes:
-        """The caller's offer once more, for a new party (an agent's phone): the SDP to send it."""
+    async def offer_again(self, call_id: str, caller_tag: str, sdp: bytes, to_tag: str = "") -> bytes:
+        """The caller's offer once more, for a new party (an agent's phone): the SDP to send it.
+
+        With `to_tag` (the new party's tag, given again in its answer) the ports offered are the
+        party's own, so what the party sends arrives on its own side of the call: forks and
+        re-pairings of that party (supervision, site_node/sip/supervision.py) then see its audio."""
         common: dict[str, Value] = {"replace": ["origin", "session-connection"], "ICE": "remove"}
-        offered = await self._request(
-            "offer", {"call-id": call_id, "from-tag": caller_tag, "sdp": sdp, **common}
-        )
+        args: dict[str, Value] = {"call-id": call_id, "from-tag": caller_tag, "sdp": sdp, **common}
+        if to_tag:
+            args["to-tag"] = to_tag
+        offered = await self._request("offer", args)
         sdp_out = offered.get("sdp")
         if not isinstance(sdp_out, bytes):
             raise MediaError("offer without SDP")
@@ -72,6 +77,40 @@ class MediaControl:
         await self._request(
             "answer", {"call-id": call_id, "from-tag": caller_tag, "to-tag": party_tag, "sdp": sdp, **common}
         )
+
+    async def pair(
+        self, call_id: str, from_tag: str, from_sdp: bytes | str, to_tag: str, to_sdp: bytes | str,
+        *, bridged: bool = False,
+    ) -> tuple[int, int]:  # fmt: skip
+        """Pair two parties of a call with each other (each leaves whoever it was paired with):
+        an offer from `from_tag` and the answer of `to_tag`. Returns the engine's ports (where
+        `to_tag` must send, where `from_tag` must send), as the two replies give them."""
+        common: dict[str, Value] = {"replace": ["origin", "session-connection"], "ICE": "remove"}
+        ids: dict[str, Value] = {"call-id": call_id, "from-tag": from_tag, "to-tag": to_tag}
+        offered = await self._request("offer", {**ids, "sdp": from_sdp, **common})
+        answer: dict[str, Value] = {**ids, "sdp": to_sdp, **common}
+        if bridged:
+            # A bridge sends from other ports than it listens on: the engine must not learn them.
+            answer["flags"] = ["asymmetric"]
+        answered = await self._request("answer", answer)
+        return _audio_port(offered), _audio_port(answered)
+
+    async def offer_to(self, call_id: str, from_tag: str, to_tag: str, sdp: bytes | str) -> bytes:
+        """An offer from `from_tag` to a party not answered yet: the SDP to send that party."""
+        common: dict[str, Value] = {"replace": ["origin", "session-connection"], "ICE": "remove"}
+        ids: dict[str, Value] = {"call-id": call_id, "from-tag": from_tag, "to-tag": to_tag}
+        # The offer is a bridge's (site_node/media/bridge.py), which sends from other ports.
+        offered = await self._request("offer", {**ids, "sdp": sdp, **common, "flags": ["asymmetric"]})
+        sdp_out = offered.get("sdp")
+        if not isinstance(sdp_out, bytes):
+            raise MediaError("offer without SDP")
+        return sdp_out
+
+    async def answer_to(self, call_id: str, from_tag: str, to_tag: str, sdp: bytes | str) -> int:
+        """`to_tag`'s answer to `offer_to`: the engine's port where `from_tag` must send."""
+        common: dict[str, Value] = {"replace": ["origin", "session-connection"], "ICE": "remove"}
+        ids: dict[str, Value] = {"call-id": call_id, "from-tag": from_tag, "to-tag": to_tag}
+        return _audio_port(await self._request("answer", {**ids, "sdp": sdp, **common}))
 
     async def play(self, call_id: str, caller_tag: str, path: str, repeat: int = 1) -> None:
         args: dict[str, Value] = {"call-id": call_id, "from-tag": caller_tag, "file": path}
@@ -95,6 +134,22 @@ class MediaControl:
 
     async def query(self, call_id: str) -> dict[str, Decoded]:
         return await self._request("query", {"call-id": call_id})
+
+
+def _audio_port(reply: dict[str, Decoded]) -> int:
+    m = re.search(r"^m=audio (\d+) ", text(reply, "sdp"), re.MULTILINE)
+    if m is None:
+        raise MediaError("rtpengine's reply has no audio stream")
+    return int(m.group(1))
+
+
+def bridge_sdp(port: int, interface: str) -> str:
+    """The SDP of one leg of a mixing bridge (site_node/media/bridge.py): A-law only, so the engine
+    transcodes a party that speaks another codec."""
+    return "\r\n".join([
+        "v=0", f"o=vcc 1 1 IN IP4 {interface}", "s=vcc-bridge", f"c=IN IP4 {interface}", "t=0 0",
+        f"m=audio {port} RTP/AVP 8", "a=rtpmap:8 PCMA/8000", "a=sendrecv",
+    ]) + "\r\n"  # fmt: skip
 
 
 def sink_answer(offer_sdp: str, interface: str) -> str:

@@ -147,10 +147,13 @@ def _channel(packets: list[Packet], start: float, length: int) -> bytearray:
     return out
 
 
-def pcap_to_wav(pcap: Path, wav: Path, caller_port: int) -> Converted:
-    """Write the stereo WAV of one call's pcap; its duration and SHA-256."""
+def pcap_to_wav(pcap: Path, wav: Path, caller_port: int, *, caller_only: bool = False) -> Converted:
+    """Write the stereo WAV of one call's pcap (`caller_only`: a mono WAV of the caller's voice,
+    a voicemail message); its duration and SHA-256."""
     packets = read_pcap(pcap.read_bytes())
     caller, others = split_parties(packets, caller_port)
+    if caller_only:
+        return _mono(caller, wav, len(others))
     audio = caller + others
     if audio:
         start = min(p.at for p in audio)
@@ -171,6 +174,24 @@ def pcap_to_wav(pcap: Path, wav: Path, caller_port: int) -> Converted:
         w.writeframes(bytes(interleaved))
     tmp.replace(wav)
     return Converted(wav, frames / RATE, sha256_of(wav), len(caller), len(others))
+
+
+def _mono(caller: list[Packet], wav: Path, others: int) -> Converted:
+    if caller:
+        start = min(p.at for p in caller)
+        end = max(p.at + len(p.payload) / RATE for p in caller)
+        frames = min(round((end - start) * RATE), MAX_SECONDS * RATE)
+    else:
+        start, frames = 0.0, 0
+    samples = _channel(caller, start, frames)
+    tmp = wav.with_suffix(".wav.part")
+    with wave.open(str(tmp), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes(bytes(samples))
+    tmp.replace(wav)
+    return Converted(wav, frames / RATE, sha256_of(wav), len(caller), others)
 
 
 def sha256_of(path: Path) -> str:

@@ -15,6 +15,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -35,6 +36,20 @@ CREATE TABLE IF NOT EXISTS outbox (
     event BLOB NOT NULL,
     UNIQUE (call_id, site_id, seq)
 );
+-- Callbacks and voicemail messages still open, as they are after the events beside them (one
+-- transaction), and the last journal number of their calls: a restarted site rebuilds its lists
+-- from them and continues those calls' numbers. Kept after central acknowledged the events.
+CREATE TABLE IF NOT EXISTS open_items (
+    kind TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    call_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (kind, item_id)
+);
+CREATE TABLE IF NOT EXISTS call_seq (
+    call_id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS dead_letter (
     id INTEGER PRIMARY KEY,
     call_id TEXT NOT NULL,
@@ -51,6 +66,26 @@ CREATE TABLE IF NOT EXISTS dead_letter (
 _COMMIT_ATTEMPTS = 5
 
 
+@dataclass(frozen=True)
+class KeptItem:
+    """A callback or message as it is now (`body`, JSON), or closed (None): forget it."""
+
+    kind: str
+    item_id: str
+    call_id: str
+    body: str | None
+
+
+@dataclass
+class OpenItems:
+    """What the last run left open, read at open: the items and their calls' last journal numbers."""
+
+    items: list[KeptItem]
+    last_seq: dict[str, int]
+    # call id -> the open items of it: which calls' journal numbers are followed (outbox thread only).
+    by_call: dict[str, set[tuple[str, str]]]
+
+
 class OutboxClosed(RuntimeError):
     """append() after close()."""
 
@@ -59,9 +94,18 @@ class Outbox:
     """A journal of CallEvents not yet acknowledged by central. Build it with `await Outbox.open(path)`."""
 
     def __init__(
-        self, path: Path, executor: ThreadPoolExecutor, db: sqlite3.Connection, pending: int, dead: int
+        self,
+        path: Path,
+        executor: ThreadPoolExecutor,
+        db: sqlite3.Connection,
+        pending: int,
+        dead: int,
+        left_open: OpenItems | None = None,
     ):
         self.path = path
+        # The callbacks and messages the last run left open (the site restores them at start).
+        self.left_open = left_open or OpenItems([], {}, {})
+        self._kept: list[KeptItem] = []
         self._executor = executor
         self._db = db
         self._stored = pending
@@ -87,12 +131,15 @@ class Outbox:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
         loop = asyncio.get_running_loop()
         try:
-            db, pending, dead = await loop.run_in_executor(executor, _open_db, p)
+            db, pending, dead, left_open = await loop.run_in_executor(executor, _open_db, p)
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        log.info("outbox %s opened: %d pending, %d dead-lettered", p, pending, dead)
-        return cls(p, executor, db, pending, dead)
+        log.info(
+            "outbox %s opened: %d pending, %d dead-lettered, %d callbacks and messages open",
+            p, pending, dead, len(left_open.items),
+        )  # fmt: skip
+        return cls(p, executor, db, pending, dead, left_open)
 
     @property
     def pending_count(self) -> int:
@@ -103,15 +150,19 @@ class Outbox:
     def dead_letter_count(self) -> int:
         return self._dead
 
-    def append(self, events: Sequence[common_pb2.CallEvent]) -> asyncio.Future[None]:
-        """Buffer events for the next group commit; the future resolves once they are durable."""
+    def append(
+        self, events: Sequence[common_pb2.CallEvent], kept: Sequence[KeptItem] = ()
+    ) -> asyncio.Future[None]:
+        """Buffer events (and the open items they changed) for the next group commit, one
+        transaction; the future resolves once they are durable."""
         if self._closing:
             raise OutboxClosed(f"outbox {self.path} is closed")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if not events:
+        if not events and not kept:
             done.set_result(None)
             return done
         self._buffer.extend(events)
+        self._kept.extend(kept)
         self._waiters.append(done)
         self._wake.set()
         return done
@@ -177,19 +228,22 @@ class Outbox:
             await self._wake.wait()
             self._wake.clear()
             # Everything appended while the previous commit ran goes in the next one.
-            while self._buffer:
-                batch, waiters = self._buffer, self._waiters
-                self._buffer, self._waiters = [], []
+            while self._buffer or self._kept:
+                batch, kept, waiters = self._buffer, self._kept, self._waiters
+                self._buffer, self._kept, self._waiters = [], [], []
                 self._committing = len(batch)
                 try:
-                    await self._commit(batch, waiters)
+                    await self._commit(batch, kept, waiters)
                 finally:
                     self._committing = 0
             if self._closing:
                 return
 
-    async def _commit(self, batch: list[common_pb2.CallEvent], waiters: list[asyncio.Future[None]]) -> None:
+    async def _commit(
+        self, batch: list[common_pb2.CallEvent], kept: list[KeptItem], waiters: list[asyncio.Future[None]]
+    ) -> None:
         rows = [(e.call_id, e.site_id, e.seq, e.SerializeToString()) for e in batch]
+        followed = self.left_open.by_call
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(_COMMIT_ATTEMPTS),
@@ -198,7 +252,7 @@ class Outbox:
                 reraise=True,
             ):
                 with attempt:
-                    inserted = await self._run(lambda: _insert(self._db, rows))
+                    inserted = await self._run(lambda: _insert(self._db, rows, kept, followed))
                     # Not cancellation-proof like ack(): the writer is only cancelled with the loop.
         except Exception as exc:
             # The events are lost for central: say so loudly, and tell whoever awaits them.
@@ -219,7 +273,7 @@ class Outbox:
 # What runs on the outbox thread: one function per transaction.
 
 
-def _open_db(path: Path) -> tuple[sqlite3.Connection, int, int]:
+def _open_db(path: Path) -> tuple[sqlite3.Connection, int, int, OpenItems]:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
     db = sqlite3.connect(path, isolation_level=None)
@@ -231,10 +285,27 @@ def _open_db(path: Path) -> tuple[sqlite3.Connection, int, int]:
         db.executescript(_SCHEMA)
         pending = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
         dead = db.execute("SELECT COUNT(*) FROM dead_letter").fetchone()[0]
+        left_open = _select_open(db)
     except BaseException:
         db.close()
         raise
-    return db, int(pending), int(dead)
+    return db, int(pending), int(dead), left_open
+
+
+def _select_open(db: sqlite3.Connection) -> OpenItems:
+    # Numbers of calls with nothing open any more are not needed (nothing more is journaled there).
+    db.execute("DELETE FROM call_seq WHERE call_id NOT IN (SELECT call_id FROM open_items)")
+    items = [
+        KeptItem(str(kind), str(item_id), str(call_id), str(body))
+        for kind, item_id, call_id, body in db.execute(
+            "SELECT kind, item_id, call_id, body FROM open_items ORDER BY rowid"
+        )
+    ]
+    last_seq = {str(c): int(s) for c, s in db.execute("SELECT call_id, seq FROM call_seq")}
+    by_call: dict[str, set[tuple[str, str]]] = {}
+    for item in items:
+        by_call.setdefault(item.call_id, set()).add((item.kind, item.item_id))
+    return OpenItems(items, last_seq, by_call)
 
 
 def _transaction(db: sqlite3.Connection, body: Callable[[], int]) -> int:
@@ -249,13 +320,39 @@ def _transaction(db: sqlite3.Connection, body: Callable[[], int]) -> int:
     return result
 
 
-def _insert(db: sqlite3.Connection, rows: list[tuple[str, str, int, bytes]]) -> int:
+def _insert(
+    db: sqlite3.Connection,
+    rows: list[tuple[str, str, int, bytes]],
+    kept: list[KeptItem],
+    followed: dict[str, set[tuple[str, str]]],
+) -> int:
     def body() -> int:
         # (call_id, site_id, seq) is unique: an event appended twice is journaled once.
-        cur = db.executemany(
+        inserted = db.executemany(
             "INSERT OR IGNORE INTO outbox (call_id, site_id, seq, event) VALUES (?, ?, ?, ?)", rows
+        ).rowcount
+        for item in kept:
+            key = (item.kind, item.item_id)
+            if item.body is None:
+                db.execute("DELETE FROM open_items WHERE kind = ? AND item_id = ?", key)
+                followed.get(item.call_id, set()).discard(key)
+            else:
+                db.execute(
+                    "INSERT OR REPLACE INTO open_items (kind, item_id, call_id, body) VALUES (?, ?, ?, ?)",
+                    (*key, item.call_id, item.body),
+                )
+                followed.setdefault(item.call_id, set()).add(key)
+        # The calls with open items: their last journal number, so a restart never reuses one.
+        # (Idempotent if the transaction is retried: a set, a maximum.)
+        db.executemany(
+            "INSERT INTO call_seq (call_id, seq) VALUES (?, ?)"
+            " ON CONFLICT (call_id) DO UPDATE SET seq = max(seq, excluded.seq)",
+            [(call_id, seq) for call_id, _site, seq, _e in rows if followed.get(call_id)],
         )
-        return cur.rowcount
+        for call_id in [c for c, keys in followed.items() if not keys]:
+            del followed[call_id]
+            db.execute("DELETE FROM call_seq WHERE call_id = ?", (call_id,))
+        return inserted
 
     return _transaction(db, body)
 

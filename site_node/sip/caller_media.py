@@ -1,7 +1,9 @@
 """What a SIP caller hears, by the call's progress: rtpengine commands, never audio in Python.
 
 The menu prompt in the IVR; in a flow, the file of each prompt the flow says (built by `vcc prompts
-build`, found by flow, prompt and text), one after the other, the menu file when a prompt has none;
+build`, found by flow, prompt and text), one after the other; a prompt with numbers filled in (a
+queue position, a wait) as its fixed parts and a clip per number; the menu file when a prompt has
+none;
 the queue's announcement and music while waiting and while held (with the agent's voice blocked,
 since rtpengine plays a file as a second stream beside it); silence once an agent talks; the media
 deleted when the call is over.
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from site_node.media.control import MediaControl
 from site_node.media.ng import MediaError
-from site_node.media.prompts import flow_prompt_file
+from site_node.media.prompts import flow_prompt_file, flow_prompt_pieces
 from site_node.sip.dialog import SipCall
 from vcc.v1 import trunk_pb2
 
@@ -55,6 +57,8 @@ class CallerMedia:
         self.plays: Counter[str] = Counter()
         # A flow's prompts with no file, the menu file played instead (a metric: build the prompts).
         self.fallbacks = 0
+        # Prompts with numbers filled in, said from their pieces.
+        self.pieced = 0
         # The agent's voice blocked (True) and let through again (False) around a hold.
         self.blocks: Counter[bool] = Counter()
         self._said: dict[str, _Said] = {}
@@ -117,7 +121,7 @@ class CallerMedia:
             # A key (or a silence) moved the flow on: what was still being said is cut short.
             self._hush(sc)
             said = self._said[sc.call_id] = _Said()
-        said.files.append(self._flow_file(sc, prompt))
+        said.files.extend(self._flow_files(sc, prompt))
         if said.task is None or said.task.done():
             said.task = asyncio.create_task(self._say(sc, said), name=f"prompts-{sc.call_id}")
 
@@ -128,19 +132,24 @@ class CallerMedia:
                 said.task.cancel()
         self._said.clear()
 
-    def _flow_file(self, sc: SipCall, prompt: trunk_pb2.IvrPrompt) -> tuple[str, Path | None]:
+    def _flow_files(self, sc: SipCall, prompt: trunk_pb2.IvrPrompt) -> list[tuple[str, Path | None]]:
+        """The prompt's own file; with numbers filled in, its pieces (the fixed parts and a clip
+        per number); else the menu file."""
         name = f"{prompt.flow_id}/{prompt.prompt}"
-        path = None
         if self.prompts_dir is not None:
             path = flow_prompt_file(self.prompts_dir, prompt.flow_id, prompt.prompt, prompt.text)
-        if path is not None:
-            return name, path
+            if path is not None:
+                return [(name, path)]
+            pieces = flow_prompt_pieces(self.prompts_dir, prompt.flow_id, prompt.prompt, prompt.text)
+            if pieces is not None:
+                self.pieced += 1
+                return [(name, piece) for piece in pieces]
         self.fallbacks += 1
         log.warning(
             "call %s: no file for prompt %s of flow %s v%d (run `vcc prompts build`): the menu file plays",
             sc.call_id, prompt.prompt, prompt.flow_id, prompt.flow_version,
         )  # fmt: skip
-        return "menu", self.prompts.get("menu")
+        return [("menu", self.prompts.get("menu"))]
 
     async def _say(self, sc: SipCall, said: _Said) -> None:
         """Each file in turn, the next once the last has been heard (rtpengine plays one at a time)."""

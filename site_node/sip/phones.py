@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -60,6 +60,17 @@ class PhoneLeg:
     cancel_rt: Retransmit | None = None
     bye_rt: Retransmit | None = None
     ack: bytes = b""
+    # The phone's SDP answer (its media address and codec), kept for re-pairing its media.
+    remote_sdp: bytes = b""
+    # A supervisor's phone (site_node/sip/supervision.py): its own offer, what to do once it
+    # answered, and who is told when it is gone; the call control knows nothing of this leg.
+    offer: Callable[[PhoneLeg], Awaitable[bytes]] | None = None
+    on_answered: Callable[[PhoneLeg], Awaitable[None]] | None = None
+    on_gone: Callable[[PhoneLeg, str], None] | None = None
+
+    @property
+    def supervising(self) -> bool:
+        return self.on_gone is not None
 
     @property
     def dest(self) -> Address:
@@ -71,6 +82,8 @@ class AgentPhones:
         self.trunk = trunk
         self.registrar = registrar
         self.legs: dict[str, PhoneLeg] = {}  # by vcc call id
+        # Supervisors' phones listening to (or taking over) a call, by vcc call id.
+        self.supervisor_legs: dict[str, PhoneLeg] = {}
         # Our transactions with phones, by branch (kept as long as a transaction can live).
         self._by_branch: Expiring[str, PhoneLeg] = Expiring()
         self._by_dialog: dict[tuple[str, str], PhoneLeg] = {}  # (phone Call-ID, phone's tag)
@@ -116,12 +129,49 @@ class AgentPhones:
         if fx is not None:
             self._offered(fx)
 
+    def ring_supervisor(
+        self,
+        call_id: str,
+        code: str,
+        offer: Callable[[PhoneLeg], Awaitable[bytes]],
+        on_answered: Callable[[PhoneLeg], Awaitable[None]],
+        on_gone: Callable[[PhoneLeg, str], None],
+    ) -> PhoneLeg | None:
+        """Ring a supervisor's registered phone for a call (None: no phone, or no SIP caller)."""
+        binding = self.registrar.phone_of(code)
+        caller = self.trunk.call_of(call_id)
+        if binding is None or caller is None or call_id in self.supervisor_legs:
+            return None
+        leg = PhoneLeg(call_id, code, caller, binding, f"vcc-{new_tag()}{new_tag()}", new_tag(), new_branch(),
+                       offer=offer, on_answered=on_answered, on_gone=on_gone)  # fmt: skip
+        self.supervisor_legs[call_id] = leg
+        self._spawn(self._ring(leg))
+        return leg
+
+    def adopt(self, call_id: str) -> PhoneLeg | None:
+        """A supervisor took the call over: their phone's leg becomes the call's phone (hold, the
+        phone's BYE and the call's end act on it as on an agent's)."""
+        leg = self.supervisor_legs.pop(call_id, None)
+        if leg is None:
+            return None
+        leg.offer, leg.on_answered, leg.on_gone = None, None, None
+        self.legs[call_id] = leg
+        return leg
+
+    def hang_up_supervisor(self, call_id: str) -> None:
+        leg = self.supervisor_legs.get(call_id)
+        if leg is not None:
+            self._hang_up(leg)
+
     async def _ring(self, leg: PhoneLeg) -> None:
         caller = leg.caller
         try:
-            offered = await self.trunk.media.offer_again(
-                caller.sip_call_id, caller.remote_tag, caller.invite.body
-            )
+            if leg.offer is not None:
+                offered = await leg.offer(leg)
+            else:
+                offered = await self.trunk.media.offer_again(
+                    caller.sip_call_id, caller.remote_tag, caller.invite.body, to_tag=leg.local_tag
+                )
         except MediaError as exc:
             log.warning("call %s: no media for agent %s's phone: %s", leg.call_id, leg.code, exc)
             self._unreachable(leg, "media")
@@ -223,10 +273,20 @@ class AgentPhones:
             self._bye(leg)  # answered after we gave up on it
             return
         leg.state = "answered"
+        leg.remote_sdp = msg.body
         self._spawn(self._connect(leg, msg.body))
 
     async def _connect(self, leg: PhoneLeg, sdp: bytes) -> None:
         caller = leg.caller
+        if leg.on_answered is not None:
+            try:
+                await leg.on_answered(leg)
+            except MediaError as exc:
+                log.warning("call %s: supervisor %s's phone answered, media not connected: %s",
+                            leg.call_id, leg.code, exc)  # fmt: skip
+                self._bye(leg)
+                self._unreachable(leg, "media")
+            return
         try:
             await self.trunk.media.answer_from(caller.sip_call_id, caller.remote_tag, leg.local_tag, sdp)
         except MediaError as exc:
@@ -248,7 +308,10 @@ class AgentPhones:
             leg.state = "ended"
             self._by_dialog.pop((leg.sip_call_id, leg.remote_tag), None)
             self._forget(leg)
-            self._do(lambda now: self.trunk.rt.sb.agent_hang_up(now, leg.code, leg.call_id))
+            if leg.on_gone is not None:
+                leg.on_gone(leg, "hung-up")
+            else:
+                self._do(lambda now: self.trunk.rt.sb.agent_hang_up(now, leg.code, leg.call_id))
         return True
 
     # Ending the phone's leg ---------------------------------------------------------------------
@@ -309,11 +372,16 @@ class AgentPhones:
         self.unreachable += 1
         log.info("call %s: agent %s's phone unreachable (%s)", leg.call_id, leg.code, why)
         self._forget(leg)
+        if leg.on_gone is not None:
+            leg.on_gone(leg, why)
+            return
         self._do(lambda now: self.trunk.rt.sb.phone_unreachable(now, leg.code, leg.call_id))
 
     def _forget(self, leg: PhoneLeg) -> None:
         if self.legs.get(leg.call_id) is leg:
             del self.legs[leg.call_id]
+        if self.supervisor_legs.get(leg.call_id) is leg:
+            del self.supervisor_legs[leg.call_id]
 
     def _do(self, op: object) -> None:
         try:
@@ -327,7 +395,7 @@ class AgentPhones:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        for leg in list(self.legs.values()):
+        for leg in list(self.legs.values()) + list(self.supervisor_legs.values()):
             self._hang_up(leg)
         for leg in list(self.legs.values()) + list(self._by_dialog.values()):
             for rt in (leg.retransmit, leg.cancel_rt, leg.bye_rt):

@@ -7,6 +7,12 @@ pcap; a supervised task makes it a stereo WAV (site_node/media/recording.py), ch
 writes the call's index entry into `index/pending/` (one JSON file, written whole then renamed, so
 a crash never leaves half an entry). The index shipper (site_node/links/recording_index.py) takes
 them to central. The pcap is removed once the WAV exists.
+
+A caller leaving a voicemail message (the call control's `voicemail` progress: it holds the
+recording channel) is recorded the same way; the caller's side alone becomes the message's mono
+WAV, `voicemail/<message id>.wav`, which the message names and VoicemailService serves. A call
+that was recorded already (an agent talked with the caller before) keeps one recording, and the
+message's file holds the caller's side of the whole call.
 """
 
 from __future__ import annotations
@@ -50,6 +56,9 @@ class Take:
     board: str | None
     started_at: float
     agents: list[str] = field(default_factory=list)
+    # A voicemail message the caller's side is kept for; False: no call recording (only that).
+    voicemail_id: str = ""
+    record_call: bool = True
 
 
 @dataclass
@@ -59,6 +68,7 @@ class RecorderStats:
     unrecorded_no_channel: int = 0
     # rtpengine refused to record, or its pcap could not be made a WAV.
     failed: int = 0
+    voicemail: int = 0
 
 
 class CallRecorder:
@@ -112,6 +122,28 @@ class CallRecorder:
             self.stats.failed += 1
             log.warning("call %s: rtpengine did not start recording: %s", sc.call_id, exc)
 
+    async def voicemail(self, sc: SipCall, message_id: str, caller_number: str) -> None:
+        """The caller leaves a voicemail message: record their voice (the call control holds the
+        recording channel)."""
+        take = self.takes.get(sc.call_id)
+        if take is not None:
+            take.voicemail_id = message_id
+            return
+        if not sc.media_open:
+            return
+        port = _caller_port(sc.local_sdp)
+        take = Take(
+            sc.call_id, sc.sip_call_id, caller_number, port, None, self.clock(), voicemail_id=message_id,
+            record_call=False,
+        )  # fmt: skip
+        self.takes[sc.call_id] = take
+        try:
+            await self.media.start_recording(sc.sip_call_id)
+        except MediaError as exc:
+            self.takes.pop(sc.call_id, None)
+            self.stats.failed += 1
+            log.warning("call %s: rtpengine did not record voicemail %s: %s", sc.call_id, message_id, exc)
+
     def ended(self, sc: SipCall) -> None:
         """The call's media is gone (rtpengine closed the pcap): make it a file, in the background."""
         self._refused.discard(sc.call_id)
@@ -131,6 +163,11 @@ class CallRecorder:
             pcap = await self._pcap_of(take.sip_call_id)
             if pcap is None:
                 raise RecordingError("rtpengine wrote no pcap")
+            if take.voicemail_id:
+                await self._keep_voicemail(take, pcap)
+            if not take.record_call:
+                self._forget_files(take, pcap)
+                return
             wav = self.folder / f"{take.call_id}.wav"
             made = await asyncio.to_thread(pcap_to_wav, pcap, wav, take.caller_port)
         except (RecordingError, OSError) as exc:
@@ -150,13 +187,25 @@ class CallRecorder:
             "ended_at": ended_at,
         }
         await asyncio.to_thread(self._write_entry, entry)
-        for leftover in (pcap, *self._metadata_of(take.sip_call_id)):
-            with contextlib.suppress(OSError):
-                leftover.unlink()
+        self._forget_files(take, pcap)
         self.stats.recorded += 1
         log.info("call %s: recording kept (%s, %.1f s, caller %d / agents %d packets)", take.call_id,
                  wav.name, made.duration_s, made.caller_packets, made.other_packets)  # fmt: skip
         self.on_indexed()
+
+    async def _keep_voicemail(self, take: Take, pcap: Path) -> None:
+        folder = self.folder / "voicemail"
+        folder.mkdir(exist_ok=True)
+        wav = folder / f"{take.voicemail_id}.wav"
+        made = await asyncio.to_thread(pcap_to_wav, pcap, wav, take.caller_port, caller_only=True)
+        self.stats.voicemail += 1
+        log.info("call %s: voicemail %s kept (%.1f s, %d packets)", take.call_id, take.voicemail_id,
+                 made.duration_s, made.caller_packets)  # fmt: skip
+
+    def _forget_files(self, take: Take, pcap: Path) -> None:
+        for leftover in (pcap, *self._metadata_of(take.sip_call_id)):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
 
     def _write_entry(self, entry: dict[str, object]) -> None:
         final = self.pending / f"{entry['call_id']}.json"

@@ -1,7 +1,7 @@
 """Voice across cities: a SIP tie trunk between two sites' media engines.
 
 When the call control offers one of our SIP callers to another city (an overflow, a pooled route,
-a blind transfer: the OfferRemote effect; not a consultation, whose voice is not carried yet),
+a blind transfer: the OfferRemote effect; a consultation's leg is dialled by sip/consults.py),
 the origin dials the target's SIP trunk (`sip:tie@<target>`, X-VCC-Call-ID) with its rtpengine's
 side of the caller's media, as it does for an agent's phone; the target answers from its own
 rtpengine. The origin keeps the caller's trunk channel and its dialog; the
@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -31,6 +31,7 @@ from site_node.sip.timers import Retransmit
 from site_node.sip.transport import Address
 
 if TYPE_CHECKING:
+    from site_node.sip.consults import ConsultVoice
     from site_node.sip.trunk import SipTrunk
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,12 @@ class TieOut:
     cseq: int = 1
     retransmit: Retransmit | None = None
     bye_rt: Retransmit | None = None
+    # The target's SDP answer, kept for re-pairing the leg's media.
+    remote_sdp: bytes = b""
+    # A consultation's leg (site_node/sip/consults.py): its own offer (the agent's side, through
+    # the call's bridge) and what to do once the target answered.
+    offer: Callable[[], Awaitable[bytes]] | None = None
+    on_answered: Callable[[TieOut], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -81,26 +88,43 @@ class TieTrunks:
         self._tasks: set[asyncio.Task[None]] = set()
         # Told when a tie leg's media is up here (the agent's phone may ring now).
         self.on_media: Callable[[str], None] = lambda call_id: None
+        # The voice of consultations (wired by the composition root when agents have phones).
+        self.consults: ConsultVoice | None = None
 
     # Origin: the call control's effects -----------------------------------------------------------
 
     def offer_remote(self, offer: OfferRemote) -> None:
         if offer.purpose == "transfer-consult":
-            # A consultation is agent to agent: the caller stays with its agent (not carried yet).
+            # Agent to agent, the caller held: the consultation's own voice (its bridge) dials.
+            if self.consults is not None:
+                self.consults.offer_remote(offer)
             return
-        caller = self.trunk.call_of(offer.call_id)
-        target = self._peers.get(offer.target_site_id)
-        if caller is None or target is None:
+        if self.trunk.call_of(offer.call_id) is None or offer.target_site_id not in self._peers:
             return  # not a SIP caller here, or a city without SIP: no voice to carry
         for old in [t for t in self.out.values() if t.call_id == offer.call_id]:
             self._end_out(old)  # the call goes elsewhere now
+        self.dial(offer)
+
+    def dial(
+        self,
+        offer: OfferRemote,
+        sdp: Callable[[], Awaitable[bytes]] | None = None,
+        on_answered: Callable[[TieOut], Awaitable[None]] | None = None,
+    ) -> TieOut | None:
+        """A tie leg to the offer's target for the offer's call (None: no SIP there or here)."""
+        caller = self.trunk.call_of(offer.call_id)
+        target = self._peers.get(offer.target_site_id)
+        if caller is None or target is None:
+            return None
         host, port = target.rsplit(":", 1)
         sip_call_id = f"vcc-tie-{new_tag()}{new_tag()}"
         tie = TieOut(
-            offer.offer_id, offer.call_id, caller, (host, int(port)), sip_call_id, new_tag(), new_branch()
-        )
+            offer.offer_id, offer.call_id, caller, (host, int(port)), sip_call_id, new_tag(), new_branch(),
+            offer=sdp, on_answered=on_answered,
+        )  # fmt: skip
         self.out[offer.offer_id] = tie
         self._spawn(self._dial(tie))
+        return tie
 
     def to_target(self, message: LegToTarget) -> None:
         tie = self.out.get(message.offer_id)
@@ -110,13 +134,18 @@ class TieTrunks:
     def call_ended(self, call_id: str) -> None:
         for tie in [t for t in self.out.values() if t.call_id == call_id]:
             self._end_out(tie)
+        if self.consults is not None:
+            self.consults.call_ended(call_id)
 
     async def _dial(self, tie: TieOut) -> None:
         caller = tie.caller
         try:
-            sdp = await self.trunk.media.offer_again(
-                caller.sip_call_id, caller.remote_tag, caller.invite.body
-            )
+            if tie.offer is not None:
+                sdp = await tie.offer()
+            else:
+                sdp = await self.trunk.media.offer_again(
+                    caller.sip_call_id, caller.remote_tag, caller.invite.body, to_tag=tie.local_tag
+                )
         except MediaError as exc:
             self.stats.failed += 1
             log.warning("call %s: no media for the tie to %s: %s", tie.call_id, tie.dest, exc)
@@ -169,6 +198,7 @@ class TieTrunks:
         self._send_ack(tie, to, f"SIP/2.0/UDP {self._here};branch={new_branch()}")
         if first and tie.state == "calling":
             tie.state = "answered"
+            tie.remote_sdp = msg.body
             self._spawn(self._connect(tie, msg.body))
         elif first:
             self._bye(tie)  # ended while it was being answered
@@ -177,7 +207,10 @@ class TieTrunks:
     async def _connect(self, tie: TieOut, sdp: bytes) -> None:
         caller = tie.caller
         try:
-            await self.trunk.media.answer_from(caller.sip_call_id, caller.remote_tag, tie.local_tag, sdp)
+            if tie.on_answered is not None:
+                await tie.on_answered(tie)
+            else:
+                await self.trunk.media.answer_from(caller.sip_call_id, caller.remote_tag, tie.local_tag, sdp)
         except MediaError as exc:
             log.warning("call %s: tie answered, media not connected: %s", tie.call_id, exc)
             self._end_out(tie)

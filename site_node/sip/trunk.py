@@ -96,6 +96,9 @@ class SipTrunk:
         self.recorder: CallRecorder | None = None
         # Voice to and from other cities (wired by the composition root when there are peers).
         self.ties: TieTrunks | None = None
+        # Calls whose parties are on a consultation's bridge: a hold plays music to the caller but
+        # must not block the agent, who talks to the consulted agent (site_node/sip/consults.py).
+        self.bridged: Callable[[str], bool] = lambda call_id: False
         self.endpoint = UdpEndpoint(self._datagram)
         self.stats = TrunkStats()
         # INVITE server transactions by top Via branch (and sent-by): retransmissions and CANCEL.
@@ -535,6 +538,9 @@ class SipTrunk:
                             await asyncio.wait_for(asyncio.shield(durable), DURABLE_WAIT_S)
                     await self._ended(sc, msg.ended)
                     return
+                if kind == "voicemail":
+                    await self._voicemail(sc, msg.voicemail.message_id)
+                    continue
                 await self._progress(sc, kind, msg.prompt if kind == "prompt" else None)
         finally:
             if sc.session_timer is not None:
@@ -554,6 +560,8 @@ class SipTrunk:
                     self._accept(sc, sdp)
             else:
                 tag = self.phones.party_tag(sc.call_id) if self.phones is not None else None
+                if self.bridged(sc.call_id):
+                    tag = None
                 await self.hear.progress(sc, kind, tag, prompt)
                 call = self.rt.sb.calls.get(sc.call_id)
                 if kind == "connected" and self.recorder is not None and call is not None:
@@ -564,6 +572,14 @@ class SipTrunk:
             if kind == "accepted":
                 # No media for this caller: the call cannot go on (the caller hears 503).
                 self._line_failed(sc, "media-open-failed")
+
+    async def _voicemail(self, sc: SipCall, message_id: str) -> None:
+        """The caller leaves a message: their voice is recorded for it (no recorder: not kept)."""
+        call = self.rt.sb.calls.get(sc.call_id)
+        if self.recorder is None or call is None:
+            log.warning("call %s: voicemail %s left with no recorder, no audio kept", sc.call_id, message_id)
+            return
+        await self.recorder.voicemail(sc, message_id, call.ani)
 
     async def _ended(self, sc: SipCall, ended: trunk_pb2.CallEnded) -> None:
         sc.state = "ended"

@@ -55,6 +55,7 @@ class DeskApi:
             "site_name": self.d.sb.site.name,
             "agent": self.d.views.agent(agent),
             "offer": offer,
+            "callback_preview": self.d.sb.dialler.shown_to(code),
             "call": self.d.views.current_call(code, now),
             "last_offer": memory.offer,
             "forced": memory.forced,
@@ -114,6 +115,24 @@ class DeskApi:
             return {"agent": self.d.views.agent(self.d.sb.agents[s.code])}
 
         return await self.d._mutate(request, "wrapup", end)
+
+    async def _callback_preview(self, request: Request) -> Response:
+        """The agent accepts or declines the callback shown to them (preview, F20)."""
+        callback_id = request.path_params["callback_id"]
+        answer = request.path_params["answer"]
+        if answer not in ("accept", "decline"):
+            raise NotFound("unknown-action", "answer: accept or decline")
+        if not callback_id or len(callback_id) > 80:
+            raise InvalidArgument("bad-callback-id", "callback_id: required, at most 80 characters")
+
+        async def act(s: Session, body: dict[str, Any]) -> dict[str, Any]:
+            accept = answer == "accept"
+            self.d._do(
+                request, lambda now: self.d.sb.answer_callback_preview(now, s.code, callback_id, accept)
+            )
+            return {"agent": self.d.views.agent(self.d.sb.agents[s.code])}
+
+        return await self.d._mutate(request, "callback-preview", act)
 
     async def _call_action(self, request: Request) -> Response:
         call_id = request.path_params["call_id"]

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 
 from site_node.callcontrol.domain import Audit
 from site_node.grpc_api.convert import customer_from_proto
-from site_node.links.desk_data import CentralDeskData
+from site_node.links.desk_data import CentralDeskData, Person
 from site_node.web.requests import IDENT_FIELD, origin, text
 from site_node.web.sessions import Session
 from vcc.errors import FailedPrecondition, InvalidArgument, PermissionDenied
@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from site_node.web.server import DeskServer
 
 EDITABLE = {"name": 128, "level": 32, "city": 64, "notes": 2000}
+
+
+def _person(s: Session) -> Person:
+    return Person(s.code, s.token)
 
 
 def customer_view(c: common_pb2.Customer) -> dict[str, Any]:
@@ -64,7 +68,9 @@ class DeskDataApi:
         s = self.d._session(request)
         customer_id = request.path_params["customer_id"]
         self._own_customer(s, customer_id)
-        return JSONResponse({"customer": customer_view(await self._source().customer(customer_id))})
+        return JSONResponse(
+            {"customer": customer_view(await self._source().customer(customer_id, _person(s)))}
+        )
 
     async def _save(self, request: Request) -> Response:
         async def save(s: Session, body: dict[str, Any]) -> dict[str, Any]:
@@ -79,12 +85,12 @@ class DeskDataApi:
             if "name" in edits and not edits["name"].strip():
                 raise InvalidArgument("bad-argument", "name: required")
             source = self._source()
-            current = await source.customer(customer_id)
+            current = await source.customer(customer_id, _person(s))
             # The other fields as central has them now; the version check refuses an edit made on
             # an older one (someone saved in between).
             for k, v in edits.items():
                 setattr(current, k, v)
-            saved = await source.update_customer(current, version)
+            saved = await source.update_customer(current, version, _person(s))
             self.d.customers_changed(customer_from_proto(saved), list(saved.phones) or [saved.phone])
             # Who changed a customer's record, in central's audit log (central sees only the site).
             entry = Audit(
@@ -100,8 +106,10 @@ class DeskDataApi:
         return await self.d._mutate(request, f"customer-{request.path_params['customer_id']}", save)
 
     async def _knowledge(self, request: Request) -> Response:
-        self.d._session(request)
+        s = self.d._session(request)
         service = request.query_params.get("service", "")
         if not service or len(service) > 32 or not IDENT_FIELD.match(service):
             raise InvalidArgument("bad-service", "service: a skill group id")
-        return JSONResponse({"service": service, "articles": await self._source().articles(service)})
+        return JSONResponse(
+            {"service": service, "articles": await self._source().articles(service, _person(s))}
+        )

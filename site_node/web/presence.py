@@ -91,21 +91,25 @@ class Presence:
                 age = round(self._clock() - at, 1) if at else None  # type: ignore[assignment]
                 states = dict(summary.agent_states) if summary is not None else {}
                 ready = {g.skill_group: g.agents_ready for g in summary.skill_groups} if summary else {}
+            agents = [
+                {"code": a.code, "name": a.name, "state": states.get(a.code, "UNKNOWN"), "role": a.role}
+                for a in s.agents
+            ]
+            # Agents added at runtime (here by our administrator, there learned from central's
+            # directory): not in the config, but reachable.
+            named = {a.code for a in s.agents}
+            added = {c for c, at in self.sb.directory.agent_sites.items() if at == s.id} - named
+            agents += [
+                {"code": c, "name": c, "state": states.get(c, "UNKNOWN"), "role": "agent"}
+                for c in sorted(added)
+            ]
             out.append(
                 {
                     "site_id": s.id,
                     "name": s.name,
                     "up": up,
                     "age_s": age,
-                    "agents": [
-                        {
-                            "code": a.code,
-                            "name": a.name,
-                            "state": states.get(a.code, "UNKNOWN"),
-                            "role": a.role,
-                        }
-                        for a in s.agents
-                    ],
+                    "agents": agents,
                     "skill_groups": [{**g, "ready": ready.get(g["id"], 0)} for g in groups],
                 }
             )

@@ -274,6 +274,11 @@ class DeskServer:
                 Route("/api/state", api(self.desk._state), methods=["POST"]),
                 Route("/api/wrap-up", api(self.desk._wrap_up), methods=["POST"]),
                 Route("/api/calls/{call_id}/{action}", api(self.desk._call_action), methods=["POST"]),
+                Route(
+                    "/api/callbacks/{callback_id}/{answer}",
+                    api(self.desk._callback_preview),
+                    methods=["POST"],
+                ),
                 Route("/api/directory", api(self.desk._directory)),
                 Route("/api/messages", api(self.desk._message), methods=["POST"]),
                 Route("/api/team", api(self.console._team)),

@@ -18,6 +18,7 @@ import grpc
 import pytest
 import yaml
 
+from central.audit import AuditEntry
 from central.customer_pins import DEMO_PIN, CustomerPins
 from central.db.engine import create_engine
 from central.db.migrate import upgrade
@@ -76,6 +77,7 @@ class Ivr:
     watcher: FlowCatalogWatcher
     etcd: aetcd.Client
     config: ProvinceConfig
+    audited: list[AuditEntry]
 
 
 @pytest.fixture
@@ -93,7 +95,12 @@ async def ivr(tmp_path: Path, etcd_server: EtcdServer) -> AsyncIterator[Ivr]:
     flows = FlowStore(store, time.time)
     publisher = FlowPublisher([etcd_server.endpoint], config.etcd.prefix, config.province.id)
     server = rpc.Server([SERVICE_NAME])
-    service = IvrService(flows, config, publisher, lookups=Lookups(store, pins))
+    audited: list[AuditEntry] = []
+
+    async def record(entry: AuditEntry) -> None:
+        audited.append(entry)
+
+    service = IvrService(flows, config, publisher, lookups=Lookups(store, pins), audit=record)
     ivr_pb2_grpc.add_IvrServiceServicer_to_server(service, server.grpc)
     port = await server.start("127.0.0.1:0")
     catalog = FlowCatalog("gz")
@@ -103,7 +110,8 @@ async def ivr(tmp_path: Path, etcd_server: EtcdServer) -> AsyncIterator[Ivr]:
     etcd = aetcd.Client(host=host, port=int(etcd_port), timeout=3)
     try:
         async with rpc.channel(f"127.0.0.1:{port}") as channel:
-            yield Ivr(ivr_pb2_grpc.IvrServiceStub(channel), flows, publisher, catalog, watcher, etcd, config)
+            stub = ivr_pb2_grpc.IvrServiceStub(channel)
+            yield Ivr(stub, flows, publisher, catalog, watcher, etcd, config, audited)
     finally:
         watch.cancel()
         await asyncio.wait({watch})
@@ -308,3 +316,22 @@ async def test_look_ups_answered_by_central(ivr: Ivr) -> None:
         grpc.StatusCode.FAILED_PRECONDITION,
         "lookup-not-available",
     )
+
+
+async def test_every_push_is_audited_taken_or_refused(ivr: Ivr) -> None:
+    await push(ivr, flow_text())
+    await push(ivr, flow_text())  # the same again: taken, nothing new
+    await expect_error(push(ivr, "version: [not a flow"), grpc.StatusCode.INVALID_ARGUMENT, "invalid-flow")
+    # The catalog names a flow central does not have (bank): refused, audited.
+    catalog = ivr.stub.PushServiceCatalog(
+        ivr_pb2.PushServiceCatalogRequest(document=catalog_text(["gz"])), timeout=DEADLINE
+    )
+    await expect_error(catalog, grpc.StatusCode.FAILED_PRECONDITION, "unknown-flow")
+    seen = [(e.action, e.target, e.outcome, e.detail) for e in ivr.audited]
+    assert seen == [
+        ("flow-push", "postal-185", "ok", {"version": "1", "created": "true"}),
+        ("flow-push", "postal-185", "ok", {"version": "1", "created": "false"}),
+        ("flow-push", "", "refused", {"error": "invalid-flow"}),
+        ("catalog-push", "", "refused", {"error": "unknown-flow"}),
+    ]
+    assert all(e.source for e in ivr.audited)  # the peer's address and certificate

@@ -310,6 +310,7 @@ async def test_a_voicemail_left_and_worked(cluster: Cluster) -> None:
         report = await call(ch, cluster, SMART, ["3"], ani=NORMAL, hang_up_after_s=2.5)
     assert report["heard"][-1]["prompt"] == "tone"
     assert report["ended"] == {"outcome": "self_served", "reason": "voicemail-left"}
+    assert report["voicemail"] == f"{report['call_id']}-vm"  # the trunk is told to record the caller
     stages = [e["stage"] for e in report["effects"] if e["event"] == "VOICEMAIL"]
     assert stages == ["recording", "new"]
     parcel = next(a.code for a in cluster.config.site("gz").agents if "parcel" in a.skills)
@@ -451,8 +452,83 @@ async def test_vcc_call_prints_the_walk_as_json(cluster: Cluster) -> None:
     ]
 
 
+async def test_vcc_call_sip_finds_the_flow_of_the_number_at_central(cluster: Cluster) -> None:
+    """`vcc call --sip` listens for the prompts of the flow the number runs in that city."""
+    from tools.admin.call_sip import number_flows
+
+    (flow,) = await number_flows(cluster.config.central.listen, TREE, "gz")
+    assert flow.id == "tree" and "menu5" in flow.prompts
+    assert await number_flows(cluster.config.central.listen, "99999", "gz") == []
+
+
 def test_vcc_call_refuses_an_unknown_site(cluster: Cluster) -> None:
     result = CliRunner().invoke(
         app, ["call", "--config", str(cluster.config_path), "--site", "nowhere", "--number", TREE]
     )
     assert result.exit_code == 2 and "no site 'nowhere'" in result.output
+
+
+async def test_callbacks_and_voicemail_survive_the_site_killed(cluster: Cluster) -> None:
+    """Last of the module (it kills the site): a voicemail left and a callback asked, SIGKILL,
+    a restart; the message is still listed and worked, the callback still dialled, and every
+    step is in the one record of each call at central, numbered on from before (none lost as a
+    duplicate of a number used before the kill)."""
+    caller = "13900000077"  # no customer at central: the normal menu
+    parcel = next(a.code for a in cluster.config.site("gz").agents if "parcel" in a.skills)
+    await push(cluster, smart_doc(version=3))  # open again after the holiday's test
+    await until_version(cluster, SMART, 3)
+    async with trunk(cluster) as ch:
+        left = await call(ch, cluster, SMART, ["3"], ani=caller, hang_up_after_s=2.5)
+        asked = await call(ch, cluster, SMART, ["2"], ani=caller, wait_s=10)
+    assert left["ended"]["reason"] == "voicemail-left" and asked["ended"]["reason"] == "callback-asked"
+    await cluster.kill_site("gz")
+    await cluster.start_site("gz")
+    async with trunk(cluster) as ch, rpc.channel(address(cluster, "gz"), persona=DESKTOP) as desk_ch:
+        box = voicemail_pb2_grpc.VoicemailServiceStub(desk_ch)
+        desk = Desktop(desk_ch, parcel)
+        await desk.login()
+        listed = await box.ListVoicemail(
+            voicemail_pb2.ListVoicemailRequest(session_token=desk.token, skill_group="parcel"), timeout=5
+        )
+        (message,) = [m for m in listed.messages if m.call_id == left["call_id"]]
+        assert message.state == "new" and message.caller == caller
+        for rpc_name, request in (
+            ("TakeVoicemail", voicemail_pb2.TakeVoicemailRequest),
+            ("PlayVoicemail", voicemail_pb2.PlayVoicemailRequest),
+            ("FinishVoicemail", voicemail_pb2.FinishVoicemailRequest),
+        ):
+            await getattr(box, rpc_name)(
+                request(session_token=desk.token, message_id=message.message_id), timeout=5
+            )
+        gateway = dialout_pb2_grpc.DialOutServiceStub(ch).WatchDialOuts(dialout_pb2.WatchDialOutsRequest())
+        await asyncio.sleep(0.3)  # the gateway's stream is open before the agent is ready
+        await desk.ready()
+        dial = await asyncio.wait_for(gateway.read(), 10)
+        assert isinstance(dial, dialout_pb2.DialOut)
+        assert (dial.number, dial.skill_group, dial.attempt) == (caller, "parcel", 1)
+        callee = Caller(ch, ani=caller, dial_id=dial.dial_id)
+        await desk.answer_next()
+        await callee.until("connected")
+        callee.hang_up()
+        await callee.until("ended")
+        gateway.cancel()
+        await desk.close()
+
+    async def steps() -> dict[str, list[str]] | None:
+        found: dict[str, list[str]] = {}
+        records = await central_records(cluster)
+        for report, kind in ((left, "VOICEMAIL"), (asked, "CALLBACK")):
+            (record,) = [r for r in records if r.call_id == report["call_id"]]
+            # One record, numbered 1..n with no gap and no number twice.
+            assert sorted(e.seq for e in record.events) == list(range(1, len(record.events) + 1))
+            names = [common_pb2.CallEventKind.Name(e.kind) for e in record.events]
+            assert names.count("CALL_EVENT_KIND_ENDED") == 1
+            kind_no = common_pb2.CallEventKind.Value(f"CALL_EVENT_KIND_{kind}")
+            found[kind] = [e.data["stage"] for e in record.events if e.kind == kind_no]
+        done = found["VOICEMAIL"][-1] == "done" and found["CALLBACK"][-1] == "answered"
+        return found if done else None
+
+    assert await eventually(steps, what="the steps after the restart at central") == {
+        "VOICEMAIL": ["recording", "new", "assigned", "played", "done"],
+        "CALLBACK": ["asked", "dialling", "answered"],
+    }

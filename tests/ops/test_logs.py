@@ -96,7 +96,17 @@ def test_one_line_per_transition_of_the_call_and_the_agent(caplog: pytest.LogCap
     ):
         assert call_lines.count(line) == 1, (line, call_lines)
     assert call_lines[-1].endswith("-[ENDED]-> ENDED")
+    # Nothing after the end reads as a new call (an abandoned call's ENDED follows ABANDONED).
+    assert not any(line.startswith("call NEW") for line in call_lines[1:]), call_lines
     assert "agent LOGGED_OUT -[LogIn:login]-> NOT_READY" in agent_lines
+    # A caller who hangs up while queued: ABANDONED, then the trunk's ENDED, from ENDED.
+    gone, fx = offer(sb, 10.0, "k2", ani=ANI)
+    fx += sb.caller_digits(10.5, gone, "2")
+    fx += sb.caller_hang_up(11.0, gone)
+    caplog.clear()
+    transitions.observe(fx)
+    ends = [r.getMessage() for r in caplog.records if r.__dict__.get("call_id") == gone]
+    assert ends[-2:] == ["call QUEUED -[ABANDONED]-> ENDED", "call ENDED -[ENDED]-> ENDED"], ends
     assert "agent READY -[Offer]-> RINGING" in agent_lines
     assert "agent RINGING -[Answer]-> TALKING" in agent_lines
     # Each line's `from` is the previous line's `to`: nothing is skipped or logged twice.

@@ -19,6 +19,7 @@ IDENTITIES = [
     ("tool", "cli"),
     ("desktop", "robots"),
     ("trunk", "gateway"),
+    ("etcd", "server"),
 ]
 
 

@@ -74,6 +74,26 @@ def test_docs_people_table() -> None:
     assert rows == dict(PERSON_ACTIONS)
 
 
+def test_docs_person_methods_table() -> None:
+    """docs/SECURITY.md shows which person's role may call which service desk method, as it is;
+    every desk method a site or desktop may call is in the table (else a person is refused it)."""
+    import re
+    from pathlib import Path
+
+    from vcc.people import METHOD_PERSON_ROLES, PERSON_SERVICES
+
+    doc = (Path(__file__).parents[2] / "docs" / "SECURITY.md").read_text(encoding="utf-8")
+    rows = {}
+    for line in doc.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 and re.fullmatch(r"`\w+Service/\w+`", cells[0]):
+            rows[f"/vcc.v1.{cells[0].strip('`')}"] = frozenset(r.strip() for r in cells[1].split(","))
+    assert rows == dict(METHOD_PERSON_ROLES)
+    for method, kinds in METHOD_KINDS.items():
+        if method.lstrip("/").split("/")[0] in PERSON_SERVICES and kinds & {"site", "desktop"}:
+            assert method in METHOD_PERSON_ROLES, method
+
+
 def test_people_roles_deny_by_default() -> None:
     from vcc import people
     from vcc.errors import PermissionDenied

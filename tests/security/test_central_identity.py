@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from central import recordings
 from central.audit import AuditLog, AuditService
 from central.db.engine import create_engine
 from central.db.migrate import upgrade
@@ -18,6 +19,8 @@ from central.grpc_api import SERVICE_NAME, CentralService
 from central.live_state import LiveState
 from central.membership_view import MembershipView
 from central.router import Router
+from central.servicedesk.desk import ServiceDesk
+from central.servicedesk.grpc_api import SERVICE_NAMES as DESK_SERVICES
 from central.store import Store
 from tests.central.province import province
 from tests.central.test_grpc_api import batch
@@ -25,8 +28,9 @@ from tests.security.conftest import Certs
 from tools.province.certs import issue, make_ca
 from vcc import rpc
 from vcc.authz import Authorizer
+from vcc.person_assertion import PersonGate
 from vcc.tls import TlsFiles
-from vcc.v1 import audit_pb2_grpc, central_pb2, central_pb2_grpc, site_admin_pb2
+from vcc.v1 import audit_pb2_grpc, central_pb2, central_pb2_grpc, recordings_pb2_grpc, site_admin_pb2
 
 DEADLINE = 5.0
 Code = grpc.StatusCode
@@ -59,15 +63,22 @@ async def serve_central(tmp_path: Path, files: TlsFiles) -> AsyncIterator[Centra
     def on_denied(method: str, who: object, peer: str, reason: str) -> None:
         denied.append((method, str(who)))
 
+    # Central's people (the service desk checks the person a site or desktop acts for).
+    persons = PersonGate(files.ca, {s.id: {a.code: a.role for a in s.agents} for s in config.sites})
     server = rpc.Server(
-        [SERVICE_NAME],
+        [SERVICE_NAME, *DESK_SERVICES, recordings.SERVICE_NAME],
         tls=files,
-        interceptors=[Authorizer([s.id for s in config.sites], on_denied=on_denied)],
+        interceptors=[Authorizer([s.id for s in config.sites], on_denied=on_denied, persons=persons)],
     )
     service = CentralService(store, config.province.id, [s.id for s in config.sites], view.sites, router)
     central_pb2_grpc.add_CentralServiceServicer_to_server(service, server.grpc)
     audit_pb2_grpc.add_AuditServiceServicer_to_server(
         AuditService(AuditLog(engine), [s.id for s in config.sites]), server.grpc
+    )
+    ServiceDesk(store, [s.id for s in config.sites], senders={}).add_to(server.grpc)
+    recordings_pb2_grpc.add_RecordingIndexServiceServicer_to_server(
+        recordings.RecordingIndexService(recordings.RecordingIndex(engine), [s.id for s in config.sites]),
+        server.grpc,
     )
     port = await server.start("127.0.0.1:0")
     yield Central(f"127.0.0.1:{port}", engine, router, denied)

@@ -150,3 +150,66 @@ async def test_a_site_node_refuses_an_impostor_at_its_peer_and_central_addresses
         for server in servers:
             await server.stop(None)
         await node.stop()
+
+
+def _adopt(monkeypatch: pytest.MonkeyPatch, files: tls.TlsFiles) -> None:
+    """This test process dials as `files` (as a tool adopts its identity), undone after the test."""
+    for name, value in files.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv(tls.DIR_ENV, raising=False)
+
+
+async def _code(call: Any) -> Code:
+    try:
+        await call
+    except grpc.aio.AioRpcError as exc:
+        return exc.code()
+    return Code.OK
+
+
+async def test_tools_check_the_site_and_the_central_they_reach(
+    listener: tuple[str, _Answering, list[grpc.aio.Server]], certs: Certs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tools.province.status import site_summary
+    from tools.simulation.demo import list_call_records
+
+    address, answering, servers = listener
+    _adopt(monkeypatch, certs.files("tool-cli"))
+    # `vcc status` asking gz finds fs's certificate there, or central's address answered by a site:
+    # refused at the handshake (UNAVAILABLE), nothing reached.
+    await serve_as(address, answering, servers, certs, "site-fs")
+    assert await _code(site_summary(address, 3.0, "gz")) == Code.UNAVAILABLE
+    assert await _code(list_call_records(address)) == Code.UNAVAILABLE
+    # The right identities at the same address get the request (this stand-in implements neither
+    # method: UNIMPLEMENTED means the handshake passed).
+    await serve_as(address, answering, servers, certs, "site-gz")
+    assert await _code(site_summary(address, 3.0, "gz")) == Code.UNIMPLEMENTED
+    await serve_as(address, answering, servers, certs, "central-1")
+    assert await _code(list_call_records(address)) == Code.UNIMPLEMENTED
+
+
+async def test_an_etcd_client_reaches_only_an_etcd_certificate(
+    listener: tuple[str, _Answering, list[grpc.aio.Server]], certs: Certs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    address, answering, servers = listener
+    _adopt(monkeypatch, certs.files("site-gz"))
+    host, _, port = address.rpartition(":")
+
+    async def etcd_get() -> str:
+        client = tls.etcd_client(host, int(port), timeout=3.0)
+        try:
+            await client.get(b"/vcc/gd/central/leader")
+            return "ok"
+        except Exception as exc:  # aetcd wraps the gRPC error in its own kinds
+            return str(exc)
+        finally:
+            await tls.close_etcd_client(client)
+
+    # A site's certificate (a good one of this province) where etcd should be: refused.
+    await serve_as(address, answering, servers, certs, "site-fs")
+    refused = await etcd_get()
+    # etcd's certificate there (this stand-in serves no KV: the handshake passed).
+    await serve_as(address, answering, servers, certs, "etcd-server")
+    served = await etcd_get()
+    assert "method not found" in served.lower(), served
+    assert "method not found" not in refused.lower() and refused != "ok", refused

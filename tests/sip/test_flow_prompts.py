@@ -72,14 +72,21 @@ services:
 
 async def publish(etcd: EtcdServer, province: str, flow: Flow | None = None) -> None:
     """What central's leader writes: the flow version, then the catalog."""
+    await publish_as(etcd, PREFIX, province, flow, CATALOG if flow is None else None)
+
+
+async def publish_as(
+    etcd: EtcdServer, prefix: str, province: str, flow: Flow | None, catalog: str | None
+) -> None:
+    """The flow version (if given), then the catalog (if given), under `prefix`."""
     host, port = etcd.endpoint.rsplit(":", 1)
     async with aetcd.Client(host=host, port=int(port), timeout=5) as client:
         if flow is not None:
-            key = flow_key(PREFIX, province, flow.id, flow.version)
+            key = flow_key(prefix, province, flow.id, flow.version)
             await client.put(key.encode(), canonical_flow(flow).encode())
-        else:
-            text = canonical_catalog(parse_catalog(CATALOG), 1)
-            await client.put(catalog_key(PREFIX, province).encode(), text.encode())
+        if catalog is not None:
+            text = canonical_catalog(parse_catalog(catalog), 1)
+            await client.put(catalog_key(prefix, province).encode(), text.encode())
 
 
 @pytest.fixture

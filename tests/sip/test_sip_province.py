@@ -23,6 +23,7 @@ import signal
 import struct
 import subprocess
 import time
+import uuid
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +37,7 @@ from site_node.media.prompts import prompt_path, site_prompts
 from site_node.sip.registrar import ha1
 from tests.helpers import eventually
 from tests.integration.support import Desktop, agents, central_records, password_hash, site_summary
-from tests.sip.audio import RtpEar, best_correlation, read_wav, voiced
+from tests.sip.audio import _ALAW, RtpEar, best_correlation, read_wav, tone_level, voiced
 from tests.sip.conftest import PHONE_PASSWORD, rtp_base
 from tests.sip.raw import RawPeer, invite
 from tests.sip.test_phones import baresip_config
@@ -52,7 +53,7 @@ from tools.simulation.robots import RobotPolicy, run_robots
 from tools.simulation.sip_callers import AGENT_TONE_HZ, CALLER_TONE_HZ, run_sip_robots, run_sip_traffic
 from vcc import rpc
 from vcc.tls import DESKTOP
-from vcc.v1 import central_pb2, common_pb2, recordings_pb2, recordings_pb2_grpc
+from vcc.v1 import central_pb2, common_pb2, cti_pb2, recordings_pb2, recordings_pb2_grpc
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 
@@ -87,6 +88,8 @@ async def start_province(tmp: Path) -> Cluster:
     # Agents' phones may register (the recording test's agent talks on baresip); one channel of
     # recording board.
     raw["sites"][0]["boards"].append({"id": "rec", "kind": "recording", "channels": 1})
+    # One conference board channel at gz (the cross-city conference holds it).
+    raw["sites"][0]["boards"].append({"id": "conf", "kind": "conference", "channels": 1})
     for site in raw["sites"]:
         for agent in site["agents"]:
             agent["sip_ha1"] = ha1(agent["code"], "vcc", PHONE_PASSWORD)
@@ -425,6 +428,173 @@ async def test_a_killed_site_leaves_no_rtpengine_behind_and_the_province_entry_d
     assert (await record(cluster, dialled(result))).outcome == common_pb2.CALL_OUTCOME_ABANDONED
 
 
+async def test_a_consultation_with_the_other_city_its_cancel_conference_and_completion_carry_voice(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The gz agent (phone: 1 kHz) answers a caller (an RTP socket saying 440 Hz), consults the sz
+    agent (phone: 1.7 kHz) and cancels, consults again, conferences all three, then completes: the
+    consulted agent hears the first agent (not the held caller), all three hear each other in the
+    conference (a conference board channel held), and after completion the caller hears the far
+    agent alone. The voice crosses the SIP tie trunk; gz's bridge (GStreamer) mixes."""
+    [(a_code, _)] = [(c, p) for c, p in agents(cluster, "gz") if c in _general(cluster, "gz")]
+    [(b_code, _)] = agents(cluster, "sz")
+    a_dir, b_dir = tmp_path / "phone-a", tmp_path / "phone-b"
+    gz_sip, sz_sip = cluster.config.site("gz").sip, cluster.config.site("sz").sip
+    assert gz_sip is not None and sz_sip is not None
+    _phone(a_dir, a_code, gz_sip.listen, AGENT_HZ)
+    _phone(b_dir, b_code, sz_sip.listen, FAR_HZ)
+    phones = [
+        await asyncio.create_subprocess_exec(
+            "baresip", "-f", str(d), stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log
+        )
+        for d, log in ((a_dir, (a_dir / "log").open("wb")), (b_dir, (b_dir / "log").open("wb")))
+    ]
+    desk_a = Desktop(rpc.channel(cluster.config.site("gz").listen, persona=DESKTOP), a_code)
+    desk_b = Desktop(rpc.channel(cluster.config.site("sz").listen, persona=DESKTOP), b_code)
+    ear = await RtpEar.open()
+    talking: asyncio.Task[None] | None = None
+    caller: asyncio.Task[SippResult] | None = None
+    phases: dict[str, tuple[int, int]] = {}
+    try:
+
+        async def registered() -> bool:
+            return all(b"200 OK" in (d / "log").read_bytes() for d in (a_dir, b_dir))
+
+        await eventually(registered, what="both agents' phones registered")
+        for desk in (desk_a, desk_b):
+            await desk.login()
+            await desk.ready()
+        scenario = call_scenario("", media_port=str(ear.port), settle_ms=0)
+        caller = asyncio.create_task(run_sipp(scenario, gz_sip.listen, tmp_path / "sipp", hold_ms=60_000))
+
+        async def prompted() -> bool:
+            return ear.source is not None
+
+        await eventually(prompted, timeout_s=30, what="the caller hears the menu")
+        await asyncio.sleep(1.5)  # the menu under way
+        await ear.send_digit("1")
+
+        async def answered() -> str | None:
+            agent = await desk_a.state()
+            return agent.call_id if agent.state == common_pb2.AGENT_STATE_TALKING else None
+
+        call_id = await eventually(answered, timeout_s=30, what="the gz agent's phone answered")
+        talking = asyncio.create_task(ear.speak_apart(CALLER_HZ, 50))
+        await asyncio.sleep(1.0)
+
+        async def phase(name: str) -> None:
+            await asyncio.sleep(0.8)  # the bridge (re)started, the pairing done
+            start = len(ear.packets)
+            await asyncio.sleep(PHASE_S)
+            phases[name] = (start, len(ear.packets))
+
+        async def consult() -> None:
+            await desk_a.transfer(call_id, cti_pb2.TRANSFER_KIND_CONSULT, agent_code=b_code, site_id="sz")
+            await desk_a.transfer_stage("consult-connected")
+
+        await consult()
+        await phase("consult")
+        await desk_a.stub.CancelTransfer(
+            cti_pb2.CancelTransferRequest(idempotency_key=uuid.uuid4().hex, session_token=desk_a.token,
+                                          call_id=call_id), timeout=5,
+        )  # fmt: skip
+        await phase("cancelled")
+        await consult()
+        await desk_a.stub.Conference(
+            cti_pb2.ConferenceRequest(idempotency_key=uuid.uuid4().hex, session_token=desk_a.token,
+                                      call_id=call_id), timeout=5,
+        )  # fmt: skip
+        await phase("conference")
+        boards = [r.busy for r in (await site_summary(cluster, "gz")).resources if r.kind == "conference"]
+        await desk_a.stub.CompleteTransfer(
+            cti_pb2.CompleteTransferRequest(idempotency_key=uuid.uuid4().hex, session_token=desk_a.token,
+                                            call_id=call_id), timeout=5,
+        )  # fmt: skip
+        await phase("completed")
+        talking.cancel()
+        await desk_b.hang_up(call_id)
+        rec = await record(cluster, call_id)
+    finally:
+        if talking is not None:
+            talking.cancel()
+        ear.close()
+        for desk in (desk_a, desk_b):
+            with contextlib.suppress(grpc.aio.AioRpcError, TimeoutError):
+                await asyncio.wait_for(desk.close(), 5)
+        for p in phones:
+            p.terminate()
+            await p.wait()
+        if caller is not None and not caller.done():
+            caller.cancel()
+    assert boards == [1], boards  # the conference board's channel, held while conferenced
+    kinds = [common_pb2.CallEventKind.Name(e.kind).removeprefix("CALL_EVENT_KIND_") for e in rec.events]
+    assert kinds.count("TRANSFERRED") >= 4 and kinds[-1] == "ENDED", kinds
+
+    def at_caller(name: str) -> dict[float, float]:
+        a, b = phases[name]
+        return _levels([_ALAW[x] for _, pt, p in ear.packets[a:b] if pt == 8 for x in p])
+
+    # Consulting: the caller is held (music), hears neither agent.
+    c = at_caller("consult")
+    assert c[AGENT_HZ] < QUIET and c[FAR_HZ] < QUIET, c
+    # Cancelled: back with the first agent only.
+    c = at_caller("cancelled")
+    assert c[AGENT_HZ] > LOUD and c[FAR_HZ] < QUIET, c
+    # Conference: the caller hears both agents.
+    c = at_caller("conference")
+    assert c[AGENT_HZ] > LOUD and c[FAR_HZ] > LOUD, c
+    # Completed: the far agent alone.
+    c = at_caller("completed")
+    assert c[FAR_HZ] > LOUD and c[AGENT_HZ] < QUIET, c
+    # The far agent's phone: the first consultation heard the first agent, never the held caller;
+    # the second heard the caller (conference, then completed) and the first agent (conference).
+    first, second = sorted(b_dir.glob("dump-*-dec.wav"), key=lambda p: p.stat().st_mtime)
+    heard = _levels(_wav(first))
+    assert heard[AGENT_HZ] > LOUD and heard[CALLER_HZ] < QUIET, heard
+    heard = _levels(_wav(second))
+    assert heard[AGENT_HZ] > LOUD and heard[CALLER_HZ] > LOUD, heard
+    # The first agent's phone heard the far agent (consulting, conferenced) and the caller.
+    [mine] = list(a_dir.glob("dump-*-dec.wav"))
+    heard = _levels(_wav(mine))
+    assert heard[FAR_HZ] > LOUD and heard[CALLER_HZ] > LOUD, heard
+
+
+FAR_HZ = 1700.0
+PHASE_S = 2.5
+LOUD, QUIET = 300.0, 120.0
+
+
+def _general(cluster: Cluster, site_id: str) -> set[str]:
+    return {a.code for a in cluster.config.site(site_id).agents if "general" in a.skills}
+
+
+def _phone(folder: Path, code: str, registrar: str, hz: float) -> None:
+    baresip_config(folder, code, registrar)
+    with wave.open(str(folder / "tone.wav"), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        step = 2 * math.pi * hz / 8000
+        w.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(step * i))) for i in range(8000 * 60)))
+
+
+def _wav(path: Path) -> list[int]:
+    """A phone's dump, 16-bit mono. A baresip killed before it closed the file (a busy machine: it
+    did not stop within its grace) leaves a header that counts no frames: the data is read anyway."""
+    with wave.open(str(path), "rb") as w:
+        frames = w.readframes(w.getnframes())
+    if not frames:
+        raw = path.read_bytes()
+        at = raw.find(b"data")
+        frames = raw[at + 8 :] if at >= 0 else b""
+        frames = frames[: len(frames) // 2 * 2]
+    return list(struct.unpack(f"<{len(frames) // 2}h", frames))
+
+
+def _levels(samples: list[int]) -> dict[float, float]:
+    return {hz: tone_level(samples, hz) for hz in (CALLER_HZ, AGENT_HZ, FAR_HZ)}
+
+
 async def test_an_overflowed_call_carries_the_callers_voice_to_the_other_citys_agent(
     cluster: Cluster, tmp_path: Path
 ) -> None:
@@ -524,8 +694,6 @@ async def test_an_overflowed_call_carries_the_callers_voice_to_the_other_citys_a
     assert "ANSWERED" in kinds and "RETURNED" in kinds and kinds[-1] == "ENDED", kinds
     # What the sz agent's phone heard: the gz caller's tone.
     [heard] = list(phone_dir.glob("dump-*-dec.wav"))
-    with wave.open(str(heard), "rb") as w:
-        frames = w.readframes(w.getnframes())
-    samples = list(struct.unpack(f"<{len(frames) // 2}h", frames))
+    samples = _wav(heard)
     assert goertzel(samples, CALLER_HZ) > 20 * goertzel(samples, AGENT_HZ), "the caller's tone did not cross"
     assert goertzel(samples, CALLER_HZ) > 1e3

@@ -63,7 +63,7 @@ def test_a_stale_pushed_target_is_not_used() -> None:
     assert not reports
     ask = wire.take_ask("gz", call)
     assert ask.exclude == ()
-    assert wire.sites["gz"].parts.legs.targets.expired == 1
+    assert wire.sites["gz"].parts.leaving.targets.expired == 1
 
     book = PushedTargets(max_state_age_s=2.0)
     book.update(100.0, 3, [PushedTarget("general", "sz", 4, 2.5), PushedTarget("general", "fs", 0, 0.1)])

@@ -10,6 +10,7 @@ reserved or refused; a refusal, a hang-up or a return ends the target's side of 
 from __future__ import annotations
 
 import itertools
+import re
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -413,6 +414,8 @@ def test_an_overflowed_call_is_served_in_another_city_end_to_end() -> None:
 
     effects = wire.route("gz", call, "sz", decision_id="dec-7")
     offer = next(fx for fx in effects if isinstance(fx, OfferRemote))
+    # Unpredictable offer ids (issue 11): 128 random bits, not a counter another city could guess.
+    assert re.fullmatch(r"[0-9a-f]{32}", offer.offer_id), offer.offer_id
     assert (offer.call_id, offer.target_site_id, offer.decision_id, offer.arrived_at) == (
         call,
         "sz",

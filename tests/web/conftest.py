@@ -144,7 +144,9 @@ async def dash(tmp_path: Path) -> AsyncIterator[Fixture]:
         audit.append(entry)
 
     operators = OperatorSessions(
-        [OperatorConfig(login=OPERATOR, password_hash=operator_hash(), role="operations")], record
+        [OperatorConfig(login=OPERATOR, password_hash=operator_hash(), role="operations")],
+        record,
+        engine=engine,  # in the database, as central keeps them
     )
     dashboard = Dashboard(
         live,

@@ -11,6 +11,7 @@ from google.protobuf import json_format
 
 from vcc import rpc
 from vcc.config import ProvinceConfig
+from vcc.tls import central_server
 from vcc.v1 import audit_pb2, audit_pb2_grpc
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
@@ -35,7 +36,7 @@ async def fetch(
     request = audit_pb2.ListAuditRequest(who=who, page_size=limit)
     if since is not None:
         request.since.CopyFrom(rpc.timestamp(since))
-    async with rpc.channel(config.central.listen) as ch:
+    async with rpc.channel(config.central.listen, expect=central_server()) as ch:
         reply = await audit_pb2_grpc.AuditServiceStub(ch).ListAudit(request, timeout=deadline_s)
     return list(reply.entries)
 

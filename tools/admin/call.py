@@ -19,7 +19,7 @@ from typing import Any
 import grpc
 
 from vcc import rpc
-from vcc.tls import TRUNK
+from vcc.tls import TRUNK, central_server
 from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2, trunk_pb2, trunk_pb2_grpc
 
 # A call that hears nothing for this long is given up (hung up) and says so.
@@ -147,6 +147,9 @@ async def scripted_call(
                     report["ended"] = {"outcome": outcome, "reason": e.reason}
                     report["steps"].append({"at": at, "ended": outcome, "reason": e.reason})
                     break
+                elif kind == "voicemail":
+                    report["voicemail"] = msg.voicemail.message_id
+                    report["steps"].append({"at": at, "voicemail": msg.voicemail.message_id})
                 elif kind is not None:
                     report["steps"].append({"at": at, kind: True})
                     if kind == "retrieved" and hang_up_at is None:
@@ -167,7 +170,7 @@ async def _record_effects(
 ) -> tuple[list[dict[str, str]], dict[str, Any] | None]:
     """Each key's effect and the flow's end, from the call's record at central (once it ended)."""
     deadline = time.monotonic() + RECORD_WAIT_S
-    async with rpc.channel(central_address) as channel:
+    async with rpc.channel(central_address, expect=central_server()) as channel:
         stub = central_pb2_grpc.CentralServiceStub(channel)
         record: central_pb2.CallRecord | None = None
         while time.monotonic() < deadline:

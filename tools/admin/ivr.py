@@ -280,10 +280,11 @@ def _call(address: str, rpc: Callable[[Stub], Awaitable[T]]) -> T:
 
     from vcc.errors import from_rpc_error
     from vcc.rpc import DEFAULT_DEADLINE_S, channel
+    from vcc.tls import central_server
     from vcc.v1 import ivr_pb2_grpc
 
     async def once(target: str) -> T:
-        async with channel(target) as ch:
+        async with channel(target, expect=central_server()) as ch:
             return await asyncio.wait_for(rpc(ivr_pb2_grpc.IvrServiceStub(ch)), DEFAULT_DEADLINE_S * 2)
 
     async def run() -> T:

@@ -13,6 +13,7 @@ from google.protobuf import json_format
 
 from vcc import rpc
 from vcc.config import ProvinceConfig
+from vcc.tls import central_server, site_server
 from vcc.v1 import recordings_pb2, recordings_pb2_grpc
 
 
@@ -43,7 +44,7 @@ async def search(
         request.since.CopyFrom(rpc.timestamp(filters.since))
     if filters.until is not None:
         request.until.CopyFrom(rpc.timestamp(filters.until))
-    async with rpc.channel(config.central.listen) as ch:
+    async with rpc.channel(config.central.listen, expect=central_server()) as ch:
         reply = await recordings_pb2_grpc.RecordingIndexServiceStub(ch).ListRecordings(
             request, timeout=deadline_s
         )
@@ -63,7 +64,8 @@ async def fetch(
         raise FetchError(f"the recording is at site {entry.site_id!r}, which is not in this config")
     part = out.with_name(out.name + ".part")
     digest = hashlib.sha256()
-    async with rpc.channel(sites[entry.site_id].listen) as ch:
+    # The site that keeps it must answer there, not any certificate of the province.
+    async with rpc.channel(sites[entry.site_id].listen, expect=site_server(entry.site_id)) as ch:
         stub = recordings_pb2_grpc.SiteRecordingServiceStub(ch)
         with part.open("wb") as f:
             async for chunk in stub.FetchRecording(

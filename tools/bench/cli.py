@@ -317,6 +317,9 @@ def table_stats(result: Mapping[str, Any]) -> Any:
 # -- running -----------------------------------------------------------------------------------------
 
 
+BENCH_CLIENT_LOOP_ENV = "VCC_BENCH_CLIENT_LOOP"
+
+
 def run_throughput(
     rates: list[float] | None = None,
     step_s: float = 8.0,
@@ -328,6 +331,9 @@ def run_throughput(
 ) -> dict[str, Any]:
     from tools.bench.cluster import AS_SHIPPED, throughput
 
+    # The bench client (callers and robots) shares the province's cores: on uvloop by default, its
+    # own cost per call is lower (VCC_BENCH_CLIENT_LOOP=asyncio for asyncio's loop). The province's
+    # processes run on the loop of their own environment (VCC_EVENT_LOOP, or the variant's).
     return eventloop.run(
         throughput(
             rates=rates or None,
@@ -337,7 +343,8 @@ def run_throughput(
             progress=_say,
             profile_dir=profile_dir,
             every_step=every_step,
-        )
+        ),
+        name=os.environ.get(BENCH_CLIENT_LOOP_ENV, "uvloop"),
     )
 
 
@@ -537,7 +544,10 @@ def throughput_cmd(
         typer.Option(
             help="Also run the province with one thing changed, side by side in this run (repeat): "
             "loop (uvloop instead of asyncio's own loop), tls (plaintext, bench only), "
-            "observability (traces and metrics off), linger (the shipper's old 0.1 s linger)."
+            "observability (traces and metrics off), linger (the shipper's old 0.1 s linger), "
+            "edge (the old chain of server interceptors), journeys (central reads events back), "
+            "before16 (edge and journeys), logs (the line per transition off), "
+            "sampled (tracing.sample_ratio 0.1), scrape15 (metrics scraped every 15 s, not 2 s)."
         ),
     ] = None,
     profile: Annotated[
@@ -705,6 +715,18 @@ def table_sip(result: Mapping[str, Any]) -> Any:
     return table
 
 
+def table_measures(title: str, result: Mapping[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        if key != "machine":
+            table.add_row(key, _fmt(value))
+    return table
+
+
 @bench_app.command("sip")
 def sip_cmd(
     json_path: JsonOpt = None,
@@ -719,6 +741,21 @@ def sip_cmd(
     result = {"machine": machine(), **asyncio.run(bench_sip(run_dir, concurrent, rate, steady))}
     _console().print(table_sip({k: v for k, v in result.items() if k != "machine"}))
     _write_json(json_path, "sip", result)
+
+
+@bench_app.command("bridge")
+def bridge_cmd(
+    json_path: JsonOpt = None,
+    calls: Annotated[int, typer.Option(min=1, max=200, help="Bridged calls up together.")] = 10,
+    seconds: Annotated[float, typer.Option(min=2, help="Seconds measured with every bridge up.")] = 10.0,
+    run_dir: Annotated[Path, typer.Option("--run-dir")] = Path("run/bench-bridge"),
+) -> None:
+    """The mixing bridge of supervision and conferences: CPU per bridged call, mixed packets lost."""
+    from tools.bench.bridge import bench_bridge
+
+    result = {"machine": machine(), **asyncio.run(bench_bridge(run_dir, calls, seconds))}
+    _console().print(table_measures("Mixing bridges (GStreamer audiomixer), three parties each", result))
+    _write_json(json_path, "bridge", result)
 
 
 @bench_app.command("desk")

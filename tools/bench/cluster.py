@@ -46,6 +46,10 @@ RPC_DEADLINE_S = 10.0
 SEED_CUSTOMERS = 1000
 THROUGHPUT_SITES = ("gz", "sz", "fs")
 CALLERS_PER_CHANNEL = 90
+# Time a bench channel's connection attempt may take (see `memory`).
+CONNECT_MS = 20_000
+# Callers the memory and scale benches start each second.
+WAITING_CALLERS_PER_S = 250
 
 
 def cheap_password_hash(password: str = DEFAULT_PASSWORD) -> str:
@@ -64,6 +68,7 @@ def _province(
     observability: bool = True,
     push_targets: bool = True,
     dashboard: bool = False,
+    trace_sample_ratio: float = 1.0,
 ) -> Path:
     raw = generate_province(
         specs,
@@ -78,6 +83,8 @@ def _province(
     raw["routing"] = {"mode": mode, "push_targets": push_targets}
     if dashboard:
         raw.setdefault("central", {})["dashboard_listen"] = f"127.0.0.1:{free_port()}"
+    if trace_sample_ratio < 1.0:
+        raw["tracing"] = {"sample_ratio": trace_sample_ratio}
     if not observability:
         # No spans and no metrics endpoint anywhere (an explicit "" keeps the cluster from
         # giving each process one).
@@ -139,6 +146,10 @@ class Variant:
     env: Mapping[str, str] = field(default_factory=dict)
     observability: bool = True
     tls: bool = True
+    # tracing.sample_ratio of the province (a call is traced whole or not at all).
+    trace_sample_ratio: float = 1.0
+    # How often the bench scrapes every process's /metrics (None: the bench's own default).
+    scrape_every_s: float | None = None
 
 
 AS_SHIPPED = Variant("as shipped")
@@ -149,7 +160,19 @@ COMPARISONS: dict[str, Variant] = {
     "tls": Variant("plaintext (bench only)", tls=False),
     "observability": Variant("traces and metrics off", observability=False),
     "linger": Variant("shipper linger 0.1 s", {"VCC_SHIPPER_LINGER_S": "0.1"}),
+    "edge": Variant("the chain of four interceptors", {"VCC_RPC_EDGE": "chain"}),
+    "journeys": Variant("central reads each call's events back", {"VCC_INGEST_JOURNEYS": "0"}),
+    # What tracing every call costs against a tenth of them (an operator's setting).
+    "sampled": Variant("a tenth of the calls traced (tracing.sample_ratio 0.1)", trace_sample_ratio=0.1),
+    # The bench scrapes every 2 s; a Prometheus of a province would rather every 15 s.
+    "scrape15": Variant("metrics scraped every 15 s", scrape_every_s=15.0),
+    # What the line per transition costs (an operator's switch, not an optimisation).
+    "logs": Variant("transition lines off (VCC_LOG_LEVEL=WARNING)", {"VCC_LOG_LEVEL": "WARNING"}),
 }
+# Every switch of issue 16's optimisations turned back at once: `--compare before16`.
+COMPARISONS["before16"] = Variant(
+    "before issue 16's changes", {k: v for c in ("edge", "journeys") for k, v in COMPARISONS[c].env.items()}
+)
 
 
 @contextlib.contextmanager
@@ -422,7 +445,13 @@ async def throughput(
             SiteSpec(s, s, trunk_channels=trunks, agents={"general": agents_per_site})
             for s in THROUGHPUT_SITES
         ]
-        config_path = await asyncio.to_thread(_province, specs, run, observability=variant.observability)
+        config_path = await asyncio.to_thread(
+            _province,
+            specs,
+            run,
+            observability=variant.observability,
+            trace_sample_ratio=variant.trace_sample_ratio,
+        )
         progress(
             f"throughput [{variant.name}]: starting etcd, central and {len(specs)} sites "
             f"({agents_per_site} agents each)"
@@ -442,7 +471,8 @@ async def throughput(
                 for site in cluster.config.sites
             ]
             steps: list[dict[str, Any]] = []
-            scraper = asyncio.create_task(_scrape(cluster, scrape_every_s)) if variant.observability else None
+            every_s = variant.scrape_every_s or scrape_every_s
+            scraper = asyncio.create_task(_scrape(cluster, every_s)) if variant.observability else None
             procs = _processes(cluster)
             try:
                 await _wait_ready_agents(cluster.addresses.sites, agents_per_site)
@@ -716,6 +746,10 @@ async def _login_all(address: str, codes: Sequence[str], concurrency: int = 50) 
     return tokens
 
 
+def _callers(counts: Counter[str]) -> dict[str, int]:
+    return {k: v for k, v in counts.items() if not k.startswith("failed-on-channel-")}
+
+
 async def _waiting_caller(
     stub: trunk_pb2_grpc.TrunkIngressServiceAsyncStub,
     dnis: str,
@@ -754,8 +788,11 @@ async def _waiting_caller(
         # Waits until the measurement is done; cancelling the stream then counts as a hang-up.
         await release.wait()
     except grpc.aio.AioRpcError as exc:
-        # Counted, so that the figures say why a caller never waited.
+        # Counted, so that the figures say why a caller never waited (and gRPC's words for it).
         counts[f"error-{exc.code().name}"] += 1
+        # Callers failing by whole channels point at the connection (the transport), not the call.
+        counts[f"failed-on-channel-{n // CALLERS_PER_CHANNEL}"] += 1
+        counts[f"why-{exc.code().name}: {(exc.details() or '')[:240]}"] += 1
     finally:
         call.cancel()
 
@@ -793,27 +830,42 @@ async def memory(
             # Many streams per HTTP/2 connection queue behind its concurrent-stream limit: one
             # channel per CALLERS_PER_CHANNEL callers.
             # (Channels with equal arguments share one connection: a local subchannel pool each.)
+            # gRPC core gives a connection attempt (TCP, TLS, HTTP/2 settings) no more than
+            # `grpc.min_reconnect_backoff_ms`, 100 ms on every vcc channel: a hundred TLS
+            # handshakes at once on a loaded machine take longer, and each stream waiting on a
+            # channel whose attempt failed ended UNAVAILABLE ("connection attempt timed out before
+            # receiving SETTINGS frame", "Handshake read failed"): the scale bench's stall. Its
+            # channels get a connect timeout of their own and are connected before any call.
+            connect = [("grpc.use_local_subchannel_pool", 1), ("grpc.min_reconnect_backoff_ms", CONNECT_MS)]
             channels = [
-                rpc.channel(site.listen, persona=TRUNK, options=[("grpc.use_local_subchannel_pool", 1)])
+                rpc.channel(site.listen, persona=TRUNK, options=connect)
                 for _ in range(math.ceil(calls / CALLERS_PER_CHANNEL))
             ]
+            await asyncio.wait_for(asyncio.gather(*(ch.channel_ready() for ch in channels)), 120.0)
             stubs: list[trunk_pb2_grpc.TrunkIngressServiceAsyncStub] = [
                 trunk_pb2_grpc.TrunkIngressServiceStub(ch) for ch in channels
             ]
-            callers = [
-                asyncio.create_task(
-                    _waiting_caller(
-                        stubs[n // CALLERS_PER_CHANNEL],
-                        cluster.config.province.service_number,
-                        n,
-                        queued=queued,
-                        release=release,
-                        counts=counts,
-                    )
-                )
-                for n in range(calls)
-            ]
+            callers: list[asyncio.Task[None]] = []
             try:
+                # At a trunk's pace, not all at once: ten thousand streams opened in one instant
+                # kept the site's loop from reading their offers within the offer timeout (10 s:
+                # INVALID_ARGUMENT "the first message of PlaceCall must be an offer", and INTERNAL).
+                for n in range(calls):
+                    callers.append(
+                        asyncio.create_task(
+                            _waiting_caller(
+                                stubs[n // CALLERS_PER_CHANNEL],
+                                cluster.config.province.service_number,
+                                n,
+                                queued=queued,
+                                release=release,
+                                counts=counts,
+                            )
+                        )
+                    )
+                    if n % WAITING_CALLERS_PER_S == WAITING_CALLERS_PER_S - 1:
+                        await asyncio.sleep(1.0)
+                        progress(f"memory: callers {_callers(counts)}")
                 loop = asyncio.get_running_loop()
                 deadline = loop.time() + 120.0
                 stalled_since, last = loop.time(), -1
@@ -822,11 +874,11 @@ async def memory(
                         stalled_since, last = loop.time(), counts["queued"]
                     # Measure what is there rather than fail: the figures say how many waited.
                     if loop.time() > deadline or loop.time() - stalled_since > 20.0:
-                        progress(f"memory: not every caller queued ({dict(counts)}); measuring anyway")
+                        progress(f"memory: not every caller queued ({_callers(counts)}); measuring anyway")
                         break
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(queued.wait(), timeout=5.0)
-                    progress(f"memory: callers {dict(counts)}")
+                    progress(f"memory: callers {_callers(counts)}")
                 summaries = await site_summaries({site.id: site.listen}, deadline_s=5.0)
                 summary = summaries[site.id]
                 rss = proc.memory_info().rss
@@ -846,7 +898,11 @@ async def memory(
         "agents_logged_in": agents,
         "agents_by_state": by_state,
         "calls_waiting": waiting,
-        "callers": dict(counts),
+        "callers": {k: v for k, v in counts.items() if not k.startswith("failed-on-channel-")},
+        "failed_callers_by_channel": sorted(
+            (v for k, v in counts.items() if k.startswith("failed-on-channel-")), reverse=True
+        ),
+        "callers_per_channel": CALLERS_PER_CHANNEL,
         "rss_mib": rss / mib,
         "rss_idle_mib": rss_idle / mib,
         "rss_agents_only_mib": rss_logged_in / mib,
@@ -858,13 +914,17 @@ async def memory(
 # -- routing latency ---------------------------------------------------------------------------------
 
 
-async def bare_round_trip(samples: int = 2000, *, tls: bool = True) -> dict[str, Any]:
+async def bare_round_trip(
+    samples: int = 2000, *, tls: bool = True, authorized: bool = False
+) -> dict[str, Any]:
     """A grpc.aio unary round trip on this machine: the health check of an empty vcc server, over
-    mutual TLS like every vcc link (tls=False: plaintext, to show what TLS costs)."""
+    mutual TLS like every vcc link (tls=False: plaintext, to show what TLS costs; authorized: with
+    the authorization table's interceptor too, as every vcc server has it: what that costs)."""
 
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from tools.province.certs import issue, make_ca
+    from vcc.authz import Authorizer
     from vcc.tls import TlsFiles
 
     folder = Path(tempfile.mkdtemp(prefix="vcc-bench-certs-"))
@@ -875,7 +935,7 @@ async def bare_round_trip(samples: int = 2000, *, tls: bool = True) -> dict[str,
         issue(folder, "tool", "cli")
         server_files = TlsFiles(folder / "ca.crt", folder / "central-1.crt", folder / "central-1.key")
         client_files = TlsFiles(folder / "ca.crt", folder / "tool-cli.crt", folder / "tool-cli.key")
-    server = rpc.Server([], tls=server_files)
+    server = rpc.Server([], tls=server_files, interceptors=[Authorizer([])] if tls and authorized else [])
     port = await server.start("127.0.0.1:0")
     try:
         async with rpc.channel(f"127.0.0.1:{port}", tls=client_files) as ch:
@@ -1091,6 +1151,7 @@ async def routing(
     progress("routing: bare grpc.aio unary round trips")
     bare = await bare_round_trip()
     plaintext = await bare_round_trip(tls=False)
+    authorized = await bare_round_trip(authorized=True)
     progress("routing: local ACD decision in process")
     in_process = await asyncio.to_thread(local_decision_in_process)
     pushed = await decisions_on_cluster(calls=calls, progress=progress)
@@ -1118,6 +1179,7 @@ async def routing(
     rows = {
         "bare_round_trip": bare,
         "bare_round_trip_plaintext": plaintext,
+        "bare_round_trip_authorized": authorized,
         "local_acd_in_process": in_process,
         **over_wire,
         **wan_rows,

@@ -47,7 +47,7 @@ CHROMIUM = "/usr/bin/chromium"
 class _NoJournal:
     """The bench's cities record nothing: only their live state matters here."""
 
-    def append(self, events: Any) -> asyncio.Future[None]:
+    def append(self, events: Any, kept: Any = ()) -> asyncio.Future[None]:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done

@@ -119,6 +119,8 @@ def issue(folder: Path, kind: str, name: str, hosts: Iterable[str] = (), days: i
     ]
     if kind == tls.CENTRAL:
         sans.append(x509.DNSName(tls.central_server()))
+    if kind == tls.ETCD:
+        sans.append(x509.DNSName(tls.etcd_server()))
     for host in dict.fromkeys([*LOCAL_HOSTS, *hosts]):
         try:
             sans.append(x509.IPAddress(ipaddress.ip_address(host)))

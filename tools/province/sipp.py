@@ -143,6 +143,32 @@ def call_scenario(
     return _wrap("".join(steps))
 
 
+def listening_scenario(media_port: int, hold_ms: int) -> str:
+    """Dial with `media_port` as the caller's RTP (a listener of our own hears the call and sends
+    its keys), stay until the site hangs up (its BYE answered; logged `ended-by site`) or
+    `hold_ms` passed (then hang up; `ended-by caller`)."""
+    body = _INVITE.format(sdp=_SDP.format(media_port=media_port)) + _ANSWERED + _ACK_2XX
+    body += f"""  <recv request="BYE" timeout="{hold_ms}" ontimeout="1">
+    <action><log message="ended-by site"/></action>
+  </recv>
+  <send next="2">
+    <![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+    ]]>
+  </send>
+  <label id="1"/>
+  <nop><action><log message="ended-by caller"/></action></nop>
+"""
+    body += _BYE + '  <label id="2"/>\n'
+    return _wrap(body)
+
+
 def flood_scenario() -> str:
     """Dial; answered: stay -d milliseconds and hang up; refused (503 or 486): ACK and stop.
     Each outcome is logged, so a flood's answered and refused calls can be counted."""

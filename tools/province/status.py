@@ -12,6 +12,7 @@ from rich.table import Table
 
 from vcc.config import ProvinceConfig
 from vcc.rpc import DEFAULT_DEADLINE_S, channel
+from vcc.tls import central_server, site_server
 from vcc.v1 import central_pb2, central_pb2_grpc, site_admin_pb2, site_admin_pb2_grpc
 
 # Agent states in the order an operator reads them, with short column labels.
@@ -38,8 +39,11 @@ class ProvinceView:
     central_error: str = ""
 
 
-async def site_summary(address: str, deadline_s: float = DEFAULT_DEADLINE_S) -> site_admin_pb2.SiteSummary:
-    async with channel(address) as ch:
+async def site_summary(
+    address: str, deadline_s: float = DEFAULT_DEADLINE_S, site_id: str | None = None
+) -> site_admin_pb2.SiteSummary:
+    """`site_id`: the site that must answer there (its certificate checked), else the host's name."""
+    async with channel(address, expect=site_server(site_id) if site_id else None) as ch:
         reply = await site_admin_pb2_grpc.SiteAdminServiceStub(ch).GetSiteStatus(
             site_admin_pb2.GetSiteStatusRequest(), timeout=deadline_s
         )
@@ -51,20 +55,20 @@ async def site_summaries(
 ) -> dict[str, site_admin_pb2.SiteSummary | str]:
     """Each site's summary, or the reason it could not be had, asked of all sites at once."""
 
-    async def one(address: str) -> site_admin_pb2.SiteSummary | str:
+    async def one(site_id: str, address: str) -> site_admin_pb2.SiteSummary | str:
         try:
-            return await site_summary(address, deadline_s)
+            return await site_summary(address, deadline_s, site_id)
         except grpc.aio.AioRpcError as exc:
             return f"unreachable: {exc.code().name} {exc.details() or ''}".strip()
 
-    results = await asyncio.gather(*(one(a) for a in addresses.values()))
+    results = await asyncio.gather(*(one(s, a) for s, a in addresses.items()))
     return dict(zip(addresses, results, strict=True))
 
 
 async def province_status(config: ProvinceConfig, deadline_s: float = DEFAULT_DEADLINE_S) -> ProvinceView:
     """Ask central's GetProvinceStatus; if central does not answer, ask every site's SiteAdminService."""
     try:
-        async with channel(config.central.listen) as ch:
+        async with channel(config.central.listen, expect=central_server()) as ch:
             reply = await central_pb2_grpc.CentralServiceStub(ch).GetProvinceStatus(
                 central_pb2.GetProvinceStatusRequest(), timeout=deadline_s
             )

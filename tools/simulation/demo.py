@@ -46,6 +46,7 @@ from tools.simulation.robots import RobotPolicy, RobotStats, run_robots
 from tools.simulation.traffic import CallerView, SiteLoad, TrafficPlan, run_traffic
 from vcc.config import ConfigError
 from vcc.rpc import channel
+from vcc.tls import central_server
 from vcc.v1 import central_pb2, central_pb2_grpc
 
 T = TypeVar("T")
@@ -252,7 +253,11 @@ async def _drive(
     robots = {
         site.id: asyncio.create_task(
             run_robots(
-                site.listen, [(c, DEFAULT_PASSWORD) for c in agent_codes(raw, site.id)], policy, robots_stop
+                site.listen,
+                [(c, DEFAULT_PASSWORD) for c in agent_codes(raw, site.id)],
+                policy,
+                robots_stop,
+                site_id=site.id,
             )
         )
         for site in config.sites
@@ -457,7 +462,7 @@ async def list_call_records(address: str, page_size: int = 500) -> list[central_
     """Every call record central holds, with events, page by page."""
     records: list[central_pb2.CallRecord] = []
     token = ""
-    async with channel(address) as ch:
+    async with channel(address, expect=central_server()) as ch:
         stub = central_pb2_grpc.CentralServiceStub(ch)
         while True:
             reply = await stub.ListCallRecords(

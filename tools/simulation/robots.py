@@ -31,7 +31,7 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from vcc import rpc
-from vcc.tls import DESKTOP
+from vcc.tls import DESKTOP, site_server
 from vcc.v1 import common_pb2, cti_pb2, cti_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -490,12 +490,20 @@ class _Robot:
 
 
 async def run_robots(
-    address: str, agents: Sequence[tuple[str, str]], policy: RobotPolicy, stop: asyncio.Event
+    address: str,
+    agents: Sequence[tuple[str, str]],
+    policy: RobotPolicy,
+    stop: asyncio.Event,
+    *,
+    site_id: str | None = None,
 ) -> RobotStats:
-    """Run one robot per (agent code, password) against the site at `address` until `stop` is set."""
+    """Run one robot per (agent code, password) against the site at `address` until `stop` is set.
+
+    `site_id`: the site that must answer there (its certificate checked), else the host's name."""
     stats = RobotStats()
     # Robots are agents' desktops: they dial with the desktop persona's certificate.
-    async with rpc.channel(address, persona=DESKTOP) as channel:
+    expect = site_server(site_id) if site_id else None
+    async with rpc.channel(address, persona=DESKTOP, expect=expect) as channel:
         stub = cti_pb2_grpc.AgentDesktopServiceStub(channel)
         robots = [
             _Robot(stub, agent_code=code, password=password, policy=policy, stats=stats, stop=stop)

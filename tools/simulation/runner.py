@@ -283,6 +283,7 @@ class ScenarioRun:
                     [(c, DEFAULT_PASSWORD) for c in agent_codes(self.raw, site_id)],
                     _with_transfers(policy, scenario, site_id),
                     self._robots_stop,
+                    site_id=site_id,
                 )
             )
             for site_id, address in self.sites.items()

@@ -26,7 +26,7 @@ from typing import IO, Literal
 import grpc
 
 from vcc import rpc
-from vcc.tls import TRUNK
+from vcc.tls import TRUNK, central_server, site_server
 from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2, trunk_pb2, trunk_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -495,7 +495,7 @@ class _Network:
         assert plan.central_address is not None
         self._replicas = list(dict.fromkeys([plan.central_address, *plan.central_addresses]))
         self._asking = plan.central_address
-        self._central = rpc.channel(plan.central_address, persona=TRUNK)
+        self._central = rpc.channel(plan.central_address, persona=TRUNK, expect=central_server())
         self._router = central_pb2_grpc.CentralServiceStub(self._central)
         self._stubs = stubs
         self._channels: list[grpc.aio.Channel] = []
@@ -556,7 +556,8 @@ class _Network:
         if not site:
             return None
         if site not in self._stubs:
-            channel = rpc.channel(reply.address, persona=TRUNK)
+            # The site central named must answer there (its certificate checked).
+            channel = rpc.channel(reply.address, persona=TRUNK, expect=site_server(site))
             self._channels.append(channel)
             self._stubs[site] = trunk_pb2_grpc.TrunkIngressServiceStub(channel)
         return site, self._stubs[site]
@@ -564,7 +565,7 @@ class _Network:
     def _follow(self, address: str) -> None:
         self._channels.append(self._central)  # closed with the others at the end
         self._asking = address
-        self._central = rpc.channel(address, persona=TRUNK)
+        self._central = rpc.channel(address, persona=TRUNK, expect=central_server())
         self._router = central_pb2_grpc.CentralServiceStub(self._central)
 
     async def close(self) -> None:
@@ -590,7 +591,10 @@ async def run_traffic(
     """Offer the plan's calls, wait for them to end, and return what every caller saw (by offer time)."""
     book = _Journal(journal) if journal is not None else None
     run = _Run(plan=plan, drain_timeout_s=drain_timeout_s, journal=book, on_call=on_call)
-    channels = {load.address: rpc.channel(load.address, persona=TRUNK) for load in plan.loads}
+    channels = {
+        load.address: rpc.channel(load.address, persona=TRUNK, expect=site_server(load.site_id))
+        for load in plan.loads
+    }
     stubs = {address: trunk_pb2_grpc.TrunkIngressServiceStub(ch) for address, ch in channels.items()}
     if plan.central_address is not None:
         run.network = _Network(plan, {load.site_id: stubs[load.address] for load in plan.loads})

@@ -236,11 +236,17 @@ class QueueTreatmentSpec(_Doc):
     # voicemail, another skill group ...).
     max_wait_s: float | None = Field(default=None, gt=0, le=86_400)
     on_max_wait: NodeId | None = None
+    # Virtual hold (F20): this key pressed while waiting leaves the queue keeping the caller's
+    # place: the flow goes on at `on_callback` (a callback node), dialled when their turn comes.
+    callback_key: Annotated[str, Field(pattern=r"^[0-9*#]$")] | None = None
+    on_callback: NodeId | None = None
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> QueueTreatmentSpec:
         if (self.max_wait_s is None) != (self.on_max_wait is None):
             raise ValueError("max_wait_s and on_max_wait go together")
+        if (self.callback_key is None) != (self.on_callback is None):
+            raise ValueError("callback_key and on_callback go together")
         return self
 
 
@@ -262,6 +268,9 @@ class CallbackNode(_Node):
     skill_group: SkillGroupId
     # The variable holding the number to call back.
     number: VarName = "ani"
+    # progressive: dialled for a ready agent of the group; preview: a ready agent sees the
+    # callback and accepts it (or declines: the next agent) before it is dialled (F20).
+    mode: Literal["progressive", "preview"] = "progressive"
 
 
 class FaxNode(_Node):

@@ -172,6 +172,8 @@ def _node_faults(
     for key, target in targets(node):
         if target not in flow.nodes:
             yield fault(f"{key}: {target!r} is not a node of this flow")
+        elif key == "treatment.on_callback" and not isinstance(flow.nodes[target], CallbackNode):
+            yield fault(f"{key}: {target!r} is not a callback node (virtual hold asks for a callback)")
     for key, cond in _conditions_of(node):
         for name in _schedules(cond):
             if name not in flow.calendar.hours:
@@ -240,8 +242,11 @@ def targets(node: Node) -> list[tuple[str, str]]:
     elif isinstance(node, BranchNode):
         out += [(f"cases.{i}.next", c.next) for i, c in enumerate(node.cases)]
         out.append(("else", node.else_))
-    elif isinstance(node, QueueNode) and node.treatment is not None and node.treatment.on_max_wait:
-        out.append(("treatment.on_max_wait", node.treatment.on_max_wait))
+    elif isinstance(node, QueueNode) and node.treatment is not None:
+        if node.treatment.on_max_wait:
+            out.append(("treatment.on_max_wait", node.treatment.on_max_wait))
+        if node.treatment.on_callback:
+            out.append(("treatment.on_callback", node.treatment.on_callback))
     return out
 
 
@@ -294,6 +299,9 @@ def _silent_edges(flow: Flow, node_id: str) -> list[str]:
     node = flow.nodes[node_id]
     if isinstance(node, MenuNode | CollectNode):
         return [t for t in (node.on_fail or flow.on_fail,) if t in flow.nodes]
+    if isinstance(node, QueueNode):
+        # The virtual hold's key is the caller's choice, not a silent path.
+        return [t for k, t in targets(node) if k != "treatment.on_callback" and t in flow.nodes]
     return edges(flow, node_id)
 
 

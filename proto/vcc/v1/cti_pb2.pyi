@@ -73,7 +73,12 @@ class LoginResponse(_message.Message):
 
     SESSION_TOKEN_FIELD_NUMBER: _builtins.int
     AGENT_FIELD_NUMBER: _builtins.int
+    PERSON_ASSERTION_FIELD_NUMBER: _builtins.int
     session_token: _builtins.str
+    person_assertion: _builtins.str
+    """The site's signed word of who this session's agent is, for central's service desk (send it
+    as the `vcc-person` metadata there); short-lived: GetAgent gives a fresh one. Empty without TLS.
+    """
     @_builtins.property
     def agent(self) -> Global___AgentSnapshot: ...
     def __init__(
@@ -81,10 +86,11 @@ class LoginResponse(_message.Message):
         *,
         session_token: _builtins.str = ...,
         agent: Global___AgentSnapshot | None = ...,
+        person_assertion: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "session_token", b"session_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "person_assertion", b"person_assertion", "session_token", b"session_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -215,6 +221,96 @@ class AnswerResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AnswerResponse: _TypeAlias = AnswerResponse  # noqa: Y015
+
+@_typing.final
+class AnswerCallbackPreviewRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    SESSION_TOKEN_FIELD_NUMBER: _builtins.int
+    CALLBACK_ID_FIELD_NUMBER: _builtins.int
+    ACCEPT_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    session_token: _builtins.str
+    callback_id: _builtins.str
+    accept: _builtins.bool
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        session_token: _builtins.str = ...,
+        callback_id: _builtins.str = ...,
+        accept: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "callback_id", b"callback_id", "idempotency_key", b"idempotency_key", "session_token", b"session_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnswerCallbackPreviewRequest: _TypeAlias = AnswerCallbackPreviewRequest  # noqa: Y015
+
+@_typing.final
+class AnswerCallbackPreviewResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnswerCallbackPreviewResponse: _TypeAlias = AnswerCallbackPreviewResponse  # noqa: Y015
+
+@_typing.final
+class CallbackPreview(_message.Message):
+    """A callback shown to the agent before it is dialled (preview), or what became of that showing."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALLBACK_ID_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    NUMBER_FIELD_NUMBER: _builtins.int
+    SKILL_GROUP_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    callback_id: _builtins.str
+    stage: _builtins.str
+    """offered, declined, preview-timeout (passed on unanswered), withdrawn (the agent went not ready)."""
+    number: _builtins.str
+    """The number to call back (the agent is about to call it), its skill group, why it was asked
+    (flow-offer, max-wait, abandoned, virtual-hold), the call that asked.
+    """
+    skill_group: _builtins.str
+    reason: _builtins.str
+    call_id: _builtins.str
+    attempt: _builtins.int
+    timeout_s: _builtins.float
+    """How long the agent has to answer before it passes on."""
+    def __init__(
+        self,
+        *,
+        callback_id: _builtins.str = ...,
+        stage: _builtins.str = ...,
+        number: _builtins.str = ...,
+        skill_group: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        call_id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        timeout_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "call_id", b"call_id", "callback_id", b"callback_id", "number", b"number", "reason", b"reason", "skill_group", b"skill_group", "stage", b"stage", "timeout_s", b"timeout_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallbackPreview: _TypeAlias = CallbackPreview  # noqa: Y015
 
 @_typing.final
 class HangUpRequest(_message.Message):
@@ -409,16 +505,20 @@ class GetAgentResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     AGENT_FIELD_NUMBER: _builtins.int
+    PERSON_ASSERTION_FIELD_NUMBER: _builtins.int
+    person_assertion: _builtins.str
+    """A fresh assertion of the session's agent (as in LoginResponse)."""
     @_builtins.property
     def agent(self) -> Global___AgentSnapshot: ...
     def __init__(
         self,
         *,
         agent: Global___AgentSnapshot | None = ...,
+        person_assertion: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "person_assertion", b"person_assertion"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -752,6 +852,7 @@ class StreamEventsResponse(_message.Message):
     CALL_RETRIEVED_FIELD_NUMBER: _builtins.int
     CALL_ENDED_FIELD_NUMBER: _builtins.int
     TRANSFER_FIELD_NUMBER: _builtins.int
+    CALLBACK_PREVIEW_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -770,6 +871,8 @@ class StreamEventsResponse(_message.Message):
     def call_ended(self) -> Global___AgentCallEnded: ...
     @_builtins.property
     def transfer(self) -> Global___TransferProgress: ...
+    @_builtins.property
+    def callback_preview(self) -> Global___CallbackPreview: ...
     def __init__(
         self,
         *,
@@ -782,12 +885,13 @@ class StreamEventsResponse(_message.Message):
         call_retrieved: Global___AgentCallRetrieved | None = ...,
         call_ended: Global___AgentCallEnded | None = ...,
         transfer: Global___TransferProgress | None = ...,
+        callback_preview: Global___CallbackPreview | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "call_connected", b"call_connected", "call_ended", b"call_ended", "call_held", b"call_held", "call_offer_withdrawn", b"call_offer_withdrawn", "call_offered", b"call_offered", "call_retrieved", b"call_retrieved", "event", b"event", "state_changed", b"state_changed", "transfer", b"transfer"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "call_connected", b"call_connected", "call_ended", b"call_ended", "call_held", b"call_held", "call_offer_withdrawn", b"call_offer_withdrawn", "call_offered", b"call_offered", "call_retrieved", b"call_retrieved", "callback_preview", b"callback_preview", "event", b"event", "state_changed", b"state_changed", "transfer", b"transfer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "call_connected", b"call_connected", "call_ended", b"call_ended", "call_held", b"call_held", "call_offer_withdrawn", b"call_offer_withdrawn", "call_offered", b"call_offered", "call_retrieved", b"call_retrieved", "event", b"event", "state_changed", b"state_changed", "transfer", b"transfer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "call_connected", b"call_connected", "call_ended", b"call_ended", "call_held", b"call_held", "call_offer_withdrawn", b"call_offer_withdrawn", "call_offered", b"call_offered", "call_retrieved", b"call_retrieved", "callback_preview", b"callback_preview", "event", b"event", "state_changed", b"state_changed", "transfer", b"transfer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["state_changed", "call_offered", "call_offer_withdrawn", "call_connected", "call_held", "call_retrieved", "call_ended", "transfer"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["state_changed", "call_offered", "call_offer_withdrawn", "call_connected", "call_held", "call_retrieved", "call_ended", "transfer", "callback_preview"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 

@@ -99,6 +99,11 @@ class AgentDesktopServiceStub:
                 request_serializer=vcc_dot_v1_dot_cti__pb2.CancelTransferRequest.SerializeToString,
                 response_deserializer=vcc_dot_v1_dot_cti__pb2.CancelTransferResponse.FromString,
                 _registered_method=True)
+        self.AnswerCallbackPreview = channel.unary_unary(
+                '/vcc.v1.AgentDesktopService/AnswerCallbackPreview',
+                request_serializer=vcc_dot_v1_dot_cti__pb2.AnswerCallbackPreviewRequest.SerializeToString,
+                response_deserializer=vcc_dot_v1_dot_cti__pb2.AnswerCallbackPreviewResponse.FromString,
+                _registered_method=True)
         self.StreamEvents = channel.unary_stream(
                 '/vcc.v1.AgentDesktopService/StreamEvents',
                 request_serializer=vcc_dot_v1_dot_cti__pb2.StreamEventsRequest.SerializeToString,
@@ -197,6 +202,16 @@ class AgentDesktopServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AnswerCallbackPreview(self, request, context):
+        """A callback shown to this agent (preview, F20: `callback_preview` on the stream) accepted:
+        dialled now, the callee rings this agent; or declined: shown to the next ready agent.
+        NOT_FOUND when it is not shown to anyone, FAILED_PRECONDITION when shown to another agent or
+        withdrawn (this agent is no longer ready).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StreamEvents(self, request, context):
         """Everything that happens to the agent, starting with its current state.
         """
@@ -271,6 +286,11 @@ def add_AgentDesktopServiceServicer_to_server(servicer, server):
                     servicer.CancelTransfer,
                     request_deserializer=vcc_dot_v1_dot_cti__pb2.CancelTransferRequest.FromString,
                     response_serializer=vcc_dot_v1_dot_cti__pb2.CancelTransferResponse.SerializeToString,
+            ),
+            'AnswerCallbackPreview': grpc.unary_unary_rpc_method_handler(
+                    servicer.AnswerCallbackPreview,
+                    request_deserializer=vcc_dot_v1_dot_cti__pb2.AnswerCallbackPreviewRequest.FromString,
+                    response_serializer=vcc_dot_v1_dot_cti__pb2.AnswerCallbackPreviewResponse.SerializeToString,
             ),
             'StreamEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamEvents,
@@ -629,6 +649,33 @@ class AgentDesktopService:
             '/vcc.v1.AgentDesktopService/CancelTransfer',
             vcc_dot_v1_dot_cti__pb2.CancelTransferRequest.SerializeToString,
             vcc_dot_v1_dot_cti__pb2.CancelTransferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AnswerCallbackPreview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vcc.v1.AgentDesktopService/AnswerCallbackPreview',
+            vcc_dot_v1_dot_cti__pb2.AnswerCallbackPreviewRequest.SerializeToString,
+            vcc_dot_v1_dot_cti__pb2.AnswerCallbackPreviewResponse.FromString,
             options,
             channel_credentials,
             insecure,

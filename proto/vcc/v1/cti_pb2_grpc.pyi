@@ -56,6 +56,12 @@ class AgentDesktopServiceStub:
     """Consult -> the caller, this agent and the consulted agent all talk (three-way conference)."""
     CancelTransfer: _grpc.UnaryUnaryMultiCallable[_cti_pb2.CancelTransferRequest, _cti_pb2.CancelTransferResponse]
     """Consult abandoned: the consulted agent is released and the caller retrieved."""
+    AnswerCallbackPreview: _grpc.UnaryUnaryMultiCallable[_cti_pb2.AnswerCallbackPreviewRequest, _cti_pb2.AnswerCallbackPreviewResponse]
+    """A callback shown to this agent (preview, F20: `callback_preview` on the stream) accepted:
+    dialled now, the callee rings this agent; or declined: shown to the next ready agent.
+    NOT_FOUND when it is not shown to anyone, FAILED_PRECONDITION when shown to another agent or
+    withdrawn (this agent is no longer ready).
+    """
     StreamEvents: _grpc.UnaryStreamMultiCallable[_cti_pb2.StreamEventsRequest, _cti_pb2.StreamEventsResponse]
     """Everything that happens to the agent, starting with its current state."""
 
@@ -87,6 +93,12 @@ class AgentDesktopServiceAsyncStub(AgentDesktopServiceStub):
     """Consult -> the caller, this agent and the consulted agent all talk (three-way conference)."""
     CancelTransfer: _aio.UnaryUnaryMultiCallable[_cti_pb2.CancelTransferRequest, _cti_pb2.CancelTransferResponse]  # type: ignore[assignment]
     """Consult abandoned: the consulted agent is released and the caller retrieved."""
+    AnswerCallbackPreview: _aio.UnaryUnaryMultiCallable[_cti_pb2.AnswerCallbackPreviewRequest, _cti_pb2.AnswerCallbackPreviewResponse]  # type: ignore[assignment]
+    """A callback shown to this agent (preview, F20: `callback_preview` on the stream) accepted:
+    dialled now, the callee rings this agent; or declined: shown to the next ready agent.
+    NOT_FOUND when it is not shown to anyone, FAILED_PRECONDITION when shown to another agent or
+    withdrawn (this agent is no longer ready).
+    """
     StreamEvents: _aio.UnaryStreamMultiCallable[_cti_pb2.StreamEventsRequest, _cti_pb2.StreamEventsResponse]  # type: ignore[assignment]
     """Everything that happens to the agent, starting with its current state."""
 
@@ -193,6 +205,18 @@ class AgentDesktopServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_cti_pb2.CancelTransferResponse, _abc.Awaitable[_cti_pb2.CancelTransferResponse]]:
         """Consult abandoned: the consulted agent is released and the caller retrieved."""
+
+    @_abc_1.abstractmethod
+    def AnswerCallbackPreview(
+        self,
+        request: _cti_pb2.AnswerCallbackPreviewRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cti_pb2.AnswerCallbackPreviewResponse, _abc.Awaitable[_cti_pb2.AnswerCallbackPreviewResponse]]:
+        """A callback shown to this agent (preview, F20: `callback_preview` on the stream) accepted:
+        dialled now, the callee rings this agent; or declined: shown to the next ready agent.
+        NOT_FOUND when it is not shown to anyone, FAILED_PRECONDITION when shown to another agent or
+        withdrawn (this agent is no longer ready).
+        """
 
     @_abc_1.abstractmethod
     def StreamEvents(

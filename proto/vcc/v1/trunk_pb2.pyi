@@ -171,6 +171,7 @@ class PlaceCallResponse(_message.Message):
     RETRIEVED_FIELD_NUMBER: _builtins.int
     TRANSFERRED_FIELD_NUMBER: _builtins.int
     ENDED_FIELD_NUMBER: _builtins.int
+    VOICEMAIL_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
@@ -192,6 +193,8 @@ class PlaceCallResponse(_message.Message):
     def transferred(self) -> Global___CallTransferred: ...
     @_builtins.property
     def ended(self) -> Global___CallEnded: ...
+    @_builtins.property
+    def voicemail(self) -> Global___CallVoicemail: ...
     def __init__(
         self,
         *,
@@ -206,16 +209,46 @@ class PlaceCallResponse(_message.Message):
         retrieved: Global___CallRetrieved | None = ...,
         transferred: Global___CallTransferred | None = ...,
         ended: Global___CallEnded | None = ...,
+        voicemail: Global___CallVoicemail | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "at", b"at", "connected", b"connected", "ended", b"ended", "held", b"held", "progress", b"progress", "prompt", b"prompt", "queued", b"queued", "retrieved", b"retrieved", "ringing", b"ringing", "transferred", b"transferred"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "at", b"at", "connected", b"connected", "ended", b"ended", "held", b"held", "progress", b"progress", "prompt", b"prompt", "queued", b"queued", "retrieved", b"retrieved", "ringing", b"ringing", "transferred", b"transferred", "voicemail", b"voicemail"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "at", b"at", "call_id", b"call_id", "connected", b"connected", "ended", b"ended", "held", b"held", "progress", b"progress", "prompt", b"prompt", "queued", b"queued", "retrieved", b"retrieved", "ringing", b"ringing", "transferred", b"transferred"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "at", b"at", "call_id", b"call_id", "connected", b"connected", "ended", b"ended", "held", b"held", "progress", b"progress", "prompt", b"prompt", "queued", b"queued", "retrieved", b"retrieved", "ringing", b"ringing", "transferred", b"transferred", "voicemail", b"voicemail"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_progress: _TypeAlias = _typing.Literal["accepted", "prompt", "queued", "ringing", "connected", "held", "retrieved", "transferred", "ended"]  # noqa: Y015
+    _WhichOneofReturnType_progress: _TypeAlias = _typing.Literal["accepted", "prompt", "queued", "ringing", "connected", "held", "retrieved", "transferred", "ended", "voicemail"]  # noqa: Y015
     _WhichOneofArgType_progress: _TypeAlias = _typing.Literal["progress", b"progress"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_progress) -> _WhichOneofReturnType_progress | None: ...
 
 Global___PlaceCallResponse: _TypeAlias = PlaceCallResponse  # noqa: Y015
+
+@_typing.final
+class CallVoicemail(_message.Message):
+    """The caller is leaving a voicemail message: what they say from now on is recorded for it (a
+    SIP trunk records it; the call ends when they hang up, or after `max_s`).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    SKILL_GROUP_FIELD_NUMBER: _builtins.int
+    MAX_S_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    skill_group: _builtins.str
+    max_s: _builtins.float
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+        skill_group: _builtins.str = ...,
+        max_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_s", b"max_s", "message_id", b"message_id", "skill_group", b"skill_group"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallVoicemail: _TypeAlias = CallVoicemail  # noqa: Y015
 
 @_typing.final
 class CallAccepted(_message.Message):

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16vcc/v1/voicemail.proto\x12\x06vcc.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf2\x01\n\x10VoicemailMessage\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\x12\x0b\n\x03\x62ox\x18\x03 \x01(\t\x12\x13\n\x0bskill_group\x18\x04 \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\x05 \x01(\t\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nduration_s\x18\x07 \x01(\x01\x12\r\n\x05state\x18\x08 \x01(\t\x12\x12\n\nagent_code\x18\t \x01(\t\x12\r\n\x05plays\x18\n \x01(\r\x12\x11\n\trecording\x18\x0b \x01(\t\"B\n\x14ListVoicemailRequest\x12\x15\n\rsession_token\x18\x01 \x01(\t\x12\x13\n\x0bskill_group\x18\x02 \x01(\t\"C\n\x15ListVoicemailResponse\x12*\n\x08messages\x18\x01 \x03(\x0b\x32\x18.vcc.v1.VoicemailMessage\"A\n\x14TakeVoicemailRequest\x12\x15\n\rsession_token\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\"A\n\x14PlayVoicemailRequest\x12\x15\n\rsession_token\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\"Q\n\x16\x46inishVoicemailRequest\x12\x15\n\rsession_token\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x0c\n\x04note\x18\x03 \x01(\t\">\n\x11VoicemailResponse\x12)\n\x07message\x18\x01 \x01(\x0b\x32\x18.vcc.v1.VoicemailMessage2\xc2\x02\n\x10VoicemailService\x12L\n\rListVoicemail\x12\x1c.vcc.v1.ListVoicemailRequest\x1a\x1d.vcc.v1.ListVoicemailResponse\x12H\n\rTakeVoicemail\x12\x1c.vcc.v1.TakeVoicemailRequest\x1a\x19.vcc.v1.VoicemailResponse\x12H\n\rPlayVoicemail\x12\x1c.vcc.v1.PlayVoicemailRequest\x1a\x19.vcc.v1.VoicemailResponse\x12L\n\x0f\x46inishVoicemail\x12\x1e.vcc.v1.FinishVoicemailRequest\x1a\x19.vcc.v1.VoicemailResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16vcc/v1/voicemail.proto\x12\x06vcc.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf2\x01\n\x10VoicemailMessage\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\x12\x0b\n\x03\x62ox\x18\x03 \x01(\t\x12\x13\n\x0bskill_group\x18\x04 \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\x05 \x01(\t\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nduration_s\x18\x07 \x01(\x01\x12\r\n\x05state\x18\x08 \x01(\t\x12\x12\n\nagent_code\x18\t \x01(\t\x12\r\n\x05plays\x18\n \x01(\r\x12\x11\n\trecording\x18\x0b \x01(\t\"B\n\x14ListVoicemailRequest\x12\x15\n\rsession_token\x18\x01 \x01(\t\x12\x13\n\x0bskill_group\x18\x02 \x01(\t\"C\n\x15ListVoicemailResponse\x12*\n\x08messages\x18\x01 \x03(\x0b\x32\x18.vcc.v1.VoicemailMessage\"A\n\x14TakeVoicemailRequest\x12\x15\n\rsession_token\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\"A\n\x14PlayVoicemailRequest\x12\x15\n\rsession_token\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\"Q\n\x16\x46inishVoicemailRequest\x12\x15\n\rsession_token\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x0c\n\x04note\x18\x03 \x01(\t\"G\n\x1a\x46\x65tchVoicemailAudioRequest\x12\x15\n\rsession_token\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\"#\n\x13VoicemailAudioChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\">\n\x11VoicemailResponse\x12)\n\x07message\x18\x01 \x01(\x0b\x32\x18.vcc.v1.VoicemailMessage2\x9c\x03\n\x10VoicemailService\x12L\n\rListVoicemail\x12\x1c.vcc.v1.ListVoicemailRequest\x1a\x1d.vcc.v1.ListVoicemailResponse\x12H\n\rTakeVoicemail\x12\x1c.vcc.v1.TakeVoicemailRequest\x1a\x19.vcc.v1.VoicemailResponse\x12H\n\rPlayVoicemail\x12\x1c.vcc.v1.PlayVoicemailRequest\x1a\x19.vcc.v1.VoicemailResponse\x12L\n\x0f\x46inishVoicemail\x12\x1e.vcc.v1.FinishVoicemailRequest\x1a\x19.vcc.v1.VoicemailResponse\x12X\n\x13\x46\x65tchVoicemailAudio\x12\".vcc.v1.FetchVoicemailAudioRequest\x1a\x1b.vcc.v1.VoicemailAudioChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,8 +44,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PLAYVOICEMAILREQUEST']._serialized_end=581
   _globals['_FINISHVOICEMAILREQUEST']._serialized_start=583
   _globals['_FINISHVOICEMAILREQUEST']._serialized_end=664
-  _globals['_VOICEMAILRESPONSE']._serialized_start=666
-  _globals['_VOICEMAILRESPONSE']._serialized_end=728
-  _globals['_VOICEMAILSERVICE']._serialized_start=731
-  _globals['_VOICEMAILSERVICE']._serialized_end=1053
+  _globals['_FETCHVOICEMAILAUDIOREQUEST']._serialized_start=666
+  _globals['_FETCHVOICEMAILAUDIOREQUEST']._serialized_end=737
+  _globals['_VOICEMAILAUDIOCHUNK']._serialized_start=739
+  _globals['_VOICEMAILAUDIOCHUNK']._serialized_end=774
+  _globals['_VOICEMAILRESPONSE']._serialized_start=776
+  _globals['_VOICEMAILRESPONSE']._serialized_end=838
+  _globals['_VOICEMAILSERVICE']._serialized_start=841
+  _globals['_VOICEMAILSERVICE']._serialized_end=1253
 # @@protoc_insertion_point(module_scope)

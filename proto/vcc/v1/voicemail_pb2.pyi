@@ -187,6 +187,47 @@ class FinishVoicemailRequest(_message.Message):
 Global___FinishVoicemailRequest: _TypeAlias = FinishVoicemailRequest  # noqa: Y015
 
 @_typing.final
+class FetchVoicemailAudioRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_TOKEN_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    session_token: _builtins.str
+    message_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        session_token: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id", "session_token", b"session_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FetchVoicemailAudioRequest: _TypeAlias = FetchVoicemailAudioRequest  # noqa: Y015
+
+@_typing.final
+class VoicemailAudioChunk(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoicemailAudioChunk: _TypeAlias = VoicemailAudioChunk  # noqa: Y015
+
+@_typing.final
 class VoicemailResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

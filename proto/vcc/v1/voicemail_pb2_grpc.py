@@ -54,6 +54,11 @@ class VoicemailServiceStub:
                 request_serializer=vcc_dot_v1_dot_voicemail__pb2.FinishVoicemailRequest.SerializeToString,
                 response_deserializer=vcc_dot_v1_dot_voicemail__pb2.VoicemailResponse.FromString,
                 _registered_method=True)
+        self.FetchVoicemailAudio = channel.unary_stream(
+                '/vcc.v1.VoicemailService/FetchVoicemailAudio',
+                request_serializer=vcc_dot_v1_dot_voicemail__pb2.FetchVoicemailAudioRequest.SerializeToString,
+                response_deserializer=vcc_dot_v1_dot_voicemail__pb2.VoicemailAudioChunk.FromString,
+                _registered_method=True)
 
 
 class VoicemailServiceServicer:
@@ -88,6 +93,15 @@ class VoicemailServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchVoicemailAudio(self, request, context):
+        """The caller's voice (a mono 8 kHz WAV, in chunks) of a message assigned to this agent.
+        FAILED_PRECONDITION when it is not theirs, NOT_FOUND when it has no audio (recorded on the
+        gRPC trunk, or with every recording channel busy) or the file is not made yet.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VoicemailServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +124,11 @@ def add_VoicemailServiceServicer_to_server(servicer, server):
                     servicer.FinishVoicemail,
                     request_deserializer=vcc_dot_v1_dot_voicemail__pb2.FinishVoicemailRequest.FromString,
                     response_serializer=vcc_dot_v1_dot_voicemail__pb2.VoicemailResponse.SerializeToString,
+            ),
+            'FetchVoicemailAudio': grpc.unary_stream_rpc_method_handler(
+                    servicer.FetchVoicemailAudio,
+                    request_deserializer=vcc_dot_v1_dot_voicemail__pb2.FetchVoicemailAudioRequest.FromString,
+                    response_serializer=vcc_dot_v1_dot_voicemail__pb2.VoicemailAudioChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,6 +239,33 @@ class VoicemailService:
             '/vcc.v1.VoicemailService/FinishVoicemail',
             vcc_dot_v1_dot_voicemail__pb2.FinishVoicemailRequest.SerializeToString,
             vcc_dot_v1_dot_voicemail__pb2.VoicemailResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchVoicemailAudio(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/vcc.v1.VoicemailService/FetchVoicemailAudio',
+            vcc_dot_v1_dot_voicemail__pb2.FetchVoicemailAudioRequest.SerializeToString,
+            vcc_dot_v1_dot_voicemail__pb2.VoicemailAudioChunk.FromString,
             options,
             channel_credentials,
             insecure,

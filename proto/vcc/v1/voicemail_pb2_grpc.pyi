@@ -44,6 +44,11 @@ class VoicemailServiceStub:
     """Play it back (the agent it is assigned to): where the recording is and how long."""
     FinishVoicemail: _grpc.UnaryUnaryMultiCallable[_voicemail_pb2.FinishVoicemailRequest, _voicemail_pb2.VoicemailResponse]
     """Marked done, with a note; FAILED_PRECONDITION `message-not-played` if never played."""
+    FetchVoicemailAudio: _grpc.UnaryStreamMultiCallable[_voicemail_pb2.FetchVoicemailAudioRequest, _voicemail_pb2.VoicemailAudioChunk]
+    """The caller's voice (a mono 8 kHz WAV, in chunks) of a message assigned to this agent.
+    FAILED_PRECONDITION when it is not theirs, NOT_FOUND when it has no audio (recorded on the
+    gRPC trunk, or with every recording channel busy) or the file is not made yet.
+    """
 
 @_typing.type_check_only
 class VoicemailServiceAsyncStub(VoicemailServiceStub):
@@ -58,6 +63,11 @@ class VoicemailServiceAsyncStub(VoicemailServiceStub):
     """Play it back (the agent it is assigned to): where the recording is and how long."""
     FinishVoicemail: _aio.UnaryUnaryMultiCallable[_voicemail_pb2.FinishVoicemailRequest, _voicemail_pb2.VoicemailResponse]  # type: ignore[assignment]
     """Marked done, with a note; FAILED_PRECONDITION `message-not-played` if never played."""
+    FetchVoicemailAudio: _aio.UnaryStreamMultiCallable[_voicemail_pb2.FetchVoicemailAudioRequest, _voicemail_pb2.VoicemailAudioChunk]  # type: ignore[assignment]
+    """The caller's voice (a mono 8 kHz WAV, in chunks) of a message assigned to this agent.
+    FAILED_PRECONDITION when it is not theirs, NOT_FOUND when it has no audio (recorded on the
+    gRPC trunk, or with every recording channel busy) or the file is not made yet.
+    """
 
 class VoicemailServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -93,5 +103,16 @@ class VoicemailServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_voicemail_pb2.VoicemailResponse, _abc.Awaitable[_voicemail_pb2.VoicemailResponse]]:
         """Marked done, with a note; FAILED_PRECONDITION `message-not-played` if never played."""
+
+    @_abc_1.abstractmethod
+    def FetchVoicemailAudio(
+        self,
+        request: _voicemail_pb2.FetchVoicemailAudioRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_voicemail_pb2.VoicemailAudioChunk], _abc.AsyncIterator[_voicemail_pb2.VoicemailAudioChunk]]:
+        """The caller's voice (a mono 8 kHz WAV, in chunks) of a message assigned to this agent.
+        FAILED_PRECONDITION when it is not theirs, NOT_FOUND when it has no audio (recorded on the
+        gRPC trunk, or with every recording channel busy) or the file is not made yet.
+        """
 
 def add_VoicemailServiceServicer_to_server(servicer: VoicemailServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

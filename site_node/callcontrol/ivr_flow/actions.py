@@ -66,6 +66,7 @@ class ToVoicemail:
 class OfferCallback:
     skill_group: str
     number: str
+    mode: str = "progressive"
 
 
 @dataclass(frozen=True)

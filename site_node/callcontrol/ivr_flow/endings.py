@@ -28,7 +28,7 @@ def end_action(node: EndNode, context: Mapping[str, str], voice: Voice) -> End:
     if isinstance(node, VoicemailNode):
         return ToVoicemail(node.box)
     if isinstance(node, CallbackNode):
-        return OfferCallback(node.skill_group, context.get(node.number, ""))
+        return OfferCallback(node.skill_group, context.get(node.number, ""), node.mode)
     if isinstance(node, FaxNode):
         return FaxOnDemand(node.document)
     if isinstance(node, ReturnNode):

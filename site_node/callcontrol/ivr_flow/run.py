@@ -48,6 +48,7 @@ from vcc.ivr.flow import (
     MenuOption,
     PlayNode,
     QueueNode,
+    QueueTreatmentSpec,
     SetNode,
 )
 
@@ -243,17 +244,19 @@ class FlowRun:
             self._play(node.prompt, False, now, out)
         self._end(end_action(node, self.context, self._voice), now, out)
 
-    def on_max_wait(self, now: float) -> list[Action]:
-        """The call waited its queue's max_wait_s: the flow goes on at the queue's on_max_wait."""
-        if not isinstance(self.ended, ToQueue):
-            return []
+    def on_max_wait(self, now: float, key: str = "") -> list[Action]:
+        """The call leaves its queue: it waited max_wait_s (the flow goes on at on_max_wait), or
+        the caller pressed `key`, the virtual hold key (on at on_callback; another key: nothing)."""
         node = self.flow.nodes[self.node_id]
-        if not isinstance(node, QueueNode) or node.treatment is None or node.treatment.on_max_wait is None:
+        t = node.treatment if isinstance(self.ended, ToQueue) and isinstance(node, QueueNode) else None
+        target = _queue_exit(t, key)
+        if target is None:
             return []
         self.ended = None
-        self.trace.append(Silence(now, self.node_id, "max wait reached"))
+        held = Pressed(now, self.node_id, key, f"virtual hold -> {target}")
+        self.trace.append(held if key else Silence(now, self.node_id, "max wait reached"))
         out: list[Action] = []
-        self._go(node.treatment.on_max_wait, now, out)
+        self._go(target, now, out)
         return out
 
     def _end(self, action: End, now: float, out: list[Action]) -> None:
@@ -352,3 +355,12 @@ class FlowRun:
         text = self._voice.text(prompt_id, key)
         out.append(Play(prompt_id, text, barge_in))
         self.trace.append(Heard(now, self.node_id, prompt_id, text))
+
+
+def _queue_exit(treatment: QueueTreatmentSpec | None, key: str) -> str | None:
+    """Where a waiting call goes on: on_max_wait (no key), on_callback (the virtual hold key)."""
+    if treatment is None:
+        return None
+    if not key:
+        return treatment.on_max_wait
+    return treatment.on_callback if key == treatment.callback_key else None

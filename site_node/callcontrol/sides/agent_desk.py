@@ -1,5 +1,6 @@
 """What an agent's desk (or phone) asks: log in and out, ready and not ready, answer, hold,
-hang up, end the wrap-up with its code and note, and work the groups' voicemail."""
+hang up, end the wrap-up with its code and note, answer a callback shown to it (preview), and
+work the groups' voicemail."""
 
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ class AgentDesk:
     def set_ready(self, now: float, code: str, ready: bool, reason: str = "") -> list[Effect]:
         fx = self._fx()
         self._p.desk.set_ready(now, code, ready, reason, fx)
+        self._p.dialler.dial(now, fx)  # first: a caller on virtual hold whose turn came
         self._p.queues.dispatch(now, fx)
         self._p.dialler.dial(now, fx)
         return fx.items
@@ -126,6 +128,7 @@ class AgentDesk:
         self._p.desk.end_wrap_up(now, code, ready, reason, fx)
         if wrap_code or note:
             self._journal_wrap_up(now, code, call_id, wrap_code, note, fx)
+        self._p.dialler.dial(now, fx)  # first: a caller on virtual hold whose turn came
         self._p.queues.dispatch(now, fx)
         self._p.dialler.dial(now, fx)
         return fx.items
@@ -147,6 +150,13 @@ class AgentDesk:
             fx.add(Journal(event))
 
     # Voicemail (SPEC F27): an agent works its groups' messages --------------------------------
+
+    def answer_callback_preview(self, now: float, code: str, callback_id: str, accept: bool) -> list[Effect]:
+        """The agent shown a callback (preview) accepts it, dialled for them, or declines it."""
+        fx = self._fx()
+        self._p.dialler.answer_preview(code, callback_id, accept, now, fx)
+        self._p.queues.dispatch(now, fx)
+        return fx.items
 
     def voicemail(self, code: str, skill_group: str) -> list[Message]:
         return self._p.flows.voicemail.listed(code, skill_group)

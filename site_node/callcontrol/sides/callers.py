@@ -47,9 +47,13 @@ class CallerSide:
         if call.state != CallState.ENDED:
             p.screen_pop.fetch(call, now, fx)
             if dial_id:
+                agent = p.dialler.answered_by(dial_id)  # preview: the agent who accepted it
                 group = p.dialler.answered(call, dial_id, now, fx)
-                call.priority = CALLBACK_PRIORITY
-                p.queues.enqueue(call, group, now, fx, reason="callback")
+                call.priority, call.skill_group = CALLBACK_PRIORITY, group
+                if agent:
+                    p.ringing.ring(call, agent, now, fx)
+                else:
+                    p.queues.enqueue(call, group, now, fx, reason="callback")
             else:
                 p.ivr.start(call, now, fx)
             p.queues.dispatch(now, fx)
@@ -65,6 +69,10 @@ class CallerSide:
         call = self._p.book.call(call_id)
         check_digits(digits)
         fx = self._fx()
+        if self._p.flows.queue_key(call, digits, now, fx):  # a flow queue's virtual hold key
+            self._p.dialler.dial(now, fx)
+            self._p.queues.dispatch(now, fx)
+            return fx.items
         if call.state != CallState.IVR:
             # Digits outside the menu are heard by nobody; record them for the history.
             fx.journal(call, EventKind.DIGITS, now, data=(("digits", digits), ("ignored", "true")))

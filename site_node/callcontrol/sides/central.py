@@ -13,7 +13,7 @@ from site_node.callcontrol.pushed_targets import PushedTarget
 
 class CentralSide:
     def __init__(self, parts: Parts, fx: Callable[[], Effects]) -> None:
-        self._legs = parts.legs
+        self._leaving = parts.leaving
         self._queues = parts.queues
         self._fx = fx
 
@@ -22,17 +22,17 @@ class CentralSide:
     ) -> list[Effect]:
         """Central's answer to AskRoute (None or this site: stay; ask again later)."""
         fx = self._fx()
-        if self._legs.route_decided(now, call_id, target_site_id, decision_id, fx):
+        if self._leaving.route_decided(now, call_id, target_site_id, decision_id, fx):
             self._queues.dispatch(now, fx)
         return fx.items
 
     def overflow_targets(self, now: float, epoch: int, targets: Sequence[PushedTarget]) -> list[Effect]:
-        """Central pushed where calls that must leave should go now (legs_out offers at once)."""
-        self._legs.targets.update(now, epoch, targets)
+        """Central pushed where calls that must leave should go now (leaving.py offers at once)."""
+        self._leaving.targets.update(now, epoch, targets)
         return []
 
     def pull_call(self, now: float, skill_group: str, to_site_id: str, decision_id: str = "") -> list[Effect]:
         """Pooled mode: an agent is free at `to_site_id`: offer it our longest-waiting call."""
         fx = self._fx()
-        self._legs.pull_call(now, skill_group, to_site_id, decision_id, fx)
+        self._leaving.pull_call(now, skill_group, to_site_id, decision_id, fx)
         return fx.items

@@ -23,6 +23,7 @@ class Deadlines:
     def tick(self, now: float) -> list[Effect]:
         fx = self._fx()
         self._p.timers.fire_due(now, fx)
+        self._p.dialler.dial(now, fx)  # first: a caller on virtual hold whose turn came
         self._p.queues.dispatch(now, fx)
         self._p.dialler.dial(now, fx)
         return fx.items

@@ -10,6 +10,8 @@ const T = {
     state: "State", time_in_state: "Time in state", reason: "Reason", ready: "Ready", not_ready: "Not ready",
     wrap_up_code: "Wrap-up code", note: "Note", offer: "Incoming call", caller: "Caller", service: "Service",
     skill_group: "Skill group", waited: "Waited", ivr: "IVR choice", purpose: "Why", from_agent: "From agent",
+    callback_preview: "Callback to make", callback_number: "Number", callback_why: "Asked", accept: "Accept", decline: "Decline",
+    "flow-offer": "in the IVR", "max-wait": "after waiting too long", abandoned: "hung up waiting", "virtual-hold": "kept their place",
     answer: "Answer", call: "Call", call_state: "Call state", customer: "Customer record", name: "Name",
     level: "Level", city: "City", notes: "Notes", phone: "Phone", no_customer: "No customer record for this number",
     history: "History of the call", attached: "Attached data", hold: "Hold", retrieve: "Retrieve", hang_up: "Hang up",
@@ -44,6 +46,8 @@ const T = {
     login_title: "登录", agent_code: "工号", password: "密码", log_in: "登录", log_out: "签出",
     state: "状态", time_in_state: "状态时长", reason: "原因", ready: "就绪", not_ready: "未就绪",
     wrap_up_code: "小结代码", note: "备注", offer: "来电", caller: "主叫号码", service: "业务",
+    callback_preview: "待回呼", callback_number: "号码", callback_why: "原因", accept: "接受", decline: "拒绝",
+    "flow-offer": "语音导航中预约", "max-wait": "等候超时", abandoned: "排队时挂机", "virtual-hold": "保留排队位置",
     skill_group: "技能组", waited: "等待时长", ivr: "语音导航选择", purpose: "来由", from_agent: "来自坐席",
     answer: "接听", call: "通话", call_state: "通话状态", customer: "客户资料", name: "姓名",
     level: "级别", city: "城市", notes: "备注", phone: "电话", no_customer: "该号码没有客户资料",
@@ -267,6 +271,15 @@ function buildDesk(app) {
           el("dt", { i18n: "purpose" }), el("dd", {}, field("offer-purpose"))),
         el("div", { id: "offer-customer" }),
         button("answer", () => onCall("answer"), "primary")),
+      el("section", { class: "card wide offer", id: "callback-preview", hidden: true, "aria-label": t("callback_preview") },
+        el("h2", { i18n: "callback_preview" }),
+        el("dl", {},
+          el("dt", { i18n: "callback_number" }), el("dd", {}, field("cbp-number")),
+          el("dt", { i18n: "service" }), el("dd", {}, field("cbp-group")),
+          el("dt", { i18n: "callback_why" }), el("dd", {}, field("cbp-reason"))),
+        el("div", { class: "row" },
+          button("accept", () => answerCallback(true), "primary"),
+          button("decline", () => answerCallback(false)))),
       el("section", { class: "card wide", id: "knowledge", hidden: true, "aria-label": t("knowledge") },
         el("h2", { i18n: "knowledge" }), el("ul", { id: "articles" })),
       el("section", { class: "card wide", id: "call", hidden: true, "aria-label": t("call") },
@@ -386,6 +399,13 @@ function renderDesk(v) {
   }
   $("#notices").replaceChildren(...notes);
 
+  const p = v.callback_preview;
+  show($("#callback-preview"), !!p);
+  if (p) {
+    setField(null, "cbp-number", p.number);
+    setField(null, "cbp-group", p.skill_group);
+    setField(null, "cbp-reason", t(p.reason));
+  }
   const o = v.offer;
   show($("#offer"), !!o);
   if (o) {
@@ -522,6 +542,10 @@ function currentCallId() {
 async function onCall(action, body) {
   const id = currentCallId();
   return post(`/api/calls/${encodeURIComponent(id || "none")}/${action}`, body || {});
+}
+async function answerCallback(accept) {
+  const p = data && data.callback_preview;
+  return post(`/api/callbacks/${encodeURIComponent(p ? p.callback_id : "none")}/${accept ? "accept" : "decline"}`, {});
 }
 async function sendDigits() {
   if (await onCall("digits", { digits: $("#keypad").value })) $("#keypad").value = "";

@@ -50,11 +50,12 @@ def call_central(
 
     from vcc import rpc
     from vcc.errors import from_rpc_error
+    from vcc.tls import central_server
 
     address = central_address(central, config)
 
     async def run() -> T:
-        async with rpc.channel(address) as channel:
+        async with rpc.channel(address, expect=central_server()) as channel:
             return await work(channel)
 
     try:

@@ -1,0 +1,180 @@
+"""The mixing bridge: a call's parties heard together, by a real mixer (GStreamer's live
+`audiomixer`, run by `gst-launch-1.0` as a supervised process), never by Python.
+
+rtpengine 10.5 relays and forks media but cannot mix, so whisper, barge-in (and monitor, heard as
+one stream) take a bridge: each party's side of the call in rtpengine is paired with one leg of
+the bridge (site_node/sip/supervision.py does the pairing), and the bridge sends each leg the mix
+of the parties that leg may hear. A leg is a UDP port the bridge receives on and the engine's port
+it sends to; everything is G.711 A-law at 8 kHz (rtpengine transcodes if a party speaks otherwise).
+
+Changing who hears whom (monitor -> whisper -> barge) restarts the process on the same ports (a
+gap of a fraction of a second); a bridge that dies on its own is reported (`on_died`), and the
+call is paired back without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from site_node.media.engine import _die_with_parent
+
+log = logging.getLogger(__name__)
+
+GST = "gst-launch-1.0"
+STOP_GRACE_S = 2.0
+# The jitter buffer of each input, and the mixer's own latency (ms): small, a supervisor talks live.
+JITTER_MS = 60
+MIX_LATENCY_MS = 40
+PACKET_MS = 20
+_RTP_CAPS = "application/x-rtp,media=audio,clock-rate=8000,encoding-name=PCMA,payload=8"
+
+
+class BridgeError(Exception):
+    """The bridge could not be started (no GStreamer, or the process exited at once)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """One party on the bridge: the bridge receives its voice on `listen`, sends it the mix to
+    `send_to` (the engine's port for that party)."""
+
+    name: str
+    listen: int
+    send_to: int
+
+
+def free_rtp_port(host: str = "127.0.0.1") -> int:
+    """An even UDP port free now (RTP's convention; the next odd one is RTCP's)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((host, 0))
+            port: int = s.getsockname()[1]
+        if port % 2 == 0:
+            return port
+
+
+def pipeline(legs: Sequence[Leg], hears: Mapping[str, Sequence[str]], host: str = "127.0.0.1") -> list[str]:
+    """The gst-launch description of a bridge: every leg's voice decoded once (a tee), each leg
+    sent the mix of the legs it hears (none: silence is not sent, the leg gets nothing)."""
+    names = [leg.name for leg in legs]
+    if len(set(names)) != len(names):
+        raise ValueError("two legs with one name")
+    for out, ins in hears.items():
+        if out not in names or any(i not in names or i == out for i in ins):
+            raise ValueError(f"leg {out} hears {list(ins)}: not legs of this bridge, or itself")
+    parts: list[str] = []
+    for leg in legs:
+        parts += [
+            "udpsrc", f"address={host}", f"port={leg.listen}", f"caps={_RTP_CAPS}", "!",
+            "rtpjitterbuffer", f"latency={JITTER_MS}", "!", "rtppcmadepay", "!", "alawdec", "!",
+            "audioconvert", "!", "audioresample", "!", "audio/x-raw,format=S16LE,rate=8000,channels=1", "!",
+            "tee", f"name=in_{leg.name}",
+            # A tee needs a branch always: a voice nobody hears goes here.
+            f"in_{leg.name}.", "!", "queue", "!", "fakesink", "sync=false", "async=false",
+        ]  # fmt: skip
+    latency_ns = MIX_LATENCY_MS * 1_000_000
+    for leg in legs:
+        ins = hears.get(leg.name, ())
+        if not ins:
+            continue
+        parts += [
+            # 20 ms per buffer, so each RTP packet is 20 ms of G.711 (the mixer's default is 10 ms).
+            "audiomixer", f"name=mix_{leg.name}", f"latency={latency_ns}", "ignore-inactive-pads=true",
+            f"output-buffer-duration={PACKET_MS * 1_000_000}",
+            "start-time-selection=first", "!", "audioconvert", "!", "alawenc", "!", "rtppcmapay", "pt=8",
+            "!", "udpsink", f"host={host}", f"port={leg.send_to}", "sync=false", "async=false",
+        ]  # fmt: skip
+        for i in ins:
+            parts += [f"in_{i}.", "!", "queue", "!", f"mix_{leg.name}."]
+    return parts
+
+
+class MixBridge:
+    """One bridge process for one call. `start` and `rehear` (re)start it; `stop` ends it."""
+
+    def __init__(self, name: str, legs: Sequence[Leg], log_path: Path, host: str = "127.0.0.1") -> None:
+        self.name = name
+        self.legs = list(legs)
+        self.host = host
+        self.log_path = log_path
+        self.hears: dict[str, list[str]] = {}
+        self.on_died: Callable[[MixBridge, int], None] = lambda bridge, code: None
+        self.starts = 0
+        self._proc: asyncio.subprocess.Process | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
+
+    async def start(self, hears: Mapping[str, Sequence[str]]) -> None:
+        binary = shutil.which(GST)
+        if binary is None:
+            raise BridgeError(f"{GST} is not installed (bash deploy/install-system-deps.sh)")
+        args = pipeline(self.legs, hears, self.host)
+        await self._end_process()
+        self._stopping = False
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as out:
+            self._proc = await asyncio.create_subprocess_exec(
+                *_die_with_parent(), binary, "-q", *args,
+                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+            )  # fmt: skip
+        self.hears = {k: list(v) for k, v in hears.items()}
+        self.starts += 1
+        proc = self._proc
+        # A description GStreamer refuses ends the process at once: say so instead of a silent call.
+        with contextlib.suppress(TimeoutError):
+            code = await asyncio.wait_for(proc.wait(), 0.3)
+            raise BridgeError(f"the mixing bridge exited at once ({code}; log: {self.log_path})")
+        self._watch = asyncio.get_running_loop().create_task(self._follow(proc), name=f"bridge-{self.name}")
+        log.info("bridge %s: pid %s, %s", self.name, proc.pid, self.hears)
+
+    async def rehear(self, hears: Mapping[str, Sequence[str]]) -> None:
+        """Who hears whom changed: the same legs, a new mix."""
+        if {k: list(v) for k, v in hears.items()} == self.hears and self.pid is not None:
+            return
+        await self.start(hears)
+
+    async def _follow(self, proc: asyncio.subprocess.Process) -> None:
+        code = await proc.wait()
+        if self._stopping or proc is not self._proc:
+            return
+        log.error("bridge %s: the mixer exited (%s)", self.name, code)
+        self.on_died(self, code)
+
+    async def _end_process(self) -> None:
+        proc, watch = self._proc, self._watch
+        self._stopping = True
+        self._proc, self._watch = None, None
+        if watch is not None:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+        if proc is None or proc.returncode is not None:
+            return
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+    async def stop(self) -> None:
+        await self._end_process()
+        # One log per bridged call: kept only when the mixer said something (an error).
+        await asyncio.to_thread(_drop_if_empty, self.log_path)
+
+
+def _drop_if_empty(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        if path.stat().st_size == 0:
+            path.unlink()

@@ -1,0 +1,134 @@
+"""The mixing bridge on its own: who hears whom by mode, the pipeline refusing legs that make no
+sense, and the real GStreamer process mixing two tones into the third leg, refusing a port that
+is taken, and reported when it dies."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import signal
+import socket
+import struct
+from pathlib import Path
+from typing import cast
+
+import pytest
+
+from site_node.callcontrol.supervision import HEARS, who_hears
+from site_node.media.bridge import BridgeError, Leg, MixBridge, free_rtp_port, pipeline
+from tests.helpers import eventually
+from tests.sip.audio import _ALAW, linear_to_alaw, tone_level
+from vcc.errors import InvalidArgument
+
+
+def test_nobody_hears_themselves_and_only_whisper_and_barge_let_the_supervisor_be_heard() -> None:
+    for mode, hears in HEARS.items():
+        assert set(hears) == {"caller", "agent", "supervisor"}, mode
+        assert all(party not in heard for party, heard in hears.items()), mode
+        assert set(hears["supervisor"]) == {"caller", "agent"}, mode
+    assert "supervisor" not in who_hears("monitor")["caller"] + who_hears("monitor")["agent"]
+    assert (
+        "supervisor" in who_hears("whisper")["agent"] and "supervisor" not in who_hears("whisper")["caller"]
+    )
+    assert "supervisor" in who_hears("barge")["agent"] and "supervisor" in who_hears("barge")["caller"]
+    with pytest.raises(InvalidArgument):
+        who_hears("intercept")
+
+
+def test_the_pipeline_refuses_legs_that_make_no_sense() -> None:
+    legs = [Leg("a", 40000, 41000), Leg("b", 40002, 41002)]
+    with pytest.raises(ValueError):
+        pipeline([*legs, Leg("a", 40004, 41004)], {})
+    with pytest.raises(ValueError):
+        pipeline(legs, {"a": ["a"]})
+    with pytest.raises(ValueError):
+        pipeline(legs, {"a": ["c"]})
+    with pytest.raises(ValueError):
+        pipeline(legs, {"c": ["a"]})
+    text = " ".join(pipeline(legs, {"a": ["b"]}))
+    # b's voice mixed for a, sent to a's engine port; nothing is sent to b.
+    assert "mix_a" in text and "port=41000" in text and "mix_b" not in text and "port=41002" not in text
+
+
+class _Ear(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.payloads: list[bytes] = []
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
+        self.payloads.append(data[12:])
+
+
+async def _socket(port: int) -> _Ear:
+    ear = _Ear()
+    await asyncio.get_running_loop().create_datagram_endpoint(lambda: ear, local_addr=("127.0.0.1", port))
+    return ear
+
+
+async def _tone(ear: _Ear, port: int, hz: float, seconds: float) -> None:
+    assert ear.transport is not None
+    step = 2 * math.pi * hz / 8000
+    for i in range(int(seconds * 50)):
+        pcm = bytes(linear_to_alaw(int(8000 * math.sin(step * (i * 160 + k)))) for k in range(160))
+        ear.transport.sendto(struct.pack("!BBHII", 0x80, 8, i, i * 160, int(hz)) + pcm, ("127.0.0.1", port))
+        await asyncio.sleep(0.02)
+
+
+async def test_the_bridge_mixes_two_voices_for_the_third_and_reports_its_death(tmp_path: Path) -> None:
+    names = ("caller", "agent", "supervisor")
+    listen = {n: free_rtp_port() for n in names}
+    ears = {n: await _socket(free_rtp_port()) for n in names}
+    ports = {n: ears[n].transport.get_extra_info("sockname")[1] for n in names}  # type: ignore[union-attr]
+    legs = [Leg(n, listen[n], ports[n]) for n in names]
+    bridge = MixBridge("t", legs, tmp_path / "bridge.log")
+    died: list[int] = []
+    bridge.on_died = lambda b, code: died.append(code)
+    try:
+        await bridge.start(who_hears("whisper"))
+        await asyncio.sleep(0.3)
+        await asyncio.gather(
+            _tone(ears["caller"], listen["caller"], 440, 2),
+            _tone(ears["agent"], listen["agent"], 1000, 2),
+            _tone(ears["supervisor"], listen["supervisor"], 1700, 2),
+        )
+        await asyncio.sleep(0.3)
+
+        def heard(n: str) -> dict[int, float]:
+            samples = [_ALAW[b] for p in ears[n].payloads for b in p]
+            return {hz: tone_level(samples, hz) for hz in (440, 1000, 1700)}
+
+        caller, agent, supervisor = heard("caller"), heard("agent"), heard("supervisor")
+        assert caller[1000] > 400 and caller[1700] < 100 and caller[440] < 100, caller
+        assert agent[440] > 400 and agent[1700] > 400 and agent[1000] < 100, agent
+        assert supervisor[440] > 400 and supervisor[1000] > 400 and supervisor[1700] < 100, supervisor
+        pid = bridge.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+
+        async def reported() -> bool:
+            return died == [-signal.SIGKILL]
+
+        await eventually(reported, what="the bridge's death reported")
+    finally:
+        await bridge.stop()
+        for ear in ears.values():
+            assert ear.transport is not None
+            ear.transport.close()
+
+
+async def test_a_bridge_that_cannot_listen_is_refused_at_start(tmp_path: Path) -> None:
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    try:
+        port = taken.getsockname()[1]
+        bridge = MixBridge("t", [Leg("a", port, 9), Leg("b", free_rtp_port(), 9)], tmp_path / "b.log")
+        with pytest.raises(BridgeError):
+            await bridge.start({"a": ["b"]})
+        assert bridge.pid is None
+        await bridge.stop()
+    finally:
+        taken.close()
