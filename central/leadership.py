@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 # Bound of the callbacks run when a term ends (closing streams, stopping the dashboard).
 DEPOSE_TIMEOUT_S = 2.0
+# After a keepalive that timed out or failed, the next one goes this soon (until the deadline).
+KEEPALIVE_RETRY_S = 0.1
 # A follower's health probe of the leader: how often, how long each may take, how many failures in
 # a row end the leader's term (a dead leader refuses at once: ~0.5 s; a hung one: ~2 s).
 PROBE_PERIOD_S = 0.25
@@ -398,23 +400,38 @@ class Leadership:
 
     async def _keep_alive(self) -> None:
         assert self._lease_id is not None
+        pause = self._period_s
         while True:
-            await asyncio.sleep(self._period_s)
+            await asyncio.sleep(pause)
             sent = _now()
             remaining = self._deadline - sent
             if remaining <= 0:
                 raise TermEnded(f"lease of epoch {self._epoch} not renewed in time")
-            reply: Any = await asyncio.wait_for(
-                self._client.refresh_lease(self._lease_id), min(self._timeout_s, remaining)
-            )
+            try:
+                reply: Any = await asyncio.wait_for(
+                    self._client.refresh_lease(self._lease_id), min(self._timeout_s, remaining)
+                )
+            except (TimeoutError, aetcd.ConnectionFailedError, aetcd.ConnectionTimeoutError) as exc:
+                # One keepalive late or lost (a busy machine, a slow etcd) is what the four
+                # renewals per TTL are for: try again at once; the deadline above ends the term
+                # if none lands in time. (Ending it here deposed a healthy leader under load.)
+                log.info(
+                    "replica %s: keepalive of epoch %d failed (%r); again", self.replica_id, self._epoch, exc
+                )
+                pause = KEEPALIVE_RETRY_S
+                continue
+            pause = self._period_s
             if reply is None or int(reply.TTL) <= 0:
                 raise TermEnded(f"lease {self._lease_id:x} of epoch {self._epoch} expired")
             self.lease_floor = sent + int(reply.TTL)
             self._deadline = self.lease_floor - self._margin_s
             # Someone deleted our key by hand, or it was taken over: the term is over.
-            current: Any = await asyncio.wait_for(
-                self._client.get(self._key), max(0.05, min(self._timeout_s, self._deadline - _now()))
-            )
+            try:
+                current: Any = await asyncio.wait_for(
+                    self._client.get(self._key), max(0.05, min(self._timeout_s, self._deadline - _now()))
+                )
+            except (TimeoutError, aetcd.ConnectionFailedError, aetcd.ConnectionTimeoutError):
+                continue  # checked again after the next renewal
             if current is None or int(current.create_revision) != self._epoch:
                 raise TermEnded(f"the leader key is no longer ours (epoch {self._epoch})")
 

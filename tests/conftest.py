@@ -13,6 +13,9 @@ import pytest
 from tests.fixtures.postgres import PostgresServer, start_temporary
 from tools.province.etcd_server import EtcdServer
 
+# Where a long test phase waits: threads and asyncio tasks, dumped before pytest-timeout fires.
+pytest_plugins = ["tests.fixtures.hangdump"]
+
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:

@@ -39,6 +39,9 @@ KEEPALIVE_TIMEOUT_MS = 1_000
 # the clients' interval, a margin for a busy machine (closer pings earn strikes, and two strikes
 # a GOAWAY "too_many_pings"). Only servers police pings; the server's own pings do not count.
 MIN_PING_INTERVAL_MS = KEEPALIVE_TIME_MS // 2
+# How long one connection attempt may take (gRPC's own default): an RPC's deadline still bounds
+# what its caller waits, and a refused connection still fails at once.
+CONNECT_TIMEOUT_MS = 20_000
 
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -54,8 +57,11 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     # A peer that comes back is reached within a second, not after gRPC's default back-off (up
     # to two minutes), which would stretch every failover.
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
+    # Not a back-off at all in gRPC core: the time one connection attempt (TCP, TLS, the server's
+    # HTTP/2 SETTINGS) is given. At 100 ms a server starved of CPU for a moment failed every new
+    # channel at once ("connection attempt timed out before receiving SETTINGS frame").
+    ("grpc.min_reconnect_backoff_ms", CONNECT_TIMEOUT_MS),
 ]
 SERVER_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -15,6 +15,7 @@ import aetcd
 from central.leadership import Leadership
 from tests.helpers import eventually
 from tools.province.etcd_server import EtcdServer
+from tools.province.faultproxy import FaultProxy
 from vcc.membership import central_leader_key, decode_leader
 
 _provinces = itertools.count()
@@ -153,3 +154,30 @@ async def test_a_clean_stop_hands_over_at_once(etcd_server: EtcdServer) -> None:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_slow_keepalive_does_not_end_a_term_its_lease_still_covers(etcd_server: EtcdServer) -> None:
+    """Keepalives answered late for a moment (etcd's link slowed past the keepalive's own timeout,
+    as on a busy machine) are tried again: the leader keeps its term while its lease holds."""
+    proxy = FaultProxy(etcd_server.endpoint)
+    address = await proxy.start()
+    try:
+        # Keepalive every 1.5 s, each with 1.5 s to answer; the lease (6 s) is trusted 5.1 s.
+        lone = replica(address, fresh_key(), "1", ttl_s=6)
+        async with running(lone):
+            await the_leader(lone)
+            epoch = lone.leadership.epoch
+            floor = lone.leadership.lease_floor
+            # The condition under test, not a wait: 2 s round trips for 3 s, so the first
+            # keepalive times out; the next, sent after, lands well before the lease's deadline.
+            proxy.latency_s = 1.0
+            await asyncio.sleep(3.0)
+            proxy.latency_s = 0.0
+            await eventually(
+                lambda: _true(lone.leadership.lease_floor > floor + 1),
+                timeout_s=15,
+                what="a keepalive landed",
+            )
+            assert lone.deposed == [] and lone.leadership.is_leader and lone.leadership.epoch == epoch
+    finally:
+        await proxy.stop()

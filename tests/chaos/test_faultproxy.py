@@ -253,3 +253,34 @@ async def test_both_ends_of_a_grpc_stream_notice_a_silent_cut(echo: str) -> None
     finally:
         await proxy.stop()
         await server.stop(0)
+
+
+async def test_a_server_slow_to_answer_the_handshake_is_still_reached(echo: str) -> None:
+    """A connection attempt gets gRPC's own connect timeout, not the 100 ms of the fast
+    reconnect back-off (vcc.rpc): a server whose HTTP/2 SETTINGS come late (as from a process
+    starved of CPU on a busy machine) answers the first RPC instead of failing it UNAVAILABLE."""
+
+    async def hello(request: bytes, _context: object) -> bytes:
+        return request
+
+    server = rpc.Server([])
+    server.grpc.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "vcc.test.Echo", {"Hello": grpc.unary_unary_rpc_method_handler(hello)}
+            ),
+        )
+    )
+    port = await server.start("127.0.0.1:0")
+    # Every chunk, the server's SETTINGS included, held 0.5 s: five times the old attempt limit.
+    proxy = FaultProxy(f"127.0.0.1:{port}", latency_s=0.5)
+    address = await proxy.start()
+    try:
+        async with rpc.channel(address) as channel:
+            reply = await channel.unary_unary("/vcc.test.Echo/Hello")(
+                b"hello", timeout=rpc.DEFAULT_DEADLINE_S
+            )
+            assert reply == b"hello"
+    finally:
+        await proxy.stop()
+        await server.stop(0)

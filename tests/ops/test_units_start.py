@@ -31,7 +31,10 @@ pytestmark = pytest.mark.cluster
 
 
 class NotifySocket:
-    """The service manager's end: a datagram socket that collects what the process says."""
+    """The service manager's end: a datagram socket that collects what the process says, read
+    as it arrives (as systemd does). Read only while a test waits, the queue (10 datagrams on
+    Linux) filled with watchdog pings while the other process started and stopped on a busy
+    machine, and the STOPPING=1 sent meanwhile was dropped."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -39,23 +42,28 @@ class NotifySocket:
         self.sock.bind(str(path))
         self.sock.setblocking(False)
         self.messages: list[dict[str, str]] = []
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.sock.fileno(), self._receive)
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                raw = self.sock.recv(4096)
+            except BlockingIOError:
+                return
+            self.messages.append(
+                dict(line.split("=", 1) for line in raw.decode().splitlines() if "=" in line)
+            )
 
     async def until(self, key: str, value: str = "1", timeout_s: float = 60.0) -> None:
         async def seen() -> bool:
-            # What has arrived so far (the socket never blocks: a fed watchdog never stops talking).
-            while True:
-                try:
-                    raw = self.sock.recv(4096)
-                except BlockingIOError:
-                    break
-                self.messages.append(
-                    dict(line.split("=", 1) for line in raw.decode().splitlines() if "=" in line)
-                )
+            self._receive()
             return any(m.get(key) == value for m in self.messages)
 
         await eventually(seen, timeout_s=timeout_s, what=f"{key}={value} on {self.path.name}")
 
     def close(self) -> None:
+        self._loop.remove_reader(self.sock.fileno())
         self.sock.close()
 
 

@@ -3,8 +3,10 @@ offer leaves the live leg alone, sizes are bounded, and each client kind stays i
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
@@ -17,6 +19,7 @@ from tools.province.generate import DEFAULT_PASSWORD, SiteSpec, generate_provinc
 from tools.province.netutil import free_port
 from vcc import rpc
 from vcc.config import parse_province
+from vcc.tls import TlsFiles, channel_credentials
 from vcc.v1 import common_pb2, cti_pb2, cti_pb2_grpc, peer_pb2, peer_pb2_grpc, trunk_pb2, trunk_pb2_grpc
 
 Code = grpc.StatusCode
@@ -83,17 +86,29 @@ def offer(
 
 
 async def first_reply(node: SiteNode, certs: Certs, stem: str, request: peer_pb2.ServeCallRequest) -> object:
-    ch = rpc.channel(node.address, tls=certs.files(stem))
-    stream = peer_pb2_grpc.SitePeerServiceStub(ch).ServeCall(timeout=10)
-    try:
-        # A refusal may come before the write completes (the interceptor aborts at once).
-        await stream.write(request)
-        return await stream.read()
-    except grpc.aio.AioRpcError as exc:
-        return exc.code()
-    finally:
-        stream.cancel()
-        await ch.close()
+    """The first reply to an offer, or the status that ended the call. On gRPC's blocking API: a
+    refusal may come before the offer is written (the interceptor aborts at once), and grpc.aio
+    then reports INTERNAL in place of the server's status (grpc/grpc#36066; seen on a busy
+    machine); the blocking API reports the server's."""
+    return await asyncio.to_thread(_first_reply_blocking, node.address, certs.files(stem), request)
+
+
+def _first_reply_blocking(address: str, files: TlsFiles, request: peer_pb2.ServeCallRequest) -> object:
+    done = threading.Event()
+
+    def requests() -> Iterator[peer_pb2.ServeCallRequest]:
+        yield request
+        done.wait(10)  # the leg stays open (not half-closed) until the reply is read
+
+    with grpc.secure_channel(address, channel_credentials(files), options=rpc.CHANNEL_OPTIONS) as ch:
+        replies = peer_pb2_grpc.SitePeerServiceStub(ch).ServeCall(requests(), timeout=10)
+        try:
+            return next(replies)
+        except grpc.RpcError as exc:
+            return exc.code()
+        finally:
+            done.set()
+            replies.cancel()
 
 
 async def test_a_site_offers_only_its_own_calls(node: SiteNode, certs: Certs) -> None:

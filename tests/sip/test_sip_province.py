@@ -227,6 +227,15 @@ async def vcc(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _wav_frames(path: Path) -> int:
+    """Frames a WAV file's header counts (0 until its writer closed it, or if unreadable)."""
+    try:
+        with wave.open(str(path), "rb") as w:
+            return w.getnframes()
+    except (OSError, EOFError, wave.Error):
+        return 0
+
+
 def goertzel(samples: list[int], hz: float, rate: int = 8000) -> float:
     """The power of one frequency in `samples`, normalised by their length."""
     k = 2 * math.cos(2 * math.pi * hz / rate)
@@ -658,10 +667,22 @@ async def test_an_overflowed_call_carries_the_callers_voice_to_the_other_citys_a
         with contextlib.suppress(grpc.aio.AioRpcError, TimeoutError):  # sz is dead: no logout
             await asyncio.wait_for(desk.close(), 3)
         # SIGTERM hangs the phone's call up (its recording is closed), then it would try for long
-        # to unregister from the dead sz: it is killed after a moment.
+        # to unregister from the dead sz: it is killed once the recording is closed (a WAV's
+        # header counts its frames only then: killed after a fixed 3 s on a busy machine, the
+        # recording read as empty).
         phone.terminate()
+
+        async def recording_closed() -> bool:
+            return phone.returncode is not None or any(
+                _wav_frames(p) > 0 for p in phone_dir.glob("dump-*-dec.wav")
+            )
+
+        with contextlib.suppress(AssertionError):
+            await eventually(
+                recording_closed, timeout_s=30, interval_s=0.2, what="the phone's recording closed"
+            )
         try:
-            await asyncio.wait_for(phone.wait(), 3)
+            await asyncio.wait_for(phone.wait(), 1)
         except TimeoutError:
             phone.kill()
             await phone.wait()
