@@ -188,7 +188,16 @@ class ConsultVoice:
             self._consult_here(fx)
             return
         c = self.calls.get(fx.call_id)
-        if c is None or fx.kind != "transfer" or fx.agent_code != c.agent_code:
+        if c is None:
+            return
+        if fx.kind == "connected" and isinstance(c.far, PhoneLeg) and fx.agent_code == c.far.code:
+            if c.far.state != "answered":
+                # The colleague answered on the desktop: its phone is cancelled, no voice to mix.
+                del self.calls[fx.call_id]
+                c.ended = True
+                self.stats.without_media += 1
+            return
+        if fx.kind != "transfer" or fx.agent_code != c.agent_code:
             return
         if fx.stage == "conferenced":
             c.stage = "conference"
