@@ -179,8 +179,10 @@ class ConsultVoice:
             sb = self.trunk.rt.sb
             self._do(lambda now: sb.agent_hang_up(now, leg.code, c.call_id))
             return
-        # Not reached: the consultation rings on at the desktop until its ring timeout.
-        log.info("call %s: the consulted colleague %s's phone is gone (%s)", c.call_id, leg.code, why)
+        # Refused, never answered, or its media not connected: the consultation fails.
+        log.info("call %s: the consulted colleague %s's phone is unreachable (%s)", c.call_id, leg.code, why)
+        sb = self.trunk.rt.sb
+        self._do(lambda now: sb.phone_unreachable(now, leg.code, c.call_id))
 
     def to_agent(self, fx: ToAgent) -> None:
         """The serving agent's view of the consultation tells what the voice must do."""
