@@ -372,13 +372,14 @@ class SiteNode:
             self.supervisor_media = SupervisorMedia(self.sip, self.phones, beside)
             self.runtime.media = self.supervisor_media.handle
             self.runtime.agent_listeners.append(self.supervisor_media.to_agent)
+            # Consultations with voice: with a colleague here, and over the tie trunk when any.
+            self.consult_voice = ConsultVoice(self.sip, self.ties, self.phones, beside)
             if self.ties is not None:
-                self.consult_voice = ConsultVoice(self.sip, self.ties, self.phones, beside)
                 self.ties.consults = self.consult_voice
-                self.sip.bridged = self.consult_voice.bridged
-                supervised = self.supervisor_media.calls
-                self.consult_voice.supervised = lambda call_id: call_id in supervised
-                self.runtime.agent_listeners.append(self.consult_voice.to_agent)
+            self.sip.bridged = self.consult_voice.bridged
+            supervised = self.supervisor_media.calls
+            self.consult_voice.supervised = lambda call_id: call_id in supervised
+            self.runtime.agent_listeners.append(self.consult_voice.to_agent)
 
     def _digit(self, sip_call_id: str, digit: str) -> None:
         if self.sip is not None:

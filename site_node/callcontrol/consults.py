@@ -240,6 +240,13 @@ class Consults:
         fx.journal(call, EventKind.TRANSFERRED, now, agent_code=c.agent_code, data=(("stage", "left"),))
         self.drop(call, now, fx, "consulted-agent-left", "left")
 
+    def consulted_unreachable(self, call: Call, now: float, fx: Effects) -> None:
+        """The consulted agent's phone refused the ring or never answered it (a talking
+        consultation is not ended by it: the agent leaves by hanging up)."""
+        c = call.consult
+        assert c is not None
+        self._ring_expired(call.call_id, c.agent_code, now, fx)
+
     def _ring_expired(self, call_id: str, code: str, now: float, fx: Effects) -> None:
         call = self._calls.get(call_id)
         c = call.consult if call is not None else None

@@ -14,6 +14,11 @@ bridge stops and the caller is paired with the agent again (the call control end
 The target site needs nothing new: the tie leg stands in for the caller there and the consulted
 agent's phone rings with it, as for any guest call. The conference takes a conference board
 channel in the call control; the mixing is this bridge.
+
+A colleague of the same site is consulted the same way, its registered phone (a UAC leg of
+phones.py) standing where the tie leg stands: the phone answering is the colleague answering, its
+BYE the colleague leaving; completed, its leg becomes the call's phone and the serving agent's
+phone is hung up.
 """
 
 from __future__ import annotations
@@ -32,8 +37,9 @@ from site_node.media.bridge import BridgeError, Leg, MixBridge, free_rtp_port
 from site_node.media.control import MediaControl, bridge_sdp
 from site_node.media.ng import MediaError
 from site_node.sip.message import new_tag
-from site_node.sip.phones import AgentPhones
+from site_node.sip.phones import AgentPhones, PhoneLeg
 from site_node.sip.ties import TieOut, TieTrunks
+from vcc.errors import VccError
 
 if TYPE_CHECKING:
     from site_node.sip.trunk import SipTrunk
@@ -52,7 +58,8 @@ class Consulting:
     ports: dict[str, int]
     tags: dict[str, str]
     stage: str = "consult"
-    tie: TieOut | None = None
+    # The far party's leg: a tie leg to another city, or a colleague's phone here.
+    far: TieOut | PhoneLeg | None = None
     bridge: MixBridge | None = None
     bridged: bool = False
     ended: bool = False
@@ -70,7 +77,7 @@ class ConsultVoiceStats:
 
 
 class ConsultVoice:
-    def __init__(self, trunk: SipTrunk, ties: TieTrunks, phones: AgentPhones, folder: Path) -> None:
+    def __init__(self, trunk: SipTrunk, ties: TieTrunks | None, phones: AgentPhones, folder: Path) -> None:
         self.trunk = trunk
         self.ties = ties
         self.phones = phones
@@ -111,17 +118,88 @@ class ConsultVoice:
             ports={role: free_rtp_port(self._interface) for role in ROLES},
             tags={role: f"consult-{role}-{tag}" for role in ROLES},
         )  # fmt: skip
+        if self.ties is None:
+            self.stats.without_media += 1
+            return
         tie = self.ties.dial(offer, sdp=lambda: self._offer_far(c), on_answered=lambda t: self._bridge(c, t))
         if tie is None:
             self.stats.without_media += 1
             return
-        c.tie = tie
+        c.far = tie
         self.calls[offer.call_id] = c
+
+    def _consult_here(self, fx: ToAgent) -> None:
+        """A colleague of this site is offered the call as a consultation: ring its phone as the far
+        leg of the call's bridge."""
+        call = self.trunk.rt.sb.calls.get(fx.call_id)
+        consult = call.consult if call is not None else None
+        if consult is None or consult.offer_id or consult.agent_code != fx.agent_code:
+            return  # not a consultation here
+        caller = self.trunk.call_of(fx.call_id)
+        agent_leg = self.phones.legs.get(fx.call_id)
+        if (
+            caller is None
+            or agent_leg is None
+            or agent_leg.state != "answered"
+            or self.supervised(fx.call_id)
+            or fx.call_id in self.calls
+        ):
+            self.stats.without_media += 1
+            return
+        tag = new_tag()
+        c = Consulting(
+            fx.call_id, "", agent_leg.code,
+            ports={role: free_rtp_port(self._interface) for role in ROLES},
+            tags={role: f"consult-{role}-{tag}" for role in ROLES},
+        )  # fmt: skip
+
+        async def offer(leg: PhoneLeg) -> bytes:
+            c.far = leg
+            return await self._offer_far(c)
+
+        leg = self.phones.ring_consulted(
+            fx.call_id, fx.agent_code, offer=offer, on_answered=lambda leg: self._answered_here(c, leg),
+            on_gone=lambda leg, why: self._gone_here(c, leg, why),
+        )  # fmt: skip
+        if leg is None:
+            self.stats.without_media += 1  # the colleague has no registered phone
+            return
+        c.far = leg
+        self.calls[fx.call_id] = c
+
+    async def _answered_here(self, c: Consulting, leg: PhoneLeg) -> None:
+        """The colleague's phone answered: on the bridge, then the colleague answers the call."""
+        await self._bridge(c, leg)
+        sb = self.trunk.rt.sb
+        self._do(lambda now: sb.answer(now, leg.code, c.call_id))
+
+    def _gone_here(self, c: Consulting, leg: PhoneLeg, why: str) -> None:
+        if why == "hung-up":
+            # The colleague left the consultation (the call control gives the caller back).
+            sb = self.trunk.rt.sb
+            self._do(lambda now: sb.agent_hang_up(now, leg.code, c.call_id))
+            return
+        # Refused, never answered, or its media not connected: the consultation fails.
+        log.info("call %s: the consulted colleague %s's phone is unreachable (%s)", c.call_id, leg.code, why)
+        sb = self.trunk.rt.sb
+        self._do(lambda now: sb.phone_unreachable(now, leg.code, c.call_id))
 
     def to_agent(self, fx: ToAgent) -> None:
         """The serving agent's view of the consultation tells what the voice must do."""
+        if fx.kind == "offered" and fx.call_id:
+            self._consult_here(fx)
+            return
         c = self.calls.get(fx.call_id)
-        if c is None or fx.kind != "transfer" or fx.agent_code != c.agent_code:
+        if c is None:
+            return
+        if fx.kind == "connected" and isinstance(c.far, PhoneLeg) and fx.agent_code == c.far.code:
+            if c.far.state != "answered":
+                # The colleague answered on the desktop: its phone is cancelled, no voice to mix.
+                del self.calls[fx.call_id]
+                c.ended = True
+                self.stats.without_media += 1
+            return
+        if fx.kind != "transfer" or fx.agent_code != c.agent_code:
             return
         if fx.stage == "conferenced":
             c.stage = "conference"
@@ -130,6 +208,9 @@ class ConsultVoice:
         elif fx.stage == "completed":
             del self.calls[fx.call_id]
             c.ended = True
+            if isinstance(c.far, PhoneLeg):
+                # Before the serving agent's leg ends: its phone is hung up, the colleague's stays.
+                self.phones.adopt_consulted(c.call_id)
             self._spawn(self._hand_over(c))
         elif fx.stage in _BACK:
             del self.calls[fx.call_id]
@@ -150,13 +231,14 @@ class ConsultVoice:
 
     async def _offer_far(self, c: Consulting) -> bytes:
         caller = self.trunk.call_of(c.call_id)
-        if caller is None or c.tie is None:
+        if caller is None or c.far is None:
             raise MediaError("the caller left")
         sdp = bridge_sdp(c.ports["far"], self._interface)
-        return await self.media.offer_to(caller.sip_call_id, c.tags["far"], c.tie.local_tag, sdp)
+        return await self.media.offer_to(caller.sip_call_id, c.tags["far"], c.far.local_tag, sdp)
 
-    async def _bridge(self, c: Consulting, tie: TieOut) -> None:
-        """The target answered the tie leg: the three sides on the consultation's bridge."""
+    async def _bridge(self, c: Consulting, tie: TieOut | PhoneLeg) -> None:
+        """The far party answered (the target the tie leg, or the colleague's phone): the three
+        sides on the consultation's bridge."""
         async with c.lock:
             caller = self.trunk.call_of(c.call_id)
             agent_leg = self.phones.legs.get(c.call_id)
@@ -191,9 +273,7 @@ class ConsultVoice:
                 await self._unbridge(c)
                 raise MediaError(str(exc)) from exc
             self.stats.bridged += 1
-            log.info(
-                "call %s: consultation with voice over the tie trunk (bridge pid %s)", c.call_id, bridge.pid
-            )
+            log.info("call %s: consultation with voice (bridge pid %s)", c.call_id, bridge.pid)
 
     async def _rehear(self, c: Consulting) -> None:
         async with c.lock:
@@ -241,7 +321,7 @@ class ConsultVoice:
                 await c.bridge.stop()
                 c.bridge = None
             c.bridged = False
-            caller, tie = self.trunk.call_of(c.call_id), c.tie
+            caller, tie = self.trunk.call_of(c.call_id), c.far
             if caller is None or tie is None or tie.state != "answered":
                 return
             try:
@@ -267,6 +347,12 @@ class ConsultVoice:
         self._spawn(self._back(c))
 
     # ---------------------------------------------------------------------------------------------
+
+    def _do(self, op: object) -> None:
+        try:
+            self.trunk.rt.do(op)  # type: ignore[arg-type]
+        except VccError as exc:
+            log.info("a consulted colleague's phone action refused: %s", exc)
 
     def _spawn(self, coro: Coroutine[object, object, None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)

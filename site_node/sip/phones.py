@@ -84,6 +84,8 @@ class AgentPhones:
         self.legs: dict[str, PhoneLeg] = {}  # by vcc call id
         # Supervisors' phones listening to (or taking over) a call, by vcc call id.
         self.supervisor_legs: dict[str, PhoneLeg] = {}
+        # A colleague of this site consulted on a call (site_node/sip/consults.py), by vcc call id.
+        self.consult_legs: dict[str, PhoneLeg] = {}
         # Our transactions with phones, by branch (kept as long as a transaction can live).
         self._by_branch: Expiring[str, PhoneLeg] = Expiring()
         self._by_dialog: dict[tuple[str, str], PhoneLeg] = {}  # (phone Call-ID, phone's tag)
@@ -103,8 +105,11 @@ class AgentPhones:
         if fx.kind in ("withdrawn", "ended", "connected"):
             self._awaiting.pop(fx.call_id, None)
         leg = self.legs.get(fx.call_id)
-        if leg is None:
-            return
+        aside = self.consult_legs.get(fx.call_id)
+        if aside is not None and aside.code == fx.agent_code:
+            leg = aside
+        if leg is None or leg.code != fx.agent_code:
+            return  # another agent's news about this call (a consulted colleague's, say)
         if fx.kind in ("withdrawn", "ended") or (fx.kind == "connected" and leg.state != "answered"):
             self._hang_up(leg)
 
@@ -118,6 +123,8 @@ class AgentPhones:
             return
         if binding is None or caller is None or fx.call_id in self.legs:
             return  # no phone, or not a SIP caller (a gRPC caller has no voice to bridge)
+        if call is not None and call.consult is not None and call.consult.agent_code == fx.agent_code:
+            return  # a colleague consulted: its phone is a leg of the consultation's bridge
         leg = PhoneLeg(fx.call_id, fx.agent_code, caller, binding, f"vcc-{new_tag()}{new_tag()}", new_tag(),
                        new_branch())  # fmt: skip
         self.legs[fx.call_id] = leg
@@ -138,14 +145,49 @@ class AgentPhones:
         on_gone: Callable[[PhoneLeg, str], None],
     ) -> PhoneLeg | None:
         """Ring a supervisor's registered phone for a call (None: no phone, or no SIP caller)."""
+        return self._ring_aside(self.supervisor_legs, call_id, code, offer, on_answered, on_gone)
+
+    def ring_consulted(
+        self,
+        call_id: str,
+        code: str,
+        offer: Callable[[PhoneLeg], Awaitable[bytes]],
+        on_answered: Callable[[PhoneLeg], Awaitable[None]],
+        on_gone: Callable[[PhoneLeg, str], None],
+    ) -> PhoneLeg | None:
+        """Ring a consulted colleague's registered phone (None: no phone, or no SIP caller)."""
+        return self._ring_aside(self.consult_legs, call_id, code, offer, on_answered, on_gone)
+
+    def _ring_aside(
+        self,
+        book: dict[str, PhoneLeg],
+        call_id: str,
+        code: str,
+        offer: Callable[[PhoneLeg], Awaitable[bytes]],
+        on_answered: Callable[[PhoneLeg], Awaitable[None]],
+        on_gone: Callable[[PhoneLeg, str], None],
+    ) -> PhoneLeg | None:
         binding = self.registrar.phone_of(code)
         caller = self.trunk.call_of(call_id)
-        if binding is None or caller is None or call_id in self.supervisor_legs:
+        if binding is None or caller is None or call_id in book:
             return None
         leg = PhoneLeg(call_id, code, caller, binding, f"vcc-{new_tag()}{new_tag()}", new_tag(), new_branch(),
                        offer=offer, on_answered=on_answered, on_gone=on_gone)  # fmt: skip
-        self.supervisor_legs[call_id] = leg
+        book[call_id] = leg
         self._spawn(self._ring(leg))
+        return leg
+
+    def adopt_consulted(self, call_id: str) -> PhoneLeg | None:
+        """The consultation completed: the colleague's phone becomes the call's phone, the serving
+        agent's phone is hung up."""
+        leg = self.consult_legs.pop(call_id, None)
+        if leg is None:
+            return None
+        old = self.legs.get(call_id)
+        if old is not None:
+            self._hang_up(old)
+        leg.offer, leg.on_answered, leg.on_gone = None, None, None
+        self.legs[call_id] = leg
         return leg
 
     def adopt(self, call_id: str) -> PhoneLeg | None:
@@ -382,6 +424,8 @@ class AgentPhones:
             del self.legs[leg.call_id]
         if self.supervisor_legs.get(leg.call_id) is leg:
             del self.supervisor_legs[leg.call_id]
+        if self.consult_legs.get(leg.call_id) is leg:
+            del self.consult_legs[leg.call_id]
 
     def _do(self, op: object) -> None:
         try:
@@ -395,7 +439,7 @@ class AgentPhones:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        for leg in list(self.legs.values()) + list(self.supervisor_legs.values()):
+        for leg in [*self.legs.values(), *self.supervisor_legs.values(), *self.consult_legs.values()]:
             self._hang_up(leg)
         for leg in list(self.legs.values()) + list(self._by_dialog.values()):
             for rt in (leg.retransmit, leg.cancel_rt, leg.bye_rt):

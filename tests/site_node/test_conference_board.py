@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from routing.agents import AgentState
 from site_node.callcontrol import Switchboard
 from site_node.callcontrol.directory import TransferTarget
+from site_node.callcontrol.domain import ToAgent
 from tests.site_node.test_switchboard import (
     FAKE_HASH,
     SERVICE,
@@ -15,6 +17,7 @@ from tests.site_node.test_switchboard import (
     ready_agents,
     sequential_ids,
     site_config,
+    snapshot,
 )
 from vcc.errors import FailedPrecondition
 
@@ -68,3 +71,27 @@ def test_a_conference_takes_a_board_channel_and_a_full_board_refuses_the_next() 
     assert busy(sb) == 1
     sb.cancel_transfer(9.0, "0103", second)
     assert busy(sb) == 0
+
+
+def test_a_consulted_colleagues_unreachable_phone_fails_the_consultation_at_once() -> None:
+    """The colleague's phone refuses (or never answers): the consultation fails as on its ring
+    timeout (the serving agent has the caller back, the colleague turns not ready); a phone lost
+    once the colleague talks changes nothing (the colleague leaves by hanging up)."""
+    sb = board_site()
+    ready_agents(sb, 1.0, "0101", "0102")
+    call_id, _ = queued_call(sb, 2.0, "k1")
+    sb.answer(2.0, "0101", call_id)
+    sb.transfer(3.0, "0101", call_id, TransferTarget(agent_code="0102"), blind=False)
+    fx = sb.phone_unreachable(4.0, "0102", call_id)
+    stages = [e.stage for e in fx if isinstance(e, ToAgent) and e.kind == "transfer"]
+    assert stages == ["consult-failed"], fx
+    assert any(isinstance(e, ToAgent) and e.agent_code == "0102" and e.kind == "withdrawn" for e in fx)
+    assert sb.calls[call_id].consult is None and sb.counters.ring_no_answer == 1
+    assert sb.agents["0102"].state == AgentState.NOT_READY
+    # Consulted again, answered: an unreachable report now changes nothing.
+    sb.set_ready(5.0, "0102", True)
+    sb.transfer(6.0, "0101", call_id, TransferTarget(agent_code="0102"), blind=False)
+    sb.answer(7.0, "0102", call_id)
+    before = snapshot(sb)
+    assert sb.phone_unreachable(8.0, "0102", call_id) == []
+    assert snapshot(sb) == before

@@ -58,6 +58,11 @@ class AgentDesk:
     def phone_unreachable(self, now: float, code: str, call_id: str) -> list[Effect]:
         """The agent's phone refused the ring or never answered it: as a ring that timed out."""
         fx = self._fx()
+        consulted = self._p.consults.consulted_here(code, call_id)
+        if consulted is not None:
+            # A consulted colleague's phone: the consultation fails as on its ring timeout.
+            self._p.consults.consulted_unreachable(consulted, now, fx)
+            return fx.items
         call = self._p.book.get(call_id)
         if call is not None and call.state == CallState.RINGING and call.agent_code == code:
             self._deadlines.ring_due(call_id, code, now, fx)
