@@ -224,12 +224,16 @@ class Store:
         async def attempt(conn: AsyncConnection) -> int:
             nonlocal tries
             tries += 1
-            # A retry after a commit of unknown outcome may find its own events stored already.
-            trusted = known if tries == 1 else {}
             stmt = self._insert_ignore(_EVENTS, ["call_id", "site_id", "seq"], returning=True)
             new: set[tuple[str, str, int]] = set()
             for chunk in _chunks(rows):
                 new.update((r[0], r[1], int(r[2])) for r in (await conn.execute(stmt, chunk)).all())
+            # Decided after this transaction's first write: another ingest of one of these calls
+            # that began since (it marks the call overlapped) either committed already or waits for
+            # ours, so a copy taken before it started is not trusted (an overflowed call's record
+            # once missed the other city's last event). A retry after a commit of unknown outcome
+            # may find its own events stored already: it trusts nothing.
+            trusted = {c: ev for c, ev in known.items() if c not in self._overlapped} if tries == 1 else {}
             if calls:
                 unknown = [c for c in calls if c not in trusted]
                 found = await self._events_of(conn, unknown) if unknown else {}

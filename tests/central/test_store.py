@@ -300,3 +300,18 @@ async def test_a_leader_back_after_another_led_reads_what_the_other_stored(engin
     await first.take_over(3)
     await first.ingest("gz", events[6:])
     await _record_matches_every_event(first, "k3", events)
+
+
+async def test_a_kept_call_ingested_by_two_cities_at_once_is_folded_from_both(engine: AsyncEngine) -> None:
+    # The leader holds a copy of the call's first events; then both cities' next batches arrive at
+    # once. Whichever transaction commits last must have folded the other's events too.
+    leader = Store(engine)
+    await leader.take_over(1)
+    events = overflowed_call("k4")
+    gz = [e for e in events if e.site_id == "gz"]
+    sz = [e for e in events if e.site_id == "sz"]
+    await leader.ingest("gz", gz[:2])
+    await asyncio.gather(leader.ingest("gz", gz[2:]), leader.ingest("sz", sz))
+    await _record_matches_every_event(leader, "k4", events)
+    await leader.ingest("sz", sz[:1])  # a re-sent event changes nothing
+    await _record_matches_every_event(leader, "k4", events)
