@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -311,7 +312,23 @@ async def test_a_kept_call_ingested_by_two_cities_at_once_is_folded_from_both(en
     gz = [e for e in events if e.site_id == "gz"]
     sz = [e for e in events if e.site_id == "sz"]
     await leader.ingest("gz", gz[:2])
-    await asyncio.gather(leader.ingest("gz", gz[2:]), leader.ingest("sz", sz))
+    # The losing order, forced: gz's ingest takes its kept copy, then sz's whole ingest commits
+    # before gz's transaction begins.
+    transaction, sz_done, first = leader._transaction, asyncio.Event(), [True]
+
+    async def gz_waits_for_sz(attempt: Any, **kw: Any) -> Any:
+        if first.pop() if first else False:
+            await sz_done.wait()
+        return await transaction(attempt, **kw)
+
+    async def sz_ingest() -> None:
+        await asyncio.sleep(0)  # gz's ingest starts first
+        await leader.ingest("sz", sz)
+        sz_done.set()
+
+    leader._transaction = gz_waits_for_sz  # type: ignore[method-assign]
+    await asyncio.gather(leader.ingest("gz", gz[2:]), sz_ingest())
+    leader._transaction = transaction  # type: ignore[method-assign]
     await _record_matches_every_event(leader, "k4", events)
     await leader.ingest("sz", sz[:1])  # a re-sent event changes nothing
     await _record_matches_every_event(leader, "k4", events)
