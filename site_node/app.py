@@ -30,6 +30,7 @@ from site_node.links.leader_watch import LeaderWatch
 from site_node.links.membership import Membership
 from site_node.links.province_agents import ProvinceAgents
 from site_node.links.recording_index import RecordingIndexShipper
+from site_node.media import ports as bridge_ports
 from site_node.media.control import MediaControl
 from site_node.media.dtmf import DtmfListener
 from site_node.media.engine import MediaEngine
@@ -320,6 +321,8 @@ class SiteNode:
         assert sip is not None
         self.dtmf = DtmfListener(self._digit)
         dtmf_dest = await self.dtmf.open(sip.media.interface)
+        # The bridges' legs come from the site's own range, never from rtpengine's.
+        bridge_ports.use_range(sip.media.bridge_min, sip.media.port_max, sip.media.interface)
         # Beside the outbox: the run folder of a cluster, the test's folder in tests.
         beside = Path(self.site.outbox_path or ".").parent
         self.recordings_dir = (

@@ -18,11 +18,11 @@ import asyncio
 import contextlib
 import logging
 import shutil
-import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from site_node.media import ports
 from site_node.media.engine import _die_with_parent
 
 log = logging.getLogger(__name__)
@@ -51,13 +51,12 @@ class Leg:
 
 
 def free_rtp_port(host: str = "127.0.0.1") -> int:
-    """An even UDP port free now (RTP's convention; the next odd one is RTCP's)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind((host, 0))
-            port: int = s.getsockname()[1]
-        if port % 2 == 0:
-            return port
+    """An even UDP port for a leg, from the site's bridge range (site_node/media/ports.py), never
+    inside rtpengine's. `host` is the pool's (the site's media interface)."""
+    try:
+        return ports.pool().take()
+    except ports.NoFreePort as exc:
+        raise BridgeError(str(exc)) from None
 
 
 def pipeline(legs: Sequence[Leg], hears: Mapping[str, Sequence[str]], host: str = "127.0.0.1") -> list[str]:
@@ -110,6 +109,7 @@ class MixBridge:
         self._proc: asyncio.subprocess.Process | None = None
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
+        self._holds_ports = False
 
     @property
     def pid(self) -> int | None:
@@ -121,6 +121,12 @@ class MixBridge:
             raise BridgeError(f"{GST} is not installed (bash deploy/install-system-deps.sh)")
         args = pipeline(self.legs, hears, self.host)
         await self._end_process()
+        if not self._holds_ports:
+            try:
+                ports.pool().pin(leg.listen for leg in self.legs)
+            except ports.NoFreePort as exc:
+                raise BridgeError(str(exc)) from None
+            self._holds_ports = True
         self._stopping = False
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as out:
@@ -170,6 +176,9 @@ class MixBridge:
 
     async def stop(self) -> None:
         await self._end_process()
+        if self._holds_ports:
+            ports.pool().give_back(leg.listen for leg in self.legs)
+            self._holds_ports = False
         # One log per bridged call: kept only when the mixer said something (an error).
         await asyncio.to_thread(_drop_if_empty, self.log_path)
 

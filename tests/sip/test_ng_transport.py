@@ -38,15 +38,17 @@ class ScriptedEngine(asyncio.DatagramProtocol):
         self.most_outstanding = max(self.most_outstanding, len(self.outstanding))
         message = decode(body)
         assert isinstance(message, dict)
-        task = asyncio.get_running_loop().create_task(self._reply(cookie, message["seq"], addr))
+        seq = message["seq"]
+        assert isinstance(seq, int)
+        task = asyncio.get_running_loop().create_task(self._reply(cookie, seq, addr))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _reply(self, cookie: bytes, seq: object, addr: tuple[str | object, int]) -> None:
+    async def _reply(self, cookie: bytes, seq: int, addr: tuple[str | object, int]) -> None:
         assert self.delay_s is not None and self.transport is not None
         await asyncio.sleep(self.delay_s)
         self.outstanding.discard(cookie)
-        self.transport.sendto(cookie + b" " + encode({"result": "ok", "seq": seq}), addr)  # type: ignore[arg-type]
+        self.transport.sendto(cookie + b" " + encode({"result": "ok", "seq": seq}), addr)
 
 
 async def _engine(delay_s: float | None) -> tuple[ScriptedEngine, str]:

@@ -48,7 +48,7 @@ def _prepare(run_dir: Path, concurrent: int) -> tuple[Path, Path]:
         outbox_dir=run_dir / "outbox",
         digit_timeout_s=1.0,
     )
-    add_sip(raw, prompts_dir="prompts", rtp_base=20000, rtp_ports=concurrent * PORTS_PER_CALL + 200)
+    add_sip(raw, prompts_dir="prompts", rtp_base=20000, rtp_ports=concurrent * PORTS_PER_CALL * 5 // 4 + 300)
     config_path = write_province(raw, run_dir / "province.yaml")
     audio = run_dir / "caller.al"
     # What the callers say: a raw A-law tone SIPp streams in a loop (made here, offline).
