@@ -27,6 +27,12 @@ class MediaControl:
     def up(self) -> bool:
         return self.engine.up
 
+    @property
+    def busy(self) -> bool:
+        """The engine's control queue is long (site_node/media/ng.py): a call let in now would
+        wait seconds for its media, and delay the calls already up."""
+        return self.engine.client.busy
+
     async def _request(self, command: str, args: dict[str, Value]) -> dict[str, Decoded]:
         try:
             return await self.engine.client.request(command, **args)

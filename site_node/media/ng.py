@@ -79,6 +79,7 @@ class NgClient:
         self.most_in_flight = 0
         self.waited = 0
         self.timeouts = 0
+        self.queued = 0
         self._transport: asyncio.DatagramTransport | None = None
         self._pending: dict[bytes, asyncio.Future[dict[str, Decoded]]] = {}
 
@@ -118,12 +119,15 @@ class NgClient:
         payload = cookie + b" " + encode(message)
         if self._slots.locked():
             self.waited += 1
+        self.queued += 1
         try:
             await asyncio.wait_for(self._slots.acquire(), self.turn_timeout_s)
         except TimeoutError:
             raise MediaTimeout(
                 f"rtpengine {self.target}: {command} not sent, {self.window} requests unanswered"
             ) from None
+        finally:
+            self.queued -= 1
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
@@ -138,6 +142,11 @@ class NgClient:
         if result not in (b"ok", b"pong", None):
             log.debug("rtpengine %s: result %r", command, result)
         return reply
+
+    @property
+    def busy(self) -> bool:
+        """A whole window out and as many again waiting: new work (a new call) should wait."""
+        return self.queued >= self.window
 
     async def _attempts(self, command: str, cookie: bytes, payload: bytes) -> dict[str, Decoded]:
         try:

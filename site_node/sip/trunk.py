@@ -66,6 +66,8 @@ class TrunkStats:
     dropped: int = 0
     retransmissions_absorbed: int = 0
     media_failures: int = 0
+    # New calls refused 503 while the media engine's control queue was long (overload).
+    media_busy: int = 0
 
     def refuse(self, status: int) -> None:
         if self.refused is None:
@@ -276,6 +278,12 @@ class SipTrunk:
         if not self.media.up:
             # Without its media engine the site cannot play a prompt or carry a voice.
             self._refuse(sc, 503, reason="Media engine unavailable")
+            return
+        if self.media.busy:
+            # Overload at the door: the calls already up keep their media; the carrier can try
+            # another city (not offered, so not counted blocked: the trunk was not full).
+            self.stats.media_busy += 1
+            self._refuse(sc, 503, reason="Media engine busy")
             return
         if not msg.body or "application/sdp" not in (msg.get("content-type") or "").lower():
             self._refuse(sc, 488, reason="An SDP offer is required")

@@ -13,6 +13,7 @@ import pytest
 
 from site_node.media.bencode import decode, encode
 from site_node.media.ng import MediaTimeout, NgClient
+from tests.helpers import eventually
 
 
 class ScriptedEngine(asyncio.DatagramProtocol):
@@ -49,6 +50,14 @@ class ScriptedEngine(asyncio.DatagramProtocol):
         await asyncio.sleep(self.delay_s)
         self.outstanding.discard(cookie)
         self.transport.sendto(cookie + b" " + encode({"result": "ok", "seq": seq}), addr)
+
+
+def _busy(client: NgClient) -> bool:
+    return client.busy  # read afresh each time (it changes under the awaits between)
+
+
+async def _true(condition: bool) -> bool:
+    return condition
 
 
 async def _engine(delay_s: float | None) -> tuple[ScriptedEngine, str]:
@@ -91,9 +100,18 @@ async def test_a_turn_that_never_comes_fails_clearly_and_the_waiting_request_is_
     await client.open()
     try:
         first = asyncio.ensure_future(client.request("offer", seq=1))
-        await asyncio.sleep(0)  # the first takes the only turn
+        await eventually(
+            lambda: _true(client.in_flight == 1), timeout_s=1.0, interval_s=0.001, what="first sent"
+        )
+        assert not _busy(client)
+        second = asyncio.ensure_future(client.request("offer", seq=2))
+        await eventually(
+            lambda: _true(client.queued == 1), timeout_s=1.0, interval_s=0.001, what="second queued"
+        )
+        assert _busy(client)  # a window out and as much waiting: new calls are turned away
         with pytest.raises(MediaTimeout, match="not sent"):
-            await client.request("offer", seq=2)
+            await second
+        assert not _busy(client)
         with pytest.raises(MediaTimeout, match="after 2 tries"):
             await first
     finally:
