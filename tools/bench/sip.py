@@ -26,7 +26,7 @@ from typing import Any
 
 import psutil
 
-from site_node.media.ng import MediaRefused, NgClient
+from site_node.media.ng import MediaError, NgClient
 from tools.province.cluster import Cluster
 from tools.province.generate import SiteSpec, generate_province, write_province
 from tools.province.netutil import free_port
@@ -146,14 +146,16 @@ async def bench_sip(
 
 
 def _failures(err_file: Path) -> dict[str, int]:
-    """Calls SIPp gave up, by the SIP response it got instead of the 200 (or `timeout`)."""
+    """Calls SIPp gave up, by what it got instead of what it waited for (one count per call)."""
     text = err_file.read_text(errors="replace") if err_file.exists() else ""
+    calls: dict[str, str] = {}
+    for m in re.finditer(
+        r"Aborting call on (.*?) for Call-Id '([^']+)'(?:.*?received 'SIP/2\.0 ([^\r\n']+))?", text
+    ):
+        calls.setdefault(m.group(2), m.group(3) or m.group(1))
     found: dict[str, int] = {}
-    for line in text.splitlines():
-        m = re.search(r"received 'SIP/2\.0 (\d{3})", line)
-        key = m.group(1) if m else ("timeout" if "timeout" in line.lower() else "")
-        if key:
-            found[key] = found.get(key, 0) + 1
+    for why in calls.values():
+        found[why] = found.get(why, 0) + 1
     return found
 
 
@@ -195,7 +197,7 @@ class _Listener(asyncio.DatagramProtocol):
 
 async def _probe(ng_address: str, call_ids: list[str]) -> list[_Listener]:
     """Pair each caller with a listener of ours (rtpengine leaves the sink for it)."""
-    client = NgClient(ng_address, timeout_s=2.0)
+    client = NgClient(ng_address, timeout_s=5.0)
     await client.open()
     loop = asyncio.get_running_loop()
     listeners: list[_Listener] = []
@@ -208,13 +210,13 @@ async def _probe(ng_address: str, call_ids: list[str]) -> list[_Listener]:
                 transport, listener = await loop.create_datagram_endpoint(
                     _Listener, local_addr=("127.0.0.1", 0)
                 )
+                listeners.append(listener)  # closed by the bench; counted only if it heard anything
                 port = transport.get_extra_info("sockname")[1]
                 ids = {"call-id": call_id, "from-tag": caller_tag, "to-tag": f"bench-ear-{i}"}
                 await client.request("offer", **ids, sdp=_alaw_sdp(caller_port), **common)
                 await client.request("answer", **ids, sdp=_alaw_sdp(port), **common)
-            except (MediaRefused, LookupError):
-                continue  # the call ended meanwhile, or has no caller stream: not probed
-            listeners.append(listener)
+            except (MediaError, LookupError):
+                continue  # the call ended meanwhile, has no caller stream, or the engine is late
     finally:
         client.close()
     return listeners
@@ -245,7 +247,7 @@ def _cpu(*procs: psutil.Process) -> tuple[float, ...]:
 
 
 async def _calls(ng_address: str) -> list[str]:
-    client = NgClient(ng_address, timeout_s=2.0)
+    client = NgClient(ng_address, timeout_s=5.0)
     await client.open()
     try:
         reply = await client.request("list", limit=100_000)
@@ -257,7 +259,7 @@ async def _calls(ng_address: str) -> list[str]:
 
 async def _caller_packets(ng_address: str, call_ids: list[str]) -> tuple[dict[str, int], float]:
     """RTP packets rtpengine has received from each caller so far, and when (mid-sweep)."""
-    client = NgClient(ng_address, timeout_s=2.0)
+    client = NgClient(ng_address, timeout_s=5.0)
     await client.open()
     counts: dict[str, int] = {}
     t0 = time.perf_counter()
@@ -265,8 +267,8 @@ async def _caller_packets(ng_address: str, call_ids: list[str]) -> tuple[dict[st
         for call_id in call_ids:
             try:
                 reply = await client.request("query", **{"call-id": call_id})
-            except MediaRefused:
-                continue  # the call ended meanwhile: it is left out of both sweeps
+            except MediaError:
+                continue  # the call ended meanwhile (or the engine was late): left out of the sweeps
             counts[call_id] = _from_caller(reply)
     finally:
         client.close()
