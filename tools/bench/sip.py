@@ -46,7 +46,9 @@ PROBES = 10
 def _prepare(run_dir: Path, concurrent: int) -> tuple[Path, Path]:
     """The one-site province and the callers' audio, in `run_dir`."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(run_dir / "run", ignore_errors=True)
+    for old in ("run", "outbox", "sipp"):  # a step starts clean: its own logs and journal only
+        shutil.rmtree(run_dir / old, ignore_errors=True)
+    (run_dir / "central.db").unlink(missing_ok=True)
     raw = generate_province(
         # One agent who never logs in: every caller waits in the queue, hearing its music.
         [SiteSpec("gz", "Guangzhou", trunk_channels=concurrent + 10, agents={"general": 1})],
@@ -128,6 +130,7 @@ async def bench_sip(
         "calls_answered": _count(result.stdout, "Successful call"),
         "calls_failed": _count(result.stdout, "Failed call"),
         "failures_by_sip_response": _failures(run_dir / "sipp" / "load.err"),
+        **_engine_log(run_dir / "outbox" / "rtpengine-gz.log"),
         "site_cpu_core_share": round(site_cpu, 4),
         "rtpengine_cpu_core_share": round(engine_cpu, 4),
         "site_cpu_per_100_calls": round(site_cpu / max(1, up_at_start) * 100, 4),
@@ -157,6 +160,22 @@ def _failures(err_file: Path) -> dict[str, int]:
     for why in calls.values():
         found[why] = found.get(why, 0) + 1
     return found
+
+
+def _engine_log(path: Path) -> dict[str, Any]:
+    """What rtpengine's own log says: the time its control thread spent per ng command (where a
+    set-up's seconds go), retries it recognised, and its own drop messages."""
+    text = path.read_text(errors="replace") if path.exists() else ""
+    spent: dict[str, list[float]] = {}
+    for m in re.finditer(r"Replying to '([a-z ]+)' .*?elapsed time ([0-9.]+) sec", text):
+        spent.setdefault(m.group(1), []).append(float(m.group(2)))
+    return {
+        "ng_commands": {k: len(v) for k, v in sorted(spent.items())},
+        "ng_seconds_by_command": {k: round(sum(v), 2) for k, v in sorted(spent.items())},
+        "ng_retries_seen": text.count("as a duplicate"),
+        "engine_queue_overruns": text.count("Too many packets in UDP receive queue"),
+        "engine_discard_messages": text.count("discarding packet"),
+    }
 
 
 class _Listener(asyncio.DatagramProtocol):
