@@ -36,6 +36,7 @@ from site_node.media.engine import MediaEngine
 from site_node.media.prompts import prompt_path, site_prompts
 from site_node.message_store import MessageStore, messages_path
 from site_node.metrics import ShipperFigures, SiteCollector
+from site_node.person_revocation import PersonRevocation
 from site_node.records.open_items import restore_open_items
 from site_node.records.outbox import Outbox
 from site_node.records.shipper import Shipper
@@ -195,6 +196,9 @@ class SiteNode:
         self.audit = AuditSink(site.id, self.leader.address, store=AuditStore(audit_path(outbox_path)))
         self.audit_journal = SiteAudit(site.id, sink=self.audit)
         self.runtime.audit = self.audit_journal.record
+        # An agent's person assertions die with its session: central hears of every logout at once.
+        self.person_revocation = PersonRevocation(site.id, self.audit_journal)
+        self.runtime.agent_listeners.append(self.person_revocation.to_agent)
         # The site's signed word of who acts, on calls made for a person (central's service desk).
         self.person_signer = PersonSigner(self.tls, site.id) if self.tls else None
         self.desktop = AgentDesktop(

@@ -28,7 +28,7 @@ from central.db.session_models import DashboardLoginGuard, DashboardSession
 from vcc import people
 from vcc.config import OperatorConfig
 from vcc.errors import InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated
-from vcc.login_guard import LoginGuard, LoginPolicy, Lockout, count_failure, limits
+from vcc.login_guard import Lockout, LoginGuard, LoginPolicy, count_failure, limits
 from vcc.passwords import decoy_hash, password_matches
 
 IDLE_S = 30 * 60.0

@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 from cryptography import x509
 
+from vcc.errors import ERROR_ID_KEY
 from vcc.person_assertion import ACTING, METADATA_KEY, AssertionRefused, PersonGate
 from vcc.tls import CENTRAL, DESKTOP, SITE, TOOL, TRUNK
 
@@ -300,8 +301,22 @@ class Authorizer(grpc.aio.ServerInterceptor):
         """The admitted RPC has ended."""
         self._release(who)
 
+    async def refused_by_handler(
+        self, method: str, who: Identity, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        """A handler refused what the message says (a site speaking for another, a call naming
+        someone other than the acting person): audited like the table's refusals."""
+        if self._on_denied is None or context.code() != grpc.StatusCode.PERMISSION_DENIED:
+            return
+        error_id = str(dict(context.trailing_metadata() or ()).get(ERROR_ID_KEY, ""))
+        reason = f"refused by the handler: {error_id or 'permission-denied'}: {context.details()!s}"
+        result = self._on_denied(method, who, peer_description(context), reason)
+        if inspect.isawaitable(result):
+            await result
+
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
         admit, release = functools.partial(self._admit, method), self._release
+        refused = functools.partial(self.refused_by_handler, method)
         kinds = (
             ("unary_unary", grpc.unary_unary_rpc_method_handler),
             ("unary_stream", grpc.unary_stream_rpc_method_handler),
@@ -312,17 +327,21 @@ class Authorizer(grpc.aio.ServerInterceptor):
             inner = getattr(handler, attr)
             if inner is not None:
                 return make(
-                    _guarded(inner, admit, release),
+                    _guarded(inner, admit, release, refused),
                     request_deserializer=handler.request_deserializer,
                     response_serializer=handler.response_serializer,
                 )
         return handler
 
 
+Refused = Callable[[Identity, grpc.aio.ServicerContext[Any, Any]], Awaitable[None]]
+
+
 def _guarded(
     inner: Callable[..., Any],
     admit: Callable[[grpc.aio.ServicerContext[Any, Any]], Awaitable[Identity]],
     release: Callable[[Identity], None],
+    refused: Refused,
 ) -> Callable[..., Any]:
     # An async-generator handler stays one (grpc.aio iterates it); a coroutine stays a coroutine.
     if inspect.isasyncgenfunction(inner):
@@ -333,6 +352,9 @@ def _guarded(
             try:
                 async for item in items:
                     yield item
+            except grpc.aio.AbortError:
+                await refused(who, context)
+                raise
             finally:
                 # At once, as grpc.aio would close the handler itself (its cleanup frees a trunk).
                 await items.aclose()
@@ -344,6 +366,9 @@ def _guarded(
         who = await admit(context)
         try:
             return await inner(request, context)
+        except grpc.aio.AbortError:
+            await refused(who, context)
+            raise
         finally:
             release(who)
 

@@ -33,8 +33,8 @@ from vcc.tls import DESKTOP, SITE, TlsFiles
 
 METADATA_KEY = "vcc-person"
 VERSION = "v1"
-# Short: the assertion is not revoked at logout, it only stops being renewed (a desktop server
-# renews it with GetAgent; the site's own calls sign one per call).
+# Short, and revoked besides when the agent's session ends (`Revocations`): a desktop server renews
+# it with GetAgent; the site's own calls sign one per call.
 TTL_S = 300.0
 # Clocks of the province's nodes may differ a little.
 SKEW_S = 30.0
@@ -168,6 +168,47 @@ def verify(token: str, ca_pem: bytes, now: float) -> PersonClaim:
     return claim
 
 
+# What a site's audit entries say when an agent's assertions must die at once (central's audit
+# log carries them: durable, shared by the replicas): the agent's session ended (logout, by
+# themself, a supervisor or the site), an administrator disabled the agent, its code locked out.
+REVOKING_ACTIONS = frozenset({"person-revoked", "agent-disable", "lockout"})
+# A revocation matters while an assertion issued before it can still be honoured.
+REVOCATION_KEPT_S = TTL_S + 2 * SKEW_S + 60.0
+
+
+def revoked_agent(action: str, target: str, detail: Mapping[str, str]) -> str:
+    """The agent code a site's audit entry revokes the assertions of, or ""."""
+    if action not in REVOKING_ACTIONS or (action == "lockout" and detail.get("kind") != "code"):
+        return ""
+    return target
+
+
+class Revocations:
+    """Per (site, agent): the site's time of the latest revocation; an assertion that site issued at
+    or before it is refused. Times are the site's own clock on both sides (the entry's and the
+    assertion's), so clocks that differ between nodes do not matter."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._before: dict[tuple[str, str], float] = {}
+        self._clock = clock
+
+    def note(self, site: str, agent: str, at: float) -> None:
+        key = (site, agent)
+        if at > self._before.get(key, float("-inf")):
+            self._before[key] = at
+        if len(self._before) > 10_000:
+            self.prune()
+
+    def prune(self) -> None:
+        oldest = self._clock() - REVOCATION_KEPT_S
+        for key, at in list(self._before.items()):
+            if at < oldest:
+                del self._before[key]
+
+    def revokes(self, claim: PersonClaim) -> bool:
+        return claim.issued_at <= self._before.get((claim.site, claim.agent), float("-inf"))
+
+
 @dataclass(frozen=True)
 class ActingPerson:
     """Who acts on a call central admitted: the claim, and the role from central's people table."""
@@ -201,6 +242,7 @@ class PersonGate:
         table: Mapping[str, frozenset[str]] | None = None,
         roster_agent: Callable[[str, str], bool] = lambda site, code: False,
         clock: Callable[[], float] = time.time,
+        revocations: Revocations | None = None,
     ) -> None:
         from vcc.people import METHOD_PERSON_ROLES
 
@@ -210,6 +252,7 @@ class PersonGate:
         self._table = METHOD_PERSON_ROLES if table is None else table
         self._roster_agent = roster_agent
         self._clock = clock
+        self.revocations = revocations or Revocations(clock)
 
     def applies(self, method: str, kind: str) -> bool:
         """A site or desktop server calling the service desk acts for a person (any method of it,
@@ -233,6 +276,10 @@ class PersonGate:
             raise AssertionRefused(f"site {caller_name!r} speaks for its own people only, not {claim.site}'s")
         if claim.site not in self._roles:
             raise AssertionRefused(f"site {claim.site!r} is not in the province config")
+        if self.revocations.revokes(claim):
+            raise AssertionRefused(
+                f"agent {claim.agent} of {claim.site}: the session it was issued for has ended"
+            )
         role = self._roles[claim.site].get(claim.agent)
         if role is None and self._roster_agent(claim.site, claim.agent):
             role = "agent"
