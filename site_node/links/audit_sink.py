@@ -147,6 +147,8 @@ class AuditSink:
         """Whether central acknowledged every entry recorded so far, waiting `timeout_s` at most."""
         if not self._pending:
             return True
+        if self._address() is None:
+            return False  # no central known: nothing to wait for (the entries wait on disk)
         last = self._pending[-1].entry_id
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
