@@ -175,10 +175,33 @@ def _identity_of_pem(pem: bytes) -> Identity | None:
     return None
 
 
+@functools.lru_cache(maxsize=1024)
+def _identity_of_uri(uri: bytes) -> Identity | None:
+    kind, _, name = uri.decode(errors="replace").removeprefix(URI_PREFIX).partition("/")
+    return Identity(kind, name) if kind and name and "/" not in name else None
+
+
+_URI_PREFIX_BYTES = URI_PREFIX.encode()
+SAN_PROPERTY = "x509_subject_alternative_name"
+
+
 def peer_identity(context: grpc.aio.ServicerContext[Any, Any]) -> Identity | None:
-    """The verified client certificate's identity; None on a plaintext server or without one."""
-    pems = list(context.auth_context().get("x509_pem_cert") or [])
-    return _identity_of_pem(bytes(pems[0])) if pems else None
+    """The verified client certificate's identity; None on a plaintext server or without one.
+
+    From the peer identities the handshake verified (the certificate's subject alternative names,
+    its SPIFFE URI among them): the same URI `_identity_of_pem` reads from the certificate, for a
+    twentieth of the cost of the whole auth context (which copies the certificate's PEM) per RPC.
+    """
+    values = context.peer_identities()
+    # Only the subject alternative names (without any, gRPC names the common name instead).
+    if not values or context.peer_identity_key() != SAN_PROPERTY:
+        return None
+    for value in values:
+        if value.startswith(_URI_PREFIX_BYTES):
+            who = _identity_of_uri(bytes(value))
+            if who is not None:
+                return who
+    return None
 
 
 def peer_description(context: grpc.aio.ServicerContext[Any, Any]) -> str:
@@ -194,7 +217,7 @@ async def require_site(context: grpc.aio.ServicerContext[Any, Any], site_id: str
     On a plaintext server (TLS not configured: in-process tests) there is no identity to check.
     """
     who = peer_identity(context)
-    if who is None and not context.auth_context().get("x509_pem_cert"):
+    if who is None and context.peer_identities() is None:
         return
     if who is None or who.kind != SITE or who.name != site_id:
         log.warning("site_id %r refused to %s (%s)", site_id, who, peer_description(context))
