@@ -46,7 +46,7 @@ def count_failure(
     """One more failure of a key: its failures within the window after it, the end of its lockout,
     and whether this failure started the lockout (the failures then start again)."""
     limit, window, lock = limits(policy, kind)
-    kept = tuple(t for t in failures if t > now - window) + (now,)
+    kept = (*(t for t in failures if t > now - window), now)
     if len(kept) >= limit and locked_until <= now:
         return (), now + lock, True
     return kept, locked_until, False
