@@ -14,7 +14,7 @@ import grpc
 
 from site_node.audit import SiteAudit
 from site_node.callcontrol import TransferTarget
-from site_node.callcontrol.domain import Effect
+from site_node.callcontrol.domain import Effect, ToAgent
 from site_node.grpc_api import auth
 from site_node.grpc_api.credentials import CredentialCheck
 from site_node.grpc_api.idempotency import IdempotencyCache
@@ -74,6 +74,9 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
         self._session_ttl_s = session_ttl_s
         # Keys the idempotency cache by password without keeping a guessable digest of it.
         self._pepper = secrets.token_bytes(32)
+        # Agents whose session logged in with auto-answer: the site answers their offers.
+        self._auto_answer: set[str] = set()
+        runtime.agent_listeners.append(self._answer_at_once)
 
     # Sessions -------------------------------------------------------------------------------
 
@@ -100,6 +103,15 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
 
     def _end_session(self, code: str) -> None:
         self._sessions.pop(self._token_of.pop(code, ""), None)
+        self._auto_answer.discard(code)
+
+    def _answer_at_once(self, u: ToAgent) -> None:
+        """Auto-answer: an offer to such an agent is answered as the desktop's Answer would, on
+        the loop's next turn (never inside the step that offered it). Refused quietly when the
+        offer is gone meanwhile (the caller left)."""
+        if u.kind == "offered" and u.agent_code in self._auto_answer:
+            code, call_id = u.agent_code, u.call_id
+            self.rt.loop_soon(lambda: self._do(lambda now: self.sb.answer(now, code, call_id)))
 
     def _record(self, actor: str, action: str, **fields: Any) -> None:
         self.credentials.record(actor, action, **fields)
@@ -141,6 +153,8 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
             self._end_session(code)
             self._sessions[token] = _Session(code, now + self._session_ttl_s)
             self._token_of[code] = token
+            if request.auto_answer:
+                self._auto_answer.add(code)
             self._record(f"agent:{code}", "login", target=code, source=source)
             return cti_pb2.LoginResponse(
                 session_token=token, agent=self.rt.snapshot(code), person_assertion=self._assert(token)
@@ -275,13 +289,19 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
         try:
             while (msg := await line.queue.get()) is not None:
                 yield msg
-                if (
-                    msg.WhichOneof("event") == "state_changed"
-                    and msg.state_changed.agent.state == common_pb2.AGENT_STATE_LOGGED_OUT
-                ):
+                if _state_of(msg) == common_pb2.AGENT_STATE_LOGGED_OUT:
                     return
         finally:
             self.rt.detach_desktop(code, line)
+
+
+def _state_of(msg: cti_pb2.StreamEventsResponse) -> common_pb2.AgentState.ValueType | None:
+    """The agent's state an event tells: its own state_changed, or the state riding in a call event."""
+    if msg.HasField("agent"):
+        return msg.agent.state
+    if msg.WhichOneof("event") == "state_changed":
+        return msg.state_changed.agent.state
+    return None
 
 
 def _ready_or_not(state: common_pb2.AgentState.ValueType, key: str) -> bool:

@@ -547,7 +547,9 @@ def throughput_cmd(
             "observability (traces and metrics off), linger (the shipper's old 0.1 s linger), "
             "edge (the old chain of server interceptors), journeys (central reads events back), "
             "before16 (edge and journeys), logs (the line per transition off), "
-            "sampled (tracing.sample_ratio 0.1), scrape15 (metrics scraped every 15 s, not 2 s)."
+            "sampled (tracing.sample_ratio 0.1), scrape15 (metrics scraped every 15 s, not 2 s), "
+            "answer (robots send Answer, no auto-answer), fold (a state_changed of its own per "
+            "agent state change), messages (answer and fold)."
         ),
     ] = None,
     profile: Annotated[

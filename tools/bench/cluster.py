@@ -150,6 +150,8 @@ class Variant:
     trace_sample_ratio: float = 1.0
     # How often the bench scrapes every process's /metrics (None: the bench's own default).
     scrape_every_s: float | None = None
+    # The robots log in with auto-answer (the site answers their offers: no Answer request).
+    auto_answer: bool = True
 
 
 AS_SHIPPED = Variant("as shipped")
@@ -168,7 +170,15 @@ COMPARISONS: dict[str, Variant] = {
     "scrape15": Variant("metrics scraped every 15 s", scrape_every_s=15.0),
     # What the line per transition costs (an operator's switch, not an optimisation).
     "logs": Variant("transition lines off (VCC_LOG_LEVEL=WARNING)", {"VCC_LOG_LEVEL": "WARNING"}),
+    # Messages per call (wave 5): the robots answer with an Answer request of their own ...
+    "answer": Variant("robots send Answer (no auto-answer)", auto_answer=False),
+    # ... and each state change of an agent is a state_changed of its own on the desktop stream.
+    "fold": Variant("a state_changed of its own per change", {"VCC_CTI_FOLD_STATES": "0"}),
 }
+# Both of wave 5's cuts of messages per call turned back: `--compare messages`.
+COMPARISONS["messages"] = Variant(
+    "before wave 5's cuts of messages per call", dict(COMPARISONS["fold"].env), auto_answer=False
+)
 # Every switch of issue 16's optimisations turned back at once: `--compare before16`.
 COMPARISONS["before16"] = Variant(
     "before issue 16's changes", {k: v for c in ("edge", "journeys") for k, v in COMPARISONS[c].env.items()}
@@ -461,7 +471,11 @@ async def throughput(
         ) as cluster:
             raw_codes = {s.id: [a.code for a in s.agents] for s in cluster.config.sites}
             policy = RobotPolicy(
-                handle_time_mean_s=handle_s, handle_distribution="constant", wrap_up="immediate", seed=1
+                handle_time_mean_s=handle_s,
+                handle_distribution="constant",
+                wrap_up="immediate",
+                seed=1,
+                auto_answer=variant.auto_answer,
             )
             stop = asyncio.Event()
             robots = [

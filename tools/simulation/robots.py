@@ -74,6 +74,9 @@ class RobotPolicy:
     # The agent's SIP phone answers (vcc agents --sip): the robot leaves offers to it and only
     # talks and hangs up on the desktop.
     answer_on_phone: bool = False
+    # Log in with auto-answer: the site answers each offer at once (no Answer request; the
+    # answer delay and the share ignored do not apply).
+    auto_answer: bool = False
 
 
 @dataclass
@@ -220,7 +223,10 @@ class _Robot:
 
     async def _login(self) -> str | None:
         request = cti_pb2.LoginRequest(
-            idempotency_key=_key(), agent_code=self.agent_code, password=self._password
+            idempotency_key=_key(),
+            agent_code=self.agent_code,
+            password=self._password,
+            auto_answer=self._policy.auto_answer,
         )
         try:
             reply = await self._unary(self._stub.Login, request)
@@ -303,8 +309,8 @@ class _Robot:
             call_id = event.call_offered.call_id
             self._purpose[call_id] = event.call_offered.purpose
             self._stats.offered += 1
-            if self._policy.answer_on_phone:
-                return
+            if self._policy.answer_on_phone or self._policy.auto_answer:
+                return  # the phone answers, or the site does (auto-answer)
             if self._rng.random() < self._policy.no_answer_probability:
                 self._stats.ignored += 1
                 return
@@ -339,11 +345,16 @@ class _Robot:
             if queue is not None:
                 queue.put_nowait(event.transfer.stage)
         elif kind == "state_changed":
-            agent = event.state_changed.agent
-            if agent.state == common_pb2.AGENT_STATE_NOT_READY and agent.reason_code in _AUTO_READY_REASONS:
-                self._spawn(self._set_ready())
-            elif agent.state == common_pb2.AGENT_STATE_WRAP_UP and self._policy.wrap_up == "immediate":
-                self._spawn(self._end_wrap_up())
+            self._on_state(event.state_changed.agent)
+        if event.HasField("agent"):
+            # The state this call event left the agent in (no state_changed of its own follows).
+            self._on_state(event.agent)
+
+    def _on_state(self, agent: cti_pb2.AgentSnapshot) -> None:
+        if agent.state == common_pb2.AGENT_STATE_NOT_READY and agent.reason_code in _AUTO_READY_REASONS:
+            self._spawn(self._set_ready())
+        elif agent.state == common_pb2.AGENT_STATE_WRAP_UP and self._policy.wrap_up == "immediate":
+            self._spawn(self._end_wrap_up())
 
     def _handle_time(self) -> float:
         mean = self._policy.handle_time_mean_s
