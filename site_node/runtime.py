@@ -151,6 +151,7 @@ class SiteRuntime:
         # An agent's state rides in the call event that changed it (VCC_CTI_FOLD_STATES=0: a
         # state_changed of its own after each, as before; for the bench's side by side).
         self.fold_states = os.environ.get(FOLD_STATES_ENV, "1") != "0"
+        self._after: list[Callable[[float], list[Effect]]] = []
 
     # Operations -----------------------------------------------------------------------------
 
@@ -243,6 +244,23 @@ class SiteRuntime:
         self._schedule_timer()
         if self.province is not None and effects:
             self.province.state_changed()
+        while self._after:
+            self._follow_up(self._after.pop(0))
+
+    def after_step(self, op: Callable[[float], list[Effect]]) -> None:
+        """Run `op` right after the step being carried out (an adapter's follow-up of one of its
+        effects, such as an auto-answer): in the same turn of the loop, never inside the step."""
+        self._after.append(op)
+
+    def _follow_up(self, op: Callable[[float], list[Effect]]) -> None:
+        if self.closed:
+            return
+        try:
+            effects = op(self.clock())
+        except VccError as exc:
+            log.debug("follow-up refused: %s", exc)
+            return
+        self.apply(effects)
 
     def _to_province(self, fx: AskRoute | ReportRoute | OfferRemote | LegToTarget | LegToOrigin) -> None:
         p = self.province

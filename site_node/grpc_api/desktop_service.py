@@ -18,7 +18,7 @@ from site_node.callcontrol.domain import Effect, ToAgent
 from site_node.grpc_api import auth
 from site_node.grpc_api.credentials import CredentialCheck
 from site_node.grpc_api.idempotency import IdempotencyCache
-from site_node.runtime import SiteRuntime
+from site_node.runtime import DesktopLine, SiteRuntime
 from vcc import logs, person_assertion
 from vcc.authz import peer_description
 from vcc.errors import InvalidArgument, Unauthenticated
@@ -106,12 +106,12 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
         self._auto_answer.discard(code)
 
     def _answer_at_once(self, u: ToAgent) -> None:
-        """Auto-answer: an offer to such an agent is answered as the desktop's Answer would, on
-        the loop's next turn (never inside the step that offered it). Refused quietly when the
-        offer is gone meanwhile (the caller left)."""
+        """Auto-answer: an offer to such an agent is answered as the desktop's Answer would, right
+        after the step that offered it (so that a batched caller and desktop get the ring and the
+        answer in one message). Refused quietly when the offer is gone meanwhile."""
         if u.kind == "offered" and u.agent_code in self._auto_answer:
             code, call_id = u.agent_code, u.call_id
-            self.rt.loop_soon(lambda: self._do(lambda now: self.sb.answer(now, code, call_id)))
+            self.rt.after_step(lambda now: self.sb.answer(now, code, call_id))
 
     def _record(self, actor: str, action: str, **fields: Any) -> None:
         self.credentials.record(actor, action, **fields)
@@ -286,13 +286,32 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
         # This RPC's task is this agent's desktop: its log lines name the agent.
         logs.bind_context(agent_code=code)
         line = self.rt.attach_desktop(code)
+        # Taken from the line while batching, not sent with that batch (the stream's end).
+        cut = False
         try:
-            while (msg := await line.queue.get()) is not None:
+            while not cut and (msg := await line.queue.get()) is not None:
+                if request.batched and not line.queue.empty():
+                    msg, cut = _batch(msg, line)
                 yield msg
-                if _state_of(msg) == common_pb2.AGENT_STATE_LOGGED_OUT:
+                if any(_state_of(m) == common_pb2.AGENT_STATE_LOGGED_OUT for m in (msg, *msg.then)):
                     return
         finally:
             self.rt.detach_desktop(code, line)
+
+
+def _batch(
+    first: cti_pb2.StreamEventsResponse, line: DesktopLine
+) -> tuple[cti_pb2.StreamEventsResponse, bool]:
+    """`first` and the events queued behind it now, in one message (StreamEventsRequest.batched);
+    True when the line's end (None: the desktop was cut off) was met behind them."""
+    out = cti_pb2.StreamEventsResponse()
+    out.CopyFrom(first)
+    while not line.queue.empty():
+        item = line.queue.get_nowait()
+        if item is None:
+            return out, True
+        out.then.append(item)
+    return out, False
 
 
 def _state_of(msg: cti_pb2.StreamEventsResponse) -> common_pb2.AgentState.ValueType | None:

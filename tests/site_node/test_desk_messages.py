@@ -10,6 +10,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -70,16 +71,23 @@ async def node(
 class Desk:
     """One agent's desktop: its session and every event of its stream, in order."""
 
-    def __init__(self, stub: cti_pb2_grpc.AgentDesktopServiceAsyncStub, token: str) -> None:
+    def __init__(self, stub: cti_pb2_grpc.AgentDesktopServiceAsyncStub, token: str, *, batched: bool) -> None:
         self.stub, self.token = stub, token
         self.events: asyncio.Queue[cti_pb2.StreamEventsResponse] = asyncio.Queue()
         self.seen: list[cti_pb2.StreamEventsResponse] = []
+        self.batched = batched
+        # The gRPC messages themselves (a batch is one).
+        self.messages: list[cti_pb2.StreamEventsResponse] = []
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
-        async for event in self.stub.StreamEvents(cti_pb2.StreamEventsRequest(session_token=self.token)):
-            self.seen.append(event)
-            self.events.put_nowait(event)
+        request = cti_pb2.StreamEventsRequest(session_token=self.token, batched=self.batched)
+        async for message in self.stub.StreamEvents(request):
+            self.messages.append(message)
+            for event in (message, *message.then):
+                assert not event.then or event is message  # a batch is never nested
+                self.seen.append(event)
+                self.events.put_nowait(event)
 
     async def next(self, kind: str) -> cti_pb2.StreamEventsResponse:
         async with asyncio.timeout(WAIT_S):
@@ -99,13 +107,13 @@ class Desk:
         await asyncio.gather(self._reader, return_exceptions=True)
 
 
-async def _desk(channel: grpc.aio.Channel, code: str, *, auto_answer: bool) -> Desk:
+async def _desk(channel: grpc.aio.Channel, code: str, *, auto_answer: bool, batched: bool = False) -> Desk:
     stub = cti_pb2_grpc.AgentDesktopServiceStub(channel)
     login = cti_pb2.LoginRequest(
         idempotency_key=key(), agent_code=code, password=DEFAULT_PASSWORD, auto_answer=auto_answer
     )
     token = (await stub.Login(login, timeout=5)).session_token
-    desk = Desk(stub, token)
+    desk = Desk(stub, token, batched=batched)
     await desk.next("state_changed")  # the stream is open: nothing after is missed
     ready = cti_pb2.SetStateRequest(idempotency_key=key(), session_token=token, state=S.AGENT_STATE_READY)
     await stub.SetState(ready, timeout=5)
@@ -113,12 +121,12 @@ async def _desk(channel: grpc.aio.Channel, code: str, *, auto_answer: bool) -> D
     return desk
 
 
-async def _call_to_ringing(channel: grpc.aio.Channel) -> trunk_pb2_grpc.TrunkIngressServiceStub:
+async def _call_to_ringing(channel: grpc.aio.Channel, *, batched: bool = False) -> Any:
     stub = trunk_pb2_grpc.TrunkIngressServiceStub(channel)
     call = stub.PlaceCall(timeout=30)
     await call.write(
         trunk_pb2.PlaceCallRequest(
-            offer=trunk_pb2.CallOffer(idempotency_key=key(), ani="13800000001", dnis="10000")
+            offer=trunk_pb2.CallOffer(idempotency_key=key(), ani="13800000001", dnis="10000", batched=batched)
         )
     )
     return call  # type: ignore[return-value]
@@ -195,3 +203,51 @@ async def test_without_auto_answer_the_call_rings_until_the_desk_answers(node: S
         await call.write(trunk_pb2.PlaceCallRequest(hang_up=trunk_pb2.CallerHangUp()))  # type: ignore[attr-defined]
         await _progress_until(call, "ended")
         await desk.close()
+
+
+async def test_batched_streams_carry_a_step_and_what_followed_at_once_in_one_message(node: SiteNode) -> None:
+    async with rpc.channel(node.address) as channel:
+        code = node.site.agents[0].code
+        desk = await _desk(channel, code, auto_answer=True, batched=True)
+        before = (len(desk.messages), len(desk.seen))
+        call = await _call_to_ringing(channel, batched=True)
+        messages: list[trunk_pb2.PlaceCallResponse] = []
+        steps: list[str] = []
+        async with asyncio.timeout(WAIT_S):
+            while "ended" not in steps:
+                msg = await call.read()
+                assert msg is not grpc.aio.EOF, steps
+                messages.append(msg)
+                for step in (msg, *msg.then):
+                    assert not step.then or step is msg  # a batch is never nested
+                    kind = str(step.WhichOneof("progress"))
+                    steps.append(kind)
+                    if kind == "prompt" and step.prompt.choices:
+                        digit = trunk_pb2.CallerDigits(digits=step.prompt.choices[0])
+                        await call.write(trunk_pb2.PlaceCallRequest(digits=digit))
+                    if kind == "connected":
+                        stub = cti_pb2_grpc.AgentDesktopServiceStub(channel)
+                        hang_up = cti_pb2.HangUpRequest(
+                            idempotency_key=key(), session_token=desk.token, call_id=step.call_id
+                        )
+                        await stub.HangUp(hang_up, timeout=5)
+        # Every step, in order, as an unbatched caller hears them ...
+        assert steps == ["accepted", "prompt", "queued", "ringing", "connected", "ended"], steps
+        # ... in fewer messages: the acceptance with its prompt, the queueing with the ring and
+        # the auto-answer; the end in one of its own (sent once its records are durable).
+        assert [m.WhichOneof("progress") for m in messages] == ["accepted", "queued", "ended"]
+        assert [len(m.then) for m in messages] == [1, 2, 0]
+        assert len({m.call_id for m in messages} | {t.call_id for m in messages for t in m.then}) == 1
+        await desk.next("call_ended")
+        await asyncio.sleep(0.2)
+        events = [str(e.WhichOneof("event")) for e in desk.seen[before[1] :]]
+        calls = [e for e in events if e != "state_changed"]
+        assert calls == ["call_offered", "call_connected", "call_ended"], events
+        # The offer and its auto-answer reached the desk in one message.
+        batch = next(m for m in desk.messages[before[0] :] if "call_offered" in _events(m))
+        assert "call_connected" in _events(batch), _events(batch)
+        await desk.close()
+
+
+def _events(message: cti_pb2.StreamEventsResponse) -> list[str]:
+    return [str(e.WhichOneof("event")) for e in (message, *message.then)]
