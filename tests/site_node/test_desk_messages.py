@@ -129,7 +129,7 @@ async def _call_to_ringing(channel: grpc.aio.Channel, *, batched: bool = False) 
             offer=trunk_pb2.CallOffer(idempotency_key=key(), ani="13800000001", dnis="10000", batched=batched)
         )
     )
-    return call  # type: ignore[return-value]
+    return call
 
 
 async def _progress_until(call: object, kind: str) -> list[trunk_pb2.PlaceCallResponse]:
@@ -200,7 +200,7 @@ async def test_without_auto_answer_the_call_rings_until_the_desk_answers(node: S
             cti_pb2.AnswerRequest(idempotency_key=key(), session_token=desk.token, call_id=call_id), timeout=5
         )
         await _progress_until(call, "connected")
-        await call.write(trunk_pb2.PlaceCallRequest(hang_up=trunk_pb2.CallerHangUp()))  # type: ignore[attr-defined]
+        await call.write(trunk_pb2.PlaceCallRequest(hang_up=trunk_pb2.CallerHangUp()))
         await _progress_until(call, "ended")
         await desk.close()
 
