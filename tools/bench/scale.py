@@ -42,6 +42,8 @@ from vcc.v1 import central_pb2, central_pb2_grpc
 
 Progress = Callable[[str], None]
 CHROMIUM = "/usr/bin/chromium"
+# How long the bench watches the dashboard update in Chromium.
+UPDATE_WINDOW_S = 5.0
 
 
 class _NoJournal:
@@ -252,11 +254,51 @@ async def _chromium(base: str, cities: int) -> dict[str, Any]:
             )
             drawn = time.perf_counter() - t0
             rows = await page.locator("[data-site-row]").count()
+            # What the page cost the browser to load (HTML, script, style: bytes on the wire).
+            loaded = await page.evaluate(
+                """() => performance.getEntriesByType("navigation").concat(
+                    performance.getEntriesByType("resource")).reduce((n, e) => n + e.transferSize, 0)"""
+            )
+            # The page goes on updating: the table is redrawn from the live stream while the
+            # cities stream (every city's row drawn again, the figures of the newest snapshot).
+            redraws = await page.evaluate(
+                """(ms) => new Promise((done) => {
+                    const table = document.querySelector("[data-site-row]").closest("table") || document.body;
+                    let n = 0;
+                    const seen = new MutationObserver(() => { n += 1; });
+                    seen.observe(document.getElementById("view") || table, {childList: true, subtree: true});
+                    setTimeout(() => { seen.disconnect(); done(n); }, ms);
+                })""",
+                UPDATE_WINDOW_S * 1000,
+            )
+            # Each update's size: the live stream as the page receives it (same session).
+            stream = await page.evaluate(
+                """(ms) => new Promise((done) => {
+                    const sizes = [];
+                    const source = new EventSource("/api/stream");
+                    source.addEventListener("live", (e) => {
+                        sizes.push(new TextEncoder().encode(e.data).length);
+                    });
+                    setTimeout(() => { source.close(); done(sizes); }, ms);
+                })""",
+                UPDATE_WINDOW_S * 1000,
+            )
+            rows_after = await page.locator("[data-site-row]").count()
         except Exception as exc:  # a figure, not a verdict: say what happened
             return {"chromium": f"failed: {type(exc).__name__}: {exc}"[:300]}
         finally:
             await browser.close()
-    return {"chromium_rows": rows, "chromium_drawn_ms": round(drawn * 1000)}
+    sizes = [int(n) for n in stream]
+    return {
+        "chromium_rows": rows,
+        "chromium_rows_after_updates": rows_after,
+        "chromium_drawn_ms": round(drawn * 1000),
+        "page_bytes_transferred": int(loaded),
+        "chromium_redraws_per_s": round(int(redraws) / UPDATE_WINDOW_S, 1),
+        "live_updates_per_s": round(len(sizes) / UPDATE_WINDOW_S, 1),
+        "live_update_bytes_p50": int(statistics.median(sizes)) if sizes else None,
+        "live_update_bytes_max": max(sizes) if sizes else None,
+    }
 
 
 async def site_scale(
