@@ -844,7 +844,7 @@ async def _waiting_caller(
             failed_after_s.append(time.monotonic() - dialled)
 
     call = None
-    dialled = time.monotonic()
+    dialled = 0.0
     async with setup:
         try:
             async for attempt in AsyncRetrying(
@@ -866,6 +866,11 @@ async def _waiting_caller(
             counts[f"why-{error.code().name}: {(error.details() or '')[:240]}"] += 1
             failed_after_s.append(time.monotonic() - dialled)
             return
+        except asyncio.CancelledError:
+            if dialled and n not in call_ids:
+                # Hung up (the measurement is over) before the site's first answer.
+                counts["hung-up-unanswered"] += 1
+            raise
     if not waiting or call is None:
         return
     counts["queued"] += 1
@@ -979,7 +984,8 @@ async def memory(
                         await asyncio.wait_for(queued.wait(), timeout=5.0)
                     progress(f"memory: callers {_callers(counts)}")
                 filled_s = time.perf_counter() - placing
-                summaries = await site_summaries({site.id: site.listen}, deadline_s=5.0)
+                # A loaded site answers slowly: a generous deadline, not a missing figure.
+                summaries = await site_summaries({site.id: site.listen}, deadline_s=30.0)
                 summary = summaries[site.id]
                 rss = proc.memory_info().rss
                 waiting = 0 if isinstance(summary, str) else int(summary.calls_waiting)
@@ -997,6 +1003,8 @@ async def memory(
             progress(f"memory: the callers hung up; waiting for {len(call_ids)} records at central")
             shipped = await wait_outboxes({site.id: site.listen}, timeout_s=600.0)
             records = await list_records(cluster.addresses.central)
+            # Callers hung up before the site's first answer: their calls may exist unbeknown to them.
+            unanswered = counts["hung-up-unanswered"]
     mib = 1024 * 1024
     return {
         "agents_logged_in": agents,
@@ -1010,7 +1018,7 @@ async def memory(
         "callers_in_setup_at_most": in_setup,
         "failed_after_s": percentiles_ms(failed_after_s) if failed_after_s else {},
         "queue_filled_in_s": round(filled_s, 1),
-        "records": records_verdict(call_ids.values(), records, shipped=shipped),
+        "records": records_verdict(call_ids.values(), records, shipped=shipped, unanswered=unanswered),
         "rss_mib": rss / mib,
         "rss_idle_mib": rss_idle / mib,
         "rss_agents_only_mib": rss_logged_in / mib,
@@ -1020,10 +1028,16 @@ async def memory(
 
 
 def records_verdict(
-    call_ids: Iterable[str], records: Sequence[central_pb2.CallRecord], *, shipped: bool
+    call_ids: Iterable[str],
+    records: Sequence[central_pb2.CallRecord],
+    *,
+    shipped: bool,
+    unanswered: int = 0,
 ) -> dict[str, Any]:
     """Central's records against the calls the callers were given: exactly one record of each, each
-    ABANDONED (the caller hung up while waiting), and no record of a call no caller was given."""
+    ABANDONED (the caller hung up while waiting), and no record of a call no caller was given,
+    beyond the `unanswered` callers who hung up before the site's first answer (their calls may
+    exist, unbeknown to them)."""
     ids = set(call_ids)
     held = Counter(r.call_id for r in records)
     missing = sorted(ids - held.keys())
@@ -1041,9 +1055,14 @@ def records_verdict(
         "missing": len(missing),
         "duplicated": len(duplicated),
         "unknown": len(unknown),
+        "callers_hung_up_unanswered": unanswered,
         "not_abandoned": dict(not_abandoned),
         "examples": (missing + duplicated + unknown)[:5],
-        "exact": shipped and not missing and not duplicated and not unknown and not not_abandoned,
+        "exact": shipped
+        and not missing
+        and not duplicated
+        and len(unknown) <= unanswered
+        and not not_abandoned,
     }
 
 
