@@ -92,10 +92,10 @@ def _province(
         password_hash=cheap_password_hash(),
         wrap_up_s=wrap_up_s,
         ring_timeout_s=5.0,
+        # With its demo operator: nobody sees the dashboard without a login.
+        dashboard_listen=f"127.0.0.1:{free_port()}" if dashboard else "",
     )
     raw["routing"] = {"mode": mode, "push_targets": push_targets}
-    if dashboard:
-        raw.setdefault("central", {})["dashboard_listen"] = f"127.0.0.1:{free_port()}"
     if trace_sample_ratio < 1.0:
         raw["tracing"] = {"sample_ratio": trace_sample_ratio}
     if not observability:
