@@ -22,13 +22,20 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 import psutil
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from tools.province.cluster import Cluster
 from tools.province.generate import DEFAULT_PASSWORD, SiteSpec, generate_province, write_province
@@ -48,8 +55,14 @@ THROUGHPUT_SITES = ("gz", "sz", "fs")
 CALLERS_PER_CHANNEL = 90
 # Time a bench channel's connection attempt may take (see `memory`).
 CONNECT_MS = 20_000
-# Callers the memory and scale benches start each second.
+# Callers the memory and scale benches start each second, at most ...
 WAITING_CALLERS_PER_S = 250
+# ... and callers between dialling and waiting in the queue at once: arrivals follow the pace at
+# which the site sets calls up. gRPC core holds a new stream the server's loop has not taken yet
+# for at most 30 s (`grpc.server_max_unrequested_time_in_server`), then cancels it: callers
+# offered faster than a loaded site takes them failed CANCELLED (or INTERNAL "Internal error from
+# Core", when the reset beat the offer's write) after 30 s, never having reached the call control.
+CALLERS_IN_SETUP = 100
 
 
 def cheap_password_hash(password: str = DEFAULT_PASSWORD) -> str:
@@ -79,10 +92,10 @@ def _province(
         password_hash=cheap_password_hash(),
         wrap_up_s=wrap_up_s,
         ring_timeout_s=5.0,
+        # With its demo operator: nobody sees the dashboard without a login.
+        dashboard_listen=f"127.0.0.1:{free_port()}" if dashboard else "",
     )
     raw["routing"] = {"mode": mode, "push_targets": push_targets}
-    if dashboard:
-        raw.setdefault("central", {})["dashboard_listen"] = f"127.0.0.1:{free_port()}"
     if trace_sample_ratio < 1.0:
         raw["tracing"] = {"sample_ratio": trace_sample_ratio}
     if not observability:
@@ -850,6 +863,62 @@ def _callers(counts: Counter[str]) -> dict[str, int]:
     return {k: v for k, v in counts.items() if not k.startswith("failed-on-channel-")}
 
 
+# A trunk offers a call again, with the same idempotency key, when its stream broke before the site
+# said anything (CANCELLED, INTERNAL or UNAVAILABLE): the site makes one call of a key however often
+# it is offered. At most this many offers per caller.
+OFFER_ATTEMPTS = 4
+_OFFER_TRANSIENT = (grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE)
+
+
+class _Unanswered(Exception):
+    """The offer's stream broke before the site's first answer: the trunk may offer it again."""
+
+    def __init__(self, error: grpc.aio.AioRpcError) -> None:
+        super().__init__(error.code().name)
+        self.error = error
+
+
+async def _offer_until_queued(
+    stub: trunk_pb2_grpc.TrunkIngressServiceAsyncStub,
+    offer: trunk_pb2.CallOffer,
+    n: int,
+    counts: Counter[str],
+    call_ids: dict[int, str],
+) -> tuple[Any, bool]:
+    """One offer on a new stream, answering the menu, until the caller waits in the queue: (its
+    stream, whether it waits). Raises _Unanswered when the stream broke before any answer."""
+    call = stub.PlaceCall(timeout=600.0)
+    answered = False
+    try:
+        await call.write(trunk_pb2.PlaceCallRequest(offer=offer))
+        while True:
+            response = await call.read()
+            if not isinstance(response, trunk_pb2.PlaceCallResponse):
+                counts["eof"] += 1
+                call.cancel()
+                return call, False
+            answered = True
+            if response.call_id:
+                call_ids[n] = response.call_id
+            kind = response.WhichOneof("progress")
+            if kind == "prompt":
+                await call.write(trunk_pb2.PlaceCallRequest(digits=trunk_pb2.CallerDigits(digits="1")))
+            elif kind == "queued":
+                return call, True
+            elif kind == "ended":
+                counts[f"ended-{common_pb2.CallOutcome.Name(response.ended.outcome)}"] += 1
+                call.cancel()
+                return call, False
+    except grpc.aio.AioRpcError as exc:
+        call.cancel()
+        if not answered and exc.code() in _OFFER_TRANSIENT:
+            raise _Unanswered(exc) from exc
+        raise
+    except BaseException:
+        call.cancel()
+        raise
+
+
 async def _waiting_caller(
     stub: trunk_pb2_grpc.TrunkIngressServiceAsyncStub,
     dnis: str,
@@ -858,41 +927,58 @@ async def _waiting_caller(
     queued: asyncio.Event,
     release: asyncio.Event,
     counts: Counter[str],
+    setup: asyncio.Semaphore,
+    call_ids: dict[int, str],
+    failed_after_s: list[float],
 ) -> None:
-    """One caller that dials, answers the menu and waits in the queue until `release`."""
-    call = stub.PlaceCall(timeout=600.0)
+    """One caller that dials, answers the menu and waits in the queue until `release`. It holds
+    one of `setup`'s places from dialling until it waits (or fails); `call_ids[n]` is its call."""
+    offer = trunk_pb2.CallOffer(idempotency_key=uuid.uuid4().hex, ani=f"1380000{n % 1000:04d}", dnis=dnis)
+
+    def again(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(error, _Unanswered):
+            # Counted with gRPC's words: how often, and why, an offer had to be made again.
+            counts["offers-again"] += 1
+            counts[f"again-{error.error.code().name}: {(error.error.details() or '')[:120]}"] += 1
+            failed_after_s.append(time.monotonic() - dialled)
+
+    call = None
+    dialled = 0.0
+    async with setup:
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(_Unanswered),
+                wait=wait_exponential(multiplier=0.2, max=2.0),
+                stop=stop_after_attempt(OFFER_ATTEMPTS),
+                before_sleep=again,
+                reraise=True,
+            ):
+                with attempt:
+                    dialled = time.monotonic()
+                    call, waiting = await _offer_until_queued(stub, offer, n, counts, call_ids)
+        except (grpc.aio.AioRpcError, _Unanswered) as exc:
+            error = exc.error if isinstance(exc, _Unanswered) else exc
+            # Counted, so that the figures say why a caller never waited (and gRPC's words for it).
+            counts[f"error-{error.code().name}"] += 1
+            # Callers failing by whole channels point at the connection (the transport), not the call.
+            counts[f"failed-on-channel-{n // CALLERS_PER_CHANNEL}"] += 1
+            counts[f"why-{error.code().name}: {(error.details() or '')[:240]}"] += 1
+            failed_after_s.append(time.monotonic() - dialled)
+            return
+        except asyncio.CancelledError:
+            if dialled and n not in call_ids:
+                # Hung up (the measurement is over) before the site's first answer.
+                counts["hung-up-unanswered"] += 1
+            raise
+    if not waiting or call is None:
+        return
+    counts["queued"] += 1
+    if counts["queued"] >= counts["wanted"]:
+        queued.set()
     try:
-        await call.write(
-            trunk_pb2.PlaceCallRequest(
-                offer=trunk_pb2.CallOffer(
-                    idempotency_key=uuid.uuid4().hex, ani=f"1380000{n % 1000:04d}", dnis=dnis
-                )
-            )
-        )
-        while True:
-            response = await call.read()
-            if not isinstance(response, trunk_pb2.PlaceCallResponse):
-                counts["eof"] += 1
-                return
-            kind = response.WhichOneof("progress")
-            if kind == "prompt":
-                await call.write(trunk_pb2.PlaceCallRequest(digits=trunk_pb2.CallerDigits(digits="1")))
-            elif kind == "queued":
-                counts["queued"] += 1
-                if counts["queued"] >= counts["wanted"]:
-                    queued.set()
-                break
-            elif kind == "ended":
-                counts[f"ended-{common_pb2.CallOutcome.Name(response.ended.outcome)}"] += 1
-                return
         # Waits until the measurement is done; cancelling the stream then counts as a hang-up.
         await release.wait()
-    except grpc.aio.AioRpcError as exc:
-        # Counted, so that the figures say why a caller never waited (and gRPC's words for it).
-        counts[f"error-{exc.code().name}"] += 1
-        # Callers failing by whole channels point at the connection (the transport), not the call.
-        counts[f"failed-on-channel-{n // CALLERS_PER_CHANNEL}"] += 1
-        counts[f"why-{exc.code().name}: {(exc.details() or '')[:240]}"] += 1
     finally:
         call.cancel()
 
@@ -904,9 +990,11 @@ async def memory(
     run_dir: Path | None = None,
     progress: Progress = lambda _: None,
     after: Callable[[str], Awaitable[None]] | None = None,
+    in_setup: int = CALLERS_IN_SETUP,
 ) -> dict[str, Any]:
     """Resident memory of a site node with `agents` logged in (not ready) and `calls` waiting.
-    `after(metrics_url)` is awaited while the calls still wait (more figures of the same site)."""
+    `after(metrics_url)` is awaited while the calls still wait (more figures of the same site);
+    `in_setup`: callers between dialling and waiting at once."""
     import psutil
 
     with tempfile.TemporaryDirectory(prefix="vcc-bench-") as tmp:
@@ -927,6 +1015,9 @@ async def memory(
             progress(f"memory: placing {calls} calls that wait")
             queued, release = asyncio.Event(), asyncio.Event()
             counts: Counter[str] = Counter(wanted=calls)
+            setup = asyncio.Semaphore(in_setup)
+            call_ids: dict[int, str] = {}
+            failed_after_s: list[float] = []
             # Many streams per HTTP/2 connection queue behind its concurrent-stream limit: one
             # channel per CALLERS_PER_CHANNEL callers.
             # (Channels with equal arguments share one connection: a local subchannel pool each.)
@@ -946,6 +1037,7 @@ async def memory(
                 trunk_pb2_grpc.TrunkIngressServiceStub(ch) for ch in channels
             ]
             callers: list[asyncio.Task[None]] = []
+            placing = time.perf_counter()
             try:
                 # At a trunk's pace, not all at once: ten thousand streams opened in one instant
                 # kept the site's loop from reading their offers within the offer timeout (10 s:
@@ -960,6 +1052,9 @@ async def memory(
                                 queued=queued,
                                 release=release,
                                 counts=counts,
+                                setup=setup,
+                                call_ids=call_ids,
+                                failed_after_s=failed_after_s,
                             )
                         )
                     )
@@ -967,19 +1062,30 @@ async def memory(
                         await asyncio.sleep(1.0)
                         progress(f"memory: callers {_callers(counts)}")
                 loop = asyncio.get_running_loop()
-                deadline = loop.time() + 120.0
+                # Callers arrive at the pace the site sets calls up (CALLERS_IN_SETUP): on a loaded
+                # machine 50 to 100 a second, so 10,000 take minutes.
+                deadline = loop.time() + 900.0
                 stalled_since, last = loop.time(), -1
                 while not queued.is_set():
                     if counts["queued"] != last:
                         stalled_since, last = loop.time(), counts["queued"]
+                    given_up = counts["eof"] + sum(
+                        v for k, v in counts.items() if k.startswith(("error-", "ended-"))
+                    )
                     # Measure what is there rather than fail: the figures say how many waited.
-                    if loop.time() > deadline or loop.time() - stalled_since > 20.0:
+                    if (
+                        loop.time() > deadline
+                        or loop.time() - stalled_since > 30.0
+                        or counts["queued"] + given_up >= calls
+                    ):
                         progress(f"memory: not every caller queued ({_callers(counts)}); measuring anyway")
                         break
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(queued.wait(), timeout=5.0)
                     progress(f"memory: callers {_callers(counts)}")
-                summaries = await site_summaries({site.id: site.listen}, deadline_s=5.0)
+                filled_s = time.perf_counter() - placing
+                # A loaded site answers slowly: a generous deadline, not a missing figure.
+                summaries = await site_summaries({site.id: site.listen}, deadline_s=30.0)
                 summary = summaries[site.id]
                 rss = proc.memory_info().rss
                 waiting = 0 if isinstance(summary, str) else int(summary.calls_waiting)
@@ -993,6 +1099,12 @@ async def memory(
                 await asyncio.gather(*callers, return_exceptions=True)
                 for ch in channels:
                     await ch.close()
+            # Every caller hung up while waiting: central holds exactly one record of each.
+            progress(f"memory: the callers hung up; waiting for {len(call_ids)} records at central")
+            shipped = await wait_outboxes({site.id: site.listen}, timeout_s=600.0)
+            records = await list_records(cluster.addresses.central)
+            # Callers hung up before the site's first answer: their calls may exist unbeknown to them.
+            unanswered = counts["hung-up-unanswered"]
     mib = 1024 * 1024
     return {
         "agents_logged_in": agents,
@@ -1003,11 +1115,54 @@ async def memory(
             (v for k, v in counts.items() if k.startswith("failed-on-channel-")), reverse=True
         ),
         "callers_per_channel": CALLERS_PER_CHANNEL,
+        "callers_in_setup_at_most": in_setup,
+        "failed_after_s": percentiles_ms(failed_after_s) if failed_after_s else {},
+        "queue_filled_in_s": round(filled_s, 1),
+        "records": records_verdict(call_ids.values(), records, shipped=shipped, unanswered=unanswered),
         "rss_mib": rss / mib,
         "rss_idle_mib": rss_idle / mib,
         "rss_agents_only_mib": rss_logged_in / mib,
         "target_mib": 200,
         "ok": rss / mib < 200 and waiting >= calls,
+    }
+
+
+def records_verdict(
+    call_ids: Iterable[str],
+    records: Sequence[central_pb2.CallRecord],
+    *,
+    shipped: bool,
+    unanswered: int = 0,
+) -> dict[str, Any]:
+    """Central's records against the calls the callers were given: exactly one record of each, each
+    ABANDONED (the caller hung up while waiting), and no record of a call no caller was given,
+    beyond the `unanswered` callers who hung up before the site's first answer (their calls may
+    exist, unbeknown to them)."""
+    ids = set(call_ids)
+    held = Counter(r.call_id for r in records)
+    missing = sorted(ids - held.keys())
+    duplicated = sorted(c for c, n in held.items() if n > 1)
+    unknown = sorted(held.keys() - ids)
+    not_abandoned = Counter(
+        common_pb2.CallOutcome.Name(r.outcome)
+        for r in records
+        if r.call_id in ids and r.outcome != common_pb2.CALL_OUTCOME_ABANDONED
+    )
+    return {
+        "calls": len(ids),
+        "records": len(records),
+        "outboxes_empty": shipped,
+        "missing": len(missing),
+        "duplicated": len(duplicated),
+        "unknown": len(unknown),
+        "callers_hung_up_unanswered": unanswered,
+        "not_abandoned": dict(not_abandoned),
+        "examples": (missing + duplicated + unknown)[:5],
+        "exact": shipped
+        and not missing
+        and not duplicated
+        and len(unknown) <= unanswered
+        and not not_abandoned,
     }
 
 
