@@ -254,6 +254,8 @@ class FlowCalls:
             self._to_queue(call, fc, end, now, fx)
         elif isinstance(end, ToVoicemail):
             fc.message_id = self._ends.voicemail(call, end, now, fx)
+            cut_at = self.voicemail.box.cut_at(fc.message_id)
+            self._timers.arm(cut_at, "voicemail", call.call_id, fc.message_id)
         elif end is not None:
             self.live.pop(call.call_id, None)
             self._ends.leave(call, end, now, fx, held_place=fc.held_place, agent_code=fc.agent_code)

@@ -14,7 +14,6 @@ from site_node.callcontrol.effects import Effects
 from site_node.callcontrol.ivr_flow import End, FaxOnDemand, Hangup, OfferCallback, ReturnToAgent, ToVoicemail
 from site_node.callcontrol.queues import Queues
 from site_node.callcontrol.resources import Resources
-from site_node.callcontrol.timers import Timers
 from site_node.callcontrol.trunk import TrunkSide
 from site_node.callcontrol.voicemail_desk import VoicemailDesk
 from vcc.call_events import EventKind
@@ -28,7 +27,6 @@ class FlowEnds:
         resources: Resources,
         queues: Queues,
         trunk: TrunkSide,
-        timers: Timers,
         agents: Agents,
         voicemail: VoicemailDesk,
         dialler: Dialler,
@@ -38,14 +36,13 @@ class FlowEnds:
         self._resources = resources
         self._queues = queues
         self._trunk = trunk
-        self._timers = timers
         self._agents = agents
         self._voicemail = voicemail
         self._dialler = dialler
 
     def voicemail(self, call: Call, end: ToVoicemail, now: float, fx: Effects) -> str:
-        """The caller leaves a message (the call stays in the flow until it is cut or they hang up):
-        its message id."""
+        """The caller leaves a message: its message id (the call stays in the flow, FlowCalls, until
+        the message is cut at the box's limit or the caller hangs up)."""
         # A box named after a skill group is that group's; any other is the IVR's default group's.
         group = end.box if end.box in self._groups else self._default_group
         desk = self._voicemail
@@ -56,7 +53,6 @@ class FlowEnds:
                 ToCaller(call.call_id, "voicemail", now, message_id=message_id, skill_group=group,
                          timeout_s=desk.box.max_message_s)
             )  # fmt: skip
-        self._timers.arm(desk.box.cut_at(message_id), "voicemail", call.call_id, message_id)
         return message_id
 
     def leave(

@@ -86,7 +86,7 @@ def build_parts(
     voicemail = VoicemailDesk(resources, desk)
     dialler = Dialler(groups, acd, desk, timers)
     default_group = site.ivr.default_skill_group
-    ends = FlowEnds(groups, default_group, resources, queues, trunk, timers, desk, voicemail, dialler)
+    ends = FlowEnds(groups, default_group, resources, queues, trunk, desk, voicemail, dialler)
     flows = FlowCalls(groups, default_group, book, resources, queues, trunk, timers, voicemail, ends)
     ivr = Ivr(site, book, resources, queues, timers, counters, flows, flow_book)
     screen_pop = ScreenPop(book, queues, timers)
