@@ -35,7 +35,7 @@ from tools.province.generate import DEFAULT_PASSWORD, SiteSpec, generate_provinc
 from tools.province.netutil import free_port
 from tools.province.status import site_summaries
 from tools.simulation.report import percentiles_ms, reconcile_detailed
-from tools.simulation.robots import RobotPolicy, run_robots
+from tools.simulation.robots import RobotPolicy, RobotStats, run_robots
 from tools.simulation.traffic import CallerView, SiteLoad, TrafficPlan, run_traffic
 from vcc import rpc
 from vcc.tls import CA_ENV, CERT_ENV, DESKTOP, DIR_ENV, KEY_ENV, TRUNK
@@ -150,6 +150,11 @@ class Variant:
     trace_sample_ratio: float = 1.0
     # How often the bench scrapes every process's /metrics (None: the bench's own default).
     scrape_every_s: float | None = None
+    # The robots log in with auto-answer (the site answers their offers: no Answer request).
+    auto_answer: bool = True
+    # Callers and robots take their streams' messages in batches (CallOffer.batched,
+    # StreamEventsRequest.batched).
+    batched: bool = True
 
 
 AS_SHIPPED = Variant("as shipped")
@@ -168,7 +173,20 @@ COMPARISONS: dict[str, Variant] = {
     "scrape15": Variant("metrics scraped every 15 s", scrape_every_s=15.0),
     # What the line per transition costs (an operator's switch, not an optimisation).
     "logs": Variant("transition lines off (VCC_LOG_LEVEL=WARNING)", {"VCC_LOG_LEVEL": "WARNING"}),
+    # Messages per call (wave 5): the robots answer with an Answer request of their own ...
+    "answer": Variant("robots send Answer (no auto-answer)", auto_answer=False),
+    # ... and each state change of an agent is a state_changed of its own on the desktop stream.
+    "fold": Variant("a state_changed of its own per change", {"VCC_CTI_FOLD_STATES": "0"}),
+    # ... and callers and desktops take one message per step.
+    "batch": Variant("one stream message per step (no batches)", batched=False),
 }
+# Every one of wave 5's cuts of messages per call turned back: `--compare messages`.
+COMPARISONS["messages"] = Variant(
+    "before wave 5's cuts of messages per call",
+    dict(COMPARISONS["fold"].env),
+    auto_answer=False,
+    batched=False,
+)
 # Every switch of issue 16's optimisations turned back at once: `--compare before16`.
 COMPARISONS["before16"] = Variant(
     "before issue 16's changes", {k: v for c in ("edge", "journeys") for k, v in COMPARISONS[c].env.items()}
@@ -461,14 +479,26 @@ async def throughput(
         ) as cluster:
             raw_codes = {s.id: [a.code for a in s.agents] for s in cluster.config.sites}
             policy = RobotPolicy(
-                handle_time_mean_s=handle_s, handle_distribution="constant", wrap_up="immediate", seed=1
+                handle_time_mean_s=handle_s,
+                handle_distribution="constant",
+                wrap_up="immediate",
+                seed=1,
+                auto_answer=variant.auto_answer,
+                batched_events=variant.batched,
             )
             stop = asyncio.Event()
+            robot_stats = [RobotStats() for _ in cluster.config.sites]
             robots = [
                 asyncio.create_task(
-                    run_robots(site.listen, [(c, DEFAULT_PASSWORD) for c in raw_codes[site.id]], policy, stop)
+                    run_robots(
+                        site.listen,
+                        [(c, DEFAULT_PASSWORD) for c in raw_codes[site.id]],
+                        policy,
+                        stop,
+                        stats=stats,
+                    )
                 )
-                for site in cluster.config.sites
+                for site, stats in zip(cluster.config.sites, robot_stats, strict=True)
             ]
             steps: list[dict[str, Any]] = []
             every_s = variant.scrape_every_s or scrape_every_s
@@ -492,6 +522,7 @@ async def throughput(
                         max_blocked_share=max_blocked_share,
                         profile_dir=profile_dir,
                         variant=variant,
+                        robot_stats=robot_stats,
                     )
                     steps.append(step)
                     if step["ok"]:
@@ -536,6 +567,7 @@ async def _one_step(
     max_blocked_share: float,
     profile_dir: Path | None,
     variant: Variant,
+    robot_stats: Sequence[RobotStats] = (),
 ) -> dict[str, Any]:
     progress(f"throughput [{variant.name}]: {rate:g} calls/s for {step_s:g}s")
     sites = cluster.addresses.sites
@@ -546,8 +578,11 @@ async def _one_step(
         seed=1000 + index,
         dnis=cluster.config.province.service_number,
         customers=SEED_CUSTOMERS,
+        batched=variant.batched,
     )
     load_before = os.getloadavg()
+    desk_before = _desk_messages(robot_stats)
+    rpcs_before = await _rpcs_served(cluster) if variant.observability else None
     cpu_before = _cpu_s(procs)
     profiling = (
         asyncio.create_task(
@@ -563,6 +598,8 @@ async def _one_step(
     await wait_outboxes(sites)
     cpu_after = _cpu_s(procs)
     load_after = os.getloadavg()
+    desk_after = _desk_messages(robot_stats)
+    rpcs_after = await _rpcs_served(cluster) if variant.observability else None
     profiles = await profiling if profiling is not None else []
     records = await list_records(cluster.addresses.central)
     step = _step_verdict(
@@ -573,6 +610,9 @@ async def _one_step(
     step["cluster_cpu_ms_per_call"] = step["cpu_ms_per_call"]["cluster (sites + central)"]
     step["cores_bound_rate_per_s"] = cores_bound_rate(step["cpu_ms_per_call"]["all"])
     step["load_average"] = {"before": load_before, "after": load_after}
+    step["messages_per_call"] = messages_per_call(
+        views, desk_before, desk_after, rpcs_before, rpcs_after, step["offered"]
+    )
     if profiles:
         step["profiles"] = {
             p.stem: top_functions(p.read_text(encoding="utf-8", errors="replace")) for p in profiles
@@ -585,6 +625,66 @@ async def _one_step(
         f"load {load_after[0]:.1f}" + ("; " + "; ".join(step["failures"]) if step["failures"] else "")
     )
     return step
+
+
+def _desk_messages(stats: Sequence[RobotStats]) -> tuple[int, int]:
+    return sum(s.messages_in for s in stats), sum(s.requests for s in stats)
+
+
+RPC_COUNT = "vcc_rpc_server_duration_seconds_count"
+
+
+async def _rpcs_served(cluster: Cluster) -> Counter[str]:
+    """Unary RPCs served so far by every site and central, by method (their histograms' counts)."""
+    counts: Counter[str] = Counter()
+    urls = [p.metrics for p in [*cluster.sites.values(), *cluster.centrals.values()] if p.metrics]
+    for url in urls:
+        with contextlib.suppress(OSError, TimeoutError):
+            page = (await asyncio.wait_for(_http_get(url), 5.0)).decode(errors="replace")
+            counts.update(parse_rpc_counts(page))
+    return counts
+
+
+def parse_rpc_counts(page: str) -> Counter[str]:
+    """`method` -> count from a /metrics page's RPC server histogram (every status code)."""
+    counts: Counter[str] = Counter()
+    for line in page.splitlines():
+        if not line.startswith(RPC_COUNT + "{"):
+            continue
+        labels, _, value = line[len(RPC_COUNT) + 1 :].rpartition("} ")
+        fields = dict(part.split("=", 1) for part in labels.split(",") if "=" in part)
+        counts[fields.get("method", "?").strip('"')] += int(float(value))
+    return counts
+
+
+def messages_per_call(
+    views: Sequence[CallerView],
+    desk_before: tuple[int, int],
+    desk_after: tuple[int, int],
+    rpcs_before: Counter[str] | None,
+    rpcs_after: Counter[str] | None,
+    calls: int,
+) -> dict[str, Any]:
+    """What a call cost in messages over one step, counted (not timed): the caller's stream
+    (read and written), the desktops' streams (read) and their requests, and the unary RPCs
+    every site and central served (by method; None without metrics)."""
+    n = max(calls, 1)
+    caller = sum(v.messages_in + v.messages_out for v in views)
+    desk_in = desk_after[0] - desk_before[0]
+    desk_requests = desk_after[1] - desk_before[1]
+    out: dict[str, Any] = {
+        "caller_stream": round(caller / n, 2),
+        "desktop_stream": round(desk_in / n, 2),
+        "desktop_requests": round(desk_requests / n, 2),
+    }
+    if rpcs_before is not None and rpcs_after is not None:
+        served = {m: c - rpcs_before.get(m, 0) for m, c in rpcs_after.items() if c > rpcs_before.get(m, 0)}
+        out["unary_served"] = round(sum(served.values()) / n, 2)
+        out["unary_served_by_method"] = {m: round(c / n, 3) for m, c in sorted(served.items())}
+    out["all_stream_messages_and_unary"] = round(
+        out["caller_stream"] + out["desktop_stream"] + out.get("unary_served", out["desktop_requests"]), 2
+    )
+    return out
 
 
 def cores_bound_rate(all_ms_per_call: float, cores: int | None = None) -> float | None:
