@@ -18,7 +18,8 @@ import pytest
 from site_node.callcontrol.supervision import HEARS, who_hears
 from site_node.media.bridge import BridgeError, Leg, MixBridge, free_rtp_port, pipeline
 from tests.helpers import eventually
-from tests.sip.audio import _ALAW, linear_to_alaw, tone_level
+from tests.sip.audio import tone_level
+from tools.province.rtp_ear import ALAW, linear_to_alaw
 from vcc.errors import InvalidArgument
 
 
@@ -98,7 +99,7 @@ async def test_the_bridge_mixes_two_voices_for_the_third_and_reports_its_death(t
         await asyncio.sleep(0.3)
 
         def heard(n: str) -> dict[int, float]:
-            samples = [_ALAW[b] for p in ears[n].payloads for b in p]
+            samples = [ALAW[b] for p in ears[n].payloads for b in p]
             return {hz: tone_level(samples, hz) for hz in (440, 1000, 1700)}
 
         caller, agent, supervisor = heard("caller"), heard("agent"), heard("supervisor")
