@@ -144,6 +144,15 @@ class MixBridge:
             return
         await self.start(hears)
 
+    async def relink(self, legs: Sequence[Leg], hears: Mapping[str, Sequence[str]]) -> None:
+        """The parties on the bridge, or who hears whom, changed: a new mix on the legs' ports
+        (nothing restarts when neither changed)."""
+        if list(legs) == self.legs:
+            await self.rehear(hears)
+            return
+        self.legs = list(legs)
+        await self.start(hears)
+
     async def _follow(self, proc: asyncio.subprocess.Process) -> None:
         code = await proc.wait()
         if self._stopping or proc is not self._proc:

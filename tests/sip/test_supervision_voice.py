@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from site_node.app import SiteNode
+from site_node.sip.bridging import CallBridges
 from tests.helpers import eventually
 from tests.integration.support import DEFAULT_PASSWORD, Desktop
 from tests.sip.audio import RtpEar, Speaker, tone_level
@@ -91,8 +92,8 @@ async def test_monitor_whisper_barge_and_intercept_carry_the_voices_they_should(
     node: SiteNode, tmp_path: Path
 ) -> None:
     assert node.sip is not None and node.registrar is not None and node.phones is not None
-    media = node.supervisor_media
-    assert media is not None
+    media, bridges = node.supervisor_media, node.bridges
+    assert media is not None and bridges is not None
     sb, registrar, sip = node.switchboard, node.registrar, node.sip.address
     agent = next(a.code for a in node.site.agents if "general" in a.skills and a.role == "agent")
     leader = next(a.code for a in node.site.agents if a.role == "group_leader")
@@ -173,7 +174,7 @@ async def test_monitor_whisper_barge_and_intercept_carry_the_voices_they_should(
         await lead("/api/team/leave")
 
         async def restored() -> bool:
-            return media.stats.restored == 1 and not node.phones.supervisor_legs  # type: ignore[union-attr]
+            return bridges.stats.restored == 1 and not node.phones.supervisor_legs  # type: ignore[union-attr]
 
         await eventually(restored, timeout_s=20, what="caller and agent paired again")
         await phase("alone", None)
@@ -183,9 +184,9 @@ async def test_monitor_whisper_barge_and_intercept_carry_the_voices_they_should(
         await lead(f"/api/team/{agent}/supervise", {"mode": "barge"})
 
         async def second_bridge() -> int | None:
-            s = media.calls.get(call.call_id)
-            up = media.stats.bridged == 2 and s is not None and s.bridge is not None
-            return s.bridge.pid if up and s is not None and s.bridge is not None else None
+            b = bridges.calls.get(call.call_id)
+            up = media.stats.bridged == 2 and b is not None and b.bridge is not None
+            return b.bridge.pid if up and b is not None and b.bridge is not None else None
 
         pid = await eventually(second_bridge, timeout_s=20, what="the second bridge")
         os.kill(pid, signal.SIGKILL)
@@ -194,8 +195,7 @@ async def test_monitor_whisper_barge_and_intercept_carry_the_voices_they_should(
             return media.stats.bridge_lost == 1 and call.call_id not in sb.supervision.by_call
 
         await eventually(lost, timeout_s=20, what="the supervision ended with its bridge")
-        await eventually(restored_twice := _count(media, 2), timeout_s=20, what="paired again after the loss")
-        del restored_twice
+        await eventually(_count(bridges, 2), timeout_s=20, what="paired again after the loss")
         await phase("after-loss", None)
 
         # Monitor once more, then intercept: the leader's phone (already up) takes the call over,
@@ -287,9 +287,9 @@ async def test_monitor_whisper_barge_and_intercept_carry_the_voices_they_should(
     assert media.stats.intercepted == 1 and media.stats.failed == 0
 
 
-def _count(media: object, n: int):  # type: ignore[no-untyped-def]
+def _count(bridges: CallBridges, n: int):  # type: ignore[no-untyped-def]
     async def check() -> bool:
-        return media.stats.restored >= n  # type: ignore[attr-defined]
+        return bridges.stats.restored >= n
 
     return check
 
