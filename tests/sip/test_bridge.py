@@ -15,8 +15,10 @@ from typing import cast
 
 import pytest
 
-from site_node.callcontrol.supervision import HEARS, who_hears
+from site_node.callcontrol.consults import CONSULT_HEARS
+from site_node.callcontrol.supervision import DIRECT, HEARS, supervised_hears, who_hears
 from site_node.media.bridge import BridgeError, Leg, MixBridge, free_rtp_port, pipeline
+from site_node.sip.bridging import BridgedCall
 from tests.helpers import eventually
 from tests.sip.audio import _ALAW, linear_to_alaw, tone_level
 from vcc.errors import InvalidArgument
@@ -34,6 +36,38 @@ def test_nobody_hears_themselves_and_only_whisper_and_barge_let_the_supervisor_b
     assert "supervisor" in who_hears("barge")["agent"] and "supervisor" in who_hears("barge")["caller"]
     with pytest.raises(InvalidArgument):
         who_hears("intercept")
+
+
+def test_a_supervision_over_a_consultation_or_conference_mixes_over_what_the_agent_hears() -> None:
+    for mode in HEARS:
+        direct = supervised_hears(DIRECT, mode)
+        assert {p: set(h) for p, h in direct.items()} == {p: set(h) for p, h in who_hears(mode).items()}
+    # Consulting: the held caller hears nobody, is heard by nobody (the supervisor included).
+    consult = {mode: supervised_hears(CONSULT_HEARS["consult"], mode) for mode in HEARS}
+    assert all(mix["caller"] == () and "caller" not in mix["supervisor"] for mix in consult.values())
+    assert set(consult["monitor"]["supervisor"]) == {"agent", "far"}
+    assert "supervisor" not in consult["monitor"]["agent"] + consult["monitor"]["far"]
+    assert "supervisor" in consult["whisper"]["agent"] and "supervisor" not in consult["whisper"]["far"]
+    assert "supervisor" in consult["barge"]["far"] and "supervisor" not in consult["barge"]["caller"]
+    # Conference: the supervisor hears all three; whisper reaches the agent only.
+    conference = supervised_hears(CONSULT_HEARS["conference"], "whisper")
+    assert set(conference["supervisor"]) == {"caller", "agent", "far"}
+    assert "supervisor" not in conference["caller"] + conference["far"]
+    for mix in [*consult.values(), conference]:
+        assert all(party not in heard for party, heard in mix.items())
+    with pytest.raises(InvalidArgument):
+        supervised_hears(CONSULT_HEARS["consult"], "intercept")
+
+
+def test_a_bridged_call_mixes_only_the_parties_on_its_bridge() -> None:
+    b = BridgedCall("c", ports={}, tags={}, uses={"consult": "conference", "supervision": "barge"})
+    b.sends = {"caller": 1, "agent": 2, "far": 3}  # the supervisor's phone not answered yet
+    assert b.hears() == {"caller": ("agent", "far"), "agent": ("caller", "far"), "far": ("caller", "agent")}
+    b.sends["supervisor"] = 4
+    assert set(b.hears()["far"]) == {"caller", "agent", "supervisor"}
+    del b.uses["consult"]  # the consultation cancelled, the far party gone: caller and agent, barged
+    del b.sends["far"]
+    assert {p: set(h) for p, h in b.hears().items()} == {p: set(h) for p, h in who_hears("barge").items()}
 
 
 def test_the_pipeline_refuses_legs_that_make_no_sense() -> None:

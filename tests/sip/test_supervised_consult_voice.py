@@ -155,6 +155,13 @@ async def test_a_supervised_consultation_and_conference_carry_each_partys_voice_
         await phase("barge")
         await talking.stop()
         await lead("/api/team/leave")
+        # The colleague leaves the conference: the caller back with the agent, off the bridge.
+        await desk_b.hang_up(call.call_id)
+
+        async def back() -> bool:
+            return voice.stats.returned == 1 and not bridges.calls and bridges.stats.restored == 1
+
+        await eventually(back, timeout_s=20, what="the caller with the agent again, the bridge stopped")
         await desk_a.hang_up(call.call_id)
 
         async def ended() -> bool:
