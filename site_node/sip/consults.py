@@ -67,6 +67,8 @@ class ConsultVoiceStats:
     returned: int = 0
     failed: int = 0
     without_media: int = 0
+    # Consulted colleagues who answered on the desktop (their phone called again to answer).
+    desk_answered: int = 0
 
 
 class ConsultVoice:
@@ -136,8 +138,11 @@ class ConsultVoice:
         self.bridges.use(fx.call_id, CONSULT, c.stage)
 
     async def _answered_here(self, c: Consulting, leg: PhoneLeg) -> None:
-        """The colleague's phone answered: on the bridge, then the colleague answers the call."""
+        """The colleague's phone answered: on the bridge, then the colleague answers the call (had
+        it answered on the desktop already, only the voice is new)."""
         await self._bridge(c, leg)
+        if leg.desk_answered:
+            return
         sb = self.trunk.rt.sb
         self._do(lambda now: sb.answer(now, leg.code, c.call_id))
 
@@ -161,8 +166,14 @@ class ConsultVoice:
         if c is None:
             return
         if fx.kind == "connected" and isinstance(c.far, PhoneLeg) and fx.agent_code == c.far.code:
-            if c.far.state != "answered":
-                # The colleague answered on the desktop: its phone is cancelled, no voice to mix.
+            again = self.phones.consult_legs.get(fx.call_id)
+            if c.far.state != "answered" and again is not None and again.desk_answered:
+                # The colleague answered on the desktop: its phone is called again to answer by
+                # itself (phones.py), and its answer puts it on the bridge.
+                c.far = again
+                self.stats.desk_answered += 1
+            elif c.far.state != "answered":
+                # Its phone gone meanwhile: no voice to mix.
                 del self.calls[fx.call_id]
                 c.ended = True
                 self.stats.without_media += 1

@@ -157,6 +157,15 @@ class RtpEar(asyncio.DatagramProtocol):
         if self.transport is not None:
             self.transport.close()
 
+    def audio_between(self, start: int, end: int) -> list[int]:
+        """What was heard between two counts of packets received, as 16-bit samples (G.711)."""
+        out: list[int] = []
+        for _, pt, payload in self.packets[start:end]:
+            table = _ALAW if pt == PCMA else _ULAW if pt == PCMU else None
+            if table is not None:
+                out.extend(table[b] for b in payload)
+        return out
+
     def audio(self) -> list[int]:
         """What was heard, in sequence order, as 16-bit samples (G.711 packets only)."""
         out: list[int] = []
