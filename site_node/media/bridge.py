@@ -159,7 +159,8 @@ def live_changes(legs: Sequence[Leg], hears: Mapping[str, Sequence[str]]) -> lis
 
 
 class MixBridge:
-    """One bridge process for one call. `start` and `rehear` (re)start it; `stop` ends it."""
+    """One bridge process for one call. `start` (re)starts it, `rehear` changes its mix (live, or
+    by a restart), `relink` changes its legs (a restart); `stop` ends it."""
 
     def __init__(
         self, name: str, legs: Sequence[Leg], log_path: Path, host: str = "127.0.0.1",
