@@ -202,9 +202,8 @@ async def test_answering_on_the_desktop_asks_the_phone_to_answer_and_its_voice_c
 
         async def bridged() -> bool:
             seen = (voice.stats, phones.desk_voice, phones.desk_no_voice, desk_phone.auto_answered)
-            assert voice.stats.bridged == 1 and voice.stats.desk_answered == 1 and phones.desk_voice == 2, (
-                seen
-            )
+            stats = voice.stats
+            assert stats.bridged == 1 and stats.desk_answered == 1 and phones.desk_voice == 2, seen
             return True
 
         await eventually(bridged, timeout_s=20, what="the colleague's phone on the consultation's bridge")
