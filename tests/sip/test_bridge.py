@@ -29,7 +29,8 @@ from site_node.media.bridge import (
 )
 from site_node.sip.bridging import BridgedCall
 from tests.helpers import eventually
-from tests.sip.audio import _ALAW, linear_to_alaw, tone_level
+from tests.sip.audio import tone_level
+from tools.province.rtp_ear import ALAW, linear_to_alaw
 from vcc.errors import InvalidArgument
 
 
@@ -152,7 +153,7 @@ async def test_the_bridge_mixes_two_voices_for_the_third_and_reports_its_death(
         await asyncio.sleep(0.3)
 
         def heard(n: str) -> dict[int, float]:
-            samples = [_ALAW[b] for p in ears[n].payloads for b in p]
+            samples = [ALAW[b] for p in ears[n].payloads for b in p]
             return {hz: tone_level(samples, hz) for hz in (440, 1000, 1700)}
 
         caller, agent, supervisor = heard("caller"), heard("agent"), heard("supervisor")
@@ -196,7 +197,7 @@ async def test_a_live_bridge_changes_its_mix_without_a_restart(tmp_path: Path) -
                 *(_tone(ears[n], listen[n], hz, 1.5) for n, hz in zip(names, (440, 1000, 1700), strict=True))
             )
             levels[mode] = {
-                n: {hz: tone_level([_ALAW[b] for p in ears[n].payloads[split[n] :] for b in p], hz)
+                n: {hz: tone_level([ALAW[b] for p in ears[n].payloads[split[n] :] for b in p], hz)
                     for hz in (440, 1000, 1700)}
                 for n in names
             }  # fmt: skip

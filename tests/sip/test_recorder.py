@@ -180,7 +180,7 @@ def test_a_truncated_capture_keeps_what_came_before_the_cut_and_sorts_the_partie
 
 
 def _tone_packets(src: int, dst: int, hz: float, count: int, ssrc: int) -> list[bytes]:
-    from tests.sip.audio import linear_to_alaw
+    from tools.province.rtp_ear import linear_to_alaw
 
     step = 2 * math.pi * hz / 8000
     out = []

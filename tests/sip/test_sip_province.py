@@ -37,7 +37,7 @@ from site_node.media.prompts import prompt_path, site_prompts
 from site_node.sip.registrar import ha1
 from tests.helpers import eventually
 from tests.integration.support import Desktop, agents, central_records, password_hash, site_summary
-from tests.sip.audio import _ALAW, RtpEar, best_correlation, read_wav, tone_level, voiced
+from tests.sip.audio import best_correlation, read_wav, tone_level, voiced
 from tests.sip.conftest import PHONE_PASSWORD, rtp_base
 from tests.sip.raw import RawPeer, invite
 from tests.sip.test_phones import baresip_config
@@ -47,6 +47,7 @@ from tools.province.cluster import STATE_FILE, Cluster, vcc_command
 from tools.province.generate import SiteSpec, generate_province, write_province
 from tools.province.kamailio import KamailioEntry, dispatcher_list
 from tools.province.netutil import free_port
+from tools.province.rtp_ear import ALAW, RtpEar
 from tools.province.sip import add_sip, free_udp_port
 from tools.province.sipp import SippResult, call_scenario, refused_scenario, run_sipp
 from tools.simulation.robots import RobotPolicy, run_robots
@@ -544,7 +545,7 @@ async def test_a_consultation_with_the_other_city_its_cancel_conference_and_comp
 
     def at_caller(name: str) -> dict[float, float]:
         a, b = phases[name]
-        return _levels([_ALAW[x] for _, pt, p in ear.packets[a:b] if pt == 8 for x in p])
+        return _levels([ALAW[x] for _, pt, p in ear.packets[a:b] if pt == 8 for x in p])
 
     # Consulting: the caller is held (music), hears neither agent.
     c = at_caller("consult")

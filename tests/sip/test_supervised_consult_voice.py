@@ -17,11 +17,12 @@ import pytest
 from site_node.app import SiteNode
 from tests.helpers import eventually
 from tests.integration.support import DEFAULT_PASSWORD, Desktop
-from tests.sip.audio import RtpEar, Speaker, tone_level
+from tests.sip.audio import tone_level
 from tests.sip.conftest import sip_config_dict
 from tests.sip.test_supervision_voice import _decode, _dumps, _windows, heard_wav, phone
 from tools.province.etcd_server import EtcdServer
 from tools.province.netutil import free_port
+from tools.province.rtp_ear import RtpEar, Speaker
 from tools.province.sipp import call_scenario, run_sipp
 from vcc import rpc
 from vcc.config import parse_province

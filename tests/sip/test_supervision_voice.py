@@ -25,10 +25,11 @@ from site_node.app import SiteNode
 from site_node.sip.bridging import CallBridges
 from tests.helpers import eventually
 from tests.integration.support import DEFAULT_PASSWORD, Desktop
-from tests.sip.audio import RtpEar, Speaker, tone_level
+from tests.sip.audio import tone_level
 from tests.sip.conftest import PHONE_PASSWORD, sip_config_dict
 from tools.province.etcd_server import EtcdServer
 from tools.province.netutil import free_port
+from tools.province.rtp_ear import RtpEar, Speaker
 from tools.province.sipp import call_scenario, run_sipp
 from tools.simulation.sip_callers import phone_folder
 from vcc import rpc
@@ -295,12 +296,12 @@ def _count(bridges: CallBridges, n: int):  # type: ignore[no-untyped-def]
 
 
 def _decode(ear: RtpEar, start: int, end: int) -> list[int]:
-    from tests.sip.audio import _ALAW
+    from tools.province.rtp_ear import ALAW
 
     out: list[int] = []
     for _, pt, payload in ear.packets[start:end]:
         if pt == 8:
-            out.extend(_ALAW[b] for b in payload)
+            out.extend(ALAW[b] for b in payload)
     return out
 
 
