@@ -43,6 +43,7 @@ from site_node.records.outbox import Outbox
 from site_node.records.shipper import Shipper
 from site_node.roster import Roster, RosterStore, overlay_path
 from site_node.runtime import SiteRuntime
+from site_node.sip.bridging import CallBridges
 from site_node.sip.consults import ConsultVoice
 from site_node.sip.phones import AgentPhones
 from site_node.sip.recorder import CallRecorder
@@ -134,6 +135,7 @@ class SiteNode:
         self.supervisor_media: SupervisorMedia | None = None
         # The voice of consultations and conferences with other cities (phones and ties both).
         self.consult_voice: ConsultVoice | None = None
+        self.bridges: CallBridges | None = None
         self.registrar: Registrar | None = None
         self.media: MediaEngine | None = None
         self.dtmf: DtmfListener | None = None
@@ -379,16 +381,17 @@ class SiteNode:
             self.runtime.agent_listeners.append(self.phones.to_agent)
             if self.ties is not None:
                 self.ties.on_media = self.phones.media_ready
-            self.supervisor_media = SupervisorMedia(self.sip, self.phones, beside)
+            # One mixing bridge per call, shared by its consultation and its supervision.
+            self.bridges = CallBridges(self.sip, self.phones, beside)
+            self.sip.bridged = self.bridges.bridged
+            self.sip.bridge_ended = self.bridges.call_ended
+            self.supervisor_media = SupervisorMedia(self.sip, self.phones, self.bridges)
             self.runtime.media = self.supervisor_media.handle
             self.runtime.agent_listeners.append(self.supervisor_media.to_agent)
             # Consultations with voice: with a colleague here, and over the tie trunk when any.
-            self.consult_voice = ConsultVoice(self.sip, self.ties, self.phones, beside)
+            self.consult_voice = ConsultVoice(self.sip, self.ties, self.phones, self.bridges)
             if self.ties is not None:
                 self.ties.consults = self.consult_voice
-            self.sip.bridged = self.consult_voice.bridged
-            supervised = self.supervisor_media.calls
-            self.consult_voice.supervised = lambda call_id: call_id in supervised
             self.runtime.agent_listeners.append(self.consult_voice.to_agent)
 
     def _digit(self, sip_call_id: str, digit: str) -> None:
@@ -439,9 +442,11 @@ class SiteNode:
             # The calls end here (their records go to the outbox): ample time, a busy loop is slow.
             await stop.step("calls ended", self.runtime.close(), CALLS_STOP_S)
         if self.supervisor_media is not None:
-            await stop.step("supervision's bridges", self.supervisor_media.close(), STEP_S)
+            await stop.step("supervision's voice", self.supervisor_media.close(), STEP_S)
         if self.consult_voice is not None:
-            await stop.step("consultations' bridges", self.consult_voice.close(), STEP_S)
+            await stop.step("consultations' voice", self.consult_voice.close(), STEP_S)
+        if self.bridges is not None:
+            await stop.step("calls' bridges", self.bridges.close(), STEP_S)
         if self.phones is not None:
             await stop.step("agents' phones", self.phones.close(), STEP_S)
         if self.ties is not None:

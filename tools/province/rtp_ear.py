@@ -125,7 +125,7 @@ class RtpEar(asyncio.DatagramProtocol):
         host, port = str(self.source[0]), int(self.source[1])
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-c", _SPEAKER, str(sock.fileno()), host, str(port), str(hz), str(seconds),
-            str(amplitude), pass_fds=(sock.fileno(),),
+            str(amplitude), pass_fds=(sock.fileno(),), stdin=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         try:
             await proc.wait()
@@ -134,9 +134,30 @@ class RtpEar(asyncio.DatagramProtocol):
                 proc.kill()
                 await proc.wait()
 
+    async def speaker(self, hz: float, seconds: float, amplitude: int = 8000) -> Speaker:
+        """Like `speak_apart`, but the tone can be changed while it talks (`Speaker.say`): each
+        phase of a call said in its own tone tells, in what a party heard, which phase it heard."""
+        assert self.transport is not None and self.source is not None, "nothing heard yet"
+        sock = self.transport.get_extra_info("socket")
+        host, port = str(self.source[0]), int(self.source[1])
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _SPEAKER, str(sock.fileno()), host, str(port), str(hz), str(seconds),
+            str(amplitude), pass_fds=(sock.fileno(),), stdin=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        return Speaker(proc)
+
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+    def audio_between(self, start: int, end: int) -> list[int]:
+        """What was heard between two counts of packets received, as 16-bit samples (G.711)."""
+        out: list[int] = []
+        for _, pt, payload in self.packets[start:end]:
+            table = ALAW if pt == PCMA else ULAW if pt == PCMU else None
+            if table is not None:
+                out.extend(table[b] for b in payload)
+        return out
 
     def audio(self) -> list[int]:
         """What was heard, in sequence order, as 16-bit samples (G.711 packets only)."""
@@ -148,9 +169,27 @@ class RtpEar(asyncio.DatagramProtocol):
         return out
 
 
-# The speaker process: G.711 A-law tone packets every 20 ms, paced by the clock (not by sleeps).
+class Speaker:
+    """A caller's tone from its own process; `say` changes the tone from the next packet on."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    async def say(self, hz: float) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{hz}\n".encode())
+        await self.proc.stdin.drain()
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+        await self.proc.wait()
+
+
+# The speaker process: G.711 A-law tone packets every 20 ms, paced by the clock (not by sleeps);
+# a line on its stdin (when it has one) is the tone from the next packet on.
 _SPEAKER = """
-import math, socket, struct, sys, time
+import math, select, socket, struct, sys, time
 fd, host, port, hz, seconds, amp = sys.argv[1:]
 s = socket.socket(fileno=int(fd))
 hz, amp, n = float(hz), int(amp), int(float(seconds) * 50)
@@ -159,9 +198,17 @@ def alaw(x):
     v = min(abs(x), 32635) >> 3
     code = v >> 1 if v < 32 else ((v.bit_length() - 5) << 4) | ((v >> (v.bit_length() - 5)) & 0x0F)
     return (code | sign) ^ 0x55
+control = sys.stdin
 step = 2 * math.pi * hz / 8000
 t0 = time.monotonic()
 for i in range(n):
+    if control is not None and select.select([control], [], [], 0)[0]:
+        line = control.readline()
+        if not line:
+            control = None
+        elif line.strip():
+            hz = float(line)
+            step = 2 * math.pi * hz / 8000
     pcm = bytes(alaw(int(amp * math.sin(step * (i * 160 + k)))) for k in range(160))
     s.sendto(struct.pack("!BBHII", 0x80, 8, (5000 + i) & 0xFFFF, i * 160, 0x7A1C) + pcm, (host, int(port)))
     delay = t0 + (i + 1) * 0.02 - time.monotonic()
