@@ -682,7 +682,8 @@ def _event_row(e: CallEvent) -> dict[str, Any]:
         "ani": e.ani,
         "dnis": e.dnis,
         "outcome": e.outcome.value,
-        "data": json.dumps(dict(sorted(e.data.items())), ensure_ascii=False),
+        # Most events carry no data: its JSON without the encoder (the same text, "{}").
+        "data": json.dumps(dict(sorted(e.data.items())), ensure_ascii=False) if e.data else "{}",
     }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 TASKS_STOP_S = 3.0
 # How many events a desktop may fall behind before it is cut off (it re-connects and resyncs).
 DESKTOP_QUEUE_LIMIT = 1000
+FOLD_STATES_ENV = "VCC_CTI_FOLD_STATES"
 
 
 class Journaling(Protocol):
@@ -146,6 +148,10 @@ class SiteRuntime:
         self.flow_lookup: FlowLookup | None = None
         # Callbacks to dial through the trunk (the DialOutService; none: each dial fails).
         self.dial_out: Callable[[DialOut], None] = self._no_dialler
+        # An agent's state rides in the call event that changed it (VCC_CTI_FOLD_STATES=0: a
+        # state_changed of its own after each, as before; for the bench's side by side).
+        self.fold_states = os.environ.get(FOLD_STATES_ENV, "1") != "0"
+        self._after: list[Callable[[float], list[Effect]]] = []
 
     # Operations -----------------------------------------------------------------------------
 
@@ -193,6 +199,7 @@ class SiteRuntime:
         # Callbacks and messages changed: durable with the events (the same commit).
         kept: list[KeptItem] = []
         durable: asyncio.Future[None] | None = None
+        desk: list[ToAgent] = []
         for fx in effects:
             match fx:
                 case Journal(event):
@@ -206,7 +213,9 @@ class SiteRuntime:
                         batch, kept = [], []
                     self._to_caller(fx, durable if fx.kind == "ended" else None)
                 case ToAgent():
-                    self._to_agent(fx)
+                    for watch in self.agent_watchers:
+                        watch(fx)
+                    desk.append(fx)
                     for listener in self.agent_listeners:
                         listener(fx)
                 case FetchCustomer(call_id, ani):
@@ -221,6 +230,8 @@ class SiteRuntime:
                     self.media(fx)
                 case Audit():
                     self.audit(fx)
+        if desk:
+            self._to_desktops(desk)
         if batch or kept:
             self._journal.append(batch, kept)
         if self.sb.supervising and effects:
@@ -233,6 +244,23 @@ class SiteRuntime:
         self._schedule_timer()
         if self.province is not None and effects:
             self.province.state_changed()
+        while self._after:
+            self._follow_up(self._after.pop(0))
+
+    def after_step(self, op: Callable[[float], list[Effect]]) -> None:
+        """Run `op` right after the step being carried out (an adapter's follow-up of one of its
+        effects, such as an auto-answer): in the same turn of the loop, never inside the step."""
+        self._after.append(op)
+
+    def _follow_up(self, op: Callable[[float], list[Effect]]) -> None:
+        if self.closed:
+            return
+        try:
+            effects = op(self.clock())
+        except VccError as exc:
+            log.debug("follow-up refused: %s", exc)
+            return
+        self.apply(effects)
 
     def _to_province(self, fx: AskRoute | ReportRoute | OfferRemote | LegToTarget | LegToOrigin) -> None:
         p = self.province
@@ -283,18 +311,39 @@ class SiteRuntime:
         if u.kind == "ended":
             del self.callers[u.call_id]
 
-    def _to_agent(self, u: ToAgent) -> None:
-        for watch in self.agent_watchers:
-            watch(u)
-        lines = self.desktops.get(u.agent_code)
-        if not lines or u.kind not in _STREAMED_KINDS:
+    def _to_desktops(self, updates: Sequence[ToAgent]) -> None:
+        """One step's agent updates to the agents' gRPC desktops. An agent's state changed in the
+        same step as a call event of its rides in that event (its last one of the step) instead
+        of a state_changed of its own: the snapshot is the state after the step either way."""
+        streamed = [u for u in updates if u.kind in _STREAMED_KINDS and self.desktops.get(u.agent_code)]
+        if not streamed:
             return
-        # Only a state change carries the agent's snapshot: not built for the other kinds.
-        snapshot = self.snapshot(u.agent_code) if u.kind == "state" else _NO_SNAPSHOT
-        msg = convert.agent_update_to_proto(u, snapshot)
+        carrier: dict[str, int] = {}
+        if self.fold_states:
+            changed = {u.agent_code for u in streamed if u.kind == "state"}
+            for i, u in enumerate(streamed):
+                if u.kind != "state" and u.agent_code in changed:
+                    carrier[u.agent_code] = i
+        snapshots: dict[str, cti_pb2.AgentSnapshot] = {}
+        for i, u in enumerate(streamed):
+            code = u.agent_code
+            if u.kind == "state" and code in carrier:
+                continue
+            # Only a state change carries the agent's snapshot: not built for the other kinds.
+            with_state = u.kind == "state" or carrier.get(code) == i
+            snapshot = _NO_SNAPSHOT
+            if with_state:
+                snapshot = snapshots.get(code) or snapshots.setdefault(code, self.snapshot(code))
+            msg = convert.agent_update_to_proto(u, snapshot)
+            if u.kind != "state" and with_state:
+                msg.agent.CopyFrom(snapshot)
+            self._to_desktop(code, msg)
+
+    def _to_desktop(self, code: str, msg: cti_pb2.StreamEventsResponse) -> None:
+        lines = self.desktops.get(code, set())
         for line in list(lines):
             if line.queue.qsize() >= DESKTOP_QUEUE_LIMIT:
-                log.warning("agent %s: desktop too slow, cutting its event stream", u.agent_code)
+                log.warning("agent %s: desktop too slow, cutting its event stream", code)
                 lines.discard(line)
                 line.queue.put_nowait(None)
             else:

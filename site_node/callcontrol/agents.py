@@ -137,6 +137,8 @@ class Agents:
         if self.agent(code).state != AgentState.LOGGED_OUT:
             raise AlreadyExists("already-logged-in", f"agent {code} is already logged in")
         self.apply(code, fsm.LogIn(), now, fx)
+        # A new session: an absence timer left by an earlier session's desk is stale.
+        self._detaches[code] = self._detaches.get(code, 0) + 1
 
     def logout(self, now: float, code: str, fx: Effects) -> None:
         agent = self.agent(code)

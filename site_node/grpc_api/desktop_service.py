@@ -12,13 +12,14 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
+from site_node import person_revocation
 from site_node.audit import SiteAudit
 from site_node.callcontrol import TransferTarget
-from site_node.callcontrol.domain import Effect
+from site_node.callcontrol.domain import Effect, ToAgent
 from site_node.grpc_api import auth
 from site_node.grpc_api.credentials import CredentialCheck
 from site_node.grpc_api.idempotency import IdempotencyCache
-from site_node.runtime import SiteRuntime
+from site_node.runtime import DesktopLine, SiteRuntime
 from vcc import logs, person_assertion
 from vcc.authz import peer_description
 from vcc.errors import InvalidArgument, Unauthenticated
@@ -74,6 +75,9 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
         self._session_ttl_s = session_ttl_s
         # Keys the idempotency cache by password without keeping a guessable digest of it.
         self._pepper = secrets.token_bytes(32)
+        # Agents whose session logged in with auto-answer: the site answers their offers.
+        self._auto_answer: set[str] = set()
+        runtime.agent_listeners.append(self._answer_at_once)
 
     # Sessions -------------------------------------------------------------------------------
 
@@ -100,6 +104,15 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
 
     def _end_session(self, code: str) -> None:
         self._sessions.pop(self._token_of.pop(code, ""), None)
+        self._auto_answer.discard(code)
+
+    def _answer_at_once(self, u: ToAgent) -> None:
+        """Auto-answer: an offer to such an agent is answered as the desktop's Answer would, right
+        after the step that offered it (so that a batched caller and desktop get the ring and the
+        answer in one message). Refused quietly when the offer is gone meanwhile."""
+        if u.kind == "offered" and u.agent_code in self._auto_answer:
+            code, call_id = u.agent_code, u.call_id
+            self.rt.after_step(lambda now: self.sb.answer(now, code, call_id))
 
     def _record(self, actor: str, action: str, **fields: Any) -> None:
         self.credentials.record(actor, action, **fields)
@@ -141,6 +154,8 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
             self._end_session(code)
             self._sessions[token] = _Session(code, now + self._session_ttl_s)
             self._token_of[code] = token
+            if request.auto_answer:
+                self._auto_answer.add(code)
             self._record(f"agent:{code}", "login", target=code, source=source)
             return cti_pb2.LoginResponse(
                 session_token=token, agent=self.rt.snapshot(code), person_assertion=self._assert(token)
@@ -161,6 +176,9 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
             # Revoked: the token is worth nothing from now on.
             self._end_session(code)
             self._record(f"agent:{code}", "logout", target=code, source=peer_description(context))
+            if self._audit is not None:
+                # Central refuses the session's person assertions once it has the revocation.
+                await self._audit.delivered(person_revocation.DELIVERY_WAIT_S)
             return cti_pb2.LogoutResponse()
 
         return await self._mutate("logout", request.session_token, request.idempotency_key, logout)  # type: ignore[no-any-return]
@@ -272,16 +290,41 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
         # This RPC's task is this agent's desktop: its log lines name the agent.
         logs.bind_context(agent_code=code)
         line = self.rt.attach_desktop(code)
+        # Taken from the line while batching, not sent with that batch (the stream's end).
+        cut = False
         try:
-            while (msg := await line.queue.get()) is not None:
+            while not cut and (msg := await line.queue.get()) is not None:
+                if request.batched and not line.queue.empty():
+                    msg, cut = _batch(msg, line)
                 yield msg
-                if (
-                    msg.WhichOneof("event") == "state_changed"
-                    and msg.state_changed.agent.state == common_pb2.AGENT_STATE_LOGGED_OUT
-                ):
+                if any(_state_of(m) == common_pb2.AGENT_STATE_LOGGED_OUT for m in (msg, *msg.then)):
                     return
         finally:
             self.rt.detach_desktop(code, line)
+
+
+def _batch(
+    first: cti_pb2.StreamEventsResponse, line: DesktopLine
+) -> tuple[cti_pb2.StreamEventsResponse, bool]:
+    """`first` and the events queued behind it now, in one message (StreamEventsRequest.batched);
+    True when the line's end (None: the desktop was cut off) was met behind them."""
+    out = cti_pb2.StreamEventsResponse()
+    out.CopyFrom(first)
+    while not line.queue.empty():
+        item = line.queue.get_nowait()
+        if item is None:
+            return out, True
+        out.then.append(item)
+    return out, False
+
+
+def _state_of(msg: cti_pb2.StreamEventsResponse) -> common_pb2.AgentState.ValueType | None:
+    """The agent's state an event tells: its own state_changed, or the state riding in a call event."""
+    if msg.HasField("agent"):
+        return msg.agent.state
+    if msg.WhichOneof("event") == "state_changed":
+        return msg.state_changed.agent.state
+    return None
 
 
 def _ready_or_not(state: common_pb2.AgentState.ValueType, key: str) -> bool:

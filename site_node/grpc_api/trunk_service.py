@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 # A caller that opens a stream must offer the call promptly.
 OFFER_TIMEOUT_S = 10.0
+_Progress = tuple[trunk_pb2.PlaceCallResponse, asyncio.Future[None] | None]
 
 
 class TrunkIngress(trunk_pb2_grpc.TrunkIngressServiceServicer):
@@ -85,16 +87,20 @@ class TrunkIngress(trunk_pb2_grpc.TrunkIngressServiceServicer):
         logs.bind_context(call_id=call_id)
         reader = asyncio.create_task(self._caller_actions(call_id, request_iterator))
         ended = False
+        # Taken from the line while batching but not sent with that batch (a durable wait).
+        held: deque[_Progress | None] = deque()
         try:
             while True:
-                item = await line.queue.get()
+                item = held.popleft() if held else await line.queue.get()
                 if item is None:
                     return  # another stream took this call over
                 msg, durable = item
                 if durable is not None:
                     await durable
+                if offer.batched and not line.queue.empty():
+                    msg = _batch(msg, line, held)
                 yield msg
-                if msg.WhichOneof("progress") == "ended":
+                if _ends(msg):
                     ended = True
                     return
         finally:
@@ -128,3 +134,23 @@ class TrunkIngress(trunk_pb2_grpc.TrunkIngressServiceServicer):
         except VccError as exc:
             # A caller action that no longer applies (the call just ended) changes nothing.
             log.debug("call %s: caller action refused: %s", call_id, exc)
+
+
+def _batch(
+    first: trunk_pb2.PlaceCallResponse, line: CallerLine, held: deque[_Progress | None]
+) -> trunk_pb2.PlaceCallResponse:
+    """`first` and the steps queued behind it now, in one message (CallOffer.batched). A step
+    that must wait for its records to be durable (the end) is held for a message of its own."""
+    out = trunk_pb2.PlaceCallResponse()
+    out.CopyFrom(first)
+    while not line.queue.empty():
+        item = line.queue.get_nowait()
+        if item is None or item[1] is not None:
+            held.append(item)
+            break
+        out.then.append(item[0])
+    return out
+
+
+def _ends(msg: trunk_pb2.PlaceCallResponse) -> bool:
+    return msg.WhichOneof("progress") == "ended" or any(m.WhichOneof("progress") == "ended" for m in msg.then)

@@ -98,9 +98,11 @@ class SipTrunk:
         self.recorder: CallRecorder | None = None
         # Voice to and from other cities (wired by the composition root when there are peers).
         self.ties: TieTrunks | None = None
-        # Calls whose parties are on a consultation's bridge: a hold plays music to the caller but
-        # must not block the agent, who talks to the consulted agent (site_node/sip/consults.py).
+        # Calls whose parties are on a bridge: a hold plays music to the caller but must not block
+        # the agent, who talks to the consulted agent (site_node/sip/bridging.py).
         self.bridged: Callable[[str], bool] = lambda call_id: False
+        # Told when a call is over, so its bridge (site_node/sip/bridging.py) stops with it.
+        self.bridge_ended: Callable[[str], None] = lambda call_id: None
         self.endpoint = UdpEndpoint(self._datagram)
         self.stats = TrunkStats()
         # INVITE server transactions by top Via branch (and sent-by): retransmissions and CANCEL.
@@ -600,6 +602,7 @@ class SipTrunk:
             self._send_bye(sc, ended.reason)
         if self.ties is not None:
             self.ties.call_ended(sc.call_id)
+        self.bridge_ended(sc.call_id)
         await self.hear.close(sc)
         if self.recorder is not None:
             self.recorder.ended(sc)

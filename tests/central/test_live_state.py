@@ -206,3 +206,24 @@ def test_presence_deltas_apply_in_order_and_a_gap_waits_for_a_whole_one(live: Li
     assert live.update("gz", token, 41, msg(a="READY", b="READY"), 100.6, full) is Update.ACCEPTED
     gz = live.site("gz", 100.6)
     assert (dict(gz.presence), gz.presence_complete) == ({"a": "READY", "b": "READY"}, True)
+
+
+def test_reordered_presence_deltas_are_a_gap_and_the_late_one_is_not_applied(live: LiveState) -> None:
+    """Deltas 3 and 4 arrive as 4 then 3: 4 is a gap (resync asked); the late 3 is not applied over
+    what came after it; the whole map that follows is exact again."""
+    full, delta = central_pb2.PRESENCE_UPDATE_FULL, central_pb2.PRESENCE_UPDATE_DELTA
+
+    def msg(**states: str) -> site_admin_pb2.SiteSummary:
+        return site_admin_pb2.SiteSummary(site_id="gz", agent_states=states)
+
+    token = live.open_stream("gz")
+    assert live.update("gz", token, 1, msg(a="READY", b="READY"), 100.0, full) is Update.ACCEPTED
+    assert live.update("gz", token, 2, msg(a="TALKING"), 100.1, delta) is Update.ACCEPTED
+    # The site sent 3 (b -> TALKING) then 4 (b -> WRAP_UP); they come the other way round.
+    assert live.update("gz", token, 4, msg(b="WRAP_UP"), 100.2, delta) is Update.GAP
+    assert live.update("gz", token, 3, msg(b="TALKING"), 100.3, delta) is Update.IGNORED
+    gz = live.site("gz", 100.3)
+    assert (dict(gz.presence), gz.presence_complete) == ({"a": "TALKING", "b": "READY"}, False)
+    assert live.update("gz", token, 5, msg(a="TALKING", b="WRAP_UP"), 100.4, full) is Update.ACCEPTED
+    gz = live.site("gz", 100.4)
+    assert (dict(gz.presence), gz.presence_complete) == ({"a": "TALKING", "b": "WRAP_UP"}, True)

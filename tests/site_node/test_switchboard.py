@@ -658,6 +658,17 @@ def test_desktop_grace_counts_from_the_last_detach() -> None:
     assert sb.agents["0101"].state == AgentState.LOGGED_OUT
 
 
+def test_an_earlier_sessions_absence_does_not_log_out_the_next_login() -> None:
+    sb = switchboard()
+    ready_agents(sb, 0.0, "0101")
+    sb.desktop_attached("0101")
+    sb.desktop_detached(10.0, "0101")  # grace until 40, for this session
+    sb.logout(11.0, "0101")
+    sb.login(12.0, "0101")  # a new session (a web desk, say) that has not attached yet
+    sb.tick(41.0)
+    assert sb.agents["0101"].state != AgentState.LOGGED_OUT
+
+
 # Errors: refused, and nothing changed ---------------------------------------------------------------
 
 

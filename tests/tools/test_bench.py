@@ -101,3 +101,29 @@ def test_tables_render_results() -> None:
         "goal": "cross-site decision within 4 bare round trips at p50",
     }
     assert "cross_site_overflow" in _render(bench.table_routing(routing))
+
+
+def test_the_scale_bench_records_verdict_catches_every_broken_history() -> None:
+    from tools.bench.cluster import records_verdict
+    from vcc.v1 import central_pb2, common_pb2
+
+    abandoned = common_pb2.CALL_OUTCOME_ABANDONED
+
+    def rec(call_id: str, outcome: int = abandoned) -> central_pb2.CallRecord:
+        return central_pb2.CallRecord(call_id=call_id, outcome=outcome)  # type: ignore[arg-type]
+
+    ids = ["a", "b", "c"]
+    whole = [rec("a"), rec("b"), rec("c")]
+    assert records_verdict(ids, whole, shipped=True)["exact"]
+    broken = {
+        "missing": [rec("a"), rec("b")],
+        "duplicated": [*whole, rec("b")],
+        "unknown": [*whole, rec("x")],
+        "not_abandoned": [rec("a"), rec("b"), rec("c", common_pb2.CALL_OUTCOME_ANSWERED)],
+    }
+    for what, records in broken.items():
+        verdict = records_verdict(ids, records, shipped=True)
+        assert not verdict["exact"] and verdict[what], what
+    assert not records_verdict(ids, whole, shipped=False)["exact"], "an outbox not empty yet"
+    # A caller who hung up before the site's first answer may leave a call unknown to the bench.
+    assert records_verdict(ids, broken["unknown"], shipped=True, unanswered=1)["exact"]

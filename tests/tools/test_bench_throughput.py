@@ -4,9 +4,11 @@ plaintext province runs a step through (the bench-only switch; every other clust
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -30,6 +32,10 @@ def ringing(view: CallerView, after_s: float) -> CallerView:
         ("ringing", at + after_s, rang),
     ]
     return view
+
+
+def _view(*, messages_in: int, messages_out: int) -> CallerView:
+    return dataclasses.replace(caller("m"), messages_in=messages_in, messages_out=messages_out)
 
 
 def rec(view: CallerView) -> Any:
@@ -184,9 +190,40 @@ async def test_a_plaintext_province_runs_a_step_and_reports_each_process(
         step["cpu_ms_per_call"]
     )
     assert all(v >= 0 for v in step["cpu_ms_per_call"].values())
+    # Messages per call are counted: every caller's stream carried at least its offer, digit and
+    # the end; the robots (auto-answer) sent the hang-up only; the sites and central served unary
+    # RPCs (the hang-ups at least), read from their metrics.
+    messages = step["messages_per_call"]
+    assert messages["caller_stream"] >= 3 and messages["desktop_stream"] >= 2
+    assert 1 <= messages["desktop_requests"] < 2, messages
+    assert messages["unary_served_by_method"]["HangUp"] >= 1, messages
+    assert "Answer" not in messages["unary_served_by_method"], messages
     # The cluster ran without certificates, and this process's environment is as it was.
     assert not (tmp_path / "cluster" / "certs").exists()
     assert os.environ["VCC_TLS_CA"] == str(tmp_path / "nowhere-ca.crt")
+
+
+def test_rpc_counts_are_read_from_a_metrics_page_and_divided_per_call() -> None:
+    page = "\n".join(
+        [
+            "# HELP vcc_rpc_server_duration_seconds Time a unary RPC took",
+            'vcc_rpc_server_duration_seconds_count{code="OK",method="HangUp",service="vcc.v1.X"} 30.0',
+            'vcc_rpc_server_duration_seconds_count{code="NOT_FOUND",method="HangUp",service="vcc.v1.X"} 2.0',
+            'vcc_rpc_server_duration_seconds_sum{code="OK",method="HangUp",service="vcc.v1.X"} 1.5',
+            'vcc_rpc_client_duration_seconds_count{code="OK",method="Ingest",service="vcc.v1.Y"} 9.0',
+        ]
+    )
+    counts = bench.parse_rpc_counts(page)
+    assert counts == {"HangUp": 32}
+    views = [_view(messages_in=4, messages_out=2), _view(messages_in=3, messages_out=3)]
+    per_call = bench.messages_per_call(views, (10, 5), (16, 7), Counter({"HangUp": 2}), counts, 2)
+    assert per_call["caller_stream"] == 6.0 and per_call["desktop_stream"] == 3.0
+    assert per_call["desktop_requests"] == 1.0 and per_call["unary_served"] == 15.0
+    assert per_call["all_stream_messages_and_unary"] == 24.0
+    # Without metrics (observability off) the requests the robots sent stand for the unary RPCs.
+    assert (
+        bench.messages_per_call(views, (0, 0), (6, 2), None, None, 2)["all_stream_messages_and_unary"] == 10.0
+    )
 
 
 def test_the_cores_bound_rate() -> None:

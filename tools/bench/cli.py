@@ -159,6 +159,27 @@ def table_cpu(result: Mapping[str, Any]) -> Any:
     return table
 
 
+_MESSAGE_KINDS = ("caller_stream", "desktop_stream", "desktop_requests", "unary_served")
+
+
+def table_messages(result: Mapping[str, Any]) -> Any:
+    """Messages per call at each step, counted: the caller's stream, the desktops' streams and
+    requests, the unary RPCs every site and central served."""
+    from rich.table import Table
+
+    table = Table(title="messages per call, counted (gRPC messages; a batch is one)")
+    for col in ("calls/s", "caller stream", "desktop stream", "desktop requests", "unary served", "all"):
+        table.add_column(col, justify="right")
+    for step in result["steps"]:
+        m = step.get("messages_per_call") or {}
+        table.add_row(
+            _fmt(step["target_rate_per_s"], 0),
+            *(_fmt(m.get(k), 2) for k in _MESSAGE_KINDS),
+            _fmt(m.get("all_stream_messages_and_unary"), 2),
+        )
+    return table
+
+
 def table_memory(result: Mapping[str, Any]) -> Any:
     from rich.table import Table
 
@@ -547,7 +568,10 @@ def throughput_cmd(
             "observability (traces and metrics off), linger (the shipper's old 0.1 s linger), "
             "edge (the old chain of server interceptors), journeys (central reads events back), "
             "before16 (edge and journeys), logs (the line per transition off), "
-            "sampled (tracing.sample_ratio 0.1), scrape15 (metrics scraped every 15 s, not 2 s)."
+            "sampled (tracing.sample_ratio 0.1), scrape15 (metrics scraped every 15 s, not 2 s), "
+            "answer (robots send Answer, no auto-answer), fold (a state_changed of its own per "
+            "agent state change), batch (one stream message per step), messages (answer, fold "
+            "and batch)."
         ),
     ] = None,
     profile: Annotated[
@@ -586,15 +610,18 @@ def throughput_cmd(
         console = _console()
         console.print(table_throughput(both["as_shipped"]))
         console.print(table_cpu(both["as_shipped"]))
+        console.print(table_messages(both["as_shipped"]))
         for name, item in both["comparisons"].items():
             console.print(table_throughput(item["run"]))
             console.print(table_cpu(item["run"]))
+            console.print(table_messages(item["run"]))
             console.print(table_side_by_side(name, item["side_by_side"]))
         _write_json(json_path, "throughput", both)
         return
     result = run_throughput(rate, step, max_rate=max_rate, profile_dir=profile, every_step=every_step)
     _console().print(table_throughput(result))
     _console().print(table_cpu(result))
+    _console().print(table_messages(result))
     _write_json(json_path, "throughput", result)
 
 
@@ -657,6 +684,10 @@ def table_scale(result: Mapping[str, Any]) -> Any:
     for key, value in (result.get("site") or {}).items():
         if not isinstance(value, dict):
             table.add_row(f"site: {key}", _fmt(value))
+        elif key in ("records", "callers"):
+            for inner, figure in value.items():
+                if not isinstance(figure, (dict, list)):
+                    table.add_row(f"site: {key}: {inner}", _fmt(figure))
     load = result.get("load_average")
     if load:
         table.caption = f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}"
@@ -669,8 +700,9 @@ def scale_cmd(
     site: Annotated[bool, typer.Option(help="The site with 5,000 agents and 10,000 calls waiting.")] = True,
     central: Annotated[bool, typer.Option(help="Central with 20 cities streaming; the dashboard.")] = True,
 ) -> None:
-    """A site with 5,000 agents and 10,000 calls waiting; central with 20 cities of 1,000 agents
-    streaming state (change-driven and whole presence side by side); the dashboard with 20 cities."""
+    """A site with 5,000 agents and 10,000 calls waiting (records checked at central); central with
+    20 cities of 396 agents streaming state (the most four-digit agent codes allow; change-driven
+    and whole presence side by side); the dashboard with 20 cities, drawn and updating in Chromium."""
     from tools.bench.scale import scale
 
     result = asyncio.run(scale(progress=_say, site=site, central=central))

@@ -22,23 +22,30 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 import psutil
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from tools.province.cluster import Cluster
 from tools.province.generate import DEFAULT_PASSWORD, SiteSpec, generate_province, write_province
 from tools.province.netutil import free_port
 from tools.province.status import site_summaries
 from tools.simulation.report import percentiles_ms, reconcile_detailed
-from tools.simulation.robots import RobotPolicy, run_robots
+from tools.simulation.robots import RobotPolicy, RobotStats, run_robots
 from tools.simulation.traffic import CallerView, SiteLoad, TrafficPlan, run_traffic
 from vcc import rpc
-from vcc.tls import CA_ENV, CERT_ENV, DESKTOP, DIR_ENV, KEY_ENV, TRUNK
+from vcc.tls import CA_ENV, CERT_ENV, DESKTOP, DIR_ENV, KEY_ENV, TRUNK, central_server, site_server
 from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2, cti_pb2, cti_pb2_grpc, trunk_pb2, trunk_pb2_grpc
 
 Progress = Callable[[str], None]
@@ -48,8 +55,14 @@ THROUGHPUT_SITES = ("gz", "sz", "fs")
 CALLERS_PER_CHANNEL = 90
 # Time a bench channel's connection attempt may take (see `memory`).
 CONNECT_MS = 20_000
-# Callers the memory and scale benches start each second.
+# Callers the memory and scale benches start each second, at most ...
 WAITING_CALLERS_PER_S = 250
+# ... and callers between dialling and waiting in the queue at once: arrivals follow the pace at
+# which the site sets calls up. gRPC core holds a new stream the server's loop has not taken yet
+# for at most 30 s (`grpc.server_max_unrequested_time_in_server`), then cancels it: callers
+# offered faster than a loaded site takes them failed CANCELLED (or INTERNAL "Internal error from
+# Core", when the reset beat the offer's write) after 30 s, never having reached the call control.
+CALLERS_IN_SETUP = 100
 
 
 def cheap_password_hash(password: str = DEFAULT_PASSWORD) -> str:
@@ -79,10 +92,10 @@ def _province(
         password_hash=cheap_password_hash(),
         wrap_up_s=wrap_up_s,
         ring_timeout_s=5.0,
+        # With its demo operator: nobody sees the dashboard without a login.
+        dashboard_listen=f"127.0.0.1:{free_port()}" if dashboard else "",
     )
     raw["routing"] = {"mode": mode, "push_targets": push_targets}
-    if dashboard:
-        raw.setdefault("central", {})["dashboard_listen"] = f"127.0.0.1:{free_port()}"
     if trace_sample_ratio < 1.0:
         raw["tracing"] = {"sample_ratio": trace_sample_ratio}
     if not observability:
@@ -99,7 +112,7 @@ def _province(
 async def list_records(central: str, page_size: int = 1000) -> list[central_pb2.CallRecord]:
     records: list[central_pb2.CallRecord] = []
     token = ""
-    async with rpc.channel(central) as ch:
+    async with rpc.channel(central, expect=central_server()) as ch:
         stub = central_pb2_grpc.CentralServiceStub(ch)
         while True:
             reply = await stub.ListCallRecords(
@@ -150,6 +163,11 @@ class Variant:
     trace_sample_ratio: float = 1.0
     # How often the bench scrapes every process's /metrics (None: the bench's own default).
     scrape_every_s: float | None = None
+    # The robots log in with auto-answer (the site answers their offers: no Answer request).
+    auto_answer: bool = True
+    # Callers and robots take their streams' messages in batches (CallOffer.batched,
+    # StreamEventsRequest.batched).
+    batched: bool = True
 
 
 AS_SHIPPED = Variant("as shipped")
@@ -168,7 +186,20 @@ COMPARISONS: dict[str, Variant] = {
     "scrape15": Variant("metrics scraped every 15 s", scrape_every_s=15.0),
     # What the line per transition costs (an operator's switch, not an optimisation).
     "logs": Variant("transition lines off (VCC_LOG_LEVEL=WARNING)", {"VCC_LOG_LEVEL": "WARNING"}),
+    # Messages per call (wave 5): the robots answer with an Answer request of their own ...
+    "answer": Variant("robots send Answer (no auto-answer)", auto_answer=False),
+    # ... and each state change of an agent is a state_changed of its own on the desktop stream.
+    "fold": Variant("a state_changed of its own per change", {"VCC_CTI_FOLD_STATES": "0"}),
+    # ... and callers and desktops take one message per step.
+    "batch": Variant("one stream message per step (no batches)", batched=False),
 }
+# Every one of wave 5's cuts of messages per call turned back: `--compare messages`.
+COMPARISONS["messages"] = Variant(
+    "before wave 5's cuts of messages per call",
+    dict(COMPARISONS["fold"].env),
+    auto_answer=False,
+    batched=False,
+)
 # Every switch of issue 16's optimisations turned back at once: `--compare before16`.
 COMPARISONS["before16"] = Variant(
     "before issue 16's changes", {k: v for c in ("edge", "journeys") for k, v in COMPARISONS[c].env.items()}
@@ -461,14 +492,26 @@ async def throughput(
         ) as cluster:
             raw_codes = {s.id: [a.code for a in s.agents] for s in cluster.config.sites}
             policy = RobotPolicy(
-                handle_time_mean_s=handle_s, handle_distribution="constant", wrap_up="immediate", seed=1
+                handle_time_mean_s=handle_s,
+                handle_distribution="constant",
+                wrap_up="immediate",
+                seed=1,
+                auto_answer=variant.auto_answer,
+                batched_events=variant.batched,
             )
             stop = asyncio.Event()
+            robot_stats = [RobotStats() for _ in cluster.config.sites]
             robots = [
                 asyncio.create_task(
-                    run_robots(site.listen, [(c, DEFAULT_PASSWORD) for c in raw_codes[site.id]], policy, stop)
+                    run_robots(
+                        site.listen,
+                        [(c, DEFAULT_PASSWORD) for c in raw_codes[site.id]],
+                        policy,
+                        stop,
+                        stats=stats,
+                    )
                 )
-                for site in cluster.config.sites
+                for site, stats in zip(cluster.config.sites, robot_stats, strict=True)
             ]
             steps: list[dict[str, Any]] = []
             every_s = variant.scrape_every_s or scrape_every_s
@@ -492,6 +535,7 @@ async def throughput(
                         max_blocked_share=max_blocked_share,
                         profile_dir=profile_dir,
                         variant=variant,
+                        robot_stats=robot_stats,
                     )
                     steps.append(step)
                     if step["ok"]:
@@ -536,6 +580,7 @@ async def _one_step(
     max_blocked_share: float,
     profile_dir: Path | None,
     variant: Variant,
+    robot_stats: Sequence[RobotStats] = (),
 ) -> dict[str, Any]:
     progress(f"throughput [{variant.name}]: {rate:g} calls/s for {step_s:g}s")
     sites = cluster.addresses.sites
@@ -546,8 +591,11 @@ async def _one_step(
         seed=1000 + index,
         dnis=cluster.config.province.service_number,
         customers=SEED_CUSTOMERS,
+        batched=variant.batched,
     )
     load_before = os.getloadavg()
+    desk_before = _desk_messages(robot_stats)
+    rpcs_before = await _rpcs_served(cluster) if variant.observability else None
     cpu_before = _cpu_s(procs)
     profiling = (
         asyncio.create_task(
@@ -563,6 +611,8 @@ async def _one_step(
     await wait_outboxes(sites)
     cpu_after = _cpu_s(procs)
     load_after = os.getloadavg()
+    desk_after = _desk_messages(robot_stats)
+    rpcs_after = await _rpcs_served(cluster) if variant.observability else None
     profiles = await profiling if profiling is not None else []
     records = await list_records(cluster.addresses.central)
     step = _step_verdict(
@@ -573,6 +623,9 @@ async def _one_step(
     step["cluster_cpu_ms_per_call"] = step["cpu_ms_per_call"]["cluster (sites + central)"]
     step["cores_bound_rate_per_s"] = cores_bound_rate(step["cpu_ms_per_call"]["all"])
     step["load_average"] = {"before": load_before, "after": load_after}
+    step["messages_per_call"] = messages_per_call(
+        views, desk_before, desk_after, rpcs_before, rpcs_after, step["offered"]
+    )
     if profiles:
         step["profiles"] = {
             p.stem: top_functions(p.read_text(encoding="utf-8", errors="replace")) for p in profiles
@@ -585,6 +638,66 @@ async def _one_step(
         f"load {load_after[0]:.1f}" + ("; " + "; ".join(step["failures"]) if step["failures"] else "")
     )
     return step
+
+
+def _desk_messages(stats: Sequence[RobotStats]) -> tuple[int, int]:
+    return sum(s.messages_in for s in stats), sum(s.requests for s in stats)
+
+
+RPC_COUNT = "vcc_rpc_server_duration_seconds_count"
+
+
+async def _rpcs_served(cluster: Cluster) -> Counter[str]:
+    """Unary RPCs served so far by every site and central, by method (their histograms' counts)."""
+    counts: Counter[str] = Counter()
+    urls = [p.metrics for p in [*cluster.sites.values(), *cluster.centrals.values()] if p.metrics]
+    for url in urls:
+        with contextlib.suppress(OSError, TimeoutError):
+            page = (await asyncio.wait_for(_http_get(url), 5.0)).decode(errors="replace")
+            counts.update(parse_rpc_counts(page))
+    return counts
+
+
+def parse_rpc_counts(page: str) -> Counter[str]:
+    """`method` -> count from a /metrics page's RPC server histogram (every status code)."""
+    counts: Counter[str] = Counter()
+    for line in page.splitlines():
+        if not line.startswith(RPC_COUNT + "{"):
+            continue
+        labels, _, value = line[len(RPC_COUNT) + 1 :].rpartition("} ")
+        fields = dict(part.split("=", 1) for part in labels.split(",") if "=" in part)
+        counts[fields.get("method", "?").strip('"')] += int(float(value))
+    return counts
+
+
+def messages_per_call(
+    views: Sequence[CallerView],
+    desk_before: tuple[int, int],
+    desk_after: tuple[int, int],
+    rpcs_before: Counter[str] | None,
+    rpcs_after: Counter[str] | None,
+    calls: int,
+) -> dict[str, Any]:
+    """What a call cost in messages over one step, counted (not timed): the caller's stream
+    (read and written), the desktops' streams (read) and their requests, and the unary RPCs
+    every site and central served (by method; None without metrics)."""
+    n = max(calls, 1)
+    caller = sum(v.messages_in + v.messages_out for v in views)
+    desk_in = desk_after[0] - desk_before[0]
+    desk_requests = desk_after[1] - desk_before[1]
+    out: dict[str, Any] = {
+        "caller_stream": round(caller / n, 2),
+        "desktop_stream": round(desk_in / n, 2),
+        "desktop_requests": round(desk_requests / n, 2),
+    }
+    if rpcs_before is not None and rpcs_after is not None:
+        served = {m: c - rpcs_before.get(m, 0) for m, c in rpcs_after.items() if c > rpcs_before.get(m, 0)}
+        out["unary_served"] = round(sum(served.values()) / n, 2)
+        out["unary_served_by_method"] = {m: round(c / n, 3) for m, c in sorted(served.items())}
+    out["all_stream_messages_and_unary"] = round(
+        out["caller_stream"] + out["desktop_stream"] + out.get("unary_served", out["desktop_requests"]), 2
+    )
+    return out
 
 
 def cores_bound_rate(all_ms_per_call: float, cores: int | None = None) -> float | None:
@@ -726,10 +839,10 @@ async def _wait_ready_agents(sites: Mapping[str, str], per_site: int, timeout_s:
 # -- memory ----------------------------------------------------------------------------------------
 
 
-async def _login_all(address: str, codes: Sequence[str], concurrency: int = 50) -> list[str]:
+async def _login_all(address: str, site_id: str, codes: Sequence[str], concurrency: int = 50) -> list[str]:
     tokens: list[str] = []
     gate = asyncio.Semaphore(concurrency)
-    async with rpc.channel(address, persona=DESKTOP) as ch:
+    async with rpc.channel(address, persona=DESKTOP, expect=site_server(site_id)) as ch:
         stub = cti_pb2_grpc.AgentDesktopServiceStub(ch)
 
         async def one(code: str) -> None:
@@ -750,6 +863,62 @@ def _callers(counts: Counter[str]) -> dict[str, int]:
     return {k: v for k, v in counts.items() if not k.startswith("failed-on-channel-")}
 
 
+# A trunk offers a call again, with the same idempotency key, when its stream broke before the site
+# said anything (CANCELLED, INTERNAL or UNAVAILABLE): the site makes one call of a key however often
+# it is offered. At most this many offers per caller.
+OFFER_ATTEMPTS = 4
+_OFFER_TRANSIENT = (grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE)
+
+
+class _Unanswered(Exception):
+    """The offer's stream broke before the site's first answer: the trunk may offer it again."""
+
+    def __init__(self, error: grpc.aio.AioRpcError) -> None:
+        super().__init__(error.code().name)
+        self.error = error
+
+
+async def _offer_until_queued(
+    stub: trunk_pb2_grpc.TrunkIngressServiceAsyncStub,
+    offer: trunk_pb2.CallOffer,
+    n: int,
+    counts: Counter[str],
+    call_ids: dict[int, str],
+) -> tuple[Any, bool]:
+    """One offer on a new stream, answering the menu, until the caller waits in the queue: (its
+    stream, whether it waits). Raises _Unanswered when the stream broke before any answer."""
+    call = stub.PlaceCall(timeout=600.0)
+    answered = False
+    try:
+        await call.write(trunk_pb2.PlaceCallRequest(offer=offer))
+        while True:
+            response = await call.read()
+            if not isinstance(response, trunk_pb2.PlaceCallResponse):
+                counts["eof"] += 1
+                call.cancel()
+                return call, False
+            answered = True
+            if response.call_id:
+                call_ids[n] = response.call_id
+            kind = response.WhichOneof("progress")
+            if kind == "prompt":
+                await call.write(trunk_pb2.PlaceCallRequest(digits=trunk_pb2.CallerDigits(digits="1")))
+            elif kind == "queued":
+                return call, True
+            elif kind == "ended":
+                counts[f"ended-{common_pb2.CallOutcome.Name(response.ended.outcome)}"] += 1
+                call.cancel()
+                return call, False
+    except grpc.aio.AioRpcError as exc:
+        call.cancel()
+        if not answered and exc.code() in _OFFER_TRANSIENT:
+            raise _Unanswered(exc) from exc
+        raise
+    except BaseException:
+        call.cancel()
+        raise
+
+
 async def _waiting_caller(
     stub: trunk_pb2_grpc.TrunkIngressServiceAsyncStub,
     dnis: str,
@@ -758,41 +927,58 @@ async def _waiting_caller(
     queued: asyncio.Event,
     release: asyncio.Event,
     counts: Counter[str],
+    setup: asyncio.Semaphore,
+    call_ids: dict[int, str],
+    failed_after_s: list[float],
 ) -> None:
-    """One caller that dials, answers the menu and waits in the queue until `release`."""
-    call = stub.PlaceCall(timeout=600.0)
+    """One caller that dials, answers the menu and waits in the queue until `release`. It holds
+    one of `setup`'s places from dialling until it waits (or fails); `call_ids[n]` is its call."""
+    offer = trunk_pb2.CallOffer(idempotency_key=uuid.uuid4().hex, ani=f"1380000{n % 1000:04d}", dnis=dnis)
+
+    def again(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(error, _Unanswered):
+            # Counted with gRPC's words: how often, and why, an offer had to be made again.
+            counts["offers-again"] += 1
+            counts[f"again-{error.error.code().name}: {(error.error.details() or '')[:120]}"] += 1
+            failed_after_s.append(time.monotonic() - dialled)
+
+    call = None
+    dialled = 0.0
+    async with setup:
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(_Unanswered),
+                wait=wait_exponential(multiplier=0.2, max=2.0),
+                stop=stop_after_attempt(OFFER_ATTEMPTS),
+                before_sleep=again,
+                reraise=True,
+            ):
+                with attempt:
+                    dialled = time.monotonic()
+                    call, waiting = await _offer_until_queued(stub, offer, n, counts, call_ids)
+        except (grpc.aio.AioRpcError, _Unanswered) as exc:
+            error = exc.error if isinstance(exc, _Unanswered) else exc
+            # Counted, so that the figures say why a caller never waited (and gRPC's words for it).
+            counts[f"error-{error.code().name}"] += 1
+            # Callers failing by whole channels point at the connection (the transport), not the call.
+            counts[f"failed-on-channel-{n // CALLERS_PER_CHANNEL}"] += 1
+            counts[f"why-{error.code().name}: {(error.details() or '')[:240]}"] += 1
+            failed_after_s.append(time.monotonic() - dialled)
+            return
+        except asyncio.CancelledError:
+            if dialled and n not in call_ids:
+                # Hung up (the measurement is over) before the site's first answer.
+                counts["hung-up-unanswered"] += 1
+            raise
+    if not waiting or call is None:
+        return
+    counts["queued"] += 1
+    if counts["queued"] >= counts["wanted"]:
+        queued.set()
     try:
-        await call.write(
-            trunk_pb2.PlaceCallRequest(
-                offer=trunk_pb2.CallOffer(
-                    idempotency_key=uuid.uuid4().hex, ani=f"1380000{n % 1000:04d}", dnis=dnis
-                )
-            )
-        )
-        while True:
-            response = await call.read()
-            if not isinstance(response, trunk_pb2.PlaceCallResponse):
-                counts["eof"] += 1
-                return
-            kind = response.WhichOneof("progress")
-            if kind == "prompt":
-                await call.write(trunk_pb2.PlaceCallRequest(digits=trunk_pb2.CallerDigits(digits="1")))
-            elif kind == "queued":
-                counts["queued"] += 1
-                if counts["queued"] >= counts["wanted"]:
-                    queued.set()
-                break
-            elif kind == "ended":
-                counts[f"ended-{common_pb2.CallOutcome.Name(response.ended.outcome)}"] += 1
-                return
         # Waits until the measurement is done; cancelling the stream then counts as a hang-up.
         await release.wait()
-    except grpc.aio.AioRpcError as exc:
-        # Counted, so that the figures say why a caller never waited (and gRPC's words for it).
-        counts[f"error-{exc.code().name}"] += 1
-        # Callers failing by whole channels point at the connection (the transport), not the call.
-        counts[f"failed-on-channel-{n // CALLERS_PER_CHANNEL}"] += 1
-        counts[f"why-{exc.code().name}: {(exc.details() or '')[:240]}"] += 1
     finally:
         call.cancel()
 
@@ -804,9 +990,11 @@ async def memory(
     run_dir: Path | None = None,
     progress: Progress = lambda _: None,
     after: Callable[[str], Awaitable[None]] | None = None,
+    in_setup: int = CALLERS_IN_SETUP,
 ) -> dict[str, Any]:
     """Resident memory of a site node with `agents` logged in (not ready) and `calls` waiting.
-    `after(metrics_url)` is awaited while the calls still wait (more figures of the same site)."""
+    `after(metrics_url)` is awaited while the calls still wait (more figures of the same site);
+    `in_setup`: callers between dialling and waiting at once."""
     import psutil
 
     with tempfile.TemporaryDirectory(prefix="vcc-bench-") as tmp:
@@ -822,11 +1010,14 @@ async def memory(
             proc = psutil.Process(cluster.sites[site.id].pid)
             rss_idle = proc.memory_info().rss
             progress(f"memory: logging in {agents} agents")
-            await _login_all(site.listen, [a.code for a in site.agents])
+            await _login_all(site.listen, site.id, [a.code for a in site.agents])
             rss_logged_in = proc.memory_info().rss
             progress(f"memory: placing {calls} calls that wait")
             queued, release = asyncio.Event(), asyncio.Event()
             counts: Counter[str] = Counter(wanted=calls)
+            setup = asyncio.Semaphore(in_setup)
+            call_ids: dict[int, str] = {}
+            failed_after_s: list[float] = []
             # Many streams per HTTP/2 connection queue behind its concurrent-stream limit: one
             # channel per CALLERS_PER_CHANNEL callers.
             # (Channels with equal arguments share one connection: a local subchannel pool each.)
@@ -838,7 +1029,7 @@ async def memory(
             # channels get a connect timeout of their own and are connected before any call.
             connect = [("grpc.use_local_subchannel_pool", 1), ("grpc.min_reconnect_backoff_ms", CONNECT_MS)]
             channels = [
-                rpc.channel(site.listen, persona=TRUNK, options=connect)
+                rpc.channel(site.listen, persona=TRUNK, expect=site_server(site.id), options=connect)
                 for _ in range(math.ceil(calls / CALLERS_PER_CHANNEL))
             ]
             await asyncio.wait_for(asyncio.gather(*(ch.channel_ready() for ch in channels)), 120.0)
@@ -846,6 +1037,7 @@ async def memory(
                 trunk_pb2_grpc.TrunkIngressServiceStub(ch) for ch in channels
             ]
             callers: list[asyncio.Task[None]] = []
+            placing = time.perf_counter()
             try:
                 # At a trunk's pace, not all at once: ten thousand streams opened in one instant
                 # kept the site's loop from reading their offers within the offer timeout (10 s:
@@ -860,6 +1052,9 @@ async def memory(
                                 queued=queued,
                                 release=release,
                                 counts=counts,
+                                setup=setup,
+                                call_ids=call_ids,
+                                failed_after_s=failed_after_s,
                             )
                         )
                     )
@@ -867,19 +1062,30 @@ async def memory(
                         await asyncio.sleep(1.0)
                         progress(f"memory: callers {_callers(counts)}")
                 loop = asyncio.get_running_loop()
-                deadline = loop.time() + 120.0
+                # Callers arrive at the pace the site sets calls up (CALLERS_IN_SETUP): on a loaded
+                # machine 50 to 100 a second, so 10,000 take minutes.
+                deadline = loop.time() + 900.0
                 stalled_since, last = loop.time(), -1
                 while not queued.is_set():
                     if counts["queued"] != last:
                         stalled_since, last = loop.time(), counts["queued"]
+                    given_up = counts["eof"] + sum(
+                        v for k, v in counts.items() if k.startswith(("error-", "ended-"))
+                    )
                     # Measure what is there rather than fail: the figures say how many waited.
-                    if loop.time() > deadline or loop.time() - stalled_since > 20.0:
+                    if (
+                        loop.time() > deadline
+                        or loop.time() - stalled_since > 30.0
+                        or counts["queued"] + given_up >= calls
+                    ):
                         progress(f"memory: not every caller queued ({_callers(counts)}); measuring anyway")
                         break
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(queued.wait(), timeout=5.0)
                     progress(f"memory: callers {_callers(counts)}")
-                summaries = await site_summaries({site.id: site.listen}, deadline_s=5.0)
+                filled_s = time.perf_counter() - placing
+                # A loaded site answers slowly: a generous deadline, not a missing figure.
+                summaries = await site_summaries({site.id: site.listen}, deadline_s=30.0)
                 summary = summaries[site.id]
                 rss = proc.memory_info().rss
                 waiting = 0 if isinstance(summary, str) else int(summary.calls_waiting)
@@ -893,6 +1099,12 @@ async def memory(
                 await asyncio.gather(*callers, return_exceptions=True)
                 for ch in channels:
                     await ch.close()
+            # Every caller hung up while waiting: central holds exactly one record of each.
+            progress(f"memory: the callers hung up; waiting for {len(call_ids)} records at central")
+            shipped = await wait_outboxes({site.id: site.listen}, timeout_s=600.0)
+            records = await list_records(cluster.addresses.central)
+            # Callers hung up before the site's first answer: their calls may exist unbeknown to them.
+            unanswered = counts["hung-up-unanswered"]
     mib = 1024 * 1024
     return {
         "agents_logged_in": agents,
@@ -903,11 +1115,54 @@ async def memory(
             (v for k, v in counts.items() if k.startswith("failed-on-channel-")), reverse=True
         ),
         "callers_per_channel": CALLERS_PER_CHANNEL,
+        "callers_in_setup_at_most": in_setup,
+        "failed_after_s": percentiles_ms(failed_after_s) if failed_after_s else {},
+        "queue_filled_in_s": round(filled_s, 1),
+        "records": records_verdict(call_ids.values(), records, shipped=shipped, unanswered=unanswered),
         "rss_mib": rss / mib,
         "rss_idle_mib": rss_idle / mib,
         "rss_agents_only_mib": rss_logged_in / mib,
         "target_mib": 200,
         "ok": rss / mib < 200 and waiting >= calls,
+    }
+
+
+def records_verdict(
+    call_ids: Iterable[str],
+    records: Sequence[central_pb2.CallRecord],
+    *,
+    shipped: bool,
+    unanswered: int = 0,
+) -> dict[str, Any]:
+    """Central's records against the calls the callers were given: exactly one record of each, each
+    ABANDONED (the caller hung up while waiting), and no record of a call no caller was given,
+    beyond the `unanswered` callers who hung up before the site's first answer (their calls may
+    exist, unbeknown to them)."""
+    ids = set(call_ids)
+    held = Counter(r.call_id for r in records)
+    missing = sorted(ids - held.keys())
+    duplicated = sorted(c for c, n in held.items() if n > 1)
+    unknown = sorted(held.keys() - ids)
+    not_abandoned = Counter(
+        common_pb2.CallOutcome.Name(r.outcome)
+        for r in records
+        if r.call_id in ids and r.outcome != common_pb2.CALL_OUTCOME_ABANDONED
+    )
+    return {
+        "calls": len(ids),
+        "records": len(records),
+        "outboxes_empty": shipped,
+        "missing": len(missing),
+        "duplicated": len(duplicated),
+        "unknown": len(unknown),
+        "callers_hung_up_unanswered": unanswered,
+        "not_abandoned": dict(not_abandoned),
+        "examples": (missing + duplicated + unknown)[:5],
+        "exact": shipped
+        and not missing
+        and not duplicated
+        and len(unknown) <= unanswered
+        and not not_abandoned,
     }
 
 
@@ -938,7 +1193,7 @@ async def bare_round_trip(
     server = rpc.Server([], tls=server_files, interceptors=[Authorizer([])] if tls and authorized else [])
     port = await server.start("127.0.0.1:0")
     try:
-        async with rpc.channel(f"127.0.0.1:{port}", tls=client_files) as ch:
+        async with rpc.channel(f"127.0.0.1:{port}", tls=client_files, expect=central_server()) as ch:
             stub = health_pb2_grpc.HealthStub(ch)
             for _ in range(50):  # warm the channel up
                 await stub.Check(health_pb2.HealthCheckRequest(), timeout=RPC_DEADLINE_S)
@@ -1072,7 +1327,9 @@ async def decisions_on_cluster(
                     for name, site_id, elsewhere in paths:
                         progress(f"routing: {calls} calls at {site_id}, one at a time ({name})")
                         times = []
-                        async with rpc.channel(cluster.config.site(site_id).listen, persona=TRUNK) as ch:
+                        async with rpc.channel(
+                            cluster.config.site(site_id).listen, persona=TRUNK, expect=site_server(site_id)
+                        ) as ch:
                             stub: trunk_pb2_grpc.TrunkIngressServiceAsyncStub = (
                                 trunk_pb2_grpc.TrunkIngressServiceStub(ch)
                             )

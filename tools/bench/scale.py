@@ -36,12 +36,15 @@ from site_node.runtime import SiteRuntime
 from tools.bench.cluster import SEED_CUSTOMERS, _http_get, _province, memory
 from tools.province.certs import site_stem
 from tools.province.cluster import Cluster
-from tools.province.generate import SiteSpec
+from tools.province.generate import DEMO_OPERATOR, DEMO_OPERATOR_PASSWORD, SiteSpec
 from vcc import rpc
+from vcc.tls import central_server
 from vcc.v1 import central_pb2, central_pb2_grpc
 
 Progress = Callable[[str], None]
 CHROMIUM = "/usr/bin/chromium"
+# How long the bench watches the dashboard update in Chromium.
+UPDATE_WINDOW_S = 5.0
 
 
 class _NoJournal:
@@ -78,7 +81,7 @@ class _City:
             ),
             presence=lambda: presence(self.sb),
             channel=lambda address: rpc.channel(
-                address, tls=tls, options=[("grpc.use_local_subchannel_pool", 1)]
+                address, tls=tls, expect=central_server(), options=[("grpc.use_local_subchannel_pool", 1)]
             ),
             deltas=deltas,
         )
@@ -190,7 +193,7 @@ async def _until_all_present(central: str, agents: int, timeout_s: float = 120.0
     """Until central's directory shows every agent of every city logged in (presence arrived)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    async with rpc.channel(central) as ch:
+    async with rpc.channel(central, expect=central_server()) as ch:
         stub = central_pb2_grpc.CentralServiceStub(ch)
         while loop.time() < deadline:
             reply = await stub.ListAgents(central_pb2.ListAgentsRequest(), timeout=30.0)
@@ -201,6 +204,43 @@ async def _until_all_present(central: str, agents: int, timeout_s: float = 120.0
     raise TimeoutError(f"central's directory did not show {agents} agents present within {timeout_s:.0f}s")
 
 
+async def _http(url: str, *, cookie: str = "", form: Mapping[str, str] | None = None) -> tuple[bytes, bytes]:
+    """GET (or POST `form` to) http://host:port/path over HTTP/1.0: (head, body)."""
+    from urllib.parse import urlencode
+
+    host_port, _, path = url.removeprefix("http://").partition("/")
+    host, port = host_port.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        head = f"Host: {host_port}\r\n" + (f"Cookie: {cookie}\r\n" if cookie else "")
+        if form is None:
+            writer.write(f"GET /{path} HTTP/1.0\r\n{head}\r\n".encode())
+        else:
+            body = urlencode(dict(form)).encode()
+            writer.write(
+                f"POST /{path} HTTP/1.0\r\n{head}Content-Type: application/x-www-form-urlencoded\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+        await writer.drain()
+        answer = await reader.read()
+    finally:
+        writer.close()
+    top, _, rest = answer.partition(b"\r\n\r\n")
+    return top, rest
+
+
+async def _log_in(base: str) -> str:
+    """The demo operator's session cookie ("name=value"): the dashboard is for operators only."""
+    head, _ = await _http(
+        base + "login", form={"user": DEMO_OPERATOR, "password": DEMO_OPERATOR_PASSWORD, "next": "/"}
+    )
+    for line in head.decode(errors="replace").split("\r\n"):
+        if line.lower().startswith("set-cookie:"):
+            return line.split(":", 1)[1].strip().split(";", 1)[0]
+    raise RuntimeError(f"the dashboard refused the demo operator: {head[:200]!r}")
+
+
 async def _dashboard(cluster: Cluster, cities: int, progress: Progress) -> dict[str, Any]:
     import json
 
@@ -209,30 +249,35 @@ async def _dashboard(cluster: Cluster, cities: int, progress: Progress) -> dict[
         return {"error": "no dashboard configured"}
     base = f"http://{listen}/"
     progress("scale: the dashboard with every city")
-    page, live = [], []
+    cookie = await _log_in(base)
+    page, live, live_bytes = [], [], []
+    page_bytes = 0
     listed = 0
     for _ in range(20):
         t0 = time.perf_counter()
-        await _http_get(base + "?lang=en")
+        _, html = await _http(base + "?lang=en", cookie=cookie)
         page.append(time.perf_counter() - t0)
+        page_bytes = len(html)
         t0 = time.perf_counter()
-        raw = await _http_get(base + "api/live")
+        _, body = await _http(base + "api/live", cookie=cookie)
         live.append(time.perf_counter() - t0)
-        body = raw.split(b"\r\n\r\n", 1)[-1]
+        live_bytes.append(len(body))
         with contextlib.suppress(ValueError):
             data = json.loads(body)
             listed = len(data.get("sites", [])) if isinstance(data, dict) else 0
     result: dict[str, Any] = {
         "cities_listed": listed,
+        "page_html_bytes": page_bytes,
         "page_ms_p50": round(statistics.median(page) * 1000, 1),
+        "api_live_bytes_p50": int(statistics.median(live_bytes)),
         "api_live_ms_p50": round(statistics.median(live) * 1000, 1),
         "api_live_ms_max": round(max(live) * 1000, 1),
     }
-    result.update(await _chromium(base, cities))
+    result.update(await _chromium(base, cities, cookie))
     return result
 
 
-async def _chromium(base: str, cities: int) -> dict[str, Any]:
+async def _chromium(base: str, cities: int, cookie: str) -> dict[str, Any]:
     """The page drawn in headless Chromium: time until every city's row shows."""
     if not os.access(CHROMIUM, os.X_OK):
         return {"chromium": f"not run: {CHROMIUM} missing"}
@@ -241,10 +286,13 @@ async def _chromium(base: str, cities: int) -> dict[str, Any]:
     except ImportError as exc:
         return {"chromium": f"not run: {exc}"}
     args = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+    name, _, value = cookie.partition("=")
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
         try:
-            page = await browser.new_page()
+            context = await browser.new_context()
+            await context.add_cookies([{"name": name, "value": value, "url": base}])
+            page = await context.new_page()
             t0 = time.perf_counter()
             await page.goto(base + "?lang=en")
             await page.wait_for_function(
@@ -252,11 +300,55 @@ async def _chromium(base: str, cities: int) -> dict[str, Any]:
             )
             drawn = time.perf_counter() - t0
             rows = await page.locator("[data-site-row]").count()
+            # What the page cost the browser to load (HTML, script, style: bytes on the wire).
+            loaded = await page.evaluate(
+                """() => performance.getEntriesByType("navigation").concat(
+                    performance.getEntriesByType("resource")).reduce((n, e) => n + e.transferSize, 0)"""
+            )
+            before = await page.locator("[data-site-row]").all_inner_texts()
+            # The page goes on updating: the table is redrawn from the live stream while the
+            # cities stream (every city's row drawn again, the figures of the newest snapshot).
+            redraws = await page.evaluate(
+                """(ms) => new Promise((done) => {
+                    const table = document.querySelector("[data-site-row]").closest("table") || document.body;
+                    let n = 0;
+                    const seen = new MutationObserver(() => { n += 1; });
+                    seen.observe(document.getElementById("view") || table, {childList: true, subtree: true});
+                    setTimeout(() => { seen.disconnect(); done(n); }, ms);
+                })""",
+                UPDATE_WINDOW_S * 1000,
+            )
+            # Each update's size: the live stream as the page receives it (same session).
+            stream = await page.evaluate(
+                """(ms) => new Promise((done) => {
+                    const sizes = [];
+                    const source = new EventSource("/api/stream");
+                    source.addEventListener("live", (e) => {
+                        sizes.push(new TextEncoder().encode(e.data).length);
+                    });
+                    setTimeout(() => { source.close(); done(sizes); }, ms);
+                })""",
+                UPDATE_WINDOW_S * 1000,
+            )
+            after = await page.locator("[data-site-row]").all_inner_texts()
+            rows_after = len(after)
         except Exception as exc:  # a figure, not a verdict: say what happened
             return {"chromium": f"failed: {type(exc).__name__}: {exc}"[:300]}
         finally:
             await browser.close()
-    return {"chromium_rows": rows, "chromium_drawn_ms": round(drawn * 1000)}
+    sizes = [int(n) for n in stream]
+    return {
+        "chromium_rows": rows,
+        "chromium_rows_after_updates": rows_after,
+        # Rows whose figures the updates changed (agents change state all the time).
+        "chromium_rows_changed": sum(1 for x, y in zip(before, after, strict=False) if x != y),
+        "chromium_drawn_ms": round(drawn * 1000),
+        "page_bytes_transferred": int(loaded),
+        "chromium_redraws_per_s": round(int(redraws) / UPDATE_WINDOW_S, 1),
+        "live_updates_per_s": round(len(sizes) / UPDATE_WINDOW_S, 1),
+        "live_update_bytes_p50": int(statistics.median(sizes)) if sizes else None,
+        "live_update_bytes_max": max(sizes) if sizes else None,
+    }
 
 
 async def site_scale(

@@ -9,8 +9,10 @@ gets one user per identity, each with a role:
 * `tool-cli`: read the province's keys;
 * any other certificate (desktop, trunk): no user, so nothing at all.
 
-Then auth is enabled. This runs once per etcd cluster, with the `root` certificate (`issue_root`),
-through `etcdctl` (aetcd has no user or role API).
+Then auth is enabled. This runs with the `root` certificate (`issue_root`: `vcc certs province`
+makes it beside the CA), through `etcdctl` (aetcd has no user or role API): by `vcc cluster up`
+for its own etcd, and by `vcc etcd roles --config F` for an operator's etcd cluster. Running it
+again is harmless (what exists is kept, a new site or replica is added).
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ def etcdctl() -> str:
     return str(Path(etcd_binary()).with_name("etcdctl"))
 
 
+# etcdctl's answers for a step already done (a second run, a province that grew).
+_ALREADY = ("already exists", "already enabled")
+
+
 def _run(endpoint: str, root: TlsFiles, *args: str) -> None:
     cmd = [
         etcdctl(),
@@ -46,6 +52,9 @@ def _run(endpoint: str, root: TlsFiles, *args: str) -> None:
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
     if done.returncode != 0:
+        said = f"{done.stderr} {done.stdout}".lower()
+        if any(a in said for a in _ALREADY):
+            return
         raise EtcdRolesError(f"etcdctl {' '.join(args)}: {done.stderr.strip() or done.stdout.strip()}")
 
 
@@ -63,6 +72,9 @@ def enable_roles(
     site_ids: Sequence[str],
     central_replicas: int,
 ) -> None:
+    for path in (root.ca, root.cert, root.key):
+        if not path.is_file():
+            raise EtcdRolesError(f"no {path}: etcd's root certificate (`vcc certs province` makes it)")
     province = f"{prefix.rstrip('/')}/{province_id}/"
     central = central_leader_key(prefix, province_id).rsplit("/", 1)[0] + "/"
     ivr = ivr_prefix(prefix, province_id)

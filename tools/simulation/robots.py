@@ -74,6 +74,11 @@ class RobotPolicy:
     # The agent's SIP phone answers (vcc agents --sip): the robot leaves offers to it and only
     # talks and hangs up on the desktop.
     answer_on_phone: bool = False
+    # Log in with auto-answer: the site answers each offer at once (no Answer request; the
+    # answer delay and the share ignored do not apply).
+    auto_answer: bool = False
+    # Take the desktop's events in batches (StreamEventsRequest.batched): fewer messages.
+    batched_events: bool = True
 
 
 @dataclass
@@ -93,6 +98,10 @@ class RobotStats:
     transfers_completed: int = 0
     transfers_cross_site: int = 0
     transfers_failed: int = 0
+    # What the robots cost in messages: events read off their streams (gRPC messages, a batch
+    # counted once) and unary requests sent (each attempt).
+    messages_in: int = 0
+    requests: int = 0
 
 
 class _TransferFailed(Exception):
@@ -193,7 +202,8 @@ class _Robot:
                 return
             self._token, fresh = token, True
         events = self._stub.StreamEvents(
-            cti_pb2.StreamEventsRequest(session_token=self._token), timeout=self._policy.events_deadline_s
+            cti_pb2.StreamEventsRequest(session_token=self._token, batched=self._policy.batched_events),
+            timeout=self._policy.events_deadline_s,
         )
         reader = asyncio.create_task(self._read_events(events, fresh))
         stopper = asyncio.create_task(self._stop.wait())
@@ -220,7 +230,10 @@ class _Robot:
 
     async def _login(self) -> str | None:
         request = cti_pb2.LoginRequest(
-            idempotency_key=_key(), agent_code=self.agent_code, password=self._password
+            idempotency_key=_key(),
+            agent_code=self.agent_code,
+            password=self._password,
+            auto_answer=self._policy.auto_answer,
         )
         try:
             reply = await self._unary(self._stub.Login, request)
@@ -240,7 +253,10 @@ class _Robot:
     ) -> None:
         first = True
         async for event in events:
+            self._stats.messages_in += 1
             self._on_event(event)
+            for then in event.then:  # the events that came with it (batched)
+                self._on_event(then)
             if first:
                 first = False
                 # Reading the first event proves the stream is open, so going READY now cannot
@@ -303,8 +319,8 @@ class _Robot:
             call_id = event.call_offered.call_id
             self._purpose[call_id] = event.call_offered.purpose
             self._stats.offered += 1
-            if self._policy.answer_on_phone:
-                return
+            if self._policy.answer_on_phone or self._policy.auto_answer:
+                return  # the phone answers, or the site does (auto-answer)
             if self._rng.random() < self._policy.no_answer_probability:
                 self._stats.ignored += 1
                 return
@@ -339,11 +355,16 @@ class _Robot:
             if queue is not None:
                 queue.put_nowait(event.transfer.stage)
         elif kind == "state_changed":
-            agent = event.state_changed.agent
-            if agent.state == common_pb2.AGENT_STATE_NOT_READY and agent.reason_code in _AUTO_READY_REASONS:
-                self._spawn(self._set_ready())
-            elif agent.state == common_pb2.AGENT_STATE_WRAP_UP and self._policy.wrap_up == "immediate":
-                self._spawn(self._end_wrap_up())
+            self._on_state(event.state_changed.agent)
+        if event.HasField("agent"):
+            # The state this call event left the agent in (no state_changed of its own follows).
+            self._on_state(event.agent)
+
+    def _on_state(self, agent: cti_pb2.AgentSnapshot) -> None:
+        if agent.state == common_pb2.AGENT_STATE_NOT_READY and agent.reason_code in _AUTO_READY_REASONS:
+            self._spawn(self._set_ready())
+        elif agent.state == common_pb2.AGENT_STATE_WRAP_UP and self._policy.wrap_up == "immediate":
+            self._spawn(self._end_wrap_up())
 
     def _handle_time(self) -> float:
         mean = self._policy.handle_time_mean_s
@@ -454,6 +475,7 @@ class _Robot:
         """One unary RPC with a deadline; retried with the same idempotency key when transient."""
         # The first attempt without tenacity: building its retry state for every request was a
         # visible share of the bench client's CPU, and nearly every request succeeds at once.
+        self._stats.requests += 1
         try:
             return await method(request, timeout=self._policy.rpc_deadline_s)
         except Exception as exc:
@@ -466,6 +488,7 @@ class _Robot:
             reraise=True,
         ):
             with attempt:
+                self._stats.requests += 1
                 return await method(request, timeout=self._policy.rpc_deadline_s)
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
@@ -496,11 +519,13 @@ async def run_robots(
     stop: asyncio.Event,
     *,
     site_id: str | None = None,
+    stats: RobotStats | None = None,
 ) -> RobotStats:
     """Run one robot per (agent code, password) against the site at `address` until `stop` is set.
 
-    `site_id`: the site that must answer there (its certificate checked), else the host's name."""
-    stats = RobotStats()
+    `site_id`: the site that must answer there (its certificate checked), else the host's name.
+    `stats`: counted into (a caller reading them while the robots run), else a new one."""
+    stats = stats if stats is not None else RobotStats()
     # Robots are agents' desktops: they dial with the desktop persona's certificate.
     expect = site_server(site_id) if site_id else None
     async with rpc.channel(address, persona=DESKTOP, expect=expect) as channel:

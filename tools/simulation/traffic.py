@@ -68,6 +68,8 @@ class TrafficPlan:
     central_address: str | None = None
     # Every central replica's address: when the one asked is gone (a killed leader), the next.
     central_addresses: tuple[str, ...] = ()
+    # Callers take their progress in batches (CallOffer.batched): fewer messages per call.
+    batched: bool = True
 
 
 @dataclass
@@ -95,6 +97,9 @@ class CallerView:
     skill_group: str
     reason: str = ""  # CallEnded.reason
     error: str = ""  # why the stream broke, for "lost"
+    # gRPC messages of the caller's stream: read from the site (a batch counted once), written.
+    messages_in: int = 0
+    messages_out: int = 0
     ani: str = ""
     home_site_id: str = ""  # the caller's city; differs from entry_site_id when pre-routed
 
@@ -128,6 +133,8 @@ class CallerView:
             skill_group=text("skill_group"),
             reason=text("reason"),
             error=text("error"),
+            messages_in=int(str(data.get("messages_in") or 0)),
+            messages_out=int(str(data.get("messages_out") or 0)),
             ani=text("ani"),
             home_site_id=text("home_site_id"),
         )
@@ -194,9 +201,11 @@ class _Caller:
         patience_s: float | None,
         rng: random.Random,
         deadline_s: float,
+        batched: bool = True,
     ) -> None:
         self._stub = stub
         self._dnis = dnis
+        self._batched = batched
         self._digits = digits
         self._patience_s = patience_s
         self._rng = rng
@@ -250,14 +259,19 @@ class _Caller:
         call = self._stub.PlaceCall(timeout=self._deadline_s)
         self._call = call
         view.offered_at = time.time()
-        offer = trunk_pb2.CallOffer(idempotency_key=view.key, ani=view.ani, dnis=self._dnis)
+        offer = trunk_pb2.CallOffer(
+            idempotency_key=view.key, ani=view.ani, dnis=self._dnis, batched=self._batched
+        )
         await self._write(trunk_pb2.PlaceCallRequest(offer=offer))
         while True:
             response = await call.read()
             if response is grpc.aio.EOF:
                 return
+            view.messages_in += 1
             assert isinstance(response, trunk_pb2.PlaceCallResponse)
             await self._on_response(response)
+            for step in response.then:  # the steps that came with it (a batched caller)
+                await self._on_response(step)
             if self.ended:
                 await self._done_writing()
 
@@ -272,6 +286,7 @@ class _Caller:
         assert self._call is not None
         async with self._write_lock:  # grpc.aio allows one write in flight per stream
             await self._call.write(request)
+        self.view.messages_out += 1
 
     async def _on_response(self, response: trunk_pb2.PlaceCallResponse) -> None:
         view = self.view
@@ -443,6 +458,7 @@ class _Run:
                 patience_s=self.patience(rng),
                 rng=random.Random(rng.getrandbits(64)),
                 deadline_s=max(1.0, call_end - loop.time()),
+                batched=self.plan.batched,
             )
             self.callers.append(caller)
             task = asyncio.create_task(self._run_caller(caller))

@@ -49,19 +49,26 @@ class LoginRequest(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     AGENT_CODE_FIELD_NUMBER: _builtins.int
     PASSWORD_FIELD_NUMBER: _builtins.int
+    AUTO_ANSWER_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
     agent_code: _builtins.str
     password: _builtins.str
+    auto_answer: _builtins.bool
+    """Auto-answer (a headset agent's setting): a call offered to this session's agent is answered
+    at once by the site, as if the desktop had sent Answer; call_offered and call_connected still
+    come on the stream. Lasts for the session.
+    """
     def __init__(
         self,
         *,
         idempotency_key: _builtins.str = ...,
         agent_code: _builtins.str = ...,
         password: _builtins.str = ...,
+        auto_answer: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_code", b"agent_code", "idempotency_key", b"idempotency_key", "password", b"password"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_code", b"agent_code", "auto_answer", b"auto_answer", "idempotency_key", b"idempotency_key", "password", b"password"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -760,15 +767,22 @@ class StreamEventsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SESSION_TOKEN_FIELD_NUMBER: _builtins.int
+    BATCHED_FIELD_NUMBER: _builtins.int
     session_token: _builtins.str
+    batched: _builtins.bool
+    """The desktop takes its events in batches: events the site has for it at the same moment (an
+    offer and its auto-answer) come in one message, the first in the message itself and the
+    others, in order, in its `then`. Off, one message per event.
+    """
     def __init__(
         self,
         *,
         session_token: _builtins.str = ...,
+        batched: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_token", b"session_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batched", b"batched", "session_token", b"session_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -853,6 +867,8 @@ class StreamEventsResponse(_message.Message):
     CALL_ENDED_FIELD_NUMBER: _builtins.int
     TRANSFER_FIELD_NUMBER: _builtins.int
     CALLBACK_PREVIEW_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
+    THEN_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -873,6 +889,18 @@ class StreamEventsResponse(_message.Message):
     def transfer(self) -> Global___TransferProgress: ...
     @_builtins.property
     def callback_preview(self) -> Global___CallbackPreview: ...
+    @_builtins.property
+    def agent(self) -> Global___AgentSnapshot:
+        """The agent's state after this event, set when the event changed it (a ring, an answer, a
+        call's end): no separate state_changed follows then. One message instead of two per change.
+        """
+
+    @_builtins.property
+    def then(self) -> _containers.RepeatedCompositeFieldContainer[Global___StreamEventsResponse]:
+        """A batched desktop (StreamEventsRequest.batched): the events that followed this one at once,
+        in order, each a whole message of its own (never with a `then` of its own).
+        """
+
     def __init__(
         self,
         *,
@@ -886,10 +914,12 @@ class StreamEventsResponse(_message.Message):
         call_ended: Global___AgentCallEnded | None = ...,
         transfer: Global___TransferProgress | None = ...,
         callback_preview: Global___CallbackPreview | None = ...,
+        agent: Global___AgentSnapshot | None = ...,
+        then: _abc.Iterable[Global___StreamEventsResponse] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "call_connected", b"call_connected", "call_ended", b"call_ended", "call_held", b"call_held", "call_offer_withdrawn", b"call_offer_withdrawn", "call_offered", b"call_offered", "call_retrieved", b"call_retrieved", "callback_preview", b"callback_preview", "event", b"event", "state_changed", b"state_changed", "transfer", b"transfer"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "at", b"at", "call_connected", b"call_connected", "call_ended", b"call_ended", "call_held", b"call_held", "call_offer_withdrawn", b"call_offer_withdrawn", "call_offered", b"call_offered", "call_retrieved", b"call_retrieved", "callback_preview", b"callback_preview", "event", b"event", "state_changed", b"state_changed", "transfer", b"transfer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "call_connected", b"call_connected", "call_ended", b"call_ended", "call_held", b"call_held", "call_offer_withdrawn", b"call_offer_withdrawn", "call_offered", b"call_offered", "call_retrieved", b"call_retrieved", "callback_preview", b"callback_preview", "event", b"event", "state_changed", b"state_changed", "transfer", b"transfer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "at", b"at", "call_connected", b"call_connected", "call_ended", b"call_ended", "call_held", b"call_held", "call_offer_withdrawn", b"call_offer_withdrawn", "call_offered", b"call_offered", "call_retrieved", b"call_retrieved", "callback_preview", b"callback_preview", "event", b"event", "state_changed", b"state_changed", "then", b"then", "transfer", b"transfer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["state_changed", "call_offered", "call_offer_withdrawn", "call_connected", "call_held", "call_retrieved", "call_ended", "transfer", "callback_preview"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015

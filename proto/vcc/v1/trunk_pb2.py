@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from vcc.v1 import common_pb2 as vcc_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12vcc/v1/trunk.proto\x12\x06vcc.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13vcc/v1/common.proto\"\x91\x01\n\x10PlaceCallRequest\x12\"\n\x05offer\x18\x01 \x01(\x0b\x32\x11.vcc.v1.CallOfferH\x00\x12&\n\x06\x64igits\x18\x02 \x01(\x0b\x32\x14.vcc.v1.CallerDigitsH\x00\x12\'\n\x07hang_up\x18\x03 \x01(\x0b\x32\x14.vcc.v1.CallerHangUpH\x00\x42\x08\n\x06\x61\x63tion\"\xe7\x01\n\tCallOffer\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\x12\x0b\n\x03\x61ni\x18\x03 \x01(\t\x12\x0c\n\x04\x64nis\x18\x04 \x01(\t\x12\x13\n\x0btrunk_group\x18\x05 \x01(\t\x12:\n\rattached_data\x18\x06 \x03(\x0b\x32#.vcc.v1.CallOffer.AttachedDataEntry\x12\x0f\n\x07\x64ial_id\x18\x07 \x01(\t\x1a\x33\n\x11\x41ttachedDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1e\n\x0c\x43\x61llerDigits\x12\x0e\n\x06\x64igits\x18\x01 \x01(\t\"\x0e\n\x0c\x43\x61llerHangUp\"\xef\x03\n\x11PlaceCallResponse\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x0b\x32\x14.vcc.v1.CallAcceptedH\x00\x12#\n\x06prompt\x18\x04 \x01(\x0b\x32\x11.vcc.v1.IvrPromptH\x00\x12$\n\x06queued\x18\x05 \x01(\x0b\x32\x12.vcc.v1.CallQueuedH\x00\x12&\n\x07ringing\x18\x06 \x01(\x0b\x32\x13.vcc.v1.CallRingingH\x00\x12*\n\tconnected\x18\x07 \x01(\x0b\x32\x15.vcc.v1.CallConnectedH\x00\x12 \n\x04held\x18\x08 \x01(\x0b\x32\x10.vcc.v1.CallHeldH\x00\x12*\n\tretrieved\x18\t \x01(\x0b\x32\x15.vcc.v1.CallRetrievedH\x00\x12.\n\x0btransferred\x18\n \x01(\x0b\x32\x17.vcc.v1.CallTransferredH\x00\x12\"\n\x05\x65nded\x18\x0b \x01(\x0b\x32\x11.vcc.v1.CallEndedH\x00\x12*\n\tvoicemail\x18\x0c \x01(\x0b\x32\x15.vcc.v1.CallVoicemailH\x00\x42\n\n\x08progress\"G\n\rCallVoicemail\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x13\n\x0bskill_group\x18\x02 \x01(\t\x12\r\n\x05max_s\x18\x03 \x01(\x01\"4\n\x0c\x43\x61llAccepted\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x13\n\x0btrunk_group\x18\x02 \x01(\t\"\x99\x01\n\tIvrPrompt\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x0f\n\x07\x63hoices\x18\x02 \x03(\t\x12\x11\n\ttimeout_s\x18\x03 \x01(\x01\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x0f\n\x07\x63ollect\x18\x05 \x01(\x08\x12\x12\n\nmax_digits\x18\x06 \x01(\r\x12\x0f\n\x07\x66low_id\x18\x07 \x01(\t\x12\x14\n\x0c\x66low_version\x18\x08 \x01(\r\"L\n\nCallQueued\x12\x13\n\x0bskill_group\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\r\x12\x17\n\x0f\x65xpected_wait_s\x18\x03 \x01(\x01\"2\n\x0b\x43\x61llRinging\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x12\n\nagent_code\x18\x02 \x01(\t\"4\n\rCallConnected\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x12\n\nagent_code\x18\x02 \x01(\t\"\n\n\x08\x43\x61llHeld\"\x0f\n\rCallRetrieved\"T\n\x0f\x43\x61llTransferred\x12\x12\n\nto_site_id\x18\x01 \x01(\t\x12\x15\n\rto_agent_code\x18\x02 \x01(\t\x12\x16\n\x0eto_skill_group\x18\x03 \x01(\t\"A\n\tCallEnded\x12$\n\x07outcome\x18\x01 \x01(\x0e\x32\x13.vcc.v1.CallOutcome\x12\x0e\n\x06reason\x18\x02 \x01(\t2[\n\x13TrunkIngressService\x12\x44\n\tPlaceCall\x12\x18.vcc.v1.PlaceCallRequest\x1a\x19.vcc.v1.PlaceCallResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12vcc/v1/trunk.proto\x12\x06vcc.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13vcc/v1/common.proto\"\x91\x01\n\x10PlaceCallRequest\x12\"\n\x05offer\x18\x01 \x01(\x0b\x32\x11.vcc.v1.CallOfferH\x00\x12&\n\x06\x64igits\x18\x02 \x01(\x0b\x32\x14.vcc.v1.CallerDigitsH\x00\x12\'\n\x07hang_up\x18\x03 \x01(\x0b\x32\x14.vcc.v1.CallerHangUpH\x00\x42\x08\n\x06\x61\x63tion\"\xf8\x01\n\tCallOffer\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\x12\x0b\n\x03\x61ni\x18\x03 \x01(\t\x12\x0c\n\x04\x64nis\x18\x04 \x01(\t\x12\x13\n\x0btrunk_group\x18\x05 \x01(\t\x12:\n\rattached_data\x18\x06 \x03(\x0b\x32#.vcc.v1.CallOffer.AttachedDataEntry\x12\x0f\n\x07\x64ial_id\x18\x07 \x01(\t\x12\x0f\n\x07\x62\x61tched\x18\x08 \x01(\x08\x1a\x33\n\x11\x41ttachedDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1e\n\x0c\x43\x61llerDigits\x12\x0e\n\x06\x64igits\x18\x01 \x01(\t\"\x0e\n\x0c\x43\x61llerHangUp\"\x98\x04\n\x11PlaceCallResponse\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x0b\x32\x14.vcc.v1.CallAcceptedH\x00\x12#\n\x06prompt\x18\x04 \x01(\x0b\x32\x11.vcc.v1.IvrPromptH\x00\x12$\n\x06queued\x18\x05 \x01(\x0b\x32\x12.vcc.v1.CallQueuedH\x00\x12&\n\x07ringing\x18\x06 \x01(\x0b\x32\x13.vcc.v1.CallRingingH\x00\x12*\n\tconnected\x18\x07 \x01(\x0b\x32\x15.vcc.v1.CallConnectedH\x00\x12 \n\x04held\x18\x08 \x01(\x0b\x32\x10.vcc.v1.CallHeldH\x00\x12*\n\tretrieved\x18\t \x01(\x0b\x32\x15.vcc.v1.CallRetrievedH\x00\x12.\n\x0btransferred\x18\n \x01(\x0b\x32\x17.vcc.v1.CallTransferredH\x00\x12\"\n\x05\x65nded\x18\x0b \x01(\x0b\x32\x11.vcc.v1.CallEndedH\x00\x12*\n\tvoicemail\x18\x0c \x01(\x0b\x32\x15.vcc.v1.CallVoicemailH\x00\x12\'\n\x04then\x18\r \x03(\x0b\x32\x19.vcc.v1.PlaceCallResponseB\n\n\x08progress\"G\n\rCallVoicemail\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x13\n\x0bskill_group\x18\x02 \x01(\t\x12\r\n\x05max_s\x18\x03 \x01(\x01\"4\n\x0c\x43\x61llAccepted\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x13\n\x0btrunk_group\x18\x02 \x01(\t\"\x99\x01\n\tIvrPrompt\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x0f\n\x07\x63hoices\x18\x02 \x03(\t\x12\x11\n\ttimeout_s\x18\x03 \x01(\x01\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x0f\n\x07\x63ollect\x18\x05 \x01(\x08\x12\x12\n\nmax_digits\x18\x06 \x01(\r\x12\x0f\n\x07\x66low_id\x18\x07 \x01(\t\x12\x14\n\x0c\x66low_version\x18\x08 \x01(\r\"L\n\nCallQueued\x12\x13\n\x0bskill_group\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\r\x12\x17\n\x0f\x65xpected_wait_s\x18\x03 \x01(\x01\"2\n\x0b\x43\x61llRinging\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x12\n\nagent_code\x18\x02 \x01(\t\"4\n\rCallConnected\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x12\n\nagent_code\x18\x02 \x01(\t\"\n\n\x08\x43\x61llHeld\"\x0f\n\rCallRetrieved\"T\n\x0f\x43\x61llTransferred\x12\x12\n\nto_site_id\x18\x01 \x01(\t\x12\x15\n\rto_agent_code\x18\x02 \x01(\t\x12\x16\n\x0eto_skill_group\x18\x03 \x01(\t\"A\n\tCallEnded\x12$\n\x07outcome\x18\x01 \x01(\x0e\x32\x13.vcc.v1.CallOutcome\x12\x0e\n\x06reason\x18\x02 \x01(\t2[\n\x13TrunkIngressService\x12\x44\n\tPlaceCall\x12\x18.vcc.v1.PlaceCallRequest\x1a\x19.vcc.v1.PlaceCallResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,35 +38,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PLACECALLREQUEST']._serialized_start=85
   _globals['_PLACECALLREQUEST']._serialized_end=230
   _globals['_CALLOFFER']._serialized_start=233
-  _globals['_CALLOFFER']._serialized_end=464
-  _globals['_CALLOFFER_ATTACHEDDATAENTRY']._serialized_start=413
-  _globals['_CALLOFFER_ATTACHEDDATAENTRY']._serialized_end=464
-  _globals['_CALLERDIGITS']._serialized_start=466
-  _globals['_CALLERDIGITS']._serialized_end=496
-  _globals['_CALLERHANGUP']._serialized_start=498
-  _globals['_CALLERHANGUP']._serialized_end=512
-  _globals['_PLACECALLRESPONSE']._serialized_start=515
-  _globals['_PLACECALLRESPONSE']._serialized_end=1010
-  _globals['_CALLVOICEMAIL']._serialized_start=1012
-  _globals['_CALLVOICEMAIL']._serialized_end=1083
-  _globals['_CALLACCEPTED']._serialized_start=1085
-  _globals['_CALLACCEPTED']._serialized_end=1137
-  _globals['_IVRPROMPT']._serialized_start=1140
-  _globals['_IVRPROMPT']._serialized_end=1293
-  _globals['_CALLQUEUED']._serialized_start=1295
-  _globals['_CALLQUEUED']._serialized_end=1371
-  _globals['_CALLRINGING']._serialized_start=1373
-  _globals['_CALLRINGING']._serialized_end=1423
-  _globals['_CALLCONNECTED']._serialized_start=1425
-  _globals['_CALLCONNECTED']._serialized_end=1477
-  _globals['_CALLHELD']._serialized_start=1479
-  _globals['_CALLHELD']._serialized_end=1489
-  _globals['_CALLRETRIEVED']._serialized_start=1491
-  _globals['_CALLRETRIEVED']._serialized_end=1506
-  _globals['_CALLTRANSFERRED']._serialized_start=1508
-  _globals['_CALLTRANSFERRED']._serialized_end=1592
-  _globals['_CALLENDED']._serialized_start=1594
-  _globals['_CALLENDED']._serialized_end=1659
-  _globals['_TRUNKINGRESSSERVICE']._serialized_start=1661
-  _globals['_TRUNKINGRESSSERVICE']._serialized_end=1752
+  _globals['_CALLOFFER']._serialized_end=481
+  _globals['_CALLOFFER_ATTACHEDDATAENTRY']._serialized_start=430
+  _globals['_CALLOFFER_ATTACHEDDATAENTRY']._serialized_end=481
+  _globals['_CALLERDIGITS']._serialized_start=483
+  _globals['_CALLERDIGITS']._serialized_end=513
+  _globals['_CALLERHANGUP']._serialized_start=515
+  _globals['_CALLERHANGUP']._serialized_end=529
+  _globals['_PLACECALLRESPONSE']._serialized_start=532
+  _globals['_PLACECALLRESPONSE']._serialized_end=1068
+  _globals['_CALLVOICEMAIL']._serialized_start=1070
+  _globals['_CALLVOICEMAIL']._serialized_end=1141
+  _globals['_CALLACCEPTED']._serialized_start=1143
+  _globals['_CALLACCEPTED']._serialized_end=1195
+  _globals['_IVRPROMPT']._serialized_start=1198
+  _globals['_IVRPROMPT']._serialized_end=1351
+  _globals['_CALLQUEUED']._serialized_start=1353
+  _globals['_CALLQUEUED']._serialized_end=1429
+  _globals['_CALLRINGING']._serialized_start=1431
+  _globals['_CALLRINGING']._serialized_end=1481
+  _globals['_CALLCONNECTED']._serialized_start=1483
+  _globals['_CALLCONNECTED']._serialized_end=1535
+  _globals['_CALLHELD']._serialized_start=1537
+  _globals['_CALLHELD']._serialized_end=1547
+  _globals['_CALLRETRIEVED']._serialized_start=1549
+  _globals['_CALLRETRIEVED']._serialized_end=1564
+  _globals['_CALLTRANSFERRED']._serialized_start=1566
+  _globals['_CALLTRANSFERRED']._serialized_end=1650
+  _globals['_CALLENDED']._serialized_start=1652
+  _globals['_CALLENDED']._serialized_end=1717
+  _globals['_TRUNKINGRESSSERVICE']._serialized_start=1719
+  _globals['_TRUNKINGRESSSERVICE']._serialized_end=1810
 # @@protoc_insertion_point(module_scope)

@@ -84,6 +84,7 @@ class CallOffer(_message.Message):
     TRUNK_GROUP_FIELD_NUMBER: _builtins.int
     ATTACHED_DATA_FIELD_NUMBER: _builtins.int
     DIAL_ID_FIELD_NUMBER: _builtins.int
+    BATCHED_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
     """The network's attempt id. An offer re-sent with the same key attaches to the call the
     first one created instead of creating another.
@@ -99,6 +100,12 @@ class CallOffer(_message.Message):
     """The callee of a site's dial-out (DialOutService) answered: this is that call (ANI: the
     callee's number). It skips the IVR and is served first in the callback's skill group.
     """
+    batched: _builtins.bool
+    """The caller takes its progress in batches: steps the site has for it at the same moment (the
+    acceptance and the first prompt; queued, ringing and connected) come in one message, the
+    first step in the message itself and the others, in order, in its `then`. Fewer messages
+    per call; off, one message per step.
+    """
     @_builtins.property
     def attached_data(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Context that travels with the call."""
@@ -113,10 +120,11 @@ class CallOffer(_message.Message):
         trunk_group: _builtins.str = ...,
         attached_data: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         dial_id: _builtins.str = ...,
+        batched: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ani", b"ani", "attached_data", b"attached_data", "call_id", b"call_id", "dial_id", b"dial_id", "dnis", b"dnis", "idempotency_key", b"idempotency_key", "trunk_group", b"trunk_group"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ani", b"ani", "attached_data", b"attached_data", "batched", b"batched", "call_id", b"call_id", "dial_id", b"dial_id", "dnis", b"dnis", "idempotency_key", b"idempotency_key", "trunk_group", b"trunk_group"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -172,6 +180,7 @@ class PlaceCallResponse(_message.Message):
     TRANSFERRED_FIELD_NUMBER: _builtins.int
     ENDED_FIELD_NUMBER: _builtins.int
     VOICEMAIL_FIELD_NUMBER: _builtins.int
+    THEN_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
@@ -195,6 +204,12 @@ class PlaceCallResponse(_message.Message):
     def ended(self) -> Global___CallEnded: ...
     @_builtins.property
     def voicemail(self) -> Global___CallVoicemail: ...
+    @_builtins.property
+    def then(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlaceCallResponse]:
+        """A batched caller (CallOffer.batched): the steps that followed this one at once, in order,
+        each a whole message of its own (never with a `then` of its own).
+        """
+
     def __init__(
         self,
         *,
@@ -210,10 +225,11 @@ class PlaceCallResponse(_message.Message):
         transferred: Global___CallTransferred | None = ...,
         ended: Global___CallEnded | None = ...,
         voicemail: Global___CallVoicemail | None = ...,
+        then: _abc.Iterable[Global___PlaceCallResponse] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "at", b"at", "connected", b"connected", "ended", b"ended", "held", b"held", "progress", b"progress", "prompt", b"prompt", "queued", b"queued", "retrieved", b"retrieved", "ringing", b"ringing", "transferred", b"transferred", "voicemail", b"voicemail"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "at", b"at", "call_id", b"call_id", "connected", b"connected", "ended", b"ended", "held", b"held", "progress", b"progress", "prompt", b"prompt", "queued", b"queued", "retrieved", b"retrieved", "ringing", b"ringing", "transferred", b"transferred", "voicemail", b"voicemail"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "at", b"at", "call_id", b"call_id", "connected", b"connected", "ended", b"ended", "held", b"held", "progress", b"progress", "prompt", b"prompt", "queued", b"queued", "retrieved", b"retrieved", "ringing", b"ringing", "then", b"then", "transferred", b"transferred", "voicemail", b"voicemail"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_progress: _TypeAlias = _typing.Literal["accepted", "prompt", "queued", "ringing", "connected", "held", "retrieved", "transferred", "ended", "voicemail"]  # noqa: Y015
     _WhichOneofArgType_progress: _TypeAlias = _typing.Literal["progress", b"progress"]  # noqa: Y015
