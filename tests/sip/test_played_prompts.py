@@ -8,8 +8,8 @@ import wave
 from pathlib import Path
 
 from site_node.media.prompts import PromptSpec, played_path
-from tests.sip.audio import _ALAW
 from tools.province.prompts import build_prompt
+from tools.province.rtp_ear import ALAW
 
 
 def _alaw_samples(path: Path) -> bytes:
@@ -32,7 +32,7 @@ def test_every_prompt_gets_its_alaw_copy_with_the_same_audio(tmp_path: Path) -> 
     alaw = _alaw_samples(played_path(first))
     assert len(alaw) == len(pcm)
     # Decoded, each A-law sample is its 16-bit sample to within G.711's step at that level.
-    assert all(abs(_ALAW[b] - s) <= max(16, abs(s) // 16) for b, s in zip(alaw, pcm, strict=True))
+    assert all(abs(ALAW[b] - s) <= max(16, abs(s) // 16) for b, s in zip(alaw, pcm, strict=True))
     # A new folder takes both files from the cache; an up-to-date one missing its copy gets it.
     second = tmp_path / "b" / "t-menu.wav"
     assert build_prompt(spec, second, cache)
