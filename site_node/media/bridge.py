@@ -37,6 +37,10 @@ GST = "gst-launch-1.0"
 SYSTEM_PYTHON = "/usr/bin/python3"
 MIXER_HOST = Path(__file__).with_name("mixer_host.py")
 STOP_GRACE_S = 2.0
+# How long the live mixer may take to say it listens (a Python and GStreamer start, on a busy
+# machine); gst-launch has no such line, so only a refusal within GST_REFUSAL_S is seen there.
+READY_S = 30.0
+GST_REFUSAL_S = 0.3
 # The jitter buffer of each input, and the mixer's own latency (ms): small, a supervisor talks live.
 JITTER_MS = 60
 MIX_LATENCY_MS = 40
@@ -95,7 +99,9 @@ def live_mixing() -> bool:
 
 def _input(leg: Leg, host: str) -> list[str]:
     return [
-        "udpsrc", f"address={host}", f"port={leg.listen}", f"caps={_RTP_CAPS}", "!",
+        # reuse=false: a port another process holds is an error at start, not a voice split
+        # between two sockets (udpsrc's default shares the port).
+        "udpsrc", f"address={host}", f"port={leg.listen}", "reuse=false", f"caps={_RTP_CAPS}", "!",
         "rtpjitterbuffer", f"latency={JITTER_MS}", "!", "rtppcmadepay", "!", "alawdec", "!",
         "audioconvert", "!", "audioresample", "!", "audio/x-raw,format=S16LE,rate=8000,channels=1", "!",
         "tee", f"name=in_{leg.name}",
@@ -206,15 +212,18 @@ class MixBridge:
             self._proc = await asyncio.create_subprocess_exec(
                 *_die_with_parent(), *command,
                 stdin=asyncio.subprocess.PIPE if self.live else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL if self.live else out, stderr=out,
+                stdout=asyncio.subprocess.PIPE if self.live else out, stderr=out,
             )  # fmt: skip
         self.hears = {k: list(v) for k, v in hears.items()}
         self.starts += 1
         proc = self._proc
-        # A description GStreamer refuses ends the process at once: say so instead of a silent call.
-        with contextlib.suppress(TimeoutError):
-            code = await asyncio.wait_for(proc.wait(), 0.3)
-            raise BridgeError(f"the mixing bridge exited at once ({code}; log: {self.log_path})")
+        if self.live:
+            await self._until_ready(proc)
+        else:
+            # A description GStreamer refuses ends the process at once: say so, not a silent call.
+            with contextlib.suppress(TimeoutError):
+                code = await asyncio.wait_for(proc.wait(), GST_REFUSAL_S)
+                raise BridgeError(f"the mixing bridge exited at once ({code}; log: {self.log_path})")
         self._watch = asyncio.get_running_loop().create_task(self._follow(proc), name=f"bridge-{self.name}")
         log.info("bridge %s: pid %s, %s", self.name, proc.pid, self.hears)
 
@@ -246,7 +255,22 @@ class MixBridge:
         self.legs = list(legs)
         await self.start(hears)
 
+    async def _until_ready(self, proc: asyncio.subprocess.Process) -> None:
+        """The live mixer's `ready` (every port bound), or a BridgeError with the process ended."""
+        assert proc.stdout is not None
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), READY_S)
+        except TimeoutError:
+            line = b""
+        if line.strip() != b"ready":
+            await self._end_process()
+            raise BridgeError(f"the mixing bridge did not start ({line!r}; log: {self.log_path})")
+
     async def _follow(self, proc: asyncio.subprocess.Process) -> None:
+        if proc.stdout is not None:
+            # The live mixer's answers are read, so its pipe never fills and blocks the mix.
+            while await proc.stdout.readline():
+                pass
         code = await proc.wait()
         if self._stopping or proc is not self._proc:
             return

@@ -1,7 +1,8 @@
 """The live mixing bridge's process (site_node/media/bridge.py): a GStreamer pipeline made from its
 description (argv, the same tokens gst-launch-1.0 takes) whose mix changes while it runs: each line
 on stdin sets one element's property, `<element> <property> <value>` (a `volume` element's volume,
-a `valve`'s drop), answered `ok <line>` on stdout. So a change of who hears whom costs no restart.
+a `valve`'s drop), answered `ok <line>` on stdout (after a first `ready` once every port is
+bound). So a change of who hears whom costs no restart.
 
 Run by the system's Python with Debian's PyGObject (python3-gi, gir1.2-gstreamer-1.0), not by the
 project's virtualenv, and standalone (no project imports). It exits when stdin closes, on SIGTERM,
@@ -58,6 +59,9 @@ def main(argv: list[str]) -> int:
     if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
         print("error: the pipeline did not start", file=sys.stderr, flush=True)
         return 1
+    # Every udpsrc is bound by now (NULL -> READY binds): the bridge waits for this line, so a
+    # port it cannot listen on is an error at start however slow the machine is.
+    print("ready", flush=True)
     loop.run()
     pipeline.set_state(Gst.State.NULL)
     return status[0]

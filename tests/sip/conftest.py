@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from site_node.app import SiteNode
+from site_node.media import ports
 from site_node.sip.registrar import ha1
 from tests.integration.support import password_hash
 from tools.province.etcd_server import EtcdServer
@@ -32,6 +33,18 @@ PHONE_PASSWORD = "4321"
 def rtp_base() -> int:
     # Disjoint RTP ranges for test sessions that run side by side on one machine.
     return 40000 + (os.getpid() % 40) * 500
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _bridge_ports_of_this_worker() -> None:
+    """Side-by-side xdist workers take bridges' ports from disjoint halves of the default range
+    (each process's pool only knows its own bridges)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw") and worker[2:].isdigit():
+        low, high = ports.DEFAULT_RANGE
+        half = (high - low + 1) // 2
+        start = low + (int(worker[2:]) % 2) * half
+        ports.use_range(start, start + half - 1)
 
 
 @pytest.fixture(scope="session")
