@@ -81,7 +81,7 @@ def test_too_many_agents_for_six_digit_codes(shared_hash: str) -> None:
         generate([SiteSpec("gz", "gz", 10, {"general": 90 * 99 + 900 * 999 + 1})], shared_hash)
 
 
-@pytest.mark.parametrize("code", ["123", "123456789", "12a4", " 1234", "1234\n", "１２３４"])
+@pytest.mark.parametrize("code", ["123", "123456789", "12a4", " 1234", "1234\n", "\uff11\uff12\uff13\uff14"])
 def test_bad_agent_codes_are_refused_naming_the_rule(shared_hash: str, code: str) -> None:
     raw = generate(SITES, shared_hash)
     raw["sites"][0]["agents"][0]["code"] = code

@@ -404,7 +404,9 @@ async def scale(
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"load_average_before": os.getloadavg()}
     if central:
-        out["central"] = await central_scale(progress=progress, cities=cities, agents_per_city=agents_per_city)
+        out["central"] = await central_scale(
+            progress=progress, cities=cities, agents_per_city=agents_per_city
+        )
     if site:
         out["site"] = await site_scale(progress=progress)
     out["load_average"] = os.getloadavg()
