@@ -47,7 +47,7 @@ from vcc.config import ProvinceConfig
 from vcc.errors import VccError
 from vcc.membership import central_leader_key
 from vcc.metrics import CLIENT_INTERCEPTORS, Metrics, MetricsServer
-from vcc.person_assertion import PersonGate
+from vcc.person_assertion import PersonGate, Revocations
 from vcc.rpc import Server
 from vcc.server_edge import server_interceptors
 from vcc.shutdown import Stopping
@@ -112,6 +112,8 @@ class CentralApp:
         self.live_state: LiveState | None = None
         self.router: Router | None = None
         self._router_task: asyncio.Task[None] | None = None
+        self._revocations_task: asyncio.Task[None] | None = None
+        self.revocations: audit.RevocationFeed | None = None
         self.dashboard: Dashboard | None = None
         self.flows: FlowStore | None = None
         self.flow_publisher: FlowPublisher | None = None
@@ -179,6 +181,11 @@ class CentralApp:
         files = central_tls(self.config, self.replica_id)
         site_ids = [s.id for s in self.config.sites]
         self.audit = audit.AuditLog(self.engine)
+        # Agents whose sessions ended: their sites' person assertions are refused from then on.
+        self.revocations = audit.RevocationFeed(self.audit, Revocations())
+        with contextlib.suppress(Exception):  # (logged by the task's first round, which tries again)
+            await self.revocations.refresh()
+        self._revocations_task = asyncio.create_task(self.revocations.run(), name="central-revocations")
         self.pins = CustomerPins(self.engine, self.store, self.audit)
         ivr = IvrService(
             self.flows,
@@ -199,7 +206,7 @@ class CentralApp:
         )
         central_pb2_grpc.add_CentralServiceServicer_to_server(service, self.server.grpc)
         audit_pb2_grpc.add_AuditServiceServicer_to_server(
-            audit.AuditService(self.audit, site_ids), self.server.grpc
+            audit.AuditService(self.audit, site_ids, revocations=self.revocations), self.server.grpc
         )
         ivr_pb2_grpc.add_IvrServiceServicer_to_server(ivr, self.server.grpc)
         # The index of the sites' call recordings.
@@ -250,7 +257,10 @@ class CentralApp:
             live = self.live_state
             return live is not None and code in live.site(site_id, time.time()).presence
 
-        return PersonGate(files.ca, roles, roster_agent=roster_agent)
+        assert self.revocations is not None
+        return PersonGate(
+            files.ca, roles, roster_agent=roster_agent, revocations=self.revocations.revocations
+        )
 
     @property
     def metrics_url(self) -> str:
@@ -384,6 +394,9 @@ class CentralApp:
         if self._watch_task is not None:
             await stop.tasks("sites watch", [self._watch_task], STEP_S)
             self._watch_task = None
+        if self._revocations_task is not None:
+            await stop.tasks("person revocations", [self._revocations_task], STEP_S)
+            self._revocations_task = None
         await stop.tasks("IVR republishing", list(self._republish_tasks), STEP_S)
         if self.flow_publisher is not None:
             await stop.step("IVR publisher", self.flow_publisher.close(), STEP_S)

@@ -7,6 +7,7 @@ authorization table, `record_denied`). Nothing here updates or deletes a row.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -23,13 +24,17 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from central.db.models import AuditLogEntry, Base
 from central.store import _is_transient
+from vcc import person_assertion
 from vcc.authz import Identity, require_site
 from vcc.errors import InvalidArgument
+from vcc.person_assertion import ACTING, Revocations
 from vcc.rpc import maps_errors, timestamp, unix_s
 from vcc.v1 import audit_pb2, audit_pb2_grpc
 
 log = logging.getLogger(__name__)
 
+# How often each replica reads the revocations the others took (its own take effect at once).
+REVOCATIONS_REFRESH_S = 1.0
 SERVICE_NAME = "vcc.v1.AuditService"
 MAX_BATCH = 500
 MAX_PAGE = 1000
@@ -150,6 +155,27 @@ class AuditLog:
             for r in rows
         ]
 
+    async def revocations(self, since: float) -> Sequence[AuditEntry]:
+        """The sites' entries since `since` that revoke an agent's person assertions."""
+        query = sa.select(_TABLE).where(
+            _TABLE.c.at >= since, _TABLE.c.action.in_(sorted(person_assertion.REVOKING_ACTIONS))
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [
+            AuditEntry(
+                at=r["at"],
+                actor=r["actor"],
+                action=r["action"],
+                target=r["target"],
+                site_id=r["site_id"],
+                detail=json.loads(r["detail"] or "{}"),
+                entry_id=r["entry_id"],
+            )
+            for r in rows
+            if r["site_id"]
+        ]
+
     async def record(self, entry: AuditEntry) -> None:
         """Append one of central's own entries; a failure is logged, never raised (an audit that
         cannot be written must not stop what it records)."""
@@ -159,10 +185,13 @@ class AuditLog:
             log.error("audit: could not record %s %s: %s", entry.actor, entry.action, exc)
 
     async def record_denied(self, method: str, who: Identity | None, peer: str, reason: str) -> None:
-        """The authorization table refused a certificate (central's interceptor hook)."""
+        """The authorization table refused a certificate, or a handler refused what a call named
+        (central's interceptor hook); a call made for a person names the person, then the certificate."""
+        person = ACTING.get()
+        actor = str(who) if who is not None else "unknown"
         entry = AuditEntry(
             at=time.time(),
-            actor=str(who) if who is not None else "unknown",
+            actor=f"{person} via {actor}" if person is not None else actor,
             action="permission-denied",
             target=method,
             source=peer,
@@ -177,10 +206,43 @@ async def _count(conn: Any, entry_ids: list[str]) -> int:
     return int((await conn.execute(query)).scalar_one())
 
 
+class RevocationFeed:
+    """The agents whose person assertions central refuses (vcc.person_assertion.Revocations), from
+    the sites' audit entries: those this replica takes at once, the others' from the database (every
+    REVOCATIONS_REFRESH_S, and at start: a new leader or a follower knows them too)."""
+
+    def __init__(self, log_: AuditLog, revocations: Revocations) -> None:
+        self._log = log_
+        self.revocations = revocations
+
+    def note(self, entries: Sequence[AuditEntry]) -> None:
+        for e in entries:
+            agent = person_assertion.revoked_agent(e.action, e.target, e.detail)
+            if agent and e.site_id:
+                self.revocations.note(e.site_id, agent, e.at)
+
+    async def refresh(self) -> None:
+        # The sites' clocks may be behind central's: a skew more than the assertions allow.
+        since = time.time() - person_assertion.REVOCATION_KEPT_S - person_assertion.SKEW_S
+        self.note(await self._log.revocations(since))
+        self.revocations.prune()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception as exc:  # the database away: the next round tries again
+                log.warning("person revocations not read: %s", exc)
+            await asyncio.sleep(REVOCATIONS_REFRESH_S)
+
+
 class AuditService(audit_pb2_grpc.AuditServiceServicer):
-    def __init__(self, log_: AuditLog, site_ids: Sequence[str]) -> None:
+    def __init__(
+        self, log_: AuditLog, site_ids: Sequence[str], *, revocations: RevocationFeed | None = None
+    ) -> None:
         self._log = log_
         self._sites = frozenset(site_ids)
+        self._revocations = revocations
 
     @maps_errors
     async def RecordAudit(
@@ -193,6 +255,9 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
         await require_site(context, request.site_id)
         entries = [entry_from_proto(e, request.site_id) for e in request.entries]
         stored = await self._log.append(entries)
+        if self._revocations is not None:
+            # Before the site hears back: a logout that waited for this is refused everywhere now.
+            self._revocations.note(entries)
         return audit_pb2.RecordAuditResponse(stored=stored, duplicates=len(entries) - stored)
 
     @maps_errors

@@ -25,6 +25,9 @@ command -v kamailio >/dev/null 2>&1 || need+=(kamailio)
 command -v gst-launch-1.0 >/dev/null 2>&1 || need+=(gstreamer1.0-tools)
 [ -e /usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstaudiomixer.so ] || need+=(gstreamer1.0-plugins-base)
 [ -e /usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstrtp.so ] || need+=(gstreamer1.0-plugins-good)
+# The bridge's live mixer (site_node/media/mixer_host.py) runs on the system's Python with PyGObject.
+[ -e /usr/lib/python3/dist-packages/gi/__init__.py ] || need+=(python3-gi)
+[ -e /usr/lib/x86_64-linux-gnu/girepository-1.0/Gst-1.0.typelib ] || need+=(gir1.2-gstreamer-1.0)
 
 # promtool, for the alert rules' own tests (tests/ops/test_deploy.py): taken out of Debian's
 # prometheus package without installing it (installing would start a Prometheus server).

@@ -7,6 +7,7 @@ import logging
 import time
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from site_node.audit import SiteAudit
 from site_node.call_tracer import CallTracer, ShipTracing
@@ -30,17 +31,20 @@ from site_node.links.leader_watch import LeaderWatch
 from site_node.links.membership import Membership
 from site_node.links.province_agents import ProvinceAgents
 from site_node.links.recording_index import RecordingIndexShipper
+from site_node.media import ports as bridge_ports
 from site_node.media.control import MediaControl
 from site_node.media.dtmf import DtmfListener
 from site_node.media.engine import MediaEngine
 from site_node.media.prompts import prompt_path, site_prompts
 from site_node.message_store import MessageStore, messages_path
 from site_node.metrics import ShipperFigures, SiteCollector
+from site_node.person_revocation import PersonRevocation
 from site_node.records.open_items import restore_open_items
 from site_node.records.outbox import Outbox
 from site_node.records.shipper import Shipper
 from site_node.roster import Roster, RosterStore, overlay_path
 from site_node.runtime import SiteRuntime
+from site_node.sip.bridging import CallBridges
 from site_node.sip.consults import ConsultVoice
 from site_node.sip.phones import AgentPhones
 from site_node.sip.recorder import CallRecorder
@@ -118,6 +122,10 @@ class SiteNode:
         self._tasks: list[asyncio.Task[None]] = []
         # The steps of the last stop() that missed their deadline (vcc.shutdown).
         self.stop_overruns: list[str] = []
+        # ... and those that failed (a part that raised while stopping).
+        self.stop_failures: list[str] = []
+        # The gRPC server listens (start() got that far): stop() says NOT_SERVING first.
+        self._serving = False
         self.desk: DeskServer | None = None
         self.roster: Roster | None = None
         self.desktop_url = ""
@@ -128,6 +136,7 @@ class SiteNode:
         self.supervisor_media: SupervisorMedia | None = None
         # The voice of consultations and conferences with other cities (phones and ties both).
         self.consult_voice: ConsultVoice | None = None
+        self.bridges: CallBridges | None = None
         self.registrar: Registrar | None = None
         self.media: MediaEngine | None = None
         self.dtmf: DtmfListener | None = None
@@ -195,6 +204,9 @@ class SiteNode:
         self.audit = AuditSink(site.id, self.leader.address, store=AuditStore(audit_path(outbox_path)))
         self.audit_journal = SiteAudit(site.id, sink=self.audit)
         self.runtime.audit = self.audit_journal.record
+        # An agent's person assertions die with its session: central hears of every logout at once.
+        self.person_revocation = PersonRevocation(site.id, self.audit_journal)
+        self.runtime.agent_listeners.append(self.person_revocation.to_agent)
         # The site's signed word of who acts, on calls made for a person (central's service desk).
         self.person_signer = PersonSigner(self.tls, site.id) if self.tls else None
         self.desktop = AgentDesktop(
@@ -223,6 +235,7 @@ class SiteNode:
         self.peer = SitePeer(self.runtime)
         peer_pb2_grpc.add_SitePeerServiceServicer_to_server(self.peer, self.server.grpc)
         port = await self.server.start(site.listen)
+        self._serving = True
         self.address = f"{site.listen.rsplit(':', 1)[0]}:{port}"
         self.shipper = Shipper(
             self.outbox,
@@ -320,6 +333,8 @@ class SiteNode:
         assert sip is not None
         self.dtmf = DtmfListener(self._digit)
         dtmf_dest = await self.dtmf.open(sip.media.interface)
+        # The bridges' legs come from the site's own range, never from rtpengine's.
+        bridge_ports.use_range(sip.media.bridge_min, sip.media.port_max, sip.media.interface)
         # Beside the outbox: the run folder of a cluster, the test's folder in tests.
         beside = Path(self.site.outbox_path or ".").parent
         self.recordings_dir = (
@@ -369,16 +384,17 @@ class SiteNode:
             self.runtime.agent_listeners.append(self.phones.to_agent)
             if self.ties is not None:
                 self.ties.on_media = self.phones.media_ready
-            self.supervisor_media = SupervisorMedia(self.sip, self.phones, beside)
+            # One mixing bridge per call, shared by its consultation and its supervision.
+            self.bridges = CallBridges(self.sip, self.phones, beside)
+            self.sip.bridged = self.bridges.bridged
+            self.sip.bridge_ended = self.bridges.call_ended
+            self.supervisor_media = SupervisorMedia(self.sip, self.phones, self.bridges)
             self.runtime.media = self.supervisor_media.handle
             self.runtime.agent_listeners.append(self.supervisor_media.to_agent)
             # Consultations with voice: with a colleague here, and over the tie trunk when any.
-            self.consult_voice = ConsultVoice(self.sip, self.ties, self.phones, beside)
+            self.consult_voice = ConsultVoice(self.sip, self.ties, self.phones, self.bridges)
             if self.ties is not None:
                 self.ties.consults = self.consult_voice
-            self.sip.bridged = self.consult_voice.bridged
-            supervised = self.supervisor_media.calls
-            self.consult_voice.supervised = lambda call_id: call_id in supervised
             self.runtime.agent_listeners.append(self.consult_voice.to_agent)
 
     def _digit(self, sip_call_id: str, digit: str) -> None:
@@ -406,23 +422,34 @@ class SiteNode:
             agents=agents,
         )
 
+    def _built(self, name: str) -> Any:
+        """The part `name` once start() built it, else None (a start that failed half-way)."""
+        return vars(self).get(name)
+
     async def stop(self) -> None:
         """Graceful stop: NOT_SERVING, calls end with records kept, outbox drained (bounded).
 
         Every step has a deadline (vcc.shutdown): a stuck part is cancelled and left behind with a
-        warning, and the steps after it (the outbox's last commit above all) still run."""
+        warning, and the steps after it (the outbox's last commit above all) still run. After a
+        start that failed half-way it stops each part that start built, and no other."""
         log.info("site %s stopping", self.site.id)
         stop = Stopping(f"site {self.site.id}")
-        await stop.step("health NOT_SERVING", self.server.set_serving(False), STEP_S)
-        self.dial_outs.close()
+        part = self._built
+        if self._serving:
+            await stop.step("health NOT_SERVING", self.server.set_serving(False), STEP_S)
+        if part("dial_outs") is not None:
+            self.dial_outs.close()
         if self.desk is not None:
             await stop.step("desk server", self.desk.stop(), WEB_STOP_S)
-        # The calls end here (their records go to the outbox): ample time, a busy loop is slow.
-        await stop.step("calls ended", self.runtime.close(), CALLS_STOP_S)
+        if part("runtime") is not None:
+            # The calls end here (their records go to the outbox): ample time, a busy loop is slow.
+            await stop.step("calls ended", self.runtime.close(), CALLS_STOP_S)
         if self.supervisor_media is not None:
-            await stop.step("supervision's bridges", self.supervisor_media.close(), STEP_S)
+            await stop.step("supervision's voice", self.supervisor_media.close(), STEP_S)
         if self.consult_voice is not None:
-            await stop.step("consultations' bridges", self.consult_voice.close(), STEP_S)
+            await stop.step("consultations' voice", self.consult_voice.close(), STEP_S)
+        if self.bridges is not None:
+            await stop.step("calls' bridges", self.bridges.close(), STEP_S)
         if self.phones is not None:
             await stop.step("agents' phones", self.phones.close(), STEP_S)
         if self.ties is not None:
@@ -435,25 +462,34 @@ class SiteNode:
             await stop.step("media engine", self.media.stop(), MEDIA_STOP_S)
         if self.dtmf is not None:
             self.dtmf.close()
-        await stop.step("gRPC server", self.server.stop(grace_s=1.0), 1.0 + STEP_S)
-        await stop.step(
-            "outbox drained", self.shipper.stop(drain_s=DRAIN_ON_STOP_S), DRAIN_ON_STOP_S + STEP_S
-        )
-        await stop.step("audit sink", self.audit.close(drain_s=1.0), 1.0 + STEP_S)
+        if part("server") is not None:
+            await stop.step("gRPC server", self.server.stop(grace_s=1.0), 1.0 + STEP_S)
+        if part("shipper") is not None:
+            await stop.step(
+                "outbox drained", self.shipper.stop(drain_s=DRAIN_ON_STOP_S), DRAIN_ON_STOP_S + STEP_S
+            )
+        if part("audit") is not None:
+            await stop.step("audit sink", self.audit.close(drain_s=1.0), 1.0 + STEP_S)
         if self.recording_index is not None:
             await stop.step("recording index", self.recording_index.close(drain_s=1.0), 1.0 + STEP_S)
-        await stop.step("etcd membership", self.membership.close(), ETCD_STOP_S)
+        if part("membership") is not None:
+            await stop.step("etcd membership", self.membership.close(), ETCD_STOP_S)
         # The background tasks end before the channels they use are closed.
         await stop.tasks("background tasks", self._tasks, STEP_S)
-        await stop.step("peer links", self.peer_links.close(), STEP_S)
-        await stop.step("central link", self.central_link.close(), STEP_S)
-        await stop.step("customer link", self.customers.close(), STEP_S)
-        if self.metrics_server is not None:
+        if part("peer_links") is not None:
+            await stop.step("peer links", self.peer_links.close(), STEP_S)
+        if part("central_link") is not None:
+            await stop.step("central link", self.central_link.close(), STEP_S)
+        if part("customers") is not None:
+            await stop.step("customer link", self.customers.close(), STEP_S)
+        if self.metrics_server is not None and self.metrics_server.port:
             await stop.step("metrics server", self.metrics_server.stop(), STEP_S)
-        await stop.step("outbox closed", self.outbox.close(), OUTBOX_CLOSE_S)
+        if part("outbox") is not None:
+            await stop.step("outbox closed", self.outbox.close(), OUTBOX_CLOSE_S)
         # The last spans (the shutdown's) are flushed off the loop.
         await stop.step("traces flushed", asyncio.to_thread(self.tracing.shutdown), TRACE_FLUSH_S)
         self.stop_overruns = stop.overrun
+        self.stop_failures = stop.failed
         log.info("site %s stopped in %.1fs", self.site.id, stop.took_s())
 
 

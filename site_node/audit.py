@@ -59,6 +59,11 @@ class SiteAudit:
         finally:
             self._origin = before
 
+    async def delivered(self, timeout_s: float) -> bool:
+        """Whether central took every entry recorded so far (True without a sink: nothing to wait for)."""
+        wait = getattr(self.sink, "delivered", None)
+        return True if wait is None else bool(await wait(timeout_s))
+
     def record(self, entry: Audit, origin: str = "") -> None:
         origin = origin or self._origin
         if origin and not entry.origin:

@@ -19,6 +19,9 @@ from vcc.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
+# Exit status when the site cannot start (its port taken, its outbox folder unwritable...).
+EXIT_CANNOT_START = 1
+
 
 async def serve(config_path: str, site_id: str, metrics_listen: str | None = None) -> None:
     log.info("event loop: %s", eventloop.in_use())
@@ -35,7 +38,13 @@ async def serve(config_path: str, site_id: str, metrics_listen: str | None = Non
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await node.start()
+        try:
+            await node.start()
+        except Exception as exc:
+            # A port taken, a folder it cannot write...: one readable line, the parts it had
+            # started stopped (finally), and the exit status says it (as central's does).
+            log.error("site %s cannot start: %s", site_id, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+            raise SystemExit(EXIT_CANNOT_START) from None
         notifier.ready(f"serving on {node.address}")
         await stop.wait()
         log.info("stopping on signal")

@@ -17,6 +17,7 @@ import typer
 
 from tools.admin import servicedesk
 from tools.admin.certs import certs_app
+from tools.admin.etcd import etcd_app
 from tools.admin.ivr import ivr_app
 from tools.admin.roster import roster_app
 from tools.bench.cli import bench_app
@@ -40,6 +41,7 @@ app.add_typer(roster_app, name="roster")
 # The service desk: vcc customers|tickets|kb|history.
 servicedesk.register(app)
 app.add_typer(certs_app, name="certs")
+app.add_typer(etcd_app, name="etcd")
 prompts_app = typer.Typer(help="The IVR's audio, made offline from text.", no_args_is_help=True)
 app.add_typer(prompts_app, name="prompts")
 

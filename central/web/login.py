@@ -12,6 +12,7 @@ hash), each attempt in central's audit log.
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,11 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from central.audit import AuditEntry
 from central.db.models import Base
-from central.db.session_models import DashboardSession
+from central.db.session_models import DashboardLoginGuard, DashboardSession
 from vcc import people
 from vcc.config import OperatorConfig
 from vcc.errors import InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated
-from vcc.login_guard import LoginGuard, LoginPolicy
+from vcc.login_guard import Lockout, LoginGuard, LoginPolicy, count_failure, limits
 from vcc.passwords import decoy_hash, password_matches
 
 IDLE_S = 30 * 60.0
@@ -132,6 +133,92 @@ class DatabaseBook:
             )
 
 
+class Guard(Protocol):
+    """Failed logins per user name and per source (vcc.login_guard's policy)."""
+
+    policy: LoginPolicy
+
+    async def refusal(self, now: float, login: str, host: str) -> str: ...
+    async def failed(self, now: float, login: str, host: str) -> list[Lockout]: ...
+    async def succeeded(self, login: str) -> None: ...
+    async def sweep(self, now: float) -> None: ...
+
+
+class MemoryGuard:
+    """This process's memory (unit tests without a database)."""
+
+    def __init__(self, policy: LoginPolicy) -> None:
+        self.policy = policy
+        self._guard = LoginGuard(policy)
+
+    async def refusal(self, now: float, login: str, host: str) -> str:
+        return self._guard.refusal(now, login, host)
+
+    async def failed(self, now: float, login: str, host: str) -> list[Lockout]:
+        return self._guard.failed(now, login, host)
+
+    async def succeeded(self, login: str) -> None:
+        self._guard.succeeded(login)
+
+    async def sweep(self, now: float) -> None:
+        return None
+
+
+_GUARD = Base.metadata.tables[DashboardLoginGuard.__tablename__]
+
+
+class DatabaseGuard:
+    """Central's database: every replica counts the same failures, a leader change forgives none."""
+
+    def __init__(self, engine: AsyncEngine, policy: LoginPolicy) -> None:
+        self._engine = engine
+        self.policy = policy
+
+    async def refusal(self, now: float, login: str, host: str) -> str:
+        query = sa.select(_GUARD.c.kind).where(
+            _GUARD.c.locked_until > now,
+            sa.or_(
+                sa.and_(_GUARD.c.kind == "code", _GUARD.c.key == login),
+                sa.and_(_GUARD.c.kind == "source", _GUARD.c.key == host),
+            ),
+        )
+        async with self._engine.connect() as conn:
+            kinds = set((await conn.execute(query)).scalars())
+        return "code-locked" if "code" in kinds else "source-locked" if "source" in kinds else ""
+
+    async def failed(self, now: float, login: str, host: str) -> list[Lockout]:
+        out = []
+        async with self._engine.begin() as conn:
+            for kind, key in (("code", login), ("source", host)):
+                where = sa.and_(_GUARD.c.kind == kind, _GUARD.c.key == key)
+                row = (await conn.execute(sa.select(_GUARD).where(where).with_for_update())).first()
+                before: tuple[float, ...] = tuple(json.loads(row.failures)) if row is not None else ()
+                failures, until, locked = count_failure(
+                    self.policy, kind, before, row.locked_until if row is not None else 0.0, now
+                )
+                values = {"failures": json.dumps(failures), "locked_until": until, "changed_at": now}
+                if row is None:
+                    await conn.execute(_GUARD.insert().values(kind=kind, key=key, **values))
+                else:
+                    await conn.execute(_GUARD.update().where(where).values(**values))
+                if locked:
+                    out.append(Lockout(kind, key, until))
+        return out
+
+    async def succeeded(self, login: str) -> None:
+        """The right password forgives the name's failures (asked only when it is not locked)."""
+        async with self._engine.begin() as conn:
+            await conn.execute(_GUARD.delete().where(_GUARD.c.kind == "code", _GUARD.c.key == login))
+
+    async def sweep(self, now: float) -> None:
+        """Rows whose failures are all out of their window and whose lockout is over."""
+        longest = max(max(limits(self.policy, k)[1:]) for k in ("code", "source"))
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                _GUARD.delete().where(_GUARD.c.changed_at < now - longest, _GUARD.c.locked_until <= now)
+            )
+
+
 class OperatorSessions:
     def __init__(
         self,
@@ -149,7 +236,9 @@ class OperatorSessions:
         self.idle_s = idle_s
         self.max_s = max_s
         self._clock = clock
-        self.guard = LoginGuard(policy or LoginPolicy())
+        policy = policy or LoginPolicy()
+        # In the database with the sessions: a leader change keeps the failures and lockouts.
+        self.guard: Guard = DatabaseGuard(engine, policy) if engine is not None else MemoryGuard(policy)
         self._book: SessionBook = DatabaseBook(engine) if engine is not None else MemoryBook()
         self._swept_at = float("-inf")
 
@@ -174,7 +263,7 @@ class OperatorSessions:
             raise InvalidArgument("bad-password-format", f"password: 1 to {MAX_PASSWORD} characters")
         source = f"http:{host}"
         now = self._clock()
-        refusal = self.guard.refusal(now, login, host)
+        refusal = await self.guard.refusal(now, login, host)
         if refusal:
             await self._audit(login, "login-refused", source, "refused", reason=refusal)
             raise ResourceExhausted("too-many-attempts", "too many failed logins: try again later")
@@ -182,7 +271,7 @@ class OperatorSessions:
         matches = await password_matches(person.password_hash if person else decoy_hash(), password)
         if person is None or not matches:
             await self._audit(login, "dashboard-login-failed", source, "refused")
-            for lock in self.guard.failed(self._clock(), login, host):
+            for lock in await self.guard.failed(self._clock(), login, host):
                 await self._audit(
                     login,
                     "lockout",
@@ -193,7 +282,7 @@ class OperatorSessions:
                     until=f"{lock.until:.0f}",
                 )
             raise Unauthenticated(*BAD_CREDENTIALS)
-        self.guard.succeeded(login)
+        await self.guard.succeeded(login)
         if not people.may(people.DASHBOARD, person.role):
             await self._audit(login, "dashboard-login", source, "denied", role=person.role)
             raise PermissionDenied("not-an-operator", "your role may not see the dashboard")
@@ -235,3 +324,4 @@ class OperatorSessions:
             return
         self._swept_at = now
         await self._book.sweep(now - self.idle_s, now - self.max_s)
+        await self.guard.sweep(now)

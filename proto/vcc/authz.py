@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 from cryptography import x509
 
+from vcc.errors import ERROR_ID_KEY
 from vcc.person_assertion import ACTING, METADATA_KEY, AssertionRefused, PersonGate
 from vcc.tls import CENTRAL, DESKTOP, SITE, TOOL, TRUNK
 
@@ -174,10 +175,33 @@ def _identity_of_pem(pem: bytes) -> Identity | None:
     return None
 
 
+@functools.lru_cache(maxsize=1024)
+def _identity_of_uri(uri: bytes) -> Identity | None:
+    kind, _, name = uri.decode(errors="replace").removeprefix(URI_PREFIX).partition("/")
+    return Identity(kind, name) if kind and name and "/" not in name else None
+
+
+_URI_PREFIX_BYTES = URI_PREFIX.encode()
+SAN_PROPERTY = "x509_subject_alternative_name"
+
+
 def peer_identity(context: grpc.aio.ServicerContext[Any, Any]) -> Identity | None:
-    """The verified client certificate's identity; None on a plaintext server or without one."""
-    pems = list(context.auth_context().get("x509_pem_cert") or [])
-    return _identity_of_pem(bytes(pems[0])) if pems else None
+    """The verified client certificate's identity; None on a plaintext server or without one.
+
+    From the peer identities the handshake verified (the certificate's subject alternative names,
+    its SPIFFE URI among them): the same URI `_identity_of_pem` reads from the certificate, for a
+    twentieth of the cost of the whole auth context (which copies the certificate's PEM) per RPC.
+    """
+    values = context.peer_identities()
+    # Only the subject alternative names (without any, gRPC names the common name instead).
+    if not values or context.peer_identity_key() != SAN_PROPERTY:
+        return None
+    for value in values:
+        if value.startswith(_URI_PREFIX_BYTES):
+            who = _identity_of_uri(bytes(value))
+            if who is not None:
+                return who
+    return None
 
 
 def peer_description(context: grpc.aio.ServicerContext[Any, Any]) -> str:
@@ -193,7 +217,7 @@ async def require_site(context: grpc.aio.ServicerContext[Any, Any], site_id: str
     On a plaintext server (TLS not configured: in-process tests) there is no identity to check.
     """
     who = peer_identity(context)
-    if who is None and not context.auth_context().get("x509_pem_cert"):
+    if who is None and context.peer_identities() is None:
         return
     if who is None or who.kind != SITE or who.name != site_id:
         log.warning("site_id %r refused to %s (%s)", site_id, who, peer_description(context))
@@ -300,8 +324,22 @@ class Authorizer(grpc.aio.ServerInterceptor):
         """The admitted RPC has ended."""
         self._release(who)
 
+    async def refused_by_handler(
+        self, method: str, who: Identity, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        """A handler refused what the message says (a site speaking for another, a call naming
+        someone other than the acting person): audited like the table's refusals."""
+        if self._on_denied is None or context.code() != grpc.StatusCode.PERMISSION_DENIED:
+            return
+        error_id = str(dict(context.trailing_metadata() or ()).get(ERROR_ID_KEY, ""))
+        reason = f"refused by the handler: {error_id or 'permission-denied'}: {context.details()!s}"
+        result = self._on_denied(method, who, peer_description(context), reason)
+        if inspect.isawaitable(result):
+            await result
+
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
         admit, release = functools.partial(self._admit, method), self._release
+        refused = functools.partial(self.refused_by_handler, method)
         kinds = (
             ("unary_unary", grpc.unary_unary_rpc_method_handler),
             ("unary_stream", grpc.unary_stream_rpc_method_handler),
@@ -312,17 +350,21 @@ class Authorizer(grpc.aio.ServerInterceptor):
             inner = getattr(handler, attr)
             if inner is not None:
                 return make(
-                    _guarded(inner, admit, release),
+                    _guarded(inner, admit, release, refused),
                     request_deserializer=handler.request_deserializer,
                     response_serializer=handler.response_serializer,
                 )
         return handler
 
 
+Refused = Callable[[Identity, grpc.aio.ServicerContext[Any, Any]], Awaitable[None]]
+
+
 def _guarded(
     inner: Callable[..., Any],
     admit: Callable[[grpc.aio.ServicerContext[Any, Any]], Awaitable[Identity]],
     release: Callable[[Identity], None],
+    refused: Refused,
 ) -> Callable[..., Any]:
     # An async-generator handler stays one (grpc.aio iterates it); a coroutine stays a coroutine.
     if inspect.isasyncgenfunction(inner):
@@ -333,6 +375,9 @@ def _guarded(
             try:
                 async for item in items:
                     yield item
+            except grpc.aio.AbortError:
+                await refused(who, context)
+                raise
             finally:
                 # At once, as grpc.aio would close the handler itself (its cleanup frees a trunk).
                 await items.aclose()
@@ -344,6 +389,9 @@ def _guarded(
         who = await admit(context)
         try:
             return await inner(request, context)
+        except grpc.aio.AbortError:
+            await refused(who, context)
+            raise
         finally:
             release(who)
 

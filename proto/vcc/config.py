@@ -193,6 +193,12 @@ class MediaEngineConfig(_Strict):
     # The RTP port range of this site's rtpengine; sites on one host need disjoint ranges.
     port_min: int = Field(default=30000, ge=1024, le=65535)
     port_max: int = Field(default=30999, ge=1024, le=65535)
+    # The top `bridge_ports` of that range are the mixing bridges' (supervision, consultations;
+    # site_node/media/ports.py), the rest rtpengine's: the two never share a port.
+    bridge_ports: int = Field(default=100, ge=2, le=10000)
+    # rtpengine's worker threads (its own default on a 2-core host is 4; every RTP socket and
+    # the ng control socket are served by them).
+    threads: int = Field(default=4, ge=1, le=64)
     # How long one ng request may take before it is retried (bounded), then counted a failure.
     request_timeout_s: float = Field(default=1.0, gt=0, le=10)
     # A managed engine that dies is restarted at most this many times per `restart_window_s`.
@@ -204,9 +210,22 @@ class MediaEngineConfig(_Strict):
 
     @model_validator(mode="after")
     def _range(self) -> MediaEngineConfig:
-        if self.port_max - self.port_min < 3:
-            raise ValueError("port_max: must leave at least 4 ports above port_min")
+        if self.rtp_max - self.port_min < 3:
+            raise ValueError(
+                f"port_max: must leave rtpengine at least 4 ports above port_min "
+                f"(the top {self.bridge_ports} are the bridges')"
+            )
         return self
+
+    @property
+    def rtp_max(self) -> int:
+        """rtpengine's highest port."""
+        return self.port_max - self.bridge_ports
+
+    @property
+    def bridge_min(self) -> int:
+        """The bridges' lowest port (their highest is port_max)."""
+        return self.rtp_max + 1
 
 
 class SipConfig(_Strict):
@@ -435,9 +454,8 @@ class ProvinceConfig(_Strict):
         )
         sips = [s.sip for s in self.sites if s.sip is not None]
         _unique("sites.*.sip.listen", [x.listen for x in sips if not x.listen.endswith(":0")])
-        managed = sorted(
-            (x.media.interface, x.media.port_min, x.media.port_max) for x in sips if not x.media.ng
-        )
+        # Every site's range holds its bridges' ports, so a given engine's site keeps it too.
+        managed = sorted((x.media.interface, x.media.port_min, x.media.port_max) for x in sips)
         for a, b in itertools.pairwise(managed):
             if a[0] == b[0] and b[1] <= a[2]:
                 raise ValueError(

@@ -33,6 +33,25 @@ class Lockout:
     until: float
 
 
+def limits(policy: LoginPolicy, kind: str) -> tuple[int, float, float]:
+    """(failures, window, lockout) of a kind of key: "code" or "source"."""
+    if kind == "code":
+        return policy.code_failures, policy.code_window_s, policy.code_lockout_s
+    return policy.source_failures, policy.source_window_s, policy.source_lockout_s
+
+
+def count_failure(
+    policy: LoginPolicy, kind: str, failures: tuple[float, ...], locked_until: float, now: float
+) -> tuple[tuple[float, ...], float, bool]:
+    """One more failure of a key: its failures within the window after it, the end of its lockout,
+    and whether this failure started the lockout (the failures then start again)."""
+    limit, window, lock = limits(policy, kind)
+    kept = (*(t for t in failures if t > now - window), now)
+    if len(kept) >= limit and locked_until <= now:
+        return (), now + lock, True
+    return kept, locked_until, False
+
+
 class _Counter:
     """Failure times of one key within its window, and the end of its lockout."""
 
@@ -59,19 +78,14 @@ class LoginGuard:
 
     def failed(self, now: float, code: str, source: str) -> list[Lockout]:
         """Count a failed login; the lockouts it starts (each once)."""
-        p = self.policy
         out = []
-        for kind, table, key, limit, window, lock in (
-            ("code", self._codes, code, p.code_failures, p.code_window_s, p.code_lockout_s),
-            ("source", self._sources, source, p.source_failures, p.source_window_s, p.source_lockout_s),
-        ):
+        for kind, table, key in (("code", self._codes, code), ("source", self._sources, source)):
             counter = self._counter(table, key)
-            while counter.failures and counter.failures[0] <= now - window:
-                counter.failures.popleft()
-            counter.failures.append(now)
-            if len(counter.failures) >= limit and counter.locked_until <= now:
-                counter.locked_until = now + lock
-                counter.failures.clear()
+            failures, counter.locked_until, locked = count_failure(
+                self.policy, kind, tuple(counter.failures), counter.locked_until, now
+            )
+            counter.failures = deque(failures)
+            if locked:
                 out.append(Lockout(kind, key, counter.locked_until))
         return out
 

@@ -20,6 +20,7 @@ import functools
 import hashlib
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,12 +34,16 @@ from vcc.tls import DESKTOP, SITE, TlsFiles
 
 METADATA_KEY = "vcc-person"
 VERSION = "v1"
-# Short: the assertion is not revoked at logout, it only stops being renewed (a desktop server
-# renews it with GetAgent; the site's own calls sign one per call).
+# Short, and revoked besides when the agent's session ends (`Revocations`): a desktop server renews
+# it with GetAgent; the site's own calls sign one per call.
 TTL_S = 300.0
 # Clocks of the province's nodes may differ a little.
 SKEW_S = 30.0
 MAX_TOKEN_CHARS = 4096
+# Central's checked assertions kept (a desktop server's agents' current ones), and how often it
+# looks at the CA file again.
+SIGNED_CACHE = 10_000
+CA_RECHECK_S = 1.0
 
 
 class AssertionRefused(ValueError):
@@ -134,6 +139,22 @@ def _signer_of(cert_der: bytes, ca_pem: bytes) -> tuple[str, ec.EllipticCurvePub
 
 def verify(token: str, ca_pem: bytes, now: float) -> PersonClaim:
     """The claim of a well-signed, current assertion; AssertionRefused otherwise."""
+    signed = _signed_claim(token, ca_pem)
+    _check_times(signed, now)
+    return signed.claim
+
+
+@dataclass(frozen=True)
+class _Signed:
+    """A claim whose signature and certificate were checked, and the certificate's validity."""
+
+    claim: PersonClaim
+    valid_from: float
+    valid_until: float
+
+
+def _signed_claim(token: str, ca_pem: bytes) -> _Signed:
+    """Everything but the times (they change, the rest of a given token does not)."""
     if len(token) > MAX_TOKEN_CHARS:
         raise AssertionRefused("the assertion is too long")
     parts = token.split(".")
@@ -144,8 +165,6 @@ def verify(token: str, ca_pem: bytes, now: float) -> PersonClaim:
     except ValueError:
         raise AssertionRefused("the assertion is malformed") from None
     site, key, valid_from, valid_until = _signer_of(cert_der, ca_pem)
-    if not valid_from <= now <= valid_until:
-        raise AssertionRefused("the assertion's certificate is not valid now")
     try:
         key.verify(signature, payload, ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
@@ -163,9 +182,56 @@ def verify(token: str, ca_pem: bytes, now: float) -> PersonClaim:
         raise AssertionRefused("the assertion's payload is malformed") from None
     if claim.site != site:
         raise AssertionRefused(f"site {site!r} signed an assertion for site {claim.site!r}")
+    return _Signed(claim, valid_from, valid_until)
+
+
+def _check_times(signed: _Signed, now: float) -> None:
+    if not signed.valid_from <= now <= signed.valid_until:
+        raise AssertionRefused("the assertion's certificate is not valid now")
+    claim = signed.claim
     if not (claim.issued_at - SKEW_S <= now <= claim.expires_at + SKEW_S):
         raise AssertionRefused("the assertion has expired")
-    return claim
+
+
+# What a site's audit entries say when an agent's assertions must die at once (central's audit
+# log carries them: durable, shared by the replicas): the agent's session ended (logout, by
+# themself, a supervisor or the site), an administrator disabled the agent, its code locked out.
+REVOKING_ACTIONS = frozenset({"person-revoked", "agent-disable", "lockout"})
+# A revocation matters while an assertion issued before it can still be honoured.
+REVOCATION_KEPT_S = TTL_S + 2 * SKEW_S + 60.0
+
+
+def revoked_agent(action: str, target: str, detail: Mapping[str, str]) -> str:
+    """The agent code a site's audit entry revokes the assertions of, or ""."""
+    if action not in REVOKING_ACTIONS or (action == "lockout" and detail.get("kind") != "code"):
+        return ""
+    return target
+
+
+class Revocations:
+    """Per (site, agent): the site's time of the latest revocation; an assertion that site issued at
+    or before it is refused. Times are the site's own clock on both sides (the entry's and the
+    assertion's), so clocks that differ between nodes do not matter."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._before: dict[tuple[str, str], float] = {}
+        self._clock = clock
+
+    def note(self, site: str, agent: str, at: float) -> None:
+        key = (site, agent)
+        if at > self._before.get(key, float("-inf")):
+            self._before[key] = at
+        if len(self._before) > 10_000:
+            self.prune()
+
+    def prune(self) -> None:
+        oldest = self._clock() - REVOCATION_KEPT_S
+        for key, at in list(self._before.items()):
+            if at < oldest:
+                del self._before[key]
+
+    def revokes(self, claim: PersonClaim) -> bool:
+        return claim.issued_at <= self._before.get((claim.site, claim.agent), float("-inf"))
 
 
 @dataclass(frozen=True)
@@ -201,38 +267,70 @@ class PersonGate:
         table: Mapping[str, frozenset[str]] | None = None,
         roster_agent: Callable[[str, str], bool] = lambda site, code: False,
         clock: Callable[[], float] = time.time,
+        revocations: Revocations | None = None,
     ) -> None:
         from vcc.people import METHOD_PERSON_ROLES
 
         self._ca_path = ca
         self._ca: tuple[float, bytes] | None = None
+        self._ca_seen_at = float("-inf")
+        # A desktop server sends the same assertion with every call for minutes: its signature is
+        # checked once (the times and the revocations at every call). Emptied with a new CA.
+        self._signed: OrderedDict[str, _Signed] = OrderedDict()
+        self._applies: dict[tuple[str, str], bool] = {}
         self._roles = roles
         self._table = METHOD_PERSON_ROLES if table is None else table
         self._roster_agent = roster_agent
         self._clock = clock
+        self.revocations = revocations or Revocations(clock)
 
     def applies(self, method: str, kind: str) -> bool:
         """A site or desktop server calling the service desk acts for a person (any method of it,
         listed or not: one not in the table is refused)."""
         from vcc.people import PERSON_SERVICES
 
-        return kind in (SITE, DESKTOP) and method.lstrip("/").split("/", 1)[0] in PERSON_SERVICES
+        known = self._applies.get((method, kind))
+        if known is None:
+            service = method.lstrip("/").split("/", 1)[0]
+            known = self._applies[(method, kind)] = kind in (SITE, DESKTOP) and service in PERSON_SERVICES
+        return known
 
     def _ca_pem(self) -> bytes:
+        # Looked at again at most once a second (a renewed CA is taken within that).
+        now = time.monotonic()
+        if self._ca is not None and now - self._ca_seen_at < CA_RECHECK_S:
+            return self._ca[1]
+        self._ca_seen_at = now
         mtime = self._ca_path.stat().st_mtime
         if self._ca is None or self._ca[0] != mtime:
             self._ca = (mtime, self._ca_path.read_bytes())
+            self._signed.clear()
         return self._ca[1]
+
+    def _signed_claim(self, token: str) -> _Signed:
+        ca = self._ca_pem()
+        signed = self._signed.get(token)
+        if signed is None:
+            signed = self._signed[token] = _signed_claim(token, ca)
+            if len(self._signed) > SIGNED_CACHE:
+                self._signed.popitem(last=False)
+        return signed
 
     def admit(self, method: str, caller_kind: str, caller_name: str, token: str | None) -> ActingPerson:
         """The person acting, or AssertionRefused saying why."""
         if not token:
             raise AssertionRefused("no person: a call on a person's behalf needs the site's assertion")
-        claim = verify(token, self._ca_pem(), self._clock())
+        signed = self._signed_claim(token)
+        _check_times(signed, self._clock())
+        claim = signed.claim
         if caller_kind == SITE and claim.site != caller_name:
             raise AssertionRefused(f"site {caller_name!r} speaks for its own people only, not {claim.site}'s")
         if claim.site not in self._roles:
             raise AssertionRefused(f"site {claim.site!r} is not in the province config")
+        if self.revocations.revokes(claim):
+            raise AssertionRefused(
+                f"agent {claim.agent} of {claim.site}: the session it was issued for has ended"
+            )
         role = self._roles[claim.site].get(claim.agent)
         if role is None and self._roster_agent(claim.site, claim.agent):
             role = "agent"

@@ -6,7 +6,8 @@ at every RPC: at a thousand calls a second (about seventeen RPCs and stream mess
 chain was a tenth of a site node's CPU. Here a method's wrapped handler is built once and kept,
 and one wrapper per RPC does the lot:
 
-* unary: admit (vcc.authz table, per-client limits), a server span continuing the caller's
+* unary: admit (vcc.authz table, per-client limits; a handler's own PERMISSION_DENIED audited
+  through the authorizer), a server span continuing the caller's
   trace (W3C traceparent of the metadata), the handler, the latency histogram by status code;
 * streams: admit, the caller's trace made current for the stream's task (no span: a call's
   stream is its whole life, the call's own spans describe it), the handler.
@@ -129,6 +130,10 @@ class ServerEdge(grpc.aio.ServerInterceptor):
                 who = await authorizer.admit(method, context) if authorizer is not None else None
                 try:
                     return await inner(request, context)
+                except grpc.aio.AbortError:
+                    if who is not None:
+                        await authorizer.refused_by_handler(method, who, context)  # type: ignore[union-attr]
+                    raise
                 finally:
                     if who is not None:
                         authorizer.release(who)  # type: ignore[union-attr]
@@ -171,6 +176,10 @@ class ServerEdge(grpc.aio.ServerInterceptor):
             try:
                 async for item in items:
                     yield item
+            except grpc.aio.AbortError:
+                if who is not None:
+                    await authorizer.refused_by_handler(method, who, context)  # type: ignore[union-attr]
+                raise
             finally:
                 # At once, as grpc.aio would close the handler itself (its cleanup frees a trunk).
                 await items.aclose()
@@ -186,6 +195,10 @@ class ServerEdge(grpc.aio.ServerInterceptor):
             who = await authorizer.admit(method, context) if authorizer is not None else None
             try:
                 return await inner(request, context)
+            except grpc.aio.AbortError:
+                if who is not None:
+                    await authorizer.refused_by_handler(method, who, context)  # type: ignore[union-attr]
+                raise
             finally:
                 if who is not None:
                     authorizer.release(who)  # type: ignore[union-attr]

@@ -13,19 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from routing import agents as fsm
-from site_node.callcontrol.agents import Agents
 from site_node.callcontrol.calls import CallBook
-from site_node.callcontrol.dialler import Dialler
-from site_node.callcontrol.domain import Call, CallState, IvrLookup, Outcome, ToAgent, ToCaller
+from site_node.callcontrol.domain import Call, CallState, IvrLookup, Outcome, ToCaller
 from site_node.callcontrol.effects import Effects
+from site_node.callcontrol.flow_ends import FlowEnds, masked
 from site_node.callcontrol.ivr_flow import (
     Action,
     CollectDigits,
     Ended,
-    FaxOnDemand,
     FlowRun,
-    Hangup,
     Lookup,
     OfferCallback,
     Play,
@@ -85,12 +81,9 @@ class FlowCalls:
         queues: Queues,
         trunk: TrunkSide,
         timers: Timers,
-        agents: Agents,
         voicemail: VoicemailDesk,
-        dialler: Dialler,
+        ends: FlowEnds,
     ) -> None:
-        self._dialler = dialler
-        self._agents = agents
         self._groups = site_groups
         self._default_group = default_group
         self._calls = calls
@@ -99,8 +92,9 @@ class FlowCalls:
         self._trunk = trunk
         self._timers = timers
         self.live: dict[str, FlowCall] = {}
-        self.callbacks = dialler.callbacks
         self.voicemail = voicemail
+        # Where the flow's end sends the caller when it is not a queue.
+        self._ends = ends
         timers.on("flow", self._flow_due)
         timers.on("treat", self._treatment_due)
         timers.on("voicemail", self._voicemail_cut)
@@ -185,14 +179,7 @@ class FlowCalls:
             fc.treatment.stop()
         self._journal_trace(call, fc, fx)
         if call.state == CallState.QUEUED:
-            # Abandoned in the queue: on the callback list (a caller who left at once is not).
-            asked = self.callbacks.request(
-                f"{call.call_id}-cb", call.call_id, call.ani, call.skill_group, now, reason="abandoned",
-                priority=call.priority, place_since=call.arrived_at, waited_s=now - call.arrived_at,
-            )  # fmt: skip
-            if asked is not None:
-                _journal_callback(call, asked.callback_id, "asked", call.skill_group, "abandoned", fx, now)
-                self._dialler.asked(asked, call, fx)
+            self._ends.abandoned_in_queue(call, now, fx)
         if fc.message_id:
             return self.voicemail.recorded(fc.message_id, now, fx).state == "new"
         return False
@@ -245,7 +232,7 @@ class FlowCalls:
             elif isinstance(entry, Ended):
                 details = {k: str(v) for k, v in end_report(entry.action).items() if k != "announcements"}
                 if isinstance(entry.action, OfferCallback):
-                    details["number"] = _masked(entry.action.number)
+                    details["number"] = masked(entry.action.number)
                 if isinstance(entry.action, ReturnToAgent):
                     details = {
                         "kind": "return",
@@ -266,51 +253,12 @@ class FlowCalls:
         if isinstance(end, ToQueue):
             self._to_queue(call, fc, end, now, fx)
         elif isinstance(end, ToVoicemail):
-            # A box named after a skill group is that group's; any other is the IVR's default group's.
-            group = end.box if end.box in self._groups else self._default_group
-            fc.message_id = self.voicemail.record(call, end.box, group, now, fx)
-            if self.voicemail.with_audio(fc.message_id):
-                # The trunk records the caller's voice for it (the SIP side; the gRPC trunk has none).
-                fx.add(
-                    ToCaller(call.call_id, "voicemail", now, message_id=fc.message_id, skill_group=group,
-                             timeout_s=self.voicemail.box.max_message_s)
-                )  # fmt: skip
-            self._timers.arm(
-                self.voicemail.box.cut_at(fc.message_id), "voicemail", call.call_id, fc.message_id
-            )
-        elif isinstance(end, OfferCallback):
+            fc.message_id = self._ends.voicemail(call, end, now, fx)
+            cut_at = self.voicemail.box.cut_at(fc.message_id)
+            self._timers.arm(cut_at, "voicemail", call.call_id, fc.message_id)
+        elif end is not None:
             self.live.pop(call.call_id, None)
-            asked = self.callbacks.request(
-                f"{call.call_id}-cb", call.call_id, end.number, end.skill_group, now,
-                reason="virtual-hold" if fc.held_place else "flow-offer",
-                priority=call.priority, place_since=call.arrived_at,
-                mode="preview" if end.mode == "preview" else "progressive",
-            )  # fmt: skip
-            _journal_callback(
-                call, asked.callback_id if asked else "", "asked" if asked else "refused", end.skill_group,
-                "virtual-hold" if fc.held_place else "flow-offer", fx, now, end.number,
-            )  # fmt: skip
-            if asked is not None:
-                self._dialler.asked(asked, call, fx)
-            self._trunk.end(call, Outcome.SELF_SERVED, "callback-asked", now, fx)
-        elif isinstance(end, FaxOnDemand):
-            self.live.pop(call.call_id, None)
-            got, board = self._resources.take_board("fax")
-            # No fax engine yet: the document is "sent" on a fax channel, taken and freed at once.
-            self._resources.release_board(board)
-            self._trunk.end(call, Outcome.SELF_SERVED, "fax-sent" if got else "fax-busy", now, fx)
-        elif isinstance(end, ReturnToAgent):
-            self.live.pop(call.call_id, None)
-            if fc.agent_code and call.agent_code == fc.agent_code:
-                _back_to_agent(self._agents, call, fc.agent_code, end.results, now, fx)
-            else:
-                # Not sent by an agent (a number's flow ending in `return`): served as after a failure.
-                self._queues.enqueue(
-                    call, call.skill_group or self._default_group, now, fx, reason="ivr-return"
-                )
-        elif isinstance(end, Hangup):
-            self.live.pop(call.call_id, None)
-            self._trunk.end(call, Outcome.SELF_SERVED, f"ivr-{end.reason}", now, fx)
+            self._ends.leave(call, end, now, fx, held_place=fc.held_place, agent_code=fc.agent_code)
 
     def _to_queue(self, call: Call, fc: FlowCall, end: ToQueue, now: float, fx: Effects) -> None:
         group, reason = end.skill_group, ""
@@ -375,31 +323,3 @@ class FlowCalls:
             return
         self.caller_left(call, now, fx)
         self._trunk.end(call, Outcome.SELF_SERVED, "voicemail-left", now, fx)
-
-
-def _back_to_agent(
-    agents: Agents, call: Call, code: str, results: dict[str, str], now: float, fx: Effects
-) -> None:
-    """F9: the caller is back with the agent who kept the call, with the flow's report only."""
-    agents.apply(code, fsm.Retrieve(), now, fx)
-    call.state = CallState.TALKING
-    data = tuple(sorted(results.items()))
-    fx.journal(call, EventKind.RETRIEVED, now, agent_code=code, data=(("from", "ivr"), *data))
-    fx.add(ToCaller(call.call_id, "retrieved", now))
-    fx.add(ToAgent(code, "retrieved", now, call_id=call.call_id, attached=data))
-
-
-def _journal_callback(
-    call: Call, callback_id: str, stage: str, group: str, reason: str, fx: Effects, now: float,
-    number: str = "",
-) -> None:  # fmt: skip
-    fx.journal(
-        call, EventKind.CALLBACK, now,
-        data=(("callback_id", callback_id), ("stage", stage), ("skill_group", group), ("reason", reason),
-              ("number", _masked(number or call.ani))),
-    )  # fmt: skip
-
-
-def _masked(number: str) -> str:
-    """A caller's number in a record: enough to recognise, not to dial (the list keeps it whole)."""
-    return number[:3] + "*" * max(0, len(number) - 7) + number[-4:] if len(number) > 7 else "*" * len(number)

@@ -18,6 +18,7 @@ from site_node.callcontrol.directory import Directory
 from site_node.callcontrol.domain import CallState, Outcome, ToAgent
 from site_node.callcontrol.effects import Effects
 from site_node.callcontrol.flow_calls import FlowBook, FlowCalls
+from site_node.callcontrol.flow_ends import FlowEnds
 from site_node.callcontrol.guests import GuestCalls
 from site_node.callcontrol.ivr import Ivr
 from site_node.callcontrol.leaving import Leaving
@@ -84,9 +85,9 @@ def build_parts(
     groups = frozenset(g.id for g in site.skill_groups)
     voicemail = VoicemailDesk(resources, desk)
     dialler = Dialler(groups, acd, desk, timers)
-    flows = FlowCalls(
-        groups, site.ivr.default_skill_group, book, resources, queues, trunk, timers, desk, voicemail, dialler
-    )
+    default_group = site.ivr.default_skill_group
+    ends = FlowEnds(groups, default_group, resources, queues, trunk, desk, voicemail, dialler)
+    flows = FlowCalls(groups, default_group, book, resources, queues, trunk, timers, voicemail, ends)
     ivr = Ivr(site, book, resources, queues, timers, counters, flows, flow_book)
     screen_pop = ScreenPop(book, queues, timers)
     connected = ConnectedCalls(site, desk, queues, ringing, ivr, trunk, counters)

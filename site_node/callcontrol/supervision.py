@@ -57,6 +57,27 @@ def who_hears(mode: str) -> dict[str, tuple[str, ...]]:
     return dict(HEARS[mode])
 
 
+# A call's parties when nothing mixes them: the caller and the agent hear each other.
+DIRECT: dict[str, tuple[str, ...]] = {"caller": ("agent",), "agent": ("caller",)}
+
+
+def supervised_hears(base: dict[str, tuple[str, ...]], mode: str) -> dict[str, tuple[str, ...]]:
+    """The mix of a call whose parties hear each other by `base` (DIRECT, or a consultation's or
+    conference's CONSULT_HEARS), supervised over its agent: the supervisor hears the agent and
+    whoever the agent hears; whisper: the agent hears the supervisor too; barge-in: so does
+    everyone who hears the agent. `supervised_hears(DIRECT, mode) == who_hears(mode)`."""
+    who_hears(mode)  # a bad mode is refused here too
+    out = {party: tuple(heard) for party, heard in base.items()}
+    out["supervisor"] = tuple(dict.fromkeys([*out.get("agent", ()), "agent"]))
+    if mode in ("whisper", "barge"):
+        out["agent"] = (*out.get("agent", ()), "supervisor")
+    if mode == "barge":
+        for party, heard in base.items():
+            if party != "agent" and "agent" in heard:
+                out[party] = (*out[party], "supervisor")
+    return out
+
+
 @dataclass(slots=True)
 class Supervising:
     call_id: str

@@ -12,6 +12,7 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
+from site_node import person_revocation
 from site_node.audit import SiteAudit
 from site_node.callcontrol import TransferTarget
 from site_node.callcontrol.domain import Effect, ToAgent
@@ -175,6 +176,9 @@ class AgentDesktop(cti_pb2_grpc.AgentDesktopServiceServicer):
             # Revoked: the token is worth nothing from now on.
             self._end_session(code)
             self._record(f"agent:{code}", "logout", target=code, source=peer_description(context))
+            if self._audit is not None:
+                # Central refuses the session's person assertions once it has the revocation.
+                await self._audit.delivered(person_revocation.DELIVERY_WAIT_S)
             return cti_pb2.LogoutResponse()
 
         return await self._mutate("logout", request.session_token, request.idempotency_key, logout)  # type: ignore[no-any-return]

@@ -97,6 +97,8 @@ class AuditSink:
         self._pending: deque[audit_pb2.AuditEntry] = deque()
         self._max = max_pending
         self._wake = asyncio.Event()
+        # Set (and cleared again) whenever central acknowledged a batch: `delivered` waits on it.
+        self._acked = asyncio.Event()
         self._central = LeaderChannel()
         self.dropped = 0
         self.sent = 0
@@ -141,6 +143,24 @@ class AuditSink:
             self._unsaved.append(entry)
         self._wake.set()
 
+    async def delivered(self, timeout_s: float) -> bool:
+        """Whether central acknowledged every entry recorded so far, waiting `timeout_s` at most."""
+        if not self._pending:
+            return True
+        if self._address() is None:
+            return False  # no central known: nothing to wait for (the entries wait on disk)
+        last = self._pending[-1].entry_id
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        self._wake.set()
+        while any(e.entry_id == last for e in self._pending):
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._acked.wait(), left)
+        return True
+
     @property
     def pending(self) -> int:
         return len(self._pending)
@@ -184,6 +204,8 @@ class AuditSink:
         while self._pending and self._pending[0].entry_id in sent:
             self._pending.popleft()
         self.sent += len(batch)
+        self._acked.set()
+        self._acked.clear()
         if self._store is not None:
             await self.persist()  # an entry recorded meanwhile is saved before the batch is removed
             await asyncio.to_thread(self._store.remove, sorted(sent))

@@ -7,27 +7,35 @@ the bridge (site_node/sip/supervision.py does the pairing), and the bridge sends
 of the parties that leg may hear. A leg is a UDP port the bridge receives on and the engine's port
 it sends to; everything is G.711 A-law at 8 kHz (rtpengine transcodes if a party speaks otherwise).
 
-Changing who hears whom (monitor -> whisper -> barge) restarts the process on the same ports (a
-gap of a fraction of a second); a bridge that dies on its own is reported (`on_died`), and the
-call is paired back without it.
+Changing who hears whom (monitor -> whisper -> barge) changes the mix live where the system has
+PyGObject for GStreamer (Debian's python3-gi, gir1.2-gstreamer-1.0): the bridge is then the small
+host `mixer_host.py`, every leg's mixer takes every other leg through a `volume` element and sends
+through a `valve`, and a change of mix is a few property lines on its stdin (no gap). Without it,
+or when a party joins or leaves, the process restarts on the same ports (a gap of a fraction of a
+second). A bridge that dies on its own is reported (`on_died`), and the call is paired back
+without it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import shutil
-import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from site_node.media import ports
 from site_node.media.engine import _die_with_parent
 
 log = logging.getLogger(__name__)
 
 GST = "gst-launch-1.0"
+# The live mixer's host runs on the system's Python, which has Debian's PyGObject.
+SYSTEM_PYTHON = "/usr/bin/python3"
+MIXER_HOST = Path(__file__).with_name("mixer_host.py")
 STOP_GRACE_S = 2.0
 # The jitter buffer of each input, and the mixer's own latency (ms): small, a supervisor talks live.
 JITTER_MS = 60
@@ -51,56 +59,117 @@ class Leg:
 
 
 def free_rtp_port(host: str = "127.0.0.1") -> int:
-    """An even UDP port free now (RTP's convention; the next odd one is RTCP's)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind((host, 0))
-            port: int = s.getsockname()[1]
-        if port % 2 == 0:
-            return port
+    """An even UDP port for a leg, from the site's bridge range (site_node/media/ports.py), never
+    inside rtpengine's. `host` is the pool's (the site's media interface)."""
+    try:
+        return ports.pool().take()
+    except ports.NoFreePort as exc:
+        raise BridgeError(str(exc)) from None
 
 
 def pipeline(legs: Sequence[Leg], hears: Mapping[str, Sequence[str]], host: str = "127.0.0.1") -> list[str]:
     """The gst-launch description of a bridge: every leg's voice decoded once (a tee), each leg
     sent the mix of the legs it hears (none: silence is not sent, the leg gets nothing)."""
+    _check(legs, hears)
+    parts: list[str] = []
+    for leg in legs:
+        parts += _input(leg, host)
+    for leg in legs:
+        ins = hears.get(leg.name, ())
+        if not ins:
+            continue
+        parts += _mixer(leg, host)
+        for i in ins:
+            parts += [f"in_{i}.", "!", "queue", "!", f"mix_{leg.name}."]
+    return parts
+
+
+@functools.cache
+def live_mixing() -> bool:
+    """The system can change a bridge's mix live: its Python has PyGObject and GStreamer's typelib
+    (looked up on disk, no process started)."""
+    if not Path(SYSTEM_PYTHON).exists() or not Path("/usr/lib/python3/dist-packages/gi/__init__.py").exists():
+        return False
+    return any(Path("/usr/lib").glob("*/girepository-1.0/Gst-1.0.typelib"))
+
+
+def _input(leg: Leg, host: str) -> list[str]:
+    return [
+        "udpsrc", f"address={host}", f"port={leg.listen}", f"caps={_RTP_CAPS}", "!",
+        "rtpjitterbuffer", f"latency={JITTER_MS}", "!", "rtppcmadepay", "!", "alawdec", "!",
+        "audioconvert", "!", "audioresample", "!", "audio/x-raw,format=S16LE,rate=8000,channels=1", "!",
+        "tee", f"name=in_{leg.name}",
+        # A tee needs a branch always: a voice nobody hears goes here.
+        f"in_{leg.name}.", "!", "queue", "!", "fakesink", "sync=false", "async=false",
+    ]  # fmt: skip
+
+
+def _mixer(leg: Leg, host: str, gate: str = "") -> list[str]:
+    # 20 ms per buffer, so each RTP packet is 20 ms of G.711 (the mixer's default is 10 ms).
+    valve = ["valve", f"name=gate_{leg.name}", f"drop={gate}", "!"] if gate else []
+    return [
+        "audiomixer", f"name=mix_{leg.name}", f"latency={MIX_LATENCY_MS * 1_000_000}",
+        "ignore-inactive-pads=true", f"output-buffer-duration={PACKET_MS * 1_000_000}",
+        "start-time-selection=first", "!", "audioconvert", "!", "alawenc", "!", "rtppcmapay", "pt=8", "!",
+        *valve, "udpsink", f"host={host}", f"port={leg.send_to}", "sync=false", "async=false",
+    ]  # fmt: skip
+
+
+def _check(legs: Sequence[Leg], hears: Mapping[str, Sequence[str]]) -> None:
     names = [leg.name for leg in legs]
     if len(set(names)) != len(names):
         raise ValueError("two legs with one name")
     for out, ins in hears.items():
         if out not in names or any(i not in names or i == out for i in ins):
             raise ValueError(f"leg {out} hears {list(ins)}: not legs of this bridge, or itself")
+
+
+def live_pipeline(
+    legs: Sequence[Leg], hears: Mapping[str, Sequence[str]], host: str = "127.0.0.1"
+) -> list[str]:
+    """The description of a live bridge: every leg's mixer takes every other leg through a
+    `volume` element named `v_<leg>_<other>` (1 heard, 0 not), and sends through a `valve` named
+    `gate_<leg>` (dropping while the leg hears nobody: silence is not sent)."""
+    _check(legs, hears)
     parts: list[str] = []
     for leg in legs:
-        parts += [
-            "udpsrc", f"address={host}", f"port={leg.listen}", f"caps={_RTP_CAPS}", "!",
-            "rtpjitterbuffer", f"latency={JITTER_MS}", "!", "rtppcmadepay", "!", "alawdec", "!",
-            "audioconvert", "!", "audioresample", "!", "audio/x-raw,format=S16LE,rate=8000,channels=1", "!",
-            "tee", f"name=in_{leg.name}",
-            # A tee needs a branch always: a voice nobody hears goes here.
-            f"in_{leg.name}.", "!", "queue", "!", "fakesink", "sync=false", "async=false",
-        ]  # fmt: skip
-    latency_ns = MIX_LATENCY_MS * 1_000_000
+        parts += _input(leg, host)
     for leg in legs:
         ins = hears.get(leg.name, ())
-        if not ins:
-            continue
-        parts += [
-            # 20 ms per buffer, so each RTP packet is 20 ms of G.711 (the mixer's default is 10 ms).
-            "audiomixer", f"name=mix_{leg.name}", f"latency={latency_ns}", "ignore-inactive-pads=true",
-            f"output-buffer-duration={PACKET_MS * 1_000_000}",
-            "start-time-selection=first", "!", "audioconvert", "!", "alawenc", "!", "rtppcmapay", "pt=8",
-            "!", "udpsink", f"host={host}", f"port={leg.send_to}", "sync=false", "async=false",
-        ]  # fmt: skip
-        for i in ins:
-            parts += [f"in_{i}.", "!", "queue", "!", f"mix_{leg.name}."]
+        parts += _mixer(leg, host, gate="false" if ins else "true")
+        for other in legs:
+            if other.name != leg.name:
+                level = 1 if other.name in ins else 0
+                parts += [f"in_{other.name}.", "!", "queue", "!", "volume", f"name=v_{leg.name}_{other.name}",
+                          f"volume={level}", "!", f"mix_{leg.name}."]  # fmt: skip
     return parts
 
 
-class MixBridge:
-    """One bridge process for one call. `start` and `rehear` (re)start it; `stop` ends it."""
+def live_changes(legs: Sequence[Leg], hears: Mapping[str, Sequence[str]]) -> list[str]:
+    """The property lines that make a live bridge mix as `hears` says."""
+    _check(legs, hears)
+    lines: list[str] = []
+    for leg in legs:
+        ins = hears.get(leg.name, ())
+        lines.append(f"gate_{leg.name} drop {'false' if ins else 'true'}")
+        others = [o.name for o in legs if o.name != leg.name]
+        lines += [f"v_{leg.name}_{o} volume {1 if o in ins else 0}" for o in others]
+    return lines
 
-    def __init__(self, name: str, legs: Sequence[Leg], log_path: Path, host: str = "127.0.0.1") -> None:
+
+class MixBridge:
+    """One bridge process for one call. `start` (re)starts it, `rehear` changes its mix (live, or
+    by a restart), `relink` changes its legs (a restart); `stop` ends it."""
+
+    def __init__(
+        self, name: str, legs: Sequence[Leg], log_path: Path, host: str = "127.0.0.1",
+        *, live: bool | None = None,
+    ) -> None:  # fmt: skip
         self.name = name
+        # The mix changed live (mixer_host.py) or by a restart (gst-launch-1.0).
+        self.live = live_mixing() if live is None else live
+        # Changes of mix made live, without a restart.
+        self.retunes = 0
         self.legs = list(legs)
         self.host = host
         self.log_path = log_path
@@ -110,23 +179,34 @@ class MixBridge:
         self._proc: asyncio.subprocess.Process | None = None
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
+        self._holds_ports = False
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
 
     async def start(self, hears: Mapping[str, Sequence[str]]) -> None:
-        binary = shutil.which(GST)
-        if binary is None:
-            raise BridgeError(f"{GST} is not installed (bash deploy/install-system-deps.sh)")
-        args = pipeline(self.legs, hears, self.host)
+        if self.live:
+            command = [SYSTEM_PYTHON, str(MIXER_HOST), *live_pipeline(self.legs, hears, self.host)]
+        else:
+            binary = shutil.which(GST)
+            if binary is None:
+                raise BridgeError(f"{GST} is not installed (bash deploy/install-system-deps.sh)")
+            command = [binary, "-q", *pipeline(self.legs, hears, self.host)]
         await self._end_process()
+        if not self._holds_ports:
+            try:
+                ports.pool().pin(leg.listen for leg in self.legs)
+            except ports.NoFreePort as exc:
+                raise BridgeError(str(exc)) from None
+            self._holds_ports = True
         self._stopping = False
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as out:
             self._proc = await asyncio.create_subprocess_exec(
-                *_die_with_parent(), binary, "-q", *args,
-                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+                *_die_with_parent(), *command,
+                stdin=asyncio.subprocess.PIPE if self.live else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL if self.live else out, stderr=out,
             )  # fmt: skip
         self.hears = {k: list(v) for k, v in hears.items()}
         self.starts += 1
@@ -139,9 +219,31 @@ class MixBridge:
         log.info("bridge %s: pid %s, %s", self.name, proc.pid, self.hears)
 
     async def rehear(self, hears: Mapping[str, Sequence[str]]) -> None:
-        """Who hears whom changed: the same legs, a new mix."""
-        if {k: list(v) for k, v in hears.items()} == self.hears and self.pid is not None:
+        """Who hears whom changed: the same legs, a new mix (live: told to the running mixer)."""
+        wanted = {k: list(v) for k, v in hears.items()}
+        proc = self._proc
+        if wanted == self.hears and self.pid is not None:
             return
+        if self.live and proc is not None and proc.stdin is not None and self.pid is not None:
+            lines = live_changes(self.legs, hears)
+            try:
+                proc.stdin.write("".join(f"{line}\n" for line in lines).encode())
+                await proc.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                raise BridgeError(f"the live mixer is gone: {exc}") from exc
+            self.hears = wanted
+            self.retunes += 1
+            log.info("bridge %s: mix changed live, %s", self.name, self.hears)
+            return
+        await self.start(hears)
+
+    async def relink(self, legs: Sequence[Leg], hears: Mapping[str, Sequence[str]]) -> None:
+        """The parties on the bridge, or who hears whom, changed: a new mix on the legs' ports
+        (nothing restarts when neither changed)."""
+        if list(legs) == self.legs:
+            await self.rehear(hears)
+            return
+        self.legs = list(legs)
         await self.start(hears)
 
     async def _follow(self, proc: asyncio.subprocess.Process) -> None:
@@ -161,6 +263,8 @@ class MixBridge:
                 await watch
         if proc is None or proc.returncode is not None:
             return
+        if proc.stdin is not None:
+            proc.stdin.close()
         proc.terminate()
         try:
             await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
@@ -170,6 +274,9 @@ class MixBridge:
 
     async def stop(self) -> None:
         await self._end_process()
+        if self._holds_ports:
+            ports.pool().give_back(leg.listen for leg in self.legs)
+            self._holds_ports = False
         # One log per bridged call: kept only when the mixer said something (an error).
         await asyncio.to_thread(_drop_if_empty, self.log_path)
 

@@ -9,10 +9,12 @@ never receives it; prompts are played to the caller by rtpengine itself.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from site_node.media.bencode import Decoded, Value
 from site_node.media.engine import MediaEngine
 from site_node.media.ng import MediaError, text
+from site_node.media.prompts import played_path
 
 # The discard service port: nothing listens there, and unconnected UDP sockets ignore the ICMP.
 SINK_PORT = 9
@@ -26,6 +28,12 @@ class MediaControl:
     @property
     def up(self) -> bool:
         return self.engine.up
+
+    @property
+    def busy(self) -> bool:
+        """The engine's control queue is long (site_node/media/ng.py): a call let in now would
+        wait seconds for its media, and delay the calls already up."""
+        return self.engine.client.busy
 
     async def _request(self, command: str, args: dict[str, Value]) -> dict[str, Decoded]:
         try:
@@ -113,6 +121,9 @@ class MediaControl:
         return _audio_port(await self._request("answer", {**ids, "sdp": sdp, **common}))
 
     async def play(self, call_id: str, caller_tag: str, path: str, repeat: int = 1) -> None:
+        cheap = played_path(Path(path))
+        if cheap.exists():  # a stat; the A-law copy spares rtpengine's one control thread
+            path = str(cheap)
         args: dict[str, Value] = {"call-id": call_id, "from-tag": caller_tag, "file": path}
         args["repeat-times"] = repeat
         await self._request("play media", args)

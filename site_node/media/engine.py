@@ -76,8 +76,8 @@ class MediaEngine:
         c = self.config
         cmd = [
             c.binary, "--config-file=none", "--table=-1", f"--interface={c.interface}",
-            f"--listen-ng={self.ng_address}", f"--port-min={c.port_min}", f"--port-max={c.port_max}",
-            "--foreground", "--log-stderr", "--num-threads=2", f"--dtmf-log-dest={self.dtmf_dest}",
+            f"--listen-ng={self.ng_address}", f"--port-min={c.port_min}", f"--port-max={c.rtp_max}",
+            "--foreground", "--log-stderr", f"--num-threads={c.threads}", f"--dtmf-log-dest={self.dtmf_dest}",
         ]  # fmt: skip
         if self.recording_dir is not None:
             # pcap: the only method of a userspace engine; the recorder makes each one a WAV.
@@ -112,7 +112,7 @@ class MediaEngine:
             await self._terminate()
             raise RuntimeError(f"rtpengine did not answer on {self.ng_address} (log: {self.log_path})")
         log.info("rtpengine pid %s, ng %s, rtp %s-%s", self._proc.pid, self.ng_address,
-                 self.config.port_min, self.config.port_max)  # fmt: skip
+                 self.config.port_min, self.config.rtp_max)  # fmt: skip
 
     async def _wait_ready(self) -> bool:
         deadline = time.monotonic() + START_TIMEOUT_S

@@ -3,6 +3,12 @@
 Every request has a deadline and a bounded retry (tenacity). A retry re-sends the same cookie:
 rtpengine answers a cookie it has seen from its cache instead of running the command twice, so
 a lost reply never doubles an offer.
+
+At most `window` requests are out at once; the others wait their turn here (bounded too). One
+rtpengine thread reads the ng socket and runs its commands one after the other: a burst of a few
+hundred requests (50 new calls a second after a stall of the site or the engine) overflowed the
+socket's receive queue (silent drops) and left the rest queued past their deadline, whose retries
+queued more (docs/BENCHMARKS.md, SIP). A request's deadline starts when it is sent.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from site_node.media.bencode import BencodeError, Decoded, Value, decode, encode
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 3
+# Requests out at once: well inside the engine's ng receive queue (212 KB by default, about 2 KB a
+# datagram as the kernel counts it), and enough to keep its one control thread busy.
+WINDOW = 32
 
 
 class MediaError(Exception):
@@ -49,11 +58,28 @@ class _Protocol(asyncio.DatagramProtocol):
 
 
 class NgClient:
-    def __init__(self, address: str, timeout_s: float = 0.5, attempts: int = ATTEMPTS) -> None:
+    def __init__(
+        self,
+        address: str,
+        timeout_s: float = 0.5,
+        attempts: int = ATTEMPTS,
+        window: int = WINDOW,
+        turn_timeout_s: float | None = None,
+    ) -> None:
         host, port = address.rsplit(":", 1)
         self.target = (host, int(port))
         self.timeout_s = timeout_s
         self.attempts = attempts
+        self.window = window
+        # How long a request may wait for its turn: by default what it may take once sent.
+        self.turn_timeout_s = timeout_s * attempts if turn_timeout_s is None else turn_timeout_s
+        self._slots = asyncio.Semaphore(window)
+        # Requests in flight now and at most so far (the bench reports them), and turns waited.
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.waited = 0
+        self.timeouts = 0
+        self.queued = 0
         self._transport: asyncio.DatagramTransport | None = None
         self._pending: dict[bytes, asyncio.Future[dict[str, Decoded]]] = {}
 
@@ -91,19 +117,24 @@ class NgClient:
         message: dict[str, Value] = {"command": command, **args}
         cookie = secrets.token_hex(8).encode()
         payload = cookie + b" " + encode(message)
+        if self._slots.locked():
+            self.waited += 1
+        self.queued += 1
         try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self.attempts),
-                wait=wait_fixed(0.0),
-                retry=retry_if_exception_type(TimeoutError),
-                reraise=True,
-            ):
-                with attempt:
-                    reply = await self._once(cookie, payload)
+            await asyncio.wait_for(self._slots.acquire(), self.turn_timeout_s)
         except TimeoutError:
             raise MediaTimeout(
-                f"rtpengine {self.target}: no reply to {command} after {self.attempts} tries"
+                f"rtpengine {self.target}: {command} not sent, {self.window} requests unanswered"
             ) from None
+        finally:
+            self.queued -= 1
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            reply = await self._attempts(command, cookie, payload)
+        finally:
+            self.in_flight -= 1
+            self._slots.release()
         result = reply.get("result")
         if result == b"error":
             reason = reply.get("error-reason", b"")
@@ -112,6 +143,27 @@ class NgClient:
             log.debug("rtpengine %s: result %r", command, result)
         return reply
 
+    @property
+    def busy(self) -> bool:
+        """A whole window out and as many again waiting: new work (a new call) should wait."""
+        return self.queued >= self.window
+
+    async def _attempts(self, command: str, cookie: bytes, payload: bytes) -> dict[str, Decoded]:
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self.attempts),
+                wait=wait_fixed(0.0),
+                retry=retry_if_exception_type(TimeoutError),
+                reraise=True,
+            ):
+                with attempt:
+                    return await self._once(cookie, payload)
+        except TimeoutError:
+            raise MediaTimeout(
+                f"rtpengine {self.target}: no reply to {command} after {self.attempts} tries"
+            ) from None
+        raise AssertionError("unreachable: tenacity stops by raising")  # pragma: no cover
+
     async def _once(self, cookie: bytes, payload: bytes) -> dict[str, Decoded]:
         if self._transport is None:
             raise MediaTimeout("ng client not open")
@@ -119,7 +171,11 @@ class NgClient:
         self._pending[cookie] = fut
         try:
             self._transport.sendto(payload)
-            return await asyncio.wait_for(asyncio.shield(fut), self.timeout_s)
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), self.timeout_s)
+            except TimeoutError:
+                self.timeouts += 1
+                raise
         finally:
             if self._pending.get(cookie) is fut and not fut.done():
                 fut.cancel()

@@ -58,6 +58,13 @@ def prompt_path(prompts_dir: str | Path, spec: PromptSpec) -> Path:
     return Path(prompts_dir).resolve() / f"{spec.name}.wav"
 
 
+def played_path(path: Path) -> Path:
+    """The A-law copy of a prompt that rtpengine plays, beside it (`vcc prompts build` makes it):
+    what the line carries already, so a play costs the engine about a sixth of the 16-bit file's
+    (docs/BENCHMARKS.md, SIP). The 16-bit file stays the prompt's reference."""
+    return path.with_suffix(".pcma.wav")
+
+
 # -- the prompts of IVR flows: one file per prompt text heard, named by a stable key -------------
 
 

@@ -3,9 +3,14 @@ into a stereo WAV, the caller on the left, the other party (agent, consulted age
 
 rtpengine 10.5 in userspace records only with its pcap method (its WAV writer needs the kernel
 module); this turns that pcap into what a person plays. It runs after the call, off the call path,
-in a worker thread. Packets are placed by their capture time, so both channels keep their real
-alignment and a silent stretch stays silent; G.711 (PCMA, PCMU) is decoded, telephone-event and
-other payloads are left out.
+in a worker thread. Each party's packets are placed by their RTP timestamps, anchored at the
+capture time of the first packet of their stream (SSRC), so both channels keep their real alignment,
+a silent stretch stays silent, and a voice stays whole on a busy machine: placed by capture time
+alone, packets that the engine handled in a burst after a stall landed on each other (audio lost,
+the rest cut into pieces out of phase; docs/ARCHITECTURE.md, "Cut media"). A stream whose timestamps
+drift from the capture clock by more than `REANCHOR_S` (a sender that stops its clock in silence)
+is anchored again there. G.711 (PCMA, PCMU) is decoded, telephone-event and other payloads are
+left out.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ _PCAP_MAGIC = {b"\xd4\xc3\xb2\xa1": "<", b"\xa1\xb2\xc3\xd4": ">"}
 _LINK_RAW_IP, _LINK_ETHERNET, _LINK_RAW_IP4 = 101, 1, 228
 # A recording longer than this is cut (a stuck call must not fill the disk with one file).
 MAX_SECONDS = 4 * 3600
+# How far a stream's RTP clock may drift from the capture clock before it is anchored again.
+REANCHOR_S = 1.0
 
 
 class RecordingError(Exception):
@@ -61,6 +68,8 @@ class Packet:
     dst_port: int
     payload_type: int
     payload: bytes
+    ssrc: int = 0
+    timestamp: int = 0
 
 
 @dataclass(frozen=True)
@@ -117,7 +126,8 @@ def _udp_rtp(ip: bytes, at: float) -> Packet | None:
     payload = rtp[start:]
     if rtp[0] & 0x20 and payload:  # padding
         payload = payload[: -payload[-1]] if payload[-1] <= len(payload) else b""
-    return Packet(at, src, dst, rtp[1] & 0x7F, payload)
+    stamp, ssrc = struct.unpack("!II", rtp[4:12])
+    return Packet(at, src, dst, rtp[1] & 0x7F, payload, ssrc, stamp)
 
 
 def split_parties(packets: list[Packet], caller_port: int) -> tuple[list[Packet], list[Packet]]:
@@ -135,11 +145,42 @@ def split_parties(packets: list[Packet], caller_port: int) -> tuple[list[Packet]
     return caller, others
 
 
-def _channel(packets: list[Packet], start: float, length: int) -> bytearray:
+def placed(packets: list[Packet]) -> list[tuple[float, Packet]]:
+    """Each packet with the time its audio starts: its stream's anchor (the capture time of the
+    stream's first packet) plus its RTP timestamp's distance from that packet's (8 kHz clock,
+    32-bit wrap); anchored again where the two clocks drift apart by more than REANCHOR_S."""
+    anchors: dict[int, tuple[float, int]] = {}
+    out: list[tuple[float, Packet]] = []
+    for p in sorted(packets, key=lambda p: p.at):
+        anchor = anchors.get(p.ssrc)
+        if anchor is not None:
+            step = (p.timestamp - anchor[1]) & 0xFFFFFFFF
+            if step >= 0x80000000:
+                step -= 1 << 32  # a packet from before the anchor (reordered)
+            at = anchor[0] + step / RATE
+            if abs(at - p.at) <= REANCHOR_S:
+                out.append((at, p))
+                continue
+        anchors[p.ssrc] = (p.at, p.timestamp)
+        out.append((p.at, p))
+    return out
+
+
+def _span(*channels: list[tuple[float, Packet]]) -> tuple[float, int]:
+    """The start of the recording and its length in frames (0 when nothing was said)."""
+    audio = [x for c in channels for x in c]
+    if not audio:
+        return 0.0, 0
+    start = min(at for at, _ in audio)
+    end = max(at + len(p.payload) / RATE for at, p in audio)
+    return start, min(round((end - start) * RATE), MAX_SECONDS * RATE)
+
+
+def _channel(packets: list[tuple[float, Packet]], start: float, length: int) -> bytearray:
     out = bytearray(length * 2)
-    for p in packets:
+    for at_s, p in packets:
         table = _TABLES[p.payload_type]
-        at = round((p.at - start) * RATE) * 2
+        at = round((at_s - start) * RATE) * 2
         pcm = b"".join(table[b] for b in p.payload)
         end = min(at + len(pcm), len(out))
         if 0 <= at < end:
@@ -154,14 +195,9 @@ def pcap_to_wav(pcap: Path, wav: Path, caller_port: int, *, caller_only: bool = 
     caller, others = split_parties(packets, caller_port)
     if caller_only:
         return _mono(caller, wav, len(others))
-    audio = caller + others
-    if audio:
-        start = min(p.at for p in audio)
-        end = max(p.at + len(p.payload) / RATE for p in audio)
-        frames = min(round((end - start) * RATE), MAX_SECONDS * RATE)
-    else:
-        start, frames = 0.0, 0
-    left, right = _channel(caller, start, frames), _channel(others, start, frames)
+    said, heard = placed(caller), placed(others)
+    start, frames = _span(said, heard)
+    left, right = _channel(said, start, frames), _channel(heard, start, frames)
     interleaved = bytearray(frames * 4)
     for i in range(2):
         interleaved[i::4] = left[i::2]
@@ -177,13 +213,9 @@ def pcap_to_wav(pcap: Path, wav: Path, caller_port: int, *, caller_only: bool = 
 
 
 def _mono(caller: list[Packet], wav: Path, others: int) -> Converted:
-    if caller:
-        start = min(p.at for p in caller)
-        end = max(p.at + len(p.payload) / RATE for p in caller)
-        frames = min(round((end - start) * RATE), MAX_SECONDS * RATE)
-    else:
-        start, frames = 0.0, 0
-    samples = _channel(caller, start, frames)
+    said = placed(caller)
+    start, frames = _span(said)
+    samples = _channel(said, start, frames)
     tmp = wav.with_suffix(".wav.part")
     with wave.open(str(tmp), "wb") as w:
         w.setnchannels(1)

@@ -1,6 +1,6 @@
 """The voice of a consultation with an agent in another city, its completion, cancel and the
-three-way conference (SPEC F19), over the SIP tie trunk and a mixing bridge
-(site_node/media/bridge.py) at the serving agent's site.
+three-way conference (SPEC F19), over the SIP tie trunk and the call's mixing bridge at the
+serving agent's site (site_node/sip/bridging.py: shared with a supervision of the same call).
 
 When the serving agent consults another city (OfferRemote, purpose transfer-consult), a tie leg
 is dialled to the target (as for an overflow), but its media is the far leg of the call's bridge:
@@ -8,8 +8,10 @@ the caller's and the serving agent's sides in rtpengine are paired with the brid
 legs. While they consult the agent and the far agent hear each other and the caller (held) hears
 the music rtpengine plays; conferenced, all three hear each other (`CONSULT_HEARS`). Completed:
 the bridge stops and the caller is paired with the tie leg directly (the far agent keeps the
-caller, the leg rides on as the call's remote leg). Cancelled, failed, or the far agent left: the
-bridge stops and the caller is paired with the agent again (the call control ends the tie leg).
+caller, the leg rides on as the call's remote leg; a supervision of the serving agent loses its
+voice). Cancelled, failed, or the far agent left: the far leg leaves the bridge and the caller is
+paired with the agent again (the call control ends the tie leg), or, supervised, stays on the
+bridge with the agent and the supervisor.
 
 The target site needs nothing new: the tie leg stands in for the caller there and the consulted
 agent's phone rings with it, as for any guest call. The conference takes a conference board
@@ -26,17 +28,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from site_node.callcontrol.consults import CONSULT_HEARS
 from site_node.callcontrol.domain import OfferRemote, ToAgent
-from site_node.media.bridge import BridgeError, Leg, MixBridge, free_rtp_port
-from site_node.media.control import MediaControl, bridge_sdp
+from site_node.media.control import MediaControl
 from site_node.media.ng import MediaError
-from site_node.sip.message import new_tag
+from site_node.sip.bridging import CONSULT, CallBridges, Side
 from site_node.sip.phones import AgentPhones, PhoneLeg
 from site_node.sip.ties import TieOut, TieTrunks
 from vcc.errors import VccError
@@ -46,7 +45,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ROLES = ("caller", "agent", "far")
 _BACK = frozenset({"cancelled", "left", "consult-failed"})
 
 
@@ -55,15 +53,10 @@ class Consulting:
     call_id: str
     offer_id: str
     agent_code: str
-    ports: dict[str, int]
-    tags: dict[str, str]
     stage: str = "consult"
     # The far party's leg: a tie leg to another city, or a colleague's phone here.
     far: TieOut | PhoneLeg | None = None
-    bridge: MixBridge | None = None
-    bridged: bool = False
     ended: bool = False
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 @dataclass
@@ -74,56 +67,43 @@ class ConsultVoiceStats:
     returned: int = 0
     failed: int = 0
     without_media: int = 0
+    # Consulted colleagues who answered on the desktop (their phone called again to answer).
+    desk_answered: int = 0
 
 
 class ConsultVoice:
-    def __init__(self, trunk: SipTrunk, ties: TieTrunks | None, phones: AgentPhones, folder: Path) -> None:
+    def __init__(
+        self, trunk: SipTrunk, ties: TieTrunks | None, phones: AgentPhones, bridges: CallBridges
+    ) -> None:
         self.trunk = trunk
         self.ties = ties
         self.phones = phones
+        self.bridges = bridges
+        bridges.on_lost[CONSULT] = self._bridge_lost
         self.media: MediaControl = trunk.media
-        self.folder = folder
         self.stats = ConsultVoiceStats()
         self.calls: dict[str, Consulting] = {}
-        # Calls on a supervisor's bridge (wired by the composition root).
-        self.supervised: Callable[[str], bool] = lambda call_id: False
         self._tasks: set[asyncio.Task[None]] = set()
-
-    def bridged(self, call_id: str) -> bool:
-        """The call's parties are on a consultation's bridge (a hold must not block the agent)."""
-        return call_id in self.calls
 
     # The call control's effects ------------------------------------------------------------------
 
     def offer_remote(self, offer: OfferRemote) -> None:
         caller = self.trunk.call_of(offer.call_id)
         agent_leg = self.phones.legs.get(offer.call_id)
-        if (
-            caller is None
-            or agent_leg is None
-            or agent_leg.state != "answered"
-            or self.supervised(offer.call_id)
-        ):
-            # No SIP caller here, the agent talks without a phone, or a supervisor's bridge holds
-            # the call (one bridge per call): no voice to carry.
+        if caller is None or agent_leg is None or agent_leg.state != "answered" or self.ties is None:
+            # No SIP caller here, or the agent talks without a phone: no voice to carry.
             self.stats.without_media += 1
             return
         old = self.calls.pop(offer.call_id, None)
         if old is not None:
             old.ended = True
             self._spawn(self._back(old))
-        tag = new_tag()
-        c = Consulting(
-            offer.call_id, offer.offer_id, agent_leg.code,
-            ports={role: free_rtp_port(self._interface) for role in ROLES},
-            tags={role: f"consult-{role}-{tag}" for role in ROLES},
-        )  # fmt: skip
-        if self.ties is None:
-            self.stats.without_media += 1
-            return
+        c = Consulting(offer.call_id, offer.offer_id, agent_leg.code)
+        self.bridges.use(offer.call_id, CONSULT, c.stage)
         tie = self.ties.dial(offer, sdp=lambda: self._offer_far(c), on_answered=lambda t: self._bridge(c, t))
         if tie is None:
             self.stats.without_media += 1
+            self._spawn(self.bridges.leave(offer.call_id, CONSULT))
             return
         c.far = tie
         self.calls[offer.call_id] = c
@@ -137,21 +117,10 @@ class ConsultVoice:
             return  # not a consultation here
         caller = self.trunk.call_of(fx.call_id)
         agent_leg = self.phones.legs.get(fx.call_id)
-        if (
-            caller is None
-            or agent_leg is None
-            or agent_leg.state != "answered"
-            or self.supervised(fx.call_id)
-            or fx.call_id in self.calls
-        ):
+        if caller is None or agent_leg is None or agent_leg.state != "answered" or fx.call_id in self.calls:
             self.stats.without_media += 1
             return
-        tag = new_tag()
-        c = Consulting(
-            fx.call_id, "", agent_leg.code,
-            ports={role: free_rtp_port(self._interface) for role in ROLES},
-            tags={role: f"consult-{role}-{tag}" for role in ROLES},
-        )  # fmt: skip
+        c = Consulting(fx.call_id, "", agent_leg.code)
 
         async def offer(leg: PhoneLeg) -> bytes:
             c.far = leg
@@ -166,10 +135,14 @@ class ConsultVoice:
             return
         c.far = leg
         self.calls[fx.call_id] = c
+        self.bridges.use(fx.call_id, CONSULT, c.stage)
 
     async def _answered_here(self, c: Consulting, leg: PhoneLeg) -> None:
-        """The colleague's phone answered: on the bridge, then the colleague answers the call."""
+        """The colleague's phone answered: on the bridge, then the colleague answers the call (had
+        it answered on the desktop already, only the voice is new)."""
         await self._bridge(c, leg)
+        if leg.desk_answered:
+            return
         sb = self.trunk.rt.sb
         self._do(lambda now: sb.answer(now, leg.code, c.call_id))
 
@@ -193,18 +166,25 @@ class ConsultVoice:
         if c is None:
             return
         if fx.kind == "connected" and isinstance(c.far, PhoneLeg) and fx.agent_code == c.far.code:
-            if c.far.state != "answered":
-                # The colleague answered on the desktop: its phone is cancelled, no voice to mix.
+            again = self.phones.consult_legs.get(fx.call_id)
+            if c.far.state != "answered" and again is not None and again.desk_answered:
+                # The colleague answered on the desktop: its phone is called again to answer by
+                # itself (phones.py), and its answer puts it on the bridge.
+                c.far = again
+                self.stats.desk_answered += 1
+            elif c.far.state != "answered":
+                # Its phone gone meanwhile: no voice to mix.
                 del self.calls[fx.call_id]
                 c.ended = True
                 self.stats.without_media += 1
+                self._spawn(self.bridges.leave(fx.call_id, CONSULT, drop=("far",)))
             return
         if fx.kind != "transfer" or fx.agent_code != c.agent_code:
             return
         if fx.stage == "conferenced":
             c.stage = "conference"
             self.stats.conferenced += 1
-            self._spawn(self._rehear(c))
+            self.bridges.use(fx.call_id, CONSULT, c.stage)
         elif fx.stage == "completed":
             del self.calls[fx.call_id]
             c.ended = True
@@ -221,130 +201,53 @@ class ConsultVoice:
         c = self.calls.pop(call_id, None)
         if c is not None:
             c.ended = True
-            self._spawn(self._stop(c))
+        self.bridges.call_ended(call_id)
 
     # Media -----------------------------------------------------------------------------------------
 
-    @property
-    def _interface(self) -> str:
-        return self.media.engine.config.interface
-
     async def _offer_far(self, c: Consulting) -> bytes:
-        caller = self.trunk.call_of(c.call_id)
-        if caller is None or c.far is None:
-            raise MediaError("the caller left")
-        sdp = bridge_sdp(c.ports["far"], self._interface)
-        return await self.media.offer_to(caller.sip_call_id, c.tags["far"], c.far.local_tag, sdp)
+        if c.far is None or c.ended:
+            raise MediaError("the consultation is over")
+        return await self.bridges.offer_to(c.call_id, "far", c.far.local_tag)
 
-    async def _bridge(self, c: Consulting, tie: TieOut | PhoneLeg) -> None:
-        """The far party answered (the target the tie leg, or the colleague's phone): the three
-        sides on the consultation's bridge."""
-        async with c.lock:
-            caller = self.trunk.call_of(c.call_id)
-            agent_leg = self.phones.legs.get(c.call_id)
-            if c.ended or caller is None or agent_leg is None or agent_leg.state != "answered":
-                raise MediaError("the consultation is over")
-            sid, iface = caller.sip_call_id, self._interface
-            try:
-                to_far = await self.media.answer_to(sid, c.tags["far"], tie.local_tag, tie.remote_sdp)
-                to_caller, _ = await self.media.pair(
-                    sid, caller.remote_tag, caller.invite.body, c.tags["caller"],
-                    bridge_sdp(c.ports["caller"], iface), bridged=True,
-                )  # fmt: skip
-                c.bridged = True
-                to_agent, _ = await self.media.pair(
-                    sid, agent_leg.local_tag, agent_leg.remote_sdp, c.tags["agent"],
-                    bridge_sdp(c.ports["agent"], iface), bridged=True,
-                )  # fmt: skip
-                # The hold may have blocked the agent's voice: the far agent must hear it.
-                await self.media.block(sid, agent_leg.local_tag, False)
-                legs = [
-                    Leg("caller", c.ports["caller"], to_caller),
-                    Leg("agent", c.ports["agent"], to_agent),
-                    Leg("far", c.ports["far"], to_far),
-                ]
-                bridge = MixBridge(c.call_id, legs, self.folder / f"consult-{c.call_id}.log", iface)
-                bridge.on_died = lambda b, code: self._bridge_lost(c)
-                c.bridge = bridge
-                await bridge.start(CONSULT_HEARS[c.stage])
-            except (MediaError, BridgeError) as exc:
-                self.stats.failed += 1
-                log.warning("call %s: the consultation's bridge not set up: %s", c.call_id, exc)
-                await self._unbridge(c)
-                raise MediaError(str(exc)) from exc
-            self.stats.bridged += 1
-            log.info("call %s: consultation with voice (bridge pid %s)", c.call_id, bridge.pid)
-
-    async def _rehear(self, c: Consulting) -> None:
-        async with c.lock:
-            if c.bridge is None or c.ended:
-                return  # not answered yet: the stage is read when the bridge starts
-            try:
-                await c.bridge.rehear(CONSULT_HEARS[c.stage])
-            except BridgeError as exc:
-                log.error("call %s: the bridge did not take the conference: %s", c.call_id, exc)
-                self._bridge_lost(c)
-
-    async def _unbridge(self, c: Consulting) -> None:
-        """Back to the serving agent: the caller paired with the agent again, the bridge stopped."""
-        if c.bridge is not None:
-            await c.bridge.stop()
-            c.bridge = None
-        if not c.bridged:
-            return
-        c.bridged = False
-        caller = self.trunk.call_of(c.call_id)
+    async def _bridge(self, c: Consulting, far: TieOut | PhoneLeg) -> None:
+        """The far party answered (the target the tie leg, or the colleague's phone): on the call's
+        bridge with the caller and the agent."""
         agent_leg = self.phones.legs.get(c.call_id)
-        if caller is None or agent_leg is None or agent_leg.state != "answered":
-            return
-        with contextlib.suppress(MediaError):
-            await self.media.pair(
-                caller.sip_call_id, caller.remote_tag, caller.invite.body, agent_leg.local_tag,
-                agent_leg.remote_sdp,
-            )  # fmt: skip
-            self.stats.returned += 1
+        if c.ended or agent_leg is None or agent_leg.state != "answered":
+            raise MediaError("the consultation is over")
+        try:
+            await self.bridges.add(c.call_id, "far", Side(far.local_tag, far.remote_sdp))
+        except MediaError:
+            self.stats.failed += 1
+            raise
+        self.stats.bridged += 1
+        log.info("call %s: consultation with voice", c.call_id)
 
     async def _back(self, c: Consulting) -> None:
-        async with c.lock:
-            await self._unbridge(c)
-
-    async def _stop(self, c: Consulting) -> None:
-        async with c.lock:
-            if c.bridge is not None:
-                await c.bridge.stop()
-                c.bridge = None
+        """Back to the serving agent: the far party off the bridge (the caller paired with the agent
+        again, unless a supervision keeps the bridge)."""
+        await self.bridges.leave(c.call_id, CONSULT, drop=("far",))
+        self.stats.returned += 1
 
     async def _hand_over(self, c: Consulting) -> None:
-        """Completed: the caller talks to the far agent over the tie leg, without the bridge."""
-        async with c.lock:
-            if c.bridge is not None:
-                await c.bridge.stop()
-                c.bridge = None
-            c.bridged = False
-            caller, tie = self.trunk.call_of(c.call_id), c.far
-            if caller is None or tie is None or tie.state != "answered":
-                return
-            try:
-                await self.media.pair(
-                    caller.sip_call_id, caller.remote_tag, caller.invite.body, tie.local_tag, tie.remote_sdp
-                )
-            except MediaError as exc:
-                self.stats.failed += 1
-                log.warning("call %s: the caller not handed to the tie leg: %s", c.call_id, exc)
-                return
-            self.stats.completed += 1
-
-    def _bridge_lost(self, c: Consulting) -> None:
-        """The bridge died on its own: the caller goes back to its agent (the consultation's voice
-        is lost, the call is not)."""
-        if self.calls.get(c.call_id) is not c:
+        """Completed: the caller talks to the far agent directly, without the bridge."""
+        far = c.far
+        if far is None or far.state != "answered":
+            await self.bridges.leave(c.call_id, CONSULT)
             return
-        del self.calls[c.call_id]
-        c.ended = True
-        log.error(
-            "call %s: the consultation's bridge is gone: the caller is paired with its agent", c.call_id
-        )
-        self._spawn(self._back(c))
+        if await self.bridges.finish(c.call_id, CONSULT, Side(far.local_tag, far.remote_sdp)):
+            self.stats.completed += 1
+        else:
+            log.warning("call %s: the caller not handed to the far party", c.call_id)
+
+    def _bridge_lost(self, call_id: str) -> None:
+        """The bridge died on its own (or a supervisor took the call over): the consultation's voice
+        is lost, the call is not (the caller is paired with its agent again)."""
+        c = self.calls.pop(call_id, None)
+        if c is not None:
+            c.ended = True
+            log.error("call %s: the consultation's voice is gone with the bridge", call_id)
 
     # ---------------------------------------------------------------------------------------------
 
@@ -362,8 +265,6 @@ class ConsultVoice:
     async def close(self) -> None:
         for c in list(self.calls.values()):
             c.ended = True
-            if c.bridge is not None:
-                await c.bridge.stop()
         self.calls.clear()
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, TimeoutError, MediaError):

@@ -6,6 +6,14 @@ withdrawn or answered on the desktop -> CANCEL; the call over -> BYE.
 
 The caller's voice is bridged by rtpengine: a second offer from the caller's tag, answered with
 the phone's SDP, pairs the caller with the phone instead of the sink (no audio through Python).
+
+Answered on the desktop while the phone rings: the ring is cancelled and the phone is called again
+at once with a request to answer by itself (`Call-Info: ...;answer-after=0` and RFC 7462's
+`Alert-Info: <urn:alert:service:auto-answer>`, as CTI desktops drive desk phones): a phone that
+honours it connects the voice with no touch, one that does not rings again until the agent picks
+up. Its answer carries the voice only (the call control had the answer already); its refusal or
+silence leaves the call talking without voice (counted `desk_no_voice`), it does not make the
+agent not ready.
 """
 
 from __future__ import annotations
@@ -67,6 +75,9 @@ class PhoneLeg:
     offer: Callable[[PhoneLeg], Awaitable[bytes]] | None = None
     on_answered: Callable[[PhoneLeg], Awaitable[None]] | None = None
     on_gone: Callable[[PhoneLeg, str], None] | None = None
+    # Called again after its agent answered on the desktop: asked to answer by itself, its answer
+    # connects the voice only.
+    desk_answered: bool = False
 
     @property
     def supervising(self) -> bool:
@@ -95,6 +106,11 @@ class AgentPhones:
         self.rang = 0
         self.answered = 0
         self.unreachable = 0
+        # Calls answered on the desktop: the phone called again to answer by itself; of those, the
+        # phones that did (voice connected) and those that refused or stayed silent (no voice).
+        self.desk_rung = 0
+        self.desk_voice = 0
+        self.desk_no_voice = 0
 
     # What the call control tells the agent (the runtime forwards every ToAgent) ----------------
 
@@ -110,8 +126,25 @@ class AgentPhones:
             leg = aside
         if leg is None or leg.code != fx.agent_code:
             return  # another agent's news about this call (a consulted colleague's, say)
-        if fx.kind in ("withdrawn", "ended") or (fx.kind == "connected" and leg.state != "answered"):
+        if fx.kind == "connected" and leg.state in ("calling", "ringing") and not leg.desk_answered:
+            self._answered_on_desk(leg)
+        elif fx.kind in ("withdrawn", "ended"):
             self._hang_up(leg)
+
+    def _answered_on_desk(self, leg: PhoneLeg) -> None:
+        """Its agent answered on the desktop while the phone rang: the ring is cancelled and the
+        phone called again, asked to answer by itself; its answer will carry the voice."""
+        book = self.consult_legs if self.consult_legs.get(leg.call_id) is leg else self.legs
+        self._hang_up(leg)
+        again = PhoneLeg(
+            leg.call_id, leg.code, leg.caller, leg.binding, f"vcc-{new_tag()}{new_tag()}", new_tag(),
+            new_branch(), offer=leg.offer, on_answered=leg.on_answered, on_gone=leg.on_gone,
+            desk_answered=True,
+        )  # fmt: skip
+        book[leg.call_id] = again
+        self.desk_rung += 1
+        log.info("call %s: %s answered on the desktop: the phone asked to answer", leg.call_id, leg.code)
+        self._spawn(self._ring(again))
 
     def _offered(self, fx: ToAgent) -> None:
         binding = self.registrar.phone_of(fx.agent_code)
@@ -237,6 +270,13 @@ class AgentPhones:
             ],
             body=offered,
         )
+        if leg.desk_answered:
+            # Answered on the desktop: the phone is asked to answer by itself (RFC 7462's
+            # auto-answer alert, and the Call-Info parameter most desk phones read).
+            inv.headers += [
+                ("call-info", f"<sip:{host}:{port}>;answer-after=0"),
+                ("alert-info", "<urn:alert:service:auto-answer>"),
+            ]
         leg.invite = inv
         data = inv.encode()
         self._by_branch.put(leg.branch, leg)
@@ -324,10 +364,13 @@ class AgentPhones:
             try:
                 await leg.on_answered(leg)
             except MediaError as exc:
-                log.warning("call %s: supervisor %s's phone answered, media not connected: %s",
+                log.warning("call %s: %s's phone answered, media not connected: %s",
                             leg.call_id, leg.code, exc)  # fmt: skip
                 self._bye(leg)
                 self._unreachable(leg, "media")
+                return
+            if leg.desk_answered:
+                self.desk_voice += 1
             return
         try:
             await self.trunk.media.answer_from(caller.sip_call_id, caller.remote_tag, leg.local_tag, sdp)
@@ -335,6 +378,9 @@ class AgentPhones:
             log.warning("call %s: phone answered, media not connected: %s", leg.call_id, exc)
             self._bye(leg)
             self._unreachable(leg, "media")
+            return
+        if leg.desk_answered:
+            self.desk_voice += 1  # the call control had the answer from the desktop already
             return
         self.answered += 1
         self._do(lambda now: self.trunk.rt.sb.answer(now, leg.code, leg.call_id))
@@ -411,9 +457,15 @@ class AgentPhones:
         if leg.state not in ("calling", "ringing", "answered"):
             return
         leg.state = "ended"
+        self._forget(leg)
+        if leg.desk_answered and why != "hung-up":
+            # Answered on the desktop already: the call goes on without voice; the agent stays.
+            self.desk_no_voice += 1
+            log.warning("call %s: agent %s's phone did not take the call answered on the desktop (%s)",
+                        leg.call_id, leg.code, why)  # fmt: skip
+            return
         self.unreachable += 1
         log.info("call %s: agent %s's phone unreachable (%s)", leg.call_id, leg.code, why)
-        self._forget(leg)
         if leg.on_gone is not None:
             leg.on_gone(leg, why)
             return

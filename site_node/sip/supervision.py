@@ -1,14 +1,15 @@
 """Supervision with voice (SPEC F24): what a SuperviseMedia effect asks, carried out with the
-supervisor's registered phone, rtpengine and a mixing bridge (site_node/media/bridge.py).
+supervisor's registered phone, rtpengine and the call's mixing bridge (site_node/sip/bridging.py).
 
 Monitor, whisper, barge-in: the supervisor's phone is rung (a UAC leg, `AgentPhones`); once it
-answers, the caller's and the agent's sides of the call in rtpengine are each paired with a leg
-of the call's bridge, the supervisor's phone with the third, and the bridge sends each party the
-mix the mode allows (`callcontrol.supervision.who_hears`). A change of mode changes the mix only.
-When supervision ends (the leader leaves, the call leaves the agent) the caller and the agent are
-paired directly again, the bridge stops and the supervisor's phone gets a BYE. Intercept: the
-supervisor's phone is paired with the caller directly (no bridge) and becomes the call's phone
-(the agent's phone is hung up by the call control's own effects).
+answers, it is put on the call's bridge (the caller's and the agent's sides are paired with their
+legs, if a consultation has not done so already), and the bridge sends each party the mix the mode
+allows over whatever else the call is doing (`callcontrol.supervision.supervised_hears`: over the
+caller and the agent, or over a consultation or a conference). A change of mode changes the mix
+only. When supervision ends (the leader leaves, the call leaves the agent) the supervisor leaves
+the bridge (the last use gone, the caller and the agent are paired directly again) and its phone
+gets a BYE. Intercept: the supervisor's phone is paired with the caller directly and becomes the
+call's phone (the agent's phone is hung up by the call control's own effects).
 
 Faults, with a defined outcome: the bridge process dying on its own, or the supervisor's phone
 hanging up or not answering, ends the supervision in the call control (leave), and the caller and
@@ -22,16 +23,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from site_node.callcontrol.domain import SuperviseMedia, ToAgent
-from site_node.callcontrol.supervision import who_hears
-from site_node.media.bridge import BridgeError, Leg, MixBridge, free_rtp_port
-from site_node.media.control import MediaControl, bridge_sdp
+from site_node.media.control import MediaControl
 from site_node.media.ng import MediaError
-from site_node.sip.message import new_tag
+from site_node.sip.bridging import SUPERVISION, CallBridges, Side
 from site_node.sip.phones import AgentPhones, PhoneLeg
 from vcc.errors import VccError
 
@@ -40,8 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ROLES = ("caller", "agent", "supervisor")
-
 
 @dataclass(eq=False)
 class Supervised:
@@ -49,15 +45,10 @@ class Supervised:
     supervisor: str
     agent_code: str
     mode: str
-    # The bridge's receiving port and rtpengine tag for each party.
-    ports: dict[str, int]
-    tags: dict[str, str]
     leg: PhoneLeg | None = None
-    bridge: MixBridge | None = None
-    # The caller and the agent are paired with the bridge (not with each other).
+    # The supervisor's phone is on the call's bridge.
     bridged: bool = False
     ended: bool = False
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 @dataclass
@@ -66,17 +57,17 @@ class SupervisionMediaStats:
     # Supervised without voice: no SIP caller here, no agent's or supervisor's phone.
     without_media: int = 0
     failed: int = 0
-    restored: int = 0
     bridge_lost: int = 0
     intercepted: int = 0
 
 
 class SupervisorMedia:
-    def __init__(self, trunk: SipTrunk, phones: AgentPhones, folder: Path) -> None:
+    def __init__(self, trunk: SipTrunk, phones: AgentPhones, bridges: CallBridges) -> None:
         self.trunk = trunk
         self.phones = phones
+        self.bridges = bridges
+        bridges.on_lost[SUPERVISION] = self._bridge_lost
         self.media: MediaControl = trunk.media
-        self.folder = folder
         self.stats = SupervisionMediaStats()
         self.calls: dict[str, Supervised] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -104,28 +95,16 @@ class SupervisorMedia:
         s = self.calls.get(fx.call_id)
         if s is not None:
             s.mode = fx.mode
-            self._spawn(self._rehear(s))
+            self.bridges.use(fx.call_id, SUPERVISION, fx.mode)
             return
         caller = self.trunk.call_of(fx.call_id)
         agent_leg = self.phones.legs.get(fx.call_id)
-        if (
-            caller is None
-            or agent_leg is None
-            or agent_leg.state != "answered"
-            or self.trunk.bridged(fx.call_id)
-        ):
-            # No SIP caller or agent's phone here, or the call is on a consultation's bridge (one
-            # bridge per call: the consultation keeps its voice).
+        if caller is None or agent_leg is None or agent_leg.state != "answered":
             self.stats.without_media += 1
-            log.info("call %s: supervised by %s without voice (no SIP caller or phone, or consulting)",
+            log.info("call %s: supervised by %s without voice (no SIP caller or agent's phone)",
                      fx.call_id, fx.supervisor)  # fmt: skip
             return
-        tag = new_tag()
-        s = Supervised(
-            fx.call_id, fx.supervisor, fx.agent_code, fx.mode,
-            ports={role: free_rtp_port(self._interface) for role in ROLES},
-            tags={role: f"bridge-{role}-{tag}" for role in ROLES},
-        )  # fmt: skip
+        s = Supervised(fx.call_id, fx.supervisor, fx.agent_code, fx.mode)
         leg = self.phones.ring_supervisor(
             fx.call_id, fx.supervisor, offer=lambda leg: self._offer_supervisor(s, leg),
             on_answered=lambda leg: self._bridge(s, leg), on_gone=lambda leg, why: self._gone(s, why),
@@ -137,6 +116,8 @@ class SupervisorMedia:
             return
         s.leg = leg
         self.calls[fx.call_id] = s
+        # The mix of the mode, once the supervisor's phone is on (over a consultation, if any).
+        self.bridges.use(fx.call_id, SUPERVISION, fx.mode)
 
     def _intercept(self, fx: SuperviseMedia) -> None:
         s = self.calls.pop(fx.call_id, None)
@@ -174,113 +155,36 @@ class SupervisorMedia:
 
     # Media -----------------------------------------------------------------------------------------
 
-    @property
-    def _interface(self) -> str:
-        return self.trunk.media.engine.config.interface
-
     async def _offer_supervisor(self, s: Supervised, leg: PhoneLeg) -> bytes:
-        caller = self.trunk.call_of(s.call_id)
-        if caller is None:
-            raise MediaError("the caller left")
-        sdp = bridge_sdp(s.ports["supervisor"], self._interface)
-        return await self.media.offer_to(caller.sip_call_id, s.tags["supervisor"], leg.local_tag, sdp)
+        if s.ended:
+            raise MediaError("the supervision is over")
+        return await self.bridges.offer_to(s.call_id, "supervisor", leg.local_tag)
 
     async def _bridge(self, s: Supervised, leg: PhoneLeg) -> None:
-        """The supervisor answered: the three parties on the call's bridge."""
-        async with s.lock:
-            caller = self.trunk.call_of(s.call_id)
-            agent_leg = self.phones.legs.get(s.call_id)
-            if s.ended or caller is None or agent_leg is None or agent_leg.state != "answered":
-                raise MediaError("the call is no longer the agent's")
-            sid, iface = caller.sip_call_id, self._interface
-            try:
-                to_supervisor = await self.media.answer_to(
-                    sid, s.tags["supervisor"], leg.local_tag, leg.remote_sdp
-                )
-                to_caller, _ = await self.media.pair(
-                    sid,
-                    caller.remote_tag,
-                    caller.invite.body,
-                    s.tags["caller"],
-                    bridge_sdp(s.ports["caller"], iface),
-                    bridged=True,
-                )
-                s.bridged = True
-                to_agent, _ = await self.media.pair(
-                    sid, agent_leg.local_tag, agent_leg.remote_sdp, s.tags["agent"],
-                    bridge_sdp(s.ports["agent"], iface), bridged=True,
-                )  # fmt: skip
-                legs = [
-                    Leg("caller", s.ports["caller"], to_caller),
-                    Leg("agent", s.ports["agent"], to_agent),
-                    Leg("supervisor", s.ports["supervisor"], to_supervisor),
-                ]
-                bridge = MixBridge(s.call_id, legs, self.folder / f"bridge-{s.call_id}.log", iface)
-                bridge.on_died = lambda b, code: self._bridge_lost(s)
-                s.bridge = bridge
-                await bridge.start(who_hears(s.mode))
-            except (MediaError, BridgeError) as exc:
-                self.stats.failed += 1
-                log.warning("call %s: supervision's bridge not set up: %s", s.call_id, exc)
-                await self._unbridge(s)
-                raise MediaError(str(exc)) from exc
-            self.stats.bridged += 1
-            log.info("call %s: %s %s with voice (bridge pid %s)", s.call_id, s.supervisor, s.mode, bridge.pid)
-
-    async def _rehear(self, s: Supervised) -> None:
-        async with s.lock:
-            if s.bridge is None or s.ended:
-                return  # not answered yet: the mode is read when the bridge starts
-            try:
-                await s.bridge.rehear(who_hears(s.mode))
-            except BridgeError as exc:
-                log.error("call %s: the bridge did not take the new mode: %s", s.call_id, exc)
-                self._bridge_lost(s)
-
-    async def _unbridge(self, s: Supervised) -> None:
-        """The caller and the agent paired directly again; the bridge stopped."""
-        if s.bridge is not None:
-            await s.bridge.stop()
-            s.bridge = None
-        if not s.bridged:
-            return
-        s.bridged = False
-        caller = self.trunk.call_of(s.call_id)
+        """The supervisor answered: on the call's bridge, with the mix of its mode."""
+        if s.ended:
+            raise MediaError("the supervision is over")
         agent_leg = self.phones.legs.get(s.call_id)
-        if caller is None or agent_leg is None or agent_leg.state != "answered":
-            return  # the call or the agent's leg is over: nothing to pair
-        with contextlib.suppress(MediaError):
-            await self.media.pair(
-                caller.sip_call_id,
-                caller.remote_tag,
-                caller.invite.body,
-                agent_leg.local_tag,
-                agent_leg.remote_sdp,
-            )
-            self.stats.restored += 1
+        if agent_leg is None or agent_leg.state != "answered":
+            raise MediaError("the call is no longer the agent's")
+        try:
+            await self.bridges.add(s.call_id, "supervisor", Side(leg.local_tag, leg.remote_sdp))
+        except MediaError:
+            self.stats.failed += 1
+            raise
+        s.bridged = True
+        self.stats.bridged += 1
+        log.info("call %s: %s %s with voice", s.call_id, s.supervisor, s.mode)
 
     async def _finish(self, s: Supervised, *, hang_up: bool) -> None:
-        async with s.lock:
-            await self._unbridge(s)
+        """The supervisor off the bridge (the last use: the caller and the agent paired again)."""
+        await self.bridges.leave(s.call_id, SUPERVISION, drop=("supervisor",))
         if hang_up and s.leg is not None and self.phones.supervisor_legs.get(s.call_id) is s.leg:
             self.phones.hang_up_supervisor(s.call_id)
 
     async def _take_over(self, s: Supervised, leg: PhoneLeg) -> None:
-        async with s.lock:
-            if s.bridge is not None:
-                await s.bridge.stop()
-                s.bridge = None
-            s.bridged = False
-            caller = self.trunk.call_of(s.call_id)
-            if caller is None:
-                return
-            try:
-                await self.media.pair(
-                    caller.sip_call_id, caller.remote_tag, caller.invite.body, leg.local_tag, leg.remote_sdp
-                )
-            except MediaError as exc:
-                self.stats.failed += 1
-                log.warning("call %s: the supervisor's phone not paired with the caller: %s", s.call_id, exc)
+        """Intercepted while on the bridge: the supervisor's phone paired with the caller directly."""
+        await self.bridges.finish(s.call_id, SUPERVISION, Side(leg.local_tag, leg.remote_sdp))
 
     def _gone(self, s: Supervised, why: str) -> None:
         """The supervisor's phone hung up or never answered: the supervision ends."""
@@ -290,14 +194,16 @@ class SupervisorMedia:
             self._spawn(self._finish(s, hang_up=False))
         self._leave(s.supervisor, why)
 
-    def _bridge_lost(self, s: Supervised) -> None:
-        self.stats.bridge_lost += 1
-        if self.calls.get(s.call_id) is not s:
+    def _bridge_lost(self, call_id: str) -> None:
+        """The call's bridge died, or the call left it for good: the supervision ends."""
+        s = self.calls.pop(call_id, None)
+        if s is None:
             return
-        del self.calls[s.call_id]
         s.ended = True
-        log.error("call %s: the supervision's bridge is gone: caller and agent paired again", s.call_id)
-        self._spawn(self._finish(s, hang_up=True))
+        self.stats.bridge_lost += 1
+        log.error("call %s: the supervision's voice is gone with the bridge", call_id)
+        if self.phones.supervisor_legs.get(call_id) is s.leg:
+            self.phones.hang_up_supervisor(call_id)
         self._leave(s.supervisor, "bridge-lost")
 
     def _leave(self, supervisor: str, why: str) -> None:
@@ -317,8 +223,6 @@ class SupervisorMedia:
     async def close(self) -> None:
         for s in list(self.calls.values()):
             s.ended = True
-            if s.bridge is not None:
-                await s.bridge.stop()
         self.calls.clear()
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, TimeoutError, MediaError):

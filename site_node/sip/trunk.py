@@ -66,6 +66,8 @@ class TrunkStats:
     dropped: int = 0
     retransmissions_absorbed: int = 0
     media_failures: int = 0
+    # New calls refused 503 while the media engine's control queue was long (overload).
+    media_busy: int = 0
 
     def refuse(self, status: int) -> None:
         if self.refused is None:
@@ -96,9 +98,11 @@ class SipTrunk:
         self.recorder: CallRecorder | None = None
         # Voice to and from other cities (wired by the composition root when there are peers).
         self.ties: TieTrunks | None = None
-        # Calls whose parties are on a consultation's bridge: a hold plays music to the caller but
-        # must not block the agent, who talks to the consulted agent (site_node/sip/consults.py).
+        # Calls whose parties are on a bridge: a hold plays music to the caller but must not block
+        # the agent, who talks to the consulted agent (site_node/sip/bridging.py).
         self.bridged: Callable[[str], bool] = lambda call_id: False
+        # Told when a call is over, so its bridge (site_node/sip/bridging.py) stops with it.
+        self.bridge_ended: Callable[[str], None] = lambda call_id: None
         self.endpoint = UdpEndpoint(self._datagram)
         self.stats = TrunkStats()
         # INVITE server transactions by top Via branch (and sent-by): retransmissions and CANCEL.
@@ -276,6 +280,12 @@ class SipTrunk:
         if not self.media.up:
             # Without its media engine the site cannot play a prompt or carry a voice.
             self._refuse(sc, 503, reason="Media engine unavailable")
+            return
+        if self.media.busy:
+            # Overload at the door: the calls already up keep their media; the carrier can try
+            # another city (not offered, so not counted blocked: the trunk was not full).
+            self.stats.media_busy += 1
+            self._refuse(sc, 503, reason="Media engine busy")
             return
         if not msg.body or "application/sdp" not in (msg.get("content-type") or "").lower():
             self._refuse(sc, 488, reason="An SDP offer is required")
@@ -592,6 +602,7 @@ class SipTrunk:
             self._send_bye(sc, ended.reason)
         if self.ties is not None:
             self.ties.call_ended(sc.call_id)
+        self.bridge_ended(sc.call_id)
         await self.hear.close(sc)
         if self.recorder is not None:
             self.recorder.ended(sc)

@@ -40,6 +40,7 @@ from site_node.grpc_api.idempotency import IdempotencyCache
 from site_node.links.desk_data import CentralDeskData
 from site_node.message_store import MessageStore
 from site_node.messaging import Message, MessageBox, check_text
+from site_node.person_revocation import DELIVERY_WAIT_S
 from site_node.roster import Roster
 from site_node.runtime import SiteRuntime
 from site_node.web.admin import AdminApi
@@ -153,7 +154,11 @@ class DeskServer:
     async def start(self) -> int:
         sock = socket.socket(socket.AF_INET6 if ":" in self._host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self._host, self._port))
+        try:
+            sock.bind((self._host, self._port))
+        except OSError:
+            sock.close()
+            raise
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
@@ -390,6 +395,8 @@ class DeskServer:
         async def logout(s: Session, body: dict[str, Any]) -> dict[str, Any]:
             with self.audit.acting_from(origin(request)):
                 self.sessions.logout(s)
+            # Central refuses the agent's person assertions once it has the revocation.
+            await self.audit.delivered(DELIVERY_WAIT_S)
             return {"logged_out": s.code}
 
         response = await self._mutate(request, "logout", logout)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,11 @@ from central import recordings
 from central.audit import AuditLog, AuditService
 from central.db.engine import create_engine
 from central.db.migrate import upgrade
+from central.flows import FlowStore
 from central.grpc_api import SERVICE_NAME, CentralService
+from central.ivr_api import SERVICE_NAME as IVR_SERVICE_NAME
+from central.ivr_api import IvrService
+from central.ivr_lookups import Lookups
 from central.live_state import LiveState
 from central.membership_view import MembershipView
 from central.router import Router
@@ -30,7 +35,14 @@ from vcc import rpc
 from vcc.authz import Authorizer
 from vcc.person_assertion import PersonGate
 from vcc.tls import TlsFiles
-from vcc.v1 import audit_pb2_grpc, central_pb2, central_pb2_grpc, recordings_pb2_grpc, site_admin_pb2
+from vcc.v1 import (
+    audit_pb2_grpc,
+    central_pb2,
+    central_pb2_grpc,
+    ivr_pb2_grpc,
+    recordings_pb2_grpc,
+    site_admin_pb2,
+)
 
 DEADLINE = 5.0
 Code = grpc.StatusCode
@@ -66,7 +78,7 @@ async def serve_central(tmp_path: Path, files: TlsFiles) -> AsyncIterator[Centra
     # Central's people (the service desk checks the person a site or desktop acts for).
     persons = PersonGate(files.ca, {s.id: {a.code: a.role for a in s.agents} for s in config.sites})
     server = rpc.Server(
-        [SERVICE_NAME, *DESK_SERVICES, recordings.SERVICE_NAME],
+        [SERVICE_NAME, *DESK_SERVICES, recordings.SERVICE_NAME, IVR_SERVICE_NAME],
         tls=files,
         interceptors=[Authorizer([s.id for s in config.sites], on_denied=on_denied, persons=persons)],
     )
@@ -78,6 +90,13 @@ async def serve_central(tmp_path: Path, files: TlsFiles) -> AsyncIterator[Centra
     ServiceDesk(store, [s.id for s in config.sites], senders={}).add_to(server.grpc)
     recordings_pb2_grpc.add_RecordingIndexServiceServicer_to_server(
         recordings.RecordingIndexService(recordings.RecordingIndex(engine), [s.id for s in config.sites]),
+        server.grpc,
+    )
+    # Central's IVR flows and catalog (without etcd's publisher: what is pushed stays in the database).
+    ivr_pb2_grpc.add_IvrServiceServicer_to_server(
+        IvrService(
+            FlowStore(store, time.time), config, lookups=Lookups(store), audit=AuditLog(engine).record
+        ),
         server.grpc,
     )
     port = await server.start("127.0.0.1:0")

@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import aetcd
@@ -30,8 +30,7 @@ pytestmark = pytest.mark.cluster
 Code = grpc.StatusCode
 
 
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+async def _start(folder: Path) -> Cluster:
     config = generate_province(
         [
             SiteSpec("gz", "Guangzhou", trunk_channels=4, agents={"general": 2}),
@@ -39,17 +38,24 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
         ],
         etcd_endpoint="127.0.0.1:2379",
         central_listen=f"127.0.0.1:{free_port()}",
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'central.db'}",
+        database_url=f"sqlite+aiosqlite:///{folder / 'central.db'}",
         password_hash=password_hash(),
-        outbox_dir=tmp_path / "outbox",
+        outbox_dir=folder / "outbox",
     )
-    path = tmp_path / "province.yaml"
+    path = folder / "province.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True))
-    started = await Cluster.start(path, tmp_path / "run", fresh_ports=True)
+    return await Cluster.start(path, folder / "run", fresh_ports=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One province for both tests: neither changes it (the strangers are refused, the audit
+    only grows, and each test looks for its own entries)."""
+    started = asyncio.run(_start(tmp_path_factory.mktemp("security")))
     try:
         yield started
     finally:
-        await started.stop()
+        asyncio.run(started.stop())
 
 
 def vcc(*args: str) -> subprocess.CompletedProcess[str]:

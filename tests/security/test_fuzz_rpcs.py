@@ -1,4 +1,4 @@
-"""Every RPC of every server (but central's IvrService), with random messages, from every kind of
+"""Every RPC of every server, with random messages, from every kind of
 certificate (hypothesis): a kind the table does not allow always gets PERMISSION_DENIED and
 changes nothing; an allowed one gets only documented status codes, never a crash (UNKNOWN or
 INTERNAL), and a request its handler refuses changes nothing central keeps; a site or desktop at
@@ -37,6 +37,7 @@ from vcc.v1 import (
     central_pb2,
     cti_pb2,
     dialout_pb2,
+    ivr_pb2,
     peer_pb2,
     recordings_pb2,
     servicedesk_pb2,
@@ -74,10 +75,12 @@ CENTRAL_SERVICES = (
     "vcc.v1.CentralService",
     "vcc.v1.AuditService",
     "vcc.v1.RecordingIndexService",
+    "vcc.v1.IvrService",
     *DESK_SERVICES,
 )
-# Every service but central's IvrService (its server needs etcd's flow publisher).
+# Every service (central's IvrService without etcd's publisher: a push stays in the database).
 MODULES = (
+    ivr_pb2,
     central_pb2,
     audit_pb2,
     cti_pb2,
@@ -285,7 +288,15 @@ class State:
     site: tuple[int, int]
 
 
-DESK_TABLES = ("customers", "tickets", "ticket_entries", "kb_articles", "recordings")
+DESK_TABLES = (
+    "customers",
+    "tickets",
+    "ticket_entries",
+    "kb_articles",
+    "recordings",
+    "ivr_flows",
+    "ivr_service_catalogs",
+)
 # Codes of a request refused by its handler (not OK, not a time-out or a stream ended early).
 REFUSALS = {
     Code.INVALID_ARGUMENT,

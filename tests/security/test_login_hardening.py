@@ -134,7 +134,8 @@ async def test_sessions_are_revoked_at_logout_and_expire(
     await stub.Logout(cti_pb2.LogoutRequest(idempotency_key=uuid.uuid4().hex, session_token=token), timeout=5)
     gone = await answer(stub.GetAgent(cti_pb2.GetAgentRequest(session_token=token), timeout=5))
     assert gone[:2] == (Code.UNAUTHENTICATED, "bad-session")
-    assert audit_actions(node) == ["login", "logout"]
+    # The session's person assertions revoked (central hears it with the logout).
+    assert audit_actions(node) == ["login", "person-revoked", "logout"]
 
     token = (await stub.Login(login(second, DEFAULT_PASSWORD), timeout=10)).session_token
 

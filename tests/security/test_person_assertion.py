@@ -7,7 +7,16 @@ import time
 import pytest
 
 from tests.security.conftest import Certs
-from vcc.person_assertion import AssertionRefused, PersonGate, PersonSigner, verify
+from vcc.person_assertion import (
+    REVOCATION_KEPT_S,
+    AssertionRefused,
+    PersonClaim,
+    PersonGate,
+    PersonSigner,
+    Revocations,
+    revoked_agent,
+    verify,
+)
 
 DESK = "/vcc.v1.CustomerService/GetCustomer"
 LEADERS_ONLY = "/vcc.v1.TicketService/GetTicketReport"
@@ -88,3 +97,42 @@ def test_verify_alone_checks_the_times(certs: Certs) -> None:
         verify(token, ca, now - 100)  # issued in the future
     with pytest.raises(AssertionRefused, match="not valid now"):
         verify(token, ca, now + 400 * 86400)  # past the certificate's year
+
+
+def test_a_revocation_refuses_the_assertions_issued_before_it_only(certs: Certs) -> None:
+    t0 = time.time()
+    now = [t0]
+    gz = PersonSigner(certs.files("site-gz"), "gz", clock=lambda: now[0])
+    revocations = Revocations(clock=lambda: now[0])
+    check = PersonGate(certs.folder / "ca.crt", ROLES, revocations=revocations, clock=lambda: now[0])
+    before = gz.sign("1001", "first-session")
+    other = gz.sign("1090", "leader-session")
+    now[0] = t0 + 10
+    # The site's entries as central reads them: a lockout of a source and a revocation of another
+    # site's agent revoke nothing here; the agent's own revocation does.
+    for action, site, target, detail in (
+        ("lockout", "gz", "1001", {"kind": "source"}),
+        ("login-failed", "gz", "1001", {}),
+        ("person-revoked", "sz", "1001", {}),
+    ):
+        agent = revoked_agent(action, target, detail)
+        if agent:
+            revocations.note(site, agent, now[0])
+    assert check.admit(DESK, "desktop", "robots", before).claim.agent == "1001"
+    for action, detail in (("person-revoked", {}), ("agent-disable", {}), ("lockout", {"kind": "code"})):
+        assert revoked_agent(action, "1001", detail) == "1001"
+    revocations.note("gz", revoked_agent("person-revoked", "1001", {}), t0 + 5)
+    with pytest.raises(AssertionRefused, match="session it was issued for has ended"):
+        check.admit(DESK, "desktop", "robots", before)
+    # Another agent of the site, and an assertion issued after the revocation: honoured.
+    assert check.admit(DESK, "desktop", "robots", other).claim.agent == "1090"
+    after = gz.sign("1001", "second-session")
+    assert check.admit(DESK, "desktop", "robots", after).claim.agent == "1001"
+    # An older revocation arriving late does not move the time back.
+    revocations.note("gz", "1001", t0 - 100)
+    with pytest.raises(AssertionRefused):
+        check.admit(DESK, "desktop", "robots", before)
+    # Kept only while an assertion issued before it could still be honoured.
+    now[0] = t0 + 5 + REVOCATION_KEPT_S + 1
+    revocations.prune()
+    assert not revocations.revokes(PersonClaim("gz", "1001", "x", t0, t0 + 300))

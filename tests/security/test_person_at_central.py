@@ -3,7 +3,9 @@ and 12: central knows which person acts at its service desk (a desktop server or
 a person only with that person's site's signed assertion, the person must be of that site, and
 their role from the province config must allow the method; anything else is PERMISSION_DENIED,
 audited, nothing changed); an agent an administrator adds at runtime is reachable from another
-city; an operator's dashboard session survives a central leader change and ends at logout.
+city; a person's assertion dies with the session; the service desk's own refusals of a person are
+audited; an operator's dashboard session and a guesser's failed logins survive a central leader
+change, and the session ends at logout.
 
 One province for the module; the leader change is the last test."""
 
@@ -34,6 +36,7 @@ from tools.province.generate import (
 )
 from tools.province.netutil import free_port
 from vcc import rpc
+from vcc.login_guard import LoginPolicy
 from vcc.person_assertion import METADATA_KEY, PersonSigner
 from vcc.tls import DESKTOP, TRUNK
 from vcc.v1 import audit_pb2, audit_pb2_grpc, central_pb2, central_pb2_grpc, common_pb2, cti_pb2, cti_pb2_grpc
@@ -87,7 +90,9 @@ async def login(cluster: Cluster, site: str, code: str) -> tuple[str, str]:
     """(session token, person assertion) of `code` logged in at `site`'s desktop API."""
     async with rpc.channel(cluster.config.site(site).listen, persona=DESKTOP) as ch:
         reply = await cti_pb2_grpc.AgentDesktopServiceStub(ch).Login(
-            cti_pb2.LoginRequest(agent_code=code, password=DEFAULT_PASSWORD, idempotency_key=f"in-{code}"),
+            cti_pb2.LoginRequest(
+                agent_code=code, password=DEFAULT_PASSWORD, idempotency_key=uuid.uuid4().hex
+            ),
             timeout=RPC_S,
         )
         again = await cti_pb2_grpc.AgentDesktopServiceStub(ch).GetAgent(
@@ -232,6 +237,87 @@ async def test_central_checks_the_person_a_desktop_or_a_site_acts_for(cluster: C
         return len(await audited()) >= len(refused) + 1
 
     await eventually(all_audited, timeout_s=20, what="the refusals audited")
+    # The handler's own refusals of a person (a message naming someone else) are audited too: who
+    # (the person, through which certificate), what, from where; read through `vcc audit`.
+    code, out = await audit_cli(cluster, "--who", f"agent:{gz['group_leader']}@gz", "--json")
+    assert code == 0, out
+    mine = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    named = [e for e in mine if "not-the-acting-person" in e.get("detail", {}).get("reason", "")]
+    assert [e["target"] for e in named] == ["/vcc.v1.TicketService/DispatchTicket"], mine
+    [dispatch_refused] = named
+    assert dispatch_refused["actor"] == f"agent:{gz['group_leader']}@gz via desktop/robots"
+    assert dispatch_refused["outcome"] == "refused" and "127.0.0.1" in dispatch_refused["source"]
+    code, out = await audit_cli(cluster, "--who", f"agent:{gz['agent']}@gz", "--json")
+    noted = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [e["target"] for e in noted if "not-the-acting-person" in str(e)] == [
+        "/vcc.v1.TicketService/AddTicketNote"
+    ], noted
+
+
+async def audit_cli(cluster: Cluster, *args: str) -> tuple[int, str]:
+    """`vcc audit ...` against the running province."""
+    from typer.testing import CliRunner
+
+    from tools.cli import app
+
+    argv = ["audit", "--config", str(cluster.config_path), *args]
+    result = await asyncio.to_thread(CliRunner().invoke, app, argv)
+    return result.exit_code, result.output
+
+
+async def test_a_person_assertion_dies_with_its_session(cluster: Cluster) -> None:
+    """Logout revokes the agent's assertions at once at the leader (the logout waited for it),
+    within a moment at the other replica; a new login's assertion works; an administrator
+    disabling a logged-in agent revokes its assertions too. Each revocation is audited."""
+    sz = people(cluster, "sz")
+    code = sz["group_leader"]  # a person no other test here logs in
+    search = pb.SearchCustomersRequest(phone="139")
+
+    async def at(address: str, assertion: str) -> Code:
+        async with rpc.channel(address, persona=DESKTOP) as ch:
+            return await status(
+                pb_grpc.CustomerServiceStub(ch).SearchCustomers(
+                    search, timeout=RPC_S, metadata=meta(assertion)
+                )
+            )
+
+    replicas = [cluster.replica_address(r) for r in cluster.centrals]
+    leader = await cluster.wait_central_leader(timeout_s=30)
+    token, assertion = await login(cluster, "sz", code)
+    assert [await at(a, assertion) for a in replicas] == [Code.OK] * len(replicas)
+    async with rpc.channel(cluster.config.site("sz").listen, persona=DESKTOP) as ch:
+        await cti_pb2_grpc.AgentDesktopServiceStub(ch).Logout(
+            cti_pb2.LogoutRequest(session_token=token, idempotency_key="out-1"), timeout=RPC_S
+        )
+    assert await at(leader.address, assertion) == Code.PERMISSION_DENIED
+
+    async def refused_everywhere() -> bool:
+        return [await at(a, assertion) for a in replicas] == [Code.PERMISSION_DENIED] * len(replicas)
+
+    await eventually(refused_everywhere, timeout_s=10, what="every replica refuses the old assertion")
+    # Logged in again: the new session's assertion is honoured, the old one still refused.
+    token, fresh = await login(cluster, "sz", code)
+    assert (await at(leader.address, fresh), await at(leader.address, assertion)) == (
+        Code.OK,
+        Code.PERMISSION_DENIED,
+    )
+
+    # An administrator disables a logged-in agent: its assertion is refused.
+    agent = sz["agent"]
+    _, agents = await login(cluster, "sz", agent)
+    assert await at(leader.address, agents) == Code.OK
+    done, out = await roster_cli(cluster, sz["administrator"], "disable", "--site", "sz", agent)
+    assert done == 0, out
+
+    async def agent_refused() -> bool:
+        return await at(leader.address, agents) == Code.PERMISSION_DENIED
+
+    await eventually(agent_refused, timeout_s=10, what="the disabled agent's assertion refused")
+    done, out = await roster_cli(cluster, sz["administrator"], "enable", "--site", "sz", agent)
+    assert done == 0, out
+    _, revoked = await audit_cli(cluster, "--who", "site/sz", "--json")
+    causes = [json.loads(line) for line in revoked.splitlines() if '"person-revoked"' in line]
+    assert {e["target"] for e in causes} >= {code, agent}, causes
 
 
 NEW_AGENT, NEW_PASSWORD = "0190", "246810"
@@ -327,6 +413,10 @@ async def test_a_dashboard_session_survives_a_leader_change_and_ends_at_logout(c
         )
         assert login.status_code == 200, login.text
         cookie = {COOKIE: login.cookies[COOKIE]}
+        # A guesser's failures at this leader, one short of the lockout...
+        for _ in range(LoginPolicy().code_failures - 1):
+            wrong = await http.post("/api/login", json={"user": DEMO_OPERATOR, "password": "guess-1"})
+            assert wrong.status_code == 401, wrong.text
     old = await cluster.kill_central_leader()
     await cluster.wait_central_leader(newer_than=old.epoch, timeout_s=60)
 
@@ -340,6 +430,15 @@ async def test_a_dashboard_session_survives_a_leader_change_and_ends_at_logout(c
         return True
 
     await eventually(served_again, timeout_s=60, interval_s=0.5, what="the new leader's dashboard")
+    # ... are counted by the next leader (in the database): one more locks the name, and then
+    # even the right password is refused.
+    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        wrong = await http.post("/api/login", json={"user": DEMO_OPERATOR, "password": "guess-2"})
+        assert wrong.status_code == 401, wrong.text
+        right = await http.post(
+            "/api/login", json={"user": DEMO_OPERATOR, "password": DEMO_OPERATOR_PASSWORD}
+        )
+        assert right.status_code == 429 and right.json()["error"] == "too-many-attempts", right.text
     async with httpx.AsyncClient(base_url=base, timeout=10, cookies=cookie) as http:
         assert (await http.post("/api/logout")).status_code == 200
     async with httpx.AsyncClient(base_url=base, timeout=10, cookies=cookie) as http:

@@ -15,10 +15,22 @@ from typing import cast
 
 import pytest
 
-from site_node.callcontrol.supervision import HEARS, who_hears
-from site_node.media.bridge import BridgeError, Leg, MixBridge, free_rtp_port, pipeline
+from site_node.callcontrol.consults import CONSULT_HEARS
+from site_node.callcontrol.supervision import DIRECT, HEARS, supervised_hears, who_hears
+from site_node.media.bridge import (
+    BridgeError,
+    Leg,
+    MixBridge,
+    free_rtp_port,
+    live_changes,
+    live_mixing,
+    live_pipeline,
+    pipeline,
+)
+from site_node.sip.bridging import BridgedCall
 from tests.helpers import eventually
-from tests.sip.audio import _ALAW, linear_to_alaw, tone_level
+from tests.sip.audio import tone_level
+from tools.province.rtp_ear import ALAW, linear_to_alaw
 from vcc.errors import InvalidArgument
 
 
@@ -34,6 +46,38 @@ def test_nobody_hears_themselves_and_only_whisper_and_barge_let_the_supervisor_b
     assert "supervisor" in who_hears("barge")["agent"] and "supervisor" in who_hears("barge")["caller"]
     with pytest.raises(InvalidArgument):
         who_hears("intercept")
+
+
+def test_a_supervision_over_a_consultation_or_conference_mixes_over_what_the_agent_hears() -> None:
+    for mode in HEARS:
+        direct = supervised_hears(DIRECT, mode)
+        assert {p: set(h) for p, h in direct.items()} == {p: set(h) for p, h in who_hears(mode).items()}
+    # Consulting: the held caller hears nobody, is heard by nobody (the supervisor included).
+    consult = {mode: supervised_hears(CONSULT_HEARS["consult"], mode) for mode in HEARS}
+    assert all(mix["caller"] == () and "caller" not in mix["supervisor"] for mix in consult.values())
+    assert set(consult["monitor"]["supervisor"]) == {"agent", "far"}
+    assert "supervisor" not in consult["monitor"]["agent"] + consult["monitor"]["far"]
+    assert "supervisor" in consult["whisper"]["agent"] and "supervisor" not in consult["whisper"]["far"]
+    assert "supervisor" in consult["barge"]["far"] and "supervisor" not in consult["barge"]["caller"]
+    # Conference: the supervisor hears all three; whisper reaches the agent only.
+    conference = supervised_hears(CONSULT_HEARS["conference"], "whisper")
+    assert set(conference["supervisor"]) == {"caller", "agent", "far"}
+    assert "supervisor" not in conference["caller"] + conference["far"]
+    for mix in [*consult.values(), conference]:
+        assert all(party not in heard for party, heard in mix.items())
+    with pytest.raises(InvalidArgument):
+        supervised_hears(CONSULT_HEARS["consult"], "intercept")
+
+
+def test_a_bridged_call_mixes_only_the_parties_on_its_bridge() -> None:
+    b = BridgedCall("c", ports={}, tags={}, uses={"consult": "conference", "supervision": "barge"})
+    b.sends = {"caller": 1, "agent": 2, "far": 3}  # the supervisor's phone not answered yet
+    assert b.hears() == {"caller": ("agent", "far"), "agent": ("caller", "far"), "far": ("caller", "agent")}
+    b.sends["supervisor"] = 4
+    assert set(b.hears()["far"]) == {"caller", "agent", "supervisor"}
+    del b.uses["consult"]  # the consultation cancelled, the far party gone: caller and agent, barged
+    del b.sends["far"]
+    assert {p: set(h) for p, h in b.hears().items()} == {p: set(h) for p, h in who_hears("barge").items()}
 
 
 def test_the_pipeline_refuses_legs_that_make_no_sense() -> None:
@@ -54,6 +98,7 @@ def test_the_pipeline_refuses_legs_that_make_no_sense() -> None:
 class _Ear(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.payloads: list[bytes] = []
+        self.sent = 0
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -72,19 +117,29 @@ async def _socket(port: int) -> _Ear:
 async def _tone(ear: _Ear, port: int, hz: float, seconds: float) -> None:
     assert ear.transport is not None
     step = 2 * math.pi * hz / 8000
-    for i in range(int(seconds * 50)):
+    # One stream per ear: its sequence numbers and timestamps go on from one tone to the next.
+    for i in range(ear.sent, ear.sent + int(seconds * 50)):
         pcm = bytes(linear_to_alaw(int(8000 * math.sin(step * (i * 160 + k)))) for k in range(160))
         ear.transport.sendto(struct.pack("!BBHII", 0x80, 8, i, i * 160, int(hz)) + pcm, ("127.0.0.1", port))
+        ear.sent = i + 1
         await asyncio.sleep(0.02)
 
 
-async def test_the_bridge_mixes_two_voices_for_the_third_and_reports_its_death(tmp_path: Path) -> None:
+WAYS = [pytest.param(False, id="restarted"), pytest.param(True, id="live")]
+
+
+@pytest.mark.parametrize("live", WAYS)
+async def test_the_bridge_mixes_two_voices_for_the_third_and_reports_its_death(
+    tmp_path: Path, live: bool
+) -> None:
+    if live and not live_mixing():
+        pytest.skip("no PyGObject for GStreamer (bash deploy/install-system-deps.sh)")
     names = ("caller", "agent", "supervisor")
     listen = {n: free_rtp_port() for n in names}
     ears = {n: await _socket(free_rtp_port()) for n in names}
     ports = {n: ears[n].transport.get_extra_info("sockname")[1] for n in names}  # type: ignore[union-attr]
     legs = [Leg(n, listen[n], ports[n]) for n in names]
-    bridge = MixBridge("t", legs, tmp_path / "bridge.log")
+    bridge = MixBridge("t", legs, tmp_path / "bridge.log", live=live)
     died: list[int] = []
     bridge.on_died = lambda b, code: died.append(code)
     try:
@@ -98,7 +153,7 @@ async def test_the_bridge_mixes_two_voices_for_the_third_and_reports_its_death(t
         await asyncio.sleep(0.3)
 
         def heard(n: str) -> dict[int, float]:
-            samples = [_ALAW[b] for p in ears[n].payloads for b in p]
+            samples = [ALAW[b] for p in ears[n].payloads for b in p]
             return {hz: tone_level(samples, hz) for hz in (440, 1000, 1700)}
 
         caller, agent, supervisor = heard("caller"), heard("agent"), heard("supervisor")
@@ -118,6 +173,59 @@ async def test_the_bridge_mixes_two_voices_for_the_third_and_reports_its_death(t
         for ear in ears.values():
             assert ear.transport is not None
             ear.transport.close()
+
+
+async def test_a_live_bridge_changes_its_mix_without_a_restart(tmp_path: Path) -> None:
+    """Whisper, then monitor, then barge-in on one running mixer: the same process all along, and
+    each party hears what the mode says from the moment it changed."""
+    if not live_mixing():
+        pytest.skip("no PyGObject for GStreamer (bash deploy/install-system-deps.sh)")
+    names = ("caller", "agent", "supervisor")
+    listen = {n: free_rtp_port() for n in names}
+    ears = {n: await _socket(free_rtp_port()) for n in names}
+    ports = {n: ears[n].transport.get_extra_info("sockname")[1] for n in names}  # type: ignore[union-attr]
+    bridge = MixBridge("t", [Leg(n, listen[n], ports[n]) for n in names], tmp_path / "bridge.log", live=True)
+    levels: dict[str, dict[str, dict[int, float]]] = {}
+    try:
+        await bridge.start(who_hears("whisper"))
+        pid = bridge.pid
+        for mode in ("whisper", "monitor", "barge"):
+            await bridge.rehear(who_hears(mode))
+            await asyncio.sleep(0.3)  # what was mixed before the change has left
+            split = {n: len(ears[n].payloads) for n in names}
+            await asyncio.gather(
+                *(_tone(ears[n], listen[n], hz, 1.5) for n, hz in zip(names, (440, 1000, 1700), strict=True))
+            )
+            levels[mode] = {
+                n: {hz: tone_level([ALAW[b] for p in ears[n].payloads[split[n] :] for b in p], hz)
+                    for hz in (440, 1000, 1700)}
+                for n in names
+            }  # fmt: skip
+        assert bridge.pid == pid and bridge.starts == 1 and bridge.retunes == 2
+    finally:
+        await bridge.stop()
+    # Monitor: nobody hears the supervisor; whisper: the agent does; barge-in: the caller too.
+    assert levels["monitor"]["agent"][1700] < 100 and levels["monitor"]["caller"][1700] < 100, levels[
+        "monitor"
+    ]
+    assert levels["monitor"]["supervisor"][440] > 400 and levels["monitor"]["supervisor"][1000] > 400
+    assert levels["whisper"]["agent"][1700] > 400 and levels["whisper"]["caller"][1700] < 100, levels[
+        "whisper"
+    ]
+    assert levels["barge"]["caller"][1700] > 400 and levels["barge"]["agent"][1700] > 400, levels["barge"]
+
+
+def test_a_live_bridge_takes_every_voice_through_a_volume_and_refuses_what_makes_no_sense() -> None:
+    legs = [Leg("a", 40000, 41000), Leg("b", 40002, 41002), Leg("c", 40004, 41004)]
+    description = " ".join(live_pipeline(legs, {"a": ["b"]}))
+    assert "name=v_a_b volume=1" in description and "name=v_a_c volume=0" in description
+    assert "name=gate_a drop=false" in description and "name=gate_b drop=true" in description
+    assert "gate_b drop true" in live_changes(legs, {"a": ["b"]})
+    assert "v_c_a volume 1" in live_changes(legs, {"c": ["a", "b"]})
+    with pytest.raises(ValueError):
+        live_changes(legs, {"a": ["a"]})
+    with pytest.raises(ValueError):
+        live_pipeline(legs, {"d": ["a"]})
 
 
 async def test_a_bridge_that_cannot_listen_is_refused_at_start(tmp_path: Path) -> None:

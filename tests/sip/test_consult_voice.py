@@ -17,10 +17,11 @@ import pytest
 from site_node.app import SiteNode
 from tests.helpers import eventually
 from tests.integration.support import Desktop
-from tests.sip.audio import RtpEar, tone_level
+from tests.sip.audio import tone_level
 from tests.sip.conftest import sip_config_dict
 from tests.sip.test_supervision_voice import _decode, _dumps, heard_wav, phone
 from tools.province.etcd_server import EtcdServer
+from tools.province.rtp_ear import RtpEar
 from tools.province.sipp import call_scenario, run_sipp
 from vcc import rpc
 from vcc.config import parse_province

@@ -19,10 +19,11 @@ from prometheus_client import generate_latest
 from site_node.app import SiteNode
 from site_node.media.prompts import flow_prompt_name, prompt_path, site_prompts
 from tests.helpers import eventually
-from tests.sip.audio import RtpEar, best_correlation, read_wav, voiced
+from tests.sip.audio import best_correlation, read_wav, voiced
 from tests.sip.conftest import sip_config_dict
 from tools.province.etcd_server import EtcdServer
 from tools.province.prompts import build_prompts
+from tools.province.rtp_ear import RtpEar
 from tools.province.sipp import call_scenario, run_sipp
 from vcc.config import parse_province
 from vcc.ivr.catalog import parse_catalog

@@ -177,3 +177,45 @@ def test_a_truncated_capture_keeps_what_came_before_the_cut_and_sorts_the_partie
     samples = struct.unpack(f"<{len(frames) // 2}h", frames)
     left, right = samples[0::2], samples[1::2]
     assert any(left) and any(right) and set(left) != set(right)
+
+
+def _tone_packets(src: int, dst: int, hz: float, count: int, ssrc: int) -> list[bytes]:
+    from tools.province.rtp_ear import linear_to_alaw
+
+    step = 2 * math.pi * hz / 8000
+    out = []
+    for i in range(count):
+        pcm = bytes(linear_to_alaw(int(8000 * math.sin(step * (i * 160 + k)))) for k in range(160))
+        rtp = struct.pack("!BBHII", 0x80, 8, i, 1000 + i * 160, ssrc) + pcm
+        udp = struct.pack("!HHHH", src, dst, 8 + len(rtp), 0) + rtp
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, bytes(4), bytes(4))
+        out.append(ip + udp)
+    return out
+
+
+def test_a_voice_the_engine_handled_in_bursts_is_recorded_whole_by_its_rtp_clock(tmp_path: Path) -> None:
+    """On a busy machine rtpengine handles packets in bursts after a stall: ten packets (200 ms of
+    voice) captured within a millisecond. Placed by capture time they landed on each other (most of
+    the agent's side lost, what was left out of phase); placed by their RTP timestamps the tone is
+    whole, every half second of it, and in phase over the whole call."""
+    from tests.sip.audio import tone_level
+
+    caller = _tone_packets(5000, 30000, 440.0, 150, ssrc=1)
+    agent = _tone_packets(6000, 30002, 1000.0, 150, ssrc=2)
+    # The caller's packets captured on time; the agent's in bursts of ten, every 200 ms, and a
+    # little late (2-5 ms of jitter) inside each burst.
+    frames = [(i * 20, f) for i, f in enumerate(caller)]
+    frames += [(40 + (i // 10) * 200 + (i % 10) // 3, f) for i, f in enumerate(agent)]
+    (tmp_path / "b.pcap").write_bytes(_pcap(101, sorted(frames, key=lambda x: x[0])))
+    made = pcap_to_wav(tmp_path / "b.pcap", tmp_path / "b.wav", caller_port=30000)
+    assert made.caller_packets == 150 and made.other_packets == 150
+    with wave.open(str(tmp_path / "b.wav"), "rb") as w:
+        data = w.readframes(w.getnframes())
+    samples = struct.unpack(f"<{len(data) // 2}h", data)
+    left, right = list(samples[0::2]), list(samples[1::2])
+    # Every half second of the agent's three seconds holds its tone; the caller's side only its own.
+    windows = [right[i : i + 4000] for i in range(800, 3 * 8000 - 4000, 4000)]
+    assert all(tone_level(w, 1000.0) > 2000 for w in windows), [round(tone_level(w, 1000.0)) for w in windows]
+    assert tone_level(left[:20000], 440.0) > 2000 and tone_level(left[:20000], 1000.0) < 100
+    # In phase over the whole of it: one coherent tone (a burst placed by capture time breaks it).
+    assert tone_level(right[800:23000], 1000.0) > 2000

@@ -67,3 +67,34 @@ async def test_entries_dropped_from_a_full_queue_leave_the_disk_too(tmp_path: Pa
         sink.record("agent:0101", f"action-{n}")
     await sink.persist()
     assert [e.action for e in store.load(10)] == ["action-2", "action-3"] and sink.dropped == 2
+
+
+async def test_delivered_waits_for_centrals_acknowledgement_and_no_longer(
+    tmp_path: Path, central: tuple[str, AuditLog]
+) -> None:
+    """What a logout waits on (site_node.person_revocation): True once central stored every entry
+    recorded so far; False at once with no central known, and after its bound when central is
+    known but away (the entries stay queued)."""
+    import asyncio
+
+    address, log = central
+    alone = AuditSink("gz", lambda: None)
+    alone.record("site/gz", "person-revoked", target="0101")
+    assert not await alone.delivered(30.0)  # no central: answered at once (else the test times out)
+    away = AuditSink("gz", lambda: "127.0.0.1:1")
+    away.record("site/gz", "person-revoked", target="0102")
+    sending = asyncio.create_task(away.run())
+    assert not await away.delivered(0.3)
+    assert away.pending == 1
+    sending.cancel()
+    await asyncio.gather(sending, return_exceptions=True)
+    sink = AuditSink("gz", lambda: address)
+    assert await sink.delivered(0.1)  # nothing recorded: nothing to wait for
+    sending = asyncio.create_task(sink.run())
+    sink.record("site/gz", "person-revoked", target="0103")
+    assert await sink.delivered(10.0)
+    assert [e.target for e in await log.list(limit=10)] == ["0103"]
+    sending.cancel()
+    await asyncio.gather(sending, return_exceptions=True)
+    await sink.close()
+    await away.close(drain_s=0.1)

@@ -124,7 +124,7 @@ def test_max_wait_offers_a_callback_and_the_call_ends_self_served() -> None:
     end = ended(fx)
     assert end is not None and end.outcome == Outcome.SELF_SERVED and end.reason == "callback-asked"
     assert EventKind.CALLBACK in kinds(fx)
-    (callback,) = sb.flows.callbacks.open()
+    (callback,) = sb.dialler.callbacks.open()
     assert (callback.number, callback.skill_group) == ("13800000001", "parcel")
 
 

@@ -396,6 +396,18 @@ def overflowed(wire: Wire, call_id: str, target: str = "sz") -> Leg:
     return wire.open_leg(call_id)
 
 
+def offered_to_a_ready_agent() -> tuple[Wire, dict[str, list[str]], str, str, Leg]:
+    """gz staffed but nobody ready, one agent ready at sz: a call at gz sent there, its offer on the
+    wire. (wire, each site's agent codes, the sz agent, the call, its leg)."""
+    wire, codes = province()
+    wire.log_in("gz", *codes["gz"])
+    agent = codes["sz"][0]
+    wire.ready("sz", agent)
+    call = wire.arrive("gz")
+    wire.advance(0.0)
+    return wire, codes, agent, call, overflowed(wire, call)
+
+
 def test_an_overflowed_call_is_served_in_another_city_end_to_end() -> None:
     wire, codes = province()
     gz, sz = wire.sites["gz"], wire.sites["sz"]
@@ -516,14 +528,8 @@ def test_a_refused_call_tries_a_third_city() -> None:
 
 @pytest.mark.parametrize("offer_arrives", ["before the timeout", "after the timeout"])
 def test_an_offer_that_times_out_is_withdrawn_and_the_late_reservation_ended(offer_arrives: str) -> None:
-    wire, codes = province()
+    wire, _, agent, call, leg = offered_to_a_ready_agent()
     gz, sz = wire.sites["gz"], wire.sites["sz"]
-    wire.log_in("gz", *codes["gz"])
-    agent = codes["sz"][0]
-    wire.ready("sz", agent)
-    call = wire.arrive("gz")
-    wire.advance(0.0)
-    leg = overflowed(wire, call)
     if offer_arrives == "before the timeout":
         wire.to_target(leg.offer_id)  # reserved, but the answer is slow
 
@@ -548,14 +554,8 @@ def test_an_offer_that_times_out_is_withdrawn_and_the_late_reservation_ended(off
 
 
 def test_ring_no_answer_at_the_target_returns_the_call_to_its_origin() -> None:
-    wire, codes = province()
+    wire, _, agent, call, leg = offered_to_a_ready_agent()
     gz, sz = wire.sites["gz"], wire.sites["sz"]
-    wire.log_in("gz", *codes["gz"])
-    agent = codes["sz"][0]
-    wire.ready("sz", agent)
-    call = wire.arrive("gz")
-    wire.advance(0.0)
-    leg = overflowed(wire, call)
     wire.deliver_all()
     assert wire.heard(call)[-1] == "ringing"
 
@@ -573,14 +573,8 @@ def test_ring_no_answer_at_the_target_returns_the_call_to_its_origin() -> None:
 
 
 def test_a_caller_who_hangs_up_while_the_target_rings_frees_the_target_agent() -> None:
-    wire, codes = province()
+    wire, _, agent, call, leg = offered_to_a_ready_agent()
     gz, sz = wire.sites["gz"], wire.sites["sz"]
-    wire.log_in("gz", *codes["gz"])
-    agent = codes["sz"][0]
-    wire.ready("sz", agent)
-    call = wire.arrive("gz")
-    wire.advance(0.0)
-    leg = overflowed(wire, call)
     wire.deliver_all()
     assert sz.agents[agent].state == AgentState.RINGING
 
@@ -601,14 +595,8 @@ def test_a_caller_who_hangs_up_while_the_target_rings_frees_the_target_agent() -
 
 
 def test_a_late_answer_is_ended_by_the_origin_and_never_connects() -> None:
-    wire, codes = province()
+    wire, _, agent, call, leg = offered_to_a_ready_agent()
     sz = wire.sites["sz"]
-    wire.log_in("gz", *codes["gz"])
-    agent = codes["sz"][0]
-    wire.ready("sz", agent)
-    call = wire.arrive("gz")
-    wire.advance(0.0)
-    leg = overflowed(wire, call)
     wire.deliver_all()
     wire.do("gz", lambda sb, now: sb.caller_hang_up(now, call))
     wire.do("sz", lambda sb, now: sb.answer(now, agent, call))
@@ -622,14 +610,8 @@ def test_a_late_answer_is_ended_by_the_origin_and_never_connects() -> None:
 
 
 def test_a_stream_that_breaks_mid_call_requeues_the_caller_and_frees_the_agent() -> None:
-    wire, codes = province()
+    wire, codes, agent, call, leg = offered_to_a_ready_agent()
     gz, sz = wire.sites["gz"], wire.sites["sz"]
-    wire.log_in("gz", *codes["gz"])
-    agent = codes["sz"][0]
-    wire.ready("sz", agent)
-    call = wire.arrive("gz")
-    wire.advance(0.0)
-    leg = overflowed(wire, call)
     wire.deliver_all()
     wire.do("sz", lambda sb, now: sb.answer(now, agent, call))
     wire.deliver_all()
@@ -656,13 +638,8 @@ def test_a_stream_that_breaks_mid_call_requeues_the_caller_and_frees_the_agent()
 
 
 def test_a_stream_that_breaks_before_the_offer_arrives_requeues_the_call() -> None:
-    wire, codes = province()
+    wire, _, _, call, leg = offered_to_a_ready_agent()
     gz = wire.sites["gz"]
-    wire.log_in("gz", *codes["gz"])
-    wire.ready("sz", codes["sz"][0])
-    call = wire.arrive("gz")
-    wire.advance(0.0)
-    leg = overflowed(wire, call)
     wire.break_leg(leg.offer_id)
     wire.deliver_all()
     assert queued_at(wire, "gz", call)

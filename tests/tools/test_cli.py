@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -86,13 +87,16 @@ def test_check_config_names_the_key_of_a_bad_config(tmp_path: Path, edit: str, k
 
 def test_a_bad_config_is_a_message_not_a_traceback(tmp_path: Path) -> None:
     bad = broken_config(tmp_path, "unknown-key")
-    for args in (
+    commands = (
         ["check-config", str(bad)],
         ["status", "--config", str(bad)],
         ["site", "--config", str(bad), "--site", "gz"],
         ["central", "--config", str(bad)],
-    ):
-        done = vcc(*args)
+    )
+    # Four real processes side by side (each is mostly its imports).
+    with ThreadPoolExecutor(max_workers=len(commands)) as pool:
+        results = list(pool.map(lambda args: vcc(*args), commands))
+    for args, done in zip(commands, results, strict=True):
         assert done.returncode == 2, (args, done.stderr)
         assert "colour: unknown key" in done.stderr
         assert "Traceback" not in done.stderr + done.stdout

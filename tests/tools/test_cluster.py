@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -96,9 +97,18 @@ async def _logged(proc: ManagedProcess, text: str) -> None:
 def example_config(tmp_path: Path) -> Path:
     """The deploy example with free ports, so tests do not collide with anything."""
     data = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
-    data["central"]["listen"] = f"127.0.0.1:{free_port()}"
+
+    def move(part: dict[str, Any]) -> None:
+        # Every listening address (gRPC, metrics, desk, SIP): the example's fixed ports are shared.
+        for key, value in part.items():
+            if isinstance(value, dict):
+                move(value)
+            elif key.endswith("listen") and isinstance(value, str) and value:
+                part[key] = f"127.0.0.1:{free_port()}"
+
+    move(data["central"])
     for site in data["sites"]:
-        site["listen"] = f"127.0.0.1:{free_port()}"
+        move(site)
     path = tmp_path / "province.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     return path

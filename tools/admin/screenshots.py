@@ -21,7 +21,7 @@ from tools.province.cluster import Cluster
 from tools.province.generate import DEFAULT_PASSWORD, SiteSpec, desk_people, generate_province, write_province
 from tools.province.netutil import free_port
 from vcc import rpc
-from vcc.tls import TRUNK
+from vcc.tls import TRUNK, site_server
 from vcc.v1 import trunk_pb2, trunk_pb2_grpc
 
 WAIT_MS = 30_000
@@ -70,7 +70,9 @@ async def take(out_dir: Path) -> list[Path]:
                             "data-state", "live", timeout=WAIT_MS
                         )
                     await agent.get_by_role("button", name="Ready", exact=True).click()
-                    async with rpc.channel(cluster.config.site(SITE).listen, persona=TRUNK) as ch:
+                    async with rpc.channel(
+                        cluster.config.site(SITE).listen, persona=TRUNK, expect=site_server(SITE)
+                    ) as ch:
                         line = _Caller(ch)
                         caller = asyncio.create_task(line.stay())
                         offer = agent.get_by_role("region", name="Incoming call", exact=True)

@@ -769,14 +769,35 @@ def sip_cmd(
     concurrent: Annotated[int, typer.Option(min=1, max=5000, help="Calls up together.")] = 200,
     rate: Annotated[float, typer.Option(min=0.1, max=500, help="New calls per second.")] = 20.0,
     steady: Annotated[float, typer.Option(min=3, help="Seconds with every call up.")] = 10.0,
+    steps: Annotated[
+        str, typer.Option(help="Steps 'N/R,N/R,...' (calls up / new calls per s), each on a fresh site.")
+    ] = "",
     run_dir: Annotated[Path, typer.Option("--run-dir")] = Path("run/bench-sip"),
 ) -> None:
-    """New calls per second and concurrent calls with audio on one site; CPU per call, RTP in."""
+    """New calls per second and concurrent calls with audio on one site; CPU per call, RTP loss."""
     from tools.bench.sip import bench_sip
 
-    result = {"machine": machine(), **asyncio.run(bench_sip(run_dir, concurrent, rate, steady))}
-    _console().print(table_sip({k: v for k, v in result.items() if k != "machine"}))
-    _write_json(json_path, "sip", result)
+    try:
+        plan = [(int(n), float(r)) for n, r in (p.split("/") for p in steps.split(","))] if steps else []
+    except ValueError:
+        raise typer.BadParameter(
+            f"{steps!r} is not 'N/R,N/R,...' (for example 100/10,500/50)", param_hint="--steps"
+        ) from None
+    if not plan:
+        plan = [(concurrent, rate)]
+    results = []
+    for n, r in plan:
+        load = os.getloadavg()[0]
+        result = {"load_average_at_start": round(load, 2), **asyncio.run(bench_sip(run_dir, n, r, steady))}
+        result["load_average_at_end"] = round(os.getloadavg()[0], 2)
+        _console().print(table_sip(result))
+        results.append(result)
+    out = (
+        {"machine": machine(), **results[0]}
+        if len(results) == 1
+        else {"machine": machine(), "steps": results}
+    )
+    _write_json(json_path, "sip", out)
 
 
 @bench_app.command("bridge")

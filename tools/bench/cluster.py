@@ -45,7 +45,7 @@ from tools.simulation.report import percentiles_ms, reconcile_detailed
 from tools.simulation.robots import RobotPolicy, RobotStats, run_robots
 from tools.simulation.traffic import CallerView, SiteLoad, TrafficPlan, run_traffic
 from vcc import rpc
-from vcc.tls import CA_ENV, CERT_ENV, DESKTOP, DIR_ENV, KEY_ENV, TRUNK
+from vcc.tls import CA_ENV, CERT_ENV, DESKTOP, DIR_ENV, KEY_ENV, TRUNK, central_server, site_server
 from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2, cti_pb2, cti_pb2_grpc, trunk_pb2, trunk_pb2_grpc
 
 Progress = Callable[[str], None]
@@ -112,7 +112,7 @@ def _province(
 async def list_records(central: str, page_size: int = 1000) -> list[central_pb2.CallRecord]:
     records: list[central_pb2.CallRecord] = []
     token = ""
-    async with rpc.channel(central) as ch:
+    async with rpc.channel(central, expect=central_server()) as ch:
         stub = central_pb2_grpc.CentralServiceStub(ch)
         while True:
             reply = await stub.ListCallRecords(
@@ -839,10 +839,10 @@ async def _wait_ready_agents(sites: Mapping[str, str], per_site: int, timeout_s:
 # -- memory ----------------------------------------------------------------------------------------
 
 
-async def _login_all(address: str, codes: Sequence[str], concurrency: int = 50) -> list[str]:
+async def _login_all(address: str, site_id: str, codes: Sequence[str], concurrency: int = 50) -> list[str]:
     tokens: list[str] = []
     gate = asyncio.Semaphore(concurrency)
-    async with rpc.channel(address, persona=DESKTOP) as ch:
+    async with rpc.channel(address, persona=DESKTOP, expect=site_server(site_id)) as ch:
         stub = cti_pb2_grpc.AgentDesktopServiceStub(ch)
 
         async def one(code: str) -> None:
@@ -1010,7 +1010,7 @@ async def memory(
             proc = psutil.Process(cluster.sites[site.id].pid)
             rss_idle = proc.memory_info().rss
             progress(f"memory: logging in {agents} agents")
-            await _login_all(site.listen, [a.code for a in site.agents])
+            await _login_all(site.listen, site.id, [a.code for a in site.agents])
             rss_logged_in = proc.memory_info().rss
             progress(f"memory: placing {calls} calls that wait")
             queued, release = asyncio.Event(), asyncio.Event()
@@ -1029,7 +1029,7 @@ async def memory(
             # channels get a connect timeout of their own and are connected before any call.
             connect = [("grpc.use_local_subchannel_pool", 1), ("grpc.min_reconnect_backoff_ms", CONNECT_MS)]
             channels = [
-                rpc.channel(site.listen, persona=TRUNK, options=connect)
+                rpc.channel(site.listen, persona=TRUNK, expect=site_server(site.id), options=connect)
                 for _ in range(math.ceil(calls / CALLERS_PER_CHANNEL))
             ]
             await asyncio.wait_for(asyncio.gather(*(ch.channel_ready() for ch in channels)), 120.0)
@@ -1193,7 +1193,7 @@ async def bare_round_trip(
     server = rpc.Server([], tls=server_files, interceptors=[Authorizer([])] if tls and authorized else [])
     port = await server.start("127.0.0.1:0")
     try:
-        async with rpc.channel(f"127.0.0.1:{port}", tls=client_files) as ch:
+        async with rpc.channel(f"127.0.0.1:{port}", tls=client_files, expect=central_server()) as ch:
             stub = health_pb2_grpc.HealthStub(ch)
             for _ in range(50):  # warm the channel up
                 await stub.Check(health_pb2.HealthCheckRequest(), timeout=RPC_DEADLINE_S)
@@ -1327,7 +1327,9 @@ async def decisions_on_cluster(
                     for name, site_id, elsewhere in paths:
                         progress(f"routing: {calls} calls at {site_id}, one at a time ({name})")
                         times = []
-                        async with rpc.channel(cluster.config.site(site_id).listen, persona=TRUNK) as ch:
+                        async with rpc.channel(
+                            cluster.config.site(site_id).listen, persona=TRUNK, expect=site_server(site_id)
+                        ) as ch:
                             stub: trunk_pb2_grpc.TrunkIngressServiceAsyncStub = (
                                 trunk_pb2_grpc.TrunkIngressServiceStub(ch)
                             )

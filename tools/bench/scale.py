@@ -38,6 +38,7 @@ from tools.province.certs import site_stem
 from tools.province.cluster import Cluster
 from tools.province.generate import DEMO_OPERATOR, DEMO_OPERATOR_PASSWORD, SiteSpec
 from vcc import rpc
+from vcc.tls import central_server
 from vcc.v1 import central_pb2, central_pb2_grpc
 
 Progress = Callable[[str], None]
@@ -80,7 +81,7 @@ class _City:
             ),
             presence=lambda: presence(self.sb),
             channel=lambda address: rpc.channel(
-                address, tls=tls, options=[("grpc.use_local_subchannel_pool", 1)]
+                address, tls=tls, expect=central_server(), options=[("grpc.use_local_subchannel_pool", 1)]
             ),
             deltas=deltas,
         )
@@ -192,7 +193,7 @@ async def _until_all_present(central: str, agents: int, timeout_s: float = 120.0
     """Until central's directory shows every agent of every city logged in (presence arrived)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    async with rpc.channel(central) as ch:
+    async with rpc.channel(central, expect=central_server()) as ch:
         stub = central_pb2_grpc.CentralServiceStub(ch)
         while loop.time() < deadline:
             reply = await stub.ListAgents(central_pb2.ListAgentsRequest(), timeout=30.0)

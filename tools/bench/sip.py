@@ -4,8 +4,14 @@ SIPp callers dial at `rate` calls per second until `concurrent` calls are up, ea
 audio (50 packets a second) while it waits in the queue hearing the announcement and music on
 hold that rtpengine plays to it; all of them stay up together for `steady_s` seconds, then hang
 up. Measured over that steady window: the site node's and rtpengine's CPU (share of one core, and
-per call), RTP loss on the callers' streams into rtpengine (its own counters: packets expected
-from the RTP sequence numbers against packets received), and whether every call was answered.
+per call), and whether every call was answered (failures by SIP response, from SIPp's own log).
+
+RTP loss is measured where the audio is heard: `PROBES` sampled callers are also paired, in
+rtpengine, with a listener of the bench's own (as an agent's phone is when it answers,
+MediaControl.answer_from), which counts the caller's packets rtpengine relays to it against the
+sequence numbers they carry (a packet SIPp sends late is not lost; one dropped is). rtpengine's
+own counters of what it received from 20 callers are kept beside (`rtp_in_ratio`: against 50
+packets a second, so a late sender counts as loss there).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any
 
 import psutil
 
-from site_node.media.ng import MediaRefused, NgClient
+from site_node.media.ng import MediaError, NgClient
 from tools.province.cluster import Cluster
 from tools.province.generate import SiteSpec, generate_province, write_province
 from tools.province.netutil import free_port
@@ -33,12 +39,16 @@ PORTS_PER_CALL = 4
 PACKETS_PER_S = 50
 # Calls whose streams are counted (each is one ng query per sweep).
 SAMPLE = 20
+# Callers whose relayed audio the bench hears and counts (RTP loss by sequence numbers).
+PROBES = 10
 
 
 def _prepare(run_dir: Path, concurrent: int) -> tuple[Path, Path]:
     """The one-site province and the callers' audio, in `run_dir`."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(run_dir / "run", ignore_errors=True)
+    for old in ("run", "outbox", "sipp"):  # a step starts clean: its own logs and journal only
+        shutil.rmtree(run_dir / old, ignore_errors=True)
+    (run_dir / "central.db").unlink(missing_ok=True)
     raw = generate_province(
         # One agent who never logs in: every caller waits in the queue, hearing its music.
         [SiteSpec("gz", "Guangzhou", trunk_channels=concurrent + 10, agents={"general": 1})],
@@ -48,7 +58,7 @@ def _prepare(run_dir: Path, concurrent: int) -> tuple[Path, Path]:
         outbox_dir=run_dir / "outbox",
         digit_timeout_s=1.0,
     )
-    add_sip(raw, prompts_dir="prompts", rtp_base=20000, rtp_ports=concurrent * PORTS_PER_CALL + 200)
+    add_sip(raw, prompts_dir="prompts", rtp_base=20000, rtp_ports=concurrent * PORTS_PER_CALL * 5 // 4 + 300)
     config_path = write_province(raw, run_dir / "province.yaml")
     audio = run_dir / "caller.al"
     # What the callers say: a raw A-law tone SIPp streams in a loop (made here, offline).
@@ -90,6 +100,7 @@ async def bench_sip(
         live = await _calls(ng_address)
         up_at_start = len(live)
         packets_before, at_before = await _caller_packets(ng_address, live[:SAMPLE])
+        probes = await _probe(ng_address, live[SAMPLE : SAMPLE + PROBES])
         # The callers' own CPU too: a SIPp that cannot keep up sends late, which looks like loss.
         sipp = next(p for p in psutil.Process().children() if p.name() == "sipp")
         before = _cpu(site, engine, sipp)
@@ -98,10 +109,15 @@ async def bench_sip(
         window = time.perf_counter() - t0
         after = _cpu(site, engine, sipp)
         packets_after, at_after = await _caller_packets(ng_address, live[:SAMPLE])
+        heard = [p.figures() for p in probes]
+        for p in probes:
+            p.close()
         ratio = rtp_in_ratio(packets_before, packets_after, at_after - at_before)
         sweep_gap_s = at_after - at_before
         up_at_end = len(await _calls(ng_address))
         result = await callers
+    received = sum(h[0] for h in heard)
+    expected = sum(h[1] for h in heard)
     site_cpu = (after[0] - before[0]) / window
     engine_cpu = (after[1] - before[1]) / window
     sipp_cpu = (after[2] - before[2]) / window
@@ -113,6 +129,8 @@ async def bench_sip(
         "calls_up_at_window_end": up_at_end,
         "calls_answered": _count(result.stdout, "Successful call"),
         "calls_failed": _count(result.stdout, "Failed call"),
+        "failures_by_sip_response": _failures(run_dir / "sipp" / "load.err"),
+        **_engine_log(run_dir / "outbox" / "rtpengine-gz.log"),
         "site_cpu_core_share": round(site_cpu, 4),
         "rtpengine_cpu_core_share": round(engine_cpu, 4),
         "site_cpu_per_100_calls": round(site_cpu / max(1, up_at_start) * 100, 4),
@@ -122,7 +140,125 @@ async def bench_sip(
         "rtp_sweep_gap_s": round(sweep_gap_s, 2),
         # Below 1: packets lost on the way in, or SIPp sending late under load (not told apart).
         "rtp_in_ratio": round(ratio, 5) if ratio is not None else None,
+        "rtp_probed_calls": sum(1 for h in heard if h[1]),
+        "rtp_probe_received": received,
+        "rtp_probe_expected": expected,
+        # Lost on the way caller -> rtpengine -> listener, by the packets' sequence numbers.
+        "rtp_loss_pct": round(100 * (1 - received / expected), 3) if expected else None,
     }
+
+
+def _failures(err_file: Path) -> dict[str, int]:
+    """Calls SIPp gave up, by what it got instead of what it waited for (one count per call)."""
+    text = err_file.read_text(errors="replace") if err_file.exists() else ""
+    calls: dict[str, str] = {}
+    for m in re.finditer(
+        r"Aborting call on (.*?) for Call-Id '([^']+)'(?:.*?received 'SIP/2\.0 ([^\r\n']+))?", text
+    ):
+        calls.setdefault(m.group(2), m.group(3) or m.group(1))
+    found: dict[str, int] = {}
+    for why in calls.values():
+        found[why] = found.get(why, 0) + 1
+    return found
+
+
+def _engine_log(path: Path) -> dict[str, Any]:
+    """What rtpengine's own log says: the time its control thread spent per ng command (where a
+    set-up's seconds go), retries it recognised, and its own drop messages."""
+    text = path.read_text(errors="replace") if path.exists() else ""
+    spent: dict[str, list[float]] = {}
+    for m in re.finditer(r"Replying to '([a-z ]+)' .*?elapsed time ([0-9.]+) sec", text):
+        spent.setdefault(m.group(1), []).append(float(m.group(2)))
+    return {
+        "ng_commands": {k: len(v) for k, v in sorted(spent.items())},
+        "ng_seconds_by_command": {k: round(sum(v), 2) for k, v in sorted(spent.items())},
+        "ng_retries_seen": text.count("as a duplicate"),
+        "engine_queue_overruns": text.count("Too many packets in UDP receive queue"),
+        "engine_discard_messages": text.count("discarding packet"),
+    }
+
+
+class _Listener(asyncio.DatagramProtocol):
+    """Counts one caller's RTP as relayed to it: packets, and the span of sequence numbers."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.count = 0
+        self.first: int | None = None
+        self.last = 0  # extended (unwrapped) sequence number of the latest packet
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
+        if len(data) < 12 or data[0] >> 6 != 2 or data[1] & 0x7F != 8:
+            return  # not an A-law RTP packet (RTCP, or a stray)
+        seq = int.from_bytes(data[2:4], "big")
+        if self.first is None:
+            self.first = self.last = seq
+        else:
+            step = (seq - self.last) % 65536
+            # Forward within half the space: newer; otherwise a late (reordered) one.
+            if step < 32768:
+                self.last += step
+        self.count += 1
+
+    def figures(self) -> tuple[int, int]:
+        """(received, expected by the sequence numbers)."""
+        if self.first is None:
+            return 0, 0
+        return self.count, self.last - self.first + 1
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def _probe(ng_address: str, call_ids: list[str]) -> list[_Listener]:
+    """Pair each caller with a listener of ours (rtpengine leaves the sink for it)."""
+    client = NgClient(ng_address, timeout_s=5.0)
+    await client.open()
+    loop = asyncio.get_running_loop()
+    listeners: list[_Listener] = []
+    common: dict[str, Any] = {"replace": ["origin", "session-connection"], "ICE": "remove"}
+    try:
+        for i, call_id in enumerate(call_ids):
+            try:
+                reply = await client.request("query", **{"call-id": call_id})
+                caller_tag, caller_port = _caller(reply)
+                transport, listener = await loop.create_datagram_endpoint(
+                    _Listener, local_addr=("127.0.0.1", 0)
+                )
+                listeners.append(listener)  # closed by the bench; counted only if it heard anything
+                port = transport.get_extra_info("sockname")[1]
+                ids = {"call-id": call_id, "from-tag": caller_tag, "to-tag": f"bench-ear-{i}"}
+                await client.request("offer", **ids, sdp=_alaw_sdp(caller_port), **common)
+                await client.request("answer", **ids, sdp=_alaw_sdp(port), **common)
+            except (MediaError, LookupError):
+                continue  # the call ended meanwhile, has no caller stream, or the engine is late
+    finally:
+        client.close()
+    return listeners
+
+
+def _caller(reply: dict[str, Any]) -> tuple[str, int]:
+    """The caller's tag and the RTP port it sends from, from an ng query."""
+    tags = reply.get("tags")
+    for name, tag in tags.items() if isinstance(tags, dict) else ():
+        if "SIPpTag" not in name or not isinstance(tag, dict):
+            continue
+        for media in tag.get("medias", []):
+            for stream in media.get("streams", []) if isinstance(media, dict) else []:
+                if isinstance(stream, dict) and b"RTP" in stream.get("flags", []):
+                    return name, int(stream["endpoint"]["port"])
+    raise LookupError("no caller stream")
+
+
+def _alaw_sdp(port: int) -> str:
+    return "\r\n".join([
+        "v=0", "o=bench 1 1 IN IP4 127.0.0.1", "s=bench", "c=IN IP4 127.0.0.1", "t=0 0",
+        f"m=audio {port} RTP/AVP 8", "a=rtpmap:8 PCMA/8000", "a=sendrecv",
+    ]) + "\r\n"  # fmt: skip
 
 
 def _cpu(*procs: psutil.Process) -> tuple[float, ...]:
@@ -130,7 +266,7 @@ def _cpu(*procs: psutil.Process) -> tuple[float, ...]:
 
 
 async def _calls(ng_address: str) -> list[str]:
-    client = NgClient(ng_address, timeout_s=2.0)
+    client = NgClient(ng_address, timeout_s=5.0)
     await client.open()
     try:
         reply = await client.request("list", limit=100_000)
@@ -142,7 +278,7 @@ async def _calls(ng_address: str) -> list[str]:
 
 async def _caller_packets(ng_address: str, call_ids: list[str]) -> tuple[dict[str, int], float]:
     """RTP packets rtpengine has received from each caller so far, and when (mid-sweep)."""
-    client = NgClient(ng_address, timeout_s=2.0)
+    client = NgClient(ng_address, timeout_s=5.0)
     await client.open()
     counts: dict[str, int] = {}
     t0 = time.perf_counter()
@@ -150,8 +286,8 @@ async def _caller_packets(ng_address: str, call_ids: list[str]) -> tuple[dict[st
         for call_id in call_ids:
             try:
                 reply = await client.request("query", **{"call-id": call_id})
-            except MediaRefused:
-                continue  # the call ended meanwhile: it is left out of both sweeps
+            except MediaError:
+                continue  # the call ended meanwhile (or the engine was late): left out of the sweeps
             counts[call_id] = _from_caller(reply)
     finally:
         client.close()

@@ -55,7 +55,7 @@ from tools.province.netutil import free_port
 from tools.province.postgres_server import create_database, start_temporary
 from tools.simulation.report import percentiles_ms
 from vcc import rpc
-from vcc.tls import TRUNK
+from vcc.tls import TRUNK, central_server, site_server
 from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2, trunk_pb2, trunk_pb2_grpc
 
 Progress = Callable[[str], None]
@@ -129,7 +129,7 @@ def _retryable(exc: BaseException) -> bool:
 async def _ship(central: str, site: _SiteRun, start: asyncio.Event) -> None:
     """As a site's shipper does: one batch in flight; UNAVAILABLE (central busy, a serialization
     conflict in the database) sends the same batch again after a short pause."""
-    async with rpc.channel(central) as ch:
+    async with rpc.channel(central, expect=central_server()) as ch:
         stub = central_pb2_grpc.CentralServiceStub(ch)
         await start.wait()
         for request in site.batches:
@@ -224,7 +224,7 @@ async def ingest(
 
 async def _count_records(central: str, site_ids: tuple[str, ...]) -> int:
     count = 0
-    async with rpc.channel(central) as ch:
+    async with rpc.channel(central, expect=central_server()) as ch:
         stub = central_pb2_grpc.CentralServiceStub(ch)
         for site_id in site_ids:
             token = ""
@@ -348,7 +348,10 @@ async def dashboard_latency(*, samples: int = 100, progress: Progress = lambda _
             queued_s: list[float] = []
             left_s: list[float] = []
             dnis = cluster.config.province.service_number
-            async with _reading(stream), rpc.channel(cluster.config.site("gz").listen, persona=TRUNK) as ch:
+            async with (
+                _reading(stream),
+                rpc.channel(cluster.config.site("gz").listen, persona=TRUNK, expect=site_server("gz")) as ch,
+            ):
                 stub = trunk_pb2_grpc.TrunkIngressServiceStub(ch)
                 await stream.until(0)
                 progress(f"dashboard latency: {samples} calls, one at a time")

@@ -197,12 +197,15 @@ def province_certs(
     hosts: Sequence[str] = (),
     days: int = DEFAULT_DAYS,
 ) -> list[Issued]:
-    """The CA (made unless present) and a fresh certificate for every identity of the province."""
+    """The CA (made unless present) and a fresh certificate for every identity of the province, and
+    etcd's `root` (it sets etcd's users and roles up: `vcc etcd roles`)."""
     if not (folder / f"{CA_STEM}.crt").exists():
         make_ca(folder, config.province.id)
-    return [
+    issued = [
         issue(folder, kind, name, hosts, days) for kind, name in province_identities(config, central_replicas)
     ]
+    root = issue_root(folder, days)
+    return [*issued, Issued("etcd", "root", root.cert, root.key)]
 
 
 def site_stem(site_id: str) -> str:
@@ -223,7 +226,8 @@ class ClusterTls:
     """The certificates of a run folder's province, and the environment each process gets."""
 
     folder: Path
-    # Made by the cluster (and its etcd's roles with it); False: the operator's own CA.
+    # Made by the cluster; False: the operator's own CA (its etcd roles set up when the folder holds
+    # etcd's root certificate, as `vcc certs province` makes it).
     own_ca: bool = False
     saved_env: dict[str, str | None] | None = None
 
@@ -242,6 +246,10 @@ class ClusterTls:
 
     def etcd_root(self) -> tls.TlsFiles:
         return self.files(ETCD_ROOT_STEM)
+
+    def has_etcd_root(self) -> bool:
+        root = self.etcd_root()
+        return root.cert.is_file() and root.key.is_file()
 
     def child_env(self, env: dict[str, str], stem: str) -> dict[str, str]:
         """`env` for a child process whose identity is `stem` (and no tool personas)."""
@@ -282,7 +290,6 @@ def cluster_tls(run: Path, raw: dict[str, object], config_path: Path, central_re
             old.unlink()
     config = parse_province({k: v for k, v in raw.items() if k != "tls"})
     province_certs(config, folder, central_replicas=central_replicas)
-    issue_root(folder)
     raw["tls"] = {"ca_file": str(folder / f"{CA_STEM}.crt")}
     return ClusterTls(folder, own_ca=True)
 

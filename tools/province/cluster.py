@@ -339,7 +339,14 @@ class Cluster:
         except ConfigError:
             await asyncio.to_thread(etcd.stop)
             raise
-        if certs is not None and certs.own_ca:
+        if certs is not None and not certs.has_etcd_root():
+            # Without etcd's roles every province certificate could write every key (the leader's).
+            await asyncio.to_thread(etcd.stop)
+            raise ClusterError(
+                f"no {certs.etcd_root().cert} beside the province CA: `vcc certs province --out DIR`"
+                " (DIR: where the CA key is) makes etcd's root certificate; copy it beside ca.crt"
+            )
+        if certs is not None:
             try:
                 # Each etcd key writable only by its owner (a site its own membership key...).
                 await asyncio.to_thread(

@@ -9,8 +9,10 @@ gets one user per identity, each with a role:
 * `tool-cli`: read the province's keys;
 * any other certificate (desktop, trunk): no user, so nothing at all.
 
-Then auth is enabled. This runs once per etcd cluster, with the `root` certificate (`issue_root`),
-through `etcdctl` (aetcd has no user or role API).
+Then auth is enabled. This runs with the `root` certificate (`issue_root`: `vcc certs province`
+makes it beside the CA), through `etcdctl` (aetcd has no user or role API): by `vcc cluster up`
+for its own etcd, and by `vcc etcd roles --config F` for an operator's etcd cluster. Running it
+again is harmless (what exists is kept, a new site or replica is added).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from tools.province.etcd_server import etcd_binary
 from vcc.ivr.keys import ivr_prefix
@@ -29,8 +33,22 @@ class EtcdRolesError(Exception):
     """etcdctl refused a step; the message names it."""
 
 
+# What a slow etcd (a busy machine, a leader election) answers: the step is tried again, since
+# every step is harmless to repeat.
+_TRANSIENT = ("deadline exceeded", "request timed out", "unavailable", "timed out", "leader changed")
+_ATTEMPTS = 4
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, EtcdRolesError) and any(t in str(exc).lower() for t in _TRANSIENT)
+
+
 def etcdctl() -> str:
     return str(Path(etcd_binary()).with_name("etcdctl"))
+
+
+# etcdctl's answers for a step already done (a second run, a province that grew).
+_ALREADY = ("already exists", "already enabled")
 
 
 def _run(endpoint: str, root: TlsFiles, *args: str) -> None:
@@ -40,12 +58,18 @@ def _run(endpoint: str, root: TlsFiles, *args: str) -> None:
         f"--cacert={root.ca}",
         f"--cert={root.cert}",
         f"--key={root.key}",
-        "--dial-timeout=5s",
-        "--command-timeout=5s",
+        "--dial-timeout=10s",
+        "--command-timeout=15s",
         *args,
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    except subprocess.TimeoutExpired:
+        raise EtcdRolesError(f"etcdctl {' '.join(args)}: timed out") from None
     if done.returncode != 0:
+        said = f"{done.stderr} {done.stdout}".lower()
+        if any(a in said for a in _ALREADY):
+            return
         raise EtcdRolesError(f"etcdctl {' '.join(args)}: {done.stderr.strip() or done.stdout.strip()}")
 
 
@@ -63,10 +87,20 @@ def enable_roles(
     site_ids: Sequence[str],
     central_replicas: int,
 ) -> None:
+    for path in (root.ca, root.cert, root.key):
+        if not path.is_file():
+            raise EtcdRolesError(f"no {path}: etcd's root certificate (`vcc certs province` makes it)")
     province = f"{prefix.rstrip('/')}/{province_id}/"
     central = central_leader_key(prefix, province_id).rsplit("/", 1)[0] + "/"
     ivr = ivr_prefix(prefix, province_id)
-    steps: list[tuple[str, ...]] = [("user", "add", "root", "--no-password"), ("role", "add", "reader")]
+    # etcdctl's `auth enable` would add the root role itself, but as a step of its own (one
+    # command timeout); done here, each part is one short, repeatable step.
+    steps: list[tuple[str, ...]] = [
+        ("user", "add", "root", "--no-password"),
+        ("role", "add", "root"),
+        ("user", "grant-role", "root", "root"),
+        ("role", "add", "reader"),
+    ]
     steps.append(("role", "grant-permission", "reader", "read", province, _prefix_end(province)))
     for site_id in site_ids:
         role = f"site-{site_id}"
@@ -92,4 +126,11 @@ def enable_roles(
     steps += [("user", "add", "tool-cli", "--no-password"), ("user", "grant-role", "tool-cli", "reader")]
     steps.append(("auth", "enable"))
     for step in steps:
-        _run(endpoint, root, *step)
+        for attempt in Retrying(
+            stop=stop_after_attempt(_ATTEMPTS),
+            wait=wait_exponential(multiplier=0.5, max=4),
+            retry=retry_if_exception(_transient),
+            reraise=True,
+        ):
+            with attempt:
+                _run(endpoint, root, *step)

@@ -21,7 +21,7 @@ import wave
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from site_node.media.prompts import PromptSpec, flow_prompt_specs, prompt_path, site_prompts
+from site_node.media.prompts import PromptSpec, flow_prompt_specs, played_path, prompt_path, site_prompts
 from vcc.config import ProvinceConfig
 from vcc.ivr.catalog import is_catalog
 from vcc.ivr.flow import Flow
@@ -91,12 +91,15 @@ def build_prompt(spec: PromptSpec, path: Path, cache: Path | None = None) -> boo
     run folder does not pay espeak-ng again for hundreds of flow prompts."""
     stamp = path.with_suffix(".stamp")
     digest = hashlib.sha256(repr((spec.text, spec.voice, spec.music_s, MELODY, RATE)).encode()).hexdigest()
+    cached = (cache or prompt_cache()) / f"{digest}.wav"
     if path.exists() and stamp.exists() and stamp.read_text() == digest:
+        if not played_path(path).exists():
+            _played_copy(path, cached)
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    cached = (cache or prompt_cache()) / f"{digest}.wav"
     if cached.exists():
         _place(cached, path)
+        _played_copy(path, cached)
         stamp.write_text(digest)
         return True
     for tool in ("espeak-ng", "sox"):
@@ -115,13 +118,31 @@ def build_prompt(spec: PromptSpec, path: Path, cache: Path | None = None) -> boo
             _run(["sox", str(out), str(music), str(both)])
             out = both
         shutil.move(str(out), path)
-    stamp.write_text(digest)
     with contextlib.suppress(OSError):  # a cache that cannot be written only costs time
         cached.parent.mkdir(parents=True, exist_ok=True)
         part = cached.with_suffix(f".{os.getpid()}.part")
         shutil.copyfile(path, part)
         part.replace(cached)
+    _played_copy(path, cached)
+    stamp.write_text(digest)
     return True
+
+
+def _played_copy(path: Path, cached: Path) -> None:
+    """The A-law copy rtpengine plays (site_node/media/prompts.py `played_path`), from the cache
+    or made by sox from the prompt just placed."""
+    played, cached_played = played_path(path), played_path(cached)
+    if cached_played.exists():
+        _place(cached_played, played)
+        return
+    part = played.with_suffix(f".{os.getpid()}.part.wav")
+    _run(["sox", "-D", str(path), "-e", "a-law", str(part)])  # -D: G.711 exactly, no dither
+    part.replace(played)
+    with contextlib.suppress(OSError):
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached_played.with_suffix(f".{os.getpid()}.part")
+        shutil.copyfile(played, tmp)
+        tmp.replace(cached_played)
 
 
 def prompt_cache() -> Path:

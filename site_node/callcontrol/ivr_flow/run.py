@@ -12,7 +12,6 @@ from collections.abc import Mapping
 
 from site_node.callcontrol.ivr_flow.actions import (
     Action,
-    CollectDigits,
     End,
     Ended,
     Hangup,
@@ -27,16 +26,8 @@ from site_node.callcontrol.ivr_flow.actions import (
 )
 from site_node.callcontrol.ivr_flow.conditions import holds
 from site_node.callcontrol.ivr_flow.endings import end_action
-from site_node.callcontrol.ivr_flow.inputs import (
-    DIGITS,
-    Choose,
-    Entered,
-    SayAgain,
-    Typed,
-    entry_key,
-    menu_key,
-)
 from site_node.callcontrol.ivr_flow.listening import Listening, Waiting
+from site_node.callcontrol.ivr_flow.questions import Questions
 from site_node.callcontrol.ivr_flow.voice import Voice
 from vcc.ivr.flow import (
     BranchNode,
@@ -45,7 +36,6 @@ from vcc.ivr.flow import (
     Flow,
     LookupNode,
     MenuNode,
-    MenuOption,
     PlayNode,
     QueueNode,
     QueueTreatmentSpec,
@@ -67,8 +57,8 @@ class FlowRun:
         self.node_id = ""
         self.steps = 0
         self._ear = Listening()
-        self._offered: list[MenuOption] = []
-        self._menus: list[str] = []
+        # Its menus and digit entries (they go on through go, count_step and play).
+        self._questions = Questions(self, self._ear)
         self._request = 0
         self._voice_of: Voice | None = None
 
@@ -117,7 +107,7 @@ class FlowRun:
         self.context = dict(caller_context)
         self._voice_of = Voice(flow, self.context)
         out: list[Action] = []
-        self._go(flow.start, now, out)
+        self.go(flow.start, now, out)
         return out
 
     def on_digits(self, digits: str, now: float) -> list[Action]:
@@ -136,18 +126,9 @@ class FlowRun:
         if self.waiting == "lookup":
             assert isinstance(node, LookupNode)
             self.trace.append(LookedUp(now, self.node_id, node.name, "timed-out"))
-            self._go(node.on_timeout, now, out)
-        elif isinstance(node, MenuNode):
-            self.trace.append(Silence(now, self.node_id, "no key"))
-            self._menu_retry(node, self.flow.no_input_prompt, now, out)
-        elif isinstance(node, CollectNode):
-            if node.terminator is None and len(self._ear.collected) >= node.min_length:
-                # No terminator to wait for: a pause ends the entry.
-                self.trace.append(Silence(now, self.node_id, "entry ended"))
-                self._entered(node, self._ear.collected, now, out)
-            else:
-                self.trace.append(Silence(now, self.node_id, "no entry"))
-                self._collect_retry(node, self.flow.no_input_prompt, now, out)
+            self.go(node.on_timeout, now, out)
+        elif isinstance(node, MenuNode | CollectNode):
+            self._questions.silence(node, now, out)
         self._take_typed(now, out)
         return out
 
@@ -162,17 +143,17 @@ class FlowRun:
         out: list[Action] = []
         if self._ear.deadline is not None and now > self._ear.deadline:
             self.trace.append(LookedUp(now, self.node_id, node.name, "late"))
-            self._go(node.on_timeout, now, out)
+            self.go(node.on_timeout, now, out)
         elif result is None:
             self.trace.append(LookedUp(now, self.node_id, node.name, "failed"))
-            self._go(node.on_timeout, now, out)
+            self.go(node.on_timeout, now, out)
         else:
             fields = {str(k): str(v) for k, v in result.items()}
             prefix = node.into or node.name
             for key, value in fields.items():
                 self.context[f"{prefix}.{key}"] = value
             self.trace.append(LookedUp(now, self.node_id, node.name, "answered", fields))
-            self._go(node.next, now, out)
+            self.go(node.next, now, out)
         self._take_typed(now, out)
         return out
 
@@ -183,16 +164,16 @@ class FlowRun:
 
     # -- moving through nodes -------------------------------------------------------------------
 
-    def _go(self, node_id: str, now: float, out: list[Action]) -> None:
+    def go(self, node_id: str, now: float, out: list[Action]) -> None:
         """Enter nodes until one waits (keys, a look-up) or the call leaves the flow."""
         flow = self.flow
         while True:
             self.node_id = node_id
-            if not self._step(now, out):
+            if not self.count_step(now, out):
                 return
             node = flow.nodes[node_id]
             if isinstance(node, PlayNode):
-                self._play(node.prompt, node.barge_in, now, out)
+                self.play(node.prompt, node.barge_in, now, out)
                 node_id = node.next
             elif isinstance(node, SetNode):
                 self.context[node.var] = node.value
@@ -204,34 +185,23 @@ class FlowRun:
                 )
             elif isinstance(node, LookupNode):
                 if node.prompt is not None:
-                    self._play(node.prompt, False, now, out)
+                    self.play(node.prompt, False, now, out)
                 self._request += 1
                 args = {k: self._voice.fill(v) for k, v in node.args.items()}
                 out.append(Lookup(node.name, args, node.timeout_s, self._request))
                 self._ear.wait("lookup", node.timeout_s, now)
                 return
             elif isinstance(node, MenuNode):
-                if node_id in self._menus:
-                    del self._menus[self._menus.index(node_id) + 1 :]
-                else:
-                    self._menus.append(node_id)
-                self._ear.retries = 0
-                self._offered = [
-                    o
-                    for o in node.options
-                    if o.when is None or holds(o.when, self.context, now, flow.calendar)
-                ]
-                self._present(node, now, out)
+                self._questions.menu(node_id, node, now, out)
                 return
             elif isinstance(node, CollectNode):
-                self._ear.retries = 0
-                self._ask(node, now, out)
+                self._questions.entry(node, now, out)
                 return
             else:
                 self._finish(node, now, out)
                 return
 
-    def _step(self, now: float, out: list[Action]) -> bool:
+    def count_step(self, now: float, out: list[Action]) -> bool:
         """Count a node entered (or a menu said again); past the flow's bound the call ends."""
         self.steps += 1
         if self.steps <= self.flow.max_steps:
@@ -241,7 +211,7 @@ class FlowRun:
 
     def _finish(self, node: EndNode, now: float, out: list[Action]) -> None:
         if node.prompt is not None:
-            self._play(node.prompt, False, now, out)
+            self.play(node.prompt, False, now, out)
         self._end(end_action(node, self.context, self._voice), now, out)
 
     def on_max_wait(self, now: float, key: str = "") -> list[Action]:
@@ -256,7 +226,7 @@ class FlowRun:
         held = Pressed(now, self.node_id, key, f"virtual hold -> {target}")
         self.trace.append(held if key else Silence(now, self.node_id, "max wait reached"))
         out: list[Action] = []
-        self._go(target, now, out)
+        self.go(target, now, out)
         return out
 
     def _end(self, action: End, now: float, out: list[Action]) -> None:
@@ -265,93 +235,15 @@ class FlowRun:
         self._ear.stop()
         self.trace.append(Ended(now, self.node_id, action))
 
-    # -- menus ----------------------------------------------------------------------------------
-
-    def _present(self, node: MenuNode, now: float, out: list[Action]) -> None:
-        if node.prompt is not None:
-            self._play(node.prompt, True, now, out)
-        for key, option in enumerate(self._offered, start=1):
-            self._play(option.prompt, True, now, out, key=str(key))
-        if node.agent is not None and node.agent_prompt is not None:
-            self._play(node.agent_prompt, True, now, out, key="0")
-        out.append(CollectDigits(1, None, node.timeout_s))
-        self._ear.wait("digits", node.timeout_s, now)
-
-    def _menu_key(self, node: MenuNode, key: str, now: float, out: list[Action]) -> None:
-        meaning = menu_key(node, self._offered, self._menus, key)
-        self.trace.append(Pressed(now, self.node_id, key, meaning.effect))
-        if isinstance(meaning, Choose):
-            self._go(meaning.target, now, out)
-        elif isinstance(meaning, SayAgain):
-            if self._step(now, out):
-                self._present(node, now, out)
-        else:
-            self._menu_retry(node, self.flow.invalid_prompt, now, out)
-
-    def _menu_retry(self, node: MenuNode, prompt: str | None, now: float, out: list[Action]) -> None:
-        self._ear.retries += 1
-        if self._ear.retries > node.retries:
-            self._go(node.on_fail or self.flow.on_fail, now, out)
-            return
-        if not self._step(now, out):
-            return
-        if prompt is not None:
-            self._play(prompt, False, now, out)
-        self._present(node, now, out)
-
-    # -- collections ----------------------------------------------------------------------------
-
-    def _ask(self, node: CollectNode, now: float, out: list[Action]) -> None:
-        self._ear.collected = ""
-        self._play(node.prompt, True, now, out)
-        out.append(CollectDigits(node.max_length, node.terminator, node.timeout_s))
-        self._ear.wait("digits", node.timeout_s, now)
-
-    def _collect_key(self, node: CollectNode, key: str, now: float, out: list[Action]) -> None:
-        meaning = entry_key(node, self._ear.collected, key)
-        shown = "*" if node.mask and key in DIGITS else key
-        self.trace.append(Pressed(now, self.node_id, shown, meaning.effect))
-        if isinstance(meaning, Entered):
-            self._entered(node, meaning.value, now, out)
-        elif isinstance(meaning, Typed):
-            self._ear.collected += key
-            # Each key gives the caller the full time again for the next.
-            self._ear.wait("digits", node.timeout_s, now)
-        else:
-            self._collect_retry(node, self.flow.invalid_prompt, now, out)
-
-    def _entered(self, node: CollectNode, value: str, now: float, out: list[Action]) -> None:
-        self.context[node.into] = value
-        self._ear.collected = ""
-        if len(value) == node.max_length and node.terminator is not None:
-            # Full length ends the entry; the caller's terminator right after it belongs to it
-            # too, not to the next menu (where "#" would mean "say it again").
-            self._ear.swallow = node.terminator
-        self._go(node.next, now, out)
-
-    def _collect_retry(self, node: CollectNode, prompt: str | None, now: float, out: list[Action]) -> None:
-        self._ear.retries += 1
-        self._ear.collected = ""
-        if self._ear.retries > node.retries:
-            self._go(node.on_fail or self.flow.on_fail, now, out)
-            return
-        if not self._step(now, out):
-            return
-        if prompt is not None:
-            self._play(prompt, False, now, out)
-        self._ask(node, now, out)
-
     # -- helpers --------------------------------------------------------------------------------
 
     def _take_typed(self, now: float, out: list[Action]) -> None:
         while (key := self._ear.next_key()) is not None:
             node = self.flow.nodes[self.node_id]
-            if isinstance(node, MenuNode):
-                self._menu_key(node, key, now, out)
-            elif isinstance(node, CollectNode):
-                self._collect_key(node, key, now, out)
+            if isinstance(node, MenuNode | CollectNode):
+                self._questions.key(node, key, now, out)
 
-    def _play(self, prompt_id: str, barge_in: bool, now: float, out: list[Action], key: str = "") -> None:
+    def play(self, prompt_id: str, barge_in: bool, now: float, out: list[Action], key: str = "") -> None:
         text = self._voice.text(prompt_id, key)
         out.append(Play(prompt_id, text, barge_in))
         self.trace.append(Heard(now, self.node_id, prompt_id, text))

@@ -1,0 +1,241 @@
+"""Answering on the desktop while the phone rings connects the voice too: the ring is cancelled
+and the phone called again with a request to answer by itself (`Call-Info: answer-after=0`, RFC
+7462's auto-answer alert). The phone here is a bare SIP peer that rings on a plain INVITE and
+answers by itself only when so asked, with an RTP socket (1300 Hz) for its voice. First a caller's
+call (440 Hz) answered on the desktop; then a same-site consultation the colleague answers on
+the desktop, the serving agent on a baresip phone (1000 Hz). Each side is checked for the
+other's tone."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from site_node.app import SiteNode
+from tests.helpers import eventually
+from tests.integration.support import Desktop
+from tests.sip.audio import tone_level
+from tests.sip.conftest import PHONE_PASSWORD, sip_config_dict
+from tests.sip.raw import SDP, RawPeer, header
+from tests.sip.test_registrar import answer, register
+from tests.sip.test_supervision_voice import _dumps, _windows, heard_wav, phone
+from tools.province.etcd_server import EtcdServer
+from tools.province.rtp_ear import RtpEar
+from tools.province.sipp import call_scenario, run_sipp
+from vcc import rpc
+from vcc.config import parse_province
+from vcc.v1 import cti_pb2
+
+pytestmark = [pytest.mark.timeout(150)]
+
+CALLER_HZ, AGENT_HZ, DESK_PHONE_HZ = 440.0, 1000.0, 1300.0
+HEARD, SILENT = 400.0, 120.0
+
+
+class DeskPhone:
+    """A registered phone that rings on a plain INVITE (180, never answered by hand) and answers
+    by itself an INVITE that asks it to (Call-Info answer-after=0 or the auto-answer alert)."""
+
+    def __init__(self, peer: RawPeer, media_port: int, code: str) -> None:
+        self.peer, self.media_port, self.code = peer, media_port, code
+        self.rung = 0
+        self.cancelled = 0
+        self.auto_answered = 0
+        # The engine's port in the last INVITE answered: where this phone sends its voice.
+        self.sends_to = 0
+        self._invites: dict[str, tuple[bytes, str]] = {}
+
+    async def register(self, sip: str) -> None:
+        self.peer.send(register(self.peer, sip, self.code), sip)
+        status, challenge = await self.peer.status()
+        assert status == 401
+        auth = answer(challenge, self.code, sip, PHONE_PASSWORD)
+        self.peer.send(register(self.peer, sip, self.code, cseq=2, auth=auth), sip)
+        assert (await self.peer.status())[0] == 200
+
+    async def run(self, sip: str) -> None:
+        while True:
+            data = await self.peer.receive(timeout_s=3600)
+            method = data.split(b" ", 1)[0]
+            call_id = header(data, "Call-ID")
+            if method == b"INVITE":
+                _, tag = self._invites.setdefault(call_id, (data, secrets.token_hex(4)))
+                info, alert = header(data, "Call-Info"), header(data, "Alert-Info")
+                asked = "answer-after=0" in info or "auto-answer" in alert
+                if asked:
+                    self.auto_answered += 1
+                    m = re.search(rb"(?m)^m=audio (\d+) ", data)
+                    self.sends_to = int(m.group(1)) if m else 0
+                    self.peer.send(self._reply(data, 200, tag, SDP.format(port=self.media_port)), sip)
+                else:
+                    self.rung += 1
+                    self.peer.send(self._reply(data, 180, tag), sip)
+            elif method == b"CANCEL":
+                self.cancelled += 1
+                self.peer.send(self._reply(data, 200, ""), sip)
+                invite, tag = self._invites.get(call_id, (b"", ""))
+                if invite:
+                    self.peer.send(self._reply(invite, 487, tag), sip)
+            elif method == b"BYE":
+                self.peer.send(self._reply(data, 200, ""), sip)
+
+    def _reply(self, request: bytes, status: int, tag: str, body: str = "") -> bytes:
+        reason = {180: "Ringing", 200: "OK", 487: "Request Terminated"}[status]
+        lines = [f"SIP/2.0 {status} {reason}"]
+        for name in ("Via", "From", "Call-ID", "CSeq"):
+            lines += [f"{name}: {v}" for v in re.findall(rf"(?im)^{name}:\s*(.*?)\r?$", request.decode())]
+        to = header(request, "To")
+        lines.append(f"To: {to}" + (f";tag={tag}" if tag and ";tag=" not in to else ""))
+        lines.append(f"Contact: <sip:{self.code}@127.0.0.1:{self.peer.port}>")
+        if body:
+            lines.append("Content-Type: application/sdp")
+        return ("\r\n".join(lines) + f"\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode()
+
+
+@pytest.fixture
+async def node(tmp_path: Path, etcd_server: EtcdServer, prompts_dir: Path) -> AsyncIterator[SiteNode]:
+    n = SiteNode(parse_province(sip_config_dict(tmp_path, prompts_dir, etcd_server.endpoint)), "gz")
+    await n.start()
+    yield n
+    await n.stop()
+
+
+async def test_answering_on_the_desktop_asks_the_phone_to_answer_and_its_voice_connects(
+    node: SiteNode, tmp_path: Path
+) -> None:
+    assert node.sip is not None and node.registrar is not None and node.phones is not None
+    voice, phones, sb, sip = node.consult_voice, node.phones, node.switchboard, node.sip.address
+    assert voice is not None
+    agent = next(a.code for a in node.site.agents if "general" in a.skills)
+    colleague = next(a.code for a in node.site.agents if "billing" in a.skills)
+    desk_ear = await RtpEar.open()
+    peer = await RawPeer.open()
+    desk_phone = DeskPhone(peer, desk_ear.port, colleague)
+    folder = phone(tmp_path / f"phone-{agent}", agent, sip, AGENT_HZ)
+    baresip = await asyncio.create_subprocess_exec(
+        "baresip", "-f", str(folder), stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    desk_a, desk_b = Desktop(rpc.channel(node.address), agent), Desktop(rpc.channel(node.address), colleague)
+    callers: list[asyncio.Task[object]] = []
+    talk: list[asyncio.Task[None]] = []
+    ears = [await RtpEar.open(), await RtpEar.open()]
+    running: asyncio.Task[None] | None = None
+    try:
+        await desk_phone.register(sip)
+        running = asyncio.create_task(desk_phone.run(sip))
+
+        async def registered() -> bool:
+            return node.registrar.phone_of(agent) is not None  # type: ignore[union-attr]
+
+        await eventually(registered, what="the agent's baresip registered")
+        await desk_b.login()
+        await desk_b.ready()
+
+        # 1. A caller for billing: the colleague's phone rings, the colleague answers on the desktop.
+        ear = ears[0]
+        scenario = call_scenario("", media_port=str(ear.port), settle_ms=0)
+        callers.append(asyncio.create_task(run_sipp(scenario, sip, tmp_path / "sipp-1", hold_ms=60_000)))
+
+        async def prompted() -> bool:
+            return ear.source is not None
+
+        await eventually(prompted, timeout_s=30, what="the caller hears the menu")
+        await ear.send_digit("2")
+
+        async def ringing() -> bool:
+            return desk_phone.rung == 1
+
+        await eventually(ringing, timeout_s=30, what="the colleague's phone rings")
+        offered = await desk_b.answer_next()
+        talk.append(asyncio.create_task(ear.speak_apart(CALLER_HZ, 30)))
+
+        async def voiced() -> bool:
+            return phones.desk_voice == 1 and desk_phone.sends_to > 0
+
+        await eventually(voiced, timeout_s=20, what="the phone answered by itself, its voice connected")
+        desk_ear.source = ("127.0.0.1", desk_phone.sends_to)
+        talk.append(asyncio.create_task(desk_ear.speak_apart(DESK_PHONE_HZ, 30)))
+        await asyncio.sleep(3.0)
+        split_caller, split_phone = len(ear.packets), len(desk_ear.packets)
+        await asyncio.sleep(2.0)
+        first_caller = ear.audio_between(split_caller, len(ear.packets))
+        first_phone = desk_ear.audio_between(split_phone, len(desk_ear.packets))
+        for t in talk:
+            t.cancel()
+        await desk_b.hang_up(offered.call_id)
+        assert desk_phone.cancelled == 1 and desk_phone.auto_answered == 1 and phones.desk_no_voice == 0
+
+        async def over() -> bool:
+            return offered.call_id not in sb.calls
+
+        await eventually(over, what="the first call's end")
+
+        # 2. The agent's call (its baresip answers); it consults the colleague, who answers on the
+        # desktop while its phone rings: the phone, asked to answer, is put on the call's bridge.
+        await desk_b.ready()
+        await desk_a.login()
+        await desk_a.ready()
+        ear = ears[1]
+        scenario = call_scenario("", media_port=str(ear.port), settle_ms=0)
+        callers.append(asyncio.create_task(run_sipp(scenario, sip, tmp_path / "sipp-2", hold_ms=60_000)))
+        await eventually(prompted, timeout_s=30, what="the second caller hears the menu")
+        await ear.send_digit("1")
+
+        async def answered() -> bool:
+            return phones.answered == 1
+
+        await eventually(answered, timeout_s=30, what="the agent's phone answered")
+        [call] = list(sb.calls.values())
+        await desk_a.transfer(call.call_id, cti_pb2.TRANSFER_KIND_CONSULT, agent_code=colleague)
+
+        async def rings_again() -> bool:
+            return desk_phone.rung == 2
+
+        await eventually(rings_again, timeout_s=30, what="the colleague's phone rings for the consultation")
+        await desk_b.answer_next()
+
+        async def bridged() -> bool:
+            seen = (voice.stats, phones.desk_voice, phones.desk_no_voice, desk_phone.auto_answered)
+            stats = voice.stats
+            assert stats.bridged == 1 and stats.desk_answered == 1 and phones.desk_voice == 2, seen
+            return True
+
+        await eventually(bridged, timeout_s=20, what="the colleague's phone on the consultation's bridge")
+        desk_ear.source = ("127.0.0.1", desk_phone.sends_to)
+        talk.append(asyncio.create_task(desk_ear.speak_apart(DESK_PHONE_HZ, 30)))
+        await asyncio.sleep(3.0)
+        split_phone = len(desk_ear.packets)
+        await asyncio.sleep(2.0)
+        second_phone = desk_ear.audio_between(split_phone, len(desk_ear.packets))
+    finally:
+        for t in talk:
+            t.cancel()
+        for e in [*ears, desk_ear]:
+            e.close()
+        for desk in (desk_a, desk_b):
+            with contextlib.suppress(Exception):
+                await desk.close()
+        baresip.terminate()
+        await baresip.wait()
+        if running is not None:
+            running.cancel()
+        peer.close()
+        for c in callers:
+            c.cancel()
+
+    # The desktop-answered call: caller and phone hear each other.
+    assert tone_level(first_caller, DESK_PHONE_HZ) > HEARD, tone_level(first_caller, DESK_PHONE_HZ)
+    assert tone_level(first_phone, CALLER_HZ) > HEARD, tone_level(first_phone, CALLER_HZ)
+    # The desktop-answered consultation: the agent and the colleague's phone hear each other (the
+    # held caller is heard by neither).
+    assert tone_level(second_phone, AGENT_HZ) > HEARD and tone_level(second_phone, CALLER_HZ) < SILENT
+    samples = [s for dump in _dumps(folder) for s in heard_wav(dump, 0, 10_000)]
+    heard = [tone_level(w, DESK_PHONE_HZ) for w in _windows(samples, 4000)]
+    assert sum(level > HEARD for level in heard) >= 3, heard
