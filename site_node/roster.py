@@ -155,7 +155,7 @@ class Roster:
 
     def entry(self, code: str) -> AgentEntry:
         if not auth.CODE.match(code):
-            raise InvalidArgument("bad-agent-code", "agent_code: four digits")
+            raise InvalidArgument("bad-agent-code", "agent_code: 4 to 8 digits")
         e = self.entries.get(code)
         if e is None:
             raise NotFound("unknown-agent", f"agent_code: no agent {code!r} at site {self.site.id}")
@@ -165,7 +165,7 @@ class Roster:
         self, admin: str, code: str, name: str, skills: Mapping[str, int], password: str, now: float
     ) -> AgentEntry:
         if not auth.CODE.match(code):
-            raise InvalidArgument("bad-agent-code", "agent_code: four digits")
+            raise InvalidArgument("bad-agent-code", "agent_code: 4 to 8 digits")
         _check_name(name)
         _check_password(password)
         if code in self.rt.sb.directory.agent_sites or code in self.entries:

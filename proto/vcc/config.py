@@ -15,7 +15,12 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-AGENT_CODE = re.compile(r"^\d{4}$")
+# Four digits (two for the group, two for the member) as the SPEC has it; a province with more
+# than 8,910 agents uses longer codes, up to eight digits. Codes are unique in the province.
+AGENT_CODE_DIGITS = (4, 8)
+# ASCII digits only (`\d` also takes full-width ones), and no trailing newline (`$` allows one).
+AGENT_CODE = re.compile(rf"^[0-9]{{{AGENT_CODE_DIGITS[0]},{AGENT_CODE_DIGITS[1]}}}\Z")
+AGENT_CODE_RULE = "an agent code is 4 to 8 digits (four: two for the group, two for the member)"
 IDENT = r"^[a-z][a-z0-9_-]{0,31}$"
 HostPort = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")]
 Ident = Annotated[str, Field(pattern=IDENT)]
@@ -117,9 +122,9 @@ class AgentConfig(_Strict):
 
     @field_validator("code")
     @classmethod
-    def _four_digits(cls, v: str) -> str:
+    def _code_digits(cls, v: str) -> str:
         if not AGENT_CODE.match(v):
-            raise ValueError("an agent code is four digits: two for the group, two for the member")
+            raise ValueError(AGENT_CODE_RULE)
         return v
 
     @field_validator("password_hash")

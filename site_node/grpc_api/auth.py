@@ -1,17 +1,18 @@
-"""Agent credentials: four-digit code, six-digit password checked against a slow salted hash."""
+"""Agent credentials: a code of 4 to 8 digits, six-digit password checked against a slow salted hash."""
 
 from __future__ import annotations
 
 import re
 import secrets
 
+from vcc.config import AGENT_CODE
 from vcc.errors import InvalidArgument, Unauthenticated
 from vcc.passwords import HASHER as _HASHER
 from vcc.passwords import decoy_hash, password_matches
 
 __all__ = ["decoy_hash", "password_matches"]
 
-CODE = re.compile(r"^\d{4}$")
+CODE = AGENT_CODE
 PASSWORD = re.compile(r"^\d{6}$")
 
 
@@ -23,7 +24,7 @@ def hash_password(password: str) -> str:
 
 def check_format(agent_code: str, password: str) -> None:
     if not CODE.match(agent_code):
-        raise InvalidArgument("bad-agent-code", "agent_code: four digits")
+        raise InvalidArgument("bad-agent-code", "agent_code: 4 to 8 digits")
     if not PASSWORD.match(password):
         raise InvalidArgument("bad-password-format", "password: six digits")
 

@@ -9,7 +9,7 @@ import pytest
 from argon2 import PasswordHasher
 
 from tools.province.generate import SiteSpec, agent_codes, generate_province, hash_password, write_province
-from vcc.config import load_province, parse_province
+from vcc.config import ConfigError, load_province, parse_province
 
 SITES = [
     SiteSpec("gz", "广州 Guangzhou", trunk_channels=30, agents={"general": 6, "billing": 3}),
@@ -60,9 +60,41 @@ def test_agent_codes_are_four_digits_and_unique_in_the_province(shared_hash: str
             assert owner.setdefault(agent.code[:2], (site.id, skill)) == (site.id, skill)
 
 
-def test_too_many_agents_for_four_digit_codes(shared_hash: str) -> None:
+def test_beyond_four_digit_codes_the_province_gets_six_digit_ones(shared_hash: str) -> None:
+    # The 20 cities of 1,000 agents: more than four-digit codes allow (8,910).
+    big = [SiteSpec(f"c{i:02d}", f"c{i:02d}", 10, {"general": 1000}) for i in range(20)]
+    config = parse_province(generate(big, shared_hash))
+    codes = [a.code for s in config.sites for a in s.agents]
+    assert len(codes) == 20_000 == len(set(codes))
+    narrow = [c for c in codes if len(c) == 4]
+    # Each city's 1,000 take 11 group numbers (the last one part-filled) while four digits last.
+    assert len(narrow) == 8 * 1000 + 2 * 99 and narrow[0] == "1001" and narrow[-1].startswith("99")
+    wide = codes[len(narrow) :]
+    assert all(len(c) == 6 and c.isdigit() and c[3:] != "000" for c in wide)
+    assert wide[0] == "100001"
+    # The first cities keep exactly the codes a small province has always had.
+    assert [a.code for a in config.sites[0].agents][:3] == ["1001", "1002", "1003"]
+
+
+def test_too_many_agents_for_six_digit_codes(shared_hash: str) -> None:
     with pytest.raises(ValueError, match="too many agents"):
-        generate([SiteSpec("gz", "gz", 10, {"general": 90 * 99 + 1})], shared_hash)
+        generate([SiteSpec("gz", "gz", 10, {"general": 90 * 99 + 900 * 999 + 1})], shared_hash)
+
+
+@pytest.mark.parametrize("code", ["123", "123456789", "12a4", " 1234", "1234\n", "\uff11\uff12\uff13\uff14"])
+def test_bad_agent_codes_are_refused_naming_the_rule(shared_hash: str, code: str) -> None:
+    raw = generate(SITES, shared_hash)
+    raw["sites"][0]["agents"][0]["code"] = code
+    with pytest.raises(ConfigError, match="4 to 8 digits"):
+        parse_province(raw)
+
+
+@pytest.mark.parametrize("code", ["1234", "12345678"])
+def test_agent_codes_of_four_to_eight_digits_are_accepted(shared_hash: str, code: str) -> None:
+    raw = generate(SITES, shared_hash)
+    raw["sites"][0]["agents"][0]["code"] = code
+    config = parse_province(raw)
+    assert config.sites[0].agents[0].code == code
 
 
 def test_ivr_choices_name_real_groups_with_one_digit_per_service(shared_hash: str) -> None:

@@ -30,7 +30,7 @@ AdminOpt = Annotated[
         help="Your agent code (role administrator); password from VCC_ADMIN_PASSWORD or asked.",
     ),
 ]
-CodeArg = Annotated[str, typer.Argument(help="The agent code (four digits).")]
+CodeArg = Annotated[str, typer.Argument(help="The agent code (4 to 8 digits).")]
 SkillsOpt = Annotated[
     list[str], typer.Option("--skill", help="GROUP=LEVEL (level 1-10); repeat for several groups.")
 ]

@@ -699,13 +699,17 @@ def scale_cmd(
     json_path: JsonOpt = None,
     site: Annotated[bool, typer.Option(help="The site with 5,000 agents and 10,000 calls waiting.")] = True,
     central: Annotated[bool, typer.Option(help="Central with 20 cities streaming; the dashboard.")] = True,
+    cities: Annotated[int, typer.Option(min=1, max=40, help="Cities streaming to central.")] = 20,
+    agents_per_city: Annotated[int, typer.Option(min=1, max=5000, help="Agents of each city.")] = 1000,
 ) -> None:
     """A site with 5,000 agents and 10,000 calls waiting (records checked at central); central with
-    20 cities of 396 agents streaming state (the most four-digit agent codes allow; change-driven
-    and whole presence side by side); the dashboard with 20 cities, drawn and updating in Chromium."""
+    20 cities of 1,000 agents streaming state (change-driven and whole presence side by side); the
+    dashboard with 20 cities, drawn and updating in Chromium."""
     from tools.bench.scale import scale
 
-    result = asyncio.run(scale(progress=_say, site=site, central=central))
+    result = asyncio.run(
+        scale(progress=_say, site=site, central=central, cities=cities, agents_per_city=agents_per_city)
+    )
     _console().print(table_scale(result))
     _write_json(json_path, "scale", result)
 

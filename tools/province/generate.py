@@ -23,6 +23,10 @@ DEFAULT_PASSWORD = "123456"
 FIRST_GROUP_NUMBER = 10
 LAST_GROUP_NUMBER = 99
 MEMBERS_PER_GROUP = 99
+# Beyond 90 groups of 99 (8,910 agents), codes are six digits: group 100-999, member 001-999.
+FIRST_WIDE_GROUP_NUMBER = 100
+LAST_WIDE_GROUP_NUMBER = 999
+WIDE_MEMBERS_PER_GROUP = 999
 # An IVR menu is at most five choices wide (SPEC F6).
 MAX_IVR_CHOICES = 5
 # Name tags of the agents `people=True` adds (robots leave them alone).
@@ -187,7 +191,9 @@ def _skill_catalogue(sites: Sequence[SiteSpec]) -> dict[str, str]:
 
 
 class _CodeAllocator:
-    """Hands out four-digit agent codes, unique in the province: one group number per 99 members."""
+    """Hands out agent codes, unique in the province: four digits, one group number per 99 members,
+    while they last (every province of up to 8,910 agents keeps the codes it always had); then six
+    digits, three for the group and three for the member, which never collide with four-digit ones."""
 
     def __init__(self) -> None:
         self._next_group = FIRST_GROUP_NUMBER
@@ -195,12 +201,18 @@ class _CodeAllocator:
     def codes(self, count: int) -> list[str]:
         out: list[str] = []
         while len(out) < count:
-            if self._next_group > LAST_GROUP_NUMBER:
-                raise ValueError("too many agents for four-digit codes (at most 90 groups of 99 members)")
+            if self._next_group == LAST_GROUP_NUMBER + 1:
+                self._next_group = FIRST_WIDE_GROUP_NUMBER
+            if self._next_group > LAST_WIDE_GROUP_NUMBER:
+                raise ValueError("too many agents for six-digit codes (at most 900 groups of 999 members)")
             group = self._next_group
             self._next_group += 1
-            take = min(MEMBERS_PER_GROUP, count - len(out))
-            out.extend(f"{group:02d}{member:02d}" for member in range(1, take + 1))
+            if group >= FIRST_WIDE_GROUP_NUMBER:
+                take = min(WIDE_MEMBERS_PER_GROUP, count - len(out))
+                out.extend(f"{group:03d}{member:03d}" for member in range(1, take + 1))
+            else:
+                take = min(MEMBERS_PER_GROUP, count - len(out))
+                out.extend(f"{group:02d}{member:02d}" for member in range(1, take + 1))
         return out
 
 
