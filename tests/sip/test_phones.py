@@ -17,7 +17,8 @@ from tests.integration.support import Desktop
 from tests.sip.conftest import PHONE_PASSWORD
 from tests.sip.raw import RawPeer, header
 from tests.sip.test_registrar import answer, register
-from tools.province.sipp import G711A, call_scenario, run_sipp
+from tools.province.rtp_ear import linear_to_alaw
+from tools.province.sipp import call_scenario, run_sipp
 from tools.simulation.sip_callers import phone_folder
 from vcc import rpc
 from vcc.v1 import common_pb2, cti_pb2
@@ -49,6 +50,12 @@ async def test_the_agents_phone_rings_answers_and_hears_the_caller(
         "baresip", "-f", str(phone_dir), stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
+    # The caller speaks all call long (a looped tone), not one recording played while it waits in
+    # the queue: on a busy machine the phone answered after the recording had ended.
+    voice = tmp_path / "caller.al"
+    voice.write_bytes(
+        bytes(linear_to_alaw(int(8000 * math.sin(2 * math.pi * 440 * k / 8000))) for k in range(8000))
+    )
     desk = Desktop(rpc.channel(sip_node.address), code)
     try:
 
@@ -59,7 +66,7 @@ async def test_the_agents_phone_rings_answers_and_hears_the_caller(
         await desk.login()
         await desk.ready()
         caller = asyncio.create_task(
-            run_sipp(call_scenario("1", audio=G711A), sip_node.sip.address, tmp_path / "sipp", hold_ms=8000)
+            run_sipp(call_scenario("1", stream=voice), sip_node.sip.address, tmp_path / "sipp", hold_ms=8000)
         )
 
         async def talking() -> bool:

@@ -105,10 +105,12 @@ async def test_pooled_routing_and_remote_transfers_work_across_distances(tmp_pat
         routing={"mode": "pooled"},
         transfers={"probability": 0.3, "kind": "consult", "to": "remote"},
         wan={"jitter_ms": 5, "links": {"gz-sz": 10, "gz-fs": 20, "sz-fs": 30}, "default_ms": 15},
+        # Six colleagues in each far city, so a consult finds one free even when a busy machine
+        # stretches every call (with three, all were busy in one loaded run and none crossed).
         sites=[
             {"id": "gz", "trunk_channels": 40, "agents": {"general": 2}, "arrival_rate_per_s": 4.0},
-            {"id": "sz", "trunk_channels": 40, "agents": {"general": 3}, "arrival_rate_per_s": 0.5},
-            {"id": "fs", "trunk_channels": 40, "agents": {"general": 3}, "arrival_rate_per_s": 0.5},
+            {"id": "sz", "trunk_channels": 40, "agents": {"general": 6}, "arrival_rate_per_s": 0.5},
+            {"id": "fs", "trunk_channels": 40, "agents": {"general": 6}, "arrival_rate_per_s": 0.5},
         ],
     )
     result = await simulate(sc, tmp_path / "run")
