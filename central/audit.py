@@ -140,20 +140,7 @@ class AuditLog:
             query = query.where(_TABLE.c.actor.contains(who, autoescape=True))
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
-        return [
-            AuditEntry(
-                at=r["at"],
-                actor=r["actor"],
-                action=r["action"],
-                target=r["target"],
-                source=r["source"],
-                outcome=r["outcome"],
-                site_id=r["site_id"],
-                detail=json.loads(r["detail"] or "{}"),
-                entry_id=r["entry_id"],
-            )
-            for r in rows
-        ]
+        return [_entry(r) for r in rows]
 
     async def revocations(self, since: float) -> Sequence[AuditEntry]:
         """The sites' entries since `since` that revoke an agent's person assertions."""
@@ -162,19 +149,7 @@ class AuditLog:
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
-        return [
-            AuditEntry(
-                at=r["at"],
-                actor=r["actor"],
-                action=r["action"],
-                target=r["target"],
-                site_id=r["site_id"],
-                detail=json.loads(r["detail"] or "{}"),
-                entry_id=r["entry_id"],
-            )
-            for r in rows
-            if r["site_id"]
-        ]
+        return [_entry(r) for r in rows if r["site_id"]]
 
     async def record(self, entry: AuditEntry) -> None:
         """Append one of central's own entries; a failure is logged, never raised (an audit that
@@ -270,3 +245,18 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
         since = unix_s(request.since) if request.HasField("since") else None
         entries = await self._log.list(since=since, who=request.who, limit=limit)
         return audit_pb2.ListAuditResponse(entries=[entry_to_proto(e) for e in entries])
+
+
+def _entry(r: Any) -> AuditEntry:
+    """One stored row as the entry it was."""
+    return AuditEntry(
+        at=r["at"],
+        actor=r["actor"],
+        action=r["action"],
+        target=r["target"],
+        source=r["source"],
+        outcome=r["outcome"],
+        site_id=r["site_id"],
+        detail=json.loads(r["detail"] or "{}"),
+        entry_id=r["entry_id"],
+    )
