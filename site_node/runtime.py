@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -50,7 +49,6 @@ log = logging.getLogger(__name__)
 TASKS_STOP_S = 3.0
 # How many events a desktop may fall behind before it is cut off (it re-connects and resyncs).
 DESKTOP_QUEUE_LIMIT = 1000
-FOLD_STATES_ENV = "VCC_CTI_FOLD_STATES"
 
 
 class Journaling(Protocol):
@@ -148,9 +146,9 @@ class SiteRuntime:
         self.flow_lookup: FlowLookup | None = None
         # Callbacks to dial through the trunk (the DialOutService; none: each dial fails).
         self.dial_out: Callable[[DialOut], None] = self._no_dialler
-        # An agent's state rides in the call event that changed it (VCC_CTI_FOLD_STATES=0: a
-        # state_changed of its own after each, as before; for the bench's side by side).
-        self.fold_states = os.environ.get(FOLD_STATES_ENV, "1") != "0"
+        # An agent's state rides in the call event that changed it (the site's
+        # desk_states_in_call_events; false: a state_changed of its own after each).
+        self.fold_states = switchboard.site.desk_states_in_call_events
         self._after: list[Callable[[float], list[Effect]]] = []
 
     # Operations -----------------------------------------------------------------------------

@@ -280,6 +280,10 @@ class SiteConfig(_Strict):
     sip: SipConfig | None = None
     # Prometheus scrape endpoint (HTTP, /metrics); empty: none.
     metrics_listen: HostPort | Literal[""] = ""
+    # An agent's state rides in the desktop event that changed it (offered, connected, ended carry
+    # the state they left the agent in); false: a state_changed of its own after each, one more
+    # message per change (desktops written before wave 5 expect nothing else; the bench's side by side).
+    desk_states_in_call_events: bool = True
 
     @model_validator(mode="after")
     def _references(self) -> SiteConfig:

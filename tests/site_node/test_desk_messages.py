@@ -1,12 +1,11 @@
 """Fewer messages per call on the desktop's stream, on a real site: an agent's state rides in the
 call event that changed it (no state_changed of its own), and an agent logged in with
-auto-answer is connected by the site without an Answer request. VCC_CTI_FOLD_STATES=0 gives the
-separate state_changed events back."""
+auto-answer is connected by the site without an Answer request. A site configured with
+`desk_states_in_call_events: false` gives the separate state_changed events back."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +16,6 @@ import pytest
 import pytest_asyncio
 
 from site_node.app import SiteNode
-from site_node.runtime import FOLD_STATES_ENV
 from tools.province.etcd_server import EtcdServer
 from tools.province.generate import DEFAULT_PASSWORD, SiteSpec, generate_province, hash_password
 from tools.province.netutil import free_port
@@ -35,7 +33,7 @@ def key() -> str:
     return uuid.uuid4().hex
 
 
-async def _node(tmp_path: Path, etcd_server: EtcdServer) -> SiteNode:
+async def _node(tmp_path: Path, etcd_server: EtcdServer, *, states_in_call_events: bool) -> SiteNode:
     config = generate_province(
         [SiteSpec("gz", "Guangzhou", trunk_channels=3, agents={"general": 2})],
         etcd_endpoint=etcd_server.endpoint,
@@ -45,6 +43,7 @@ async def _node(tmp_path: Path, etcd_server: EtcdServer) -> SiteNode:
         outbox_dir=tmp_path,
         ring_timeout_s=30,
     )
+    config["sites"][0]["desk_states_in_call_events"] = states_in_call_events
     site = SiteNode(parse_province(config), "gz")
     await site.start()
     return site
@@ -55,15 +54,10 @@ async def _node(tmp_path: Path, etcd_server: EtcdServer) -> SiteNode:
 async def node(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, etcd_server: EtcdServer
 ) -> AsyncIterator[SiteNode]:
-    saved = os.environ.get(FOLD_STATES_ENV)
-    os.environ[FOLD_STATES_ENV] = "1" if request.param == "folded" else "0"
-    try:
-        site = await _node(tmp_path_factory.mktemp("desk-messages"), etcd_server)
-    finally:
-        if saved is None:
-            os.environ.pop(FOLD_STATES_ENV, None)
-        else:
-            os.environ[FOLD_STATES_ENV] = saved
+    site = await _node(
+        tmp_path_factory.mktemp("desk-messages"), etcd_server, states_in_call_events=request.param == "folded"
+    )
+    assert site.runtime.fold_states is (request.param == "folded")
     yield site
     await site.stop()
 

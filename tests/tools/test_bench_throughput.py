@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,8 +17,10 @@ import pytest
 from tests.tools.test_checks import K, caller, event, record
 from tests.tools.test_cli import EXAMPLE
 from tools.bench import cluster as bench
+from tools.province.generate import SiteSpec
 from tools.simulation.traffic import CallerView
 from vcc import eventloop
+from vcc.config import load_province
 
 STEP_S = 10.0
 
@@ -255,3 +258,17 @@ def test_a_bad_loop_or_linger_refuses_the_start(args: list[str], env: dict[str, 
     )
     assert done.returncode == 2, done.stderr
     assert named in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_fold_comparison_sets_every_site_through_its_config(tmp_path: Path) -> None:
+    for name, folded in (("fold", False), ("messages", False), ("loop", True)):
+        variant = bench.COMPARISONS[name]
+        run = tmp_path / name
+        run.mkdir()
+        written = bench._province(
+            [SiteSpec(s, s, trunk_channels=3, agents={"general": 1}) for s in bench.THROUGHPUT_SITES],
+            run,
+            site_settings=variant.site_settings,
+        )
+        config = load_province(written)
+        assert [s.desk_states_in_call_events for s in config.sites] == [folded] * 3, name

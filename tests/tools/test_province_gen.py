@@ -150,3 +150,13 @@ def test_written_yaml_loads_back(tmp_path: Path, shared_hash: str) -> None:
 def test_example_config_of_deploy_validates() -> None:
     config = load_province(Path(__file__).parents[2] / "deploy" / "province.example.yaml")
     assert len(config.sites) == 3
+
+
+def test_desk_states_ride_in_call_events_unless_a_site_says_otherwise(shared_hash: str) -> None:
+    raw = generate(SITES, shared_hash)
+    raw["sites"][1]["desk_states_in_call_events"] = False
+    config = parse_province(raw)
+    assert [s.desk_states_in_call_events for s in config.sites] == [True, False, True]
+    raw["sites"][1]["desk_states_in_call_events"] = "sometimes"
+    with pytest.raises(ConfigError, match="desk_states_in_call_events"):
+        parse_province(raw)

@@ -82,6 +82,7 @@ def _province(
     push_targets: bool = True,
     dashboard: bool = False,
     trace_sample_ratio: float = 1.0,
+    site_settings: Mapping[str, Any] | None = None,
 ) -> Path:
     raw = generate_province(
         specs,
@@ -96,6 +97,8 @@ def _province(
         dashboard_listen=f"127.0.0.1:{free_port()}" if dashboard else "",
     )
     raw["routing"] = {"mode": mode, "push_targets": push_targets}
+    for site in raw["sites"]:
+        site.update(site_settings or {})
     if trace_sample_ratio < 1.0:
         raw["tracing"] = {"sample_ratio": trace_sample_ratio}
     if not observability:
@@ -168,6 +171,8 @@ class Variant:
     # Callers and robots take their streams' messages in batches (CallOffer.batched,
     # StreamEventsRequest.batched).
     batched: bool = True
+    # Fields of every site's province config (SiteConfig), on top of the generated ones.
+    site_settings: Mapping[str, Any] = field(default_factory=dict)
 
 
 AS_SHIPPED = Variant("as shipped")
@@ -189,14 +194,17 @@ COMPARISONS: dict[str, Variant] = {
     # Messages per call (wave 5): the robots answer with an Answer request of their own ...
     "answer": Variant("robots send Answer (no auto-answer)", auto_answer=False),
     # ... and each state change of an agent is a state_changed of its own on the desktop stream.
-    "fold": Variant("a state_changed of its own per change", {"VCC_CTI_FOLD_STATES": "0"}),
+    "fold": Variant(
+        "a state_changed of its own per change (desk_states_in_call_events: false)",
+        site_settings={"desk_states_in_call_events": False},
+    ),
     # ... and callers and desktops take one message per step.
     "batch": Variant("one stream message per step (no batches)", batched=False),
 }
 # Every one of wave 5's cuts of messages per call turned back: `--compare messages`.
 COMPARISONS["messages"] = Variant(
     "before wave 5's cuts of messages per call",
-    dict(COMPARISONS["fold"].env),
+    site_settings=dict(COMPARISONS["fold"].site_settings),
     auto_answer=False,
     batched=False,
 )
@@ -482,6 +490,7 @@ async def throughput(
             run,
             observability=variant.observability,
             trace_sample_ratio=variant.trace_sample_ratio,
+            site_settings=variant.site_settings,
         )
         progress(
             f"throughput [{variant.name}]: starting etcd, central and {len(specs)} sites "
@@ -731,6 +740,7 @@ def summarise(
         "variant": {
             "name": variant.name,
             "env": dict(variant.env),
+            "site_settings": dict(variant.site_settings),
             "observability": variant.observability,
             "tls": variant.tls,
         },
