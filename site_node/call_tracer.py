@@ -62,6 +62,13 @@ class _Live:
     phase: Span | None = None
     # Another city's caller served here: the leg ends with its agent's, not with an ENDED entry.
     guest: bool = False
+    # The sampler kept the call's trace: only then are its phases, instants and shipping made
+    # (an untraced call costs its root's decision; its context still goes to the other cities,
+    # so that they drop it too: a call is traced whole or not at all).
+    traced: bool = True
+    # The root's attributes as last set: each entry sets only what changed.
+    agent_code: str = ""
+    skill_group: str = ""
 
 
 class CallTracer:
@@ -90,11 +97,17 @@ class CallTracer:
                 start_time=_ns(e.at),
                 attributes={"vcc.call_id": e.call_id, "vcc.site": self._site_id},
             )
-            live = self._live[e.call_id] = _Live(root, guest=guest)
+            live = self._live[e.call_id] = _Live(root, guest=guest, traced=root.is_recording())
         at = _ns(e.at)
-        if e.agent_code:
+        if not live.traced:
+            if e.kind in _ENDS or (live.guest and e.kind == EventKind.RING_NO_ANSWER):
+                self._end(e.call_id, live, at, "")
+            return
+        if e.agent_code and e.agent_code != live.agent_code:
+            live.agent_code = e.agent_code
             live.root.set_attribute("vcc.agent_code", e.agent_code)
-        if e.skill_group:
+        if e.skill_group and e.skill_group != live.skill_group:
+            live.skill_group = e.skill_group
             live.root.set_attribute("vcc.skill_group", e.skill_group)
         instant = _INSTANTS.get(e.kind)
         if instant is not None:
@@ -110,10 +123,11 @@ class CallTracer:
             live.phase = self._child(live, phase, at, e)
 
     def _end(self, call_id: str, live: _Live, at: int, outcome: str) -> None:
-        if live.phase is not None:
-            live.phase.end(end_time=at)
-        live.root.set_attribute("vcc.outcome", outcome)
-        live.root.end(end_time=at)
+        if live.traced:
+            if live.phase is not None:
+                live.phase.end(end_time=at)
+            live.root.set_attribute("vcc.outcome", outcome)
+            live.root.end(end_time=at)
         del self._live[call_id]
         self._ended[call_id] = live.root.get_span_context()
         while len(self._ended) > REMEMBER_ENDED:
@@ -151,7 +165,7 @@ class CallTracer:
         """The calls' records reached central: a `record.shipped` span in each call's trace."""
         for call_id in dict.fromkeys(call_ids):
             ctx = self.span_context(call_id)
-            if ctx is None:
+            if ctx is None or not ctx.trace_flags.sampled:
                 continue
             parent = trace.set_span_in_context(trace.NonRecordingSpan(ctx))
             span = self._tracer.start_span(
@@ -164,7 +178,8 @@ class CallTracer:
 
     def links(self, call_ids: Sequence[str]) -> list[trace.Link]:
         found = (self.span_context(c) for c in dict.fromkeys(call_ids))
-        return [trace.Link(ctx) for ctx in found if ctx is not None]
+        # Only to traces that are kept: a link to a dropped one leads nowhere.
+        return [trace.Link(ctx) for ctx in found if ctx is not None and ctx.trace_flags.sampled]
 
 
 class ShipTracing:

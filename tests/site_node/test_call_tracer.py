@@ -1,0 +1,91 @@
+"""A call's spans at a site (site_node.call_tracer): a traced call has its root, one span per
+phase and its shipping; a call the sampler dropped costs no span at all, yet its context still
+goes to the other cities (not sampled), so that they drop it too."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler
+from opentelemetry.trace import Span, Tracer
+
+from site_node.call_tracer import CallTracer, ShipTracing
+from site_node.callcontrol.domain import Journal, RecordedEvent
+from vcc.call_events import EventKind, Outcome
+
+PHASES = (
+    (EventKind.ARRIVED, ""),
+    (EventKind.IVR_STARTED, ""),
+    (EventKind.QUEUED, ""),
+    (EventKind.RINGING, "0101"),
+    (EventKind.ANSWERED, "0101"),
+    (EventKind.ENDED, "0101"),
+)
+
+
+class _Counting:
+    """A tracer that counts the spans started through it (sampled or not)."""
+
+    def __init__(self, tracer: Tracer) -> None:
+        self._tracer = tracer
+        self.started: list[str] = []
+
+    def start_span(self, name: str, **kw: Any) -> Span:
+        self.started.append(name)
+        return self._tracer.start_span(name, **kw)
+
+    def start_as_current_span(self, name: str, **kw: Any) -> Any:
+        return self._tracer.start_as_current_span(name, **kw)
+
+
+def _tracer(sampler: Sampler) -> tuple[CallTracer, ShipTracing, InMemorySpanExporter, _Counting]:
+    spans = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    tracer = _Counting(provider.get_tracer("test"))
+    calls = CallTracer(cast(Tracer, tracer), "gz")
+    return calls, ShipTracing(cast(Tracer, tracer), calls), spans, tracer
+
+
+def _call(calls: CallTracer, call_id: str) -> None:
+    for seq, (kind, agent) in enumerate(PHASES):
+        outcome = Outcome.ANSWERED if kind == EventKind.ENDED else None
+        event = RecordedEvent(
+            call_id, "gz", seq, kind, 100.0 + seq, agent_code=agent, skill_group="general", outcome=outcome
+        )
+        calls.observe([Journal(event)])
+
+
+def test_a_traced_call_has_its_phases_its_attributes_and_its_shipping() -> None:
+    calls, ship, spans, _ = _tracer(ALWAYS_ON)
+    _call(calls, "c1")
+    with ship.batch(["c1"], 6):
+        pass
+    ship.shipped(["c1"], 107.0, 107.5)
+    names = [s.name for s in spans.get_finished_spans()]
+    assert names == ["ivr", "queue", "ring", "talk", "call", "records.ship", "record.shipped"]
+    root = next(s for s in spans.get_finished_spans() if s.name == "call")
+    assert root.attributes is not None
+    assert root.attributes["vcc.agent_code"] == "0101"
+    assert root.attributes["vcc.skill_group"] == "general"
+    assert root.attributes["vcc.outcome"] == "ANSWERED"
+    batch = next(s for s in spans.get_finished_spans() if s.name == "records.ship")
+    assert [link.context.trace_id for link in batch.links] == [root.context.trace_id]
+
+
+def test_a_dropped_call_costs_no_span_but_its_context_still_travels() -> None:
+    calls, ship, spans, tracer = _tracer(ALWAYS_OFF)
+    _call(calls, "c1")
+    with ship.batch(["c1"], 6):
+        pass
+    ship.shipped(["c1"], 107.0, 107.5)
+    assert spans.get_finished_spans() == ()
+    # Only the root's decision was asked for: no phase, no shipping span made to be dropped.
+    assert tracer.started == ["call"]
+    # The other cities continue the same (dropped) trace: they must drop it too.
+    ctx = calls.span_context("c1")
+    assert ctx is not None and ctx.is_valid and not ctx.trace_flags.sampled
+    assert calls.links(["c1"]) == []
