@@ -28,6 +28,7 @@ def test_every_kind_of_entry_keeps_every_field(kind: EventKind) -> None:
         data=(("stage", "menu"), ("to_site", "sz")),
     )
     msg = event_to_proto(e)
+    ended = common_pb2.CALL_OUTCOME_ANSWERED
     at = timestamp_pb2.Timestamp()
     at.FromNanoseconds(round(e.at * 1e9))
     assert msg == common_pb2.CallEvent(
