@@ -41,9 +41,7 @@ def test_every_kind_of_entry_keeps_every_field(kind: EventKind) -> None:
         skill_group="general",
         ani="13800001234",
         dnis="10000",
-        outcome=common_pb2.CALL_OUTCOME_ANSWERED
-        if kind == EventKind.ENDED
-        else common_pb2.CALL_OUTCOME_UNSPECIFIED,
+        outcome=ended if kind == EventKind.ENDED else common_pb2.CALL_OUTCOME_UNSPECIFIED,
         data={"stage": "menu", "to_site": "sz"},
     )
 
