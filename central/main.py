@@ -53,6 +53,7 @@ def run(
         # The service desk's SMTP, SMS gateway and retry settings (central's environment).
         check_environment()
         eventloop.chosen()
+        eventloop.gc_threshold()
         files = central_tls(config, replica_id)
         if files is not None:
             # Every link this replica dials (etcd, the leader's health) shows its certificate.

@@ -71,6 +71,7 @@ def run(
     logs.bind_context(site=site_id)
     try:
         eventloop.chosen()
+        eventloop.gc_threshold()
         linger_from_env()
     except ValueError as exc:  # EventLoopError is one
         raise ConfigError(str(exc)) from None

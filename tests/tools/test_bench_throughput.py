@@ -5,6 +5,7 @@ plaintext province runs a step through (the bench-only switch; every other clust
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import subprocess
 import sys
@@ -170,6 +171,27 @@ def test_asyncio_by_default_and_uvloop_on_request(monkeypatch: pytest.MonkeyPatc
         eventloop.run(which())
 
 
+def test_the_collector_as_asked_or_as_python_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def threshold() -> int:
+        return gc.get_threshold()[0]
+
+    saved = gc.get_threshold()
+    try:
+        monkeypatch.delenv(eventloop.GC_ENV, raising=False)
+        assert eventloop.run(threshold()) == saved[0]
+        monkeypatch.setenv(eventloop.GC_ENV, "50000")
+        assert eventloop.run(threshold()) == 50_000
+        for bad in ("many", "99", "2000000"):
+            monkeypatch.setenv(eventloop.GC_ENV, bad)
+            gc.set_threshold(*saved)
+            with pytest.raises(eventloop.EventLoopError, match="VCC_GC_GEN0"):
+                eventloop.run(threshold())
+            assert gc.get_threshold() == saved
+    finally:
+        gc.set_threshold(*saved)
+        gc.unfreeze()
+
+
 # -- a real province, in plaintext (bench only) ------------------------------------------------------
 
 
@@ -244,8 +266,10 @@ def test_the_cores_bound_rate() -> None:
             {"VCC_SHIPPER_LINGER_S": "soon"},
             "VCC_SHIPPER_LINGER_S",
         ),
+        (["central", "--config", str(EXAMPLE)], {"VCC_GC_GEN0": "often"}, "VCC_GC_GEN0"),
+        (["site", "--config", str(EXAMPLE), "--site", "gz"], {"VCC_GC_GEN0": "10"}, "VCC_GC_GEN0"),
     ],
-    ids=["central-loop", "site-linger"],
+    ids=["central-loop", "site-linger", "central-gc", "site-gc"],
 )
 def test_a_bad_loop_or_linger_refuses_the_start(args: list[str], env: dict[str, str], named: str) -> None:
     done = subprocess.run(

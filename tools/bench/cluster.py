@@ -201,6 +201,8 @@ COMPARISONS: dict[str, Variant] = {
     # ... and callers and desktops take one message per step.
     "batch": Variant("one stream message per step (no batches)", batched=False),
 }
+# Python's cyclic collector run less often in every process of the province (VCC_GC_GEN0).
+COMPARISONS["gc"] = Variant("young collections every 50,000 allocations", {"VCC_GC_GEN0": "50000"})
 # Nothing changed: the province as shipped once more, after the others. A variant always runs
 # after the province as shipped, when the bench's own runs have warmed the machine up: this one
 # says how much of a ratio that order alone makes.
