@@ -17,6 +17,8 @@ import os
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from vcc import env
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -56,16 +58,10 @@ def loop_factory(name: str | None = None) -> tuple[str, Callable[[], asyncio.Abs
 
 def gc_threshold() -> int | None:
     """The collector's first threshold asked for by VCC_GC_GEN0 (None: Python's own)."""
-    raw = os.environ.get(GC_ENV, "").strip()
-    if not raw:
-        return None
     try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if not 100 <= value <= 1_000_000:
-        raise EventLoopError(f"{GC_ENV}: a whole number from 100 to 1000000, not {raw!r}")
-    return value
+        return env.bounded(GC_ENV, int, 100, 1_000_000, "a whole number")
+    except ValueError as exc:
+        raise EventLoopError(str(exc)) from None
 
 
 def tune_gc(threshold: int | None) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -23,7 +22,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from site_node.links.leader_channel import LeaderChannel
 from site_node.records.outbox import Outbox
-from vcc import rpc
+from vcc import env, rpc
 from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2
 
 if TYPE_CHECKING:
@@ -47,16 +46,8 @@ MAX_LINGER_S = 5.0
 
 def linger_from_env() -> float:
     """The shipper's linger: VCC_SHIPPER_LINGER_S (0 to 5 s) if set, else LINGER_S."""
-    raw = os.environ.get(LINGER_ENV, "").strip()
-    if not raw:
-        return LINGER_S
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{LINGER_ENV}: seconds from 0 to {MAX_LINGER_S:g}, not {raw!r}") from None
-    if not 0.0 <= value <= MAX_LINGER_S:
-        raise ValueError(f"{LINGER_ENV}: seconds from 0 to {MAX_LINGER_S:g}, not {raw!r}")
-    return value
+    value = env.bounded(LINGER_ENV, float, 0.0, MAX_LINGER_S, "seconds")
+    return LINGER_S if value is None else value
 
 
 class _Transient(Exception):
