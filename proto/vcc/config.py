@@ -282,7 +282,8 @@ class SiteConfig(_Strict):
     metrics_listen: HostPort | Literal[""] = ""
     # An agent's state rides in the desktop event that changed it (offered, connected, ended carry
     # the state they left the agent in); false: a state_changed of its own after each, one more
-    # message per change (desktops written before wave 5 expect nothing else; the bench's side by side).
+    # message per change (for a desktop that reads an agent's state from state_changed alone;
+    # `vcc bench throughput --compare fold`).
     desk_states_in_call_events: bool = True
 
     @model_validator(mode="after")
