@@ -280,6 +280,10 @@ class SiteConfig(_Strict):
     sip: SipConfig | None = None
     # Prometheus scrape endpoint (HTTP, /metrics); empty: none.
     metrics_listen: HostPort | Literal[""] = ""
+    # How this city's legs reach another city: "pair", every leg on the pair's one PeerLink
+    # stream; "per-call", a ServeCall stream per leg (the protocol before: for a target city not
+    # yet upgraded, and the benchmark's side-by-side row).
+    peer_stream: Literal["pair", "per-call"] = "pair"
 
     @model_validator(mode="after")
     def _references(self) -> SiteConfig:
