@@ -442,7 +442,7 @@ class PairLinks:
         if address is None:
             # Not while the effect that offered is being carried out: on the loop's next turn.
             op = partial(self.rt.sb.remote_refused, offer_id=offer_id, reason="target-unknown")
-            asyncio.get_running_loop().call_soon(self._apply, op)
+            self.rt.loop_soon(lambda: self._apply(op))
             return
         span, traceparent = self._leg_span()
         pair = self._pair(offer.target_site_id, address)
