@@ -251,11 +251,24 @@ def _refused(reason: str) -> peer_pb2.ServeCallResponse:
     return peer_pb2.ServeCallResponse(refused=peer_pb2.LegRefused(reason=reason[: peer_limits.MAX_REASON]))
 
 
+# At the target: the origin's messages, the legs' replies, None at the stream's end.
+Inbox = asyncio.Queue[peer_pb2.PeerLinkRequest | peer_pb2.PeerLinkResponse | None]
+
+
+async def _pump(requests: AsyncIterator[peer_pb2.PeerLinkRequest], inbox: Inbox, origin: str | None) -> None:
+    try:
+        async for envelope in requests:
+            inbox.put_nowait(envelope)
+    except grpc.aio.AioRpcError as exc:
+        log.debug("pair stream from %s ended: %s", origin, exc)
+    inbox.put_nowait(None)
+
+
 class _TargetLeg:
     """A leg's line at the target: its replies wrapped onto the pair's stream. Until the offer's
     own answer is out, what the switchboard says on the leg waits (the answer comes first)."""
 
-    def __init__(self, offer_id: str, out: asyncio.Queue[peer_pb2.PeerLinkResponse | None]) -> None:
+    def __init__(self, offer_id: str, out: Inbox) -> None:
         self.offer_id = offer_id
         self._out = out
         self._held: list[peer_pb2.ServeCallResponse] | None = []
@@ -294,16 +307,29 @@ class PairServer:
         origin = who.name if who is not None else None
         # The origin knows the stream is up (and the next offer finds no set-up to wait for).
         await context.send_initial_metadata(())
-        out: asyncio.Queue[peer_pb2.PeerLinkResponse | None] = asyncio.Queue()
+        # The origin's messages (from the pump) and the legs' replies (from the switchboard's
+        # effects), in order. This task carries the messages out, so the answer to an offer is
+        # written in the turn that served it, ahead of the tasks its serving woke (the agent's
+        # desktop): measured, a reply handed to another task waited behind them.
+        inbox: Inbox = asyncio.Queue()
         legs: set[str] = set()
-        reader = asyncio.create_task(self._read(requests, origin, out, legs))
+        pump = asyncio.create_task(_pump(requests, inbox, origin))
         try:
-            while (reply := await out.get()) is not None:
-                yield reply
+            while (item := await inbox.get()) is not None:
+                if isinstance(item, peer_pb2.PeerLinkResponse):
+                    yield item
+                    continue
+                try:
+                    self._take(item, origin, inbox, legs)
+                except VccError as exc:
+                    # Bad input: answered, and no live leg touched.
+                    named = item.offer_id if len(item.offer_id) <= peer_limits.MAX_OFFER_ID else ""
+                    error = peer_pb2.PeerLinkError(code=exc.error_id, message=exc.message)
+                    yield peer_pb2.PeerLinkResponse(offer_id=named, error=error)
         finally:
-            reader.cancel()
+            pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await reader
+                await pump
             # However the stream ended, no guest call of it outlives it.
             for offer_id in list(legs):
                 self._end(offer_id, legs, "origin-lost")
@@ -315,31 +341,11 @@ class PairServer:
         with contextlib.suppress(VccError):
             self.rt.do(partial(sb.remote_caller_gone, offer_id=offer_id, reason=reason))
 
-    async def _read(
-        self,
-        requests: AsyncIterator[peer_pb2.PeerLinkRequest],
-        origin: str | None,
-        out: asyncio.Queue[peer_pb2.PeerLinkResponse | None],
-        legs: set[str],
-    ) -> None:
-        try:
-            async for envelope in requests:
-                try:
-                    self._take(envelope, origin, out, legs)
-                except VccError as exc:
-                    # Bad input: answered, and no live leg touched.
-                    named = envelope.offer_id if len(envelope.offer_id) <= peer_limits.MAX_OFFER_ID else ""
-                    error = peer_pb2.PeerLinkError(code=exc.error_id, message=exc.message)
-                    out.put_nowait(peer_pb2.PeerLinkResponse(offer_id=named, error=error))
-        except grpc.aio.AioRpcError as exc:
-            log.debug("pair stream from %s ended: %s", origin, exc)
-        out.put_nowait(None)
-
     def _take(
         self,
         envelope: peer_pb2.PeerLinkRequest,
         origin: str | None,
-        out: asyncio.Queue[peer_pb2.PeerLinkResponse | None],
+        out: Inbox,
         legs: set[str],
     ) -> None:
         offer_id = envelope.offer_id
@@ -363,7 +369,7 @@ class PairServer:
         self,
         envelope: peer_pb2.PeerLinkRequest,
         origin: str | None,
-        out: asyncio.Queue[peer_pb2.PeerLinkResponse | None],
+        out: Inbox,
         legs: set[str],
     ) -> None:
         o = envelope.leg.offer
