@@ -7,17 +7,21 @@ guest call on it."""
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Iterator
 
 import grpc
 import pytest
 
 from site_node.app import SiteNode
 from tests.security.conftest import Certs
-from tests.security.test_site_identity import agent_state, first_reply, node, offer, ready_agent
+from tests.security.test_site_identity import (
+    _first_reply_blocking,
+    agent_state,
+    first_reply,
+    node,
+    offer,
+    ready_agent,
+)
 from vcc import rpc
-from vcc.tls import TlsFiles, channel_credentials
 from vcc.v1 import common_pb2, peer_pb2, peer_pb2_grpc
 
 __all__ = ["node"]  # the fixture, shared with test_site_identity
@@ -40,23 +44,14 @@ async def reply(
     return got
 
 
-def _link_status_blocking(address: str, files: TlsFiles, request: peer_pb2.PeerLinkRequest) -> object:
-    """The stream's first reply or status, on gRPC's blocking API (see `first_reply`)."""
-    done = threading.Event()
-
-    def requests() -> Iterator[peer_pb2.PeerLinkRequest]:
-        yield request
-        done.wait(10)
-
-    with grpc.secure_channel(address, channel_credentials(files), options=rpc.CHANNEL_OPTIONS) as ch:
-        replies = peer_pb2_grpc.SitePeerServiceStub(ch).PeerLink(requests(), timeout=10)
-        try:
-            return next(replies)
-        except grpc.RpcError as exc:
-            return exc.code()
-        finally:
-            done.set()
-            replies.cancel()
+async def until_not_ringing(desk: grpc.aio.Channel, token: str, code: str) -> int:
+    """The agent's state once it no longer rings (within 10 s), else its ringing state."""
+    for _ in range(100):
+        state, _ = await agent_state(desk, token, code)
+        if state != common_pb2.AGENT_STATE_RINGING:
+            return state
+        await asyncio.sleep(0.1)
+    return state
 
 
 async def test_a_pair_stream_offers_only_its_own_site_s_calls(node: SiteNode, certs: Certs) -> None:
@@ -76,7 +71,7 @@ async def test_a_pair_stream_offers_only_its_own_site_s_calls(node: SiteNode, ce
     # A desktop, a trunk or a tool cannot open a pair stream at all.
     for stem in ("desktop-robots", "trunk-gateway", "tool-cli"):
         status = await asyncio.to_thread(
-            _link_status_blocking, node.address, certs.files(stem), on_link(offer("sz"))
+            _first_reply_blocking, node.address, certs.files(stem), on_link(offer("sz")), "PeerLink"
         )
         assert status == Code.PERMISSION_DENIED, stem
     await desk.close()
@@ -107,12 +102,7 @@ async def test_a_duplicate_offer_id_leaves_the_live_leg_alone(node: SiteNode, ce
         assert await agent_state(desk, token, code) == (common_pb2.AGENT_STATE_RINGING, "call-1")
         gone = peer_pb2.ServeCallRequest(caller_gone=peer_pb2.CallerGone(reason="caller-hung-up"))
         await live.write(on_link(gone, offer_id="sz-offer-1"))
-        for _ in range(50):
-            state, _ = await agent_state(desk, token, code)
-            if state != common_pb2.AGENT_STATE_RINGING:
-                break
-            await asyncio.sleep(0.1)
-        assert state != common_pb2.AGENT_STATE_RINGING
+        assert await until_not_ringing(desk, token, code) != common_pb2.AGENT_STATE_RINGING
         live.cancel()
     await desk.close()
 
@@ -158,11 +148,5 @@ async def test_a_broken_pair_stream_ends_its_guest_calls(node: SiteNode, certs: 
         assert await agent_state(desk, token, code) == (common_pb2.AGENT_STATE_RINGING, "call-1")
         # The origin's end goes away without a word: the agent's call ends by itself.
         link.cancel()
-    for _ in range(100):
-        state, _ = await agent_state(desk, token, code)
-        if state != common_pb2.AGENT_STATE_RINGING:
-            break
-        await asyncio.sleep(0.1)
-    assert state != common_pb2.AGENT_STATE_RINGING
-    assert "call-1" not in node.switchboard.calls
+    assert await until_not_ringing(desk, token, code) != common_pb2.AGENT_STATE_RINGING
     await desk.close()
