@@ -37,10 +37,10 @@ from tenacity import (
     wait_exponential,
 )
 
-from tools.admin.trace import SpanRow, read_spans
 from tools.province.cluster import Cluster
 from tools.province.generate import DEFAULT_PASSWORD, SiteSpec, generate_province, write_province
 from tools.province.netutil import free_port
+from tools.province.spans import SpanRow, read_spans
 from tools.province.status import site_summaries
 from tools.simulation.report import percentiles_ms, reconcile_detailed
 from tools.simulation.robots import RobotPolicy, RobotStats, run_robots
@@ -1303,7 +1303,9 @@ async def decisions_on_cluster(
             _province, specs, run, mode="overflow", push_targets=push_targets, per_call_streams=twin
         )
         where = f", WAN {dict(wan)} ms" if wan else ""
-        progress(f"routing: starting etcd, central and three sites (pushed targets {push_targets}{where})")
+        progress(
+            f"routing: starting etcd, central and {len(specs)} sites (pushed targets {push_targets}{where})"
+        )
         proxies = None
         if wan:
             delays = {frozenset(k.split("-", 1)): v / 1000 for k, v in wan.items()}
@@ -1346,7 +1348,7 @@ async def decisions_on_cluster(
                     )
                     paths.append(("cross_site_overflow", True, ("fs", *twin)))
                     for name, elsewhere, origins in paths:
-                        progress(f"routing: {calls} calls at {' and '.join(origins)}, taking turns ({name})")
+                        progress(f"routing: {calls} calls at {' and '.join(origins)}, one at a time ({name})")
                         taken = await _calls_taking_turns(cluster, dnis, origins, calls, elsewhere=elsewhere)
                         for origin, rung in taken.items():
                             row_name = name if origin == origins[0] else f"{name}_per_call"
