@@ -256,7 +256,9 @@ class SiteNode:
             partial(self.summary, agents=False),
             presence=partial(presence, self.switchboard),
         )
-        self.peer_links = PeerLinks(self.runtime, self._peer_address, self.tracing)
+        self.peer_links = PeerLinks(
+            self.runtime, self._peer_address, self.tracing, pair_streams=site.peer_stream == "pair"
+        )
         self.runtime.province = _Province(self)
         self.province_agents = ProvinceAgents(self.runtime.sb.directory, self.customers.channel)
         if site.desktop_listen:

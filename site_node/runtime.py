@@ -150,6 +150,8 @@ class SiteRuntime:
         # desk_states_in_call_events; false: a state_changed of its own after each).
         self.fold_states = switchboard.site.desk_states_in_call_events
         self._after: list[Callable[[float], list[Effect]]] = []
+        # A deadline due already is carried out in this turn of the loop, once per turn.
+        self._due_tick_queued = False
 
     # Operations -----------------------------------------------------------------------------
 
@@ -239,7 +241,15 @@ class SiteRuntime:
             if follow:
                 self.apply(follow)
                 return
-        self._schedule_timer()
+        if not self._due_tick_queued and self._deadline_due():
+            # Due already (a caller who must leave for another city at once): carried out right
+            # after this step, in this turn; the timer would take a turn of the loop more, behind
+            # whatever else is ready (0.8 ms of the cross-site decision at load 14, measured).
+            self._due_tick_queued = True
+            asyncio.get_running_loop().call_soon(self._due_tick_done)
+            self._after.append(self._due_tick)
+        else:
+            self._schedule_timer()
         if self.province is not None and effects:
             self.province.state_changed()
         while self._after:
@@ -405,6 +415,20 @@ class SiteRuntime:
             self._schedule_timer()
 
     # Timers and tasks -----------------------------------------------------------------------
+
+    def _deadline_due(self) -> bool:
+        when = self.sb.next_deadline()
+        return when is not None and not self.closed and when <= self.clock()
+
+    def _due_tick(self, now: float) -> list[Effect]:
+        try:
+            return self.sb.tick(now)
+        finally:
+            # Whatever the tick did or refused, the deadlines left keep their timer.
+            self._schedule_timer()
+
+    def _due_tick_done(self) -> None:
+        self._due_tick_queued = False
 
     def _schedule_timer(self) -> None:
         when = self.sb.next_deadline()

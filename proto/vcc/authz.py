@@ -80,6 +80,7 @@ METHOD_KINDS: Mapping[str, frozenset[str]] = {
     "/vcc.v1.SitePeerService/Ping": frozenset({SITE, TOOL}),
     "/vcc.v1.SitePeerService/DeliverMessage": frozenset({SITE}),
     "/vcc.v1.SitePeerService/ServeCall": frozenset({SITE}),
+    "/vcc.v1.SitePeerService/PeerLink": frozenset({SITE}),
     # A site, to the exchange's trunk gateway.
     "/vcc.v1.TrunkIngressService/PlaceCall": frozenset({TRUNK}),
     # Central's audit log: each site writes its own entries; operators read them.

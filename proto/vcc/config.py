@@ -285,6 +285,10 @@ class SiteConfig(_Strict):
     # message per change (for a desktop that reads an agent's state from state_changed alone;
     # `vcc bench throughput --compare fold`).
     desk_states_in_call_events: bool = True
+    # How this city's legs reach another city: "pair", every leg on the pair's one PeerLink
+    # stream; "per-call", a ServeCall stream per leg (the protocol before: for a target city not
+    # yet upgraded, and the benchmark's side-by-side row).
+    peer_stream: Literal["pair", "per-call"] = "pair"
 
     @model_validator(mode="after")
     def _references(self) -> SiteConfig:

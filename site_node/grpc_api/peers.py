@@ -1,8 +1,10 @@
 """Site <-> site over gRPC: remote legs of calls served in another city.
 
-`PeerLinks` is the origin's side (it opens one ServeCall stream per leg); `SitePeer` is the
-target's servicer. Both turn stream messages into switchboard operations and switchboard
-effects into stream messages; neither decides anything.
+`PeerLinks` is the origin's side (every leg to a city on that pair's one PeerLink stream,
+site_node/grpc_api/peer_pairs.py; or, `pair_streams=False`, one ServeCall stream per leg, the
+protocol before, still served for a city not yet upgraded); `SitePeer` is the target's
+servicer. Both turn stream messages into switchboard operations and switchboard effects into
+stream messages; neither decides anything.
 """
 
 from __future__ import annotations
@@ -11,19 +13,27 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from functools import partial
 from typing import Any
 
 import grpc
 
-from site_node.callcontrol import RemoteOfferIn, TransferTarget
 from site_node.callcontrol.domain import LegToOrigin, LegToTarget, OfferRemote
-from site_node.grpc_api import convert, peer_limits
+from site_node.grpc_api import peer_limits
+from site_node.grpc_api.peer_pairs import (
+    TERMINAL,
+    Line,
+    PairLinks,
+    PairServer,
+    offer_from_proto,
+    offer_to_proto,
+    reply_op,
+    request_op,
+)
 from site_node.runtime import SiteRuntime
 from vcc import rpc
 from vcc.authz import require_site
 from vcc.errors import AlreadyExists, FailedPrecondition, InvalidArgument, VccError
-from vcc.rpc import maps_errors, maps_stream_errors, timestamp, unix_s
+from vcc.rpc import maps_errors, maps_stream_errors, timestamp
 from vcc.tls import site_server
 from vcc.tracing import Tracing
 from vcc.v1 import peer_pb2, peer_pb2_grpc
@@ -33,7 +43,6 @@ log = logging.getLogger(__name__)
 # A peer that opens a stream must make its offer promptly.
 FIRST_MESSAGE_TIMEOUT_S = 5.0
 SERVE_CALL = "/vcc.v1.SitePeerService/ServeCall"
-_TERMINAL = frozenset({"refused", "hung_up", "returned", "transfer_asked"})
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
@@ -43,13 +52,15 @@ MAX_DELIVERED = 10_000
 
 
 class PeerLinks:
-    """Origin side: one ServeCall stream per remote leg, one channel per peer site."""
+    """Origin side: one channel per peer site; a pair stream, or one ServeCall stream per leg."""
 
     def __init__(
         self,
         runtime: SiteRuntime,
         address_of: Callable[[str], str | None],
         tracing: Tracing | None = None,
+        *,
+        pair_streams: bool = True,
     ) -> None:
         self.rt = runtime
         self._address_of = address_of
@@ -58,16 +69,22 @@ class PeerLinks:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._outboxes: dict[str, asyncio.Queue[peer_pb2.ServeCallRequest | None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pairs = PairLinks(runtime, address_of, self._channel, tracing) if pair_streams else None
 
     def offer(self, offer: OfferRemote) -> None:
+        if self._pairs is not None:
+            self._pairs.offer(offer)
+            return
         queue: asyncio.Queue[peer_pb2.ServeCallRequest | None] = asyncio.Queue()
-        queue.put_nowait(peer_pb2.ServeCallRequest(offer=_offer_to_proto(offer, self.rt.sb.site_id)))
+        queue.put_nowait(peer_pb2.ServeCallRequest(offer=offer_to_proto(offer, self.rt.sb.site_id)))
         self._outboxes[offer.offer_id] = queue
         task = asyncio.ensure_future(self._run_leg(offer, queue))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     def send(self, message: LegToTarget) -> None:
+        if self._pairs is not None and self._pairs.send(message.offer_id, message.kind, message.reason):
+            return
         queue = self._outboxes.get(message.offer_id)
         if queue is None:
             return
@@ -135,35 +152,10 @@ class PeerLinks:
                 stream.cancel()
                 self._apply(lambda now: sb.remote_lost(now, offer_id, "target-bad-message"))
                 return
-            kind = reply.WhichOneof("message")
-            if kind == "reserved":
-                agent = reply.reserved.agent_code
-                self._apply(partial(sb.remote_reserved, offer_id=offer_id, agent_code=agent))
-            elif kind == "refused":
-                why = reply.refused.reason
-                self._apply(partial(sb.remote_refused, offer_id=offer_id, reason=why))
-            elif kind == "answer_asked":
-                self._apply(lambda now: sb.remote_answer_asked(now, offer_id))
-            elif kind in ("held", "retrieved"):
-                held = kind == "held"
-                self._apply(partial(sb.remote_held, offer_id=offer_id, held=held))
-            elif kind == "hung_up":
-                self._apply(lambda now: sb.remote_hung_up(now, offer_id))
-            elif kind == "returned":
-                why = reply.returned.reason
-                self._apply(partial(sb.remote_returned, offer_id=offer_id, reason=why))
-            elif kind == "transfer_asked":
-                t = reply.transfer_asked
-                self._apply(
-                    partial(
-                        sb.remote_transfer_asked,
-                        offer_id=offer_id,
-                        from_agent_code=t.from_agent_code,
-                        target=TransferTarget(t.agent_code, t.skill_group, t.site_id, t.ivr),
-                        attached=dict(t.attached_data),
-                    )
-                )
-            if kind in _TERMINAL:
+            op = reply_op(sb, offer_id, reply)
+            if op is not None:
+                self._apply(op)
+            if reply.WhichOneof("message") in TERMINAL:
                 return
         # The target closed the leg without saying how: it is gone for this call.
         self._apply(lambda now: sb.remote_lost(now, offer_id, "target-closed"))
@@ -182,6 +174,8 @@ class PeerLinks:
         return ch
 
     async def close(self) -> None:
+        if self._pairs is not None:
+            await self._pairs.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -200,48 +194,14 @@ async def _write_leg(queue: asyncio.Queue[peer_pb2.ServeCallRequest | None], str
         log.debug("leg: writing to the target stopped: %s", exc)
 
 
-def _offer_to_proto(offer: OfferRemote, origin: str) -> peer_pb2.RemoteOffer:
-    return peer_pb2.RemoteOffer(
-        call_id=offer.call_id,
-        origin_site_id=origin,
-        offer_id=offer.offer_id,
-        skill_group=offer.skill_group,
-        priority=offer.priority,
-        arrived_at=timestamp(offer.arrived_at),
-        ani=offer.ani,
-        dnis=offer.dnis,
-        attached_data=dict(offer.attached),
-        customer=convert.customer_to_proto(offer.customer),
-        agent_code=offer.agent_code,
-        purpose=offer.purpose,
-        from_agent_code=offer.from_agent_code,
-    )
-
-
-def _offer_from_proto(o: peer_pb2.RemoteOffer) -> RemoteOfferIn:
-    return RemoteOfferIn(
-        offer_id=o.offer_id,
-        call_id=o.call_id,
-        origin_site_id=o.origin_site_id,
-        skill_group=o.skill_group,
-        priority=o.priority,
-        arrived_at=unix_s(o.arrived_at),
-        ani=o.ani,
-        dnis=o.dnis,
-        attached=tuple(sorted(o.attached_data.items())),
-        customer=convert.customer_from_proto(o.customer) if o.customer.customer_id else None,
-        agent_code=o.agent_code,
-        purpose=o.purpose,
-        from_agent_code=o.from_agent_code,
-    )
-
-
 class SitePeer(peer_pb2_grpc.SitePeerServiceServicer):
     """Target side: serves other cities' calls on their offers."""
 
     def __init__(self, runtime: SiteRuntime) -> None:
         self.rt = runtime
-        self._lines: dict[str, asyncio.Queue[peer_pb2.ServeCallResponse | None]] = {}
+        # Every live leg served here, by offer id, whichever stream it came on.
+        self._lines: dict[str, Line] = {}
+        self._pair_server = PairServer(runtime, self._lines)
         # The desk server's hand for other cities' messages (sender, to, text) -> id; None: no desk.
         self.deliver: Callable[[str, str, str], Awaitable[int]] | None = None
         self._delivered: dict[str, int] = {}
@@ -274,7 +234,7 @@ class SitePeer(peer_pb2_grpc.SitePeerServiceServicer):
                         attached_data=dict(message.attached),
                     )
                 )
-        line.put_nowait(reply)
+        line(reply)
 
     @maps_errors
     async def Ping(self, request: peer_pb2.PingRequest, context: Ctx) -> peer_pb2.PingResponse:
@@ -320,13 +280,13 @@ class SitePeer(peer_pb2_grpc.SitePeerServiceServicer):
         peer_limits.check_offer(first.offer)
         # A site offers only its own calls: the origin is the certificate's site.
         await require_site(context, first.offer.origin_site_id)
-        offer = _offer_from_proto(first.offer)
+        offer = offer_from_proto(first.offer)
         sb = self.rt.sb
         if offer.offer_id in self._lines:
             # A second stream for a live leg is refused; the live leg and its stream are untouched.
             raise AlreadyExists("offer-exists", f"offer {offer.offer_id} is already being served")
         line: asyncio.Queue[peer_pb2.ServeCallResponse | None] = asyncio.Queue()
-        self._lines[offer.offer_id] = line
+        self._lines[offer.offer_id] = line.put_nowait
         try:
             agent, refusal = self.rt.serve_remote(offer)
             now = timestamp(self.rt.clock())
@@ -340,7 +300,7 @@ class SitePeer(peer_pb2_grpc.SitePeerServiceServicer):
             try:
                 while (reply := await line.get()) is not None:
                     yield reply
-                    if reply.WhichOneof("message") in _TERMINAL:
+                    if reply.WhichOneof("message") in TERMINAL:
                         return
             finally:
                 reader.cancel()
@@ -352,22 +312,27 @@ class SitePeer(peer_pb2_grpc.SitePeerServiceServicer):
             with contextlib.suppress(VccError):
                 self.rt.do(lambda now: sb.remote_caller_gone(now, offer.offer_id, "origin-lost"))
 
+    @maps_stream_errors
+    async def PeerLink(
+        self, request_iterator: AsyncIterator[peer_pb2.PeerLinkRequest], context: Ctx
+    ) -> AsyncIterator[peer_pb2.PeerLinkResponse]:
+        """Every leg of one calling city on one stream (site_node/grpc_api/peer_pairs.py)."""
+        async for reply in self._pair_server.serve(request_iterator, context):
+            yield reply
+
     async def _origin_messages(
         self,
         offer_id: str,
         requests: AsyncIterator[peer_pb2.ServeCallRequest],
         line: asyncio.Queue[peer_pb2.ServeCallResponse | None],
     ) -> None:
-        sb = self.rt.sb
         try:
             async for request in requests:
                 peer_limits.check_request(request)
-                kind = request.WhichOneof("message")
-                if kind == "answer_confirmed":
-                    self.rt.do(lambda now: sb.remote_answer_confirmed(now, offer_id))
-                elif kind == "caller_gone":
-                    why = request.caller_gone.reason or "caller-gone"
-                    self.rt.do(partial(sb.remote_caller_gone, offer_id=offer_id, reason=why))
+                op = request_op(self.rt.sb, offer_id, request)
+                if op is not None:
+                    self.rt.do(op)
+                if request.WhichOneof("message") == "caller_gone":
                     break
         except (grpc.aio.AioRpcError, VccError) as exc:
             log.debug("leg %s: origin stream ended: %s", offer_id, exc)

@@ -93,15 +93,18 @@ async def first_reply(node: SiteNode, certs: Certs, stem: str, request: peer_pb2
     return await asyncio.to_thread(_first_reply_blocking, node.address, certs.files(stem), request)
 
 
-def _first_reply_blocking(address: str, files: TlsFiles, request: peer_pb2.ServeCallRequest) -> object:
+def _first_reply_blocking(
+    address: str, files: TlsFiles, request: object, method: str = "ServeCall"
+) -> object:
+    """`method`: ServeCall, or PeerLink (the pair's stream, tests/security/test_pair_stream.py)."""
     done = threading.Event()
 
-    def requests() -> Iterator[peer_pb2.ServeCallRequest]:
+    def requests() -> Iterator[object]:
         yield request
         done.wait(10)  # the leg stays open (not half-closed) until the reply is read
 
     with grpc.secure_channel(address, channel_credentials(files), options=rpc.CHANNEL_OPTIONS) as ch:
-        replies = peer_pb2_grpc.SitePeerServiceStub(ch).ServeCall(requests(), timeout=10)
+        replies = getattr(peer_pb2_grpc.SitePeerServiceStub(ch), method)(requests(), timeout=10)
         try:
             return next(replies)
         except grpc.RpcError as exc:

@@ -8,53 +8,11 @@ so it is a trace of its own, linked to each call's).
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterable, Sequence
 
-from vcc.tracing import TRACES_FILE_SUFFIX
+from tools.province.spans import SpanRow, read_spans
 
-
-@dataclass(frozen=True)
-class SpanRow:
-    trace_id: str
-    span_id: str
-    parent_id: str
-    name: str
-    process: str
-    start_ns: int
-    end_ns: int
-    attributes: Mapping[str, Any]
-    links: tuple[str, ...]
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> SpanRow:
-        return cls(
-            str(d["trace_id"]),
-            str(d["span_id"]),
-            str(d.get("parent_id", "")),
-            str(d["name"]),
-            str(d.get("process", "")),
-            int(d["start_ns"]),
-            int(d.get("end_ns") or d["start_ns"]),
-            dict(d.get("attributes", {})),
-            tuple(d.get("links", ())),
-        )
-
-
-def read_spans(run_dir: Path) -> list[SpanRow]:
-    rows: list[SpanRow] = []
-    # The current files and the rotated ones (`<name>.traces.jsonl.1`, ...).
-    for path in sorted(run_dir.rglob(f"*{TRACES_FILE_SUFFIX}*")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                try:
-                    rows.append(SpanRow.from_json(json.loads(line)))
-                except (ValueError, KeyError, TypeError):
-                    continue  # a line cut short by a killed process
-    return rows
+__all__ = ["SpanRow", "call_spans", "read_spans", "timeline"]
 
 
 def call_spans(spans: Iterable[SpanRow], call_id: str) -> list[SpanRow]:

@@ -249,6 +249,8 @@ def table_pooling(result: Mapping[str, Any]) -> Any:
 def table_routing(result: Mapping[str, Any]) -> Any:
     from rich.table import Table
 
+    from tools.bench.cluster import CROSS_SITE_STEPS
+
     table = Table(title="routing decision latency (ms)")
     for col in ("path", "samples", "p50", "p99", "p50 / bare", "p99 / bare", "WAN floor", "p50 / floor"):
         table.add_column(col, justify="right")
@@ -263,8 +265,21 @@ def table_routing(result: Mapping[str, Any]) -> Any:
             _fmt(row.get("floor_ms"), 1) if row.get("floor_ms") else "",
             _fmt(row.get("p50_over_floor"), 2) if row.get("p50_over_floor") else "",
         )
+    for name, row in result["rows"].items():
+        steps = row.get("steps_ms")
+        if steps:
+            table.add_row(
+                f"  {name} steps",
+                str(int(steps.get("calls_traced") or 0)),
+                " / ".join(_fmt(steps.get(k)) for k in CROSS_SITE_STEPS),
+                "",
+                "",
+                "",
+                "",
+                "",
+            )
     load = result.get("load_average")
-    table.caption = f"goal: {result['goal']}" + (
+    table.caption = f"goal: {result['goal']}; steps: {' / '.join(CROSS_SITE_STEPS)}" + (
         f"; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}" if load else ""
     )
     return table
@@ -476,10 +491,12 @@ def run_pooling(occupancy: float = 0.8, calls: int = 60_000) -> dict[str, Any]:
     return pooling(occupancy=occupancy, calls=calls, progress=_say)
 
 
-def run_routing(calls: int = 400, wan: bool = True) -> dict[str, Any]:
+def run_routing(
+    calls: int = 400, wan: bool = True, streams: bool = True, asking: bool = True
+) -> dict[str, Any]:
     from tools.bench.cluster import routing
 
-    return asyncio.run(routing(calls=calls, progress=_say, wan=wan))
+    return asyncio.run(routing(calls=calls, progress=_say, wan=wan, streams=streams, asking=asking))
 
 
 def run_erlang(calls: int = 100_000, replications: int = 5) -> dict[str, Any]:
@@ -664,10 +681,19 @@ def routing_cmd(
     json_path: JsonOpt = None,
     calls: Annotated[int, typer.Option(min=10)] = 400,
     wan: Annotated[bool, typer.Option(help="Also the cross-site rows on an emulated WAN.")] = True,
+    streams: Annotated[
+        bool,
+        typer.Option(
+            help="Also the pushed rows on a ServeCall stream per leg (a twin city), taking turns with "
+            "the pair stream's calls in the same cluster."
+        ),
+    ] = True,
+    asking: Annotated[bool, typer.Option(help="Also the rows asking central first (RouteCall).")] = True,
 ) -> None:
     """Bare grpc.aio round trip vs local ACD decision vs cross-site overflow decision (pushed
-    targets and asking central, side by side; on loopback and on an emulated WAN)."""
-    result = run_routing(calls, wan)
+    targets and asking central, side by side; on loopback and on an emulated WAN; the site-to-site
+    legs on the pair's stream and, taking turns, on a stream per leg)."""
+    result = run_routing(calls, wan, streams, asking)
     _console().print(table_routing(result))
     _write_json(json_path, "routing", result)
 

@@ -40,6 +40,7 @@ from tenacity import (
 from tools.province.cluster import Cluster
 from tools.province.generate import DEFAULT_PASSWORD, SiteSpec, generate_province, write_province
 from tools.province.netutil import free_port
+from tools.province.spans import SpanRow, read_spans
 from tools.province.status import site_summaries
 from tools.simulation.report import percentiles_ms, reconcile_detailed
 from tools.simulation.robots import RobotPolicy, RobotStats, run_robots
@@ -83,6 +84,7 @@ def _province(
     dashboard: bool = False,
     trace_sample_ratio: float = 1.0,
     site_settings: Mapping[str, Any] | None = None,
+    per_call_streams: Sequence[str] = (),
 ) -> Path:
     raw = generate_province(
         specs,
@@ -99,6 +101,8 @@ def _province(
     raw["routing"] = {"mode": mode, "push_targets": push_targets}
     for site in raw["sites"]:
         site.update(site_settings or {})
+        if site["id"] in per_call_streams:
+            site["peer_stream"] = "per-call"
     if trace_sample_ratio < 1.0:
         raw["tracing"] = {"sample_ratio": trace_sample_ratio}
     if not observability:
@@ -1270,6 +1274,10 @@ BENCH_WAN_MS = {
     "central-gz": 5.0,
     "central-sz": 10.0,
 }
+# The side-by-side city of the stream comparison: fs's twin (nobody logged in, the same links),
+# whose legs take a ServeCall stream each where fs's ride on its pair streams.
+PER_CALL_TWIN = "fo"
+TWIN_WAN_MS = {"fo-gz": 10.0, "fo-sz": 20.0, "fo-fs": 5.0, "central-fo": 15.0}
 BENCH_WAN_JITTER_MS = 2.0
 
 
@@ -1281,27 +1289,38 @@ async def decisions_on_cluster(
     push_targets: bool = True,
     wan: Mapping[str, float] | None = None,
     local: bool = True,
+    streams: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Over the wire, on one cluster: the caller sends its menu digit; time until it hears
     `ringing`. Local: a free agent at gz. Cross-site: nobody is logged in at fs, so the call goes
     to a free agent at gz or sz: offered at once to the target central pushed to fs
     (`push_targets`), or after asking central (RouteCall), then the site-to-site offer.
-    `wan`: every inter-city link delayed so (one-way ms, "a-b" keys; tools/province/faultproxy.py)."""
+    `wan`: every inter-city link delayed so (one-way ms, "a-b" keys; tools/province/faultproxy.py).
+    `streams`: fs's twin city (PER_CALL_TWIN) offers on a ServeCall stream per leg where fs uses
+    its pair streams; the two take turns call by call (row `cross_site_overflow_per_call`)."""
     from tools.province.faultproxy import Wan
     from tools.province.proxied import start_with_fault_proxies
 
     with tempfile.TemporaryDirectory(prefix="vcc-bench-") as tmp:
         run = run_dir or Path(tmp)
+        # The cross-site rows' calls, for their steps from the spans once the processes stopped.
+        traced: dict[str, list[Rung]] = {}
         specs = [
             SiteSpec("gz", "gz", trunk_channels=200, agents={"general": 20}),
             SiteSpec("sz", "sz", trunk_channels=200, agents={"general": 20}, tie_channels=50),
             SiteSpec("fs", "fs", trunk_channels=200, agents={"general": 1}, tie_channels=50),
         ]
+        twin = (PER_CALL_TWIN,) if streams else ()
+        specs += [SiteSpec(t, t, trunk_channels=200, agents={"general": 1}, tie_channels=50) for t in twin]
+        if wan and streams:
+            wan = {**wan, **TWIN_WAN_MS}
         config_path = await asyncio.to_thread(
-            _province, specs, run, mode="overflow", push_targets=push_targets
+            _province, specs, run, mode="overflow", push_targets=push_targets, per_call_streams=twin
         )
         where = f", WAN {dict(wan)} ms" if wan else ""
-        progress(f"routing: starting etcd, central and three sites (pushed targets {push_targets}{where})")
+        progress(
+            f"routing: starting etcd, central and {len(specs)} sites (pushed targets {push_targets}{where})"
+        )
         proxies = None
         if wan:
             delays = {frozenset(k.split("-", 1)): v / 1000 for k, v in wan.items()}
@@ -1338,24 +1357,20 @@ async def decisions_on_cluster(
                     # The pushed targets follow the robots' READY states within a state period.
                     await asyncio.sleep(1.0)
                     dnis = cluster.config.province.service_number
-                    paths = [("local_acd_over_grpc", "gz", False)] if local else []
-                    paths.append(("cross_site_overflow", "fs", True))
-                    for name, site_id, elsewhere in paths:
-                        progress(f"routing: {calls} calls at {site_id}, one at a time ({name})")
-                        times = []
-                        async with rpc.channel(
-                            cluster.config.site(site_id).listen, persona=TRUNK, expect=site_server(site_id)
-                        ) as ch:
-                            stub: trunk_pb2_grpc.TrunkIngressServiceAsyncStub = (
-                                trunk_pb2_grpc.TrunkIngressServiceStub(ch)
-                            )
-                            for n in range(calls + WARM_UP):
-                                sample = await _digits_to_ringing(
-                                    stub, dnis, n, origin=site_id, elsewhere=elsewhere
-                                )
-                                if sample is not None and n >= WARM_UP:
-                                    times.append(sample)
-                        result[name] = percentiles_ms(times)
+                    # (row, whether the call leaves its city, its origins: each a row, taking turns)
+                    paths: list[tuple[str, bool, tuple[str, ...]]] = (
+                        [("local_acd_over_grpc", False, ("gz",))] if local else []
+                    )
+                    paths.append(("cross_site_overflow", True, ("fs", *twin)))
+                    for name, elsewhere, origins in paths:
+                        progress(f"routing: {calls} calls at {' and '.join(origins)}, one at a time ({name})")
+                        taken = await _calls_taking_turns(cluster, dnis, origins, calls, elsewhere=elsewhere)
+                        for origin, rung in taken.items():
+                            row_name = name if origin == origins[0] else f"{name}_per_call"
+                            result[row_name] = percentiles_ms([r.seconds for r in rung])
+                            result[row_name]["load_average"] = os.getloadavg()
+                            if elsewhere:
+                                traced[row_name] = rung
                     result["cross_site_overflow"]["pushed"] = _count_pushed(cluster)
                 finally:
                     stop.set()
@@ -1364,6 +1379,10 @@ async def decisions_on_cluster(
         finally:
             if proxies is not None:
                 await proxies.stop()
+        # Once the processes stopped: every span is written.
+        spans = read_spans(run) if traced else []
+        for row_name, rung in traced.items():
+            result[row_name]["steps_ms"] = cross_site_steps(spans, rung)
     return result
 
 
@@ -1379,11 +1398,78 @@ def _count_pushed(cluster: Cluster) -> dict[str, int]:
     }
 
 
+@dataclass(frozen=True)
+class Rung:
+    """One caller's digit → `ringing`: the bench's figure, and the two instants on the wall clock
+    (the spans' clock) to place the cities' steps between them."""
+
+    seconds: float
+    call_id: str
+    sent_at: float
+    rung_at: float
+
+
+async def _calls_taking_turns(
+    cluster: Cluster, dnis: str, origins: Sequence[str], calls: int, *, elsewhere: bool
+) -> dict[str, list[Rung]]:
+    """`calls` calls at each origin, one at a time, the origins taking turns (the lead changes
+    each round, so neither always follows the other); the first WARM_UP rounds left out."""
+    taken: dict[str, list[Rung]] = {o: [] for o in origins}
+    async with contextlib.AsyncExitStack() as stack:
+        stubs: dict[str, trunk_pb2_grpc.TrunkIngressServiceAsyncStub] = {}
+        for origin in origins:
+            ch = await stack.enter_async_context(
+                rpc.channel(cluster.config.site(origin).listen, persona=TRUNK, expect=site_server(origin))
+            )
+            stubs[origin] = trunk_pb2_grpc.TrunkIngressServiceStub(ch)
+        for n in range(calls + WARM_UP):
+            for origin in origins if n % 2 == 0 else list(reversed(origins)):
+                rung = await _digits_to_ringing(stubs[origin], dnis, n, origin=origin, elsewhere=elsewhere)
+                if rung is not None and n >= WARM_UP:
+                    taken[origin].append(rung)
+    return taken
+
+
+def cross_site_steps(spans: Sequence[SpanRow], rung: Sequence[Rung]) -> dict[str, float | None]:
+    """p50 of each step of the overflowed calls, from their spans (the origin's `queue` and leg
+    span, the target's `call.guest` and `ring`) and the bench's two instants."""
+    by_call: dict[str, str] = {}
+    for span in spans:
+        call_id = span.attributes.get("vcc.call_id")
+        if span.name == "call" and isinstance(call_id, str):
+            by_call[call_id] = span.trace_id
+    in_trace: dict[str, dict[str, SpanRow]] = {}
+    for span in spans:
+        in_trace.setdefault(span.trace_id, {}).setdefault(span.name, span)
+    steps: dict[str, list[float]] = {k: [] for k in CROSS_SITE_STEPS}
+    for r in rung:
+        named = in_trace.get(by_call.get(r.call_id, ""), {})
+        queue, leg, ring = named.get("queue"), named.get(SERVE_CALL_SPAN), named.get("ring")
+        if queue is None or leg is None or ring is None:
+            continue
+        at = [r.sent_at * 1e9, queue.start_ns, leg.start_ns, ring.start_ns, r.rung_at * 1e9]
+        for name, start, end in zip(CROSS_SITE_STEPS, at, at[1:], strict=False):
+            steps[name].append((end - start) / 1e6)
+    return {name: (statistics.median(v) if v else None) for name, v in steps.items()} | {
+        "calls_traced": float(len(steps[CROSS_SITE_STEPS[0]]))
+    }
+
+
+SERVE_CALL_SPAN = "/vcc.v1.SitePeerService/ServeCall"
+CROSS_SITE_STEPS = (
+    "digit_to_queued",  # the caller's digit → the origin queued and decided the call
+    "queued_to_leg",  # → the origin's leg to the target starts (its task's turn on the loop)
+    "leg_to_ring",  # → the target serves the guest call and rings its agent
+    "ring_to_caller",  # → the caller hears `ringing` (the reservation back, the origin's loop)
+)
+
+
 async def _digits_to_ringing(
     stub: trunk_pb2_grpc.TrunkIngressServiceAsyncStub, dnis: str, n: int, *, origin: str, elsewhere: bool
-) -> float | None:
+) -> Rung | None:
     call = stub.PlaceCall(timeout=30.0)
     sent = None
+    sent_at = 0.0
     try:
         await call.write(
             trunk_pb2.PlaceCallRequest(
@@ -1398,12 +1484,12 @@ async def _digits_to_ringing(
                 return None
             kind = response.WhichOneof("progress")
             if kind == "prompt":
-                sent = time.perf_counter()
+                sent, sent_at = time.perf_counter(), time.time()
                 await call.write(trunk_pb2.PlaceCallRequest(digits=trunk_pb2.CallerDigits(digits="1")))
             elif kind == "ringing":
                 if sent is None or (response.ringing.site_id != origin) != elsewhere:
                     return None
-                return time.perf_counter() - sent
+                return Rung(time.perf_counter() - sent, response.call_id, sent_at, time.time())
             elif kind == "ended":
                 return None
     finally:
@@ -1416,10 +1502,17 @@ async def _digits_to_ringing(
 
 
 async def routing(
-    *, calls: int = 400, progress: Progress = lambda _: None, wan: bool = True
+    *,
+    calls: int = 400,
+    progress: Progress = lambda _: None,
+    wan: bool = True,
+    streams: bool = True,
+    asking: bool = True,
 ) -> dict[str, Any]:
     """Bare round trip vs local ACD decision vs cross-site overflow decision (pushed targets and,
-    side by side, asking central first; on loopback and on an emulated WAN), p50/p99 and ratios."""
+    side by side, asking central first; on loopback and on an emulated WAN), p50/p99 and ratios.
+    `streams`: the pushed rows also on a ServeCall stream per leg, taking turns with the pair
+    stream's calls in the same cluster (`*_per_call` rows)."""
     load_before = os.getloadavg()
     progress("routing: bare grpc.aio unary round trips")
     bare = await bare_round_trip()
@@ -1427,22 +1520,35 @@ async def routing(
     authorized = await bare_round_trip(authorized=True)
     progress("routing: local ACD decision in process")
     in_process = await asyncio.to_thread(local_decision_in_process)
-    pushed = await decisions_on_cluster(calls=calls, progress=progress)
-    asked = await decisions_on_cluster(calls=calls, progress=progress, push_targets=False, local=False)
-    over_wire = {**pushed, "cross_site_asking_central": asked["cross_site_overflow"]}
+    over_wire = await decisions_on_cluster(calls=calls, progress=progress, streams=streams)
+    if asking:
+        asked = await decisions_on_cluster(calls=calls, progress=progress, push_targets=False, local=False)
+        over_wire["cross_site_asking_central"] = asked["cross_site_overflow"]
     wan_rows: dict[str, dict[str, Any]] = {}
-    if wan:
-        for push in (True, False):
-            got = await decisions_on_cluster(
-                calls=max(20, calls // 4), progress=progress, push_targets=push, wan=BENCH_WAN_MS, local=False
-            )
-            row = got["cross_site_overflow"]
-            # fs -> gz and back (offer, reservation); asking central first adds fs -> central and back.
-            one_way = BENCH_WAN_MS["fs-gz"] + (0.0 if push else BENCH_WAN_MS["central-fs"])
+    for push in (True, False) if wan else ():
+        if not (push or asking):
+            continue
+        got = await decisions_on_cluster(
+            calls=max(20, calls // 4),
+            progress=progress,
+            push_targets=push,
+            wan=BENCH_WAN_MS,
+            local=False,
+            streams=streams and push,
+        )
+        # fs -> gz and back (offer, reservation); asking central first adds fs -> central and back.
+        one_way = BENCH_WAN_MS["fs-gz"] + (0.0 if push else BENCH_WAN_MS["central-fs"])
+        name = "wan_cross_site_" + ("pushed" if push else "asking_central")
+        for suffix, row in (
+            ("", got["cross_site_overflow"]),
+            ("_per_call", got.get("cross_site_overflow_per_call")),
+        ):
+            if row is None:
+                continue
             row["link_delay_ms"] = {"fs-gz": BENCH_WAN_MS["fs-gz"], "central-fs": BENCH_WAN_MS["central-fs"]}
             row["floor_ms"] = 2 * one_way
             row["p50_over_floor"] = row["p50"] / row["floor_ms"] if row.get("p50") else None
-            wan_rows["wan_cross_site_" + ("pushed" if push else "asking_central")] = row
+            wan_rows[name + suffix] = row
 
     def ratio(row: Mapping[str, Any], key: str) -> float | None:
         value, base = row.get(key), bare.get(key)

@@ -27,7 +27,7 @@ from vcc.v1 import central_pb2 as vcc_dot_v1_dot_central__pb2
 from vcc.v1 import common_pb2 as vcc_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11vcc/v1/peer.proto\x12\x06vcc.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14vcc/v1/central.proto\x1a\x13vcc/v1/common.proto\"l\n\x15\x44\x65liverMessageRequest\x12\x14\n\x0c\x66rom_site_id\x18\x01 \x01(\t\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\n\n\x02to\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x13\n\x0bmessage_key\x18\x05 \x01(\t\"$\n\x16\x44\x65liverMessageResponse\x12\n\n\x02id\x18\x01 \x01(\x04\"#\n\x0bPingRequest\x12\x14\n\x0c\x66rom_site_id\x18\x01 \x01(\t\"\x1f\n\x0cPingResponse\x12\x0f\n\x07site_id\x18\x01 \x01(\t\"\xa3\x01\n\x10ServeCallRequest\x12$\n\x05offer\x18\x01 \x01(\x0b\x32\x13.vcc.v1.RemoteOfferH\x00\x12\x33\n\x10\x61nswer_confirmed\x18\x02 \x01(\x0b\x32\x17.vcc.v1.AnswerConfirmedH\x00\x12)\n\x0b\x63\x61ller_gone\x18\x03 \x01(\x0b\x32\x12.vcc.v1.CallerGoneH\x00\x42\t\n\x07message\"\xd5\x03\n\x0bRemoteOffer\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x16\n\x0eorigin_site_id\x18\x02 \x01(\t\x12\x10\n\x08offer_id\x18\x03 \x01(\t\x12\x13\n\x0bskill_group\x18\x04 \x01(\t\x12\x10\n\x08priority\x18\x05 \x01(\r\x12.\n\narrived_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03\x61ni\x18\x07 \x01(\t\x12\x0c\n\x04\x64nis\x18\x08 \x01(\t\x12<\n\rattached_data\x18\t \x03(\x0b\x32%.vcc.v1.RemoteOffer.AttachedDataEntry\x12\"\n\x08\x63ustomer\x18\n \x01(\x0b\x32\x10.vcc.v1.Customer\x12)\n\x08\x64\x65\x63ision\x18\x0b \x01(\x0b\x32\x17.vcc.v1.RoutingDecision\x12\x12\n\nagent_code\x18\x0c \x01(\t\x12\x19\n\x11reserve_timeout_s\x18\r \x01(\x01\x12\x0f\n\x07purpose\x18\x0e \x01(\t\x12\x17\n\x0f\x66rom_agent_code\x18\x0f \x01(\t\x1a\x33\n\x11\x41ttachedDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x11\n\x0f\x41nswerConfirmed\"\x1c\n\nCallerGone\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x95\x03\n\x11ServeCallResponse\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x08reserved\x18\x02 \x01(\x0b\x32\x13.vcc.v1.LegReservedH\x00\x12%\n\x07refused\x18\x03 \x01(\x0b\x32\x12.vcc.v1.LegRefusedH\x00\x12.\n\x0c\x61nswer_asked\x18\x04 \x01(\x0b\x32\x16.vcc.v1.LegAnswerAskedH\x00\x12\x1f\n\x04held\x18\x05 \x01(\x0b\x32\x0f.vcc.v1.LegHeldH\x00\x12)\n\tretrieved\x18\x06 \x01(\x0b\x32\x14.vcc.v1.LegRetrievedH\x00\x12$\n\x07hung_up\x18\x07 \x01(\x0b\x32\x11.vcc.v1.LegHungUpH\x00\x12\'\n\x08returned\x18\x08 \x01(\x0b\x32\x13.vcc.v1.LegReturnedH\x00\x12\x32\n\x0etransfer_asked\x18\t \x01(\x0b\x32\x18.vcc.v1.LegTransferAskedH\x00\x42\t\n\x07message\"2\n\x0bLegReserved\x12\x12\n\nagent_code\x18\x01 \x01(\t\x12\x0f\n\x07site_id\x18\x02 \x01(\t\"\x1c\n\nLegRefused\x12\x0e\n\x06reason\x18\x01 \x01(\t\"$\n\x0eLegAnswerAsked\x12\x12\n\nagent_code\x18\x01 \x01(\t\"\t\n\x07LegHeld\"\x0e\n\x0cLegRetrieved\"\x1f\n\tLegHungUp\x12\x12\n\nagent_code\x18\x01 \x01(\t\"\x1d\n\x0bLegReturned\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xea\x01\n\x10LegTransferAsked\x12\x17\n\x0f\x66rom_agent_code\x18\x01 \x01(\t\x12\x12\n\nagent_code\x18\x02 \x01(\t\x12\x13\n\x0bskill_group\x18\x03 \x01(\t\x12\x0f\n\x07site_id\x18\x04 \x01(\t\x12\x0b\n\x03ivr\x18\x05 \x01(\x08\x12\x41\n\rattached_data\x18\x06 \x03(\x0b\x32*.vcc.v1.LegTransferAsked.AttachedDataEntry\x1a\x33\n\x11\x41ttachedDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xdb\x01\n\x0fSitePeerService\x12\x31\n\x04Ping\x12\x13.vcc.v1.PingRequest\x1a\x14.vcc.v1.PingResponse\x12\x44\n\tServeCall\x12\x18.vcc.v1.ServeCallRequest\x1a\x19.vcc.v1.ServeCallResponse(\x01\x30\x01\x12O\n\x0e\x44\x65liverMessage\x12\x1d.vcc.v1.DeliverMessageRequest\x1a\x1e.vcc.v1.DeliverMessageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11vcc/v1/peer.proto\x12\x06vcc.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14vcc/v1/central.proto\x1a\x13vcc/v1/common.proto\"l\n\x15\x44\x65liverMessageRequest\x12\x14\n\x0c\x66rom_site_id\x18\x01 \x01(\t\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\n\n\x02to\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x13\n\x0bmessage_key\x18\x05 \x01(\t\"$\n\x16\x44\x65liverMessageResponse\x12\n\n\x02id\x18\x01 \x01(\x04\"#\n\x0bPingRequest\x12\x14\n\x0c\x66rom_site_id\x18\x01 \x01(\t\"\x1f\n\x0cPingResponse\x12\x0f\n\x07site_id\x18\x01 \x01(\t\"\xa3\x01\n\x10ServeCallRequest\x12$\n\x05offer\x18\x01 \x01(\x0b\x32\x13.vcc.v1.RemoteOfferH\x00\x12\x33\n\x10\x61nswer_confirmed\x18\x02 \x01(\x0b\x32\x17.vcc.v1.AnswerConfirmedH\x00\x12)\n\x0b\x63\x61ller_gone\x18\x03 \x01(\x0b\x32\x12.vcc.v1.CallerGoneH\x00\x42\t\n\x07message\"_\n\x0fPeerLinkRequest\x12\x10\n\x08offer_id\x18\x01 \x01(\t\x12\x13\n\x0btraceparent\x18\x02 \x01(\t\x12%\n\x03leg\x18\x03 \x01(\x0b\x32\x18.vcc.v1.ServeCallRequest\"\x81\x01\n\x10PeerLinkResponse\x12\x10\n\x08offer_id\x18\x01 \x01(\t\x12(\n\x03leg\x18\x02 \x01(\x0b\x32\x19.vcc.v1.ServeCallResponseH\x00\x12&\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x15.vcc.v1.PeerLinkErrorH\x00\x42\t\n\x07message\".\n\rPeerLinkError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xd5\x03\n\x0bRemoteOffer\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x16\n\x0eorigin_site_id\x18\x02 \x01(\t\x12\x10\n\x08offer_id\x18\x03 \x01(\t\x12\x13\n\x0bskill_group\x18\x04 \x01(\t\x12\x10\n\x08priority\x18\x05 \x01(\r\x12.\n\narrived_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03\x61ni\x18\x07 \x01(\t\x12\x0c\n\x04\x64nis\x18\x08 \x01(\t\x12<\n\rattached_data\x18\t \x03(\x0b\x32%.vcc.v1.RemoteOffer.AttachedDataEntry\x12\"\n\x08\x63ustomer\x18\n \x01(\x0b\x32\x10.vcc.v1.Customer\x12)\n\x08\x64\x65\x63ision\x18\x0b \x01(\x0b\x32\x17.vcc.v1.RoutingDecision\x12\x12\n\nagent_code\x18\x0c \x01(\t\x12\x19\n\x11reserve_timeout_s\x18\r \x01(\x01\x12\x0f\n\x07purpose\x18\x0e \x01(\t\x12\x17\n\x0f\x66rom_agent_code\x18\x0f \x01(\t\x1a\x33\n\x11\x41ttachedDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x11\n\x0f\x41nswerConfirmed\"\x1c\n\nCallerGone\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x95\x03\n\x11ServeCallResponse\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x08reserved\x18\x02 \x01(\x0b\x32\x13.vcc.v1.LegReservedH\x00\x12%\n\x07refused\x18\x03 \x01(\x0b\x32\x12.vcc.v1.LegRefusedH\x00\x12.\n\x0c\x61nswer_asked\x18\x04 \x01(\x0b\x32\x16.vcc.v1.LegAnswerAskedH\x00\x12\x1f\n\x04held\x18\x05 \x01(\x0b\x32\x0f.vcc.v1.LegHeldH\x00\x12)\n\tretrieved\x18\x06 \x01(\x0b\x32\x14.vcc.v1.LegRetrievedH\x00\x12$\n\x07hung_up\x18\x07 \x01(\x0b\x32\x11.vcc.v1.LegHungUpH\x00\x12\'\n\x08returned\x18\x08 \x01(\x0b\x32\x13.vcc.v1.LegReturnedH\x00\x12\x32\n\x0etransfer_asked\x18\t \x01(\x0b\x32\x18.vcc.v1.LegTransferAskedH\x00\x42\t\n\x07message\"2\n\x0bLegReserved\x12\x12\n\nagent_code\x18\x01 \x01(\t\x12\x0f\n\x07site_id\x18\x02 \x01(\t\"\x1c\n\nLegRefused\x12\x0e\n\x06reason\x18\x01 \x01(\t\"$\n\x0eLegAnswerAsked\x12\x12\n\nagent_code\x18\x01 \x01(\t\"\t\n\x07LegHeld\"\x0e\n\x0cLegRetrieved\"\x1f\n\tLegHungUp\x12\x12\n\nagent_code\x18\x01 \x01(\t\"\x1d\n\x0bLegReturned\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xea\x01\n\x10LegTransferAsked\x12\x17\n\x0f\x66rom_agent_code\x18\x01 \x01(\t\x12\x12\n\nagent_code\x18\x02 \x01(\t\x12\x13\n\x0bskill_group\x18\x03 \x01(\t\x12\x0f\n\x07site_id\x18\x04 \x01(\t\x12\x0b\n\x03ivr\x18\x05 \x01(\x08\x12\x41\n\rattached_data\x18\x06 \x03(\x0b\x32*.vcc.v1.LegTransferAsked.AttachedDataEntry\x1a\x33\n\x11\x41ttachedDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\x9e\x02\n\x0fSitePeerService\x12\x31\n\x04Ping\x12\x13.vcc.v1.PingRequest\x1a\x14.vcc.v1.PingResponse\x12\x44\n\tServeCall\x12\x18.vcc.v1.ServeCallRequest\x1a\x19.vcc.v1.ServeCallResponse(\x01\x30\x01\x12\x41\n\x08PeerLink\x12\x17.vcc.v1.PeerLinkRequest\x1a\x18.vcc.v1.PeerLinkResponse(\x01\x30\x01\x12O\n\x0e\x44\x65liverMessage\x12\x1d.vcc.v1.DeliverMessageRequest\x1a\x1e.vcc.v1.DeliverMessageResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,34 +48,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PINGRESPONSE']._serialized_end=321
   _globals['_SERVECALLREQUEST']._serialized_start=324
   _globals['_SERVECALLREQUEST']._serialized_end=487
-  _globals['_REMOTEOFFER']._serialized_start=490
-  _globals['_REMOTEOFFER']._serialized_end=959
-  _globals['_REMOTEOFFER_ATTACHEDDATAENTRY']._serialized_start=908
-  _globals['_REMOTEOFFER_ATTACHEDDATAENTRY']._serialized_end=959
-  _globals['_ANSWERCONFIRMED']._serialized_start=961
-  _globals['_ANSWERCONFIRMED']._serialized_end=978
-  _globals['_CALLERGONE']._serialized_start=980
-  _globals['_CALLERGONE']._serialized_end=1008
-  _globals['_SERVECALLRESPONSE']._serialized_start=1011
-  _globals['_SERVECALLRESPONSE']._serialized_end=1416
-  _globals['_LEGRESERVED']._serialized_start=1418
-  _globals['_LEGRESERVED']._serialized_end=1468
-  _globals['_LEGREFUSED']._serialized_start=1470
-  _globals['_LEGREFUSED']._serialized_end=1498
-  _globals['_LEGANSWERASKED']._serialized_start=1500
-  _globals['_LEGANSWERASKED']._serialized_end=1536
-  _globals['_LEGHELD']._serialized_start=1538
-  _globals['_LEGHELD']._serialized_end=1547
-  _globals['_LEGRETRIEVED']._serialized_start=1549
-  _globals['_LEGRETRIEVED']._serialized_end=1563
-  _globals['_LEGHUNGUP']._serialized_start=1565
-  _globals['_LEGHUNGUP']._serialized_end=1596
-  _globals['_LEGRETURNED']._serialized_start=1598
-  _globals['_LEGRETURNED']._serialized_end=1627
-  _globals['_LEGTRANSFERASKED']._serialized_start=1630
-  _globals['_LEGTRANSFERASKED']._serialized_end=1864
-  _globals['_LEGTRANSFERASKED_ATTACHEDDATAENTRY']._serialized_start=908
-  _globals['_LEGTRANSFERASKED_ATTACHEDDATAENTRY']._serialized_end=959
-  _globals['_SITEPEERSERVICE']._serialized_start=1867
-  _globals['_SITEPEERSERVICE']._serialized_end=2086
+  _globals['_PEERLINKREQUEST']._serialized_start=489
+  _globals['_PEERLINKREQUEST']._serialized_end=584
+  _globals['_PEERLINKRESPONSE']._serialized_start=587
+  _globals['_PEERLINKRESPONSE']._serialized_end=716
+  _globals['_PEERLINKERROR']._serialized_start=718
+  _globals['_PEERLINKERROR']._serialized_end=764
+  _globals['_REMOTEOFFER']._serialized_start=767
+  _globals['_REMOTEOFFER']._serialized_end=1236
+  _globals['_REMOTEOFFER_ATTACHEDDATAENTRY']._serialized_start=1185
+  _globals['_REMOTEOFFER_ATTACHEDDATAENTRY']._serialized_end=1236
+  _globals['_ANSWERCONFIRMED']._serialized_start=1238
+  _globals['_ANSWERCONFIRMED']._serialized_end=1255
+  _globals['_CALLERGONE']._serialized_start=1257
+  _globals['_CALLERGONE']._serialized_end=1285
+  _globals['_SERVECALLRESPONSE']._serialized_start=1288
+  _globals['_SERVECALLRESPONSE']._serialized_end=1693
+  _globals['_LEGRESERVED']._serialized_start=1695
+  _globals['_LEGRESERVED']._serialized_end=1745
+  _globals['_LEGREFUSED']._serialized_start=1747
+  _globals['_LEGREFUSED']._serialized_end=1775
+  _globals['_LEGANSWERASKED']._serialized_start=1777
+  _globals['_LEGANSWERASKED']._serialized_end=1813
+  _globals['_LEGHELD']._serialized_start=1815
+  _globals['_LEGHELD']._serialized_end=1824
+  _globals['_LEGRETRIEVED']._serialized_start=1826
+  _globals['_LEGRETRIEVED']._serialized_end=1840
+  _globals['_LEGHUNGUP']._serialized_start=1842
+  _globals['_LEGHUNGUP']._serialized_end=1873
+  _globals['_LEGRETURNED']._serialized_start=1875
+  _globals['_LEGRETURNED']._serialized_end=1904
+  _globals['_LEGTRANSFERASKED']._serialized_start=1907
+  _globals['_LEGTRANSFERASKED']._serialized_end=2141
+  _globals['_LEGTRANSFERASKED_ATTACHEDDATAENTRY']._serialized_start=1185
+  _globals['_LEGTRANSFERASKED_ATTACHEDDATAENTRY']._serialized_end=1236
+  _globals['_SITEPEERSERVICE']._serialized_start=2144
+  _globals['_SITEPEERSERVICE']._serialized_end=2430
 # @@protoc_insertion_point(module_scope)

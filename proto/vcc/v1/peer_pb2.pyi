@@ -152,6 +152,89 @@ class ServeCallRequest(_message.Message):
 Global___ServeCallRequest: _TypeAlias = ServeCallRequest  # noqa: Y015
 
 @_typing.final
+class PeerLinkRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFER_ID_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
+    LEG_FIELD_NUMBER: _builtins.int
+    offer_id: _builtins.str
+    traceparent: _builtins.str
+    """On an offer: the leg's trace context (W3C traceparent), as ServeCall carries it in metadata."""
+    @_builtins.property
+    def leg(self) -> Global___ServeCallRequest: ...
+    def __init__(
+        self,
+        *,
+        offer_id: _builtins.str = ...,
+        traceparent: _builtins.str = ...,
+        leg: Global___ServeCallRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["leg", b"leg"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leg", b"leg", "offer_id", b"offer_id", "traceparent", b"traceparent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PeerLinkRequest: _TypeAlias = PeerLinkRequest  # noqa: Y015
+
+@_typing.final
+class PeerLinkResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFER_ID_FIELD_NUMBER: _builtins.int
+    LEG_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    offer_id: _builtins.str
+    @_builtins.property
+    def leg(self) -> Global___ServeCallResponse: ...
+    @_builtins.property
+    def error(self) -> Global___PeerLinkError:
+        """The origin's message for this offer id was refused; a live leg of that id is untouched.
+        Empty offer_id: the message named no acceptable offer id.
+        """
+
+    def __init__(
+        self,
+        *,
+        offer_id: _builtins.str = ...,
+        leg: Global___ServeCallResponse | None = ...,
+        error: Global___PeerLinkError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "leg", b"leg", "message", b"message"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "leg", b"leg", "message", b"message", "offer_id", b"offer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["leg", "error"]  # noqa: Y015
+    _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
+
+Global___PeerLinkResponse: _TypeAlias = PeerLinkResponse  # noqa: Y015
+
+@_typing.final
+class PeerLinkError(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """"offer-required", "offer-exists", "peer-field-too-large", "permission-denied", ..."""
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PeerLinkError: _TypeAlias = PeerLinkError  # noqa: Y015
+
+@_typing.final
 class RemoteOffer(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

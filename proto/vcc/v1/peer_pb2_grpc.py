@@ -44,6 +44,11 @@ class SitePeerServiceStub:
                 request_serializer=vcc_dot_v1_dot_peer__pb2.ServeCallRequest.SerializeToString,
                 response_deserializer=vcc_dot_v1_dot_peer__pb2.ServeCallResponse.FromString,
                 _registered_method=True)
+        self.PeerLink = channel.stream_stream(
+                '/vcc.v1.SitePeerService/PeerLink',
+                request_serializer=vcc_dot_v1_dot_peer__pb2.PeerLinkRequest.SerializeToString,
+                response_deserializer=vcc_dot_v1_dot_peer__pb2.PeerLinkResponse.FromString,
+                _registered_method=True)
         self.DeliverMessage = channel.unary_unary(
                 '/vcc.v1.SitePeerService/DeliverMessage',
                 request_serializer=vcc_dot_v1_dot_peer__pb2.DeliverMessageRequest.SerializeToString,
@@ -71,6 +76,17 @@ class SitePeerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PeerLink(self, request_iterator, context):
+        """Every remote leg of one calling city to this one, on one long-lived stream (the pair's
+        stream): each message names its leg by offer id and says on it what ServeCall says. The
+        target sends its initial metadata at once (the origin knows the stream is up). A refused
+        message (bad input, a duplicate offer id) is answered `error` and touches no live leg. A broken
+        stream ends every leg on it, on both sides, as a broken ServeCall stream ends its one leg.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeliverMessage(self, request, context):
         """A desk message from an agent of the calling site to an agent of this one (SPEC F22).
         Idempotent by message_key: a retry is stored once.
@@ -91,6 +107,11 @@ def add_SitePeerServiceServicer_to_server(servicer, server):
                     servicer.ServeCall,
                     request_deserializer=vcc_dot_v1_dot_peer__pb2.ServeCallRequest.FromString,
                     response_serializer=vcc_dot_v1_dot_peer__pb2.ServeCallResponse.SerializeToString,
+            ),
+            'PeerLink': grpc.stream_stream_rpc_method_handler(
+                    servicer.PeerLink,
+                    request_deserializer=vcc_dot_v1_dot_peer__pb2.PeerLinkRequest.FromString,
+                    response_serializer=vcc_dot_v1_dot_peer__pb2.PeerLinkResponse.SerializeToString,
             ),
             'DeliverMessage': grpc.unary_unary_rpc_method_handler(
                     servicer.DeliverMessage,
@@ -152,6 +173,33 @@ class SitePeerService:
             '/vcc.v1.SitePeerService/ServeCall',
             vcc_dot_v1_dot_peer__pb2.ServeCallRequest.SerializeToString,
             vcc_dot_v1_dot_peer__pb2.ServeCallResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PeerLink(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/vcc.v1.SitePeerService/PeerLink',
+            vcc_dot_v1_dot_peer__pb2.PeerLinkRequest.SerializeToString,
+            vcc_dot_v1_dot_peer__pb2.PeerLinkResponse.FromString,
             options,
             channel_credentials,
             insecure,

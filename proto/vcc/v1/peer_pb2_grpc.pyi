@@ -42,6 +42,13 @@ class SitePeerServiceStub:
     reports the caller's hang-up. A broken stream ends the leg on both sides: at the origin the
     call goes back to its queue with its original arrival time; at the target the agent's call ends.
     """
+    PeerLink: _grpc.StreamStreamMultiCallable[_peer_pb2.PeerLinkRequest, _peer_pb2.PeerLinkResponse]
+    """Every remote leg of one calling city to this one, on one long-lived stream (the pair's
+    stream): each message names its leg by offer id and says on it what ServeCall says. The
+    target sends its initial metadata at once (the origin knows the stream is up). A refused
+    message (bad input, a duplicate offer id) is answered `error` and touches no live leg. A broken
+    stream ends every leg on it, on both sides, as a broken ServeCall stream ends its one leg.
+    """
     DeliverMessage: _grpc.UnaryUnaryMultiCallable[_peer_pb2.DeliverMessageRequest, _peer_pb2.DeliverMessageResponse]
     """A desk message from an agent of the calling site to an agent of this one (SPEC F22).
     Idempotent by message_key: a retry is stored once.
@@ -57,6 +64,13 @@ class SitePeerServiceAsyncStub(SitePeerServiceStub):
     reports the leg (answer asked, held, hung up, returned) and the origin confirms answers and
     reports the caller's hang-up. A broken stream ends the leg on both sides: at the origin the
     call goes back to its queue with its original arrival time; at the target the agent's call ends.
+    """
+    PeerLink: _aio.StreamStreamMultiCallable[_peer_pb2.PeerLinkRequest, _peer_pb2.PeerLinkResponse]  # type: ignore[assignment]
+    """Every remote leg of one calling city to this one, on one long-lived stream (the pair's
+    stream): each message names its leg by offer id and says on it what ServeCall says. The
+    target sends its initial metadata at once (the origin knows the stream is up). A refused
+    message (bad input, a duplicate offer id) is answered `error` and touches no live leg. A broken
+    stream ends every leg on it, on both sides, as a broken ServeCall stream ends its one leg.
     """
     DeliverMessage: _aio.UnaryUnaryMultiCallable[_peer_pb2.DeliverMessageRequest, _peer_pb2.DeliverMessageResponse]  # type: ignore[assignment]
     """A desk message from an agent of the calling site to an agent of this one (SPEC F22).
@@ -82,6 +96,19 @@ class SitePeerServiceServicer(metaclass=_abc_1.ABCMeta):
         reports the leg (answer asked, held, hung up, returned) and the origin confirms answers and
         reports the caller's hang-up. A broken stream ends the leg on both sides: at the origin the
         call goes back to its queue with its original arrival time; at the target the agent's call ends.
+        """
+
+    @_abc_1.abstractmethod
+    def PeerLink(
+        self,
+        request_iterator: _MaybeAsyncIterator[_peer_pb2.PeerLinkRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_peer_pb2.PeerLinkResponse], _abc.AsyncIterator[_peer_pb2.PeerLinkResponse]]:
+        """Every remote leg of one calling city to this one, on one long-lived stream (the pair's
+        stream): each message names its leg by offer id and says on it what ServeCall says. The
+        target sends its initial metadata at once (the origin knows the stream is up). A refused
+        message (bad input, a duplicate offer id) is answered `error` and touches no live leg. A broken
+        stream ends every leg on it, on both sides, as a broken ServeCall stream ends its one leg.
         """
 
     @_abc_1.abstractmethod
