@@ -3,7 +3,17 @@ browser download); the flags keep it off the closed network."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
 CHROMIUM = "/usr/bin/chromium"
+CERTUTIL = "certutil"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -12,3 +22,41 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+
+@contextlib.asynccontextmanager
+async def chromium(pw: Any, ca_file: str | Path | None, **launch: Any) -> AsyncIterator[Any]:
+    """Headless Chromium (Playwright's `pw`) that trusts the province CA, as an operator's browser
+    would once the CA is installed: Chromium on Linux takes its trusted roots from the user's NSS
+    database (`$HOME/.pki/nssdb`), so the browser gets a home of its own whose database holds the
+    CA (Debian's `certutil`, libnss3-tools) and nothing else of ours. No certificate error is ever
+    ignored: a page served with a certificate of another CA fails to load. `ca_file` None: the
+    province has no tls (plain HTTP pages)."""
+    home = Path(tempfile.mkdtemp(prefix="vcc-chromium-"))
+    try:
+        env = {**os.environ, "HOME": str(home)}
+        if ca_file is not None:
+            trust_ca(home, Path(ca_file))
+        launch.setdefault("args", CHROMIUM_ARGS)
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, env=env, **launch)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def trust_ca(home: Path, ca_file: Path) -> None:
+    """`home/.pki/nssdb` with `ca_file` as a trusted issuer of web server certificates."""
+    if shutil.which(CERTUTIL) is None:
+        raise RuntimeError(f"{CERTUTIL} is missing: run deploy/install-system-deps.sh (libnss3-tools)")
+    db = home / ".pki" / "nssdb"
+    db.mkdir(parents=True)
+    for cmd in (
+        [CERTUTIL, "-d", f"sql:{db}", "-N", "--empty-password"],
+        [CERTUTIL, "-d", f"sql:{db}", "-A", "-t", "C,,", "-n", "vcc province CA", "-i", str(ca_file)],
+    ):
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)}: {done.stderr.strip() or done.returncode}")
