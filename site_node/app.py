@@ -277,7 +277,7 @@ class SiteNode:
             )
             # Other cities' agents' messages to ours arrive on the peer service.
             self.peer.deliver = self.desk.deliver
-            desk_port = await self.desk.start()
+            await self.desk.start()
             self.desktop_url = self.desk.url
         self.metrics.register(
             SiteCollector(

@@ -51,6 +51,11 @@ def web_url(config: ProvinceConfig, listen: str, path: str = "/") -> str:
     return f"{scheme(config.tls)}://{listen}{path}"
 
 
+def province_ca(config: ProvinceConfig) -> str | None:
+    """The province CA's file (None: no tls, plain HTTP pages)."""
+    return config.tls.ca_file if config.tls is not None else None
+
+
 def client_context(ca_file: str | Path) -> ssl.SSLContext:
     """What a tool verifies a vcc web server with: the province CA only (never the system's)."""
     return ssl.create_default_context(cafile=str(ca_file))
@@ -58,7 +63,8 @@ def client_context(ca_file: str | Path) -> ssl.SSLContext:
 
 def client_verify(config: ProvinceConfig) -> ssl.SSLContext | bool:
     """httpx's `verify=` for the province's web pages (True: plain HTTP, nothing to verify)."""
-    return client_context(config.tls.ca_file) if config.tls is not None else True
+    ca = province_ca(config)
+    return client_context(ca) if ca is not None else True
 
 
 class RenewingContext:

@@ -52,8 +52,6 @@ from site_node.web.sessions import IDLE_S, Session, WebSessions
 from site_node.web.views import DeskMemory, Views
 from site_node.web.voicemail import VoicemailApi
 from vcc.config import ProvinceConfig
-from vcc.https import WebListener
-from vcc.tls import TlsFiles
 from vcc.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -62,6 +60,8 @@ from vcc.errors import (
     VccError,
     from_rpc_error,
 )
+from vcc.https import WebListener
+from vcc.tls import TlsFiles
 from vcc.v1 import peer_pb2, peer_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -372,7 +372,12 @@ class DeskServer:
         result = await self._once.once(f"login:{code}:{tag}", key_of(request, body), login)
         response = JSONResponse({"agent": result["agent"]})
         response.set_cookie(
-            COOKIE, result["token"], httponly=True, samesite="strict", path="/", secure=self._web.tls is not None
+            COOKIE,
+            result["token"],
+            httponly=True,
+            samesite="strict",
+            path="/",
+            secure=self._web.tls is not None,
         )
         return response
 

@@ -36,6 +36,7 @@ from tools.province.generate import (
 )
 from tools.province.netutil import free_port
 from vcc import rpc
+from vcc.https import client_verify, web_url
 from vcc.login_guard import LoginPolicy
 from vcc.person_assertion import METADATA_KEY, PersonSigner
 from vcc.tls import DESKTOP, TRUNK
@@ -397,17 +398,18 @@ async def test_a_dashboard_session_survives_a_leader_change_and_ends_at_logout(c
     """The sessions are in central's database: the next leader's dashboard knows the cookie."""
     import httpx
 
-    base = f"http://{cluster.config.central.dashboard_listen}"
+    base = web_url(cluster.config, cluster.config.central.dashboard_listen, "")
+    verify = client_verify(cluster.config)
 
     async def dashboard_up() -> bool:
         try:
-            async with httpx.AsyncClient(base_url=base, timeout=5) as http:
+            async with httpx.AsyncClient(base_url=base, timeout=5, verify=verify) as http:
                 return (await http.get("/healthz")).status_code == 200
         except httpx.HTTPError:
             return False  # no leader's dashboard listening yet
 
     await eventually(dashboard_up, timeout_s=30, what="the leader's dashboard")
-    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+    async with httpx.AsyncClient(base_url=base, timeout=10, verify=verify) as http:
         login = await http.post(
             "/api/login", json={"user": DEMO_OPERATOR, "password": DEMO_OPERATOR_PASSWORD}
         )
@@ -422,7 +424,7 @@ async def test_a_dashboard_session_survives_a_leader_change_and_ends_at_logout(c
 
     async def served_again() -> bool:
         try:
-            async with httpx.AsyncClient(base_url=base, timeout=5, cookies=cookie) as http:
+            async with httpx.AsyncClient(base_url=base, timeout=5, cookies=cookie, verify=verify) as http:
                 reply = await http.get("/api/live")
         except httpx.HTTPError:
             return False  # the next leader's dashboard is not listening yet
@@ -432,15 +434,15 @@ async def test_a_dashboard_session_survives_a_leader_change_and_ends_at_logout(c
     await eventually(served_again, timeout_s=60, interval_s=0.5, what="the new leader's dashboard")
     # ... are counted by the next leader (in the database): one more locks the name, and then
     # even the right password is refused.
-    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+    async with httpx.AsyncClient(base_url=base, timeout=10, verify=verify) as http:
         wrong = await http.post("/api/login", json={"user": DEMO_OPERATOR, "password": "guess-2"})
         assert wrong.status_code == 401, wrong.text
         right = await http.post(
             "/api/login", json={"user": DEMO_OPERATOR, "password": DEMO_OPERATOR_PASSWORD}
         )
         assert right.status_code == 429 and right.json()["error"] == "too-many-attempts", right.text
-    async with httpx.AsyncClient(base_url=base, timeout=10, cookies=cookie) as http:
+    async with httpx.AsyncClient(base_url=base, timeout=10, cookies=cookie, verify=verify) as http:
         assert (await http.post("/api/logout")).status_code == 200
-    async with httpx.AsyncClient(base_url=base, timeout=10, cookies=cookie) as http:
+    async with httpx.AsyncClient(base_url=base, timeout=10, cookies=cookie, verify=verify) as http:
         gone = await http.get("/api/live")
     assert gone.status_code == 401 and gone.json()["error"] == "login-required"

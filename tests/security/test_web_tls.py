@@ -108,7 +108,9 @@ async def test_a_certificate_of_another_ca_is_not_trusted(certs: Certs, tmp_path
     foreign = tmp_path / "foreign"
     make_ca(foreign, "gd")
     issue(foreign, "central", "1")
-    async for dash in serve(tmp_path, TlsFiles(foreign / "ca.crt", foreign / "central-1.crt", foreign / "central-1.key")):
+    async for dash in serve(
+        tmp_path, TlsFiles(foreign / "ca.crt", foreign / "central-1.crt", foreign / "central-1.key")
+    ):
         async with httpx.AsyncClient(verify=client_context(certs.folder / "ca.crt"), timeout=10) as http:
             with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
                 await http.get(f"{dash.url}healthz")

@@ -3,6 +3,7 @@ browser download); the flags keep it off the closed network."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -24,27 +25,35 @@ CHROMIUM_ARGS = [
 ]
 
 
-@contextlib.asynccontextmanager
-async def chromium(pw: Any, ca_file: str | Path | None, **launch: Any) -> AsyncIterator[Any]:
+async def launch(pw: Any, ca_file: str | Path | None, **options: Any) -> Any:
     """Headless Chromium (Playwright's `pw`) that trusts the province CA, as an operator's browser
     would once the CA is installed: Chromium on Linux takes its trusted roots from the user's NSS
     database (`$HOME/.pki/nssdb`), so the browser gets a home of its own whose database holds the
-    CA (Debian's `certutil`, libnss3-tools) and nothing else of ours. No certificate error is ever
-    ignored: a page served with a certificate of another CA fails to load. `ca_file` None: the
-    province has no tls (plain HTTP pages)."""
+    CA (Debian's `certutil`, libnss3-tools), removed when the browser closes. No certificate error
+    is ever ignored: a page served with a certificate of another CA fails to load. `ca_file` None:
+    the province has no tls (plain HTTP pages)."""
     home = Path(tempfile.mkdtemp(prefix="vcc-chromium-"))
     try:
-        env = {**os.environ, "HOME": str(home)}
         if ca_file is not None:
-            trust_ca(home, Path(ca_file))
-        launch.setdefault("args", CHROMIUM_ARGS)
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, env=env, **launch)
-        try:
-            yield browser
-        finally:
-            await browser.close()
-    finally:
+            await asyncio.to_thread(trust_ca, home, Path(ca_file))
+        options.setdefault("args", CHROMIUM_ARGS)
+        env = {**os.environ, "HOME": str(home)}
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, env=env, **options)
+    except BaseException:
         shutil.rmtree(home, ignore_errors=True)
+        raise
+    browser.on("disconnected", lambda _browser: shutil.rmtree(home, ignore_errors=True))
+    return browser
+
+
+@contextlib.asynccontextmanager
+async def chromium(pw: Any, ca_file: str | Path | None, **options: Any) -> AsyncIterator[Any]:
+    """`launch`, closed at the end of the block."""
+    browser = await launch(pw, ca_file, **options)
+    try:
+        yield browser
+    finally:
+        await browser.close()
 
 
 def trust_ca(home: Path, ca_file: Path) -> None:
