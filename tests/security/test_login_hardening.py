@@ -148,3 +148,16 @@ async def test_sessions_are_revoked_at_logout_and_expire(
 
     # session_ttl_s is 2 s in this province.
     await eventually(expired, what="the session expired", timeout_s=10)
+
+
+def test_a_password_is_six_ascii_digits() -> None:
+    # `\d` takes full-width and Arabic-Indic digits, `$` a trailing newline: none is a password.
+    from site_node.grpc_api import auth
+    from vcc.errors import InvalidArgument
+
+    auth.check_format("1001", "123456")
+    for password in ("１２３４５６", "12345６", "123456\n", "٠١٢٣٤٥", "12345", "1234567"):
+        with pytest.raises(InvalidArgument, match="six digits"):
+            auth.check_format("1001", password)
+        with pytest.raises(InvalidArgument, match="six digits"):
+            auth.hash_password(password)
