@@ -261,7 +261,11 @@ class CentralApp:
 
         assert self.revocations is not None
         return PersonGate(
-            files.ca, roles, roster_agent=roster_agent, revocations=self.revocations.revocations
+            files.ca,
+            roles,
+            roster_agent=roster_agent,
+            revocations=self.revocations.revocations,
+            current=self.revocations.current,
         )
 
     @property

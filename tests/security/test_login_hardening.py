@@ -156,7 +156,14 @@ def test_a_password_is_six_ascii_digits() -> None:
     from vcc.errors import InvalidArgument
 
     auth.check_format("1001", "123456")
-    for password in ("１２３４５６", "12345６", "123456\n", "٠١٢٣٤٥", "12345", "1234567"):
+    for password in (
+        "\uff11\uff12\uff13\uff14\uff15\uff16",
+        "12345\uff16",
+        "123456\n",
+        "\u0660\u0661\u0662\u0663\u0664\u0665",
+        "12345",
+        "1234567",
+    ):
         with pytest.raises(InvalidArgument, match="six digits"):
             auth.check_format("1001", password)
         with pytest.raises(InvalidArgument, match="six digits"):

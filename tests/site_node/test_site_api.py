@@ -108,7 +108,7 @@ async def test_cti_bad_input_is_refused_and_changes_nothing(
         == "bad-agent-code"
     )
     # Six ASCII digits only: full-width digits and a trailing newline are not (as `\d` and `$` took them).
-    for password in ("12ab56", "１２３４５６", "123456\n"):
+    for password in ("12ab56", "\uff11\uff12\uff13\uff14\uff15\uff16", "123456\n"):
         assert (
             await refused(stub.Login(login_req(code, password), timeout=5), Code.INVALID_ARGUMENT)
             == "bad-password-format"

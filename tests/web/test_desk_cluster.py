@@ -23,7 +23,7 @@ import pytest
 from tests.helpers import eventually
 from tests.integration.support import Caller, password_hash
 from tests.web.conftest import need_chromium
-from tools.province.chromium import launch
+from tools.province.chromium import launch, playwright
 from tools.province.cluster import Cluster
 from tools.province.generate import DEFAULT_PASSWORD, SiteSpec, desk_people, generate_province, write_province
 from tools.province.netutil import free_port
@@ -126,7 +126,6 @@ def kind(name: str) -> int:
 
 async def test_desktops_and_console_of_a_live_province(tmp_path: Path, screenshots: Path) -> None:
     need_chromium()
-    from playwright.async_api import async_playwright
 
     cluster, raw = await start_province(tmp_path)
     async with cluster:
@@ -145,7 +144,7 @@ async def test_desktops_and_console_of_a_live_province(tmp_path: Path, screensho
         assert state["sites"][SZ]["desktop"] == f"{sz_desk}/"
         a_code, leader_code = desk_people(raw, GZ)["agent"], desk_people(raw, GZ)["group_leader"]
         b_code = desk_people(raw, SZ)["agent"]
-        async with async_playwright() as pw:
+        async with playwright(province_ca(cluster.config)) as pw:
             browser = await launch(pw, province_ca(cluster.config))
             try:
                 await scenario(cluster, browser, gz_desk, sz_desk, a_code, b_code, leader_code, tmp_path)

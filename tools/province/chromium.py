@@ -15,6 +15,7 @@ from typing import Any
 
 CHROMIUM = "/usr/bin/chromium"
 CERTUTIL = "certutil"
+NODE_CA_ENV = "NODE_EXTRA_CA_CERTS"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -23,6 +24,30 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+
+@contextlib.asynccontextmanager
+async def playwright(ca_file: str | Path | None) -> AsyncIterator[Any]:
+    """Playwright whose own HTTP client (`page.request`, run by its Node.js driver, not by
+    Chromium) trusts the province CA too: Node.js takes extra roots from `NODE_EXTRA_CA_CERTS`,
+    read once when the driver starts."""
+    from playwright.async_api import async_playwright
+
+    started = async_playwright()
+    saved = os.environ.get(NODE_CA_ENV)
+    if ca_file is not None:
+        os.environ[NODE_CA_ENV] = str(ca_file)
+    try:
+        pw = await started.__aenter__()
+    finally:
+        if saved is None:
+            os.environ.pop(NODE_CA_ENV, None)
+        else:
+            os.environ[NODE_CA_ENV] = saved
+    try:
+        yield pw
+    finally:
+        await started.__aexit__(None, None, None)
 
 
 async def launch(pw: Any, ca_file: str | Path | None, **options: Any) -> Any:
