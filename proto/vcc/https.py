@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 import ssl
@@ -121,6 +122,27 @@ def with_hsts(app: Any) -> Any:
     return hsts
 
 
+def names_host(cert_pem: bytes, host: str) -> bool:
+    """Whether a certificate names `host` (an address or a DNS name) among its SANs, as a browser
+    checks it; an any-address listener (0.0.0.0, ::) can be reached by any name, so it counts."""
+    if host in ("", "0.0.0.0", "::"):
+        return True
+    from cryptography import x509
+
+    try:
+        sans = (
+            x509.load_pem_x509_certificate(cert_pem)
+            .extensions.get_extension_for_class(x509.SubjectAlternativeName)
+            .value
+        )
+    except (ValueError, x509.ExtensionNotFound):
+        return False
+    try:
+        return ipaddress.ip_address(host) in sans.get_values_for_type(x509.IPAddress)
+    except ValueError:
+        return host.lower() in (n.lower() for n in sans.get_values_for_type(x509.DNSName))
+
+
 class WebListener:
     """One web server inside the process's event loop: bound by start() (returns the port),
     TLS only when given the node's files; stop() ends it with uvicorn's grace period."""
@@ -161,6 +183,15 @@ class WebListener:
         self.port = sock.getsockname()[1]
         if self.tls is None:
             log.warning("%s: no tls in the province config, serving plain HTTP", self._name)
+        elif not names_host(self.tls.read()[1], self._host):
+            log.warning(
+                "%s: the certificate %s does not name %s: browsers will refuse the page "
+                "(issue it with `vcc certs ... --host %s`)",
+                self._name,
+                self.tls.cert,
+                self._host,
+                self._host,
+            )
         self._server = _EmbeddedServer(self._config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name=self._name)
         while not self._server.started:

@@ -178,3 +178,30 @@ def test_the_client_context_trusts_the_province_ca_only(certs: Certs) -> None:
     ctx = client_context(certs.folder / "ca.crt")
     assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
     assert [c["subject"] for c in ctx.get_ca_certs()] == [((("commonName", "vcc province gd CA"),),)]
+
+
+def test_a_listen_host_the_certificate_does_not_name_is_warned_about(tmp_path: Path) -> None:
+    from vcc.https import names_host
+
+    make_ca(tmp_path, "gd")
+    issued = issue(tmp_path, "site", "gz", hosts=["desk.gz.example", "10.1.2.3"])
+    pem = issued.cert.read_bytes()
+    for host in ("127.0.0.1", "localhost", "10.1.2.3", "DESK.gz.example", "0.0.0.0", "::"):
+        assert names_host(pem, host), host
+    for host in ("10.1.2.4", "desk.sz.example", "::1"):
+        assert not names_host(pem, host), host
+
+
+async def test_a_web_server_on_a_host_its_certificate_does_not_name_says_so(
+    certs: Certs, caplog: pytest.LogCaptureFixture
+) -> None:
+    from starlette.applications import Starlette
+
+    from vcc.https import WebListener
+
+    for host, warned in (("127.0.0.1", False), ("127.0.0.2", True)):
+        caplog.clear()
+        web = WebListener(Starlette(), host, 0, certs.files("site-gz"), "desk-http")
+        await web.start()
+        await web.stop()
+        assert ("does not name 127.0.0.2" in caplog.text) is warned, caplog.text
