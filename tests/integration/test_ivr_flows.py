@@ -444,7 +444,9 @@ async def test_the_desk_lists_takes_plays_and_finishes_a_voicemail(cluster: Clus
                 )
                 seconds = await page.evaluate("document.querySelector('#voicemail-player').duration")
                 assert 1.9 < seconds < 2.1  # the two seconds written, played from the site
-                async with httpx.AsyncClient(base_url=base, timeout=10) as mine:
+                async with httpx.AsyncClient(
+                    base_url=base, timeout=10, verify=client_verify(cluster.config)
+                ) as mine:
                     mine.cookies.update({c["name"]: c["value"] for c in await page.context.cookies()})
                     for path, body, status, error_id in (
                         (f"/api/voicemail/{message_id}/done", {"note": "x" * 501}, 400, "note-too-long"),

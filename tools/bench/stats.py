@@ -44,6 +44,7 @@ from tenacity import (
 )
 
 from tools.bench.cluster import cheap_password_hash
+from tools.province.certs import site_stem
 from tools.province.cluster import Cluster
 from tools.province.generate import (
     DEMO_OPERATOR,
@@ -130,8 +131,10 @@ def _retryable(exc: BaseException) -> bool:
 
 async def _ship(central: str, site: _SiteRun, start: asyncio.Event) -> None:
     """As a site's shipper does: one batch in flight; UNAVAILABLE (central busy, a serialization
-    conflict in the database) sends the same batch again after a short pause."""
-    async with rpc.channel(central, expect=central_server()) as ch:
+    conflict in the database) sends the same batch again after a short pause. Dials as the site
+    (its own certificate: central takes a site's records from that site only)."""
+    persona = site_stem(site.batches[0].site_id) if site.batches else None
+    async with rpc.channel(central, expect=central_server(), persona=persona) as ch:
         stub = central_pb2_grpc.CentralServiceStub(ch)
         await start.wait()
         for request in site.batches:
