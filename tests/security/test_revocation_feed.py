@@ -9,12 +9,19 @@ import asyncio
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 
 from central.audit import AuditEntry, AuditLog, RevocationFeed
 from central.db.engine import create_engine
 from central.db.migrate import upgrade
-from vcc.person_assertion import PersonClaim, Revocations
+from tests.security.conftest import Certs
+from vcc import rpc
+from vcc.authz import Authorizer
+from vcc.person_assertion import METADATA_KEY, PersonClaim, PersonGate, PersonSigner, Revocations
+from vcc.v1 import servicedesk_pb2, servicedesk_pb2_grpc
+
+SERVICE = "vcc.v1.CustomerService"
 
 
 def claim(issued_at: float) -> PersonClaim:
@@ -111,3 +118,62 @@ async def test_a_database_that_cannot_be_read_is_an_error_not_an_old_list(log: A
     # The next call tries again (no read left hanging).
     with pytest.raises(OSError, match="database away"):
         await asyncio.wait_for(feed.current(), 5)
+
+
+class _Customers(servicedesk_pb2_grpc.CustomerServiceServicer):
+    def __init__(self) -> None:
+        self.served = 0
+
+    async def SearchCustomers(
+        self, request: object, context: object
+    ) -> servicedesk_pb2.SearchCustomersResponse:
+        self.served += 1
+        return servicedesk_pb2.SearchCustomersResponse()
+
+
+async def test_the_authorizer_makes_the_revocations_current_before_a_person_check(certs: Certs) -> None:
+    # The revocation lands "in the database" (the hook) after the assertion was issued: the check
+    # that follows the hook refuses it; a hook that cannot read refuses UNAVAILABLE. The handler
+    # runs only for the call admitted.
+    revocations = Revocations()
+    mode = {"now": "ok"}
+
+    async def current() -> None:
+        if mode["now"] == "broken":
+            raise OSError("database away")
+        if mode["now"] == "revoke":
+            revocations.note("gz", "1001", time.time())
+
+    gate = PersonGate(
+        certs.folder / "ca.crt", {"gz": {"1001": "agent"}}, revocations=revocations, current=current
+    )
+    server = rpc.Server(
+        [SERVICE], tls=certs.files("central-1"), interceptors=[Authorizer(["gz"], persons=gate)]
+    )
+    customers = _Customers()
+    servicedesk_pb2_grpc.add_CustomerServiceServicer_to_server(customers, server.grpc)
+    port = await server.start("127.0.0.1:0")
+    token = PersonSigner(certs.files("site-gz"), "gz").sign("1001", "session-1")
+    try:
+        async with rpc.channel(f"127.0.0.1:{port}", tls=certs.files("desktop-robots")) as ch:
+            stub = servicedesk_pb2_grpc.CustomerServiceStub(ch)
+
+            async def code() -> grpc.StatusCode:
+                try:
+                    await stub.SearchCustomers(
+                        servicedesk_pb2.SearchCustomersRequest(phone="139"),
+                        timeout=10,
+                        metadata=((METADATA_KEY, token),),
+                    )
+                except grpc.aio.AioRpcError as exc:
+                    return exc.code()
+                return grpc.StatusCode.OK
+
+            assert await code() == grpc.StatusCode.OK
+            mode["now"] = "broken"
+            assert await code() == grpc.StatusCode.UNAVAILABLE
+            mode["now"] = "revoke"
+            assert await code() == grpc.StatusCode.PERMISSION_DENIED
+            assert customers.served == 1
+    finally:
+        await server.stop(0)
