@@ -150,7 +150,7 @@ async def test_the_authorizer_makes_the_revocations_current_before_a_person_chec
     server = rpc.Server(
         [SERVICE], tls=certs.files("central-1"), interceptors=[Authorizer(["gz"], persons=gate)]
     )
-    customers = _Customers()
+    customers = _Customers()  # type: ignore[abstract]  # (only SearchCustomers is called)
     servicedesk_pb2_grpc.add_CustomerServiceServicer_to_server(customers, server.grpc)
     port = await server.start("127.0.0.1:0")
     token = PersonSigner(certs.files("site-gz"), "gz").sign("1001", "session-1")
