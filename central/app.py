@@ -108,6 +108,7 @@ class CentralApp:
         self.store: Store | None = None
         self.membership: MembershipWatcher | None = None
         self.server: Server | None = None
+        self.tls_files: tls.TlsFiles | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self.live_state: LiveState | None = None
         self.router: Router | None = None
@@ -179,6 +180,7 @@ class CentralApp:
         self.flows = FlowStore(self.store, time.time)
         self.flow_publisher = FlowPublisher(etcd.endpoints, etcd.prefix, self.config.province.id)
         files = central_tls(self.config, self.replica_id)
+        self.tls_files = files
         site_ids = [s.id for s in self.config.sites]
         self.audit = audit.AuditLog(self.engine)
         # Agents whose sessions ended: their sites' person assertions are refused from then on.
@@ -259,7 +261,11 @@ class CentralApp:
 
         assert self.revocations is not None
         return PersonGate(
-            files.ca, roles, roster_agent=roster_agent, revocations=self.revocations.revocations
+            files.ca,
+            roles,
+            roster_agent=roster_agent,
+            revocations=self.revocations.revocations,
+            current=self.revocations.current,
         )
 
     @property
@@ -362,6 +368,7 @@ class CentralApp:
                         operators=OperatorSessions(
                             self.config.operators, self.audit.record, engine=self.engine
                         ),
+                        tls=self.tls_files,
                     )
                     self.dashboard_port = await dashboard.start()
                     self.dashboard = dashboard

@@ -184,11 +184,20 @@ async def _count(conn: Any, entry_ids: list[str]) -> int:
 class RevocationFeed:
     """The agents whose person assertions central refuses (vcc.person_assertion.Revocations), from
     the sites' audit entries: those this replica takes at once, the others' from the database (every
-    REVOCATIONS_REFRESH_S, and at start: a new leader or a follower knows them too)."""
+    REVOCATIONS_REFRESH_S, and at start: a new leader or a follower knows them too).
+
+    `current()` is the guarantee: it returns once this replica holds every revocation committed
+    before it was called (a read of the database that started after the call), so a check made
+    after it refuses every session that ended before the call, on any replica, whichever replica
+    took the site's entry. Concurrent callers share reads (one in flight, then one for all who
+    came during it)."""
 
     def __init__(self, log_: AuditLog, revocations: Revocations) -> None:
         self._log = log_
         self.revocations = revocations
+        # When the newest finished read started (monotonic): everything committed before is held.
+        self._held_since = float("-inf")
+        self._reading: asyncio.Task[None] | None = None
 
     def note(self, entries: Sequence[AuditEntry]) -> None:
         for e in entries:
@@ -197,10 +206,31 @@ class RevocationFeed:
                 self.revocations.note(e.site_id, agent, e.at)
 
     async def refresh(self) -> None:
+        started = time.monotonic()
         # The sites' clocks may be behind central's: a skew more than the assertions allow.
         since = time.time() - person_assertion.REVOCATION_KEPT_S - person_assertion.SKEW_S
         self.note(await self._log.revocations(since))
         self.revocations.prune()
+        self._held_since = max(self._held_since, started)
+
+    async def current(self) -> None:
+        """Until every revocation committed before this call is held (raises when the database
+        cannot be read: the caller refuses rather than trust an old list)."""
+        asked = time.monotonic()
+        while self._held_since < asked:
+            reading = self._reading
+            if reading is None or reading.done():
+                self._reading = reading = asyncio.create_task(self.refresh(), name="central-revocations-read")
+                reading.add_done_callback(self._done_reading)
+            # A read that started before this call may miss what committed just before it: wait
+            # for it, then for one of our own (the loop).
+            await asyncio.shield(reading)
+
+    def _done_reading(self, task: asyncio.Task[None]) -> None:
+        if self._reading is task:
+            self._reading = None
+        if not task.cancelled():
+            task.exception()  # (raised to the waiters; seen here so that asyncio does not log it)
 
     async def run(self) -> None:
         while True:

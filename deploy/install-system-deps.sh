@@ -9,6 +9,9 @@ set -euo pipefail
 need=()
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+# certutil: the browser tests give headless Chromium the province CA in its own NSS database
+# (tools/province/chromium.py), as an operator installs it, instead of ignoring certificate errors.
+command -v certutil >/dev/null 2>&1 || need+=(libnss3-tools)
 # A small CJK font, so the dashboard's Chinese screenshots are legible in headless Chromium.
 [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
 # Telephony: the media engine (userspace), prompts built from text, SIP test clients.

@@ -275,11 +275,12 @@ class SiteNode:
                 forget_customer=self.customers.forget,
                 message_store=MessageStore(messages_path(outbox_path)),
                 recordings=self.recordings_dir,
+                tls=self.tls,
             )
             # Other cities' agents' messages to ours arrive on the peer service.
             self.peer.deliver = self.desk.deliver
-            desk_port = await self.desk.start()
-            self.desktop_url = f"http://{host}:{desk_port}/"
+            await self.desk.start()
+            self.desktop_url = self.desk.url
         self.metrics.register(
             SiteCollector(
                 self.switchboard,

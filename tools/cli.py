@@ -587,7 +587,8 @@ def recordings_fetch(
 def stats(
     *,
     central_addr: Annotated[
-        str | None, typer.Option("--central", help="The dashboard's HTTP address (host:port or URL).")
+        str | None,
+        typer.Option("--central", help="The dashboard's address (host:port, served over HTTPS, or a URL)."),
     ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="The province config (its dashboard address).")
@@ -610,16 +611,17 @@ def stats(
     VCC_OPERATOR_PASSWORD or asked for."""
     from tools.province import stats as stats_cli
 
+    province = load_tool_config(config) if config is not None else None
     if central_addr:
         address = central_addr
-    elif config is not None:
-        found = stats_cli.dashboard_address(load_config(config))
+    elif province is not None:
+        found = stats_cli.dashboard_address(province)
         if found is None:
             fail(f"{config} names no dashboard address (central.dashboard_listen); use --central")
         address = found
     else:
         fail("give --central ADDR (the dashboard's host:port) or --config F")
-    base = stats_cli.base_url(address)
+    base = stats_cli.base_url(address, province)
     if not user:
         fail("give --user NAME (an operator of the province config), or set VCC_OPERATOR")
     password = os.environ.get("VCC_OPERATOR_PASSWORD") or typer.prompt("Operator password", hide_input=True)

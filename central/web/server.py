@@ -29,16 +29,14 @@ import datetime as dt
 import io
 import json
 import logging
-import socket
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
@@ -51,6 +49,8 @@ from central.stats.realtime import LiveSource, display_status, snapshot
 from central.web.login import OperatorSession, OperatorSessions
 from central.web.tickets_view import TicketReport, ticket_routes
 from vcc.errors import InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated, VccError
+from vcc.https import WebListener
+from vcc.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 # How often a live stream looks for a change to push.
@@ -138,6 +138,7 @@ class Dashboard:
         history_s: float = 4 * 3600.0,
         tickets: TicketReport | None = None,
         operators: OperatorSessions,
+        tls: TlsFiles | None = None,
     ) -> None:
         self._live = live
         # Who may look (deny by default: no operators in the config, nobody gets in).
@@ -146,7 +147,6 @@ class Dashboard:
         # The service desk's report, for the tickets view (none: no view).
         self._tickets = tickets
         self._host = host
-        self._port = port
         self._province_name = province_name
         self._clock = clock
         self._push_interval_s = push_interval_s
@@ -157,38 +157,24 @@ class Dashboard:
         self._snapshot_mark: tuple[tuple[str, int, str], ...] = ()
         self._snapshot_lock = asyncio.Lock()
         self._closing = asyncio.Event()
-        self._server: uvicorn.Server | None = None
-        self._serve_task: asyncio.Task[None] | None = None
         self._sampler: asyncio.Task[None] | None = None
         self._templates = Jinja2Templates(directory=str(HERE / "templates"))
         self.app = self._build()
+        # HTTPS only with the replica's own certificate when the province has tls (vcc.https).
+        self._web = WebListener(self.app, host, port, tls, "dashboard-http")
         self.port = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> int:
-        sock = socket.socket(socket.AF_INET6 if ":" in self._host else socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self._host, self._port))
-        sock.setblocking(False)
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            log_level="warning",
-            lifespan="off",
-            access_log=False,
-            timeout_graceful_shutdown=2,
-        )
-        self._server = _EmbeddedServer(config)
-        self._serve_task = asyncio.create_task(self._server.serve(sockets=[sock]), name="dashboard-http")
+        self.port = await self._web.start()
         self._sampler = asyncio.create_task(self._sample_forever(), name="dashboard-sampler")
-        while not self._server.started:
-            if self._serve_task.done():
-                self._serve_task.result()
-                raise RuntimeError("the dashboard server stopped while starting")
-            await asyncio.sleep(0.01)
-        log.info("dashboard on http://%s:%d/", self._host, self.port)
+        log.info("dashboard on %s", self.url)
         return self.port
+
+    @property
+    def url(self) -> str:
+        return f"{self._web.scheme}://{self._host}:{self.port}/"
 
     async def stop(self) -> None:
         self._closing.set()
@@ -197,10 +183,7 @@ class Dashboard:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sampler
             self._sampler = None
-        if self._server is not None and self._serve_task is not None:
-            self._server.should_exit = True
-            await self._serve_task
-            self._server = self._serve_task = None
+        await self._web.stop()
 
     # -- data ------------------------------------------------------------------------------------
 
@@ -352,12 +335,20 @@ class Dashboard:
             response = JSONResponse({"logged_out": True})
         else:
             response = RedirectResponse(f"/login?lang={_language(request)}", status_code=303)
-        response.delete_cookie(COOKIE, path="/")
+        response.delete_cookie(
+            COOKIE, path="/", secure=self._web.tls is not None, httponly=True, samesite="strict"
+        )
         return response
 
     def _set_cookie(self, response: Response, s: OperatorSession) -> None:
         response.set_cookie(
-            COOKIE, s.token, max_age=int(self.operators.max_s), httponly=True, samesite="strict", path="/"
+            COOKIE,
+            s.token,
+            max_age=int(self.operators.max_s),
+            httponly=True,
+            samesite="strict",
+            path="/",
+            secure=self._web.tls is not None,
         )
 
     async def _page(self, request: Request) -> Response:
@@ -473,14 +464,6 @@ class Dashboard:
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": 'attachment; filename="vcc-intervals.csv"'},
         )
-
-
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn without its signal handlers: central's own handlers decide when to stop."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 def _language(request: Request) -> str:

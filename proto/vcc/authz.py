@@ -275,7 +275,16 @@ class Authorizer(grpc.aio.ServerInterceptor):
             and self._persons is not None
             and self._persons.applies(method, who.kind)
         ):
-            # A site or desktop server acting for a person: the person the site vouches for.
+            # A site or desktop server acting for a person: the person the site vouches for,
+            # checked against every revocation committed before this call (a logout that returned
+            # is refused here whichever replica took it).
+            try:
+                await self._persons.current()
+            except Exception as exc:
+                log.warning("%s: person revocations cannot be read: %s", method, exc)
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE, f"{method}: the revocations of sessions cannot be read now"
+                )
             token = dict(context.invocation_metadata() or ()).get(METADATA_KEY)
             try:
                 ACTING.set(self._persons.admit(method, who.kind, who.name, str(token) if token else None))

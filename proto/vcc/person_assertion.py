@@ -21,7 +21,7 @@ import hashlib
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -268,9 +268,13 @@ class PersonGate:
         roster_agent: Callable[[str, str], bool] = lambda site, code: False,
         clock: Callable[[], float] = time.time,
         revocations: Revocations | None = None,
+        current: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         from vcc.people import METHOD_PERSON_ROLES
 
+        # Makes `revocations` hold every revocation committed before it was awaited (central's
+        # RevocationFeed.current: the database read again); None: `revocations` is all there is.
+        self._current = current
         self._ca_path = ca
         self._ca: tuple[float, bytes] | None = None
         self._ca_seen_at = float("-inf")
@@ -315,6 +319,11 @@ class PersonGate:
             if len(self._signed) > SIGNED_CACHE:
                 self._signed.popitem(last=False)
         return signed
+
+    async def current(self) -> None:
+        """Before `admit`: the revocations made current (raises when they cannot be)."""
+        if self._current is not None:
+            await self._current()
 
     def admit(self, method: str, caller_kind: str, caller_name: str, token: str | None) -> ActingPerson:
         """The person acting, or AssertionRefused saying why."""

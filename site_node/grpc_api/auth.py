@@ -13,7 +13,8 @@ from vcc.passwords import decoy_hash, password_matches
 __all__ = ["decoy_hash", "password_matches"]
 
 CODE = AGENT_CODE
-PASSWORD = re.compile(r"^\d{6}$")
+# ASCII digits only: `\d` also takes full-width ones (U+FF10 to U+FF19), and `$` a trailing newline.
+PASSWORD = re.compile(r"^[0-9]{6}\Z")
 
 
 def hash_password(password: str) -> str:

@@ -17,14 +17,12 @@ import hashlib
 import hmac
 import logging
 import secrets
-import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
@@ -62,6 +60,8 @@ from vcc.errors import (
     VccError,
     from_rpc_error,
 )
+from vcc.https import WebListener
+from vcc.tls import TlsFiles
 from vcc.v1 import peer_pb2, peer_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -104,13 +104,13 @@ class DeskServer:
         forget_customer: Callable[[list[str]], None] | None = None,
         message_store: MessageStore | None = None,
         recordings: Path | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.province = province
         self.rt = runtime
         self.sb = runtime.sb
         self.audit = audit
         self._host = host
-        self._port = port
         self._clock = clock
         self.sessions = WebSessions(runtime, credentials, idle_s=session_idle_s, clock=clock)
         # Keys a login's idempotency by its password without keeping a guessable digest of it.
@@ -128,8 +128,6 @@ class DeskServer:
         self._streams: dict[asyncio.Event, frozenset[str]] = {}
         self.presence = Presence(province, self.sb, lambda: bool(self._streams), clock)
         self._closing = asyncio.Event()
-        self._server: uvicorn.Server | None = None
-        self._serve_task: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._templates = Jinja2Templates(directory=str(HERE / "templates"))
         # The site's agents as administrators change them (none: no administration here).
@@ -146,35 +144,23 @@ class DeskServer:
         # The screen pop's cache (site_node.links.customers): an edited record is asked again.
         self._forget_customer = forget_customer
         self.app = self._build()
+        # HTTPS only with the site's own certificate when the province has tls (vcc.https).
+        self._web = WebListener(self.app, host, port, tls, "desk-http")
         self.port = 0
         runtime.agent_watchers.append(self._on_agent)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> int:
-        sock = socket.socket(socket.AF_INET6 if ":" in self._host else socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self._host, self._port))
-        except OSError:
-            sock.close()
-            raise
-        sock.setblocking(False)
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=2
-        )
-        self._server = _EmbeddedServer(config)
-        self._serve_task = asyncio.create_task(self._server.serve(sockets=[sock]), name="desk-http")
+        self.port = await self._web.start()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="desk-sessions")
         self.presence.start()
-        while not self._server.started:
-            if self._serve_task.done():
-                self._serve_task.result()
-                raise RuntimeError("the desktop server stopped while starting")
-            await asyncio.sleep(0.01)
-        log.info("agent desktop on http://%s:%d/desk", self._host, self.port)
+        log.info("agent desktop on %sdesk", self.url)
         return self.port
+
+    @property
+    def url(self) -> str:
+        return f"{self._web.scheme}://{self._host}:{self.port}/"
 
     async def stop(self) -> None:
         self._closing.set()
@@ -185,10 +171,7 @@ class DeskServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         await self.presence.close()
-        if self._server is not None and self._serve_task is not None:
-            self._server.should_exit = True
-            await self._serve_task
-            self._server = self._serve_task = None
+        await self._web.stop()
         with contextlib.suppress(ValueError):
             self.rt.agent_watchers.remove(self._on_agent)
 
@@ -388,7 +371,14 @@ class DeskServer:
         tag = hmac.new(self._pepper, password.encode(), hashlib.sha256).hexdigest()[:32]
         result = await self._once.once(f"login:{code}:{tag}", key_of(request, body), login)
         response = JSONResponse({"agent": result["agent"]})
-        response.set_cookie(COOKIE, result["token"], httponly=True, samesite="strict", path="/")
+        response.set_cookie(
+            COOKIE,
+            result["token"],
+            httponly=True,
+            samesite="strict",
+            path="/",
+            secure=self._web.tls is not None,
+        )
         return response
 
     async def _logout(self, request: Request) -> Response:
@@ -400,7 +390,9 @@ class DeskServer:
             return {"logged_out": s.code}
 
         response = await self._mutate(request, "logout", logout)
-        response.delete_cookie(COOKIE, path="/")
+        response.delete_cookie(
+            COOKIE, path="/", secure=self._web.tls is not None, httponly=True, samesite="strict"
+        )
         return response
 
     def _reason(self, body: dict[str, Any]) -> str:
@@ -450,11 +442,3 @@ class DeskServer:
 
 def _unavailable(exc: BaseException) -> bool:
     return isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.UNAVAILABLE
-
-
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn without its signal handlers: the site's own handlers decide when to stop."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield

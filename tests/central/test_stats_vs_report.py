@@ -18,6 +18,7 @@ from tools.province.generate import DEMO_OPERATOR, DEMO_OPERATOR_PASSWORD
 from tools.simulation.scenario import parse_scenario
 from tools.simulation.simulate import SimulationResult, simulate
 from tools.simulation.traffic import CallerView, load_journal
+from vcc.https import client_context
 
 pytestmark = pytest.mark.cluster
 
@@ -142,7 +143,9 @@ async def test_central_figures_agree_with_the_callers(tmp_path: Path) -> None:
         assert isinstance(window, Mapping)
         offset = 8 * 3600
         date = dt.datetime.fromtimestamp(float(window["traffic_start"]) + offset, dt.UTC).date()
-        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        ca = result.report["web_ca_file"]
+        assert url.startswith("https://") and isinstance(ca, str)
+        async with httpx.AsyncClient(base_url=url, timeout=10, verify=client_context(ca)) as http:
             login = {"user": DEMO_OPERATOR, "password": DEMO_OPERATOR_PASSWORD}
             assert (await http.post("/api/login", json=login)).status_code == 200
 

@@ -34,11 +34,12 @@ from tests.ivr.flows import FLOWS, as_yaml
 from tests.web.conftest import need_chromium
 from tools.admin.call import scripted_call
 from tools.cli import app
-from tools.province.chromium import CHROMIUM, CHROMIUM_ARGS
+from tools.province.chromium import launch
 from tools.province.cluster import Cluster, vcc_command
 from tools.province.generate import DEFAULT_PASSWORD, SiteSpec, generate_province
 from tools.province.netutil import free_port
 from vcc import rpc
+from vcc.https import client_verify, province_ca, web_url
 from vcc.tls import DESKTOP, TOOL, TRUNK
 from vcc.v1 import (
     audit_pb2,
@@ -404,12 +405,12 @@ async def test_the_desk_lists_takes_plays_and_finishes_a_voicemail(cluster: Clus
         w.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(i / 8))) for i in range(16000)))
     parcel = next(a.code for a in site.agents if "parcel" in a.skills)
     general = next(a.code for a in site.agents if "parcel" not in a.skills)
-    base = f"http://{site.desktop_listen}"
+    base = web_url(cluster.config, site.desktop_listen, "")
 
     def post(client: httpx.AsyncClient, path: str, **body: Any) -> Any:
         return client.post(path, json={"idempotency_key": uuid.uuid4().hex, **body})
 
-    async with httpx.AsyncClient(base_url=base, timeout=10) as other:
+    async with httpx.AsyncClient(base_url=base, timeout=10, verify=client_verify(cluster.config)) as other:
         assert (await other.get("/api/voicemail")).status_code == 401  # no session
         assert (await post(other, "/api/login", agent_code=general, password=DEFAULT_PASSWORD)).is_success
         # Not the agent's group: nothing listed, and taking it is refused in words.
@@ -417,7 +418,7 @@ async def test_the_desk_lists_takes_plays_and_finishes_a_voicemail(cluster: Clus
         refused = await post(other, f"/api/voicemail/{message_id}/take")
         assert refused.status_code == 403 and refused.json()["error"]["id"] == "not-your-group"
         async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            browser = await launch(pw, province_ca(cluster.config))
             try:
                 page = await browser.new_page()
                 await page.goto(f"{base}/desk?lang=zh")
@@ -443,7 +444,9 @@ async def test_the_desk_lists_takes_plays_and_finishes_a_voicemail(cluster: Clus
                 )
                 seconds = await page.evaluate("document.querySelector('#voicemail-player').duration")
                 assert 1.9 < seconds < 2.1  # the two seconds written, played from the site
-                async with httpx.AsyncClient(base_url=base, timeout=10) as mine:
+                async with httpx.AsyncClient(
+                    base_url=base, timeout=10, verify=client_verify(cluster.config)
+                ) as mine:
                     mine.cookies.update({c["name"]: c["value"] for c in await page.context.cookies()})
                     for path, body, status, error_id in (
                         (f"/api/voicemail/{message_id}/done", {"note": "x" * 501}, 400, "note-too-long"),

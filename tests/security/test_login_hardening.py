@@ -148,3 +148,23 @@ async def test_sessions_are_revoked_at_logout_and_expire(
 
     # session_ttl_s is 2 s in this province.
     await eventually(expired, what="the session expired", timeout_s=10)
+
+
+def test_a_password_is_six_ascii_digits() -> None:
+    # `\d` takes full-width and Arabic-Indic digits, `$` a trailing newline: none is a password.
+    from site_node.grpc_api import auth
+    from vcc.errors import InvalidArgument
+
+    auth.check_format("1001", "123456")
+    for password in (
+        "\uff11\uff12\uff13\uff14\uff15\uff16",
+        "12345\uff16",
+        "123456\n",
+        "\u0660\u0661\u0662\u0663\u0664\u0665",
+        "12345",
+        "1234567",
+    ):
+        with pytest.raises(InvalidArgument, match="six digits"):
+            auth.check_format("1001", password)
+        with pytest.raises(InvalidArgument, match="six digits"):
+            auth.hash_password(password)

@@ -107,10 +107,12 @@ async def test_cti_bad_input_is_refused_and_changes_nothing(
         await refused(stub.Login(login_req("12", DEFAULT_PASSWORD), timeout=5), Code.INVALID_ARGUMENT)
         == "bad-agent-code"
     )
-    assert (
-        await refused(stub.Login(login_req(code, "12ab56"), timeout=5), Code.INVALID_ARGUMENT)
-        == "bad-password-format"
-    )
+    # Six ASCII digits only: full-width digits and a trailing newline are not (as `\d` and `$` took them).
+    for password in ("12ab56", "\uff11\uff12\uff13\uff14\uff15\uff16", "123456\n"):
+        assert (
+            await refused(stub.Login(login_req(code, password), timeout=5), Code.INVALID_ARGUMENT)
+            == "bad-password-format"
+        ), password
     # An unknown code and a wrong password get the same answer (no enumeration of codes).
     assert (
         await refused(stub.Login(login_req("9999", DEFAULT_PASSWORD), timeout=10), Code.UNAUTHENTICATED)

@@ -296,3 +296,40 @@ def test_the_fold_comparison_sets_every_site_through_its_config(tmp_path: Path) 
         )
         config = load_province(written)
         assert [s.desk_states_in_call_events for s in config.sites] == [folded] * 3, name
+
+
+def _run(name: str, cpu: dict[float, float]) -> dict[str, Any]:
+    steps = [
+        {
+            "target_rate_per_s": rate,
+            "ok": True,
+            "cluster_cpu_ms_per_call": ms,
+            "cpu_ms_per_call": {"cluster (sites + central)": ms, "all": ms + 1},
+            "load_average": {"after": [10.0, 9.0, 8.0]},
+        }
+        for rate, ms in cpu.items()
+    ]
+    return {"variant": {"name": name}, "steps": steps}
+
+
+def test_pairs_alternate_their_order_and_report_the_median_ratio(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tools.bench import cli
+
+    ran: list[str] = []
+    # As shipped costs 1.1, 1.0, 1.3, 1.2 ms per call against 1.0 for the comparison.
+    shipped = iter([1.1, 1.0, 1.3, 1.2])
+
+    def fake_run(rates: Any, step_s: float, *, variant: Any, **_kw: Any) -> dict[str, Any]:
+        ran.append(variant.name)
+        ms = next(shipped) if variant is bench.AS_SHIPPED else 1.0
+        return _run(variant.name, {50.0: ms})
+
+    monkeypatch.setattr(cli, "run_throughput", fake_run)
+    result = cli.run_pairs("tls", 4, [50.0], 8.0)
+    other = bench.COMPARISONS["tls"].name
+    assert ran == [bench.AS_SHIPPED.name, other, other, bench.AS_SHIPPED.name] * 2
+    ratios = [row["ratio"]["cluster (sites + central)"] for row in result["per_rate"][50.0]]
+    assert ratios == [1.1, 1.0, 1.3, 1.2]
+    assert result["median_ratio"][50.0]["cluster (sites + central)"] == 1.15
+    # "all" counts the bench client (1 ms here): 2.1/2, 2.0/2, 2.3/2, 2.2/2 -> median 1.075.
+    assert result["median_ratio"][50.0]["all"] == 1.075

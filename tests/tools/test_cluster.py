@@ -119,13 +119,15 @@ def test_cluster_json_has_the_shape_of_spec_6(tmp_path: Path) -> None:
     rewrite that only knows the processes (vcc chaos restart-site) keeps the addresses."""
     raw = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
     raw["central"]["dashboard_listen"] = "127.0.0.1:7999"
+    # As `vcc cluster up` runs it: with the province CA, so the web pages are HTTPS.
+    raw["tls"] = {"ca_file": str(tmp_path / "certs" / "ca.crt")}
     config = parse_province(raw, "example")
     proc = python_process(tmp_path, "pass")
     write_state(tmp_path, [proc], config_path=tmp_path / "province.yaml", endpoints=endpoints_of(config))
     state = read_cluster_json(tmp_path)
     assert state["central"] == {
         "address": config.central.listen,
-        "dashboard": "http://127.0.0.1:7999/",
+        "dashboard": "https://127.0.0.1:7999/",
         **(
             {"metrics": f"http://{config.central.metrics_listen}/metrics"}
             if config.central.metrics_listen
@@ -136,7 +138,7 @@ def test_cluster_json_has_the_shape_of_spec_6(tmp_path: Path) -> None:
         s.id: {
             "address": s.listen,
             **({"sip": s.sip.listen} if s.sip is not None else {}),
-            **({"desktop": f"http://{s.desktop_listen}/"} if s.desktop_listen else {}),
+            **({"desktop": f"https://{s.desktop_listen}/"} if s.desktop_listen else {}),
             **({"metrics": f"http://{s.metrics_listen}/metrics"} if s.metrics_listen else {}),
         }
         for s in config.sites

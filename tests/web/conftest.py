@@ -22,15 +22,27 @@ from central.stats.service import StatsService
 from central.store import Store
 from central.web.login import OperatorSessions
 from central.web.server import Dashboard
+from tools.province.certs import issue, make_ca
 from tools.province.chromium import CHROMIUM
 from vcc.config import OperatorConfig
+from vcc.https import client_context
 from vcc.passwords import hash_password
+from vcc.tls import TlsFiles
 from vcc.v1 import site_admin_pb2
 
 SITES = [("gz", "Guangzhou"), ("sz", "Shenzhen"), ("fs", "Foshan")]
 OPERATOR, OPERATOR_PASSWORD = "ops", "ops-test-pass"
 
 SCREENSHOTS = Path(os.environ.get("VCC_SCREENSHOT_DIR", Path(__file__).parents[2] / "run" / "screenshots"))
+
+
+@pytest.fixture(scope="session")
+def web_tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """Central's certificate of a province CA: the dashboard is served over HTTPS, as central does."""
+    folder = tmp_path_factory.mktemp("web-certs")
+    make_ca(folder, "gd")
+    issued = issue(folder, "central", "1")
+    return TlsFiles(folder / "ca.crt", issued.cert, issued.key)
 
 
 @pytest.fixture
@@ -75,13 +87,20 @@ class Fixture:
     clock: Callable[[], float]
     # What each site's next published summary says is waiting.
     waiting: dict[str, int] = field(default_factory=dict)
+    # The province CA the dashboard's certificate is checked with (tools and Chromium).
+    ca: Path = Path()
     # An operator's session cookie (the dashboard shows nothing without one).
     cookie: str = ""
     audit: list[AuditEntry] = field(default_factory=list)
 
+    def http(self, **kw: object) -> httpx.AsyncClient:
+        """An HTTPS client of the dashboard trusting the province CA, not logged in."""
+        kw.setdefault("timeout", 10)
+        return httpx.AsyncClient(base_url=self.base, verify=client_context(self.ca), **kw)  # type: ignore[arg-type]
+
     def client(self, **kw: object) -> httpx.AsyncClient:
-        """An HTTP client logged in as the operator."""
-        return httpx.AsyncClient(base_url=self.base, timeout=5, cookies={"vcc_ops": self.cookie}, **kw)  # type: ignore[arg-type]
+        """An HTTPS client logged in as the operator."""
+        return self.http(timeout=5, cookies={"vcc_ops": self.cookie}, **kw)
 
     def publish(self, site_id: str, **kw: int) -> None:
         """The site's stream delivers a new summary."""
@@ -130,7 +149,7 @@ def mid_interval_clock() -> Callable[[], float]:
 
 
 @pytest.fixture
-async def dash(tmp_path: Path) -> AsyncIterator[Fixture]:
+async def dash(tmp_path: Path, web_tls: TlsFiles) -> AsyncIterator[Fixture]:
     url = f"sqlite+aiosqlite:///{tmp_path / 'central.db'}"
     await upgrade(url)
     engine = create_engine(url)
@@ -156,10 +175,12 @@ async def dash(tmp_path: Path) -> AsyncIterator[Fixture]:
         sample_every_s=0.5,
         clock=clock,
         operators=operators,
+        tls=web_tls,
     )
-    port = await dashboard.start()
-    fx = Fixture(dashboard, live, Store(engine), f"http://127.0.0.1:{port}", tokens, {}, clock, audit=audit)
-    async with httpx.AsyncClient(base_url=fx.base, timeout=10) as http:
+    await dashboard.start()
+    base = dashboard.url.rstrip("/")
+    fx = Fixture(dashboard, live, Store(engine), base, tokens, {}, clock, ca=web_tls.ca, audit=audit)
+    async with fx.http() as http:
         reply = await http.post("/api/login", json={"user": OPERATOR, "password": OPERATOR_PASSWORD})
         assert reply.status_code == 200, reply.text
         fx.cookie = reply.cookies["vcc_ops"]

@@ -8,7 +8,6 @@ import io
 import json
 from typing import Any
 
-import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -16,6 +15,7 @@ from tests.helpers import eventually
 from tests.web.conftest import OPERATOR, OPERATOR_PASSWORD, Fixture
 from tools.cli import app
 from tools.province import stats as stats_cli
+from vcc.tls import CA_ENV
 
 
 async def test_health_pages_and_static(dash: Fixture) -> None:
@@ -102,7 +102,9 @@ async def test_history_and_stream(dash: Fixture) -> None:
                         break
 
 
-async def test_vcc_stats_reads_the_dashboard(dash: Fixture) -> None:
+async def test_vcc_stats_reads_the_dashboard(dash: Fixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The dashboard's certificate is checked against the province CA (the tool's VCC_TLS_CA).
+    monkeypatch.setenv(CA_ENV, str(dash.ca))
     await dash.answered_call("c1", "gz")
     dash.publish("gz", waiting=5)
     base = stats_cli.base_url(dash.base)
@@ -113,7 +115,8 @@ async def test_vcc_stats_reads_the_dashboard(dash: Fixture) -> None:
         await asyncio.to_thread(stats_cli.login, base, OPERATOR, "not-the-password")
 
     runner = CliRunner(env={"VCC_OPERATOR": OPERATOR, "VCC_OPERATOR_PASSWORD": OPERATOR_PASSWORD})
-    address = dash.base.removeprefix("http://")
+    # host:port alone: https.
+    address = dash.base.removeprefix("https://")
     table = await asyncio.to_thread(runner.invoke, app, ["stats", "--central", address])
     assert table.exit_code == 0, table.output
     assert "Guangzhou" in table.output and "province" in table.output
@@ -128,7 +131,7 @@ async def test_vcc_stats_reads_the_dashboard(dash: Fixture) -> None:
 
 
 async def test_the_dashboard_needs_an_operators_login(dash: Fixture) -> None:
-    async with httpx.AsyncClient(base_url=dash.base, timeout=10) as http:
+    async with dash.http() as http:
         # Nothing without a session: a page goes to the login (keeping where it was going), an
         # API call answers 401 in words; the login page and health stay open.
         page = await http.get("/site/gz?lang=en")
@@ -200,7 +203,7 @@ async def test_dashboard_sessions_expire_and_guessing_locks_out(dash: Fixture) -
         assert reply.status_code == 401 and reply.json()["error"] == "session-expired"
         ops.idle_s = 1800.0
         assert (await http.get("/api/live")).json()["error"] == "login-required"  # gone for good
-    async with httpx.AsyncClient(base_url=dash.base, timeout=10) as http:
+    async with dash.http() as http:
         for _ in range(ops.guard.policy.code_failures):
             assert (
                 await http.post("/api/login", json={"user": OPERATOR, "password": "guess-123"})

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.web.conftest import SITES, Fixture, need_chromium
-from tools.province.chromium import CHROMIUM, CHROMIUM_ARGS
+from tools.province.chromium import launch
 
 # Condition waits (not timing assertions): generous for a loaded 2-core machine.
 WAIT_MS = 15_000
@@ -47,7 +47,7 @@ async def test_dashboard_in_chromium(dash: Fixture, screenshots: Path) -> None:
     alive = [site_id for site_id, _ in SITES]
     silent: set[str] = set()
     async with keep_streaming(dash, alive, silent), async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = await launch(pw, dash.ca)
         try:
             page = await browser.new_page(viewport={"width": 1500, "height": 1000})
             await page.context.add_cookies([{"name": "vcc_ops", "value": dash.cookie, "url": dash.base}])

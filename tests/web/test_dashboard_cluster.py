@@ -16,7 +16,7 @@ import pytest
 from tests.helpers import eventually
 from tests.integration.support import assert_reconciled, password_hash, traffic_with_robots
 from tests.web.conftest import need_chromium
-from tools.province.chromium import CHROMIUM, CHROMIUM_ARGS
+from tools.province.chromium import launch, playwright
 from tools.province.cluster import Cluster
 from tools.province.generate import (
     DEMO_OPERATOR,
@@ -26,6 +26,7 @@ from tools.province.generate import (
     write_province,
 )
 from tools.province.netutil import free_port
+from vcc.https import client_verify, province_ca
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
@@ -77,11 +78,14 @@ async def start_province(tmp_path: Path, dashboard_port: int) -> Cluster:
 
 async def test_dashboard_of_a_live_province_in_chromium(tmp_path: Path, screenshots: Path) -> None:
     need_chromium()
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import expect
 
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    async with await start_province(tmp_path, port) as cluster, httpx.AsyncClient(base_url=base) as http:
+    base = f"https://127.0.0.1:{port}"
+    async with (
+        await start_province(tmp_path, port) as cluster,
+        httpx.AsyncClient(base_url=base, verify=client_verify(cluster.config)) as http,
+    ):
 
         async def serving() -> bool:
             try:
@@ -90,8 +94,8 @@ async def test_dashboard_of_a_live_province_in_chromium(tmp_path: Path, screensh
                 return False
 
         await eventually(serving, timeout_s=30, what="central's dashboard answering")
-        async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        async with playwright(province_ca(cluster.config)) as pw:
+            browser = await launch(pw, province_ca(cluster.config))
             try:
                 page = await browser.new_page(viewport={"width": 1500, "height": 1000})
                 await log_in(page, base, cluster)

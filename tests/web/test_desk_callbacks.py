@@ -13,7 +13,7 @@ from tests.ivr.flows import as_yaml, small
 from tests.web.conftest import need_chromium
 from tests.web.test_desk_api import Site, key, site  # noqa: F401  (the site fixture)
 from tools.admin.call import scripted_call
-from tools.province.chromium import CHROMIUM, CHROMIUM_ARGS
+from tools.province.chromium import launch
 from tools.province.generate import DEFAULT_PASSWORD
 from vcc.ivr.catalog import parse_catalog
 from vcc.ivr.keys import canonical_catalog, canonical_flow, catalog_key, flow_key
@@ -68,7 +68,7 @@ async def test_an_agent_declines_one_callback_and_accepts_the_next(site: Site, t
         refused = await client.post(f"/api/callbacks/{first}/accept", json={"idempotency_key": key()})
         assert refused.status_code == 401
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = await launch(pw, None)  # an in-process site without tls: plain HTTP
         try:
             page = await browser.new_page()
             await page.goto(f"{site.base}/desk?lang=zh")

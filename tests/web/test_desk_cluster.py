@@ -11,6 +11,7 @@ import asyncio
 import json
 import re
 import shutil
+import ssl
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,11 +23,12 @@ import pytest
 from tests.helpers import eventually
 from tests.integration.support import Caller, password_hash
 from tests.web.conftest import need_chromium
-from tools.province.chromium import CHROMIUM, CHROMIUM_ARGS
+from tools.province.chromium import launch, playwright
 from tools.province.cluster import Cluster
 from tools.province.generate import DEFAULT_PASSWORD, SiteSpec, desk_people, generate_province, write_province
 from tools.province.netutil import free_port
 from vcc import rpc
+from vcc.https import client_verify, province_ca, web_url
 from vcc.tls import TRUNK
 from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2, servicedesk_pb2, servicedesk_pb2_grpc, trunk_pb2
 
@@ -63,8 +65,8 @@ async def start_province(tmp_path: Path) -> tuple[Cluster, dict[str, Any]]:
     return cluster, raw
 
 
-async def desk_up(base: str) -> None:
-    async with httpx.AsyncClient(base_url=base) as http:
+async def desk_up(base: str, verify: ssl.SSLContext | bool) -> None:
+    async with httpx.AsyncClient(base_url=base, verify=verify) as http:
 
         async def up() -> bool:
             try:
@@ -124,22 +126,26 @@ def kind(name: str) -> int:
 
 async def test_desktops_and_console_of_a_live_province(tmp_path: Path, screenshots: Path) -> None:
     need_chromium()
-    from playwright.async_api import async_playwright
 
     cluster, raw = await start_province(tmp_path)
     async with cluster:
-        gz_desk = f"http://{cluster.config.site(GZ).desktop_listen}"
-        sz_desk = f"http://{cluster.config.site(SZ).desktop_listen}"
-        await desk_up(gz_desk)
-        await desk_up(sz_desk)
+        gz_desk = web_url(cluster.config, cluster.config.site(GZ).desktop_listen, "")
+        sz_desk = web_url(cluster.config, cluster.config.site(SZ).desktop_listen, "")
+        await desk_up(gz_desk, client_verify(cluster.config))
+        await desk_up(sz_desk, client_verify(cluster.config))
+        # HTTPS only: plain HTTP to the desk's port gets no answer at all (not even a redirect).
+        assert gz_desk.startswith("https://")
+        async with httpx.AsyncClient(timeout=10) as plain:
+            with pytest.raises(httpx.HTTPError):
+                await plain.get(gz_desk.replace("https://", "http://", 1) + "/healthz")
         # Scripts find each city's desktop in the run folder's cluster.json.
         state = json.loads(await asyncio.to_thread((tmp_path / "run" / "cluster.json").read_text))
         assert state["sites"][GZ]["desktop"] == f"{gz_desk}/"
         assert state["sites"][SZ]["desktop"] == f"{sz_desk}/"
         a_code, leader_code = desk_people(raw, GZ)["agent"], desk_people(raw, GZ)["group_leader"]
         b_code = desk_people(raw, SZ)["agent"]
-        async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        async with playwright(province_ca(cluster.config)) as pw:
+            browser = await launch(pw, province_ca(cluster.config))
             try:
                 await scenario(cluster, browser, gz_desk, sz_desk, a_code, b_code, leader_code, tmp_path)
                 await administration(cluster, browser, gz_desk, raw, tmp_path)

@@ -9,7 +9,7 @@ import pytest
 
 from tests.web.conftest import need_chromium
 from tests.web.test_desk_api import Site, agent_state, site  # noqa: F401  (the site fixture)
-from tools.province.chromium import CHROMIUM, CHROMIUM_ARGS
+from tools.province.chromium import launch
 from tools.province.generate import DEFAULT_PASSWORD
 
 pytestmark = pytest.mark.timeout(120)
@@ -21,7 +21,7 @@ async def test_errors_are_shown_in_words_and_the_console_refuses_an_agent(site: 
     from playwright.async_api import async_playwright, expect
 
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = await launch(pw, None)  # an in-process site without tls: plain HTTP
         try:
             page = await browser.new_page()
             alert = page.get_by_role("alert")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import ssl
 import uuid
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,6 +16,7 @@ import httpx
 import typer
 
 from vcc.config import ConfigError, ProvinceConfig, load_province
+from vcc.https import client_verify, web_url
 
 roster_app = typer.Typer(
     help="A site's agents, as its administrator changes them (add, disable, password, skills).",
@@ -52,7 +54,7 @@ def desk_url(config: ProvinceConfig, site_id: str) -> str:
         raise RosterError(f"--site: no site {site_id!r} in the config")
     if not site.desktop_listen:
         raise RosterError(f"site {site_id} serves no desktop API (sites.{site_id}.desktop_listen)")
-    return f"http://{site.desktop_listen}"
+    return web_url(config, site.desktop_listen, "")
 
 
 def parse_skills(values: list[str]) -> dict[str, int]:
@@ -78,9 +80,9 @@ def _check(reply: httpx.Response) -> dict[str, Any]:
     return body
 
 
-def session(base: str, admin: str, password: str) -> httpx.Client:
-    """A client logged in as the administrator (logged out by `close`)."""
-    http = httpx.Client(base_url=base, timeout=TIMEOUT_S)
+def session(base: str, admin: str, password: str, verify: ssl.SSLContext | bool = True) -> httpx.Client:
+    """A client logged in as the administrator (logged out by `close`); `verify`: the province CA."""
+    http = httpx.Client(base_url=base, timeout=TIMEOUT_S, verify=verify)
     try:
         _check(
             http.post(
@@ -107,9 +109,15 @@ def _key() -> str:
 
 
 def act(
-    base: str, admin: str, password: str, method: str, path: str, body: dict[str, Any] | None = None
+    base: str,
+    admin: str,
+    password: str,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    verify: ssl.SSLContext | bool = True,
 ) -> dict[str, Any]:
-    http = session(base, admin, password)
+    http = session(base, admin, password, verify)
     try:
         if method == "GET":
             return _check(http.get(path))
@@ -132,7 +140,7 @@ def _run(
         fail("give --admin CODE (an administrator of the site), or set VCC_ADMIN")
     password = os.environ.get("VCC_ADMIN_PASSWORD") or typer.prompt("Administrator password", hide_input=True)
     try:
-        return act(base, admin, password, method, path, body)
+        return act(base, admin, password, method, path, body, client_verify(config))
     except RosterError as exc:
         fail(str(exc), code=1)
     raise AssertionError("unreachable")

@@ -16,11 +16,12 @@ from typing import Any
 
 import grpc
 
-from tools.province.chromium import CHROMIUM, CHROMIUM_ARGS
+from tools.province.chromium import launch
 from tools.province.cluster import Cluster
 from tools.province.generate import DEFAULT_PASSWORD, SiteSpec, desk_people, generate_province, write_province
 from tools.province.netutil import free_port
 from vcc import rpc
+from vcc.https import province_ca, web_url
 from vcc.tls import TRUNK, site_server
 from vcc.v1 import trunk_pb2, trunk_pb2_grpc
 
@@ -49,11 +50,9 @@ async def take(out_dir: Path) -> list[Path]:
         path = await asyncio.to_thread(write_province, raw, run / "province.yaml")
         people = desk_people(raw, SITE)
         async with await Cluster.start(path, run / "run", seed_customers=20) as cluster:
-            base = f"http://{cluster.config.site(SITE).desktop_listen}"
+            base = web_url(cluster.config, cluster.config.site(SITE).desktop_listen, "")
             async with async_playwright() as pw:
-                browser = await pw.chromium.launch(
-                    executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-                )
+                browser = await launch(pw, province_ca(cluster.config))
                 try:
                     size: Any = {"viewport": {"width": 1400, "height": 1000}}
                     agent = await (await browser.new_context(**size)).new_page()

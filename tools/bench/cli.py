@@ -25,7 +25,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -408,6 +408,55 @@ def run_comparisons(
     return out
 
 
+def run_pairs(name: str, pairs: int, rates: list[float] | None = None, step_s: float = 8.0) -> dict[str, Any]:
+    """`pairs` runs of the province as shipped and of one comparison, the order alternating from
+    pair to pair (shipped first, then the other first), so that a load that drifts during the
+    bench weighs on both alike. Per rate and pair: the CPU per call the processes themselves
+    counted, as shipped ÷ the comparison, and the medians of those ratios."""
+    from tools.bench.cluster import AS_SHIPPED, COMPARISONS
+
+    other = COMPARISONS[name]
+    out: list[dict[str, Any]] = []
+    for i in range(pairs):
+        order = [AS_SHIPPED, other] if i % 2 == 0 else [other, AS_SHIPPED]
+        runs = {v.name: run_throughput(rates, step_s, variant=v, every_step=True) for v in order}
+        out.append(
+            {"order": [v.name for v in order], "shipped": runs[AS_SHIPPED.name], "other": runs[other.name]}
+        )
+    return {"comparison": name, "names": [AS_SHIPPED.name, other.name], "pairs": out, **pair_ratios(out)}
+
+
+def pair_ratios(pairs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per rate: each pair's CPU per call as shipped ÷ the other's, per process group and for the
+    cluster, with the load average of the pair; and the median ratio over the pairs."""
+    import statistics
+
+    rows: dict[float, list[dict[str, Any]]] = {}
+    for pair in pairs:
+        others = {s["target_rate_per_s"]: s for s in pair["other"]["steps"]}
+        for a in pair["shipped"]["steps"]:
+            b = others.get(a["target_rate_per_s"])
+            if b is None:
+                continue
+            cpu_a, cpu_b = a["cpu_ms_per_call"], b["cpu_ms_per_call"]
+            rows.setdefault(a["target_rate_per_s"], []).append(
+                {
+                    "cpu_ms_per_call": [a["cluster_cpu_ms_per_call"], b["cluster_cpu_ms_per_call"]],
+                    "ratio": {k: round(cpu_a[k] / cpu_b[k], 3) for k in cpu_a if cpu_b.get(k)},
+                    "ok": [a["ok"], b["ok"]],
+                    "load_average_1min": [a["load_average"]["after"][0], b["load_average"]["after"][0]],
+                }
+            )
+    medians = {
+        rate: {
+            k: round(statistics.median(r["ratio"][k] for r in rs if k in r["ratio"]), 3)
+            for k in rs[0]["ratio"]
+        }
+        for rate, rs in rows.items()
+    }
+    return {"per_rate": rows, "median_ratio": medians}
+
+
 def run_observability_cost(rates: list[float] | None = None, step_s: float = 8.0) -> dict[str, Any]:
     """The same steps twice in one run: traces and metrics off, then on (scraped every 2 s)."""
     from tools.bench.cluster import AS_SHIPPED, COMPARISONS, side_by_side
@@ -417,6 +466,37 @@ def run_observability_cost(rates: list[float] | None = None, step_s: float = 8.0
     compared = side_by_side(off, on)
     rows = [{**row, "cpu_ratio_on_off": row["cpu_ratio_after_before"]} for row in compared["rows"]]
     return {"off": off, "on": on, "side_by_side": rows}
+
+
+def table_pairs(result: Mapping[str, Any]) -> Any:
+    from rich.table import Table
+
+    shipped, other = result["names"]
+    table = Table(title=f"CPU per call, {shipped} ÷ {other}: pairs of runs, the order alternating")
+    for col in ("calls/s", "pair", "cluster CPU ms/call", "ratio cluster", "ratio all", "ok", "load 1 min"):
+        table.add_column(col, justify="right")
+    for rate, rows in result["per_rate"].items():
+        for i, row in enumerate(rows, 1):
+            table.add_row(
+                _fmt(rate, 0),
+                str(i),
+                " | ".join(_fmt(v, 2) for v in row["cpu_ms_per_call"]),
+                _fmt(row["ratio"].get("cluster (sites + central)"), 3),
+                _fmt(row["ratio"].get("all"), 3),
+                " | ".join("pass" if ok else "FAIL" for ok in row["ok"]),
+                " | ".join(_fmt(v, 1) for v in row["load_average_1min"]),
+            )
+        median = result["median_ratio"][rate]
+        table.add_row(
+            _fmt(rate, 0),
+            "median",
+            "",
+            _fmt(median.get("cluster (sites + central)"), 3),
+            _fmt(median.get("all"), 3),
+            "",
+            "",
+        )
+    return table
 
 
 def table_side_by_side(title: str, compared: Mapping[str, Any]) -> Any:
@@ -607,6 +687,14 @@ def throughput_cmd(
         bool,
         typer.Option(help="Run the steps twice, traces and metrics off then on, and compare them."),
     ] = False,
+    pairs: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="With one --compare: this many pairs of runs, the order alternating, and the median "
+            "ratio of CPU per call (as shipped ÷ the comparison) over the pairs.",
+        ),
+    ] = 0,
 ) -> None:
     """The highest call rate three sites sustain: every call recorded once, ringing within 1 s at p99."""
     from tools.bench.cluster import COMPARISONS
@@ -621,6 +709,13 @@ def throughput_cmd(
     unknown = [c for c in compare or [] if c not in COMPARISONS]
     if unknown:
         raise typer.BadParameter(f"{unknown[0]!r}: one of {', '.join(COMPARISONS)}", param_hint="--compare")
+    if pairs and compare:
+        if len(compare) != 1:
+            raise typer.BadParameter("--pairs takes one --compare", param_hint="--pairs")
+        result = run_pairs(compare[0], pairs, rate, step)
+        _console().print(table_pairs(result))
+        _write_json(json_path, "throughput-pairs", result)
+        return
     if compare:
         both = run_comparisons(
             list(compare), rate, step, max_rate=max_rate, profile_dir=profile, every_step=every_step

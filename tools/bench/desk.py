@@ -12,16 +12,18 @@ about 40 ms of its own, so it is no yardstick).
 from __future__ import annotations
 
 import asyncio
+import ssl
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from tools.province.chromium import CHROMIUM, CHROMIUM_ARGS
+from tools.province.chromium import launch
 from tools.province.cluster import Cluster
 from tools.province.generate import DEFAULT_PASSWORD, SiteSpec, desk_people, generate_province, write_province
 from tools.province.netutil import free_port
+from vcc.https import client_verify, province_ca, web_url
 
 WAIT_MS = 30_000
 WATCH = """
@@ -51,12 +53,12 @@ async (n) => {
 """
 
 
-async def _bare_round_trips(base: str, n: int) -> list[float]:
-    """GET /healthz from Python on a kept-alive connection: the server's bare HTTP cost."""
+async def _bare_round_trips(base: str, n: int, verify: ssl.SSLContext | bool) -> list[float]:
+    """GET /healthz from Python on a kept-alive connection: the server's bare HTTPS cost."""
     import httpx
 
     out = []
-    async with httpx.AsyncClient(base_url=base) as http:
+    async with httpx.AsyncClient(base_url=base, verify=verify) as http:
         await http.get("/healthz")
         for _ in range(n):
             t0 = time.perf_counter()
@@ -87,11 +89,9 @@ async def measure(samples: int = 40) -> dict[str, Any]:
         path = await asyncio.to_thread(write_province, raw, run / "province.yaml")
         people = desk_people(raw, "gz")
         async with await Cluster.start(path, run / "run", central=False) as cluster:
-            base = f"http://{cluster.config.site('gz').desktop_listen}"
+            base = web_url(cluster.config, cluster.config.site("gz").desktop_listen, "")
             async with async_playwright() as pw:
-                browser = await pw.chromium.launch(
-                    executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-                )
+                browser = await launch(pw, province_ca(cluster.config))
                 try:
                     agent = await (await browser.new_context()).new_page()
                     leader = await (await browser.new_context()).new_page()
@@ -122,7 +122,7 @@ async def measure(samples: int = 40) -> dict[str, Any]:
                     page_fetch: list[float] = await agent.evaluate(BARE, samples)
                 finally:
                     await browser.close()
-            bare = await _bare_round_trips(base, samples)
+            bare = await _bare_round_trips(base, samples, client_verify(cluster.config))
     p50, p99 = _pct(latencies, 0.5), _pct(latencies, 0.99)
     b50, b99 = _pct(bare, 0.5), _pct(bare, 0.99)
     return {

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import os
 import random
+import ssl
 import statistics
 import tempfile
 import time
@@ -35,14 +36,15 @@ from site_node.links.central_link import CentralLink
 from site_node.runtime import SiteRuntime
 from tools.bench.cluster import SEED_CUSTOMERS, _http_get, _province, memory
 from tools.province.certs import site_stem
+from tools.province.chromium import CHROMIUM, chromium
 from tools.province.cluster import Cluster
 from tools.province.generate import DEMO_OPERATOR, DEMO_OPERATOR_PASSWORD, SiteSpec
 from vcc import rpc
+from vcc.https import client_context, province_ca, web_url
 from vcc.tls import central_server
 from vcc.v1 import central_pb2, central_pb2_grpc
 
 Progress = Callable[[str], None]
-CHROMIUM = "/usr/bin/chromium"
 # How long the bench watches the dashboard update in Chromium.
 UPDATE_WINDOW_S = 5.0
 
@@ -204,13 +206,17 @@ async def _until_all_present(central: str, agents: int, timeout_s: float = 120.0
     raise TimeoutError(f"central's directory did not show {agents} agents present within {timeout_s:.0f}s")
 
 
-async def _http(url: str, *, cookie: str = "", form: Mapping[str, str] | None = None) -> tuple[bytes, bytes]:
-    """GET (or POST `form` to) http://host:port/path over HTTP/1.0: (head, body)."""
+async def _http(
+    url: str, *, cookie: str = "", form: Mapping[str, str] | None = None, tls: ssl.SSLContext | None = None
+) -> tuple[bytes, bytes]:
+    """GET (or POST `form` to) http(s)://host:port/path over HTTP/1.0: (head, body); `tls`: the
+    province CA's context for an https URL."""
     from urllib.parse import urlencode
 
-    host_port, _, path = url.removeprefix("http://").partition("/")
+    scheme, _, location = url.partition("://")
+    host_port, _, path = location.partition("/")
     host, port = host_port.rsplit(":", 1)
-    reader, writer = await asyncio.open_connection(host, int(port))
+    reader, writer = await asyncio.open_connection(host, int(port), ssl=tls if scheme == "https" else None)
     try:
         head = f"Host: {host_port}\r\n" + (f"Cookie: {cookie}\r\n" if cookie else "")
         if form is None:
@@ -230,10 +236,10 @@ async def _http(url: str, *, cookie: str = "", form: Mapping[str, str] | None = 
     return top, rest
 
 
-async def _log_in(base: str) -> str:
+async def _log_in(base: str, tls: ssl.SSLContext | None) -> str:
     """The demo operator's session cookie ("name=value"): the dashboard is for operators only."""
     head, _ = await _http(
-        base + "login", form={"user": DEMO_OPERATOR, "password": DEMO_OPERATOR_PASSWORD, "next": "/"}
+        base + "login", form={"user": DEMO_OPERATOR, "password": DEMO_OPERATOR_PASSWORD, "next": "/"}, tls=tls
     )
     for line in head.decode(errors="replace").split("\r\n"):
         if line.lower().startswith("set-cookie:"):
@@ -247,19 +253,21 @@ async def _dashboard(cluster: Cluster, cities: int, progress: Progress) -> dict[
     listen = cluster.config.central.dashboard_listen
     if not listen:
         return {"error": "no dashboard configured"}
-    base = f"http://{listen}/"
+    base = web_url(cluster.config, listen)
+    ca = province_ca(cluster.config)
+    tls = client_context(ca) if ca else None
     progress("scale: the dashboard with every city")
-    cookie = await _log_in(base)
+    cookie = await _log_in(base, tls)
     page, live, live_bytes = [], [], []
     page_bytes = 0
     listed = 0
     for _ in range(20):
         t0 = time.perf_counter()
-        _, html = await _http(base + "?lang=en", cookie=cookie)
+        _, html = await _http(base + "?lang=en", cookie=cookie, tls=tls)
         page.append(time.perf_counter() - t0)
         page_bytes = len(html)
         t0 = time.perf_counter()
-        _, body = await _http(base + "api/live", cookie=cookie)
+        _, body = await _http(base + "api/live", cookie=cookie, tls=tls)
         live.append(time.perf_counter() - t0)
         live_bytes.append(len(body))
         with contextlib.suppress(ValueError):
@@ -273,11 +281,11 @@ async def _dashboard(cluster: Cluster, cities: int, progress: Progress) -> dict[
         "api_live_ms_p50": round(statistics.median(live) * 1000, 1),
         "api_live_ms_max": round(max(live) * 1000, 1),
     }
-    result.update(await _chromium(base, cities, cookie))
+    result.update(await _chromium(base, cities, cookie, ca))
     return result
 
 
-async def _chromium(base: str, cities: int, cookie: str) -> dict[str, Any]:
+async def _chromium(base: str, cities: int, cookie: str, ca: str | None) -> dict[str, Any]:
     """The page drawn in headless Chromium: time until every city's row shows."""
     if not os.access(CHROMIUM, os.X_OK):
         return {"chromium": f"not run: {CHROMIUM} missing"}
@@ -287,8 +295,7 @@ async def _chromium(base: str, cities: int, cookie: str) -> dict[str, Any]:
         return {"chromium": f"not run: {exc}"}
     args = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
     name, _, value = cookie.partition("=")
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+    async with async_playwright() as pw, chromium(pw, ca, args=args) as browser:
         try:
             context = await browser.new_context()
             await context.add_cookies([{"name": name, "value": value, "url": base}])
@@ -334,8 +341,6 @@ async def _chromium(base: str, cities: int, cookie: str) -> dict[str, Any]:
             rows_after = len(after)
         except Exception as exc:  # a figure, not a verdict: say what happened
             return {"chromium": f"failed: {type(exc).__name__}: {exc}"[:300]}
-        finally:
-            await browser.close()
     sizes = [int(n) for n in stream]
     return {
         "chromium_rows": rows,

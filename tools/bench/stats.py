@@ -25,6 +25,7 @@ import contextlib
 import json
 import random
 import shutil
+import ssl
 import tempfile
 import time
 import uuid
@@ -43,6 +44,7 @@ from tenacity import (
 )
 
 from tools.bench.cluster import cheap_password_hash
+from tools.province.certs import site_stem
 from tools.province.cluster import Cluster
 from tools.province.generate import (
     DEMO_OPERATOR,
@@ -55,6 +57,7 @@ from tools.province.netutil import free_port
 from tools.province.postgres_server import create_database, start_temporary
 from tools.simulation.report import percentiles_ms
 from vcc import rpc
+from vcc.https import client_verify, web_url
 from vcc.tls import TRUNK, central_server, site_server
 from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2, trunk_pb2, trunk_pb2_grpc
 
@@ -128,8 +131,10 @@ def _retryable(exc: BaseException) -> bool:
 
 async def _ship(central: str, site: _SiteRun, start: asyncio.Event) -> None:
     """As a site's shipper does: one batch in flight; UNAVAILABLE (central busy, a serialization
-    conflict in the database) sends the same batch again after a short pause."""
-    async with rpc.channel(central, expect=central_server()) as ch:
+    conflict in the database) sends the same batch again after a short pause. Dials as the site
+    (its own certificate: central takes a site's records from that site only)."""
+    persona = site_stem(site.batches[0].site_id) if site.batches else None
+    async with rpc.channel(central, expect=central_server(), persona=persona) as ch:
         stub = central_pb2_grpc.CentralServiceStub(ch)
         await start.wait()
         for request in site.batches:
@@ -248,15 +253,18 @@ async def _count_records(central: str, site_ids: tuple[str, ...]) -> int:
 class _Stream:
     """The dashboard's `/api/stream`, read in the background: the site's latest calls waiting."""
 
-    def __init__(self, base: str, site_id: str) -> None:
+    def __init__(self, base: str, site_id: str, verify: ssl.SSLContext | bool) -> None:
         self._base = base
+        self._verify = verify
         self._site_id = site_id
         self.waiting: int | None = None
         self.changed = asyncio.Condition()
         self.payloads = 0
 
     async def run(self) -> None:
-        async with httpx.AsyncClient(base_url=self._base, timeout=httpx.Timeout(10.0, read=None)) as http:
+        async with httpx.AsyncClient(
+            base_url=self._base, timeout=httpx.Timeout(10.0, read=None), verify=self._verify
+        ) as http:
             # The demo operator of generated provinces (the dashboard shows nothing without a login).
             login = {"user": DEMO_OPERATOR, "password": DEMO_OPERATOR_PASSWORD}
             (await http.post("/api/login", json=login)).raise_for_status()
@@ -341,9 +349,10 @@ async def dashboard_latency(*, samples: int = 100, progress: Progress = lambda _
         config = await asyncio.to_thread(write_province, raw, tmp / "province.yaml")
         progress("dashboard latency: starting etcd, central (dashboard on) and one site")
         async with await Cluster.start(config, tmp / "cluster") as cluster:
-            base = f"http://127.0.0.1:{port}"
-            await _wait_dashboard(base)
-            stream = _Stream(base, "gz")
+            base = web_url(cluster.config, f"127.0.0.1:{port}", "")
+            verify = client_verify(cluster.config)
+            await _wait_dashboard(base, verify)
+            stream = _Stream(base, "gz", verify)
             rng = random.Random(6)
             queued_s: list[float] = []
             left_s: list[float] = []
@@ -376,10 +385,10 @@ async def dashboard_latency(*, samples: int = 100, progress: Progress = lambda _
     }
 
 
-async def _wait_dashboard(base: str, timeout_s: float = 30.0) -> None:
+async def _wait_dashboard(base: str, verify: ssl.SSLContext | bool, timeout_s: float = 30.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    async with httpx.AsyncClient(base_url=base, timeout=2.0) as http:
+    async with httpx.AsyncClient(base_url=base, timeout=2.0, verify=verify) as http:
         while True:
             with contextlib.suppress(httpx.HTTPError):
                 if (await http.get("/healthz")).status_code == 200:

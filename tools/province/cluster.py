@@ -45,6 +45,7 @@ from tools.province.netutil import free_port
 from tools.province.prompts import build_prompts
 from tools.province.sip import free_udp_port
 from vcc.config import ConfigError, ProvinceConfig, load_province, parse_province
+from vcc.https import web_url
 from vcc.membership import LeaderInfo, central_leader_key, decode_leader
 from vcc.rpc import wait_serving
 from vcc.tls import TlsFiles, etcd_client
@@ -632,7 +633,7 @@ def endpoints_of(config: ProvinceConfig) -> dict[str, Any]:
     """
     central: dict[str, str] = {"address": config.central.listen}
     if config.central.dashboard_listen:
-        central["dashboard"] = f"http://{config.central.dashboard_listen}/"
+        central["dashboard"] = web_url(config, config.central.dashboard_listen)
     if config.central.metrics_listen:
         central["metrics"] = metrics_url(config.central.metrics_listen)
     return {
@@ -641,7 +642,7 @@ def endpoints_of(config: ProvinceConfig) -> dict[str, Any]:
             s.id: {
                 "address": s.listen,
                 **({"sip": s.sip.listen} if s.sip is not None else {}),
-                **({"desktop": f"http://{s.desktop_listen}/"} if s.desktop_listen else {}),
+                **({"desktop": web_url(config, s.desktop_listen)} if s.desktop_listen else {}),
                 **({"metrics": metrics_url(s.metrics_listen)} if s.metrics_listen else {}),
             }
             for s in config.sites

@@ -1,12 +1,16 @@
 """`vcc stats`: central's real-time figures as a table, or the interval report as CSV.
 
 Reads the dashboard's JSON API (central.web.server): `/api/live` and `/api/intervals.csv`, after
-logging in as one of the province's operators (`/api/login`: the session cookie).
+logging in as one of the province's operators (`/api/login`: the session cookie). The dashboard is
+HTTPS (vcc.https): its certificate is checked against the province CA (the config's `tls.ca_file`,
+or `VCC_TLS_CA`), never accepted unchecked.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -18,6 +22,8 @@ from rich.console import Console
 from rich.table import Table
 
 from vcc.config import ProvinceConfig
+from vcc.https import client_context
+from vcc.tls import CA_ENV
 
 DEFAULT_TIMEOUT_S = 5.0
 
@@ -26,10 +32,18 @@ class StatsUnavailable(Exception):
     """The dashboard did not answer (or answered an error)."""
 
 
-def base_url(address: str) -> str:
-    """`host:port` or a URL -> the dashboard's base URL."""
+def base_url(address: str, config: ProvinceConfig | None = None) -> str:
+    """`host:port` or a URL -> the dashboard's base URL (https unless the config has no tls)."""
     address = address.strip().rstrip("/")
-    return address if "://" in address else f"http://{address}"
+    scheme = "http" if config is not None and config.tls is None else "https"
+    return address if "://" in address else f"{scheme}://{address}"
+
+
+def verify_context(config: ProvinceConfig | None = None) -> ssl.SSLContext | None:
+    """What the dashboard's certificate is checked with: the province CA of the config, or of
+    `VCC_TLS_CA` (None: the system's roots, for a dashboard behind the operator's own TLS)."""
+    ca = config.tls.ca_file if config is not None and config.tls is not None else os.environ.get(CA_ENV)
+    return client_context(ca) if ca else None
 
 
 def dashboard_address(config: ProvinceConfig) -> str | None:
@@ -45,7 +59,7 @@ def login(base: str, user: str, password: str, timeout_s: float = DEFAULT_TIMEOU
         f"{base}/api/login", data=body, headers={"Content-Type": "application/json"}, method="POST"
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as reply:
+        with urllib.request.urlopen(request, timeout=timeout_s, context=verify_context()) as reply:
             for header in reply.headers.get_all("Set-Cookie") or []:
                 pair = header.split(";", 1)[0]
                 if pair.startswith("vcc_ops="):
@@ -64,7 +78,7 @@ def login(base: str, user: str, password: str, timeout_s: float = DEFAULT_TIMEOU
 def fetch(url: str, timeout_s: float = DEFAULT_TIMEOUT_S, cookie: str = "") -> bytes:
     request = urllib.request.Request(url, headers={"Cookie": cookie} if cookie else {})
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as reply:
+        with urllib.request.urlopen(request, timeout=timeout_s, context=verify_context()) as reply:
             body: bytes = reply.read()
             return body
     except urllib.error.HTTPError as exc:

@@ -45,6 +45,7 @@ from tools.simulation.report import build_report, render_table
 from tools.simulation.robots import RobotPolicy, RobotStats, run_robots
 from tools.simulation.traffic import CallerView, SiteLoad, TrafficPlan, run_traffic
 from vcc.config import ConfigError
+from vcc.https import web_url
 from vcc.rpc import channel
 from vcc.tls import central_server
 from vcc.v1 import central_pb2, central_pb2_grpc
@@ -213,7 +214,8 @@ def _print_where_to_look(cluster: Cluster, raw: dict[str, Any], rates: dict[str,
     say(f"  logs        {cluster.logs_dir}/ (etcd.log, central.log, site-<id>.log)")
     say(f"  etcd        {addrs.etcd}")
     say(f"  central     {addrs.central}   (SQLite {cluster.config.central.database_url})")
-    say(f"  dashboard   http://{cluster.config.central.dashboard_listen}/   (live, 中文/English)")
+    dashboard = web_url(cluster.config, cluster.config.central.dashboard_listen)
+    say(f"  dashboard   {dashboard}   (live, 中文/English)")
     say(f"              log in as operator {DEMO_OPERATOR}, password {DEMO_OPERATOR_PASSWORD}")
     for site in cluster.config.sites:
         codes = agent_codes(raw, site.id)
@@ -229,11 +231,16 @@ def _print_where_to_look(cluster: Cluster, raw: dict[str, Any], rates: dict[str,
                 f"'/dial sip:{cluster.config.province.service_number}@{site.sip.listen}'"
                 "   (SIP, its IVR answers; README: phoning the demo)"
             )
+    if cluster.config.tls is not None:
+        say(
+            f"  web pages   HTTPS, certificates of the province CA {cluster.config.tls.ca_file}: "
+            "import it in the browser as a trusted authority (README: the quick start)"
+        )
     say(f"  agent password {DEFAULT_PASSWORD} (every agent; the robots are logged in as them)")
     for site in cluster.config.sites:
         if site.desktop_listen:
             people = desk_people(raw, site.id)
-            base = f"http://{site.desktop_listen}"
+            base = web_url(cluster.config, site.desktop_listen, "")
             say(
                 f"  desktop {site.id:<4} {base}/desk (agent {people.get('agent', '-')}), "
                 f"{base}/console (group leader {people.get('group_leader', '-')}, "

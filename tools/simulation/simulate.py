@@ -40,6 +40,7 @@ from tools.simulation.report import build_report, render_table
 from tools.simulation.robots import RobotStats
 from tools.simulation.runner import ScenarioRun, SimulationError, open_run
 from tools.simulation.scenario import Scenario
+from vcc.https import province_ca, web_url
 from vcc.v1 import central_pb2
 
 DEFAULT_RUN_DIR = Path("run/simulate")
@@ -168,7 +169,9 @@ def build_result(
     }
     report["run_dir"] = str(state.cluster.run_dir)
     dashboard = state.cluster.config.central.dashboard_listen
-    report["dashboard_url"] = f"http://{dashboard}/" if dashboard else None
+    report["dashboard_url"] = web_url(state.cluster.config, dashboard) if dashboard else None
+    # The CA the dashboard's certificate is checked with (None: no tls, plain HTTP).
+    report["web_ca_file"] = province_ca(state.cluster.config)
     # Calls the exchange delivered to another city than the caller's (its city was down), by city.
     report["pre_routed"] = dict(
         sorted(Counter(v.home_site_id for v in state.views if v.home_site_id != v.entry_site_id).items())

@@ -247,7 +247,8 @@ function applyLanguage() {
 }
 $("#lang-toggle").addEventListener("click", () => {
   lang = lang === "zh" ? "en" : "zh";
-  document.cookie = `vcc_lang=${lang}; path=/; max-age=31536000; samesite=strict`;
+  const secure = location.protocol === "https:" ? "; secure" : "";
+  document.cookie = `vcc_lang=${lang}; path=/; max-age=31536000; samesite=strict${secure}`;
   applyLanguage();
 });
 
