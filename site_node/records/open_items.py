@@ -106,8 +106,6 @@ def end_calls_left_up(site_id: str, outbox: Outbox, now: float | None = None) ->
             left.last_seq[call_id] = max(left.last_seq[call_id], seq + 1)
     if events:
         outbox.append(events)
-        log.warning(
-            "site %s: %d calls the last run left up ended (%s)", site_id, len(events), LEFT_UP_REASON
-        )
+        log.warning("site %s: %d calls the last run left up ended (%s)", site_id, len(events), LEFT_UP_REASON)
     left.live_calls.clear()
     return len(events)

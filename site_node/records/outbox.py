@@ -340,7 +340,7 @@ def _insert(
     rows: list[tuple[str, str, int, bytes]],
     kept: list[KeptItem],
     followed: dict[str, set[tuple[str, str]]],
-    marks: Sequence[tuple[str, int, int]],
+    marks: Sequence[tuple[str, int, common_pb2.CallEventKind.ValueType]],
 ) -> int:
     def body() -> int:
         # (call_id, site_id, seq) is unique: an event appended twice is journaled once.
@@ -377,7 +377,9 @@ def _insert(
 _K = common_pb2.CallEventKind
 
 
-def _follow_live(db: sqlite3.Connection, marks: Sequence[tuple[str, int, int]]) -> None:
+def _follow_live(
+    db: sqlite3.Connection, marks: Sequence[tuple[str, int, common_pb2.CallEventKind.ValueType]]
+) -> None:
     """The live_calls rows after these events (idempotent: a retried transaction sets the same)."""
     for call_id, seq, kind in marks:
         if kind == _K.CALL_EVENT_KIND_ARRIVED:

@@ -23,18 +23,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from site_node.media.ng import MediaError, NgClient
+from site_node.media.ng import MediaError
 from site_node.sip.registrar import ha1
 from tests.helpers import eventually
 from tests.integration.support import agents, central_records, password_hash, site_summary
 from tests.sip.conftest import PHONE_PASSWORD, rtp_base
+from tools.bench.sip import engine_calls, site_engine
 from tools.province.cluster import Cluster
 from tools.province.generate import SiteSpec, generate_province, write_province
 from tools.province.netutil import free_port
@@ -87,9 +87,7 @@ def _sip(cluster: Cluster, site_id: str) -> str:
 
 
 def _engine(cluster: Cluster, site_id: str) -> tuple[int, str]:
-    """The site's current rtpengine: its pid and ng address, from the site's log."""
-    log = (cluster.logs_dir / f"site-{site_id}.log").read_text(errors="replace")
-    return int(re.findall(r"rtpengine pid (\d+)", log)[-1]), re.findall(r"ng (127\.0\.0\.1:\d+)", log)[-1]
+    return site_engine(cluster.logs_dir / f"site-{site_id}.log")
 
 
 async def crash(cluster: Cluster, site_id: str) -> None:
@@ -102,29 +100,17 @@ async def crash(cluster: Cluster, site_id: str) -> None:
     assert await site.wait_exit(10)
 
 
-async def engine_calls(ng_address: str) -> list[str]:
-    client = NgClient(ng_address, timeout_s=2.0)
-    await client.open()
-    try:
-        reply = await client.request("list", limit=1000)
-    finally:
-        client.close()
-    calls = reply.get("calls", [])
-    return [c.decode() for c in calls if isinstance(c, bytes)] if isinstance(calls, list) else []
-
-
 async def ready(cluster: Cluster, site_id: str, n: int = 1) -> bool:
     summary = await site_summary(cluster, site_id)
     return sum(g.agents_ready for g in summary.skill_groups if g.skill_group == "general") == n
 
 
 async def ended_record(cluster: Cluster, call_id: str, timeout_s: float = 40) -> central_pb2.CallRecord:
-    async def found() -> central_pb2.CallRecord | None:
+    async def found() -> central_pb2.CallRecord:
         mine = [r for r in await central_records(cluster) if r.call_id == call_id]
         assert len(mine) <= 1, f"{len(mine)} records of call {call_id}"
-        if mine and mine[0].state == common_pb2.CALL_STATE_ENDED:
-            return mine[0]
-        return None
+        assert mine and mine[0].state == common_pb2.CALL_STATE_ENDED, "not ended yet"
+        return mine[0]
 
     return await eventually(found, timeout_s=timeout_s, interval_s=0.3, what=f"the ended record of {call_id}")
 
@@ -165,8 +151,17 @@ class _SzPhone:
         return None
 
 
-async def talking_over_the_tie(cluster: Cluster, phone: _SzPhone) -> None:
-    """gz's caller is served at sz on a tie channel, and sz's phone hears it."""
+async def talking_over_the_tie(
+    cluster: Cluster, phone: _SzPhone, tmp_path: Path, *, hold_ms: int, timeout_s: float
+) -> asyncio.Task[SippResult]:
+    """SIPp dials gz (digit 1, a tone all call long); the caller is served at sz on a tie channel,
+    and sz's phone hears it. The caller's task."""
+    await eventually(lambda: ready(cluster, "sz"), timeout_s=30, what="sz's agent ready on its phone")
+    tone = await asyncio.to_thread(caller_tone, tmp_path / "caller.al")
+    caller = asyncio.create_task(
+        run_sipp(call_scenario("1", stream=tone), _sip(cluster, "gz"), tmp_path / "sipp", hold_ms=hold_ms,
+                 timeout_s=timeout_s)
+    )  # fmt: skip
 
     async def served_at_sz() -> bool:
         summary = await site_summary(cluster, "gz")
@@ -179,6 +174,7 @@ async def talking_over_the_tie(cluster: Cluster, phone: _SzPhone) -> None:
         return phone.heard()
 
     await eventually(heard, timeout_s=30, interval_s=0.2, what="sz's agent's phone hears the caller")
+    return caller
 
 
 async def test_the_target_city_killed_mid_call_the_caller_is_queued_again_at_home_and_answered_there(
@@ -188,13 +184,8 @@ async def test_the_target_city_killed_mid_call_the_caller_is_queued_again_at_hom
     home_stop = asyncio.Event()
     home: asyncio.Task[RobotStats] | None = None
     try:
-        await eventually(lambda: ready(cluster, "sz"), timeout_s=30, what="sz's agent ready on its phone")
-        tone = await asyncio.to_thread(caller_tone, tmp_path / "caller.al")
-        caller = asyncio.create_task(
-            run_sipp(call_scenario("1", stream=tone), _sip(cluster, "gz"), tmp_path / "sipp", hold_ms=30_000,
-                     timeout_s=90)
-        )  # fmt: skip
-        await talking_over_the_tie(cluster, phone)
+        # The caller hangs up itself after 30 s.
+        caller = await talking_over_the_tie(cluster, phone, tmp_path, hold_ms=30_000, timeout_s=90)
         await crash(cluster, "sz")
         await phone.close()  # its robot would only try to reach the dead sz
 
@@ -204,6 +195,7 @@ async def test_the_target_city_killed_mid_call_the_caller_is_queued_again_at_hom
             trunk = sum(r.busy for r in summary.resources if r.kind == "trunk")
             # The caller kept its trunk channel at home and waits in gz's queue.
             return summary.calls_served_elsewhere == 0 and ties == [0] and trunk == 1
+
         await eventually(taken_back, timeout_s=20, what="gz takes its caller back from the dead sz")
         assert not caller.done(), "the caller's dialog must not end when the target dies"
         # gz's own agent logs in now: the re-queued caller is answered at home.
@@ -234,7 +226,10 @@ async def test_the_target_city_killed_mid_call_the_caller_is_queued_again_at_hom
     answers = [(e.site_id, e.agent_code, rpc.unix_s(e.at)) for e in rec.events
                if e.kind == common_pb2.CALL_EVENT_KIND_ANSWERED]  # fmt: skip
     [returned] = [rpc.unix_s(e.at) for e in rec.events if e.kind == common_pb2.CALL_EVENT_KIND_RETURNED]
-    assert [a[:2] for a in answers] == [("sz", agents(cluster, "sz")[0][0]), ("gz", agents(cluster, "gz")[0][0])]
+    assert [a[:2] for a in answers] == [
+        ("sz", agents(cluster, "sz")[0][0]),
+        ("gz", agents(cluster, "gz")[0][0]),
+    ]
     assert answers[0][2] <= returned <= answers[1][2], (answers, returned)
     # sz comes back; its journal of the guest leg ships: still one record, never served twice.
     await cluster.restart_site("sz")
@@ -252,14 +247,8 @@ async def test_the_origin_city_killed_mid_call_ends_the_far_agents_call_and_free
     phone = _SzPhone(cluster, tmp_path / "sz")
     stats: RobotStats | None = None
     try:
-        await eventually(lambda: ready(cluster, "sz"), timeout_s=30, what="sz's agent ready on its phone")
-        tone = await asyncio.to_thread(caller_tone, tmp_path / "caller.al")
         # The caller would talk for a minute; its city dies under it (SIPp is stopped then).
-        caller = asyncio.create_task(
-            run_sipp(call_scenario("1", stream=tone), _sip(cluster, "gz"), tmp_path / "sipp", hold_ms=60_000,
-                     timeout_s=60)
-        )  # fmt: skip
-        await talking_over_the_tie(cluster, phone)
+        caller = await talking_over_the_tie(cluster, phone, tmp_path, hold_ms=60_000, timeout_s=60)
         _, sz_ng = _engine(cluster, "sz")
         assert len(await engine_calls(sz_ng)) == 1, "sz's engine holds the tie leg"
         closed_before = phone.log.count("session closed")

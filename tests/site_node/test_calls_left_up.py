@@ -40,7 +40,9 @@ async def test_calls_left_up_are_ended_once_with_the_next_number_and_how_far_the
     outbox = await Outbox.open(path)
     try:
         assert outbox.left_open.live_calls == {
-            "queued": (2, "home"), "talking": (5, "answered"), "elsewhere": (2, "routed")
+            "queued": (2, "home"),
+            "talking": (5, "answered"),
+            "elsewhere": (2, "routed"),
         }
         assert end_calls_left_up("gz", outbox, now=1000.0) == 3
     finally:
@@ -68,7 +70,9 @@ async def test_a_call_left_up_with_an_open_callback_continues_its_numbers_after_
 ) -> None:
     path = tmp_path / "outbox.db"
     item = KeptItem("callback", "cb1", "c1", "{}")
-    await journal(path, [ev("c1", 1, K.CALL_EVENT_KIND_ARRIVED), ev("c1", 2, K.CALL_EVENT_KIND_CALLBACK)], [item])
+    await journal(
+        path, [ev("c1", 1, K.CALL_EVENT_KIND_ARRIVED), ev("c1", 2, K.CALL_EVENT_KIND_CALLBACK)], [item]
+    )
     outbox = await Outbox.open(path)
     try:
         assert outbox.left_open.last_seq == {"c1": 2}
