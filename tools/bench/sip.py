@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 import psutil
 
 from site_node.media.ng import MediaError, NgClient
@@ -363,15 +364,17 @@ class _Phones:
             # Each talks until its caller hangs up (longer than the run), then takes the next.
             policy = RobotPolicy(handle_time_mean_s=hold_ms / 1000 + 600, handle_distribution="constant")
             roster = [(a.code, DEFAULT_PASSWORD) for a in site.agents]
-            self.task = asyncio.create_task(
-                run_sip_robots(site, roster, policy, self.stop, work=run_dir, phone_password=PHONE_PASSWORD)
-            )
+            robots = run_sip_robots(
+                site, roster, policy, self.stop, work=run_dir, phone_password=PHONE_PASSWORD,
+                talk_s=hold_ms / 1000 + 30,
+            )  # fmt: skip
+            self.task = asyncio.create_task(robots)
         self.agents = agents
 
     async def _by_state(self) -> dict[str, int]:
         async with rpc.channel(self.cluster.config.site("gz").listen) as ch:
             stub = site_admin_pb2_grpc.SiteAdminServiceStub(ch)
-            reply = await stub.GetSiteStatus(site_admin_pb2.GetSiteStatusRequest(), timeout=5)
+            reply = await stub.GetSiteStatus(site_admin_pb2.GetSiteStatusRequest(), timeout=15)
         return dict(reply.summary.agents_by_state)
 
     async def ready(self) -> None:
@@ -382,8 +385,14 @@ class _Phones:
                 raise RuntimeError("the robot agents stopped before they were ready")
             await asyncio.sleep(0.5)
 
-    async def talking(self) -> int:
-        return (await self._by_state()).get("TALKING", 0) if self.task is not None else 0
+    async def talking(self) -> int | None:
+        """Agents talking now (None: the site did not say in time, a starved site at load)."""
+        if self.task is None:
+            return 0
+        try:
+            return (await self._by_state()).get("TALKING", 0)
+        except grpc.aio.AioRpcError:
+            return None
 
     async def close(self) -> RobotStats | None:
         self.stop.set()
