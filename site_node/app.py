@@ -39,7 +39,7 @@ from site_node.media.prompts import prompt_path, site_prompts
 from site_node.message_store import MessageStore, messages_path
 from site_node.metrics import ShipperFigures, SiteCollector
 from site_node.person_revocation import PersonRevocation
-from site_node.records.open_items import restore_open_items
+from site_node.records.open_items import end_calls_left_up, restore_open_items
 from site_node.records.outbox import Outbox
 from site_node.records.shipper import Shipper
 from site_node.roster import Roster, RosterStore, overlay_path
@@ -184,7 +184,9 @@ class SiteNode:
         calls = CallTracer(self.tracing.tracer, site.id) if self.tracing.enabled else None
         self.runtime = SiteRuntime(self.switchboard, self.outbox, self.customers.lookup, tracer=calls)
         self.runtime.flow_lookup = CentralLookups(self.customers).lookup
-        # The callbacks and voicemail the last run left open are back before any call comes.
+        # The calls a killed last run left up are ended, and the callbacks and voicemail it left
+        # open are back, before any call comes.
+        end_calls_left_up(site.id, self.outbox)
         restore_open_items(self.runtime, self.outbox)
         if site.sip is not None:
             # Before the gRPC server: a site that reports SERVING answers SIP too.

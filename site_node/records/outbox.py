@@ -15,7 +15,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -49,6 +49,14 @@ CREATE TABLE IF NOT EXISTS open_items (
 CREATE TABLE IF NOT EXISTS call_seq (
     call_id TEXT PRIMARY KEY,
     seq INTEGER NOT NULL
+);
+-- Calls that arrived here and have not ended here, their last journal number here and how far
+-- they got ('home', 'routed' to another city, 'answered' here): a site killed mid-call ends them
+-- when it restarts (its callers' dialogs died with it), so each has a final record at central.
+CREATE TABLE IF NOT EXISTS live_calls (
+    call_id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    reached TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS dead_letter (
     id INTEGER PRIMARY KEY,
@@ -84,6 +92,8 @@ class OpenItems:
     last_seq: dict[str, int]
     # call id -> the open items of it: which calls' journal numbers are followed (outbox thread only).
     by_call: dict[str, set[tuple[str, str]]]
+    # Calls the last run left up (its process killed mid-call): call id -> (last seq, how far).
+    live_calls: dict[str, tuple[int, str]] = field(default_factory=dict)
 
 
 class OutboxClosed(RuntimeError):
@@ -243,6 +253,7 @@ class Outbox:
         self, batch: list[common_pb2.CallEvent], kept: list[KeptItem], waiters: list[asyncio.Future[None]]
     ) -> None:
         rows = [(e.call_id, e.site_id, e.seq, e.SerializeToString()) for e in batch]
+        marks = [(e.call_id, e.seq, e.kind) for e in batch]
         followed = self.left_open.by_call
         try:
             async for attempt in AsyncRetrying(
@@ -252,7 +263,7 @@ class Outbox:
                 reraise=True,
             ):
                 with attempt:
-                    inserted = await self._run(lambda: _insert(self._db, rows, kept, followed))
+                    inserted = await self._run(lambda: _insert(self._db, rows, kept, followed, marks))
                     # Not cancellation-proof like ack(): the writer is only cancelled with the loop.
         except Exception as exc:
             # The events are lost for central: say so loudly, and tell whoever awaits them.
@@ -305,7 +316,11 @@ def _select_open(db: sqlite3.Connection) -> OpenItems:
     by_call: dict[str, set[tuple[str, str]]] = {}
     for item in items:
         by_call.setdefault(item.call_id, set()).add((item.kind, item.item_id))
-    return OpenItems(items, last_seq, by_call)
+    live = {
+        str(c): (int(seq), str(reached))
+        for c, seq, reached in db.execute("SELECT call_id, seq, reached FROM live_calls")
+    }
+    return OpenItems(items, last_seq, by_call, live)
 
 
 def _transaction(db: sqlite3.Connection, body: Callable[[], int]) -> int:
@@ -325,6 +340,7 @@ def _insert(
     rows: list[tuple[str, str, int, bytes]],
     kept: list[KeptItem],
     followed: dict[str, set[tuple[str, str]]],
+    marks: Sequence[tuple[str, int, common_pb2.CallEventKind.ValueType]],
 ) -> int:
     def body() -> int:
         # (call_id, site_id, seq) is unique: an event appended twice is journaled once.
@@ -352,9 +368,36 @@ def _insert(
         for call_id in [c for c, keys in followed.items() if not keys]:
             del followed[call_id]
             db.execute("DELETE FROM call_seq WHERE call_id = ?", (call_id,))
+        _follow_live(db, marks)
         return inserted
 
     return _transaction(db, body)
+
+
+_K = common_pb2.CallEventKind
+
+
+def _follow_live(
+    db: sqlite3.Connection, marks: Sequence[tuple[str, int, common_pb2.CallEventKind.ValueType]]
+) -> None:
+    """The live_calls rows after these events (idempotent: a retried transaction sets the same)."""
+    for call_id, seq, kind in marks:
+        if kind == _K.CALL_EVENT_KIND_ARRIVED:
+            db.execute(
+                "INSERT INTO live_calls (call_id, seq, reached) VALUES (?, ?, 'home')"
+                " ON CONFLICT (call_id) DO UPDATE SET seq = max(seq, excluded.seq)",
+                (call_id, seq),
+            )
+        elif kind == _K.CALL_EVENT_KIND_ENDED:
+            db.execute("DELETE FROM live_calls WHERE call_id = ?", (call_id,))
+        else:
+            reached = {_K.CALL_EVENT_KIND_ANSWERED: "answered", _K.CALL_EVENT_KIND_ROUTED: "routed"}.get(kind)
+            db.execute(
+                "UPDATE live_calls SET seq = max(seq, ?),"
+                " reached = CASE WHEN ? = 'answered' OR (? = 'routed' AND reached = 'home') THEN ?"
+                " ELSE reached END WHERE call_id = ?",
+                (seq, reached, reached, reached, call_id),
+            )
 
 
 def _select_pending(db: sqlite3.Connection, limit: int) -> list[tuple[int, common_pb2.CallEvent]]:

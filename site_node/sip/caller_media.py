@@ -196,8 +196,9 @@ class CallerMedia:
         path = path or self.prompts.get(prompt)
         if path is None:
             return
-        if sc.playing:
-            await self.media.stop(sc.sip_call_id, sc.remote_tag)
+        # No `stop media` first: rtpengine's play media shuts the party's player down before it
+        # starts the new file (media_player_play_init), and every command saved is a turn of its
+        # one control thread (docs/BENCHMARKS.md, SIP): a queued call costs 5 ng commands, not 6.
         await self.media.play(sc.sip_call_id, sc.remote_tag, str(path), repeat)
         sc.playing = prompt
         self.plays[prompt] += 1

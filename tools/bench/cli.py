@@ -894,6 +894,9 @@ def sip_cmd(
     steps: Annotated[
         str, typer.Option(help="Steps 'N/R,N/R,...' (calls up / new calls per s), each on a fresh site.")
     ] = "",
+    agents: Annotated[
+        int, typer.Option(min=0, max=500, help="Robot agents answering on registered SIP phones (baresip).")
+    ] = 20,
     run_dir: Annotated[Path, typer.Option("--run-dir")] = Path("run/bench-sip"),
 ) -> None:
     """New calls per second and concurrent calls with audio on one site; CPU per call, RTP loss."""
@@ -910,7 +913,10 @@ def sip_cmd(
     results = []
     for n, r in plan:
         load = os.getloadavg()[0]
-        result = {"load_average_at_start": round(load, 2), **asyncio.run(bench_sip(run_dir, n, r, steady))}
+        result = {
+            "load_average_at_start": round(load, 2),
+            **asyncio.run(bench_sip(run_dir, n, r, steady, agents)),
+        }
         result["load_average_at_end"] = round(os.getloadavg()[0], 2)
         _console().print(table_sip(result))
         results.append(result)

@@ -1,10 +1,13 @@
 """`vcc bench sip`: SIP calls with media on one site node, from SIPp.
 
 SIPp callers dial at `rate` calls per second until `concurrent` calls are up, each sending G.711
-audio (50 packets a second) while it waits in the queue hearing the announcement and music on
-hold that rtpengine plays to it; all of them stay up together for `steady_s` seconds, then hang
-up. Measured over that steady window: the site node's and rtpengine's CPU (share of one core, and
-per call), and whether every call was answered (failures by SIP response, from SIPp's own log).
+audio (50 packets a second). `agents` robot agents answer on real registered SIP phones (one
+baresip with an account each, the robots' SIP mode, `vcc agents --sip`): each takes a caller and
+talks with it (the phone sends its tone back through rtpengine) until the caller hangs up; the
+other callers wait in the queue hearing the announcement and music on hold that rtpengine plays
+to them. All of them stay up together for `steady_s` seconds, then hang up. Measured over that
+steady window: the site node's and rtpengine's CPU (share of one core, and per call), and
+whether every call was answered (failures by SIP response, from SIPp's own log).
 
 RTP loss is measured where the audio is heard: `PROBES` sampled callers are also paired, in
 rtpengine, with a listener of the bench's own (as an agent's phone is when it answers,
@@ -24,14 +27,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 import psutil
 
 from site_node.media.ng import MediaError, NgClient
+from site_node.sip.registrar import ha1
 from tools.province.cluster import Cluster
-from tools.province.generate import SiteSpec, generate_province, write_province
+from tools.province.generate import DEFAULT_PASSWORD, SiteSpec, generate_province, write_province
 from tools.province.netutil import free_port
 from tools.province.sip import add_sip
 from tools.province.sipp import call_scenario, run_sipp
+from tools.simulation.robots import RobotPolicy, RobotStats
+from tools.simulation.sip_callers import run_sip_robots
+from vcc import rpc
+from vcc.v1 import site_admin_pb2, site_admin_pb2_grpc
 
 # RTP ports per call in rtpengine: two parties, RTP and RTCP each.
 PORTS_PER_CALL = 4
@@ -41,17 +50,20 @@ PACKETS_PER_S = 50
 SAMPLE = 20
 # Callers whose relayed audio the bench hears and counts (RTP loss by sequence numbers).
 PROBES = 10
+# The robot agents' phone password (the config holds its HA1 only).
+PHONE_PASSWORD = "4321"
 
 
-def _prepare(run_dir: Path, concurrent: int) -> tuple[Path, Path]:
+def _prepare(run_dir: Path, concurrent: int, agents: int) -> tuple[Path, Path]:
     """The one-site province and the callers' audio, in `run_dir`."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    for old in ("run", "outbox", "sipp"):  # a step starts clean: its own logs and journal only
+    for old in ("run", "outbox", "sipp", "phones"):  # a step starts clean: its own logs and journal only
         shutil.rmtree(run_dir / old, ignore_errors=True)
     (run_dir / "central.db").unlink(missing_ok=True)
     raw = generate_province(
-        # One agent who never logs in: every caller waits in the queue, hearing its music.
-        [SiteSpec("gz", "Guangzhou", trunk_channels=concurrent + 10, agents={"general": 1})],
+        # The agents answer on their phones (none: one agent who never logs in); every other
+        # caller waits in the queue, hearing its music.
+        [SiteSpec("gz", "Guangzhou", trunk_channels=concurrent + 10, agents={"general": max(1, agents)})],
         etcd_endpoint="127.0.0.1:2379",
         central_listen=f"127.0.0.1:{free_port()}",
         database_url=f"sqlite+aiosqlite:///{run_dir / 'central.db'}",
@@ -59,6 +71,8 @@ def _prepare(run_dir: Path, concurrent: int) -> tuple[Path, Path]:
         digit_timeout_s=1.0,
     )
     add_sip(raw, prompts_dir="prompts", rtp_base=20000, rtp_ports=concurrent * PORTS_PER_CALL * 5 // 4 + 300)
+    for agent in raw["sites"][0]["agents"]:
+        agent["sip_ha1"] = ha1(agent["code"], "vcc", PHONE_PASSWORD)
     config_path = write_province(raw, run_dir / "province.yaml")
     audio = run_dir / "caller.al"
     # What the callers say: a raw A-law tone SIPp streams in a loop (made here, offline).
@@ -67,8 +81,8 @@ def _prepare(run_dir: Path, concurrent: int) -> tuple[Path, Path]:
     return config_path, audio
 
 
-def _engine(log_path: Path) -> tuple[int, str]:
-    """The site's rtpengine: its pid and ng address, from the site's log."""
+def site_engine(log_path: Path) -> tuple[int, str]:
+    """The site's (latest) rtpengine: its pid and ng address, from the site's log."""
     log = log_path.read_text()
     return int(re.findall(r"rtpengine pid (\d+)", log)[-1]), re.findall(r"ng (127\.0\.0\.1:\d+)", log)[-1]
 
@@ -80,27 +94,30 @@ def _count(stdout: str, label: str) -> int:
 
 
 async def bench_sip(
-    run_dir: Path, concurrent: int = 200, rate: float = 20.0, steady_s: float = 10.0
+    run_dir: Path, concurrent: int = 200, rate: float = 20.0, steady_s: float = 10.0, agents: int = 20
 ) -> dict[str, Any]:
-    config_path, audio = await asyncio.to_thread(_prepare, run_dir, concurrent)
+    config_path, audio = await asyncio.to_thread(_prepare, run_dir, concurrent, agents)
     ramp_s = concurrent / rate
     hold_ms = int((ramp_s + steady_s + 2.0) * 1000)
     async with await Cluster.start(config_path, run_dir / "run") as cluster:
         site = psutil.Process(cluster.sites["gz"].pid)
-        engine_pid, ng_address = await asyncio.to_thread(_engine, cluster.logs_dir / "site-gz.log")
+        engine_pid, ng_address = await asyncio.to_thread(site_engine, cluster.logs_dir / "site-gz.log")
         engine = psutil.Process(engine_pid)
         sip = cluster.config.site("gz").sip
         assert sip is not None
+        phones = _Phones(cluster, run_dir, agents, hold_ms)
+        await phones.ready()
         load = call_scenario(stream=audio, settle_ms=0)
         callers = asyncio.create_task(
             run_sipp(load, sip.listen, run_dir / "sipp", name="load", calls=concurrent,
                      rate=rate, hold_ms=hold_ms, limit=concurrent, timeout_s=hold_ms / 1000 + ramp_s + 60)
         )  # fmt: skip
         await asyncio.sleep(ramp_s + 1.0)  # a benchmark's clock: the ramp, then the steady window
-        live = await _calls(ng_address)
+        live = await engine_calls(ng_address)
         up_at_start = len(live)
         packets_before, at_before = await _caller_packets(ng_address, live[:SAMPLE])
-        probes = await _probe(ng_address, live[SAMPLE : SAMPLE + PROBES])
+        # Others than the sampled calls first (a small run has no others: the sampled ones then).
+        probes, probes_skipped = await _probe(ng_address, live[SAMPLE:] + live[:SAMPLE], PROBES)
         # The callers' own CPU too: a SIPp that cannot keep up sends late, which looks like loss.
         sipp = next(p for p in psutil.Process().children() if p.name() == "sipp")
         before = _cpu(site, engine, sipp)
@@ -114,8 +131,10 @@ async def bench_sip(
             p.close()
         ratio = rtp_in_ratio(packets_before, packets_after, at_after - at_before)
         sweep_gap_s = at_after - at_before
-        up_at_end = len(await _calls(ng_address))
+        up_at_end = len(await engine_calls(ng_address))
+        talking = await phones.talking()
         result = await callers
+        robots = await phones.close()
     received = sum(h[0] for h in heard)
     expected = sum(h[1] for h in heard)
     site_cpu = (after[0] - before[0]) / window
@@ -130,6 +149,10 @@ async def bench_sip(
         "calls_answered": _count(result.stdout, "Successful call"),
         "calls_failed": _count(result.stdout, "Failed call"),
         "failures_by_sip_response": _failures(run_dir / "sipp" / "load.err"),
+        "agents_on_phones": agents,
+        # Calls talking with an agent's phone at the window's end; answers over the run.
+        "calls_talking_to_phones": talking,
+        "phone_answers": robots.answered if robots is not None else None,
         **_engine_log(run_dir / "outbox" / "rtpengine-gz.log"),
         "site_cpu_core_share": round(site_cpu, 4),
         "rtpengine_cpu_core_share": round(engine_cpu, 4),
@@ -141,6 +164,8 @@ async def bench_sip(
         # Below 1: packets lost on the way in, or SIPp sending late under load (not told apart).
         "rtp_in_ratio": round(ratio, 5) if ratio is not None else None,
         "rtp_probed_calls": sum(1 for h in heard if h[1]),
+        # Calls passed over by the probes: an agent's phone was talking on them.
+        "rtp_probes_left_to_phones": probes_skipped,
         "rtp_probe_received": received,
         "rtp_probe_expected": expected,
         # Lost on the way caller -> rtpengine -> listener, by the packets' sequence numbers.
@@ -214,17 +239,25 @@ class _Listener(asyncio.DatagramProtocol):
             self.transport.close()
 
 
-async def _probe(ng_address: str, call_ids: list[str]) -> list[_Listener]:
-    """Pair each caller with a listener of ours (rtpengine leaves the sink for it)."""
+async def _probe(ng_address: str, call_ids: list[str], wanted: int) -> tuple[list[_Listener], int]:
+    """Pair `wanted` waiting callers with a listener of ours each (rtpengine leaves the sink for
+    it); a caller an agent's phone answered is left to its phone (and counted)."""
     client = NgClient(ng_address, timeout_s=5.0)
     await client.open()
     loop = asyncio.get_running_loop()
     listeners: list[_Listener] = []
+    on_phones = 0
     common: dict[str, Any] = {"replace": ["origin", "session-connection"], "ICE": "remove"}
     try:
         for i, call_id in enumerate(call_ids):
+            if len(listeners) >= wanted:
+                break
             try:
                 reply = await client.request("query", **{"call-id": call_id})
+                tags = reply.get("tags")
+                if isinstance(tags, dict) and len(tags) > 2:
+                    on_phones += 1
+                    continue  # the caller, our sink and an agent's phone: talking, not ours
                 caller_tag, caller_port = _caller(reply)
                 transport, listener = await loop.create_datagram_endpoint(
                     _Listener, local_addr=("127.0.0.1", 0)
@@ -238,7 +271,7 @@ async def _probe(ng_address: str, call_ids: list[str]) -> list[_Listener]:
                 continue  # the call ended meanwhile, has no caller stream, or the engine is late
     finally:
         client.close()
-    return listeners
+    return listeners, on_phones
 
 
 def _caller(reply: dict[str, Any]) -> tuple[str, int]:
@@ -265,7 +298,8 @@ def _cpu(*procs: psutil.Process) -> tuple[float, ...]:
     return tuple(sum(p.cpu_times()[:2]) for p in procs)
 
 
-async def _calls(ng_address: str) -> list[str]:
+async def engine_calls(ng_address: str) -> list[str]:
+    """The calls the engine holds now (their ids)."""
     client = NgClient(ng_address, timeout_s=5.0)
     await client.open()
     try:
@@ -316,3 +350,50 @@ def rtp_in_ratio(before: dict[str, int], after: dict[str, int], elapsed_s: float
         return None
     got = sum(after[c] - before[c] for c in calls)
     return got / (len(calls) * PACKETS_PER_S * elapsed_s)
+
+
+class _Phones:
+    """The site's robot agents on their registered SIP phones (none when `agents` is 0)."""
+
+    def __init__(self, cluster: Cluster, run_dir: Path, agents: int, hold_ms: int) -> None:
+        self.cluster = cluster
+        self.stop = asyncio.Event()
+        self.task: asyncio.Task[RobotStats] | None = None
+        site = cluster.config.site("gz")
+        if agents:
+            # Each talks until its caller hangs up (longer than the run), then takes the next.
+            policy = RobotPolicy(handle_time_mean_s=hold_ms / 1000 + 600, handle_distribution="constant")
+            roster = [(a.code, DEFAULT_PASSWORD) for a in site.agents]
+            robots = run_sip_robots(
+                site, roster, policy, self.stop, work=run_dir, phone_password=PHONE_PASSWORD,
+                talk_s=hold_ms / 1000 + 30,
+            )  # fmt: skip
+            self.task = asyncio.create_task(robots)
+        self.agents = agents
+
+    async def _by_state(self) -> dict[str, int]:
+        async with rpc.channel(self.cluster.config.site("gz").listen) as ch:
+            stub = site_admin_pb2_grpc.SiteAdminServiceStub(ch)
+            reply = await stub.GetSiteStatus(site_admin_pb2.GetSiteStatusRequest(), timeout=15)
+        return dict(reply.summary.agents_by_state)
+
+    async def ready(self) -> None:
+        """Every agent registered, logged in and ready before the first caller dials."""
+        while self.task is not None and (await self._by_state()).get("READY", 0) < self.agents:
+            if self.task.done():
+                self.task.result()  # the phones did not register: raise why
+                raise RuntimeError("the robot agents stopped before they were ready")
+            await asyncio.sleep(0.5)
+
+    async def talking(self) -> int | None:
+        """Agents talking now (None: the site did not say in time, a starved site at load)."""
+        if self.task is None:
+            return 0
+        try:
+            return (await self._by_state()).get("TALKING", 0)
+        except grpc.aio.AioRpcError:
+            return None
+
+    async def close(self) -> RobotStats | None:
+        self.stop.set()
+        return await self.task if self.task is not None else None

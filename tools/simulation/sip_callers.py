@@ -73,8 +73,11 @@ async def run_sip_traffic(
     )  # fmt: skip
 
 
-def phone_folder(folder: Path, codes: Sequence[str], registrar: str, password: str) -> Path:
-    """A baresip configuration with one auto-answering account per agent; it says a tone."""
+def phone_folder(
+    folder: Path, codes: Sequence[str], registrar: str, password: str, talk_s: float = 30.0
+) -> Path:
+    """A baresip configuration with one auto-answering account per agent; it says a tone for
+    `talk_s` seconds (baresip hangs a call up when its audio file ends: AGENT_HUNG_UP)."""
     folder.mkdir(parents=True, exist_ok=True)
     tone = folder / "tone.wav"
     with wave.open(str(tone), "wb") as w:
@@ -82,7 +85,9 @@ def phone_folder(folder: Path, codes: Sequence[str], registrar: str, password: s
         w.setsampwidth(2)
         w.setframerate(8000)
         step = 2 * math.pi * AGENT_TONE_HZ / 8000
-        w.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(step * i))) for i in range(8000 * 30)))
+        w.writeframes(
+            b"".join(struct.pack("<h", int(8000 * math.sin(step * i))) for i in range(int(8000 * talk_s)))
+        )
     (folder / "config").write_text(
         "sip_listen 127.0.0.1:0\nnet_interface 127.0.0.1\n"
         f"audio_source aufile,{tone}\naudio_player aubridge,nil\naudio_alert aubridge,nil\n"
@@ -105,12 +110,14 @@ async def run_sip_robots(
     *,
     work: Path,
     phone_password: str,
+    talk_s: float = 30.0,
 ) -> RobotStats:
-    """Robot agents whose calls ring and are answered on real SIP phones (one baresip for all)."""
+    """Robot agents whose calls ring and are answered on real SIP phones (one baresip for all);
+    a phone hangs up after `talk_s` seconds at the most (its audio file ends)."""
     if site.sip is None:
         raise ValueError(f"site {site.id} has no SIP trunk")
     folder = await asyncio.to_thread(
-        phone_folder, work / "phones", [code for code, _ in roster], site.sip.listen, phone_password
+        phone_folder, work / "phones", [code for code, _ in roster], site.sip.listen, phone_password, talk_s
     )
     log_path = folder / "baresip.log"
     with log_path.open("wb") as out:
