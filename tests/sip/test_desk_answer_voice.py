@@ -20,16 +20,15 @@ import pytest
 from site_node.app import SiteNode
 from tests.helpers import eventually
 from tests.integration.support import Desktop
-from tests.sip.audio import tone_level
+from tests.sip.audio import peak_level, steady_level, window_levels
 from tests.sip.conftest import PHONE_PASSWORD, sip_config_dict
 from tests.sip.raw import SDP, RawPeer, header
 from tests.sip.test_registrar import answer, register
-from tests.sip.test_supervision_voice import _dumps, _windows, heard_wav, phone
+from tests.sip.voice import all_heard, dial, hang_up, phone, site_node, start_phone, stop_phones
 from tools.province.etcd_server import EtcdServer
 from tools.province.rtp_ear import RtpEar
-from tools.province.sipp import call_scenario, run_sipp
+from tools.province.sipp import SippResult
 from vcc import rpc
-from vcc.config import parse_province
 from vcc.v1 import cti_pb2
 
 pytestmark = [pytest.mark.timeout(150)]
@@ -100,10 +99,8 @@ class DeskPhone:
 
 @pytest.fixture
 async def node(tmp_path: Path, etcd_server: EtcdServer, prompts_dir: Path) -> AsyncIterator[SiteNode]:
-    n = SiteNode(parse_province(sip_config_dict(tmp_path, prompts_dir, etcd_server.endpoint)), "gz")
-    await n.start()
-    yield n
-    await n.stop()
+    async with site_node(sip_config_dict(tmp_path, prompts_dir, etcd_server.endpoint)) as n:
+        yield n
 
 
 async def test_answering_on_the_desktop_asks_the_phone_to_answer_and_its_voice_connects(
@@ -118,12 +115,9 @@ async def test_answering_on_the_desktop_asks_the_phone_to_answer_and_its_voice_c
     peer = await RawPeer.open()
     desk_phone = DeskPhone(peer, desk_ear.port, colleague)
     folder = phone(tmp_path / f"phone-{agent}", agent, sip, AGENT_HZ)
-    baresip = await asyncio.create_subprocess_exec(
-        "baresip", "-f", str(folder), stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+    baresip = await start_phone(folder)
     desk_a, desk_b = Desktop(rpc.channel(node.address), agent), Desktop(rpc.channel(node.address), colleague)
-    callers: list[asyncio.Task[object]] = []
+    callers: list[asyncio.Task[SippResult]] = []
     talk: list[asyncio.Task[None]] = []
     ears = [await RtpEar.open(), await RtpEar.open()]
     running: asyncio.Task[None] | None = None
@@ -140,13 +134,7 @@ async def test_answering_on_the_desktop_asks_the_phone_to_answer_and_its_voice_c
 
         # 1. A caller for billing: the colleague's phone rings, the colleague answers on the desktop.
         ear = ears[0]
-        scenario = call_scenario("", media_port=str(ear.port), settle_ms=0)
-        callers.append(asyncio.create_task(run_sipp(scenario, sip, tmp_path / "sipp-1", hold_ms=60_000)))
-
-        async def prompted() -> bool:
-            return ear.source is not None
-
-        await eventually(prompted, timeout_s=30, what="the caller hears the menu")
+        callers.append(await dial(ear, sip, tmp_path / "sipp-1"))
         await ear.send_digit("2")
 
         async def ringing() -> bool:
@@ -183,9 +171,7 @@ async def test_answering_on_the_desktop_asks_the_phone_to_answer_and_its_voice_c
         await desk_a.login()
         await desk_a.ready()
         ear = ears[1]
-        scenario = call_scenario("", media_port=str(ear.port), settle_ms=0)
-        callers.append(asyncio.create_task(run_sipp(scenario, sip, tmp_path / "sipp-2", hold_ms=60_000)))
-        await eventually(prompted, timeout_s=30, what="the second caller hears the menu")
+        callers.append(await dial(ear, sip, tmp_path / "sipp-2"))
         await ear.send_digit("1")
 
         async def answered() -> bool:
@@ -222,20 +208,18 @@ async def test_answering_on_the_desktop_asks_the_phone_to_answer_and_its_voice_c
         for desk in (desk_a, desk_b):
             with contextlib.suppress(Exception):
                 await desk.close()
-        baresip.terminate()
-        await baresip.wait()
+        await stop_phones([baresip])
         if running is not None:
             running.cancel()
         peer.close()
         for c in callers:
-            c.cancel()
+            await hang_up(c)
 
     # The desktop-answered call: caller and phone hear each other.
-    assert tone_level(first_caller, DESK_PHONE_HZ) > HEARD, tone_level(first_caller, DESK_PHONE_HZ)
-    assert tone_level(first_phone, CALLER_HZ) > HEARD, tone_level(first_phone, CALLER_HZ)
+    assert steady_level(first_caller, DESK_PHONE_HZ) > HEARD, window_levels(first_caller, DESK_PHONE_HZ)
+    assert steady_level(first_phone, CALLER_HZ) > HEARD, window_levels(first_phone, CALLER_HZ)
     # The desktop-answered consultation: the agent and the colleague's phone hear each other (the
     # held caller is heard by neither).
-    assert tone_level(second_phone, AGENT_HZ) > HEARD and tone_level(second_phone, CALLER_HZ) < SILENT
-    samples = [s for dump in _dumps(folder) for s in heard_wav(dump, 0, 10_000)]
-    heard = [tone_level(w, DESK_PHONE_HZ) for w in _windows(samples, 4000)]
+    assert steady_level(second_phone, AGENT_HZ) > HEARD and peak_level(second_phone, CALLER_HZ) < SILENT
+    heard = window_levels(all_heard(folder), DESK_PHONE_HZ)
     assert sum(level > HEARD for level in heard) >= 3, heard
