@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,6 @@ from site_node.app import SiteNode
 from tests.helpers import eventually
 from tests.integration.support import Desktop
 from tests.sip.audio import peak_level, steady_level
-from tests.sip.conftest import sip_config_dict
 from tests.sip.voice import (
     dial,
     dumps,
@@ -26,11 +24,9 @@ from tests.sip.voice import (
     heard_wav,
     phone,
     read_dump,
-    site_node,
     start_phone,
     stop_phones,
 )
-from tools.province.etcd_server import EtcdServer
 from tools.province.rtp_ear import RtpEar
 from tools.province.sipp import SippResult
 from vcc import rpc
@@ -54,26 +50,23 @@ def levels(samples: list[int]) -> dict[float, float]:
     }
 
 
-@pytest.fixture
-async def node(tmp_path: Path, etcd_server: EtcdServer, prompts_dir: Path) -> AsyncIterator[SiteNode]:
-    async with site_node(sip_config_dict(tmp_path, prompts_dir, etcd_server.endpoint)) as n:
-        yield n
-
-
 async def test_a_consultation_with_a_colleague_here_its_conference_and_completion_carry_voice(
-    node: SiteNode, tmp_path: Path
+    sip_node: SiteNode, tmp_path: Path
 ) -> None:
-    assert node.sip is not None and node.registrar is not None and node.phones is not None
-    voice, phones_here = node.consult_voice, node.phones
+    assert sip_node.sip is not None and sip_node.registrar is not None and sip_node.phones is not None
+    voice, phones_here = sip_node.consult_voice, sip_node.phones
     assert voice is not None
-    sb, registrar, sip = node.switchboard, node.registrar, node.sip.address
-    agent = next(a.code for a in node.site.agents if "general" in a.skills)
-    colleague = next(a.code for a in node.site.agents if "billing" in a.skills)
+    sb, registrar, sip = sip_node.switchboard, sip_node.registrar, sip_node.sip.address
+    agent = next(a.code for a in sip_node.site.agents if "general" in a.skills)
+    colleague = next(a.code for a in sip_node.site.agents if "billing" in a.skills)
     phones = [
         await start_phone(phone(tmp_path / f"phone-{code}", code, sip, hz))
         for code, hz in ((agent, AGENT_HZ), (colleague, COLLEAGUE_HZ))
     ]
-    desk_a, desk_b = Desktop(rpc.channel(node.address), agent), Desktop(rpc.channel(node.address), colleague)
+    desk_a, desk_b = (
+        Desktop(rpc.channel(sip_node.address), agent),
+        Desktop(rpc.channel(sip_node.address), colleague),
+    )
     ear = await RtpEar.open()
     caller: asyncio.Task[SippResult] | None = None
     talking: asyncio.Task[None] | None = None

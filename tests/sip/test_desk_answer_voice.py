@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import re
 import secrets
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,11 +20,10 @@ from site_node.app import SiteNode
 from tests.helpers import eventually
 from tests.integration.support import Desktop
 from tests.sip.audio import peak_level, steady_level, window_levels
-from tests.sip.conftest import PHONE_PASSWORD, sip_config_dict
+from tests.sip.conftest import PHONE_PASSWORD
 from tests.sip.raw import SDP, RawPeer, header
 from tests.sip.test_registrar import answer, register
-from tests.sip.voice import all_heard, dial, hang_up, phone, site_node, start_phone, stop_phones
-from tools.province.etcd_server import EtcdServer
+from tests.sip.voice import all_heard, dial, hang_up, phone, start_phone, stop_phones
 from tools.province.rtp_ear import RtpEar
 from tools.province.sipp import SippResult
 from vcc import rpc
@@ -97,26 +95,28 @@ class DeskPhone:
         return ("\r\n".join(lines) + f"\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode()
 
 
-@pytest.fixture
-async def node(tmp_path: Path, etcd_server: EtcdServer, prompts_dir: Path) -> AsyncIterator[SiteNode]:
-    async with site_node(sip_config_dict(tmp_path, prompts_dir, etcd_server.endpoint)) as n:
-        yield n
-
-
 async def test_answering_on_the_desktop_asks_the_phone_to_answer_and_its_voice_connects(
-    node: SiteNode, tmp_path: Path
+    sip_node: SiteNode, tmp_path: Path
 ) -> None:
-    assert node.sip is not None and node.registrar is not None and node.phones is not None
-    voice, phones, sb, sip = node.consult_voice, node.phones, node.switchboard, node.sip.address
+    assert sip_node.sip is not None and sip_node.registrar is not None and sip_node.phones is not None
+    voice, phones, sb, sip = (
+        sip_node.consult_voice,
+        sip_node.phones,
+        sip_node.switchboard,
+        sip_node.sip.address,
+    )
     assert voice is not None
-    agent = next(a.code for a in node.site.agents if "general" in a.skills)
-    colleague = next(a.code for a in node.site.agents if "billing" in a.skills)
+    agent = next(a.code for a in sip_node.site.agents if "general" in a.skills)
+    colleague = next(a.code for a in sip_node.site.agents if "billing" in a.skills)
     desk_ear = await RtpEar.open()
     peer = await RawPeer.open()
     desk_phone = DeskPhone(peer, desk_ear.port, colleague)
     folder = phone(tmp_path / f"phone-{agent}", agent, sip, AGENT_HZ)
     baresip = await start_phone(folder)
-    desk_a, desk_b = Desktop(rpc.channel(node.address), agent), Desktop(rpc.channel(node.address), colleague)
+    desk_a, desk_b = (
+        Desktop(rpc.channel(sip_node.address), agent),
+        Desktop(rpc.channel(sip_node.address), colleague),
+    )
     callers: list[asyncio.Task[SippResult]] = []
     talk: list[asyncio.Task[None]] = []
     ears = [await RtpEar.open(), await RtpEar.open()]
@@ -126,7 +126,7 @@ async def test_answering_on_the_desktop_asks_the_phone_to_answer_and_its_voice_c
         running = asyncio.create_task(desk_phone.run(sip))
 
         async def registered() -> bool:
-            return node.registrar.phone_of(agent) is not None  # type: ignore[union-attr]
+            return sip_node.registrar.phone_of(agent) is not None  # type: ignore[union-attr]
 
         await eventually(registered, what="the agent's baresip registered")
         await desk_b.login()

@@ -16,10 +16,20 @@ import pytest
 
 from site_node.app import SiteNode
 from tests.helpers import eventually
-from tests.integration.support import DEFAULT_PASSWORD, Desktop
+from tests.integration.support import Desktop
 from tests.sip.audio import peak_level, steady_level, tone_level, windows
 from tests.sip.conftest import sip_config_dict
-from tests.sip.voice import all_heard, dial, hang_up, phone, site_node, start_phone, stop_phones, with_leader
+from tests.sip.voice import (
+    all_heard,
+    console_login,
+    dial,
+    hang_up,
+    phone,
+    site_node,
+    start_phone,
+    stop_phones,
+    with_leader,
+)
 from tools.province.etcd_server import EtcdServer
 from tools.province.netutil import free_port
 from tools.province.rtp_ear import RtpEar, Speaker
@@ -98,9 +108,7 @@ async def test_a_supervised_consultation_and_conference_carry_each_partys_voice_
         await eventually(registered, what="the three phones registered")
         await desk_a.login()
         await desk_a.ready()
-        r = await console.post("/api/login", json={"idempotency_key": uuid.uuid4().hex, "agent_code": leader,
-                                                   "password": DEFAULT_PASSWORD})  # fmt: skip
-        assert r.status_code == 200, r.text
+        await console_login(console, leader)
         caller = await dial(ear, sip, tmp_path / "sipp")
         await ear.send_digit("1")
 

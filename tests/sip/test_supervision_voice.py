@@ -21,10 +21,11 @@ import pytest
 from site_node.app import SiteNode
 from site_node.sip.bridging import CallBridges
 from tests.helpers import eventually
-from tests.integration.support import DEFAULT_PASSWORD, Desktop
+from tests.integration.support import Desktop
 from tests.sip.audio import peak_level, steady_level, tone_level, windows
 from tests.sip.conftest import sip_config_dict
 from tests.sip.voice import (
+    console_login,
     dial,
     dumps,
     hang_up,
@@ -111,9 +112,7 @@ async def test_monitor_whisper_barge_and_intercept_carry_the_voices_they_should(
         await eventually(registered, what="both phones registered")
         await desk.login()
         await desk.ready()
-        r = await console.post("/api/login", json={"idempotency_key": uuid.uuid4().hex, "agent_code": leader,
-                                                   "password": DEFAULT_PASSWORD})  # fmt: skip
-        assert r.status_code == 200, r.text
+        await console_login(console, leader)
         caller = await dial(ear, sip, tmp_path / "sipp")
         await ear.send_digit("1")
 

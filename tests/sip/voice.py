@@ -9,13 +9,17 @@ import asyncio
 import contextlib
 import math
 import struct
+import uuid
 import wave
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from site_node.app import SiteNode
 from tests.helpers import eventually
+from tests.integration.support import DEFAULT_PASSWORD
 from tests.sip.conftest import PHONE_PASSWORD
 from tools.province.rtp_ear import RtpEar
 from tools.province.sipp import SippResult, call_scenario, run_sipp
@@ -109,6 +113,13 @@ async def site_node(raw: dict[str, Any], site_id: str = "gz") -> AsyncIterator[S
         yield node
     finally:
         await node.stop()
+
+
+async def console_login(console: httpx.AsyncClient, code: str) -> None:
+    """A group leader logs in on the console (its HTTP API, where leaders act)."""
+    body = {"idempotency_key": uuid.uuid4().hex, "agent_code": code, "password": DEFAULT_PASSWORD}
+    r = await console.post("/api/login", json=body)
+    assert r.status_code == 200, r.text
 
 
 def with_leader(raw: dict[str, Any], *, desktop: str) -> dict[str, Any]:
