@@ -68,7 +68,10 @@ WINDOW = 4000
 
 
 def windows(samples: list[int], size: int = WINDOW) -> list[list[int]]:
-    """`samples` cut in whole windows (a shorter tail is dropped)."""
+    """`samples` cut in whole windows (a shorter tail is dropped); fewer than one window's worth
+    is one window of what there is (a short phase on a starved machine is still judged)."""
+    if 0 < len(samples) < size:
+        return [samples]
     return [samples[i : i + size] for i in range(0, len(samples) - size + 1, size)]
 
 
