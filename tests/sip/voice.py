@@ -86,7 +86,10 @@ async def dial(ear: RtpEar, sip: str, folder: Path, *, hold_ms: int = 60_000) ->
     """SIPp calls `sip` with `ear` as its media and stays `hold_ms`; returned once the caller hears
     the menu (the engine sends to the ear: digits and a voice can go back)."""
     scenario = call_scenario("", media_port=str(ear.port), settle_ms=0)
-    caller = asyncio.create_task(run_sipp(scenario, sip, folder, hold_ms=hold_ms))
+    # SIPp's own deadline beyond the call's (at its deadline SIPp quits without a BYE).
+    caller = asyncio.create_task(
+        run_sipp(scenario, sip, folder, hold_ms=hold_ms, timeout_s=hold_ms / 1000 + 30)
+    )
 
     async def prompted() -> bool:
         if caller.done():
