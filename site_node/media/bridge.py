@@ -74,10 +74,7 @@ def free_rtp_port(host: str = "127.0.0.1") -> int:
 def pipeline(legs: Sequence[Leg], hears: Mapping[str, Sequence[str]], host: str = "127.0.0.1") -> list[str]:
     """The gst-launch description of a bridge: every leg's voice decoded once (a tee), each leg
     sent the mix of the legs it hears (none: silence is not sent, the leg gets nothing)."""
-    _check(legs, hears)
-    parts: list[str] = []
-    for leg in legs:
-        parts += _input(leg, host)
+    parts = _inputs(legs, hears, host)
     for leg in legs:
         ins = hears.get(leg.name, ())
         if not ins:
@@ -95,6 +92,13 @@ def live_mixing() -> bool:
     if not Path(SYSTEM_PYTHON).exists() or not Path("/usr/lib/python3/dist-packages/gi/__init__.py").exists():
         return False
     return any(Path("/usr/lib").glob("*/girepository-1.0/Gst-1.0.typelib"))
+
+
+def _inputs(legs: Sequence[Leg], hears: Mapping[str, Sequence[str]], host: str) -> list[str]:
+    """Both descriptions begin alike: the mix checked, then every leg's voice received and decoded
+    once, into a tee its mixers take it from."""
+    _check(legs, hears)
+    return [part for leg in legs for part in _input(leg, host)]
 
 
 def _input(leg: Leg, host: str) -> list[str]:
@@ -136,10 +140,7 @@ def live_pipeline(
     """The description of a live bridge: every leg's mixer takes every other leg through a
     `volume` element named `v_<leg>_<other>` (1 heard, 0 not), and sends through a `valve` named
     `gate_<leg>` (dropping while the leg hears nobody: silence is not sent)."""
-    _check(legs, hears)
-    parts: list[str] = []
-    for leg in legs:
-        parts += _input(leg, host)
+    parts = _inputs(legs, hears, host)
     for leg in legs:
         ins = hears.get(leg.name, ())
         parts += _mixer(leg, host, gate="false" if ins else "true")
@@ -182,6 +183,10 @@ class MixBridge:
         self.hears: dict[str, list[str]] = {}
         self.on_died: Callable[[MixBridge, int], None] = lambda bridge, code: None
         self.starts = 0
+        # The live mixer's `ok` answers to property lines, counted per process (rehear waits for
+        # its own), and a wake-up for whoever waits for them.
+        self._confirmed = 0
+        self._answered = asyncio.Event()
         self._proc: asyncio.subprocess.Process | None = None
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
@@ -216,6 +221,7 @@ class MixBridge:
             )  # fmt: skip
         self.hears = {k: list(v) for k, v in hears.items()}
         self.starts += 1
+        self._confirmed = 0
         proc = self._proc
         if self.live:
             await self._until_ready(proc)
@@ -228,18 +234,21 @@ class MixBridge:
         log.info("bridge %s: pid %s, %s", self.name, proc.pid, self.hears)
 
     async def rehear(self, hears: Mapping[str, Sequence[str]]) -> None:
-        """Who hears whom changed: the same legs, a new mix (live: told to the running mixer)."""
+        """Who hears whom changed: the same legs, a new mix (live: told to the running mixer, and
+        returned once it answered that it took every line of it)."""
         wanted = {k: list(v) for k, v in hears.items()}
         proc = self._proc
         if wanted == self.hears and self.pid is not None:
             return
         if self.live and proc is not None and proc.stdin is not None and self.pid is not None:
             lines = live_changes(self.legs, hears)
+            target = self._confirmed + len(lines)
             try:
                 proc.stdin.write("".join(f"{line}\n" for line in lines).encode())
                 await proc.stdin.drain()
             except (BrokenPipeError, ConnectionResetError) as exc:
                 raise BridgeError(f"the live mixer is gone: {exc}") from exc
+            await self._until_confirmed(proc, target)
             self.hears = wanted
             self.retunes += 1
             log.info("bridge %s: mix changed live, %s", self.name, self.hears)
@@ -266,11 +275,31 @@ class MixBridge:
             await self._end_process()
             raise BridgeError(f"the mixing bridge did not start ({line!r}; log: {self.log_path})")
 
+    async def _until_confirmed(self, proc: asyncio.subprocess.Process, target: int) -> None:
+        """The live mixer answered every line of a change: from now on each leg gets the new mix
+        (what it mixed before is still in flight for a jitter buffer's length)."""
+        deadline = asyncio.get_running_loop().time() + READY_S
+        while True:
+            self._answered.clear()
+            if self._confirmed >= target:
+                return
+            if proc is not self._proc or proc.returncode is not None:
+                raise BridgeError("the live mixer is gone before it took the new mix")
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                await asyncio.wait_for(self._answered.wait(), max(left, 0.0))
+            except TimeoutError:
+                raise BridgeError(f"the live mixer did not take the new mix in {READY_S:.0f} s") from None
+
     async def _follow(self, proc: asyncio.subprocess.Process) -> None:
         if proc.stdout is not None:
-            # The live mixer's answers are read, so its pipe never fills and blocks the mix.
-            while await proc.stdout.readline():
-                pass
+            # The live mixer's answers are read, so its pipe never fills and blocks the mix; each
+            # `ok` is a line of a change taken.
+            while line := await proc.stdout.readline():
+                if line.startswith(b"ok ") and proc is self._proc:
+                    self._confirmed += 1
+                    self._answered.set()
+        self._answered.set()  # EOF: a waiter sees the process gone
         code = await proc.wait()
         if self._stopping or proc is not self._proc:
             return

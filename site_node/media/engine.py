@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import socket
 import time
@@ -22,6 +23,8 @@ from vcc.config import MediaEngineConfig
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 10.0
+# rtpengine's own log level (0-7) for a diagnosis; unset: its default (6).
+LOG_LEVEL_ENV = "VCC_RTPENGINE_LOG_LEVEL"
 STOP_GRACE_S = 5.0
 # How often a given (not managed) engine is pinged to notice that it died.
 PING_INTERVAL_S = 2.0
@@ -79,6 +82,9 @@ class MediaEngine:
             f"--listen-ng={self.ng_address}", f"--port-min={c.port_min}", f"--port-max={c.rtp_max}",
             "--foreground", "--log-stderr", f"--num-threads={c.threads}", f"--dtmf-log-dest={self.dtmf_dest}",
         ]  # fmt: skip
+        level = os.environ.get(LOG_LEVEL_ENV, "")
+        if level.isdigit():
+            cmd.append(f"--log-level={level}")  # a diagnosis (7: every packet's fate, every ng command)
         if self.recording_dir is not None:
             # pcap: the only method of a userspace engine; the recorder makes each one a WAV.
             cmd += [f"--recording-dir={self.recording_dir}", "--recording-method=pcap"]

@@ -136,6 +136,8 @@ class NgClient:
             self.in_flight -= 1
             self._slots.release()
         result = reply.get("result")
+        if log.isEnabledFor(logging.DEBUG) and command != "ping":
+            log.debug("ng %s %s -> %s", command, _ids(args), _summary(reply))
         if result == b"error":
             reason = reply.get("error-reason", b"")
             raise MediaRefused(f"{command}: {_text(reason)}")
@@ -190,6 +192,35 @@ class NgClient:
         except MediaError:
             return False
         return reply.get("result") == b"pong"
+
+
+def _ids(args: Mapping[str, Value]) -> str:
+    """A request's parties and flags, for the debug log (the SDP by its audio port only)."""
+    shown = [f"{k}={_text(v) if isinstance(v, bytes) else v}" for k, v in args.items()
+             if k in ("call-id", "from-tag", "to-tag", "flags", "file")]  # fmt: skip
+    sdp = args.get("sdp")
+    if isinstance(sdp, bytes | str):
+        shown.append(f"sdp={_audio(sdp)}")
+    return " ".join(shown)
+
+
+def _summary(reply: Mapping[str, Decoded]) -> str:
+    sdp = reply.get("sdp")
+    port = f" sdp={_audio(sdp)}" if isinstance(sdp, bytes) else ""
+    return f"{_text(reply.get('result'))}{port}"
+
+
+def _audio(sdp: bytes | str) -> str:
+    """`host:port` of an SDP's audio stream (its last c= line before m=audio)."""
+    body = sdp.decode(errors="replace") if isinstance(sdp, bytes) else sdp
+    host, port = "?", "?"
+    for line in body.splitlines():
+        if line.startswith("c=IN IP4 "):
+            host = line[9:].strip()
+        elif line.startswith("m=audio "):
+            port = line.split()[1]
+            break
+    return f"{host}:{port}"
 
 
 def _text(value: Decoded | None) -> str:

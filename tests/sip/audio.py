@@ -61,3 +61,37 @@ def _ncc(a: list[int], b: list[int]) -> float:
     saa = sum(x * x for x in a)
     sbb = sum(y * y for y in b)
     return sab / math.sqrt(saa * sbb) if saa and sbb else 0.0
+
+
+# Half a second at 8 kHz: the window a tone is judged in.
+WINDOW = 4000
+
+
+def windows(samples: list[int], size: int = WINDOW) -> list[list[int]]:
+    """`samples` cut in whole windows (a shorter tail is dropped); fewer than one window's worth
+    is one window of what there is (a short phase on a starved machine is still judged)."""
+    if 0 < len(samples) < size:
+        return [samples]
+    return [samples[i : i + size] for i in range(0, len(samples) - size + 1, size)]
+
+
+def window_levels(samples: list[int], hz: float, size: int = WINDOW) -> list[float]:
+    return [tone_level(w, hz) for w in windows(samples, size)]
+
+
+def steady_level(samples: list[int], hz: float, size: int = WINDOW) -> float:
+    """How loud `hz` is over `samples`, as the mean of its level in each window.
+
+    Not one Goertzel over the whole stretch: a tone heard through re-pairings, mixer restarts and
+    the jitter of a busy machine comes in pieces whose phases do not line up (a sample dropped
+    here, a packet late there), and summed coherently over seconds the pieces cancel: a phone that
+    heard an agent at 8,000 in most half seconds of a call read 284 over the whole dump
+    (docs/RELIABILITY.md, the cross-city voice checks). In half a second a piece is coherent."""
+    levels = window_levels(samples, hz, size)
+    return sum(levels) / len(levels) if levels else 0.0
+
+
+def peak_level(samples: list[int], hz: float, size: int = WINDOW) -> float:
+    """The loudest window's level of `hz`: a tone that must not be heard is under a bound in
+    every window, not only on average."""
+    return max(window_levels(samples, hz, size), default=0.0)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -30,9 +32,30 @@ for tool in ("rtpengine", "sipp", "espeak-ng", "sox"):
 PHONE_PASSWORD = "4321"
 
 
+# Each test process's RTP ports: a slot of RTP_SLOT_PORTS UDP ports (a province of the tests takes
+# up to rtp_base() + 1099) below the kernel's ephemeral range (32768-60999), held for the process's
+# life by a lock every session on the machine sees. The slots were pid % 40 * 500 from 40000
+# before: two sessions of two worktrees overlapped, and one's rtpengine took a port the other's
+# peer still sent to; rtpengine learnt that stranger as the tie leg's peer and the far phone
+# heard nothing (docs/RELIABILITY.md). Below the ephemeral range no socket bound to port 0 (an
+# ear, a SIP listener, a mixer's sender) ever takes one of these ports either.
+RTP_LOW, RTP_SLOT_PORTS, RTP_SLOTS = 10000, 1200, 17  # up to 30399: the bridges' default range is above
+_slot_lock: list[IO[str]] = []
+
+
+@functools.cache
 def rtp_base() -> int:
-    # Disjoint RTP ranges for test sessions that run side by side on one machine.
-    return 40000 + (os.getpid() % 40) * 500
+    for slot in range(RTP_SLOTS):
+        lock = open(f"/tmp/vcc-test-rtp-slot-{slot}.lock", "w")  # noqa: SIM115 (held until exit)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            continue
+        _slot_lock.append(lock)
+        return RTP_LOW + slot * RTP_SLOT_PORTS
+    # Every slot held (17 sessions at once): share one, as before.
+    return RTP_LOW + (os.getpid() % RTP_SLOTS) * RTP_SLOT_PORTS
 
 
 @pytest.fixture(autouse=True, scope="session")

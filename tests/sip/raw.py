@@ -115,3 +115,45 @@ def header(data: bytes, name: str) -> str:
 def to_tag(data: bytes) -> str:
     m = re.search(r";tag=([^;\s]+)", header(data, "To"))
     return m.group(1) if m else ""
+
+
+class RawCaller:
+    """A caller that hangs up when the test says so (SIPp's hang-up comes after a fixed time, a
+    race on a busy machine), its voice and keys an RTP ear's (tools/province/rtp_ear.py): SIPp's
+    stream after its own key press was seen not to start at all under load (docs/RELIABILITY.md)."""
+
+    def __init__(self, peer: RawPeer, target: str) -> None:
+        self.peer, self.target = peer, target
+        self.ids: dict[str, str] = {}
+        self.to_tag = ""
+        self.vcc_call_id = ""
+
+    @classmethod
+    async def dial(cls, target: str, media_port: int, *, attempts: int = 20) -> RawCaller:
+        """INVITE (re-sent each second until answered), the 200 OK ACKed."""
+        caller = cls(await RawPeer.open(), target)
+        data, caller.ids = invite(caller.peer, target, media_port=media_port)
+        answer = await caller._until_final(data, attempts)
+        assert answer[0] == 200, answer
+        caller.to_tag = to_tag(answer[1])
+        caller.vcc_call_id = header(answer[1], "X-VCC-Call-ID")
+        ack = in_dialog("ACK", caller.peer, target, caller.ids, to_tag=caller.to_tag, cseq=1)
+        caller.peer.send(ack, target)
+        return caller
+
+    async def hang_up(self, *, attempts: int = 20) -> int:
+        """BYE (re-sent each second until answered): the status of its answer."""
+        bye = in_dialog("BYE", self.peer, self.target, self.ids, to_tag=self.to_tag, cseq=2)
+        return (await self._until_final(bye, attempts))[0]
+
+    async def _until_final(self, data: bytes, attempts: int) -> tuple[int, bytes]:
+        for _ in range(attempts):
+            self.peer.send(data, self.target)
+            try:
+                return await self.peer.status(timeout_s=1.0)
+            except TimeoutError:
+                continue
+        raise AssertionError(f"no final answer in {attempts} s")
+
+    def close(self) -> None:
+        self.peer.close()

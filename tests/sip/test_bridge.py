@@ -5,13 +5,11 @@ is taken, and reported when it dies."""
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import signal
 import socket
-import struct
 from pathlib import Path
-from typing import cast
+from unittest import mock
 
 import pytest
 
@@ -30,7 +28,7 @@ from site_node.media.bridge import (
 from site_node.sip.bridging import BridgedCall
 from tests.helpers import eventually
 from tests.sip.audio import tone_level
-from tools.province.rtp_ear import ALAW, linear_to_alaw
+from tools.province.rtp_ear import RtpEar
 from vcc.errors import InvalidArgument
 
 
@@ -95,34 +93,14 @@ def test_the_pipeline_refuses_legs_that_make_no_sense() -> None:
     assert "mix_a" in text and "port=41000" in text and "mix_b" not in text and "port=41002" not in text
 
 
-class _Ear(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.payloads: list[bytes] = []
-        self.sent = 0
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
-        self.payloads.append(data[12:])
+async def _socket(port: int) -> RtpEar:
+    """A party's side of the bridge: the tool's ear on `port` (from the bridges' own range)."""
+    return await RtpEar.open(port)
 
 
-async def _socket(port: int) -> _Ear:
-    ear = _Ear()
-    await asyncio.get_running_loop().create_datagram_endpoint(lambda: ear, local_addr=("127.0.0.1", port))
-    return ear
-
-
-async def _tone(ear: _Ear, port: int, hz: float, seconds: float) -> None:
-    assert ear.transport is not None
-    step = 2 * math.pi * hz / 8000
-    # One stream per ear: its sequence numbers and timestamps go on from one tone to the next.
-    for i in range(ear.sent, ear.sent + int(seconds * 50)):
-        pcm = bytes(linear_to_alaw(int(8000 * math.sin(step * (i * 160 + k)))) for k in range(160))
-        ear.transport.sendto(struct.pack("!BBHII", 0x80, 8, i, i * 160, int(hz)) + pcm, ("127.0.0.1", port))
-        ear.sent = i + 1
-        await asyncio.sleep(0.02)
+async def _tone(ear: RtpEar, port: int, hz: float, seconds: float) -> None:
+    """The party says `hz` to the bridge's leg on `port` (one stream per ear, going on)."""
+    await ear.speak(hz, seconds, to=("127.0.0.1", port))
 
 
 WAYS = [pytest.param(False, id="restarted"), pytest.param(True, id="live")]
@@ -137,7 +115,7 @@ async def test_the_bridge_mixes_two_voices_for_the_third_and_reports_its_death(
     names = ("caller", "agent", "supervisor")
     listen = {n: free_rtp_port() for n in names}
     ears = {n: await _socket(free_rtp_port()) for n in names}
-    ports = {n: ears[n].transport.get_extra_info("sockname")[1] for n in names}  # type: ignore[union-attr]
+    ports = {n: ears[n].port for n in names}
     legs = [Leg(n, listen[n], ports[n]) for n in names]
     bridge = MixBridge("t", legs, tmp_path / "bridge.log", live=live)
     died: list[int] = []
@@ -153,7 +131,7 @@ async def test_the_bridge_mixes_two_voices_for_the_third_and_reports_its_death(
         await asyncio.sleep(0.3)
 
         def heard(n: str) -> dict[int, float]:
-            samples = [ALAW[b] for p in ears[n].payloads for b in p]
+            samples = ears[n].audio()
             return {hz: tone_level(samples, hz) for hz in (440, 1000, 1700)}
 
         caller, agent, supervisor = heard("caller"), heard("agent"), heard("supervisor")
@@ -171,48 +149,72 @@ async def test_the_bridge_mixes_two_voices_for_the_third_and_reports_its_death(
     finally:
         await bridge.stop()
         for ear in ears.values():
-            assert ear.transport is not None
-            ear.transport.close()
+            ear.close()
 
 
 async def test_a_live_bridge_changes_its_mix_without_a_restart(tmp_path: Path) -> None:
     """Whisper, then monitor, then barge-in on one running mixer: the same process all along, and
-    each party hears what the mode says from the moment it changed."""
+    each party hears what the mode says from the moment the change was taken (`rehear` returns
+    once the mixer answered it). Each mode's parties say tones of their own, so what was mixed
+    before the change, still in flight, is never read as the new mix: no pause is needed."""
     if not live_mixing():
         pytest.skip("no PyGObject for GStreamer (bash deploy/install-system-deps.sh)")
     names = ("caller", "agent", "supervisor")
+    tones = {"whisper": (440, 1000, 1700), "monitor": (520, 1100, 1800), "barge": (600, 1200, 1900)}
     listen = {n: free_rtp_port() for n in names}
     ears = {n: await _socket(free_rtp_port()) for n in names}
-    ports = {n: ears[n].transport.get_extra_info("sockname")[1] for n in names}  # type: ignore[union-attr]
+    ports = {n: ears[n].port for n in names}
     bridge = MixBridge("t", [Leg(n, listen[n], ports[n]) for n in names], tmp_path / "bridge.log", live=True)
-    levels: dict[str, dict[str, dict[int, float]]] = {}
+    # What each ear heard of each party's tone, by mode.
+    levels: dict[str, dict[str, dict[str, float]]] = {}
     try:
         await bridge.start(who_hears("whisper"))
         pid = bridge.pid
-        for mode in ("whisper", "monitor", "barge"):
+        for mode, said in tones.items():
             await bridge.rehear(who_hears(mode))
-            await asyncio.sleep(0.3)  # what was mixed before the change has left
-            split = {n: len(ears[n].payloads) for n in names}
+            split = {n: len(ears[n].packets) for n in names}
             await asyncio.gather(
-                *(_tone(ears[n], listen[n], hz, 1.5) for n, hz in zip(names, (440, 1000, 1700), strict=True))
+                *(_tone(ears[n], listen[n], hz, 1.5) for n, hz in zip(names, said, strict=True))
             )
             levels[mode] = {
-                n: {hz: tone_level([ALAW[b] for p in ears[n].payloads[split[n] :] for b in p], hz)
-                    for hz in (440, 1000, 1700)}
+                n: {party: tone_level(ears[n].audio_between(split[n], len(ears[n].packets)), hz)
+                    for party, hz in zip(names, said, strict=True)}
                 for n in names
             }  # fmt: skip
         assert bridge.pid == pid and bridge.starts == 1 and bridge.retunes == 2
     finally:
         await bridge.stop()
+        for ear in ears.values():
+            ear.close()
     # Monitor: nobody hears the supervisor; whisper: the agent does; barge-in: the caller too.
-    assert levels["monitor"]["agent"][1700] < 100 and levels["monitor"]["caller"][1700] < 100, levels[
-        "monitor"
-    ]
-    assert levels["monitor"]["supervisor"][440] > 400 and levels["monitor"]["supervisor"][1000] > 400
-    assert levels["whisper"]["agent"][1700] > 400 and levels["whisper"]["caller"][1700] < 100, levels[
-        "whisper"
-    ]
-    assert levels["barge"]["caller"][1700] > 400 and levels["barge"]["agent"][1700] > 400, levels["barge"]
+    monitor, whisper, barge = levels["monitor"], levels["whisper"], levels["barge"]
+    assert monitor["agent"]["supervisor"] < 100 and monitor["caller"]["supervisor"] < 100, monitor
+    assert monitor["supervisor"]["caller"] > 400 and monitor["supervisor"]["agent"] > 400, monitor
+    assert whisper["agent"]["supervisor"] > 400 and whisper["caller"]["supervisor"] < 100, whisper
+    assert barge["caller"]["supervisor"] > 400 and barge["agent"]["supervisor"] > 400, barge
+
+
+async def test_a_live_bridge_that_does_not_answer_a_change_is_an_error(tmp_path: Path) -> None:
+    """A change the live mixer never confirms (its process stopped, SIGSTOP) is a BridgeError
+    within READY_S, not a mix assumed taken."""
+    if not live_mixing():
+        pytest.skip("no PyGObject for GStreamer (bash deploy/install-system-deps.sh)")
+    legs = [Leg("a", free_rtp_port(), 9), Leg("b", free_rtp_port(), 9)]
+    bridge = MixBridge("t", legs, tmp_path / "bridge.log", live=True)
+    try:
+        await bridge.start({"a": ["b"], "b": ["a"]})
+        pid = bridge.pid
+        assert pid is not None
+        await bridge.rehear({"a": ["b"]})  # answered: returns
+        os.kill(pid, signal.SIGSTOP)
+        with (
+            mock.patch("site_node.media.bridge.READY_S", 1.0),
+            pytest.raises(BridgeError, match="did not take"),
+        ):
+            await bridge.rehear({"a": ["b"], "b": ["a"]})
+        os.kill(pid, signal.SIGCONT)
+    finally:
+        await bridge.stop()
 
 
 def test_a_live_bridge_takes_every_voice_through_a_volume_and_refuses_what_makes_no_sense() -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,14 +16,20 @@ import pytest
 from site_node.app import SiteNode
 from tests.helpers import eventually
 from tests.integration.support import Desktop
-from tests.sip.audio import tone_level
-from tests.sip.conftest import sip_config_dict
-from tests.sip.test_supervision_voice import _decode, _dumps, heard_wav, phone
-from tools.province.etcd_server import EtcdServer
+from tests.sip.audio import peak_level, steady_level
+from tests.sip.voice import (
+    dial,
+    dumps,
+    hang_up,
+    heard_wav,
+    phone,
+    read_dump,
+    start_phone,
+    stop_phones,
+)
 from tools.province.rtp_ear import RtpEar
-from tools.province.sipp import call_scenario, run_sipp
+from tools.province.sipp import SippResult
 from vcc import rpc
-from vcc.config import parse_province
 from vcc.v1 import common_pb2, cti_pb2
 
 pytestmark = [pytest.mark.timeout(120)]
@@ -36,36 +41,34 @@ EDGE_S = 0.6
 
 
 def levels(samples: list[int]) -> dict[float, float]:
-    return {hz: round(tone_level(samples, hz)) for hz in (CALLER_HZ, AGENT_HZ, COLLEAGUE_HZ)}
-
-
-@pytest.fixture
-async def node(tmp_path: Path, etcd_server: EtcdServer, prompts_dir: Path) -> AsyncIterator[SiteNode]:
-    n = SiteNode(parse_province(sip_config_dict(tmp_path, prompts_dir, etcd_server.endpoint)), "gz")
-    await n.start()
-    yield n
-    await n.stop()
+    """Each tone's mean level over the half seconds of `samples`, and (as `-hz`) its loudest half
+    second: a tone heard is loud on average, one not heard is quiet in every half second (one
+    Goertzel over a stretch let pieces of a tone out of phase cancel: docs/RELIABILITY.md)."""
+    tones = (CALLER_HZ, AGENT_HZ, COLLEAGUE_HZ)
+    return {hz: round(steady_level(samples, hz)) for hz in tones} | {
+        -hz: round(peak_level(samples, hz)) for hz in tones
+    }
 
 
 async def test_a_consultation_with_a_colleague_here_its_conference_and_completion_carry_voice(
-    node: SiteNode, tmp_path: Path
+    sip_node: SiteNode, tmp_path: Path
 ) -> None:
-    assert node.sip is not None and node.registrar is not None and node.phones is not None
-    voice, phones_here = node.consult_voice, node.phones
+    assert sip_node.sip is not None and sip_node.registrar is not None and sip_node.phones is not None
+    voice, phones_here = sip_node.consult_voice, sip_node.phones
     assert voice is not None
-    sb, registrar, sip = node.switchboard, node.registrar, node.sip.address
-    agent = next(a.code for a in node.site.agents if "general" in a.skills)
-    colleague = next(a.code for a in node.site.agents if "billing" in a.skills)
-    phones = []
-    for code, hz in ((agent, AGENT_HZ), (colleague, COLLEAGUE_HZ)):
-        folder = phone(tmp_path / f"phone-{code}", code, sip, hz)
-        phones.append(await asyncio.create_subprocess_exec(
-            "baresip", "-f", str(folder), stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        ))  # fmt: skip
-    desk_a, desk_b = Desktop(rpc.channel(node.address), agent), Desktop(rpc.channel(node.address), colleague)
+    sb, registrar, sip = sip_node.switchboard, sip_node.registrar, sip_node.sip.address
+    agent = next(a.code for a in sip_node.site.agents if "general" in a.skills)
+    colleague = next(a.code for a in sip_node.site.agents if "billing" in a.skills)
+    phones = [
+        await start_phone(phone(tmp_path / f"phone-{code}", code, sip, hz))
+        for code, hz in ((agent, AGENT_HZ), (colleague, COLLEAGUE_HZ))
+    ]
+    desk_a, desk_b = (
+        Desktop(rpc.channel(sip_node.address), agent),
+        Desktop(rpc.channel(sip_node.address), colleague),
+    )
     ear = await RtpEar.open()
-    caller: asyncio.Task[object] | None = None
+    caller: asyncio.Task[SippResult] | None = None
     talking: asyncio.Task[None] | None = None
     phases: dict[str, tuple[float, float, int, int]] = {}
     try:
@@ -77,13 +80,7 @@ async def test_a_consultation_with_a_colleague_here_its_conference_and_completio
         for desk in (desk_a, desk_b):
             await desk.login()
             await desk.ready()
-        scenario = call_scenario("", media_port=str(ear.port), settle_ms=0)
-        caller = asyncio.create_task(run_sipp(scenario, sip, tmp_path / "sipp", hold_ms=60_000))
-
-        async def prompted() -> bool:
-            return ear.source is not None
-
-        await eventually(prompted, timeout_s=30, what="the caller hears the menu")
+        caller = await dial(ear, sip, tmp_path / "sipp")
         await ear.send_digit("1")
 
         async def answered() -> bool:
@@ -154,11 +151,8 @@ async def test_a_consultation_with_a_colleague_here_its_conference_and_completio
         ear.close()
         for desk in (desk_a, desk_b):
             await desk.close()
-        for p in phones:
-            p.terminate()
-            await p.wait()
-        if caller is not None and not caller.done():
-            caller.cancel()
+        await stop_phones(phones)
+        await hang_up(caller)
 
     # The serving agent left the call on completion (wrap-up or ready, not on the call).
     assert agent_after not in (common_pb2.AGENT_STATE_TALKING, common_pb2.AGENT_STATE_HELD), agent_after
@@ -167,26 +161,26 @@ async def test_a_consultation_with_a_colleague_here_its_conference_and_completio
     def at_caller(name: str) -> dict[float, float]:
         _, _, a, b = phases[name]
         edge = int(EDGE_S * 50)
-        return levels(_decode(ear, a + edge, b - edge))
+        return levels(ear.audio_between(a + edge, b - edge))
 
     # Consulting: the held caller hears neither agent.
     c = at_caller("consult")
-    assert c[AGENT_HZ] < SILENT and c[COLLEAGUE_HZ] < SILENT, c
+    assert c[-AGENT_HZ] < SILENT and c[-COLLEAGUE_HZ] < SILENT, c
     # Cancelled: back with the first agent only.
     c = at_caller("cancelled")
-    assert c[AGENT_HZ] > HEARD and c[COLLEAGUE_HZ] < SILENT, c
+    assert c[AGENT_HZ] > HEARD and c[-COLLEAGUE_HZ] < SILENT, c
     # Conference: the caller hears both agents.
     c = at_caller("conference")
     assert c[AGENT_HZ] > HEARD and c[COLLEAGUE_HZ] > HEARD, c
     # Completed: the colleague alone (the first agent's phone is hung up).
     c = at_caller("completed")
-    assert c[COLLEAGUE_HZ] > HEARD and c[AGENT_HZ] < SILENT, c
+    assert c[COLLEAGUE_HZ] > HEARD and c[-AGENT_HZ] < SILENT, c
     # The colleague's phone, consulting: the first agent, never the held caller. Its dump starts
     # when it answered, a little before the bridge: the phase read from its start is within it.
-    first, second = _dumps(tmp_path / f"phone-{colleague}")
+    first, second = dumps(tmp_path / f"phone-{colleague}")
     start, end, _, _ = phases["consult"]
     heard = levels(heard_wav(first, start + EDGE_S, end - EDGE_S))
-    assert heard[AGENT_HZ] > HEARD and heard[CALLER_HZ] < SILENT, heard
+    assert heard[AGENT_HZ] > HEARD and heard[-CALLER_HZ] < SILENT, heard
     # The second time, through the conference and the completion: the caller and the first agent.
-    heard = levels(heard_wav(second, 0, 10_000))
+    heard = levels(read_dump(second))
     assert heard[AGENT_HZ] > HEARD and heard[CALLER_HZ] > HEARD, heard

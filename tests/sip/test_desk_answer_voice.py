@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import re
 import secrets
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,16 +19,14 @@ import pytest
 from site_node.app import SiteNode
 from tests.helpers import eventually
 from tests.integration.support import Desktop
-from tests.sip.audio import tone_level
-from tests.sip.conftest import PHONE_PASSWORD, sip_config_dict
+from tests.sip.audio import peak_level, steady_level, window_levels
+from tests.sip.conftest import PHONE_PASSWORD
 from tests.sip.raw import SDP, RawPeer, header
 from tests.sip.test_registrar import answer, register
-from tests.sip.test_supervision_voice import _dumps, _windows, heard_wav, phone
-from tools.province.etcd_server import EtcdServer
+from tests.sip.voice import all_heard, dial, hang_up, phone, start_phone, stop_phones
 from tools.province.rtp_ear import RtpEar
-from tools.province.sipp import call_scenario, run_sipp
+from tools.province.sipp import SippResult
 from vcc import rpc
-from vcc.config import parse_province
 from vcc.v1 import cti_pb2
 
 pytestmark = [pytest.mark.timeout(150)]
@@ -98,32 +95,29 @@ class DeskPhone:
         return ("\r\n".join(lines) + f"\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode()
 
 
-@pytest.fixture
-async def node(tmp_path: Path, etcd_server: EtcdServer, prompts_dir: Path) -> AsyncIterator[SiteNode]:
-    n = SiteNode(parse_province(sip_config_dict(tmp_path, prompts_dir, etcd_server.endpoint)), "gz")
-    await n.start()
-    yield n
-    await n.stop()
-
-
 async def test_answering_on_the_desktop_asks_the_phone_to_answer_and_its_voice_connects(
-    node: SiteNode, tmp_path: Path
+    sip_node: SiteNode, tmp_path: Path
 ) -> None:
-    assert node.sip is not None and node.registrar is not None and node.phones is not None
-    voice, phones, sb, sip = node.consult_voice, node.phones, node.switchboard, node.sip.address
+    assert sip_node.sip is not None and sip_node.registrar is not None and sip_node.phones is not None
+    voice, phones, sb, sip = (
+        sip_node.consult_voice,
+        sip_node.phones,
+        sip_node.switchboard,
+        sip_node.sip.address,
+    )
     assert voice is not None
-    agent = next(a.code for a in node.site.agents if "general" in a.skills)
-    colleague = next(a.code for a in node.site.agents if "billing" in a.skills)
+    agent = next(a.code for a in sip_node.site.agents if "general" in a.skills)
+    colleague = next(a.code for a in sip_node.site.agents if "billing" in a.skills)
     desk_ear = await RtpEar.open()
     peer = await RawPeer.open()
     desk_phone = DeskPhone(peer, desk_ear.port, colleague)
     folder = phone(tmp_path / f"phone-{agent}", agent, sip, AGENT_HZ)
-    baresip = await asyncio.create_subprocess_exec(
-        "baresip", "-f", str(folder), stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    desk_a, desk_b = Desktop(rpc.channel(node.address), agent), Desktop(rpc.channel(node.address), colleague)
-    callers: list[asyncio.Task[object]] = []
+    baresip = await start_phone(folder)
+    desk_a, desk_b = (
+        Desktop(rpc.channel(sip_node.address), agent),
+        Desktop(rpc.channel(sip_node.address), colleague),
+    )
+    callers: list[asyncio.Task[SippResult]] = []
     talk: list[asyncio.Task[None]] = []
     ears = [await RtpEar.open(), await RtpEar.open()]
     running: asyncio.Task[None] | None = None
@@ -132,7 +126,7 @@ async def test_answering_on_the_desktop_asks_the_phone_to_answer_and_its_voice_c
         running = asyncio.create_task(desk_phone.run(sip))
 
         async def registered() -> bool:
-            return node.registrar.phone_of(agent) is not None  # type: ignore[union-attr]
+            return sip_node.registrar.phone_of(agent) is not None  # type: ignore[union-attr]
 
         await eventually(registered, what="the agent's baresip registered")
         await desk_b.login()
@@ -140,13 +134,7 @@ async def test_answering_on_the_desktop_asks_the_phone_to_answer_and_its_voice_c
 
         # 1. A caller for billing: the colleague's phone rings, the colleague answers on the desktop.
         ear = ears[0]
-        scenario = call_scenario("", media_port=str(ear.port), settle_ms=0)
-        callers.append(asyncio.create_task(run_sipp(scenario, sip, tmp_path / "sipp-1", hold_ms=60_000)))
-
-        async def prompted() -> bool:
-            return ear.source is not None
-
-        await eventually(prompted, timeout_s=30, what="the caller hears the menu")
+        callers.append(await dial(ear, sip, tmp_path / "sipp-1"))
         await ear.send_digit("2")
 
         async def ringing() -> bool:
@@ -183,9 +171,7 @@ async def test_answering_on_the_desktop_asks_the_phone_to_answer_and_its_voice_c
         await desk_a.login()
         await desk_a.ready()
         ear = ears[1]
-        scenario = call_scenario("", media_port=str(ear.port), settle_ms=0)
-        callers.append(asyncio.create_task(run_sipp(scenario, sip, tmp_path / "sipp-2", hold_ms=60_000)))
-        await eventually(prompted, timeout_s=30, what="the second caller hears the menu")
+        callers.append(await dial(ear, sip, tmp_path / "sipp-2"))
         await ear.send_digit("1")
 
         async def answered() -> bool:
@@ -222,20 +208,18 @@ async def test_answering_on_the_desktop_asks_the_phone_to_answer_and_its_voice_c
         for desk in (desk_a, desk_b):
             with contextlib.suppress(Exception):
                 await desk.close()
-        baresip.terminate()
-        await baresip.wait()
+        await stop_phones([baresip])
         if running is not None:
             running.cancel()
         peer.close()
         for c in callers:
-            c.cancel()
+            await hang_up(c)
 
     # The desktop-answered call: caller and phone hear each other.
-    assert tone_level(first_caller, DESK_PHONE_HZ) > HEARD, tone_level(first_caller, DESK_PHONE_HZ)
-    assert tone_level(first_phone, CALLER_HZ) > HEARD, tone_level(first_phone, CALLER_HZ)
+    assert steady_level(first_caller, DESK_PHONE_HZ) > HEARD, window_levels(first_caller, DESK_PHONE_HZ)
+    assert steady_level(first_phone, CALLER_HZ) > HEARD, window_levels(first_phone, CALLER_HZ)
     # The desktop-answered consultation: the agent and the colleague's phone hear each other (the
     # held caller is heard by neither).
-    assert tone_level(second_phone, AGENT_HZ) > HEARD and tone_level(second_phone, CALLER_HZ) < SILENT
-    samples = [s for dump in _dumps(folder) for s in heard_wav(dump, 0, 10_000)]
-    heard = [tone_level(w, DESK_PHONE_HZ) for w in _windows(samples, 4000)]
+    assert steady_level(second_phone, AGENT_HZ) > HEARD and peak_level(second_phone, CALLER_HZ) < SILENT
+    heard = window_levels(all_heard(folder), DESK_PHONE_HZ)
     assert sum(level > HEARD for level in heard) >= 3, heard

@@ -121,3 +121,26 @@ async def test_a_turn_that_never_comes_fails_clearly_and_the_waiting_request_is_
     # Only the first request reached the engine (twice: the same cookie, the bounded retry).
     assert len(engine.received) == 2 and len(set(engine.received)) == 1
     assert client.in_flight == 0
+
+
+async def test_each_command_is_in_the_debug_log_with_its_parties_and_media_address(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What a diagnosis of a call's voice reads (VCC_LOG_LEVEL=DEBUG): the command, its call and
+    tags, and where the SDP sent puts the audio; pings are left out."""
+    engine, address = await _engine(0.0)
+    client = NgClient(address, timeout_s=1.0)
+    await client.open()
+    try:
+        sdp = "v=0\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40222 RTP/AVP 8\r\n"
+        with caplog.at_level("DEBUG", logger="site_node.media.ng"):
+            await client.request(
+                "offer", seq=1, sdp=sdp, **{"call-id": "c1", "from-tag": "t1", "to-tag": "t2"}
+            )
+            await client.request("ping", seq=2)
+        lines = [r.getMessage() for r in caplog.records if r.name == "site_node.media.ng"]
+        assert lines == ["ng offer call-id=c1 from-tag=t1 to-tag=t2 sdp=127.0.0.1:40222 -> ok"], lines
+    finally:
+        client.close()
+        assert engine.transport is not None
+        engine.transport.close()

@@ -8,13 +8,10 @@ agent again and ends the supervision: each of them hears the other after it."""
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import signal
-import struct
 import time
 import uuid
-import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,16 +21,26 @@ import pytest
 from site_node.app import SiteNode
 from site_node.sip.bridging import CallBridges
 from tests.helpers import eventually
-from tests.integration.support import DEFAULT_PASSWORD, Desktop
-from tests.sip.audio import tone_level
-from tests.sip.conftest import PHONE_PASSWORD, sip_config_dict
+from tests.integration.support import Desktop
+from tests.sip.audio import peak_level, steady_level, tone_level, windows
+from tests.sip.conftest import sip_config_dict
+from tests.sip.voice import (
+    console_login,
+    dial,
+    dumps,
+    hang_up,
+    phone,
+    read_dump,
+    site_node,
+    start_phone,
+    stop_phones,
+    with_leader,
+)
 from tools.province.etcd_server import EtcdServer
 from tools.province.netutil import free_port
 from tools.province.rtp_ear import RtpEar, Speaker
-from tools.province.sipp import call_scenario, run_sipp
-from tools.simulation.sip_callers import phone_folder
+from tools.province.sipp import SippResult
 from vcc import rpc
-from vcc.config import parse_province
 from vcc.v1 import common_pb2
 
 K = common_pb2.CallEventKind
@@ -48,45 +55,25 @@ PHASE_S = 2.5
 EDGE_S = 0.7
 
 
-def leader_config(tmp: Path, prompts: Path, etcd: EtcdServer) -> dict[str, object]:
-    raw = sip_config_dict(tmp, prompts, etcd.endpoint)
-    site = raw["sites"][0]
-    agents = site["agents"]
-    billing = next(a for a in agents if "billing" in a["skills"])
-    billing["role"], billing["leads"] = "group_leader", ["general"]
-    site["desktop_listen"] = f"127.0.0.1:{free_port()}"  # the console's API, where leaders act
-    return raw
-
-
-def phone(folder: Path, code: str, registrar: str, hz: float) -> Path:
-    phone_folder(folder, [code], registrar, PHONE_PASSWORD)
-    with wave.open(str(folder / "tone.wav"), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        step = 2 * math.pi * hz / 8000
-        w.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(step * i))) for i in range(8000 * 60)))
-    return folder
-
-
-def heard_wav(path: Path, start_s: float, end_s: float) -> list[int]:
-    with wave.open(str(path), "rb") as w:
-        rate = w.getframerate()
-        frames = w.readframes(w.getnframes())
-    samples = list(struct.unpack(f"<{len(frames) // 2}h", frames))
-    return samples[int(start_s * rate) : int(end_s * rate)]
-
-
 def levels(samples: list[int]) -> dict[float, float]:
     return {hz: round(tone_level(samples, hz)) for hz in {AGENT_HZ, LEADER_HZ, *TONES.values()}}
 
 
+def phase_levels(samples: list[int]) -> dict[float, float]:
+    """A phase at the caller: each tone's mean level over its half seconds, and (as `-hz`) its
+    loudest half second: a tone heard is loud on average, one not heard is quiet in every half
+    second (one Goertzel over the phase let pieces of a tone out of phase cancel)."""
+    tones = {AGENT_HZ, LEADER_HZ, *TONES.values()}
+    return {hz: round(steady_level(samples, hz)) for hz in tones} | {
+        -hz: round(peak_level(samples, hz)) for hz in tones
+    }
+
+
 @pytest.fixture
 async def node(tmp_path: Path, etcd_server: EtcdServer, prompts_dir: Path) -> AsyncIterator[SiteNode]:
-    n = SiteNode(parse_province(leader_config(tmp_path, prompts_dir, etcd_server)), "gz")
-    await n.start()
-    yield n
-    await n.stop()
+    raw = sip_config_dict(tmp_path, prompts_dir, etcd_server.endpoint)
+    async with site_node(with_leader(raw, desktop=f"127.0.0.1:{free_port()}")) as n:
+        yield n
 
 
 async def test_monitor_whisper_barge_and_intercept_carry_the_voices_they_should(
@@ -98,18 +85,15 @@ async def test_monitor_whisper_barge_and_intercept_carry_the_voices_they_should(
     sb, registrar, sip = node.switchboard, node.registrar, node.sip.address
     agent = next(a.code for a in node.site.agents if "general" in a.skills and a.role == "agent")
     leader = next(a.code for a in node.site.agents if a.role == "group_leader")
-    phones = []
-    for code, hz in ((agent, AGENT_HZ), (leader, LEADER_HZ)):
-        folder = phone(tmp_path / f"phone-{code}", code, sip, hz)
-        phones.append(await asyncio.create_subprocess_exec(
-            "baresip", "-f", str(folder), stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        ))  # fmt: skip
+    phones = [
+        await start_phone(phone(tmp_path / f"phone-{code}", code, sip, hz))
+        for code, hz in ((agent, AGENT_HZ), (leader, LEADER_HZ))
+    ]
     desk = Desktop(rpc.channel(node.address), agent)
     assert node.desktop_url
     console = httpx.AsyncClient(base_url=node.desktop_url.rstrip("/"), timeout=10)
     ear = await RtpEar.open()
-    caller: asyncio.Task[object] | None = None
+    caller: asyncio.Task[SippResult] | None = None
     talking: Speaker | None = None
 
     def act(op: object) -> None:
@@ -128,16 +112,8 @@ async def test_monitor_whisper_barge_and_intercept_carry_the_voices_they_should(
         await eventually(registered, what="both phones registered")
         await desk.login()
         await desk.ready()
-        r = await console.post("/api/login", json={"idempotency_key": uuid.uuid4().hex, "agent_code": leader,
-                                                   "password": DEFAULT_PASSWORD})  # fmt: skip
-        assert r.status_code == 200, r.text
-        scenario = call_scenario("", media_port=str(ear.port), settle_ms=0)
-        caller = asyncio.create_task(run_sipp(scenario, sip, tmp_path / "sipp", hold_ms=60_000))
-
-        async def prompted() -> bool:
-            return ear.source is not None
-
-        await eventually(prompted, timeout_s=30, what="the caller hears the menu")
+        await console_login(console, leader)
+        caller = await dial(ear, sip, tmp_path / "sipp")
         await ear.send_digit("1")
 
         async def answered() -> bool:
@@ -233,11 +209,8 @@ async def test_monitor_whisper_barge_and_intercept_carry_the_voices_they_should(
         ear.close()
         await desk.close()
         await console.aclose()
-        for p in phones:
-            p.terminate()
-            await p.wait()
-        if caller is not None and not caller.done():
-            caller.cancel()
+        await stop_phones(phones)
+        await hang_up(caller)
 
     # The call's history shows the supervisor's part in every case.
     assert kinds.count("SUPERVISED") == 5 and "INTERCEPTED" in kinds, kinds
@@ -246,12 +219,12 @@ async def test_monitor_whisper_barge_and_intercept_carry_the_voices_they_should(
     def at_caller(name: str) -> dict[float, float]:
         _, _, a, b = phases[name]
         edge = int(EDGE_S * 50)
-        return levels(_decode(ear, a + edge, b - edge))
+        return phase_levels(ear.audio_between(a + edge, b - edge))
 
-    agent_dump = _dumps(tmp_path / f"phone-{agent}")
-    leader_dumps = _dumps(tmp_path / f"phone-{leader}")
+    agent_dump = dumps(tmp_path / f"phone-{agent}")
+    leader_dumps = dumps(tmp_path / f"phone-{leader}")
     # What the agent's phone heard, in half seconds, each told by the caller's tone in it.
-    heard = [levels(w) for w in _windows(heard_wav(agent_dump[0], 0, 10_000), 4000)]
+    heard = [levels(w) for w in windows(read_dump(agent_dump[0]))]
 
     def agent_heard(name: str) -> list[dict[float, float]]:
         return [w for w in heard if w[TONES[name]] > HEARD]
@@ -260,31 +233,31 @@ async def test_monitor_whisper_barge_and_intercept_carry_the_voices_they_should(
     # the agent's dump may hold the end of one phase and the start of the next: its dump has no
     # samples for the gap of a re-pairing. The first and last half second of a phase are such.)
     c = at_caller("monitor")
-    assert c[AGENT_HZ] > HEARD and c[LEADER_HZ] < SILENT, c
+    assert c[AGENT_HZ] > HEARD and c[-LEADER_HZ] < SILENT, c
     monitored = agent_heard("monitor")
     assert len(monitored) >= 3 and all(w[LEADER_HZ] < SILENT for w in monitored[1:-1]), heard
     # Whisper: the agent hears the leader, the caller does not.
     c = at_caller("whisper")
-    assert c[AGENT_HZ] > HEARD and c[LEADER_HZ] < SILENT, c
+    assert c[AGENT_HZ] > HEARD and c[-LEADER_HZ] < SILENT, c
     assert sum(w[LEADER_HZ] > HEARD for w in agent_heard("whisper")) >= 2, heard
     # Barge-in: everyone hears everyone.
     c = at_caller("barge")
     assert c[AGENT_HZ] > HEARD and c[LEADER_HZ] > HEARD, c
     assert sum(w[LEADER_HZ] > HEARD for w in agent_heard("barge")) >= 2, heard
     # The leader's phone heard the caller in each mode, and the agent (its dump: monitor to barge).
-    led = [levels(w) for w in _windows(heard_wav(leader_dumps[0], 0, 10_000), 4000)]
+    led = [levels(w) for w in windows(read_dump(leader_dumps[0]))]
     for name in ("monitor", "whisper", "barge"):
         assert any(w[TONES[name]] > HEARD for w in led), (name, led)
     assert sum(w[AGENT_HZ] > HEARD for w in led) >= 3, led
     # Alone again, and after the bridge was lost: caller and agent only, as each of them hears it.
     for name in ("alone", "after-loss"):
         c = at_caller(name)
-        assert c[AGENT_HZ] > HEARD and c[LEADER_HZ] < SILENT, (name, c)
+        assert c[AGENT_HZ] > HEARD and c[-LEADER_HZ] < SILENT, (name, c)
         alone = agent_heard(name)
         assert len(alone) >= 3 and all(w[LEADER_HZ] < SILENT for w in alone[1:-1]), (name, heard)
     # Intercept: the caller hears the leader, not the agent (whose phone was hung up).
     c = at_caller("intercept")
-    assert c[LEADER_HZ] > HEARD and c[AGENT_HZ] < SILENT, c
+    assert c[LEADER_HZ] > HEARD and c[-AGENT_HZ] < SILENT, c
     assert media.stats.intercepted == 1 and media.stats.failed == 0
 
 
@@ -293,21 +266,3 @@ def _count(bridges: CallBridges, n: int):  # type: ignore[no-untyped-def]
         return bridges.stats.restored >= n
 
     return check
-
-
-def _decode(ear: RtpEar, start: int, end: int) -> list[int]:
-    from tools.province.rtp_ear import ALAW
-
-    out: list[int] = []
-    for _, pt, payload in ear.packets[start:end]:
-        if pt == 8:
-            out.extend(ALAW[b] for b in payload)
-    return out
-
-
-def _windows(samples: list[int], size: int) -> list[list[int]]:
-    return [samples[i : i + size] for i in range(0, len(samples) - size + 1, size)]
-
-
-def _dumps(folder: Path) -> list[Path]:
-    return sorted(folder.glob("dump-*-dec.wav"), key=lambda p: p.stat().st_mtime)

@@ -63,15 +63,19 @@ class RtpEar(asyncio.DatagramProtocol):
         self.source: tuple[str | object, int] | None = None
         self._seq = 999
         self._presses = 0
+        # Voice packets said so far (`speak`): one stream, its sequence and clock going on from
+        # one tone to the next (a receiver's jitter buffer drops a stream that starts again).
+        self._spoken = 0
 
     @classmethod
-    async def open(cls) -> RtpEar:
+    async def open(cls, port: int = 0) -> RtpEar:
+        """An ear on `port` (0: an even port that is free now)."""
         ear = cls()
         loop = asyncio.get_running_loop()
-        while True:
+        while not port:
             port = free_udp_port()
-            if port % 2 == 0:
-                break
+            if port % 2:
+                port = 0
         await loop.create_datagram_endpoint(lambda: ear, local_addr=("127.0.0.1", port))
         ear.port = port
         return ear
@@ -107,14 +111,20 @@ class RtpEar(asyncio.DatagramProtocol):
             self.transport.sendto(header + body, self.source)
             await asyncio.sleep(0.02)
 
-    async def speak(self, hz: float, seconds: float, amplitude: int = 8000) -> None:
-        """Say a tone (G.711 A-law, 20 ms packets) to the media engine, as a caller talks."""
-        assert self.transport is not None and self.source is not None, "nothing heard yet"
+    async def speak(
+        self, hz: float, seconds: float, amplitude: int = 8000, *, to: tuple[str, int] | None = None
+    ) -> None:
+        """Say a tone (G.711 A-law, 20 ms packets) to the media engine, as a caller talks; `to`: to
+        another address than the one the engine sends from (a mixer sends from other ports than
+        it listens on)."""
+        dest = to or self.source
+        assert self.transport is not None and dest is not None, "nothing heard yet"
         ssrc, step = 0x7A1C, 2 * math.pi * hz / 8000
-        for i in range(int(seconds * 50)):
+        for i in range(self._spoken, self._spoken + int(seconds * 50)):
             pcm = [int(amplitude * math.sin(step * (i * 160 + k))) for k in range(160)]
-            header = struct.pack("!BBHII", 0x80, PCMA, (5000 + i) & 0xFFFF, i * 160, ssrc)
-            self.transport.sendto(header + bytes(linear_to_alaw(x) for x in pcm), self.source)
+            header = struct.pack("!BBHII", 0x80, PCMA, (5000 + i) & 0xFFFF, (i * 160) & 0xFFFFFFFF, ssrc)
+            self.transport.sendto(header + bytes(linear_to_alaw(x) for x in pcm), dest)
+            self._spoken = i + 1
             await asyncio.sleep(0.02)
 
     async def speak_apart(self, hz: float, seconds: float, amplitude: int = 8000) -> None:
