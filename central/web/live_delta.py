@@ -18,6 +18,7 @@ items by position, so a city added shifts every path, and the page would need a 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -147,3 +148,47 @@ def _new_value(sub: Any, where: str) -> Any:
     if not isinstance(sub, dict) or "=" not in sub:
         raise BadDelta(f"{where!r} changed but not there")
     return sub["="]
+
+
+class StreamReader:
+    """A reader's copy of the live snapshot, kept from `/api/stream`'s lines (tools, tests): feed
+    each line; a message complete gives the snapshot as it now is. A change whose base is not
+    the snapshot held raises BadDelta: the reader reconnects (and starts from a whole one)."""
+
+    def __init__(self) -> None:
+        self.seq: int | None = None
+        self.snapshot: dict[str, Any] | None = None
+        self.wholes = 0
+        self.deltas = 0
+        self._event = "message"
+        self._data: list[str] = []
+        self._id = ""
+
+    def line(self, line: str) -> dict[str, Any] | None:
+        if line == "":
+            return self._dispatch()
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "event":
+            self._event = value
+        elif field == "data":
+            self._data.append(value)
+        elif field == "id":
+            self._id = value
+        return None
+
+    def _dispatch(self) -> dict[str, Any] | None:
+        event, data, seq = self._event, "\n".join(self._data), self._id
+        self._event, self._data = "message", []
+        if event == "live":
+            self.snapshot, self.seq = json.loads(data), int(seq)
+            self.wholes += 1
+            return self.snapshot
+        if event == "delta":
+            message = json.loads(data)
+            if self.snapshot is None or message["base"] != self.seq:
+                raise BadDelta(f"a change from {message['base']} while holding {self.seq}: out of step")
+            self.snapshot, self.seq = apply(self.snapshot, message["change"]), message["seq"]
+            self.deltas += 1
+            return self.snapshot
+        return None
