@@ -3,12 +3,14 @@
 A snapshot (central.stats.realtime.snapshot) is JSON: objects, lists, numbers, strings, null. A
 change turns one value into another; it is one of
 - `{"=": value}`: the new value whole (a number, a string, null, or anything new in kind);
-- `{"~": {key: change, ...}, "-": [key, ...]}`: an object changed key by key ("-": keys gone);
+- `{"~": {key: change, ...}, "-": [key, ...], "keys": [key, ...]}`: an object changed key by key
+  ("-": keys gone; "keys": the new order of its keys, only when applying would not give it);
 - `{"[": {"key": id_field, "at": {id: change, ...}, "order": [id, ...]}}`: a list of objects that
   each carry a unique string id (a city's `site_id`, a skill group's `skill_group`) changed item
   by item; `order` (the ids of the new list, in order) only when an item came, went or moved.
 Anything else (a list without ids, such as the alerts) is replaced whole. `diff` of two equal
-values is None (nothing changed), and `apply(old, diff(old, new)) == new` for any JSON values.
+values is None (nothing changed), and `apply(old, diff(old, new)) == new` for any JSON values, the
+order of objects' keys included.
 
 JSON-ready both ways: the page (static/dashboard.js `applyChange`) applies the same changes.
 Why not a standard patch: a JSON merge patch (RFC 7396) cannot set a value to null (a city going
@@ -53,17 +55,8 @@ def apply(value: Any, change: Change | None) -> Any:
         raise BadDelta(f"not a change: {change!r}"[:200])
     if "=" in change:
         return change["="]
-    if "~" in change or "-" in change:
-        if not isinstance(value, dict):
-            raise BadDelta("an object's change applied to something else")
-        out = dict(value)
-        for k in change.get("-", []):
-            if k not in out:
-                raise BadDelta(f"key {k!r} removed but not there")
-            del out[k]
-        for k, sub in change.get("~", {}).items():
-            out[k] = apply(out[k], sub) if k in out else _new_value(sub, k)
-        return out
+    if "~" in change or "-" in change or "keys" in change:
+        return _apply_object(value, change)
     if "[" in change:
         return _apply_keyed(value, change["["])
     raise BadDelta(f"not a change: {sorted(change)!r}"[:200])
@@ -74,7 +67,7 @@ def _same(a: Any, b: Any) -> bool:
     if type(a) is not type(b):
         return False
     if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, list):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)
@@ -95,7 +88,29 @@ def _diff_object(old: Mapping[str, Any], new: Mapping[str, Any]) -> Change:
     gone = [k for k in old if k not in new]
     if gone:
         out["-"] = gone
+    # The keys' order too (the page lists a city's skill groups in it): when applying the change
+    # would not give it (new keys go last).
+    if [k for k in old if k in new] + [k for k in new if k not in old] != list(new):
+        out["keys"] = list(new)
     return out
+
+
+def _apply_object(value: Any, change: Change) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadDelta("an object's change applied to something else")
+    out = dict(value)
+    for k in change.get("-", []):
+        if k not in out:
+            raise BadDelta(f"key {k!r} removed but not there")
+        del out[k]
+    for k, sub in change.get("~", {}).items():
+        out[k] = apply(out[k], sub) if k in out else _new_value(sub, k)
+    keys = change.get("keys")
+    if keys is None:
+        return out
+    if not isinstance(keys, list) or sorted(keys) != sorted(out):
+        raise BadDelta("an object's keys in an order that does not list them all")
+    return {k: out[k] for k in keys}
 
 
 def _id_field(old: Sequence[Any], new: Sequence[Any]) -> str | None:

@@ -58,6 +58,8 @@ def changed(draw: st.DrawFn, value: Any) -> Any:
             out.pop(draw(st.sampled_from(sorted(out))))
         if draw(st.booleans()):
             out[draw(st.sampled_from(["a", "b", "c", "="]))] = draw(JSON)
+        if draw(st.booleans()):
+            out = dict(reversed(out.items()))
         return out
     if isinstance(value, list) and roll < 8:
         items = [draw(changed(v)) if draw(st.booleans()) else v for v in value]
@@ -81,7 +83,8 @@ def wire(change: Any) -> Any:
 
 
 def same_json(a: Any, b: Any) -> bool:
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    """The same JSON text: the same values, types and order of keys (the page lists them so)."""
+    return json.dumps(a) == json.dumps(b)
 
 
 @settings(max_examples=400, deadline=None)
@@ -168,6 +171,15 @@ def test_a_changing_province_travels_as_small_changes() -> None:
     assert fs["live"] is None and fs["status"] == "down"
 
 
+def test_the_order_of_keys_travels_when_it_changes() -> None:
+    old = {"general": 1, "vip": 2}
+    assert diff(old, {"vip": 2, "general": 1}) == {"keys": ["vip", "general"]}
+    assert diff(old, {"general": 1, "vip": 2, "zz": 3}) == {"~": {"zz": {"=": 3}}}
+    change = diff(old, {"aa": 0, "general": 1, "vip": 2})
+    assert change is not None and change["keys"] == ["aa", "general", "vip"]
+    assert list(apply(old, change)) == ["aa", "general", "vip"]
+
+
 def test_skill_groups_change_one_by_one() -> None:
     old: dict[str, Any] = {
         "skill_groups": [
@@ -202,6 +214,8 @@ def test_skill_groups_change_one_by_one() -> None:
         ({"a": 1}, {}),  # not a change
         ({"a": 1}, {"?": 1}),
         ({"a": 1}, ["="]),
+        ({"a": 1, "b": 2}, {"keys": ["b"]}),  # an order that leaves a key out
+        ({"a": 1}, {"keys": ["a", "b"]}),  # or names one that is not there
     ],
 )
 def test_a_change_that_does_not_fit_is_refused(value: Any, change: Any) -> None:

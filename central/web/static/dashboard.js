@@ -145,17 +145,19 @@ function applyChange(value, change) {
   if (change === null || change === undefined) return value;
   if (typeof change !== "object" || Array.isArray(change)) throw new Error("not a change");
   if ("=" in change) return change["="];
-  if ("~" in change || "-" in change) {
+  if ("~" in change || "-" in change || "keys" in change) {
     if (value === null || typeof value !== "object" || Array.isArray(value)) throw new Error("not an object");
+    const has = (o, k) => Object.prototype.hasOwnProperty.call(o, k);
     const out = { ...value };
     for (const k of change["-"] || []) {
-      if (!Object.prototype.hasOwnProperty.call(out, k)) throw new Error("no key " + k);
+      if (!has(out, k)) throw new Error("no key " + k);
       delete out[k];
     }
-    for (const [k, sub] of Object.entries(change["~"] || {})) {
-      out[k] = Object.prototype.hasOwnProperty.call(out, k) ? applyChange(out[k], sub) : newValue(sub, k);
-    }
-    return out;
+    for (const [k, sub] of Object.entries(change["~"] || {})) out[k] = has(out, k) ? applyChange(out[k], sub) : newValue(sub, k);
+    if (!change.keys) return out;
+    // The keys in the new order (a city's skill groups are listed in it).
+    if (change.keys.length !== Object.keys(out).length || !change.keys.every((k) => has(out, k))) throw new Error("bad keys");
+    return Object.fromEntries(change.keys.map((k) => [k, out[k]]));
   }
   if ("[" in change) {
     const body = change["["];
