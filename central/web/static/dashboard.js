@@ -161,7 +161,9 @@ function applyChange(value, change) {
   }
   if ("[" in change) {
     const body = change["["];
-    if (!Array.isArray(value)) throw new Error("not a list");
+    if (!Array.isArray(value) || !value.every((x) => x !== null && typeof x === "object" && typeof x[body.key] === "string")) {
+      throw new Error("not a list of items with ids");
+    }
     const items = new Map(value.map((x) => [x[body.key], x]));
     for (const [id, sub] of Object.entries(body.at || {})) {
       items.set(id, items.has(id) ? applyChange(items.get(id), sub) : newValue(sub, id));
