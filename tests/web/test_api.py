@@ -318,3 +318,22 @@ async def test_dashboard_sessions_expire_and_guessing_locks_out(dash: Fixture) -
     kinds = [e.detail.get("kind") for e in dash.audit if e.action == "lockout"]
     assert kinds == ["code"]
     assert any(e.action == "login-refused" for e in dash.audit)
+
+
+async def test_the_scale_bench_reads_both_streams_side_by_side(dash: Fixture) -> None:
+    """`vcc bench scale`'s dashboard stream figures: the changes applied give, at every number both
+    streams carried, the whole snapshot (a correctness check, not a figure)."""
+    from tools.bench.scale import _stream_rates
+
+    async def change() -> None:
+        for step in range(20):
+            dash.publish("gz", waiting=step)
+            dash.publish("sz", ready=step % 4)
+            await asyncio.sleep(0.15)
+
+    changing = asyncio.create_task(change())
+    rates = await _stream_rates(dash.base + "/", f"vcc_ops={dash.cookie}", 3.0)
+    await changing
+    assert rates["stream_snapshots_checked"] >= 2, rates
+    assert rates["stream_snapshots_differing"] == 0 and rates["stream_out_of_step"] == 0, rates
+    assert rates["stream_first_message_bytes"] > rates["stream_change_bytes_max"], rates

@@ -27,8 +27,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 
+from central.web.live_delta import BadDelta, StreamReader
 from site_node.callcontrol import Switchboard
 from site_node.grpc_api.summary import presence, site_summary
 from site_node.links.central_link import CentralLink
@@ -45,6 +47,8 @@ Progress = Callable[[str], None]
 CHROMIUM = "/usr/bin/chromium"
 # How long the bench watches the dashboard update in Chromium.
 UPDATE_WINDOW_S = 5.0
+# How long it reads the live stream, change-driven and whole side by side.
+STREAM_WINDOW_S = 10.0
 
 
 class _NoJournal:
@@ -273,8 +277,65 @@ async def _dashboard(cluster: Cluster, cities: int, progress: Progress) -> dict[
         "api_live_ms_p50": round(statistics.median(live) * 1000, 1),
         "api_live_ms_max": round(max(live) * 1000, 1),
     }
+    result.update(await _stream_rates(base, cookie, STREAM_WINDOW_S))
     result.update(await _chromium(base, cities, cookie))
     return result
+
+
+async def _stream_rates(base: str, cookie: str, window_s: float) -> dict[str, Any]:
+    """What one open dashboard receives per second, the change-driven stream and the whole
+    snapshot every time (`?deltas=0`) side by side: both open at once over the same window, while
+    the cities change. The changes applied are checked against the whole snapshots of the same
+    number (every one both streams carried)."""
+    name, _, value = cookie.partition("=")
+    seen: dict[bool, dict[int, dict[str, Any]]] = {True: {}, False: {}}
+    counted: dict[bool, list[int]] = {True: [], False: []}
+    out_of_step: list[str] = []
+
+    async def read(http: httpx.AsyncClient, deltas: bool) -> None:
+        reader, size = StreamReader(), 0
+        async with http.stream("GET", f"/api/stream?deltas={int(deltas)}") as reply:
+            reply.raise_for_status()
+            async for line in reply.aiter_lines():
+                size += len(line.encode()) + 1
+                try:
+                    data = reader.line(line)
+                except BadDelta as exc:
+                    out_of_step.append(str(exc))
+                    return
+                if data is not None and reader.seq is not None:
+                    seen[deltas][reader.seq] = data
+                    counted[deltas].append(size)
+                    size = 0
+
+    async with httpx.AsyncClient(
+        base_url=base, cookies={name: value}, timeout=httpx.Timeout(10.0, read=None)
+    ) as http:
+        tasks = [asyncio.create_task(read(http, d), name=f"bench-stream-{d}") for d in (True, False)]
+        t0 = time.perf_counter()
+        await asyncio.wait(tasks, timeout=window_s)
+        elapsed = time.perf_counter() - t0
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    both = set(seen[True]) & set(seen[False])
+    changes = counted[True][1:]
+    return {
+        "stream_window_s": round(elapsed, 1),
+        "stream_bytes_per_s_changes": round(sum(counted[True]) / elapsed),
+        "stream_bytes_per_s_whole": round(sum(counted[False]) / elapsed),
+        "stream_messages_per_s_changes": round(len(counted[True]) / elapsed, 1),
+        "stream_messages_per_s_whole": round(len(counted[False]) / elapsed, 1),
+        "stream_first_message_bytes": counted[True][0] if counted[True] else None,
+        "stream_change_bytes_p50": int(statistics.median(changes)) if changes else None,
+        "stream_change_bytes_max": max(changes) if changes else None,
+        "stream_snapshots_checked": len(both),
+        "stream_snapshots_differing": sum(1 for n in both if seen[True][n] != seen[False][n]),
+        "stream_out_of_step": len(out_of_step),
+        "stream_load_average": os.getloadavg(),
+    }
 
 
 async def _chromium(base: str, cities: int, cookie: str) -> dict[str, Any]:
@@ -323,9 +384,9 @@ async def _chromium(base: str, cities: int, cookie: str) -> dict[str, Any]:
                 """(ms) => new Promise((done) => {
                     const sizes = [];
                     const source = new EventSource("/api/stream");
-                    source.addEventListener("live", (e) => {
-                        sizes.push(new TextEncoder().encode(e.data).length);
-                    });
+                    const size = (e) => { sizes.push(new TextEncoder().encode(e.data).length); };
+                    source.addEventListener("live", size);
+                    source.addEventListener("delta", size);
                     setTimeout(() => { source.close(); done(sizes); }, ms);
                 })""",
                 UPDATE_WINDOW_S * 1000,
