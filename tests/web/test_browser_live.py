@@ -7,9 +7,8 @@ central.web.live_delta's diff describes."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
@@ -17,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 
 from central.web.live_delta import diff
 from tests.helpers import eventually
-from tests.web.conftest import SITES, Fixture, need_chromium
+from tests.web.conftest import Fixture, need_chromium, publishing
 from tests.web.test_live_delta import pairs
 from tools.province.chromium import CHROMIUM, CHROMIUM_ARGS
 
@@ -51,24 +50,11 @@ DROP_THE_THIRD_CHANGE = """(() => {
 })();"""
 
 
-@contextlib.asynccontextmanager
-async def province_streaming(dash: Fixture, figures: dict[str, dict[str, int]]) -> AsyncIterator[None]:
+def province_streaming(
+    dash: Fixture, figures: dict[str, dict[str, int]]
+) -> AbstractAsyncContextManager[None]:
     """Every live city publishes its figures (`figures[site]`), as its stream does."""
-
-    async def beat() -> None:
-        while True:
-            for site_id, _ in SITES:
-                if dash.tokens.get(site_id) is not None:
-                    dash.publish(site_id, **figures.get(site_id, {}))
-            await asyncio.sleep(0.3)
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    return publishing(dash, lambda s: figures.get(s, {}))
 
 
 async def change_the_province(dash: Fixture, figures: dict[str, dict[str, int]]) -> None:
