@@ -337,3 +337,15 @@ async def test_the_scale_bench_reads_both_streams_side_by_side(dash: Fixture) ->
     assert rates["stream_snapshots_checked"] >= 2, rates
     assert rates["stream_snapshots_differing"] == 0 and rates["stream_out_of_step"] == 0, rates
     assert rates["stream_first_message_bytes"] > rates["stream_change_bytes_max"], rates
+
+
+async def test_the_scale_bench_measures_central_with_dashboards_open(dash: Fixture) -> None:
+    import psutil
+
+    from tools.bench.scale import _stream_cpu
+
+    cpu = await _stream_cpu(dash.base + "/", f"vcc_ops={dash.cookie}", psutil.Process(), 2, 0.6)
+    assert cpu["stream_bytes_per_s_all_none"] == 0
+    # Both kinds of stream were open and delivering during their windows.
+    assert cpu["stream_bytes_per_s_all_changes"] > 0 and cpu["stream_bytes_per_s_all_whole"] > 0, cpu
+    assert all(cpu[f"stream_central_cpu_share_{k}"] >= 0 for k in ("none", "changes", "whole")), cpu

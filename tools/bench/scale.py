@@ -49,6 +49,8 @@ CHROMIUM = "/usr/bin/chromium"
 UPDATE_WINDOW_S = 5.0
 # How long it reads the live stream, change-driven and whole side by side.
 STREAM_WINDOW_S = 10.0
+# Dashboards open at once for central's CPU with the stream change-driven and whole.
+STREAM_DASHBOARDS = 10
 
 
 class _NoJournal:
@@ -177,7 +179,7 @@ async def central_scale(
                         "load_average": os.getloadavg(),
                     }
                     if deltas:
-                        rows["dashboard"] = await _dashboard(cluster, cities, progress)
+                        rows["dashboard"] = await _dashboard(cluster, cities, progress, central_proc)
                 finally:
                     await asyncio.gather(*(c.stop() for c in city_list))
     return {
@@ -186,6 +188,45 @@ async def central_scale(
         "agent_changes_per_s_per_city": changes_per_s,
         "rows": rows,
     }
+
+
+async def _stream_cpu(
+    base: str, cookie: str, central_proc: psutil.Process, dashboards: int, window_s: float
+) -> dict[str, Any]:
+    """Central's CPU over three windows one after the other while the cities change: no dashboard
+    open, then `dashboards` change-driven streams, then as many whole ones (`?deltas=0`)."""
+    name, _, value = cookie.partition("=")
+    out: dict[str, Any] = {"stream_cpu_dashboards": dashboards}
+
+    async def drain(http: httpx.AsyncClient, deltas: bool, counted: list[int]) -> None:
+        async with http.stream("GET", f"/api/stream?deltas={int(deltas)}") as reply:
+            reply.raise_for_status()
+            async for chunk in reply.aiter_raw():
+                counted[0] += len(chunk)
+
+    async with httpx.AsyncClient(
+        base_url=base, cookies={name: value}, timeout=httpx.Timeout(10.0, read=None)
+    ) as http:
+        for label, streams, deltas in (
+            ("none", 0, True),
+            ("changes", dashboards, True),
+            ("whole", dashboards, False),
+        ):
+            counted = [0]
+            tasks = [asyncio.create_task(drain(http, deltas, counted)) for _ in range(streams)]
+            await asyncio.sleep(1.0)  # every stream past its first, whole, snapshot
+            cpu0, bytes0, t0 = _cpu(central_proc), counted[0], time.perf_counter()
+            await asyncio.sleep(window_s)
+            elapsed = time.perf_counter() - t0
+            out[f"stream_central_cpu_share_{label}"] = round((_cpu(central_proc) - cpu0) / elapsed, 3)
+            out[f"stream_bytes_per_s_all_{label}"] = round((counted[0] - bytes0) / elapsed)
+            out[f"stream_load_average_{label}"] = os.getloadavg()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    return out
 
 
 def _cpu(proc: psutil.Process) -> float:
@@ -245,7 +286,9 @@ async def _log_in(base: str) -> str:
     raise RuntimeError(f"the dashboard refused the demo operator: {head[:200]!r}")
 
 
-async def _dashboard(cluster: Cluster, cities: int, progress: Progress) -> dict[str, Any]:
+async def _dashboard(
+    cluster: Cluster, cities: int, progress: Progress, central_proc: psutil.Process
+) -> dict[str, Any]:
     import json
 
     listen = cluster.config.central.dashboard_listen
@@ -278,6 +321,7 @@ async def _dashboard(cluster: Cluster, cities: int, progress: Progress) -> dict[
         "api_live_ms_max": round(max(live) * 1000, 1),
     }
     result.update(await _stream_rates(base, cookie, STREAM_WINDOW_S))
+    result.update(await _stream_cpu(base, cookie, central_proc, STREAM_DASHBOARDS, STREAM_WINDOW_S))
     result.update(await _chromium(base, cities, cookie))
     return result
 
