@@ -193,13 +193,19 @@ async def test_the_pages_apply_is_the_servers(dash: Fixture) -> None:
         cases.append({"old": old, "change": diff(old, new), "new": new})
 
     collect()
+    # A key named "__proto__" coming new (an assignment would set the object's prototype).
+    for old, new in [({"a": 1}, {"a": 1, "__proto__": {"x": 1}}), ({}, {"__proto__": 2})]:
+        cases.append({"old": old, "change": diff(old, new), "new": new})
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             page = await open_page(await logged_in(browser, dash), dash.base + "/?lang=en")
             got = await page.evaluate(
-                "(cases) => cases.map((c) => JSON.stringify(window.vccLive.apply(c.old, c.change) ?? null))",
-                cases,
+                # As JSON text, parsed by the page as the stream's messages are (a key "__proto__"
+                # stays a key).
+                """(text) => JSON.parse(text).map(
+                    (c) => JSON.stringify(window.vccLive.apply(c.old, c.change) ?? null))""",
+                json.dumps(cases),
             )
             # A change that does not fit is refused (the page then resyncs).
             refused = await page.evaluate(

@@ -38,7 +38,9 @@ JSON = st.recursive(
     SCALARS,
     lambda children: (
         st.lists(children, max_size=3)
-        | st.dictionaries(st.sampled_from(["a", "b", "live", "=", "~", "-", "["]), children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["a", "b", "live", "=", "~", "-", "[", "__proto__"]), children, max_size=3
+        )
         | keyed(children, "site_id")
         | keyed(children, "skill_group")
     ),

@@ -153,7 +153,11 @@ function applyChange(value, change) {
       if (!has(out, k)) throw new Error("no key " + k);
       delete out[k];
     }
-    for (const [k, sub] of Object.entries(change["~"] || {})) out[k] = has(out, k) ? applyChange(out[k], sub) : newValue(sub, k);
+    for (const [k, sub] of Object.entries(change["~"] || {})) {
+      // Defined, not assigned: a key named "__proto__" stays a key, as JSON.parse makes it.
+      const v = has(out, k) ? applyChange(out[k], sub) : newValue(sub, k);
+      Object.defineProperty(out, k, { value: v, enumerable: true, writable: true, configurable: true });
+    }
     if (!change.keys) return out;
     // The keys in the new order (a city's skill groups are listed in it).
     if (change.keys.length !== Object.keys(out).length || !change.keys.every((k) => has(out, k))) throw new Error("bad keys");
