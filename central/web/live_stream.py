@@ -90,18 +90,19 @@ class LiveFeed:
             except VccError as exc:
                 yield f"event: ended\ndata: {json.dumps({'error': exc.error_id})}\n\n"
                 return
+            # The mark before the snapshot: a change after it is never missed (at worst sent twice).
+            mark, at = self._mark(self._clock()), self._clock()
             seq, data = await self.numbered()
             if sent is None or not deltas:
                 yield f"id: {seq}\nevent: live\ndata: {_json(data)}\n\n"
             elif seq != sent[0]:
                 yield f"id: {seq}\nevent: delta\ndata: {self.change(sent[0], sent[1], seq, data)}\n\n"
             sent = (seq, data)
-            await self._until_due()
+            await self._until_due(mark, at)
 
-    async def _until_due(self) -> None:
+    async def _until_due(self, sent_mark: Hashable, sent_at: float) -> None:
         """Until a site's state changes (looked at every CHANGE_POLL_S), or the push interval
         passed (so that the ages shown keep counting), or the dashboard stops."""
-        sent_mark, sent_at = self._mark(self._clock()), self._clock()
         while not self._closing.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), CHANGE_POLL_S)
