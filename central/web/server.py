@@ -13,7 +13,8 @@ the config's `operators`, role operations or administrator): a page without one 
   the same for tools (`vcc stats`)
 - `GET /healthz` → `{"status": "ok"}`
 - `GET /api/live` → the real-time snapshot (central.stats.realtime.snapshot)
-- `GET /api/stream` → the same snapshot as server-sent events, every `push_interval_s`
+- `GET /api/stream[?deltas=0]` → the same snapshot as server-sent events: whole first, then only
+  its changes (central.web.live_stream), on each change and at least every `push_interval_s`
 - `GET /api/history[?site=ID]` → samples of the last hours (calls waiting, agents ready/busy,
   status) and the 15-minute intervals of the last hours, for the charts
 - `GET /api/intervals?date=YYYY-MM-DD&length=900|86400&level=...&days=N` → interval rows
@@ -32,7 +33,7 @@ import logging
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -46,6 +47,7 @@ from starlette.templating import Jinja2Templates
 
 from central.stats.intervals import DAY_S, INTERVAL_S, CallFacts, IntervalRow, Level, StatsPolicy
 from central.stats.realtime import LiveSource, display_status, snapshot
+from central.web.live_stream import LiveFeed, wants_deltas
 from central.web.login import OperatorSession, OperatorSessions
 from central.web.tickets_view import TicketReport, ticket_routes
 from vcc.errors import InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated, VccError
@@ -53,8 +55,6 @@ from vcc.https import WebListener
 from vcc.tls import TlsFiles
 
 log = logging.getLogger(__name__)
-# How often a live stream looks for a change to push.
-CHANGE_POLL_S = 0.05
 
 HERE = Path(__file__).parent
 CSV_COLUMNS = [
@@ -163,6 +163,7 @@ class Dashboard:
         # HTTPS only with the replica's own certificate when the province has tls (vcc.https).
         self._web = WebListener(self.app, host, port, tls, "dashboard-http")
         self.port = 0
+        self._feed = LiveFeed(self.live_snapshot, self.live_mark, clock, push_interval_s, self._closing)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -373,31 +374,17 @@ class Dashboard:
         return JSONResponse(await self.live_snapshot())
 
     async def _api_stream(self, request: Request) -> Response:
-        async def events() -> AsyncIterator[str]:
-            # The client reconnects by itself after this many ms if the stream breaks.
-            yield "retry: 1000\n\n"
-            token = request.cookies.get(COOKIE, "")
-            while not self._closing.is_set():
-                try:
-                    # A session revoked (logout) or expired ends the stream.
-                    await self.operators.session(token)
-                except VccError as exc:
-                    yield f"event: ended\ndata: {json.dumps({'error': exc.error_id})}\n\n"
-                    return
-                data = await self.live_snapshot()
-                yield f"event: live\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
-                # Push as soon as a site's state changes (looked at every CHANGE_POLL_S), and at
-                # least every push interval so that the ages shown keep counting.
-                sent_mark, sent_at = self.live_mark(self._clock()), self._clock()
-                while not self._closing.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._closing.wait(), CHANGE_POLL_S)
-                    now = self._clock()
-                    if self.live_mark(now) != sent_mark or now - sent_at >= self._push_interval_s:
-                        break
+        try:
+            deltas = wants_deltas(request.query_params.get("deltas"))
+        except VccError as exc:
+            return _error_json(exc)
+        token = request.cookies.get(COOKIE, "")
+
+        async def still_allowed() -> None:
+            await self.operators.session(token)
 
         return StreamingResponse(
-            events(),
+            self._feed.events(still_allowed, deltas),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )

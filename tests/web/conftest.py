@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import os
 import time
@@ -131,6 +133,28 @@ class Fixture:
                 e(K.ENDED, now, 3, outcome=Outcome.ANSWERED),
             ],
         )
+
+
+@contextlib.asynccontextmanager
+async def publishing(dash: Fixture, figures: Callable[[str], dict[str, int] | None]) -> AsyncIterator[None]:
+    """Every city with a stream publishes `figures(site)` every 0.3 s, as its stream does
+    (None: that city is silent)."""
+
+    async def beat() -> None:
+        while True:
+            for site_id, _ in SITES:
+                kw = figures(site_id)
+                if dash.tokens.get(site_id) is not None and kw is not None:
+                    dash.publish(site_id, **kw)
+            await asyncio.sleep(0.3)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 @functools.cache

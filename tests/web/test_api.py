@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
-import json
+from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
+from central.web.live_delta import BadDelta, StreamReader
 from tests.helpers import eventually
 from tests.web.conftest import OPERATOR, OPERATOR_PASSWORD, Fixture
 from tools.cli import app
 from tools.province import stats as stats_cli
+from vcc.https import client_context
 from vcc.tls import CA_ENV
 
 
@@ -92,14 +96,115 @@ async def test_history_and_stream(dash: Fixture) -> None:
         assert history["samples"] and all(s["site_id"] == "gz" for s in history["samples"])
         async with http.stream("GET", "/api/stream") as stream:
             assert stream.headers["content-type"].startswith("text/event-stream")
-            events = 0
+            reader = StreamReader()
             async for line in stream.aiter_lines():
-                if line.startswith("data: "):
-                    data = json.loads(line[len("data: ") :])
+                data = reader.line(line)
+                if data is not None:
                     assert {s["site_id"] for s in data["sites"]} == {"gz", "sz", "fs"}
-                    events += 1
-                    if events == 2:
+                    if reader.wholes + reader.deltas == 2:
                         break
+            # The whole snapshot first, then its changes.
+            assert (reader.wholes, reader.deltas) == (1, 1)
+
+
+async def read_stream(
+    http: httpx.AsyncClient, query: str, until: Callable[[StreamReader], bool]
+) -> StreamReader:
+    reader = StreamReader()
+    async with http.stream("GET", "/api/stream" + query) as stream:
+        assert stream.status_code == 200
+        async for line in stream.aiter_lines():
+            if reader.line(line) is not None and until(reader):
+                break
+    return reader
+
+
+async def test_the_stream_sends_changes_that_rebuild_the_snapshot(dash: Fixture) -> None:
+    """While cities change (agents in and out, calls waiting and answered, a city killed), the
+    changes applied to the first snapshot give, at each number, the snapshot a fresh reader gets."""
+    async with dash.client() as http:
+        reader = StreamReader()
+        wholes: dict[int, dict[str, Any]] = {}
+
+        async def whole() -> None:
+            # The same snapshots, whole each time, read side by side.
+            w = StreamReader()
+            async with http.stream("GET", "/api/stream?deltas=0") as stream:
+                async for line in stream.aiter_lines():
+                    if w.line(line) is not None:
+                        assert w.seq is not None and w.snapshot is not None
+                        wholes[w.seq] = w.snapshot
+                        assert w.deltas == 0
+
+        async def changes() -> None:
+            for step in range(6):
+                dash.publish("gz", waiting=step, ready=3 + step % 2)
+                dash.publish("sz", talking=step)
+                if step == 2:
+                    await dash.answered_call("c1", "gz")
+                if step == 4:
+                    dash.kill("fs")
+                await asyncio.sleep(0.4)
+
+        side = asyncio.create_task(whole())
+        models: dict[int, dict[str, Any]] = {}
+        try:
+            async with http.stream("GET", "/api/stream") as stream:
+                change_task = asyncio.create_task(changes())
+                async for line in stream.aiter_lines():
+                    if reader.line(line) is not None:
+                        assert reader.seq is not None and reader.snapshot is not None
+                        models[reader.seq] = reader.snapshot
+                        if change_task.done() and reader.deltas >= 12:
+                            break
+                await change_task
+        finally:
+            side.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await side
+    assert reader.wholes == 1 and reader.deltas >= 12
+    both = sorted(set(models) & set(wholes))
+    assert len(both) >= 5, (sorted(models), sorted(wholes))
+    for seq in both:
+        assert models[seq] == wholes[seq], seq
+    last = models[max(models)]
+    fs = next(s for s in last["sites"] if s["site_id"] == "fs")
+    assert fs["status"] == "down" and fs["live"] is None
+    assert last["province"]["records"]["today"]["offered"] == 1
+
+
+async def test_the_stream_refuses_a_bad_deltas_flag(dash: Fixture) -> None:
+    async with dash.client() as http:
+        reply = await http.get("/api/stream?deltas=yes")
+        assert reply.status_code == 400
+        assert reply.json()["error"] == "bad-deltas"
+        whole = await read_stream(http, "?deltas=0", lambda r: r.wholes == 3)
+    assert (whole.wholes, whole.deltas) == (3, 0)
+
+
+def test_a_reader_out_of_step_is_told() -> None:
+    reader = StreamReader()
+    for line in ["id: 4", "event: live", 'data: {"a": 1}', ""]:
+        reader.line(line)
+    assert reader.snapshot == {"a": 1} and reader.seq == 4
+    for line in [
+        "id: 5",
+        "event: delta",
+        'data: {"seq": 5, "base": 4, "change": {"~": {"a": {"=": 2}}}}',
+        "",
+    ]:
+        reader.line(line)
+    assert reader.snapshot == {"a": 2} and reader.seq == 5
+    # The change from 6 to 7 arrives while the reader holds 5 (it missed 6).
+    with pytest.raises(BadDelta, match="out of step"):
+        for line in [
+            "id: 7",
+            "event: delta",
+            'data: {"seq": 7, "base": 6, "change": {"~": {"a": {"=": 3}}}}',
+            "",
+        ]:
+            reader.line(line)
+    assert reader.snapshot == {"a": 2} and reader.seq == 5
 
 
 async def test_vcc_stats_reads_the_dashboard(dash: Fixture, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -218,3 +323,36 @@ async def test_dashboard_sessions_expire_and_guessing_locks_out(dash: Fixture) -
     kinds = [e.detail.get("kind") for e in dash.audit if e.action == "lockout"]
     assert kinds == ["code"]
     assert any(e.action == "login-refused" for e in dash.audit)
+
+
+async def test_the_scale_bench_reads_both_streams_side_by_side(dash: Fixture) -> None:
+    """`vcc bench scale`'s dashboard stream figures: the changes applied give, at every number both
+    streams carried, the whole snapshot (a correctness check, not a figure)."""
+    from tools.bench.scale import _stream_rates
+
+    async def change() -> None:
+        for step in range(20):
+            dash.publish("gz", waiting=step)
+            dash.publish("sz", ready=step % 4)
+            await asyncio.sleep(0.15)
+
+    changing = asyncio.create_task(change())
+    rates = await _stream_rates(dash.base + "/", f"vcc_ops={dash.cookie}", client_context(dash.ca), 3.0)
+    await changing
+    assert rates["stream_snapshots_checked"] >= 2, rates
+    assert rates["stream_snapshots_differing"] == 0 and rates["stream_out_of_step"] == 0, rates
+    assert rates["stream_first_message_bytes"] > rates["stream_change_bytes_max"], rates
+
+
+async def test_the_scale_bench_measures_central_with_dashboards_open(dash: Fixture) -> None:
+    import psutil
+
+    from tools.bench.scale import _stream_cpu
+
+    cpu = await _stream_cpu(
+        dash.base + "/", f"vcc_ops={dash.cookie}", client_context(dash.ca), psutil.Process(), 2, 0.6
+    )
+    assert cpu["stream_bytes_per_s_all_none"] == 0
+    # Both kinds of stream were open and delivering during their windows.
+    assert cpu["stream_bytes_per_s_all_changes"] > 0 and cpu["stream_bytes_per_s_all_whole"] > 0, cpu
+    assert all(cpu[f"stream_central_cpu_share_{k}"] >= 0 for k in ("none", "changes", "whole")), cpu

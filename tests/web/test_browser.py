@@ -3,15 +3,13 @@ reload, a killed city turning to down, the language switch, drill-down; screensh
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import re
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
 
-from tests.web.conftest import SITES, Fixture, need_chromium
+from tests.web.conftest import SITES, Fixture, need_chromium, publishing
 from tools.province.chromium import launch
 
 # Condition waits (not timing assertions): generous for a loaded 2-core machine.
@@ -20,24 +18,11 @@ WAIT_MS = 15_000
 pytestmark = pytest.mark.timeout(120)
 
 
-@contextlib.asynccontextmanager
-async def keep_streaming(dash: Fixture, sites: list[str], silent: set[str]) -> AsyncIterator[None]:
+def keep_streaming(dash: Fixture, sites: list[str], silent: set[str]) -> AbstractAsyncContextManager[None]:
     """Sites keep publishing, as their streams do (at least every second), unless silenced."""
-
-    async def beat() -> None:
-        while True:
-            for site_id in sites:
-                if dash.tokens.get(site_id) is not None and site_id not in silent:
-                    dash.publish(site_id, waiting=dash.waiting.get(site_id, 1))
-            await asyncio.sleep(0.3)
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    return publishing(
+        dash, lambda s: {"waiting": dash.waiting.get(s, 1)} if s in sites and s not in silent else None
+    )
 
 
 async def test_dashboard_in_chromium(dash: Fixture, screenshots: Path) -> None:

@@ -28,8 +28,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 
+from central.web.live_delta import BadDelta, StreamReader
 from site_node.callcontrol import Switchboard
 from site_node.grpc_api.summary import presence, site_summary
 from site_node.links.central_link import CentralLink
@@ -47,6 +49,10 @@ from vcc.v1 import central_pb2, central_pb2_grpc
 Progress = Callable[[str], None]
 # How long the bench watches the dashboard update in Chromium.
 UPDATE_WINDOW_S = 5.0
+# How long it reads the live stream, change-driven and whole side by side.
+STREAM_WINDOW_S = 10.0
+# Dashboards open at once for central's CPU with the stream change-driven and whole.
+STREAM_DASHBOARDS = 10
 
 
 class _NoJournal:
@@ -175,7 +181,7 @@ async def central_scale(
                         "load_average": os.getloadavg(),
                     }
                     if deltas:
-                        rows["dashboard"] = await _dashboard(cluster, cities, progress)
+                        rows["dashboard"] = await _dashboard(cluster, cities, progress, central_proc)
                 finally:
                     await asyncio.gather(*(c.stop() for c in city_list))
     return {
@@ -184,6 +190,53 @@ async def central_scale(
         "agent_changes_per_s_per_city": changes_per_s,
         "rows": rows,
     }
+
+
+async def _stream_cpu(
+    base: str,
+    cookie: str,
+    tls: ssl.SSLContext | None,
+    central_proc: psutil.Process,
+    dashboards: int,
+    window_s: float,
+) -> dict[str, Any]:
+    """Central's CPU over three windows one after the other while the cities change: no dashboard
+    open, then `dashboards` change-driven streams, then as many whole ones (`?deltas=0`)."""
+    name, _, value = cookie.partition("=")
+    out: dict[str, Any] = {"stream_cpu_dashboards": dashboards}
+
+    async def drain(http: httpx.AsyncClient, deltas: bool, counted: list[int]) -> None:
+        async with http.stream("GET", f"/api/stream?deltas={int(deltas)}") as reply:
+            reply.raise_for_status()
+            async for chunk in reply.aiter_raw():
+                counted[0] += len(chunk)
+
+    async with httpx.AsyncClient(
+        base_url=base,
+        cookies={name: value},
+        timeout=httpx.Timeout(10.0, read=None),
+        verify=tls if tls is not None else True,
+    ) as http:
+        for label, streams, deltas in (
+            ("none", 0, True),
+            ("changes", dashboards, True),
+            ("whole", dashboards, False),
+        ):
+            counted = [0]
+            tasks = [asyncio.create_task(drain(http, deltas, counted)) for _ in range(streams)]
+            await asyncio.sleep(1.0)  # every stream past its first, whole, snapshot
+            cpu0, bytes0, t0 = _cpu(central_proc), counted[0], time.perf_counter()
+            await asyncio.sleep(window_s)
+            elapsed = time.perf_counter() - t0
+            out[f"stream_central_cpu_share_{label}"] = round((_cpu(central_proc) - cpu0) / elapsed, 3)
+            out[f"stream_bytes_per_s_all_{label}"] = round((counted[0] - bytes0) / elapsed)
+            out[f"stream_load_average_{label}"] = os.getloadavg()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    return out
 
 
 def _cpu(proc: psutil.Process) -> float:
@@ -247,7 +300,9 @@ async def _log_in(base: str, tls: ssl.SSLContext | None) -> str:
     raise RuntimeError(f"the dashboard refused the demo operator: {head[:200]!r}")
 
 
-async def _dashboard(cluster: Cluster, cities: int, progress: Progress) -> dict[str, Any]:
+async def _dashboard(
+    cluster: Cluster, cities: int, progress: Progress, central_proc: psutil.Process
+) -> dict[str, Any]:
     import json
 
     listen = cluster.config.central.dashboard_listen
@@ -281,8 +336,71 @@ async def _dashboard(cluster: Cluster, cities: int, progress: Progress) -> dict[
         "api_live_ms_p50": round(statistics.median(live) * 1000, 1),
         "api_live_ms_max": round(max(live) * 1000, 1),
     }
+    result.update(await _stream_rates(base, cookie, tls, STREAM_WINDOW_S))
+    result.update(await _stream_cpu(base, cookie, tls, central_proc, STREAM_DASHBOARDS, STREAM_WINDOW_S))
     result.update(await _chromium(base, cities, cookie, ca))
     return result
+
+
+async def _stream_rates(
+    base: str, cookie: str, tls: ssl.SSLContext | None, window_s: float
+) -> dict[str, Any]:
+    """What one open dashboard receives per second, the change-driven stream and the whole
+    snapshot every time (`?deltas=0`) side by side: both open at once over the same window, while
+    the cities change. The changes applied are checked against the whole snapshots of the same
+    number (every one both streams carried)."""
+    name, _, value = cookie.partition("=")
+    seen: dict[bool, dict[int, dict[str, Any]]] = {True: {}, False: {}}
+    counted: dict[bool, list[int]] = {True: [], False: []}
+    out_of_step: list[str] = []
+
+    async def read(http: httpx.AsyncClient, deltas: bool) -> None:
+        reader, size = StreamReader(), 0
+        async with http.stream("GET", f"/api/stream?deltas={int(deltas)}") as reply:
+            reply.raise_for_status()
+            async for line in reply.aiter_lines():
+                size += len(line.encode()) + 1
+                try:
+                    data = reader.line(line)
+                except BadDelta as exc:
+                    out_of_step.append(str(exc))
+                    return
+                if data is not None and reader.seq is not None:
+                    seen[deltas][reader.seq] = data
+                    counted[deltas].append(size)
+                    size = 0
+
+    async with httpx.AsyncClient(
+        base_url=base,
+        cookies={name: value},
+        timeout=httpx.Timeout(10.0, read=None),
+        verify=tls if tls is not None else True,
+    ) as http:
+        tasks = [asyncio.create_task(read(http, d), name=f"bench-stream-{d}") for d in (True, False)]
+        t0 = time.perf_counter()
+        await asyncio.wait(tasks, timeout=window_s)
+        elapsed = time.perf_counter() - t0
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    both = set(seen[True]) & set(seen[False])
+    changes = counted[True][1:]
+    return {
+        "stream_window_s": round(elapsed, 1),
+        "stream_bytes_per_s_changes": round(sum(counted[True]) / elapsed),
+        "stream_bytes_per_s_whole": round(sum(counted[False]) / elapsed),
+        "stream_messages_per_s_changes": round(len(counted[True]) / elapsed, 1),
+        "stream_messages_per_s_whole": round(len(counted[False]) / elapsed, 1),
+        "stream_first_message_bytes": counted[True][0] if counted[True] else None,
+        "stream_change_bytes_p50": int(statistics.median(changes)) if changes else None,
+        "stream_change_bytes_max": max(changes) if changes else None,
+        "stream_snapshots_checked": len(both),
+        "stream_snapshots_differing": sum(1 for n in both if seen[True][n] != seen[False][n]),
+        "stream_out_of_step": len(out_of_step),
+        "stream_load_average": os.getloadavg(),
+    }
 
 
 async def _chromium(base: str, cities: int, cookie: str, ca: str | None) -> dict[str, Any]:
@@ -330,9 +448,9 @@ async def _chromium(base: str, cities: int, cookie: str, ca: str | None) -> dict
                 """(ms) => new Promise((done) => {
                     const sizes = [];
                     const source = new EventSource("/api/stream");
-                    source.addEventListener("live", (e) => {
-                        sizes.push(new TextEncoder().encode(e.data).length);
-                    });
+                    const size = (e) => { sizes.push(new TextEncoder().encode(e.data).length); };
+                    source.addEventListener("live", size);
+                    source.addEventListener("delta", size);
                     setTimeout(() => { source.close(); done(sizes); }, ms);
                 })""",
                 UPDATE_WINDOW_S * 1000,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import shutil
 import ssl
@@ -43,6 +42,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from central.web.live_delta import StreamReader
 from tools.bench.cluster import cheap_password_hash
 from tools.province.certs import site_stem
 from tools.province.cluster import Cluster
@@ -271,11 +271,12 @@ class _Stream:
             await self._read(http)
 
     async def _read(self, http: httpx.AsyncClient) -> None:
+        reader = StreamReader()  # the whole snapshot, then its changes, as the page keeps it
         async with http.stream("GET", "/api/stream") as reply:
             async for line in reply.aiter_lines():
-                if not line.startswith("data: "):
+                data = reader.line(line)
+                if data is None:
                     continue
-                data = json.loads(line[len("data: ") :])
                 site = next(s for s in data["sites"] if s["site_id"] == self._site_id)
                 waiting = site["live"]["calls_waiting"] if site["live"] else None
                 async with self.changed:

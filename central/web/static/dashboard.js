@@ -130,13 +130,85 @@ function setConn(state) {
   el.textContent = t("conn_" + state);
 }
 
+// The stream sends the whole snapshot first, then only its changes (central/web/live_delta.py,
+// whose apply() this mirrors), each numbered: a change whose base is not the snapshot held (one
+// was missed) makes the page open the stream again, which starts with the whole snapshot.
+const stream = { seq: null, source: null, lives: 0, deltas: 0, resyncs: 0 };
+window.vccLive = { stream, model: () => last, apply: (value, change) => applyChange(value, change) };
+
+function newValue(change, where) {
+  if (change === null || typeof change !== "object" || !("=" in change)) throw new Error("no value for " + where);
+  return change["="];
+}
+
+function applyChange(value, change) {
+  if (change === null || change === undefined) return value;
+  if (typeof change !== "object" || Array.isArray(change)) throw new Error("not a change");
+  if ("=" in change) return change["="];
+  if ("~" in change || "-" in change || "keys" in change) {
+    if (value === null || typeof value !== "object" || Array.isArray(value)) throw new Error("not an object");
+    const has = (o, k) => Object.prototype.hasOwnProperty.call(o, k);
+    const out = { ...value };
+    for (const k of change["-"] || []) {
+      if (!has(out, k)) throw new Error("no key " + k);
+      delete out[k];
+    }
+    for (const [k, sub] of Object.entries(change["~"] || {})) {
+      // Defined, not assigned: a key named "__proto__" stays a key, as JSON.parse makes it.
+      const v = has(out, k) ? applyChange(out[k], sub) : newValue(sub, k);
+      Object.defineProperty(out, k, { value: v, enumerable: true, writable: true, configurable: true });
+    }
+    if (!change.keys) return out;
+    // The keys in the new order (a city's skill groups are listed in it).
+    if (change.keys.length !== Object.keys(out).length || !change.keys.every((k) => has(out, k))) throw new Error("bad keys");
+    return Object.fromEntries(change.keys.map((k) => [k, out[k]]));
+  }
+  if ("[" in change) {
+    const body = change["["];
+    if (!Array.isArray(value) || !value.every((x) => x !== null && typeof x === "object" && typeof x[body.key] === "string")) {
+      throw new Error("not a list of items with ids");
+    }
+    const items = new Map(value.map((x) => [x[body.key], x]));
+    for (const [id, sub] of Object.entries(body.at || {})) {
+      items.set(id, items.has(id) ? applyChange(items.get(id), sub) : newValue(sub, id));
+    }
+    return (body.order || value.map((x) => x[body.key])).map((id) => {
+      if (!items.has(id)) throw new Error("no item " + id);
+      return items.get(id);
+    });
+  }
+  throw new Error("not a change");
+}
+
+function received(snapshot, seq) {
+  last = snapshot;
+  stream.seq = seq;
+  lastAt = Date.now();
+  setConn("live");
+  render();
+}
+
+function resync() {
+  stream.resyncs += 1;
+  stream.source.close();
+  connect();
+}
+
 function connect() {
   const source = new EventSource("/api/stream");
+  stream.source = source;
+  stream.seq = null;
   source.addEventListener("live", (e) => {
-    last = JSON.parse(e.data);
-    lastAt = Date.now();
-    setConn("live");
-    render();
+    stream.lives += 1;
+    received(JSON.parse(e.data), Number(e.lastEventId));
+  });
+  source.addEventListener("delta", (e) => {
+    const d = JSON.parse(e.data);
+    if (last === null || stream.seq === null || d.base !== stream.seq) { resync(); return; }
+    let next;
+    try { next = applyChange(last, d.change); } catch (err) { resync(); return; }
+    stream.deltas += 1;
+    received(next, d.seq);
   });
   // The session ended (logged out, expired): back to the login, then here again.
   source.addEventListener("ended", () => {
