@@ -74,6 +74,9 @@ class FakeSite(trunk_pb2_grpc.TrunkIngressServiceServicer, cti_pb2_grpc.AgentDes
         # Races made deterministic: the caller hangs up just before the agent's request lands.
         self.caller_hangs_up_on_answer = False
         self.caller_hangs_up_on_agent_hang_up = False
+        # A transfer's reply held back this long after the agent was told its part ended.
+        self.reply_after_transfer_ended_s = 0.0
+        self.completed_transfers: list[str] = []
         # A slow site: the caller's first messages (accepted, the menu) wait this long.
         self.accept_delay_s = 0.0
         self.waiting: deque[FakeCall] = deque()
@@ -370,6 +373,33 @@ class FakeSite(trunk_pb2_grpc.TrunkIngressServiceServicer, cti_pb2_grpc.AgentDes
         self._end(call, common_pb2.CALL_OUTCOME_ANSWERED, "agent-hung-up")
         self._agent_call_ended(agent, call, "agent-hung-up")
         return cti_pb2.HangUpResponse()
+
+    @rpc.maps_errors
+    async def Transfer(self, request: cti_pb2.TransferRequest, context: Any) -> cti_pb2.TransferResponse:
+        """A consultation whose colleague answers at once (transfers are the real site's tests';
+        this one only gives the robots the stages they wait for)."""
+        agent = self._by_token(request.session_token)
+        if agent.call is None or agent.call.call_id != request.call_id:
+            raise errors.FailedPrecondition("not-talking", "not talking on this call")
+        self._tell_agent(
+            agent, transfer=cti_pb2.TransferProgress(call_id=request.call_id, stage="consult-connected")
+        )
+        return cti_pb2.TransferResponse()
+
+    @rpc.maps_errors
+    async def CompleteTransfer(
+        self, request: cti_pb2.CompleteTransferRequest, context: Any
+    ) -> cti_pb2.CompleteTransferResponse:
+        agent = self._by_token(request.session_token)
+        call = agent.call
+        if call is None or call.call_id != request.call_id:
+            raise errors.FailedPrecondition("not-talking", "not talking on this call")
+        self._agent_call_ended(agent, call, "transferred")
+        if self.reply_after_transfer_ended_s:
+            # As a busy site can: the agent's stream tells the call ended before this reply arrives.
+            await asyncio.sleep(self.reply_after_transfer_ended_s)
+        self.completed_transfers.append(call.call_id)
+        return cti_pb2.CompleteTransferResponse()
 
     @rpc.maps_errors
     async def EndWrapUp(self, request: cti_pb2.EndWrapUpRequest, context: Any) -> cti_pb2.EndWrapUpResponse:

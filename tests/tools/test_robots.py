@@ -210,3 +210,31 @@ async def test_run_robots_until_stops_after_duration(site: FakeSite) -> None:
     assert stats.logged_in == 2
     assert stats.logged_out == 2
     assert stats.errors == 0
+
+
+async def test_a_completed_transfer_counts_when_the_end_comes_before_the_reply(site: FakeSite) -> None:
+    """A busy site's stream can tell the robot its part ended ("transferred") before the
+    CompleteTransfer reply: the robot must not take that for the caller hanging up (a cancelled
+    task lost every such transfer from the counts at load 5)."""
+    site.reply_after_transfer_ended_s = 0.3
+    policy = RobotPolicy(
+        handle_time_mean_s=0.2,
+        handle_distribution="constant",
+        transfer_probability=1.0,
+        transfer_kind="consult",
+        transfer_targets=(("general", "sz"),),
+    )
+    robots = Robots(site, policy, {"0101": "123456"})
+    await all_ready(site, ["0101"])
+    site.enqueue(site.new_call())
+
+    async def handed_over() -> bool:
+        return len(site.completed_transfers) == 1
+
+    await eventually(handed_over, what="the robot handed the call over")
+    await all_ready(site, ["0101"])
+    # The reply has no effect the site can see: give the robot's loop ample time to take it.
+    await asyncio.sleep(2.0)
+    stats = await robots.finish()
+    assert (stats.transfers_attempted, stats.transfers_completed, stats.transfers_failed) == (1, 1, 0)
+    assert stats.transfers_cross_site == 1

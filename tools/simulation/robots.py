@@ -348,8 +348,12 @@ class _Robot:
             call_id = event.call_ended.call_id
             self._connected.discard(call_id)
             task = self._talking.pop(call_id, None)
-            if task is not None and event.call_ended.reason != "agent-hung-up":
-                task.cancel()  # the caller hung up first
+            # The caller hung up first: the robot stops talking. Not when the robot ended its own part
+            # (its hang-up, or the caller handed over by its transfer or conference): the task is
+            # finishing by itself, and on a busy loop this event can come before the request's reply,
+            # where a cancel lost the transfer from the robot's counts.
+            if task is not None and event.call_ended.reason not in ("agent-hung-up", "transferred"):
+                task.cancel()
         elif kind == "transfer":
             queue = self._transfer_stage.get(event.transfer.call_id)
             if queue is not None:
