@@ -407,10 +407,12 @@ class Leadership:
             remaining = self._deadline - sent
             if remaining <= 0:
                 raise TermEnded(f"lease of epoch {self._epoch} not renewed in time")
+            # asyncio.timeout, not wait_for: on Python 3.11 a wait_for whose call completes in the
+            # instant the task is cancelled returns the result and drops the cancel (gh-86296), and
+            # this loop then ran on for ever, its term's stop waiting on it (seen on a busy machine).
             try:
-                reply: Any = await asyncio.wait_for(
-                    self._client.refresh_lease(self._lease_id), min(self._timeout_s, remaining)
-                )
+                async with asyncio.timeout(min(self._timeout_s, remaining)):
+                    reply: Any = await self._client.refresh_lease(self._lease_id)
             except (TimeoutError, aetcd.ConnectionFailedError, aetcd.ConnectionTimeoutError) as exc:
                 # One keepalive late or lost (a busy machine, a slow etcd) is what the four
                 # renewals per TTL are for: try again at once; the deadline above ends the term
@@ -427,9 +429,8 @@ class Leadership:
             self._deadline = self.lease_floor - self._margin_s
             # Someone deleted our key by hand, or it was taken over: the term is over.
             try:
-                current: Any = await asyncio.wait_for(
-                    self._client.get(self._key), max(0.05, min(self._timeout_s, self._deadline - _now()))
-                )
+                async with asyncio.timeout(max(0.05, min(self._timeout_s, self._deadline - _now()))):
+                    current: Any = await self._client.get(self._key)
             except (TimeoutError, aetcd.ConnectionFailedError, aetcd.ConnectionTimeoutError):
                 continue  # checked again after the next renewal
             if current is None or int(current.create_revision) != self._epoch:
