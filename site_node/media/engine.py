@@ -199,7 +199,8 @@ class MediaEngine:
             return
         proc.terminate()
         try:
-            await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
+            async with asyncio.timeout(STOP_GRACE_S):
+                await proc.wait()
         except TimeoutError:
             proc.kill()
             await proc.wait()

@@ -428,7 +428,8 @@ class DeskServer:
                         return
                     yield sse("view", data)
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), PUSH_S)
+                        async with asyncio.timeout(PUSH_S):
+                            await wake.wait()
             finally:
                 self._streams.pop(wake, None)
                 self.rt.desk_detached(s.code)
