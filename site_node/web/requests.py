@@ -10,6 +10,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from vcc.digits import is_digits
 from vcc.errors import InvalidArgument
 
 COOKIE = "vcc_session"
@@ -40,7 +41,7 @@ async def body_of(request: Request) -> dict[str, Any]:
         # Also what keeps other sites' forms out: a cross-site JSON post needs CORS, never granted.
         raise InvalidArgument("bad-content-type", "send the request body as application/json")
     length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_BODY:
+    if is_digits(length) and int(length) > MAX_BODY:
         raise InvalidArgument("too-large", f"request body: at most {MAX_BODY} bytes")
     raw = await request.body()
     if len(raw) > MAX_BODY:
