@@ -51,7 +51,14 @@ from central.web.live_stream import LiveFeed, wants_deltas
 from central.web.login import OperatorSession, OperatorSessions
 from central.web.tickets_view import TicketReport, ticket_routes
 from vcc.errors import InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated, VccError
-from vcc.https import WebListener
+from vcc.https import (
+    LANGUAGE_COOKIE,
+    LANGUAGE_MAX_AGE_S,
+    LANGUAGES,
+    WebListener,
+    delete_page_cookie,
+    set_page_cookie,
+)
 from vcc.tls import TlsFiles
 
 log = logging.getLogger(__name__)
@@ -251,6 +258,7 @@ class Dashboard:
                 Route("/logout", self._logout, methods=["POST"]),
                 Route("/api/login", self._api_login, methods=["POST"]),
                 Route("/api/logout", self._logout, methods=["POST"]),
+                Route("/api/lang", self._api_lang, methods=["POST"]),
                 Route("/", g(self._page)),
                 Route("/site/{site_id}", g(self._page)),
                 Route("/site/{site_id}/skill/{skill}", g(self._page)),
@@ -336,21 +344,35 @@ class Dashboard:
             response = JSONResponse({"logged_out": True})
         else:
             response = RedirectResponse(f"/login?lang={_language(request)}", status_code=303)
-        response.delete_cookie(
-            COOKIE, path="/", secure=self._web.tls is not None, httponly=True, samesite="strict"
-        )
+        delete_page_cookie(response, COOKIE, secure=self._web.tls is not None)
         return response
 
     def _set_cookie(self, response: Response, s: OperatorSession) -> None:
-        response.set_cookie(
-            COOKIE,
-            s.token,
-            max_age=int(self.operators.max_s),
-            httponly=True,
-            samesite="strict",
-            path="/",
-            secure=self._web.tls is not None,
+        set_page_cookie(
+            response, COOKIE, s.token, max_age=int(self.operators.max_s), secure=self._web.tls is not None
         )
+
+    async def _api_lang(self, request: Request) -> Response:
+        """The language toggle: the page's language remembered by a cookie the server sets (so it
+        is Secure and HttpOnly like the session's; a script's document.cookie could be neither).
+        JSON only: a cross-site form cannot post it, and a cross-site script needs CORS (never)."""
+        try:
+            if not request.headers.get("content-type", "").startswith("application/json"):
+                raise InvalidArgument("bad-content-type", "the body: application/json {lang}")
+            try:
+                body = json.loads(await _limited_body(request))
+            except ValueError:
+                raise InvalidArgument("bad-body", "the body: a JSON object {lang}") from None
+            lang = body.get("lang") if isinstance(body, dict) else None
+            if lang not in LANGUAGES:
+                raise InvalidArgument("bad-language", f"lang: one of {', '.join(LANGUAGES)}")
+        except VccError as exc:
+            return _error_json(exc)
+        response = JSONResponse({"lang": lang})
+        set_page_cookie(
+            response, LANGUAGE_COOKIE, lang, max_age=LANGUAGE_MAX_AGE_S, secure=self._web.tls is not None
+        )
+        return response
 
     async def _page(self, request: Request) -> Response:
         lang = _language(request)
@@ -454,8 +476,8 @@ class Dashboard:
 
 
 def _language(request: Request) -> str:
-    lang = request.query_params.get("lang") or request.cookies.get("vcc_lang", "")
-    if lang in ("zh", "en"):
+    lang = request.query_params.get("lang") or request.cookies.get(LANGUAGE_COOKIE, "")
+    if lang in LANGUAGES:
         return lang
     accept = request.headers.get("accept-language", "").lower()
     return "en" if accept.startswith("en") else "zh"

@@ -12,6 +12,7 @@ from starlette.requests import Request
 
 from vcc.digits import is_digits
 from vcc.errors import InvalidArgument
+from vcc.https import LANGUAGE_COOKIE, LANGUAGES
 
 COOKIE = "vcc_session"
 # Ids that travel in a path or a query (customer ids, skill groups).
@@ -82,8 +83,8 @@ def choice(body: dict[str, Any], name: str, allowed: tuple[str, ...]) -> str:
 
 
 def language(request: Request) -> str:
-    lang = request.query_params.get("lang") or request.cookies.get("vcc_lang", "")
-    if lang in ("zh", "en"):
+    lang = request.query_params.get("lang") or request.cookies.get(LANGUAGE_COOKIE, "")
+    if lang in LANGUAGES:
         return lang
     accept = request.headers.get("accept-language", "").lower()
     return "en" if accept.startswith("en") else "zh"
