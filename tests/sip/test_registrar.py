@@ -64,14 +64,20 @@ async def peer() -> object:
     p.close()
 
 
+async def challenged(node: SiteNode, peer: RawPeer, code: str) -> bytes:
+    """The 401 a REGISTER without credentials gets."""
+    peer.send(register(peer, target(node), code), target(node))
+    status, challenge = await peer.status()
+    assert status == 401 and 'realm="vcc"' in header(challenge, "WWW-Authenticate")
+    return challenge
+
+
 async def test_a_phone_is_challenged_refused_with_a_wrong_password_and_bound_with_the_right_one(
     sip_node: SiteNode, peer: RawPeer
 ) -> None:
     assert sip_node.registrar is not None
     code = sip_node.site.agents[0].code
-    peer.send(register(peer, target(sip_node), code), target(sip_node))
-    status, challenge = await peer.status()
-    assert status == 401 and 'realm="vcc"' in header(challenge, "WWW-Authenticate")
+    challenge = await challenged(sip_node, peer, code)
     wrong = answer(challenge, code, target(sip_node), "9999")
     peer.send(register(peer, target(sip_node), code, cseq=2, auth=wrong), target(sip_node))
     assert (await peer.status())[0] == 403
@@ -99,9 +105,7 @@ async def test_an_expires_in_full_width_digits_is_a_bad_request_and_binds_nothin
     """int() reads full-width digits (U+FF10 to U+FF19); SIP's DIGIT is ASCII: 400, no binding."""
     assert sip_node.registrar is not None
     code = sip_node.site.agents[0].code
-    peer.send(register(peer, target(sip_node), code), target(sip_node))
-    status, challenge = await peer.status()
-    assert status == 401
+    challenge = await challenged(sip_node, peer, code)
     right = answer(challenge, code, target(sip_node), PHONE_PASSWORD)
     odd = register(peer, target(sip_node), code, cseq=2, auth=right, expires=full_width("120"))
     peer.send(odd, target(sip_node))
