@@ -94,6 +94,19 @@ async def test_the_recording_index_loop_ends_when_cancelled_as_it_is_woken(tmp_p
     assert await _cancelled_as_woken(task, shipper.wake)
 
 
+async def test_centrals_router_loop_ends_when_cancelled_as_a_state_arrives() -> None:
+    """Central's pulls-and-targets loop (the same pattern, central's side)."""
+    from central.live_state import LiveState
+    from central.router import Router
+    from vcc.config import RoutingConfig
+
+    live = LiveState([("gz", "Guangzhou")], membership=list, max_state_age_s=2.0)
+    router = Router(RoutingConfig(mode="overflow"), live, None, [])  # type: ignore[arg-type]
+    task = asyncio.create_task(router._state_loop())
+    await _until(lambda: _waiting(live.changed))
+    assert await _cancelled_as_woken(task, live.changed.set)
+
+
 class _Sent:
     def __init__(self) -> None:
         self.payloads: list[bytes] = []
