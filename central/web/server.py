@@ -50,6 +50,7 @@ from central.stats.realtime import LiveSource, display_status, snapshot
 from central.web.live_stream import LiveFeed, wants_deltas
 from central.web.login import OperatorSession, OperatorSessions
 from central.web.tickets_view import TicketReport, ticket_routes
+from vcc.digits import is_digits
 from vcc.errors import InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated, VccError
 from vcc.https import (
     LANGUAGE_COOKIE,
@@ -436,10 +437,11 @@ class Dashboard:
         q = request.query_params
         policy = self._records.policy
         try:
-            length = int(q.get("length", str(INTERVAL_S)))
+            # ASCII digits only: int() also reads full-width ones (`?days=%EF%BC%91` is not 1).
+            length = _whole(q.get("length", str(INTERVAL_S)), "length: 900 or 86400")
             if length not in (INTERVAL_S, DAY_S):
                 raise ValueError("length: 900 or 86400")
-            days = int(q.get("days", "1"))
+            days = _whole(q.get("days", "1"), f"days: 1 to {MAX_REPORT_DAYS}")
             if not 1 <= days <= MAX_REPORT_DAYS:
                 raise ValueError(f"days: 1 to {MAX_REPORT_DAYS}")
             levels = [Level(v) for v in q.getlist("level")] or list(Level)
@@ -526,6 +528,12 @@ def _view(request: Request) -> str:
     if "site_id" in request.path_params:
         return "site"
     return "report" if request.url.path == "/report" else "province"
+
+
+def _whole(text: str, rule: str) -> int:
+    if not is_digits(text):
+        raise ValueError(rule)
+    return int(text)
 
 
 def _local_midnight(date: str, utc_offset_s: int) -> float:
