@@ -287,7 +287,8 @@ class CentralApp:
                 )
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(leadership.changed.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await leadership.changed.wait()
 
     async def _elected(self, epoch: int) -> None:
         """Before acting as leader: fence the database, sync the province, start the dashboard."""

@@ -181,7 +181,8 @@ class Leadership:
             return
         client = self._new_client()
         try:
-            await asyncio.wait_for(client.revoke_lease(lease_id), self._timeout_s * 2)
+            # After run() ended: a lost cancel here only lets the revoke finish.
+            await asyncio.wait_for(client.revoke_lease(lease_id), self._timeout_s * 2)  # noqa: TID251
             log.info("replica %s: revoked lease %x, leadership handed over", self.replica_id, lease_id)
         except (aetcd.ClientError, TimeoutError, OSError) as exc:
             log.warning(
@@ -250,7 +251,8 @@ class Leadership:
                 # Our own revoke ended the term, and its watch event can beat the revoke's answer:
                 # let the probe finish (bounded) so the revoke is counted, not cut short.
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(asyncio.shield(prober), self._timeout_s * 2)
+                    async with asyncio.timeout(self._timeout_s * 2):
+                        await asyncio.shield(prober)
             if prober is not None:
                 prober.cancel()
             with contextlib.suppress(Exception):
@@ -310,7 +312,8 @@ class Leadership:
 
     async def _revoke_term(self, create_revision: int) -> bool:
         """Revoke the lease of the term with this create revision, if the key is still that term's."""
-        current: Any = await asyncio.wait_for(self._client.get(self._key), self._timeout_s)
+        async with asyncio.timeout(self._timeout_s):
+            current: Any = await self._client.get(self._key)
         if current is None or int(current.create_revision) != create_revision:
             return True  # that term is over already
         lease_id = int(current.lease)
@@ -319,10 +322,12 @@ class Leadership:
         # A lease id is never reused: revoking it can only end that term, never a newer one.
         self._revoking = True
         try:
-            await asyncio.wait_for(self._client.revoke_lease(lease_id), self._timeout_s)
+            async with asyncio.timeout(self._timeout_s):
+                await self._client.revoke_lease(lease_id)
         except TimeoutError:
             # Late is not undone (a busy etcd): the term is over if the key went with the lease.
-            after: Any = await asyncio.wait_for(self._client.get(self._key), self._timeout_s)
+            async with asyncio.timeout(self._timeout_s):
+                after: Any = await self._client.get(self._key)
             if after is not None and int(after.create_revision) == create_revision:
                 raise
         finally:
@@ -445,14 +450,16 @@ class Leadership:
             self._set_leader(None)
             log.warning("replica %s: no longer leader (epoch %d)", self.replica_id, self._epoch)
             try:
-                await asyncio.wait_for(asyncio.shield(self._on_deposed(self._epoch)), DEPOSE_TIMEOUT_S)
+                async with asyncio.timeout(DEPOSE_TIMEOUT_S):
+                    await asyncio.shield(self._on_deposed(self._epoch))
             except Exception:
                 log.exception("replica %s: stepping down failed", self.replica_id)
         lease_id = self._lease_id
         if revoke and lease_id is not None:
             self._lease_id = None
             with contextlib.suppress(aetcd.ClientError, TimeoutError, OSError):
-                await asyncio.wait_for(self._client.revoke_lease(lease_id), self._timeout_s)
+                async with asyncio.timeout(self._timeout_s):
+                    await self._client.revoke_lease(lease_id)
 
     def _set_leader(self, leader: LeaderInfo | None) -> None:
         if leader != self.leader:

@@ -48,7 +48,7 @@ def run(
         if not 0 <= seed_customers <= MAX_DEMO_CUSTOMERS:
             raise ConfigError(f"--seed-customers: 0 to {MAX_DEMO_CUSTOMERS}, not {seed_customers}")
         check_replica(config, listen, replica_id)
-        if metrics_listen is not None and not re.fullmatch(r"[^\s:]+:\d{1,5}|", metrics_listen):
+        if metrics_listen is not None and not re.fullmatch(r"[^\s:]+:[0-9]{1,5}|", metrics_listen):
             raise ConfigError(f"--metrics-listen: host:port, not {metrics_listen!r}")
         # The service desk's SMTP, SMS gateway and retry settings (central's environment).
         check_environment()
@@ -68,7 +68,7 @@ def check_replica(config: ProvinceConfig, listen: str | None, replica_id: str) -
     """`central.listen` belongs to the first replica; every other one needs its own --listen."""
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", replica_id):
         raise ConfigError(f"--replica-id: letters, digits, '-' or '_' (not {replica_id!r})")
-    if listen is not None and not re.fullmatch(r"[^\s:]+:\d{1,5}", listen):
+    if listen is not None and not re.fullmatch(r"[^\s:]+:[0-9]{1,5}", listen):
         raise ConfigError(f"--listen: host:port, not {listen!r}")
     if replica_id != DEFAULT_REPLICA_ID and (listen is None or listen == config.central.listen):
         raise ConfigError(

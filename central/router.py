@@ -356,7 +356,8 @@ class Router:
         while True:
             with contextlib.suppress(TimeoutError):
                 # Targets are renewed before the sites' freshness limit lets them lapse.
-                await asyncio.wait_for(self.live.changed.wait(), renew_s)
+                async with asyncio.timeout(renew_s):
+                    await self.live.changed.wait()
             self.live.changed.clear()
             if self.policy.mode == "pooled":
                 await self.pull_round()

@@ -40,3 +40,9 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached in {timeout_s}s: {last}") from last
         await asyncio.sleep(interval_s)
+
+
+def full_width(text: str) -> str:
+    """ASCII digits as a Chinese input method types them (U+FF10 to U+FF19): `str.isdigit()`,
+    `int()` and `\\d` take them, vcc refuses them (vcc.digits)."""
+    return "".join(chr(ord(c) + 0xFEE0) if "0" <= c <= "9" else c for c in text)

@@ -23,6 +23,7 @@ from tools.admin.roster import roster_app
 from tools.bench.cli import bench_app
 from tools.console import console
 from vcc.config import ConfigError, ProvinceConfig, load_province
+from vcc.digits import is_digits
 
 app = typer.Typer(
     name="vcc",
@@ -300,7 +301,7 @@ def kamailio_dispatcher(
     entries: dict[str, int] = {}
     for item in entry:
         site_id, sep, port = item.partition("=")
-        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        if not sep or not is_digits(port) or not 0 < int(port) < 65536:
             fail(f"--entry: {item!r} is not SITE=PORT")
         entries[site_id] = int(port)
     try:

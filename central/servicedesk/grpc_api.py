@@ -14,6 +14,7 @@ from central.convert import customer_to_proto
 from central.customer_pins import CustomerPins
 from central.servicedesk import common, convert
 from central.servicedesk.customer_store import CustomerStore
+from central.servicedesk.customers import PHONE
 from central.servicedesk.history_store import HistoryStore
 from central.servicedesk.kb_store import Article, ArticleState, KnowledgeStore
 from central.servicedesk.notification_store import Channel, NotificationStore
@@ -21,6 +22,7 @@ from central.servicedesk.ticket_queries import TicketQueries
 from central.servicedesk.ticket_records import NewTicket
 from central.servicedesk.ticket_store import TicketStore
 from vcc.authz import peer_identity
+from vcc.digits import is_digits
 from vcc.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from vcc.person_assertion import ACTING
 from vcc.rpc import maps_errors, timestamp, unix_s
@@ -104,8 +106,8 @@ class CustomerService(pb_grpc.CustomerServiceServicer):
     ) -> pb.SearchCustomersResponse:
         if not (request.phone or request.name or request.account or request.address):
             raise InvalidArgument("empty-search", "give a phone, name, account or address to search by")
-        if request.phone and not request.phone.isdigit():
-            raise InvalidArgument("bad-phone", "phone: digits (a number or its beginning)")
+        if request.phone and not is_digits(request.phone):
+            raise InvalidArgument("bad-phone", "phone: digits 0-9 (a number or its beginning)")
         found, token = await self._customers.search(
             phone=request.phone,
             name=request.name,
@@ -345,8 +347,8 @@ class HistoryService(pb_grpc.HistoryServiceServicer):
 
     @maps_errors
     async def GetHistory(self, request: pb.GetHistoryRequest, context: Context) -> pb.GetHistoryResponse:
-        if request.phone and not (request.phone.isdigit() and 3 <= len(request.phone) <= 20):
-            raise InvalidArgument("bad-phone", "phone: 3 to 20 digits")
+        if request.phone and not PHONE.fullmatch(request.phone):
+            raise InvalidArgument("bad-phone", "phone: 3 to 20 digits 0-9")
         customer, items, token = await self._history.history(
             customer_id=request.customer_id,
             phone=request.phone,

@@ -190,7 +190,8 @@ class Dispatcher:
     async def _attempt(self, n: Notification, sender: Sender, number: int) -> None:
         final = number >= self._max_attempts
         try:
-            detail = await asyncio.wait_for(sender.send(n), self._attempt_timeout_s)
+            async with asyncio.timeout(self._attempt_timeout_s):
+                detail = await sender.send(n)
         except TimeoutError:
             await self._record(n, number, False, f"no answer in {self._attempt_timeout_s:g} s", final)
             raise DeliveryError("timeout") from None

@@ -105,7 +105,8 @@ class LiveFeed:
         passed (so that the ages shown keep counting), or the dashboard stops."""
         while not self._closing.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), CHANGE_POLL_S)
+                async with asyncio.timeout(CHANGE_POLL_S):
+                    await self._closing.wait()
             now = self._clock()
             if self._mark(now) != sent_mark or now - sent_at >= self._push_interval_s:
                 return

@@ -50,8 +50,16 @@ from central.stats.realtime import LiveSource, display_status, snapshot
 from central.web.live_stream import LiveFeed, wants_deltas
 from central.web.login import OperatorSession, OperatorSessions
 from central.web.tickets_view import TicketReport, ticket_routes
+from vcc.digits import is_digits
 from vcc.errors import InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated, VccError
-from vcc.https import WebListener
+from vcc.https import (
+    LANGUAGE_COOKIE,
+    LANGUAGE_MAX_AGE_S,
+    LANGUAGES,
+    WebListener,
+    delete_page_cookie,
+    set_page_cookie,
+)
 from vcc.tls import TlsFiles
 
 log = logging.getLogger(__name__)
@@ -251,6 +259,7 @@ class Dashboard:
                 Route("/logout", self._logout, methods=["POST"]),
                 Route("/api/login", self._api_login, methods=["POST"]),
                 Route("/api/logout", self._logout, methods=["POST"]),
+                Route("/api/lang", self._api_lang, methods=["POST"]),
                 Route("/", g(self._page)),
                 Route("/site/{site_id}", g(self._page)),
                 Route("/site/{site_id}/skill/{skill}", g(self._page)),
@@ -336,21 +345,35 @@ class Dashboard:
             response = JSONResponse({"logged_out": True})
         else:
             response = RedirectResponse(f"/login?lang={_language(request)}", status_code=303)
-        response.delete_cookie(
-            COOKIE, path="/", secure=self._web.tls is not None, httponly=True, samesite="strict"
-        )
+        delete_page_cookie(response, COOKIE, secure=self._web.tls is not None)
         return response
 
     def _set_cookie(self, response: Response, s: OperatorSession) -> None:
-        response.set_cookie(
-            COOKIE,
-            s.token,
-            max_age=int(self.operators.max_s),
-            httponly=True,
-            samesite="strict",
-            path="/",
-            secure=self._web.tls is not None,
+        set_page_cookie(
+            response, COOKIE, s.token, max_age=int(self.operators.max_s), secure=self._web.tls is not None
         )
+
+    async def _api_lang(self, request: Request) -> Response:
+        """The language toggle: the page's language remembered by a cookie the server sets (so it
+        is Secure and HttpOnly like the session's; a script's document.cookie could be neither).
+        JSON only: a cross-site form cannot post it, and a cross-site script needs CORS (never)."""
+        try:
+            if not request.headers.get("content-type", "").startswith("application/json"):
+                raise InvalidArgument("bad-content-type", "the body: application/json {lang}")
+            try:
+                body = json.loads(await _limited_body(request))
+            except ValueError:
+                raise InvalidArgument("bad-body", "the body: a JSON object {lang}") from None
+            lang = body.get("lang") if isinstance(body, dict) else None
+            if lang not in LANGUAGES:
+                raise InvalidArgument("bad-language", f"lang: one of {', '.join(LANGUAGES)}")
+        except VccError as exc:
+            return _error_json(exc)
+        response = JSONResponse({"lang": lang})
+        set_page_cookie(
+            response, LANGUAGE_COOKIE, lang, max_age=LANGUAGE_MAX_AGE_S, secure=self._web.tls is not None
+        )
+        return response
 
     async def _page(self, request: Request) -> Response:
         lang = _language(request)
@@ -414,10 +437,11 @@ class Dashboard:
         q = request.query_params
         policy = self._records.policy
         try:
-            length = int(q.get("length", str(INTERVAL_S)))
+            # ASCII digits only: int() also reads full-width ones (`?days=%EF%BC%91` is not 1).
+            length = _whole(q.get("length", str(INTERVAL_S)), "length: 900 or 86400")
             if length not in (INTERVAL_S, DAY_S):
                 raise ValueError("length: 900 or 86400")
-            days = int(q.get("days", "1"))
+            days = _whole(q.get("days", "1"), f"days: 1 to {MAX_REPORT_DAYS}")
             if not 1 <= days <= MAX_REPORT_DAYS:
                 raise ValueError(f"days: 1 to {MAX_REPORT_DAYS}")
             levels = [Level(v) for v in q.getlist("level")] or list(Level)
@@ -454,8 +478,8 @@ class Dashboard:
 
 
 def _language(request: Request) -> str:
-    lang = request.query_params.get("lang") or request.cookies.get("vcc_lang", "")
-    if lang in ("zh", "en"):
+    lang = request.query_params.get("lang") or request.cookies.get(LANGUAGE_COOKIE, "")
+    if lang in LANGUAGES:
         return lang
     accept = request.headers.get("accept-language", "").lower()
     return "en" if accept.startswith("en") else "zh"
@@ -504,6 +528,12 @@ def _view(request: Request) -> str:
     if "site_id" in request.path_params:
         return "site"
     return "report" if request.url.path == "/report" else "province"
+
+
+def _whole(text: str, rule: str) -> int:
+    if not is_digits(text):
+        raise ValueError(rule)
+    return int(text)
 
 
 def _local_midnight(date: str, utc_offset_s: int) -> float:

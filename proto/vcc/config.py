@@ -22,7 +22,7 @@ AGENT_CODE_DIGITS = (4, 8)
 AGENT_CODE = re.compile(rf"^[0-9]{{{AGENT_CODE_DIGITS[0]},{AGENT_CODE_DIGITS[1]}}}\Z")
 AGENT_CODE_RULE = "an agent code is 4 to 8 digits (four: two for the group, two for the member)"
 IDENT = r"^[a-z][a-z0-9_-]{0,31}$"
-HostPort = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")]
+HostPort = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}$")]
 Ident = Annotated[str, Field(pattern=IDENT)]
 
 
@@ -426,7 +426,7 @@ class TracingConfig(_Strict):
 class ProvinceInfo(_Strict):
     id: Ident
     name: str
-    service_number: Annotated[str, Field(pattern=r"^\d{3,8}$")] = "10000"
+    service_number: Annotated[str, Field(pattern=r"^[0-9]{3,8}$")] = "10000"
 
 
 class ProvinceConfig(_Strict):

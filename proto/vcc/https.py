@@ -6,7 +6,8 @@ Where the province has `tls`, a web server listens with TLS only, with the node'
 port gets its connection closed at the handshake, before any request (or password) is read. There
 is no redirecting listener on purpose: the redirect would come only after the browser had sent
 its first request in clear (a login form posted to `http://` included). Every answer carries HSTS,
-and the session cookies are `Secure`, `HttpOnly` and `SameSite=Strict`.
+and every cookie the pages set (the sessions', the language's) is `Secure`, `HttpOnly` and
+`SameSite=Strict` (set_page_cookie).
 
 Browsers have no client certificate: the pages authenticate people by their password and session,
 so the web servers do not ask for one (the gRPC servers do).
@@ -45,6 +46,27 @@ GRACEFUL_S = 2
 
 def scheme(tls: object | None) -> str:
     return "http" if tls is None else "https"
+
+
+# How long a page remembers a person's language (vcc_lang): a year, like the HSTS above.
+LANGUAGE_COOKIE = "vcc_lang"
+LANGUAGE_MAX_AGE_S = 31536000
+LANGUAGES = ("zh", "en")
+
+
+def set_page_cookie(
+    response: Any, name: str, value: str, *, secure: bool, max_age: int | None = None
+) -> None:
+    """Every cookie the pages set, a session's or a language's: `Secure` (whenever the pages are
+    served over https), `HttpOnly` (no page script reads it), `SameSite=Strict`, for the whole site.
+    Set by the server only: a cookie a script writes can never be HttpOnly."""
+    response.set_cookie(
+        name, value, max_age=max_age, httponly=True, samesite="strict", path="/", secure=secure
+    )
+
+
+def delete_page_cookie(response: Any, name: str, *, secure: bool) -> None:
+    response.delete_cookie(name, path="/", secure=secure, httponly=True, samesite="strict")
 
 
 def web_url(config: ProvinceConfig, listen: str, path: str = "/") -> str:

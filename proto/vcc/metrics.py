@@ -214,7 +214,8 @@ class MetricsServer:
             self._handlers.add(task)
         try:
             try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT_S)
+                # One request per connection: a lost cancel serves this request, no more.
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT_S)  # noqa: TID251
             except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
                 return
             if len(head) > MAX_REQUEST_BYTES:

@@ -242,7 +242,8 @@ async def close_channel(channel: grpc.aio.Channel, timeout_s: float = CLOSE_S) -
     """Close a channel within a bound: a close waits on the calls it cancels, and a peer cut
     silently (or a half-closed stream nobody reads) must not hold a stop or a re-dial."""
     try:
-        await asyncio.wait_for(channel.close(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await channel.close()
     except Exception as exc:
         log.debug("closing a channel: %s", exc)
 

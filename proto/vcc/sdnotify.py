@@ -20,6 +20,8 @@ import os
 import socket
 from collections.abc import Mapping
 
+from vcc.digits import is_digits
+
 log = logging.getLogger(__name__)
 
 NOTIFY_SOCKET_ENV = "NOTIFY_SOCKET"
@@ -45,7 +47,7 @@ class Notifier:
         usec = env.get(WATCHDOG_USEC_ENV, "")
         pid = env.get(WATCHDOG_PID_ENV, "")
         # WATCHDOG_PID names the process the watchdog is meant for (not a child that inherited it).
-        if usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid())):
+        if is_digits(usec) and int(usec) > 0 and (not pid or pid == str(os.getpid())):
             watchdog_s = int(usec) / 1e6
         return cls(address, watchdog_s)
 

@@ -81,5 +81,26 @@ class Stopping:
         return time.monotonic() - self._started
 
 
+async def finish(task: asyncio.Future[Any], grace_s: float) -> None:
+    """Give a background task `grace_s` to end by itself, then cancel it and wait for it to end.
+
+    Its error is raised here, its cancellation is not; the caller's own cancellation always
+    propagates. Not `wait_for` under a suppress of CancelledError: that swallowed the cancel of
+    the caller's stop too (and on Python 3.11 a wait_for whose task ends in the instant the caller
+    is cancelled drops that cancel, gh-86296), so a stop looping over its tasks went on regardless.
+    """
+    if not task.done():
+        try:
+            await asyncio.wait({task}, timeout=grace_s)
+        finally:
+            # Late, or the caller itself cancelled: the task goes with it.
+            if not task.done():
+                task.cancel()
+        if not task.done():
+            await asyncio.wait({task})
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        raise exc
+
+
 def _name(task: asyncio.Future[Any]) -> str:
     return task.get_name() if isinstance(task, asyncio.Task) else repr(task)

@@ -225,7 +225,8 @@ async def close_etcd_client(client: aetcd.Client, timeout_s: float = 2.0) -> Non
     """Close an etcd client within a bound: aetcd's close waits for its watches, and a dead or
     cut etcd can keep that wait open for ever (a stop, or a cancelled watcher, must not hang)."""
     try:
-        await asyncio.wait_for(client.close(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await client.close()
     except Exception as exc:
         log.debug("closing the etcd client: %s", exc)
 

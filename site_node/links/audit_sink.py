@@ -158,7 +158,8 @@ class AuditSink:
             if left <= 0:
                 return False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._acked.wait(), left)
+                async with asyncio.timeout(left):
+                    await self._acked.wait()
         return True
 
     @property
@@ -181,7 +182,8 @@ class AuditSink:
             if not self._pending:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), IDLE_S)
+                    async with asyncio.timeout(IDLE_S):
+                        await self._wake.wait()
                 continue
             if not await self.flush_once():
                 await asyncio.sleep(RETRY_S)

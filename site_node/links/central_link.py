@@ -267,7 +267,8 @@ class CentralLink:
             # Coalesce: however busy the site, at most one update per MIN_INTERVAL_S.
             await asyncio.sleep(MIN_INTERVAL_S)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), max(0.0, HEARTBEAT_S - (loop.time() - sent_at)))
+                async with asyncio.timeout(max(0.0, HEARTBEAT_S - (loop.time() - sent_at))):
+                    await self._changed.wait()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)

@@ -130,7 +130,8 @@ class LeaderWatch:
         finally:
             reader.cancel()
             try:
-                await asyncio.wait_for(watch.cancel(), CLEANUP_S)
+                async with asyncio.timeout(CLEANUP_S):
+                    await watch.cancel()
             except Exception as exc:
                 log.debug("cancelling the leader watch: %s", exc)
             await asyncio.wait({reader}, timeout=CLEANUP_S)

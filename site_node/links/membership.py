@@ -109,7 +109,8 @@ class Membership:
             await self._client.close()
             return
         try:
-            await asyncio.wait_for(self._client.revoke_lease(lease_id), self._timeout_s * 2)
+            # After run() ended: a lost cancel here only lets the revoke finish.
+            await asyncio.wait_for(self._client.revoke_lease(lease_id), self._timeout_s * 2)  # noqa: TID251
             log.info("left the province: revoked lease %x of %s", lease_id, self.key)
         except (aetcd.ClientError, TimeoutError, OSError) as exc:
             log.warning("could not revoke lease %x (%s); %s goes when it expires", lease_id, exc, self.key)

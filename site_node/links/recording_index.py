@@ -69,7 +69,8 @@ class RecordingIndexShipper:
                 await asyncio.sleep(RETRY_S)
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), IDLE_S)
+                async with asyncio.timeout(IDLE_S):
+                    await self._wake.wait()
 
     async def flush_once(self) -> bool:
         """Send one batch; False when central did not take it (it stays pending)."""

@@ -228,7 +228,8 @@ class MixBridge:
         else:
             # A description GStreamer refuses ends the process at once: say so, not a silent call.
             with contextlib.suppress(TimeoutError):
-                code = await asyncio.wait_for(proc.wait(), GST_REFUSAL_S)
+                # One-shot (a start): a lost cancel goes on to the next step of this start, no loop.
+                code = await asyncio.wait_for(proc.wait(), GST_REFUSAL_S)  # noqa: TID251
                 raise BridgeError(f"the mixing bridge exited at once ({code}; log: {self.log_path})")
         self._watch = asyncio.get_running_loop().create_task(self._follow(proc), name=f"bridge-{self.name}")
         log.info("bridge %s: pid %s, %s", self.name, proc.pid, self.hears)
@@ -268,7 +269,8 @@ class MixBridge:
         """The live mixer's `ready` (every port bound), or a BridgeError with the process ended."""
         assert proc.stdout is not None
         try:
-            line = await asyncio.wait_for(proc.stdout.readline(), READY_S)
+            # One-shot (a start): a lost cancel reads the ready line, no loop.
+            line = await asyncio.wait_for(proc.stdout.readline(), READY_S)  # noqa: TID251
         except TimeoutError:
             line = b""
         if line.strip() != b"ready":
@@ -287,7 +289,8 @@ class MixBridge:
                 raise BridgeError("the live mixer is gone before it took the new mix")
             left = deadline - asyncio.get_running_loop().time()
             try:
-                await asyncio.wait_for(self._answered.wait(), max(left, 0.0))
+                async with asyncio.timeout(max(left, 0.0)):
+                    await self._answered.wait()
             except TimeoutError:
                 raise BridgeError(f"the live mixer did not take the new mix in {READY_S:.0f} s") from None
 
@@ -320,7 +323,8 @@ class MixBridge:
             proc.stdin.close()
         proc.terminate()
         try:
-            await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
+            # One-shot (the end of a mixer): a lost cancel only skips the kill of an ended process.
+            await asyncio.wait_for(proc.wait(), STOP_GRACE_S)  # noqa: TID251
         except TimeoutError:
             proc.kill()
             await proc.wait()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from site_node.media.ng import NgClient
 from vcc.config import MediaEngineConfig
+from vcc.digits import is_digits
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class MediaEngine:
             "--foreground", "--log-stderr", f"--num-threads={c.threads}", f"--dtmf-log-dest={self.dtmf_dest}",
         ]  # fmt: skip
         level = os.environ.get(LOG_LEVEL_ENV, "")
-        if level.isdigit():
+        if is_digits(level):
             cmd.append(f"--log-level={level}")  # a diagnosis (7: every packet's fate, every ng command)
         if self.recording_dir is not None:
             # pcap: the only method of a userspace engine; the recorder makes each one a WAV.
@@ -199,7 +200,8 @@ class MediaEngine:
             return
         proc.terminate()
         try:
-            await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
+            async with asyncio.timeout(STOP_GRACE_S):
+                await proc.wait()
         except TimeoutError:
             proc.kill()
             await proc.wait()

@@ -121,7 +121,8 @@ class NgClient:
             self.waited += 1
         self.queued += 1
         try:
-            await asyncio.wait_for(self._slots.acquire(), self.turn_timeout_s)
+            async with asyncio.timeout(self.turn_timeout_s):
+                await self._slots.acquire()
         except TimeoutError:
             raise MediaTimeout(
                 f"rtpengine {self.target}: {command} not sent, {self.window} requests unanswered"
@@ -174,7 +175,8 @@ class NgClient:
         try:
             self._transport.sendto(payload)
             try:
-                return await asyncio.wait_for(asyncio.shield(fut), self.timeout_s)
+                async with asyncio.timeout(self.timeout_s):
+                    return await asyncio.shield(fut)
             except TimeoutError:
                 self.timeouts += 1
                 raise

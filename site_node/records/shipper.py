@@ -150,7 +150,8 @@ class Shipper:
                 # Rows appended since the shipper last found the outbox empty.
                 self._idle.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), drain_s)
+                # One-shot drain before the cancel below: a lost cancel goes on to stop the shipper.
+                await asyncio.wait_for(self._idle.wait(), drain_s)  # noqa: TID251
         task.cancel()
         # asyncio.wait: our own cancellation still propagates, the task's does not.
         await asyncio.wait({task})

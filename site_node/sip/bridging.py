@@ -31,6 +31,7 @@ from site_node.media.control import MediaControl, bridge_sdp
 from site_node.media.ng import MediaError
 from site_node.sip.message import new_tag
 from site_node.sip.phones import AgentPhones
+from vcc.shutdown import finish
 
 if TYPE_CHECKING:
     from site_node.sip.trunk import SipTrunk
@@ -332,5 +333,5 @@ class CallBridges:
                 await b.bridge.stop()
         self.calls.clear()
         for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError, MediaError):
-                await asyncio.wait_for(task, 2.0)
+            with contextlib.suppress(TimeoutError, MediaError):
+                await finish(task, 2.0)

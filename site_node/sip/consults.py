@@ -39,6 +39,7 @@ from site_node.sip.bridging import CONSULT, CallBridges, Side
 from site_node.sip.phones import AgentPhones, PhoneLeg
 from site_node.sip.ties import TieOut, TieTrunks
 from vcc.errors import VccError
+from vcc.shutdown import finish
 
 if TYPE_CHECKING:
     from site_node.sip.trunk import SipTrunk
@@ -267,5 +268,5 @@ class ConsultVoice:
             c.ended = True
         self.calls.clear()
         for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError, MediaError):
-                await asyncio.wait_for(task, 2.0)
+            with contextlib.suppress(TimeoutError, MediaError):
+                await finish(task, 2.0)

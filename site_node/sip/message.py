@@ -10,6 +10,8 @@ import re
 import secrets
 from dataclasses import dataclass, field
 
+from vcc.digits import is_digits
+
 MAX_HEADERS = 100
 MAX_HEADER_LINE = 4096
 
@@ -106,7 +108,7 @@ class Message:
     @property
     def cseq(self) -> tuple[int, str]:
         parts = self.need("cseq").split()
-        if len(parts) != 2 or not parts[0].isdigit() or len(parts[0]) > 10:
+        if len(parts) != 2 or not is_digits(parts[0]) or len(parts[0]) > 10:
             raise SipParseError("bad CSeq")
         number = int(parts[0])
         if number >= 2**31:
@@ -155,7 +157,7 @@ def parse(data: bytes) -> Message:
     length = msg.get("content-length")
     if length is not None:
         length = length.strip()
-        if not length.isdigit() or len(length) > 6:
+        if not is_digits(length) or len(length) > 6:
             raise SipParseError("bad Content-Length")
         n = int(length)
         if n > len(body):
@@ -170,7 +172,7 @@ def _start_line(line: str) -> Message:
         raise SipParseError("start line too long")
     if line.startswith("SIP/"):
         parts = line.split(" ", 2)
-        if len(parts) < 2 or parts[0] != "SIP/2.0" or not parts[1].isdigit() or len(parts[1]) != 3:
+        if len(parts) < 2 or parts[0] != "SIP/2.0" or not is_digits(parts[1]) or len(parts[1]) != 3:
             raise SipParseError("bad status line")
         status = int(parts[1])
         if not 100 <= status <= 699:
@@ -264,7 +266,7 @@ def split_host_port(text: str, default_port: int) -> tuple[str, int]:
         raise SipParseError("empty host")
     if not port_text:
         return host, default_port
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not is_digits(port_text) or not 0 < int(port_text) < 65536:
         raise SipParseError("bad port")
     return host, int(port_text)
 
@@ -334,7 +336,7 @@ def uri_host_port(uri: str) -> tuple[str, int]:
 def session_interval(value: str) -> int:
     """The seconds of a Session-Expires (or Min-SE) value: `1800;refresher=uac`."""
     seconds = value.split(";", 1)[0].strip()
-    if not seconds.isdigit() or len(seconds) > 6:
+    if not is_digits(seconds) or len(seconds) > 6:
         raise SipParseError("bad Session-Expires")
     return int(seconds)
 

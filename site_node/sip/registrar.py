@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from site_node.sip.message import Message, NameAddr, SipParseError, split_commas, uri_user
 from site_node.sip.transport import Address
 from vcc.config import SipConfig
+from vcc.digits import is_digits
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class Registrar:
         """ "ok", "stale" (ours, but too old) or "bad"."""
         stamp, _, sig = nonce.rpartition(".")
         want = hmac.new(self._key, stamp.encode(), hashlib.sha256).hexdigest()[:32]
-        if not re.fullmatch(r"\d+\.\d{3}", stamp) or not hmac.compare_digest(sig, want):
+        if not re.fullmatch(r"[0-9]+\.[0-9]{3}", stamp) or not hmac.compare_digest(sig, want):
             return "bad"
         return "ok" if self._clock() - float(stamp) <= NONCE_TTL_S else "stale"
 
@@ -154,7 +155,7 @@ class Registrar:
             or (msg.get("expires") or "").strip()
             or str(self.config.max_expires_s)
         )
-        if not asked.isdigit():
+        if not is_digits(asked):
             return 400, [], "Bad Request (bad expires)"
         seconds = int(asked)
         if seconds == 0:

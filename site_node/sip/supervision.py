@@ -32,6 +32,7 @@ from site_node.media.ng import MediaError
 from site_node.sip.bridging import SUPERVISION, CallBridges, Side
 from site_node.sip.phones import AgentPhones, PhoneLeg
 from vcc.errors import VccError
+from vcc.shutdown import finish
 
 if TYPE_CHECKING:
     from site_node.sip.trunk import SipTrunk
@@ -225,5 +226,5 @@ class SupervisorMedia:
             s.ended = True
         self.calls.clear()
         for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError, MediaError):
-                await asyncio.wait_for(task, 2.0)
+            with contextlib.suppress(TimeoutError, MediaError):
+                await finish(task, 2.0)

@@ -29,6 +29,7 @@ from site_node.sip.dialog import SipCall
 from site_node.sip.message import Message, NameAddr, SipParseError, new_branch, new_tag, response
 from site_node.sip.timers import Retransmit
 from site_node.sip.transport import Address
+from vcc.shutdown import finish
 
 if TYPE_CHECKING:
     from site_node.sip.consults import ConsultVoice
@@ -378,5 +379,5 @@ class TieTrunks:
         for sc in list(self.legs_in.values()):
             self._drop_in(sc)
         for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(task, 2.0)
+            with contextlib.suppress(TimeoutError):
+                await finish(task, 2.0)

@@ -545,7 +545,8 @@ class SipTrunk:
                 if kind == "ended":
                     if durable is not None:
                         with contextlib.suppress(TimeoutError, Exception):
-                            await asyncio.wait_for(asyncio.shield(durable), DURABLE_WAIT_S)
+                            async with asyncio.timeout(DURABLE_WAIT_S):
+                                await asyncio.shield(durable)
                     await self._ended(sc, msg.ended)
                     return
                 if kind == "voicemail":

@@ -10,7 +10,9 @@ from typing import Any
 
 from starlette.requests import Request
 
+from vcc.digits import is_digits
 from vcc.errors import InvalidArgument
+from vcc.https import LANGUAGE_COOKIE, LANGUAGES
 
 COOKIE = "vcc_session"
 # Ids that travel in a path or a query (customer ids, skill groups).
@@ -40,7 +42,7 @@ async def body_of(request: Request) -> dict[str, Any]:
         # Also what keeps other sites' forms out: a cross-site JSON post needs CORS, never granted.
         raise InvalidArgument("bad-content-type", "send the request body as application/json")
     length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_BODY:
+    if is_digits(length) and int(length) > MAX_BODY:
         raise InvalidArgument("too-large", f"request body: at most {MAX_BODY} bytes")
     raw = await request.body()
     if len(raw) > MAX_BODY:
@@ -81,8 +83,8 @@ def choice(body: dict[str, Any], name: str, allowed: tuple[str, ...]) -> str:
 
 
 def language(request: Request) -> str:
-    lang = request.query_params.get("lang") or request.cookies.get("vcc_lang", "")
-    if lang in ("zh", "en"):
+    lang = request.query_params.get("lang") or request.cookies.get(LANGUAGE_COOKIE, "")
+    if lang in LANGUAGES:
         return lang
     accept = request.headers.get("accept-language", "").lower()
     return "en" if accept.startswith("en") else "zh"

@@ -47,7 +47,7 @@ from site_node.web.desk import DeskApi
 from site_node.web.desk_data import DeskDataApi
 from site_node.web.errors import error_response, internal_error
 from site_node.web.presence import Presence
-from site_node.web.requests import COOKIE, body_of, key_of, language, origin, sse, text, token
+from site_node.web.requests import COOKIE, body_of, choice, key_of, language, origin, sse, text, token
 from site_node.web.sessions import IDLE_S, Session, WebSessions
 from site_node.web.views import DeskMemory, Views
 from site_node.web.voicemail import VoicemailApi
@@ -60,7 +60,14 @@ from vcc.errors import (
     VccError,
     from_rpc_error,
 )
-from vcc.https import WebListener
+from vcc.https import (
+    LANGUAGE_COOKIE,
+    LANGUAGE_MAX_AGE_S,
+    LANGUAGES,
+    WebListener,
+    delete_page_cookie,
+    set_page_cookie,
+)
 from vcc.tls import TlsFiles
 from vcc.v1 import peer_pb2, peer_pb2_grpc
 
@@ -262,6 +269,7 @@ class DeskServer:
                 Route("/healthz", lambda r: JSONResponse({"status": "ok"})),
                 Route("/api/login", api(self._login), methods=["POST"]),
                 Route("/api/logout", api(self._logout), methods=["POST"]),
+                Route("/api/lang", api(self._lang), methods=["POST"]),
                 Route("/api/me", api(self.desk._me)),
                 Route("/api/stream", api(self._stream)),
                 Route("/api/state", api(self.desk._state), methods=["POST"]),
@@ -371,13 +379,16 @@ class DeskServer:
         tag = hmac.new(self._pepper, password.encode(), hashlib.sha256).hexdigest()[:32]
         result = await self._once.once(f"login:{code}:{tag}", key_of(request, body), login)
         response = JSONResponse({"agent": result["agent"]})
-        response.set_cookie(
-            COOKIE,
-            result["token"],
-            httponly=True,
-            samesite="strict",
-            path="/",
-            secure=self._web.tls is not None,
+        set_page_cookie(response, COOKIE, result["token"], secure=self._web.tls is not None)
+        return response
+
+    async def _lang(self, request: Request) -> Response:
+        """The language toggle, remembered by a cookie the server sets: Secure and HttpOnly like
+        the session's (a script's document.cookie can never be HttpOnly)."""
+        lang = choice(await body_of(request), "lang", LANGUAGES)
+        response = JSONResponse({"lang": lang})
+        set_page_cookie(
+            response, LANGUAGE_COOKIE, lang, max_age=LANGUAGE_MAX_AGE_S, secure=self._web.tls is not None
         )
         return response
 
@@ -390,9 +401,7 @@ class DeskServer:
             return {"logged_out": s.code}
 
         response = await self._mutate(request, "logout", logout)
-        response.delete_cookie(
-            COOKIE, path="/", secure=self._web.tls is not None, httponly=True, samesite="strict"
-        )
+        delete_page_cookie(response, COOKIE, secure=self._web.tls is not None)
         return response
 
     def _reason(self, body: dict[str, Any]) -> str:
@@ -428,7 +437,8 @@ class DeskServer:
                         return
                     yield sse("view", data)
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), PUSH_S)
+                        async with asyncio.timeout(PUSH_S):
+                            await wake.wait()
             finally:
                 self._streams.pop(wake, None)
                 self.rt.desk_detached(s.code)

@@ -19,6 +19,7 @@ from central.servicedesk.desk import ServiceDesk
 from central.servicedesk.grpc_api import SERVICE_NAMES
 from central.store import Store
 from tests.central.province import province
+from tests.helpers import full_width
 from vcc import rpc
 from vcc.errors import from_rpc_error
 from vcc.v1 import (
@@ -257,6 +258,12 @@ async def test_bad_input_on_every_rpc_changes_nothing(stubs: Stubs) -> None:
         ),
         (cs.SearchCustomers(pb.SearchCustomersRequest()), C.INVALID_ARGUMENT, "empty-search"),
         (cs.SearchCustomers(pb.SearchCustomersRequest(phone="13x")), C.INVALID_ARGUMENT, "bad-phone"),
+        # Full-width digits (what a Chinese input method types) are not digits of a phone number.
+        (
+            cs.SearchCustomers(pb.SearchCustomersRequest(phone=full_width("138"))),
+            C.INVALID_ARGUMENT,
+            "bad-phone",
+        ),
         (
             cs.SearchCustomers(pb.SearchCustomersRequest(name="a", page_size=9999)),
             C.INVALID_ARGUMENT,
@@ -415,6 +422,11 @@ async def test_bad_input_on_every_rpc_changes_nothing(stubs: Stubs) -> None:
         ),
         (hs.GetHistory(pb.GetHistoryRequest()), C.INVALID_ARGUMENT, "bad-history-key"),
         (hs.GetHistory(pb.GetHistoryRequest(phone="1", customer_id="c")), C.INVALID_ARGUMENT, "bad-phone"),
+        (
+            hs.GetHistory(pb.GetHistoryRequest(phone=full_width("13800000002"))),
+            C.INVALID_ARGUMENT,
+            "bad-phone",
+        ),
         (hs.GetHistory(pb.GetHistoryRequest(customer_id="nobody")), C.NOT_FOUND, "customer-not-found"),
         (
             hs.GetHistory(pb.GetHistoryRequest(phone="13800000002", page_token="e30")),

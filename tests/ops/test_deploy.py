@@ -69,6 +69,45 @@ def test_the_compose_file_follows_the_compose_spec() -> None:
     assert services["vcc-migrate"]["command"][:2] == ["central", "migrate"]
 
 
+def test_the_compose_province_runs_vcc_with_tls_from_vcc_certs(tmp_path: Path) -> None:
+    """`tls` for vcc itself: every vcc service mounts the folder `vcc certs province` makes (its
+    own pair found beside the CA), and the etcd members serve that CA's etcd-server pair, which
+    names what vcc checks (etcd.vcc.internal) and the members' hosts (their peers check them)."""
+    from typer.testing import CliRunner
+
+    from tools.cli import app
+
+    doc = yaml.safe_load((DEPLOY / "compose" / "compose.yaml").read_text())
+    services = doc["services"]
+    province = load_province(DEPLOY / "compose" / "province.yaml")
+    assert province.tls is not None and province.tls.ca_file == "/etc/vcc/certs/ca.crt"
+    etcd = sorted(s for s in services if re.fullmatch(r"etcd-\d", s))
+    assert sorted(e.split(":")[0] for e in province.etcd.endpoints) == etcd
+    vcc = [n for n, s in services.items() if s.get("image", "").startswith("vcc:")]
+    assert {"vcc-migrate", "central-1", "central-2"} <= set(vcc)
+    for name in vcc:
+        assert "./certs/vcc:/etc/vcc/certs:ro" in services[name]["volumes"], name
+    out = tmp_path / "certs"
+    made = CliRunner().invoke(
+        app,
+        ["certs", "province", "--config", str(DEPLOY / "compose" / "province.yaml"), "--out", str(out),
+         "--central-replicas", "2", *(a for host in etcd for a in ("--host", host))],
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    for name in ("central-1", "central-2", *(f"site-{s.id}" for s in province.sites)):
+        assert (out / f"{name}.crt").is_file() and (out / f"{name}.key").is_file(), name
+    for member in etcd:
+        env = services[member]["environment"]
+        assert "./certs/vcc:/certs:ro" in services[member]["volumes"]
+        for key in ("ETCD_CERT_FILE", "ETCD_KEY_FILE", "ETCD_PEER_CERT_FILE", "ETCD_PEER_KEY_FILE"):
+            assert (out / env[key].removeprefix("/certs/")).is_file(), (member, key)
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate((out / "etcd-server.crt").read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {"etcd.vcc.internal", *etcd} <= set(names.get_values_for_type(x509.DNSName))
+
+
 def test_the_compose_check_refuses_a_broken_file() -> None:
     doc = yaml.safe_load((DEPLOY / "compose" / "compose.yaml").read_text())
     broken = copy.deepcopy(doc)

@@ -11,9 +11,11 @@ import shutil
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from starlette.responses import Response
 
 from central.db.engine import create_engine
 from central.db.migrate import upgrade
@@ -21,12 +23,13 @@ from central.live_state import LiveState
 from central.stats.service import StatsService
 from central.web.login import OperatorSessions
 from central.web.server import Dashboard
+from tests.helpers import eventually
 from tests.security.conftest import Certs
 from tests.web.conftest import OPERATOR, OPERATOR_PASSWORD, SITES, need_chromium, operator_hash
 from tools.province.certs import issue, make_ca
 from tools.province.chromium import chromium
 from vcc.config import OperatorConfig
-from vcc.https import client_context
+from vcc.https import client_context, set_page_cookie
 from vcc.tls import TlsFiles
 
 pytestmark = pytest.mark.timeout(120)
@@ -102,6 +105,43 @@ async def test_plaintext_is_refused_and_https_served(certs: Certs, tmp_path: Pat
             assert (await http.get(f"{dash.url}api/live")).status_code == 200
 
 
+async def test_the_language_cookie_is_set_by_the_server_secure_httponly_and_strict(
+    certs: Certs, tmp_path: Path
+) -> None:
+    """The dashboard's language toggle: the cookie comes in the server's Set-Cookie with the
+    session cookie's flags (a page script's document.cookie was neither Secure nor HttpOnly)."""
+    async for dash in serve(tmp_path, certs.files("central-1")):
+        async with httpx.AsyncClient(verify=client_context(certs.folder / "ca.crt"), timeout=10) as http:
+            chosen = await http.post(f"{dash.url}api/lang", json={"lang": "en"})
+            assert chosen.status_code == 200 and chosen.json() == {"lang": "en"}
+            cookie = chosen.headers["set-cookie"].lower()
+            assert cookie.startswith("vcc_lang=en;") and "max-age=31536000" in cookie
+            for flag in ("secure", "httponly", "samesite=strict", "path=/"):
+                assert flag in cookie, cookie
+            # The page after it speaks that language without being told again.
+            assert '<html lang="en">' in (await http.get(f"{dash.url}login")).text
+            # No language but zh and en, and only a JSON body (no cross-site form): no cookie.
+            for bad in (
+                http.post(f"{dash.url}api/lang", json={"lang": "fr"}),
+                http.post(f"{dash.url}api/lang", json=["en"]),
+                http.post(f"{dash.url}api/lang", data={"lang": "en"}),
+            ):
+                refused = await bad
+                assert refused.status_code == 400 and "set-cookie" not in refused.headers
+            assert http.cookies.get("vcc_lang") == "en"
+
+
+def test_every_page_cookie_is_secure_httponly_and_strict_over_https() -> None:
+    """The one way the dashboard and the desk set a cookie (the sessions' and the language's)."""
+    response = Response()
+    set_page_cookie(response, "vcc_lang", "en", secure=True, max_age=60)
+    set_page_cookie(response, "vcc_plain", "x", secure=False)
+    over_https, plain = (v.decode().lower() for k, v in response.raw_headers if k == b"set-cookie")
+    for flag in ("secure", "httponly", "samesite=strict", "path=/", "max-age=60"):
+        assert flag in over_https, over_https
+    assert "secure" not in plain and "httponly" in plain and "samesite=strict" in plain
+
+
 async def test_a_certificate_of_another_ca_is_not_trusted(certs: Certs, tmp_path: Path) -> None:
     # A server holding a certificate from another CA where the dashboard should be (a moved
     # address, an impostor on the network): the tools and the browser both refuse it.
@@ -143,6 +183,21 @@ async def test_the_login_form_works_over_https_in_chromium(certs: Certs, tmp_pat
             assert cookie["secure"] and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
             # HttpOnly: the page's own scripts never see the session.
             assert "vcc_ops" not in await page.evaluate("document.cookie")
+            # The language toggle's cookie comes from the server with the same flags, and every
+            # cookie the pages set is Secure, HttpOnly and SameSite=Strict.
+            await page.click("#lang-toggle")
+            await expect(page.locator("html")).to_have_attribute("lang", "zh-CN", timeout=WAIT_MS)
+
+            async def with_language(context: Any = page.context) -> list[Any] | None:
+                cookies = await context.cookies()
+                return cookies if any(c["name"] == "vcc_lang" for c in cookies) else None
+
+            cookies = await eventually(with_language, timeout_s=60, what="the language cookie")
+            assert {c["name"] for c in cookies} == {"vcc_ops", "vcc_lang"}
+            for c in cookies:
+                assert c["secure"] and c["httpOnly"] and c["sameSite"] == "Strict", c
+            assert [c["value"] for c in cookies if c["name"] == "vcc_lang"] == ["zh"]
+            assert await page.evaluate("document.cookie") == ""
 
 
 async def test_a_renewed_web_certificate_is_picked_up_without_a_restart(tmp_path: Path) -> None:

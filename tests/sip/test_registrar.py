@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from site_node.app import SiteNode
-from tests.helpers import eventually
+from tests.helpers import eventually, full_width
 from tests.sip.conftest import PHONE_PASSWORD
 from tests.sip.raw import RawPeer, header
 
@@ -27,7 +27,7 @@ def md5(text: str) -> str:
 
 
 def register(
-    peer: RawPeer, target: str, code: str, *, cseq: int = 1, auth: str = "", expires: int = 120
+    peer: RawPeer, target: str, code: str, *, cseq: int = 1, auth: str = "", expires: int | str = 120
 ) -> bytes:
     lines = [
         f"REGISTER sip:{target} SIP/2.0",
@@ -64,14 +64,20 @@ async def peer() -> object:
     p.close()
 
 
+async def challenged(node: SiteNode, peer: RawPeer, code: str) -> bytes:
+    """The 401 a REGISTER without credentials gets."""
+    peer.send(register(peer, target(node), code), target(node))
+    status, challenge = await peer.status()
+    assert status == 401 and 'realm="vcc"' in header(challenge, "WWW-Authenticate")
+    return challenge
+
+
 async def test_a_phone_is_challenged_refused_with_a_wrong_password_and_bound_with_the_right_one(
     sip_node: SiteNode, peer: RawPeer
 ) -> None:
     assert sip_node.registrar is not None
     code = sip_node.site.agents[0].code
-    peer.send(register(peer, target(sip_node), code), target(sip_node))
-    status, challenge = await peer.status()
-    assert status == 401 and 'realm="vcc"' in header(challenge, "WWW-Authenticate")
+    challenge = await challenged(sip_node, peer, code)
     wrong = answer(challenge, code, target(sip_node), "9999")
     peer.send(register(peer, target(sip_node), code, cseq=2, auth=wrong), target(sip_node))
     assert (await peer.status())[0] == 403
@@ -90,6 +96,21 @@ async def test_a_phone_is_challenged_refused_with_a_wrong_password_and_bound_wit
     again = answer(challenge, code, target(sip_node), PHONE_PASSWORD)
     peer.send(register(peer, target(sip_node), code, cseq=5, auth=again, expires=0), target(sip_node))
     assert (await peer.status())[0] == 200
+    assert sip_node.registrar.phone_of(code) is None
+
+
+async def test_an_expires_in_full_width_digits_is_a_bad_request_and_binds_nothing(
+    sip_node: SiteNode, peer: RawPeer
+) -> None:
+    """int() reads full-width digits (U+FF10 to U+FF19); SIP's DIGIT is ASCII: 400, no binding."""
+    assert sip_node.registrar is not None
+    code = sip_node.site.agents[0].code
+    challenge = await challenged(sip_node, peer, code)
+    right = answer(challenge, code, target(sip_node), PHONE_PASSWORD)
+    odd = register(peer, target(sip_node), code, cseq=2, auth=right, expires=full_width("120"))
+    peer.send(odd, target(sip_node))
+    status, refused = await peer.status()
+    assert status == 400 and b"bad expires" in refused
     assert sip_node.registrar.phone_of(code) is None
 
 

@@ -11,7 +11,17 @@ from site_node.callcontrol.domain import EventKind, Outcome
 from site_node.media.bencode import BencodeError, decode, encode
 from site_node.media.control import sink_answer
 from site_node.media.dtmf import parse_report
-from site_node.sip.message import NameAddr, SipParseError, Via, parse, response, uri_user
+from site_node.sip.message import (
+    NameAddr,
+    SipParseError,
+    Via,
+    parse,
+    response,
+    session_interval,
+    split_host_port,
+    uri_user,
+)
+from tests.helpers import full_width
 from tests.site_node.test_switchboard import (
     journal,
     journal_kinds,
@@ -77,6 +87,9 @@ def test_a_response_copies_vias_from_call_id_cseq_and_tags_the_to() -> None:
         b"INVITE sip:x SIP/2.0\r\nContent-Length: -1\r\n\r\n",
         b"INVITE sip:x SIP/2.0\r\n\xff\xfe: x\r\n\r\n",
         b"INVITE sip:x SIP/2.0\r\n" + b"X-A: 1\r\n" * 101 + b"\r\n",
+        # Full-width digits are digits to str.isdigit() and int(), not in SIP (RFC 3261's DIGIT).
+        f"INVITE sip:x SIP/2.0\r\nContent-Length: {full_width('0')}\r\n\r\n".encode(),
+        f"SIP/2.0 {full_width('200')} OK\r\n\r\n".encode(),
     ],
 )
 def test_what_is_not_sip_raises_a_parse_error(bad: bytes) -> None:
@@ -84,11 +97,27 @@ def test_what_is_not_sip_raises_a_parse_error(bad: bytes) -> None:
         parse(bad)
 
 
-@pytest.mark.parametrize("cseq", ["x INVITE", "1", "4294967296 INVITE", "-1 INVITE"])
+@pytest.mark.parametrize(
+    "cseq", ["x INVITE", "1", "4294967296 INVITE", "-1 INVITE", full_width("1") + " INVITE"]
+)
 def test_a_bad_cseq_is_a_parse_error(cseq: str) -> None:
     msg = parse(INVITE.replace(b"CSeq: 1 INVITE", f"CSeq: {cseq}".encode()))
     with pytest.raises(SipParseError):
         _ = msg.cseq
+
+
+def test_ports_and_session_intervals_are_ascii_digits_only() -> None:
+    """A trunk answers 400 to what does not parse: a full-width port in a Via or a Contact, or
+    full-width seconds in a Session-Expires, are refused, not read as the number they look like."""
+    assert split_host_port("10.0.0.1:5070", 5060) == ("10.0.0.1", 5070)
+    assert session_interval("1800;refresher=uac") == 1800
+    with pytest.raises(SipParseError, match="bad port"):
+        split_host_port(f"10.0.0.1:{full_width('5070')}", 5060)
+    with pytest.raises(SipParseError, match="bad Session-Expires"):
+        session_interval(f"{full_width('1800')};refresher=uac")
+    via = parse(INVITE.replace(b"10.0.0.1:5070", f"10.0.0.1:{full_width('5070')}".encode()))
+    with pytest.raises(SipParseError):
+        _ = via.top_via
 
 
 # Media ----------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from central.web.live_delta import BadDelta, StreamReader
-from tests.helpers import eventually
+from tests.helpers import eventually, full_width
 from tests.web.conftest import OPERATOR, OPERATOR_PASSWORD, Fixture
 from tools.cli import app
 from tools.province import stats as stats_cli
@@ -81,6 +81,11 @@ async def test_intervals_json_and_csv(dash: Fixture) -> None:
         assert (await http.get("/api/intervals", params={"length": 60})).status_code == 400
         assert (await http.get("/api/intervals", params={"level": "city"})).status_code == 400
         assert (await http.get("/api/intervals", params={"date": "yesterday"})).status_code == 400
+        # Full-width digits are not a number of days or seconds (int() reads them).
+        for name, value in (("days", full_width("1")), ("length", full_width("900"))):
+            refused = await http.get("/api/intervals", params={name: value})
+            assert refused.status_code == 400 and refused.json()["detail"].startswith(f"{name}: "), name
+        assert (await http.get("/api/intervals", params={"days": "1"})).status_code == 200
         reply = await http.get("/api/intervals.csv")
     assert reply.headers["content-type"].startswith("text/csv")
     table = list(csv.DictReader(io.StringIO(reply.text)))

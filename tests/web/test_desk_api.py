@@ -190,6 +190,25 @@ async def test_an_idle_session_expires_and_logs_the_agent_out(site: Site) -> Non
 # Bad input on every endpoint -----------------------------------------------------------------------
 
 
+async def test_the_language_toggle_is_remembered_by_a_cookie_the_server_sets(site: Site) -> None:
+    """HttpOnly and SameSite=Strict like the session cookie (a script's document.cookie could be
+    neither), Secure when the desk is served over https (tests/security/test_web_tls.py)."""
+    async with site.client() as browser:
+        chosen = await browser.post("/api/lang", json={"lang": "en"})
+        assert chosen.status_code == 200 and chosen.json() == {"lang": "en"}
+        cookie = chosen.headers["set-cookie"].lower()
+        assert cookie.startswith("vcc_lang=en;") and "max-age=31536000" in cookie
+        for flag in ("httponly", "samesite=strict", "path=/"):
+            assert flag in cookie, cookie
+        assert '<html lang="en"' in (await browser.get("/desk")).text
+        for refused in (
+            await browser.post("/api/lang", json={"lang": "fr"}),
+            await browser.post("/api/lang", content=b"lang=zh"),
+        ):
+            assert refused.status_code == 400 and "set-cookie" not in refused.headers
+        assert browser.cookies.get("vcc_lang") == "en"
+
+
 async def test_bad_input_is_refused_in_words_and_changes_nothing(site: Site) -> None:
     async with site.client() as agent, site.client() as leader:
         await login(agent, site.person)

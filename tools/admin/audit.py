@@ -14,7 +14,8 @@ from vcc.config import ProvinceConfig
 from vcc.tls import central_server
 from vcc.v1 import audit_pb2, audit_pb2_grpc
 
-_DURATION = re.compile(r"^(\d+)([smhd])$")
+# ASCII digits only (`\d` also takes full-width ones), and no trailing newline (`$` allows one).
+_DURATION = re.compile(r"^([0-9]+)([smhd])\Z")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 

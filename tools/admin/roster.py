@@ -16,6 +16,7 @@ import httpx
 import typer
 
 from vcc.config import ConfigError, ProvinceConfig, load_province
+from vcc.digits import is_digits
 from vcc.https import client_verify, web_url
 
 roster_app = typer.Typer(
@@ -61,7 +62,7 @@ def parse_skills(values: list[str]) -> dict[str, int]:
     out: dict[str, int] = {}
     for v in values:
         group, sep, level = v.partition("=")
-        if not sep or not level.isdigit():
+        if not sep or not is_digits(level):
             raise RosterError(f"--skill {v!r}: GROUP=LEVEL, a level from 1 to 10")
         out[group] = int(level)
     if not out:

@@ -45,6 +45,7 @@ from tools.province.netutil import free_port
 from tools.province.prompts import build_prompts
 from tools.province.sip import free_udp_port
 from vcc.config import ConfigError, ProvinceConfig, load_province, parse_province
+from vcc.digits import is_digits
 from vcc.https import web_url
 from vcc.membership import LeaderInfo, central_leader_key, decode_leader
 from vcc.rpc import wait_serving
@@ -439,7 +440,7 @@ class Cluster:
         proc = self.centrals.get(replica_id)
         if proc is not None and proc.alive():
             return
-        if not replica_id.isdigit() or not 1 <= int(replica_id) <= self.central_replicas:
+        if not is_digits(replica_id) or not 1 <= int(replica_id) <= self.central_replicas:
             raise ClusterError(f"no central replica {replica_id!r} (replicas 1 to {self.central_replicas})")
         proc = self.centrals[replica_id] = self._central_process(replica_id)
         proc.spawn(self._env(central_stem(replica_id)))

@@ -454,7 +454,8 @@ async def serve(plan: Plan) -> None:
                 log.info("the cluster is gone (pid %d): stopping", plan.watch_pid)
                 break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), WATCH_PARENT_S)
+                async with asyncio.timeout(WATCH_PARENT_S):
+                    await stop.wait()
     finally:
         await host.stop()
 

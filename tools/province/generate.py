@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from tools.province.netutil import free_port
+from vcc.digits import is_digits
 
 DEFAULT_PASSWORD = "123456"
 # Agent codes are two digits for the group and two for the member (SPEC glossary). Group numbers
@@ -75,7 +76,7 @@ def hash_password(password: str) -> str:
     """An argon2id PHC string for a six-digit agent password (slow on purpose: hash once, reuse)."""
     from argon2 import PasswordHasher
 
-    if not (len(password) == 6 and password.isdigit()):
+    if not (len(password) == 6 and is_digits(password)):
         raise ValueError("an agent password is six digits")
     return PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1).hash(password)
 

@@ -116,7 +116,9 @@ function applyStatic() {
 
 document.getElementById("lang-toggle").addEventListener("click", () => {
   lang = lang === "zh" ? "en" : "zh";
-  document.cookie = "vcc_lang=" + lang + "; path=/; max-age=31536000; samesite=lax";
+  // Remembered by the server's cookie (Secure, HttpOnly, SameSite=Strict like the session's).
+  fetch("/api/lang", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ lang }) })
+    .catch(() => {});  // not remembered: this page still switches
   applyStatic();
   render();
   if (view === "report") { document.getElementById("view").innerHTML = ""; loadReport(); }

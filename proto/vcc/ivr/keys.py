@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+from vcc.digits import is_digits
 from vcc.ivr.catalog import ServiceCatalog
 from vcc.ivr.flow import Flow
 
@@ -39,7 +40,7 @@ def parse_key(prefix: str, province_id: str, key: str) -> tuple[str, int] | str 
     if rest == "catalog":
         return "catalog"
     parts = rest.split("/")
-    if len(parts) == 3 and parts[0] == "flows" and parts[2].isdigit():
+    if len(parts) == 3 and parts[0] == "flows" and is_digits(parts[2]):
         return parts[1], int(parts[2])
     return None
 

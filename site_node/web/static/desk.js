@@ -247,8 +247,9 @@ function applyLanguage() {
 }
 $("#lang-toggle").addEventListener("click", () => {
   lang = lang === "zh" ? "en" : "zh";
-  const secure = location.protocol === "https:" ? "; secure" : "";
-  document.cookie = `vcc_lang=${lang}; path=/; max-age=31536000; samesite=strict${secure}`;
+  // Remembered by the server's cookie (Secure, HttpOnly, SameSite=Strict like the session's).
+  fetch("/api/lang", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ lang }) })
+    .catch(() => {});  // not remembered: this page still switches
   applyLanguage();
 });
 
