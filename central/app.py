@@ -31,6 +31,7 @@ from central.ivr_api import IvrService
 from central.ivr_lookups import Lookups
 from central.leadership import Leadership
 from central.live_state import LiveState
+from central.lost_sites import LostSites
 from central.membership import MembershipWatcher
 from central.membership_view import MembershipView
 from central.metrics import CentralCollector
@@ -176,6 +177,8 @@ class CentralApp:
             self.membership.sites,
             self.router,
             leadership=self.leadership,
+            # (The audit log is made below; the closure asks for it only when an operator acts.)
+            lost=LostSites(self.store, self.membership.sites, lambda entry: self.audit.record(entry)),
         )
         self.flows = FlowStore(self.store, time.time)
         self.flow_publisher = FlowPublisher(etcd.endpoints, etcd.prefix, self.config.province.id)
