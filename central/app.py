@@ -143,6 +143,7 @@ class CentralApp:
         CLIENT_INTERCEPTORS.set([*self.tracing.client_interceptors(), *self.metrics.client_interceptors()])
         self.engine = create_engine(url)
         self.store = Store(self.engine)
+        self.audit = audit.AuditLog(self.engine)
 
         view = MembershipView((s.id, s.name) for s in self.config.sites)
         self.membership = MembershipWatcher(
@@ -177,15 +178,13 @@ class CentralApp:
             self.membership.sites,
             self.router,
             leadership=self.leadership,
-            # (The audit log is made below; the closure asks for it only when an operator acts.)
-            lost=LostSites(self.store, self.membership.sites, lambda entry: self.audit.record(entry)),
+            lost=LostSites(self.store, self.membership.sites, self.audit.record),
         )
         self.flows = FlowStore(self.store, time.time)
         self.flow_publisher = FlowPublisher(etcd.endpoints, etcd.prefix, self.config.province.id)
         files = central_tls(self.config, self.replica_id)
         self.tls_files = files
         site_ids = [s.id for s in self.config.sites]
-        self.audit = audit.AuditLog(self.engine)
         # Agents whose sessions ended: their sites' person assertions are refused from then on.
         self.revocations = audit.RevocationFeed(self.audit, Revocations())
         with contextlib.suppress(Exception):  # (logged by the task's first round, which tries again)

@@ -139,7 +139,9 @@ class LostSites:
             raise MembershipUnknown(site_id)
         return site
 
-    async def close(self, site_id: str, actor: str, source: str, reason: str) -> tuple[list[str], float | None]:
+    async def close(
+        self, site_id: str, actor: str, source: str, reason: str
+    ) -> tuple[list[str], float | None]:
         """Close every call still open at the down city `site_id`: (the calls closed, down since).
         Refused (and audited) while the site is up or its state is unknown."""
         try:
@@ -163,9 +165,17 @@ class LostSites:
         if site.down_since is not None:
             detail["down_since"] = f"{site.down_since:.3f}"
         await self._record(actor, source, site_id, "ok", detail)
-        log.warning("site %s lost for good: %d open calls closed (%s) by %s", site_id, len(closed), reason, actor)
+        log.warning(
+            "site %s lost for good: %d open calls closed (%s) by %s", site_id, len(closed), reason, actor
+        )
         return closed, site.down_since
 
-    async def _record(self, actor: str, source: str, site_id: str, outcome: str, detail: dict[str, str]) -> None:
+    async def _record(
+        self, actor: str, source: str, site_id: str, outcome: str, detail: dict[str, str]
+    ) -> None:
         if self._audit is not None:
-            await self._audit(AuditEntry(self._clock(), actor, AUDIT_ACTION, f"site {site_id}", source, outcome, detail=detail))
+            await self._audit(
+                AuditEntry(
+                    self._clock(), actor, AUDIT_ACTION, f"site {site_id}", source, outcome, detail=detail
+                )
+            )

@@ -40,9 +40,15 @@ async def open_at_down_sites(config: ProvinceConfig, site_id: str = "") -> list[
 
     found: list[central_pb2.CallRecord] = []
     token = ""
+
+    def page_of(
+        request: central_pb2.ListCallRecordsRequest,
+    ) -> Callable[[Stub], Awaitable[central_pb2.ListCallRecordsResponse]]:
+        return lambda stub: stub.ListCallRecords(request, timeout=DEADLINE_S)
+
     while True:
         request = central_pb2.ListCallRecordsRequest(entry_site_id=site_id, page_size=1000, page_token=token)
-        page = await at_leader(config, lambda stub: stub.ListCallRecords(request, timeout=DEADLINE_S))
+        page = await at_leader(config, page_of(request))
         found += [r for r in page.records if r.HasField("open_at_down_site")]
         token = page.next_page_token
         if not token:
@@ -96,7 +102,9 @@ def lines(records: list[central_pb2.CallRecord]) -> list[str]:
         since = _clock(rpc.unix_s(down.down_since)) if down.HasField("down_since") else "?"
         last = max((rpc.unix_s(e.at) for e in r.events), default=0.0)
         heard = _clock(last) if last else "-"
-        out.append(f"{r.call_id:<34} {r.entry_site_id:<7} {r.ani or '-':<14} down since {since}  last heard {heard}")
+        out.append(
+            f"{r.call_id:<34} {r.entry_site_id:<7} {r.ani or '-':<14} down since {since}  last heard {heard}"
+        )
     return out
 
 
@@ -116,7 +124,9 @@ def _run(work: Awaitable[T]) -> T:
         error = from_rpc_error(exc)
         typer.echo(f"error: central refused: {error.message} [{error.error_id}]", err=True)
         code = exc.code()
-        raise typer.Exit(2 if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND) else 1) from None
+        raise typer.Exit(
+            2 if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND) else 1
+        ) from None
     except TimeoutError:
         typer.echo("error: central did not answer", err=True)
         raise typer.Exit(1) from None
