@@ -136,7 +136,7 @@ def fold(events: Iterable[CallEvent]) -> CallRecord:
     first = journey[0]
     return CallRecord(
         call_id=first.call_id,
-        entry_site_id=entry.site_id if entry is not None else first.site_id,
+        entry_site_id=entry.site_id if entry is not None else _origin(journey),
         ani=_first_value(journey, "ani", entry),
         dnis=_first_value(journey, "dnis", entry),
         skill_group=(answered.skill_group if answered is not None and answered.skill_group else "")
@@ -177,6 +177,13 @@ def legs(journey: list[CallEvent]) -> tuple[CallLeg, ...]:
             )
         )
     return tuple(result)
+
+
+def _origin(journey: list[CallEvent]) -> str:
+    """The caller's city while its own ARRIVED has not reached central: the one a far city's
+    event names as the call's origin (a guest leg's RINGING does), else the first event's site.
+    (A city killed before its outbox shipped anything then still holds its open calls.)"""
+    return next((e.data["origin"] for e in journey if e.data.get("origin")), journey[0].site_id)
 
 
 def is_closure(e: CallEvent) -> bool:

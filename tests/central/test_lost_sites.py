@@ -274,3 +274,21 @@ def test_a_closed_lost_call_counts_as_failed_in_the_figures_and_an_open_one_in_p
         call_figures(closed_facts, StatsPolicy()).in_progress,
         call_figures(closed_facts, StatsPolicy()).failed,
     ) == (0, 1)
+
+
+async def test_a_call_known_only_from_the_far_city_is_held_by_the_origin_it_names(
+    store: Store, audit_log: AuditLog
+) -> None:
+    """gz killed before its outbox shipped anything: central has only sz's RINGING, which names gz
+    as the call's origin; the call is gz's to end (else it would sit open, unmarked, under sz)."""
+    ringing = ev(
+        K.RINGING, 1.2, 1, call_id="c7", site="sz", agent="0201", data={"origin": "gz", "offer_id": "o1"}
+    )
+    assert fold([ringing]).entry_site_id == "gz"
+    assert fold([ev(K.QUEUED, 1.0, 1, call_id="c7", site="sz")]).entry_site_id == "sz"  # nothing named
+    await store.ingest("sz", [ringing])
+    membership = view(gz_up=False)
+    lost = LostSites(store, membership.sites, audit_log.record)
+    record = await store.get_call("c7")
+    assert record is not None and lost.down(record) is not None
+    assert (await lost.close("gz", "tool/cli", "", ""))[0] == ["c7"]
