@@ -252,6 +252,12 @@ async def test_the_records_api_marks_open_calls_of_a_down_city_and_the_close_end
     assert listed[0].state == common_pb2.CALL_STATE_RINGING  # never an outcome central invents
     assert listed[0].outcome == common_pb2.CALL_OUTCOME_UNSPECIFIED
 
+    too_long = central_pb2.CloseLostSiteCallsRequest(site_id="gz", reason="x" * 201)
+    assert await refused(stub.CloseLostSiteCalls(too_long, timeout=5)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "bad-reason",
+    )
+    assert (await central.store.get_call("c1")).state is CallState.RINGING  # type: ignore[union-attr]
     reply = await stub.CloseLostSiteCalls(close, timeout=5)
     assert list(reply.call_ids) == ["c1"] and rpc.unix_s(reply.down_since) == T0 + 5.0
     record = (await stub.GetCallRecord(central_pb2.GetCallRecordRequest(call_id="c1"), timeout=5)).record
