@@ -111,6 +111,7 @@ class CentralService(central_pb2_grpc.CentralServiceServicer):
             page_size=validation.page_size(request.page_size),
             page_token=request.page_token,
             with_events=request.with_events,
+            open_only=request.open_only,
         )
         decisions = await self._decisions_of(records) if request.with_events else {}
         return central_pb2.ListCallRecordsResponse(

@@ -248,6 +248,8 @@ async def test_the_records_api_marks_open_calls_of_a_down_city_and_the_close_end
     listed = (await stub.ListCallRecords(central_pb2.ListCallRecordsRequest(page_size=10), timeout=5)).records
     marks = {r.call_id: r.open_at_down_site for r in listed if r.HasField("open_at_down_site")}
     assert list(marks) == ["c1"]  # c2 ended, c3 is open at sz, which is up
+    still_open = central_pb2.ListCallRecordsRequest(page_size=10, open_only=True)
+    assert [r.call_id for r in (await stub.ListCallRecords(still_open, timeout=5)).records] == ["c1", "c3"]
     assert (marks["c1"].site_id, rpc.unix_s(marks["c1"].down_since)) == ("gz", T0 + 5.0)
     assert listed[0].state == common_pb2.CALL_STATE_RINGING  # never an outcome central invents
     assert listed[0].outcome == common_pb2.CALL_OUTCOME_UNSPECIFIED

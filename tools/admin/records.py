@@ -47,7 +47,9 @@ async def open_at_down_sites(config: ProvinceConfig, site_id: str = "") -> list[
         return lambda stub: stub.ListCallRecords(request, timeout=DEADLINE_S)
 
     while True:
-        request = central_pb2.ListCallRecordsRequest(entry_site_id=site_id, page_size=1000, page_token=token)
+        request = central_pb2.ListCallRecordsRequest(
+            entry_site_id=site_id, page_size=1000, page_token=token, with_events=True, open_only=True
+        )
         page = await at_leader(config, page_of(request))
         found += [r for r in page.records if r.HasField("open_at_down_site")]
         token = page.next_page_token

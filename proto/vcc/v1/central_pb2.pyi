@@ -171,6 +171,7 @@ class ListCallRecordsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     WITH_EVENTS_FIELD_NUMBER: _builtins.int
+    OPEN_ONLY_FIELD_NUMBER: _builtins.int
     entry_site_id: _builtins.str
     """Only calls that entered at this site; empty for all."""
     ended_only: _builtins.bool
@@ -179,6 +180,8 @@ class ListCallRecordsRequest(_message.Message):
     page_token: _builtins.str
     with_events: _builtins.bool
     """Include each record's events."""
+    open_only: _builtins.bool
+    """Only calls that have not ended (with ended_only: none)."""
     def __init__(
         self,
         *,
@@ -187,10 +190,11 @@ class ListCallRecordsRequest(_message.Message):
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         with_events: _builtins.bool = ...,
+        open_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ended_only", b"ended_only", "entry_site_id", b"entry_site_id", "page_size", b"page_size", "page_token", b"page_token", "with_events", b"with_events"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ended_only", b"ended_only", "entry_site_id", b"entry_site_id", "open_only", b"open_only", "page_size", b"page_size", "page_token", b"page_token", "with_events", b"with_events"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
