@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.helpers import eventually
-from tests.integration.support import Caller, Desktop, address, password_hash
+from tests.integration.support import Caller, Desktop, address, password_hash, site_summary
 from tests.integration.test_virtual_center import write_province
 from tools.cli import app
 from tools.province.cluster import Cluster
@@ -120,6 +120,12 @@ async def test_a_city_killed_for_good_leaves_its_call_open_until_an_operator_clo
             return (await far.state()).state == K.AGENT_STATE_READY
 
         await eventually(far_ready, timeout_s=20, what="sz's agent ready again")
+
+        async def tie_free() -> bool:
+            summary = await site_summary(cluster, "sz")
+            return all(r.busy == 0 for r in summary.resources if r.kind == "tie")
+
+        await eventually(tie_free, timeout_s=20, what="sz's tie channel to gz free again")
 
         async def marked() -> central_pb2.CallRecord:
             record = await record_of(cluster, call_id)
