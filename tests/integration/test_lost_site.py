@@ -32,7 +32,7 @@ pytestmark = pytest.mark.cluster
 K = common_pb2
 
 
-async def start(run_dir: Path) -> tuple[Cluster, Path]:
+async def start(run_dir: Path) -> Cluster:
     config = generate_province(
         [
             SiteSpec("gz", "广州 Guangzhou", trunk_channels=10, agents={"general": 1}, tie_channels=4),
@@ -50,7 +50,7 @@ async def start(run_dir: Path) -> tuple[Cluster, Path]:
         routing={"mode": "pooled"},
     )
     path = await asyncio.to_thread(write_province, config, run_dir)
-    return await Cluster.start(path, run_dir / "run", seed_customers=10, fresh_ports=True), path
+    return await Cluster.start(path, run_dir / "run", seed_customers=10, fresh_ports=True)
 
 
 async def record_of(cluster: Cluster, call_id: str) -> central_pb2.CallRecord:
@@ -79,7 +79,9 @@ def vcc(*args: str) -> tuple[int, str]:
 async def test_a_city_killed_for_good_leaves_its_call_open_until_an_operator_closes_it(
     tmp_path: Path,
 ) -> None:
-    cluster, config_path = await start(tmp_path)
+    cluster = await start(tmp_path)
+    # The file the cluster's processes read (their fresh ports): the operator's.
+    config_path = cluster.config_path
     try:
         home = Desktop(
             rpc.channel(address(cluster, "gz"), persona=DESKTOP), cluster.config.site("gz").agents[0].code
