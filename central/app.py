@@ -31,6 +31,7 @@ from central.ivr_api import IvrService
 from central.ivr_lookups import Lookups
 from central.leadership import Leadership
 from central.live_state import LiveState
+from central.lost_sites import LostSites
 from central.membership import MembershipWatcher
 from central.membership_view import MembershipView
 from central.metrics import CentralCollector
@@ -142,6 +143,7 @@ class CentralApp:
         CLIENT_INTERCEPTORS.set([*self.tracing.client_interceptors(), *self.metrics.client_interceptors()])
         self.engine = create_engine(url)
         self.store = Store(self.engine)
+        self.audit = audit.AuditLog(self.engine)
 
         view = MembershipView((s.id, s.name) for s in self.config.sites)
         self.membership = MembershipWatcher(
@@ -176,13 +178,13 @@ class CentralApp:
             self.membership.sites,
             self.router,
             leadership=self.leadership,
+            lost=LostSites(self.store, self.membership.sites, self.audit.record),
         )
         self.flows = FlowStore(self.store, time.time)
         self.flow_publisher = FlowPublisher(etcd.endpoints, etcd.prefix, self.config.province.id)
         files = central_tls(self.config, self.replica_id)
         self.tls_files = files
         site_ids = [s.id for s in self.config.sites]
-        self.audit = audit.AuditLog(self.engine)
         # Agents whose sessions ended: their sites' person assertions are refused from then on.
         self.revocations = audit.RevocationFeed(self.audit, Revocations())
         with contextlib.suppress(Exception):  # (logged by the task's first round, which tries again)

@@ -10,13 +10,13 @@ from typing import Any, NoReturn, Protocol
 
 import grpc
 
-from central import convert, validation
+from central import convert, lost_sites, validation
 from central.membership_view import SiteLiveness
 from central.records import CallRecord
 from central.router import Router, SiteStream, StreamCommand
 from central.store import RecordedDecision, Store
 from routing.global_router import CallToRoute
-from vcc.authz import require_site
+from vcc.authz import peer_description, peer_identity, require_site
 from vcc.errors import ERROR_ID_KEY, InvalidArgument, NotFound, Unavailable
 from vcc.rpc import maps_errors, maps_stream_errors, timestamp
 from vcc.v1 import central_pb2, central_pb2_grpc
@@ -28,6 +28,8 @@ Context = grpc.aio.ServicerContext[Any, Any]
 # Trailing metadata of a follower's refusal: the leader's address ("" when not known).
 LEADER_KEY = "vcc-leader"
 NOT_LEADER = "not-leader"
+# An operator's note on closing a lost city's calls (kept in the audit log).
+MAX_REASON = 200
 # How often an open state stream checks that this replica still leads.
 LEADER_CHECK_S = 0.2
 
@@ -51,8 +53,11 @@ class CentralService(central_pb2_grpc.CentralServiceServicer):
         router: Router | None = None,
         *,
         leadership: LeaderGate | None = None,
+        lost: lost_sites.LostSites | None = None,
     ) -> None:
         self._store = store
+        # Open calls of down cities: marked in the records, closed on an operator's word.
+        self._lost = lost or lost_sites.LostSites(store, sites)
         # None: a lone central, always the leader (tests, no election).
         self._leadership = leadership
         self._province_id = province_id
@@ -94,9 +99,7 @@ class CentralService(central_pb2_grpc.CentralServiceServicer):
         if record is None:
             raise NotFound("call-not-found", f"no call record {request.call_id!r}")
         decisions = await self._decisions_of([record])
-        return central_pb2.GetCallRecordResponse(
-            record=convert.record_to_proto(record, decisions.get(record.call_id, []))
-        )
+        return central_pb2.GetCallRecordResponse(record=self._record_to_proto(record, decisions))
 
     @maps_errors
     async def ListCallRecords(
@@ -108,12 +111,41 @@ class CentralService(central_pb2_grpc.CentralServiceServicer):
             page_size=validation.page_size(request.page_size),
             page_token=request.page_token,
             with_events=request.with_events,
+            open_only=request.open_only,
         )
         decisions = await self._decisions_of(records) if request.with_events else {}
         return central_pb2.ListCallRecordsResponse(
-            records=[convert.record_to_proto(r, decisions.get(r.call_id, [])) for r in records],
+            records=[self._record_to_proto(r, decisions) for r in records],
             next_page_token=next_token,
         )
+
+    def _record_to_proto(
+        self, record: CallRecord, decisions: dict[str, list[RecordedDecision]]
+    ) -> central_pb2.CallRecord:
+        msg = convert.record_to_proto(record, decisions.get(record.call_id, []))
+        down = self._lost.down(record)
+        if down is not None:
+            msg.open_at_down_site.site_id = down.site_id
+            if down.down_since is not None:
+                msg.open_at_down_site.down_since.CopyFrom(timestamp(down.down_since))
+        return msg
+
+    @maps_errors
+    async def CloseLostSiteCalls(
+        self, request: central_pb2.CloseLostSiteCallsRequest, context: Context
+    ) -> central_pb2.CloseLostSiteCallsResponse:
+        await self._only_leader(context)
+        self._check_site(request.site_id)
+        if len(request.reason) > MAX_REASON:
+            raise InvalidArgument("bad-reason", f"reason: at most {MAX_REASON} characters")
+        who = peer_identity(context)
+        closed, since = await self._lost.close(
+            request.site_id, str(who) if who else "unknown", peer_description(context), request.reason
+        )
+        reply = central_pb2.CloseLostSiteCallsResponse(call_ids=closed)
+        if since is not None:
+            reply.down_since.CopyFrom(timestamp(since))
+        return reply
 
     @maps_errors
     async def GetProvinceStatus(

@@ -81,6 +81,8 @@ class SiteState:
     # in part); complete=False while a resync is awaited after a gap.
     presence: Mapping[str, str] = field(default_factory=dict)
     presence_complete: bool = True
+    # While down: since when, as central's membership watch saw it (None while up, or not known).
+    down_since: float | None = None
 
     @property
     def up(self) -> bool:
@@ -238,5 +240,6 @@ class LiveState:
             registered=registered,
             seq=seq,
             presence=presence,
+            down_since=member.down_since if member is not None and health is Health.DOWN else None,
             presence_complete=complete,
         )

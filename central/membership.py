@@ -63,7 +63,7 @@ class MembershipWatcher:
                 log.error(
                     "etcd unreachable for %.0fs (%s): counting every site down", self._give_up_after_s, exc
                 )
-                self._apply(self.view.all_down("etcd unreachable"))
+                self._apply(self.view.all_down("etcd unreachable", self._clock()))
                 continue
             try:
                 await self._follow(watch)
@@ -120,7 +120,7 @@ class MembershipWatcher:
                 if summary is not None:
                     self._apply(self.view.put(site_id, summary, self._clock()))
             else:
-                self._apply(self.view.delete(site_id, "key deleted or lease expired"))
+                self._apply(self.view.delete(site_id, "key deleted or lease expired", self._clock()))
 
     def _site_id(self, key: bytes) -> str:
         return key[len(self._prefix) :].decode(errors="replace") if key.startswith(self._prefix) else ""

@@ -17,6 +17,12 @@ class SiteLiveness:
     summary: site_admin_pb2.SiteSummary | None = None
     # When central last saw the site's key written (unix seconds); None if never.
     last_seen: float | None = None
+    # While down: since when, as this replica saw it (the lease gone, or the key absent from its
+    # first snapshot: "down since at least then"); None while up or before any snapshot.
+    down_since: float | None = None
+    # While down: etcd itself said so (key deleted, lease expired, absent from a snapshot). False
+    # when central only lost sight of etcd: then nobody knows whether the site lives.
+    down_in_etcd: bool = False
 
 
 @dataclass(frozen=True)
@@ -51,15 +57,22 @@ class MembershipView:
         old = self._sites.get(site_id)
         if old is None:
             return []
-        self._sites[site_id] = replace(old, up=True, summary=summary, last_seen=now)
+        self._sites[site_id] = replace(
+            old, up=True, summary=summary, last_seen=now, down_since=None, down_in_etcd=False
+        )
         return [] if old.up else [Transition(site_id, "down", "key written", "up")]
 
-    def delete(self, site_id: str, event: str = "key deleted") -> list[Transition]:
-        """The site's key is gone (deleted, or its lease expired): it is down."""
+    def delete(
+        self, site_id: str, event: str = "key deleted", now: float | None = None, *, in_etcd: bool = True
+    ) -> list[Transition]:
+        """The site's key is gone (deleted, or its lease expired): it is down. `in_etcd`: etcd said
+        so (False: central lost sight of etcd, the site may live)."""
         old = self._sites.get(site_id)
         if old is None:
             return []
-        self._sites[site_id] = replace(old, up=False, summary=None)
+        # Down since the first moment seen down (a second notice does not move it).
+        since = old.down_since if not old.up and old.down_since is not None else now
+        self._sites[site_id] = replace(old, up=False, summary=None, down_since=since, down_in_etcd=in_etcd)
         return [Transition(site_id, "up", event, "down")] if old.up else []
 
     def reset(self, alive: Mapping[str, site_admin_pb2.SiteSummary], now: float) -> list[Transition]:
@@ -69,12 +82,12 @@ class MembershipView:
             if site_id in alive:
                 transitions += self.put(site_id, alive[site_id], now)
             else:
-                transitions += self.delete(site_id, "absent from snapshot")
+                transitions += self.delete(site_id, "absent from snapshot", now)
         return transitions
 
-    def all_down(self, event: str) -> list[Transition]:
-        """Central lost sight of etcd: it cannot tell any site is up."""
+    def all_down(self, event: str, now: float | None = None) -> list[Transition]:
+        """Central lost sight of etcd: it cannot tell any site is up (nor that any is down)."""
         transitions: list[Transition] = []
         for site_id in self._sites:
-            transitions += self.delete(site_id, event)
+            transitions += self.delete(site_id, event, now, in_etcd=False)
         return transitions

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from vcc.call_events import CallState, EventKind, Outcome
+from vcc.call_events import CENTRAL_SITE, CallState, EventKind, Outcome
 
-__all__ = ["CallState", "Outcome"]  # the contract's enums, re-exported for central
+# The contract's enums and central's own site id (its closures: central.lost_sites), for central.
+__all__ = ["CENTRAL_SITE", "CallState", "Outcome"]
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,9 @@ def fold(events: Iterable[CallEvent]) -> CallRecord:
     A BLOCKED call never gets further events, so it counts as ended with outcome BLOCKED even
     when no ENDED event follows it. Several ANSWERED events (a transfer answered elsewhere):
     the first one served the call. Several ENDED events (legs ending at several sites): the
-    call ended with the last one.
+    call ended with the last one. A closure (central's SITE_LOST end of a call its lost city
+    left open) is final: the lost city's own events that arrive after it stay in the journey
+    but end nothing again.
     """
     journey = order(events)
     if not journey:
@@ -108,7 +111,8 @@ def fold(events: Iterable[CallEvent]) -> CallRecord:
 
     entry = _first(journey, *_ENTRY_KINDS)
     answered = _first(journey, EventKind.ANSWERED)
-    ended = _last(journey, EventKind.ENDED)
+    closure = next((e for e in journey if is_closure(e)), None)
+    ended = closure if closure is not None else _last(journey, EventKind.ENDED)
     blocked = _first(journey, EventKind.BLOCKED)
 
     state = CallState.UNSPECIFIED
@@ -117,7 +121,7 @@ def fold(events: Iterable[CallEvent]) -> CallRecord:
     if ended is not None or blocked is not None:
         state = CallState.ENDED
 
-    outcome = _outcome(journey, ended, blocked, answered)
+    outcome = Outcome.SITE_LOST if closure is not None else _outcome(journey, ended, blocked, answered)
     arrived_at = entry.at if entry is not None else None
     answered_at = answered.at if answered is not None else None
     ended_at = ended.at if ended is not None else (blocked.at if blocked is not None else None)
@@ -132,7 +136,7 @@ def fold(events: Iterable[CallEvent]) -> CallRecord:
     first = journey[0]
     return CallRecord(
         call_id=first.call_id,
-        entry_site_id=entry.site_id if entry is not None else first.site_id,
+        entry_site_id=entry.site_id if entry is not None else _origin(journey),
         ani=_first_value(journey, "ani", entry),
         dnis=_first_value(journey, "dnis", entry),
         skill_group=(answered.skill_group if answered is not None and answered.skill_group else "")
@@ -157,6 +161,8 @@ def legs(journey: list[CallEvent]) -> tuple[CallLeg, ...]:
     """One leg per site the call visited, in the order the call reached them."""
     by_site: dict[str, list[CallEvent]] = {}
     for e in journey:
+        if e.site_id == CENTRAL_SITE:
+            continue  # central's closure: no leg of the journey
         by_site.setdefault(e.site_id, []).append(e)
     result = []
     for site_id, site_events in by_site.items():
@@ -171,6 +177,18 @@ def legs(journey: list[CallEvent]) -> tuple[CallLeg, ...]:
             )
         )
     return tuple(result)
+
+
+def _origin(journey: list[CallEvent]) -> str:
+    """The caller's city while its own ARRIVED has not reached central: the one a far city's
+    event names as the call's origin (a guest leg's RINGING does), else the first event's site.
+    (A city killed before its outbox shipped anything then still holds its open calls.)"""
+    return next((e.data["origin"] for e in journey if e.data.get("origin")), journey[0].site_id)
+
+
+def is_closure(e: CallEvent) -> bool:
+    """Central's end of a call whose city was lost for good (only central writes SITE_LOST)."""
+    return e.kind is EventKind.ENDED and e.outcome is Outcome.SITE_LOST and e.site_id == CENTRAL_SITE
 
 
 def _outcome(

@@ -303,6 +303,7 @@ class Store:
         page_size: int = 100,
         page_token: str = "",
         with_events: bool = False,
+        open_only: bool = False,
     ) -> tuple[list[CallRecord], str]:
         """One page of records in arrival order, and the token of the next page ("" at the end)."""
         if page_size < 1:
@@ -315,6 +316,8 @@ class Store:
                 query = query.where(_CALLS.c.entry_site_id == entry_site_id)
             if ended_only:
                 query = query.where(_CALLS.c.state == CallState.ENDED.value)
+            if open_only:
+                query = query.where(_CALLS.c.state != CallState.ENDED.value)
             if cursor is not None:
                 query = query.where(
                     sa.tuple_(_CALLS.c.first_event_at, _CALLS.c.call_id)

@@ -19,6 +19,7 @@ from tools.admin import servicedesk
 from tools.admin.certs import certs_app
 from tools.admin.etcd import etcd_app
 from tools.admin.ivr import ivr_app
+from tools.admin.records import records_app
 from tools.admin.roster import roster_app
 from tools.bench.cli import bench_app
 from tools.console import console
@@ -39,6 +40,7 @@ app.add_typer(cluster_app, name="cluster")
 app.add_typer(bench_app, name="bench")
 app.add_typer(ivr_app, name="ivr")
 app.add_typer(roster_app, name="roster")
+app.add_typer(records_app, name="records")
 # The service desk: vcc customers|tickets|kb|history.
 servicedesk.register(app)
 app.add_typer(certs_app, name="certs")

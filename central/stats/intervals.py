@@ -224,7 +224,8 @@ def call_figures(c: CallFacts, policy: StatsPolicy) -> Figures:
             f.abandoned = 1
     elif c.outcome is Outcome.BLOCKED:
         f.blocked = 1
-    elif c.outcome is Outcome.FAILED:
+    elif c.outcome is Outcome.FAILED or c.outcome is Outcome.SITE_LOST:
+        # A lost city's call closed by an operator: the platform did not serve it.
         f.failed = 1
     else:
         f.in_progress = 1

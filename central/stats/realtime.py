@@ -16,6 +16,7 @@ Trunk (tie) occupancy = busy channels / channels over the site's trunk (tie) res
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -56,6 +57,8 @@ class SiteViewLike(Protocol):
     def source(self) -> str: ...
     @property
     def streaming(self) -> bool: ...
+    @property
+    def down_since(self) -> float | None: ...
 
 
 class LiveSource(Protocol):
@@ -75,6 +78,8 @@ class SiteView:
     source: str = "stream"
     # The site's live stream to central is connected.
     streaming: bool = True
+    # While down: since when (central.membership_view.SiteLiveness.down_since).
+    down_since: float | None = None
 
 
 def display_status(v: SiteViewLike) -> SiteStatus:
@@ -136,6 +141,8 @@ def snapshot(
     interval = interval_start(now, INTERVAL_S, policy.utc_offset_s)
     day = interval_start(now, DAY_S, policy.utc_offset_s)
     calls = [c for c in unique_calls(calls) if c.arrived_at >= day]
+    # Calls not ended, by the city that holds their caller: at a down city nobody ends them.
+    open_calls = Counter(c.entry_site_id for c in calls if not c.ended)
     # Figures by (period, dimension, key).
     by: dict[tuple[str, str, str], Figures] = {}
 
@@ -210,6 +217,18 @@ def snapshot(
         alerts += _alerts(
             site_id=v.site_id, name=v.name, status=status, age_s=v.age_s, figures=site_figures, policy=policy
         )
+        stranded = open_at_down_site(v, status, open_calls[v.site_id])
+        sites[-1]["open_at_down_site"] = stranded
+        if stranded is not None:
+            alerts.append(
+                {
+                    "kind": "open_at_down_site",
+                    "site_id": v.site_id,
+                    "name": v.name,
+                    "value": stranded["calls"],
+                    "since": stranded["down_since"],
+                }
+            )
 
     province_figures = figures("province", "")
     up = sum(1 for s in sites if s["status"] == "up")
@@ -243,6 +262,13 @@ def snapshot(
         "sites": sites,
         "alerts": alerts,
     }
+
+
+def open_at_down_site(v: SiteViewLike, status: SiteStatus, open_calls: int) -> dict[str, Any] | None:
+    """Today's calls left open at a city that is down: shown as such, never given an outcome."""
+    if status != "down" or not open_calls:
+        return None
+    return {"calls": open_calls, "down_since": v.down_since}
 
 
 def _alerts(

@@ -50,6 +50,8 @@ METHOD_KINDS: Mapping[str, frozenset[str]] = {
     "/vcc.v1.CentralService/PreRouteCall": frozenset({TRUNK}),
     "/vcc.v1.CentralService/ListAgents": frozenset({SITE, TOOL}),
     "/vcc.v1.CentralService/ListRoutingDecisions": frozenset({TOOL}),
+    # An operator closing the calls of a city lost for good (audited).
+    "/vcc.v1.CentralService/CloseLostSiteCalls": frozenset({TOOL}),
     # A site, to the agent desktops (each call then needs the agent's session token).
     "/vcc.v1.AgentDesktopService/Login": frozenset({DESKTOP}),
     "/vcc.v1.AgentDesktopService/Logout": frozenset({DESKTOP}),

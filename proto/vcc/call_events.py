@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+# The site id of central's own events: an operator's closure (outcome SITE_LOST) of a call its
+# lost city left open. Never a real site's (those start with a letter: vcc.config.IDENT).
+CENTRAL_SITE = "@central"
+
 
 class EventKind(StrEnum):
     ARRIVED = "ARRIVED"
@@ -68,3 +72,5 @@ class Outcome(StrEnum):
     FAILED = "FAILED"
     # The IVR served it with no agent (closed message, voicemail, callback asked, fax, hang-up).
     SELF_SERVED = "SELF_SERVED"
+    # Its city was lost for good with the call open there; an operator closed it (central only).
+    SITE_LOST = "SITE_LOST"

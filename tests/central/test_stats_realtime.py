@@ -110,3 +110,50 @@ def test_snapshot_of_the_province() -> None:
     assert ("site_stale", "sz") in kinds
     assert ("sl_below_target", "gz") in kinds  # 50 % in this interval
     assert ("sl_below_target", "") in kinds
+
+
+def open_call(call_id: str, entry: str) -> CallFacts:
+    """Offered, not answered, not ended: its caller's city holds it."""
+    return CallFacts(
+        call_id=call_id,
+        entry_site_id=entry,
+        served_site_id="",
+        skill_group="general",
+        agent_code="",
+        outcome=Outcome.UNSPECIFIED,
+        answered=False,
+        arrived_at=NOW - 60,
+        wait_s=0.0,
+        talk_s=0.0,
+        ended=False,
+        transferred=False,
+    )
+
+
+def test_calls_open_at_a_city_that_is_down_are_shown_as_such_never_given_an_outcome() -> None:
+    down_since = NOW - 30
+    views = [
+        SiteView("gz", "广州", "down", None, None, down_since=down_since),
+        SiteView("sz", "深圳", "up", 0.2, summary("sz")),
+    ]
+    calls = [
+        open_call("c1", "gz"),
+        open_call("c2", "gz"),
+        open_call("c3", "sz"),
+        answered("c4", NOW - 90, "gz", "gz", 3),
+    ]
+    snap = snapshot(views, calls, POLICY, NOW)
+    gz, sz = snap["sites"]
+    assert gz["open_at_down_site"] == {"calls": 2, "down_since": down_since}
+    # sz is up: its open call is its own business, no mark.
+    assert sz["open_at_down_site"] is None
+    stranded = [a for a in snap["alerts"] if a["kind"] == "open_at_down_site"]
+    assert stranded == [
+        {"kind": "open_at_down_site", "site_id": "gz", "name": "广州", "value": 2, "since": down_since}
+    ]
+    # Still counted in progress, not failed or abandoned: central invents no outcome.
+    assert gz["records"]["today"]["in_progress"] == 2 and gz["records"]["today"]["failed"] == 0
+    # A down city with nothing open: no mark.
+    quiet = snapshot(views, [answered("c4", NOW - 90, "gz", "gz", 3)], POLICY, NOW)
+    assert quiet["sites"][0]["open_at_down_site"] is None
+    assert not [a for a in quiet["alerts"] if a["kind"] == "open_at_down_site"]

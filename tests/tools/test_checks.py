@@ -222,6 +222,84 @@ def test_the_balance_holds_callers_against_central_not_against_themselves() -> N
     assert not invariants.offered_balance(views, both, ended_before=104.0)["holds"]
 
 
+def target_died_mid_call(reanswered_at: float) -> central_pb2.CallRecord:
+    """gz's caller answered by sz's 0201 at 101; sz dies, gz takes the caller back (RETURNED at
+    102) and its own 0101 answers at `reanswered_at`. sz journals nothing more: it is dead."""
+    events = [
+        event("c9", K.CALL_EVENT_KIND_ARRIVED, 100.0, seq=1),
+        event("c9", K.CALL_EVENT_KIND_ROUTED, 100.5, seq=2),
+        event("c9", K.CALL_EVENT_KIND_RINGING, 100.6, site="sz", seq=1, agent="0201"),
+        event("c9", K.CALL_EVENT_KIND_ANSWERED, 101.0, site="sz", seq=2, agent="0201"),
+        event("c9", K.CALL_EVENT_KIND_RETURNED, 102.0, seq=3),
+        event("c9", K.CALL_EVENT_KIND_ANSWERED, reanswered_at, seq=4, agent="0101"),
+        event("c9", K.CALL_EVENT_KIND_AGENT_HUNG_UP, 105.0, seq=5, agent="0101"),
+        event("c9", K.CALL_EVENT_KIND_ENDED, 105.0, seq=6, outcome=K.CALL_OUTCOME_ANSWERED),
+    ]
+    events[1].data["target"] = "sz"
+    events[4].data.update({"target": "sz", "reason": "peer-lost"})
+    return central_pb2.CallRecord(
+        call_id="c9",
+        entry_site_id="gz",
+        state=K.CALL_STATE_ENDED,
+        outcome=K.CALL_OUTCOME_ANSWERED,
+        events=events,
+    )
+
+
+def test_a_dead_targets_answer_ends_where_its_origin_took_the_caller_back() -> None:
+    sound_record = target_died_mid_call(reanswered_at=103.0)
+    intervals, unclosed = invariants.answered_intervals(sound_record)
+    assert sorted(intervals) == [("gz", "0101", 103.0, 105.0), ("sz", "0201", 101.0, 102.0)]
+    assert unclosed == 0
+    assert invariants.check([], [sound_record])["calls_served_twice_at_once"] == 0
+    # Broken: gz's agent answered while sz's agent still had the caller (before gz took it back).
+    # (Before, sz's answer had no interval at all and this went unseen.)
+    broken = invariants.check([], [target_died_mid_call(reanswered_at=101.5)])
+    assert broken["calls_served_twice_at_once"] == 1
+    # Nobody took it back, but the call ended: the call's end closes the far answer.
+    no_return = target_died_mid_call(reanswered_at=103.0)
+    del no_return.events[4:7]
+    intervals, unclosed = invariants.answered_intervals(no_return)
+    assert intervals == [("sz", "0201", 101.0, 105.0)] and unclosed == 0
+    # Neither a return nor an end: still counted as never closed (a diagnostic).
+    del no_return.events[-1]
+    assert invariants.answered_intervals(no_return) == ([], 1)
+
+
+def test_a_lost_citys_call_closed_by_central_has_one_final_event_despite_the_citys_late_end() -> None:
+    """Central's SITE_LOST closure is final; gz's end from its restart is kept and ends nothing."""
+    closure = event(
+        "c8", K.CALL_EVENT_KIND_ENDED, 101.0, site="@central", seq=1, outcome=K.CALL_OUTCOME_SITE_LOST
+    )
+    late = event("c8", K.CALL_EVENT_KIND_ENDED, 900.0, seq=4)
+    base = [
+        event("c8", K.CALL_EVENT_KIND_ARRIVED, 100.0, seq=1),
+        event("c8", K.CALL_EVENT_KIND_ROUTED, 100.5, seq=2),
+    ]
+    closed = central_pb2.CallRecord(
+        call_id="c8",
+        state=K.CALL_STATE_ENDED,
+        outcome=K.CALL_OUTCOME_SITE_LOST,
+        events=[*base, closure, late],
+    )
+    assert invariants.check([], [closed])["calls_with_two_final_records"] == 0
+    # Broken: the site ended it twice (no closure): two final events.
+    twice = central_pb2.CallRecord(
+        call_id="c8",
+        state=K.CALL_STATE_ENDED,
+        events=[*base, event("c8", K.CALL_EVENT_KIND_ENDED, 101.0, seq=3), late],
+    )
+    assert invariants.check([], [twice])["calls_with_two_final_records"] == 1
+    # A site's own SITE_LOST is no closure (only central writes one): still two.
+    forged = event("c8", K.CALL_EVENT_KIND_ENDED, 101.0, seq=3, outcome=K.CALL_OUTCOME_SITE_LOST)
+    assert (
+        invariants.check([], [central_pb2.CallRecord(call_id="c8", events=[*base, forged, late])])[
+            "calls_with_two_final_records"
+        ]
+        == 1
+    )
+
+
 # -- duplicates in the reconciliation ----------------------------------------------------------------
 
 

@@ -179,3 +179,9 @@ def test_demo_refuses_to_wipe_a_folder_it_did_not_make(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "not made by `vcc demo`" in result.stderr
     assert (tmp_path / "precious.txt").exists()
+
+
+def test_closing_a_lost_site_names_an_unknown_site_before_asking_central() -> None:
+    result = runner.invoke(app, ["records", "close-lost-site", "xx", "--config", str(EXAMPLE), "--yes"])
+    assert result.exit_code == 2
+    assert "no site 'xx'" in result.stderr

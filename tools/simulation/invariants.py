@@ -4,8 +4,9 @@
   of that agent's leg: hung up by either side, returned, transferred or ended) never overlap;
 - no call is served twice at once: a call's answered intervals at different sites never overlap
   (in particular never on both sides of a partition);
-- no call has two final records or none: exactly one record per call id, at most one ENDED event,
-  and every call whose caller heard `ended` has an ended record;
+- no call has two final records or none: exactly one record per call id, at most one final
+  event (an ENDED; or central's closure of a lost city's call, after which that city's own late
+  ENDED ends nothing), and every call whose caller heard `ended` has an ended record;
 - no agent ever talks to two callers: the callers' side of the first invariant, from what each
   caller heard (connected to agent A at a site, until transferred or ended), never from central;
 - the offered balance: of the calls whose caller heard the end, the callers count as many
@@ -23,6 +24,7 @@ from collections.abc import Sequence
 
 from tools.simulation.traffic import CallerView
 from vcc import rpc
+from vcc.call_events import CENTRAL_SITE
 from vcc.v1 import central_pb2, common_pb2
 
 K = common_pb2
@@ -45,6 +47,8 @@ _OUTCOME_NAMES = {
     K.CALL_OUTCOME_BLOCKED: "blocked",
     K.CALL_OUTCOME_FAILED: "failed",
     K.CALL_OUTCOME_SELF_SERVED: "self_served",
+    # Never heard by a caller (its city died with it): counted apart from every outcome callers hear.
+    K.CALL_OUTCOME_SITE_LOST: "site_lost",
 }
 # Events of one site share its clock; a few microseconds of rounding is not an overlap.
 _EPSILON_S = 1e-3
@@ -54,7 +58,14 @@ _MAX_EXAMPLES = 5
 def answered_intervals(
     record: central_pb2.CallRecord,
 ) -> tuple[list[tuple[str, str, float, float]], int]:
-    """(site, agent, answered at, leg ended at) per answer in the record; and answers never closed."""
+    """(site, agent, answered at, leg ended at) per answer in the record; and answers never closed.
+
+    An answer is closed by its own site's next leg end. A serving city that died mid-call never
+    journals one: its answer is then closed where the call's origin took the caller back (the
+    origin's RETURNED naming that city), else by the call's end (an ENDED of another site, or
+    central's closure of a lost city's call). Left open, such an answer had no interval at all,
+    and an origin answering again while the far agent still had the caller went unseen.
+    """
     by_site: dict[str, list[common_pb2.CallEvent]] = defaultdict(list)
     for event in record.events:
         by_site[event.site_id].append(event)
@@ -72,8 +83,39 @@ def answered_intervals(
                 intervals.append((site, start[0], start[1], rpc.unix_s(event.at)))
                 start = None
         if start is not None:
-            open_answers += 1
+            end = _closed_elsewhere(record, site, start[1])
+            if end is None:
+                open_answers += 1
+            else:
+                intervals.append((site, start[0], start[1], end))
     return intervals, open_answers
+
+
+def _closed_elsewhere(record: central_pb2.CallRecord, site: str, answered_at: float) -> float | None:
+    """When another site ended the leg `site` left open: the origin's RETURNED from it (the first
+    after the answer), else the call's first end after the answer; None if neither came."""
+    returned: list[float] = []
+    ended: list[float] = []
+    for e in record.events:
+        at = rpc.unix_s(e.at)
+        if e.site_id == site or at < answered_at - _EPSILON_S:
+            continue
+        if e.kind == K.CALL_EVENT_KIND_RETURNED and e.data.get("target") == site:
+            returned.append(at)
+        elif e.kind == K.CALL_EVENT_KIND_ENDED:
+            ended.append(at)
+    if returned:
+        return min(returned)
+    return min(ended, default=None)
+
+
+def final_events(record: central_pb2.CallRecord) -> list[common_pb2.CallEvent]:
+    """The events that gave the call its end: its ENDED events, or, once central closed the call
+    of a lost city (outcome SITE_LOST), that closure alone (the city's own ENDED that arrived
+    after it is kept in the journal and ends nothing: central.records.fold)."""
+    ends = [e for e in record.events if e.kind == K.CALL_EVENT_KIND_ENDED]
+    closures = [e for e in ends if e.site_id == CENTRAL_SITE and e.outcome == K.CALL_OUTCOME_SITE_LOST]
+    return closures or ends
 
 
 def _overlaps(spans: list[tuple[float, float, str]]) -> list[tuple[str, str]]:
@@ -112,7 +154,7 @@ def check(
         spans = [(start, end, site) for site, _, start, end in intervals]
         if any(a != b for a, b in _overlaps(spans)):
             served_twice.append(record.call_id)
-        if sum(1 for e in record.events if e.kind == K.CALL_EVENT_KIND_ENDED) > 1:
+        if len(final_events(record)) > 1:
             two_final.append(record.call_id)
     double_booked = [
         f"{site}/{agent}: {a} and {b}"

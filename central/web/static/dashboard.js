@@ -17,6 +17,7 @@ const I18N = {
     skill_group: "技能组", expected_wait: "预计等待(秒)", skill_groups: "技能组",
     src_live: "来源：城市实时流", src_records: "来源：中心话单", alerts_none: "",
     alert_site_down: "{name} 不可达（最后数据为 {value} 秒前）", alert_site_down_never: "{name} 不可达（从未收到数据）",
+    alert_open_at_down_site: "{name}：{value} 个通话仍未结束，该城市自 {since} 起不可达（待其恢复或 vcc records close-lost-site）",
     alert_site_stale: "{name} 数据滞后 {value} 秒",
     alert_sl_below_target: "{name} 本时段服务水平 {value} 低于目标",
     chart_waiting: "排队数（近几小时）", chart_agents: "空闲 / 忙碌坐席（近几小时）",
@@ -59,6 +60,7 @@ const I18N = {
     skill_group: "Skill group", expected_wait: "Expected wait (s)", skill_groups: "Skill groups",
     src_live: "source: city live stream", src_records: "source: call records at central", alerts_none: "",
     alert_site_down: "{name} unreachable (last data {value} s ago)", alert_site_down_never: "{name} unreachable (never heard from)",
+    alert_open_at_down_site: "{name}: {value} calls open at a city that is down since {since} (until it comes back, or vcc records close-lost-site)",
     alert_site_stale: "{name} data is stale ({value} s old)",
     alert_sl_below_target: "{name} service level {value} in this interval is below target",
     chart_waiting: "Calls waiting (last hours)", chart_agents: "Agents ready / busy (last hours)",
@@ -243,8 +245,9 @@ function renderAlerts() {
     const name = a.name || t("province");
     let key = "alert_" + a.kind;
     if (a.kind === "site_down" && (a.value === null || a.value === undefined)) key = "alert_site_down_never";
-    const value = a.kind === "sl_below_target" ? pct(a.value) : fmt(a.value, 1);
-    const text = t(key).replace("{name}", name).replace("{value}", value);
+    const value = a.kind === "sl_below_target" ? pct(a.value) : fmt(a.value, a.kind === "open_at_down_site" ? 0 : 1);
+    const since = a.since === null || a.since === undefined ? "—" : clock(a.since);
+    const text = t(key).replace("{name}", name).replace("{value}", value).replace("{since}", since);
     return `<div class="alert${a.kind === "site_stale" ? " warn" : ""}" data-alert="${esc(a.kind)}" data-site="${esc(a.site_id)}">${esc(text)}</div>`;
   }).join("");
 }

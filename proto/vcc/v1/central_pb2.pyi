@@ -171,6 +171,7 @@ class ListCallRecordsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     WITH_EVENTS_FIELD_NUMBER: _builtins.int
+    OPEN_ONLY_FIELD_NUMBER: _builtins.int
     entry_site_id: _builtins.str
     """Only calls that entered at this site; empty for all."""
     ended_only: _builtins.bool
@@ -179,6 +180,8 @@ class ListCallRecordsRequest(_message.Message):
     page_token: _builtins.str
     with_events: _builtins.bool
     """Include each record's events."""
+    open_only: _builtins.bool
+    """Only calls that have not ended (with ended_only: none)."""
     def __init__(
         self,
         *,
@@ -187,10 +190,11 @@ class ListCallRecordsRequest(_message.Message):
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         with_events: _builtins.bool = ...,
+        open_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ended_only", b"ended_only", "entry_site_id", b"entry_site_id", "page_size", b"page_size", "page_token", b"page_token", "with_events", b"with_events"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ended_only", b"ended_only", "entry_site_id", b"entry_site_id", "open_only", b"open_only", "page_size", b"page_size", "page_token", b"page_token", "with_events", b"with_events"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -242,6 +246,7 @@ class CallRecord(_message.Message):
     EVENT_COUNT_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
     DECISIONS_FIELD_NUMBER: _builtins.int
+    OPEN_AT_DOWN_SITE_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     entry_site_id: _builtins.str
     ani: _builtins.str
@@ -267,6 +272,12 @@ class CallRecord(_message.Message):
     def decisions(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoutingDecision]:
         """Decisions that moved (or kept) the call, oldest first."""
 
+    @_builtins.property
+    def open_at_down_site(self) -> Global___OpenAtDownSite:
+        """Set while the call is open and the city that holds its caller is down: nobody will end it
+        until that city comes back (its own end then wins) or an operator closes it (SITE_LOST).
+        """
+
     def __init__(
         self,
         *,
@@ -287,14 +298,89 @@ class CallRecord(_message.Message):
         event_count: _builtins.int = ...,
         events: _abc.Iterable[_common_pb2.CallEvent] | None = ...,
         decisions: _abc.Iterable[Global___RoutingDecision] | None = ...,
+        open_at_down_site: Global___OpenAtDownSite | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["answered_at", b"answered_at", "arrived_at", b"arrived_at", "ended_at", b"ended_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["answered_at", b"answered_at", "arrived_at", b"arrived_at", "ended_at", b"ended_at", "open_at_down_site", b"open_at_down_site"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_code", b"agent_code", "ani", b"ani", "answered_at", b"answered_at", "arrived_at", b"arrived_at", "call_id", b"call_id", "decisions", b"decisions", "dnis", b"dnis", "ended_at", b"ended_at", "entry_site_id", b"entry_site_id", "event_count", b"event_count", "events", b"events", "outcome", b"outcome", "served_site_id", b"served_site_id", "skill_group", b"skill_group", "state", b"state", "talk_s", b"talk_s", "wait_s", b"wait_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_code", b"agent_code", "ani", b"ani", "answered_at", b"answered_at", "arrived_at", b"arrived_at", "call_id", b"call_id", "decisions", b"decisions", "dnis", b"dnis", "ended_at", b"ended_at", "entry_site_id", b"entry_site_id", "event_count", b"event_count", "events", b"events", "open_at_down_site", b"open_at_down_site", "outcome", b"outcome", "served_site_id", b"served_site_id", "skill_group", b"skill_group", "state", b"state", "talk_s", b"talk_s", "wait_s", b"wait_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CallRecord: _TypeAlias = CallRecord  # noqa: Y015
+
+@_typing.final
+class OpenAtDownSite(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SITE_ID_FIELD_NUMBER: _builtins.int
+    DOWN_SINCE_FIELD_NUMBER: _builtins.int
+    site_id: _builtins.str
+    @_builtins.property
+    def down_since(self) -> _timestamp_pb2.Timestamp:
+        """When central saw its membership lease go (or first found it absent)."""
+
+    def __init__(
+        self,
+        *,
+        site_id: _builtins.str = ...,
+        down_since: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["down_since", b"down_since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["down_since", b"down_since", "site_id", b"site_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpenAtDownSite: _TypeAlias = OpenAtDownSite  # noqa: Y015
+
+@_typing.final
+class CloseLostSiteCallsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SITE_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    site_id: _builtins.str
+    reason: _builtins.str
+    """Why (for the audit log): a decommissioning ticket, a note."""
+    def __init__(
+        self,
+        *,
+        site_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "site_id", b"site_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CloseLostSiteCallsRequest: _TypeAlias = CloseLostSiteCallsRequest  # noqa: Y015
+
+@_typing.final
+class CloseLostSiteCallsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_IDS_FIELD_NUMBER: _builtins.int
+    DOWN_SINCE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def call_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The calls closed now (a call closed before is not closed again)."""
+
+    @_builtins.property
+    def down_since(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        call_ids: _abc.Iterable[_builtins.str] | None = ...,
+        down_since: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["down_since", b"down_since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_ids", b"call_ids", "down_since", b"down_since"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CloseLostSiteCallsResponse: _TypeAlias = CloseLostSiteCallsResponse  # noqa: Y015
 
 @_typing.final
 class GetProvinceStatusRequest(_message.Message):

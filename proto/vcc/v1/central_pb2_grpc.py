@@ -84,6 +84,11 @@ class CentralServiceStub:
                 request_serializer=vcc_dot_v1_dot_central__pb2.ListRoutingDecisionsRequest.SerializeToString,
                 response_deserializer=vcc_dot_v1_dot_central__pb2.ListRoutingDecisionsResponse.FromString,
                 _registered_method=True)
+        self.CloseLostSiteCalls = channel.unary_unary(
+                '/vcc.v1.CentralService/CloseLostSiteCalls',
+                request_serializer=vcc_dot_v1_dot_central__pb2.CloseLostSiteCallsRequest.SerializeToString,
+                response_deserializer=vcc_dot_v1_dot_central__pb2.CloseLostSiteCallsResponse.FromString,
+                _registered_method=True)
 
 
 class CentralServiceServicer:
@@ -159,6 +164,14 @@ class CentralServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CloseLostSiteCalls(self, request, context):
+        """An operator's word that a city is gone for good: every call still open there is closed with
+        outcome SITE_LOST (audited). FAILED_PRECONDITION `site-up` while the city's lease lives.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CentralServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -211,6 +224,11 @@ def add_CentralServiceServicer_to_server(servicer, server):
                     servicer.ListRoutingDecisions,
                     request_deserializer=vcc_dot_v1_dot_central__pb2.ListRoutingDecisionsRequest.FromString,
                     response_serializer=vcc_dot_v1_dot_central__pb2.ListRoutingDecisionsResponse.SerializeToString,
+            ),
+            'CloseLostSiteCalls': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseLostSiteCalls,
+                    request_deserializer=vcc_dot_v1_dot_central__pb2.CloseLostSiteCallsRequest.FromString,
+                    response_serializer=vcc_dot_v1_dot_central__pb2.CloseLostSiteCallsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -483,6 +501,33 @@ class CentralService:
             '/vcc.v1.CentralService/ListRoutingDecisions',
             vcc_dot_v1_dot_central__pb2.ListRoutingDecisionsRequest.SerializeToString,
             vcc_dot_v1_dot_central__pb2.ListRoutingDecisionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseLostSiteCalls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vcc.v1.CentralService/CloseLostSiteCalls',
+            vcc_dot_v1_dot_central__pb2.CloseLostSiteCallsRequest.SerializeToString,
+            vcc_dot_v1_dot_central__pb2.CloseLostSiteCallsResponse.FromString,
             options,
             channel_credentials,
             insecure,

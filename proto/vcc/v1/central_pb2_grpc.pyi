@@ -52,6 +52,10 @@ class CentralServiceStub:
     """The agent directory with presence, for transfers by agent code anywhere in the province."""
     ListRoutingDecisions: _grpc.UnaryUnaryMultiCallable[_central_pb2.ListRoutingDecisionsRequest, _central_pb2.ListRoutingDecisionsResponse]
     """The routing decisions recorded for one call."""
+    CloseLostSiteCalls: _grpc.UnaryUnaryMultiCallable[_central_pb2.CloseLostSiteCallsRequest, _central_pb2.CloseLostSiteCallsResponse]
+    """An operator's word that a city is gone for good: every call still open there is closed with
+    outcome SITE_LOST (audited). FAILED_PRECONDITION `site-up` while the city's lease lives.
+    """
 
 @_typing.type_check_only
 class CentralServiceAsyncStub(CentralServiceStub):
@@ -77,6 +81,10 @@ class CentralServiceAsyncStub(CentralServiceStub):
     """The agent directory with presence, for transfers by agent code anywhere in the province."""
     ListRoutingDecisions: _aio.UnaryUnaryMultiCallable[_central_pb2.ListRoutingDecisionsRequest, _central_pb2.ListRoutingDecisionsResponse]  # type: ignore[assignment]
     """The routing decisions recorded for one call."""
+    CloseLostSiteCalls: _aio.UnaryUnaryMultiCallable[_central_pb2.CloseLostSiteCallsRequest, _central_pb2.CloseLostSiteCallsResponse]  # type: ignore[assignment]
+    """An operator's word that a city is gone for good: every call still open there is closed with
+    outcome SITE_LOST (audited). FAILED_PRECONDITION `site-up` while the city's lease lives.
+    """
 
 class CentralServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -159,5 +167,15 @@ class CentralServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_central_pb2.ListRoutingDecisionsResponse, _abc.Awaitable[_central_pb2.ListRoutingDecisionsResponse]]:
         """The routing decisions recorded for one call."""
+
+    @_abc_1.abstractmethod
+    def CloseLostSiteCalls(
+        self,
+        request: _central_pb2.CloseLostSiteCallsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_central_pb2.CloseLostSiteCallsResponse, _abc.Awaitable[_central_pb2.CloseLostSiteCallsResponse]]:
+        """An operator's word that a city is gone for good: every call still open there is closed with
+        outcome SITE_LOST (audited). FAILED_PRECONDITION `site-up` while the city's lease lives.
+        """
 
 def add_CentralServiceServicer_to_server(servicer: CentralServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

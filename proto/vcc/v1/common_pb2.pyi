@@ -67,6 +67,10 @@ class _CallOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CallOutco
     """The IVR served it with no agent: a closed message, a voicemail left, a callback asked for, a
     fax sent, a hang-up node.
     """
+    CALL_OUTCOME_SITE_LOST: _CallOutcome.ValueType  # 6
+    """Its city was lost for good while the call was open there: an operator closed it
+    (`vcc records close-lost-site`); how it really ended is not known. Only central writes it.
+    """
 
 class CallOutcome(_CallOutcome, metaclass=_CallOutcomeEnumTypeWrapper):
     """How a call ended, as counted in statistics and reports."""
@@ -83,6 +87,10 @@ CALL_OUTCOME_FAILED: CallOutcome.ValueType  # 4
 CALL_OUTCOME_SELF_SERVED: CallOutcome.ValueType  # 5
 """The IVR served it with no agent: a closed message, a voicemail left, a callback asked for, a
 fax sent, a hang-up node.
+"""
+CALL_OUTCOME_SITE_LOST: CallOutcome.ValueType  # 6
+"""Its city was lost for good while the call was open there: an operator closed it
+(`vcc records close-lost-site`); how it really ended is not known. Only central writes it.
 """
 Global___CallOutcome: _TypeAlias = CallOutcome  # noqa: Y015
 
