@@ -31,12 +31,14 @@ ENDS_S = 10.0
 
 
 async def _until(blocked: Callable[[], bool]) -> None:
-    """Let the task under test run until it is blocked where the race is made."""
-    for _ in range(1000):
-        if blocked():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("the task never reached its wait")
+    """Let the task under test run until it is blocked where the race is made (its way there may
+    pass through a thread, which a busy machine can keep waiting for many loop turns)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ENDS_S
+    while not blocked():
+        if loop.time() > deadline:
+            raise AssertionError("the task never reached its wait")
+        await asyncio.sleep(0.001)
 
 
 async def _cancelled_as_woken(task: asyncio.Task[Any], wake: Callable[[], None]) -> bool:
