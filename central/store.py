@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.cache_key import CacheKey
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
@@ -29,6 +30,7 @@ from tenacity import (
 )
 
 from central import paging
+from central.customer_cache import CUSTOMER_CACHE_ENV, CustomerCache
 from central.customers import Customer, customer_from_row, customer_row, demo_customers
 from central.db import models
 from central.db.engine import writer
@@ -67,14 +69,15 @@ MAX_DECISIONS_PER_CALL = 1000
 # The statements of the hot paths (every call's screen pop, every ingested batch), built once with
 # bound parameters: SQLAlchemy then finds their compiled form by a memoized cache key instead of
 # walking a fresh statement each time (that walk was about 9 % of central's CPU under load).
-_CUSTOMER_BY_PHONE = sa.select(_CUSTOMERS).where(
-    _CUSTOMERS.c.customer_id
-    == sa.select(_PHONES.c.customer_id).where(_PHONES.c.phone == sa.bindparam("phone")).scalar_subquery()
-)
-_PHONES_OF = (
-    sa.select(_PHONES.c.phone)
-    .where(_PHONES.c.customer_id == sa.bindparam("customer_id"))
-    .order_by(_PHONES.c.position)
+# The customer one of whose numbers is :phone, a row per number of theirs (primary first): one
+# statement, so one trip to the database's thread instead of two.
+_NUMBERS = _PHONES.alias("numbers")
+_CUSTOMER_BY_PHONE = (
+    sa.select(_CUSTOMERS, _NUMBERS.c.phone.label("number"))
+    .join(_PHONES, _PHONES.c.customer_id == _CUSTOMERS.c.customer_id)
+    .join(_NUMBERS, _NUMBERS.c.customer_id == _CUSTOMERS.c.customer_id)
+    .where(_PHONES.c.phone == sa.bindparam("phone"))
+    .order_by(_NUMBERS.c.position)
 )
 # Calls whose stored events the leader keeps (about 3 KB each): several seconds of calls at a
 # thousand calls a second, as long as a call's events take to arrive.
@@ -82,6 +85,9 @@ JOURNEYS_KEPT = 10_000
 # "0": read every call's events back at each batch (the way before; a benchmark's comparison).
 JOURNEYS_ENV = "VCC_INGEST_JOURNEYS"
 _EVENTS_OF = sa.select(_EVENTS).where(_EVENTS.c.call_id.in_(sa.bindparam("call_ids", expanding=True)))
+# Which of these calls have a record (and so stored events: a call's events and its record are
+# written in one transaction, and neither is ever deleted).
+_RECORDED = sa.select(_CALLS.c.call_id).where(_CALLS.c.call_id.in_(sa.bindparam("call_ids", expanding=True)))
 
 
 @dataclass(frozen=True)
@@ -167,6 +173,9 @@ class Store:
         # kept (either may have folded without the other's events).
         self._ingesting: dict[str, int] = {}
         self._overlapped: set[str] = set()
+        # The screen pop's customers by number, kept by a leader only (see take_over).
+        self.customers = CustomerCache()
+        self._cache_customers = os.environ.get(CUSTOMER_CACHE_ENV, "") != "0"
 
     # -- fencing -----------------------------------------------------------------------------
 
@@ -185,7 +194,12 @@ class Store:
         self._journeys.clear()
         self._journeys_term += 1
         self.epoch = epoch
+        self.customers.lead(self._cache_customers)
         log.info("database fenced at leadership epoch %d", epoch)
+
+    def deposed(self) -> None:
+        """This replica leads no more: its look-ups read the database again (another leader writes)."""
+        self.customers.lead(False)
 
     async def leadership_epoch(self) -> int:
         return await self._transaction(_stored_epoch)
@@ -236,12 +250,12 @@ class Store:
             trusted = {c: ev for c, ev in known.items() if c not in self._overlapped} if tries == 1 else {}
             if calls:
                 unknown = [c for c in calls if c not in trusted]
-                found = await self._events_of(conn, unknown) if unknown else {}
+                found = await self._stored_journeys(conn, unknown, unique, new) if unknown else {}
                 added: dict[str, list[CallEvent]] = {}
                 for e in unique:
                     if e.call_id in trusted and e.key in new:
                         # As the database gives them back (data's JSON, the types of each column).
-                        added.setdefault(e.call_id, []).append(_event(_event_row(e)))
+                        added.setdefault(e.call_id, []).append(_as_stored(e))
                 for c, before in trusted.items():
                     found[c] = sorted([*before, *added.get(c, ())], key=_journey_order)
                 # Only the attempt that commits is kept (a retried one folded in vain).
@@ -351,6 +365,36 @@ class Store:
             await conn.execute(self._upsert(_LEGS, ["call_id", "site_id"]), chunk)
         return records
 
+    async def _stored_journeys(
+        self,
+        conn: AsyncConnection,
+        call_ids: list[str],
+        batch: list[CallEvent],
+        new: set[tuple[str, str, int]],
+    ) -> dict[str, list[CallEvent]]:
+        """Each call's stored events now, this transaction's included, in journey order.
+
+        A call without a record had no events stored before this transaction (see _RECORDED):
+        its events are the batch's, all of them just inserted, and are not read back (reading
+        every new call's events back was most of the ingest's reading)."""
+        if not self._keep_journeys:
+            return await self._events_of(conn, call_ids)
+        recorded: set[str] = set()
+        for chunk in _chunks(call_ids):
+            recorded.update((await conn.execute(_RECORDED, {"call_ids": chunk})).scalars().all())
+        wanted = set(call_ids) - recorded
+        ours: dict[str, list[CallEvent]] = {}
+        for e in batch:
+            if e.call_id in wanted:
+                ours.setdefault(e.call_id, []).append(_as_stored(e))
+        # Every one of them must have been inserted now; anything else reads the database.
+        fresh = {c: ev for c, ev in ours.items() if all(e.key in new for e in ev)}
+        found = await self._events_of(conn, [c for c in call_ids if c not in fresh])
+        for c, journey in fresh.items():
+            journey.sort(key=_journey_order)
+            found[c] = journey
+        return found
+
     async def _events_of(self, conn: AsyncConnection, call_ids: list[str]) -> dict[str, list[CallEvent]]:
         """Each call's stored events, in journey order."""
         found: dict[str, list[CallEvent]] = {}
@@ -365,16 +409,22 @@ class Store:
     # -- customers ---------------------------------------------------------------------------
 
     async def lookup_customer(self, phone: str) -> Customer | None:
-        """The customer one of whose numbers is `phone` (the screen pop)."""
+        """The customer one of whose numbers is `phone` (the screen pop); the leader answers what
+        it looked up lately from memory (central.customer_cache: forgotten at every write)."""
+        known, customer = self.customers.get(phone)
+        if known:
+            return customer
+        ticket = self.customers.ticket()
 
         async def attempt(conn: AsyncConnection) -> Customer | None:
-            row = (await conn.execute(_CUSTOMER_BY_PHONE, {"phone": phone})).first()
-            if row is None:
+            rows = (await conn.execute(_CUSTOMER_BY_PHONE, {"phone": phone})).all()
+            if not rows:
                 return None
-            phones = await conn.execute(_PHONES_OF, {"customer_id": row.customer_id})
-            return customer_from_row(row._mapping, phones.scalars().all())
+            return customer_from_row(rows[0]._mapping, [r.number for r in rows])
 
-        return await self._transaction(attempt)
+        customer = await self._transaction(attempt)
+        self.customers.keep(ticket, phone, customer)
+        return customer
 
     async def upsert_customers(self, customers: Sequence[Customer]) -> None:
         """Create or replace customers by customer_id, with all their numbers (the demo's seed)."""
@@ -394,7 +444,8 @@ class Store:
             for some_phones in _chunks(phones):
                 await conn.execute(self._upsert(_PHONES, ["phone"]), some_phones)
 
-        await self._transaction(attempt, write=True)
+        with self.customers.writing():
+            await self._transaction(attempt, write=True)
 
     async def seed_demo_customers(self, count: int, cities: Sequence[str] | None = None) -> None:
         """The demo customers (central.customers.demo_customers); cities default to the sites' names."""
@@ -534,8 +585,12 @@ class Store:
 
     async def transaction(self, work: Callable[[AsyncConnection], Awaitable[T]], write: bool = False) -> T:
         """One transaction, retried as a whole on conflicts and fenced like every write here:
-        the service desk's stores (central.servicedesk) run their SQL through it."""
-        return await self._transaction(work, write=write)
+        the service desk's stores (central.servicedesk) run their SQL through it. A write may
+        change customers: the look-ups' memory forgets everything around it."""
+        if not write:
+            return await self._transaction(work)
+        with self.customers.writing():
+            return await self._transaction(work, write=True)
 
     def upsert(self, table: sa.Table, keys: list[str]) -> sa.Insert:
         return self._upsert(table, keys)
@@ -601,7 +656,7 @@ class Store:
             if returning:
                 # Executemany with RETURNING: only the rows actually inserted come back.
                 stmt = stmt.returning(*(table.c[k] for k in keys))
-            self._statements[cache_key] = stmt
+            self._statements[cache_key] = _compiled_once(stmt, cache_key)
         return stmt
 
     def _upsert(self, table: sa.Table, keys: list[str]) -> sa.Insert:
@@ -619,8 +674,20 @@ class Store:
                 stmt = pg.on_conflict_do_update(
                     index_elements=keys, set_={c: pg.excluded[c] for c in columns}
                 )
-            self._statements[cache_key] = stmt
+            self._statements[cache_key] = _compiled_once(stmt, cache_key)
         return stmt
+
+
+def _compiled_once(stmt: sa.Insert, identity: tuple[object, ...]) -> sa.Insert:
+    """`stmt` with a cache key of its own, so that SQLAlchemy compiles it once per dialect.
+
+    The dialects' ON CONFLICT inserts have none (SQLAlchemy 2.0 compiles them at every execute:
+    [no key] in its log, a third of the ingest's CPU). Ours are built once per Store and never
+    changed, and carry no values of their own (rows always come as execute parameters), so their
+    identity is an exact key; the key is the one SQLAlchemy's own memo of it would hold."""
+    key = CacheKey(("vcc.store", *identity), [])
+    stmt.__dict__["_generate_cache_key"] = lambda: key
+    return stmt
 
 
 async def _stored_epoch(conn: AsyncConnection) -> int:
@@ -685,6 +752,12 @@ def _event_row(e: CallEvent) -> dict[str, Any]:
         # Most events carry no data: its JSON without the encoder (the same text, "{}").
         "data": json.dumps(dict(sorted(e.data.items())), ensure_ascii=False) if e.data else "{}",
     }
+
+
+def _as_stored(e: CallEvent) -> CallEvent:
+    """The event as the database gives it back (`_event` of `_event_row`), without the round
+    trip: its data's keys in order (the columns keep every other field as it is)."""
+    return replace(e, data=dict(sorted(e.data.items()))) if e.data else e
 
 
 def _event(row: Mapping[str, Any] | sa.RowMapping) -> CallEvent:
