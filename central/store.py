@@ -82,8 +82,11 @@ _CUSTOMER_BY_PHONE = (
 # Calls whose stored events the leader keeps (about 3 KB each): several seconds of calls at a
 # thousand calls a second, as long as a call's events take to arrive.
 JOURNEYS_KEPT = 10_000
-# "0": read every call's events back at each batch (the way before; a benchmark's comparison).
+# "0": read every call's events back at each batch, new calls' too (the way before; a benchmark's
+# comparison).
 JOURNEYS_ENV = "VCC_INGEST_JOURNEYS"
+# "0": the ON CONFLICT statements compiled at every execute (the way before; a comparison).
+COMPILED_ENV = "VCC_INGEST_COMPILED"
 _EVENTS_OF = sa.select(_EVENTS).where(_EVENTS.c.call_id.in_(sa.bindparam("call_ids", expanding=True)))
 # Which of these calls have a record (and so stored events: a call's events and its record are
 # written in one transaction, and neither is ever deleted).
@@ -158,6 +161,9 @@ class Store:
         self.epoch: int | None = None
         self.figures = StoreFigures()
         self._statements: dict[tuple[str, tuple[str, ...], str, bool], sa.Insert] = {}
+        self._compile_once = os.environ.get(COMPILED_ENV, "") != "0"
+        # Keyed by the id of a statement of _statements (kept as long as the store).
+        self._driver_statements: dict[int, tuple[str, tuple[str, ...]]] = {}
         # Told the records of each ingested batch's calls once their transaction committed (central's
         # running figures): the same records the `calls` table now holds.
         self.record_listeners: list[Callable[[Sequence[CallRecord]], None]] = []
@@ -238,31 +244,34 @@ class Store:
         async def attempt(conn: AsyncConnection) -> int:
             nonlocal tries
             tries += 1
-            stmt = self._insert_ignore(_EVENTS, ["call_id", "site_id", "seq"], returning=True)
-            new: set[tuple[str, str, int]] = set()
-            for chunk in _chunks(rows):
-                new.update((r[0], r[1], int(r[2])) for r in (await conn.execute(stmt, chunk)).all())
-            # Decided after this transaction's first write: another ingest of one of these calls
-            # that began since (it marks the call overlapped) either committed already or waits for
-            # ours, so a copy taken before it started is not trusted (an overflowed call's record
-            # once missed the other city's last event). A retry after a commit of unknown outcome
-            # may find its own events stored already: it trusts nothing.
+            # Decided inside the transaction, before it reads or writes: SQLite holds the write
+            # lock since BEGIN IMMEDIATE, and PostgreSQL took the transaction's snapshot at its
+            # first statement (the fencing check; only a fenced leader keeps copies). Another
+            # ingest of one of these calls that began before now marked the call overlapped, and
+            # its copy is not trusted (an overflowed call's record once missed the other city's
+            # last event); one that begins later waits for ours (SQLite) or conflicts with ours on
+            # the call's record (PostgreSQL). A retry after a commit of unknown outcome may find
+            # its own events stored already: it trusts nothing.
             trusted = {c: ev for c, ev in known.items() if c not in self._overlapped} if tries == 1 else {}
+            found = await self._stored_journeys(conn, [c for c in calls if c not in trusted])
+            found.update((c, list(before)) for c, before in trusted.items())
+            # What the database lacks of the batch (exactly: nothing else writes these calls'
+            # events while this transaction runs, or one of the two fails and is retried).
+            have = {e.key for journey in found.values() for e in journey}
+            fresh = [e for e in unique if e.key not in have]
+            events = self._insert_ignore(_EVENTS, ["call_id", "site_id", "seq"])
+            await self._execute_rows(conn, events, [_event_row(e) for e in fresh])
+            for e in fresh:
+                # As the database gives them back (data's JSON, the types of each column).
+                found.setdefault(e.call_id, []).append(_as_stored(e))
+            for journey in found.values():
+                journey.sort(key=_journey_order)
             if calls:
-                unknown = [c for c in calls if c not in trusted]
-                found = await self._stored_journeys(conn, unknown, unique, new) if unknown else {}
-                added: dict[str, list[CallEvent]] = {}
-                for e in unique:
-                    if e.call_id in trusted and e.key in new:
-                        # As the database gives them back (data's JSON, the types of each column).
-                        added.setdefault(e.call_id, []).append(_as_stored(e))
-                for c, before in trusted.items():
-                    found[c] = sorted([*before, *added.get(c, ())], key=_journey_order)
                 # Only the attempt that commits is kept (a retried one folded in vain).
                 folded[:] = await self._refold(conn, calls, found)
                 journeys.clear()
                 journeys.update(found)
-            return len(new)
+            return len(fresh)
 
         try:
             stored = await self._transaction(attempt, write=True)
@@ -359,41 +368,45 @@ class Store:
         records = [fold(events[c]) for c in call_ids]
         call_rows = [_call_row(r) for r in records]
         leg_rows = [_leg_row(r.call_id, leg) for r in records for leg in r.legs]
-        for chunk in _chunks(call_rows):
-            await conn.execute(self._upsert(_CALLS, ["call_id"]), chunk)
-        for chunk in _chunks(leg_rows):
-            await conn.execute(self._upsert(_LEGS, ["call_id", "site_id"]), chunk)
+        await self._execute_rows(conn, self._upsert(_CALLS, ["call_id"]), call_rows)
+        await self._execute_rows(conn, self._upsert(_LEGS, ["call_id", "site_id"]), leg_rows)
         return records
 
-    async def _stored_journeys(
-        self,
-        conn: AsyncConnection,
-        call_ids: list[str],
-        batch: list[CallEvent],
-        new: set[tuple[str, str, int]],
-    ) -> dict[str, list[CallEvent]]:
-        """Each call's stored events now, this transaction's included, in journey order.
+    async def _execute_rows(self, conn: AsyncConnection, stmt: sa.Insert, rows: list[dict[str, Any]]) -> None:
+        """`stmt` once per row: the driver's own executemany of its SQL (compiled once), the
+        rows as tuples; SQLAlchemy's binding of each row's parameters was a third of the ingest's
+        CPU. With VCC_INGEST_COMPILED=0, SQLAlchemy executes it (the way before)."""
+        if not rows:
+            return
+        if not self._compile_once:
+            for chunk in _chunks(rows):
+                await conn.execute(stmt, chunk)
+            return
+        sql, names = self._driver_sql(stmt)
+        await conn.exec_driver_sql(sql, [tuple(row[n] for n in names) for row in rows])
 
-        A call without a record had no events stored before this transaction (see _RECORDED):
-        its events are the batch's, all of them just inserted, and are not read back (reading
-        every new call's events back was most of the ingest's reading)."""
+    def _driver_sql(self, stmt: sa.Insert) -> tuple[str, tuple[str, ...]]:
+        """The statement's SQL in the driver's paramstyle, and the order of its parameters."""
+        found = self._driver_statements.get(id(stmt))
+        if found is None:
+            compiled = stmt.compile(dialect=self._writer.dialect)
+            names = tuple(compiled.positiontup or ())
+            if len(names) != len(compiled.binds):
+                raise AssertionError(f"not a positional statement: {compiled}")
+            found = self._driver_statements[id(stmt)] = (str(compiled), names)
+        return found
+
+    async def _stored_journeys(self, conn: AsyncConnection, call_ids: list[str]) -> dict[str, list[CallEvent]]:
+        """Each call's stored events, in journey order.
+
+        Only the calls with a record are read (see _RECORDED: a call without one has no events
+        stored); reading every new call's events back was most of the ingest's reading."""
         if not self._keep_journeys:
             return await self._events_of(conn, call_ids)
-        recorded: set[str] = set()
+        recorded: list[str] = []
         for chunk in _chunks(call_ids):
-            recorded.update((await conn.execute(_RECORDED, {"call_ids": chunk})).scalars().all())
-        wanted = set(call_ids) - recorded
-        ours: dict[str, list[CallEvent]] = {}
-        for e in batch:
-            if e.call_id in wanted:
-                ours.setdefault(e.call_id, []).append(_as_stored(e))
-        # Every one of them must have been inserted now; anything else reads the database.
-        fresh = {c: ev for c, ev in ours.items() if all(e.key in new for e in ev)}
-        found = await self._events_of(conn, [c for c in call_ids if c not in fresh])
-        for c, journey in fresh.items():
-            journey.sort(key=_journey_order)
-            found[c] = journey
-        return found
+            recorded += (await conn.execute(_RECORDED, {"call_ids": chunk})).scalars().all()
+        return await self._events_of(conn, recorded)
 
     async def _events_of(self, conn: AsyncConnection, call_ids: list[str]) -> dict[str, list[CallEvent]]:
         """Each call's stored events, in journey order."""
@@ -647,16 +660,13 @@ class Store:
     # Statements carry no rows: rows go as executemany parameters, so each statement is compiled
     # once (SQLAlchemy's cache) instead of once per batch, which dominated central's ingest CPU.
 
-    def _insert_ignore(self, table: sa.Table, keys: list[str], *, returning: bool = False) -> sa.Insert:
-        cache_key = (table.name, tuple(keys), "ignore", returning)
+    def _insert_ignore(self, table: sa.Table, keys: list[str]) -> sa.Insert:
+        cache_key = (table.name, tuple(keys), "ignore", False)
         stmt = self._statements.get(cache_key)
         if stmt is None:
             dialect_insert = sqlite.insert if self._dialect == "sqlite" else postgresql.insert
             stmt = dialect_insert(table).on_conflict_do_nothing(index_elements=keys)
-            if returning:
-                # Executemany with RETURNING: only the rows actually inserted come back.
-                stmt = stmt.returning(*(table.c[k] for k in keys))
-            self._statements[cache_key] = _compiled_once(stmt, cache_key)
+            self._statements[cache_key] = _compiled_once(stmt, cache_key) if self._compile_once else stmt
         return stmt
 
     def _upsert(self, table: sa.Table, keys: list[str]) -> sa.Insert:
@@ -674,7 +684,7 @@ class Store:
                 stmt = pg.on_conflict_do_update(
                     index_elements=keys, set_={c: pg.excluded[c] for c in columns}
                 )
-            self._statements[cache_key] = _compiled_once(stmt, cache_key)
+            self._statements[cache_key] = _compiled_once(stmt, cache_key) if self._compile_once else stmt
         return stmt
 
 

@@ -669,7 +669,9 @@ def throughput_cmd(
             "answer (robots send Answer, no auto-answer), fold (a state_changed of its own per "
             "agent state change), batch (one stream message per step), messages (answer, fold "
             "and batch), gc (VCC_GC_GEN0=50000: the cyclic collector less often), again (the "
-            "province as shipped a second time: what running later in the bench alone changes)."
+            "province as shipped a second time: what running later in the bench alone changes), "
+            "lookups (every screen pop reads central's database), compiled (central's ON CONFLICT "
+            "statements compiled at every execute), before8 (lookups, compiled and journeys)."
         ),
     ] = None,
     profile: Annotated[
