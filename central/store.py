@@ -223,7 +223,6 @@ class Store:
             if e.site_id != site_id:
                 raise ValueError(f"event {e.key} is not from site {site_id!r}")
         unique = sorted({e.key: e for e in events}.values(), key=lambda e: e.key)
-        rows = [_event_row(e) for e in unique]
 
         calls = sorted({e.call_id for e in unique})
         keep = self._keep_journeys and self.epoch is not None
@@ -396,7 +395,9 @@ class Store:
             found = self._driver_statements[id(stmt)] = (str(compiled), names)
         return found
 
-    async def _stored_journeys(self, conn: AsyncConnection, call_ids: list[str]) -> dict[str, list[CallEvent]]:
+    async def _stored_journeys(
+        self, conn: AsyncConnection, call_ids: list[str]
+    ) -> dict[str, list[CallEvent]]:
         """Each call's stored events, in journey order.
 
         Only the calls with a record are read (see _RECORDED: a call without one has no events

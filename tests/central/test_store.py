@@ -15,9 +15,9 @@ from central.db.engine import create_engine
 from central.db.migrate import current_revision, head_revision, upgrade
 from central.records import CallEvent, CallState, EventKind, Outcome, fold, order
 from central.store import DatabaseUnavailable, RecordedDecision, Store
+from routing.global_router import Decision
 from tests.central.factories import T0, answered_call, ev, overflowed_call
 from tests.central.province import province
-from routing.global_router import Decision
 from tools.province.netutil import free_port
 from vcc.errors import InvalidArgument
 
@@ -363,7 +363,9 @@ async def test_the_ingests_rows_go_to_the_driver_as_they_are(
     statements = Statements(engine)
     await store.ingest("gz", answered_call("w2") + answered_call("w3"))
     statements.close()
-    inserts = [(by_sqlalchemy, hit) for sql, by_sqlalchemy, hit in statements.seen if sql.startswith("INSERT")]
+    inserts = [
+        (by_sqlalchemy, hit) for sql, by_sqlalchemy, hit in statements.seen if sql.startswith("INSERT")
+    ]
     assert len(inserts) == 3  # the events, the records, their legs: one statement each
     # Switched off (the way before), SQLAlchemy binds every row and, finding no cache key for the
     # ON CONFLICT statements, compiles each again.

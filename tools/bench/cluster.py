@@ -227,7 +227,8 @@ COMPARISONS["compiled"] = Variant(
 # ... and all of wave 8's switches at central turned back at once (with `journeys`, which now also
 # stands for a new call's events read back).
 COMPARISONS["before8"] = Variant(
-    "central before wave 8", {k: v for c in ("lookups", "compiled", "journeys") for k, v in COMPARISONS[c].env.items()}
+    "central before wave 8",
+    {k: v for c in ("lookups", "compiled", "journeys") for k, v in COMPARISONS[c].env.items()},
 )
 # Every switch of issue 16's optimisations turned back at once: `--compare before16`.
 COMPARISONS["before16"] = Variant(
