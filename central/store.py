@@ -33,7 +33,7 @@ from central import paging
 from central.customer_cache import CUSTOMER_CACHE_ENV, CustomerCache
 from central.customers import Customer, customer_from_row, customer_row, demo_customers
 from central.db import models
-from central.db.engine import writer
+from central.db.engine import one_statement_reader, writer
 from central.records import CallEvent, CallLeg, CallRecord, CallState, Outcome, fold
 from routing.global_router import Candidate, Decision
 from vcc.call_events import EventKind
@@ -157,6 +157,7 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self._reader = engine
         self._writer = writer(engine)
+        self._one_statement = one_statement_reader(engine)
         self._dialect = engine.dialect.name
         self.epoch: int | None = None
         self.figures = StoreFigures()
@@ -436,7 +437,7 @@ class Store:
                 return None
             return customer_from_row(rows[0]._mapping, [r.number for r in rows])
 
-        customer = await self._transaction(attempt)
+        customer = await self._transaction(attempt, one_statement=True)
         self.customers.keep(ticket, phone, customer)
         return customer
 
@@ -613,9 +614,15 @@ class Store:
         return self._insert_ignore(table, keys)
 
     async def _transaction(
-        self, work: Callable[[AsyncConnection], Awaitable[T]], write: bool = False, fenced: bool = True
+        self,
+        work: Callable[[AsyncConnection], Awaitable[T]],
+        write: bool = False,
+        fenced: bool = True,
+        *,
+        one_statement: bool = False,
     ) -> T:
-        engine = self._writer if write else self._reader
+        """`work` in a transaction (a read that is `one_statement`: see engine.ONE_STATEMENT)."""
+        engine = self._writer if write else (self._one_statement if one_statement else self._reader)
         epoch = self.epoch
         if write and fenced and epoch is not None:
             work = self._fenced(epoch, work)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from central.customer_cache import CUSTOMER_CACHE_ENV, CustomerCache
@@ -149,3 +153,25 @@ async def test_the_switch_turns_the_memory_off(engine: AsyncEngine, monkeypatch:
     for _ in range(2):
         assert await store.lookup_customer("02012345") is not None
     assert store.customers.hits == 0
+
+
+async def test_a_look_up_is_one_statement_without_begin_on_sqlite(engine: AsyncEngine) -> None:
+    store = Store(engine)
+    await store.upsert_customers([ALICE])
+    sent: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(statement.split(maxsplit=1)[0].upper())
+
+    sa.event.listen(engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        assert await store.lookup_customer("02012345") == replace(ALICE, phones=("02012345",))
+        lookup = list(sent)
+        await store.upsert_customers([Customer("x1", "02012345", "Alice Wong")])
+    finally:
+        sa.event.remove(engine.sync_engine, "before_cursor_execute", seen)
+    assert lookup == ["SELECT"]
+    if engine.dialect.name == "sqlite":
+        # A write still takes the lock up front.
+        assert sent[len(lookup)] == "BEGIN"
+    assert (await store.lookup_customer("02012345") or ALICE).name == "Alice Wong"
