@@ -402,7 +402,12 @@ def run_comparisons(
     out: dict[str, Any] = {"as_shipped": shipped, "comparisons": {}}
     for name in names:
         other = run_throughput(
-            rates, step_s, variant=COMPARISONS[name], max_rate=max_rate, every_step=every_step
+            rates,
+            step_s,
+            variant=COMPARISONS[name],
+            max_rate=max_rate,
+            profile_dir=profile_dir,
+            every_step=every_step,
         )
         out["comparisons"][name] = {"run": other, "side_by_side": side_by_side(other, shipped)}
     return out
