@@ -413,3 +413,21 @@ async def test_a_new_calls_events_are_not_read_back(engine: AsyncEngine) -> None
     assert len(reads) == 1
     await leader.ingest("gz", gz[2:])
     await _record_matches_every_event(leader, "n1", events)
+
+
+async def test_switched_back_every_batch_reads_its_calls_events(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # VCC_INGEST_JOURNEYS=0 (a benchmark's "before"): no copies, every call read back, same records.
+    monkeypatch.setenv("VCC_INGEST_JOURNEYS", "0")
+    leader = Store(engine)
+    await leader.take_over(1)
+    events = answered_call("s1")
+    statements = Statements(engine)
+    first = await leader.ingest("gz", events[:4])
+    again = await leader.ingest("gz", events)
+    statements.close()
+    reads = [sql for sql, _, _ in statements.seen if sql.startswith("SELECT") and "FROM call_events" in sql]
+    assert len(reads) == 2
+    assert (first.stored, again.stored, again.duplicates) == (4, 4, 4)
+    await _record_matches_every_event(leader, "s1", events)
