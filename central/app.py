@@ -336,6 +336,8 @@ class CentralApp:
             log.warning("IVR flows not republished to etcd: %s (the next push or leader retries)", exc)
 
     async def _deposed(self, epoch: int) -> None:
+        if self.store is not None:
+            self.store.deposed()
         if self._collector is not None:
             self._collector.deposed()
         if self.desk is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from vcc.call_events import CENTRAL_SITE, CallState, EventKind, Outcome
 
@@ -100,28 +101,76 @@ def fold(events: Iterable[CallEvent]) -> CallRecord:
     the first one served the call. Several ENDED events (legs ending at several sites): the
     call ended with the last one. A closure (central's SITE_LOST end of a call its lost city
     left open) is final: the lost city's own events that arrive after it stay in the journey
-    but end nothing again.
+    but end nothing again. One pass over the journey (central folds every call of every batch
+    again).
     """
     journey = order(events)
     if not journey:
         raise ValueError("a call record needs at least one event")
-    call_ids = {e.call_id for e in journey}
-    if len(call_ids) != 1:
-        raise ValueError(f"events of several calls folded together: {sorted(call_ids)}")
-
-    entry = _first(journey, *_ENTRY_KINDS)
-    answered = _first(journey, EventKind.ANSWERED)
-    closure = next((e for e in journey if is_closure(e)), None)
-    ended = closure if closure is not None else _last(journey, EventKind.ENDED)
-    blocked = _first(journey, EventKind.BLOCKED)
-
+    first = journey[0]
+    call_id = first.call_id
+    entry: CallEvent | None = None
+    answered: CallEvent | None = None
+    ended: CallEvent | None = None
+    blocked: CallEvent | None = None
+    closure: CallEvent | None = None
+    origin = ""
     state = CallState.UNSPECIFIED
+    # The last ENDED event's outcome that says something, the first ani and dnis, the last skill.
+    said = Outcome.UNSPECIFIED
+    ani = dnis = skill_group = ""
+    # Per site, in the order the call reached them: [first_at, last_at, events, answering agent].
+    sites: dict[str, list[Any]] = {}
     for e in journey:
-        state = _STATE_AFTER.get(e.kind, state)
+        if e.call_id != call_id:
+            several = sorted({x.call_id for x in journey})
+            raise ValueError(f"events of several calls folded together: {several}")
+        kind = e.kind
+        state = _STATE_AFTER.get(kind, state)
+        if e.site_id == CENTRAL_SITE:
+            leg = None  # central's closure: no leg of the journey
+        elif (leg := sites.get(e.site_id)) is None:
+            leg = sites[e.site_id] = [e.at, e.at, 0, None]
+        if leg is not None:
+            leg[1] = e.at
+            leg[2] += 1
+        if kind is EventKind.ANSWERED:
+            if answered is None:
+                answered = e
+            if leg is not None and leg[3] is None:
+                leg[3] = e.agent_code
+        elif kind is EventKind.ENDED:
+            if closure is None:
+                ended = e
+                if is_closure(e):
+                    closure = e
+                elif e.outcome:
+                    said = e.outcome
+        elif kind is EventKind.BLOCKED and blocked is None:
+            blocked = e
+        if entry is None and kind in _ENTRY_KINDS:
+            entry = e
+        if not ani and e.ani:
+            ani = e.ani
+        if not dnis and e.dnis:
+            dnis = e.dnis
+        if e.skill_group:
+            skill_group = e.skill_group
+        if not origin and e.data:
+            origin = e.data.get("origin", "")
     if ended is not None or blocked is not None:
         state = CallState.ENDED
 
-    outcome = Outcome.SITE_LOST if closure is not None else _outcome(journey, ended, blocked, answered)
+    if closure is not None:
+        outcome = Outcome.SITE_LOST
+    elif ended is not None:
+        outcome = said or (
+            Outcome.BLOCKED
+            if blocked is not None
+            else (Outcome.ANSWERED if answered is not None else Outcome.UNSPECIFIED)
+        )
+    else:
+        outcome = Outcome.BLOCKED if blocked is not None else Outcome.UNSPECIFIED
     arrived_at = entry.at if entry is not None else None
     answered_at = answered.at if answered is not None else None
     ended_at = ended.at if ended is not None else (blocked.at if blocked is not None else None)
@@ -133,14 +182,15 @@ def fold(events: Iterable[CallEvent]) -> CallRecord:
         wait_s = max(0.0, until - arrived_at) if until is not None else 0.0
     talk_s = max(0.0, ended_at - answered_at) if answered_at is not None and ended_at is not None else 0.0
 
-    first = journey[0]
     return CallRecord(
-        call_id=first.call_id,
-        entry_site_id=entry.site_id if entry is not None else _origin(journey),
-        ani=_first_value(journey, "ani", entry),
-        dnis=_first_value(journey, "dnis", entry),
+        call_id=call_id,
+        # The caller's city while its own ARRIVED has not reached central: the one a far city's
+        # event names as the call's origin (a guest leg's RINGING does), else the first event's.
+        entry_site_id=entry.site_id if entry is not None else (origin or first.site_id),
+        ani=(entry.ani if entry is not None and entry.ani else ani),
+        dnis=(entry.dnis if entry is not None and entry.dnis else dnis),
         skill_group=(answered.skill_group if answered is not None and answered.skill_group else "")
-        or _last_value(journey, "skill_group"),
+        or skill_group,
         state=state,
         outcome=outcome,
         served_site_id=answered.site_id if answered is not None else "",
@@ -152,76 +202,14 @@ def fold(events: Iterable[CallEvent]) -> CallRecord:
         talk_s=talk_s,
         event_count=len(journey),
         first_event_at=first.at,
-        legs=legs(journey),
+        legs=tuple(
+            CallLeg(site_id=site, first_at=f, last_at=last, event_count=n, agent_code=agent or "")
+            for site, (f, last, n, agent) in sites.items()
+        ),
         events=tuple(journey),
     )
-
-
-def legs(journey: list[CallEvent]) -> tuple[CallLeg, ...]:
-    """One leg per site the call visited, in the order the call reached them."""
-    by_site: dict[str, list[CallEvent]] = {}
-    for e in journey:
-        if e.site_id == CENTRAL_SITE:
-            continue  # central's closure: no leg of the journey
-        by_site.setdefault(e.site_id, []).append(e)
-    result = []
-    for site_id, site_events in by_site.items():
-        answered = _first(site_events, EventKind.ANSWERED)
-        result.append(
-            CallLeg(
-                site_id=site_id,
-                first_at=site_events[0].at,
-                last_at=site_events[-1].at,
-                event_count=len(site_events),
-                agent_code=answered.agent_code if answered is not None else "",
-            )
-        )
-    return tuple(result)
-
-
-def _origin(journey: list[CallEvent]) -> str:
-    """The caller's city while its own ARRIVED has not reached central: the one a far city's
-    event names as the call's origin (a guest leg's RINGING does), else the first event's site.
-    (A city killed before its outbox shipped anything then still holds its open calls.)"""
-    return next((e.data["origin"] for e in journey if e.data.get("origin")), journey[0].site_id)
 
 
 def is_closure(e: CallEvent) -> bool:
     """Central's end of a call whose city was lost for good (only central writes SITE_LOST)."""
     return e.kind is EventKind.ENDED and e.outcome is Outcome.SITE_LOST and e.site_id == CENTRAL_SITE
-
-
-def _outcome(
-    journey: list[CallEvent], ended: CallEvent | None, blocked: CallEvent | None, answered: CallEvent | None
-) -> Outcome:
-    if ended is not None:
-        if ended.outcome:
-            return ended.outcome
-        # The last ENDED said nothing; an earlier leg's ENDED may have.
-        for e in reversed(journey):
-            if e.kind is EventKind.ENDED and e.outcome:
-                return e.outcome
-        if blocked is not None:
-            return Outcome.BLOCKED
-        return Outcome.ANSWERED if answered is not None else Outcome.UNSPECIFIED
-    if blocked is not None:
-        return Outcome.BLOCKED
-    return Outcome.UNSPECIFIED
-
-
-def _first(events: list[CallEvent], *kinds: EventKind) -> CallEvent | None:
-    return next((e for e in events if e.kind in kinds), None)
-
-
-def _last(events: list[CallEvent], *kinds: EventKind) -> CallEvent | None:
-    return next((e for e in reversed(events) if e.kind in kinds), None)
-
-
-def _first_value(journey: list[CallEvent], attr: str, preferred: CallEvent | None) -> str:
-    if preferred is not None and getattr(preferred, attr):
-        return str(getattr(preferred, attr))
-    return next((str(getattr(e, attr)) for e in journey if getattr(e, attr)), "")
-
-
-def _last_value(journey: list[CallEvent], attr: str) -> str:
-    return next((str(getattr(e, attr)) for e in reversed(journey) if getattr(e, attr)), "")

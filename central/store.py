@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.cache_key import CacheKey
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
@@ -29,9 +30,10 @@ from tenacity import (
 )
 
 from central import paging
+from central.customer_cache import CUSTOMER_CACHE_ENV, CustomerCache
 from central.customers import Customer, customer_from_row, customer_row, demo_customers
 from central.db import models
-from central.db.engine import writer
+from central.db.engine import one_statement_reader, writer
 from central.records import CallEvent, CallLeg, CallRecord, CallState, Outcome, fold
 from routing.global_router import Candidate, Decision
 from vcc.call_events import EventKind
@@ -67,21 +69,28 @@ MAX_DECISIONS_PER_CALL = 1000
 # The statements of the hot paths (every call's screen pop, every ingested batch), built once with
 # bound parameters: SQLAlchemy then finds their compiled form by a memoized cache key instead of
 # walking a fresh statement each time (that walk was about 9 % of central's CPU under load).
-_CUSTOMER_BY_PHONE = sa.select(_CUSTOMERS).where(
-    _CUSTOMERS.c.customer_id
-    == sa.select(_PHONES.c.customer_id).where(_PHONES.c.phone == sa.bindparam("phone")).scalar_subquery()
-)
-_PHONES_OF = (
-    sa.select(_PHONES.c.phone)
-    .where(_PHONES.c.customer_id == sa.bindparam("customer_id"))
-    .order_by(_PHONES.c.position)
+# The customer one of whose numbers is :phone, a row per number of theirs (primary first): one
+# statement, so one trip to the database's thread instead of two.
+_NUMBERS = _PHONES.alias("numbers")
+_CUSTOMER_BY_PHONE = (
+    sa.select(_CUSTOMERS, _NUMBERS.c.phone.label("number"))
+    .join(_PHONES, _PHONES.c.customer_id == _CUSTOMERS.c.customer_id)
+    .join(_NUMBERS, _NUMBERS.c.customer_id == _CUSTOMERS.c.customer_id)
+    .where(_PHONES.c.phone == sa.bindparam("phone"))
+    .order_by(_NUMBERS.c.position)
 )
 # Calls whose stored events the leader keeps (about 3 KB each): several seconds of calls at a
 # thousand calls a second, as long as a call's events take to arrive.
 JOURNEYS_KEPT = 10_000
-# "0": read every call's events back at each batch (the way before; a benchmark's comparison).
+# "0": read every call's events back at each batch, new calls' too (the way before; a benchmark's
+# comparison).
 JOURNEYS_ENV = "VCC_INGEST_JOURNEYS"
+# "0": the ON CONFLICT statements compiled at every execute (the way before; a comparison).
+COMPILED_ENV = "VCC_INGEST_COMPILED"
 _EVENTS_OF = sa.select(_EVENTS).where(_EVENTS.c.call_id.in_(sa.bindparam("call_ids", expanding=True)))
+# Which of these calls have a record (and so stored events: a call's events and its record are
+# written in one transaction, and neither is ever deleted).
+_RECORDED = sa.select(_CALLS.c.call_id).where(_CALLS.c.call_id.in_(sa.bindparam("call_ids", expanding=True)))
 
 
 @dataclass(frozen=True)
@@ -148,10 +157,14 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self._reader = engine
         self._writer = writer(engine)
+        self._one_statement = one_statement_reader(engine)
         self._dialect = engine.dialect.name
         self.epoch: int | None = None
         self.figures = StoreFigures()
         self._statements: dict[tuple[str, tuple[str, ...], str, bool], sa.Insert] = {}
+        self._compile_once = os.environ.get(COMPILED_ENV, "") != "0"
+        # Keyed by the id of a statement of _statements (kept as long as the store).
+        self._driver_statements: dict[int, tuple[str, tuple[str, ...]]] = {}
         # Told the records of each ingested batch's calls once their transaction committed (central's
         # running figures): the same records the `calls` table now holds.
         self.record_listeners: list[Callable[[Sequence[CallRecord]], None]] = []
@@ -167,6 +180,9 @@ class Store:
         # kept (either may have folded without the other's events).
         self._ingesting: dict[str, int] = {}
         self._overlapped: set[str] = set()
+        # The screen pop's customers by number, kept by a leader only (see take_over).
+        self.customers = CustomerCache()
+        self._cache_customers = os.environ.get(CUSTOMER_CACHE_ENV, "") != "0"
 
     # -- fencing -----------------------------------------------------------------------------
 
@@ -185,7 +201,12 @@ class Store:
         self._journeys.clear()
         self._journeys_term += 1
         self.epoch = epoch
+        self.customers.lead(self._cache_customers)
         log.info("database fenced at leadership epoch %d", epoch)
+
+    def deposed(self) -> None:
+        """This replica leads no more: its look-ups read the database again (another leader writes)."""
+        self.customers.lead(False)
 
     async def leadership_epoch(self) -> int:
         return await self._transaction(_stored_epoch)
@@ -203,7 +224,6 @@ class Store:
             if e.site_id != site_id:
                 raise ValueError(f"event {e.key} is not from site {site_id!r}")
         unique = sorted({e.key: e for e in events}.values(), key=lambda e: e.key)
-        rows = [_event_row(e) for e in unique]
 
         calls = sorted({e.call_id for e in unique})
         keep = self._keep_journeys and self.epoch is not None
@@ -224,31 +244,34 @@ class Store:
         async def attempt(conn: AsyncConnection) -> int:
             nonlocal tries
             tries += 1
-            stmt = self._insert_ignore(_EVENTS, ["call_id", "site_id", "seq"], returning=True)
-            new: set[tuple[str, str, int]] = set()
-            for chunk in _chunks(rows):
-                new.update((r[0], r[1], int(r[2])) for r in (await conn.execute(stmt, chunk)).all())
-            # Decided after this transaction's first write: another ingest of one of these calls
-            # that began since (it marks the call overlapped) either committed already or waits for
-            # ours, so a copy taken before it started is not trusted (an overflowed call's record
-            # once missed the other city's last event). A retry after a commit of unknown outcome
-            # may find its own events stored already: it trusts nothing.
+            # Decided inside the transaction, before it reads or writes: SQLite holds the write
+            # lock since BEGIN IMMEDIATE, and PostgreSQL took the transaction's snapshot at its
+            # first statement (the fencing check; only a fenced leader keeps copies). Another
+            # ingest of one of these calls that began before now marked the call overlapped, and
+            # its copy is not trusted (an overflowed call's record once missed the other city's
+            # last event); one that begins later waits for ours (SQLite) or conflicts with ours on
+            # the call's record (PostgreSQL). A retry after a commit of unknown outcome may find
+            # its own events stored already: it trusts nothing.
             trusted = {c: ev for c, ev in known.items() if c not in self._overlapped} if tries == 1 else {}
+            found = await self._stored_journeys(conn, [c for c in calls if c not in trusted])
+            found.update((c, list(before)) for c, before in trusted.items())
+            # What the database lacks of the batch (exactly: nothing else writes these calls'
+            # events while this transaction runs, or one of the two fails and is retried).
+            have = {e.key for journey in found.values() for e in journey}
+            fresh = [e for e in unique if e.key not in have]
+            events = self._insert_ignore(_EVENTS, ["call_id", "site_id", "seq"])
+            await self._execute_rows(conn, events, [_event_row(e) for e in fresh])
+            for e in fresh:
+                # As the database gives them back (data's JSON, the types of each column).
+                found.setdefault(e.call_id, []).append(_as_stored(e))
+            for journey in found.values():
+                journey.sort(key=_journey_order)
             if calls:
-                unknown = [c for c in calls if c not in trusted]
-                found = await self._events_of(conn, unknown) if unknown else {}
-                added: dict[str, list[CallEvent]] = {}
-                for e in unique:
-                    if e.call_id in trusted and e.key in new:
-                        # As the database gives them back (data's JSON, the types of each column).
-                        added.setdefault(e.call_id, []).append(_event(_event_row(e)))
-                for c, before in trusted.items():
-                    found[c] = sorted([*before, *added.get(c, ())], key=_journey_order)
                 # Only the attempt that commits is kept (a retried one folded in vain).
                 folded[:] = await self._refold(conn, calls, found)
                 journeys.clear()
                 journeys.update(found)
-            return len(new)
+            return len(fresh)
 
         try:
             stored = await self._transaction(attempt, write=True)
@@ -348,11 +371,47 @@ class Store:
         records = [fold(events[c]) for c in call_ids]
         call_rows = [_call_row(r) for r in records]
         leg_rows = [_leg_row(r.call_id, leg) for r in records for leg in r.legs]
-        for chunk in _chunks(call_rows):
-            await conn.execute(self._upsert(_CALLS, ["call_id"]), chunk)
-        for chunk in _chunks(leg_rows):
-            await conn.execute(self._upsert(_LEGS, ["call_id", "site_id"]), chunk)
+        await self._execute_rows(conn, self._upsert(_CALLS, ["call_id"]), call_rows)
+        await self._execute_rows(conn, self._upsert(_LEGS, ["call_id", "site_id"]), leg_rows)
         return records
+
+    async def _execute_rows(self, conn: AsyncConnection, stmt: sa.Insert, rows: list[dict[str, Any]]) -> None:
+        """`stmt` once per row: the driver's own executemany of its SQL (compiled once), the
+        rows as tuples; SQLAlchemy's binding of each row's parameters was a third of the ingest's
+        CPU. With VCC_INGEST_COMPILED=0, SQLAlchemy executes it (the way before)."""
+        if not rows:
+            return
+        if not self._compile_once:
+            for chunk in _chunks(rows):
+                await conn.execute(stmt, chunk)
+            return
+        sql, names = self._driver_sql(stmt)
+        await conn.exec_driver_sql(sql, [tuple(row[n] for n in names) for row in rows])
+
+    def _driver_sql(self, stmt: sa.Insert) -> tuple[str, tuple[str, ...]]:
+        """The statement's SQL in the driver's paramstyle, and the order of its parameters."""
+        found = self._driver_statements.get(id(stmt))
+        if found is None:
+            compiled = stmt.compile(dialect=self._writer.dialect)
+            names = tuple(compiled.positiontup or ())
+            if len(names) != len(compiled.binds):
+                raise AssertionError(f"not a positional statement: {compiled}")
+            found = self._driver_statements[id(stmt)] = (str(compiled), names)
+        return found
+
+    async def _stored_journeys(
+        self, conn: AsyncConnection, call_ids: list[str]
+    ) -> dict[str, list[CallEvent]]:
+        """Each call's stored events, in journey order.
+
+        Only the calls with a record are read (see _RECORDED: a call without one has no events
+        stored); reading every new call's events back was most of the ingest's reading."""
+        if not self._keep_journeys:
+            return await self._events_of(conn, call_ids)
+        recorded: list[str] = []
+        for chunk in _chunks(call_ids):
+            recorded += (await conn.execute(_RECORDED, {"call_ids": chunk})).scalars().all()
+        return await self._events_of(conn, recorded)
 
     async def _events_of(self, conn: AsyncConnection, call_ids: list[str]) -> dict[str, list[CallEvent]]:
         """Each call's stored events, in journey order."""
@@ -368,16 +427,22 @@ class Store:
     # -- customers ---------------------------------------------------------------------------
 
     async def lookup_customer(self, phone: str) -> Customer | None:
-        """The customer one of whose numbers is `phone` (the screen pop)."""
+        """The customer one of whose numbers is `phone` (the screen pop); the leader answers what
+        it looked up lately from memory (central.customer_cache: forgotten at every write)."""
+        known, customer = self.customers.get(phone)
+        if known:
+            return customer
+        ticket = self.customers.ticket()
 
         async def attempt(conn: AsyncConnection) -> Customer | None:
-            row = (await conn.execute(_CUSTOMER_BY_PHONE, {"phone": phone})).first()
-            if row is None:
+            rows = (await conn.execute(_CUSTOMER_BY_PHONE, {"phone": phone})).all()
+            if not rows:
                 return None
-            phones = await conn.execute(_PHONES_OF, {"customer_id": row.customer_id})
-            return customer_from_row(row._mapping, phones.scalars().all())
+            return customer_from_row(rows[0]._mapping, [r.number for r in rows])
 
-        return await self._transaction(attempt)
+        customer = await self._transaction(attempt, one_statement=True)
+        self.customers.keep(ticket, phone, customer)
+        return customer
 
     async def upsert_customers(self, customers: Sequence[Customer]) -> None:
         """Create or replace customers by customer_id, with all their numbers (the demo's seed)."""
@@ -397,7 +462,8 @@ class Store:
             for some_phones in _chunks(phones):
                 await conn.execute(self._upsert(_PHONES, ["phone"]), some_phones)
 
-        await self._transaction(attempt, write=True)
+        with self.customers.writing():
+            await self._transaction(attempt, write=True)
 
     async def seed_demo_customers(self, count: int, cities: Sequence[str] | None = None) -> None:
         """The demo customers (central.customers.demo_customers); cities default to the sites' names."""
@@ -537,8 +603,12 @@ class Store:
 
     async def transaction(self, work: Callable[[AsyncConnection], Awaitable[T]], write: bool = False) -> T:
         """One transaction, retried as a whole on conflicts and fenced like every write here:
-        the service desk's stores (central.servicedesk) run their SQL through it."""
-        return await self._transaction(work, write=write)
+        the service desk's stores (central.servicedesk) run their SQL through it. A write may
+        change customers: the look-ups' memory forgets everything around it."""
+        if not write:
+            return await self._transaction(work)
+        with self.customers.writing():
+            return await self._transaction(work, write=True)
 
     def upsert(self, table: sa.Table, keys: list[str]) -> sa.Insert:
         return self._upsert(table, keys)
@@ -547,9 +617,15 @@ class Store:
         return self._insert_ignore(table, keys)
 
     async def _transaction(
-        self, work: Callable[[AsyncConnection], Awaitable[T]], write: bool = False, fenced: bool = True
+        self,
+        work: Callable[[AsyncConnection], Awaitable[T]],
+        write: bool = False,
+        fenced: bool = True,
+        *,
+        one_statement: bool = False,
     ) -> T:
-        engine = self._writer if write else self._reader
+        """`work` in a transaction (a read that is `one_statement`: see engine.ONE_STATEMENT)."""
+        engine = self._writer if write else (self._one_statement if one_statement else self._reader)
         epoch = self.epoch
         if write and fenced and epoch is not None:
             work = self._fenced(epoch, work)
@@ -595,16 +671,13 @@ class Store:
     # Statements carry no rows: rows go as executemany parameters, so each statement is compiled
     # once (SQLAlchemy's cache) instead of once per batch, which dominated central's ingest CPU.
 
-    def _insert_ignore(self, table: sa.Table, keys: list[str], *, returning: bool = False) -> sa.Insert:
-        cache_key = (table.name, tuple(keys), "ignore", returning)
+    def _insert_ignore(self, table: sa.Table, keys: list[str]) -> sa.Insert:
+        cache_key = (table.name, tuple(keys), "ignore", False)
         stmt = self._statements.get(cache_key)
         if stmt is None:
             dialect_insert = sqlite.insert if self._dialect == "sqlite" else postgresql.insert
             stmt = dialect_insert(table).on_conflict_do_nothing(index_elements=keys)
-            if returning:
-                # Executemany with RETURNING: only the rows actually inserted come back.
-                stmt = stmt.returning(*(table.c[k] for k in keys))
-            self._statements[cache_key] = stmt
+            self._statements[cache_key] = _compiled_once(stmt, cache_key) if self._compile_once else stmt
         return stmt
 
     def _upsert(self, table: sa.Table, keys: list[str]) -> sa.Insert:
@@ -622,8 +695,20 @@ class Store:
                 stmt = pg.on_conflict_do_update(
                     index_elements=keys, set_={c: pg.excluded[c] for c in columns}
                 )
-            self._statements[cache_key] = stmt
+            self._statements[cache_key] = _compiled_once(stmt, cache_key) if self._compile_once else stmt
         return stmt
+
+
+def _compiled_once(stmt: sa.Insert, identity: tuple[object, ...]) -> sa.Insert:
+    """`stmt` with a cache key of its own, so that SQLAlchemy compiles it once per dialect.
+
+    The dialects' ON CONFLICT inserts have none (SQLAlchemy 2.0 compiles them at every execute:
+    [no key] in its log, a third of the ingest's CPU). Ours are built once per Store and never
+    changed, and carry no values of their own (rows always come as execute parameters), so their
+    identity is an exact key; the key is the one SQLAlchemy's own memo of it would hold."""
+    key = CacheKey(("vcc.store", *identity), [])
+    stmt.__dict__["_generate_cache_key"] = lambda: key
+    return stmt
 
 
 async def _stored_epoch(conn: AsyncConnection) -> int:
@@ -688,6 +773,12 @@ def _event_row(e: CallEvent) -> dict[str, Any]:
         # Most events carry no data: its JSON without the encoder (the same text, "{}").
         "data": json.dumps(dict(sorted(e.data.items())), ensure_ascii=False) if e.data else "{}",
     }
+
+
+def _as_stored(e: CallEvent) -> CallEvent:
+    """The event as the database gives it back (`_event` of `_event_row`), without the round
+    trip: its data's keys in order (the columns keep every other field as it is)."""
+    return replace(e, data=dict(sorted(e.data.items()))) if e.data else e
 
 
 def _event(row: Mapping[str, Any] | sa.RowMapping) -> CallEvent:

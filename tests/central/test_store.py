@@ -14,7 +14,8 @@ from central.customers import Customer, demo_phone
 from central.db.engine import create_engine
 from central.db.migrate import current_revision, head_revision, upgrade
 from central.records import CallEvent, CallState, EventKind, Outcome, fold, order
-from central.store import DatabaseUnavailable, Store
+from central.store import DatabaseUnavailable, RecordedDecision, Store
+from routing.global_router import Decision
 from tests.central.factories import T0, answered_call, ev, overflowed_call
 from tests.central.province import province
 from tools.province.netutil import free_port
@@ -332,3 +333,101 @@ async def test_a_kept_call_ingested_by_two_cities_at_once_is_folded_from_both(en
     await _record_matches_every_event(leader, "k4", events)
     await leader.ingest("sz", sz[:1])  # a re-sent event changes nothing
     await _record_matches_every_event(leader, "k4", events)
+
+
+class Statements:
+    """The SQL a store sends: whether SQLAlchemy compiled it (or the driver got it as it is), and
+    whether SQLAlchemy found it compiled already."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.seen: list[tuple[str, bool, Any]] = []
+        self._engine = engine
+        sa.event.listen(engine.sync_engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        compiled = context is not None and context.compiled is not None
+        self.seen.append((" ".join(statement.split()), compiled, context.cache_hit if compiled else None))
+
+    def close(self) -> None:
+        sa.event.remove(self._engine.sync_engine, "before_cursor_execute", self._seen)
+
+
+@pytest.mark.parametrize("compiled", ["", "0"])
+async def test_the_ingests_rows_go_to_the_driver_as_they_are(
+    engine: AsyncEngine, compiled: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VCC_INGEST_COMPILED", compiled)
+    store = Store(engine)
+    await store.take_over(1)
+    await store.ingest("gz", answered_call("w1"))
+    statements = Statements(engine)
+    await store.ingest("gz", answered_call("w2") + answered_call("w3"))
+    statements.close()
+    inserts = [
+        (by_sqlalchemy, hit) for sql, by_sqlalchemy, hit in statements.seen if sql.startswith("INSERT")
+    ]
+    assert len(inserts) == 3  # the events, the records, their legs: one statement each
+    # Switched off (the way before), SQLAlchemy binds every row and, finding no cache key for the
+    # ON CONFLICT statements, compiles each again.
+    assert set(inserts) == ({(False, None)} if compiled == "" else {(True, engine.dialect.NO_CACHE_KEY)})
+    for call_id in ("w2", "w3"):
+        record = await store.get_call(call_id)
+        assert record is not None
+        assert record == dataclasses.replace(fold(answered_call(call_id)), legs=record.legs)
+
+
+async def test_the_stores_on_conflict_statements_are_compiled_once(engine: AsyncEngine) -> None:
+    store = Store(engine)
+    decisions = [
+        RecordedDecision(f"d{i}", "c1", T0 + i, Decision("gz", "", "overflow", "stay", "general", ()))
+        for i in range(2)
+    ]
+    await store.record_decisions(decisions[:1])
+    statements = Statements(engine)
+    await store.record_decisions(decisions[1:])
+    statements.close()
+    inserts = [hit for sql, _, hit in statements.seen if sql.startswith("INSERT")]
+    assert inserts == [engine.dialect.CACHE_HIT]
+    assert set(await store.decisions_by_id(["d0", "d1"])) == {"d0", "d1"}
+
+
+async def test_a_new_calls_events_are_not_read_back(engine: AsyncEngine) -> None:
+    leader = Store(engine)
+    await leader.take_over(1)
+    statements = Statements(engine)
+    events = overflowed_call("n1")
+    gz = [e for e in events if e.site_id == "gz"]
+    sz = [e for e in events if e.site_id == "sz"]
+    await leader.ingest("gz", gz[:2])
+    reads = [sql for sql, _, _ in statements.seen if sql.startswith("SELECT") and "FROM call_events" in sql]
+    assert reads == []
+    await _record_matches_every_event(leader, "n1", gz[:2])
+    # Recorded by another replica meanwhile (not known here): read back, not taken as new.
+    other = Store(engine)
+    await other.ingest("sz", sz[:2])
+    await leader.take_over(2)
+    statements.seen.clear()
+    await leader.ingest("sz", sz[2:])
+    reads = [sql for sql, _, _ in statements.seen if sql.startswith("SELECT") and "FROM call_events" in sql]
+    statements.close()
+    assert len(reads) == 1
+    await leader.ingest("gz", gz[2:])
+    await _record_matches_every_event(leader, "n1", events)
+
+
+async def test_switched_back_every_batch_reads_its_calls_events(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # VCC_INGEST_JOURNEYS=0 (a benchmark's "before"): no copies, every call read back, same records.
+    monkeypatch.setenv("VCC_INGEST_JOURNEYS", "0")
+    leader = Store(engine)
+    await leader.take_over(1)
+    events = answered_call("s1")
+    statements = Statements(engine)
+    first = await leader.ingest("gz", events[:4])
+    again = await leader.ingest("gz", events)
+    statements.close()
+    reads = [sql for sql, _, _ in statements.seen if sql.startswith("SELECT") and "FROM call_events" in sql]
+    assert len(reads) == 2
+    assert (first.stored, again.stored, again.duplicates) == (4, 4, 4)
+    await _record_matches_every_event(leader, "s1", events)

@@ -402,7 +402,12 @@ def run_comparisons(
     out: dict[str, Any] = {"as_shipped": shipped, "comparisons": {}}
     for name in names:
         other = run_throughput(
-            rates, step_s, variant=COMPARISONS[name], max_rate=max_rate, every_step=every_step
+            rates,
+            step_s,
+            variant=COMPARISONS[name],
+            max_rate=max_rate,
+            profile_dir=profile_dir,
+            every_step=every_step,
         )
         out["comparisons"][name] = {"run": other, "side_by_side": side_by_side(other, shipped)}
     return out
@@ -669,7 +674,9 @@ def throughput_cmd(
             "answer (robots send Answer, no auto-answer), fold (a state_changed of its own per "
             "agent state change), batch (one stream message per step), messages (answer, fold "
             "and batch), gc (VCC_GC_GEN0=50000: the cyclic collector less often), again (the "
-            "province as shipped a second time: what running later in the bench alone changes)."
+            "province as shipped a second time: what running later in the bench alone changes), "
+            "lookups (every screen pop reads central's database), compiled (central's ON CONFLICT "
+            "statements compiled at every execute), before8 (lookups, compiled and journeys)."
         ),
     ] = None,
     profile: Annotated[

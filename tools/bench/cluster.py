@@ -218,6 +218,18 @@ COMPARISONS["messages"] = Variant(
     auto_answer=False,
     batched=False,
 )
+# Wave 8, central's CPU per call: every screen pop reads the database (no leader's memory) ...
+COMPARISONS["lookups"] = Variant("every screen pop reads the database", {"VCC_CUSTOMER_CACHE": "0"})
+# ... the store's ON CONFLICT statements compiled at every execute ...
+COMPARISONS["compiled"] = Variant(
+    "the store's ON CONFLICT statements compiled at every execute", {"VCC_INGEST_COMPILED": "0"}
+)
+# ... and all of wave 8's switches at central turned back at once (with `journeys`, which now also
+# stands for a new call's events read back).
+COMPARISONS["before8"] = Variant(
+    "central before wave 8",
+    {k: v for c in ("lookups", "compiled", "journeys") for k, v in COMPARISONS[c].env.items()},
+)
 # Every switch of issue 16's optimisations turned back at once: `--compare before16`.
 COMPARISONS["before16"] = Variant(
     "before issue 16's changes", {k: v for c in ("edge", "journeys") for k, v in COMPARISONS[c].env.items()}
