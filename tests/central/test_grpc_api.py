@@ -181,6 +181,34 @@ async def test_lookup_customer(central: Central) -> None:
     )
 
 
+async def test_lookup_customers_answers_each_number_in_order(central: Central) -> None:
+    phones = ["13800000002", "13800009999", "13800000001", "13800000002"]
+    reply = await central.stub.LookupCustomers(
+        central_pb2.LookupCustomersRequest(phones=phones), timeout=DEADLINE
+    )
+    assert [(m.found, m.customer.customer_id) for m in reply.matches] == [
+        (True, "demo-0002"),
+        (False, ""),
+        (True, "demo-0001"),
+        (True, "demo-0002"),
+    ]
+    assert reply.matches[0].customer.city == "Guangzhou"
+
+
+@pytest.mark.parametrize(
+    ("phones", "error_id"),
+    [([], "bad-phones"), (["13800000001"] * 101, "bad-phones"), (["13800000001", "12"], "bad-phone")],
+)
+async def test_lookup_customers_refuses_a_bad_batch(
+    central: Central, phones: list[str], error_id: str
+) -> None:
+    await expect_error(
+        central.stub.LookupCustomers(central_pb2.LookupCustomersRequest(phones=phones), timeout=DEADLINE),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        error_id,
+    )
+
+
 async def test_get_call_record(central: Central) -> None:
     await central.stub.IngestCallEvents(batch(), timeout=DEADLINE)
     reply = await central.stub.GetCallRecord(central_pb2.GetCallRecordRequest(call_id="c1"), timeout=DEADLINE)

@@ -37,6 +37,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from tools.bench.threads import thread_cpu_ms_per_call, thread_cpu_s, thread_names
 from tools.province.cluster import Cluster
 from tools.province.generate import DEFAULT_PASSWORD, SiteSpec, generate_province, write_province
 from tools.province.netutil import free_port
@@ -217,6 +218,10 @@ COMPARISONS["messages"] = Variant(
     site_settings=dict(COMPARISONS["fold"].site_settings),
     auto_answer=False,
     batched=False,
+)
+# The screen pops of a turn's calls in one LookupCustomers turned back (wave 8).
+COMPARISONS["lookups"] = Variant(
+    "one screen-pop look-up per call (VCC_SCREEN_POP_BATCH=0)", {"VCC_SCREEN_POP_BATCH": "0"}
 )
 # Every switch of issue 16's optimisations turned back at once: `--compare before16`.
 COMPARISONS["before16"] = Variant(
@@ -616,6 +621,9 @@ async def _one_step(
     desk_before = _desk_messages(robot_stats)
     rpcs_before = await _rpcs_served(cluster) if variant.observability else None
     cpu_before = _cpu_s(procs)
+    # With profiles, each site's and central's CPU by thread too (py-spy sees only the GIL's).
+    by_thread = {n: p for n, p in procs.items() if n.startswith(("site ", "central"))} if profile_dir else {}
+    threads_before = {n: thread_cpu_s(p) for n, p in by_thread.items()}
     profiling = (
         asyncio.create_task(
             _profile(procs, step_s, profile_dir, f"{variant.name}-{rate:g}".replace(" ", "-"))
@@ -629,6 +637,7 @@ async def _one_step(
     # Central's ingest of the step belongs to its cost: counted once the outboxes are empty.
     await wait_outboxes(sites)
     cpu_after = _cpu_s(procs)
+    threads_after = {n: thread_cpu_s(p) for n, p in by_thread.items()}
     load_after = os.getloadavg()
     desk_after = _desk_messages(robot_stats)
     rpcs_after = await _rpcs_served(cluster) if variant.observability else None
@@ -645,6 +654,13 @@ async def _one_step(
     step["messages_per_call"] = messages_per_call(
         views, desk_before, desk_after, rpcs_before, rpcs_after, step["offered"]
     )
+    if by_thread:
+        step["thread_cpu_ms_per_call"] = {
+            n: thread_cpu_ms_per_call(
+                threads_before[n], threads_after[n], await thread_names(p.pid), step["offered"]
+            )
+            for n, p in by_thread.items()
+        }
     if profiles:
         step["profiles"] = {
             p.stem: top_functions(p.read_text(encoding="utf-8", errors="replace")) for p in profiles
