@@ -45,6 +45,12 @@ def batched_from_env() -> bool:
     return raw != "0"
 
 
+def _unavailable(details: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(
+        grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), details
+    )
+
+
 class CentralCustomers:
     """`central_address` is fixed, or a function giving the leading replica's address (it moves)."""
 
@@ -74,9 +80,12 @@ class CentralCustomers:
         if not self._batched:
             return self._ask_one(phone)
         try:
-            self.channel()
+            channel = self.channel()
+            if channel.get_state() == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                # gRPC would refuse the request at once too: the call need not wait for it.
+                raise _unavailable("central unreachable")
         except grpc.aio.AioRpcError as exc:
-            # No central known: said at once, and the call rings without its record at once.
+            # No central known or reachable: said at once, and the call rings without its record.
             failed: asyncio.Future[Found] = asyncio.get_running_loop().create_future()
             failed.set_exception(exc)
             return failed
@@ -189,9 +198,7 @@ class CentralCustomers:
         """The channel to the leading replica (shared by the desk's service-desk look-ups and the IVR's)."""
         address = self._address()
         if address is None:
-            raise grpc.aio.AioRpcError(
-                grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "no central known"
-            )
+            raise _unavailable("no central known")
         return self._central.to(address)
 
     async def close(self) -> None:

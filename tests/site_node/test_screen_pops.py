@@ -20,6 +20,7 @@ from central.store import Store
 from site_node.links import customers as customers_module
 from site_node.links.customers import BATCH_ENV, CentralCustomers, batched_from_env
 from tests.central.province import province
+from tools.province.netutil import free_port
 from vcc import rpc
 from vcc.v1 import central_pb2, central_pb2_grpc
 
@@ -193,5 +194,25 @@ async def test_a_wrong_count_of_answers_fails_the_waiters(short_central: str) ->
     try:
         results = await asyncio.gather(*(lookups.lookup(p) for p in KNOWN[:2]), return_exceptions=True)
         assert all(isinstance(r, ValueError) for r in results), results
+    finally:
+        await lookups.close()
+
+
+async def test_a_central_that_refuses_connections_fails_the_lookups_at_once() -> None:
+    lookups = CentralCustomers(f"127.0.0.1:{free_port()}", batched=True)
+    try:
+        channel = lookups.channel()
+        async with asyncio.timeout(30):
+            while (
+                state := channel.get_state(try_to_connect=True)
+            ) != grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                await channel.wait_for_state_change(state)
+        asked = lookups.requests
+        answer = lookups.lookup(KNOWN[0])
+        # Failed before any request, as gRPC itself would fail one on this channel now.
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await answer
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert lookups.requests == asked
     finally:
         await lookups.close()
