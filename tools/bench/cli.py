@@ -668,7 +668,8 @@ def throughput_cmd(
             "sampled (tracing.sample_ratio 0.1), scrape15 (metrics scraped every 15 s, not 2 s), "
             "answer (robots send Answer, no auto-answer), fold (a state_changed of its own per "
             "agent state change), batch (one stream message per step), messages (answer, fold "
-            "and batch), gc (VCC_GC_GEN0=50000: the cyclic collector less often), again (the "
+            "and batch), gc (VCC_GC_GEN0=50000: the cyclic collector less often), lookups (one "
+            "screen-pop look-up per call, VCC_SCREEN_POP_BATCH=0), again (the "
             "province as shipped a second time: what running later in the bench alone changes)."
         ),
     ] = None,
