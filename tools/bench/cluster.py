@@ -224,7 +224,9 @@ COMPARISONS["lookups"] = Variant(
     "one screen-pop look-up per call (VCC_SCREEN_POP_BATCH=0)", {"VCC_SCREEN_POP_BATCH": "0"}
 )
 # The shipper parsing every stored event back and serializing the request again (wave 8).
-COMPARISONS["reparse"] = Variant("the shipper parses the events again (VCC_SHIPPER_RAW=0)", {"VCC_SHIPPER_RAW": "0"})
+COMPARISONS["reparse"] = Variant(
+    "the shipper parses the events again (VCC_SHIPPER_RAW=0)", {"VCC_SHIPPER_RAW": "0"}
+)
 # Every switch of issue 16's optimisations turned back at once: `--compare before16`.
 COMPARISONS["before16"] = Variant(
     "before issue 16's changes", {k: v for c in ("edge", "journeys") for k, v in COMPARISONS[c].env.items()}
