@@ -227,6 +227,11 @@ COMPARISONS["lookups"] = Variant(
 COMPARISONS["reparse"] = Variant(
     "the shipper parses the events again (VCC_SHIPPER_RAW=0)", {"VCC_SHIPPER_RAW": "0"}
 )
+# Both of wave 8's switches of a site's CPU per call turned back at once: `--compare site8`.
+COMPARISONS["site8"] = Variant(
+    "before wave 8's site changes (look-ups per call, events parsed again)",
+    {k: v for c in ("lookups", "reparse") for k, v in COMPARISONS[c].env.items()},
+)
 # Every switch of issue 16's optimisations turned back at once: `--compare before16`.
 COMPARISONS["before16"] = Variant(
     "before issue 16's changes", {k: v for c in ("edge", "journeys") for k, v in COMPARISONS[c].env.items()}
