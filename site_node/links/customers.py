@@ -22,6 +22,7 @@ import grpc
 from site_node.callcontrol.domain import CustomerInfo
 from site_node.grpc_api.convert import customer_from_proto
 from site_node.links.leader_channel import LeaderChannel
+from vcc import env
 from vcc.v1 import central_pb2, central_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,20 @@ CACHE_SIZE = 10_000
 # Numbers in one LookupCustomers (central refuses more: central.validation.MAX_LOOKUPS).
 MAX_PER_REQUEST = 100
 BATCH_ENV = "VCC_SCREEN_POP_BATCH"
+# How long a look-up waits for others to share its request. A call is looked up as it arrives and
+# its menu plays meanwhile: the wait costs a call with a menu nothing, one without at most this
+# before it rings. At 100 calls/s a site's look-ups came about 1.4 to a request without it.
+LINGER_S = 0.01
+LINGER_ENV = "VCC_SCREEN_POP_LINGER_S"
+MAX_LINGER_S = 0.2
 
 Found = CustomerInfo | None
+
+
+def linger_from_env() -> float:
+    """VCC_SCREEN_POP_LINGER_S (0 to 0.2 s) if set, else LINGER_S."""
+    value = env.bounded(LINGER_ENV, float, 0.0, MAX_LINGER_S, "seconds")
+    return LINGER_S if value is None else value
 
 
 def batched_from_env() -> bool:
@@ -55,17 +68,22 @@ class CentralCustomers:
     """`central_address` is fixed, or a function giving the leading replica's address (it moves)."""
 
     def __init__(
-        self, central_address: str | Callable[[], str | None], *, batched: bool | None = None
+        self,
+        central_address: str | Callable[[], str | None],
+        *,
+        batched: bool | None = None,
+        linger_s: float | None = None,
     ) -> None:
         self._address = central_address if callable(central_address) else (lambda: central_address)
         self._central = LeaderChannel()
         self._cache: OrderedDict[str, tuple[float, Found]] = OrderedDict()
         self._batched = batched_from_env() if batched is None else batched
+        self._linger_s = linger_from_env() if linger_s is None else linger_s
         # Numbers asked and not answered yet (in the next request or in one under way) -> whoever
         # waits for them.
         self._waiting: dict[str, list[asyncio.Future[Found]]] = {}
         self._next: list[str] = []
-        self._send_soon: asyncio.Handle | None = None
+        self._send_soon: asyncio.Handle | asyncio.TimerHandle | None = None
         self._requests: set[asyncio.Task[None]] = set()
         # Requests sent to central (either RPC): lets tests see that look-ups coalesce.
         self.requests = 0
@@ -101,8 +119,16 @@ class CentralCustomers:
         self._waiting[phone] = [answer]
         self._next.append(phone)
         if self._send_soon is None:
-            # After the rest of this turn: the calls arriving with this one join its request. In
-            # a context of its own: the request belongs to no one call's trace.
+            # After the rest of this turn, or `linger_s` (the calls arriving meanwhile join its
+            # request); at once when a request is full. In a context of its own: the request
+            # belongs to no one call's trace.
+            alone = contextvars.Context()
+            if self._linger_s > 0:
+                self._send_soon = loop.call_later(self._linger_s, self._send_next, context=alone)
+            else:
+                self._send_soon = loop.call_soon(self._send_next, context=alone)
+        elif len(self._next) >= MAX_PER_REQUEST and isinstance(self._send_soon, asyncio.TimerHandle):
+            self._send_soon.cancel()
             self._send_soon = loop.call_soon(self._send_next, context=contextvars.Context())
         return answer
 

@@ -107,7 +107,7 @@ async def test_calls_arriving_together_are_looked_up_in_one_request(central: str
 
 
 async def test_a_number_asked_while_its_request_is_under_way_is_not_asked_again(central: str) -> None:
-    lookups = CentralCustomers(central, batched=True)
+    lookups = CentralCustomers(central, batched=True, linger_s=0)
     try:
         first = asyncio.ensure_future(lookups.lookup(KNOWN[0]))
         await asyncio.sleep(0)
@@ -118,6 +118,43 @@ async def test_a_number_asked_while_its_request_is_under_way_is_not_asked_again(
         assert lookups.requests == 1
     finally:
         await lookups.close()
+
+
+async def test_calls_arriving_within_the_linger_share_a_request_and_a_full_one_goes_at_once(
+    central: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lookups = CentralCustomers(central, batched=True, linger_s=0.05)
+    try:
+        first = asyncio.ensure_future(lookups.lookup(KNOWN[0]))
+        for _ in range(5):
+            await asyncio.sleep(0)  # other turns of the loop, within the linger
+        second = asyncio.ensure_future(lookups.lookup(KNOWN[1]))
+        assert lookups.requests == 0
+        assert [(await f).customer_id for f in (first, second)] == ["demo-0000", "demo-0001"]  # type: ignore[union-attr]
+        assert lookups.requests == 1
+    finally:
+        await lookups.close()
+    monkeypatch.setattr(customers_module, "MAX_PER_REQUEST", 2)
+    patient = CentralCustomers(central, batched=True, linger_s=60.0)
+    try:
+        # Two numbers fill a request: it goes without waiting out the minute.
+        async with asyncio.timeout(10):
+            assert await _ids(patient, KNOWN[:2]) == ["demo-0000", "demo-0001"]
+    finally:
+        await patient.close()
+
+
+@pytest.mark.parametrize(("raw", "linger"), [("", 0.01), ("0", 0.0), ("0.2", 0.2)])
+def test_the_linger_setting(monkeypatch: pytest.MonkeyPatch, raw: str, linger: float) -> None:
+    monkeypatch.setenv(customers_module.LINGER_ENV, raw)
+    assert customers_module.linger_from_env() == linger
+
+
+@pytest.mark.parametrize("raw", ["0.3", "-1", "soon"])
+def test_a_bad_linger_refuses_the_start(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    monkeypatch.setenv(customers_module.LINGER_ENV, raw)
+    with pytest.raises(ValueError, match=customers_module.LINGER_ENV):
+        CentralCustomers("127.0.0.1:1")
 
 
 async def test_more_numbers_than_one_request_takes_go_in_several(

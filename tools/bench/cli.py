@@ -670,7 +670,8 @@ def throughput_cmd(
             "agent state change), batch (one stream message per step), messages (answer, fold "
             "and batch), gc (VCC_GC_GEN0=50000: the cyclic collector less often), lookups (one "
             "screen-pop look-up per call, VCC_SCREEN_POP_BATCH=0), reparse (the shipper parses the "
-            "stored events again, VCC_SHIPPER_RAW=0), site8 (lookups and reparse), again (the "
+            "stored events again, VCC_SHIPPER_RAW=0), site8 (lookups and reparse), poplinger (screen "
+            "pops sent each turn, VCC_SCREEN_POP_LINGER_S=0), again (the "
             "province as shipped a second time: what running later in the bench alone changes)."
         ),
     ] = None,

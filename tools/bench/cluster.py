@@ -223,6 +223,10 @@ COMPARISONS["messages"] = Variant(
 COMPARISONS["lookups"] = Variant(
     "one screen-pop look-up per call (VCC_SCREEN_POP_BATCH=0)", {"VCC_SCREEN_POP_BATCH": "0"}
 )
+# The screen pops' 10 ms wait for others to share their request turned off (one request per turn).
+COMPARISONS["poplinger"] = Variant(
+    "screen pops sent each turn (VCC_SCREEN_POP_LINGER_S=0)", {"VCC_SCREEN_POP_LINGER_S": "0"}
+)
 # The shipper parsing every stored event back and serializing the request again (wave 8).
 COMPARISONS["reparse"] = Variant(
     "the shipper parses the events again (VCC_SHIPPER_RAW=0)", {"VCC_SHIPPER_RAW": "0"}
