@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -52,10 +51,7 @@ def linger_from_env() -> float:
 
 def batched_from_env() -> bool:
     """VCC_SCREEN_POP_BATCH: "1" or unset, one request per turn of the loop; "0", one per call."""
-    raw = os.environ.get(BATCH_ENV, "").strip()
-    if raw not in ("", "0", "1"):
-        raise ValueError(f"{BATCH_ENV}: 0 (one look-up per call) or 1 (batched), not {raw!r}")
-    return raw != "0"
+    return env.switch(BATCH_ENV, "one look-up per call", "batched")
 
 
 def _unavailable(details: str) -> grpc.aio.AioRpcError:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -57,10 +56,7 @@ def linger_from_env() -> float:
 
 def raw_from_env() -> bool:
     """VCC_SHIPPER_RAW: "1" or unset, the stored bytes are sent as they are; "0", parsed again."""
-    raw = os.environ.get(RAW_ENV, "").strip()
-    if raw not in ("", "0", "1"):
-        raise ValueError(f"{RAW_ENV}: 0 (parse the events again) or 1 (send them as stored), not {raw!r}")
-    return raw != "0"
+    return env.switch(RAW_ENV, "parse the events again", "send them as stored")
 
 
 def ingest_request_bytes(site_id: str, events: Sequence[bytes]) -> bytes:

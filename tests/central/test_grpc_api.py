@@ -11,13 +11,11 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from central import convert
-from central.db.engine import create_engine
-from central.db.migrate import upgrade
 from central.grpc_api import SERVICE_NAME, CentralService
 from central.membership_view import MembershipView
 from central.store import Store
 from tests.central.factories import T0, answered_call
-from tests.central.province import province
+from tests.central.province import central_store
 from vcc import rpc
 from vcc.errors import from_rpc_error
 from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2, site_admin_pb2
@@ -39,13 +37,7 @@ class Central:
 
 @pytest.fixture
 async def central(tmp_path: object) -> AsyncIterator[Central]:
-    url = f"sqlite+aiosqlite:///{tmp_path}/central.db"
-    await upgrade(url)
-    engine = create_engine(url)
-    store = Store(engine)
-    config = province()
-    await store.sync_province(config)
-    await store.seed_demo_customers(3)
+    engine, store, config = await central_store(tmp_path, customers=3)  # type: ignore[arg-type]
     view = MembershipView((s.id, s.name) for s in config.sites)
     server = rpc.Server([SERVICE_NAME])
     central_pb2_grpc.add_CentralServiceServicer_to_server(

@@ -12,14 +12,11 @@ from typing import Any
 import grpc
 import pytest
 
-from central.db.engine import create_engine
-from central.db.migrate import upgrade
 from central.grpc_api import SERVICE_NAME, CentralService
 from central.membership_view import MembershipView
-from central.store import Store
 from site_node.links import customers as customers_module
 from site_node.links.customers import BATCH_ENV, CentralCustomers, batched_from_env
-from tests.central.province import province
+from tests.central.province import central_store
 from tools.province.netutil import free_port
 from vcc import rpc
 from vcc.v1 import central_pb2, central_pb2_grpc
@@ -46,13 +43,7 @@ class _ShortCentral(CentralService):
 
 
 async def _serve(tmp_path: Path, kind: str = "real") -> AsyncIterator[str]:
-    url = f"sqlite+aiosqlite:///{tmp_path}/central.db"
-    await upgrade(url)
-    engine = create_engine(url)
-    store = Store(engine)
-    config = province()
-    await store.sync_province(config)
-    await store.seed_demo_customers(len(KNOWN))
+    engine, store, config = await central_store(tmp_path, customers=len(KNOWN))
     view = MembershipView((s.id, s.name) for s in config.sites)
     made = (_ShortCentral if kind == "short" else CentralService)(
         store, config.province.id, [s.id for s in config.sites], view.sites
