@@ -11,7 +11,8 @@ import logging
 import signal
 
 from site_node.app import SiteNode, site_tls
-from site_node.records.shipper import linger_from_env
+from site_node.links import customers
+from site_node.records.shipper import linger_from_env, raw_from_env
 from vcc import eventloop, logs, tls
 from vcc.config import ConfigError, load_province
 from vcc.sdnotify import Notifier
@@ -73,6 +74,9 @@ def run(
         eventloop.chosen()
         eventloop.gc_threshold()
         linger_from_env()
+        raw_from_env()
+        customers.batched_from_env()
+        customers.linger_from_env()
     except ValueError as exc:  # EventLoopError is one
         raise ConfigError(str(exc)) from None
     eventloop.run(serve(config_path, site_id, metrics_listen))

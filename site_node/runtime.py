@@ -131,6 +131,8 @@ class SiteRuntime:
         self.desktops: dict[str, set[DesktopLine]] = {}
         self._names = {a.code: a.name for a in switchboard.site.agents}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Screen-pop look-ups under way (cancelled at close, as the tasks are).
+        self._asks: set[asyncio.Future[CustomerInfo | None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = float("inf")
         self._transitions = TransitionLog(switchboard.site_id)
@@ -219,7 +221,7 @@ class SiteRuntime:
                     for listener in self.agent_listeners:
                         listener(fx)
                 case FetchCustomer(call_id, ani):
-                    self._spawn(self._fetch_customer(call_id, ani))
+                    self._fetch_customer(call_id, ani)
                 case IvrLookup():
                     self._spawn(self._flow_lookup(fx))
                 case DialOut():
@@ -362,14 +364,26 @@ class SiteRuntime:
             self.sb.agent(code), self._names.get(code, ""), self.sb.site_id, self.sb.skills[code]
         )
 
-    async def _fetch_customer(self, call_id: str, ani: str) -> None:
-        try:
-            customer = await self._lookup(ani)
-        except Exception as exc:  # look-up is best effort: the call rings without a screen pop
+    def _fetch_customer(self, call_id: str, ani: str) -> None:
+        # The answer's callback, not a task per call: a batched look-up answers many calls at once.
+        answer = asyncio.ensure_future(self._lookup(ani))
+        self._asks.add(answer)
+        answer.add_done_callback(lambda done: self._customer_answered(call_id, done))
+
+    def _customer_answered(self, call_id: str, answer: asyncio.Future[CustomerInfo | None]) -> None:
+        self._asks.discard(answer)
+        if answer.cancelled() or self.closed:
+            return
+        customer = None
+        if (exc := answer.exception()) is not None:
+            # The look-up is best effort: the call rings without a screen pop.
             log.debug("customer look-up for %s failed: %s", call_id, exc)
-            customer = None
-        if not self.closed:
+        else:
+            customer = answer.result()
+        try:
             self.do(lambda now: self.sb.customer_found(now, call_id, customer))
+        except VccError as refused:
+            log.debug("customer answer for %s refused: %s", call_id, refused)
 
     def _no_dialler(self, d: DialOut) -> None:
         self.loop_soon(lambda: self.do(lambda now: self.sb.dial_failed(now, d.dial_id, "failed")))
@@ -464,6 +478,8 @@ class SiteRuntime:
             self._timer.cancel()
         for task in list(self._tasks):
             task.cancel()
+        for ask in list(self._asks):
+            ask.cancel()
         if self._tasks:
             # Bounded: a task slow to unwind on a loaded machine must not hold the stop (the
             # desktops below still hear the end).

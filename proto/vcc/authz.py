@@ -44,6 +44,7 @@ METHOD_KINDS: Mapping[str, frozenset[str]] = {
     "/vcc.v1.CentralService/StreamSiteState": frozenset({SITE}),
     "/vcc.v1.CentralService/RouteCall": frozenset({SITE}),
     "/vcc.v1.CentralService/LookupCustomer": frozenset({SITE, TOOL}),
+    "/vcc.v1.CentralService/LookupCustomers": frozenset({SITE}),
     "/vcc.v1.CentralService/GetCallRecord": frozenset({TOOL}),
     "/vcc.v1.CentralService/ListCallRecords": frozenset({TOOL}),
     "/vcc.v1.CentralService/GetProvinceStatus": frozenset({TOOL}),

@@ -1,5 +1,6 @@
-"""A number from the environment within its bounds: every process's switches of this kind (the
-shipper's linger, the collector's threshold) read and refuse a bad value the same way."""
+"""A number from the environment within its bounds, or an on/off switch: every process's switches
+of this kind (the shipper's linger, the collector's threshold) read and refuse a bad value the
+same way."""
 
 from __future__ import annotations
 
@@ -27,3 +28,11 @@ def bounded(name: str, parse: Callable[[str], N], low: N, high: N, what: str) ->
 
 def _shown(bound: float) -> str:
     return f"{bound:g}" if isinstance(bound, float) else str(bound)
+
+
+def switch(name: str, off: str, on: str) -> bool:
+    """An on/off setting: "1" or unset is on, "0" off; ValueError naming both otherwise."""
+    raw = os.environ.get(name, "").strip()
+    if raw not in ("", "0", "1"):
+        raise ValueError(f"{name}: 0 ({off}) or 1 ({on}), not {raw!r}")
+    return raw != "0"

@@ -181,6 +181,12 @@ class Outbox:
         """The oldest committed rows, in the order they were appended."""
         return await self._run(lambda: _select_pending(self._db, limit))
 
+    async def pending_stored(self, limit: int) -> list[tuple[int, str, bytes]]:
+        """The oldest committed rows as stored: (row id, call id, the event's bytes), in order.
+        What the shipper sends as it is (parsing them back only to serialize them again was a
+        twentieth of a site's CPU)."""
+        return await self._run(lambda: _select_stored(self._db, limit))
+
     async def ack(self, row_ids: Sequence[int]) -> None:
         """Central stored these rows: forget them."""
         if not row_ids:
@@ -403,6 +409,11 @@ def _follow_live(
 def _select_pending(db: sqlite3.Connection, limit: int) -> list[tuple[int, common_pb2.CallEvent]]:
     rows = db.execute("SELECT id, event FROM outbox ORDER BY id LIMIT ?", (limit,)).fetchall()
     return [(int(row_id), common_pb2.CallEvent.FromString(raw)) for row_id, raw in rows]
+
+
+def _select_stored(db: sqlite3.Connection, limit: int) -> list[tuple[int, str, bytes]]:
+    rows = db.execute("SELECT id, call_id, event FROM outbox ORDER BY id LIMIT ?", (limit,)).fetchall()
+    return [(int(row_id), str(call_id), bytes(raw)) for row_id, call_id, raw in rows]
 
 
 def _delete(db: sqlite3.Connection, ids: list[int]) -> int:

@@ -23,14 +23,18 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from site_node.links.leader_channel import LeaderChannel
 from site_node.records.outbox import Outbox
 from vcc import env, rpc
-from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2
+from vcc.v1 import central_pb2, common_pb2
 
 if TYPE_CHECKING:
     from site_node.call_tracer import ShipTracing
 
 log = logging.getLogger(__name__)
 
-Row = tuple[int, common_pb2.CallEvent]
+# (row id, call id, the event as the outbox stored it: CallEvent's wire bytes).
+Row = tuple[int, str, bytes]
+INGEST_METHOD = "/vcc.v1.CentralService/IngestCallEvents"
+# "0": every event parsed back and the request serialized again (the way before; a comparison).
+RAW_ENV = "VCC_SHIPPER_RAW"
 
 # A batch smaller than batch_size waits this long for more events first. Central's ingest has a
 # fixed cost per batch (one transaction, several database round trips) and refolds each call of
@@ -48,6 +52,33 @@ def linger_from_env() -> float:
     """The shipper's linger: VCC_SHIPPER_LINGER_S (0 to 5 s) if set, else LINGER_S."""
     value = env.bounded(LINGER_ENV, float, 0.0, MAX_LINGER_S, "seconds")
     return LINGER_S if value is None else value
+
+
+def raw_from_env() -> bool:
+    """VCC_SHIPPER_RAW: "1" or unset, the stored bytes are sent as they are; "0", parsed again."""
+    return env.switch(RAW_ENV, "parse the events again", "send them as stored")
+
+
+def ingest_request_bytes(site_id: str, events: Sequence[bytes]) -> bytes:
+    """IngestCallEventsRequest{site_id, events} on the wire, from events already serialized: a
+    message's fields are tag, length, bytes one after the other, and a repeated message field is
+    its items so written in turn (the same bytes as building the request and serializing it)."""
+    parts = [_length_delimited(1, site_id.encode())] if site_id else []
+    parts.extend(_length_delimited(2, raw) for raw in events)
+    return b"".join(parts)
+
+
+def _length_delimited(field_number: int, payload: bytes) -> bytes:
+    return _varint(field_number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
 
 class _Transient(Exception):
@@ -80,6 +111,7 @@ class Shipper:
         linger_s: float | None = None,
         on_dead_letter: Callable[[common_pb2.CallEvent, str], None] | None = None,
         tracing: ShipTracing | None = None,
+        raw: bool | None = None,
     ) -> None:
         self._tracing = tracing
         self._outbox = outbox
@@ -91,6 +123,7 @@ class Shipper:
         self._max_backoff_s = max_backoff_s
         self._linger_s = linger_from_env() if linger_s is None else linger_s
         self._on_dead_letter = on_dead_letter
+        self._raw = raw_from_env() if raw is None else raw
         self._central = LeaderChannel()
         self._task: asyncio.Task[None] | None = None
         # Set while the outbox has nothing committed left to ship.
@@ -132,7 +165,7 @@ class Shipper:
             await asyncio.sleep(self._linger_s)
         # Cleared before reading: a commit that lands after the read sets it again.
         self._outbox.changed.clear()
-        rows = await self._outbox.pending(self._batch_size)
+        rows = await self._outbox.pending_stored(self._batch_size)
         if not rows:
             self._idle.set()
             await self._outbox.changed.wait()
@@ -157,7 +190,7 @@ class Shipper:
         await asyncio.wait({task})
 
     async def _deliver(self, rows: Sequence[Row]) -> None:
-        call_ids = [e.call_id for _, e in rows]
+        call_ids = [call_id for _, call_id, _ in rows]
         sent_at = time.time()
         try:
             with self._tracing.batch(call_ids, len(rows)) if self._tracing else contextlib.nullcontext():
@@ -169,7 +202,8 @@ class Shipper:
                 await self._deliver(rows[:mid])
                 await self._deliver(rows[mid:])
                 return
-            row_id, event = rows[0]
+            row_id, _, stored = rows[0]
+            event = common_pb2.CallEvent.FromString(stored)
             log.error(
                 "central refused event call_id=%s seq=%d kind=%s: %s; parked in dead_letter",
                 event.call_id,
@@ -181,7 +215,7 @@ class Shipper:
             if self._on_dead_letter is not None:
                 self._on_dead_letter(event, str(exc))
             return
-        await self._outbox.ack([row_id for row_id, _ in rows])
+        await self._outbox.ack([row_id for row_id, _, _ in rows])
         self.shipped += len(rows)
         if self._tracing is not None:
             self._tracing.shipped(call_ids, sent_at, time.time())
@@ -190,7 +224,13 @@ class Shipper:
             log.info("central reachable again; %d events waiting", self._outbox.pending_count)
 
     async def _send_with_retry(self, rows: Sequence[Row]) -> None:
-        request = central_pb2.IngestCallEventsRequest(site_id=self._site_id, events=[e for _, e in rows])
+        if self._raw:
+            request = ingest_request_bytes(self._site_id, [stored for _, _, stored in rows])
+        else:
+            events = [common_pb2.CallEvent.FromString(stored) for _, _, stored in rows]
+            request = central_pb2.IngestCallEventsRequest(
+                site_id=self._site_id, events=events
+            ).SerializeToString()
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(self._attempts),
             wait=wait_exponential(multiplier=0.05, max=self._max_backoff_s) + wait_random(0, 0.05),
@@ -198,12 +238,12 @@ class Shipper:
             reraise=True,
         ):
             with attempt:
-                await self._send(request)
+                await self._send(request, len(rows))
 
-    async def _send(self, request: central_pb2.IngestCallEventsRequest) -> None:
-        stub = await self._stub_for(self._central_address())
+    async def _send(self, request: bytes, events: int) -> None:
+        ingest = await self._ingest_for(self._central_address())
         try:
-            reply = await stub.IngestCallEvents(request, timeout=self._rpc_timeout_s)
+            reply = await ingest(request, timeout=self._rpc_timeout_s)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 raise _Rejected(exc.details() or "invalid argument") from exc
@@ -211,16 +251,21 @@ class Shipper:
                 raise _Rejected(f"RESOURCE_EXHAUSTED: {exc.details()}") from exc
             self._failed(f"{exc.code().name}: {exc.details()}")
             raise _Transient(self.last_error) from exc
-        log.debug("shipped %d events (%d already at central)", len(request.events), reply.duplicates)
+        log.debug("shipped %d events (%d already at central)", events, reply.duplicates)
 
-    async def _stub_for(self, address: str | None) -> central_pb2_grpc.CentralServiceAsyncStub:
+    async def _ingest_for(
+        self, address: str | None
+    ) -> grpc.aio.UnaryUnaryMultiCallable[bytes, central_pb2.IngestCallEventsResponse]:
         if address is None:
             self._failed("no central address known")
             raise _Transient(self.last_error)
         if address != self._central.dialled:
             # Central moved (another replica leads now): one channel per address.
             log.info("shipping call events to central at %s", address)
-        return central_pb2_grpc.CentralServiceStub(self._central.to(address))
+        # The request goes as the bytes given (no serializer): IngestCallEvents as the stub's.
+        return self._central.to(address).unary_unary(
+            INGEST_METHOD, response_deserializer=central_pb2.IngestCallEventsResponse.FromString
+        )
 
     def _failed(self, error: str) -> None:
         self.failures += 1

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
 
 import argon2
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from central.db.engine import create_engine
+from central.db.migrate import upgrade
+from central.store import Store
 from vcc.config import ProvinceConfig, parse_province
 
 
@@ -52,3 +57,16 @@ def province_data(
 
 def province(**kwargs: str) -> ProvinceConfig:
     return parse_province(province_data(**kwargs))
+
+
+async def central_store(tmp_path: Path, customers: int = 0) -> tuple[AsyncEngine, Store, ProvinceConfig]:
+    """A migrated SQLite store at tmp_path with this province synced and `customers` demo customers."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/central.db"
+    await upgrade(url)
+    engine = create_engine(url)
+    store = Store(engine)
+    config = province()
+    await store.sync_province(config)
+    if customers:
+        await store.seed_demo_customers(customers)
+    return engine, store, config

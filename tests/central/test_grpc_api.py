@@ -11,13 +11,11 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from central import convert
-from central.db.engine import create_engine
-from central.db.migrate import upgrade
 from central.grpc_api import SERVICE_NAME, CentralService
 from central.membership_view import MembershipView
 from central.store import Store
 from tests.central.factories import T0, answered_call
-from tests.central.province import province
+from tests.central.province import central_store
 from vcc import rpc
 from vcc.errors import from_rpc_error
 from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2, site_admin_pb2
@@ -39,13 +37,7 @@ class Central:
 
 @pytest.fixture
 async def central(tmp_path: object) -> AsyncIterator[Central]:
-    url = f"sqlite+aiosqlite:///{tmp_path}/central.db"
-    await upgrade(url)
-    engine = create_engine(url)
-    store = Store(engine)
-    config = province()
-    await store.sync_province(config)
-    await store.seed_demo_customers(3)
+    engine, store, config = await central_store(tmp_path, customers=3)  # type: ignore[arg-type]
     view = MembershipView((s.id, s.name) for s in config.sites)
     server = rpc.Server([SERVICE_NAME])
     central_pb2_grpc.add_CentralServiceServicer_to_server(
@@ -178,6 +170,34 @@ async def test_lookup_customer(central: Central) -> None:
         central.stub.LookupCustomer(central_pb2.LookupCustomerRequest(phone="13800009999"), timeout=DEADLINE),
         grpc.StatusCode.NOT_FOUND,
         "customer-not-found",
+    )
+
+
+async def test_lookup_customers_answers_each_number_in_order(central: Central) -> None:
+    phones = ["13800000002", "13800009999", "13800000001", "13800000002"]
+    reply = await central.stub.LookupCustomers(
+        central_pb2.LookupCustomersRequest(phones=phones), timeout=DEADLINE
+    )
+    assert [(m.found, m.customer.customer_id) for m in reply.matches] == [
+        (True, "demo-0002"),
+        (False, ""),
+        (True, "demo-0001"),
+        (True, "demo-0002"),
+    ]
+    assert reply.matches[0].customer.city == "Guangzhou"
+
+
+@pytest.mark.parametrize(
+    ("phones", "error_id"),
+    [([], "bad-phones"), (["13800000001"] * 101, "bad-phones"), (["13800000001", "12"], "bad-phone")],
+)
+async def test_lookup_customers_refuses_a_bad_batch(
+    central: Central, phones: list[str], error_id: str
+) -> None:
+    await expect_error(
+        central.stub.LookupCustomers(central_pb2.LookupCustomersRequest(phones=phones), timeout=DEADLINE),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        error_id,
     )
 
 

@@ -76,6 +76,25 @@ def test_a_traced_call_has_its_phases_its_attributes_and_its_shipping() -> None:
     assert [link.context.trace_id for link in batch.links] == [root.context.trace_id]
 
 
+def test_a_call_shipped_over_several_batches_has_one_record_shipped_after_its_last() -> None:
+    calls, ship, spans, _ = _tracer(ALWAYS_ON)
+    # Its first records go while it is still up: not its records yet.
+    calls.observe([Journal(RecordedEvent("c2", "gz", 1, EventKind.ARRIVED, 100.0))])
+    ship.shipped(["c2", "c2"], 100.5, 100.6)
+    assert [s.name for s in spans.get_finished_spans()] == []
+    for seq, (kind, agent) in enumerate(PHASES[1:], start=2):
+        outcome = Outcome.ANSWERED if kind == EventKind.ENDED else None
+        event = RecordedEvent("c2", "gz", seq, kind, 100.0 + seq, agent_code=agent, outcome=outcome)
+        calls.observe([Journal(event)])
+    ship.shipped(["c2"], 108.0, 108.5)
+    # A late record of it (a wrap-up code) in a later batch makes no second one.
+    ship.shipped(["c2"], 109.0, 109.5)
+    shipped = [s for s in spans.get_finished_spans() if s.name == "record.shipped"]
+    assert [(s.start_time, s.end_time) for s in shipped] == [(108_000_000_000, 108_500_000_000)]
+    root = next(s for s in spans.get_finished_spans() if s.name == "call")
+    assert shipped[0].context.trace_id == root.context.trace_id
+
+
 def test_a_dropped_call_costs_no_span_but_its_context_still_travels() -> None:
     calls, ship, spans, tracer = _tracer(ALWAYS_OFF)
     _call(calls, "c1")

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from site_node.records.outbox import Outbox
-from site_node.records.shipper import Shipper
+from site_node.records.shipper import RAW_ENV, Shipper, ingest_request_bytes, raw_from_env
 from tests.helpers import eventually
 from vcc.v1 import central_pb2, common_pb2
 
@@ -144,6 +144,52 @@ async def test_ships_everything_in_order_and_acks(central: CentralServer, outbox
     finally:
         await shipper.stop()
     assert task.done()
+
+
+@pytest.mark.parametrize("raw", [True, False], ids=["as-stored", "parsed-again"])
+async def test_either_way_central_receives_the_events_as_appended(
+    central: CentralServer, outbox: Outbox, raw: bool
+) -> None:
+    shipper = Shipper(outbox, "gz", lambda: central.address, batch_size=5, raw=raw)
+    task = await shipping(shipper)
+    try:
+        events = calls("r", 4)
+        # A field of every kind besides the keys, and one event longer than a one-byte length.
+        events[0].data["note"] = "x" * 300
+        events[1].ani = "13800000001"
+        events[1].at.FromNanoseconds(1_700_000_000_123_456_789)
+        await outbox.append(events)
+        await eventually(lambda: _true(outbox.pending_count == 0), what="shipped")
+        assert central.servicer.received == events
+    finally:
+        await shipper.stop()
+    assert task.done()
+
+
+def test_a_request_built_from_stored_bytes_is_the_request_serialized() -> None:
+    events = calls("w", 3)
+    events[2].data["long"] = "y" * 20_000  # a length of three bytes on the wire
+    stored = [e.SerializeToString() for e in events]
+    for site_id in ("gz", ""):
+        expected = central_pb2.IngestCallEventsRequest(site_id=site_id, events=events).SerializeToString()
+        assert ingest_request_bytes(site_id, stored) == expected
+    assert central_pb2.IngestCallEventsRequest.FromString(ingest_request_bytes("gz", stored)).events == events
+    assert (
+        ingest_request_bytes("gz", [])
+        == central_pb2.IngestCallEventsRequest(site_id="gz").SerializeToString()
+    )
+
+
+@pytest.mark.parametrize(("value", "raw"), [("", True), ("1", True), ("0", False)])
+def test_the_raw_switch(monkeypatch: pytest.MonkeyPatch, value: str, raw: bool) -> None:
+    monkeypatch.setenv(RAW_ENV, value)
+    assert raw_from_env() is raw
+
+
+def test_a_bad_raw_switch_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(RAW_ENV, "yes")
+    with pytest.raises(ValueError, match=RAW_ENV):
+        raw_from_env()
 
 
 async def test_central_down_for_a_while_loses_and_reorders_nothing(

@@ -9,15 +9,18 @@ import gc
 import os
 import subprocess
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from tests.tools.test_checks import K, caller, event, record
 from tests.tools.test_cli import EXAMPLE
 from tools.bench import cluster as bench
+from tools.bench import threads
 from tools.province.generate import SiteSpec
 from tools.simulation.traffic import CallerView
 from vcc import eventloop
@@ -153,6 +156,34 @@ def test_top_functions_of_a_profile() -> None:
     assert top["self"][0] == ("encode (proto.py)", 0.6)
     assert dict(top["inclusive"])["work (app.py)"] == 0.8
     assert bench.top_functions("") == {"self": [], "inclusive": []}
+
+
+def test_cpu_by_thread_names_pools_once_and_counts_new_threads_from_zero() -> None:
+    dump = (
+        "Process 18872: python t.py\n"
+        'Thread 18872 (active+gil): "MainThread"\n'
+        "    <module> (t.py:4)\n"
+        'Thread 18874 (idle): "outbox_0"\n'
+        'Thread 0x7F00 (idle): "hex ids are not OS ids"\n'
+    )
+    names = {18873: "grpc_global_tim", **threads.names_from_dump(dump)}
+    assert names == {18872: "MainThread", 18873: "grpc_global_tim", 18874: "outbox_0"}
+    assert [threads.pool_name(n) for n in ("outbox_0", "ThreadPoolExecutor-0_1", "MainThread")] == [
+        "outbox",
+        "ThreadPoolExecutor",
+        "MainThread",
+    ]
+    before = {18872: 1.0, 18873: 0.5, 18874: 0.0}
+    after = {18872: 1.5, 18873: 0.5, 18874: 0.1, 18875: 0.2, 18876: 0.05}
+    per = threads.thread_cpu_ms_per_call(before, after, {**names, 18875: "outbox_1"}, 100)
+    # The idle thread is left out; an unnamed one is "?"; the outbox's two threads are one line.
+    assert per == {"MainThread": 5.0, "outbox": 3.0, "?": 0.5}
+    assert list(per) == ["MainThread", "outbox", "?"]
+
+
+def test_a_process_s_own_threads_are_read_by_id() -> None:
+    spent = threads.thread_cpu_s(psutil.Process())
+    assert threading.get_native_id() in spent and all(v >= 0 for v in spent.values())
 
 
 # -- the event loop ---------------------------------------------------------------------------------

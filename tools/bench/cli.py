@@ -675,8 +675,12 @@ def throughput_cmd(
             "agent state change), batch (one stream message per step), messages (answer, fold "
             "and batch), gc (VCC_GC_GEN0=50000: the cyclic collector less often), again (the "
             "province as shipped a second time: what running later in the bench alone changes), "
-            "lookups (every screen pop reads central's database), compiled (central's ON CONFLICT "
-            "statements compiled at every execute), before8 (lookups, compiled and journeys)."
+            "popmemory (every screen pop reads central's database), compiled (central's ON "
+            "CONFLICT statements compiled at every execute), before8 (popmemory, compiled and "
+            "journeys), poplookups (one screen-pop look-up per call, VCC_SCREEN_POP_BATCH=0), "
+            "reparse (the shipper parses the stored events again, VCC_SHIPPER_RAW=0), poplinger "
+            "(screen pops sent each turn, VCC_SCREEN_POP_LINGER_S=0), site8 (poplookups and "
+            "reparse), wave8 (before8 and site8)."
         ),
     ] = None,
     profile: Annotated[

@@ -37,6 +37,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from tools.bench.threads import thread_cpu_ms_per_call, thread_cpu_s, thread_names
 from tools.province.cluster import Cluster
 from tools.province.generate import DEFAULT_PASSWORD, SiteSpec, generate_province, write_province
 from tools.province.netutil import free_port
@@ -219,7 +220,7 @@ COMPARISONS["messages"] = Variant(
     batched=False,
 )
 # Wave 8, central's CPU per call: every screen pop reads the database (no leader's memory) ...
-COMPARISONS["lookups"] = Variant("every screen pop reads the database", {"VCC_CUSTOMER_CACHE": "0"})
+COMPARISONS["popmemory"] = Variant("every screen pop reads the database", {"VCC_CUSTOMER_CACHE": "0"})
 # ... the store's ON CONFLICT statements compiled at every execute ...
 COMPARISONS["compiled"] = Variant(
     "the store's ON CONFLICT statements compiled at every execute", {"VCC_INGEST_COMPILED": "0"}
@@ -228,7 +229,29 @@ COMPARISONS["compiled"] = Variant(
 # stands for a new call's events read back).
 COMPARISONS["before8"] = Variant(
     "central before wave 8",
-    {k: v for c in ("lookups", "compiled", "journeys") for k, v in COMPARISONS[c].env.items()},
+    {k: v for c in ("popmemory", "compiled", "journeys") for k, v in COMPARISONS[c].env.items()},
+)
+# The screen pops of a turn's calls in one LookupCustomers turned back (wave 8).
+COMPARISONS["poplookups"] = Variant(
+    "one screen-pop look-up per call (VCC_SCREEN_POP_BATCH=0)", {"VCC_SCREEN_POP_BATCH": "0"}
+)
+# The screen pops' 10 ms wait for others to share their request turned off (one request per turn).
+COMPARISONS["poplinger"] = Variant(
+    "screen pops sent each turn (VCC_SCREEN_POP_LINGER_S=0)", {"VCC_SCREEN_POP_LINGER_S": "0"}
+)
+# The shipper parsing every stored event back and serializing the request again (wave 8).
+COMPARISONS["reparse"] = Variant(
+    "the shipper parses the events again (VCC_SHIPPER_RAW=0)", {"VCC_SHIPPER_RAW": "0"}
+)
+# Both of wave 8's switches of a site's CPU per call turned back at once: `--compare site8`.
+COMPARISONS["site8"] = Variant(
+    "before wave 8's site changes (look-ups per call, events parsed again)",
+    {k: v for c in ("poplookups", "reparse") for k, v in COMPARISONS[c].env.items()},
+)
+# Every wave 8 switch of central and the sites turned back at once: `--compare wave8`.
+COMPARISONS["wave8"] = Variant(
+    "before wave 8 (central and sites)",
+    {**COMPARISONS["before8"].env, **COMPARISONS["site8"].env},
 )
 # Every switch of issue 16's optimisations turned back at once: `--compare before16`.
 COMPARISONS["before16"] = Variant(
@@ -628,6 +651,9 @@ async def _one_step(
     desk_before = _desk_messages(robot_stats)
     rpcs_before = await _rpcs_served(cluster) if variant.observability else None
     cpu_before = _cpu_s(procs)
+    # With profiles, each site's and central's CPU by thread too (py-spy sees only the GIL's).
+    by_thread = {n: p for n, p in procs.items() if n.startswith(("site ", "central"))} if profile_dir else {}
+    threads_before = {n: thread_cpu_s(p) for n, p in by_thread.items()}
     profiling = (
         asyncio.create_task(
             _profile(procs, step_s, profile_dir, f"{variant.name}-{rate:g}".replace(" ", "-"))
@@ -641,6 +667,7 @@ async def _one_step(
     # Central's ingest of the step belongs to its cost: counted once the outboxes are empty.
     await wait_outboxes(sites)
     cpu_after = _cpu_s(procs)
+    threads_after = {n: thread_cpu_s(p) for n, p in by_thread.items()}
     load_after = os.getloadavg()
     desk_after = _desk_messages(robot_stats)
     rpcs_after = await _rpcs_served(cluster) if variant.observability else None
@@ -657,6 +684,13 @@ async def _one_step(
     step["messages_per_call"] = messages_per_call(
         views, desk_before, desk_after, rpcs_before, rpcs_after, step["offered"]
     )
+    if by_thread:
+        step["thread_cpu_ms_per_call"] = {
+            n: thread_cpu_ms_per_call(
+                threads_before[n], threads_after[n], await thread_names(p.pid), step["offered"]
+            )
+            for n, p in by_thread.items()
+        }
     if profiles:
         step["profiles"] = {
             p.stem: top_functions(p.read_text(encoding="utf-8", errors="replace")) for p in profiles

@@ -124,6 +124,71 @@ class LookupCustomerResponse(_message.Message):
 Global___LookupCustomerResponse: _TypeAlias = LookupCustomerResponse  # noqa: Y015
 
 @_typing.final
+class LookupCustomersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PHONES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def phones(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        phones: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["phones", b"phones"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LookupCustomersRequest: _TypeAlias = LookupCustomersRequest  # noqa: Y015
+
+@_typing.final
+class CustomerMatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FOUND_FIELD_NUMBER: _builtins.int
+    CUSTOMER_FIELD_NUMBER: _builtins.int
+    found: _builtins.bool
+    @_builtins.property
+    def customer(self) -> _common_pb2.Customer: ...
+    def __init__(
+        self,
+        *,
+        found: _builtins.bool = ...,
+        customer: _common_pb2.Customer | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer", "found", b"found"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustomerMatch: _TypeAlias = CustomerMatch  # noqa: Y015
+
+@_typing.final
+class LookupCustomersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MATCHES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def matches(self) -> _containers.RepeatedCompositeFieldContainer[Global___CustomerMatch]:
+        """One per number asked, in the request's order."""
+
+    def __init__(
+        self,
+        *,
+        matches: _abc.Iterable[Global___CustomerMatch] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["matches", b"matches"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LookupCustomersResponse: _TypeAlias = LookupCustomersResponse  # noqa: Y015
+
+@_typing.final
 class GetCallRecordRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -44,6 +44,11 @@ class CentralServiceStub:
                 request_serializer=vcc_dot_v1_dot_central__pb2.LookupCustomerRequest.SerializeToString,
                 response_deserializer=vcc_dot_v1_dot_central__pb2.LookupCustomerResponse.FromString,
                 _registered_method=True)
+        self.LookupCustomers = channel.unary_unary(
+                '/vcc.v1.CentralService/LookupCustomers',
+                request_serializer=vcc_dot_v1_dot_central__pb2.LookupCustomersRequest.SerializeToString,
+                response_deserializer=vcc_dot_v1_dot_central__pb2.LookupCustomersResponse.FromString,
+                _registered_method=True)
         self.GetCallRecord = channel.unary_unary(
                 '/vcc.v1.CentralService/GetCallRecord',
                 request_serializer=vcc_dot_v1_dot_central__pb2.GetCallRecordRequest.SerializeToString,
@@ -104,6 +109,14 @@ class CentralServiceServicer:
 
     def LookupCustomer(self, request, context):
         """Screen pop: the customer record for a caller number. NOT_FOUND when there is none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LookupCustomers(self, request, context):
+        """Screen pops of the calls a site took in together: one answer per number, in their order
+        (found false where no customer has it). At most 100 numbers.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -184,6 +197,11 @@ def add_CentralServiceServicer_to_server(servicer, server):
                     servicer.LookupCustomer,
                     request_deserializer=vcc_dot_v1_dot_central__pb2.LookupCustomerRequest.FromString,
                     response_serializer=vcc_dot_v1_dot_central__pb2.LookupCustomerResponse.SerializeToString,
+            ),
+            'LookupCustomers': grpc.unary_unary_rpc_method_handler(
+                    servicer.LookupCustomers,
+                    request_deserializer=vcc_dot_v1_dot_central__pb2.LookupCustomersRequest.FromString,
+                    response_serializer=vcc_dot_v1_dot_central__pb2.LookupCustomersResponse.SerializeToString,
             ),
             'GetCallRecord': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCallRecord,
@@ -285,6 +303,33 @@ class CentralService:
             '/vcc.v1.CentralService/LookupCustomer',
             vcc_dot_v1_dot_central__pb2.LookupCustomerRequest.SerializeToString,
             vcc_dot_v1_dot_central__pb2.LookupCustomerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LookupCustomers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vcc.v1.CentralService/LookupCustomers',
+            vcc_dot_v1_dot_central__pb2.LookupCustomersRequest.SerializeToString,
+            vcc_dot_v1_dot_central__pb2.LookupCustomersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,10 @@ class CentralServiceStub:
     """
     LookupCustomer: _grpc.UnaryUnaryMultiCallable[_central_pb2.LookupCustomerRequest, _central_pb2.LookupCustomerResponse]
     """Screen pop: the customer record for a caller number. NOT_FOUND when there is none."""
+    LookupCustomers: _grpc.UnaryUnaryMultiCallable[_central_pb2.LookupCustomersRequest, _central_pb2.LookupCustomersResponse]
+    """Screen pops of the calls a site took in together: one answer per number, in their order
+    (found false where no customer has it). At most 100 numbers.
+    """
     GetCallRecord: _grpc.UnaryUnaryMultiCallable[_central_pb2.GetCallRecordRequest, _central_pb2.GetCallRecordResponse]
     ListCallRecords: _grpc.UnaryUnaryMultiCallable[_central_pb2.ListCallRecordsRequest, _central_pb2.ListCallRecordsResponse]
     """Call records in arrival order, paged."""
@@ -66,6 +70,10 @@ class CentralServiceAsyncStub(CentralServiceStub):
     """
     LookupCustomer: _aio.UnaryUnaryMultiCallable[_central_pb2.LookupCustomerRequest, _central_pb2.LookupCustomerResponse]  # type: ignore[assignment]
     """Screen pop: the customer record for a caller number. NOT_FOUND when there is none."""
+    LookupCustomers: _aio.UnaryUnaryMultiCallable[_central_pb2.LookupCustomersRequest, _central_pb2.LookupCustomersResponse]  # type: ignore[assignment]
+    """Screen pops of the calls a site took in together: one answer per number, in their order
+    (found false where no customer has it). At most 100 numbers.
+    """
     GetCallRecord: _aio.UnaryUnaryMultiCallable[_central_pb2.GetCallRecordRequest, _central_pb2.GetCallRecordResponse]  # type: ignore[assignment]
     ListCallRecords: _aio.UnaryUnaryMultiCallable[_central_pb2.ListCallRecordsRequest, _central_pb2.ListCallRecordsResponse]  # type: ignore[assignment]
     """Call records in arrival order, paged."""
@@ -104,6 +112,16 @@ class CentralServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_central_pb2.LookupCustomerResponse, _abc.Awaitable[_central_pb2.LookupCustomerResponse]]:
         """Screen pop: the customer record for a caller number. NOT_FOUND when there is none."""
+
+    @_abc_1.abstractmethod
+    def LookupCustomers(
+        self,
+        request: _central_pb2.LookupCustomersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_central_pb2.LookupCustomersResponse, _abc.Awaitable[_central_pb2.LookupCustomersResponse]]:
+        """Screen pops of the calls a site took in together: one answer per number, in their order
+        (found false where no customer has it). At most 100 numbers.
+        """
 
     @_abc_1.abstractmethod
     def GetCallRecord(
