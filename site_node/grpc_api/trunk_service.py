@@ -1,4 +1,5 @@
-"""gRPC adapter of the trunk side: one PlaceCall stream is one trunk channel for one call."""
+"""gRPC adapter of the trunk side: one PlaceCall stream is one trunk channel for one call; one
+Signalling stream a trunk group link's signalling, for many calls (`trunk_link.py`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import grpc
 
 from site_node.callcontrol import Switchboard
 from site_node.grpc_api import convert
+from site_node.grpc_api.trunk_link import SignallingLink
 from site_node.runtime import CallerLine, SiteRuntime
 from vcc import logs
 from vcc.errors import AlreadyExists, InvalidArgument, VccError
@@ -110,6 +112,17 @@ class TrunkIngress(trunk_pb2_grpc.TrunkIngressServiceServicer):
             if not ended and self.rt.callers.get(call_id) is line:
                 # The caller's stream broke: the channel is released as a hang-up.
                 self._hang_up(call_id, "caller-stream-lost")
+
+    @maps_stream_errors
+    async def Signalling(
+        self,
+        request_iterator: AsyncIterator[trunk_pb2.SignallingRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[trunk_pb2.SignallingResponse]:
+        # Closed here and at once however the stream ends: its cleanup hangs its calls up.
+        async with contextlib.aclosing(SignallingLink(self.rt).serve(request_iterator, context)) as link:
+            async for message in link:
+                yield message
 
     async def _caller_actions(self, call_id: str, actions: AsyncIterator[trunk_pb2.PlaceCallRequest]) -> None:
         try:
