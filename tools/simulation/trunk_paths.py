@@ -173,11 +173,15 @@ class TrunkLink:
         except grpc.aio.AioRpcError as exc:
             error = rpc_error(exc)
         finally:
+            self._break(error)
+
+    def _break(self, error: str) -> None:
+        if self.broken is None:
             self.broken = error
-            self._writer.cancel()
-            for path in self._paths.values():
-                path.inbox.put_nowait(PathBroken(error))
-            self._paths.clear()
+        self._writer.cancel()
+        for path in self._paths.values():
+            path.inbox.put_nowait(PathBroken(self.broken))
+        self._paths.clear()
 
     def _take(self, message: trunk_pb2.SignallingResponse) -> None:
         reports = message.reports
@@ -206,7 +210,11 @@ class TrunkLink:
                 await asyncio.wait_for(asyncio.shield(self._reader), CLOSE_S)
         self._call.cancel()
         self._writer.cancel()
+        self._reader.cancel()
         await asyncio.gather(self._writer, self._reader, return_exceptions=True)
+        # Every call still on the link is broken (also when the reader, cancelled before it ran,
+        # could not say so).
+        self._break("CANCELLED: the gateway closed the link")
 
 
 class Trunk:
