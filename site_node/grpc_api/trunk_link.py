@@ -29,6 +29,7 @@ from opentelemetry import propagate
 
 from site_node.grpc_api import convert
 from site_node.runtime import CallerLine, CallerStep, SiteRuntime
+from vcc.call_events import Outcome
 from vcc.errors import AlreadyExists, InvalidArgument, Unavailable, VccError
 from vcc.rpc import timestamp
 from vcc.v1 import trunk_pb2
@@ -101,6 +102,26 @@ class LinkOutbox:
                 return
             self._add(ref, held.popleft())
         self._held.pop(ref, None)
+
+
+def offer_call(rt: SiteRuntime, line: CallerLine, key: str, offer: trunk_pb2.CallOffer) -> str:
+    """A new call from the trunk (a link's or a PlaceCall stream's offer): its id."""
+    return rt.offer(
+        line,
+        idempotency_key=key,
+        ani=offer.ani,
+        dnis=offer.dnis,
+        trunk_group=offer.trunk_group,
+        call_id=offer.call_id,
+        attached=dict(offer.attached_data),
+        dial_id=offer.dial_id,
+    )
+
+
+def already_ended(rt: SiteRuntime, over: tuple[str, Outcome]) -> trunk_pb2.PlaceCallResponse:
+    """The answer to a re-sent offer whose call is over: how it ended (nothing is created)."""
+    ended = trunk_pb2.CallEnded(outcome=convert.outcome_to_proto(over[1]), reason="already-ended")
+    return trunk_pb2.PlaceCallResponse(call_id=over[0], at=timestamp(rt.clock()), ended=ended)
 
 
 def same_offer(a: trunk_pb2.CallOffer, b: trunk_pb2.CallOffer) -> bool:
@@ -255,9 +276,7 @@ class SignallingLink:
             over = sb.ended_outcome(ref)
             if over is not None:
                 # The call this reference made is over: how it ended, nothing created.
-                ended = trunk_pb2.CallEnded(outcome=convert.outcome_to_proto(over[1]), reason="already-ended")
-                msg = trunk_pb2.PlaceCallResponse(call_id=over[0], at=timestamp(self.rt.clock()), ended=ended)
-                self.outbox.progress(ref, (msg, None))
+                self.outbox.progress(ref, (already_ended(self.rt, over), None))
                 return
             if call_id in self.rt.callers:
                 # Bound to the stream that made it (as on PlaceCall): the live caller keeps it.
@@ -271,16 +290,7 @@ class SignallingLink:
         self.calls[ref] = entry
         try:
             with _trace(signal.traceparent):
-                entry.call_id = self.rt.offer(
-                    entry.line,
-                    idempotency_key=ref,
-                    ani=offer.ani,
-                    dnis=offer.dnis,
-                    trunk_group=offer.trunk_group,
-                    call_id=offer.call_id,
-                    attached=dict(offer.attached_data),
-                    dial_id=offer.dial_id,
-                )
+                entry.call_id = offer_call(self.rt, entry.line, ref, offer)
         except VccError:
             if self.calls.get(ref) is entry:
                 del self.calls[ref]
