@@ -96,7 +96,8 @@ def _count(stdout: str, label: str) -> int:
 async def bench_sip(
     run_dir: Path, concurrent: int = 200, rate: float = 20.0, steady_s: float = 10.0, agents: int = 20
 ) -> dict[str, Any]:
-    run_dir = run_dir.resolve()  # the database's path must not depend on the processes' cwd
+    # The database's path must not depend on the processes' cwd.
+    run_dir = await asyncio.to_thread(run_dir.resolve)
     config_path, audio = await asyncio.to_thread(_prepare, run_dir, concurrent, agents)
     ramp_s = concurrent / rate
     hold_ms = int((ramp_s + steady_s + 2.0) * 1000)
