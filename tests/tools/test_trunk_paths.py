@@ -74,3 +74,42 @@ async def test_a_links_message_counts_once_among_the_calls_it_carries() -> None:
         await paths[1].read()
     with pytest.raises(PathBroken):
         await paths[0].write(trunk_pb2.PlaceCallRequest(hang_up=trunk_pb2.CallerHangUp()))
+
+
+class _WritingCall(_NoCall):
+    def __init__(self) -> None:
+        self.written: list[trunk_pb2.SignallingRequest] = []
+
+    async def write(self, request: trunk_pb2.SignallingRequest) -> None:
+        self.written.append(request)
+
+
+class _WritingStub:
+    def __init__(self) -> None:
+        self.call = _WritingCall()
+
+    def Signalling(self, timeout: float) -> _WritingCall:
+        return self.call
+
+
+async def test_signals_pending_together_leave_in_one_message_counted_once() -> None:
+    stub = _WritingStub()
+    link = TrunkLink(stub, 10.0)  # type: ignore[arg-type]
+    views = [view(k) for k in ("a", "b", "c")]
+    paths = [link.path(v) for v in views]
+    offer = trunk_pb2.CallOffer(idempotency_key="a", ani="13800000001", dnis="10000")
+    await paths[0].write(trunk_pb2.PlaceCallRequest(offer=offer))
+    await paths[1].write(trunk_pb2.PlaceCallRequest(digits=trunk_pb2.CallerDigits(digits="1")))
+    await paths[2].write(trunk_pb2.PlaceCallRequest(hang_up=trunk_pb2.CallerHangUp()))
+    for _ in range(5):
+        await asyncio.sleep(0)  # the writer's turn
+    assert len(stub.call.written) == 1
+    signals = stub.call.written[0].signals
+    assert [(s.call_ref, s.WhichOneof("action")) for s in signals] == [
+        ("a", "offer"),
+        ("b", "digits"),
+        ("c", "hang_up"),
+    ]
+    assert signals[0].offer.ani == "13800000001"
+    assert [round(v.messages_out, 6) for v in views] == [round(1 / 3, 6)] * 3
+    await link.close()
