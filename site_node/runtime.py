@@ -98,14 +98,26 @@ class Province(Protocol):
     def state_changed(self) -> None: ...
 
 
+# A step of a caller's progress and the future of its records' durability (None: send at once);
+# None instead of a step: another stream took the call over.
+CallerStep = tuple[trunk_pb2.PlaceCallResponse, asyncio.Future[None] | None]
+
+
 @dataclass(eq=False)
 class CallerLine:
     """The caller's side of one call: progress to send, each after its records are durable."""
 
-    queue: asyncio.Queue[tuple[trunk_pb2.PlaceCallResponse, asyncio.Future[None] | None] | None] = field(
-        default_factory=asyncio.Queue
-    )
+    queue: asyncio.Queue[CallerStep | None] = field(default_factory=asyncio.Queue)
     last: trunk_pb2.PlaceCallResponse | None = None
+    # Set: the steps go here instead of the queue (a call on a trunk's signalling link, whose one
+    # stream carries many calls' progress).
+    sink: Callable[[CallerStep | None], None] | None = None
+
+    def put(self, step: CallerStep | None) -> None:
+        if self.sink is not None:
+            self.sink(step)
+        else:
+            self.queue.put_nowait(step)
 
 
 @dataclass(eq=False)
@@ -189,9 +201,9 @@ class SiteRuntime:
         old = self.callers.get(call_id)
         self.callers[call_id] = line
         if old is not None:
-            old.queue.put_nowait(None)
+            old.put(None)
             if old.last is not None:
-                line.queue.put_nowait((old.last, None))
+                line.put((old.last, None))
 
     def apply(self, effects: Sequence[Effect]) -> None:
         self._transitions.observe(effects)
@@ -317,7 +329,7 @@ class SiteRuntime:
             return
         msg = convert.caller_update_to_proto(u)
         line.last = msg
-        line.queue.put_nowait((msg, durable))
+        line.put((msg, durable))
         if u.kind == "ended":
             del self.callers[u.call_id]
 

@@ -86,6 +86,7 @@ METHOD_KINDS: Mapping[str, frozenset[str]] = {
     "/vcc.v1.SitePeerService/PeerLink": frozenset({SITE}),
     # A site, to the exchange's trunk gateway.
     "/vcc.v1.TrunkIngressService/PlaceCall": frozenset({TRUNK}),
+    "/vcc.v1.TrunkIngressService/Signalling": frozenset({TRUNK}),
     # Central's audit log: each site writes its own entries; operators read them.
     "/vcc.v1.AuditService/RecordAudit": frozenset({SITE}),
     "/vcc.v1.AuditService/ListAudit": frozenset({TOOL}),

@@ -1,4 +1,5 @@
-"""gRPC adapter of the trunk side: one PlaceCall stream is one trunk channel for one call."""
+"""gRPC adapter of the trunk side: one PlaceCall stream is one trunk channel for one call; one
+Signalling stream a trunk group link's signalling, for many calls (`trunk_link.py`)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from typing import Any
 import grpc
 
 from site_node.callcontrol import Switchboard
-from site_node.grpc_api import convert
+from site_node.grpc_api.trunk_link import SignallingLink, already_ended, offer_call
 from site_node.runtime import CallerLine, SiteRuntime
 from vcc import logs
 from vcc.errors import AlreadyExists, InvalidArgument, VccError
-from vcc.rpc import maps_stream_errors, timestamp
+from vcc.rpc import maps_stream_errors
 from vcc.v1 import trunk_pb2, trunk_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -57,13 +58,7 @@ class TrunkIngress(trunk_pb2_grpc.TrunkIngressServiceServicer):
             over = self.sb.ended_outcome(offer.idempotency_key)
             if over is not None:
                 # The call this key made is over: tell the retry how it ended, create nothing.
-                yield trunk_pb2.PlaceCallResponse(
-                    call_id=over[0],
-                    at=timestamp(self.rt.clock()),
-                    ended=trunk_pb2.CallEnded(
-                        outcome=convert.outcome_to_proto(over[1]), reason="already-ended"
-                    ),
-                )
+                yield already_ended(self.rt, over)
                 return
             if call_id in self.rt.callers:
                 # The key is bound to the stream that made the call: a second stream for a live
@@ -73,16 +68,7 @@ class TrunkIngress(trunk_pb2_grpc.TrunkIngressServiceServicer):
             # The first stream is gone but the call is not over yet: this one is its caller now.
             self.rt.attach_caller(call_id, line)
         else:
-            call_id = self.rt.offer(
-                line,
-                idempotency_key=offer.idempotency_key,
-                ani=offer.ani,
-                dnis=offer.dnis,
-                trunk_group=offer.trunk_group,
-                call_id=offer.call_id,
-                attached=dict(offer.attached_data),
-                dial_id=offer.dial_id,
-            )
+            call_id = offer_call(self.rt, line, offer.idempotency_key, offer)
         # This RPC's task (and its reader) is this call's: every line it logs names it.
         logs.bind_context(call_id=call_id)
         reader = asyncio.create_task(self._caller_actions(call_id, request_iterator))
@@ -110,6 +96,17 @@ class TrunkIngress(trunk_pb2_grpc.TrunkIngressServiceServicer):
             if not ended and self.rt.callers.get(call_id) is line:
                 # The caller's stream broke: the channel is released as a hang-up.
                 self._hang_up(call_id, "caller-stream-lost")
+
+    @maps_stream_errors
+    async def Signalling(
+        self,
+        request_iterator: AsyncIterator[trunk_pb2.SignallingRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[trunk_pb2.SignallingResponse]:
+        # Closed here and at once however the stream ends: its cleanup hangs its calls up.
+        async with contextlib.aclosing(SignallingLink(self.rt).serve(request_iterator, context)) as link:
+            async for message in link:
+                yield message
 
     async def _caller_actions(self, call_id: str, actions: AsyncIterator[trunk_pb2.PlaceCallRequest]) -> None:
         try:

@@ -44,6 +44,7 @@ def test_the_table_names_only_known_kinds_and_never_everyone_for_writes() -> Non
     assert METHOD_KINDS["/vcc.v1.CentralService/StreamSiteState"] == {"site"}
     assert METHOD_KINDS["/vcc.v1.SitePeerService/ServeCall"] == {"site"}
     assert METHOD_KINDS["/vcc.v1.TrunkIngressService/PlaceCall"] == {"trunk"}
+    assert METHOD_KINDS["/vcc.v1.TrunkIngressService/Signalling"] == {"trunk"}
 
 
 def test_docs_role_table() -> None:

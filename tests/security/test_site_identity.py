@@ -191,6 +191,14 @@ async def test_each_client_kind_stays_in_its_lane(node: SiteNode, certs: Certs) 
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stream.read()
         assert info.value.code() == Code.PERMISSION_DENIED
+        # Nor open a trunk link (the same kind as PlaceCall: the trunk's).
+        link = trunk_pb2_grpc.TrunkIngressServiceStub(ch).Signalling(timeout=5)
+        trunk_offer = trunk_pb2.CallOffer(ani="13800000001", dnis="10000")
+        signal = trunk_pb2.CallSignal(call_ref="k", offer=trunk_offer)
+        await link.write(trunk_pb2.SignallingRequest(signals=[signal]))
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await link.read()
+        assert info.value.code() == Code.PERMISSION_DENIED
     assert node.switchboard.calls == {}
 
 

@@ -12,7 +12,7 @@ import contextlib
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +80,8 @@ class FakeSite(trunk_pb2_grpc.TrunkIngressServiceServicer, cti_pb2_grpc.AgentDes
         # A slow site: the caller's first messages (accepted, the menu) wait this long.
         self.accept_delay_s = 0.0
         self.waiting: deque[FakeCall] = deque()
+        # Trunk links (Signalling streams) opened.
+        self.links = 0
         self.server: grpc.aio.Server | None = None
         self.address = ""
 
@@ -280,6 +282,15 @@ class FakeSite(trunk_pb2_grpc.TrunkIngressServiceServicer, cti_pb2_grpc.AgentDes
             # The stream went away (cancelled by the caller): that is a hang-up.
             self.caller_hangs_up(call)
 
+    async def Signalling(
+        self, request_iterator: Any, context: Any
+    ) -> AsyncIterator[trunk_pb2.SignallingResponse]:
+        self.links += 1
+        link = link_over_place_call(self.PlaceCall, request_iterator, context)
+        async with contextlib.aclosing(link) as messages:
+            async for message in messages:
+                yield message
+
     async def _read_caller(self, call: FakeCall, requests: Any) -> None:
         try:
             async for request in requests:
@@ -443,3 +454,66 @@ class FakeSite(trunk_pb2_grpc.TrunkIngressServiceServicer, cti_pb2_grpc.AgentDes
                 yield event
         finally:
             agent.streaming = False
+
+
+async def link_over_place_call(
+    place_call: Any, request_iterator: Any, context: Any
+) -> AsyncGenerator[trunk_pb2.SignallingResponse]:
+    """A trunk link (Signalling) served by a PlaceCall handler: each call reference's signals are a
+    PlaceCall stream of its own inside, its progress tagged back, every report ready at one moment
+    in one message. The link's end is every caller on it hanging up (their streams cancelled)."""
+    out: asyncio.Queue[trunk_pb2.CallReport | None] = asyncio.Queue()
+    calls: dict[str, asyncio.Queue[trunk_pb2.PlaceCallRequest | None]] = {}
+    tasks: set[asyncio.Task[None]] = set()
+    reading = True
+
+    async def one_call(ref: str, inbox: asyncio.Queue[trunk_pb2.PlaceCallRequest | None]) -> None:
+        async def requests() -> AsyncIterator[trunk_pb2.PlaceCallRequest]:
+            while (request := await inbox.get()) is not None:
+                yield request
+
+        try:
+            async for response in place_call(requests(), context):
+                out.put_nowait(trunk_pb2.CallReport(call_ref=ref, progress=response))
+        finally:
+            calls.pop(ref, None)
+            out.put_nowait(None)
+
+    async def pump() -> None:
+        try:
+            async for message in request_iterator:
+                for signal in message.signals:
+                    kind = signal.WhichOneof("action")
+                    inbox = calls.get(signal.call_ref)
+                    if kind == "offer" and inbox is None:
+                        inbox = calls[signal.call_ref] = asyncio.Queue()
+                        task = asyncio.create_task(one_call(signal.call_ref, inbox))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+                    if inbox is not None and kind is not None:
+                        inbox.put_nowait(trunk_pb2.PlaceCallRequest(**{kind: getattr(signal, kind)}))
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            pass
+        finally:
+            nonlocal reading
+            reading = False
+            out.put_nowait(None)
+
+    pumping = asyncio.create_task(pump())
+    try:
+        while True:
+            first = await out.get()
+            batch = [first] if first is not None else []
+            while not out.empty():
+                item = out.get_nowait()
+                if item is not None:
+                    batch.append(item)
+            if batch:
+                yield trunk_pb2.SignallingResponse(reports=batch)
+            if not reading and not calls:
+                return
+    finally:
+        pumping.cancel()
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(pumping, *tasks, return_exceptions=True)

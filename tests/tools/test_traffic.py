@@ -20,6 +20,16 @@ from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2
 AGENTS = {"0101": "123456", "0102": "123456", "0103": "123456"}
 
 
+# How this test's callers reach the site: its trunk link, or a PlaceCall stream each.
+_MODE = {"trunk_link": True}
+
+
+@pytest.fixture(autouse=True, params=[True, False], ids=["link", "per-call"])
+def trunk_link(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    monkeypatch.setitem(_MODE, "trunk_link", request.param)
+    return bool(request.param)
+
+
 @pytest.fixture
 async def site() -> AsyncIterator[FakeSite]:
     fake = FakeSite(agents=dict(AGENTS))
@@ -29,14 +39,14 @@ async def site() -> AsyncIterator[FakeSite]:
 
 
 def plan_for(site: FakeSite, **kwargs: object) -> TrafficPlan:
-    options: dict[str, object] = {"duration_s": 0.5, "seed": 7}
+    options: dict[str, object] = {"duration_s": 0.5, "seed": 7, "trunk_link": _MODE["trunk_link"]}
     options.update(kwargs)
     rate = options.pop("rate_per_s", 30.0)
     assert isinstance(rate, float)
     return TrafficPlan(loads=[SiteLoad("gz", site.address, rate)], **options)  # type: ignore[arg-type]
 
 
-async def test_answered_calls_journal_and_reconcile(site: FakeSite, tmp_path: Path) -> None:
+async def test_answered_calls_journal_and_reconcile(site: FakeSite, tmp_path: Path, trunk_link: bool) -> None:
     stop = asyncio.Event()
     robots = asyncio.create_task(
         run_robots(site.address, list(AGENTS.items()), RobotPolicy(handle_time_mean_s=0.01, seed=3), stop)
@@ -51,6 +61,11 @@ async def test_answered_calls_journal_and_reconcile(site: FakeSite, tmp_path: Pa
     assert views, "the seeded plan offers calls"
     assert [v.outcome for v in views] == ["answered"] * len(views)
     assert stats.answered == len(views)
+    # Every call on the one link, or a stream each; a link's message counted once among its calls.
+    assert site.links == (1 if trunk_link else 0)
+    assert all(v.messages_in > 0 and v.messages_out > 0 for v in views)
+    if not trunk_link:
+        assert all(v.messages_in == int(v.messages_in) for v in views)
     for view in views:
         kinds = [kind for kind, _, _ in view.progress]
         assert kinds[:4] == ["accepted", "prompt", "digits", "queued"]

@@ -680,7 +680,8 @@ def throughput_cmd(
             "journeys), poplookups (one screen-pop look-up per call, VCC_SCREEN_POP_BATCH=0), "
             "reparse (the shipper parses the stored events again, VCC_SHIPPER_RAW=0), poplinger "
             "(screen pops sent each turn, VCC_SCREEN_POP_LINGER_S=0), site8 (poplookups and "
-            "reparse), wave8 (before8 and site8)."
+            "reparse), wave8 (before8 and site8), per-call-trunk (a PlaceCall stream per call instead "
+            "of the site's one trunk link)."
         ),
     ] = None,
     profile: Annotated[

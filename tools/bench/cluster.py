@@ -176,6 +176,9 @@ class Variant:
     # Callers and robots take their streams' messages in batches (CallOffer.batched,
     # StreamEventsRequest.batched).
     batched: bool = True
+    # The callers of each site share one trunk link (a Signalling stream, wave 8); False: a
+    # PlaceCall stream per call.
+    trunk_link: bool = True
     # Fields of every site's province config (SiteConfig), on top of the generated ones.
     site_settings: Mapping[str, Any] = field(default_factory=dict)
 
@@ -205,6 +208,8 @@ COMPARISONS: dict[str, Variant] = {
     ),
     # ... and callers and desktops take one message per step.
     "batch": Variant("one stream message per step (no batches)", batched=False),
+    # Wave 8: the trunk's calls on one signalling link per site, against a stream per call.
+    "per-call-trunk": Variant("a PlaceCall stream per call (no trunk link)", trunk_link=False),
 }
 # Python's cyclic collector run less often in every process of the province (VCC_GC_GEN0).
 COMPARISONS["gc"] = Variant("young collections every 50,000 allocations", {"VCC_GC_GEN0": "50000"})
@@ -646,6 +651,7 @@ async def _one_step(
         dnis=cluster.config.province.service_number,
         customers=SEED_CUSTOMERS,
         batched=variant.batched,
+        trunk_link=variant.trunk_link,
     )
     load_before = os.getloadavg()
     desk_before = _desk_messages(robot_stats)

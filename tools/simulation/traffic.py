@@ -1,11 +1,13 @@
-"""The caller generator: Poisson arrivals per site, each caller a PlaceCall stream on a trunk.
+"""The caller generator: Poisson arrivals per site, each caller a call reference on the site's trunk
+link (one Signalling stream per site for all its calls) or a PlaceCall stream of its own.
 
 What every caller saw is kept in a CallerView, independently of central's records, so that the
 report can measure the platform from the outside and reconcile it with central afterwards.
 
 Callers answer each IVR prompt with a digit drawn by weight, hang up when their patience runs out
 (counted from the moment they dialled) unless an agent answered, and otherwise wait for `ended`.
-A stream that breaks before `ended` is a "lost" call, with the error kept.
+A call whose stream or link breaks before `ended` (or whose signal the site refused) is a "lost"
+call, with the error kept.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import IO, Literal
 
 import grpc
 
+from tools.simulation.trunk_paths import CallPath, PathBroken, Trunk
 from vcc import rpc
 from vcc.tls import TRUNK, central_server, site_server
 from vcc.v1 import central_pb2, central_pb2_grpc, common_pb2, trunk_pb2, trunk_pb2_grpc
@@ -70,6 +73,9 @@ class TrafficPlan:
     central_addresses: tuple[str, ...] = ()
     # Callers take their progress in batches (CallOffer.batched): fewer messages per call.
     batched: bool = True
+    # The calls to a site share its trunk link (one Signalling stream); False: a PlaceCall
+    # stream per call.
+    trunk_link: bool = True
 
 
 @dataclass
@@ -97,9 +103,10 @@ class CallerView:
     skill_group: str
     reason: str = ""  # CallEnded.reason
     error: str = ""  # why the stream broke, for "lost"
-    # gRPC messages of the caller's stream: read from the site (a batch counted once), written.
-    messages_in: int = 0
-    messages_out: int = 0
+    # gRPC messages of the caller's stream: read from the site (a batch counted once), written. On
+    # a link, a message carrying k calls' signals or reports counts a k-th for each.
+    messages_in: float = 0.0
+    messages_out: float = 0.0
     ani: str = ""
     home_site_id: str = ""  # the caller's city; differs from entry_site_id when pre-routed
 
@@ -133,8 +140,8 @@ class CallerView:
             skill_group=text("skill_group"),
             reason=text("reason"),
             error=text("error"),
-            messages_in=int(str(data.get("messages_in") or 0)),
-            messages_out=int(str(data.get("messages_out") or 0)),
+            messages_in=float(str(data.get("messages_in") or 0)),
+            messages_out=float(str(data.get("messages_out") or 0)),
             ani=text("ani"),
             home_site_id=text("home_site_id"),
         )
@@ -192,7 +199,7 @@ class _Caller:
 
     def __init__(
         self,
-        stub: trunk_pb2_grpc.TrunkIngressServiceAsyncStub,
+        trunk: Trunk,
         site_id: str,
         *,
         ani: str,
@@ -200,21 +207,16 @@ class _Caller:
         digits: Sequence[tuple[str, float]],
         patience_s: float | None,
         rng: random.Random,
-        deadline_s: float,
         batched: bool = True,
     ) -> None:
-        self._stub = stub
+        self._trunk = trunk
         self._dnis = dnis
         self._batched = batched
         self._digits = digits
         self._patience_s = patience_s
         self._rng = rng
-        self._deadline_s = deadline_s
-        self._write_lock = asyncio.Lock()
         self._hang_up_task: asyncio.Task[None] | None = None
-        self._call: (
-            grpc.aio.StreamStreamCall[trunk_pb2.PlaceCallRequest, trunk_pb2.PlaceCallResponse] | None
-        ) = None
+        self._path: CallPath | None = None
         self.ended = False
         self.view = CallerView(
             key=uuid.uuid4().hex,
@@ -241,9 +243,9 @@ class _Caller:
         )
         try:
             await self._converse()
-        except grpc.aio.AioRpcError as exc:
+        except PathBroken as exc:
             if not self.ended:
-                self.view.error = f"{exc.code().name}: {exc.details()}"
+                self.view.error = exc.error
         finally:
             if patience is not None:
                 patience.cancel()
@@ -256,37 +258,26 @@ class _Caller:
 
     async def _converse(self) -> None:
         view = self.view
-        call = self._stub.PlaceCall(timeout=self._deadline_s)
-        self._call = call
+        path = self._trunk.path(view)
+        self._path = path
         view.offered_at = time.time()
         offer = trunk_pb2.CallOffer(
             idempotency_key=view.key, ani=view.ani, dnis=self._dnis, batched=self._batched
         )
         await self._write(trunk_pb2.PlaceCallRequest(offer=offer))
         while True:
-            response = await call.read()
-            if response is grpc.aio.EOF:
+            response = await path.read()
+            if response is None:
                 return
-            view.messages_in += 1
-            assert isinstance(response, trunk_pb2.PlaceCallResponse)
             await self._on_response(response)
             for step in response.then:  # the steps that came with it (a batched caller)
                 await self._on_response(step)
             if self.ended:
-                await self._done_writing()
-
-    async def _done_writing(self) -> None:
-        """Half-close after `ended`: nothing more to say; the site closes the stream."""
-        assert self._call is not None
-        async with self._write_lock:
-            with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
-                await self._call.done_writing()
+                await path.done_writing()
 
     async def _write(self, request: trunk_pb2.PlaceCallRequest) -> None:
-        assert self._call is not None
-        async with self._write_lock:  # grpc.aio allows one write in flight per stream
-            await self._call.write(request)
-        self.view.messages_out += 1
+        assert self._path is not None
+        await self._path.write(request)
 
     async def _on_response(self, response: trunk_pb2.PlaceCallResponse) -> None:
         view = self.view
@@ -345,7 +336,7 @@ class _Caller:
             view.progress.append(("digits", time.time(), {"digits": digit}))
             # The call may have ended meanwhile (a hang-up crossed the prompt): the write then fails,
             # and the `ended` already on its way is still read.
-            with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            with contextlib.suppress(PathBroken, asyncio.InvalidStateError):
                 await self._write(trunk_pb2.PlaceCallRequest(digits=trunk_pb2.CallerDigits(digits=digit)))
 
     def _choose_digit(self, choices: list[str]) -> str:
@@ -363,10 +354,10 @@ class _Caller:
             and self.view.error.startswith("UNAVAILABLE")
         )
 
-    def move_to(self, site_id: str, stub: trunk_pb2_grpc.TrunkIngressServiceAsyncStub) -> None:
+    def move_to(self, site_id: str, trunk: Trunk) -> None:
         """Pre-routed: the network delivers this call to another city, as a new attempt."""
-        self._stub = stub
-        self._call = None
+        self._trunk = trunk
+        self._path = None
         self._hang_up_task = None
         self.ended = False
         view = self.view
@@ -387,7 +378,7 @@ class _Caller:
 
     def hang_up(self, why: str, *, even_if_connected: bool = False) -> None:
         """Send a hang-up (patience ran out, or the drain deadline passed)."""
-        if self.ended or self._call is None or self._hang_up_task is not None:
+        if self.ended or self._path is None or self._hang_up_task is not None:
             return
         if self.view.answered_at is not None and not even_if_connected:
             return
@@ -396,7 +387,7 @@ class _Caller:
 
     async def _send_hang_up(self) -> None:
         # The stream may finish while we write: then the hang-up is moot.
-        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+        with contextlib.suppress(PathBroken, asyncio.InvalidStateError):
             await self._write(trunk_pb2.PlaceCallRequest(hang_up=trunk_pb2.CallerHangUp()))
 
 
@@ -432,9 +423,7 @@ class _Run:
             except Exception:
                 log.exception("on_call callback failed")
 
-    async def offer(
-        self, load: SiteLoad, stub: trunk_pb2_grpc.TrunkIngressServiceAsyncStub, start: float, call_end: float
-    ) -> None:
+    async def offer(self, load: SiteLoad, trunk: Trunk, start: float) -> None:
         """Poisson arrivals at one site from `start` for the plan's duration (loop clock)."""
         if load.rate_per_s <= 0:
             return
@@ -450,14 +439,13 @@ class _Run:
             if delay > 0:
                 await asyncio.sleep(delay)
             caller = _Caller(
-                stub,
+                trunk,
                 load.site_id,
                 ani=self.ani(rng),
                 dnis=self.plan.dnis,
                 digits=self.plan.digits,
                 patience_s=self.patience(rng),
                 rng=random.Random(rng.getrandbits(64)),
-                deadline_s=max(1.0, call_end - loop.time()),
                 batched=self.plan.batched,
             )
             self.callers.append(caller)
@@ -505,15 +493,17 @@ class _Network:
     """The exchange's side of pre-routing: it knows which cities are down or have full trunks and
     then asks central where to deliver a new call (SPEC F4/F14)."""
 
-    def __init__(
-        self, plan: TrafficPlan, stubs: dict[str, trunk_pb2_grpc.TrunkIngressServiceAsyncStub]
-    ) -> None:
+    def __init__(self, plan: TrafficPlan, trunks: dict[str, Trunk], call_end: float = 0.0) -> None:
         assert plan.central_address is not None
         self._replicas = list(dict.fromkeys([plan.central_address, *plan.central_addresses]))
         self._asking = plan.central_address
         self._central = rpc.channel(plan.central_address, persona=TRUNK, expect=central_server())
         self._router = central_pb2_grpc.CentralServiceStub(self._central)
-        self._stubs = stubs
+        self._plan = plan
+        self._call_end = call_end  # the loop's clock: a new site's link or streams' deadline
+        self._stubs = trunks
+        # The trunks to sites central named (closed with the network).
+        self._new_trunks: dict[str, Trunk] = {}
         self._channels: list[grpc.aio.Channel] = []
         self._trunks = {load.site_id: load.trunk_channels for load in plan.loads}
         self._in_flight: dict[str, int] = {}
@@ -533,8 +523,8 @@ class _Network:
                 if target is None:
                     caller.busy("province-busy")
                     return
-                site, stub = target
-                caller.move_to(site, stub)
+                site, trunk = target
+                caller.move_to(site, trunk)
             self._in_flight[site] = self._in_flight.get(site, 0) + 1
             try:
                 await caller.run()
@@ -546,9 +536,7 @@ class _Network:
             # The city did not answer at all: it is down for the network until a call gets through.
             self.down.add(site)
 
-    async def _pre_route(
-        self, home: str, ani: str
-    ) -> tuple[str, trunk_pb2_grpc.TrunkIngressServiceAsyncStub] | None:
+    async def _pre_route(self, home: str, ani: str) -> tuple[str, Trunk] | None:
         request = central_pb2.PreRouteCallRequest(home_site_id=home, ani=ani)
         reply: central_pb2.PreRouteCallResponse | None = None
         tried: set[str] = set()
@@ -575,7 +563,10 @@ class _Network:
             # The site central named must answer there (its certificate checked).
             channel = rpc.channel(reply.address, persona=TRUNK, expect=site_server(site))
             self._channels.append(channel)
-            self._stubs[site] = trunk_pb2_grpc.TrunkIngressServiceStub(channel)
+            stub = trunk_pb2_grpc.TrunkIngressServiceStub(channel)
+            self._stubs[site] = self._new_trunks.setdefault(
+                site, Trunk(stub, linked=self._plan.trunk_link, deadline_at=self._call_end)
+            )
         return site, self._stubs[site]
 
     def _follow(self, address: str) -> None:
@@ -585,6 +576,7 @@ class _Network:
         self._router = central_pb2_grpc.CentralServiceStub(self._central)
 
     async def close(self) -> None:
+        await asyncio.gather(*(trunk.close() for trunk in self._new_trunks.values()))
         for channel in (self._central, *self._channels):
             await channel.close()
 
@@ -611,20 +603,26 @@ async def run_traffic(
         load.address: rpc.channel(load.address, persona=TRUNK, expect=site_server(load.site_id))
         for load in plan.loads
     }
-    stubs = {address: trunk_pb2_grpc.TrunkIngressServiceStub(ch) for address, ch in channels.items()}
-    if plan.central_address is not None:
-        run.network = _Network(plan, {load.site_id: stubs[load.address] for load in plan.loads})
     loop = asyncio.get_running_loop()
     start = loop.time()
-    # Every stream's deadline: past the drain and the hang-up grace, so the generator ends first.
+    # Every stream's deadline (a link's too): past the drain and the hang-up grace, so the
+    # generator ends first.
     call_end = start + plan.duration_s + drain_timeout_s + HANG_UP_GRACE_S + 5.0
+    linked = plan.trunk_link
+    trunks = {
+        address: Trunk(trunk_pb2_grpc.TrunkIngressServiceStub(ch), linked=linked, deadline_at=call_end)
+        for address, ch in channels.items()
+    }
+    if plan.central_address is not None:
+        run.network = _Network(plan, {load.site_id: trunks[load.address] for load in plan.loads}, call_end)
     try:
         if book is not None:
             await book.open()
-        await asyncio.gather(*(run.offer(load, stubs[load.address], start, call_end) for load in plan.loads))
+        await asyncio.gather(*(run.offer(load, trunks[load.address], start) for load in plan.loads))
         await run.drain()
     finally:
         await run.cancel()
+        await asyncio.gather(*(trunk.close() for trunk in trunks.values()))
         if run.network is not None:
             await run.network.close()
         if book is not None:

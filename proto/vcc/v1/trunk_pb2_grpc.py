@@ -39,6 +39,11 @@ class TrunkIngressServiceStub:
                 request_serializer=vcc_dot_v1_dot_trunk__pb2.PlaceCallRequest.SerializeToString,
                 response_deserializer=vcc_dot_v1_dot_trunk__pb2.PlaceCallResponse.FromString,
                 _registered_method=True)
+        self.Signalling = channel.stream_stream(
+                '/vcc.v1.TrunkIngressService/Signalling',
+                request_serializer=vcc_dot_v1_dot_trunk__pb2.SignallingRequest.SerializeToString,
+                response_deserializer=vcc_dot_v1_dot_trunk__pb2.SignallingResponse.FromString,
+                _registered_method=True)
 
 
 class TrunkIngressServiceServicer:
@@ -52,6 +57,19 @@ class TrunkIngressServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Signalling(self, request_iterator, context):
+        """One long-lived stream per trunk group link (a media gateway, an exchange's side): the offers,
+        digits and hang-ups of many calls, each signal tagged with its call's reference; the site
+        answers each call's progress tagged the same way, the steps of several calls written at the
+        same moment in one message. Each call means what it means on PlaceCall (a channel held from
+        offer to release, an idempotent re-offer); a bad signal is answered with an error for its call
+        reference alone. The stream ending before a call's `ended` (cancelled, cut) counts as every
+        caller on it hanging up.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrunkIngressServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +77,11 @@ def add_TrunkIngressServiceServicer_to_server(servicer, server):
                     servicer.PlaceCall,
                     request_deserializer=vcc_dot_v1_dot_trunk__pb2.PlaceCallRequest.FromString,
                     response_serializer=vcc_dot_v1_dot_trunk__pb2.PlaceCallResponse.SerializeToString,
+            ),
+            'Signalling': grpc.stream_stream_rpc_method_handler(
+                    servicer.Signalling,
+                    request_deserializer=vcc_dot_v1_dot_trunk__pb2.SignallingRequest.FromString,
+                    response_serializer=vcc_dot_v1_dot_trunk__pb2.SignallingResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -88,6 +111,33 @@ class TrunkIngressService:
             '/vcc.v1.TrunkIngressService/PlaceCall',
             vcc_dot_v1_dot_trunk__pb2.PlaceCallRequest.SerializeToString,
             vcc_dot_v1_dot_trunk__pb2.PlaceCallResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Signalling(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/vcc.v1.TrunkIngressService/Signalling',
+            vcc_dot_v1_dot_trunk__pb2.SignallingRequest.SerializeToString,
+            vcc_dot_v1_dot_trunk__pb2.SignallingResponse.FromString,
             options,
             channel_credentials,
             insecure,
