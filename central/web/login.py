@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from central.audit import AuditEntry
+from central.db.engine import writer
 from central.db.models import Base
 from central.db.session_models import DashboardLoginGuard, DashboardSession
 from vcc import people
@@ -99,6 +100,9 @@ class DatabaseBook:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        # Writes take SQLite's write lock at BEGIN (another replica's writer is waited for, as
+        # busy_timeout says, instead of a deferred transaction failing "database is locked").
+        self._writer = writer(engine)
 
     async def get(self, digest: str) -> OperatorSession | None:
         async with self._engine.connect() as conn:
@@ -108,7 +112,7 @@ class DatabaseBook:
         return OperatorSession("", row.login, row.role, row.created_at, row.seen_at)
 
     async def put(self, digest: str, s: OperatorSession) -> None:
-        async with self._engine.begin() as conn:
+        async with self._writer.begin() as conn:
             await conn.execute(
                 _TABLE.insert().values(
                     token_hash=digest, login=s.login, role=s.role, created_at=s.created_at, seen_at=s.seen_at
@@ -116,16 +120,16 @@ class DatabaseBook:
             )
 
     async def touch(self, digest: str, seen_at: float) -> None:
-        async with self._engine.begin() as conn:
+        async with self._writer.begin() as conn:
             await conn.execute(_TABLE.update().where(_TABLE.c.token_hash == digest).values(seen_at=seen_at))
 
     async def delete(self, digest: str) -> bool:
-        async with self._engine.begin() as conn:
+        async with self._writer.begin() as conn:
             done = await conn.execute(_TABLE.delete().where(_TABLE.c.token_hash == digest))
         return bool(done.rowcount)
 
     async def sweep(self, idle_before: float, created_before: float) -> None:
-        async with self._engine.begin() as conn:
+        async with self._writer.begin() as conn:
             await conn.execute(
                 _TABLE.delete().where(
                     sa.or_(_TABLE.c.seen_at < idle_before, _TABLE.c.created_at < created_before)
@@ -172,6 +176,10 @@ class DatabaseGuard:
 
     def __init__(self, engine: AsyncEngine, policy: LoginPolicy) -> None:
         self._engine = engine
+        # A failure is read, then written, in one transaction: under a deferred BEGIN, SQLite
+        # refuses the write at once ("database is locked", no busy wait) when another replica
+        # wrote since the read; BEGIN IMMEDIATE takes the lock first, waiting its busy timeout.
+        self._writer = writer(engine)
         self.policy = policy
 
     async def refusal(self, now: float, login: str, host: str) -> str:
@@ -188,7 +196,7 @@ class DatabaseGuard:
 
     async def failed(self, now: float, login: str, host: str) -> list[Lockout]:
         out = []
-        async with self._engine.begin() as conn:
+        async with self._writer.begin() as conn:
             for kind, key in (("code", login), ("source", host)):
                 where = sa.and_(_GUARD.c.kind == kind, _GUARD.c.key == key)
                 row = (await conn.execute(sa.select(_GUARD).where(where).with_for_update())).first()
@@ -207,13 +215,13 @@ class DatabaseGuard:
 
     async def succeeded(self, login: str) -> None:
         """The right password forgives the name's failures (asked only when it is not locked)."""
-        async with self._engine.begin() as conn:
+        async with self._writer.begin() as conn:
             await conn.execute(_GUARD.delete().where(_GUARD.c.kind == "code", _GUARD.c.key == login))
 
     async def sweep(self, now: float) -> None:
         """Rows whose failures are all out of their window and whose lockout is over."""
         longest = max(max(limits(self.policy, k)[1:]) for k in ("code", "source"))
-        async with self._engine.begin() as conn:
+        async with self._writer.begin() as conn:
             await conn.execute(
                 _GUARD.delete().where(_GUARD.c.changed_at < now - longest, _GUARD.c.locked_until <= now)
             )

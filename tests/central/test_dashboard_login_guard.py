@@ -5,7 +5,9 @@ answers as the pure policy (vcc.login_guard) in virtual time."""
 from __future__ import annotations
 
 import random
+import sqlite3
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -74,3 +76,42 @@ async def test_the_sweep_forgets_only_what_no_longer_counts(engine: AsyncEngine)
     assert keys == {"recent", "h2"}
     assert await guard.failed(701.0, "recent", "h3") == []
     assert [lock.kind for lock in await guard.failed(702.0, "recent", "h4")] == ["code"]
+
+
+async def test_a_failure_counted_while_another_replica_writes_waits_for_it_not_fails(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    """Two replicas on one SQLite file: another replica's write lands between this one's read
+    of the failures and its write of the next. Under a deferred BEGIN SQLite refused that write
+    at once ("database is locked", a 500 at the dashboard's login, seen in a fresh-clone run);
+    the guard's transaction takes the write lock first, so the other replica waits instead."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's row locks serialise the two without this")
+    path = sa.engine.make_url(database_url).database
+    assert path
+    guard = DatabaseGuard(engine, POLICY)
+    other_wrote: list[bool] = []
+
+    def other_replica_writes(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if other_wrote or not statement.lstrip().upper().startswith(("INSERT", "UPDATE")):
+            return
+        other = sqlite3.connect(path, timeout=0)  # no waiting: is the guard holding the lock?
+        try:
+            other.execute(
+                "INSERT INTO dashboard_login_guard (kind, key, failures, locked_until, changed_at) "
+                "VALUES ('code', 'other-replica', '[]', 0, 0)"
+            )
+            other.commit()
+            other_wrote.append(True)
+        except sqlite3.OperationalError:
+            other_wrote.append(False)  # locked: the guard took the write lock at its BEGIN
+        finally:
+            other.close()
+
+    sa.event.listen(engine.sync_engine, "before_cursor_execute", other_replica_writes)
+    try:
+        assert await guard.failed(100.0, "ops", "10.0.0.1") == []
+    finally:
+        sa.event.remove(engine.sync_engine, "before_cursor_execute", other_replica_writes)
+    assert other_wrote == [False]
+    assert await MemoryGuard(POLICY).failed(100.0, "ops", "10.0.0.1") == []
