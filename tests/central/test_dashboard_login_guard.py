@@ -114,4 +114,3 @@ async def test_a_failure_counted_while_another_replica_writes_waits_for_it_not_f
     finally:
         sa.event.remove(engine.sync_engine, "before_cursor_execute", other_replica_writes)
     assert other_wrote == [False]
-    assert await MemoryGuard(POLICY).failed(100.0, "ops", "10.0.0.1") == []
