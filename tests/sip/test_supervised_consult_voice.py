@@ -23,6 +23,7 @@ from tests.sip.voice import (
     all_heard,
     console_login,
     dial,
+    dumps,
     hang_up,
     phone,
     site_node,
@@ -79,7 +80,7 @@ async def test_a_supervised_consultation_and_conference_carry_each_partys_voice_
     agent, colleague = [a.code for a in node.site.agents if "general" in a.skills and a.role == "agent"][:2]
     leader = next(a.code for a in node.site.agents if a.role == "group_leader")
     procs = [
-        await start_phone(phone(tmp_path / f"phone-{code}", code, sip, hz))
+        await start_phone(phone(tmp_path / f"phone-{code}", code, sip, hz), log=True)
         for code, hz in ((agent, AGENT_HZ), (colleague, COLLEAGUE_HZ), (leader, LEADER_HZ))
     ]
     desk_a, desk_b = Desktop(rpc.channel(node.address), agent), Desktop(rpc.channel(node.address), colleague)
@@ -193,6 +194,14 @@ async def test_a_supervised_consultation_and_conference_carry_each_partys_voice_
     def heard_by(code: str) -> list[dict[float, float]]:
         return [levels(w) for w in windows(all_heard(tmp_path / f"phone-{code}"))]
 
+    # What each phone's dumps hold (bytes), for a failure's message: a phone that heard too little
+    # is told apart from one that heard the wrong party. (Its log, phone-CODE/log, says when
+    # baresip reopened a dump: at each re-INVITE that is not sendrecv.)
+    kept = {
+        c: [(d.name, d.stat().st_size) for d in dumps(tmp_path / f"phone-{c}")]
+        for c in (agent, colleague, leader)
+    }
+
     def held(w: dict[float, float]) -> bool:
         """No tone of the caller's in this half second: the caller is held (or not on the call)."""
         return max(w[hz] for hz in TONES.values()) < SILENT
@@ -219,7 +228,7 @@ async def test_a_supervised_consultation_and_conference_carry_each_partys_voice_
     # hold the next or the one before: a dump has no samples for the gap of a re-pairing.)
     heard_a = heard_by(agent)
     consult_a = [w for w in heard_a if w[COLLEAGUE_HZ] > HEARD and held(w)]
-    assert len(consult_a) >= 3 and all(w[LEADER_HZ] < SILENT for w in consult_a[1:-1]), heard_a
+    assert len(consult_a) >= 3 and all(w[LEADER_HZ] < SILENT for w in consult_a[1:-1]), (kept, heard_a)
     whispered = saying(heard_a, "whisper")
     assert sum(w[LEADER_HZ] > HEARD and w[COLLEAGUE_HZ] > HEARD for w in whispered) >= 2, heard_a
     assert sum(w[LEADER_HZ] > HEARD for w in saying(heard_a, "barge")) >= 2, heard_a
@@ -228,6 +237,6 @@ async def test_a_supervised_consultation_and_conference_carry_each_partys_voice_
     heard_b = heard_by(colleague)
     assert any(w[AGENT_HZ] > HEARD and held(w) for w in heard_b), heard_b
     whispered = saying(heard_b, "whisper")
-    assert len(whispered) >= 3 and all(w[AGENT_HZ] > HEARD for w in whispered[1:-1]), heard_b
+    assert len(whispered) >= 3 and all(w[AGENT_HZ] > HEARD for w in whispered[1:-1]), (kept, heard_b)
     assert all(w[LEADER_HZ] < SILENT for w in whispered[1:-1]), heard_b
     assert sum(w[LEADER_HZ] > HEARD for w in saying(heard_b, "barge")) >= 2, heard_b

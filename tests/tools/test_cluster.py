@@ -87,6 +87,20 @@ async def test_terminate_falls_back_to_sigkill(tmp_path: Path) -> None:
     assert proc.exit_code == -9
 
 
+async def test_a_process_that_exits_by_itself_is_told_from_one_that_was_stopped(tmp_path: Path) -> None:
+    alone = python_process(tmp_path, "import sys; print('segfault in the board driver'); sys.exit(7)")
+    alone.spawn()
+    assert await alone.wait_exit(30)
+    how = alone.exited_by_itself()
+    assert how is not None and "code 7" in how and "segfault in the board driver" in how
+    stopped = python_process(tmp_path, "import time; print('up', flush=True); time.sleep(60)")
+    stopped.spawn()
+    assert stopped.exited_by_itself() is None  # still running
+    await _logged(stopped, "up")
+    await stopped.terminate(grace_s=5)
+    assert stopped.exited_by_itself() is None
+
+
 async def _logged(proc: ManagedProcess, text: str) -> None:
     async def check() -> bool:
         return text in proc.log_tail()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -51,6 +52,8 @@ from vcc.membership import LeaderInfo, central_leader_key, decode_leader
 from vcc.rpc import wait_serving
 from vcc.tls import TlsFiles, etcd_client
 
+log = logging.getLogger(__name__)
+
 DEFAULT_RUN_DIR = Path("run/cluster")
 STATE_FILE = "cluster.json"
 CONFIG_FILE = "province.yaml"
@@ -79,6 +82,8 @@ class ManagedProcess:
     # Guards against signalling a recycled pid after the process is long gone.
     create_time: float = 0.0
     popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    # A signal was sent to it (a stop, a kill of a chaos test): its exit was asked for.
+    signalled: bool = field(default=False, repr=False)
 
     def spawn(self, env: Mapping[str, str] | None = None) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,6 +105,7 @@ class ManagedProcess:
     def adopt(self, popen: subprocess.Popen[bytes]) -> None:
         self.popen = popen
         self.pid = popen.pid
+        self.signalled = False
         try:
             self.create_time = psutil.Process(popen.pid).create_time()
         except psutil.Error:
@@ -125,6 +131,7 @@ class ManagedProcess:
     def send(self, sig: signal.Signals) -> None:
         if not self.alive():
             return
+        self.signalled = True
         # Own session: the process group id is the pid; children of the process get it too.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)
@@ -147,6 +154,13 @@ class ManagedProcess:
     async def kill(self) -> None:
         self.send(signal.SIGKILL)
         await self.wait_exit(STOP_GRACE_S)
+
+    def exited_by_itself(self) -> str | None:
+        """How it ended, with the last lines of its log, if it has exited without being asked to."""
+        if self.pid == 0 or self.signalled or self.alive():
+            return None
+        tail = self.log_tail()
+        return f"{self.name} exited by itself (code {self.exit_code}); last lines of {self.log_path}:\n{tail}"
 
     def log_tail(self, lines: int = 25) -> str:
         try:
@@ -539,7 +553,11 @@ class Cluster:
         return proc is not None and proc.alive()
 
     async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
-        """Sites first (they flush to central), then central, then etcd; SIGKILL whoever lingers."""
+        """Sites first (they flush to central), then central, then etcd; SIGKILL whoever lingers.
+        A process that had exited without being asked to is logged, with its log's last lines."""
+        for proc in self.processes:
+            if (how := proc.exited_by_itself()) is not None:
+                log.error("%s", how)
         await asyncio.gather(*(p.terminate(grace_s) for p in self.sites.values()))
         # Followers first: the leader then has nobody to hand over to, and no election runs.
         for proc in reversed(self.centrals.values()):
