@@ -238,6 +238,8 @@ def vcc_command(*args: str) -> list[str]:
 def _child_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
+    # A crash (SIGSEGV, SIGABRT in a C extension) leaves every thread's Python stack in the log.
+    env.setdefault("PYTHONFAULTHANDLER", "1")
     return env
 
 
