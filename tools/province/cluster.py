@@ -156,11 +156,12 @@ class ManagedProcess:
         await self.wait_exit(STOP_GRACE_S)
 
     def exited_by_itself(self) -> str | None:
-        """How it ended, with the last lines of its log, if it has exited without being asked to."""
+        """How it ended, with the last lines of its log, if it has exited without a signal from this
+        cluster (a crash; or a stop by another process, such as `vcc chaos kill-site`)."""
         if self.pid == 0 or self.signalled or self.alive():
             return None
         tail = self.log_tail()
-        return f"{self.name} exited by itself (code {self.exit_code}); last lines of {self.log_path}:\n{tail}"
+        return f"{self.name} exited unasked (code {self.exit_code}); last lines of {self.log_path}:\n{tail}"
 
     def log_tail(self, lines: int = 25) -> str:
         try:
@@ -556,7 +557,7 @@ class Cluster:
 
     async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """Sites first (they flush to central), then central, then etcd; SIGKILL whoever lingers.
-        A process that had exited without being asked to is logged, with its log's last lines."""
+        A process that had exited unasked (exited_by_itself) is logged, with its log's last lines."""
         for proc in self.processes:
             if (how := proc.exited_by_itself()) is not None:
                 log.error("%s", how)
