@@ -244,7 +244,11 @@ class SiteNode:
             site.id,
             self.leader.address,
             on_dead_letter=self._dead_letter,
-            tracing=ShipTracing(self.tracing.tracer, calls) if calls is not None else None,
+            tracing=(
+                ShipTracing(self.tracing.tracer, calls, self.runtime.observers.catch_up)
+                if calls is not None
+                else None
+            ),
         )
         self.membership = Membership(
             list(etcd.endpoints),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from opentelemetry import context as otel_context
@@ -192,18 +192,25 @@ class CallTracer:
 
 class ShipTracing:
     """The shipper's spans: `records.ship` per batch (current while the batch is sent, so central's
-    IngestCallEvents continues it; linked to each call's trace), then `record.shipped` per call."""
+    IngestCallEvents continues it; linked to each call's trace), then `record.shipped` per call.
+    `catch_up`: the steps not yet observed are observed first (site_node/step_observers.py), so
+    that every call of the batch has its span to link to."""
 
-    def __init__(self, tracer: Tracer, calls: CallTracer) -> None:
+    def __init__(
+        self, tracer: Tracer, calls: CallTracer, catch_up: Callable[[], None] = lambda: None
+    ) -> None:
         self._tracer = tracer
         self._calls = calls
+        self._catch_up = catch_up
 
     @contextlib.contextmanager
     def batch(self, call_ids: Sequence[str], events: int) -> Iterator[None]:
+        self._catch_up()
         with self._tracer.start_as_current_span(
             "records.ship", links=self._calls.links(call_ids), attributes={"vcc.events": events}
         ):
             yield
 
     def shipped(self, call_ids: Sequence[str], sent_at: float, acked_at: float) -> None:
+        self._catch_up()
         self._calls.shipped(call_ids, sent_at, acked_at)

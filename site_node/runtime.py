@@ -38,6 +38,7 @@ from site_node.callcontrol.domain import (
 from site_node.grpc_api import convert
 from site_node.records.open_items import kept_row
 from site_node.records.outbox import KeptItem
+from site_node.step_observers import StepObservers
 from site_node.transition_log import TransitionLog
 from vcc.errors import Unavailable, VccError
 from vcc.rpc import timestamp
@@ -148,6 +149,10 @@ class SiteRuntime:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = float("inf")
         self._transitions = TransitionLog(switchboard.site_id)
+        # The line per transition and the call's spans, once the step's messages are on their way.
+        self.observers = StepObservers(
+            [self._transitions.observe, *([tracer.observe] if tracer is not None else [])]
+        )
         self.closed = False
         # Wired by the composition root once the links exist (None: a site on its own).
         self.province: Province | None = None
@@ -206,9 +211,7 @@ class SiteRuntime:
                 line.put((old.last, None))
 
     def apply(self, effects: Sequence[Effect]) -> None:
-        self._transitions.observe(effects)
-        if self.tracer is not None:
-            self.tracer.observe(effects)
+        self.observers.saw(effects)
         batch: list[common_pb2.CallEvent] = []
         # Callbacks and messages changed: durable with the events (the same commit).
         kept: list[KeptItem] = []
@@ -248,6 +251,7 @@ class SiteRuntime:
             self._to_desktops(desk)
         if batch or kept:
             self._journal.append(batch, kept)
+        self.observers.step_done()
         if self.sb.supervising and effects:
             # Supervision follows the calls it watches (ends with the agent's leg): one more
             # pure step over the state these effects left, whose own effects need no follow-up.
@@ -308,7 +312,13 @@ class SiteRuntime:
                 p.to_origin(fx)
 
     def _call_context(self, call_id: str) -> contextlib.AbstractContextManager[None]:
-        return self.tracer.context_of(call_id) if self.tracer is not None else contextlib.nullcontext()
+        if self.tracer is None:
+            return contextlib.nullcontext()
+        if self.tracer.span_context(call_id) is None:
+            # The call's span is made by the observers: a call new in this very step is observed
+            # now, so that the RPC made for it continues its trace.
+            self.observers.catch_up()
+        return self.tracer.context_of(call_id)
 
     def loop_soon(self, action: Callable[[], object]) -> None:
         """Run `action` on the next loop iteration (never re-entrantly inside apply)."""
@@ -485,6 +495,7 @@ class SiteRuntime:
         if self.closed:
             return
         self.apply(self.sb.shutdown(self.clock()))
+        self.observers.catch_up()
         self.closed = True
         if self._timer is not None:
             self._timer.cancel()

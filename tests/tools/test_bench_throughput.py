@@ -364,3 +364,15 @@ def test_pairs_alternate_their_order_and_report_the_median_ratio(monkeypatch: py
     assert result["median_ratio"][50.0]["cluster (sites + central)"] == 1.15
     # "all" counts the bench client (1 ms here): 2.1/2, 2.0/2, 2.3/2, 2.2/2 -> median 1.075.
     assert result["median_ratio"][50.0]["all"] == 1.075
+
+
+def test_the_routing_bench_takes_comparisons_of_the_environment_only() -> None:
+    assert bench.routing_variant("instep").env == {"VCC_OBSERVE_AFTER_STEP": "0"}
+    with pytest.raises(ValueError, match="one of"):
+        bench.routing_variant("nonesuch")
+    with pytest.raises(ValueError, match="switches nothing"):
+        bench.routing_variant("again")
+    # Traces off, a robots' setting, a site's config: the routing bench sets those up itself.
+    for name in ("observability", "answer", "fold"):
+        with pytest.raises(ValueError, match="more than the processes' environment"):
+            bench.routing_variant(name)

@@ -577,11 +577,13 @@ def run_pooling(occupancy: float = 0.8, calls: int = 60_000) -> dict[str, Any]:
 
 
 def run_routing(
-    calls: int = 400, wan: bool = True, streams: bool = True, asking: bool = True
+    calls: int = 400, wan: bool = True, streams: bool = True, asking: bool = True, compare: Sequence[str] = ()
 ) -> dict[str, Any]:
     from tools.bench.cluster import routing
 
-    return asyncio.run(routing(calls=calls, progress=_say, wan=wan, streams=streams, asking=asking))
+    return asyncio.run(
+        routing(calls=calls, progress=_say, wan=wan, streams=streams, asking=asking, compare=compare)
+    )
 
 
 def run_erlang(calls: int = 100_000, replications: int = 5) -> dict[str, Any]:
@@ -796,11 +798,26 @@ def routing_cmd(
         ),
     ] = True,
     asking: Annotated[bool, typer.Option(help="Also the rows asking central first (RouteCall).")] = True,
+    compare: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Also the local and pushed rows on a province with one switch of the environment "
+            "changed (repeat; a --compare name of `vcc bench throughput`, e.g. instep), then as "
+            "shipped again, in this run."
+        ),
+    ] = None,
 ) -> None:
     """Bare grpc.aio round trip vs local ACD decision vs cross-site overflow decision (pushed
     targets and asking central, side by side; on loopback and on an emulated WAN; the site-to-site
     legs on the pair's stream and, taking turns, on a stream per leg)."""
-    result = run_routing(calls, wan, streams, asking)
+    from tools.bench.cluster import routing_variant
+
+    for name in compare or []:
+        try:
+            routing_variant(name)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--compare") from None
+    result = run_routing(calls, wan, streams, asking, compare or [])
     _console().print(table_routing(result))
     _write_json(json_path, "routing", result)
 

@@ -23,7 +23,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -257,6 +257,10 @@ COMPARISONS["site8"] = Variant(
 COMPARISONS["wave8"] = Variant(
     "before wave 8 (central and sites)",
     {**COMPARISONS["before8"].env, **COMPARISONS["site8"].env},
+)
+# Wave 10: a step's line per transition and spans made inside the step, before its messages go.
+COMPARISONS["instep"] = Variant(
+    "lines and spans inside the step (VCC_OBSERVE_AFTER_STEP=0)", {"VCC_OBSERVE_AFTER_STEP": "0"}
 )
 # Every switch of issue 16's optimisations turned back at once: `--compare before16`.
 COMPARISONS["before16"] = Variant(
@@ -1560,11 +1564,15 @@ async def routing(
     wan: bool = True,
     streams: bool = True,
     asking: bool = True,
+    compare: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Bare round trip vs local ACD decision vs cross-site overflow decision (pushed targets and,
     side by side, asking central first; on loopback and on an emulated WAN), p50/p99 and ratios.
     `streams`: the pushed rows also on a ServeCall stream per leg, taking turns with the pair
-    stream's calls in the same cluster (`*_per_call` rows)."""
+    stream's calls in the same cluster (`*_per_call` rows). `compare`: names of COMPARISONS whose
+    switches are environment only; the local and pushed rows again on a province so switched
+    (`NAME:` rows), then once more as shipped (`again:` rows), in this run."""
+    variants = [routing_variant(name) for name in compare]
     load_before = os.getloadavg()
     progress("routing: bare grpc.aio unary round trips")
     bare = await bare_round_trip()
@@ -1602,6 +1610,12 @@ async def routing(
             row["p50_over_floor"] = row["p50"] / row["floor_ms"] if row.get("p50") else None
             wan_rows[name + suffix] = row
 
+    for name, variant in (*zip(compare, variants, strict=True), ("again", AS_SHIPPED)) if compare else ():
+        with _environment(variant.env):
+            switched = await decisions_on_cluster(calls=calls, progress=progress)
+        for row_name in ("local_acd_over_grpc", "cross_site_overflow"):
+            over_wire[f"{name}: {row_name}"] = {**switched[row_name], "variant": variant.name}
+
     def ratio(row: Mapping[str, Any], key: str) -> float | None:
         value, base = row.get(key), bare.get(key)
         return value / base if isinstance(value, float) and isinstance(base, float) and base > 0 else None
@@ -1626,6 +1640,19 @@ async def routing(
         "load_average": os.getloadavg(),
         "goal": "cross-site decision within 3 bare round trips at p50",
     }
+
+
+def routing_variant(name: str) -> Variant:
+    """The comparison `name` for `vcc bench routing`: one that switches the processes'
+    environment only (the routing bench sets up its province itself)."""
+    variant = COMPARISONS.get(name)
+    if variant is None:
+        raise ValueError(f"{name!r}: one of {', '.join(COMPARISONS)}")
+    if replace(variant, env={}, name=AS_SHIPPED.name) != AS_SHIPPED:
+        raise ValueError(f"{name!r} changes more than the processes' environment: not for the routing bench")
+    if not variant.env:
+        raise ValueError(f"{name!r} switches nothing: every --compare comes with an as-shipped run again")
+    return variant
 
 
 def median(values: Sequence[float]) -> float:
