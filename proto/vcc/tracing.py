@@ -15,7 +15,6 @@ the event loop.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import threading
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import orjson
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
@@ -35,6 +35,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import StatusCode
 
 from vcc.config import TracingConfig
 
@@ -60,24 +61,26 @@ class JsonLinesExporter(SpanExporter):
         self._keep = keep
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = path.open("a", encoding="utf-8")
+        self._file = path.open("ab")
         self._size = self._file.tell()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        text = "".join(json.dumps(span_record(s, self._process), ensure_ascii=False) + "\n" for s in spans)
+        # The exporter's thread holds the GIL while it serializes, and the event loop waits
+        # meanwhile: orjson (UTF-8, as the file is read) costs a sixth of json.dumps per span.
+        data = b"".join(orjson.dumps(span_record(s, self._process), default=str) + b"\n" for s in spans)
         with self._lock:
             if self._file.closed:
                 return SpanExportResult.FAILURE
             try:
-                if self._size and self._size + len(text) > self._max_bytes:
+                if self._size and self._size + len(data) > self._max_bytes:
                     self._rotate()
-                self._file.write(text)
+                self._file.write(data)
                 self._file.flush()
             except OSError as exc:
                 # A full disk loses spans, never the process.
                 log.warning("traces: cannot write %s: %s", self.path, exc)
                 return SpanExportResult.FAILURE
-            self._size += len(text.encode("utf-8"))
+            self._size += len(data)
         return SpanExportResult.SUCCESS
 
     def rotated(self) -> list[Path]:
@@ -94,12 +97,15 @@ class JsonLinesExporter(SpanExporter):
             if self._numbered(i).exists():
                 self._numbered(i).rename(self._numbered(i + 1))
         self.path.rename(self._numbered(1))
-        self._file = self.path.open("a", encoding="utf-8")
+        self._file = self.path.open("ab")
         self._size = 0
 
     def shutdown(self) -> None:
         with self._lock:
             self._file.close()
+
+
+_STATUS_NAMES = {code: code.name for code in StatusCode}
 
 
 def span_record(span: ReadableSpan, process: str) -> dict[str, Any]:
@@ -115,8 +121,8 @@ def span_record(span: ReadableSpan, process: str) -> dict[str, Any]:
         "process": process,
         "start_ns": span.start_time,
         "end_ns": span.end_time,
-        "status": span.status.status_code.name,
-        "attributes": {k: v for k, v in (span.attributes or {}).items()},
+        "status": _STATUS_NAMES[span.status.status_code],
+        "attributes": dict(span.attributes or ()),
         "links": [f"{link.context.trace_id:032x}/{link.context.span_id:016x}" for link in span.links],
     }
 
