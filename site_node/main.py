@@ -13,6 +13,7 @@ import signal
 from site_node.app import SiteNode, site_tls
 from site_node.links import customers
 from site_node.records.shipper import linger_from_env, raw_from_env
+from site_node.step_observers import after_step_chosen
 from vcc import eventloop, logs, tls
 from vcc.config import ConfigError, load_province
 from vcc.sdnotify import Notifier
@@ -77,6 +78,7 @@ def run(
         raw_from_env()
         customers.batched_from_env()
         customers.linger_from_env()
+        after_step_chosen()
     except ValueError as exc:  # EventLoopError is one
         raise ConfigError(str(exc)) from None
     eventloop.run(serve(config_path, site_id, metrics_listen))

@@ -299,8 +299,13 @@ def test_the_cores_bound_rate() -> None:
         ),
         (["central", "--config", str(EXAMPLE)], {"VCC_GC_GEN0": "often"}, "VCC_GC_GEN0"),
         (["site", "--config", str(EXAMPLE), "--site", "gz"], {"VCC_GC_GEN0": "10"}, "VCC_GC_GEN0"),
+        (
+            ["site", "--config", str(EXAMPLE), "--site", "gz"],
+            {"VCC_OBSERVE_AFTER_STEP": "later"},
+            "VCC_OBSERVE_AFTER_STEP",
+        ),
     ],
-    ids=["central-loop", "site-linger", "central-gc", "site-gc"],
+    ids=["central-loop", "site-linger", "central-gc", "site-gc", "site-observers"],
 )
 def test_a_bad_loop_or_linger_refuses_the_start(args: list[str], env: dict[str, str], named: str) -> None:
     done = subprocess.run(
