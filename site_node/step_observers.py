@@ -4,7 +4,8 @@ call's spans, run once the step's messages are on their way.
 A step's messages (the caller's `ringing`, the reservation a peer waits for, the agent's offer)
 are handed to their streams' tasks while the step is carried out; those tasks run in the loop's
 next turn, in the order they were woken. Writing the step's log lines and spans first kept every
-waiting side waiting for them (about a fifth of a site's CPU per call). So the runtime hands each
+waiting side waiting for them (they and the spans' export are about a fifth of a site's samples
+in a profile). So the runtime hands each
 step's effects here, and they are observed in one callback queued behind the tasks the step woke:
 in the order the steps were taken, each in the context (the current span, the bound log ids) its
 step ran in, as if observed in the step. A reader that needs them observed (a call's span, for an
