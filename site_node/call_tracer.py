@@ -91,6 +91,10 @@ class CallTracer:
 
     def _entry(self, e: RecordedEvent) -> None:
         live = self._live.get(e.call_id)
+        if live is None and e.kind in _ENDS and e.call_id in self._ended:
+            # The end that follows an end (ENDED after ABANDONED): the call's span is over, and a
+            # new one here would take the call's place for its shipping and links.
+            return
         if live is None:
             guest = e.kind not in (EventKind.ARRIVED, EventKind.BLOCKED)
             root = self._tracer.start_span(

@@ -108,3 +108,26 @@ def test_a_dropped_call_costs_no_span_but_its_context_still_travels() -> None:
     ctx = calls.span_context("c1")
     assert ctx is not None and ctx.is_valid and not ctx.trace_flags.sampled
     assert calls.links(["c1"]) == []
+
+
+def test_the_end_after_an_abandon_opens_no_second_span() -> None:
+    """An abandoned call's ABANDONED is followed by its ENDED: one `call` span, and its shipping
+    and links in that span's trace (a span opened by the ENDED took the call's place)."""
+    calls, ship, spans, _ = _tracer(ALWAYS_ON)
+    steps = [
+        (EventKind.ARRIVED, None),
+        (EventKind.ABANDONED, Outcome.ABANDONED),
+        (EventKind.ENDED, Outcome.ABANDONED),
+    ]
+    for seq, (kind, outcome) in enumerate(steps):
+        calls.observe([Journal(RecordedEvent("c1", "gz", seq, kind, 100.0 + seq, outcome=outcome))])
+    with ship.batch(["c1"], 3):
+        pass
+    ship.shipped(["c1"], 103.0, 103.5)
+    finished = spans.get_finished_spans()
+    roots = [s for s in finished if s.name.startswith("call")]
+    assert [s.name for s in roots] == ["call"]
+    (batch,) = [s for s in finished if s.name == "records.ship"]
+    (shipped,) = [s for s in finished if s.name == "record.shipped"]
+    assert [link.context.trace_id for link in batch.links] == [roots[0].context.trace_id]
+    assert shipped.context.trace_id == roots[0].context.trace_id

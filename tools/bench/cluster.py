@@ -1571,7 +1571,8 @@ async def routing(
     `streams`: the pushed rows also on a ServeCall stream per leg, taking turns with the pair
     stream's calls in the same cluster (`*_per_call` rows). `compare`: names of COMPARISONS whose
     switches are environment only; the local and pushed rows again on a province so switched
-    (`NAME:` rows), then once more as shipped (`again:` rows), in this run."""
+    (`NAME:` rows), then once more as shipped (`again:` rows, set up as the `NAME:` ones: compare
+    against those, not the first rows, whose cluster may hold the twin city), in this run."""
     variants = [routing_variant(name) for name in compare]
     load_before = os.getloadavg()
     progress("routing: bare grpc.aio unary round trips")
